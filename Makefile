@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: env demo test lint typecheck bench network clean
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+$(STAMP): pyproject.toml | $(UV)
+	$(UV) sync --all-extras --python python3
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+demo: env
+	$(UV) run --no-sync python -m agentguard.demo
+
+test: env
+	$(UV) run --no-sync pytest -q
+
+lint: env
+	$(UV) run --no-sync ruff check agentguard tests benchmarks
+	$(UV) run --no-sync mypy
+
+bench: env
+	$(UV) run --no-sync python benchmarks/run.py
+
+network: env
+	$(UV) run --no-sync agentguard network up
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

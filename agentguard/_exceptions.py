@@ -1,0 +1,208 @@
+"""Every way agentguard refuses to sign, in one tree.
+
+Nothing is ever signed after one of these is raised. Each message says what
+happened and what to do about it; none ever contains a key or a secret.
+
+    AgentGuardError
+    ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
+    ├── IntentError                  the action itself is malformed (fix the call)
+    ├── AuthorizationError           no usable decision came back
+    │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried, then raised)
+    │   ├── GatewayProtocolError     the gateway answered with bytes we cannot trust (garbage, truncated)
+    │   ├── GatewayRPCError          a JSON-RPC error object (Newton codes -32615 … -32620, -32002, …)
+    │   │   ├── PolicyEvaluationError     -32615
+    │   │   ├── PolicyContractError       -32616
+    │   │   ├── OperatorNotRegistered     -32617
+    │   │   ├── IncompatiblePolicyVersion -32618 / -32619
+    │   │   ├── DataProviderError         -32620
+    │   │   └── GatewayAuthError          -32002, HTTP 401/403 (bad or missing API key)
+    │   ├── QuorumNotReached         too few operators answered (per-operator errors attached)
+    │   ├── PolicyDenied             a final, normal "no" with the policy's reasons (never retried)
+    │   │   └── ApprovalRequired     the policy wants a human to approve this exact intent first
+    ├── VerificationError            an attestation came back but is not good enough to sign on
+    │   ├── IntentMismatch           bound to a different intent / chain / policy client
+    │   ├── AttestationExpired       past its expiry (or too far in the future)
+    │   ├── AttestationReplayed      this task id was already used once
+    │   ├── UnknownOperator          a signature from a key outside the configured operator set
+    │   ├── DuplicateSignature       two signatures from one operator key
+    │   ├── InsufficientQuorum       fewer valid signatures than the threshold
+    │   └── MalformedSignature       not a 65-byte low-s secp256k1 signature
+    └── LedgerError                  the spend budget refuses or cannot account for the action
+        ├── BudgetExceeded           reserving would pass a cap
+        └── ReservationError         unknown, expired or already settled reservation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class AgentGuardError(Exception):
+    """Base class: catching this catches every refusal."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        super().__init__(f"{message} — {self.hint}" if self.hint else message)
+
+
+class ConfigurationError(AgentGuardError):
+    hint = "Fix the agentguard configuration; nothing was sent or signed."
+
+
+class IntentError(AgentGuardError, ValueError):
+    hint = "Fix the action's fields; nothing was sent or signed."
+
+
+# -- authorization ---------------------------------------------------------------------------
+
+
+class AuthorizationError(AgentGuardError):
+    hint = "Nothing was signed. Check the authorization service and try again."
+
+
+class GatewayUnavailable(AuthorizationError):
+    hint = "The authorization gateway could not be reached in time; nothing was signed. Retry later."
+
+
+class GatewayProtocolError(AuthorizationError):
+    hint = (
+        "The gateway's answer could not be trusted (malformed or incomplete); nothing was signed. "
+        "Check that the gateway URL points at a Newton-compatible gateway."
+    )
+
+
+class GatewayRPCError(AuthorizationError):
+    """A JSON-RPC error object from the gateway."""
+
+    def __init__(self, message: str, *, code: int, data: Any = None, hint: str | None = None):
+        self.code = code
+        self.data = data
+        super().__init__(f"gateway error {code}: {message}", hint=hint)
+
+
+class PolicyEvaluationError(GatewayRPCError):
+    hint = "The policy failed to evaluate (bad params or Rego error); fix the policy."
+
+
+class PolicyContractError(GatewayRPCError):
+    hint = "The policy client contract call failed; check the policy client address and chain."
+
+
+class OperatorNotRegistered(GatewayRPCError):
+    hint = "An operator is not registered; the operator set must be fixed by its owner."
+
+
+class IncompatiblePolicyVersion(GatewayRPCError):
+    hint = "The policy (or policy data) version is not supported by the task manager; migrate it."
+
+
+class DataProviderError(GatewayRPCError):
+    hint = "A policy data provider failed; retry later or check the data provider."
+
+
+class GatewayAuthError(GatewayRPCError):
+    hint = "The gateway refused the API key; set a valid key with the right permissions."
+
+
+class QuorumNotReached(AuthorizationError):
+    """Too few operators produced a decision; ``operator_errors`` says who failed and why."""
+
+    hint = "Not enough operators answered; nothing was signed. Retry when operators are back."
+
+    def __init__(self, message: str, *, operator_errors: Sequence[Any] = ()) -> None:
+        self.operator_errors = list(operator_errors)
+        super().__init__(message)
+
+
+class PolicyDenied(AuthorizationError):
+    """The policy said no. Final: never retried."""
+
+    hint = "The policy refused this action; change the action or the policy, do not retry."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: Sequence[str] = (),
+        task_id: str | None = None,
+    ) -> None:
+        self.reasons = list(reasons)
+        self.task_id = task_id
+        detail = "; ".join(self.reasons) if self.reasons else "no reason given"
+        super().__init__(f"{message}: {detail}")
+
+
+class ApprovalRequired(PolicyDenied):
+    hint = (
+        "A human must approve this exact intent (see `agentguard network approve`), "
+        "then authorize it again."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: Sequence[str] = (),
+        task_id: str | None = None,
+        intent_hash: str | None = None,
+    ) -> None:
+        self.intent_hash = intent_hash
+        super().__init__(message, reasons=reasons, task_id=task_id)
+
+
+# -- verification ----------------------------------------------------------------------------
+
+
+class VerificationError(AgentGuardError):
+    hint = "The attestation cannot be trusted; nothing was signed. Do not bypass this check."
+
+
+class IntentMismatch(VerificationError):
+    hint = (
+        "The attestation is for a different action than the one about to be signed; "
+        "nothing was signed. Authorize the exact action again."
+    )
+
+
+class AttestationExpired(VerificationError):
+    hint = "The attestation is no longer valid; nothing was signed. Authorize again."
+
+
+class AttestationReplayed(VerificationError):
+    hint = "Each attestation authorizes one action once; nothing was signed. Authorize again."
+
+
+class UnknownOperator(VerificationError):
+    hint = "A signature came from a key outside the configured operator set; nothing was signed."
+
+
+class DuplicateSignature(VerificationError):
+    hint = "One operator signed twice; a quorum needs distinct operators. Nothing was signed."
+
+
+class InsufficientQuorum(VerificationError):
+    hint = "Too few distinct operators signed; nothing was signed. Retry when operators are back."
+
+
+class MalformedSignature(VerificationError):
+    hint = "An operator signature is not a valid 65-byte low-s secp256k1 signature."
+
+
+# -- ledger ----------------------------------------------------------------------------------
+
+
+class LedgerError(AgentGuardError):
+    hint = "The spend ledger refused the action; nothing was signed."
+
+
+class BudgetExceeded(LedgerError):
+    hint = "This would pass a spend cap; wait for the window to roll or raise the cap."
+
+
+class ReservationError(LedgerError):
+    hint = "The reservation is unknown, expired or already settled; authorize the action again."

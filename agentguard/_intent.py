@@ -1,0 +1,448 @@
+"""Intents: the exact action an agent wants to take, before anything is signed.
+
+Two kinds share one shape on the wire. A ``TransactionIntent`` is Newton's six-field
+``Intent`` (``from, to, value, data, chain_id, function_signature``). A ``PaymentIntent`` is
+the x402 requirement the agent would pay; on the wire it travels as the equivalent ERC-20
+``transfer(payTo, amount)`` intent on the asset, with the x402 details in ``wasm_args``. So
+one policy (recipient allowlists, spend caps) sees payments and transactions alike, and one
+budget covers both.
+
+The canonical hash of every intent is the EIP-712 ``hashStruct`` of Newton's ``Intent`` type
+(see ``docs/architecture.md``); attestations are bound to it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from typing import Any, Literal
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
+from agentguard._exceptions import IntentError
+
+__all__ = [
+    "NATIVE_ASSET",
+    "PaymentIntent",
+    "Spend",
+    "TransactionIntent",
+    "canonical_signature",
+    "chain_id_from_network",
+]
+
+NATIVE_ASSET = "0x0000000000000000000000000000000000000000"
+UINT256_MAX = (1 << 256) - 1
+_ERC20_TRANSFER = "transfer(address,uint256)"
+
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*$")
+
+# x402 v1 network names we accept (v2 uses CAIP-2 ``eip155:<id>``).
+_V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111}
+
+
+def chain_id_from_network(network: str) -> int:
+    """``eip155:8453`` or a v1 name like ``base`` → 8453."""
+    if network.startswith("eip155:"):
+        tail = network[7:]
+        if tail.isdigit() and 0 < len(tail) <= 20:
+            return int(tail)
+        raise IntentError(f"network {network!r} is not a valid CAIP-2 eip155 id")
+    if network in _V1_NETWORKS:
+        return _V1_NETWORKS[network]
+    raise IntentError(f"network {network!r} is not a supported EVM network")
+
+
+def _split_top_level(params: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(params):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(params[start:i])
+            start = i + 1
+    parts.append(params[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _canonical_type(param: str) -> str:
+    param = param.strip()
+    if param.startswith("("):
+        depth = 0
+        for i, ch in enumerate(param):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                inner = ",".join(_canonical_type(p) for p in _split_top_level(param[1:i]))
+                suffix = param[i + 1 :].split()[0] if param[i + 1 :].strip() else ""
+                return f"({inner}){suffix}"
+        raise IntentError(f"unbalanced parentheses in {param!r}")
+    kind = param.split()[0]
+    return {"uint": "uint256", "int": "int256"}.get(kind, kind)
+
+
+def canonical_signature(signature: str) -> str:
+    """``function transfer(address to, uint256 amount)`` → ``transfer(address,uint256)``.
+
+    Newton's sources disagree on the exact form (with or without ``function`` and names);
+    the wire carries this canonical form, the one whose keccak gives the selector.
+    """
+    sig = signature.strip()
+    if sig.startswith("function "):
+        sig = sig[len("function ") :].strip()
+    open_at = sig.find("(")
+    if open_at <= 0 or not sig.endswith(")") and ")" not in sig:
+        raise IntentError(f"function signature {signature!r} is not of the form name(types)")
+    name = sig[:open_at].strip()
+    depth, close_at = 0, -1
+    for i in range(open_at, len(sig)):
+        depth += sig[i] == "("
+        depth -= sig[i] == ")"
+        if depth == 0:
+            close_at = i
+            break
+    if close_at < 0 or not re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", name):
+        raise IntentError(f"function signature {signature!r} is not of the form name(types)")
+    types = ",".join(_canonical_type(p) for p in _split_top_level(sig[open_at + 1 : close_at]))
+    return f"{name}({types})"
+
+
+def _argument_types(signature: str) -> list[str]:
+    inner = signature[signature.index("(") + 1 : -1]
+    return _split_top_level(inner)
+
+
+def _checksum(value: Any, field: str) -> str:
+    if isinstance(value, bytes) and len(value) == 20:
+        value = "0x" + value.hex()
+    if not isinstance(value, str) or not _ADDRESS_RE.match(value):
+        raise IntentError(f"{field} must be a 0x-prefixed 20-byte address, got {value!r}")
+    return to_checksum_address(value)
+
+
+def _jsonable(value: Any, abi_type: str = "") -> Any:
+    """Decoded ABI values as operators hand them to Rego (Newton's parsed-intent shape).
+
+    Integers of up to 32 bits are JSON numbers (as Newton shows ``uint32``); wider ones are
+    exact decimal strings, because Rego engines lose precision past 2^53/2^64.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        bits = re.fullmatch(r"u?int(\d+)", abi_type)
+        return value if bits and int(bits.group(1)) <= 32 else str(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        inner = abi_type[:-2] if abi_type.endswith("[]") else ""
+        return [_jsonable(v, inner) for v in value]
+    if isinstance(value, str) and _ADDRESS_RE.match(value):
+        return to_checksum_address(value)
+    return value
+
+
+class Spend(BaseModel):
+    """What an intent moves out of the wallet: one asset, an exact atomic amount."""
+
+    model_config = ConfigDict(frozen=True)
+
+    asset: str
+    amount: int
+    recipient: str | None = None
+
+
+class TransactionIntent(BaseModel):
+    """Newton's six-field intent; frozen, validated, hashed once."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, ignored_types=(cached_property,))
+
+    from_: str = Field(alias="from")
+    to: str
+    value: int = 0
+    data: bytes = b""
+    chain_id: int
+    function_signature: str = ""
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _address(cls, v: Any, info: Any) -> str:
+        return _checksum(v, info.field_name.rstrip("_"))
+
+    @field_validator("value", "chain_id", mode="before")
+    @classmethod
+    def _uint(cls, v: Any, info: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise IntentError(f"{info.field_name} must be an integer, got {type(v).__name__}")
+        if isinstance(v, str):
+            try:
+                v = int(v, 16) if v.lower().startswith("0x") else int(v, 10)
+            except ValueError:
+                raise IntentError(f"{info.field_name} {v!r} is not an integer") from None
+        if not 0 <= v <= UINT256_MAX:
+            raise IntentError(f"{info.field_name} {v} is outside uint256")
+        return int(v)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _bytes(cls, v: Any) -> bytes:
+        if isinstance(v, bytes | bytearray):
+            return bytes(v)
+        if isinstance(v, str) and _HEX_RE.match(v):
+            return bytes.fromhex(v[2:])
+        raise IntentError(f"data must be bytes or 0x-hex, got {v!r:.80}")
+
+    @field_validator("function_signature", mode="before")
+    @classmethod
+    def _signature(cls, v: Any) -> str:
+        if v in (None, "", "0x"):
+            return ""
+        if not isinstance(v, str):
+            raise IntentError("function_signature must be a string like 'transfer(address,uint256)'")
+        return canonical_signature(v)
+
+    @model_validator(mode="after")
+    def _selector_matches(self) -> TransactionIntent:
+        if self.chain_id == 0:
+            raise IntentError("chain_id must be set (8453 for Base)")
+        if self.function_signature:
+            if len(self.data) < 4 or keccak(self.function_signature.encode())[:4] != self.data[:4]:
+                raise IntentError(
+                    f"calldata does not start with the selector of {self.function_signature!r}"
+                )
+        elif self.data:
+            raise IntentError(
+                "calldata without a function_signature cannot be checked by policies; "
+                "pass the human-readable signature, e.g. 'transfer(address,uint256)'"
+            )
+        return self
+
+    # -- derived, computed once -------------------------------------------------------------
+
+    @cached_property
+    def intent_hash(self) -> bytes:
+        """EIP-712 ``hashStruct(Intent)``: what every attestation is bound to."""
+        return keccak(
+            INTENT_TYPEHASH
+            + address_word(bytes.fromhex(self.from_[2:]))
+            + address_word(bytes.fromhex(self.to[2:]))
+            + uint_word(self.value)
+            + keccak(self.data)
+            + uint_word(self.chain_id)
+            + keccak(self.function_signature.encode())
+        )
+
+    @cached_property
+    def decoded_arguments(self) -> tuple[Any, ...]:
+        if not self.function_signature:
+            return ()
+        try:
+            return tuple(abi_decode(_argument_types(self.function_signature), self.data[4:]))
+        except Exception as exc:
+            raise IntentError(
+                f"calldata does not decode as {self.function_signature}: {exc}"
+            ) from None
+
+    @property
+    def function_name(self) -> str:
+        return self.function_signature.split("(", 1)[0] if self.function_signature else ""
+
+    @cached_property
+    def spend(self) -> Spend:
+        """What leaves the wallet: native value, or an ERC-20 transfer/approve amount."""
+        name = self.function_signature
+        if name in (_ERC20_TRANSFER, "approve(address,uint256)") and self.value == 0:
+            recipient, amount = self.decoded_arguments
+            return Spend(asset=self.to, amount=amount, recipient=to_checksum_address(recipient))
+        if name == "transferFrom(address,address,uint256)" and self.value == 0:
+            _, recipient, amount = self.decoded_arguments
+            return Spend(asset=self.to, amount=amount, recipient=to_checksum_address(recipient))
+        return Spend(asset=NATIVE_ASSET, amount=self.value, recipient=self.to)
+
+    def newton_intent(self) -> TransactionIntent:
+        return self
+
+    def wire(self) -> dict[str, str]:
+        """Newton gateway ``TaskIntent``: snake_case, hex quantities, hex-of-UTF-8 signature."""
+        return {
+            "from": self.from_,
+            "to": self.to,
+            "value": hex(self.value),
+            "data": "0x" + self.data.hex(),
+            "chain_id": hex(self.chain_id),
+            "function_signature": "0x" + self.function_signature.encode().hex(),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> TransactionIntent:
+        if not isinstance(wire, dict):
+            raise IntentError("intent must be a JSON object")
+        sig = wire.get("function_signature", "")
+        if isinstance(sig, list):
+            sig = bytes(sig).decode("utf-8", "strict")
+        elif isinstance(sig, str) and sig.startswith("0x"):
+            try:
+                sig = bytes.fromhex(sig[2:]).decode("utf-8", "strict")
+            except (ValueError, UnicodeDecodeError):
+                raise IntentError("function_signature is not hex of UTF-8 text") from None
+        data = wire.get("data", "0x")
+        if isinstance(data, list):
+            data = bytes(data)
+        try:
+            return cls.model_validate(
+                {
+                    "from": wire.get("from"),
+                    "to": wire.get("to"),
+                    "value": wire.get("value", 0),
+                    "data": data,
+                    "chain_id": wire.get("chain_id", wire.get("chainId")),
+                    "function_signature": sig,
+                }
+            )
+        except IntentError:
+            raise
+        except Exception as exc:
+            raise IntentError(f"intent is malformed: {exc}") from None
+
+    def parsed(self) -> dict[str, Any]:
+        """The ``input`` document policies see, in the shape Newton's operators produce."""
+        fn: dict[str, Any] | None = None
+        args: list[Any] = []
+        if self.function_signature:
+            fn = {
+                "name": self.function_name,
+                "type": "function",
+                "inputs": [
+                    {"type": t, "name": f"param{i}"}
+                    for i, t in enumerate(_argument_types(self.function_signature))
+                ],
+            }
+            types = _argument_types(self.function_signature)
+            args = [_jsonable(a, t) for a, t in zip(self.decoded_arguments, types, strict=True)]
+        return {
+            "from": self.from_,
+            "to": self.to,
+            "value": str(self.value),
+            "data": "0x" + self.data.hex(),
+            "chain_id": str(self.chain_id),
+            "function_signature": "0x" + self.function_signature.encode().hex(),
+            "function": fn,
+            "decoded_function_signature": self.function_signature,
+            "decoded_function_arguments": args,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"TransactionIntent(from={self.from_}, to={self.to}, value={self.value}, "
+            f"chain_id={self.chain_id}, function={self.function_signature or '-'})"
+        )
+
+    __str__ = __repr__
+
+    @classmethod
+    def erc20_transfer(
+        cls, *, sender: str, token: str, recipient: str, amount: int, chain_id: int
+    ) -> TransactionIntent:
+        data = keccak(_ERC20_TRANSFER.encode())[:4] + abi_encode(
+            ["address", "uint256"], [_checksum(recipient, "recipient"), amount]
+        )
+        return cls(
+            from_=sender, to=token, data=data, chain_id=chain_id, function_signature=_ERC20_TRANSFER
+        )
+
+
+class PaymentIntent(BaseModel):
+    """An x402 requirement the agent would pay, as chosen from a 402 answer."""
+
+    model_config = ConfigDict(frozen=True, ignored_types=(cached_property,))
+
+    payer: str
+    scheme: Literal["exact", "upto"]
+    network: str
+    asset: str
+    amount: int = Field(description="exact amount (exact) or session maximum (upto), atomic units")
+    pay_to: str
+    resource: str = ""
+    x402_version: Literal[1, 2] = 2
+
+    @field_validator("payer", "asset", "pay_to", mode="before")
+    @classmethod
+    def _address(cls, v: Any, info: Any) -> str:
+        return _checksum(v, info.field_name)
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, v: Any) -> int:
+        if isinstance(v, str) and v.isdigit() and len(v) <= 78:
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= UINT256_MAX:
+            raise IntentError(f"payment amount must be a positive atomic integer, got {v!r:.80}")
+        return v
+
+    @model_validator(mode="after")
+    def _network(self) -> PaymentIntent:
+        chain_id_from_network(self.network)
+        if len(self.resource) > 2048:
+            raise IntentError("resource URL is longer than 2048 characters")
+        return self
+
+    @property
+    def chain_id(self) -> int:
+        return chain_id_from_network(self.network)
+
+    @cached_property
+    def _transfer(self) -> TransactionIntent:
+        return TransactionIntent.erc20_transfer(
+            sender=self.payer,
+            token=self.asset,
+            recipient=self.pay_to,
+            amount=self.amount,
+            chain_id=self.chain_id,
+        )
+
+    def newton_intent(self) -> TransactionIntent:
+        """The equivalent onchain action: ``asset.transfer(pay_to, amount)`` from the payer."""
+        return self._transfer
+
+    @property
+    def intent_hash(self) -> bytes:
+        return self._transfer.intent_hash
+
+    @property
+    def spend(self) -> Spend:
+        return Spend(asset=self.asset, amount=self.amount, recipient=self.pay_to)
+
+    def wire(self) -> dict[str, str]:
+        return self._transfer.wire()
+
+    def wasm_args(self) -> dict[str, Any]:
+        return {
+            "x402": {
+                "scheme": self.scheme,
+                "network": self.network,
+                "asset": self.asset,
+                "amount": str(self.amount),
+                "pay_to": self.pay_to,
+                "resource": self.resource,
+                "x402_version": self.x402_version,
+            }
+        }
+
+    def parsed(self) -> dict[str, Any]:
+        return self._transfer.parsed()
+
+
+Intent = TransactionIntent | PaymentIntent
+
+
+def wasm_args_hex(args: dict[str, Any] | None) -> str:
+    """Newton's ``wasm_args``: hex of compact UTF-8 JSON (``0x`` prefixed)."""
+    if not args:
+        return "0x"
+    return "0x" + json.dumps(args, separators=(",", ":"), sort_keys=True).encode().hex()

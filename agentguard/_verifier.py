@@ -1,0 +1,197 @@
+"""The one gate between "the gateway said yes" and "we may sign".
+
+A ``VerifiedAttestation`` can only be built here (its constructor demands a private token),
+and every signing path in agentguard takes one. So "no signature without a verified
+attestation bound to the exact intent" holds by construction: read ``Verifier.verify``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from eth_utils import to_checksum_address
+
+from agentguard._attestation import Attestation, recover_signer
+from agentguard._exceptions import (
+    ApprovalRequired,
+    AttestationExpired,
+    AttestationReplayed,
+    ConfigurationError,
+    DuplicateSignature,
+    InsufficientQuorum,
+    IntentMismatch,
+    PolicyDenied,
+    UnknownOperator,
+    VerificationError,
+)
+from agentguard._intent import PaymentIntent, TransactionIntent
+
+__all__ = ["MemoryReplayGuard", "ReplayGuard", "VerifiedAttestation", "Verifier"]
+
+_TOKEN = object()
+
+
+class ReplayGuard(Protocol):
+    """Remembers task ids already used. ``claim`` is atomic: True once, False ever after."""
+
+    def claim(self, task_id: bytes, expires_at: int) -> bool: ...
+
+
+class MemoryReplayGuard:
+    """Process-local replay guard; forgets ids only after they could no longer verify anyway."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._used: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._next_prune = 0.0
+
+    def claim(self, task_id: bytes, expires_at: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now >= self._next_prune:
+                self._used = {k: e for k, e in self._used.items() if e > now}
+                self._next_prune = now + 60
+            if task_id in self._used:
+                return False
+            self._used[task_id] = expires_at
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedAttestation:
+    """Proof that a quorum allowed exactly ``intent``. Only ``Verifier.verify`` makes these."""
+
+    attestation: Attestation
+    intent: TransactionIntent | PaymentIntent
+    signers: tuple[str, ...]
+    assurance: str
+    _token: object
+
+    def __post_init__(self) -> None:
+        if self._token is not _TOKEN:
+            raise VerificationError("VerifiedAttestation can only be created by a Verifier")
+
+    @property
+    def task_id(self) -> str:
+        return "0x" + self.attestation.task_id.hex()
+
+    @property
+    def expires_at(self) -> int:
+        return self.attestation.expires_at
+
+
+class Verifier:
+    """Accepts an attestation only if every one of these holds:
+
+    (a) signatures from distinct keys of the configured operator set reach the threshold;
+    (b) it is bound to the exact intent about to be signed (hash recomputed here);
+    (c) it has not expired (and does not claim an absurd lifetime);
+    (d) it was not used before (claimed in the replay guard, single use).
+    """
+
+    def __init__(
+        self,
+        operators: Iterable[str],
+        *,
+        policy_client: str,
+        threshold: int | None = None,
+        threshold_percentage: int = 66,
+        policy_id: str | None = None,
+        replay_guard: ReplayGuard | None = None,
+        clock: Callable[[], float] = time.time,
+        max_lifetime: int = 3600,
+    ) -> None:
+        addrs = {bytes.fromhex(to_checksum_address(a)[2:]) for a in operators}
+        if not addrs:
+            raise ConfigurationError("a Verifier needs at least one operator address")
+        if threshold is None:
+            if not 0 < threshold_percentage <= 100:
+                raise ConfigurationError("threshold_percentage must be in 1..100")
+            # Newton's rule: signed * 100 >= total * percentage (66% of 3 is 2, 67% is 3).
+            threshold = math.ceil(len(addrs) * threshold_percentage / 100)
+        if not 0 < threshold <= len(addrs):
+            raise ConfigurationError(
+                f"threshold {threshold} must be between 1 and the {len(addrs)} operators"
+            )
+        self._operators = frozenset(addrs)
+        self.threshold = threshold
+        self.policy_client = to_checksum_address(policy_client)
+        self.policy_id = bytes.fromhex(policy_id[2:]) if policy_id else None
+        self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard(clock)
+        self._clock = clock
+        self._max_lifetime = max_lifetime
+
+    @property
+    def operators(self) -> frozenset[str]:
+        return frozenset(to_checksum_address(a) for a in self._operators)
+
+    def verify(
+        self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
+    ) -> VerifiedAttestation:
+        task = "0x" + attestation.task_id.hex()
+        if attestation.decision == "approval_required":
+            raise ApprovalRequired(
+                "policy requires approval",
+                reasons=attestation.reasons,
+                task_id=task,
+                intent_hash="0x" + intent.intent_hash.hex(),
+            )
+        if attestation.decision != "allow":
+            raise PolicyDenied("policy denied the action", reasons=attestation.reasons, task_id=task)
+        if attestation.scheme != "ecdsa":
+            raise VerificationError(
+                f"{attestation.scheme} attestations cannot be verified by this Verifier; "
+                "use NewtonBindingVerifier with onchain enforcement (vault mode)"
+            )
+        if attestation.policy_client.lower() != self.policy_client.lower():
+            raise IntentMismatch(
+                f"attestation is for policy client {attestation.policy_client}, "
+                f"expected {self.policy_client}"
+            )
+        if self.policy_id is not None and attestation.policy_id != self.policy_id:
+            raise IntentMismatch("attestation was made under a different policy id")
+        local_hash = intent.intent_hash
+        if attestation.intent_hash != local_hash:
+            raise IntentMismatch(
+                "attestation is bound to a different intent "
+                f"(0x{attestation.intent_hash.hex()[:16]}…, this intent is 0x{local_hash.hex()[:16]}…)"
+            )
+        now = self._clock()
+        if attestation.expires_at <= now:
+            raise AttestationExpired(f"attestation {task} expired at {attestation.expires_at}")
+        if attestation.expires_at > now + self._max_lifetime:
+            raise AttestationExpired(
+                f"attestation {task} claims a lifetime beyond {self._max_lifetime}s"
+            )
+
+        digest = attestation.digest_for(local_hash, intent.chain_id)
+        signers: set[bytes] = set()
+        for sig in attestation.signatures:
+            signer = recover_signer(digest, sig.signature)
+            if signer not in self._operators:
+                raise UnknownOperator(
+                    f"a signature recovers to 0x{signer.hex()}, which is not a configured operator "
+                    "(or it signed a different intent, chain or policy client)"
+                )
+            if signer in signers:
+                raise DuplicateSignature(f"operator 0x{signer.hex()} signed more than once")
+            signers.add(signer)
+        if len(signers) < self.threshold:
+            raise InsufficientQuorum(
+                f"{len(signers)} valid operator signature(s), {self.threshold} required"
+            )
+        if not self._replay.claim(attestation.task_id, attestation.expires_at):
+            raise AttestationReplayed(f"attestation {task} was already used")
+        return VerifiedAttestation(
+            attestation=attestation,
+            intent=intent,
+            signers=tuple(sorted("0x" + s.hex() for s in signers)),
+            assurance="quorum-ecdsa",
+            _token=_TOKEN,
+        )
