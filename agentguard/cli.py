@@ -1,0 +1,34 @@
+"""The ``agentguard`` command: ``network up`` (reference authorization network), ``audit verify``.
+
+Each command group lives next to the code it drives and registers itself here; heavy imports
+(regopy, uvicorn) happen only when that group runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentguard", description=__doc__)
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    from agentguard.network._cli import add_network_commands
+
+    add_network_commands(sub)
+    try:
+        from agentguard._audit_cli import add_audit_commands
+    except ImportError:  # pragma: no cover - audit lands with the ledger
+        pass
+    else:
+        add_audit_commands(sub)
+
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Bundled Rego policies and the policy material format shared by client and network.
+
+A policy is Rego logic plus a JSON schema for its parameters (as on Newton): the logic is
+shared, each policy client gets its own configuration and its own ``policy_id``. Every bundled
+policy lives in a folder here with ``policy.rego``, ``params_schema.json`` and
+``policy_metadata.json`` (``{"name", "description", "entrypoint"}``) and its tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from agentguard._eip712 import address_word, keccak, uint_word
+
+__all__ = ["Policy", "bundled", "canonical_json", "load", "policy_id"]
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Rego modules + entrypoint (Newton style ``package.rule``, no ``data.`` prefix) + schema."""
+
+    name: str
+    entrypoint: str
+    modules: Mapping[str, str]
+    params_schema: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @cached_property
+    def code_hash(self) -> bytes:
+        blob = self.entrypoint.encode()
+        for name in sorted(self.modules):
+            blob += b"\x00" + self.modules[name].encode()
+        return keccak(blob)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Policy:
+        path = Path(path)
+        meta = json.loads((path / "policy_metadata.json").read_text())
+        modules = {p.name: p.read_text() for p in sorted(path.glob("*.rego"))}
+        schema_file = path / "params_schema.json"
+        schema = json.loads(schema_file.read_text()) if schema_file.exists() else {}
+        return cls(
+            name=meta["name"],
+            entrypoint=meta["entrypoint"],
+            modules=modules,
+            params_schema=schema,
+            description=meta.get("description", ""),
+        )
+
+
+def _root() -> Path:
+    return Path(str(resources.files("agentguard.policies")))
+
+
+def bundled() -> list[str]:
+    """Names of the policies shipped with agentguard."""
+    return sorted(p.name for p in _root().iterdir() if (p / "policy_metadata.json").exists())
+
+
+def load(name: str) -> Policy:
+    path = _root() / name
+    if not (path / "policy_metadata.json").exists():
+        raise KeyError(f"no bundled policy {name!r}; bundled: {', '.join(bundled())}")
+    return Policy.from_dir(path)
+
+
+def policy_id(policy_client: str, policy: Policy, params: Any, expire_after: int) -> bytes:
+    """``keccak(policy_client ‖ code_hash ‖ keccak(canonical params) ‖ uint256(expire_after))``."""
+    return keccak(
+        address_word(bytes.fromhex(policy_client[2:]))
+        + policy.code_hash
+        + keccak(canonical_json(params))
+        + uint_word(expire_after)
+    )
