@@ -30,7 +30,10 @@ from agentguard._exceptions import (
     UnknownOperator,
     VerificationError,
 )
+from agentguard._gateway import AsyncNewtonGateway, NewtonGateway, Simulation
+from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
+from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import MemoryReplayGuard, VerifiedAttestation, Verifier
 
 __version__ = "0.1.0"
@@ -38,6 +41,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentGuardError",
     "ApprovalRequired",
+    "AsyncGuard",
+    "AsyncNewtonGateway",
     "Attestation",
     "AttestationExpired",
     "AttestationReplayed",
@@ -50,6 +55,7 @@ __all__ = [
     "GatewayProtocolError",
     "GatewayRPCError",
     "GatewayUnavailable",
+    "Guard",
     "IncompatiblePolicyVersion",
     "InsufficientQuorum",
     "IntentError",
@@ -57,6 +63,7 @@ __all__ = [
     "LedgerError",
     "MalformedSignature",
     "MemoryReplayGuard",
+    "NewtonGateway",
     "OperatorNotRegistered",
     "OperatorSignature",
     "PaymentIntent",
@@ -65,6 +72,9 @@ __all__ = [
     "PolicyEvaluationError",
     "QuorumNotReached",
     "ReservationError",
+    "SignedTransaction",
+    "Signer",
+    "Simulation",
     "Spend",
     "TransactionIntent",
     "UnknownOperator",

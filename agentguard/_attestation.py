@@ -90,7 +90,7 @@ def sign_attestation(key: PrivateKey, digest: bytes) -> bytes:
 
 
 def operator_address(key: PrivateKey) -> str:
-    from eth_utils import to_checksum_address
+    from eth_utils.address import to_checksum_address
 
     return to_checksum_address(keccak(key.public_key.format(compressed=False)[1:])[12:])
 
@@ -109,7 +109,9 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     if not (0 < r < _SECP256K1_N and 0 < s <= _HALF_N):
         raise MalformedSignature("signature has r/s out of range (or a malleable high s)")
     try:
-        public = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
+        public = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v]), digest, hasher=None
+        )
     except Exception:
         raise MalformedSignature("signature does not recover to a public key") from None
     return keccak(public.format(compressed=False)[1:])[12:]

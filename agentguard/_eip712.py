@@ -23,9 +23,7 @@ __all__ = [
     "uint_word",
 ]
 
-DOMAIN_TYPE = (
-    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
+DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 # Newton's `NewtonMessage.Intent`, field for field.
 INTENT_TYPE = (
     "Intent(address from,address to,uint256 value,bytes data,uint256 chainId,"

@@ -7,9 +7,9 @@ happened and what to do about it; none ever contains a key or a secret.
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
     ├── IntentError                  the action itself is malformed (fix the call)
     ├── AuthorizationError           no usable decision came back
-    │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried, then raised)
-    │   ├── GatewayProtocolError     the gateway answered with bytes we cannot trust (garbage, truncated)
-    │   ├── GatewayRPCError          a JSON-RPC error object (Newton codes -32615 … -32620, -32002, …)
+    │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried first)
+    │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory)
+    │   ├── GatewayRPCError          a JSON-RPC error object (Newton codes, see below)
     │   │   ├── PolicyEvaluationError     -32615
     │   │   ├── PolicyContractError       -32616
     │   │   ├── OperatorNotRegistered     -32617
@@ -66,7 +66,9 @@ class AuthorizationError(AgentGuardError):
 
 
 class GatewayUnavailable(AuthorizationError):
-    hint = "The authorization gateway could not be reached in time; nothing was signed. Retry later."
+    hint = (
+        "The authorization gateway could not be reached in time; nothing was signed. Retry later."
+    )
 
 
 class GatewayProtocolError(AuthorizationError):

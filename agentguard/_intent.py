@@ -18,9 +18,9 @@ import re
 from functools import cached_property
 from typing import Any, Literal
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
@@ -98,7 +98,7 @@ def canonical_signature(signature: str) -> str:
     if sig.startswith("function "):
         sig = sig[len("function ") :].strip()
     open_at = sig.find("(")
-    if open_at <= 0 or not sig.endswith(")") and ")" not in sig:
+    if open_at <= 0 or (not sig.endswith(")") and ")" not in sig):
         raise IntentError(f"function signature {signature!r} is not of the form name(types)")
     name = sig[:open_at].strip()
     depth, close_at = 0, -1
@@ -204,7 +204,9 @@ class TransactionIntent(BaseModel):
         if v in (None, "", "0x"):
             return ""
         if not isinstance(v, str):
-            raise IntentError("function_signature must be a string like 'transfer(address,uint256)'")
+            raise IntentError(
+                "function_signature must be a string like 'transfer(address,uint256)'"
+            )
         return canonical_signature(v)
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from agentguard._attestation import Attestation, recover_signer
 from agentguard._exceptions import (
@@ -143,7 +143,9 @@ class Verifier:
                 intent_hash="0x" + intent.intent_hash.hex(),
             )
         if attestation.decision != "allow":
-            raise PolicyDenied("policy denied the action", reasons=attestation.reasons, task_id=task)
+            raise PolicyDenied(
+                "policy denied the action", reasons=attestation.reasons, task_id=task
+            )
         if attestation.scheme != "ecdsa":
             raise VerificationError(
                 f"{attestation.scheme} attestations cannot be verified by this Verifier; "
@@ -159,8 +161,8 @@ class Verifier:
         local_hash = intent.intent_hash
         if attestation.intent_hash != local_hash:
             raise IntentMismatch(
-                "attestation is bound to a different intent "
-                f"(0x{attestation.intent_hash.hex()[:16]}…, this intent is 0x{local_hash.hex()[:16]}…)"
+                "attestation is bound to a different intent (0x"
+                f"{attestation.intent_hash.hex()[:16]}…, this intent is 0x{local_hash.hex()[:16]}…)"
             )
         now = self._clock()
         if attestation.expires_at <= now:

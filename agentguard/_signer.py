@@ -1,0 +1,114 @@
+"""``Signer``: the only object that holds the agent's key, and it signs only what was attested.
+
+Every signing method takes a ``VerifiedAttestation`` (which only ``Verifier.verify`` can make)
+and builds what it signs *from the attested intent*, never from separate caller arguments
+that could differ from it. The key never appears in a repr, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
+from agentguard._intent import TransactionIntent
+from agentguard._verifier import VerifiedAttestation
+
+__all__ = ["SignedTransaction", "Signer"]
+
+
+@dataclass(frozen=True)
+class SignedTransaction:
+    raw: bytes
+    hash: str
+    nonce: int
+    task_id: str
+
+
+def _require_verified(verified: object) -> VerifiedAttestation:
+    # ``type(...) is`` rather than isinstance: a subclass could not have been built by the
+    # Verifier either, but there is no reason to accept one.
+    if type(verified) is not VerifiedAttestation:
+        raise VerificationError("signing requires a VerifiedAttestation from Verifier.verify")
+    return verified
+
+
+class Signer:
+    """Holds an eth-account key; signs only under a verified attestation."""
+
+    __slots__ = ("_account",)
+
+    def __init__(self, account: LocalAccount) -> None:
+        self._account = account
+
+    @classmethod
+    def from_key(cls, key: str | bytes) -> Signer:
+        try:
+            return cls(Account.from_key(key))
+        except Exception:
+            raise ConfigurationError("the private key is not a valid secp256k1 key") from None
+
+    @classmethod
+    def from_env(cls, name: str = "AGENTGUARD_PRIVATE_KEY") -> Signer:
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigurationError(f"environment variable {name} is not set")
+        return cls.from_key(value)
+
+    @classmethod
+    def from_keystore(cls, path: str | Path, password: str) -> Signer:
+        try:
+            key = Account.decrypt(Path(path).read_text(), password)
+        except Exception:
+            raise ConfigurationError(f"could not decrypt keystore {path}") from None
+        return cls.from_key(bytes(key))
+
+    @property
+    def address(self) -> str:
+        return str(self._account.address)
+
+    def __repr__(self) -> str:
+        return f"Signer(address={self.address})"
+
+    def __reduce__(self) -> Any:  # never pickled, so never copied out of the process
+        raise TypeError("Signer cannot be pickled")
+
+    def sign_transaction(
+        self,
+        verified: VerifiedAttestation,
+        *,
+        nonce: int,
+        gas: int,
+        max_fee_per_gas: int,
+        max_priority_fee_per_gas: int,
+    ) -> SignedTransaction:
+        """EIP-1559 transaction built from the attested intent's ``to, value, data, chain_id``."""
+        verified = _require_verified(verified)
+        intent = verified.intent
+        if not isinstance(intent, TransactionIntent):
+            raise IntentMismatch("this attestation is for a payment, not a transaction")
+        if intent.from_.lower() != self.address.lower():
+            raise IntentMismatch(f"the attested intent is from {intent.from_}, not {self.address}")
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": intent.chain_id,
+            "nonce": nonce,
+            "to": intent.to,
+            "value": intent.value,
+            "data": intent.data,
+            "gas": gas,
+            "maxFeePerGas": max_fee_per_gas,
+            "maxPriorityFeePerGas": max_priority_fee_per_gas,
+        }
+        signed = self._account.sign_transaction(tx)
+        return SignedTransaction(
+            raw=bytes(signed.raw_transaction),
+            hash="0x" + bytes(signed.hash).hex(),
+            nonce=nonce,
+            task_id=verified.task_id,
+        )
