@@ -1,0 +1,29 @@
+"""One spend budget for everything an agent pays: onchain transfers and calls, and x402 payments.
+
+Per agent and asset, caps per transaction and per rolling window, plus a count per window; a
+spend is reserved before it is signed and committed or released after, atomically across
+threads and processes (see ``_ledger.py`` for the lifecycle and crash rules).
+"""
+
+from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
+from agentguard.ledger._ledger import AsyncLedger, Ledger, RecoveryReport, Resolver, Verdict
+from agentguard.ledger._limits import Limits, RateCap, WindowCap
+from agentguard.ledger._reservation import Reservation, State
+from agentguard.ledger._sqlite import SQLiteBackend
+
+__all__ = [
+    "AsyncLedger",
+    "Ledger",
+    "LedgerBackend",
+    "Limits",
+    "RateCap",
+    "RecoveryReport",
+    "Reservation",
+    "ReserveRequest",
+    "Resolver",
+    "SQLiteBackend",
+    "State",
+    "Usage",
+    "Verdict",
+    "WindowCap",
+]
