@@ -353,7 +353,7 @@ def _retry_kwargs(cfg: _GatewayConfig) -> dict[str, Any]:
     return {
         "retry": retry_if_exception_type(GatewayUnavailable),
         "stop": stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline),
-        "wait": wait_exponential_jitter(initial=0.05, max=1.0),
+        "wait": wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
         "reraise": True,
     }
 

@@ -16,12 +16,19 @@ from __future__ import annotations
 import json
 import re
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
 from agentguard._exceptions import IntentError
@@ -148,6 +155,46 @@ def _jsonable(value: Any, abi_type: str = "") -> Any:
     return value
 
 
+def _wire_bytes(value: Any, field: str) -> bytes:
+    """Solidity ``bytes`` on Newton's wire: 0x-hex, or a JSON array of numbers 0..255."""
+    if isinstance(value, list) and all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value
+    ):
+        return bytes(value)
+    if isinstance(value, str) and _HEX_RE.match(value):
+        return bytes.fromhex(value[2:])
+    raise IntentError(f"{field} must be 0x-hex or an array of byte values")
+
+
+def _as_intent_error(exc: ValidationError) -> IntentError:
+    """Pydantic wraps our validators' errors; callers get the typed IntentError back."""
+    first = exc.errors()[0]
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, IntentError):
+        return original
+    where = ".".join(str(p) for p in first.get("loc", ())) or "intent"
+    return IntentError(f"{where}: {first['msg']}")
+
+
+class _Model(BaseModel):
+    """Frozen model whose construction errors are always ``IntentError``."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, ignored_types=(cached_property,))
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _as_intent_error(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _as_intent_error(exc) from None
+
+
 class Spend(BaseModel):
     """What an intent moves out of the wallet: one asset, an exact atomic amount."""
 
@@ -158,10 +205,8 @@ class Spend(BaseModel):
     recipient: str | None = None
 
 
-class TransactionIntent(BaseModel):
+class TransactionIntent(_Model):
     """Newton's six-field intent; frozen, validated, hashed once."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, ignored_types=(cached_property,))
 
     from_: str = Field(alias="from")
     to: str
@@ -286,31 +331,24 @@ class TransactionIntent(BaseModel):
         if not isinstance(wire, dict):
             raise IntentError("intent must be a JSON object")
         sig = wire.get("function_signature", "")
-        if isinstance(sig, list):
-            sig = bytes(sig).decode("utf-8", "strict")
-        elif isinstance(sig, str) and sig.startswith("0x"):
+        if isinstance(sig, list) or (isinstance(sig, str) and sig.startswith("0x")):
             try:
-                sig = bytes.fromhex(sig[2:]).decode("utf-8", "strict")
-            except (ValueError, UnicodeDecodeError):
-                raise IntentError("function_signature is not hex of UTF-8 text") from None
+                sig = _wire_bytes(sig, "function_signature").decode("utf-8", "strict")
+            except UnicodeDecodeError:
+                raise IntentError("function_signature is not UTF-8 text") from None
         data = wire.get("data", "0x")
         if isinstance(data, list):
-            data = bytes(data)
-        try:
-            return cls.model_validate(
-                {
-                    "from": wire.get("from"),
-                    "to": wire.get("to"),
-                    "value": wire.get("value", 0),
-                    "data": data,
-                    "chain_id": wire.get("chain_id", wire.get("chainId")),
-                    "function_signature": sig,
-                }
-            )
-        except IntentError:
-            raise
-        except Exception as exc:
-            raise IntentError(f"intent is malformed: {exc}") from None
+            data = _wire_bytes(data, "data")
+        return cls.model_validate(
+            {
+                "from": wire.get("from"),
+                "to": wire.get("to"),
+                "value": wire.get("value", 0),
+                "data": data,
+                "chain_id": wire.get("chain_id", wire.get("chainId")),
+                "function_signature": sig,
+            }
+        )
 
     def parsed(self) -> dict[str, Any]:
         """The ``input`` document policies see, in the shape Newton's operators produce."""
@@ -359,10 +397,8 @@ class TransactionIntent(BaseModel):
         )
 
 
-class PaymentIntent(BaseModel):
+class PaymentIntent(_Model):
     """An x402 requirement the agent would pay, as chosen from a 402 answer."""
-
-    model_config = ConfigDict(frozen=True, ignored_types=(cached_property,))
 
     payer: str
     scheme: Literal["exact", "upto"]

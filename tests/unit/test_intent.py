@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentguard import IntentError, PaymentIntent, TransactionIntent
+from agentguard._intent import NATIVE_ASSET, canonical_signature, chain_id_from_network
+
+from .conftest import AGENT, PAYEE, TOKEN
+
+
+@pytest.mark.parametrize(
+    ("given_sig", "canonical"),
+    [
+        ("transfer(address,uint256)", "transfer(address,uint256)"),
+        ("function transfer(address to, uint256 amount)", "transfer(address,uint256)"),
+        ("f(uint, int)", "f(uint256,int256)"),
+        ("g((address,uint256)[] items, bytes data)", "g((address,uint256)[],bytes)"),
+        ("h()", "h()"),
+    ],
+)
+def test_function_signatures_are_normalised(given_sig, canonical):
+    assert canonical_signature(given_sig) == canonical
+
+
+@pytest.mark.parametrize("bad", ["transfer", "(address)", "transfer(address", "1x(uint256)"])
+def test_malformed_signatures_are_refused(bad):
+    with pytest.raises(IntentError):
+        canonical_signature(bad)
+
+
+def test_selector_must_match_signature(intent):
+    with pytest.raises(IntentError, match="selector"):
+        TransactionIntent(
+            from_=AGENT,
+            to=TOKEN,
+            data=intent.data,
+            chain_id=8453,
+            function_signature="approve(address,uint256)",
+        )
+
+
+def test_calldata_without_signature_is_refused(intent):
+    with pytest.raises(IntentError, match="function_signature"):
+        TransactionIntent(from_=AGENT, to=TOKEN, data=intent.data, chain_id=8453)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"from": "0x123", "to": TOKEN, "chain_id": 8453},
+        {"from": AGENT, "to": TOKEN, "chain_id": 0},
+        {"from": AGENT, "to": TOKEN, "chain_id": 8453, "value": -1},
+        {"from": AGENT, "to": TOKEN, "chain_id": 8453, "value": 2**256},
+        {"from": AGENT, "to": TOKEN, "chain_id": 8453, "value": 1.5},
+        {"from": AGENT, "to": TOKEN, "chain_id": 8453, "data": "0xabc"},
+    ],
+)
+def test_bad_fields_raise_intent_error(fields):
+    with pytest.raises(IntentError):
+        TransactionIntent.model_validate(fields)
+
+
+def test_wire_form_is_newton_snake_case_hex(intent):
+    wire = intent.wire()
+    assert set(wire) == {"from", "to", "value", "data", "chain_id", "function_signature"}
+    assert wire["chain_id"] == "0x2105"
+    assert wire["value"] == "0x0"
+    assert bytes.fromhex(wire["function_signature"][2:]) == b"transfer(address,uint256)"
+    assert TransactionIntent.from_wire(wire) == intent
+
+
+def test_wire_accepts_newton_byte_arrays(intent):
+    wire = dict(intent.wire())
+    wire["data"] = list(intent.data)
+    wire["function_signature"] = list(b"transfer(address,uint256)")
+    assert TransactionIntent.from_wire(wire).intent_hash == intent.intent_hash
+
+
+def test_parsed_input_matches_newton_shape(intent):
+    parsed = intent.parsed()
+    assert parsed["value"] == "0"
+    assert parsed["chain_id"] == "8453"
+    assert parsed["decoded_function_signature"] == "transfer(address,uint256)"
+    assert parsed["decoded_function_arguments"] == [PAYEE, "1000000"]
+    assert parsed["function"]["name"] == "transfer"
+
+
+def test_amounts_beyond_2_64_stay_exact(make_intent):
+    big = 2**200 + 1
+    intent = make_intent(amount=big)
+    assert intent.spend.amount == big
+    assert intent.parsed()["decoded_function_arguments"][1] == str(big)
+
+
+def test_native_spend():
+    intent = TransactionIntent(from_=AGENT, to=PAYEE, value=5, chain_id=8453)
+    assert intent.spend.asset == NATIVE_ASSET
+    assert intent.spend.amount == 5
+    assert intent.spend.recipient == PAYEE
+
+
+def test_hash_changes_with_every_field(intent):
+    base = intent.intent_hash
+    variants = [
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=PAYEE, amount=1_000_001, chain_id=8453
+        ),
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=PAYEE, amount=1_000_000, chain_id=1
+        ),
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=PAYEE, recipient=PAYEE, amount=1_000_000, chain_id=8453
+        ),
+        TransactionIntent.erc20_transfer(
+            sender=PAYEE, token=TOKEN, recipient=PAYEE, amount=1_000_000, chain_id=8453
+        ),
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=AGENT, amount=1_000_000, chain_id=8453
+        ),
+    ]
+    assert len({base, *(v.intent_hash for v in variants)}) == 6
+
+
+def test_payment_intent_is_the_equivalent_transfer():
+    payment = PaymentIntent(
+        payer=AGENT,
+        scheme="exact",
+        network="eip155:8453",
+        asset=TOKEN,
+        amount="10000",
+        pay_to=PAYEE,
+        resource="http://127.0.0.1/paid",
+    )
+    transfer = TransactionIntent.erc20_transfer(
+        sender=AGENT, token=TOKEN, recipient=PAYEE, amount=10000, chain_id=8453
+    )
+    assert payment.intent_hash == transfer.intent_hash
+    assert payment.spend.amount == 10000
+    assert payment.wasm_args()["x402"]["resource"] == "http://127.0.0.1/paid"
+
+
+@pytest.mark.parametrize("network", ["solana:mainnet", "eip155:", "eip155:abc", "moon"])
+def test_unknown_networks_are_refused(network):
+    with pytest.raises(IntentError):
+        chain_id_from_network(network)
+
+
+@pytest.mark.parametrize("amount", [0, -5, "1e6", "0x10", 2**256, True, 1.0])
+def test_payment_amounts_must_be_positive_atomic_integers(amount):
+    with pytest.raises(IntentError):
+        PaymentIntent(
+            payer=AGENT, scheme="exact", network="base", asset=TOKEN, amount=amount, pay_to=PAYEE
+        )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=80) | st.floats(allow_nan=False),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wire=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "from": st.one_of(st.just(AGENT), json_values),
+                "to": st.one_of(st.just(TOKEN), json_values),
+                "value": st.one_of(st.just("0x0"), json_values),
+                "data": st.one_of(st.just("0x"), json_values),
+                "chain_id": st.one_of(st.just("0x2105"), json_values),
+                "function_signature": st.one_of(st.just("0x"), json_values),
+            }
+        ),
+    )
+)
+def test_from_wire_fuzz_only_raises_intent_error(wire):
+    """Untrusted wire bytes either parse into a valid intent or raise IntentError."""
+    try:
+        intent = TransactionIntent.from_wire(wire)
+    except IntentError:
+        return
+    assert TransactionIntent.from_wire(intent.wire()) == intent

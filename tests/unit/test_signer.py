@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
+
+from agentguard import (
+    ConfigurationError,
+    IntentMismatch,
+    Signer,
+    TransactionIntent,
+    VerificationError,
+    Verifier,
+)
+
+from .conftest import PAYEE, POLICY_CLIENT, TOKEN
+
+KEY = "0x" + "4c" * 32
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer.from_key(KEY)
+
+
+def intent_from(signer: Signer, amount: int = 7) -> TransactionIntent:
+    return TransactionIntent.erc20_transfer(
+        sender=signer.address, token=TOKEN, recipient=PAYEE, amount=amount, chain_id=8453
+    )
+
+
+def test_signs_exactly_the_attested_intent(signer, operators):
+    intent = intent_from(signer)
+    verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+        operators.attest(intent), intent
+    )
+    signed = signer.sign_transaction(
+        verified, nonce=3, gas=60_000, max_fee_per_gas=10**9, max_priority_fee_per_gas=10**6
+    )
+    tx = TypedTransaction.from_bytes(HexBytes(signed.raw)).as_dict()
+    assert tx["to"].lower() == TOKEN.lower()
+    assert tx["data"] == intent.data
+    assert tx["value"] == 0
+    assert tx["chainId"] == 8453
+    assert Account.recover_transaction(signed.raw) == signer.address
+    assert signed.task_id == verified.task_id
+
+
+@pytest.mark.parametrize("fake", [None, "attestation", object()])
+def test_refuses_anything_but_a_verified_attestation(signer, fake):
+    with pytest.raises(VerificationError):
+        signer.sign_transaction(fake, nonce=0, gas=1, max_fee_per_gas=1, max_priority_fee_per_gas=1)
+
+
+def test_refuses_an_intent_from_another_account(signer, operators):
+    intent = TransactionIntent.erc20_transfer(
+        sender=PAYEE, token=TOKEN, recipient=PAYEE, amount=1, chain_id=8453
+    )
+    verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+        operators.attest(intent), intent
+    )
+    with pytest.raises(IntentMismatch):
+        signer.sign_transaction(
+            verified, nonce=0, gas=1, max_fee_per_gas=1, max_priority_fee_per_gas=1
+        )
+
+
+def test_key_never_leaks(signer, caplog, monkeypatch):
+    secret = KEY[2:]
+    caplog.set_level(logging.DEBUG)
+    texts = [repr(signer), str(signer)]
+    with pytest.raises(TypeError) as pickled:
+        pickle.dumps(signer)
+    texts.append(str(pickled.value))
+    for bad in ("0x1234", "not a key", KEY[:-2]):
+        with pytest.raises(ConfigurationError) as info:
+            Signer.from_key(bad)
+        texts.append(str(info.value))
+    monkeypatch.setenv("AGENTGUARD_PRIVATE_KEY", KEY)
+    texts.append(repr(Signer.from_env()))
+    texts.append(caplog.text)
+    for text in texts:
+        assert secret not in text.lower()
+    assert not hasattr(signer, "__dict__")
+
+
+def test_keystore_round_trip(tmp_path, signer):
+    keystore = Account.encrypt(KEY, "pw", iterations=2)
+    path = tmp_path / "key.json"
+    import json
+
+    path.write_text(json.dumps(keystore))
+    assert Signer.from_keystore(path, "pw").address == signer.address
+    with pytest.raises(ConfigurationError) as info:
+        Signer.from_keystore(path, "wrong")
+    assert KEY[2:] not in str(info.value)

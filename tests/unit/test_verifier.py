@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from coincurve import PrivateKey
+
+from agentguard import (
+    ApprovalRequired,
+    AttestationExpired,
+    AttestationReplayed,
+    ConfigurationError,
+    DuplicateSignature,
+    InsufficientQuorum,
+    IntentMismatch,
+    MalformedSignature,
+    PolicyDenied,
+    UnknownOperator,
+    VerificationError,
+    VerifiedAttestation,
+    Verifier,
+)
+from agentguard._attestation import OperatorSignature
+
+from .conftest import POLICY_CLIENT
+
+
+@pytest.fixture
+def verifier(operators):
+    return Verifier(operators.addresses, policy_client=POLICY_CLIENT)
+
+
+def test_two_of_three_verifies(verifier, operators, intent):
+    verified = verifier.verify(operators.attest(intent), intent)
+    assert verified.intent is intent
+    assert len(verified.signers) == 2
+    assert verified.assurance == "quorum-ecdsa"
+
+
+def test_threshold_follows_newtons_rule(operators):
+    def threshold(pct: int) -> int:
+        return Verifier(
+            operators.addresses, policy_client=POLICY_CLIENT, threshold_percentage=pct
+        ).threshold
+
+    assert threshold(66) == 2  # 2*100 >= 3*66
+    assert threshold(67) == 3  # 2*100 < 3*67
+    assert threshold(34) == 2
+    assert threshold(33) == 1
+
+
+def test_deny_is_final_and_readable(verifier, operators, intent):
+    attestation = operators.attest(intent, decision="deny", reasons=("amount 5 exceeds cap 1",))
+    with pytest.raises(PolicyDenied, match="amount 5 exceeds cap 1") as info:
+        verifier.verify(attestation, intent)
+    assert info.value.reasons == ["amount 5 exceeds cap 1"]
+
+
+def test_approval_required_carries_the_intent_hash(verifier, operators, intent):
+    with pytest.raises(ApprovalRequired) as info:
+        verifier.verify(operators.attest(intent, decision="approval_required"), intent)
+    assert info.value.intent_hash == "0x" + intent.intent_hash.hex()
+
+
+def test_other_intent_is_refused(verifier, operators, intent, make_intent):
+    with pytest.raises(IntentMismatch):
+        verifier.verify(operators.attest(make_intent(amount=999)), intent)
+
+
+def test_forged_intent_hash_field_still_fails_on_signatures(
+    verifier, operators, intent, make_intent
+):
+    other = operators.attest(make_intent(amount=999))
+    forged = other.model_copy(update={"intent_hash": intent.intent_hash})
+    with pytest.raises(UnknownOperator):
+        verifier.verify(forged, intent)
+
+
+def test_other_chain_is_refused(verifier, operators, intent):
+    with pytest.raises(UnknownOperator):
+        verifier.verify(operators.attest(intent, chain_id=1), intent)
+
+
+def test_other_policy_client_is_refused(verifier, operators, intent):
+    other = "0x000000000000000000000000000000000000dEaD"
+    with pytest.raises(IntentMismatch):
+        verifier.verify(operators.attest(intent, policy_client=other), intent)
+
+
+def test_pinned_policy_id(operators, intent):
+    verifier = Verifier(
+        operators.addresses, policy_client=POLICY_CLIENT, policy_id="0x" + "02" * 32
+    )
+    verifier.verify(operators.attest(intent), intent)
+    with pytest.raises(IntentMismatch, match="policy id"):
+        verifier.verify(operators.attest(intent, policy_id=b"\x03" * 32), intent)
+
+
+def test_expired_is_refused(verifier, operators, intent):
+    with pytest.raises(AttestationExpired):
+        verifier.verify(operators.attest(intent, expires_at=int(time.time()) - 1), intent)
+
+
+def test_absurd_lifetime_is_refused(verifier, operators, intent):
+    with pytest.raises(AttestationExpired, match="lifetime"):
+        verifier.verify(operators.attest(intent, expires_at=int(time.time()) + 10 * 86400), intent)
+
+
+def test_injected_clock_expires(operators, intent):
+    now = [time.time()]
+    verifier = Verifier(operators.addresses, policy_client=POLICY_CLIENT, clock=lambda: now[0])
+    attestation = operators.attest(intent, expires_at=int(now[0]) + 30)
+    now[0] += 31
+    with pytest.raises(AttestationExpired):
+        verifier.verify(attestation, intent)
+
+
+def test_replay_is_refused(verifier, operators, intent):
+    attestation = operators.attest(intent)
+    verifier.verify(attestation, intent)
+    with pytest.raises(AttestationReplayed):
+        verifier.verify(attestation, intent)
+
+
+def test_unknown_key_is_refused_even_with_a_quorum(verifier, operators, intent):
+    stranger = PrivateKey()
+    attestation = operators.attest(intent, keys=[operators.keys[0], operators.keys[1], stranger])
+    with pytest.raises(UnknownOperator):
+        verifier.verify(attestation, intent)
+
+
+def test_duplicate_signatures_do_not_make_a_quorum(verifier, operators, intent):
+    attestation = operators.attest(intent, keys=[operators.keys[0], operators.keys[0]])
+    with pytest.raises(DuplicateSignature):
+        verifier.verify(attestation, intent)
+
+
+def test_too_few_signatures(verifier, operators, intent):
+    with pytest.raises(InsufficientQuorum):
+        verifier.verify(operators.attest(intent, signers=[2]), intent)
+    with pytest.raises(InsufficientQuorum):
+        verifier.verify(operators.attest(intent, keys=[]), intent)
+
+
+def test_high_s_signature_is_refused(verifier, operators, intent):
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    attestation = operators.attest(intent)
+    sig = attestation.signatures[0].signature
+    s = int.from_bytes(sig[32:64], "big")
+    flipped = sig[:32] + (n - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+    tampered = attestation.model_copy(
+        update={
+            "signatures": (
+                OperatorSignature(operator=attestation.signatures[0].operator, signature=flipped),
+                attestation.signatures[1],
+            )
+        }
+    )
+    with pytest.raises(MalformedSignature, match="high s"):
+        verifier.verify(tampered, intent)
+
+
+@pytest.mark.parametrize("signature", [b"", b"\x01" * 64, b"\x01" * 64 + b"\x05", b"\x00" * 65])
+def test_malformed_signatures(verifier, operators, intent, signature):
+    attestation = operators.attest(intent)
+    tampered = attestation.model_copy(
+        update={
+            "signatures": (OperatorSignature(operator=operators.addresses[0], signature=signature),)
+        }
+    )
+    with pytest.raises(MalformedSignature):
+        verifier.verify(tampered, intent)
+
+
+def test_newton_bls_attestations_need_the_onchain_check(verifier, operators, intent):
+    attestation = operators.attest(intent).model_copy(update={"scheme": "newton-bls"})
+    with pytest.raises(VerificationError, match="onchain"):
+        verifier.verify(attestation, intent)
+
+
+def test_verified_attestation_cannot_be_forged(operators, intent):
+    with pytest.raises(VerificationError):
+        VerifiedAttestation(
+            attestation=operators.attest(intent),
+            intent=intent,
+            signers=(),
+            assurance="forged",
+            _token=object(),
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": 0},
+        {"threshold": 4},
+        {"threshold_percentage": 0},
+        {"threshold_percentage": 101},
+    ],
+)
+def test_bad_configuration(operators, kwargs):
+    with pytest.raises(ConfigurationError):
+        Verifier(operators.addresses, policy_client=POLICY_CLIENT, **kwargs)
+    with pytest.raises(ConfigurationError):
+        Verifier([], policy_client=POLICY_CLIENT)
