@@ -42,7 +42,7 @@ def test_signs_exactly_the_attested_intent(signer, operators):
         verified, nonce=3, gas=60_000, max_fee_per_gas=10**9, max_priority_fee_per_gas=10**6
     )
     tx = TypedTransaction.from_bytes(HexBytes(signed.raw)).as_dict()
-    assert tx["to"].lower() == TOKEN.lower()
+    assert "0x" + bytes(tx["to"]).hex() == TOKEN.lower()
     assert tx["data"] == intent.data
     assert tx["value"] == 0
     assert tx["chainId"] == 8453
