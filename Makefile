@@ -4,6 +4,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 VENV := .venv
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: env demo test lint typecheck bench network clean
 
@@ -14,7 +15,13 @@ $(STAMP): pyproject.toml | $(UV)
 	$(UV) sync --all-extras --python python3
 	@touch $(STAMP)
 
-env: $(STAMP)
+# anvil (local Base chain) and solc-js come from the npm registry, pinned in package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+env: $(STAMP) $(NODE_STAMP)
 
 demo: env
 	$(UV) run --no-sync python -m agentguard.demo
