@@ -1,0 +1,262 @@
+"""Rego evaluation for the reference network's operators, on regopy 1.5.2 (rego-cpp, Rego v1).
+
+What regopy 1.5.2 does, measured (``benchmarks/bench_policy.py``), and why this module is shaped
+the way it is:
+
+* Compiling is the expensive part: ``Interpreter.query`` recompiles the modules on every call
+  (about 10 ms for a mid-sized policy), and so does ``build``. ``build`` returns a ``Bundle``
+  (compiled plan + base documents) that any ``Interpreter`` can run again and again with
+  ``query_bundle_entrypoint``; only that is fast enough for the network's 3 ms budget.
+* A bundle carries the data it was built with and ignores the running interpreter's data, and
+  ``add_data`` merges (a second document with a clashing key fails at query time); data cannot be
+  replaced per call. So ``data.params`` is baked into the bundle, one bundle per
+  (``code_hash``, params hash), kept in a small LRU.
+* ``data.wasm`` changes on every call (``now``, ``intent_hash``, history), and the only per-call
+  channel into a bundle is ``input``. Rego's ``with`` would be the textbook answer, but rego-cpp
+  1.5.2 aborts or segfaults the whole process on ``with`` over rules that bind local variables.
+  Instead a generated ``package wasm`` module defines one rule per top-level key
+  (``now := input["__agentguard_wasm__"]["now"]``), and the wasm document travels in ``input``
+  under that reserved key. Policies therefore see ``data.wasm`` exactly, and ``input`` is the
+  parsed intent plus that one reserved key (invisible to field access such as ``input.to``).
+  For the same crash reason, modules that use ``with`` are refused before compiling.
+* Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
+  ``__agentguard_eval__.result`` rule (each wrapped so that an undefined rule is visible as such).
+* A bundle is immutable once built; the interpreter holds only the input, which ``set_input``
+  replaces on every call, so state never carries from one evaluation to the next (tested).
+* regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
+  query is not atomic, so one lock guards the interpreter and the cache. Run operators as
+  processes for parallelism.
+* Numbers in rego-cpp are big integers when written as literals, but ``to_number`` gives a
+  double; amounts stay decimal strings (see ``docs/architecture.md``). Integers in ``input``
+  must fit in int64 (regopy's input API); the engine refuses larger ones instead of truncating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import regopy
+from regopy import rego_shared as _rs
+
+from agentguard.policies import Policy, canonical_json
+
+__all__ = ["Evaluation", "PolicyEngine", "PolicyEngineError"]
+
+_WASM_KEY = "__agentguard_wasm__"
+_EVAL_PACKAGE = "__agentguard_eval__"
+_RESULT = f"{_EVAL_PACKAGE}/result"
+# Keys the gateway sends; always shimmed so that one bundle serves payments and transactions.
+_KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REGO_KEYWORDS = frozenset(
+    "as contains default else every false if import in not null package some true with".split()
+)
+_STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+_INT64 = 1 << 63
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    decision: Literal["allow", "deny", "approval_required"]
+    reasons: tuple[str, ...]
+
+
+class PolicyEngineError(Exception):
+    """A policy failed to compile or evaluate; the message is safe to show users."""
+
+
+def _module_text_uses_with(source: str) -> bool:
+    return re.search(r"\bwith\b", _STRINGS_AND_COMMENTS.sub(" ", source)) is not None
+
+
+def _readable(error: str, modules: Mapping[str, str]) -> str:
+    """rego-cpp reports errors as length-prefixed S-expressions; turn them into file:line:col."""
+    found: list[str] = []
+    for where in re.finditer(r"\(error (\d+):", error):
+        start = where.end()
+        name = error[start : start + int(where.group(1))]
+        location = re.match(r"\|(\d+)\|\d+", error[start + len(name) :])
+        msg = re.search(r"\(errormsg (\d+):", error[start:])
+        text = ""
+        if msg:
+            at = start + msg.end()
+            text = error[at : at + int(msg.group(1))]
+        if location and name in modules:
+            offset = int(location.group(1))
+            before = modules[name][:offset]
+            line, col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+            found.append(f"{name}:{line}:{col}: {text}")
+        else:
+            found.append(text or error.strip()[:200])
+    if not found:
+        for msg in re.finditer(r"\(errormsg (\d+):", error):
+            found.append(error[msg.end() : msg.end() + int(msg.group(1))])
+    return "; ".join(found) if found else error.strip()[:300]
+
+
+def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
+    """Like ``Interpreter.set_input`` but refuses integers rego's int64 input API would wrap."""
+
+    def add(handle: Any, val: Any) -> None:
+        if val is True or val is False:
+            _rs.rego_input_bool(handle, val)
+        elif isinstance(val, int):
+            if not -_INT64 <= val < _INT64:
+                raise PolicyEngineError(
+                    f"input number {val} does not fit in 64 bits; pass amounts as decimal strings"
+                )
+            _rs.rego_input_int(handle, val)
+        elif isinstance(val, str):
+            _rs.rego_input_str(handle, val)
+        elif isinstance(val, float):
+            _rs.rego_input_float(handle, val)
+        elif val is None:
+            _rs.rego_input_null(handle)
+        elif isinstance(val, Mapping):
+            for k, v in val.items():
+                add(handle, k)
+                add(handle, v)
+                _rs.rego_input_object_item(handle)
+            _rs.rego_input_object(handle, len(val))
+        elif isinstance(val, list | tuple):
+            for x in val:
+                add(handle, x)
+            _rs.rego_input_array(handle, len(val))
+        else:
+            raise PolicyEngineError(f"cannot pass a {type(val).__name__} to a policy")
+
+    handle = _rs.rego_new_input()
+    try:
+        add(handle, value)
+        _rs.rego_set_input(interpreter._impl, handle)
+    finally:
+        _rs.rego_free_input(handle)
+
+
+class PolicyEngine:
+    """Compiles each Policy once per params (keyed by code_hash) and evaluates it with regopy.
+
+    ``evaluate`` is safe to call from several threads (they take turns).
+    """
+
+    def __init__(self, *, max_bundles: int = 256) -> None:
+        self._max_bundles = max_bundles
+        self._bundles: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], regopy.Bundle] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self._interpreter = regopy.Interpreter()
+        self._interpreter.log_level = regopy.LogLevel.NONE
+
+    def evaluate(
+        self, policy: Policy, *, input: dict[str, Any], params: dict[str, Any], wasm: dict[str, Any]
+    ) -> Evaluation:
+        package, _, _ = policy.entrypoint.rpartition(".")
+        extra = tuple(sorted(set(wasm) - set(_KNOWN_WASM_KEYS)))
+        document = {**input, _WASM_KEY: wasm}
+        with self._lock:
+            bundle = self._bundle(policy, params, extra)
+            _set_input(self._interpreter, document)
+            output = _rs.rego_bundle_query_entrypoint(
+                self._interpreter._impl, bundle._impl, _RESULT
+            )
+            try:
+                ok, text = _rs.rego_output_ok(output), _rs.rego_output_string(output)
+            finally:
+                _rs.rego_free_output(output)
+        if not ok or text.startswith("(error"):
+            detail = _readable(text, policy.modules) if ok else "conflicting rule values"
+            raise PolicyEngineError(f"policy {policy.name!r} failed to evaluate: {detail}")
+        result = json.loads(text)["expressions"][0]
+        return _decide(policy.entrypoint, result)
+
+    # -- compilation ------------------------------------------------------------------------
+
+    def _bundle(
+        self, policy: Policy, params: dict[str, Any], extra: tuple[str, ...]
+    ) -> regopy.Bundle:
+        params_json = canonical_json({"params": params})
+        key = (policy.code_hash, hashlib.sha256(params_json).digest(), extra)
+        bundle = self._bundles.get(key)
+        if bundle is not None:
+            self._bundles.move_to_end(key)
+            return bundle
+        bundle = _compile(policy, params_json, extra)
+        self._bundles[key] = bundle
+        if len(self._bundles) > self._max_bundles:
+            self._bundles.popitem(last=False)
+        return bundle
+
+
+def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> regopy.Bundle:
+    segments = policy.entrypoint.split(".")
+    if len(segments) < 2 or not all(_IDENT.match(s) for s in segments):
+        raise PolicyEngineError(
+            f"entrypoint {policy.entrypoint!r} must look like 'package.rule' (e.g. "
+            "'agentguard.agent_spend.allow'), without the 'data.' prefix"
+        )
+    for key in extra:
+        if not _IDENT.match(key) or key in _REGO_KEYWORDS:
+            raise PolicyEngineError(f"wasm key {key!r} is not a Rego identifier")
+    for name, source in policy.modules.items():
+        if _module_text_uses_with(source):
+            raise PolicyEngineError(
+                f"policy {policy.name!r}, {name}: the 'with' keyword is not supported "
+                "(rego-cpp 1.5.2 crashes on it); rewrite the rule without it"
+            )
+    package = ".".join(segments[:-1])
+    wasm_rules = "".join(
+        f'{k} := input["{_WASM_KEY}"]["{k}"]\n' for k in sorted({*_KNOWN_WASM_KEYS, *extra})
+    )
+    shims = {
+        f"{_WASM_KEY}.rego": f"package wasm\nimport rego.v1\n{wasm_rules}",
+        f"{_EVAL_PACKAGE}.rego": (
+            f"package {_EVAL_PACKAGE}\nimport rego.v1\n"
+            "default entry := []\n"
+            f"entry := [x] if x := data.{policy.entrypoint}\n"
+            "default reasons := []\n"
+            f"reasons := x if x := data.{package}.reasons\n"
+            "default approval := false\n"
+            f"approval := x if x := data.{package}.approval_required\n"
+            'result := {"entry": entry, "reasons": reasons, "approval": approval}\n'
+        ),
+    }
+    interpreter = regopy.Interpreter()
+    interpreter.log_level = regopy.LogLevel.NONE
+    modules = {**policy.modules, **shims}
+    try:
+        for name, source in modules.items():
+            interpreter.add_module(name, source)
+        interpreter.add_data_json(params_json.decode())
+        bundle = interpreter.build(None, [_RESULT])
+    except regopy.RegoError as exc:
+        raise PolicyEngineError(
+            f"policy {policy.name!r} does not compile: {_readable(str(exc), modules)}"
+        ) from None
+    if not bundle.ok():
+        raise PolicyEngineError(f"policy {policy.name!r} does not compile")
+    return bundle
+
+
+def _decide(entrypoint: str, result: dict[str, Any]) -> Evaluation:
+    raw = result["reasons"]
+    items = raw if isinstance(raw, list) else [raw]
+    reasons = sorted({r if isinstance(r, str) else json.dumps(r, sort_keys=True) for r in items})
+    entry = result["entry"]
+    if entry and entry[0] is True:
+        return Evaluation("allow", tuple(reasons))
+    if result["approval"] is True:
+        return Evaluation("approval_required", tuple(reasons))
+    if not entry:
+        reasons.append(f"policy entrypoint {entrypoint} is undefined; denied")
+    elif entry[0] is not False:
+        shown = json.dumps(entry[0])[:80]
+        reasons.append(f"policy entrypoint {entrypoint} returned {shown}, not a boolean; denied")
+    return Evaluation("deny", tuple(sorted(reasons)))
