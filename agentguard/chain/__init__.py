@@ -1,0 +1,33 @@
+"""Onchain enforcement: the shipped contracts, a local anvil chain, and vault call encoding.
+
+``AgentVault`` holds an agent's funds and executes only calls (or accepts only x402
+payments) that a quorum of policy operators attested, so a stolen agent key moves nothing.
+"""
+
+from agentguard.chain.anvil import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccount, find_anvil
+from agentguard.chain.contracts import Artifact, deploy, load_artifact, transact
+from agentguard.chain.eip3009 import token_domain_separator, transfer_authorization_digest
+from agentguard.chain.vault import (
+    EXECUTE_SIGNATURE,
+    execute_args,
+    execute_calldata,
+    payment_signature,
+)
+
+__all__ = [
+    "BASE_CHAIN_ID",
+    "DEV_ACCOUNTS",
+    "EXECUTE_SIGNATURE",
+    "Anvil",
+    "Artifact",
+    "DevAccount",
+    "deploy",
+    "execute_args",
+    "execute_calldata",
+    "find_anvil",
+    "load_artifact",
+    "payment_signature",
+    "token_domain_separator",
+    "transact",
+    "transfer_authorization_digest",
+]

@@ -1,0 +1,71 @@
+"""EIP-3009 ``TransferWithAuthorization``: the digest an x402 ``exact`` payment signs.
+
+Needed next to the vault because an x402 payment from a vault is this digest, signed by the
+agent and accepted by the vault's ERC-1271 check only with a matching attestation.
+"""
+
+from __future__ import annotations
+
+from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_word
+
+__all__ = [
+    "TRANSFER_WITH_AUTHORIZATION_TYPE",
+    "token_domain_separator",
+    "transfer_authorization_digest",
+]
+
+TRANSFER_WITH_AUTHORIZATION_TYPE = (
+    "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
+    "uint256 validBefore,bytes32 nonce)"
+)
+_TYPEHASH = keccak(TRANSFER_WITH_AUTHORIZATION_TYPE.encode())
+_DOMAIN_TYPEHASH = keccak(
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+
+
+def _address(value: str) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 20:
+        raise ValueError(f"{value!r} is not a 20-byte address")
+    return raw
+
+
+def token_domain_separator(*, token: str, chain_id: int, name: str, version: str) -> bytes:
+    """The token's EIP-712 domain (x402's ``extra.name``/``extra.version``; USDC on Base:
+    ``"USD Coin"``, ``"2"``)."""
+    return keccak(
+        _DOMAIN_TYPEHASH
+        + keccak(name.encode())
+        + keccak(version.encode())
+        + uint_word(chain_id)
+        + address_word(_address(token))
+    )
+
+
+def transfer_authorization_digest(
+    *,
+    token: str,
+    chain_id: int,
+    from_: str,
+    to: str,
+    value: int,
+    valid_after: int,
+    valid_before: int,
+    nonce: bytes,
+    name: str = "USD Coin",
+    version: str = "2",
+) -> bytes:
+    if len(nonce) != 32:
+        raise ValueError("an EIP-3009 nonce is 32 bytes")
+    struct_hash = keccak(
+        _TYPEHASH
+        + address_word(_address(from_))
+        + address_word(_address(to))
+        + uint_word(value)
+        + uint_word(valid_after)
+        + uint_word(valid_before)
+        + nonce
+    )
+    domain = token_domain_separator(token=token, chain_id=chain_id, name=name, version=version)
+    return typed_data_digest(domain, struct_hash)
