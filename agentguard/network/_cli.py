@@ -1,0 +1,122 @@
+"""``agentguard network up`` and ``agentguard network approve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = ".agentguard-network"
+ADMIN_KEY_ENV = "AGENTGUARD_ADMIN_KEY"
+
+
+def add_network_commands(subparsers: Any) -> None:
+    network = subparsers.add_parser("network", help="run the reference authorization network")
+    sub = network.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start a gateway and N operators in the foreground")
+    up.add_argument("--operators", type=int, default=3)
+    up.add_argument("--threshold-percentage", type=int, default=66)
+    up.add_argument("--port", type=int, default=8550, help="gateway port (default 8550)")
+    up.add_argument(
+        "--config", help="JSON file with policy_clients (and optional gateway settings)"
+    )
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    up.set_defaults(handler=_up)
+
+    approve = sub.add_parser("approve", help="approve one exact intent (admin key)")
+    approve.add_argument("--policy-client", required=True)
+    approve.add_argument("--intent-hash", required=True)
+    approve.add_argument("--url", help="gateway URL (default: from the state dir)")
+    approve.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"where secrets.json is (else ${ADMIN_KEY_ENV} and --url)",
+    )
+    approve.set_defaults(handler=_approve)
+
+
+def _user_config(path: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if path is None:
+        return [], {}
+    base = Path(path).resolve().parent
+    raw = json.loads(Path(path).read_text())
+    clients = []
+    for entry in raw.get("policy_clients", []):
+        policy = entry.get("policy")
+        if isinstance(policy, str) and (base / policy).is_dir():
+            entry = {**entry, "policy": str(base / policy)}
+        clients.append(entry)
+    return clients, dict(raw.get("gateway", {}))
+
+
+def _up(args: argparse.Namespace) -> int:
+    from agentguard.network.launcher import ReferenceNetwork
+
+    clients, gateway = _user_config(args.config)
+    kwargs: dict[str, Any] = {}
+    if "timeout" in gateway:
+        kwargs["timeout"] = float(gateway["timeout"])
+    if "chain_ids" in gateway:
+        kwargs["chain_ids"] = tuple(int(c) for c in gateway["chain_ids"])
+    state_dir = Path(args.state_dir).resolve()
+    with ReferenceNetwork(
+        args.operators,
+        threshold_percentage=args.threshold_percentage,
+        port=args.port,
+        state_dir=state_dir,
+        policy_clients=clients,
+        **kwargs,
+    ) as net:
+        (state_dir / "gateway_url").write_text(net.url + "\n")
+        print(f"gateway:   {net.url}/rpc")
+        for address, op in zip(net.operator_addresses, net.operators, strict=True):
+            print(f"operator:  {address}  {op.url}")
+        print(f"quorum:    {args.threshold_percentage}% of {args.operators}")
+        print(f"secrets:   {net.secrets_file}  (API key and admin key; keep it private)")
+        print(f"config:    {net.config_file}")
+        print(f"logs:      {state_dir / 'logs'}")
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            signal.pause()
+        except KeyboardInterrupt:
+            print("stopping")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    import httpx
+
+    state_dir = Path(args.state_dir)
+    admin_key = os.environ.get(ADMIN_KEY_ENV, "")
+    if not admin_key and (state_dir / "secrets.json").exists():
+        admin_key = json.loads((state_dir / "secrets.json").read_text())["admin_key"]
+    url = args.url
+    if url is None and (state_dir / "gateway_url").exists():
+        url = (state_dir / "gateway_url").read_text().strip()
+    if not admin_key or not url:
+        print(f"need the admin key (${ADMIN_KEY_ENV} or {state_dir}/secrets.json) and --url")
+        return 2
+    rpc_url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
+    response = httpx.post(
+        rpc_url,
+        json={
+            "jsonrpc": "2.0",
+            "id": str(uuid.uuid4()),
+            "method": "agentguard_approve",
+            "params": {"policy_client": args.policy_client, "intent_hash": args.intent_hash},
+        },
+        headers={"authorization": f"Bearer {admin_key}"},
+        timeout=10.0,
+    )
+    body = response.json()
+    if "error" in body:
+        print(f"refused: {body['error'].get('message')}")
+        return 1
+    print(f"approved {args.intent_hash} for {args.policy_client}")
+    return 0

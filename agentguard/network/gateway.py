@@ -1,0 +1,1031 @@
+"""The gateway of the reference network: Newton's gateway JSON-RPC in front of N operators.
+
+``python -m agentguard.network.gateway --config network.json``
+
+For ``newt_createTask`` it checks the caller and the request, builds the policy's
+``data.wasm`` from its own records (``state``), asks every operator at once, verifies each
+operator's signature over the digest it recomputes itself, and answers as soon as a quorum
+agrees on one decision. An ``allow`` is recorded before it is returned, so cumulative caps
+count it even if the client never reports back. See ``docs/architecture.md`` for the wire
+formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import re
+import sqlite3
+import sys
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from agentguard._attestation import attestation_digest, recover_signer
+from agentguard._eip712 import address_word, keccak
+from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
+from agentguard._intent import NATIVE_ASSET, PaymentIntent, TransactionIntent
+from agentguard.network._keys import api_key_digest
+from agentguard.network._rpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    POLICY_EVALUATION_ERROR,
+    POLICY_REQUIRED,
+    UNAUTHORIZED,
+    RPCError,
+    error_response,
+    json_response,
+    read_request,
+    result_response,
+)
+from agentguard.network.config import ApiKeyEntry, NetworkConfig, OperatorEntry
+from agentguard.network.state import (
+    DEFAULT_WINDOWS,
+    PolicyClientRecord,
+    State,
+    UsageCheck,
+    WindowTotals,
+    policy_from_material,
+    policy_material,
+)
+from agentguard.policies import Policy, canonical_json, load, policy_id
+
+__all__ = ["Gateway", "create_app", "main"]
+
+log = structlog.get_logger("agentguard.network.gateway")
+
+IDEMPOTENCY_TTL = 600
+IDEMPOTENCY_MAX = 50_000
+MAX_TIMEOUT = 60.0
+MAX_EXPIRE_AFTER = 86400
+SWEEP_INTERVAL = 15.0
+
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})*$")
+_DECISIONS = ("allow", "deny", "approval_required")
+_FALSE_WORD = [0] * 32
+_TRUE_WORD = [0] * 31 + [1]
+
+
+def _invalid(message: str) -> RPCError:
+    return RPCError(INVALID_PARAMS, message)
+
+
+def _address(params: Mapping[str, Any], field: str) -> str:
+    value = params.get(field)
+    if not isinstance(value, str) or not _ADDR.match(value):
+        raise _invalid(f"{field} must be a 0x-prefixed 20-byte address")
+    return value
+
+
+def _windows(params: Any) -> tuple[int, ...]:
+    """Every ``window_seconds`` value anywhere in the params, plus 3600 and 86400."""
+    found: set[int] = set(DEFAULT_WINDOWS)
+    stack = [params]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "window_seconds" and isinstance(value, int) and value > 0:
+                    found.add(value)
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class _Client:
+    """A registered policy client: shared policy logic + this client's own configuration."""
+
+    address: str
+    policy: Policy
+    params: Any
+    expire_after: int
+    chain_id: int | None
+    policy_id: bytes
+    windows: tuple[int, ...]
+    material: dict[str, Any]
+
+    @property
+    def code_hash(self) -> bytes:
+        return self.policy.code_hash
+
+
+class _OperatorLink:
+    def __init__(self, entry: OperatorEntry) -> None:
+        self.url = entry.url
+        self.address = entry.address
+        self.address_bytes = bytes.fromhex(entry.address[2:])
+        self.operator_id = "0x" + keccak(self.address_bytes).hex()
+        self.has_code: set[bytes] = set()
+
+
+class _OperatorFailure(Exception):
+    def __init__(self, code: str, message: str, *, retryable: bool, rpc_code: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.rpc_code = rpc_code
+
+
+@dataclass
+class _Vote:
+    link: _OperatorLink
+    reasons: list[str]
+    signature: str
+
+
+def _validated_params(policy: Policy, params: Any) -> None:
+    if not isinstance(params, dict):
+        raise _invalid("params must be a JSON object")
+    if not policy.params_schema:
+        return
+    import jsonschema
+
+    schema = dict(policy.params_schema)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    try:
+        validator_cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise _invalid(f"the policy's params schema is invalid: {exc.message}") from None
+    errors = sorted(validator_cls(schema).iter_errors(params), key=lambda e: list(e.path))
+    if errors:
+        shown = []
+        for error in errors[:5]:
+            where = "params" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path
+            )
+            shown.append(f"{where}: {error.message}")
+        raise _invalid("params do not match the policy's schema: " + "; ".join(shown))
+
+
+class Gateway:
+    """Request handling; the HTTP layer is ``create_app``."""
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        state: State,
+        *,
+        usage_check: UsageCheck | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.usage_check = usage_check
+        self._clock = clock
+        self._keys: dict[str, ApiKeyEntry] = {k.sha256: k for k in config.api_keys}
+        self._operators = [_OperatorLink(op) for op in config.operators]
+        self._clients: dict[str, _Client] = {}
+        self._idempotent: OrderedDict[tuple[str, str], tuple[float, bytes, asyncio.Future[Any]]]
+        self._idempotent = OrderedDict()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self._engine: Any = None
+        for record in state.policy_clients():
+            self._clients[record.policy_client.lower()] = self._client(record)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        self._http = httpx.AsyncClient(limits=limits, timeout=self.config.gateway.timeout)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def sweep_forever(self) -> None:
+        """Settle expired, uncommitted attestations through the configured usage check."""
+        if self.usage_check is None:
+            return
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                released = self.state.sweep_expired(int(self._clock()), self.usage_check)
+                if released:
+                    log.info("released expired unused attestations", count=released)
+            except Exception as exc:  # a broken usage check must not stop the gateway
+                log.warning("usage check failed", error=str(exc))
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def authenticate(self, header: str | None) -> ApiKeyEntry:
+        if not header or not header.startswith("Bearer "):
+            raise RPCError(
+                UNAUTHORIZED,
+                "missing API key: send 'Authorization: Bearer <api key>'",
+                http_status=401,
+            )
+        entry = self._keys.get(api_key_digest(header[7:].strip()))
+        if entry is None:
+            raise RPCError(
+                UNAUTHORIZED, "the API key is not valid for this gateway", http_status=401
+            )
+        return entry
+
+    @staticmethod
+    def _require_admin(key: ApiKeyEntry) -> None:
+        if not key.admin:
+            raise RPCError(UNAUTHORIZED, "this method needs the admin API key", http_status=403)
+
+    def _usable_client(self, key: ApiKeyEntry, address: str) -> _Client:
+        client = self._clients.get(address.lower())
+        if client is None:
+            raise _invalid(
+                f"policy client {address} is not registered with this gateway "
+                "(register it with agentguard_registerPolicyClient)"
+            )
+        if not key.may_use(address):
+            raise RPCError(
+                UNAUTHORIZED, f"this API key may not use policy client {address}", http_status=403
+            )
+        return client
+
+    # -- registration --------------------------------------------------------------------------
+
+    @staticmethod
+    def _client(record: PolicyClientRecord) -> _Client:
+        address = record.policy_client
+        return _Client(
+            address=address,
+            policy=record.policy,
+            params=record.params,
+            expire_after=record.expire_after,
+            chain_id=record.chain_id,
+            policy_id=policy_id(address, record.policy, record.params, record.expire_after),
+            windows=_windows(record.params),
+            material=policy_material(record.policy),
+        )
+
+    def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> dict[str, Any]:
+        address = _address(params, "policy_client")
+        spec = params.get("policy")
+        policy: Policy
+        if isinstance(spec, str):
+            if allow_paths and ("/" in spec or spec.startswith(".")):
+                policy = Policy.from_dir(spec)
+            else:
+                try:
+                    policy = load(spec)
+                except KeyError as exc:
+                    raise _invalid(str(exc.args[0])) from None
+        elif isinstance(spec, dict):
+            try:
+                policy = policy_from_material(spec)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+        else:
+            raise _invalid("policy must be a bundled policy name or the policy material object")
+        config = params.get("params", {})
+        _validated_params(policy, config)
+        expire_after = params.get("expire_after", 300)
+        if (
+            isinstance(expire_after, bool)
+            or not isinstance(expire_after, int)
+            or not 0 < expire_after <= MAX_EXPIRE_AFTER
+        ):
+            raise _invalid(
+                f"expire_after must be an integer number of seconds in 1..{MAX_EXPIRE_AFTER}"
+            )
+        chain_id = params.get("chain_id")
+        if chain_id is not None and (
+            isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0
+        ):
+            raise _invalid("chain_id must be a positive integer when given")
+        record = PolicyClientRecord(address, policy, config, expire_after, chain_id)
+        self.state.save_policy_client(record)
+        client = self._client(record)
+        self._clients[address.lower()] = client
+        return {
+            "policy_client": address,
+            "policy_id": "0x" + client.policy_id.hex(),
+            "policy_code_hash": "0x" + client.code_hash.hex(),
+            "expire_after": expire_after,
+        }
+
+    # -- the task request ----------------------------------------------------------------------
+
+    def _task_input(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> _TaskInput:
+        client = self._usable_client(key, _address(params, "policy_client"))
+        try:
+            intent = TransactionIntent.from_wire(params.get("intent"))  # type: ignore[arg-type]
+            spend = intent.spend
+        except AgentGuardError as exc:
+            raise _invalid(f"intent: {exc.message}") from None
+        if client.chain_id is not None and intent.chain_id != client.chain_id:
+            raise _invalid(
+                f"intent chain_id {intent.chain_id} differs from the policy client's chain "
+                f"{client.chain_id}"
+            )
+        if client.chain_id is None and intent.chain_id not in self.config.gateway.chain_ids:
+            raise _invalid(f"chain_id {intent.chain_id} is not served by this gateway")
+        pct = params.get("quorum_threshold_percentage", self.config.gateway.threshold_percentage)
+        if isinstance(pct, bool) or not isinstance(pct, int) or not 0 < pct <= 100:
+            raise _invalid("quorum_threshold_percentage must be an integer in 1..100")
+        quorum = params.get("quorum_number", "0x00")
+        if quorum not in ("0x00", "00", "0x", "", None):
+            raise _invalid("quorum_number must be 0x00 (the reference network has one quorum)")
+        timeout = params.get("timeout", self.config.gateway.timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise _invalid("timeout must be a positive number of seconds")
+        signature = params.get("intent_signature", "0x")
+        if not isinstance(signature, str) or not _HEX.match(signature):
+            raise _invalid("intent_signature must be 0x-hex")
+        wasm_args_hex = params.get("wasm_args", "0x")
+        wasm_args = self._wasm_args(wasm_args_hex)
+        x402 = wasm_args.get("x402")
+        if x402 is not None:
+            self._check_x402(x402, intent)
+        return _TaskInput(
+            client=client,
+            intent=intent,
+            spend_asset=spend.asset.lower(),
+            spend_amount=spend.amount,
+            spend_recipient=(spend.recipient or "").lower(),
+            percentage=pct,
+            timeout=min(float(timeout), MAX_TIMEOUT),
+            intent_signature=signature if signature.startswith("0x") else "0x" + signature,
+            wasm_args_hex=wasm_args_hex if isinstance(wasm_args_hex, str) else "0x",
+            x402=x402,
+        )
+
+    @staticmethod
+    def _wasm_args(value: Any) -> dict[str, Any]:
+        if value in (None, "", "0x"):
+            return {}
+        if not isinstance(value, str) or not _HEX.match(value):
+            raise _invalid("wasm_args must be 0x-hex of UTF-8 JSON")
+        try:
+            parsed = json.loads(bytes.fromhex(value.removeprefix("0x")).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise _invalid("wasm_args is not hex of UTF-8 JSON") from None
+        if not isinstance(parsed, dict):
+            raise _invalid("wasm_args must encode a JSON object")
+        return parsed
+
+    @staticmethod
+    def _check_x402(x402: Any, intent: TransactionIntent) -> None:
+        """A payment's x402 details must describe exactly the transfer being authorized."""
+        if not isinstance(x402, dict):
+            raise _invalid("wasm_args.x402 must be an object")
+        try:
+            payment = PaymentIntent(payer=intent.from_, **x402)
+        except (AgentGuardError, TypeError, ValueError) as exc:
+            raise _invalid(f"wasm_args.x402 is not a valid x402 requirement: {exc}") from None
+        if payment.intent_hash != intent.intent_hash:
+            raise _invalid(
+                "wasm_args.x402 describes a different payment than the intent's transfer"
+            )
+
+    async def create_task(
+        self, key: ApiKeyEntry, rpc_id: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Idempotent by (API key, rpc id): a retry gets the first answer, counted once."""
+        cache_key = (key.sha256, rpc_id)
+        fingerprint = hashlib.sha256(canonical_json(params)).digest()
+        now = self._clock()
+        cached = self._idempotent.get(cache_key)
+        if cached is not None and cached[0] > now - IDEMPOTENCY_TTL:
+            if cached[1] != fingerprint:
+                raise _invalid(
+                    f"JSON-RPC id {rpc_id} was already used for a different request; "
+                    "use a fresh UUID per task"
+                )
+            result: dict[str, Any] = await asyncio.shield(cached[2])
+            return result
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._idempotent[cache_key] = (now, fingerprint, future)
+        self._idempotent.move_to_end(cache_key)
+        while len(self._idempotent) > IDEMPOTENCY_MAX or (
+            self._idempotent and next(iter(self._idempotent.values()))[0] <= now - IDEMPOTENCY_TTL
+        ):
+            self._idempotent.popitem(last=False)
+        try:
+            result = await self._create_task(key, rpc_id, params)
+        except BaseException as exc:
+            self._idempotent.pop(cache_key, None)  # errors record nothing: a retry re-runs
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: concurrent retries see it, nobody else must
+            raise
+        if result["status"] != "success":
+            self._idempotent.pop(cache_key, None)
+        future.set_result(result)
+        return result
+
+    async def _create_task(
+        self, key: ApiKeyEntry, rpc_id: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        task = self._task_input(key, params)
+        client, intent = task.client, task.intent
+        intent_hash = intent.intent_hash
+        task_id = keccak(
+            address_word(bytes.fromhex(client.address[2:])) + intent_hash + rpc_id.encode()
+        )
+        task_id_hex = "0x" + task_id.hex()
+        stored = self.state.stored_result(task_id_hex)
+        if stored is not None:
+            return stored
+        now = int(self._clock())
+        expires_at = now + client.expire_after
+        intent_hash_hex = "0x" + intent_hash.hex()
+        reservation = self.state.reserve(
+            policy_client=client.address,
+            agent=intent.from_,
+            windows=client.windows,
+            task_id=task_id_hex,
+            asset=task.spend_asset,
+            amount=task.spend_amount,
+            now=now,
+        )
+        recorded = False
+        try:
+            wasm = self._wasm(task, reservation.history, now, intent_hash_hex)
+            decision, votes, errors, failure = await self._fan_out(
+                task, task_id, wasm, expires_at, intent_hash
+            )
+            result = self._result(
+                task, task_id_hex, rpc_id, now, expires_at, wasm, decision, votes, errors, failure
+            )
+            if decision == "allow":
+                try:
+                    self.state.record(
+                        reservation,
+                        expires_at=expires_at,
+                        result=result,
+                        intent_hash=intent_hash_hex,
+                    )
+                except sqlite3.IntegrityError:  # the same task from another key, concurrently
+                    stored = self.state.stored_result(task_id_hex)
+                    if stored is None:
+                        raise
+                    return stored
+                recorded = True
+            return result
+        finally:
+            if not recorded:
+                self.state.cancel(reservation)
+
+    def _wasm(
+        self,
+        task: _TaskInput,
+        history: Mapping[int, WindowTotals],
+        now: int,
+        intent_hash_hex: str,
+    ) -> dict[str, Any]:
+        asset, amount = task.spend_asset, task.spend_amount
+        windows: dict[str, Any] = {}
+        for seconds, totals in history.items():
+            spent = {a: str(v) for a, v in totals.spent.items()}
+            projected = dict(spent)
+            projected[asset] = str(totals.spent.get(asset, 0) + amount)
+            windows[str(seconds)] = {"count": totals.count, "spent": spent, "projected": projected}
+        wasm: dict[str, Any] = {
+            "now": now,
+            "intent_hash": intent_hash_hex,
+            "approved": self.state.is_approved(task.client.address, intent_hash_hex, now),
+            "spend": {
+                "asset": asset or NATIVE_ASSET,
+                "amount": str(amount),
+                "recipient": task.spend_recipient,
+            },
+            "history": windows,
+        }
+        if task.x402 is not None:
+            wasm["x402"] = task.x402
+        return wasm
+
+    # -- operators -----------------------------------------------------------------------------
+
+    async def _call_operator(
+        self, link: _OperatorLink, code_hash: bytes, lean: bytes, full: bytes, timeout: float
+    ) -> Any:
+        assert self._http is not None
+        body = lean if code_hash in link.has_code else full
+        for _ in range(2):
+            try:
+                response = await self._http.post(
+                    link.url,
+                    content=body,
+                    headers={"content-type": "application/json"},
+                    timeout=timeout,
+                )
+            except httpx.TimeoutException:
+                raise _OperatorFailure(
+                    "timeout", "operator did not answer in time", retryable=True
+                ) from None
+            except httpx.HTTPError as exc:
+                raise _OperatorFailure(
+                    "unreachable", f"operator unreachable: {type(exc).__name__}", retryable=True
+                ) from None
+            if response.status_code != 200:
+                raise _OperatorFailure(
+                    f"http_{response.status_code}",
+                    f"operator answered HTTP {response.status_code}",
+                    retryable=response.status_code >= 500,
+                )
+            try:
+                reply = json.loads(response.content)
+            except ValueError:
+                raise _OperatorFailure(
+                    "invalid_response", "operator answered non-JSON", retryable=True
+                ) from None
+            if not isinstance(reply, dict):
+                raise _OperatorFailure(
+                    "invalid_response", "operator answer is not an object", retryable=True
+                )
+            error = reply.get("error")
+            if isinstance(error, dict):
+                code = error.get("code")
+                if code == POLICY_REQUIRED and body is lean:
+                    link.has_code.discard(code_hash)
+                    body = full
+                    continue
+                raise _OperatorFailure(
+                    f"rpc_{code}",
+                    str(error.get("message", "operator error"))[:500],
+                    retryable=False,
+                    rpc_code=code if isinstance(code, int) else None,
+                )
+            link.has_code.add(code_hash)
+            return reply.get("result")
+        raise _OperatorFailure(
+            "invalid_response", "operator kept asking for the policy", retryable=False
+        )
+
+    @staticmethod
+    def _vote(
+        link: _OperatorLink,
+        reply: Any,
+        *,
+        intent_hash_hex: str,
+        policy_id_hex: str,
+        digests: Mapping[bool, bytes],
+    ) -> tuple[str, _Vote]:
+        """Accept an operator's answer only if its signature verifies against our digest."""
+        if not isinstance(reply, dict):
+            raise _OperatorFailure("invalid_response", "result is not an object", retryable=False)
+        decision = reply.get("decision")
+        if decision not in _DECISIONS:
+            raise _OperatorFailure(
+                "invalid_response", f"unknown decision {decision!r:.40}", retryable=False
+            )
+        if str(reply.get("intent_hash", "")).lower() != intent_hash_hex:
+            raise _OperatorFailure(
+                "mismatch", "operator evaluated a different intent", retryable=False
+            )
+        if str(reply.get("policy_id", "")).lower() != policy_id_hex:
+            raise _OperatorFailure(
+                "mismatch",
+                "operator computed a different policy id (different policy code or params)",
+                retryable=False,
+            )
+        reasons = reply.get("reasons", [])
+        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+            raise _OperatorFailure(
+                "invalid_response", "reasons must be a list of strings", retryable=False
+            )
+        signature = reply.get("signature")
+        try:
+            if not isinstance(signature, str) or not _HEX.match(signature):
+                raise MalformedSignature("signature is not hex")
+            raw = bytes.fromhex(signature.removeprefix("0x"))
+            signer = recover_signer(digests[decision == "allow"], raw)
+        except MalformedSignature as exc:
+            raise _OperatorFailure("bad_signature", exc.message, retryable=False) from None
+        if signer != link.address_bytes:
+            raise _OperatorFailure(
+                "bad_signature",
+                f"signature recovers to 0x{signer.hex()}, not to the operator's registered key",
+                retryable=False,
+            )
+        return decision, _Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+
+    async def _fan_out(
+        self,
+        task: _TaskInput,
+        task_id: bytes,
+        wasm: dict[str, Any],
+        expires_at: int,
+        intent_hash: bytes,
+    ) -> tuple[str | None, list[_Vote], list[dict[str, Any]], str | None]:
+        client = task.client
+        request: dict[str, Any] = {
+            "task_id": "0x" + task_id.hex(),
+            "policy_client": client.address,
+            "chain_id": task.intent.chain_id,
+            "intent": task.intent.wire(),
+            "policy_code_hash": "0x" + client.code_hash.hex(),
+            "params": client.params,
+            "expire_after": client.expire_after,
+            "expires_at": expires_at,
+            "wasm": wasm,
+        }
+        envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": request}
+        lean = json.dumps(envelope, separators=(",", ":")).encode()
+        request["policy"] = client.material
+        full = json.dumps(envelope, separators=(",", ":")).encode()
+        pc_bytes = bytes.fromhex(client.address[2:])
+        digests = {
+            allow: attestation_digest(
+                chain_id=task.intent.chain_id,
+                policy_client=pc_bytes,
+                task_id=task_id,
+                policy_id=client.policy_id,
+                intent_hash=intent_hash,
+                allow=allow,
+                expires_at=expires_at,
+            )
+            for allow in (True, False)
+        }
+        expected = {
+            "intent_hash_hex": "0x" + intent_hash.hex(),
+            "policy_id_hex": "0x" + client.policy_id.hex(),
+        }
+        calls = {
+            asyncio.ensure_future(
+                self._call_operator(link, client.code_hash, lean, full, task.timeout)
+            ): link
+            for link in self._operators
+        }
+        total = len(self._operators)
+        votes: dict[str, list[_Vote]] = {}
+        errors: list[dict[str, Any]] = []
+        failures: list[_OperatorFailure] = []
+        winner: str | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + task.timeout
+        pending = set(calls)
+        while pending and winner is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for call in done:
+                link = calls[call]
+                try:
+                    decision, vote = self._vote(link, call.result(), digests=digests, **expected)
+                except _OperatorFailure as exc:
+                    failures.append(exc)
+                    errors.append(self._operator_error(link, exc))
+                    continue
+                except Exception as exc:  # never let one operator break the task
+                    internal = _OperatorFailure("internal", type(exc).__name__, retryable=True)
+                    failures.append(internal)
+                    errors.append(self._operator_error(link, internal))
+                    continue
+                votes.setdefault(decision, []).append(vote)
+                if winner is None and len(votes[decision]) * 100 >= total * task.percentage:
+                    winner = decision
+        for call in pending:
+            if winner is None:
+                call.cancel()
+                late = _OperatorFailure(
+                    "timeout", f"no answer within {task.timeout:g}s", retryable=True
+                )
+                failures.append(late)
+                errors.append(self._operator_error(calls[call], late))
+            self._background.add(call)  # finishes in the background, keeping its connection
+            call.add_done_callback(self._forget)
+        if winner is not None:
+            return winner, votes[winner], errors, None
+        if (
+            failures
+            and len(failures) == total
+            and all(f.rpc_code == POLICY_EVALUATION_ERROR for f in failures)
+        ):
+            raise RPCError(POLICY_EVALUATION_ERROR, failures[0].message)
+        needed = -(-total * task.percentage // 100)
+        tally = ", ".join(f"{d}: {len(v)}" for d, v in sorted(votes.items())) or "no valid answers"
+        message = (
+            f"quorum_not_reached: {needed} of {total} operators must agree "
+            f"({task.percentage}%); got {tally}; {len(errors)} operator error(s)"
+        )
+        if errors:
+            message += ": " + "; ".join(f"{e['operator_address']}: {e['message']}" for e in errors)
+        return None, [], errors, message
+
+    def _forget(self, call: asyncio.Future[Any]) -> None:
+        self._background.discard(call)
+        if not call.cancelled():
+            call.exception()  # mark retrieved; late answers are not needed
+
+    def _operator_error(self, link: _OperatorLink, failure: _OperatorFailure) -> dict[str, Any]:
+        return {
+            "operator_address": link.address,
+            "operator_id": link.operator_id,
+            "error_code": failure.code,
+            "message": failure.message,
+            "timestamp": int(self._clock()),
+            "retryable": failure.retryable,
+        }
+
+    def _result(
+        self,
+        task: _TaskInput,
+        task_id_hex: str,
+        rpc_id: str,
+        now: int,
+        expires_at: int,
+        wasm: dict[str, Any],
+        decision: str | None,
+        votes: list[_Vote],
+        errors: list[dict[str, Any]],
+        failure: str | None,
+    ) -> dict[str, Any]:
+        client = task.client
+        wire = task.intent.wire()
+        policy_id_hex = "0x" + client.policy_id.hex()
+        result: dict[str, Any] = {
+            "task_id": task_id_hex,
+            "status": "success" if decision is not None else "failed",
+            "error": failure,
+            "timestamp": now,
+            "task": {
+                "taskId": task_id_hex,
+                "policyClient": client.address,
+                "quorumThresholdPercentage": task.percentage,
+                "intent": wire,
+                "intentSignature": task.intent_signature,
+                "wasmArgs": task.wasm_args_hex,
+                "quorumNumbers": "0x00",
+                "initializationTimestamp": now,
+            },
+            "task_response": None,
+            "expiration": expires_at,
+            "operator_errors": errors,
+            "attestation": None,
+        }
+        if decision is None:
+            return result
+        result["task_response"] = {
+            "task_id": task_id_hex,
+            "policy_client": client.address,
+            "policy_id": policy_id_hex,
+            "policy_address": NATIVE_ASSET,
+            "intent": wire,
+            "intent_signature": task.intent_signature,
+            "evaluation_result": _TRUE_WORD if decision == "allow" else _FALSE_WORD,
+            "policy_task_data": {
+                "policy_id": policy_id_hex,
+                "policy_address": NATIVE_ASSET,
+                "policy_code_hash": "0x" + client.code_hash.hex(),
+                "policy_data": [
+                    {
+                        "wasm_args": task.wasm_args_hex,
+                        "data": "0x" + canonical_json(wasm).hex(),
+                    }
+                ],
+            },
+            "policy_config": {
+                "policyParams": "0x" + canonical_json(client.params).hex(),
+                "expireAfter": client.expire_after,
+            },
+            "initialization_timestamp": now,
+        }
+        result["attestation"] = {
+            "scheme": "ecdsa",
+            "decision": decision,
+            "task_id": task_id_hex,
+            "policy_id": policy_id_hex,
+            "policy_client": client.address,
+            "intent_hash": wasm["intent_hash"],
+            "expires_at": expires_at,
+            "signatures": [{"operator": v.link.address, "signature": v.signature} for v in votes],
+            "reasons": votes[0].reasons,
+        }
+        return result
+
+    # -- the other methods ---------------------------------------------------------------------
+
+    async def simulate(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Evaluate once here, sign nothing, record nothing."""
+        task = self._task_input(key, params)
+        client, intent = task.client, task.intent
+        now = int(self._clock())
+        history = self.state.totals(
+            policy_client=client.address, agent=intent.from_, windows=client.windows, now=now
+        )
+        wasm = self._wasm(task, history, now, "0x" + intent.intent_hash.hex())
+        if self._engine is None:
+            from agentguard.policies._engine import PolicyEngine
+
+            self._engine = PolicyEngine()
+        from agentguard.policies._engine import PolicyEngineError
+
+        parsed = intent.parsed()
+        try:
+            evaluation = self._engine.evaluate(
+                client.policy, input=parsed, params=client.params, wasm=wasm
+            )
+        except PolicyEngineError as exc:
+            raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+        return {
+            "decision": evaluation.decision,
+            "reasons": list(evaluation.reasons),
+            "parsed_intent": parsed,
+            "policy_id": "0x" + client.policy_id.hex(),
+        }
+
+    def _task_for(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> str:
+        task_id = params.get("task_id")
+        if not isinstance(task_id, str) or not _B32.match(task_id):
+            raise _invalid("task_id must be 0x followed by 64 hex digits")
+        task_id = task_id.lower()
+        record = self.state.task(task_id)
+        if record is None:
+            raise _invalid(f"no attested task {task_id} (only allowed tasks are recorded)")
+        if not key.may_use(record.policy_client):
+            raise RPCError(
+                UNAUTHORIZED, "this API key may not use that task's policy client", http_status=403
+            )
+        return task_id
+
+    def release(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        task_id = self._task_for(key, params)
+        if not self.state.release(task_id):
+            record = self.state.task(task_id)
+            status = record.status if record else "unknown"
+            raise _invalid(f"task {task_id} is {status}; only an attested task can be released")
+        return {"task_id": task_id, "status": "released"}
+
+    def commit(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        task_id = self._task_for(key, params)
+        outcome = params.get("outcome", "")
+        if not isinstance(outcome, str) or len(outcome) > 1000:
+            raise _invalid(
+                "outcome must be a string (e.g. a transaction hash) of at most 1000 chars"
+            )
+        if not self.state.commit(task_id, outcome):
+            record = self.state.task(task_id)
+            status = record.status if record else "unknown"
+            raise _invalid(f"task {task_id} is {status}; only an attested task can be committed")
+        return {"task_id": task_id, "status": "committed"}
+
+    def approve(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        self._require_admin(key)
+        address = _address(params, "policy_client")
+        if address.lower() not in self._clients:
+            raise _invalid(f"policy client {address} is not registered with this gateway")
+        intent_hash = params.get("intent_hash")
+        if not isinstance(intent_hash, str) or not _B32.match(intent_hash):
+            raise _invalid("intent_hash must be 0x followed by 64 hex digits")
+        self.state.approve(address, intent_hash, int(self._clock()))
+        return {"policy_client": address, "intent_hash": intent_hash.lower(), "approved": True}
+
+    async def dispatch(
+        self, key: ApiKeyEntry, rpc_id: Any, method: str, params: Mapping[str, Any]
+    ) -> Any:
+        if method == "newt_createTask":
+            if not isinstance(rpc_id, str):
+                raise RPCError(INVALID_REQUEST, "id must be a UUID string")
+            try:
+                uuid.UUID(rpc_id)
+            except ValueError:
+                raise RPCError(INVALID_REQUEST, "id must be a UUID string") from None
+            return await self.create_task(key, rpc_id, params)
+        if method == "newt_simulateTask":
+            return await self.simulate(key, params)
+        if method == "agentguard_releaseTask":
+            return self.release(key, params)
+        if method == "agentguard_commitTask":
+            return self.commit(key, params)
+        if method == "agentguard_approve":
+            return self.approve(key, params)
+        if method == "agentguard_registerPolicyClient":
+            self._require_admin(key)
+            return self.register(params)
+        raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
+
+
+@dataclass(frozen=True)
+class _TaskInput:
+    client: _Client
+    intent: TransactionIntent
+    spend_asset: str
+    spend_amount: int
+    spend_recipient: str
+    percentage: int
+    timeout: float
+    intent_signature: str
+    wasm_args_hex: str
+    x402: dict[str, Any] | None
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    async def rpc(request: Request) -> Response:
+        rpc_id: Any = None
+        try:
+            key = gateway.authenticate(request.headers.get("authorization"))
+            rpc_id, method, params = await read_request(request)
+            return result_response(rpc_id, await gateway.dispatch(key, rpc_id, method, params))
+        except RPCError as exc:
+            return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
+        except Exception as exc:  # a bug must still answer JSON-RPC, never leak details
+            log.error("internal error", error_type=type(exc).__name__, error=str(exc))
+            return error_response(rpc_id, RPCError(INTERNAL_ERROR, "internal gateway error"))
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "operators": len(gateway.config.operators)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        sweeper = asyncio.ensure_future(gateway.sweep_forever())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await gateway.close()
+
+    return Starlette(
+        routes=[Route("/rpc", rpc, methods=["POST"]), Route("/health", health)],
+        lifespan=lifespan,
+    )
+
+
+def _load_usage_check(spec: str) -> UsageCheck:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load usage check {spec!r}: {exc}") from None
+    check: UsageCheck = factory()
+    return check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m agentguard.network.gateway", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", required=True, help="network config JSON (see config.py)")
+    parser.add_argument("--port", type=int, help="override gateway.port")
+    parser.add_argument(
+        "--usage-check", help="module:factory returning a UsageCheck for expired attestations"
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = NetworkConfig.load(args.config)
+        state = State(config.gateway.state_db)
+        spec = args.usage_check or config.gateway.usage_check
+        gateway = Gateway(config, state, usage_check=_load_usage_check(spec) if spec else None)
+        for entry in config.policy_clients:
+            spec_policy = entry.get("policy")
+            if (
+                isinstance(spec_policy, str)
+                and not Path(spec_policy).is_absolute()
+                and (Path(args.config).parent / spec_policy).is_dir()
+            ):
+                entry = {**entry, "policy": str(Path(args.config).parent / spec_policy)}
+            gateway.register(entry, allow_paths=True)
+    except (AgentGuardError, RPCError, OSError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    port = args.port or config.gateway.port
+    print(
+        f"gateway listening on http://{config.gateway.host}:{port}/rpc "
+        f"with {len(config.operators)} operators",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(gateway),
+        host=config.gateway.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

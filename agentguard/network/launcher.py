@@ -1,0 +1,333 @@
+"""Start a whole reference network (a gateway and N operators) as real local processes.
+
+    with ReferenceNetwork(operators=3) as net:
+        policy_id = net.register_policy_client(client, "agent_spend", params)
+        gateway = NewtonGateway(net.url, policy_client=client, api_key=net.api_key)
+        verifier = Verifier(net.operator_addresses, policy_client=client)
+
+Everything binds to 127.0.0.1. Operator keys and API keys are generated into 0600 files in
+the state directory (``keys/operator-<i>.key``, ``secrets.json``) and reused when the
+directory already holds them, so operators keep their identity across restarts; the config
+file (``network.json``) holds only addresses, URLs and key digests. Processes are stopped by
+their PID (terminate, then kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+
+from agentguard._exceptions import ConfigurationError, GatewayRPCError
+from agentguard.network._keys import (
+    api_key_digest,
+    load_operator_key,
+    new_api_key,
+    write_operator_key,
+    write_secret,
+)
+from agentguard.network.config import (
+    DEFAULT_CHAIN_IDS,
+    ApiKeyEntry,
+    GatewaySettings,
+    NetworkConfig,
+    OperatorEntry,
+)
+from agentguard.network.state import policy_material
+from agentguard.policies import Policy
+
+__all__ = ["OperatorProcess", "ReferenceNetwork"]
+
+_HOST = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(
+    process: subprocess.Popen[bytes] | None, *, kill: bool = False, grace: float = 5.0
+) -> None:
+    if process is None or process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)
+
+
+@dataclass
+class OperatorProcess:
+    index: int
+    address: str
+    key_file: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{_HOST}:{self.port}/rpc"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class ReferenceNetwork:
+    """A gateway plus ``operators`` operator processes; a context manager (sync)."""
+
+    def __init__(
+        self,
+        operators: int = 3,
+        *,
+        threshold_percentage: int = 66,
+        port: int | None = None,
+        state_dir: str | Path | None = None,
+        policy_clients: list[dict[str, Any]] | None = None,
+        timeout: float = 5.0,
+        chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if operators < 1:
+            raise ConfigurationError("a network needs at least one operator")
+        self._temporary = state_dir is None
+        self.state_dir = (
+            Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="agentguard-net-"))
+        )
+        self._n = operators
+        self._threshold = threshold_percentage
+        self._port = port
+        self._initial_clients = list(policy_clients or [])
+        self._timeout = timeout
+        self._chain_ids = chain_ids
+        self._startup_timeout = startup_timeout
+        self.operators: list[OperatorProcess] = []
+        self._gateway: subprocess.Popen[bytes] | None = None
+        self._logs: list[IO[bytes]] = []
+        self.api_key = ""
+        self.admin_key = ""
+        self.gateway_port = 0
+        self.policy_clients: dict[str, str] = {}
+
+    def __repr__(self) -> str:  # never shows a key
+        return f"ReferenceNetwork(url={self.url!r}, operators={len(self.operators)})"
+
+    # -- what tests and users need ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of the gateway (``NewtonGateway`` appends ``/rpc``)."""
+        return f"http://{_HOST}:{self.gateway_port}"
+
+    @property
+    def rpc_url(self) -> str:
+        return self.url + "/rpc"
+
+    @property
+    def operator_addresses(self) -> list[str]:
+        return [op.address for op in self.operators]
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "network.json"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> ReferenceNetwork:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self._load_or_make_secrets()
+        for i in range(self._n):
+            key_file = self.state_dir / "keys" / f"operator-{i}.key"
+            if key_file.exists():
+                from agentguard._attestation import operator_address
+
+                address = operator_address(load_operator_key(str(key_file), ""))
+            else:
+                address = write_operator_key(key_file)
+            self.operators.append(OperatorProcess(i, address, key_file, _free_port()))
+        for i in range(self._n):
+            self.start_operator(i)
+        self.gateway_port = self._port or _free_port()
+        self._write_config()
+        self.start_gateway()
+
+    def stop(self) -> None:
+        _stop(self._gateway)
+        for op in self.operators:
+            _stop(op.process)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        if self._temporary:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _load_or_make_secrets(self) -> None:
+        if self.secrets_file.exists():
+            secrets = json.loads(self.secrets_file.read_text())
+            self.api_key, self.admin_key = secrets["api_key"], secrets["admin_key"]
+            return
+        self.api_key, self.admin_key = new_api_key(), new_api_key()
+        write_secret(
+            self.secrets_file,
+            json.dumps({"api_key": self.api_key, "admin_key": self.admin_key}, indent=2) + "\n",
+        )
+
+    def _write_config(self) -> None:
+        config = NetworkConfig(
+            gateway=GatewaySettings(
+                host=_HOST,
+                port=self.gateway_port,
+                state_db=str(self.state_dir / "state.sqlite3"),
+                threshold_percentage=self._threshold,
+                timeout=self._timeout,
+                chain_ids=self._chain_ids,
+            ),
+            operators=tuple(OperatorEntry(op.address, op.url) for op in self.operators),
+            api_keys=(
+                ApiKeyEntry(sha256=api_key_digest(self.api_key)),
+                ApiKeyEntry(sha256=api_key_digest(self.admin_key), admin=True),
+            ),
+            policy_clients=tuple(self._initial_clients),
+        )
+        config.save(self.config_file)
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, name: str) -> None:
+        deadline = time.monotonic() + self._startup_timeout
+        with httpx.Client(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise ConfigurationError(
+                        f"{name} exited with status {process.returncode} while starting; "
+                        f"see {self.state_dir / 'logs' / (name + '.log')}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(f"http://{_HOST}:{port}/health").status_code == 200:
+                        return
+                time.sleep(0.05)
+        _stop(process, kill=True)
+        raise ConfigurationError(f"{name} did not become healthy within {self._startup_timeout}s")
+
+    def start_operator(self, index: int) -> None:
+        op = self.operators[index]
+        if op.running:
+            return
+        name = f"operator-{index}"
+        op.process = self._spawn(
+            name,
+            ["agentguard.network.operator", "--port", str(op.port), "--key-file", str(op.key_file)],
+        )
+        self._wait_healthy(op.process, op.port, name)
+
+    def stop_operator(self, index: int) -> None:
+        op = self.operators[index]
+        _stop(op.process)
+        op.process = None
+
+    def start_gateway(self) -> None:
+        if self._gateway is not None and self._gateway.poll() is None:
+            return
+        self._gateway = self._spawn(
+            "gateway", ["agentguard.network.gateway", "--config", str(self.config_file)]
+        )
+        self._wait_healthy(self._gateway, self.gateway_port, "gateway")
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the gateway (a crash); ``start_gateway`` brings it back on the same state."""
+        _stop(self._gateway, kill=True)
+        self._gateway = None
+
+    # -- admin calls -------------------------------------------------------------------------------
+
+    def _admin(self, method: str, params: dict[str, Any]) -> Any:
+        import uuid
+
+        response = httpx.post(
+            self.rpc_url,
+            json={"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params},
+            headers={"authorization": f"Bearer {self.admin_key}"},
+            timeout=30.0,
+        )
+        body = response.json()
+        if "error" in body:
+            error = body["error"]
+            raise GatewayRPCError(str(error.get("message")), code=int(error.get("code", 0)))
+        return body["result"]
+
+    def register_policy_client(
+        self,
+        policy_client: str,
+        policy: str | Policy,
+        params: dict[str, Any],
+        expire_after: int = 300,
+        chain_id: int | None = None,
+    ) -> str:
+        """Register (or re-configure) a policy client; returns its ``policy_id``."""
+        spec: Any = policy if isinstance(policy, str) else policy_material(policy)
+        request: dict[str, Any] = {
+            "policy_client": policy_client,
+            "policy": spec,
+            "params": params,
+            "expire_after": expire_after,
+        }
+        if chain_id is not None:
+            request["chain_id"] = chain_id
+        result = self._admin("agentguard_registerPolicyClient", request)
+        pid: str = result["policy_id"]
+        self.policy_clients[policy_client] = pid
+        return pid
+
+    def approve(self, policy_client: str, intent_hash: str) -> None:
+        """A human approves one exact intent for ``policy_client``."""
+        self._admin(
+            "agentguard_approve", {"policy_client": policy_client, "intent_hash": intent_hash}
+        )

@@ -1,0 +1,251 @@
+"""An operator of the reference network: evaluates a policy for one intent and signs the result.
+
+``python -m agentguard.network.operator --port 9101 --key-file operator.key``
+
+An operator trusts the gateway for as little as possible. It parses the intent from its wire
+form itself, recomputes the intent hash, the policy code hash and the policy id from the exact
+material it evaluates, checks that the gateway's ``data.wasm`` describes this same intent
+and a plausible expiry, and only then evaluates and signs. A lying gateway can make it sign a
+different decision only by lying about the history (the oracle data), exactly as on Newton.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from coincurve import PrivateKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from agentguard._attestation import attestation_digest, operator_address, sign_attestation
+from agentguard._exceptions import AgentGuardError
+from agentguard._intent import TransactionIntent
+from agentguard.network._rpc import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    POLICY_EVALUATION_ERROR,
+    POLICY_REQUIRED,
+    RPCError,
+    error_response,
+    json_response,
+    read_request,
+    result_response,
+)
+from agentguard.network.state import policy_from_material
+from agentguard.policies import Policy, canonical_json, policy_id
+from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+__all__ = ["KEY_ENV", "Operator", "create_app", "main"]
+
+KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
+# How far the gateway's clock (``now``, ``expires_at``) may be from ours.
+CLOCK_SKEW = 30
+MAX_EXPIRE_AFTER = 86400
+
+_B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _b32(params: Mapping[str, Any], field: str) -> bytes:
+    value = params.get(field)
+    if not isinstance(value, str) or not _B32.match(value):
+        raise RPCError(INVALID_PARAMS, f"{field} must be 0x followed by 64 hex digits")
+    return bytes.fromhex(value[2:])
+
+
+def _int(params: Mapping[str, Any], field: str, low: int, high: int) -> int:
+    value = params.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RPCError(INVALID_PARAMS, f"{field} must be an integer in {low}..{high}")
+    return value
+
+
+class Operator:
+    """Holds the signing key (never shown) and the compiled-policy caches."""
+
+    def __init__(self, key: PrivateKey, engine: PolicyEngine | None = None) -> None:
+        self._key = key
+        self.address = operator_address(key)
+        self._engine = engine if engine is not None else PolicyEngine()
+        self._policies: dict[bytes, Policy] = {}
+        # (policy client, code hash, canonical params, expire_after) -> policy id, after the
+        # params were checked against the schema once.
+        self._policy_ids: OrderedDict[tuple[str, bytes, bytes, int], bytes] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"Operator({self.address})"
+
+    def _policy(self, params: Mapping[str, Any], code_hash: bytes) -> Policy:
+        material = params.get("policy")
+        if material is None:
+            cached = self._policies.get(code_hash)
+            if cached is None:
+                raise RPCError(
+                    POLICY_REQUIRED,
+                    f"this operator does not hold policy code 0x{code_hash.hex()}; "
+                    "resend the request with the policy material",
+                )
+            return cached
+        if not isinstance(material, dict):
+            raise RPCError(INVALID_PARAMS, "policy must be an object {entrypoint, modules, ...}")
+        try:
+            policy = policy_from_material(material)
+        except ValueError as exc:
+            raise RPCError(INVALID_PARAMS, str(exc)) from None
+        if policy.code_hash != code_hash:
+            raise RPCError(
+                INVALID_PARAMS,
+                "the policy material does not hash to policy_code_hash "
+                f"(it hashes to 0x{policy.code_hash.hex()})",
+            )
+        self._policies[code_hash] = policy
+        return policy
+
+    def _policy_id(
+        self, policy_client: str, policy: Policy, params: Any, expire_after: int
+    ) -> bytes:
+        key = (policy_client.lower(), policy.code_hash, canonical_json(params), expire_after)
+        cached = self._policy_ids.get(key)
+        if cached is not None:
+            return cached
+        if policy.params_schema:
+            import jsonschema
+
+            try:
+                jsonschema.validate(params, dict(policy.params_schema))
+            except jsonschema.ValidationError as exc:
+                raise RPCError(
+                    INVALID_PARAMS, f"params do not match the policy schema: {exc.message}"
+                ) from None
+        pid = policy_id(policy_client, policy, params, expire_after)
+        self._policy_ids[key] = pid
+        if len(self._policy_ids) > 4096:
+            self._policy_ids.popitem(last=False)
+        return pid
+
+    def evaluate_and_sign(
+        self, params: Mapping[str, Any], now: float | None = None
+    ) -> dict[str, Any]:
+        """``newt_evaluateAndSign``: check, evaluate, sign. Raises ``RPCError`` on bad input."""
+        now = time.time() if now is None else now
+        task_id = _b32(params, "task_id")
+        code_hash = _b32(params, "policy_code_hash")
+        policy_client = params.get("policy_client")
+        if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
+            raise RPCError(INVALID_PARAMS, "policy_client must be a 0x-prefixed address")
+        try:
+            intent = TransactionIntent.from_wire(params.get("intent"))  # type: ignore[arg-type]
+            spend = intent.spend
+            parsed = intent.parsed()
+        except AgentGuardError as exc:
+            raise RPCError(INVALID_PARAMS, f"intent: {exc.message}") from None
+        chain_id = _int(params, "chain_id", 1, (1 << 64) - 1)
+        if chain_id != intent.chain_id:
+            raise RPCError(INVALID_PARAMS, "chain_id differs from the intent's chain id")
+        expire_after = _int(params, "expire_after", 1, MAX_EXPIRE_AFTER)
+        expires_at = _int(params, "expires_at", 0, (1 << 64) - 1)
+        if abs(expires_at - expire_after - now) > CLOCK_SKEW:
+            raise RPCError(INVALID_PARAMS, "expires_at is not now + expire_after")
+        intent_hash = intent.intent_hash
+        wasm = params.get("wasm")
+        if not isinstance(wasm, dict):
+            raise RPCError(INVALID_PARAMS, "wasm must be an object (the policy's data.wasm)")
+        if wasm.get("intent_hash") != "0x" + intent_hash.hex():
+            raise RPCError(INVALID_PARAMS, "data.wasm is about a different intent")
+        expected_spend = {
+            "asset": spend.asset.lower(),
+            "amount": str(spend.amount),
+            "recipient": (spend.recipient or "").lower(),
+        }
+        if wasm.get("spend") != expected_spend:
+            raise RPCError(INVALID_PARAMS, "data.wasm.spend does not match the intent")
+        wasm_now = wasm.get("now")
+        if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:
+            raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
+
+        policy = self._policy(params, code_hash)
+        config = params.get("params", {})
+        pid = self._policy_id(policy_client, policy, config, expire_after)
+        try:
+            evaluation = self._engine.evaluate(policy, input=parsed, params=config, wasm=wasm)
+        except PolicyEngineError as exc:
+            raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+        digest = attestation_digest(
+            chain_id=chain_id,
+            policy_client=bytes.fromhex(policy_client[2:]),
+            task_id=task_id,
+            policy_id=pid,
+            intent_hash=intent_hash,
+            allow=evaluation.decision == "allow",
+            expires_at=expires_at,
+        )
+        return {
+            "operator": self.address,
+            "decision": evaluation.decision,
+            "reasons": list(evaluation.reasons),
+            "intent_hash": "0x" + intent_hash.hex(),
+            "policy_id": "0x" + pid.hex(),
+            "signature": "0x" + sign_attestation(self._key, digest).hex(),
+        }
+
+
+def create_app(operator: Operator) -> Starlette:
+    async def rpc(request: Request) -> Response:
+        rpc_id: Any = None
+        try:
+            rpc_id, method, params = await read_request(request)
+            if method != "newt_evaluateAndSign":
+                raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
+            return result_response(rpc_id, operator.evaluate_and_sign(params))
+        except RPCError as exc:
+            return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "operator": operator.address})
+
+    return Starlette(routes=[Route("/rpc", rpc, methods=["POST"]), Route("/health", health)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn
+
+    from agentguard.network._keys import load_operator_key
+
+    parser = argparse.ArgumentParser(
+        prog="python -m agentguard.network.operator", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--key-file", help=f"file with the hex private key (else ${KEY_ENV})")
+    args = parser.parse_args(argv)
+    try:
+        operator = Operator(load_operator_key(args.key_file, KEY_ENV))
+    except AgentGuardError as exc:
+        print(f"operator: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"operator {operator.address} listening on http://{args.host}:{args.port}/rpc", flush=True
+    )
+    uvicorn.run(
+        create_app(operator),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""The gateway's own memory: what it attested, per policy client and agent, in one SQLite file.
+
+Rego is stateless, so cumulative limits (daily caps, rate limits) need someone to remember
+what was already allowed. Here the gateway remembers it itself, instead of trusting the agent
+host to report its spending: every ``allow`` it hands out is recorded (task id, policy client,
+agent = intent ``from``, asset, exact amount, time, expiry) before the attestation leaves the
+gateway, and the totals policies see in ``data.wasm.history`` are computed from these records.
+
+Accounting rules:
+
+* An attested amount counts until it is released. ``release`` (the client says it never used
+  the attestation) is accepted only while the task is ``attested``; a ``committed`` task
+  stays counted.
+* An attestation that expires without a commit is *not* given back on its own. The gateway
+  cannot see whether the client broadcast the transaction or settled the payment before
+  expiry; giving the amount back would let a host that never commits (or lies) spend past
+  its cap. Only a configured ``UsageCheck`` (for example one that looks for the vault's
+  execution event onchain) can release it, and only when it says the attestation was not
+  used. With no usage check configured, expired tasks simply age out of their windows.
+* Denials record nothing.
+* Concurrent requests for one policy client + agent cannot both pass a cap: ``reserve`` reads
+  the totals and adds the new amount as in flight in one synchronous step (the gateway runs
+  it on one event loop with no ``await`` in between), so every later request already sees it;
+  an in-flight reservation is turned into a record on ``allow`` or dropped otherwise.
+
+Totals are kept as running sums per window in memory (mirroring the file, loaded lazily per
+agent), so a request costs O(1) amortized however many tasks an agent has.
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
+restart (not a power loss before the next checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from agentguard.policies import Policy
+
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "PolicyClientRecord",
+    "Reservation",
+    "State",
+    "TaskRecord",
+    "UsageCheck",
+    "WindowTotals",
+]
+
+DEFAULT_WINDOWS = (3600, 86400)
+APPROVAL_TTL = 86400
+
+TaskStatus = Literal["attested", "committed", "released"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    policy_client TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_agent ON tasks (policy_client, agent, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks (status, expires_at);
+CREATE TABLE IF NOT EXISTS policies (
+    code_hash TEXT PRIMARY KEY,
+    material TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policy_clients (
+    policy_client TEXT PRIMARY KEY,
+    code_hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    expire_after INTEGER NOT NULL,
+    chain_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    policy_client TEXT NOT NULL,
+    intent_hash TEXT NOT NULL,
+    approved_at INTEGER NOT NULL,
+    used_by TEXT,
+    PRIMARY KEY (policy_client, intent_hash)
+);
+"""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    policy_client: str
+    agent: str
+    asset: str
+    amount: int
+    created_at: int
+    expires_at: int
+    status: TaskStatus
+
+
+class UsageCheck(Protocol):
+    """Says whether an expired, uncommitted attestation was used (True), not used (False),
+    or cannot tell yet (None). Only ``False`` gives the amount back."""
+
+    def was_used(self, task: TaskRecord) -> bool | None: ...
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    count: int
+    spent: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class PolicyClientRecord:
+    policy_client: str
+    policy: Policy
+    params: Any
+    expire_after: int
+    chain_id: int | None = None
+
+
+def policy_material(policy: Policy) -> dict[str, Any]:
+    """The wire/storage form of a policy: what operators evaluate and hash."""
+    return {
+        "name": policy.name,
+        "entrypoint": policy.entrypoint,
+        "modules": dict(policy.modules),
+        "params_schema": dict(policy.params_schema),
+        "description": policy.description,
+    }
+
+
+def policy_from_material(material: Mapping[str, Any]) -> Policy:
+    modules = material.get("modules")
+    entrypoint = material.get("entrypoint")
+    if not isinstance(entrypoint, str) or not entrypoint:
+        raise ValueError("policy.entrypoint must be a non-empty string like 'package.rule'")
+    if (
+        not isinstance(modules, dict)
+        or not modules
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in modules.items())
+    ):
+        raise ValueError("policy.modules must map file names to Rego source text")
+    schema = material.get("params_schema", {})
+    if not isinstance(schema, dict):
+        raise ValueError("policy.params_schema must be a JSON schema object")
+    return Policy(
+        name=str(material.get("name", "")),
+        entrypoint=entrypoint,
+        modules=dict(modules),
+        params_schema=schema,
+        description=str(material.get("description", "")),
+    )
+
+
+# -- running totals per agent ------------------------------------------------------------------
+
+
+class _Entry:
+    __slots__ = ("amount", "asset", "created_at", "live", "seq", "task_id")
+
+    def __init__(self, seq: int, task_id: str, created_at: int, asset: str, amount: int) -> None:
+        self.seq = seq
+        self.task_id = task_id
+        self.created_at = created_at
+        self.asset = asset
+        self.amount = amount
+        self.live = True
+
+
+class _Window:
+    __slots__ = ("count", "seconds", "spent", "start")
+
+    def __init__(self, seconds: int, start: int) -> None:
+        self.seconds = seconds
+        self.start = start  # seq of the oldest entry possibly inside the window
+        self.count = 0
+        self.spent: dict[str, int] = {}
+
+    def add(self, entry: _Entry) -> None:
+        self.count += 1
+        self.spent[entry.asset] = self.spent.get(entry.asset, 0) + entry.amount
+
+    def remove(self, entry: _Entry) -> None:
+        self.count -= 1
+        left = self.spent[entry.asset] - entry.amount
+        if left:
+            self.spent[entry.asset] = left
+        else:
+            del self.spent[entry.asset]
+
+
+class _Book:
+    """One agent's live entries (oldest first) and a running sum per window."""
+
+    def __init__(self, windows: Iterable[int]) -> None:
+        self.entries: deque[_Entry] = deque()
+        self.base = 0  # seq of entries[0]
+        self.next_seq = 0
+        self.windows = {w: _Window(w, 0) for w in sorted(set(windows))}
+        self.last_time = 0
+
+    @property
+    def horizon(self) -> int:
+        return max(self.windows)
+
+    def add(self, task_id: str, created_at: int, asset: str, amount: int) -> _Entry:
+        return self.adopt(_Entry(0, task_id, created_at, asset, amount))
+
+    def adopt(self, entry: _Entry) -> _Entry:
+        """Append ``entry`` as the newest (a new one, or an in-flight one from an old book)."""
+        entry.created_at = max(entry.created_at, self.last_time)  # clocks may step back
+        self.last_time = entry.created_at
+        entry.seq = self.next_seq
+        self.next_seq += 1
+        self.entries.append(entry)
+        for window in self.windows.values():
+            window.add(entry)
+        return entry
+
+    def remove(self, entry: _Entry) -> None:
+        if not entry.live:
+            return
+        entry.live = False
+        for window in self.windows.values():
+            if entry.seq >= window.start:
+                window.remove(entry)
+
+    def totals(self, now: int) -> dict[int, WindowTotals]:
+        entries, base = self.entries, self.base
+        for window in self.windows.values():
+            cutoff = now - window.seconds
+            while window.start < self.next_seq:
+                entry = entries[window.start - base]
+                if entry.created_at > cutoff:
+                    break
+                if entry.live:
+                    window.remove(entry)
+                window.start += 1
+        oldest = min(w.start for w in self.windows.values())
+        while self.base < oldest:
+            entries.popleft()
+            self.base += 1
+        return {
+            w.seconds: WindowTotals(count=w.count, spent=dict(w.spent))
+            for w in self.windows.values()
+        }
+
+
+@dataclass
+class Reservation:
+    """An amount counted as in flight while the operators evaluate."""
+
+    key: tuple[str, str]
+    entry: _Entry
+    history: dict[int, WindowTotals]
+
+
+# -- the state file ----------------------------------------------------------------------------
+
+
+class State:
+    """Policy clients, approvals and attested spend, persisted in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._books: dict[tuple[str, str], _Book] = {}
+        self._live: dict[str, tuple[tuple[str, str], _Entry]] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- policies and policy clients -----------------------------------------------------------
+
+    def save_policy_client(self, record: PolicyClientRecord) -> None:
+        code_hash = "0x" + record.policy.code_hash.hex()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO policies (code_hash, material) VALUES (?, ?)",
+                (code_hash, json.dumps(policy_material(record.policy))),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO policy_clients "
+                "(policy_client, code_hash, params, expire_after, chain_id) VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.policy_client.lower(),
+                    code_hash,
+                    json.dumps(record.params),
+                    record.expire_after,
+                    record.chain_id,
+                ),
+            )
+        # Windows may have changed with the params: rebuild this client's books lazily.
+        for key in [k for k in self._books if k[0] == record.policy_client.lower()]:
+            self._drop_book(key)
+
+    def policy_clients(self) -> list[PolicyClientRecord]:
+        rows = self._db.execute(
+            "SELECT c.policy_client, p.material, c.params, c.expire_after, c.chain_id "
+            "FROM policy_clients c JOIN policies p ON p.code_hash = c.code_hash"
+        ).fetchall()
+        return [
+            PolicyClientRecord(
+                policy_client=row[0],
+                policy=policy_from_material(json.loads(row[1])),
+                params=json.loads(row[2]),
+                expire_after=row[3],
+                chain_id=row[4],
+            )
+            for row in rows
+        ]
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    def approve(self, policy_client: str, intent_hash: str, now: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO approvals (policy_client, intent_hash, approved_at, used_by) "
+            "VALUES (?, ?, ?, NULL)",
+            (policy_client.lower(), intent_hash.lower(), now),
+        )
+
+    def is_approved(self, policy_client: str, intent_hash: str, now: int) -> bool:
+        row = self._db.execute(
+            "SELECT approved_at FROM approvals WHERE policy_client = ? AND intent_hash = ? "
+            "AND used_by IS NULL",
+            (policy_client.lower(), intent_hash.lower()),
+        ).fetchone()
+        return row is not None and row[0] > now - APPROVAL_TTL
+
+    # -- attested spend ------------------------------------------------------------------------
+
+    def _book(self, key: tuple[str, str], windows: Iterable[int], now: int) -> _Book:
+        wanted = set(windows) | set(DEFAULT_WINDOWS)
+        book = self._books.get(key)
+        if book is not None and wanted <= book.windows.keys():
+            return book
+        if book is not None:
+            wanted |= book.windows.keys()
+            in_flight = [e for e in book.entries if e.live and e.task_id not in self._live]
+            self._drop_book(key)
+        else:
+            in_flight = []
+        book = _Book(wanted)
+        rows = self._db.execute(
+            "SELECT task_id, created_at, asset, amount FROM tasks "
+            "WHERE policy_client = ? AND agent = ? AND status != 'released' AND created_at > ? "
+            "ORDER BY created_at, rowid",
+            (key[0], key[1], now - book.horizon),
+        ).fetchall()
+        for task_id, created_at, asset, amount in rows:
+            self._live[task_id] = (key, book.add(task_id, created_at, asset, int(amount)))
+        for entry in in_flight:  # the same objects, so their Reservations keep working
+            book.adopt(entry)
+        self._books[key] = book
+        return book
+
+    def _drop_book(self, key: tuple[str, str]) -> None:
+        book = self._books.pop(key)
+        for entry in book.entries:
+            self._live.pop(entry.task_id, None)
+
+    def reserve(
+        self,
+        *,
+        policy_client: str,
+        agent: str,
+        windows: Iterable[int],
+        task_id: str,
+        asset: str,
+        amount: int,
+        now: int,
+    ) -> Reservation:
+        """Read the totals (without this task) and count this amount as in flight. Synchronous."""
+        key = (policy_client.lower(), agent.lower())
+        book = self._book(key, windows, now)
+        history = book.totals(now)
+        entry = book.add(task_id, now, asset.lower(), amount)
+        return Reservation(key=key, entry=entry, history=history)
+
+    def totals(
+        self, *, policy_client: str, agent: str, windows: Iterable[int], now: int
+    ) -> dict[int, WindowTotals]:
+        """The totals ``reserve`` would report, without reserving anything."""
+        return self._book((policy_client.lower(), agent.lower()), windows, now).totals(now)
+
+    def cancel(self, reservation: Reservation) -> None:
+        """The task was not allowed: it no longer counts."""
+        book = self._books.get(reservation.key)
+        if book is not None:
+            book.remove(reservation.entry)
+
+    def record(
+        self,
+        reservation: Reservation,
+        *,
+        expires_at: int,
+        result: Mapping[str, Any],
+        intent_hash: str | None = None,
+    ) -> None:
+        """Persist an ``allow`` before it is returned; consumes the intent's approval if any."""
+        entry = reservation.entry
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, created_at, "
+                "expires_at, status, result) VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)",
+                (
+                    entry.task_id,
+                    reservation.key[0],
+                    reservation.key[1],
+                    entry.asset,
+                    str(entry.amount),
+                    entry.created_at,
+                    expires_at,
+                    json.dumps(result, separators=(",", ":")),
+                ),
+            )
+            if intent_hash is not None:
+                self._db.execute(
+                    "UPDATE approvals SET used_by = ? WHERE policy_client = ? AND intent_hash = ? "
+                    "AND used_by IS NULL",
+                    (entry.task_id, reservation.key[0], intent_hash.lower()),
+                )
+        if reservation.key in self._books:
+            self._live[entry.task_id] = (reservation.key, entry)
+
+    def stored_result(self, task_id: str) -> dict[str, Any] | None:
+        """The result returned for an already recorded task (idempotent retries after restart)."""
+        row = self._db.execute("SELECT result FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute(
+            "SELECT task_id, policy_client, agent, asset, amount, created_at, expires_at, status "
+            "FROM tasks WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return TaskRecord(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
+
+    def release(self, task_id: str) -> bool:
+        """Give an attested, never-used amount back. False unless the task was ``attested``."""
+        changed = self._db.execute(
+            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = 'attested'",
+            (task_id,),
+        ).rowcount
+        if not changed:
+            return False
+        held = self._live.pop(task_id, None)
+        if held is not None:
+            key, entry = held
+            book = self._books.get(key)
+            if book is not None:
+                book.remove(entry)
+        return True
+
+    def commit(self, task_id: str, outcome: str) -> bool:
+        """Mark an attested task as used; its amount stays counted. False unless ``attested``."""
+        return bool(
+            self._db.execute(
+                "UPDATE tasks SET status = 'committed', outcome = ? "
+                "WHERE task_id = ? AND status = 'attested'",
+                (outcome, task_id),
+            ).rowcount
+        )
+
+    def sweep_expired(self, now: int, usage_check: UsageCheck) -> int:
+        """Settle expired, uncommitted tasks with ``usage_check``; returns how many released."""
+        rows = self._db.execute(
+            "SELECT task_id FROM tasks WHERE status = 'attested' AND expires_at <= ? LIMIT 1000",
+            (now,),
+        ).fetchall()
+        released = 0
+        for (task_id,) in rows:
+            task = self.task(task_id)
+            if task is None:
+                continue
+            used = usage_check.was_used(task)
+            if used is False:
+                released += self.release(task_id)
+            elif used is True:
+                self.commit(task_id, "used (usage check)")
+        return released
