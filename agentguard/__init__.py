@@ -34,7 +34,12 @@ from agentguard._gateway import AsyncNewtonGateway, NewtonGateway, Simulation
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._signer import SignedTransaction, Signer
-from agentguard._verifier import MemoryReplayGuard, VerifiedAttestation, Verifier
+from agentguard._verifier import (
+    MemoryReplayGuard,
+    NewtonBindingVerifier,
+    VerifiedAttestation,
+    Verifier,
+)
 
 __version__ = "0.1.0"
 
@@ -63,6 +68,7 @@ __all__ = [
     "LedgerError",
     "MalformedSignature",
     "MemoryReplayGuard",
+    "NewtonBindingVerifier",
     "NewtonGateway",
     "OperatorNotRegistered",
     "OperatorSignature",

@@ -31,7 +31,13 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 
-__all__ = ["MemoryReplayGuard", "ReplayGuard", "VerifiedAttestation", "Verifier"]
+__all__ = [
+    "MemoryReplayGuard",
+    "NewtonBindingVerifier",
+    "ReplayGuard",
+    "VerifiedAttestation",
+    "Verifier",
+]
 
 _TOKEN = object()
 
@@ -195,5 +201,60 @@ class Verifier:
             intent=intent,
             signers=tuple(sorted("0x" + s.hex() for s in signers)),
             assurance="quorum-ecdsa",
+            _token=_TOKEN,
+        )
+
+
+class NewtonBindingVerifier:
+    """For attestations from Newton's real gateway, whose BLS aggregate is checked onchain.
+
+    Python cannot cheaply check a BN254 aggregate against Newton's operator registry, so this
+    verifier checks what it can — decision, policy client, policy id, the intent hash
+    recomputed locally, expiry by block number, single use — and marks the result
+    ``assurance="newton-bls-binding"``. It is complete only together with an onchain check:
+    the policy client contract calls ``validateAttestationDirect`` (BLS quorum) before it
+    executes, as ``AgentVault`` does for the reference network's ECDSA quorum.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy_client: str,
+        block_number: Callable[[], int],
+        policy_id: str | None = None,
+        replay_guard: ReplayGuard | None = None,
+    ) -> None:
+        self.policy_client = to_checksum_address(policy_client)
+        self.policy_id = bytes.fromhex(policy_id[2:]) if policy_id else None
+        self._block_number = block_number
+        self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard()
+
+    def verify(
+        self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
+    ) -> VerifiedAttestation:
+        task = "0x" + attestation.task_id.hex()
+        if attestation.decision != "allow":
+            raise PolicyDenied(
+                "policy denied the action", reasons=attestation.reasons, task_id=task
+            )
+        if attestation.scheme != "newton-bls":
+            raise VerificationError("NewtonBindingVerifier only accepts Newton BLS attestations")
+        if attestation.policy_client.lower() != self.policy_client.lower():
+            raise IntentMismatch(f"attestation is for policy client {attestation.policy_client}")
+        if self.policy_id is not None and attestation.policy_id != self.policy_id:
+            raise IntentMismatch("attestation was made under a different policy id")
+        if attestation.intent_hash != intent.intent_hash:
+            raise IntentMismatch("Newton attested a different intent than the one to be signed")
+        if attestation.expires_at <= self._block_number():
+            raise AttestationExpired(
+                f"attestation {task} expired at block {attestation.expires_at}"
+            )
+        if not self._replay.claim(attestation.task_id, 2**63):
+            raise AttestationReplayed(f"attestation {task} was already used")
+        return VerifiedAttestation(
+            attestation=attestation,
+            intent=intent,
+            signers=(),
+            assurance="newton-bls-binding",
             _token=_TOKEN,
         )

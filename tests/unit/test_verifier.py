@@ -203,3 +203,28 @@ def test_bad_configuration(operators, kwargs):
         Verifier(operators.addresses, policy_client=POLICY_CLIENT, **kwargs)
     with pytest.raises(ConfigurationError):
         Verifier([], policy_client=POLICY_CLIENT)
+
+
+def test_newton_binding_verifier_checks_what_python_can(operators, intent, make_intent):
+    from agentguard._verifier import NewtonBindingVerifier
+
+    block = [100]
+    verifier = NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=lambda: block[0])
+    bls = operators.attest(intent, expires_at=130, keys=[]).model_copy(update={"scheme": "newton-bls"})
+    verified = verifier.verify(bls, intent)
+    assert verified.assurance == "newton-bls-binding"
+    with pytest.raises(AttestationReplayed):
+        verifier.verify(bls, intent)
+    other = operators.attest(make_intent(amount=3), expires_at=130, keys=[]).model_copy(
+        update={"scheme": "newton-bls"}
+    )
+    with pytest.raises(IntentMismatch):
+        verifier.verify(other, intent)
+    block[0] = 130
+    late = operators.attest(intent, expires_at=130, keys=[]).model_copy(update={"scheme": "newton-bls"})
+    with pytest.raises(AttestationExpired):
+        verifier.verify(late, intent)
+    with pytest.raises(VerificationError):  # an ECDSA attestation is not for this verifier
+        NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=lambda: 0).verify(
+            operators.attest(intent), intent
+        )
