@@ -16,10 +16,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
-from agentguard._intent import TransactionIntent
+from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._verifier import VerifiedAttestation
 
-__all__ = ["SignedTransaction", "Signer"]
+__all__ = ["SignedTransaction", "Signer", "payment_mismatches"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,63 @@ class Signer:
             nonce=nonce,
             task_id=verified.task_id,
         )
+
+    def sign_payment(self, verified: VerifiedAttestation, typed_data: dict[str, Any]) -> bytes:
+        """EIP-712 signature for an x402 authorization that moves exactly the attested payment.
+
+        Accepts EIP-3009 ``TransferWithAuthorization`` (scheme ``exact``) and Permit2
+        ``PermitWitnessTransferFrom`` (scheme ``upto``); refuses anything whose token, payee,
+        amount, payer or chain differs from the attested ``PaymentIntent``.
+        """
+        verified = _require_verified(verified)
+        intent = verified.intent
+        if not isinstance(intent, PaymentIntent):
+            raise IntentMismatch("this attestation is for a transaction, not a payment")
+        mismatches = payment_mismatches(intent, typed_data)
+        if mismatches:
+            raise IntentMismatch(
+                "the authorization to sign differs from the attested payment in: "
+                + ", ".join(mismatches)
+            )
+        signed = self._account.sign_typed_data(full_message=typed_data)
+        return bytes(signed.signature)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return str(a).lower() == str(b).lower()
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value, 0) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> list[str]:
+    """Which fields of an x402 authorization differ from the attested payment (empty: none)."""
+    domain = typed_data.get("domain") or {}
+    message = typed_data.get("message") or {}
+    primary = typed_data.get("primaryType")
+    wrong: list[str] = []
+    if _int(domain.get("chainId")) != intent.chain_id:
+        wrong.append("chainId")
+    if primary == "TransferWithAuthorization":
+        checks = {
+            "token": _same(domain.get("verifyingContract"), intent.asset),
+            "payer": _same(message.get("from"), intent.payer),
+            "payee": _same(message.get("to"), intent.pay_to),
+            "amount": _int(message.get("value")) == intent.amount,
+        }
+    elif primary == "PermitWitnessTransferFrom":
+        permitted = message.get("permitted") or {}
+        witness = message.get("witness") or {}
+        checks = {
+            "token": _same(permitted.get("token"), intent.asset),
+            "payee": _same(witness.get("to"), intent.pay_to),
+            "amount": _int(permitted.get("amount")) == intent.amount,
+        }
+    else:
+        return [f"primaryType {primary!r}"]
+    wrong.extend(name for name, ok in checks.items() if not ok)
+    return wrong

@@ -98,3 +98,67 @@ def test_keystore_round_trip(tmp_path, signer):
     with pytest.raises(ConfigurationError) as info:
         Signer.from_keystore(path, "wrong")
     assert KEY[2:] not in str(info.value)
+
+
+def eip3009(payer: str, payee: str, value: int, token: str = TOKEN, chain_id: int = 8453) -> dict:
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ],
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USD Coin", "version": "2", "chainId": chain_id, "verifyingContract": token},
+        "message": {
+            "from": payer,
+            "to": payee,
+            "value": value,
+            "validAfter": 0,
+            "validBefore": 2**40,
+            "nonce": b"\x07" * 32,
+        },
+    }
+
+
+def test_sign_payment_only_signs_the_attested_payment(signer, operators):
+    from agentguard import PaymentIntent
+
+    payment = PaymentIntent(
+        payer=signer.address, scheme="exact", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
+    )
+    verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+        operators.attest(payment.newton_intent()), payment
+    )
+    good = eip3009(signer.address, PAYEE, 10_000)
+    signature = signer.sign_payment(verified, good)
+    assert Account.recover_message(
+        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
+        signature=signature,
+    ) == signer.address
+    for bad, field in [
+        (eip3009(signer.address, PAYEE, 10_001), "amount"),
+        (eip3009(signer.address, TOKEN, 10_000), "payee"),
+        (eip3009(signer.address, PAYEE, 10_000, token=PAYEE), "token"),
+        (eip3009(signer.address, PAYEE, 10_000, chain_id=84532), "chainId"),
+        (eip3009(PAYEE, PAYEE, 10_000), "payer"),
+        ({**good, "primaryType": "Permit"}, "primaryType"),
+    ]:
+        with pytest.raises(IntentMismatch, match=field):
+            signer.sign_payment(verified, bad)
+    with pytest.raises(IntentMismatch):  # a transaction attestation cannot sign a payment
+        tx_intent = intent_from(signer)
+        tx_verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+            operators.attest(tx_intent), tx_intent
+        )
+        signer.sign_payment(tx_verified, good)
