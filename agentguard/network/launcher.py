@@ -185,8 +185,11 @@ class ReferenceNetwork:
             else:
                 address = write_operator_key(key_file)
             self.operators.append(OperatorProcess(i, address, key_file, _free_port()))
-        for i in range(self._n):
-            self.start_operator(i)
+        for op in self.operators:  # start all, then wait: imports take a while each
+            op.process = self._spawn_operator(op)
+        for op in self.operators:
+            assert op.process is not None
+            self._wait_healthy(op.process, op.port, f"operator-{op.index}")
         self.gateway_port = self._port or _free_port()
         self._write_config()
         self.start_gateway()
@@ -257,16 +260,18 @@ class ReferenceNetwork:
         _stop(process, kill=True)
         raise ConfigurationError(f"{name} did not become healthy within {self._startup_timeout}s")
 
+    def _spawn_operator(self, op: OperatorProcess) -> subprocess.Popen[bytes]:
+        return self._spawn(
+            f"operator-{op.index}",
+            ["agentguard.network.operator", "--port", str(op.port), "--key-file", str(op.key_file)],
+        )
+
     def start_operator(self, index: int) -> None:
         op = self.operators[index]
         if op.running:
             return
-        name = f"operator-{index}"
-        op.process = self._spawn(
-            name,
-            ["agentguard.network.operator", "--port", str(op.port), "--key-file", str(op.key_file)],
-        )
-        self._wait_healthy(op.process, op.port, name)
+        op.process = self._spawn_operator(op)
+        self._wait_healthy(op.process, op.port, f"operator-{index}")
 
     def stop_operator(self, index: int) -> None:
         op = self.operators[index]
