@@ -27,9 +27,12 @@ happened and what to do about it; none ever contains a key or a secret.
     │   ├── DuplicateSignature       two signatures from one operator key
     │   ├── InsufficientQuorum       fewer valid signatures than the threshold
     │   └── MalformedSignature       not a 65-byte low-s secp256k1 signature
-    └── LedgerError                  the spend budget refuses or cannot account for the action
-        ├── BudgetExceeded           reserving would pass a cap
-        └── ReservationError         unknown, expired or already settled reservation
+    ├── LedgerError                  the spend budget refuses or cannot account for the action
+    │   ├── BudgetExceeded           reserving would pass a cap
+    │   └── ReservationError         unknown, expired or already settled reservation
+    └── ExecutionError               signed under a valid attestation, but it did not land as asked
+        ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
+        └── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
 """
 
 from __future__ import annotations
@@ -208,3 +211,34 @@ class BudgetExceeded(LedgerError):
 
 class ReservationError(LedgerError):
     hint = "The reservation is unknown, expired or already settled; authorize the action again."
+
+
+# -- execution -------------------------------------------------------------------------------
+
+
+class ExecutionError(AgentGuardError):
+    hint = "The action was authorized but did not complete; see the reason."
+
+
+class TransactionReverted(ExecutionError):
+    """The transaction reverted (at estimation: nothing was signed; onchain: gas was spent)."""
+
+    hint = "The contract refused the call; the budget was released. Fix the call, then retry."
+
+    def __init__(self, message: str, *, reason: str = "", tx_hash: str | None = None) -> None:
+        self.reason = reason
+        self.tx_hash = tx_hash
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
+class OutcomeUnknown(ExecutionError):
+    """Signed and possibly sent; it stays counted against the budget until reconciled."""
+
+    hint = (
+        "Do not sign it again. Reconcile with wallet.recover() (or the x402 receipt) once the "
+        "chain or server answers; the reservation stays counted until then."
+    )
+
+    def __init__(self, message: str, *, reference: str | None = None) -> None:
+        self.reference = reference
+        super().__init__(message)
