@@ -137,32 +137,14 @@ contract AgentVault {
         bytes32 policyId_,
         uint64 expiresAt,
         bytes[] calldata signatures
-    ) external returns (bytes memory result) {
+    ) external returns (bytes memory) {
         if (msg.sender != _agent) revert NotAgent(msg.sender);
         if (_executing) revert Reentrancy();
         _requireLive(taskId, policyId_, expiresAt);
-        if (
-            data.length == 0
-                ? functionSignature.length != 0
-                : data.length < 4 || functionSignature.length == 0
-                    || bytes4(keccak256(functionSignature)) != bytes4(data)
-        ) revert FunctionSignatureMismatch();
-        bytes32 digest =
-            attestationDigest(taskId, policyId_, intentHash(to, value, data, functionSignature), expiresAt);
-        bytes memory refusal = _quorumError(digest, signatures);
-        if (refusal.length != 0) _bubble(refusal);
-        // A payment attestation is the same intent as this transfer: refuse it if it already
-        // settled as an EIP-3009 authorization (whose nonce is the task id).
-        if (bytes4(data) == TRANSFER_SELECTOR && _authorizationUsed(to, taskId)) {
-            revert TaskAlreadyUsed(taskId);
-        }
-        taskUsed[taskId] = true;
-        _executing = true;
-        bool ok;
-        (ok, result) = to.call{value: value}(data);
-        _executing = false;
-        if (!ok) _bubble(result);
-        emit Executed(taskId, to, value, keccak256(data));
+        _requireSignatureMatches(data, functionSignature);
+        bytes32 attested = intentHash(to, value, data, functionSignature);
+        _requireQuorum(attestationDigest(taskId, policyId_, attested, expiresAt), signatures);
+        return _call(to, value, data, taskId);
     }
 
     /// @notice ERC-1271 for x402: valid only for an EIP-3009 `TransferWithAuthorization` from
@@ -298,6 +280,39 @@ contract AgentVault {
         if (policyId_ != _policyId) revert PolicyMismatch(_policyId, policyId_);
         if (block.timestamp >= expiresAt) revert AttestationExpired(expiresAt, block.timestamp);
         if (taskUsed[taskId]) revert TaskAlreadyUsed(taskId);
+    }
+
+    function _requireSignatureMatches(bytes calldata data, bytes calldata functionSignature) private pure {
+        if (
+            data.length == 0
+                ? functionSignature.length != 0
+                : data.length < 4 || functionSignature.length == 0
+                    || bytes4(keccak256(functionSignature)) != bytes4(data)
+        ) revert FunctionSignatureMismatch();
+    }
+
+    function _requireQuorum(bytes32 digest, bytes[] calldata signatures) private view {
+        bytes memory refusal = _quorumError(digest, signatures);
+        if (refusal.length != 0) _bubble(refusal);
+    }
+
+    /// Marks the task used, then makes the call (the lock also stops re-entry through it).
+    function _call(address to, uint256 value, bytes calldata data, bytes32 taskId)
+        private
+        returns (bytes memory result)
+    {
+        // A payment attestation is the same intent as this transfer: refuse it if it already
+        // settled as an EIP-3009 authorization (whose nonce is the task id).
+        if (bytes4(data) == TRANSFER_SELECTOR && _authorizationUsed(to, taskId)) {
+            revert TaskAlreadyUsed(taskId);
+        }
+        taskUsed[taskId] = true;
+        _executing = true;
+        bool ok;
+        (ok, result) = to.call{value: value}(data);
+        _executing = false;
+        if (!ok) _bubble(result);
+        emit Executed(taskId, to, value, keccak256(data));
     }
 
     function _intentHash(address to, uint256 value, bytes32 dataHash, bytes32 signatureHash)

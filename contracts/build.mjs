@@ -22,7 +22,6 @@ const input = {
   settings: {
     // Cancun: transient storage for the reentrancy lock; live on Base since Ecotone.
     evmVersion: "cancun",
-    viaIR: true,
     optimizer: { enabled: true, runs: 1000 },
     outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
   },
