@@ -38,6 +38,7 @@ __all__ = [
     "PaymentIntent",
     "Spend",
     "TransactionIntent",
+    "argument_types",
     "canonical_signature",
     "chain_id_from_network",
 ]
@@ -121,7 +122,7 @@ def canonical_signature(signature: str) -> str:
     return f"{name}({types})"
 
 
-def _argument_types(signature: str) -> list[str]:
+def argument_types(signature: str) -> list[str]:
     inner = signature[signature.index("(") + 1 : -1]
     return _split_top_level(inner)
 
@@ -290,7 +291,7 @@ class TransactionIntent(_Model):
         if not self.function_signature:
             return ()
         try:
-            return tuple(abi_decode(_argument_types(self.function_signature), self.data[4:]))
+            return tuple(abi_decode(argument_types(self.function_signature), self.data[4:]))
         except Exception as exc:
             raise IntentError(
                 f"calldata does not decode as {self.function_signature}: {exc}"
@@ -360,10 +361,10 @@ class TransactionIntent(_Model):
                 "type": "function",
                 "inputs": [
                     {"type": t, "name": f"param{i}"}
-                    for i, t in enumerate(_argument_types(self.function_signature))
+                    for i, t in enumerate(argument_types(self.function_signature))
                 ],
             }
-            types = _argument_types(self.function_signature)
+            types = argument_types(self.function_signature)
             args = [_jsonable(a, t) for a, t in zip(self.decoded_arguments, types, strict=True)]
         return {
             "from": self.from_,

@@ -14,6 +14,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 
 from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -72,6 +73,10 @@ class Signer:
     def address(self) -> str:
         return str(self._account.address)
 
+    @property
+    def checksum_address(self) -> ChecksumAddress:
+        return self._account.address
+
     def __repr__(self) -> str:
         return f"Signer(address={self.address})"
 
@@ -86,21 +91,35 @@ class Signer:
         gas: int,
         max_fee_per_gas: int,
         max_priority_fee_per_gas: int,
+        vault: str | None = None,
     ) -> SignedTransaction:
-        """EIP-1559 transaction built from the attested intent's ``to, value, data, chain_id``."""
+        """An EIP-1559 transaction built only from the verified attestation.
+
+        EOA mode: the attested ``to, value, data, chain_id`` from this key. Vault mode
+        (``vault`` given): the agent's call ``vault.execute(...)`` carrying the attested intent
+        and its operator signatures; the vault re-checks quorum, binding, expiry and single use
+        onchain.
+        """
         verified = _require_verified(verified)
         intent = verified.intent
         if not isinstance(intent, TransactionIntent):
             raise IntentMismatch("this attestation is for a payment, not a transaction")
-        if intent.from_.lower() != self.address.lower():
-            raise IntentMismatch(f"the attested intent is from {intent.from_}, not {self.address}")
+        expected_from = vault if vault is not None else self.address
+        if intent.from_.lower() != expected_from.lower():
+            raise IntentMismatch(f"the attested intent is from {intent.from_}, not {expected_from}")
+        if vault is None:
+            to, value, data = intent.to, intent.value, intent.data
+        else:
+            from agentguard.chain.vault import execute_calldata
+
+            to, value, data = intent.from_, 0, execute_calldata(intent, verified.attestation)
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": intent.chain_id,
             "nonce": nonce,
-            "to": intent.to,
-            "value": intent.value,
-            "data": intent.data,
+            "to": to,
+            "value": value,
+            "data": data,
             "gas": gas,
             "maxFeePerGas": max_fee_per_gas,
             "maxPriorityFeePerGas": max_priority_fee_per_gas,
