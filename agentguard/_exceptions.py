@@ -30,9 +30,12 @@ happened and what to do about it; none ever contains a key or a secret.
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
     │   └── ReservationError         unknown, expired or already settled reservation
+    ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
-        └── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
+        ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
+        │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
+        └── PaymentRejected          the server answered a signed x402 payment with 402 (never re-signed)
 """
 
 from __future__ import annotations
@@ -242,3 +245,66 @@ class OutcomeUnknown(ExecutionError):
     def __init__(self, message: str, *, reference: str | None = None) -> None:
         self.reference = reference
         super().__init__(message)
+
+
+# -- x402 payments ---------------------------------------------------------------------------
+
+
+class PaymentRequiredError(AgentGuardError):
+    """A 402 answer that is malformed or offers only payments this agent may not make."""
+
+    hint = (
+        "Nothing was signed. The server asks for a payment this agent is not configured to make "
+        "(see the reasons); fix the server or widen the x402 allowances deliberately."
+    )
+
+    def __init__(self, message: str, *, reasons: Sequence[str] = ()) -> None:
+        self.reasons = list(reasons)
+        detail = "; ".join(self.reasons[:8])
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class PaymentRejected(ExecutionError):
+    """The server refused a signed payment. The signature was not repeated; it stays counted."""
+
+    hint = (
+        "No second payment was signed. The signed authorization stays counted in the ledger "
+        "until it expires unused or is reconciled (ledger.recover), because the server could "
+        "still settle it; check the reason before asking for the resource again."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        reference: str | None = None,
+        reservation_id: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.reference = reference
+        self.reservation_id = reservation_id
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
+class PaymentOutcomeUnknown(OutcomeUnknown):
+    """A signed payment left the process and no answer came back: it may have been taken."""
+
+    hint = (
+        "The payment may have been taken. Send the same request again through the same "
+        "X402Auth: it re-sends the identical signed payment (same nonce, same payment id), "
+        "never a new one. Or reconcile with ledger.recover() by the payment nonce; the "
+        "reservation stays counted until then."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reference: str | None = None,
+        reservation_id: str | None = None,
+        payment_id: str | None = None,
+    ) -> None:
+        self.reservation_id = reservation_id
+        self.payment_id = payment_id
+        super().__init__(message, reference=reference)
