@@ -1,0 +1,65 @@
+"""One real anvil chain per session; every test runs inside a snapshot that is reverted after it.
+
+Session set-up deploys the token, the factory and one vault (3 operators, threshold 2) and
+funds the vault, so each test starts from the same state in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web3 import Web3
+
+from agentguard.chain import Anvil, deploy, transact
+from tests.chain.helpers import OWNER, VAULT_ETH, VAULT_USDC, Env, create_vault
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def chain_env() -> Iterator[Env]:
+    with Anvil() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        token = deploy(w3, "UsdCoin", sender=OWNER)
+        factory = deploy(w3, "AgentVaultFactory", sender=OWNER)
+        vault = create_vault(w3, factory, salt=b"\x01" * 32)
+        transact(w3, token.functions.mint(vault.address, VAULT_USDC), sender=OWNER)
+        w3.eth.send_transaction({"from": OWNER, "to": vault.address, "value": VAULT_ETH})
+        yield Env(anvil, w3, token, factory, vault)
+
+
+@pytest.fixture
+def env(chain_env: Env) -> Iterator[Env]:
+    snapshot = chain_env.anvil.snapshot()
+    try:
+        yield chain_env
+    finally:
+        chain_env.anvil.revert(snapshot)
+
+
+@pytest.fixture(scope="session")
+def solcjs() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Runs the pinned solc-js on a standard-JSON input (fails clearly if npm deps are missing)."""
+    binary = REPO / "node_modules" / "solc" / "solc.js"
+    if not binary.is_file():
+        pytest.fail("node_modules/solc is missing: run `make env` (it runs `npm ci`)")
+
+    def compile_(standard_json: dict[str, Any]) -> dict[str, Any]:
+        out = subprocess.run(
+            ["node", str(binary), "--standard-json"],
+            input=json.dumps(standard_json).encode(),
+            capture_output=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        )
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    return compile_

@@ -1,0 +1,169 @@
+"""Shared pieces of the chain tests: accounts, operator keys, attestations, revert decoding."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from coincurve import PrivateKey
+from eth_abi.abi import decode as abi_decode
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from agentguard._attestation import (
+    Attestation,
+    OperatorSignature,
+    attestation_digest,
+    operator_address,
+    sign_attestation,
+)
+from agentguard._eip712 import keccak
+from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
+
+CHAIN_ID = 8453
+POLICY_ID = keccak(b"agentguard test policy")
+VAULT_USDC = 1_000_000_000  # 1 000 USDC (6 decimals)
+VAULT_ETH = 10**18
+
+OWNER = DEV_ACCOUNTS[0].address
+AGENT = DEV_ACCOUNTS[1].address
+OUTSIDER = DEV_ACCOUNTS[2].address
+PAYEE = DEV_ACCOUNTS[3].address
+FACILITATOR = DEV_ACCOUNTS[4].address
+
+OPERATOR_KEYS = [PrivateKey(keccak(f"agentguard test operator {i}".encode())) for i in range(3)]
+OPERATORS = [operator_address(k) for k in OPERATOR_KEYS]
+STRANGER_KEYS = [PrivateKey(keccak(f"agentguard test stranger {i}".encode())) for i in range(2)]
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _error_table() -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for name in ("UsdCoin", "AgentVault", "AgentVaultFactory"):
+        for item in load_artifact(name).abi:
+            if item["type"] == "error":
+                types = [i["type"] for i in item["inputs"]]
+                selector = keccak(f"{item['name']}({','.join(types)})".encode())[:4]
+                table[selector] = (item["name"], types)
+    return table
+
+
+ERRORS = _error_table()
+
+
+def decode_revert(data: Any) -> tuple[str, tuple[Any, ...]]:
+    """Name and arguments of a custom error from the shipped contracts' ABIs."""
+    raw = bytes.fromhex(str(data).removeprefix("0x"))
+    name, types = ERRORS[raw[:4]]
+    values = abi_decode(types, raw[4:])
+    return name, tuple(
+        Web3.to_checksum_address(v) if t == "address" else v
+        for v, t in zip(values, types, strict=True)
+    )
+
+
+@contextmanager
+def reverts(name: str, *args: Any) -> Iterator[list[Any]]:
+    """Asserts the block reverts with exactly this custom error (and these arguments, if
+    given); the list it yields receives the decoded arguments."""
+    decoded: list[Any] = []
+    with pytest.raises(ContractCustomError) as info:
+        yield decoded
+    got_name, got_args = decode_revert(info.value.data)
+    assert got_name == name, f"reverted with {got_name}{got_args}, expected {name}"
+    if args:
+        assert got_args == args
+    decoded.extend(got_args)
+
+
+def events(contract: Contract, name: str, receipt: TxReceipt) -> list[dict[str, Any]]:
+    """The ``name`` events ``contract`` emitted in ``receipt``, as plain argument dicts."""
+    found = contract.events[name]().process_receipt(receipt, errors=DISCARD)
+    return [dict(e["args"]) for e in found if e["address"] == contract.address]
+
+
+def attest(
+    vault: str,
+    intent: TransactionIntent | PaymentIntent,
+    *,
+    keys: list[PrivateKey] | None = None,
+    expires_at: int,
+    task_id: bytes | None = None,
+    policy_id: bytes = POLICY_ID,
+    chain_id: int = CHAIN_ID,
+) -> Attestation:
+    """What a quorum of the reference network would return for ``intent``."""
+    task = task_id or secrets.token_bytes(32)
+    digest = attestation_digest(
+        chain_id=chain_id,
+        policy_client=bytes.fromhex(vault[2:]),
+        task_id=task,
+        policy_id=policy_id,
+        intent_hash=intent.intent_hash,
+        allow=True,
+        expires_at=expires_at,
+    )
+    signers = OPERATOR_KEYS[:2] if keys is None else keys
+    return Attestation(
+        decision="allow",
+        task_id=task,
+        policy_id=policy_id,
+        policy_client=vault,
+        intent_hash=intent.intent_hash,
+        expires_at=expires_at,
+        signatures=tuple(
+            OperatorSignature(operator=operator_address(k), signature=sign_attestation(k, digest))
+            for k in signers
+        ),
+    )
+
+
+def high_s(signature: bytes) -> bytes:
+    """The malleable twin of a valid signature: same signer under raw ecrecover."""
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    return signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
+
+
+@dataclass
+class Env:
+    anvil: Anvil
+    w3: Web3
+    token: Contract
+    factory: Contract
+    vault: Contract
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def transfer_intent(self, to: str = PAYEE, amount: int = 5_000_000) -> TransactionIntent:
+        return TransactionIntent.erc20_transfer(
+            sender=self.vault.address,
+            token=self.token.address,
+            recipient=to,
+            amount=amount,
+            chain_id=CHAIN_ID,
+        )
+
+    def usdc(self, account: str) -> int:
+        return int(self.token.functions.balanceOf(account).call())
+
+
+def create_vault(
+    w3: Web3, factory: Contract, *, salt: bytes, sender: str = OWNER, threshold: int = 2
+) -> Contract:
+    receipt = transact(
+        w3,
+        factory.functions.createVault(OWNER, AGENT, OPERATORS, threshold, POLICY_ID, salt),
+        sender=sender,
+    )
+    (event,) = factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
+    return w3.eth.contract(address=event["args"]["vault"], abi=load_artifact("AgentVault").abi)
