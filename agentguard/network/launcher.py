@@ -105,7 +105,7 @@ class ReferenceNetwork:
         policy_clients: list[dict[str, Any]] | None = None,
         timeout: float = 5.0,
         chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
     ) -> None:
         if operators < 1:
             raise ConfigurationError("a network needs at least one operator")

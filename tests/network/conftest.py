@@ -89,7 +89,9 @@ def decision(result: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="package")
 def network() -> Iterator[ReferenceNetwork]:
-    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=3.0) as net:
+    with ReferenceNetwork(
+        operators=3, threshold_percentage=66, timeout=3.0, startup_timeout=180.0
+    ) as net:
         yield net
 
 
