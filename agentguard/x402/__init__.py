@@ -1,0 +1,16 @@
+"""x402 payments an agent makes only under a verified attestation, and never twice.
+
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger,
+                    allowances=Allowances({USDC: 1_000_000}))
+    with auth.client() as http:
+        response = http.get("https://api.example.com/paid")
+        print(receipt(response))
+
+Schemes: ``exact`` (EIP-3009) and ``upto`` (Permit2, with sessions); x402 v1 and v2.
+"""
+
+from agentguard.x402._auth import UPTO_CHARGE, UPTO_SESSION, X402Auth
+from agentguard.x402._receipt import Receipt, receipt
+from agentguard.x402._select import Allowances
+
+__all__ = ["UPTO_CHARGE", "UPTO_SESSION", "Allowances", "Receipt", "X402Auth", "receipt"]

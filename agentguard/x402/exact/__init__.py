@@ -1,0 +1,1 @@
+"""x402 ``exact`` scheme (EIP-3009 ``TransferWithAuthorization``)."""

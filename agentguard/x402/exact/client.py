@@ -1,0 +1,83 @@
+"""``exact`` over EIP-3009: a ``TransferWithAuthorization`` of exactly the price.
+
+The time window follows x402's own client so facilitators accept it: v2 signs
+``validAfter = 0``, v1 ``validAfter = now - 600``; both ``validBefore = now +
+maxTimeoutSeconds``. The token's EIP-712 domain name and version come from the server's
+``extra`` (USDC on Base is ``"USD Coin"``/``"2"``, on Base Sepolia ``"USDC"``/``"2"``); a wrong
+one only makes the signature useless, never redirects funds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from agentguard._intent import chain_id_from_network
+from agentguard.x402._wire import Requirement
+
+__all__ = ["payload", "reference", "typed_data"]
+
+_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "TransferWithAuthorization": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "validAfter", "type": "uint256"},
+        {"name": "validBefore", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ],
+}
+V1_CLOCK_SKEW = 600
+
+
+def typed_data(
+    req: Requirement, payer: str, *, now: int, nonce: bytes | None = None
+) -> dict[str, Any]:
+    """The full EIP-712 message (eth-account's ``full_message`` shape) to sign for ``req``."""
+    nonce = secrets.token_bytes(32) if nonce is None else nonce
+    valid_after = 0 if req.x402_version == 2 else now - V1_CLOCK_SKEW
+    return {
+        "types": _TYPES,
+        "primaryType": "TransferWithAuthorization",
+        "domain": {
+            "name": req.extra["name"],
+            "version": req.extra["version"],
+            "chainId": chain_id_from_network(req.network),
+            "verifyingContract": req.asset,
+        },
+        "message": {
+            "from": payer,
+            "to": req.pay_to,
+            "value": req.amount,
+            "validAfter": valid_after,
+            "validBefore": now + req.max_timeout_seconds,
+            "nonce": "0x" + nonce.hex(),
+        },
+    }
+
+
+def reference(typed: dict[str, Any]) -> str:
+    """What the ledger records to find this payment later: the EIP-3009 nonce."""
+    return f"eip3009:{typed['domain']['verifyingContract']}:{typed['message']['nonce']}"
+
+
+def payload(typed: dict[str, Any], signature: bytes) -> dict[str, Any]:
+    """The scheme ``payload`` object: every authorization field as a string."""
+    message = typed["message"]
+    return {
+        "signature": "0x" + signature.hex(),
+        "authorization": {
+            "from": message["from"],
+            "to": message["to"],
+            "value": str(message["value"]),
+            "validAfter": str(message["validAfter"]),
+            "validBefore": str(message["validBefore"]),
+            "nonce": message["nonce"],
+        },
+    }

@@ -1,0 +1,1 @@
+"""x402 ``upto`` scheme (Permit2 ``PermitWitnessTransferFrom``, reused across a session)."""
