@@ -4,6 +4,10 @@ A policy is Rego logic plus a JSON schema for its parameters (as on Newton): the
 shared, each policy client gets its own configuration and its own ``policy_id``. Every bundled
 policy lives in a folder here with ``policy.rego``, ``params_schema.json`` and
 ``policy_metadata.json`` (``{"name", "description", "entrypoint"}``) and its tests.
+
+A composite policy lists other bundled policies in its metadata (``"includes": ["tx_cap", …]``);
+their modules are loaded with it (named ``<included>/<file>``), so ``code_hash`` covers every
+line of Rego that runs.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class Policy:
         path = Path(path)
         meta = json.loads((path / "policy_metadata.json").read_text())
         modules = {p.name: p.read_text() for p in sorted(path.glob("*.rego"))}
+        for included in _included(meta, seen={path.name}):
+            for p in sorted((_root() / included).glob("*.rego")):
+                modules[f"{included}/{p.name}"] = p.read_text()
         schema_file = path / "params_schema.json"
         schema = json.loads(schema_file.read_text()) if schema_file.exists() else {}
         return cls(
@@ -60,6 +67,20 @@ class Policy:
 
 def _root() -> Path:
     return Path(str(resources.files("agentguard.policies")))
+
+
+def _included(meta: Mapping[str, Any], seen: set[str]) -> list[str]:
+    """Bundled policies named by ``includes``, transitively, each once."""
+    names: list[str] = []
+    for name in meta.get("includes", []):
+        if name in seen:
+            continue
+        if not (_root() / name / "policy_metadata.json").exists():
+            raise KeyError(f"included policy {name!r} is not bundled: {', '.join(bundled())}")
+        seen.add(name)
+        names.append(name)
+        names += _included(json.loads((_root() / name / "policy_metadata.json").read_text()), seen)
+    return names
 
 
 def bundled() -> list[str]:

@@ -1,0 +1,60 @@
+# The default policy: every bundled check, each active only when its params key is present.
+# A hard violation from any check denies; only a clean action above an approval threshold asks a
+# human. With no check configured nothing is allowed.
+package agentguard.agent_spend
+
+import rego.v1
+
+default allow := false
+
+default approval_required := false
+
+allow if {
+	count(reasons) == 0
+	not approval_required
+}
+
+violations contains msg if some msg in data.agentguard.tx_cap.violations
+
+violations contains msg if some msg in data.agentguard.window_cap.violations
+
+violations contains msg if some msg in data.agentguard.rate_limit.violations
+
+violations contains msg if some msg in data.agentguard.recipient_list.violations
+
+violations contains msg if some msg in data.agentguard.function_allowlist.violations
+
+violations contains msg if some msg in data.agentguard.asset_chain_allowlist.violations
+
+violations contains msg if some msg in data.agentguard.time_window.violations
+
+violations contains msg if some msg in data.agentguard.approval_threshold.violations
+
+violations contains "agent_spend: params configures no check, so nothing is allowed" if {
+	not configured
+}
+
+approval_required if {
+	data.agentguard.approval_threshold.approval_required
+	count(violations) == 0
+}
+
+reasons contains msg if some msg in violations
+
+reasons contains msg if {
+	approval_required
+	some msg in data.agentguard.approval_threshold.reasons
+}
+
+configured if {
+	some key, _ in data.params
+	checks[key]
+}
+
+checks := {
+	"max_per_tx", "window_caps", "rate_limits",
+	"allowed_recipients", "denied_recipients", "allowed_contracts", "denied_contracts",
+	"allowed_functions", "allow_plain_transfers",
+	"allowed_assets", "allowed_chains",
+	"time_windows", "approval_above",
+}

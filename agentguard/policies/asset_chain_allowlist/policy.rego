@@ -1,0 +1,42 @@
+# Which assets the agent may move (data.wasm.spend.asset, 0x000…0 for ETH) and on which chains
+# (input.chain_id, decimal strings).
+package agentguard.asset_chain_allowlist
+
+import rego.v1
+
+default allow := false
+
+allow if count(reasons) == 0
+
+reasons contains msg if some msg in violations
+
+reasons contains "asset_chain_allowlist: params has no allowed_assets or allowed_chains, so nothing is allowed" if {
+	not is_array(data.params.allowed_assets)
+	not is_array(data.params.allowed_chains)
+}
+
+# Checks that run only when their params key is present (agent_spend aggregates these); each
+# body tests that key first, which keeps an inactive check nearly free.
+# Messages are built with concat: rego-cpp 1.5.2's sprintf quotes strings made by builtins.
+violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.allowed_assets
+	not is_string(data.wasm.spend.asset)
+}
+
+violations contains msg if {
+	data.params.allowed_assets
+	asset := lower(data.wasm.spend.asset)
+	not asset_allowed(asset)
+	msg := concat("", ["asset ", asset, " is not in allowed_assets"])
+}
+
+violations contains msg if {
+	data.params.allowed_chains
+	not input.chain_id in data.params.allowed_chains
+	msg := concat("", ["chain ", input.chain_id, " is not in allowed_chains"])
+}
+
+asset_allowed(asset) if {
+	some a in data.params.allowed_assets
+	lower(a) == asset
+}

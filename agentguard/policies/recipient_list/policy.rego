@@ -1,0 +1,72 @@
+# Who may receive value, and which contracts may be called.
+# allowed_recipients / denied_recipients apply to the effective recipient
+# (data.wasm.spend.recipient: payTo of a payment or ERC-20 transfer, `to` of an ETH transfer);
+# allowed_contracts / denied_contracts apply to input.to when the action calls a contract.
+# Addresses compare case-insensitively.
+package agentguard.recipient_list
+
+import rego.v1
+
+default allow := false
+
+allow if count(reasons) == 0
+
+reasons contains msg if some msg in violations
+
+reasons contains "recipient_list: params has no recipient or contract list, so nothing is allowed" if {
+	not recipient_checks
+	not contract_checks
+}
+
+# Checks that run only when their params key is present (agent_spend aggregates these); each
+# body tests that key first, which keeps an inactive check nearly free.
+# Messages are built with concat: rego-cpp 1.5.2's sprintf quotes strings made by builtins.
+violations contains "the gateway sent no spend recipient (data.wasm.spend.recipient); denied" if {
+	recipient_checks
+	not is_string(data.wasm.spend.recipient)
+}
+
+violations contains msg if {
+	data.params.allowed_recipients
+	not listed(data.params.allowed_recipients, recipient)
+	msg := concat("", ["recipient ", recipient, " is not in allowed_recipients"])
+}
+
+violations contains msg if {
+	data.params.denied_recipients
+	listed(data.params.denied_recipients, recipient)
+	msg := concat("", ["recipient ", recipient, " is in denied_recipients"])
+}
+
+violations contains msg if {
+	data.params.allowed_contracts
+	contract_call
+	not listed(data.params.allowed_contracts, contract)
+	msg := concat("", ["contract ", contract, " is not in allowed_contracts"])
+}
+
+violations contains msg if {
+	data.params.denied_contracts
+	contract_call
+	listed(data.params.denied_contracts, contract)
+	msg := concat("", ["contract ", contract, " is in denied_contracts"])
+}
+
+recipient_checks if data.params.allowed_recipients
+
+recipient_checks if data.params.denied_recipients
+
+contract_checks if data.params.allowed_contracts
+
+contract_checks if data.params.denied_contracts
+
+recipient := lower(data.wasm.spend.recipient)
+
+contract := lower(input.to)
+
+contract_call if input.data != "0x"
+
+listed(addresses, address) if {
+	some a in addresses
+	lower(a) == address
+}

@@ -1,0 +1,65 @@
+# Rolling-window caps per asset: data.params.window_caps = [{asset, window_seconds, max_amount}].
+# The gateway precomputes data.wasm.history["<window>"].projected[asset] (attested, unreleased
+# spend in the window plus this action), so the policy never adds amounts.
+package agentguard.window_cap
+
+import rego.v1
+
+default allow := false
+
+allow if count(reasons) == 0
+
+reasons contains msg if some msg in violations
+
+reasons contains "window_cap: params has no window_caps, so nothing is allowed" if {
+	not is_array(data.params.window_caps)
+}
+
+# Checks that run only when their params key is present (agent_spend aggregates these); each
+# body tests that key first, which keeps an inactive check nearly free.
+# Messages are built with concat: rego-cpp 1.5.2's sprintf quotes strings made by builtins.
+violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.window_caps
+	not valid_spend
+}
+
+violations contains msg if {
+	some c in applicable
+	not is_string(data.wasm.history[c.window].projected[asset])
+	msg := concat("", ["the gateway sent no spend history for the ", c.window, " s window; denied"])
+}
+
+violations contains msg if {
+	some c in applicable
+	total := data.wasm.history[c.window].projected[asset]
+	not amount_lte(total, c.max_amount)
+	msg := concat("", [
+		"spending ", data.wasm.spend.amount, " of asset ", asset, " would bring the ", c.window,
+		" s total to ", total, ", above the window cap max_amount = ", c.max_amount,
+	])
+}
+
+asset := lower(data.wasm.spend.asset)
+
+# Only caps on the asset this action moves: it cannot raise the total of any other asset.
+applicable contains {"window": format_int(c.window_seconds, 10), "max_amount": c.max_amount} if {
+	data.params.window_caps
+	valid_spend
+	some c in data.params.window_caps
+	lower(c.asset) == asset
+}
+
+# The gateway sends canonical decimal strings; this only refuses a missing or mistyped spend.
+valid_spend if {
+	is_string(data.wasm.spend.asset)
+	is_string(data.wasm.spend.amount)
+}
+
+# Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
+# lengths compare as text. Exact for any uint256; to_number would round them to doubles.
+amount_lte(a, b) if count(a) < count(b)
+
+amount_lte(a, b) if {
+	count(a) == count(b)
+	a <= b
+}
