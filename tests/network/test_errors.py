@@ -1,0 +1,217 @@
+"""Whatever a client sends, the gateway answers JSON-RPC errors with Newton's codes, never 500."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from agentguard.network.launcher import ReferenceNetwork
+
+from .conftest import NETCHECK, RPC, TOKEN, fresh_agent, fresh_client, params, transfer
+
+
+def post(network: ReferenceNetwork, content: bytes, key: str | None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx.post(network.rpc_url, content=content, headers=headers, timeout=30.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "missing"),
+        ({"authorization": "Bearer agk_wrong"}, "not valid"),
+        ({"authorization": "Basic x"}, "missing"),
+    ],
+)
+def test_bad_or_missing_api_key_is_401(
+    network: ReferenceNetwork, headers: dict[str, str], why: str
+) -> None:
+    response = httpx.post(
+        network.rpc_url,
+        json={"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": "newt_createTask", "params": {}},
+        headers=headers,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == -32002
+    assert why in response.json()["error"]["message"]
+    assert network.api_key not in response.text and network.admin_key not in response.text
+
+
+def test_admin_methods_need_the_admin_key(network: ReferenceNetwork, rpc: RPC) -> None:
+    response = rpc.raw(
+        "agentguard_registerPolicyClient",
+        {"policy_client": fresh_client(), "policy": NETCHECK.name, "params": params()},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == -32002
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", -32700),
+        (b"{not json", -32700),
+        (b"\xff\xfe\x00", -32700),
+        (b"[]", -32600),
+        (b"[1, 2]", -32600),
+        (b'"just a string"', -32600),
+        (b'{"id": "a", "method": "newt_createTask"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": "a", "method": 7}', -32600),
+        (b'{"jsonrpc": "2.0", "id": "a", "method": "newt_nope", "params": {}}', -32601),
+        (b'{"jsonrpc": "2.0", "id": "a", "method": "newt_createTask", "params": 5}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 7, "method": "newt_createTask", "params": {}}', -32600),
+        (
+            b'{"jsonrpc": "2.0", "id": "not-a-uuid", "method": "newt_createTask", "params": {}}',
+            -32600,
+        ),
+    ],
+)
+def test_garbage_bodies_get_jsonrpc_errors(
+    network: ReferenceNetwork, body: bytes, code: int
+) -> None:
+    response = post(network, body, network.api_key)
+    assert response.status_code == 200
+    assert response.json()["error"]["code"] == code
+
+
+def _task(client: str, **override: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {"policy_client": client, "intent": transfer(fresh_agent()).wire()}
+    request.update(override)
+    return {k: v for k, v in request.items() if v is not None}
+
+
+BAD_TASKS: list[tuple[dict[str, Any], str]] = [
+    ({"policy_client": None}, "policy_client"),
+    ({"policy_client": "0x1234"}, "policy_client"),
+    ({"policy_client": "0x" + "99" * 20}, "not registered"),
+    ({"intent": None}, "intent"),
+    ({"intent": "0xdeadbeef"}, "intent"),
+    ({"intent": {"from": "0x12", "to": TOKEN, "chain_id": "0x2105"}}, "intent"),
+    ({"intent": {**transfer(fresh_agent()).wire(), "data": "0xa9059cbb00"}}, "intent"),
+    ({"intent": {**transfer(fresh_agent()).wire(), "chain_id": "0x0"}}, "intent"),
+    ({"intent": {**transfer(fresh_agent()).wire(), "value": "0x" + "f" * 80}}, "intent"),
+    ({"intent": {**transfer(fresh_agent()).wire(), "function_signature": "0xzz"}}, "intent"),
+    ({"intent": {**transfer(fresh_agent()).wire(), "chain_id": "0x7"}}, "chain_id 7"),
+    ({"wasm_args": "0xzz"}, "wasm_args"),
+    ({"wasm_args": "0x" + b"not json".hex()}, "wasm_args"),
+    ({"wasm_args": "0x" + b"[1]".hex()}, "JSON object"),
+    ({"wasm_args": "0x" + b'{"x402": 5}'.hex()}, "x402"),
+    ({"wasm_args": 12}, "wasm_args"),
+    ({"quorum_threshold_percentage": 0}, "quorum_threshold_percentage"),
+    ({"quorum_threshold_percentage": 101}, "quorum_threshold_percentage"),
+    ({"quorum_threshold_percentage": "66"}, "quorum_threshold_percentage"),
+    ({"quorum_number": "0x01"}, "quorum_number"),
+    ({"timeout": -1}, "timeout"),
+    ({"timeout": "soon"}, "timeout"),
+    ({"intent_signature": "nothex"}, "intent_signature"),
+]
+
+
+@pytest.mark.parametrize(("override", "mentions"), BAD_TASKS)
+@pytest.mark.parametrize("method", ["newt_createTask", "newt_simulateTask"])
+def test_bad_task_params_are_invalid_params(
+    rpc: RPC, client: str, method: str, override: dict[str, Any], mentions: str
+) -> None:
+    response = rpc.raw(method, _task(client, **override))
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32602, error
+    assert mentions in error["message"]
+
+
+def test_task_ids_that_do_not_exist_cannot_be_released_or_committed(rpc: RPC) -> None:
+    for method in ("agentguard_releaseTask", "agentguard_commitTask"):
+        for task_id in ("0x" + "00" * 32, "nope", None):
+            error = rpc.raw(method, {"task_id": task_id}).json()["error"]
+            assert error["code"] == -32602
+
+
+def _register(network: ReferenceNetwork, request: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = (
+        RPC(network, network.admin_key).raw("agentguard_registerPolicyClient", request).json()
+    )
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "mentions"),
+    [
+        ({"max_per_tx": 1000}, "params.max_per_tx: 1000 is not of type 'string'"),
+        ({"max_per_tx": "-5"}, "params.max_per_tx"),
+        ({"max_per_tx": "1.5"}, "params.max_per_tx"),
+        (
+            {"window_caps": [{"asset": TOKEN, "window_seconds": 0, "max_amount": "1"}]},
+            "params.window_caps[0].window_seconds",
+        ),
+        ({"allowed_recipients": ["bob"]}, "params.allowed_recipients[0]"),
+        ({"surprise": True}, "Additional properties"),
+    ],
+)
+def test_registration_rejects_params_that_break_the_schema(
+    network: ReferenceNetwork, change: dict[str, Any], mentions: str
+) -> None:
+    body = _register(
+        network,
+        {"policy_client": fresh_client(), "policy": _material(), "params": {**params(), **change}},
+    )
+    assert body["error"]["code"] == -32602
+    assert mentions in body["error"]["message"]
+
+
+def _material() -> dict[str, Any]:
+    from agentguard.network.state import policy_material
+
+    return policy_material(NETCHECK)
+
+
+@pytest.mark.parametrize(
+    ("request_change", "mentions"),
+    [
+        ({"policy": "no_such_policy"}, "no bundled policy"),
+        ({"policy": 5}, "policy must be"),
+        ({"policy": {"entrypoint": "x.allow", "modules": {}}}, "modules"),
+        ({"expire_after": 0}, "expire_after"),
+        ({"expire_after": 10**9}, "expire_after"),
+        ({"policy_client": "bob"}, "policy_client"),
+        ({"params": []}, "params must be a JSON object"),
+        ({"chain_id": "base"}, "chain_id"),
+    ],
+)
+def test_registration_rejects_bad_requests(
+    network: ReferenceNetwork, request_change: dict[str, Any], mentions: str
+) -> None:
+    request = {
+        "policy_client": fresh_client(),
+        "policy": _material(),
+        "params": params(),
+        **request_change,
+    }
+    body = _register(network, request)
+    assert body["error"]["code"] == -32602
+    assert mentions in body["error"]["message"]
+
+
+def test_a_policy_that_fails_to_compile_is_a_policy_evaluation_error(
+    network: ReferenceNetwork, rpc: RPC
+) -> None:
+    client = fresh_client()
+    broken = {
+        "name": "broken",
+        "entrypoint": "broken.allow",
+        "modules": {"p.rego": "package broken\nallow if {"},
+    }
+    network.register_policy_client(client, _policy(broken), {})
+    error = rpc.raw("newt_createTask", _task(client)).json()["error"]
+    assert error["code"] == -32615
+    assert "compile" in error["message"]
+
+
+def _policy(material: dict[str, Any]) -> Any:
+    from agentguard.network.state import policy_from_material
+
+    return policy_from_material(material)
