@@ -1,0 +1,149 @@
+"""The gateway's spend records: windows, in-flight reservations, release, restart, approvals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentguard.network.state import State, TaskRecord
+
+CLIENT = "0x" + "cc" * 20
+AGENT = "0x" + "aa" * 20
+ASSET = "0x" + "11" * 20
+NOW = 1_764_000_000
+
+
+def reserve(
+    state: State, task_id: str, amount: int, now: int = NOW, windows: tuple[int, ...] = (60,)
+):  # type: ignore[no-untyped-def]
+    return state.reserve(
+        policy_client=CLIENT,
+        agent=AGENT,
+        windows=windows,
+        task_id=task_id,
+        asset=ASSET,
+        amount=amount,
+        now=now,
+    )
+
+
+def allow(state: State, task_id: str, amount: int, now: int = NOW, expires_in: int = 300) -> None:
+    state.record(
+        reserve(state, task_id, amount, now), expires_at=now + expires_in, result={"id": task_id}
+    )
+
+
+def spent(state: State, window: int, now: int = NOW) -> tuple[int, int]:
+    totals = state.totals(policy_client=CLIENT, agent=AGENT, windows=(60,), now=now)[window]
+    return totals.count, totals.spent.get(ASSET, 0)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> State:
+    return State(tmp_path / "state.sqlite3")
+
+
+def test_windows_count_what_was_attested_and_roll_over(state: State) -> None:
+    allow(state, "t1", 5, now=NOW)
+    allow(state, "t2", 7, now=NOW + 30)
+    assert spent(state, 60, NOW + 30) == (2, 12)
+    assert spent(state, 60, NOW + 60) == (1, 7)  # t1 is exactly 60 s old: out of the window
+    assert spent(state, 3600, NOW + 60) == (2, 12)
+    assert spent(state, 86400, NOW + 86400 + 30) == (0, 0)
+
+
+def test_amounts_are_exact_past_2_to_the_64(state: State) -> None:
+    big = 2**64 + 1
+    allow(state, "t1", big)
+    allow(state, "t2", big)
+    assert spent(state, 86400) == (2, 2 * big)
+
+
+def test_in_flight_reservations_count_until_cancelled(state: State) -> None:
+    first = reserve(state, "t1", 5)
+    second = reserve(state, "t2", 3)
+    assert first.history[60].spent == {}
+    assert second.history[60].spent == {ASSET: 5}  # sees the first, still in flight
+    state.cancel(first)
+    assert spent(state, 60) == (1, 3)
+    state.cancel(second)
+    assert spent(state, 60) == (0, 0)
+
+
+def test_records_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    first = State(path)
+    allow(first, "t1", 5)
+    in_flight = reserve(first, "t2", 100)  # never recorded: the gateway died mid-task
+    assert in_flight.entry.amount == 100
+    first.close()
+    again = State(path)
+    assert spent(again, 60) == (1, 5)
+    assert again.stored_result("t1") == {"id": "t1"}
+    assert again.stored_result("t2") is None
+
+
+def test_release_only_while_attested(state: State) -> None:
+    allow(state, "t1", 5)
+    allow(state, "t2", 7)
+    assert state.release("t1") is True
+    assert state.release("t1") is False
+    assert spent(state, 60) == (1, 7)
+    assert state.commit("t2", "0xfeed") is True
+    assert state.release("t2") is False
+    assert spent(state, 60) == (1, 7)
+    assert state.release("unknown") is False
+
+
+def test_release_after_restart_gives_the_amount_back(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    first = State(path)
+    allow(first, "t1", 5)
+    first.close()
+    again = State(path)
+    assert spent(again, 60) == (1, 5)
+    assert again.release("t1")
+    assert spent(again, 60) == (0, 0)
+
+
+class Usage:
+    def __init__(self, answers: dict[str, bool | None]) -> None:
+        self.answers = answers
+        self.asked: list[TaskRecord] = []
+
+    def was_used(self, task: TaskRecord) -> bool | None:
+        self.asked.append(task)
+        return self.answers[task.task_id]
+
+
+def test_expired_tasks_are_released_only_when_the_usage_check_says_unused(state: State) -> None:
+    allow(state, "unused", 1, expires_in=10)
+    allow(state, "used", 2, expires_in=10)
+    allow(state, "unknown", 4, expires_in=10)
+    allow(state, "live", 8, expires_in=1000)
+    usage = Usage({"unused": False, "used": True, "unknown": None})
+    assert state.sweep_expired(NOW + 11, usage) == 1
+    assert {t.task_id for t in usage.asked} == {"unused", "used", "unknown"}
+    assert spent(state, 3600, NOW + 11) == (3, 14)
+    assert state.task("used") is not None and state.task("used").status == "committed"  # type: ignore[union-attr]
+    assert state.task("unknown").status == "attested"  # type: ignore[union-attr]
+
+
+def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) -> None:
+    allow(state, "t1", 5, now=NOW)
+    in_flight = reserve(state, "t2", 3, now=NOW + 100)
+    totals = state.totals(policy_client=CLIENT, agent=AGENT, windows=(600,), now=NOW + 100)
+    assert totals[600].spent == {ASSET: 8}
+    assert totals[60].spent == {ASSET: 3}
+    state.cancel(in_flight)
+    totals = state.totals(policy_client=CLIENT, agent=AGENT, windows=(600,), now=NOW + 100)
+    assert totals[600].spent == {ASSET: 5}
+
+
+def test_an_approval_is_used_once(state: State) -> None:
+    state.approve(CLIENT, "0xAB", NOW)
+    assert state.is_approved(CLIENT, "0xab", NOW + 10)
+    assert not state.is_approved(CLIENT, "0xab", NOW + 86400)
+    state.record(reserve(state, "t1", 1), expires_at=NOW + 300, result={}, intent_hash="0xab")
+    assert not state.is_approved(CLIENT, "0xab", NOW + 10)
