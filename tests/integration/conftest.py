@@ -22,7 +22,7 @@ PARAMS = {"max_per_tx": {TOKEN.lower(): str(CAP)}, "allowed_recipients": [PAYEE]
 
 @pytest.fixture(scope="package")
 def network() -> Iterator[ReferenceNetwork]:
-    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=2.0) as net:
+    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0) as net:
         net.register_policy_client(POLICY_CLIENT, "agent_spend", PARAMS)
         net.register_policy_client(SHORT_LIVED_CLIENT, "agent_spend", PARAMS, expire_after=1)
         yield net

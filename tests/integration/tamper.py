@@ -75,7 +75,7 @@ class TamperingProxy:
         if mode in ("other-intent", "other-chain", "other-chain-forged"):
             intent = doc["params"]["intent"]
             if mode == "other-intent":
-                intent["to"] = "0x" + "99" * 20
+                intent["from"] = "0x" + "99" * 20
             else:
                 intent["chain_id"] = hex(84532)
             body = json.dumps(doc).encode()
@@ -95,6 +95,8 @@ class TamperingProxy:
             return Response(json.dumps(old).encode(), media_type="application/json")
         if isinstance(result, dict) and isinstance(result.get("attestation"), dict):
             self._tamper_attestation(mode, result["attestation"], doc)
+            if mode == "flip-deny-to-allow":
+                result["task_response"]["evaluation_result"] = [0] * 31 + [1]
         return Response(json.dumps(answer).encode(), status_code=upstream.status_code, media_type="application/json")
 
     def _tamper_attestation(self, mode: str, att: dict[str, Any], request: dict[str, Any]) -> None:

@@ -56,10 +56,7 @@ def make_guard(network: ReferenceNetwork, url: str, **options) -> Guard:
         policy_client=POLICY_CLIENT,
         operators=network.operator_addresses,
         api_key=network.api_key,
-        attempts=2,
-        deadline=4.0,
-        task_timeout=2,
-        **options,
+        **{"attempts": 2, "deadline": 15.0, "task_timeout": 5, **options},
     )
 
 
@@ -105,10 +102,20 @@ def test_tampered_answers_never_lead_to_a_signature(network, proxy, signer, sign
     assert signing_spy.calls == []
 
 
+def test_a_deny_flipped_to_allow_by_the_gateway_is_caught(network, proxy, signer, signing_spy):
+    proxy.mode = "flip-deny-to-allow"
+    try:
+        with make_guard(network, proxy.url) as guard, pytest.raises(UnknownOperator):
+            guarded_sign(guard, signer, transfer(signer, amount=CAP + 1))
+    finally:
+        proxy.mode = "pass"
+    assert signing_spy.calls == []
+
+
 def test_gateway_timeout_fails_closed(network, proxy, signer, signing_spy):
     proxy.mode = "hang"
     try:
-        guard = make_guard(network, proxy.url)
+        guard = make_guard(network, proxy.url, task_timeout=1, attempts=1)
         started = time.monotonic()
         with pytest.raises(GatewayUnavailable):
             guarded_sign(guard, signer, transfer(signer))
