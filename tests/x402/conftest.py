@@ -1,0 +1,87 @@
+"""One real reference network for the whole x402 package, plus the pieces every test needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from agentguard import AsyncGuard, Guard, Signer
+from agentguard.ledger import Ledger
+from agentguard.network.launcher import ReferenceNetwork
+from agentguard.x402 import Allowances, X402Auth
+
+from .fakes import OTHER_TOKEN, PAYEE, TOKEN
+
+AGENT_KEY = "0x" + "a7" * 32
+POLICY_CLIENT = "0x00000000000000000000000000000000000A4020"
+CAP = 5_000_000
+PARAMS = {
+    "max_per_tx": {TOKEN.lower(): str(CAP), OTHER_TOKEN.lower(): str(CAP)},
+    "allowed_recipients": [PAYEE],
+}
+
+
+@pytest.fixture(scope="package")
+def network() -> Iterator[ReferenceNetwork]:
+    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0) as net:
+        net.register_policy_client(POLICY_CLIENT, "agent_spend", PARAMS)
+        yield net
+
+
+def connect(net: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> Guard:
+    return Guard.connect(
+        net.url, policy_client=policy_client, operators=net.operator_addresses, api_key=net.api_key
+    )
+
+
+def connect_async(net: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> AsyncGuard:
+    return AsyncGuard.connect(
+        net.url, policy_client=policy_client, operators=net.operator_addresses, api_key=net.api_key
+    )
+
+
+@pytest.fixture
+def guard(network: ReferenceNetwork) -> Iterator[Guard]:
+    with connect(network) as g:
+        yield g
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer.from_key(AGENT_KEY)
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with Ledger() as led:
+        yield led
+
+
+ALLOWANCES = Allowances({TOKEN: 1_000_000, OTHER_TOKEN: 1_000_000})
+
+
+@pytest.fixture
+def auth(signer: Signer, guard: Guard, ledger: Ledger) -> X402Auth:
+    return X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+
+
+class SigningSpy:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+@pytest.fixture
+def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
+    """Counts every signature eth-account makes in this process, whatever the path."""
+    spy = SigningSpy()
+    for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
+        original = getattr(LocalAccount, name)
+
+        def wrapper(self, *args, __original=original, __name=name, **kwargs):  # type: ignore[no-untyped-def]
+            spy.calls.append(__name)
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(LocalAccount, name, wrapper)
+    return spy
