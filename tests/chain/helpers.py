@@ -39,6 +39,7 @@ OUTSIDER = DEV_ACCOUNTS[2].address
 PAYEE = DEV_ACCOUNTS[3].address
 FACILITATOR = DEV_ACCOUNTS[4].address
 
+AGENT_KEY = PrivateKey(bytes.fromhex(DEV_ACCOUNTS[1].private_key[2:]))
 OPERATOR_KEYS = [PrivateKey(keccak(f"agentguard test operator {i}".encode())) for i in range(3)]
 OPERATORS = [operator_address(k) for k in OPERATOR_KEYS]
 STRANGER_KEYS = [PrivateKey(keccak(f"agentguard test stranger {i}".encode())) for i in range(2)]

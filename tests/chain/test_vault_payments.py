@@ -7,13 +7,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from coincurve import PrivateKey
 from eth_abi.abi import encode as abi_encode
 
 from agentguard._attestation import Attestation, sign_attestation
 from agentguard._intent import PaymentIntent
 from agentguard.chain import (
-    DEV_ACCOUNTS,
     execute_args,
     payment_signature,
     transact,
@@ -22,6 +20,7 @@ from agentguard.chain import (
 from agentguard.chain.vault import PAYMENT_SIGNATURE_TYPES
 from tests.chain.helpers import (
     AGENT,
+    AGENT_KEY,
     FACILITATOR,
     OUTSIDER,
     OWNER,
@@ -36,7 +35,6 @@ from tests.chain.helpers import (
 
 MAGIC = bytes.fromhex("1626ba7e")
 INVALID = bytes.fromhex("ffffffff")
-AGENT_KEY = PrivateKey(bytes.fromhex(DEV_ACCOUNTS[1].private_key[2:]))
 AMOUNT = 10_000  # $0.01
 
 
