@@ -217,7 +217,9 @@ def _document(data: object, version: Literal[1, 2]) -> PaymentRequired:
             ):
                 raise PaymentRequiredError("the 402 answer's resource is not {url, …}")
             url = resource_info.get("url", "")
-    extensions = data.get("extensions") or {}
+    extensions = data.get("extensions")
+    if extensions is None:
+        extensions = {}
     if not isinstance(extensions, dict):
         raise PaymentRequiredError("the 402 answer's extensions are not a JSON object")
     error = data.get("error")

@@ -1,0 +1,134 @@
+"""Authorization for users of Coinbase's own ``x402`` client: an ``on_before_payment_creation``
+hook that lets a payment be created only after the authorization network allowed it.
+
+    client = x402Client()
+    register_exact_evm_client(client, EthAccountSigner(account))
+    client.on_before_payment_creation(authorization_hook(guard, payer=account.address))
+
+The hook runs after x402 chose a requirement and before its signer is touched; a refusal
+returns ``AbortResult`` and nothing is signed. It gates, but unlike ``X402Auth`` it cannot bind
+the signature to the attestation (x402's signer signs), reserve the spend in the ledger or
+guarantee one payment per request; use ``X402Auth`` for those. This module needs the
+``x402`` package; nothing else in agentguard imports it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from agentguard._exceptions import AgentGuardError, ConfigurationError, PaymentRequiredError
+from agentguard._guard import AsyncGuard, Guard
+from agentguard._intent import PaymentIntent
+from agentguard._verifier import VerifiedAttestation
+from agentguard.x402._select import Allowances
+from agentguard.x402._wire import Requirement, parse_amount
+
+try:
+    from x402 import AbortResult, PaymentCreationContext
+    from x402.schemas.v1 import PaymentRequirementsV1
+except ImportError as exc:  # pragma: no cover - exercised only without the optional package
+    raise ConfigurationError(
+        "agentguard.x402.official_hook needs Coinbase's `x402` package (pip install x402); "
+        "agentguard's own X402Auth does not"
+    ) from exc
+
+__all__ = ["AsyncAuthorizationHook", "AuthorizationHook", "authorization_hook"]
+
+_KEEP = 256
+
+
+def _intent(
+    ctx: PaymentCreationContext, payer: str, allowances: Allowances | None
+) -> PaymentIntent:
+    req = ctx.selected_requirements
+    if isinstance(req, PaymentRequirementsV1):
+        raw_amount, resource, version = req.max_amount_required, req.resource, 1
+    else:
+        info = getattr(ctx.payment_required, "resource", None)
+        raw_amount, resource, version = req.amount, getattr(info, "url", "") or "", 2
+    amount = parse_amount(raw_amount)
+    if amount is None or amount == 0:
+        raise PaymentRequiredError(f"amount {raw_amount!r} is not a positive canonical integer")
+    if req.scheme not in ("exact", "upto"):
+        raise PaymentRequiredError(f"scheme {req.scheme!r} cannot be authorized by agentguard")
+    intent = PaymentIntent(
+        payer=payer,
+        scheme=req.scheme,
+        network=str(req.network),
+        asset=req.asset,
+        amount=amount,
+        pay_to=req.pay_to,
+        resource=resource,
+        x402_version=version,
+    )
+    if allowances is not None:
+        refusal = allowances.refusal(
+            Requirement(
+                x402_version=version,
+                scheme=req.scheme,
+                network=intent.network,
+                amount=amount,
+                asset=intent.asset,
+                pay_to=intent.pay_to,
+                max_timeout_seconds=req.max_timeout_seconds,
+                extra=req.extra or {},
+                resource=resource,
+                raw={},
+            )
+        )
+        if refusal is not None:
+            raise PaymentRequiredError(
+                "the selected payment is outside the allowances", reasons=[refusal]
+            )
+    return intent
+
+
+def _abort(exc: AgentGuardError) -> AbortResult:
+    return AbortResult(reason=f"agentguard: {exc.message}")
+
+
+class AuthorizationHook:
+    """The hook; ``attestations`` keeps the most recent verified attestations it obtained."""
+
+    def __init__(self, guard: Guard, payer: str, allowances: Allowances | None) -> None:
+        self._guard, self._payer, self._allowances = guard, payer, allowances
+        self.attestations: deque[VerifiedAttestation] = deque(maxlen=_KEEP)
+
+    def __call__(self, ctx: PaymentCreationContext) -> AbortResult | None:
+        try:
+            verified = self._guard.authorize(_intent(ctx, self._payer, self._allowances))
+        except AgentGuardError as exc:
+            return _abort(exc)
+        self.attestations.append(verified)
+        return None
+
+
+class AsyncAuthorizationHook:
+    """``AuthorizationHook`` for an ``AsyncGuard`` (works with the async ``x402Client`` only)."""
+
+    def __init__(self, guard: AsyncGuard, payer: str, allowances: Allowances | None) -> None:
+        self._guard, self._payer, self._allowances = guard, payer, allowances
+        self.attestations: deque[VerifiedAttestation] = deque(maxlen=_KEEP)
+
+    async def __call__(self, ctx: PaymentCreationContext) -> AbortResult | None:
+        try:
+            verified = await self._guard.authorize(_intent(ctx, self._payer, self._allowances))
+        except AgentGuardError as exc:
+            return _abort(exc)
+        self.attestations.append(verified)
+        return None
+
+
+def authorization_hook(
+    guard: Guard | AsyncGuard, *, payer: str, allowances: Allowances | None = None
+) -> AuthorizationHook | AsyncAuthorizationHook:
+    """An ``on_before_payment_creation`` hook authorizing each payment with ``guard``.
+
+    A ``Guard`` gives a blocking hook (``x402Client`` and ``x402ClientSync``); an
+    ``AsyncGuard`` an async one (``x402Client`` only).
+    """
+    if isinstance(guard, AsyncGuard):
+        return AsyncAuthorizationHook(guard, payer, allowances)
+    if isinstance(guard, Guard):
+        return AuthorizationHook(guard, payer, allowances)
+    raise ConfigurationError("authorization_hook needs an agentguard Guard or AsyncGuard")
