@@ -197,6 +197,8 @@ class X402Auth(httpx.Auth):
     def close(self) -> None:
         """End every ``upto`` session: commit what was charged, give the rest of the maximum
         back. Unanswered payments stay counted (their outcome is not known)."""
+        if isinstance(self._guard, AsyncGuard) and self._sessions:
+            raise ConfigurationError("this X402Auth uses an AsyncGuard: close it with aclose()")
         self._run_sync(self._end_all())
 
     async def aclose(self) -> None:

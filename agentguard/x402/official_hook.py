@@ -15,6 +15,7 @@ guarantee one payment per request; use ``X402Auth`` for those. This module needs
 from __future__ import annotations
 
 from collections import deque
+from typing import Literal
 
 from agentguard._exceptions import AgentGuardError, ConfigurationError, PaymentRequiredError
 from agentguard._guard import AsyncGuard, Guard
@@ -41,6 +42,7 @@ def _intent(
     ctx: PaymentCreationContext, payer: str, allowances: Allowances | None
 ) -> PaymentIntent:
     req = ctx.selected_requirements
+    version: Literal[1, 2]
     if isinstance(req, PaymentRequirementsV1):
         raw_amount, resource, version = req.max_amount_required, req.resource, 1
     else:

@@ -152,12 +152,18 @@ class FakeServer:
         if mode == "drop":
             raise httpx.ConnectError("connection reset after the payment was sent", request=request)
         if mode == "reject":
-            doc = {"x402Version": 2, "error": "invalid_exact_evm_nonce_already_used", "accepts": self.accepts}
+            doc = {
+                "x402Version": 2,
+                "error": "invalid_exact_evm_nonce_already_used",
+                "accepts": self.accepts,
+            }
             return httpx.Response(402, headers={"PAYMENT-REQUIRED": encode_header(doc)}, json={})
         if mode == "pending":
             receipt = {"success": False, "errorReason": "settlement_pending", "transaction": TX,
                        "network": "eip155:8453"}  # fmt: skip
-            return httpx.Response(402, headers={"PAYMENT-RESPONSE": encode_header(receipt)}, json={})
+            return httpx.Response(
+                402, headers={"PAYMENT-RESPONSE": encode_header(receipt)}, json={}
+            )
         if mode == "fail500":
             return httpx.Response(500, text="handler crashed")
         if mode == "no_receipt":

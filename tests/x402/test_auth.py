@@ -33,6 +33,8 @@ from .fakes import (
     upto_requirement,
 )
 
+pytestmark = pytest.mark.integration
+
 URL = "http://shop.test/paid"
 
 
@@ -55,9 +57,18 @@ def test_v2_exact_pays_once_and_commits(
     assert document["resource"]["url"] == URL
     assert "extensions" not in document  # the server did not advertise payment-identifier
     auth_fields = document["payload"]["authorization"]
-    assert (auth_fields["to"], auth_fields["value"], auth_fields["validAfter"]) == (PAYEE, "10000", "0")
+    assert (auth_fields["to"], auth_fields["value"], auth_fields["validAfter"]) == (
+        PAYEE,
+        "10000",
+        "0",
+    )
     r = receipt(response)
-    assert r is not None and (r.transaction, r.amount, r.pending, r.payer) == (TX, 10_000, False, signer.address)
+    assert r is not None and (r.transaction, r.amount, r.pending, r.payer) == (
+        TX,
+        10_000,
+        False,
+        signer.address,
+    )
     reservation = ledger.get(r.reservation_id)
     assert (reservation.state, reservation.amount) == ("committed", 10_000)
     assert reservation.reference == r.reference and r.reference.endswith(auth_fields["nonce"])
@@ -71,7 +82,11 @@ def test_v1_body_is_paid_with_x_payment(auth: X402Auth, signing_spy: SigningSpy)
     paid = server.requests[-1]
     assert "X-PAYMENT" in paid.headers and "PAYMENT-SIGNATURE" not in paid.headers
     (document,) = server.payments
-    assert (document["x402Version"], document["scheme"], document["network"]) == (1, "exact", "base")
+    assert (document["x402Version"], document["scheme"], document["network"]) == (
+        1,
+        "exact",
+        "base",
+    )
     assert int(document["payload"]["authorization"]["validAfter"]) > 0  # v1: now - 600
     r = receipt(response)
     assert r is not None and r.x402_version == 1 and r.transaction == TX
@@ -103,18 +118,26 @@ async def test_async_client_with_a_blocking_guard(auth: X402Auth, ledger: Ledger
 def test_blocking_client_refuses_an_async_guard(
     network: ReferenceNetwork, signer: Signer, ledger: Ledger
 ) -> None:
-    auth = X402Auth(signer=signer, guard=connect_async(network), ledger=ledger, allowances=ALLOWANCES)
-    with pytest.raises(ConfigurationError, match="AsyncGuard"):
-        with auth.client(transport=FakeServer().transport()) as http:
-            http.get(URL)
+    auth = X402Auth(
+        signer=signer, guard=connect_async(network), ledger=ledger, allowances=ALLOWANCES
+    )
+    with (
+        pytest.raises(ConfigurationError, match="AsyncGuard"),
+        auth.client(transport=FakeServer().transport()) as http,
+    ):
+        http.get(URL)
 
 
 def test_cheapest_payable_option_is_chosen(auth: X402Auth) -> None:
     server = FakeServer(
         accepts=[
             requirement(amount="2000000"),  # above the local cap
-            requirement(asset="0x1111111111111111111111111111111111111111", amount="1"),  # not allowed
-            requirement(scheme="exact", network="solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", amount="1"),
+            requirement(
+                asset="0x1111111111111111111111111111111111111111", amount="1"
+            ),  # not allowed
+            requirement(
+                scheme="exact", network="solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", amount="1"
+            ),
             requirement(amount="700"),
             requirement(asset=OTHER_TOKEN, amount="500"),
             requirement(amount="500"),
@@ -171,7 +194,11 @@ BAD_402 = {
     "amount as a JSON number": lambda: header_402(doc(requirement(amount=10000))),
     "exact without the token domain": lambda: header_402(doc(requirement(extra={}))),
     "exact over permit2": lambda: header_402(
-        doc(requirement(extra={"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}))
+        doc(
+            requirement(
+                extra={"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}
+            )
+        )
     ),
     "upto with an untrusted spender": lambda: header_402(
         doc({**upto_requirement(), "extra": {"facilitatorAddress": STRANGER, "spender": STRANGER}})
@@ -324,7 +351,11 @@ def test_upto_session_signs_once_and_gives_back_what_was_not_used(
     assert ledger.get(reservation_id).state == "signed"  # the maximum counts while open
     auth.close()
     reservation = ledger.get(reservation_id)
-    assert (reservation.state, reservation.amount, reservation.reserved) == ("committed", 6_000, 100_000)
+    assert (reservation.state, reservation.amount, reservation.reserved) == (
+        "committed",
+        6_000,
+        100_000,
+    )
     assert auth.sessions == {}
 
 
@@ -362,7 +393,10 @@ def test_upto_without_session_commits_the_reported_charge(auth: X402Auth, ledger
         response = http.get(URL)
     r = receipt(response)
     assert r is not None and r.amount == 2_345
-    assert (ledger.get(r.reservation_id).state, ledger.get(r.reservation_id).amount) == ("committed", 2_345)
+    assert (ledger.get(r.reservation_id).state, ledger.get(r.reservation_id).amount) == (
+        "committed",
+        2_345,
+    )
 
 
 def test_allowances_are_validated() -> None:

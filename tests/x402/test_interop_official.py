@@ -25,6 +25,8 @@ from agentguard.x402 import Allowances, X402Auth, receipt
 from . import peer
 from .conftest import AGENT_KEY, connect, connect_async
 
+pytestmark = pytest.mark.integration
+
 OWNER = DEV_ACCOUNTS[0]
 FACILITATOR = DEV_ACCOUNTS[4]
 PAYEE = DEV_ACCOUNTS[3].address
@@ -81,7 +83,10 @@ def assert_settled_onchain(p: Peer, response: httpx.Response, before: tuple[int,
     assert r is not None and not r.pending and r.amount == peer.PRICE
     tx = p.w3.eth.get_transaction_receipt(r.transaction)  # type: ignore[arg-type]
     assert tx["status"] == 1 and tx["to"] == p.token.address
-    assert (p.balance(p.agent), p.balance(PAYEE)) == (before[0] - peer.PRICE, before[1] + peer.PRICE)
+    assert (p.balance(p.agent), p.balance(PAYEE)) == (
+        before[0] - peer.PRICE,
+        before[1] + peer.PRICE,
+    )
     return r.reservation_id
 
 
@@ -173,7 +178,11 @@ def official_client(token: str, hook: Any) -> Any:
     client = x402Client()
     register_exact_evm_client(client, EthAccountSigner(Account.from_key(AGENT_KEY)))
     client.set_spend_controls(
-        {"allowed_assets": [{"network": "eip155:8453", "asset": token, "max_amount_per_payment": "1000000"}]}
+        {
+            "allowed_assets": [
+                {"network": "eip155:8453", "asset": token, "max_amount_per_payment": "1000000"}
+            ]
+        }
     )
     client.on_before_payment_creation(hook)
     return client
@@ -218,7 +227,7 @@ async def test_official_client_with_the_hook_aborts_when_denied(
     async with connect_async(network, strict) as guard:
         hook = authorization_hook(guard, payer=chain_peer.agent)
         async with x402HttpxClient(official_client(chain_peer.token.address, hook)) as http:
-            with pytest.raises(PaymentError, match="(?i)aborted.*polic"):
+            with pytest.raises(PaymentError, match=r"(?i)aborted.*polic"):
                 await http.get(chain_peer.url + "/paid")
     assert signatures == []
     assert (chain_peer.balance(chain_peer.agent), chain_peer.balance(PAYEE)) == before

@@ -37,8 +37,12 @@ def sign(typed: dict[str, Any]) -> bytes:
     return bytes(ACCOUNT.sign_typed_data(full_message=typed).signature)
 
 
-def test_exact_v2_matches_official_client(frozen_clock: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("x402.mechanisms.evm.exact.client.create_nonce", lambda: "0x" + NONCE32.hex())
+def test_exact_v2_matches_official_client(
+    frozen_clock: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "x402.mechanisms.evm.exact.client.create_nonce", lambda: "0x" + NONCE32.hex()
+    )
     (req,) = parse_v2_header(v2_header()).accepts
     official = ExactEvmClientScheme(EthAccountSigner(ACCOUNT)).create_payment_payload(
         PaymentRequirements.model_validate(v2_requirement())
@@ -48,8 +52,12 @@ def test_exact_v2_matches_official_client(frozen_clock: None, monkeypatch: pytes
     assert typed["message"]["validAfter"] == 0 and typed["message"]["validBefore"] == NOW + 300
 
 
-def test_exact_v1_matches_official_client(frozen_clock: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("x402.mechanisms.evm.exact.v1.client.create_nonce", lambda: "0x" + NONCE32.hex())
+def test_exact_v1_matches_official_client(
+    frozen_clock: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "x402.mechanisms.evm.exact.v1.client.create_nonce", lambda: "0x" + NONCE32.hex()
+    )
     (req,) = parse_payment_required(None, v1_body()).accepts
     import json
 
@@ -83,7 +91,9 @@ def test_exact_takes_the_domain_from_extra() -> None:
 
 def test_fresh_random_nonce_each_time() -> None:
     (req,) = parse_v2_header(v2_header()).accepts
-    nonces = {exact.typed_data(req, ACCOUNT.address, now=NOW)["message"]["nonce"] for _ in range(20)}
+    nonces = {
+        exact.typed_data(req, ACCOUNT.address, now=NOW)["message"]["nonce"] for _ in range(20)
+    }
     assert len(nonces) == 20 and all(len(n) == 66 for n in nonces)
 
 
