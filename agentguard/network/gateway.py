@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +39,7 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
 from agentguard._intent import NATIVE_ASSET, PaymentIntent, TransactionIntent
+from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import api_key_digest
 from agentguard.network._rpc import (
     INTERNAL_ERROR,
@@ -125,6 +125,7 @@ class _Client:
     policy_id: bytes
     windows: tuple[int, ...]
     material: dict[str, Any]
+    params_hex: str
 
     @property
     def code_hash(self) -> bytes:
@@ -138,6 +139,7 @@ class _OperatorLink:
         self.address_bytes = bytes.fromhex(entry.address[2:])
         self.operator_id = "0x" + keccak(self.address_bytes).hex()
         self.has_code: set[bytes] = set()
+        self.http = KeepAliveClient(entry.url)
 
 
 class _OperatorFailure(Exception):
@@ -201,22 +203,17 @@ class Gateway:
         self._idempotent: OrderedDict[tuple[str, str], tuple[float, bytes, asyncio.Future[Any]]]
         self._idempotent = OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
-        self._http: httpx.AsyncClient | None = None
         self._engine: Any = None
         for record in state.policy_clients():
             self._clients[record.policy_client.lower()] = self._client(record)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        self._http = httpx.AsyncClient(limits=limits, timeout=self.config.gateway.timeout)
-
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
-        if self._http is not None:
-            await self._http.aclose()
+        for link in self._operators:
+            link.http.close()
 
     async def sweep_forever(self) -> None:
         """Settle expired, uncommitted attestations through the configured usage check."""
@@ -279,6 +276,7 @@ class Gateway:
             policy_id=policy_id(address, record.policy, record.params, record.expire_after),
             windows=_windows(record.params),
             material=policy_material(record.policy),
+            params_hex="0x" + canonical_json(record.params).hex(),
         )
 
     def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> dict[str, Any]:
@@ -522,34 +520,26 @@ class Gateway:
     # -- operators -----------------------------------------------------------------------------
 
     async def _call_operator(
-        self, link: _OperatorLink, code_hash: bytes, lean: bytes, full: bytes, timeout: float
+        self, link: _OperatorLink, code_hash: bytes, bodies: _Bodies, timeout: float
     ) -> Any:
-        assert self._http is not None
-        body = lean if code_hash in link.has_code else full
+        with_policy = code_hash not in link.has_code
         for _ in range(2):
             try:
-                response = await self._http.post(
-                    link.url,
-                    content=body,
-                    headers={"content-type": "application/json"},
-                    timeout=timeout,
-                )
-            except httpx.TimeoutException:
+                status, content = await link.http.post(bodies.get(with_policy), timeout)
+            except TimeoutError:
                 raise _OperatorFailure(
                     "timeout", "operator did not answer in time", retryable=True
                 ) from None
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 raise _OperatorFailure(
-                    "unreachable", f"operator unreachable: {type(exc).__name__}", retryable=True
+                    "unreachable", f"operator unreachable: {exc}", retryable=True
                 ) from None
-            if response.status_code != 200:
+            if status != 200:
                 raise _OperatorFailure(
-                    f"http_{response.status_code}",
-                    f"operator answered HTTP {response.status_code}",
-                    retryable=response.status_code >= 500,
+                    f"http_{status}", f"operator answered HTTP {status}", retryable=status >= 500
                 )
             try:
-                reply = json.loads(response.content)
+                reply = json.loads(content)
             except ValueError:
                 raise _OperatorFailure(
                     "invalid_response", "operator answered non-JSON", retryable=True
@@ -561,9 +551,9 @@ class Gateway:
             error = reply.get("error")
             if isinstance(error, dict):
                 code = error.get("code")
-                if code == POLICY_REQUIRED and body is lean:
-                    link.has_code.discard(code_hash)
-                    body = full
+                if code == POLICY_REQUIRED and not with_policy:
+                    link.has_code.discard(code_hash)  # the operator restarted: send the code
+                    with_policy = True
                     continue
                 raise _OperatorFailure(
                     f"rpc_{code}",
@@ -645,10 +635,7 @@ class Gateway:
             "expires_at": expires_at,
             "wasm": wasm,
         }
-        envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": request}
-        lean = json.dumps(envelope, separators=(",", ":")).encode()
-        request["policy"] = client.material
-        full = json.dumps(envelope, separators=(",", ":")).encode()
+        bodies = _Bodies(request, client.material)
         pc_bytes = bytes.fromhex(client.address[2:])
         digests = {
             allow: attestation_digest(
@@ -668,7 +655,7 @@ class Gateway:
         }
         calls = {
             asyncio.ensure_future(
-                self._call_operator(link, client.code_hash, lean, full, task.timeout)
+                self._call_operator(link, client.code_hash, bodies, task.timeout)
             ): link
             for link in self._operators
         }
@@ -804,7 +791,7 @@ class Gateway:
                 ],
             },
             "policy_config": {
-                "policyParams": "0x" + canonical_json(client.params).hex(),
+                "policyParams": client.params_hex,
                 "expireAfter": client.expire_after,
             },
             "initialization_timestamp": now,
@@ -924,6 +911,30 @@ class Gateway:
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
 
 
+class _Bodies:
+    """The operator request, serialized once without and (only if needed) once with the code."""
+
+    def __init__(self, request: dict[str, Any], material: dict[str, Any]) -> None:
+        self._request = request
+        self._material = material
+        self._lean: bytes | None = None
+        self._full: bytes | None = None
+
+    def get(self, with_policy: bool) -> bytes:
+        if with_policy:
+            if self._full is None:
+                self._full = self._encode({**self._request, "policy": self._material})
+            return self._full
+        if self._lean is None:
+            self._lean = self._encode(self._request)
+        return self._lean
+
+    @staticmethod
+    def _encode(request: dict[str, Any]) -> bytes:
+        envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": request}
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class _TaskInput:
     client: _Client
@@ -956,7 +967,6 @@ def create_app(gateway: Gateway) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
         sweeper = asyncio.ensure_future(gateway.sweep_forever())
         try:
             yield

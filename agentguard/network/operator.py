@@ -243,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         log_level="warning",
         lifespan="off",
+        timeout_keep_alive=300,  # the gateway keeps its connections for the next task
     )
     return 0
 

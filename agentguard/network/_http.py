@@ -1,0 +1,131 @@
+"""A minimal HTTP/1.1 keep-alive client for the gateway → operator hop.
+
+Every authorization makes one POST per operator, so this hop dominates the gateway's CPU.
+General-purpose async clients spend far more per request than the operators spend
+evaluating (httpx/httpcore costs about a millisecond of CPU per call, mostly in its
+locking and async-library detection). The operators are our own uvicorn servers, so the
+subset needed here is small: POST a JSON body, read a ``Content-Length`` response, reuse the
+connection. Anything else (chunked bodies, redirects, odd status lines) is reported as an
+operator failure, never guessed at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+__all__ = ["HTTPError", "KeepAliveClient"]
+
+MAX_RESPONSE = 1 << 20
+MAX_IDLE = 64
+
+
+class HTTPError(Exception):
+    """Transport failure or a response this client does not accept."""
+
+
+class KeepAliveClient:
+    """POSTs to one URL over a small pool of persistent connections."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"operator URL {url!r} must be http://host:port/path")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self._head = (
+            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """``(status, body)``; raises ``HTTPError`` or ``TimeoutError``."""
+        async with asyncio.timeout(timeout):
+            while self._idle:  # a reused connection may have been closed by the server
+                reader, writer = self._idle.pop()
+                try:
+                    return await self._exchange(reader, writer, body)
+                except _Stale:
+                    writer.close()
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                raise HTTPError(f"cannot connect: {exc.strerror or type(exc).__name__}") from None
+            try:
+                return await self._exchange(reader, writer, body)
+            except _Stale:
+                writer.close()
+                raise HTTPError("connection closed before a response") from None
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+    ) -> tuple[int, bytes]:
+        try:
+            writer.write(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    raise _Stale from None
+                raise HTTPError("truncated response head") from None
+            except ConnectionError:
+                raise _Stale from None
+            except asyncio.LimitOverrunError:
+                raise HTTPError("response head too large") from None
+            status, length, keep = _parse_head(head)
+            try:
+                data = await reader.readexactly(length)
+            except asyncio.IncompleteReadError:
+                raise HTTPError("truncated response body") from None
+        except _Stale:
+            raise
+        except OSError as exc:
+            writer.close()
+            raise HTTPError(f"connection failed: {type(exc).__name__}") from None
+        except BaseException:  # HTTPError, timeout, cancellation: the connection is unusable
+            writer.close()
+            raise
+        if keep and len(self._idle) < MAX_IDLE:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return status, data
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+class _Stale(Exception):
+    """The connection was closed before any byte of a response arrived."""
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if (
+        len(status_line) < 2
+        or not status_line[0].startswith("HTTP/1.")
+        or not status_line[1].isdigit()
+    ):
+        raise HTTPError("malformed status line")
+    length: int | None = None
+    keep = status_line[0] == "HTTP/1.1"
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            if not value.strip().isdigit():
+                raise HTTPError("malformed Content-Length")
+            length = int(value)
+        elif name == "transfer-encoding":
+            raise HTTPError("chunked responses are not accepted from operators")
+        elif name == "connection":
+            keep = value.strip().lower() != "close" and (
+                keep or value.strip().lower() == "keep-alive"
+            )
+    if length is None or length > MAX_RESPONSE:
+        raise HTTPError("response without an acceptable Content-Length")
+    return int(status_line[1]), length, keep
