@@ -36,6 +36,7 @@ from agentguard._exceptions import (
 from agentguard._gateway import AsyncNewtonGateway, NewtonGateway, Simulation
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
+from agentguard._logging import configure_logging
 from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import (
     MemoryReplayGuard,
@@ -102,4 +103,5 @@ __all__ = [
     "VerifiedAttestation",
     "Verifier",
     "WindowCap",
+    "configure_logging",
 ]

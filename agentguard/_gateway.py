@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-import structlog
 from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -48,6 +47,8 @@ from agentguard._exceptions import (
     QuorumNotReached,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
+from agentguard._logging import get_logger
+from agentguard._redact import register_secret
 
 __all__ = [
     "AsyncAuthorizer",
@@ -57,7 +58,7 @@ __all__ = [
     "Simulation",
 ]
 
-log = structlog.get_logger("agentguard.gateway")
+log = get_logger("agentguard.gateway")
 
 Intent = TransactionIntent | PaymentIntent
 _MAX_BODY = 1 << 20  # a gateway answer is a few KiB; refuse to parse megabytes of anything
@@ -326,6 +327,8 @@ def _config(
     deadline: float | None,
     attempts: int,
 ) -> _GatewayConfig:
+    if api_key:
+        register_secret(api_key)
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"gateway URL {url!r} must start with http:// or https://")
     if not 0 < quorum_threshold_percentage <= 100:

@@ -9,17 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-import structlog
-
 from agentguard._attestation import Attestation
 from agentguard._exceptions import VerificationError
 from agentguard._gateway import AsyncNewtonGateway, NewtonGateway
 from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard._logging import get_logger
 from agentguard._verifier import ReplayGuard, VerifiedAttestation, Verifier
 
 __all__ = ["AsyncGuard", "Guard"]
 
-log = structlog.get_logger("agentguard.guard")
+log = get_logger("agentguard.guard")
 Intent = TransactionIntent | PaymentIntent
 _G = TypeVar("_G", NewtonGateway, AsyncNewtonGateway)
 

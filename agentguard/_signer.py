@@ -18,6 +18,7 @@ from eth_typing import ChecksumAddress
 
 from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
 from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard._redact import register_secret
 from agentguard._verifier import VerifiedAttestation
 
 __all__ = ["SignedTransaction", "Signer", "payment_mismatches"]
@@ -46,6 +47,7 @@ class Signer:
 
     def __init__(self, account: LocalAccount) -> None:
         self._account = account
+        register_secret(bytes(account.key))
 
     @classmethod
     def from_key(cls, key: str | bytes) -> Signer:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import structlog
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from web3 import Web3
@@ -39,6 +38,7 @@ from agentguard._intent import (
     argument_types,
     canonical_signature,
 )
+from agentguard._logging import get_logger
 from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Limits, RecoveryReport, Reservation, Verdict
@@ -47,7 +47,7 @@ from agentguard.wallet._revert import decode_revert, revert_data
 
 __all__ = ["AsyncGuardedWallet", "AuditSink", "GuardedWallet", "Receipt"]
 
-log = structlog.get_logger("agentguard.wallet")
+log = get_logger("agentguard.wallet")
 
 
 class AuditSink(Protocol):

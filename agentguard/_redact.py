@@ -1,0 +1,95 @@
+"""Secrets never leave through a log line or an audit record: a chain of small plain functions.
+
+Each function takes and returns a JSON-like value; ``redact`` runs them all. Keys that name a
+secret are masked whatever their value, bearer tokens are masked, and every secret this process
+has handed to agentguard (``register_secret``: API keys, private keys) is cut out of any string
+it appears in, however it got there.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["MASK", "redact", "redact_event", "register_secret"]
+
+MASK = "[redacted]"
+_SECRET_KEY = re.compile(
+    r"(private[_-]?key|secret|api[_-]?key|authorization|mnemonic|password|passphrase|seed|"
+    r"bearer|credential|token_secret)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',]+")
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str | bytes) -> None:
+    """Remember a secret so it is cut out of anything agentguard logs or records."""
+    texts = {value.hex(), "0x" + value.hex()} if isinstance(value, bytes) else {value}
+    if isinstance(value, str) and value.startswith("0x"):
+        texts.add(value[2:])
+    with _known_lock:
+        _known.update(t for t in texts if len(t) >= 8)
+
+
+def mask_secret_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: MASK if isinstance(k, str) and _SECRET_KEY.search(k) else mask_secret_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secret_keys(v) for v in value]
+    return value
+
+
+def mask_bearer_tokens(value: Any) -> Any:
+    return _map_strings(value, lambda s: _BEARER.sub("Bearer " + MASK, s))
+
+
+def mask_known_secrets(value: Any) -> Any:
+    with _known_lock:
+        known = sorted(_known, key=len, reverse=True)
+    if not known:
+        return value
+
+    def cut(text: str) -> str:
+        lowered = text.lower()
+        for secret in known:
+            if secret.lower() in lowered:
+                text = re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
+                lowered = text.lower()
+        return text
+
+    return _map_strings(value, cut)
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, Mapping):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+PROCESSORS: tuple[Callable[[Any], Any], ...] = (
+    mask_secret_keys,
+    mask_bearer_tokens,
+    mask_known_secrets,
+)
+
+
+def redact(value: Any) -> Any:
+    for processor in PROCESSORS:
+        value = processor(value)
+    return value
+
+
+def redact_event(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """The same chain as a structlog processor."""
+    return redact(event_dict)
