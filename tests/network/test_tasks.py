@@ -283,3 +283,28 @@ def test_payment_intent_reaches_the_policy_with_its_x402_details(
         },
     ).json()
     assert refused["error"]["code"] == -32602 and "x402" in refused["error"]["message"]
+
+
+def test_the_bundled_agent_spend_policy_enforces_caps_from_gateway_history(
+    rpc: RPC, network: ReferenceNetwork
+) -> None:
+    client = fresh_client()
+    token = TOKEN.lower()
+    network.register_policy_client(
+        client,
+        "agent_spend",
+        {
+            "max_per_tx": {token: str(5 * UNIT)},
+            "window_caps": [{"asset": TOKEN, "window_seconds": 86400, "max_amount": str(3 * UNIT)}],
+            "approval_above": {token: str(2 * UNIT)},
+        },
+    )
+    agent = fresh_agent()
+    assert decision(rpc.create(client, transfer(agent, amount=UNIT + UNIT // 2))) == "allow"
+    assert decision(rpc.create(client, transfer(agent, amount=UNIT + UNIT // 2))) == "allow"
+    over = rpc.create(client, transfer(agent, amount=1))
+    assert decision(over) == "deny" and over["attestation"]["reasons"]
+    assert decision(rpc.create(client, transfer(fresh_agent(), amount=2 * UNIT + 1))) == (
+        "approval_required"
+    )
+    assert decision(rpc.create(client, transfer(fresh_agent(), amount=6 * UNIT))) == "deny"
