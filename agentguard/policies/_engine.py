@@ -19,6 +19,8 @@ the way it is:
   under that reserved key. Policies therefore see ``data.wasm`` exactly, and ``input`` is the
   parsed intent plus that one reserved key (invisible to field access such as ``input.to``).
   For the same crash reason, modules that use ``with`` are refused before compiling.
+* Params are checked against the policy's JSON schema once per compile: in Rego a mistyped
+  param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
   ``__agentguard_eval__.result`` rule (each wrapped so that an undefined rule is visible as such).
 * A bundle is immutable once built; the interpreter holds only the input, which ``set_input``
@@ -26,9 +28,16 @@ the way it is:
 * regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
   query is not atomic, so one lock guards the interpreter and the cache. Run operators as
   processes for parallelism.
-* Numbers in rego-cpp are big integers when written as literals, but ``to_number`` gives a
-  double; amounts stay decimal strings (see ``docs/architecture.md``). Integers in ``input``
-  must fit in int64 (regopy's input API); the engine refuses larger ones instead of truncating.
+* Numbers: compiled bundles keep big integers (even through ``to_number``), but rego-cpp's
+  query path rounds ``to_number`` to a double, as OPA does; amounts therefore stay decimal
+  strings (see ``docs/architecture.md``). Integers in ``input`` must fit in int64 (regopy's
+  input API); the engine refuses larger ones instead of letting them wrap.
+* Strings built at runtime are printed unescaped in query output, and ``sprintf("%s")`` of a
+  string returned by ``lower``/``format_int`` comes out wrapped in quotes; policies build messages
+  with ``concat``, and this module never parses a policy-made string out of the printed JSON.
+* Cost is per operation (each rule, builtin or function call is tens of µs, ``regex.match``
+  about 100 µs), so policies test their params key first and avoid helper functions on hot
+  paths; building the input document node by node through ctypes is the other big cost.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import jsonschema
 import regopy
 from regopy import rego_shared as _rs
 
@@ -183,12 +193,10 @@ class PolicyEngine:
 
     def __init__(self, *, max_bundles: int = 256) -> None:
         self._max_bundles = max_bundles
-        self._bundles: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], regopy.Bundle] = (
+        self._compiled: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], _Compiled] = (
             OrderedDict()
         )
         self._lock = threading.Lock()
-        self._interpreter = regopy.Interpreter()
-        self._interpreter.log_level = regopy.LogLevel.NONE
 
     def evaluate(
         self, policy: Policy, *, input: dict[str, Any], params: dict[str, Any], wasm: dict[str, Any]
@@ -197,10 +205,10 @@ class PolicyEngine:
         extra = tuple(sorted(set(wasm) - set(_KNOWN_WASM_KEYS)))
         document = {**input, _WASM_KEY: wasm}
         with self._lock:
-            bundle = self._bundle(policy, params, extra)
-            _set_input(self._interpreter, document)
+            compiled = self._get(policy, params, extra)
+            _set_input(compiled.interpreter, document)
             output = _rs.rego_bundle_query_entrypoint(
-                self._interpreter._impl, bundle._impl, _RESULT
+                compiled.interpreter._impl, compiled.bundle._impl, _RESULT
             )
             try:
                 ok, text = _rs.rego_output_ok(output), _rs.rego_output_string(output)
@@ -217,23 +225,33 @@ class PolicyEngine:
 
     # -- compilation ------------------------------------------------------------------------
 
-    def _bundle(
-        self, policy: Policy, params: dict[str, Any], extra: tuple[str, ...]
-    ) -> regopy.Bundle:
+    def _get(self, policy: Policy, params: dict[str, Any], extra: tuple[str, ...]) -> _Compiled:
         params_json = canonical_json({"params": params})
         key = (policy.code_hash, hashlib.sha256(params_json).digest(), extra)
-        bundle = self._bundles.get(key)
-        if bundle is not None:
-            self._bundles.move_to_end(key)
-            return bundle
-        bundle = _compile(policy, params_json, extra)
-        self._bundles[key] = bundle
-        if len(self._bundles) > self._max_bundles:
-            self._bundles.popitem(last=False)
-        return bundle
+        compiled = self._compiled.get(key)
+        if compiled is not None:
+            self._compiled.move_to_end(key)
+            return compiled
+        compiled = _compile(policy, params_json, extra)
+        self._compiled[key] = compiled
+        if len(self._compiled) > self._max_bundles:
+            self._compiled.popitem(last=False)
+        return compiled
 
 
-def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> regopy.Bundle:
+@dataclass(frozen=True)
+class _Compiled:
+    """A bundle and the interpreter that built it.
+
+    The bundle points into its builder's memory: running it after the builder is collected
+    crashes the process (double free), so the two live and die together, and the builder runs it.
+    """
+
+    interpreter: regopy.Interpreter
+    bundle: regopy.Bundle
+
+
+def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> _Compiled:
     segments = policy.entrypoint.split(".")
     if len(segments) < 2 or not all(_IDENT.match(s) for s in segments):
         raise PolicyEngineError(
@@ -249,6 +267,7 @@ def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> rego
                 f"policy {policy.name!r}, {name}: the 'with' keyword is not supported "
                 "(rego-cpp 1.5.2 crashes on it); rewrite the rule without it"
             )
+    _check_params(policy, json.loads(params_json)["params"])
     package = ".".join(segments[:-1])
     wasm_rules = "".join(
         f'{k} := input["{_WASM_KEY}"]["{k}"]\n' for k in sorted({*_KNOWN_WASM_KEYS, *extra})
@@ -273,7 +292,22 @@ def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> rego
         ) from None
     if not bundle.ok():
         raise PolicyEngineError(f"policy {policy.name!r} does not compile")
-    return bundle
+    return _Compiled(interpreter, bundle)
+
+
+def _check_params(policy: Policy, params: Any) -> None:
+    """Params the schema refuses never reach Rego, where a wrong type fails checks open."""
+    if not policy.params_schema:
+        return
+    schema = dict(policy.params_schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "params"
+        raise PolicyEngineError(
+            f"params for policy {policy.name!r} do not match its schema at {where}: "
+            f"{error.message}"
+        )
 
 
 def _decide(entrypoint: str, result: dict[str, Any]) -> Evaluation:

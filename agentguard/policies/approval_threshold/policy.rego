@@ -43,7 +43,8 @@ violations contains "the gateway sent no valid spend data (data.wasm.spend); den
 needs_approval if {
 	data.params.approval_above
 	valid_spend
-	not amount_lte(data.wasm.spend.amount, threshold)
+	limit := threshold
+	not amount_lte(data.wasm.spend.amount, limit)
 }
 
 asset := lower(data.wasm.spend.asset)

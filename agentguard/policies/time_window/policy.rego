@@ -26,17 +26,26 @@ violations contains "the gateway sent no clock (data.wasm.now); denied" if {
 
 violations contains msg if {
 	data.params.time_windows
+	is_number(data.wasm.now)
 	not inside_some_window
-	msg := concat("", [weekday, " ", now_hhmm, " UTC is outside the allowed time_windows"])
+	msg := outside
 }
 
+# The message cannot fail the check: it has a fallback of its own.
+default outside := "the gateway clock is outside the allowed time_windows"
+
+outside := concat("", [day_names[today], " ", now_hhmm, " UTC is outside the allowed time_windows"])
+
 # "HH:MM" strings are zero-padded, so they order like the times they name ("24:00" last).
-# Everything here is written without helper functions: rego-cpp calls are costly per call.
-ns := data.wasm.now * 1000000000
+# Plain integer arithmetic (floor: rego-cpp divides into floats, which sprintf's %d refuses)
+# on purpose: rego-cpp 1.5.2's time.weekday corrupts memory, and functions are costly per call.
+second_of_day := data.wasm.now % 86400
 
-weekday := time.weekday(ns)
+today := (floor((data.wasm.now - second_of_day) / 86400) + 3) % 7 # 1970-01-01 was a Thursday
 
-now_hhmm := sprintf("%02d:%02d", [time.clock(ns)[0], time.clock(ns)[1]])
+yesterday := (today + 6) % 7
+
+now_hhmm := sprintf("%02d:%02d", [floor(second_of_day / 3600), floor((second_of_day % 3600) / 60)])
 
 inside_some_window if {
 	some w in data.params.time_windows
@@ -44,7 +53,7 @@ inside_some_window if {
 	w.start <= now_hhmm
 	now_hhmm < w.end
 	some d in w.days
-	day_forms[weekday][d]
+	day_forms[today][d]
 }
 
 inside_some_window if {
@@ -52,7 +61,7 @@ inside_some_window if {
 	w.end <= w.start
 	w.start <= now_hhmm
 	some d in w.days
-	day_forms[weekday][d]
+	day_forms[today][d]
 }
 
 inside_some_window if {
@@ -60,20 +69,17 @@ inside_some_window if {
 	w.end <= w.start
 	now_hhmm < w.end
 	some d in w.days
-	day_forms[day_before[weekday]][d]
+	day_forms[yesterday][d]
 }
 
-day_forms := {
-	"Monday": {0, "monday", "mon", "Monday", "Mon"},
-	"Tuesday": {1, "tuesday", "tue", "Tuesday", "Tue"},
-	"Wednesday": {2, "wednesday", "wed", "Wednesday", "Wed"},
-	"Thursday": {3, "thursday", "thu", "Thursday", "Thu"},
-	"Friday": {4, "friday", "fri", "Friday", "Fri"},
-	"Saturday": {5, "saturday", "sat", "Saturday", "Sat"},
-	"Sunday": {6, "sunday", "sun", "Sunday", "Sun"},
-}
+day_names := ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
-day_before := {
-	"Monday": "Sunday", "Tuesday": "Monday", "Wednesday": "Tuesday", "Thursday": "Wednesday",
-	"Friday": "Thursday", "Saturday": "Friday", "Sunday": "Saturday",
-}
+day_forms := [
+	{0, "monday", "mon", "Monday", "Mon"},
+	{1, "tuesday", "tue", "Tuesday", "Tue"},
+	{2, "wednesday", "wed", "Wednesday", "Wed"},
+	{3, "thursday", "thu", "Thursday", "Thu"},
+	{4, "friday", "fri", "Friday", "Fri"},
+	{5, "saturday", "sat", "Saturday", "Sat"},
+	{6, "sunday", "sun", "Sunday", "Sun"},
+]

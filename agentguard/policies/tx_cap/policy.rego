@@ -32,10 +32,11 @@ violations contains msg if {
 violations contains msg if {
 	data.params.max_per_tx
 	valid_spend
-	not amount_lte(data.wasm.spend.amount, cap)
+	limit := cap
+	not amount_lte(data.wasm.spend.amount, limit)
 	msg := concat("", [
 		"amount ", data.wasm.spend.amount, " of asset ", asset,
-		" is above the per-transaction cap max_per_tx = ", cap,
+		" is above the per-transaction cap max_per_tx = ", limit,
 	])
 }
 

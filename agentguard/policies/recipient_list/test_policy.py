@@ -1,0 +1,86 @@
+"""recipient_list through the real engine: effective recipient and called contract, any case."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agentguard.policies._testkit import PAYEE, ROUTER, USDC, erc20, eth, evaluate, swap, wasm_for
+
+SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
+STRANGER = "0x5555555555555555555555555555555555555555"
+EXAMPLE = {
+    "allowed_recipients": ["0x2222222222222222222222222222222222222222"],
+    "allowed_contracts": [USDC.upper().replace("0X", "0x"), ROUTER],
+}
+
+
+def test_example_params_match_the_schema() -> None:
+    jsonschema.Draft202012Validator(SCHEMA).validate(EXAMPLE)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"allowed_recipients": ["0x12"]}, {"denied_recipients": [PAYEE, PAYEE]}, {"x": []}],
+)
+def test_schema_refuses_bad_params(params: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(SCHEMA).validate(params)
+
+
+def test_allows_a_listed_recipient_through_a_listed_token() -> None:
+    assert evaluate("recipient_list", erc20(5), EXAMPLE).decision == "allow"
+
+
+def test_addresses_compare_case_insensitively() -> None:
+    checksummed = "0x2222222222222222222222222222222222222222".upper().replace("0X", "0x")
+    intent = erc20(5)
+    wasm = wasm_for(intent)
+    wasm["spend"]["recipient"] = checksummed
+    params = {"allowed_recipients": [checksummed.lower()]}
+    assert evaluate("recipient_list", intent, params, wasm).decision == "allow"
+
+
+def test_denies_a_recipient_outside_the_allowlist() -> None:
+    result = evaluate("recipient_list", erc20(5, recipient=STRANGER), EXAMPLE)
+    assert result.decision == "deny"
+    assert result.reasons == (f"recipient {STRANGER} is not in allowed_recipients",)
+
+
+def test_denies_a_denied_recipient_of_plain_eth() -> None:
+    result = evaluate("recipient_list", eth(1, to=STRANGER), {"denied_recipients": [STRANGER]})
+    assert result.reasons == (f"recipient {STRANGER} is in denied_recipients",)
+
+
+def test_denies_a_call_to_an_unlisted_contract() -> None:
+    other = "0x6666666666666666666666666666666666666666"
+    result = evaluate("recipient_list", swap(to=other), {"allowed_contracts": [ROUTER]})
+    assert result.reasons == (f"contract {other} is not in allowed_contracts",)
+
+
+def test_denies_a_call_to_a_denied_contract() -> None:
+    result = evaluate("recipient_list", swap(), {"denied_contracts": [ROUTER]})
+    assert result.reasons == (f"contract {ROUTER} is in denied_contracts",)
+
+
+def test_contract_lists_do_not_apply_to_plain_transfers() -> None:
+    assert evaluate("recipient_list", eth(1), {"denied_contracts": [PAYEE]}).decision == "allow"
+
+
+def test_missing_recipient_is_denied() -> None:
+    intent = erc20(5)
+    wasm = wasm_for(intent)
+    del wasm["spend"]["recipient"]
+    assert evaluate("recipient_list", intent, EXAMPLE, wasm).reasons == (
+        "the gateway sent no spend recipient (data.wasm.spend.recipient); denied",
+    )
+
+
+def test_without_lists_nothing_is_allowed() -> None:
+    assert evaluate("recipient_list", erc20(5), {}, check_schema=False).reasons == (
+        "recipient_list: params has no recipient or contract list, so nothing is allowed",
+    )
