@@ -9,11 +9,12 @@
 * Amounts are canonical decimal TEXT: SQLite's INTEGER stops at 2^63 and REAL is inexact.
   Every sum is done in Python ints.
 * Rolling sums are not rescanned on every call: the ``windows`` table keeps, per agent, asset and
-  window length, the counted total and a cursor (the newest reservation already out of the
-  window). Rolling moves the cursor past what left the window and subtracts it, so a reserve costs
-  amortised O(1) however many spends a window holds. A reservation counts in a window row iff it
-  sits after that row's cursor in (created_at, seq) order; releases and partial commits adjust
-  exactly the window rows that count it. ``usage`` recomputes from scratch, independently.
+  window length, the counted total, a cursor (the newest reservation already out of the window)
+  and when the oldest one still in it leaves. Rolling moves the cursor past what left and
+  subtracts it, so a reserve costs amortised O(1) however many spends a window holds. A
+  reservation counts in a window row iff it sits after that row's cursor in (created_at, seq)
+  order; releases and partial commits adjust exactly the rows that count it. ``usage``
+  recomputes from the reservations alone, independently of this bookkeeping.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from agentguard._exceptions import ConfigurationError, ReservationError
@@ -57,6 +58,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS unsigned ON reservations (expires_at) WHERE state = 'reserved'",
     "CREATE INDEX IF NOT EXISTS signed ON reservations (seq) WHERE state = 'signed'",
     # asset '' is the all-assets row used by rate caps (its total stays '0').
+    # next_at: created_at of the first reservation after the cursor (NULL: none).
     """CREATE TABLE IF NOT EXISTS windows (
         agent       TEXT NOT NULL,
         asset       TEXT NOT NULL,
@@ -65,6 +67,7 @@ _SCHEMA = (
         count       INTEGER NOT NULL,
         cursor_at   REAL NOT NULL,
         cursor_seq  INTEGER NOT NULL,
+        next_at     REAL,
         PRIMARY KEY (agent, asset, seconds)) WITHOUT ROWID""",
 )
 _COLUMNS = (
@@ -77,22 +80,25 @@ _BY_KEY = _SELECT + "key = ?"
 _BY_ID = _SELECT + "id = ?"
 _SIGNED = _SELECT + "state = 'signed' ORDER BY seq"
 _EXPIRED = _SELECT + "state = 'reserved' AND expires_at <= ?"
-
-
-def _scoped(scope: str) -> tuple[str, str, str]:
-    """(last row out of the window, counted amounts after the cursor, rows leaving) for a scope."""
-    return (
-        f"SELECT created_at, seq FROM reservations WHERE {scope} AND created_at <= ? "  # noqa: S608
-        "ORDER BY created_at DESC, seq DESC LIMIT 1",
-        f"SELECT amount FROM reservations WHERE {scope} AND state != 'released' "  # noqa: S608
-        "AND (created_at, seq) > (?, ?)",
-        f"SELECT created_at, seq, amount, state FROM reservations WHERE {scope} "  # noqa: S608
-        "AND (created_at, seq) > (?, ?) AND created_at <= ? ORDER BY created_at, seq",
-    )
-
-
-_ASSET_QUERIES = _scoped("agent = ? AND asset = ?")
-_AGENT_QUERIES = _scoped("agent = ?")
+_INSERT = (
+    "INSERT INTO reservations (id, key, agent, asset, amount, reserved, recipient, state, "
+    "created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_WINDOWS = (
+    "SELECT asset, seconds, total, count, cursor_at, cursor_seq, next_at FROM windows "
+    "WHERE agent = ? AND asset IN (?, '')"
+)
+_SAVE_WINDOW = "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_AFTER = {  # reservations after a cursor, oldest first, for one asset or for all of them
+    scoped: f"SELECT created_at, seq, amount, state FROM reservations WHERE {scope} "  # noqa: S608
+    "AND (created_at, seq) > (?, ?) ORDER BY created_at, seq"
+    for scoped, scope in ((True, "agent = ? AND asset = ?"), (False, "agent = ?"))
+}
+_LAST_OUT = {  # the newest reservation at or before a boundary
+    scoped: f"SELECT created_at, seq FROM reservations WHERE {scope} "  # noqa: S608
+    "AND created_at <= ? ORDER BY created_at DESC, seq DESC LIMIT 1"
+    for scoped, scope in ((True, "agent = ? AND asset = ?"), (False, "agent = ?"))
+}
 _ORIGIN = (float("-inf"), 0)
 _ALL_ASSETS = ""
 
@@ -117,6 +123,33 @@ def _row(row: Any) -> tuple[Reservation, Position]:
         reason=row[13],
     )
     return reservation, (row[8], row[14])
+
+
+@dataclass(slots=True)
+class _Window:
+    """One row of ``windows``, edited in memory inside a transaction and saved if dirty."""
+
+    agent: str
+    asset: str
+    seconds: int
+    total: int
+    count: int
+    cursor: Position
+    next_at: float | None
+    dirty: bool = False
+
+    def counts(self, position: Position) -> bool:
+        return position > self.cursor
+
+    def add(self, amount: int, count: int) -> None:
+        if self.asset:  # the all-assets row only counts
+            self.total += amount
+        self.count += count
+        self.dirty = True
+
+    def save(self) -> tuple[Any, ...]:
+        total = str(self.total) if self.asset else "0"
+        return (self.agent, self.asset, self.seconds, total, self.count, *self.cursor, self.next_at)
 
 
 class SQLiteBackend:
@@ -200,7 +233,8 @@ class SQLiteBackend:
                     )
                 return existing
             self._expire(db, now)
-            self._check(db, request, limits, now)
+            windows = self._windows(db, request.agent, request.asset)
+            self._check(db, request, limits, windows, now)
             reservation = Reservation(
                 id=uuid.uuid4().hex,
                 key=request.key,
@@ -215,8 +249,7 @@ class SQLiteBackend:
                 updated_at=now,
             )
             cursor = db.execute(
-                "INSERT INTO reservations (id, key, agent, asset, amount, reserved, recipient, "
-                "state, created_at, expires_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                _INSERT,
                 (
                     reservation.id,
                     reservation.key,
@@ -232,7 +265,12 @@ class SQLiteBackend:
                 ),
             )
             assert cursor.lastrowid is not None
-            self._adjust(db, reservation, (now, cursor.lastrowid), request.amount, 1)
+            position = (now, cursor.lastrowid)
+            for w in windows.values():
+                if w.counts(position):
+                    w.add(request.amount, 1)
+                    w.next_at = now if w.next_at is None else min(w.next_at, now)
+            self._save(db, windows.values())
             return reservation
 
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:
@@ -351,71 +389,80 @@ class SQLiteBackend:
             for r, position in map(_row, rows)
         ]
 
+    def _windows(self, db: sqlite3.Connection, agent: str, asset: str) -> dict[Position, _Window]:
+        """Every window row that may count a reservation of ``agent`` in ``asset``."""
+        return {
+            (a, seconds): _Window(agent, a, seconds, int(total), count, (at, seq), next_at)
+            for a, seconds, total, count, at, seq, next_at in db.execute(_WINDOWS, (agent, asset))
+        }
+
+    def _save(self, db: sqlite3.Connection, windows: Iterable[_Window]) -> None:
+        db.executemany(_SAVE_WINDOW, [w.save() for w in windows if w.dirty])
+
     def _check(
-        self, db: sqlite3.Connection, request: ReserveRequest, limits: Limits, now: float
+        self,
+        db: sqlite3.Connection,
+        request: ReserveRequest,
+        limits: Limits,
+        windows: dict[Any, _Window],
+        now: float,
     ) -> None:
         agent, asset, amount = request.agent, request.asset, request.amount
         cap = limits.per_tx.get(asset)
         if cap is not None and amount > cap:
             raise per_tx_refusal(agent, asset, amount, cap)
         for window in limits.windows_for(asset):
-            total, _, cursor = self._roll(db, agent, asset, window.window_seconds, now)
-            if total + amount > window.max_amount:
-                rows = db.execute(
-                    "SELECT created_at, amount FROM reservations WHERE agent = ? AND asset = ? "
-                    "AND state != 'released' AND (created_at, seq) > (?, ?) "
-                    "ORDER BY created_at, seq",
-                    (agent, asset, *cursor),
+            w = self._rolled(db, windows, agent, asset, window.window_seconds, now)
+            if w.total + amount > window.max_amount:
+                rows = db.execute(_AFTER[True], (agent, asset, *w.cursor))
+                in_window = (
+                    (at, int(spent)) for at, _, spent, state in rows if state != "released"
                 )
-                in_window = ((at, int(spent)) for at, spent in rows)
-                raise window_refusal(agent, window, total, amount, in_window, now)
+                raise window_refusal(agent, window, w.total, amount, in_window, now)
         for rate in limits.rate:
-            _, count, cursor = self._roll(db, agent, _ALL_ASSETS, rate.window_seconds, now)
-            if count + 1 > rate.max_count:
-                rows = db.execute(
-                    "SELECT created_at FROM reservations WHERE agent = ? "
-                    "AND state != 'released' AND (created_at, seq) > (?, ?) "
-                    "ORDER BY created_at, seq",
-                    (agent, *cursor),
-                )
-                raise rate_refusal(agent, rate, count, (at for (at,) in rows), now)
+            w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
+            if w.count + 1 > rate.max_count:
+                rows = db.execute(_AFTER[False], (agent, *w.cursor))
+                in_window_at = (at for at, _, _, state in rows if state != "released")
+                raise rate_refusal(agent, rate, w.count, in_window_at, now)
 
-    def _roll(
-        self, db: sqlite3.Connection, agent: str, asset: str, seconds: int, now: float
-    ) -> tuple[int, int, Position]:
-        """Bring one window row up to ``now``; return its (total, count, cursor)."""
-        last_out, counted, leaving_q = _ASSET_QUERIES if asset else _AGENT_QUERIES
-        args: tuple[str, ...] = (agent, asset) if asset else (agent,)
+    def _rolled(
+        self,
+        db: sqlite3.Connection,
+        windows: dict[Any, _Window],
+        agent: str,
+        asset: str,
+        seconds: int,
+        now: float,
+    ) -> _Window:
+        """The window row brought up to ``now`` (created from the reservations if new)."""
         boundary = now - seconds
-        row = db.execute(
-            "SELECT total, count, cursor_at, cursor_seq FROM windows "
-            "WHERE agent = ? AND asset = ? AND seconds = ?",
-            (agent, asset, seconds),
-        ).fetchone()
-        if row is None:  # first time this window length is asked for: count from scratch
-            last = db.execute(last_out, (*args, boundary)).fetchone()
+        scope = (agent, asset) if asset else (agent,)
+        w = windows.get((asset, seconds))
+        if w is None:  # first use of this window length: count it from the reservations
+            last = db.execute(_LAST_OUT[bool(asset)], (*scope, boundary)).fetchone()
             cursor: Position = (last[0], last[1]) if last else _ORIGIN
-            amounts = db.execute(counted, (*args, *cursor)).fetchall()
-            total = sum(int(a) for (a,) in amounts) if asset else 0
-            db.execute(
-                "INSERT INTO windows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (agent, asset, seconds, str(total), len(amounts), *cursor),
-            )
-            return total, len(amounts), cursor
-        total, count, cursor = int(row[0]), row[1], (row[2], row[3])
-        leaving = db.execute(leaving_q, (*args, *cursor, boundary)).fetchall()
-        if leaving:
-            for _, _, amount, state in leaving:
+            w = windows[(asset, seconds)] = _Window(agent, asset, seconds, 0, 0, cursor, None)
+            for created_at, _, amount, state in db.execute(_AFTER[bool(asset)], (*scope, *cursor)):
+                if w.next_at is None:
+                    w.next_at = created_at
                 if state != "released":
-                    total -= int(amount) if asset else 0
-                    count -= 1
-            cursor = (leaving[-1][0], leaving[-1][1])
-            db.execute(
-                "UPDATE windows SET total = ?, count = ?, cursor_at = ?, cursor_seq = ? "
-                "WHERE agent = ? AND asset = ? AND seconds = ?",
-                (str(total), count, *cursor, agent, asset, seconds),
-            )
-        return total, count, cursor
+                    w.add(int(amount), 1)
+            w.dirty = True
+            return w
+        if w.next_at is None or w.next_at > boundary:
+            return w  # nothing has left the window since it was last rolled
+        w.dirty, w.next_at = True, None
+        rows = db.execute(_AFTER[bool(asset)], (*scope, *w.cursor))
+        for created_at, seq, amount, state in rows:
+            if created_at > boundary:  # the oldest one still in the window
+                w.next_at = created_at
+                break
+            if state != "released":
+                w.add(-int(amount), -1)
+            w.cursor = (created_at, seq)
+        rows.close()
+        return w
 
     def _adjust(
         self,
@@ -426,21 +473,8 @@ class SQLiteBackend:
         count_delta: int,
     ) -> None:
         """Apply a change of one reservation to every window row that counts it."""
-        rows = db.execute(
-            "SELECT asset, seconds, total, count, cursor_at, cursor_seq FROM windows "
-            "WHERE agent = ? AND asset IN (?, '')",
-            (r.agent, r.asset),
-        ).fetchall()
-        for asset, seconds, total, count, cursor_at, cursor_seq in rows:
-            if position > (cursor_at, cursor_seq):
-                db.execute(
-                    "UPDATE windows SET total = ?, count = ? "
-                    "WHERE agent = ? AND asset = ? AND seconds = ?",
-                    (
-                        str(int(total) + delta) if asset else "0",
-                        count + count_delta,
-                        r.agent,
-                        asset,
-                        seconds,
-                    ),
-                )
+        windows = self._windows(db, r.agent, r.asset)
+        for w in windows.values():
+            if w.counts(position) and (count_delta or (delta and w.asset)):
+                w.add(delta, count_delta)
+        self._save(db, windows.values())
