@@ -219,3 +219,16 @@ def test_64_concurrent_sends_never_overspend(snapshot, network):
     assert landed == cap // amount == 9
     assert moved == landed * amount <= cap
     assert ledger.usage(wallet.account, 3600).spent[chain.token.address.lower()] == moved
+
+
+async def test_async_wallet_has_the_same_surface(snapshot, network):
+    from agentguard import AsyncGuardedWallet
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    wallet = AsyncGuardedWallet(make_wallet(chain, network, policy_client=client))
+    before = usdc(chain, PAYEE)
+    receipt = await wallet.transfer(PAYEE, 42, asset=chain.token.address)
+    assert usdc(chain, PAYEE) - before == 42 and receipt.block_number > 0
+    with pytest.raises(PolicyDenied):
+        await wallet.transfer(STRANGER, 1, asset=chain.token.address)
