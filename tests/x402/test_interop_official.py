@@ -7,6 +7,8 @@ real ``transferWithAuthorization`` transactions; balances are read back from the
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.x402 import Allowances, X402Auth, receipt
+from agentguard.x402._wire import parse_v2_header
 
 from . import peer
 from .conftest import AGENT_KEY, connect, connect_async
@@ -78,6 +81,16 @@ def auth(chain_peer: Peer, guard: Guard, ledger: Ledger) -> X402Auth:
     )
 
 
+SIMULATION_FAILED = "invalid_exact_evm_transaction_simulation_failed"
+
+
+def nonce_used(p: Peer, header: str) -> bool:
+    """The EIP-3009 nonce of a payment header is spent onchain (so it can never pay again)."""
+    auth = json.loads(base64.b64decode(header))["payload"]["authorization"]
+    nonce = bytes.fromhex(auth["nonce"][2:])
+    return bool(p.token.functions.authorizationState(auth["from"], nonce).call())
+
+
 def assert_settled_onchain(p: Peer, response: httpx.Response, before: tuple[int, int]) -> str:
     r = receipt(response)
     assert r is not None and not r.pending and r.amount == peer.PRICE
@@ -108,7 +121,10 @@ def test_v2_payment_settles_onchain(chain_peer: Peer, auth: X402Auth, ledger: Le
         headers={"PAYMENT-SIGNATURE": sent[1]},
     )
     assert replay.status_code == 402
-    assert "PAYMENT-REQUIRED" in replay.headers
+    # x402 maps only USDC's revert *string* to `…_nonce_already_used`; the local token reverts
+    # with the custom error AuthorizationAlreadyUsed, which x402 reports as a failed simulation.
+    assert parse_v2_header(replay.headers["PAYMENT-REQUIRED"]).error == SIMULATION_FAILED
+    assert nonce_used(chain_peer, sent[1])
     assert (chain_peer.balance(chain_peer.agent), chain_peer.balance(PAYEE)) == after
 
 
@@ -126,6 +142,7 @@ def test_v1_payment_settles_onchain(chain_peer: Peer, auth: X402Auth) -> None:
     after = (chain_peer.balance(chain_peer.agent), chain_peer.balance(PAYEE))
     replay = httpx.get(chain_peer.url + "/v1/paid", headers={"X-PAYMENT": sent[1]})
     assert replay.status_code == 402
+    assert replay.json()["error"] == SIMULATION_FAILED and nonce_used(chain_peer, sent[1])
     assert (chain_peer.balance(chain_peer.agent), chain_peer.balance(PAYEE)) == after
 
 
