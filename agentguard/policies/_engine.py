@@ -253,7 +253,7 @@ class _Compiled:
 
 def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> _Compiled:
     segments = policy.entrypoint.split(".")
-    if len(segments) < 2 or not all(_IDENT.match(s) for s in segments):
+    if len(segments) < 2 or segments[0] == "data" or not all(_IDENT.match(s) for s in segments):
         raise PolicyEngineError(
             f"entrypoint {policy.entrypoint!r} must look like 'package.rule' (e.g. "
             "'agentguard.agent_spend.allow'), without the 'data.' prefix"

@@ -1,0 +1,188 @@
+"""PolicyEngine on real regopy: decision rules, error paths, and that caching never leaks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from agentguard.policies import Policy, load
+from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+from agentguard.policies._testkit import USDC, erc20, wasm_for
+
+
+def policy(source: str, entrypoint: str = "t.allow", **schema: Any) -> Policy:
+    return Policy(
+        name="t",
+        entrypoint=entrypoint,
+        modules={"t.rego": "package t\nimport rego.v1\n" + source},
+        params_schema=schema,
+    )
+
+
+# Allows iff input.x == data.params.x and data.wasm.y is true; says what it saw.
+ECHO = policy(
+    """
+default allow := false
+allow if {
+\tinput.x == data.params.x
+\tdata.wasm.y == true
+}
+reasons contains concat("", ["x=", format_int(input.x, 10), " p=", format_int(data.params.x, 10)])
+reasons contains concat(",", sort(object.keys(data.wasm)))
+"""
+)
+
+
+def run(engine: PolicyEngine, p: Policy, x: int, px: int, wasm: dict[str, Any]) -> tuple[str, ...]:
+    """(decision, what the policy saw of input and params, the data.wasm keys it saw)."""
+    result = engine.evaluate(p, input={"x": x}, params={"x": px}, wasm=wasm)
+    seen = sorted(result.reasons, key=lambda r: not r.startswith("x="))
+    return (result.decision, *seen)
+
+
+def test_cached_policies_never_carry_state_between_calls() -> None:
+    """Same policy and input, alternating wasm and params: each answer matches its own call."""
+    engine = PolicyEngine()
+    allow = run(engine, ECHO, 1, 1, {"y": True, "x402": {"a": 1}})
+    assert allow == ("allow", "x=1 p=1", "x402,y")
+    assert run(engine, ECHO, 1, 1, {"y": False}) == ("deny", "x=1 p=1", "y")
+    assert run(engine, ECHO, 1, 2, {"y": True}) == ("deny", "x=1 p=2", "y")
+    assert run(engine, ECHO, 2, 2, {"y": True}) == ("allow", "x=2 p=2", "y")
+    assert run(engine, ECHO, 1, 1, {"y": True, "x402": {"a": 1}}) == allow
+    assert run(engine, ECHO, 1, 1, {}) == ("deny", "x=1 p=1", "")
+
+
+def test_a_tiny_cache_evicts_without_mixing_params() -> None:
+    engine = PolicyEngine(max_bundles=1)
+    for _ in range(2):
+        assert run(engine, ECHO, 1, 1, {"y": True})[0] == "allow"
+        assert run(engine, ECHO, 1, 2, {"y": True})[0] == "deny"
+
+
+def test_threads_get_their_own_answers() -> None:
+    engine = PolicyEngine()
+    wrong: list[tuple[int, tuple[str, ...]]] = []
+
+    def worker(n: int) -> None:
+        for i in range(10):
+            x = n * 100 + i
+            got = run(engine, ECHO, x, x if i % 2 else x + 1, {"y": True})
+            want = "allow" if i % 2 else "deny"
+            if got[0] != want or got[1] != f"x={x} p={x if i % 2 else x + 1}":
+                wrong.append((x, got))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_policy_sees_wasm_as_data_wasm_and_intent_fields_as_input() -> None:
+    intent = erc20(5)
+    probe = policy(
+        """
+allow if {
+\tinput.to == data.wasm.spend.asset_checksummed
+\tdata.wasm.spend.amount == "5"
+\tinput.decoded_function_arguments[1] == "5"
+\tinput.chain_id == "8453"
+\tdata.wasm.history["86400"].count == 0
+\tcount(data.wasm) == 6
+}
+"""
+    )
+    wasm = wasm_for(intent)
+    wasm["spend"]["asset_checksummed"] = intent.to
+    wasm["x402"] = {"scheme": "exact"}
+    result = PolicyEngine().evaluate(probe, input=intent.parsed(), params={}, wasm=wasm)
+    assert result.decision == "allow"
+
+
+def test_undefined_entrypoint_is_a_deny_that_says_so() -> None:
+    result = PolicyEngine().evaluate(policy("x := 1\n", "t.allow"), input={}, params={}, wasm={})
+    assert result.decision == "deny"
+    assert result.reasons == ("policy entrypoint t.allow is undefined; denied",)
+
+
+@pytest.mark.parametrize(("value", "kind"), [('"true"', "string"), ("1", "number"), ("{true}", "set")])
+def test_non_boolean_entrypoint_is_a_deny(value: str, kind: str) -> None:
+    result = PolicyEngine().evaluate(policy(f"allow := {value}\n"), input={}, params={}, wasm={})
+    assert result.decision == "deny"
+    assert result.reasons == (f"policy entrypoint t.allow returned a {kind}, not a boolean; denied",)
+
+
+def test_approval_required_only_when_not_allowed_and_exactly_true() -> None:
+    engine = PolicyEngine()
+    both = policy("allow := true\napproval_required := true\n")
+    assert engine.evaluate(both, input={}, params={}, wasm={}).decision == "allow"
+    ask = policy('allow := false\napproval_required := true\nreasons := ["ask"]\n')
+    assert engine.evaluate(ask, input={}, params={}, wasm={}).reasons == ("ask",)
+    assert engine.evaluate(ask, input={}, params={}, wasm={}).decision == "approval_required"
+    truthy = policy('allow := false\napproval_required := "yes"\n')
+    assert engine.evaluate(truthy, input={}, params={}, wasm={}).decision == "deny"
+
+
+def test_reasons_are_sorted_deduplicated_and_survive_quotes_and_unicode() -> None:
+    p = policy(
+        """
+default allow := false
+reasons contains concat("", ["b: ", input.s])
+reasons contains "a"
+reasons contains concat("", ["a"])
+"""
+    )
+    result = PolicyEngine().evaluate(p, input={"s": 'he said "hé" \\ ok'}, params={}, wasm={})
+    assert result.reasons == ("a", 'b: he said "hé" \\ ok')
+
+
+def test_compile_errors_point_at_the_line() -> None:
+    bad = policy("allow if {\n\tinput.x ==\n}\n")
+    with pytest.raises(PolicyEngineError, match=r"does not compile: t\.rego:4:10: Invalid boolean operator"):
+        PolicyEngine().evaluate(bad, input={}, params={}, wasm={})
+
+
+def test_runtime_errors_raise() -> None:
+    conflict = policy("allow := true\nallow := false if input.x == 1\n")
+    with pytest.raises(PolicyEngineError, match="conflicting rule values"):
+        PolicyEngine().evaluate(conflict, input={"x": 1}, params={}, wasm={})
+    missing = policy("allow if no_such_function(1)\n")
+    with pytest.raises(PolicyEngineError, match="Function not found: no_such_function"):
+        PolicyEngine().evaluate(missing, input={}, params={}, wasm={})
+
+
+def test_with_is_refused_before_it_can_crash_the_process() -> None:
+    p = policy('allow if {\n\tx := input.y\n\tdata.t.z with input as {"y": x}\n}\nz := true\n')
+    with pytest.raises(PolicyEngineError, match="'with' keyword is not supported"):
+        PolicyEngine().evaluate(p, input={}, params={}, wasm={})
+    in_a_string = policy('allow := "with" == "with" # with\n')
+    assert PolicyEngine().evaluate(in_a_string, input={}, params={}, wasm={}).decision == "allow"
+
+
+@pytest.mark.parametrize("entrypoint", ["allow", "data.t.allow", "t.allow;x", "t..allow"])
+def test_malformed_entrypoints_are_refused(entrypoint: str) -> None:
+    with pytest.raises(PolicyEngineError, match="must look like 'package.rule'"):
+        PolicyEngine().evaluate(policy("allow := true\n", entrypoint), input={}, params={}, wasm={})
+
+
+def test_inputs_rego_would_wrap_are_refused() -> None:
+    with pytest.raises(PolicyEngineError, match="does not fit in 64 bits"):
+        PolicyEngine().evaluate(ECHO, input={"x": 1 << 64}, params={"x": 1}, wasm={})
+
+
+def test_wasm_keys_must_be_rego_identifiers() -> None:
+    with pytest.raises(PolicyEngineError, match="not a Rego identifier"):
+        PolicyEngine().evaluate(ECHO, input={"x": 1}, params={"x": 1}, wasm={"bad-key": 1})
+
+
+def test_params_are_checked_against_the_schema() -> None:
+    with pytest.raises(PolicyEngineError, match=r"do not match its schema at max_per_tx/0x.*100 is not of type"):
+        PolicyEngine().evaluate(
+            load("tx_cap"),
+            input=erc20(1).parsed(),
+            params={"max_per_tx": {USDC: 100}},
+            wasm=wasm_for(erc20(1)),
+        )
