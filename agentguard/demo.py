@@ -151,7 +151,7 @@ def main() -> None:
                 {
                     "from": AGENT.address,
                     "to": vault.address,
-                    "data": "0x" + execute_calldata(drain, forged).hex(),
+                    "data": execute_calldata(drain, forged),
                 }
             )
             print("  ✗ the vault executed it — this must never happen")
