@@ -67,7 +67,8 @@ _RESULT = f"{_EVAL_PACKAGE}/result"
 _KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REGO_KEYWORDS = frozenset(
-    "as contains default else every false if import in not null package some true with".split()
+    {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null"}
+    | {"package", "some", "true", "with"}
 )
 # rego-cpp's output printer does not escape quotes inside strings built at runtime, so reasons
 # travel base64-encoded; the entrypoint's value is reduced to a kind so nothing else is printed.
@@ -193,15 +194,12 @@ class PolicyEngine:
 
     def __init__(self, *, max_bundles: int = 256) -> None:
         self._max_bundles = max_bundles
-        self._compiled: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], _Compiled] = (
-            OrderedDict()
-        )
+        self._compiled: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], _Compiled] = OrderedDict()
         self._lock = threading.Lock()
 
     def evaluate(
         self, policy: Policy, *, input: dict[str, Any], params: dict[str, Any], wasm: dict[str, Any]
     ) -> Evaluation:
-        package, _, _ = policy.entrypoint.rpartition(".")
         extra = tuple(sorted(set(wasm) - set(_KNOWN_WASM_KEYS)))
         document = {**input, _WASM_KEY: wasm}
         with self._lock:
@@ -305,8 +303,7 @@ def _check_params(policy: Policy, params: Any) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "params"
         raise PolicyEngineError(
-            f"params for policy {policy.name!r} do not match its schema at {where}: "
-            f"{error.message}"
+            f"params for policy {policy.name!r} do not match its schema at {where}: {error.message}"
         )
 
 

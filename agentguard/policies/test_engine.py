@@ -108,11 +108,15 @@ def test_undefined_entrypoint_is_a_deny_that_says_so() -> None:
     assert result.reasons == ("policy entrypoint t.allow is undefined; denied",)
 
 
-@pytest.mark.parametrize(("value", "kind"), [('"true"', "string"), ("1", "number"), ("{true}", "set")])
+@pytest.mark.parametrize(
+    ("value", "kind"), [('"true"', "string"), ("1", "number"), ("{true}", "set")]
+)
 def test_non_boolean_entrypoint_is_a_deny(value: str, kind: str) -> None:
     result = PolicyEngine().evaluate(policy(f"allow := {value}\n"), input={}, params={}, wasm={})
     assert result.decision == "deny"
-    assert result.reasons == (f"policy entrypoint t.allow returned a {kind}, not a boolean; denied",)
+    assert result.reasons == (
+        f"policy entrypoint t.allow returned a {kind}, not a boolean; denied",
+    )
 
 
 def test_approval_required_only_when_not_allowed_and_exactly_true() -> None:
@@ -141,7 +145,9 @@ reasons contains concat("", ["a"])
 
 def test_compile_errors_point_at_the_line() -> None:
     bad = policy("allow if {\n\tinput.x ==\n}\n")
-    with pytest.raises(PolicyEngineError, match=r"does not compile: t\.rego:4:10: Invalid boolean operator"):
+    with pytest.raises(
+        PolicyEngineError, match=r"does not compile: t\.rego:4:10: Invalid boolean operator"
+    ):
         PolicyEngine().evaluate(bad, input={}, params={}, wasm={})
 
 
@@ -164,7 +170,7 @@ def test_with_is_refused_before_it_can_crash_the_process() -> None:
 
 @pytest.mark.parametrize("entrypoint", ["allow", "data.t.allow", "t.allow;x", "t..allow"])
 def test_malformed_entrypoints_are_refused(entrypoint: str) -> None:
-    with pytest.raises(PolicyEngineError, match="must look like 'package.rule'"):
+    with pytest.raises(PolicyEngineError, match=r"must look like 'package\.rule'"):
         PolicyEngine().evaluate(policy("allow := true\n", entrypoint), input={}, params={}, wasm={})
 
 
@@ -179,7 +185,9 @@ def test_wasm_keys_must_be_rego_identifiers() -> None:
 
 
 def test_params_are_checked_against_the_schema() -> None:
-    with pytest.raises(PolicyEngineError, match=r"do not match its schema at max_per_tx/0x.*100 is not of type"):
+    with pytest.raises(
+        PolicyEngineError, match=r"do not match its schema at max_per_tx/0x.*100 is not of type"
+    ):
         PolicyEngine().evaluate(
             load("tx_cap"),
             input=erc20(1).parsed(),

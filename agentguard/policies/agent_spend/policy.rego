@@ -14,27 +14,58 @@ allow if {
 	not approval_required
 }
 
-violations contains msg if some msg in data.agentguard.tx_cap.violations
+# Each include is gated here on its own params keys, so an unconfigured check costs one lookup.
+violations contains msg if {
+	data.params.max_per_tx
+	some msg in data.agentguard.tx_cap.violations
+}
 
-violations contains msg if some msg in data.agentguard.window_cap.violations
+violations contains msg if {
+	data.params.window_caps
+	some msg in data.agentguard.window_cap.violations
+}
 
-violations contains msg if some msg in data.agentguard.rate_limit.violations
+violations contains msg if {
+	data.params.rate_limits
+	some msg in data.agentguard.rate_limit.violations
+}
 
-violations contains msg if some msg in data.agentguard.recipient_list.violations
+violations contains msg if {
+	data.agentguard.recipient_list.recipient_checks
+	some msg in data.agentguard.recipient_list.violations
+}
 
-violations contains msg if some msg in data.agentguard.function_allowlist.violations
+violations contains msg if {
+	data.agentguard.recipient_list.contract_checks
+	some msg in data.agentguard.recipient_list.violations
+}
 
-violations contains msg if some msg in data.agentguard.asset_chain_allowlist.violations
+violations contains msg if {
+	data.agentguard.function_allowlist.active
+	some msg in data.agentguard.function_allowlist.violations
+}
 
-violations contains msg if some msg in data.agentguard.time_window.violations
+violations contains msg if {
+	data.agentguard.asset_chain_allowlist.active
+	some msg in data.agentguard.asset_chain_allowlist.violations
+}
 
-violations contains msg if some msg in data.agentguard.approval_threshold.violations
+violations contains msg if {
+	data.params.time_windows
+	some msg in data.agentguard.time_window.violations
+}
+
+violations contains msg if {
+	data.params.approval_above
+	some msg in data.agentguard.approval_threshold.violations
+}
 
 violations contains "agent_spend: params configures no check, so nothing is allowed" if {
 	not configured
 }
 
 approval_required if {
+	data.params.approval_above
 	data.agentguard.approval_threshold.approval_required
 	count(violations) == 0
 }

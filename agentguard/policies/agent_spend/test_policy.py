@@ -34,7 +34,9 @@ EXAMPLE: dict[str, Any] = {
     "allow_plain_transfers": True,
     "allowed_assets": [USDC, ETH],
     "allowed_chains": ["8453"],
-    "time_windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "20:00"}],
+    "time_windows": [
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "20:00"}
+    ],
     "approval_above": {USDC: "25000000"},
 }
 PARTS = [n for n in bundled() if n != "agent_spend"]
@@ -76,7 +78,7 @@ def test_empty_params_are_refused_by_the_schema_and_by_the_rego() -> None:
 
 
 def test_a_normal_payment_is_allowed() -> None:
-    assert evaluate("agent_spend", erc20(10_000_000), EXAMPLE) .decision == "allow"
+    assert evaluate("agent_spend", erc20(10_000_000), EXAMPLE).decision == "allow"
     assert evaluate("agent_spend", eth(10**15), EXAMPLE).decision == "allow"
 
 
@@ -85,9 +87,8 @@ def test_only_configured_checks_run() -> None:
     params = {"max_per_tx": {"*": "10"}}
     saturday_night = MONDAY_NOON + 5 * 86400 + 11 * 3600
     intent = swap(to=ROUTER)
-    assert evaluate("agent_spend", intent, params, wasm_for(intent, now=saturday_night)).decision == (
-        "allow"
-    )
+    wasm = wasm_for(intent, now=saturday_night)
+    assert evaluate("agent_spend", intent, params, wasm).decision == "allow"
 
 
 def test_reasons_from_every_failing_check_are_aggregated() -> None:

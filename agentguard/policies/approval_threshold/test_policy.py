@@ -20,7 +20,13 @@ def test_example_params_match_the_schema() -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{}, {"approval_above": {}}, {"approval_above": {USDC: "1.5"}}, {"approval_above": {"eth": "1"}}]
+    "params",
+    [
+        {},
+        {"approval_above": {}},
+        {"approval_above": {USDC: "1.5"}},
+        {"approval_above": {"eth": "1"}},
+    ],
 )
 def test_schema_refuses_bad_params(params: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):

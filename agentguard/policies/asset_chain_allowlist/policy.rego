@@ -11,8 +11,7 @@ allow if count(reasons) == 0
 reasons contains msg if some msg in violations
 
 reasons contains "asset_chain_allowlist: params has no allowed_assets or allowed_chains, so nothing is allowed" if {
-	not is_array(data.params.allowed_assets)
-	not is_array(data.params.allowed_chains)
+	not active
 }
 
 # Checks that run only when their params key is present (agent_spend aggregates these); each
@@ -35,6 +34,10 @@ violations contains msg if {
 	not input.chain_id in data.params.allowed_chains
 	msg := concat("", ["chain ", input.chain_id, " is not in allowed_chains"])
 }
+
+active if data.params.allowed_assets
+
+active if data.params.allowed_chains
 
 asset_allowed(asset) if {
 	some a in data.params.allowed_assets

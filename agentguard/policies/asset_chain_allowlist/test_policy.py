@@ -13,7 +13,7 @@ from agentguard.policies._testkit import ETH, USDC, erc20, eth, evaluate, wasm_f
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 EXAMPLE = {"allowed_assets": [USDC, ETH], "allowed_chains": ["8453"]}
-OTHER_TOKEN = "0x4444444444444444444444444444444444444444"
+OTHER_ASSET = "0x4444444444444444444444444444444444444444"
 
 
 def test_example_params_match_the_schema() -> None:
@@ -40,9 +40,9 @@ def test_asset_addresses_compare_case_insensitively() -> None:
 
 
 def test_denies_an_unlisted_asset() -> None:
-    result = evaluate("asset_chain_allowlist", erc20(1, token=OTHER_TOKEN), EXAMPLE)
+    result = evaluate("asset_chain_allowlist", erc20(1, token=OTHER_ASSET), EXAMPLE)
     assert result.decision == "deny"
-    assert result.reasons == (f"asset {OTHER_TOKEN} is not in allowed_assets",)
+    assert result.reasons == (f"asset {OTHER_ASSET} is not in allowed_assets",)
 
 
 def test_denies_an_unlisted_chain() -> None:

@@ -20,12 +20,18 @@ NIGHT = {"time_windows": [{"days": ["fri"], "start": "22:00", "end": "06:00"}]}
 
 def at(now: int, params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     intent = erc20(1)
-    result = evaluate("time_window", intent, params, wasm_for(intent, now=now), check_schema=bool(params))
+    result = evaluate(
+        "time_window", intent, params, wasm_for(intent, now=now), check_schema=bool(params)
+    )
     return result.decision, result.reasons
 
 
 def test_example_params_match_the_schema() -> None:
-    for params in (OFFICE, NIGHT, {"time_windows": [{"days": ["Sunday"], "start": "00:00", "end": "24:00"}]}):
+    for params in (
+        OFFICE,
+        NIGHT,
+        {"time_windows": [{"days": ["Sunday"], "start": "00:00", "end": "24:00"}]},
+    ):
         jsonschema.Draft202012Validator(SCHEMA).validate(params)
 
 
@@ -51,7 +57,10 @@ def test_inside_office_hours_is_allowed() -> None:
 def test_start_is_inclusive_and_end_exclusive() -> None:
     nine = MONDAY_NOON - 3 * HOUR
     assert at(nine, OFFICE)[0] == "allow"
-    assert at(nine - 60, OFFICE) == ("deny", ("Monday 08:59 UTC is outside the allowed time_windows",))
+    assert at(nine - 60, OFFICE) == (
+        "deny",
+        ("Monday 08:59 UTC is outside the allowed time_windows",),
+    )
     assert at(MONDAY_NOON + 5 * HOUR, OFFICE) == (
         "deny",
         ("Monday 17:00 UTC is outside the allowed time_windows",),
