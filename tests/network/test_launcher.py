@@ -1,0 +1,46 @@
+"""The launcher keeps secrets in 0600 files and out of configs, logs and process arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentguard.network.launcher import ReferenceNetwork
+
+from .conftest import RPC, decision, fresh_agent, transfer
+
+
+def _secrets(network: ReferenceNetwork) -> list[str]:
+    keys = [op.key_file.read_text().strip().removeprefix("0x") for op in network.operators]
+    return [network.api_key, network.admin_key, *keys]
+
+
+def test_secret_files_are_private_and_secrets_appear_nowhere_else(
+    network: ReferenceNetwork, rpc: RPC, client: str
+) -> None:
+    assert decision(rpc.create(client, transfer(fresh_agent()))) == "allow"  # logs have content
+    private = [network.secrets_file, *(op.key_file for op in network.operators)]
+    for path in private:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    secrets = _secrets(network)
+    public = [network.config_file, *Path(network.state_dir / "logs").iterdir()]
+    for path in public:
+        text = path.read_bytes().decode("utf-8", "replace")
+        assert not any(s in text for s in secrets), path
+    processes = [network._gateway, *(op.process for op in network.operators)]
+    for process in processes:
+        assert process is not None
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
+        assert not any(s in cmdline for s in secrets)
+    assert not any(s in repr(network) for s in secrets)
+
+
+def test_operator_identities_survive_a_restart(
+    network: ReferenceNetwork, rpc: RPC, client: str
+) -> None:
+    before = list(network.operator_addresses)
+    network.stop_operator(0)
+    network.start_operator(0)
+    assert network.operator_addresses == before
+    result = rpc.create(client, transfer(fresh_agent()), quorum_threshold_percentage=100)
+    signers = {s["operator"] for s in result["attestation"]["signatures"]}
+    assert signers == set(before)  # the restarted operator was sent the policy code again
