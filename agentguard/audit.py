@@ -1,0 +1,331 @@
+"""A hash-chained, append-only record of every decision: authorized, denied, signed, sent,
+committed, released, payment_settled.
+
+Format: JSON Lines, one entry per line. Chosen over a SQLite table because an auditor needs
+nothing but a text editor, ``sha256`` and a JSON parser to read and check it; ``tail -f`` and log
+shippers work unchanged; and appends (``O_APPEND``, one ``write`` per entry) never rewrite a byte
+already written. Processes sharing one file take an exclusive ``flock`` around "read the last
+entry, append the next", so the chain stays linear across processes and threads.
+
+Each entry is ``{seq, ts, kind, record, prev_hash, hash}`` with
+``hash = sha256(canonical_json({seq, ts, kind, record, prev_hash}))`` (``canonical_json`` as in
+``docs/architecture.md``) and ``prev_hash`` the previous entry's hash (64 zeros for the first).
+So an edited, deleted, reordered or inserted entry breaks the chain at that entry, which
+``verify`` reports. A chain cannot show that entries were cut from its *end*, or that it was
+rewritten wholesale: anchor its head (``AuditLog.head()``) somewhere the writer cannot edit, and
+pass it to ``verify(expected_head=...)``.
+
+Every record passes the redaction chain first (``agentguard._redact``: secret-named keys, bearer
+tokens, registered secrets; plus key material under short names here), after being reduced to
+plain JSON: bytes become ``0x`` hex and integers beyond 2^53 become decimal strings, so verifiers
+in any language re-serialize a record to the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from agentguard._exceptions import ConfigurationError
+from agentguard._redact import MASK
+from agentguard._redact import PROCESSORS as REDACTION
+
+__all__ = [
+    "GENESIS",
+    "PROCESSORS",
+    "AuditLog",
+    "Entry",
+    "VerifyReport",
+    "entry_hash",
+    "mask_key_material",
+    "to_json",
+]
+
+GENESIS = "0" * 64
+Processor = Callable[[Any], Any]
+
+_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
+_SAFE_INT = 2**53 - 1
+_SHORT_KEY_NAME = re.compile(r"(?i)^(key|pk|sk|priv|privkey|signing_?key|raw_?key|key_?bytes)$")
+_KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def entry_hash(seq: int, ts: str, kind: str, record: Any, prev_hash: str) -> str:
+    body = {"seq": seq, "ts": ts, "kind": kind, "record": record, "prev_hash": prev_hash}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+# -- the record processors: small plain functions, applied in order --------------------------
+
+
+def to_json(value: Any) -> Any:
+    """Reduce a record to plain JSON without ever calling ``repr`` on an unknown object."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(v) for v in value]
+    wire = getattr(value, "to_json", None) or getattr(value, "wire", None)
+    if callable(wire):  # Attestation.to_json(), intent.wire(): the documented wire forms
+        return to_json(wire())
+    if isinstance(value, BaseModel):
+        return to_json(value.model_dump())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return f"<{type(value).__name__}>"  # keys, accounts, clients: never their repr
+
+
+def mask_key_material(value: Any) -> Any:
+    """A 32-byte hex string under a short key-ish name (``key``, ``pk``, ``sk``…) is a key."""
+    if isinstance(value, Mapping):
+        return {
+            k: MASK
+            if isinstance(k, str)
+            and _SHORT_KEY_NAME.match(k)
+            and isinstance(v, str)
+            and _KEY_MATERIAL.fullmatch(v)
+            else mask_key_material(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_key_material(v) for v in value]
+    return value
+
+
+PROCESSORS: tuple[Processor, ...] = (to_json, *REDACTION, mask_key_material)
+
+
+# -- entries and verification ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    ts: str
+    kind: str
+    record: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def line(self) -> bytes:
+        return (canonical_json(dataclasses.asdict(self)) + "\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """``ok`` or the first entry where the chain breaks, and why."""
+
+    ok: bool
+    entries: int
+    head: str
+    first_bad_seq: int | None = None
+    line: int | None = None
+    problem: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"intact: {self.entries} entries, head {self.head}"
+        return (
+            f"TAMPERED at entry seq {self.first_bad_seq} (line {self.line}): {self.problem}; "
+            f"the {self.entries} entries before it are intact"
+        )
+
+
+def _parse(raw: bytes) -> Entry:
+    obj = json.loads(raw)
+    if not isinstance(obj, dict) or sorted(obj) != sorted(_FIELDS):
+        raise ValueError("not an audit entry")
+    entry = Entry(**obj)
+    if not (
+        type(entry.seq) is int
+        and isinstance(entry.ts, str)
+        and isinstance(entry.kind, str)
+        and isinstance(entry.record, dict)
+        and isinstance(entry.prev_hash, str)
+        and isinstance(entry.hash, str)
+    ):
+        raise ValueError("an audit entry field has the wrong type")
+    return entry
+
+
+def verify_lines(lines: Iterator[bytes], expected_head: str | None = None) -> VerifyReport:
+    prev, seq, lineno = GENESIS, 0, 0
+
+    def bad(problem: str) -> VerifyReport:
+        return VerifyReport(False, seq, prev, seq + 1, lineno, problem)
+
+    for raw in lines:
+        lineno += 1
+        if not raw.endswith(b"\n"):
+            return bad("the last line is cut short (a torn write, or the file was truncated)")
+        try:
+            entry = _parse(raw)
+        except (ValueError, TypeError):
+            return bad("the line is not a valid audit entry (edited?)")
+        if entry.seq != seq + 1:
+            if entry.seq > seq + 1:
+                return bad(f"the next line is entry {entry.seq}: entries are missing (deleted?)")
+            return bad(f"entry {entry.seq} appears again here (reordered or duplicated)")
+        if entry.prev_hash != prev:
+            return bad("it does not link to the entry before it (inserted or reordered)")
+        if entry_hash(entry.seq, entry.ts, entry.kind, entry.record, entry.prev_hash) != entry.hash:
+            return bad("its content does not match its hash (edited)")
+        prev, seq = entry.hash, entry.seq
+    if expected_head is not None and expected_head.lower() != prev:
+        return VerifyReport(
+            False,
+            seq,
+            prev,
+            seq + 1,
+            lineno + 1,
+            f"the log ends at head {prev[:16]}…, not at the anchored head {expected_head[:16]}…: "
+            "entries were cut from the end, or the log was rewritten",
+        )
+    return VerifyReport(True, seq, prev)
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+
+class AuditLog:
+    """Append-only, hash-chained JSON Lines file; safe across threads and processes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        processors: Sequence[Processor] = PROCESSORS,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._processors = tuple(processors)
+        self._clock = clock
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._pid = -1
+        self._tail: tuple[int, int, str] = (-1, 0, GENESIS)  # (file size, seq, hash) we saw last
+
+    def append(self, kind: str, record: Mapping[str, Any]) -> Entry:
+        """Redact ``record``, chain it to the last entry and write it as one line."""
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise ConfigurationError(f"audit kind must be a short lowercase word, got {kind!r}")
+        if not isinstance(record, Mapping):
+            raise ConfigurationError("an audit record must be a mapping")
+        clean: Any = dict(record)
+        for processor in self._processors:
+            clean = processor(clean)
+        ts = datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="microseconds")
+        ts = ts.replace("+00:00", "Z")
+        with self._lock:
+            fd = self._file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                seq, prev = self._last(fd)
+                digest = entry_hash(seq + 1, ts, kind, clean, prev)
+                entry = Entry(seq + 1, ts, kind, clean, prev, digest)
+                line = entry.line()
+                os.write(fd, line)
+                if self._fsync:
+                    os.fsync(fd)
+                self._tail = (os.fstat(fd).st_size, entry.seq, entry.hash)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return entry
+
+    def head(self) -> str:
+        """The hash of the last entry: anchor it elsewhere to detect a truncated log."""
+        with self._lock:
+            fd = self._file()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                return self._last(fd)[1]
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry in order (raises ``ValueError`` on a damaged line; ``verify`` explains)."""
+        with self.path.open("rb") as f:
+            for raw in f:
+                yield _parse(raw)
+
+    def verify(self, expected_head: str | None = None) -> VerifyReport:
+        with self.path.open("rb") as f:
+            return verify_lines(iter(f), expected_head)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0 and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _file(self) -> int:
+        if self._fd < 0 or self._pid != os.getpid():  # a forked child shares no lock with us
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot open audit log {self.path}: {exc}") from None
+            self._pid, self._tail = os.getpid(), (-1, 0, GENESIS)
+        return self._fd
+
+    def _last(self, fd: int) -> tuple[int, str]:
+        """(seq, hash) of the last entry; re-read only if someone else appended since."""
+        size = os.fstat(fd).st_size
+        if size == self._tail[0]:
+            return self._tail[1], self._tail[2]
+        if size == 0:
+            return 0, GENESIS
+        tail, block = b"", 4096
+        while True:  # read backwards until the last line is whole
+            start = max(0, size - len(tail) - block)
+            chunk = os.pread(fd, size - len(tail) - start, start)
+            tail = chunk + tail
+            body = tail[:-1]
+            if b"\n" in body or start == 0:
+                break
+            block *= 2
+        last = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 :]
+        try:
+            if not last.endswith(b"\n"):
+                raise ValueError("cut short")
+            entry = _parse(last)
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                f"audit log {self.path} ends with a damaged entry; nothing was appended. "
+                f"Run `agentguard audit verify {self.path}`, then move the file aside"
+            ) from None
+        self._tail = (size, entry.seq, entry.hash)
+        return entry.seq, entry.hash
