@@ -391,7 +391,7 @@ class X402Auth(httpx.Auth):
                 inner = exact_client.payload(typed, self._signer.sign_payment(verified, typed))
             else:
                 typed = upto_client.typed_data(req, payer, now=now)
-                reference = upto_client.reference(typed)
+                reference = upto_client.reference(typed, payer)
                 signature = self._signer.sign_payment(verified, typed)
                 inner = upto_client.payload(typed, signature, payer)
             payment_id = self._payment_id(required)

@@ -71,7 +71,11 @@ def test_v2_exact_pays_once_and_commits(
     )
     reservation = ledger.get(r.reservation_id)
     assert (reservation.state, reservation.amount) == ("committed", 10_000)
-    assert reservation.reference == r.reference and r.reference.endswith(auth_fields["nonce"])
+    assert reservation.reference == r.reference
+    assert (
+        r.reference
+        == f"eip3009:8453:{TOKEN}:{r.payer}:{auth_fields['nonce']}:{auth_fields['validBefore']}"
+    )
 
 
 def test_v1_body_is_paid_with_x_payment(auth: X402Auth, signing_spy: SigningSpy) -> None:

@@ -248,3 +248,50 @@ async def test_official_client_with_the_hook_aborts_when_denied(
                 await http.get(chain_peer.url + "/paid")
     assert signatures == []
     assert (chain_peer.balance(chain_peer.agent), chain_peer.balance(PAYEE)) == before
+
+
+# -- reconciling what stayed counted ----------------------------------------------------------
+
+
+def test_rejected_payment_stays_counted_until_the_chain_says_it_cannot_land(
+    chain_peer: Peer, guard: Guard, ledger: Ledger, signing_spy: Any
+) -> None:
+    from agentguard._exceptions import PaymentRejected
+    from agentguard.x402 import resolver
+
+    broke = Signer.from_key("0x" + "a8" * 32)  # holds no tokens: the peer refuses the payment
+    auth = X402Auth(
+        signer=broke, guard=guard, ledger=ledger,
+        allowances=Allowances({chain_peer.token.address: 1_000_000}),
+    )  # fmt: skip
+    with auth.client() as http, pytest.raises(PaymentRejected) as info:
+        http.get(chain_peer.url + "/paid")
+    assert info.value.reason == SIMULATION_FAILED
+    assert signing_spy.calls == ["sign_typed_data"]  # one signature, no second attempt
+    reservation_id = info.value.reservation_id or ""
+    assert ledger.get(reservation_id).state == "signed"
+
+    assert ledger.recover(resolver(chain_peer.w3)).unknown  # still valid: could still land
+    assert ledger.get(reservation_id).state == "signed"
+    later = resolver(chain_peer.w3, clock=lambda: 4_000_000_000.0)  # past validBefore
+    report = ledger.recover(later)
+    assert [r.id for r in report.released] == [reservation_id]
+    assert ledger.get(reservation_id).amount == 0
+
+
+def test_resolver_sees_a_settled_payment_as_committed(
+    chain_peer: Peer, auth: X402Auth, ledger: Ledger
+) -> None:
+    from dataclasses import replace
+
+    from agentguard.x402 import resolver
+
+    with auth.client() as http:
+        response = http.get(chain_peer.url + "/paid")
+    r = receipt(response)
+    assert r is not None
+    settled = ledger.get(r.reservation_id)
+    assert resolver(chain_peer.w3)(replace(settled, state="signed")) == "committed"
+    unspent = r.reference.replace(r.reference.split(":")[4], "0x" + "00" * 32)
+    assert resolver(chain_peer.w3)(replace(settled, reference=unspent)) == "unknown"
+    assert resolver(chain_peer.w3)(replace(settled, reference="0xabc:7")) == "unknown"

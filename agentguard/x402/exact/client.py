@@ -63,8 +63,13 @@ def typed_data(
 
 
 def reference(typed: dict[str, Any]) -> str:
-    """What the ledger records to find this payment later: the EIP-3009 nonce."""
-    return f"eip3009:{typed['domain']['verifyingContract']}:{typed['message']['nonce']}"
+    """What the ledger records to find this payment later (see ``agentguard.x402.resolver``):
+    ``eip3009:<chain id>:<token>:<payer>:<nonce>:<validBefore>``."""
+    domain, message = typed["domain"], typed["message"]
+    return (
+        f"eip3009:{domain['chainId']}:{domain['verifyingContract']}:{message['from']}:"
+        f"{message['nonce']}:{message['validBefore']}"
+    )
 
 
 def payload(typed: dict[str, Any], signature: bytes) -> dict[str, Any]:

@@ -71,9 +71,11 @@ def typed_data(
     }
 
 
-def reference(typed: dict[str, Any]) -> str:
-    """Permit2 nonces are per owner: the ledger records the nonce."""
-    return f"permit2:{typed['message']['nonce']}"
+def reference(typed: dict[str, Any], payer: str) -> str:
+    """What the ledger records (Permit2 nonces are per owner):
+    ``permit2:<chain id>:<owner>:<nonce>:<deadline>``."""
+    message = typed["message"]
+    return f"permit2:{typed['domain']['chainId']}:{payer}:{message['nonce']}:{message['deadline']}"
 
 
 def payload(typed: dict[str, Any], signature: bytes, payer: str) -> dict[str, Any]:
