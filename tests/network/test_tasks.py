@@ -308,3 +308,32 @@ def test_the_bundled_agent_spend_policy_enforces_caps_from_gateway_history(
         "approval_required"
     )
     assert decision(rpc.create(client, transfer(fresh_agent(), amount=6 * UNIT))) == "deny"
+
+
+def test_a_newton_quickstart_policy_runs_unchanged(rpc: RPC, network: ReferenceNetwork) -> None:
+    from pathlib import Path
+
+    from agentguard import TransactionIntent
+    from agentguard.policies import Policy
+
+    quickstart = Policy.from_dir(
+        Path(__file__).parents[2] / "examples" / "policies" / "newton_quickstart"
+    )
+    client = fresh_client()
+    pid = network.register_policy_client(
+        client, quickstart, {"allowed_recipients": [PAYEE], "max_value": 10**15}
+    )
+    agent = fresh_agent()
+
+    def send(to: str, value: int) -> dict[str, object]:
+        intent = TransactionIntent(from_=agent, to=to, value=value, chain_id=8453)
+        return rpc.create(client, intent)
+
+    allowed = send(PAYEE, 10**14)
+    assert decision(allowed) == "allow"
+    Verifier(network.operator_addresses, policy_client=client, policy_id=pid).verify(
+        Attestation.model_validate(allowed["attestation"]),
+        TransactionIntent(from_=agent, to=PAYEE, value=10**14, chain_id=8453),
+    )
+    assert decision(send(PAYEE, 10**16)) == "deny"
+    assert decision(send("0x" + "77" * 20, 10**14)) == "deny"
