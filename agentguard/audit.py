@@ -190,7 +190,9 @@ def verify_lines(lines: Iterator[bytes], expected_head: str | None = None) -> Ve
             return bad("the line is not a valid audit entry (edited?)")
         if entry.seq != seq + 1:
             if entry.seq > seq + 1:
-                return bad(f"the next line is entry {entry.seq}: entries are missing (deleted?)")
+                return bad(
+                    f"entry {entry.seq} comes next: entries are missing (deleted or reordered)"
+                )
             return bad(f"entry {entry.seq} appears again here (reordered or duplicated)")
         if entry.prev_hash != prev:
             return bad("it does not link to the entry before it (inserted or reordered)")
