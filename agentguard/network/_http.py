@@ -27,14 +27,15 @@ class HTTPError(Exception):
 class KeepAliveClient:
     """POSTs to one URL over a small pool of persistent connections."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, token: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"operator URL {url!r} must be http://host:port/path")
         self.host = parts.hostname
         self.port = parts.port or 80
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self._head = (
-            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []

@@ -19,7 +19,9 @@ from agentguard._exceptions import ConfigurationError
 __all__ = [
     "api_key_digest",
     "load_operator_key",
+    "load_token",
     "new_api_key",
+    "new_token",
     "write_operator_key",
     "write_secret",
 ]
@@ -68,6 +70,27 @@ def load_operator_key(path: str | None, env_var: str) -> PrivateKey:
         raise ConfigurationError(
             f"{source} does not hold a 32-byte hex secp256k1 private key"
         ) from None
+
+
+def new_token() -> str:
+    """A gateway→operator bearer token: only the gateway may ask an operator to sign."""
+    return secrets.token_urlsafe(32)
+
+
+def load_token(path: str | None, env_var: str) -> str:
+    """A token from a file, else from ``env_var``. Errors never quote the token."""
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read token file {path}: {exc.strerror}") from None
+    else:
+        token = os.environ.get(env_var, "").strip()
+    if len(token) < 16:
+        raise ConfigurationError(
+            f"no usable operator token (at least 16 characters) in {path or '$' + env_var}"
+        )
+    return token
 
 
 def new_api_key() -> str:

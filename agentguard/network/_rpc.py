@@ -86,9 +86,13 @@ def error_response(rpc_id: Any, error: RPCError) -> Response:
 
 async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
     """``(id, method, params)`` of a single JSON-RPC request, or an ``RPCError``."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError):

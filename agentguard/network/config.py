@@ -1,11 +1,13 @@
 """The reference network's configuration file (JSON): operators, API keys, policy clients.
 
-It holds no secrets: API keys appear only as SHA-256 digests, operators only as address and
-URL. The keys themselves live in 0600 files next to it (see ``launcher``)::
+It holds no secrets: API keys appear only as SHA-256 digests, operators as address, URL and
+the path of the 0600 file holding the gateway's bearer token for that operator. The keys
+themselves live in 0600 files next to it (see ``launcher``)::
 
     {"gateway": {"host": "127.0.0.1", "port": 8550, "state_db": "state.sqlite3",
                  "threshold_percentage": 66, "timeout": 5, "chain_ids": [8453, 84532, 31337]},
-     "operators": [{"address": "0x…", "url": "http://127.0.0.1:8551/rpc"}],
+     "operators": [{"address": "0x…", "url": "http://127.0.0.1:8551/rpc",
+                    "token_file": "keys/operator-0.token"}],
      "api_keys": [{"sha256": "…", "policy_clients": ["*"], "admin": false}],
      "policy_clients": [{"policy_client": "0x…", "policy": "agent_spend", "params": {…},
                          "expire_after": 300}]}
@@ -34,8 +36,11 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 @dataclass(frozen=True)
 class OperatorEntry:
+    """An operator: its signing address, its URL, and the file with the gateway's token for it."""
+
     address: str
     url: str
+    token_file: str
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,7 @@ class NetworkConfig:
     @classmethod
     def from_json(cls, raw: dict[str, Any], base: Path | None = None) -> NetworkConfig:
         gw = dict(raw.get("gateway", {}))
-        state_db = str(gw.get("state_db", "state.sqlite3"))
-        if base is not None and not Path(state_db).is_absolute():
-            state_db = str(base / state_db)
+        state_db = _resolve(str(gw.get("state_db", "state.sqlite3")), base)
         settings = GatewaySettings(
             host=str(gw.get("host", "127.0.0.1")),
             port=int(gw.get("port", 8550)),
@@ -101,7 +104,12 @@ class NetworkConfig:
         if not 0 < settings.threshold_percentage <= 100:
             raise ValueError("gateway.threshold_percentage must be in 1..100")
         operators = tuple(
-            OperatorEntry(address=str(o["address"]), url=str(o["url"])) for o in raw["operators"]
+            OperatorEntry(
+                address=str(o["address"]),
+                url=str(o["url"]),
+                token_file=_resolve(str(o["token_file"]), base),
+            )
+            for o in raw["operators"]
         )
         for op in operators:
             if not _ADDR.match(op.address):
@@ -134,7 +142,10 @@ class NetworkConfig:
                 "chain_ids": list(gw.chain_ids),
                 "usage_check": gw.usage_check,
             },
-            "operators": [{"address": o.address, "url": o.url} for o in self.operators],
+            "operators": [
+                {"address": o.address, "url": o.url, "token_file": o.token_file}
+                for o in self.operators
+            ],
             "api_keys": [
                 {"sha256": k.sha256, "policy_clients": sorted(k.policy_clients), "admin": k.admin}
                 for k in self.api_keys
@@ -144,3 +155,7 @@ class NetworkConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _resolve(path: str, base: Path | None) -> str:
+    return str(base / path) if base is not None and not Path(path).is_absolute() else path

@@ -40,7 +40,7 @@ from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
 from agentguard._intent import NATIVE_ASSET, PaymentIntent, TransactionIntent
 from agentguard.network._http import HTTPError, KeepAliveClient
-from agentguard.network._keys import api_key_digest
+from agentguard.network._keys import api_key_digest, load_token
 from agentguard.network._rpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -139,7 +139,7 @@ class _OperatorLink:
         self.address_bytes = bytes.fromhex(entry.address[2:])
         self.operator_id = "0x" + keccak(self.address_bytes).hex()
         self.has_code: set[bytes] = set()
-        self.http = KeepAliveClient(entry.url)
+        self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
 
 
 class _OperatorFailure(Exception):

@@ -34,6 +34,7 @@ from agentguard.network._keys import (
     api_key_digest,
     load_operator_key,
     new_api_key,
+    new_token,
     write_operator_key,
     write_secret,
 )
@@ -86,6 +87,10 @@ class OperatorProcess:
     @property
     def url(self) -> str:
         return f"http://{_HOST}:{self.port}/rpc"
+
+    @property
+    def token_file(self) -> Path:
+        return self.key_file.with_suffix(".token")
 
     @property
     def running(self) -> bool:
@@ -184,7 +189,10 @@ class ReferenceNetwork:
                 address = operator_address(load_operator_key(str(key_file), ""))
             else:
                 address = write_operator_key(key_file)
-            self.operators.append(OperatorProcess(i, address, key_file, _free_port()))
+            op = OperatorProcess(i, address, key_file, _free_port())
+            if not op.token_file.exists():
+                write_secret(op.token_file, new_token() + "\n")
+            self.operators.append(op)
         for op in self.operators:  # start all, then wait: imports take a while each
             op.process = self._spawn_operator(op)
         for op in self.operators:
@@ -225,7 +233,9 @@ class ReferenceNetwork:
                 timeout=self._timeout,
                 chain_ids=self._chain_ids,
             ),
-            operators=tuple(OperatorEntry(op.address, op.url) for op in self.operators),
+            operators=tuple(
+                OperatorEntry(op.address, op.url, str(op.token_file)) for op in self.operators
+            ),
             api_keys=(
                 ApiKeyEntry(sha256=api_key_digest(self.api_key)),
                 ApiKeyEntry(sha256=api_key_digest(self.admin_key), admin=True),
@@ -263,7 +273,15 @@ class ReferenceNetwork:
     def _spawn_operator(self, op: OperatorProcess) -> subprocess.Popen[bytes]:
         return self._spawn(
             f"operator-{op.index}",
-            ["agentguard.network.operator", "--port", str(op.port), "--key-file", str(op.key_file)],
+            [
+                "agentguard.network.operator",
+                "--port",
+                str(op.port),
+                "--key-file",
+                str(op.key_file),
+                "--token-file",
+                str(op.token_file),
+            ],
         )
 
     def start_operator(self, index: int) -> None:

@@ -12,6 +12,7 @@ different decision only by lying about the history (the oracle data), exactly as
 from __future__ import annotations
 
 import argparse
+import hmac
 import re
 import sys
 import time
@@ -33,6 +34,7 @@ from agentguard.network._rpc import (
     METHOD_NOT_FOUND,
     POLICY_EVALUATION_ERROR,
     POLICY_REQUIRED,
+    UNAUTHORIZED,
     RPCError,
     error_response,
     json_response,
@@ -43,9 +45,10 @@ from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json, policy_id
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 
-__all__ = ["KEY_ENV", "Operator", "create_app", "main"]
+__all__ = ["KEY_ENV", "TOKEN_ENV", "Operator", "create_app", "main"]
 
 KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
+TOKEN_ENV = "AGENTGUARD_OPERATOR_TOKEN"  # noqa: S105 - a variable name, not a secret
 # How far the gateway's clock (``now``, ``expires_at``) may be from ours.
 CLOCK_SKEW = 30
 MAX_EXPIRE_AFTER = 86400
@@ -197,10 +200,19 @@ class Operator:
         }
 
 
-def create_app(operator: Operator) -> Starlette:
+def create_app(operator: Operator, *, token: str) -> Starlette:
+    """Only a caller with ``token`` (the gateway) may ask for signatures: an operator signs the
+    history the caller hands it, so anyone else could make it sign past a cap."""
+    expected = f"Bearer {token}".encode()
+
     async def rpc(request: Request) -> Response:
         rpc_id: Any = None
         try:
+            header = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(header, expected):
+                raise RPCError(
+                    UNAUTHORIZED, "only the gateway may call this operator", http_status=401
+                )
             rpc_id, method, params = await read_request(request)
             if method != "newt_evaluateAndSign":
                 raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
@@ -217,7 +229,7 @@ def create_app(operator: Operator) -> Starlette:
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
-    from agentguard.network._keys import load_operator_key
+    from agentguard.network._keys import load_operator_key, load_token
 
     parser = argparse.ArgumentParser(
         prog="python -m agentguard.network.operator", description=__doc__.split("\n\n")[0]
@@ -225,9 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key-file", help=f"file with the hex private key (else ${KEY_ENV})")
+    parser.add_argument(
+        "--token-file", help=f"file with the gateway's bearer token (else ${TOKEN_ENV})"
+    )
     args = parser.parse_args(argv)
     try:
         operator = Operator(load_operator_key(args.key_file, KEY_ENV))
+        token = load_token(args.token_file, TOKEN_ENV)
     except AgentGuardError as exc:
         print(f"operator: {exc}", file=sys.stderr)
         return 2
@@ -235,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"operator {operator.address} listening on http://{args.host}:{args.port}/rpc", flush=True
     )
     uvicorn.run(
-        create_app(operator),
+        create_app(operator, token=token),
         host=args.host,
         port=args.port,
         loop="uvloop",

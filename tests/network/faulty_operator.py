@@ -15,7 +15,7 @@ from coincurve import PrivateKey
 
 from agentguard._attestation import sign_attestation
 from agentguard._eip712 import keccak
-from agentguard.network._keys import load_operator_key
+from agentguard.network._keys import load_operator_key, load_token
 from agentguard.network.operator import Operator, create_app
 
 
@@ -36,6 +36,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key-file", required=True)
+    parser.add_argument("--token-file", required=True)
     args = parser.parse_args()
     operator = WrongDigestOperator(load_operator_key(args.key_file, ""))
-    uvicorn.run(create_app(operator), host="127.0.0.1", port=args.port, log_level="warning")
+    app = create_app(operator, token=load_token(args.token_file, ""))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

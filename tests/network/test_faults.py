@@ -37,7 +37,16 @@ def faulty_operator(network: ReferenceNetwork, index: int) -> Iterator[str]:
     network.stop_operator(index)
     script = Path(__file__).with_name("faulty_operator.py")
     process = subprocess.Popen(
-        [sys.executable, str(script), "--port", str(op.port), "--key-file", str(op.key_file)],
+        [
+            sys.executable,
+            str(script),
+            "--port",
+            str(op.port),
+            "--key-file",
+            str(op.key_file),
+            "--token-file",
+            str(op.token_file),
+        ],
         cwd=Path(__file__).parents[2],
     )
     try:

@@ -11,14 +11,19 @@ from .conftest import RPC, decision, fresh_agent, transfer
 
 def _secrets(network: ReferenceNetwork) -> list[str]:
     keys = [op.key_file.read_text().strip().removeprefix("0x") for op in network.operators]
-    return [network.api_key, network.admin_key, *keys]
+    tokens = [op.token_file.read_text().strip() for op in network.operators]
+    return [network.api_key, network.admin_key, *keys, *tokens]
 
 
 def test_secret_files_are_private_and_secrets_appear_nowhere_else(
     network: ReferenceNetwork, rpc: RPC, client: str
 ) -> None:
     assert decision(rpc.create(client, transfer(fresh_agent()))) == "allow"  # logs have content
-    private = [network.secrets_file, *(op.key_file for op in network.operators)]
+    private = [
+        network.secrets_file,
+        *(op.key_file for op in network.operators),
+        *(op.token_file for op in network.operators),
+    ]
     for path in private:
         assert path.stat().st_mode & 0o777 == 0o600, path
     secrets = _secrets(network)
@@ -44,3 +49,22 @@ def test_operator_identities_survive_a_restart(
     result = rpc.create(client, transfer(fresh_agent()), quorum_threshold_percentage=100)
     signers = {s["operator"] for s in result["attestation"]["signatures"]}
     assert signers == set(before)  # the restarted operator was sent the policy code again
+
+
+def test_operators_sign_only_for_the_gateway(network: ReferenceNetwork) -> None:
+    import httpx
+
+    op = network.operators[0]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": {}}
+    for headers in (
+        {},
+        {"authorization": "Bearer not-the-token"},
+        {"authorization": network.api_key},
+    ):
+        response = httpx.post(op.url, json=body, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == -32002
+    token = op.token_file.read_text().strip()
+    answered = httpx.post(op.url, json=body, headers={"authorization": f"Bearer {token}"})
+    assert answered.json()["error"]["code"] == -32602  # past auth: now it is about the params
+    assert op.token_file.stat().st_mode & 0o777 == 0o600
