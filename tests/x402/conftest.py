@@ -25,7 +25,10 @@ PARAMS = {
 
 @pytest.fixture(scope="package")
 def network() -> Iterator[ReferenceNetwork]:
-    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0) as net:
+    # A generous start-up timeout: on a loaded 2-core machine the processes start slowly.
+    with ReferenceNetwork(
+        operators=3, threshold_percentage=66, timeout=5.0, startup_timeout=120.0
+    ) as net:
         net.register_policy_client(POLICY_CLIENT, "agent_spend", PARAMS)
         yield net
 

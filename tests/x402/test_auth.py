@@ -412,3 +412,24 @@ def test_allowances_are_validated() -> None:
         Allowances({"USDC": 1})
     with pytest.raises(ConfigurationError):
         Allowances({TOKEN: 1}, schemes=("exact", "stream"))
+
+
+def test_free_endpoints_pass_through_untouched(auth: X402Auth, signing_spy: SigningSpy) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"free": True})
+
+    with auth.client(transport=httpx.MockTransport(handler)) as http:
+        response = http.get(URL)
+    assert response.json() == {"free": True} and receipt(response) is None
+    assert len(seen) == 1 and signing_spy.calls == []
+
+
+def test_repr_and_errors_never_show_the_key(auth: X402Auth) -> None:
+    server = FakeServer(after_payment="reject")
+    with client(auth, server) as http, pytest.raises(PaymentRejected) as info:
+        http.get(URL)
+    key_hex = "a7" * 32
+    assert key_hex not in repr(auth) and key_hex not in str(info.value)
