@@ -35,7 +35,7 @@ happened and what to do about it; none ever contains a key or a secret.
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
         │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
-        └── PaymentRejected          the server answered a signed x402 payment with 402 (never re-signed)
+        └── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
 """
 
 from __future__ import annotations
