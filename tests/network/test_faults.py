@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,9 +133,13 @@ def test_daily_cap_survives_a_gateway_crash(rpc: RPC, network: ReferenceNetwork)
     client = fresh_client()
     network.register_policy_client(client, NETCHECK, params(daily_cap=3 * UNIT))
     agent = fresh_agent()
-    assert [decision(rpc.create(client, transfer(agent))) for _ in range(2)] == ["allow"] * 2
+    rpc_id = str(uuid.uuid4())
+    first = rpc.create(client, transfer(agent), rpc_id=rpc_id)
+    assert decision(first) == decision(rpc.create(client, transfer(agent))) == "allow"
     network.kill_gateway()
     network.start_gateway()
     rpc = RPC(network, network.api_key)
+    # a client retrying across the crash gets the recorded answer, counted once
+    assert rpc.create(client, transfer(agent), rpc_id=rpc_id) == first
     assert decision(rpc.create(client, transfer(agent))) == "allow"  # the third unit
     assert decision(rpc.create(client, transfer(agent))) == "deny"
