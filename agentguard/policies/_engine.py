@@ -23,11 +23,14 @@ the way it is:
   param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
   ``__agentguard_eval__.result`` rule (each wrapped so that an undefined rule is visible as such).
-* A bundle is immutable once built; the interpreter holds only the input, which ``set_input``
+* A bundle is immutable once built; its interpreter holds only the input, which ``set_input``
   replaces on every call, so state never carries from one evaluation to the next (tested).
 * regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
-  query is not atomic, so one lock guards the interpreter and the cache. Run operators as
+  query is not atomic, so one lock guards the interpreters and the cache. Run operators as
   processes for parallelism.
+* rego-cpp 1.5.2's ``time.weekday`` corrupts the heap (the process dies later in ``free``), so
+  the bundled policies compute the weekday with integer arithmetic (``floor``: ``/`` yields
+  floats, which ``sprintf("%d")`` refuses).
 * Numbers: compiled bundles keep big integers (even through ``to_number``), but rego-cpp's
   query path rounds ``to_number`` to a double, as OPA does; amounts therefore stay decimal
   strings (see ``docs/architecture.md``). Integers in ``input`` must fit in int64 (regopy's
@@ -239,10 +242,10 @@ class PolicyEngine:
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A bundle and the interpreter that built it.
+    """A bundle and the interpreter that built it, which also runs it.
 
-    The bundle points into its builder's memory: running it after the builder is collected
-    crashes the process (double free), so the two live and die together, and the builder runs it.
+    Any interpreter could run the bundle; keeping one per bundle means no two policy
+    configurations ever share an interpreter, not even its last input.
     """
 
     interpreter: regopy.Interpreter
