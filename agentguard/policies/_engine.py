@@ -18,7 +18,7 @@ the way it is:
   (``now := input["__agentguard_wasm__"]["now"]``), and the wasm document travels in ``input``
   under that reserved key. Policies therefore see ``data.wasm`` exactly, and ``input`` is the
   parsed intent plus that one reserved key (invisible to field access such as ``input.to``).
-  For the same crash reason, modules that use ``with`` are refused before compiling.
+  Modules that use ``with`` (or ``time.weekday``, below) are refused before compiling.
 * Params are checked against the policy's JSON schema once per compile: in Rego a mistyped
   param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
@@ -111,8 +111,16 @@ class PolicyEngineError(Exception):
     """A policy failed to compile or evaluate; the message is safe to show users."""
 
 
-def _module_text_uses_with(source: str) -> bool:
-    return re.search(r"\bwith\b", _STRINGS_AND_COMMENTS.sub(" ", source)) is not None
+# Constructs that crash rego-cpp 1.5.2 (abort, segfault or heap corruption): refused up front.
+_CRASHERS = {
+    "the 'with' keyword": re.compile(r"\bwith\b"),
+    "time.weekday": re.compile(r"\btime\s*\.\s*weekday\b"),
+}
+
+
+def _crasher_in(source: str) -> str | None:
+    code = _STRINGS_AND_COMMENTS.sub(" ", source)
+    return next((name for name, pattern in _CRASHERS.items() if pattern.search(code)), None)
 
 
 def _readable(error: str, modules: Mapping[str, str]) -> str:
@@ -263,10 +271,11 @@ def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> _Com
         if not _IDENT.match(key) or key in _REGO_KEYWORDS:
             raise PolicyEngineError(f"wasm key {key!r} is not a Rego identifier")
     for name, source in policy.modules.items():
-        if _module_text_uses_with(source):
+        crasher = _crasher_in(source)
+        if crasher:
             raise PolicyEngineError(
-                f"policy {policy.name!r}, {name}: the 'with' keyword is not supported "
-                "(rego-cpp 1.5.2 crashes on it); rewrite the rule without it"
+                f"policy {policy.name!r}, {name}: {crasher} is not supported "
+                "(it crashes rego-cpp 1.5.2); rewrite the rule without it"
             )
     _check_params(policy, json.loads(params_json)["params"])
     package = ".".join(segments[:-1])

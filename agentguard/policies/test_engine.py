@@ -160,11 +160,20 @@ def test_runtime_errors_raise() -> None:
         PolicyEngine().evaluate(missing, input={}, params={}, wasm={})
 
 
-def test_with_is_refused_before_it_can_crash_the_process() -> None:
-    p = policy('allow if {\n\tx := input.y\n\tdata.t.z with input as {"y": x}\n}\nz := true\n')
-    with pytest.raises(PolicyEngineError, match="'with' keyword is not supported"):
-        PolicyEngine().evaluate(p, input={}, params={}, wasm={})
-    in_a_string = policy('allow := "with" == "with" # with\n')
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ('allow if {\n\tx := input.y\n\tdata.t.z with input as {"y": x}\n}\nz := true\n', "'with'"),
+        ('allow if time.weekday(0) == "Thursday"\n', "time.weekday"),
+    ],
+)
+def test_constructs_that_crash_rego_cpp_are_refused(source: str, named: str) -> None:
+    with pytest.raises(PolicyEngineError, match=f"{named}.* is not supported"):
+        PolicyEngine().evaluate(policy(source), input={}, params={}, wasm={})
+
+
+def test_crashers_in_strings_and_comments_are_fine() -> None:
+    in_a_string = policy('allow := "with time.weekday" != "with" # with\n')
     assert PolicyEngine().evaluate(in_a_string, input={}, params={}, wasm={}).decision == "allow"
 
 
