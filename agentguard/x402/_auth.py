@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-import structlog
 
 from agentguard._exceptions import (
     ConfigurationError,
@@ -38,6 +37,7 @@ from agentguard._exceptions import (
 )
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
+from agentguard._logging import get_logger
 from agentguard._signer import Signer
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Limits, Reservation
@@ -62,7 +62,7 @@ from agentguard.x402.upto import client as upto_client
 
 __all__ = ["UPTO_CHARGE", "UPTO_SESSION", "X402Auth"]
 
-log = structlog.get_logger("agentguard.x402")
+log = get_logger("agentguard.x402")
 
 UPTO_SESSION = "X-Upto-Session"
 """Server → client on a paid ``upto`` answer, client → server on later requests: the session
