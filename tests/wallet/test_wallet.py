@@ -232,3 +232,33 @@ async def test_async_wallet_has_the_same_surface(snapshot, network):
     assert usdc(chain, PAYEE) - before == 42 and receipt.block_number > 0
     with pytest.raises(PolicyDenied):
         await wallet.transfer(STRANGER, 1, asset=chain.token.address)
+
+
+def test_audit_trail_proves_each_decision_and_holds_no_secret(tmp_path, snapshot, network):
+    import subprocess
+    import sys
+
+    from agentguard.audit import AuditLog
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path)
+    wallet = make_wallet(chain, network, policy_client=client, audit=audit)
+    receipt = wallet.transfer(PAYEE, 1_000, asset=chain.token.address)
+    with pytest.raises(PolicyDenied):
+        wallet.transfer(STRANGER, 1_000, asset=chain.token.address)
+    kinds = [e.kind for e in audit.entries()]
+    assert kinds == ["authorized", "signed", "sent", "committed", "denied"]
+    authorized = next(audit.entries()).record
+    assert authorized["attestation"]["task_id"] == receipt.task_id
+    assert len(authorized["attestation"]["signatures"]) >= 2  # enough to re-verify offline
+    text = path.read_text()
+    assert AGENT.private_key[2:].lower() not in text.lower() and network.api_key not in text
+    ok = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace('"signed"', '"sent"', 1)
+    path.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    assert bad.returncode == 1
