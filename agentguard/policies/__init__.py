@@ -46,6 +46,11 @@ class Policy:
             blob += b"\x00" + self.modules[name].encode()
         return keccak(blob)
 
+    @cached_property
+    def schema_hash(self) -> bytes:
+        """Identifies the params schema (the network's compiled-policy cache keys on it)."""
+        return keccak(canonical_json(self.params_schema))
+
     @classmethod
     def from_dir(cls, path: str | Path) -> Policy:
         path = Path(path)

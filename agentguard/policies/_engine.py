@@ -10,7 +10,7 @@ the way it is:
 * A bundle carries the data it was built with and ignores the running interpreter's data, and
   ``add_data`` merges (a second document with a clashing key fails at query time); data cannot be
   replaced per call. So ``data.params`` is baked into the bundle, one bundle per
-  (``code_hash``, params hash), kept in a small LRU.
+  (``code_hash``, schema hash, params hash), kept in a small LRU.
 * ``data.wasm`` changes on every call (``now``, ``intent_hash``, history), and the only per-call
   channel into a bundle is ``input``. Rego's ``with`` would be the textbook answer, but rego-cpp
   1.5.2 aborts or segfaults the whole process on ``with`` over rules that bind local variables.
@@ -205,7 +205,7 @@ class PolicyEngine:
 
     def __init__(self, *, max_bundles: int = 256) -> None:
         self._max_bundles = max_bundles
-        self._compiled: OrderedDict[tuple[bytes, bytes, tuple[str, ...]], _Compiled] = OrderedDict()
+        self._compiled: OrderedDict[tuple[bytes, ...], _Compiled] = OrderedDict()
         self._lock = threading.Lock()
 
     def evaluate(
@@ -224,7 +224,11 @@ class PolicyEngine:
             finally:
                 _rs.rego_free_output(output)
         if not ok or text.startswith("(error"):
-            detail = _readable(text, policy.modules) if ok else "conflicting rule values"
+            detail = (
+                _readable(text, policy.modules)
+                if ok
+                else "rego-cpp reported an error (for example conflicting rule values)"
+            )
             raise PolicyEngineError(f"policy {policy.name!r} failed to evaluate: {detail}")
         try:
             result = json.loads(text)["expressions"][0]
@@ -236,7 +240,8 @@ class PolicyEngine:
 
     def _get(self, policy: Policy, params: dict[str, Any], extra: tuple[str, ...]) -> _Compiled:
         params_json = canonical_json({"params": params})
-        key = (policy.code_hash, hashlib.sha256(params_json).digest(), extra)
+        digest = hashlib.sha256(params_json).digest()
+        key = (policy.code_hash, policy.schema_hash, digest, *(k.encode() for k in extra))
         compiled = self._compiled.get(key)
         if compiled is not None:
             self._compiled.move_to_end(key)

@@ -203,3 +203,13 @@ def test_params_are_checked_against_the_schema() -> None:
             params={"max_per_tx": {USDC: 100}},
             wasm=wasm_for(erc20(1)),
         )
+
+
+def test_a_cached_bundle_never_skips_another_policy_objects_schema_check() -> None:
+    engine = PolicyEngine()
+    loose = policy("allow := true\n")
+    strict = policy("allow := true\n", required=["cap"])
+    assert loose.code_hash == strict.code_hash
+    assert engine.evaluate(loose, input={}, params={}, wasm={}).decision == "allow"
+    with pytest.raises(PolicyEngineError, match="'cap' is a required property"):
+        engine.evaluate(strict, input={}, params={}, wasm={})
