@@ -29,6 +29,7 @@ from agentguard import (
     TransactionIntent,
     WindowCap,
 )
+from agentguard.audit import AuditLog
 from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, load_artifact, transact
 from agentguard.chain.vault import execute_calldata
 from agentguard.network.launcher import ReferenceNetwork
@@ -107,6 +108,7 @@ def main() -> None:
             ledger=Ledger(state / "ledger.sqlite3"),
             limits=Limits(windows=[WindowCap(token.address, 86400, 50 * USDC)]),
             vault=vault.address,
+            audit=AuditLog(state / "audit.jsonl"),
         )
 
         def pay(to: str, amount: int) -> Callable[[], str]:
@@ -165,8 +167,11 @@ def main() -> None:
         shop = token.functions.balanceOf(SHOP.address).call()
         left = token.functions.balanceOf(vault.address).call()
         print(f"\nshop received {_usd(shop)}; the vault holds {_usd(left)}")
+        report = AuditLog(state / "audit.jsonl").verify()
+        print(f"audit    {state / 'audit.jsonl'}: {report}")
+        print(f"         check it any time with: agentguard audit verify {state / 'audit.jsonl'}")
         expected = [True, False, False, True, False]
-        if results != expected or drained or shop != 9 * USDC:
+        if results != expected or drained or shop != 9 * USDC or not report.ok:
             raise SystemExit("demo: an outcome differed from the policy — see above")
         print("every outcome matched the policy.")
 
