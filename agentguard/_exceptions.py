@@ -35,7 +35,8 @@ happened and what to do about it; none ever contains a key or a secret.
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
         │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
-        └── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
+        ├── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
+        └── ProofError               a paid answer's TEE proof does not verify (do not use it)
 """
 
 from __future__ import annotations
@@ -308,3 +309,12 @@ class PaymentOutcomeUnknown(OutcomeUnknown):
         self.reservation_id = reservation_id
         self.payment_id = payment_id
         super().__init__(message, reference=reference)
+
+
+class ProofError(ExecutionError):
+    """A response's enclave (TEE) proof does not verify: wrong key, wrong id, or altered data."""
+
+    hint = (
+        "Do not use this response: it is not provably the enclave's answer to this request. "
+        "The payment for it stays as the receipt says; check the signing key and the endpoint."
+    )
