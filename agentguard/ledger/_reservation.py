@@ -16,6 +16,7 @@ class Reservation:
     """A snapshot of one reservation; ledger calls return a fresh one after every change."""
 
     id: str
+    """The reservation's handle: its idempotency key (one reservation per key, ever)."""
     key: str
     agent: str
     asset: str

@@ -124,8 +124,8 @@ def test_sigkill_inside_a_write_transaction_leaves_nothing_behind(tmp_path: Path
         "import sqlite3, sys, time\n"
         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
         "db.execute('BEGIN IMMEDIATE')\n"
-        'db.execute("INSERT INTO reservations (id, key, agent, asset, amount, reserved, state, '
-        "created_at, expires_at, updated_at) VALUES ('ghost', 'ghost', ?, ?, '999', '999', "
+        'db.execute("INSERT INTO reservations (key, agent, asset, amount, reserved, state, '
+        "created_at, expires_at, updated_at) VALUES ('ghost', ?, ?, '999', '999', "
         "'committed', 1, 2, 1)\", (sys.argv[2], sys.argv[3]))\n"
         "print('holding', flush=True)\n"
         "time.sleep(600)\n"
