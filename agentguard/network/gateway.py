@@ -426,7 +426,9 @@ class Gateway:
             result = await self._create_task(key, rpc_id, params)
         except BaseException as exc:
             self._idempotent.pop(cache_key, None)  # errors record nothing: a retry re-runs
-            if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            elif not future.done():
                 future.set_exception(exc)
                 future.exception()  # retrieved: concurrent retries see it, nobody else must
             raise
@@ -467,7 +469,7 @@ class Gateway:
                 task, task_id, wasm, expires_at, intent_hash
             )
             result = self._result(
-                task, task_id_hex, rpc_id, now, expires_at, wasm, decision, votes, errors, failure
+                task, task_id_hex, now, expires_at, wasm, decision, votes, errors, failure
             )
             if decision == "allow":
                 try:
@@ -507,7 +509,7 @@ class Gateway:
             "intent_hash": intent_hash_hex,
             "approved": self.state.is_approved(task.client.address, intent_hash_hex, now),
             "spend": {
-                "asset": asset or NATIVE_ASSET,
+                "asset": asset,
                 "amount": str(amount),
                 "recipient": task.spend_recipient,
             },
@@ -737,7 +739,6 @@ class Gateway:
         self,
         task: _TaskInput,
         task_id_hex: str,
-        rpc_id: str,
         now: int,
         expires_at: int,
         wasm: dict[str, Any],
