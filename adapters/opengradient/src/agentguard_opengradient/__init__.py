@@ -1,0 +1,33 @@
+"""agentguard for OpenGradient: verifiable TEE inference paid in OPG, under attestation.
+
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger,
+                    allowances=Allowances({OPG: 10**17}))
+    ensure_permit2_approval(wallet, OPG, min_allowance=10**17, amount=10**18, web3=w3)
+    og = OpenGradientClient(url, auth, tee_signing_key=pem)
+    result = og.chat("openai/gpt-4.1", [{"role": "user", "content": "hi"}])
+    result.text, result.receipt, result.proof
+
+Payments use x402's ``upto`` scheme: one Permit2 signature caps a session, each answer is
+charged against it, and the network authorizes the cap before anything is signed.
+"""
+
+from agentguard_opengradient._approval import Permit2Approval, ensure_permit2_approval
+from agentguard_opengradient._client import (
+    SETTLEMENT_TYPE,
+    InferenceResult,
+    OpenGradientClient,
+    SettlementMode,
+)
+from agentguard_opengradient._proof import TeeProof, tee_id, verify_proof
+
+__all__ = [
+    "SETTLEMENT_TYPE",
+    "InferenceResult",
+    "OpenGradientClient",
+    "Permit2Approval",
+    "SettlementMode",
+    "TeeProof",
+    "ensure_permit2_approval",
+    "tee_id",
+    "verify_proof",
+]
