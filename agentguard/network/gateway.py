@@ -75,7 +75,7 @@ IDEMPOTENCY_TTL = 600
 IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
 MAX_EXPIRE_AFTER = 86400
-SWEEP_INTERVAL = 15.0
+SWEEP_INTERVAL = 1.0
 
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -216,9 +216,7 @@ class Gateway:
             link.http.close()
 
     async def sweep_forever(self) -> None:
-        """Settle expired, uncommitted attestations through the configured usage check."""
-        if self.usage_check is None:
-            return
+        """Give back released attestations once they expire; settle the rest via usage check."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
@@ -857,11 +855,14 @@ class Gateway:
 
     def release(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
         task_id = self._task_for(key, params)
-        if not self.state.release(task_id):
+        status = self.state.release(task_id, int(self._clock()))
+        if status is None:
             record = self.state.task(task_id)
-            status = record.status if record else "unknown"
-            raise _invalid(f"task {task_id} is {status}; only an attested task can be released")
-        return {"task_id": task_id, "status": "released"}
+            current = record.status if record else "unknown"
+            raise _invalid(f"task {task_id} is {current}; only an attested task can be released")
+        record = self.state.task(task_id)
+        counts_until = record.expires_at if record and status == "releasing" else None
+        return {"task_id": task_id, "status": status, "counts_until": counts_until}
 
     def commit(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
         task_id = self._task_for(key, params)

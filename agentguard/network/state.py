@@ -10,7 +10,11 @@ Accounting rules:
 
 * An attested amount counts until it is released. ``release`` (the client says it never used
   the attestation) is accepted only while the task is ``attested``; a ``committed`` task
-  stays counted.
+  stays counted. While the attestation is still valid, a release only marks the task
+  ``releasing`` and the amount keeps counting until the attestation expires: otherwise a host
+  could release an attestation and then still use it (a vault accepts it until expiry) and so
+  spend past its cap. At expiry a ``releasing`` task is given back, unless a configured
+  ``UsageCheck`` says it was used after all (then it counts as committed).
 * An attestation that expires without a commit is *not* given back on its own. The gateway
   cannot see whether the client broadcast the transaction or settled the payment before
   expiry; giving the amount back would let a host that never commits (or lies) spend past
@@ -54,7 +58,7 @@ __all__ = [
 DEFAULT_WINDOWS = (3600, 86400)
 APPROVAL_TTL = 86400
 
-TaskStatus = Literal["attested", "committed", "released"]
+TaskStatus = Literal["attested", "releasing", "committed", "released"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -452,11 +456,27 @@ class State:
             return None
         return TaskRecord(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
 
-    def release(self, task_id: str) -> bool:
-        """Give an attested, never-used amount back. False unless the task was ``attested``."""
+    def release(self, task_id: str, now: int) -> TaskStatus | None:
+        """The client never used this attestation. ``released`` if it has expired (the amount is
+        given back now), ``releasing`` if it is still valid (given back at expiry), ``None``
+        unless the task was ``attested``."""
+        row = self._db.execute(
+            "SELECT expires_at FROM tasks WHERE task_id = ? AND status = 'attested'", (task_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] > now:
+            self._db.execute(
+                "UPDATE tasks SET status = 'releasing' WHERE task_id = ? AND status = 'attested'",
+                (task_id,),
+            )
+            return "releasing"
+        return "released" if self._give_back(task_id, "attested") else None
+
+    def _give_back(self, task_id: str, from_status: str) -> bool:
         changed = self._db.execute(
-            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = 'attested'",
-            (task_id,),
+            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ?",
+            (task_id, from_status),
         ).rowcount
         if not changed:
             return False
@@ -473,25 +493,32 @@ class State:
         return bool(
             self._db.execute(
                 "UPDATE tasks SET status = 'committed', outcome = ? "
-                "WHERE task_id = ? AND status = 'attested'",
+                "WHERE task_id = ? AND status IN ('attested', 'releasing')",
                 (outcome, task_id),
             ).rowcount
         )
 
-    def sweep_expired(self, now: int, usage_check: UsageCheck) -> int:
-        """Settle expired, uncommitted tasks with ``usage_check``; returns how many released."""
+    def sweep_expired(self, now: int, usage_check: UsageCheck | None) -> int:
+        """Settle expired tasks; returns how many were given back.
+
+        ``releasing`` tasks (the client said unused) are given back unless ``usage_check`` says
+        they were used; ``attested`` ones (the client never said) only if it says unused.
+        """
         rows = self._db.execute(
-            "SELECT task_id FROM tasks WHERE status = 'attested' AND expires_at <= ? LIMIT 1000",
+            "SELECT task_id, status FROM tasks WHERE status IN ('attested', 'releasing') "
+            "AND expires_at <= ? LIMIT 1000",
             (now,),
         ).fetchall()
         released = 0
-        for (task_id,) in rows:
+        for task_id, status in rows:
+            if status == "attested" and usage_check is None:
+                continue
             task = self.task(task_id)
             if task is None:
                 continue
-            used = usage_check.was_used(task)
-            if used is False:
-                released += self.release(task_id)
-            elif used is True:
+            used = usage_check.was_used(task) if usage_check is not None else None
+            if used is True:
                 self.commit(task_id, "used (usage check)")
+            elif used is False or status == "releasing":
+                released += self._give_back(task_id, status)
         return released

@@ -85,26 +85,45 @@ def test_records_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_release_only_while_attested(state: State) -> None:
-    allow(state, "t1", 5)
+    allow(state, "t1", 5, expires_in=0)  # already expired: can never be used any more
     allow(state, "t2", 7)
-    assert state.release("t1") is True
-    assert state.release("t1") is False
+    assert state.release("t1", NOW) == "released"
+    assert state.release("t1", NOW) is None
     assert spent(state, 60) == (1, 7)
     assert state.commit("t2", "0xfeed") is True
-    assert state.release("t2") is False
+    assert state.release("t2", NOW) is None
     assert spent(state, 60) == (1, 7)
-    assert state.release("unknown") is False
+    assert state.release("unknown", NOW) is None
+
+
+def test_a_valid_attestation_released_keeps_counting_until_it_expires(state: State) -> None:
+    allow(state, "t1", 5, expires_in=30)
+    assert state.release("t1", NOW) == "releasing"
+    assert state.release("t1", NOW) is None  # once
+    assert spent(state, 60) == (1, 5)  # a host could still use it: it counts
+    assert state.sweep_expired(NOW + 29, None) == 0
+    assert spent(state, 60, NOW + 29) == (1, 5)
+    assert state.sweep_expired(NOW + 30, None) == 1
+    assert spent(state, 60, NOW + 30) == (0, 0)
+
+
+def test_a_released_attestation_that_was_used_after_all_stays_counted(state: State) -> None:
+    allow(state, "t1", 5, expires_in=30)
+    assert state.release("t1", NOW) == "releasing"
+    assert state.sweep_expired(NOW + 30, Usage({"t1": True})) == 0
+    assert state.task("t1").status == "committed"  # type: ignore[union-attr]
+    assert spent(state, 60, NOW + 30) == (1, 5)
 
 
 def test_release_after_restart_gives_the_amount_back(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     first = State(path)
-    allow(first, "t1", 5)
+    allow(first, "t1", 5, expires_in=10)
     first.close()
     again = State(path)
     assert spent(again, 60) == (1, 5)
-    assert again.release("t1")
-    assert spent(again, 60) == (0, 0)
+    assert again.release("t1", NOW + 10) == "released"
+    assert spent(again, 60, NOW + 10) == (0, 0)
 
 
 class Usage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import uuid
 
@@ -124,25 +126,36 @@ def test_rate_limit_counts_attested_tasks(rpc: RPC, network: ReferenceNetwork) -
     assert outcomes[-1]["attestation"]["reasons"] == ["rate limit: 3 actions in 60s"]
 
 
-def test_release_gives_the_budget_back_once(rpc: RPC, network: ReferenceNetwork) -> None:
+def test_release_gives_the_budget_back_once_the_attestation_expires(
+    rpc: RPC, network: ReferenceNetwork
+) -> None:
     client = fresh_client()
-    network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT))
+    network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT), expire_after=2)
     agent = fresh_agent()
     first = rpc.create(client, transfer(agent))
     second = rpc.create(client, transfer(agent))
     assert decision(first) == decision(second) == "allow"
     assert decision(rpc.create(client, transfer(agent))) == "deny"
 
-    assert rpc.call("agentguard_releaseTask", {"task_id": first["task_id"]})["status"] == "released"
+    released = rpc.call("agentguard_releaseTask", {"task_id": first["task_id"]})
+    assert released["status"] == "releasing"
+    assert released["counts_until"] == first["attestation"]["expires_at"]
     again = rpc.raw("agentguard_releaseTask", {"task_id": first["task_id"]}).json()
-    assert again["error"]["code"] == -32602 and "released" in again["error"]["message"]
-    assert decision(rpc.create(client, transfer(agent))) == "allow"
+    assert again["error"]["code"] == -32602 and "releasing" in again["error"]["message"]
+    # still valid, so a host could still use it: it keeps counting until it expires
     assert decision(rpc.create(client, transfer(agent))) == "deny"
 
     # a committed task was used: it can no longer be released
     assert rpc.call("agentguard_commitTask", {"task_id": second["task_id"], "outcome": "0xabc"})
     refused = rpc.raw("agentguard_releaseTask", {"task_id": second["task_id"]}).json()
     assert "committed" in refused["error"]["message"]
+
+    deadline = time.time() + 10
+    while decision(outcome := rpc.create(client, transfer(agent))) != "allow":
+        assert time.time() < deadline, "the released amount never came back"
+        time.sleep(0.5)
+    assert outcome["attestation"]["expires_at"] > first["attestation"]["expires_at"]
+    assert decision(rpc.create(client, transfer(agent))) == "deny"
 
 
 def test_retry_with_the_same_rpc_id_is_counted_once(rpc: RPC, network: ReferenceNetwork) -> None:

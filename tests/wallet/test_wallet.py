@@ -116,17 +116,25 @@ def test_daily_cap_at_the_network_holds(snapshot, network, sign_spy):
 
 def test_ledger_cap_refuses_before_signing_and_releases_at_the_gateway(snapshot, network, sign_spy):
     chain = snapshot
-    client, _ = new_policy_client(network, chain.token.address)
+    client, _ = new_policy_client(network, chain.token.address, expire_after=2)
     limits = Limits(windows=[WindowCap(chain.token.address, 3600, 3_000_000)])
     wallet = make_wallet(chain, network, policy_client=client, limits=limits)
     wallet.transfer(PAYEE, 2_000_000, asset=chain.token.address)
     with pytest.raises(BudgetExceeded):
         wallet.transfer(PAYEE, 1_000_001, asset=chain.token.address)
     assert sign_spy == ["sign_transaction"]
-    # the refused attestation was released at the network: its daily total did not grow
+    # the refused attestation was released at the network: once it expires (it can no longer
+    # be used) the network's daily total no longer counts it, so the full cap is usable again
     wallet2 = make_wallet(chain, network, policy_client=client)
     wallet2.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)
-    wallet2.transfer(PAYEE, DAILY_CAP - 2_000_000 - PER_TX_CAP, asset=chain.token.address)
+    deadline = time.time() + 15
+    while True:
+        try:
+            wallet2.transfer(PAYEE, DAILY_CAP - 2_000_000 - PER_TX_CAP, asset=chain.token.address)
+            break
+        except PolicyDenied:
+            assert time.time() < deadline, "the released attestation was never given back"
+            time.sleep(0.5)
 
 
 def test_gas_estimation_revert_is_decoded_and_nothing_is_signed(snapshot, network, sign_spy):
