@@ -1,0 +1,101 @@
+"""Shared pieces of the OpenGradient adapter tests: a chain with OPG, Permit2 and the upto
+proxy at their canonical addresses, revert decoding, and a signing spy.
+
+(This folder has no ``__init__.py`` so it cannot clash with the repository's ``tests``
+package; test modules are named ``test_og_*`` for the same reason.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError
+
+from agentguard._eip712 import keccak
+from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
+from agentguard_opengradient.localchain import deploy_opg, install_permit2
+
+OWNER = DEV_ACCOUNTS[0]
+AGENT = DEV_ACCOUNTS[1]
+STRANGER = DEV_ACCOUNTS[2]
+PAYEE = DEV_ACCOUNTS[3]
+FACILITATOR = DEV_ACCOUNTS[4]
+OPG = 10**18
+AGENT_OPG = 5 * OPG
+
+
+@dataclass
+class Chain:
+    anvil: Anvil
+    w3: Web3
+    opg: Contract
+    permit2: Contract
+    proxy: Contract
+
+    def balance(self, who: str) -> int:
+        return int(self.opg.functions.balanceOf(who).call())
+
+
+def start_chain() -> tuple[Anvil, Chain]:
+    anvil = Anvil().start()
+    w3 = Web3(Web3.HTTPProvider(anvil.url))
+    permit2, proxy = install_permit2(w3, sender=OWNER.address)
+    opg = deploy_opg(w3, sender=OWNER.address)
+    transact(w3, opg.functions.mint(AGENT.address, AGENT_OPG), sender=OWNER.address)
+    return anvil, Chain(anvil, w3, opg, permit2, proxy)
+
+
+def _errors() -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for name in ("Permit2", "X402UptoPermit2Proxy", "OpgToken"):
+        for item in load_artifact(name).abi:
+            if item["type"] == "error":
+                types = [i["type"] for i in item["inputs"]]
+                table[keccak(f"{item['name']}({','.join(types)})".encode())[:4]] = (
+                    item["name"],
+                    types,
+                )
+    return table
+
+
+ERRORS = _errors()
+
+
+@contextmanager
+def reverts(name: str) -> Iterator[list[Any]]:
+    """Asserts the block reverts with this custom error; yields its decoded arguments."""
+    decoded: list[Any] = []
+    with pytest.raises(ContractCustomError) as info:
+        yield decoded
+    raw = bytes.fromhex(str(info.value.data).removeprefix("0x"))
+    found, types = ERRORS[raw[:4]]
+    assert found == name
+    decoded.extend(abi_decode(types, raw[4:]))
+
+
+@dataclass
+class SigningSpy:
+    calls: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
+    """Counts every signature eth-account makes in this process, whatever the path."""
+    spy = SigningSpy()
+    for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
+        original = getattr(LocalAccount, name)
+
+        def wrapper(self: LocalAccount, *args: Any, __o: Any = original, __n: str = name, **kw: Any) -> Any:
+            spy.calls.append(__n)
+            return __o(self, *args, **kw)
+
+        monkeypatch.setattr(LocalAccount, name, wrapper)
+    return spy
