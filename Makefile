@@ -12,7 +12,7 @@ $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 $(STAMP): pyproject.toml | $(UV)
-	$(UV) sync --all-extras --python python3
+	$(UV) sync --all-extras --python python3 --compile-bytecode
 	@touch $(STAMP)
 
 # anvil (local Base chain) and solc-js come from the npm registry, pinned in package-lock.json.
