@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal, Self
 
 from eth_abi.abi import decode as abi_decode
@@ -127,12 +127,18 @@ def argument_types(signature: str) -> list[str]:
     return _split_top_level(inner)
 
 
+@lru_cache(maxsize=4096)
+def _checksum_cached(address: str) -> str:
+    # EIP-55 costs a keccak per call; an agent talks to a handful of addresses, again and again.
+    return to_checksum_address(address)
+
+
 def _checksum(value: Any, field: str) -> str:
     if isinstance(value, bytes) and len(value) == 20:
         value = "0x" + value.hex()
     if not isinstance(value, str) or not _ADDRESS_RE.match(value):
         raise IntentError(f"{field} must be a 0x-prefixed 20-byte address, got {value!r}")
-    return to_checksum_address(value)
+    return _checksum_cached(value)
 
 
 def _jsonable(value: Any, abi_type: str = "") -> Any:
@@ -152,7 +158,7 @@ def _jsonable(value: Any, abi_type: str = "") -> Any:
         inner = abi_type[:-2] if abi_type.endswith("[]") else ""
         return [_jsonable(v, inner) for v in value]
     if isinstance(value, str) and _ADDRESS_RE.match(value):
-        return to_checksum_address(value)
+        return _checksum_cached(value)
     return value
 
 
@@ -307,10 +313,10 @@ class TransactionIntent(_Model):
         name = self.function_signature
         if name in (_ERC20_TRANSFER, "approve(address,uint256)") and self.value == 0:
             recipient, amount = self.decoded_arguments
-            return Spend(asset=self.to, amount=amount, recipient=to_checksum_address(recipient))
+            return Spend(asset=self.to, amount=amount, recipient=_checksum_cached(recipient))
         if name == "transferFrom(address,address,uint256)" and self.value == 0:
             _, recipient, amount = self.decoded_arguments
-            return Spend(asset=self.to, amount=amount, recipient=to_checksum_address(recipient))
+            return Spend(asset=self.to, amount=amount, recipient=_checksum_cached(recipient))
         return Spend(asset=NATIVE_ASSET, amount=self.value, recipient=self.to)
 
     def newton_intent(self) -> TransactionIntent:
