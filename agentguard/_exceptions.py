@@ -210,7 +210,25 @@ class LedgerError(AgentGuardError):
 
 
 class BudgetExceeded(LedgerError):
+    """A cap refused the spend; the fields let an agent back off without parsing the message."""
+
     hint = "This would pass a spend cap; wait for the window to roll or raise the cap."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cap: int | None = None,
+        used: int | None = None,
+        requested: int | None = None,
+        retry_at: float | None = None,
+    ) -> None:
+        self.cap = cap
+        self.used = used
+        self.requested = requested
+        self.retry_at = retry_at
+        """Unix time when the spend would fit again; ``None`` if it never will."""
+        super().__init__(message)
 
 
 class ReservationError(LedgerError):

@@ -21,6 +21,8 @@ _SECRET_KEY = re.compile(
     r"bearer|credential|token_secret)",
     re.IGNORECASE,
 )
+_SHORT_KEY_NAME = re.compile(r"(?i)^(key|pk|sk|priv|privkey|signing_?key|raw_?key|key_?bytes)$")
+_KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',]+")
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -43,6 +45,23 @@ def mask_secret_keys(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [mask_secret_keys(v) for v in value]
+    return value
+
+
+def mask_key_material(value: Any) -> Any:
+    """A 32-byte hex string under a short key-ish name (``key``, ``pk``, ``sk``…) is a key."""
+    if isinstance(value, Mapping):
+        return {
+            k: MASK
+            if isinstance(k, str)
+            and _SHORT_KEY_NAME.match(k)
+            and isinstance(v, str)
+            and _KEY_MATERIAL.fullmatch(v)
+            else mask_key_material(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_key_material(v) for v in value]
     return value
 
 
@@ -79,6 +98,7 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
 
 PROCESSORS: tuple[Callable[[Any], Any], ...] = (
     mask_secret_keys,
+    mask_key_material,
     mask_bearer_tokens,
     mask_known_secrets,
 )

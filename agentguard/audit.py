@@ -41,7 +41,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentguard._exceptions import ConfigurationError
-from agentguard._redact import MASK
+from agentguard._json import canonical_json
 from agentguard._redact import PROCESSORS as REDACTION
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "Entry",
     "VerifyReport",
     "entry_hash",
-    "mask_key_material",
     "to_json",
 ]
 
@@ -61,17 +60,11 @@ Processor = Callable[[Any], Any]
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
 _SAFE_INT = 2**53 - 1
-_SHORT_KEY_NAME = re.compile(r"(?i)^(key|pk|sk|priv|privkey|signing_?key|raw_?key|key_?bytes)$")
-_KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def entry_hash(seq: int, ts: str, kind: str, record: Any, prev_hash: str) -> str:
     body = {"seq": seq, "ts": ts, "kind": kind, "record": record, "prev_hash": prev_hash}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 # -- the record processors: small plain functions, applied in order --------------------------
@@ -101,24 +94,7 @@ def to_json(value: Any) -> Any:
     return f"<{type(value).__name__}>"  # keys, accounts, clients: never their repr
 
 
-def mask_key_material(value: Any) -> Any:
-    """A 32-byte hex string under a short key-ish name (``key``, ``pk``, ``sk``…) is a key."""
-    if isinstance(value, Mapping):
-        return {
-            k: MASK
-            if isinstance(k, str)
-            and _SHORT_KEY_NAME.match(k)
-            and isinstance(v, str)
-            and _KEY_MATERIAL.fullmatch(v)
-            else mask_key_material(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [mask_key_material(v) for v in value]
-    return value
-
-
-PROCESSORS: tuple[Processor, ...] = (to_json, *REDACTION, mask_key_material)
+PROCESSORS: tuple[Processor, ...] = (to_json, *REDACTION)
 
 
 # -- entries and verification ----------------------------------------------------------------
@@ -134,7 +110,7 @@ class Entry:
     hash: str
 
     def line(self) -> bytes:
-        return (canonical_json(dataclasses.asdict(self)) + "\n").encode()
+        return canonical_json(dataclasses.asdict(self)) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,11 @@ def _when(at: float | None, now: float, what: str = "room") -> str:
 def per_tx_refusal(agent: str, asset: str, amount: int, cap: int) -> BudgetExceeded:
     return BudgetExceeded(
         f"agent {agent}: per-transaction cap for asset {asset} is {cap}, "
-        f"this action spends {amount}; it will never fit, split it or raise the cap"
+        f"this action spends {amount}; it will never fit, split it or raise the cap",
+        cap=cap,
+        used=0,
+        requested=amount,
+        retry_at=None,
     )
 
 
@@ -129,7 +133,11 @@ def window_refusal(
     return BudgetExceeded(
         f"agent {agent}: {cap.window_seconds} s window cap for asset {cap.asset} is "
         f"{cap.max_amount}; {used} already reserved or spent + {amount} requested = "
-        f"{used + amount}; {_when(free_at, now)}"
+        f"{used + amount}; {_when(free_at, now)}",
+        cap=cap.max_amount,
+        used=used,
+        requested=amount,
+        retry_at=free_at,
     )
 
 
@@ -147,5 +155,9 @@ def rate_refusal(
     when = _when(free_at, now, "a slot") if cap.max_count else "the cap is 0, nothing will fit"
     return BudgetExceeded(
         f"agent {agent}: rate cap is {cap.max_count} actions per {cap.window_seconds} s and "
-        f"{count} are already counted; {when}"
+        f"{count} are already counted; {when}",
+        cap=cap.max_count,
+        used=count,
+        requested=1,
+        retry_at=free_at,
     )

@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._eip712 import address_word, keccak, uint_word
+from agentguard._json import canonical_json
 
 __all__ = ["Policy", "bundled", "canonical_json", "load", "policy_id"]
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)

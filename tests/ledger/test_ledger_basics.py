@@ -348,3 +348,21 @@ def test_refusal_messages_hold_no_secrets_only_figures(ledger: Ledger, clock: Cl
     assert re.search(
         r"60 s window cap for asset 0x833589fcd6edb6e08f4c7c32d4f71b54bda02913", str(info.value)
     )
+
+
+def test_refusals_carry_fields_an_agent_can_back_off_with() -> None:
+    from agentguard import BudgetExceeded, Ledger, Limits, Spend, WindowCap
+
+    now = [1_000.0]
+    ledger = Ledger(clock=lambda: now[0])
+    asset = "0x" + "ab" * 20
+    limits = Limits(windows=[WindowCap(asset, 60, 10)])
+    ledger.reserve("agent", Spend(asset=asset, amount=7), key="k1", expires_at=2_000, limits=limits)
+    now[0] = 1_010.0
+    try:
+        ledger.reserve("agent", Spend(asset=asset, amount=5), key="k2", expires_at=2_000, limits=limits)
+    except BudgetExceeded as exc:
+        assert (exc.cap, exc.used, exc.requested) == (10, 7, 5)
+        assert exc.retry_at == 1_060.0
+    else:
+        raise AssertionError("the window cap did not refuse")
