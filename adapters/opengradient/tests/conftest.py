@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from agentguard_opengradient.localchain import deploy_opg, install_permit2
 from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -21,7 +22,6 @@ from web3.exceptions import ContractCustomError
 
 from agentguard._eip712 import keccak
 from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
-from agentguard_opengradient.localchain import deploy_opg, install_permit2
 
 OWNER = DEV_ACCOUNTS[0]
 AGENT = DEV_ACCOUNTS[1]
@@ -93,7 +93,9 @@ def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
     for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
         original = getattr(LocalAccount, name)
 
-        def wrapper(self: LocalAccount, *args: Any, __o: Any = original, __n: str = name, **kw: Any) -> Any:
+        def wrapper(
+            self: LocalAccount, *args: Any, __o: Any = original, __n: str = name, **kw: Any
+        ) -> Any:
             spy.calls.append(__n)
             return __o(self, *args, **kw)
 

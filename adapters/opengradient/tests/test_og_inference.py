@@ -16,6 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from agentguard_opengradient import (
+    OpenGradientClient,
+    Permit2Approval,
+    ensure_permit2_approval,
+    tee_id,
+    verify_proof,
+)
+from agentguard_opengradient._proof import canonical_completion_request
+from conftest import AGENT, AGENT_OPG, FACILITATOR, OPG, PAYEE, Chain, SigningSpy, start_chain
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -27,16 +36,6 @@ from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
 from agentguard.x402 import Allowances, X402Auth, resolver
 from agentguard.x402.upto.client import PERMIT2
-from agentguard_opengradient import (
-    OpenGradientClient,
-    Permit2Approval,
-    ensure_permit2_approval,
-    tee_id,
-    verify_proof,
-)
-from agentguard_opengradient._proof import canonical_completion_request
-
-from conftest import AGENT, AGENT_OPG, FACILITATOR, OPG, PAYEE, Chain, SigningSpy, start_chain
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 POLICY_CLIENT = "0x00000000000000000000000000000000000A0601"
@@ -50,9 +49,11 @@ MODEL = "openai/gpt-4.1"
 
 
 def pem(key: RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @dataclass
@@ -85,16 +86,22 @@ def chain() -> Iterator[Chain]:
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[ReferenceNetwork]:
-    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0, startup_timeout=120.0) as net:
+    with ReferenceNetwork(
+        operators=3, threshold_percentage=66, timeout=5.0, startup_timeout=120.0
+    ) as net:
         yield net
 
 
 @pytest.fixture(scope="module")
 def policies(network: ReferenceNetwork, chain: Chain) -> None:
     caps = {"max_per_tx": {chain.opg.address.lower(): str(POLICY_CAP)}}
-    network.register_policy_client(POLICY_CLIENT, "agent_spend", {**caps, "allowed_recipients": [PAYEE.address, PERMIT2]})
+    network.register_policy_client(
+        POLICY_CLIENT, "agent_spend", {**caps, "allowed_recipients": [PAYEE.address, PERMIT2]}
+    )
     # Same caps, but the inference provider is not an allowed recipient.
-    network.register_policy_client(STRICT_CLIENT, "agent_spend", {**caps, "allowed_recipients": [PERMIT2]})
+    network.register_policy_client(
+        STRICT_CLIENT, "agent_spend", {**caps, "allowed_recipients": [PERMIT2]}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +109,11 @@ def server(chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_file = tmp_path_factory.mktemp("og") / "tee.pem"
     key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     key_file.chmod(0o600)
     env = {
@@ -137,7 +148,12 @@ def server(chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def guard(network: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> Guard:
-    return Guard.connect(network.url, policy_client=policy_client, operators=network.operator_addresses, api_key=network.api_key)
+    return Guard.connect(
+        network.url,
+        policy_client=policy_client,
+        operators=network.operator_addresses,
+        api_key=network.api_key,
+    )
 
 
 @dataclass
@@ -148,41 +164,64 @@ class AuditList:
         self.records.append((kind, dict(record)))
 
 
-def wallet(chain: Chain, network: ReferenceNetwork, audit: AuditList | None = None) -> GuardedWallet:
+def wallet(
+    chain: Chain, network: ReferenceNetwork, audit: AuditList | None = None
+) -> GuardedWallet:
     return GuardedWallet(
-        signer=Signer.from_key(AGENT.private_key), guard=guard(network), web3=chain.w3, ledger=Ledger(),
+        signer=Signer.from_key(AGENT.private_key), guard=guard(network), web3=chain.w3,
+        ledger=Ledger(),
         limits=Limits(windows=[WindowCap(chain.opg.address, 86400, 10 * OPG)]), audit=audit,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def approved(chain: Chain, network: ReferenceNetwork, policies: None) -> tuple[Permit2Approval, Permit2Approval, AuditList]:
+def approved(
+    chain: Chain, network: ReferenceNetwork, policies: None
+) -> tuple[Permit2Approval, Permit2Approval, AuditList]:
     """The one-time Permit2 approval, through the guarded wallet, then asked for again."""
     audit = AuditList()
     agent_wallet = wallet(chain, network, audit)
-    first = ensure_permit2_approval(agent_wallet, chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3)
-    second = ensure_permit2_approval(agent_wallet, chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3)
+    first = ensure_permit2_approval(
+        agent_wallet, chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3
+    )
+    second = ensure_permit2_approval(
+        agent_wallet, chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3
+    )
     return first, second, audit
 
 
-def make_auth(network: ReferenceNetwork, chain: Chain, ledger: Ledger, policy_client: str = POLICY_CLIENT) -> X402Auth:
+def make_auth(
+    network: ReferenceNetwork, chain: Chain, ledger: Ledger, policy_client: str = POLICY_CLIENT
+) -> X402Auth:
     return X402Auth(
-        signer=Signer.from_key(AGENT.private_key), guard=guard(network, policy_client), ledger=ledger,
+        signer=Signer.from_key(AGENT.private_key), guard=guard(network, policy_client),
+        ledger=ledger,
         allowances=Allowances({chain.opg.address: SESSION_CAP}),
     )  # fmt: skip
 
 
 def charge(prompt: str, reply: str) -> int:
-    """The server's published price: words in × input price + words out × output price."""
+    """The server's published price: words in * input price + words out * output price."""
     return len(prompt.split()) * INPUT_PRICE + len(reply.split()) * OUTPUT_PRICE
 
 
 def test_approval_goes_through_the_guarded_wallet_once(approved: Any, chain: Chain) -> None:
     first, second, audit = approved
     assert (first.allowance_before, first.allowance_after) == (0, APPROVAL)
-    assert first.receipt is not None and first.receipt.intent.function_signature == "approve(address,uint256)"
-    assert first.receipt.intent.spend.recipient == PERMIT2 and first.receipt.intent.spend.amount == APPROVAL
-    assert [kind for kind, _ in audit.records] == ["authorized", "signed", "sent", "committed"]  # once
+    assert (
+        first.receipt is not None
+        and first.receipt.intent.function_signature == "approve(address,uint256)"
+    )
+    assert (
+        first.receipt.intent.spend.recipient == PERMIT2
+        and first.receipt.intent.spend.amount == APPROVAL
+    )
+    assert [kind for kind, _ in audit.records] == [
+        "authorized",
+        "signed",
+        "sent",
+        "committed",
+    ]  # once
     assert second.receipt is None and second.allowance_before == APPROVAL
     assert chain.opg.functions.allowance(AGENT.address, PERMIT2).call() == APPROVAL
 
@@ -193,9 +232,13 @@ def test_one_signature_pays_a_session_of_chats_and_settles_exactly(
     payer_before, payee_before = chain.balance(AGENT.address), chain.balance(PAYEE.address)
     with Ledger() as ledger:
         auth = make_auth(network, chain, ledger)
-        with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key), settlement_mode="individual") as og:
+        with OpenGradientClient(
+            server.url, auth, tee_signing_key=pem(server.key), settlement_mode="individual"
+        ) as og:
             prompts = [f"question {i} about permits" for i in range(3)]
-            results = [og.chat(MODEL, [{"role": "user", "content": p}], max_tokens=20) for p in prompts]
+            results = [
+                og.chat(MODEL, [{"role": "user", "content": p}], max_tokens=20) for p in prompts
+            ]
         assert signing_spy.calls == ["sign_typed_data"]  # one Permit2 signature for the session
         expected = [charge(p, "You said: " + p) for p in prompts]
         sessions = {r.receipt.session for r in results if r.receipt}
@@ -233,23 +276,43 @@ async def test_async_chat_and_completion_verify_and_tampering_fails(
 ) -> None:
     with Ledger() as ledger:
         auth = make_auth(network, chain, ledger)
-        async with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key), settlement_mode="private") as og:
-            chat = await og.achat(MODEL, [{"role": "system", "content": "terse"}, {"role": "user", "content": "ping"}])
+        async with OpenGradientClient(
+            server.url, auth, tee_signing_key=pem(server.key), settlement_mode="private"
+        ) as og:
+            chat = await og.achat(
+                MODEL, [{"role": "system", "content": "terse"}, {"role": "user", "content": "ping"}]
+            )
             again = await og.achat(MODEL, [{"role": "user", "content": "ping again"}])
             done = await og.acompletion(MODEL, "one two three", max_tokens=3)
         assert chat.text == "You said: ping" and chat.proof is not None
         assert chat.receipt is not None and again.receipt is not None
         assert again.receipt.session == chat.receipt.session
         assert again.receipt.reservation_id == chat.receipt.reservation_id  # no new payment
-        assert done.text == "Echo: one two" and done.finish_reason == "length" and done.proof is not None
-        assert done.receipt is not None and done.receipt.amount == charge("one two three", "Echo: one two")
+        assert (
+            done.text == "Echo: one two"
+            and done.finish_reason == "length"
+            and done.proof is not None
+        )
+        assert done.receipt is not None and done.receipt.amount == charge(
+            "one two three", "Echo: one two"
+        )
 
         # The same answer, altered on the way: its proof no longer holds.
         body = {"model": "gpt-4.1", "prompt": "one two three", "max_tokens": 3, "temperature": 0.0}
         with pytest.raises(ProofError, match="not the output"):
-            verify_proof(done.raw, canonical_request=canonical_completion_request(body), output="Echo: one TWO", signing_key=pem(server.key))
+            verify_proof(
+                done.raw,
+                canonical_request=canonical_completion_request(body),
+                output="Echo: one TWO",
+                signing_key=pem(server.key),
+            )
         with pytest.raises(ProofError, match="different request"):
-            verify_proof(done.raw, canonical_request={**canonical_completion_request(body), "prompt": "x"}, output=done.text, signing_key=pem(server.key))
+            verify_proof(
+                done.raw,
+                canonical_request={**canonical_completion_request(body), "prompt": "x"},
+                output=done.text,
+                signing_key=pem(server.key),
+            )
         await auth.aclose()
         for session in {chat.receipt.session, done.receipt.session}:
             assert session is not None
@@ -290,12 +353,16 @@ def test_an_approval_above_the_policy_cap_is_refused_unsigned(
 ) -> None:
     before = chain.opg.functions.allowance(AGENT.address, PERMIT2).call()
     with pytest.raises(PolicyDenied):
-        ensure_permit2_approval(wallet(chain, network), chain.opg.address, AGENT_OPG, AGENT_OPG, web3=chain.w3)
+        ensure_permit2_approval(
+            wallet(chain, network), chain.opg.address, AGENT_OPG, AGENT_OPG, web3=chain.w3
+        )
     assert signing_spy.calls == []
     assert chain.opg.functions.allowance(AGENT.address, PERMIT2).call() == before
 
 
-def test_client_configuration_is_checked_before_any_request(chain: Chain, network: ReferenceNetwork) -> None:
+def test_client_configuration_is_checked_before_any_request(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
     with Ledger() as ledger:
         auth = make_auth(network, chain, ledger)
         with pytest.raises(ConfigurationError, match="settlement_mode"):

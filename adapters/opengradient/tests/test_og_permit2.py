@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import AGENT, FACILITATOR, OPG, PAYEE, STRANGER, Chain, reverts, start_chain
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from web3 import Web3
@@ -17,15 +18,15 @@ from agentguard.x402 import resolver
 from agentguard.x402._wire import Requirement
 from agentguard.x402.upto import client as upto_client
 
-from conftest import AGENT, FACILITATOR, OPG, PAYEE, STRANGER, Chain, reverts, start_chain
-
 MAX = OPG // 10
 
 
 @pytest.fixture(scope="module")
 def module_chain() -> Iterator[Chain]:
     anvil, chain = start_chain()
-    transact(chain.w3, chain.opg.functions.approve(upto_client.PERMIT2, 10 * OPG), sender=AGENT.address)
+    transact(
+        chain.w3, chain.opg.functions.approve(upto_client.PERMIT2, 10 * OPG), sender=AGENT.address
+    )
     try:
         yield chain
     finally:
@@ -45,7 +46,9 @@ def now(chain: Chain) -> int:
     return int(chain.w3.eth.get_block("latest")["timestamp"])
 
 
-def signed_permit(chain: Chain, *, nonce: int = 7, deadline_in: int = 300, **witness: Any) -> dict[str, Any]:
+def signed_permit(
+    chain: Chain, *, nonce: int = 7, deadline_in: int = 300, **witness: Any
+) -> dict[str, Any]:
     """What the agent's ``X402Auth`` signs for a 402 offering ``MAX`` to PAYEE via FACILITATOR."""
     req = Requirement(
         x402_version=2, scheme="upto", network="eip155:8453", amount=MAX,
@@ -63,7 +66,11 @@ def settle_args(permit: dict[str, Any], amount: int, **witness_override: Any) ->
     auth = permit["payload"]["permit2Authorization"]
     witness = {**auth["witness"], **witness_override}
     return (
-        ((auth["permitted"]["token"], int(auth["permitted"]["amount"])), int(auth["nonce"]), int(auth["deadline"])),
+        (
+            (auth["permitted"]["token"], int(auth["permitted"]["amount"])),
+            int(auth["nonce"]),
+            int(auth["deadline"]),
+        ),
         amount,
         auth["from"],
         (witness["to"], witness["facilitator"], int(witness["validAfter"])),
@@ -71,8 +78,17 @@ def settle_args(permit: dict[str, Any], amount: int, **witness_override: Any) ->
     )
 
 
-def settle(chain: Chain, permit: dict[str, Any], amount: int, *, sender: str = FACILITATOR.address, **witness: Any) -> Any:
-    return chain.proxy.functions.settle(*settle_args(permit, amount, **witness)).transact({"from": sender})
+def settle(
+    chain: Chain,
+    permit: dict[str, Any],
+    amount: int,
+    *,
+    sender: str = FACILITATOR.address,
+    **witness: Any,
+) -> Any:
+    return chain.proxy.functions.settle(*settle_args(permit, amount, **witness)).transact(
+        {"from": sender}
+    )
 
 
 def reservation(permit: dict[str, Any]) -> Reservation:
@@ -94,12 +110,16 @@ def test_contracts_sit_at_the_canonical_addresses(chain: Chain) -> None:
 def test_domain_separator_is_permit2s_for_its_own_address(chain: Chain) -> None:
     typed = signed_permit(chain)["typed"]
     # eth-account's generic EIP-712 encoder: header = the domain separator of the signed data
-    assert chain.permit2.functions.DOMAIN_SEPARATOR().call() == encode_typed_data(full_message=typed).header
+    assert (
+        chain.permit2.functions.DOMAIN_SEPARATOR().call()
+        == encode_typed_data(full_message=typed).header
+    )
     domain = Web3.keccak(
         Web3.keccak(text="EIP712Domain(string name,uint256 chainId,address verifyingContract)")
         + Web3.keccak(text="Permit2")
         + (8453).to_bytes(32, "big")
-        + bytes(12) + bytes.fromhex(upto_client.PERMIT2[2:])
+        + bytes(12)
+        + bytes.fromhex(upto_client.PERMIT2[2:])
     )
     assert chain.permit2.functions.DOMAIN_SEPARATOR().call() == domain
 

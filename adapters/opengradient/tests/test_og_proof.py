@@ -7,14 +7,14 @@ import json
 from typing import Any
 
 import pytest
+from agentguard_opengradient import tee_id, verify_proof
+from agentguard_opengradient._proof import canonical_chat_request, sign_proof
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from agentguard._eip712 import keccak
 from agentguard._exceptions import IntentError, ProofError
-from agentguard_opengradient import tee_id, verify_proof
-from agentguard_opengradient._proof import canonical_chat_request, sign_proof
 
 BODY = {
     "model": "gpt-4.1",
@@ -37,9 +37,11 @@ def other_key() -> RSAPrivateKey:
 
 
 def pem(key: RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def signed(key: RSAPrivateKey) -> dict[str, Any]:
@@ -59,13 +61,17 @@ def test_canonical_request_keeps_only_what_the_enclave_commits_to() -> None:
 
 def test_a_good_proof_verifies_and_matches_the_documented_construction(key: RSAPrivateKey) -> None:
     fields = signed(key)
-    proof = verify_proof(fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key=pem(key))
+    proof = verify_proof(
+        fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key=pem(key)
+    )
     request_hash = keccak(json.dumps(canonical_chat_request(BODY), sort_keys=True).encode())
     output_hash = keccak(OUTPUT.encode())
     assert proof.request_hash == "0x" + request_hash.hex() == fields["tee_request_hash"]
     assert proof.output_hash == "0x" + output_hash.hex()
     assert proof.timestamp == 1_764_000_000
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert proof.tee_id == "0x" + keccak(der).hex() == tee_id(pem(key))
     # The signature is RSA-PSS-SHA256 (salt 32) over keccak(request ‖ output ‖ uint256(ts)).
     key.public_key().verify(
@@ -82,7 +88,10 @@ def test_a_good_proof_verifies_and_matches_the_documented_construction(key: RSAP
         (lambda f: f.update(tee_timestamp=f["tee_timestamp"] + 1), "does not verify"),
         (lambda f: f.update(tee_output_hash="0x" + "00" * 32), "not the output"),
         (lambda f: f.update(tee_request_hash="0x" + "11" * 32), "different request"),
-        (lambda f: f.update(tee_signature=base64.b64encode(b"\x00" * 256).decode()), "does not verify"),
+        (
+            lambda f: f.update(tee_signature=base64.b64encode(b"\x00" * 256).decode()),
+            "does not verify",
+        ),
         (lambda f: f.update(tee_signature="%%%"), "does not verify"),
         (lambda f: f.update(tee_id="0x" + "22" * 32), "claims TEE"),
         (lambda f: f.pop("tee_signature"), "no TEE proof fields tee_signature"),
@@ -93,13 +102,23 @@ def test_any_tampered_field_fails(key: RSAPrivateKey, change: Any, message: str)
     fields = signed(key)
     change(fields)
     with pytest.raises(ProofError, match=message):
-        verify_proof(fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key=pem(key))
+        verify_proof(
+            fields,
+            canonical_request=canonical_chat_request(BODY),
+            output=OUTPUT,
+            signing_key=pem(key),
+        )
 
 
 def test_other_text_or_other_request_fails(key: RSAPrivateKey) -> None:
     fields = signed(key)
     with pytest.raises(ProofError, match="not the output"):
-        verify_proof(fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT + "!", signing_key=pem(key))
+        verify_proof(
+            fields,
+            canonical_request=canonical_chat_request(BODY),
+            output=OUTPUT + "!",
+            signing_key=pem(key),
+        )
     other = canonical_chat_request({**BODY, "max_tokens": 51})
     with pytest.raises(ProofError, match="different request"):
         verify_proof(fields, canonical_request=other, output=OUTPUT, signing_key=pem(key))
@@ -108,15 +127,30 @@ def test_other_text_or_other_request_fails(key: RSAPrivateKey) -> None:
 def test_wrong_key_or_wrong_expected_id_fails(key: RSAPrivateKey, other_key: RSAPrivateKey) -> None:
     fields = signed(key)
     with pytest.raises(ProofError, match="claims TEE"):
-        verify_proof(fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key=pem(other_key))
+        verify_proof(
+            fields,
+            canonical_request=canonical_chat_request(BODY),
+            output=OUTPUT,
+            signing_key=pem(other_key),
+        )
     forged = sign_proof(other_key, canonical_chat_request(BODY), OUTPUT, 1_764_000_000)
     forged["tee_id"] = tee_id(pem(key))  # claims to be the trusted TEE, signed by another key
     with pytest.raises(ProofError, match="does not verify"):
-        verify_proof(forged, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key=pem(key))
+        verify_proof(
+            forged,
+            canonical_request=canonical_chat_request(BODY),
+            output=OUTPUT,
+            signing_key=pem(key),
+        )
     with pytest.raises(ProofError, match="expected 0xabc"):
         verify_proof(
             fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT,
             signing_key=pem(key), expected_tee_id="0xabc",
         )  # fmt: skip
     with pytest.raises(ProofError, match="not a PEM public key"):
-        verify_proof(fields, canonical_request=canonical_chat_request(BODY), output=OUTPUT, signing_key="junk")
+        verify_proof(
+            fields,
+            canonical_request=canonical_chat_request(BODY),
+            output=OUTPUT,
+            signing_key="junk",
+        )
