@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +38,7 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
 from agentguard._intent import NATIVE_ASSET, PaymentIntent, TransactionIntent
+from agentguard._logging import configure_logging, get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import api_key_digest, load_token
 from agentguard.network._rpc import (
@@ -69,7 +69,7 @@ from agentguard.policies import Policy, canonical_json, load, policy_id
 
 __all__ = ["Gateway", "create_app", "main"]
 
-log = structlog.get_logger("agentguard.network.gateway")
+log = get_logger("agentguard.network.gateway")
 
 IDEMPOTENCY_TTL = 600
 IDEMPOTENCY_MAX = 50_000
@@ -993,6 +993,7 @@ def _load_usage_check(spec: str) -> UsageCheck:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging("INFO")  # a server process: its stderr is its log file
     import uvicorn
 
     parser = argparse.ArgumentParser(
