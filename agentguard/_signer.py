@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coincurve import PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
@@ -19,6 +20,7 @@ from eth_typing import ChecksumAddress
 from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._redact import register_secret
+from agentguard._transaction import sign_eip1559
 from agentguard._verifier import VerifiedAttestation
 
 __all__ = ["SignedTransaction", "Signer", "payment_mismatches"]
@@ -43,10 +45,11 @@ def _require_verified(verified: object) -> VerifiedAttestation:
 class Signer:
     """Holds an eth-account key; signs only under a verified attestation."""
 
-    __slots__ = ("_account",)
+    __slots__ = ("_account", "_key")
 
     def __init__(self, account: LocalAccount) -> None:
         self._account = account
+        self._key = PrivateKey(bytes(account.key))
         register_secret(bytes(account.key))
 
     @classmethod
@@ -115,23 +118,19 @@ class Signer:
             from agentguard.chain.vault import execute_calldata
 
             to, value, data = intent.from_, 0, execute_calldata(intent, verified.attestation)
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": intent.chain_id,
-            "nonce": nonce,
-            "to": to,
-            "value": value,
-            "data": data,
-            "gas": gas,
-            "maxFeePerGas": max_fee_per_gas,
-            "maxPriorityFeePerGas": max_priority_fee_per_gas,
-        }
-        signed = self._account.sign_transaction(tx)
-        return SignedTransaction(
-            raw=bytes(signed.raw_transaction),
-            hash="0x" + bytes(signed.hash).hex(),
+        raw, tx_hash = sign_eip1559(
+            self._key,
+            chain_id=intent.chain_id,
             nonce=nonce,
-            task_id=verified.task_id,
+            max_priority_fee_per_gas=max_priority_fee_per_gas,
+            max_fee_per_gas=max_fee_per_gas,
+            gas=gas,
+            to=bytes.fromhex(to[2:]),
+            value=value,
+            data=data,
+        )
+        return SignedTransaction(
+            raw=raw, hash="0x" + tx_hash.hex(), nonce=nonce, task_id=verified.task_id
         )
 
     def sign_payment(self, verified: VerifiedAttestation, typed_data: dict[str, Any]) -> bytes:
