@@ -27,7 +27,14 @@ def test_shipped_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
     )
     fresh = sorted(p.name for p in tmp_path.glob("*.json"))
     assert fresh == sorted(p.name for p in SHIPPED.glob("*.json"))
-    assert fresh == ["AgentVault.json", "AgentVaultFactory.json", "UsdCoin.json"]
+    assert fresh == [
+        "AgentVault.json",
+        "AgentVaultFactory.json",
+        "OpgToken.json",
+        "Permit2.json",
+        "UsdCoin.json",
+        "X402UptoPermit2Proxy.json",
+    ]
     for name in fresh:
         rebuilt = json.loads((tmp_path / name).read_text())
         shipped = json.loads((SHIPPED / name).read_text())
@@ -71,5 +78,5 @@ def test_vault_is_an_erc1271_wallet() -> None:
 
 
 def test_unknown_artifact_names_the_shipped_ones() -> None:
-    with pytest.raises(ConfigurationError, match="AgentVault, AgentVaultFactory, UsdCoin"):
+    with pytest.raises(ConfigurationError, match="AgentVault, AgentVaultFactory, OpgToken, Permit2, UsdCoin, X402UptoPermit2Proxy"):
         load_artifact("Nope")
