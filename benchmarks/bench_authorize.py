@@ -71,7 +71,11 @@ async def throughput(net: ReferenceNetwork, n: int, concurrency: int) -> dict[st
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"authorizations_per_s": round(done / elapsed, 1), "requests": done, "concurrency": concurrency}
+    return {
+        "authorizations_per_s": round(done / elapsed, 1),
+        "requests": done,
+        "concurrency": concurrency,
+    }
 
 
 def verification(net: ReferenceNetwork, n: int) -> dict[str, float]:
@@ -82,7 +86,9 @@ def verification(net: ReferenceNetwork, n: int) -> dict[str, float]:
     with NewtonGateway(net.url, policy_client=POLICY_CLIENT, api_key=net.api_key) as gw:
         it = intent(10**9)
         att = gw.authorize(it)
-    verifier = Verifier(net.operator_addresses, policy_client=POLICY_CLIENT, replay_guard=NoReplay())
+    verifier = Verifier(
+        net.operator_addresses, policy_client=POLICY_CLIENT, replay_guard=NoReplay()
+    )
     verifier.verify(att, it)
     started = time.perf_counter()
     for _ in range(n):

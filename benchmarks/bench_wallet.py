@@ -101,7 +101,10 @@ def main() -> None:
         guarded.append((t2 - t1) * 1e3)
 
     def stats(xs: list[float]) -> dict[str, float]:
-        return {"p50_ms": round(statistics.median(xs), 4), "mean_ms": round(statistics.fmean(xs), 4)}
+        return {
+            "p50_ms": round(statistics.median(xs), 4),
+            "mean_ms": round(statistics.fmean(xs), 4),
+        }
 
     report = {
         "n": n,

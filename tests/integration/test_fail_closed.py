@@ -36,10 +36,8 @@ from .conftest import (
     POLICY_CLIENT,
     SHORT_LIVED_CLIENT,
     STRANGER,
-    SigningSpy,
     transfer,
 )
-from .tamper import TamperingProxy
 
 
 def guarded_sign(guard: Guard, signer: Signer, intent: TransactionIntent) -> bytes:
