@@ -26,7 +26,7 @@ $(NODE_STAMP): package.json package-lock.json
 env: $(STAMP) $(NODE_STAMP)
 
 demo: env
-	$(UV) run --no-sync python -m agentguard.demo
+	$(UV) run --no-sync python examples/demo.py
 
 test: env
 	$(UV) run --no-sync pytest -q

@@ -5,6 +5,11 @@ operators, 2-of-3), a USD Coin token and an ``AgentVault`` holding the agent's f
 then tries what agents try: a purchase within policy, one above the per-transaction cap, one
 to a stranger, purchases until the daily cap, and finally a direct call to its vault with a
 made-up attestation. Only what the policy allows moves money, and the chain itself enforces it.
+
+Then it pays for its own inference: an OpenGradient-compatible server (local test double with a
+deterministic responder, settling on the same chain) asks for x402 ``upto`` payment in OPG; the
+agent approves Permit2 through its guarded wallet, signs one authorized session cap, runs two
+chats whose TEE proofs it verifies, and the ledger commits exactly what was charged.
 """
 
 from __future__ import annotations
@@ -167,13 +172,120 @@ def main() -> None:
         shop = token.functions.balanceOf(SHOP.address).call()
         left = token.functions.balanceOf(vault.address).call()
         print(f"\nshop received {_usd(shop)}; the vault holds {_usd(left)}")
-        report = AuditLog(state / "audit.jsonl").verify()
-        print(f"audit    {state / 'audit.jsonl'}: {report}")
-        print(f"         check it any time with: agentguard audit verify {state / 'audit.jsonl'}")
         expected = [True, False, False, True, False]
-        if results != expected or drained or shop != 9 * USDC or not report.ok:
+        if results != expected or drained or shop != 9 * USDC:
             raise SystemExit("demo: an outcome differed from the policy — see above")
+        inference_ok = pay_for_inference(w3, net, state)
+        report = AuditLog(state / "audit.jsonl").verify()
+        print(f"\naudit    {state / 'audit.jsonl'}: {report}")
+        print(f"         check it any time with: agentguard audit verify {state / 'audit.jsonl'}")
+        if not inference_ok or not report.ok:
+            raise SystemExit("demo: the paid inference or the audit trail is not as expected")
         print("every outcome matched the policy.")
+
+
+def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
+    """An agent (EOA mode) paying per inference over x402 upto, under the same guard."""
+    import threading
+
+    import uvicorn
+    from agentguard_opengradient import OpenGradientClient, ensure_permit2_approval
+    from agentguard_opengradient.localchain import deploy_opg, install_permit2
+    from agentguard_opengradient.server import ServerConfig, create_app
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from agentguard.x402 import Allowances, X402Auth
+
+    opg_unit = 10**18
+    print("\npaying for inference (OpenGradient-compatible local server, OPG over x402 upto):")
+    install_permit2(w3, sender=OWNER.address)
+    opg = deploy_opg(w3, sender=OWNER.address)
+    transact(w3, opg.functions.mint(AGENT.address, 5 * opg_unit), sender=OWNER.address)
+    permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+    client = "0x00000000000000000000000000000000000DE306"
+    net.register_policy_client(
+        client,
+        "agent_spend",
+        {
+            "max_per_tx": {opg.address.lower(): str(opg_unit)},
+            "allowed_recipients": [SHOP.address, permit2],
+        },
+    )
+    tee_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    tee_pem = (
+        tee_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    config = ServerConfig(
+        rpc_url=str(w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+        asset=opg.address,
+        pay_to=SHOP.address,
+        facilitator_key=DEV_ACCOUNTS[4].private_key,
+        signing_key=tee_key,
+        idle_timeout=1.0,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    guard = Guard.connect(
+        net.url, policy_client=client, operators=net.operator_addresses, api_key=net.api_key
+    )
+    ledger = Ledger(state / "ledger.sqlite3")
+    wallet = GuardedWallet(
+        signer=Signer.from_key(AGENT.private_key),
+        guard=guard,
+        web3=w3,
+        ledger=ledger,
+        limits=Limits(windows=[WindowCap(opg.address, 86400, 10 * opg_unit)]),
+        audit=AuditLog(state / "audit.jsonl"),
+    )
+    approval = ensure_permit2_approval(wallet, opg.address, opg_unit // 10, opg_unit, web3=w3)
+    allowance = approval.allowance_after / opg_unit
+    print(f"  ✓ approve(Permit2) authorized and sent: allowance {allowance} OPG")
+    before = opg.functions.balanceOf(SHOP.address).call()
+    auth = X402Auth(
+        signer=Signer.from_key(AGENT.private_key),
+        guard=guard,
+        ledger=ledger,
+        allowances=Allowances({opg.address: opg_unit // 10}),
+    )
+    charged = 0
+    try:
+        with OpenGradientClient(f"http://127.0.0.1:{port}", auth, tee_signing_key=tee_pem) as og:
+            for question in ("what is an attestation?", "why a quorum of operators?"):
+                result = og.chat("openai/gpt-4.1", [{"role": "user", "content": question}])
+                amount = result.receipt.amount if result.receipt and result.receipt.amount else 0
+                charged += amount
+                if result.proof is None:
+                    print(f"  ✗ {question!r}: the answer carried no TEE proof")
+                    return False
+                print(f"  ✓ {question!r} → {result.text!r}")
+                print(
+                    f"      charged {amount / opg_unit:.6f} OPG, "
+                    f"TEE proof verified (tee_id {result.proof.tee_id[:14]}…)"
+                )
+        auth.close()  # the session ends: commit what was charged, give back the rest
+        deadline = time.monotonic() + 20
+        while (
+            opg.functions.balanceOf(SHOP.address).call() == before and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    received = opg.functions.balanceOf(SHOP.address).call() - before
+    print(
+        f"  settled onchain: the provider received {received / opg_unit:.6f} OPG "
+        f"(charged {charged / opg_unit:.6f})"
+    )
+    return bool(received == charged > 0)
 
 
 if __name__ == "__main__":
