@@ -12,7 +12,11 @@ line of Rego that runs.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +28,24 @@ from agentguard._eip712 import address_word, keccak, uint_word
 from agentguard._json import canonical_json
 
 __all__ = ["Policy", "bundled", "canonical_json", "load", "policy_id"]
+
+
+def _share_libstdcxx() -> None:
+    """Make the process's libstdc++ global before regopy's native library loads.
+
+    rego-cpp's library exports its own ``operator new``/``delete``. If libstdc++ is already
+    loaded privately (any C++ extension imported earlier does it: aiohttp's frozenlist, pulled
+    in by web3), libstdc++ and rego-cpp end up with different allocators; memory then leaks on
+    every evaluation (66 KB for agent_spend) and some builtins (``time.weekday``) abort with
+    ``free(): invalid pointer``. Promoting libstdc++ to global scope gives both one allocator.
+    Done here because every process that evaluates policies imports this package first.
+    """
+    if sys.platform.startswith("linux") and "regopy" not in sys.modules:
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+
+
+_share_libstdcxx()
 
 
 @dataclass(frozen=True)

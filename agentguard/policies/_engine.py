@@ -18,7 +18,7 @@ the way it is:
   (``now := input["__agentguard_wasm__"]["now"]``), and the wasm document travels in ``input``
   under that reserved key. Policies therefore see ``data.wasm`` exactly, and ``input`` is the
   parsed intent plus that one reserved key (invisible to field access such as ``input.to``).
-  Modules that use ``with`` (or ``time.weekday``, below) are refused before compiling.
+  Modules that use ``with`` are refused before compiling.
 * Params are checked against the policy's JSON schema once per compile: in Rego a mistyped
   param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
@@ -28,9 +28,10 @@ the way it is:
 * regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
   query is not atomic, so one lock guards the interpreters and the cache. Run operators as
   processes for parallelism.
-* rego-cpp 1.5.2's ``time.weekday`` corrupts the heap (the process dies later in ``free``), so
-  the bundled policies compute the weekday with integer arithmetic (``floor``: ``/`` yields
-  floats, which ``sprintf("%d")`` refuses).
+* rego-cpp's library brings its own ``operator new``/``delete``; loaded after a privately
+  loaded libstdc++ it leaks on every query and can abort in ``free`` (``time.weekday``). Importing
+  ``agentguard.policies`` first promotes libstdc++ to global scope (see ``_share_libstdcxx``).
+* Division yields floats, which ``sprintf("%d")`` refuses: policies ``floor`` their quotients.
 * Numbers: compiled bundles keep big integers (even through ``to_number``), but rego-cpp's
   query path rounds ``to_number`` to a double, as OPA does; amounts therefore stay decimal
   strings (see ``docs/architecture.md``). Integers in ``input`` must fit in int64 (regopy's
@@ -111,16 +112,8 @@ class PolicyEngineError(Exception):
     """A policy failed to compile or evaluate; the message is safe to show users."""
 
 
-# Constructs that crash rego-cpp 1.5.2 (abort, segfault or heap corruption): refused up front.
-_CRASHERS = {
-    "the 'with' keyword": re.compile(r"\bwith\b"),
-    "time.weekday": re.compile(r"\btime\s*\.\s*weekday\b"),
-}
-
-
-def _crasher_in(source: str) -> str | None:
-    code = _STRINGS_AND_COMMENTS.sub(" ", source)
-    return next((name for name, pattern in _CRASHERS.items() if pattern.search(code)), None)
+def _uses_with(source: str) -> bool:
+    return re.search(r"\bwith\b", _STRINGS_AND_COMMENTS.sub(" ", source)) is not None
 
 
 def _readable(error: str, modules: Mapping[str, str]) -> str:
@@ -276,10 +269,9 @@ def _compile(policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> _Com
         if not _IDENT.match(key) or key in _REGO_KEYWORDS:
             raise PolicyEngineError(f"wasm key {key!r} is not a Rego identifier")
     for name, source in policy.modules.items():
-        crasher = _crasher_in(source)
-        if crasher:
+        if _uses_with(source):
             raise PolicyEngineError(
-                f"policy {policy.name!r}, {name}: {crasher} is not supported "
+                f"policy {policy.name!r}, {name}: the 'with' keyword is not supported "
                 "(it crashes rego-cpp 1.5.2); rewrite the rule without it"
             )
     _check_params(policy, json.loads(params_json)["params"])

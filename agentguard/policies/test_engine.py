@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -160,20 +162,14 @@ def test_runtime_errors_raise() -> None:
         PolicyEngine().evaluate(missing, input={}, params={}, wasm={})
 
 
-@pytest.mark.parametrize(
-    ("source", "named"),
-    [
-        ('allow if {\n\tx := input.y\n\tdata.t.z with input as {"y": x}\n}\nz := true\n', "'with'"),
-        ('allow if time.weekday(0) == "Thursday"\n', "time.weekday"),
-    ],
-)
-def test_constructs_that_crash_rego_cpp_are_refused(source: str, named: str) -> None:
-    with pytest.raises(PolicyEngineError, match=f"{named}.* is not supported"):
+def test_with_is_refused_before_it_can_crash_the_process() -> None:
+    source = 'allow if {\n\tx := input.y\n\tdata.t.z with input as {"y": x}\n}\nz := true\n'
+    with pytest.raises(PolicyEngineError, match="'with' keyword is not supported"):
         PolicyEngine().evaluate(policy(source), input={}, params={}, wasm={})
 
 
-def test_crashers_in_strings_and_comments_are_fine() -> None:
-    in_a_string = policy('allow := "with time.weekday" != "with" # with\n')
+def test_with_in_strings_and_comments_is_fine() -> None:
+    in_a_string = policy('allow := "with" == "with" # with\n')
     assert PolicyEngine().evaluate(in_a_string, input={}, params={}, wasm={}).decision == "allow"
 
 
@@ -213,3 +209,29 @@ def test_a_cached_bundle_never_skips_another_policy_objects_schema_check() -> No
     assert engine.evaluate(loose, input={}, params={}, wasm={}).decision == "allow"
     with pytest.raises(PolicyEngineError, match="'cap' is a required property"):
         engine.evaluate(strict, input={}, params={}, wasm={})
+
+
+LATE_IMPORT = """
+import resource, frozenlist  # a C++ extension loads libstdc++ privately, as web3 does
+from agentguard.policies import Policy
+from agentguard.policies._engine import PolicyEngine
+p = Policy("w", "w.allow", {"w.rego": "package w\\nimport rego.v1\\n"
+    "allow if time.weekday(input.ns) != concat(\\"\\", [input.pad, \\"x\\"])\\n"})
+engine = PolicyEngine()
+def run(k):
+    return engine.evaluate(p, input={"ns": k * 3600 * 10**9, "pad": str(10**12 + k)},
+                           params={}, wasm={})
+for k in range(300): assert run(k).decision == "allow"
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for k in range(300, 1300): run(k)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_rego_cpp_shares_one_allocator_with_an_earlier_libstdcxx() -> None:
+    """Without _share_libstdcxx this aborts (free(): invalid pointer) and leaks per query."""
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_IMPORT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert int(done.stdout) < 1024  # KB of peak RSS growth over 1000 evaluations

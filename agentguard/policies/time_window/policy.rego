@@ -37,8 +37,8 @@ default outside := "the gateway clock is outside the allowed time_windows"
 outside := concat("", [day_names[today], " ", now_hhmm, " UTC is outside the allowed time_windows"])
 
 # "HH:MM" strings are zero-padded, so they order like the times they name ("24:00" last).
-# Plain integer arithmetic (floor: rego-cpp divides into floats, which sprintf's %d refuses)
-# on purpose: rego-cpp 1.5.2's time.weekday corrupts memory, and functions are costly per call.
+# Plain integer arithmetic (floor: rego-cpp divides into floats, which sprintf's %d refuses);
+# cheaper than the time.* builtins, and no helper functions: rego-cpp calls are costly.
 second_of_day := data.wasm.now % 86400
 
 today := (floor((data.wasm.now - second_of_day) / 86400) + 3) % 7 # 1970-01-01 was a Thursday
