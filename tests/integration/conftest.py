@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from eth_account.signers.local import LocalAccount
 
 from agentguard import Signer, TransactionIntent
 from agentguard.network.launcher import ReferenceNetwork
+from agentguard.testing import SigningSpy
 
 from .tamper import TamperingProxy
 
@@ -45,22 +45,8 @@ def transfer(signer: Signer, amount: int = 1_000_000, recipient: str = PAYEE, ch
     )
 
 
-class SigningSpy:
-    """Counts every signature eth-account produces in this process, whatever the path."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-
 @pytest.fixture
-def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
-    spy = SigningSpy()
-    for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
-        original = getattr(LocalAccount, name)
-
-        def wrapper(self, *args, __original=original, __name=name, **kwargs):  # type: ignore[no-untyped-def]
-            spy.calls.append(__name)
-            return __original(self, *args, **kwargs)
-
-        monkeypatch.setattr(LocalAccount, name, wrapper)
-    return spy
+def signing_spy() -> Iterator[SigningSpy]:
+    """Counts every signature made in this process (eth-account and the wallet's own)."""
+    with SigningSpy() as spy:
+        yield spy

@@ -6,7 +6,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from eth_account.signers.local import LocalAccount
 from web3.exceptions import ContractCustomError
 
 from agentguard import (
@@ -20,6 +19,7 @@ from agentguard import (
 from agentguard.chain import transact
 from agentguard.chain.vault import execute_calldata
 from agentguard.ledger import Ledger, Limits, WindowCap
+from agentguard.testing import SigningSpy
 
 from .conftest import (
     AGENT,
@@ -36,16 +36,9 @@ from .conftest import (
 
 
 @pytest.fixture
-def sign_spy(monkeypatch):
-    calls: list[str] = []
-    original = LocalAccount.sign_transaction
-
-    def spy(self, *args, **kwargs):
-        calls.append("sign_transaction")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LocalAccount, "sign_transaction", spy)
-    return calls
+def sign_spy():
+    with SigningSpy() as spy:
+        yield spy.calls
 
 
 def usdc(chain, account: str) -> int:

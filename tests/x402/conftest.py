@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from eth_account.signers.local import LocalAccount
 
 from agentguard import AsyncGuard, Guard, Signer
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
+from agentguard.testing import SigningSpy
 from agentguard.x402 import Allowances, X402Auth
 
 from .fakes import OTHER_TOKEN, PAYEE, TOKEN
@@ -70,21 +70,8 @@ def auth(signer: Signer, guard: Guard, ledger: Ledger) -> X402Auth:
     return X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
 
 
-class SigningSpy:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-
 @pytest.fixture
-def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
-    """Counts every signature eth-account makes in this process, whatever the path."""
-    spy = SigningSpy()
-    for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
-        original = getattr(LocalAccount, name)
-
-        def wrapper(self, *args, __original=original, __name=name, **kwargs):  # type: ignore[no-untyped-def]
-            spy.calls.append(__name)
-            return __original(self, *args, **kwargs)
-
-        monkeypatch.setattr(LocalAccount, name, wrapper)
-    return spy
+def signing_spy() -> Iterator[SigningSpy]:
+    """Counts every signature made in this process (eth-account and the wallet's own)."""
+    with SigningSpy() as spy:
+        yield spy

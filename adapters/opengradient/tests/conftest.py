@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from agentguard_opengradient.localchain import deploy_opg, install_permit2
 from eth_abi.abi import decode as abi_decode
-from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 
 from agentguard._eip712 import keccak
 from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
+from agentguard.testing import SigningSpy
 
 OWNER = DEV_ACCOUNTS[0]
 AGENT = DEV_ACCOUNTS[1]
@@ -81,23 +81,8 @@ def reverts(name: str) -> Iterator[list[Any]]:
     decoded.extend(abi_decode(types, raw[4:]))
 
 
-@dataclass
-class SigningSpy:
-    calls: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
-def signing_spy(monkeypatch: pytest.MonkeyPatch) -> SigningSpy:
-    """Counts every signature eth-account makes in this process, whatever the path."""
-    spy = SigningSpy()
-    for name in ("sign_transaction", "sign_typed_data", "sign_message", "unsafe_sign_hash"):
-        original = getattr(LocalAccount, name)
-
-        def wrapper(
-            self: LocalAccount, *args: Any, __o: Any = original, __n: str = name, **kw: Any
-        ) -> Any:
-            spy.calls.append(__n)
-            return __o(self, *args, **kw)
-
-        monkeypatch.setattr(LocalAccount, name, wrapper)
-    return spy
+def signing_spy() -> Iterator[SigningSpy]:
+    """Counts every signature made in this process (eth-account and the wallet's own)."""
+    with SigningSpy() as spy:
+        yield spy
