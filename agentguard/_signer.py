@@ -150,8 +150,74 @@ class Signer:
                 "the authorization to sign differs from the attested payment in: "
                 + ", ".join(mismatches)
             )
+        digest = eip3009_digest(typed_data)
+        if digest is not None:  # the common x402 ``exact`` shape: hand-written encoder
+            return sign_typed_digest(self._key, digest)
         signed = self._account.sign_typed_data(full_message=typed_data)
         return bytes(signed.signature)
+
+
+def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:
+    """65-byte ``r ‖ s ‖ v`` over an EIP-712 digest (what eth-account's typed signing yields)."""
+    signature = key.sign_recoverable(digest, hasher=None)
+    return signature[:64] + bytes([signature[64] + 27])
+
+
+_EIP3009_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "TransferWithAuthorization": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "validAfter", "type": "uint256"},
+        {"name": "validBefore", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ],
+}
+
+
+def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:
+    """The digest of a canonical EIP-3009 authorization, or ``None`` for any other shape
+    (which then goes through eth-account's generic encoder)."""
+    from agentguard.chain.eip3009 import transfer_authorization_digest
+
+    if typed_data.get("primaryType") != "TransferWithAuthorization":
+        return None
+    if typed_data.get("types") != _EIP3009_TYPES:
+        return None
+    domain, message = typed_data.get("domain") or {}, typed_data.get("message") or {}
+    if set(domain) != {"name", "version", "chainId", "verifyingContract"}:
+        return None
+    nonce = message.get("nonce")
+    if isinstance(nonce, str) and nonce.startswith("0x"):
+        nonce = bytes.fromhex(nonce[2:])
+    numbers = [_int(message.get(k)) for k in ("value", "validAfter", "validBefore")]
+    chain_id = _int(domain.get("chainId"))
+    if not isinstance(nonce, bytes) or len(nonce) != 32 or None in numbers or chain_id is None:
+        return None
+    if not all(isinstance(domain.get(k), str) for k in ("name", "version")):
+        return None
+    value, valid_after, valid_before = (n for n in numbers if n is not None)
+    try:
+        return transfer_authorization_digest(
+            token=str(domain["verifyingContract"]),
+            chain_id=chain_id,
+            from_=str(message.get("from")),
+            to=str(message.get("to")),
+            value=value,
+            valid_after=valid_after,
+            valid_before=valid_before,
+            nonce=nonce,
+            name=domain["name"],
+            version=domain["version"],
+        )
+    except ValueError:
+        return None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -46,6 +46,7 @@ class SigningSpy:
         for name in _ACCOUNT_METHODS:
             self._wrap(LocalAccount, name, name)
         self._wrap(agentguard._signer, "sign_eip1559", "sign_transaction")
+        self._wrap(agentguard._signer, "sign_typed_digest", "sign_typed_data")
         return self
 
     def __exit__(

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from eth_utils.address import is_checksum_address, to_checksum_address
@@ -118,6 +119,12 @@ def parse_amount(value: object) -> int | None:
 def _address(value: object) -> str | None:
     if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
         return None
+    return _checked_address(value)
+
+
+@lru_cache(maxsize=1024)
+def _checked_address(value: str) -> str | None:
+    """EIP-55 checks cost keccaks; a server names the same few addresses on every 402."""
     body = value[2:]
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
         return None  # mixed case with a wrong checksum: a typo or a forgery

@@ -4,6 +4,8 @@ import logging
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
@@ -20,6 +22,7 @@ from agentguard import (
 from .conftest import PAYEE, POLICY_CLIENT, TOKEN
 
 KEY = "0x" + "4c" * 32
+AGENT_ADDRESS = Account.from_key(KEY).address
 
 
 @pytest.fixture
@@ -162,3 +165,38 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
             operators.attest(tx_intent), tx_intent
         )
         signer.sign_payment(tx_verified, good)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=st.integers(0, 2**256 - 1),
+    valid_after=st.integers(0, 2**64),
+    valid_before=st.integers(0, 2**64),
+    nonce=st.binary(min_size=32, max_size=32),
+    chain_id=st.integers(1, 2**32),
+    name=st.text(max_size=20),
+    hex_nonce=st.booleans(),
+)
+def test_eip3009_fast_path_equals_eth_account(value, valid_after, valid_before, nonce, chain_id, name, hex_nonce):
+    from eth_account.messages import encode_typed_data
+
+    from agentguard._signer import eip3009_digest
+
+    typed = eip3009(AGENT_ADDRESS, PAYEE, value, chain_id=chain_id)
+    typed["domain"]["name"] = name
+    typed["message"].update(
+        validAfter=valid_after, validBefore=valid_before, nonce="0x" + nonce.hex() if hex_nonce else nonce
+    )
+    generic = encode_typed_data(full_message={**typed, "message": {**typed["message"], "nonce": nonce}})
+    from eth_utils.crypto import keccak as k
+
+    assert eip3009_digest(typed) == k(b"\x19" + generic.version + generic.header + generic.body)
+
+
+def test_other_typed_data_shapes_fall_back_to_the_generic_encoder():
+    from agentguard._signer import eip3009_digest
+
+    typed = eip3009(AGENT_ADDRESS, PAYEE, 1)
+    typed["types"]["TransferWithAuthorization"] = typed["types"]["TransferWithAuthorization"][:-1]
+    assert eip3009_digest(typed) is None
+    assert eip3009_digest({**eip3009(AGENT_ADDRESS, PAYEE, 1), "primaryType": "Permit"}) is None
