@@ -36,7 +36,7 @@ lint: env
 	$(UV) run --no-sync mypy
 
 bench: env
-	$(UV) run --no-sync python benchmarks/run.py
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
 
 network: env
 	$(UV) run --no-sync agentguard network up
