@@ -8,7 +8,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: env demo test lint typecheck bench network clean
+.PHONY: env demo test lint bench network clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -32,7 +32,7 @@ test: env
 	$(UV) run --no-sync pytest -q
 
 lint: env
-	$(UV) run --no-sync ruff check agentguard tests benchmarks
+	$(UV) run --no-sync ruff check agentguard tests benchmarks adapters examples
 	$(UV) run --no-sync mypy
 
 bench: env

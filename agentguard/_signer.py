@@ -163,32 +163,16 @@ def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:
     return signature[:64] + bytes([signature[64] + 27])
 
 
-_EIP3009_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ],
-}
 
 
 def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:
     """The digest of a canonical EIP-3009 authorization, or ``None`` for any other shape
     (which then goes through eth-account's generic encoder)."""
-    from agentguard.chain.eip3009 import transfer_authorization_digest
+    from agentguard.chain.eip3009 import EIP3009_TYPES, transfer_authorization_digest
 
     if typed_data.get("primaryType") != "TransferWithAuthorization":
         return None
-    if typed_data.get("types") != _EIP3009_TYPES:
+    if typed_data.get("types") != EIP3009_TYPES:
         return None
     domain, message = typed_data.get("domain") or {}, typed_data.get("message") or {}
     if set(domain) != {"name", "version", "chainId", "verifyingContract"}:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_word
 
 __all__ = [
+    "EIP3009_TYPES",
     "TRANSFER_WITH_AUTHORIZATION_TYPE",
     "token_domain_separator",
     "transfer_authorization_digest",
@@ -19,6 +20,23 @@ TRANSFER_WITH_AUTHORIZATION_TYPE = (
     "uint256 validBefore,bytes32 nonce)"
 )
 _TYPEHASH = keccak(TRANSFER_WITH_AUTHORIZATION_TYPE.encode())
+# The same types as an eth-account / x402 typed-data ``types`` mapping.
+EIP3009_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "TransferWithAuthorization": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "validAfter", "type": "uint256"},
+        {"name": "validBefore", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ],
+}
 _DOMAIN_TYPEHASH = keccak(
     b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )

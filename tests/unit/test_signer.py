@@ -4,11 +4,11 @@ import logging
 import pickle
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentguard import (
     ConfigurationError,

@@ -17,8 +17,8 @@ import httpx
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
+from agentguard.chain.eip3009 import EIP3009_TYPES
 from agentguard.x402._wire import encode_header
-from agentguard.x402.exact import client as exact
 from agentguard.x402.upto import client as upto
 
 TOKEN = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
@@ -57,7 +57,7 @@ def recover_payer(document: dict[str, Any], accepted: dict[str, Any]) -> str:
     if "authorization" in payload:
         auth = payload["authorization"]
         typed = {
-            "types": exact._TYPES,
+            "types": EIP3009_TYPES,
             "primaryType": "TransferWithAuthorization",
             "domain": {
                 "name": accepted["extra"]["name"],

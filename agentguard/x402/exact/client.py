@@ -13,26 +13,11 @@ import secrets
 from typing import Any
 
 from agentguard._intent import chain_id_from_network
+from agentguard.chain.eip3009 import EIP3009_TYPES
 from agentguard.x402._wire import Requirement
 
 __all__ = ["payload", "reference", "typed_data"]
 
-_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ],
-}
 V1_CLOCK_SKEW = 600
 
 
@@ -43,7 +28,7 @@ def typed_data(
     nonce = secrets.token_bytes(32) if nonce is None else nonce
     valid_after = 0 if req.x402_version == 2 else now - V1_CLOCK_SKEW
     return {
-        "types": _TYPES,
+        "types": {k: [dict(f) for f in v] for k, v in EIP3009_TYPES.items()},  # a fresh copy
         "primaryType": "TransferWithAuthorization",
         "domain": {
             "name": req.extra["name"],
