@@ -364,8 +364,8 @@ def _retry_kwargs(cfg: _GatewayConfig) -> dict[str, Any]:
 # -- the clients ------------------------------------------------------------------------------
 
 
-class NewtonGateway:
-    """Synchronous authorizer. ``authorize(intent)`` → unverified ``Attestation``."""
+class _GatewayClient:
+    """What the sync and async clients share: configuration, headers, a safe repr."""
 
     def __init__(
         self,
@@ -378,7 +378,6 @@ class NewtonGateway:
         task_timeout: int = 5,
         deadline: float | None = None,
         attempts: int = 4,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._cfg = _config(
             url,
@@ -390,18 +389,26 @@ class NewtonGateway:
             deadline,
             attempts,
         )
-        self._http = httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(task_timeout + 1.0, connect=2.0),
-            headers=self._cfg.headers(),
-        )
+        self._timeout = httpx.Timeout(task_timeout + 1.0, connect=2.0)
 
     def __repr__(self) -> str:
-        return repr(self._cfg)
+        return f"{type(self).__name__}{repr(self._cfg).removeprefix('NewtonGateway')}"
 
     @property
     def policy_client(self) -> str:
         return self._cfg.policy_client
+
+
+class NewtonGateway(_GatewayClient):
+    """Synchronous authorizer. ``authorize(intent)`` → unverified ``Attestation``."""
+
+    def __init__(
+        self, url: str, *, transport: httpx.BaseTransport | None = None, **options: Any
+    ) -> None:
+        super().__init__(url, **options)
+        self._http = httpx.Client(
+            transport=transport, timeout=self._timeout, headers=self._cfg.headers()
+        )
 
     def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
         call = _Call(method, params)
@@ -451,44 +458,16 @@ class NewtonGateway:
         self.close()
 
 
-class AsyncNewtonGateway:
+class AsyncNewtonGateway(_GatewayClient):
     """The same surface as ``NewtonGateway``, for asyncio."""
 
     def __init__(
-        self,
-        url: str,
-        *,
-        policy_client: str,
-        api_key: str | None = None,
-        quorum_threshold_percentage: int = 66,
-        quorum_number: str = "0x00",
-        task_timeout: int = 5,
-        deadline: float | None = None,
-        attempts: int = 4,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, url: str, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any
     ) -> None:
-        self._cfg = _config(
-            url,
-            api_key,
-            policy_client,
-            quorum_number,
-            quorum_threshold_percentage,
-            task_timeout,
-            deadline,
-            attempts,
-        )
+        super().__init__(url, **options)
         self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(task_timeout + 1.0, connect=2.0),
-            headers=self._cfg.headers(),
+            transport=transport, timeout=self._timeout, headers=self._cfg.headers()
         )
-
-    def __repr__(self) -> str:
-        return "Async" + repr(self._cfg)
-
-    @property
-    def policy_client(self) -> str:
-        return self._cfg.policy_client
 
     async def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
         call = _Call(method, params)

@@ -7,7 +7,7 @@ Every entry point (wallet, x402 auth, decorators, LangChain tools) goes through
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import VerificationError
@@ -20,49 +20,14 @@ __all__ = ["AsyncGuard", "Guard"]
 
 log = get_logger("agentguard.guard")
 Intent = TransactionIntent | PaymentIntent
-_G = TypeVar("_G", NewtonGateway, AsyncNewtonGateway)
 
 
-def _connect(
-    gateway_cls: type[_G],
-    url: str,
-    policy_client: str,
-    operators: Iterable[str],
-    api_key: str | None,
-    threshold_percentage: int,
-    policy_id: str | None,
-    replay_guard: ReplayGuard | None,
-    gateway_options: Mapping[str, Any],
-) -> tuple[_G, Verifier]:
-    gateway = gateway_cls(
-        url,
-        policy_client=policy_client,
-        api_key=api_key,
-        quorum_threshold_percentage=threshold_percentage,
-        **gateway_options,
-    )
-    verifier = Verifier(
-        operators,
-        policy_client=policy_client,
-        threshold_percentage=threshold_percentage,
-        policy_id=policy_id,
-        replay_guard=replay_guard,
-    )
-    return gateway, verifier
+class _Connect:
+    """``connect``: one gateway client and one verifier configured from the same facts."""
 
+    _gateway_class: ClassVar[type[NewtonGateway] | type[AsyncNewtonGateway]]
 
-def _verify(verifier: Verifier, attestation: Attestation, intent: Intent) -> VerifiedAttestation:
-    try:
-        return verifier.verify(attestation, intent)
-    except VerificationError as exc:
-        log.warning("attestation rejected", error=type(exc).__name__, detail=exc.message)
-        raise
-
-
-class Guard:
-    """Authorize, then verify: the result is the only thing a signer accepts."""
-
-    def __init__(self, authorizer: NewtonGateway, verifier: Verifier) -> None:
+    def __init__(self, authorizer: Any, verifier: Verifier) -> None:
         self.authorizer = authorizer
         self.verifier = verifier
 
@@ -78,26 +43,41 @@ class Guard:
         policy_id: str | None = None,
         replay_guard: ReplayGuard | None = None,
         **gateway_options: Any,
-    ) -> Guard:
-        return cls(
-            *_connect(
-                NewtonGateway,
-                url,
-                policy_client,
-                operators,
-                api_key,
-                threshold_percentage,
-                policy_id,
-                replay_guard,
-                gateway_options,
-            )
+    ) -> Self:
+        gateway = cls._gateway_class(
+            url,
+            policy_client=policy_client,
+            api_key=api_key,
+            quorum_threshold_percentage=threshold_percentage,
+            **gateway_options,
         )
+        verifier = Verifier(
+            operators,
+            policy_client=policy_client,
+            threshold_percentage=threshold_percentage,
+            policy_id=policy_id,
+            replay_guard=replay_guard,
+        )
+        return cls(gateway, verifier)
+
+    def _verify(self, attestation: Attestation, intent: Intent) -> VerifiedAttestation:
+        try:
+            return self.verifier.verify(attestation, intent)
+        except VerificationError as exc:
+            log.warning("attestation rejected", error=type(exc).__name__, detail=exc.message)
+            raise
+
+
+class Guard(_Connect):
+    """Authorize, then verify: the result is the only thing a signer accepts."""
+
+    _gateway_class = NewtonGateway
+    authorizer: NewtonGateway
 
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
-        attestation = self.authorizer.authorize(intent, wasm_args=wasm_args)
-        return _verify(self.verifier, attestation, intent)
+        return self._verify(self.authorizer.authorize(intent, wasm_args=wasm_args), intent)
 
     def close(self) -> None:
         self.authorizer.close()
@@ -109,45 +89,17 @@ class Guard:
         self.close()
 
 
-class AsyncGuard:
+class AsyncGuard(_Connect):
     """``Guard`` for asyncio code."""
 
-    def __init__(self, authorizer: AsyncNewtonGateway, verifier: Verifier) -> None:
-        self.authorizer = authorizer
-        self.verifier = verifier
-
-    @classmethod
-    def connect(
-        cls,
-        url: str,
-        *,
-        policy_client: str,
-        operators: Iterable[str],
-        api_key: str | None = None,
-        threshold_percentage: int = 66,
-        policy_id: str | None = None,
-        replay_guard: ReplayGuard | None = None,
-        **gateway_options: Any,
-    ) -> AsyncGuard:
-        return cls(
-            *_connect(
-                AsyncNewtonGateway,
-                url,
-                policy_client,
-                operators,
-                api_key,
-                threshold_percentage,
-                policy_id,
-                replay_guard,
-                gateway_options,
-            )
-        )
+    _gateway_class = AsyncNewtonGateway
+    authorizer: AsyncNewtonGateway
 
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
-        return _verify(self.verifier, attestation, intent)
+        return self._verify(attestation, intent)
 
     async def aclose(self) -> None:
         await self.authorizer.aclose()
