@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -111,6 +112,7 @@ class ReferenceNetwork:
         timeout: float = 5.0,
         chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS,
         startup_timeout: float = 60.0,
+        usage_check_rpc: str | None = None,
     ) -> None:
         if operators < 1:
             raise ConfigurationError("a network needs at least one operator")
@@ -125,6 +127,7 @@ class ReferenceNetwork:
         self._timeout = timeout
         self._chain_ids = chain_ids
         self._startup_timeout = startup_timeout
+        self._usage_check_rpc = usage_check_rpc
         self.operators: list[OperatorProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
         self._logs: list[IO[bytes]] = []
@@ -232,6 +235,9 @@ class ReferenceNetwork:
                 threshold_percentage=self._threshold,
                 timeout=self._timeout,
                 chain_ids=self._chain_ids,
+                usage_check=(
+                    "agentguard.network.usage:from_environment" if self._usage_check_rpc else None
+                ),
             ),
             operators=tuple(
                 OperatorEntry(op.address, op.url, str(op.token_file)) for op in self.operators
@@ -247,11 +253,15 @@ class ReferenceNetwork:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
+        env = dict(os.environ)
+        if self._usage_check_rpc:
+            env["AGENTGUARD_USAGE_CHECK_RPC"] = self._usage_check_rpc
         return subprocess.Popen(
             [sys.executable, "-m", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
 
     def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, name: str) -> None:

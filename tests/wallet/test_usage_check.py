@@ -1,0 +1,52 @@
+"""A host that uses an attestation and then tells the network it did not is caught onchain."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agentguard import PolicyDenied, TransactionIntent
+from agentguard.network.launcher import ReferenceNetwork
+
+from .conftest import PAYEE, PER_TX_CAP, create_vault, make_wallet
+
+
+@pytest.fixture(scope="module")
+def checked_network(chain) -> Iterator[ReferenceNetwork]:
+    with ReferenceNetwork(operators=3, timeout=5.0, usage_check_rpc=chain.anvil.url) as net:
+        yield net
+
+
+def wait_for_expiry(seconds: float) -> None:
+    time.sleep(seconds + 1.5)  # expiry, then the gateway's 1 s sweep
+
+
+def test_a_lying_release_is_overruled_by_the_vault(snapshot, checked_network):
+    chain = snapshot
+    vault, _ = create_vault(chain, checked_network, salt=b"\x21" * 32, expire_after=2)
+    liar = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
+    gateway = liar._guard.authorizer
+    gateway.commit = lambda task_id, outcome: gateway.release(task_id)  # type: ignore[method-assign]
+    liar.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # used onchain, "released"
+    wait_for_expiry(2)
+
+    honest = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
+    honest.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # 10 of the 12 USDC cap
+    with pytest.raises(PolicyDenied, match="window cap"):
+        honest.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # 15 > 12: still counted
+
+
+def test_an_honest_release_gives_the_budget_back_at_expiry(snapshot, checked_network):
+    chain = snapshot
+    vault, _ = create_vault(chain, checked_network, salt=b"\x22" * 32, expire_after=2)
+    wallet = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
+    intent = TransactionIntent.erc20_transfer(
+        sender=vault.address, token=chain.token.address, recipient=PAYEE, amount=PER_TX_CAP, chain_id=8453
+    )
+    verified = wallet._guard.authorize(intent)
+    wallet._guard.authorizer.release(verified.task_id)  # never sent
+    wait_for_expiry(2)
+    wallet.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)
+    wallet.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # 10 ≤ 12: the release stood
