@@ -156,13 +156,60 @@ class Signer:
         signed = self._account.sign_typed_data(full_message=typed_data)
         return bytes(signed.signature)
 
+    def sign_vault_payment(
+        self, verified: VerifiedAttestation, typed_data: dict[str, Any], *, vault: str
+    ) -> bytes:
+        """The ERC-1271 ``signature`` of an x402 ``exact`` payment drawn from ``vault``.
+
+        The EIP-3009 authorization must move exactly the attested payment from the vault with
+        ``nonce`` = the task id (the vault accepts nothing else, and the token's nonce tracking
+        then makes the attestation pay once). Returns ``chain.vault.payment_signature``: this
+        key's signature over the authorization plus the operators' attestation.
+        """
+        from agentguard.chain.vault import payment_signature
+
+        verified = _require_verified(verified)
+        intent = verified.intent
+        if not isinstance(intent, PaymentIntent):
+            raise IntentMismatch("this attestation is for a transaction, not a payment")
+        attestation = verified.attestation
+        if not _same(intent.payer, vault) or not _same(attestation.policy_client, vault):
+            raise IntentMismatch(
+                f"a vault payment is attested for the vault {vault}; this attestation's payer is "
+                f"{intent.payer} and its policy client {attestation.policy_client}"
+            )
+        if attestation.scheme != "ecdsa":
+            raise VerificationError(
+                "a vault checks ECDSA operator signatures; this attestation is "
+                + attestation.scheme
+            )
+        if typed_data.get("primaryType") != "TransferWithAuthorization":
+            raise IntentMismatch("a vault pays only EIP-3009 TransferWithAuthorization")
+        wrong = payment_mismatches(intent, typed_data)
+        if not _same((typed_data.get("message") or {}).get("nonce"), verified.task_id):
+            wrong.append("nonce (must be the task id)")
+        if wrong:
+            raise IntentMismatch(
+                "the vault authorization to sign differs from the attested payment in: "
+                + ", ".join(wrong)
+            )
+        digest = eip3009_digest(typed_data)
+        if digest is None:
+            raise IntentMismatch("the EIP-3009 authorization is not in canonical form")
+        message = typed_data["message"]
+        return payment_signature(
+            intent,
+            attestation,
+            valid_after=int(message["validAfter"]),
+            valid_before=int(message["validBefore"]),
+            agent_signature=sign_typed_digest(self._key, digest),
+        )
+
 
 def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:
     """65-byte ``r ‖ s ‖ v`` over an EIP-712 digest (what eth-account's typed signing yields)."""
     signature = key.sign_recoverable(digest, hasher=None)
     return signature[:64] + bytes([signature[64] + 27])
-
-
 
 
 def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:

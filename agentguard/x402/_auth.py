@@ -14,6 +14,11 @@ A 402 after paying raises ``PaymentRejected``; nothing is signed again. If the p
 no answer at all (transport error, cancellation), the signed payment is remembered for that
 exact request (method, URL, body): sending the same request again re-sends the identical
 payment, never a new signature.
+
+Vault mode (``vault=``): the payer is an ``AgentVault``; only ``exact`` is paid, with the
+EIP-3009 nonce set to the attestation's task id (chosen after authorization, before the
+authorization is built) and the vault's ERC-1271 blob as the signature, so the chain itself
+refuses any payment the operators did not attest.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from agentguard.x402._wire import (
     PaymentRequired,
     Requirement,
     Settlement,
+    _address,
     encode_header,
     parse_amount,
     parse_payment_required,
@@ -134,9 +140,12 @@ class X402Auth(httpx.Auth):
 
     ``guard`` may be a ``Guard`` (works with both clients; async runs it in a thread) or an
     ``AsyncGuard`` (async client only). ``ledger`` is the agent's spend ledger; ``limits``
-    the caps it enforces. Use ``auth.client()`` / ``auth.async_client()`` to also turn a
-    transport failure after paying into ``PaymentOutcomeUnknown``; a plain
-    ``httpx.Client(auth=auth)`` is just as safe but raises httpx's own error there.
+    the caps it enforces. ``vault``: pay from this ``AgentVault`` (``exact`` only; the
+    guard's policy client must be the vault) instead of the signer's own address; the ledger
+    then counts under the vault unless ``agent`` says otherwise. Use ``auth.client()`` /
+    ``auth.async_client()`` to also turn a transport failure after paying into
+    ``PaymentOutcomeUnknown``; a plain ``httpx.Client(auth=auth)`` is just as safe but raises
+    httpx's own error there.
     """
 
     requires_request_body = True
@@ -150,25 +159,30 @@ class X402Auth(httpx.Auth):
         allowances: Allowances,
         limits: Limits | None = None,
         agent: str | None = None,
+        vault: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(guard, Guard | AsyncGuard):
             raise ConfigurationError("X402Auth needs an agentguard Guard or AsyncGuard")
         if not isinstance(allowances, Allowances):
             raise ConfigurationError("allowances must be an agentguard.x402.Allowances")
+        self._vault = _address(vault) if vault is not None else None
+        if vault is not None and self._vault is None:
+            raise ConfigurationError(f"vault {vault!r} is not a 0x address")
         self._signer = signer
         self._guard = guard
         self._ledger = ledger
         self._allowances = allowances
         self._limits = limits or Limits()
-        self._agent = agent or signer.address
+        self._payer = self._vault or signer.address
+        self._agent = agent or self._payer
         self._clock = clock
         self._lock = threading.Lock()
         self._unanswered: dict[str, _Payment] = {}
         self._sessions: dict[str, _Session] = {}
 
     def __repr__(self) -> str:
-        return f"X402Auth(payer={self._signer.address}, sessions={len(self._sessions)})"
+        return f"X402Auth(payer={self._payer}, sessions={len(self._sessions)})"
 
     # -- public -------------------------------------------------------------------------------
 
@@ -353,13 +367,13 @@ class X402Auth(httpx.Auth):
             del request.headers[UPTO_SESSION]
         yield ("read", response)
         required = parse_payment_required(response.headers.get(PAYMENT_REQUIRED), response.content)
-        requirement = select(required, self._allowances)
+        requirement = select(required, self._allowances, from_vault=self._vault is not None)
         payment = yield from self._pay(required, requirement)
         yield from self._send_paid(request, payment, fingerprint)
 
     def _pay(self, required: PaymentRequired, req: Requirement) -> _Flow:
         """Authorize, reserve, sign, mark signed: the only place a payment is signed."""
-        payer = self._signer.address
+        payer = self._payer
         intent = PaymentIntent(
             payer=payer,
             scheme=req.scheme,
@@ -387,7 +401,13 @@ class X402Auth(httpx.Auth):
             raise
         try:
             now = int(self._clock())
-            if req.scheme == "exact":
+            if self._vault is not None:  # select() offered only ``exact``
+                nonce = bytes.fromhex(task_id.removeprefix("0x"))
+                typed = exact_client.typed_data(req, payer, now=now, nonce=nonce)
+                reference = exact_client.reference(typed)
+                blob = self._signer.sign_vault_payment(verified, typed, vault=self._vault)
+                inner = exact_client.payload(typed, blob)
+            elif req.scheme == "exact":
                 typed = exact_client.typed_data(req, payer, now=now)
                 reference = exact_client.reference(typed)
                 inner = exact_client.payload(typed, self._signer.sign_payment(verified, typed))
@@ -535,7 +555,7 @@ class X402Auth(httpx.Auth):
             network=settlement.network if settlement and settlement.network else req.network,
             asset=req.asset,
             pay_to=req.pay_to,
-            payer=self._signer.address,
+            payer=self._payer,
             amount=amount,
             transaction=settlement.transaction if settlement else "",
             pending=bool(settlement and settlement.pending),

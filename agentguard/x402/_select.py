@@ -94,12 +94,23 @@ def _scheme_refusal(req: Requirement, where: str, spenders: Collection[str]) -> 
     return None
 
 
-def select(required: PaymentRequired, allowances: Allowances) -> Requirement:
-    """The cheapest option the allowances permit, or ``PaymentRequiredError`` with every reason."""
+def select(
+    required: PaymentRequired, allowances: Allowances, *, from_vault: bool = False
+) -> Requirement:
+    """The cheapest option the allowances permit, or ``PaymentRequiredError`` with every reason.
+
+    ``from_vault``: only ``exact`` options, the one scheme an ``AgentVault`` can authorize.
+    """
     reasons = list(required.dropped)
     payable: list[Requirement] = []
     for req in required.accepts:
         refusal = allowances.refusal(req)
+        if refusal is None and from_vault and req.scheme != "exact":
+            refusal = (
+                f"{req.scheme} {req.amount} of {req.asset} on {req.network}: a vault pays only "
+                "'exact' (EIP-3009, checked by its ERC-1271); Permit2 'upto' from a vault is not "
+                "supported"
+            )
         if refusal is None:
             payable.append(req)
         else:
