@@ -193,15 +193,19 @@ class Signer:
                 "the vault authorization to sign differs from the attested payment in: "
                 + ", ".join(wrong)
             )
+        message = typed_data.get("message") or {}
+        valid_after, valid_before = (
+            _int(message.get("validAfter")),
+            _int(message.get("validBefore")),
+        )
         digest = eip3009_digest(typed_data)
-        if digest is None:
+        if digest is None or valid_after is None or valid_before is None:
             raise IntentMismatch("the EIP-3009 authorization is not in canonical form")
-        message = typed_data["message"]
         return payment_signature(
             intent,
             attestation,
-            valid_after=int(message["validAfter"]),
-            valid_before=int(message["validBefore"]),
+            valid_after=valid_after,
+            valid_before=valid_before,
             agent_signature=sign_typed_digest(self._key, digest),
         )
 
