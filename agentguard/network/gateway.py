@@ -76,6 +76,7 @@ IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
 MAX_EXPIRE_AFTER = 86400
 SWEEP_INTERVAL = 1.0
+HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
 
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -204,8 +205,17 @@ class Gateway:
         self._idempotent = OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
         self._engine: Any = None
+        self._rotation = 0
+        self._latency = 0.0  # moving average of time-to-quorum, seconds
         for record in state.policy_clients():
             self._clients[record.policy_client.lower()] = self._client(record)
+
+    def _hedge_delay(self) -> float:
+        """How long a quorum may take before the remaining operators are asked too."""
+        return max(HEDGE_MIN, 3 * self._latency) if self._latency else HEDGE_MIN
+
+    def _observe_latency(self, seconds: float) -> None:
+        self._latency = seconds if not self._latency else 0.9 * self._latency + 0.1 * seconds
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -653,27 +663,45 @@ class Gateway:
             "intent_hash_hex": "0x" + intent_hash.hex(),
             "policy_id_hex": "0x" + client.policy_id.hex(),
         }
-        calls = {
-            asyncio.ensure_future(
-                self._call_operator(link, client.code_hash, bodies, task.timeout)
-            ): link
-            for link in self._operators
-        }
         total = len(self._operators)
+        needed = -(-total * task.percentage // 100)
+        # Hedged fan-out: ask a quorum's worth of operators first (rotating, so load and fault
+        # reports spread), and widen to the rest when one fails, when they disagree, or when
+        # the answers are slower than usual. On a small host every extra evaluation competes
+        # for the same cores; a healthy quorum never needs it.
+        start = self._rotation % total
+        self._rotation += 1
+        order = self._operators[start:] + self._operators[:start]
+        waiting = list(order)
+        calls: dict[asyncio.Future[Any], _OperatorLink] = {}
+
+        def launch(count: int) -> None:
+            for _ in range(min(count, len(waiting))):
+                link = waiting.pop(0)
+                call = asyncio.ensure_future(
+                    self._call_operator(link, client.code_hash, bodies, task.timeout)
+                )
+                calls[call] = link
+
+        launch(needed)
         votes: dict[str, list[_Vote]] = {}
         errors: list[dict[str, Any]] = []
         failures: list[_OperatorFailure] = []
         winner: str | None = None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + task.timeout
+        started = loop.time()
+        deadline = started + task.timeout
+        hedge_at = started + self._hedge_delay()
         pending = set(calls)
         while pending and winner is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            if now >= deadline:
                 break
+            wake = deadline if not waiting else min(deadline, hedge_at)
             done, pending = await asyncio.wait(
-                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                pending, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
             )
+            widen = 0
             for call in done:
                 link = calls[call]
                 try:
@@ -681,15 +709,25 @@ class Gateway:
                 except _OperatorFailure as exc:
                     failures.append(exc)
                     errors.append(self._operator_error(link, exc))
+                    widen += 1
                     continue
                 except Exception as exc:  # never let one operator break the task
                     internal = _OperatorFailure("internal", type(exc).__name__, retryable=True)
                     failures.append(internal)
                     errors.append(self._operator_error(link, internal))
+                    widen += 1
                     continue
                 votes.setdefault(decision, []).append(vote)
                 if winner is None and len(votes[decision]) * 100 >= total * task.percentage:
                     winner = decision
+                    self._observe_latency(loop.time() - started)
+            if winner is None and waiting:
+                if len(votes) > 1 or loop.time() >= hedge_at:
+                    widen = len(waiting)  # disagreement or slowness: ask everyone left
+                if widen:
+                    before = set(calls)
+                    launch(widen)
+                    pending |= set(calls) - before
         for call in pending:
             if winner is None:
                 call.cancel()
@@ -708,7 +746,6 @@ class Gateway:
             and all(f.rpc_code == POLICY_EVALUATION_ERROR for f in failures)
         ):
             raise RPCError(POLICY_EVALUATION_ERROR, failures[0].message)
-        needed = -(-total * task.percentage // 100)
         tally = ", ".join(f"{d}: {len(v)}" for d, v in sorted(votes.items())) or "no valid answers"
         message = (
             f"quorum_not_reached: {needed} of {total} operators must agree "
