@@ -37,7 +37,13 @@ from agentguard._exceptions import (
     UnknownOperator,
     VerificationError,
 )
-from agentguard._gateway import AsyncNewtonGateway, NewtonGateway, Simulation
+from agentguard._gateway import (
+    AsyncAuthorizer,
+    AsyncNewtonGateway,
+    Authorizer,
+    NewtonGateway,
+    Simulation,
+)
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._logging import configure_logging
@@ -56,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentGuardError",
     "ApprovalRequired",
+    "AsyncAuthorizer",
     "AsyncGuard",
     "AsyncGuardedWallet",
     "AsyncNewtonGateway",
@@ -63,6 +70,7 @@ __all__ = [
     "AttestationExpired",
     "AttestationReplayed",
     "AuthorizationError",
+    "Authorizer",
     "BudgetExceeded",
     "ConfigurationError",
     "DataProviderError",

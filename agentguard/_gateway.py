@@ -75,15 +75,35 @@ _RPC_ERRORS: dict[int, type[GatewayRPCError]] = {
 
 
 class Authorizer(Protocol):
+    """What a ``Guard`` needs from the remote side: a decision, and bookkeeping after it.
+
+    ``NewtonGateway`` is the implementation; anything else that returns attestations a
+    ``Verifier`` accepts (a test quorum, another transport) can stand in.
+    """
+
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation: ...
 
+    def release(self, task_id: str) -> None: ...
+
+    def commit(self, task_id: str, outcome: str) -> None: ...
+
+    def close(self) -> None: ...
+
 
 class AsyncAuthorizer(Protocol):
+    """``Authorizer`` for asyncio (``AsyncNewtonGateway``)."""
+
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation: ...
+
+    async def release(self, task_id: str) -> None: ...
+
+    async def commit(self, task_id: str, outcome: str) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)

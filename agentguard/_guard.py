@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Self
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import VerificationError
-from agentguard._gateway import AsyncNewtonGateway, NewtonGateway
+from agentguard._gateway import AsyncAuthorizer, AsyncNewtonGateway, Authorizer, NewtonGateway
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._logging import get_logger
 from agentguard._verifier import ReplayGuard, VerifiedAttestation, Verifier
@@ -72,7 +72,7 @@ class Guard(_Connect):
     """Authorize, then verify: the result is the only thing a signer accepts."""
 
     _gateway_class = NewtonGateway
-    authorizer: NewtonGateway
+    authorizer: Authorizer
 
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
@@ -93,7 +93,7 @@ class AsyncGuard(_Connect):
     """``Guard`` for asyncio code."""
 
     _gateway_class = AsyncNewtonGateway
-    authorizer: AsyncNewtonGateway
+    authorizer: AsyncAuthorizer
 
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
