@@ -268,7 +268,8 @@ class SQLiteBackend:
                     now,
                 ),
             )
-            assert cursor.lastrowid is not None
+            if cursor.lastrowid is None:  # sqlite3 always sets it after an INSERT
+                raise ReservationError("the ledger could not record the reservation")
             position = (now, cursor.lastrowid)
             for w in windows.values():
                 if w.counts(position):

@@ -310,7 +310,11 @@ class X402Auth(httpx.Auth):
         if kind == "read":
             return arg.read()
         if kind == "authorize":
-            assert isinstance(self._guard, Guard)
+            if not isinstance(self._guard, Guard):
+                raise ConfigurationError(
+                    "an AsyncGuard authorizes only for httpx.AsyncClient; use a Guard with "
+                    "httpx.Client (or auth.async_client())"
+                )
             return self._guard.authorize(arg)
         call: _Call = arg
         target = self._ledger if call.target == "ledger" else self._guard.authorizer
