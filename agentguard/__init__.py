@@ -1,5 +1,8 @@
 """agentguard: an AI agent may spend only what a quorum of policy operators attested."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentguard._attestation import Attestation, OperatorSignature
 from agentguard._exceptions import (
     AgentGuardError,
@@ -37,25 +40,59 @@ from agentguard._exceptions import (
     UnknownOperator,
     VerificationError,
 )
-from agentguard._gateway import (
-    AsyncAuthorizer,
-    AsyncNewtonGateway,
-    Authorizer,
-    NewtonGateway,
-    Simulation,
-)
-from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
-from agentguard._logging import configure_logging
-from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import (
     MemoryReplayGuard,
     NewtonBindingVerifier,
     VerifiedAttestation,
     Verifier,
 )
-from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
-from agentguard.wallet import AsyncGuardedWallet, GuardedWallet, Receipt
+
+if TYPE_CHECKING:
+    from agentguard._gateway import (
+        AsyncAuthorizer,
+        AsyncNewtonGateway,
+        Authorizer,
+        NewtonGateway,
+        Simulation,
+    )
+    from agentguard._guard import AsyncGuard, Guard
+    from agentguard._logging import configure_logging
+    from agentguard._signer import SignedTransaction, Signer
+    from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
+    from agentguard.wallet import AsyncGuardedWallet, GuardedWallet, Receipt
+
+# Imported on first use: an operator or gateway process needs intents and attestations, not
+# web3, eth-account and httpx (which would add seconds to every process start).
+_LAZY = {
+    "AsyncAuthorizer": "agentguard._gateway",
+    "AsyncNewtonGateway": "agentguard._gateway",
+    "Authorizer": "agentguard._gateway",
+    "NewtonGateway": "agentguard._gateway",
+    "Simulation": "agentguard._gateway",
+    "AsyncGuard": "agentguard._guard",
+    "Guard": "agentguard._guard",
+    "configure_logging": "agentguard._logging",
+    "SignedTransaction": "agentguard._signer",
+    "Signer": "agentguard._signer",
+    "Ledger": "agentguard.ledger",
+    "Limits": "agentguard.ledger",
+    "RateCap": "agentguard.ledger",
+    "WindowCap": "agentguard.ledger",
+    "AsyncGuardedWallet": "agentguard.wallet",
+    "GuardedWallet": "agentguard.wallet",
+    "Receipt": "agentguard.wallet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentguard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
