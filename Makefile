@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH if there is one, else the copy `make` installs into python3 itself.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS := never
 # Let Python cache bytecode for our own modules too (this machine disables it by default).
 unexport PYTHONDONTWRITEBYTECODE
@@ -10,10 +11,8 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: env demo test lint bench network clean
 
-$(UV):
-	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
-
-$(STAMP): pyproject.toml | $(UV)
+$(STAMP): pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --all-extras --python python3 --compile-bytecode
 	@touch $(STAMP)
 
