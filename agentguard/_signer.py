@@ -8,6 +8,7 @@ that could differ from it. The key never appears in a repr, a log line or an exc
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,18 +134,33 @@ class Signer:
             raw=raw, hash="0x" + tx_hash.hex(), nonce=nonce, task_id=verified.task_id
         )
 
-    def sign_payment(self, verified: VerifiedAttestation, typed_data: dict[str, Any]) -> bytes:
+    def sign_payment(
+        self,
+        verified: VerifiedAttestation,
+        typed_data: dict[str, Any],
+        *,
+        permit2_spenders: Collection[str] = (),
+    ) -> bytes:
         """EIP-712 signature for an x402 authorization that moves exactly the attested payment.
 
         Accepts EIP-3009 ``TransferWithAuthorization`` (scheme ``exact``) and Permit2
-        ``PermitWitnessTransferFrom`` (scheme ``upto``); refuses anything whose token, payee,
-        amount, payer or chain differs from the attested ``PaymentIntent``.
+        ``PermitWitnessTransferFrom`` (scheme ``upto``, whose spender must be one of
+        ``permit2_spenders``: a Permit2 spender chooses where the funds go); refuses anything
+        whose token, payee, amount, payer or chain differs from the attested ``PaymentIntent``,
+        and a payment attested for another payer than this key.
         """
         verified = _require_verified(verified)
         intent = verified.intent
         if not isinstance(intent, PaymentIntent):
             raise IntentMismatch("this attestation is for a transaction, not a payment")
+        if not _same(intent.payer, self.address):  # Permit2's owner is whoever signs
+            raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
         mismatches = payment_mismatches(intent, typed_data)
+        spender = (typed_data.get("message") or {}).get("spender")
+        if typed_data.get("primaryType") == "PermitWitnessTransferFrom" and not any(
+            _same(spender, trusted) for trusted in permit2_spenders
+        ):
+            mismatches.append(f"spender {spender} (not a trusted Permit2 spender)")
         if mismatches:
             raise IntentMismatch(
                 "the authorization to sign differs from the attested payment in: "

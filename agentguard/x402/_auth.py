@@ -418,7 +418,9 @@ class X402Auth(httpx.Auth):
             else:
                 typed = upto_client.typed_data(req, payer, now=now)
                 reference = upto_client.reference(typed, payer)
-                signature = self._signer.sign_payment(verified, typed)
+                signature = self._signer.sign_payment(
+                    verified, typed, permit2_spenders=self._allowances.upto_spenders
+                )
                 inner = upto_client.payload(typed, signature, payer)
             payment_id = self._payment_id(required)
             # Recorded before the signature leaves the process; refused if the attestation

@@ -200,3 +200,59 @@ def test_other_typed_data_shapes_fall_back_to_the_generic_encoder():
     typed["types"]["TransferWithAuthorization"] = typed["types"]["TransferWithAuthorization"][:-1]
     assert eip3009_digest(typed) is None
     assert eip3009_digest({**eip3009(AGENT_ADDRESS, PAYEE, 1), "primaryType": "Permit"}) is None
+
+
+def _permit2(payer_token: str, spender: str, amount: int = 10_000) -> dict:
+    from agentguard.x402.upto.client import PERMIT2
+
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "TokenPermissions": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
+            "Witness": [{"name": "to", "type": "address"}],
+            "PermitWitnessTransferFrom": [
+                {"name": "permitted", "type": "TokenPermissions"},
+                {"name": "spender", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
+                {"name": "witness", "type": "Witness"},
+            ],
+        },
+        "primaryType": "PermitWitnessTransferFrom",
+        "domain": {"name": "Permit2", "chainId": 8453, "verifyingContract": PERMIT2},
+        "message": {
+            "permitted": {"token": payer_token, "amount": amount},
+            "spender": spender,
+            "nonce": 1,
+            "deadline": 2**40,
+            "witness": {"to": PAYEE},
+        },
+    }
+
+
+def test_permit2_signs_only_for_a_trusted_spender_and_the_signers_own_payment(signer, operators):
+    from agentguard import PaymentIntent
+    from agentguard.x402.upto.client import UPTO_PERMIT2_PROXY
+
+    def verified_for(payer: str):
+        payment = PaymentIntent(
+            payer=payer, scheme="upto", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
+        )
+        return Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+            operators.attest(payment.newton_intent()), payment
+        )
+
+    trusted = [UPTO_PERMIT2_PROXY]
+    assert signer.sign_payment(
+        verified_for(signer.address), _permit2(TOKEN, UPTO_PERMIT2_PROXY), permit2_spenders=trusted
+    )
+    with pytest.raises(IntentMismatch, match="spender"):
+        signer.sign_payment(verified_for(signer.address), _permit2(TOKEN, PAYEE), permit2_spenders=trusted)
+    with pytest.raises(IntentMismatch, match="spender"):  # nothing is trusted by default
+        signer.sign_payment(verified_for(signer.address), _permit2(TOKEN, UPTO_PERMIT2_PROXY))
+    with pytest.raises(IntentMismatch, match="from"):  # Permit2's owner is whoever signs
+        signer.sign_payment(verified_for(PAYEE), _permit2(TOKEN, UPTO_PERMIT2_PROXY), permit2_spenders=trusted)
