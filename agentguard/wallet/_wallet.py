@@ -15,7 +15,7 @@ key can do nothing the operators do not attest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -208,18 +208,9 @@ class GuardedWallet:
     def _sign_and_send(
         self, verified: VerifiedAttestation, reservation: Reservation
     ) -> SignedTransaction:
-        released = False
-
-        def release(reason: str) -> None:
-            nonlocal released
-            self._ledger.release(reservation.id, reason)
-            self._release_at_gateway(verified)
-            self._record("released", task_id=verified.task_id, reason=reason)
-            released = True
-
         try:
             with self._nonces.reserve() as nonce:
-                gas, max_fee, tip = self._estimate(verified, release)
+                gas, max_fee, tip = self._estimate(verified)
                 signed = self._signer.sign_transaction(
                     verified,
                     nonce=nonce,
@@ -235,7 +226,7 @@ class GuardedWallet:
                     self._w3.eth.send_raw_transaction(signed.raw)
                 except Web3RPCError as exc:
                     # The node refused it outright: it is not in any mempool, it can never land.
-                    release(f"node refused the transaction: {exc}")
+                    self._release(verified, reservation, f"node refused the transaction: {exc}")
                     raise TransactionReverted(
                         "the node refused the signed transaction", reason=str(exc)
                     ) from None
@@ -245,16 +236,23 @@ class GuardedWallet:
                         "still land",
                         reference=signed.hash,
                     ) from None
-        except BaseException:
-            if not released and self._ledger.get(reservation.id).state == "reserved":
-                release("not signed")
+        except BaseException as exc:
+            # Never signed (estimation reverted, interrupted, ...): nothing can land on it.
+            if self._ledger.get(reservation.id).state == "reserved":
+                reason = exc.message if isinstance(exc, AgentGuardError) else type(exc).__name__
+                self._release(verified, reservation, f"not signed: {reason}")
             raise
         self._record("sent", task_id=verified.task_id, tx_hash=signed.hash)
         return signed
 
-    def _estimate(
-        self, verified: VerifiedAttestation, release: Callable[[str], None]
-    ) -> tuple[int, int, int]:
+    def _release(
+        self, verified: VerifiedAttestation, reservation: Reservation, reason: str
+    ) -> None:
+        self._ledger.release(reservation.id, reason)
+        self._release_at_gateway(verified)
+        self._record("released", task_id=verified.task_id, reason=reason)
+
+    def _estimate(self, verified: VerifiedAttestation) -> tuple[int, int, int]:
         intent = verified.intent
         if not isinstance(intent, TransactionIntent):
             raise IntentError("a payment attestation cannot be sent as a transaction")
@@ -278,7 +276,6 @@ class GuardedWallet:
             estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
         except (ContractLogicError, Web3RPCError) as exc:
             reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
-            release(f"gas estimation reverted: {reason}")
             raise TransactionReverted(
                 "the call would revert; nothing was signed", reason=reason
             ) from None
