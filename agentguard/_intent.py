@@ -48,8 +48,8 @@ _ERC20_TRANSFER = "transfer(address,uint256)"
 
 _MAX_SIGNATURE = 2048
 _MAX_NESTING = 16
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*\Z")
 
 # x402 v1 network names we accept (v2 uses CAIP-2 ``eip155:<id>``).
 _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111}
