@@ -1,6 +1,8 @@
 # The default policy: every bundled check, each active only when its params key is present.
 # A hard violation from any check denies; only a clean action above an approval threshold asks a
-# human. With no check configured nothing is allowed.
+# human. With no check configured nothing is allowed. Whatever is configured, a function
+# agentguard cannot value from calldata (data.wasm.spend.kind "unknown_call") is denied unless
+# data.params.allowed_functions lists it.
 package agentguard.agent_spend
 
 import rego.v1
