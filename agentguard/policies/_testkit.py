@@ -26,6 +26,7 @@ __all__ = [
     "eth",
     "evaluate",
     "swap",
+    "unvalued",
     "wasm_for",
 ]
 
@@ -61,6 +62,14 @@ def swap(*, to: str = ROUTER) -> TransactionIntent:
             "chain_id": 8453,
             "function_signature": "deposit()",
         }
+    )
+
+
+def unvalued(intent: TransactionIntent) -> str:
+    """The reason the value-judging checks give for a function agentguard cannot value."""
+    return (
+        f"function {intent.function_signature} on {intent.to} is not one agentguard can value "
+        "(it may move tokens no cap sees); denied unless allowed_functions lists it"
     )
 
 

@@ -21,6 +21,7 @@ from agentguard.policies._testkit import (
     eth,
     evaluate,
     swap,
+    unvalued,
     wasm_for,
 )
 
@@ -91,10 +92,7 @@ def test_only_configured_checks_run() -> None:
     assert evaluate("agent_spend", intent, params, wasm).decision == "allow"
 
 
-UNVALUED = (
-    f"function deposit() on {ROUTER} is not one agentguard can value (it may move tokens no "
-    "cap sees); denied unless allowed_functions lists it"
-)
+UNVALUED = unvalued(swap())
 
 
 @pytest.mark.parametrize(
