@@ -32,7 +32,14 @@ from pydantic import (
 
 from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
 from agentguard._exceptions import IntentError
-from agentguard._value import NATIVE_ASSET, UINT256_MAX, Spend, check_signature, value_call
+from agentguard._value import (
+    KNOWN_SELECTORS,
+    NATIVE_ASSET,
+    UINT256_MAX,
+    Spend,
+    check_signature,
+    value_call,
+)
 
 __all__ = [
     "NATIVE_ASSET",
@@ -283,6 +290,16 @@ class TransactionIntent(_Model):
                     f"calldata does not start with the selector of {self.function_signature!r}"
                 )
             check_signature(self.function_signature)
+            if self.data[:4] in KNOWN_SELECTORS and self.data[4:] != abi_encode(
+                argument_types(self.function_signature), self.decoded_arguments
+            ):
+                # a value-moving call is valued from its decoded arguments: only the canonical
+                # encoding leaves no room for a contract to read other ones
+                raise IntentError(
+                    f"calldata of {self.function_signature} is not the canonical ABI encoding "
+                    "of its arguments (extra or rearranged bytes); encode it with a standard "
+                    "ABI encoder"
+                )
         elif self.data:
             raise IntentError(
                 "calldata without a function_signature cannot be checked by policies; "

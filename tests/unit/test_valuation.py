@@ -320,3 +320,29 @@ def test_random_calldata_under_a_known_selector_is_valued_or_refused(
         return
     assert value == 0
     assert intent.spend.kind in ("transfer", "approval", "nft")
+
+
+def test_non_canonical_calldata_of_a_value_moving_call_is_refused() -> None:
+    """Trailing bytes or re-pointed offsets could make a contract read other arguments than
+    the ones valued; only the canonical encoding is accepted for table entries."""
+    good = call("transfer(address,uint256)", [THIEF, AMOUNT])
+    with pytest.raises(IntentError, match="canonical"):
+        TransactionIntent(
+            from_=AGENT,
+            to=TOKEN,
+            data=good.data + b"\x00" * 32,
+            chain_id=8453,
+            function_signature="transfer(address,uint256)",
+        )
+    signature = f"permitTransferFrom({_SIG_BATCH},bytes)"
+    canonical = call(signature, CASES[signature][1], to=PERMIT2).data
+    # point the bytes argument's offset past one extra, unused word
+    head = bytearray(canonical)
+    offset_at = 4 + 3 * 32
+    offset = int.from_bytes(head[offset_at : offset_at + 32], "big")
+    head[offset_at : offset_at + 32] = (offset + 32).to_bytes(32, "big")
+    moved = bytes(head[: 4 + offset]) + b"\x00" * 32 + bytes(head[4 + offset :])
+    with pytest.raises(IntentError, match="canonical"):
+        TransactionIntent(
+            from_=AGENT, to=PERMIT2, data=moved, chain_id=8453, function_signature=signature
+        )
