@@ -9,9 +9,11 @@ caps-only ``agent_spend`` policy through the real Rego engine.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from coincurve import PrivateKey
 from eth_abi.abi import encode as abi_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,10 @@ from agentguard import IntentError, TransactionIntent
 from agentguard._eip712 import keccak
 from agentguard._intent import argument_types
 from agentguard._value import KNOWN_SELECTORS, NATIVE_ASSET, UINT256_MAX, check_signature
+from agentguard.network._rpc import RPCError
+from agentguard.network.operator import Operator
+from agentguard.network.state import policy_material
+from agentguard.policies import load
 from agentguard.policies._testkit import evaluate, wasm_for
 
 AGENT = "0x1111111111111111111111111111111111111111"
@@ -346,3 +352,37 @@ def test_non_canonical_calldata_of_a_value_moving_call_is_refused() -> None:
         TransactionIntent(
             from_=AGENT, to=PERMIT2, data=moved, chain_id=8453, function_signature=signature
         )
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"kind": "transfer", "amount": "1"},  # the approval "is" a 1-unit transfer
+        {"kind": "native", "amount": "0", "asset": NATIVE_ASSET},  # the pre-fix valuation
+        {"kind": "unknown_call"},
+    ],
+)
+def test_operators_refuse_a_gateway_that_misstates_the_spend(lie: dict[str, str]) -> None:
+    """A lying gateway cannot hand the policy a smaller spend: each operator re-values the
+    intent it parsed from the wire and refuses any other ``data.wasm.spend``."""
+    intent = call("approve(address,uint256)", [THIEF, UINT256_MAX])
+    policy = load("agent_spend")
+    now = int(time.time())
+    wasm = wasm_for(intent, now=now)
+    body: dict[str, Any] = {
+        "task_id": "0x" + "42" * 32,
+        "policy_client": AGENT,
+        "chain_id": 8453,
+        "intent": intent.wire(),
+        "policy_code_hash": "0x" + policy.code_hash.hex(),
+        "policy": policy_material(policy),
+        "params": CAPS,
+        "expire_after": 300,
+        "expires_at": now + 300,
+        "wasm": wasm,
+    }
+    operator = Operator(PrivateKey())
+    assert operator.evaluate_and_sign(body)["decision"] == "deny"  # the truth: max, denied
+    body["wasm"] = {**wasm, "spend": {**wasm["spend"], **lie}}
+    with pytest.raises(RPCError, match="spend does not match"):
+        operator.evaluate_and_sign(body)
