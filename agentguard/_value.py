@@ -3,8 +3,9 @@
 A contract dispatches on the 4-byte selector at the start of the calldata, not on the
 human-readable signature an agent supplies (the vault only checks that the two hash alike).
 So spend is valued here from the selector and the decoded arguments, with one table of the
-value-moving functions a wallet meets: ERC-20, EIP-2612, EIP-3009, Permit2, ERC-721 and
-ERC-1155. Every operator values the intent it re-parsed itself with this module.
+value-moving functions a wallet meets: ERC-20 (with burns), EIP-2612, EIP-3009, Permit2,
+ERC-1363, ERC-777, ERC-721 and ERC-1155. Every operator values the intent it re-parsed itself
+with this module.
 
 * A signature whose selector is a known value-moving selector but which is not that function
   (``payb_9uByHa(address,uint256)`` hashes like ``approve``) is refused: it could only be meant
@@ -154,6 +155,20 @@ _ENTRIES = (
     _Entry("approve(address,uint256)", "approval", _on_contract(1, 0)),
     _Entry("increaseAllowance(address,uint256)", "approval", _on_contract(1, 0)),
     _Entry("decreaseAllowance(address,uint256)", "approval", lambda to, a: [(to, 0, a[0])]),
+    # burning destroys the wallet's tokens: a transfer to the zero address
+    _Entry("burn(uint256)", "transfer", lambda to, a: [(to, a[0], NATIVE_ASSET)]),
+    _Entry("burnFrom(address,uint256)", "transfer", lambda to, a: [(to, a[1], NATIVE_ASSET)]),
+    # ERC-1363 (and LINK's transferAndCall) and ERC-777
+    _Entry("transferAndCall(address,uint256)", "transfer", _on_contract(1, 0)),
+    _Entry("transferAndCall(address,uint256,bytes)", "transfer", _on_contract(1, 0)),
+    _Entry("transferFromAndCall(address,address,uint256)", "transfer", _on_contract(2, 1)),
+    _Entry("transferFromAndCall(address,address,uint256,bytes)", "transfer", _on_contract(2, 1)),
+    _Entry("approveAndCall(address,uint256)", "approval", _on_contract(1, 0)),
+    _Entry("approveAndCall(address,uint256,bytes)", "approval", _on_contract(1, 0)),
+    _Entry("send(address,uint256,bytes)", "transfer", _on_contract(1, 0)),
+    _Entry("operatorSend(address,address,uint256,bytes,bytes)", "transfer", _on_contract(2, 1)),
+    _Entry("burn(uint256,bytes)", "transfer", lambda to, a: [(to, a[0], NATIVE_ASSET)]),
+    _Entry("authorizeOperator(address)", "approval", lambda to, a: [(to, UINT256_MAX, a[0])]),
     # EIP-2612 permit, USDC's bytes-signature permit, DAI's permit
     _Entry(
         "permit(address,address,uint256,uint256,uint8,bytes32,bytes32)",

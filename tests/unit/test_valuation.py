@@ -70,6 +70,28 @@ CASES: dict[str, tuple[str, list[Any], tuple[str, str, int, str]]] = {
     "increaseAllowance(address,uint256)": (
         TOKEN, [THIEF, AMOUNT], ("approval", TOKEN, AMOUNT, THIEF)
     ),
+    "burn(uint256)": (TOKEN, [AMOUNT], ("transfer", TOKEN, AMOUNT, NATIVE_ASSET)),
+    "burnFrom(address,uint256)": (TOKEN, [OWNER, AMOUNT], ("transfer", TOKEN, AMOUNT, NATIVE_ASSET)),
+    "burn(uint256,bytes)": (TOKEN, [AMOUNT, b""], ("transfer", TOKEN, AMOUNT, NATIVE_ASSET)),
+    "transferAndCall(address,uint256)": (TOKEN, [THIEF, AMOUNT], ("transfer", TOKEN, AMOUNT, THIEF)),
+    "transferAndCall(address,uint256,bytes)": (
+        TOKEN, [THIEF, AMOUNT, b"x"], ("transfer", TOKEN, AMOUNT, THIEF)
+    ),
+    "transferFromAndCall(address,address,uint256)": (
+        TOKEN, [OWNER, THIEF, AMOUNT], ("transfer", TOKEN, AMOUNT, THIEF)
+    ),
+    "transferFromAndCall(address,address,uint256,bytes)": (
+        TOKEN, [OWNER, THIEF, AMOUNT, b"x"], ("transfer", TOKEN, AMOUNT, THIEF)
+    ),
+    "approveAndCall(address,uint256)": (TOKEN, [THIEF, AMOUNT], ("approval", TOKEN, AMOUNT, THIEF)),
+    "approveAndCall(address,uint256,bytes)": (
+        TOKEN, [THIEF, AMOUNT, b"x"], ("approval", TOKEN, AMOUNT, THIEF)
+    ),
+    "send(address,uint256,bytes)": (TOKEN, [THIEF, AMOUNT, b""], ("transfer", TOKEN, AMOUNT, THIEF)),
+    "operatorSend(address,address,uint256,bytes,bytes)": (
+        TOKEN, [OWNER, THIEF, AMOUNT, b"", b""], ("transfer", TOKEN, AMOUNT, THIEF)
+    ),
+    "authorizeOperator(address)": (TOKEN, [THIEF], ("approval", TOKEN, UINT256_MAX, THIEF)),
     "permit(address,address,uint256,uint256,uint8,bytes32,bytes32)": (
         TOKEN, [OWNER, THIEF, AMOUNT, FAR, 27, R, S], ("approval", TOKEN, AMOUNT, THIEF)
     ),
