@@ -257,7 +257,7 @@ class TransactionIntent(_Model):
 
     @field_validator("value", "chain_id", mode="before")
     @classmethod
-    def _uint(cls, v: Any, info: Any) -> int:
+    def _quantity(cls, v: Any, info: Any) -> int:
         return _uint(v, info.field_name)
 
     @field_validator("data", mode="before")
