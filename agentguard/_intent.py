@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from typing import Any, Literal, Self
 
@@ -238,6 +239,14 @@ class _Model(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             raise _as_intent_error(exc) from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A changed copy is a new intent: validated again, no hash or spend carried over.
+
+        Pydantic's own ``model_copy`` skips validation and copies the cached ``intent_hash``
+        and ``spend``, which would then describe the original, not the copy.
+        """
+        return self.model_validate({**self.model_dump(), **(update or {})})
 
 
 class TransactionIntent(_Model):

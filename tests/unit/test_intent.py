@@ -317,3 +317,23 @@ def test_wire_calldata_fuzz_only_raises_intent_error(signature, data, value):
         return
     assert intent.spend.kind in ("native", "transfer", "approval", "nft", "unknown_call")
     intent.parsed()
+
+
+def test_a_changed_copy_is_revalidated_and_rehashed(intent):
+    """Pydantic's model_copy skipped validation and kept the cached hash and spend: a copy
+    with another value or a colliding name kept the original's intent_hash."""
+    changed = intent.model_copy(update={"to": PAYEE})
+    assert (changed.to, changed.spend.asset) == (PAYEE, PAYEE)
+    assert changed.intent_hash != intent.intent_hash
+    with pytest.raises(IntentError, match="also sends"):  # revalidated
+        intent.model_copy(update={"value": 7})
+    approve = keccak(b"approve(address,uint256)")[:4] + intent.data[4:]
+    with pytest.raises(IntentError):
+        intent.model_copy(
+            update={"data": approve, "function_signature": "payb_9uByHa(address,uint256)"}
+        )
+    assert intent.model_copy() == intent
+    payment = PaymentIntent(
+        payer=AGENT, scheme="exact", network="base", asset=TOKEN, amount=5, pay_to=PAYEE
+    )
+    assert payment.model_copy(update={"amount": 6}).intent_hash != payment.intent_hash
