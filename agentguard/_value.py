@@ -14,7 +14,7 @@ with this module.
   visible, so the bundled policies refuse it unless ``allowed_functions`` lists it.
 * Unlimited approvals count as 2^256 - 1. NFT transfers and approvals carry a token id, not an
   amount, so they count as 2^256 - 1 of the collection: a cap refuses them unless a policy
-  explicitly caps that collection at 2^256 - 1. ERC-721 ``transferFrom``/``approve`` share
+  explicitly caps that collection at 2^256 - 1. ERC-721 ``transferFrom``/``approve``/``burn`` share
   ERC-20's selectors and cannot be told apart from calldata; they are valued as ERC-20
   amounts (the token id as amount), so give NFT collections no ``"*"`` cap entry.
 * A call that sends ETH *and* moves tokens, or moves several assets or to several recipients at
@@ -33,7 +33,15 @@ from pydantic import BaseModel, ConfigDict
 from agentguard._eip712 import keccak
 from agentguard._exceptions import IntentError
 
-__all__ = ["NATIVE_ASSET", "UINT256_MAX", "Spend", "SpendKind", "check_signature", "value_call"]
+__all__ = [
+    "KNOWN_SELECTORS",
+    "NATIVE_ASSET",
+    "UINT256_MAX",
+    "Spend",
+    "SpendKind",
+    "check_signature",
+    "value_call",
+]
 
 NATIVE_ASSET = "0x0000000000000000000000000000000000000000"
 UINT256_MAX = (1 << 256) - 1
