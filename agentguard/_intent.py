@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from typing import Any, Literal, Self
 
@@ -32,6 +33,14 @@ from pydantic import (
 
 from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
 from agentguard._exceptions import IntentError
+from agentguard._value import (
+    KNOWN_SELECTORS,
+    NATIVE_ASSET,
+    UINT256_MAX,
+    Spend,
+    check_signature,
+    value_call,
+)
 
 __all__ = [
     "NATIVE_ASSET",
@@ -43,12 +52,12 @@ __all__ = [
     "chain_id_from_network",
 ]
 
-NATIVE_ASSET = "0x0000000000000000000000000000000000000000"
-UINT256_MAX = (1 << 256) - 1
 _ERC20_TRANSFER = "transfer(address,uint256)"
 
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*$")
+_MAX_SIGNATURE = 2048
+_MAX_NESTING = 16
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*\Z")
 
 # x402 v1 network names we accept (v2 uses CAIP-2 ``eip155:<id>``).
 _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111}
@@ -102,6 +111,13 @@ def canonical_signature(signature: str) -> str:
     Newton's sources disagree on the exact form (with or without ``function`` and names);
     the wire carries this canonical form, the one whose keccak gives the selector.
     """
+    if len(signature) > _MAX_SIGNATURE:
+        raise IntentError(f"function signature is longer than {_MAX_SIGNATURE} characters")
+    depth = 0
+    for ch in signature:
+        depth += (ch == "(") - (ch == ")")
+        if depth > _MAX_NESTING:
+            raise IntentError(f"function signature nests tuples deeper than {_MAX_NESTING}")
     sig = signature.strip()
     if sig.startswith("function "):
         sig = sig[len("function ") :].strip()
@@ -137,8 +153,31 @@ def _checksum(value: Any, field: str) -> str:
     if isinstance(value, bytes) and len(value) == 20:
         value = "0x" + value.hex()
     if not isinstance(value, str) or not _ADDRESS_RE.match(value):
-        raise IntentError(f"{field} must be a 0x-prefixed 20-byte address, got {value!r}")
-    return _checksum_cached(value)
+        raise IntentError(f"{field} must be a 0x-prefixed 20-byte address, got {value!r:.80}")
+    checksummed = _checksum_cached(value)
+    hex_part = value[2:]
+    if hex_part != hex_part.lower() and hex_part != hex_part.upper() and value != checksummed:
+        # mixed case is an EIP-55 checksum; a wrong one is a typo'd or altered address
+        raise IntentError(
+            f"{field} {value} has a wrong EIP-55 checksum (expected {checksummed}); "
+            "check the address, or pass it all lowercase"
+        )
+    return checksummed
+
+
+def _uint(value: Any, field: str) -> int:
+    """An exact non-negative integer: an ``int``, or a decimal or 0x-hex string (the wire)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise IntentError(f"{field} must be an integer, got {type(value).__name__}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+        except ValueError:
+            raise IntentError(f"{field} {text!r:.80} is not an integer") from None
+    if not 0 <= value <= UINT256_MAX:
+        raise IntentError(f"{field} {value} is outside uint256")
+    return int(value)
 
 
 def _jsonable(value: Any, abi_type: str = "") -> Any:
@@ -201,15 +240,13 @@ class _Model(BaseModel):
         except ValidationError as exc:
             raise _as_intent_error(exc) from None
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A changed copy is a new intent: validated again, no hash or spend carried over.
 
-class Spend(BaseModel):
-    """What an intent moves out of the wallet: one asset, an exact atomic amount."""
-
-    model_config = ConfigDict(frozen=True)
-
-    asset: str
-    amount: int
-    recipient: str | None = None
+        Pydantic's own ``model_copy`` skips validation and copies the cached ``intent_hash``
+        and ``spend``, which would then describe the original, not the copy.
+        """
+        return self.model_validate({**self.model_dump(), **(update or {})})
 
 
 class TransactionIntent(_Model):
@@ -229,17 +266,8 @@ class TransactionIntent(_Model):
 
     @field_validator("value", "chain_id", mode="before")
     @classmethod
-    def _uint(cls, v: Any, info: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int | str):
-            raise IntentError(f"{info.field_name} must be an integer, got {type(v).__name__}")
-        if isinstance(v, str):
-            try:
-                v = int(v, 16) if v.lower().startswith("0x") else int(v, 10)
-            except ValueError:
-                raise IntentError(f"{info.field_name} {v!r} is not an integer") from None
-        if not 0 <= v <= UINT256_MAX:
-            raise IntentError(f"{info.field_name} {v} is outside uint256")
-        return int(v)
+    def _quantity(cls, v: Any, info: Any) -> int:
+        return _uint(v, info.field_name)
 
     @field_validator("data", mode="before")
     @classmethod
@@ -270,11 +298,23 @@ class TransactionIntent(_Model):
                 raise IntentError(
                     f"calldata does not start with the selector of {self.function_signature!r}"
                 )
+            check_signature(self.function_signature)
+            if self.data[:4] in KNOWN_SELECTORS and self.data[4:] != abi_encode(
+                argument_types(self.function_signature), self.decoded_arguments
+            ):
+                # a value-moving call is valued from its decoded arguments: only the canonical
+                # encoding leaves no room for a contract to read other ones
+                raise IntentError(
+                    f"calldata of {self.function_signature} is not the canonical ABI encoding "
+                    "of its arguments (extra or rearranged bytes); encode it with a standard "
+                    "ABI encoder"
+                )
         elif self.data:
             raise IntentError(
                 "calldata without a function_signature cannot be checked by policies; "
                 "pass the human-readable signature, e.g. 'transfer(address,uint256)'"
             )
+        _ = self.spend  # an intent whose spend cannot be judged is refused here, not later
         return self
 
     # -- derived, computed once -------------------------------------------------------------
@@ -309,15 +349,14 @@ class TransactionIntent(_Model):
 
     @cached_property
     def spend(self) -> Spend:
-        """What leaves the wallet: native value, or an ERC-20 transfer/approve amount."""
-        name = self.function_signature
-        if name in (_ERC20_TRANSFER, "approve(address,uint256)") and self.value == 0:
-            recipient, amount = self.decoded_arguments
-            return Spend(asset=self.to, amount=amount, recipient=_checksum_cached(recipient))
-        if name == "transferFrom(address,address,uint256)" and self.value == 0:
-            _, recipient, amount = self.decoded_arguments
-            return Spend(asset=self.to, amount=amount, recipient=_checksum_cached(recipient))
-        return Spend(asset=NATIVE_ASSET, amount=self.value, recipient=self.to)
+        """What the call moves, judged from its calldata (``agentguard._value``)."""
+        return value_call(
+            to=self.to,
+            value=self.value,
+            data=self.data,
+            signature=self.function_signature,
+            arguments=self.decoded_arguments,
+        )
 
     def newton_intent(self) -> TransactionIntent:
         return self
@@ -397,7 +436,7 @@ class TransactionIntent(_Model):
         cls, *, sender: str, token: str, recipient: str, amount: int, chain_id: int
     ) -> TransactionIntent:
         data = keccak(_ERC20_TRANSFER.encode())[:4] + abi_encode(
-            ["address", "uint256"], [_checksum(recipient, "recipient"), amount]
+            ["address", "uint256"], [_checksum(recipient, "recipient"), _uint(amount, "amount")]
         )
         return cls(
             from_=sender, to=token, data=data, chain_id=chain_id, function_signature=_ERC20_TRANSFER

@@ -516,11 +516,7 @@ class Gateway:
             "now": now,
             "intent_hash": intent_hash_hex,
             "approved": self.state.is_approved(task.client.address, intent_hash_hex, now),
-            "spend": {
-                "asset": asset,
-                "amount": str(amount),
-                "recipient": task.spend_recipient,
-            },
+            "spend": task.intent.spend.wasm(),
             "history": windows,
         }
         if task.x402 is not None:

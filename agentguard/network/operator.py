@@ -163,12 +163,7 @@ class Operator:
             raise RPCError(INVALID_PARAMS, "wasm must be an object (the policy's data.wasm)")
         if wasm.get("intent_hash") != "0x" + intent_hash.hex():
             raise RPCError(INVALID_PARAMS, "data.wasm is about a different intent")
-        expected_spend = {
-            "asset": spend.asset.lower(),
-            "amount": str(spend.amount),
-            "recipient": (spend.recipient or "").lower(),
-        }
-        if wasm.get("spend") != expected_spend:
+        if wasm.get("spend") != spend.wasm():
             raise RPCError(INVALID_PARAMS, "data.wasm.spend does not match the intent")
         wasm_now = wasm.get("now")
         if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:

@@ -26,6 +26,7 @@ __all__ = [
     "eth",
     "evaluate",
     "swap",
+    "unvalued",
     "wasm_for",
 ]
 
@@ -64,6 +65,14 @@ def swap(*, to: str = ROUTER) -> TransactionIntent:
     )
 
 
+def unvalued(intent: TransactionIntent) -> str:
+    """The reason the value-judging checks give for a function agentguard cannot value."""
+    return (
+        f"function {intent.function_signature} on {intent.to} is not one agentguard can value "
+        "(it may move tokens no cap sees); denied unless allowed_functions lists it"
+    )
+
+
 def wasm_for(
     intent: TransactionIntent,
     *,
@@ -72,14 +81,14 @@ def wasm_for(
     history: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``data.wasm`` as the gateway sends it; ``history`` defaults to no earlier actions."""
-    spend = intent.spend
-    asset, amount = spend.asset.lower(), str(spend.amount)
+    spend = intent.spend.wasm()
+    asset, amount = spend["asset"], spend["amount"]
     fresh = {"count": 0, "spent": {}, "projected": {asset: amount}}
     return {
         "now": now,
         "intent_hash": "0x" + intent.intent_hash.hex(),
         "approved": approved,
-        "spend": {"asset": asset, "amount": amount, "recipient": (spend.recipient or "").lower()},
+        "spend": spend,
         "history": copy.deepcopy(history)
         if history is not None
         else {"3600": fresh, "86400": copy.deepcopy(fresh)},

@@ -45,11 +45,7 @@ def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) ->
             "now": now,
             "intent_hash": "0x" + intent.intent_hash.hex(),
             "approved": False,
-            "spend": {
-                "asset": spend.asset.lower(),
-                "amount": str(spend.amount),
-                "recipient": spend.recipient.lower(),
-            },  # type: ignore[union-attr]
+            "spend": spend.wasm(),
             "history": {
                 w: {"count": 0, "spent": {}, "projected": {spend.asset.lower(): str(spend.amount)}}
                 for w in ("60", "3600", "86400")

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentguard import IntentError, PaymentIntent, TransactionIntent
+from agentguard._eip712 import keccak
 from agentguard._intent import NATIVE_ASSET, canonical_signature, chain_id_from_network
 
 from .conftest import AGENT, PAYEE, TOKEN
@@ -187,3 +188,152 @@ def test_from_wire_fuzz_only_raises_intent_error(wire):
     except IntentError:
         return
     assert TransactionIntent.from_wire(intent.wire()) == intent
+
+
+# -- finding 10: every bad input is an IntentError from the constructors ------------------------
+
+CHECKSUMMED = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+WRONG_CHECKSUM = "0x833589FCD6eDb6E08f4c7C32D4f71b54bdA02913"  # one letter's case flipped
+
+
+@pytest.mark.parametrize("address", [CHECKSUMMED.lower(), "0x" + CHECKSUMMED[2:].upper()])
+def test_all_lower_or_all_upper_addresses_are_accepted(address):
+    intent = TransactionIntent(from_=AGENT, to=address, value=1, chain_id=8453)
+    assert intent.to == CHECKSUMMED
+
+
+def test_a_wrong_eip55_checksum_is_refused():
+    """Before issue 7 a mistyped mixed-case address was silently re-checksummed and used."""
+    with pytest.raises(IntentError, match="EIP-55"):
+        TransactionIntent(from_=AGENT, to=WRONG_CHECKSUM, value=1, chain_id=8453)
+    with pytest.raises(IntentError, match="EIP-55"):
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=WRONG_CHECKSUM, amount=1, chain_id=8453
+        )
+    with pytest.raises(IntentError, match="EIP-55"):
+        PaymentIntent(
+            payer=AGENT,
+            scheme="exact",
+            network="base",
+            asset=WRONG_CHECKSUM,
+            amount=1,
+            pay_to=PAYEE,
+        )
+    wire = TransactionIntent(from_=AGENT, to=PAYEE, value=1, chain_id=8453).wire()
+    with pytest.raises(IntentError, match="EIP-55"):
+        TransactionIntent.from_wire({**wire, "to": WRONG_CHECKSUM})
+
+
+BAD_AMOUNTS = [1.5, 1.0, -1, 2**256, True, "1e6", "ten", None, [1], b"\x01", "1" * 5000]
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS)
+def test_erc20_transfer_amounts_are_checked_before_abi_encoding(amount):
+    """Before: eth_abi's EncodingError (or OverflowError) escaped for these."""
+    with pytest.raises(IntentError):
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=PAYEE, amount=amount, chain_id=8453
+        )
+
+
+@pytest.mark.parametrize("value", BAD_AMOUNTS)
+def test_transaction_values_are_exact_uint256(value):
+    with pytest.raises(IntentError):
+        TransactionIntent(from_=AGENT, to=PAYEE, value=value, chain_id=8453)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["0x123", "0x" + "g" * 40, 123, None, b"\x01" * 19, "1111111111111111111111111111111111111111",
+     " 0x1111111111111111111111111111111111111111", "0x" + "11" * 20 + "\n"],
+)  # fmt: skip
+def test_malformed_addresses_are_intent_errors(address):
+    with pytest.raises(IntentError):
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=address, amount=1, chain_id=8453
+        )
+    with pytest.raises(IntentError):
+        TransactionIntent(from_=address, to=PAYEE, chain_id=8453)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["f(" + "(" * 5000 + "uint256" + ")" * 5000 + ")", "f(" + "uint256," * 2000 + "uint256)"],
+)
+def test_hostile_signatures_are_intent_errors_not_recursion_errors(signature):
+    with pytest.raises(IntentError):
+        canonical_signature(signature)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sender=st.one_of(st.just(AGENT), json_values, st.binary(max_size=24)),
+    recipient=st.one_of(st.just(PAYEE), st.text(max_size=44), json_values),
+    amount=st.one_of(st.integers(), st.floats(), st.text(max_size=90), json_values),
+    chain_id=st.one_of(st.just(8453), st.integers(), json_values),
+)
+def test_constructors_fuzz_only_raise_intent_error(sender, recipient, amount, chain_id):
+    """Random (hostile) inputs to every intent constructor: a valid intent or IntentError."""
+    try:
+        intent = TransactionIntent.erc20_transfer(
+            sender=sender, token=TOKEN, recipient=recipient, amount=amount, chain_id=chain_id
+        )
+    except IntentError:
+        pass
+    else:
+        assert intent.spend.amount == intent.decoded_arguments[1]
+    try:
+        TransactionIntent(from_=sender, to=recipient, value=amount, chain_id=chain_id)
+    except IntentError:
+        pass
+    try:
+        PaymentIntent(
+            payer=sender, scheme="exact", network="base", asset=TOKEN, amount=amount,
+            pay_to=recipient,
+        )  # fmt: skip
+    except IntentError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signature=st.text(alphabet="abcf_$()[],0123456789 uintaddressbytes", max_size=60),
+    data=st.binary(max_size=200),
+    value=st.one_of(st.integers(min_value=0, max_value=2), json_values),
+)
+def test_wire_calldata_fuzz_only_raises_intent_error(signature, data, value):
+    """Hostile signatures and calldata from the wire: parse and value, or IntentError."""
+    wire = {
+        "from": AGENT,
+        "to": TOKEN,
+        "value": value,
+        "data": "0x" + (keccak(signature.encode())[:4] + data).hex(),
+        "chain_id": "0x2105",
+        "function_signature": "0x" + signature.encode().hex(),
+    }
+    try:
+        intent = TransactionIntent.from_wire(wire)
+    except IntentError:
+        return
+    assert intent.spend.kind in ("native", "transfer", "approval", "nft", "unknown_call")
+    intent.parsed()
+
+
+def test_a_changed_copy_is_revalidated_and_rehashed(intent):
+    """Pydantic's model_copy skipped validation and kept the cached hash and spend: a copy
+    with another value or a colliding name kept the original's intent_hash."""
+    changed = intent.model_copy(update={"to": PAYEE})
+    assert (changed.to, changed.spend.asset) == (PAYEE, PAYEE)
+    assert changed.intent_hash != intent.intent_hash
+    with pytest.raises(IntentError, match="also sends"):  # revalidated
+        intent.model_copy(update={"value": 7})
+    approve = keccak(b"approve(address,uint256)")[:4] + intent.data[4:]
+    with pytest.raises(IntentError):
+        intent.model_copy(
+            update={"data": approve, "function_signature": "payb_9uByHa(address,uint256)"}
+        )
+    assert intent.model_copy() == intent
+    payment = PaymentIntent(
+        payer=AGENT, scheme="exact", network="base", asset=TOKEN, amount=5, pay_to=PAYEE
+    )
+    assert payment.model_copy(update={"amount": 6}).intent_hash != payment.intent_hash

@@ -1,6 +1,8 @@
 # The default policy: every bundled check, each active only when its params key is present.
 # A hard violation from any check denies; only a clean action above an approval threshold asks a
-# human. With no check configured nothing is allowed.
+# human. With no check configured nothing is allowed. Whatever is configured, a function
+# agentguard cannot value from calldata (data.wasm.spend.kind "unknown_call") is denied unless
+# data.params.allowed_functions lists it.
 package agentguard.agent_spend
 
 import rego.v1
@@ -60,6 +62,15 @@ violations contains msg if {
 	some msg in data.agentguard.approval_threshold.violations
 }
 
+# Whatever else is configured: a function agentguard cannot value may move anything.
+violations contains msg if {
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+	])
+}
+
 violations contains "agent_spend: params configures no check, so nothing is allowed" if {
 	not configured
 }
@@ -75,6 +86,14 @@ reasons contains msg if some msg in violations
 reasons contains msg if {
 	approval_required
 	some msg in data.agentguard.approval_threshold.reasons
+}
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
 }
 
 configured if {

@@ -21,6 +21,7 @@ from agentguard.policies._testkit import (
     eth,
     evaluate,
     swap,
+    unvalued,
     wasm_for,
 )
 
@@ -83,12 +84,33 @@ def test_a_normal_payment_is_allowed() -> None:
 
 
 def test_only_configured_checks_run() -> None:
-    # Only a cap: any recipient, function, chain and time is fine.
+    # Only a cap: any recipient, contract, chain and time is fine.
     params = {"max_per_tx": {"*": "10"}}
     saturday_night = MONDAY_NOON + 5 * 86400 + 11 * 3600
-    intent = swap(to=ROUTER)
+    intent = erc20(10, recipient=ROUTER, token=ROUTER)
     wasm = wasm_for(intent, now=saturday_night)
     assert evaluate("agent_spend", intent, params, wasm).decision == "allow"
+
+
+UNVALUED = unvalued(swap())
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_per_tx": {"*": "10"}},
+        {"window_caps": [{"asset": USDC, "window_seconds": 3600, "max_amount": "5"}]},
+        {"allowed_contracts": [ROUTER]},
+        {"rate_limits": [{"window_seconds": 3600, "max_count": 5}]},
+    ],
+)
+def test_a_function_agentguard_cannot_value_is_denied_unless_listed(params: dict[str, Any]) -> None:
+    """Before issue 7 a cap-only policy saw any unknown call as moving 0 and allowed it; the
+    call could move tokens under another name. Now it must be listed in allowed_functions."""
+    result = evaluate("agent_spend", swap(), params)
+    assert (result.decision, result.reasons) == ("deny", (UNVALUED,))
+    listed = {**params, "allowed_functions": ["deposit()", "transfer(address,uint256)"]}
+    assert evaluate("agent_spend", swap(), listed).decision == "allow"
 
 
 def test_reasons_from_every_failing_check_are_aggregated() -> None:
@@ -122,6 +144,7 @@ def test_contract_function_and_asset_checks() -> None:
     assert result.reasons == (
         "chain 8453 is not in allowed_chains",
         f"function deposit() on {ROUTER} is not in allowed_functions",
+        UNVALUED,
     )
 
 

@@ -22,6 +22,18 @@ approval_required if {
 # Messages are built with concat: rego-cpp 1.5.2's sprintf quotes strings made by builtins.
 reasons contains msg if {
 	approval_required
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); a human must approve this exact intent unless allowed_functions lists it",
+	])
+}
+
+reasons contains msg if {
+	approval_required
+	valid_spend
+	limit := threshold
+	not amount_lte(data.wasm.spend.amount, limit)
 	msg := concat("", [
 		"amount ", data.wasm.spend.amount, " of asset ", asset,
 		" is above the approval threshold approval_above = ", threshold,
@@ -47,6 +59,11 @@ needs_approval if {
 	not amount_lte(data.wasm.spend.amount, limit)
 }
 
+needs_approval if {
+	data.params.approval_above
+	unvalued_call
+}
+
 asset := lower(data.wasm.spend.asset)
 
 threshold := data.params.approval_above[asset]
@@ -57,7 +74,17 @@ threshold := data.params.approval_above["*"] if not data.params.approval_above[a
 valid_spend if {
 	is_string(data.wasm.spend.asset)
 	is_string(data.wasm.spend.amount)
+	is_string(data.wasm.spend.kind)
 }
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+}
+
 
 # Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
 # lengths compare as text. Exact for any uint256; to_number would round them to doubles.

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentguard.policies._testkit import ETH, USDC, erc20, eth, evaluate, wasm_for
+from agentguard.policies._testkit import ETH, ROUTER, USDC, erc20, eth, evaluate, swap, wasm_for
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 EXAMPLE = {"approval_above": {USDC: "100000000", ETH: "50000000000000000"}}
@@ -81,3 +81,18 @@ def test_without_approval_above_nothing_is_allowed() -> None:
     assert evaluate("approval_threshold", erc20(1), {}, check_schema=False).reasons == (
         "approval_threshold: params has no approval_above, so nothing is allowed",
     )
+
+
+def test_an_unvalued_call_needs_a_human_unless_listed() -> None:
+    result = evaluate("approval_threshold", swap(), EXAMPLE)
+    assert result.decision == "approval_required"
+    assert result.reasons == (
+        f"function deposit() on {ROUTER} is not one agentguard can value (it may move tokens "
+        "no cap sees); a human must approve this exact intent unless allowed_functions lists it",
+    )
+    assert (
+        evaluate("approval_threshold", swap(), EXAMPLE, wasm_for(swap(), approved=True)).decision
+        == "allow"
+    )
+    listed = {**EXAMPLE, "allowed_functions": ["deposit()"]}
+    assert evaluate("approval_threshold", swap(), listed).decision == "allow"

@@ -30,12 +30,29 @@ violations contains msg if {
 }
 
 violations contains msg if {
+	data.params.allowed_assets
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+	])
+}
+
+violations contains msg if {
 	data.params.allowed_chains
 	not input.chain_id in data.params.allowed_chains
 	msg := concat("", ["chain ", input.chain_id, " is not in allowed_chains"])
 }
 
 active if data.params.allowed_assets
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+}
 
 active if data.params.allowed_chains
 

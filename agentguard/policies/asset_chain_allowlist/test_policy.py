@@ -9,7 +9,16 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentguard.policies._testkit import ETH, USDC, erc20, eth, evaluate, wasm_for
+from agentguard.policies._testkit import (
+    ETH,
+    USDC,
+    erc20,
+    eth,
+    evaluate,
+    swap,
+    unvalued,
+    wasm_for,
+)
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 EXAMPLE = {"allowed_assets": [USDC, ETH], "allowed_chains": ["8453"]}
@@ -63,3 +72,11 @@ def test_without_params_nothing_is_allowed() -> None:
         "asset_chain_allowlist: params has no allowed_assets or allowed_chains, "
         "so nothing is allowed",
     )
+
+
+def test_an_unvalued_call_moves_an_unknown_asset_and_is_denied_unless_listed() -> None:
+    """Before issue 7 an unknown call counted as ETH, which EXAMPLE allows."""
+    result = evaluate("asset_chain_allowlist", swap(), EXAMPLE)
+    assert (result.decision, result.reasons) == ("deny", (unvalued(swap()),))
+    listed = {**EXAMPLE, "allowed_functions": ["deposit()"]}
+    assert evaluate("asset_chain_allowlist", swap(), listed).decision == "allow"

@@ -1,7 +1,8 @@
 # Which contract functions the agent may call: data.params.allowed_functions holds canonical
 # signatures ("transfer(address,uint256)") matched against input.decoded_function_signature,
-# which the operator derived from the calldata itself. Plain ETH transfers (no calldata) pass
-# only if data.params.allow_plain_transfers is true.
+# which the operator derived from the calldata itself: a signature whose selector is a known
+# value-moving function's but which is not that function is refused before any policy runs.
+# Plain ETH transfers (no calldata) pass only if data.params.allow_plain_transfers is true.
 package agentguard.function_allowlist
 
 import rego.v1

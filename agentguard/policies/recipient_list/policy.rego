@@ -1,6 +1,8 @@
 # Who may receive value, and which contracts may be called.
-# allowed_recipients / denied_recipients apply to the effective recipient
-# (data.wasm.spend.recipient: payTo of a payment or ERC-20 transfer, `to` of an ETH transfer);
+# allowed_recipients / denied_recipients apply to the effective recipient, as the operators read
+# it from the calldata (data.wasm.spend.recipient: payTo of a payment or token transfer, the
+# spender of an approval or permit, `to` of an ETH transfer); a function agentguard cannot value
+# has no known recipient and is denied unless allowed_functions lists it;
 # allowed_contracts / denied_contracts apply to input.to when the action calls a contract.
 # Addresses compare case-insensitively.
 package agentguard.recipient_list
@@ -24,6 +26,15 @@ reasons contains "recipient_list: params has no recipient or contract list, so n
 violations contains "the gateway sent no spend recipient (data.wasm.spend.recipient); denied" if {
 	recipient_checks
 	not is_string(data.wasm.spend.recipient)
+}
+
+violations contains msg if {
+	recipient_checks
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+	])
 }
 
 violations contains msg if {
@@ -65,6 +76,14 @@ recipient := lower(data.wasm.spend.recipient)
 contract := lower(input.to)
 
 contract_call if input.data != "0x"
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+}
 
 listed(addresses, address) if {
 	some a in addresses

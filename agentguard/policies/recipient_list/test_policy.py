@@ -9,7 +9,19 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentguard.policies._testkit import PAYEE, ROUTER, USDC, erc20, eth, evaluate, swap, wasm_for
+from agentguard._eip712 import keccak
+from agentguard._intent import TransactionIntent
+from agentguard.policies._testkit import (
+    PAYEE,
+    ROUTER,
+    USDC,
+    erc20,
+    eth,
+    evaluate,
+    swap,
+    unvalued,
+    wasm_for,
+)
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 STRANGER = "0x5555555555555555555555555555555555555555"
@@ -84,3 +96,23 @@ def test_without_lists_nothing_is_allowed() -> None:
     assert evaluate("recipient_list", erc20(5), {}, check_schema=False).reasons == (
         "recipient_list: params has no recipient or contract list, so nothing is allowed",
     )
+
+
+def test_an_unvalued_call_has_no_known_recipient_and_is_denied_unless_listed() -> None:
+    params = {"allowed_recipients": [PAYEE, ROUTER]}
+    result = evaluate("recipient_list", swap(), params)
+    assert (result.decision, result.reasons) == ("deny", (unvalued(swap()),))
+    listed = {**params, "allowed_functions": ["deposit()"]}
+    assert evaluate("recipient_list", swap(), listed).decision == "allow"
+    # a contract list alone is an explicit choice of what may be called
+    assert evaluate("recipient_list", swap(), {"allowed_contracts": [ROUTER]}).decision == "allow"
+
+
+def test_the_spender_of_an_approval_is_its_recipient() -> None:
+    data = keccak(b"approve(address,uint256)")[:4] + bytes(12) + bytes.fromhex(STRANGER[2:])
+    approve = TransactionIntent.model_validate(
+        {"from": PAYEE, "to": USDC, "data": data + (1).to_bytes(32, "big"), "chain_id": 8453,
+         "function_signature": "approve(address,uint256)"}
+    )  # fmt: skip
+    result = evaluate("recipient_list", approve, {"allowed_recipients": [PAYEE]})
+    assert result.reasons == (f"recipient {STRANGER} is not in allowed_recipients",)

@@ -1,4 +1,7 @@
 # Per-transaction cap per asset: data.params.max_per_tx = {"<asset, lowercase>": "<decimal>", "*": …}.
+# data.wasm.spend is what the operators valued from the calldata itself (agentguard/_value.py):
+# approvals count their allowance (unlimited = 2^256 - 1), NFT actions 2^256 - 1 of the
+# collection; a function agentguard cannot value is denied unless allowed_functions lists it.
 package agentguard.tx_cap
 
 import rego.v1
@@ -23,9 +26,18 @@ violations contains "the gateway sent no valid spend data (data.wasm.spend); den
 
 violations contains msg if {
 	data.params.max_per_tx
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+	])
+}
+
+violations contains msg if {
+	data.params.max_per_tx
 	valid_spend
 	not cap
-	data.wasm.spend.amount != "0"
+	moves_value
 	msg := concat("", ["asset ", asset, " has no entry in max_per_tx (and max_per_tx has no * entry); denied"])
 }
 
@@ -50,7 +62,23 @@ cap := data.params.max_per_tx["*"] if not data.params.max_per_tx[asset]
 valid_spend if {
 	is_string(data.wasm.spend.asset)
 	is_string(data.wasm.spend.amount)
+	is_string(data.wasm.spend.kind)
 }
+
+# Only an action that moves no amount and is no token action passes an asset without a cap:
+# a token transfer or approval of 0 could be an NFT id 0 (ERC-721 shares ERC-20's selectors).
+moves_value if data.wasm.spend.amount != "0"
+
+moves_value if data.wasm.spend.kind in {"transfer", "approval", "nft"}
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+}
+
 
 # Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
 # lengths compare as text. Exact for any uint256; to_number would round them to doubles.

@@ -12,7 +12,16 @@ import regopy
 
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
-from agentguard.policies._testkit import ETH, USDC, erc20, eth, evaluate, wasm_for
+from agentguard.policies._testkit import (
+    ETH,
+    USDC,
+    erc20,
+    eth,
+    evaluate,
+    swap,
+    unvalued,
+    wasm_for,
+)
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 EXAMPLE = {"max_per_tx": {USDC: "5000000", ETH: "10000000000000000"}}
@@ -148,3 +157,24 @@ def test_to_number_would_get_it_wrong() -> None:
     assert compiled.decision == "deny"  # exact here, but only in this engine's bundle mode
     exact = evaluate("tx_cap", erc20(over + 1), {"max_per_tx": {USDC: str(over)}}, wasm)
     assert exact.decision == "deny"
+
+
+def test_a_function_it_cannot_value_is_denied_unless_listed() -> None:
+    """Before issue 7 ``deposit()`` (or any unknown call) counted as 0 ETH and passed."""
+    result = evaluate("tx_cap", swap(), EXAMPLE)
+    assert (result.decision, result.reasons) == ("deny", (unvalued(swap()),))
+    listed = {**EXAMPLE, "allowed_functions": ["deposit()"]}
+    assert evaluate("tx_cap", swap(), listed).decision == "allow"
+
+
+def test_a_token_action_of_zero_on_an_uncapped_asset_is_denied() -> None:
+    """An ERC-721 ``transferFrom(…, id 0)`` reads as amount 0; it passed before issue 7."""
+    other = "0x4444444444444444444444444444444444444444"
+    assert evaluate("tx_cap", erc20(0, token=other), EXAMPLE).decision == "deny"
+
+
+def test_a_spend_without_kind_is_denied() -> None:
+    wasm = wasm_for(erc20(1))
+    del wasm["spend"]["kind"]
+    result = evaluate("tx_cap", erc20(1), EXAMPLE, wasm)
+    assert result.reasons == ("the gateway sent no valid spend data (data.wasm.spend); denied",)

@@ -24,6 +24,15 @@ violations contains "the gateway sent no valid spend data (data.wasm.spend); den
 }
 
 violations contains msg if {
+	data.params.window_caps
+	unvalued_call
+	msg := concat("", [
+		"function ", input.decoded_function_signature, " on ", input.to,
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+	])
+}
+
+violations contains msg if {
 	some c in applicable
 	not is_string(data.wasm.history[c.window].projected[asset])
 	msg := concat("", ["the gateway sent no spend history for the ", c.window, " s window; denied"])
@@ -53,7 +62,17 @@ applicable contains {"window": format_int(c.window_seconds, 10), "max_amount": c
 valid_spend if {
 	is_string(data.wasm.spend.asset)
 	is_string(data.wasm.spend.amount)
+	is_string(data.wasm.spend.kind)
 }
+
+# A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
+# "unknown_call") may move anything; only its ETH value is known. It passes only if
+# data.params.allowed_functions lists its canonical signature.
+unvalued_call if {
+	data.wasm.spend.kind == "unknown_call"
+	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+}
+
 
 # Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
 # lengths compare as text. Exact for any uint256; to_number would round them to doubles.

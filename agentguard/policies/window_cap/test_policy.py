@@ -9,7 +9,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentguard.policies._testkit import USDC, erc20, eth, evaluate, wasm_for
+from agentguard.policies._testkit import (
+    USDC,
+    erc20,
+    eth,
+    evaluate,
+    swap,
+    unvalued,
+    wasm_for,
+)
 
 SCHEMA = json.loads((Path(__file__).parent / "params_schema.json").read_text())
 EXAMPLE = {
@@ -106,3 +114,11 @@ def test_exact_across_huge_totals(cap: int) -> None:
     for total, decision in [(cap, "allow"), (cap + 1, "deny"), (cap - 1, "allow")]:
         wasm = wasm_for(intent, history=history(str(total), "5"))
         assert evaluate("window_cap", intent, params, wasm).decision == decision, (cap, total)
+
+
+def test_a_function_it_cannot_value_is_denied_unless_listed() -> None:
+    """Before issue 7 an unknown call counted as 0 and never touched the window total."""
+    result = evaluate("window_cap", swap(), EXAMPLE)
+    assert (result.decision, result.reasons) == ("deny", (unvalued(swap()),))
+    listed = {**EXAMPLE, "allowed_functions": ["deposit()"]}
+    assert evaluate("window_cap", swap(), listed).decision == "allow"
