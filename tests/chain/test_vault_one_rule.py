@@ -33,6 +33,7 @@ from tests.chain.helpers import (
     Env,
     Payment,
     attest,
+    receive_authorization_digest,
     reverts,
 )
 
@@ -198,20 +199,10 @@ def test_receive_with_authorization_is_refused(env: Env) -> None:
     made for ``transferWithAuthorization`` cannot be replayed through it (nor through one the
     agent signed for it), and the nonce stays usable for the attested payment."""
     p = Payment(env)
-    receive_type = (
-        b"ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
-        b"uint256 validBefore,bytes32 nonce)"
-    )
-    struct = keccak(
-        keccak(receive_type)
-        + address_word(bytes.fromhex(env.vault.address[2:]))
-        + address_word(bytes.fromhex(PAYEE[2:]))
-        + uint_word(PAYMENT_AMOUNT)
-        + uint_word(p.valid_after)
-        + uint_word(p.valid_before)
-        + p.attestation.task_id
-    )
-    receive_digest = typed_data_digest(bytes(env.token.functions.DOMAIN_SEPARATOR().call()), struct)
+    receive_digest = receive_authorization_digest(
+        env.token, from_=env.vault.address, to=PAYEE, value=PAYMENT_AMOUNT,
+        valid_after=p.valid_after, valid_before=p.valid_before, nonce=p.attestation.task_id,
+    )  # fmt: skip
     signed_for_receive = p.raw_blob(agent_signature=sign_attestation(AGENT_KEY, receive_digest))
     for blob in (p.blob(), signed_for_receive):
         assert p.is_valid(blob, receive_digest) == INVALID
