@@ -25,7 +25,7 @@ from agentguard._attestation import (
     operator_address,
     sign_attestation,
 )
-from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_word
+from agentguard._eip712 import keccak
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard.chain import (
     DEV_ACCOUNTS,
@@ -274,32 +274,3 @@ class Payment:
         """The vault's ERC-1271 answer when ``asker`` (the settling token by default) asks."""
         check = self.env.vault.functions.isValidSignature(digest or self.digest, blob)
         return bytes(check.call({"from": asker or self.token.address}))
-
-
-RECEIVE_WITH_AUTHORIZATION_TYPE = (
-    b"ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
-    b"uint256 validBefore,bytes32 nonce)"
-)
-
-
-def receive_authorization_digest(
-    token: Contract,
-    *,
-    from_: str,
-    to: str,
-    value: int,
-    valid_after: int,
-    valid_before: int,
-    nonce: bytes,
-) -> bytes:
-    """EIP-3009's payee-initiated variant (not something the SDK ever signs)."""
-    struct = keccak(
-        keccak(RECEIVE_WITH_AUTHORIZATION_TYPE)
-        + address_word(bytes.fromhex(from_[2:]))
-        + address_word(bytes.fromhex(to[2:]))
-        + uint_word(value)
-        + uint_word(valid_after)
-        + uint_word(valid_before)
-        + nonce
-    )
-    return typed_data_digest(bytes(token.functions.DOMAIN_SEPARATOR().call()), struct)

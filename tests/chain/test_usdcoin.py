@@ -13,6 +13,7 @@ from agentguard.chain import (
     transact,
     transfer_authorization_digest,
 )
+from agentguard.chain.eip3009 import RECEIVE_WITH_AUTHORIZATION_TYPE
 from tests.chain.helpers import (
     FACILITATOR,
     OUTSIDER,
@@ -21,7 +22,6 @@ from tests.chain.helpers import (
     Env,
     events,
     high_s,
-    receive_authorization_digest,
     reverts,
 )
 
@@ -160,7 +160,7 @@ def test_authorization_refusals(env: Env) -> None:
 def test_receive_with_authorization_is_for_the_payee_and_its_own_type(env: Env) -> None:
     _fund_payer(env)
     auth = _authorization(env)
-    receive_sig = sign_attestation(PAYER_KEY, receive_authorization_digest(env.token, **auth))  # type: ignore[arg-type]
+    receive_sig = _sign(env, {**auth, "primary_type": RECEIVE_WITH_AUTHORIZATION_TYPE})
     receive = env.token.functions.receiveWithAuthorization
     with reverts("CallerMustBePayee", FACILITATOR, PAYEE):
         receive(*_args(auth), receive_sig).transact({"from": FACILITATOR})

@@ -16,6 +16,7 @@ from agentguard._attestation import operator_address, sign_attestation
 from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_word
 from agentguard._intent import TransactionIntent
 from agentguard.chain import deploy, execute_args, transact
+from agentguard.chain.eip3009 import RECEIVE_WITH_AUTHORIZATION_TYPE
 from tests.chain.helpers import (
     AGENT,
     AGENT_KEY,
@@ -33,7 +34,6 @@ from tests.chain.helpers import (
     Env,
     Payment,
     attest,
-    receive_authorization_digest,
     reverts,
 )
 
@@ -199,10 +199,7 @@ def test_receive_with_authorization_is_refused(env: Env) -> None:
     made for ``transferWithAuthorization`` cannot be replayed through it (nor through one the
     agent signed for it), and the nonce stays usable for the attested payment."""
     p = Payment(env)
-    receive_digest = receive_authorization_digest(
-        env.token, from_=env.vault.address, to=PAYEE, value=PAYMENT_AMOUNT,
-        valid_after=p.valid_after, valid_before=p.valid_before, nonce=p.attestation.task_id,
-    )  # fmt: skip
+    receive_digest = p.authorization_digest(primary_type=RECEIVE_WITH_AUTHORIZATION_TYPE)
     signed_for_receive = p.raw_blob(agent_signature=sign_attestation(AGENT_KEY, receive_digest))
     for blob in (p.blob(), signed_for_receive):
         assert p.is_valid(blob, receive_digest) == INVALID
