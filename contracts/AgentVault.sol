@@ -75,6 +75,8 @@ contract AgentVault {
     event Withdrawn(address indexed token, address indexed to, uint256 amount);
 
     error AlreadyInitialized();
+    /// The locked implementation behind the clones: it authorizes nothing.
+    error NotInitialized();
     error NotOwner(address caller);
     error NotAgent(address caller);
     error ZeroAddress();
@@ -284,7 +286,7 @@ contract AgentVault {
 
     /// THE rule, shared by `execute` and `isValidSignature`: an attestation authorizes exactly
     /// the movement `intentHash_` (an action on `asset`), once. Empty when the vault is live
-    /// (not paused, no attested call in flight), the policy is its own, the attestation has not
+    /// (initialized, not paused, no attested call in flight), the policy is its own, the attestation has not
     /// expired, its task is unused both here (`taskUsed`, set by `execute`) and on `asset` as
     /// this vault's EIP-3009 authorization nonce (set by the token when a payment settles), and
     /// distinct current operators reaching the threshold signed it; else the revert data saying
@@ -297,6 +299,8 @@ contract AgentVault {
         uint64 expiresAt,
         bytes[] memory signatures
     ) private view returns (bytes memory) {
+        // The implementation (never initialized) has no agent and no operators: no quorum.
+        if (_threshold == 0) return abi.encodeWithSelector(NotInitialized.selector);
         if (_paused) return abi.encodeWithSelector(VaultPaused.selector);
         if (_executing) return abi.encodeWithSelector(Reentrancy.selector);
         if (policyId_ != _policyId) return abi.encodeWithSelector(PolicyMismatch.selector, _policyId, policyId_);

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 
+from eth_abi.abi import encode as abi_encode
 from web3.contract import Contract
 
 from agentguard._attestation import operator_address, sign_attestation
@@ -17,6 +18,7 @@ from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_wor
 from agentguard._intent import TransactionIntent
 from agentguard.chain import deploy, execute_args, transact
 from agentguard.chain.eip3009 import RECEIVE_WITH_AUTHORIZATION_TYPE
+from agentguard.chain.vault import PAYMENT_SIGNATURE_TYPES
 from tests.chain.helpers import (
     AGENT,
     AGENT_KEY,
@@ -278,3 +280,28 @@ def test_malformed_blob_is_refused(env: Env) -> None:
     p = Payment(env)
     with reverts("InvalidSignature", env.vault.address):
         p.settle_call(b"\x00" * 100).transact({"from": FACILITATOR})
+
+
+def test_the_uninitialized_implementation_validates_nothing(env: Env) -> None:
+    """The locked implementation behind every clone has no agent, no operators and threshold
+    0. Before, its ERC-1271 check took a blob without any signature (the agent check compared
+    a failed recovery, address(0), with its agent, address(0); zero of zero operators made a
+    quorum): USDC sent there by mistake was anyone's. Now an empty operator set authorizes
+    nothing, on either path."""
+    implementation = env.w3.eth.contract(
+        address=env.factory.functions.implementation().call(), abi=env.vault.abi
+    )
+    transact(env.w3, env.token.functions.mint(implementation.address, STOLEN), sender=OWNER)
+    valid_before = env.now() + 300
+    task = secrets.token_bytes(32)
+    blob = abi_encode(
+        list(PAYMENT_SIGNATURE_TYPES),
+        [env.token.address, OUTSIDER, STOLEN, 0, valid_before, task, task, b"\0" * 32,
+         env.now() + 600, b"", []],
+    )  # fmt: skip
+    settle = env.token.functions.transferWithAuthorization(
+        implementation.address, OUTSIDER, STOLEN, 0, valid_before, task, blob
+    )
+    with reverts("InvalidSignature", implementation.address):
+        settle.transact({"from": OUTSIDER})
+    assert env.usdc(implementation.address) == STOLEN
