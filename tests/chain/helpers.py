@@ -190,7 +190,8 @@ class Payment:
     """One x402 `exact` payment from the vault, with everything the facilitator sees.
 
     ``token`` settles it (and asks the vault); the operators attest a payment in ``asset``,
-    which is ``token`` unless an attacker arranged otherwise.
+    which is ``token`` unless an attacker arranged otherwise. ``replay`` reuses an attestation
+    already issued instead (the agent signs the new authorization all the same).
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class Payment:
         pay_to: str = PAYEE,
         token: Contract | None = None,
         asset: str | None = None,
+        replay: Attestation | None = None,
         **attest_kw: Any,
     ) -> None:
         self.env = env
@@ -210,7 +212,7 @@ class Payment:
             asset=asset or self.token.address, amount=amount, pay_to=pay_to,
         )  # fmt: skip
         expires_at = attest_kw.pop("expires_at", env.now() + 600)
-        self.attestation: Attestation = attest(
+        self.attestation: Attestation = replay or attest(
             env.vault.address, self.intent, expires_at=expires_at, **attest_kw
         )
         self.valid_after, self.valid_before = 0, env.now() + 300

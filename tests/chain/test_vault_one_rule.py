@@ -76,10 +76,7 @@ def test_attestation_for_a_fake_token_pays_no_real_token(env: Env, deploy_test: 
         fake.functions.setDomainSeparator(usdc2.functions.DOMAIN_SEPARATOR().call()),
         sender=OWNER,
     )
-    q = Payment(env, amount=STOLEN, asset=fake.address, token=usdc2)
-    q.attestation = p.attestation
-    q.digest = q.authorization_digest()
-    q.agent_signature = sign_attestation(AGENT_KEY, q.digest)
+    q = Payment(env, amount=STOLEN, asset=fake.address, token=usdc2, replay=p.attestation)
     assert q.is_valid(q.blob()) == INVALID
     with reverts("InvalidSignature", env.vault.address):
         q.settle_call().transact({"from": FACILITATOR})
@@ -119,10 +116,7 @@ def test_a_real_payment_settles_on_its_own_token_only(env: Env) -> None:
     usdc2 = _second_usdc(env)
     p = Payment(env)
     transact(env.w3, p.settle_call(), sender=FACILITATOR)
-    on_usdc2 = Payment(env, token=usdc2)
-    on_usdc2.attestation = p.attestation
-    on_usdc2.digest = on_usdc2.authorization_digest()
-    on_usdc2.agent_signature = sign_attestation(AGENT_KEY, on_usdc2.digest)
+    on_usdc2 = Payment(env, token=usdc2, replay=p.attestation)
     names_usdc = on_usdc2.raw_blob(token=env.token.address)
     names_usdc2 = on_usdc2.raw_blob(token=usdc2.address)
     for blob in (names_usdc, names_usdc2):
@@ -174,9 +168,9 @@ def _permit2_digest(permit2: Contract, token: str, amount: int) -> bytes:
 
 
 def test_permit2_digests_are_never_valid(env: Env) -> None:
-    """Permit2 asks an ERC-1271 owner too. The vault validates only EIP-3009
-    ``TransferWithAuthorization`` digests, so a Permit2 permit is refused even when the agent
-    signed it and the operators attested a payment "in" Permit2 or in USDC."""
+    """Permit2 asks an ERC-1271 owner too. It keeps no EIP-3009 nonces and its digests are no
+    ``TransferWithAuthorization``, so a Permit2 permit is refused even when the agent signed it
+    and the operators attested a payment "in" Permit2 or in USDC."""
     permit2 = deploy(env.w3, "Permit2", sender=OWNER)
     digest = _permit2_digest(permit2, env.token.address, STOLEN)
     agent_signature = sign_attestation(AGENT_KEY, digest)
@@ -234,19 +228,22 @@ def test_no_payment_is_valid_while_an_attested_call_is_in_flight(env: Env) -> No
     payment: refused (the vault honours no attestation while a call of its own runs), and
     nothing moves."""
     inner = Payment(env)
-    settle = inner.settle_call()
+    signature = "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
+    types = signature[signature.index("(") + 1 : -1].split(",")
+    args = [env.vault.address, PAYEE, PAYMENT_AMOUNT, inner.valid_after, inner.valid_before,
+            inner.attestation.task_id, inner.blob()]  # fmt: skip
     intent = TransactionIntent(
         from_=env.vault.address,
         to=env.token.address,
-        data=bytes.fromhex(settle._encode_transaction_data()[2:]),
+        data=keccak(signature.encode())[:4] + abi_encode(types, args),
         chain_id=CHAIN_ID,
-        function_signature="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)",
+        function_signature=signature,
     )
     outer = attest(env.vault.address, intent, expires_at=env.now() + 600)
     with reverts("InvalidSignature", env.vault.address):
         env.vault.functions.execute(*execute_args(intent, outer)).transact({"from": AGENT})
     assert env.usdc(PAYEE) == 0
-    transact(env.w3, settle, sender=FACILITATOR)  # on its own, the inner payment is fine
+    transact(env.w3, inner.settle_call(), sender=FACILITATOR)  # alone, the payment is fine
     assert env.usdc(PAYEE) == PAYMENT_AMOUNT
 
 
