@@ -62,6 +62,8 @@ GENESIS = "0" * 64
 Processor = Callable[[Any], Any]
 
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_HASH = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
 _SAFE_INT = 2**53 - 1
 
@@ -168,15 +170,19 @@ def parse_line(raw: bytes) -> Entry:
     if not isinstance(obj, dict) or sorted(obj) != sorted(_FIELDS):
         raise ValueError("the line is not a valid audit entry (edited?)")
     entry = Entry(**obj)
-    if not (
+    if not (  # the forms ``append`` writes, so no field can carry control characters to a screen
         type(entry.seq) is int
         and isinstance(entry.ts, str)
+        and _TS.fullmatch(entry.ts)
         and isinstance(entry.kind, str)
+        and _KIND.fullmatch(entry.kind)
         and isinstance(entry.record, dict)
         and isinstance(entry.prev_hash, str)
+        and _HASH.fullmatch(entry.prev_hash)
         and isinstance(entry.hash, str)
+        and _HASH.fullmatch(entry.hash)
     ):
-        raise ValueError("an audit entry field has the wrong type")
+        raise ValueError("an audit entry field has the wrong type or form")
     try:
         canonical = entry.line()
     except ValueError:  # a lone surrogate from a \\u escape has no UTF-8 encoding

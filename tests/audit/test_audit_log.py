@@ -182,7 +182,8 @@ def test_problems_name_the_rewrite(tmp_path: Path) -> None:
         (REWRITES["whitespace"], "not the canonical JSON"),
         (lambda line: line[:-1] + b"//x\n", "not a valid audit entry"),  # trailing garbage
         (lambda line: line.replace(b'"i":2', b'"i":2,"i":2'), "repeats the key 'i'"),
-        (lambda line: line.replace(b'"kind":"sent"', b'"kind":"\\ud800"'), "not the canonical"),
+        (lambda line: line.replace(b'"tx":"', b'"tx":"\\ud800'), "not the canonical"),
+        (lambda line: line.replace(b'"kind":"sent"', b'"kind":"\\u001b[2J"'), "wrong type or form"),
         (lambda line: line.replace(b"sent", b"s\xffnt"), "not UTF-8"),
     ]:
         ls = original.splitlines(keepends=True)
