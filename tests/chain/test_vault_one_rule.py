@@ -36,6 +36,7 @@ from tests.chain.helpers import (
     Env,
     Payment,
     attest,
+    create_vault,
     reverts,
 )
 
@@ -302,3 +303,22 @@ def test_the_uninitialized_implementation_validates_nothing(env: Env) -> None:
     with reverts("InvalidSignature", implementation.address):
         settle.transact({"from": OUTSIDER})
     assert env.usdc(implementation.address) == STOLEN
+
+
+def test_an_attestation_for_one_vault_pays_from_no_other(env: Env) -> None:
+    """A second vault with the same agent, operators and policy: the agent signs the
+    authorization from it, but the attestation names the first vault as its policy client."""
+    other = create_vault(env.w3, env.factory, salt=b"\x02" * 32)
+    transact(env.w3, env.token.functions.mint(other.address, VAULT_USDC), sender=OWNER)
+    p = Payment(env)
+    digest = p.authorization_digest(from_=other.address)
+    blob = p.raw_blob(agent_signature=sign_attestation(AGENT_KEY, digest))
+    verdict = other.functions.isValidSignature(digest, blob).call({"from": env.token.address})
+    assert bytes(verdict) == INVALID
+    settle = env.token.functions.transferWithAuthorization(
+        other.address, PAYEE, PAYMENT_AMOUNT, p.valid_after, p.valid_before,
+        p.attestation.task_id, blob,
+    )  # fmt: skip
+    with reverts("InvalidSignature", other.address):
+        settle.transact({"from": FACILITATOR})
+    assert p.is_valid(p.blob()) == MAGIC  # still good where it was attested
