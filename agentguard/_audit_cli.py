@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from agentguard.audit import AuditLog
+from agentguard.audit import AuditLog, parse_line
 
 __all__ = ["add_audit_commands"]
 
@@ -56,10 +56,12 @@ def show_command(args: argparse.Namespace) -> int:
         print(f"cannot read audit log {args.path}: {exc.strerror}", file=sys.stderr)
         return 2
     for raw in lines:
-        try:
-            entry = json.loads(raw)
-            record = json.dumps(entry["record"], sort_keys=True, separators=(",", ":"))
-            print(f"{entry['seq']:>6}  {entry['ts']}  {entry['kind']:<16} {record}")
-        except (ValueError, KeyError, TypeError):
-            print(f"{'?':>6}  damaged line: {raw[:120]!r}")
+        try:  # the same strict reading as ``verify``: show no line a parser reads differently
+            entry = parse_line(raw)
+        except ValueError as exc:
+            print(f"{'?':>6}  damaged line ({exc}): {raw[:120]!r}")
+            continue
+        # ASCII escapes on screen, so no control or bidi character can disguise a record
+        record = json.dumps(entry.record, sort_keys=True, separators=(",", ":"))
+        print(f"{entry.seq:>6}  {entry.ts}  {entry.kind:<16} {record}")
     return 0

@@ -11,9 +11,12 @@ Each entry is ``{seq, ts, kind, record, prev_hash, hash}`` with
 ``hash = sha256(canonical_json({seq, ts, kind, record, prev_hash}))`` (``canonical_json`` as in
 ``docs/architecture.md``) and ``prev_hash`` the previous entry's hash (64 zeros for the first).
 So an edited, deleted, reordered or inserted entry breaks the chain at that entry, which
-``verify`` reports. A chain cannot show that entries were cut from its *end*, or that it was
-rewritten wholesale: anchor its head (``AuditLog.head()``) somewhere the writer cannot edit, and
-pass it to ``verify(expected_head=...)``.
+``verify`` reports. ``verify`` checks the bytes as written: each line must be exactly the
+canonical JSON of its entry, so no line can read one way to ``grep`` and another to a parser
+(duplicate keys, ``\\u`` escapes, extra whitespace) while its hash still checks out. A chain
+cannot show that entries were cut from its *end*, or that it was rewritten wholesale: anchor its
+head (``AuditLog.head()``) somewhere the writer cannot edit, and pass it to
+``verify(expected_head=...)``.
 
 Every record passes the redaction chain first (``agentguard._redact``: secret-named keys, bearer
 tokens, registered secrets; plus key material under short names here), after being reduced to
@@ -51,6 +54,7 @@ __all__ = [
     "Entry",
     "VerifyReport",
     "entry_hash",
+    "parse_line",
     "to_json",
 ]
 
@@ -58,6 +62,8 @@ GENESIS = "0" * 64
 Processor = Callable[[Any], Any]
 
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_HASH = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
 _SAFE_INT = 2**53 - 1
 
@@ -133,20 +139,59 @@ class VerifyReport:
         )
 
 
-def _parse(raw: bytes) -> Entry:
-    obj = json.loads(raw)
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise _DuplicateKey(
+            f"it repeats the key {repeated[:40]!r} (a text search and a JSON parser would see "
+            "different values: rewritten)"
+        )
+    return dict(pairs)
+
+
+def parse_line(raw: bytes) -> Entry:
+    """The entry on one line (newline included), which must be *exactly* the canonical JSON of
+    that entry: the bytes are what a reader greps, so a line that parses to the same entry in
+    other bytes (duplicate keys, ``\\u`` escapes, whitespace, key order, a BOM, CRLF) is refused
+    with ``ValueError`` saying why, like one that is not an entry at all."""
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise ValueError("the line is not UTF-8 (edited?)") from None
+    except _DuplicateKey:
+        raise
+    except ValueError:
+        raise ValueError("the line is not a valid audit entry (edited?)") from None
     if not isinstance(obj, dict) or sorted(obj) != sorted(_FIELDS):
-        raise ValueError("not an audit entry")
+        raise ValueError("the line is not a valid audit entry (edited?)")
     entry = Entry(**obj)
-    if not (
+    if not (  # the forms ``append`` writes, so no field can carry control characters to a screen
         type(entry.seq) is int
         and isinstance(entry.ts, str)
+        and _TS.fullmatch(entry.ts)
         and isinstance(entry.kind, str)
+        and _KIND.fullmatch(entry.kind)
         and isinstance(entry.record, dict)
         and isinstance(entry.prev_hash, str)
+        and _HASH.fullmatch(entry.prev_hash)
         and isinstance(entry.hash, str)
+        and _HASH.fullmatch(entry.hash)
     ):
-        raise ValueError("an audit entry field has the wrong type")
+        raise ValueError("an audit entry field has the wrong type or form")
+    try:
+        canonical = entry.line()
+    except ValueError:  # a lone surrogate from a \\u escape has no UTF-8 encoding
+        canonical = b""
+    if raw != canonical:
+        raise ValueError(
+            "its bytes are not the canonical JSON of its entry (whitespace, escapes, key order "
+            "or line ending were rewritten: what a reader sees is not what was hashed)"
+        )
     return entry
 
 
@@ -161,9 +206,9 @@ def verify_lines(lines: Iterator[bytes], expected_head: str | None = None) -> Ve
         if not raw.endswith(b"\n"):
             return bad("the last line is cut short (a torn write, or the file was truncated)")
         try:
-            entry = _parse(raw)
-        except (ValueError, TypeError):
-            return bad("the line is not a valid audit entry (edited?)")
+            entry = parse_line(raw)
+        except ValueError as exc:
+            return bad(str(exc))
         if entry.seq != seq + 1:
             if entry.seq > seq + 1:
                 return bad(
@@ -252,7 +297,7 @@ class AuditLog:
         """Every entry in order (raises ``ValueError`` on a damaged line; ``verify`` explains)."""
         with self.path.open("rb") as f:
             for raw in f:
-                yield _parse(raw)
+                yield parse_line(raw)
 
     def verify(self, expected_head: str | None = None) -> VerifyReport:
         with self.path.open("rb") as f:
@@ -299,8 +344,8 @@ class AuditLog:
         try:
             if not last.endswith(b"\n"):
                 raise ValueError("cut short")
-            entry = _parse(last)
-        except (ValueError, TypeError):
+            entry = parse_line(last)
+        except ValueError:
             raise ConfigurationError(
                 f"audit log {self.path} ends with a damaged entry; nothing was appended. "
                 f"Run `agentguard audit verify {self.path}`, then move the file aside"

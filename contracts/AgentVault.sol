@@ -10,9 +10,11 @@ interface IEIP3009 {
 }
 
 /// @title AgentVault
-/// @notice Holds one agent's funds and spends them only on calls that a quorum of policy
-///         operators attested, bound to exactly that call (`to`, `value`, `data`, function
-///         signature, chain, this vault), once, before expiry. The agent's key alone moves nothing.
+/// @notice Holds one agent's funds and spends them only on calls (`execute`) and x402 payments
+///         (ERC-1271 `isValidSignature`) that a quorum of policy operators attested, bound to
+///         exactly that movement (`to`, `value`, `data`, function signature, chain, this vault),
+///         once, before expiry: one rule, `_refusal`, for both paths. The agent's key alone moves
+///         nothing.
 /// @dev Attestation and intent hashing follow docs/architecture.md field for field, so the
 ///      operators' signatures that the SDK verifies offchain are the ones checked here.
 ///      Deployed as EIP-1167 clones by `AgentVaultFactory`; the implementation locks itself.
@@ -73,6 +75,8 @@ contract AgentVault {
     event Withdrawn(address indexed token, address indexed to, uint256 amount);
 
     error AlreadyInitialized();
+    /// The locked implementation behind the clones: it authorizes nothing.
+    error NotInitialized();
     error NotOwner(address caller);
     error NotAgent(address caller);
     error ZeroAddress();
@@ -139,34 +143,39 @@ contract AgentVault {
         bytes[] calldata signatures
     ) external returns (bytes memory) {
         if (msg.sender != _agent) revert NotAgent(msg.sender);
-        if (_executing) revert Reentrancy();
-        _requireLive(taskId, policyId_, expiresAt);
         _requireSignatureMatches(data, functionSignature);
-        bytes32 attested = intentHash(to, value, data, functionSignature);
-        _requireQuorum(attestationDigest(taskId, policyId_, attested, expiresAt), signatures);
+        bytes memory refusal = _refusal(
+            to, intentHash(to, value, data, functionSignature), taskId, policyId_, expiresAt, signatures
+        );
+        if (refusal.length != 0) _bubble(refusal);
         return _call(to, value, data, taskId);
     }
 
-    /// @notice ERC-1271 for x402: valid only for an EIP-3009 `TransferWithAuthorization` from
-    ///         this vault that the agent signed and a quorum attested as `token.transfer(payTo,
-    ///         value)`, with the authorization nonce equal to the task id (so the token's nonce
-    ///         tracking makes the attestation single use).
+    /// @notice ERC-1271 for x402: valid only when the contract asking (`msg.sender`) is an
+    ///         EIP-3009 token and `hash` is its `TransferWithAuthorization` digest moving
+    ///         `value` from this vault to `payTo` with `nonce == taskId`, signed by the agent,
+    ///         under a quorum attestation of `msg.sender.transfer(payTo, value)` that passes the
+    ///         same rule as `execute` (`_refusal`). Any other digest (Permit2, EIP-2612,
+    ///         `ReceiveWithAuthorization`, `CancelAuthorization`, another `from`) is invalid.
     /// @param signature abi.encode(token, payTo, value, validAfter, validBefore, nonce, taskId,
-    ///        policyId, expiresAt, agentSignature, operatorSignatures)
+    ///        policyId, expiresAt, agentSignature, operatorSignatures); `token` must be the
+    ///        caller and `nonce` the task id (both are restated so the blob names what it pays).
     function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
         Payment memory p = _decodePayment(signature);
-        if (
-            _paused || p.policyId != _policyId || block.timestamp >= p.expiresAt || taskUsed[p.taskId]
-                || p.nonce != p.taskId
-        ) return ERC1271_INVALID;
-        (bool ok, bytes32 digest) = _transferAuthorizationDigest(p);
+        address token = msg.sender;
+        if (p.token != token || p.nonce != p.taskId) return ERC1271_INVALID;
+        // Single use rests on the token's nonce record: pay only in tokens that report it.
+        (bool tracked,) = _authorizationState(token, p.taskId);
+        if (!tracked) return ERC1271_INVALID;
+        (bool ok, bytes32 digest) = _transferAuthorizationDigest(token, p);
         if (!ok || digest != hash) return ERC1271_INVALID;
         if (ECDSA.tryRecover(hash, p.agentSignature) != _agent) return ERC1271_INVALID;
-        bytes32 paymentIntent = _intentHash(
-            p.token, 0, keccak256(abi.encodeWithSelector(TRANSFER_SELECTOR, p.payTo, p.value)), TRANSFER_SIGNATURE_HASH
+        bytes32 payment = _intentHash(
+            token, 0, keccak256(abi.encodeWithSelector(TRANSFER_SELECTOR, p.payTo, p.value)), TRANSFER_SIGNATURE_HASH
         );
-        bytes32 attested = attestationDigest(p.taskId, p.policyId, paymentIntent, p.expiresAt);
-        if (_quorumError(attested, p.operatorSignatures).length != 0) return ERC1271_INVALID;
+        if (_refusal(token, payment, p.taskId, p.policyId, p.expiresAt, p.operatorSignatures).length != 0) {
+            return ERC1271_INVALID;
+        }
         return ERC1271_MAGIC;
     }
 
@@ -275,11 +284,32 @@ contract AgentVault {
 
     // -- internals ------------------------------------------------------------------------
 
-    function _requireLive(bytes32 taskId, bytes32 policyId_, uint64 expiresAt) private view {
-        if (_paused) revert VaultPaused();
-        if (policyId_ != _policyId) revert PolicyMismatch(_policyId, policyId_);
-        if (block.timestamp >= expiresAt) revert AttestationExpired(expiresAt, block.timestamp);
-        if (taskUsed[taskId]) revert TaskAlreadyUsed(taskId);
+    /// THE rule, shared by `execute` and `isValidSignature`: an attestation authorizes exactly
+    /// the movement `intentHash_` (an action on `asset`), once. Empty when the vault is live
+    /// (initialized, not paused, no attested call in flight), the policy is its own, the attestation has not
+    /// expired, its task is unused both here (`taskUsed`, set by `execute`) and on `asset` as
+    /// this vault's EIP-3009 authorization nonce (set by the token when a payment settles), and
+    /// distinct current operators reaching the threshold signed it; else the revert data saying
+    /// why not (the first failure).
+    function _refusal(
+        address asset,
+        bytes32 intentHash_,
+        bytes32 taskId,
+        bytes32 policyId_,
+        uint64 expiresAt,
+        bytes[] memory signatures
+    ) private view returns (bytes memory) {
+        // The implementation (never initialized) has no agent and no operators: no quorum.
+        if (_threshold == 0) return abi.encodeWithSelector(NotInitialized.selector);
+        if (_paused) return abi.encodeWithSelector(VaultPaused.selector);
+        if (_executing) return abi.encodeWithSelector(Reentrancy.selector);
+        if (policyId_ != _policyId) return abi.encodeWithSelector(PolicyMismatch.selector, _policyId, policyId_);
+        if (block.timestamp >= expiresAt) {
+            return abi.encodeWithSelector(AttestationExpired.selector, expiresAt, block.timestamp);
+        }
+        (, bool settled) = _authorizationState(asset, taskId);
+        if (taskUsed[taskId] || settled) return abi.encodeWithSelector(TaskAlreadyUsed.selector, taskId);
+        return _quorumError(attestationDigest(taskId, policyId_, intentHash_, expiresAt), signatures);
     }
 
     function _requireSignatureMatches(bytes calldata data, bytes calldata functionSignature) private pure {
@@ -291,21 +321,11 @@ contract AgentVault {
         ) revert FunctionSignatureMismatch();
     }
 
-    function _requireQuorum(bytes32 digest, bytes[] calldata signatures) private view {
-        bytes memory refusal = _quorumError(digest, signatures);
-        if (refusal.length != 0) _bubble(refusal);
-    }
-
     /// Marks the task used, then makes the call (the lock also stops re-entry through it).
     function _call(address to, uint256 value, bytes calldata data, bytes32 taskId)
         private
         returns (bytes memory result)
     {
-        // A payment attestation is the same intent as this transfer: refuse it if it already
-        // settled as an EIP-3009 authorization (whose nonce is the task id).
-        if (bytes4(data) == TRANSFER_SELECTOR && _authorizationUsed(to, taskId)) {
-            revert TaskAlreadyUsed(taskId);
-        }
         taskUsed[taskId] = true;
         _executing = true;
         bool ok;
@@ -364,10 +384,12 @@ contract AgentVault {
         p = abi.decode(bytes.concat(bytes32(uint256(0x20)), blob), (Payment));
     }
 
-    function _transferAuthorizationDigest(Payment memory p) private view returns (bool ok, bytes32 digest) {
-        if (p.token.code.length == 0) return (false, bytes32(0));
+    /// `token`'s EIP-3009 `TransferWithAuthorization` digest for `p` from this vault, under the
+    /// domain `token` itself declares (so only `token` can be the one asking about it).
+    function _transferAuthorizationDigest(address token, Payment memory p) private view returns (bool ok, bytes32 digest) {
+        if (token.code.length == 0) return (false, bytes32(0));
         bytes memory ret;
-        (ok, ret) = p.token.staticcall(abi.encodeCall(IEIP3009.DOMAIN_SEPARATOR, ()));
+        (ok, ret) = token.staticcall(abi.encodeCall(IEIP3009.DOMAIN_SEPARATOR, ()));
         if (!ok || ret.length != 32) return (false, bytes32(0));
         bytes32 structHash = keccak256(
             abi.encode(
@@ -377,10 +399,19 @@ contract AgentVault {
         digest = keccak256(abi.encodePacked("\x19\x01", abi.decode(ret, (bytes32)), structHash));
     }
 
-    function _authorizationUsed(address token, bytes32 nonce) private view returns (bool) {
-        (bool ok, bytes memory ret) =
-            token.staticcall(abi.encodeCall(IEIP3009.authorizationState, (address(this), nonce)));
-        return ok && ret.length == 32 && abi.decode(ret, (uint256)) == 1;
+    /// `asset`'s EIP-3009 `authorizationState(this vault, nonce)`: `answered` when it returned
+    /// exactly one word (any nonzero word counts as `used`, failing closed); no code, a revert
+    /// or another size is no answer. Reads one word at most, so no target can bloat the call.
+    function _authorizationState(address asset, bytes32 nonce) private view returns (bool answered, bool used) {
+        if (asset.code.length == 0) return (false, false);
+        bytes memory query = abi.encodeCall(IEIP3009.authorizationState, (address(this), nonce));
+        uint256 word;
+        assembly ("memory-safe") {
+            let ok := staticcall(gas(), asset, add(query, 0x20), mload(query), 0, 0x20)
+            answered := and(ok, eq(returndatasize(), 0x20))
+            word := mload(0)
+        }
+        used = answered && word != 0;
     }
 
     /// Reverts with exactly `reason` (a target's revert data, or an encoded custom error).

@@ -10,9 +10,13 @@ interface IERC1271 {
 /// @title UsdCoin
 /// @notice A USDC stand-in for local chains: 6 decimals, the EIP-712 domain of USDC on Base
 ///         ("USD Coin", "2"), ERC-20 and EIP-3009 `transferWithAuthorization` in both the
-///         (v, r, s) form and the `bytes signature` form that also accepts ERC-1271 wallets.
+///         (v, r, s) form and the `bytes signature` form that also accepts ERC-1271 wallets,
+///         plus `receiveWithAuthorization` (payee-initiated, `bytes signature` form).
 /// @dev Exists so x402 payments (and the official x402 facilitator) can run end to end on
 ///      anvil against a token that behaves like USDC where x402 looks. Minting is owner-only.
+///      As in USDC (FiatToken v2.2), a nonce is checked unused, the signature verified, and only
+///      then the nonce marked used: an ERC-1271 wallet asked about an authorization still sees
+///      its nonce unused.
 contract UsdCoin {
     string public constant name = "USD Coin";
     string public constant symbol = "USDC";
@@ -21,6 +25,9 @@ contract UsdCoin {
 
     bytes32 public constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
         "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+    );
+    bytes32 public constant RECEIVE_WITH_AUTHORIZATION_TYPEHASH = keccak256(
+        "ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
     );
     bytes32 private constant DOMAIN_TYPEHASH = keccak256(
         "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -45,6 +52,7 @@ contract UsdCoin {
     error AuthorizationExpired(uint256 validBefore, uint256 timestamp);
     error AuthorizationAlreadyUsed(address authorizer, bytes32 nonce);
     error InvalidSignature(address authorizer);
+    error CallerMustBePayee(address caller, address payee);
 
     constructor() {
         owner = msg.sender;
@@ -104,9 +112,10 @@ contract UsdCoin {
         bytes32 r,
         bytes32 s
     ) external {
-        bytes32 digest = _authorize(from, to, value, validAfter, validBefore, nonce);
+        bytes32 digest =
+            _authorizationDigest(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce);
         if (ECDSA.tryRecover(digest, v, r, s) != from) revert InvalidSignature(from);
-        _transfer(from, to, value);
+        _useAuthorization(from, nonce, to, value);
     }
 
     /// @notice Smart-wallet form (USDC v2.2): a 65-byte ECDSA signature by `from`, or, when
@@ -120,32 +129,65 @@ contract UsdCoin {
         bytes32 nonce,
         bytes calldata signature
     ) external {
-        bytes32 digest = _authorize(from, to, value, validAfter, validBefore, nonce);
-        if (!_isValidSignatureNow(from, digest, signature)) revert InvalidSignature(from);
-        _transfer(from, to, value);
+        _transferAuthorized(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, signature);
+    }
+
+    /// @notice Payee-initiated form (USDC v2.2): only `to` may submit it, and the signed type
+    ///         is `ReceiveWithAuthorization`, so a transfer authorization cannot be replayed here.
+    function receiveWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes calldata signature
+    ) external {
+        if (msg.sender != to) revert CallerMustBePayee(msg.sender, to);
+        _transferAuthorized(RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, signature);
     }
 
     // -- internals ------------------------------------------------------------------------
 
-    /// Checks the window and the nonce, marks the nonce used, and returns the digest to verify.
-    function _authorize(
+    /// Checks the window and that the nonce is unused; returns the digest to verify.
+    function _authorizationDigest(
+        bytes32 typehash,
         address from,
         address to,
         uint256 value,
         uint256 validAfter,
         uint256 validBefore,
         bytes32 nonce
-    ) private returns (bytes32) {
+    ) private view returns (bytes32) {
         if (from == address(0)) revert ZeroAddress();
         if (block.timestamp <= validAfter) revert AuthorizationNotYetValid(validAfter, block.timestamp);
         if (block.timestamp >= validBefore) revert AuthorizationExpired(validBefore, block.timestamp);
         if (authorizationState[from][nonce]) revert AuthorizationAlreadyUsed(from, nonce);
+        bytes32 structHash = keccak256(abi.encode(typehash, from, to, value, validAfter, validBefore, nonce));
+        return keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
+    }
+
+    /// The `bytes signature` forms: ECDSA by `from`, or `from`'s ERC-1271 answer.
+    function _transferAuthorized(
+        bytes32 typehash,
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes calldata signature
+    ) private {
+        bytes32 digest = _authorizationDigest(typehash, from, to, value, validAfter, validBefore, nonce);
+        if (!_isValidSignatureNow(from, digest, signature)) revert InvalidSignature(from);
+        _useAuthorization(from, nonce, to, value);
+    }
+
+    /// After the signature checked out: marks the nonce used, then moves the funds.
+    function _useAuthorization(address from, bytes32 nonce, address to, uint256 value) private {
         authorizationState[from][nonce] = true;
         emit AuthorizationUsed(from, nonce);
-        bytes32 structHash = keccak256(
-            abi.encode(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce)
-        );
-        return keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
+        _transfer(from, to, value);
     }
 
     function _isValidSignatureNow(address signer, bytes32 digest, bytes calldata signature)

@@ -10,6 +10,7 @@ from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_wor
 
 __all__ = [
     "EIP3009_TYPES",
+    "RECEIVE_WITH_AUTHORIZATION_TYPE",
     "TRANSFER_WITH_AUTHORIZATION_TYPE",
     "token_domain_separator",
     "transfer_authorization_digest",
@@ -19,7 +20,7 @@ TRANSFER_WITH_AUTHORIZATION_TYPE = (
     "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
     "uint256 validBefore,bytes32 nonce)"
 )
-_TYPEHASH = keccak(TRANSFER_WITH_AUTHORIZATION_TYPE.encode())
+RECEIVE_WITH_AUTHORIZATION_TYPE = TRANSFER_WITH_AUTHORIZATION_TYPE.replace("Transfer", "Receive", 1)
 # The same types as an eth-account / x402 typed-data ``types`` mapping.
 EIP3009_TYPES = {
     "EIP712Domain": [
@@ -73,11 +74,16 @@ def transfer_authorization_digest(
     nonce: bytes,
     name: str = "USD Coin",
     version: str = "2",
+    primary_type: str = TRANSFER_WITH_AUTHORIZATION_TYPE,
 ) -> bytes:
+    """The digest ``from_`` signs. ``primary_type`` may be ``RECEIVE_WITH_AUTHORIZATION_TYPE``
+    (the payee-initiated variant, which a vault never accepts; kept to check exactly that)."""
+    if primary_type not in (TRANSFER_WITH_AUTHORIZATION_TYPE, RECEIVE_WITH_AUTHORIZATION_TYPE):
+        raise ValueError(f"not an EIP-3009 authorization type: {primary_type!r}")
     if len(nonce) != 32:
         raise ValueError("an EIP-3009 nonce is 32 bytes")
     struct_hash = keccak(
-        _TYPEHASH
+        keccak(primary_type.encode())
         + address_word(_address(from_))
         + address_word(_address(to))
         + uint_word(value)

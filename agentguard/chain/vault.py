@@ -86,7 +86,8 @@ def payment_signature(
     The authorization must use ``nonce = attestation.task_id``; ``agent_signature`` is the
     agent key's 65-byte signature over that authorization's EIP-712 digest
     (``eip3009.transfer_authorization_digest``). Facilitators pass the blob to the token's
-    ``transferWithAuthorization(…, bytes signature)``, which asks the vault.
+    ``transferWithAuthorization(…, bytes signature)``, which asks the vault; the vault says yes
+    only to the token ``payment.asset`` itself (the blob names it), never to another caller.
     """
     _check(attestation, payment)
     return abi_encode(

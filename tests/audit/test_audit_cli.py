@@ -70,3 +70,17 @@ def test_handler_directly(log_path: Path, capsys: pytest.CaptureFixture[str]) ->
     log_path.write_bytes(log_path.read_bytes().replace(b'"i":3', b'"i":4'))
     assert verify_command(argparse.Namespace(path=log_path, head=None)) == 1
     assert "TAMPERED at entry seq 4" in capsys.readouterr().err
+
+
+def test_a_duplicate_key_rewrite_is_tampering_to_verify_and_damage_to_show(log_path: Path) -> None:
+    """Issue 14.3 from the command line: ``"amount":9001`` sits in the text (what grep finds),
+    while a parser keeps the genuine value after it, so the re-hashed entry used to verify."""
+    head = AuditLog(log_path).head()
+    text = log_path.read_bytes()
+    log_path.write_bytes(text.replace(b'"amount":1001', b'"amount":9001,"amount":1001'))
+    bad = cli("verify", str(log_path), "--head", head)
+    assert bad.returncode == 1
+    assert "TAMPERED at entry seq 2 (line 2): it repeats the key 'amount'" in bad.stderr
+    rows = cli("show", str(log_path), "--last", "4").stdout.splitlines()
+    assert rows[1].split()[0] == "?" and "damaged line (it repeats the key 'amount'" in rows[1]
+    assert [r.split()[0] for r in rows] == ["1", "?", "3", "4"]

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard._json import canonical_json
 from agentguard._redact import MASK, register_secret
 from agentguard.audit import GENESIS, AuditLog, Entry, to_json
 
@@ -90,10 +92,8 @@ def tamper_insert_forged(ls: list[bytes]) -> list[bytes]:
         "record": {"forged": True},
         "prev_hash": prev,
     }
-    digest = hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-    ls.insert(2, (json.dumps({**body, "hash": digest}, sort_keys=True) + "\n").encode())
+    digest = hashlib.sha256(canonical_json(body)).hexdigest()
+    ls.insert(2, canonical_json({**body, "hash": digest}) + b"\n")
     return ls
 
 
@@ -131,6 +131,76 @@ def test_verify_finds_the_first_bad_entry(
     assert report.entries == first_bad - 1
     assert words in report.problem
     assert f"TAMPERED at entry seq {first_bad}" in str(report)
+
+
+def _reorder(line: bytes) -> bytes:
+    entry = json.loads(line)
+    return json.dumps(dict(reversed(entry.items())), separators=(",", ":")).encode() + b"\n"
+
+
+# Rewrites of entry 3 ("sent", record {"i": 2, "tx": ...}) that a JSON parser reads as the very
+# same entry, so re-hashing the parsed entry (what verify did before) finds nothing.
+REWRITES = {
+    # grep finds tx 0xdead; parsers keep the last value, the genuine one
+    "duplicate key": lambda line: line.replace(b'"tx":', b'"tx":"0xdead","tx":', 1),
+    # grep for the kind "sent" misses it
+    "unicode escape": lambda line: line.replace(b'"kind":"sent"', b'"kind":"\\u0073ent"'),
+    "whitespace": lambda line: line.replace(b'"i":2', b'"i": 2'),
+    "key order": _reorder,
+    "trailing whitespace": lambda line: line[:-1] + b"\t\n",
+    "CRLF": lambda line: line[:-1] + b"\r\n",
+    "BOM": lambda line: b"\xef\xbb\xbf" + line,
+}
+
+
+@pytest.mark.parametrize("rewrite", REWRITES.values(), ids=REWRITES.keys())
+def test_a_line_that_is_not_its_canonical_bytes_is_the_first_bad_entry(
+    tmp_path: Path, rewrite: Any
+) -> None:
+    """Issue 14.3: verify re-hashed each line after parsing it, so these rewrites (which change
+    what a text search sees, not what a parser sees) verified as intact, even against an
+    anchored head. Now the bytes must be exactly the canonical encoding."""
+    path = tmp_path / "audit.jsonl"
+    entries = write(path)
+    ls = lines(path)
+    ls[2] = rewrite(ls[2])
+    assert json.loads(ls[2]) == json.loads(entries[2].line())  # same entry to a parser
+    path.write_bytes(b"".join(ls))
+    report = AuditLog(path).verify(expected_head=entries[-1].hash)
+    assert (report.ok, report.first_bad_seq, report.line, report.entries) == (False, 3, 3, 2)
+    assert "TAMPERED at entry seq 3" in str(report)
+    with pytest.raises(ValueError):
+        list(AuditLog(path).entries())
+
+
+def test_problems_name_the_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 3)
+    original = path.read_bytes()
+    for rewrite, words in [
+        (REWRITES["duplicate key"], "repeats the key 'tx'"),
+        (REWRITES["whitespace"], "not the canonical JSON"),
+        (lambda line: line[:-1] + b"//x\n", "not a valid audit entry"),  # trailing garbage
+        (lambda line: line.replace(b'"i":2', b'"i":2,"i":2'), "repeats the key 'i'"),
+        (lambda line: line.replace(b'"tx":"', b'"tx":"\\ud800'), "not the canonical"),
+        (lambda line: line.replace(b'"kind":"sent"', b'"kind":"\\u001b[2J"'), "wrong type or form"),
+        (lambda line: line.replace(b"sent", b"s\xffnt"), "not UTF-8"),
+    ]:
+        ls = original.splitlines(keepends=True)
+        ls[2] = rewrite(ls[2])
+        path.write_bytes(b"".join(ls))
+        report = AuditLog(path).verify()
+        assert report.first_bad_seq == 3 and words in report.problem, report.problem
+
+
+def test_refuses_to_append_after_a_non_canonical_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 2)
+    crlf = path.read_bytes()[:-1] + b"\r\n"
+    path.write_bytes(crlf)
+    with pytest.raises(ConfigurationError, match="damaged entry; nothing was appended"):
+        AuditLog(path).append("sent", {"x": 1})
+    assert path.read_bytes() == crlf
 
 
 def test_truncation_and_rewrite_need_an_anchored_head(tmp_path: Path) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 from web3 import Web3
+from web3.contract import Contract
 
 from agentguard.chain import Anvil, deploy, transact
-from tests.chain.helpers import OWNER, VAULT_ETH, VAULT_USDC, Env, create_vault
+from tests.chain.helpers import OWNER, VAULT_ETH, VAULT_USDC, DeployTest, Env, create_vault
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,3 +67,30 @@ def solcjs() -> Callable[[dict[str, Any]], dict[str, Any]]:
         return result
 
     return compile_
+
+
+@pytest.fixture(scope="session")
+def deploy_test(solcjs: Callable[[dict[str, Any]], dict[str, Any]]) -> DeployTest:
+    """Deploys a test-only contract ``tests/chain/<name>.sol`` from the owner account, compiled
+    (once per session) by the pinned solc-js for the shipped contracts' EVM version."""
+
+    @cache
+    def build(name: str) -> tuple[Any, str]:
+        settings = {
+            "evmVersion": "cancun",
+            "outputSelection": {"*": {name: ["abi", "evm.bytecode.object"]}},
+        }
+        source = (Path(__file__).parent / f"{name}.sol").read_text()
+        sources = {f"{name}.sol": {"content": source}}
+        out = solcjs({"language": "Solidity", "sources": sources, "settings": settings})
+        assert not [e for e in out.get("errors", []) if e["severity"] == "error"], out["errors"]
+        compiled = out["contracts"][f"{name}.sol"][name]
+        return compiled["abi"], compiled["evm"]["bytecode"]["object"]
+
+    def deploy_(w3: Web3, name: str, *args: Any) -> Contract:
+        abi, bytecode = build(name)
+        factory = w3.eth.contract(abi=abi, bytecode=bytecode)
+        receipt = transact(w3, factory.constructor(*args), sender=OWNER)
+        return w3.eth.contract(address=receipt["contractAddress"], abi=abi)
+
+    return deploy_

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError
@@ -26,7 +27,15 @@ from agentguard._attestation import (
 )
 from agentguard._eip712 import keccak
 from agentguard._intent import PaymentIntent, TransactionIntent
-from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
+from agentguard.chain import (
+    DEV_ACCOUNTS,
+    Anvil,
+    load_artifact,
+    payment_signature,
+    transact,
+    transfer_authorization_digest,
+)
+from agentguard.chain.vault import PAYMENT_SIGNATURE_TYPES
 
 CHAIN_ID = 8453
 POLICY_ID = keccak(b"agentguard test policy")
@@ -43,6 +52,8 @@ AGENT_KEY = PrivateKey(bytes.fromhex(DEV_ACCOUNTS[1].private_key[2:]))
 OPERATOR_KEYS = [PrivateKey(keccak(f"agentguard test operator {i}".encode())) for i in range(3)]
 OPERATORS = [operator_address(k) for k in OPERATOR_KEYS]
 STRANGER_KEYS = [PrivateKey(keccak(f"agentguard test stranger {i}".encode())) for i in range(2)]
+# The ``deploy_test`` fixture: (w3, name of a tests/chain/<name>.sol contract, *constructor args).
+DeployTest = Callable[..., Contract]
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -168,3 +179,100 @@ def create_vault(
     )
     (event,) = factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
     return w3.eth.contract(address=event["args"]["vault"], abi=load_artifact("AgentVault").abi)
+
+
+MAGIC = bytes.fromhex("1626ba7e")
+INVALID = bytes.fromhex("ffffffff")
+PAYMENT_AMOUNT = 10_000  # $0.01
+
+
+class Payment:
+    """One x402 `exact` payment from the vault, with everything the facilitator sees.
+
+    ``token`` settles it (and asks the vault); the operators attest a payment in ``asset``,
+    which is ``token`` unless an attacker arranged otherwise. ``replay`` reuses an attestation
+    already issued instead (the agent signs the new authorization all the same).
+    """
+
+    def __init__(
+        self,
+        env: Env,
+        *,
+        amount: int = PAYMENT_AMOUNT,
+        pay_to: str = PAYEE,
+        token: Contract | None = None,
+        asset: str | None = None,
+        replay: Attestation | None = None,
+        **attest_kw: Any,
+    ) -> None:
+        self.env = env
+        self.token = env.token if token is None else token
+        self.intent = PaymentIntent(
+            payer=env.vault.address, scheme="exact", network="eip155:8453",
+            asset=asset or self.token.address, amount=amount, pay_to=pay_to,
+        )  # fmt: skip
+        expires_at = attest_kw.pop("expires_at", env.now() + 600)
+        self.attestation: Attestation = replay or attest(
+            env.vault.address, self.intent, expires_at=expires_at, **attest_kw
+        )
+        self.valid_after, self.valid_before = 0, env.now() + 300
+        self.digest = self.authorization_digest()
+        self.agent_signature = sign_attestation(AGENT_KEY, self.digest)
+
+    def authorization_digest(self, **overrides: Any) -> bytes:
+        fields: dict[str, Any] = {
+            "from_": self.env.vault.address,
+            "to": self.intent.pay_to,
+            "value": self.intent.amount,
+            "valid_after": self.valid_after,
+            "valid_before": self.valid_before,
+            "nonce": self.attestation.task_id,
+        }
+        fields.update(overrides)
+        return transfer_authorization_digest(token=self.token.address, chain_id=CHAIN_ID, **fields)
+
+    def blob(self) -> bytes:
+        return payment_signature(
+            self.intent,
+            self.attestation,
+            valid_after=self.valid_after,
+            valid_before=self.valid_before,
+            agent_signature=self.agent_signature,
+        )
+
+    def raw_blob(self, **overrides: Any) -> bytes:
+        """The blob with fields changed behind the helper's back (what an attacker could send)."""
+        fields: dict[str, Any] = {
+            "token": self.intent.asset,
+            "pay_to": self.intent.pay_to,
+            "value": self.intent.amount,
+            "valid_after": self.valid_after,
+            "valid_before": self.valid_before,
+            "nonce": self.attestation.task_id,
+            "task_id": self.attestation.task_id,
+            "policy_id": self.attestation.policy_id,
+            "expires_at": self.attestation.expires_at,
+            "agent_signature": self.agent_signature,
+            "operator_signatures": [s.signature for s in self.attestation.signatures],
+        }
+        fields.update(overrides)
+        return abi_encode(list(PAYMENT_SIGNATURE_TYPES), list(fields.values()))
+
+    def settle_call(self, blob: bytes | None = None, **auth: Any) -> Any:
+        """The facilitator's `transferWithAuthorization(..., bytes signature)`."""
+        return self.token.functions.transferWithAuthorization(
+            self.env.vault.address,
+            auth.get("to", self.intent.pay_to),
+            auth.get("value", self.intent.amount),
+            self.valid_after,
+            self.valid_before,
+            auth.get("nonce", self.attestation.task_id),
+            self.blob() if blob is None else blob,
+        )
+
+    def is_valid(
+        self, blob: bytes, digest: bytes | None = None, *, asker: str | None = None
+    ) -> bytes:
+        """The vault's ERC-1271 answer when ``asker`` (the settling token by default) asks."""
+        check = self.env.vault.functions.isValidSignature(digest or self.digest, blob)
+        return bytes(check.call({"from": asker or self.token.address}))

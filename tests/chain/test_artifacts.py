@@ -78,5 +78,8 @@ def test_vault_is_an_erc1271_wallet() -> None:
 
 
 def test_unknown_artifact_names_the_shipped_ones() -> None:
-    with pytest.raises(ConfigurationError, match="AgentVault, AgentVaultFactory, OpgToken, Permit2, UsdCoin, X402UptoPermit2Proxy"):
+    with pytest.raises(
+        ConfigurationError,
+        match="AgentVault, AgentVaultFactory, OpgToken, Permit2, UsdCoin, X402UptoPermit2Proxy",
+    ):
         load_artifact("Nope")

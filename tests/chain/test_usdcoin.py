@@ -13,6 +13,7 @@ from agentguard.chain import (
     transact,
     transfer_authorization_digest,
 )
+from agentguard.chain.eip3009 import RECEIVE_WITH_AUTHORIZATION_TYPE
 from tests.chain.helpers import (
     FACILITATOR,
     OUTSIDER,
@@ -154,3 +155,25 @@ def test_authorization_refusals(env: Env) -> None:
         sender=FACILITATOR,
     )
     assert env.usdc(PAYEE) == 2_500_000
+
+
+def test_receive_with_authorization_is_for_the_payee_and_its_own_type(env: Env) -> None:
+    _fund_payer(env)
+    auth = _authorization(env)
+    receive_sig = _sign(env, {**auth, "primary_type": RECEIVE_WITH_AUTHORIZATION_TYPE})
+    receive = env.token.functions.receiveWithAuthorization
+    with reverts("CallerMustBePayee", FACILITATOR, PAYEE):
+        receive(*_args(auth), receive_sig).transact({"from": FACILITATOR})
+    # a transfer authorization does not work as a receive authorization
+    with reverts("InvalidSignature", PAYER.address):
+        receive(*_args(auth), _sign(env, auth)).transact({"from": PAYEE})
+    receipt = transact(env.w3, receive(*_args(auth), receive_sig), sender=PAYEE)
+    assert events(env.token, "AuthorizationUsed", receipt) == [
+        {"authorizer": PAYER.address, "nonce": auth["nonce"]}
+    ]
+    assert env.usdc(PAYEE) == 2_500_000
+    # one nonce space for both forms
+    with reverts("AuthorizationAlreadyUsed", PAYER.address, auth["nonce"]):
+        env.token.functions.transferWithAuthorization(*_args(auth), _sign(env, auth)).transact(
+            {"from": FACILITATOR}
+        )

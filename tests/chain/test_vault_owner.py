@@ -3,8 +3,6 @@ plus the properties that need a contract on the other end (re-entry, marking bef
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from tests.chain.helpers import (
     STRANGER_KEYS,
     VAULT_ETH,
     VAULT_USDC,
+    DeployTest,
     Env,
     attest,
     events,
@@ -124,32 +123,9 @@ def test_owner_withdraws_eth_and_tokens_even_while_paused(env: Env) -> None:
         v.withdraw(OUTSIDER, PAYEE, 1).transact({"from": OWNER})
 
 
-@pytest.fixture(scope="module")
-def probe_build(solcjs: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    source = (Path(__file__).parent / "Probe.sol").read_text()
-    settings = {
-        "evmVersion": "cancun",
-        "outputSelection": {"*": {"Probe": ["abi", "evm.bytecode.object"]}},
-    }
-    out = solcjs(
-        {
-            "language": "Solidity",
-            "sources": {"Probe.sol": {"content": source}},
-            "settings": settings,
-        }
-    )
-    assert not [e for e in out.get("errors", []) if e["severity"] == "error"], out["errors"]
-    compiled: dict[str, Any] = out["contracts"]["Probe.sol"]["Probe"]
-    return compiled
-
-
 @pytest.fixture
-def probe(env: Env, probe_build: dict[str, Any]) -> Contract:
-    abi, bytecode = probe_build["abi"], probe_build["evm"]["bytecode"]["object"]
-    receipt = transact(
-        env.w3, env.w3.eth.contract(abi=abi, bytecode=bytecode).constructor(), sender=OWNER
-    )
-    return env.w3.eth.contract(address=receipt["contractAddress"], abi=abi)
+def probe(env: Env, deploy_test: DeployTest) -> Contract:
+    return deploy_test(env.w3, "Probe")
 
 
 def _call_intent(

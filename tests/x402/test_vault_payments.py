@@ -71,8 +71,8 @@ class Shop:
     url: str
 
     def vault_verdict(self, header: str, **override: int) -> bytes:
-        """What the vault's ERC-1271 check says about a payment header (``override``: change
-        authorization fields, as a tamperer would)."""
+        """What the vault's ERC-1271 check says about a payment header when the token asks, as
+        it does when settling (``override``: change authorization fields, as a tamperer would)."""
         document = json.loads(base64.b64decode(header))
         fields = {**document["payload"]["authorization"], **override}
         digest = transfer_authorization_digest(
@@ -81,7 +81,8 @@ class Shop:
             valid_before=int(fields["validBefore"]), nonce=bytes.fromhex(fields["nonce"][2:]),
         )  # fmt: skip
         blob = bytes.fromhex(document["payload"]["signature"][2:])
-        return bytes(self.vault.functions.isValidSignature(digest, blob).call())
+        check = self.vault.functions.isValidSignature(digest, blob)
+        return bytes(check.call({"from": self.token.address}))
 
     def balances(self) -> tuple[int, int, int]:
         """(vault, payee, stranger) USD Coin balances, read from the chain."""
