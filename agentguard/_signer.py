@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._redact import register_secret
-from agentguard._tickets import Ticket, redeem
+from agentguard._tickets import Ticket, give_back, redeem
 from agentguard._transaction import sign_eip1559
 from agentguard._verifier import VerifiedAttestation
 
@@ -154,11 +155,13 @@ class Signer:
     def __reduce__(self) -> Any:  # never pickled, so never copied out of the process
         raise TypeError("Signer cannot be pickled")
 
-    def _redeem(self, verified: object, *, eoa: bool) -> Ticket:
-        """The verifier's ticket for ``verified``, used up by this call whatever follows.
+    @contextmanager
+    def _redeemed(self, verified: object, *, eoa: bool) -> Iterator[Ticket]:
+        """The verifier's ticket for ``verified``, used up unless the block signs nothing.
 
         ``eoa``: the signature will be valid on its own (no contract re-checks the operator
         signatures), so only an attestation whose signatures agentguard checked may be used.
+        An altered, expired or insufficient attestation is used up for good.
         """
         verified = _require_verified(verified)
         ticket = redeem(verified.attestation, verified.intent, self._clock())
@@ -167,7 +170,11 @@ class Signer:
                 f"attestation {verified.task_id} has assurance {ticket.assurance!r}: its operator "
                 "signatures were not checked here, so it may only be used through a vault"
             )
-        return ticket
+        try:
+            yield ticket
+        except BaseException:
+            give_back(ticket)  # no signature left this object; a corrected call may sign once
+            raise
 
     def sign_transaction(
         self,
@@ -187,19 +194,38 @@ class Signer:
         onchain. Either way at most one transaction per attestation, gas and fees within the
         ``FeeCap``.
         """
+        with self._redeemed(verified, eoa=vault is None) as ticket:
+            return self._transaction(
+                ticket,
+                nonce=nonce,
+                gas=gas,
+                max_fee_per_gas=max_fee_per_gas,
+                max_priority_fee_per_gas=max_priority_fee_per_gas,
+                vault=vault,
+            )
+
+    def _transaction(
+        self,
+        ticket: Ticket,
+        *,
+        nonce: object,
+        gas: object,
+        max_fee_per_gas: object,
+        max_priority_fee_per_gas: object,
+        vault: object,
+    ) -> SignedTransaction:
         if vault is not None and (not isinstance(vault, str) or not _ADDRESS_RE.match(vault)):
             raise IntentError(f"vault must be a 0x-prefixed 20-byte address, got {vault!r:.60}")
-        ticket = self._redeem(verified, eoa=vault is None)
         intent = ticket.intent
         if not isinstance(intent, TransactionIntent):
             raise IntentMismatch("this attestation is for a payment, not a transaction")
         expected_from = vault if vault is not None else self.address
         if intent.from_.lower() != expected_from.lower():
             raise IntentMismatch(f"the attested intent is from {intent.from_}, not {expected_from}")
-        nonce = _quantity(nonce, "nonce", 64)
-        if nonce == (1 << 64) - 1:  # EIP-2681
+        tx_nonce = _quantity(nonce, "nonce", 64)
+        if tx_nonce == (1 << 64) - 1:  # EIP-2681
             raise IntentError("nonce 2^64-1 is not a valid account nonce")
-        gas, max_fee_per_gas, tip = self._within_fee_cap(
+        tx_gas, max_fee, tip = self._within_fee_cap(
             _quantity(gas, "gas", 64),
             _quantity(max_fee_per_gas, "max_fee_per_gas", 256),
             _quantity(max_priority_fee_per_gas, "max_priority_fee_per_gas", 256),
@@ -213,10 +239,10 @@ class Signer:
         raw, tx_hash = sign_eip1559(
             self._key,
             chain_id=intent.chain_id,
-            nonce=nonce,
+            nonce=tx_nonce,
             max_priority_fee_per_gas=tip,
-            max_fee_per_gas=max_fee_per_gas,
-            gas=gas,
+            max_fee_per_gas=max_fee,
+            gas=tx_gas,
             to=bytes.fromhex(to[2:]),
             value=value,
             data=data,
@@ -224,7 +250,7 @@ class Signer:
         return SignedTransaction(
             raw=raw,
             hash="0x" + tx_hash.hex(),
-            nonce=nonce,
+            nonce=tx_nonce,
             task_id="0x" + ticket.task_id.hex(),
         )
 
@@ -265,17 +291,22 @@ class Signer:
         the attestation's expiry (``validBefore`` / ``deadline``) or only from the future
         (``validAfter``).
         """
-        ticket = self._redeem(verified, eoa=True)
+        with self._redeemed(verified, eoa=True) as ticket:
+            return self._payment(ticket, typed_data, permit2_spenders)
+
+    def _payment(
+        self, ticket: Ticket, typed_data: object, permit2_spenders: Collection[str]
+    ) -> bytes:
         intent = ticket.intent
         if not isinstance(intent, PaymentIntent):
             raise IntentMismatch("this attestation is for a transaction, not a payment")
         if not _same(intent.payer, self.address):  # Permit2's owner is whoever signs
             raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
-        typed_data = _typed(typed_data)
-        mismatches = payment_mismatches(intent, typed_data)
-        mismatches += self._window_mismatches(typed_data, ticket)
-        spender = _mapping(typed_data.get("message")).get("spender")
-        if typed_data.get("primaryType") == "PermitWitnessTransferFrom" and not any(
+        typed = _typed(typed_data)
+        mismatches = payment_mismatches(intent, typed)
+        mismatches += self._window_mismatches(typed, ticket)
+        spender = _mapping(typed.get("message")).get("spender")
+        if typed.get("primaryType") == "PermitWitnessTransferFrom" and not any(
             _same(spender, trusted) for trusted in permit2_spenders
         ):
             mismatches.append(f"spender {spender} (not a trusted Permit2 spender)")
@@ -284,11 +315,11 @@ class Signer:
                 "the authorization to sign differs from the attested payment in: "
                 + ", ".join(mismatches)
             )
-        digest = eip3009_digest(typed_data)
+        digest = eip3009_digest(typed)
         if digest is not None:  # the common x402 ``exact`` shape: hand-written encoder
             return sign_typed_digest(self._key, digest)
         try:
-            signed = self._account.sign_typed_data(full_message=typed_data)
+            signed = self._account.sign_typed_data(full_message=typed)
         except Exception as exc:
             raise IntentMismatch(
                 f"the authorization is not valid EIP-712 typed data ({type(exc).__name__})"
@@ -306,9 +337,12 @@ class Signer:
         ``chain.vault.payment_signature``: this key's signature over the authorization plus the
         operators' attestation.
         """
+        with self._redeemed(verified, eoa=False) as ticket:
+            return self._vault_payment(ticket, typed_data, vault)
+
+    def _vault_payment(self, ticket: Ticket, typed_data: object, vault: object) -> bytes:
         from agentguard.chain.vault import payment_signature
 
-        ticket = self._redeem(verified, eoa=False)
         intent, attestation = ticket.intent, ticket.attestation
         if not isinstance(intent, PaymentIntent):
             raise IntentMismatch("this attestation is for a transaction, not a payment")
@@ -322,12 +356,12 @@ class Signer:
                 "a vault checks ECDSA operator signatures; this attestation is "
                 + attestation.scheme
             )
-        typed_data = _typed(typed_data)
-        if typed_data.get("primaryType") != "TransferWithAuthorization":
+        typed = _typed(typed_data)
+        if typed.get("primaryType") != "TransferWithAuthorization":
             raise IntentMismatch("a vault pays only EIP-3009 TransferWithAuthorization")
-        wrong = payment_mismatches(intent, typed_data)
-        wrong += self._window_mismatches(typed_data, ticket)
-        message = _mapping(typed_data.get("message"))
+        wrong = payment_mismatches(intent, typed)
+        wrong += self._window_mismatches(typed, ticket)
+        message = _mapping(typed.get("message"))
         if not _same(message.get("nonce"), "0x" + ticket.task_id.hex()):
             wrong.append("nonce (must be the task id)")
         if wrong:
@@ -339,7 +373,7 @@ class Signer:
             _int(message.get("validAfter")),
             _int(message.get("validBefore")),
         )
-        digest = eip3009_digest(typed_data)
+        digest = eip3009_digest(typed)
         if digest is None or valid_after is None or valid_before is None:
             raise IntentMismatch("the EIP-3009 authorization is not in canonical form")
         return payment_signature(

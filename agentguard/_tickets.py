@@ -4,10 +4,11 @@ A ``VerifiedAttestation`` is an ordinary (frozen, but not tamper-proof) Python o
 can ``dataclasses.replace`` it, ``object.__setattr__`` its intent, or hand it to the signer three
 times. So the verifier also records what it checked in this private, process-local registry,
 keyed by task id: a fresh copy of the intent it hashed, the attestation, the expiry and the
-assurance. The signer redeems the ticket (once: the task id then stays spent until it expires)
-and signs from the ticket's copies, after checking that the caller's intent still hashes to the
-attested hash. The registry is bounded: expired entries are dropped, and when it is full of
-live ones new verifications are refused rather than old ones forgotten.
+assurance. The signer redeems the ticket once (the task id then stays spent until it expires,
+unless the signer refused the caller's arguments and signed nothing) and signs from the
+ticket's copies, after checking that the caller's intent still hashes to the attested hash.
+The registry is bounded: expired entries are dropped, and when it is full of live ones new
+verifications are refused rather than old ones forgotten.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 
-__all__ = ["Assurance", "Ticket", "fresh_intent", "issue", "redeem"]
+__all__ = ["Assurance", "Ticket", "fresh_intent", "give_back", "issue", "redeem"]
 
 Assurance = Literal["quorum-ecdsa", "newton-bls-binding"]
 """``quorum-ecdsa``: agentguard checked the operator signatures. ``newton-bls-binding``: only the
@@ -91,9 +92,10 @@ class _Registry:
             self._live[ticket.task_id] = ticket
 
     def redeem(self, attestation: object, intent: object, now: float) -> Ticket:
-        """Use up the ticket of ``attestation`` (whatever happens next: one attempt per
-        attestation) and return it if it is unexpired and ``attestation`` and ``intent`` are
-        still what was verified, re-hashed from their current fields."""
+        """Use up the ticket of ``attestation`` and return it if it is unexpired and
+        ``attestation`` and ``intent`` are still what was verified, re-hashed from their current
+        fields. A ticket refused here stays used up; one the signer then refuses to sign on
+        (bad fees, wrong typed data) it hands back with ``give_back``."""
         task_id = getattr(attestation, "task_id", None)
         if type(attestation) is not Attestation or not isinstance(task_id, bytes):
             raise VerificationError("the verified attestation was replaced by something else")
@@ -121,7 +123,14 @@ class _Registry:
             )
         return ticket
 
+    def give_back(self, ticket: Ticket) -> None:
+        """The signer produced no signature under ``ticket``: it may be redeemed again."""
+        with self._lock:
+            if self._spent.pop(ticket.task_id, None) is not None:
+                self._live[ticket.task_id] = ticket
+
 
 _REGISTRY = _Registry()
 issue = _REGISTRY.issue
 redeem = _REGISTRY.redeem
+give_back = _REGISTRY.give_back
