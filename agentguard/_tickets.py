@@ -56,11 +56,12 @@ def fresh_intent(intent: object) -> TransactionIntent | PaymentIntent:
         raise VerificationError(
             f"an attested intent must be an intent, not {type(intent).__name__}"
         )
-    assert isinstance(intent, TransactionIntent | PaymentIntent)
+    assert isinstance(intent, TransactionIntent | PaymentIntent)  # narrowed above, for mypy
     try:
         return type(intent).model_validate(_fields(intent))
-    except IntentError as exc:
-        raise IntentMismatch(f"the intent's fields are not a valid intent: {exc.message}") from None
+    except Exception as exc:  # IntentError, or a field set to an object no validator expected
+        why = exc.message if isinstance(exc, IntentError) else type(exc).__name__
+        raise IntentMismatch(f"the intent's fields are not a valid intent: {why}") from None
 
 
 def _fields(intent: TransactionIntent | PaymentIntent) -> dict[str, Any]:

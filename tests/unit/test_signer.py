@@ -142,17 +142,10 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
         payer=signer.address, scheme="exact", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
     )
 
-    def verified_payment():
-        return Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
-            operators.attest(payment.newton_intent()), payment
-        )
-
+    verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
+        operators.attest(payment.newton_intent()), payment
+    )
     good = eip3009(signer.address, PAYEE, 10_000)
-    signature = signer.sign_payment(verified_payment(), good)
-    assert Account.recover_message(
-        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
-        signature=signature,
-    ) == signer.address
     for bad, field in [
         (eip3009(signer.address, PAYEE, 10_001), "amount"),
         (eip3009(signer.address, TOKEN, 10_000), "payee"),
@@ -161,8 +154,13 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
         (eip3009(PAYEE, PAYEE, 10_000), "payer"),
         ({**good, "primaryType": "Permit"}, "primaryType"),
     ]:
-        with pytest.raises(IntentMismatch, match=field):  # each attempt uses up its attestation
-            signer.sign_payment(verified_payment(), bad)
+        with pytest.raises(IntentMismatch, match=field):  # refused: signs nothing, uses nothing
+            signer.sign_payment(verified, bad)
+    signature = signer.sign_payment(verified, good)
+    assert Account.recover_message(
+        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
+        signature=signature,
+    ) == signer.address
     with pytest.raises(IntentMismatch):  # a transaction attestation cannot sign a payment
         tx_intent = intent_from(signer)
         tx_verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(

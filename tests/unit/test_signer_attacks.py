@@ -199,7 +199,7 @@ def test_replaced_intent_is_refused(signer, verify, spy):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("to", THIEF), ("value", 10**18), ("chain_id", 1)],
+    [("to", THIEF), ("value", 10**18), ("chain_id", 1), ("to", object()), ("data", 123)],
 )
 def test_intent_mutated_after_verification_is_refused(signer, verify, spy, field, value):
     """Before: ``object.__setattr__`` on the verified intent signed the changed intent (its
