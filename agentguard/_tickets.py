@@ -58,14 +58,14 @@ def fresh_intent(intent: object) -> TransactionIntent | PaymentIntent:
         )
     assert isinstance(intent, TransactionIntent | PaymentIntent)  # narrowed above, for mypy
     try:
-        return type(intent).model_validate(_fields(intent))
+        return type(intent).model_validate(_fields(intent, type(intent)))
     except Exception as exc:  # IntentError, or a field set to an object no validator expected
         why = exc.message if isinstance(exc, IntentError) else type(exc).__name__
         raise IntentMismatch(f"the intent's fields are not a valid intent: {why}") from None
 
 
-def _fields(intent: TransactionIntent | PaymentIntent) -> dict[str, Any]:
-    return {name: getattr(intent, name, None) for name in type(intent).model_fields}
+def _fields(intent: object, kind: type[TransactionIntent] | type[PaymentIntent]) -> dict[str, Any]:
+    return {name: getattr(intent, name, None) for name in kind.model_fields}
 
 
 class _Registry:
@@ -116,8 +116,15 @@ class _Registry:
             raise AttestationExpired(f"attestation {task} expired at {ticket.expires_at}")
         if attestation != ticket.attestation:
             raise IntentMismatch(f"attestation {task} was altered after it was verified")
-        fresh = fresh_intent(intent)
-        if fresh.intent_hash != ticket.intent_hash or _fields(fresh) != _fields(ticket.intent):
+        kind = type(ticket.intent)
+        current = _fields(intent, kind)
+        # Equal fields first (cheap, and it makes the unvalidated rebuild below safe), then the
+        # hash of a new object built from them: nothing cached on ``intent`` takes part.
+        if (
+            type(intent) is not kind
+            or current != _fields(ticket.intent, kind)
+            or kind.model_construct(**current).intent_hash != ticket.intent_hash
+        ):
             raise IntentMismatch(
                 f"the intent was altered after attestation {task} was verified: it no longer "
                 "hashes to the attested intent hash"

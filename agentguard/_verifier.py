@@ -259,7 +259,8 @@ def _inputs(
     is checked here is what the signer will later sign, whatever happens to the originals."""
     if type(attestation) is not Attestation:
         raise VerificationError(f"expected an Attestation, got {type(attestation).__name__}")
-    return attestation.model_copy(deep=True), fresh_intent(intent)
+    # A shallow copy suffices: every field is immutable or never signed (operator_errors).
+    return attestation.model_copy(), fresh_intent(intent)
 
 
 def _issue(
