@@ -150,7 +150,9 @@ def test_refused_arguments_sign_nothing_and_leave_the_one_signature(signer, veri
     """A call refused for its own arguments signs nothing; the corrected call signs once."""
     verified = verify(transfer(signer))
     with pytest.raises(FeeCapExceeded):
-        signer.sign_transaction(verified, nonce=0, gas=30_000_000, max_fee_per_gas=10**9, max_priority_fee_per_gas=1)
+        signer.sign_transaction(
+            verified, nonce=0, gas=30_000_000, max_fee_per_gas=10**9, max_priority_fee_per_gas=1
+        )
     signer.sign_transaction(verified, nonce=0, **TX)
     with pytest.raises(AttestationReplayed):
         signer.sign_transaction(verified, nonce=0, **TX)
@@ -276,10 +278,16 @@ def test_gas_and_fees_are_capped(signer, verify, spy):
         (2_000_000, 49 * 10**9, "in fees"),  # each within its cap, the product is not
     ]:
         with pytest.raises(FeeCapExceeded, match=match):
-            signer.sign_transaction(verified, nonce=0, gas=gas, max_fee_per_gas=fee, max_priority_fee_per_gas=1)
+            signer.sign_transaction(
+                verified, nonce=0, gas=gas, max_fee_per_gas=fee, max_priority_fee_per_gas=1
+            )
     assert spy.calls == []
-    roomy = Signer.from_key(KEY, fees=FeeCap(max_gas=30_000_000, max_fee_per_gas=10**12, max_fee=10**19))
-    assert roomy.sign_transaction(verified, nonce=0, gas=3_000_000, max_fee_per_gas=10**11, max_priority_fee_per_gas=1)
+    roomy = Signer.from_key(
+        KEY, fees=FeeCap(max_gas=30_000_000, max_fee_per_gas=10**12, max_fee=10**19)
+    )
+    assert roomy.sign_transaction(
+        verified, nonce=0, gas=3_000_000, max_fee_per_gas=10**11, max_priority_fee_per_gas=1
+    )
 
 
 @pytest.mark.parametrize(
@@ -416,7 +424,9 @@ def test_claiming_a_higher_assurance_does_not_help(signer, operators, spy):
     object.__setattr__(verified, "assurance", "quorum-ecdsa")
     with pytest.raises(OnchainCheckRequired):
         signer.sign_transaction(verified, nonce=0, **TX)
-    forged = dataclasses.replace(newton_verified(payment(signer), operators), assurance="quorum-ecdsa")
+    forged = dataclasses.replace(
+        newton_verified(payment(signer), operators), assurance="quorum-ecdsa"
+    )
     with pytest.raises(OnchainCheckRequired):
         signer.sign_payment(forged, eip3009(signer.address, PAYEE, 10_000))
     assert spy.calls == []

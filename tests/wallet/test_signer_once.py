@@ -34,10 +34,17 @@ def test_a_real_attestation_signs_one_transaction_that_lands(snapshot, network):
     client, _ = new_policy_client(network, chain.token.address)
     signer = Signer.from_key(AGENT.private_key)
     intent = TransactionIntent.erc20_transfer(
-        sender=signer.address, token=chain.token.address, recipient=PAYEE, amount=1_000, chain_id=8453
+        sender=signer.address,
+        token=chain.token.address,
+        recipient=PAYEE,
+        amount=1_000,
+        chain_id=8453,
     )
     with Guard.connect(
-        network.url, policy_client=client, operators=network.operator_addresses, api_key=network.api_key
+        network.url,
+        policy_client=client,
+        operators=network.operator_addresses,
+        api_key=network.api_key,
     ) as guard:
         verified = guard.authorize(intent)
     nonce = chain.w3.eth.get_transaction_count(signer.address)
@@ -52,7 +59,9 @@ def test_a_real_attestation_signs_one_transaction_that_lands(snapshot, network):
             copy = dataclasses.replace(verified, intent=intent.model_copy())
             signer.sign_transaction(copy, nonce=nonce + 3, **fees)
     assert spy.calls == ["sign_transaction"]
-    receipt = chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(signed.raw))
+    receipt = chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_raw_transaction(signed.raw)
+    )
     assert receipt["status"] == 1
     assert usdc(chain, PAYEE) - before == 1_000
 
@@ -65,11 +74,18 @@ def test_a_replaced_intent_under_a_real_attestation_signs_nothing(snapshot, netw
 
     def transfer(amount: int) -> TransactionIntent:
         return TransactionIntent.erc20_transfer(
-            sender=signer.address, token=chain.token.address, recipient=PAYEE, amount=amount, chain_id=8453
+            sender=signer.address,
+            token=chain.token.address,
+            recipient=PAYEE,
+            amount=amount,
+            chain_id=8453,
         )
 
     with Guard.connect(
-        network.url, policy_client=client, operators=network.operator_addresses, api_key=network.api_key
+        network.url,
+        policy_client=client,
+        operators=network.operator_addresses,
+        api_key=network.api_key,
     ) as guard:
         verified = guard.authorize(transfer(1_000))
     with SigningSpy() as spy, pytest.raises(IntentMismatch):
@@ -90,7 +106,10 @@ def test_the_wallet_refuses_fees_above_the_cap_and_releases(snapshot, network):
     wallet = GuardedWallet(
         signer=Signer.from_key(AGENT.private_key, fees=FeeCap(max_fee_per_gas=1)),
         guard=Guard.connect(
-            network.url, policy_client=client, operators=network.operator_addresses, api_key=network.api_key
+            network.url,
+            policy_client=client,
+            operators=network.operator_addresses,
+            api_key=network.api_key,
         ),
         web3=chain.w3,
         ledger=ledger,
