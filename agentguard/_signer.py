@@ -102,6 +102,8 @@ class Signer:
     ) -> None:
         if fees is not None and not isinstance(fees, FeeCap):
             raise ConfigurationError("fees must be a FeeCap")
+        if not callable(clock):
+            raise ConfigurationError("clock must be a function returning unix seconds")
         self._account = account
         self._key = PrivateKey(bytes(account.key))
         self._fees = fees if fees is not None else FeeCap()

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from eth_utils.address import to_checksum_address
 
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _TOKEN = object()
+_F = TypeVar("_F", bound=Callable[..., object])
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
@@ -70,6 +71,12 @@ def _policy_id(value: object) -> bytes | None:
     if not isinstance(value, str) or not _BYTES32_RE.match(value):
         raise ConfigurationError(f"policy_id must be 0x + 64 hex digits, got {value!r:.80}")
     return bytes.fromhex(value[2:])
+
+
+def _callable(value: _F, what: str) -> _F:
+    if not callable(value):
+        raise ConfigurationError(f"{what} must be a function, got {type(value).__name__}")
+    return value
 
 
 def _positive_int(value: object, what: str) -> int:
@@ -168,7 +175,7 @@ class Verifier:
         self.policy_client = _address(policy_client, "policy_client")
         self.policy_id = _policy_id(policy_id)
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard(clock)
-        self._clock = clock
+        self._clock = _callable(clock, "clock")
         self._max_lifetime = _positive_int(max_lifetime, "max_lifetime")
 
     @property
@@ -306,9 +313,9 @@ class NewtonBindingVerifier:
     ) -> None:
         self.policy_client = _address(policy_client, "policy_client")
         self.policy_id = _policy_id(policy_id)
-        self._block_number = block_number
+        self._block_number = _callable(block_number, "block_number")
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard()
-        self._clock = clock
+        self._clock = _callable(clock, "clock")
         # Expiry is a block number here; the signing ticket lapses after this many seconds.
         self._max_lifetime = _positive_int(max_lifetime, "max_lifetime")
 

@@ -333,6 +333,8 @@ def test_fee_cap_configuration_is_checked(fees):
         FeeCap(**fees)
     with pytest.raises(ConfigurationError):
         Signer.from_key(KEY, fees={"max_gas": 1})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        Signer.from_key(KEY, clock=0)  # type: ignore[arg-type]
 
 
 def test_malformed_vault_address_is_a_typed_error(signer, verify, spy):

@@ -303,3 +303,12 @@ def test_verify_refuses_something_that_is_not_an_attestation(verifier, operators
         verifier.verify(operators.attest(intent).to_json(), intent)  # type: ignore[arg-type]
     with pytest.raises(VerificationError):
         verifier.verify(operators.attest(intent), intent.wire())  # type: ignore[arg-type]
+
+
+def test_clock_and_block_number_must_be_functions(operators):
+    from agentguard._verifier import NewtonBindingVerifier
+
+    with pytest.raises(ConfigurationError, match="clock"):
+        Verifier(operators.addresses, policy_client=POLICY_CLIENT, clock=1_700_000_000)
+    with pytest.raises(ConfigurationError, match="block_number"):
+        NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=100)
