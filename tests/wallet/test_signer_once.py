@@ -5,7 +5,10 @@ further use of it signs nothing."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 
+import httpx
 import pytest
 
 from agentguard import (
@@ -14,12 +17,18 @@ from agentguard import (
     FeeCapExceeded,
     Guard,
     IntentMismatch,
+    NewtonBindingVerifier,
+    NewtonGateway,
+    OnchainCheckRequired,
+    PaymentIntent,
     Signer,
     TransactionIntent,
 )
 from agentguard.ledger import Ledger, Limits, WindowCap
 from agentguard.testing import SigningSpy
 from agentguard.wallet import GuardedWallet
+from agentguard.x402._wire import Requirement
+from agentguard.x402.exact import client as exact_client
 
 from .conftest import AGENT, PAYEE, AuditList, new_policy_client
 
@@ -122,3 +131,68 @@ def test_the_wallet_refuses_fees_above_the_cap_and_releases(snapshot, network):
     assert spy.calls == []
     assert usdc(chain, PAYEE) == before
     assert "released" in audit.kinds and "signed" not in audit.kinds
+
+
+class NewtonShaped(httpx.BaseTransport):
+    """Forwards to the real gateway and rewrites each answer as Newton's real gateway would send
+    it: no ECDSA ``attestation``, a BLS ``aggregation_response`` (made up here)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        answer = json.loads(response.read())
+        result = answer.get("result")
+        if isinstance(result, dict) and "attestation" in result:
+            del result["attestation"]
+            result["aggregation_response"] = {"signature": [7] * 64, "non_signer_pubkeys": []}
+        return httpx.Response(response.status_code, json=answer)
+
+
+def test_a_newton_shaped_answer_never_reaches_an_eoa_signature(snapshot, network):
+    """Finding 9. Before: NewtonBindingVerifier checked no operator signature, and the EOA
+    signer still signed a transaction and a payment under what it returned."""
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    signer = Signer.from_key(AGENT.private_key)
+    gateway = NewtonGateway(
+        network.url, policy_client=client, api_key=network.api_key, transport=NewtonShaped()
+    )
+    verifier = NewtonBindingVerifier(policy_client=client, block_number=lambda: 0)
+    transfer = TransactionIntent.erc20_transfer(
+        sender=signer.address,
+        token=chain.token.address,
+        recipient=PAYEE,
+        amount=1_000,
+        chain_id=8453,
+    )
+    payment = PaymentIntent(
+        payer=signer.address, scheme="exact", network="eip155:8453",
+        asset=chain.token.address, amount=1_000, pay_to=PAYEE,
+    )  # fmt: skip
+    with gateway:
+        verified_tx = verifier.verify(gateway.authorize(transfer), transfer)
+        verified_pay = verifier.verify(gateway.authorize(payment), payment)
+    assert verified_tx.assurance == verified_pay.assurance == "newton-bls-binding"
+    typed = exact_client.typed_data(
+        Requirement(
+            x402_version=2, scheme="exact", network="eip155:8453", amount=1_000,
+            asset=chain.token.address, pay_to=PAYEE, max_timeout_seconds=60,
+            extra={"name": "USD Coin", "version": "2"}, resource="", raw={},
+        ),
+        signer.address,
+        now=int(time.time()),
+    )  # fmt: skip
+    with SigningSpy() as spy:
+        with pytest.raises(OnchainCheckRequired):
+            signer.sign_transaction(
+                verified_tx,
+                nonce=0,
+                gas=100_000,
+                max_fee_per_gas=10**10,
+                max_priority_fee_per_gas=10**9,
+            )
+        with pytest.raises(OnchainCheckRequired):
+            signer.sign_payment(verified_pay, typed)
+    assert spy.calls == []
