@@ -15,6 +15,7 @@ from agentguard._exceptions import (
     DataProviderError,
     DuplicateSignature,
     ExecutionError,
+    FeeCapExceeded,
     GatewayAuthError,
     GatewayProtocolError,
     GatewayRPCError,
@@ -25,6 +26,7 @@ from agentguard._exceptions import (
     IntentMismatch,
     LedgerError,
     MalformedSignature,
+    OnchainCheckRequired,
     OperatorNotRegistered,
     OutcomeUnknown,
     PaymentOutcomeUnknown,
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     )
     from agentguard._guard import AsyncGuard, Guard
     from agentguard._logging import configure_logging
-    from agentguard._signer import SignedTransaction, Signer
+    from agentguard._signer import FeeCap, SignedTransaction, Signer
     from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
     from agentguard.wallet import AsyncGuardedWallet, GuardedWallet, Receipt
 
@@ -73,6 +75,7 @@ _LAZY = {
     "AsyncGuard": "agentguard._guard",
     "Guard": "agentguard._guard",
     "configure_logging": "agentguard._logging",
+    "FeeCap": "agentguard._signer",
     "SignedTransaction": "agentguard._signer",
     "Signer": "agentguard._signer",
     "Ledger": "agentguard.ledger",
@@ -113,6 +116,8 @@ __all__ = [
     "DataProviderError",
     "DuplicateSignature",
     "ExecutionError",
+    "FeeCap",
+    "FeeCapExceeded",
     "GatewayAuthError",
     "GatewayProtocolError",
     "GatewayRPCError",
@@ -130,6 +135,7 @@ __all__ = [
     "MemoryReplayGuard",
     "NewtonBindingVerifier",
     "NewtonGateway",
+    "OnchainCheckRequired",
     "OperatorNotRegistered",
     "OperatorSignature",
     "OutcomeUnknown",

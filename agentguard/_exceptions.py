@@ -6,6 +6,7 @@ happened and what to do about it; none ever contains a key or a secret.
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
     ├── IntentError                  the action itself is malformed (fix the call)
+    │   └── FeeCapExceeded           gas or fees above the Signer's FeeCap
     ├── AuthorizationError           no usable decision came back
     │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried first)
     │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory)
@@ -26,7 +27,8 @@ happened and what to do about it; none ever contains a key or a secret.
     │   ├── UnknownOperator          a signature from a key outside the configured operator set
     │   ├── DuplicateSignature       two signatures from one operator key
     │   ├── InsufficientQuorum       fewer valid signatures than the threshold
-    │   └── MalformedSignature       not a 65-byte low-s secp256k1 signature
+    │   ├── MalformedSignature       not a 65-byte low-s secp256k1 signature
+    │   └── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
     │   └── ReservationError         unknown, expired or already settled reservation
@@ -63,6 +65,13 @@ class ConfigurationError(AgentGuardError):
 
 class IntentError(AgentGuardError, ValueError):
     hint = "Fix the action's fields; nothing was sent or signed."
+
+
+class FeeCapExceeded(IntentError):
+    hint = (
+        "Nothing was signed. The transaction would pay more gas or fees than the Signer's FeeCap "
+        "allows; retry when fees are lower, or raise Signer(fees=FeeCap(...)) deliberately."
+    )
 
 
 # -- authorization ---------------------------------------------------------------------------
@@ -200,6 +209,14 @@ class InsufficientQuorum(VerificationError):
 
 class MalformedSignature(VerificationError):
     hint = "An operator signature is not a valid 65-byte low-s secp256k1 signature."
+
+
+class OnchainCheckRequired(VerificationError):
+    hint = (
+        "agentguard did not check this attestation's operator signatures (Newton BLS), so this "
+        "key will not sign it directly; nothing was signed. Use it only through a vault whose "
+        "contract checks the signatures onchain."
+    )
 
 
 # -- ledger ----------------------------------------------------------------------------------

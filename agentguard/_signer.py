@@ -1,14 +1,21 @@
 """``Signer``: the only object that holds the agent's key, and it signs only what was attested.
 
-Every signing method takes a ``VerifiedAttestation`` (which only ``Verifier.verify`` can make)
-and builds what it signs *from the attested intent*, never from separate caller arguments
-that could differ from it. The key never appears in a repr, a log line or an exception.
+Every signing method takes a ``VerifiedAttestation`` (which only a verifier can make) and
+redeems the signing ticket the verifier recorded for it: one signing attempt per attestation,
+before its expiry, of an intent that still hashes to the attested hash. What it signs is built
+from the verifier's private copies of the intent and attestation, never from separate caller
+arguments that could differ from them. Gas and fees are held to a ``FeeCap``; payment
+authorizations may not outlive the attestation. The key never appears in a repr, a log line or
+an exception.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+import re
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +25,25 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
-from agentguard._exceptions import ConfigurationError, IntentMismatch, VerificationError
+from agentguard._exceptions import (
+    ConfigurationError,
+    FeeCapExceeded,
+    IntentError,
+    IntentMismatch,
+    OnchainCheckRequired,
+    VerificationError,
+)
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._redact import register_secret
+from agentguard._tickets import Ticket, give_back, redeem
 from agentguard._transaction import sign_eip1559
 from agentguard._verifier import VerifiedAttestation
 
-__all__ = ["SignedTransaction", "Signer", "payment_mismatches"]
+__all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches"]
+
+# How far in the future an EIP-3009 ``validAfter`` may lie (clock skew between us and the chain).
+VALID_AFTER_SKEW = 60
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,25 @@ class SignedTransaction:
     task_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class FeeCap:
+    """The most one signed transaction may pay for gas, whatever an RPC node suggests.
+
+    Defaults suit Base, where an ERC-20 transfer costs ~65k gas at well under 1 gwei:
+    2M gas, 50 gwei per gas, and 0.002 ETH for ``gas * max_fee_per_gas`` in total.
+    """
+
+    max_gas: int = 2_000_000
+    max_fee_per_gas: int = 50 * 10**9
+    max_fee: int = 2 * 10**15
+
+    def __post_init__(self) -> None:
+        for name in ("max_gas", "max_fee_per_gas", "max_fee"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigurationError(f"FeeCap.{name} must be a positive integer, got {value!r}")
+
+
 def _require_verified(verified: object) -> VerifiedAttestation:
     # ``type(...) is`` rather than isinstance: a subclass could not have been built by the
     # Verifier either, but there is no reason to accept one.
@@ -43,37 +81,63 @@ def _require_verified(verified: object) -> VerifiedAttestation:
     return verified
 
 
+def _quantity(value: object, name: str, bits: int) -> int:
+    """A transaction field as the RLP encoder needs it: a non-negative int of ``bits`` bits."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise IntentError(f"{name} must be an integer in 0..2^{bits}-1, got {value!r:.80}")
+    return int(value)
+
+
 class Signer:
-    """Holds an eth-account key; signs only under a verified attestation."""
+    """Holds an eth-account key; signs only under a verified attestation, once."""
 
-    __slots__ = ("_account", "_key")
+    __slots__ = ("_account", "_clock", "_fees", "_key")
 
-    def __init__(self, account: LocalAccount) -> None:
+    def __init__(
+        self,
+        account: LocalAccount,
+        *,
+        fees: FeeCap | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if fees is not None and not isinstance(fees, FeeCap):
+            raise ConfigurationError("fees must be a FeeCap")
+        if not callable(clock):
+            raise ConfigurationError("clock must be a function returning unix seconds")
         self._account = account
         self._key = PrivateKey(bytes(account.key))
+        self._fees = fees if fees is not None else FeeCap()
+        self._clock = clock
         register_secret(bytes(account.key))
 
     @classmethod
-    def from_key(cls, key: str | bytes) -> Signer:
+    def from_key(
+        cls,
+        key: str | bytes,
+        *,
+        fees: FeeCap | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Signer:
         try:
-            return cls(Account.from_key(key))
+            account = Account.from_key(key)
         except Exception:
             raise ConfigurationError("the private key is not a valid secp256k1 key") from None
+        return cls(account, fees=fees, clock=clock)
 
     @classmethod
-    def from_env(cls, name: str = "AGENTGUARD_PRIVATE_KEY") -> Signer:
+    def from_env(cls, name: str = "AGENTGUARD_PRIVATE_KEY", **options: Any) -> Signer:
         value = os.environ.get(name)
         if not value:
             raise ConfigurationError(f"environment variable {name} is not set")
-        return cls.from_key(value)
+        return cls.from_key(value, **options)
 
     @classmethod
-    def from_keystore(cls, path: str | Path, password: str) -> Signer:
+    def from_keystore(cls, path: str | Path, password: str, **options: Any) -> Signer:
         try:
             key = Account.decrypt(Path(path).read_text(), password)
         except Exception:
             raise ConfigurationError(f"could not decrypt keystore {path}") from None
-        return cls.from_key(bytes(key))
+        return cls.from_key(bytes(key), **options)
 
     @property
     def address(self) -> str:
@@ -83,11 +147,36 @@ class Signer:
     def checksum_address(self) -> ChecksumAddress:
         return self._account.address
 
+    @property
+    def fees(self) -> FeeCap:
+        return self._fees
+
     def __repr__(self) -> str:
         return f"Signer(address={self.address})"
 
     def __reduce__(self) -> Any:  # never pickled, so never copied out of the process
         raise TypeError("Signer cannot be pickled")
+
+    @contextmanager
+    def _redeemed(self, verified: object, *, eoa: bool) -> Iterator[Ticket]:
+        """The verifier's ticket for ``verified``, used up unless the block signs nothing.
+
+        ``eoa``: the signature will be valid on its own (no contract re-checks the operator
+        signatures), so only an attestation whose signatures agentguard checked may be used.
+        An altered, expired or insufficient attestation is used up for good.
+        """
+        verified = _require_verified(verified)
+        ticket = redeem(verified.attestation, verified.intent, self._clock())
+        if eoa and ticket.assurance != "quorum-ecdsa":
+            raise OnchainCheckRequired(
+                f"attestation {verified.task_id} has assurance {ticket.assurance!r}: its operator "
+                "signatures were not checked here, so it may only be used through a vault"
+            )
+        try:
+            yield ticket
+        except BaseException:
+            give_back(ticket)  # no signature left this object; a corrected call may sign once
+            raise
 
     def sign_transaction(
         self,
@@ -104,35 +193,88 @@ class Signer:
         EOA mode: the attested ``to, value, data, chain_id`` from this key. Vault mode
         (``vault`` given): the agent's call ``vault.execute(...)`` carrying the attested intent
         and its operator signatures; the vault re-checks quorum, binding, expiry and single use
-        onchain.
+        onchain. Either way at most one transaction per attestation, gas and fees within the
+        ``FeeCap``.
         """
-        verified = _require_verified(verified)
-        intent = verified.intent
+        with self._redeemed(verified, eoa=vault is None) as ticket:
+            return self._transaction(
+                ticket,
+                nonce=nonce,
+                gas=gas,
+                max_fee_per_gas=max_fee_per_gas,
+                max_priority_fee_per_gas=max_priority_fee_per_gas,
+                vault=vault,
+            )
+
+    def _transaction(
+        self,
+        ticket: Ticket,
+        *,
+        nonce: object,
+        gas: object,
+        max_fee_per_gas: object,
+        max_priority_fee_per_gas: object,
+        vault: object,
+    ) -> SignedTransaction:
+        if vault is not None and (not isinstance(vault, str) or not _ADDRESS_RE.match(vault)):
+            raise IntentError(f"vault must be a 0x-prefixed 20-byte address, got {vault!r:.60}")
+        intent = ticket.intent
         if not isinstance(intent, TransactionIntent):
             raise IntentMismatch("this attestation is for a payment, not a transaction")
         expected_from = vault if vault is not None else self.address
         if intent.from_.lower() != expected_from.lower():
             raise IntentMismatch(f"the attested intent is from {intent.from_}, not {expected_from}")
+        tx_nonce = _quantity(nonce, "nonce", 64)
+        if tx_nonce == (1 << 64) - 1:  # EIP-2681
+            raise IntentError("nonce 2^64-1 is not a valid account nonce")
+        tx_gas, max_fee, tip = self._within_fee_cap(
+            _quantity(gas, "gas", 64),
+            _quantity(max_fee_per_gas, "max_fee_per_gas", 256),
+            _quantity(max_priority_fee_per_gas, "max_priority_fee_per_gas", 256),
+        )
         if vault is None:
             to, value, data = intent.to, intent.value, intent.data
         else:
             from agentguard.chain.vault import execute_calldata
 
-            to, value, data = intent.from_, 0, execute_calldata(intent, verified.attestation)
+            to, value, data = intent.from_, 0, execute_calldata(intent, ticket.attestation)
         raw, tx_hash = sign_eip1559(
             self._key,
             chain_id=intent.chain_id,
-            nonce=nonce,
-            max_priority_fee_per_gas=max_priority_fee_per_gas,
-            max_fee_per_gas=max_fee_per_gas,
-            gas=gas,
+            nonce=tx_nonce,
+            max_priority_fee_per_gas=tip,
+            max_fee_per_gas=max_fee,
+            gas=tx_gas,
             to=bytes.fromhex(to[2:]),
             value=value,
             data=data,
         )
         return SignedTransaction(
-            raw=raw, hash="0x" + tx_hash.hex(), nonce=nonce, task_id=verified.task_id
+            raw=raw,
+            hash="0x" + tx_hash.hex(),
+            nonce=tx_nonce,
+            task_id="0x" + ticket.task_id.hex(),
         )
+
+    def _within_fee_cap(self, gas: int, max_fee: int, tip: int) -> tuple[int, int, int]:
+        cap = self._fees
+        if tip > max_fee:
+            raise IntentError(
+                f"max_priority_fee_per_gas {tip} exceeds max_fee_per_gas {max_fee}; "
+                "no node accepts such a transaction"
+            )
+        if gas > cap.max_gas:
+            raise FeeCapExceeded(f"gas {gas} exceeds the cap of {cap.max_gas}")
+        if max_fee > cap.max_fee_per_gas:
+            raise FeeCapExceeded(
+                f"max_fee_per_gas {max_fee} wei exceeds the cap of {cap.max_fee_per_gas} wei"
+            )
+        if gas * max_fee > cap.max_fee:
+            raise FeeCapExceeded(
+                f"the transaction could pay {gas * max_fee} wei in fees "
+                f"(gas {gas} * {max_fee} wei), above the cap of {cap.max_fee} wei"
+            )
+        return gas, max_fee, tip
 
     def sign_payment(
         self,
@@ -147,17 +289,26 @@ class Signer:
         ``PermitWitnessTransferFrom`` (scheme ``upto``, whose spender must be one of
         ``permit2_spenders``: a Permit2 spender chooses where the funds go); refuses anything
         whose token, payee, amount, payer or chain differs from the attested ``PaymentIntent``,
-        and a payment attested for another payer than this key.
+        a payment attested for another payer than this key, and an authorization valid beyond
+        the attestation's expiry (``validBefore`` / ``deadline``) or only from the future
+        (``validAfter``).
         """
-        verified = _require_verified(verified)
-        intent = verified.intent
+        with self._redeemed(verified, eoa=True) as ticket:
+            return self._payment(ticket, typed_data, permit2_spenders)
+
+    def _payment(
+        self, ticket: Ticket, typed_data: object, permit2_spenders: Collection[str]
+    ) -> bytes:
+        intent = ticket.intent
         if not isinstance(intent, PaymentIntent):
             raise IntentMismatch("this attestation is for a transaction, not a payment")
         if not _same(intent.payer, self.address):  # Permit2's owner is whoever signs
             raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
-        mismatches = payment_mismatches(intent, typed_data)
-        spender = (typed_data.get("message") or {}).get("spender")
-        if typed_data.get("primaryType") == "PermitWitnessTransferFrom" and not any(
+        typed = _typed(typed_data)
+        mismatches = payment_mismatches(intent, typed)
+        mismatches += self._window_mismatches(typed, ticket)
+        spender = _mapping(typed.get("message")).get("spender")
+        if typed.get("primaryType") == "PermitWitnessTransferFrom" and not any(
             _same(spender, trusted) for trusted in permit2_spenders
         ):
             mismatches.append(f"spender {spender} (not a trusted Permit2 spender)")
@@ -166,10 +317,15 @@ class Signer:
                 "the authorization to sign differs from the attested payment in: "
                 + ", ".join(mismatches)
             )
-        digest = eip3009_digest(typed_data)
+        digest = eip3009_digest(typed)
         if digest is not None:  # the common x402 ``exact`` shape: hand-written encoder
             return sign_typed_digest(self._key, digest)
-        signed = self._account.sign_typed_data(full_message=typed_data)
+        try:
+            signed = self._account.sign_typed_data(full_message=typed)
+        except Exception as exc:
+            raise IntentMismatch(
+                f"the authorization is not valid EIP-712 typed data ({type(exc).__name__})"
+            ) from None
         return bytes(signed.signature)
 
     def sign_vault_payment(
@@ -179,42 +335,47 @@ class Signer:
 
         The EIP-3009 authorization must move exactly the attested payment from the vault with
         ``nonce`` = the task id (the vault accepts nothing else, and the token's nonce tracking
-        then makes the attestation pay once). Returns ``chain.vault.payment_signature``: this
-        key's signature over the authorization plus the operators' attestation.
+        then makes the attestation pay once), valid no longer than the attestation. Returns
+        ``chain.vault.payment_signature``: this key's signature over the authorization plus the
+        operators' attestation.
         """
+        with self._redeemed(verified, eoa=False) as ticket:
+            return self._vault_payment(ticket, typed_data, vault)
+
+    def _vault_payment(self, ticket: Ticket, typed_data: object, vault: object) -> bytes:
         from agentguard.chain.vault import payment_signature
 
-        verified = _require_verified(verified)
-        intent = verified.intent
+        intent, attestation = ticket.intent, ticket.attestation
         if not isinstance(intent, PaymentIntent):
             raise IntentMismatch("this attestation is for a transaction, not a payment")
-        attestation = verified.attestation
         if not _same(intent.payer, vault) or not _same(attestation.policy_client, vault):
             raise IntentMismatch(
                 f"a vault payment is attested for the vault {vault}; this attestation's payer is "
                 f"{intent.payer} and its policy client {attestation.policy_client}"
             )
-        if attestation.scheme != "ecdsa":
-            raise VerificationError(
+        if ticket.assurance != "quorum-ecdsa":
+            raise OnchainCheckRequired(
                 "a vault checks ECDSA operator signatures; this attestation is "
                 + attestation.scheme
             )
-        if typed_data.get("primaryType") != "TransferWithAuthorization":
+        typed = _typed(typed_data)
+        if typed.get("primaryType") != "TransferWithAuthorization":
             raise IntentMismatch("a vault pays only EIP-3009 TransferWithAuthorization")
-        wrong = payment_mismatches(intent, typed_data)
-        if not _same((typed_data.get("message") or {}).get("nonce"), verified.task_id):
+        wrong = payment_mismatches(intent, typed)
+        wrong += self._window_mismatches(typed, ticket)
+        message = _mapping(typed.get("message"))
+        if not _same(message.get("nonce"), "0x" + ticket.task_id.hex()):
             wrong.append("nonce (must be the task id)")
         if wrong:
             raise IntentMismatch(
                 "the vault authorization to sign differs from the attested payment in: "
                 + ", ".join(wrong)
             )
-        message = typed_data.get("message") or {}
         valid_after, valid_before = (
             _int(message.get("validAfter")),
             _int(message.get("validBefore")),
         )
-        digest = eip3009_digest(typed_data)
+        digest = eip3009_digest(typed)
         if digest is None or valid_after is None or valid_before is None:
             raise IntentMismatch("the EIP-3009 authorization is not in canonical form")
         return payment_signature(
@@ -224,6 +385,28 @@ class Signer:
             valid_before=valid_before,
             agent_signature=sign_typed_digest(self._key, digest),
         )
+
+    def _window_mismatches(self, typed_data: dict[str, Any], ticket: Ticket) -> list[str]:
+        """An authorization may be settled until its deadline; the attestation allowed the
+        payment only until its own expiry, so the deadline may not be later."""
+        message = _mapping(typed_data.get("message"))
+        primary = typed_data.get("primaryType")
+        wrong: list[str] = []
+        if primary == "TransferWithAuthorization":
+            deadline, field = _int(message.get("validBefore")), "validBefore"
+            valid_after = _int(message.get("validAfter"))
+            if valid_after is None or not 0 <= valid_after <= self._clock() + VALID_AFTER_SKEW:
+                wrong.append(f"validAfter {message.get('validAfter')!r:.40} (in the future)")
+        elif primary == "PermitWitnessTransferFrom":
+            deadline, field = _int(message.get("deadline")), "deadline"
+        else:
+            return wrong  # payment_mismatches already names the primary type
+        if deadline is None or deadline > ticket.expires_at:
+            wrong.append(
+                f"{field} {message.get(field)!r:.40} (after the attestation's expiry "
+                f"{ticket.expires_at})"
+            )
+        return wrong
 
 
 def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:
@@ -241,11 +424,11 @@ def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:
         return None
     if typed_data.get("types") != EIP3009_TYPES:
         return None
-    domain, message = typed_data.get("domain") or {}, typed_data.get("message") or {}
+    domain, message = _mapping(typed_data.get("domain")), _mapping(typed_data.get("message"))
     if set(domain) != {"name", "version", "chainId", "verifyingContract"}:
         return None
     nonce = message.get("nonce")
-    if isinstance(nonce, str) and nonce.startswith("0x"):
+    if isinstance(nonce, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", nonce):
         nonce = bytes.fromhex(nonce[2:])
     numbers = [_int(message.get(k)) for k in ("value", "validAfter", "validBefore")]
     chain_id = _int(domain.get("chainId"))
@@ -276,16 +459,30 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _int(value: Any) -> int | None:
+    """An integer field of typed data (int or decimal/hex string); ``None`` for anything else
+    (floats and bools included: ``int(2.5)`` would silently sign 2)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
     try:
         return int(value, 0) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _typed(typed_data: Any) -> dict[str, Any]:
+    if not isinstance(typed_data, dict):
+        raise IntentMismatch(f"typed data must be a dict, got {type(typed_data).__name__}")
+    return typed_data
 
 
 def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> list[str]:
     """Which fields of an x402 authorization differ from the attested payment (empty: none)."""
-    domain = typed_data.get("domain") or {}
-    message = typed_data.get("message") or {}
+    domain = _mapping(typed_data.get("domain"))
+    message = _mapping(typed_data.get("message"))
     primary = typed_data.get("primaryType")
     wrong: list[str] = []
     if _int(domain.get("chainId")) != intent.chain_id:
@@ -298,8 +495,8 @@ def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> lis
             "amount": _int(message.get("value")) == intent.amount,
         }
     elif primary == "PermitWitnessTransferFrom":
-        permitted = message.get("permitted") or {}
-        witness = message.get("witness") or {}
+        permitted = _mapping(message.get("permitted"))
+        witness = _mapping(message.get("witness"))
         checks = {
             "token": _same(permitted.get("token"), intent.asset),
             "payee": _same(witness.get("to"), intent.pay_to),

@@ -1,18 +1,20 @@
 """The one gate between "the gateway said yes" and "we may sign".
 
 A ``VerifiedAttestation`` can only be built here (its constructor demands a private token),
-and every signing path in agentguard takes one. So "no signature without a verified
-attestation bound to the exact intent" holds by construction: read ``Verifier.verify``.
+and every signing path in agentguard takes one. Each successful verification also issues a
+signing ticket (``_tickets``) that the ``Signer`` redeems once, so a copied, altered or reused
+``VerifiedAttestation`` signs nothing: read ``Verifier.verify`` and ``Signer``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from eth_utils.address import to_checksum_address
 
@@ -30,6 +32,7 @@ from agentguard._exceptions import (
     VerificationError,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard._tickets import Assurance, Ticket, fresh_intent, issue
 
 __all__ = [
     "MemoryReplayGuard",
@@ -40,6 +43,46 @@ __all__ = [
 ]
 
 _TOKEN = object()
+_F = TypeVar("_F", bound=Callable[..., object])
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def _address(value: object, what: str) -> str:
+    """A configured address, checksummed; a mixed-case address must carry a valid EIP-55
+    checksum (a typo in one would otherwise silently name another account)."""
+    if not isinstance(value, str) or not _ADDRESS_RE.match(value):
+        raise ConfigurationError(
+            f"{what} must be a 0x-prefixed 20-byte hex address, got {value!r:.60}"
+        )
+    checksummed = to_checksum_address(value)
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and value != checksummed:
+        raise ConfigurationError(
+            f"{what} {value} has a wrong EIP-55 checksum (expected {checksummed}); "
+            "check the address for a typo"
+        )
+    return checksummed
+
+
+def _policy_id(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _BYTES32_RE.match(value):
+        raise ConfigurationError(f"policy_id must be 0x + 64 hex digits, got {value!r:.80}")
+    return bytes.fromhex(value[2:])
+
+
+def _callable(value: _F, what: str) -> _F:
+    if not callable(value):
+        raise ConfigurationError(f"{what} must be a function, got {type(value).__name__}")
+    return value
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{what} must be a positive integer, got {value!r:.40}")
+    return value
 
 
 class ReplayGuard(Protocol):
@@ -76,7 +119,7 @@ class VerifiedAttestation:
     attestation: Attestation
     intent: TransactionIntent | PaymentIntent
     signers: tuple[str, ...]
-    assurance: str
+    assurance: Assurance
     _token: object
 
     def __post_init__(self) -> None:
@@ -113,25 +156,27 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         max_lifetime: int = 3600,
     ) -> None:
-        addrs = {bytes.fromhex(to_checksum_address(a)[2:]) for a in operators}
+        if isinstance(operators, str | bytes) or not isinstance(operators, Iterable):
+            raise ConfigurationError("operators must be a list of operator addresses")
+        addrs = {bytes.fromhex(_address(a, "operator address")[2:]) for a in operators}
         if not addrs:
             raise ConfigurationError("a Verifier needs at least one operator address")
         if threshold is None:
-            if not 0 < threshold_percentage <= 100:
+            if _positive_int(threshold_percentage, "threshold_percentage") > 100:
                 raise ConfigurationError("threshold_percentage must be in 1..100")
             # Newton's rule: signed * 100 >= total * percentage (66% of 3 is 2, 67% is 3).
             threshold = math.ceil(len(addrs) * threshold_percentage / 100)
-        if not 0 < threshold <= len(addrs):
+        if _positive_int(threshold, "threshold") > len(addrs):
             raise ConfigurationError(
                 f"threshold {threshold} must be between 1 and the {len(addrs)} operators"
             )
         self._operators = frozenset(addrs)
         self.threshold = threshold
-        self.policy_client = to_checksum_address(policy_client)
-        self.policy_id = bytes.fromhex(policy_id[2:]) if policy_id else None
+        self.policy_client = _address(policy_client, "policy_client")
+        self.policy_id = _policy_id(policy_id)
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard(clock)
-        self._clock = clock
-        self._max_lifetime = max_lifetime
+        self._clock = _callable(clock, "clock")
+        self._max_lifetime = _positive_int(max_lifetime, "max_lifetime")
 
     @property
     def operators(self) -> frozenset[str]:
@@ -140,13 +185,15 @@ class Verifier:
     def verify(
         self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
     ) -> VerifiedAttestation:
+        given = attestation  # the caller's object; everything below checks private copies
+        attestation, fresh = _inputs(given, intent)
         task = "0x" + attestation.task_id.hex()
         if attestation.decision == "approval_required":
             raise ApprovalRequired(
                 "policy requires approval",
                 reasons=attestation.reasons,
                 task_id=task,
-                intent_hash="0x" + intent.intent_hash.hex(),
+                intent_hash="0x" + fresh.intent_hash.hex(),
             )
         if attestation.decision != "allow":
             raise PolicyDenied(
@@ -164,7 +211,7 @@ class Verifier:
             )
         if self.policy_id is not None and attestation.policy_id != self.policy_id:
             raise IntentMismatch("attestation was made under a different policy id")
-        local_hash = intent.intent_hash
+        local_hash = fresh.intent_hash
         if attestation.intent_hash != local_hash:
             raise IntentMismatch(
                 "attestation is bound to a different intent (0x"
@@ -178,7 +225,7 @@ class Verifier:
                 f"attestation {task} claims a lifetime beyond {self._max_lifetime}s"
             )
 
-        digest = attestation.digest_for(local_hash, intent.chain_id)
+        digest = attestation.digest_for(local_hash, fresh.chain_id)
         signers: set[bytes] = set()
         for sig in attestation.signatures:
             signer = recover_signer(digest, sig.signature)
@@ -196,13 +243,50 @@ class Verifier:
             )
         if not self._replay.claim(attestation.task_id, attestation.expires_at):
             raise AttestationReplayed(f"attestation {task} was already used")
-        return VerifiedAttestation(
-            attestation=attestation,
-            intent=intent,
-            signers=tuple(sorted("0x" + s.hex() for s in signers)),
-            assurance="quorum-ecdsa",
-            _token=_TOKEN,
+        return _issue(
+            Ticket(
+                task_id=attestation.task_id,
+                attestation=attestation,
+                intent=fresh,
+                intent_hash=local_hash,
+                expires_at=attestation.expires_at,
+                assurance="quorum-ecdsa",
+            ),
+            given,
+            intent,
+            tuple(sorted("0x" + s.hex() for s in signers)),
+            now,
         )
+
+
+def _inputs(
+    attestation: object, intent: object
+) -> tuple[Attestation, TransactionIntent | PaymentIntent]:
+    """A private copy of the attestation and an intent rebuilt from its current fields: what
+    is checked here is what the signer will later sign, whatever happens to the originals."""
+    if type(attestation) is not Attestation:
+        raise VerificationError(f"expected an Attestation, got {type(attestation).__name__}")
+    # A shallow copy suffices: every field is immutable or never signed (operator_errors).
+    return attestation.model_copy(), fresh_intent(intent)
+
+
+def _issue(
+    ticket: Ticket,
+    attestation: Attestation,
+    intent: TransactionIntent | PaymentIntent,
+    signers: tuple[str, ...],
+    now: float,
+) -> VerifiedAttestation:
+    """Record the ticket the Signer will redeem (it keeps private copies), and hand the caller
+    its proof, which carries the caller's own objects."""
+    issue(ticket, now)
+    return VerifiedAttestation(
+        attestation=attestation,
+        intent=intent,
+        signers=signers,
+        assurance=ticket.assurance,
+        _token=_TOKEN,
+    )
 
 
 class NewtonBindingVerifier:
@@ -213,7 +297,8 @@ class NewtonBindingVerifier:
     recomputed locally, expiry by block number, single use — and marks the result
     ``assurance="newton-bls-binding"``. It is complete only together with an onchain check:
     the policy client contract calls ``validateAttestationDirect`` (BLS quorum) before it
-    executes, as ``AgentVault`` does for the reference network's ECDSA quorum.
+    executes, as ``AgentVault`` does for the reference network's ECDSA quorum. So the
+    ``Signer`` uses such a result only for a vault call, never for an EOA transaction or payment.
     """
 
     def __init__(
@@ -223,15 +308,22 @@ class NewtonBindingVerifier:
         block_number: Callable[[], int],
         policy_id: str | None = None,
         replay_guard: ReplayGuard | None = None,
+        clock: Callable[[], float] = time.time,
+        max_lifetime: int = 3600,
     ) -> None:
-        self.policy_client = to_checksum_address(policy_client)
-        self.policy_id = bytes.fromhex(policy_id[2:]) if policy_id else None
-        self._block_number = block_number
+        self.policy_client = _address(policy_client, "policy_client")
+        self.policy_id = _policy_id(policy_id)
+        self._block_number = _callable(block_number, "block_number")
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard()
+        self._clock = _callable(clock, "clock")
+        # Expiry is a block number here; the signing ticket lapses after this many seconds.
+        self._max_lifetime = _positive_int(max_lifetime, "max_lifetime")
 
     def verify(
         self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
     ) -> VerifiedAttestation:
+        given = attestation  # the caller's object; everything below checks private copies
+        attestation, fresh = _inputs(given, intent)
         task = "0x" + attestation.task_id.hex()
         if attestation.decision != "allow":
             raise PolicyDenied(
@@ -243,7 +335,7 @@ class NewtonBindingVerifier:
             raise IntentMismatch(f"attestation is for policy client {attestation.policy_client}")
         if self.policy_id is not None and attestation.policy_id != self.policy_id:
             raise IntentMismatch("attestation was made under a different policy id")
-        if attestation.intent_hash != intent.intent_hash:
+        if attestation.intent_hash != fresh.intent_hash:
             raise IntentMismatch("Newton attested a different intent than the one to be signed")
         if attestation.expires_at <= self._block_number():
             raise AttestationExpired(
@@ -251,10 +343,18 @@ class NewtonBindingVerifier:
             )
         if not self._replay.claim(attestation.task_id, 2**63):
             raise AttestationReplayed(f"attestation {task} was already used")
-        return VerifiedAttestation(
-            attestation=attestation,
-            intent=intent,
-            signers=(),
-            assurance="newton-bls-binding",
-            _token=_TOKEN,
+        now = self._clock()
+        return _issue(
+            Ticket(
+                task_id=attestation.task_id,
+                attestation=attestation,
+                intent=fresh,
+                intent_hash=fresh.intent_hash,
+                expires_at=int(now) + self._max_lifetime,
+                assurance="newton-bls-binding",
+            ),
+            given,
+            intent,
+            (),
+            now,
         )

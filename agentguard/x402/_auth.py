@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import httpx
@@ -405,6 +405,10 @@ class X402Auth(httpx.Auth):
             raise
         try:
             now = int(self._clock())
+            # The Signer refuses an authorization that outlives its attestation.
+            req = replace(
+                req, max_timeout_seconds=min(req.max_timeout_seconds, verified.expires_at - now)
+            )
             if self._vault is not None:  # select() offered only ``exact``
                 nonce = bytes.fromhex(task_id.removeprefix("0x"))
                 typed = exact_client.typed_data(req, payer, now=now, nonce=nonce)

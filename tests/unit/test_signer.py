@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 
 import pytest
 from eth_account import Account
@@ -128,7 +129,7 @@ def eip3009(payer: str, payee: str, value: int, token: str = TOKEN, chain_id: in
             "to": payee,
             "value": value,
             "validAfter": 0,
-            "validBefore": 2**40,
+            "validBefore": int(time.time()) + 30,  # within the attestation's minute
             "nonce": b"\x07" * 32,
         },
     }
@@ -140,15 +141,11 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
     payment = PaymentIntent(
         payer=signer.address, scheme="exact", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
     )
+
     verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
         operators.attest(payment.newton_intent()), payment
     )
     good = eip3009(signer.address, PAYEE, 10_000)
-    signature = signer.sign_payment(verified, good)
-    assert Account.recover_message(
-        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
-        signature=signature,
-    ) == signer.address
     for bad, field in [
         (eip3009(signer.address, PAYEE, 10_001), "amount"),
         (eip3009(signer.address, TOKEN, 10_000), "payee"),
@@ -157,8 +154,13 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
         (eip3009(PAYEE, PAYEE, 10_000), "payer"),
         ({**good, "primaryType": "Permit"}, "primaryType"),
     ]:
-        with pytest.raises(IntentMismatch, match=field):
+        with pytest.raises(IntentMismatch, match=field):  # refused: signs nothing, uses nothing
             signer.sign_payment(verified, bad)
+    signature = signer.sign_payment(verified, good)
+    assert Account.recover_message(
+        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
+        signature=signature,
+    ) == signer.address
     with pytest.raises(IntentMismatch):  # a transaction attestation cannot sign a payment
         tx_intent = intent_from(signer)
         tx_verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
@@ -228,7 +230,7 @@ def _permit2(payer_token: str, spender: str, amount: int = 10_000) -> dict:
             "permitted": {"token": payer_token, "amount": amount},
             "spender": spender,
             "nonce": 1,
-            "deadline": 2**40,
+            "deadline": int(time.time()) + 30,
             "witness": {"to": PAYEE},
         },
     }

@@ -228,3 +228,87 @@ def test_newton_binding_verifier_checks_what_python_can(operators, intent, make_
         NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=lambda: 0).verify(
             operators.attest(intent), intent
         )
+
+
+GOOD = "0x000000000000000000000000000000000000c1E7"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "0x000000000000000000000000000000000000C1e7",  # mixed case, wrong EIP-55 checksum
+        "0x000000000000000000000000000000000000c1e",  # 19.5 bytes
+        "0x000000000000000000000000000000000000c1E7aa",
+        "000000000000000000000000000000000000c1E7",
+        "0xzz0000000000000000000000000000000000c1E7",
+        "",
+        None,
+        12345,
+        b"\x00" * 20,
+    ],
+)
+def test_malformed_operator_or_client_addresses_are_configuration_errors(operators, address):
+    """Before: these raised eth_utils' ValueError/TypeError, and a wrong checksum was accepted
+    silently (a one-character typo names another account)."""
+    from agentguard._verifier import NewtonBindingVerifier
+
+    with pytest.raises(ConfigurationError):
+        Verifier([*operators.addresses[:2], address], policy_client=POLICY_CLIENT)
+    with pytest.raises(ConfigurationError):
+        Verifier(operators.addresses, policy_client=address)
+    with pytest.raises(ConfigurationError):
+        NewtonBindingVerifier(policy_client=address, block_number=lambda: 0)
+
+
+def test_checksummed_lowercase_and_uppercase_addresses_are_accepted(operators):
+    for client in (GOOD, GOOD.lower(), "0x" + GOOD[2:].upper()):
+        assert Verifier(operators.addresses, policy_client=client).policy_client == GOOD
+    lowered = [a.lower() for a in operators.addresses]
+    assert Verifier(lowered, policy_client=GOOD).operators == frozenset(operators.addresses)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": "2"},
+        {"threshold": 2.0},
+        {"threshold": True},
+        {"threshold": -1},
+        {"threshold_percentage": 66.5},
+        {"threshold_percentage": "66"},
+        {"threshold_percentage": None},
+        {"policy_id": "0x1234"},
+        {"policy_id": b"\x02" * 32},
+        {"policy_id": "02" * 32},
+        {"max_lifetime": 0},
+        {"max_lifetime": 1.5},
+    ],
+)
+def test_bad_threshold_and_option_types_are_configuration_errors(operators, kwargs):
+    """Before: a string threshold raised TypeError, a float one was silently used, and a short
+    policy id became a wrong pin."""
+    with pytest.raises(ConfigurationError):
+        Verifier(operators.addresses, policy_client=POLICY_CLIENT, **kwargs)
+
+
+@pytest.mark.parametrize("operators_value", [GOOD, 42, None])
+def test_operators_must_be_a_list_of_addresses(operators_value):
+    """A single address string used to be iterated character by character."""
+    with pytest.raises(ConfigurationError):
+        Verifier(operators_value, policy_client=POLICY_CLIENT)
+
+
+def test_verify_refuses_something_that_is_not_an_attestation(verifier, operators, intent):
+    with pytest.raises(VerificationError):
+        verifier.verify(operators.attest(intent).to_json(), intent)  # type: ignore[arg-type]
+    with pytest.raises(VerificationError):
+        verifier.verify(operators.attest(intent), intent.wire())  # type: ignore[arg-type]
+
+
+def test_clock_and_block_number_must_be_functions(operators):
+    from agentguard._verifier import NewtonBindingVerifier
+
+    with pytest.raises(ConfigurationError, match="clock"):
+        Verifier(operators.addresses, policy_client=POLICY_CLIENT, clock=1_700_000_000)
+    with pytest.raises(ConfigurationError, match="block_number"):
+        NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=100)
