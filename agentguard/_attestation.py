@@ -81,6 +81,9 @@ def _as_malformed(exc: ValidationError, what: str) -> MalformedAttestation:
     """Pydantic's error, named by field, as the typed error callers catch."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ())) or what
+    nested = (first.get("ctx") or {}).get("error")
+    if isinstance(nested, MalformedAttestation):  # an OperatorSignature inside an Attestation
+        return MalformedAttestation(f"{what} is malformed at {where}: {nested.message}")
     message = str(first["msg"]).removeprefix("Value error, ")
     return MalformedAttestation(f"{what} is malformed at {where}: {message}")
 

@@ -87,9 +87,10 @@ class GatewayProtocolError(AuthorizationError):
     )
 
 
-class MalformedAttestation(GatewayProtocolError):
+class MalformedAttestation(GatewayProtocolError, ValueError):
     """An attestation document (from a gateway, or ``Attestation.from_json``) that does not
-    have the documented shape: it is refused whole, never partly read."""
+    have the documented shape: it is refused whole, never partly read. (A ``ValueError`` too,
+    so a nested model's refusal keeps its place in the outer one's message.)"""
 
     hint = (
         "The attestation is malformed (see which field); nothing was signed. If it came from a "
