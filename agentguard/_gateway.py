@@ -8,6 +8,10 @@ Retries (tenacity) happen only where a second try is safe and useful: transport 
 timeouts, HTTP 5xx and 429. The JSON-RPC ``id`` is kept across retries, and the gateway
 dedupes on it, so a retried task is the same task. A deny, an RPC error or an answer we cannot
 parse is final.
+
+Every answer is read bounded (size, time, encoding, JSON depth) and type-checked field by
+field before use, so whatever a gateway sends ends as an ``Attestation`` or an
+``AuthorizationError``; never as a dependency's exception, never as a hang.
 """
 
 from __future__ import annotations
@@ -227,8 +231,9 @@ class _Call:
             separators=(",", ":"),
         ).encode()
 
-    def start(self, response: httpx.Response) -> _Body:
-        """Judge the status line and headers before reading any body."""
+    def start(self, response: httpx.Response, deadline: float) -> _Body:
+        """Judge the status line and headers before reading any body; ``deadline`` (monotonic)
+        is when this attempt, which started before the request was sent, must be over."""
         status = response.status_code
         if status == 429 or status >= 500:
             raise GatewayUnavailable(f"gateway answered HTTP {status} to {self.method}")
@@ -239,7 +244,7 @@ class _Call:
                 f"{location or 'nowhere'!r}; redirects are never followed, so the request and "
                 "its API key stay with the configured host. Configure the final gateway URL."
             )
-        return _Body(self, response, time.monotonic() + self.timeout)
+        return _Body(self, response, deadline)
 
     def parse(self, status: int, raw: bytes) -> Any:
         try:
@@ -306,7 +311,7 @@ def _task_params(
     }
 
 
-def _parse_task(result: Any, intent: Intent, policy_client: str) -> Attestation:
+def _parse_task(result: Any, policy_client: str) -> Attestation:
     """Turn a ``newt_createTask`` result into an (unverified) Attestation, or raise.
 
     Every field read is type-checked first: whatever the gateway sends, the outcome is an
@@ -545,8 +550,9 @@ class NewtonGateway(_GatewayClient):
 
         def attempt() -> Any:
             try:
+                deadline = time.monotonic() + call.timeout
                 with self._http.stream("POST", self._cfg.url, content=call.body) as response:
-                    body = call.start(response)
+                    body = call.start(response, deadline)
                     for chunk in [response.content] if body.preread else response.iter_raw():
                         body.feed(chunk)
                     raw = body.finish()
@@ -561,7 +567,7 @@ class NewtonGateway(_GatewayClient):
     ) -> Attestation:
         started = time.perf_counter()
         result = self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        attestation = _parse_task(result, intent, self._cfg.policy_client)
+        attestation = _parse_task(result, self._cfg.policy_client)
         log.debug(
             "authorized",
             task_id="0x" + attestation.task_id.hex(),
@@ -613,11 +619,12 @@ class AsyncNewtonGateway(_GatewayClient):
                 try:
                     # the whole attempt is bounded here, headers included (the sync client
                     # bounds the body by the clock and each read by the read timeout)
+                    deadline = time.monotonic() + call.timeout
                     with anyio.fail_after(call.timeout):
                         async with self._http.stream(
                             "POST", self._cfg.url, content=call.body
                         ) as response:
-                            body = call.start(response)
+                            body = call.start(response, deadline)
                             if body.preread:
                                 body.feed(response.content)
                             else:
@@ -633,7 +640,7 @@ class AsyncNewtonGateway(_GatewayClient):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation:
         result = await self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        return _parse_task(result, intent, self._cfg.policy_client)
+        return _parse_task(result, self._cfg.policy_client)
 
     async def simulate(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None

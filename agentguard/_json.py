@@ -20,6 +20,8 @@ MAX_DEPTH = 32
 """Deepest nesting accepted; every document agentguard reads is at most ~6 levels deep."""
 _MAX_INT_DIGITS = 80
 _HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# a string (an unterminated one runs to the end), or a bracket
+_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -44,6 +46,7 @@ def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
             raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
     else:
         text = raw
+    _check_depth(text, max_depth)
     try:
         doc = json.loads(
             text,
@@ -56,8 +59,27 @@ def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at offset {exc.pos})") from None
-    _check_tree(doc, max_depth)
+    _check_text_in(doc)
     return doc
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Refuse deep nesting before ``json.loads`` sees it: the C decoder recurses once per
+    level and trusts the interpreter's recursion limit, which a host may have raised (hypothesis
+    does) far past what the C stack holds, so 100,000 ``[`` can crash the process outright.
+    One linear pass (strings are skipped whole, possessively: no backtracking), stopping at the
+    first bracket too deep."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        lexeme = match.group()
+        if lexeme in ("[", "{"):
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+        elif lexeme in ("]", "}"):
+            depth -= 1
 
 
 def _no_constant(name: str) -> Any:
@@ -88,24 +110,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def _check_tree(doc: Any, max_depth: int) -> None:
-    """Depth and text checks without recursion (the document may be hostile)."""
-    stack: list[tuple[Any, int]] = [(doc, 0)]
+def _check_text_in(doc: Any) -> None:
+    """Every string and key must encode back to UTF-8; walked without recursion."""
+    stack: list[Any] = [doc]
     while stack:
-        value, depth = stack.pop()
+        value = stack.pop()
         if isinstance(value, str):
             _check_text(value)
-            continue
-        if not isinstance(value, dict | list):
-            continue
-        if depth >= max_depth:
-            raise ValueError(f"nested deeper than {max_depth} levels")
-        if isinstance(value, dict):
-            for key, item in value.items():
+        elif isinstance(value, dict):
+            for key in value:
                 _check_text(key)
-                stack.append((item, depth + 1))
-        else:
-            stack.extend((item, depth + 1) for item in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _check_text(text: str) -> None:

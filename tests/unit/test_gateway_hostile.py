@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +38,7 @@ from agentguard import (
     NewtonGateway,
 )
 from agentguard._exceptions import MalformedAttestation
+from agentguard._json import strict_loads
 
 from .conftest import POLICY_CLIENT
 from .test_gateway_client import API_KEY, gateway, task_result
@@ -245,6 +248,38 @@ def test_failed_task_with_a_hostile_error_field(intent):
     assert not isinstance(info.value, GatewayProtocolError)
 
 
+@pytest.mark.parametrize(
+    "result",
+    [
+        None,
+        [],
+        {"decision": 1},
+        {"decision": "maybe"},
+        {"decision": "allow", "reasons": 5, "policy_id": {"a": 1}},
+        {"decision": "deny", "reasons": [1, None, {"a": 1}, "kept"], "policy_id": 7},
+    ],
+)
+def test_simulation_answers_are_typed_or_plain_text(intent, result):
+    """A dry run's answer too: a ``Simulation`` holding only text, or a typed refusal."""
+    try:
+        simulation = serve(lambda r: result).simulate(intent)
+    except GatewayProtocolError:
+        return
+    assert all(isinstance(r, str) for r in simulation.reasons)
+    assert simulation.policy_id is None or isinstance(simulation.policy_id, str)
+
+
+@pytest.mark.parametrize("method", ["release", "commit"])
+@pytest.mark.parametrize(
+    "body", [b'{"jsonrpc":"2.0","result":' + b"[" * 100_000, b"\xff", b"[1]", b'{"id":1}']
+)
+def test_bookkeeping_calls_refuse_hostile_answers_typed(method, body):
+    client = serve_raw(body)
+    call = client.release if method == "release" else lambda t: client.commit(t, "executed")
+    with pytest.raises(GatewayProtocolError):
+        call("0x" + "ab" * 32)
+
+
 # -- the JSON-RPC envelope and HTTP statuses that lie ----------------------------------------
 
 
@@ -354,6 +389,38 @@ def test_hostile_body(intent, body, headers, mentions):
     with pytest.raises(GatewayProtocolError) as info:
         serve_raw(body, **headers).authorize(intent)
     assert mentions in str(info.value)
+
+
+def test_deep_json_with_a_raised_recursion_limit_does_not_crash_the_process(intent):
+    """The C JSON decoder trusts the recursion limit; a host that raised it (hypothesis does)
+    segfaulted on 100,000 unclosed brackets before the depth was checked ahead of parsing.
+    Run in a child process, so a regression crashes the child, not the test run."""
+    code = (
+        "import sys; sys.setrecursionlimit(10**6)\n"
+        "from agentguard._json import strict_loads\n"
+        "try:\n"
+        "    strict_loads(b'{\"result\":' + b'[' * 200_000)\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert child.returncode == 0, child.stderr[-500:]
+    assert "nested deeper than 32 levels" in child.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps({"a": "[" * 100}),  # brackets inside a string are not nesting
+        json.dumps({"a": "\\", "b": [1]}),  # an escaped backslash ends at the quote after it
+        json.dumps({"a": '\\"' + "[" * 40, "b": ["]"]}),  # an escaped quote does not end it
+        "[" * 32 + "]" * 32,
+    ],
+)
+def test_depth_check_reads_strings_as_json_does(text):
+    assert strict_loads(text) == json.loads(text)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
