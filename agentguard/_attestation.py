@@ -106,6 +106,13 @@ class _WireModel(BaseModel):
         except ValidationError as exc:
             raise _as_malformed(exc, cls.__name__) from None
 
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise _as_malformed(exc, cls.__name__) from None
+
 
 def attestation_digest(
     *,

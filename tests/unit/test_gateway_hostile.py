@@ -684,3 +684,11 @@ def test_hostile_values_in_the_constructor_are_typed(operators, intent, field, v
         Attestation(**fields)
     with pytest.raises(MalformedAttestation, match=field):
         Attestation.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"[", b"\xff", b"[]", b'{"decision":"allow"}', b"[" * 100_000]
+)
+def test_model_validate_json_is_typed_too(raw):
+    with pytest.raises(MalformedAttestation):
+        Attestation.model_validate_json(raw)
