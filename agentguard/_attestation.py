@@ -15,10 +15,12 @@ to produce a clearer error.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Literal, Self
 
 from coincurve import PrivateKey, PublicKey
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentguard._eip712 import (
     ATTESTATION_TYPEHASH,
@@ -29,7 +31,8 @@ from agentguard._eip712 import (
     typed_data_digest,
     uint_word,
 )
-from agentguard._exceptions import MalformedSignature
+from agentguard._exceptions import MalformedAttestation, MalformedSignature
+from agentguard._json import json_bytes, preview
 
 __all__ = [
     "Attestation",
@@ -45,18 +48,70 @@ Decision = Literal["allow", "deny", "approval_required"]
 
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = _SECP256K1_N // 2
-_B32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_MAX_SIGNATURES = 256  # far above any operator set; bounds the verifier's ecrecover work
+_MAX_REASONS = 256
 
 
 def _b32(value: Any, field: str) -> bytes:
-    if isinstance(value, list) and len(value) == 32:  # Newton byte arrays
-        value = bytes(value)
-    if isinstance(value, bytes) and len(value) == 32:
-        return value
-    if isinstance(value, str) and _B32_RE.match(value):
-        return bytes.fromhex(value[2:])
-    raise ValueError(f"{field} must be 32 bytes (0x + 64 hex)")
+    raw = value if isinstance(value, bytes) else json_bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"{field} must be 32 bytes (0x + 64 hex), got {len(raw)} bytes")
+    return raw
+
+
+def _address(value: Any, field: str) -> str:
+    """A 0x address; a mixed-case one must carry a correct EIP-55 checksum."""
+    if not isinstance(value, str) or not _ADDR_RE.match(value):
+        raise ValueError(f"{field} must be a 0x address of 40 hex digits, got {preview(value)}")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and _checksummed(value) != value:
+        raise ValueError(f"{field} {value} has a wrong EIP-55 checksum (a mistyped address?)")
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _checksummed(address: str) -> str:
+    from eth_utils.address import to_checksum_address
+
+    return to_checksum_address(address)
+
+
+def _as_malformed(exc: ValidationError, what: str) -> MalformedAttestation:
+    """Pydantic's error, named by field, as the typed error callers catch."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or what
+    nested = (first.get("ctx") or {}).get("error")
+    if isinstance(nested, MalformedAttestation):  # an OperatorSignature inside an Attestation
+        return MalformedAttestation(f"{what} is malformed at {where}: {nested.message}")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return MalformedAttestation(f"{what} is malformed at {where}: {message}")
+
+
+class _WireModel(BaseModel):
+    """Frozen model whose construction errors are always ``MalformedAttestation``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _as_malformed(exc, type(self).__name__) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _as_malformed(exc, cls.__name__) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise _as_malformed(exc, cls.__name__) from None
 
 
 def attestation_digest(
@@ -117,8 +172,9 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     return keccak(public.format(compressed=False)[1:])[12:]
 
 
-class OperatorSignature(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class OperatorSignature(_WireModel):
+    """One operator's signature. Its length is judged by the verifier (``MalformedSignature``);
+    ``Attestation.from_json`` already refuses anything but 65 bytes on the wire."""
 
     operator: str
     signature: bytes
@@ -126,27 +182,20 @@ class OperatorSignature(BaseModel):
     @field_validator("operator", mode="before")
     @classmethod
     def _addr(cls, v: Any) -> str:
-        if not isinstance(v, str) or not _ADDR_RE.match(v):
-            raise ValueError("operator must be a 0x address")
-        return v.lower()
+        return _address(v, "operator").lower()
 
     @field_validator("signature", mode="before")
     @classmethod
     def _sig(cls, v: Any) -> bytes:
-        if isinstance(v, list):
-            return bytes(v)
-        if isinstance(v, str) and v.startswith("0x"):
-            return bytes.fromhex(v[2:])
-        if isinstance(v, bytes):
-            return v
-        raise ValueError("signature must be 0x-hex or a byte array")
+        return v if isinstance(v, bytes) else json_bytes(v)
 
 
-class Attestation(BaseModel):
+class Attestation(_WireModel):
     """What an authorizer returns. Not trusted until a ``Verifier`` turns it into a
-    ``VerifiedAttestation``; a deny is a normal, final value of this type."""
+    ``VerifiedAttestation``; a deny is a normal, final value of this type.
 
-    model_config = ConfigDict(frozen=True)
+    Building one from bad values raises ``MalformedAttestation``; ``from_json`` is the strict
+    reader for documents that crossed a wire."""
 
     decision: Decision
     task_id: bytes
@@ -167,9 +216,62 @@ class Attestation(BaseModel):
     @field_validator("policy_client", mode="before")
     @classmethod
     def _client(cls, v: Any) -> str:
-        if not isinstance(v, str) or not _ADDR_RE.match(v):
-            raise ValueError("policy_client must be a 0x address")
+        return _address(v, "policy_client")
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _expiry(cls, v: Any) -> int:
+        if type(v) is not int or not 0 <= v < 1 << 64:
+            raise ValueError(f"expires_at must be an integer in uint64, got {preview(v)}")
         return v
+
+    @classmethod
+    def from_json(
+        cls, doc: Any, *, operator_errors: Sequence[Mapping[str, Any]] = ()
+    ) -> Attestation:
+        """Read the documented wire form (``to_json``'s output, or the reference network's
+        ``attestation`` object) strictly: every field of its exact JSON type, 32-byte ids as
+        0x-hex or byte arrays, signatures exactly 65 bytes. Anything else is
+        ``MalformedAttestation``; nothing is coerced (no ``"60"`` for 60, no ``true`` for 1)."""
+        if not isinstance(doc, Mapping):
+            raise MalformedAttestation(f"attestation must be a JSON object, got {preview(doc)}")
+        for name in ("decision", "task_id", "policy_id", "policy_client", "intent_hash"):
+            if name not in doc:
+                raise MalformedAttestation(f"attestation has no {name}")
+        for name in ("decision", "scheme"):
+            if name in doc and not isinstance(doc[name], str):
+                raise MalformedAttestation(
+                    f"attestation {name} must be text, got {preview(doc[name])}"
+                )
+        signatures = _list(doc.get("signatures", []), "signatures", _MAX_SIGNATURES)
+        for i, sig in enumerate(signatures):
+            if not isinstance(sig, Mapping):
+                raise MalformedAttestation(f"attestation signatures.{i} is not an object")
+        reasons = _list(doc.get("reasons", []), "reasons", _MAX_REASONS)
+        attestation = cls.model_validate(
+            {
+                "decision": doc["decision"],
+                "task_id": doc["task_id"],
+                "policy_id": doc["policy_id"],
+                "policy_client": doc["policy_client"],
+                "intent_hash": doc["intent_hash"],
+                "expires_at": doc.get("expires_at"),
+                "signatures": tuple(
+                    {"operator": s.get("operator"), "signature": s.get("signature")}
+                    for s in signatures
+                ),
+                "reasons": tuple(reasons),
+                "scheme": doc.get("scheme", "ecdsa"),
+                "operator_errors": tuple(dict(e) for e in operator_errors),
+            }
+        )
+        for i, sig in enumerate(attestation.signatures):
+            if len(sig.signature) != 65:
+                raise MalformedAttestation(
+                    f"attestation signatures.{i} is {len(sig.signature)} bytes, expected 65 "
+                    "(r ‖ s ‖ v)"
+                )
+        return attestation
 
     @property
     def allowed(self) -> bool:
@@ -202,3 +304,15 @@ class Attestation(BaseModel):
             "reasons": list(self.reasons),
             "scheme": self.scheme,
         }
+
+
+def _list(value: Any, field: str, limit: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedAttestation(
+            f"attestation {field} must be a JSON array, got {preview(value)}"
+        )
+    if len(value) > limit:
+        raise MalformedAttestation(
+            f"attestation has {len(value)} {field}; at most {limit} are read"
+        )
+    return value

@@ -9,7 +9,9 @@ happened and what to do about it; none ever contains a key or a secret.
     │   └── FeeCapExceeded           gas or fees above the Signer's FeeCap
     ├── AuthorizationError           no usable decision came back
     │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried first)
-    │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory)
+    │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory,
+    │   │   │                        oversized, too deep, a redirect, a lying Content-Encoding)
+    │   │   └── MalformedAttestation an attestation document with a missing or wrongly typed field
     │   ├── GatewayRPCError          a JSON-RPC error object (Newton codes, see below)
     │   │   ├── PolicyEvaluationError     -32615
     │   │   ├── PolicyContractError       -32616
@@ -91,6 +93,17 @@ class GatewayProtocolError(AuthorizationError):
     hint = (
         "The gateway's answer could not be trusted (malformed or incomplete); nothing was signed. "
         "Check that the gateway URL points at a Newton-compatible gateway."
+    )
+
+
+class MalformedAttestation(GatewayProtocolError, ValueError):
+    """An attestation document (from a gateway, or ``Attestation.from_json``) that does not
+    have the documented shape: it is refused whole, never partly read. (A ``ValueError`` too,
+    so a nested model's refusal keeps its place in the outer one's message.)"""
+
+    hint = (
+        "The attestation is malformed (see which field); nothing was signed. If it came from a "
+        "gateway, check that the gateway URL points at a Newton-compatible gateway."
     )
 
 

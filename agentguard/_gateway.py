@@ -8,6 +8,10 @@ Retries (tenacity) happen only where a second try is safe and useful: transport 
 timeouts, HTTP 5xx and 429. The JSON-RPC ``id`` is kept across retries, and the gateway
 dedupes on it, so a retried task is the same task. A deny, an RPC error or an answer we cannot
 parse is final.
+
+Every answer is read bounded (size, time, encoding, JSON depth) and type-checked field by
+field before use, so whatever a gateway sends ends as an ``Attestation`` or an
+``AuthorizationError``; never as a dependency's exception, never as a hang.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import httpx
-from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     Retrying,
@@ -47,6 +52,7 @@ from agentguard._exceptions import (
     QuorumNotReached,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
+from agentguard._json import json_bytes, preview, strict_loads
 from agentguard._logging import get_logger
 from agentguard._redact import register_secret
 
@@ -62,6 +68,7 @@ log = get_logger("agentguard.gateway")
 
 Intent = TransactionIntent | PaymentIntent
 _MAX_BODY = 1 << 20  # a gateway answer is a few KiB; refuse to parse megabytes of anything
+_MAX_OPERATOR_ERRORS = 256
 
 _RPC_ERRORS: dict[int, type[GatewayRPCError]] = {
     -32615: PolicyEvaluationError,
@@ -119,16 +126,12 @@ class Simulation:
 # -- pure request/response logic -------------------------------------------------------------
 
 
-def _bytes_field(value: Any) -> bytes:
+def _bytes_field(value: Any, field: str) -> bytes:
     """Newton returns Solidity ``bytes`` as JSON number arrays; we also accept 0x-hex."""
-    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
-        return bytes(value)
-    if isinstance(value, str) and value.startswith("0x"):
-        try:
-            return bytes.fromhex(value[2:])
-        except ValueError:
-            pass
-    raise GatewayProtocolError(f"expected a byte array or 0x-hex, got {str(value)[:40]!r}")
+    try:
+        return json_bytes(value)
+    except ValueError as exc:
+        raise GatewayProtocolError(f"{field}: {exc}") from None
 
 
 def _evaluation_allows(result: bytes) -> bool:
@@ -136,44 +139,125 @@ def _evaluation_allows(result: bytes) -> bool:
     if len(result) == 32:
         return result == b"\x00" * 31 + b"\x01"
     if len(result) >= 64:
-        try:
-            offset = int.from_bytes(result[:32], "big")
-            length = int.from_bytes(result[offset : offset + 32], "big")
-            return result[offset + 32 : offset + 32 + length] == b"true"
-        except (ValueError, IndexError):
+        offset = int.from_bytes(result[:32], "big")
+        if offset > len(result):
             return False
+        length = int.from_bytes(result[offset : offset + 32], "big")
+        return result[offset + 32 : offset + 32 + length] == b"true"
     return False
+
+
+class _Body:
+    """Reads one answer body, bounded in size, in time and in what its encoding may expand to.
+
+    Sans-IO: the sync and async clients feed it raw chunks. We ask for ``identity``; a body
+    labelled ``gzip``/``deflate`` anyway is decoded here with an output limit (a small
+    compressed body must not inflate to gigabytes), and any other encoding is refused.
+    """
+
+    def __init__(self, call: _Call, response: httpx.Response, deadline: float) -> None:
+        headers = response.headers
+        self.call = call
+        # an in-memory response (httpx.MockTransport) was already read and decoded by httpx
+        self.preread = response.is_stream_consumed
+        self._deadline = deadline
+        self._raw = 0
+        self._out = bytearray()
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > _MAX_BODY:
+            raise self._oversized(f"announces {int(length)} bytes")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if self.preread:
+            encoding = "identity"
+        self._encoding = encoding
+        self._inflate: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._inflate = zlib.decompressobj()
+        elif encoding not in ("identity", ""):
+            raise GatewayProtocolError(
+                f"gateway labelled its answer to {call.method} Content-Encoding {encoding[:40]!r}, "
+                "which this client does not accept (it asks for identity)"
+            )
+
+    def _oversized(self, detail: str) -> GatewayProtocolError:
+        return GatewayProtocolError(
+            f"gateway answer to {self.call.method} {detail}; answers over {_MAX_BODY} bytes "
+            "are refused unread"
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        if time.monotonic() > self._deadline:
+            raise GatewayUnavailable(
+                f"gateway answer to {self.call.method} was still arriving when its time ran "
+                "out (a stalled or slow-drip body)"
+            )
+        self._raw += len(chunk)
+        if self._raw > _MAX_BODY:
+            raise self._oversized(f"exceeds {_MAX_BODY} bytes")
+        if self._inflate is None:
+            self._out += chunk
+            return
+        room = _MAX_BODY - len(self._out)
+        try:
+            self._out += self._inflate.decompress(chunk, room + 1)
+        except zlib.error:
+            raise self._not_encoded() from None
+        if len(self._out) > _MAX_BODY or self._inflate.unconsumed_tail:
+            raise self._oversized(f"inflates past {_MAX_BODY} bytes ({self._encoding})")
+
+    def finish(self) -> bytes:
+        if self._inflate is not None and (not self._inflate.eof or self._inflate.unused_data):
+            raise self._not_encoded()
+        return bytes(self._out)
+
+    def _not_encoded(self) -> GatewayProtocolError:
+        return GatewayProtocolError(
+            f"gateway labelled its answer to {self.call.method} {self._encoding!r} but the body "
+            f"is not complete {self._encoding} data"
+        )
 
 
 class _Call:
     """One JSON-RPC call: its id is fixed so retries are idempotent at the gateway."""
 
-    def __init__(self, method: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, method: str, params: Mapping[str, Any], timeout: float) -> None:
         self.id = str(uuid.uuid4())
         self.method = method
+        self.timeout = timeout
         self.body = json.dumps(
             {"jsonrpc": "2.0", "id": self.id, "method": method, "params": params},
             separators=(",", ":"),
         ).encode()
 
-    def parse(self, response: httpx.Response) -> Any:
+    def start(self, response: httpx.Response, deadline: float) -> _Body:
+        """Judge the status line and headers before reading any body; ``deadline`` (monotonic)
+        is when this attempt, which started before the request was sent, must be over."""
         status = response.status_code
         if status == 429 or status >= 500:
             raise GatewayUnavailable(f"gateway answered HTTP {status} to {self.method}")
-        raw = response.content
-        if len(raw) > _MAX_BODY:
-            raise GatewayProtocolError(f"gateway answer is {len(raw)} bytes, refusing to parse it")
+        if 300 <= status < 400:
+            location = response.headers.get("location", "")[:200]
+            raise GatewayProtocolError(
+                f"gateway answered {self.method} with a redirect (HTTP {status}) to "
+                f"{location or 'nowhere'!r}; redirects are never followed, so the request and "
+                "its API key stay with the configured host. Configure the final gateway URL."
+            )
+        return _Body(self, response, deadline)
+
+    def parse(self, status: int, raw: bytes) -> Any:
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            doc = strict_loads(raw)
+        except ValueError as exc:
             if status in (401, 403):
                 raise GatewayAuthError("API key rejected", code=-32002) from None
             raise GatewayProtocolError(
-                f"gateway answered HTTP {status} with a body that is not JSON "
-                f"({len(raw)} bytes; truncated or garbage)"
+                f"gateway answered {self.method} with HTTP {status} and a body that is not "
+                f"acceptable JSON ({len(raw)} bytes: {exc})"
             ) from None
         if not isinstance(doc, dict):
-            raise GatewayProtocolError("gateway answer is not a JSON-RPC object")
+            raise GatewayProtocolError(f"gateway answer is {preview(doc)}, not a JSON-RPC object")
         error = doc.get("error")
         if error is not None:
             raise _rpc_error(error, status)
@@ -183,17 +267,20 @@ class _Call:
             raise GatewayProtocolError(f"gateway answered HTTP {status} without a JSON-RPC error")
         if doc.get("jsonrpc") != "2.0" or doc.get("id") != self.id or "result" not in doc:
             raise GatewayProtocolError(
-                "gateway answer is not the JSON-RPC 2.0 response to this request (id mismatch "
-                "or no result)"
+                f"gateway answer is not the JSON-RPC 2.0 response to this {self.method} (wrong "
+                "jsonrpc version, id mismatch or no result)"
             )
         return doc["result"]
 
 
 def _rpc_error(error: Any, status: int) -> AuthorizationError:
-    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-        return GatewayProtocolError("gateway sent a malformed JSON-RPC error object")
-    code: int = error["code"]
-    message = str(error.get("message", ""))[:500]
+    code = error.get("code") if isinstance(error, dict) else None
+    if type(code) is not int:
+        return GatewayProtocolError(
+            "gateway sent a malformed JSON-RPC error object (no integer code)"
+        )
+    message = error.get("message")
+    message = message[:500] if isinstance(message, str) else "(no message)"
     cls = _RPC_ERRORS.get(code)
     if cls is None and status in (401, 403):
         cls = GatewayAuthError
@@ -224,79 +311,89 @@ def _task_params(
     }
 
 
-def _parse_task(result: Any, intent: Intent, policy_client: str) -> Attestation:
-    """Turn a ``newt_createTask`` result into an (unverified) Attestation, or raise."""
+def _parse_task(result: Any, policy_client: str) -> Attestation:
+    """Turn a ``newt_createTask`` result into an (unverified) Attestation, or raise.
+
+    Every field read is type-checked first: whatever the gateway sends, the outcome is an
+    ``Attestation`` or an ``AuthorizationError``.
+    """
     if not isinstance(result, dict):
-        raise GatewayProtocolError("newt_createTask result is not an object")
+        raise GatewayProtocolError(f"newt_createTask result is {preview(result)}, not an object")
     status = result.get("status")
-    operator_errors = result.get("operator_errors") or []
-    if not isinstance(operator_errors, list):
-        operator_errors = []
+    raw_errors = result.get("operator_errors")
+    operator_errors = (
+        [e for e in raw_errors[:_MAX_OPERATOR_ERRORS] if isinstance(e, dict)]
+        if isinstance(raw_errors, list)
+        else []
+    )
     if status == "failed":
-        error = str(result.get("error") or "task failed")[:500]
-        if error.startswith("quorum_not_reached") or "quorum" in error:
+        error = result.get("error")
+        error = error[:500] if isinstance(error, str) and error else "task failed"
+        if "quorum" in error:
             raise QuorumNotReached(error, operator_errors=operator_errors)
         raise AuthorizationError(f"gateway reported the task failed: {error}")
     if status != "success":
-        raise GatewayProtocolError(
-            f"task status {str(status)[:40]!r} is neither success nor failed"
-        )
-    try:
-        if "attestation" in result and result["attestation"] is not None:
-            att = result["attestation"]
-            if not isinstance(att, dict):
-                raise GatewayProtocolError("attestation is not an object")
-            attestation = Attestation.model_validate(
-                {**att, "operator_errors": tuple(e for e in operator_errors if isinstance(e, dict))}
-            )
-            if attestation.scheme != "ecdsa":
-                raise GatewayProtocolError("the attestation field must carry ECDSA signatures")
-            task_id = result.get("task_id")
-            if task_id is not None and str(task_id).lower() != "0x" + attestation.task_id.hex():
-                raise GatewayProtocolError("attestation task id differs from the task's id")
-            evaluation = (result.get("task_response") or {}).get("evaluation_result")
-            if evaluation is not None and _evaluation_allows(_bytes_field(evaluation)) != (
-                attestation.decision == "allow"
-            ):
-                raise GatewayProtocolError("evaluation_result contradicts the attestation decision")
-            return attestation
-        return _newton_bls_attestation(result, intent, policy_client)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise GatewayProtocolError(f"attestation is malformed at {where}: {first['msg']}") from None
+        raise GatewayProtocolError(f"task status {preview(status)} is neither success nor failed")
+    response = result.get("task_response")
+    if response is not None and not isinstance(response, dict):
+        raise GatewayProtocolError(f"task_response is {preview(response)}, not an object")
+    att = result.get("attestation")
+    if att is None:
+        return _newton_bls_attestation(result, response, policy_client)
+    attestation = Attestation.from_json(att, operator_errors=operator_errors)
+    if attestation.scheme != "ecdsa":
+        raise GatewayProtocolError("the attestation field must carry ECDSA signatures")
+    task_id = result.get("task_id")
+    if task_id is not None and _b32_any(task_id, "task_id") != attestation.task_id:
+        raise GatewayProtocolError("attestation task id differs from the task's id")
+    evaluation = (response or {}).get("evaluation_result")
+    if evaluation is not None and _evaluation_allows(
+        _bytes_field(evaluation, "task_response.evaluation_result")
+    ) != (attestation.decision == "allow"):
+        raise GatewayProtocolError("evaluation_result contradicts the attestation decision")
+    return attestation
 
 
 def _newton_bls_attestation(
-    result: dict[str, Any], intent: Intent, policy_client: str
+    result: dict[str, Any], response: dict[str, Any] | None, policy_client: str
 ) -> Attestation:
     """A real Newton answer: BLS-aggregated, so only its binding fields can be read here."""
-    response = result.get("task_response")
-    if not isinstance(response, dict):
+    if response is None:
         raise GatewayProtocolError("result has neither an attestation nor a task_response")
+    wire = response.get("intent")
+    if not isinstance(wire, dict):
+        raise GatewayProtocolError(f"task_response.intent is {preview(wire)}, not an object")
     try:
-        attested = TransactionIntent.from_wire(response.get("intent") or {})
+        attested = TransactionIntent.from_wire(wire)
     except IntentError as exc:
         raise GatewayProtocolError(f"task_response.intent is malformed: {exc.message}") from None
-    allow = _evaluation_allows(_bytes_field(response.get("evaluation_result", [])))
+    if "evaluation_result" not in response:
+        raise GatewayProtocolError("task_response has no evaluation_result")
+    allow = _evaluation_allows(
+        _bytes_field(response["evaluation_result"], "task_response.evaluation_result")
+    )
     expiration = result.get("expiration")
-    if not isinstance(expiration, int):
-        raise GatewayProtocolError("Newton result has no integer expiration")
+    if type(expiration) is not int or not 0 <= expiration < 1 << 64:
+        raise GatewayProtocolError(
+            f"Newton result's expiration is {preview(expiration)}, not a uint64 integer"
+        )
+    task_id = result.get("task_id")
+    client = response.get("policy_client")
     return Attestation(
         decision="allow" if allow else "deny",
-        task_id=_b32_any(result.get("task_id") or response.get("task_id")),
-        policy_id=_b32_any(response.get("policy_id")),
-        policy_client=str(response.get("policy_client") or policy_client),
+        task_id=_b32_any(task_id if task_id is not None else response.get("task_id"), "task_id"),
+        policy_id=_b32_any(response.get("policy_id"), "task_response.policy_id"),
+        policy_client=policy_client if client is None else client,
         intent_hash=attested.intent_hash,
         expires_at=expiration,
         scheme="newton-bls",
     )
 
 
-def _b32_any(value: Any) -> bytes:
-    raw = _bytes_field(value)
+def _b32_any(value: Any, field: str) -> bytes:
+    raw = _bytes_field(value, field)
     if len(raw) != 32:
-        raise GatewayProtocolError("expected a 32-byte id")
+        raise GatewayProtocolError(f"{field} is {len(raw)} bytes, expected a 32-byte id")
     return raw
 
 
@@ -308,10 +405,13 @@ def _parse_simulation(result: Any) -> Simulation:
     ):
         raise GatewayProtocolError("newt_simulateTask result has no decision")
     reasons = result.get("reasons") or []
+    policy_id = result.get("policy_id")
     return Simulation(
         decision=result["decision"],
-        reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
-        policy_id=result.get("policy_id"),
+        reasons=tuple(r for r in reasons if isinstance(r, str))
+        if isinstance(reasons, list)
+        else (),
+        policy_id=policy_id if isinstance(policy_id, str) else None,
         raw=result,
     )
 
@@ -327,8 +427,18 @@ class _GatewayConfig:
     deadline: float
     attempts: int
 
+    @property
+    def attempt_timeout(self) -> float:
+        """Wall-clock bound on one attempt, body included (the gateway waits up to
+        ``task_timeout`` for operators, then sends a few KiB)."""
+        return self.task_timeout + 3.0
+
     def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "accept-encoding": "identity",
+        }
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
@@ -369,6 +479,8 @@ def _config(
 
 
 def _transport_error(call: _Call, exc: Exception) -> GatewayUnavailable:
+    """Network trouble (retried, same id). ``httpx.HTTPError`` is all httpx raises on the way;
+    with redirects off and raw reads, none of it says anything about the gateway's decision."""
     return GatewayUnavailable(f"{call.method} failed in transport: {type(exc).__name__}")
 
 
@@ -427,18 +539,26 @@ class NewtonGateway(_GatewayClient):
     ) -> None:
         super().__init__(url, **options)
         self._http = httpx.Client(
-            transport=transport, timeout=self._timeout, headers=self._cfg.headers()
+            transport=transport,
+            timeout=self._timeout,
+            headers=self._cfg.headers(),
+            follow_redirects=False,
         )
 
     def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
-        call = _Call(method, params)
+        call = _Call(method, params, self._cfg.attempt_timeout)
 
         def attempt() -> Any:
             try:
-                response = self._http.post(self._cfg.url, content=call.body)
-            except (httpx.TransportError, httpx.InvalidURL) as exc:
+                deadline = time.monotonic() + call.timeout
+                with self._http.stream("POST", self._cfg.url, content=call.body) as response:
+                    body = call.start(response, deadline)
+                    for chunk in [response.content] if body.preread else response.iter_raw():
+                        body.feed(chunk)
+                    raw = body.finish()
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise _transport_error(call, exc) from None
-            return call.parse(response)
+            return call.parse(response.status_code, raw)
 
         return Retrying(**_retry_kwargs(self._cfg))(attempt)
 
@@ -447,7 +567,7 @@ class NewtonGateway(_GatewayClient):
     ) -> Attestation:
         started = time.perf_counter()
         result = self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        attestation = _parse_task(result, intent, self._cfg.policy_client)
+        attestation = _parse_task(result, self._cfg.policy_client)
         log.debug(
             "authorized",
             task_id="0x" + attestation.task_id.hex(),
@@ -486,25 +606,41 @@ class AsyncNewtonGateway(_GatewayClient):
     ) -> None:
         super().__init__(url, **options)
         self._http = httpx.AsyncClient(
-            transport=transport, timeout=self._timeout, headers=self._cfg.headers()
+            transport=transport,
+            timeout=self._timeout,
+            headers=self._cfg.headers(),
+            follow_redirects=False,
         )
 
     async def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
-        call = _Call(method, params)
+        call = _Call(method, params, self._cfg.attempt_timeout)
         async for attempt in AsyncRetrying(**_retry_kwargs(self._cfg)):
             with attempt:
                 try:
-                    response = await self._http.post(self._cfg.url, content=call.body)
-                except (httpx.TransportError, httpx.InvalidURL) as exc:
+                    # the whole attempt is bounded here, headers included (the sync client
+                    # bounds the body by the clock and each read by the read timeout)
+                    deadline = time.monotonic() + call.timeout
+                    with anyio.fail_after(call.timeout):
+                        async with self._http.stream(
+                            "POST", self._cfg.url, content=call.body
+                        ) as response:
+                            body = call.start(response, deadline)
+                            if body.preread:
+                                body.feed(response.content)
+                            else:
+                                async for chunk in response.aiter_raw():
+                                    body.feed(chunk)
+                            raw = body.finish()
+                except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
                     raise _transport_error(call, exc) from None
-                return call.parse(response)
+                return call.parse(response.status_code, raw)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation:
         result = await self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        return _parse_task(result, intent, self._cfg.policy_client)
+        return _parse_task(result, self._cfg.policy_client)
 
     async def simulate(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None

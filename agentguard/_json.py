@@ -1,11 +1,27 @@
-"""The one canonical JSON encoding, used wherever bytes are hashed (policy ids, audit chain)."""
+"""JSON in and out: the one canonical encoding (hashed bytes) and the one strict decoder.
+
+``canonical_json`` is used wherever bytes are hashed (policy ids, audit chain).
+``strict_loads`` is how agentguard reads JSON a server sent: only RFC 8259 JSON, bounded
+nesting, no duplicate keys, and text that can be encoded back to UTF-8, so a hostile answer
+is refused in one place with a ``ValueError`` instead of surfacing later as a
+``RecursionError`` or a ``UnicodeEncodeError`` deep inside whatever touched it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
-__all__ = ["canonical_json"]
+__all__ = ["MAX_DEPTH", "canonical_json", "json_bytes", "preview", "strict_loads"]
+
+MAX_DEPTH = 32
+"""Deepest nesting accepted; every document agentguard reads is at most ~6 levels deep."""
+_MAX_INT_DIGITS = 80
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# a string (an unterminated one runs to the end), or a bracket
+_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -13,3 +29,136 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
+
+
+def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse ``raw`` or raise ``ValueError`` saying what is wrong with it.
+
+    Refused: bytes that are not UTF-8, anything that is not JSON (including ``NaN``,
+    ``Infinity`` and numbers that overflow to them), integers longer than any uint256,
+    nesting deeper than ``max_depth``, an object with the same key twice (two parsers could
+    read two different values), and ``\\u`` escapes of lone surrogates (not text).
+    """
+    if isinstance(raw, bytes | bytearray):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    else:
+        text = raw
+    _check_depth(text, max_depth)
+    try:
+        doc = json.loads(
+            text,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            object_pairs_hook=_unique_keys,
+        )
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at offset {exc.pos})") from None
+    _check_text_in(doc)
+    return doc
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Refuse deep nesting before ``json.loads`` sees it: the C decoder recurses once per
+    level and trusts the interpreter's recursion limit, which a host may have raised (hypothesis
+    does) far past what the C stack holds, so 100,000 ``[`` can crash the process outright.
+    One linear pass (strings are skipped whole, possessively: no backtracking), stopping at the
+    first bracket too deep."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        lexeme = match.group()
+        if lexeme in ("[", "{"):
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+        elif lexeme in ("]", "}"):
+            depth -= 1
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits (a uint256 has at most 78)")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}… overflows a float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"object has the key {key[:40]!r} twice")
+            seen.add(key)
+    return doc
+
+
+def _check_text_in(doc: Any) -> None:
+    """Every string and key must encode back to UTF-8; walked without recursion."""
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):
+            for key in value:
+                _check_text(key)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+def _check_text(text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text holds a lone surrogate escape at offset {exc.start}") from None
+
+
+def json_bytes(value: Any) -> bytes:
+    """Solidity ``bytes`` on a JSON wire: ``0x``-hex of even length, or (as Newton's gateway
+    sends them) an array of integers 0..255. ``ValueError`` for anything else, bools included."""
+    if isinstance(value, list):
+        if all(type(b) is int and 0 <= b < 256 for b in value):
+            return bytes(value)
+        bad = next(b for b in value if not (type(b) is int and 0 <= b < 256))
+        raise ValueError(f"a byte array holds {preview(bad)}, not an integer 0..255")
+    if isinstance(value, str):
+        if _HEX_RE.match(value):
+            return bytes.fromhex(value[2:])
+        raise ValueError(f"{preview(value)} is not 0x-hex of whole bytes")
+    raise ValueError(f"expected 0x-hex or an array of byte values, got {preview(value)}")
+
+
+def preview(value: Any) -> str:
+    """A short, safe rendering of a hostile value for an error message."""
+    if isinstance(value, str):
+        return repr(value[:40] + ("…" if len(value) > 40 else ""))
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 256 else f"a {value.bit_length()}-bit integer"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return f"a {type(value).__name__}"

@@ -1,7 +1,9 @@
 """Error paths of the gateway client, driven through httpx.MockTransport.
 
 The happy path and every fail-closed case against real gateway/operator processes live in
-tests/integration; these pin the client's parsing and retry rules exactly.
+tests/integration; these pin the client's parsing and retry rules exactly. Hostile answers,
+field by field and over a real loopback server, are in test_gateway_hostile.py and
+test_gateway_loopback.py.
 """
 
 from __future__ import annotations
