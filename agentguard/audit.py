@@ -13,7 +13,9 @@ Each entry is ``{seq, ts, kind, record, prev_hash, hash}`` with
 So an edited, deleted, reordered or inserted entry breaks the chain at that entry, which
 ``verify`` reports. ``verify`` checks the bytes as written: each line must be exactly the
 canonical JSON of its entry, so no line can read one way to ``grep`` and another to a parser
-(duplicate keys, ``\\u`` escapes, extra whitespace) while its hash still checks out. A chain
+(duplicate keys, ``\\u`` escapes, extra whitespace) while its hash still checks out, and
+record strings never carry a character that a reader may take for a line break or that hides or
+reorders text (see ``_DISGUISING``): ``append`` spells it ``\\uXXXX``. A chain
 cannot show that entries were cut from its *end*, or that it was rewritten wholesale: anchor its
 head (``AuditLog.head()``) somewhere the writer cannot edit, and pass it to
 ``verify(expected_head=...)``.
@@ -66,6 +68,15 @@ _TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{
 _HASH = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
 _SAFE_INT = 2**53 - 1
+# What JSON leaves raw but a reader does not see as written: characters some editors and
+# ``str.splitlines`` take for a line break (U+0085, U+2028, U+2029; JSON escapes C0 controls
+# itself), other C1 controls and DEL (terminal escapes), bidi controls that reorder text on
+# screen, zero-width characters that hide inside a word from ``grep``, and lone surrogates (no
+# UTF-8 form at all). ``append`` writes each as the visible text ``\uXXXX``; ``verify``
+# refuses a line that carries one raw.
+_DISGUISING = re.compile(
+    "[\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
 
 
 def entry_hash(seq: int, ts: str, kind: str, record: Any, prev_hash: str) -> str:
@@ -101,6 +112,19 @@ def to_json(value: Any) -> Any:
 
 
 PROCESSORS: tuple[Processor, ...] = (to_json, *REDACTION)
+
+
+def _visible(value: Any) -> Any:
+    """``value`` with every disguising character in its strings (keys too) spelled ``\\uXXXX``,
+    so an entry is one line that reads the same in any editor, terminal or line splitter, and a
+    lone surrogate (from a server's JSON ``"\\ud800"``) cannot make ``append`` fail."""
+    if isinstance(value, str):
+        return _DISGUISING.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_visible(k): _visible(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_visible(v) for v in value]
+    return value
 
 
 # -- entries and verification ----------------------------------------------------------------
@@ -160,7 +184,8 @@ def parse_line(raw: bytes) -> Entry:
     other bytes (duplicate keys, ``\\u`` escapes, whitespace, key order, a BOM, CRLF) is refused
     with ``ValueError`` saying why, like one that is not an entry at all."""
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise ValueError("the line is not UTF-8 (edited?)") from None
     except _DuplicateKey:
@@ -183,6 +208,13 @@ def parse_line(raw: bytes) -> Entry:
         and _HASH.fullmatch(entry.hash)
     ):
         raise ValueError("an audit entry field has the wrong type or form")
+    hidden = _DISGUISING.search(text)
+    if hidden:
+        raise ValueError(
+            f"it carries U+{ord(hidden.group()):04X} raw, which a reader may see as a line break, "
+            "reordered or hidden text (append never writes it): what a reader sees is not what "
+            "was hashed"
+        )
     try:
         canonical = entry.line()
     except ValueError:  # a lone surrogate from a \\u escape has no UTF-8 encoding
@@ -265,6 +297,7 @@ class AuditLog:
         clean: Any = dict(record)
         for processor in self._processors:
             clean = processor(clean)
+        clean = _visible(clean)
         ts = datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="microseconds")
         ts = ts.replace("+00:00", "Z")
         with self._lock:

@@ -38,6 +38,10 @@ contract AgentVault {
     bytes4 private constant ERC1271_INVALID = 0xffffffff;
     /// Seen-signer tracking is a 256-bit bitmap over operator slots.
     uint256 public constant MAX_OPERATORS = 256;
+    /// Gas the asset gets to answer `authorizationState`, whatever gas the caller sent, so the
+    /// answer (and with it single use) cannot depend on a gas limit the attacker picks; USDC
+    /// answers in about 10k. A call with less gas left than this budget is refused.
+    uint256 public constant NONCE_QUERY_GAS = 50_000;
 
     /// An x402 payment as the vault's ERC-1271 signature blob carries it (abi-encoded flat).
     struct Payment {
@@ -80,6 +84,11 @@ contract AgentVault {
     error NotOwner(address caller);
     error NotAgent(address caller);
     error ZeroAddress();
+    /// The agent key may be neither the owner nor an operator (nor the owner the vault itself):
+    /// otherwise the agent's key alone, or with fewer independent operators, moves funds.
+    error AgentNotSeparate(address agent);
+    /// Less gas was left than the asset's nonce query is given (`NONCE_QUERY_GAS`).
+    error NonceQueryStarved(uint256 gasLeft);
     error InvalidPolicyId();
     error InvalidOperator(address operator);
     error InvalidThreshold(uint256 threshold, uint256 operators);
@@ -120,6 +129,7 @@ contract AgentVault {
         if (_initialized) revert AlreadyInitialized();
         _initialized = true;
         if (owner_ == address(0) || agent_ == address(0)) revert ZeroAddress();
+        if (owner_ == agent_ || owner_ == address(this)) revert AgentNotSeparate(agent_);
         if (policyId_ == bytes32(0)) revert InvalidPolicyId();
         _owner = owner_;
         _agent = agent_;
@@ -226,6 +236,7 @@ contract AgentVault {
 
     function setAgent(address agent_) external onlyOwner {
         if (agent_ == address(0)) revert ZeroAddress();
+        if (agent_ == _owner || _operatorSlot[agent_] != 0) revert AgentNotSeparate(agent_);
         _agent = agent_;
         emit AgentSet(agent_);
     }
@@ -372,6 +383,7 @@ contract AgentVault {
         for (uint256 i; i < n; ++i) {
             address op = operators_[i];
             if (op == address(0) || _operatorSlot[op] != 0) revert InvalidOperator(op);
+            if (op == _agent) revert AgentNotSeparate(op);
             _operatorSlot[op] = i + 1;
             _operators.push(op);
         }
@@ -400,14 +412,19 @@ contract AgentVault {
     }
 
     /// `asset`'s EIP-3009 `authorizationState(this vault, nonce)`: `answered` when it returned
-    /// exactly one word (any nonzero word counts as `used`, failing closed); no code, a revert
-    /// or another size is no answer. Reads one word at most, so no target can bloat the call.
+    /// exactly one word (any nonzero word counts as `used`, failing closed); no code, a revert,
+    /// another size or needing more than `NONCE_QUERY_GAS` is no answer. The asset always gets
+    /// that budget in full (else this reverts), so the answer is the same at any gas limit.
+    /// Reads one word at most, so no target can bloat the call.
     function _authorizationState(address asset, bytes32 nonce) private view returns (bool answered, bool used) {
         if (asset.code.length == 0) return (false, false);
         bytes memory query = abi.encodeCall(IEIP3009.authorizationState, (address(this), nonce));
+        // The call forwards min(budget, 63/64 of what is left after its own cost, ≤ 2600 + memory).
+        uint256 left = gasleft();
+        if (left < NONCE_QUERY_GAS + NONCE_QUERY_GAS / 63 + 5_000) revert NonceQueryStarved(left);
         uint256 word;
         assembly ("memory-safe") {
-            let ok := staticcall(gas(), asset, add(query, 0x20), mload(query), 0, 0x20)
+            let ok := staticcall(NONCE_QUERY_GAS, asset, add(query, 0x20), mload(query), 0, 0x20)
             answered := and(ok, eq(returndatasize(), 0x20))
             word := mload(0)
         }

@@ -58,9 +58,7 @@ def test_salt_is_bound_to_the_caller(env: Env) -> None:
     mine, theirs = f.predictVault(OWNER, SALT).call(), f.predictVault(OUTSIDER, SALT).call()
     assert mine != theirs
     # someone else using my salt first does not take my address
-    transact(
-        env.w3, f.createVault(OUTSIDER, OUTSIDER, OPERATORS, 1, POLICY_ID, SALT), sender=OUTSIDER
-    )
+    transact(env.w3, f.createVault(OUTSIDER, OWNER, OPERATORS, 1, POLICY_ID, SALT), sender=OUTSIDER)
     vault = create_vault(env.w3, env.factory, salt=SALT, sender=OWNER)
     assert vault.address == mine
     assert vault.functions.agent().call() == AGENT
