@@ -1,10 +1,14 @@
 """The spend ledger: one budget for every transfer, call and x402 payment an agent makes.
 
-The wallet drives each spend through three calls::
+The guarded pipeline (``agentguard.pipeline``) drives each spend through four calls::
 
-    r = ledger.reserve(agent, intent.spend, key=task_id, expires_at=attestation_expiry, limits=...)
+    r = ledger.reserve(agent, intent.spend, key=local_key, expires_at=now + hold, limits=...)
+    ledger.bind(r.id, task_id=attestation.task_id, expires_at=attestation_expiry)
     ledger.mark_signed(r.id, reference=tx_hash_or_payment_nonce)   # BEFORE the signature leaves
     ledger.commit(r.id, outcome) or ledger.release(r.id, reason)
+
+The reservation comes first, before the authorization network is asked, so an action the
+local caps refuse never uses up the network's budget; a deny releases it.
 
 A reservation that expires without being marked signed is given back (by ``recover`` or by the
 next ``reserve``): safe, because ``mark_signed`` refuses an expired reservation, so nothing was
@@ -79,13 +83,25 @@ class Ledger:
         self._backend = backend or SQLiteBackend(path, synchronous=synchronous)
         self._clock = clock
 
+    def now(self) -> float:
+        """The ledger's clock (what reservation expiries are compared with)."""
+        return self._clock()
+
     def reserve(
-        self, agent: str, spend: Spend, *, key: str, expires_at: float, limits: Limits
+        self,
+        agent: str,
+        spend: Spend,
+        *,
+        key: str,
+        expires_at: float,
+        limits: Limits,
+        action: bool = True,
     ) -> Reservation:
         """Hold ``spend`` against every cap in ``limits`` or raise ``BudgetExceeded``.
 
-        Idempotent per ``key`` (use the attestation's task id): asking again returns the first
-        reservation, whatever its state, and never counts twice.
+        Idempotent per ``key``: asking again returns the first reservation, whatever its state,
+        and never counts twice. ``action=False`` holds a cost of another action (its network
+        fee): counted by amount, not by the rate caps.
         """
         if not isinstance(limits, Limits):
             raise ConfigurationError("limits must be an agentguard.ledger.Limits")
@@ -109,8 +125,24 @@ class Ledger:
             amount=amount,
             recipient=spend.recipient,
             expires_at=float(expires_at),
+            action=bool(action),
         )
         return self._backend.reserve(request, limits, now)
+
+    def bind(self, reservation_id: str, *, task_id: str, expires_at: float) -> Reservation:
+        """Tie a reservation made before authorization to the attestation that allowed it: it
+        then lives exactly as long as that attestation (``mark_signed`` refuses after). Refused
+        if the reservation expired meanwhile (its hold may have been given back)."""
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+            raise ReservationError("expires_at must be a unix timestamp in seconds")
+        if not math.isfinite(expires_at):
+            raise ReservationError(f"expires_at {expires_at} is not a timestamp")
+        return self._backend.bind(
+            _text(reservation_id, "reservation id"),
+            _text(task_id, "task id"),
+            float(expires_at),
+            self._clock(),
+        )
 
     def mark_signed(self, reservation_id: str, reference: str) -> Reservation:
         """Record that a signature is about to exist (tx hash, payment nonce). Call it before
@@ -206,10 +238,28 @@ class AsyncLedger:
         self.ledger = ledger
 
     async def reserve(
-        self, agent: str, spend: Spend, *, key: str, expires_at: float, limits: Limits
+        self,
+        agent: str,
+        spend: Spend,
+        *,
+        key: str,
+        expires_at: float,
+        limits: Limits,
+        action: bool = True,
     ) -> Reservation:
         return await asyncio.to_thread(
-            self.ledger.reserve, agent, spend, key=key, expires_at=expires_at, limits=limits
+            self.ledger.reserve,
+            agent,
+            spend,
+            key=key,
+            expires_at=expires_at,
+            limits=limits,
+            action=action,
+        )
+
+    async def bind(self, reservation_id: str, *, task_id: str, expires_at: float) -> Reservation:
+        return await asyncio.to_thread(
+            self.ledger.bind, reservation_id, task_id=task_id, expires_at=expires_at
         )
 
     async def mark_signed(self, reservation_id: str, reference: str) -> Reservation:
