@@ -6,7 +6,7 @@ perform them against a ``Guard``, a ``Ledger``, an audit sink and the entry poin
 so is anything new (decorators, LangChain tools): supply the intent and the port, nothing else.
 """
 
-from agentguard.pipeline._flow import DEFAULT_HOLD_SECONDS, Action, guarded
+from agentguard.pipeline._flow import DEFAULT_HOLD_SECONDS, Action, InFlight, guarded, settle
 from agentguard.pipeline._outcomes import (
     Landed,
     NeverLanded,
@@ -52,6 +52,7 @@ __all__ = [
     "Flow",
     "GatewayCommit",
     "GatewayRelease",
+    "InFlight",
     "Landed",
     "MarkSigned",
     "NeverLanded",
@@ -71,4 +72,5 @@ __all__ = [
     "Step",
     "StillCounted",
     "guarded",
+    "settle",
 ]

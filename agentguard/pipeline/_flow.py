@@ -52,7 +52,7 @@ from agentguard.pipeline._steps import (
     Sign,
 )
 
-__all__ = ["DEFAULT_HOLD_SECONDS", "Action", "guarded"]
+__all__ = ["DEFAULT_HOLD_SECONDS", "Action", "InFlight", "guarded", "settle"]
 
 DEFAULT_HOLD_SECONDS = 120.0
 """How long a local hold lives before an attestation binds it: longer than the gateway client's
@@ -69,6 +69,15 @@ class Action:
     rail: Literal["transaction", "payment"]
     wasm_args: Mapping[str, Any] | None = None
     hold_seconds: float = DEFAULT_HOLD_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A signed action on its way: what settling its outcome needs (``settle``)."""
+
+    action: Action
+    verified: VerifiedAttestation
+    holds: tuple[Reservation, ...]
 
 
 def _why(exc: BaseException) -> str:
@@ -112,13 +121,14 @@ def guarded(action: Action) -> Flow[Settled]:
         "signed",
         {"rail": action.rail, "task_id": task, "reference": signed.reference, **signed.record},
     )
-    answer: Sent | Outcome = yield Send(signed)
+    flight = InFlight(action, verified, tuple(holds))
+    answer: Sent | Outcome = yield Send(signed, flight)
     if isinstance(answer, Sent):
         yield Audit("sent", {"rail": action.rail, "task_id": task, **answer.record})
         outcome: Outcome = yield Confirm(signed)
     else:
         outcome = answer
-    return (yield from _settle(action, verified, holds, signed, outcome))
+    return (yield from settle(flight, signed, outcome))
 
 
 def _hold(action: Action) -> Flow[Reservation]:
@@ -183,15 +193,12 @@ def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseExcept
     )
 
 
-def _settle(
-    action: Action,
-    verified: VerifiedAttestation,
-    holds: list[Reservation],
-    signed: Signed,
-    outcome: Outcome,
-) -> Flow[Settled]:
+def settle(flight: InFlight, signed: Signed, outcome: Outcome) -> Flow[Settled]:
+    """The ledger, the network and the audit log follow what became of a sent signature. Also
+    the tail for a re-send of the same bytes after a lost answer (no new signature)."""
+    action, verified = flight.action, flight.verified
     task = verified.task_id
-    main, fees = holds[0], holds[1:]
+    main, fees = flight.holds[0], flight.holds[1:]
     base = {"rail": action.rail, "task_id": task, "reference": signed.reference}
     if isinstance(outcome, Landed):
         final: Reservation = yield Commit(main.id, outcome.outcome, outcome.amount)
@@ -218,7 +225,7 @@ def _settle(
         yield Audit("reverted", {**base, "reason": outcome.reason, **outcome.record})
         raise outcome.error
     if isinstance(outcome, NeverLanded):
-        for held in holds:
+        for held in flight.holds:
             yield Release(held.id, f"can never land: {outcome.reason}"[:1000])
         yield GatewayRelease(task)
         yield Audit("released", {**base, "reason": outcome.reason, **outcome.record})

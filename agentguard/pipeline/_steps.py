@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits
 from agentguard.pipeline._outcomes import Prepared, Signed
+
+if TYPE_CHECKING:
+    from agentguard.pipeline._flow import InFlight
 
 __all__ = [
     "Abandon",
@@ -138,9 +141,11 @@ class Abandon:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Hand the signed bytes over: answers ``Sent`` (then ``Confirm``) or an ``Outcome``."""
+    """Hand the signed bytes over: answers ``Sent`` (then ``Confirm``) or an ``Outcome``.
+    ``flight`` lets an entry point that loses the answer settle a re-send later."""
 
     signed: Signed
+    flight: InFlight
 
 
 @dataclass(frozen=True, slots=True)
