@@ -36,12 +36,22 @@ from agentguard.ledger._limits import Limits
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._sqlite import SQLiteBackend
 
-__all__ = ["AsyncLedger", "Ledger", "RecoveryReport", "Resolver", "Verdict"]
+__all__ = ["AsyncLedger", "Ledger", "RecoveryReport", "Resolver", "Spent", "Verdict"]
 
-Verdict = Literal["committed", "released", "unknown"]
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """A resolver's proof, read from the chain, that exactly ``amount`` moved (an ``upto``
+    payment settled below its signed maximum): the reservation commits that amount."""
+
+    amount: int
+
+
+Verdict = Literal["committed", "released", "unknown"] | Spent
 Resolver = Callable[[Reservation], Verdict]
-"""Says what became of a signed reservation: ``committed`` (it landed), ``released`` (it can
-provably never land, e.g. its nonce was used by another transaction), or ``unknown``."""
+"""Says what became of a signed reservation: ``committed`` (it landed, in full), ``Spent(n)``
+(it landed and moved exactly ``n``, proven onchain), ``released`` (it can provably never land,
+e.g. its nonce was used by another transaction), or ``unknown``."""
 AsyncResolver = Callable[[Reservation], Awaitable[Verdict]]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -195,6 +205,16 @@ class Ledger:
 
     def _settle(self, reservation: Reservation, verdict: object) -> Reservation:
         try:
+            if isinstance(verdict, Spent):
+                amount = verdict.amount
+                if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                    raise ConfigurationError(f"Spent amount must be a non-negative int: {amount!r}")
+                return self._backend.commit(
+                    reservation.id,
+                    "recovered: settled onchain",
+                    min(amount, reservation.reserved),
+                    self._clock(),
+                )
             if verdict == "committed":
                 return self._backend.commit(
                     reservation.id, "recovered: landed", None, self._clock()

@@ -240,10 +240,34 @@ class AsyncGuardedWallet:
         self._runner = AsyncRunner(wallet._guard, self._account.ledger, self._account.audit)
 
     @classmethod
-    def _on(cls, guard: AsyncGuard, account: _Account) -> AsyncGuardedWallet:
+    def on(
+        cls,
+        guard: AsyncGuard,
+        *,
+        signer: Signer,
+        web3: Web3,
+        ledger: Ledger,
+        limits: Limits,
+        vault: str | None = None,
+        audit: AuditSink | None = None,
+        receipt_timeout: float = 60.0,
+        gas_headroom: float = 1.25,
+        fee_cap: FeeCap | None = None,
+    ) -> AsyncGuardedWallet:
+        """A wallet on an ``AsyncGuard`` (what ``AsyncGuard.wallet`` returns)."""
         wallet = cls.__new__(cls)
-        wallet._account = account
-        wallet._runner = AsyncRunner(guard, account.ledger, account.audit)
+        wallet._account = _Account(
+            signer=signer,
+            web3=web3,
+            ledger=ledger,
+            limits=limits,
+            vault=vault,
+            audit=audit,
+            receipt_timeout=receipt_timeout,
+            gas_headroom=gas_headroom,
+            fee_cap=fee_cap,
+        )
+        wallet._runner = AsyncRunner(guard, ledger, audit)
         return wallet
 
     def __repr__(self) -> str:
