@@ -465,7 +465,7 @@ class SQLiteBackend:
                     (at, int(spent)) for at, _, spent, state, _ in rows if state != "released"
                 )
                 raise window_refusal(agent, window, w.total, amount, in_window, now)
-        for rate in limits.rate:
+        for rate in limits.rate if request.action else ():  # a fee is not another action
             w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
             if w.count + 1 > rate.max_count:
                 rows = db.execute(_AFTER[False], (agent, *w.cursor))

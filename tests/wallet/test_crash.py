@@ -33,7 +33,9 @@ def run_child(tmp_path, chain, network, client: str, die: str, amount: int) -> P
         "amount": amount,
         "die": die,
     }
-    proc = subprocess.run([sys.executable, str(CHILD), json.dumps(cfg)], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), json.dumps(cfg)], capture_output=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     return db
 

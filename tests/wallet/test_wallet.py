@@ -80,7 +80,9 @@ def test_native_eth_transfer_and_contract_call(snapshot, network):
         (STRANGER, 1, STRANGER.lower()),
     ],
 )
-def test_refused_before_signing_with_a_readable_reason(snapshot, network, sign_spy, to, amount, reason):
+def test_refused_before_signing_with_a_readable_reason(
+    snapshot, network, sign_spy, to, amount, reason
+):
     chain = snapshot
     client, _ = new_policy_client(network, chain.token.address)
     audit = AuditList()
@@ -137,7 +139,9 @@ def test_gas_estimation_revert_is_decoded_and_nothing_is_signed(snapshot, networ
     wallet = make_wallet(chain, network, policy_client=client, ledger=ledger)
     # allowed by the policy (recipient and amount are fine) but the token refuses: no allowance
     with pytest.raises(TransactionReverted) as info:
-        wallet.call(chain.token.address, "transferFrom(address,address,uint256)", [OWNER.address, PAYEE, 1])
+        wallet.call(
+            chain.token.address, "transferFrom(address,address,uint256)", [OWNER.address, PAYEE, 1]
+        )
     assert "allowance" in str(info.value).lower()
     assert sign_spy == []
     assert ledger.usage(wallet.account, 3600).spent.get(chain.token.address.lower(), 0) == 0
@@ -147,7 +151,9 @@ def test_vault_mode_executes_only_the_attested_call(snapshot, network, sign_spy)
     chain = snapshot
     vault, policy_id = create_vault(chain, network, salt=b"\x10" * 32)
     audit = AuditList()
-    wallet = make_wallet(chain, network, policy_client=vault.address, vault=vault.address, audit=audit)
+    wallet = make_wallet(
+        chain, network, policy_client=vault.address, vault=vault.address, audit=audit
+    )
     assert wallet.mode == "vault" and wallet.account == vault.address
     before = usdc(chain, PAYEE)
     receipt = wallet.transfer(PAYEE, 2_500_000, asset=chain.token.address)
@@ -162,15 +168,27 @@ def test_vault_mode_executes_only_the_attested_call(snapshot, network, sign_spy)
         chain.w3.eth.call({"from": AGENT.address, "to": vault.address, "data": data})
     # the agent key calling the vault with a made-up attestation (no operator signatures) reverts
     drain = TransactionIntent.erc20_transfer(
-        sender=vault.address, token=chain.token.address, recipient=AGENT.address, amount=10**6, chain_id=8453
+        sender=vault.address,
+        token=chain.token.address,
+        recipient=AGENT.address,
+        amount=10**6,
+        chain_id=8453,
     )
     forged = Attestation(
-        decision="allow", task_id=b"\x05" * 32, policy_id=bytes.fromhex(policy_id[2:]),
-        policy_client=vault.address, intent_hash=drain.intent_hash, expires_at=int(time.time()) + 60,
+        decision="allow",
+        task_id=b"\x05" * 32,
+        policy_id=bytes.fromhex(policy_id[2:]),
+        policy_client=vault.address,
+        intent_hash=drain.intent_hash,
+        expires_at=int(time.time()) + 60,
     )
     with pytest.raises(ContractCustomError):
         chain.w3.eth.call(
-            {"from": AGENT.address, "to": vault.address, "data": "0x" + execute_calldata(drain, forged).hex()}
+            {
+                "from": AGENT.address,
+                "to": vault.address,
+                "data": "0x" + execute_calldata(drain, forged).hex(),
+            }
         )
     # the owner's kill switch stops the agent
     transact(chain.w3, vault.functions.pause(), sender=OWNER.address)
@@ -191,7 +209,11 @@ def test_vault_refuses_expired_attestation(snapshot, network):
     chain.anvil.rpc("evm_mine", max(latest + 1, verified.expires_at + 1))
     with pytest.raises(ContractCustomError):
         chain.w3.eth.call(
-            {"from": AGENT.address, "to": vault.address, "data": "0x" + execute_calldata(intent, verified.attestation).hex()}
+            {
+                "from": AGENT.address,
+                "to": vault.address,
+                "data": "0x" + execute_calldata(intent, verified.attestation).hex(),
+            }
         )
 
 
@@ -201,7 +223,10 @@ def test_64_concurrent_sends_never_overspend(snapshot, network):
     cap = 10_000_000
     ledger = Ledger()
     wallet = make_wallet(
-        chain, network, policy_client=client, ledger=ledger,
+        chain,
+        network,
+        policy_client=client,
+        ledger=ledger,
         limits=Limits(windows=[WindowCap(chain.token.address, 3600, cap)]),
     )
     before = usdc(chain, PAYEE)
@@ -256,10 +281,14 @@ def test_audit_trail_proves_each_decision_and_holds_no_secret(tmp_path, snapshot
     assert len(authorized["attestation"]["signatures"]) >= 2  # enough to re-verify offline
     text = path.read_text()
     assert AGENT.private_key[2:].lower() not in text.lower() and network.api_key not in text
-    ok = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = path.read_text().splitlines()
     lines[1] = lines[1].replace('"signed"', '"sent"', 1)
     path.write_text("\n".join(lines) + "\n")
-    bad = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True
+    )
     assert bad.returncode == 1
