@@ -74,7 +74,7 @@ def test_concurrent_identical_requests_each_pay_their_own(
 ) -> None:
     """Before: a request identical (method, URL, body) to one whose payment was still in flight
     was taken for a lost answer and re-sent that payment; under 30 concurrent identical GETs
-    only 21–27 got their resource (the rest were refused as a reused nonce). Now only a payment
+    only 21-27 got their resource (the rest were refused as a reused nonce). Now only a payment
     whose answer was really lost is re-sent; concurrent requests get their own payment."""
     auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
     server = SlowServer()
