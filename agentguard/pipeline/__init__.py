@@ -18,7 +18,7 @@ from agentguard.pipeline._outcomes import (
     Signed,
     StillCounted,
 )
-from agentguard.pipeline._runner import AsyncRunner, AuditSink, Port, Runner
+from agentguard.pipeline._runner import AsyncPort, AsyncRunner, AuditSink, Port, Runner
 from agentguard.pipeline._steps import (
     Abandon,
     Audit,
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_HOLD_SECONDS",
     "Abandon",
     "Action",
+    "AsyncPort",
     "AsyncRunner",
     "Audit",
     "AuditSink",

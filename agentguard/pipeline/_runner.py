@@ -43,7 +43,7 @@ from agentguard.pipeline._steps import (
 if TYPE_CHECKING:
     from agentguard._guard import AsyncGuard, Guard
 
-__all__ = ["AsyncRunner", "AuditSink", "Port", "Runner"]
+__all__ = ["AsyncPort", "AsyncRunner", "AuditSink", "Port", "Runner"]
 
 log = get_logger("agentguard.pipeline")
 R = TypeVar("R")
@@ -70,6 +70,20 @@ class Port(Protocol):
     def send(self, signed: Signed) -> Sent | Outcome: ...
 
     def confirm(self, signed: Signed) -> Outcome: ...
+
+
+class AsyncPort(Protocol):
+    """``Port`` with coroutine methods, for ``AsyncRunner``."""
+
+    async def prepare(self, verified: VerifiedAttestation) -> Prepared: ...
+
+    async def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed: ...
+
+    async def abandon(self, prepared: Prepared) -> None: ...
+
+    async def send(self, signed: Signed) -> Sent | Outcome: ...
+
+    async def confirm(self, signed: Signed) -> Outcome: ...
 
 
 def _local_step(ledger: Ledger, audit: AuditSink | None, step: Step) -> Reservation | None:
@@ -104,7 +118,9 @@ def _local_step(ledger: Ledger, audit: AuditSink | None, step: Step) -> Reservat
     raise TypeError(f"not a local step: {step!r}")
 
 
-def _port_call(port: Port | None, step: Step) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+def _port_call(
+    port: Port | AsyncPort | None, step: Step
+) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     if port is None:
         raise TypeError(f"{type(step).__name__} needs the entry point's port")
     match step:
@@ -186,10 +202,10 @@ class AsyncRunner:
     ) -> None:
         self.guard, self.ledger, self.audit = guard, ledger, audit
 
-    async def run(self, action: Action, port: Port) -> Settled:
+    async def run(self, action: Action, port: Port | AsyncPort) -> Settled:
         return await self.drive(guarded(action), port)
 
-    async def drive(self, flow: Flow[R], port: Port | None = None) -> R:
+    async def drive(self, flow: Flow[R], port: Port | AsyncPort | None = None) -> R:
         value: Any = None
         error: Exception | None = None
         while True:
@@ -203,7 +219,7 @@ class AsyncRunner:
             except Exception as exc:
                 error = exc
 
-    async def execute(self, step: Step, port: Port | None = None) -> Any:
+    async def execute(self, step: Step, port: Port | AsyncPort | None = None) -> Any:
         if isinstance(step, _LOCAL):
             return _local_step(self.ledger, self.audit, step)
         if isinstance(step, _PORT):

@@ -12,6 +12,7 @@ whose answers can be lost, late or false:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -79,7 +80,9 @@ class ChainPort:
     # -- Port -------------------------------------------------------------------------------
 
     def prepare(self, verified: VerifiedAttestation) -> Prepared:
-        lease = self._nonces.acquire()
+        return self.prepare_with(self._nonces.acquire(), verified)
+
+    def prepare_with(self, lease: Lease, verified: VerifiedAttestation) -> Prepared:
         try:
             fees = self._quote(verified)
         except BaseException:
@@ -170,6 +173,10 @@ class ChainPort:
             )
         return Landed(tx.hash, fee=fee, record=record, result=receipt)
 
+    @property
+    def nonces(self) -> NonceManager:
+        return self._nonces
+
     # -- after a crash ------------------------------------------------------------------------
 
     def resolve(self, reservation: Reservation) -> Verdict:
@@ -255,3 +262,27 @@ class ChainPort:
         except Exception as exc:
             return f"reverted (the reason could not be read: {type(exc).__name__})"
         return "reverted (the replayed call succeeds now; state changed in between)"
+
+
+class AsyncChainPort:
+    """``ChainPort`` for the async runner: chain calls in worker threads, and the nonce lock
+    awaited without parking a thread (see ``NonceManager.acquire_async``)."""
+
+    def __init__(self, port: ChainPort) -> None:
+        self._port = port
+
+    async def prepare(self, verified: VerifiedAttestation) -> Prepared:
+        lease = await self._port.nonces.acquire_async()
+        return await asyncio.to_thread(self._port.prepare_with, lease, verified)
+
+    async def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
+        return await asyncio.to_thread(self._port.sign, verified, prepared)
+
+    async def abandon(self, prepared: Prepared) -> None:
+        self._port.abandon(prepared)
+
+    async def send(self, signed: Signed) -> Sent | Outcome:
+        return await asyncio.to_thread(self._port.send, signed)
+
+    async def confirm(self, signed: Signed) -> Outcome:
+        return await asyncio.to_thread(self._port.confirm, signed)

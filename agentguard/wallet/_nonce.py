@@ -9,6 +9,7 @@ node may already hold.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -39,6 +40,16 @@ class NonceManager:
 
     def acquire(self) -> Lease:
         self._lock.acquire()
+        return self._leased()
+
+    async def acquire_async(self) -> Lease:
+        """Waits without holding a worker thread: a waiter parked in a thread could starve the
+        lease holder's own steps of threads (the default executor is small)."""
+        while not self._lock.acquire(blocking=False):
+            await asyncio.sleep(0.005)
+        return await asyncio.to_thread(self._leased)
+
+    def _leased(self) -> Lease:
         try:
             if self._next is None:
                 self._next = self._read()

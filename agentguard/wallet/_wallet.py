@@ -34,7 +34,7 @@ from agentguard._intent import (
 from agentguard._signer import Signer
 from agentguard.ledger import Ledger, Limits, RecoveryReport
 from agentguard.pipeline import Action, AsyncRunner, AuditSink, Runner, Settled
-from agentguard.wallet._chain import ChainPort
+from agentguard.wallet._chain import AsyncChainPort, ChainPort
 from agentguard.wallet._fees import FeeCap
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class _Account:
             gas_headroom=gas_headroom,
             receipt_timeout=receipt_timeout,
         )
+        self.async_port = AsyncChainPort(self.port)
         self._chain_id: int | None = None
 
     @property
@@ -289,7 +290,7 @@ class AsyncGuardedWallet:
 
     async def send(self, intent: TransactionIntent) -> Receipt:
         action = await asyncio.to_thread(self._account.action, intent)
-        return _receipt(await self._runner.run(action, self._account.port))
+        return _receipt(await self._runner.run(action, self._account.async_port))
 
     async def recover(self) -> RecoveryReport:
         return await asyncio.to_thread(self._account.recover)

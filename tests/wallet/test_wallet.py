@@ -292,3 +292,37 @@ def test_audit_trail_proves_each_decision_and_holds_no_secret(tmp_path, snapshot
         [sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True
     )
     assert bad.returncode == 1
+
+
+async def test_24_concurrent_async_sends_never_overspend(snapshot, network):
+    """Many async sends at once: nonce waiters must not park the worker threads the lease
+    holder needs for its own steps (the default executor has a handful), or all stall."""
+    import asyncio
+
+    from agentguard import AsyncGuard, Signer
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    cap, amount = 10_000_000, 1_000_003
+    ledger = Ledger()
+    guard = AsyncGuard.connect(
+        network.url, policy_client=client, operators=network.operator_addresses,
+        api_key=network.api_key,
+    )  # fmt: skip
+    wallet = guard.wallet(
+        signer=Signer.from_key(AGENT.private_key), web3=chain.w3, ledger=ledger,
+        limits=Limits(windows=[WindowCap(chain.token.address, 3600, cap)]),
+    )  # fmt: skip
+    before = usdc(chain, PAYEE)
+
+    async def send() -> int:
+        try:
+            await wallet.transfer(PAYEE, amount, asset=chain.token.address)
+            return 1
+        except (BudgetExceeded, PolicyDenied):
+            return 0
+
+    landed = sum(await asyncio.wait_for(asyncio.gather(*(send() for _ in range(24))), 90))
+    moved = usdc(chain, PAYEE) - before
+    assert landed == cap // amount == 9 and moved == landed * amount
+    assert ledger.usage(wallet.account, 3600).spent[chain.token.address.lower()] == moved
