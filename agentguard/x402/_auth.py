@@ -560,6 +560,16 @@ class X402Auth(httpx.Auth):
             amount=charge,
             session=session.id,
         )
+        self._record(
+            "payment_charged",
+            {
+                "rail": "payment",
+                "reservation": session.reservation_id,
+                "reference": session.payment.reference,
+                "session": session.id,
+                "charged": _text(charge),
+            },
+        )
 
     def _end_session(self, session: _Session, why: str) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from agentguard import Signer
-from agentguard._exceptions import BudgetExceeded, PaymentOutcomeUnknown
+from agentguard._exceptions import BudgetExceeded, PaymentOutcomeUnknown, PaymentRejected
 from agentguard.ledger import Ledger, Limits, WindowCap
 from agentguard.x402 import X402Auth, receipt
 
@@ -99,3 +99,36 @@ def test_only_a_really_lost_answer_is_resent(
     first, second = server.payments
     assert (first == second) is identical
     assert len(signing_spy.calls) == (1 if identical else 2)
+
+
+def test_every_payment_outcome_lands_in_the_audit_log(
+    tmp_path, signer: Signer, guard, ledger: Ledger
+) -> None:
+    """Before: x402 payments never reached the audit log. Now each decision and outcome does,
+    on the same hash chain as transactions."""
+    from agentguard.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    auth = guard.x402(signer=signer, ledger=ledger, allowances=ALLOWANCES, audit=audit)
+    for server in (
+        FakeServer(),
+        FakeServer(accepts=[upto_requirement()], session="s", charge=3),
+        FakeServer(after_payment="reject"),
+        FakeServer(after_payment="drop"),
+    ):
+        with auth.client(transport=server.transport()) as http:
+            for _ in range(2 if server.session else 1):
+                try:
+                    http.get(URL)
+                except (PaymentRejected, PaymentOutcomeUnknown):
+                    pass
+    auth.close()
+    kinds = [e.kind for e in audit.entries()]
+    assert kinds == [
+        "authorized", "signed", "committed",
+        "authorized", "signed", "payment_charged", "payment_charged", "payment_session_closed",
+        "authorized", "signed", "payment_rejected",
+        "authorized", "signed", "outcome_unknown",
+    ]  # fmt: skip
+    assert audit.verify().ok
+    assert all(e.record.get("rail") == "payment" for e in audit.entries())
