@@ -132,3 +132,27 @@ def test_every_payment_outcome_lands_in_the_audit_log(
     ]  # fmt: skip
     assert audit.verify().ok
     assert all(e.record.get("rail") == "payment" for e in audit.entries())
+
+
+@pytest.mark.parametrize("scheme", ["exact", "upto"])
+def test_a_payment_is_never_valid_longer_than_its_attestation(
+    scheme: str, auth: X402Auth, ledger: Ledger
+) -> None:
+    """A server asking for a day-long authorization gets one that ends when the attestation
+    does (the Signer refuses anything longer; the attestation is what allowed it)."""
+    from .fakes import requirement
+
+    offer = upto_requirement() if scheme == "upto" else requirement()
+    server = FakeServer(accepts=[{**offer, "maxTimeoutSeconds": 86_400}])
+    with auth.client(transport=server.transport()) as http:
+        response = http.get(URL)
+    r = receipt(response)
+    assert r is not None
+    payload = server.payments[0]["payload"]
+    until = int(
+        payload["authorization"]["validBefore"]
+        if scheme == "exact"
+        else payload["permit2Authorization"]["deadline"]
+    )
+    bound = ledger.get(r.reservation_id)
+    assert bound.task_id is not None and until == bound.expires_at < time.time() + 3600
