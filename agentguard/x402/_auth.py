@@ -31,12 +31,7 @@ from typing import Any
 
 import httpx
 
-from agentguard._exceptions import (
-    ConfigurationError,
-    PaymentOutcomeUnknown,
-    PaymentRejected,
-    PaymentRequiredError,
-)
+from agentguard._exceptions import ConfigurationError
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._logging import get_logger
@@ -48,7 +43,6 @@ from agentguard.pipeline import (
     AuditSink,
     Flow,
     InFlight,
-    Landed,
     Outcome,
     Port,
     Runner,
@@ -60,31 +54,16 @@ from agentguard.pipeline import (
     guarded,
     settle,
 )
+from agentguard.x402._answer import UPTO_CHARGE, UPTO_SESSION, Paid, SessionOpened, outcome
 from agentguard.x402._payment import Payment, PaymentPort
-from agentguard.x402._receipt import RECEIPT_EXTENSION, Receipt
 from agentguard.x402._select import Allowances, select
-from agentguard.x402._wire import (
-    PAYMENT_REQUIRED,
-    PAYMENT_RESPONSE,
-    X_PAYMENT_RESPONSE,
-    Settlement,
-    _address,
-    parse_amount,
-    parse_payment_required,
-    parse_settlement,
-)
+from agentguard.x402._sessions import Sessions
+from agentguard.x402._transport import PAYMENT_EXTENSION, AsyncTransport, Transport
+from agentguard.x402._wire import PAYMENT_REQUIRED, _address, parse_payment_required
 
 __all__ = ["UPTO_CHARGE", "UPTO_SESSION", "X402Auth"]
 
 log = get_logger("agentguard.x402")
-
-UPTO_SESSION = "X-Upto-Session"
-"""Server → client on a paid ``upto`` answer, client → server on later requests: the session
-that keeps charging one signed Permit2 maximum."""
-UPTO_CHARGE = "X-Upto-Charge"
-"""Server → client: what this request charged against the session (atomic units)."""
-_PAYMENT_EXTENSION = "agentguard.x402.payment"
-_SESSION_MARGIN = 5.0  # stop using a session this many seconds before its Permit2 deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,40 +88,10 @@ class _Lost:
     signed: Signed
     flight: InFlight
 
-    @property
-    def payment(self) -> Payment:
-        payment: Payment = self.signed.payload
-        return payment
-
-
-@dataclass(slots=True)
-class _Session:
-    key: str
-    id: str
-    payment: Payment
-    reservation_id: str
-    used: int = 0
-    known: bool = True  # every charge was reported
-
 
 def _fingerprint(request: httpx.Request) -> str:
     digest = hashlib.sha256(request.content).hexdigest()
     return f"{request.method} {request.url} {digest}"
-
-
-def _session_key(request: httpx.Request) -> str:
-    url = request.url
-    return f"{request.method} {url.scheme}://{url.netloc.decode('ascii')}{url.path}"
-
-
-def _server_reason(response: httpx.Response, version: int) -> str:
-    """The server's own words for a 402 after paying (v2 header ``error``, v1 body ``error``)."""
-    header = response.headers.get(PAYMENT_REQUIRED)
-    try:
-        required = parse_payment_required(header, response.content)
-    except PaymentRequiredError:
-        return f"HTTP 402 (x402 v{version}) without a readable reason"
-    return required.error or "HTTP 402 without a reason"
 
 
 class X402Auth(httpx.Auth):
@@ -193,7 +142,7 @@ class X402Auth(httpx.Auth):
         self._async_runner = AsyncRunner(guard, ledger, audit)
         self._lock = threading.Lock()
         self._unanswered: dict[str, _Lost] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions = Sessions(self._record, clock)
 
     def __repr__(self) -> str:
         return f"X402Auth(payer={self._payer}, sessions={len(self._sessions)})"
@@ -209,26 +158,22 @@ class X402Auth(httpx.Auth):
     @property
     def sessions(self) -> Mapping[str, tuple[str, int]]:
         """Open ``upto`` sessions: ``METHOD origin/path`` → (session id, charges reported)."""
-        with self._lock:
-            return {k: (s.id, s.used) for k, s in self._sessions.items()}
+        return self._sessions.snapshot()
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` using this auth, whose transport reports a lost paid request as
         ``PaymentOutcomeUnknown``."""
         inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
-        return httpx.Client(auth=self, transport=_Transport(inner), **kwargs)
+        return httpx.Client(auth=self, transport=Transport(inner), **kwargs)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
-        return httpx.AsyncClient(auth=self, transport=_AsyncTransport(inner), **kwargs)
+        return httpx.AsyncClient(auth=self, transport=AsyncTransport(inner), **kwargs)
 
     def close(self) -> None:
         """End every ``upto`` session. Each signed maximum stays counted until the chain shows
         what was settled (``ledger.recover(agentguard.x402.resolver(w3))``)."""
-        with self._lock:
-            sessions = list(self._sessions.values())
-        for session in sessions:
-            self._end_session(session, "client closed")
+        self._sessions.end_all("client closed")
 
     async def aclose(self) -> None:
         self.close()
@@ -318,16 +263,16 @@ class X402Auth(httpx.Auth):
                 settle(lost.flight, lost.signed, outcome), None, request, fingerprint
             )
             return
-        session = self._live_session(request)
+        session = self._sessions.live(request)
         if session is not None:
             request.headers[UPTO_SESSION] = session.id
         response: httpx.Response = yield request
         if response.status_code != 402:
             if session is not None:
-                self._charge(session, response)
+                self._sessions.charge(session, response)
             return
         if session is not None:
-            self._end_session(session, "the server ended the session (402)")
+            self._sessions.end(session, "the server ended the session (402)")
             del request.headers[UPTO_SESSION]
         yield _Read(response)
         required = parse_payment_required(response.headers.get(PAYMENT_REQUIRED), response.content)
@@ -380,15 +325,21 @@ class X402Auth(httpx.Auth):
         self, request: httpx.Request, signed: Signed, flight: InFlight, fingerprint: str
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
+        paid = Paid(payment, flight.holds[0].id, self._payer)
         request.headers.pop(UPTO_SESSION, None)
         request.headers[payment.header] = payment.value
-        request.extensions[_PAYMENT_EXTENSION] = (payment, flight.holds[0].id)
+        request.extensions[PAYMENT_EXTENSION] = paid
         try:
             response: httpx.Response = yield request
         except GeneratorExit:  # no answer will come: remember these bytes for a re-send
             self._lost(fingerprint, _Lost(signed, flight))
             raise
-        return (yield from self._outcome(request, response, payment, flight))
+        if response.status_code == 402:
+            yield _Read(response)
+        result = outcome(request, response, paid)
+        if isinstance(result, StillCounted) and isinstance(result.result, SessionOpened):
+            self._sessions.open(request, paid, result.result.id, result.result.charge)
+        return result
 
     def _lost(self, fingerprint: str, lost: _Lost) -> None:
         with self._lock:
@@ -403,241 +354,6 @@ class X402Auth(httpx.Auth):
             },
         )
 
-    def _outcome(
-        self, request: httpx.Request, response: httpx.Response, payment: Payment, flight: InFlight
-    ) -> Generator[_Effect, Any, Outcome]:
-        req = payment.requirement
-        reservation_id = flight.holds[0].id
-        header = PAYMENT_RESPONSE if req.x402_version == 2 else X_PAYMENT_RESPONSE
-        settlement = parse_settlement(response.headers.get(header))
-        status = {"status": response.status_code}
-        if settlement is not None and settlement.pending:
-            self._attach(response, payment, reservation_id, settlement, amount=None)
-            return StillCounted(
-                "payment_pending", "settlement_pending", record=self._seen(settlement, status)
-            )
-        if response.status_code == 402:
-            yield _Read(response)
-            reason = (settlement.error_reason if settlement else None) or _server_reason(
-                response, req.x402_version
-            )
-            return StillCounted(
-                "payment_rejected",
-                reason,
-                error=PaymentRejected(
-                    f"{request.method} {request.url} answered 402 to a signed payment of "
-                    f"{req.amount} {req.asset} to {req.pay_to}",
-                    reason=reason,
-                    reference=payment.reference,
-                    reservation_id=reservation_id,
-                ),
-            )
-        if settlement is not None and not settlement.success:
-            self._attach(response, payment, reservation_id, settlement, amount=None)
-            return StillCounted(
-                "payment_unsettled",
-                settlement.error_reason or "the server reports a failed settlement",
-                record=self._seen(settlement, status),
-            )
-        if settlement is None and not response.is_success:
-            # The official servers settle only after a successful handler; with no receipt we
-            # cannot tell, so the payment stays counted until reconciled.
-            return StillCounted(
-                "outcome_unknown", "paid request failed without a receipt", record=status
-            )
-        charge = _reported_charge(response, settlement)
-        if req.scheme == "upto":
-            session_id = response.headers.get(UPTO_SESSION)
-            if session_id:
-                self._open_session(request, payment, reservation_id, session_id, charge)
-            self._attach(
-                response, payment, reservation_id, settlement, amount=charge, session=session_id
-            )
-            return StillCounted(
-                "payment_charged",
-                "upto: the signed maximum counts until the chain shows what was settled",
-                record={**self._seen(settlement, status), "charged": _text(charge)},
-            )
-        self._attach(response, payment, reservation_id, settlement, amount=req.amount)
-        outcome = f"settled {settlement.transaction}" if settlement else "delivered, no receipt"
-        return Landed(outcome, record=self._seen(settlement, status))
-
-    @staticmethod
-    def _seen(settlement: Settlement | None, extra: Mapping[str, Any]) -> dict[str, Any]:
-        if settlement is None:
-            return dict(extra)
-        return {**extra, "transaction": settlement.transaction, "network": settlement.network}
-
-    def _attach(
-        self,
-        response: httpx.Response,
-        payment: Payment,
-        reservation_id: str,
-        settlement: Settlement | None,
-        *,
-        amount: int | None,
-        session: str | None = None,
-    ) -> None:
-        req = payment.requirement
-        response.extensions[RECEIPT_EXTENSION] = Receipt(
-            scheme=req.scheme,
-            network=settlement.network if settlement and settlement.network else req.network,
-            asset=req.asset,
-            pay_to=req.pay_to,
-            payer=self._payer,
-            amount=amount,
-            transaction=settlement.transaction if settlement else "",
-            pending=bool(settlement and settlement.pending),
-            x402_version=req.x402_version,
-            reservation_id=reservation_id,
-            reference=payment.reference,
-            payment_id=payment.payment_id,
-            session=session[:256] if session else None,
-            error_reason=settlement.error_reason if settlement else None,
-        )
-
     def _record(self, kind: str, record: Mapping[str, Any]) -> None:
         if self._audit is not None:
             self._audit.append(kind, record)
-
-    # -- upto sessions ------------------------------------------------------------------------
-
-    def _open_session(
-        self,
-        request: httpx.Request,
-        payment: Payment,
-        reservation_id: str,
-        session_id: str,
-        charge: int | None,
-    ) -> None:
-        session = _Session(
-            key=_session_key(request),
-            id=session_id[:256],
-            payment=payment,
-            reservation_id=reservation_id,
-        )
-        self._count(session, charge)
-        with self._lock:
-            self._sessions[session.key] = session
-
-    def _live_session(self, request: httpx.Request) -> _Session | None:
-        key = _session_key(request)
-        with self._lock:
-            session = self._sessions.get(key)
-        if session is None:
-            return None
-        if self._clock() >= session.payment.valid_until - _SESSION_MARGIN:
-            self._end_session(session, "the session's Permit2 deadline passed")
-            return None
-        return session
-
-    def _count(self, session: _Session, charge: int | None) -> None:
-        maximum = session.payment.requirement.amount
-        if charge is None:
-            session.known = False
-        elif session.used + charge > maximum:
-            log.warning("x402 upto charges exceed the signed maximum", session=session.id)
-            session.used = maximum
-        else:
-            session.used += charge
-
-    def _charge(self, session: _Session, response: httpx.Response) -> None:
-        version = session.payment.requirement.x402_version
-        settlement = parse_settlement(
-            response.headers.get(PAYMENT_RESPONSE if version == 2 else X_PAYMENT_RESPONSE)
-        )
-        charge = _reported_charge(response, settlement)
-        with self._lock:
-            self._count(session, charge)
-            renewed = response.headers.get(UPTO_SESSION)
-            if renewed:
-                session.id = renewed[:256]
-        self._attach(
-            response,
-            session.payment,
-            session.reservation_id,
-            settlement,
-            amount=charge,
-            session=session.id,
-        )
-        self._record(
-            "payment_charged",
-            {
-                "rail": "payment",
-                "reservation": session.reservation_id,
-                "reference": session.payment.reference,
-                "session": session.id,
-                "charged": _text(charge),
-            },
-        )
-
-    def _end_session(self, session: _Session, why: str) -> None:
-        with self._lock:
-            if self._sessions.get(session.key) is not session:
-                return  # ended meanwhile by another request
-            del self._sessions[session.key]
-        self._record(
-            "payment_session_closed",
-            {
-                "rail": "payment",
-                "reservation": session.reservation_id,
-                "reference": session.payment.reference,
-                "session": session.id,
-                "reported": _text(session.used if session.known else None),
-                "why": why,
-            },
-        )
-
-
-def _text(amount: int | None) -> str | None:
-    return None if amount is None else str(amount)
-
-
-def _reported_charge(response: httpx.Response, settlement: Settlement | None) -> int | None:
-    header = response.headers.get(UPTO_CHARGE)
-    if header is not None:
-        return parse_amount(header.strip())
-    return settlement.amount if settlement is not None else None
-
-
-def _lost(request: httpx.Request, exc: Exception) -> Exception:
-    carried = request.extensions.get(_PAYMENT_EXTENSION)
-    if not isinstance(carried, tuple):
-        return exc
-    payment, reservation_id = carried
-    req = payment.requirement
-    return PaymentOutcomeUnknown(
-        f"{request.method} {request.url} carried a signed payment of {req.amount} {req.asset} "
-        f"to {req.pay_to} and got no answer ({type(exc).__name__})",
-        reference=payment.reference,
-        reservation_id=reservation_id,
-        payment_id=payment.payment_id,
-    )
-
-
-class _Transport(httpx.BaseTransport):
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self._inner = inner
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return self._inner.handle_request(request)
-        except httpx.TransportError as exc:
-            raise _lost(request, exc) from exc
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _AsyncTransport(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            raise _lost(request, exc) from exc
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
