@@ -73,7 +73,8 @@ class Port(Protocol):
 
 
 class AsyncPort(Protocol):
-    """``Port`` with coroutine methods, for ``AsyncRunner``."""
+    """``Port`` with coroutine methods, for ``AsyncRunner``. ``abandon`` must not suspend: it
+    also runs while the task is being cancelled."""
 
     async def prepare(self, verified: VerifiedAttestation) -> Prepared: ...
 
@@ -141,6 +142,17 @@ _LOCAL = (Reserve, Bind, MarkSigned, Commit, Release, Audit)
 _PORT = (Prepare, Sign, Abandon, Send, Confirm)
 
 
+def _pending(pending: Prepared | None, step: Step, value: Any, ok: bool) -> Prepared | None:
+    """What the port prepared and nobody has sent or abandoned yet. A run interrupted in
+    between (cancelled, KeyboardInterrupt: not an ``Exception``, so the flow never sees it)
+    abandons it on the way out, so a nonce lock is never left held."""
+    if isinstance(step, Prepare) and ok:
+        return value  # type: ignore[no-any-return]
+    if isinstance(step, Send | Abandon):
+        return None
+    return pending
+
+
 def _best_effort(what: str, task_id: str, exc: Exception) -> None:
     log.info(f"gateway {what} failed", task_id=task_id, error=type(exc).__name__)
 
@@ -157,16 +169,23 @@ class Runner:
     def drive(self, flow: Flow[R], port: Port | None = None) -> R:
         value: Any = None
         error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                value = self.execute(step, port)
-            except Exception as exc:  # handed back to the flow, which decides
-                error = exc
+        pending: Prepared | None = None
+        try:
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, error = None, None
+                try:
+                    value = self.execute(step, port)
+                except Exception as exc:  # handed back to the flow, which decides
+                    error = exc
+                pending = _pending(pending, step, value, error is None)
+        except BaseException:
+            if pending is not None and port is not None:
+                port.abandon(pending)
+            raise
 
     def execute(self, step: Step, port: Port | None = None) -> Any:
         if isinstance(step, _LOCAL):
@@ -208,16 +227,25 @@ class AsyncRunner:
     async def drive(self, flow: Flow[R], port: Port | AsyncPort | None = None) -> R:
         value: Any = None
         error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                value = await self.execute(step, port)
-            except Exception as exc:
-                error = exc
+        pending: Prepared | None = None
+        try:
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, error = None, None
+                try:
+                    value = await self.execute(step, port)
+                except Exception as exc:
+                    error = exc
+                pending = _pending(pending, step, value, error is None)
+        except BaseException:
+            if pending is not None and port is not None:
+                done = port.abandon(pending)  # must not suspend: it runs while cancelled
+                if inspect.isawaitable(done):
+                    await done
+            raise
 
     async def execute(self, step: Step, port: Port | AsyncPort | None = None) -> Any:
         if isinstance(step, _LOCAL):

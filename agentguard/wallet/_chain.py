@@ -273,7 +273,11 @@ class AsyncChainPort:
 
     async def prepare(self, verified: VerifiedAttestation) -> Prepared:
         lease = await self._port.nonces.acquire_async()
-        return await asyncio.to_thread(self._port.prepare_with, lease, verified)
+        try:
+            return await asyncio.to_thread(self._port.prepare_with, lease, verified)
+        except BaseException:  # cancelled while estimating: the runner never saw the lease
+            lease.done(broadcast=False)
+            raise
 
     async def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
         return await asyncio.to_thread(self._port.sign, verified, prepared)

@@ -47,7 +47,13 @@ class NonceManager:
         lease holder's own steps of threads (the default executor is small)."""
         while not self._lock.acquire(blocking=False):
             await asyncio.sleep(0.005)
-        return await asyncio.to_thread(self._leased)
+        try:  # cancelled while reading the chain: the lock is given back
+            if self._next is None:
+                self._next = await asyncio.to_thread(self._read)
+            return Lease(self, self._next)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _leased(self) -> Lease:
         try:

@@ -9,6 +9,7 @@ import pytest
 from web3.exceptions import ContractCustomError
 
 from agentguard import (
+    AsyncGuardedWallet,
     Attestation,
     AttestationReplayed,
     BudgetExceeded,
@@ -326,3 +327,34 @@ async def test_24_concurrent_async_sends_never_overspend(snapshot, network):
     moved = usdc(chain, PAYEE) - before
     assert landed == cap // amount == 9 and moved == landed * amount
     assert ledger.usage(wallet.account, 3600).spent[chain.token.address.lower()] == moved
+
+
+async def test_a_cancelled_async_send_leaves_no_nonce_lock_behind(snapshot, network, monkeypatch):
+    """A task cancelled between preparing (nonce locked) and sending must give the nonce lock
+    back; otherwise every later send of this wallet waits forever."""
+    import asyncio
+
+    from agentguard.wallet._chain import AsyncChainPort
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    ledger = Ledger()
+    wallet = AsyncGuardedWallet(make_wallet(chain, network, policy_client=client, ledger=ledger))
+    signing, never = asyncio.Event(), asyncio.Event()
+    original = AsyncChainPort.sign
+
+    async def stuck(self, verified, prepared):  # type: ignore[no-untyped-def]
+        signing.set()
+        await never.wait()
+
+    monkeypatch.setattr(AsyncChainPort, "sign", stuck)
+    task = asyncio.create_task(wallet.transfer(PAYEE, 1, asset=chain.token.address))
+    await signing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(AsyncChainPort, "sign", original)
+    receipt = await asyncio.wait_for(wallet.transfer(PAYEE, 2, asset=chain.token.address), 60)
+    assert receipt.block_number > 0
+    # the cancelled one was never signed: its hold is reserved (not signed) and expires unused
+    assert [r.state for r in ledger._backend.signed()] == []
