@@ -2,6 +2,8 @@
 Permit2 approval (a wallet call) and the paid inference calls (``X402Auth``), sync and async.
 See ``tests/integration/test_entry_points.py`` in the repository for the full list."""
 
+# ruff: noqa: F811 - pytest fixtures imported from test_og_inference are parameters here
+
 from __future__ import annotations
 
 import sys
@@ -34,7 +36,10 @@ TYPED = frozenset({"sign_typed_data"})  # the server's facilitator signs settlem
 
 
 def test_permit2_approval_then_sync_and_async_inference(
-    chain: Chain, network: ReferenceNetwork, policies: None, server: Server  # noqa: F811
+    chain: Chain,
+    network: ReferenceNetwork,
+    policies: None,
+    server: Server,
 ) -> None:
     with PipelineTrace() as trace:
         approval = ensure_permit2_approval(
@@ -59,7 +64,10 @@ def test_permit2_approval_then_sync_and_async_inference(
 
 
 async def test_async_inference(
-    chain: Chain, network: ReferenceNetwork, policies: None, server: Server  # noqa: F811
+    chain: Chain,
+    network: ReferenceNetwork,
+    policies: None,
+    server: Server,
 ) -> None:
     ensure_permit2_approval(
         wallet(chain, network), chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3
