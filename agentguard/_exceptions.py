@@ -33,7 +33,8 @@ happened and what to do about it; none ever contains a key or a secret.
     │   └── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
-    │   └── ReservationError         unknown, expired or already settled reservation
+    │   ├── ReservationError         unknown, expired or already settled reservation
+    │   └── FeeCapExceeded           the network fee asked for is above the configured FeeCap
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
@@ -263,6 +264,15 @@ class BudgetExceeded(LedgerError):
 
 class ReservationError(LedgerError):
     hint = "The reservation is unknown, expired or already settled; authorize the action again."
+
+
+class FeeCapExceeded(LedgerError):
+    """Gas or fees (as the RPC node quotes them) are above the wallet's ``FeeCap``."""
+
+    hint = (
+        "Nothing was signed: the network fee is above the configured FeeCap. Retry when fees "
+        "fall, or raise the cap deliberately (the fee is paid from the agent's own ETH)."
+    )
 
 
 # -- execution -------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""``Guard``: the façade users hold. It wires authorizer → verifier (→ ledger → signer).
+"""``Guard``: the façade users hold. It wires authorizer → verifier, and hands out the entry
+points built on the one guarded pipeline (``agentguard.pipeline``):
 
-Every entry point (wallet, x402 auth, decorators, LangChain tools) goes through
-``Guard.authorize``; none signs on its own.
+    wallet = guard.wallet(signer=signer, web3=w3, ledger=ledger, limits=limits)
+    auth = guard.x402(signer=signer, ledger=ledger, allowances=allowances, limits=limits)
+
+Every entry point (wallet, x402 auth, decorators, LangChain tools) reaches ``Guard.authorize``
+only through the pipeline's ``Authorize`` step; none signs on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import VerificationError
@@ -15,6 +19,15 @@ from agentguard._gateway import AsyncAuthorizer, AsyncNewtonGateway, Authorizer,
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._logging import get_logger
 from agentguard._verifier import ReplayGuard, VerifiedAttestation, Verifier
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from agentguard._signer import Signer
+    from agentguard.ledger import Ledger, Limits
+    from agentguard.pipeline import AuditSink
+    from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
+    from agentguard.x402 import Allowances, X402Auth
 
 __all__ = ["AsyncGuard", "Guard"]
 
@@ -60,6 +73,31 @@ class _Connect:
         )
         return cls(gateway, verifier)
 
+    def x402(
+        self,
+        *,
+        signer: Signer,
+        ledger: Ledger,
+        allowances: Allowances,
+        limits: Limits | None = None,
+        vault: str | None = None,
+        audit: AuditSink | None = None,
+        **options: Any,
+    ) -> X402Auth:
+        """An ``httpx.Auth`` paying x402 answers through the pipeline under this guard."""
+        from agentguard.x402 import X402Auth
+
+        return X402Auth(
+            signer=signer,
+            guard=self,  # type: ignore[arg-type]
+            ledger=ledger,
+            allowances=allowances,
+            limits=limits,
+            vault=vault,
+            audit=audit,
+            **options,
+        )
+
     def _verify(self, attestation: Attestation, intent: Intent) -> VerifiedAttestation:
         try:
             return self.verifier.verify(attestation, intent)
@@ -78,6 +116,31 @@ class Guard(_Connect):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
         return self._verify(self.authorizer.authorize(intent, wasm_args=wasm_args), intent)
+
+    def wallet(
+        self,
+        *,
+        signer: Signer,
+        web3: Web3,
+        ledger: Ledger,
+        limits: Limits,
+        vault: str | None = None,
+        audit: AuditSink | None = None,
+        **options: Any,
+    ) -> GuardedWallet:
+        """A wallet whose every transaction goes through the pipeline under this guard."""
+        from agentguard.wallet import GuardedWallet
+
+        return GuardedWallet(
+            signer=signer,
+            guard=self,
+            web3=web3,
+            ledger=ledger,
+            limits=limits,
+            vault=vault,
+            audit=audit,
+            **options,
+        )
 
     def close(self) -> None:
         self.authorizer.close()
@@ -100,6 +163,31 @@ class AsyncGuard(_Connect):
     ) -> VerifiedAttestation:
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
         return self._verify(attestation, intent)
+
+    def wallet(
+        self,
+        *,
+        signer: Signer,
+        web3: Web3,
+        ledger: Ledger,
+        limits: Limits,
+        vault: str | None = None,
+        audit: AuditSink | None = None,
+        **options: Any,
+    ) -> AsyncGuardedWallet:
+        """An async wallet on this guard (chain calls run in worker threads)."""
+        from agentguard.wallet import AsyncGuardedWallet
+
+        return AsyncGuardedWallet.on(
+            self,
+            signer=signer,
+            web3=web3,
+            ledger=ledger,
+            limits=limits,
+            vault=vault,
+            audit=audit,
+            **options,
+        )
 
     async def aclose(self) -> None:
         await self.authorizer.aclose()

@@ -195,7 +195,7 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from agentguard.x402 import Allowances, X402Auth
+    from agentguard.x402 import Allowances, resolver
 
     opg_unit = 10**18
     print("\npaying for inference (OpenGradient-compatible local server, OPG over x402 upto):")
@@ -250,11 +250,11 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     allowance = approval.allowance_after / opg_unit
     print(f"  ✓ approve(Permit2) authorized and sent: allowance {allowance} OPG")
     before = opg.functions.balanceOf(SHOP.address).call()
-    auth = X402Auth(
+    auth = guard.x402(
         signer=Signer.from_key(AGENT.private_key),
-        guard=guard,
         ledger=ledger,
         allowances=Allowances({opg.address: opg_unit // 10}),
+        audit=AuditLog(state / "audit.jsonl"),
     )
     charged = 0
     try:
@@ -271,7 +271,7 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
                     f"      charged {amount / opg_unit:.6f} OPG, "
                     f"TEE proof verified (tee_id {result.proof.tee_id[:14]}…)"
                 )
-        auth.close()  # the session ends: commit what was charged, give back the rest
+        auth.close()  # the session ends; its signed maximum counts until the chain settles
         deadline = time.monotonic() + 20
         while (
             opg.functions.balanceOf(SHOP.address).call() == before and time.monotonic() < deadline
@@ -285,7 +285,10 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
         f"  settled onchain: the provider received {received / opg_unit:.6f} OPG "
         f"(charged {charged / opg_unit:.6f})"
     )
-    return bool(received == charged > 0)
+    # The budget follows the chain, not the payee: commit what the settlement moved.
+    committed = sum(r.amount for r in ledger.recover(resolver(w3)).committed)
+    print(f"  ledger reconciled from the chain: {committed / opg_unit:.6f} OPG counted")
+    return bool(received == charged == committed > 0)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ threads and processes (see ``_ledger.py`` for the lifecycle and crash rules).
 """
 
 from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
-from agentguard.ledger._ledger import AsyncLedger, Ledger, RecoveryReport, Resolver, Verdict
+from agentguard.ledger._ledger import (
+    AsyncLedger,
+    Ledger,
+    RecoveryReport,
+    Resolver,
+    Spent,
+    Verdict,
+)
 from agentguard.ledger._limits import Limits, RateCap, WindowCap
 from agentguard.ledger._reservation import Reservation, State
 from agentguard.ledger._sqlite import SQLiteBackend
@@ -22,6 +29,7 @@ __all__ = [
     "ReserveRequest",
     "Resolver",
     "SQLiteBackend",
+    "Spent",
     "State",
     "Usage",
     "Verdict",

@@ -28,6 +28,7 @@ class ReserveRequest:
     amount: int
     recipient: str | None
     expires_at: float
+    action: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,11 @@ class LedgerBackend(Protocol):
     def reserve(self, request: ReserveRequest, limits: Limits, now: float) -> Reservation:
         """Return the reservation already made under ``request.key``, or check every cap and
         record a new one atomically; raise ``BudgetExceeded`` (recording nothing) on a cap."""
+        ...
+
+    def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
+        """Attach an unbound, unexpired ``reserved`` reservation to the attestation ``task_id``
+        and give it that attestation's expiry; idempotent for the same binding."""
         ...
 
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:

@@ -1,10 +1,14 @@
 """The spend ledger: one budget for every transfer, call and x402 payment an agent makes.
 
-The wallet drives each spend through three calls::
+The guarded pipeline (``agentguard.pipeline``) drives each spend through four calls::
 
-    r = ledger.reserve(agent, intent.spend, key=task_id, expires_at=attestation_expiry, limits=...)
+    r = ledger.reserve(agent, intent.spend, key=local_key, expires_at=now + hold, limits=...)
+    ledger.bind(r.id, task_id=attestation.task_id, expires_at=attestation_expiry)
     ledger.mark_signed(r.id, reference=tx_hash_or_payment_nonce)   # BEFORE the signature leaves
     ledger.commit(r.id, outcome) or ledger.release(r.id, reason)
+
+The reservation comes first, before the authorization network is asked, so an action the
+local caps refuse never uses up the network's budget; a deny releases it.
 
 A reservation that expires without being marked signed is given back (by ``recover`` or by the
 next ``reserve``): safe, because ``mark_signed`` refuses an expired reservation, so nothing was
@@ -32,12 +36,22 @@ from agentguard.ledger._limits import Limits
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._sqlite import SQLiteBackend
 
-__all__ = ["AsyncLedger", "Ledger", "RecoveryReport", "Resolver", "Verdict"]
+__all__ = ["AsyncLedger", "Ledger", "RecoveryReport", "Resolver", "Spent", "Verdict"]
 
-Verdict = Literal["committed", "released", "unknown"]
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """A resolver's proof, read from the chain, that exactly ``amount`` moved (an ``upto``
+    payment settled below its signed maximum): the reservation commits that amount."""
+
+    amount: int
+
+
+Verdict = Literal["committed", "released", "unknown"] | Spent
 Resolver = Callable[[Reservation], Verdict]
-"""Says what became of a signed reservation: ``committed`` (it landed), ``released`` (it can
-provably never land, e.g. its nonce was used by another transaction), or ``unknown``."""
+"""Says what became of a signed reservation: ``committed`` (it landed, in full), ``Spent(n)``
+(it landed and moved exactly ``n``, proven onchain), ``released`` (it can provably never land,
+e.g. its nonce was used by another transaction), or ``unknown``."""
 AsyncResolver = Callable[[Reservation], Awaitable[Verdict]]
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -79,13 +93,25 @@ class Ledger:
         self._backend = backend or SQLiteBackend(path, synchronous=synchronous)
         self._clock = clock
 
+    def now(self) -> float:
+        """The ledger's clock (what reservation expiries are compared with)."""
+        return self._clock()
+
     def reserve(
-        self, agent: str, spend: Spend, *, key: str, expires_at: float, limits: Limits
+        self,
+        agent: str,
+        spend: Spend,
+        *,
+        key: str,
+        expires_at: float,
+        limits: Limits,
+        action: bool = True,
     ) -> Reservation:
         """Hold ``spend`` against every cap in ``limits`` or raise ``BudgetExceeded``.
 
-        Idempotent per ``key`` (use the attestation's task id): asking again returns the first
-        reservation, whatever its state, and never counts twice.
+        Idempotent per ``key``: asking again returns the first reservation, whatever its state,
+        and never counts twice. ``action=False`` holds a cost of another action (its network
+        fee): counted by amount, not by the rate caps.
         """
         if not isinstance(limits, Limits):
             raise ConfigurationError("limits must be an agentguard.ledger.Limits")
@@ -109,8 +135,24 @@ class Ledger:
             amount=amount,
             recipient=spend.recipient,
             expires_at=float(expires_at),
+            action=bool(action),
         )
         return self._backend.reserve(request, limits, now)
+
+    def bind(self, reservation_id: str, *, task_id: str, expires_at: float) -> Reservation:
+        """Tie a reservation made before authorization to the attestation that allowed it: it
+        then lives exactly as long as that attestation (``mark_signed`` refuses after). Refused
+        if the reservation expired meanwhile (its hold may have been given back)."""
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+            raise ReservationError("expires_at must be a unix timestamp in seconds")
+        if not math.isfinite(expires_at):
+            raise ReservationError(f"expires_at {expires_at} is not a timestamp")
+        return self._backend.bind(
+            _text(reservation_id, "reservation id"),
+            _text(task_id, "task id"),
+            float(expires_at),
+            self._clock(),
+        )
 
     def mark_signed(self, reservation_id: str, reference: str) -> Reservation:
         """Record that a signature is about to exist (tx hash, payment nonce). Call it before
@@ -163,6 +205,16 @@ class Ledger:
 
     def _settle(self, reservation: Reservation, verdict: object) -> Reservation:
         try:
+            if isinstance(verdict, Spent):
+                amount = verdict.amount
+                if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                    raise ConfigurationError(f"Spent amount must be a non-negative int: {amount!r}")
+                return self._backend.commit(
+                    reservation.id,
+                    "recovered: settled onchain",
+                    min(amount, reservation.reserved),
+                    self._clock(),
+                )
             if verdict == "committed":
                 return self._backend.commit(
                     reservation.id, "recovered: landed", None, self._clock()
@@ -206,10 +258,28 @@ class AsyncLedger:
         self.ledger = ledger
 
     async def reserve(
-        self, agent: str, spend: Spend, *, key: str, expires_at: float, limits: Limits
+        self,
+        agent: str,
+        spend: Spend,
+        *,
+        key: str,
+        expires_at: float,
+        limits: Limits,
+        action: bool = True,
     ) -> Reservation:
         return await asyncio.to_thread(
-            self.ledger.reserve, agent, spend, key=key, expires_at=expires_at, limits=limits
+            self.ledger.reserve,
+            agent,
+            spend,
+            key=key,
+            expires_at=expires_at,
+            limits=limits,
+            action=action,
+        )
+
+    async def bind(self, reservation_id: str, *, task_id: str, expires_at: float) -> Reservation:
+        return await asyncio.to_thread(
+            self.ledger.bind, reservation_id, task_id=task_id, expires_at=expires_at
         )
 
     async def mark_signed(self, reservation_id: str, reference: str) -> Reservation:

@@ -8,7 +8,8 @@ from typing import Literal
 __all__ = ["Reservation", "State"]
 
 State = Literal["reserved", "signed", "committed", "released"]
-"""``reserved`` → (``signed``) → ``committed`` | ``released``. All but ``released`` count."""
+"""``reserved`` (→ bound to an attestation) → (``signed``) → ``committed`` | ``released``.
+All but ``released`` count."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,11 @@ class Reservation:
     """Tx hash or payment nonce, set by ``mark_signed``: what a resolver looks up after a crash."""
     outcome: str | None = None
     reason: str | None = None
+    action: bool = True
+    """``False`` for a cost held next to an action (its network fee): it counts against the
+    amount caps but not against the rate caps, which count actions."""
+    task_id: str | None = None
+    """The attestation this reservation was bound to (``Ledger.bind``); ``None`` until then."""
 
     @property
     def counted(self) -> bool:

@@ -37,7 +37,15 @@ from agentguard.ledger._reservation import Reservation
 
 __all__ = ["SQLiteBackend"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+# Version 1 files gain the two columns version 2 added (an action counts once in rate caps; a
+# network fee held next to it does not; ``task_id`` is the attestation a reservation is bound to).
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE reservations ADD COLUMN actions INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE reservations ADD COLUMN task_id TEXT",
+    ),
+}
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS reservations (
         seq         INTEGER PRIMARY KEY,
@@ -53,7 +61,9 @@ _SCHEMA = (
         updated_at  REAL NOT NULL,
         reference   TEXT,
         outcome     TEXT,
-        reason      TEXT)""",
+        reason      TEXT,
+        actions     INTEGER NOT NULL DEFAULT 1,
+        task_id     TEXT)""",
     "CREATE INDEX IF NOT EXISTS by_agent ON reservations (agent, created_at, seq)",
     "CREATE INDEX IF NOT EXISTS unsigned ON reservations (expires_at) WHERE state = 'reserved'",
     "CREATE INDEX IF NOT EXISTS signed ON reservations (seq) WHERE state = 'signed'",
@@ -72,7 +82,7 @@ _SCHEMA = (
 )
 _COLUMNS = (
     "key, agent, asset, amount, reserved, recipient, state, created_at, expires_at, "
-    "updated_at, reference, outcome, reason, seq"
+    "updated_at, reference, outcome, reason, seq, actions, task_id"
 )
 # Queries built once from the constants above (no caller data is ever formatted into SQL).
 _SELECT = f"SELECT {_COLUMNS} FROM reservations WHERE "  # noqa: S608
@@ -81,7 +91,7 @@ _SIGNED = _SELECT + "state = 'signed' ORDER BY seq"
 _EXPIRED = _SELECT + "state = 'reserved' AND expires_at <= ?"
 _INSERT = (
     "INSERT INTO reservations (key, agent, asset, amount, reserved, recipient, state, "
-    "created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, expires_at, updated_at, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _WINDOWS = (
     "SELECT asset, seconds, total, count, cursor_at, cursor_seq, next_at FROM windows "
@@ -92,7 +102,7 @@ _SAVE_WINDOW = "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # of it (a second index per asset would cost a page write per reserve and save little: each
 # reservation is walked past once per window row).
 _AFTER = {  # reservations after a cursor, oldest first, for one asset or for all of them
-    scoped: f"SELECT created_at, seq, amount, state FROM reservations WHERE {scope} "  # noqa: S608
+    scoped: f"SELECT created_at, seq, amount, state, actions FROM reservations WHERE {scope} "  # noqa: S608
     "AND (created_at, seq) > (?, ?) ORDER BY created_at, seq"
     for scoped, scope in ((True, "agent = ? AND asset = ?"), (False, "agent = ?"))
 }
@@ -123,6 +133,8 @@ def _row(row: Any) -> tuple[Reservation, Position]:
         reference=row[10],
         outcome=row[11],
         reason=row[12],
+        action=bool(row[14]),
+        task_id=row[15],
     )
     return reservation, (row[7], row[13])
 
@@ -192,11 +204,13 @@ class SQLiteBackend:
         self._conn, self._pid, self._lock = conn, os.getpid(), threading.Lock()
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, *_MIGRATIONS, _SCHEMA_VERSION):
                 raise ConfigurationError(
                     f"ledger database {self.path!r} has schema version {version}; "
-                    f"this agentguard understands {_SCHEMA_VERSION}"
+                    f"this agentguard understands up to {_SCHEMA_VERSION}"
                 )
+            for statement in _MIGRATIONS.get(version, ()):
+                db.execute(statement)
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -226,10 +240,11 @@ class SQLiteBackend:
             row = db.execute(_BY_KEY, (request.key,)).fetchone()
             if row is not None:
                 existing, _ = _row(row)
-                if (existing.agent, existing.asset, existing.reserved) != (
+                if (existing.agent, existing.asset, existing.reserved, existing.action) != (
                     request.agent,
                     request.asset,
                     request.amount,
+                    request.action,
                 ):
                     raise ReservationError(
                         f"key {request.key!r} already reserved {existing.reserved} of "
@@ -252,6 +267,7 @@ class SQLiteBackend:
                 created_at=now,
                 expires_at=request.expires_at,
                 updated_at=now,
+                action=request.action,
             )
             cursor = db.execute(
                 _INSERT,
@@ -266,6 +282,7 @@ class SQLiteBackend:
                     now,
                     reservation.expires_at,
                     now,
+                    int(request.action),
                 ),
             )
             if cursor.lastrowid is None:  # sqlite3 always sets it after an INSERT
@@ -273,7 +290,7 @@ class SQLiteBackend:
             position = (now, cursor.lastrowid)
             for w in windows.values():
                 if w.counts(position):
-                    w.add(request.amount, 1)
+                    w.add(request.amount, int(request.action))
                     w.next_at = now if w.next_at is None else min(w.next_at, now)
             self._save(db, windows.values())
             return reservation
@@ -297,6 +314,28 @@ class SQLiteBackend:
                 (reference, now, r.id),
             )
             return replace(r, state="signed", reference=reference, updated_at=now)
+
+    def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
+        with self._tx() as db:
+            r, _ = self._load(db, reservation_id)
+            if r.state == "reserved" and r.task_id == task_id and r.expires_at == expires_at:
+                return r
+            if r.state != "reserved" or r.task_id is not None:
+                raise ReservationError(
+                    f"reservation {r.id} is {r.state}"
+                    + (f" and bound to {r.task_id}" if r.task_id else "")
+                    + "; only an unbound reserved one can be bound to an attestation"
+                )
+            if now >= r.expires_at:
+                raise ReservationError(
+                    f"reservation {r.id} expired at {r.expires_at:.0f} before the attestation "
+                    "arrived; its hold may already be given back, so it cannot back a signature"
+                )
+            db.execute(
+                "UPDATE reservations SET task_id = ?, expires_at = ?, updated_at = ? WHERE key = ?",
+                (task_id, expires_at, now, r.id),
+            )
+            return replace(r, task_id=task_id, expires_at=expires_at, updated_at=now)
 
     def commit(
         self, reservation_id: str, outcome: str, amount: int | None, now: float
@@ -354,14 +393,14 @@ class SQLiteBackend:
     def usage(self, agent: str, window_seconds: int, now: float) -> Usage:
         with self._tx(write=False) as db:
             rows = db.execute(
-                "SELECT asset, amount FROM reservations "
+                "SELECT asset, amount, actions FROM reservations "
                 "WHERE agent = ? AND created_at > ? AND state != 'released'",
                 (agent, now - window_seconds),
             ).fetchall()
         spent: dict[str, int] = {}
-        for asset, amount in rows:
+        for asset, amount, _ in rows:
             spent[asset] = spent.get(asset, 0) + int(amount)
-        return Usage(count=len(rows), spent=spent)
+        return Usage(count=sum(actions for _, _, actions in rows), spent=spent)
 
     # -- inside a transaction ----------------------------------------------------------------
 
@@ -384,7 +423,7 @@ class SQLiteBackend:
             "updated_at = ? WHERE key = ?",
             (reason, now, r.id),
         )
-        self._adjust(db, r, position, -r.amount, -1)
+        self._adjust(db, r, position, -r.amount, -int(r.action))
         return replace(r, state="released", amount=0, reason=reason, updated_at=now)
 
     def _expire(self, db: sqlite3.Connection, now: float) -> list[Reservation]:
@@ -423,14 +462,16 @@ class SQLiteBackend:
             if w.total + amount > window.max_amount:
                 rows = db.execute(_AFTER[True], (agent, asset, *w.cursor))
                 in_window = (
-                    (at, int(spent)) for at, _, spent, state in rows if state != "released"
+                    (at, int(spent)) for at, _, spent, state, _ in rows if state != "released"
                 )
                 raise window_refusal(agent, window, w.total, amount, in_window, now)
-        for rate in limits.rate:
+        for rate in limits.rate if request.action else ():  # a fee is not another action
             w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
             if w.count + 1 > rate.max_count:
                 rows = db.execute(_AFTER[False], (agent, *w.cursor))
-                in_window_at = (at for at, _, _, state in rows if state != "released")
+                in_window_at = (
+                    at for at, _, _, state, actions in rows if state != "released" and actions
+                )
                 raise rate_refusal(agent, rate, w.count, in_window_at, now)
 
     def _rolled(
@@ -450,23 +491,25 @@ class SQLiteBackend:
             last = db.execute(_LAST_OUT[bool(asset)], (*scope, boundary)).fetchone()
             cursor: Position = (last[0], last[1]) if last else _ORIGIN
             w = windows[(asset, seconds)] = _Window(agent, asset, seconds, 0, 0, cursor, None)
-            for created_at, _, amount, state in db.execute(_AFTER[bool(asset)], (*scope, *cursor)):
+            for created_at, _, amount, state, actions in db.execute(
+                _AFTER[bool(asset)], (*scope, *cursor)
+            ):
                 if w.next_at is None:
                     w.next_at = created_at
                 if state != "released":
-                    w.add(int(amount), 1)
+                    w.add(int(amount), actions)
             w.dirty = True
             return w
         if w.next_at is None or w.next_at > boundary:
             return w  # nothing has left the window since it was last rolled
         w.dirty, w.next_at = True, None
         rows = db.execute(_AFTER[bool(asset)], (*scope, *w.cursor))
-        for created_at, seq, amount, state in rows:
+        for created_at, seq, amount, state, actions in rows:
             if created_at > boundary:  # the oldest one still in the window
                 w.next_at = created_at
                 break
             if state != "released":
-                w.add(-int(amount), -1)
+                w.add(-int(amount), -actions)
             w.cursor = (created_at, seq)
         rows.close()
         return w

@@ -2,21 +2,26 @@
 
 ``Ledger.recover(resolver(w3))`` settles what ``X402Auth`` left signed. The chain is the
 truth: an EIP-3009 nonce (``authorizationState``) or a Permit2 nonce (``nonceBitmap``) that
-is spent means the payment landed (counted in full: the chain does not say how much an
-``upto`` settlement took); one still unspent after its ``validBefore``/``deadline`` can never
-land and is given back. Anything else stays counted (``unknown``).
+is spent means the payment landed; one still unspent after its ``validBefore``/``deadline``
+can never land and is given back. Anything else stays counted (``unknown``).
+
+An ``upto`` payment commits less than its signed maximum only on onchain proof: a
+``Settled(owner, to, token, amount, nonce)`` event of a trusted upto proxy (the Permit2
+spender, which alone can use the nonce) for exactly this owner, token and nonce. Without one
+(another proxy, logs beyond ``lookback_blocks``) the maximum is committed. What a payee reports
+in its answer never lowers the count.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from web3 import Web3
 
-from agentguard.ledger import Reservation, Resolver, Verdict
-from agentguard.x402.upto.client import PERMIT2
+from agentguard.ledger import Reservation, Resolver, Spent, Verdict
+from agentguard.x402.upto.client import PERMIT2, UPTO_PERMIT2_PROXY
 
 __all__ = ["resolver"]
 
@@ -40,9 +45,44 @@ _PERMIT2_ABI: list[dict[str, Any]] = [
 ]
 
 
-def resolver(w3: Web3, *, clock: Callable[[], float] = time.time) -> Resolver:
+_SETTLED = Web3.keccak(text="Settled(address,address,address,uint256,uint256)")
+
+
+def _word(address: str) -> str:
+    return "0x" + address.lower().removeprefix("0x").rjust(64, "0")
+
+
+def _settled_amount(
+    w3: Web3, proxies: Collection[str], owner: str, token: str, nonce: int, lookback: int
+) -> int | None:
+    """The amount a trusted upto proxy settled on (owner, nonce), if its event says so."""
+    latest = int(w3.eth.block_number)
+    logs = w3.eth.get_logs(
+        {
+            "fromBlock": max(0, latest - lookback),
+            "toBlock": latest,
+            "address": [Web3.to_checksum_address(p) for p in proxies],
+            "topics": [_SETTLED, _word(owner), None, _word(token)],
+        }
+    )
+    amounts = []
+    for entry in logs:
+        data = bytes(entry["data"])
+        if len(data) == 64 and int.from_bytes(data[32:]) == nonce:
+            amounts.append(int.from_bytes(data[:32]))
+    return amounts[0] if len(amounts) == 1 else None  # Permit2 nonces are single use
+
+
+def resolver(
+    w3: Web3,
+    *,
+    clock: Callable[[], float] = time.time,
+    upto_proxies: Collection[str] = (UPTO_PERMIT2_PROXY,),
+    lookback_blocks: int = 100_000,
+) -> Resolver:
     """A ``Ledger.recover`` resolver for x402 payments on ``w3``'s chain; ``unknown`` for any
-    other reference (so it can be chained with the wallet's resolver)."""
+    other reference (so it can be chained with the wallet's resolver). ``upto_proxies``: the
+    Permit2 spenders trusted to report settlements (as in ``Allowances.upto_spenders``)."""
     chain_id = int(w3.eth.chain_id)
 
     def resolve(reservation: Reservation) -> Verdict:
@@ -66,7 +106,13 @@ def resolver(w3: Web3, *, clock: Callable[[], float] = time.time) -> Resolver:
                 bitmap = permit2.functions.nonceBitmap(
                     Web3.to_checksum_address(owner), nonce >> 8
                 ).call()
-                return _verdict(bool((int(bitmap) >> (nonce & 0xFF)) & 1), int(deadline), clock())
+                used = bool((int(bitmap) >> (nonce & 0xFF)) & 1)
+                if used:
+                    amount = _settled_amount(
+                        w3, upto_proxies, owner, reservation.asset, nonce, lookback_blocks
+                    )
+                    return "committed" if amount is None else Spent(amount)
+                return _verdict(used, int(deadline), clock())
         except (ValueError, IndexError):
             return "unknown"
         return "unknown"

@@ -5,11 +5,14 @@ hook that lets a payment be created only after the authorization network allowed
     register_exact_evm_client(client, EthAccountSigner(account))
     client.on_before_payment_creation(authorization_hook(guard, payer=account.address))
 
-The hook runs after x402 chose a requirement and before its signer is touched; a refusal
-returns ``AbortResult`` and nothing is signed. It gates, but unlike ``X402Auth`` it cannot bind
-the signature to the attestation (x402's signer signs), reserve the spend in the ledger or
-guarantee one payment per request; use ``X402Auth`` for those. This module needs the
-``x402`` package; nothing else in agentguard imports it.
+The hook runs after x402 chose a requirement and before its signer is touched, and walks the
+same guarded pipeline as every other entry point (local caps → authorize → bind → audit); a
+refusal returns ``AbortResult`` and nothing is signed. Because x402's own signer signs, the
+pipeline's port here signs nothing: the payment is recorded as delegated (``payment_delegated``)
+and its reservation keeps counting the full amount (the hook never learns its nonce, so no
+resolver can give it back). Unlike ``X402Auth`` it cannot bind the signature to the
+attestation or guarantee one payment per request; use ``X402Auth`` for those. This module
+needs the ``x402`` package; nothing else in agentguard imports it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,18 @@ from agentguard._exceptions import AgentGuardError, ConfigurationError, PaymentR
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._verifier import VerifiedAttestation
+from agentguard.ledger import Ledger, Limits
+from agentguard.pipeline import (
+    Action,
+    AsyncRunner,
+    AuditSink,
+    Outcome,
+    Prepared,
+    Runner,
+    Sent,
+    Signed,
+    StillCounted,
+)
 from agentguard.x402._select import Allowances
 from agentguard.x402._wire import Requirement, parse_amount
 
@@ -89,48 +104,114 @@ def _abort(exc: AgentGuardError) -> AbortResult:
     return AbortResult(reason=f"agentguard: {exc.message}")
 
 
-class AuthorizationHook:
+class _Delegated:
+    """The pipeline's port when x402's own signer signs: it signs and sends nothing."""
+
+    def prepare(self, verified: VerifiedAttestation) -> Prepared:
+        return Prepared()
+
+    def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
+        return Signed(reference=f"x402-delegated:{verified.task_id}", payload=None)
+
+    def abandon(self, prepared: Prepared) -> None:
+        """Nothing was prepared."""
+
+    def send(self, signed: Signed) -> Sent | Outcome:
+        return StillCounted(
+            "payment_delegated",
+            "x402's own signer signs and sends this payment; it counts in full",
+        )
+
+    def confirm(self, signed: Signed) -> Outcome:
+        raise ConfigurationError("a delegated payment has no confirmation")
+
+
+class _Hook:
+    def __init__(
+        self, payer: str, allowances: Allowances | None, ledger: Ledger, limits: Limits
+    ) -> None:
+        self._payer, self._allowances, self._limits = payer, allowances, limits
+        self._ledger = ledger
+        self.attestations: deque[VerifiedAttestation] = deque(maxlen=_KEEP)
+
+    def _action(self, ctx: PaymentCreationContext) -> Action:
+        intent = _intent(ctx, self._payer, self._allowances)
+        return Action(agent=self._payer, intent=intent, limits=self._limits, rail="payment")
+
+
+class AuthorizationHook(_Hook):
     """The hook; ``attestations`` keeps the most recent verified attestations it obtained."""
 
-    def __init__(self, guard: Guard, payer: str, allowances: Allowances | None) -> None:
-        self._guard, self._payer, self._allowances = guard, payer, allowances
-        self.attestations: deque[VerifiedAttestation] = deque(maxlen=_KEEP)
+    def __init__(
+        self,
+        guard: Guard,
+        payer: str,
+        allowances: Allowances | None,
+        *,
+        ledger: Ledger,
+        limits: Limits,
+        audit: AuditSink | None = None,
+    ) -> None:
+        super().__init__(payer, allowances, ledger, limits)
+        self._runner = Runner(guard, ledger, audit)
 
     def __call__(self, ctx: PaymentCreationContext) -> AbortResult | None:
         try:
-            verified = self._guard.authorize(_intent(ctx, self._payer, self._allowances))
+            settled = self._runner.run(self._action(ctx), _Delegated())
         except AgentGuardError as exc:
             return _abort(exc)
-        self.attestations.append(verified)
+        self.attestations.append(settled.verified)
         return None
 
 
-class AsyncAuthorizationHook:
+class AsyncAuthorizationHook(_Hook):
     """``AuthorizationHook`` for an ``AsyncGuard`` (works with the async ``x402Client`` only)."""
 
-    def __init__(self, guard: AsyncGuard, payer: str, allowances: Allowances | None) -> None:
-        self._guard, self._payer, self._allowances = guard, payer, allowances
-        self.attestations: deque[VerifiedAttestation] = deque(maxlen=_KEEP)
+    def __init__(
+        self,
+        guard: AsyncGuard,
+        payer: str,
+        allowances: Allowances | None,
+        *,
+        ledger: Ledger,
+        limits: Limits,
+        audit: AuditSink | None = None,
+    ) -> None:
+        super().__init__(payer, allowances, ledger, limits)
+        self._runner = AsyncRunner(guard, ledger, audit)
 
     async def __call__(self, ctx: PaymentCreationContext) -> AbortResult | None:
         try:
-            verified = await self._guard.authorize(_intent(ctx, self._payer, self._allowances))
+            settled = await self._runner.run(self._action(ctx), _Delegated())
         except AgentGuardError as exc:
             return _abort(exc)
-        self.attestations.append(verified)
+        self.attestations.append(settled.verified)
         return None
 
 
 def authorization_hook(
-    guard: Guard | AsyncGuard, *, payer: str, allowances: Allowances | None = None
+    guard: Guard | AsyncGuard,
+    *,
+    payer: str,
+    allowances: Allowances | None = None,
+    ledger: Ledger | None = None,
+    limits: Limits | None = None,
+    audit: AuditSink | None = None,
 ) -> AuthorizationHook | AsyncAuthorizationHook:
     """An ``on_before_payment_creation`` hook authorizing each payment with ``guard``.
 
     A ``Guard`` gives a blocking hook (``x402Client`` and ``x402ClientSync``); an
-    ``AsyncGuard`` an async one (``x402Client`` only).
+    ``AsyncGuard`` an async one (``x402Client`` only). ``ledger``/``limits``: the agent's
+    budget (default: a process-local ledger without caps); ``audit``: the decision log.
     """
+    ledger = ledger if ledger is not None else Ledger()
+    limits = limits if limits is not None else Limits()
     if isinstance(guard, AsyncGuard):
-        return AsyncAuthorizationHook(guard, payer, allowances)
+        return AsyncAuthorizationHook(
+            guard, payer, allowances, ledger=ledger, limits=limits, audit=audit
+        )
     if isinstance(guard, Guard):
-        return AuthorizationHook(guard, payer, allowances)
+        return AuthorizationHook(
+            guard, payer, allowances, ledger=ledger, limits=limits, audit=audit
+        )
     raise ConfigurationError("authorization_hook needs an agentguard Guard or AsyncGuard")

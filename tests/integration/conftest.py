@@ -39,7 +39,9 @@ def signer() -> Signer:
     return Signer.from_key(AGENT_KEY)
 
 
-def transfer(signer: Signer, amount: int = 1_000_000, recipient: str = PAYEE, chain_id: int = 8453) -> TransactionIntent:
+def transfer(
+    signer: Signer, amount: int = 1_000_000, recipient: str = PAYEE, chain_id: int = 8453
+) -> TransactionIntent:
     return TransactionIntent.erc20_transfer(
         sender=signer.address, token=TOKEN, recipient=recipient, amount=amount, chain_id=chain_id
     )

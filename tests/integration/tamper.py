@@ -39,7 +39,9 @@ class TamperingProxy:
         self.port = _free_port()
         self._client = httpx.AsyncClient(timeout=30)
         app = Starlette(routes=[Route("/rpc", self._handle, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -61,7 +63,10 @@ class TamperingProxy:
         self._thread.join(5)
 
     async def _forward(self, request: Request, body: bytes) -> httpx.Response:
-        headers = {"authorization": request.headers.get("authorization", ""), "content-type": "application/json"}
+        headers = {
+            "authorization": request.headers.get("authorization", ""),
+            "content-type": "application/json",
+        }
         return await self._client.post(self.upstream + "/rpc", content=body, headers=headers)
 
     async def _handle(self, request: Request) -> Response:
@@ -83,7 +88,9 @@ class TamperingProxy:
         answer = upstream.json()
         result = answer.get("result")
         if mode == "garbage":
-            return Response(b"\x00\xffnot json at all", status_code=200, media_type="application/json")
+            return Response(
+                b"\x00\xffnot json at all", status_code=200, media_type="application/json"
+            )
         if mode == "truncated":
             raw = upstream.content
             return Response(raw[: len(raw) // 2], status_code=200, media_type="application/json")
@@ -97,7 +104,11 @@ class TamperingProxy:
             self._tamper_attestation(mode, result["attestation"], doc)
             if mode == "flip-deny-to-allow":
                 result["task_response"]["evaluation_result"] = [0] * 31 + [1]
-        return Response(json.dumps(answer).encode(), status_code=upstream.status_code, media_type="application/json")
+        return Response(
+            json.dumps(answer).encode(),
+            status_code=upstream.status_code,
+            media_type="application/json",
+        )
 
     def _tamper_attestation(self, mode: str, att: dict[str, Any], request: dict[str, Any]) -> None:
         sigs = att["signatures"]
@@ -126,7 +137,10 @@ class TamperingProxy:
             )
             keys = [PrivateKey(), PrivateKey(), PrivateKey()]
             att["signatures"] = [
-                {"operator": operator_address(k), "signature": "0x" + sign_attestation(k, digest).hex()}
+                {
+                    "operator": operator_address(k),
+                    "signature": "0x" + sign_attestation(k, digest).hex(),
+                }
                 for k in keys
             ]
         elif mode == "flip-deny-to-allow":

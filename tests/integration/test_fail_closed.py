@@ -90,7 +90,9 @@ def test_deny_is_readable_and_nothing_is_signed(network, signer, signing_spy):
         ("no-signatures", InsufficientQuorum),
     ],
 )
-def test_tampered_answers_never_lead_to_a_signature(network, proxy, signer, signing_spy, mode, error):
+def test_tampered_answers_never_lead_to_a_signature(
+    network, proxy, signer, signing_spy, mode, error
+):
     proxy.mode = mode
     try:
         with make_guard(network, proxy.url) as guard, pytest.raises(error):
@@ -179,7 +181,9 @@ def test_verified_attestation_for_one_intent_cannot_sign_another(network, signer
         verified = guard.authorize(transfer(signer))
     other_signer = Signer.from_key("0x" + "b2" * 32)
     with pytest.raises(VerificationError):
-        other_signer.sign_transaction(verified, nonce=0, gas=1, max_fee_per_gas=1, max_priority_fee_per_gas=1)
+        other_signer.sign_transaction(
+            verified, nonce=0, gas=1, max_fee_per_gas=1, max_priority_fee_per_gas=1
+        )
     assert signing_spy.calls == []
 
 

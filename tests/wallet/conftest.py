@@ -82,15 +82,24 @@ def network() -> Iterator[ReferenceNetwork]:
 
 def policy_params(token: str) -> dict[str, Any]:
     return {
-        "max_per_tx": {token.lower(): str(PER_TX_CAP), "0x0000000000000000000000000000000000000000": "10000000000000000"},
+        "max_per_tx": {
+            token.lower(): str(PER_TX_CAP),
+            "0x0000000000000000000000000000000000000000": "10000000000000000",
+        },
         "allowed_recipients": [PAYEE],
-        "window_caps": [{"asset": token.lower(), "window_seconds": 86400, "max_amount": str(DAILY_CAP)}],
+        "window_caps": [
+            {"asset": token.lower(), "window_seconds": 86400, "max_amount": str(DAILY_CAP)}
+        ],
     }
 
 
-def new_policy_client(network: ReferenceNetwork, token: str, *, client: str | None = None, expire_after: int = 300) -> tuple[str, str]:
+def new_policy_client(
+    network: ReferenceNetwork, token: str, *, client: str | None = None, expire_after: int = 300
+) -> tuple[str, str]:
     address = client or Web3.to_checksum_address(f"0x{next(_client_ids):040x}")
-    policy_id = network.register_policy_client(address, "agent_spend", policy_params(token), expire_after=expire_after)
+    policy_id = network.register_policy_client(
+        address, "agent_spend", policy_params(token), expire_after=expire_after
+    )
     return address, policy_id
 
 
@@ -121,7 +130,9 @@ def make_wallet(
     )
 
 
-def create_vault(chain: Chain, network: ReferenceNetwork, *, salt: bytes, expire_after: int = 300) -> tuple[Contract, str]:
+def create_vault(
+    chain: Chain, network: ReferenceNetwork, *, salt: bytes, expire_after: int = 300
+) -> tuple[Contract, str]:
     """A vault owned by OWNER for AGENT, guarded by the network's operators (2-of-3)."""
     placeholder = b"\x01" * 32
     receipt = transact(
@@ -132,9 +143,15 @@ def create_vault(chain: Chain, network: ReferenceNetwork, *, salt: bytes, expire
         sender=OWNER.address,
     )
     (event,) = chain.factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
-    vault = chain.w3.eth.contract(address=event["args"]["vault"], abi=load_artifact("AgentVault").abi)
-    _, policy_id = new_policy_client(network, chain.token.address, client=vault.address, expire_after=expire_after)
-    transact(chain.w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address)
+    vault = chain.w3.eth.contract(
+        address=event["args"]["vault"], abi=load_artifact("AgentVault").abi
+    )
+    _, policy_id = new_policy_client(
+        network, chain.token.address, client=vault.address, expire_after=expire_after
+    )
+    transact(
+        chain.w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address
+    )
     transact(chain.w3, chain.token.functions.mint(vault.address, 100_000_000), sender=OWNER.address)
     return vault, policy_id
 

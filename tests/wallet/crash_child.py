@@ -18,7 +18,10 @@ def main() -> None:
     w3 = Web3(Web3.HTTPProvider(cfg["rpc"]))
     ledger = Ledger(cfg["ledger"])
     guard = Guard.connect(
-        cfg["gateway"], policy_client=cfg["policy_client"], operators=cfg["operators"], api_key=cfg["api_key"]
+        cfg["gateway"],
+        policy_client=cfg["policy_client"],
+        operators=cfg["operators"],
+        api_key=cfg["api_key"],
     )
     wallet = GuardedWallet(
         signer=Signer.from_key(cfg["key"]),
@@ -31,14 +34,14 @@ def main() -> None:
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if cfg["die"] == "after_reserve":
-        original_reserve = ledger.reserve
+    if cfg["die"] == "after_reserve":  # reserved and bound to the attestation, not signed
+        original_bind = ledger.bind
 
-        def reserve(*args, **kwargs):  # type: ignore[no-untyped-def]
-            original_reserve(*args, **kwargs)
+        def bind(*args, **kwargs):  # type: ignore[no-untyped-def]
+            original_bind(*args, **kwargs)
             die()
 
-        ledger.reserve = reserve  # type: ignore[method-assign]
+        ledger.bind = bind  # type: ignore[method-assign]
     else:
         original_send = w3.eth.send_raw_transaction
 

@@ -43,7 +43,11 @@ def test_an_honest_release_gives_the_budget_back_at_expiry(snapshot, checked_net
     vault, _ = create_vault(chain, checked_network, salt=b"\x22" * 32, expire_after=2)
     wallet = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
     intent = TransactionIntent.erc20_transfer(
-        sender=vault.address, token=chain.token.address, recipient=PAYEE, amount=PER_TX_CAP, chain_id=8453
+        sender=vault.address,
+        token=chain.token.address,
+        recipient=PAYEE,
+        amount=PER_TX_CAP,
+        chain_id=8453,
     )
     verified = wallet._guard.authorize(intent)
     wallet._guard.authorizer.release(verified.task_id)  # never sent

@@ -9,6 +9,7 @@ import pytest
 from web3.exceptions import ContractCustomError
 
 from agentguard import (
+    AsyncGuardedWallet,
     Attestation,
     AttestationReplayed,
     BudgetExceeded,
@@ -80,7 +81,9 @@ def test_native_eth_transfer_and_contract_call(snapshot, network):
         (STRANGER, 1, STRANGER.lower()),
     ],
 )
-def test_refused_before_signing_with_a_readable_reason(snapshot, network, sign_spy, to, amount, reason):
+def test_refused_before_signing_with_a_readable_reason(
+    snapshot, network, sign_spy, to, amount, reason
+):
     chain = snapshot
     client, _ = new_policy_client(network, chain.token.address)
     audit = AuditList()
@@ -137,7 +140,9 @@ def test_gas_estimation_revert_is_decoded_and_nothing_is_signed(snapshot, networ
     wallet = make_wallet(chain, network, policy_client=client, ledger=ledger)
     # allowed by the policy (recipient and amount are fine) but the token refuses: no allowance
     with pytest.raises(TransactionReverted) as info:
-        wallet.call(chain.token.address, "transferFrom(address,address,uint256)", [OWNER.address, PAYEE, 1])
+        wallet.call(
+            chain.token.address, "transferFrom(address,address,uint256)", [OWNER.address, PAYEE, 1]
+        )
     assert "allowance" in str(info.value).lower()
     assert sign_spy == []
     assert ledger.usage(wallet.account, 3600).spent.get(chain.token.address.lower(), 0) == 0
@@ -147,7 +152,9 @@ def test_vault_mode_executes_only_the_attested_call(snapshot, network, sign_spy)
     chain = snapshot
     vault, policy_id = create_vault(chain, network, salt=b"\x10" * 32)
     audit = AuditList()
-    wallet = make_wallet(chain, network, policy_client=vault.address, vault=vault.address, audit=audit)
+    wallet = make_wallet(
+        chain, network, policy_client=vault.address, vault=vault.address, audit=audit
+    )
     assert wallet.mode == "vault" and wallet.account == vault.address
     before = usdc(chain, PAYEE)
     receipt = wallet.transfer(PAYEE, 2_500_000, asset=chain.token.address)
@@ -162,15 +169,27 @@ def test_vault_mode_executes_only_the_attested_call(snapshot, network, sign_spy)
         chain.w3.eth.call({"from": AGENT.address, "to": vault.address, "data": data})
     # the agent key calling the vault with a made-up attestation (no operator signatures) reverts
     drain = TransactionIntent.erc20_transfer(
-        sender=vault.address, token=chain.token.address, recipient=AGENT.address, amount=10**6, chain_id=8453
+        sender=vault.address,
+        token=chain.token.address,
+        recipient=AGENT.address,
+        amount=10**6,
+        chain_id=8453,
     )
     forged = Attestation(
-        decision="allow", task_id=b"\x05" * 32, policy_id=bytes.fromhex(policy_id[2:]),
-        policy_client=vault.address, intent_hash=drain.intent_hash, expires_at=int(time.time()) + 60,
+        decision="allow",
+        task_id=b"\x05" * 32,
+        policy_id=bytes.fromhex(policy_id[2:]),
+        policy_client=vault.address,
+        intent_hash=drain.intent_hash,
+        expires_at=int(time.time()) + 60,
     )
     with pytest.raises(ContractCustomError):
         chain.w3.eth.call(
-            {"from": AGENT.address, "to": vault.address, "data": "0x" + execute_calldata(drain, forged).hex()}
+            {
+                "from": AGENT.address,
+                "to": vault.address,
+                "data": "0x" + execute_calldata(drain, forged).hex(),
+            }
         )
     # the owner's kill switch stops the agent
     transact(chain.w3, vault.functions.pause(), sender=OWNER.address)
@@ -191,7 +210,11 @@ def test_vault_refuses_expired_attestation(snapshot, network):
     chain.anvil.rpc("evm_mine", max(latest + 1, verified.expires_at + 1))
     with pytest.raises(ContractCustomError):
         chain.w3.eth.call(
-            {"from": AGENT.address, "to": vault.address, "data": "0x" + execute_calldata(intent, verified.attestation).hex()}
+            {
+                "from": AGENT.address,
+                "to": vault.address,
+                "data": "0x" + execute_calldata(intent, verified.attestation).hex(),
+            }
         )
 
 
@@ -201,7 +224,10 @@ def test_64_concurrent_sends_never_overspend(snapshot, network):
     cap = 10_000_000
     ledger = Ledger()
     wallet = make_wallet(
-        chain, network, policy_client=client, ledger=ledger,
+        chain,
+        network,
+        policy_client=client,
+        ledger=ledger,
         limits=Limits(windows=[WindowCap(chain.token.address, 3600, cap)]),
     )
     before = usdc(chain, PAYEE)
@@ -256,10 +282,79 @@ def test_audit_trail_proves_each_decision_and_holds_no_secret(tmp_path, snapshot
     assert len(authorized["attestation"]["signatures"]) >= 2  # enough to re-verify offline
     text = path.read_text()
     assert AGENT.private_key[2:].lower() not in text.lower() and network.api_key not in text
-    ok = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = path.read_text().splitlines()
     lines[1] = lines[1].replace('"signed"', '"sent"', 1)
     path.write_text("\n".join(lines) + "\n")
-    bad = subprocess.run([sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "audit", "verify", str(path)], capture_output=True
+    )
     assert bad.returncode == 1
+
+
+async def test_24_concurrent_async_sends_never_overspend(snapshot, network):
+    """Many async sends at once: nonce waiters must not park the worker threads the lease
+    holder needs for its own steps (the default executor has a handful), or all stall."""
+    import asyncio
+
+    from agentguard import AsyncGuard, Signer
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    cap, amount = 10_000_000, 1_000_003
+    ledger = Ledger()
+    guard = AsyncGuard.connect(
+        network.url, policy_client=client, operators=network.operator_addresses,
+        api_key=network.api_key,
+    )  # fmt: skip
+    wallet = guard.wallet(
+        signer=Signer.from_key(AGENT.private_key), web3=chain.w3, ledger=ledger,
+        limits=Limits(windows=[WindowCap(chain.token.address, 3600, cap)]),
+    )  # fmt: skip
+    before = usdc(chain, PAYEE)
+
+    async def send() -> int:
+        try:
+            await wallet.transfer(PAYEE, amount, asset=chain.token.address)
+            return 1
+        except (BudgetExceeded, PolicyDenied):
+            return 0
+
+    landed = sum(await asyncio.wait_for(asyncio.gather(*(send() for _ in range(24))), 90))
+    moved = usdc(chain, PAYEE) - before
+    assert landed == cap // amount == 9 and moved == landed * amount
+    assert ledger.usage(wallet.account, 3600).spent[chain.token.address.lower()] == moved
+
+
+async def test_a_cancelled_async_send_leaves_no_nonce_lock_behind(snapshot, network, monkeypatch):
+    """A task cancelled between preparing (nonce locked) and sending must give the nonce lock
+    back; otherwise every later send of this wallet waits forever."""
+    import asyncio
+
+    from agentguard.wallet._chain import AsyncChainPort
+
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    ledger = Ledger()
+    wallet = AsyncGuardedWallet(make_wallet(chain, network, policy_client=client, ledger=ledger))
+    signing, never = asyncio.Event(), asyncio.Event()
+    original = AsyncChainPort.sign
+
+    async def stuck(self, verified, prepared):  # type: ignore[no-untyped-def]
+        signing.set()
+        await never.wait()
+
+    monkeypatch.setattr(AsyncChainPort, "sign", stuck)
+    task = asyncio.create_task(wallet.transfer(PAYEE, 1, asset=chain.token.address))
+    await signing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(AsyncChainPort, "sign", original)
+    receipt = await asyncio.wait_for(wallet.transfer(PAYEE, 2, asset=chain.token.address), 60)
+    assert receipt.block_number > 0
+    # the cancelled one was never signed: its hold is reserved (not signed) and expires unused
+    assert [r.state for r in ledger._backend.signed()] == []

@@ -337,7 +337,7 @@ def _reservations(ledger: Ledger, auth: X402Auth) -> list[str]:
 # -- upto sessions ----------------------------------------------------------------------------
 
 
-def test_upto_session_signs_once_and_gives_back_what_was_not_used(
+def test_upto_session_signs_once_and_keeps_the_maximum_counted(
     auth: X402Auth, ledger: Ledger, signing_spy: SigningSpy
 ) -> None:
     server = FakeServer(accepts=[upto_requirement("100000")], session="sess-1", charge=1_500)
@@ -354,10 +354,12 @@ def test_upto_session_signs_once_and_gives_back_what_was_not_used(
     reservation_id = receipts[0].reservation_id  # type: ignore[union-attr]
     assert ledger.get(reservation_id).state == "signed"  # the maximum counts while open
     auth.close()
+    # the payee's reported charges are not proof: the signed maximum stays counted until the
+    # chain shows what was settled (ledger.recover(agentguard.x402.resolver(w3)))
     reservation = ledger.get(reservation_id)
     assert (reservation.state, reservation.amount, reservation.reserved) == (
-        "committed",
-        6_000,
+        "signed",
+        100_000,
         100_000,
     )
     assert auth.sessions == {}
@@ -385,21 +387,21 @@ def test_upto_session_ended_by_the_server_pays_once_more(
     assert signing_spy.calls == ["sign_typed_data"] * 2
     r1, r2 = receipt(first), receipt(second)
     assert r1 is not None and r2 is not None and r2.session == "s-b"
-    assert ledger.get(r1.reservation_id).state == "committed"
-    assert ledger.get(r1.reservation_id).amount == 10
+    assert ledger.get(r1.reservation_id).state == "signed"  # the maximum, until the chain says
+    assert ledger.get(r1.reservation_id).amount == 100_000
     auth.close()
-    assert ledger.get(r2.reservation_id).amount == 10
+    assert ledger.get(r2.reservation_id).amount == 100_000
 
 
-def test_upto_without_session_commits_the_reported_charge(auth: X402Auth, ledger: Ledger) -> None:
+def test_upto_reported_charge_is_not_committed(auth: X402Auth, ledger: Ledger) -> None:
     server = FakeServer(accepts=[upto_requirement("100000")], charge=2_345)
     with client(auth, server) as http:
         response = http.get(URL)
     r = receipt(response)
-    assert r is not None and r.amount == 2_345
+    assert r is not None and r.amount == 2_345  # what the payee says, for the caller
     assert (ledger.get(r.reservation_id).state, ledger.get(r.reservation_id).amount) == (
-        "committed",
-        2_345,
+        "signed",
+        100_000,
     )
 
 

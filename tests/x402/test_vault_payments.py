@@ -196,7 +196,7 @@ def test_vault_pays_and_the_replayed_header_moves_nothing(
     assert len(sent) == 2 and sent[0] is None and sent[1] is not None
     auth_fields = authorization(sent[1])
     assert auth_fields["from"] == shop.vault.address
-    assert auth_fields["nonce"] == reservation.key
+    assert auth_fields["nonce"] == reservation.task_id
     nonce = bytes.fromhex(auth_fields["nonce"][2:])
     assert shop.vault.functions.taskUsed(nonce).call() is False  # paid, not executed
     assert shop.token.functions.authorizationState(shop.vault.address, nonce).call()
@@ -317,7 +317,9 @@ def test_signer_refuses_a_vault_authorization_that_is_not_the_attested_one(
     task = bytes.fromhex(verified.task_id[2:])
 
     def typed(**message: Any) -> dict[str, Any]:
-        data = exact_client.typed_data(requirement, shop.vault.address, now=0, nonce=task)
+        data = exact_client.typed_data(
+            requirement, shop.vault.address, now=0, valid_before=verified.expires_at, nonce=task
+        )
         data["message"].update(message)
         return data
 

@@ -55,7 +55,9 @@ def signed_permit(
         asset=chain.opg.address, pay_to=PAYEE.address, max_timeout_seconds=deadline_in,
         extra={"facilitatorAddress": FACILITATOR.address}, resource="", raw={},
     )  # fmt: skip
-    typed = upto_client.typed_data(req, AGENT.address, now=now(chain), nonce=nonce)
+    typed = upto_client.typed_data(
+        req, AGENT.address, deadline=now(chain) + deadline_in, nonce=nonce
+    )
     typed["message"]["witness"].update(witness)
     signature = Account.sign_typed_data(AGENT.private_key, full_message=typed).signature
     payload = upto_client.payload(typed, bytes(signature), AGENT.address)

@@ -1,10 +1,11 @@
 """``exact`` over EIP-3009: a ``TransferWithAuthorization`` of exactly the price.
 
 The time window follows x402's own client so facilitators accept it: v2 signs
-``validAfter = 0``, v1 ``validAfter = now - 600``; both ``validBefore = now +
-maxTimeoutSeconds``. The token's EIP-712 domain name and version come from the server's
-``extra`` (USDC on Base is ``"USD Coin"``/``"2"``, on Base Sepolia ``"USDC"``/``"2"``); a wrong
-one only makes the signature useless, never redirects funds.
+``validAfter = 0``, v1 ``validAfter = now - 600``; ``validBefore`` is the caller's bound,
+``min(now + maxTimeoutSeconds, attestation expiry)`` (``valid_until``): an authorization never
+outlives the attestation that allowed it. The token's EIP-712 domain name and version come
+from the server's ``extra`` (USDC on Base is ``"USD Coin"``/``"2"``, on Base Sepolia
+``"USDC"``/``"2"``); a wrong one only makes the signature useless, never redirects funds.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from agentguard._intent import chain_id_from_network
 from agentguard.chain.eip3009 import EIP3009_TYPES
 from agentguard.x402._wire import Requirement
 
-__all__ = ["payload", "reference", "typed_data"]
+__all__ = ["payload", "reference", "typed_data", "valid_until"]
 
 V1_CLOCK_SKEW = 600
 
 
+def valid_until(req: Requirement, *, now: int, expires_at: int) -> int:
+    """The last moment a signed payment may be used: the server's timeout, never past the
+    attestation's expiry (the Signer refuses a longer window)."""
+    return min(now + req.max_timeout_seconds, expires_at)
+
+
 def typed_data(
-    req: Requirement, payer: str, *, now: int, nonce: bytes | None = None
+    req: Requirement, payer: str, *, now: int, valid_before: int, nonce: bytes | None = None
 ) -> dict[str, Any]:
     """The full EIP-712 message (eth-account's ``full_message`` shape) to sign for ``req``."""
     nonce = secrets.token_bytes(32) if nonce is None else nonce
@@ -41,7 +48,7 @@ def typed_data(
             "to": req.pay_to,
             "value": req.amount,
             "validAfter": valid_after,
-            "validBefore": now + req.max_timeout_seconds,
+            "validBefore": valid_before,
             "nonce": "0x" + nonce.hex(),
         },
     }

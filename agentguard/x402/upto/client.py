@@ -45,9 +45,10 @@ _TYPES = {
 
 
 def typed_data(
-    req: Requirement, payer: str, *, now: int, nonce: int | None = None
+    req: Requirement, payer: str, *, deadline: int, nonce: int | None = None
 ) -> dict[str, Any]:
-    """The full EIP-712 Permit2 message for a session capped at ``req.amount``."""
+    """The full EIP-712 Permit2 message for a session capped at ``req.amount``, usable until
+    ``deadline`` (``exact.client.valid_until``: never past the attestation's expiry)."""
     del payer  # Permit2 recovers the owner from the signature; it is not in the message
     return {
         "types": _TYPES,
@@ -61,7 +62,7 @@ def typed_data(
             "permitted": {"token": req.asset, "amount": req.amount},
             "spender": req.extra.get("spender", UPTO_PERMIT2_PROXY),
             "nonce": secrets.randbits(256) if nonce is None else nonce,
-            "deadline": now + req.max_timeout_seconds,
+            "deadline": deadline,
             "witness": {
                 "to": req.pay_to,
                 "facilitator": req.extra["facilitatorAddress"],

@@ -1,0 +1,236 @@
+"""The guarded pipeline, once, for every entry point that can lead to a signature.
+
+    reserve (local hold) → authorize + verify → bind → prepare → [reserve fee] → sign
+        → mark signed → send → [confirm] → commit | release | stays counted     (audit throughout)
+
+The local hold comes first, so an action the local caps refuse never reaches the network (and
+never uses up its budget); a deny releases it. Until ``MarkSigned`` nothing has left the
+process, so any failure gives every hold back and tells the network the attestation is unused.
+After it, only an outcome with positive proof (``NeverLanded``, or ``Reverted`` for the amount)
+gives budget back; everything else stays counted.
+
+This module performs no I/O: ``guarded`` is a generator of typed steps (``_steps.py``) that a
+runner executes (``_runner.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agentguard._exceptions import AgentGuardError, LedgerError
+from agentguard._verifier import VerifiedAttestation
+from agentguard.ledger import Limits, Reservation
+from agentguard.pipeline._outcomes import (
+    Landed,
+    NeverLanded,
+    Outcome,
+    Prepared,
+    Reverted,
+    Sent,
+    Settled,
+    Signed,
+)
+from agentguard.pipeline._steps import (
+    Abandon,
+    Audit,
+    Authorize,
+    Bind,
+    Commit,
+    Confirm,
+    Flow,
+    GatewayCommit,
+    GatewayRelease,
+    Intent,
+    MarkSigned,
+    Prepare,
+    Release,
+    Reserve,
+    Send,
+    Sign,
+)
+
+__all__ = ["DEFAULT_HOLD_SECONDS", "Action", "InFlight", "guarded", "settle"]
+
+DEFAULT_HOLD_SECONDS = 120.0
+"""How long a local hold lives before an attestation binds it: longer than the gateway client's
+own deadline, so a slow but successful authorization still finds its hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One thing an entry point wants done: who spends, what, under which caps."""
+
+    agent: str
+    intent: Intent
+    limits: Limits
+    rail: Literal["transaction", "payment"]
+    wasm_args: Mapping[str, Any] | None = None
+    hold_seconds: float = DEFAULT_HOLD_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A signed action on its way: what settling its outcome needs (``settle``)."""
+
+    action: Action
+    verified: VerifiedAttestation
+    holds: tuple[Reservation, ...]
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, AgentGuardError) else type(exc).__name__
+
+
+def guarded(action: Action) -> Flow[Settled]:
+    """The whole sequence for one action; returns ``Settled`` or raises the typed refusal."""
+    hold = yield from _hold(action)
+    verified = yield from _authorize(action, hold)
+    task = verified.task_id
+    holds: list[Reservation] = [hold]
+    try:
+        holds[0] = yield Bind(hold.id, task, verified.expires_at)
+        prepared: Prepared = yield Prepare(verified)
+    except Exception as exc:
+        yield from _unwind(action, task, holds, exc)
+        raise
+    try:
+        if prepared.fee is not None:
+            holds.append(
+                (
+                    yield Reserve(
+                        action.agent,
+                        prepared.fee,
+                        key=f"{hold.id}:fee",
+                        limits=action.limits,
+                        expires_at=verified.expires_at,
+                        action=False,
+                    )
+                )
+            )
+        signed: Signed = yield Sign(verified, prepared)
+        for i, held in enumerate(holds):  # before the signature leaves the process
+            holds[i] = yield MarkSigned(held.id, signed.reference)
+    except Exception as exc:
+        yield Abandon(prepared)
+        yield from _unwind(action, task, holds, exc)
+        raise
+    yield Audit(
+        "signed",
+        {"rail": action.rail, "task_id": task, "reference": signed.reference, **signed.record},
+    )
+    flight = InFlight(action, verified, tuple(holds))
+    answer: Sent | Outcome = yield Send(signed, flight)
+    if isinstance(answer, Sent):
+        yield Audit("sent", {"rail": action.rail, "task_id": task, **answer.record})
+        outcome: Outcome = yield Confirm(signed)
+    else:
+        outcome = answer
+    return (yield from settle(flight, signed, outcome))
+
+
+def _hold(action: Action) -> Flow[Reservation]:
+    try:
+        hold: Reservation = yield Reserve(
+            action.agent,
+            action.intent.spend,
+            key=f"local:{uuid.uuid4().hex}",
+            limits=action.limits,
+            hold_seconds=action.hold_seconds,
+        )
+    except Exception as exc:
+        yield Audit("refused", _refusal(action, exc))
+        raise
+    return hold
+
+
+def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
+    try:
+        verified: VerifiedAttestation = yield Authorize(action.intent, action.wasm_args)
+    except Exception as exc:
+        yield Release(hold.id, f"not authorized: {_why(exc)}"[:1000])
+        yield Audit("denied", {**_refusal(action, exc), "released": hold.id})
+        raise
+    yield Audit(
+        "authorized",
+        {
+            "rail": action.rail,
+            "intent": action.intent.wire(),
+            "intent_hash": "0x" + action.intent.intent_hash.hex(),
+            "attestation": verified.attestation.to_json(),
+            "signers": list(verified.signers),
+            "reservation": hold.id,
+        },
+    )
+    return verified
+
+
+def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:
+    return {
+        "rail": action.rail,
+        "intent": action.intent.wire(),
+        "error": type(exc).__name__,
+        "detail": _why(exc),
+    }
+
+
+def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseException) -> Flow[None]:
+    """Nothing was signed that left the process: give every hold back, here and remotely."""
+    reason = f"not signed: {_why(exc)}"[:1000]
+    for held in holds:
+        yield Release(held.id, reason)
+    yield GatewayRelease(task)
+    yield Audit(
+        "refused" if isinstance(exc, LedgerError) else "released",
+        {
+            "rail": action.rail,
+            "task_id": task,
+            "error": type(exc).__name__,
+            "reason": reason,
+        },
+    )
+
+
+def settle(flight: InFlight, signed: Signed, outcome: Outcome) -> Flow[Settled]:
+    """The ledger, the network and the audit log follow what became of a sent signature. Also
+    the tail for a re-send of the same bytes after a lost answer (no new signature)."""
+    action, verified = flight.action, flight.verified
+    task = verified.task_id
+    main, fees = flight.holds[0], flight.holds[1:]
+    base = {"rail": action.rail, "task_id": task, "reference": signed.reference}
+    if isinstance(outcome, Landed):
+        final: Reservation = yield Commit(main.id, outcome.outcome, outcome.amount)
+        for fee in fees:
+            yield Commit(fee.id, outcome.outcome, outcome.fee)
+        yield GatewayCommit(task, outcome.outcome)
+        spend = action.intent.spend
+        yield Audit(
+            "committed",
+            {
+                **base,
+                "amount": str(final.amount),
+                "asset": spend.asset,
+                **({"fee": str(outcome.fee)} if fees and outcome.fee is not None else {}),
+                **outcome.record,
+            },
+        )
+        return Settled(verified, final, signed, outcome)
+    if isinstance(outcome, Reverted):
+        yield Release(main.id, f"reverted: {outcome.reason}"[:1000])
+        for fee in fees:  # the chain charged the fee all the same
+            yield Commit(fee.id, "fee of a reverted transaction", outcome.fee)
+        yield GatewayRelease(task)
+        yield Audit("reverted", {**base, "reason": outcome.reason, **outcome.record})
+        raise outcome.error
+    if isinstance(outcome, NeverLanded):
+        for held in flight.holds:
+            yield Release(held.id, f"can never land: {outcome.reason}"[:1000])
+        yield GatewayRelease(task)
+        yield Audit("released", {**base, "reason": outcome.reason, **outcome.record})
+        raise outcome.error
+    yield Audit(outcome.kind, {**base, "reason": outcome.reason, **outcome.record})
+    if outcome.error is not None:
+        raise outcome.error
+    return Settled(verified, main, signed, outcome)

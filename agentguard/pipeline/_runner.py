@@ -1,0 +1,285 @@
+"""Runners: perform the pipeline's steps, blocking (``Runner``) or in asyncio (``AsyncRunner``).
+
+A runner knows the guard, the ledger and the audit sink; the entry point passes its ``Port``
+(how to prepare, sign, send and confirm). A step that fails is thrown back into the flow at
+the point that asked for it, so the flow alone decides what a failure means. Gateway
+bookkeeping (commit/release) is best effort: the network keeps counting, never less.
+
+Both runners execute one step per ``execute`` call, which is the seam for tracing and fault
+injection (wrap ``execute``, or pass a port whose ``send`` misbehaves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from agentguard._logging import get_logger
+from agentguard._verifier import VerifiedAttestation
+from agentguard.ledger import Ledger, Reservation
+from agentguard.pipeline._flow import Action, guarded
+from agentguard.pipeline._outcomes import Outcome, Prepared, Sent, Settled, Signed
+from agentguard.pipeline._steps import (
+    Abandon,
+    Audit,
+    Authorize,
+    Bind,
+    Commit,
+    Confirm,
+    Flow,
+    GatewayCommit,
+    GatewayRelease,
+    MarkSigned,
+    Prepare,
+    Release,
+    Reserve,
+    Send,
+    Sign,
+    Step,
+)
+
+if TYPE_CHECKING:
+    from agentguard._guard import AsyncGuard, Guard
+
+__all__ = ["AsyncPort", "AsyncRunner", "AuditSink", "Port", "Runner"]
+
+log = get_logger("agentguard.pipeline")
+R = TypeVar("R")
+
+
+class AuditSink(Protocol):
+    """Where decisions are recorded (``agentguard.audit.AuditLog`` or anything alike)."""
+
+    def append(self, kind: str, record: Mapping[str, Any]) -> object: ...
+
+
+class Port(Protocol):
+    """What an entry point supplies: how to sign and send, and how to read what happened.
+
+    Methods may be plain or ``async``; ``AsyncRunner`` runs plain ones in a worker thread.
+    """
+
+    def prepare(self, verified: VerifiedAttestation) -> Prepared: ...
+
+    def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed: ...
+
+    def abandon(self, prepared: Prepared) -> None: ...
+
+    def send(self, signed: Signed) -> Sent | Outcome: ...
+
+    def confirm(self, signed: Signed) -> Outcome: ...
+
+
+class AsyncPort(Protocol):
+    """``Port`` with coroutine methods, for ``AsyncRunner``. ``abandon`` must not suspend: it
+    also runs while the task is being cancelled."""
+
+    async def prepare(self, verified: VerifiedAttestation) -> Prepared: ...
+
+    async def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed: ...
+
+    async def abandon(self, prepared: Prepared) -> None: ...
+
+    async def send(self, signed: Signed) -> Sent | Outcome: ...
+
+    async def confirm(self, signed: Signed) -> Outcome: ...
+
+
+def _local_step(ledger: Ledger, audit: AuditSink | None, step: Step) -> Reservation | None:
+    """The ledger and audit steps: local, synchronous, the same for both runners."""
+    match step:
+        case Audit():
+            if audit is not None:
+                audit.append(step.kind, step.record)
+            return None
+        case Reserve():
+            expires_at = step.expires_at
+            if expires_at is None:
+                expires_at = ledger.now() + step.hold_seconds
+            return ledger.reserve(
+                step.agent,
+                step.spend,
+                key=step.key,
+                expires_at=expires_at,
+                limits=step.limits,
+                action=step.action,
+            )
+        case Bind():
+            return ledger.bind(
+                step.reservation_id, task_id=step.task_id, expires_at=step.expires_at
+            )
+        case MarkSigned():
+            return ledger.mark_signed(step.reservation_id, step.reference)
+        case Commit():
+            return ledger.commit(step.reservation_id, step.outcome, step.amount)
+        case Release():
+            return ledger.release(step.reservation_id, step.reason)
+    raise TypeError(f"not a local step: {step!r}")
+
+
+def _port_call(
+    port: Port | AsyncPort | None, step: Step
+) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    if port is None:
+        raise TypeError(f"{type(step).__name__} needs the entry point's port")
+    match step:
+        case Prepare():
+            return port.prepare, (step.verified,)
+        case Sign():
+            return port.sign, (step.verified, step.prepared)
+        case Abandon():
+            return port.abandon, (step.prepared,)
+        case Send():
+            return port.send, (step.signed,)
+        case Confirm():
+            return port.confirm, (step.signed,)
+    raise TypeError(f"not a port step: {step!r}")
+
+
+_LOCAL = (Reserve, Bind, MarkSigned, Commit, Release, Audit)
+_PORT = (Prepare, Sign, Abandon, Send, Confirm)
+
+
+def _pending(pending: Prepared | None, step: Step, value: Any, ok: bool) -> Prepared | None:
+    """What the port prepared and nobody has sent or abandoned yet. A run interrupted in
+    between (cancelled, KeyboardInterrupt: not an ``Exception``, so the flow never sees it)
+    abandons it on the way out, so a nonce lock is never left held."""
+    if isinstance(step, Prepare) and ok:
+        return value  # type: ignore[no-any-return]
+    if isinstance(step, Send | Abandon):
+        return None
+    return pending
+
+
+def _best_effort(what: str, task_id: str, exc: Exception) -> None:
+    log.info(f"gateway {what} failed", task_id=task_id, error=type(exc).__name__)
+
+
+class Runner:
+    """Runs flows blocking: ``runner.run(action, port)``."""
+
+    def __init__(self, guard: Guard, ledger: Ledger, audit: AuditSink | None = None) -> None:
+        self.guard, self.ledger, self.audit = guard, ledger, audit
+
+    def run(self, action: Action, port: Port) -> Settled:
+        return self.drive(guarded(action), port)
+
+    def drive(self, flow: Flow[R], port: Port | None = None) -> R:
+        value: Any = None
+        error: Exception | None = None
+        pending: Prepared | None = None
+        try:
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, error = None, None
+                try:
+                    value = self.execute(step, port)
+                except Exception as exc:  # handed back to the flow, which decides
+                    error = exc
+                pending = _pending(pending, step, value, error is None)
+        except BaseException:
+            if pending is not None and port is not None:
+                port.abandon(pending)
+            raise
+
+    def execute(self, step: Step, port: Port | None = None) -> Any:
+        if isinstance(step, _LOCAL):
+            return _local_step(self.ledger, self.audit, step)
+        if isinstance(step, _PORT):
+            method, args = _port_call(port, step)
+            return method(*args)
+        match step:
+            case Authorize():
+                return self.guard.authorize(step.intent, wasm_args=step.wasm_args)
+            case GatewayRelease():
+                try:
+                    self.guard.authorizer.release(step.task_id)
+                except Exception as exc:
+                    _best_effort("release", step.task_id, exc)
+                return None
+            case GatewayCommit():
+                try:
+                    self.guard.authorizer.commit(step.task_id, step.outcome)
+                except Exception as exc:
+                    _best_effort("commit", step.task_id, exc)
+                return None
+        raise TypeError(f"unknown pipeline step {step!r}")
+
+
+class AsyncRunner:
+    """Runs flows in asyncio. ``guard`` may be an ``AsyncGuard`` or a blocking ``Guard`` (run
+    in a worker thread); plain port methods run in a worker thread too. Ledger and audit writes
+    are sub-millisecond local appends and run inline."""
+
+    def __init__(
+        self, guard: Guard | AsyncGuard, ledger: Ledger, audit: AuditSink | None = None
+    ) -> None:
+        self.guard, self.ledger, self.audit = guard, ledger, audit
+
+    async def run(self, action: Action, port: Port | AsyncPort) -> Settled:
+        return await self.drive(guarded(action), port)
+
+    async def drive(self, flow: Flow[R], port: Port | AsyncPort | None = None) -> R:
+        value: Any = None
+        error: Exception | None = None
+        pending: Prepared | None = None
+        try:
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, error = None, None
+                try:
+                    value = await self.execute(step, port)
+                except Exception as exc:
+                    error = exc
+                pending = _pending(pending, step, value, error is None)
+        except BaseException:
+            if pending is not None and port is not None:
+                done = port.abandon(pending)  # must not suspend: it runs while cancelled
+                if inspect.isawaitable(done):
+                    await done
+            raise
+
+    async def execute(self, step: Step, port: Port | AsyncPort | None = None) -> Any:
+        if isinstance(step, _LOCAL):
+            return _local_step(self.ledger, self.audit, step)
+        if isinstance(step, _PORT):
+            method, args = _port_call(port, step)
+            if inspect.iscoroutinefunction(method):
+                return await method(*args)
+            return await asyncio.to_thread(method, *args)
+        guard = self.guard
+        match step:
+            case Authorize():
+                if inspect.iscoroutinefunction(guard.authorize):
+                    return await guard.authorize(step.intent, wasm_args=step.wasm_args)
+                return await asyncio.to_thread(
+                    guard.authorize, step.intent, wasm_args=step.wasm_args
+                )
+            case GatewayRelease() | GatewayCommit():
+                name = "release" if isinstance(step, GatewayRelease) else "commit"
+                args = (
+                    (step.task_id,)
+                    if isinstance(step, GatewayRelease)
+                    else (
+                        step.task_id,
+                        step.outcome,
+                    )
+                )
+                method = getattr(guard.authorizer, name)
+                try:
+                    if inspect.iscoroutinefunction(method):
+                        await method(*args)
+                    else:
+                        await asyncio.to_thread(method, *args)
+                except Exception as exc:
+                    _best_effort(name, step.task_id, exc)
+                return None
+        raise TypeError(f"unknown pipeline step {step!r}")

@@ -1,0 +1,172 @@
+"""What a server's answer to a paid request means, in the pipeline's terms.
+
+A payee's words (a settlement receipt, an ``X-Upto-Charge``) are shown to the caller on the
+response's ``Receipt``; for the budget they count only as far as they cannot make it looser:
+an ``exact`` payment that was settled or delivered is committed (its amount is fixed by the
+signature), anything else — ``upto`` charges, pending, refused, failed — stays counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agentguard._exceptions import PaymentRejected, PaymentRequiredError
+from agentguard.pipeline import Landed, Outcome, StillCounted
+from agentguard.x402._payment import Payment
+from agentguard.x402._receipt import RECEIPT_EXTENSION, Receipt
+from agentguard.x402._wire import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    X_PAYMENT_RESPONSE,
+    Settlement,
+    parse_amount,
+    parse_payment_required,
+    parse_settlement,
+)
+
+__all__ = [
+    "UPTO_CHARGE",
+    "UPTO_SESSION",
+    "Paid",
+    "SessionOpened",
+    "attach",
+    "outcome",
+    "reported_charge",
+    "settlement_of",
+    "text",
+]
+
+UPTO_SESSION = "X-Upto-Session"
+"""Server → client on a paid ``upto`` answer, client → server on later requests: the session
+that keeps charging one signed Permit2 maximum."""
+UPTO_CHARGE = "X-Upto-Charge"
+"""Server → client: what this request charged against the session (atomic units)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """A signed payment as the answer handling needs it."""
+
+    payment: Payment
+    reservation_id: str
+    payer: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """An ``upto`` answer that opened a session (``StillCounted.result``)."""
+
+    id: str
+    charge: int | None
+
+
+def text(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def settlement_of(response: httpx.Response, version: int) -> Settlement | None:
+    return parse_settlement(
+        response.headers.get(PAYMENT_RESPONSE if version == 2 else X_PAYMENT_RESPONSE)
+    )
+
+
+def reported_charge(response: httpx.Response, settlement: Settlement | None) -> int | None:
+    header = response.headers.get(UPTO_CHARGE)
+    if header is not None:
+        return parse_amount(header.strip())
+    return settlement.amount if settlement is not None else None
+
+
+def attach(
+    response: httpx.Response,
+    paid: Paid,
+    settlement: Settlement | None,
+    *,
+    amount: int | None,
+    session: str | None = None,
+) -> None:
+    """Put the payment's ``Receipt`` on the response (``agentguard.x402.receipt``)."""
+    req, payment = paid.payment.requirement, paid.payment
+    response.extensions[RECEIPT_EXTENSION] = Receipt(
+        scheme=req.scheme,
+        network=settlement.network if settlement and settlement.network else req.network,
+        asset=req.asset,
+        pay_to=req.pay_to,
+        payer=paid.payer,
+        amount=amount,
+        transaction=settlement.transaction if settlement else "",
+        pending=bool(settlement and settlement.pending),
+        x402_version=req.x402_version,
+        reservation_id=paid.reservation_id,
+        reference=payment.reference,
+        payment_id=payment.payment_id,
+        session=session[:256] if session else None,
+        error_reason=settlement.error_reason if settlement else None,
+    )
+
+
+def _server_reason(response: httpx.Response, version: int) -> str:
+    """The server's own words for a 402 after paying (v2 header ``error``, v1 body ``error``)."""
+    header = response.headers.get(PAYMENT_REQUIRED)
+    try:
+        required = parse_payment_required(header, response.content)
+    except PaymentRequiredError:
+        return f"HTTP 402 (x402 v{version}) without a readable reason"
+    return required.error or "HTTP 402 without a reason"
+
+
+def _seen(settlement: Settlement | None, status: int) -> dict[str, Any]:
+    seen: dict[str, Any] = {"status": status}
+    if settlement is not None:
+        seen.update(transaction=settlement.transaction, network=settlement.network)
+    return seen
+
+
+def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:
+    """The outcome of a paid request (a 402's body must have been read)."""
+    req = paid.payment.requirement
+    settlement = settlement_of(response, req.x402_version)
+    seen: Mapping[str, Any] = _seen(settlement, response.status_code)
+    if settlement is not None and settlement.pending:
+        attach(response, paid, settlement, amount=None)
+        return StillCounted("payment_pending", "settlement_pending", record=seen)
+    if response.status_code == 402:
+        reason = (settlement.error_reason if settlement else None) or _server_reason(
+            response, req.x402_version
+        )
+        return StillCounted(
+            "payment_rejected",
+            reason,
+            error=PaymentRejected(
+                f"{request.method} {request.url} answered 402 to a signed payment of "
+                f"{req.amount} {req.asset} to {req.pay_to}",
+                reason=reason,
+                reference=paid.payment.reference,
+                reservation_id=paid.reservation_id,
+            ),
+        )
+    if settlement is not None and not settlement.success:
+        attach(response, paid, settlement, amount=None)
+        reason = settlement.error_reason or "the server reports a failed settlement"
+        return StillCounted("payment_unsettled", reason, record=seen)
+    if settlement is None and not response.is_success:
+        # The official servers settle only after a successful handler; with no receipt we
+        # cannot tell, so the payment stays counted until reconciled.
+        return StillCounted("outcome_unknown", "paid request failed without a receipt", record=seen)
+    charge = reported_charge(response, settlement)
+    if req.scheme == "upto":
+        session = response.headers.get(UPTO_SESSION)
+        attach(response, paid, settlement, amount=charge, session=session)
+        return StillCounted(
+            "payment_charged",
+            "upto: the signed maximum counts until the chain shows what was settled",
+            record={**seen, "charged": text(charge)},
+            result=SessionOpened(session[:256], charge) if session else None,
+        )
+    attach(response, paid, settlement, amount=req.amount)
+    done = f"settled {settlement.transaction}" if settlement else "delivered, no receipt"
+    return Landed(done, record=seen)

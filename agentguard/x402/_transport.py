@@ -1,0 +1,56 @@
+"""Transports for ``auth.client()``: a paid request that got no answer becomes
+``PaymentOutcomeUnknown`` (httpx's own error says nothing about the payment it carried)."""
+
+from __future__ import annotations
+
+import httpx
+
+from agentguard._exceptions import PaymentOutcomeUnknown
+from agentguard.x402._answer import Paid
+
+__all__ = ["PAYMENT_EXTENSION", "AsyncTransport", "Transport"]
+
+PAYMENT_EXTENSION = "agentguard.x402.payment"
+"""Request extension carrying the ``Paid`` payment a request was sent with."""
+
+
+def _lost(request: httpx.Request, exc: Exception) -> Exception:
+    paid = request.extensions.get(PAYMENT_EXTENSION)
+    if not isinstance(paid, Paid):
+        return exc
+    req, payment = paid.payment.requirement, paid.payment
+    return PaymentOutcomeUnknown(
+        f"{request.method} {request.url} carried a signed payment of {req.amount} {req.asset} "
+        f"to {req.pay_to} and got no answer ({type(exc).__name__})",
+        reference=payment.reference,
+        reservation_id=paid.reservation_id,
+        payment_id=payment.payment_id,
+    )
+
+
+class Transport(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._inner.handle_request(request)
+        except httpx.TransportError as exc:
+            raise _lost(request, exc) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            raise _lost(request, exc) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

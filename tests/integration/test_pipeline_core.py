@@ -1,0 +1,215 @@
+"""The pipeline's sans-IO core, driven by hand: which steps come in which order, and what a
+failure at each point gives back. No network, no chain: every step's answer is scripted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from coincurve import PrivateKey
+
+from agentguard import Attestation, TransactionIntent, Verifier
+from agentguard._attestation import attestation_digest, operator_address, sign_attestation
+from agentguard._exceptions import (
+    BudgetExceeded,
+    OutcomeUnknown,
+    PolicyDenied,
+    ReservationError,
+    TransactionReverted,
+)
+from agentguard._intent import NATIVE_ASSET, Spend
+from agentguard.ledger import Ledger, Limits, Reservation
+from agentguard.pipeline import (
+    Action,
+    Audit,
+    Landed,
+    NeverLanded,
+    Prepared,
+    Reverted,
+    Runner,
+    Sent,
+    Signed,
+    StillCounted,
+    guarded,
+)
+
+CLIENT = "0x000000000000000000000000000000000000C1e7"
+AGENT = "0x1111111111111111111111111111111111111111"
+TOKEN = "0x2222222222222222222222222222222222222222"
+PAYEE = "0x3333333333333333333333333333333333333333"
+KEYS = [PrivateKey() for _ in range(2)]
+INTENT = TransactionIntent.erc20_transfer(
+    sender=AGENT, token=TOKEN, recipient=PAYEE, amount=5, chain_id=8453
+)
+
+
+def verified_for(intent: TransactionIntent = INTENT):
+    expires = int(time.time()) + 60
+    task = PrivateKey().secret
+    digest = attestation_digest(
+        chain_id=8453, policy_client=bytes.fromhex(CLIENT[2:]), task_id=task,
+        policy_id=b"\x02" * 32, intent_hash=intent.intent_hash, allow=True, expires_at=expires,
+    )  # fmt: skip
+    attestation = Attestation(
+        decision="allow", task_id=task, policy_id=b"\x02" * 32, policy_client=CLIENT,
+        intent_hash=intent.intent_hash, expires_at=expires,
+        signatures=tuple(
+            {"operator": operator_address(k), "signature": sign_attestation(k, digest)}
+            for k in KEYS
+        ),
+    )  # fmt: skip
+    verifier = Verifier([operator_address(k) for k in KEYS], policy_client=CLIENT)
+    return verifier.verify(attestation, intent)
+
+
+def reservation(rid: str, state: Any = "reserved") -> Reservation:
+    return Reservation(
+        id=rid, key=rid, agent=AGENT, asset=TOKEN.lower(), amount=5, reserved=5,
+        recipient=None, state=state, created_at=0, expires_at=1, updated_at=0,
+    )  # fmt: skip
+
+
+def drive(answers: dict[str, Callable[[Any], Any]]) -> tuple[list[str], BaseException | None]:
+    """Runs the core, answering each step by its class name; returns the step trace."""
+    flow = guarded(Action(agent=AGENT, intent=INTENT, limits=Limits(), rail="transaction"))
+    trace: list[str] = []
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration:
+            return trace, None
+        except Exception as exc:
+            return trace, exc
+        name = type(step).__name__
+        trace.append(f"{name}:{step.kind}" if isinstance(step, Audit) else name)
+        value, error = None, None
+        try:
+            value = answers.get(name, lambda s: None)(step)
+        except Exception as exc:
+            error = exc
+
+
+VERIFIED = verified_for()
+FEE = Spend(asset=NATIVE_ASSET, amount=100)
+HAPPY: dict[str, Callable[[Any], Any]] = {
+    "Reserve": lambda s: reservation(s.key),
+    "Authorize": lambda s: VERIFIED,
+    "Bind": lambda s: reservation(s.reservation_id),
+    "Prepare": lambda s: Prepared(fee=FEE),
+    "Sign": lambda s: Signed(reference="0xtx:0", payload=b""),
+    "MarkSigned": lambda s: reservation(s.reservation_id, state="signed"),
+    "Send": lambda s: Sent(),
+    "Confirm": lambda s: Landed("0xtx", fee=42, result="r"),
+    "Commit": lambda s: reservation(s.reservation_id, state="committed"),
+}
+
+
+def with_(**changes: Callable[[Any], Any]) -> dict[str, Callable[[Any], Any]]:
+    return {**HAPPY, **changes}
+
+
+def fail(exc: Exception) -> Callable[[Any], Any]:
+    def raise_(_: Any) -> Any:
+        raise exc
+
+    return raise_
+
+
+def test_the_happy_path_in_order() -> None:
+    trace, error = drive(HAPPY)
+    assert error is None
+    assert trace == [
+        "Reserve", "Authorize", "Audit:authorized", "Bind", "Prepare", "Reserve", "Sign",
+        "MarkSigned", "MarkSigned", "Audit:signed", "Send", "Audit:sent", "Confirm",
+        "Commit", "Commit", "GatewayCommit", "Audit:committed",
+    ]  # fmt: skip
+
+
+def test_a_local_refusal_never_asks_the_network() -> None:
+    trace, error = drive(with_(Reserve=fail(BudgetExceeded("cap"))))
+    assert isinstance(error, BudgetExceeded) and trace == ["Reserve", "Audit:refused"]
+
+
+def test_a_deny_releases_the_local_hold() -> None:
+    trace, error = drive(with_(Authorize=fail(PolicyDenied("no"))))
+    assert isinstance(error, PolicyDenied)
+    assert trace == ["Reserve", "Authorize", "Release", "Audit:denied"]
+
+
+@pytest.mark.parametrize("where", ["Bind", "Prepare"])
+def test_failing_before_signing_gives_everything_back(where: str) -> None:
+    trace, error = drive(with_(**{where: fail(ReservationError("expired"))}))
+    assert isinstance(error, ReservationError)
+    assert "Sign" not in trace and trace[-3:] == ["Release", "GatewayRelease", "Audit:refused"]
+
+
+@pytest.mark.parametrize("where", ["Sign", "MarkSigned"])
+def test_a_signature_that_never_left_releases_both_holds(where: str) -> None:
+    trace, error = drive(with_(**{where: fail(ReservationError("expired"))}))
+    assert isinstance(error, ReservationError) and "Send" not in trace
+    assert trace[-5:] == ["Abandon", "Release", "Release", "GatewayRelease", "Audit:refused"]
+
+
+def test_an_unknown_outcome_stays_counted() -> None:
+    unknown = StillCounted("outcome_unknown", "504", error=OutcomeUnknown("lost"))
+    trace, error = drive(with_(Send=lambda s: unknown))
+    assert isinstance(error, OutcomeUnknown)
+    assert trace[-2:] == ["Send", "Audit:outcome_unknown"]
+    assert "Release" not in trace and "Commit" not in trace
+
+
+def test_only_proof_releases_after_sending() -> None:
+    never = NeverLanded("nonce used by another tx", error=OutcomeUnknown("x"))
+    trace, _ = drive(with_(Confirm=lambda s: never))
+    assert trace[-4:] == ["Release", "Release", "GatewayRelease", "Audit:released"]
+    reverted = Reverted("out of gas", error=TransactionReverted("r"), fee=42)
+    trace, error = drive(with_(Confirm=lambda s: reverted))
+    assert isinstance(error, TransactionReverted)
+    assert trace[-4:] == ["Release", "Commit", "GatewayRelease", "Audit:reverted"]  # fee paid
+
+
+class _Guard:
+    class authorizer:
+        released: list[str] = []
+
+        @classmethod
+        def release(cls, task_id: str) -> None:
+            cls.released.append(task_id)
+
+    @staticmethod
+    def authorize(intent: Any, *, wasm_args: Any = None) -> Any:
+        time.sleep(0.05)
+        return verified_for()
+
+
+class _Port:
+    def __init__(self) -> None:
+        self.signed = 0
+
+    def prepare(self, verified: Any) -> Prepared:
+        return Prepared()
+
+    def sign(self, verified: Any, prepared: Prepared) -> Signed:
+        self.signed += 1
+        return Signed(reference="ref", payload=None)
+
+    def abandon(self, prepared: Prepared) -> None:
+        pass
+
+
+def test_a_hold_that_expired_during_authorization_signs_nothing() -> None:
+    """With the real ledger: the local hold outlived by a slow authorization may have been given
+    back already, so it must not back a signature; the attestation is released at the gateway."""
+    ledger = Ledger()
+    port = _Port()
+    runner = Runner(_Guard(), ledger)  # type: ignore[arg-type]
+    action = Action(agent=AGENT, intent=INTENT, limits=Limits(), rail="transaction",
+                    hold_seconds=0.01)  # fmt: skip
+    with pytest.raises(ReservationError, match="expired"):
+        runner.run(action, port)  # type: ignore[arg-type]
+    assert port.signed == 0 and len(_Guard.authorizer.released) == 1
+    assert ledger.usage(AGENT, 3600).count == 0
