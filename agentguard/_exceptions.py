@@ -6,7 +6,7 @@ happened and what to do about it; none ever contains a key or a secret.
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
     ├── IntentError                  the action itself is malformed (fix the call)
-    │   └── FeeCapExceeded           gas or fees above the Signer's FeeCap
+    │   └── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
     ├── AuthorizationError           no usable decision came back
     │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried first)
     │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory,
@@ -33,8 +33,7 @@ happened and what to do about it; none ever contains a key or a secret.
     │   └── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
-    │   ├── ReservationError         unknown, expired or already settled reservation
-    │   └── FeeCapExceeded           the network fee asked for is above the configured FeeCap
+    │   └── ReservationError         unknown, expired or already settled reservation
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
@@ -71,6 +70,8 @@ class IntentError(AgentGuardError, ValueError):
 
 
 class FeeCapExceeded(IntentError):
+    """Gas or fees (as the RPC node quotes them, or as asked of the Signer) above the ``FeeCap``."""
+
     hint = (
         "Nothing was signed. The transaction would pay more gas or fees than the Signer's FeeCap "
         "allows; retry when fees are lower, or raise Signer(fees=FeeCap(...)) deliberately."
@@ -264,15 +265,6 @@ class BudgetExceeded(LedgerError):
 
 class ReservationError(LedgerError):
     hint = "The reservation is unknown, expired or already settled; authorize the action again."
-
-
-class FeeCapExceeded(LedgerError):
-    """Gas or fees (as the RPC node quotes them) are above the wallet's ``FeeCap``."""
-
-    hint = (
-        "Nothing was signed: the network fee is above the configured FeeCap. Retry when fees "
-        "fall, or raise the cap deliberately (the fee is paid from the agent's own ETH)."
-    )
 
 
 # -- execution -------------------------------------------------------------------------------

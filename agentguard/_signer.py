@@ -33,6 +33,7 @@ from agentguard._exceptions import (
     OnchainCheckRequired,
     VerificationError,
 )
+from agentguard._fees import FeeCap
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._redact import register_secret
 from agentguard._tickets import Ticket, give_back, redeem
@@ -52,25 +53,6 @@ class SignedTransaction:
     hash: str
     nonce: int
     task_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class FeeCap:
-    """The most one signed transaction may pay for gas, whatever an RPC node suggests.
-
-    Defaults suit Base, where an ERC-20 transfer costs ~65k gas at well under 1 gwei:
-    2M gas, 50 gwei per gas, and 0.002 ETH for ``gas * max_fee_per_gas`` in total.
-    """
-
-    max_gas: int = 2_000_000
-    max_fee_per_gas: int = 50 * 10**9
-    max_fee: int = 2 * 10**15
-
-    def __post_init__(self) -> None:
-        for name in ("max_gas", "max_fee_per_gas", "max_fee"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigurationError(f"FeeCap.{name} must be a positive integer, got {value!r}")
 
 
 def _require_verified(verified: object) -> VerifiedAttestation:

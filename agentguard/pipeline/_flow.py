@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agentguard._exceptions import AgentGuardError, LedgerError
+from agentguard._exceptions import AgentGuardError, FeeCapExceeded, LedgerError
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits, Reservation
 from agentguard.pipeline._outcomes import (
@@ -183,7 +183,7 @@ def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseExcept
         yield Release(held.id, reason)
     yield GatewayRelease(task)
     yield Audit(
-        "refused" if isinstance(exc, LedgerError) else "released",
+        "refused" if isinstance(exc, LedgerError | FeeCapExceeded) else "released",
         {
             "rail": action.rail,
             "task_id": task,

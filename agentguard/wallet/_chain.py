@@ -21,6 +21,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from agentguard._exceptions import IntentError, OutcomeUnknown, TransactionReverted
+from agentguard._fees import FeeQuote, quote
 from agentguard._intent import NATIVE_ASSET, Spend, TransactionIntent
 from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import VerifiedAttestation
@@ -34,7 +35,6 @@ from agentguard.pipeline import (
     Signed,
     StillCounted,
 )
-from agentguard.wallet._fees import FeeCap, FeeQuote, quote
 from agentguard.wallet._nonce import Lease, NonceManager
 from agentguard.wallet._revert import decode_revert, revert_data
 
@@ -66,12 +66,11 @@ class ChainPort:
         w3: Web3,
         signer: Signer,
         vault: str | None,
-        fee_cap: FeeCap,
         gas_headroom: float,
         receipt_timeout: float,
     ) -> None:
         self._w3, self._signer, self._vault = w3, signer, vault
-        self._fee_cap, self._headroom, self._timeout = fee_cap, gas_headroom, receipt_timeout
+        self._headroom, self._timeout = gas_headroom, receipt_timeout
         self._nonces = NonceManager(self._pending_nonce)
 
     def _pending_nonce(self) -> int:
@@ -232,7 +231,7 @@ class ChainPort:
             ) from None
         block = self._w3.eth.get_block("pending")
         return quote(
-            self._fee_cap,
+            self._signer.fees,
             gas=int(estimate * self._headroom) + 10_000,
             base_fee=int(block.get("baseFeePerGas", 0) or 0),
             tip=int(self._w3.eth.max_priority_fee),

@@ -35,7 +35,6 @@ from agentguard._signer import Signer
 from agentguard.ledger import Ledger, Limits, RecoveryReport
 from agentguard.pipeline import Action, AsyncRunner, AuditSink, Runner, Settled
 from agentguard.wallet._chain import AsyncChainPort, ChainPort
-from agentguard.wallet._fees import FeeCap
 
 if TYPE_CHECKING:
     from agentguard._guard import AsyncGuard, Guard
@@ -69,7 +68,6 @@ class _Account:
         audit: AuditSink | None,
         receipt_timeout: float,
         gas_headroom: float,
-        fee_cap: FeeCap | None,
     ) -> None:
         self.signer, self.w3, self.ledger, self.limits, self.audit = (
             signer,
@@ -83,7 +81,6 @@ class _Account:
             w3=web3,
             signer=signer,
             vault=self.vault,
-            fee_cap=fee_cap or FeeCap(),
             gas_headroom=gas_headroom,
             receipt_timeout=receipt_timeout,
         )
@@ -161,8 +158,8 @@ def _receipt(settled: Settled) -> Receipt:
 class GuardedWallet:
     """``transfer``, ``call`` and ``send`` — each through the guarded pipeline.
 
-    ``fee_cap`` bounds gas and fees whatever the RPC node quotes (default ``FeeCap()``); in
-    EOA mode the worst-case fee is held in the budget as ETH until the receipt is in.
+    Gas and fees stay within the signer's ``FeeCap`` whatever the RPC node quotes; in EOA mode
+    the worst-case fee is held in the budget as ETH until the receipt is in.
     """
 
     def __init__(
@@ -177,7 +174,6 @@ class GuardedWallet:
         audit: AuditSink | None = None,
         receipt_timeout: float = 60.0,
         gas_headroom: float = 1.25,
-        fee_cap: FeeCap | None = None,
     ) -> None:
         self._guard = guard
         self._account = _Account(
@@ -189,7 +185,6 @@ class GuardedWallet:
             audit=audit,
             receipt_timeout=receipt_timeout,
             gas_headroom=gas_headroom,
-            fee_cap=fee_cap,
         )
         self._runner = Runner(guard, ledger, audit)
 
@@ -253,7 +248,6 @@ class AsyncGuardedWallet:
         audit: AuditSink | None = None,
         receipt_timeout: float = 60.0,
         gas_headroom: float = 1.25,
-        fee_cap: FeeCap | None = None,
     ) -> AsyncGuardedWallet:
         """A wallet on an ``AsyncGuard`` (what ``AsyncGuard.wallet`` returns)."""
         wallet = cls.__new__(cls)
@@ -266,7 +260,6 @@ class AsyncGuardedWallet:
             audit=audit,
             receipt_timeout=receipt_timeout,
             gas_headroom=gas_headroom,
-            fee_cap=fee_cap,
         )
         wallet._runner = AsyncRunner(guard, ledger, audit)
         return wallet

@@ -38,6 +38,9 @@ ALLOWED_CALLS = {
     ("agentguard/_signer.py", "sign_transaction"): "the Signer's own primitive",
     ("agentguard/_signer.py", "sign_payment"): "the Signer's own primitive",
     ("agentguard/_signer.py", "sign_vault_payment"): "the Signer's own primitive",
+    ("agentguard/_signer.py", "_transaction"): "the Signer's own primitive (after its ticket)",
+    ("agentguard/_signer.py", "_payment"): "the Signer's own primitive (after its ticket)",
+    ("agentguard/_signer.py", "_vault_payment"): "the Signer's own primitive (after its ticket)",
     ("agentguard/chain/contracts.py", "transact"): "dev-chain helper: a caller's dev account",
     (
         "adapters/opengradient/src/agentguard_opengradient/server.py",

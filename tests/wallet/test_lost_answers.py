@@ -32,7 +32,8 @@ def wallet_via(w3: Web3, network, client: str, **options) -> GuardedWallet:
     )  # fmt: skip
     options.setdefault("ledger", Ledger())
     options.setdefault("limits", Limits())
-    return guard.wallet(signer=Signer.from_key(AGENT.private_key), web3=w3, **options)
+    fees = options.pop("fees", None)
+    return guard.wallet(signer=Signer.from_key(AGENT.private_key, fees=fees), web3=w3, **options)
 
 
 def usdc(chain, account: str) -> int:
@@ -116,7 +117,7 @@ def test_fees_from_a_lying_node_are_refused_before_signing(snapshot, network, pr
 def test_gas_above_the_cap_is_refused(snapshot, network):
     chain = snapshot
     client, _ = new_policy_client(network, chain.token.address)
-    wallet = wallet_via(chain.w3, network, client, fee_cap=FeeCap(max_gas=21_000))
+    wallet = wallet_via(chain.w3, network, client, fees=FeeCap(max_gas=21_000))
     with SigningSpy() as spy, pytest.raises(FeeCapExceeded, match="gas"):
         wallet.transfer(PAYEE, AMOUNT, asset=chain.token.address)
     assert spy.calls == []

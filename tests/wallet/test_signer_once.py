@@ -130,7 +130,7 @@ def test_the_wallet_refuses_fees_above_the_cap_and_releases(snapshot, network):
         wallet.transfer(PAYEE, 1_000, asset=chain.token.address)
     assert spy.calls == []
     assert usdc(chain, PAYEE) == before
-    assert "released" in audit.kinds and "signed" not in audit.kinds
+    assert "refused" in audit.kinds and "signed" not in audit.kinds
 
 
 class NewtonShaped(httpx.BaseTransport):
@@ -183,6 +183,7 @@ def test_a_newton_shaped_answer_never_reaches_an_eoa_signature(snapshot, network
         ),
         signer.address,
         now=int(time.time()),
+        valid_before=int(time.time()) + 60,
     )  # fmt: skip
     with SigningSpy() as spy:
         with pytest.raises(OnchainCheckRequired):

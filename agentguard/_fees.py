@@ -1,10 +1,11 @@
-"""Network fees within a configured bound, whatever the RPC node quotes.
+"""Network fees within one configured bound, whatever the RPC node quotes.
 
 A node (or whoever answers in its name) chooses the base fee and tip the wallet sees; left
 alone, a lying node makes the agent burn its ETH on gas. ``FeeCap`` bounds gas, fee per gas and
-the total; the quote is clamped to it when the chain allows, refused with ``FeeCapExceeded``
-when it does not. In EOA mode the worst-case total (gas * maxFeePerGas) is also held in the
-budget as ETH until the receipt says what was really paid.
+the total. It belongs to the ``Signer`` (which refuses to sign above it); the wallet quotes
+within the same cap, clamped when the chain allows, refused with ``FeeCapExceeded`` when it does
+not. In EOA mode the worst-case total (gas * maxFeePerGas) is also held in the budget as ETH
+until the receipt says what was really paid.
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ def _positive(value: object, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class FeeCap:
-    """The most one transaction may use: gas units, wei per gas, and wei in total."""
+    """The most one signed transaction may pay for gas, whatever an RPC node suggests.
 
-    max_gas: int = 3_000_000
-    max_fee_per_gas: int = 200 * 10**9
-    max_total_fee: int = 10**16  # 0.01 ETH
+    Defaults suit Base, where an ERC-20 transfer costs ~65k gas at well under 1 gwei:
+    2M gas, 50 gwei per gas, and 0.002 ETH for ``gas * max_fee_per_gas`` in total.
+    """
+
+    max_gas: int = 2_000_000
+    max_fee_per_gas: int = 50 * 10**9
+    max_fee: int = 2 * 10**15
 
     def __post_init__(self) -> None:
         _positive(self.max_gas, "max_gas")
         _positive(self.max_fee_per_gas, "max_fee_per_gas")
-        _positive(self.max_total_fee, "max_total_fee")
+        _positive(self.max_fee, "max_fee")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +66,9 @@ def quote(cap: FeeCap, *, gas: int, base_fee: int, tip: int) -> FeeQuote:
         )
     max_fee = min(2 * base_fee + tip, cap.max_fee_per_gas)
     fees = FeeQuote(gas=gas, max_fee_per_gas=max_fee, max_priority_fee_per_gas=tip)
-    if fees.max_total > cap.max_total_fee:
+    if fees.max_total > cap.max_fee:
         raise FeeCapExceeded(
             f"{gas} gas at up to {max_fee} wei could cost {fees.max_total} wei; the FeeCap "
-            f"allows {cap.max_total_fee}"
+            f"allows {cap.max_fee}"
         )
     return fees
