@@ -10,7 +10,7 @@ import pytest
 
 from agentguard.network.launcher import ReferenceNetwork
 
-from .conftest import NETCHECK, RPC, TOKEN, fresh_agent, fresh_client, params, transfer
+from .conftest import NETCHECK, RPC, TOKEN, UNIT, fresh_agent, fresh_client, params, transfer
 
 
 def post(network: ReferenceNetwork, content: bytes, key: str | None) -> httpx.Response:
@@ -156,8 +156,7 @@ def test_registration_rejects_params_that_break_the_schema(
     network: ReferenceNetwork, change: dict[str, Any], mentions: str
 ) -> None:
     body = _register(
-        network,
-        {"policy_client": fresh_client(), "policy": _material(), "params": {**params(), **change}},
+        network, network.sign_registration(fresh_client(), NETCHECK, {**params(), **change})
     )
     assert body["error"]["code"] == -32602
     assert mentions in body["error"]["message"]
@@ -170,30 +169,66 @@ def _material() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("request_change", "mentions"),
+    ("policy_change", "registration_change", "mentions"),
     [
-        ({"policy": "no_such_policy"}, "no bundled policy"),
-        ({"policy": 5}, "policy must be"),
-        ({"policy": {"entrypoint": "x.allow", "modules": {}}}, "modules"),
-        ({"expire_after": 0}, "expire_after"),
-        ({"expire_after": 10**9}, "expire_after"),
-        ({"policy_client": "bob"}, "policy_client"),
-        ({"params": []}, "params must be a JSON object"),
-        ({"chain_id": "base"}, "chain_id"),
+        ({"policy": "no_such_policy"}, {}, "no bundled policy"),
+        ({"policy": 5}, {}, "policy must be"),
+        ({"policy": {"entrypoint": "x.allow", "modules": {}}}, {}, "modules"),
+        ({"policy": "agent_spend"}, {}, "not to the registered policy_code_hash"),
+        ({}, {"expire_after": 0}, "expire_after"),
+        ({}, {"expire_after": 10**9}, "expire_after"),
+        ({}, {"policy_client": "bob"}, "policy_client"),
+        ({}, {"params": []}, "params must be a JSON object"),
+        ({}, {"chain_id": "base"}, "chain_id"),
+        ({}, {"version": -1}, "version"),
+        ({}, {"signature": "0x" + "11" * 65}, "signature"),
+        ({}, {"surprise": 1}, "unknown fields"),
+        ({}, {"policy_id": "0x" + "00" * 32}, "policy_id does not match"),
+        # changed after signing: the signature no longer recovers to the owner
+        ({}, {"params": {**params(), "max_per_tx": "1"}}, "not by the owner"),
+        ({}, {"expire_after": 301}, "not by the owner"),
+        ({}, {"chain_id": 1}, "not by the owner"),
     ],
 )
 def test_registration_rejects_bad_requests(
-    network: ReferenceNetwork, request_change: dict[str, Any], mentions: str
+    network: ReferenceNetwork,
+    policy_change: dict[str, Any],
+    registration_change: dict[str, Any],
+    mentions: str,
 ) -> None:
+    request = network.sign_registration(fresh_client(), NETCHECK, params())
     request = {
-        "policy_client": fresh_client(),
-        "policy": _material(),
-        "params": params(),
-        **request_change,
+        **request,
+        "registration": {**request["registration"], **registration_change},
+        **policy_change,
     }
     body = _register(network, request)
-    assert body["error"]["code"] == -32602
+    assert body["error"]["code"] == -32602, body
     assert mentions in body["error"]["message"]
+
+
+def test_an_unsigned_registration_is_refused(network: ReferenceNetwork) -> None:
+    """Before the fix the gateway took ``{policy_client, policy, params}`` from anyone holding
+    the admin key and the operators evaluated whatever it sent."""
+    body = _register(
+        network, {"policy_client": fresh_client(), "policy": _material(), "params": params()}
+    )
+    assert body["error"]["code"] == -32602
+    assert "signed by its owner" in body["error"]["message"]
+
+
+def test_only_the_owner_on_record_re_registers_and_only_forward(network: ReferenceNetwork) -> None:
+    client = fresh_client()
+    network.register_policy_client(client, NETCHECK, params(), version=10)
+    stranger = "0x" + "5a" * 32
+    taken = _register(
+        network,
+        network.sign_registration(client, NETCHECK, params(max_per_tx=1), owner_key=stranger),
+    )
+    assert "a registration signed by" in taken["error"]["message"]
+    replay = _register(network, network.sign_registration(client, NETCHECK, params(), version=9))
+    assert "not newer" in replay["error"]["message"]
+    network.register_policy_client(client, NETCHECK, params(max_per_tx=UNIT), version=11)
 
 
 def test_a_policy_that_fails_to_compile_is_a_policy_evaluation_error(

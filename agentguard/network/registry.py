@@ -1,0 +1,49 @@
+"""An operator's own record of policy registrations, persisted in one SQLite file.
+
+The operator checks every ``newt_evaluateAndSign`` against the registration it holds for the
+policy client, never against what the gateway says the policy is. The gateway delivers
+registrations (it cannot forge one: each is signed by the policy client's owner), and the
+operator keeps the newest it accepted across restarts, so an older one cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from agentguard.network.registration import Registration
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    def __init__(self, path: str | Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS registrations "
+            "(policy_client TEXT PRIMARY KEY, registration TEXT NOT NULL)"
+        )
+        self._held: dict[bytes, Registration] = {}
+        for (raw,) in self._db.execute("SELECT registration FROM registrations"):
+            registration = Registration.from_json(json.loads(raw))
+            self._held[registration.policy_client] = registration
+
+    def get(self, policy_client: bytes) -> Registration | None:
+        return self._held.get(policy_client)
+
+    def offer(self, registration: Registration) -> Registration:
+        """Hold ``registration`` if it replaces the one held (see ``Registration.replaces``)."""
+        held = self._held.get(registration.policy_client)
+        if not registration.replaces(held):
+            return held or registration
+        self._db.execute(
+            "INSERT OR REPLACE INTO registrations (policy_client, registration) VALUES (?, ?)",
+            (registration.policy_client_hex, json.dumps(registration.to_json())),
+        )
+        self._held[registration.policy_client] = registration
+        return registration
+
+    def close(self) -> None:
+        self._db.close()
