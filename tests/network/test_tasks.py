@@ -21,6 +21,7 @@ from .conftest import (
     decision,
     fresh_agent,
     fresh_client,
+    fresh_eoa_client,
     params,
     transfer,
 )
@@ -128,8 +129,10 @@ def test_rate_limit_counts_attested_tasks(rpc: RPC, network: ReferenceNetwork) -
 def test_release_gives_the_budget_back_once_the_attestation_expires(
     rpc: RPC, network: ReferenceNetwork
 ) -> None:
-    client = fresh_client()
-    network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT), expire_after=2)
+    client, key = fresh_eoa_client()  # an EOA: nothing can use the attestation but its host
+    network.register_policy_client(
+        client, NETCHECK, params(daily_cap=2 * UNIT), expire_after=2, owner_key=key
+    )
     agent = fresh_agent()
     first = rpc.create(client, transfer(agent))
     second = rpc.create(client, transfer(agent))
@@ -155,6 +158,43 @@ def test_release_gives_the_budget_back_once_the_attestation_expires(
         time.sleep(0.5)
     assert outcome["attestation"]["expires_at"] > first["attestation"]["expires_at"]
     assert decision(rpc.create(client, transfer(agent))) == "deny"
+
+
+def test_a_release_for_a_contract_client_counts_without_a_chain_usage_check(
+    rpc: RPC, network: ReferenceNetwork
+) -> None:
+    """Release-then-use: before the fix a vault's host released each attestation and still
+    executed it before expiry, and at expiry the gateway gave the amount back. A client not
+    signed for by its own key may be a vault; with no chain to ask, its releases never give
+    anything back (the vault case with a chain is tested on anvil in tests/wallet)."""
+    client = fresh_client()
+    network.register_policy_client(client, NETCHECK, params(daily_cap=UNIT), expire_after=1)
+    agent = fresh_agent()
+    first = rpc.create(client, transfer(agent))
+    assert decision(first) == "allow"
+    released = rpc.call("agentguard_releaseTask", {"task_id": first["task_id"]})
+    assert released["status"] == "releasing"
+    settled = task_status(network, first["task_id"], until="committed")
+    assert settled == ("committed", "released, but its use cannot be ruled out: counted")
+    assert decision(rpc.create(client, transfer(agent))) == "deny"
+
+
+def task_status(network: ReferenceNetwork, task_id: str, *, until: str) -> tuple[str, str]:
+    """The gateway's own record of a task, once the sweep moved it to ``until``."""
+    import sqlite3
+
+    db = sqlite3.connect(network.state_dir / "state.sqlite3")
+    try:
+        for _ in range(100):
+            row = db.execute(
+                "SELECT status, outcome FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row[0] == until:
+                return row[0], row[1]
+            time.sleep(0.1)
+        raise AssertionError(f"task stayed {row[0]}")
+    finally:
+        db.close()
 
 
 def test_retry_with_the_same_rpc_id_is_counted_once(rpc: RPC, network: ReferenceNetwork) -> None:
