@@ -363,6 +363,35 @@ class Gateway:
                 f"not by {registration.owner_hex}"
             )
 
+    async def deliver(self, clients: Sequence[_Client] | None = None) -> list[str]:
+        """Hand registrations to every operator now (they also travel with each task), so an
+        operator holds the owner's before anyone can offer it another. Returns the operators
+        that did not take them (they get them with their next task)."""
+        targets = list(self._clients.values()) if clients is None else list(clients)
+        if not targets:
+            return []
+
+        async def one(link: _OperatorLink) -> str | None:
+            for client in targets:
+                envelope = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "agentguard_holdRegistration",
+                    "params": {"registration": client.registration_json},
+                }
+                try:
+                    status, content = await link.http.post(json.dumps(envelope).encode(), 5.0)
+                    reply = json.loads(content) if status == 200 else None
+                except (TimeoutError, HTTPError, ValueError):
+                    reply = None
+                if not isinstance(reply, dict) or "result" not in reply:
+                    log.warning("operator did not take a registration", operator=link.address)
+                    return link.address
+            return None
+
+        missed = await asyncio.gather(*(one(link) for link in self._operators))
+        return [m for m in missed if m is not None]
+
     def trusts_release(self, policy_client: str) -> bool:
         """Whether a release the host reports can be taken at its word at expiry (see
         ``State.sweep_expired``): with a chain usage check the chain decides; without one
@@ -988,7 +1017,10 @@ class Gateway:
             return self.approve(key, params)
         if method == "agentguard_registerPolicyClient":
             self._require_admin(key)
-            return self.register(params)
+            result = self.register(params)
+            client = self._clients[result["policy_client"].lower()]
+            result["operators_missed"] = await self.deliver([client])
+            return result
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
 
 
@@ -1048,6 +1080,7 @@ def create_app(gateway: Gateway) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.deliver()
         sweeper = asyncio.ensure_future(gateway.sweep_forever())
         try:
             yield

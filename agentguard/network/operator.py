@@ -120,6 +120,16 @@ class Operator:
         self._policies[code_hash] = policy
         return policy
 
+    def hold(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_holdRegistration``: the gateway delivers a registration as soon as the
+        owner signed it, so this operator refuses a stranger's for that client from then on."""
+        raw = params.get("registration")
+        policy_client = raw.get("policy_client") if isinstance(raw, dict) else None
+        if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
+            raise RPCError(INVALID_PARAMS, "registration.policy_client must be an address")
+        held = self._registration(params, policy_client)
+        return {"policy_client": held.policy_client_hex, "version": held.version}
+
     def _registration(self, params: Mapping[str, Any], policy_client: str) -> Registration:
         """The registration this operator holds for ``policy_client``, never the gateway's say.
 
@@ -282,9 +292,11 @@ def create_app(operator: Operator, *, token: str) -> Starlette:
                     UNAUTHORIZED, "only the gateway may call this operator", http_status=401
                 )
             rpc_id, method, params = await read_request(request)
-            if method != "newt_evaluateAndSign":
-                raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
-            return result_response(rpc_id, operator.evaluate_and_sign(params))
+            if method == "newt_evaluateAndSign":
+                return result_response(rpc_id, operator.evaluate_and_sign(params))
+            if method == "agentguard_holdRegistration":
+                return result_response(rpc_id, operator.hold(params))
+            raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
         except RPCError as exc:
             return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
         except Exception as exc:  # a bug must still answer JSON-RPC, never a 500
