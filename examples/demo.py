@@ -204,7 +204,7 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     transact(w3, opg.functions.mint(AGENT.address, 5 * opg_unit), sender=OWNER.address)
     permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
     client = "0x00000000000000000000000000000000000DE306"
-    net.register_policy_client(
+    client_policy_id = net.register_policy_client(
         client,
         "agent_spend",
         {
@@ -235,7 +235,11 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     guard = Guard.connect(
-        net.url, policy_client=client, operators=net.operator_addresses, api_key=net.api_key
+        net.url,
+        policy_client=client,
+        operators=net.operator_addresses,
+        api_key=net.api_key,
+        policy_id=client_policy_id,
     )
     ledger = Ledger(state / "ledger.sqlite3")
     wallet = GuardedWallet(

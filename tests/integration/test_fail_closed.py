@@ -54,6 +54,7 @@ def make_guard(network: ReferenceNetwork, url: str, **options) -> Guard:
         policy_client=POLICY_CLIENT,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[POLICY_CLIENT],
         **{"attempts": 2, "deadline": 15.0, "task_timeout": 5, **options},
     )
 

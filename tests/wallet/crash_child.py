@@ -18,7 +18,11 @@ def main() -> None:
     w3 = Web3(Web3.HTTPProvider(cfg["rpc"]))
     ledger = Ledger(cfg["ledger"])
     guard = Guard.connect(
-        cfg["gateway"], policy_client=cfg["policy_client"], operators=cfg["operators"], api_key=cfg["api_key"]
+        cfg["gateway"],
+        policy_client=cfg["policy_client"],
+        operators=cfg["operators"],
+        api_key=cfg["api_key"],
+        policy_id=cfg["policy_id"],
     )
     wallet = GuardedWallet(
         signer=Signer.from_key(cfg["key"]),
