@@ -455,6 +455,8 @@ class Gateway:
             parsed = json.loads(bytes.fromhex(value.removeprefix("0x")).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise _invalid("wasm_args is not hex of UTF-8 JSON") from None
+        except RecursionError:
+            raise _invalid("wasm_args JSON is nested too deeply") from None
         if not isinstance(parsed, dict):
             raise _invalid("wasm_args must encode a JSON object")
         return parsed

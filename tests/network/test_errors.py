@@ -250,3 +250,94 @@ def _policy(material: dict[str, Any]) -> Any:
     from agentguard.network.state import policy_from_material
 
     return policy_from_material(material)
+
+
+def _hex_json(value: Any) -> str:
+    import json
+
+    return "0x" + json.dumps(value).encode().hex()
+
+
+HOSTILE_TASKS: list[dict[str, Any]] = [
+    {"intent": {"from": 5}},
+    {"intent": None},
+    {"wasm_args": _hex_json({"x402": 5})},
+    {"wasm_args": _hex_json({"x402": ["exact"]})},
+    {"wasm_args": _hex_json({"x402": {"amount": 1.5, "scheme": "exact"}})},
+    {"wasm_args": _hex_json({"x402": {"amount": "-1", "network": "eip155:8453"}})},
+    {"wasm_args": _hex_json({"x402": {"amount": "9" * 100}})},
+    {"wasm_args": _hex_json({"x402": {"network": "eip155:" + "9" * 30}})},
+    {"wasm_args": _hex_json([1, 2])},
+    {"wasm_args": "0x" + "ff" * 8},
+    {"wasm_args": 7},
+    {"wasm_args": "0x" + ("[" * 50_000 + "]" * 50_000).encode().hex()},
+    {"timeout": "soon"},
+    {"quorum_threshold_percentage": 1.5},
+    {"policy_client": ["0x" + "00" * 20]},
+]
+
+
+@pytest.mark.parametrize("override", HOSTILE_TASKS)
+def test_hostile_task_requests_are_json_rpc_errors(
+    rpc: RPC, client: str, override: dict[str, Any]
+) -> None:
+    response = rpc.raw("newt_createTask", {**_task(client), **override})
+    assert response.status_code in (200, 401, 403)
+    error = response.json()["error"]
+    assert error["code"] != -32603, error  # never an internal error
+
+
+def test_deeply_nested_json_is_refused_clearly(network: ReferenceNetwork) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    body = '{"jsonrpc":"2.0","id":"1","method":"newt_createTask","params":{"x":' + deep + "}}"
+    response = httpx.post(
+        network.rpc_url,
+        content=body,
+        headers={"authorization": f"Bearer {network.api_key}", "content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert "nested deeper" in response.json()["error"]["message"]
+    nested = {"x": 1}
+    for _ in range(100):
+        nested = {"x": nested}
+    error = _register(network, {"registration": nested, "policy": "agent_spend"})["error"]
+    assert "nested deeper" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"registration": []},
+        {"registration": {"policy_client": 5}},
+        {"policy": ["x"]},
+        {"policy_code_hash": 5},
+        {"params": float("1e308")},
+        {"chain_id": True},
+        {"expires_at": 1.5},
+        {"intent": "garbage"},
+        {"wasm": {"x402": 5}},
+        {"wasm": []},
+    ],
+)
+def test_hostile_operator_requests_are_json_rpc_errors(
+    network: ReferenceNetwork, override: dict[str, Any]
+) -> None:
+    op = network.operators[0]
+    token = op.token_file.read_text().strip()
+    body = {
+        "task_id": "0x" + "42" * 32,
+        "policy_client": fresh_client(),
+        "chain_id": 8453,
+        "intent": transfer(fresh_agent()).wire(),
+        "policy_code_hash": "0x" + NETCHECK.code_hash.hex(),
+        "params": params(),
+        "expire_after": 300,
+        "expires_at": 0,
+        "wasm": {},
+        **override,
+    }
+    envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": body}
+    response = httpx.post(op.url, json=envelope, headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32602, error
