@@ -10,22 +10,28 @@ Accounting rules:
 
 * An attested amount counts until it is released. ``release`` (the client says it never used
   the attestation) is accepted only while the task is ``attested``; a ``committed`` task
-  stays counted. While the attestation is still valid, a release only marks the task
-  ``releasing`` and the amount keeps counting until the attestation expires: otherwise a host
-  could release an attestation and then still use it (a vault accepts it until expiry) and so
-  spend past its cap. At expiry a ``releasing`` task is given back, unless a configured
-  ``UsageCheck`` says it was used after all (then it counts as committed).
+  stays counted. A release only marks the task ``releasing``, and the amount keeps counting
+  until the attestation expires: otherwise a host could release an attestation and then still
+  use it (a vault accepts it until expiry) and so spend past its cap. At expiry a
+  ``UsageCheck`` (the chain, for a vault) decides; without one a ``releasing`` task is given
+  back only for a trusted policy client (one whose own key signed its registration: an EOA,
+  whose host could bypass the network anyway), and otherwise stays counted (``committed``).
 * An attestation that expires without a commit is *not* given back on its own. The gateway
   cannot see whether the client broadcast the transaction or settled the payment before
   expiry; giving the amount back would let a host that never commits (or lies) spend past
-  its cap. Only a configured ``UsageCheck`` (for example one that looks for the vault's
-  execution event onchain) can release it, and only when it says the attestation was not
-  used. With no usage check configured, expired tasks simply age out of their windows.
+  its cap. Only a configured ``UsageCheck`` can release it, and only when it says the
+  attestation was not used. With no usage check configured, expired tasks age out of their
+  windows.
 * Denials record nothing.
 * Concurrent requests for one policy client + agent cannot both pass a cap: ``reserve`` reads
   the totals and adds the new amount as in flight in one synchronous step (the gateway runs
   it on one event loop with no ``await`` in between), so every later request already sees it;
-  an in-flight reservation is turned into a record on ``allow`` or dropped otherwise.
+  an in-flight reservation is turned into a record on ``allow`` or dropped otherwise. A
+  re-registration (new windows) rebuilds the books from the file and carries the in-flight
+  entries over, so totals stay exact.
+* A human approval covers one exact intent once: ``claim_approval`` takes it for one task in
+  a single statement when the operators' input is built; ``unclaim_approval`` gives it back
+  if that task is not allowed.
 
 Totals are kept as running sums per window in memory (mirroring the file, loaded lazily per
 agent), so a request costs O(1) amortized however many tasks an agent has.
