@@ -532,12 +532,12 @@ class Gateway:
             amount=task.spend_amount,
             now=now,
         )
-        # Claimed now, in the same synchronous step that builds the operators' input: of
-        # concurrent tasks for one approved intent only this one sees it; given back below
-        # unless the task is allowed.
-        approved = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
-        recorded = False
+        approved = recorded = False
         try:
+            # Claimed in the same synchronous step that builds the operators' input: of
+            # concurrent tasks for one approved intent only this one sees it; given back
+            # below unless the task is allowed.
+            approved = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
             wasm = self._wasm(task, reservation.history, now, intent_hash_hex, approved=approved)
             decision, votes, errors, failure = await self._fan_out(
                 task, task_id, wasm, expires_at, intent_hash
