@@ -61,7 +61,12 @@ def _step(title: str, action: Callable[[], str]) -> bool:
 def main() -> None:
     print(__doc__)
     state = Path(tempfile.mkdtemp(prefix="agentguard-demo-"))
-    with Anvil() as anvil, ReferenceNetwork(operators=3, state_dir=state / "network") as net:
+    with (
+        Anvil() as anvil,
+        ReferenceNetwork(
+            operators=3, state_dir=state / "network", usage_check_rpc=anvil.url
+        ) as net,
+    ):
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         print(f"chain    anvil at {anvil.url}, chain id {w3.eth.chain_id}")
         print(f"network  gateway at {net.url}, operators {', '.join(net.operator_addresses)}")
@@ -90,7 +95,10 @@ def main() -> None:
                 }
             ],
         }
-        policy_id = net.register_policy_client(vault.address, "agent_spend", params)
+        # signed by the vault's owner; the gateway checks owner() onchain
+        policy_id = net.register_policy_client(
+            vault.address, "agent_spend", params, owner_key=OWNER.private_key
+        )
         transact(
             w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address
         )
