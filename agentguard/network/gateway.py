@@ -353,15 +353,10 @@ class Gateway:
                     policy_client=registration.policy_client_hex,
                 )
             return
-        if not self.chain.has_code(registration.policy_client_hex):
-            return
-        owner = self.chain.owner(registration.policy_client_hex)
-        if owner != registration.owner_hex:
-            raise _invalid(
-                f"policy client {registration.policy_client_hex} is a contract whose owner() "
-                f"is {owner or 'not defined'}; the registration must be signed by that owner, "
-                f"not by {registration.owner_hex}"
-            )
+        try:
+            self.chain.check_owner(registration)
+        except ConfigurationError as exc:
+            raise _invalid(exc.message) from None
 
     async def deliver(self, clients: Sequence[_Client] | None = None) -> list[str]:
         """Hand registrations to every operator now (they also travel with each task), so an

@@ -303,6 +303,7 @@ class ReferenceNetwork:
                 str(op.token_file),
                 "--registry",
                 str(op.registry_file),
+                *(["--chain-rpc", self._usage_check_rpc] if self._usage_check_rpc else []),
             ],
         )
 

@@ -326,9 +326,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--registry", required=True, help="SQLite file holding the policy registrations"
     )
+    parser.add_argument(
+        "--chain-rpc", help="node URL: check a vault's owner() before holding its registration"
+    )
     args = parser.parse_args(argv)
     try:
-        operator = Operator(load_operator_key(args.key_file, KEY_ENV), Registry(args.registry))
+        check_owner = None
+        if args.chain_rpc:
+            from agentguard.network.usage import ChainUsageCheck
+
+            check_owner = ChainUsageCheck(args.chain_rpc).check_owner
+        registry = Registry(args.registry, check_owner=check_owner)
+        operator = Operator(load_operator_key(args.key_file, KEY_ENV), registry)
         token = load_token(args.token_file, TOKEN_ENV)
     except (AgentGuardError, OSError, sqlite3.Error) as exc:
         print(f"operator: {exc}", file=sys.stderr)

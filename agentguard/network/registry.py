@@ -4,12 +4,15 @@ The operator checks every ``newt_evaluateAndSign`` against the registration it h
 policy client, never against what the gateway says the policy is. The gateway delivers
 registrations (it cannot forge one: each is signed by the policy client's owner), and the
 operator keeps the newest it accepted across restarts, so an older one cannot be replayed.
+Given a chain RPC (``--chain-rpc``), it also refuses a contract client's registration that is
+not signed by the contract's ``owner()``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from agentguard.network.registration import Registration
@@ -18,7 +21,12 @@ __all__ = ["Registry"]
 
 
 class Registry:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, check_owner: Callable[[Registration], None] | None = None
+    ) -> None:
+        """``check_owner`` (the chain's word on a vault's ``owner()``) runs before a new
+        registration is held; it raises ``ConfigurationError`` to refuse it."""
+        self._check_owner = check_owner
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -38,6 +46,8 @@ class Registry:
         held = self._held.get(registration.policy_client)
         if not registration.replaces(held):
             return held or registration
+        if self._check_owner is not None:
+            self._check_owner(registration)
         self._db.execute(
             "INSERT OR REPLACE INTO registrations (policy_client, registration) VALUES (?, ?)",
             (registration.policy_client_hex, json.dumps(registration.to_json())),

@@ -1,5 +1,5 @@
-"""What the gateway asks the chain about policy clients: is it a contract, who owns the vault,
-and was an attestation used.
+"""What the gateway (and, given an RPC, each operator) asks the chain about policy clients:
+is it a contract, who owns the vault, and was an attestation used.
 
 For a policy client that is an ``AgentVault``, usage is a fact onchain: ``execute`` marks
 ``taskUsed[taskId]``, and an x402 payment from the vault spends the EIP-3009 nonce equal to the
@@ -17,6 +17,8 @@ from __future__ import annotations
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
+from agentguard._exceptions import ConfigurationError
+from agentguard.network.registration import Registration
 from agentguard.network.state import TaskRecord
 
 __all__ = ["ChainUsageCheck"]
@@ -73,6 +75,29 @@ class ChainUsageCheck:
         except Exception:  # reverts or answers garbage: not an owned contract
             return None
         return owner.lower()
+
+    def check_owner(self, registration: Registration) -> None:
+        """A contract client (a vault) is registered only by its ``owner()``; an address
+        without code yet (a vault not deployed so far) cannot be checked, and a self-signed
+        registration proves a key, not a contract."""
+        if registration.self_owned:
+            return
+        client = registration.policy_client_hex
+        try:
+            if not self.has_code(client):
+                return
+        except Exception as exc:  # the node is down or answers garbage: hold nothing
+            raise ConfigurationError(
+                f"registration: cannot ask the chain whether {client} is a contract "
+                f"({type(exc).__name__}); try again when the node answers"
+            ) from None
+        owner = self.owner(client)
+        if owner != registration.owner_hex:
+            raise ConfigurationError(
+                f"registration: policy client {client} is a contract whose owner() is "
+                f"{owner or 'not defined'}; the registration must be signed by that owner, "
+                f"not by {registration.owner_hex}"
+            )
 
     def was_used(self, task: TaskRecord) -> bool | None:
         if not self.has_code(task.policy_client):

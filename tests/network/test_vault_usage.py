@@ -21,6 +21,7 @@ from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.usage import ChainUsageCheck
 
 from .conftest import NETCHECK, RPC, UNIT, decision, params
+from .test_hostile_gateway import attackers_registration, evaluate, hostile_task
 from .test_tasks import task_status
 
 OWNER, AGENT, STRANGER = DEV_ACCOUNTS[0], DEV_ACCOUNTS[1], DEV_ACCOUNTS[2]
@@ -159,3 +160,16 @@ def test_no_code_is_never_cached(chain: Chain) -> None:
     )
     assert check.has_code(predicted)
     assert check.owner(predicted) == OWNER.address.lower()
+
+
+def test_an_operator_with_a_chain_refuses_a_strangers_registration_for_a_vault(
+    chain: Chain, checked_network: ReferenceNetwork
+) -> None:
+    """Without chain access an operator holds the first owner-signed registration it sees for
+    a client; with it, a hostile gateway cannot get one in for a deployed vault before its
+    owner registers."""
+    vault = deploy_vault(chain, checked_network, b"\x75" * 32)
+    task, _ = hostile_task(vault.address, attackers_registration(vault.address))
+    for op in checked_network.operators:
+        error = evaluate(op, task)["error"]
+        assert error["code"] == -32602 and "whose owner() is 0xf39f" in error["message"], error
