@@ -389,3 +389,39 @@ def test_a_newton_quickstart_policy_runs_unchanged(rpc: RPC, network: ReferenceN
     )
     assert decision(send(PAYEE, 10**16)) == "deny"
     assert decision(send("0x" + "77" * 20, 10**14)) == "deny"
+
+
+def test_x402_details_reach_the_policy_in_canonical_form_only(
+    rpc: RPC, network: ReferenceNetwork, client: str
+) -> None:
+    """Before the fix the client's own spelling reached the operators: ``"0001000000"``,
+    ``eip155:08453`` and extra keys such as ``"trusted_merchant": true``."""
+    import json
+
+    from agentguard import PaymentIntent
+    from agentguard._intent import wasm_args_hex
+
+    payment = PaymentIntent(
+        payer=fresh_agent(),
+        scheme="exact",
+        network="eip155:8453",
+        asset=TOKEN,
+        amount=UNIT,
+        pay_to=PAYEE,
+    )
+    canonical = payment.wasm_args()["x402"]
+    odd = {**canonical, "amount": "0001000000", "network": "eip155:08453", "asset": TOKEN.lower()}
+    result = rpc.create(client, payment.newton_intent(), wasm_args=wasm_args_hex({"x402": odd}))
+    assert decision(result) == "allow"
+    data = result["task_response"]["policy_task_data"]["policy_data"][0]["data"]
+    assert json.loads(bytes.fromhex(data[2:]))["x402"] == canonical
+    for extra in ({"trusted_merchant": True}, {"payer": PAYEE}):
+        refused = rpc.raw(
+            "newt_createTask",
+            {
+                "policy_client": client,
+                "intent": payment.wire(),
+                "wasm_args": wasm_args_hex({"x402": {**canonical, **extra}}),
+            },
+        ).json()["error"]
+        assert refused["code"] == -32602 and "keys no x402 requirement has" in refused["message"]
