@@ -388,13 +388,14 @@ class Gateway:
         return [m for m in missed if m is not None]
 
     def trusts_release(self, policy_client: str) -> bool:
-        """Whether a release the host reports can be taken at its word at expiry (see
-        ``State.sweep_expired``): with a chain usage check the chain decides; without one
-        only for a policy client whose own key signed its registration (an EOA, no vault)."""
-        if self.usage_check is not None:
-            return True
+        """Whether a release the host reports stands at expiry when the usage check cannot
+        tell (see ``State.sweep_expired``): for a policy client whose own key signed its
+        registration (an EOA, not a vault), and with the chain usage check, which cannot tell
+        only when there is no code at the address (no vault could have used it)."""
         client = self._clients.get(policy_client.lower())
-        return client is not None and client.registration.self_owned
+        if client is not None and client.registration.self_owned:
+            return True
+        return self.chain is not None and self.usage_check is self.chain
 
     # -- the task request ----------------------------------------------------------------------
 
