@@ -26,6 +26,11 @@ def add_network_commands(subparsers: Any) -> None:
         "--config", help="JSON file with policy_clients (and optional gateway settings)"
     )
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    up.add_argument(
+        "--chain-rpc",
+        help="node URL: checks vault owners and whether released attestations were used "
+        "(needed for a vault's releases to count back)",
+    )
     up.set_defaults(handler=_up)
 
     register = sub.add_parser(
@@ -88,6 +93,7 @@ def _up(args: argparse.Namespace) -> int:
         port=args.port,
         state_dir=state_dir,
         policy_clients=clients,
+        usage_check_rpc=args.chain_rpc or gateway.get("chain_rpc"),
         **kwargs,
     ) as net:
         (state_dir / "gateway_url").write_text(net.url + "\n")
