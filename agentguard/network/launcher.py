@@ -386,15 +386,20 @@ class ReferenceNetwork:
         return {"registration": registration.to_json(), "policy": policy_material(resolved)}
 
     def _signed(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """A config-file policy client, signed with the default owner key unless it is."""
+        """A config-file policy client, signed unless it already is: with the key in its
+        ``owner_key_file`` (a vault's owner), else with the network's owner key."""
         if "registration" in entry:
             return entry
+        owner_key = None
+        if "owner_key_file" in entry:
+            owner_key = "0x" + load_operator_key(str(entry["owner_key_file"]), "").secret.hex()
         return self.sign_registration(
             str(entry["policy_client"]),
             entry["policy"],
             dict(entry.get("params", {})),
             int(entry.get("expire_after", 300)),
             int(entry.get("chain_id", 8453)),
+            owner_key=owner_key,
         )
 
     def register_policy_client(
