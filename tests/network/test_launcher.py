@@ -101,3 +101,19 @@ def test_the_cli_signs_and_delivers_a_registration(
     expected = "0x" + policy_id(client, load("agent_spend"), config, 300).hex()
     assert f"policy_id: {expected}" in capsys.readouterr().out
     assert main([*argv[:6], "--params", "[]", *argv[8:]]) == 2
+
+
+def test_config_file_clients_are_signed_and_held_across_restarts(tmp_path: Path) -> None:
+    from agentguard.policies import load, policy_id
+
+    client = fresh_client()
+    config = {"max_per_tx": {TOKEN.lower(): "5000000"}}
+    spec = {"policy_client": client, "policy": "agent_spend", "params": config}
+    expected = "0x" + policy_id(client, load("agent_spend"), config, 300).hex()
+    for clients in ([spec], []):  # the second start has only its state directory
+        with ReferenceNetwork(
+            operators=1, threshold_percentage=100, state_dir=tmp_path, policy_clients=clients
+        ) as net:
+            result = RPC(net, net.api_key).create(client, transfer(fresh_agent()))
+            assert decision(result) == "allow"
+            assert result["attestation"]["policy_id"] == expected
