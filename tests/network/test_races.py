@@ -29,8 +29,12 @@ def gateway_db(network: ReferenceNetwork) -> sqlite3.Connection:
 
 
 def concurrently(network: ReferenceNetwork, calls: int, client: str, intent: Any) -> list[str]:
+    """Each call's decision, or ``failed`` (a task sent under a registration the operators had
+    just replaced is refused by them: no attestation)."""
+
     def one(_: int) -> str:
-        return decision(RPC(network, network.api_key).create(client, intent))
+        result = RPC(network, network.api_key).create(client, intent)
+        return "failed" if result["status"] == "failed" else decision(result)
 
     with ThreadPoolExecutor(calls) as pool:
         return list(pool.map(one, range(calls)))
@@ -73,19 +77,21 @@ def test_an_approval_is_given_back_when_its_task_is_denied(
 def test_totals_stay_exact_under_concurrent_re_registration(network: ReferenceNetwork) -> None:
     """Before the fix re-registering a client while tasks were in flight dropped their
     amounts: 13-24 allows passed a 10-unit cap and totals went to -995 against a database
-    truth of 12."""
+    truth of 12. ``test_state.test_re_registration_keeps_in_flight_amounts_exact`` replays the
+    exact interleaving deterministically; this drives it through the real gateway and checks
+    the invariants: never past the cap, the gateway's totals equal the database truth."""
     client = fresh_client()
     network.register_policy_client(client, NETCHECK, params(daily_cap=10 * UNIT))
     agent = fresh_agent()
     stop = threading.Event()
+    windows = [61]
 
-    def re_register() -> None:
-        window = 61
+    def re_register() -> None:  # each time a new window: the gateway rebuilds its books
         while not stop.is_set():
             config = params(daily_cap=10 * UNIT)
-            config["rate_limits"] = [{"window_seconds": window, "max_count": 1000}]
+            config["rate_limits"] = [{"window_seconds": windows[-1], "max_count": 1000}]
             network.register_policy_client(client, NETCHECK, config)
-            window += 1
+            windows.append(windows[-1] + 1)
 
     registrar = threading.Thread(target=re_register)
     registrar.start()
@@ -94,8 +100,10 @@ def test_totals_stay_exact_under_concurrent_re_registration(network: ReferenceNe
     finally:
         stop.set()
         registrar.join()
-    assert outcomes.count("allow") == 10
-    assert set(outcomes) == {"allow", "deny"}
+    assert len(windows) > 2  # re-registered while the tasks were in flight
+    allowed = outcomes.count("allow")
+    assert 0 < allowed <= 10
+    assert set(outcomes) <= {"allow", "deny", "failed"}
 
     probe = RPC(network, network.api_key).create(client, transfer(agent))
     data = probe["task_response"]["policy_task_data"]["policy_data"][0]["data"]
@@ -110,6 +118,6 @@ def test_totals_stay_exact_under_concurrent_re_registration(network: ReferenceNe
     finally:
         db.close()
     truth = sum(int(amount) for (amount,) in rows)
-    assert truth == 10 * UNIT
-    assert seen["count"] == len(rows) == 10
+    assert truth == allowed * UNIT
+    assert seen["count"] == len(rows) == allowed
     assert seen["spent"] == {TOKEN.lower(): str(truth)}
