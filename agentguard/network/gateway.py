@@ -325,10 +325,10 @@ class Gateway:
             raise _invalid(f"chain_id {registration.chain_id} is not served by this gateway")
         held = self._clients.get(registration.policy_client_hex)
         try:
-            registration.replaces(held.registration if held else None)
+            chain_owner = self._check_owner(registration)
+            registration.replaces(held.registration if held else None, chain_owner=chain_owner)
         except ConfigurationError as exc:
             raise _invalid(exc.message) from None
-        self._check_owner(registration)
         record = PolicyClientRecord(registration, policy)
         self.state.save_policy_client(record)
         client = self._client(record)
@@ -343,20 +343,18 @@ class Gateway:
             "version": registration.version,
         }
 
-    def _check_owner(self, registration: Registration) -> None:
-        """A contract client (a vault) must be registered by its ``owner()``."""
-        if self.chain is None:
-            if not registration.self_owned:
-                log.warning(
-                    "no chain RPC: cannot check the owner of a contract policy client; its "
-                    "released attestations stay counted (set gateway.chain_rpc)",
-                    policy_client=registration.policy_client_hex,
-                )
-            return
-        try:
-            self.chain.check_owner(registration)
-        except ConfigurationError as exc:
-            raise _invalid(exc.message) from None
+    def _check_owner(self, registration: Registration) -> str | None:
+        """A contract client (a vault) must be registered by its ``owner()``; returns the
+        owner the chain confirmed (``None``: cannot tell)."""
+        if self.chain is not None:
+            return self.chain.check_owner(registration)
+        if not registration.self_owned:
+            log.warning(
+                "no chain RPC: cannot check the owner of a contract policy client; its "
+                "released attestations stay counted (set gateway.chain_rpc)",
+                policy_client=registration.policy_client_hex,
+            )
+        return None
 
     async def deliver(self, clients: Sequence[_Client] | None = None) -> list[str]:
         """Hand registrations to every operator now (they also travel with each task), so an

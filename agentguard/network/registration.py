@@ -211,13 +211,18 @@ class Registration:
             raise _invalid("policy_id does not match the registered policy, params and expiry")
         return registration
 
-    def replaces(self, held: Registration | None) -> bool:
+    def replaces(self, held: Registration | None, *, chain_owner: str | None = None) -> bool:
         """Whether this registration takes the place of ``held`` (False: it is ``held``).
 
         Only the owner on record may re-register, and only with a higher version, so neither a
-        stranger nor a replay of an older registration (looser params) can take over.
+        stranger nor a replay of an older registration (looser params) can take over. The one
+        exception: ``chain_owner``, the contract's ``owner()`` as the chain confirmed it, takes
+        over from a registrant who is not that owner (who got in first, before the vault had
+        code or where nobody could ask the chain).
         """
         if held is None:
+            return True
+        if held.owner != self.owner and chain_owner == self.owner_hex:
             return True
         if held.owner != self.owner:
             raise _invalid(

@@ -22,10 +22,14 @@ __all__ = ["Registry"]
 
 class Registry:
     def __init__(
-        self, path: str | Path, *, check_owner: Callable[[Registration], None] | None = None
+        self,
+        path: str | Path,
+        *,
+        check_owner: Callable[[Registration], str | None] | None = None,
     ) -> None:
-        """``check_owner`` (the chain's word on a vault's ``owner()``) runs before a new
-        registration is held; it raises ``ConfigurationError`` to refuse it."""
+        """``check_owner`` (the chain's word on a vault's ``owner()``, see
+        ``ChainUsageCheck.check_owner``) runs before a registration is held; it raises
+        ``ConfigurationError`` to refuse it."""
         self._check_owner = check_owner
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -44,10 +48,11 @@ class Registry:
     def offer(self, registration: Registration) -> Registration:
         """Hold ``registration`` if it replaces the one held (see ``Registration.replaces``)."""
         held = self._held.get(registration.policy_client)
-        if not registration.replaces(held):
+        if held is not None and held.digest() == registration.digest():
+            return held
+        chain_owner = self._check_owner(registration) if self._check_owner else None
+        if not registration.replaces(held, chain_owner=chain_owner):
             return held or registration
-        if self._check_owner is not None:
-            self._check_owner(registration)
         self._db.execute(
             "INSERT OR REPLACE INTO registrations (policy_client, registration) VALUES (?, ?)",
             (registration.policy_client_hex, json.dumps(registration.to_json())),

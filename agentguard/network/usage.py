@@ -76,16 +76,16 @@ class ChainUsageCheck:
             return None
         return owner.lower()
 
-    def check_owner(self, registration: Registration) -> None:
-        """A contract client (a vault) is registered only by its ``owner()``; an address
-        without code yet (a vault not deployed so far) cannot be checked, and a self-signed
-        registration proves a key, not a contract."""
+    def check_owner(self, registration: Registration) -> str | None:
+        """A contract client (a vault) is registered only by its ``owner()``: returns that
+        owner once confirmed, ``None`` where the chain cannot tell (no code at the address
+        yet, or a self-signed registration, which proves a key, not a contract)."""
         if registration.self_owned:
-            return
+            return None
         client = registration.policy_client_hex
         try:
             if not self.has_code(client):
-                return
+                return None
         except Exception as exc:  # the node is down or answers garbage: hold nothing
             raise ConfigurationError(
                 f"registration: cannot ask the chain whether {client} is a contract "
@@ -98,6 +98,7 @@ class ChainUsageCheck:
                 f"{owner or 'not defined'}; the registration must be signed by that owner, "
                 f"not by {registration.owner_hex}"
             )
+        return owner
 
     def was_used(self, task: TaskRecord) -> bool | None:
         if not self.has_code(task.policy_client):

@@ -173,3 +173,28 @@ def test_an_operator_with_a_chain_refuses_a_strangers_registration_for_a_vault(
     for op in checked_network.operators:
         error = evaluate(op, task)["error"]
         assert error["code"] == -32602 and "whose owner() is 0xf39f" in error["message"], error
+
+
+def test_the_vaults_owner_takes_over_from_whoever_registered_its_address_first(
+    chain: Chain, checked_network: ReferenceNetwork
+) -> None:
+    """Before its vault has code nobody can tell who owns an address: a stranger's
+    registration gets in first (at the gateway and at the operators). Once the vault exists,
+    the chain names its owner, whose registration replaces the stranger's everywhere."""
+    salt = b"\x76" * 32
+    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
+    checked_network.register_policy_client(
+        predicted, NETCHECK, params(), owner_key=STRANGER.private_key
+    )
+    vault = create_vault(chain, checked_network, salt)  # registered by OWNER now
+    assert vault.address == predicted
+    intent = TransactionIntent.erc20_transfer(
+        sender=vault.address, token=chain.token.address, recipient=SHOP, amount=UNIT, chain_id=8453
+    )
+    result = RPC(checked_network, checked_network.api_key).create(vault.address, intent)
+    assert decision(result) == "allow"
+    assert result["attestation"]["policy_id"] == checked_network.policy_clients[vault.address]
+    with pytest.raises(GatewayRPCError, match="whose owner"):
+        checked_network.register_policy_client(
+            vault.address, NETCHECK, params(), owner_key=STRANGER.private_key
+        )
