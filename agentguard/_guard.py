@@ -61,9 +61,14 @@ def _pinned_policy_id(
             raise ConfigurationError(str(exc.args[0])) from None
         if params is None:
             raise ConfigurationError("policy= needs the params= the policy client registered")
-        computed = (
-            "0x" + compute_policy_id(policy_client, resolved, dict(params), expire_after).hex()
-        )
+        try:
+            raw = compute_policy_id(policy_client, resolved, dict(params), expire_after)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot compute the policy id (policy_client must be a 0x address, params "
+                f"plain JSON, expire_after an integer): {exc}"
+            ) from None
+        computed = "0x" + raw.hex()
     elif params is not None:
         raise ConfigurationError("params= is only used with policy=")
     if policy_id is not None and computed is not None and policy_id.lower() != computed:

@@ -45,6 +45,8 @@ def test_the_policy_id_is_computed_from_the_policy_and_params() -> None:
             "is not the id",
         ),
         ({"any_policy": True, "policy_id": "0x" + "00" * 32}, "contradicts"),
+        ({"policy": "agent_spend", "params": {"x": float("nan")}}, "cannot compute"),
+        ({"policy": "agent_spend", "params": PARAMS, "expire_after": -1}, "cannot compute"),
     ],
 )
 def test_no_silent_acceptance_of_any_policy(kwargs: dict[str, object], mentions: str) -> None:
