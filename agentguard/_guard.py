@@ -10,11 +10,12 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from agentguard._attestation import Attestation
-from agentguard._exceptions import VerificationError
+from agentguard._exceptions import ConfigurationError, VerificationError
 from agentguard._gateway import AsyncAuthorizer, AsyncNewtonGateway, Authorizer, NewtonGateway
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._logging import get_logger
@@ -31,8 +32,71 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncGuard", "Guard"]
 
+if TYPE_CHECKING:
+    from agentguard.policies import Policy
+
 log = get_logger("agentguard.guard")
+_POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 Intent = TransactionIntent | PaymentIntent
+
+
+def _pinned_policy_id(
+    policy_client: str,
+    policy_id: str | None,
+    policy: str | Policy | None,
+    params: Mapping[str, Any] | None,
+    expire_after: int,
+    *,
+    any_policy: bool,
+) -> str | None:
+    """The policy id ``connect`` pins: given, computed from the policy, or (loudly) none."""
+    if any_policy:
+        if policy_id is not None or policy is not None:
+            raise ConfigurationError("any_policy=True contradicts policy_id= / policy=")
+        log.warning(
+            "Guard.connect(any_policy=True): attestations under ANY policy the gateway chooses "
+            "are accepted; pin policy_id= unless you trust the gateway with your funds",
+            policy_client=policy_client,
+        )
+        return None
+    if policy_id is not None and (
+        not isinstance(policy_id, str) or not _POLICY_ID.match(policy_id)
+    ):
+        raise ConfigurationError("policy_id must be 0x followed by 64 hex digits")
+    computed: str | None = None
+    if policy is not None:
+        from agentguard.policies import load
+        from agentguard.policies import policy_id as compute_policy_id
+
+        try:
+            resolved = load(policy) if isinstance(policy, str) else policy
+        except KeyError as exc:
+            raise ConfigurationError(str(exc.args[0])) from None
+        if params is None:
+            raise ConfigurationError("policy= needs the params= the policy client registered")
+        try:
+            raw = compute_policy_id(policy_client, resolved, dict(params), expire_after)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot compute the policy id (policy_client must be a 0x address, params "
+                f"plain JSON, expire_after an integer): {exc}"
+            ) from None
+        computed = "0x" + raw.hex()
+    elif params is not None:
+        raise ConfigurationError("params= is only used with policy=")
+    if policy_id is not None and computed is not None and policy_id.lower() != computed:
+        raise ConfigurationError(
+            f"policy_id {policy_id} is not the id of the given policy, params and expire_after "
+            f"({computed})"
+        )
+    pinned = policy_id or computed
+    if pinned is None:
+        raise ConfigurationError(
+            "Guard.connect needs the policy the policy client registered: pass policy_id= "
+            "(as register_policy_client returned it) or policy= and params= (and expire_after=); "
+            "any_policy=True accepts any policy the gateway chooses (unsafe)"
+        )
+    return pinned
 
 
 class _Connect:
@@ -54,9 +118,24 @@ class _Connect:
         api_key: str | None = None,
         threshold_percentage: int = 66,
         policy_id: str | None = None,
+        policy: str | Policy | None = None,
+        params: Mapping[str, Any] | None = None,
+        expire_after: int = 300,
+        any_policy: bool = False,
         replay_guard: ReplayGuard | None = None,
         **gateway_options: Any,
     ) -> Self:
+        """Connect to a gateway; the verifier accepts only the policy the owner registered.
+
+        Pass the registered ``policy_id`` (``ReferenceNetwork.register_policy_client`` returns
+        it), or ``policy=`` (a bundled name or a ``Policy``), ``params=`` and ``expire_after=``
+        to compute it locally. Without a pin a gateway could choose the policy (an
+        ``allow := true`` one) and its attestations would verify; ``any_policy=True`` accepts
+        that risk explicitly and is logged as a warning.
+        """
+        pinned = _pinned_policy_id(
+            policy_client, policy_id, policy, params, expire_after, any_policy=any_policy
+        )
         gateway = cls._gateway_class(
             url,
             policy_client=policy_client,
@@ -68,7 +147,7 @@ class _Connect:
             operators,
             policy_client=policy_client,
             threshold_percentage=threshold_percentage,
-            policy_id=policy_id,
+            policy_id=pinned,
             replay_guard=replay_guard,
         )
         return cls(gateway, verifier)

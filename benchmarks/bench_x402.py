@@ -170,6 +170,7 @@ async def main(n: int) -> None:
             policy_client=POLICY_CLIENT,
             operators=net.operator_addresses,
             api_key=net.api_key,
+            policy_id=net.policy_clients[POLICY_CLIENT],
         ) as guard:
             payer = Account.from_key(AGENT_KEY).address
 

@@ -61,7 +61,12 @@ def _step(title: str, action: Callable[[], str]) -> bool:
 def main() -> None:
     print(__doc__)
     state = Path(tempfile.mkdtemp(prefix="agentguard-demo-"))
-    with Anvil() as anvil, ReferenceNetwork(operators=3, state_dir=state / "network") as net:
+    with (
+        Anvil() as anvil,
+        ReferenceNetwork(
+            operators=3, state_dir=state / "network", usage_check_rpc=anvil.url
+        ) as net,
+    ):
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         print(f"chain    anvil at {anvil.url}, chain id {w3.eth.chain_id}")
         print(f"network  gateway at {net.url}, operators {', '.join(net.operator_addresses)}")
@@ -90,7 +95,10 @@ def main() -> None:
                 }
             ],
         }
-        policy_id = net.register_policy_client(vault.address, "agent_spend", params)
+        # signed by the vault's owner; the gateway checks owner() onchain
+        policy_id = net.register_policy_client(
+            vault.address, "agent_spend", params, owner_key=OWNER.private_key
+        )
         transact(
             w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address
         )
@@ -204,7 +212,7 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     transact(w3, opg.functions.mint(AGENT.address, 5 * opg_unit), sender=OWNER.address)
     permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
     client = "0x00000000000000000000000000000000000DE306"
-    net.register_policy_client(
+    client_policy_id = net.register_policy_client(
         client,
         "agent_spend",
         {
@@ -235,7 +243,11 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     guard = Guard.connect(
-        net.url, policy_client=client, operators=net.operator_addresses, api_key=net.api_key
+        net.url,
+        policy_client=client,
+        operators=net.operator_addresses,
+        api_key=net.api_key,
+        policy_id=client_policy_id,
     )
     ledger = Ledger(state / "ledger.sqlite3")
     wallet = GuardedWallet(

@@ -1,4 +1,4 @@
-"""``agentguard network up`` and ``agentguard network approve``."""
+"""``agentguard network up``, ``register`` and ``approve``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,30 @@ def add_network_commands(subparsers: Any) -> None:
         "--config", help="JSON file with policy_clients (and optional gateway settings)"
     )
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    up.add_argument(
+        "--chain-rpc",
+        help="node URL: checks vault owners and whether released attestations were used "
+        "(needed for a vault's releases to count back)",
+    )
     up.set_defaults(handler=_up)
+
+    register = sub.add_parser(
+        "register",
+        help="sign a policy client's registration with its owner's key and deliver it",
+    )
+    register.add_argument("--policy-client", required=True)
+    register.add_argument("--policy", required=True, help="bundled policy name or folder")
+    register.add_argument("--params", default="{}", help="the policy's params as JSON")
+    register.add_argument("--expire-after", type=int, default=300)
+    register.add_argument("--chain-id", type=int, default=8453)
+    register.add_argument(
+        "--owner-key-file",
+        help="hex key of the owner (the EOA client itself, or the vault's owner); "
+        "default: the network's keys/owner.key",
+    )
+    register.add_argument("--url", help="gateway URL (default: from the state dir)")
+    register.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    register.set_defaults(handler=_register)
 
     approve = sub.add_parser("approve", help="approve one exact intent (admin key)")
     approve.add_argument("--policy-client", required=True)
@@ -70,6 +93,7 @@ def _up(args: argparse.Namespace) -> int:
         port=args.port,
         state_dir=state_dir,
         policy_clients=clients,
+        usage_check_rpc=args.chain_rpc or gateway.get("chain_rpc"),
         **kwargs,
     ) as net:
         (state_dir / "gateway_url").write_text(net.url + "\n")
@@ -89,34 +113,80 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approve(args: argparse.Namespace) -> int:
+def _admin_call(state_dir: Path, url: str | None, method: str, params: dict[str, Any]) -> Any:
+    """One admin JSON-RPC call; prints the refusal and returns ``None`` on an error."""
     import httpx
 
-    state_dir = Path(args.state_dir)
     admin_key = os.environ.get(ADMIN_KEY_ENV, "")
     if not admin_key and (state_dir / "secrets.json").exists():
         admin_key = json.loads((state_dir / "secrets.json").read_text())["admin_key"]
-    url = args.url
     if url is None and (state_dir / "gateway_url").exists():
         url = (state_dir / "gateway_url").read_text().strip()
     if not admin_key or not url:
         print(f"need the admin key (${ADMIN_KEY_ENV} or {state_dir}/secrets.json) and --url")
-        return 2
+        return None
     rpc_url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
     response = httpx.post(
         rpc_url,
-        json={
-            "jsonrpc": "2.0",
-            "id": str(uuid.uuid4()),
-            "method": "agentguard_approve",
-            "params": {"policy_client": args.policy_client, "intent_hash": args.intent_hash},
-        },
+        json={"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params},
         headers={"authorization": f"Bearer {admin_key}"},
-        timeout=10.0,
+        timeout=30.0,
     )
     body = response.json()
     if "error" in body:
         print(f"refused: {body['error'].get('message')}")
+        return None
+    return body["result"]
+
+
+def _register(args: argparse.Namespace) -> int:
+    import time
+
+    from agentguard._exceptions import AgentGuardError
+    from agentguard.network._keys import load_operator_key
+    from agentguard.network.registration import Registration
+    from agentguard.network.state import policy_from_spec, policy_material
+
+    state_dir = Path(args.state_dir)
+    key_file = args.owner_key_file or str(state_dir / "keys" / "owner.key")
+    try:
+        params = json.loads(args.params)
+        if not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object")
+        policy = policy_from_spec(args.policy, allow_paths=True)
+        registration = Registration.sign(
+            load_operator_key(key_file, ""),
+            policy_client=args.policy_client,
+            policy=policy,
+            params=params,
+            expire_after=args.expire_after,
+            chain_id=args.chain_id,
+            version=time.time_ns(),
+        )
+    except (AgentGuardError, ValueError, OSError) as exc:
+        print(f"cannot sign the registration: {exc}")
+        return 2
+    result = _admin_call(
+        state_dir,
+        args.url,
+        "agentguard_registerPolicyClient",
+        {"registration": registration.to_json(), "policy": policy_material(policy)},
+    )
+    if result is None:
+        return 1
+    print(f"registered {result['policy_client']} (owner {result['owner']})")
+    print(f"policy_id: {result['policy_id']}  (pin it: Guard.connect(..., policy_id=...))")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    result = _admin_call(
+        Path(args.state_dir),
+        args.url,
+        "agentguard_approve",
+        {"policy_client": args.policy_client, "intent_hash": args.intent_hash},
+    )
+    if result is None:
         return 1
     print(f"approved {args.intent_hash} for {args.policy_client}")
     return 0

@@ -40,6 +40,7 @@ POLICY_EVALUATION_ERROR = -32615
 POLICY_REQUIRED = -32621
 
 MAX_BODY = 256 * 1024
+MAX_DEPTH = 64
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -84,6 +85,22 @@ def error_response(rpc_id: Any, error: RPCError) -> Response:
     )
 
 
+_too_deep = object()
+
+
+def _shallow(document: Any) -> bool:
+    """No container nested deeper than ``MAX_DEPTH`` (checked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_DEPTH:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
     """``(id, method, params)`` of a single JSON-RPC request, or an ``RPCError``."""
     chunks, size = [], 0
@@ -97,6 +114,10 @@ async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise RPCError(PARSE_ERROR, "request body is not valid JSON") from None
+    except RecursionError:
+        message = _too_deep
+    if message is _too_deep or not _shallow(message):
+        raise RPCError(INVALID_REQUEST, f"request JSON is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(message, dict):
         raise RPCError(
             INVALID_REQUEST, "send one JSON-RPC 2.0 request object (batches are not supported)"

@@ -9,11 +9,13 @@ themselves live in 0600 files next to it (see ``launcher``)::
      "operators": [{"address": "0x…", "url": "http://127.0.0.1:8551/rpc",
                     "token_file": "keys/operator-0.token"}],
      "api_keys": [{"sha256": "…", "policy_clients": ["*"], "admin": false}],
-     "policy_clients": [{"policy_client": "0x…", "policy": "agent_spend", "params": {…},
-                         "expire_after": 300}]}
+     "policy_clients": [{"registration": {…owner-signed, see registration.py…},
+                         "policy": "agent_spend"}]}
 
 A policy client's ``policy`` is a bundled policy name, a path to a policy folder, or the
-policy material itself (``{"entrypoint", "modules", "params_schema", …}``).
+policy material itself (``{"entrypoint", "modules", "params_schema", …}``). ``gateway.chain_rpc``
+(optional) is a node URL: with it the gateway checks a contract client's ``owner()`` at
+registration and runs the chain usage check (``agentguard.network.usage``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class GatewaySettings:
     timeout: float = 5.0
     chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS
     usage_check: str | None = None
+    chain_rpc: str | None = None  # turns on the chain usage check and vault owner checks
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class NetworkConfig:
             timeout=float(gw.get("timeout", 5.0)),
             chain_ids=tuple(int(c) for c in gw.get("chain_ids", DEFAULT_CHAIN_IDS)),
             usage_check=gw.get("usage_check"),
+            chain_rpc=gw.get("chain_rpc"),
         )
         if not 0 < settings.threshold_percentage <= 100:
             raise ValueError("gateway.threshold_percentage must be in 1..100")
@@ -141,6 +145,7 @@ class NetworkConfig:
                 "timeout": gw.timeout,
                 "chain_ids": list(gw.chain_ids),
                 "usage_check": gw.usage_check,
+                "chain_rpc": gw.chain_rpc,
             },
             "operators": [
                 {"address": o.address, "url": o.url, "token_file": o.token_file}

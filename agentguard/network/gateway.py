@@ -27,8 +27,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from eth_utils.address import to_checksum_address
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,7 +38,7 @@ from starlette.routing import Route
 from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
-from agentguard._intent import NATIVE_ASSET, PaymentIntent, TransactionIntent
+from agentguard._intent import NATIVE_ASSET, TransactionIntent
 from agentguard._logging import configure_logging, get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import api_key_digest, load_token
@@ -55,17 +56,22 @@ from agentguard.network._rpc import (
     read_request,
     result_response,
 )
+from agentguard.network._x402 import canonical_x402
 from agentguard.network.config import ApiKeyEntry, NetworkConfig, OperatorEntry
+from agentguard.network.registration import Registration
 from agentguard.network.state import (
     DEFAULT_WINDOWS,
     PolicyClientRecord,
     State,
     UsageCheck,
     WindowTotals,
-    policy_from_material,
+    policy_from_spec,
     policy_material,
 )
-from agentguard.policies import Policy, canonical_json, load, policy_id
+from agentguard.policies import Policy, canonical_json
+
+if TYPE_CHECKING:
+    from agentguard.network.usage import ChainUsageCheck
 
 __all__ = ["Gateway", "create_app", "main"]
 
@@ -74,7 +80,6 @@ log = get_logger("agentguard.network.gateway")
 IDEMPOTENCY_TTL = 600
 IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
-MAX_EXPIRE_AFTER = 86400
 SWEEP_INTERVAL = 1.0
 HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
 
@@ -116,13 +121,15 @@ def _windows(params: Any) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class _Client:
-    """A registered policy client: shared policy logic + this client's own configuration."""
+    """A registered policy client: shared policy logic + its owner-signed configuration."""
 
     address: str
     policy: Policy
+    registration: Registration
+    registration_json: dict[str, Any]
     params: Any
     expire_after: int
-    chain_id: int | None
+    chain_id: int
     policy_id: bytes
     windows: tuple[int, ...]
     material: dict[str, Any]
@@ -192,11 +199,15 @@ class Gateway:
         state: State,
         *,
         usage_check: UsageCheck | None = None,
+        chain: ChainUsageCheck | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.state = state
-        self.usage_check = usage_check
+        self.chain = chain
+        # With a chain RPC the chain usage check is always on: a vault client's use of an
+        # attestation is a fact onchain, whatever its host reports.
+        self.usage_check = usage_check if usage_check is not None else chain
         self._clock = clock
         self._keys: dict[str, ApiKeyEntry] = {k.sha256: k for k in config.api_keys}
         self._operators = [_OperatorLink(op) for op in config.operators]
@@ -208,7 +219,7 @@ class Gateway:
         self._rotation = 0
         self._latency = 0.0  # moving average of time-to-quorum, seconds
         for record in state.policy_clients():
-            self._clients[record.policy_client.lower()] = self._client(record)
+            self._clients[record.registration.policy_client_hex] = self._client(record)
 
     def _hedge_delay(self) -> float:
         """How long a quorum may take before the remaining operators are asked too."""
@@ -230,7 +241,9 @@ class Gateway:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                released = self.state.sweep_expired(int(self._clock()), self.usage_check)
+                released = self.state.sweep_expired(
+                    int(self._clock()), self.usage_check, self.trusts_release
+                )
                 if released:
                     log.info("released expired unused attestations", count=released)
             except Exception as exc:  # a broken usage check must not stop the gateway
@@ -274,64 +287,113 @@ class Gateway:
 
     @staticmethod
     def _client(record: PolicyClientRecord) -> _Client:
-        address = record.policy_client
+        registration = record.registration
         return _Client(
-            address=address,
+            address=to_checksum_address(registration.policy_client_hex),
             policy=record.policy,
-            params=record.params,
-            expire_after=record.expire_after,
-            chain_id=record.chain_id,
-            policy_id=policy_id(address, record.policy, record.params, record.expire_after),
-            windows=_windows(record.params),
+            registration=registration,
+            registration_json=registration.to_json(),
+            params=registration.params,
+            expire_after=registration.expire_after,
+            chain_id=registration.chain_id,
+            policy_id=registration.policy_id,
+            windows=_windows(registration.params),
             material=policy_material(record.policy),
-            params_hex="0x" + canonical_json(record.params).hex(),
+            params_hex="0x" + registration.params_json.hex(),
         )
 
     def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> dict[str, Any]:
-        address = _address(params, "policy_client")
-        spec = params.get("policy")
-        policy: Policy
-        if isinstance(spec, str):
-            if allow_paths and ("/" in spec or spec.startswith(".")):
-                policy = Policy.from_dir(spec)
-            else:
-                try:
-                    policy = load(spec)
-                except KeyError as exc:
-                    raise _invalid(str(exc.args[0])) from None
-        elif isinstance(spec, dict):
-            try:
-                policy = policy_from_material(spec)
-            except ValueError as exc:
-                raise _invalid(str(exc)) from None
-        else:
-            raise _invalid("policy must be a bundled policy name or the policy material object")
-        config = params.get("params", {})
-        _validated_params(policy, config)
-        expire_after = params.get("expire_after", 300)
-        if (
-            isinstance(expire_after, bool)
-            or not isinstance(expire_after, int)
-            or not 0 < expire_after <= MAX_EXPIRE_AFTER
-        ):
+        """Accept an owner-signed registration (the operators check it again themselves)."""
+        if "registration" not in params:
             raise _invalid(
-                f"expire_after must be an integer number of seconds in 1..{MAX_EXPIRE_AFTER}"
+                "registration is missing: a policy client's policy, params and expiry must be "
+                "signed by its owner (ReferenceNetwork.register_policy_client or "
+                "'agentguard network register' produce one)"
             )
-        chain_id = params.get("chain_id")
-        if chain_id is not None and (
-            isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0
-        ):
-            raise _invalid("chain_id must be a positive integer when given")
-        record = PolicyClientRecord(address, policy, config, expire_after, chain_id)
+        try:
+            registration = Registration.from_json(params.get("registration"))
+            policy = policy_from_spec(params.get("policy"), allow_paths=allow_paths)
+        except ConfigurationError as exc:
+            raise _invalid(exc.message) from None
+        if policy.code_hash != registration.policy_code_hash:
+            raise _invalid(
+                f"the policy hashes to 0x{policy.code_hash.hex()}, not to the registered "
+                f"policy_code_hash 0x{registration.policy_code_hash.hex()}"
+            )
+        _validated_params(policy, registration.params)
+        if registration.chain_id not in self.config.gateway.chain_ids:
+            raise _invalid(f"chain_id {registration.chain_id} is not served by this gateway")
+        held = self._clients.get(registration.policy_client_hex)
+        try:
+            chain_owner = self._check_owner(registration)
+            registration.replaces(held.registration if held else None, chain_owner=chain_owner)
+        except ConfigurationError as exc:
+            raise _invalid(exc.message) from None
+        record = PolicyClientRecord(registration, policy)
         self.state.save_policy_client(record)
         client = self._client(record)
-        self._clients[address.lower()] = client
+        self._clients[registration.policy_client_hex] = client
         return {
-            "policy_client": address,
+            "policy_client": client.address,
+            "owner": to_checksum_address(registration.owner_hex),
             "policy_id": "0x" + client.policy_id.hex(),
             "policy_code_hash": "0x" + client.code_hash.hex(),
-            "expire_after": expire_after,
+            "expire_after": client.expire_after,
+            "chain_id": client.chain_id,
+            "version": registration.version,
         }
+
+    def _check_owner(self, registration: Registration) -> str | None:
+        """A contract client (a vault) must be registered by its ``owner()``; returns the
+        owner the chain confirmed (``None``: cannot tell)."""
+        if self.chain is not None:
+            return self.chain.check_owner(registration)
+        if not registration.self_owned:
+            log.warning(
+                "no chain RPC: cannot check the owner of a contract policy client; its "
+                "released attestations stay counted (set gateway.chain_rpc)",
+                policy_client=registration.policy_client_hex,
+            )
+        return None
+
+    async def deliver(self, clients: Sequence[_Client] | None = None) -> list[str]:
+        """Hand registrations to every operator now (they also travel with each task), so an
+        operator holds the owner's before anyone can offer it another. Returns the operators
+        that did not take them (they get them with their next task)."""
+        targets = list(self._clients.values()) if clients is None else list(clients)
+        if not targets:
+            return []
+
+        async def one(link: _OperatorLink) -> str | None:
+            for client in targets:
+                envelope = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "agentguard_holdRegistration",
+                    "params": {"registration": client.registration_json},
+                }
+                try:
+                    status, content = await link.http.post(json.dumps(envelope).encode(), 5.0)
+                    reply = json.loads(content) if status == 200 else None
+                except (TimeoutError, HTTPError, ValueError):
+                    reply = None
+                if not isinstance(reply, dict) or "result" not in reply:
+                    log.warning("operator did not take a registration", operator=link.address)
+                    return link.address
+            return None
+
+        missed = await asyncio.gather(*(one(link) for link in self._operators))
+        return [m for m in missed if m is not None]
+
+    def trusts_release(self, policy_client: str) -> bool:
+        """Whether a release the host reports stands at expiry when the usage check cannot
+        tell (see ``State.sweep_expired``): for a policy client whose own key signed its
+        registration (an EOA, not a vault), and with the chain usage check, which cannot tell
+        only when there is no code at the address (no vault could have used it)."""
+        client = self._clients.get(policy_client.lower())
+        if client is not None and client.registration.self_owned:
+            return True
+        return self.chain is not None and self.usage_check is self.chain
 
     # -- the task request ----------------------------------------------------------------------
 
@@ -342,13 +404,11 @@ class Gateway:
             spend = intent.spend
         except AgentGuardError as exc:
             raise _invalid(f"intent: {exc.message}") from None
-        if client.chain_id is not None and intent.chain_id != client.chain_id:
+        if intent.chain_id != client.chain_id:
             raise _invalid(
-                f"intent chain_id {intent.chain_id} differs from the policy client's chain "
-                f"{client.chain_id}"
+                f"intent chain_id {intent.chain_id} differs from the policy client's "
+                f"registered chain {client.chain_id}"
             )
-        if client.chain_id is None and intent.chain_id not in self.config.gateway.chain_ids:
-            raise _invalid(f"chain_id {intent.chain_id} is not served by this gateway")
         pct = params.get("quorum_threshold_percentage", self.config.gateway.threshold_percentage)
         if isinstance(pct, bool) or not isinstance(pct, int) or not 0 < pct <= 100:
             raise _invalid("quorum_threshold_percentage must be an integer in 1..100")
@@ -365,7 +425,7 @@ class Gateway:
         wasm_args = self._wasm_args(wasm_args_hex)
         x402 = wasm_args.get("x402")
         if x402 is not None:
-            self._check_x402(x402, intent)
+            x402 = self._check_x402(x402, intent)
         return _TaskInput(
             client=client,
             intent=intent,
@@ -389,23 +449,19 @@ class Gateway:
             parsed = json.loads(bytes.fromhex(value.removeprefix("0x")).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise _invalid("wasm_args is not hex of UTF-8 JSON") from None
+        except RecursionError:
+            raise _invalid("wasm_args JSON is nested too deeply") from None
         if not isinstance(parsed, dict):
             raise _invalid("wasm_args must encode a JSON object")
         return parsed
 
     @staticmethod
-    def _check_x402(x402: Any, intent: TransactionIntent) -> None:
-        """A payment's x402 details must describe exactly the transfer being authorized."""
-        if not isinstance(x402, dict):
-            raise _invalid("wasm_args.x402 must be an object")
+    def _check_x402(x402: Any, intent: TransactionIntent) -> dict[str, Any]:
+        """A payment's x402 details, canonical, describing exactly the transfer authorized."""
         try:
-            payment = PaymentIntent(payer=intent.from_, **x402)
-        except (AgentGuardError, TypeError, ValueError) as exc:
-            raise _invalid(f"wasm_args.x402 is not a valid x402 requirement: {exc}") from None
-        if payment.intent_hash != intent.intent_hash:
-            raise _invalid(
-                "wasm_args.x402 describes a different payment than the intent's transfer"
-            )
+            return canonical_x402(x402, intent)
+        except AgentGuardError as exc:
+            raise _invalid(f"wasm_args.x402: {exc.message}") from None
 
     async def create_task(
         self, key: ApiKeyEntry, rpc_id: str, params: Mapping[str, Any]
@@ -470,9 +526,13 @@ class Gateway:
             amount=task.spend_amount,
             now=now,
         )
-        recorded = False
+        approved = recorded = False
         try:
-            wasm = self._wasm(task, reservation.history, now, intent_hash_hex)
+            # Claimed in the same synchronous step that builds the operators' input: of
+            # concurrent tasks for one approved intent only this one sees it; given back
+            # below unless the task is allowed.
+            approved = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
+            wasm = self._wasm(task, reservation.history, now, intent_hash_hex, approved=approved)
             decision, votes, errors, failure = await self._fan_out(
                 task, task_id, wasm, expires_at, intent_hash
             )
@@ -481,12 +541,7 @@ class Gateway:
             )
             if decision == "allow":
                 try:
-                    self.state.record(
-                        reservation,
-                        expires_at=expires_at,
-                        result=result,
-                        intent_hash=intent_hash_hex,
-                    )
+                    self.state.record(reservation, expires_at=expires_at, result=result)
                 except sqlite3.IntegrityError:  # the same task from another key, concurrently
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
@@ -497,6 +552,8 @@ class Gateway:
         finally:
             if not recorded:
                 self.state.cancel(reservation)
+                if approved:
+                    self.state.unclaim_approval(client.address, intent_hash_hex, task_id_hex)
 
     def _wasm(
         self,
@@ -504,6 +561,8 @@ class Gateway:
         history: Mapping[int, WindowTotals],
         now: int,
         intent_hash_hex: str,
+        *,
+        approved: bool,
     ) -> dict[str, Any]:
         asset, amount = task.spend_asset, task.spend_amount
         windows: dict[str, Any] = {}
@@ -515,7 +574,7 @@ class Gateway:
         wasm: dict[str, Any] = {
             "now": now,
             "intent_hash": intent_hash_hex,
-            "approved": self.state.is_approved(task.client.address, intent_hash_hex, now),
+            "approved": approved,
             "spend": task.intent.spend.wasm(),
             "history": windows,
         }
@@ -639,6 +698,7 @@ class Gateway:
             "params": client.params,
             "expire_after": client.expire_after,
             "expires_at": expires_at,
+            "registration": client.registration_json,
             "wasm": wasm,
         }
         bodies = _Bodies(request, client.material)
@@ -851,7 +911,9 @@ class Gateway:
         history = self.state.totals(
             policy_client=client.address, agent=intent.from_, windows=client.windows, now=now
         )
-        wasm = self._wasm(task, history, now, "0x" + intent.intent_hash.hex())
+        intent_hash_hex = "0x" + intent.intent_hash.hex()
+        approved = self.state.is_approved(client.address, intent_hash_hex, now)
+        wasm = self._wasm(task, history, now, intent_hash_hex, approved=approved)
         if self._engine is None:
             from agentguard.policies._engine import PolicyEngine
 
@@ -888,12 +950,17 @@ class Gateway:
 
     def release(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
         task_id = self._task_for(key, params)
-        status = self.state.release(task_id, int(self._clock()))
+        record = self.state.task(task_id)
+        # Given back at once only if nobody need ask the chain; otherwise the sweep decides.
+        trusted = (
+            self.usage_check is None
+            and record is not None
+            and self.trusts_release(record.policy_client)
+        )
+        status = self.state.release(task_id, int(self._clock()), trusted=trusted)
         if status is None:
-            record = self.state.task(task_id)
             current = record.status if record else "unknown"
             raise _invalid(f"task {task_id} is {current}; only an attested task can be released")
-        record = self.state.task(task_id)
         counts_until = record.expires_at if record and status == "releasing" else None
         return {"task_id": task_id, "status": status, "counts_until": counts_until}
 
@@ -942,7 +1009,10 @@ class Gateway:
             return self.approve(key, params)
         if method == "agentguard_registerPolicyClient":
             self._require_admin(key)
-            return self.register(params)
+            result = self.register(params)
+            client = self._clients[result["policy_client"].lower()]
+            result["operators_missed"] = await self.deliver([client])
+            return result
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
 
 
@@ -1002,6 +1072,7 @@ def create_app(gateway: Gateway) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.deliver()
         sweeper = asyncio.ensure_future(gateway.sweep_forever())
         try:
             yield
@@ -1041,8 +1112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = NetworkConfig.load(args.config)
         state = State(config.gateway.state_db)
+        chain = None
+        if config.gateway.chain_rpc:
+            from agentguard.network.usage import ChainUsageCheck
+
+            chain = ChainUsageCheck(config.gateway.chain_rpc)
         spec = args.usage_check or config.gateway.usage_check
-        gateway = Gateway(config, state, usage_check=_load_usage_check(spec) if spec else None)
+        gateway = Gateway(
+            config,
+            state,
+            usage_check=_load_usage_check(spec) if spec else None,
+            chain=chain,
+        )
         for entry in config.policy_clients:
             spec_policy = entry.get("policy")
             if (
@@ -1052,7 +1133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ):
                 entry = {**entry, "policy": str(Path(args.config).parent / spec_policy)}
             gateway.register(entry, allow_paths=True)
-    except (AgentGuardError, RPCError, OSError, ValueError) as exc:
+    except (AgentGuardError, RPCError, OSError, ValueError, sqlite3.Error) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     port = args.port or config.gateway.port

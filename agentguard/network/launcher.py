@@ -2,21 +2,23 @@
 
     with ReferenceNetwork(operators=3) as net:
         policy_id = net.register_policy_client(client, "agent_spend", params)
-        gateway = NewtonGateway(net.url, policy_client=client, api_key=net.api_key)
-        verifier = Verifier(net.operator_addresses, policy_client=client)
+        guard = Guard.connect(net.url, policy_client=client, operators=net.operator_addresses,
+                              api_key=net.api_key, policy_id=policy_id)
 
 Everything binds to 127.0.0.1. Operator keys and API keys are generated into 0600 files in
 the state directory (``keys/operator-<i>.key``, ``secrets.json``) and reused when the
 directory already holds them, so operators keep their identity across restarts; the config
-file (``network.json``) holds only addresses, URLs and key digests. Processes are stopped by
-their PID (terminate, then kill).
+file (``network.json``) holds only addresses, URLs and key digests. Each operator keeps the
+registrations it accepted in ``operators/operator-<i>.sqlite3``. Registrations are signed by
+the policy client's owner: ``owner_key=`` (the vault owner's or the EOA client's own key), else
+a local owner key generated into ``keys/owner.key`` (the person running the network owns the
+policy clients it registers). Processes are stopped by their PID (terminate, then kill).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -29,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import httpx
+from coincurve import PrivateKey
 
 from agentguard._exceptions import ConfigurationError, GatewayRPCError
 from agentguard.network._keys import (
@@ -46,7 +49,8 @@ from agentguard.network.config import (
     NetworkConfig,
     OperatorEntry,
 )
-from agentguard.network.state import policy_material
+from agentguard.network.registration import Registration
+from agentguard.network.state import policy_from_spec, policy_material
 from agentguard.policies import Policy
 
 __all__ = ["OperatorProcess", "ReferenceNetwork"]
@@ -92,6 +96,10 @@ class OperatorProcess:
     @property
     def token_file(self) -> Path:
         return self.key_file.with_suffix(".token")
+
+    @property
+    def registry_file(self) -> Path:
+        return self.key_file.parent.parent / "operators" / f"operator-{self.index}.sqlite3"
 
     @property
     def running(self) -> bool:
@@ -162,6 +170,11 @@ class ReferenceNetwork:
     def config_file(self) -> Path:
         return self.state_dir / "network.json"
 
+    @property
+    def owner_key_file(self) -> Path:
+        """The default owner of the policy clients this network registers."""
+        return self.state_dir / "keys" / "owner.key"
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> ReferenceNetwork:
@@ -184,6 +197,9 @@ class ReferenceNetwork:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self._load_or_make_secrets()
+        if not self.owner_key_file.exists():
+            write_operator_key(self.owner_key_file)
+        (self.state_dir / "operators").mkdir(exist_ok=True)
         for i in range(self._n):
             key_file = self.state_dir / "keys" / f"operator-{i}.key"
             if key_file.exists():
@@ -235,9 +251,7 @@ class ReferenceNetwork:
                 threshold_percentage=self._threshold,
                 timeout=self._timeout,
                 chain_ids=self._chain_ids,
-                usage_check=(
-                    "agentguard.network.usage:from_environment" if self._usage_check_rpc else None
-                ),
+                chain_rpc=self._usage_check_rpc,
             ),
             operators=tuple(
                 OperatorEntry(op.address, op.url, str(op.token_file)) for op in self.operators
@@ -246,22 +260,18 @@ class ReferenceNetwork:
                 ApiKeyEntry(sha256=api_key_digest(self.api_key)),
                 ApiKeyEntry(sha256=api_key_digest(self.admin_key), admin=True),
             ),
-            policy_clients=tuple(self._initial_clients),
+            policy_clients=tuple(self._signed(entry) for entry in self._initial_clients),
         )
         config.save(self.config_file)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        env = dict(os.environ)
-        if self._usage_check_rpc:
-            env["AGENTGUARD_USAGE_CHECK_RPC"] = self._usage_check_rpc
         return subprocess.Popen(
             [sys.executable, "-m", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
         )
 
     def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, name: str) -> None:
@@ -291,6 +301,9 @@ class ReferenceNetwork:
                 str(op.key_file),
                 "--token-file",
                 str(op.token_file),
+                "--registry",
+                str(op.registry_file),
+                *(["--chain-rpc", self._usage_check_rpc] if self._usage_check_rpc else []),
             ],
         )
 
@@ -336,24 +349,81 @@ class ReferenceNetwork:
             raise GatewayRPCError(str(error.get("message")), code=int(error.get("code", 0)))
         return body["result"]
 
+    def sign_registration(
+        self,
+        policy_client: str,
+        policy: str | Policy,
+        params: dict[str, Any],
+        expire_after: int = 300,
+        chain_id: int = 8453,
+        *,
+        owner_key: str | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """The owner-signed ``{registration, policy}`` that ``agentguard_registerPolicyClient``
+        takes. ``owner_key`` (hex) is the policy client's owner; default ``keys/owner.key``.
+        ``version`` defaults to the current time in nanoseconds, so each re-registration
+        replaces the one before."""
+        if owner_key is None:
+            key = load_operator_key(str(self.owner_key_file), "")
+        else:
+            try:
+                key = PrivateKey(bytes.fromhex(owner_key.removeprefix("0x")))
+            except ValueError:
+                raise ConfigurationError("owner_key must be a 32-byte hex private key") from None
+        resolved = (
+            policy if isinstance(policy, Policy) else policy_from_spec(policy, allow_paths=True)
+        )
+        registration = Registration.sign(
+            key,
+            policy_client=policy_client,
+            policy=resolved,
+            params=params,
+            expire_after=expire_after,
+            chain_id=chain_id,
+            version=time.time_ns() if version is None else version,
+        )
+        return {"registration": registration.to_json(), "policy": policy_material(resolved)}
+
+    def _signed(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A config-file policy client, signed unless it already is: with the key in its
+        ``owner_key_file`` (a vault's owner), else with the network's owner key."""
+        if "registration" in entry:
+            return entry
+        owner_key = None
+        if "owner_key_file" in entry:
+            owner_key = "0x" + load_operator_key(str(entry["owner_key_file"]), "").secret.hex()
+        return self.sign_registration(
+            str(entry["policy_client"]),
+            entry["policy"],
+            dict(entry.get("params", {})),
+            int(entry.get("expire_after", 300)),
+            int(entry.get("chain_id", 8453)),
+            owner_key=owner_key,
+        )
+
     def register_policy_client(
         self,
         policy_client: str,
         policy: str | Policy,
         params: dict[str, Any],
         expire_after: int = 300,
-        chain_id: int | None = None,
+        chain_id: int = 8453,
+        *,
+        owner_key: str | None = None,
+        version: int | None = None,
     ) -> str:
-        """Register (or re-configure) a policy client; returns its ``policy_id``."""
-        spec: Any = policy if isinstance(policy, str) else policy_material(policy)
-        request: dict[str, Any] = {
-            "policy_client": policy_client,
-            "policy": spec,
-            "params": params,
-            "expire_after": expire_after,
-        }
-        if chain_id is not None:
-            request["chain_id"] = chain_id
+        """Register (or re-configure) a policy client, signed by its owner; returns its
+        ``policy_id`` (pin it: ``Guard.connect(..., policy_id=...)``)."""
+        request = self.sign_registration(
+            policy_client,
+            policy,
+            params,
+            expire_after,
+            chain_id,
+            owner_key=owner_key,
+            version=version,
+        )
         result = self._admin("agentguard_registerPolicyClient", request)
         pid: str = result["policy_id"]
         self.policy_clients[policy_client] = pid

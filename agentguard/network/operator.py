@@ -2,11 +2,13 @@
 
 ``python -m agentguard.network.operator --port 9101 --key-file operator.key``
 
-An operator trusts the gateway for as little as possible. It parses the intent from its wire
-form itself, recomputes the intent hash, the policy code hash and the policy id from the exact
-material it evaluates, checks that the gateway's ``data.wasm`` describes this same intent
-and a plausible expiry, and only then evaluates and signs. A lying gateway can make it sign a
-different decision only by lying about the history (the oracle data), exactly as on Newton.
+An operator trusts the gateway for as little as possible. It evaluates only the policy, params
+and expiry the policy client's owner registered (an owner-signed ``Registration`` it holds,
+``--registry``), parses the intent from its wire form itself, recomputes the intent hash and the
+policy code hash from the exact material it evaluates, checks that the gateway's ``data.wasm``
+describes this same intent and a plausible expiry, and only then evaluates and signs. A lying
+gateway can make it sign a different decision only by lying about the history (the oracle
+data), exactly as on Newton.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from __future__ import annotations
 import argparse
 import hmac
 import re
+import sqlite3
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,9 +29,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
-from agentguard._exceptions import AgentGuardError
+from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
 from agentguard.network._rpc import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     POLICY_EVALUATION_ERROR,
@@ -41,8 +44,11 @@ from agentguard.network._rpc import (
     read_request,
     result_response,
 )
+from agentguard.network._x402 import canonical_x402
+from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
+from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
-from agentguard.policies import Policy, canonical_json, policy_id
+from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 
 __all__ = ["KEY_ENV", "TOKEN_ENV", "Operator", "create_app", "main"]
@@ -51,7 +57,6 @@ KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
 TOKEN_ENV = "AGENTGUARD_OPERATOR_TOKEN"  # noqa: S105 - a variable name, not a secret
 # How far the gateway's clock (``now``, ``expires_at``) may be from ours.
 CLOCK_SKEW = 30
-MAX_EXPIRE_AFTER = 86400
 
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -74,14 +79,17 @@ def _int(params: Mapping[str, Any], field: str, low: int, high: int) -> int:
 class Operator:
     """Holds the signing key (never shown) and the compiled-policy caches."""
 
-    def __init__(self, key: PrivateKey, engine: PolicyEngine | None = None) -> None:
+    def __init__(
+        self, key: PrivateKey, registry: Registry, engine: PolicyEngine | None = None
+    ) -> None:
         self._key = key
         self.address = operator_address(key)
+        self._registry = registry
         self._engine = engine if engine is not None else PolicyEngine()
         self._policies: dict[bytes, Policy] = {}
-        # (policy client, code hash, canonical params, expire_after) -> policy id, after the
-        # params were checked against the schema once.
-        self._policy_ids: OrderedDict[tuple[str, bytes, bytes, int], bytes] = OrderedDict()
+        self._held_json: dict[bytes, dict[str, Any]] = {}
+        # (policy client, registration version) whose params passed the policy's schema
+        self._validated: set[tuple[bytes, int]] = set()
 
     def __repr__(self) -> str:
         return f"Operator({self.address})"
@@ -112,27 +120,91 @@ class Operator:
         self._policies[code_hash] = policy
         return policy
 
-    def _policy_id(
-        self, policy_client: str, policy: Policy, params: Any, expire_after: int
-    ) -> bytes:
-        key = (policy_client.lower(), policy.code_hash, canonical_json(params), expire_after)
-        cached = self._policy_ids.get(key)
-        if cached is not None:
-            return cached
-        if policy.params_schema:
+    def hold(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_holdRegistration``: the gateway delivers a registration as soon as the
+        owner signed it, so this operator refuses a stranger's for that client from then on."""
+        raw = params.get("registration")
+        policy_client = raw.get("policy_client") if isinstance(raw, dict) else None
+        if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
+            raise RPCError(INVALID_PARAMS, "registration.policy_client must be an address")
+        held = self._registration(params, policy_client)
+        return {"policy_client": held.policy_client_hex, "version": held.version}
+
+    def _registration(self, params: Mapping[str, Any], policy_client: str) -> Registration:
+        """The registration this operator holds for ``policy_client``, never the gateway's say.
+
+        The gateway delivers the owner-signed registration with each request; it is held if it
+        replaces the one held (same owner, newer version) and refused if it is older.
+        """
+        client = bytes.fromhex(policy_client[2:])
+        raw = params.get("registration")
+        held = self._registry.get(client)
+        if raw is not None and (held is None or raw != self._held_json.get(client)):
+            try:
+                offered = Registration.from_json(raw)
+                if offered.policy_client != client:
+                    raise ConfigurationError("registration: it is for another policy client")
+                held = self._registry.offer(offered)
+            except ConfigurationError as exc:
+                raise RPCError(INVALID_PARAMS, exc.message) from None
+            self._held_json[client] = held.to_json()
+        if held is None:
+            raise RPCError(
+                INVALID_PARAMS,
+                f"policy client {policy_client} has no registration signed by its owner; "
+                "this operator signs nothing for it",
+            )
+        return held
+
+    def _check_registered(
+        self,
+        params: Mapping[str, Any],
+        registration: Registration,
+        chain_id: int,
+        expire_after: int,
+    ) -> tuple[Policy, dict[str, Any]]:
+        """The policy code, params and expiry must be exactly what the owner registered."""
+        if chain_id != registration.chain_id:
+            raise RPCError(
+                INVALID_PARAMS,
+                f"the policy client is registered for chain {registration.chain_id}, "
+                f"not {chain_id}",
+            )
+        code_hash = _b32(params, "policy_code_hash")
+        if code_hash != registration.policy_code_hash:
+            raise RPCError(
+                INVALID_PARAMS,
+                f"policy code 0x{code_hash.hex()} is not the registered policy "
+                f"0x{registration.policy_code_hash.hex()}",
+            )
+        try:
+            same_params = canonical_json(params.get("params")) == registration.params_json
+        except (TypeError, ValueError):
+            same_params = False
+        if not same_params:
+            raise RPCError(INVALID_PARAMS, "params differ from the registered params")
+        if expire_after != registration.expire_after:
+            raise RPCError(
+                INVALID_PARAMS,
+                f"expire_after {expire_after} is not the registered {registration.expire_after}",
+            )
+        policy = self._policy(params, code_hash)
+        key = (registration.policy_client, registration.version)
+        if key not in self._validated and policy.params_schema:
             import jsonschema
 
             try:
-                jsonschema.validate(params, dict(policy.params_schema))
+                jsonschema.validate(registration.params, dict(policy.params_schema))
             except jsonschema.ValidationError as exc:
                 raise RPCError(
                     INVALID_PARAMS, f"params do not match the policy schema: {exc.message}"
                 ) from None
-        pid = policy_id(policy_client, policy, params, expire_after)
-        self._policy_ids[key] = pid
-        if len(self._policy_ids) > 4096:
-            self._policy_ids.popitem(last=False)
-        return pid
+            except jsonschema.SchemaError as exc:
+                raise RPCError(
+                    INVALID_PARAMS, f"the policy's params schema is invalid: {exc.message}"
+                ) from None
+        self._validated.add(key)
+        return policy, registration.params
 
     def evaluate_and_sign(
         self, params: Mapping[str, Any], now: float | None = None
@@ -140,7 +212,6 @@ class Operator:
         """``newt_evaluateAndSign``: check, evaluate, sign. Raises ``RPCError`` on bad input."""
         now = time.time() if now is None else now
         task_id = _b32(params, "task_id")
-        code_hash = _b32(params, "policy_code_hash")
         policy_client = params.get("policy_client")
         if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
             raise RPCError(INVALID_PARAMS, "policy_client must be a 0x-prefixed address")
@@ -165,13 +236,20 @@ class Operator:
             raise RPCError(INVALID_PARAMS, "data.wasm is about a different intent")
         if wasm.get("spend") != spend.wasm():
             raise RPCError(INVALID_PARAMS, "data.wasm.spend does not match the intent")
+        if "x402" in wasm:
+            try:
+                canonical = canonical_x402(wasm["x402"], intent)
+            except AgentGuardError as exc:
+                raise RPCError(INVALID_PARAMS, f"data.wasm.x402: {exc.message}") from None
+            if wasm["x402"] != canonical:
+                raise RPCError(INVALID_PARAMS, "data.wasm.x402 is not in canonical form")
         wasm_now = wasm.get("now")
         if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:
             raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
 
-        policy = self._policy(params, code_hash)
-        config = params.get("params", {})
-        pid = self._policy_id(policy_client, policy, config, expire_after)
+        registration = self._registration(params, policy_client)
+        policy, config = self._check_registered(params, registration, chain_id, expire_after)
+        pid = registration.policy_id
         try:
             evaluation = self._engine.evaluate(policy, input=parsed, params=config, wasm=wasm)
         except PolicyEngineError as exc:
@@ -209,11 +287,16 @@ def create_app(operator: Operator, *, token: str) -> Starlette:
                     UNAUTHORIZED, "only the gateway may call this operator", http_status=401
                 )
             rpc_id, method, params = await read_request(request)
-            if method != "newt_evaluateAndSign":
-                raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
-            return result_response(rpc_id, operator.evaluate_and_sign(params))
+            if method == "newt_evaluateAndSign":
+                return result_response(rpc_id, operator.evaluate_and_sign(params))
+            if method == "agentguard_holdRegistration":
+                return result_response(rpc_id, operator.hold(params))
+            raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
         except RPCError as exc:
             return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
+        except Exception as exc:  # a bug must still answer JSON-RPC, never a 500
+            print(f"operator: internal error {type(exc).__name__}: {exc}", file=sys.stderr)
+            return error_response(rpc_id, RPCError(INTERNAL_ERROR, "internal operator error"))
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "operator": operator.address})
@@ -235,11 +318,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--token-file", help=f"file with the gateway's bearer token (else ${TOKEN_ENV})"
     )
+    parser.add_argument(
+        "--registry", required=True, help="SQLite file holding the policy registrations"
+    )
+    parser.add_argument(
+        "--chain-rpc", help="node URL: check a vault's owner() before holding its registration"
+    )
     args = parser.parse_args(argv)
     try:
-        operator = Operator(load_operator_key(args.key_file, KEY_ENV))
+        check_owner = None
+        if args.chain_rpc:
+            from agentguard.network.usage import ChainUsageCheck
+
+            check_owner = ChainUsageCheck(args.chain_rpc).check_owner
+        registry = Registry(args.registry, check_owner=check_owner)
+        operator = Operator(load_operator_key(args.key_file, KEY_ENV), registry)
         token = load_token(args.token_file, TOKEN_ENV)
-    except AgentGuardError as exc:
+    except (AgentGuardError, OSError, sqlite3.Error) as exc:
         print(f"operator: {exc}", file=sys.stderr)
         return 2
     print(

@@ -10,22 +10,28 @@ Accounting rules:
 
 * An attested amount counts until it is released. ``release`` (the client says it never used
   the attestation) is accepted only while the task is ``attested``; a ``committed`` task
-  stays counted. While the attestation is still valid, a release only marks the task
-  ``releasing`` and the amount keeps counting until the attestation expires: otherwise a host
-  could release an attestation and then still use it (a vault accepts it until expiry) and so
-  spend past its cap. At expiry a ``releasing`` task is given back, unless a configured
-  ``UsageCheck`` says it was used after all (then it counts as committed).
+  stays counted. A release only marks the task ``releasing``, and the amount keeps counting
+  until the attestation expires: otherwise a host could release an attestation and then still
+  use it (a vault accepts it until expiry) and so spend past its cap. At expiry a
+  ``UsageCheck`` (the chain, for a vault) decides; without one a ``releasing`` task is given
+  back only for a trusted policy client (one whose own key signed its registration: an EOA,
+  whose host could bypass the network anyway), and otherwise stays counted (``committed``).
 * An attestation that expires without a commit is *not* given back on its own. The gateway
   cannot see whether the client broadcast the transaction or settled the payment before
   expiry; giving the amount back would let a host that never commits (or lies) spend past
-  its cap. Only a configured ``UsageCheck`` (for example one that looks for the vault's
-  execution event onchain) can release it, and only when it says the attestation was not
-  used. With no usage check configured, expired tasks simply age out of their windows.
+  its cap. Only a configured ``UsageCheck`` can release it, and only when it says the
+  attestation was not used. With no usage check configured, expired tasks age out of their
+  windows.
 * Denials record nothing.
 * Concurrent requests for one policy client + agent cannot both pass a cap: ``reserve`` reads
   the totals and adds the new amount as in flight in one synchronous step (the gateway runs
   it on one event loop with no ``await`` in between), so every later request already sees it;
-  an in-flight reservation is turned into a record on ``allow`` or dropped otherwise.
+  an in-flight reservation is turned into a record on ``allow`` or dropped otherwise. A
+  re-registration (new windows) rebuilds the books from the file and carries the in-flight
+  entries over, so totals stay exact.
+* A human approval covers one exact intent once: ``claim_approval`` takes it for one task in
+  a single statement when the operators' input is built; ``unclaim_approval`` gives it back
+  if that task is not allowed.
 
 Totals are kept as running sums per window in memory (mirroring the file, loaded lazily per
 agent), so a request costs O(1) amortized however many tasks an agent has.
@@ -38,11 +44,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from agentguard._exceptions import ConfigurationError
+from agentguard.network.registration import Registration
 from agentguard.policies import Policy
 
 __all__ = [
@@ -53,6 +61,9 @@ __all__ = [
     "TaskRecord",
     "UsageCheck",
     "WindowTotals",
+    "policy_from_material",
+    "policy_from_spec",
+    "policy_material",
 ]
 
 DEFAULT_WINDOWS = (3600, 86400)
@@ -79,12 +90,10 @@ CREATE TABLE IF NOT EXISTS policies (
     code_hash TEXT PRIMARY KEY,
     material TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS policy_clients (
+CREATE TABLE IF NOT EXISTS registrations (
     policy_client TEXT PRIMARY KEY,
     code_hash TEXT NOT NULL,
-    params TEXT NOT NULL,
-    expire_after INTEGER NOT NULL,
-    chain_id INTEGER
+    registration TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS approvals (
     policy_client TEXT NOT NULL,
@@ -123,11 +132,10 @@ class WindowTotals:
 
 @dataclass(frozen=True)
 class PolicyClientRecord:
-    policy_client: str
+    """A registered policy client: its owner-signed registration and the policy code."""
+
+    registration: Registration
     policy: Policy
-    params: Any
-    expire_after: int
-    chain_id: int | None = None
 
 
 def policy_material(policy: Policy) -> dict[str, Any]:
@@ -164,11 +172,31 @@ def policy_from_material(material: Mapping[str, Any]) -> Policy:
     )
 
 
+def policy_from_spec(spec: Any, *, allow_paths: bool = False) -> Policy:
+    """A bundled policy name, a policy folder (``allow_paths``: config files only), or the
+    policy material itself."""
+    from agentguard.policies import load
+
+    if isinstance(spec, str):
+        if allow_paths and ("/" in spec or spec.startswith(".")):
+            return Policy.from_dir(spec)
+        try:
+            return load(spec)
+        except KeyError as exc:
+            raise ConfigurationError(str(exc.args[0])) from None
+    if isinstance(spec, dict):
+        try:
+            return policy_from_material(spec)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    raise ConfigurationError("policy must be a bundled policy name or the policy material object")
+
+
 # -- running totals per agent ------------------------------------------------------------------
 
 
 class _Entry:
-    __slots__ = ("amount", "asset", "created_at", "live", "seq", "task_id")
+    __slots__ = ("amount", "asset", "book", "created_at", "live", "seq", "task_id")
 
     def __init__(self, seq: int, task_id: str, created_at: int, asset: str, amount: int) -> None:
         self.seq = seq
@@ -177,6 +205,7 @@ class _Entry:
         self.asset = asset
         self.amount = amount
         self.live = True
+        self.book: _Book | None = None  # the one book whose sums hold this entry
 
 
 class _Window:
@@ -223,6 +252,7 @@ class _Book:
         entry.created_at = max(entry.created_at, self.last_time)  # clocks may step back
         self.last_time = entry.created_at
         entry.seq = self.next_seq
+        entry.book = self
         self.next_seq += 1
         self.entries.append(entry)
         for window in self.windows.values():
@@ -230,7 +260,7 @@ class _Book:
         return entry
 
     def remove(self, entry: _Entry) -> None:
-        if not entry.live:
+        if not entry.live or entry.book is not self:
             return
         entry.live = False
         for window in self.windows.values():
@@ -281,7 +311,8 @@ class State:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._books: dict[tuple[str, str], _Book] = {}
-        self._live: dict[str, tuple[tuple[str, str], _Entry]] = {}
+        self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
+        self._live: dict[str, _Entry] = {}  # recorded entries by task id
 
     def close(self) -> None:
         self._db.close()
@@ -289,6 +320,7 @@ class State:
     # -- policies and policy clients -----------------------------------------------------------
 
     def save_policy_client(self, record: PolicyClientRecord) -> None:
+        registration = record.registration
         code_hash = "0x" + record.policy.code_hash.hex()
         with self._db:
             self._db.execute("BEGIN")
@@ -297,32 +329,23 @@ class State:
                 (code_hash, json.dumps(policy_material(record.policy))),
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO policy_clients "
-                "(policy_client, code_hash, params, expire_after, chain_id) VALUES (?, ?, ?, ?, ?)",
-                (
-                    record.policy_client.lower(),
-                    code_hash,
-                    json.dumps(record.params),
-                    record.expire_after,
-                    record.chain_id,
-                ),
+                "INSERT OR REPLACE INTO registrations (policy_client, code_hash, registration) "
+                "VALUES (?, ?, ?)",
+                (registration.policy_client_hex, code_hash, json.dumps(registration.to_json())),
             )
-        # Windows may have changed with the params: rebuild this client's books lazily.
-        for key in [k for k in self._books if k[0] == record.policy_client.lower()]:
-            self._drop_book(key)
+        # Windows may have changed with the params: rebuild this client's books on next use,
+        # carrying the amounts still in flight over (see ``_book``).
+        self._stale.update(k for k in self._books if k[0] == registration.policy_client_hex)
 
     def policy_clients(self) -> list[PolicyClientRecord]:
         rows = self._db.execute(
-            "SELECT c.policy_client, p.material, c.params, c.expire_after, c.chain_id "
-            "FROM policy_clients c JOIN policies p ON p.code_hash = c.code_hash"
+            "SELECT r.registration, p.material "
+            "FROM registrations r JOIN policies p ON p.code_hash = r.code_hash"
         ).fetchall()
         return [
             PolicyClientRecord(
-                policy_client=row[0],
+                registration=Registration.from_json(json.loads(row[0])),
                 policy=policy_from_material(json.loads(row[1])),
-                params=json.loads(row[2]),
-                expire_after=row[3],
-                chain_id=row[4],
             )
             for row in rows
         ]
@@ -337,6 +360,7 @@ class State:
         )
 
     def is_approved(self, policy_client: str, intent_hash: str, now: int) -> bool:
+        """Read only (``newt_simulateTask``); a task must ``claim_approval`` instead."""
         row = self._db.execute(
             "SELECT approved_at FROM approvals WHERE policy_client = ? AND intent_hash = ? "
             "AND used_by IS NULL",
@@ -344,19 +368,47 @@ class State:
         ).fetchone()
         return row is not None and row[0] > now - APPROVAL_TTL
 
+    def claim_approval(self, policy_client: str, intent_hash: str, task_id: str, now: int) -> bool:
+        """Take the approval for this intent for ``task_id`` in one statement: of concurrent
+        tasks for one approved intent, exactly one sees ``approved``."""
+        return bool(
+            self._db.execute(
+                "UPDATE approvals SET used_by = ? WHERE policy_client = ? AND intent_hash = ? "
+                "AND used_by IS NULL AND approved_at > ?",
+                (task_id, policy_client.lower(), intent_hash.lower(), now - APPROVAL_TTL),
+            ).rowcount
+        )
+
+    def unclaim_approval(self, policy_client: str, intent_hash: str, task_id: str) -> None:
+        """The task that claimed the approval was denied or failed: the approval stands."""
+        self._db.execute(
+            "UPDATE approvals SET used_by = NULL WHERE policy_client = ? AND intent_hash = ? "
+            "AND used_by = ?",
+            (policy_client.lower(), intent_hash.lower(), task_id),
+        )
+
     # -- attested spend ------------------------------------------------------------------------
 
     def _book(self, key: tuple[str, str], windows: Iterable[int], now: int) -> _Book:
+        """The agent's book, (re)built from the file when missing, stale or short of a window.
+
+        A rebuild carries over the entries still in flight (reserved, not yet recorded or
+        cancelled): they are in no file yet, and dropping them would let concurrent tasks
+        pass a cap; they keep their identity, so their ``Reservation`` still cancels or
+        records exactly them.
+        """
         wanted = set(windows) | set(DEFAULT_WINDOWS)
         book = self._books.get(key)
-        if book is not None and wanted <= book.windows.keys():
+        stale = key in self._stale
+        if book is not None and not stale and wanted <= book.windows.keys():
             return book
+        in_flight: list[_Entry] = []
         if book is not None:
-            wanted |= book.windows.keys()
+            if not stale:
+                wanted |= book.windows.keys()
             in_flight = [e for e in book.entries if e.live and e.task_id not in self._live]
             self._drop_book(key)
-        else:
-            in_flight = []
+        self._stale.discard(key)
         book = _Book(wanted)
         rows = self._db.execute(
             "SELECT task_id, created_at, asset, amount FROM tasks "
@@ -365,8 +417,8 @@ class State:
             (key[0], key[1], now - book.horizon),
         ).fetchall()
         for task_id, created_at, asset, amount in rows:
-            self._live[task_id] = (key, book.add(task_id, created_at, asset, int(amount)))
-        for entry in in_flight:  # the same objects, so their Reservations keep working
+            self._live[task_id] = book.add(task_id, created_at, asset, int(amount))
+        for entry in in_flight:
             book.adopt(entry)
         self._books[key] = book
         return book
@@ -374,7 +426,8 @@ class State:
     def _drop_book(self, key: tuple[str, str]) -> None:
         book = self._books.pop(key)
         for entry in book.entries:
-            self._live.pop(entry.task_id, None)
+            if self._live.get(entry.task_id) is entry:
+                del self._live[entry.task_id]
 
     def reserve(
         self,
@@ -402,9 +455,9 @@ class State:
 
     def cancel(self, reservation: Reservation) -> None:
         """The task was not allowed: it no longer counts."""
-        book = self._books.get(reservation.key)
-        if book is not None:
-            book.remove(reservation.entry)
+        entry = reservation.entry
+        if entry.book is not None:
+            entry.book.remove(entry)
 
     def record(
         self,
@@ -412,9 +465,8 @@ class State:
         *,
         expires_at: int,
         result: Mapping[str, Any],
-        intent_hash: str | None = None,
     ) -> None:
-        """Persist an ``allow`` before it is returned; consumes the intent's approval if any."""
+        """Persist an ``allow`` before it is returned."""
         entry = reservation.entry
         with self._db:
             self._db.execute("BEGIN")
@@ -432,14 +484,10 @@ class State:
                     json.dumps(result, separators=(",", ":")),
                 ),
             )
-            if intent_hash is not None:
-                self._db.execute(
-                    "UPDATE approvals SET used_by = ? WHERE policy_client = ? AND intent_hash = ? "
-                    "AND used_by IS NULL",
-                    (entry.task_id, reservation.key[0], intent_hash.lower()),
-                )
-        if reservation.key in self._books:
-            self._live[entry.task_id] = (reservation.key, entry)
+        if entry.book is not None and self._books.get(reservation.key) is entry.book:
+            self._live[entry.task_id] = entry
+        else:  # its book was replaced meanwhile: rebuild from the file, which now has it
+            self._stale.add(reservation.key)
 
     def stored_result(self, task_id: str) -> dict[str, Any] | None:
         """The result returned for an already recorded task (idempotent retries after restart)."""
@@ -456,22 +504,23 @@ class State:
             return None
         return TaskRecord(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
 
-    def release(self, task_id: str, now: int) -> TaskStatus | None:
-        """The client never used this attestation. ``released`` if it has expired (the amount is
-        given back now), ``releasing`` if it is still valid (given back at expiry), ``None``
-        unless the task was ``attested``."""
+    def release(self, task_id: str, now: int, *, trusted: bool) -> TaskStatus | None:
+        """The client says it never used this attestation. ``released`` (given back now) only
+        for an expired attestation of a ``trusted`` client (see ``sweep_expired``); otherwise
+        ``releasing``, settled by the sweep at expiry. ``None`` unless the task was
+        ``attested``."""
         row = self._db.execute(
             "SELECT expires_at FROM tasks WHERE task_id = ? AND status = 'attested'", (task_id,)
         ).fetchone()
         if row is None:
             return None
-        if row[0] > now:
-            self._db.execute(
-                "UPDATE tasks SET status = 'releasing' WHERE task_id = ? AND status = 'attested'",
-                (task_id,),
-            )
-            return "releasing"
-        return "released" if self._give_back(task_id, "attested") else None
+        if row[0] <= now and trusted:
+            return "released" if self._give_back(task_id, "attested") else None
+        self._db.execute(
+            "UPDATE tasks SET status = 'releasing' WHERE task_id = ? AND status = 'attested'",
+            (task_id,),
+        )
+        return "releasing"
 
     def _give_back(self, task_id: str, from_status: str) -> bool:
         changed = self._db.execute(
@@ -480,12 +529,9 @@ class State:
         ).rowcount
         if not changed:
             return False
-        held = self._live.pop(task_id, None)
-        if held is not None:
-            key, entry = held
-            book = self._books.get(key)
-            if book is not None:
-                book.remove(entry)
+        entry = self._live.pop(task_id, None)
+        if entry is not None and entry.book is not None:
+            entry.book.remove(entry)
         return True
 
     def commit(self, task_id: str, outcome: str) -> bool:
@@ -498,27 +544,40 @@ class State:
             ).rowcount
         )
 
-    def sweep_expired(self, now: int, usage_check: UsageCheck | None) -> int:
+    def sweep_expired(
+        self,
+        now: int,
+        usage_check: UsageCheck | None,
+        trusted: Callable[[str], bool],
+    ) -> int:
         """Settle expired tasks; returns how many were given back.
 
-        ``releasing`` tasks (the client said unused) are given back unless ``usage_check`` says
-        they were used; ``attested`` ones (the client never said) only if it says unused.
+        ``usage_check`` decides when it can tell (used: committed, unused: given back).
+        Otherwise a ``releasing`` task (the client said unused) is given back only if
+        ``trusted(policy_client)``: the client cannot have used it behind the network's back
+        in a way the network would not see, or a usage check would have seen it. Else it
+        stays counted (``committed``): a contract client (a vault) may have executed it
+        before expiry. ``attested`` tasks (the client never said) stay as they are.
         """
+        statuses = "('attested', 'releasing')" if usage_check is not None else "('releasing')"
         rows = self._db.execute(
-            "SELECT task_id, status FROM tasks WHERE status IN ('attested', 'releasing') "
-            "AND expires_at <= ? LIMIT 1000",
+            f"SELECT task_id, status FROM tasks WHERE status IN {statuses} "  # noqa: S608
+            "AND expires_at <= ? ORDER BY expires_at LIMIT 1000",
             (now,),
         ).fetchall()
         released = 0
         for task_id, status in rows:
-            if status == "attested" and usage_check is None:
-                continue
             task = self.task(task_id)
             if task is None:
                 continue
             used = usage_check.was_used(task) if usage_check is not None else None
             if used is True:
                 self.commit(task_id, "used (usage check)")
-            elif used is False or status == "releasing":
+            elif used is False:
                 released += self._give_back(task_id, status)
+            elif status == "releasing":
+                if trusted(task.policy_client):
+                    released += self._give_back(task_id, status)
+                else:
+                    self.commit(task_id, "released, but its use cannot be ruled out: counted")
         return released

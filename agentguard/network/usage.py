@@ -1,40 +1,43 @@
-"""A ``UsageCheck`` that asks the chain whether an attestation was used.
+"""What the gateway (and, given an RPC, each operator) asks the chain about policy clients:
+is it a contract, who owns the vault, and was an attestation used.
 
 For a policy client that is an ``AgentVault``, usage is a fact onchain: ``execute`` marks
 ``taskUsed[taskId]``, and an x402 payment from the vault spends the EIP-3009 nonce equal to the
 task id on the token (``authorizationState(vault, taskId)``). So the gateway need not take a
-host's word that it released an attestation unused. For a policy client without code (EOA mode)
-the chain cannot tell, and the check answers ``None`` (the host's report stands: in EOA mode
-the host holds the key and could bypass the network anyway).
+host's word that it released an attestation unused. For a policy client without code the chain
+cannot tell, and the check answers ``None``. "No code" is never cached: a vault can be deployed
+at its predicted address at any time.
 
-Enable it with ``--usage-check agentguard.network.usage:from_environment`` and the node's URL
-in ``AGENTGUARD_USAGE_CHECK_RPC`` (``ReferenceNetwork(usage_check_rpc=...)`` does both).
+The gateway runs this check whenever its config names a chain RPC (``gateway.chain_rpc``,
+``ReferenceNetwork(usage_check_rpc=...)``).
 """
 
 from __future__ import annotations
-
-import os
-from functools import lru_cache
 
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from agentguard._exceptions import ConfigurationError
+from agentguard.network.registration import Registration
 from agentguard.network.state import TaskRecord
 
-__all__ = ["ENV", "ChainUsageCheck", "from_environment"]
+__all__ = ["ChainUsageCheck"]
 
-ENV = "AGENTGUARD_USAGE_CHECK_RPC"
-_TASK_USED = [
+_VIEWS = [
     {
         "name": "taskUsed",
         "type": "function",
         "stateMutability": "view",
         "inputs": [{"name": "taskId", "type": "bytes32"}],
         "outputs": [{"name": "", "type": "bool"}],
-    }
-]
-_AUTHORIZATION_STATE = [
+    },
+    {
+        "name": "owner",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "address"}],
+    },
     {
         "name": "authorizationState",
         "type": "function",
@@ -44,39 +47,70 @@ _AUTHORIZATION_STATE = [
             {"name": "nonce", "type": "bytes32"},
         ],
         "outputs": [{"name": "", "type": "bool"}],
-    }
+    },
 ]
 
 
 class ChainUsageCheck:
     def __init__(self, rpc_url: str) -> None:
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
-        self._has_code = lru_cache(maxsize=4096)(self._code)
+        self._contracts: set[str] = set()  # only positive answers are cached
 
-    def _code(self, address: str) -> bool:
-        return len(self._w3.eth.get_code(to_checksum_address(address))) > 0
+    def has_code(self, address: str) -> bool:
+        key = address.lower()
+        if key in self._contracts:
+            return True
+        if len(self._w3.eth.get_code(to_checksum_address(address))) == 0:
+            return False
+        self._contracts.add(key)
+        return True
+
+    def _contract(self, address: str) -> object:
+        return self._w3.eth.contract(address=to_checksum_address(address), abi=_VIEWS)
+
+    def owner(self, address: str) -> str | None:
+        """The contract's ``owner()``, or ``None`` if it has none (not a vault)."""
+        try:
+            owner: str = self._contract(address).functions.owner().call()  # type: ignore[attr-defined]
+        except Exception:  # reverts or answers garbage: not an owned contract
+            return None
+        return owner.lower()
+
+    def check_owner(self, registration: Registration) -> str | None:
+        """A contract client (a vault) is registered only by its ``owner()``: returns that
+        owner once confirmed, ``None`` where the chain cannot tell (no code at the address
+        yet, or a self-signed registration, which proves a key, not a contract)."""
+        if registration.self_owned:
+            return None
+        client = registration.policy_client_hex
+        try:
+            if not self.has_code(client):
+                return None
+        except Exception as exc:  # the node is down or answers garbage: hold nothing
+            raise ConfigurationError(
+                f"registration: cannot ask the chain whether {client} is a contract "
+                f"({type(exc).__name__}); try again when the node answers"
+            ) from None
+        owner = self.owner(client)
+        if owner != registration.owner_hex:
+            raise ConfigurationError(
+                f"registration: policy client {client} is a contract whose owner() is "
+                f"{owner or 'not defined'}; the registration must be signed by that owner, "
+                f"not by {registration.owner_hex}"
+            )
+        return owner
 
     def was_used(self, task: TaskRecord) -> bool | None:
-        if not self._has_code(task.policy_client):
+        if not self.has_code(task.policy_client):
             return None
-        vault = to_checksum_address(task.policy_client)
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
-        contract = self._w3.eth.contract(address=vault, abi=_TASK_USED)
-        if contract.functions.taskUsed(task_id).call():
+        if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
             return True
-        if self._has_code(task.asset):
-            token = self._w3.eth.contract(
-                address=to_checksum_address(task.asset), abi=_AUTHORIZATION_STATE
-            )
+        if self.has_code(task.asset):
+            token = self._contract(task.asset)
             try:
-                return bool(token.functions.authorizationState(vault, task_id).call())
+                vault = to_checksum_address(task.policy_client)
+                return bool(token.functions.authorizationState(vault, task_id).call())  # type: ignore[attr-defined]
             except Exception:  # not an EIP-3009 token: only execute could have used it
                 return False
         return False
-
-
-def from_environment() -> ChainUsageCheck:
-    url = os.environ.get(ENV)
-    if not url:
-        raise ConfigurationError(f"set {ENV} to the node URL the usage check reads")
-    return ChainUsageCheck(url)

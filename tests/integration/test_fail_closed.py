@@ -15,6 +15,7 @@ from agentguard import (
     AttestationReplayed,
     DuplicateSignature,
     GatewayProtocolError,
+    GatewayRPCError,
     GatewayUnavailable,
     Guard,
     InsufficientQuorum,
@@ -54,6 +55,7 @@ def make_guard(network: ReferenceNetwork, url: str, **options) -> Guard:
         policy_client=POLICY_CLIENT,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[POLICY_CLIENT],
         **{"attempts": 2, "deadline": 15.0, "task_timeout": 5, **options},
     )
 
@@ -82,8 +84,10 @@ def test_deny_is_readable_and_nothing_is_signed(network, signer, signing_spy):
         ("garbage", GatewayProtocolError),
         ("truncated", GatewayProtocolError),
         ("other-intent", IntentMismatch),
-        ("other-chain", IntentMismatch),
-        ("other-chain-forged", UnknownOperator),
+        # the policy client is registered (owner-signed) for chain 8453 only: the network
+        # refuses a task on another chain before any operator signs
+        ("other-chain", GatewayRPCError),
+        ("other-chain-forged", GatewayRPCError),
         ("unknown-keys", UnknownOperator),
         ("duplicate-signature", DuplicateSignature),
         ("one-signature", InsufficientQuorum),

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from coincurve import PrivateKey
 
 from agentguard import TransactionIntent
+from agentguard._attestation import operator_address
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.policies import Policy
 
@@ -46,7 +48,14 @@ def fresh_agent() -> str:
 
 
 def fresh_client() -> str:
+    """A policy client registered by the network's owner key (as a vault would be)."""
     return "0x" + f"{0xC0000 + next(_agents):040x}"
+
+
+def fresh_eoa_client() -> tuple[str, str]:
+    """An EOA policy client and its key, which signs its own registration."""
+    key = PrivateKey()
+    return operator_address(key), "0x" + key.secret.hex()
 
 
 def transfer(agent: str, amount: int = UNIT, recipient: str = PAYEE) -> TransactionIntent:

@@ -17,11 +17,12 @@ from agentguard._attestation import sign_attestation
 from agentguard._eip712 import keccak
 from agentguard.network._keys import load_operator_key, load_token
 from agentguard.network.operator import Operator, create_app
+from agentguard.network.registry import Registry
 
 
 class WrongDigestOperator(Operator):
     def __init__(self, key: PrivateKey) -> None:
-        super().__init__(key)
+        super().__init__(key, Registry(":memory:"))
         self.key = key
 
     def evaluate_and_sign(

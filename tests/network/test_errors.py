@@ -10,7 +10,7 @@ import pytest
 
 from agentguard.network.launcher import ReferenceNetwork
 
-from .conftest import NETCHECK, RPC, TOKEN, fresh_agent, fresh_client, params, transfer
+from .conftest import NETCHECK, RPC, TOKEN, UNIT, fresh_agent, fresh_client, params, transfer
 
 
 def post(network: ReferenceNetwork, content: bytes, key: str | None) -> httpx.Response:
@@ -156,8 +156,7 @@ def test_registration_rejects_params_that_break_the_schema(
     network: ReferenceNetwork, change: dict[str, Any], mentions: str
 ) -> None:
     body = _register(
-        network,
-        {"policy_client": fresh_client(), "policy": _material(), "params": {**params(), **change}},
+        network, network.sign_registration(fresh_client(), NETCHECK, {**params(), **change})
     )
     assert body["error"]["code"] == -32602
     assert mentions in body["error"]["message"]
@@ -170,30 +169,66 @@ def _material() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("request_change", "mentions"),
+    ("policy_change", "registration_change", "mentions"),
     [
-        ({"policy": "no_such_policy"}, "no bundled policy"),
-        ({"policy": 5}, "policy must be"),
-        ({"policy": {"entrypoint": "x.allow", "modules": {}}}, "modules"),
-        ({"expire_after": 0}, "expire_after"),
-        ({"expire_after": 10**9}, "expire_after"),
-        ({"policy_client": "bob"}, "policy_client"),
-        ({"params": []}, "params must be a JSON object"),
-        ({"chain_id": "base"}, "chain_id"),
+        ({"policy": "no_such_policy"}, {}, "no bundled policy"),
+        ({"policy": 5}, {}, "policy must be"),
+        ({"policy": {"entrypoint": "x.allow", "modules": {}}}, {}, "modules"),
+        ({"policy": "agent_spend"}, {}, "not to the registered policy_code_hash"),
+        ({}, {"expire_after": 0}, "expire_after"),
+        ({}, {"expire_after": 10**9}, "expire_after"),
+        ({}, {"policy_client": "bob"}, "policy_client"),
+        ({}, {"params": []}, "params must be a JSON object"),
+        ({}, {"chain_id": "base"}, "chain_id"),
+        ({}, {"version": -1}, "version"),
+        ({}, {"signature": "0x" + "11" * 65}, "signature"),
+        ({}, {"surprise": 1}, "unknown fields"),
+        ({}, {"policy_id": "0x" + "00" * 32}, "policy_id does not match"),
+        # changed after signing: the signature no longer recovers to the owner
+        ({}, {"params": {**params(), "max_per_tx": "1"}}, "not by the owner"),
+        ({}, {"expire_after": 301}, "not by the owner"),
+        ({}, {"chain_id": 1}, "not by the owner"),
     ],
 )
 def test_registration_rejects_bad_requests(
-    network: ReferenceNetwork, request_change: dict[str, Any], mentions: str
+    network: ReferenceNetwork,
+    policy_change: dict[str, Any],
+    registration_change: dict[str, Any],
+    mentions: str,
 ) -> None:
+    request = network.sign_registration(fresh_client(), NETCHECK, params())
     request = {
-        "policy_client": fresh_client(),
-        "policy": _material(),
-        "params": params(),
-        **request_change,
+        **request,
+        "registration": {**request["registration"], **registration_change},
+        **policy_change,
     }
     body = _register(network, request)
-    assert body["error"]["code"] == -32602
+    assert body["error"]["code"] == -32602, body
     assert mentions in body["error"]["message"]
+
+
+def test_an_unsigned_registration_is_refused(network: ReferenceNetwork) -> None:
+    """Before the fix the gateway took ``{policy_client, policy, params}`` from anyone holding
+    the admin key and the operators evaluated whatever it sent."""
+    body = _register(
+        network, {"policy_client": fresh_client(), "policy": _material(), "params": params()}
+    )
+    assert body["error"]["code"] == -32602
+    assert "signed by its owner" in body["error"]["message"]
+
+
+def test_only_the_owner_on_record_re_registers_and_only_forward(network: ReferenceNetwork) -> None:
+    client = fresh_client()
+    network.register_policy_client(client, NETCHECK, params(), version=10)
+    stranger = "0x" + "5a" * 32
+    taken = _register(
+        network,
+        network.sign_registration(client, NETCHECK, params(max_per_tx=1), owner_key=stranger),
+    )
+    assert "a registration signed by" in taken["error"]["message"]
+    replay = _register(network, network.sign_registration(client, NETCHECK, params(), version=9))
+    assert "not newer" in replay["error"]["message"]
+    network.register_policy_client(client, NETCHECK, params(max_per_tx=UNIT), version=11)
 
 
 def test_a_policy_that_fails_to_compile_is_a_policy_evaluation_error(
@@ -215,3 +250,94 @@ def _policy(material: dict[str, Any]) -> Any:
     from agentguard.network.state import policy_from_material
 
     return policy_from_material(material)
+
+
+def _hex_json(value: Any) -> str:
+    import json
+
+    return "0x" + json.dumps(value).encode().hex()
+
+
+HOSTILE_TASKS: list[dict[str, Any]] = [
+    {"intent": {"from": 5}},
+    {"intent": None},
+    {"wasm_args": _hex_json({"x402": 5})},
+    {"wasm_args": _hex_json({"x402": ["exact"]})},
+    {"wasm_args": _hex_json({"x402": {"amount": 1.5, "scheme": "exact"}})},
+    {"wasm_args": _hex_json({"x402": {"amount": "-1", "network": "eip155:8453"}})},
+    {"wasm_args": _hex_json({"x402": {"amount": "9" * 100}})},
+    {"wasm_args": _hex_json({"x402": {"network": "eip155:" + "9" * 30}})},
+    {"wasm_args": _hex_json([1, 2])},
+    {"wasm_args": "0x" + "ff" * 8},
+    {"wasm_args": 7},
+    {"wasm_args": "0x" + ("[" * 50_000 + "]" * 50_000).encode().hex()},
+    {"timeout": "soon"},
+    {"quorum_threshold_percentage": 1.5},
+    {"policy_client": ["0x" + "00" * 20]},
+]
+
+
+@pytest.mark.parametrize("override", HOSTILE_TASKS)
+def test_hostile_task_requests_are_json_rpc_errors(
+    rpc: RPC, client: str, override: dict[str, Any]
+) -> None:
+    response = rpc.raw("newt_createTask", {**_task(client), **override})
+    assert response.status_code in (200, 401, 403)
+    error = response.json()["error"]
+    assert error["code"] != -32603, error  # never an internal error
+
+
+def test_deeply_nested_json_is_refused_clearly(network: ReferenceNetwork) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    body = '{"jsonrpc":"2.0","id":"1","method":"newt_createTask","params":{"x":' + deep + "}}"
+    response = httpx.post(
+        network.rpc_url,
+        content=body,
+        headers={"authorization": f"Bearer {network.api_key}", "content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert "nested deeper" in response.json()["error"]["message"]
+    nested = {"x": 1}
+    for _ in range(100):
+        nested = {"x": nested}
+    error = _register(network, {"registration": nested, "policy": "agent_spend"})["error"]
+    assert "nested deeper" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"registration": []},
+        {"registration": {"policy_client": 5}},
+        {"policy": ["x"]},
+        {"policy_code_hash": 5},
+        {"params": float("1e308")},
+        {"chain_id": True},
+        {"expires_at": 1.5},
+        {"intent": "garbage"},
+        {"wasm": {"x402": 5}},
+        {"wasm": []},
+    ],
+)
+def test_hostile_operator_requests_are_json_rpc_errors(
+    network: ReferenceNetwork, override: dict[str, Any]
+) -> None:
+    op = network.operators[0]
+    token = op.token_file.read_text().strip()
+    body = {
+        "task_id": "0x" + "42" * 32,
+        "policy_client": fresh_client(),
+        "chain_id": 8453,
+        "intent": transfer(fresh_agent()).wire(),
+        "policy_code_hash": "0x" + NETCHECK.code_hash.hex(),
+        "params": params(),
+        "expire_after": 300,
+        "expires_at": 0,
+        "wasm": {},
+        **override,
+    }
+    envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": body}
+    response = httpx.post(op.url, json=envelope, headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["code"] == -32602, error

@@ -143,3 +143,18 @@ def test_daily_cap_survives_a_gateway_crash(rpc: RPC, network: ReferenceNetwork)
     assert rpc.create(client, transfer(agent), rpc_id=rpc_id) == first
     assert decision(rpc.create(client, transfer(agent))) == "allow"  # the third unit
     assert decision(rpc.create(client, transfer(agent))) == "deny"
+
+
+def test_an_operator_that_missed_a_registration_catches_up_with_the_next_task(
+    rpc: RPC, network: ReferenceNetwork
+) -> None:
+    client = fresh_client()
+    with operators_down(network, 0):
+        network.register_policy_client(client, NETCHECK, params())
+    # the registration travels with every task: with operator 1 down, operator 0 must sign
+    # for the 2-of-3 quorum, and it can only after taking the registration from the task
+    with operators_down(network, 1):
+        result = rpc.create(client, transfer(fresh_agent()))
+    assert decision(result) == "allow"
+    signers = {s["operator"] for s in result["attestation"]["signatures"]}
+    assert network.operator_addresses[0] in signers

@@ -14,18 +14,45 @@ from agentguard._exceptions import ConfigurationError
 from agentguard.network._keys import load_operator_key, write_operator_key
 from agentguard.network._rpc import RPCError
 from agentguard.network.operator import Operator
-from agentguard.network.state import policy_material
-from agentguard.policies import policy_id
+from agentguard.network.registration import Registration
+from agentguard.network.registry import Registry
+from agentguard.network.state import policy_from_material, policy_material
+from agentguard.policies import Policy, policy_id
 
-from .conftest import NETCHECK, UNIT, params, transfer
+from .conftest import NETCHECK, PAYEE, TOKEN, UNIT, params, transfer
 
 CLIENT = "0x" + "cc" * 20
 AGENT = "0x" + "aa" * 20
+OWNER = PrivateKey(b"\x07" * 32)
+
+
+def registration(
+    *,
+    owner: PrivateKey = OWNER,
+    policy: Policy = NETCHECK,
+    config: dict[str, Any] | None = None,
+    expire_after: int = 300,
+    version: int = 1,
+    client: str = CLIENT,
+) -> dict[str, Any]:
+    return Registration.sign(
+        owner,
+        policy_client=client,
+        policy=policy,
+        params=params() if config is None else config,
+        expire_after=expire_after,
+        chain_id=8453,
+        version=version,
+    ).to_json()
+
+
+def new_operator(path: str = ":memory:") -> Operator:
+    return Operator(PrivateKey(), Registry(path))
 
 
 @pytest.fixture(scope="module")
 def operator() -> Operator:
-    return Operator(PrivateKey())
+    return new_operator()
 
 
 def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) -> dict[str, Any]:
@@ -54,7 +81,10 @@ def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) ->
     }
     if with_policy:
         body["policy"] = policy_material(NETCHECK)
+    body["registration"] = registration()
     body.update(override)
+    if "expire_after" in override and "expires_at" not in override:
+        body["expires_at"] = now + body["expire_after"]
     return body
 
 
@@ -78,7 +108,7 @@ def test_signs_the_documented_digest(operator: Operator) -> None:
 
 
 def test_asks_for_policy_code_it_does_not_hold() -> None:
-    fresh = Operator(PrivateKey())
+    fresh = new_operator()
     with pytest.raises(RPCError) as missing:
         fresh.evaluate_and_sign(request(with_policy=False))
     assert missing.value.code == -32621
@@ -89,13 +119,13 @@ def test_asks_for_policy_code_it_does_not_hold() -> None:
 @pytest.mark.parametrize(
     ("override", "mentions"),
     [
-        ({"policy_code_hash": "0x" + "00" * 32}, "does not hash to policy_code_hash"),
+        ({"policy_code_hash": "0x" + "00" * 32}, "is not the registered policy"),
         ({"chain_id": 1}, "chain_id"),
         ({"expires_at": int(time.time()) + 10_000}, "expires_at"),
         ({"expire_after": 0}, "expire_after"),
         ({"task_id": "0x12"}, "task_id"),
         ({"intent": {"from": AGENT}}, "intent"),
-        ({"params": {**params(), "max_per_tx": 5}}, "schema"),
+        ({"params": {**params(), "max_per_tx": 5}}, "differ from the registered params"),
         ({"wasm": None}, "wasm"),
     ],
 )
@@ -135,7 +165,7 @@ def test_the_key_never_shows(tmp_path: Path) -> None:
     address = write_operator_key(path)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     key = load_operator_key(str(path), "UNSET_ENV")
-    operator = Operator(key)
+    operator = Operator(key, Registry(":memory:"))
     assert operator.address == address
     secret = key.secret.hex()
     assert secret not in repr(operator) and secret not in str(vars(operator).keys())
@@ -143,3 +173,105 @@ def test_the_key_never_shows(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as bad:
         load_operator_key(str(path), "UNSET_ENV")
     assert secret[:20] not in str(bad.value)
+
+
+ALLOW_ALL = policy_from_material(
+    {
+        "name": "evil",
+        "entrypoint": "evil.allow",
+        "modules": {"p.rego": "package evil\nallow := true"},
+    }
+)
+
+
+def test_a_gateway_cannot_choose_the_policy() -> None:
+    """Before the fix an operator evaluated any material whose hash matched the code hash the
+    gateway itself sent: ``allow := true`` was signed for an 11-unit transfer over the cap."""
+    fresh = new_operator()
+    fresh.evaluate_and_sign(request())  # the owner's registration is now held
+    evil = {
+        "policy": policy_material(ALLOW_ALL),
+        "policy_code_hash": "0x" + ALLOW_ALL.code_hash.hex(),
+        "params": {},
+    }
+    with pytest.raises(RPCError, match="is not the registered policy"):
+        fresh.evaluate_and_sign(request(11 * UNIT, **evil))
+    # nor with a registration of the gateway's own making
+    forged = registration(owner=PrivateKey(), policy=ALLOW_ALL, config={}, version=2)
+    with pytest.raises(RPCError, match="a registration signed by"):
+        fresh.evaluate_and_sign(request(11 * UNIT, registration=forged, **evil))
+    # nor with the owner's registration edited to name the other policy
+    edited = {**registration(), "policy_code_hash": evil["policy_code_hash"], "params": {}}
+    with pytest.raises(RPCError, match="not by the owner"):
+        fresh.evaluate_and_sign(request(11 * UNIT, registration=edited, **evil))
+    assert fresh.evaluate_and_sign(request(11 * UNIT))["decision"] == "deny"
+
+
+def test_signs_nothing_for_an_unregistered_policy_client() -> None:
+    body = request()
+    del body["registration"]
+    with pytest.raises(RPCError, match="has no registration"):
+        new_operator().evaluate_and_sign(body)
+
+
+@pytest.mark.parametrize(
+    ("override", "mentions"),
+    [
+        ({"params": params(max_per_tx=100 * UNIT)}, "differ from the registered params"),
+        ({"params": None}, "differ from the registered params"),
+        ({"expire_after": 3600}, "not the registered 300"),
+        ({"registration": registration(client="0x" + "dd" * 20)}, "another policy client"),
+        ({"registration": "yes"}, "must be an object"),
+    ],
+)
+def test_refuses_anything_but_the_registered_configuration(
+    operator: Operator, override: dict[str, Any], mentions: str
+) -> None:
+    with pytest.raises(RPCError) as refused:
+        operator.evaluate_and_sign(request(**override))
+    assert refused.value.code == -32602
+    assert mentions in refused.value.message
+
+
+def test_a_held_registration_survives_a_restart_and_cannot_be_rolled_back(tmp_path: Path) -> None:
+    """An older registration (looser params) replayed by the gateway is refused, also after
+    the operator restarts."""
+    path = str(tmp_path / "registry.sqlite3")
+    loose = registration(config=params(max_per_tx=100 * UNIT), version=1)
+    new_operator(path).evaluate_and_sign(request(registration=registration(version=2)))
+    restarted = new_operator(path)
+    with pytest.raises(RPCError, match="not newer"):
+        restarted.evaluate_and_sign(
+            request(50 * UNIT, registration=loose, params=params(max_per_tx=100 * UNIT))
+        )
+    body = request(50 * UNIT)
+    del body["registration"]
+    assert restarted.evaluate_and_sign(body)["decision"] == "deny"  # the held one applies
+
+
+@pytest.mark.parametrize(
+    "x402",
+    [
+        {"amount": "0001000000"},
+        {"network": "eip155:08453"},
+        {"network": "base"},
+        {"trusted_merchant": True},
+    ],
+)
+def test_refuses_x402_details_that_are_not_canonical(operator: Operator, x402: Any) -> None:
+    """Before the fix such details reached the policy as the client wrote them."""
+    canonical = {
+        "scheme": "exact",
+        "network": "eip155:8453",
+        "asset": TOKEN,
+        "amount": str(UNIT),
+        "pay_to": PAYEE,
+        "resource": "",
+        "x402_version": 2,
+    }
+    body = request()
+    assert operator.evaluate_and_sign({**body, "wasm": {**body["wasm"], "x402": canonical}})
+    body["wasm"] = {**body["wasm"], "x402": {**canonical, **x402}}
+    with pytest.raises(RPCError, match="x402") as refused:
+        operator.evaluate_and_sign(body)
+    assert refused.value.code == -32602

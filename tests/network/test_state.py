@@ -14,6 +14,14 @@ ASSET = "0x" + "11" * 20
 NOW = 1_764_000_000
 
 
+def TRUSTED(policy_client: str) -> bool:
+    return True
+
+
+def UNTRUSTED(policy_client: str) -> bool:
+    return False
+
+
 def reserve(
     state: State, task_id: str, amount: int, now: int = NOW, windows: tuple[int, ...] = (60,)
 ):  # type: ignore[no-untyped-def]
@@ -87,30 +95,43 @@ def test_records_survive_a_restart(tmp_path: Path) -> None:
 def test_release_only_while_attested(state: State) -> None:
     allow(state, "t1", 5, expires_in=0)  # already expired: can never be used any more
     allow(state, "t2", 7)
-    assert state.release("t1", NOW) == "released"
-    assert state.release("t1", NOW) is None
+    assert state.release("t1", NOW, trusted=True) == "released"
+    assert state.release("t1", NOW, trusted=True) is None
     assert spent(state, 60) == (1, 7)
     assert state.commit("t2", "0xfeed") is True
-    assert state.release("t2", NOW) is None
+    assert state.release("t2", NOW, trusted=True) is None
     assert spent(state, 60) == (1, 7)
-    assert state.release("unknown", NOW) is None
+    assert state.release("unknown", NOW, trusted=True) is None
 
 
 def test_a_valid_attestation_released_keeps_counting_until_it_expires(state: State) -> None:
     allow(state, "t1", 5, expires_in=30)
-    assert state.release("t1", NOW) == "releasing"
-    assert state.release("t1", NOW) is None  # once
+    assert state.release("t1", NOW, trusted=True) == "releasing"
+    assert state.release("t1", NOW, trusted=True) is None  # once
     assert spent(state, 60) == (1, 5)  # a host could still use it: it counts
-    assert state.sweep_expired(NOW + 29, None) == 0
+    assert state.sweep_expired(NOW + 29, None, TRUSTED) == 0
     assert spent(state, 60, NOW + 29) == (1, 5)
-    assert state.sweep_expired(NOW + 30, None) == 1
+    assert state.sweep_expired(NOW + 30, None, TRUSTED) == 1
     assert spent(state, 60, NOW + 30) == (0, 0)
+
+
+def test_an_untrusted_release_stays_counted_without_a_usage_check(state: State) -> None:
+    """Release-then-use: before the fix a vault client's host released each attestation and
+    still executed it before expiry; at expiry the amount came back (15-25 USDC reached the
+    shop under a 12 USDC cap). Without a usage check nothing can rule the use out."""
+    allow(state, "t1", 5, expires_in=30)
+    allow(state, "t2", 7, expires_in=0)
+    assert state.release("t1", NOW, trusted=False) == "releasing"
+    assert state.release("t2", NOW, trusted=False) == "releasing"  # expired, still not trusted
+    assert state.sweep_expired(NOW + 30, None, UNTRUSTED) == 0
+    assert state.task("t1").status == "committed"  # type: ignore[union-attr]
+    assert spent(state, 60, NOW + 30) == (2, 12)
 
 
 def test_a_released_attestation_that_was_used_after_all_stays_counted(state: State) -> None:
     allow(state, "t1", 5, expires_in=30)
-    assert state.release("t1", NOW) == "releasing"
-    assert state.sweep_expired(NOW + 30, Usage({"t1": True})) == 0
+    assert state.release("t1", NOW, trusted=True) == "releasing"
+    assert state.sweep_expired(NOW + 30, Usage({"t1": True}), TRUSTED) == 0
     assert state.task("t1").status == "committed"  # type: ignore[union-attr]
     assert spent(state, 60, NOW + 30) == (1, 5)
 
@@ -122,7 +143,7 @@ def test_release_after_restart_gives_the_amount_back(tmp_path: Path) -> None:
     first.close()
     again = State(path)
     assert spent(again, 60) == (1, 5)
-    assert again.release("t1", NOW + 10) == "released"
+    assert again.release("t1", NOW + 10, trusted=True) == "released"
     assert spent(again, 60, NOW + 10) == (0, 0)
 
 
@@ -142,7 +163,7 @@ def test_expired_tasks_are_released_only_when_the_usage_check_says_unused(state:
     allow(state, "unknown", 4, expires_in=10)
     allow(state, "live", 8, expires_in=1000)
     usage = Usage({"unused": False, "used": True, "unknown": None})
-    assert state.sweep_expired(NOW + 11, usage) == 1
+    assert state.sweep_expired(NOW + 11, usage, TRUSTED) == 1
     assert {t.task_id for t in usage.asked} == {"unused", "used", "unknown"}
     assert spent(state, 3600, NOW + 11) == (3, 14)
     assert state.task("used") is not None and state.task("used").status == "committed"  # type: ignore[union-attr]
@@ -160,9 +181,67 @@ def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) 
     assert totals[600].spent == {ASSET: 5}
 
 
-def test_an_approval_is_used_once(state: State) -> None:
+def test_an_approval_is_claimed_by_one_task_and_given_back_on_failure(state: State) -> None:
+    """Before the fix the approval was read when the input was built and consumed only after
+    the operators answered, so concurrent tasks all saw ``approved``."""
     state.approve(CLIENT, "0xAB", NOW)
     assert state.is_approved(CLIENT, "0xab", NOW + 10)
     assert not state.is_approved(CLIENT, "0xab", NOW + 86400)
-    state.record(reserve(state, "t1", 1), expires_at=NOW + 300, result={}, intent_hash="0xab")
+    assert state.claim_approval(CLIENT, "0xab", "t1", NOW + 10)
+    assert not state.claim_approval(CLIENT, "0xab", "t2", NOW + 10)  # used at most once
     assert not state.is_approved(CLIENT, "0xab", NOW + 10)
+    state.unclaim_approval(CLIENT, "0xab", "t2")  # not t2's to give back
+    assert not state.claim_approval(CLIENT, "0xab", "t3", NOW + 10)
+    state.unclaim_approval(CLIENT, "0xab", "t1")  # t1 was denied
+    assert state.claim_approval(CLIENT, "0xab", "t3", NOW + 10)
+    state.approve(CLIENT, "0xcd", NOW)
+    assert not state.claim_approval(CLIENT, "0xcd", "t4", NOW + 86400)  # expired
+
+
+def _register(state: State, window: int) -> None:
+    from coincurve import PrivateKey
+
+    from agentguard.network.registration import Registration
+    from agentguard.network.state import PolicyClientRecord
+
+    from .conftest import NETCHECK, params
+
+    config = params()
+    config["rate_limits"] = [{"window_seconds": window, "max_count": 1000}]
+    registration = Registration.sign(
+        PrivateKey(b"\x05" * 32),
+        policy_client=CLIENT,
+        policy=NETCHECK,
+        params=config,
+        expire_after=300,
+        chain_id=8453,
+        version=window,
+    )
+    state.save_policy_client(PolicyClientRecord(registration, NETCHECK))
+
+
+def test_re_registration_keeps_in_flight_amounts_exact(state: State) -> None:
+    """Before the fix re-registering a client dropped its in-flight amounts (13-24 allows got
+    through a 10-per-hour cap) and cancelling them afterwards drove totals negative."""
+    allow(state, "t0", 2)
+    cancelled = reserve(state, "t1", 5)
+    recorded = reserve(state, "t2", 7)
+    _register(state, 120)
+    assert spent(state, 3600) == (3, 14)  # rebuilt from the file plus what is in flight
+    state.cancel(cancelled)
+    state.record(recorded, expires_at=NOW + 300, result={})
+    _register(state, 180)
+    late = reserve(state, "t3", 11)
+    _register(state, 240)
+    state.cancel(late)  # cancelled after its book was replaced
+    assert spent(state, 3600) == (2, 9)
+    assert state.release("t2", NOW + 300, trusted=True) == "released"
+    assert spent(state, 3600, NOW + 300) == (1, 2)
+
+
+def test_a_record_after_re_registration_is_counted(state: State) -> None:
+    in_flight = reserve(state, "t1", 5)
+    _register(state, 120)  # marks the book stale, not yet rebuilt
+    state.record(in_flight, expires_at=NOW + 300, result={})
+    assert spent(state, 3600) == (1, 5)
+    assert spent(state, 3600) == (1, 5)

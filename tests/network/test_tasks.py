@@ -21,6 +21,7 @@ from .conftest import (
     decision,
     fresh_agent,
     fresh_client,
+    fresh_eoa_client,
     params,
     transfer,
 )
@@ -128,8 +129,10 @@ def test_rate_limit_counts_attested_tasks(rpc: RPC, network: ReferenceNetwork) -
 def test_release_gives_the_budget_back_once_the_attestation_expires(
     rpc: RPC, network: ReferenceNetwork
 ) -> None:
-    client = fresh_client()
-    network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT), expire_after=2)
+    client, key = fresh_eoa_client()  # an EOA: nothing can use the attestation but its host
+    network.register_policy_client(
+        client, NETCHECK, params(daily_cap=2 * UNIT), expire_after=2, owner_key=key
+    )
     agent = fresh_agent()
     first = rpc.create(client, transfer(agent))
     second = rpc.create(client, transfer(agent))
@@ -155,6 +158,43 @@ def test_release_gives_the_budget_back_once_the_attestation_expires(
         time.sleep(0.5)
     assert outcome["attestation"]["expires_at"] > first["attestation"]["expires_at"]
     assert decision(rpc.create(client, transfer(agent))) == "deny"
+
+
+def test_a_release_for_a_contract_client_counts_without_a_chain_usage_check(
+    rpc: RPC, network: ReferenceNetwork
+) -> None:
+    """Release-then-use: before the fix a vault's host released each attestation and still
+    executed it before expiry, and at expiry the gateway gave the amount back. A client not
+    signed for by its own key may be a vault; with no chain to ask, its releases never give
+    anything back (the vault case with a chain is tested on anvil in tests/wallet)."""
+    client = fresh_client()
+    network.register_policy_client(client, NETCHECK, params(daily_cap=UNIT), expire_after=1)
+    agent = fresh_agent()
+    first = rpc.create(client, transfer(agent))
+    assert decision(first) == "allow"
+    released = rpc.call("agentguard_releaseTask", {"task_id": first["task_id"]})
+    assert released["status"] == "releasing"
+    settled = task_status(network, first["task_id"], until="committed")
+    assert settled == ("committed", "released, but its use cannot be ruled out: counted")
+    assert decision(rpc.create(client, transfer(agent))) == "deny"
+
+
+def task_status(network: ReferenceNetwork, task_id: str, *, until: str) -> tuple[str, str]:
+    """The gateway's own record of a task, once the sweep moved it to ``until``."""
+    import sqlite3
+
+    db = sqlite3.connect(network.state_dir / "state.sqlite3")
+    try:
+        for _ in range(100):
+            row = db.execute(
+                "SELECT status, outcome FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row[0] == until:
+                return row[0], row[1]
+            time.sleep(0.1)
+        raise AssertionError(f"task stayed {row[0]}")
+    finally:
+        db.close()
 
 
 def test_retry_with_the_same_rpc_id_is_counted_once(rpc: RPC, network: ReferenceNetwork) -> None:
@@ -349,3 +389,39 @@ def test_a_newton_quickstart_policy_runs_unchanged(rpc: RPC, network: ReferenceN
     )
     assert decision(send(PAYEE, 10**16)) == "deny"
     assert decision(send("0x" + "77" * 20, 10**14)) == "deny"
+
+
+def test_x402_details_reach_the_policy_in_canonical_form_only(
+    rpc: RPC, network: ReferenceNetwork, client: str
+) -> None:
+    """Before the fix the client's own spelling reached the operators: ``"0001000000"``,
+    ``eip155:08453`` and extra keys such as ``"trusted_merchant": true``."""
+    import json
+
+    from agentguard import PaymentIntent
+    from agentguard._intent import wasm_args_hex
+
+    payment = PaymentIntent(
+        payer=fresh_agent(),
+        scheme="exact",
+        network="eip155:8453",
+        asset=TOKEN,
+        amount=UNIT,
+        pay_to=PAYEE,
+    )
+    canonical = payment.wasm_args()["x402"]
+    odd = {**canonical, "amount": "0001000000", "network": "eip155:08453", "asset": TOKEN.lower()}
+    result = rpc.create(client, payment.newton_intent(), wasm_args=wasm_args_hex({"x402": odd}))
+    assert decision(result) == "allow"
+    data = result["task_response"]["policy_task_data"]["policy_data"][0]["data"]
+    assert json.loads(bytes.fromhex(data[2:]))["x402"] == canonical
+    for extra in ({"trusted_merchant": True}, {"payer": PAYEE}):
+        refused = rpc.raw(
+            "newt_createTask",
+            {
+                "policy_client": client,
+                "intent": payment.wire(),
+                "wasm_args": wasm_args_hex({"x402": {**canonical, **extra}}),
+            },
+        ).json()["error"]
+        assert refused["code"] == -32602 and "keys no x402 requirement has" in refused["message"]

@@ -94,11 +94,19 @@ def policy_params(token: str) -> dict[str, Any]:
 
 
 def new_policy_client(
-    network: ReferenceNetwork, token: str, *, client: str | None = None, expire_after: int = 300
+    network: ReferenceNetwork,
+    token: str,
+    *,
+    client: str | None = None,
+    expire_after: int = 300,
+    owner_key: str | None = None,
 ) -> tuple[str, str]:
-    address = client or Web3.to_checksum_address(f"0x{next(_client_ids):040x}")
+    if client is None:  # an EOA policy client: its own key signs its registration
+        owner_key = f"0x{next(_client_ids):064x}"
+        client = Signer.from_key(owner_key).address
+    address = client
     policy_id = network.register_policy_client(
-        address, "agent_spend", policy_params(token), expire_after=expire_after
+        address, "agent_spend", policy_params(token), expire_after=expire_after, owner_key=owner_key
     )
     return address, policy_id
 
@@ -118,6 +126,7 @@ def make_wallet(
         policy_client=policy_client,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[policy_client],
     )
     return GuardedWallet(
         signer=Signer.from_key(AGENT.private_key),
@@ -147,7 +156,11 @@ def create_vault(
         address=event["args"]["vault"], abi=load_artifact("AgentVault").abi
     )
     _, policy_id = new_policy_client(
-        network, chain.token.address, client=vault.address, expire_after=expire_after
+        network,
+        chain.token.address,
+        client=vault.address,
+        expire_after=expire_after,
+        owner_key=OWNER.private_key,
     )
     transact(
         chain.w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address

@@ -22,6 +22,7 @@ def main() -> None:
         policy_client=cfg["policy_client"],
         operators=cfg["operators"],
         api_key=cfg["api_key"],
+        policy_id=cfg["policy_id"],
     )
     wallet = GuardedWallet(
         signer=Signer.from_key(cfg["key"]),

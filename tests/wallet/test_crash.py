@@ -25,6 +25,7 @@ def run_child(tmp_path, chain, network, client: str, die: str, amount: int) -> P
         "ledger": str(db),
         "gateway": network.url,
         "policy_client": client,
+        "policy_id": network.policy_clients[client],
         "operators": network.operator_addresses,
         "api_key": network.api_key,
         "key": AGENT.private_key,

@@ -35,13 +35,21 @@ def network() -> Iterator[ReferenceNetwork]:
 
 def connect(net: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> Guard:
     return Guard.connect(
-        net.url, policy_client=policy_client, operators=net.operator_addresses, api_key=net.api_key
+        net.url,
+        policy_client=policy_client,
+        operators=net.operator_addresses,
+        api_key=net.api_key,
+        policy_id=net.policy_clients[policy_client],
     )
 
 
 def connect_async(net: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> AsyncGuard:
     return AsyncGuard.connect(
-        net.url, policy_client=policy_client, operators=net.operator_addresses, api_key=net.api_key
+        net.url,
+        policy_client=policy_client,
+        operators=net.operator_addresses,
+        api_key=net.api_key,
+        policy_id=net.policy_clients[policy_client],
     )
 
 

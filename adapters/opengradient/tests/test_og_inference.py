@@ -153,6 +153,7 @@ def guard(network: ReferenceNetwork, policy_client: str = POLICY_CLIENT) -> Guar
         policy_client=policy_client,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[policy_client],
     )
 
 
