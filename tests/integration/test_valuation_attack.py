@@ -87,6 +87,7 @@ def setup() -> Iterator[Setup]:
             policy_client=vault.address,
             operators=network.operator_addresses,
             api_key=network.api_key,
+            policy_id=network.policy_clients[vault.address],
         )
         wallet = GuardedWallet(
             signer=Signer.from_key(AGENT.private_key),

@@ -10,7 +10,7 @@ from agentguard import AsyncGuard, Guard
 from agentguard._exceptions import ConfigurationError
 from agentguard.policies import load, policy_id
 
-CLIENT = "0x00000000000000000000000000000000000C0de1"
+CLIENT = "0x00000000000000000000000000000000000c0dE1"
 OPERATORS = ["0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20]
 PARAMS = {"max_per_tx": {"0x" + "44" * 20: "5"}}
 URL = "http://127.0.0.1:9"

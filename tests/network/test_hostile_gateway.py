@@ -62,11 +62,7 @@ def hostile_task(
             "now": now,
             "intent_hash": "0x" + intent.intent_hash.hex(),
             "approved": False,
-            "spend": {
-                "asset": spend.asset.lower(),
-                "amount": str(spend.amount),
-                "recipient": ATTACKER.lower(),
-            },
+            "spend": spend.wasm(),
             "history": {},
         },
     }

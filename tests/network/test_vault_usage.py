@@ -154,7 +154,7 @@ def test_no_code_is_never_cached(chain: Chain) -> None:
     transact(
         chain.w3,
         chain.factory.functions.createVault(
-            OWNER.address, AGENT.address, [AGENT.address], 1, b"\x01" * 32, salt
+            OWNER.address, AGENT.address, [STRANGER.address], 1, b"\x01" * 32, salt
         ),
         sender=OWNER.address,
     )

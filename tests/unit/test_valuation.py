@@ -19,11 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentguard import IntentError, TransactionIntent
+from agentguard._attestation import operator_address
 from agentguard._eip712 import keccak
 from agentguard._intent import argument_types
 from agentguard._value import KNOWN_SELECTORS, NATIVE_ASSET, UINT256_MAX, check_signature
 from agentguard.network._rpc import RPCError
 from agentguard.network.operator import Operator
+from agentguard.network.registration import Registration
+from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import load
 from agentguard.policies._testkit import evaluate, wasm_for
@@ -391,9 +394,16 @@ def test_operators_refuse_a_gateway_that_misstates_the_spend(lie: dict[str, str]
     policy = load("agent_spend")
     now = int(time.time())
     wasm = wasm_for(intent, now=now)
+    owner = PrivateKey(b"\x09" * 32)  # an EOA policy client registers itself
+    client = operator_address(owner)
+    registration = Registration.sign(
+        owner, policy_client=client, policy=policy, params=CAPS, expire_after=300,
+        chain_id=8453, version=1,
+    )  # fmt: skip
     body: dict[str, Any] = {
         "task_id": "0x" + "42" * 32,
-        "policy_client": AGENT,
+        "policy_client": client,
+        "registration": registration.to_json(),
         "chain_id": 8453,
         "intent": intent.wire(),
         "policy_code_hash": "0x" + policy.code_hash.hex(),
@@ -403,7 +413,7 @@ def test_operators_refuse_a_gateway_that_misstates_the_spend(lie: dict[str, str]
         "expires_at": now + 300,
         "wasm": wasm,
     }
-    operator = Operator(PrivateKey())
+    operator = Operator(PrivateKey(), Registry(":memory:"))
     assert operator.evaluate_and_sign(body)["decision"] == "deny"  # the truth: max, denied
     body["wasm"] = {**wasm, "spend": {**wasm["spend"], **lie}}
     with pytest.raises(RPCError, match="spend does not match"):

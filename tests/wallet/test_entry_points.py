@@ -30,7 +30,7 @@ def _parts(chain: Any, network: Any, client: str) -> dict[str, Any]:
 def _connect(cls: Any, network: Any, client: str) -> Any:
     return cls.connect(
         network.url, policy_client=client, operators=network.operator_addresses,
-        api_key=network.api_key,
+        api_key=network.api_key, policy_id=network.policy_clients[client],
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ def wallet_via(w3: Web3, network, client: str, **options) -> GuardedWallet:
     guard = Guard.connect(
         network.url, policy_client=client, operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[client],
     )  # fmt: skip
     options.setdefault("ledger", Ledger())
     options.setdefault("limits", Limits())

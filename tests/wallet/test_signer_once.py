@@ -54,6 +54,7 @@ def test_a_real_attestation_signs_one_transaction_that_lands(snapshot, network):
         policy_client=client,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[client],
     ) as guard:
         verified = guard.authorize(intent)
     nonce = chain.w3.eth.get_transaction_count(signer.address)
@@ -95,6 +96,7 @@ def test_a_replaced_intent_under_a_real_attestation_signs_nothing(snapshot, netw
         policy_client=client,
         operators=network.operator_addresses,
         api_key=network.api_key,
+        policy_id=network.policy_clients[client],
     ) as guard:
         verified = guard.authorize(transfer(1_000))
     with SigningSpy() as spy, pytest.raises(IntentMismatch):
@@ -119,6 +121,7 @@ def test_the_wallet_refuses_fees_above_the_cap_and_releases(snapshot, network):
             policy_client=client,
             operators=network.operator_addresses,
             api_key=network.api_key,
+            policy_id=network.policy_clients[client],
         ),
         web3=chain.w3,
         ledger=ledger,

@@ -308,7 +308,7 @@ async def test_24_concurrent_async_sends_never_overspend(snapshot, network):
     ledger = Ledger()
     guard = AsyncGuard.connect(
         network.url, policy_client=client, operators=network.operator_addresses,
-        api_key=network.api_key,
+        api_key=network.api_key, policy_id=network.policy_clients[client],
     )  # fmt: skip
     wallet = guard.wallet(
         signer=Signer.from_key(AGENT.private_key), web3=chain.w3, ledger=ledger,
