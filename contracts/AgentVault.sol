@@ -151,13 +151,17 @@ contract AgentVault {
     ///         this vault that the agent signed and a quorum attested as `token.transfer(payTo,
     ///         value)`, with the authorization nonce equal to the task id (so the token's nonce
     ///         tracking makes the attestation single use).
+    ///         Only the token itself may ask (or an offchain read, where the caller is the
+    ///         transaction's origin): the digest is rebuilt from `token`'s own DOMAIN_SEPARATOR(),
+    ///         so a contract that echoes USDC's domain could otherwise have a payment attested
+    ///         in it (and counted in it) move USDC.
     /// @param signature abi.encode(token, payTo, value, validAfter, validBefore, nonce, taskId,
     ///        policyId, expiresAt, agentSignature, operatorSignatures)
     function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
         Payment memory p = _decodePayment(signature);
         if (
             _paused || p.policyId != _policyId || block.timestamp >= p.expiresAt || taskUsed[p.taskId]
-                || p.nonce != p.taskId
+                || p.nonce != p.taskId || (msg.sender != p.token && msg.sender != tx.origin)
         ) return ERC1271_INVALID;
         (bool ok, bytes32 digest) = _transferAuthorizationDigest(p);
         if (!ok || digest != hash) return ERC1271_INVALID;
