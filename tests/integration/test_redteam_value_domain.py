@@ -25,24 +25,18 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
-from web3.logs import DISCARD
 
-from agentguard import Guard, PaymentIntent, PolicyDenied
+from agentguard import PaymentIntent, PolicyDenied
 from agentguard._attestation import sign_attestation
 from agentguard.chain import (
-    DEV_ACCOUNTS,
-    Anvil,
-    deploy,
     load_artifact,
     payment_signature,
     transact,
     transfer_authorization_digest,
 )
-from agentguard.network.launcher import ReferenceNetwork
 
-OWNER = DEV_ACCOUNTS[0]
-AGENT = DEV_ACCOUNTS[1]
-THIEF = DEV_ACCOUNTS[6].address
+from .redteam_vault import AGENT, THIEF, VaultBench, vault_bench
+
 AGENT_KEY = PrivateKey(bytes.fromhex(AGENT.private_key[2:]))
 VAULT_USDC = 100_000_000
 PER_TX = 5_000_000
@@ -58,74 +52,42 @@ def echo_initcode(word: bytes) -> bytes:
 
 @dataclass
 class Setup:
-    w3: Web3
-    usdc: Contract
-    vault: Contract
-    guard: Guard
+    bench: VaultBench
     echo: str
+
+    @property
+    def usdc(self) -> Contract:
+        return self.bench.usdc
+
+
+def caps_only(usdc: str) -> dict[str, Any]:
+    """5 USDC (or anything) per action, 12 USDC per day."""
+    return {
+        "max_per_tx": {"*": str(PER_TX)},
+        "window_caps": [{"asset": usdc, "window_seconds": 86400, "max_amount": str(PER_DAY)}],
+    }
 
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
-    with Anvil() as anvil, ReferenceNetwork(operators=3, threshold_percentage=66) as network:
-        w3 = Web3(Web3.HTTPProvider(anvil.url))
-        usdc = deploy(w3, "UsdCoin", sender=OWNER.address)
-        factory = deploy(w3, "AgentVaultFactory", sender=OWNER.address)
-        receipt = transact(
-            w3,
-            factory.functions.createVault(
-                OWNER.address,
-                AGENT.address,
-                network.operator_addresses,
-                2,
-                b"\x01" * 32,
-                b"\x09" * 32,
-            ),
-            sender=OWNER.address,
-        )
-        (event,) = factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
-        vault = w3.eth.contract(address=event["args"]["vault"], abi=load_artifact("AgentVault").abi)
-        # Caps only: 5 USDC (or anything) per action, 12 USDC per day.
-        params: dict[str, Any] = {
-            "max_per_tx": {"*": str(PER_TX)},
-            "window_caps": [
-                {"asset": usdc.address.lower(), "window_seconds": 86400, "max_amount": str(PER_DAY)}
-            ],
-        }
-        policy_id = network.register_policy_client(vault.address, "agent_spend", params)
-        transact(
-            w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address
-        )
-        transact(w3, usdc.functions.mint(vault.address, VAULT_USDC), sender=OWNER.address)
-        tx = w3.eth.send_transaction(
-            {
-                "from": THIEF,
-                "data": HexStr(
-                    "0x" + echo_initcode(usdc.functions.DOMAIN_SEPARATOR().call()).hex()
-                ),
-            }
-        )
-        echo = str(w3.eth.wait_for_transaction_receipt(tx)["contractAddress"])
-        guard = Guard.connect(
-            network.url,
-            policy_client=vault.address,
-            operators=network.operator_addresses,
-            api_key=network.api_key,
-        )
-        yield Setup(w3, usdc, vault, guard, echo)
+    with vault_bench(caps_only, usdc=VAULT_USDC) as bench:
+        initcode = echo_initcode(bench.usdc.functions.DOMAIN_SEPARATOR().call())
+        tx = bench.w3.eth.send_transaction({"from": THIEF, "data": HexStr("0x" + initcode.hex())})
+        echo = str(bench.w3.eth.wait_for_transaction_receipt(tx)["contractAddress"])
+        yield Setup(bench, echo)
 
 
 def _pay(s: Setup, *, valued_in: str, amount: int = PER_TX) -> Any:
     """Attest a payment in ``valued_in``, then settle it as a USDC authorization."""
     payment = PaymentIntent(
-        payer=s.vault.address, scheme="exact", network="eip155:8453",
+        payer=s.bench.vault.address, scheme="exact", network="eip155:8453",
         asset=valued_in, amount=amount, pay_to=THIEF,
     )  # fmt: skip
-    verified = s.guard.authorize(payment, wasm_args=payment.wasm_args())
+    verified = s.bench.guard.authorize(payment, wasm_args=payment.wasm_args())
     task_id = verified.attestation.task_id
     valid_before = int(time.time()) + 300
     digest = transfer_authorization_digest(
-        token=s.usdc.address, chain_id=8453, from_=s.vault.address, to=THIEF, value=amount,
+        token=s.usdc.address, chain_id=8453, from_=s.bench.vault.address, to=THIEF, value=amount,
         valid_after=0, valid_before=valid_before, nonce=task_id,
     )  # fmt: skip
     blob = payment_signature(
@@ -133,9 +95,9 @@ def _pay(s: Setup, *, valued_in: str, amount: int = PER_TX) -> Any:
         agent_signature=sign_attestation(AGENT_KEY, digest),
     )  # fmt: skip
     settle = s.usdc.get_function_by_signature(TWA_BYTES)(
-        s.vault.address, THIEF, amount, 0, valid_before, task_id, blob
+        s.bench.vault.address, THIEF, amount, 0, valid_before, task_id, blob
     )
-    return transact(s.w3, settle, sender=THIEF)
+    return transact(s.bench.w3, settle, sender=THIEF)
 
 
 def _usdc(s: Setup, who: str) -> int:
@@ -144,7 +106,7 @@ def _usdc(s: Setup, who: str) -> int:
 
 def test_the_echo_contract_really_claims_usdcs_domain(setup: Setup) -> None:
     """The attack's premise: ECHO's DOMAIN_SEPARATOR() is USDC's."""
-    echo = setup.w3.eth.contract(
+    echo = setup.bench.w3.eth.contract(
         address=Web3.to_checksum_address(setup.echo), abi=load_artifact("UsdCoin").abi
     )
     assert (
@@ -158,7 +120,7 @@ def test_a_payment_attested_in_another_token_cannot_move_usdc(setup: Setup) -> N
         with pytest.raises((ContractCustomError, ContractLogicError)):
             _pay(setup, valued_in=setup.echo)
     assert _usdc(setup, THIEF) == before
-    assert _usdc(setup, setup.vault.address) == VAULT_USDC
+    assert _usdc(setup, setup.bench.vault.address) == VAULT_USDC
 
 
 def test_control_the_same_payments_valued_in_usdc_stop_at_the_window_cap(setup: Setup) -> None:
