@@ -97,6 +97,16 @@ def test_an_asset_no_window_cap_names_is_left_to_max_per_tx() -> None:
     assert evaluate("agent_spend", eth(10**18), params).decision == "deny"
 
 
+def test_a_token_action_of_zero_on_an_unnamed_asset_is_denied() -> None:
+    """ERC-721 ``transferFrom``/``approve`` share ERC-20's selectors: id 0 reads as amount 0,
+    and any id as a small amount; an unnamed collection must not pass a window-caps-only policy."""
+    nft = "0x" + "ab" * 20
+    for amount in (0, 7):
+        result = evaluate("window_cap", erc20(amount, token=nft), EXAMPLE)
+        assert result.decision == "deny"
+        assert "no entry in window_caps" in result.reasons[0]
+
+
 def test_moving_nothing_of_an_unnamed_asset_is_no_spend() -> None:
     assert evaluate("window_cap", eth(0), EXAMPLE).decision == "allow"
 
