@@ -59,6 +59,14 @@ _MAX_NESTING = 16
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 _HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*\Z")
 _ARRAY_SUFFIX_RE = re.compile(r"(\s*\[[0-9]*\])*")
+_ALIASES = {
+    "uint": "uint256",
+    "int": "int256",
+    "ufixed": "ufixed128x18",
+    "fixed": "fixed128x18",
+    "byte": "bytes1",
+}
+_ALIAS_RE = re.compile(r"(uint|int|ufixed|fixed|byte)((?:\[[0-9]*\])*)")
 
 # x402 v1 network names we accept (v2 uses CAIP-2 ``eip155:<id>``).
 _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111}
@@ -105,7 +113,8 @@ def _canonical_type(param: str) -> str:
                 return f"({inner}){''.join(dims.group(0).split()) if dims else ''}"
         raise IntentError(f"unbalanced parentheses in {param!r}")
     kind = param.split()[0]
-    return {"uint": "uint256", "int": "int256"}.get(kind, kind)
+    alias = _ALIAS_RE.fullmatch(kind)  # Solidity's aliases, also as array elements
+    return _ALIASES[alias.group(1)] + alias.group(2) if alias else kind
 
 
 def canonical_signature(signature: str) -> str:

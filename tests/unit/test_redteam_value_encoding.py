@@ -154,3 +154,22 @@ def test_named_tuple_parameters_canonicalize_to_the_abi_type() -> None:
         from_=AGENT, to=PERMIT2, data=data, chain_id=8453, function_signature=named
     ).spend
     assert (spend.kind, spend.asset, spend.amount, spend.recipient) == ("approval", TOKEN, 5, THIEF)
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("f(uint[] xs)", "f(uint256[])"),
+        ("f(int[2][])", "f(int256[2][])"),
+        ("f(byte b)", "f(bytes1)"),
+        ("f(fixed,ufixed[])", "f(fixed128x18,ufixed128x18[])"),
+        (
+            "safeBatchTransferFrom(address,address,uint[],uint[],bytes)",
+            "safeBatchTransferFrom(address,address,uint256[],uint256[],bytes)",
+        ),
+    ],
+)
+def test_solidity_aliases_canonicalize_inside_arrays_too(written: str, canonical: str) -> None:
+    """``uint[]`` stayed ``uint[]``: a selector no contract has, and an ERC-1155 batch written
+    that way missed the valuation table (it was refused as unknown, but never valued)."""
+    assert canonical_signature(written) == canonical
