@@ -44,10 +44,6 @@ def setup() -> Iterator[VaultBench]:
         yield bench
 
 
-def _balance(s: VaultBench, who: str) -> int:
-    return int(s.usdc.functions.balanceOf(who).call())
-
-
 def _allowance(s: VaultBench) -> int:
     return int(s.usdc.functions.allowance(s.vault.address, THIEF).call())
 
@@ -58,7 +54,7 @@ def test_the_colliding_name_is_refused_before_anything_is_signed(setup: VaultBen
         setup.wallet.call(setup.usdc.address, COLLIDING, [THIEF, U256_MAX])
     assert spy.calls == []
     assert _allowance(setup) == 0
-    assert _balance(setup, setup.vault.address) == VAULT_USDC
+    assert setup.usdc_of(setup.vault.address) == VAULT_USDC
 
 
 def test_a_host_that_skips_the_sdk_gets_no_attestation_for_the_colliding_name(
@@ -102,7 +98,7 @@ def test_the_real_unlimited_approve_is_valued_at_max_and_denied_by_the_caps(
     assert str(U256_MAX) in str(denied.value)
     assert spy.calls == []
     assert _allowance(setup) == 0
-    assert _balance(setup, setup.vault.address) == VAULT_USDC
+    assert setup.usdc_of(setup.vault.address) == VAULT_USDC
 
 
 def test_an_unvalued_function_on_the_token_is_denied(setup: VaultBench) -> None:
