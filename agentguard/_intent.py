@@ -108,7 +108,6 @@ def _canonical_type(param: str) -> str:
             if depth == 0:
                 inner = ",".join(_canonical_type(p) for p in _split_top_level(param[1:i]))
                 # array dimensions stay; a parameter name after the tuple does not
-                # array dimensions stay; a parameter name after the tuple does not
                 dims = _ARRAY_SUFFIX_RE.match(param[i + 1 :])
                 return f"({inner}){''.join(dims.group(0).split()) if dims else ''}"
         raise IntentError(f"unbalanced parentheses in {param!r}")
