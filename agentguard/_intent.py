@@ -58,6 +58,15 @@ _MAX_SIGNATURE = 2048
 _MAX_NESTING = 16
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 _HEX_RE = re.compile(r"^0x([0-9a-fA-F]{2})*\Z")
+_ARRAY_SUFFIX_RE = re.compile(r"(\s*\[[0-9]*\])*")
+_ALIASES = {
+    "uint": "uint256",
+    "int": "int256",
+    "ufixed": "ufixed128x18",
+    "fixed": "fixed128x18",
+    "byte": "bytes1",
+}
+_ALIAS_RE = re.compile(r"(uint|int|ufixed|fixed|byte)((?:\[[0-9]*\])*)")
 
 # x402 v1 network names we accept (v2 uses CAIP-2 ``eip155:<id>``).
 _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111}
@@ -98,11 +107,13 @@ def _canonical_type(param: str) -> str:
             depth -= ch == ")"
             if depth == 0:
                 inner = ",".join(_canonical_type(p) for p in _split_top_level(param[1:i]))
-                suffix = param[i + 1 :].split()[0] if param[i + 1 :].strip() else ""
-                return f"({inner}){suffix}"
+                # array dimensions stay; a parameter name after the tuple does not
+                dims = _ARRAY_SUFFIX_RE.match(param[i + 1 :])
+                return f"({inner}){''.join(dims.group(0).split()) if dims else ''}"
         raise IntentError(f"unbalanced parentheses in {param!r}")
     kind = param.split()[0]
-    return {"uint": "uint256", "int": "int256"}.get(kind, kind)
+    alias = _ALIAS_RE.fullmatch(kind)  # Solidity's aliases, also as array elements
+    return _ALIASES[alias.group(1)] + alias.group(2) if alias else kind
 
 
 def canonical_signature(signature: str) -> str:

@@ -13,113 +13,52 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from web3 import Web3
-from web3.contract import Contract
-from web3.logs import DISCARD
 
-from agentguard import Guard, IntentError, PolicyDenied, Signer, TransactionIntent
+from agentguard import IntentError, PolicyDenied, TransactionIntent
 from agentguard._eip712 import keccak
-from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, load_artifact, transact
-from agentguard.ledger import Ledger, Limits, WindowCap
-from agentguard.network.launcher import ReferenceNetwork
 from agentguard.testing import SigningSpy
-from agentguard.wallet import GuardedWallet
 
-OWNER = DEV_ACCOUNTS[0]
-AGENT = DEV_ACCOUNTS[1]
-THIEF = DEV_ACCOUNTS[6].address
-PAYEE = DEV_ACCOUNTS[3].address
+from .redteam_vault import PAYEE, THIEF, VaultBench, vault_bench
+
 U256_MAX = (1 << 256) - 1
 VAULT_USDC = 100_000_000
 COLLIDING = "payb_9uByHa(address,uint256)"
 
 
-@dataclass
-class Setup:
-    w3: Web3
-    token: Contract
-    vault: Contract
-    wallet: GuardedWallet
-    network: ReferenceNetwork
+def caps_and_contracts(usdc: str) -> dict[str, Any]:
+    """The attacker's policy of the issue: caps and a contract allowlist, nothing else."""
+    return {
+        "max_per_tx": {usdc: "5000000"},
+        "window_caps": [{"asset": usdc, "window_seconds": 86400, "max_amount": "12000000"}],
+        "allowed_contracts": [usdc],
+    }
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[Setup]:
-    with Anvil() as anvil, ReferenceNetwork(operators=3, threshold_percentage=66) as network:
-        assert anvil.chain_id == 8453
-        w3 = Web3(Web3.HTTPProvider(anvil.url))
-        token = deploy(w3, "UsdCoin", sender=OWNER.address)
-        factory = deploy(w3, "AgentVaultFactory", sender=OWNER.address)
-        receipt = transact(
-            w3,
-            factory.functions.createVault(
-                OWNER.address,
-                AGENT.address,
-                network.operator_addresses,
-                2,
-                b"\x01" * 32,
-                b"\x07" * 32,
-            ),
-            sender=OWNER.address,
-        )
-        (event,) = factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
-        vault = w3.eth.contract(address=event["args"]["vault"], abi=load_artifact("AgentVault").abi)
-        # The attacker's policy of the issue: caps and a contract allowlist, nothing else.
-        params: dict[str, Any] = {
-            "max_per_tx": {token.address.lower(): "5000000"},
-            "window_caps": [
-                {"asset": token.address.lower(), "window_seconds": 86400, "max_amount": "12000000"}
-            ],
-            "allowed_contracts": [token.address],
-        }
-        policy_id = network.register_policy_client(vault.address, "agent_spend", params)
-        transact(
-            w3, vault.functions.setPolicyId(bytes.fromhex(policy_id[2:])), sender=OWNER.address
-        )
-        transact(w3, token.functions.mint(vault.address, VAULT_USDC), sender=OWNER.address)
-        guard = Guard.connect(
-            network.url,
-            policy_client=vault.address,
-            operators=network.operator_addresses,
-            api_key=network.api_key,
-            policy_id=network.policy_clients[vault.address],
-        )
-        wallet = GuardedWallet(
-            signer=Signer.from_key(AGENT.private_key),
-            guard=guard,
-            web3=w3,
-            ledger=Ledger(),
-            # Local limits wide open: the point here is what the operators value and deny.
-            limits=Limits(windows=[WindowCap(token.address, 86400, (1 << 256) - 1)]),
-            vault=vault.address,
-        )
-        yield Setup(w3, token, vault, wallet, network)
+def setup() -> Iterator[VaultBench]:
+    with vault_bench(caps_and_contracts, usdc=VAULT_USDC) as bench:
+        yield bench
 
 
-def _balance(s: Setup, who: str) -> int:
-    return int(s.token.functions.balanceOf(who).call())
+def _allowance(s: VaultBench) -> int:
+    return int(s.usdc.functions.allowance(s.vault.address, THIEF).call())
 
 
-def _allowance(s: Setup) -> int:
-    return int(s.token.functions.allowance(s.vault.address, THIEF).call())
-
-
-def test_the_colliding_name_is_refused_before_anything_is_signed(setup: Setup) -> None:
+def test_the_colliding_name_is_refused_before_anything_is_signed(setup: VaultBench) -> None:
     assert keccak(COLLIDING.encode())[:4] == keccak(b"approve(address,uint256)")[:4]
     with SigningSpy() as spy, pytest.raises(IntentError, match="approve"):
-        setup.wallet.call(setup.token.address, COLLIDING, [THIEF, U256_MAX])
+        setup.wallet.call(setup.usdc.address, COLLIDING, [THIEF, U256_MAX])
     assert spy.calls == []
     assert _allowance(setup) == 0
-    assert _balance(setup, setup.vault.address) == VAULT_USDC
+    assert setup.usdc_of(setup.vault.address) == VAULT_USDC
 
 
 def test_a_host_that_skips_the_sdk_gets_no_attestation_for_the_colliding_name(
-    setup: Setup,
+    setup: VaultBench,
 ) -> None:
     """The gateway and every operator parse the wire intent with the same code."""
     data = keccak(b"approve(address,uint256)")[:4] + bytes.fromhex(
@@ -127,7 +66,7 @@ def test_a_host_that_skips_the_sdk_gets_no_attestation_for_the_colliding_name(
     )
     wire = {
         "from": setup.vault.address,
-        "to": setup.token.address,
+        "to": setup.usdc.address,
         "value": "0x0",
         "data": "0x" + data.hex(),
         "chain_id": "0x2105",
@@ -151,23 +90,25 @@ def test_a_host_that_skips_the_sdk_gets_no_attestation_for_the_colliding_name(
         TransactionIntent.from_wire(wire)
 
 
-def test_the_real_unlimited_approve_is_valued_at_max_and_denied_by_the_caps(setup: Setup) -> None:
+def test_the_real_unlimited_approve_is_valued_at_max_and_denied_by_the_caps(
+    setup: VaultBench,
+) -> None:
     with SigningSpy() as spy, pytest.raises(PolicyDenied) as denied:
-        setup.wallet.call(setup.token.address, "approve(address,uint256)", [THIEF, U256_MAX])
+        setup.wallet.call(setup.usdc.address, "approve(address,uint256)", [THIEF, U256_MAX])
     assert str(U256_MAX) in str(denied.value)
     assert spy.calls == []
     assert _allowance(setup) == 0
-    assert _balance(setup, setup.vault.address) == VAULT_USDC
+    assert setup.usdc_of(setup.vault.address) == VAULT_USDC
 
 
-def test_an_unvalued_function_on_the_token_is_denied(setup: Setup) -> None:
+def test_an_unvalued_function_on_the_token_is_denied(setup: VaultBench) -> None:
     """``mint`` is outside the table: caps cannot see what it moves, so the policy refuses."""
     with SigningSpy() as spy, pytest.raises(PolicyDenied, match="not one agentguard can value"):
-        setup.wallet.call(setup.token.address, "mint(address,uint256)", [THIEF, 10**12])
+        setup.wallet.call(setup.usdc.address, "mint(address,uint256)", [THIEF, 10**12])
     assert spy.calls == []
 
 
-def test_an_approval_within_the_caps_still_executes_from_the_vault(setup: Setup) -> None:
+def test_an_approval_within_the_caps_still_executes_from_the_vault(setup: VaultBench) -> None:
     """Control: the same path allows and executes what the caps allow."""
-    setup.wallet.call(setup.token.address, "approve(address,uint256)", [PAYEE, 1_000_000])
-    assert int(setup.token.functions.allowance(setup.vault.address, PAYEE).call()) == 1_000_000
+    setup.wallet.call(setup.usdc.address, "approve(address,uint256)", [PAYEE, 1_000_000])
+    assert int(setup.usdc.functions.allowance(setup.vault.address, PAYEE).call()) == 1_000_000

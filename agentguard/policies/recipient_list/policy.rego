@@ -3,7 +3,8 @@
 # it from the calldata (data.wasm.spend.recipient: payTo of a payment or token transfer, the
 # spender of an approval or permit, `to` of an ETH transfer); a function agentguard cannot value
 # has no known recipient and is denied unless allowed_functions lists it;
-# allowed_contracts / denied_contracts apply to input.to when the action calls a contract.
+# allowed_contracts / denied_contracts apply to input.to when the action calls a contract (calldata,
+# or 0 wei without calldata, which can only run the target's receive/fallback code).
 # Addresses compare case-insensitively.
 package agentguard.recipient_list
 
@@ -76,6 +77,13 @@ recipient := lower(data.wasm.spend.recipient)
 contract := lower(input.to)
 
 contract_call if input.data != "0x"
+
+# 0 wei without calldata moves nothing: it can only matter as a call that runs the target's
+# receive/fallback code as the wallet, so the contract lists judge its target.
+contract_call if {
+	input.data == "0x"
+	input.value == "0"
+}
 
 # A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
 # "unknown_call") may move anything; only its ETH value is known. It passes only if

@@ -83,6 +83,23 @@ def test_contract_lists_do_not_apply_to_plain_transfers() -> None:
     assert evaluate("recipient_list", eth(1), {"denied_contracts": [PAYEE]}).decision == "allow"
 
 
+def test_a_call_of_nothing_to_an_unlisted_contract_is_denied() -> None:
+    """Red team: 0 wei without calldata passed every cap (it moves nothing) and, being no
+    contract call, allowed_contracts too, while it runs any contract's receive/fallback code
+    as the wallet."""
+    other = "0x" + "9" * 40
+    result = evaluate("recipient_list", eth(0, to=other), {"allowed_contracts": [ROUTER]})
+    assert result.reasons == (f"contract {other} is not in allowed_contracts",)
+    assert (
+        evaluate("recipient_list", eth(0, to=ROUTER), {"allowed_contracts": [ROUTER]}).decision
+        == "allow"
+    )
+    assert (
+        evaluate("recipient_list", eth(1, to=other), {"allowed_contracts": [ROUTER]}).decision
+        == "allow"
+    )
+
+
 def test_missing_recipient_is_denied() -> None:
     intent = erc20(5)
     wasm = wasm_for(intent)

@@ -1,4 +1,5 @@
 # Rolling-window caps per asset: data.params.window_caps = [{asset, window_seconds, max_amount}].
+# An asset with no entry may not move unless data.params.max_per_tx is configured to judge it.
 # The gateway precomputes data.wasm.history["<window>"].projected[asset] (attested, unreleased
 # spend in the window plus this action), so the policy never adds amounts.
 package agentguard.window_cap
@@ -48,7 +49,24 @@ violations contains msg if {
 	])
 }
 
+# An asset no window cap names would move without limit: denied, unless max_per_tx is configured
+# to judge it (tx_cap then denies an asset it has no entry for). So every asset that moves is
+# capped by something; a window cap on USDC alone no longer lets the vault's ETH leave.
+violations contains msg if {
+	data.params.window_caps
+	not data.params.max_per_tx
+	valid_spend
+	count(applicable) == 0
+	moves_value
+	msg := concat("", ["asset ", asset, " has no entry in window_caps (and no max_per_tx caps it); denied"])
+}
+
 asset := lower(data.wasm.spend.asset)
+
+# A token action moves value even at amount 0 (an ERC-721 id 0 reads as amount 0).
+moves_value if data.wasm.spend.amount != "0"
+
+moves_value if data.wasm.spend.kind in {"transfer", "approval", "nft"}
 
 # Only caps on the asset this action moves: it cannot raise the total of any other asset.
 applicable contains {"window": format_int(c.window_seconds, 10), "max_amount": c.max_amount} if {

@@ -81,9 +81,34 @@ def test_every_exceeded_window_is_named() -> None:
     ]
 
 
-def test_caps_on_other_assets_do_not_apply() -> None:
-    intent = eth(10**18)
-    assert evaluate("window_cap", intent, EXAMPLE).decision == "allow"
+def test_an_asset_no_window_cap_names_is_denied() -> None:
+    """Red team: before, a window cap on USDC alone let the vault's ETH leave without limit."""
+    result = evaluate("window_cap", eth(10**18), EXAMPLE)
+    assert result.reasons == (
+        "asset 0x0000000000000000000000000000000000000000 has no entry in window_caps "
+        "(and no max_per_tx caps it); denied",
+    )
+
+
+def test_an_asset_no_window_cap_names_is_left_to_max_per_tx() -> None:
+    """With max_per_tx configured, tx_cap judges the asset (and denies it without an entry)."""
+    params = {**EXAMPLE, "max_per_tx": {"*": "1"}}
+    assert evaluate("window_cap", eth(10**18), params, check_schema=False).decision == "allow"
+    assert evaluate("agent_spend", eth(10**18), params).decision == "deny"
+
+
+def test_a_token_action_of_zero_on_an_unnamed_asset_is_denied() -> None:
+    """ERC-721 ``transferFrom``/``approve`` share ERC-20's selectors: id 0 reads as amount 0,
+    and any id as a small amount; an unnamed collection must not pass a window-caps-only policy."""
+    nft = "0x" + "ab" * 20
+    for amount in (0, 7):
+        result = evaluate("window_cap", erc20(amount, token=nft), EXAMPLE)
+        assert result.decision == "deny"
+        assert "no entry in window_caps" in result.reasons[0]
+
+
+def test_moving_nothing_of_an_unnamed_asset_is_no_spend() -> None:
+    assert evaluate("window_cap", eth(0), EXAMPLE).decision == "allow"
 
 
 def test_missing_history_for_a_window_is_denied() -> None:
