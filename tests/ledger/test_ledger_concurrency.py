@@ -21,9 +21,12 @@ BIG = 2**70  # amounts past 2^64 under contention too
 CAP = 1500 * BIG + 1
 
 
-def grab(ledger: Ledger, name: str, amounts: list[int], limits: Limits) -> list[int]:
+def grab(
+    ledger: Ledger, name: str, amounts: list[int], limits: Limits, pause: float = 0.0
+) -> list[int]:
     """Reserve each amount once, then fill the rest greedily (halving the amount on each
-    refusal) until even 1 unit is refused; return what was granted."""
+    refusal) until even 1 unit is refused; return what was granted. ``pause`` after each grant
+    keeps one process from taking the whole budget before the others are scheduled."""
     granted: list[int] = []
     fill = max(amounts)
     for i in range(100_000):
@@ -43,6 +46,7 @@ def grab(ledger: Ledger, name: str, amounts: list[int], limits: Limits) -> list[
                 fill //= 2
         else:
             granted.append(amount)
+            time.sleep(pause)
     raise AssertionError("never filled the budget")
 
 
@@ -111,7 +115,7 @@ limits = Limits(windows=[WindowCap(USDC, 3600, CAP)])
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.001)
-granted = grab(ledger, name, [BIG * 3, BIG * 5, BIG * 11] * 120, limits)
+granted = grab(ledger, name, [BIG * 3, BIG * 5, BIG * 11] * 120, limits, pause=0.002)
 print(json.dumps([str(a) for a in granted]))
 """
 
