@@ -27,13 +27,11 @@ if TYPE_CHECKING:
     from agentguard._signer import Signer
     from agentguard.ledger import Ledger, Limits
     from agentguard.pipeline import AuditSink
+    from agentguard.policies import Policy
     from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
     from agentguard.x402 import Allowances, X402Auth
 
 __all__ = ["AsyncGuard", "Guard"]
-
-if TYPE_CHECKING:
-    from agentguard.policies import Policy
 
 log = get_logger("agentguard.guard")
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
