@@ -325,7 +325,7 @@ class X402Auth(httpx.Auth):
         self, request: httpx.Request, signed: Signed, flight: InFlight, fingerprint: str
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer)
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url))
         request.headers.pop(UPTO_SESSION, None)
         request.headers[payment.header] = payment.value
         request.extensions[PAYMENT_EXTENSION] = paid

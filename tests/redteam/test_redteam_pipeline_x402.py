@@ -1,0 +1,86 @@
+"""Red team: a hostile x402 server against the paid-request flow (real reference network,
+real ledger, scripted server on httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from agentguard import Signer
+from agentguard._exceptions import PaymentOutcomeUnknown, PaymentRequiredError
+from agentguard.ledger import Ledger
+from agentguard.x402 import X402Auth
+from agentguard.x402._wire import parse_settlement, parse_v1_body, parse_v2_header
+from tests.x402.conftest import ALLOWANCES
+from tests.x402.fakes import TOKEN, FakeServer
+
+URL = "http://shop.test/paid"
+EVIL = "http://evil.test/steal"
+
+
+class RedirectingServer(FakeServer):
+    """Takes the payment, then answers 307 to another host, which answers 200 with a receipt."""
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "evil.test":
+            self.requests.append(request)
+            return self.ok(None)
+        paid = request.headers.get("PAYMENT-SIGNATURE") is not None
+        response = super().handle(request)
+        if paid:
+            return httpx.Response(307, headers={"Location": EVIL})
+        return response
+
+
+def _leaked(server: RedirectingServer) -> list[httpx.Request]:
+    return [
+        r for r in server.requests
+        if r.url.host == "evil.test" and "PAYMENT-SIGNATURE" in r.headers
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["auth.client", "httpx.Client"])
+def test_a_redirect_after_paying_neither_leaks_nor_settles_the_payment(
+    signer: Signer, guard, ledger: Ledger, wrapped: bool
+) -> None:
+    """Before: with ``follow_redirects=True`` httpx rebuilt the paid request for the
+    ``Location`` host with every header but ``Authorization``: another host received the
+    signed PAYMENT-SIGNATURE, and its 200 committed the payment as settled. Now
+    ``auth.client()`` refuses to carry a payment to another URL, and either client reports
+    the outcome as unknown (the payment stays counted)."""
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    server = RedirectingServer()
+    options = {"transport": server.transport(), "follow_redirects": True}
+    http = auth.client(**options) if wrapped else httpx.Client(auth=auth, **options)  # type: ignore[arg-type]
+    with http, pytest.raises(PaymentOutcomeUnknown) as caught:
+        http.get(URL)
+    if wrapped:
+        assert _leaked(server) == []
+    assert len(server.payments) == 1
+    held = ledger.get(caught.value.reservation_id or "")
+    assert held.state == "signed"  # not committed as settled, not released: still counted
+    assert ledger.usage(auth._agent, 3600).spent[TOKEN.lower()] == 10_000
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_hostile_json_in_x402_headers_is_refused_typed() -> None:
+    """Deep nesting, duplicate keys, NaN/huge numbers in a 402 document or a settlement
+    receipt: each is a typed refusal (or no receipt), never a RecursionError or a value one
+    parser reads and another does not. Before: duplicate keys were read last-wins
+    (``{"success": true, ..., "success": false}``)."""
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(PaymentRequiredError):
+        parse_v1_body(deep)
+    with pytest.raises(PaymentRequiredError):
+        parse_v2_header(_b64(b'{"x402Version":2,' * 1 + b'"x402Version":2,"accepts":[]}'))
+    twice = b'{"success":true,"transaction":"0x1","network":"base","success":false}'
+    assert parse_settlement(_b64(twice)) is None
+    huge = b'{"success":true,"transaction":"0x1","network":"base","amount":1e400}'
+    assert parse_settlement(_b64(huge)) is None
+    nan = b'{"success":true,"transaction":"0x1","network":"base","amount":NaN}'
+    assert parse_settlement(_b64(nan)) is None
