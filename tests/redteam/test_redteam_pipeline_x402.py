@@ -14,7 +14,7 @@ from agentguard.ledger import Ledger
 from agentguard.x402 import X402Auth
 from agentguard.x402._wire import parse_settlement, parse_v1_body, parse_v2_header
 from tests.x402.conftest import ALLOWANCES
-from tests.x402.fakes import TOKEN, FakeServer
+from tests.x402.fakes import TOKEN, FakeServer, upto_requirement
 
 URL = "http://shop.test/paid"
 EVIL = "http://evil.test/steal"
@@ -84,3 +84,39 @@ def test_hostile_json_in_x402_headers_is_refused_typed() -> None:
     assert parse_settlement(_b64(huge)) is None
     nan = b'{"success":true,"transaction":"0x1","network":"base","amount":NaN}'
     assert parse_settlement(_b64(nan)) is None
+
+
+class SessionRedirector(FakeServer):
+    """Opens an upto session, then answers a request carrying it with 307 to another host."""
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "evil.test":
+            self.requests.append(request)
+            return httpx.Response(200, json={"stolen": request.headers.get("X-Upto-Session")})
+        if request.headers.get("X-Upto-Session") == self.session:
+            return httpx.Response(307, headers={"Location": EVIL})
+        return super().handle(request)
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["auth.client", "httpx.Client"])
+def test_an_upto_session_token_is_not_carried_to_a_redirects_host(
+    signer: Signer, guard, ledger: Ledger, wrapped: bool
+) -> None:
+    """The X-Upto-Session id is a bearer credential: whoever holds it can charge the agent's
+    signed Permit2 maximum at the payee. Before: a request carrying it, answered with a 307
+    to another host, was re-sent there with the header (httpx keeps every header but
+    Authorization), and the session stayed in use. Now ``auth.client()`` strips it from a
+    request to another URL, and any client ends a session whose request was redirected."""
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    server = SessionRedirector(accepts=[upto_requirement("100000")], session="sess-r", charge=1)
+    options = {"transport": server.transport(), "follow_redirects": True}
+    http = auth.client(**options) if wrapped else httpx.Client(auth=auth, **options)  # type: ignore[arg-type]
+    with http:
+        assert http.post(URL).status_code == 200  # pays, opens the session
+        assert auth.sessions
+        http.post(URL)  # carries the session; redirected
+    stolen = [r for r in server.requests if r.url.host == "evil.test"]
+    if wrapped:
+        assert stolen and all("X-Upto-Session" not in r.headers for r in stolen)
+    assert auth.sessions == {}
+    assert len(server.payments) == 1
