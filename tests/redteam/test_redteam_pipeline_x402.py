@@ -120,3 +120,17 @@ def test_an_upto_session_token_is_not_carried_to_a_redirects_host(
         assert stolen and all("X-Upto-Session" not in r.headers for r in stolen)
     assert auth.sessions == {}
     assert len(server.payments) == 1
+
+
+async def test_async_client_refuses_to_carry_a_payment_through_a_redirect(
+    signer: Signer, guard, ledger: Ledger
+) -> None:
+    """The same attack through ``auth.async_client(follow_redirects=True)`` (the async
+    transport and the async runner): the other host never sees the payment header."""
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    server = RedirectingServer()
+    async with auth.async_client(transport=server.async_transport(), follow_redirects=True) as http:
+        with pytest.raises(PaymentOutcomeUnknown) as caught:
+            await http.get(URL)
+    assert _leaked(server) == [] and len(server.payments) == 1
+    assert ledger.get(caught.value.reservation_id or "").state == "signed"
