@@ -11,9 +11,9 @@ refusal returns ``AbortResult`` and nothing is signed. Because x402's own signer
 pipeline's port here signs nothing: the payment is recorded as delegated (``payment_delegated``)
 and its reservation keeps counting the full amount (the hook never learns its nonce, so no
 resolver can give it back), and the attestation's signing ticket is used up, so no agentguard
-``Signer`` can sign a second payment under it. Unlike ``X402Auth`` it cannot bind the signature to the
-attestation or guarantee one payment per request; use ``X402Auth`` for those. This module
-needs the ``x402`` package; nothing else in agentguard imports it.
+``Signer`` can sign a second payment under it. Unlike ``X402Auth`` it cannot bind the
+signature to the attestation or guarantee one payment per request; use ``X402Auth`` for those.
+This module needs the ``x402`` package; nothing else in agentguard imports it.
 """
 
 from __future__ import annotations
