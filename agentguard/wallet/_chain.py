@@ -217,7 +217,7 @@ class ChainPort:
         blocks; a node without it raises, and the reservation stays counted."""
         eth, me = self._w3.eth, self._signer.checksum_address
         hi = int(eth.block_number)
-        lo = self._first_block_after(since - _CLOCK_SKEW, hi)
+        lo = max(self._first_block_after(since - _CLOCK_SKEW, hi) - 1, 0)
         if int(eth.get_transaction_count(me, lo)) > nonce:
             lo = 0  # used already before ``since``: search the whole chain
         if int(eth.get_transaction_count(me, hi)) <= nonce:
