@@ -271,7 +271,8 @@ class Signer:
         ``PermitWitnessTransferFrom`` (scheme ``upto``, whose spender must be one of
         ``permit2_spenders``: a Permit2 spender chooses where the funds go); refuses anything
         whose token, payee, amount, payer or chain differs from the attested ``PaymentIntent``,
-        a payment attested for another payer than this key, and an authorization valid beyond
+        a payment attested for another payer than this key, any shape but the canonical
+        EIP-3009 / Permit2 one (types, domain), and an authorization valid beyond
         the attestation's expiry (``validBefore`` / ``deadline``) or only from the future
         (``validAfter``).
         """
@@ -289,6 +290,7 @@ class Signer:
         typed = _typed(typed_data)
         mismatches = payment_mismatches(intent, typed)
         mismatches += self._window_mismatches(typed, ticket)
+        mismatches += _shape_mismatches(typed)
         spender = _mapping(typed.get("message")).get("spender")
         if typed.get("primaryType") == "PermitWitnessTransferFrom" and not any(
             _same(spender, trusted) for trusted in permit2_spenders
@@ -300,9 +302,9 @@ class Signer:
                 + ", ".join(mismatches)
             )
         digest = eip3009_digest(typed)
-        if digest is not None:  # the common x402 ``exact`` shape: hand-written encoder
+        if digest is not None:  # x402 ``exact``: hand-written encoder
             return sign_typed_digest(self._key, digest)
-        try:
+        try:  # x402 ``upto``: Permit2, in the canonical shape checked above
             signed = self._account.sign_typed_data(full_message=typed)
         except Exception as exc:
             raise IntentMismatch(
@@ -389,6 +391,32 @@ class Signer:
                 f"{ticket.expires_at})"
             )
         return wrong
+
+
+def _shape_mismatches(typed: dict[str, Any]) -> list[str]:
+    """Only the canonical shapes are signed: EIP-3009 exactly as tokens hash it, Permit2 with
+    x402's upto witness under Permit2's own domain. Any other ``types`` or domain (a salt, a
+    look-alike verifying contract, an extra field) makes a signature some other contract may
+    accept, for something no attestation covered."""
+    from agentguard.x402.upto.client import _TYPES as UPTO_TYPES
+    from agentguard.x402.upto.client import PERMIT2
+
+    primary = typed.get("primaryType")
+    if primary == "TransferWithAuthorization" and eip3009_digest(typed) is None:
+        return ["types or domain (not the canonical EIP-3009 authorization)"]
+    if primary == "PermitWitnessTransferFrom":
+        domain = _mapping(typed.get("domain"))
+        wrong = []
+        if typed.get("types") != UPTO_TYPES:
+            wrong.append("types (not x402's upto Permit2 witness)")
+        if (
+            set(domain) != {"name", "chainId", "verifyingContract"}
+            or domain.get("name") != "Permit2"
+            or not _same(domain.get("verifyingContract"), PERMIT2)
+        ):
+            wrong.append(f"domain (not Permit2 at {PERMIT2})")
+        return wrong
+    return []
 
 
 def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:

@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from agentguard._exceptions import AgentGuardError, FeeCapExceeded, LedgerError
+from agentguard._exceptions import (
+    AgentGuardError,
+    AttestationReplayed,
+    FeeCapExceeded,
+    IntentMismatch,
+    LedgerError,
+    VerificationError,
+)
+from agentguard._tickets import fresh_intent
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits, Reservation
 from agentguard.pipeline._outcomes import (
@@ -85,7 +93,12 @@ def _why(exc: BaseException) -> str:
 
 
 def guarded(action: Action) -> Flow[Settled]:
-    """The whole sequence for one action; returns ``Settled`` or raises the typed refusal."""
+    """The whole sequence for one action; returns ``Settled`` or raises the typed refusal.
+
+    The flow works on its own copy of the intent, taken before the first step: what is held,
+    authorized and checked against the attestation is one value the caller can no longer edit.
+    """
+    action = replace(action, intent=fresh_intent(action.intent))
     hold = yield from _hold(action)
     verified = yield from _authorize(action, hold)
     task = verified.task_id
@@ -149,6 +162,7 @@ def _hold(action: Action) -> Flow[Reservation]:
 def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
     try:
         verified: VerifiedAttestation = yield Authorize(action.intent, action.wasm_args)
+        _same_intent(verified, action)
     except Exception as exc:
         yield Release(hold.id, f"not authorized: {_why(exc)}"[:1000])
         yield Audit("denied", {**_refusal(action, exc), "released": hold.id})
@@ -167,6 +181,24 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
     return verified
 
 
+def _same_intent(verified: object, action: Action) -> None:
+    """What the guard answered is a verified attestation for exactly this action's intent (a
+    guard subclass or stand-in could answer with one for another, larger action)."""
+    if type(verified) is not VerifiedAttestation:
+        raise VerificationError(
+            f"the guard answered with a {type(verified).__name__}, not a VerifiedAttestation"
+        )
+    want = action.intent.intent_hash
+    if (
+        fresh_intent(verified.intent).intent_hash != want
+        or verified.attestation.intent_hash != want
+    ):
+        raise IntentMismatch(
+            f"the guard answered with attestation {verified.task_id} for another intent than "
+            f"the action's ({'0x' + want.hex()}); nothing was signed"
+        )
+
+
 def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:
     return {
         "rail": action.rail,
@@ -177,11 +209,14 @@ def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:
 
 
 def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseException) -> Flow[None]:
-    """Nothing was signed that left the process: give every hold back, here and remotely."""
+    """Nothing was signed that left the process: give every hold back, here and remotely —
+    unless the attestation was already used for a signature elsewhere (a guard that handed it
+    to two runs): the network must keep counting that one."""
     reason = f"not signed: {_why(exc)}"[:1000]
     for held in holds:
         yield Release(held.id, reason)
-    yield GatewayRelease(task)
+    if not isinstance(exc, AttestationReplayed):
+        yield GatewayRelease(task)
     yield Audit(
         "refused" if isinstance(exc, LedgerError | FeeCapExceeded) else "released",
         {

@@ -7,12 +7,15 @@ whose answers can be lost, late or false:
   transaction (and a retry then answers "already known" or "nonce too low"). Unless the node
   then shows the transaction, the outcome is unknown and stays counted;
 * a receipt lookup that raises is not a missing receipt: recovery answers ``unknown``, never
-  "can never land"; only a used nonce with no receipt for this hash proves that.
+  "can never land"; only another transaction found in a block under this nonce proves that
+  ("nonce used, no receipt" alone is a node's word, and a lagging node says it of one that
+  landed).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -39,6 +42,9 @@ from agentguard.wallet._nonce import Lease, NonceManager
 from agentguard.wallet._revert import decode_revert, revert_data
 
 __all__ = ["FEE_SUFFIX", "ChainPort"]
+
+_CLOCK_SKEW = 600
+"""Seconds a block's timestamp may trail the ledger's clock when recovery searches blocks."""
 
 FEE_SUFFIX = ":fee"
 """The pipeline keys a fee hold ``<reservation>:fee``; recovery settles it by the same tx."""
@@ -188,12 +194,60 @@ class ChainPort:
         verdict = self._receipt_verdict(tx_hash, fee)
         if verdict is not None:
             return verdict
+        nonce = int(nonce_text)
         mined = int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "latest"))
-        if mined <= int(nonce_text):
+        if mined <= nonce:
             return "unknown"
         # The nonce is used. Ask for the receipt again: it may have been mined in between.
         verdict = self._receipt_verdict(tx_hash, fee)
-        return "released" if verdict is None else verdict
+        if verdict is not None:
+            return verdict
+        # "Nonce used, no receipt" is only a node's word (a lagging or lying one says it of a
+        # transaction that landed). Proof is the transaction that used the nonce, found in
+        # its block: another one releases, ours counts.
+        found = self._hash_at_nonce(nonce, reservation.created_at)
+        if found is None:
+            return "unknown"
+        return "committed" if found == tx_hash.lower() else "released"
+
+    def _hash_at_nonce(self, nonce: int, since: float) -> str | None:
+        """The hash of the mined transaction from this key with ``nonce``, found by bisecting
+        the account's nonce over blocks (from about ``since``), or ``None`` if the node's
+        blocks do not show one (then nothing is proven). Needs the node's state at those
+        blocks; a node without it raises, and the reservation stays counted."""
+        eth, me = self._w3.eth, self._signer.checksum_address
+        hi = int(eth.block_number)
+        lo = max(self._first_block_after(since - _CLOCK_SKEW, hi) - 1, 0)
+        if int(eth.get_transaction_count(me, lo)) > nonce:
+            lo = 0  # used already before ``since``: search the whole chain
+        if int(eth.get_transaction_count(me, hi)) <= nonce:
+            return None
+        while lo < hi:  # the first block after which the account's nonce exceeds ``nonce``
+            mid = (lo + hi) // 2
+            if int(eth.get_transaction_count(me, mid)) > nonce:
+                hi = mid
+            else:
+                lo = mid + 1
+        block = eth.get_block(hi, full_transactions=True)
+        for tx in block["transactions"]:
+            if not isinstance(tx, Mapping):
+                continue
+            if str(tx["from"]).lower() == me.lower() and int(tx["nonce"]) == nonce:
+                found = "0x" + bytes(tx["hash"]).hex()
+                receipt = eth.get_transaction_receipt(HexStr(found))  # the block's own record
+                return found if int(receipt["blockNumber"]) == hi else None
+        return None
+
+    def _first_block_after(self, timestamp: float, latest: int) -> int:
+        """The first block at or after ``timestamp`` (headers only), ``latest`` if none."""
+        lo, hi = 0, latest
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if int(self._w3.eth.get_block(mid)["timestamp"]) >= timestamp:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def _receipt_verdict(self, tx_hash: str, fee: bool) -> Verdict | None:
         try:

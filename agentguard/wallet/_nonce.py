@@ -1,7 +1,8 @@
 """Nonces that survive concurrent sends: one lock from allocation to broadcast.
 
 The pipeline prepares (allocates), signs, records and sends in separate steps, so the lock is
-held by a ``Lease`` across them and released by exactly one ``done``. The chain's pending count
+held by a ``Lease`` across them and released by exactly one ``done`` (or, if an interrupt lost
+the lease before anyone could call it, when the lease is dropped). The chain's pending count
 is read once and then tracked locally; a lease that did not end in a clean broadcast drops the
 local view, so the next send re-reads the chain instead of leaving a gap or reusing a nonce the
 node may already hold.
@@ -30,6 +31,13 @@ class Lease:
             return
         self._open = False
         self._manager._finish(self.nonce + 1 if broadcast else None)
+
+    def __del__(self) -> None:
+        # Dropped without ``done``: an interrupt (Ctrl-C, a cancellation) landed between the
+        # allocation and the runner taking note of it. Nothing was broadcast under it that the
+        # node confirmed, so give the lock back rather than stall every later send forever.
+        if getattr(self, "_open", False):
+            self.done(broadcast=False)
 
 
 class NonceManager:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from agentguard._exceptions import PaymentRejected, PaymentRequiredError
+from agentguard._exceptions import PaymentOutcomeUnknown, PaymentRejected, PaymentRequiredError
 from agentguard.pipeline import Landed, Outcome, StillCounted
 from agentguard.x402._payment import Payment
 from agentguard.x402._receipt import RECEIPT_EXTENSION, Receipt
@@ -35,6 +35,7 @@ __all__ = [
     "SessionOpened",
     "attach",
     "outcome",
+    "redirected",
     "reported_charge",
     "settlement_of",
     "text",
@@ -54,6 +55,7 @@ class Paid:
     payment: Payment
     reservation_id: str
     payer: str
+    url: str  # the only URL the payment may be sent to (never a redirect's ``Location``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +128,35 @@ def _seen(settlement: Settlement | None, status: int) -> dict[str, Any]:
     return seen
 
 
+def redirected(request: httpx.Request, paid: Paid, where: str) -> PaymentOutcomeUnknown:
+    """A paid request answered with a redirect: the payment went out, the answer is not the
+    payee's (a client following redirects would carry the payment header to ``where``)."""
+    req = paid.payment.requirement
+    return PaymentOutcomeUnknown(
+        f"{request.method} {paid.url} took a signed payment of {req.amount} {req.asset} to "
+        f"{req.pay_to} and answered with a redirect to {where[:200]}; the payment is not "
+        "carried to another URL and its outcome is unknown",
+        reference=paid.payment.reference,
+        reservation_id=paid.reservation_id,
+        payment_id=paid.payment.payment_id,
+    )
+
+
 def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:
     """The outcome of a paid request (a 402's body must have been read)."""
     req = paid.payment.requirement
+    carried = [
+        r for r in (*response.history, response)
+        if r.request.headers.get(paid.payment.header) == paid.payment.value
+    ]  # fmt: skip
+    if any(r.has_redirect_location or str(r.request.url) != paid.url for r in carried):
+        error = redirected(request, paid, str(response.request.url))
+        return StillCounted(
+            "outcome_unknown",
+            "the paid request was redirected",
+            error=error,
+            record={"status": response.status_code, "redirected_to": str(response.url)[:200]},
+        )
     settlement = settlement_of(response, req.x402_version)
     seen: Mapping[str, Any] = _seen(settlement, response.status_code)
     if settlement is not None and settlement.pending:

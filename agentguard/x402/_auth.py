@@ -58,7 +58,12 @@ from agentguard.x402._answer import UPTO_CHARGE, UPTO_SESSION, Paid, SessionOpen
 from agentguard.x402._payment import Payment, PaymentPort
 from agentguard.x402._select import Allowances, select
 from agentguard.x402._sessions import Sessions
-from agentguard.x402._transport import PAYMENT_EXTENSION, AsyncTransport, Transport
+from agentguard.x402._transport import (
+    PAYMENT_EXTENSION,
+    SESSION_EXTENSION,
+    AsyncTransport,
+    Transport,
+)
 from agentguard.x402._wire import PAYMENT_REQUIRED, _address, parse_payment_required
 
 __all__ = ["UPTO_CHARGE", "UPTO_SESSION", "X402Auth"]
@@ -266,7 +271,13 @@ class X402Auth(httpx.Auth):
         session = self._sessions.live(request)
         if session is not None:
             request.headers[UPTO_SESSION] = session.id
+            request.extensions[SESSION_EXTENSION] = str(request.url)
         response: httpx.Response = yield request
+        if session is not None and response.history:
+            # Followed a redirect: the session id (a bearer credential for the signed
+            # maximum) may have gone to another host with it. Never use it again.
+            self._sessions.end(session, "the request carrying the session was redirected")
+            return
         if response.status_code != 402:
             if session is not None:
                 self._sessions.charge(session, response)
@@ -325,7 +336,7 @@ class X402Auth(httpx.Auth):
         self, request: httpx.Request, signed: Signed, flight: InFlight, fingerprint: str
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer)
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url))
         request.headers.pop(UPTO_SESSION, None)
         request.headers[payment.header] = payment.value
         request.extensions[PAYMENT_EXTENSION] = paid

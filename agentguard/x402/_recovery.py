@@ -2,8 +2,9 @@
 
 ``Ledger.recover(resolver(w3))`` settles what ``X402Auth`` left signed. The chain is the
 truth: an EIP-3009 nonce (``authorizationState``) or a Permit2 nonce (``nonceBitmap``) that
-is spent means the payment landed; one still unspent after its ``validBefore``/``deadline``
-can never land and is given back. Anything else stays counted (``unknown``).
+is spent means the payment landed; one still unspent at a block the chain dates after its
+``validBefore``/``deadline`` (and after it on our clock too) can never land and is given back.
+Anything else stays counted (``unknown``).
 
 An ``upto`` payment commits less than its signed maximum only on onchain proof: a
 ``Settled(owner, to, token, amount, nonce)`` event of a trusted upto proxy (the Permit2
@@ -90,34 +91,44 @@ def resolver(
         try:
             if parts[0] == "eip3009" and len(parts) == 6 and int(parts[1]) == chain_id:
                 _, _, token, payer, nonce_hex, valid_before = parts
+                at, chain_time = _latest(w3)
                 contract = w3.eth.contract(
                     address=Web3.to_checksum_address(token), abi=_EIP3009_ABI
                 )
                 used = contract.functions.authorizationState(
                     Web3.to_checksum_address(payer), bytes.fromhex(nonce_hex[2:])
-                ).call()
-                return _verdict(bool(used), int(valid_before), clock())
+                ).call(block_identifier=at)
+                return _verdict(bool(used), int(valid_before), min(clock(), chain_time))
             if parts[0] == "permit2" and len(parts) == 5 and int(parts[1]) == chain_id:
                 _, _, owner, nonce_text, deadline = parts
                 nonce = int(nonce_text)
+                at, chain_time = _latest(w3)
                 permit2 = w3.eth.contract(
                     address=Web3.to_checksum_address(PERMIT2), abi=_PERMIT2_ABI
                 )
                 bitmap = permit2.functions.nonceBitmap(
                     Web3.to_checksum_address(owner), nonce >> 8
-                ).call()
+                ).call(block_identifier=at)
                 used = bool((int(bitmap) >> (nonce & 0xFF)) & 1)
                 if used:
                     amount = _settled_amount(
                         w3, upto_proxies, owner, reservation.asset, nonce, lookback_blocks
                     )
                     return "committed" if amount is None else Spent(amount)
-                return _verdict(used, int(deadline), clock())
+                return _verdict(used, int(deadline), min(clock(), chain_time))
         except (ValueError, IndexError):
             return "unknown"
         return "unknown"
 
     return resolve
+
+
+def _latest(w3: Web3) -> tuple[int, int]:
+    """The block every read is made at, and the time the chain gives it: "can never land" is
+    decided only at a block the chain itself dates past the deadline (a stale node, or our
+    clock running ahead, must not release a payment the payee can still settle)."""
+    block = w3.eth.get_block("latest")
+    return int(block["number"]), int(block["timestamp"])
 
 
 def _verdict(used: bool, valid_until: int, now: float) -> Verdict:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from eth_utils.address import is_checksum_address, to_checksum_address
 
 from agentguard._exceptions import PaymentRequiredError
+from agentguard._json import strict_loads
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -249,10 +250,12 @@ def _document(data: object, version: Literal[1, 2]) -> PaymentRequired:
 
 
 def _json(raw: bytes, what: str) -> object:
+    """A server's JSON, read strictly: a duplicate key (which two parsers read differently),
+    deep nesting, NaN or an oversized number is refused, not interpreted."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise PaymentRequiredError(f"{what} is not UTF-8 JSON") from None
+        return strict_loads(raw)
+    except ValueError as exc:
+        raise PaymentRequiredError(f"{what} is not strict UTF-8 JSON ({exc})") from None
 
 
 def _b64(value: str, what: str) -> bytes:

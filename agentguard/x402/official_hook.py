@@ -10,19 +10,22 @@ same guarded pipeline as every other entry point (local caps → authorize → b
 refusal returns ``AbortResult`` and nothing is signed. Because x402's own signer signs, the
 pipeline's port here signs nothing: the payment is recorded as delegated (``payment_delegated``)
 and its reservation keeps counting the full amount (the hook never learns its nonce, so no
-resolver can give it back). Unlike ``X402Auth`` it cannot bind the signature to the
-attestation or guarantee one payment per request; use ``X402Auth`` for those. This module
-needs the ``x402`` package; nothing else in agentguard imports it.
+resolver can give it back), and the attestation's signing ticket is used up, so no agentguard
+``Signer`` can sign a second payment under it. Unlike ``X402Auth`` it cannot bind the
+signature to the attestation or guarantee one payment per request; use ``X402Auth`` for those.
+This module needs the ``x402`` package; nothing else in agentguard imports it.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Literal
 
 from agentguard._exceptions import AgentGuardError, ConfigurationError, PaymentRequiredError
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
+from agentguard._tickets import redeem
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Limits
 from agentguard.pipeline import (
@@ -111,6 +114,9 @@ class _Delegated:
         return Prepared()
 
     def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
+        # x402's signer signs under this attestation: use its one signing ticket up, so no
+        # agentguard Signer can sign a second payment under it (``hook.attestations``).
+        redeem(verified.attestation, verified.intent, time.time())
         return Signed(reference=f"x402-delegated:{verified.task_id}", payload=None)
 
     def abandon(self, prepared: Prepared) -> None:

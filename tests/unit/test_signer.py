@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import time
@@ -205,25 +206,11 @@ def test_other_typed_data_shapes_fall_back_to_the_generic_encoder():
 
 
 def _permit2(payer_token: str, spender: str, amount: int = 10_000) -> dict:
-    from agentguard.x402.upto.client import PERMIT2
+    """x402's upto Permit2 authorization (the only Permit2 shape the signer signs)."""
+    from agentguard.x402.upto.client import _TYPES, PERMIT2
 
     return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "TokenPermissions": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
-            "Witness": [{"name": "to", "type": "address"}],
-            "PermitWitnessTransferFrom": [
-                {"name": "permitted", "type": "TokenPermissions"},
-                {"name": "spender", "type": "address"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "deadline", "type": "uint256"},
-                {"name": "witness", "type": "Witness"},
-            ],
-        },
+        "types": copy.deepcopy(_TYPES),
         "primaryType": "PermitWitnessTransferFrom",
         "domain": {"name": "Permit2", "chainId": 8453, "verifyingContract": PERMIT2},
         "message": {
@@ -231,7 +218,7 @@ def _permit2(payer_token: str, spender: str, amount: int = 10_000) -> dict:
             "spender": spender,
             "nonce": 1,
             "deadline": int(time.time()) + 30,
-            "witness": {"to": PAYEE},
+            "witness": {"to": PAYEE, "facilitator": PAYEE, "validAfter": 0},
         },
     }
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from web3 import Web3
 
 from agentguard import AsyncGuard, Guard, Signer
 from agentguard.ledger import Ledger
@@ -83,3 +85,17 @@ def signing_spy() -> Iterator[SigningSpy]:
     """Counts every signature made in this process (eth-account and the wallet's own)."""
     with SigningSpy() as spy:
         yield spy
+
+
+@contextmanager
+def chain_time_ahead(w3: Web3, seconds: int = 3600) -> Iterator[None]:
+    """Inside: the chain's clock (a mined block) is ``seconds`` ahead; the chain is reverted
+    afterwards. Recovery decides "can never land" only at a block the chain dates past the
+    deadline, so moving only the agent's clock is not enough."""
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    try:
+        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        yield
+    finally:
+        w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from agentguard.x402._wire import Requirement, parse_v2_header
 from agentguard.x402.exact import client as exact_client
 
 from . import peer
-from .conftest import connect
+from .conftest import chain_time_ahead, connect
 from .fakes import FakeServer, upto_requirement
 
 pytestmark = pytest.mark.integration
@@ -282,7 +282,8 @@ def test_paused_vault_refuses_and_the_payment_stays_counted(
     assert ledger.get(reservation_id).state == "signed"
     assert ledger.recover(resolver(shop.w3)).unknown
     later = resolver(shop.w3, clock=lambda: 4_000_000_000.0)
-    assert [r.id for r in ledger.recover(later).released] == [reservation_id]
+    with chain_time_ahead(shop.w3):
+        assert [r.id for r in ledger.recover(later).released] == [reservation_id]
 
 
 def test_upto_from_a_vault_is_refused_before_authorization(
