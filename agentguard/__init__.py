@@ -43,6 +43,7 @@ from agentguard._exceptions import (
     VerificationError,
 )
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
+from agentguard._json import strict_loads
 from agentguard._verifier import (
     MemoryReplayGuard,
     NewtonBindingVerifier,
@@ -163,4 +164,5 @@ __all__ = [
     "Verifier",
     "WindowCap",
     "configure_logging",
+    "strict_loads",
 ]

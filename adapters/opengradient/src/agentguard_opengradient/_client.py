@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 import httpx
 
+from agentguard import strict_loads
 from agentguard._exceptions import ConfigurationError, ExecutionError, ProofError
 from agentguard.x402 import Receipt, X402Auth, receipt
 from agentguard_opengradient._proof import (
@@ -207,7 +208,7 @@ class OpenGradientClient:
                 + f": {response.text[:300]}"
             )
         try:
-            body = response.json()
+            body = strict_loads(response.content)  # a hostile server's JSON: depth-bounded
             choice = body["choices"][0]
             text, finish = _output(choice, call.kind)
         except (ValueError, KeyError, IndexError, TypeError):
@@ -221,7 +222,8 @@ class OpenGradientClient:
                 signing_key=self._key,
                 expected_tee_id=self._expected_tee_id,
             )
-        usage = body.get("usage") or {}
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return InferenceResult(
             text=text,
             finish_reason=finish,
@@ -237,10 +239,16 @@ class OpenGradientClient:
 def _output(choice: Mapping[str, Any], kind: str) -> tuple[str, str | None]:
     """The text the enclave hashed: the message (or the tool calls as sorted JSON), or the
     completion text."""
+    if not isinstance(choice, Mapping):
+        raise TypeError("a choice is not an object")
     finish = choice.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise TypeError("finish_reason is not a string")
     if kind == "completion":
         return _text(choice["text"]), finish
     message = choice["message"]
+    if not isinstance(message, Mapping):
+        raise TypeError("the message is not an object")
     if finish == "tool_calls" and isinstance(message.get("tool_calls"), list):
         return json.dumps(message["tool_calls"], sort_keys=True), finish
     return _text(message.get("content") or ""), finish
