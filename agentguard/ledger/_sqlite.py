@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from agentguard._exceptions import ConfigurationError, ReservationError
+from agentguard._exceptions import AttestationReplayed, ConfigurationError, ReservationError
 from agentguard.ledger._backend import ReserveRequest, Usage
 from agentguard.ledger._limits import Limits, per_tx_refusal, rate_refusal, window_refusal
 from agentguard.ledger._reservation import Reservation
@@ -67,6 +67,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS by_agent ON reservations (agent, created_at, seq)",
     "CREATE INDEX IF NOT EXISTS unsigned ON reservations (expires_at) WHERE state = 'reserved'",
     "CREATE INDEX IF NOT EXISTS signed ON reservations (seq) WHERE state = 'signed'",
+    "CREATE INDEX IF NOT EXISTS by_task ON reservations (task_id) WHERE task_id IS NOT NULL",
     # asset '' is the all-assets row used by rate caps (its total stays '0').
     # next_at: created_at of the first reservation after the cursor (NULL: none).
     """CREATE TABLE IF NOT EXISTS windows (
@@ -330,6 +331,15 @@ class SQLiteBackend:
                 raise ReservationError(
                     f"reservation {r.id} expired at {r.expires_at:.0f} before the attestation "
                     "arrived; its hold may already be given back, so it cannot back a signature"
+                )
+            other = db.execute(
+                "SELECT key FROM reservations WHERE task_id = ? AND key != ? LIMIT 1",
+                (task_id, r.id),
+            ).fetchone()
+            if other is not None:  # one attestation backs one action, once
+                raise AttestationReplayed(
+                    f"attestation {task_id} already backs reservation {other[0]}; "
+                    "authorize again for another action"
                 )
             db.execute(
                 "UPDATE reservations SET task_id = ?, expires_at = ?, updated_at = ? WHERE key = ?",

@@ -7,7 +7,12 @@ import sqlite3
 
 import pytest
 
-from agentguard._exceptions import BudgetExceeded, ConfigurationError, ReservationError
+from agentguard._exceptions import (
+    AttestationReplayed,
+    BudgetExceeded,
+    ConfigurationError,
+    ReservationError,
+)
 from agentguard._intent import Spend
 from agentguard.ledger import Ledger, Limits, RateCap, Spent, WindowCap
 
@@ -41,6 +46,18 @@ def test_bind_moves_a_local_hold_to_the_attestations_life() -> None:
     clock.now = T0 + 31  # the attestation expired unsigned: nothing may be signed on it
     with pytest.raises(ReservationError, match="expired"):
         ledger.mark_signed(hold.id, "0xtx:0")
+
+
+def test_one_attestation_backs_one_reservation() -> None:
+    """Before: a host handing one attestation to two runs got both holds bound to it (only the
+    Signer's one-time ticket stopped a second signature). Now the ledger refuses the second."""
+    ledger = Ledger(clock=Clock())
+    first = ledger.reserve(AGENT, spend(5), key="local:1", expires_at=T0 + 120, limits=Limits())
+    second = ledger.reserve(AGENT, spend(5), key="local:2", expires_at=T0 + 120, limits=Limits())
+    ledger.bind(first.id, task_id="0xt1", expires_at=T0 + 30)
+    with pytest.raises(AttestationReplayed, match="already backs reservation local:1"):
+        ledger.bind(second.id, task_id="0xt1", expires_at=T0 + 30)
+    assert ledger.get(second.id).task_id is None
 
 
 def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound() -> None:
