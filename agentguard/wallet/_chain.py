@@ -7,12 +7,16 @@ whose answers can be lost, late or false:
   transaction (and a retry then answers "already known" or "nonce too low"). Unless the node
   then shows the transaction, the outcome is unknown and stays counted;
 * a receipt lookup that raises is not a missing receipt: recovery answers ``unknown``, never
-  "can never land"; only a used nonce with no receipt for this hash proves that.
+  "can never land"; only a used nonce with no receipt for this hash proves that;
+* a read that fails before signing (nonce, block, fees) is ``NodeUnavailable``: nothing was
+  signed, and the node's own error never reaches the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,7 +24,13 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from agentguard._exceptions import IntentError, OutcomeUnknown, TransactionReverted
+from agentguard._exceptions import (
+    AgentGuardError,
+    IntentError,
+    NodeUnavailable,
+    OutcomeUnknown,
+    TransactionReverted,
+)
 from agentguard._fees import FeeQuote, quote
 from agentguard._intent import NATIVE_ASSET, Spend, TransactionIntent
 from agentguard._signer import SignedTransaction, Signer
@@ -42,6 +52,20 @@ __all__ = ["FEE_SUFFIX", "ChainPort"]
 
 FEE_SUFFIX = ":fee"
 """The pipeline keys a fee hold ``<reservation>:fee``; recovery settles it by the same tx."""
+
+
+@contextmanager
+def _node_read(what: str) -> Iterator[None]:
+    """A failed read before signing, as a typed error. Only the error's type is kept: a
+    dependency's message can carry the RPC URL, and with it a provider's API key."""
+    try:
+        yield
+    except AgentGuardError:
+        raise
+    except Exception as exc:
+        raise NodeUnavailable(
+            f"the RPC node failed while {what} ({type(exc).__name__}); nothing was signed"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +98,8 @@ class ChainPort:
         self._nonces = NonceManager(self._pending_nonce)
 
     def _pending_nonce(self) -> int:
-        return int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "pending"))
+        with _node_read("reading the pending nonce"):
+            return int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "pending"))
 
     # -- Port -------------------------------------------------------------------------------
 
@@ -222,19 +247,25 @@ class ChainPort:
             "value": value,
             "data": "0x" + data.hex(),
         }
-        try:
-            estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
-        except (ContractLogicError, Web3RPCError) as exc:
-            reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
-            raise TransactionReverted(
-                "the call would revert; nothing was signed", reason=reason
-            ) from None
-        block = self._w3.eth.get_block("pending")
+        with _node_read("estimating gas"):
+            try:
+                estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            except (ContractLogicError, Web3RPCError) as exc:
+                reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
+                raise TransactionReverted(
+                    "the call would revert; nothing was signed", reason=reason
+                ) from None
+        with _node_read("reading the base fee and tip"):
+            block = self._w3.eth.get_block("pending")
+            base_fee, tip = (
+                int(block.get("baseFeePerGas", 0) or 0),
+                int(self._w3.eth.max_priority_fee),
+            )
         return quote(
             self._signer.fees,
             gas=int(estimate * self._headroom) + 10_000,
-            base_fee=int(block.get("baseFeePerGas", 0) or 0),
-            tip=int(self._w3.eth.max_priority_fee),
+            base_fee=base_fee,
+            tip=tip,
         )
 
     def _node_has(self, tx_hash: str) -> bool:
