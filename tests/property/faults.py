@@ -4,7 +4,8 @@ independent tallies the property tests check their invariants against.
 ``HttpFaultProxy`` is a loopback reverse proxy (in front of the gateway or an x402 server):
 each request ``faulty(request)`` selects takes the next fault from ``script``:
 ``ok``; ``lost`` (forwarded, then the connection is closed with no answer: the server did
-the work, the client never heard); ``500``/``502``/``504`` (forwarded, answer replaced);
+the work, the client never heard); ``timeout`` (forwarded, answered only after ``delay``
+seconds, past the client's read timeout); ``500``/``502``/``504`` (forwarded, answer replaced);
 ``402`` (forwarded, then answered with the server's own unpaid 402, as a server refusing after
 it was paid would).
 
@@ -16,6 +17,7 @@ EIP-3009 nonce): the two sides of "signatures ≤ verified attestations, each si
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +46,7 @@ class HttpFaultProxy:
         self.upstream, self.faulty = upstream.rstrip("/"), faulty
         self.script: list[str] = []
         self.applied: list[str] = []
+        self.delay = 5.0
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=30.0)
         proxy = self
@@ -78,6 +81,7 @@ class HttpFaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._server.handle_error = lambda *_: None  # type: ignore[method-assign]  # a client gone
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -98,6 +102,8 @@ class HttpFaultProxy:
         reply = self._forward(request)
         if fault == "lost":
             return None
+        if fault == "timeout":
+            time.sleep(self.delay)
         if fault in ("500", "502", "504"):
             return int(fault), [("Content-Type", "text/plain")], b"upstream failed"
         if fault == "402":  # the server's own unpaid answer, after it was paid

@@ -28,6 +28,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,10 @@ from agentguard.network.launcher import ReferenceNetwork
 from agentguard.testing import SigningSpy
 from agentguard.x402 import Allowances, X402Auth, resolver
 
+from ..wallet.conftest import Chain, create_vault
 from ..wallet.rpc_proxy import RpcProxy
 from ..x402.peer import PRICE
-from .faults import HttpFaultProxy, tally
+from .faults import HttpFaultProxy, Tally, tally
 
 pytestmark = pytest.mark.integration
 
@@ -76,14 +78,16 @@ class World:
     rpc: RpcProxy
     gateway: HttpFaultProxy
     shop: HttpFaultProxy
+    vault: Contract
 
-    def guard(self, gateway: str | None = None) -> Guard:
+    def guard(self, gateway: str | None = None, client: str | None = None) -> Guard:
+        client = client or self.policy_client
         return Guard.connect(
             gateway or self.gateway.url,
-            policy_client=self.policy_client,
+            policy_client=client,
             operators=self.network.operator_addresses,
             api_key=self.network.api_key,
-            policy_id=self.network.policy_clients[self.policy_client],
+            policy_id=self.network.policy_clients[client],
         )
 
     def heal(self) -> None:
@@ -162,6 +166,8 @@ def world() -> Iterator[World]:
             "allowed_recipients": [PAYEE.address],
         }
         network.register_policy_client(client, "agent_spend", params, owner_key=owner_key)
+        factory = deploy(w3, "AgentVaultFactory", sender=OWNER.address)
+        vault, _ = create_vault(Chain(anvil, w3, token, factory), network, salt=b"\x07" * 32)
         shop_proc, shop_url = spawn_shop(anvil, token.address)
         try:
             with (
@@ -169,7 +175,7 @@ def world() -> Iterator[World]:
                 HttpFaultProxy(network.url, lambda r: r.method == "POST") as gateway,
                 HttpFaultProxy(shop_url, _paid) as shop,
             ):
-                yield World(anvil, w3, token, network, client, rpc, gateway, shop)
+                yield World(anvil, w3, token, network, client, rpc, gateway, shop, vault)
         finally:
             assert shop_proc.stdin is not None
             shop_proc.stdin.close()
@@ -250,47 +256,85 @@ def apply_rpc(world: World, faults: list[tuple[str, str]]) -> None:
         world.rpc.script.setdefault(method, []).append(fault)
 
 
-@EXAMPLES
-# Found by this test: a node error while reading the nonce or fees escaped as web3's
-# Web3RPCError / requests' HTTPError (whose text carries the RPC URL); now NodeUnavailable.
-@example(rpc=[("eth_getTransactionCount", "nonce_too_low")], gateway=[], parallel=1, amount=1)
-@example(rpc=[("eth_getTransactionCount", "504")], gateway=[], parallel=1, amount=1)
-@given(rpc=rpc_script, gateway=gateway_script, parallel=st.integers(1, 2),
-       amount=st.integers(1, CAP))  # fmt: skip
-def test_wallet_under_faults(
-    world: World, rpc: list[tuple[str, str]], gateway: list[str], parallel: int, amount: int
-) -> None:
+def run_wallet(
+    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int],
+    vault: str | None = None,
+) -> tuple[Ledger, Tally, int]:  # fmt: skip
+    """Transfers ``calls`` (amounts, at once) under the faults, then ``recover`` on a healed
+    node; returns the ledger, what was verified and signed, and SigningSpy's count."""
     world.heal()
     world.rpc.delay = 2.0
     apply_rpc(world, rpc)
     world.gateway.script[:] = gateway
-    before = snapshot(world, AGENT.address)
     ledger = Ledger()
     web3 = Web3(Web3.HTTPProvider(world.rpc.url, request_kwargs={"timeout": 1.0}))
-    with world.guard() as guard, tally() as seen, SigningSpy() as spy:
+    with world.guard(client=vault) as guard, tally() as seen, SigningSpy() as spy:
         wallet = guard.wallet(
             signer=Signer.from_key(AGENT.private_key), web3=web3, ledger=ledger,
-            limits=Limits(), receipt_timeout=3.0,
+            limits=Limits(), vault=vault, receipt_timeout=3.0,
         )  # fmt: skip
-        transfer = lambda: wallet.transfer(PAYEE.address, amount, asset=world.token.address)  # noqa: E731
-        errors = run_concurrently([transfer] * parallel)
+        errors = run_concurrently(
+            [partial(wallet.transfer, PAYEE.address, n, asset=world.token.address) for n in calls]
+        )
         world.heal()
         report = wallet.recover()  # with the node healed: settle what the faults left unknown
-    event(f"wallet {rpc} {gateway}: " + outcomes(errors, report))
+    event(f"{'vault' if vault else 'eoa'} {rpc} {gateway}: " + outcomes(errors, report))
     only_agentguard_errors(errors)
+    return ledger, seen, len(spy.calls)
 
-    def moved_by(hashes: list[str]) -> None:
-        assert len(hashes) == snapshot(world, AGENT.address).nonce - before.nonce
-        for h in hashes:
-            assert h in seen.tx_hashes, f"transaction {h} was never signed by the Signer"
-            assert seen.tx_hashes[h] in seen.verified
 
-    check(world, who=AGENT.address, before=before, ledger=ledger, verified=seen.verified,
-          signed=seen.signed, spy_count=len(spy.calls), moved_by=moved_by)  # fmt: skip
+def signed_by_the_signer(seen: Tally, hashes: list[str]) -> None:
+    for h in hashes:
+        assert h in seen.tx_hashes, f"transaction {h} was never signed by the Signer"
+        assert seen.tx_hashes[h] in seen.verified
 
 
 @EXAMPLES
-@given(shop=st.lists(st.sampled_from(("ok", "lost", "500", "502", "402")), max_size=3),
+# Found by this test: a node error while reading the nonce or fees escaped as web3's
+# Web3RPCError / requests' HTTPError (whose text carries the RPC URL); now NodeUnavailable.
+@example(rpc=[("eth_getTransactionCount", "nonce_too_low")], gateway=[], calls=[1])
+@example(rpc=[("eth_getTransactionCount", "504")], gateway=[], calls=[1])
+@given(rpc=rpc_script, gateway=gateway_script,
+       calls=st.lists(st.integers(1, CAP), min_size=1, max_size=2))  # fmt: skip
+def test_wallet_under_faults(
+    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int]
+) -> None:
+    before = snapshot(world, AGENT.address)
+    ledger, seen, spied = run_wallet(world, rpc, gateway, calls)
+
+    def moved_by(hashes: list[str]) -> None:
+        assert len(hashes) == snapshot(world, AGENT.address).nonce - before.nonce
+        signed_by_the_signer(seen, hashes)
+
+    check(world, who=AGENT.address, before=before, ledger=ledger, verified=seen.verified,
+          signed=seen.signed, spy_count=spied, moved_by=moved_by)  # fmt: skip
+
+
+@EXAMPLES
+@given(rpc=rpc_script, gateway=gateway_script,
+       calls=st.lists(st.integers(1, 1000), min_size=1, max_size=2))  # fmt: skip
+def test_vault_wallet_under_faults(
+    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int]
+) -> None:
+    """Vault mode: the funds leave the vault, the agent key only pays gas (not budgeted)."""
+    vault = world.vault
+    before = snapshot(world, vault.address)
+    ledger, seen, spied = run_wallet(world, rpc, gateway, calls, vault=vault.address)
+
+    def moved_by(_: list[str]) -> None:
+        signed_by_the_signer(seen, agent_transactions(world, AGENT.address, before.block))
+        mined = world.w3.eth.block_number > before.block
+        executed = vault.events.Executed().get_logs(from_block=before.block + 1) if mined else []
+        tasks = ["0x" + bytes(e["args"]["taskId"]).hex() for e in executed]
+        assert len(tasks) == len(set(tasks)), f"the vault executed a task twice: {tasks}"
+        assert set(tasks) <= set(seen.signed), "the vault executed a task the Signer never signed"
+
+    check(world, who=vault.address, before=before, ledger=ledger, verified=seen.verified,
+          signed=seen.signed, spy_count=spied, moved_by=moved_by)  # fmt: skip
+
+
+@EXAMPLES
+@given(shop=st.lists(st.sampled_from(("ok", "lost", "timeout", "500", "502", "402")), max_size=3),
        gateway=gateway_script, parallel=st.integers(1, 3), again=st.booleans(),
        path=st.sampled_from(("/paid", "/paid-idempotent", "/v1/paid")))  # fmt: skip
 def test_x402_under_faults(
@@ -298,6 +342,7 @@ def test_x402_under_faults(
 ) -> None:
     world.heal()
     world.shop.script[:] = shop
+    world.shop.delay = 4.5
     world.gateway.script[:] = gateway
     before = snapshot(world, PAYER.address)
     ledger = Ledger()
@@ -306,7 +351,7 @@ def test_x402_under_faults(
             signer=Signer.from_key(PAYER.private_key), guard=guard, ledger=ledger,
             allowances=Allowances({world.token.address: CAP}),
         )  # fmt: skip
-        with auth.client(timeout=30.0) as http:
+        with auth.client(timeout=httpx.Timeout(15.0, read=4.0)) as http:
             get = lambda: http.get(world.shop.url + path).raise_for_status()  # noqa: E731
             errors = run_concurrently([get] * parallel)
             if again:  # the agent tries the same request again, as agents do after an error
