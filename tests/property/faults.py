@@ -6,6 +6,7 @@ each request ``faulty(request)`` selects takes the next fault from ``script``:
 ``ok``; ``lost`` (forwarded, then the connection is closed with no answer: the server did
 the work, the client never heard); ``timeout`` (forwarded, answered only after ``delay``
 seconds, past the client's read timeout); ``500``/``502``/``504`` (forwarded, answer replaced);
+``down`` (503 without forwarding: the server never saw the request);
 ``402`` (forwarded, then answered with the server's own unpaid 402, as a server refusing after
 it was paid would).
 
@@ -99,6 +100,8 @@ class HttpFaultProxy:
             with self._lock:
                 fault = self.script.pop(0) if self.script else "ok"
                 self.applied.append(fault)
+        if fault == "down":
+            return 503, [("Content-Type", "text/plain")], b"unavailable"
         reply = self._forward(request)
         if fault == "lost":
             return None

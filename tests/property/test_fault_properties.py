@@ -21,6 +21,7 @@ cost no reset at all, and each gets a fresh ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -39,7 +40,7 @@ from hypothesis import strategies as st
 from web3 import Web3
 from web3.contract import Contract
 
-from agentguard import AgentGuardError, Guard, Signer
+from agentguard import AgentGuardError, AsyncGuardedWallet, Guard, Signer
 from agentguard._intent import NATIVE_ASSET
 from agentguard.audit import AuditLog
 from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, transact
@@ -223,6 +224,12 @@ def run_concurrently(calls: list[Callable[[], object]]) -> list[BaseException | 
     return errors
 
 
+def gathered(results: list[object]) -> list[BaseException | None]:
+    """What each awaited call raised (None when it returned), from ``gather(...,
+    return_exceptions=True)``."""
+    return [r if isinstance(r, BaseException) else None for r in results]
+
+
 def outcomes(errors: list[BaseException | None], report: RecoveryReport) -> str:
     """A label for hypothesis' statistics: how the calls ended and what recovery settled."""
     ended = sorted(type(e).__name__ if e else "ok" for e in errors)
@@ -244,10 +251,19 @@ RPC_METHODS = (
     "eth_getTransactionCount",
 )
 RPC_FAULTS = ("lost", "502", "504", "timeout", "nonce_too_low", "already_known",
-              "lie_nonce_too_low")  # fmt: skip
+              "lie_nonce_too_low", "lie_already_known")  # fmt: skip
 rpc_script = st.lists(
     st.tuples(st.sampled_from(RPC_METHODS), st.sampled_from(RPC_FAULTS)), max_size=3
 )
+
+
+def transfers(most: int) -> st.SearchStrategy[list[int]]:
+    """One or two transfers at once, usually identical (same payee, asset, amount)."""
+    return st.integers(1, most).flatmap(
+        lambda n: st.lists(st.sampled_from((n, n, n + 1)), min_size=1, max_size=2)
+    )
+
+
 gateway_script = st.lists(st.sampled_from(("ok", "lost", "502", "504")), max_size=2)
 
 
@@ -258,27 +274,39 @@ def apply_rpc(world: World, faults: list[tuple[str, str]]) -> None:
 
 def run_wallet(
     world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int],
-    vault: str | None = None,
+    use_async: bool, vault: str | None = None,
 ) -> tuple[Ledger, Tally, int]:  # fmt: skip
-    """Transfers ``calls`` (amounts, at once) under the faults, then ``recover`` on a healed
-    node; returns the ledger, what was verified and signed, and SigningSpy's count."""
+    """Transfers ``calls`` (amounts, at once; on the sync or the async runner) under the
+    faults, then ``recover`` on a healed node; returns the ledger, what was verified and
+    signed, and SigningSpy's count."""
     world.heal()
     world.rpc.delay = 2.0
     apply_rpc(world, rpc)
     world.gateway.script[:] = gateway
     ledger = Ledger()
     web3 = Web3(Web3.HTTPProvider(world.rpc.url, request_kwargs={"timeout": 1.0}))
+    asset = world.token.address
     with world.guard(client=vault) as guard, tally() as seen, SigningSpy() as spy:
         wallet = guard.wallet(
             signer=Signer.from_key(AGENT.private_key), web3=web3, ledger=ledger,
             limits=Limits(), vault=vault, receipt_timeout=3.0,
         )  # fmt: skip
-        errors = run_concurrently(
-            [partial(wallet.transfer, PAYEE.address, n, asset=world.token.address) for n in calls]
-        )
+        if use_async:
+            awallet = AsyncGuardedWallet(wallet)
+
+            async def transfers() -> list[object]:
+                jobs = [awallet.transfer(PAYEE.address, n, asset=asset) for n in calls]
+                return await asyncio.gather(*jobs, return_exceptions=True)
+
+            errors = gathered(asyncio.run(transfers()))
+        else:
+            errors = run_concurrently(
+                [partial(wallet.transfer, PAYEE.address, n, asset=asset) for n in calls]
+            )
         world.heal()
         report = wallet.recover()  # with the node healed: settle what the faults left unknown
-    event(f"{'vault' if vault else 'eoa'} {rpc} {gateway}: " + outcomes(errors, report))
+    mode = ("vault" if vault else "eoa") + (" async" if use_async else "")
+    event(f"{mode} {rpc} {gateway}: " + outcomes(errors, report))
     only_agentguard_errors(errors)
     return ledger, seen, len(spy.calls)
 
@@ -292,15 +320,15 @@ def signed_by_the_signer(seen: Tally, hashes: list[str]) -> None:
 @EXAMPLES
 # Found by this test: a node error while reading the nonce or fees escaped as web3's
 # Web3RPCError / requests' HTTPError (whose text carries the RPC URL); now NodeUnavailable.
-@example(rpc=[("eth_getTransactionCount", "nonce_too_low")], gateway=[], calls=[1])
-@example(rpc=[("eth_getTransactionCount", "504")], gateway=[], calls=[1])
-@given(rpc=rpc_script, gateway=gateway_script,
-       calls=st.lists(st.integers(1, CAP), min_size=1, max_size=2))  # fmt: skip
+@example(rpc=[("eth_getTransactionCount", "nonce_too_low")], gateway=[], calls=[1], use_async=False)
+@example(rpc=[("eth_getTransactionCount", "504")], gateway=[], calls=[1], use_async=True)
+@given(rpc=rpc_script, gateway=gateway_script, calls=transfers(CAP), use_async=st.booleans())
 def test_wallet_under_faults(
-    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int]
-) -> None:
+    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int],
+    use_async: bool,
+) -> None:  # fmt: skip
     before = snapshot(world, AGENT.address)
-    ledger, seen, spied = run_wallet(world, rpc, gateway, calls)
+    ledger, seen, spied = run_wallet(world, rpc, gateway, calls, use_async)
 
     def moved_by(hashes: list[str]) -> None:
         assert len(hashes) == snapshot(world, AGENT.address).nonce - before.nonce
@@ -311,15 +339,15 @@ def test_wallet_under_faults(
 
 
 @EXAMPLES
-@given(rpc=rpc_script, gateway=gateway_script,
-       calls=st.lists(st.integers(1, 1000), min_size=1, max_size=2))  # fmt: skip
+@given(rpc=rpc_script, gateway=gateway_script, calls=transfers(1000), use_async=st.booleans())
 def test_vault_wallet_under_faults(
-    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int]
-) -> None:
+    world: World, rpc: list[tuple[str, str]], gateway: list[str], calls: list[int],
+    use_async: bool,
+) -> None:  # fmt: skip
     """Vault mode: the funds leave the vault, the agent key only pays gas (not budgeted)."""
     vault = world.vault
     before = snapshot(world, vault.address)
-    ledger, seen, spied = run_wallet(world, rpc, gateway, calls, vault=vault.address)
+    ledger, seen, spied = run_wallet(world, rpc, gateway, calls, use_async, vault=vault.address)
 
     def moved_by(_: list[str]) -> None:
         signed_by_the_signer(seen, agent_transactions(world, AGENT.address, before.block))
@@ -334,12 +362,14 @@ def test_vault_wallet_under_faults(
 
 
 @EXAMPLES
-@given(shop=st.lists(st.sampled_from(("ok", "lost", "timeout", "500", "502", "402")), max_size=3),
+@given(shop=st.lists(st.sampled_from(("ok", "lost", "timeout", "down", "500", "502", "402")), max_size=3),
        gateway=gateway_script, parallel=st.integers(1, 3), again=st.booleans(),
-       path=st.sampled_from(("/paid", "/paid-idempotent", "/v1/paid")))  # fmt: skip
+       path=st.sampled_from(("/paid", "/paid-idempotent", "/v1/paid")),
+       use_async=st.booleans())  # fmt: skip
 def test_x402_under_faults(
-    world: World, shop: list[str], gateway: list[str], parallel: int, again: bool, path: str
-) -> None:
+    world: World, shop: list[str], gateway: list[str], parallel: int, again: bool, path: str,
+    use_async: bool,
+) -> None:  # fmt: skip
     world.heal()
     world.shop.script[:] = shop
     world.shop.delay = 4.5
@@ -351,14 +381,18 @@ def test_x402_under_faults(
             signer=Signer.from_key(PAYER.private_key), guard=guard, ledger=ledger,
             allowances=Allowances({world.token.address: CAP}),
         )  # fmt: skip
-        with auth.client(timeout=httpx.Timeout(15.0, read=4.0)) as http:
-            get = lambda: http.get(world.shop.url + path).raise_for_status()  # noqa: E731
-            errors = run_concurrently([get] * parallel)
-            if again:  # the agent tries the same request again, as agents do after an error
-                errors += run_concurrently([get])
+        url, timeout = world.shop.url + path, httpx.Timeout(15.0, read=4.0)
+        if use_async:
+            errors = asyncio.run(fetch_async(auth, url, timeout, parallel, again))
+        else:
+            with auth.client(timeout=timeout) as http:
+                get = lambda: http.get(url).raise_for_status()  # noqa: E731
+                errors = run_concurrently([get] * parallel)
+                if again:  # the agent tries the same request again, as agents do after an error
+                    errors += run_concurrently([get])
         world.heal()
         report = ledger.recover(resolver(world.w3))
-    event("x402: " + outcomes(errors, report))
+    event(f"x402{' async' if use_async else ''} {shop}: " + outcomes(errors, report))
     only_agentguard_errors([e for e in errors if not isinstance(e, httpx.HTTPStatusError)])
 
     def moved_by(hashes: list[str]) -> None:
@@ -370,6 +404,23 @@ def test_x402_under_faults(
 
     check(world, who=PAYER.address, before=before, ledger=ledger, verified=seen.verified,
           signed=seen.signed, spy_count=len(spy.calls), moved_by=moved_by)  # fmt: skip
+
+
+async def fetch_async(
+    auth: X402Auth, url: str, timeout: httpx.Timeout, parallel: int, again: bool
+) -> list[BaseException | None]:
+    """``parallel`` identical GETs at once on the async client (then one more if ``again``)."""
+    async with auth.async_client(timeout=timeout) as http:
+
+        async def get() -> None:
+            (await http.get(url)).raise_for_status()
+
+        results = list(
+            await asyncio.gather(*[get() for _ in range(parallel)], return_exceptions=True)
+        )
+        if again:
+            results += await asyncio.gather(get(), return_exceptions=True)
+    return gathered(results)
 
 
 def authorization_used(world: World, payer: str, nonce: str) -> bool:

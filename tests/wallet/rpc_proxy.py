@@ -9,8 +9,8 @@ calls it still applies to (``-1``: always).
 ``ok``; ``lost`` (forwarded, answer lost: 504); ``504``/``502`` (not forwarded);
 ``timeout`` (forwarded, answered only after ``delay`` seconds, past the client's timeout);
 ``nonce_too_low``/``already_known`` (forwarded, then the node's answer replaced by that
-JSON-RPC error, as a node does for a retried transaction); ``lie_nonce_too_low`` (not
-forwarded: the node never saw it, yet "nonce too low" is claimed).
+JSON-RPC error, as a node does for a retried transaction); ``lie_nonce_too_low`` /
+``lie_already_known`` (not forwarded: the node never saw it, yet the error is claimed).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class RpcProxy:
     def _scripted(self, fault: str, body: bytes) -> tuple[int, bytes]:
         if fault in ("504", "502"):
             return int(fault), b'{"error": "bad gateway"}'
-        if fault != "lie_nonce_too_low":
+        if not fault.startswith("lie_"):
             reply = httpx.post(
                 self.upstream, content=body, headers={"Content-Type": "application/json"}
             )
@@ -81,7 +81,7 @@ class RpcProxy:
         if fault == "timeout":
             time.sleep(self.delay)
             return reply.status_code, reply.content
-        message = "already known" if fault == "already_known" else "nonce too low"
+        message = "already known" if fault.endswith("already_known") else "nonce too low"
         error = {"jsonrpc": "2.0", "id": json.loads(body).get("id"),
                  "error": {"code": -32000, "message": message}}  # fmt: skip
         return 200, json.dumps(error).encode()
