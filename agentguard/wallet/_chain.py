@@ -68,6 +68,13 @@ def _node_read(what: str) -> Iterator[None]:
         ) from None
 
 
+def _why(exc: Exception) -> str:
+    """What a failed call says, without a transport error's text (it names the RPC URL)."""
+    if isinstance(exc, Web3RPCError):  # the node's own JSON-RPC error message
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class _Ticket:
     lease: Lease
@@ -154,7 +161,7 @@ class ChainPort:
                 "outcome_unknown",
                 f"sending raised {type(exc).__name__}",
                 error=OutcomeUnknown(
-                    f"sending {tx.hash} failed ({type(exc).__name__}: {str(exc)[:200]}); the "
+                    f"sending {tx.hash} failed ({_why(exc)}); the "
                     "node may still have received it, so it stays counted until "
                     "wallet.recover() sees it land or its nonce used by another transaction",
                     reference=tx.hash,
