@@ -40,7 +40,8 @@ happened and what to do about it; none ever contains a key or a secret.
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
         │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
         ├── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
-        └── ProofError               a paid answer's TEE proof does not verify (do not use it)
+        ├── ProofError               a paid answer's TEE proof does not verify (do not use it)
+        └── NodeUnavailable          the RPC node failed before anything was signed (retry later)
 """
 
 from __future__ import annotations
@@ -368,3 +369,10 @@ class ProofError(ExecutionError):
         "Do not use this response: it is not provably the enclave's answer to this request. "
         "The payment for it stays as the receipt says; check the signing key and the endpoint."
     )
+
+
+class NodeUnavailable(ExecutionError):
+    """The RPC node failed or answered an error while the transaction was being prepared
+    (nonce, block, fee reads): nothing was signed and the budget was given back."""
+
+    hint = "Nothing was signed; the budget was released. Retry when the RPC node answers."

@@ -9,13 +9,16 @@ whose answers can be lost, late or false:
 * a receipt lookup that raises is not a missing receipt: recovery answers ``unknown``, never
   "can never land"; only another transaction found in a block under this nonce proves that
   ("nonce used, no receipt" alone is a node's word, and a lagging node says it of one that
-  landed).
+  landed);
+* a read that fails before signing (nonce, block, fees) is ``NodeUnavailable``: nothing was
+  signed, and the node's own error never reaches the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,7 +26,13 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from agentguard._exceptions import IntentError, OutcomeUnknown, TransactionReverted
+from agentguard._exceptions import (
+    AgentGuardError,
+    IntentError,
+    NodeUnavailable,
+    OutcomeUnknown,
+    TransactionReverted,
+)
 from agentguard._fees import FeeQuote, quote
 from agentguard._intent import NATIVE_ASSET, Spend, TransactionIntent
 from agentguard._signer import SignedTransaction, Signer
@@ -48,6 +57,27 @@ _CLOCK_SKEW = 600
 
 FEE_SUFFIX = ":fee"
 """The pipeline keys a fee hold ``<reservation>:fee``; recovery settles it by the same tx."""
+
+
+@contextmanager
+def _node_read(what: str) -> Iterator[None]:
+    """A failed read before signing, as a typed error. Only the error's type is kept: a
+    dependency's message can carry the RPC URL, and with it a provider's API key."""
+    try:
+        yield
+    except AgentGuardError:
+        raise
+    except Exception as exc:
+        raise NodeUnavailable(
+            f"the RPC node failed while {what} ({type(exc).__name__}); nothing was signed"
+        ) from None
+
+
+def _why(exc: Exception) -> str:
+    """What a failed call says, without a transport error's text (it names the RPC URL)."""
+    if isinstance(exc, Web3RPCError):  # the node's own JSON-RPC error message
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +110,8 @@ class ChainPort:
         self._nonces = NonceManager(self._pending_nonce)
 
     def _pending_nonce(self) -> int:
-        return int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "pending"))
+        with _node_read("reading the pending nonce"):
+            return int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "pending"))
 
     # -- Port -------------------------------------------------------------------------------
 
@@ -135,7 +166,7 @@ class ChainPort:
                 "outcome_unknown",
                 f"sending raised {type(exc).__name__}",
                 error=OutcomeUnknown(
-                    f"sending {tx.hash} failed ({type(exc).__name__}: {str(exc)[:200]}); the "
+                    f"sending {tx.hash} failed ({_why(exc)}); the "
                     "node may still have received it, so it stays counted until "
                     "wallet.recover() sees it land or its nonce used by another transaction",
                     reference=tx.hash,
@@ -276,19 +307,25 @@ class ChainPort:
             "value": value,
             "data": "0x" + data.hex(),
         }
-        try:
-            estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
-        except (ContractLogicError, Web3RPCError) as exc:
-            reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
-            raise TransactionReverted(
-                "the call would revert; nothing was signed", reason=reason
-            ) from None
-        block = self._w3.eth.get_block("pending")
+        with _node_read("estimating gas"):
+            try:
+                estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            except (ContractLogicError, Web3RPCError) as exc:
+                reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
+                raise TransactionReverted(
+                    "the call would revert; nothing was signed", reason=reason
+                ) from None
+        with _node_read("reading the base fee and tip"):
+            block = self._w3.eth.get_block("pending")
+            base_fee, tip = (
+                int(block.get("baseFeePerGas", 0) or 0),
+                int(self._w3.eth.max_priority_fee),
+            )
         return quote(
             self._signer.fees,
             gas=int(estimate * self._headroom) + 10_000,
-            base_fee=int(block.get("baseFeePerGas", 0) or 0),
-            tip=int(self._w3.eth.max_priority_fee),
+            base_fee=base_fee,
+            tip=tip,
         )
 
     def _node_has(self, tx_hash: str) -> bool:

@@ -4,12 +4,20 @@
 node's reply (the node DID get it: the answer was lost); ``before[method]`` answers 504
 without forwarding; ``rewrite[method]`` replaces the node's ``result``. Each rule is a count of
 calls it still applies to (``-1``: always).
+
+``script[method]`` is a queue of faults, one taken per call (the property tests draw them):
+``ok``; ``lost`` (forwarded, answer lost: 504); ``504``/``502`` (not forwarded);
+``timeout`` (forwarded, answered only after ``delay`` seconds, past the client's timeout);
+``nonce_too_low``/``already_known`` (forwarded, then the node's answer replaced by that
+JSON-RPC error, as a node does for a retried transaction); ``lie_nonce_too_low`` /
+``lie_already_known`` (not forwarded: the node never saw it, yet the error is claimed).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -23,6 +31,8 @@ class RpcProxy:
         self.after: dict[str, int] = {}
         self.before: dict[str, int] = {}
         self.rewrite: dict[str, Any] = {}
+        self.script: dict[str, list[str]] = {}
+        self.delay = 3.0
         self.seen: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -41,6 +51,7 @@ class RpcProxy:
                 self.wfile.write(answer)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.handle_error = lambda *_: None  # type: ignore[method-assign]  # a client gone
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -53,9 +64,34 @@ class RpcProxy:
                 rules[method] = left - 1
             return True
 
+    def _next_fault(self, method: str) -> str:
+        with self._lock:
+            queue = self.script.get(method)
+            return queue.pop(0) if queue else "ok"
+
+    def _scripted(self, fault: str, body: bytes) -> tuple[int, bytes]:
+        if fault in ("504", "502"):
+            return int(fault), b'{"error": "bad gateway"}'
+        if not fault.startswith("lie_"):
+            reply = httpx.post(
+                self.upstream, content=body, headers={"Content-Type": "application/json"}
+            )
+        if fault == "lost":
+            return 504, b'{"error": "gateway timeout"}'
+        if fault == "timeout":
+            time.sleep(self.delay)
+            return reply.status_code, reply.content
+        message = "already known" if fault.endswith("already_known") else "nonce too low"
+        error = {"jsonrpc": "2.0", "id": json.loads(body).get("id"),
+                 "error": {"code": -32000, "message": message}}  # fmt: skip
+        return 200, json.dumps(error).encode()
+
     def _handle(self, body: bytes) -> tuple[int, bytes]:
         method = str(json.loads(body).get("method"))
         self.seen.append(method)
+        fault = self._next_fault(method)
+        if fault != "ok":
+            return self._scripted(fault, body)
         if self._take(self.before, method):
             return 504, b'{"error": "gateway timeout"}'
         reply = httpx.post(
@@ -74,6 +110,7 @@ class RpcProxy:
             self.after.clear()
             self.before.clear()
             self.rewrite.clear()
+            self.script.clear()
 
     def __enter__(self) -> RpcProxy:
         self._thread.start()
