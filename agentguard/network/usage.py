@@ -19,7 +19,7 @@ from web3 import Web3
 
 from agentguard._exceptions import ConfigurationError
 from agentguard.network.registration import Registration
-from agentguard.network.state import TaskRecord
+from agentguard.network.state import PENDING, Pending, TaskRecord
 
 __all__ = ["ChainUsageCheck"]
 
@@ -100,9 +100,22 @@ class ChainUsageCheck:
             )
         return owner
 
-    def was_used(self, task: TaskRecord) -> bool | None:
+    def was_used(self, task: TaskRecord) -> bool | Pending | None:
+        """Used is final; "unused" only once the chain's own clock has passed the expiry
+        (``PENDING`` until then). The vault accepts an attestation while ``block.timestamp <
+        expiresAt``, so on a chain stamped behind the gateway's clock, "unused" at the
+        gateway's expiry proves nothing: the host could still execute it (or deploy the vault
+        and then execute it). Blocks never go back in time, so once the latest block is at or
+        past the expiry, no later block accepts it. (A chain that mines no block stays
+        ``PENDING``: the amount stays counted.)"""
+        settled = self._w3.eth.get_block("latest")["timestamp"] >= task.expires_at
         if not self.has_code(task.policy_client):
-            return None
+            return None if settled else PENDING
+        if self._used(task):
+            return True
+        return False if settled else PENDING
+
+    def _used(self, task: TaskRecord) -> bool:
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
         if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
             return True
