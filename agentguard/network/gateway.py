@@ -39,6 +39,7 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
 from agentguard._intent import NATIVE_ASSET, TransactionIntent
+from agentguard._json import strict_loads
 from agentguard._logging import configure_logging, get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import api_key_digest, load_token
@@ -446,11 +447,9 @@ class Gateway:
         if not isinstance(value, str) or not _HEX.match(value):
             raise _invalid("wasm_args must be 0x-hex of UTF-8 JSON")
         try:
-            parsed = json.loads(bytes.fromhex(value.removeprefix("0x")).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise _invalid("wasm_args is not hex of UTF-8 JSON") from None
-        except RecursionError:
-            raise _invalid("wasm_args JSON is nested too deeply") from None
+            parsed = strict_loads(bytes.fromhex(value.removeprefix("0x")))
+        except ValueError as exc:
+            raise _invalid(f"wasm_args is not hex of acceptable UTF-8 JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise _invalid("wasm_args must encode a JSON object")
         return parsed
