@@ -61,6 +61,9 @@ CLOCK_SKEW = 30
 # Task ids this operator signed and whose attestations have not expired yet.
 MAX_LIVE_TASKS = 1_000_000
 
+# What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
+# read anything else there that only a lying gateway could have added.
+_WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -277,6 +280,14 @@ class Operator:
         wasm_now = wasm.get("now")
         if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:
             raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
+        if expires_at != wasm_now + expire_after:
+            raise RPCError(INVALID_PARAMS, "expires_at is not data.wasm.now + expire_after")
+        unknown = sorted(set(wasm) - _WASM_FIELDS)
+        if unknown:
+            shown = ", ".join(repr(k)[:40] for k in unknown[:5])
+            raise RPCError(INVALID_PARAMS, f"data.wasm carries keys no gateway sends: {shown}")
+        if not isinstance(wasm.get("approved"), bool) or not isinstance(wasm.get("history"), dict):
+            raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
 
         registration = self._registration(params, policy_client)
         policy, config = self._check_registered(params, registration, chain_id, expire_after)

@@ -3,6 +3,7 @@ REAL operator processes."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -65,3 +66,35 @@ def test_an_operator_signs_one_task_id_for_one_intent_only(
         # nor for the same intent of another policy client
         other = evaluate(op, registered_task(other_client, first, task_id))["error"]
         assert other["code"] == -32602 and "different intent" in other["message"], other
+
+
+def test_data_wasm_carries_only_what_a_gateway_sends(
+    network: ReferenceNetwork, client: str
+) -> None:
+    """Before the fix an operator signed with any extra key in ``data.wasm`` (here
+    ``trusted_merchant``), which a policy could read as if the network had vouched for it, and
+    with ``approved``/``history`` of any type."""
+    intent = transfer(fresh_agent(), 1)
+    for extra, mentions in [
+        ({"trusted_merchant": True}, "keys no gateway sends: 'trusted_merchant'"),
+        ({"approved": "yes"}, "approved must be a bool"),
+        ({"history": []}, "history an object"),
+    ]:
+        body = registered_task(client, intent, "0x" + os.urandom(32).hex())
+        body["wasm"] = {**body["wasm"], **extra}
+        for op in network.operators:
+            refused = evaluate(op, body)["error"]
+            assert refused["code"] == -32602 and mentions in refused["message"], refused
+
+
+def test_the_expiry_is_the_registered_lifetime_after_the_time_the_policy_saw(
+    network: ReferenceNetwork, client: str
+) -> None:
+    """Before the fix a gateway could tell the policy one time and sign an expiry 30 s later
+    than the registered lifetime allows from it (330 s for a 300 s registration)."""
+    intent = transfer(fresh_agent(), 1)
+    body = registered_task(client, intent, "0x" + os.urandom(32).hex())
+    body["expires_at"] = body["wasm"]["now"] + 330
+    for op in network.operators:
+        refused = evaluate(op, body)["error"]
+        assert refused["code"] == -32602 and "data.wasm.now + expire_after" in refused["message"]
