@@ -7,11 +7,15 @@ import os
 import time
 from typing import Any
 
-from agentguard import TransactionIntent
-from agentguard.network.launcher import ReferenceNetwork
+import httpx
+import pytest
+
+from agentguard import Attestation, TransactionIntent, Verifier
+from agentguard._exceptions import IntentMismatch
+from agentguard.network.launcher import OperatorProcess, ReferenceNetwork
 from agentguard.network.state import policy_material
 
-from .conftest import NETCHECK, fresh_agent, fresh_client, params, transfer
+from .conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 from .test_hostile_gateway import evaluate
 
 
@@ -98,3 +102,65 @@ def test_the_expiry_is_the_registered_lifetime_after_the_time_the_policy_saw(
     for op in network.operators:
         refused = evaluate(op, body)["error"]
         assert refused["code"] == -32602 and "data.wasm.now + expire_after" in refused["message"]
+
+
+def hold(op: OperatorProcess, registration: dict[str, Any]) -> dict[str, Any]:
+    token = op.token_file.read_text().strip()
+    envelope = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "agentguard_holdRegistration",
+        "params": {"registration": registration},
+    }
+    answer: dict[str, Any] = httpx.post(
+        op.url, json=envelope, headers={"authorization": f"Bearer {token}"}
+    ).json()
+    return answer
+
+
+def test_a_quorum_that_missed_a_re_registration_is_stopped_by_the_pin(
+    network: ReferenceNetwork,
+) -> None:
+    """The limit of catch-up: a gateway that withholds the owner's newer registration from
+    operators that missed it can get those operators to sign under the older one (looser
+    params) if they are a quorum. An up-to-date operator refuses the older registration, and
+    the pinned policy id (``Guard.connect``, the vault's ``policyId``) refuses the result."""
+    client = fresh_client()
+    loose = network.sign_registration(client, NETCHECK, params(max_per_tx=100 * UNIT))
+    tight = network.sign_registration(client, NETCHECK, params(max_per_tx=UNIT))
+    for op in network.operators:
+        assert "result" in hold(op, loose["registration"])
+    assert "result" in hold(network.operators[0], tight["registration"])  # 1 and 2 missed it
+    intent = transfer(fresh_agent(), 50 * UNIT)
+    body = registered_task(
+        client,
+        intent,
+        "0x" + os.urandom(32).hex(),
+        params=params(max_per_tx=100 * UNIT),
+        registration=loose["registration"],
+    )
+    refused = evaluate(network.operators[0], body)["error"]
+    assert refused["code"] == -32602 and "not newer" in refused["message"], refused
+    answers = [evaluate(op, body)["result"] for op in network.operators[1:]]
+    assert [a["decision"] for a in answers] == ["allow", "allow"]
+    attestation = Attestation.model_validate(
+        {
+            "scheme": "ecdsa",
+            "decision": "allow",
+            "task_id": body["task_id"],
+            "policy_id": answers[0]["policy_id"],
+            "policy_client": client,
+            "intent_hash": body["wasm"]["intent_hash"],
+            "expires_at": body["expires_at"],
+            "signatures": [
+                {"operator": a["operator"], "signature": a["signature"]} for a in answers
+            ],
+        }
+    )
+    pinned = Verifier(
+        network.operator_addresses,
+        policy_client=client,
+        policy_id=tight["registration"]["policy_id"],
+    )
+    with pytest.raises(IntentMismatch, match="policy id"):
+        pinned.verify(attestation, intent)
