@@ -55,6 +55,14 @@ class ChainUsageCheck:
     def __init__(self, rpc_url: str) -> None:
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
         self._contracts: set[str] = set()  # only positive answers are cached
+        self._chain_id: int | None = None
+
+    @property
+    def chain_id(self) -> int:
+        """The chain this RPC serves: it can say nothing about policy clients on another."""
+        if self._chain_id is None:
+            self._chain_id = int(self._w3.eth.chain_id)
+        return self._chain_id
 
     def has_code(self, address: str) -> bool:
         key = address.lower()
@@ -79,12 +87,13 @@ class ChainUsageCheck:
     def check_owner(self, registration: Registration) -> str | None:
         """A contract client (a vault) is registered only by its ``owner()``: returns that
         owner once confirmed, ``None`` where the chain cannot tell (no code at the address
-        yet, or a self-signed registration, which proves a key, not a contract)."""
+        yet, a registration for another chain than this RPC's, or a self-signed registration,
+        which proves a key, not a contract)."""
         if registration.self_owned:
             return None
         client = registration.policy_client_hex
         try:
-            if not self.has_code(client):
+            if registration.chain_id != self.chain_id or not self.has_code(client):
                 return None
         except Exception as exc:  # the node is down or answers garbage: hold nothing
             raise ConfigurationError(
