@@ -6,10 +6,11 @@ message that says what to fix; nothing a client sends can turn into an HTTP 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from agentguard._json import strict_loads
@@ -43,6 +44,7 @@ POLICY_REQUIRED = -32621
 
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
+BODY_TIMEOUT = 10.0
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -94,11 +96,19 @@ async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
     no lone surrogates, no integer longer than a uint256, at most ``MAX_DEPTH`` levels, so
     nothing that reaches the handlers can fail later when it is hashed or re-encoded."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):  # a dripped body must not hold us forever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RPCError(
+            INVALID_REQUEST, f"the request body did not arrive within {BODY_TIMEOUT:g} s"
+        ) from None
+    except ClientDisconnect:
+        raise RPCError(INVALID_REQUEST, "the client left before sending the whole body") from None
     try:
         message = strict_loads(b"".join(chunks), max_depth=MAX_DEPTH)
     except ValueError as exc:

@@ -10,12 +10,14 @@ operators, which parse with the same function.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 
+from agentguard.network._rpc import BODY_TIMEOUT
 from agentguard.network.launcher import ReferenceNetwork
 
 from .conftest import NETCHECK, RPC, fresh_agent, fresh_client, params, transfer
@@ -88,3 +90,24 @@ def test_an_operator_refuses_nan_from_its_gateway(network: ReferenceNetwork) -> 
     body = '{"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": {"x": NaN}}'
     response = httpx.post(op.url, content=body, headers={"authorization": f"Bearer {token}"}).json()
     assert response["error"]["code"] == -32700, response
+
+
+def test_a_dripped_body_is_cut_off_with_an_answer(network: ReferenceNetwork) -> None:
+    """Before the fix an authenticated caller that announced a body and never sent it held a
+    gateway (or operator) handler open forever; now it gets a JSON-RPC error after
+    ``BODY_TIMEOUT`` and the connection is answered."""
+    targets = [
+        (network.gateway_port, network.api_key),
+        (network.operators[0].port, network.operators[0].token_file.read_text().strip()),
+    ]
+    for port, secret in targets:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(
+                b"POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + secret.encode()
+                + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            conn.settimeout(BODY_TIMEOUT + 20)
+            answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert b'"code":-32600' in answer and b"did not arrive" in answer, answer
