@@ -12,7 +12,9 @@ import pytest
 
 from agentguard import Attestation, TransactionIntent, Verifier
 from agentguard._exceptions import IntentMismatch
+from agentguard.network._rpc import RPCError
 from agentguard.network.launcher import OperatorProcess, ReferenceNetwork
+from agentguard.network.operator import CLOCK_SKEW
 from agentguard.network.state import policy_material
 
 from .conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
@@ -164,3 +166,23 @@ def test_a_quorum_that_missed_a_re_registration_is_stopped_by_the_pin(
     )
     with pytest.raises(IntentMismatch, match="policy id"):
         pinned.verify(attestation, intent)
+
+
+def test_an_operator_forgets_a_task_id_once_its_attestation_expired() -> None:
+    """The memory behind one-intent-per-task-id is bounded by expiry: an expired attestation
+    authorizes nothing, so its task id may name another intent afterwards."""
+    from .test_operator import new_operator, request
+
+    operator = new_operator()
+    first = request(UNIT)
+    second = request(2 * UNIT, task_id=first["task_id"])
+    now = first["wasm"]["now"]
+    assert operator.evaluate_and_sign(first, now=now)["decision"] == "allow"
+    with pytest.raises(RPCError, match="different intent"):
+        operator.evaluate_and_sign(second, now=now)
+    later = now + 300 + CLOCK_SKEW + 1
+    second["wasm"]["now"], second["expires_at"] = later, later + 300
+    assert operator.evaluate_and_sign(second, now=later)["decision"] == "allow"
+    with pytest.raises(RPCError, match="different intent"):  # now the second one holds it
+        first["wasm"]["now"], first["expires_at"] = later, later + 300
+        operator.evaluate_and_sign(first, now=later)
