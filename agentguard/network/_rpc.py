@@ -6,11 +6,14 @@ message that says what to fix; nothing a client sends can turn into an HTTP 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+
+from agentguard._json import strict_loads
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -41,6 +44,7 @@ POLICY_REQUIRED = -32621
 
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
+BODY_TIMEOUT = 10.0
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -85,39 +89,30 @@ def error_response(rpc_id: Any, error: RPCError) -> Response:
     )
 
 
-_too_deep = object()
-
-
-def _shallow(document: Any) -> bool:
-    """No container nested deeper than ``MAX_DEPTH`` (checked without recursion)."""
-    stack = [(document, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > MAX_DEPTH:
-                return False
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children)
-    return True
-
-
 async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
-    """``(id, method, params)`` of a single JSON-RPC request, or an ``RPCError``."""
+    """``(id, method, params)`` of a single JSON-RPC request, or an ``RPCError``.
+
+    Parsed strictly (``agentguard._json.strict_loads``): no ``NaN``/``Infinity``, no key twice,
+    no lone surrogates, no integer longer than a uint256, at most ``MAX_DEPTH`` levels, so
+    nothing that reaches the handlers can fail later when it is hashed or re-encoded."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
     try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RPCError(PARSE_ERROR, "request body is not valid JSON") from None
-    except RecursionError:
-        message = _too_deep
-    if message is _too_deep or not _shallow(message):
-        raise RPCError(INVALID_REQUEST, f"request JSON is nested deeper than {MAX_DEPTH} levels")
+        async with asyncio.timeout(BODY_TIMEOUT):  # a dripped body must not hold us forever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RPCError(
+            INVALID_REQUEST, f"the request body did not arrive within {BODY_TIMEOUT:g} s"
+        ) from None
+    except ClientDisconnect:
+        raise RPCError(INVALID_REQUEST, "the client left before sending the whole body") from None
+    try:
+        message = strict_loads(b"".join(chunks), max_depth=MAX_DEPTH)
+    except ValueError as exc:
+        raise RPCError(PARSE_ERROR, f"request body is not acceptable JSON: {exc}") from None
     if not isinstance(message, dict):
         raise RPCError(
             INVALID_REQUEST, "send one JSON-RPC 2.0 request object (batches are not supported)"

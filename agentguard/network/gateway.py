@@ -39,6 +39,7 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
 from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
 from agentguard._intent import NATIVE_ASSET, TransactionIntent
+from agentguard._json import strict_loads
 from agentguard._logging import configure_logging, get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import api_key_digest, load_token
@@ -61,8 +62,10 @@ from agentguard.network.config import ApiKeyEntry, NetworkConfig, OperatorEntry
 from agentguard.network.registration import Registration
 from agentguard.network.state import (
     DEFAULT_WINDOWS,
+    Pending,
     PolicyClientRecord,
     State,
+    TaskRecord,
     UsageCheck,
     WindowTotals,
     policy_from_spec,
@@ -241,8 +244,11 @@ class Gateway:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
+                usage_check = self.usage_check
+                if usage_check is not None and usage_check is self.chain:
+                    usage_check = _OnItsChain(self.chain, self._chain_of)
                 released = self.state.sweep_expired(
-                    int(self._clock()), self.usage_check, self.trusts_release
+                    int(self._clock()), usage_check, self.trusts_release
                 )
                 if released:
                     log.info("released expired unused attestations", count=released)
@@ -393,7 +399,15 @@ class Gateway:
         client = self._clients.get(policy_client.lower())
         if client is not None and client.registration.self_owned:
             return True
-        return self.chain is not None and self.usage_check is self.chain
+        return (
+            self.chain is not None
+            and self.usage_check is self.chain
+            and self._chain_of(policy_client) == self.chain.chain_id
+        )
+
+    def _chain_of(self, policy_client: str) -> int | None:
+        client = self._clients.get(policy_client.lower())
+        return None if client is None else client.chain_id
 
     # -- the task request ----------------------------------------------------------------------
 
@@ -446,11 +460,9 @@ class Gateway:
         if not isinstance(value, str) or not _HEX.match(value):
             raise _invalid("wasm_args must be 0x-hex of UTF-8 JSON")
         try:
-            parsed = json.loads(bytes.fromhex(value.removeprefix("0x")).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise _invalid("wasm_args is not hex of UTF-8 JSON") from None
-        except RecursionError:
-            raise _invalid("wasm_args JSON is nested too deeply") from None
+            parsed = strict_loads(bytes.fromhex(value.removeprefix("0x")))
+        except ValueError as exc:
+            raise _invalid(f"wasm_args is not hex of acceptable UTF-8 JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise _invalid("wasm_args must encode a JSON object")
         return parsed
@@ -1014,6 +1026,21 @@ class Gateway:
             result["operators_missed"] = await self.deliver([client])
             return result
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
+
+
+class _OnItsChain:
+    """The chain usage check, asked only about policy clients registered on the chain its RPC
+    serves: about a vault on another chain it can tell nothing (no code at that address here,
+    or someone else's contract), so the answer is "cannot tell" and a release stays counted."""
+
+    def __init__(self, chain: ChainUsageCheck, chain_of: Callable[[str], int | None]) -> None:
+        self._chain = chain
+        self._chain_of = chain_of
+
+    def was_used(self, task: TaskRecord) -> bool | Pending | None:
+        if self._chain_of(task.policy_client) != self._chain.chain_id:
+            return None
+        return self._chain.was_used(task)
 
 
 class _Bodies:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,25 @@ from agentguard.policies import Policy
 __all__ = ["OperatorProcess", "ReferenceNetwork"]
 
 _HOST = "127.0.0.1"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or accept it only if it is ours and nobody else may write in it.
+
+    The state folder holds the operator keys, the bearer tokens and the API keys, and the
+    launcher reuses the ones it finds there: in a folder another local user can write to (a
+    shared ``/tmp/agnet``), that user could plant an operator key or ``secrets.json`` they know
+    before the network starts, or swap files later, and so forge attestations or use the admin
+    key."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"state folder {path} is not a folder")
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ConfigurationError(
+            f"state folder {path} is writable by other users or owned by another user; it "
+            "holds the network's keys: use a folder only you can write to (chmod go-w)"
+        )
 
 
 def _free_port() -> int:
@@ -194,12 +215,11 @@ class ReferenceNetwork:
         self.stop()
 
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
+        for folder in ("", "keys", "logs", "operators"):
+            _private_dir(self.state_dir / folder)
         self._load_or_make_secrets()
         if not self.owner_key_file.exists():
             write_operator_key(self.owner_key_file)
-        (self.state_dir / "operators").mkdir(exist_ok=True)
         for i in range(self._n):
             key_file = self.state_dir / "keys" / f"operator-{i}.key"
             if key_file.exists():

@@ -14,6 +14,7 @@ data), exactly as on Newton.
 from __future__ import annotations
 
 import argparse
+import heapq
 import hmac
 import re
 import sqlite3
@@ -57,7 +58,12 @@ KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
 TOKEN_ENV = "AGENTGUARD_OPERATOR_TOKEN"  # noqa: S105 - a variable name, not a secret
 # How far the gateway's clock (``now``, ``expires_at``) may be from ours.
 CLOCK_SKEW = 30
+# Task ids this operator signed and whose attestations have not expired yet.
+MAX_LIVE_TASKS = 1_000_000
 
+# What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
+# read anything else there that only a lying gateway could have added.
+_WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -90,6 +96,9 @@ class Operator:
         self._held_json: dict[bytes, dict[str, Any]] = {}
         # (policy client, registration version) whose params passed the policy's schema
         self._validated: set[tuple[bytes, int]] = set()
+        # task id -> (policy client, intent hash, expiry) for every live attestation signed
+        self._tasks: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self._task_expiries: list[tuple[int, bytes]] = []
 
     def __repr__(self) -> str:
         return f"Operator({self.address})"
@@ -206,6 +215,31 @@ class Operator:
         self._validated.add(key)
         return policy, registration.params
 
+    def _claim_task(
+        self, task_id: bytes, policy_client: bytes, intent_hash: bytes, expires_at: int, now: float
+    ) -> None:
+        """A task id names one intent of one policy client: the vault's ``taskUsed``, a vault
+        payment's EIP-3009 nonce, the SDK's replay guard and the gateway's records all assume
+        it. The gateway derives it, so only a lying gateway could reuse one for another intent;
+        refuse that while an attestation signed under it is live (a retry of the same intent
+        is fine). Forgotten after expiry: an expired attestation authorizes nothing."""
+        while self._task_expiries and self._task_expiries[0][0] + CLOCK_SKEW < now:
+            expiry, old = heapq.heappop(self._task_expiries)
+            if self._tasks.get(old, (b"", b"", -1))[2] == expiry:
+                del self._tasks[old]
+        held = self._tasks.get(task_id)
+        if held is not None and held[:2] != (policy_client, intent_hash):
+            raise RPCError(
+                INVALID_PARAMS,
+                f"task id 0x{task_id.hex()} was already signed for a different intent; "
+                "a task id names exactly one intent",
+            )
+        if held is None and len(self._tasks) >= MAX_LIVE_TASKS:
+            raise RPCError(INVALID_PARAMS, "too many live tasks; try again later")
+        if held is None or expires_at > held[2]:
+            self._tasks[task_id] = (policy_client, intent_hash, expires_at)
+            heapq.heappush(self._task_expiries, (expires_at, task_id))
+
     def evaluate_and_sign(
         self, params: Mapping[str, Any], now: float | None = None
     ) -> dict[str, Any]:
@@ -246,6 +280,14 @@ class Operator:
         wasm_now = wasm.get("now")
         if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:
             raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
+        if expires_at != wasm_now + expire_after:
+            raise RPCError(INVALID_PARAMS, "expires_at is not data.wasm.now + expire_after")
+        unknown = sorted(set(wasm) - _WASM_FIELDS)
+        if unknown:
+            shown = ", ".join(repr(k)[:40] for k in unknown[:5])
+            raise RPCError(INVALID_PARAMS, f"data.wasm carries keys no gateway sends: {shown}")
+        if not isinstance(wasm.get("approved"), bool) or not isinstance(wasm.get("history"), dict):
+            raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
 
         registration = self._registration(params, policy_client)
         policy, config = self._check_registered(params, registration, chain_id, expire_after)
@@ -254,9 +296,11 @@ class Operator:
             evaluation = self._engine.evaluate(policy, input=parsed, params=config, wasm=wasm)
         except PolicyEngineError as exc:
             raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+        client = bytes.fromhex(policy_client[2:])
+        self._claim_task(task_id, client, intent_hash, expires_at, now)
         digest = attestation_digest(
             chain_id=chain_id,
-            policy_client=bytes.fromhex(policy_client[2:]),
+            policy_client=client,
             task_id=task_id,
             policy_id=pid,
             intent_hash=intent_hash,

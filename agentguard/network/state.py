@@ -41,6 +41,7 @@ restart (not a power loss before the next checkpoint).
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
 from collections import deque
@@ -55,6 +56,8 @@ from agentguard.policies import Policy
 
 __all__ = [
     "DEFAULT_WINDOWS",
+    "PENDING",
+    "Pending",
     "PolicyClientRecord",
     "Reservation",
     "State",
@@ -117,11 +120,22 @@ class TaskRecord:
     status: TaskStatus
 
 
+class Pending(enum.Enum):
+    """The attestation may still be usable where it is enforced: decide at a later sweep."""
+
+    PENDING = "pending"
+
+
+PENDING = Pending.PENDING
+
+
 class UsageCheck(Protocol):
     """Says whether an expired, uncommitted attestation was used (True), not used (False),
-    or cannot tell yet (None). Only ``False`` gives the amount back."""
+    cannot tell (None), or cannot tell *yet* (``PENDING``: the chain's clock has not reached
+    the expiry, so it could still be used; the task stays as it is until a later sweep).
+    Only ``False`` gives the amount back."""
 
-    def was_used(self, task: TaskRecord) -> bool | None: ...
+    def was_used(self, task: TaskRecord) -> bool | Pending | None: ...
 
 
 @dataclass(frozen=True)
@@ -571,6 +585,8 @@ class State:
             if task is None:
                 continue
             used = usage_check.was_used(task) if usage_check is not None else None
+            if used is PENDING:  # the rest expire later still: all pending too
+                break
             if used is True:
                 self.commit(task_id, "used (usage check)")
             elif used is False:

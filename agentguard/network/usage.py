@@ -19,7 +19,7 @@ from web3 import Web3
 
 from agentguard._exceptions import ConfigurationError
 from agentguard.network.registration import Registration
-from agentguard.network.state import TaskRecord
+from agentguard.network.state import PENDING, Pending, TaskRecord
 
 __all__ = ["ChainUsageCheck"]
 
@@ -55,6 +55,14 @@ class ChainUsageCheck:
     def __init__(self, rpc_url: str) -> None:
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
         self._contracts: set[str] = set()  # only positive answers are cached
+        self._chain_id: int | None = None
+
+    @property
+    def chain_id(self) -> int:
+        """The chain this RPC serves: it can say nothing about policy clients on another."""
+        if self._chain_id is None:
+            self._chain_id = int(self._w3.eth.chain_id)
+        return self._chain_id
 
     def has_code(self, address: str) -> bool:
         key = address.lower()
@@ -79,12 +87,13 @@ class ChainUsageCheck:
     def check_owner(self, registration: Registration) -> str | None:
         """A contract client (a vault) is registered only by its ``owner()``: returns that
         owner once confirmed, ``None`` where the chain cannot tell (no code at the address
-        yet, or a self-signed registration, which proves a key, not a contract)."""
+        yet, a registration for another chain than this RPC's, or a self-signed registration,
+        which proves a key, not a contract)."""
         if registration.self_owned:
             return None
         client = registration.policy_client_hex
         try:
-            if not self.has_code(client):
+            if registration.chain_id != self.chain_id or not self.has_code(client):
                 return None
         except Exception as exc:  # the node is down or answers garbage: hold nothing
             raise ConfigurationError(
@@ -100,9 +109,22 @@ class ChainUsageCheck:
             )
         return owner
 
-    def was_used(self, task: TaskRecord) -> bool | None:
+    def was_used(self, task: TaskRecord) -> bool | Pending | None:
+        """Used is final; "unused" only once the chain's own clock has passed the expiry
+        (``PENDING`` until then). The vault accepts an attestation while ``block.timestamp <
+        expiresAt``, so on a chain stamped behind the gateway's clock, "unused" at the
+        gateway's expiry proves nothing: the host could still execute it (or deploy the vault
+        and then execute it). Blocks never go back in time, so once the latest block is at or
+        past the expiry, no later block accepts it. (A chain that mines no block stays
+        ``PENDING``: the amount stays counted.)"""
+        settled = self._w3.eth.get_block("latest")["timestamp"] >= task.expires_at
         if not self.has_code(task.policy_client):
-            return None
+            return None if settled else PENDING
+        if self._used(task):
+            return True
+        return False if settled else PENDING
+
+    def _used(self, task: TaskRecord) -> bool:
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
         if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
             return True

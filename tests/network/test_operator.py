@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) ->
     now = int(time.time())
     spend = intent.spend
     body: dict[str, Any] = {
-        "task_id": "0x" + "42" * 32,
+        "task_id": "0x" + os.urandom(32).hex(),  # one task id names one intent
         "policy_client": CLIENT,
         "chain_id": 8453,
         "intent": intent.wire(),
@@ -97,7 +98,7 @@ def test_signs_the_documented_digest(operator: Operator) -> None:
     digest = attestation_digest(
         chain_id=8453,
         policy_client=bytes.fromhex(CLIENT[2:]),
-        task_id=bytes.fromhex("42" * 32),
+        task_id=bytes.fromhex(body["task_id"][2:]),
         policy_id=pid,
         intent_hash=bytes.fromhex(answer["intent_hash"][2:]),
         allow=True,
