@@ -164,7 +164,7 @@ class _Body:
         self._raw = 0
         self._out = bytearray()
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > _MAX_BODY:
+        if length.isascii() and length.isdigit() and int(length) > _MAX_BODY:
             raise self._oversized(f"announces {int(length)} bytes")
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if self.preread:

@@ -76,7 +76,7 @@ def chain_id_from_network(network: str) -> int:
     """``eip155:8453`` or a v1 name like ``base`` → 8453."""
     if network.startswith("eip155:"):
         tail = network[7:]
-        if tail.isdigit() and 0 < len(tail) <= 20:
+        if tail.isascii() and tail.isdigit() and 0 < len(tail) <= 20:
             return int(tail)
         raise IntentError(f"network {network!r} is not a valid CAIP-2 eip155 id")
     if network in _V1_NETWORKS:
@@ -474,7 +474,7 @@ class PaymentIntent(_Model):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, v: Any) -> int:
-        if isinstance(v, str) and v.isdigit() and len(v) <= 78:
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 78:
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= UINT256_MAX:
             raise IntentError(f"payment amount must be a positive atomic integer, got {v!r:.80}")

@@ -109,7 +109,7 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
     if (
         len(status_line) < 2
         or not status_line[0].startswith("HTTP/1.")
-        or not status_line[1].isdigit()
+        or not (status_line[1].isascii() and status_line[1].isdigit())
     ):
         raise HTTPError("malformed status line")
     length: int | None = None
@@ -118,7 +118,7 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
         name, _, value = line.partition(":")
         name = name.strip().lower()
         if name == "content-length":
-            if not value.strip().isdigit():
+            if not (value.strip().isascii() and value.strip().isdigit()):
                 raise HTTPError("malformed Content-Length")
             length = int(value)
         elif name == "transfer-encoding":

@@ -80,6 +80,15 @@ def _why(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def _is_revert(exc: Exception) -> bool:
+    """The call itself reverts (revert data, or the node says so), as opposed to a node error."""
+    return (
+        isinstance(exc, ContractLogicError)
+        or bool(revert_data(exc))
+        or "revert" in str(exc).lower()
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Ticket:
     lease: Lease
@@ -311,6 +320,10 @@ class ChainPort:
             try:
                 estimate = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
             except (ContractLogicError, Web3RPCError) as exc:
+                if not _is_revert(exc):  # "nonce too low", a rate limit: the node, not the call
+                    raise NodeUnavailable(
+                        f"the RPC node refused to estimate gas ({_why(exc)}); nothing was signed"
+                    ) from None
                 reason = decode_revert(revert_data(exc)) if revert_data(exc) else str(exc)
                 raise TransactionReverted(
                     "the call would revert; nothing was signed", reason=reason

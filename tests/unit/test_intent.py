@@ -337,3 +337,18 @@ def test_a_changed_copy_is_revalidated_and_rehashed(intent):
         payer=AGENT, scheme="exact", network="base", asset=TOKEN, amount=5, pay_to=PAYEE
     )
     assert payment.model_copy(update={"amount": 6}).intent_hash != payment.intent_hash
+
+
+@pytest.mark.parametrize("amount", ["\uff11000000", "\u0663", "1\u00b2"])
+def test_payment_amounts_are_ascii_digits_only(amount: str) -> None:
+    """Before: ``str.isdigit`` took full-width and Arabic-Indic digits (U+FF11 as 1)."""
+    with pytest.raises(IntentError):
+        PaymentIntent(
+            payer=AGENT, scheme="exact", network="eip155:8453", asset=TOKEN, amount=amount,
+            pay_to=PAYEE,
+        )  # fmt: skip
+
+
+def test_a_network_id_is_ascii_digits_only() -> None:
+    with pytest.raises(IntentError):
+        chain_id_from_network("eip155:\u0668\u0664\u0665\u0663")
