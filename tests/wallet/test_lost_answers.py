@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
-from agentguard import Guard, OutcomeUnknown, Signer
+from agentguard import Guard, NodeUnavailable, OutcomeUnknown, Signer
 from agentguard._exceptions import BudgetExceeded, FeeCapExceeded
 from agentguard._intent import NATIVE_ASSET
 from agentguard.ledger import Ledger, Limits, WindowCap
@@ -96,6 +96,20 @@ def test_unknown_send_stays_counted_and_recover_never_releases_on_a_failed_looku
     assert [r.amount for r in report.committed if r.action] == [AMOUNT]
     assert ledger.usage(wallet.account, 3600).spent[token] == AMOUNT
     wallet.transfer(PAYEE, 1, asset=chain.token.address)  # the nonce view recovered too
+
+
+def test_a_node_error_while_estimating_gas_is_not_called_a_revert(snapshot, network, proxy):
+    """Before: any node error during gas estimation ("nonce too low", a rate limit) surfaced as
+    TransactionReverted with a "fix the call" hint. Now it is NodeUnavailable; nothing signed."""
+    chain = snapshot
+    client, _ = new_policy_client(network, chain.token.address)
+    ledger = Ledger()
+    proxy.script["eth_estimateGas"] = ["lie_nonce_too_low"]
+    wallet = wallet_via(Web3(Web3.HTTPProvider(proxy.url)), network, client, ledger=ledger)
+    with SigningSpy() as spy, pytest.raises(NodeUnavailable, match="estimate gas"):
+        wallet.transfer(PAYEE, AMOUNT, asset=chain.token.address)
+    assert spy.calls == []
+    assert ledger.usage(wallet.account, 3600).count == 0  # everything given back
 
 
 def test_fees_from_a_lying_node_are_refused_before_signing(snapshot, network, proxy):
