@@ -116,6 +116,7 @@ def _canonical_type(param: str) -> str:
     return _ALIASES[alias.group(1)] + alias.group(2) if alias else kind
 
 
+@lru_cache(maxsize=4096)  # pure (a refusal raises and is not cached)
 def canonical_signature(signature: str) -> str:
     """``function transfer(address to, uint256 amount)`` → ``transfer(address,uint256)``.
 
@@ -223,6 +224,29 @@ def _wire_bytes(value: Any, field: str) -> bytes:
     raise IntentError(f"{field} must be 0x-hex or an array of byte values")
 
 
+@lru_cache(maxsize=4096)
+def _selector(signature: str) -> bytes:
+    return keccak(signature.encode())[:4]
+
+
+@lru_cache(maxsize=4096)  # pure: intents are re-validated from their fields several times
+def _decode(signature: str, data: bytes) -> tuple[Any, ...]:
+    """The decoded arguments of ``data`` (selector first) as ``signature`` says; for a
+    value-moving selector only the canonical encoding is accepted, since the call is valued
+    from these arguments and only that encoding leaves a contract no room to read other ones."""
+    types = argument_types(signature)
+    try:
+        decoded = tuple(abi_decode(types, data[4:]))
+    except Exception as exc:
+        raise IntentError(f"calldata does not decode as {signature}: {exc}") from None
+    if data[:4] in KNOWN_SELECTORS and data[4:] != abi_encode(types, decoded):
+        raise IntentError(
+            f"calldata of {signature} is not the canonical ABI encoding of its arguments "
+            "(extra or rearranged bytes); encode it with a standard ABI encoder"
+        )
+    return decoded
+
+
 def _as_intent_error(exc: ValidationError) -> IntentError:
     """Pydantic wraps our validators' errors; callers get the typed IntentError back."""
     first = exc.errors()[0]
@@ -305,21 +329,12 @@ class TransactionIntent(_Model):
         if self.chain_id == 0:
             raise IntentError("chain_id must be set (8453 for Base)")
         if self.function_signature:
-            if len(self.data) < 4 or keccak(self.function_signature.encode())[:4] != self.data[:4]:
+            if len(self.data) < 4 or _selector(self.function_signature) != self.data[:4]:
                 raise IntentError(
                     f"calldata does not start with the selector of {self.function_signature!r}"
                 )
             check_signature(self.function_signature)
-            if self.data[:4] in KNOWN_SELECTORS and self.data[4:] != abi_encode(
-                argument_types(self.function_signature), self.decoded_arguments
-            ):
-                # a value-moving call is valued from its decoded arguments: only the canonical
-                # encoding leaves no room for a contract to read other ones
-                raise IntentError(
-                    f"calldata of {self.function_signature} is not the canonical ABI encoding "
-                    "of its arguments (extra or rearranged bytes); encode it with a standard "
-                    "ABI encoder"
-                )
+            _decode(self.function_signature, self.data)  # refuses what does not decode
         elif self.data:
             raise IntentError(
                 "calldata without a function_signature cannot be checked by policies; "
@@ -347,12 +362,7 @@ class TransactionIntent(_Model):
     def decoded_arguments(self) -> tuple[Any, ...]:
         if not self.function_signature:
             return ()
-        try:
-            return tuple(abi_decode(argument_types(self.function_signature), self.data[4:]))
-        except Exception as exc:
-            raise IntentError(
-                f"calldata does not decode as {self.function_signature}: {exc}"
-            ) from None
+        return _decode(self.function_signature, self.data)
 
     @property
     def function_name(self) -> str:

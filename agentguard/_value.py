@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from eth_utils.address import to_checksum_address
@@ -251,6 +252,12 @@ if len(KNOWN_SELECTORS) != len(_ENTRIES):  # pragma: no cover - a table edit gon
     raise RuntimeError("two value-moving signatures in agentguard._value share a selector")
 
 
+@lru_cache(maxsize=4096)  # pure; an agent uses a handful of signatures again and again
+def _checksum(address: str) -> str:
+    return to_checksum_address(address)
+
+
+@lru_cache(maxsize=4096)  # pure (a refusal raises and is not cached)
 def check_signature(signature: str) -> None:
     """Refuse a signature that hashes like a value-moving function but is not that function."""
     entry = KNOWN_SELECTORS.get(keccak(signature.encode())[:4])
@@ -296,8 +303,8 @@ def value_call(
     asset, _, recipient = moves[0]
     amount = min(sum(amount for _, amount, _ in moves), UINT256_MAX)
     return Spend(
-        asset=to_checksum_address(asset),
+        asset=_checksum(asset),
         amount=amount,
-        recipient=to_checksum_address(recipient),
+        recipient=_checksum(recipient),
         kind=entry.kind,
     )
