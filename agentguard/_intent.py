@@ -456,9 +456,9 @@ class TransactionIntent(_Model):
     def erc20_transfer(
         cls, *, sender: str, token: str, recipient: str, amount: int, chain_id: int
     ) -> TransactionIntent:
-        data = keccak(_ERC20_TRANSFER.encode())[:4] + abi_encode(
-            ["address", "uint256"], [_checksum(recipient, "recipient"), _uint(amount, "amount")]
-        )
+        # The canonical ABI encoding of (address, uint256), written out: this runs per payment.
+        payee = bytes.fromhex(_checksum(recipient, "recipient")[2:])
+        data = _selector(_ERC20_TRANSFER) + address_word(payee) + uint_word(_uint(amount, "amount"))
         return cls(
             from_=sender, to=token, data=data, chain_id=chain_id, function_signature=_ERC20_TRANSFER
         )

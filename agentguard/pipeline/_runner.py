@@ -58,7 +58,9 @@ class AuditSink(Protocol):
 class Port(Protocol):
     """What an entry point supplies: how to sign and send, and how to read what happened.
 
-    Methods may be plain or ``async``; ``AsyncRunner`` runs plain ones in a worker thread.
+    Methods may be plain or ``async``; ``AsyncRunner`` runs plain ones in a worker thread,
+    unless the port says ``blocking = False`` (no I/O in ``prepare``/``sign``/``abandon``/
+    ``confirm``, e.g. signing an x402 authorization), then inline.
     """
 
     def prepare(self, verified: VerifiedAttestation) -> Prepared: ...
@@ -254,6 +256,8 @@ class AsyncRunner:
             method, args = _port_call(port, step)
             if inspect.iscoroutinefunction(method):
                 return await method(*args)
+            if not getattr(port, "blocking", True):  # CPU-light: a thread hop costs more
+                return method(*args)
             return await asyncio.to_thread(method, *args)
         guard = self.guard
         match step:

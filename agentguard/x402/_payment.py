@@ -47,6 +47,8 @@ class Payment:
 class PaymentPort:
     """One payment for ``req`` from ``payer`` (the signer's address, or a vault)."""
 
+    blocking = False  # builds and signs an authorization in memory; the paid retry is the Send
+
     def __init__(
         self,
         *,
