@@ -229,11 +229,21 @@ def _selector(signature: str) -> bytes:
     return keccak(signature.encode())[:4]
 
 
-@lru_cache(maxsize=4096)  # pure: intents are re-validated from their fields several times
+_CACHED_CALLDATA = 1024  # bytes: a server must not hold 4096 hostile 100 KiB calldatas
+
+
 def _decode(signature: str, data: bytes) -> tuple[Any, ...]:
     """The decoded arguments of ``data`` (selector first) as ``signature`` says; for a
     value-moving selector only the canonical encoding is accepted, since the call is valued
-    from these arguments and only that encoding leaves a contract no room to read other ones."""
+    from these arguments and only that encoding leaves a contract no room to read other ones.
+    Intents are re-validated from their fields several times per action, so ordinary calldata
+    is decoded once (cached); large calldata is decoded each time."""
+    if len(data) <= _CACHED_CALLDATA:
+        return _decode_cached(signature, data)
+    return _decode_uncached(signature, data)
+
+
+def _decode_uncached(signature: str, data: bytes) -> tuple[Any, ...]:
     types = argument_types(signature)
     try:
         decoded = tuple(abi_decode(types, data[4:]))
@@ -245,6 +255,9 @@ def _decode(signature: str, data: bytes) -> tuple[Any, ...]:
             "(extra or rearranged bytes); encode it with a standard ABI encoder"
         )
     return decoded
+
+
+_decode_cached = lru_cache(maxsize=4096)(_decode_uncached)
 
 
 def _as_intent_error(exc: ValidationError) -> IntentError:

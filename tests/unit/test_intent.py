@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from eth_abi.abi import encode as abi_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -352,3 +353,18 @@ def test_payment_amounts_are_ascii_digits_only(amount: str) -> None:
 def test_a_network_id_is_ascii_digits_only() -> None:
     with pytest.raises(IntentError):
         chain_id_from_network("eip155:\u0668\u0664\u0665\u0663")
+
+
+def test_large_calldata_is_validated_but_not_cached() -> None:
+    """Servers parse intents from strangers: only small calldata may sit in the decode cache
+    (before: every distinct calldata up to the request limit was kept, 4096 of them)."""
+    from agentguard._intent import _CACHED_CALLDATA, _decode_cached
+
+    blob = b"\x01" * (2 * _CACHED_CALLDATA)
+    data = keccak(b"store(bytes)")[:4] + abi_encode(["bytes"], [blob])
+    before = _decode_cached.cache_info().currsize
+    intent = TransactionIntent(
+        from_=AGENT, to=TOKEN, data=data, chain_id=8453, function_signature="store(bytes)"
+    )
+    assert intent.decoded_arguments == (blob,)
+    assert _decode_cached.cache_info().currsize == before
