@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: env demo test lint bench network clean
+.PHONY: env browser demo test lint bench network clean
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -24,10 +24,15 @@ $(NODE_STAMP): package.json package-lock.json
 
 env: $(STAMP) $(NODE_STAMP)
 
+# The approval page is tested in Debian's headless chromium, driven through its chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 demo: env
 	$(UV) run --no-sync python examples/demo.py
 
-test: env
+test: env browser
 	$(UV) run --no-sync pytest -q
 
 lint: env
