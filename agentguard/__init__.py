@@ -45,6 +45,7 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._json import strict_loads
+from agentguard._units import Amount, Token, format_amount, parse_amount
 from agentguard._verifier import (
     MemoryReplayGuard,
     NewtonBindingVerifier,
@@ -103,6 +104,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentGuardError",
+    "Amount",
     "ApprovalRequired",
     "AsyncAuthorizer",
     "AsyncGuard",
@@ -158,6 +160,7 @@ __all__ = [
     "Signer",
     "Simulation",
     "Spend",
+    "Token",
     "TransactionIntent",
     "TransactionReverted",
     "UnknownOperator",
@@ -166,5 +169,7 @@ __all__ = [
     "Verifier",
     "WindowCap",
     "configure_logging",
+    "format_amount",
+    "parse_amount",
     "strict_loads",
 ]

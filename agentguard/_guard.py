@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from agentguard._attestation import Attestation
+from agentguard._defaults import Defaults
 from agentguard._exceptions import ConfigurationError, VerificationError
 from agentguard._gateway import AsyncAuthorizer, AsyncNewtonGateway, Authorizer, NewtonGateway
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -102,9 +103,12 @@ class _Connect:
 
     _gateway_class: ClassVar[type[NewtonGateway] | type[AsyncNewtonGateway]]
 
-    def __init__(self, authorizer: Any, verifier: Verifier) -> None:
+    def __init__(
+        self, authorizer: Any, verifier: Verifier, defaults: Defaults | None = None
+    ) -> None:
         self.authorizer = authorizer
         self.verifier = verifier
+        self.defaults = defaults if defaults is not None else Defaults()
 
     @classmethod
     def connect(
