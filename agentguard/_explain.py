@@ -2,8 +2,8 @@
 
 What was refused, why, and what to do next — retry later, fix the arguments, wait for a human,
 or stop. Only what agentguard's errors already carry goes in (their ``message``, which never
-holds a secret, policy reasons, cap figures), so nothing the agent did not see leaks out; any
-other exception is described by its type alone, never by its text.
+holds a secret, policy reasons, cap figures), masked like a log line; any other exception is
+described by its type alone, never by its text (it may carry anything).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from agentguard._exceptions import (
     TransactionReverted,
     VerificationError,
 )
+from agentguard._redact import redact
 from agentguard._units import Tokens, format_amount
 
 __all__ = ["explain"]
@@ -71,7 +72,13 @@ def _budget(exc: BudgetExceeded, chain_id: int, tokens: Tokens) -> str:
 
 def explain(exc: BaseException, *, chain_id: int = 8453, tokens: Tokens = None) -> str:
     """The text to hand back to the agent for ``exc`` (amounts in human units where the token
-    is known on ``chain_id`` or among ``tokens``)."""
+    is known on ``chain_id`` or among ``tokens``). Bearer tokens and registered secrets (API
+    keys) are masked, as in logs and the audit trail."""
+    text: str = redact(_text(exc, chain_id, tokens))
+    return text
+
+
+def _text(exc: BaseException, chain_id: int, tokens: Tokens) -> str:
     if not isinstance(exc, AgentGuardError):
         return (
             f"The action failed with an unexpected {type(exc).__name__}; whether it happened is "
