@@ -196,14 +196,14 @@ def test_a_lying_dict_subclass_cannot_show_the_hash_one_thing_and_the_function_a
         got.append(message)
 
     send_email(Sly(to="ann@example.com", bcc="eve@evil.example"))
-    hashed = stack.last("authorized")["intent"]
+    hashed = stack.last("authorized")["intent_hash"]
     expected = call_intent(
         stack.agent,
         "send_email",
         {"message": {"to": "ann@example.com", "bcc": "eve@evil.example"}},
         chain_id=8453,
     )
-    assert hashed["data"] == expected.wire()["data"]
+    assert hashed == "0x" + expected.intent_hash.hex()
     assert got == [{"to": "ann@example.com", "bcc": "eve@evil.example"}]
     assert type(got[0]) is dict
 

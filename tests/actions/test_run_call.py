@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from agentguard import (
+    OFFCHAIN_TARGET,
     AsyncGuard,
     BudgetExceeded,
     ConfigurationError,
@@ -18,7 +19,7 @@ from agentguard import (
 )
 from agentguard.ledger import Limits, RateCap
 
-from .conftest import MAIL_DOMAIN, Stack
+from .conftest import EMAIL, MAIL_DOMAIN, Stack
 
 
 def test_an_allowed_call_runs_once_and_is_audited(stack: Stack) -> None:
@@ -154,3 +155,14 @@ async def test_an_async_function_on_a_blocking_guard(stack: Stack) -> None:
 
     assert await send_email("a@example.com") == "a@example.com"
     assert stack.kinds() == ["authorized", "signed", "committed"]
+
+
+def test_a_recipient_allowlist_must_list_the_offchain_target(stack: Stack) -> None:
+    """An offchain call is addressed to OFFCHAIN_TARGET (its spend recipient); a policy with
+    allowed_recipients refuses every call until it lists that address (fails closed)."""
+    payee = "0x3333333333333333333333333333333333333333"
+    closed = stack.guard({"allowed_functions": EMAIL, "allowed_recipients": [payee]})
+    with pytest.raises(PolicyDenied, match="not in allowed_recipients"):
+        closed.run_call("send_email", {"to": "a@example.com"}, lambda: None)
+    opened = stack.guard({"allowed_functions": EMAIL, "allowed_recipients": [OFFCHAIN_TARGET]})
+    assert opened.run_call("send_email", {"to": "a@example.com"}, lambda: 1) == 1
