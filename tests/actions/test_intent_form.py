@@ -15,6 +15,7 @@ from agentguard import (
 )
 from agentguard.testing import SigningSpy
 from agentguard.wallet import AsyncGuardedWallet
+from tests.integration.pipeline_trace import PipelineTrace
 from tests.wallet.conftest import PAYEE, STRANGER, Chain, make_wallet, new_policy_client
 
 from .conftest import AGENT
@@ -39,7 +40,9 @@ def test_a_returned_intent_is_sent_through_the_wallet(snapshot: Chain, network) 
         return _transfer(chain, to, amount)
 
     before = chain.token.functions.balanceOf(PAYEE).call()
-    receipt = pay(PAYEE, 1_000_000)
+    with PipelineTrace() as trace:
+        receipt = pay(PAYEE, 1_000_000)
+    trace.assert_signed_by_pipeline(1)
     assert isinstance(receipt, Receipt) and pay.__doc__ == "Pay someone."
     assert chain.token.functions.balanceOf(PAYEE).call() == before + 1_000_000
     with SigningSpy() as spy, pytest.raises(PolicyDenied):
@@ -69,7 +72,9 @@ async def test_async_intent_form(snapshot: Chain, network) -> None:
     async def pay(amount: int) -> TransactionIntent:
         return _transfer(chain, PAYEE, amount)
 
-    receipt = await pay(2)
+    with PipelineTrace() as trace:
+        receipt = await pay(2)
+    trace.assert_signed_by_pipeline(1)
     assert isinstance(receipt, Receipt) and receipt.intent.spend.amount == 2
 
 

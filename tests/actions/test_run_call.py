@@ -18,6 +18,7 @@ from agentguard import (
     call_intent,
 )
 from agentguard.ledger import Limits, RateCap
+from tests.integration.pipeline_trace import PipelineTrace
 
 from .conftest import EMAIL, MAIL_DOMAIN, Stack
 
@@ -37,6 +38,15 @@ def test_an_allowed_call_runs_once_and_is_audited(stack: Stack) -> None:
     assert stack.last("committed")["outcome"] == "returned"
     assert stack.ledger.usage(stack.agent, 3600).count == 1
     assert stack.audit.verify().ok
+
+
+def test_a_call_walks_the_pipeline_and_signs_nothing(stack: Stack) -> None:
+    guard = stack.guard()
+    with PipelineTrace() as trace:
+        guard.run_call("send_email", {"to": "ann@example.com"}, lambda: None)
+    assert trace.spy.calls == []
+    steps = ["Reserve", "Authorize", "Bind", "Prepare", "Sign", "MarkSigned", "Send", "Commit"]
+    assert [s for s in trace.timeline if s in steps] == steps
 
 
 def test_a_denied_call_never_runs(stack: Stack) -> None:
