@@ -12,6 +12,7 @@ from agentguard import (
     OFFCHAIN_TARGET,
     AgentGuardError,
     AttestationReplayed,
+    BudgetExceeded,
     IntentError,
     IntentMismatch,
     PolicyDenied,
@@ -20,6 +21,7 @@ from agentguard import (
     call_intent,
 )
 from agentguard.actions import MAX_ARGUMENTS_BYTES
+from agentguard.ledger import Limits, RateCap
 
 from .conftest import AGENT, Stack
 
@@ -218,3 +220,41 @@ def test_every_refusal_is_an_agentguard_error(stack: Stack) -> None:
         send_email()  # type: ignore[call-arg]  # a missing argument is IntentError
     with pytest.raises(AgentGuardError):
         send_email("a", "b")  # type: ignore[call-arg]
+
+
+def test_two_racing_calls_share_one_rate_slot_once(stack: Stack) -> None:
+    """Two threads call the same tool at once under a cap of one call: the local hold is taken
+    before the network is asked, so exactly one runs (without it both would be attested)."""
+    guard = stack.guard(limits=Limits(rate=[RateCap(3600, 1)]))
+    ran: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def call(i: int) -> None:
+        start.wait()
+        try:
+            guard.run_call("send_email", {"to": f"{i}@example.com"}, lambda: ran.append(i))
+        except AgentGuardError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ran) == 1 and [type(e) for e in errors] == [BudgetExceeded]
+    assert len(stack.asked) == 1
+
+
+def test_a_call_interrupted_mid_flight_stays_counted(stack: Stack) -> None:
+    """Interrupted while the function runs (KeyboardInterrupt, not an Exception): the call may
+    have happened, so its reservation stays counted; it is never given back."""
+    guard = stack.guard()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        guard.run_call("send_email", {"to": "ann@example.com"}, interrupted)
+    assert stack.ledger.usage(stack.agent, 3600).count == 1
+    assert stack.kinds()[-1] == "signed"  # nothing after the call claims it did not happen
