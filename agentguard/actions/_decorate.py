@@ -51,8 +51,8 @@ def action(
                 "SIGNED, and agentguard never signs anything without an attestation; shadow "
                 "mode is for offchain calls only (drop wallet=)"
             )
-        if any(v is not None for v in (options.agent, options.ledger, options.limits)) or (
-            options.audit is not None
+        if any(
+            v is not None for v in (options.agent, options.ledger, options.limits, options.audit)
         ):
             raise ConfigurationError(
                 "with wallet= the wallet's own agent, ledger, limits and audit log apply; "
@@ -137,10 +137,13 @@ def _intent_sync(fn: Callable[..., Any], wallet: Any) -> Callable[..., Any]:
 
 
 def _intent_async(fn: Callable[..., Any], wallet: Any) -> Callable[..., Any]:
+    blocking = not inspect.iscoroutinefunction(fn)
+
     async def send(*args: Any, **kwargs: Any) -> Any:
-        intent = fn(*args, **kwargs)
-        if inspect.isawaitable(intent):
-            intent = await intent
+        if blocking:
+            intent = await asyncio.to_thread(fn, *args, **kwargs)
+        else:
+            intent = await fn(*args, **kwargs)
         checked = _checked(intent, fn)
         if inspect.iscoroutinefunction(wallet.send):
             return await wallet.send(checked)

@@ -3,6 +3,8 @@ to send; the wallet authorizes, signs and sends it on anvil and the ``Receipt`` 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from agentguard import (
@@ -76,6 +78,15 @@ async def test_async_intent_form(snapshot: Chain, network) -> None:
         receipt = await pay(2)
     trace.assert_signed_by_pipeline(1)
     assert isinstance(receipt, Receipt) and receipt.intent.spend.amount == 2
+    threads: list[int] = []
+
+    @guard.action(wallet=wallet)
+    def pay_blocking(amount: int) -> TransactionIntent:
+        threads.append(threading.get_ident())
+        return _transfer(chain, PAYEE, amount)
+
+    assert (await pay_blocking(3)).intent.spend.amount == 3
+    assert threads != [threading.get_ident()]  # a plain function ran in a worker thread
 
 
 def test_the_intent_form_takes_the_wallets_budget_only(snapshot: Chain, network) -> None:
