@@ -71,7 +71,8 @@ def frozen_arguments(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], str]
     if not isinstance(arguments, Mapping):
         raise IntentError(f"arguments must be a mapping of names to values, not {arguments!r:.60}")
     try:
-        copy = _plain(dict(arguments.items()), 0)
+        top = arguments if isinstance(arguments, dict) else dict(arguments.items())
+        copy = _plain(top, 0)
         text = canonical_json(copy).decode()
     except IntentError:
         raise

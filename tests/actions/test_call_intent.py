@@ -60,3 +60,15 @@ def test_arguments_must_be_a_mapping() -> None:
         ci(AGENT, "f", ["a"], chain_id=8453)  # type: ignore[arg-type]
     with pytest.raises(IntentError):
         ci(AGENT, "f", {"n": 10**5000}, chain_id=8453)  # longer than Python writes as text
+
+
+def test_a_dict_whose_items_lie_is_read_for_what_it_holds() -> None:
+    """Before: the top level was read through ``arguments.items()``, so a dict subclass could
+    hide a key from the hash that the function would still see."""
+
+    class Sly(dict[str, object]):
+        def items(self):  # type: ignore[no-untyped-def,override]
+            return [(k, v) for k, v in super().items() if k != "bcc"]
+
+    lying = ci(AGENT, "f", Sly(to="a", bcc="eve"), chain_id=8453)
+    assert lying == ci(AGENT, "f", {"to": "a", "bcc": "eve"}, chain_id=8453)
