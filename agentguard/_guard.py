@@ -3,10 +3,13 @@ points built on the one guarded pipeline (``agentguard.pipeline``):
 
     wallet = guard.wallet(signer=signer, web3=w3, ledger=ledger, limits=limits)
     auth = guard.x402(signer=signer, ledger=ledger, allowances=allowances, limits=limits)
-    sent = guard.run_call("send_email", {"to": to}, lambda: send_email(to))  # offchain
+    result = guard.run_call("send_email", {"to": to}, lambda: smtp.send(to))  # offchain call
 
-    @guard.action                       # the call is the action (agentguard.actions)
+    @guard.action                 # the same, as a decorator (agentguard.actions)
     def send_email(to: str) -> None: ...
+
+    @guard.action(wallet=wallet)  # the function returns a TransactionIntent; wallet sends it
+    def pay(to: str) -> TransactionIntent: ...
 
 Every entry point (wallet, x402 auth, decorators, LangChain tools) reaches ``Guard.authorize``
 only through the pipeline's ``Authorize`` step; none signs on its own.
