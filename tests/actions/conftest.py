@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,20 @@ class Stack:
 
     def last(self, kind: str) -> dict[str, Any]:
         return [e.record for e in self.audit.entries() if e.kind == kind][-1]
+
+
+def dead_guard(stack: Stack) -> Guard:
+    """A guard whose gateway URL answers nothing (a closed loopback port), with the stack's
+    defaults: every ask fails with GatewayUnavailable after one attempt."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    guard = Guard.connect(
+        url, policy_client=stack.agent, operators=[stack.agent],
+        policy_id="0x" + "00" * 32, attempts=1,
+    )  # fmt: skip
+    guard.defaults = stack.guard().defaults
+    return guard
 
 
 def _record_asks(authorizer: Any, asked: list[Any]) -> None:

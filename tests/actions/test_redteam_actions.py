@@ -13,17 +13,19 @@ from agentguard import (
     AgentGuardError,
     AttestationReplayed,
     BudgetExceeded,
+    GatewayUnavailable,
     IntentError,
     IntentMismatch,
     PolicyDenied,
     Signer,
     VerifiedAttestation,
     call_intent,
+    explain,
 )
 from agentguard.actions import MAX_ARGUMENTS_BYTES
 from agentguard.ledger import Limits, RateCap
 
-from .conftest import AGENT, Stack
+from .conftest import AGENT, Stack, dead_guard
 
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 PAYEE = "0x3333333333333333333333333333333333333333"
@@ -258,3 +260,14 @@ def test_a_call_interrupted_mid_flight_stays_counted(stack: Stack) -> None:
         guard.run_call("send_email", {"to": "ann@example.com"}, interrupted)
     assert stack.ledger.usage(stack.agent, 3600).count == 1
     assert stack.kinds()[-1] == "signed"  # nothing after the call claims it did not happen
+
+
+def test_a_gateway_that_never_answers_runs_nothing_and_keeps_nothing(stack: Stack) -> None:
+    """No answer is no permission: the function does not run, the local hold is given back, and
+    the agent is told to retry later."""
+    guard = dead_guard(stack)
+    ran: list[bool] = []
+    with pytest.raises(GatewayUnavailable) as caught:
+        guard.run_call("send_email", {"to": "a@example.com"}, lambda: ran.append(True))
+    assert ran == [] and stack.ledger.usage(stack.agent, 3600).count == 0
+    assert "Retry later" in explain(caught.value)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
-from agentguard import AsyncGuard, ConfigurationError, Guard, IntentError, call_intent
+from agentguard import AsyncGuard, ConfigurationError, IntentError, call_intent
 
-from .conftest import Stack
+from .conftest import Stack, dead_guard
 
 DECISION_FIELDS = {"decision", "reasons", "intent", "intent_hash", "policy"}
 
@@ -46,19 +45,8 @@ def test_shadow_records_an_allow(stack: Stack) -> None:
     assert stack.asked == []  # simulated only: no task, no attestation
 
 
-def _dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def test_a_gateway_failure_in_shadow_mode_is_recorded_and_never_blocks(stack: Stack) -> None:
-    guard = Guard.connect(
-        _dead_url(), policy_client=stack.agent, operators=[stack.agent],
-        policy_id="0x" + "00" * 32, attempts=1,
-    )  # fmt: skip
-    guard.defaults = stack.guard().defaults
+    guard = dead_guard(stack)
     assert guard.run_call("send_email", {"to": "a"}, lambda: "sent", shadow=True) == "sent"
     record = stack.last("shadow")
     assert record["decision"] == "unknown" and record["error"] == "GatewayUnavailable"
