@@ -54,6 +54,7 @@ from agentguard._verifier import (
 )
 
 if TYPE_CHECKING:
+    from agentguard._explain import explain
     from agentguard._gateway import (
         AsyncAuthorizer,
         AsyncNewtonGateway,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from agentguard._guard import AsyncGuard, Guard
     from agentguard._logging import configure_logging
     from agentguard._signer import FeeCap, SignedTransaction, Signer
+    from agentguard.actions import OFFCHAIN_TARGET, call_intent
     from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
     from agentguard.wallet import AsyncGuardedWallet, GuardedWallet, Receipt
 
@@ -78,6 +80,9 @@ _LAZY = {
     "AsyncGuard": "agentguard._guard",
     "Guard": "agentguard._guard",
     "configure_logging": "agentguard._logging",
+    "explain": "agentguard._explain",
+    "OFFCHAIN_TARGET": "agentguard.actions",
+    "call_intent": "agentguard.actions",
     "FeeCap": "agentguard._signer",
     "SignedTransaction": "agentguard._signer",
     "Signer": "agentguard._signer",
@@ -103,6 +108,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "OFFCHAIN_TARGET",
     "AgentGuardError",
     "Amount",
     "ApprovalRequired",
@@ -168,7 +174,9 @@ __all__ = [
     "VerifiedAttestation",
     "Verifier",
     "WindowCap",
+    "call_intent",
     "configure_logging",
+    "explain",
     "format_amount",
     "parse_amount",
     "strict_loads",

@@ -255,12 +255,15 @@ class BudgetExceeded(LedgerError):
         used: int | None = None,
         requested: int | None = None,
         retry_at: float | None = None,
+        asset: str | None = None,
     ) -> None:
         self.cap = cap
         self.used = used
         self.requested = requested
         self.retry_at = retry_at
         """Unix time when the spend would fit again; ``None`` if it never will."""
+        self.asset = asset
+        """The capped asset (amounts are its atomic units); ``None`` for a rate cap (counts)."""
         super().__init__(message)
 
 

@@ -3,6 +3,13 @@ points built on the one guarded pipeline (``agentguard.pipeline``):
 
     wallet = guard.wallet(signer=signer, web3=w3, ledger=ledger, limits=limits)
     auth = guard.x402(signer=signer, ledger=ledger, allowances=allowances, limits=limits)
+    result = guard.run_call("send_email", {"to": to}, lambda: smtp.send(to))  # offchain call
+
+    @guard.action                 # the same, as a decorator (agentguard.actions)
+    def send_email(to: str) -> None: ...
+
+    @guard.action(wallet=wallet)  # the function returns a TransactionIntent; wallet sends it
+    def pay(to: str) -> TransactionIntent: ...
 
 Every entry point (wallet, x402 auth, decorators, LangChain tools) reaches ``Guard.authorize``
 only through the pipeline's ``Authorize`` step; none signs on its own.
@@ -11,8 +18,8 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from agentguard._attestation import Attestation
 from agentguard._defaults import Defaults
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncGuard", "Guard"]
 
 log = get_logger("agentguard.guard")
+T = TypeVar("T")
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 Intent = TransactionIntent | PaymentIntent
 
@@ -179,6 +187,28 @@ class _Connect:
             **options,
         )
 
+    def action(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        wallet: GuardedWallet | AsyncGuardedWallet | None = None,
+        shadow: bool = False,
+        agent: str | None = None,
+        ledger: Ledger | None = None,
+        limits: Limits | None = None,
+        audit: AuditSink | None = None,
+    ) -> Any:
+        """Decorate a function so it runs only once authorized (``@guard.action`` or
+        ``@guard.action("name", ...)``); see ``agentguard.actions._decorate``. Without
+        ``wallet=`` the call is the action (``run_call``); with it the function returns a
+        ``TransactionIntent`` that the wallet authorizes, signs and sends (its ``Receipt``
+        is returned). On an ``AsyncGuard`` the decorated function is a coroutine function."""
+        from agentguard.actions._decorate import action
+        from agentguard.actions._run import Options
+
+        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        return action(self, name, wallet=wallet, options=options)  # type: ignore[arg-type]
+
     def _verify(self, attestation: Attestation, intent: Intent) -> VerifiedAttestation:
         try:
             return self.verifier.verify(attestation, intent)
@@ -222,6 +252,27 @@ class Guard(_Connect):
             audit=audit,
             **options,
         )
+
+    def run_call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        fn: Callable[[], T],
+        *,
+        agent: str | None = None,
+        ledger: Ledger | None = None,
+        limits: Limits | None = None,
+        audit: AuditSink | None = None,
+        shadow: bool = False,
+    ) -> T:
+        """Call ``fn()`` only after an attestation for ``call_intent(agent, name, arguments)``
+        was verified (local caps first, audited, committed); returns what ``fn`` returns. An
+        exception from ``fn`` is re-raised and the call stays counted. ``shadow=True``:
+        evaluate and record the would-be decision, then always call ``fn``."""
+        from agentguard.actions._run import Options, run_sync
+
+        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        return run_sync(self, name, arguments, lambda _: fn(), options)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.authorizer.close()
@@ -269,6 +320,29 @@ class AsyncGuard(_Connect):
             audit=audit,
             **options,
         )
+
+    async def run_call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        fn: Callable[[], T | Awaitable[T]],
+        *,
+        agent: str | None = None,
+        ledger: Ledger | None = None,
+        limits: Limits | None = None,
+        audit: AuditSink | None = None,
+        shadow: bool = False,
+    ) -> T:
+        """``Guard.run_call`` for asyncio: an awaitable ``fn()`` result is awaited; a plain
+        (not ``async def``) ``fn`` runs in a worker thread."""
+        import inspect
+
+        from agentguard.actions._run import Options, run_async
+
+        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        in_thread = not inspect.iscoroutinefunction(fn)
+        invoke = lambda _: fn()  # noqa: E731
+        return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         await self.authorizer.aclose()

@@ -110,6 +110,7 @@ def per_tx_refusal(agent: str, asset: str, amount: int, cap: int) -> BudgetExcee
         used=0,
         requested=amount,
         retry_at=None,
+        asset=asset,
     )
 
 
@@ -138,6 +139,7 @@ def window_refusal(
         used=used,
         requested=amount,
         retry_at=free_at,
+        asset=cap.asset,
     )
 
 

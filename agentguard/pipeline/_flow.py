@@ -74,7 +74,7 @@ class Action:
     agent: str
     intent: Intent
     limits: Limits
-    rail: Literal["transaction", "payment"]
+    rail: Literal["transaction", "payment", "call"]
     wasm_args: Mapping[str, Any] | None = None
     hold_seconds: float = DEFAULT_HOLD_SECONDS
 

@@ -87,6 +87,10 @@ def test_only_the_pipelines_ports_call_the_agents_signer() -> None:
 WALLET = "tests/wallet/test_entry_points.py"
 X402 = "tests/x402/test_entry_points.py"
 OG = "adapters/opengradient/tests/test_og_entry_points.py"
+ACTIONS = "tests/actions/test_intent_form.py"
+# ``run_call`` (and ``action`` without ``wallet=``) walk the pipeline with a port that signs
+# nothing (the call is the send; tests/actions/test_run_call.py traces it); ``action`` with
+# ``wallet=`` signs through the wallet.
 SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     GuardedWallet: (
         {"transfer": WALLET, "call": WALLET, "send": WALLET},
@@ -97,12 +101,12 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
         {"recover", "account", "on"},
     ),
     Guard: (
-        {"wallet": WALLET, "x402": X402},
-        {"authorize", "close", "connect"},
+        {"wallet": WALLET, "x402": X402, "action": ACTIONS},
+        {"authorize", "close", "connect", "run_call"},
     ),
     AsyncGuard: (
-        {"wallet": WALLET, "x402": X402},
-        {"authorize", "aclose", "connect"},
+        {"wallet": WALLET, "x402": X402, "action": ACTIONS},
+        {"authorize", "aclose", "connect", "run_call"},
     ),
     X402Auth: (
         {"sync_auth_flow": X402, "async_auth_flow": X402, "auth_flow": X402},
