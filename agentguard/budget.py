@@ -242,6 +242,7 @@ class Budget:
             per_tx={t.address: a for t, a in self.per_call},
             windows=[WindowCap(t.address, s, a) for t, s, a in self.windows],
             rate=[RateCap(s, n) for s, n in self.rates],
+            units={t.address: t for t in self.tokens},
         )
 
     def params(self) -> dict[str, Any]:

@@ -202,3 +202,39 @@ def test_frozen() -> None:
     budget = Budget("5 USDC per call")
     with pytest.raises(AttributeError):
         budget.chain_id = 1  # type: ignore[misc]
+
+
+def test_refusals_of_budget_limits_are_in_human_units() -> None:
+    """A ``Budget`` hands its tokens (of its own chain) to the limits, so the ledger words its
+    refusals in them; limits written by hand stay in atomic units (the ledger never guesses
+    which token an address is)."""
+    from agentguard import BudgetExceeded, Spend
+    from agentguard.ledger import Ledger
+
+    ledger, agent = Ledger(), "0x" + "11" * 20
+    limits = Budget("5 USDC per call", "12 USDC per day", "0.001 ETH per hour").limits()
+
+    def reserve(asset: str, amount: int, lim: Limits = limits) -> None:
+        ledger.reserve(
+            agent, Spend(asset=asset, amount=amount), key=f"{asset}{amount}",
+            expires_at=ledger.now() + 60, limits=lim,
+        )  # fmt: skip
+
+    with pytest.raises(BudgetExceeded) as info:
+        reserve(USDC, 6_000_000)
+    assert "is 5 USDC, this action spends 6 USDC" in str(info.value)
+    assert (info.value.asset, info.value.window_seconds, info.value.cap) == (USDC, None, 5_000_000)
+    reserve(USDC, 5_000_000)
+    reserve(USDC.upper().replace("0X", "0x"), 5_000_000)  # case does not matter
+    with pytest.raises(BudgetExceeded) as info:
+        reserve(USDC, 2_500_000)
+    assert "is 12 USDC; 10 USDC already reserved or spent + 2.5 USDC requested" in str(info.value)
+    assert (info.value.asset, info.value.window_seconds) == (USDC, 86_400)
+    with pytest.raises(BudgetExceeded, match=r"is 0\.001 ETH; 0 ETH already .* \+ 0\.0011 ETH"):
+        reserve(ETH, 1_100_000_000_000_000)
+    by_hand = Limits(per_tx={USDC: 5_000_000})
+    assert by_hand == Limits(per_tx={USDC: 5_000_000}, units=limits.units)  # units: wording only
+    with pytest.raises(BudgetExceeded, match="is 5000000, this action spends 6000000"):
+        reserve(USDC, 6_000_000, by_hand)
+    with pytest.raises(ConfigurationError, match="units must map"):
+        Limits(units={ETH: Token("USDC", USDC, 6, 8453)})

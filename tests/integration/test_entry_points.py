@@ -98,11 +98,11 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     ),
     Guard: (
         {"wallet": WALLET, "x402": X402},
-        {"authorize", "close", "connect"},
+        {"authorize", "close", "connect", "from_env"},
     ),
     AsyncGuard: (
         {"wallet": WALLET, "x402": X402},
-        {"authorize", "aclose", "connect"},
+        {"authorize", "aclose", "connect", "from_env"},
     ),
     X402Auth: (
         {"sync_auth_flow": X402, "async_auth_flow": X402, "auth_flow": X402},
