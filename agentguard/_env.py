@@ -44,6 +44,7 @@ VARIABLES = {
     "AGENTGUARD_VAULT": "AgentVault address the agent spends from",
 }
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() also takes "²"
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
@@ -84,7 +85,7 @@ class _Env:
         value = self.get(name)
         if value is None:
             return None
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
             raise _error(name, f"must be a whole number from {low} to {high}")
         return int(value)
 

@@ -35,6 +35,7 @@ _INSTEAD = {
 _PER_CALL = {"call", "transaction", "tx", "action", "payment"}
 _MAX_WINDOW = 31_536_000  # 365 days: the agent_spend schema's bound
 _MAX_COUNT = 1_000_000_000
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 _RULE = re.compile(r"^\s*(?P<what>.+?)\s+per\s+(?P<per>.+?)\s*$", re.IGNORECASE)
 _COUNT = re.compile(r"^\s*(?P<n>\S+)\s+(?:calls?|actions?)\s*$", re.IGNORECASE)
 _WINDOW = re.compile(r"^(?:(?P<n>\S+)\s+)?(?P<unit>[a-z]+?)s?$", re.IGNORECASE)
@@ -56,7 +57,7 @@ def _window(text: str, rule: str) -> int:
             f"with a whole number ('per 6 hours'); {_EXAMPLE}"
         )
     n_text = match.group("n") or "1"
-    if not n_text.isdigit():
+    if not _DIGITS.fullmatch(n_text):
         raise ConfigurationError(
             f"{rule!r}: a window is a whole positive number of {unit}s "
             "(write 'per 90 minutes', not 'per 1.5 hours')"
@@ -81,7 +82,7 @@ def _count(text: str, rule: str) -> int:
     match = _COUNT.match(text)
     if match is None:
         raise ConfigurationError(f"{rule!r} is not a budget rule; {_EXAMPLE}")
-    if not match.group("n").isdigit():
+    if not _DIGITS.fullmatch(match.group("n")):
         raise ConfigurationError(f"{rule!r}: a number of calls is a whole number >= 0")
     count = int(match.group("n"))
     if count > _MAX_COUNT:

@@ -238,3 +238,32 @@ def test_refusals_of_budget_limits_are_in_human_units() -> None:
         reserve(USDC, 6_000_000, by_hand)
     with pytest.raises(ConfigurationError, match="units must map"):
         Limits(units={ETH: Token("USDC", USDC, 6, 8453)})
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "5 USDC per ² hours",
+        "² calls per minute",
+        "\uff15 calls per minute",
+        "5 USDC per \uff15 days",
+    ],
+)
+def test_digits_python_reads_but_int_does_not_are_refused(rule: str) -> None:
+    """Before: ``str.isdigit()`` accepted "²" and ``int()`` then raised a bare ValueError (not an
+    agentguard error) out of ``Budget``; fullwidth digits were silently read as ASCII ones."""
+    with pytest.raises(ConfigurationError, match="whole"):
+        Budget(rule)
+
+
+def test_schema_bounds_are_refused_before_params_exist() -> None:
+    """Params the schema refuses would fail registration at the gateway (or, in a policy that
+    skipped the schema, reach Rego with types it does not expect): refused at construction."""
+    with pytest.raises(ConfigurationError, match="365 days"):
+        Budget("1 USDC per 53 weeks")
+    with pytest.raises(ConfigurationError, match="whole number of calls"):
+        Budget(calls_per_day=1_000_000_001)
+    with pytest.raises(ConfigurationError, match="at most 1000000000 calls"):
+        Budget("1000000001 calls per day")
+    edge = Budget("1000000000 calls per 365 days", "0 USDC per 365 days")
+    assert schema_errors(edge.params()) == []

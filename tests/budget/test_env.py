@@ -269,3 +269,10 @@ def test_the_docs_code_blocks_run(index: int) -> None:
         [sys.executable, "-c", blocks[index]], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("value", ["²", "\uff16\uff16", "1" * 21, " 66 x"])
+def test_numbers_are_ascii_and_bounded(value: str) -> None:
+    """Before: "²" passed ``str.isdigit()`` and ``int()`` raised a bare ValueError."""
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_THRESHOLD"):
+        Guard.from_env(env(THRESHOLD=value))
