@@ -113,7 +113,8 @@ def _allowances(limits: Limits | None, defaults: Defaults) -> Allowances:
         caps = {a: int(v) for a, v in defaults.budget.params()["max_per_tx"].items()}
     else:
         caps = dict(limits.per_tx) if limits is not None else {}
-    caps = {asset: cap for asset, cap in caps.items() if cap > 0}
+    # x402 pays tokens only (EIP-3009 / Permit2): never the native asset's zero address
+    caps = {asset: cap for asset, cap in caps.items() if cap > 0 and int(asset, 16) != 0}
     if not caps:
         raise _missing("x402", "allowances")
     return Allowances(assets=caps, chain_ids=(defaults.chain_id,))

@@ -87,8 +87,10 @@ def test_x402_from_the_defaults() -> None:
     guard = connect(signer=SIGNER, ledger=ledger, budget=budget)
     auth = guard.x402()
     assert auth._signer is SIGNER and auth._ledger is ledger and auth._limits == budget.limits()
-    # allowances: what one call may spend, per budgeted token (a window-only token: its window)
-    assert auth._allowances == Allowances(assets={USDC: 5_000_000, ETH: 10**15}, chain_ids=(8453,))
+    # allowances: what one call may spend, per budgeted token (ETH is never an x402 asset)
+    assert auth._allowances == Allowances(assets={USDC: 5_000_000}, chain_ids=(8453,))
+    window_only = connect(signer=SIGNER, ledger=ledger, budget=Budget("12 USDC per day"))
+    assert window_only.x402()._allowances == Allowances(assets={USDC: 12_000_000})
     mine = Allowances(assets={USDC: 1})
     assert guard.x402(allowances=mine)._allowances is mine
     # explicit limits without allowances: allowances from those limits' per-call caps
@@ -102,7 +104,11 @@ def test_x402_without_anything_to_pay_with_says_so() -> None:
     with pytest.raises(ConfigurationError, match=r"x402\(\) needs allowances=.*AGENTGUARD_BUDGET"):
         connect(signer=SIGNER, ledger=Ledger()).x402()
     # a budget of call counts alone (or of 0 caps) allows no payment at all
-    for budget in (Budget("10 calls per minute"), Budget("0 USDC per call")):
+    for budget in (
+        Budget("10 calls per minute"),
+        Budget("0 USDC per call"),
+        Budget("0.01 ETH per call"),
+    ):
         with pytest.raises(ConfigurationError, match="allowances="):
             connect(signer=SIGNER, ledger=Ledger(), budget=budget).x402()
 
