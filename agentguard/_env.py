@@ -178,10 +178,11 @@ def _signer(env: _Env) -> Any:
         path = Path(file).expanduser()
         try:
             text = path.read_text().strip()
+            mode = path.stat().st_mode
         except (OSError, UnicodeDecodeError):
             raise _error("AGENTGUARD_PRIVATE_KEY_FILE", f"cannot read {path}") from None
         register_secret(text)
-        if path.stat().st_mode & 0o077:
+        if mode & 0o077:
             log.warning("the private key file is readable by others; chmod 600 it", path=str(path))
         name = "AGENTGUARD_PRIVATE_KEY_FILE"
     elif inline is not None:

@@ -63,9 +63,18 @@ def _defaults(
     chain_id: int | None,
 ) -> Defaults:
     """``connect``'s keyword defaults, checked: a budget's chain is the guard's chain."""
+    from agentguard._signer import Signer
     from agentguard.budget import Budget
-    from agentguard.ledger import Limits
+    from agentguard.ledger import Ledger, Limits
 
+    if signer is not None and not isinstance(signer, Signer):
+        # never echoed: a raw key passed here by mistake must not reach a message or a repr
+        raise ConfigurationError(
+            f"signer= takes an agentguard.Signer (Signer.from_key(...)), "
+            f"not a {type(signer).__name__}"
+        )
+    if ledger is not None and not isinstance(ledger, Ledger):
+        raise ConfigurationError(f"ledger= takes an agentguard.ledger.Ledger, got {ledger!r:.60}")
     if chain_id is not None and (
         isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0
     ):

@@ -13,7 +13,7 @@ import pytest
 from web3 import Web3
 from web3.contract import Contract
 
-from agentguard import Budget, BudgetExceeded, Guard, PolicyDenied, Signer, Token
+from agentguard import AsyncGuard, Budget, BudgetExceeded, Guard, PolicyDenied, Signer, Token
 from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
@@ -169,3 +169,56 @@ def test_a_budget_of_call_counts_alone_moves_no_value(chain, network):
     with pytest.raises(PolicyDenied) as info:
         guard.wallet().transfer(PAYEE, 1, asset=chain.token.address)
     assert any("has no entry in max_per_tx" in r for r in info.value.reasons)
+
+
+def test_the_registered_call_count_binds_even_when_the_local_one_is_looser(chain, network):
+    registered = Budget("5 USDC per call", "2 calls per hour", tokens=chain.usdc)
+    client, pid = register(network, registered)
+    loose = Budget("5 USDC per call", "100 calls per hour", tokens=chain.usdc)
+    guard, _ = guard_for(chain, network, client, loose, policy_id=pid)
+    wallet = guard.wallet()
+    for _ in range(2):
+        wallet.transfer(PAYEE, 1, asset=chain.token.address)
+    with SigningSpy() as spy, pytest.raises(PolicyDenied) as info:
+        wallet.transfer(PAYEE, 1, asset=chain.token.address)
+    assert spy.calls == [] and any("rate limit max_count = 2" in r for r in info.value.reasons)
+
+
+async def test_an_async_guard_from_the_environment(chain, network, tmp_path):
+    """Everything from ``AGENTGUARD_*``: the policy id computed from AGENTGUARD_BUDGET (the same
+    text the owner registered), the wallet from the defaults; an over-cap transfer is refused
+    locally in human units, one within the budget lands and is audited. (ETH: the one budgeted
+    symbol whose Base address is also anvil's.)"""
+    budget_text = "0.01 ETH per call; 0.05 ETH per day"
+    owner_key = f"0x{next(_owners):064x}"
+    client = Signer.from_key(owner_key).address
+    network.register_policy_client(client, "agent_spend", Budget(budget_text), owner_key=owner_key)
+    key_file = tmp_path / "agent.key"
+    key_file.write_text(str(AGENT.private_key))
+    key_file.chmod(0o600)
+    environ = {
+        "AGENTGUARD_GATEWAY_URL": network.url,
+        "AGENTGUARD_API_KEY": network.api_key,
+        "AGENTGUARD_POLICY_CLIENT": client,
+        "AGENTGUARD_OPERATORS": " , ".join(network.operator_addresses),
+        "AGENTGUARD_POLICY": "agent_spend",
+        "AGENTGUARD_BUDGET": budget_text,
+        "AGENTGUARD_PRIVATE_KEY_FILE": str(key_file),
+        "AGENTGUARD_RPC_URL": chain.anvil.url,
+        "AGENTGUARD_LEDGER": str(tmp_path / "spend.db"),
+        "AGENTGUARD_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    }
+    guard = AsyncGuard.from_env(environ)
+    assert guard.verifier.policy_id == bytes.fromhex(network.policy_clients[client][2:])
+    wallet = guard.wallet()
+    before = chain.w3.eth.get_balance(PAYEE)
+    with pytest.raises(BudgetExceeded, match=r"is 0\.01 ETH, this action spends 0\.011 ETH"):
+        await wallet.transfer(PAYEE, 11 * 10**15)
+    receipt = await wallet.transfer(PAYEE, 10**16)
+    assert receipt.block_number > 0
+    assert chain.w3.eth.get_balance(PAYEE) - before == 10**16
+    audit = guard.defaults.audit
+    assert audit is not None
+    kinds = [entry.kind for entry in audit.entries()]  # type: ignore[attr-defined]
+    assert "refused" in kinds and "committed" in kinds
+    await guard.aclose()

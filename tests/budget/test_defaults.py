@@ -122,6 +122,19 @@ def test_connect_checks_what_it_is_given() -> None:
         connect(chain_id="8453")
     with pytest.raises(ConfigurationError, match="vault"):
         connect(vault="0x1234")
+    with pytest.raises(ConfigurationError, match="ledger= takes"):
+        connect(ledger="spend.db")
+
+
+def test_a_raw_key_passed_as_signer_is_refused_and_not_echoed() -> None:
+    """Before: ``connect(signer="0x…key")`` stored the string in ``guard.defaults``, whose repr
+    (and any error quoting it) then carried the key."""
+    key = "0x" + "e3" * 32
+    for raw in (key, bytes.fromhex(key[2:])):
+        with pytest.raises(ConfigurationError) as info:
+            connect(signer=raw)
+        assert "Signer.from_key" in str(info.value)
+        assert "e3e3e3e3" not in str(info.value).lower()
 
 
 def test_the_policy_id_from_a_budget() -> None:
