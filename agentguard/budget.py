@@ -112,9 +112,12 @@ class Budget:
     """
 
     chain_id: int
-    per_call: tuple[tuple[Token, int], ...]
-    windows: tuple[tuple[Token, int, int], ...]
-    rates: tuple[tuple[int, int], ...]
+    call_caps: tuple[tuple[Token, int], ...]
+    """(token, atomic cap) per call, sorted."""
+    window_caps: tuple[tuple[Token, int, int], ...]
+    """(token, window seconds, atomic cap), sorted."""
+    rate_caps: tuple[tuple[int, int], ...]
+    """(window seconds, number of calls), sorted."""
 
     def __init__(
         self,
@@ -176,9 +179,9 @@ class Budget:
         if not caps and not rates:
             raise ConfigurationError(f"a Budget needs at least one rule; {_EXAMPLE}")
         object.__setattr__(self, "chain_id", chain_id)
-        object.__setattr__(self, "per_call", _per_call(caps))
-        object.__setattr__(self, "windows", _windows(caps))
-        object.__setattr__(self, "rates", _rates(rates))
+        object.__setattr__(self, "call_caps", _per_call(caps))
+        object.__setattr__(self, "window_caps", _windows(caps))
+        object.__setattr__(self, "rate_caps", _rates(rates))
         self._check_reachable()
 
     @staticmethod
@@ -192,22 +195,22 @@ class Budget:
 
     def _check_reachable(self) -> None:
         """A cap that a tighter one always pre-empts is a mistake in the budget, not a rule."""
-        for token, per_call in self.per_call:
-            for t, seconds, cap in self.windows:
+        for token, per_call in self.call_caps:
+            for t, seconds, cap in self.window_caps:
                 if t == token and per_call > cap:
                     raise ConfigurationError(
                         f"{token.human(per_call)} per call is more than "
                         f"{token.human(cap)} per {_window_text(seconds)} allows in total; "
                         f"write at most {token.human(cap)} per call, or drop the per-call cap"
                     )
-        for (t1, s1, c1), (t2, s2, c2) in zip(self.windows, self.windows[1:], strict=False):
+        for (t1, s1, c1), (t2, s2, c2) in zip(self.window_caps, self.window_caps[1:], strict=False):
             if t1 == t2 and s1 < s2 and c1 >= c2:
                 raise ConfigurationError(
                     f"{t1.human(c1)} per {_window_text(s1)} can never bind under "
                     f"{t2.human(c2)} per {_window_text(s2)}; a shorter window needs a smaller "
                     f"cap (or drop it)"
                 )
-        for (s1, c1), (s2, c2) in zip(self.rates, self.rates[1:], strict=False):
+        for (s1, c1), (s2, c2) in zip(self.rate_caps, self.rate_caps[1:], strict=False):
             if c1 >= c2:
                 raise ConfigurationError(
                     f"{c1} calls per {_window_text(s1)} can never bind under {c2} calls per "
@@ -220,9 +223,9 @@ class Budget:
         """The budget as canonical rule texts: ``Budget(*b.rules(), chain_id=...)`` == ``b``
         (for a token outside the known ones, pass the same ``tokens=``)."""
         return [
-            *(f"{t.human(a)} per call" for t, a in self.per_call),
-            *(f"{t.human(a)} per {_window_text(s)}" for t, s, a in self.windows),
-            *(f"{n} calls per {_window_text(s)}" for s, n in self.rates),
+            *(f"{t.human(a)} per call" for t, a in self.call_caps),
+            *(f"{t.human(a)} per {_window_text(s)}" for t, s, a in self.window_caps),
+            *(f"{n} calls per {_window_text(s)}" for s, n in self.rate_caps),
         ]
 
     def describe(self) -> list[str]:
@@ -232,7 +235,7 @@ class Budget:
     @property
     def tokens(self) -> tuple[Token, ...]:
         """The tokens this budget caps; every other asset is refused by ``params()``."""
-        seen = dict.fromkeys([t for t, _ in self.per_call] + [t for t, _, _ in self.windows])
+        seen = dict.fromkeys([t for t, _ in self.call_caps] + [t for t, _, _ in self.window_caps])
         return tuple(sorted(seen, key=lambda t: (t.symbol, t.address)))
 
     def limits(self) -> Limits:
@@ -240,9 +243,9 @@ class Budget:
         from agentguard.ledger import Limits, RateCap, WindowCap
 
         return Limits(
-            per_tx={t.address: a for t, a in self.per_call},
-            windows=[WindowCap(t.address, s, a) for t, s, a in self.windows],
-            rate=[RateCap(s, n) for s, n in self.rates],
+            per_tx={t.address: a for t, a in self.call_caps},
+            windows=[WindowCap(t.address, s, a) for t, s, a in self.window_caps],
+            rate=[RateCap(s, n) for s, n in self.rate_caps],
             units={t.address: t for t in self.tokens},
         )
 
@@ -254,19 +257,21 @@ class Budget:
         moves; a budget naming no token caps ETH at 0 (it allows calls that move nothing).
         Merge further keys (``allowed_recipients``, ``allowed_functions``…) into the result.
         """
-        per_tx = {t.address: a for t, a in self.per_call}
-        for t, _, a in self.windows:
+        per_tx = {t.address: a for t, a in self.call_caps}
+        for t, _, a in self.window_caps:
             per_tx[t.address] = min(a, per_tx.get(t.address, a))
         if not per_tx:
             per_tx[ETH_ADDRESS] = 0
         params: dict[str, Any] = {"max_per_tx": {k: str(v) for k, v in sorted(per_tx.items())}}
-        if self.windows:
+        if self.window_caps:
             params["window_caps"] = [
                 {"asset": t.address, "window_seconds": s, "max_amount": str(a)}
-                for t, s, a in self.windows
+                for t, s, a in self.window_caps
             ]
-        if self.rates:
-            params["rate_limits"] = [{"window_seconds": s, "max_count": n} for s, n in self.rates]
+        if self.rate_caps:
+            params["rate_limits"] = [
+                {"window_seconds": s, "max_count": n} for s, n in self.rate_caps
+            ]
         return params
 
     def __repr__(self) -> str:
