@@ -149,6 +149,8 @@ class Budget:
                 raise ConfigurationError(f"{rule!r} is not a budget rule; {_EXAMPLE}")
             what, per = match.group("what"), match.group("per").strip()
             if _COUNT.match(what):
+                if per.lower() in _PER_CALL:
+                    raise ConfigurationError(f"{rule!r}: count calls per window, e.g. per minute")
                 rates.append((rule, _window(per, rule), _count(what, rule)))
                 continue
             window = None if per.lower() in _PER_CALL else _window(per, rule)

@@ -176,6 +176,8 @@ def test_the_chain_decides_what_a_symbol_means() -> None:
         ((), {"calls_per_minute": 10**10}, "whole number of calls"),
         (("5 USDC per day",), {"chain_id": 0}, "positive int"),
         (("5 USDC per day",), {"chain_id": True}, "positive int"),
+        (("5 USDC per day",), {"chain_id": 8453.0}, "positive int"),
+        (("5 calls per call",), {}, "count calls per window"),
     ],
 )
 def test_nonsense_is_refused_with_what_to_write(

@@ -222,3 +222,44 @@ async def test_an_async_guard_from_the_environment(chain, network, tmp_path):
     kinds = [entry.kind for entry in audit.entries()]  # type: ignore[attr-defined]
     assert "refused" in kinds and "committed" in kinds
     await guard.aclose()
+
+
+def test_x402_pays_within_the_budget_from_the_defaults(network):
+    """``guard.x402()`` with nothing but the defaults: signer and ledger from ``connect``, the
+    allowances from the budget's per-call cap. A server asking more than one call may spend is
+    refused before anything is asked; the third payment in a minute is refused by the local
+    count without reaching the gateway."""
+    from agentguard import PaymentRequiredError
+    from tests.x402.fakes import FakeServer, requirement
+
+    budget = Budget("0.01 USDC per call", "2 calls per minute")  # Base's USDC, as the fake asks
+    client, _ = register(network, budget)
+    counting = Counting()
+    guard = Guard.connect(
+        network.url,
+        policy_client=client,
+        operators=network.operator_addresses,
+        api_key=network.api_key,
+        policy="agent_spend",
+        signer=Signer.from_key("0x" + "a7" * 32),
+        ledger=Ledger(),
+        budget=budget,
+        transport=counting,
+    )
+    auth = guard.x402()
+    url = "http://shop.test/paid"
+    with SigningSpy() as spy:
+        with auth.client(transport=FakeServer().transport()) as http:
+            assert http.get(url).status_code == 200
+            asked = counting.requests
+        greedy = FakeServer(accepts=[requirement(amount="10001")])  # 0.010001 USDC
+        with auth.client(transport=greedy.transport()) as http, pytest.raises(PaymentRequiredError):
+            http.get(url)
+        assert counting.requests == asked
+        with auth.client(transport=FakeServer().transport()) as http:
+            assert http.get(url).status_code == 200
+            asked = counting.requests
+            with pytest.raises(BudgetExceeded, match="rate cap is 2 actions per 60 s"):
+                http.get(url)
+    assert counting.requests == asked
+    assert len(spy.calls) == 2
