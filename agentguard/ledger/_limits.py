@@ -92,6 +92,8 @@ class Limits:
                 raise ConfigurationError(f"rate must hold RateCap values, got {r!r}")
         object.__setattr__(self, "windows", windows)
         object.__setattr__(self, "rate", rate)
+        if not isinstance(self.units, Mapping):
+            raise ConfigurationError("units must map token addresses to Tokens")
         units: dict[str, Token] = {}
         for asset, token in self.units.items():
             if not isinstance(token, Token) or _asset(asset) != token.address:
