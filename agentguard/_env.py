@@ -58,6 +58,13 @@ def _error(name: str, message: str) -> ConfigurationError:
 
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
+        for key, value in environ.items():
+            if (
+                isinstance(key, str)
+                and key.startswith("AGENTGUARD_")
+                and not isinstance(value, str)
+            ):
+                raise ConfigurationError(f"{key}: an environment value is text")
         self._values = {
             k: v.strip() for k, v in environ.items() if k.startswith("AGENTGUARD_") and v.strip()
         }

@@ -276,3 +276,8 @@ def test_numbers_are_ascii_and_bounded(value: str) -> None:
     """Before: "²" passed ``str.isdigit()`` and ``int()`` raised a bare ValueError."""
     with pytest.raises(ConfigurationError, match="AGENTGUARD_THRESHOLD"):
         Guard.from_env(env(THRESHOLD=value))
+
+
+def test_a_non_text_value_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_THRESHOLD: an environment value"):
+        Guard.from_env({**env(), "AGENTGUARD_THRESHOLD": 66})  # type: ignore[dict-item]
