@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from agentguard._logging import configure_logging
     from agentguard._signer import FeeCap, SignedTransaction, Signer
     from agentguard.actions import OFFCHAIN_TARGET, call_intent
+    from agentguard.budget import Budget
     from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
     from agentguard.wallet import AsyncGuardedWallet, GuardedWallet, Receipt
 
@@ -86,6 +87,7 @@ _LAZY = {
     "FeeCap": "agentguard._signer",
     "SignedTransaction": "agentguard._signer",
     "Signer": "agentguard._signer",
+    "Budget": "agentguard.budget",
     "Ledger": "agentguard.ledger",
     "Limits": "agentguard.ledger",
     "RateCap": "agentguard.ledger",
@@ -121,6 +123,7 @@ __all__ = [
     "AttestationReplayed",
     "AuthorizationError",
     "Authorizer",
+    "Budget",
     "BudgetExceeded",
     "ConfigurationError",
     "DataProviderError",

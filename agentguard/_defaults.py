@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from agentguard._signer import Signer
+    from agentguard.budget import Budget
     from agentguard.ledger import Ledger, Limits
     from agentguard.pipeline import AuditSink
 
@@ -27,6 +28,8 @@ class Defaults:
     audit: AuditSink | None = None
     vault: str | None = None
     chain_id: int = 8453
+    budget: Budget | None = None
+    """The ``Budget`` the limits came from, if any (its ``describe()`` is for people)."""
 
     @property
     def agent(self) -> str | None:

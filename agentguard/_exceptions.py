@@ -256,6 +256,7 @@ class BudgetExceeded(LedgerError):
         requested: int | None = None,
         retry_at: float | None = None,
         asset: str | None = None,
+        window_seconds: int | None = None,
     ) -> None:
         self.cap = cap
         self.used = used
@@ -263,7 +264,9 @@ class BudgetExceeded(LedgerError):
         self.retry_at = retry_at
         """Unix time when the spend would fit again; ``None`` if it never will."""
         self.asset = asset
-        """The capped asset (amounts are its atomic units); ``None`` for a rate cap (counts)."""
+        """The capped asset (lowercase address); ``None`` for a cap on the number of actions."""
+        self.window_seconds = window_seconds
+        """The rolling window of the cap; ``None`` for a per-transaction cap."""
         super().__init__(message)
 
 

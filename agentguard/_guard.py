@@ -11,6 +11,9 @@ points built on the one guarded pipeline (``agentguard.pipeline``):
     @guard.action(wallet=wallet)  # the function returns a TransactionIntent; wallet sends it
     def pay(to: str) -> TransactionIntent: ...
 
+What a call leaves out comes from ``guard.defaults`` (set by ``Guard.connect(signer=...,
+budget=...)`` or ``Guard.from_env()``); an explicit argument always wins.
+
 Every entry point (wallet, x402 auth, decorators, LangChain tools) reaches ``Guard.authorize``
 only through the pipeline's ``Authorize`` step; none signs on its own.
 """
@@ -30,9 +33,12 @@ from agentguard._logging import get_logger
 from agentguard._verifier import ReplayGuard, VerifiedAttestation, Verifier
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping as EnvMapping
+
     from web3 import Web3
 
     from agentguard._signer import Signer
+    from agentguard.budget import Budget
     from agentguard.ledger import Ledger, Limits
     from agentguard.pipeline import AuditSink
     from agentguard.policies import Policy
@@ -45,6 +51,90 @@ log = get_logger("agentguard.guard")
 T = TypeVar("T")
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 Intent = TransactionIntent | PaymentIntent
+_ENV = {
+    "signer": "AGENTGUARD_PRIVATE_KEY_FILE (or AGENTGUARD_PRIVATE_KEY)",
+    "web3": "AGENTGUARD_RPC_URL",
+    "ledger": "AGENTGUARD_LEDGER",
+    "limits": "AGENTGUARD_BUDGET",
+    "allowances": "AGENTGUARD_BUDGET with a per-call cap",
+}
+"""Where ``Guard.from_env`` takes each default from, for the error that says it is missing."""
+
+
+def _defaults(
+    signer: Signer | None,
+    web3: Web3 | None,
+    ledger: Ledger | None,
+    budget: Budget | Limits | None,
+    audit: AuditSink | None,
+    vault: str | None,
+    chain_id: int | None,
+) -> Defaults:
+    """``connect``'s keyword defaults, checked: a budget's chain is the guard's chain."""
+    from agentguard._signer import Signer
+    from agentguard.budget import Budget
+    from agentguard.ledger import Ledger, Limits
+
+    if signer is not None and not isinstance(signer, Signer):
+        # never echoed: a raw key passed here by mistake must not reach a message or a repr
+        raise ConfigurationError(
+            f"signer= takes an agentguard.Signer (Signer.from_key(...)), "
+            f"not a {type(signer).__name__}"
+        )
+    if ledger is not None and not isinstance(ledger, Ledger):
+        raise ConfigurationError(f"ledger= takes an agentguard.ledger.Ledger, got {ledger!r:.60}")
+    if chain_id is not None and (
+        isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0
+    ):
+        raise ConfigurationError(f"chain_id must be a positive int, got {chain_id!r}")
+    if budget is not None and not isinstance(budget, Budget | Limits):
+        raise ConfigurationError(
+            "budget= takes an agentguard.Budget (e.g. Budget('20 USDC per day')) or a Limits"
+        )
+    if isinstance(budget, Budget):
+        if chain_id is not None and chain_id != budget.chain_id:
+            raise ConfigurationError(
+                f"budget is for chain {budget.chain_id} but chain_id={chain_id}; "
+                f"write Budget(..., chain_id={chain_id})"
+            )
+        chain_id = budget.chain_id
+    if vault is not None:
+        from agentguard._verifier import _address
+
+        vault = _address(vault, "vault")
+    return Defaults(
+        signer=signer,
+        web3=web3,
+        ledger=ledger,
+        limits=budget.limits() if isinstance(budget, Budget) else budget,
+        audit=audit,
+        vault=vault,
+        chain_id=8453 if chain_id is None else chain_id,
+        budget=budget if isinstance(budget, Budget) else None,
+    )
+
+
+def _missing(entry: str, keyword: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"guard.{entry}() needs {keyword}=: pass it, or set it once with "
+        f"Guard.connect(..., {'budget' if keyword == 'limits' else keyword}=...) "
+        f"or the environment ({_ENV[keyword]}) and Guard.from_env()"
+    )
+
+
+def _allowances(limits: Limits | None, defaults: Defaults) -> Allowances:
+    """x402 allowances from the budget: per token, what one call may spend."""
+    from agentguard.x402 import Allowances
+
+    if defaults.budget is not None and (limits is None or limits == defaults.limits):
+        caps = {a: int(v) for a, v in defaults.budget.params()["max_per_tx"].items()}
+    else:
+        caps = dict(limits.per_tx) if limits is not None else {}
+    # x402 pays tokens only (EIP-3009 / Permit2): never the native asset's zero address
+    caps = {asset: cap for asset, cap in caps.items() if cap > 0 and int(asset, 16) != 0}
+    if not caps:
+        raise _missing("x402", "allowances")
+    return Allowances(assets=caps, chain_ids=(defaults.chain_id,))
 
 
 def _pinned_policy_id(
@@ -133,16 +223,31 @@ class _Connect:
         expire_after: int = 300,
         any_policy: bool = False,
         replay_guard: ReplayGuard | None = None,
+        signer: Signer | None = None,
+        web3: Web3 | None = None,
+        ledger: Ledger | None = None,
+        budget: Budget | Limits | None = None,
+        audit: AuditSink | None = None,
+        vault: str | None = None,
+        chain_id: int | None = None,
         **gateway_options: Any,
     ) -> Self:
         """Connect to a gateway; the verifier accepts only the policy the owner registered.
 
         Pass the registered ``policy_id`` (``ReferenceNetwork.register_policy_client`` returns
         it), or ``policy=`` (a bundled name or a ``Policy``), ``params=`` and ``expire_after=``
-        to compute it locally. Without a pin a gateway could choose the policy (an
-        ``allow := true`` one) and its attestations would verify; ``any_policy=True`` accepts
-        that risk explicitly and is logged as a warning.
+        to compute it locally (with a ``Budget`` and no ``params=``, ``budget.params()``).
+        Without a pin a gateway could choose the policy (an ``allow := true`` one) and its
+        attestations would verify; ``any_policy=True`` accepts that risk explicitly and is
+        logged as a warning.
+
+        ``signer``, ``web3``, ``ledger``, ``budget`` (a ``Budget``, or ``Limits``), ``audit``,
+        ``vault`` and ``chain_id`` become ``guard.defaults``, used by ``guard.wallet()`` and
+        ``guard.x402()`` for whatever they are not given.
         """
+        defaults = _defaults(signer, web3, ledger, budget, audit, vault, chain_id)
+        if policy is not None and params is None and defaults.budget is not None:
+            params = defaults.budget.params()
         pinned = _pinned_policy_id(
             policy_client, policy_id, policy, params, expire_after, any_policy=any_policy
         )
@@ -160,22 +265,89 @@ class _Connect:
             policy_id=pinned,
             replay_guard=replay_guard,
         )
-        return cls(gateway, verifier)
+        return cls(gateway, verifier, defaults)
+
+    @classmethod
+    def from_env(cls, environ: EnvMapping[str, str] | None = None) -> Self:
+        """A guard configured from ``AGENTGUARD_*`` variables (``os.environ`` by default);
+        see docs/configuration.md. A malformed variable is a ``ConfigurationError`` naming it."""
+        from agentguard._env import connect_options
+
+        return cls.connect(**connect_options(environ))
+
+    def _entry(
+        self,
+        entry: str,
+        signer: Signer | None,
+        ledger: Ledger | None,
+        limits: Limits | None,
+        vault: str | None,
+        audit: AuditSink | None,
+    ) -> tuple[Signer, Ledger, Limits | None, str | None, AuditSink | None]:
+        """An entry point's arguments, each given or taken from ``defaults``."""
+        d = self.defaults
+        signer = signer if signer is not None else d.signer
+        ledger = ledger if ledger is not None else d.ledger
+        if signer is None:
+            raise _missing(entry, "signer")
+        if ledger is None:
+            raise _missing(entry, "ledger")
+        return (
+            signer,
+            ledger,
+            limits if limits is not None else d.limits,
+            vault if vault is not None else d.vault,
+            audit if audit is not None else d.audit,
+        )
+
+    def _wallet_args(
+        self,
+        signer: Signer | None,
+        web3: Web3 | None,
+        ledger: Ledger | None,
+        limits: Limits | None,
+        vault: str | None,
+        audit: AuditSink | None,
+    ) -> dict[str, Any]:
+        signer, ledger, limits, vault, audit = self._entry(
+            "wallet", signer, ledger, limits, vault, audit
+        )
+        web3 = web3 if web3 is not None else self.defaults.web3
+        if web3 is None:
+            raise _missing("wallet", "web3")
+        if limits is None:
+            raise _missing("wallet", "limits")
+        return {
+            "signer": signer,
+            "web3": web3,
+            "ledger": ledger,
+            "limits": limits,
+            "vault": vault,
+            "audit": audit,
+        }
 
     def x402(
         self,
         *,
-        signer: Signer,
-        ledger: Ledger,
-        allowances: Allowances,
+        signer: Signer | None = None,
+        ledger: Ledger | None = None,
+        allowances: Allowances | None = None,
         limits: Limits | None = None,
         vault: str | None = None,
         audit: AuditSink | None = None,
         **options: Any,
     ) -> X402Auth:
-        """An ``httpx.Auth`` paying x402 answers through the pipeline under this guard."""
+        """An ``httpx.Auth`` paying x402 answers through the pipeline under this guard.
+
+        Without ``allowances=`` it may pay, per token, what the budget lets one call spend.
+        """
         from agentguard.x402 import X402Auth
 
+        signer, ledger, limits, vault, audit = self._entry(
+            "x402", signer, ledger, limits, vault, audit
+        )
+        if allowances is None:
+            allowances = _allowances(limits, self.defaults)
         return X402Auth(
             signer=signer,
             guard=self,  # type: ignore[arg-type]
@@ -231,10 +403,10 @@ class Guard(_Connect):
     def wallet(
         self,
         *,
-        signer: Signer,
-        web3: Web3,
-        ledger: Ledger,
-        limits: Limits,
+        signer: Signer | None = None,
+        web3: Web3 | None = None,
+        ledger: Ledger | None = None,
+        limits: Limits | None = None,
         vault: str | None = None,
         audit: AuditSink | None = None,
         **options: Any,
@@ -242,16 +414,8 @@ class Guard(_Connect):
         """A wallet whose every transaction goes through the pipeline under this guard."""
         from agentguard.wallet import GuardedWallet
 
-        return GuardedWallet(
-            signer=signer,
-            guard=self,
-            web3=web3,
-            ledger=ledger,
-            limits=limits,
-            vault=vault,
-            audit=audit,
-            **options,
-        )
+        args = self._wallet_args(signer, web3, ledger, limits, vault, audit)
+        return GuardedWallet(guard=self, **args, **options)
 
     def run_call(
         self,
@@ -299,10 +463,10 @@ class AsyncGuard(_Connect):
     def wallet(
         self,
         *,
-        signer: Signer,
-        web3: Web3,
-        ledger: Ledger,
-        limits: Limits,
+        signer: Signer | None = None,
+        web3: Web3 | None = None,
+        ledger: Ledger | None = None,
+        limits: Limits | None = None,
         vault: str | None = None,
         audit: AuditSink | None = None,
         **options: Any,
@@ -310,16 +474,8 @@ class AsyncGuard(_Connect):
         """An async wallet on this guard (chain calls run in worker threads)."""
         from agentguard.wallet import AsyncGuardedWallet
 
-        return AsyncGuardedWallet.on(
-            self,
-            signer=signer,
-            web3=web3,
-            ledger=ledger,
-            limits=limits,
-            vault=vault,
-            audit=audit,
-            **options,
-        )
+        args = self._wallet_args(signer, web3, ledger, limits, vault, audit)
+        return AsyncGuardedWallet.on(self, **args, **options)
 
     async def run_call(
         self,

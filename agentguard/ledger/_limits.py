@@ -2,17 +2,21 @@
 
 Caps are plain frozen data so they can come from a config file and be handed to any backend.
 Amounts are exact atomic ints; assets are compared case-insensitively (stored lowercase).
-The refusal messages live here too, so every backend explains a refusal the same way.
+The refusal messages live here too, so every backend explains a refusal the same way; they
+name amounts in human units ("5 USDC") only for assets ``Limits.units`` names (a ``Budget``
+fills it from the tokens of its own chain: the ledger itself keys by address and never guesses
+which chain, or which token, an address is).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from agentguard._exceptions import BudgetExceeded, ConfigurationError
+from agentguard._units import Token
 
 __all__ = ["Limits", "RateCap", "WindowCap"]
 
@@ -68,6 +72,8 @@ class Limits:
     per_tx: Mapping[str, int] = field(default_factory=dict)
     windows: Sequence[WindowCap] = ()
     rate: Sequence[RateCap] = ()
+    units: Mapping[str, Token] = field(default_factory=dict, compare=False, repr=False)
+    """Tokens by address, to word refusals in human units; the caps do not depend on it."""
 
     def __post_init__(self) -> None:
         per_tx: dict[str, int] = {}
@@ -86,6 +92,19 @@ class Limits:
                 raise ConfigurationError(f"rate must hold RateCap values, got {r!r}")
         object.__setattr__(self, "windows", windows)
         object.__setattr__(self, "rate", rate)
+        if not isinstance(self.units, Mapping):
+            raise ConfigurationError("units must map token addresses to Tokens")
+        units: dict[str, Token] = {}
+        for asset, token in self.units.items():
+            if not isinstance(token, Token) or _asset(asset) != token.address:
+                raise ConfigurationError(f"units must map a token's address to it, got {asset!r}")
+            units[token.address] = token
+        object.__setattr__(self, "units", MappingProxyType(units))
+
+    def amount_text(self, asset: str) -> Callable[[int], str]:
+        """How refusals write amounts of ``asset``: "5 USDC" if ``units`` knows it, else atomic."""
+        token = self.units.get(asset.lower())
+        return str if token is None else token.human
 
     def windows_for(self, asset: str) -> tuple[WindowCap, ...]:
         asset = asset.lower()
@@ -102,10 +121,12 @@ def _when(at: float | None, now: float, what: str = "room") -> str:
     return f"{what} frees up at {stamp} (in {max(0, round(at - now))} s) at the latest"
 
 
-def per_tx_refusal(agent: str, asset: str, amount: int, cap: int) -> BudgetExceeded:
+def per_tx_refusal(
+    agent: str, asset: str, amount: int, cap: int, say: Callable[[int], str] = str
+) -> BudgetExceeded:
     return BudgetExceeded(
-        f"agent {agent}: per-transaction cap for asset {asset} is {cap}, "
-        f"this action spends {amount}; it will never fit, split it or raise the cap",
+        f"agent {agent}: per-transaction cap for asset {asset} is {say(cap)}, "
+        f"this action spends {say(amount)}; it will never fit, split it or raise the cap",
         cap=cap,
         used=0,
         requested=amount,
@@ -121,6 +142,7 @@ def window_refusal(
     amount: int,
     in_window: Iterable[tuple[float, int]],
     now: float,
+    say: Callable[[int], str] = str,
 ) -> BudgetExceeded:
     """``in_window``: (created_at, amount) of the counted spends in the window, oldest first."""
     free_at: float | None = None
@@ -133,13 +155,14 @@ def window_refusal(
                 break
     return BudgetExceeded(
         f"agent {agent}: {cap.window_seconds} s window cap for asset {cap.asset} is "
-        f"{cap.max_amount}; {used} already reserved or spent + {amount} requested = "
-        f"{used + amount}; {_when(free_at, now)}",
+        f"{say(cap.max_amount)}; {say(used)} already reserved or spent + {say(amount)} "
+        f"requested = {say(used + amount)}; {_when(free_at, now)}",
         cap=cap.max_amount,
         used=used,
         requested=amount,
         retry_at=free_at,
         asset=cap.asset,
+        window_seconds=cap.window_seconds,
     )
 
 
@@ -162,4 +185,5 @@ def rate_refusal(
         used=count,
         requested=1,
         retry_at=free_at,
+        window_seconds=cap.window_seconds,
     )

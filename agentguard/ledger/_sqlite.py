@@ -466,7 +466,7 @@ class SQLiteBackend:
         agent, asset, amount = request.agent, request.asset, request.amount
         cap = limits.per_tx.get(asset)
         if cap is not None and amount > cap:
-            raise per_tx_refusal(agent, asset, amount, cap)
+            raise per_tx_refusal(agent, asset, amount, cap, limits.amount_text(asset))
         for window in limits.windows_for(asset):
             w = self._rolled(db, windows, agent, asset, window.window_seconds, now)
             if w.total + amount > window.max_amount:
@@ -474,7 +474,9 @@ class SQLiteBackend:
                 in_window = (
                     (at, int(spent)) for at, _, spent, state, _ in rows if state != "released"
                 )
-                raise window_refusal(agent, window, w.total, amount, in_window, now)
+                raise window_refusal(
+                    agent, window, w.total, amount, in_window, now, limits.amount_text(asset)
+                )
         for rate in limits.rate if request.action else ():  # a fee is not another action
             w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
             if w.count + 1 > rate.max_count:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 from coincurve import PrivateKey
@@ -54,6 +54,9 @@ from agentguard.network.config import (
 from agentguard.network.registration import Registration
 from agentguard.network.state import policy_from_spec, policy_material
 from agentguard.policies import Policy
+
+if TYPE_CHECKING:
+    from agentguard.budget import Budget
 
 __all__ = ["OperatorProcess", "ReferenceNetwork"]
 
@@ -426,7 +429,7 @@ class ReferenceNetwork:
         self,
         policy_client: str,
         policy: str | Policy,
-        params: dict[str, Any],
+        params: dict[str, Any] | Budget,
         expire_after: int = 300,
         chain_id: int = 8453,
         *,
@@ -434,7 +437,12 @@ class ReferenceNetwork:
         version: int | None = None,
     ) -> str:
         """Register (or re-configure) a policy client, signed by its owner; returns its
-        ``policy_id`` (pin it: ``Guard.connect(..., policy_id=...)``)."""
+        ``policy_id`` (pin it: ``Guard.connect(..., policy_id=...)``). ``params`` may be a
+        ``Budget`` (its ``params()``, for ``agent_spend``)."""
+        from agentguard.budget import Budget
+
+        if isinstance(params, Budget):
+            params = params.params()
         request = self.sign_registration(
             policy_client,
             policy,
