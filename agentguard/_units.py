@@ -101,16 +101,29 @@ Tokens = Token | Iterable[Token] | Mapping[str, Token] | None
 
 
 def _extra(tokens: Tokens) -> tuple[Token, ...]:
+    """The ``tokens=`` entries; one address on one chain has one symbol and one scale (a known
+    token's address with other decimals would make "5 USDC" cap 5 * 10**18 real USDC)."""
     if tokens is None:
         return ()
     if isinstance(tokens, Token):
-        return (tokens,)
-    values = tokens.values() if isinstance(tokens, Mapping) else tokens
-    out = tuple(values)
-    for t in out:
+        items: tuple[object, ...] = (tokens,)
+    else:
+        items = tuple(tokens.values() if isinstance(tokens, Mapping) else tokens)
+    seen = {(t.chain_id, t.address): t for t in KNOWN_TOKENS}
+    known = set(seen)
+    out: list[Token] = []
+    for t in items:
         if not isinstance(t, Token):
             raise ConfigurationError(f"tokens= must hold Token values, got {t!r}")
-    return out
+        other = seen.setdefault((t.chain_id, t.address), t)
+        if (other.symbol.upper(), other.decimals) != (t.symbol.upper(), t.decimals):
+            where = "a known token" if (t.chain_id, t.address) in known else "named twice"
+            raise ConfigurationError(
+                f"tokens=: {t.address} on chain {t.chain_id} is {where} ({other.symbol}, "
+                f"{other.decimals} decimals), not {t.symbol} with {t.decimals}; drop the entry"
+            )
+        out.append(t)
+    return tuple(out)
 
 
 def resolve_token(symbol_or_address: str, chain_id: int, tokens: Tokens = None) -> Token:
