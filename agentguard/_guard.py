@@ -147,6 +147,11 @@ def _pinned_policy_id(
     any_policy: bool,
 ) -> str | None:
     """The policy id ``connect`` pins: given, computed from the policy, or (loudly) none."""
+    if type(any_policy) is not bool:  # "false" from a config file is truthy: it would unpin
+        raise ConfigurationError(
+            f"any_policy= takes True or False, not {type(any_policy).__name__}; only "
+            "any_policy=True accepts any policy the gateway chooses"
+        )
     if any_policy:
         if policy_id is not None or policy is not None:
             raise ConfigurationError("any_policy=True contradicts policy_id= / policy=")

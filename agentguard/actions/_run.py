@@ -43,6 +43,13 @@ class Options:
     audit: AuditSink | None = None
     shadow: bool = False
 
+    def __post_init__(self) -> None:
+        if type(self.shadow) is not bool:  # "false" from a config file is truthy: fail open
+            raise ConfigurationError(
+                f"shadow= takes True or False, not {type(self.shadow).__name__}; shadow mode "
+                "turns enforcement off, so only shadow=True does that"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class _Call:

@@ -46,3 +46,20 @@ def test_a_token_that_agrees_with_the_known_one_is_fine() -> None:
     same = Token("USDC", USDC, 6, 8453)
     assert Budget("5 USDC per call", tokens=same) == Budget("5 USDC per call")
     assert format_amount(5_000_000, USDC, 8453, same) == "5 USDC"
+
+
+@pytest.mark.parametrize("flag", ["false", "0", "no", 1])
+def test_a_truthy_non_bool_any_policy_is_refused_not_obeyed(flag: object) -> None:
+    """``Guard.connect(..., any_policy=settings["any_policy"])`` with the text "false" from a
+    config file and no pin (the owner meant "pin it", and forgot policy_id=). Before the fix any
+    truthy value connected unpinned (one warning logged): the verifier accepted attestations
+    under any policy the gateway chose, an ``allow := true`` one; ``False`` says what to pin."""
+    from agentguard import Guard
+
+    with pytest.raises(ConfigurationError, match="any_policy"):
+        Guard.connect(
+            "http://127.0.0.1:1",
+            policy_client="0x" + "11" * 20,
+            operators=["0x" + "22" * 20],
+            any_policy=flag,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,30 @@
+"""Attacks on shadow mode's switch: only ``shadow=True`` turns enforcement off. Each test names
+what the attack did before the defence it checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentguard import ConfigurationError, PolicyDenied
+
+from .conftest import Stack
+
+
+@pytest.mark.parametrize("flag", ["false", "0", "no", 1, [False]])
+def test_a_truthy_non_bool_shadow_flag_is_refused_not_obeyed(stack: Stack, flag: Any) -> None:
+    """``shadow=`` read from a config file or an environment variable arrives as the text
+    "false" (or "0"). Before the fix any truthy value switched shadow mode on, so the denied
+    ``delete_account`` call ran with nothing enforced and nothing held."""
+    guard = stack.guard()
+    ran: list[bool] = []
+    with pytest.raises(ConfigurationError, match="shadow"):
+        guard.run_call("delete_account", {"id": 7}, lambda: ran.append(True), shadow=flag)
+    with pytest.raises(ConfigurationError, match="shadow"):
+        guard.action(shadow=flag)  # refused when decorating, before any call
+
+    assert ran == [] and stack.asked == []
+    with pytest.raises(PolicyDenied):  # shadow=False is the enforced call
+        guard.run_call("delete_account", {"id": 7}, lambda: ran.append(True), shadow=False)
+    assert ran == []
