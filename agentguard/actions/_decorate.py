@@ -77,6 +77,14 @@ def _decorate(
 
     if not callable(fn):
         raise ConfigurationError(f"@guard.action decorates a function, not {fn!r:.60}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        # calling it only builds the generator: the body would run after the attestation was
+        # used up and the call committed, whenever it is iterated (if ever)
+        raise ConfigurationError(
+            f"@guard.action cannot decorate the generator function {fn.__name__}: its body runs "
+            "later, outside the authorization; decorate a function that does the action and "
+            "returns its result"
+        )
     is_async = inspect.iscoroutinefunction(fn)
     if wallet is not None:
         if is_async or isinstance(guard, AsyncGuard) or isinstance(wallet, AsyncGuardedWallet):

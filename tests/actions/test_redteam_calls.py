@@ -1,4 +1,4 @@
-"""Attacks on shadow mode's switch: only ``shadow=True`` turns enforcement off. Each test names
+"""Attacks on how a call is switched and shaped (shadow flag, generator functions). Each test names
 what the attack did before the defence it checks."""
 
 from __future__ import annotations
@@ -28,3 +28,24 @@ def test_a_truthy_non_bool_shadow_flag_is_refused_not_obeyed(stack: Stack, flag:
     with pytest.raises(PolicyDenied):  # shadow=False is the enforced call
         guard.run_call("delete_account", {"id": 7}, lambda: ran.append(True), shadow=False)
     assert ran == []
+
+
+def test_a_generator_function_cannot_be_authorized_now_and_run_later(stack: Stack) -> None:
+    """A decorated generator (or async generator) function: calling it only builds the
+    generator, so the pipeline authorized, used up the attestation and committed
+    ``outcome: returned`` while the body had not run; the body then ran whenever the
+    generator was iterated (after the attestation expired, outside a time-window policy's
+    hours, with no audit record of how it ended). Before the fix decorating it was accepted;
+    now it is a ConfigurationError when decorating."""
+    guard = stack.guard()
+
+    def send_email(to: str) -> Any:
+        yield to
+
+    async def send_emails(to: str) -> Any:
+        yield to
+
+    for fn in (send_email, send_emails):
+        with pytest.raises(ConfigurationError, match="generator"):
+            guard.action(fn)
+    assert stack.asked == []
