@@ -10,11 +10,13 @@ them; ``VARIABLES`` is its source of truth (a test keeps the two in step).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._logging import get_logger
@@ -115,10 +117,34 @@ class _Env:
             raise _error(name, exc.message) from None
 
     def url(self, name: str, *, required: bool) -> str | None:
+        """An http(s) URL; plain http:// only to this machine (the gateway's API key rides in
+        a header, a provider's key in the RPC URL's path)."""
         value = self.required(name) if required else self.get(name)
-        if value is not None and not _URL.match(value):
+        if value is None:
+            return None
+        if not _URL.match(value):
             raise _error(name, "must be an http:// or https:// URL")
+        try:
+            parsed = urlsplit(value)
+            host = parsed.hostname or ""
+        except ValueError:
+            raise _error(name, "is not a valid URL") from None
+        if parsed.scheme.lower() == "http" and not _loopback(host):
+            raise _error(
+                name,
+                "plain http:// is only for this machine (localhost, 127.0.0.1, ::1); use "
+                "https:// so the keys it carries are not sent in cleartext",
+            )
         return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _operators(env: _Env) -> list[str]:
