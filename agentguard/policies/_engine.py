@@ -63,6 +63,8 @@ import jsonschema
 import regopy
 from regopy import rego_shared as _rs
 
+from agentguard._json import MAX_DEPTH
+from agentguard._json import _check_depth as check_depth
 from agentguard.policies import Policy, canonical_json
 
 __all__ = ["Evaluation", "PolicyEngine", "PolicyEngineError"]
@@ -150,7 +152,9 @@ _lib = _rs.rego  # the ctypes CDLL: calling it directly is 3x faster than regopy
 def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     """``Interpreter.set_input`` without regopy's per-node wrappers (the cost of a whole query).
 
-    Also refuses integers that regopy's int64 input API would silently wrap.
+    Also refuses integers that regopy's int64 input API would silently wrap, and strings that
+    nest as JSON deeper than ``MAX_DEPTH``: a policy's ``json.unmarshal`` of one (an offchain
+    call's arguments) overflows rego-cpp's stack and kills the whole process (SIGSEGV).
     """
     string, integer, boolean = _lib.regoInputString, _lib.regoInputInt, _lib.regoInputBoolean
     item, obj, array = _lib.regoInputObjectItem, _lib.regoInputObject, _lib.regoInputArray
@@ -158,6 +162,12 @@ def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     def add(handle: int, val: Any) -> int:
         kind = type(val)
         if kind is str:
+            try:
+                check_depth(val, MAX_DEPTH)
+            except ValueError:
+                raise PolicyEngineError(
+                    f"an input string nests deeper than {MAX_DEPTH} levels of JSON"
+                ) from None
             return int(string(handle, val.encode()))
         if kind is dict or isinstance(val, Mapping):
             failed = 0
