@@ -5,6 +5,11 @@ call; ``Guard.run_call`` and ``@guard.action`` run the function only after the p
 verified an attestation for exactly that intent (``agentguard.actions._run``).
 """
 
-from agentguard.actions._intent import MAX_ARGUMENTS_BYTES, OFFCHAIN_TARGET, call_intent
+from agentguard.actions._intent import (
+    MAX_ARGUMENT_VALUES,
+    MAX_ARGUMENTS_BYTES,
+    OFFCHAIN_TARGET,
+    call_intent,
+)
 
-__all__ = ["MAX_ARGUMENTS_BYTES", "OFFCHAIN_TARGET", "call_intent"]
+__all__ = ["MAX_ARGUMENTS_BYTES", "MAX_ARGUMENT_VALUES", "OFFCHAIN_TARGET", "call_intent"]

@@ -26,7 +26,13 @@ from agentguard._exceptions import ConfigurationError, IntentError
 from agentguard._intent import TransactionIntent
 from agentguard._json import MAX_DEPTH, canonical_json
 
-__all__ = ["MAX_ARGUMENTS_BYTES", "OFFCHAIN_TARGET", "call_intent", "frozen_arguments"]
+__all__ = [
+    "MAX_ARGUMENTS_BYTES",
+    "MAX_ARGUMENT_VALUES",
+    "OFFCHAIN_TARGET",
+    "call_intent",
+    "frozen_arguments",
+]
 
 OFFCHAIN_TARGET = to_checksum_address(keccak(b"agentguard.offchain-call")[12:])
 """The ``to`` of every offchain call intent: ``keccak("agentguard.offchain-call")[12:]``, an
@@ -35,14 +41,26 @@ address nobody holds a key or code for, so such an intent moves nothing if sent 
 MAX_ARGUMENTS_BYTES = 64 * 1024
 """Largest canonical JSON of a call's arguments: every operator decodes and evaluates it."""
 
+MAX_ARGUMENT_VALUES = 1024
+"""Most JSON values (objects, lists and scalars, the arguments' own object included) in a
+call's arguments: rego-cpp's ``json.unmarshal`` is quadratic in their number (30,000 took every
+operator about 17 s); the policy engine refuses more than 4,096 in any input string."""
+
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}\Z")
 
 
-def _plain(value: Any, depth: int) -> Any:
+def _plain(value: Any, depth: int, count: list[int]) -> Any:
     """A fresh copy of ``value`` made only of JSON values, read through the built-in types'
-    own methods (a subclass's overridden ``items`` or ``__iter__`` is not consulted)."""
+    own methods (a subclass's overridden ``items`` or ``__iter__`` is not consulted);
+    ``count[0]`` counts the values copied."""
     if depth > MAX_DEPTH:
         raise IntentError(f"the arguments are nested deeper than {MAX_DEPTH} levels")
+    count[0] += 1
+    if count[0] > MAX_ARGUMENT_VALUES:
+        raise IntentError(
+            f"the arguments hold more than {MAX_ARGUMENT_VALUES} values; pass a reference (an "
+            "id, a URL) or one string instead of a long list"
+        )
     if value is None or type(value) in (bool, int, str):
         return value
     if type(value) is float:
@@ -54,12 +72,12 @@ def _plain(value: Any, depth: int) -> Any:
         for key, item in list(dict.items(value)):
             if type(key) is not str:
                 raise IntentError(f"argument keys must be strings, got {type(key).__name__}")
-            out[key] = _plain(item, depth + 1)
+            out[key] = _plain(item, depth + 1, count)
         return out
     if isinstance(value, list):
-        return [_plain(item, depth + 1) for item in list.copy(value)]
+        return [_plain(item, depth + 1, count) for item in list.copy(value)]
     if isinstance(value, tuple):
-        return tuple(_plain(item, depth + 1) for item in tuple.__iter__(value))
+        return tuple(_plain(item, depth + 1, count) for item in tuple.__iter__(value))
     raise IntentError(
         f"the arguments must be plain JSON values (dict, list, str, int, float, bool, None), "
         f"got {type(value).__name__}; pass its JSON form instead"
@@ -72,7 +90,7 @@ def frozen_arguments(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], str]
         raise IntentError(f"arguments must be a mapping of names to values, not {arguments!r:.60}")
     try:
         top = arguments if isinstance(arguments, dict) else dict(arguments.items())
-        copy = _plain(top, 0)
+        copy = _plain(top, 0, [0])
         text = canonical_json(copy).decode()
     except IntentError:
         raise

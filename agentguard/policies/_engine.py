@@ -149,12 +149,35 @@ def _readable(error: str, modules: Mapping[str, str]) -> str:
 _lib = _rs.rego  # the ctypes CDLL: calling it directly is 3x faster than regopy's wrappers
 
 
+_MAX_JSON_VALUES = 4096
+# a string (an unterminated one runs to the end: linear, never rescanned from each quote)
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+
+
+def _check_json_text(text: str) -> None:
+    """An input string a policy could ``json.unmarshal``: at most ``MAX_DEPTH`` levels deep
+    (deeper overflows rego-cpp's stack: SIGSEGV) and at most 4,096 values (its unmarshal is
+    quadratic in their number: 30,000 took 17 s under the engine lock)."""
+    try:
+        check_depth(text, MAX_DEPTH)
+    except ValueError:
+        raise PolicyEngineError(
+            f"an input string nests deeper than {MAX_DEPTH} levels of JSON"
+        ) from None
+    if text.count(",") > _MAX_JSON_VALUES and (
+        _STRING_LITERAL.sub("", text).count(",") > _MAX_JSON_VALUES
+    ):
+        raise PolicyEngineError(
+            f"an input string holds more than {_MAX_JSON_VALUES} JSON values; a policy input "
+            "passes references, not long lists"
+        )
+
+
 def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     """``Interpreter.set_input`` without regopy's per-node wrappers (the cost of a whole query).
 
-    Also refuses integers that regopy's int64 input API would silently wrap, and strings that
-    nest as JSON deeper than ``MAX_DEPTH``: a policy's ``json.unmarshal`` of one (an offchain
-    call's arguments) overflows rego-cpp's stack and kills the whole process (SIGSEGV).
+    Also refuses integers that regopy's int64 input API would silently wrap, and strings a
+    policy's ``json.unmarshal`` would choke on (``_check_json_text``).
     """
     string, integer, boolean = _lib.regoInputString, _lib.regoInputInt, _lib.regoInputBoolean
     item, obj, array = _lib.regoInputObjectItem, _lib.regoInputObject, _lib.regoInputArray
@@ -162,12 +185,7 @@ def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     def add(handle: int, val: Any) -> int:
         kind = type(val)
         if kind is str:
-            try:
-                check_depth(val, MAX_DEPTH)
-            except ValueError:
-                raise PolicyEngineError(
-                    f"an input string nests deeper than {MAX_DEPTH} levels of JSON"
-                ) from None
+            _check_json_text(val)
             return int(string(handle, val.encode()))
         if kind is dict or isinstance(val, Mapping):
             failed = 0

@@ -14,10 +14,13 @@ from agentguard import (
     OFFCHAIN_TARGET,
     AgentGuardError,
     Guard,
+    IntentError,
     Signer,
     TransactionIntent,
+    call_intent,
 )
 from agentguard._eip712 import keccak
+from agentguard.actions import MAX_ARGUMENT_VALUES
 from agentguard.network.launcher import ReferenceNetwork
 from tests.wallet.conftest import AGENT
 
@@ -76,3 +79,23 @@ def test_deeply_nested_arguments_do_not_crash_the_operators(own_network: Referen
         gateway.simulate(_send_email(deep))  # the gateway's own engine
     verified = guard.authorize(_send_email('{"to":"ann@example.com"}'))
     assert verified.attestation.decision == "allow"
+
+
+def test_a_huge_flat_array_cannot_stall_the_operators(own_network: ReferenceNetwork) -> None:
+    """rego-cpp's ``json.unmarshal`` is quadratic in the number of values (8,000 took 1 s,
+    16,000 took 4.6 s). Before the fix ``run_call("send_email", {"to": [0] * 30_000})`` (60 KB,
+    within MAX_ARGUMENTS_BYTES: a prompt-injected model can ask for it) held every operator's
+    engine lock for about 17 s per call, and a hand-built intent had no bound at all, so a
+    few such calls kept the network from answering anyone. Now the SDK refuses more than
+    MAX_ARGUMENT_VALUES values before asking, and the engine refuses an input string with
+    more than 4,096 JSON values, so a hand-built one is refused too."""
+    guard = _guard(own_network)
+    with pytest.raises(IntentError, match="values"):
+        call_intent(AGENT.address, "send_email", {"to": [0] * 30_000}, chain_id=8453)
+    at_most = {"to": [0] * (MAX_ARGUMENT_VALUES - 2)}  # the object and the list count too
+    call_intent(AGENT.address, "send_email", at_most, chain_id=8453)
+    flat = '{"to":[' + ",".join(["0"] * 30_000) + "]}"
+    with pytest.raises(AgentGuardError, match="4096"):
+        guard.authorize(_send_email(flat))
+    commas_in_text = '{"to":"ann@example.com","body":"' + "," * 10_000 + '"}'
+    assert guard.authorize(_send_email(commas_in_text)).attestation.decision == "allow"
