@@ -426,7 +426,7 @@ class Guard(_Connect):
         self,
         name: str,
         arguments: Mapping[str, Any],
-        fn: Callable[[], T],
+        fn: Callable[[], T] | Callable[[dict[str, Any]], T],
         *,
         agent: str | None = None,
         ledger: Ledger | None = None,
@@ -434,14 +434,16 @@ class Guard(_Connect):
         audit: AuditSink | None = None,
         shadow: bool = False,
     ) -> T:
-        """Call ``fn()`` only after an attestation for ``call_intent(agent, name, arguments)``
-        was verified (local caps first, audited, committed); returns what ``fn`` returns. An
+        """Call ``fn`` only after an attestation for ``call_intent(agent, name, arguments)``
+        was verified (local caps first, audited, committed); returns what ``fn`` returns. A
+        ``fn`` taking one argument gets the frozen copy of ``arguments`` that was hashed (use
+        it: the caller's objects may change after authorization); else ``fn()``. An
         exception from ``fn`` is re-raised and the call stays counted. ``shadow=True``:
         evaluate and record the would-be decision, then always call ``fn``."""
-        from agentguard.actions._run import Options, run_sync
+        from agentguard.actions._run import Options, invoker, run_sync
 
         options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
-        return run_sync(self, name, arguments, lambda _: fn(), options)  # type: ignore[no-any-return]
+        return run_sync(self, name, arguments, invoker(fn), options)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.authorizer.close()
@@ -486,7 +488,7 @@ class AsyncGuard(_Connect):
         self,
         name: str,
         arguments: Mapping[str, Any],
-        fn: Callable[[], T | Awaitable[T]],
+        fn: Callable[[], T | Awaitable[T]] | Callable[[dict[str, Any]], T | Awaitable[T]],
         *,
         agent: str | None = None,
         ledger: Ledger | None = None,
@@ -498,11 +500,11 @@ class AsyncGuard(_Connect):
         (not ``async def``) ``fn`` runs in a worker thread."""
         import inspect
 
-        from agentguard.actions._run import Options, run_async
+        from agentguard.actions._run import Options, invoker, run_async
 
         options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
         in_thread = not inspect.iscoroutinefunction(fn)
-        invoke = lambda _: fn()  # noqa: E731
+        invoke = invoker(fn)
         return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from agentguard._guard import AsyncGuard, Guard
     from agentguard.ledger import Ledger, Limits
 
-__all__ = ["run_async", "run_sync"]
+__all__ = ["invoker", "run_async", "run_sync"]
 
 log = get_logger("agentguard.actions")
 
@@ -63,6 +63,21 @@ class _Call:
     def action(self) -> Action:
         assert self.limits is not None  # checked in _prepare unless shadow
         return Action(agent=self.agent, intent=self.intent, limits=self.limits, rail="call")
+
+
+def invoker(fn: Callable[..., Any]) -> Invoke:
+    """How ``run_call`` calls ``fn``: with the frozen copy of the arguments that was hashed if
+    it takes one positional argument (so nothing the caller edits after authorization reaches
+    it), else with none (then ``fn`` must not read values the caller may still edit)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): the old form
+        return lambda _: fn()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    if len(required) == 1:
+        return fn
+    return lambda _: fn()
 
 
 def _prepare(

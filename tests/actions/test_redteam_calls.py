@@ -49,3 +49,42 @@ def test_a_generator_function_cannot_be_authorized_now_and_run_later(stack: Stac
         with pytest.raises(ConfigurationError, match="generator"):
             guard.action(fn)
     assert stack.asked == []
+
+
+def test_run_call_can_hand_the_function_what_was_authorized(stack: Stack) -> None:
+    """``guard.run_call("send_email", message, lambda: smtp.send(message))``: the closure
+    reads the caller's dict, which another thread edits right after the attestation came back.
+    Before the fix run_call had no way to give ``fn`` the frozen copy that was hashed (the docs
+    said it did), so the mail went to eve under ann's attestation. Now a function taking one
+    argument receives that copy; a zero-argument ``fn`` still works and is told apart by its
+    signature."""
+    guard = stack.guard()
+    message: dict[str, Any] = {"to": "ann@example.com"}
+    original = guard.authorizer.authorize
+
+    def authorize_then_edit(intent: Any, **kw: Any) -> Any:
+        attestation = original(intent, **kw)
+        message["to"] = "eve@evil.example"
+        return attestation
+
+    guard.authorizer.authorize = authorize_then_edit
+    got: list[Any] = []
+    guard.run_call("send_email", message, lambda authorized: got.append(authorized["to"]))
+    assert got == ["ann@example.com"] and message["to"] == "eve@evil.example"
+    assert guard.run_call("send_email", {"to": "bob@example.com"}, lambda: "old form") == (
+        "old form"
+    )
+
+
+async def test_async_run_call_hands_the_frozen_copy_too(stack: Stack) -> None:
+    from agentguard import AsyncGuard
+
+    guard = stack.guard(cls=AsyncGuard)
+    got: list[Any] = []
+
+    async def send(authorized: dict[str, Any]) -> str:
+        got.append(authorized)
+        return "sent"
+
+    assert await guard.run_call("send_email", {"to": "ann@example.com"}, send) == "sent"
+    assert got == [{"to": "ann@example.com"}]
