@@ -16,8 +16,7 @@ from typing import Any, Literal, get_args
 
 import httpx
 
-from agentguard import strict_loads
-from agentguard._exceptions import ConfigurationError, ExecutionError, ProofError
+from agentguard import ConfigurationError, ExecutionError, ProofError, strict_loads
 from agentguard.x402 import Receipt, X402Auth, receipt
 from agentguard_opengradient._proof import (
     TeeProof,
@@ -106,6 +105,11 @@ class OpenGradientClient:
 
     def __repr__(self) -> str:
         return f"OpenGradientClient({self._base_url!r}, settlement_mode={self._mode!r})"
+
+    @property
+    def verifies_proofs(self) -> bool:
+        """Whether every answer's enclave proof is checked (the client was given a TEE key)."""
+        return self._key is not None
 
     # -- requests ---------------------------------------------------------------------------
 

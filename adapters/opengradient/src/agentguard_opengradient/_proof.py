@@ -22,9 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from eth_utils.crypto import keccak
 
-from agentguard._eip712 import keccak
-from agentguard._exceptions import IntentError, ProofError
+from agentguard import IntentError, ProofError
 
 __all__ = [
     "TeeProof",

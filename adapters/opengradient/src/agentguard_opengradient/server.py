@@ -61,9 +61,9 @@ from starlette.routing import Route
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from agentguard._exceptions import AgentGuardError, IntentError
+from agentguard import AgentGuardError, IntentError
 from agentguard.chain import load_artifact
-from agentguard.x402.upto.client import UPTO_PERMIT2_PROXY
+from agentguard.x402 import UPTO_PERMIT2_PROXY
 from agentguard_opengradient._client import SETTLEMENT_TX_HASH, SETTLEMENT_TYPE
 from agentguard_opengradient._proof import (
     canonical_chat_request,
