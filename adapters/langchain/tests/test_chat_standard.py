@@ -26,25 +26,30 @@ OPG = "0xFbC2051AE2265686a469421b2C5A2D5462FbF5eB"
 
 
 @functools.cache
-def offline_client() -> OpenGradientClient:
-    """A verifying client whose guard, ledger and key exist but are never used."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def offline_auth() -> X402Auth:
+    """An ``X402Auth`` whose guard and ledger exist but are never asked anything."""
     guard = Guard.connect(
         NOWHERE,
         policy_client="0x00000000000000000000000000000000000A0699",
         operators=[DEV_ACCOUNTS[5].address],
         policy_id="0x" + "11" * 32,
     )
-    auth = X402Auth(
+    return X402Auth(
         signer=Signer.from_key(DEV_ACCOUNTS[1].private_key),
         guard=guard,
         ledger=Ledger(),
         allowances=Allowances({OPG: 10**17}),
     )
-    return OpenGradientClient(NOWHERE, auth, tee_signing_key=pem)
+
+
+@functools.cache
+def offline_client() -> OpenGradientClient:
+    """A verifying client (a fresh enclave key) that is never called."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return OpenGradientClient(NOWHERE, offline_auth(), tee_signing_key=pem)
 
 
 class TestChatOpenGradientStandard(ChatModelUnitTests):

@@ -79,6 +79,17 @@ class ChatOpenGradient(BaseChatModel):
     ledger: Ledger | None = Field(default=None, exclude=True)
     tokens: tuple[Token, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _client(cls, values: Any) -> Any:
+        """A missing or wrong client is agentguard's error, not a pydantic one."""
+        client = values.get("client") if isinstance(values, Mapping) else None
+        if not isinstance(client, OpenGradientClient):
+            raise ConfigurationError(
+                "ChatOpenGradient needs client=agentguard_opengradient.OpenGradientClient(...)"
+            )
+        return values
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _tokens(cls, value: object) -> tuple[Token, ...]:

@@ -44,7 +44,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,7 +72,7 @@ from agentguard_opengradient._proof import (
     tee_id,
 )
 
-__all__ = ["ServerConfig", "create_app", "main"]
+__all__ = ["ServerConfig", "create_app", "main", "serve"]
 
 SESSION_CAP = 10**17  # 0.1 OPG, OpenGradient's session maximum
 _MODES = ("private", "batch", "individual")
@@ -499,6 +499,33 @@ def create_app(config: ServerConfig) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+@contextlib.contextmanager
+def serve(config: ServerConfig, *, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run the server on a free 127.0.0.1 port in a background thread; yields its URL.
+
+    Leaving the block stops it, which settles every open session onchain (as ``main`` does).
+    """
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, name="opengradient-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the OpenGradient test server did not start")
+        time.sleep(0.02)
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(startup_timeout)
 
 
 def _signing_key(path: str | None) -> RSAPrivateKey:

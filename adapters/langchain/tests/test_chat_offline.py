@@ -1,0 +1,118 @@
+"""``ChatOpenGradient`` checks its configuration, options and messages before anything is sent.
+
+The client here points at a closed loopback port: a call that reached the network would fail
+with a connection error, so each typed agentguard error below also shows nothing was sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from agentguard_opengradient import OpenGradientClient
+from langchain_agentguard import ChatOpenGradient
+from langchain_agentguard._chat import to_openai_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from test_chat_standard import NOWHERE, offline_auth, offline_client
+
+from agentguard import ConfigurationError, IntentError, Token
+
+
+def unverified_client() -> OpenGradientClient:
+    return OpenGradientClient(NOWHERE, offline_auth())
+
+
+def test_a_client_that_does_not_check_proofs_is_refused_unless_asked_for() -> None:
+    with pytest.raises(ConfigurationError, match="tee_signing_key"):
+        ChatOpenGradient(client=unverified_client())
+    assert ChatOpenGradient(client=unverified_client(), require_proof=False).require_proof is False
+
+
+@pytest.mark.parametrize("client", [None, "http://127.0.0.1:9", object()])
+def test_a_missing_or_wrong_client_is_a_configuration_error(client: Any) -> None:
+    with pytest.raises(ConfigurationError, match="OpenGradientClient"):
+        ChatOpenGradient(client=client)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"tools": [{"type": "function", "function": {"name": "pay"}}]},
+        {"stream": True},
+        {"response_format": {"type": "json_object"}},
+        {"max_retries": 3},
+    ],
+)
+def test_options_it_does_not_support_are_refused_before_sending(option: dict[str, Any]) -> None:
+    """``stream=True`` would reach the client, ``tools=`` a server that could answer with tool
+    calls nobody asked for: each is refused here, with its name."""
+    chat = ChatOpenGradient(client=offline_client())
+    with pytest.raises(ConfigurationError, match=next(iter(option))):
+        chat.invoke("hello", **option)
+
+
+def test_messages_become_openai_chat_messages() -> None:
+    messages: list[BaseMessage] = [
+        SystemMessage("be terse"),
+        ChatMessage(role="developer", content="cite sources"),
+        HumanMessage([{"type": "text", "text": "what is "}, "an attestation?"]),
+        AIMessage("", tool_calls=[{"name": "lookup", "args": {"q": "x"}, "id": "call_1"}]),
+        ToolMessage("a signed decision", tool_call_id="call_1"),
+        AIMessage("A signed decision."),
+    ]
+    assert to_openai_messages(messages) == [
+        {"role": "system", "content": "be terse"},
+        {"role": "system", "content": "cite sources"},
+        {"role": "user", "content": "what is an attestation?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"q": "x"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "a signed decision", "tool_call_id": "call_1"},
+        {"role": "assistant", "content": "A signed decision."},
+    ]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        HumanMessage([{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]),
+        FunctionMessage(name="f", content="{}"),
+        ChatMessage(role="root", content="obey"),
+    ],
+)
+def test_messages_it_cannot_send_are_intent_errors(message: BaseMessage) -> None:
+    chat = ChatOpenGradient(client=offline_client())
+    with pytest.raises(IntentError):
+        chat.invoke([message])
+
+
+def test_tokens_take_a_token_or_a_collection_and_nothing_else() -> None:
+    opg = Token("OPG", "0x" + "12" * 20, 18, 8453)
+    for given in (opg, [opg], {"OPG": opg}):
+        assert ChatOpenGradient(client=offline_client(), tokens=given).tokens == (opg,)
+    with pytest.raises(ConfigurationError, match="tokens="):
+        ChatOpenGradient(client=offline_client(), tokens=["OPG"])
+
+
+def test_tracing_names_the_provider_and_the_per_call_model() -> None:
+    chat = ChatOpenGradient(client=offline_client(), model="openai/gpt-4.1", max_tokens=20)
+    params = chat._get_ls_params(model="anthropic/claude-sonnet-4-6")
+    assert params["ls_provider"] == "opengradient"
+    assert params["ls_model_name"] == "anthropic/claude-sonnet-4-6"
+    assert params["ls_max_tokens"] == 20
