@@ -12,9 +12,9 @@ from agentguard_opengradient._proof import canonical_chat_request, sign_proof
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from eth_utils.crypto import keccak
 
-from agentguard._eip712 import keccak
-from agentguard._exceptions import IntentError, ProofError
+from agentguard import IntentError, ProofError
 
 BODY = {
     "model": "gpt-4.1",
