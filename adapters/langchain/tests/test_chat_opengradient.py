@@ -7,6 +7,7 @@ proxy, the reference authorization network, and the OpenGradient-compatible test
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -170,3 +171,39 @@ def test_an_answer_rewritten_on_the_wire_raises_proof_error_and_is_never_returne
         assert used == 3 * charge(1, "You said: hello")
         auth.close()
     assert og_stack.wait_settled(session)["charged"] == str(used)
+
+
+def test_a_batch_of_concurrent_chats_opens_one_session_with_one_signature(
+    og_stack: OgStack,
+) -> None:
+    """Race: LangChain's ``batch`` runs the calls in threads on one model, one client and one
+    ``X402Auth``. Before the client let only one session-opening request through at a time,
+    each of the 4 racing calls signed its own Permit2 maximum (4 signatures, 4 x 0.1 OPG held)
+    and ``auth.sessions`` kept only the last session. Now the first call opens the session and
+    the others ride it; every answer is proven and every charge counted on it."""
+    questions = [f"race {i}" for i in range(4)]
+    with Ledger() as ledger, SigningSpy() as spy:
+        auth = og_stack.auth(ledger)
+        with og_stack.client(auth) as og:
+            answers = chat_model(og_stack, og).batch(questions, config={"max_concurrency": 4})
+        assert [a.content for a in answers] == [f"You said: {q}" for q in questions]
+        assert all(a.response_metadata["tee_proof"]["verified"] for a in answers)
+        payments = [a.response_metadata["payment"] for a in answers]
+        assert spy.calls == ["sign_typed_data"]
+        assert len({p["session"] for p in payments}) == 1
+        ((session, used),) = auth.sessions.values()
+        assert used == sum(p["amount_atomic"] for p in payments)
+        auth.close()
+    assert og_stack.wait_settled(session)["charged"] == str(used)
+
+
+async def test_concurrent_async_chats_open_one_session(og_stack: OgStack) -> None:
+    """The same race on the async path (``asyncio.gather`` of ``ainvoke``)."""
+    with Ledger() as ledger, SigningSpy() as spy:
+        auth = og_stack.auth(ledger)
+        async with og_stack.client(auth) as og:
+            chat = chat_model(og_stack, og)
+            answers = await asyncio.gather(*(chat.ainvoke(f"async race {i}") for i in range(4)))
+        assert spy.calls == ["sign_typed_data"]
+        assert len({a.response_metadata["payment"]["session"] for a in answers}) == 1
+        await auth.aclose()
