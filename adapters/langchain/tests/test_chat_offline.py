@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agentguard_opengradient import OpenGradientClient
+from agentguard_opengradient import InferenceResult, OpenGradientClient, TeeProof
 from langchain_agentguard import ChatOpenGradient
 from langchain_agentguard._chat import to_openai_messages
 from langchain_core.messages import (
@@ -23,7 +23,8 @@ from langchain_core.messages import (
 )
 from test_chat_standard import NOWHERE, offline_auth, offline_client
 
-from agentguard import ConfigurationError, IntentError, Token
+from agentguard import ConfigurationError, ExecutionError, IntentError, ProofError, Token
+from agentguard.chain import DEV_ACCOUNTS
 
 
 def unverified_client() -> OpenGradientClient:
@@ -116,3 +117,39 @@ def test_tracing_names_the_provider_and_the_per_call_model() -> None:
     assert params["ls_provider"] == "opengradient"
     assert params["ls_model_name"] == "anthropic/claude-sonnet-4-6"
     assert params["ls_max_tokens"] == 20
+
+
+def result(**changes: Any) -> InferenceResult:
+    fields: dict[str, Any] = {
+        "text": "hi",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "model": "gpt-4.1",
+        "receipt": None,
+        "proof": TeeProof("0x" + "ab" * 32, "0x" + "01" * 32, "0x" + "02" * 32, 1, "sig"),
+        "settlement_tx_hash": None,
+        "raw": {},
+    }
+    return InferenceResult(**{**fields, **changes})
+
+
+def test_an_answer_without_a_verified_proof_is_not_returned() -> None:
+    """Defence in depth: even if a client handed back an unproven result, the model raises."""
+    chat = ChatOpenGradient(client=offline_client())
+    assert chat._chat_result(result()).generations[0].message.content == "hi"
+    with pytest.raises(ProofError, match="not returned"):
+        chat._chat_result(result(proof=None))
+
+
+def test_tool_calls_nobody_asked_for_are_an_execution_error() -> None:
+    """A server answering with tool calls (never requested: ``tools=`` is refused) would hand
+    the agent actions as text; the model refuses the answer."""
+    chat = ChatOpenGradient(client=offline_client())
+    with pytest.raises(ExecutionError, match="tool calls"):
+        chat._chat_result(result(finish_reason="tool_calls", text='[{"id": "x"}]'))
+
+
+def test_no_secret_reaches_the_model_repr_or_dump() -> None:
+    chat = ChatOpenGradient(client=offline_client())
+    key = DEV_ACCOUNTS[1].private_key.removeprefix("0x").lower()
+    assert key not in repr(chat).lower() and key not in str(chat.model_dump()).lower()
