@@ -25,6 +25,8 @@ from test_chat_standard import NOWHERE, offline_auth, offline_client
 
 from agentguard import ConfigurationError, ExecutionError, IntentError, ProofError, Token
 from agentguard.chain import DEV_ACCOUNTS
+from agentguard.ledger import Ledger
+from agentguard.x402 import Receipt
 
 
 def unverified_client() -> OpenGradientClient:
@@ -153,3 +155,29 @@ def test_no_secret_reaches_the_model_repr_or_dump() -> None:
     chat = ChatOpenGradient(client=offline_client())
     key = DEV_ACCOUNTS[1].private_key.removeprefix("0x").lower()
     assert key not in repr(chat).lower() and key not in str(chat.model_dump()).lower()
+
+
+def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
+    paid = Receipt(
+        scheme="upto",
+        network="eip155:8453",
+        asset="0xFbC2051AE2265686a469421b2C5A2D5462FbF5eB",
+        pay_to=DEV_ACCOUNTS[3].address,
+        payer=DEV_ACCOUNTS[1].address,
+        amount=12 * 10**12,
+        transaction="",
+        pending=False,
+        x402_version=2,
+        reservation_id="res-elsewhere",
+        reference="permit2:8453:x:1:2",
+        session="s1",
+    )
+    plain = ChatOpenGradient(client=offline_client())
+    payment = (
+        plain._chat_result(result(receipt=paid)).generations[0].message.response_metadata["payment"]
+    )
+    assert payment["amount"] == "0.000012 OPG" and payment["task_id"] is None
+    with Ledger() as other:
+        chat = ChatOpenGradient(client=offline_client(), ledger=other)
+        with pytest.raises(ConfigurationError, match="res-elsewhere"):
+            chat._chat_result(result(receipt=paid))

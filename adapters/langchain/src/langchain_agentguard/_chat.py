@@ -43,6 +43,7 @@ from agentguard import (
     IntentError,
     Ledger,
     ProofError,
+    ReservationError,
     Token,
     format_amount,
 )
@@ -212,7 +213,13 @@ class ChatOpenGradient(BaseChatModel):
             human = format_amount(paid.amount, paid.asset, chain_id, self.tokens)
         task_id = None
         if self.ledger is not None and paid.reservation_id:
-            task_id = self.ledger.get(paid.reservation_id).task_id
+            try:
+                task_id = self.ledger.get(paid.reservation_id).task_id
+            except ReservationError:
+                raise ConfigurationError(
+                    "ledger= is not the ledger the client's X402Auth reserves in (it has no "
+                    f"reservation {paid.reservation_id}); pass that one, or none"
+                ) from None
         return {
             "amount": human,
             "amount_atomic": paid.amount,
