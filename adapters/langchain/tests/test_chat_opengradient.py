@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from langchain_agentguard import ChatOpenGradient
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 from og_fixtures import (
     AGENT,
@@ -207,3 +207,21 @@ async def test_concurrent_async_chats_open_one_session(og_stack: OgStack) -> Non
         assert spy.calls == ["sign_typed_data"]
         assert len({a.response_metadata["payment"]["session"] for a in answers}) == 1
         await auth.aclose()
+
+
+def test_a_history_with_tool_calls_is_sent_and_proven(og_stack: OgStack) -> None:
+    """Earlier tool calls and their results (from an agent loop) travel in OpenAI form, and
+    the enclave's proof covers them."""
+    history = [
+        HumanMessage("pay the shop"),
+        AIMessage("", tool_calls=[{"name": "pay", "args": {"amount": "1 OPG"}, "id": "c1"}]),
+        ToolMessage("paid", tool_call_id="c1"),
+        HumanMessage("thanks"),
+    ]
+    with Ledger() as ledger:
+        auth = og_stack.auth(ledger)
+        with og_stack.client(auth) as og:
+            answer = chat_model(og_stack, og).invoke(history)
+        auth.close()
+    assert answer.content == "You said: thanks"
+    assert answer.response_metadata["tee_proof"]["verified"] is True
