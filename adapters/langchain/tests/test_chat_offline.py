@@ -48,15 +48,15 @@ def test_a_missing_or_wrong_client_is_a_configuration_error(client: Any) -> None
 @pytest.mark.parametrize(
     "option",
     [
-        {"tools": [{"type": "function", "function": {"name": "pay"}}]},
+        {"n": 2},
         {"stream": True},
         {"response_format": {"type": "json_object"}},
         {"max_retries": 3},
     ],
 )
 def test_options_it_does_not_support_are_refused_before_sending(option: dict[str, Any]) -> None:
-    """``stream=True`` would reach the client, ``tools=`` a server that could answer with tool
-    calls nobody asked for: each is refused here, with its name."""
+    """``stream=True`` would reach the client, ``response_format`` and ``n`` change what is
+    answered: each is refused here, with its name."""
     chat = ChatOpenGradient(client=offline_client())
     with pytest.raises(ConfigurationError, match=next(iter(option))):
         chat.invoke("hello", **option)
@@ -138,17 +138,51 @@ def result(**changes: Any) -> InferenceResult:
 def test_an_answer_without_a_verified_proof_is_not_returned() -> None:
     """Defence in depth: even if a client handed back an unproven result, the model raises."""
     chat = ChatOpenGradient(client=offline_client())
-    assert chat._chat_result(result()).generations[0].message.content == "hi"
+    assert chat._chat_result(result(), tools=False).generations[0].message.content == "hi"
     with pytest.raises(ProofError, match="not returned"):
-        chat._chat_result(result(proof=None))
+        chat._chat_result(result(proof=None), tools=False)
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "pay", "arguments": '{"to": "x"}'}}
 
 
 def test_tool_calls_nobody_asked_for_are_an_execution_error() -> None:
-    """A server answering with tool calls (never requested: ``tools=`` is refused) would hand
-    the agent actions as text; the model refuses the answer."""
+    """A server answering with tool calls when no tools were offered would hand the agent
+    actions it never allowed; the model refuses the answer."""
     chat = ChatOpenGradient(client=offline_client())
-    with pytest.raises(ExecutionError, match="tool calls"):
-        chat._chat_result(result(finish_reason="tool_calls", text='[{"id": "x"}]'))
+    with pytest.raises(ExecutionError, match="no tools were offered"):
+        chat._chat_result(result(finish_reason="tool_calls", tool_calls=(CALL,)), tools=False)
+
+
+def test_tool_calls_become_langchain_tool_calls_and_bad_arguments_invalid_ones() -> None:
+    chat = ChatOpenGradient(client=offline_client())
+    bad = {**CALL, "id": "c2", "function": {"name": "pay", "arguments": "[1, 2]"}}
+    answer = (
+        chat._chat_result(result(finish_reason="tool_calls", tool_calls=(CALL, bad)), tools=True)
+        .generations[0]
+        .message
+    )
+    assert isinstance(answer, AIMessage) and answer.content == ""
+    assert answer.tool_calls == [
+        {"name": "pay", "args": {"to": "x"}, "id": "c1", "type": "tool_call"}
+    ]
+    assert [(c["id"], c["args"]) for c in answer.invalid_tool_calls] == [("c2", "[1, 2]")]
+
+
+def test_bind_tools_sends_openai_tools_and_checks_tool_choice() -> None:
+    def pay(to: str) -> str:
+        """Pay someone."""
+        return to
+
+    chat = ChatOpenGradient(client=offline_client())
+    bound = chat.bind_tools([pay], tool_choice="pay")
+    assert bound.kwargs["tools"][0]["function"]["name"] == "pay"  # type: ignore[attr-defined]
+    assert bound.kwargs["tool_choice"] == {"type": "function", "function": {"name": "pay"}}  # type: ignore[attr-defined]
+    assert chat.bind_tools([pay], tool_choice="any").kwargs["tool_choice"] == "required"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="tool_choice 'steal'"):
+        chat.bind_tools([pay], tool_choice="steal")
+    with pytest.raises(ConfigurationError, match="parallel_tool_calls"):
+        chat.bind_tools([pay], parallel_tool_calls=False)
 
 
 def test_no_secret_reaches_the_model_repr_or_dump() -> None:
@@ -174,10 +208,12 @@ def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
     )
     plain = ChatOpenGradient(client=offline_client())
     payment = (
-        plain._chat_result(result(receipt=paid)).generations[0].message.response_metadata["payment"]
+        plain._chat_result(result(receipt=paid), tools=False)
+        .generations[0]
+        .message.response_metadata["payment"]
     )
     assert payment["amount"] == "0.000012 OPG" and payment["task_id"] is None
     with Ledger() as other:
         chat = ChatOpenGradient(client=offline_client(), ledger=other)
         with pytest.raises(ConfigurationError, match="res-elsewhere"):
-            chat._chat_result(result(receipt=paid))
+            chat._chat_result(result(receipt=paid), tools=False)

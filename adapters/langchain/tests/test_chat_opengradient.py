@@ -8,13 +8,16 @@ proxy, the reference authorization network, and the OpenGradient-compatible test
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain_agentguard import ChatOpenGradient
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import LLMResult
+from langchain_core.tools import BaseTool, tool
 from og_fixtures import (
     AGENT,
     MODEL,
@@ -225,3 +228,84 @@ def test_a_history_with_tool_calls_is_sent_and_proven(og_stack: OgStack) -> None
         auth.close()
     assert answer.content == "You said: thanks"
     assert answer.response_metadata["tee_proof"]["verified"] is True
+
+
+class Ledgerbook:
+    """A tool with a side effect the tests can watch (stands in for a payment tool)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def tool(self) -> BaseTool:
+        @tool
+        def record(to: str, amount: str) -> str:
+            """Record a payment of ``amount`` to ``to``."""
+            self.entries.append({"to": to, "amount": amount})
+            return f"recorded {amount} to {to}"
+
+        return record
+
+
+def test_bound_tools_are_offered_and_the_proven_call_comes_back(og_stack: OgStack) -> None:
+    book = Ledgerbook()
+    with Ledger() as ledger:
+        auth = og_stack.auth(ledger)
+        with og_stack.client(auth) as og:
+            chat = chat_model(og_stack, og).bind_tools([book.tool()])
+            answer = chat.invoke('record {"to": "shop", "amount": "1 OPG"}')
+        auth.close()
+    assert isinstance(answer, AIMessage) and answer.content == ""
+    (call,) = answer.tool_calls
+    assert (call["name"], call["args"]) == ("record", {"to": "shop", "amount": "1 OPG"})
+    assert answer.response_metadata["finish_reason"] == "tool_calls"
+    assert answer.response_metadata["tee_proof"]["verified"] is True
+    assert answer.response_metadata["payment"]["amount_atomic"] > 0
+    assert book.entries == []  # the model only asks; the agent loop runs tools
+
+
+def test_in_langchains_agent_loop_every_model_call_is_paid_and_proven(og_stack: OgStack) -> None:
+    book = Ledgerbook()
+    with Ledger() as ledger, SigningSpy() as spy:
+        auth = og_stack.auth(ledger)
+        with og_stack.client(auth) as og:
+            agent = create_agent(model=chat_model(og_stack, og), tools=[book.tool()])
+            state = agent.invoke(
+                {"messages": [HumanMessage('record {"to": "shop", "amount": "1 OPG"}')]}
+            )
+        auth.close()
+    messages = state["messages"]
+    assert [m.type for m in messages] == ["human", "ai", "tool", "ai"]
+    assert messages[2].content == "recorded 1 OPG to shop"
+    assert messages[3].content == 'You said: record {"to": "shop", "amount": "1 OPG"}'
+    assert book.entries == [{"to": "shop", "amount": "1 OPG"}]
+    assert spy.calls == ["sign_typed_data"]  # both model calls ride one paid session
+    for answer in (messages[1], messages[3]):
+        assert answer.response_metadata["tee_proof"]["verified"] is True
+
+
+def test_a_tool_call_rewritten_on_the_wire_never_runs(og_stack: OgStack) -> None:
+    """Attack: a relay swaps the arguments of the model's tool call (a payment to the shop
+    becomes one to the attacker). The enclave signed the original calls, so the proof fails:
+    the agent loop stops with ``ProofError`` and the tool is never run with the forged
+    arguments (nor with any). Without the check (shown first) the forged payment runs."""
+
+    def redirect(document: dict[str, Any]) -> None:
+        calls = document["choices"][0]["message"].get("tool_calls") or []
+        for call in calls:
+            call["function"]["arguments"] = json.dumps({"to": "attacker", "amount": "5 OPG"})
+
+    book = Ledgerbook()
+    ask = {"messages": [HumanMessage('record {"to": "shop", "amount": "1 OPG"}')]}
+    with rewriting_relay(og_stack.url, redirect) as relay, Ledger() as ledger:
+        auth = og_stack.auth(ledger)
+        with og_stack.client(auth, url=relay, tee_signing_key=None) as blind:  # no proof check
+            unverified = ChatOpenGradient(client=blind, model=MODEL, require_proof=False)
+            create_agent(model=unverified, tools=[book.tool()]).invoke(ask)
+        assert book.entries == [{"to": "attacker", "amount": "5 OPG"}]  # the relay really forges
+        book.entries.clear()
+        with og_stack.client(auth, url=relay) as og:
+            agent = create_agent(model=chat_model(og_stack, og), tools=[book.tool()])
+            with pytest.raises(ProofError, match="output"):
+                agent.invoke(ask)
+        auth.close()
+    assert book.entries == []

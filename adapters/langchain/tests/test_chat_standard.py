@@ -1,8 +1,9 @@
 """LangChain's standard unit tests for ``ChatOpenGradient`` (``langchain-tests``).
 
 They construct the model without any network: the client below points at a closed loopback
-port and is never called. Features the model does not have are declared as such: tool calling,
-structured output, image/PDF/audio/video inputs (it sends text only).
+port and is never called. Features the model does not have are declared as such:
+image/PDF/audio/video inputs (it sends text only). Tool calling is supported; structured
+output is not (no ``with_structured_output`` of its own, and no JSON mode).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class TestChatOpenGradientStandard(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:

@@ -16,7 +16,7 @@ non-text inputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agentguard_opengradient import InferenceResult, OpenGradientClient
@@ -24,17 +24,23 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     ChatMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
+    ToolCall,
     ToolMessage,
     UsageMetadata,
 )
+from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, field_validator, model_validator
 
 from agentguard import (
@@ -51,7 +57,8 @@ from agentguard import (
 __all__ = ["ChatOpenGradient"]
 
 PROVIDER = "opengradient"
-_OPTIONS = frozenset({"model", "temperature", "max_tokens", "stop"})
+_OPTIONS = frozenset({"model", "temperature", "max_tokens", "stop", "tools", "tool_choice"})
+_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -137,7 +144,8 @@ class ChatOpenGradient(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         model, opts = self._request(stop, kwargs)
-        return self._chat_result(self.client.chat(model, to_openai_messages(messages), **opts))
+        result = self.client.chat(model, to_openai_messages(messages), **opts)
+        return self._chat_result(result, tools="tools" in opts)
 
     async def _agenerate(
         self,
@@ -148,13 +156,13 @@ class ChatOpenGradient(BaseChatModel):
     ) -> ChatResult:
         model, opts = self._request(stop, kwargs)
         result = await self.client.achat(model, to_openai_messages(messages), **opts)
-        return self._chat_result(result)
+        return self._chat_result(result, tools="tools" in opts)
 
     def _request(
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         """The model id and OpenAI options of one call; anything else is refused, not sent
-        (``tools``, ``stream``, ``response_format`` would change what is paid for)."""
+        (``stream``, ``response_format``, ``n`` would change what is paid for or proven)."""
         unknown = sorted(set(kwargs) - _OPTIONS)
         if unknown:
             raise ConfigurationError(
@@ -168,12 +176,38 @@ class ChatOpenGradient(BaseChatModel):
         stops = stop or kwargs.get("stop") or self.stop
         if stops:
             opts["stop"] = list(stops)
+        if kwargs.get("tools"):
+            tools = [convert_to_openai_tool(t) for t in kwargs["tools"]]
+            opts["tools"] = tools
+            if kwargs.get("tool_choice") is not None:
+                opts["tool_choice"] = _tool_choice(kwargs["tool_choice"], tools)
         return str(kwargs.get("model", self.model)), opts
 
-    def _chat_result(self, result: InferenceResult) -> ChatResult:
-        if result.finish_reason == "tool_calls":
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer ``tools`` (OpenAI function format) on every call. The enclave's proof covers
+        the tools offered and the calls answered. ``tool_choice``: ``"auto"``, ``"none"``,
+        ``"required"`` / ``"any"`` / ``True``, or a tool's name."""
+        if kwargs:
+            raise ConfigurationError(
+                f"ChatOpenGradient.bind_tools does not support {', '.join(sorted(kwargs))}"
+            )
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        bound: dict[str, Any] = {"tools": formatted}
+        if tool_choice is not None:
+            bound["tool_choice"] = _tool_choice(tool_choice, formatted)
+        return self.bind(**bound)
+
+    def _chat_result(self, result: InferenceResult, *, tools: bool) -> ChatResult:
+        if result.tool_calls and not tools:
             raise ExecutionError(
-                "OpenGradient answered with tool calls, which ChatOpenGradient never asks for"
+                "OpenGradient answered with tool calls, but no tools were offered; "
+                "the answer is not returned"
             )
         if self.require_proof and result.proof is None:  # the client checks when it has a key
             raise ProofError("the answer carries no verified TEE proof; it is not returned")
@@ -188,8 +222,11 @@ class ChatOpenGradient(BaseChatModel):
             "settlement_tx_hash": result.settlement_tx_hash,
         }
         answer_id = result.raw.get("id")
+        calls, invalid = _parsed_calls(result.tool_calls)
         message = AIMessage(
-            content=result.text,
+            content="" if result.tool_calls else result.text,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
             id=answer_id if isinstance(answer_id, str) else None,
             response_metadata=metadata,
             usage_metadata=usage,
@@ -233,6 +270,48 @@ class ChatOpenGradient(BaseChatModel):
             "task_id": task_id,
             "pending": paid.pending,
         }
+
+
+def _tool_choice(choice: str | dict[str, Any] | bool, tools: Sequence[dict[str, Any]]) -> Any:
+    """LangChain's ``tool_choice`` in OpenAI's form; a name must be one of the tools."""
+    if choice is True:
+        return "required"
+    if isinstance(choice, dict):
+        return choice
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        return _TOOL_CHOICES[choice]
+    names = [t["function"]["name"] for t in tools]
+    if isinstance(choice, str) and choice in names:
+        return {"type": "function", "function": {"name": choice}}
+    raise ConfigurationError(
+        f"tool_choice {choice!r} is not auto, none, required, any or one of {names}"
+    )
+
+
+def _parsed_calls(
+    raw: Sequence[Mapping[str, Any]],
+) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+    """The answer's calls for LangChain; arguments that are not a JSON object are reported
+    as invalid tool calls (the agent loop tells the model), never run."""
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for call in raw:
+        try:
+            args = json.loads(call["function"]["arguments"])
+        except ValueError:
+            args = None
+        if isinstance(args, dict):
+            calls.append(tool_call(name=call["function"]["name"], args=args, id=call["id"]))
+        else:
+            invalid.append(
+                invalid_tool_call(
+                    name=call["function"]["name"],
+                    args=call["function"]["arguments"],
+                    id=call["id"],
+                    error="the arguments are not a JSON object",
+                )
+            )
+    return calls, invalid
 
 
 def _chain_id(network: str) -> int | None:

@@ -52,6 +52,9 @@ class InferenceResult:
     """Verified proof; ``None`` only when the client was given no signing key."""
     settlement_tx_hash: str | None
     raw: Mapping[str, Any] = field(repr=False)
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """With ``finish_reason == "tool_calls"``: the calls, OpenAI-shaped (``id``, ``type``,
+    ``function {name, arguments}``); ``text`` is then their sorted JSON, which the proof covers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +251,7 @@ class OpenGradientClient:
             body = strict_loads(response.content)  # a hostile server's JSON: depth-bounded
             choice = body["choices"][0]
             text, finish = _output(choice, call.kind)
+            calls = _tool_calls(choice) if finish == "tool_calls" else ()
         except (ValueError, KeyError, IndexError, TypeError):
             raise ExecutionError(f"OpenGradient's answer to {call.path} is not readable") from None
         proof = None
@@ -270,6 +274,7 @@ class OpenGradientClient:
             proof=proof,
             settlement_tx_hash=response.headers.get(SETTLEMENT_TX_HASH),
             raw=body,
+            tool_calls=calls,
         )
 
 
@@ -289,6 +294,24 @@ def _output(choice: Mapping[str, Any], kind: str) -> tuple[str, str | None]:
     if finish == "tool_calls" and isinstance(message.get("tool_calls"), list):
         return json.dumps(message["tool_calls"], sort_keys=True), finish
     return _text(message.get("content") or ""), finish
+
+
+def _tool_calls(choice: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    """The answer's tool calls, each ``{id, type: function, function: {name, arguments}}``."""
+    calls = choice["message"].get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        raise TypeError("finish_reason is tool_calls but there are none")
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not (
+            isinstance(function, Mapping)
+            and isinstance(call.get("id"), str)
+            and call.get("type") == "function"
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise TypeError("a tool call is not {id, type: function, function: {name, arguments}}")
+    return tuple(calls)
 
 
 def _text(value: object) -> str:

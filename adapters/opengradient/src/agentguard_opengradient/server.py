@@ -2,7 +2,9 @@
 
 **Its answers come from a small deterministic responder**: a chat is answered with
 ``"You said: <last user message>"`` and a completion with ``"Echo: <prompt>"`` (cut to
-``max_tokens`` words). No model runs. Everything around the answer is shaped like
+``max_tokens`` words); a chat with ``tools`` whose last user message starts with a tool's name
+is answered with a call to that tool (arguments: the rest of the message if it is a JSON
+object). No model runs. Everything around the answer is shaped like
 OpenGradient's TEE gateway, so an agent's payment and verification path runs for real:
 
 * ``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI-shaped), ``GET /health``,
@@ -187,6 +189,53 @@ def _content_text(content: object) -> str:
     return ""
 
 
+def _tool_calls(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The responder's tool use. With ``tools``, a last user message that starts with a tool's
+    name is answered with one call to it, its arguments the rest of the message if that is a
+    JSON object (else ``{}``). ``tool_choice``: ``"none"`` never calls; ``"required"`` calls
+    the first tool if no name matched; ``{"function": {"name": ...}}`` always calls that one."""
+    tools = body.get("tools")
+    if not tools:
+        return []
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+        for t in tools
+    ):
+        raise IntentError("tools must be a list of {type: function, function: {name, ...}}")
+    names = [t["function"]["name"] for t in tools]
+    last = body["messages"][-1]
+    choice = body.get("tool_choice", "auto")
+    if last.get("role") != "user" or choice == "none":
+        return []
+    name, _, rest = _content_text(last.get("content")).strip().partition(" ")
+    function = choice.get("function") if isinstance(choice, dict) else None
+    forced = function.get("name") if isinstance(function, dict) else None
+    if forced is not None and forced not in names:
+        raise IntentError(f"tool_choice names {forced!r}, which is not among the tools")
+    if forced is not None and forced != name:
+        name, rest = forced, ""
+    elif name not in names:
+        if choice != "required":
+            return []
+        name, rest = names[0], ""
+    try:
+        arguments = json.loads(rest) if rest.strip() else {}
+    except ValueError:
+        arguments = {}
+    return [
+        {
+            "id": "call_" + secrets.token_hex(8),
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": json.dumps(arguments if isinstance(arguments, dict) else {}),
+            },
+        }
+    ]
+
+
 @dataclass(frozen=True)
 class _Answer:
     body: dict[str, Any]
@@ -354,6 +403,9 @@ class _Server:
         words = _words(reply)
         text = " ".join(words[:max_tokens])
         finish = "length" if len(words) > max_tokens else "stop"
+        calls = _tool_calls(body) if kind == "chat" else []
+        if calls:  # the enclave signs the calls, as sorted JSON
+            text, finish = json.dumps(calls, sort_keys=True), "tool_calls"
         completion_words = len(_words(text))
         usage = {
             "prompt_tokens": prompt_words,
@@ -362,11 +414,10 @@ class _Server:
         }
         created = int(time.time())
         if kind == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-            }
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message = {"role": "assistant", "content": "", "tool_calls": calls}
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
             head = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion"}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
