@@ -8,9 +8,10 @@ that does not hold raises ``agentguard.ProofError`` and the answer is dropped; a
 over-budget payment raises its typed agentguard error (a chat model that turned a refusal into
 text would let an agent take the refusal for the model's answer).
 
-Not supported (the adapter and its server do not offer them): streaming (``stream()`` yields
-the whole answer once, after its proof is checked), tool calling, structured output, and
-non-text inputs.
+``bind_tools`` offers tools; the calls in an answer are part of what the enclave signed, so a
+rewritten call fails the proof before anything can run it. Not supported: streaming
+(``stream()`` yields the whole answer once, after its proof is checked), structured output /
+JSON mode, and non-text inputs.
 """
 
 from __future__ import annotations
