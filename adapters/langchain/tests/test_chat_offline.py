@@ -138,27 +138,32 @@ def result(**changes: Any) -> InferenceResult:
 def test_an_answer_without_a_verified_proof_is_not_returned() -> None:
     """Defence in depth: even if a client handed back an unproven result, the model raises."""
     chat = ChatOpenGradient(client=offline_client())
-    assert chat._chat_result(result(), tools=False).generations[0].message.content == "hi"
+    assert chat._chat_result(result(), offered=()).generations[0].message.content == "hi"
     with pytest.raises(ProofError, match="not returned"):
-        chat._chat_result(result(proof=None), tools=False)
+        chat._chat_result(result(proof=None), offered=())
 
 
 CALL = {"id": "c1", "type": "function", "function": {"name": "pay", "arguments": '{"to": "x"}'}}
 
 
-def test_tool_calls_nobody_asked_for_are_an_execution_error() -> None:
-    """A server answering with tool calls when no tools were offered would hand the agent
+def test_tool_calls_nobody_offered_are_an_execution_error() -> None:
+    """A server answering with calls to tools this call did not offer would hand the agent
     actions it never allowed; the model refuses the answer."""
     chat = ChatOpenGradient(client=offline_client())
-    with pytest.raises(ExecutionError, match="no tools were offered"):
-        chat._chat_result(result(finish_reason="tool_calls", tool_calls=(CALL,)), tools=False)
+    calls = result(finish_reason="tool_calls", tool_calls=(CALL,))
+    with pytest.raises(ExecutionError, match="offered: no tools"):
+        chat._chat_result(calls, offered=())
+    with pytest.raises(ExecutionError, match="calls to pay, which this call did not offer"):
+        chat._chat_result(calls, offered=("lookup",))
 
 
 def test_tool_calls_become_langchain_tool_calls_and_bad_arguments_invalid_ones() -> None:
     chat = ChatOpenGradient(client=offline_client())
     bad = {**CALL, "id": "c2", "function": {"name": "pay", "arguments": "[1, 2]"}}
     answer = (
-        chat._chat_result(result(finish_reason="tool_calls", tool_calls=(CALL, bad)), tools=True)
+        chat._chat_result(
+            result(finish_reason="tool_calls", tool_calls=(CALL, bad)), offered=("pay",)
+        )
         .generations[0]
         .message
     )
@@ -208,7 +213,7 @@ def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
     )
     plain = ChatOpenGradient(client=offline_client())
     payment = (
-        plain._chat_result(result(receipt=paid), tools=False)
+        plain._chat_result(result(receipt=paid), offered=())
         .generations[0]
         .message.response_metadata["payment"]
     )
@@ -216,4 +221,4 @@ def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
     with Ledger() as other:
         chat = ChatOpenGradient(client=offline_client(), ledger=other)
         with pytest.raises(ConfigurationError, match="res-elsewhere"):
-            chat._chat_result(result(receipt=paid), tools=False)
+            chat._chat_result(result(receipt=paid), offered=())

@@ -146,7 +146,7 @@ class ChatOpenGradient(BaseChatModel):
     ) -> ChatResult:
         model, opts = self._request(stop, kwargs)
         result = self.client.chat(model, to_openai_messages(messages), **opts)
-        return self._chat_result(result, tools="tools" in opts)
+        return self._chat_result(result, offered=_names(opts.get("tools", ())))
 
     async def _agenerate(
         self,
@@ -157,7 +157,7 @@ class ChatOpenGradient(BaseChatModel):
     ) -> ChatResult:
         model, opts = self._request(stop, kwargs)
         result = await self.client.achat(model, to_openai_messages(messages), **opts)
-        return self._chat_result(result, tools="tools" in opts)
+        return self._chat_result(result, offered=_names(opts.get("tools", ())))
 
     def _request(
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -204,11 +204,14 @@ class ChatOpenGradient(BaseChatModel):
             bound["tool_choice"] = _tool_choice(tool_choice, formatted)
         return self.bind(**bound)
 
-    def _chat_result(self, result: InferenceResult, *, tools: bool) -> ChatResult:
-        if result.tool_calls and not tools:
+    def _chat_result(self, result: InferenceResult, *, offered: Sequence[str]) -> ChatResult:
+        """The answer for LangChain; tool calls only to tools this call offered."""
+        called = sorted({call["function"]["name"] for call in result.tool_calls} - set(offered))
+        if called:
             raise ExecutionError(
-                "OpenGradient answered with tool calls, but no tools were offered; "
-                "the answer is not returned"
+                f"OpenGradient answered with calls to {', '.join(called)}, which this call did "
+                f"not offer (offered: {', '.join(offered) or 'no tools'}); the answer is not "
+                "returned"
             )
         if self.require_proof and result.proof is None:  # the client checks when it has a key
             raise ProofError("the answer carries no verified TEE proof; it is not returned")
@@ -273,6 +276,10 @@ class ChatOpenGradient(BaseChatModel):
         }
 
 
+def _names(tools: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(t["function"]["name"]) for t in tools]
+
+
 def _tool_choice(choice: str | dict[str, Any] | bool, tools: Sequence[dict[str, Any]]) -> Any:
     """LangChain's ``tool_choice`` in OpenAI's form; a name must be one of the tools."""
     if choice is True:
@@ -281,7 +288,7 @@ def _tool_choice(choice: str | dict[str, Any] | bool, tools: Sequence[dict[str, 
         return choice
     if isinstance(choice, str) and choice in _TOOL_CHOICES:
         return _TOOL_CHOICES[choice]
-    names = [t["function"]["name"] for t in tools]
+    names = _names(tools)
     if isinstance(choice, str) and choice in names:
         return {"type": "function", "function": {"name": choice}}
     raise ConfigurationError(
