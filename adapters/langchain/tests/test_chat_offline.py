@@ -188,6 +188,10 @@ def test_bind_tools_sends_openai_tools_and_checks_tool_choice() -> None:
         chat.bind_tools([pay], tool_choice="steal")
     with pytest.raises(ConfigurationError, match="parallel_tool_calls"):
         chat.bind_tools([pay], parallel_tool_calls=False)
+    with pytest.raises(ConfigurationError, match="tool cannot be offered"):
+        chat.bind_tools([42])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="tools must be a list"):
+        chat.invoke("pay x", tools="pay")
 
 
 def test_no_secret_reaches_the_model_repr_or_dump() -> None:

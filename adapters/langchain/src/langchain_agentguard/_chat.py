@@ -178,7 +178,7 @@ class ChatOpenGradient(BaseChatModel):
         if stops:
             opts["stop"] = list(stops)
         if kwargs.get("tools"):
-            tools = [convert_to_openai_tool(t) for t in kwargs["tools"]]
+            tools = _openai_tools(kwargs["tools"])
             opts["tools"] = tools
             if kwargs.get("tool_choice") is not None:
                 opts["tool_choice"] = _tool_choice(kwargs["tool_choice"], tools)
@@ -198,7 +198,7 @@ class ChatOpenGradient(BaseChatModel):
             raise ConfigurationError(
                 f"ChatOpenGradient.bind_tools does not support {', '.join(sorted(kwargs))}"
             )
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        formatted = _openai_tools(tools)
         bound: dict[str, Any] = {"tools": formatted}
         if tool_choice is not None:
             bound["tool_choice"] = _tool_choice(tool_choice, formatted)
@@ -228,6 +228,7 @@ class ChatOpenGradient(BaseChatModel):
         answer_id = result.raw.get("id")
         calls, invalid = _parsed_calls(result.tool_calls)
         message = AIMessage(
+            # with tool calls the enclave signs only the calls: any text beside them is unproven
             content="" if result.tool_calls else result.text,
             tool_calls=calls,
             invalid_tool_calls=invalid,
@@ -274,6 +275,15 @@ class ChatOpenGradient(BaseChatModel):
             "task_id": task_id,
             "pending": paid.pending,
         }
+
+
+def _openai_tools(tools: object) -> list[dict[str, Any]]:
+    if not isinstance(tools, Sequence) or isinstance(tools, str):
+        raise ConfigurationError("tools must be a list of tools, functions, models or schemas")
+    try:
+        return [convert_to_openai_tool(t) for t in tools]
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"a tool cannot be offered to OpenGradient: {exc}") from None
 
 
 def _names(tools: Sequence[Mapping[str, Any]]) -> list[str]:
