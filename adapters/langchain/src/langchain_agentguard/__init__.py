@@ -1,3 +1,5 @@
 """LangChain integration for agentguard: guarded tools, a wallet toolkit, a paid chat model."""
 
-__all__: list[str] = []
+from langchain_agentguard._chat import ChatOpenGradient
+
+__all__: list[str] = ["ChatOpenGradient"]
