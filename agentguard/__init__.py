@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 from agentguard._attestation import Attestation, OperatorSignature
 from agentguard._exceptions import (
     AgentGuardError,
+    ApprovalRejected,
     ApprovalRequired,
+    ApprovalTimedOut,
     AttestationExpired,
     AttestationReplayed,
     AuthorizationError,
@@ -55,6 +57,7 @@ from agentguard._verifier import (
 
 if TYPE_CHECKING:
     from agentguard._gateway import (
+        ApprovalStatus,
         AsyncAuthorizer,
         AsyncNewtonGateway,
         Authorizer,
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 # Imported on first use: an operator or gateway process needs intents and attestations, not
 # web3, eth-account and httpx (which would add seconds to every process start).
 _LAZY = {
+    "ApprovalStatus": "agentguard._gateway",
     "AsyncAuthorizer": "agentguard._gateway",
     "AsyncNewtonGateway": "agentguard._gateway",
     "Authorizer": "agentguard._gateway",
@@ -105,7 +109,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentGuardError",
     "Amount",
+    "ApprovalRejected",
     "ApprovalRequired",
+    "ApprovalStatus",
+    "ApprovalTimedOut",
     "AsyncAuthorizer",
     "AsyncGuard",
     "AsyncGuardedWallet",
