@@ -195,8 +195,12 @@ def park(state: State, intent_hash: str, now: int = NOW, ttl: int = 900) -> None
 
 def approve(state: State, intent_hash: str, now: int = NOW, expires_at: int = NOW + 900) -> bool:
     return state.approve(
-        CLIENT, intent_hash, approval={"signed": intent_hash}, approver=AGENT,
-        expires_at=expires_at, now=now,
+        CLIENT,
+        intent_hash,
+        approval={"signed": intent_hash},
+        approver=AGENT,
+        expires_at=expires_at,
+        now=now,
     )
 
 
@@ -241,6 +245,7 @@ def test_a_rejected_request_is_never_approved_or_claimed(state: State) -> None:
     assert approve(state, "0xcd")
     assert state.reject(CLIENT, "0xcd", NOW + 1)
     assert state.claim_approval(CLIENT, "0xcd", "t2", NOW + 2) is None
+
 
 def _register(state: State, window: int) -> None:
     from coincurve import PrivateKey
