@@ -58,7 +58,7 @@ _HEADERS = {
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # "no-referrer" would make browsers send Origin: null
     "cache-control": "no-store",
 }
 _NOTICES = {

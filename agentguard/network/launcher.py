@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -488,9 +489,10 @@ class ReferenceNetwork:
         except ValueError:
             raise ConfigurationError("a key must be a 32-byte hex private key") from None
 
-    def start_console(self, port: int | None = None) -> str:
+    def start_console(self, port: int | None = None, *, tokens: Sequence[str] = ()) -> str:
         """Start the approval console (its own process, holding the approver key and the admin
-        key; the gateway never sees the approver key). Returns its URL."""
+        key; the gateway never sees the approver key). ``tokens``: ``SYMBOL=ADDRESS:DECIMALS``
+        of local tokens to show in human units. Returns its URL."""
         if self._console is not None and self._console.poll() is None:
             return self.console_url
         self.console_port = port or _free_port()
@@ -504,6 +506,7 @@ class ReferenceNetwork:
                 self.url,
                 "--port",
                 str(self.console_port),
+                *[arg for token in tokens for arg in ("--token", token)],
             ],
         )
         self._wait_healthy(self._console, self.console_port, "console")
