@@ -112,16 +112,18 @@ def test_a_used_approval_cannot_be_replayed(chain: Chain, network: ReferenceNetw
     assert decision(rpc.create(client, intent)) == "allow"
     with contextlib.closing(gateway_db(network)) as db:
         (used,) = db.execute(
-            "SELECT approval FROM approval_requests WHERE intent_hash = ? AND status = 'used'",
-            (intent_hash,),
+            "SELECT approval FROM approval_requests WHERE policy_client = ? AND intent_hash = ? "
+            "AND status = 'used'",
+            (client.lower(), intent_hash),
         ).fetchone()
     assert decision(rpc.create(client, intent)) == "approval_required"  # the honest path
     with contextlib.closing(network.approvals()) as approvals:
         assert approvals.find(client, intent_hash).status == "pending"  # parked anew
     with contextlib.closing(gateway_db(network)) as db:
         db.execute(
-            "UPDATE approval_requests SET status = 'approved', approval = ? WHERE intent_hash = ?",
-            (used, intent_hash),
+            "UPDATE approval_requests SET status = 'approved', approval = ? "
+            "WHERE policy_client = ? AND intent_hash = ?",
+            (used, client.lower(), intent_hash),
         )
     replayed = rpc.create(client, intent)
     assert replayed["status"] == "failed" and replayed["attestation"] is None
