@@ -22,8 +22,9 @@ approvable).
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ __all__ = [
     "APPROVAL_TYPE",
     "DEFAULT_APPROVAL_TTL",
     "MAX_APPROVAL_LIFETIME",
+    "SIGNED_APPROVAL_LIFETIME",
     "ApprovalView",
     "ApprovalsClient",
     "SignedApproval",
@@ -63,6 +65,10 @@ DEFAULT_APPROVAL_TTL = 900
 """How long a parked request waits for a person (gateway setting ``approval_ttl``)."""
 MAX_APPROVAL_LIFETIME = 86400
 """Operators refuse an approval valid further ahead than this (they remember used ones)."""
+SIGNED_APPROVAL_LIFETIME = 900
+"""What a person signs is valid at most this long (or until the request expires, if sooner),
+whatever expiry the gateway lists: the waiting agent uses it within seconds, and a short life
+bounds what a signature the person later regrets (rejects) could still do."""
 
 RequestStatus = Literal["pending", "approved", "rejected", "expired", "used", "unknown"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "expired", "used", "unknown")
@@ -308,9 +314,19 @@ class ApprovalsClient:
     """The admin JSON-RPC calls of the approval flow (the CLI and the console use it). The
     approver key signs here, in the caller's process, never in the gateway."""
 
-    def __init__(self, url: str, admin_key: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
+        self._clock = clock
         self._http = httpx.Client(
+            transport=transport,
             timeout=timeout,
             headers={"authorization": f"Bearer {admin_key}"},
             follow_redirects=False,
@@ -379,7 +395,7 @@ class ApprovalsClient:
             policy_client=view.policy_client,
             intent_hash=view.intent_hash,
             chain_id=view.chain_id,
-            expires_at=view.expires_at,
+            expires_at=min(view.expires_at, int(self._clock()) + SIGNED_APPROVAL_LIFETIME),
         )
         result: dict[str, Any] = self._call("agentguard_approve", {"approval": approval.to_json()})
         return result

@@ -10,6 +10,7 @@ could approve. It calls the gateway's admin JSON-RPC with the admin key.
 The page is for one person on this machine, and treats everything it shows as hostile text:
 
 * sign-in with the admin key (a form; a session cookie that is ``HttpOnly``, ``SameSite=Strict``);
+* only requests addressed to ``127.0.0.1`` or ``localhost`` are answered (DNS rebinding);
 * every value from the gateway (reasons, addresses) is HTML-escaped, and a strict
   Content-Security-Policy forbids scripts altogether;
 * approve and reject are POST forms carrying the session's CSRF token, checked in constant time,
@@ -37,6 +38,8 @@ from urllib.parse import parse_qs
 from coincurve import PrivateKey
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -258,13 +261,16 @@ def create_app(console: Console) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     return Starlette(
+        # DNS rebinding: a page from another name resolving to 127.0.0.1 would talk to us
+        # under its own Host (and Origin); only loopback names are ours.
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])],
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/login", login, methods=["POST"]),
             Route("/approve", decide("approved"), methods=["POST"]),
             Route("/reject", decide("rejected"), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-        ]
+        ],
     )
 
 

@@ -168,3 +168,15 @@ def test_csrf_and_get_requests_change_nothing(
         assert other.post("/approve", data={**form, "csrf": csrf}).status_code == 403
     with contextlib.closing(network.approvals()) as approvals:
         assert approvals.find(client, intent_hash).status == "pending"
+
+
+def test_a_rebound_host_name_is_refused(network: ReferenceNetwork, console: str) -> None:
+    """Attack: DNS rebinding. A page on evil.example re-resolves its name to 127.0.0.1 and
+    talks to the console as its own origin (Host and Origin agree, so an Origin check alone
+    passes); the console answers only to loopback names."""
+    port = console.rsplit(":", 1)[1]
+    with httpx.Client(base_url=console, follow_redirects=False) as http:
+        headers = {"host": f"evil.example:{port}", "origin": f"http://evil.example:{port}"}
+        answer = http.post("/login", data={"admin_key": network.admin_key}, headers=headers)
+        assert answer.status_code == 400 and "agentguard_console" not in answer.cookies
+        assert http.get("/", headers=headers).status_code == 400

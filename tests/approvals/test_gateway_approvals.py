@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,12 @@ from coincurve import PrivateKey
 from agentguard import GatewayRPCError, TransactionIntent
 from agentguard._attestation import operator_address
 from agentguard.cli import main as cli
-from agentguard.network.approvals import ApprovalView, SignedApproval
+from agentguard.network.approvals import (
+    SIGNED_APPROVAL_LIFETIME,
+    ApprovalsClient,
+    ApprovalView,
+    SignedApproval,
+)
 from agentguard.network.launcher import ReferenceNetwork
 from tests.network.conftest import RPC, decision
 
@@ -226,3 +232,47 @@ def test_a_listing_whose_intent_does_not_match_its_hash_is_not_approvable() -> N
     view = ApprovalView.from_row(row)
     assert view.amount == "1 USDC" and view.problem is not None
     assert "does not hash" in view.problem
+
+
+def test_what_a_person_signs_is_short_lived_whatever_the_gateway_lists() -> None:
+    """Attack: a lying gateway lists a request that "expires" in a day, so the signature it
+    collects stays usable long after the person moved on (or rejected it). The client signs at
+    most SIGNED_APPROVAL_LIFETIME ahead."""
+    import httpx
+
+    intent = TransactionIntent.erc20_transfer(
+        sender="0x" + "aa" * 20,
+        token="0x" + "bb" * 20,
+        recipient=PAYEE,
+        amount=USDC,
+        chain_id=8453,
+    )
+    intent_hash = "0x" + intent.intent_hash.hex()
+    now = 1_800_000_000
+    delivered: list[dict[str, Any]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        call = json.loads(request.content)
+        if call["method"] == "agentguard_listApprovals":
+            row = {
+                "policy_client": "0x" + "cc" * 20,
+                "intent_hash": intent_hash,
+                "intent": intent.wire(),
+                "spend": {},
+                "reasons": [],
+                "created_at": now,
+                "expires_at": now + 86400,
+                "status": "pending",
+            }
+            result: Any = {"approvals": [row]}
+        else:
+            delivered.append(call["params"]["approval"])
+            result = {"intent_hash": intent_hash, "approver": "x"}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": call["id"], "result": result})
+
+    client = ApprovalsClient(
+        "http://127.0.0.1:1", "admin", transport=httpx.MockTransport(gateway), clock=lambda: now
+    )
+    client.approve(PrivateKey(), "0x" + "cc" * 20, intent_hash)
+    (approval,) = delivered
+    assert approval["expires_at"] == now + SIGNED_APPROVAL_LIFETIME
