@@ -31,6 +31,12 @@ def add_network_commands(subparsers: Any) -> None:
         help="node URL: checks vault owners and whether released attestations were used "
         "(needed for a vault's releases to count back)",
     )
+    up.add_argument(
+        "--console-port",
+        type=int,
+        help="also start the approval console (its own process, holding the approver key "
+        "keys/owner.key) on this loopback port",
+    )
     up.set_defaults(handler=_up)
 
     register = sub.add_parser(
@@ -93,6 +99,9 @@ def _up(args: argparse.Namespace) -> int:
         print(f"secrets:   {net.secrets_file}  (API key and admin key; keep it private)")
         print(f"config:    {net.config_file}")
         print(f"logs:      {state_dir / 'logs'}")
+        if args.console_port:
+            console = net.start_console(args.console_port)
+            print(f"approvals: {console}/  (sign in with the admin key)")
         print("Ctrl-C to stop.", flush=True)
         try:
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

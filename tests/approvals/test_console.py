@@ -10,6 +10,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -180,3 +181,23 @@ def test_a_rebound_host_name_is_refused(network: ReferenceNetwork, console: str)
         answer = http.post("/login", data={"admin_key": network.admin_key}, headers=headers)
         assert answer.status_code == 400 and "agentguard_console" not in answer.cookies
         assert http.get("/", headers=headers).status_code == 400
+
+
+def test_the_console_keeps_its_keys_out_of_argv_and_logs(
+    network: ReferenceNetwork, console: str
+) -> None:
+    """The console holds the approver and admin keys (read from 0600 files): neither appears
+    in its command line, its log or its answers; the gateway's command line and environment
+    carry no approver key either."""
+    approver = network.approver_key_file.read_text().strip().removeprefix("0x")
+    secrets = [approver, network.admin_key, network.api_key]
+    assert network._console is not None and network._gateway is not None
+    for process in (network._console, network._gateway):
+        for part in ("cmdline", "environ"):
+            text = Path(f"/proc/{process.pid}/{part}").read_bytes().decode("utf-8", "replace")
+            assert not any(s in text for s in secrets), part
+    log = (network.state_dir / "logs" / "console.log").read_text()
+    assert not any(s in log for s in secrets)
+    with httpx.Client(base_url=console) as http:
+        http.post("/login", data={"admin_key": network.admin_key})
+        assert not any(s in http.get("/").text for s in secrets)
