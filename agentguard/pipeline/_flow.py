@@ -112,8 +112,9 @@ def guarded(action: Action) -> Flow[Settled]:
     authorized and checked against the attestation is one value the caller can no longer edit.
     """
     action = replace(action, intent=fresh_intent(action.intent))
-    if action.approval_timeout is not None and not action.approval_timeout >= 0:
-        raise ConfigurationError("approval_timeout must be a number of seconds >= 0, or None")
+    timeout = action.approval_timeout
+    if timeout is not None and (isinstance(timeout, bool) or not 0 <= timeout < 86400):
+        raise ConfigurationError("approval_timeout must be seconds in 0..86400, or None")
     hold = yield from _hold(action)
     verified = yield from _authorize(action, hold)
     task = verified.task_id

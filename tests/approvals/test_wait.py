@@ -25,6 +25,7 @@ from agentguard.ledger import Ledger
 from agentguard.network.approvals import ApprovalView
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.testing import SigningSpy
+from tests.integration.pipeline_trace import PipelineTrace
 
 from .conftest import (
     AGENT,
@@ -73,14 +74,21 @@ def test_a_transfer_above_the_threshold_waits_and_lands_once_approved(
     audit = AuditList()
     wallet = make_wallet(chain, network, client, audit=audit)
     before = balance(chain, PAYEE)
-    thread, out = in_thread(
-        lambda: wallet.transfer(PAYEE, 10 * USDC, asset=chain.token.address, approval_timeout=60)
-    )
-    view = wait_for_pending(network, client)
-    assert view.recipient.lower() == PAYEE.lower() and view.problem is None
-    network.approve(client, view.intent_hash)
-    thread.join(90)
+    with PipelineTrace() as trace:
+        thread, out = in_thread(
+            lambda: wallet.transfer(
+                PAYEE, 10 * USDC, asset=chain.token.address, approval_timeout=60
+            )
+        )
+        view = wait_for_pending(network, client)
+        assert view.recipient.lower() == PAYEE.lower() and view.problem is None
+        network.approve(client, view.intent_hash)
+        thread.join(90)
     assert "error" not in out, out.get("error")
+    trace.assert_signed_by_pipeline(1)
+    steps = [s for s in trace.timeline if s not in ("Audit", "SIGNATURE")]
+    assert steps[:3] == ["Reserve", "Authorize", "AwaitApproval"]  # one hold, kept
+    assert steps[3:5] == ["Authorize", "Bind"]
     assert balance(chain, PAYEE) - before == 10 * USDC
     assert audit.kinds[:2] == ["approval_pending", "authorized"]
     assert audit.kinds[-1] == "committed"
