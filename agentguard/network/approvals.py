@@ -365,8 +365,19 @@ class ApprovalsClient:
             raise GatewayProtocolError(f"{method}: the answer is not the response to this call")
         return doc["result"]
 
-    def list(self, *, status: str | None = "pending", tokens: Tokens = None) -> list[ApprovalView]:
-        params = {} if status is None else {"status": status}
+    def list(
+        self,
+        *,
+        status: str | None = "pending",
+        tokens: Tokens = None,
+        policy_client: str | None = None,
+        intent_hash: str | None = None,
+    ) -> list[ApprovalView]:
+        params: dict[str, Any] = {} if status is None else {"status": status}
+        if policy_client is not None:
+            params["policy_client"] = policy_client
+        if intent_hash is not None:
+            params["intent_hash"] = intent_hash
         result = self._call("agentguard_listApprovals", params)
         rows = result.get("approvals") if isinstance(result, dict) else None
         if not isinstance(rows, list):
@@ -374,7 +385,7 @@ class ApprovalsClient:
         return [ApprovalView.from_row(row, tokens) for row in rows[:1000]]
 
     def find(self, policy_client: str, intent_hash: str) -> ApprovalView:
-        for view in self.list(status=None):
+        for view in self.list(status=None, policy_client=policy_client, intent_hash=intent_hash):
             if (view.policy_client.lower(), view.intent_hash) == (
                 policy_client.lower(),
                 intent_hash.lower(),

@@ -568,7 +568,7 @@ class Gateway:
                 if approval is not None:
                     self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
             elif decision == "approval_required":
-                self.state.park_approval(
+                parked = self.state.park_approval(
                     policy_client=client.address,
                     intent_hash=intent_hash_hex,
                     intent=task.intent.wire(),
@@ -577,6 +577,8 @@ class Gateway:
                     now=now,
                     ttl=self.config.gateway.approval_ttl,
                 )
+                if parked is None:
+                    log.warning("too many live approval requests", policy_client=client.address)
             return result
         finally:
             if not recorded:
@@ -1027,8 +1029,15 @@ class Gateway:
         status = params.get("status")
         if status is not None and status not in STATUSES:
             raise _invalid(f"status must be one of {', '.join(STATUSES)}")
-        requests = self.state.approval_requests(int(self._clock()), status=status)
-        return {"approvals": [r.to_json() for r in requests]}
+        now = int(self._clock())
+        if "intent_hash" in params:  # one request
+            client, intent_hash = self._request_key(params)
+            request = self.state.approval_request(client.address, intent_hash, now)
+            found = [request] if request and status in (None, request.status) else []
+        else:
+            client_filter = _address(params, "policy_client") if "policy_client" in params else None
+            found = self.state.approval_requests(now, status=status, policy_client=client_filter)
+        return {"approvals": [r.to_json() for r in found]}
 
     def approve(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
         """``agentguard_approve`` (admin): deliver an approver's signed approval for a pending

@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 DEFAULT_WINDOWS = (3600, 86400)
+MAX_PENDING_APPROVALS = 1000  # live approval requests per policy client
 
 TaskStatus = Literal["attested", "releasing", "committed", "released"]
 
@@ -441,10 +442,13 @@ class State:
         reasons: list[str],
         now: int,
         ttl: int,
-    ) -> ApprovalRequest:
+        max_pending: int = MAX_PENDING_APPROVALS,
+    ) -> ApprovalRequest | None:
         """Park an intent the policy wants a human for. A live request (pending, approved, or
         rejected and not yet expired) stays as it is; a used or expired one is replaced by a
-        new pending request (the same action asked for again needs a new decision)."""
+        new pending request (the same action asked for again needs a new decision). ``None``:
+        the client already has ``max_pending`` live requests (an agent asking for approval of
+        endless variations must not flood the file or bury the real ones); nothing parked."""
         client, hashed = policy_client.lower(), intent_hash.lower()
         held = self.approval_request(client, hashed, now)
         if held is not None and (
@@ -452,6 +456,13 @@ class State:
             or (held.status == "rejected" and held.expires_at > now)
         ):
             return held
+        (live,) = self._db.execute(
+            "SELECT COUNT(*) FROM approval_requests WHERE policy_client = ? AND expires_at > ? "
+            "AND status IN ('pending', 'approved')",
+            (client, now),
+        ).fetchone()
+        if live >= max_pending:
+            return None
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -483,12 +494,21 @@ class State:
         return None if row is None else ApprovalRequest.from_row(row, now)
 
     def approval_requests(
-        self, now: int, *, status: str | None = None, limit: int = 500
+        self,
+        now: int,
+        *,
+        status: str | None = None,
+        policy_client: str | None = None,
+        limit: int = 500,
     ) -> list[ApprovalRequest]:
         """Newest first; ``status`` filters on the status as it reads now."""
+        where, args = (
+            ("WHERE policy_client = ? ", (policy_client.lower(),)) if policy_client else ("", ())
+        )
         rows = self._db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests "  # noqa: S608
-            "ORDER BY created_at DESC LIMIT 5000"
+            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests {where}"  # noqa: S608
+            "ORDER BY created_at DESC LIMIT 5000",
+            args,
         ).fetchall()
         found = [ApprovalRequest.from_row(row, now) for row in rows]
         return [r for r in found if status is None or r.status == status][:limit]

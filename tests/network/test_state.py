@@ -294,3 +294,27 @@ def test_a_record_after_re_registration_is_counted(state: State) -> None:
     state.record(in_flight, expires_at=NOW + 300, result={})
     assert spent(state, 3600) == (1, 5)
     assert spent(state, 3600) == (1, 5)
+
+
+def test_an_agent_cannot_flood_the_approval_requests(state: State) -> None:
+    """Attack: an agent asks for approval of endless variations (1 wei more each time) to fill
+    the gateway's file and bury the real request under thousands. Live requests per client are
+    capped; expired ones make room again."""
+    for n in range(3):
+        assert state.park_approval(
+            policy_client=CLIENT,
+            intent_hash=f"0x{n:02x}",
+            intent={},
+            spend={},
+            reasons=[],
+            now=NOW,
+            ttl=60,
+            max_pending=3,
+        )
+    flood = dict(policy_client=CLIENT, intent={}, spend={}, reasons=[], ttl=60, max_pending=3)
+    assert state.park_approval(intent_hash="0xff", now=NOW, **flood) is None  # type: ignore[arg-type]
+    assert state.park_approval(intent_hash="0x01", now=NOW, **flood) is not None  # already live
+    assert state.park_approval(intent_hash="0xff", now=NOW + 60, **flood) is not None
+    newest = state.approval_requests(NOW + 60, policy_client=CLIENT)[0]
+    assert newest.intent_hash == "0xff"
+    assert state.approval_requests(NOW, policy_client="0x" + "dd" * 20) == []
