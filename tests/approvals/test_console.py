@@ -18,6 +18,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from agentguard import TransactionIntent
 from agentguard.network.launcher import ReferenceNetwork
@@ -51,6 +52,7 @@ def sign_in(browser: webdriver.Chrome, console: str, admin_key: str) -> None:
     if browser.find_elements(By.ID, "admin_key"):
         browser.find_element(By.ID, "admin_key").send_keys(admin_key)
         browser.find_element(By.ID, "sign-in").click()
+        WebDriverWait(browser, 60).until(lambda d: not d.find_elements(By.ID, "admin_key"))
 
 
 def row_for(browser: webdriver.Chrome, console: str, intent_hash: str) -> Any:
@@ -81,7 +83,8 @@ def test_a_click_approves_and_the_waiting_agent_completes(
     assert "approval threshold" in row.find_element(By.CLASS_NAME, "reason").text
     assert "UTC" in row.find_element(By.CLASS_NAME, "expiry").text
     browser.find_element(By.ID, f"approve-{intent_hash}").click()
-    assert "Approved" in browser.find_element(By.ID, "notice").text
+    notice = WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "notice"))
+    assert "Approved" in notice[0].text
     thread.join(120)
     assert "error" not in out, out.get("error")
     assert balance(chain, PAYEE) - before == 10 * USDC
