@@ -10,5 +10,21 @@ why and what is allowed, and the agent loop goes on.
 
 from langchain_agentguard._refusal import GuardRefused
 from langchain_agentguard._tool import GuardedTool, guard_tool
+from langchain_agentguard._toolkit import (
+    AgentGuardToolkit,
+    ContractCallTool,
+    PaidFetchTool,
+    TransferTool,
+    WalletBalanceTool,
+)
 
-__all__ = ["GuardRefused", "GuardedTool", "guard_tool"]
+__all__ = [
+    "AgentGuardToolkit",
+    "ContractCallTool",
+    "GuardRefused",
+    "GuardedTool",
+    "PaidFetchTool",
+    "TransferTool",
+    "WalletBalanceTool",
+    "guard_tool",
+]
