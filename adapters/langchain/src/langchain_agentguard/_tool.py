@@ -85,15 +85,11 @@ class GuardedTool(BaseTool):
                 raise IntentError(f"{self.name} takes named arguments")
             parsed = self._parse_input({fields[0]: args[0]}, None)  # defaults filled in
             kwargs = {**(parsed if isinstance(parsed, dict) else {}), **kwargs}
-        visible = _visible_fields(self.inner)
-        model = {k: v for k, v in kwargs.items() if k in visible}
-        injected = {k: v for k, v in kwargs.items() if k not in visible}
-        stray = set(injected) - self._injected_args_keys - set(fields)
-        if stray:  # only an unvalidated (JSON schema) args_schema lets unknown keys through
-            raise IntentError(
-                f"{self.name} has no argument(s) {', '.join(sorted(stray))}; "
-                f"it takes {', '.join(sorted(visible)) or 'none'}"
-            )
+        # injected: what LangChain (not the model) supplies; everything else the tool gets,
+        # declared or not (an ``extra="allow"`` schema, a JSON schema), is in the intent
+        injected_names = self._injected_args_keys | (set(fields) - _visible_fields(self.inner))
+        model = {k: v for k, v in kwargs.items() if k not in injected_names}
+        injected = {k: v for k, v in kwargs.items() if k in injected_names}
         try:
             frozen = json.dumps(to_jsonable_python(model), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
