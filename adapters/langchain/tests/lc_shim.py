@@ -95,14 +95,20 @@ def _explain(exc: BaseException) -> str:
     return f"agentguard refused this ({type(exc).__name__}): {why}. {getattr(exc, 'hint', '')}"
 
 
-def install(monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Patches in the stand-ins where the real ones are missing; True if it patched any."""
+def install(monkeypatch: pytest.MonkeyPatch | None = None) -> bool:
+    """Patches in the stand-ins where the real ones are missing; True if it patched any.
+    Without ``monkeypatch`` (a subprocess running an example) the patch stays."""
+    patch: Callable[[object, str, object], None] = (
+        setattr
+        if monkeypatch is None
+        else lambda target, name, value: monkeypatch.setattr(target, name, value, raising=False)
+    )
     patched = False
     if not hasattr(Guard, "run_call"):
-        monkeypatch.setattr(Guard, "run_call", _run_call, raising=False)
-        monkeypatch.setattr(AsyncGuard, "run_call", _arun_call, raising=False)
+        patch(Guard, "run_call", _run_call)
+        patch(AsyncGuard, "run_call", _arun_call)
         patched = True
     if not hasattr(agentguard, "explain"):
-        monkeypatch.setattr(agentguard, "explain", _explain, raising=False)
+        patch(agentguard, "explain", _explain)
         patched = True
     return patched
