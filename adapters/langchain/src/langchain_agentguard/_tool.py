@@ -16,7 +16,7 @@ import asyncio
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -136,6 +136,22 @@ class GuardedTool(BaseTool):
             return output, None  # artifact then), and so does this tool's ``run``
         return output  # e.g. a langgraph Command: passed on as is
 
+    def _prepare(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: RunnableConfig,
+        run_manager: CallbackManagerForToolRun | AsyncCallbackManagerForToolRun | None,
+    ) -> tuple[dict[str, Any], Callable[[], ToolCall | dict[str, Any]], RunnableConfig]:
+        """``(arguments to authorize, the wrapped tool's input, its config)``."""
+        call_id = kwargs.pop(_CALL_ID, None)
+        frozen, injected = self._split(args, kwargs)
+        return (
+            json.loads(frozen),
+            lambda: self._call(frozen, injected, call_id),
+            _child(config, run_manager),
+        )
+
     def _run(
         self,
         *args: Any,
@@ -143,20 +159,17 @@ class GuardedTool(BaseTool):
         run_manager: CallbackManagerForToolRun | None = None,
         **kwargs: Any,
     ) -> Any:
-        call_id = kwargs.pop(_CALL_ID, None)
         with refusals():
             if not isinstance(self.guard, Guard):
                 raise ConfigurationError(
                     f"{self.name} is guarded by an AsyncGuard; invoke it with ainvoke"
                 )
-            frozen, injected = self._split(args, kwargs)
-            child = _child(config, run_manager)
-
-            def call() -> Any:
-                return self.inner.invoke(self._call(frozen, injected, call_id), child)
-
+            arguments, tool_input, child = self._prepare(args, kwargs, config, run_manager)
             output = self.guard.run_call(  # type: ignore[attr-defined]  # lands with actions
-                self.action, json.loads(frozen), call, **self._options()
+                self.action,
+                arguments,
+                lambda: self.inner.invoke(tool_input(), child),
+                **self._options(),
             )
         return self._result(output)
 
@@ -167,27 +180,23 @@ class GuardedTool(BaseTool):
         run_manager: AsyncCallbackManagerForToolRun | None = None,
         **kwargs: Any,
     ) -> Any:
-        call_id = kwargs.pop(_CALL_ID, None)
         with refusals():
-            frozen, injected = self._split(args, kwargs)
-            child = _child(config, run_manager)
+            arguments, tool_input, child = self._prepare(args, kwargs, config, run_manager)
             guard = self.guard
             if isinstance(guard, AsyncGuard):
-
-                def acall() -> Awaitable[Any]:
-                    return self.inner.ainvoke(self._call(frozen, injected, call_id), child)
-
                 output = await guard.run_call(  # type: ignore[attr-defined]  # lands with actions
-                    self.action, json.loads(frozen), acall, **self._options()
+                    self.action,
+                    arguments,
+                    lambda: self.inner.ainvoke(tool_input(), child),
+                    **self._options(),
                 )
             else:  # a blocking Guard: authorize and run the tool's sync path in a worker thread
-
-                def call() -> Any:
-                    return self.inner.invoke(self._call(frozen, injected, call_id), child)
-
-                run: Callable[..., Any] = guard.run_call  # type: ignore[attr-defined]
                 output = await asyncio.to_thread(
-                    run, self.action, json.loads(frozen), call, **self._options()
+                    guard.run_call,  # type: ignore[attr-defined]  # lands with actions
+                    self.action,
+                    arguments,
+                    lambda: self.inner.invoke(tool_input(), child),
+                    **self._options(),
                 )
         return self._result(output)
 
