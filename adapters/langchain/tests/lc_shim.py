@@ -89,7 +89,7 @@ async def _arun_call(
     return await result if inspect.isawaitable(result) else result
 
 
-def _explain(exc: BaseException) -> str:
+def _explain(exc: BaseException, **_: Any) -> str:
     reasons = getattr(exc, "reasons", None)
     why = "; ".join(reasons) if reasons else getattr(exc, "message", str(exc))
     return f"agentguard refused this ({type(exc).__name__}): {why}. {getattr(exc, 'hint', '')}"

@@ -174,3 +174,39 @@ def test_toolkit_needs_a_chain_to_read(wallet_guard: Guard, wallet: GuardedWalle
     with pytest.raises(ConfigurationError, match="web3"):
         AgentGuardToolkit(guard=wallet_guard, wallet=wallet).get_tools()
     assert AgentGuardToolkit(guard=wallet_guard, wallet=wallet, web3=Web3()).get_tools()
+
+
+def test_local_budget_refusal_in_this_chains_units(
+    wallet_guard: Guard, snapshot: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local cap (checked before the network is asked) refuses; ``explain`` is given this
+    chain's id and the local USDC so it can write the cap in USDC, not atomic units of an
+    address it does not know."""
+    import agentguard
+    from agentguard import Signer
+    from agentguard.ledger import Limits, WindowCap
+
+    defaults = wallet_guard.defaults
+    assert defaults.signer is not None
+    capped = GuardedWallet(
+        signer=Signer.from_key(AGENT.private_key),
+        guard=wallet_guard,
+        web3=snapshot.w3,
+        ledger=Ledger(),
+        limits=Limits(windows=[WindowCap(snapshot.token.address, 86400, 4_000_000)]),
+    )
+    real = agentguard.explain
+    given: list[dict[str, Any]] = []
+
+    def spy(exc: BaseException, **units: Any) -> str:
+        given.append(units)
+        return str(real(exc, **units))
+
+    monkeypatch.setattr(agentguard, "explain", spy)
+    transfer = tools(wallet_guard, capped, snapshot)["transfer"]
+    assert transfer.invoke(call("transfer", to=PAYEE, amount="3 USDC")).status == "success"
+    out = transfer.invoke(call("transfer", to=PAYEE, amount="3 USDC"))
+    assert out.status == "error"
+    assert "4 USDC" in out.content or "4000000" in out.content
+    assert given == [{"tokens": snapshot.usdc, "chain_id": 8453}]
+    assert snapshot.balance(PAYEE) == 3_000_000

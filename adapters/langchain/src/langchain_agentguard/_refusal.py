@@ -22,17 +22,18 @@ __all__ = ["GuardRefused", "ToolErrorHandler", "explain", "handler", "refusals"]
 ToolErrorHandler = bool | str | Callable[[ToolException], Any] | None
 
 
-def explain(exc: BaseException) -> str:
-    """``agentguard.explain`` (the actions part of issue 8): text an LLM can act on."""
-    return str(agentguard.explain(exc))
+def explain(exc: BaseException, **units: Any) -> str:
+    """``agentguard.explain``: text an LLM can act on; ``units`` (``chain_id``, ``tokens``)
+    let it write amounts of a token it would not know otherwise in human units."""
+    return str(agentguard.explain(exc, **units))
 
 
 class GuardRefused(ToolException):
     """agentguard refused the call; ``error`` is the refusal, ``str()`` what the model reads."""
 
-    def __init__(self, error: agentguard.AgentGuardError) -> None:
+    def __init__(self, error: agentguard.AgentGuardError, **units: Any) -> None:
         self.error = error
-        super().__init__(explain(error))
+        super().__init__(explain(error, **units))
 
 
 class InnerError(ToolException):
@@ -44,12 +45,12 @@ class InnerError(ToolException):
 
 
 @contextmanager
-def refusals() -> Iterator[None]:
+def refusals(**units: Any) -> Iterator[None]:
     """Turns any agentguard refusal raised inside into a ``GuardRefused``."""
     try:
         yield
     except agentguard.AgentGuardError as exc:
-        raise GuardRefused(exc) from exc
+        raise GuardRefused(exc, **units) from exc
 
 
 def handler(inner: ToolErrorHandler = False) -> Callable[[ToolException], Any]:

@@ -184,11 +184,12 @@ class GuardedTool(BaseTool):
             arguments, tool_input, child = self._prepare(args, kwargs, config, run_manager)
             guard = self.guard
             if isinstance(guard, AsyncGuard):
+
+                async def call() -> Any:  # a coroutine function: run_call awaits it in the loop
+                    return await self.inner.ainvoke(tool_input(), child)
+
                 output = await guard.run_call(  # type: ignore[attr-defined]  # lands with actions
-                    self.action,
-                    arguments,
-                    lambda: self.inner.ainvoke(tool_input(), child),
-                    **self._options(),
+                    self.action, arguments, call, **self._options()
                 )
             else:  # a blocking Guard: authorize and run the tool's sync path in a worker thread
                 output = await asyncio.to_thread(

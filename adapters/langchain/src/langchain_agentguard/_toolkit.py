@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from web3 import Web3
 
 from agentguard import (
+    AgentGuardError,
     Amount,
     AsyncGuard,
     ConfigurationError,
@@ -39,7 +40,7 @@ from agentguard import (
 )
 from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
 from agentguard.x402 import X402Auth, receipt
-from langchain_agentguard._refusal import handler, refusals
+from langchain_agentguard._refusal import GuardRefused, handler
 
 __all__ = [
     "AgentGuardToolkit",
@@ -74,8 +75,17 @@ class _WalletTool(BaseTool):
     tokens: Any = Field(default=None, exclude=True)
     handle_tool_error: Any = Field(default_factory=handler)
 
+    _chain_id: int | None = PrivateAttr(default=None)
+
     def _amount(self, text: str) -> Amount:
-        return parse_amount(text, int(self.web3.eth.chain_id), self.tokens)
+        if self._chain_id is None:
+            self._chain_id = int(self.web3.eth.chain_id)
+        return parse_amount(text, self._chain_id, self.tokens)
+
+    def _units(self) -> dict[str, Any]:
+        """What ``explain`` needs to write this chain's tokens in human units."""
+        units: dict[str, Any] = {} if self.tokens is None else {"tokens": self.tokens}
+        return units if self._chain_id is None else {**units, "chain_id": self._chain_id}
 
     @abstractmethod
     def _act(self, *args: Any, **kwargs: Any) -> str:
@@ -86,16 +96,20 @@ class _WalletTool(BaseTool):
         return await asyncio.to_thread(self._act, **kwargs)
 
     def _run(self, run_manager: CallbackManagerForToolRun | None = None, **kwargs: Any) -> str:
-        with refusals():
+        try:
             return self._act(**kwargs)
+        except AgentGuardError as exc:
+            raise GuardRefused(exc, **self._units()) from exc
 
     async def _arun(
         self, run_manager: AsyncCallbackManagerForToolRun | None = None, **kwargs: Any
     ) -> str:
-        with refusals():
+        try:
             if isinstance(self.wallet, AsyncGuardedWallet):
                 return await self._aact(**kwargs)
             return await asyncio.to_thread(self._act, **kwargs)
+        except AgentGuardError as exc:
+            raise GuardRefused(exc, **self._units()) from exc
 
     def _sync_wallet(self) -> GuardedWallet:
         if not isinstance(self.wallet, GuardedWallet):
