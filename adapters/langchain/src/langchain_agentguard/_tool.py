@@ -3,10 +3,10 @@
     guarded = guard_tool(send_email, guard)      # same name, description and args schema
     agent = create_agent(model, [guarded])
 
-A call is validated by the tool's own args schema first; the model-visible arguments (injected
-ones such as ``InjectedToolArg``, ``InjectedToolCallId``, ``ToolRuntime``, callbacks and config
-are not the model's and not part of the intent) are frozen into plain JSON, and that exact JSON
-is what the policy sees (``guard.run_call(name, arguments, fn)``) and what the wrapped tool is
+A call is validated by the tool's own args schema first. Every argument the tool would receive
+except the injected ones (``InjectedToolArg``, ``InjectedToolCallId``, ``ToolRuntime``: supplied
+by LangChain, not the model) is frozen into plain JSON; that exact JSON is what the policy sees
+(``guard.run_call(name, arguments, fn)``) and a fresh decode of it is what the wrapped tool is
 invoked with. A refusal is the tool's result text (``agentguard.explain``), never a crash.
 """
 
