@@ -6,16 +6,31 @@ Uses ``lc_shim`` for ``agentguard.explain`` (and ``Guard.run_call`` for the guar
 until they land.
 """
 
+# ruff: noqa: F811 - the fixtures imported from lc_stack are parameters here
+
 from __future__ import annotations
 
 from typing import Any
 
-from conftest import AGENT, AGENT_USDC, PAYEE, Chain
 from langchain.agents import create_agent
 from langchain_agentguard import AgentGuardToolkit, guard_tool
 from langchain_agentguard.testing import ScriptedChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from lc_stack import (  # noqa: F401 - fixtures are parameters here
+    AGENT,
+    AGENT_USDC,
+    PAYEE,
+    Chain,
+    asked,
+    calls_guard,
+    chain,
+    core_shim,
+    network,
+    snapshot,
+    wallet,
+    wallet_guard,
+)
 
 from agentguard import Guard
 from agentguard.wallet import GuardedWallet

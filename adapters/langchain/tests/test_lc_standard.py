@@ -4,12 +4,13 @@ a tool call) on the real chain and the real reference network, overriding only t
 fixture. ``lc_shim`` stands in for ``Guard.run_call`` / ``agentguard.explain`` until they land.
 """
 
+# ruff: noqa: F811 - the fixtures imported from lc_stack are parameters here
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from conftest import AGENT, PAYEE, Chain
 from langchain_agentguard import (
     ContractCallTool,
     PaidFetchTool,
@@ -21,6 +22,19 @@ from langchain_core.tools import BaseTool, tool
 from langchain_tests.integration_tests import ToolsIntegrationTests
 from langchain_tests.unit_tests import ToolsUnitTests
 from lc_paywall import paywall
+from lc_stack import (  # noqa: F401 - fixtures are parameters here
+    AGENT,
+    PAYEE,
+    Chain,
+    asked,
+    calls_guard,
+    chain,
+    core_shim,
+    network,
+    snapshot,
+    wallet,
+    wallet_guard,
+)
 from web3 import Web3
 
 from agentguard import Guard, Signer

@@ -4,12 +4,13 @@ call) can make a guarded tool do beyond what the policy saw.
 Uses ``lc_shim`` (``Guard.run_call`` / ``agentguard.explain`` stand-ins) until they land.
 """
 
+# ruff: noqa: F811 - the fixtures imported from lc_stack are parameters here
+
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from conftest import AGENT, PAYEE, Chain, connect
 from eth_abi.abi import decode as abi_decode
 from eth_utils.crypto import keccak
 from langchain.agents import create_agent
@@ -18,6 +19,20 @@ from langchain_agentguard import AgentGuardToolkit, guard_tool
 from langchain_agentguard.testing import ScriptedChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool, tool
+from lc_stack import (  # noqa: F401 - fixtures are parameters here
+    AGENT,
+    PAYEE,
+    Chain,
+    asked,
+    calls_guard,
+    chain,
+    connect,
+    core_shim,
+    network,
+    snapshot,
+    wallet,
+    wallet_guard,
+)
 from pydantic import BaseModel, ConfigDict
 
 from agentguard import Guard

@@ -5,13 +5,14 @@ Uses ``lc_shim`` (``Guard.run_call`` / ``agentguard.explain`` stand-ins) until t
 of issue 8 lands; the assertions hold for the real ones.
 """
 
+# ruff: noqa: F811 - the fixtures imported from lc_stack are parameters here
+
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
 import pytest
-from conftest import AGENT, ALLOWED_CALLS, connect
 from eth_abi.abi import decode as abi_decode
 from langchain_agentguard import GuardedTool, guard_tool
 from langchain_core.messages import ToolMessage
@@ -22,6 +23,19 @@ from langchain_core.tools import (
     StructuredTool,
     ToolException,
     tool,
+)
+from lc_stack import (  # noqa: F401 - fixtures are parameters here
+    AGENT,
+    ALLOWED_CALLS,
+    asked,
+    calls_guard,
+    chain,
+    connect,
+    core_shim,
+    network,
+    snapshot,
+    wallet,
+    wallet_guard,
 )
 from pydantic import BaseModel, Field
 
@@ -260,3 +274,23 @@ def test_inner_tool_crash_is_not_turned_into_a_refusal(calls_guard: Guard, asked
             StructuredTool.from_function(func=crash, name="lookup", description="d"), calls_guard
         ).invoke({"query": "x"})
     assert len(seen) == 1  # authorized exactly once, not retried
+
+
+def test_shadow_and_approval_timeout_are_passed_to_run_call(
+    calls_guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``approval_timeout`` reaches ``run_call`` only when set (the approvals part adds the
+    keyword; a guard_tool without it works with either ``run_call``)."""
+    got: list[dict[str, Any]] = []
+
+    def spy(self: Guard, name: str, arguments: Any, fn: Any, **options: Any) -> Any:
+        got.append({"name": name, **options})
+        return fn()
+
+    monkeypatch.setattr(Guard, "run_call", spy, raising=False)
+    guard_tool(send_email, calls_guard, approval_timeout=7.5).invoke({"to": "a", "subject": "s"})
+    guard_tool(send_email, calls_guard, shadow=True).invoke({"to": "a", "subject": "s"})
+    assert got == [
+        {"name": "send_email", "shadow": False, "approval_timeout": 7.5},
+        {"name": "send_email", "shadow": True},
+    ]

@@ -4,16 +4,32 @@ reference network: amounts typed by the model land exactly, refusals are the res
 Uses ``lc_shim`` only for ``agentguard.explain`` (the refusal wording) until it lands.
 """
 
+# ruff: noqa: F811 - the fixtures imported from lc_stack are parameters here
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from conftest import AGENT, AGENT_USDC, PAYEE, STRANGER, Chain
 from langchain_agentguard import AgentGuardToolkit
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from lc_paywall import TX, paywall
+from lc_stack import (  # noqa: F401 - fixtures are parameters here
+    AGENT,
+    AGENT_USDC,
+    PAYEE,
+    STRANGER,
+    Chain,
+    asked,
+    calls_guard,
+    chain,
+    core_shim,
+    network,
+    snapshot,
+    wallet,
+    wallet_guard,
+)
 from web3 import Web3
 
 from agentguard import Guard

@@ -1,8 +1,10 @@
 """Shared pieces of the LangChain adapter tests: the real reference network (gateway +
 operators), a real anvil chain (Base's chain id 8453) with a USDC token, and guards on them.
 
-(This folder has no ``__init__.py``, like the OpenGradient adapter's tests, so it cannot clash
-with the repository's ``tests`` package; helper modules are named ``lc_*``.)
+This folder has no ``__init__.py`` and no ``conftest.py``: a second top-level ``conftest``
+module beside the OpenGradient adapter's would replace it in ``sys.modules``. Test modules
+import the fixtures they use from here (``test_lc_*``, ``lc_*``: unique top-level names). The
+network and the chain start once per session (shared across modules) and stop at its end.
 
 Until ``Guard.run_call`` and ``agentguard.explain`` land (issue 8, actions part) the
 ``core_shim`` fixture patches in ``lc_shim``'s stand-ins; it does nothing once they exist.
@@ -13,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lc_shim
 import pytest
@@ -36,6 +39,7 @@ AGENT_USDC = 1_000_000_000
 ALLOWED_CALLS = ["send_email(string)", "lookup(string)"]
 _clients = itertools.count(0x1C00)
 G = TypeVar("G", Guard, AsyncGuard)
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,19 +61,44 @@ def core_shim(monkeypatch: pytest.MonkeyPatch) -> bool:
     return lc_shim.install(monkeypatch)
 
 
-@pytest.fixture(scope="package")
-def network() -> Iterator[ReferenceNetwork]:
-    with ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0) as net:
-        yield net
+_SHARED: dict[str, Any] = {}
 
 
-@pytest.fixture(scope="package")
-def chain() -> Iterator[Chain]:
+def _once(config: pytest.Config, key: str, start: Callable[[], AbstractContextManager[T]]) -> T:
+    """One ``start()`` per session whichever module asks first; exited when pytest ends."""
+    if key not in _SHARED:
+        context = start()
+        _SHARED[key] = context.__enter__()
+
+        def stop() -> None:
+            _SHARED.pop(key, None)
+            context.__exit__(None, None, None)
+
+        config.add_cleanup(stop)
+    return cast(T, _SHARED[key])
+
+
+@pytest.fixture(scope="session")
+def network(request: pytest.FixtureRequest) -> ReferenceNetwork:
+    return _once(
+        request.config,
+        "network",
+        lambda: ReferenceNetwork(operators=3, threshold_percentage=66, timeout=5.0),
+    )
+
+
+@contextmanager
+def _chain() -> Iterator[Chain]:
     with Anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         token = deploy(w3, "UsdCoin", sender=OWNER.address)
         transact(w3, token.functions.mint(AGENT.address, AGENT_USDC), sender=OWNER.address)
         yield Chain(anvil, w3, token)
+
+
+@pytest.fixture(scope="session")
+def chain(request: pytest.FixtureRequest) -> Chain:
+    return _once(request.config, "chain", _chain)
 
 
 @pytest.fixture

@@ -5,11 +5,15 @@ While ``agentguard.explain`` has not landed the subprocess first installs ``lc_s
 stand-in; once it exists the example runs as is.
 """
 
+# ruff: noqa: F811 - the fixture imported from lc_stack is a parameter here
+
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+from lc_stack import core_shim  # noqa: F401 - a fixture
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "langchain_agent.py"
 
