@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import pytest
 from eth_abi.abi import decode as abi_decode
 from eth_utils.crypto import keccak
 from langchain.agents import create_agent
@@ -36,6 +37,7 @@ from lc_stack import (  # noqa: F401 - fixtures are parameters here
 from pydantic import BaseModel, ConfigDict
 
 from agentguard import Guard
+from agentguard.ledger import Limits, RateCap
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
 
@@ -316,3 +318,32 @@ def test_a_model_cannot_forge_an_injected_argument_in_the_agent_loop(
     (state,) = RECEIVED
     assert "role" not in state and state["messages"][0].content == "hi"
     assert arguments(seen[0]) == {"query": "q"}
+
+
+def test_a_tool_that_crashed_after_authorization_stays_counted(
+    network: ReferenceNetwork, core_shim: bool
+) -> None:
+    """The wrapped tool raises after the call was authorized: it may have acted (sent half an
+    email), so the call stays counted. A model retrying in a loop cannot turn crashes into
+    free calls: with one call per hour allowed, the next call is refused locally, as text."""
+    if core_shim:
+        pytest.skip("needs the real Guard.run_call (its ledger hold); lc_shim keeps no ledger")
+    guard = connect(
+        network, {"allowed_functions": ["lookup(string)"]}, limits=Limits(rate=[RateCap(3600, 1)])
+    )
+    calls: list[str] = []
+
+    def flaky(query: str) -> str:
+        calls.append(query)
+        raise RuntimeError("backend down")
+
+    guarded = guard_tool(
+        StructuredTool.from_function(func=flaky, name="lookup", description="d"), guard
+    )
+    with pytest.raises(RuntimeError, match="backend down"):
+        guarded.invoke({"query": "a"})
+    again = guarded.invoke(
+        {"type": "tool_call", "name": "lookup", "id": "2", "args": {"query": "b"}}
+    )
+    assert again.status == "error" and calls == ["a"]
+    assert "budget" in again.content.lower()  # the local rate cap, not the policy
