@@ -294,3 +294,20 @@ def test_shadow_and_approval_timeout_are_passed_to_run_call(
         {"name": "send_email", "shadow": False, "approval_timeout": 7.5},
         {"name": "send_email", "shadow": True},
     ]
+
+
+def test_a_tool_without_arguments(calls_guard: Guard, asked: Any) -> None:
+    seen = asked(calls_guard)
+
+    @tool
+    def lookup() -> str:
+        """Look up the time."""
+        return "noon"
+
+    guarded = guard_tool(lookup, calls_guard)
+    assert guarded.invoke({}) == "noon"
+    assert (
+        guarded.invoke({"type": "tool_call", "name": "lookup", "id": "1", "args": {}}).content
+        == "noon"
+    )
+    assert [decoded(i) for i in seen] == [("lookup(string)", {})] * 2
