@@ -311,3 +311,13 @@ def test_a_tool_without_arguments(calls_guard: Guard, asked: Any) -> None:
         == "noon"
     )
     assert [decoded(i) for i in seen] == [("lookup(string)", {})] * 2
+
+
+def test_a_guard_without_defaults_is_refused_when_wrapping(calls_guard: Guard) -> None:
+    """Without an agent, ledger and limits every call would be refused at run time, where only
+    the model reads it; the developer hears it at once instead."""
+    from dataclasses import replace
+
+    calls_guard.defaults = replace(calls_guard.defaults, ledger=None, limits=None)
+    with pytest.raises(ConfigurationError, match=r"ledger=.*budget="):
+        guard_tool(send_email, calls_guard)

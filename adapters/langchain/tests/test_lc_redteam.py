@@ -218,8 +218,8 @@ def test_refusal_texts_carry_no_secret(
     )
     key_hex = AGENT.private_key.removeprefix("0x").lower()
     guarded = guard_tool(notify, connect(network, {"allowed_functions": ["other(string)"]}))
-    bad_key = guard_tool(notify, wrong)
     wrong.defaults = guarded.guard.defaults
+    bad_key = guard_tool(notify, wrong)
     kit = {
         t.name: t
         for t in AgentGuardToolkit(

@@ -8,6 +8,7 @@ fixture. ``lc_shim`` stands in for ``Guard.run_call`` / ``agentguard.explain`` u
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,12 +53,16 @@ def lookup(query: str, limit: int = 3) -> str:
 
 
 def offline_guard() -> Guard:
-    return Guard.connect(
+    guard = Guard.connect(
         OFFLINE,
         policy_client=AGENT.address,
         operators=[AGENT.address],
         policy_id="0x" + "11" * 32,
     )
+    guard.defaults = replace(
+        guard.defaults, signer=Signer.from_key(AGENT.private_key), ledger=Ledger(), limits=Limits()
+    )
+    return guard
 
 
 def offline_wallet() -> dict[str, Any]:

@@ -232,6 +232,21 @@ def guard_tool(
         raise ConfigurationError(f"{tool.name} is already guarded")
     if not isinstance(guard, Guard | AsyncGuard):
         raise ConfigurationError("guard_tool needs an agentguard Guard or AsyncGuard")
+    defaults = guard.defaults
+    missing = [
+        what
+        for what, value in (
+            ("signer= or vault= (whose call it is)", defaults.agent),
+            ("ledger=", defaults.ledger),
+            ("budget= (or limits)", defaults.limits),
+        )
+        if value is None
+    ]
+    if missing:  # else every call would be refused at run time, and only the model would know
+        raise ConfigurationError(
+            f"guard_tool needs a guard whose defaults have {', '.join(missing)}: "
+            "Guard.connect(..., signer=, ledger=, budget=) or Guard.from_env()"
+        )
     action = tool.name if name is None else name
     if not isinstance(action, str) or not _IDENTIFIER.match(action):
         raise ConfigurationError(
