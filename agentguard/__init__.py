@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 from agentguard._attestation import Attestation, OperatorSignature
 from agentguard._exceptions import (
     AgentGuardError,
+    ApprovalRejected,
     ApprovalRequired,
+    ApprovalTimedOut,
     AttestationExpired,
     AttestationReplayed,
     AuthorizationError,
@@ -56,6 +58,7 @@ from agentguard._verifier import (
 if TYPE_CHECKING:
     from agentguard._explain import explain
     from agentguard._gateway import (
+        ApprovalStatus,
         AsyncAuthorizer,
         AsyncNewtonGateway,
         Authorizer,
@@ -73,6 +76,7 @@ if TYPE_CHECKING:
 # Imported on first use: an operator or gateway process needs intents and attestations, not
 # web3, eth-account and httpx (which would add seconds to every process start).
 _LAZY = {
+    "ApprovalStatus": "agentguard._gateway",
     "AsyncAuthorizer": "agentguard._gateway",
     "AsyncNewtonGateway": "agentguard._gateway",
     "Authorizer": "agentguard._gateway",
@@ -113,7 +117,10 @@ __all__ = [
     "OFFCHAIN_TARGET",
     "AgentGuardError",
     "Amount",
+    "ApprovalRejected",
     "ApprovalRequired",
+    "ApprovalStatus",
+    "ApprovalTimedOut",
     "AsyncAuthorizer",
     "AsyncGuard",
     "AsyncGuardedWallet",

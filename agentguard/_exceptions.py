@@ -21,7 +21,9 @@ happened and what to do about it; none ever contains a key or a secret.
     │   │   └── GatewayAuthError          -32002, HTTP 401/403 (bad or missing API key)
     │   ├── QuorumNotReached         too few operators answered (per-operator errors attached)
     │   ├── PolicyDenied             a final, normal "no" with the policy's reasons (never retried)
-    │   │   └── ApprovalRequired     the policy wants a human to approve this exact intent first
+    │   │   ├── ApprovalRequired     the policy wants a human to approve this exact intent first
+    │   │   ├── ApprovalRejected     a person rejected it (or its approval was already spent)
+    │   │   └── ApprovalTimedOut     no approval before the wait ended, or the request expired
     ├── VerificationError            an attestation came back but is not good enough to sign on
     │   ├── IntentMismatch           bound to a different intent / chain / policy client
     │   ├── AttestationExpired       past its expiry (or too far in the future)
@@ -173,8 +175,8 @@ class PolicyDenied(AuthorizationError):
 
 class ApprovalRequired(PolicyDenied):
     hint = (
-        "A human must approve this exact intent (see `agentguard network approve`), "
-        "then authorize it again."
+        "A human must approve this exact intent (`agentguard approvals approve`, or the approval "
+        "console); pass approval_timeout= to wait for it, or authorize it again afterwards."
     )
 
     def __init__(
@@ -187,6 +189,30 @@ class ApprovalRequired(PolicyDenied):
     ) -> None:
         self.intent_hash = intent_hash
         super().__init__(message, reasons=reasons, task_id=task_id)
+
+
+class ApprovalRejected(PolicyDenied):
+    """A person rejected the pending approval for this exact intent. Nothing was signed."""
+
+    hint = "A person refused this action; do not retry it unchanged."
+
+    def __init__(self, message: str, *, intent_hash: str | None = None) -> None:
+        self.intent_hash = intent_hash
+        super().__init__(message)
+
+
+class ApprovalTimedOut(PolicyDenied):
+    """No approval came for this exact intent before the wait ended (or the request expired).
+    Nothing was signed; the local hold was released."""
+
+    hint = (
+        "Nobody approved the action in time; ask a person to approve it "
+        "(`agentguard approvals list`) and try again, or wait longer (approval_timeout=)."
+    )
+
+    def __init__(self, message: str, *, intent_hash: str | None = None) -> None:
+        self.intent_hash = intent_hash
+        super().__init__(message)
 
 
 # -- verification ----------------------------------------------------------------------------

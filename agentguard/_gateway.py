@@ -17,12 +17,13 @@ field before use, so whatever a gateway sends ends as an ``Attestation`` or an
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import httpx
@@ -57,6 +58,7 @@ from agentguard._logging import get_logger
 from agentguard._redact import register_secret
 
 __all__ = [
+    "ApprovalStatus",
     "AsyncAuthorizer",
     "AsyncNewtonGateway",
     "Authorizer",
@@ -121,6 +123,19 @@ class Simulation:
     reasons: tuple[str, ...]
     policy_id: str | None
     raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ApprovalStatus:
+    """What the gateway says about the human approval of one intent. Only a hint for a waiting
+    agent: operators sign only on a valid signed approval, whatever this says."""
+
+    intent_hash: str
+    status: Literal["pending", "approved", "rejected", "expired", "used", "unknown"]
+    expires_at: int | None
+
+
+_APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "used", "unknown")
 
 
 # -- pure request/response logic -------------------------------------------------------------
@@ -416,6 +431,32 @@ def _parse_simulation(result: Any) -> Simulation:
     )
 
 
+def _approval_params(policy_client: str, intent_hash: str) -> dict[str, Any]:
+    if not isinstance(intent_hash, str) or not re.fullmatch(r"0x[0-9a-fA-F]{64}", intent_hash):
+        raise ConfigurationError("intent_hash must be 0x followed by 64 hex digits")
+    return {"policy_client": policy_client, "intent_hash": intent_hash.lower()}
+
+
+def _parse_approval_status(result: Any, intent_hash: str) -> ApprovalStatus:
+    """Strict: the answer must be about this intent, with a known status."""
+    if not isinstance(result, dict):
+        raise GatewayProtocolError(
+            f"agentguard_approvalStatus result is {preview(result)}, not an object"
+        )
+    status, expires_at = result.get("status"), result.get("expires_at")
+    if str(result.get("intent_hash", "")).lower() != intent_hash.lower():
+        raise GatewayProtocolError("agentguard_approvalStatus answered about another intent")
+    if status not in _APPROVAL_STATUSES:
+        raise GatewayProtocolError(f"approval status {preview(status)} is not one agentguard knows")
+    if expires_at is not None and (type(expires_at) is not int or not 0 <= expires_at < 1 << 64):
+        raise GatewayProtocolError(f"approval expires_at {preview(expires_at)} is not a uint64")
+    return ApprovalStatus(
+        intent_hash=intent_hash.lower(),
+        status=cast(Any, status),
+        expires_at=expires_at,
+    )
+
+
 @dataclass(frozen=True, repr=False)
 class _GatewayConfig:
     url: str
@@ -581,6 +622,13 @@ class NewtonGateway(_GatewayClient):
             self._rpc("newt_simulateTask", _task_params(self._cfg, intent, wasm_args))
         )
 
+    def approval_status(self, intent_hash: str) -> ApprovalStatus:
+        """Where the human approval of ``intent_hash`` (for this policy client) stands."""
+        params = _approval_params(self._cfg.policy_client, intent_hash)
+        return _parse_approval_status(
+            self._rpc("agentguard_approvalStatus", params), params["intent_hash"]
+        )
+
     def release(self, task_id: str) -> None:
         """Tell the network an attestation was never used, so its amount counts no more."""
         self._rpc("agentguard_releaseTask", {"task_id": task_id})
@@ -647,6 +695,12 @@ class AsyncNewtonGateway(_GatewayClient):
     ) -> Simulation:
         return _parse_simulation(
             await self._rpc("newt_simulateTask", _task_params(self._cfg, intent, wasm_args))
+        )
+
+    async def approval_status(self, intent_hash: str) -> ApprovalStatus:
+        params = _approval_params(self._cfg.policy_client, intent_hash)
+        return _parse_approval_status(
+            await self._rpc("agentguard_approvalStatus", params), params["intent_hash"]
         )
 
     async def release(self, task_id: str) -> None:

@@ -374,16 +374,25 @@ class _Connect:
         ledger: Ledger | None = None,
         limits: Limits | None = None,
         audit: AuditSink | None = None,
+        approval_timeout: float | None = None,
     ) -> Any:
         """Decorate a function so it runs only once authorized (``@guard.action`` or
         ``@guard.action("name", ...)``); see ``agentguard.actions._decorate``. Without
         ``wallet=`` the call is the action (``run_call``); with it the function returns a
         ``TransactionIntent`` that the wallet authorizes, signs and sends (its ``Receipt``
-        is returned). On an ``AsyncGuard`` the decorated function is a coroutine function."""
+        is returned). On an ``AsyncGuard`` the decorated function is a coroutine function.
+        ``approval_timeout``: seconds to wait for a human when the policy asks for one."""
         from agentguard.actions._decorate import action
         from agentguard.actions._run import Options
 
-        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        options = Options(
+            agent=agent,
+            ledger=ledger,
+            limits=limits,
+            audit=audit,
+            shadow=shadow,
+            approval_timeout=approval_timeout,
+        )
         return action(self, name, wallet=wallet, options=options)  # type: ignore[arg-type]
 
     def _verify(self, attestation: Attestation, intent: Intent) -> VerifiedAttestation:
@@ -433,6 +442,7 @@ class Guard(_Connect):
         limits: Limits | None = None,
         audit: AuditSink | None = None,
         shadow: bool = False,
+        approval_timeout: float | None = None,
     ) -> T:
         """Call ``fn`` only after an attestation for ``call_intent(agent, name, arguments)``
         was verified (local caps first, audited, committed); returns what ``fn`` returns. A
@@ -442,7 +452,14 @@ class Guard(_Connect):
         evaluate and record the would-be decision, then always call ``fn``."""
         from agentguard.actions._run import Options, invoker, run_sync
 
-        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        options = Options(
+            agent=agent,
+            ledger=ledger,
+            limits=limits,
+            audit=audit,
+            shadow=shadow,
+            approval_timeout=approval_timeout,
+        )
         return run_sync(self, name, arguments, invoker(fn), options)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -495,6 +512,7 @@ class AsyncGuard(_Connect):
         limits: Limits | None = None,
         audit: AuditSink | None = None,
         shadow: bool = False,
+        approval_timeout: float | None = None,
     ) -> T:
         """``Guard.run_call`` for asyncio: an awaitable ``fn()`` result is awaited; a plain
         (not ``async def``) ``fn`` runs in a worker thread."""
@@ -502,7 +520,14 @@ class AsyncGuard(_Connect):
 
         from agentguard.actions._run import Options, invoker, run_async
 
-        options = Options(agent=agent, ledger=ledger, limits=limits, audit=audit, shadow=shadow)
+        options = Options(
+            agent=agent,
+            ledger=ledger,
+            limits=limits,
+            audit=audit,
+            shadow=shadow,
+            approval_timeout=approval_timeout,
+        )
         in_thread = not inspect.iscoroutinefunction(fn)
         invoke = invoker(fn)
         return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]

@@ -1,4 +1,5 @@
-"""The ``agentguard`` command: ``network up`` (reference authorization network), ``audit verify``.
+"""The ``agentguard`` command: ``network up`` (reference authorization network), ``approvals``
+(list, approve, reject parked actions), ``audit verify``.
 
 Each command group lives next to the code it drives and registers itself here; heavy imports
 (regopy, uvicorn) happen only when that group runs.
@@ -18,6 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agentguard.network._cli import add_network_commands
 
     add_network_commands(sub)
+    from agentguard._approvals_cli import add_approvals_commands
+
+    add_approvals_commands(sub)
     try:
         from agentguard._audit_cli import add_audit_commands
     except ImportError:  # pragma: no cover - audit lands with the ledger

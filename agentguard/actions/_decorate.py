@@ -88,8 +88,8 @@ def _decorate(
     is_async = inspect.iscoroutinefunction(fn)
     if wallet is not None:
         if is_async or isinstance(guard, AsyncGuard) or isinstance(wallet, AsyncGuardedWallet):
-            return functools.wraps(fn)(_intent_async(fn, wallet))
-        return functools.wraps(fn)(_intent_sync(fn, wallet))
+            return functools.wraps(fn)(_intent_async(fn, wallet, options.approval_timeout))
+        return functools.wraps(fn)(_intent_sync(fn, wallet, options.approval_timeout))
     name = check_name(name if name is not None else getattr(fn, "__name__", None))
     signature = inspect.signature(fn)
 
@@ -137,14 +137,14 @@ def _checked(intent: object, fn: Callable[..., Any]) -> TransactionIntent:
     return intent
 
 
-def _intent_sync(fn: Callable[..., Any], wallet: Any) -> Callable[..., Any]:
+def _intent_sync(fn: Callable[..., Any], wallet: Any, timeout: float | None) -> Callable[..., Any]:
     def send(*args: Any, **kwargs: Any) -> Any:
-        return wallet.send(_checked(fn(*args, **kwargs), fn))
+        return wallet.send(_checked(fn(*args, **kwargs), fn), approval_timeout=timeout)
 
     return send
 
 
-def _intent_async(fn: Callable[..., Any], wallet: Any) -> Callable[..., Any]:
+def _intent_async(fn: Callable[..., Any], wallet: Any, timeout: float | None) -> Callable[..., Any]:
     blocking = not inspect.iscoroutinefunction(fn)
 
     async def send(*args: Any, **kwargs: Any) -> Any:
@@ -154,7 +154,7 @@ def _intent_async(fn: Callable[..., Any], wallet: Any) -> Callable[..., Any]:
             intent = await fn(*args, **kwargs)
         checked = _checked(intent, fn)
         if inspect.iscoroutinefunction(wallet.send):
-            return await wallet.send(checked)
-        return await asyncio.to_thread(wallet.send, checked)
+            return await wallet.send(checked, approval_timeout=timeout)
+        return await asyncio.to_thread(wallet.send, checked, approval_timeout=timeout)
 
     return send

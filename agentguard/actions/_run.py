@@ -42,6 +42,8 @@ class Options:
     limits: Limits | None = None
     audit: AuditSink | None = None
     shadow: bool = False
+    approval_timeout: float | None = None
+    """Seconds to wait for a human when the policy asks for approval (``None``: refuse)."""
 
     def __post_init__(self) -> None:
         if type(self.shadow) is not bool:  # "false" from a config file is truthy: fail open
@@ -59,10 +61,17 @@ class _Call:
     ledger: Ledger | None
     limits: Limits | None
     audit: AuditSink | None
+    approval_timeout: float | None
 
     def action(self) -> Action:
         assert self.limits is not None  # checked in _prepare unless shadow
-        return Action(agent=self.agent, intent=self.intent, limits=self.limits, rail="call")
+        return Action(
+            agent=self.agent,
+            intent=self.intent,
+            limits=self.limits,
+            rail="call",
+            approval_timeout=self.approval_timeout,
+        )
 
 
 def invoker(fn: Callable[..., Any]) -> Invoke:
@@ -102,7 +111,7 @@ def _prepare(
     check_name(name)
     frozen, canonical = frozen_arguments(arguments)
     intent = intent_for(agent, name, canonical, d.chain_id)
-    return _Call(intent, frozen, agent, ledger, limits, audit)
+    return _Call(intent, frozen, agent, ledger, limits, audit, o.approval_timeout)
 
 
 def _shadow(call: _Call, name: str, answer: Simulation | Exception) -> None:

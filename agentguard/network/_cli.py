@@ -1,4 +1,4 @@
-"""``agentguard network up``, ``register`` and ``approve``."""
+"""``agentguard network up`` and ``register`` (approvals: ``agentguard approvals``)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def add_network_commands(subparsers: Any) -> None:
         help="node URL: checks vault owners and whether released attestations were used "
         "(needed for a vault's releases to count back)",
     )
+    up.add_argument(
+        "--console-port",
+        type=int,
+        help="also start the approval console (its own process, holding the approver key "
+        "keys/owner.key) on this loopback port",
+    )
     up.set_defaults(handler=_up)
 
     register = sub.add_parser(
@@ -50,17 +56,6 @@ def add_network_commands(subparsers: Any) -> None:
     register.add_argument("--url", help="gateway URL (default: from the state dir)")
     register.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     register.set_defaults(handler=_register)
-
-    approve = sub.add_parser("approve", help="approve one exact intent (admin key)")
-    approve.add_argument("--policy-client", required=True)
-    approve.add_argument("--intent-hash", required=True)
-    approve.add_argument("--url", help="gateway URL (default: from the state dir)")
-    approve.add_argument(
-        "--state-dir",
-        default=DEFAULT_STATE_DIR,
-        help=f"where secrets.json is (else ${ADMIN_KEY_ENV} and --url)",
-    )
-    approve.set_defaults(handler=_approve)
 
 
 def _user_config(path: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -104,6 +99,9 @@ def _up(args: argparse.Namespace) -> int:
         print(f"secrets:   {net.secrets_file}  (API key and admin key; keep it private)")
         print(f"config:    {net.config_file}")
         print(f"logs:      {state_dir / 'logs'}")
+        if args.console_port:
+            console = net.start_console(args.console_port)
+            print(f"approvals: {console}/  (sign in with the admin key)")
         print("Ctrl-C to stop.", flush=True)
         try:
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -113,10 +111,9 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(state_dir: Path, url: str | None, method: str, params: dict[str, Any]) -> Any:
-    """One admin JSON-RPC call; prints the refusal and returns ``None`` on an error."""
-    import httpx
-
+def admin_credentials(state_dir: Path, url: str | None) -> tuple[str, str] | None:
+    """The gateway RPC URL and admin key: ``--url`` or the state dir's ``gateway_url``, and
+    ``$AGENTGUARD_ADMIN_KEY`` or its ``secrets.json``. ``None`` (with a message) if missing."""
     admin_key = os.environ.get(ADMIN_KEY_ENV, "")
     if not admin_key and (state_dir / "secrets.json").exists():
         admin_key = json.loads((state_dir / "secrets.json").read_text())["admin_key"]
@@ -125,7 +122,17 @@ def _admin_call(state_dir: Path, url: str | None, method: str, params: dict[str,
     if not admin_key or not url:
         print(f"need the admin key (${ADMIN_KEY_ENV} or {state_dir}/secrets.json) and --url")
         return None
-    rpc_url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
+    return (url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"), admin_key
+
+
+def _admin_call(state_dir: Path, url: str | None, method: str, params: dict[str, Any]) -> Any:
+    """One admin JSON-RPC call; prints the refusal and returns ``None`` on an error."""
+    import httpx
+
+    credentials = admin_credentials(state_dir, url)
+    if credentials is None:
+        return None
+    rpc_url, admin_key = credentials
     response = httpx.post(
         rpc_url,
         json={"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params},
@@ -176,17 +183,4 @@ def _register(args: argparse.Namespace) -> int:
         return 1
     print(f"registered {result['policy_client']} (owner {result['owner']})")
     print(f"policy_id: {result['policy_id']}  (pin it: Guard.connect(..., policy_id=...))")
-    return 0
-
-
-def _approve(args: argparse.Namespace) -> int:
-    result = _admin_call(
-        Path(args.state_dir),
-        args.url,
-        "agentguard_approve",
-        {"policy_client": args.policy_client, "intent_hash": args.intent_hash},
-    )
-    if result is None:
-        return 1
-    print(f"approved {args.intent_hash} for {args.policy_client}")
     return 0

@@ -69,6 +69,7 @@ class GatewaySettings:
     chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS
     usage_check: str | None = None
     chain_rpc: str | None = None  # turns on the chain usage check and vault owner checks
+    approval_ttl: int = 900  # seconds a parked approval request waits for a person
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,10 @@ class NetworkConfig:
             chain_ids=tuple(int(c) for c in gw.get("chain_ids", DEFAULT_CHAIN_IDS)),
             usage_check=gw.get("usage_check"),
             chain_rpc=gw.get("chain_rpc"),
+            approval_ttl=int(gw.get("approval_ttl", 900)),
         )
+        if not 0 < settings.approval_ttl <= 86400:
+            raise ValueError("gateway.approval_ttl must be in 1..86400 seconds")
         if not 0 < settings.threshold_percentage <= 100:
             raise ValueError("gateway.threshold_percentage must be in 1..100")
         operators = tuple(
@@ -146,6 +150,7 @@ class NetworkConfig:
                 "chain_ids": list(gw.chain_ids),
                 "usage_check": gw.usage_check,
                 "chain_rpc": gw.chain_rpc,
+                "approval_ttl": gw.approval_ttl,
             },
             "operators": [
                 {"address": o.address, "url": o.url, "token_file": o.token_file}

@@ -58,6 +58,7 @@ from agentguard.network._rpc import (
     result_response,
 )
 from agentguard.network._x402 import canonical_x402
+from agentguard.network.approvals import STATUSES, SignedApproval
 from agentguard.network.config import ApiKeyEntry, NetworkConfig, OperatorEntry
 from agentguard.network.registration import Registration
 from agentguard.network.state import (
@@ -538,15 +539,19 @@ class Gateway:
             amount=task.spend_amount,
             now=now,
         )
-        approved = recorded = False
+        approval: dict[str, Any] | None = None
+        recorded = False
         try:
             # Claimed in the same synchronous step that builds the operators' input: of
-            # concurrent tasks for one approved intent only this one sees it; given back
-            # below unless the task is allowed.
-            approved = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
-            wasm = self._wasm(task, reservation.history, now, intent_hash_hex, approved=approved)
+            # concurrent tasks for one approved intent only this one gets the signed approval
+            # (each operator checks it and signs one allow per approval); given back below
+            # unless the task is allowed.
+            approval = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
+            wasm = self._wasm(
+                task, reservation.history, now, intent_hash_hex, approved=approval is not None
+            )
             decision, votes, errors, failure = await self._fan_out(
-                task, task_id, wasm, expires_at, intent_hash
+                task, task_id, wasm, expires_at, intent_hash, approval
             )
             result = self._result(
                 task, task_id_hex, now, expires_at, wasm, decision, votes, errors, failure
@@ -560,11 +565,25 @@ class Gateway:
                         raise
                     return stored
                 recorded = True
+                if approval is not None:
+                    self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
+            elif decision == "approval_required":
+                parked = self.state.park_approval(
+                    policy_client=client.address,
+                    intent_hash=intent_hash_hex,
+                    intent=task.intent.wire(),
+                    spend=wasm["spend"],
+                    reasons=votes[0].reasons,
+                    now=now,
+                    ttl=self.config.gateway.approval_ttl,
+                )
+                if parked is None:
+                    log.warning("too many live approval requests", policy_client=client.address)
             return result
         finally:
             if not recorded:
                 self.state.cancel(reservation)
-                if approved:
+                if approval is not None:
                     self.state.unclaim_approval(client.address, intent_hash_hex, task_id_hex)
 
     def _wasm(
@@ -699,6 +718,7 @@ class Gateway:
         wasm: dict[str, Any],
         expires_at: int,
         intent_hash: bytes,
+        approval: dict[str, Any] | None = None,
     ) -> tuple[str | None, list[_Vote], list[dict[str, Any]], str | None]:
         client = task.client
         request: dict[str, Any] = {
@@ -713,6 +733,8 @@ class Gateway:
             "registration": client.registration_json,
             "wasm": wasm,
         }
+        if approval is not None:
+            request["approval"] = approval  # each operator checks it before trusting approved
         bodies = _Bodies(request, client.material)
         pc_bytes = bytes.fromhex(client.address[2:])
         digests = {
@@ -924,7 +946,7 @@ class Gateway:
             policy_client=client.address, agent=intent.from_, windows=client.windows, now=now
         )
         intent_hash_hex = "0x" + intent.intent_hash.hex()
-        approved = self.state.is_approved(client.address, intent_hash_hex, now)
+        approved = self.state.approved(client.address, intent_hash_hex, now)
         wasm = self._wasm(task, history, now, intent_hash_hex, approved=approved)
         if self._engine is None:
             from agentguard.policies._engine import PolicyEngine
@@ -989,16 +1011,112 @@ class Gateway:
             raise _invalid(f"task {task_id} is {status}; only an attested task can be committed")
         return {"task_id": task_id, "status": "committed"}
 
-    def approve(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
-        self._require_admin(key)
+    # -- human approvals ------------------------------------------------------------------------
+
+    def _request_key(self, params: Mapping[str, Any]) -> tuple[_Client, str]:
         address = _address(params, "policy_client")
-        if address.lower() not in self._clients:
+        client = self._clients.get(address.lower())
+        if client is None:
             raise _invalid(f"policy client {address} is not registered with this gateway")
         intent_hash = params.get("intent_hash")
         if not isinstance(intent_hash, str) or not _B32.match(intent_hash):
             raise _invalid("intent_hash must be 0x followed by 64 hex digits")
-        self.state.approve(address, intent_hash, int(self._clock()))
-        return {"policy_client": address, "intent_hash": intent_hash.lower(), "approved": True}
+        return client, intent_hash.lower()
+
+    def list_approvals(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_listApprovals`` (admin): parked requests, newest first."""
+        self._require_admin(key)
+        status = params.get("status")
+        if status is not None and status not in STATUSES:
+            raise _invalid(f"status must be one of {', '.join(STATUSES)}")
+        now = int(self._clock())
+        if "intent_hash" in params:  # one request
+            client, intent_hash = self._request_key(params)
+            request = self.state.approval_request(client.address, intent_hash, now)
+            found = [request] if request and status in (None, request.status) else []
+        else:
+            client_filter = _address(params, "policy_client") if "policy_client" in params else None
+            found = self.state.approval_requests(now, status=status, policy_client=client_filter)
+        return {"approvals": [r.to_json() for r in found]}
+
+    def approve(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_approve`` (admin): deliver an approver's signed approval for a pending
+        request. Checked here as each operator will check it again (the gateway's word on an
+        approval counts for nothing with them)."""
+        self._require_admin(key)
+        try:
+            approval = SignedApproval.from_json(params.get("approval"))
+        except ConfigurationError as exc:
+            raise _invalid(
+                f"{exc.message} (approvals are signed by an approver key: "
+                "'agentguard approvals approve' or the approval console)"
+            ) from None
+        address = "0x" + approval.policy_client.hex()
+        client, intent_hash = self._request_key(
+            {"policy_client": address, "intent_hash": "0x" + approval.intent_hash.hex()}
+        )
+        now = int(self._clock())
+        request = self.state.approval_request(client.address, intent_hash, now)
+        if request is None or request.status != "pending":
+            current = request.status if request else "unknown"
+            raise _invalid(f"approval request {intent_hash} is {current}, not pending")
+        if approval.expires_at > request.expires_at:
+            raise _invalid("the approval outlives the request it approves")
+        try:
+            approval.check(
+                client.registration,
+                intent_hash=approval.intent_hash,
+                chain_id=client.chain_id,
+                now=now,
+            )
+        except ConfigurationError as exc:
+            raise _invalid(exc.message) from None
+        if not self.state.approve(
+            client.address,
+            intent_hash,
+            approval=approval.to_json(),
+            approver=approval.signer_hex,
+            expires_at=approval.expires_at,
+            now=now,
+        ):
+            raise _invalid(f"approval request {intent_hash} is no longer pending")
+        return {
+            "policy_client": client.address,
+            "intent_hash": intent_hash,
+            "status": "approved",
+            "approver": approval.signer_hex,
+            "expires_at": approval.expires_at,
+        }
+
+    def reject(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_reject`` (admin): a pending (or approved, unclaimed) request is rejected
+        for good. A rejection needs no approver signature: refusing is always safe."""
+        self._require_admin(key)
+        client, intent_hash = self._request_key(params)
+        now = int(self._clock())
+        if not self.state.reject(client.address, intent_hash, now):
+            request = self.state.approval_request(client.address, intent_hash, now)
+            current = request.status if request else "unknown"
+            raise _invalid(f"approval request {intent_hash} is {current}; it cannot be rejected")
+        return {"policy_client": client.address, "intent_hash": intent_hash, "status": "rejected"}
+
+    def approval_status(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``agentguard_approvalStatus`` (any key that may use the client): for the waiting
+        agent. Only a hint: whatever it says, operators sign only on a valid approval."""
+        client, intent_hash = self._request_key(params)
+        if not key.may_use(client.address):
+            raise RPCError(
+                UNAUTHORIZED,
+                f"this API key may not use policy client {client.address}",
+                http_status=403,
+            )
+        request = self.state.approval_request(client.address, intent_hash, int(self._clock()))
+        return {
+            "policy_client": client.address,
+            "intent_hash": intent_hash,
+            "status": request.status if request else "unknown",
+            "expires_at": request.expires_at if request else None,
+        }
 
     async def dispatch(
         self, key: ApiKeyEntry, rpc_id: Any, method: str, params: Mapping[str, Any]
@@ -1019,6 +1137,12 @@ class Gateway:
             return self.commit(key, params)
         if method == "agentguard_approve":
             return self.approve(key, params)
+        if method == "agentguard_reject":
+            return self.reject(key, params)
+        if method == "agentguard_listApprovals":
+            return self.list_approvals(key, params)
+        if method == "agentguard_approvalStatus":
+            return self.approval_status(key, params)
         if method == "agentguard_registerPolicyClient":
             self._require_admin(key)
             result = self.register(params)

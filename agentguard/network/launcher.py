@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +45,7 @@ from agentguard.network._keys import (
     write_operator_key,
     write_secret,
 )
+from agentguard.network.approvals import ApprovalsClient
 from agentguard.network.config import (
     DEFAULT_CHAIN_IDS,
     ApiKeyEntry,
@@ -162,6 +164,8 @@ class ReferenceNetwork:
         self._usage_check_rpc = usage_check_rpc
         self.operators: list[OperatorProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
+        self._console: subprocess.Popen[bytes] | None = None
+        self.console_port = 0
         self._logs: list[IO[bytes]] = []
         self.api_key = ""
         self.admin_key = ""
@@ -245,6 +249,7 @@ class ReferenceNetwork:
         self.start_gateway()
 
     def stop(self) -> None:
+        _stop(self._console)
         _stop(self._gateway)
         for op in self.operators:
             _stop(op.process)
@@ -457,8 +462,64 @@ class ReferenceNetwork:
         self.policy_clients[policy_client] = pid
         return pid
 
-    def approve(self, policy_client: str, intent_hash: str) -> None:
-        """A human approves one exact intent for ``policy_client``."""
-        self._admin(
-            "agentguard_approve", {"policy_client": policy_client, "intent_hash": intent_hash}
+    # -- human approvals ---------------------------------------------------------------------
+
+    @property
+    def approver_key_file(self) -> Path:
+        """The default approver key: the owner key (the approver of every client it registered
+        without ``params["approvers"]``). It lives here and in the approval console, never in
+        the gateway process."""
+        return self.owner_key_file
+
+    def approvals(self) -> ApprovalsClient:
+        """An admin client for the approval flow (close it when done)."""
+        return ApprovalsClient(self.url, self.admin_key)
+
+    def approve(
+        self, policy_client: str, intent_hash: str, *, approver_key: str | None = None
+    ) -> dict[str, Any]:
+        """A person approves one pending intent: signed with ``approver_key`` (hex), default
+        the approver key file, and delivered with the admin key."""
+        key = self._key(approver_key, self.approver_key_file)
+        with contextlib.closing(self.approvals()) as client:
+            return client.approve(key, policy_client, intent_hash)
+
+    def reject(self, policy_client: str, intent_hash: str) -> dict[str, Any]:
+        with contextlib.closing(self.approvals()) as client:
+            return client.reject(policy_client, intent_hash)
+
+    @staticmethod
+    def _key(hex_key: str | None, default_file: Path) -> PrivateKey:
+        if hex_key is None:
+            return load_operator_key(str(default_file), "")
+        try:
+            return PrivateKey(bytes.fromhex(hex_key.removeprefix("0x")))
+        except ValueError:
+            raise ConfigurationError("a key must be a 32-byte hex private key") from None
+
+    def start_console(self, port: int | None = None, *, tokens: Sequence[str] = ()) -> str:
+        """Start the approval console (its own process, holding the approver key and the admin
+        key; the gateway never sees the approver key). ``tokens``: ``SYMBOL=ADDRESS:DECIMALS``
+        of local tokens to show in human units. Returns its URL."""
+        if self._console is not None and self._console.poll() is None:
+            return self.console_url
+        self.console_port = port or _free_port()
+        self._console = self._spawn(
+            "console",
+            [
+                "agentguard.network.console",
+                "--state-dir",
+                str(self.state_dir),
+                "--gateway-url",
+                self.url,
+                "--port",
+                str(self.console_port),
+                *[arg for token in tokens for arg in ("--token", token)],
+            ],
         )
+        self._wait_healthy(self._console, self.console_port, "console")
+        return self.console_url
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{_HOST}:{self.console_port}"

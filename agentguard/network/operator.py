@@ -46,6 +46,7 @@ from agentguard.network._rpc import (
     result_response,
 )
 from agentguard.network._x402 import canonical_x402
+from agentguard.network.approvals import SignedApproval
 from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
@@ -96,9 +97,10 @@ class Operator:
         self._held_json: dict[bytes, dict[str, Any]] = {}
         # (policy client, registration version) whose params passed the policy's schema
         self._validated: set[tuple[bytes, int]] = set()
-        # task id -> (policy client, intent hash, expiry) for every live attestation signed
-        self._tasks: dict[bytes, tuple[bytes, bytes, int]] = {}
-        self._task_expiries: list[tuple[int, bytes]] = []
+        # task id -> (policy client, intent hash) for every live attestation signed
+        self._tasks = _Claims(MAX_LIVE_TASKS)
+        # approval digest -> the one task id it was used for (an allow signed), until expiry
+        self._approvals_used = _Claims(MAX_LIVE_TASKS)
 
     def __repr__(self) -> str:
         return f"Operator({self.address})"
@@ -223,22 +225,41 @@ class Operator:
         it. The gateway derives it, so only a lying gateway could reuse one for another intent;
         refuse that while an attestation signed under it is live (a retry of the same intent
         is fine). Forgotten after expiry: an expired attestation authorizes nothing."""
-        while self._task_expiries and self._task_expiries[0][0] + CLOCK_SKEW < now:
-            expiry, old = heapq.heappop(self._task_expiries)
-            if self._tasks.get(old, (b"", b"", -1))[2] == expiry:
-                del self._tasks[old]
-        held = self._tasks.get(task_id)
-        if held is not None and held[:2] != (policy_client, intent_hash):
+        if not self._tasks.claim(task_id, (policy_client, intent_hash), expires_at, now):
             raise RPCError(
                 INVALID_PARAMS,
                 f"task id 0x{task_id.hex()} was already signed for a different intent; "
                 "a task id names exactly one intent",
             )
-        if held is None and len(self._tasks) >= MAX_LIVE_TASKS:
-            raise RPCError(INVALID_PARAMS, "too many live tasks; try again later")
-        if held is None or expires_at > held[2]:
-            self._tasks[task_id] = (policy_client, intent_hash, expires_at)
-            heapq.heappush(self._task_expiries, (expires_at, task_id))
+
+    def _approval(
+        self,
+        params: Mapping[str, Any],
+        wasm: Mapping[str, Any],
+        registration: Registration,
+        intent_hash: bytes,
+        chain_id: int,
+        now: float,
+    ) -> SignedApproval | None:
+        """``data.wasm.approved = true`` only with an approver's signed approval of exactly this
+        intent, for this policy client and chain, unexpired: the gateway cannot invent one."""
+        raw = params.get("approval")
+        if wasm["approved"] is not True:
+            if raw is not None:
+                raise RPCError(INVALID_PARAMS, "an approval came with data.wasm.approved false")
+            return None
+        if raw is None:
+            raise RPCError(
+                INVALID_PARAMS,
+                "data.wasm.approved is true without a signed approval; this operator signs "
+                "nothing on the gateway's word that a human approved",
+            )
+        try:
+            approval = SignedApproval.from_json(raw)
+            approval.check(registration, intent_hash=intent_hash, chain_id=chain_id, now=now)
+        except ConfigurationError as exc:
+            raise RPCError(INVALID_PARAMS, exc.message) from None
+        return approval
 
     def evaluate_and_sign(
         self, params: Mapping[str, Any], now: float | None = None
@@ -291,6 +312,7 @@ class Operator:
 
         registration = self._registration(params, policy_client)
         policy, config = self._check_registered(params, registration, chain_id, expire_after)
+        approval = self._approval(params, wasm, registration, intent_hash, chain_id, now)
         pid = registration.policy_id
         try:
             evaluation = self._engine.evaluate(policy, input=parsed, params=config, wasm=wasm)
@@ -298,6 +320,15 @@ class Operator:
             raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
         client = bytes.fromhex(policy_client[2:])
         self._claim_task(task_id, client, intent_hash, expires_at, now)
+        if (
+            approval is not None
+            and evaluation.decision == "allow"
+            and not self._approvals_used.claim(approval.digest, task_id, approval.expires_at, now)
+        ):
+            raise RPCError(
+                INVALID_PARAMS,
+                "this approval was already used for another task; one approval allows one task",
+            )
         digest = attestation_digest(
             chain_id=chain_id,
             policy_client=client,
@@ -315,6 +346,32 @@ class Operator:
             "policy_id": "0x" + pid.hex(),
             "signature": "0x" + sign_attestation(self._key, digest).hex(),
         }
+
+
+class _Claims:
+    """Keys each held by one owner until their expiry (plus the clock skew), bounded in number:
+    a task id for one intent, an approval for one task."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held: dict[bytes, tuple[Any, int]] = {}
+        self._expiries: list[tuple[int, bytes]] = []
+
+    def claim(self, key: bytes, owner: Any, expires_at: int, now: float) -> bool:
+        """False if another owner holds ``key``; the same owner may claim it again."""
+        while self._expiries and self._expiries[0][0] + CLOCK_SKEW < now:
+            expiry, old = heapq.heappop(self._expiries)
+            if self._held.get(old, (None, -1))[1] == expiry:
+                del self._held[old]
+        held = self._held.get(key)
+        if held is not None and held[0] != owner:
+            return False
+        if held is None and len(self._held) >= self._limit:
+            raise RPCError(INVALID_PARAMS, "too many live tasks; try again later")
+        if held is None or expires_at > held[1]:
+            self._held[key] = (owner, expires_at)
+            heapq.heappush(self._expiries, (expires_at, key))
+        return True
 
 
 def create_app(operator: Operator, *, token: str) -> Starlette:

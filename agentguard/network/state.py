@@ -29,9 +29,13 @@ Accounting rules:
   an in-flight reservation is turned into a record on ``allow`` or dropped otherwise. A
   re-registration (new windows) rebuilds the books from the file and carries the in-flight
   entries over, so totals stay exact.
-* A human approval covers one exact intent once: ``claim_approval`` takes it for one task in
-  a single statement when the operators' input is built; ``unclaim_approval`` gives it back
-  if that task is not allowed.
+* An ``approval_required`` answer parks the intent as an approval request (``park_approval``:
+  pending until its expiry). Only a signed approval (``agentguard.network.approvals``) moves it
+  to ``approved``; a ``rejected`` one never moves again. ``claim_approval`` takes an approved
+  request for one task in a single statement when the operators' input is built;
+  ``unclaim_approval`` gives it back if that task is not allowed, ``use_approval`` marks it
+  ``used`` once the task is. ``expired`` is not stored: a pending or approved request past its
+  expiry reads as expired.
 
 Totals are kept as running sums per window in memory (mirroring the file, loaded lazily per
 agent), so a request costs O(1) amortized however many tasks an agent has.
@@ -57,6 +61,7 @@ from agentguard.policies import Policy
 __all__ = [
     "DEFAULT_WINDOWS",
     "PENDING",
+    "ApprovalRequest",
     "Pending",
     "PolicyClientRecord",
     "Reservation",
@@ -70,7 +75,7 @@ __all__ = [
 ]
 
 DEFAULT_WINDOWS = (3600, 86400)
-APPROVAL_TTL = 86400
+MAX_PENDING_APPROVALS = 1000  # live approval requests per policy client
 
 TaskStatus = Literal["attested", "releasing", "committed", "released"]
 
@@ -98,10 +103,18 @@ CREATE TABLE IF NOT EXISTS registrations (
     code_hash TEXT NOT NULL,
     registration TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS approvals (
+CREATE TABLE IF NOT EXISTS approval_requests (
     policy_client TEXT NOT NULL,
     intent_hash TEXT NOT NULL,
-    approved_at INTEGER NOT NULL,
+    intent TEXT NOT NULL,
+    spend TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    approval TEXT,
+    approver TEXT,
+    decided_at INTEGER,
     used_by TEXT,
     PRIMARY KEY (policy_client, intent_hash)
 );
@@ -118,6 +131,59 @@ class TaskRecord:
     created_at: int
     expires_at: int
     status: TaskStatus
+
+
+_REQUEST_COLUMNS = (
+    "policy_client, intent_hash, intent, spend, reasons, created_at, expires_at, status, "
+    "approver, used_by"
+)
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A parked intent waiting for (or past) a human decision. ``status`` reads as of ``now``."""
+
+    policy_client: str
+    intent_hash: str
+    intent: dict[str, Any]
+    spend: dict[str, Any]
+    reasons: list[str]
+    created_at: int
+    expires_at: int
+    status: str
+    approver: str | None
+    used_by: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...], now: int) -> ApprovalRequest:
+        status = row[7]
+        if status in ("pending", "approved") and row[6] <= now and row[9] is None:
+            status = "expired"
+        return cls(
+            policy_client=row[0],
+            intent_hash=row[1],
+            intent=json.loads(row[2]),
+            spend=json.loads(row[3]),
+            reasons=json.loads(row[4]),
+            created_at=row[5],
+            expires_at=row[6],
+            status=status,
+            approver=row[8],
+            used_by=row[9],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy_client": self.policy_client,
+            "intent_hash": self.intent_hash,
+            "intent": self.intent,
+            "spend": self.spend,
+            "reasons": self.reasons,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "status": self.status,
+            "approver": self.approver,
+        }
 
 
 class Pending(enum.Enum):
@@ -366,38 +432,162 @@ class State:
 
     # -- approvals -----------------------------------------------------------------------------
 
-    def approve(self, policy_client: str, intent_hash: str, now: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO approvals (policy_client, intent_hash, approved_at, used_by) "
-            "VALUES (?, ?, ?, NULL)",
-            (policy_client.lower(), intent_hash.lower(), now),
-        )
+    def park_approval(
+        self,
+        *,
+        policy_client: str,
+        intent_hash: str,
+        intent: Mapping[str, Any],
+        spend: Mapping[str, Any],
+        reasons: list[str],
+        now: int,
+        ttl: int,
+        max_pending: int = MAX_PENDING_APPROVALS,
+    ) -> ApprovalRequest | None:
+        """Park an intent the policy wants a human for. A live request (pending, approved, or
+        rejected and not yet expired) stays as it is; a used or expired one is replaced by a
+        new pending request (the same action asked for again needs a new decision). ``None``:
+        the client already has ``max_pending`` live requests (an agent asking for approval of
+        endless variations must not flood the file or bury the real ones); nothing parked."""
+        client, hashed = policy_client.lower(), intent_hash.lower()
+        held = self.approval_request(client, hashed, now)
+        if held is not None and (
+            held.status in ("pending", "approved")
+            or (held.status == "rejected" and held.expires_at > now)
+        ):
+            return held
+        (live,) = self._db.execute(
+            "SELECT COUNT(*) FROM approval_requests WHERE policy_client = ? AND expires_at > ? "
+            "AND status IN ('pending', 'approved')",
+            (client, now),
+        ).fetchone()
+        if live >= max_pending:
+            return None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO approval_requests (policy_client, intent_hash, intent, "
+                "spend, reasons, created_at, expires_at, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                (
+                    client,
+                    hashed,
+                    json.dumps(dict(intent)),
+                    json.dumps(dict(spend)),
+                    json.dumps(reasons[:32]),
+                    now,
+                    now + ttl,
+                ),
+            )
+        parked = self.approval_request(client, hashed, now)
+        assert parked is not None
+        return parked
 
-    def is_approved(self, policy_client: str, intent_hash: str, now: int) -> bool:
-        """Read only (``newt_simulateTask``); a task must ``claim_approval`` instead."""
+    def approval_request(
+        self, policy_client: str, intent_hash: str, now: int
+    ) -> ApprovalRequest | None:
         row = self._db.execute(
-            "SELECT approved_at FROM approvals WHERE policy_client = ? AND intent_hash = ? "
-            "AND used_by IS NULL",
+            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests "  # noqa: S608
+            "WHERE policy_client = ? AND intent_hash = ?",
             (policy_client.lower(), intent_hash.lower()),
         ).fetchone()
-        return row is not None and row[0] > now - APPROVAL_TTL
+        return None if row is None else ApprovalRequest.from_row(row, now)
 
-    def claim_approval(self, policy_client: str, intent_hash: str, task_id: str, now: int) -> bool:
-        """Take the approval for this intent for ``task_id`` in one statement: of concurrent
-        tasks for one approved intent, exactly one sees ``approved``."""
+    def approval_requests(
+        self,
+        now: int,
+        *,
+        status: str | None = None,
+        policy_client: str | None = None,
+        limit: int = 500,
+    ) -> list[ApprovalRequest]:
+        """Newest first; ``status`` filters on the status as it reads now."""
+        where, args = (
+            ("WHERE policy_client = ? ", (policy_client.lower(),)) if policy_client else ("", ())
+        )
+        rows = self._db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests {where}"  # noqa: S608
+            "ORDER BY created_at DESC LIMIT 5000",
+            args,
+        ).fetchall()
+        found = [ApprovalRequest.from_row(row, now) for row in rows]
+        return [r for r in found if status is None or r.status == status][:limit]
+
+    def approve(
+        self,
+        policy_client: str,
+        intent_hash: str,
+        *,
+        approval: Mapping[str, Any],
+        approver: str,
+        expires_at: int,
+        now: int,
+    ) -> bool:
+        """Only a pending, unexpired request becomes approved (never a rejected one)."""
         return bool(
             self._db.execute(
-                "UPDATE approvals SET used_by = ? WHERE policy_client = ? AND intent_hash = ? "
-                "AND used_by IS NULL AND approved_at > ?",
-                (task_id, policy_client.lower(), intent_hash.lower(), now - APPROVAL_TTL),
+                "UPDATE approval_requests SET status = 'approved', approval = ?, approver = ?, "
+                "decided_at = ?, expires_at = MIN(expires_at, ?) WHERE policy_client = ? AND "
+                "intent_hash = ? AND status = 'pending' AND expires_at > ?",
+                (
+                    json.dumps(dict(approval)),
+                    approver.lower(),
+                    now,
+                    expires_at,
+                    policy_client.lower(),
+                    intent_hash.lower(),
+                    now,
+                ),
             ).rowcount
         )
 
+    def reject(self, policy_client: str, intent_hash: str, now: int) -> bool:
+        """A pending request, or an approved one no task holds, becomes rejected for good."""
+        return bool(
+            self._db.execute(
+                "UPDATE approval_requests SET status = 'rejected', decided_at = ? "
+                "WHERE policy_client = ? AND intent_hash = ? AND status IN ('pending', "
+                "'approved') AND used_by IS NULL AND expires_at > ?",
+                (now, policy_client.lower(), intent_hash.lower(), now),
+            ).rowcount
+        )
+
+    def approved(self, policy_client: str, intent_hash: str, now: int) -> bool:
+        """Read only (``newt_simulateTask``); a task must ``claim_approval`` instead."""
+        held = self.approval_request(policy_client, intent_hash, now)
+        return held is not None and held.status == "approved" and held.used_by is None
+
+    def claim_approval(
+        self, policy_client: str, intent_hash: str, task_id: str, now: int
+    ) -> dict[str, Any] | None:
+        """Take the signed approval for this intent for ``task_id`` in one statement: of
+        concurrent tasks for one approved intent, exactly one gets it."""
+        claimed = self._db.execute(
+            "UPDATE approval_requests SET used_by = ? WHERE policy_client = ? AND "
+            "intent_hash = ? AND status = 'approved' AND used_by IS NULL AND expires_at > ?",
+            (task_id, policy_client.lower(), intent_hash.lower(), now),
+        ).rowcount
+        if not claimed:
+            return None
+        row = self._db.execute(
+            "SELECT approval FROM approval_requests WHERE policy_client = ? AND intent_hash = ?",
+            (policy_client.lower(), intent_hash.lower()),
+        ).fetchone()
+        return dict(json.loads(row[0]))
+
     def unclaim_approval(self, policy_client: str, intent_hash: str, task_id: str) -> None:
-        """The task that claimed the approval was denied or failed: the approval stands."""
+        """The task that claimed the approval was not allowed: the approval stands."""
         self._db.execute(
-            "UPDATE approvals SET used_by = NULL WHERE policy_client = ? AND intent_hash = ? "
-            "AND used_by = ?",
+            "UPDATE approval_requests SET used_by = NULL WHERE policy_client = ? AND "
+            "intent_hash = ? AND used_by = ? AND status = 'approved'",
+            (policy_client.lower(), intent_hash.lower(), task_id),
+        )
+
+    def use_approval(self, policy_client: str, intent_hash: str, task_id: str) -> None:
+        """The task that claimed the approval was allowed: it is spent."""
+        self._db.execute(
+            "UPDATE approval_requests SET status = 'used' WHERE policy_client = ? AND "
+            "intent_hash = ? AND used_by = ?",
             (policy_client.lower(), intent_hash.lower(), task_id),
         )
 

@@ -3,6 +3,11 @@
     reserve (local hold) → authorize + verify → bind → prepare → [reserve fee] → sign
         → mark signed → send → [confirm] → commit | release | stays counted     (audit throughout)
 
+With ``Action.approval_timeout`` an ``approval_required`` answer is not final: the flow keeps
+the local hold (made that much longer up front), waits for a person's decision on exactly this
+intent (``AwaitApproval``) and authorizes the same intent again; operators sign only on a
+valid signed approval, so what the gateway says while waiting decides nothing.
+
 The local hold comes first, so an action the local caps refuse never reaches the network (and
 never uses up its budget); a deny releases it. Until ``MarkSigned`` nothing has left the
 process, so any failure gives every hold back and tells the network the attestation is unused.
@@ -15,6 +20,7 @@ runner executes (``_runner.py``).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -22,7 +28,9 @@ from typing import Any, Literal
 
 from agentguard._exceptions import (
     AgentGuardError,
+    ApprovalRequired,
     AttestationReplayed,
+    ConfigurationError,
     FeeCapExceeded,
     IntentMismatch,
     LedgerError,
@@ -45,6 +53,7 @@ from agentguard.pipeline._steps import (
     Abandon,
     Audit,
     Authorize,
+    AwaitApproval,
     Bind,
     Commit,
     Confirm,
@@ -69,7 +78,10 @@ own deadline, so a slow but successful authorization still finds its hold."""
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One thing an entry point wants done: who spends, what, under which caps."""
+    """One thing an entry point wants done: who spends, what, under which caps.
+
+    ``approval_timeout``: seconds to wait for a human approval when the policy asks for one
+    (``None``: ``ApprovalRequired`` is final)."""
 
     agent: str
     intent: Intent
@@ -77,6 +89,7 @@ class Action:
     rail: Literal["transaction", "payment", "call"]
     wasm_args: Mapping[str, Any] | None = None
     hold_seconds: float = DEFAULT_HOLD_SECONDS
+    approval_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,9 @@ def guarded(action: Action) -> Flow[Settled]:
     authorized and checked against the attestation is one value the caller can no longer edit.
     """
     action = replace(action, intent=fresh_intent(action.intent))
+    timeout = action.approval_timeout
+    if timeout is not None and (isinstance(timeout, bool) or not 0 <= timeout < 86400):
+        raise ConfigurationError("approval_timeout must be seconds in 0..86400, or None")
     hold = yield from _hold(action)
     verified = yield from _authorize(action, hold)
     task = verified.task_id
@@ -151,7 +167,8 @@ def _hold(action: Action) -> Flow[Reservation]:
             action.intent.spend,
             key=f"local:{uuid.uuid4().hex}",
             limits=action.limits,
-            hold_seconds=action.hold_seconds,
+            # a hold must outlive a wait for a person, or the budget would not be held
+            hold_seconds=action.hold_seconds + (action.approval_timeout or 0.0),
         )
     except Exception as exc:
         yield Audit("refused", _refusal(action, exc))
@@ -161,7 +178,7 @@ def _hold(action: Action) -> Flow[Reservation]:
 
 def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
     try:
-        verified: VerifiedAttestation = yield Authorize(action.intent, action.wasm_args)
+        verified = yield from _authorize_or_wait(action, hold)
         _same_intent(verified, action)
     except Exception as exc:
         yield Release(hold.id, f"not authorized: {_why(exc)}"[:1000])
@@ -179,6 +196,33 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
         },
     )
     return verified
+
+
+def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
+    """Authorize; on ``ApprovalRequired`` (with a timeout) wait for a person and authorize the
+    same intent again, until allowed, refused, rejected or out of time."""
+    deadline: float | None = None
+    intent_hash = "0x" + action.intent.intent_hash.hex()  # ours, never the gateway's
+    while True:
+        try:
+            verified: VerifiedAttestation = yield Authorize(action.intent, action.wasm_args)
+            return verified
+        except ApprovalRequired as exc:
+            if action.approval_timeout is None:
+                raise
+            if deadline is None:
+                deadline = time.monotonic() + action.approval_timeout
+                yield Audit(
+                    "approval_pending",
+                    {
+                        "rail": action.rail,
+                        "intent_hash": intent_hash,
+                        "reasons": list(exc.reasons),
+                        "reservation": hold.id,
+                        "timeout": action.approval_timeout,
+                    },
+                )
+            yield AwaitApproval(intent_hash, deadline)
 
 
 def _same_intent(verified: object, action: Action) -> None:

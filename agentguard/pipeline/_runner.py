@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from agentguard._exceptions import (
+    ApprovalRejected,
+    ApprovalTimedOut,
+    ConfigurationError,
+    GatewayProtocolError,
+    GatewayUnavailable,
+)
+from agentguard._gateway import ApprovalStatus
 from agentguard._logging import get_logger
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Reservation
@@ -25,6 +34,7 @@ from agentguard.pipeline._steps import (
     Abandon,
     Audit,
     Authorize,
+    AwaitApproval,
     Bind,
     Commit,
     Confirm,
@@ -155,12 +165,56 @@ def _pending(pending: Prepared | None, step: Step, value: Any, ok: bool) -> Prep
     return pending
 
 
+APPROVAL_POLL_SECONDS = 0.5
+
+
+def _status_method(guard: Any) -> Callable[..., Any]:
+    method = getattr(guard.authorizer, "approval_status", None)
+    if method is None:
+        raise ConfigurationError(
+            f"the guard's authorizer ({type(guard.authorizer).__name__}) cannot report approval "
+            "status; use NewtonGateway, or approval_timeout=None"
+        )
+    return method  # type: ignore[no-any-return]
+
+
+def _approval_verdict(step: AwaitApproval, status: object) -> bool:
+    """True: read approved (authorize again). False: keep waiting. Raises when it is over.
+    ``used`` (another task spent that approval) also means ask again: the gateway then parks a
+    new request."""
+    if not isinstance(status, ApprovalStatus) or status.intent_hash != step.intent_hash:
+        raise GatewayProtocolError("the approval status answered about another intent")
+    if status.status in ("approved", "used"):
+        return True
+    if status.status == "rejected":
+        raise ApprovalRejected(
+            f"a person rejected intent {step.intent_hash}; nothing was signed",
+            intent_hash=step.intent_hash,
+        )
+    if status.status == "expired":
+        raise ApprovalTimedOut(
+            f"the approval request for intent {step.intent_hash} expired undecided; nothing "
+            "was signed",
+            intent_hash=step.intent_hash,
+        )
+    return False
+
+
+def _timed_out(step: AwaitApproval) -> ApprovalTimedOut:
+    return ApprovalTimedOut(
+        f"no approval for intent {step.intent_hash} before the wait ended; nothing was signed",
+        intent_hash=step.intent_hash,
+    )
+
+
 def _best_effort(what: str, task_id: str, exc: Exception) -> None:
     log.info(f"gateway {what} failed", task_id=task_id, error=type(exc).__name__)
 
 
 class Runner:
     """Runs flows blocking: ``runner.run(action, port)``."""
+
+    approval_poll: float = APPROVAL_POLL_SECONDS
 
     def __init__(self, guard: Guard, ledger: Ledger, audit: AuditSink | None = None) -> None:
         self.guard, self.ledger, self.audit = guard, ledger, audit
@@ -198,6 +252,8 @@ class Runner:
         match step:
             case Authorize():
                 return self.guard.authorize(step.intent, wasm_args=step.wasm_args)
+            case AwaitApproval():
+                return self._await_approval(step)
             case GatewayRelease():
                 try:
                     self.guard.authorizer.release(step.task_id)
@@ -212,11 +268,26 @@ class Runner:
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
 
+    def _await_approval(self, step: AwaitApproval) -> None:
+        status = _status_method(self.guard)
+        while True:
+            left = step.deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(step)
+            time.sleep(min(self.approval_poll, left))
+            try:
+                if _approval_verdict(step, status(step.intent_hash)):
+                    return
+            except GatewayUnavailable:
+                continue  # transient: ask again until the deadline
+
 
 class AsyncRunner:
     """Runs flows in asyncio. ``guard`` may be an ``AsyncGuard`` or a blocking ``Guard`` (run
     in a worker thread); plain port methods run in a worker thread too. Ledger and audit writes
     are sub-millisecond local appends and run inline."""
+
+    approval_poll: float = APPROVAL_POLL_SECONDS
 
     def __init__(
         self, guard: Guard | AsyncGuard, ledger: Ledger, audit: AuditSink | None = None
@@ -267,6 +338,8 @@ class AsyncRunner:
                 return await asyncio.to_thread(
                     guard.authorize, step.intent, wasm_args=step.wasm_args
                 )
+            case AwaitApproval():
+                return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
                 name = "release" if isinstance(step, GatewayRelease) else "commit"
                 args = (
@@ -287,3 +360,20 @@ class AsyncRunner:
                     _best_effort(name, step.task_id, exc)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
+
+    async def _await_approval(self, step: AwaitApproval) -> None:
+        status = _status_method(self.guard)
+        while True:
+            left = step.deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(step)
+            await asyncio.sleep(min(self.approval_poll, left))
+            try:
+                if inspect.iscoroutinefunction(status):
+                    answer = await status(step.intent_hash)
+                else:
+                    answer = await asyncio.to_thread(status, step.intent_hash)
+                if _approval_verdict(step, answer):
+                    return
+            except GatewayUnavailable:
+                continue  # transient: ask again until the deadline

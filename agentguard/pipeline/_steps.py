@@ -24,6 +24,7 @@ __all__ = [
     "Abandon",
     "Audit",
     "Authorize",
+    "AwaitApproval",
     "Bind",
     "Commit",
     "Confirm",
@@ -102,6 +103,16 @@ class Authorize:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitApproval:
+    """Wait (polling the gateway's ``approvalStatus``) until a person decided on this exact
+    intent: returns once it reads approved (the flow then authorizes the same intent again),
+    raises ``ApprovalRejected`` / ``ApprovalTimedOut``. ``deadline`` is ``time.monotonic()``."""
+
+    intent_hash: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayRelease:
     """Best effort: the attestation will not be used."""
 
@@ -171,6 +182,7 @@ Step = (
     | Commit
     | Release
     | Authorize
+    | AwaitApproval
     | GatewayRelease
     | GatewayCommit
     | Prepare

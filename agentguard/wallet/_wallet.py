@@ -128,14 +128,20 @@ class _Account:
             function_signature=signature,
         )
 
-    def action(self, intent: TransactionIntent) -> Action:
+    def action(self, intent: TransactionIntent, approval_timeout: float | None = None) -> Action:
         if not isinstance(intent, TransactionIntent):
             raise IntentError("a wallet sends TransactionIntents")
         if intent.from_ != self.address:
             raise IntentError(f"intent is from {intent.from_}, this wallet acts as {self.address}")
         if intent.chain_id != self.chain_id:
             raise IntentError(f"intent is for chain {intent.chain_id}, the node is {self.chain_id}")
-        return Action(agent=self.address, intent=intent, limits=self.limits, rail="transaction")
+        return Action(
+            agent=self.address,
+            intent=intent,
+            limits=self.limits,
+            rail="transaction",
+            approval_timeout=approval_timeout,
+        )
 
     def recover(self) -> RecoveryReport:
         return self.ledger.recover(self.port.resolve)
@@ -204,18 +210,36 @@ class GuardedWallet:
     def chain_id(self) -> int:
         return self._account.chain_id
 
-    def transfer(self, to: str, amount: int, *, asset: str | None = None) -> Receipt:
-        """Send ``amount`` atomic units of ETH (``asset=None``) or of an ERC-20 token."""
-        return self.send(self._account.transfer(to, amount, asset))
+    def transfer(
+        self,
+        to: str,
+        amount: int,
+        *,
+        asset: str | None = None,
+        approval_timeout: float | None = None,
+    ) -> Receipt:
+        """Send ``amount`` atomic units of ETH (``asset=None``) or of an ERC-20 token.
+        ``approval_timeout``: seconds to wait for a human approval the policy asks for."""
+        return self.send(
+            self._account.transfer(to, amount, asset), approval_timeout=approval_timeout
+        )
 
     def call(
-        self, contract: str, function: str, args: Sequence[Any] = (), *, value: int = 0
+        self,
+        contract: str,
+        function: str,
+        args: Sequence[Any] = (),
+        *,
+        value: int = 0,
+        approval_timeout: float | None = None,
     ) -> Receipt:
         """Call any contract function, named by its signature: ``"approve(address,uint256)"``."""
-        return self.send(self._account.call(contract, function, args, value))
+        return self.send(
+            self._account.call(contract, function, args, value), approval_timeout=approval_timeout
+        )
 
-    def send(self, intent: TransactionIntent) -> Receipt:
-        action = self._account.action(intent)
+    def send(self, intent: TransactionIntent, *, approval_timeout: float | None = None) -> Receipt:
+        action = self._account.action(intent, approval_timeout)
         return _receipt(self._runner.run(action, self._account.port))
 
     def recover(self) -> RecoveryReport:
@@ -271,18 +295,33 @@ class AsyncGuardedWallet:
     def account(self) -> str:
         return self._account.address
 
-    async def transfer(self, to: str, amount: int, *, asset: str | None = None) -> Receipt:
+    async def transfer(
+        self,
+        to: str,
+        amount: int,
+        *,
+        asset: str | None = None,
+        approval_timeout: float | None = None,
+    ) -> Receipt:
         intent = await asyncio.to_thread(self._account.transfer, to, amount, asset)
-        return await self.send(intent)
+        return await self.send(intent, approval_timeout=approval_timeout)
 
     async def call(
-        self, contract: str, function: str, args: Sequence[Any] = (), *, value: int = 0
+        self,
+        contract: str,
+        function: str,
+        args: Sequence[Any] = (),
+        *,
+        value: int = 0,
+        approval_timeout: float | None = None,
     ) -> Receipt:
         intent = await asyncio.to_thread(self._account.call, contract, function, args, value)
-        return await self.send(intent)
+        return await self.send(intent, approval_timeout=approval_timeout)
 
-    async def send(self, intent: TransactionIntent) -> Receipt:
-        action = await asyncio.to_thread(self._account.action, intent)
+    async def send(
+        self, intent: TransactionIntent, *, approval_timeout: float | None = None
+    ) -> Receipt:
+        action = await asyncio.to_thread(self._account.action, intent, approval_timeout)
         return _receipt(await self._runner.run(action, self._account.async_port))
 
     async def recover(self) -> RecoveryReport:

@@ -110,6 +110,8 @@ class X402Auth(httpx.Auth):
     decision and outcome. Use ``auth.client()`` / ``auth.async_client()`` to also turn a
     transport failure after paying into ``PaymentOutcomeUnknown``; a plain
     ``httpx.Client(auth=auth)`` is just as safe but raises httpx's own error there.
+    ``approval_timeout``: seconds a payment the policy sends to a human may wait for the
+    decision (the request waits with it); ``None`` refuses it at once (``ApprovalRequired``).
     """
 
     requires_request_body = True
@@ -126,6 +128,7 @@ class X402Auth(httpx.Auth):
         vault: str | None = None,
         audit: AuditSink | None = None,
         clock: Callable[[], float] = time.time,
+        approval_timeout: float | None = None,
     ) -> None:
         if not isinstance(guard, Guard | AsyncGuard):
             raise ConfigurationError("X402Auth needs an agentguard Guard or AsyncGuard")
@@ -143,6 +146,7 @@ class X402Auth(httpx.Auth):
         self._agent = agent or self._payer
         self._audit = audit
         self._clock = clock
+        self._approval_timeout = approval_timeout
         self._runner = Runner(guard, ledger, audit) if isinstance(guard, Guard) else None
         self._async_runner = AsyncRunner(guard, ledger, audit)
         self._lock = threading.Lock()
@@ -307,7 +311,13 @@ class X402Auth(httpx.Auth):
             permit2_spenders=self._allowances.upto_spenders,
             clock=self._clock,
         )
-        action = Action(agent=self._agent, intent=intent, limits=self._limits, rail="payment")
+        action = Action(
+            agent=self._agent,
+            intent=intent,
+            limits=self._limits,
+            rail="payment",
+            approval_timeout=self._approval_timeout,
+        )
         yield from self._pipeline(guarded(action), port, request, fingerprint)
 
     def _pipeline(

@@ -123,7 +123,7 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     AsyncAuthorizationHook: ({"__call__": X402}, set()),
     OpenGradientClient: (
         {"chat": OG, "completion": OG, "achat": OG, "acompletion": OG},
-        {"close", "aclose"},
+        {"close", "aclose", "verifies_proofs"},
     ),
 }
 

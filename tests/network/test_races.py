@@ -46,6 +46,7 @@ def test_one_approval_yields_one_attestation(network: ReferenceNetwork) -> None:
     client = fresh_client()
     network.register_policy_client(client, NETCHECK, params(approval_above=2 * UNIT))
     big = transfer(fresh_agent(), amount=3 * UNIT)
+    assert decision(RPC(network, network.api_key).create(client, big)) == "approval_required"
     network.approve(client, "0x" + big.intent_hash.hex())
     outcomes = concurrently(network, 6, client, big)
     assert sorted(outcomes) == ["allow"] + ["approval_required"] * 5
@@ -61,13 +62,14 @@ def test_an_approval_is_given_back_when_its_task_is_denied(
     agent = fresh_agent()
     big = transfer(agent, amount=3 * UNIT)
     intent_hash = "0x" + big.intent_hash.hex()
+    assert decision(rpc.create(client, big)) == "approval_required"
     network.approve(client, intent_hash)
     assert decision(rpc.create(client, transfer(agent, amount=2 * UNIT))) == "allow"
     assert decision(rpc.create(client, big)) == "deny"  # 5 > the 4-unit cap
     db = gateway_db(network)
     try:
         (used_by,) = db.execute(
-            "SELECT used_by FROM approvals WHERE intent_hash = ?", (intent_hash,)
+            "SELECT used_by FROM approval_requests WHERE intent_hash = ?", (intent_hash,)
         ).fetchone()
     finally:
         db.close()

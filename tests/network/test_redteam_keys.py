@@ -57,6 +57,9 @@ def test_a_key_cannot_use_or_settle_another_keys_client(scoped: ReferenceNetwork
         ("agentguard_releaseTask", {"task_id": task["task_id"]}),
         ("agentguard_commitTask", {"task_id": task["task_id"], "outcome": "0x"}),
         ("agentguard_approve", {"policy_client": Y, "intent_hash": "0x" + "11" * 32}),
+        ("agentguard_reject", {"policy_client": X, "intent_hash": "0x" + "11" * 32}),
+        ("agentguard_listApprovals", {}),
+        ("agentguard_approvalStatus", {"policy_client": X, "intent_hash": "0x" + "11" * 32}),
     ]:
         status, refused = error(b, method, body)
         assert status == 403 and refused["code"] == -32002, (method, refused)

@@ -181,21 +181,70 @@ def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) 
     assert totals[600].spent == {ASSET: 5}
 
 
+def park(state: State, intent_hash: str, now: int = NOW, ttl: int = 900) -> None:
+    state.park_approval(
+        policy_client=CLIENT,
+        intent_hash=intent_hash,
+        intent={"to": CLIENT},
+        spend={"asset": ASSET, "amount": "5", "recipient": AGENT, "kind": "transfer"},
+        reasons=["needs a human"],
+        now=now,
+        ttl=ttl,
+    )
+
+
+def approve(state: State, intent_hash: str, now: int = NOW, expires_at: int = NOW + 900) -> bool:
+    return state.approve(
+        CLIENT,
+        intent_hash,
+        approval={"signed": intent_hash},
+        approver=AGENT,
+        expires_at=expires_at,
+        now=now,
+    )
+
+
 def test_an_approval_is_claimed_by_one_task_and_given_back_on_failure(state: State) -> None:
     """Before the fix the approval was read when the input was built and consumed only after
     the operators answered, so concurrent tasks all saw ``approved``."""
-    state.approve(CLIENT, "0xAB", NOW)
-    assert state.is_approved(CLIENT, "0xab", NOW + 10)
-    assert not state.is_approved(CLIENT, "0xab", NOW + 86400)
-    assert state.claim_approval(CLIENT, "0xab", "t1", NOW + 10)
-    assert not state.claim_approval(CLIENT, "0xab", "t2", NOW + 10)  # used at most once
-    assert not state.is_approved(CLIENT, "0xab", NOW + 10)
+    assert not approve(state, "0xab")  # nothing parked: nothing to approve
+    park(state, "0xAB")
+    assert approve(state, "0xab")
+    assert state.approved(CLIENT, "0xab", NOW + 10)
+    assert not state.approved(CLIENT, "0xab", NOW + 900)  # expired
+    assert state.claim_approval(CLIENT, "0xab", "t1", NOW + 10) == {"signed": "0xab"}
+    assert state.claim_approval(CLIENT, "0xab", "t2", NOW + 10) is None  # one task at a time
     state.unclaim_approval(CLIENT, "0xab", "t2")  # not t2's to give back
-    assert not state.claim_approval(CLIENT, "0xab", "t3", NOW + 10)
+    assert state.claim_approval(CLIENT, "0xab", "t3", NOW + 10) is None
     state.unclaim_approval(CLIENT, "0xab", "t1")  # t1 was denied
-    assert state.claim_approval(CLIENT, "0xab", "t3", NOW + 10)
-    state.approve(CLIENT, "0xcd", NOW)
-    assert not state.claim_approval(CLIENT, "0xcd", "t4", NOW + 86400)  # expired
+    assert state.claim_approval(CLIENT, "0xab", "t3", NOW + 10) is not None
+    state.use_approval(CLIENT, "0xab", "t3")  # t3 was allowed: spent for good
+    state.unclaim_approval(CLIENT, "0xab", "t3")
+    assert state.claim_approval(CLIENT, "0xab", "t4", NOW + 10) is None
+    assert state.approval_request(CLIENT, "0xab", NOW + 10).status == "used"  # type: ignore[union-attr]
+    park(state, "0xab", now=NOW + 20)  # the same action asked again: a new decision
+    assert state.approval_request(CLIENT, "0xab", NOW + 20).status == "pending"  # type: ignore[union-attr]
+    park(state, "0xcd")
+    assert approve(state, "0xcd")
+    assert state.claim_approval(CLIENT, "0xcd", "t5", NOW + 900) is None  # expired
+
+
+def test_a_rejected_request_is_never_approved_or_claimed(state: State) -> None:
+    """Attack: approve after a rejection (the approver signed, then changed their mind, or a
+    replayed approval): a rejected request never becomes approved, and re-asking the same intent
+    does not revive it while it lives."""
+    park(state, "0xab")
+    assert state.reject(CLIENT, "0xab", NOW + 1)
+    assert not approve(state, "0xab", now=NOW + 2)
+    assert state.claim_approval(CLIENT, "0xab", "t1", NOW + 3) is None
+    park(state, "0xab", now=NOW + 4)
+    assert state.approval_request(CLIENT, "0xab", NOW + 4).status == "rejected"  # type: ignore[union-attr]
+    assert not state.reject(CLIENT, "0xab", NOW + 5)  # decided once
+    # an approved one nobody holds can still be rejected; a claimed one cannot
+    park(state, "0xcd")
+    assert approve(state, "0xcd")
+    assert state.reject(CLIENT, "0xcd", NOW + 1)
+    assert state.claim_approval(CLIENT, "0xcd", "t2", NOW + 2) is None
 
 
 def _register(state: State, window: int) -> None:
@@ -245,3 +294,27 @@ def test_a_record_after_re_registration_is_counted(state: State) -> None:
     state.record(in_flight, expires_at=NOW + 300, result={})
     assert spent(state, 3600) == (1, 5)
     assert spent(state, 3600) == (1, 5)
+
+
+def test_an_agent_cannot_flood_the_approval_requests(state: State) -> None:
+    """Attack: an agent asks for approval of endless variations (1 wei more each time) to fill
+    the gateway's file and bury the real request under thousands. Live requests per client are
+    capped; expired ones make room again."""
+    for n in range(3):
+        assert state.park_approval(
+            policy_client=CLIENT,
+            intent_hash=f"0x{n:02x}",
+            intent={},
+            spend={},
+            reasons=[],
+            now=NOW,
+            ttl=60,
+            max_pending=3,
+        )
+    flood = dict(policy_client=CLIENT, intent={}, spend={}, reasons=[], ttl=60, max_pending=3)
+    assert state.park_approval(intent_hash="0xff", now=NOW, **flood) is None  # type: ignore[arg-type]
+    assert state.park_approval(intent_hash="0x01", now=NOW, **flood) is not None  # already live
+    assert state.park_approval(intent_hash="0xff", now=NOW + 60, **flood) is not None
+    newest = state.approval_requests(NOW + 60, policy_client=CLIENT)[0]
+    assert newest.intent_hash == "0xff"
+    assert state.approval_requests(NOW, policy_client="0x" + "dd" * 20) == []

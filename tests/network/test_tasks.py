@@ -290,9 +290,13 @@ def test_approval_flow(rpc: RPC, network: ReferenceNetwork) -> None:
     assert decision(rpc.create(client, transfer(agent, amount=UNIT))) == "allow"  # small: fine
 
     intent_hash = "0x" + big.intent_hash.hex()
-    refused = RPC(network, network.api_key).raw(
-        "agentguard_approve", {"policy_client": client, "intent_hash": intent_hash}
-    )
+    signed = network.approvals()
+    try:
+        view = signed.find(client, intent_hash)
+    finally:
+        signed.close()
+    assert (view.status, view.amount, view.recipient) == ("pending", "3 USDC", PAYEE.lower())
+    refused = RPC(network, network.api_key).raw("agentguard_approve", {"approval": {}})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == -32002
     network.approve(client, intent_hash)
     approved = rpc.create(client, big)

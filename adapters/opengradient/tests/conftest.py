@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from agentguard_opengradient.localchain import deploy_opg, install_permit2
 from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 
-from agentguard._eip712 import keccak
 from agentguard.chain import DEV_ACCOUNTS, Anvil, load_artifact, transact
 from agentguard.testing import SigningSpy
 

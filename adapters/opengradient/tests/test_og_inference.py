@@ -29,13 +29,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from agentguard import Guard, PolicyDenied, Signer
-from agentguard._exceptions import ConfigurationError, ProofError
+from agentguard import ConfigurationError, Guard, PolicyDenied, ProofError, Signer
 from agentguard.ledger import Ledger, Limits, WindowCap
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
-from agentguard.x402 import Allowances, X402Auth, resolver
-from agentguard.x402.upto.client import PERMIT2
+from agentguard.x402 import PERMIT2, Allowances, X402Auth, resolver
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 POLICY_CLIENT = "0x00000000000000000000000000000000000A0601"

@@ -13,9 +13,9 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
-from agentguard._exceptions import ConfigurationError
+from agentguard import ConfigurationError
 from agentguard.wallet import GuardedWallet, Receipt
-from agentguard.x402.upto.client import PERMIT2
+from agentguard.x402 import PERMIT2
 
 __all__ = ["Permit2Approval", "ensure_permit2_approval"]
 

@@ -9,15 +9,17 @@ enclave's proof on the answer before returning it. A request the enclave would n
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import httpx
 
-from agentguard import strict_loads
-from agentguard._exceptions import ConfigurationError, ExecutionError, ProofError
+from agentguard import ConfigurationError, ExecutionError, ProofError, strict_loads
 from agentguard.x402 import Receipt, X402Auth, receipt
 from agentguard_opengradient._proof import (
     TeeProof,
@@ -50,6 +52,9 @@ class InferenceResult:
     """Verified proof; ``None`` only when the client was given no signing key."""
     settlement_tx_hash: str | None
     raw: Mapping[str, Any] = field(repr=False)
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """With ``finish_reason == "tool_calls"``: the calls, OpenAI-shaped (``id``, ``type``,
+    ``function {name, arguments}``); ``text`` is then their sorted JSON, which the proof covers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +108,19 @@ class OpenGradientClient:
         self._timeout = timeout
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()  # lazy creation of the httpx client
+        self._opening = threading.Lock()  # one session-opening request at a time
+        self._async_opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"OpenGradientClient({self._base_url!r}, settlement_mode={self._mode!r})"
+
+    @property
+    def verifies_proofs(self) -> bool:
+        """Whether every answer's enclave proof is checked (the client was given a TEE key)."""
+        return self._key is not None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -114,22 +129,22 @@ class OpenGradientClient:
     ) -> InferenceResult:
         """``POST /v1/chat/completions``; ``opts`` are OpenAI fields (``max_tokens``, …)."""
         call = self._chat_call(model, messages, opts)
-        return self._result(call, self._client().post(call.path, json=call.body))
+        return self._result(call, self._post(call))
 
     def completion(self, model: str, prompt: str, **opts: Any) -> InferenceResult:
         """``POST /v1/completions``."""
         call = self._completion_call(model, prompt, opts)
-        return self._result(call, self._client().post(call.path, json=call.body))
+        return self._result(call, self._post(call))
 
     async def achat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **opts: Any
     ) -> InferenceResult:
         call = self._chat_call(model, messages, opts)
-        return self._result(call, await self._async_client().post(call.path, json=call.body))
+        return self._result(call, await self._apost(call))
 
     async def acompletion(self, model: str, prompt: str, **opts: Any) -> InferenceResult:
         call = self._completion_call(model, prompt, opts)
-        return self._result(call, await self._async_client().post(call.path, json=call.body))
+        return self._result(call, await self._apost(call))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -162,11 +177,36 @@ class OpenGradientClient:
         return {SETTLEMENT_TYPE: self._mode}
 
     def _client(self) -> httpx.Client:
-        if self._sync is None:
-            self._sync = self._auth.client(
-                base_url=self._base_url, headers=self._headers(), timeout=self._timeout
-            )
-        return self._sync
+        with self._lock:
+            if self._sync is None:
+                self._sync = self._auth.client(
+                    base_url=self._base_url, headers=self._headers(), timeout=self._timeout
+                )
+            return self._sync
+
+    def _riding(self, path: str) -> bool:
+        """Whether the auth holds an open ``upto`` session for this endpoint."""
+        url = httpx.URL(self._base_url + path)
+        return f"POST {url.scheme}://{url.netloc.decode('ascii')}{url.path}" in self._auth.sessions
+
+    def _post(self, call: _Call) -> httpx.Response:
+        """Concurrent calls without a session would each sign and hold a session maximum: the
+        first one opens the session alone, the others wait and then ride it."""
+        client = self._client()
+        if not self._riding(call.path):
+            with self._opening:
+                if not self._riding(call.path):
+                    return client.post(call.path, json=call.body)
+        return client.post(call.path, json=call.body)
+
+    async def _apost(self, call: _Call) -> httpx.Response:
+        client = self._async_client()
+        if not self._riding(call.path):
+            lock = self._async_opening.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+            async with lock:
+                if not self._riding(call.path):
+                    return await client.post(call.path, json=call.body)
+        return await client.post(call.path, json=call.body)
 
     def _async_client(self) -> httpx.AsyncClient:
         if self._async is None:
@@ -211,6 +251,7 @@ class OpenGradientClient:
             body = strict_loads(response.content)  # a hostile server's JSON: depth-bounded
             choice = body["choices"][0]
             text, finish = _output(choice, call.kind)
+            calls = _tool_calls(choice) if finish == "tool_calls" else ()
         except (ValueError, KeyError, IndexError, TypeError):
             raise ExecutionError(f"OpenGradient's answer to {call.path} is not readable") from None
         proof = None
@@ -233,6 +274,7 @@ class OpenGradientClient:
             proof=proof,
             settlement_tx_hash=response.headers.get(SETTLEMENT_TX_HASH),
             raw=body,
+            tool_calls=calls,
         )
 
 
@@ -252,6 +294,24 @@ def _output(choice: Mapping[str, Any], kind: str) -> tuple[str, str | None]:
     if finish == "tool_calls" and isinstance(message.get("tool_calls"), list):
         return json.dumps(message["tool_calls"], sort_keys=True), finish
     return _text(message.get("content") or ""), finish
+
+
+def _tool_calls(choice: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    """The answer's tool calls, each ``{id, type: function, function: {name, arguments}}``."""
+    calls = choice["message"].get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        raise TypeError("finish_reason is tool_calls but there are none")
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not (
+            isinstance(function, Mapping)
+            and isinstance(call.get("id"), str)
+            and call.get("type") == "function"
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise TypeError("a tool call is not {id, type: function, function: {name, arguments}}")
+    return tuple(calls)
 
 
 def _text(value: object) -> str:

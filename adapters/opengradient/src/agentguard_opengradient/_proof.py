@@ -22,9 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from eth_utils.crypto import keccak
 
-from agentguard._eip712 import keccak
-from agentguard._exceptions import IntentError, ProofError
+from agentguard import IntentError, ProofError
 
 __all__ = [
     "TeeProof",
@@ -78,10 +78,27 @@ def _message(role: object, message: Mapping[str, Any]) -> dict[str, Any]:
     if role == "user":
         return {"role": "user", "content": content}
     if role == "assistant":
-        return {"role": "assistant", "content": content or ""}
+        entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
+        calls = message.get("tool_calls")
+        if calls:  # the enclave commits to earlier tool calls too (which tool, which arguments)
+            if not isinstance(calls, Sequence) or isinstance(calls, str):
+                raise IntentError("an assistant message's tool_calls must be a list")
+            entry["tool_calls"] = [_tool_call(call) for call in calls]
+        return entry
     if role == "tool":
         return {"role": "tool", "content": content, "tool_call_id": message.get("tool_call_id")}
     raise IntentError(f"chat message role {role!r} is not one OpenGradient accepts")
+
+
+def _tool_call(call: object) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(call, Mapping) or not isinstance(function, Mapping):
+        raise IntentError("a tool call must be an object with a function object")
+    return {
+        "id": call.get("id"),
+        "type": call.get("type"),
+        "function": {"name": function.get("name"), "arguments": function.get("arguments")},
+    }
 
 
 def canonical_chat_request(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from agentguard._exceptions import ConfigurationError
+from agentguard import ConfigurationError
 from agentguard.chain import deploy, load_artifact
-from agentguard.x402.upto.client import PERMIT2, UPTO_PERMIT2_PROXY
+from agentguard.x402 import PERMIT2, UPTO_PERMIT2_PROXY
 
 __all__ = ["PERMIT2", "UPTO_PERMIT2_PROXY", "deploy_opg", "install_permit2"]
 

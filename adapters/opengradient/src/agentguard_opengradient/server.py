@@ -2,7 +2,9 @@
 
 **Its answers come from a small deterministic responder**: a chat is answered with
 ``"You said: <last user message>"`` and a completion with ``"Echo: <prompt>"`` (cut to
-``max_tokens`` words). No model runs. Everything around the answer is shaped like
+``max_tokens`` words); a chat with ``tools`` whose last user message starts with a tool's name
+is answered with a call to that tool (arguments: the rest of the message if it is a JSON
+object). No model runs. Everything around the answer is shaped like
 OpenGradient's TEE gateway, so an agent's payment and verification path runs for real:
 
 * ``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI-shaped), ``GET /health``,
@@ -44,7 +46,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,9 +63,9 @@ from starlette.routing import Route
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from agentguard._exceptions import AgentGuardError, IntentError
+from agentguard import AgentGuardError, IntentError
 from agentguard.chain import load_artifact
-from agentguard.x402.upto.client import UPTO_PERMIT2_PROXY
+from agentguard.x402 import UPTO_PERMIT2_PROXY
 from agentguard_opengradient._client import SETTLEMENT_TX_HASH, SETTLEMENT_TYPE
 from agentguard_opengradient._proof import (
     canonical_chat_request,
@@ -72,7 +74,7 @@ from agentguard_opengradient._proof import (
     tee_id,
 )
 
-__all__ = ["ServerConfig", "create_app", "main"]
+__all__ = ["ServerConfig", "create_app", "main", "serve"]
 
 SESSION_CAP = 10**17  # 0.1 OPG, OpenGradient's session maximum
 _MODES = ("private", "batch", "individual")
@@ -185,6 +187,53 @@ def _content_text(content: object) -> str:
     if isinstance(content, list):
         return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
+
+
+def _tool_calls(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The responder's tool use. With ``tools``, a last user message that starts with a tool's
+    name is answered with one call to it, its arguments the rest of the message if that is a
+    JSON object (else ``{}``). ``tool_choice``: ``"none"`` never calls; ``"required"`` calls
+    the first tool if no name matched; ``{"function": {"name": ...}}`` always calls that one."""
+    tools = body.get("tools")
+    if not tools:
+        return []
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+        for t in tools
+    ):
+        raise IntentError("tools must be a list of {type: function, function: {name, ...}}")
+    names = [t["function"]["name"] for t in tools]
+    last = body["messages"][-1]
+    choice = body.get("tool_choice", "auto")
+    if last.get("role") != "user" or choice == "none":
+        return []
+    name, _, rest = _content_text(last.get("content")).strip().partition(" ")
+    function = choice.get("function") if isinstance(choice, dict) else None
+    forced = function.get("name") if isinstance(function, dict) else None
+    if forced is not None and forced not in names:
+        raise IntentError(f"tool_choice names {forced!r}, which is not among the tools")
+    if forced is not None and forced != name:
+        name, rest = forced, ""
+    elif name not in names:
+        if choice != "required":
+            return []
+        name, rest = names[0], ""
+    try:
+        arguments = json.loads(rest) if rest.strip() else {}
+    except ValueError:
+        arguments = {}
+    return [
+        {
+            "id": "call_" + secrets.token_hex(8),
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": json.dumps(arguments if isinstance(arguments, dict) else {}),
+            },
+        }
+    ]
 
 
 @dataclass(frozen=True)
@@ -354,6 +403,9 @@ class _Server:
         words = _words(reply)
         text = " ".join(words[:max_tokens])
         finish = "length" if len(words) > max_tokens else "stop"
+        calls = _tool_calls(body) if kind == "chat" else []
+        if calls:  # the enclave signs the calls, as sorted JSON
+            text, finish = json.dumps(calls, sort_keys=True), "tool_calls"
         completion_words = len(_words(text))
         usage = {
             "prompt_tokens": prompt_words,
@@ -362,11 +414,10 @@ class _Server:
         }
         created = int(time.time())
         if kind == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-            }
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message = {"role": "assistant", "content": "", "tool_calls": calls}
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
             head = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion"}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
@@ -499,6 +550,33 @@ def create_app(config: ServerConfig) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+@contextlib.contextmanager
+def serve(config: ServerConfig, *, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run the server on a free 127.0.0.1 port in a background thread; yields its URL.
+
+    Leaving the block stops it, which settles every open session onchain (as ``main`` does).
+    """
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, name="opengradient-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the OpenGradient test server did not start")
+        time.sleep(0.02)
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(startup_timeout)
 
 
 def _signing_key(path: str | None) -> RSAPrivateKey:
