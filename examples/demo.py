@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from web3 import Web3
@@ -273,9 +275,6 @@ def approval_granted(
     w3: Web3, net: ReferenceNetwork, token: Contract, usdc: Token, state: Path
 ) -> bool:
     """A transfer above an approval threshold waits for a person, who approves it; it lands."""
-    import threading
-    from datetime import UTC, datetime
-
     print("\na transfer above an approval threshold waits for a person:")
     client = "0x000000000000000000000000000000000000A99E"  # a second policy client (EOA mode)
     transact(w3, token.functions.mint(AGENT.address, usdc.atomic("20")), sender=OWNER.address)
@@ -317,25 +316,30 @@ def approval_granted(
     waiting = threading.Thread(target=agent)
     waiting.start()
     try:
-        with contextlib.closing(
-            net.approvals()
-        ) as approvals:  # what `agentguard approvals list` shows
+        # a person's view, as `agentguard approvals list` shows it (amounts from the intent)
+        with contextlib.closing(net.approvals()) as approvals:
             views = approvals.list(tokens=usdc, policy_client=client)
             while not views and waiting.is_alive():
                 time.sleep(0.1)
                 views = approvals.list(tokens=usdc, policy_client=client)
         for view in views:
             expires = datetime.fromtimestamp(view.expires_at, UTC).strftime("%H:%M:%S UTC")
+            minutes = max(0, view.expires_at - int(time.time())) // 60
             print(f"  person   sees a pending request {view.intent_hash[:18]}…")
             print(f"             amount     {view.amount}")
             print(f"             recipient  {view.recipient}")
             for reason in view.reasons:
                 print(f"             reason     {reason}")
-            print(f"             expires    {expires}")
+            print(f"             expires    {expires} (in {minutes} min)")
+            if view.problem is not None:  # the listing does not add up: never sign it
+                print(f"  person   rejects it: {view.problem}")
+                net.reject(view.policy_client, view.intent_hash)
+                continue
             approved = net.approve(view.policy_client, view.intent_hash)  # with the approver key
             print(f"  person   approved it, signed by {approved['approver']}")
     finally:
         waiting.join(180)
+        guard.close()
     sent = done.get("receipt")
     if not isinstance(sent, Receipt):
         print(f"  ✗ the approved transfer did not land: {done.get('error')!r}")
@@ -348,8 +352,6 @@ def approval_granted(
 
 def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     """An agent (EOA mode) paying per inference over x402 upto, under the same guard."""
-    import threading
-
     import uvicorn
     from agentguard_opengradient import OpenGradientClient, ensure_permit2_approval
     from agentguard_opengradient.localchain import deploy_opg, install_permit2
