@@ -6,6 +6,15 @@ then tries what agents try: a purchase within policy, one above the per-transact
 to a stranger, purchases until the daily cap, and finally a direct call to its vault with a
 made-up attestation. Only what the policy allows moves money, and the chain itself enforces it.
 
+The same vault and guard then serve a LangChain agent (``create_agent`` with the
+``AgentGuardToolkit`` tools; a scripted model stands in for the LLM, so no LLM is called): it
+pays the shop 2 USDC, which lands; its 8 USDC transfer is refused before anything is signed
+(the per-purchase cap, mirrored locally as ``Budget("5 USDC per call")``), and the model's next
+turn reads the refusal, cap in USDC, as the tool's result and answers with it. Next, a
+transfer above a policy's approval threshold waits for a person (``approval_timeout=``): the
+person sees the amount in USDC, the recipient, the reason and the expiry, approves it with the
+approver key, and the very same transfer lands.
+
 Then it pays for its own inference: an OpenGradient-compatible server (local test double with a
 deterministic responder, settling on the same chain) asks for x402 ``upto`` payment in OPG; the
 agent approves Permit2 through its guarded wallet, signs one authorized session cap, runs two
@@ -14,23 +23,30 @@ chats whose TEE proofs it verifies, and the ledger commits exactly what was char
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from web3 import Web3
+from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from agentguard import (
     AgentGuardError,
     Attestation,
+    Budget,
     Guard,
     GuardedWallet,
     Ledger,
     Limits,
+    Receipt,
     Signer,
+    Token,
     TransactionIntent,
     WindowCap,
 )
@@ -183,19 +199,159 @@ def main() -> None:
         expected = [True, False, False, True, False]
         if results != expected or drained or shop != 9 * USDC:
             raise SystemExit("demo: an outcome differed from the policy — see above")
+        usdc = Token("USDC", token.address, 6, 8453)  # this chain's USD Coin, by symbol
+        agent_ok = langchain_agent(guard, w3, token, usdc, vault.address, state)
+        approval_ok = approval_granted(w3, net, token, usdc, state)
         inference_ok = pay_for_inference(w3, net, state)
         report = AuditLog(state / "audit.jsonl").verify()
         print(f"\naudit    {state / 'audit.jsonl'}: {report}")
         print(f"         check it any time with: agentguard audit verify {state / 'audit.jsonl'}")
-        if not inference_ok or not report.ok:
-            raise SystemExit("demo: the paid inference or the audit trail is not as expected")
+        if not (agent_ok and approval_ok and inference_ok and report.ok):
+            raise SystemExit(
+                "demo: the LangChain agent, the approval, the paid inference or the audit trail "
+                "is not as expected — see above"
+            )
         print("every outcome matched the policy.")
+
+
+def langchain_agent(
+    guard: Guard, w3: Web3, token: Contract, usdc: Token, vault: str, state: Path
+) -> bool:
+    """LangChain's agent loop with the guarded toolkit on the demo's vault and guard."""
+    from langchain.agents import create_agent
+    from langchain_agentguard import AgentGuardToolkit
+    from langchain_agentguard.testing import ScriptedChatModel
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+    print("\na LangChain agent with the guarded toolkit, on the same vault and guard")
+    print("(create_agent; a scripted model stands in for the LLM, so no LLM is called):")
+    budget = Budget("5 USDC per call", tokens=usdc)  # the policy's per-purchase cap, locally
+    print(f"  tools    wallet on the vault, local budget: {', '.join(budget.describe())}")
+    wallet = guard.wallet(
+        signer=Signer.from_key(AGENT.private_key),
+        web3=w3,
+        ledger=Ledger(state / "ledger.sqlite3"),
+        limits=budget.limits(),
+        vault=vault,
+        audit=AuditLog(state / "audit.jsonl"),
+    )
+    tools = AgentGuardToolkit(guard=guard, wallet=wallet, web3=w3, tokens=usdc).get_tools()
+
+    def transfer(amount: str) -> AIMessage:
+        args = {"to": SHOP.address, "amount": amount}
+        return AIMessage("", tool_calls=[{"name": "transfer", "args": args, "id": amount}])
+
+    def answer(messages: list[BaseMessage]) -> AIMessage:  # the model reads the tool's result
+        return AIMessage(f"I paid the shop 2 USDC. The 8 USDC payment: {messages[-1].content}")
+
+    model = ScriptedChatModel(turns=[transfer("2 USDC"), transfer("8 USDC"), answer])
+    agent = create_agent(model, tools, system_prompt="You pay the shop for the user.")
+    before = int(token.functions.balanceOf(SHOP.address).call())
+    request = HumanMessage("Pay the shop 2 USDC now, then 8 USDC more.")
+    messages = agent.invoke({"messages": [request]})["messages"]
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            print(f"  user   {message.content}")
+        elif isinstance(message, ToolMessage):
+            mark = "✓" if message.status == "success" else "✗"
+            print(f"  {mark} tool   {message.name} → the model reads: {message.content}")
+        elif isinstance(message, AIMessage) and message.tool_calls:
+            for call in message.tool_calls:
+                print(f"  model  calls {call['name']}({call['args']})")
+        else:
+            print(f"  model  answers: {message.content}")
+    results = [m for m in messages if isinstance(m, ToolMessage)]
+    paid = int(token.functions.balanceOf(SHOP.address).call()) - before
+    print(f"  the shop received {usdc.human(paid)} from the agent's tools")
+    return (
+        [m.status for m in results] == ["success", "error"]
+        and "Cap: 5 USDC" in str(results[1].content)
+        and str(results[1].content) in str(messages[-1].content)
+        and paid == usdc.atomic("2")
+    )
+
+
+def approval_granted(
+    w3: Web3, net: ReferenceNetwork, token: Contract, usdc: Token, state: Path
+) -> bool:
+    """A transfer above an approval threshold waits for a person, who approves it; it lands."""
+    print("\na transfer above an approval threshold waits for a person:")
+    client = "0x000000000000000000000000000000000000A99E"  # a second policy client (EOA mode)
+    transact(w3, token.functions.mint(AGENT.address, usdc.atomic("20")), sender=OWNER.address)
+    client_policy_id = net.register_policy_client(
+        client,
+        "agent_spend",
+        {
+            "max_per_tx": {usdc.address: str(usdc.atomic("15"))},
+            "allowed_recipients": [SHOP.address],
+            "approval_above": {usdc.address: str(usdc.atomic("5"))},
+        },
+    )
+    print("  policy   agent_spend: ≤ 15 USDC per transfer, only to the shop, a person above 5 USDC")
+    guard = Guard.connect(
+        net.url,
+        policy_client=client,
+        operators=net.operator_addresses,
+        api_key=net.api_key,
+        policy_id=client_policy_id,
+        signer=Signer.from_key(AGENT.private_key),
+        web3=w3,
+        ledger=Ledger(state / "ledger.sqlite3"),
+        budget=Budget("20 USDC per day", tokens=usdc),
+        audit=AuditLog(state / "audit.jsonl"),
+    )
+    wallet = guard.wallet()
+    before = int(token.functions.balanceOf(SHOP.address).call())
+    done: dict[str, object] = {}
+
+    def agent() -> None:
+        try:
+            done["receipt"] = wallet.transfer(
+                SHOP.address, usdc.atomic("8"), asset=usdc.address, approval_timeout=120
+            )
+        except AgentGuardError as exc:
+            done["error"] = exc
+
+    print("  agent    sends 8 USDC to the shop and waits for a person (approval_timeout=120)")
+    waiting = threading.Thread(target=agent)
+    waiting.start()
+    try:
+        # a person's view, as `agentguard approvals list` shows it (amounts from the intent)
+        with contextlib.closing(net.approvals()) as approvals:
+            views = approvals.list(tokens=usdc, policy_client=client)
+            while not views and waiting.is_alive():
+                time.sleep(0.1)
+                views = approvals.list(tokens=usdc, policy_client=client)
+        for view in views:
+            expires = datetime.fromtimestamp(view.expires_at, UTC).strftime("%H:%M:%S UTC")
+            minutes = max(0, view.expires_at - int(time.time())) // 60
+            print(f"  person   sees a pending request {view.intent_hash[:18]}…")
+            print(f"             amount     {view.amount}")
+            print(f"             recipient  {view.recipient}")
+            for reason in view.reasons:
+                print(f"             reason     {reason}")
+            print(f"             expires    {expires} (in {minutes} min)")
+            if view.problem is not None:  # the listing does not add up: never sign it
+                print(f"  person   rejects it: {view.problem}")
+                net.reject(view.policy_client, view.intent_hash)
+                continue
+            approved = net.approve(view.policy_client, view.intent_hash)  # with the approver key
+            print(f"  person   approved it, signed by {approved['approver']}")
+    finally:
+        waiting.join(180)
+        guard.close()
+    sent = done.get("receipt")
+    if not isinstance(sent, Receipt):
+        print(f"  ✗ the approved transfer did not land: {done.get('error')!r}")
+        return False
+    paid = int(token.functions.balanceOf(SHOP.address).call()) - before
+    print(f"  ✓ the approved transfer landed: tx {sent.tx_hash} in block {sent.block_number}")
+    print(f"      the shop received {usdc.human(paid)}")
+    return paid == usdc.atomic("8")
 
 
 def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
     """An agent (EOA mode) paying per inference over x402 upto, under the same guard."""
-    import threading
-
     import uvicorn
     from agentguard_opengradient import OpenGradientClient, ensure_permit2_approval
     from agentguard_opengradient.localchain import deploy_opg, install_permit2
