@@ -75,17 +75,32 @@ def _amount(value: int | None, exc: BudgetExceeded, chain_id: int, tokens: Token
     return format_amount(value, exc.asset, chain_id, tokens)
 
 
+def _window(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"per {unit}" if n == 1 else f"per {n} {unit}s"
+    return f"per {seconds} s"
+
+
 def _budget(exc: BudgetExceeded, chain_id: int, tokens: Tokens) -> str:
     what = "actions" if exc.asset is None else "spend"
-    figures = (
-        f"Cap: {_amount(exc.cap, exc, chain_id, tokens)}; already used: "
-        f"{_amount(exc.used, exc, chain_id, tokens)}; this call needs: "
-        f"{_amount(exc.requested, exc, chain_id, tokens)}."
+    cap, needs = (
+        _amount(exc.cap, exc, chain_id, tokens),
+        _amount(exc.requested, exc, chain_id, tokens),
     )
+    if exc.window_seconds is None and exc.asset is not None:  # a per-call cap: nothing "used"
+        figures = f"Cap per call: {cap}; this call needs: {needs}."
+    else:
+        per = "" if exc.window_seconds is None else f" {_window(exc.window_seconds)}"
+        figures = (
+            f"Cap: {cap}{per}; already used: {_amount(exc.used, exc, chain_id, tokens)}; "
+            f"this call needs: {needs}."
+        )
     if exc.retry_at is None:
         when = (
-            "It will never fit under this cap: make it smaller (or split it), or ask a human to "
-            "raise the cap. Do not retry it unchanged."
+            "It will never fit under this cap: ask for less, or ask a human to raise the cap. "
+            "Do not retry it unchanged, and do not split it to get around the cap."
         )
     else:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exc.retry_at))

@@ -265,7 +265,7 @@ def langchain_agent(
     print(f"  the shop received {usdc.human(paid)} from the agent's tools")
     return (
         [m.status for m in results] == ["success", "error"]
-        and "Cap: 5 USDC" in str(results[1].content)
+        and "Cap per call: 5 USDC" in str(results[1].content)
         and str(results[1].content) in str(messages[-1].content)
         and paid == usdc.atomic("2")
     )

@@ -50,8 +50,21 @@ def test_a_real_budget_refusal_is_in_human_units() -> None:
     with pytest.raises(BudgetExceeded) as caught:
         ledger.reserve("0x" + "11" * 20, spend, key="b", expires_at=time.time() + 60, limits=limits)
     text = explain(caught.value)
-    assert "Cap: 5 USDC; already used: 3 USDC; this call needs: 3 USDC." in text
+    assert "Cap: 5 USDC per day; already used: 3 USDC; this call needs: 3 USDC." in text
     assert "fits again at" in text
+
+
+def test_a_per_call_refusal_never_advises_splitting() -> None:
+    """A per-call cap is not a window: nothing is "used", and the model must not be told to
+    split the payment into pieces under the cap (that is how a per-call cap is evaded)."""
+    ledger, limits = Ledger(), Limits(per_tx={USDC: 5_000_000})
+    spend = Spend(asset=USDC, amount=8_000_000, recipient=USDC, kind="transfer")
+    with pytest.raises(BudgetExceeded) as caught:
+        ledger.reserve("0x" + "11" * 20, spend, key="a", expires_at=time.time() + 60, limits=limits)
+    text = explain(caught.value)
+    assert "Cap per call: 5 USDC; this call needs: 8 USDC." in text
+    assert "already used" not in text
+    assert "do not split it" in text and "(or split it)" not in text
 
 
 def test_a_rate_cap_refusal_counts_actions() -> None:
@@ -61,7 +74,7 @@ def test_a_rate_cap_refusal_counts_actions() -> None:
     with pytest.raises(BudgetExceeded) as caught:
         ledger.reserve("0x" + "11" * 20, spend, key="b", expires_at=time.time() + 60, limits=limits)
     assert "local actions budget" in explain(caught.value)
-    assert "Cap: 1; already used: 1; this call needs: 1." in explain(caught.value)
+    assert "Cap: 1 per minute; already used: 1; this call needs: 1." in explain(caught.value)
 
 
 def test_a_cap_that_never_fits_says_so() -> None:

@@ -46,7 +46,7 @@ def test_the_langchain_agent_lands_within_the_cap_and_reads_the_refusal(lines: l
     (refusal,) = [line.removeprefix(REFUSED) for line in step if line.startswith(REFUSED)]
     # the cap in human units, and nothing signed
     assert refusal.startswith("REFUSED by the local spend budget; nothing was done.")
-    assert "Cap: 5 USDC;" in refusal and "this call needs: 8 USDC." in refusal
+    assert "Cap per call: 5 USDC;" in refusal and "this call needs: 8 USDC." in refusal
     (answer,) = [line for line in step if line.startswith("model  answers:")]
     assert answer.endswith(refusal)  # the model's next turn read the tool's result
     assert "the shop received 2 USDC from the agent's tools" in step
