@@ -113,3 +113,30 @@ def test_a_nonsense_timeout_is_refused_before_anyone_is_asked(
             limits=Limits(),
             approval_timeout=timeout,
         )
+
+
+def test_the_langchain_toolkit_transfer_waits_for_a_person(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
+    """A model's transfer above the approval threshold waits for the person, then lands."""
+    from langchain_agentguard import AgentGuardToolkit
+
+    client = new_client(network, chain)
+    wallet = make_wallet(chain, network, client)
+    tools = AgentGuardToolkit(
+        guard=connect(network, client),
+        wallet=wallet,
+        web3=chain.w3,
+        tokens=chain.usdc,
+        approval_timeout=60,
+    ).get_tools()
+    transfer = next(t for t in tools if t.name == "transfer")
+    before = balance(chain, PAYEE)
+    thread, out = in_thread(lambda: transfer.invoke({"to": PAYEE, "amount": "6 USDC"}))
+    view = wait_for_pending(network, client)
+    assert view.recipient.lower() == PAYEE.lower() and view.problem is None
+    network.approve(client, view.intent_hash)
+    thread.join(90)
+    assert "error" not in out, out.get("error")
+    assert out["result"].startswith("Sent 6 USDC")
+    assert balance(chain, PAYEE) - before == 6 * USDC

@@ -73,6 +73,8 @@ class _WalletTool(BaseTool):
     wallet: Wallet = Field(exclude=True, repr=False)
     web3: Web3 = Field(exclude=True, repr=False)
     tokens: Any = Field(default=None, exclude=True)
+    approval_timeout: float | None = Field(default=None, exclude=True)
+    """Seconds a transfer or call the policy sends to a person may wait for the decision."""
     handle_tool_error: Any = Field(default_factory=handler)
 
     _chain_id: int | None = PrivateAttr(default=None)
@@ -176,12 +178,24 @@ class TransferTool(_WalletTool):
 
     def _act(self, *, to: str, amount: str, **_: Any) -> str:
         parsed, asset = self._plan(amount)
-        return self._sent(parsed, to, self._sync_wallet().transfer(to, parsed.atomic, asset=asset))
+        return self._sent(
+            parsed,
+            to,
+            self._sync_wallet().transfer(
+                to, parsed.atomic, asset=asset, approval_timeout=self.approval_timeout
+            ),
+        )
 
     async def _aact(self, *, to: str, amount: str, **_: Any) -> str:
         parsed, asset = self._plan(amount)
         assert isinstance(self.wallet, AsyncGuardedWallet)
-        return self._sent(parsed, to, await self.wallet.transfer(to, parsed.atomic, asset=asset))
+        return self._sent(
+            parsed,
+            to,
+            await self.wallet.transfer(
+                to, parsed.atomic, asset=asset, approval_timeout=self.approval_timeout
+            ),
+        )
 
 
 # -- contract_call ------------------------------------------------------------------------------
@@ -239,7 +253,9 @@ class ContractCallTool(_WalletTool):
         **_: Any,
     ) -> str:
         decoded, wei = self._plan(args, value)
-        done = self._sync_wallet().call(contract, function, decoded, value=wei)
+        done = self._sync_wallet().call(
+            contract, function, decoded, value=wei, approval_timeout=self.approval_timeout
+        )
         return self._called(function, contract, done)
 
     async def _aact(
@@ -252,7 +268,9 @@ class ContractCallTool(_WalletTool):
     ) -> str:
         decoded, wei = self._plan(args, value)
         assert isinstance(self.wallet, AsyncGuardedWallet)
-        done = await self.wallet.call(contract, function, decoded, value=wei)
+        done = await self.wallet.call(
+            contract, function, decoded, value=wei, approval_timeout=self.approval_timeout
+        )
         return self._called(function, contract, done)
 
 
@@ -327,6 +345,7 @@ class AgentGuardToolkit(BaseToolkit):
 
     ``web3`` reads balances; it defaults to ``guard.defaults.web3``. ``tokens`` adds tokens the
     model may name (a local chain's USDC, say) to the known ones (USDC, OPG, ETH on Base).
+    ``approval_timeout``: how long a transfer or call the policy sends to a person waits.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -336,6 +355,7 @@ class AgentGuardToolkit(BaseToolkit):
     x402: X402Auth | None = None
     tokens: Any = None
     web3: Web3 | None = None
+    approval_timeout: float | None = None
 
     def get_tools(self) -> list[BaseTool]:
         web3 = self.web3 or self.guard.defaults.web3
@@ -343,7 +363,12 @@ class AgentGuardToolkit(BaseToolkit):
             raise ConfigurationError(
                 "AgentGuardToolkit needs web3= (or a guard whose defaults have web3)"
             )
-        common: dict[str, Any] = {"wallet": self.wallet, "web3": web3, "tokens": self.tokens}
+        common: dict[str, Any] = {
+            "wallet": self.wallet,
+            "web3": web3,
+            "tokens": self.tokens,
+            "approval_timeout": self.approval_timeout,
+        }
         tools: list[BaseTool] = [
             WalletBalanceTool(**common),
             TransferTool(**common),
