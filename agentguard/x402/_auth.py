@@ -17,7 +17,7 @@ its answer becomes an outcome the pipeline settles:
 Lost answers: only a paid request whose answer never came (httpx closed the flow while it was
 in flight: transport error, cancellation) is remembered, and the same request (method, URL,
 body) sent again re-sends those exact bytes. A concurrent identical request whose payment is
-merely in flight gets its own authorization and payment.
+merely in flight gets its own authorization and payment (``exact``; ``upto``: see below).
 
 ``upto`` sessions: requests racing to pay one endpoint's ``upto`` 402 claim its opening in
 turn (``Sessions.claim``); one pays, the others wait (within their pool timeout, cancellable)

@@ -199,6 +199,28 @@ def test_a_failed_first_payment_does_not_strand_the_others(
     assert auth.sessions == {} and _kinds(audit, "payment_session_closed") == 1
 
 
+def test_a_re_sent_lost_payment_that_opens_a_second_session_ends_the_first(
+    tmp_path: Path, signer: Signer, guard: Guard, ledger: Ledger, signing_spy: SigningSpy
+) -> None:
+    """The lost first payment is re-sent (same bytes, no new signature) while another
+    racer's session is open, and the server opens a session for it too. Before:
+    ``Sessions.open`` overwrote the open session, which ``close()`` and the audit log then
+    never saw closed. Now the replaced session is ended and audited."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    auth = _auth(signer, guard, ledger, audit)
+    server = RaceServer(accepts=[upto_requirement()], session="s", charge=7, modes=["drop"])
+    with auth.client(transport=server.transport(), timeout=60) as http:
+        _post_in_threads(http)
+        assert len(auth.unanswered) == 1 and len(auth.sessions) == 1
+        again = http.post(URL, json={"n": server.opener})  # the lost request, sent again
+    assert again.status_code == 200 and not auth.unanswered
+    assert server.payments[-1] == server.payments[0]  # the same bytes, not a new signature
+    assert signing_spy.calls == ["sign_typed_data"] * 2
+    assert _kinds(audit, "payment_session_closed") == 1  # the replaced one
+    auth.close()
+    assert auth.sessions == {} and _kinds(audit, "payment_session_closed") == 2
+
+
 def test_a_waiter_times_out_with_a_typed_error_and_nothing_signed(
     tmp_path: Path, signer: Signer, guard: Guard, ledger: Ledger, signing_spy: SigningSpy
 ) -> None:
