@@ -51,10 +51,17 @@ class RaceServer(FakeServer):
         self._gate = threading.Barrier(self.racers, timeout=60)
         self._count = threading.Lock()
 
+    def next_round(self, session: str) -> None:
+        """Forget ``self.session`` (riders get a 402 again) and gate the next racers."""
+        self.session, self._unpaid, self.opener = session, 0, None
+        self._gate = threading.Barrier(self.racers, timeout=60)
+
     def _first_round(self, request: httpx.Request) -> bool:
-        paying = request.headers.get("PAYMENT-SIGNATURE") or request.headers.get("X-Upto-Session")
+        """Whether this request will be answered with a 402 and is one of the racers."""
+        paying = request.headers.get("PAYMENT-SIGNATURE")
+        riding = self.session is not None and request.headers.get("X-Upto-Session") == self.session
         with self._count:
-            if paying or self._unpaid >= self.racers:
+            if paying or riding or self._unpaid >= self.racers:
                 return False
             self._unpaid += 1
             return True
@@ -199,6 +206,29 @@ def test_a_failed_first_payment_does_not_strand_the_others(
     assert auth.sessions == {} and _kinds(audit, "payment_session_closed") == 1
 
 
+def test_riders_of_a_session_the_server_ended_open_one_new_session(
+    tmp_path: Path, signer: Signer, guard: Guard, ledger: Ledger, signing_spy: SigningSpy
+) -> None:
+    """The server ends the session while four requests ride it: each gets a 402 at once.
+    Before: each of them signed a new maximum. Now one pays, the others ride its session;
+    both sessions are closed in the audit log."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    auth = _auth(signer, guard, ledger, audit)
+    server = RaceServer(accepts=[upto_requirement()], session="s", charge=7, racers=1)
+    with auth.client(transport=server.transport(), timeout=60) as http:
+        assert http.post(URL, json={"n": -1}).status_code == 200
+        server.racers = RACERS
+        server.next_round("s2")
+        answers = _post_in_threads(http)
+    assert [a.status_code for a in answers if isinstance(a, httpx.Response)] == [200] * RACERS
+    assert signing_spy.calls == ["sign_typed_data"] * 2 and len(server.payments) == 2
+    assert server.seen_sessions == ["s2"] * (RACERS - 1)
+    assert auth.sessions == {f"POST {URL}": ("s2", RACERS * 7)}
+    auth.close()
+    closed = [e.record["session"] for e in audit.entries() if e.kind == "payment_session_closed"]
+    assert closed == ["s", "s2"]
+
+
 def test_a_re_sent_lost_payment_that_opens_a_second_session_ends_the_first(
     tmp_path: Path, signer: Signer, guard: Guard, ledger: Ledger, signing_spy: SigningSpy
 ) -> None:
@@ -270,5 +300,34 @@ async def test_a_cancelled_waiter_leaves_the_others_riding(
     assert [r.status_code for r in answered] == [200] * (RACERS - 1)
     assert signing_spy.calls == ["sign_typed_data"] and len(server.payments) == 1
     assert server.seen_sessions == ["s"] * (RACERS - 2)
+    auth.close()
+    assert _kinds(audit, "payment_session_closed") == 1
+
+
+async def test_a_task_waits_for_a_thread_that_opens_the_session(
+    tmp_path: Path, signer: Signer, guard: Guard, ledger: Ledger, signing_spy: SigningSpy
+) -> None:
+    """One ``X402Auth`` shared by a blocking client in a thread and an async client: the task
+    waits on its event loop for the thread's opening, is woken from that thread, and rides."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    auth = _auth(signer, guard, ledger, audit)
+    hold = threading.Event()
+    server = RaceServer(accepts=[upto_requirement()], session="s", charge=7, racers=1, hold=hold)
+    with (
+        auth.client(transport=server.transport(), timeout=60) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        opener = pool.submit(http.post, URL, json={"n": 0})
+        assert await asyncio.to_thread(server.arrived.wait, 60)  # the thread is paying
+        async with auth.async_client(transport=server.async_transport(), timeout=60) as ahttp:
+            task = asyncio.create_task(ahttp.post(URL, json={"n": 1}))
+            (opening,) = auth._sessions._opening.values()
+            while not opening._tasks and not task.done():  # wait until the task waits
+                await asyncio.sleep(0)
+            assert not task.done()
+            hold.set()
+            ridden = await task
+        assert opener.result(60).status_code == 200 and ridden.status_code == 200
+    assert signing_spy.calls == ["sign_typed_data"] and server.seen_sessions == ["s"]
     auth.close()
     assert _kinds(audit, "payment_session_closed") == 1
