@@ -37,6 +37,7 @@ happened and what to do about it; none ever contains a key or a secret.
     │   ├── BudgetExceeded           reserving would pass a cap
     │   └── ReservationError         unknown, expired or already settled reservation
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
+    ├── PaymentSessionBusy           waited too long for another request to open an upto session
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
@@ -346,6 +347,16 @@ class PaymentRequiredError(AgentGuardError):
         self.reasons = list(reasons)
         detail = "; ".join(self.reasons[:8])
         super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class PaymentSessionBusy(AgentGuardError):
+    """Another request was opening the ``upto`` session this request would ride, and did not
+    finish within this request's pool timeout."""
+
+    hint = (
+        "Nothing was signed or held for this request. Retry it (it rides the session once open) "
+        "or give the client a longer pool timeout."
+    )
 
 
 class PaymentRejected(ExecutionError):

@@ -17,7 +17,11 @@ its answer becomes an outcome the pipeline settles:
 Lost answers: only a paid request whose answer never came (httpx closed the flow while it was
 in flight: transport error, cancellation) is remembered, and the same request (method, URL,
 body) sent again re-sends those exact bytes. A concurrent identical request whose payment is
-merely in flight gets its own authorization and payment.
+merely in flight gets its own authorization and payment (``exact``; ``upto``: see below).
+
+``upto`` sessions: requests racing to pay one endpoint's ``upto`` 402 claim its opening in
+turn (``Sessions.claim``); one pays, the others wait (within their pool timeout, cancellable)
+and then ride its session, so N racing first requests make one signature and one hold.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from agentguard._exceptions import ConfigurationError
+from agentguard._exceptions import ConfigurationError, PaymentSessionBusy
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._logging import get_logger
@@ -57,14 +61,20 @@ from agentguard.pipeline import (
 from agentguard.x402._answer import UPTO_CHARGE, UPTO_SESSION, Paid, SessionOpened, outcome
 from agentguard.x402._payment import Payment, PaymentPort
 from agentguard.x402._select import Allowances, select
-from agentguard.x402._sessions import Sessions
+from agentguard.x402._sessions import Opening, Session, Sessions
 from agentguard.x402._transport import (
     PAYMENT_EXTENSION,
     SESSION_EXTENSION,
     AsyncTransport,
     Transport,
 )
-from agentguard.x402._wire import PAYMENT_REQUIRED, _address, parse_payment_required
+from agentguard.x402._wire import (
+    PAYMENT_REQUIRED,
+    PaymentRequired,
+    Requirement,
+    _address,
+    parse_payment_required,
+)
 
 __all__ = ["UPTO_CHARGE", "UPTO_SESSION", "X402Auth"]
 
@@ -82,7 +92,15 @@ class _Do:
     port: Port | None
 
 
-_Effect = httpx.Request | _Read | _Do
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """Wait for another request's session opening; the driver sends back whether it ended."""
+
+    opening: Opening
+    timeout: float | None
+
+
+_Effect = httpx.Request | _Read | _Do | _Wait
 _Flow = Generator[_Effect, Any, Any]
 
 
@@ -225,6 +243,8 @@ class X402Auth(httpx.Auth):
                 try:
                     if isinstance(effect, _Read):
                         value = effect.response.read()
+                    elif isinstance(effect, _Wait):
+                        value = effect.opening.wait(effect.timeout)
                     else:
                         value = runner.execute(effect.step, effect.port)
                 except Exception as exc:  # handed back to the flow, which decides
@@ -252,6 +272,8 @@ class X402Auth(httpx.Auth):
                 try:
                     if isinstance(effect, _Read):
                         value = await effect.response.aread()
+                    elif isinstance(effect, _Wait):
+                        value = await effect.opening.wait_async(effect.timeout)
                     else:
                         value = await runner.execute(effect.step, effect.port)
                 except Exception as exc:
@@ -273,25 +295,78 @@ class X402Auth(httpx.Auth):
             )
             return
         session = self._sessions.live(request)
+        for attempt in range(2):
+            response = yield from self._send(request, session)
+            if response is None:
+                return
+            yield _Read(response)
+            required = parse_payment_required(
+                response.headers.get(PAYMENT_REQUIRED), response.content
+            )
+            req = select(required, self._allowances, from_vault=self._vault is not None)
+            if req.scheme != "upto":
+                yield from self._pay(request, required, req, fingerprint)
+                return
+            # Racing requests would each sign and hold a session maximum: one pays, the
+            # others wait for it and ride its session (at most once, then they pay).
+            opening = yield from self._claim(request)
+            try:
+                session = self._sessions.live(request)
+                if session is None or attempt:
+                    yield from self._pay(request, required, req, fingerprint)
+                    return
+            finally:
+                self._sessions.release(opening)
+
+    def _send(
+        self, request: httpx.Request, session: Session | None
+    ) -> Generator[_Effect, Any, httpx.Response | None]:
+        """Send ``request`` (riding ``session`` if any); its 402, or ``None`` when answered."""
         if session is not None:
-            request.headers[UPTO_SESSION] = session.id
+            sent = request.headers[UPTO_SESSION] = session.id
             request.extensions[SESSION_EXTENSION] = str(request.url)
         response: httpx.Response = yield request
-        if session is not None and response.history:
+        if session is None:
+            return response if response.status_code == 402 else None
+        if any(
+            r.has_redirect_location
+            for r in (*response.history, response)
+            if r.request.headers.get(UPTO_SESSION) == sent
+        ):
             # Followed a redirect: the session id (a bearer credential for the signed
             # maximum) may have gone to another host with it. Never use it again.
             self._sessions.end(session, "the request carrying the session was redirected")
-            return
+            return None
         if response.status_code != 402:
-            if session is not None:
-                self._sessions.charge(session, response)
-            return
-        if session is not None:
-            self._sessions.end(session, "the server ended the session (402)")
-            del request.headers[UPTO_SESSION]
-        yield _Read(response)
-        required = parse_payment_required(response.headers.get(PAYMENT_REQUIRED), response.content)
-        req = select(required, self._allowances, from_vault=self._vault is not None)
+            self._sessions.charge(session, response)
+            return None
+        self._sessions.end(session, "the server ended the session (402)")
+        del request.headers[UPTO_SESSION]
+        return response
+
+    def _claim(self, request: httpx.Request) -> Generator[_Effect, Any, Opening]:
+        """This endpoint's session-opening claim, waiting (within the request's pool timeout)
+        while another request holds it."""
+        timeout = request.extensions.get("timeout", {}).get("pool")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            opening, ours = self._sessions.claim(request)
+            if ours:
+                return opening
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not (yield _Wait(opening, left)):
+                raise PaymentSessionBusy(
+                    f"{opening.key}: another request was still opening its x402 upto session "
+                    f"after {timeout}s"
+                )
+
+    def _pay(
+        self,
+        request: httpx.Request,
+        required: PaymentRequired,
+        req: Requirement,
+        fingerprint: str,
+    ) -> _Flow:
         intent = PaymentIntent(
             payer=self._payer,
             scheme=req.scheme,

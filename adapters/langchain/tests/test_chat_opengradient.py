@@ -180,7 +180,7 @@ def test_a_batch_of_concurrent_chats_opens_one_session_with_one_signature(
     og_stack: OgStack,
 ) -> None:
     """Race: LangChain's ``batch`` runs the calls in threads on one model, one client and one
-    ``X402Auth``. Before the client let only one session-opening request through at a time,
+    ``X402Auth``. Before ``X402Auth`` let only one session-opening request per endpoint through,
     each of the 4 racing calls signed its own Permit2 maximum (4 signatures, 4 x 0.1 OPG held)
     and ``auth.sessions`` kept only the last session. Now the first call opens the session and
     the others ride it; every answer is proven and every charge counted on it."""

@@ -9,10 +9,8 @@ enclave's proof on the answer before returning it. A request the enclave would n
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -109,10 +107,6 @@ class OpenGradientClient:
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
         self._lock = threading.Lock()  # lazy creation of the httpx client
-        self._opening = threading.Lock()  # one session-opening request at a time
-        self._async_opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
 
     def __repr__(self) -> str:
         return f"OpenGradientClient({self._base_url!r}, settlement_mode={self._mode!r})"
@@ -184,29 +178,12 @@ class OpenGradientClient:
                 )
             return self._sync
 
-    def _riding(self, path: str) -> bool:
-        """Whether the auth holds an open ``upto`` session for this endpoint."""
-        url = httpx.URL(self._base_url + path)
-        return f"POST {url.scheme}://{url.netloc.decode('ascii')}{url.path}" in self._auth.sessions
-
     def _post(self, call: _Call) -> httpx.Response:
-        """Concurrent calls without a session would each sign and hold a session maximum: the
-        first one opens the session alone, the others wait and then ride it."""
-        client = self._client()
-        if not self._riding(call.path):
-            with self._opening:
-                if not self._riding(call.path):
-                    return client.post(call.path, json=call.body)
-        return client.post(call.path, json=call.body)
+        # Racing first calls open one session: X402Auth lets one pay and the others ride it.
+        return self._client().post(call.path, json=call.body)
 
     async def _apost(self, call: _Call) -> httpx.Response:
-        client = self._async_client()
-        if not self._riding(call.path):
-            lock = self._async_opening.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-            async with lock:
-                if not self._riding(call.path):
-                    return await client.post(call.path, json=call.body)
-        return await client.post(call.path, json=call.body)
+        return await self._async_client().post(call.path, json=call.body)
 
     def _async_client(self) -> httpx.AsyncClient:
         if self._async is None:
