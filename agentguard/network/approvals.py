@@ -70,6 +70,10 @@ SIGNED_APPROVAL_LIFETIME = 900
 whatever expiry the gateway lists: the waiting agent uses it within seconds, and a short life
 bounds what a signature the person later regrets (rejects) could still do."""
 
+MAX_LISTED = 100_000
+"""Rows of one listing turned into views: a gateway lists every live request of every client
+(up to 1,000 each), so a lower cap would let one client's flood push another's off the end."""
+
 RequestStatus = Literal["pending", "approved", "rejected", "expired", "used", "unknown"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "expired", "used", "unknown")
 
@@ -77,6 +81,13 @@ _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIG = re.compile(r"^0x[0-9a-fA-F]{130}$")
 _FIELDS = frozenset({"policy_client", "intent_hash", "chain_id", "expires_at", "signature"})
+_LAST_SHOWN_TIME = 253402300799  # 9999-12-31T23:59:59Z: later cannot be shown as a date
+
+
+def _shown(text: str) -> str:
+    """Text from the gateway as a person may see it: control and bidi characters (terminal
+    escapes that rewrite earlier lines, overrides that reorder them) become visible escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _invalid(message: str) -> ConfigurationError:
@@ -279,6 +290,8 @@ class ApprovalView:
             or not all(isinstance(r, str) for r in reasons)
             or type(created) is not int
             or type(expires) is not int
+            or not 0 <= created <= _LAST_SHOWN_TIME
+            or not 0 <= expires <= _LAST_SHOWN_TIME
         ):
             raise GatewayProtocolError("approval request: malformed status, reasons or times")
         problem = None
@@ -289,10 +302,15 @@ class ApprovalView:
             if "0x" + intent.intent_hash.hex() != intent_hash.lower():
                 problem = "its intent does not hash to its intent hash (do not approve)"
             amount = format_amount(spend.amount, spend.asset, intent.chain_id, tokens)
+            if spend.kind == "unknown_call":  # its ETH value is all agentguard can see
+                amount = (
+                    f"{amount} sent with {intent.function_signature}, plus whatever that call "
+                    "moves: agentguard cannot value this call"
+                )
             recipient, kind = spend.recipient or "", spend.kind
             chain_id, target = intent.chain_id, intent.to
         except AgentGuardError as exc:
-            problem = f"its intent is malformed: {exc.message[:200]}"
+            problem = f"its intent is malformed: {_shown(exc.message[:200])}"
             amount, recipient, kind, chain_id, target = "?", "?", "?", 0, "?"
         return cls(
             policy_client=client,
@@ -303,7 +321,7 @@ class ApprovalView:
             recipient=recipient,
             kind=kind,
             target=target,
-            reasons=tuple(r[:500] for r in reasons[:32]),
+            reasons=tuple(_shown(r[:500]) for r in reasons[:32]),
             created_at=created,
             expires_at=expires,
             problem=problem,
@@ -382,7 +400,7 @@ class ApprovalsClient:
         rows = result.get("approvals") if isinstance(result, dict) else None
         if not isinstance(rows, list):
             raise GatewayProtocolError("agentguard_listApprovals: no approvals list")
-        return [ApprovalView.from_row(row, tokens) for row in rows[:1000]]
+        return [ApprovalView.from_row(row, tokens) for row in rows[:MAX_LISTED]]
 
     def find(self, policy_client: str, intent_hash: str) -> ApprovalView:
         for view in self.list(status=None, policy_client=policy_client, intent_hash=intent_hash):

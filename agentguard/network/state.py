@@ -499,19 +499,23 @@ class State:
         *,
         status: str | None = None,
         policy_client: str | None = None,
-        limit: int = 500,
+        per_client: int = MAX_PENDING_APPROVALS,
     ) -> list[ApprovalRequest]:
-        """Newest first; ``status`` filters on the status as it reads now."""
+        """Newest first; ``status`` filters on the status as it reads now. Each client's live
+        requests come first and at most ``per_client`` of each are read, so no client's
+        requests (at most ``MAX_PENDING_APPROVALS`` live) push another's off the list."""
         where, args = (
             ("WHERE policy_client = ? ", (policy_client.lower(),)) if policy_client else ("", ())
         )
         rows = self._db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests {where}"  # noqa: S608
-            "ORDER BY created_at DESC LIMIT 5000",
-            args,
+            f"SELECT {_REQUEST_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER ("  # noqa: S608
+            "PARTITION BY policy_client ORDER BY status IN ('pending', 'approved') AND "
+            f"expires_at > ? DESC, created_at DESC) AS n FROM approval_requests {where}) "
+            "WHERE n <= ? ORDER BY created_at DESC",
+            (now, *args, per_client),
         ).fetchall()
         found = [ApprovalRequest.from_row(row, now) for row in rows]
-        return [r for r in found if status is None or r.status == status][:limit]
+        return [r for r in found if status is None or r.status == status]
 
     def approve(
         self,

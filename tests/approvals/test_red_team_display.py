@@ -1,0 +1,120 @@
+"""What a person sees before approving, attacked (red team): a hostile gateway or agent tries to
+make the CLI or the console show something other than what the approval signs, or to break
+the page so a real request cannot be decided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_abi.abi import encode
+
+from agentguard import GatewayProtocolError, TransactionIntent
+from agentguard._approvals_cli import format_view
+from agentguard._eip712 import keccak
+from agentguard.network.approvals import ApprovalView
+from agentguard.network.console import _row
+from agentguard.network.state import State
+
+from .conftest import PAYEE
+
+TOKEN = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"  # USDC on Base
+SENDER = "0x" + "aa" * 20
+CLIENT = "0x" + "cc" * 20
+
+
+def row_of(intent: TransactionIntent, **over: Any) -> dict[str, Any]:
+    row = {
+        "policy_client": CLIENT,
+        "intent_hash": "0x" + intent.intent_hash.hex(),
+        "intent": intent.wire(),
+        "spend": {},
+        "reasons": [],
+        "created_at": 1_800_000_000,
+        "expires_at": 1_800_000_900,
+        "status": "pending",
+    }
+    row.update(over)
+    return row
+
+
+def big_transfer() -> TransactionIntent:
+    return TransactionIntent.erc20_transfer(
+        sender=SENDER, token=TOKEN, recipient="0x" + "66" * 20, amount=10**12, chain_id=8453
+    )
+
+
+def test_terminal_escapes_in_reasons_cannot_rewrite_the_listed_amount() -> None:
+    """Attack: a hostile gateway (or a policy reason quoting attacker text) puts ANSI escapes
+    in a reason: cursor up, erase line, print "1 USDC to a friend". In the person's terminal
+    ``agentguard approvals list`` then shows a small transfer where the signed intent moves a
+    million USDC elsewhere. Before the fix the reason reached the terminal raw (the escape
+    bytes were in ``format_view``'s output); now every control and bidi character is shown as
+    a visible escape."""
+    lie = "\x1b[1A\r\x1b[2K    1 USDC to " + PAYEE + " (transfer)\u202e\u2066"
+    view = ApprovalView.from_row(row_of(big_transfer(), reasons=["ok" + lie]))
+    shown = format_view(view)
+    assert "1000000 USDC" in shown
+    for char in ("\x1b", "\r", "\u202e", "\u2066"):
+        assert char not in shown
+        assert char not in _row(view, "csrf")
+    assert "\\x1b[1A" in shown  # visible, not interpreted
+
+
+def test_an_intent_whose_function_cannot_be_valued_says_so_and_names_the_call() -> None:
+    """Attack: an agent asks for an unknown call (a router's swap, a drain function) whose
+    ETH value is 0; ``approval_threshold`` sends it to a human. Before the fix the CLI and the
+    page showed only "0 ETH to <contract> (unknown_call)" -- no function, no arguments -- so a
+    person approved what looked like nothing. Now the amount says it cannot be valued and the
+    function signature called is shown."""
+    signature = "sweepTokens(address,uint256)"
+    data = keccak(signature.encode())[:4] + encode(["address", "uint256"], [PAYEE, 10**30])
+    intent = TransactionIntent(
+        from_=SENDER, to=TOKEN, data=data, chain_id=8453, function_signature=signature
+    )
+    view = ApprovalView.from_row(row_of(intent))
+    assert view.kind == "unknown_call"
+    assert view.amount != "0 ETH" and "cannot value" in view.amount
+    assert signature in format_view(view)
+    assert signature in _row(view, "csrf")
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"expires_at": 1 << 62},
+        {"expires_at": -1},
+        {"created_at": 1 << 62},
+        {"expires_at": 10**30},
+    ],
+)
+def test_a_listed_time_out_of_range_is_a_protocol_error_not_a_crash(times: dict[str, int]) -> None:
+    """Attack: a hostile gateway lists an expiry in the year 10^11. Before the fix rendering it
+    raised ``OSError``/``OverflowError`` from ``datetime``: the CLI died with a traceback and the
+    console answered 500 for the whole page, so no request could be decided there. Now the row
+    is a ``GatewayProtocolError`` (an agentguard error the CLI and console report)."""
+    with pytest.raises(GatewayProtocolError):
+        ApprovalView.from_row(row_of(big_transfer(), **times))
+
+
+def test_one_agent_cannot_bury_another_clients_request(tmp_path: Path) -> None:
+    """Attack: the agent of policy client A (within its own 1,000 live requests) parks 600
+    approval requests right after client B's real one. The unfiltered listing (what the console
+    and ``agentguard approvals list`` show) was the newest 500 of all clients: B's request was
+    gone from both, so nobody could approve it. Now each client's newest requests are listed."""
+    state = State(tmp_path / "state.db")
+    now = 1_800_000_000
+    victim = "0x" + "bb" * 20
+    common: dict[str, Any] = {"intent": {}, "spend": {}, "reasons": [], "ttl": 900}
+    assert state.park_approval(
+        policy_client=victim, intent_hash="0x" + "01" * 32, now=now, **common
+    )
+    for n in range(600):
+        parked = state.park_approval(
+            policy_client=CLIENT, intent_hash=f"0x{n:064x}", now=now + 1, **common
+        )
+        assert parked is not None
+    for status in ("pending", None):
+        listed = state.approval_requests(now + 2, status=status)
+        assert any(r.policy_client == victim for r in listed)
