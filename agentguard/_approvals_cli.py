@@ -22,7 +22,12 @@ from agentguard._exceptions import AgentGuardError
 from agentguard._units import Token, Tokens
 from agentguard.network._cli import DEFAULT_STATE_DIR, admin_credentials
 from agentguard.network._keys import load_operator_key
-from agentguard.network.approvals import ApprovalsClient, ApprovalView, parse_token_option
+from agentguard.network.approvals import (
+    ApprovalsClient,
+    ApprovalView,
+    parse_token_option,
+    shown_text,
+)
 from agentguard.network.config import DEFAULT_CHAIN_IDS
 
 __all__ = ["add_approvals_commands", "approve", "format_view", "list_approvals", "reject"]
@@ -132,14 +137,15 @@ def _approve(args: argparse.Namespace) -> int:
         result = approve(
             url, admin_key, args.policy_client, args.intent_hash, approver_key_file=key_file
         )
-        print(f"approved {result['intent_hash']} (approver {result['approver']})")
+        approver = result.get("approver") if isinstance(result, dict) else None  # the gateway's
+        print(f"approved {args.intent_hash.lower()} (approver {shown_text(str(approver))})")
 
     return _run(args, step)
 
 
 def _reject(args: argparse.Namespace) -> int:
     def step(url: str, admin_key: str) -> None:
-        result = reject(url, admin_key, args.policy_client, args.intent_hash)
-        print(f"rejected {result['intent_hash']}")
+        reject(url, admin_key, args.policy_client, args.intent_hash)
+        print(f"rejected {args.intent_hash.lower()}")
 
     return _run(args, step)

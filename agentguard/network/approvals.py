@@ -57,6 +57,7 @@ __all__ = [
     "SignedApproval",
     "approvers_of",
     "parse_token_option",
+    "shown_text",
 ]
 
 APPROVAL_TYPE = "Approval(address policyClient,bytes32 intentHash,uint256 chainId,uint64 expiresAt)"
@@ -84,7 +85,7 @@ _FIELDS = frozenset({"policy_client", "intent_hash", "chain_id", "expires_at", "
 _LAST_SHOWN_TIME = 253402300799  # 9999-12-31T23:59:59Z: later cannot be shown as a date
 
 
-def _shown(text: str) -> str:
+def shown_text(text: str) -> str:
     """Text from the gateway as a person may see it: control and bidi characters (terminal
     escapes that rewrite earlier lines, overrides that reorder them) become visible escapes."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -310,7 +311,7 @@ class ApprovalView:
             recipient, kind = spend.recipient or "", spend.kind
             chain_id, target = intent.chain_id, intent.to
         except AgentGuardError as exc:
-            problem = f"its intent is malformed: {_shown(exc.message[:200])}"
+            problem = f"its intent is malformed: {shown_text(exc.message[:200])}"
             amount, recipient, kind, chain_id, target = "?", "?", "?", 0, "?"
         return cls(
             policy_client=client,
@@ -321,7 +322,7 @@ class ApprovalView:
             recipient=recipient,
             kind=kind,
             target=target,
-            reasons=tuple(_shown(r[:500]) for r in reasons[:32]),
+            reasons=tuple(shown_text(r[:500]) for r in reasons[:32]),
             created_at=created,
             expires_at=expires,
             problem=problem,
@@ -376,7 +377,7 @@ class ApprovalsClient:
             message = error.get("message")
             code = error.get("code")
             raise GatewayRPCError(
-                str(message)[:500] if isinstance(message, str) else "(no message)",
+                shown_text(message[:500]) if isinstance(message, str) else "(no message)",
                 code=code if type(code) is int else 0,
             )
         if doc.get("id") != rpc_id or "result" not in doc:

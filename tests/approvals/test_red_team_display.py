@@ -4,16 +4,17 @@ the page so a real request cannot be decided."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_abi.abi import encode
 
-from agentguard import GatewayProtocolError, TransactionIntent
+from agentguard import GatewayProtocolError, GatewayRPCError, TransactionIntent
 from agentguard._approvals_cli import format_view
 from agentguard._eip712 import keccak
-from agentguard.network.approvals import ApprovalView
+from agentguard.network.approvals import ApprovalsClient, ApprovalView
 from agentguard.network.console import _row
 from agentguard.network.state import State
 
@@ -118,3 +119,21 @@ def test_one_agent_cannot_bury_another_clients_request(tmp_path: Path) -> None:
     for status in ("pending", None):
         listed = state.approval_requests(now + 2, status=status)
         assert any(r.policy_client == victim for r in listed)
+
+
+def test_a_gateway_error_cannot_write_terminal_escapes() -> None:
+    """Attack: the CLI prints ``refused: <the gateway's error message>``; a hostile gateway puts
+    escapes in it that erase the line and print "approved 0x..." (or retitle the terminal).
+    Before the fix the message reached the terminal raw; now it is shown with visible escapes."""
+    import httpx
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        call = json.loads(request.content)
+        error = {"code": -32602, "message": "\x1b[2K\rapproved\x1b]0;pwned\x07\u202e"}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": call["id"], "error": error})
+
+    client = ApprovalsClient("http://127.0.0.1:1", "admin", transport=httpx.MockTransport(gateway))
+    with pytest.raises(GatewayRPCError) as caught:
+        client.reject(CLIENT, "0x" + "11" * 32)
+    assert "\\x1b[2K\\rapproved" in caught.value.message
+    assert not any(c in caught.value.message for c in "\x1b\r\x07\u202e")
