@@ -178,7 +178,10 @@ def create_app(console: Console) -> Starlette:
         body = await request.body()
         if len(body) > MAX_FORM:
             return {}
-        parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        try:
+            parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        except ValueError:  # more fields than any of our forms has
+            return {}
         return {k: v[0] for k, v in parsed.items() if len(v) == 1}
 
     def login_page(message: str = "") -> HTMLResponse:

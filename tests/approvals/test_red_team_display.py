@@ -137,3 +137,25 @@ def test_a_gateway_error_cannot_write_terminal_escapes() -> None:
         client.reject(CLIENT, "0x" + "11" * 32)
     assert "\\x1b[2K\\rapproved" in caught.value.message
     assert not any(c in caught.value.message for c in "\x1b\r\x07\u202e")
+
+
+def test_a_form_with_too_many_fields_is_refused_as_a_page_not_a_500() -> None:
+    """Attack: a local process posts a form with more fields than the parser allows. Before the
+    fix ``parse_qs`` raised ``ValueError`` and the console answered a bare 500 (without its
+    Content-Security-Policy and frame headers); now the form counts as empty: the sign-in page
+    is answered, with the headers."""
+    from coincurve import PrivateKey
+    from starlette.testclient import TestClient
+
+    from agentguard.network.console import Console, create_app
+
+    console = Console(
+        ApprovalsClient("http://127.0.0.1:1", "admin"), admin_key="admin", approver_key=PrivateKey()
+    )
+    form = "&".join(f"f{i}=1" for i in range(9)) + "&admin_key=admin"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    with TestClient(create_app(console), base_url="http://127.0.0.1") as browser:
+        for path in ("/login", "/approve"):
+            answer = browser.post(path, content=form, headers=headers, follow_redirects=False)
+            assert answer.status_code in (401, 403)
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
