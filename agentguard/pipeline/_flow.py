@@ -226,7 +226,7 @@ def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttest
                         "timeout": action.approval_timeout,
                     },
                 )
-            yield AwaitApproval(intent_hash, deadline)
+            yield AwaitApproval(intent_hash, deadline, hold.id)
 
 
 def _same_intent(verified: object, action: Action) -> None:
