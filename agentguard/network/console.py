@@ -138,21 +138,26 @@ def _when(timestamp: int) -> str:
 def _row(view: ApprovalView, csrf: str) -> str:
     e = html.escape
     reasons = "<br>".join(e(r) for r in view.reasons) or "(none given)"
-    if view.problem is not None:
+    hidden = (
+        f"<input type='hidden' name='csrf' value='{e(csrf)}'>"
+        f"<input type='hidden' name='policy_client' value='{e(view.policy_client)}'>"
+        f"<input type='hidden' name='intent_hash' value='{e(view.intent_hash)}'>"
+    )
+    reject = (
+        f"<form method='post' action='/reject'>{hidden}"
+        f"<button type='submit' id='reject-{e(view.intent_hash)}'>Reject</button></form>"
+    )
+    if view.status == "approved":  # until a task claims it, a mistaken approval can be withdrawn
+        actions = f"approved{reject}"
+    elif view.problem is not None:
         actions = f"<span class='problem'>{e(view.problem)}</span>"
     elif view.status != "pending":
         actions = e(view.status)
     else:
-        hidden = (
-            f"<input type='hidden' name='csrf' value='{e(csrf)}'>"
-            f"<input type='hidden' name='policy_client' value='{e(view.policy_client)}'>"
-            f"<input type='hidden' name='intent_hash' value='{e(view.intent_hash)}'>"
-        )
         actions = (
             f"<form method='post' action='/approve'>{hidden}"
             f"<button type='submit' id='approve-{e(view.intent_hash)}'>Approve</button></form>"
-            f"<form method='post' action='/reject'>{hidden}"
-            f"<button type='submit' id='reject-{e(view.intent_hash)}'>Reject</button></form>"
+            + reject
         )
     return (
         f"<tr class='request' data-intent-hash='{e(view.intent_hash)}'>"
@@ -205,7 +210,7 @@ def create_app(console: Console) -> Starlette:
             problem = f"<p class='problem'>{html.escape(exc.message)}</p>"
             return _page("agentguard approvals", problem)
         notice = _NOTICES.get(request.query_params.get("done", ""), "")
-        pending = [v for v in views if v.status == "pending"]
+        pending = [v for v in views if v.status in ("pending", "approved")]
         rows = "".join(_row(v, csrf) for v in pending)
         table = (
             "<table id='pending'><tr><th>Amount</th><th>Recipient</th><th>Reason</th>"
@@ -217,7 +222,7 @@ def create_app(console: Console) -> Starlette:
             f"<li>{html.escape(v.amount)} to {html.escape(v.recipient)}: {html.escape(v.status)}"
             "</li>"
             for v in views
-            if v.status != "pending"
+            if v.status not in ("pending", "approved")
         )
         return _page(
             "agentguard approvals",

@@ -159,3 +159,37 @@ def test_a_form_with_too_many_fields_is_refused_as_a_page_not_a_500() -> None:
             answer = browser.post(path, content=form, headers=headers, follow_redirects=False)
             assert answer.status_code in (401, 403)
             assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_an_approval_given_by_mistake_can_be_withdrawn_from_the_page() -> None:
+    """Attack (on the person): a mis-click approves a request; until a task claims it the
+    gateway accepts ``agentguard_reject`` for an approved request, but the console listed
+    approved requests only as text under "Decided", with no Reject button, so the signature
+    stayed usable by the agent for up to 900 s. Now an approved, unclaimed request keeps its
+    Reject button."""
+    import httpx
+    from coincurve import PrivateKey
+    from starlette.testclient import TestClient
+
+    from agentguard.network.console import Console, create_app
+
+    intent = big_transfer()
+    row = row_of(intent, status="approved")
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        call = json.loads(request.content)
+        result = {"approvals": [row]}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": call["id"], "result": result})
+
+    client = ApprovalsClient("http://127.0.0.1:1", "admin", transport=httpx.MockTransport(gateway))
+    console = Console(client, admin_key="admin", approver_key=PrivateKey())
+    with TestClient(create_app(console), base_url="http://127.0.0.1") as browser:
+        signed_in = browser.post(
+            "/login",
+            content="admin_key=admin",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert signed_in.status_code == 200
+        page = browser.get("/").text
+    assert f"id='reject-0x{intent.intent_hash.hex()}'" in page
+    assert f"id='approve-0x{intent.intent_hash.hex()}'" not in page
