@@ -139,6 +139,12 @@ _REQUEST_COLUMNS = (
 )
 
 
+# A request nothing will change any more: used, or past its expiry and not held by a task.
+_FINISHED = (
+    "(status = 'used' OR (expires_at <= ? AND NOT (status = 'approved' AND used_by IS NOT NULL)))"
+)
+
+
 @dataclass(frozen=True)
 class ApprovalRequest:
     """A parked intent waiting for (or past) a human decision. ``status`` reads as of ``now``."""
@@ -478,6 +484,14 @@ class State:
                     now,
                     now + ttl,
                 ),
+            )
+            # Finished requests (expired, used) beyond the newest ``max_pending`` go: an agent
+            # parking new variations as old ones expire must not grow the file for ever.
+            self._db.execute(
+                f"DELETE FROM approval_requests WHERE policy_client = ? AND {_FINISHED} AND "  # noqa: S608
+                "rowid NOT IN (SELECT rowid FROM approval_requests WHERE policy_client = ? AND "
+                f"{_FINISHED} ORDER BY created_at DESC LIMIT ?)",
+                (client, now, client, now, max_pending),
             )
         parked = self.approval_request(client, hashed, now)
         assert parked is not None

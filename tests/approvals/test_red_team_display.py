@@ -193,3 +193,24 @@ def test_an_approval_given_by_mistake_can_be_withdrawn_from_the_page() -> None:
         page = browser.get("/").text
     assert f"id='reject-0x{intent.intent_hash.hex()}'" in page
     assert f"id='approve-0x{intent.intent_hash.hex()}'" not in page
+
+
+def test_an_agent_cannot_grow_the_gateways_file_without_bound(tmp_path: Path) -> None:
+    """Attack: within its cap of live requests, an agent parks new variations as fast as old
+    ones expire (1,000 every 15 minutes: ~100,000 rows a day, for ever). Before the fix expired
+    requests were never deleted, so the gateway's file and every listing grew without bound;
+    now a client keeps at most as many finished requests as its cap of live ones."""
+    state = State(tmp_path / "state.db")
+    common: dict[str, Any] = {"intent": {}, "spend": {}, "reasons": [], "ttl": 60}
+    now = 1_800_000_000
+    for round_ in range(10):
+        for n in range(3):
+            parked = state.park_approval(
+                policy_client=CLIENT,
+                intent_hash=f"0x{round_:032x}{n:032x}",
+                now=now + 61 * round_,
+                max_pending=3,
+                **common,
+            )
+            assert parked is not None
+    assert len(state.approval_requests(now + 61 * 10)) <= 2 * 3
