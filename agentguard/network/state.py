@@ -139,9 +139,13 @@ _REQUEST_COLUMNS = (
 )
 
 
-# A request nothing will change any more: used, or past its expiry and not held by a task.
+CLAIM_GRACE = 300
+"""How long past its approval's expiry a task's claim on it is honoured: longer than any task
+runs and than operators' clocks may lag. A claim a crashed gateway never settled ends then."""
+# A request nothing will change any more: used, or past its expiry (and any claim's grace).
 _FINISHED = (
-    "(status = 'used' OR (expires_at <= ? AND NOT (status = 'approved' AND used_by IS NOT NULL)))"
+    "(status = 'used' OR (expires_at <= ? AND "
+    f"(used_by IS NULL OR expires_at + {CLAIM_GRACE} <= ?)))"
 )
 
 
@@ -162,8 +166,12 @@ class ApprovalRequest:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...], now: int) -> ApprovalRequest:
-        status = row[7]
-        if status in ("pending", "approved") and row[6] <= now and row[9] is None:
+        status, expires_at, used_by = row[7], row[6], row[9]
+        if (
+            status in ("pending", "approved")
+            and expires_at <= now
+            and (used_by is None or expires_at + CLAIM_GRACE <= now)
+        ):
             status = "expired"
         return cls(
             policy_client=row[0],
@@ -491,7 +499,7 @@ class State:
                 f"DELETE FROM approval_requests WHERE policy_client = ? AND {_FINISHED} AND "  # noqa: S608
                 "rowid NOT IN (SELECT rowid FROM approval_requests WHERE policy_client = ? AND "
                 f"{_FINISHED} ORDER BY created_at DESC LIMIT ?)",
-                (client, now, client, now, max_pending),
+                (client, now, now, client, now, now, max_pending),
             )
         parked = self.approval_request(client, hashed, now)
         assert parked is not None

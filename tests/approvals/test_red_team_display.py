@@ -214,3 +214,26 @@ def test_an_agent_cannot_grow_the_gateways_file_without_bound(tmp_path: Path) ->
             )
             assert parked is not None
     assert len(state.approval_requests(now + 61 * 10)) <= 2 * 3
+
+
+def test_a_claim_left_by_a_crash_does_not_block_the_intent_for_ever(tmp_path: Path) -> None:
+    """Attack (or accident): the gateway dies between claiming an approval for a task and
+    marking it used or giving it back (a killed process, an agent timing a request to a
+    restart). Before the fix the row stayed ``approved`` with ``used_by`` set for ever: never
+    expired, never rejectable, and the same intent could never be parked again, so it could
+    never be approved again. Now a claim outlives its approval only by a grace period."""
+    state = State(tmp_path / "state.db")
+    now = 1_800_000_000
+    intent_hash = "0x" + "ab" * 32
+    common: dict[str, Any] = {"intent": {}, "spend": {}, "reasons": [], "ttl": 900}
+    assert state.park_approval(policy_client=CLIENT, intent_hash=intent_hash, now=now, **common)
+    assert state.approve(
+        CLIENT, intent_hash, approval={}, approver="0x" + "01" * 20, expires_at=now + 600, now=now
+    )
+    assert state.claim_approval(CLIENT, intent_hash, "0x" + "77" * 32, now + 1) is not None
+    # ... the gateway is killed here; it restarts much later
+    later = now + 600 + 3600
+    request = state.approval_request(CLIENT, intent_hash, later)
+    assert request is not None and request.status == "expired"
+    again = state.park_approval(policy_client=CLIENT, intent_hash=intent_hash, now=later, **common)
+    assert again is not None and again.status == "pending"
