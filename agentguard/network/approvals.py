@@ -71,6 +71,8 @@ SIGNED_APPROVAL_LIFETIME = 900
 whatever expiry the gateway lists: the waiting agent uses it within seconds, and a short life
 bounds what a signature the person later regrets (rejects) could still do."""
 
+MAX_ANSWER = 64 << 20
+"""Bytes of one admin answer: a listing of every live request of many clients fits."""
 MAX_LISTED = 100_000
 """Rows of one listing turned into views: a gateway lists every live request of every client
 (up to 1,000 each), so a lower cap would let one client's flood push another's off the end."""
@@ -344,6 +346,7 @@ class ApprovalsClient:
     ) -> None:
         self.url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
         self._clock = clock
+        self._timeout = timeout
         self._http = httpx.Client(
             transport=transport,
             timeout=timeout,
@@ -360,10 +363,11 @@ class ApprovalsClient:
     def _call(self, method: str, params: Mapping[str, Any]) -> Any:
         rpc_id = str(uuid.uuid4())
         try:
-            response = self._http.post(
-                self.url, json={"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+            doc = strict_loads(
+                self._read(
+                    method, {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+                )
             )
-            doc = strict_loads(response.content)
         except httpx.HTTPError as exc:
             raise GatewayUnavailable(
                 f"{method} failed in transport: {type(exc).__name__}"
@@ -383,6 +387,24 @@ class ApprovalsClient:
         if doc.get("id") != rpc_id or "result" not in doc:
             raise GatewayProtocolError(f"{method}: the answer is not the response to this call")
         return doc["result"]
+
+    def _read(self, method: str, body: Mapping[str, Any]) -> bytes:
+        """The whole answer, at most ``MAX_ANSWER`` bytes, within the timeout in total (httpx's
+        timeout bounds each read, so a body dripping a byte at a time would never end)."""
+        deadline = self._clock() + self._timeout
+        answer = bytearray()
+        with self._http.stream("POST", self.url, json=body) as response:
+            for chunk in response.iter_bytes():
+                answer += chunk
+                if len(answer) > MAX_ANSWER:
+                    raise GatewayProtocolError(
+                        f"{method}: the gateway's answer is larger than {MAX_ANSWER} bytes"
+                    )
+                if self._clock() > deadline:
+                    raise GatewayUnavailable(
+                        f"{method}: the gateway's answer did not arrive within {self._timeout}s"
+                    )
+        return bytes(answer)
 
     def list(
         self,

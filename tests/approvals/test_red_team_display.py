@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from eth_abi.abi import encode
 
-from agentguard import GatewayProtocolError, GatewayRPCError, TransactionIntent
+from agentguard import (
+    GatewayProtocolError,
+    GatewayRPCError,
+    GatewayUnavailable,
+    TransactionIntent,
+)
 from agentguard._approvals_cli import format_view
 from agentguard._eip712 import keccak
 from agentguard.network.approvals import ApprovalsClient, ApprovalView
@@ -237,3 +242,49 @@ def test_a_claim_left_by_a_crash_does_not_block_the_intent_for_ever(tmp_path: Pa
     assert request is not None and request.status == "expired"
     again = state.park_approval(policy_client=CLIENT, intent_hash=intent_hash, now=later, **common)
     assert again is not None and again.status == "pending"
+
+
+def _endless_gateway(chunks: int, size: int, sent: list[int]) -> Any:
+    import httpx
+
+    def body() -> Any:
+        for _ in range(chunks):
+            sent.append(size)
+            yield b" " * size
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    return httpx.MockTransport(gateway)
+
+
+def test_a_gateway_answer_that_never_ends_is_cut_off_by_size() -> None:
+    """Attack: a hostile gateway answers ``listApprovals`` with an endless body; the CLI and the
+    console read it all into memory. Before the fix every byte was read (here 96 MiB; for ever
+    with a real endless body); now the admin client stops at ``MAX_ANSWER`` bytes."""
+    sent: list[int] = []
+    client = ApprovalsClient(
+        "http://127.0.0.1:1", "admin", transport=_endless_gateway(1536, 65536, sent)
+    )
+    with pytest.raises(GatewayProtocolError, match="larger than"):
+        client.list()
+    assert sum(sent) < 1536 * 65536
+
+
+def test_a_gateway_answer_that_drips_is_cut_off_by_time() -> None:
+    """Attack: a hostile gateway sends its answer a byte at a time, each just inside the read
+    timeout, so ``agentguard approvals list`` (and a console worker) waits for ever. Before the
+    fix every chunk was awaited (here 5,000 of them, one "second" apart); now the whole answer
+    must arrive within the client's timeout."""
+    sent: list[int] = []
+    ticks = iter(range(1_000_000))
+    client = ApprovalsClient(
+        "http://127.0.0.1:1",
+        "admin",
+        timeout=30,
+        transport=_endless_gateway(5000, 1, sent),
+        clock=lambda: float(next(ticks)),
+    )
+    with pytest.raises(GatewayUnavailable, match="within"):
+        client.list()
+    assert len(sent) < 100
