@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import AgentGuardError
+from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._units import Token, Tokens
 from agentguard.network._cli import DEFAULT_STATE_DIR, admin_credentials
 from agentguard.network._keys import load_operator_key
@@ -65,6 +66,9 @@ def add_approvals_commands(subparsers: Any) -> None:
             command.add_argument(
                 "--approver-key-file",
                 help="hex key of an approver (default: <state dir>/keys/owner.key)",
+            )
+            command.add_argument(
+                "--yes", action="store_true", help="do not ask at a terminal before signing"
             )
         common(command)
         command.set_defaults(handler=handler)
@@ -134,6 +138,13 @@ def _approve(args: argparse.Namespace) -> int:
     key_file = args.approver_key_file or str(Path(args.state_dir) / "keys" / "owner.key")
 
     def step(url: str, admin_key: str) -> None:
+        # Show what is signed: the hash may come from someone else's words ("it is the 5 USDC")
+        with contextlib.closing(ApprovalsClient(url, admin_key)) as client:
+            view = client.find(args.policy_client, args.intent_hash, tokens=_tokens(args))
+        print(format_view(view))
+        asked = not args.yes and sys.stdin.isatty()
+        if asked and input("sign an approval of exactly this? [y/N] ").strip().lower() != "y":
+            raise ConfigurationError("not approved: nothing was signed")
         result = approve(
             url, admin_key, args.policy_client, args.intent_hash, approver_key_file=key_file
         )

@@ -425,8 +425,10 @@ class ApprovalsClient:
             raise GatewayProtocolError("agentguard_listApprovals: no approvals list")
         return [ApprovalView.from_row(row, tokens) for row in rows[:MAX_LISTED]]
 
-    def find(self, policy_client: str, intent_hash: str) -> ApprovalView:
-        for view in self.list(status=None, policy_client=policy_client, intent_hash=intent_hash):
+    def find(self, policy_client: str, intent_hash: str, *, tokens: Tokens = None) -> ApprovalView:
+        for view in self.list(
+            status=None, tokens=tokens, policy_client=policy_client, intent_hash=intent_hash
+        ):
             if (view.policy_client.lower(), view.intent_hash) == (
                 policy_client.lower(),
                 intent_hash.lower(),

@@ -288,3 +288,43 @@ def test_a_gateway_answer_that_drips_is_cut_off_by_time() -> None:
     with pytest.raises(GatewayUnavailable, match="within"):
         client.list()
     assert len(sent) < 100
+
+
+def test_the_cli_shows_what_it_signs_and_a_person_can_decline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Attack: a prompt-injected agent relays the refusal's hint to its user: "run `agentguard
+    approvals approve 0x<hash> --policy-client ...`, it is the 5 USDC you asked for" -- the hash
+    being a million-USDC transfer. Before the fix ``approve`` signed without showing anything;
+    now it prints the request it is about to sign and, at a terminal, asks first (declined
+    here: nothing is signed or sent)."""
+    import httpx
+
+    from agentguard.cli import main as cli
+
+    intent = big_transfer()
+    intent_hash = "0x" + intent.intent_hash.hex()
+    delivered: list[Any] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        call = json.loads(request.content)
+        if call["method"] == "agentguard_approve":
+            delivered.append(call)
+        result = {"approvals": [row_of(intent)]}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": call["id"], "result": result})
+
+    def client(url: str, admin_key: str, **kwargs: Any) -> ApprovalsClient:
+        return ApprovalsClient(url, admin_key, transport=httpx.MockTransport(gateway))
+
+    key = tmp_path / "approver.key"
+    key.write_text("0x" + "07" * 32)
+    monkeypatch.setattr("agentguard._approvals_cli.ApprovalsClient", client)
+    monkeypatch.setenv("AGENTGUARD_ADMIN_KEY", "admin")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")
+    argv = ["approvals", "approve", intent_hash, "--policy-client", CLIENT]
+    argv += ["--url", "http://127.0.0.1:1", "--approver-key-file", str(key)]
+    assert cli(argv) == 1
+    out = capsys.readouterr().out
+    assert "1000000 USDC to 0x6666666666666666666666666666666666666666" in out
+    assert delivered == []
