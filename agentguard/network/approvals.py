@@ -436,9 +436,17 @@ class ApprovalsClient:
                 return view
         raise ConfigurationError(f"no approval request for {intent_hash} of {policy_client}")
 
-    def approve(self, key: PrivateKey, policy_client: str, intent_hash: str) -> dict[str, Any]:
+    def approve(
+        self,
+        key: PrivateKey,
+        policy_client: str,
+        intent_hash: str,
+        *,
+        before_sending: Callable[[SignedApproval], None] | None = None,
+    ) -> dict[str, Any]:
         """Sign (with ``key``) and deliver an approval for a pending request, after checking
-        the request adds up (its intent hashes to its intent hash) and is still pending."""
+        the request adds up (its intent hashes to its intent hash) and is still pending.
+        ``before_sending`` sees the signed approval first (and may refuse by raising)."""
         view = self.find(policy_client, intent_hash)
         if view.problem is not None:
             raise ConfigurationError(f"refusing to approve {intent_hash}: {view.problem}")
@@ -451,6 +459,8 @@ class ApprovalsClient:
             chain_id=view.chain_id,
             expires_at=min(view.expires_at, int(self._clock()) + SIGNED_APPROVAL_LIFETIME),
         )
+        if before_sending is not None:
+            before_sending(approval)
         result: dict[str, Any] = self._call("agentguard_approve", {"approval": approval.to_json()})
         return result
 

@@ -44,9 +44,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from agentguard._exceptions import AgentGuardError
+from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._units import Tokens
-from agentguard.network.approvals import ApprovalsClient, ApprovalView
+from agentguard.network.approvals import ApprovalsClient, ApprovalView, SignedApproval
 
 __all__ = ["Console", "create_app", "main"]
 
@@ -89,6 +89,8 @@ class Console:
         self.tokens = tokens
         self._clock = clock
         self._sessions: dict[str, tuple[str, float]] = {}  # session id -> (csrf token, expiry)
+        # (policy client, intent hash) -> until when the approval this console sent is valid
+        self._sent: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:  # never shows a key
         return f"Console(gateway={self.client.url!r})"
@@ -113,7 +115,23 @@ class Console:
         return held[0]
 
     def approve(self, policy_client: str, intent_hash: str) -> None:
-        self.client.approve(self._approver_key, policy_client, intent_hash)
+        """One approval per request while it is valid: a gateway that still lists an approved
+        request as pending (or a double click) gets no second signature, which operators would
+        take as a second, unused approval of the same action."""
+        now = self._clock()
+        self._sent = {k: until for k, until in self._sent.items() if until > now}
+        request = (policy_client.lower(), intent_hash.lower())
+        if request in self._sent:
+            raise ConfigurationError(
+                f"already approved {intent_hash} from this console (valid until "
+                f"{_when(self._sent[request])}); if it still shows as pending, the gateway did not "
+                "record it"
+            )
+
+        def record(approval: SignedApproval) -> None:
+            self._sent[request] = approval.expires_at
+
+        self.client.approve(self._approver_key, policy_client, intent_hash, before_sending=record)
 
     def reject(self, policy_client: str, intent_hash: str) -> None:
         self.client.reject(policy_client, intent_hash)

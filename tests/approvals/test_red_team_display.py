@@ -12,6 +12,7 @@ import pytest
 from eth_abi.abi import encode
 
 from agentguard import (
+    ConfigurationError,
     GatewayProtocolError,
     GatewayRPCError,
     GatewayUnavailable,
@@ -328,3 +329,40 @@ def test_the_cli_shows_what_it_signs_and_a_person_can_decline(
     out = capsys.readouterr().out
     assert "1000000 USDC to 0x6666666666666666666666666666666666666666" in out
     assert delivered == []
+
+
+def test_the_console_signs_one_approval_per_request_while_it_lives() -> None:
+    """Attack: a hostile gateway keeps listing a request as pending after the person approved
+    it (or the person double-clicks). Each click signed a new approval (a new expiry, so a new
+    digest the operators had not seen): the gateway collected two approvals and could have the
+    same transfer allowed twice. Now the console refuses to sign a second approval for a
+    request while its first one is still valid."""
+    import httpx
+    from coincurve import PrivateKey
+
+    from agentguard.network.console import Console
+
+    intent = big_transfer()
+    intent_hash = "0x" + intent.intent_hash.hex()
+    now = [1_800_000_000.0]
+    delivered: list[Any] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        call = json.loads(request.content)
+        if call["method"] == "agentguard_approve":
+            delivered.append(call["params"]["approval"])
+        result = {"approvals": [row_of(intent)], "approver": "x"}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": call["id"], "result": result})
+
+    client = ApprovalsClient(
+        "http://127.0.0.1:1",
+        "admin",
+        transport=httpx.MockTransport(gateway),
+        clock=lambda: now[0],
+    )
+    console = Console(client, admin_key="admin", approver_key=PrivateKey(), clock=lambda: now[0])
+    console.approve(CLIENT, intent_hash)
+    now[0] += 5
+    with pytest.raises(ConfigurationError, match="already approved"):
+        console.approve(CLIENT, intent_hash)
+    assert len(delivered) == 1
