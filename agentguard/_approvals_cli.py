@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import AgentGuardError
+from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._units import Token, Tokens
 from agentguard.network._cli import DEFAULT_STATE_DIR, admin_credentials
 from agentguard.network._keys import load_operator_key
-from agentguard.network.approvals import ApprovalsClient, ApprovalView, parse_token_option
+from agentguard.network.approvals import (
+    ApprovalsClient,
+    ApprovalView,
+    parse_token_option,
+    shown_text,
+)
 from agentguard.network.config import DEFAULT_CHAIN_IDS
 
 __all__ = ["add_approvals_commands", "approve", "format_view", "list_approvals", "reject"]
@@ -60,6 +66,9 @@ def add_approvals_commands(subparsers: Any) -> None:
             command.add_argument(
                 "--approver-key-file",
                 help="hex key of an approver (default: <state dir>/keys/owner.key)",
+            )
+            command.add_argument(
+                "--yes", action="store_true", help="do not ask at a terminal before signing"
             )
         common(command)
         command.set_defaults(handler=handler)
@@ -129,17 +138,25 @@ def _approve(args: argparse.Namespace) -> int:
     key_file = args.approver_key_file or str(Path(args.state_dir) / "keys" / "owner.key")
 
     def step(url: str, admin_key: str) -> None:
+        # Show what is signed: the hash may come from someone else's words ("it is the 5 USDC")
+        with contextlib.closing(ApprovalsClient(url, admin_key)) as client:
+            view = client.find(args.policy_client, args.intent_hash, tokens=_tokens(args))
+        print(format_view(view))
+        asked = not args.yes and sys.stdin.isatty()
+        if asked and input("sign an approval of exactly this? [y/N] ").strip().lower() != "y":
+            raise ConfigurationError("not approved: nothing was signed")
         result = approve(
             url, admin_key, args.policy_client, args.intent_hash, approver_key_file=key_file
         )
-        print(f"approved {result['intent_hash']} (approver {result['approver']})")
+        approver = result.get("approver") if isinstance(result, dict) else None  # the gateway's
+        print(f"approved {args.intent_hash.lower()} (approver {shown_text(str(approver))})")
 
     return _run(args, step)
 
 
 def _reject(args: argparse.Namespace) -> int:
     def step(url: str, admin_key: str) -> None:
-        result = reject(url, admin_key, args.policy_client, args.intent_hash)
-        print(f"rejected {result['intent_hash']}")
+        reject(url, admin_key, args.policy_client, args.intent_hash)
+        print(f"rejected {args.intent_hash.lower()}")
 
     return _run(args, step)

@@ -57,6 +57,7 @@ __all__ = [
     "SignedApproval",
     "approvers_of",
     "parse_token_option",
+    "shown_text",
 ]
 
 APPROVAL_TYPE = "Approval(address policyClient,bytes32 intentHash,uint256 chainId,uint64 expiresAt)"
@@ -70,6 +71,12 @@ SIGNED_APPROVAL_LIFETIME = 900
 whatever expiry the gateway lists: the waiting agent uses it within seconds, and a short life
 bounds what a signature the person later regrets (rejects) could still do."""
 
+MAX_ANSWER = 64 << 20
+"""Bytes of one admin answer: a listing of every live request of many clients fits."""
+MAX_LISTED = 100_000
+"""Rows of one listing turned into views: a gateway lists every live request of every client
+(up to 1,000 each), so a lower cap would let one client's flood push another's off the end."""
+
 RequestStatus = Literal["pending", "approved", "rejected", "expired", "used", "unknown"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "expired", "used", "unknown")
 
@@ -77,6 +84,13 @@ _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIG = re.compile(r"^0x[0-9a-fA-F]{130}$")
 _FIELDS = frozenset({"policy_client", "intent_hash", "chain_id", "expires_at", "signature"})
+_LAST_SHOWN_TIME = 253402300799  # 9999-12-31T23:59:59Z: later cannot be shown as a date
+
+
+def shown_text(text: str) -> str:
+    """Text from the gateway as a person may see it: control and bidi characters (terminal
+    escapes that rewrite earlier lines, overrides that reorder them) become visible escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _invalid(message: str) -> ConfigurationError:
@@ -279,6 +293,8 @@ class ApprovalView:
             or not all(isinstance(r, str) for r in reasons)
             or type(created) is not int
             or type(expires) is not int
+            or not 0 <= created <= _LAST_SHOWN_TIME
+            or not 0 <= expires <= _LAST_SHOWN_TIME
         ):
             raise GatewayProtocolError("approval request: malformed status, reasons or times")
         problem = None
@@ -289,10 +305,15 @@ class ApprovalView:
             if "0x" + intent.intent_hash.hex() != intent_hash.lower():
                 problem = "its intent does not hash to its intent hash (do not approve)"
             amount = format_amount(spend.amount, spend.asset, intent.chain_id, tokens)
+            if spend.kind == "unknown_call":  # its ETH value is all agentguard can see
+                amount = (
+                    f"{amount} sent with {intent.function_signature}, plus whatever that call "
+                    "moves: agentguard cannot value this call"
+                )
             recipient, kind = spend.recipient or "", spend.kind
             chain_id, target = intent.chain_id, intent.to
         except AgentGuardError as exc:
-            problem = f"its intent is malformed: {exc.message[:200]}"
+            problem = f"its intent is malformed: {shown_text(exc.message[:200])}"
             amount, recipient, kind, chain_id, target = "?", "?", "?", 0, "?"
         return cls(
             policy_client=client,
@@ -303,7 +324,7 @@ class ApprovalView:
             recipient=recipient,
             kind=kind,
             target=target,
-            reasons=tuple(r[:500] for r in reasons[:32]),
+            reasons=tuple(shown_text(r[:500]) for r in reasons[:32]),
             created_at=created,
             expires_at=expires,
             problem=problem,
@@ -325,6 +346,7 @@ class ApprovalsClient:
     ) -> None:
         self.url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
         self._clock = clock
+        self._timeout = timeout
         self._http = httpx.Client(
             transport=transport,
             timeout=timeout,
@@ -341,10 +363,11 @@ class ApprovalsClient:
     def _call(self, method: str, params: Mapping[str, Any]) -> Any:
         rpc_id = str(uuid.uuid4())
         try:
-            response = self._http.post(
-                self.url, json={"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+            doc = strict_loads(
+                self._read(
+                    method, {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+                )
             )
-            doc = strict_loads(response.content)
         except httpx.HTTPError as exc:
             raise GatewayUnavailable(
                 f"{method} failed in transport: {type(exc).__name__}"
@@ -358,12 +381,30 @@ class ApprovalsClient:
             message = error.get("message")
             code = error.get("code")
             raise GatewayRPCError(
-                str(message)[:500] if isinstance(message, str) else "(no message)",
+                shown_text(message[:500]) if isinstance(message, str) else "(no message)",
                 code=code if type(code) is int else 0,
             )
         if doc.get("id") != rpc_id or "result" not in doc:
             raise GatewayProtocolError(f"{method}: the answer is not the response to this call")
         return doc["result"]
+
+    def _read(self, method: str, body: Mapping[str, Any]) -> bytes:
+        """The whole answer, at most ``MAX_ANSWER`` bytes, within the timeout in total (httpx's
+        timeout bounds each read, so a body dripping a byte at a time would never end)."""
+        deadline = self._clock() + self._timeout
+        answer = bytearray()
+        with self._http.stream("POST", self.url, json=body) as response:
+            for chunk in response.iter_bytes():
+                answer += chunk
+                if len(answer) > MAX_ANSWER:
+                    raise GatewayProtocolError(
+                        f"{method}: the gateway's answer is larger than {MAX_ANSWER} bytes"
+                    )
+                if self._clock() > deadline:
+                    raise GatewayUnavailable(
+                        f"{method}: the gateway's answer did not arrive within {self._timeout}s"
+                    )
+        return bytes(answer)
 
     def list(
         self,
@@ -382,10 +423,12 @@ class ApprovalsClient:
         rows = result.get("approvals") if isinstance(result, dict) else None
         if not isinstance(rows, list):
             raise GatewayProtocolError("agentguard_listApprovals: no approvals list")
-        return [ApprovalView.from_row(row, tokens) for row in rows[:1000]]
+        return [ApprovalView.from_row(row, tokens) for row in rows[:MAX_LISTED]]
 
-    def find(self, policy_client: str, intent_hash: str) -> ApprovalView:
-        for view in self.list(status=None, policy_client=policy_client, intent_hash=intent_hash):
+    def find(self, policy_client: str, intent_hash: str, *, tokens: Tokens = None) -> ApprovalView:
+        for view in self.list(
+            status=None, tokens=tokens, policy_client=policy_client, intent_hash=intent_hash
+        ):
             if (view.policy_client.lower(), view.intent_hash) == (
                 policy_client.lower(),
                 intent_hash.lower(),
@@ -393,9 +436,17 @@ class ApprovalsClient:
                 return view
         raise ConfigurationError(f"no approval request for {intent_hash} of {policy_client}")
 
-    def approve(self, key: PrivateKey, policy_client: str, intent_hash: str) -> dict[str, Any]:
+    def approve(
+        self,
+        key: PrivateKey,
+        policy_client: str,
+        intent_hash: str,
+        *,
+        before_sending: Callable[[SignedApproval], None] | None = None,
+    ) -> dict[str, Any]:
         """Sign (with ``key``) and deliver an approval for a pending request, after checking
-        the request adds up (its intent hashes to its intent hash) and is still pending."""
+        the request adds up (its intent hashes to its intent hash) and is still pending.
+        ``before_sending`` sees the signed approval first (and may refuse by raising)."""
         view = self.find(policy_client, intent_hash)
         if view.problem is not None:
             raise ConfigurationError(f"refusing to approve {intent_hash}: {view.problem}")
@@ -408,6 +459,8 @@ class ApprovalsClient:
             chain_id=view.chain_id,
             expires_at=min(view.expires_at, int(self._clock()) + SIGNED_APPROVAL_LIFETIME),
         )
+        if before_sending is not None:
+            before_sending(approval)
         result: dict[str, Any] = self._call("agentguard_approve", {"approval": approval.to_json()})
         return result
 

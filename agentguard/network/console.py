@@ -44,9 +44,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from agentguard._exceptions import AgentGuardError
+from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._units import Tokens
-from agentguard.network.approvals import ApprovalsClient, ApprovalView
+from agentguard.network.approvals import ApprovalsClient, ApprovalView, SignedApproval
 
 __all__ = ["Console", "create_app", "main"]
 
@@ -89,6 +89,8 @@ class Console:
         self.tokens = tokens
         self._clock = clock
         self._sessions: dict[str, tuple[str, float]] = {}  # session id -> (csrf token, expiry)
+        # (policy client, intent hash) -> until when the approval this console sent is valid
+        self._sent: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:  # never shows a key
         return f"Console(gateway={self.client.url!r})"
@@ -113,7 +115,23 @@ class Console:
         return held[0]
 
     def approve(self, policy_client: str, intent_hash: str) -> None:
-        self.client.approve(self._approver_key, policy_client, intent_hash)
+        """One approval per request while it is valid: a gateway that still lists an approved
+        request as pending (or a double click) gets no second signature, which operators would
+        take as a second, unused approval of the same action."""
+        now = self._clock()
+        self._sent = {k: until for k, until in self._sent.items() if until > now}
+        request = (policy_client.lower(), intent_hash.lower())
+        if request in self._sent:
+            raise ConfigurationError(
+                f"already approved {intent_hash} from this console (valid until "
+                f"{_when(self._sent[request])}); if it still shows as pending, the gateway did not "
+                "record it"
+            )
+
+        def record(approval: SignedApproval) -> None:
+            self._sent[request] = approval.expires_at
+
+        self.client.approve(self._approver_key, policy_client, intent_hash, before_sending=record)
 
     def reject(self, policy_client: str, intent_hash: str) -> None:
         self.client.reject(policy_client, intent_hash)
@@ -138,21 +156,26 @@ def _when(timestamp: int) -> str:
 def _row(view: ApprovalView, csrf: str) -> str:
     e = html.escape
     reasons = "<br>".join(e(r) for r in view.reasons) or "(none given)"
-    if view.problem is not None:
+    hidden = (
+        f"<input type='hidden' name='csrf' value='{e(csrf)}'>"
+        f"<input type='hidden' name='policy_client' value='{e(view.policy_client)}'>"
+        f"<input type='hidden' name='intent_hash' value='{e(view.intent_hash)}'>"
+    )
+    reject = (
+        f"<form method='post' action='/reject'>{hidden}"
+        f"<button type='submit' id='reject-{e(view.intent_hash)}'>Reject</button></form>"
+    )
+    if view.status == "approved":  # until a task claims it, a mistaken approval can be withdrawn
+        actions = f"approved{reject}"
+    elif view.problem is not None:
         actions = f"<span class='problem'>{e(view.problem)}</span>"
     elif view.status != "pending":
         actions = e(view.status)
     else:
-        hidden = (
-            f"<input type='hidden' name='csrf' value='{e(csrf)}'>"
-            f"<input type='hidden' name='policy_client' value='{e(view.policy_client)}'>"
-            f"<input type='hidden' name='intent_hash' value='{e(view.intent_hash)}'>"
-        )
         actions = (
             f"<form method='post' action='/approve'>{hidden}"
             f"<button type='submit' id='approve-{e(view.intent_hash)}'>Approve</button></form>"
-            f"<form method='post' action='/reject'>{hidden}"
-            f"<button type='submit' id='reject-{e(view.intent_hash)}'>Reject</button></form>"
+            + reject
         )
     return (
         f"<tr class='request' data-intent-hash='{e(view.intent_hash)}'>"
@@ -178,7 +201,10 @@ def create_app(console: Console) -> Starlette:
         body = await request.body()
         if len(body) > MAX_FORM:
             return {}
-        parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        try:
+            parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        except ValueError:  # more fields than any of our forms has
+            return {}
         return {k: v[0] for k, v in parsed.items() if len(v) == 1}
 
     def login_page(message: str = "") -> HTMLResponse:
@@ -202,7 +228,7 @@ def create_app(console: Console) -> Starlette:
             problem = f"<p class='problem'>{html.escape(exc.message)}</p>"
             return _page("agentguard approvals", problem)
         notice = _NOTICES.get(request.query_params.get("done", ""), "")
-        pending = [v for v in views if v.status == "pending"]
+        pending = [v for v in views if v.status in ("pending", "approved")]
         rows = "".join(_row(v, csrf) for v in pending)
         table = (
             "<table id='pending'><tr><th>Amount</th><th>Recipient</th><th>Reason</th>"
@@ -214,7 +240,7 @@ def create_app(console: Console) -> Starlette:
             f"<li>{html.escape(v.amount)} to {html.escape(v.recipient)}: {html.escape(v.status)}"
             "</li>"
             for v in views
-            if v.status != "pending"
+            if v.status not in ("pending", "approved")
         )
         return _page(
             "agentguard approvals",

@@ -139,6 +139,16 @@ _REQUEST_COLUMNS = (
 )
 
 
+CLAIM_GRACE = 300
+"""How long past its approval's expiry a task's claim on it is honoured: longer than any task
+runs and than operators' clocks may lag. A claim a crashed gateway never settled ends then."""
+# A request nothing will change any more: used, or past its expiry (and any claim's grace).
+_FINISHED = (
+    "(status = 'used' OR (expires_at <= ? AND "
+    f"(used_by IS NULL OR expires_at + {CLAIM_GRACE} <= ?)))"
+)
+
+
 @dataclass(frozen=True)
 class ApprovalRequest:
     """A parked intent waiting for (or past) a human decision. ``status`` reads as of ``now``."""
@@ -156,8 +166,12 @@ class ApprovalRequest:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...], now: int) -> ApprovalRequest:
-        status = row[7]
-        if status in ("pending", "approved") and row[6] <= now and row[9] is None:
+        status, expires_at, used_by = row[7], row[6], row[9]
+        if (
+            status in ("pending", "approved")
+            and expires_at <= now
+            and (used_by is None or expires_at + CLAIM_GRACE <= now)
+        ):
             status = "expired"
         return cls(
             policy_client=row[0],
@@ -479,6 +493,14 @@ class State:
                     now + ttl,
                 ),
             )
+            # Finished requests (expired, used) beyond the newest ``max_pending`` go: an agent
+            # parking new variations as old ones expire must not grow the file for ever.
+            self._db.execute(
+                f"DELETE FROM approval_requests WHERE policy_client = ? AND {_FINISHED} AND "  # noqa: S608
+                "rowid NOT IN (SELECT rowid FROM approval_requests WHERE policy_client = ? AND "
+                f"{_FINISHED} ORDER BY created_at DESC LIMIT ?)",
+                (client, now, now, client, now, now, max_pending),
+            )
         parked = self.approval_request(client, hashed, now)
         assert parked is not None
         return parked
@@ -499,19 +521,23 @@ class State:
         *,
         status: str | None = None,
         policy_client: str | None = None,
-        limit: int = 500,
+        per_client: int = MAX_PENDING_APPROVALS,
     ) -> list[ApprovalRequest]:
-        """Newest first; ``status`` filters on the status as it reads now."""
+        """Newest first; ``status`` filters on the status as it reads now. Each client's live
+        requests come first and at most ``per_client`` of each are read, so no client's
+        requests (at most ``MAX_PENDING_APPROVALS`` live) push another's off the list."""
         where, args = (
             ("WHERE policy_client = ? ", (policy_client.lower(),)) if policy_client else ("", ())
         )
         rows = self._db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM approval_requests {where}"  # noqa: S608
-            "ORDER BY created_at DESC LIMIT 5000",
-            args,
+            f"SELECT {_REQUEST_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER ("  # noqa: S608
+            "PARTITION BY policy_client ORDER BY status IN ('pending', 'approved') AND "
+            f"expires_at > ? DESC, created_at DESC) AS n FROM approval_requests {where}) "
+            "WHERE n <= ? ORDER BY created_at DESC",
+            (now, *args, per_client),
         ).fetchall()
         found = [ApprovalRequest.from_row(row, now) for row in rows]
-        return [r for r in found if status is None or r.status == status][:limit]
+        return [r for r in found if status is None or r.status == status]
 
     def approve(
         self,

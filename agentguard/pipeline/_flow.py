@@ -113,7 +113,11 @@ def guarded(action: Action) -> Flow[Settled]:
     """
     action = replace(action, intent=fresh_intent(action.intent))
     timeout = action.approval_timeout
-    if timeout is not None and (isinstance(timeout, bool) or not 0 <= timeout < 86400):
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 <= timeout < 86400
+    ):
         raise ConfigurationError("approval_timeout must be seconds in 0..86400, or None")
     hold = yield from _hold(action)
     verified = yield from _authorize(action, hold)
@@ -222,7 +226,7 @@ def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttest
                         "timeout": action.approval_timeout,
                     },
                 )
-            yield AwaitApproval(intent_hash, deadline)
+            yield AwaitApproval(intent_hash, deadline, hold.id)
 
 
 def _same_intent(verified: object, action: Action) -> None:

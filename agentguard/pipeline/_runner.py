@@ -207,6 +207,22 @@ def _timed_out(step: AwaitApproval) -> ApprovalTimedOut:
     )
 
 
+def _interrupted(
+    ledger: Ledger, audit: AuditSink | None, step: AwaitApproval, exc: BaseException
+) -> None:
+    """A wait cancelled or interrupted (not an ``Exception``: the flow handles those) ends the
+    run without the flow: give its hold back here, or it would count until it expires
+    (``approval_timeout`` later). Nothing was signed: no attestation exists while waiting."""
+    if isinstance(exc, Exception):
+        return
+    reason = f"the wait for a person was interrupted ({type(exc).__name__}); nothing was signed"
+    try:
+        _local_step(ledger, audit, Release(step.hold, reason))
+        _local_step(ledger, audit, Audit("released", {"reservation": step.hold, "reason": reason}))
+    except Exception as failed:  # the interruption is what the caller must see
+        log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
+
+
 def _best_effort(what: str, task_id: str, exc: Exception) -> None:
     log.info(f"gateway {what} failed", task_id=task_id, error=type(exc).__name__)
 
@@ -269,6 +285,13 @@ class Runner:
         raise TypeError(f"unknown pipeline step {step!r}")
 
     def _await_approval(self, step: AwaitApproval) -> None:
+        try:
+            self._poll_approval(step)
+        except BaseException as exc:
+            _interrupted(self.ledger, self.audit, step, exc)
+            raise
+
+    def _poll_approval(self, step: AwaitApproval) -> None:
         status = _status_method(self.guard)
         while True:
             left = step.deadline - time.monotonic()
@@ -362,6 +385,13 @@ class AsyncRunner:
         raise TypeError(f"unknown pipeline step {step!r}")
 
     async def _await_approval(self, step: AwaitApproval) -> None:
+        try:
+            await self._poll_approval(step)
+        except BaseException as exc:
+            _interrupted(self.ledger, self.audit, step, exc)
+            raise
+
+    async def _poll_approval(self, step: AwaitApproval) -> None:
         status = _status_method(self.guard)
         while True:
             left = step.deadline - time.monotonic()

@@ -106,10 +106,13 @@ class Authorize:
 class AwaitApproval:
     """Wait (polling the gateway's ``approvalStatus``) until a person decided on this exact
     intent: returns once it reads approved (the flow then authorizes the same intent again),
-    raises ``ApprovalRejected`` / ``ApprovalTimedOut``. ``deadline`` is ``time.monotonic()``."""
+    raises ``ApprovalRejected`` / ``ApprovalTimedOut``. ``deadline`` is ``time.monotonic()``.
+    ``hold``: the local hold, released by the runner if the wait is cancelled or interrupted
+    (the flow cannot run on to release it then; while waiting no attestation exists)."""
 
     intent_hash: str
     deadline: float
+    hold: str
 
 
 @dataclass(frozen=True, slots=True)
