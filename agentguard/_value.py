@@ -11,7 +11,8 @@ with this module.
   (``payb_9uByHa(address,uint256)`` hashes like ``approve``) is refused: it could only be meant
   to hide what the call does.
 * A call whose selector is not in the table is an ``unknown_call``: only its ETH ``value`` is
-  visible, so the bundled policies refuse it unless ``allowed_functions`` lists it.
+  visible, so the bundled policies refuse it unless ``allowed_functions`` lists it (an offchain
+  call to ``OFFCHAIN_TARGET``: unless ``offchain_calls`` names it).
 * Unlimited approvals count as 2^256 - 1. NFT transfers and approvals carry a token id, not an
   amount, so they count as 2^256 - 1 of the collection: a cap refuses them unless a policy
   explicitly caps that collection at 2^256 - 1. ERC-721 ``transferFrom``/``approve``/``burn`` share

@@ -257,7 +257,8 @@ class Budget:
         ``max_per_tx`` names every budgeted token (its per-call cap, else its smallest window
         cap: no one call can spend more anyway), so ``tx_cap`` refuses any other asset that
         moves; a budget naming no token caps ETH at 0 (it allows calls that move nothing).
-        Merge further keys (``allowed_recipients``, ``allowed_functions``…) into the result.
+        Merge further keys (``allowed_recipients``, ``allowed_functions``, ``offchain_calls``
+        for the agent's offchain tools…) into the result: a budget knows no tool names.
         """
         per_tx = {t.address: a for t, a in self.call_caps}
         for t, _, a in self.window_caps:

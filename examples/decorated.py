@@ -15,7 +15,6 @@ from __future__ import annotations
 from web3 import Web3
 
 from agentguard import (
-    OFFCHAIN_TARGET,
     AgentGuardError,
     Guard,
     Ledger,
@@ -41,9 +40,10 @@ def main() -> None:
         mint = contract.functions.mint(AGENT.address, usdc.atomic("100"))
         transact(w3, mint, sender=OWNER.address)
         params = {
-            "allowed_functions": ["send_email(string)", "transfer(address,uint256)"],
-            # an offchain call is addressed to OFFCHAIN_TARGET: a recipient allowlist must list it
-            "allowed_recipients": [SHOP.address, OFFCHAIN_TARGET],
+            "allowed_functions": ["transfer(address,uint256)"],
+            # offchain tools, by name: they move nothing, so the recipient allowlist ignores them
+            "offchain_calls": ["send_email"],
+            "allowed_recipients": [SHOP.address],
             "max_per_tx": {usdc.address: str(usdc.atomic("5"))},
         }
         policy_id = net.register_policy_client(CLIENT, "agent_spend", params)

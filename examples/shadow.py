@@ -23,7 +23,7 @@ CLIENT = "0x00000000000000000000000000000000005AD0E0"
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ReferenceNetwork(operators=3) as net:
         policy_id = net.register_policy_client(
-            CLIENT, "agent_spend", {"allowed_functions": ["send_email(string)"]}
+            CLIENT, "agent_spend", {"offchain_calls": ["send_email"]}
         )
         guard = Guard.connect(
             net.url, policy_client=CLIENT, operators=net.operator_addresses,

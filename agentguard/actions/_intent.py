@@ -3,8 +3,9 @@ sent (in name only) from the agent to ``OFFCHAIN_TARGET`` with no value.
 
 It is an ordinary ``TransactionIntent``, so operators parse, hash and value it like any other:
 ``name(string)`` is not a value-moving selector, so its spend is an ``unknown_call`` of 0 ETH and
-the bundled policies refuse it unless ``allowed_functions`` lists ``"name(string)"``. A policy
-can read the arguments: ``json.unmarshal(input.decoded_function_arguments[0])``.
+the bundled policies refuse it unless their params' ``offchain_calls`` lists ``name`` (which
+allows ``name(string)`` to ``OFFCHAIN_TARGET`` with value 0, and nothing else). A policy can
+read the arguments: ``json.unmarshal(input.decoded_function_arguments[0])``.
 
 The arguments are copied once into plain JSON values (``frozen_arguments``): that copy is what
 is hashed and what the function receives, so editing the caller's objects after authorization
@@ -110,8 +111,8 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigurationError(
             f"name={name!r:.80} is not a Solidity identifier (letters, digits, _ and $, not "
-            "starting with a digit, at most 128 characters); policies list it as "
-            "'name(string)' in allowed_functions"
+            "starting with a digit, at most 128 characters); the bundled policies allow it "
+            "when their params' offchain_calls lists it"
         )
     return name
 

@@ -69,7 +69,8 @@ def unvalued(intent: TransactionIntent) -> str:
     """The reason the value-judging checks give for a function agentguard cannot value."""
     return (
         f"function {intent.function_signature} on {intent.to} is not one agentguard can value "
-        "(it may move tokens no cap sees); denied unless allowed_functions lists it"
+        "(it may move tokens no cap sees); denied unless allowed_functions lists it "
+        "(an offchain call: unless offchain_calls names it)"
     )
 
 

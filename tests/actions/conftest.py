@@ -25,8 +25,8 @@ from agentguard.network.launcher import ReferenceNetwork
 from agentguard.policies import Policy
 from tests.wallet.conftest import AGENT, chain, network, snapshot  # noqa: F401 (fixtures)
 
-EMAIL = ["send_email(string)"]
-PARAMS: dict[str, Any] = {"allowed_functions": EMAIL}
+EMAIL = ["send_email"]
+PARAMS: dict[str, Any] = {"offchain_calls": EMAIL}
 MAIL_DOMAIN = Policy.from_dir(Path(__file__).parent / "policies" / "mail_domain")
 _keys = itertools.count(1)
 

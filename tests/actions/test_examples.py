@@ -22,7 +22,7 @@ def test_decorated() -> None:
     lines = _run("decorated.py").splitlines()
     assert lines[0] == "✓ send_email: sent 'hello' to ann@example.com"
     assert lines[1].startswith("✗ delete_account: REFUSED by policy")
-    assert "delete_account(string)" in lines[1] and "is not in allowed_functions" in lines[1]
+    assert "delete_account(string)" in lines[1] and "offchain_calls" in lines[1]
     assert lines[2].startswith("✓ pay 2 USDC: paid, tx 0x")
     assert lines[3].startswith("✗ pay 50 USDC: REFUSED by policy")
     assert "per-transaction cap" in lines[3] and len(lines) == 4

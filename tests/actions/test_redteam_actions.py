@@ -130,8 +130,8 @@ def test_a_gateway_answering_for_another_tool_is_refused(stack: Stack) -> None:
 def test_a_tool_named_transfer_moves_nothing_and_is_not_an_erc20_transfer(stack: Stack) -> None:
     """``transfer`` as a tool name is ``transfer(string)``: another selector than ERC-20's
     ``transfer(address,uint256)``, valued as an unknown call of 0 ETH to the offchain target.
-    A policy allowing ERC-20 transfers does not allow it; listing ``transfer(string)`` does, and
-    then no token amount is counted, whatever the arguments say."""
+    A policy allowing ERC-20 transfers does not allow it; naming it in ``offchain_calls`` does,
+    and then no token amount is counted, whatever the arguments say."""
     intent = call_intent(stack.agent, "transfer", {"to": PAYEE, "amount": 10**12}, chain_id=8453)
     spend = intent.spend
     assert (spend.kind, spend.amount, spend.recipient) == ("unknown_call", 0, OFFCHAIN_TARGET)
@@ -141,9 +141,7 @@ def test_a_tool_named_transfer_moves_nothing_and_is_not_an_erc20_transfer(stack:
     )
     with pytest.raises(PolicyDenied, match=r"transfer\(string\)"):
         erc20_only.run_call("transfer", {"to": PAYEE, "amount": 10**12}, lambda: None)
-    tool = stack.guard(
-        {"allowed_functions": ["transfer(string)"], "max_per_tx": {USDC.lower(): "5"}}
-    )
+    tool = stack.guard({"offchain_calls": ["transfer"], "max_per_tx": {USDC.lower(): "5"}})
     assert tool.run_call("transfer", {"to": PAYEE, "amount": 10**12}, lambda: "ok") == "ok"
     assert stack.last("committed")["amount"] == "0"
 

@@ -167,12 +167,18 @@ async def test_an_async_function_on_a_blocking_guard(stack: Stack) -> None:
     assert stack.kinds() == ["authorized", "signed", "committed"]
 
 
-def test_a_recipient_allowlist_must_list_the_offchain_target(stack: Stack) -> None:
-    """An offchain call is addressed to OFFCHAIN_TARGET (its spend recipient); a policy with
-    allowed_recipients refuses every call until it lists that address (fails closed)."""
+def test_a_named_offchain_call_passes_a_recipient_allowlist(stack: Stack) -> None:
+    """An offchain call moves nothing and reaches no contract: under offchain_calls it passes
+    recipient and contract allowlists that do not list OFFCHAIN_TARGET. The old way (its
+    signature in allowed_functions, OFFCHAIN_TARGET in allowed_recipients) no longer allows it:
+    allowed_functions does not look at the target, so it would also allow the signature, with
+    ETH, on any contract."""
     payee = "0x3333333333333333333333333333333333333333"
-    closed = stack.guard({"allowed_functions": EMAIL, "allowed_recipients": [payee]})
-    with pytest.raises(PolicyDenied, match="not in allowed_recipients"):
-        closed.run_call("send_email", {"to": "a@example.com"}, lambda: None)
-    opened = stack.guard({"allowed_functions": EMAIL, "allowed_recipients": [OFFCHAIN_TARGET]})
-    assert opened.run_call("send_email", {"to": "a@example.com"}, lambda: 1) == 1
+    lists = {"allowed_recipients": [payee], "allowed_contracts": [payee]}
+    named = stack.guard({"offchain_calls": EMAIL, **lists})
+    assert named.run_call("send_email", {"to": "a@example.com"}, lambda: 1) == 1
+    old = stack.guard(
+        {"allowed_functions": ["send_email(string)"], "allowed_recipients": [OFFCHAIN_TARGET]}
+    )
+    with pytest.raises(PolicyDenied, match="offchain_calls"):
+        old.run_call("send_email", {"to": "a@example.com"}, lambda: None)

@@ -32,7 +32,7 @@ PAYEE = DEV_ACCOUNTS[3].address
 STRANGER = DEV_ACCOUNTS[5].address
 CAP = 5_000_000  # 5 USDC per transfer, at the network
 AGENT_USDC = 1_000_000_000
-ALLOWED_CALLS = ["send_email(string)", "lookup(string)"]
+ALLOWED_CALLS = ["send_email", "lookup"]
 _clients = itertools.count(0x1C00)
 G = TypeVar("G", Guard, AsyncGuard)
 T = TypeVar("T")
@@ -139,7 +139,7 @@ def wallet_params(token: str) -> dict[str, Any]:
 @pytest.fixture
 def calls_guard(network: ReferenceNetwork) -> Iterator[Guard]:
     """A guard whose policy allows only ``send_email`` and ``lookup`` calls."""
-    with connect(network, {"allowed_functions": ALLOWED_CALLS}) as guard:
+    with connect(network, {"offchain_calls": ALLOWED_CALLS}) as guard:
         yield guard
 
 

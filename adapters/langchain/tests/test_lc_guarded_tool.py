@@ -125,7 +125,7 @@ async def test_async_with_a_blocking_guard(calls_guard: Guard) -> None:
 
 
 async def test_async_guard(network: ReferenceNetwork) -> None:
-    guard = connect(network, {"allowed_functions": ALLOWED_CALLS}, AsyncGuard)
+    guard = connect(network, {"offchain_calls": ALLOWED_CALLS}, AsyncGuard)
     async with guard:
         calls: list[str] = []
 

@@ -62,7 +62,7 @@ def test_extra_fields_never_reach_the_intent_or_the_tool(
 ) -> None:
     """A model adds a field the schema does not have (``bcc``), hoping the tool reads it from
     ``**kwargs`` unseen by the policy: the schema drops it before the intent is built."""
-    guard = connect(network, {"allowed_functions": ["notify(string)"]})
+    guard = connect(network, {"offchain_calls": ["notify"]})
     seen = asked(guard)
     got: list[dict[str, Any]] = []
 
@@ -87,7 +87,7 @@ def test_a_schema_that_keeps_extras_puts_them_in_the_intent(
     network: ReferenceNetwork, asked: Any
 ) -> None:
     """``extra="allow"``: the tool receives the extra field, so the policy sees it too."""
-    guard = connect(network, {"allowed_functions": ["notify(string)"]})
+    guard = connect(network, {"offchain_calls": ["notify"]})
     seen = asked(guard)
     got: list[dict[str, Any]] = []
 
@@ -141,7 +141,7 @@ def test_arguments_changed_after_authorization_do_not_reach_the_tool(
     recipient inside the payload once the call is authorized. ``dict[str, Any]`` keeps nested
     values by reference, so a wrapper passing the validated objects on would hand the tool the
     edited list; the tool gets a fresh decode of the authorized JSON instead."""
-    guard = connect(network, {"allowed_functions": ["notify(string)"]})
+    guard = connect(network, {"offchain_calls": ["notify"]})
     recipients = ["bob"]
     tool_call = {
         "type": "tool_call",
@@ -195,8 +195,8 @@ def test_a_tool_named_like_a_value_moving_function_is_not_that_function(
     assert intent.function_signature == "transfer(string)" and intent.value == 0
     assert bytes(intent.data)[:4] == keccak(b"transfer(string)")[:4] != bytes.fromhex("a9059cbb")
     assert intent.to.lower() != PAYEE.lower()
-    # only naming the tool's own action allows it
-    named = connect(network, {"allowed_functions": ["transfer(string)"]})
+    # only naming the tool in offchain_calls allows it
+    named = connect(network, {"offchain_calls": ["transfer"]})
     assert guard_tool(transfer, named).invoke({"to": PAYEE, "amount": 1}) == "moved"
 
 
@@ -214,7 +214,7 @@ def test_refusal_texts_carry_no_secret(
         policy_id="0x" + "22" * 32,
     )
     key_hex = AGENT.private_key.removeprefix("0x").lower()
-    guarded = guard_tool(notify, connect(network, {"allowed_functions": ["other(string)"]}))
+    guarded = guard_tool(notify, connect(network, {"offchain_calls": ["other"]}))
     wrong.defaults = guarded.guard.defaults
     bad_key = guard_tool(notify, wrong)
     kit = {
@@ -256,8 +256,9 @@ def test_a_wrapped_toolkit_tool_needs_both_authorizations(
     network: ReferenceNetwork, wallet: GuardedWallet, snapshot: Chain
 ) -> None:
     """``guard_tool`` over the toolkit's own ``transfer``: the offchain gate runs first, then the
-    wallet's own pipeline; a policy allowing ``transfer(string)`` cannot lift the wallet's cap."""
-    gate = connect(network, {"allowed_functions": ["transfer(string)"]})
+    wallet's own pipeline; a policy naming the tool ``transfer`` in ``offchain_calls`` cannot lift
+    the wallet's cap."""
+    gate = connect(network, {"offchain_calls": ["transfer"]})
     transfer = {
         t.name: t
         for t in AgentGuardToolkit(
@@ -323,9 +324,7 @@ def test_a_tool_that_crashed_after_authorization_stays_counted(
     """The wrapped tool raises after the call was authorized: it may have acted (sent half an
     email), so the call stays counted. A model retrying in a loop cannot turn crashes into
     free calls: with one call per hour allowed, the next call is refused locally, as text."""
-    guard = connect(
-        network, {"allowed_functions": ["lookup(string)"]}, limits=Limits(rate=[RateCap(3600, 1)])
-    )
+    guard = connect(network, {"offchain_calls": ["lookup"]}, limits=Limits(rate=[RateCap(3600, 1)]))
     calls: list[str] = []
 
     def flaky(query: str) -> str:

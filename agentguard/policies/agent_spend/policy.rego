@@ -2,7 +2,8 @@
 # A hard violation from any check denies; only a clean action above an approval threshold asks a
 # human. With no check configured nothing is allowed. Whatever is configured, a function
 # agentguard cannot value from calldata (data.wasm.spend.kind "unknown_call") is denied unless
-# data.params.allowed_functions lists it.
+# data.params.allowed_functions lists it (an offchain call: unless data.params.offchain_calls
+# names it; see function_allowlist).
 package agentguard.agent_spend
 
 import rego.v1
@@ -67,7 +68,7 @@ violations contains msg if {
 	unvalued_call
 	msg := concat("", [
 		"function ", input.decoded_function_signature, " on ", input.to,
-		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it (an offchain call: unless offchain_calls names it)",
 	])
 }
 
@@ -89,11 +90,12 @@ reasons contains msg if {
 }
 
 # A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
-# "unknown_call") may move anything; only its ETH value is known. It passes only if
-# data.params.allowed_functions lists its canonical signature.
+# "unknown_call") may move anything; only its ETH value is known. It passes only as
+# function_allowlist defines (included): listed in allowed_functions and not addressed to
+# OFFCHAIN_TARGET, or an offchain call offchain_calls names.
 unvalued_call if {
 	data.wasm.spend.kind == "unknown_call"
-	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+	not data.agentguard.function_allowlist.allowed_unknown_call
 }
 
 configured if {
@@ -104,7 +106,7 @@ configured if {
 checks := {
 	"max_per_tx", "window_caps", "rate_limits",
 	"allowed_recipients", "denied_recipients", "allowed_contracts", "denied_contracts",
-	"allowed_functions", "allow_plain_transfers",
+	"allowed_functions", "offchain_calls", "allow_plain_transfers",
 	"allowed_assets", "allowed_chains",
 	"time_windows", "approval_above",
 }

@@ -88,7 +88,8 @@ def test_an_unvalued_call_needs_a_human_unless_listed() -> None:
     assert result.decision == "approval_required"
     assert result.reasons == (
         f"function deposit() on {ROUTER} is not one agentguard can value (it may move tokens "
-        "no cap sees); a human must approve this exact intent unless allowed_functions lists it",
+        "no cap sees); a human must approve this exact intent unless allowed_functions lists it "
+        "(an offchain call: unless offchain_calls names it)",
     )
     assert (
         evaluate("approval_threshold", swap(), EXAMPLE, wasm_for(swap(), approved=True)).decision

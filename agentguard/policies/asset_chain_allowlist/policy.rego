@@ -24,6 +24,7 @@ violations contains "the gateway sent no valid spend data (data.wasm.spend); den
 
 violations contains msg if {
 	data.params.allowed_assets
+	not data.agentguard.function_allowlist.offchain_call # it moves nothing
 	asset := lower(data.wasm.spend.asset)
 	not asset_allowed(asset)
 	msg := concat("", ["asset ", asset, " is not in allowed_assets"])
@@ -34,7 +35,7 @@ violations contains msg if {
 	unvalued_call
 	msg := concat("", [
 		"function ", input.decoded_function_signature, " on ", input.to,
-		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it (an offchain call: unless offchain_calls names it)",
 	])
 }
 
@@ -47,11 +48,12 @@ violations contains msg if {
 active if data.params.allowed_assets
 
 # A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
-# "unknown_call") may move anything; only its ETH value is known. It passes only if
-# data.params.allowed_functions lists its canonical signature.
+# "unknown_call") may move anything; only its ETH value is known. It passes only as
+# function_allowlist defines (included): listed in allowed_functions and not addressed to
+# OFFCHAIN_TARGET, or an offchain call offchain_calls names.
 unvalued_call if {
 	data.wasm.spend.kind == "unknown_call"
-	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+	not data.agentguard.function_allowlist.allowed_unknown_call
 }
 
 active if data.params.allowed_chains

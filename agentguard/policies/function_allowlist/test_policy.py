@@ -66,6 +66,7 @@ def test_plain_transfers_only_blocks_every_call() -> None:
 
 def test_without_params_nothing_is_allowed() -> None:
     assert evaluate("function_allowlist", eth(1), {}, check_schema=False).reasons == (
-        "function_allowlist: params has no allowed_functions or allow_plain_transfers, "
+        "function_allowlist: params has no allowed_functions, allow_plain_transfers or "
+        "offchain_calls, "
         "so nothing is allowed",
     )

@@ -2,7 +2,8 @@
 # allowed_recipients / denied_recipients apply to the effective recipient, as the operators read
 # it from the calldata (data.wasm.spend.recipient: payTo of a payment or token transfer, the
 # spender of an approval or permit, `to` of an ETH transfer); a function agentguard cannot value
-# has no known recipient and is denied unless allowed_functions lists it;
+# has no known recipient and is denied unless allowed_functions lists it; an offchain call
+# offchain_calls names (function_allowlist) moves nothing and no list judges it;
 # allowed_contracts / denied_contracts apply to input.to when the action calls a contract (calldata,
 # or 0 wei without calldata, which can only run the target's receive/fallback code).
 # Addresses compare case-insensitively.
@@ -34,18 +35,20 @@ violations contains msg if {
 	unvalued_call
 	msg := concat("", [
 		"function ", input.decoded_function_signature, " on ", input.to,
-		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it (an offchain call: unless offchain_calls names it)",
 	])
 }
 
 violations contains msg if {
 	data.params.allowed_recipients
+	not offchain_call
 	not listed(data.params.allowed_recipients, recipient)
 	msg := concat("", ["recipient ", recipient, " is not in allowed_recipients"])
 }
 
 violations contains msg if {
 	data.params.denied_recipients
+	not offchain_call
 	listed(data.params.denied_recipients, recipient)
 	msg := concat("", ["recipient ", recipient, " is in denied_recipients"])
 }
@@ -76,7 +79,14 @@ recipient := lower(data.wasm.spend.recipient)
 
 contract := lower(input.to)
 
-contract_call if input.data != "0x"
+# An offchain call offchain_calls names (function_allowlist) moves nothing and reaches no
+# contract: no recipient or contract list judges it.
+offchain_call if data.agentguard.function_allowlist.offchain_call
+
+contract_call if {
+	input.data != "0x"
+	not offchain_call
+}
 
 # 0 wei without calldata moves nothing: it can only matter as a call that runs the target's
 # receive/fallback code as the wallet, so the contract lists judge its target.
@@ -86,11 +96,12 @@ contract_call if {
 }
 
 # A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
-# "unknown_call") may move anything; only its ETH value is known. It passes only if
-# data.params.allowed_functions lists its canonical signature.
+# "unknown_call") may move anything; only its ETH value is known. It passes only as
+# function_allowlist defines (included): listed in allowed_functions and not addressed to
+# OFFCHAIN_TARGET, or an offchain call offchain_calls names.
 unvalued_call if {
 	data.wasm.spend.kind == "unknown_call"
-	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+	not data.agentguard.function_allowlist.allowed_unknown_call
 }
 
 listed(addresses, address) if {

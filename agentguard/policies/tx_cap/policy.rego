@@ -29,7 +29,7 @@ violations contains msg if {
 	unvalued_call
 	msg := concat("", [
 		"function ", input.decoded_function_signature, " on ", input.to,
-		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it",
+		" is not one agentguard can value (it may move tokens no cap sees); denied unless allowed_functions lists it (an offchain call: unless offchain_calls names it)",
 	])
 }
 
@@ -72,11 +72,12 @@ moves_value if data.wasm.spend.amount != "0"
 moves_value if data.wasm.spend.kind in {"transfer", "approval", "nft"}
 
 # A function outside agentguard's table of value-moving selectors (data.wasm.spend.kind
-# "unknown_call") may move anything; only its ETH value is known. It passes only if
-# data.params.allowed_functions lists its canonical signature.
+# "unknown_call") may move anything; only its ETH value is known. It passes only as
+# function_allowlist defines (included): listed in allowed_functions and not addressed to
+# OFFCHAIN_TARGET, or an offchain call offchain_calls names.
 unvalued_call if {
 	data.wasm.spend.kind == "unknown_call"
-	not input.decoded_function_signature in object.get(data.params, "allowed_functions", [])
+	not data.agentguard.function_allowlist.allowed_unknown_call
 }
 
 

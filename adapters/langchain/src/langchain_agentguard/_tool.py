@@ -52,7 +52,7 @@ def _visible_fields(tool: BaseTool) -> frozenset[str]:
 class GuardedTool(BaseTool):
     """A tool whose every call goes through ``guard.run_call`` first.
 
-    ``action`` is the name the policy sees (``action(string)`` in ``allowed_functions``);
+    ``action`` is the name the policy sees (listed in its params' ``offchain_calls``);
     it defaults to the tool's name. ``shadow=True`` evaluates and records but never blocks.
     """
 
@@ -220,8 +220,8 @@ def guard_tool(
     """``tool`` with every call authorized by ``guard`` first (same name, description, schema).
 
     ``name``: the action name the policy sees, when the tool's own name is not a Solidity
-    identifier (``"web-search"`` → ``name="web_search"``); policies allow it by listing
-    ``"<name>(string)"`` in ``allowed_functions``.
+    identifier (``"web-search"`` → ``name="web_search"``); the bundled policies allow it when
+    their params' ``offchain_calls`` lists that name.
     """
     if not isinstance(tool, BaseTool):
         raise ConfigurationError(f"guard_tool wraps a LangChain BaseTool, got {type(tool)!r}")
