@@ -31,7 +31,7 @@ from lc_stack import (  # noqa: F401 - fixtures are parameters here
     wallet,
     wallet_guard,
 )
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentguard import Guard
 from agentguard.ledger import Limits, RateCap
@@ -341,3 +341,59 @@ def test_a_tool_that_crashed_after_authorization_stays_counted(
     )
     assert again.status == "error" and calls == ["a"]
     assert "budget" in again.content.lower()  # the local rate cap, not the policy
+
+
+def test_an_aliased_field_runs_with_the_value_the_policy_saw(
+    network: ReferenceNetwork, asked: Any
+) -> None:
+    """Attack: a schema field with an alias (``dry_run`` typed by the model as ``dryRun``). The
+    policy saw ``{"dry_run": true}`` (frozen by field name) but the wrapped tool re-validated
+    that JSON by alias, ignored ``dry_run`` and ran with its default ``False``: a dry run the
+    policy allowed became a real one. It succeeded before the fix; now a schema that does not
+    read its own frozen arguments back the same way is refused before anything runs."""
+    guard = connect(network, {"offchain_calls": ["wipe"]})
+    asked(guard)
+    got: list[dict[str, Any]] = []
+
+    class Args(BaseModel):
+        target: str
+        dry_run: bool = Field(default=False, alias="dryRun")
+
+    def wipe(**kwargs: Any) -> str:
+        got.append(kwargs)
+        return "done"
+
+    inner = StructuredTool.from_function(func=wipe, name="wipe", description="d", args_schema=Args)
+    out = guard_tool(inner, guard).invoke(
+        {"type": "tool_call", "name": "wipe", "id": "1", "args": {"target": "db", "dryRun": True}}
+    )
+    assert got == [] and out.status == "error" and "REFUSED" in out.content
+
+
+def test_a_validator_that_changes_its_output_does_not_run_twice(
+    network: ReferenceNetwork, asked: Any
+) -> None:
+    """Attack: a validator that is not idempotent (here it scales the amount). The policy saw
+    the validated value (2 x 300 = 600, within a 1000 limit) but the wrapped tool validated
+    that again and ran with 1200. It succeeded before the fix; now it is refused."""
+    guard = connect(network, {"offchain_calls": ["pay"]})
+    asked(guard)
+    got: list[dict[str, Any]] = []
+
+    class Args(BaseModel):
+        cents: int
+
+        @field_validator("cents")
+        @classmethod
+        def to_half_cents(cls, v: int) -> int:
+            return v * 2
+
+    def pay(**kwargs: Any) -> str:
+        got.append(kwargs)
+        return "paid"
+
+    inner = StructuredTool.from_function(func=pay, name="pay", description="d", args_schema=Args)
+    out = guard_tool(inner, guard).invoke(
+        {"type": "tool_call", "name": "pay", "id": "1", "args": {"cents": 300}}
+    )
+    assert got == [] and out.status == "error" and "REFUSED" in out.content
