@@ -32,6 +32,7 @@ from lc_stack import (  # noqa: F401 - fixtures are parameters here
     wallet_guard,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from web3 import HTTPProvider, Web3
 
 from agentguard import Guard
 from agentguard.ledger import Limits, RateCap
@@ -397,3 +398,42 @@ def test_a_validator_that_changes_its_output_does_not_run_twice(
         {"type": "tool_call", "name": "pay", "id": "1", "args": {"cents": 300}}
     )
     assert got == [] and out.status == "error" and "REFUSED" in out.content
+
+
+class _OtherChainNode(HTTPProvider):
+    """A read node that is on (or claims to be on) Base Sepolia, not the wallet's chain."""
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        if method == "eth_chainId":
+            return {"jsonrpc": "2.0", "id": 1, "result": hex(84532)}
+        return super().make_request(method, params)
+
+
+def test_a_toolkit_amount_is_read_on_the_wallets_chain(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain, asked: Any
+) -> None:
+    """Attack: the toolkit's read node (``web3=``, or the guard's default) is on another chain
+    than the wallet, or lies about its chain id. Before the fix "1 USDC" was resolved on the
+    read node's chain (Base Sepolia's USDC address) and the wallet sent a transfer of that
+    address's token on Base: the policy saw a token nobody capped and the tool told the model
+    "Sent 1 USDC" while no USDC moved. Now amounts are parsed on the chain the wallet signs
+    for, so "1 USDC" is the wallet chain's USDC."""
+    seen = asked(wallet_guard)
+    node = Web3(_OtherChainNode(snapshot.w3.provider.endpoint_uri))  # type: ignore[attr-defined]
+    kit = {
+        t.name: t
+        for t in AgentGuardToolkit(
+            guard=wallet_guard, wallet=wallet, web3=node, tokens=snapshot.usdc
+        ).get_tools()
+    }
+    before = snapshot.balance(PAYEE)
+    out = kit["transfer"].invoke(
+        {
+            "type": "tool_call",
+            "name": "transfer",
+            "id": "1",
+            "args": {"to": PAYEE, "amount": "1 USDC"},
+        }
+    )
+    assert [i.to.lower() for i in seen] == [snapshot.token.address.lower()]
+    assert out.status == "success" and snapshot.balance(PAYEE) == before + 1_000_000

@@ -80,8 +80,8 @@ class _WalletTool(BaseTool):
     _chain_id: int | None = PrivateAttr(default=None)
 
     def _amount(self, text: str) -> Amount:
-        if self._chain_id is None:
-            self._chain_id = int(self.web3.eth.chain_id)
+        if self._chain_id is None:  # the chain the wallet signs for, not the read node's
+            self._chain_id = self.wallet.chain_id
         return parse_amount(text, self._chain_id, self.tokens)
 
     def _units(self) -> dict[str, Any]:
