@@ -7,7 +7,8 @@ A call is validated by the tool's own args schema first. Every argument the tool
 except the injected ones (``InjectedToolArg``, ``InjectedToolCallId``, ``ToolRuntime``: supplied
 by LangChain, not the model) is frozen into plain JSON; that exact JSON is what the policy sees
 (``guard.run_call(name, arguments, fn)``) and a fresh decode of it is what the wrapped tool is
-invoked with. A refusal is the tool's result text (``agentguard.explain``), never a crash.
+invoked with (a schema that would not read that JSON back unchanged, e.g. by alias, is
+refused). A refusal is the tool's result text (``agentguard.explain``), never a crash.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class GuardedTool(BaseTool):
         frozen = self._freeze(model)
         # the wrapped tool validates the frozen JSON again: it must read back the very same
         # arguments (an alias, or a validator that is not idempotent, would not)
-        again = self._parse_input({**json.loads(frozen), **injected}, call_id)
+        again = self.inner._parse_input({**json.loads(frozen), **injected}, call_id)
         if not isinstance(again, dict) or frozen != self._freeze(
             {k: v for k, v in again.items() if k not in injected_names}
         ):
