@@ -6,7 +6,12 @@ call) can make a guarded tool do beyond what the policy saw.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
 
 import pytest
@@ -35,9 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from web3 import HTTPProvider, Web3
 
 from agentguard import Guard
-from agentguard.ledger import Limits, RateCap
+from agentguard.ledger import Ledger, Limits, RateCap
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
+from agentguard.x402 import Allowances, X402Auth
 
 RECEIVED: list[Any] = []
 
@@ -437,3 +443,68 @@ def test_a_toolkit_amount_is_read_on_the_wallets_chain(
     )
     assert [i.to.lower() for i in seen] == [snapshot.token.address.lower()]
     assert out.status == "success" and snapshot.balance(PAYEE) == before + 1_000_000
+
+
+@contextmanager
+def _flood(total: int) -> Iterator[tuple[str, list[int]]]:
+    """A free resource whose body is ``total`` bytes (think: endless); ``sent`` is how many
+    the client took before it hung up."""
+    sent: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            chunk, done = b"A" * 65536, 0
+            try:
+                while done < total:
+                    self.wfile.write(chunk)
+                    done += len(chunk)
+            except OSError:
+                pass
+            sent.append(done)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/feed", sent
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_paid_fetch_reads_no_more_than_it_shows(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain, asynchronous: bool
+) -> None:
+    """Attack: a (paid) server answers with an endless body. Before the fix paid_fetch read
+    the whole body into memory before cutting it to ``max_chars``: the agent's process grew
+    until it ran out of memory, or the tool call never returned. Now it reads a bounded prefix
+    and hangs up; the server sees the client stop early."""
+    defaults = wallet_guard.defaults
+    assert defaults.signer is not None
+    auth = X402Auth(
+        signer=defaults.signer,
+        guard=wallet_guard,
+        ledger=Ledger(),
+        allowances=Allowances({snapshot.token.address: 1}),
+    )
+    fetch = {
+        t.name: t
+        for t in AgentGuardToolkit(
+            guard=wallet_guard, wallet=wallet, x402=auth, tokens=snapshot.usdc
+        ).get_tools()
+    }["paid_fetch"]
+    total = 256 * 1024 * 1024
+    with _flood(total) as (url, sent):
+        tool_call = {"type": "tool_call", "name": "paid_fetch", "id": "1", "args": {"url": url}}
+        out = asyncio.run(fetch.ainvoke(tool_call)) if asynchronous else fetch.invoke(tool_call)
+        assert out.status == "success"
+        assert out.content.startswith("HTTP 200\n" + "A" * 4000 + "...")
+        assert out.content.endswith("Nothing was paid.")
+    assert len(sent) == 1 and sent[0] < total

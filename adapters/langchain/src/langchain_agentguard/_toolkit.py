@@ -298,10 +298,17 @@ class PaidFetchTool(_WalletTool):
             raise IntentError(f"paid_fetch fetches http(s) URLs only, not {url[:80]!r}")
         return url
 
-    def _answer(self, response: httpx.Response) -> str:
-        body = response.text
-        if len(body) > self.max_chars:
-            body = body[: self.max_chars] + f"... [{len(response.text) - self.max_chars} more]"
+    def _limit(self) -> int:
+        """Bytes enough for ``max_chars`` characters of any encoding, and one more."""
+        return self.max_chars * 4 + 1
+
+    def _answer(self, response: httpx.Response, raw: bytes) -> str:
+        try:
+            body = raw.decode(response.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            body = raw.decode("utf-8", errors="replace")
+        if len(body) > self.max_chars or len(raw) >= self._limit():
+            body = body[: self.max_chars] + "... [more]"
         lines = [f"HTTP {response.status_code}", body]
         paid = receipt(response)
         if paid is not None:
@@ -322,17 +329,38 @@ class PaidFetchTool(_WalletTool):
             lines.append("Nothing was paid.")
         return "\n".join(lines)
 
+    # The body is streamed and only a bounded prefix read: a server's endless answer must not
+    # fill the agent's memory or hold the tool call open.
+
     def _act(self, *, url: str, **_: Any) -> str:
+        limit = self._limit()
         try:
-            with self.x402.client(timeout=self.timeout) as http:
-                return self._answer(http.get(self._check(url)))
+            with (
+                self.x402.client(timeout=self.timeout) as http,
+                http.stream("GET", self._check(url)) as response,
+            ):
+                raw = b""
+                for chunk in response.iter_bytes():
+                    raw += chunk
+                    if len(raw) >= limit:
+                        break
+                return self._answer(response, raw[:limit])
         except httpx.HTTPError as exc:
             raise ToolException(f"fetching {url[:200]} failed: {type(exc).__name__}") from None
 
     async def _aact(self, *, url: str, **_: Any) -> str:
+        limit = self._limit()
         try:
-            async with self.x402.async_client(timeout=self.timeout) as http:
-                return self._answer(await http.get(self._check(url)))
+            async with (
+                self.x402.async_client(timeout=self.timeout) as http,
+                http.stream("GET", self._check(url)) as response,
+            ):
+                raw = b""
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) >= limit:
+                        break
+                return self._answer(response, raw[:limit])
         except httpx.HTTPError as exc:
             raise ToolException(f"fetching {url[:200]} failed: {type(exc).__name__}") from None
 
