@@ -508,3 +508,27 @@ def test_paid_fetch_reads_no_more_than_it_shows(
         assert out.content.startswith("HTTP 200\n" + "A" * 4000 + "...")
         assert out.content.endswith("Nothing was paid.")
     assert len(sent) == 1 and sent[0] < total
+
+
+def test_an_alias_the_schema_also_reads_by_name_still_works(
+    network: ReferenceNetwork, asked: Any
+) -> None:
+    """The round-trip check refuses only schemas that would change the arguments: with
+    ``populate_by_name`` the frozen field names read back the same, so the call runs."""
+    guard = connect(network, {"offchain_calls": ["wipe"]})
+    seen = asked(guard)
+    got: list[dict[str, Any]] = []
+
+    class Args(BaseModel):
+        model_config = ConfigDict(populate_by_name=True)
+        target: str
+        dry_run: bool = Field(default=False, alias="dryRun")
+
+    def wipe(**kwargs: Any) -> str:
+        got.append(kwargs)
+        return "done"
+
+    inner = StructuredTool.from_function(func=wipe, name="wipe", description="d", args_schema=Args)
+    assert guard_tool(inner, guard).invoke({"target": "db", "dryRun": True}) == "done"
+    assert got == [{"target": "db", "dry_run": True}]
+    assert arguments(seen[0]) == {"target": "db", "dry_run": True}
