@@ -295,6 +295,10 @@ class AsyncGuardedWallet:
     def account(self) -> str:
         return self._account.address
 
+    @property
+    def chain_id(self) -> int:
+        return self._account.chain_id
+
     async def transfer(
         self,
         to: str,

@@ -98,7 +98,7 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     ),
     AsyncGuardedWallet: (
         {"transfer": WALLET, "call": WALLET, "send": WALLET},
-        {"recover", "account", "on"},
+        {"recover", "account", "on", "chain_id"},
     ),
     Guard: (
         {"wallet": WALLET, "x402": X402, "action": ACTIONS},

@@ -23,7 +23,7 @@ def _header(document: dict[str, Any]) -> str:
 
 @contextmanager
 def paywall(
-    asset: str, pay_to: str, amount: int = 10_000
+    asset: str, pay_to: str, amount: int = 10_000, body: bytes = b"the weather is sunny " * 500
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """``(url, payments received)``: GET ``url`` costs ``amount`` atomic units of ``asset``."""
     payments: list[dict[str, Any]] = []
@@ -50,9 +50,7 @@ def paywall(
                 return
             payments.append(json.loads(base64.b64decode(paid)))
             receipt = {"success": True, "transaction": TX, "network": "eip155:8453"}
-            self._answer(
-                200, {"PAYMENT-RESPONSE": _header(receipt)}, b"the weather is sunny " * 500
-            )
+            self._answer(200, {"PAYMENT-RESPONSE": _header(receipt)}, body)
 
         def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
             self.send_response(status)

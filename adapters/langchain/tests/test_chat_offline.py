@@ -226,3 +226,21 @@ def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
         chat = ChatOpenGradient(client=offline_client(), ledger=other)
         with pytest.raises(ConfigurationError, match="res-elsewhere"):
             chat._chat_result(result(receipt=paid), offered=())
+
+
+def test_proven_tool_call_arguments_with_a_duplicate_key_are_not_run() -> None:
+    """Attack: the relay (or a model steered by injected text) answers a call whose proven
+    arguments name a key twice: '{"to": "alice", "to": "mallory"}'. Whoever checks the proven
+    text with a first-wins reader sees alice; Python's json kept the last, so before the fix
+    the agent ran the call for mallory. Now such arguments are an invalid tool call (the loop
+    tells the model), never run."""
+    chat = ChatOpenGradient(client=offline_client())
+    twice = {**CALL, "function": {"name": "pay", "arguments": '{"to": "alice", "to": "mallory"}'}}
+    answer = (
+        chat._chat_result(result(finish_reason="tool_calls", tool_calls=(twice,)), offered=("pay",))
+        .generations[0]
+        .message
+    )
+    assert isinstance(answer, AIMessage)
+    assert answer.tool_calls == []
+    assert [c["id"] for c in answer.invalid_tool_calls] == ["c1"]

@@ -167,10 +167,9 @@ def test_paid_fetch(wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain)
         out = kit["paid_fetch"].invoke(call("paid_fetch", url=url))
         assert out.status == "success"
         lines = out.content.splitlines()
-        assert lines[0] == "HTTP 200"
-        assert lines[1].startswith("the weather is sunny") and "more]" in lines[1]
-        assert len(lines[1]) < 4100
-        assert lines[-1] == f"Paid 0.01 USDC to {PAYEE} (x402 exact, transaction {TX})."
+        assert lines[0] == f"HTTP 200. Paid 0.01 USDC to {PAYEE} (x402 exact, transaction {TX})."
+        assert lines[2].startswith("the weather is sunny") and lines[2].endswith("... [more]")
+        assert len(lines) == 3 and len(lines[2]) < 4100
         assert len(payments) == 1
     with paywall(snapshot.token.address, PAYEE, amount=60_000) as (url, payments):
         refused = kit["paid_fetch"].invoke(call("paid_fetch", url=url))

@@ -53,6 +53,7 @@ from agentguard import (
     ReservationError,
     Token,
     format_amount,
+    strict_loads,
 )
 
 __all__ = ["ChatOpenGradient"]
@@ -309,14 +310,15 @@ def _tool_choice(choice: str | dict[str, Any] | bool, tools: Sequence[dict[str, 
 def _parsed_calls(
     raw: Sequence[Mapping[str, Any]],
 ) -> tuple[list[ToolCall], list[InvalidToolCall]]:
-    """The answer's calls for LangChain; arguments that are not a JSON object are reported
-    as invalid tool calls (the agent loop tells the model), never run."""
+    """The answer's calls for LangChain; arguments that are not one strict JSON object (no
+    duplicate key, no NaN) are reported as invalid tool calls (the agent loop tells the
+    model), never run."""
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     for call in raw:
-        try:
-            args = json.loads(call["function"]["arguments"])
-        except ValueError:
+        try:  # strictly: a duplicate key would be read differently by another reader
+            args = strict_loads(call["function"]["arguments"])
+        except (ValueError, TypeError):
             args = None
         if isinstance(args, dict):
             calls.append(tool_call(name=call["function"]["name"], args=args, id=call["id"]))

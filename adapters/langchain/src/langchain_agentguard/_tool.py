@@ -7,7 +7,8 @@ A call is validated by the tool's own args schema first. Every argument the tool
 except the injected ones (``InjectedToolArg``, ``InjectedToolCallId``, ``ToolRuntime``: supplied
 by LangChain, not the model) is frozen into plain JSON; that exact JSON is what the policy sees
 (``guard.run_call(name, arguments, fn)``) and a fresh decode of it is what the wrapped tool is
-invoked with. A refusal is the tool's result text (``agentguard.explain``), never a crash.
+invoked with (a schema that would not read that JSON back unchanged, e.g. by alias, is
+refused). A refusal is the tool's result text (``agentguard.explain``), never a crash.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ class GuardedTool(BaseTool):
 
     # -- the call -----------------------------------------------------------------------------
 
-    def _split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _split(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], call_id: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """``(frozen JSON of the model's arguments, injected arguments)``."""
         fields = self._schema_fields()
         if args:  # a string input (``tool.invoke("text")``) is the schema's first field
@@ -90,11 +93,25 @@ class GuardedTool(BaseTool):
         injected_names = self._injected_args_keys | (set(fields) - _visible_fields(self.inner))
         model = {k: v for k, v in kwargs.items() if k not in injected_names}
         injected = {k: v for k, v in kwargs.items() if k in injected_names}
+        frozen = self._freeze(model)
+        # the wrapped tool validates the frozen JSON again: it must read back the very same
+        # arguments (an alias, or a validator that is not idempotent, would not)
+        again = self.inner._parse_input({**json.loads(frozen), **injected}, call_id)
+        if not isinstance(again, dict) or frozen != self._freeze(
+            {k: v for k, v in again.items() if k not in injected_names}
+        ):
+            raise IntentError(
+                f"the args schema of {self.name} does not read its own validated arguments back "
+                "unchanged (a field alias or a validator that changes its output), so the tool "
+                "would run with other arguments than the policy saw; fix the tool's schema"
+            )
+        return frozen, injected
+
+    def _freeze(self, model: Mapping[str, Any]) -> str:
         try:
-            frozen = json.dumps(to_jsonable_python(model), sort_keys=True, allow_nan=False)
+            return json.dumps(to_jsonable_python(model), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise IntentError(f"the arguments of {self.name} are not plain JSON: {exc}") from None
-        return frozen, injected
 
     def _schema_fields(self) -> list[str]:
         """The args schema's fields in order (injected ones included)."""
@@ -142,7 +159,7 @@ class GuardedTool(BaseTool):
     ) -> tuple[dict[str, Any], Callable[[], ToolCall | dict[str, Any]], RunnableConfig]:
         """``(arguments to authorize, the wrapped tool's input, its config)``."""
         call_id = kwargs.pop(_CALL_ID, None)
-        frozen, injected = self._split(args, kwargs)
+        frozen, injected = self._split(args, kwargs, call_id)
         return (
             json.loads(frozen),
             lambda: self._call(frozen, injected, call_id),
