@@ -19,18 +19,24 @@ def checked_network(chain) -> Iterator[ReferenceNetwork]:
         yield net
 
 
+EXPIRE_AFTER = 6
+"""Short, so the tests wait little; long enough that a transaction sent right after an
+authorization on a loaded machine is mined before its attestation expires (at 2 s one was
+not: the vault refused it as expired)."""
+
+
 def wait_for_expiry(seconds: float) -> None:
     time.sleep(seconds + 1.5)  # expiry, then the gateway's 1 s sweep
 
 
 def test_a_lying_release_is_overruled_by_the_vault(snapshot, checked_network):
     chain = snapshot
-    vault, _ = create_vault(chain, checked_network, salt=b"\x21" * 32, expire_after=2)
+    vault, _ = create_vault(chain, checked_network, salt=b"\x21" * 32, expire_after=EXPIRE_AFTER)
     liar = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
     gateway = liar._guard.authorizer
     gateway.commit = lambda task_id, outcome: gateway.release(task_id)  # type: ignore[method-assign]
     liar.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # used onchain, "released"
-    wait_for_expiry(2)
+    wait_for_expiry(EXPIRE_AFTER)
 
     honest = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
     honest.transfer(PAYEE, PER_TX_CAP, asset=chain.token.address)  # 10 of the 12 USDC cap
@@ -40,7 +46,7 @@ def test_a_lying_release_is_overruled_by_the_vault(snapshot, checked_network):
 
 def test_an_honest_release_gives_the_budget_back_at_expiry(snapshot, checked_network):
     chain = snapshot
-    vault, _ = create_vault(chain, checked_network, salt=b"\x22" * 32, expire_after=2)
+    vault, _ = create_vault(chain, checked_network, salt=b"\x22" * 32, expire_after=EXPIRE_AFTER)
     wallet = make_wallet(chain, checked_network, policy_client=vault.address, vault=vault.address)
     intent = TransactionIntent.erc20_transfer(
         sender=vault.address,
@@ -51,7 +57,7 @@ def test_an_honest_release_gives_the_budget_back_at_expiry(snapshot, checked_net
     )
     verified = wallet._guard.authorize(intent)
     wallet._guard.authorizer.release(verified.task_id)  # never sent
-    time.sleep(2)
+    time.sleep(EXPIRE_AFTER)
     # The chain's clock must pass the expiry too (an anvil revert leaves it behind).
     chain.w3.provider.make_request("evm_setTime", [int(time.time()) + 1])
     chain.w3.provider.make_request("evm_mine", [])
