@@ -225,7 +225,13 @@ class TestPaidFetchIntegration(ToolsIntegrationTests):
         )
         with paywall(snapshot.token.address, PAYEE) as (url, _):
             type(self).url = url
-            yield PaidFetchTool(wallet=wallet, web3=snapshot.w3, tokens=snapshot.usdc, x402=auth)
+            yield PaidFetchTool(
+                wallet=wallet,
+                web3=snapshot.w3,
+                tokens=snapshot.usdc,
+                x402=auth,
+                fetch_hosts=("127.0.0.1",),
+            )
 
     @property
     def tool_invoke_params_example(self) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def test_paid_fetch(wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain)
         ledger=Ledger(),
         allowances=Allowances({snapshot.token.address: 50_000}),
     )
-    kit = tools(wallet_guard, wallet, snapshot, x402=auth)
+    kit = tools(wallet_guard, wallet, snapshot, x402=auth, fetch_hosts=("127.0.0.1",))
     with paywall(snapshot.token.address, PAYEE) as (url, payments):
         out = kit["paid_fetch"].invoke(call("paid_fetch", url=url))
         assert out.status == "success"
@@ -222,3 +222,53 @@ def test_local_budget_refusal_in_this_chains_units(
     assert "4 USDC" in out.content or "4000000" in out.content
     assert given == [{"tokens": snapshot.usdc, "chain_id": 8453}]
     assert snapshot.balance(PAYEE) == 3_000_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/admin",
+        "http://localhost/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://10.0.0.7/internal",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud metadata endpoint
+        "http://0.0.0.0/",
+        "http://intranet.internal/",
+    ],
+)
+def test_paid_fetch_never_reaches_this_machine_or_a_private_network_by_default(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain, url: str
+) -> None:
+    """A prompt-injected model asks the agent to fetch an internal endpoint (an admin page on
+    loopback, cloud metadata): before, paid_fetch fetched any http(s) URL from the agent's
+    network position and handed the body to the model. Refused now, nothing requested."""
+    defaults = wallet_guard.defaults
+    assert defaults.signer is not None
+    auth = X402Auth(
+        signer=defaults.signer,
+        guard=wallet_guard,
+        ledger=Ledger(),
+        allowances=Allowances({snapshot.token.address: 1}),
+    )
+    out = tools(wallet_guard, wallet, snapshot, x402=auth)["paid_fetch"].invoke(
+        call("paid_fetch", url=url)
+    )
+    assert out.status == "error" and "private network" in out.content
+
+
+def test_fetch_hosts_allows_exactly_the_listed_hosts(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain
+) -> None:
+    defaults = wallet_guard.defaults
+    assert defaults.signer is not None
+    auth = X402Auth(
+        signer=defaults.signer,
+        guard=wallet_guard,
+        ledger=Ledger(),
+        allowances=Allowances({snapshot.token.address: 1}),
+    )
+    kit = tools(wallet_guard, wallet, snapshot, x402=auth, fetch_hosts=("api.example.com",))
+    out = kit["paid_fetch"].invoke(call("paid_fetch", url="https://evil.example.net/x"))
+    assert out.status == "error" and "may fetch only from" in out.content

@@ -17,6 +17,7 @@ A refusal is the tool's result text (``agentguard.explain``), never a crash of t
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from abc import abstractmethod
 from typing import Any
 
@@ -277,6 +278,20 @@ class ContractCallTool(_WalletTool):
 # -- paid_fetch ---------------------------------------------------------------------------------
 
 
+def _internal(host: str) -> bool:
+    """Loopback, private, link-local and other non-public addresses, and local names. A public
+    name that resolves to a private address is not caught here (list ``fetch_hosts`` then)."""
+    if host in ("localhost", "") or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
 class PaidFetchInput(BaseModel):
     url: str = Field(description="The http(s) URL to GET; an x402 price is paid if allowed.")
 
@@ -292,10 +307,31 @@ class PaidFetchTool(_WalletTool):
     x402: X402Auth = Field(exclude=True, repr=False)
     max_chars: int = 4000
     timeout: float = 30.0
+    fetch_hosts: tuple[str, ...] | None = Field(default=None, exclude=True)
+    """Hosts (``host`` or ``host:port``) the model may fetch from; ``None``: any public host,
+    never this machine or a private network (a prompt-injected model must not read internal
+    endpoints with the agent's network position)."""
 
     def _check(self, url: str) -> str:
         if not url.startswith(("http://", "https://")):
             raise IntentError(f"paid_fetch fetches http(s) URLs only, not {url[:80]!r}")
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError):
+            raise IntentError(f"paid_fetch: {url[:80]!r} is not a URL") from None
+        host = parsed.host.lower().rstrip(".")
+        if self.fetch_hosts is not None:
+            allowed = {h.lower().rstrip(".") for h in self.fetch_hosts}
+            if host not in allowed and f"{host}:{parsed.port}" not in allowed:
+                raise IntentError(
+                    f"paid_fetch may fetch only from {sorted(allowed)}, not from {host!r}"
+                )
+            return url
+        if _internal(host):
+            raise IntentError(
+                f"paid_fetch does not fetch from this machine or a private network ({host!r}); "
+                "the toolkit's fetch_hosts= lists hosts it may reach"
+            )
         return url
 
     def _limit(self) -> int:
@@ -389,6 +425,8 @@ class AgentGuardToolkit(BaseToolkit):
     tokens: Any = None
     web3: Web3 | None = None
     approval_timeout: float | None = None
+    fetch_hosts: tuple[str, ...] | None = None
+    """The hosts ``paid_fetch`` may reach (default: public hosts only)."""
 
     def get_tools(self) -> list[BaseTool]:
         web3 = self.web3 or self.guard.defaults.web3
@@ -408,5 +446,5 @@ class AgentGuardToolkit(BaseToolkit):
             ContractCallTool(**common),
         ]
         if self.x402 is not None:
-            tools.append(PaidFetchTool(x402=self.x402, **common))
+            tools.append(PaidFetchTool(x402=self.x402, fetch_hosts=self.fetch_hosts, **common))
         return tools
