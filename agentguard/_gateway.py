@@ -47,13 +47,14 @@ from agentguard._exceptions import (
     GatewayUnavailable,
     IncompatiblePolicyVersion,
     IntentError,
+    MalformedAttestation,
     OperatorNotRegistered,
     PolicyContractError,
     PolicyEvaluationError,
     QuorumNotReached,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
-from agentguard._json import json_bytes, preview, strict_loads
+from agentguard._json import json_bytes, one_spelling, preview, strict_loads
 from agentguard._logging import get_logger
 from agentguard._redact import register_secret
 
@@ -149,16 +150,20 @@ def _bytes_field(value: Any, field: str) -> bytes:
         raise GatewayProtocolError(f"{field}: {exc}") from None
 
 
+_ABI_STRING_TRUE = b"true" + b"\x00" * 28
+
+
 def _evaluation_allows(result: bytes) -> bool:
-    """Newton's ``TaskLib.evaluateResult``: ABI ``bool true`` or ABI string ``"true"``."""
+    """Newton's ``TaskLib.evaluateResult`` byte for byte (newton-contracts
+    ``src/libraries/TaskLib.sol``): exactly 32 bytes whose word is 1 (ABI ``bool true``), or at
+    least 96 bytes whose second word is 4 and whose third is ``"true"`` zero-padded (ABI string).
+    Newton reads neither the offset word nor anything past the third word, so neither do we:
+    the decision must be the one its contracts reach. Every other form is deny, never a revert.
+    """
     if len(result) == 32:
-        return result == b"\x00" * 31 + b"\x01"
-    if len(result) >= 64:
-        offset = int.from_bytes(result[:32], "big")
-        if offset > len(result):
-            return False
-        length = int.from_bytes(result[offset : offset + 32], "big")
-        return result[offset + 32 : offset + 32 + length] == b"true"
+        return int.from_bytes(result, "big") == 1
+    if len(result) >= 96:
+        return int.from_bytes(result[32:64], "big") == 4 and result[64:96] == _ABI_STRING_TRUE
     return False
 
 
@@ -369,40 +374,85 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
     return attestation
 
 
+def _field(doc: dict[str, Any], snake: str, camel: str, where: str) -> Any:
+    """A field Newton may spell either way; both spellings disagreeing is refused."""
+    try:
+        return one_spelling(doc, snake, camel)
+    except ValueError as exc:
+        raise MalformedAttestation(f"{where}: {exc}") from None
+
+
+def _wire_intent(doc: dict[str, Any], where: str) -> TransactionIntent:
+    wire = doc.get("intent")
+    if not isinstance(wire, dict):
+        raise GatewayProtocolError(f"{where}.intent is {preview(wire)}, not an object")
+    try:
+        return TransactionIntent.from_wire(wire)
+    except IntentError as exc:
+        raise GatewayProtocolError(f"{where}.intent is malformed: {exc.message}") from None
+
+
 def _newton_bls_attestation(
     result: dict[str, Any], response: dict[str, Any] | None, policy_client: str
 ) -> Attestation:
-    """A real Newton answer: BLS-aggregated, so only its binding fields can be read here."""
+    """A real Newton answer: BLS-aggregated, so only its binding fields can be read here.
+
+    ``task_response`` is what the operators signed; ``task``, when present, must name the same
+    task, client and intent (Newton's ``TaskLib.sanityCheckTaskResponse`` requires as much).
+    """
     if response is None:
         raise GatewayProtocolError("result has neither an attestation nor a task_response")
-    wire = response.get("intent")
-    if not isinstance(wire, dict):
-        raise GatewayProtocolError(f"task_response.intent is {preview(wire)}, not an object")
-    try:
-        attested = TransactionIntent.from_wire(wire)
-    except IntentError as exc:
-        raise GatewayProtocolError(f"task_response.intent is malformed: {exc.message}") from None
-    if "evaluation_result" not in response:
+    attested = _wire_intent(response, "task_response")
+    evaluation = _field(response, "evaluation_result", "evaluationResult", "task_response")
+    if evaluation is None:
         raise GatewayProtocolError("task_response has no evaluation_result")
-    allow = _evaluation_allows(
-        _bytes_field(response["evaluation_result"], "task_response.evaluation_result")
-    )
+    allow = _evaluation_allows(_bytes_field(evaluation, "task_response.evaluation_result"))
     expiration = result.get("expiration")
     if type(expiration) is not int or not 0 <= expiration < 1 << 64:
         raise GatewayProtocolError(
             f"Newton result's expiration is {preview(expiration)}, not a uint64 integer"
         )
     task_id = result.get("task_id")
-    client = response.get("policy_client")
+    response_id = _field(response, "task_id", "taskId", "task_response")
+    task_id_bytes = _b32_any(task_id if task_id is not None else response_id, "task_id")
+    if response_id is not None and _b32_any(response_id, "task_response.task_id") != task_id_bytes:
+        raise GatewayProtocolError("task_response.task_id differs from the task's id")
+    client = _field(response, "policy_client", "policyClient", "task_response")
+    client = policy_client if client is None else client
+    task = result.get("task")
+    if task is not None:
+        _check_task(task, task_id_bytes, client, attested)
     return Attestation(
         decision="allow" if allow else "deny",
-        task_id=_b32_any(task_id if task_id is not None else response.get("task_id"), "task_id"),
-        policy_id=_b32_any(response.get("policy_id"), "task_response.policy_id"),
-        policy_client=policy_client if client is None else client,
+        task_id=task_id_bytes,
+        policy_id=_b32_any(
+            _field(response, "policy_id", "policyId", "task_response"), "task_response.policy_id"
+        ),
+        policy_client=client,
         intent_hash=attested.intent_hash,
         expires_at=expiration,
         scheme="newton-bls",
     )
+
+
+def _check_task(task: Any, task_id: bytes, client: Any, attested: TransactionIntent) -> None:
+    """Newton's ``task`` echoes what was asked; any disagreement with the signed response is
+    a gateway that cannot be trusted."""
+    if not isinstance(task, dict):
+        raise GatewayProtocolError(f"task is {preview(task)}, not an object")
+    tid = _field(task, "task_id", "taskId", "task")
+    if tid is not None and _b32_any(tid, "task.taskId") != task_id:
+        raise GatewayProtocolError("task.taskId differs from the task's id")
+    task_client = _field(task, "policy_client", "policyClient", "task")
+    if task_client is not None and (
+        not isinstance(task_client, str)
+        or not isinstance(client, str)
+        or task_client.lower() != client.lower()
+    ):
+        raise GatewayProtocolError("task.policyClient differs from task_response.policy_client")
+    _field(task, "task_created_block", "taskCreatedBlock", "task")
+    if "intent" in task and _wire_intent(task, "task").intent_hash != attested.intent_hash:
+        raise GatewayProtocolError("task.intent differs from the intent in task_response")
 
 
 def _b32_any(value: Any, field: str) -> bytes:

@@ -33,6 +33,7 @@ from pydantic import (
 
 from agentguard._eip712 import INTENT_TYPEHASH, address_word, keccak, uint_word
 from agentguard._exceptions import IntentError
+from agentguard._json import one_spelling
 from agentguard._value import (
     KNOWN_SELECTORS,
     NATIVE_ASSET,
@@ -408,9 +409,15 @@ class TransactionIntent(_Model):
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> TransactionIntent:
+        """Our snake_case wire or Newton's camelCase (``chainId``, ``functionSignature``, as its
+        gateway returns ``task_response.intent``); both spellings disagreeing is refused."""
         if not isinstance(wire, dict):
             raise IntentError("intent must be a JSON object")
-        sig = wire.get("function_signature", "")
+        try:
+            sig = one_spelling(wire, "function_signature", "functionSignature", "")
+            chain_id = one_spelling(wire, "chain_id", "chainId")
+        except ValueError as exc:
+            raise IntentError(f"intent: {exc}") from None
         if isinstance(sig, list) or (isinstance(sig, str) and sig.startswith("0x")):
             try:
                 sig = _wire_bytes(sig, "function_signature").decode("utf-8", "strict")
@@ -425,7 +432,7 @@ class TransactionIntent(_Model):
                 "to": wire.get("to"),
                 "value": wire.get("value", 0),
                 "data": data,
-                "chain_id": wire.get("chain_id", wire.get("chainId")),
+                "chain_id": chain_id,
                 "function_signature": sig,
             }
         )

@@ -12,9 +12,17 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "canonical_json", "json_bytes", "preview", "strict_loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "canonical_json",
+    "json_bytes",
+    "one_spelling",
+    "preview",
+    "strict_loads",
+]
 
 MAX_DEPTH = 32
 """Deepest nesting accepted; every document agentguard reads is at most ~6 levels deep."""
@@ -147,6 +155,16 @@ def json_bytes(value: Any) -> bytes:
             return bytes.fromhex(value[2:])
         raise ValueError(f"{preview(value)} is not 0x-hex of whole bytes")
     raise ValueError(f"expected 0x-hex or an array of byte values, got {preview(value)}")
+
+
+def one_spelling(doc: Mapping[str, Any], snake: str, camel: str, default: Any = None) -> Any:
+    """A field of a Newton document, spelled ``snake`` (our wire, Newton's task response) or
+    ``camel`` (Newton's gateway inside ``intent`` and ``task``). Both spellings with different
+    values are a ``ValueError``: which one a reader picks must never decide what was attested."""
+    both = snake in doc and camel in doc
+    if both and json.dumps(doc[snake], sort_keys=True) != json.dumps(doc[camel], sort_keys=True):
+        raise ValueError(f"{snake} and {camel} are both given, with different values")
+    return doc[snake] if snake in doc else doc.get(camel, default)
 
 
 def preview(value: Any) -> str:
