@@ -134,12 +134,13 @@ def chat(url: str, auth: X402Auth, tee_pem: bytes, ledger: Ledger, token: Token)
             usage = answer.usage_metadata
             if usage is None:
                 raise SystemExit("chat_opengradient: the answer reported no token usage")
-            charged += paid["amount_atomic"]
+            charged += paid["reported_charge_atomic"] or 0  # checked against the chain below
             print(f"✓ {question!r} → {answer.content!r}")
             print(
                 f"    {usage['input_tokens']} tokens in, {usage['output_tokens']} out; "
-                f"paid {paid['amount']} in upto session {paid['session'][:8]}… "
-                f"(attestation task {paid['task_id'][:10]}…); "
+                f"paid up to {paid['authorized']} in upto session {paid['session'][:8]}… (the "
+                f"server reports a charge of {paid['reported_charge']}; "
+                f"attestation task {paid['task_id'][:10]}…); "
                 f"TEE proof verified={proof['verified']} tee_id={proof['tee_id'][:12]}…"
             )
     return charged

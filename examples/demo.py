@@ -429,14 +429,15 @@ def pay_for_inference(w3: Web3, net: ReferenceNetwork, state: Path) -> bool:
         with OpenGradientClient(f"http://127.0.0.1:{port}", auth, tee_signing_key=tee_pem) as og:
             for question in ("what is an attestation?", "why a quorum of operators?"):
                 result = og.chat("openai/gpt-4.1", [{"role": "user", "content": question}])
-                amount = result.receipt.amount if result.receipt and result.receipt.amount else 0
+                paid = result.receipt
+                amount = paid.reported_charge if paid and paid.reported_charge else 0
                 charged += amount
                 if result.proof is None:
                     print(f"  ✗ {question!r}: the answer carried no TEE proof")
                     return False
                 print(f"  ✓ {question!r} → {result.text!r}")
                 print(
-                    f"      charged {amount / opg_unit:.6f} OPG, "
+                    f"      the server reports a charge of {amount / opg_unit:.6f} OPG, "
                     f"TEE proof verified (tee_id {result.proof.tee_id[:14]}…)"
                 )
         auth.close()  # the session ends; its signed maximum counts until the chain settles

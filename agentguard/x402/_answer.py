@@ -1,9 +1,10 @@
 """What a server's answer to a paid request means, in the pipeline's terms.
 
 A payee's words (a settlement receipt, an ``X-Upto-Charge``) are shown to the caller on the
-response's ``Receipt``; for the budget they count only as far as they cannot make it looser:
-an ``exact`` payment that was settled or delivered is committed (its amount is fixed by the
-signature), anything else — ``upto`` charges, pending, refused, failed — stays counted.
+response's ``Receipt`` as its ``reported_charge``, beside the ``authorized`` amount that counts;
+for the budget they count only as far as they cannot make it looser: an ``exact`` payment that
+was settled or delivered is committed (its amount is fixed by the signature), anything else —
+``upto`` charges, pending, refused, failed — stays counted.
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ def attach(
     paid: Paid,
     settlement: Settlement | None,
     *,
-    amount: int | None,
+    reported: int | None,
     session: str | None = None,
 ) -> None:
-    """Put the payment's ``Receipt`` on the response (``agentguard.x402.receipt``)."""
+    """Put the payment's ``Receipt`` on the response (``agentguard.x402.receipt``): what was
+    signed and counted (``authorized``) beside the server's ``reported`` charge."""
     req, payment = paid.payment.requirement, paid.payment
     response.extensions[RECEIPT_EXTENSION] = Receipt(
         scheme=req.scheme,
@@ -99,7 +101,8 @@ def attach(
         asset=req.asset,
         pay_to=req.pay_to,
         payer=paid.payer,
-        amount=amount,
+        authorized=req.amount,
+        reported_charge=reported,
         transaction=settlement.transaction if settlement else "",
         pending=bool(settlement and settlement.pending),
         x402_version=req.x402_version,
@@ -160,7 +163,7 @@ def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Out
     settlement = settlement_of(response, req.x402_version)
     seen: Mapping[str, Any] = _seen(settlement, response.status_code)
     if settlement is not None and settlement.pending:
-        attach(response, paid, settlement, amount=None)
+        attach(response, paid, settlement, reported=None)
         return StillCounted("payment_pending", "settlement_pending", record=seen)
     if response.status_code == 402:
         reason = (settlement.error_reason if settlement else None) or _server_reason(
@@ -178,7 +181,7 @@ def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Out
             ),
         )
     if settlement is not None and not settlement.success:
-        attach(response, paid, settlement, amount=None)
+        attach(response, paid, settlement, reported=None)
         reason = settlement.error_reason or "the server reports a failed settlement"
         return StillCounted("payment_unsettled", reason, record=seen)
     if settlement is None and not response.is_success:
@@ -188,13 +191,13 @@ def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Out
     charge = reported_charge(response, settlement)
     if req.scheme == "upto":
         session = response.headers.get(UPTO_SESSION)
-        attach(response, paid, settlement, amount=charge, session=session)
+        attach(response, paid, settlement, reported=charge, session=session)
         return StillCounted(
             "payment_charged",
             "upto: the signed maximum counts until the chain shows what was settled",
             record={**seen, "charged": text(charge)},
             result=SessionOpened(session[:256], charge) if session else None,
         )
-    attach(response, paid, settlement, amount=req.amount)
+    attach(response, paid, settlement, reported=req.amount)
     done = f"settled {settlement.transaction}" if settlement else "delivered, no receipt"
     return Landed(done, record=seen)

@@ -1,4 +1,6 @@
-"""What a paid request leaves on its response: the server's settlement, as the agent saw it."""
+"""What a paid request leaves on its response: what was signed and counted, and what the server
+says it charged — two numbers, never one (an ``upto`` payee or a relay may report a tiny charge
+while the signed maximum stays counted; showing its claim as "the price" would hide that)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,14 @@ class Receipt:
     asset: str
     pay_to: str
     payer: str
-    amount: int | None
-    """Atomic units settled by this request (``upto``: this request's charge); ``None`` if the
-    server did not say."""
+    authorized: int
+    """Atomic units signed and counted against the budget: ``exact``, the exact amount;
+    ``upto``, the signed maximum (for a session, the session's maximum, counted once for all its
+    requests), counted until the chain shows what was settled."""
+    reported_charge: int | None
+    """The server's report, not verified: ``upto``, what it says this request charged
+    (``X-Upto-Charge`` or the settlement's ``amount``); ``exact``, the signed amount once settled
+    or delivered. ``None`` if nothing was reported (pending, failed)."""
     transaction: str
     pending: bool
     x402_version: int
@@ -33,6 +40,12 @@ class Receipt:
     payment_id: str | None = None
     session: str | None = None
     error_reason: str | None = None
+
+    @property
+    def amount(self) -> int | None:
+        """``reported_charge`` under its former name (kept for compatibility; it is the server's
+        report). What the budget counts is ``authorized``."""
+        return self.reported_charge
 
 
 def receipt(response: httpx.Response) -> Receipt | None:

@@ -170,7 +170,7 @@ class Sessions:
             renewed = response.headers.get(UPTO_SESSION)
             if renewed:
                 session.id = renewed[:256]
-        attach(response, session.paid, settlement, amount=charge, session=session.id)
+        attach(response, session.paid, settlement, reported=charge, session=session.id)
         self._record("payment_charged", {**self._fields(session), "charged": text(charge)})
 
     def end(self, session: Session, why: str) -> None:

@@ -63,8 +63,9 @@ def test_v2_exact_pays_once_and_commits(
         "0",
     )
     r = receipt(response)
-    assert r is not None and (r.transaction, r.amount, r.pending, r.payer) == (
+    assert r is not None and (r.transaction, r.amount, r.authorized, r.pending, r.payer) == (
         TX,
+        10_000,
         10_000,
         False,
         signer.address,
@@ -350,6 +351,7 @@ def test_upto_session_signs_once_and_keeps_the_maximum_counted(
     assert permit["permitted"]["amount"] == "100000" and permit["witness"]["to"] == PAYEE
     receipts = [receipt(r) for r in responses]
     assert all(r is not None and r.session == "sess-1" and r.amount == 1_500 for r in receipts)
+    assert all(r is not None and r.authorized == 100_000 for r in receipts)  # the session's
     assert auth.sessions == {"POST http://shop.test/paid": ("sess-1", 6_000)}
     reservation_id = receipts[0].reservation_id  # type: ignore[union-attr]
     assert ledger.get(reservation_id).state == "signed"  # the maximum counts while open
@@ -398,11 +400,35 @@ def test_upto_reported_charge_is_not_committed(auth: X402Auth, ledger: Ledger) -
     with client(auth, server) as http:
         response = http.get(URL)
     r = receipt(response)
-    assert r is not None and r.amount == 2_345  # what the payee says, for the caller
+    assert r is not None and r.reported_charge == r.amount == 2_345  # the payee's report
+    assert r.authorized == 100_000  # what was signed and stays counted
     assert (ledger.get(r.reservation_id).state, ledger.get(r.reservation_id).amount) == (
         "signed",
         100_000,
     )
+
+
+def test_a_tiny_reported_upto_charge_is_only_the_servers_report(
+    auth: X402Auth, ledger: Ledger
+) -> None:
+    """Attack: an ``upto`` payee (or a relay) reports a charge of 1 atomic unit, on the first
+    request and on a later one of the session, or none at all. Before the fix the receipt's only
+    number was that claim (``amount``), so a caller showing it made the call look cheap; now
+    ``authorized`` is the signed maximum the ledger counts, and the claim is ``reported_charge``."""
+    server = FakeServer(accepts=[upto_requirement("100000")], session="s-1", charge=1)
+    with client(auth, server) as http:
+        responses = [http.get(URL), http.get(URL)]
+        server.charge = None
+        responses.append(http.get(URL))
+    receipts = [receipt(r) for r in responses]
+    assert [(r.authorized, r.reported_charge) for r in receipts if r] == [
+        (100_000, 1),
+        (100_000, 1),
+        (100_000, None),
+    ]
+    reservation = ledger.get(receipts[0].reservation_id)  # type: ignore[union-attr]
+    assert (reservation.state, reservation.amount) == ("signed", 100_000)
+    auth.close()
 
 
 def test_allowances_are_validated() -> None:

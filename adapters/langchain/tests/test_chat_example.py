@@ -21,7 +21,8 @@ def test_the_chat_opengradient_example_pays_proves_refuses_and_reconciles() -> N
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "✓ 'what is an attestation?' → 'You said: what is an attestation?'" in out
-    assert "paid 0.000018 OPG in upto session" in out
+    assert "paid up to 0.1 OPG in upto session" in out
+    assert "(the server reports a charge of 0.000018 OPG; attestation task" in out
     assert out.count("TEE proof verified=True") == 2
     assert "budget refused: BudgetExceeded" in out
     assert "the ledger counts 0.000039 OPG (charged 0.000039 OPG)" in out

@@ -200,14 +200,16 @@ def test_no_secret_reaches_the_model_repr_or_dump() -> None:
     assert key not in repr(chat).lower() and key not in str(chat.model_dump()).lower()
 
 
-def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
-    paid = Receipt(
+def upto_receipt(reported: int | None) -> Receipt:
+    """An ``upto`` payment whose signed maximum (0.1 OPG) stays counted."""
+    return Receipt(
         scheme="upto",
         network="eip155:8453",
         asset="0xFbC2051AE2265686a469421b2C5A2D5462FbF5eB",
         pay_to=DEV_ACCOUNTS[3].address,
         payer=DEV_ACCOUNTS[1].address,
-        amount=12 * 10**12,
+        authorized=10**17,
+        reported_charge=reported,
         transaction="",
         pending=False,
         x402_version=2,
@@ -215,13 +217,34 @@ def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
         reference="permit2:8453:x:1:2",
         session="s1",
     )
+
+
+def test_a_tiny_reported_upto_charge_does_not_hide_the_counted_maximum() -> None:
+    """Attack: a hostile server or relay reports a tiny ``upto`` charge. Before the fix the
+    metadata's ``amount`` was that claim alone, so the call looked cheap while the signed maximum
+    stayed counted; now the counted maximum comes first and the claim is named as the server's."""
+    chat = ChatOpenGradient(client=offline_client())
+    for reported, shown in ((1, "0.000000000000000001 OPG"), (None, None)):
+        payment = (
+            chat._chat_result(result(receipt=upto_receipt(reported)), offered=())
+            .generations[0]
+            .message.response_metadata["payment"]
+        )
+        assert (payment["authorized"], payment["authorized_atomic"]) == ("0.1 OPG", 10**17)
+        assert (payment["reported_charge"], payment["reported_charge_atomic"]) == (shown, reported)
+        assert "amount" not in payment and "amount_atomic" not in payment
+
+
+def test_a_ledger_that_is_not_the_payments_ledger_is_named() -> None:
+    paid = upto_receipt(12 * 10**12)
     plain = ChatOpenGradient(client=offline_client())
     payment = (
         plain._chat_result(result(receipt=paid), offered=())
         .generations[0]
         .message.response_metadata["payment"]
     )
-    assert payment["amount"] == "0.000012 OPG" and payment["task_id"] is None
+    assert payment["reported_charge"] == "0.000012 OPG" and payment["task_id"] is None
+    assert payment["authorized"] == "0.1 OPG"
     with Ledger() as other:
         chat = ChatOpenGradient(client=offline_client(), ledger=other)
         with pytest.raises(ConfigurationError, match="res-elsewhere"):

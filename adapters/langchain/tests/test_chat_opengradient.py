@@ -73,8 +73,9 @@ def test_a_chat_returns_the_proven_answer_with_usage_and_payment_and_the_ledger_
         assert meta["tee_proof"]["tee_id"] == og_stack.tee_id
         payment = meta["payment"]
         first = charge(6, answer.content)
-        assert payment["amount_atomic"] == first == 18 * 10**12
-        assert payment["amount"] == "0.000018 OPG"
+        assert payment["reported_charge_atomic"] == first == 18 * 10**12
+        assert payment["reported_charge"] == "0.000018 OPG"  # the server's report, labelled so
+        assert payment["authorized_atomic"] == SESSION_CAP  # what stays counted
         assert payment["scheme"] == "upto" and payment["network"] == "eip155:8453"
         assert payment["payer"] == AGENT.address and payment["pay_to"] == PAYEE.address
         held = ledger.get(payment["reservation_id"])
@@ -90,7 +91,7 @@ def test_a_chat_returns_the_proven_answer_with_usage_and_payment_and_the_ledger_
         auth.close()
         status = og_stack.wait_settled(payment["session"])
         assert status["status"] == "settled"
-        assert int(status["charged"]) == first + second["amount_atomic"]
+        assert int(status["charged"]) == first + second["reported_charge_atomic"]
         (closed,) = ledger.recover(resolver(og_stack.w3)).committed
         assert closed.id == payment["reservation_id"]
         assert (closed.amount, closed.reserved) == (int(status["charged"]), SESSION_CAP)
@@ -195,7 +196,7 @@ def test_a_batch_of_concurrent_chats_opens_one_session_with_one_signature(
         assert spy.calls == ["sign_typed_data"]
         assert len({p["session"] for p in payments}) == 1
         ((session, used),) = auth.sessions.values()
-        assert used == sum(p["amount_atomic"] for p in payments)
+        assert used == sum(p["reported_charge_atomic"] for p in payments)
         auth.close()
     assert og_stack.wait_settled(session)["charged"] == str(used)
 
@@ -259,7 +260,7 @@ def test_bound_tools_are_offered_and_the_proven_call_comes_back(og_stack: OgStac
     assert (call["name"], call["args"]) == ("record", {"to": "shop", "amount": "1 OPG"})
     assert answer.response_metadata["finish_reason"] == "tool_calls"
     assert answer.response_metadata["tee_proof"]["verified"] is True
-    assert answer.response_metadata["payment"]["amount_atomic"] > 0
+    assert answer.response_metadata["payment"]["reported_charge_atomic"] > 0
     assert book.entries == []  # the model only asks; the agent loop runs tools
 
 

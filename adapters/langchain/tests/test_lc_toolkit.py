@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from langchain_agentguard import AgentGuardToolkit
+from langchain_agentguard import AgentGuardToolkit, PaidFetchTool
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from lc_paywall import TX, paywall
@@ -32,7 +33,8 @@ from web3 import Web3
 from agentguard import Guard
 from agentguard.ledger import Ledger
 from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
-from agentguard.x402 import Allowances, X402Auth
+from agentguard.x402 import Allowances, Receipt, X402Auth
+from agentguard.x402._receipt import RECEIPT_EXTENSION
 
 
 def tools(guard: Guard, wallet: Any, chain: Chain, **kw: Any) -> dict[str, BaseTool]:
@@ -175,6 +177,53 @@ def test_paid_fetch(wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain)
         refused = kit["paid_fetch"].invoke(call("paid_fetch", url=url))
         assert refused.status == "error" and payments == []
     assert kit["paid_fetch"].invoke(call("paid_fetch", url="file:///etc/passwd")).status == "error"
+
+
+def test_paid_fetch_shows_the_counted_upto_maximum_not_the_servers_charge(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain
+) -> None:
+    """Attack: an ``upto`` server (or a relay) reports a tiny charge. Before the fix the line
+    read "Paid 0.000018 USDC", so the model and the user saw a cheap call while the signed
+    maximum (0.1 USDC) stayed counted. Now the maximum is what was paid, the charge is named as
+    the server's report, and an unreported charge is said to be unreported."""
+    defaults = wallet_guard.defaults
+    assert defaults.signer is not None
+    allowances = Allowances({snapshot.token.address: 1})
+    auth = X402Auth(
+        signer=defaults.signer, guard=wallet_guard, ledger=Ledger(), allowances=allowances
+    )
+    fetch = tools(wallet_guard, wallet, snapshot, x402=auth)["paid_fetch"]
+    assert isinstance(fetch, PaidFetchTool)
+
+    def line(scheme: str, reported: int | None, pending: bool = False) -> str:
+        paid = Receipt(
+            scheme=scheme,
+            network="eip155:8453",
+            asset=snapshot.token.address,
+            pay_to=PAYEE,
+            payer=AGENT.address,
+            authorized=100_000,
+            reported_charge=reported,
+            transaction="" if pending else TX,
+            pending=pending,
+            x402_version=2,
+            reservation_id="r1",
+            reference="permit2:8453:x:1:2",
+        )
+        response = httpx.Response(200, content=b"ok", extensions={RECEIPT_EXTENSION: paid})
+        return fetch._answer(response, b"ok").splitlines()[0]
+
+    assert line("upto", 18) == (
+        f"HTTP 200. Paid up to 0.1 USDC to {PAYEE} (x402 upto, transaction {TX}; the server "
+        "reports a charge of 0.000018 USDC; the maximum stays counted until the chain shows "
+        "the settlement)."
+    )
+    assert line("upto", None, pending=True) == (
+        f"HTTP 200. Paid up to 0.1 USDC to {PAYEE} (x402 upto, pending settlement; the server "
+        "reports no charge; the maximum stays counted until the chain shows the settlement)."
+    )
+    # exact: the signed amount, whatever the server says (it cannot move a different one)
+    assert line("exact", 1) == f"HTTP 200. Paid 0.1 USDC to {PAYEE} (x402 exact, transaction {TX})."
 
 
 def test_toolkit_needs_a_chain_to_read(wallet_guard: Guard, wallet: GuardedWallet) -> None:

@@ -247,7 +247,8 @@ def test_one_signature_pays_a_session_of_chats_and_settles_exactly(
         for result, prompt, amount in zip(results, prompts, expected, strict=True):
             assert result.text == "You said: " + prompt
             assert result.usage == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
-            assert result.receipt is not None and result.receipt.amount == amount
+            assert result.receipt is not None and result.receipt.reported_charge == amount
+            assert result.receipt.authorized == SESSION_CAP  # the server's charge is its report
             assert result.receipt.scheme == "upto" and result.receipt.pay_to == PAYEE.address
             assert result.proof is not None and result.proof.tee_id == tee_id(pem(server.key))
             assert result.model == "gpt-4.1"
@@ -295,9 +296,10 @@ async def test_async_chat_and_completion_verify_and_tampering_fails(
             and done.finish_reason == "length"
             and done.proof is not None
         )
-        assert done.receipt is not None and done.receipt.amount == charge(
+        assert done.receipt is not None and done.receipt.reported_charge == charge(
             "one two three", "Echo: one two"
         )
+        assert done.receipt.authorized == SESSION_CAP  # what stays counted
 
         # The same answer, altered on the way: its proof no longer holds.
         body = {"model": "gpt-4.1", "prompt": "one two three", "max_tokens": 3, "temperature": 0.0}

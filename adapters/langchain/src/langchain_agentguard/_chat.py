@@ -70,7 +70,8 @@ class ChatOpenGradient(BaseChatModel):
         og = OpenGradientClient(url, guard.x402(...), tee_signing_key=tee_pem)
         chat = ChatOpenGradient(client=og, model="openai/gpt-4.1", ledger=ledger)
         answer = chat.invoke("What is an attestation?")
-        answer.response_metadata["payment"]["amount"]   # "0.000012 OPG"
+        answer.response_metadata["payment"]["authorized"]        # "0.1 OPG": counted
+        answer.response_metadata["payment"]["reported_charge"]   # "0.000012 OPG": the server's
         answer.response_metadata["tee_proof"]           # {"verified": True, "tee_id": ...}
 
     ``require_proof`` (default): the client must hold the enclave's key, so no answer is
@@ -246,14 +247,19 @@ class ChatOpenGradient(BaseChatModel):
         )
 
     def _payment(self, result: InferenceResult) -> dict[str, Any] | None:
-        """What this answer cost (``amount``: human units; ``amount_atomic``: exact)."""
+        """What this answer cost: ``authorized`` (signed and counted; ``upto``: the session's
+        maximum, counted until the chain shows the settlement) and ``reported_charge`` (the
+        server's unverified report), each in human units and exact (``*_atomic``)."""
         paid = result.receipt
         if paid is None:
             return None
         chain_id = _chain_id(paid.network)
-        human = None
-        if paid.amount is not None and chain_id is not None:
-            human = format_amount(paid.amount, paid.asset, chain_id, self.tokens)
+
+        def human(atomic: int | None) -> str | None:
+            if atomic is None or chain_id is None:
+                return None
+            return format_amount(atomic, paid.asset, chain_id, self.tokens)
+
         task_id = None
         if self.ledger is not None and paid.reservation_id:
             try:
@@ -264,8 +270,10 @@ class ChatOpenGradient(BaseChatModel):
                     f"reservation {paid.reservation_id}); pass that one, or none"
                 ) from None
         return {
-            "amount": human,
-            "amount_atomic": paid.amount,
+            "authorized": human(paid.authorized),
+            "authorized_atomic": paid.authorized,
+            "reported_charge": human(paid.reported_charge),
+            "reported_charge_atomic": paid.reported_charge,
             "asset": paid.asset,
             "scheme": paid.scheme,
             "network": paid.network,

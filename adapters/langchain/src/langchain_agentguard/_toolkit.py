@@ -40,6 +40,7 @@ from agentguard import (
     strict_loads,
 )
 from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
+from agentguard.x402 import Receipt as PaymentReceipt
 from agentguard.x402 import X402Auth, receipt
 from langchain_agentguard._refusal import GuardRefused, handler
 
@@ -338,6 +339,25 @@ class PaidFetchTool(_WalletTool):
         """Bytes enough for ``max_chars`` characters of any encoding, and one more."""
         return self.max_chars * 4 + 1
 
+    def _spent(self, paid: PaymentReceipt, chain_id: int) -> str:
+        """The payment line: what was signed and counted; for ``upto`` the server's charge only
+        as its report (a payee reporting a tiny charge must not make the call look cheap)."""
+        state = "pending settlement" if paid.pending else f"transaction {paid.transaction}"
+        if paid.scheme != "upto":
+            price = format_amount(paid.authorized, paid.asset, chain_id, self.tokens)
+            return f"Paid {price} to {paid.pay_to} (x402 {paid.scheme}, {state})."
+        maximum = format_amount(paid.authorized, paid.asset, chain_id, self.tokens)
+        report = (
+            "the server reports no charge"
+            if paid.reported_charge is None
+            else "the server reports a charge of "
+            + format_amount(paid.reported_charge, paid.asset, chain_id, self.tokens)
+        )
+        return (
+            f"Paid up to {maximum} to {paid.pay_to} (x402 upto, {state}; {report}; the maximum "
+            "stays counted until the chain shows the settlement)."
+        )
+
     def _answer(self, response: httpx.Response, raw: bytes) -> str:
         try:
             body = raw.decode(response.encoding or "utf-8", errors="replace")
@@ -353,13 +373,7 @@ class PaidFetchTool(_WalletTool):
                 if network.startswith("eip155:") and network.split(":", 1)[1].isdigit()
                 else _V1_NETWORKS.get(network, 0)
             )
-            price = (
-                "an amount the server did not report"
-                if paid.amount is None
-                else format_amount(paid.amount, paid.asset, chain_id, self.tokens)
-            )
-            state = "pending settlement" if paid.pending else f"transaction {paid.transaction}"
-            spent = f"Paid {price} to {paid.pay_to} (x402 {paid.scheme}, {state})."
+            spent = self._spent(paid, chain_id)
         else:
             spent = "Nothing was paid."
         # agentguard's facts first, then the server's text under a label: a body cannot

@@ -45,7 +45,9 @@ class InferenceResult:
     usage: Mapping[str, int]
     model: str
     receipt: Receipt | None
-    """The x402 payment behind this answer (``amount``: this request's charge)."""
+    """The x402 payment behind this answer: ``authorized``, the session's signed maximum (counted
+    until the chain shows the settlement); ``reported_charge``, what the server says this request
+    charged (its report, not proof)."""
     proof: TeeProof | None
     """Verified proof; ``None`` only when the client was given no signing key."""
     settlement_tx_hash: str | None
