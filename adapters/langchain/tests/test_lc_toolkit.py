@@ -69,6 +69,24 @@ def test_balance_in_whole_tokens(
     assert unknown.status == "error" and "DOGE" in unknown.content
 
 
+def test_a_dead_rpc_node_is_a_refusal_the_model_reads_not_a_crash(
+    wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain
+) -> None:
+    """The balance read's node is down (or answers garbage): before, web3's own exception
+    escaped the tool and ended the agent loop, its message naming the RPC URL. Now it is a
+    typed refusal whose text names neither."""
+    dead = Web3(Web3.HTTPProvider("http://127.0.0.1:9/secret-api-key"))
+    kit = {
+        t.name: t
+        for t in AgentGuardToolkit(
+            guard=wallet_guard, wallet=wallet, tokens=snapshot.usdc, web3=dead
+        ).get_tools()
+    }
+    out = kit["wallet_balance"].invoke(call("wallet_balance", symbol="USDC"))
+    assert out.status == "error" and "RPC node" in out.content
+    assert "secret-api-key" not in out.content and "127.0.0.1:9" not in out.content
+
+
 def test_transfer_within_the_cap_lands(
     wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain
 ) -> None:

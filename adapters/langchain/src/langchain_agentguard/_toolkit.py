@@ -34,6 +34,7 @@ from agentguard import (
     ConfigurationError,
     Guard,
     IntentError,
+    NodeUnavailable,
     Receipt,
     format_amount,
     parse_amount,
@@ -141,13 +142,20 @@ class WalletBalanceTool(_WalletTool):
     def _act(self, *, symbol: str, **_: Any) -> str:
         asset = self._amount(f"0 {symbol}").token
         account = self.wallet.account
-        if asset.address == _NATIVE:
-            atomic = int(self.web3.eth.get_balance(Web3.to_checksum_address(account)))
-        else:
-            contract = self.web3.eth.contract(
-                address=Web3.to_checksum_address(asset.address), abi=_BALANCE_OF
-            )
-            atomic = int(contract.functions.balanceOf(account).call())
+        try:
+            if asset.address == _NATIVE:
+                atomic = int(self.web3.eth.get_balance(Web3.to_checksum_address(account)))
+            else:
+                contract = self.web3.eth.contract(
+                    address=Web3.to_checksum_address(asset.address), abi=_BALANCE_OF
+                )
+                atomic = int(contract.functions.balanceOf(account).call())
+        except Exception as exc:  # web3/transport errors: typed, and only the type (the
+            # message can carry the RPC URL with its API key)
+            raise NodeUnavailable(
+                f"could not read the {asset.symbol} balance: the RPC node failed "
+                f"({type(exc).__name__})"
+            ) from None
         return f"The wallet {account} holds {asset.human(atomic)}."
 
 
