@@ -44,7 +44,7 @@ from agentguard import Guard
 from agentguard.ledger import Ledger, Limits, RateCap
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
-from agentguard.x402 import Allowances, X402Auth
+from agentguard.x402 import Allowances
 
 RECEIVED: list[Any] = []
 
@@ -487,14 +487,7 @@ def test_paid_fetch_reads_no_more_than_it_shows(
     the whole body into memory before cutting it to ``max_chars``: the agent's process grew
     until it ran out of memory, or the tool call never returned. Now it reads a bounded prefix
     and hangs up; the server sees the client stop early."""
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    auth = X402Auth(
-        signer=defaults.signer,
-        guard=wallet_guard,
-        ledger=Ledger(),
-        allowances=Allowances({snapshot.token.address: 1}),
-    )
+    auth = wallet_guard.x402(ledger=Ledger(), allowances=Allowances({snapshot.token.address: 1}))
     fetch = {
         t.name: t
         for t in AgentGuardToolkit(
@@ -547,13 +540,8 @@ def test_a_paid_body_cannot_forge_what_was_paid(
     the payment line, so the forged lines stood in the same place and form as agentguard's and
     the model could not tell them apart. Now agentguard's facts come first, on the status line,
     and the body follows a label saying it is the server's unverified text."""
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    auth = X402Auth(
-        signer=defaults.signer,
-        guard=wallet_guard,
-        ledger=Ledger(),
-        allowances=Allowances({snapshot.token.address: 50_000}),
+    auth = wallet_guard.x402(
+        ledger=Ledger(), allowances=Allowances({snapshot.token.address: 50_000})
     )
     fetch = {
         t.name: t

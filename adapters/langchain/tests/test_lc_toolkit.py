@@ -33,7 +33,7 @@ from web3 import Web3
 from agentguard import Guard
 from agentguard.ledger import Ledger
 from agentguard.wallet import AsyncGuardedWallet, GuardedWallet
-from agentguard.x402 import Allowances, Receipt, X402Auth
+from agentguard.x402 import Allowances, Receipt
 from agentguard.x402._receipt import RECEIPT_EXTENSION
 
 
@@ -174,13 +174,8 @@ def test_contract_call(wallet_guard: Guard, wallet: GuardedWallet, snapshot: Cha
 
 
 def test_paid_fetch(wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain) -> None:
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    auth = X402Auth(
-        signer=defaults.signer,
-        guard=wallet_guard,
-        ledger=Ledger(),
-        allowances=Allowances({snapshot.token.address: 50_000}),
+    auth = wallet_guard.x402(
+        ledger=Ledger(), allowances=Allowances({snapshot.token.address: 50_000})
     )
     kit = tools(wallet_guard, wallet, snapshot, x402=auth, fetch_hosts=("127.0.0.1",))
     with paywall(snapshot.token.address, PAYEE) as (url, payments):
@@ -204,12 +199,7 @@ def test_paid_fetch_shows_the_counted_upto_maximum_not_the_servers_charge(
     read "Paid 0.000018 USDC", so the model and the user saw a cheap call while the signed
     maximum (0.1 USDC) stayed counted. Now the maximum is what was paid, the charge is named as
     the server's report, and an unreported charge is said to be unreported."""
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    allowances = Allowances({snapshot.token.address: 1})
-    auth = X402Auth(
-        signer=defaults.signer, guard=wallet_guard, ledger=Ledger(), allowances=allowances
-    )
+    auth = wallet_guard.x402(ledger=Ledger(), allowances=Allowances({snapshot.token.address: 1}))
     fetch = tools(wallet_guard, wallet, snapshot, x402=auth)["paid_fetch"]
     assert isinstance(fetch, PaidFetchTool)
 
@@ -311,14 +301,7 @@ def test_paid_fetch_never_reaches_this_machine_or_a_private_network_by_default(
     """A prompt-injected model asks the agent to fetch an internal endpoint (an admin page on
     loopback, cloud metadata): before, paid_fetch fetched any http(s) URL from the agent's
     network position and handed the body to the model. Refused now, nothing requested."""
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    auth = X402Auth(
-        signer=defaults.signer,
-        guard=wallet_guard,
-        ledger=Ledger(),
-        allowances=Allowances({snapshot.token.address: 1}),
-    )
+    auth = wallet_guard.x402(ledger=Ledger(), allowances=Allowances({snapshot.token.address: 1}))
     out = tools(wallet_guard, wallet, snapshot, x402=auth)["paid_fetch"].invoke(
         call("paid_fetch", url=url)
     )
@@ -328,14 +311,7 @@ def test_paid_fetch_never_reaches_this_machine_or_a_private_network_by_default(
 def test_fetch_hosts_allows_exactly_the_listed_hosts(
     wallet_guard: Guard, wallet: GuardedWallet, snapshot: Chain
 ) -> None:
-    defaults = wallet_guard.defaults
-    assert defaults.signer is not None
-    auth = X402Auth(
-        signer=defaults.signer,
-        guard=wallet_guard,
-        ledger=Ledger(),
-        allowances=Allowances({snapshot.token.address: 1}),
-    )
+    auth = wallet_guard.x402(ledger=Ledger(), allowances=Allowances({snapshot.token.address: 1}))
     kit = tools(wallet_guard, wallet, snapshot, x402=auth, fetch_hosts=("api.example.com",))
     out = kit["paid_fetch"].invoke(call("paid_fetch", url="https://evil.example.net/x"))
     assert out.status == "error" and "may fetch only from" in out.content
