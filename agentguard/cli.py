@@ -10,11 +10,36 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+_DESCRIPTION = """\
+Let an AI agent spend money safely: every onchain action and x402 payment needs a quorum
+attestation bound to exactly that action.
+
+  agentguard network up        start a local reference authorization network
+  agentguard approvals list    show actions waiting for a human decision
+  agentguard audit verify F    check that an audit log's hash chain is intact
+
+Run `agentguard <command> --help` for a command's options."""
+
+
+def _version() -> str:
+    try:
+        return version("agentguard")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentguard", description=__doc__)
-    sub = parser.add_subparsers(dest="group", required=True)
+    parser = argparse.ArgumentParser(
+        prog="agentguard",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"agentguard {_version()}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="group", required=True, metavar="<command>")
 
     from agentguard.network._cli import add_network_commands
 
