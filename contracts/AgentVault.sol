@@ -306,7 +306,9 @@ contract AgentVault {
 
     function setAgent(address agent_) external onlyOwner {
         if (agent_ == address(0)) revert ZeroAddress();
-        if (agent_ == _owner || _operatorSlot[agent_] != 0) revert AgentNotSeparate(agent_);
+        if (agent_ == _owner || _operatorSlot[agent_] != 0 || agent_ == _newtonValidator) {
+            revert AgentNotSeparate(agent_);
+        }
         _agent = agent_;
         emit AgentSet(agent_);
     }

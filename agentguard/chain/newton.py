@@ -29,6 +29,7 @@ from agentguard.chain.contracts import deploy, load_artifact, transact
 
 __all__ = [
     "CERTIFICATE_ABI",
+    "EXECUTE_NEWTON_SIGNATURE",
     "TASK_ABI",
     "TASK_RESPONSE_ABI",
     "VALIDATE_ATTESTATION_DIRECT",
@@ -44,6 +45,7 @@ __all__ = [
     "create_newton_vault",
     "deploy_newton_validator",
     "execute_newton_args",
+    "execute_newton_calldata",
 ]
 
 _INTENT_ABI = "(address,address,uint256,bytes,uint256,bytes)"
@@ -55,6 +57,10 @@ TASK_RESPONSE_ABI = (
 )
 # Newton's INewtonProverTaskManager.validateAttestationDirect, so the selector is Newton's.
 VALIDATE_ATTESTATION_DIRECT = f"validateAttestationDirect({TASK_ABI},{TASK_RESPONSE_ABI},bytes)"
+EXECUTE_NEWTON_SIGNATURE = (
+    f"executeNewton(address,uint256,bytes,{TASK_ABI},{TASK_RESPONSE_ABI},bytes)"
+)
+_EXECUTE_NEWTON_TYPES = ["address", "uint256", "bytes", TASK_ABI, TASK_RESPONSE_ABI, "bytes"]
 # EigenLayer's BN254Certificate: referenceTimestamp, messageHash, signature (G1), apk (G2),
 # nonSignerWitnesses (operatorIndex, operatorInfoProof, (pubkey, weights)).
 _WITNESS_ABI = "(uint32,bytes,((uint256,uint256),uint256[]))"
@@ -206,6 +212,14 @@ def execute_newton_args(
         response.as_tuple(),
         signature_data,
     )
+
+
+def execute_newton_calldata(
+    task: NewtonTask, response: NewtonTaskResponse, signature_data: bytes
+) -> bytes:
+    """Calldata of the agent's transaction to its vault (``to`` = the vault, value 0)."""
+    args = execute_newton_args(task, response, signature_data)
+    return keccak(EXECUTE_NEWTON_SIGNATURE.encode())[:4] + abi_encode(_EXECUTE_NEWTON_TYPES, args)
 
 
 def deploy_newton_validator(

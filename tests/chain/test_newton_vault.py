@@ -36,6 +36,7 @@ from agentguard.chain.newton import (
     create_newton_vault,
     deploy_newton_validator,
     execute_newton_args,
+    execute_newton_calldata,
 )
 from tests.chain.helpers import (
     AGENT,
@@ -246,6 +247,15 @@ def test_quorum_attested_call_executes_once(world: World) -> None:
     assert events(world.validator, "AttestationSpent", receipt)[0]["allow"] is True
     assert world.vault.functions.taskUsed(task_id).call()
     assert world.validator.functions.spent(task_id).call()
+
+
+def test_the_agent_can_send_the_raw_calldata(world: World) -> None:
+    """What an agent's signer sends: a plain transaction to the vault with this calldata."""
+    attested = attest(world, transfer_intent(world))
+    data = execute_newton_calldata(attested.task, attested.response, attested.certificate)
+    tx = world.w3.eth.send_transaction({"from": AGENT, "to": world.vault.address, "data": data})
+    assert world.w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    assert world.usdc(PAYEE) == AMOUNT
 
 
 def test_replaying_the_same_task_reverts(world: World) -> None:
@@ -579,6 +589,12 @@ def test_an_ecdsa_vault_refuses_newton_attestations(world: World) -> None:
     attested = attest(world, transfer_intent(world))
     with reverts("NotNewtonMode"):
         transact(world.w3, ecdsa_vault.functions.executeNewton(*attested.args()), sender=AGENT)
+
+
+def test_the_validator_cannot_become_the_agent(world: World) -> None:
+    call = world.vault.functions.setAgent(world.validator.address)
+    with reverts("AgentNotSeparate", world.validator.address):
+        transact(world.w3, call, sender=OWNER)
 
 
 def test_paused_newton_vault_executes_nothing(world: World) -> None:
