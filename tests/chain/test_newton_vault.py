@@ -28,6 +28,7 @@ from agentguard.chain import Anvil, deploy, load_artifact, transact
 from agentguard.chain.newton import (
     VALIDATE_ATTESTATION_DIRECT,
     NewtonIntent,
+    NewtonPolicyData,
     NewtonTask,
     NewtonTaskResponse,
     NonSigner,
@@ -471,6 +472,20 @@ def test_a_forged_signature_reverts(world: World, signature: tuple[int, int]) ->
         execute(world, Attested(attested.task, attested.response, forged))
 
 
+def test_an_all_zero_certificate_reverts(world: World) -> None:
+    """Signature and aggregate key at infinity: the pairing would hold for any message if the
+    signers' G1 key were also zero; it is the table's, so it does not."""
+    attested = attest(world, transfer_intent(world))
+    zero = bls_certificate(
+        reference_timestamp=world.reference_timestamp,
+        message_hash=consensus_digest(attested.response),
+        signature=(0, 0),
+        signers_apk=((0, 0), (0, 0)),
+    )
+    with reverts("VerificationFailed"):
+        execute(world, Attested(attested.task, attested.response, zero))
+
+
 def test_a_rogue_aggregate_key_reverts(world: World) -> None:
     """The attacker signs with its own key and presents its own G2 key as the signers' aggregate
     (every operator listed as a signer): the G1 aggregate the validator computes from its table
@@ -574,6 +589,15 @@ def test_newton_vault_refuses_the_ecdsa_paths(world: World) -> None:
         transact(world.w3, call, sender=AGENT)
     assert vault.functions.newtonValidator().call() == world.validator.address
     assert vault.functions.getPolicyId().call() == POLICY_ID
+    # the ERC-1271 path's rule starts by refusing a vault without an operator threshold
+    assert vault.functions.threshold().call() == 0
+    assert vault.functions.operators().call() == []
+    with reverts("AlreadyInitialized"):
+        transact(
+            world.w3,
+            vault.functions.initializeNewton(OWNER, OUTSIDER, world.token.address, POLICY_ID),
+            sender=OUTSIDER,
+        )
 
 
 def test_an_ecdsa_vault_refuses_newton_attestations(world: World) -> None:
@@ -639,6 +663,27 @@ def test_a_rogue_key_cannot_be_registered(world: World) -> None:
         set_table(world, [], **overrides, possession=[*possession, ATTACKER.sign(message)])
 
 
+def test_a_proof_of_possession_for_another_validator_is_refused(world: World) -> None:
+    """A proof is bound to this chain and this validator: one made elsewhere is not reused."""
+    op = BLS_OPERATORS[0]
+    domain = keccak(b"agentguard.NewtonBlsValidator.possession")
+    elsewhere = keccak(
+        abi_encode(
+            ["bytes32", "uint256", "address", "uint256", "uint256"],
+            [domain, CHAIN_ID, world.token.address, *op.pubkey],
+        )
+    )
+    ours = keccak(
+        abi_encode(
+            ["bytes32", "uint256", "address", "uint256", "uint256"],
+            [domain, CHAIN_ID, world.validator.address, *op.pubkey],
+        )
+    )
+    assert world.validator.functions.possessionMessage(op.pubkey).call() == ours
+    with reverts("InvalidOperatorKey", 0):
+        set_table(world, [op], possession=[op.sign(elsewhere)])
+
+
 def test_a_g2_key_not_matching_the_g1_key_is_refused(world: World) -> None:
     g2s = [op.pubkey_g2 for op in BLS_OPERATORS]
     g2s[1] = ATTACKER.pubkey_g2
@@ -665,8 +710,13 @@ def _canonical(param: dict[str, Any]) -> str:
 
 def test_consensus_digest_matches_the_contract(world: World) -> None:
     attested = attest(world, transfer_intent(world))
-    onchain = world.validator.functions.consensusDigest(attested.response.as_tuple()).call()
-    assert bytes(onchain) == consensus_digest(attested.response)
+    data = NewtonPolicyData(b'{"address":"0x01"}', b"\x01\x02", POLICY_ADDRESS, 123)
+    for response in (
+        attested.response,
+        dataclasses.replace(attested.response, policy_data=(data, data), policy_params=b'{"a":1}'),
+    ):
+        onchain = world.validator.functions.consensusDigest(response.as_tuple()).call()
+        assert bytes(onchain) == consensus_digest(response)
 
 
 def test_hash_to_g1_matches_the_contract(world: World) -> None:
