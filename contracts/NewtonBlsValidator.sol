@@ -87,9 +87,9 @@ interface INewtonPolicyClient {
 ///      witness per non-signer (its index in the table, an empty proof, and its exact table
 ///      entry). The table is held here, so witnesses carry no Merkle proof. G2 coordinates use
 ///      the precompile's order: X[0], Y[0] are the coefficients of i.
-///      Written from the definitions in newton-contracts@55696e92 (AttestationValidator,
-///      TaskLib, OperatorVerifierLib, NewtonPolicyClient), eigenlayer-contracts@047dc2dc
-///      (BN254CertificateVerifier, BN254SignatureVerifier) and eigenlayer-middleware@029cb827
+///      Written from the definitions in newton-contracts 55696e92 (AttestationValidator,
+///      TaskLib, OperatorVerifierLib, NewtonPolicyClient), eigenlayer-contracts 047dc2dc
+///      (BN254CertificateVerifier, BN254SignatureVerifier) and eigenlayer-middleware 029cb827
 ///      (BN254.hashToG1).
 contract NewtonBlsValidator is INewtonAttestationValidator {
     struct G1Point {
