@@ -376,9 +376,10 @@ def test_after_the_expiration_block_reverts(world: World) -> None:
 def test_a_fresh_looking_task_block_does_not_revive_an_old_response(world: World) -> None:
     """taskCreatedBlock is not covered by the operators' signature, so the agent can restate it
     to pass the block expiry and the response window: the signed initializationTimestamp
-    still bounds the response's life (before, an old allow could be replayed indefinitely)."""
+    still bounds the response's life. With the block expiry alone (Newton's direct path), this
+    two-hour-old allow would have executed."""
     now = int(world.block()["timestamp"])
-    old = attest(world, transfer_intent(world), initialized_at=now - 3601)
+    old = attest(world, transfer_intent(world), initialized_at=now - 7200)
     with reverts("NewtonTaskStale"):
         execute(world, old)
 
@@ -437,7 +438,8 @@ def test_below_quorum_reverts(world: World) -> None:
 
 def test_a_task_asking_for_a_tiny_threshold_gets_the_floor(world: World) -> None:
     """The threshold comes from the task, which the operators' signature does not cover: an
-    agent asking 1 % is held to the validator's floor (40 %)."""
+    agent asking 1 % is held to the validator's floor (40 %). Under the task's threshold alone
+    (Newton's direct path), these 30 % would have passed."""
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[:2], threshold=1)  # 30
     with reverts("InsufficientQuorumStake", 30, 100, FLOOR):
         execute(world, attested)
