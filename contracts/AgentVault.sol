@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {ECDSA} from "./ECDSA.sol";
+import {INewtonAttestationValidator} from "./NewtonBlsValidator.sol";
 
 /// The two EIP-3009 views the vault reads from the token an x402 payment is made in.
 interface IEIP3009 {
@@ -14,7 +15,9 @@ interface IEIP3009 {
 ///         (ERC-1271 `isValidSignature`) that a quorum of policy operators attested, bound to
 ///         exactly that movement (`to`, `value`, `data`, function signature, chain, this vault),
 ///         once, before expiry: one rule, `_refusal`, for both paths. The agent's key alone moves
-///         nothing.
+///         nothing. A vault created in Newton mode (`initializeNewton`) instead executes only
+///         calls (`executeNewton`) that a validator with Newton's `validateAttestationDirect`
+///         verified and allowed; its ECDSA paths then authorize nothing.
 /// @dev Attestation and intent hashing follow docs/architecture.md field for field, so the
 ///      operators' signatures that the SDK verifies offchain are the ones checked here.
 ///      Deployed as EIP-1167 clones by `AgentVaultFactory`; the implementation locks itself.
@@ -42,6 +45,11 @@ contract AgentVault {
     /// answer (and with it single use) cannot depend on a gas limit the attacker picks; USDC
     /// answers in about 10k. A call with less gas left than this budget is refused.
     uint256 public constant NONCE_QUERY_GAS = 50_000;
+    /// Newton mode: how long after its signed `initializationTimestamp` a task response is
+    /// usable, and how far ahead of this chain's clock that timestamp may be. The block expiry
+    /// Newton reports rests on `task.taskCreatedBlock`, which its signature does not cover.
+    uint256 public constant NEWTON_MAX_TASK_AGE = 1 hours;
+    uint256 public constant NEWTON_MAX_CLOCK_SKEW = 5 minutes;
 
     /// An x402 payment as the vault's ERC-1271 signature blob carries it (abi-encoded flat).
     struct Payment {
@@ -68,8 +76,13 @@ contract AgentVault {
     mapping(address operator => uint256) private _operatorSlot; // index + 1; 0 = not an operator
     mapping(bytes32 taskId => bool) public taskUsed;
     bool private transient _executing;
+    /// Newton mode when nonzero (set once, at creation): the validator `executeNewton` asks.
+    address private _newtonValidator;
 
     event Initialized(address indexed owner, address indexed agent, bytes32 policyId);
+    event NewtonValidatorSet(address indexed validator);
+    /// A Newton attestation was validated and spent with a deny decision: nothing was called.
+    event NewtonDenied(bytes32 indexed taskId);
     event Executed(bytes32 indexed taskId, address indexed to, uint256 value, bytes32 dataHash);
     event OperatorsSet(address[] operators, uint256 threshold);
     event AgentSet(address indexed agent);
@@ -106,6 +119,18 @@ contract AgentVault {
     error DuplicateSignature(address signer);
     error InsufficientQuorum(uint256 valid, uint256 threshold);
     error WithdrawFailed(address token);
+    /// `executeNewton` on a vault created without a Newton validator (or the implementation).
+    error NotNewtonMode();
+    /// `setOperators` on a Newton-mode vault: its attestations come from its validator only.
+    error NewtonMode();
+    error InvalidValidator(address validator);
+    /// The call asked for differs from the attested intent in `field` (to, value, data,
+    /// chainId, or from: the intent's sender must be the agent calling).
+    error IntentMismatch(string field);
+    /// `block.number` reached the attestation's expiration block (taskCreatedBlock + expireAfter).
+    error NewtonAttestationExpired(uint256 expiration, uint256 blockNumber);
+    /// The response's signed `initializationTimestamp` (seconds) is too old or too far ahead.
+    error NewtonTaskStale(uint256 initializationTimestamp, uint256 timestamp);
 
     modifier onlyOwner() {
         if (msg.sender != _owner) revert NotOwner(msg.sender);
@@ -126,16 +151,19 @@ contract AgentVault {
         uint256 threshold_,
         bytes32 policyId_
     ) external {
-        if (_initialized) revert AlreadyInitialized();
-        _initialized = true;
-        if (owner_ == address(0) || agent_ == address(0)) revert ZeroAddress();
-        if (owner_ == agent_ || owner_ == address(this)) revert AgentNotSeparate(agent_);
-        if (policyId_ == bytes32(0)) revert InvalidPolicyId();
-        _owner = owner_;
-        _agent = agent_;
-        _policyId = policyId_;
+        _initialize(owner_, agent_, policyId_);
         _setOperators(operators_, threshold_);
-        emit Initialized(owner_, agent_, policyId_);
+    }
+
+    /// Newton mode: attestations are checked by `validator` (Newton's `validateAttestationDirect`
+    /// interface), never by an operator set held here.
+    function initializeNewton(address owner_, address agent_, address validator, bytes32 policyId_) external {
+        _initialize(owner_, agent_, policyId_);
+        if (validator.code.length == 0 || validator == agent_ || validator == owner_) {
+            revert InvalidValidator(validator);
+        }
+        _newtonValidator = validator;
+        emit NewtonValidatorSet(validator);
     }
 
     // -- the agent's path -----------------------------------------------------------------
@@ -189,6 +217,47 @@ contract AgentVault {
         return ERC1271_MAGIC;
     }
 
+    /// @notice Newton mode: makes `to.call{value}(data)` if that is exactly the intent of a task
+    ///         response the validator verified and allowed, sent by the agent (`intent.from`),
+    ///         for this chain, under the vault's policy id, before the attestation's expiration
+    ///         block, once. A deny decision spends the task id and calls nothing (no revert).
+    /// @dev Newton's policy-client mixin checks policy id, `intent.from == msg.sender` and the
+    ///      chain id; the call itself is bound here (the mixin does not bind it).
+    function executeNewton(
+        address to,
+        uint256 value,
+        bytes calldata data,
+        INewtonAttestationValidator.Task calldata task,
+        INewtonAttestationValidator.TaskResponse calldata taskResponse,
+        bytes calldata signatureData
+    ) external returns (bytes memory) {
+        if (msg.sender != _agent) revert NotAgent(msg.sender);
+        address validator = _newtonValidator;
+        if (validator == address(0)) revert NotNewtonMode();
+        if (_paused) revert VaultPaused();
+        if (_executing) revert Reentrancy();
+        _requireAttestedCall(to, value, data, taskResponse.intent);
+        if (taskResponse.policyId != _policyId) revert PolicyMismatch(_policyId, taskResponse.policyId);
+        _requireFresh(task.taskCreatedBlock, taskResponse.policyConfig.expireAfter, taskResponse.initializationTimestamp);
+        bytes32 taskId = taskResponse.taskId;
+        if (taskUsed[taskId]) revert TaskAlreadyUsed(taskId);
+        taskUsed[taskId] = true;
+        if (!INewtonAttestationValidator(validator).validateAttestationDirect(task, taskResponse, signatureData)) {
+            emit NewtonDenied(taskId);
+            return "";
+        }
+        return _call(to, value, data, taskId);
+    }
+
+    /// Newton's `INewtonPolicyClient.getPolicyId`: the validator checks the response against it.
+    function getPolicyId() external view returns (bytes32) {
+        return _policyId;
+    }
+
+    function newtonValidator() external view returns (address) {
+        return _newtonValidator;
+    }
+
     // -- hashing (public so the SDK can be pinned against it) -----------------------------
 
     function domainSeparator() public view returns (bytes32) {
@@ -231,12 +300,15 @@ contract AgentVault {
 
     /// Rotates the operator set; attestations signed by removed keys stop working at once.
     function setOperators(address[] calldata operators_, uint256 threshold_) external onlyOwner {
+        if (_newtonValidator != address(0)) revert NewtonMode();
         _setOperators(operators_, threshold_);
     }
 
     function setAgent(address agent_) external onlyOwner {
         if (agent_ == address(0)) revert ZeroAddress();
-        if (agent_ == _owner || _operatorSlot[agent_] != 0) revert AgentNotSeparate(agent_);
+        if (agent_ == _owner || _operatorSlot[agent_] != 0 || agent_ == _newtonValidator) {
+            revert AgentNotSeparate(agent_);
+        }
         _agent = agent_;
         emit AgentSet(agent_);
     }
@@ -294,6 +366,48 @@ contract AgentVault {
     }
 
     // -- internals ------------------------------------------------------------------------
+
+    function _initialize(address owner_, address agent_, bytes32 policyId_) private {
+        if (_initialized) revert AlreadyInitialized();
+        _initialized = true;
+        if (owner_ == address(0) || agent_ == address(0)) revert ZeroAddress();
+        if (owner_ == agent_ || owner_ == address(this)) revert AgentNotSeparate(agent_);
+        if (policyId_ == bytes32(0)) revert InvalidPolicyId();
+        _owner = owner_;
+        _agent = agent_;
+        _policyId = policyId_;
+        emit Initialized(owner_, agent_, policyId_);
+    }
+
+    /// The call is the attested intent, from the agent calling, for this chain.
+    function _requireAttestedCall(
+        address to,
+        uint256 value,
+        bytes calldata data,
+        INewtonAttestationValidator.Intent calldata intent
+    ) private view {
+        if (intent.from != msg.sender) revert IntentMismatch("from");
+        if (intent.chainId != block.chainid) revert IntentMismatch("chainId");
+        if (intent.to != to) revert IntentMismatch("to");
+        if (intent.value != value) revert IntentMismatch("value");
+        if (keccak256(intent.data) != keccak256(data)) revert IntentMismatch("data");
+        _requireSignatureMatches(data, intent.functionSignature);
+    }
+
+    /// Before the expiration block Newton reports (`taskCreatedBlock + expireAfter`), and within
+    /// `NEWTON_MAX_TASK_AGE` of the signed `initializationTimestamp` (read as milliseconds when
+    /// it is 10^11 or more), which bounds a response whose unsigned `taskCreatedBlock` lies.
+    function _requireFresh(uint32 taskCreatedBlock, uint32 expireAfter, uint256 initializationTimestamp)
+        private
+        view
+    {
+        uint256 expiration = uint256(taskCreatedBlock) + expireAfter;
+        if (block.number >= expiration) revert NewtonAttestationExpired(expiration, block.number);
+        uint256 createdAt = initializationTimestamp >= 1e11 ? initializationTimestamp / 1000 : initializationTimestamp;
+        if (block.timestamp >= createdAt + NEWTON_MAX_TASK_AGE || createdAt > block.timestamp + NEWTON_MAX_CLOCK_SKEW) {
+            revert NewtonTaskStale(createdAt, block.timestamp);
+        }
+    }
 
     /// THE rule, shared by `execute` and `isValidSignature`: an attestation authorizes exactly
     /// the movement `intentHash_` (an action on `asset`), once. Empty when the vault is live

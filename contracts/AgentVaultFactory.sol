@@ -28,13 +28,19 @@ contract AgentVaultFactory {
         bytes32 policyId,
         bytes32 salt
     ) external returns (address vault) {
-        bytes memory code = _cloneCode();
-        bytes32 mixed = _mixSalt(msg.sender, salt);
-        assembly ("memory-safe") {
-            vault := create2(0, add(code, 0x20), mload(code), mixed)
-        }
-        if (vault == address(0)) revert VaultExists(predictVault(msg.sender, salt));
+        vault = _clone(salt);
         AgentVault(payable(vault)).initialize(owner, agent, operators, threshold, policyId);
+        emit VaultCreated(vault, msg.sender, agent, policyId);
+    }
+
+    /// A vault in Newton mode: `validator` (Newton's `validateAttestationDirect` interface)
+    /// checks its attestations. Same address scheme as `createVault`.
+    function createNewtonVault(address owner, address agent, address validator, bytes32 policyId, bytes32 salt)
+        external
+        returns (address vault)
+    {
+        vault = _clone(salt);
+        AgentVault(payable(vault)).initializeNewton(owner, agent, validator, policyId);
         emit VaultCreated(vault, msg.sender, agent, policyId);
     }
 
@@ -44,6 +50,16 @@ contract AgentVaultFactory {
             abi.encodePacked(bytes1(0xff), address(this), _mixSalt(creator, salt), keccak256(_cloneCode()))
         );
         return address(uint160(uint256(h)));
+    }
+
+    /// Deploys the clone for (caller, `salt`), uninitialized: callers initialize it at once.
+    function _clone(bytes32 salt) private returns (address vault) {
+        bytes memory code = _cloneCode();
+        bytes32 mixed = _mixSalt(msg.sender, salt);
+        assembly ("memory-safe") {
+            vault := create2(0, add(code, 0x20), mload(code), mixed)
+        }
+        if (vault == address(0)) revert VaultExists(predictVault(msg.sender, salt));
     }
 
     /// EIP-1167 minimal proxy creation code for `implementation`.

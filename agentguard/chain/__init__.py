@@ -2,11 +2,24 @@
 
 ``AgentVault`` holds an agent's funds and executes only calls (or accepts only x402
 payments) that a quorum of policy operators attested, so a stolen agent key moves nothing.
+In Newton mode (``create_newton_vault``) a validator with Newton's ``validateAttestationDirect``
+(the shipped ``NewtonBlsValidator``: BN254 BLS quorum) checks each attested call instead.
 """
 
 from agentguard.chain.anvil import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccount, find_anvil
 from agentguard.chain.contracts import Artifact, deploy, load_artifact, transact
 from agentguard.chain.eip3009 import token_domain_separator, transfer_authorization_digest
+from agentguard.chain.newton import (
+    NewtonIntent,
+    NewtonTask,
+    NewtonTaskResponse,
+    NonSigner,
+    bls_certificate,
+    consensus_digest,
+    create_newton_vault,
+    deploy_newton_validator,
+    execute_newton_args,
+)
 from agentguard.chain.vault import (
     EXECUTE_SIGNATURE,
     execute_args,
@@ -21,9 +34,18 @@ __all__ = [
     "Anvil",
     "Artifact",
     "DevAccount",
+    "NewtonIntent",
+    "NewtonTask",
+    "NewtonTaskResponse",
+    "NonSigner",
+    "bls_certificate",
+    "consensus_digest",
+    "create_newton_vault",
     "deploy",
+    "deploy_newton_validator",
     "execute_args",
     "execute_calldata",
+    "execute_newton_args",
     "find_anvil",
     "load_artifact",
     "payment_signature",

@@ -59,7 +59,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 def _error_table() -> dict[bytes, tuple[str, list[str]]]:
     table: dict[bytes, tuple[str, list[str]]] = {}
-    for name in ("UsdCoin", "AgentVault", "AgentVaultFactory"):
+    for name in ("UsdCoin", "AgentVault", "AgentVaultFactory", "NewtonBlsValidator"):
         for item in load_artifact(name).abi:
             if item["type"] == "error":
                 types = [i["type"] for i in item["inputs"]]

@@ -30,6 +30,7 @@ def test_shipped_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
     assert fresh == [
         "AgentVault.json",
         "AgentVaultFactory.json",
+        "NewtonBlsValidator.json",
         "OpgToken.json",
         "Permit2.json",
         "UsdCoin.json",
@@ -80,6 +81,6 @@ def test_vault_is_an_erc1271_wallet() -> None:
 def test_unknown_artifact_names_the_shipped_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match="AgentVault, AgentVaultFactory, OpgToken, Permit2, UsdCoin, X402UptoPermit2Proxy",
+        match="AgentVault, AgentVaultFactory, NewtonBlsValidator, OpgToken, Permit2, UsdCoin",
     ):
         load_artifact("Nope")
