@@ -9,7 +9,7 @@ import solc from "solc";
 const here = dirname(fileURLToPath(import.meta.url));
 const outDir = resolve(process.argv[2] ?? join(here, "..", "agentguard", "chain", "artifacts"));
 // The deployable contracts; ECDSA is an internal library and needs no artifact.
-const CONTRACTS = ["UsdCoin", "AgentVault", "AgentVaultFactory", "Permit2", "X402UptoPermit2Proxy", "OpgToken"];
+const CONTRACTS = ["UsdCoin", "AgentVault", "AgentVaultFactory", "Permit2", "X402UptoPermit2Proxy", "OpgToken", "NewtonOperatorTable"];
 
 const sources = {};
 for (const file of readdirSync(here).filter((f) => f.endsWith(".sol")).sort()) {

@@ -30,6 +30,7 @@ def test_shipped_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
     assert fresh == [
         "AgentVault.json",
         "AgentVaultFactory.json",
+        "NewtonOperatorTable.json",
         "OpgToken.json",
         "Permit2.json",
         "UsdCoin.json",
