@@ -77,7 +77,9 @@ def probe(chain_session: Chain) -> Contract:
     w3 = chain_session.w3
     factory = w3.eth.contract(abi=compiled["abi"], bytecode=compiled["evm"]["bytecode"]["object"])
     receipt = transact(w3, factory.constructor(), sender=OWNER)
-    return w3.eth.contract(address=receipt["contractAddress"], abi=compiled["abi"])
+    address = receipt["contractAddress"]
+    assert address is not None
+    return w3.eth.contract(address=address, abi=compiled["abi"])
 
 
 def _checksummed(value: Any) -> Any:

@@ -312,3 +312,141 @@ def test_missing_certificate_or_result_is_refused(chain: Chain, task_id: bytes) 
     )
     with pytest.raises(MalformedAttestation):
         _verifier(chain).verify(garbage, INTENT)
+
+
+def _with_certificate(chain: Chain, task_id: bytes, edit: Any, **certify: Any) -> Attestation:
+    """A result whose certificate (for the right message) went through ``edit`` first."""
+    result = _result(chain, task_id)
+    digest = TaskResponse.parse(result["task_response"]).consensus_digest()
+    cert = edit(chain.quorum.certificate(digest, **certify))
+    result["signature_data"] = "0x" + cert.encode().hex()
+    return attestation_for(result, INTENT)
+
+
+def test_duplicate_or_unsorted_non_signers_are_refused(chain: Chain, task_id: bytes) -> None:
+    """Newton requires strictly increasing indices (no operator counted twice)."""
+
+    def twice(cert: Any) -> Any:
+        (w,) = cert.non_signer_witnesses
+        return dataclasses.replace(cert, non_signer_witnesses=(w, w))
+
+    def unsorted(cert: Any) -> Any:
+        return dataclasses.replace(cert, non_signer_witnesses=cert.non_signer_witnesses[::-1])
+
+    with pytest.raises(VerificationError, match="strictly sorted"):
+        _verifier(chain).verify(_with_certificate(chain, task_id, twice, signers=[0, 2]), INTENT)
+    with pytest.raises(VerificationError, match="strictly sorted"):
+        _verifier(chain).verify(_with_certificate(chain, task_id, unsorted, signers=[1]), INTENT)
+
+
+def test_non_signer_index_outside_the_set_is_refused(chain: Chain, task_id: bytes) -> None:
+    def outside(cert: Any) -> Any:
+        (w,) = cert.non_signer_witnesses
+        return dataclasses.replace(
+            cert, non_signer_witnesses=(dataclasses.replace(w, operator_index=3),)
+        )
+
+    with pytest.raises(VerificationError, match="outside"):
+        _verifier(chain).verify(_with_certificate(chain, task_id, outside, signers=[0, 1]), INTENT)
+
+
+def test_signature_point_off_the_curve_is_a_verification_error(
+    chain: Chain, task_id: bytes
+) -> None:
+    def off_curve(cert: Any) -> Any:
+        return dataclasses.replace(cert, signature=(1, 3))
+
+    with pytest.raises(VerificationError, match="invalid"):
+        _verifier(chain).verify(_with_certificate(chain, task_id, off_curve), INTENT)
+
+
+def test_stale_operator_table_is_refused(chain: Chain, task_id: bytes) -> None:
+    """A table older than its operator set's maxStalenessPeriod no longer counts."""
+    quorum = chain.quorum
+    newer = quorum.reference_timestamp + 1
+    quorum.register(newer, quorum.operators, max_staleness=1)
+    quorum.reference_timestamp = newer
+    try:
+        with pytest.raises(AttestationExpired, match="stale"):
+            _verifier(chain).verify(_certified(chain, task_id), INTENT)
+    finally:
+        quorum.reference_timestamp = newer - 1
+
+
+def test_source_chain_aggregation_without_certificate_is_refused(
+    chain: Chain, task_id: bytes
+) -> None:
+    result = {**_result(chain, task_id), "aggregation_response": {"signers_apk_g2": []}}
+    with pytest.raises(VerificationError, match="aggregation_response"):
+        _verifier(chain).verify(attestation_for(result, INTENT), INTENT)
+
+
+def test_task_without_quorum_numbers_is_refused(chain: Chain, task_id: bytes) -> None:
+    result = chain.quorum.certify(_result(chain, task_id, quorum_numbers=b""))
+    with pytest.raises(VerificationError, match="quorum"):
+        _verifier(chain).verify(attestation_for(result, INTENT), INTENT)
+
+
+def test_intent_for_another_chain_is_refused(chain: Chain, task_id: bytes) -> None:
+    """The operator table read is Base's; an intent for chain 1 is not checked against it."""
+    other = TransactionIntent(from_=AGENT.address, to=INTENT.to, value=1, chain_id=1)
+    block = chain.w3.eth.block_number
+    result = newton_result(
+        other,
+        policy_client=CLIENT,
+        policy_id=POLICY_ID,
+        task_id=task_id,
+        expiration=block + 100,
+        task_created_block=block,
+    )
+    att = attestation_for(chain.quorum.certify(result), other)
+    with pytest.raises(IntentMismatch, match="chain"):
+        _verifier(chain).verify(att, other)
+
+
+def test_unreachable_rpc_is_node_unavailable_not_a_web3_error(task_id: bytes) -> None:
+    from web3 import Web3
+
+    from agentguard._exceptions import NodeUnavailable
+    from agentguard.newton import BN254Certificate
+
+    dead = Web3(Web3.HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 2}))
+    verifier = NewtonVerifier(policy_client=CLIENT, web3=dead, policy_id="0x" + POLICY_ID.hex())
+    result = newton_result(
+        INTENT,
+        policy_client=CLIENT,
+        policy_id=POLICY_ID,
+        task_id=task_id,
+        expiration=100,
+        task_created_block=1,
+    )
+    digest = TaskResponse.parse(result["task_response"]).consensus_digest()
+    cert = BN254Certificate(1, digest, (1, 2), ((0, 0), (0, 0)), ())
+    result["signature_data"] = "0x" + cert.encode().hex()
+    with pytest.raises(NodeUnavailable):
+        verifier.verify(attestation_for(result, INTENT), INTENT)
+
+
+def test_default_deployment_address_without_code_is_refused(chain: Chain, task_id: bytes) -> None:
+    """On anvil (chain 8453) Newton's published Base verifier has no code: its reads return
+    nothing, which must be a refusal, not an empty table."""
+    verifier = NewtonVerifier(policy_client=CLIENT, web3=chain.w3, policy_id="0x" + POLICY_ID.hex())
+    with pytest.raises(VerificationError, match="not Newton's certificate verifier"):
+        verifier.verify(_certified(chain, task_id), INTENT)
+
+
+def test_configuration_is_checked_up_front(chain: Chain) -> None:
+    from agentguard._exceptions import ConfigurationError
+
+    for bad in (
+        {"threshold_percentage": 0},
+        {"threshold_percentage": 101},
+        {"block_time": 0},
+        {"max_lifetime": -1},
+        {"certificate_verifier": "0x1234"},
+        {"policy_id": "0x12"},
+    ):
+        with pytest.raises(ConfigurationError):
+            NewtonVerifier(policy_client=CLIENT, web3=chain.w3, **bad)
+    with pytest.raises(ConfigurationError):
+        NewtonVerifier(policy_client=CLIENT, web3="http://localhost")  # type: ignore[arg-type]
