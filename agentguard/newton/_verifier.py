@@ -345,6 +345,9 @@ class NewtonVerifier:
                 if signed[j] < 0:
                     raise VerificationError("non-signers weigh more than the whole operator set")
             previous = witness.operator_index
+        if cert.apk == ((0, 0), (0, 0)) or cert.signature == (0, 0):
+            # never produced by signing operators; refused so no identity point ever pairs
+            raise VerificationError("the certificate's signature or G2 key is the identity")
         try:
             signer_apk = g1_add(info.aggregate_pubkey, g1_neg(aggregate_g1(non_signers)))
             digest = certificate_digest(cert.reference_timestamp, cert.message_hash)

@@ -81,6 +81,7 @@ def test_vault_is_an_erc1271_wallet() -> None:
 def test_unknown_artifact_names_the_shipped_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match="AgentVault, AgentVaultFactory, OpgToken, Permit2, UsdCoin, X402UptoPermit2Proxy",
+        match="AgentVault, AgentVaultFactory, NewtonOperatorTable, OpgToken, Permit2, UsdCoin, "
+        "X402UptoPermit2Proxy",
     ):
         load_artifact("Nope")

@@ -450,3 +450,60 @@ def test_configuration_is_checked_up_front(chain: Chain) -> None:
             NewtonVerifier(policy_client=CLIENT, web3=chain.w3, **bad)
     with pytest.raises(ConfigurationError):
         NewtonVerifier(policy_client=CLIENT, web3="http://localhost")  # type: ignore[arg-type]
+
+
+def test_verified_payment_is_signed_by_an_eoa_once(chain: Chain, task_id: bytes) -> None:
+    """A Newton-attested x402 payment: verified on its Newton form (the token transfer), then
+    the EOA signs the EIP-3009 authorization once; ``newton-bls-binding`` never could."""
+    import time
+
+    from agentguard._intent import PaymentIntent
+    from agentguard.x402._wire import Requirement
+    from agentguard.x402.exact import client as exact_client
+
+    token = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    payee = "0x000000000000000000000000000000000000bEEF"
+    payment = PaymentIntent(
+        payer=AGENT.address, scheme="exact", network="eip155:8453",
+        asset=token, amount=1_000, pay_to=payee,
+    )  # fmt: skip
+    block = chain.w3.eth.block_number
+    result = newton_result(
+        payment,
+        policy_client=CLIENT,
+        policy_id=POLICY_ID,
+        task_id=task_id,
+        expiration=block + 100,
+        task_created_block=block,
+    )
+    verified = _verifier(chain).verify(
+        attestation_for(chain.quorum.certify(result), payment), payment
+    )
+    typed = exact_client.typed_data(
+        Requirement(
+            x402_version=2, scheme="exact", network="eip155:8453", amount=1_000,
+            asset=token, pay_to=payee, max_timeout_seconds=60,
+            extra={"name": "USD Coin", "version": "2"}, resource="", raw={},
+        ),
+        AGENT.address,
+        now=int(time.time()),
+        valid_before=int(time.time()) + 60,
+    )  # fmt: skip
+    signer = Signer(AGENT)
+    assert signer.sign_payment(verified, typed)
+    with pytest.raises(AttestationReplayed):
+        signer.sign_payment(verified, typed)
+
+
+def test_identity_signature_or_g2_key_is_refused(chain: Chain, task_id: bytes) -> None:
+    """Defence in depth: the point at infinity contributes 1 to a pairing product."""
+
+    def identity_apk(cert: Any) -> Any:
+        return dataclasses.replace(cert, apk=((0, 0), (0, 0)))
+
+    def identity_signature(cert: Any) -> Any:
+        return dataclasses.replace(cert, signature=(0, 0))
+
+    for edit in (identity_apk, identity_signature):
+        with pytest.raises(VerificationError, match="identity"):
+            _verifier(chain).verify(_with_certificate(chain, task_id, edit), INTENT)
