@@ -67,6 +67,7 @@ class OperatorTable:
         self.address = Web3.to_checksum_address(certificate_verifier)
         self._cache: OrderedDict[tuple[str, int, int], OperatorSetInfo] = OrderedDict()
         self._lock = threading.Lock()
+        self._updater: str | None = None
 
     def _call(self, to: str, data: bytes, what: str) -> bytes:
         try:
@@ -139,7 +140,11 @@ class OperatorTable:
                 f"the operator table at reference timestamp {reference_timestamp} is stale "
                 f"(older than {staleness}s at block {head.number}); ask for a new task"
             )
-        (updater,) = self._decoded(["address"], self.address, _UPDATER, "operatorTableUpdater")
+        if self._updater is None:  # an immutable of the verifier: asked once
+            (self._updater,) = self._decoded(
+                ["address"], self.address, _UPDATER, "operatorTableUpdater"
+            )
+        updater = self._updater
         (valid,) = self._decoded(
             ["bool"],
             updater,
