@@ -207,6 +207,7 @@ class Attestation(_WireModel):
     reasons: tuple[str, ...] = ()
     scheme: Literal["ecdsa", "newton-bls"] = "ecdsa"
     operator_errors: tuple[dict[str, Any], ...] = ()
+    newton_result: str | None = None
 
     @field_validator("task_id", "policy_id", "intent_hash", mode="before")
     @classmethod

@@ -36,7 +36,7 @@ from agentguard._exceptions import (
 from agentguard._fees import FeeCap
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._redact import register_secret
-from agentguard._tickets import Ticket, give_back, redeem
+from agentguard._tickets import SIGNATURES_CHECKED, Ticket, give_back, redeem
 from agentguard._transaction import sign_eip1559
 from agentguard._verifier import VerifiedAttestation
 
@@ -144,12 +144,13 @@ class Signer:
         """The verifier's ticket for ``verified``, used up unless the block signs nothing.
 
         ``eoa``: the signature will be valid on its own (no contract re-checks the operator
-        signatures), so only an attestation whose signatures agentguard checked may be used.
+        signatures), so only an attestation whose signatures agentguard checked may be used
+        (``quorum-ecdsa``, or ``newton-bls``: Newton's BLS aggregate verified client-side).
         An altered, expired or insufficient attestation is used up for good.
         """
         verified = _require_verified(verified)
         ticket = redeem(verified.attestation, verified.intent, self._clock())
-        if eoa and ticket.assurance != "quorum-ecdsa":
+        if eoa and ticket.assurance not in SIGNATURES_CHECKED:
             raise OnchainCheckRequired(
                 f"attestation {verified.task_id} has assurance {ticket.assurance!r}: its operator "
                 "signatures were not checked here, so it may only be used through a vault"

@@ -27,11 +27,25 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 
-__all__ = ["Assurance", "Ticket", "fresh_intent", "give_back", "issue", "redeem"]
+__all__ = [
+    "SIGNATURES_CHECKED",
+    "Assurance",
+    "Ticket",
+    "fresh_intent",
+    "give_back",
+    "issue",
+    "redeem",
+]
 
-Assurance = Literal["quorum-ecdsa", "newton-bls-binding"]
-"""``quorum-ecdsa``: agentguard checked the operator signatures. ``newton-bls-binding``: only the
-binding fields were checked; the signatures must be checked onchain (vault mode only)."""
+Assurance = Literal["quorum-ecdsa", "newton-bls", "newton-bls-binding"]
+"""``quorum-ecdsa``: agentguard checked the operator ECDSA signatures. ``newton-bls``: agentguard
+checked Newton's BLS (BN254) aggregate against the operator table onchain (``agentguard.newton``).
+``newton-bls-binding``: only the binding fields were checked; the signatures must be checked
+onchain (vault mode only)."""
+
+SIGNATURES_CHECKED: frozenset[Assurance] = frozenset({"quorum-ecdsa", "newton-bls"})
+"""The assurances whose operator signatures agentguard itself verified: the only ones an EOA
+signature (valid on its own, with no contract re-checking the quorum) may rest on."""
 
 MAX_TICKETS = 65_536
 

@@ -10,7 +10,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const outDir = resolve(process.argv[2] ?? join(here, "..", "agentguard", "chain", "artifacts"));
 // The deployable contracts; ECDSA is an internal library and needs no artifact.
 const CONTRACTS = [
-  "UsdCoin", "AgentVault", "AgentVaultFactory", "NewtonBlsValidator", "Permit2", "X402UptoPermit2Proxy", "OpgToken",
+  "UsdCoin", "AgentVault", "AgentVaultFactory", "NewtonBlsValidator", "NewtonOperatorTable",
+  "Permit2", "X402UptoPermit2Proxy", "OpgToken",
 ];
 
 const sources = {};

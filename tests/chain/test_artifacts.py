@@ -31,6 +31,7 @@ def test_shipped_artifacts_match_a_fresh_compile(tmp_path: Path) -> None:
         "AgentVault.json",
         "AgentVaultFactory.json",
         "NewtonBlsValidator.json",
+        "NewtonOperatorTable.json",
         "OpgToken.json",
         "Permit2.json",
         "UsdCoin.json",
@@ -81,6 +82,7 @@ def test_vault_is_an_erc1271_wallet() -> None:
 def test_unknown_artifact_names_the_shipped_ones() -> None:
     with pytest.raises(
         ConfigurationError,
-        match="AgentVault, AgentVaultFactory, NewtonBlsValidator, OpgToken, Permit2, UsdCoin",
+        match="AgentVault, AgentVaultFactory, NewtonBlsValidator, NewtonOperatorTable, OpgToken, "
+        "Permit2, UsdCoin, X402UptoPermit2Proxy",
     ):
         load_artifact("Nope")
