@@ -23,7 +23,7 @@ import anyio
 import httpx
 import pytest
 from agentguard_opengradient._proof import canonical_chat_request, sign_proof
-from agentguard_opengradient._tee_registry import TeeRegistry
+from agentguard_opengradient._tee_registry import TEE_REGISTRY_ABI, TeeRegistry
 from agentguard_opengradient._tls import AsyncPinnedTransport, PinnedTransport
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -515,3 +515,57 @@ def test_the_async_transport_pins_too(world: World) -> None:
 
     anyio.run(run)
     assert len(world.enclave.requests) == 1
+
+
+def _shape(entry: dict[str, Any]) -> Any:
+    """A function's output shape: names and types, struct names aside."""
+    return [(c["name"], c["type"], _shape(c) if "components" in c else None)
+            for c in entry.get("components", entry.get("outputs", []))]  # fmt: skip
+
+
+def test_the_resolver_reads_the_registry_with_opengradients_abi(artifact: dict[str, Any]) -> None:
+    """The stand-in contract must answer exactly the ABI the resolver (and OpenGradient's SDK)
+    decodes, or the tests would prove nothing about the real registry."""
+    ours = next(e for e in artifact["abi"] if e.get("name") == "getActiveTEEs")
+    assert _shape(ours) == _shape(TEE_REGISTRY_ABI[0])
+    assert ours["inputs"][0]["type"] == "uint8"
+
+
+class _Answer:
+    """A registry whose node answers ``value`` (or raises it): a stub for error paths only."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def getActiveTEEs(self, tee_type: int) -> _Answer:
+        return self
+
+    def call(self) -> object:
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def _stubbed(value: object) -> TeeRegistry:
+    registry = TeeRegistry(Web3(), "0x" + "11" * 20)
+    registry._contract = type("C", (), {"functions": _Answer(value)})()
+    return registry
+
+
+def test_a_garbage_registry_answer_is_node_unavailable_or_skipped() -> None:
+    with pytest.raises(NodeUnavailable, match="no list"):
+        _stubbed("garbage").active()
+    with pytest.raises(NodeUnavailable, match="ValueError") as caught:
+        _stubbed(ValueError("https://rpc.example/?key=SECRET refused")).active()
+    assert "SECRET" not in str(caught.value)
+    key, cert = der(rsa_key()), self_signed().der
+    ohttp = (0, 0, 0, 0, b"", b"", 0)
+
+    def entry(tee_type: int, enabled: bool) -> tuple[Any, ...]:
+        return (ADMIN, PAY_TO, "https://127.0.0.1:1", key, cert, PCR, tee_type, enabled, 1, 1,
+                ohttp)  # fmt: skip
+
+    # listed as active, but of another type or not enabled (a lying node): skipped
+    assert _stubbed([entry(1, True), entry(0, False), ("short",)]).active() == ()
+    (tee,) = _stubbed([entry(0, True), entry(0, True)]).active()  # a duplicate counts once
+    assert tee.public_key_der == key
