@@ -23,7 +23,7 @@ import anyio
 import httpx
 import pytest
 from agentguard_opengradient._proof import canonical_chat_request, sign_proof
-from agentguard_opengradient._tee_registry import TEE_REGISTRY_ABI, TeeRegistry
+from agentguard_opengradient._tee_registry import TEE_REGISTRY_ABI, TeeRegistry, origin
 from agentguard_opengradient._tls import AsyncPinnedTransport, PinnedTransport
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -569,3 +569,32 @@ def test_a_garbage_registry_answer_is_node_unavailable_or_skipped() -> None:
     assert _stubbed([entry(1, True), entry(0, False), ("short",)]).active() == ()
     (tee,) = _stubbed([entry(0, True), entry(0, True)]).active()  # a duplicate counts once
     assert tee.public_key_der == key
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://Enclave.Example:8443/v1/chat", ("enclave.example", 8443)),
+        ("https://127.0.0.1", ("127.0.0.1", 443)),
+        ("https://[::1]:9/", ("::1", 9)),
+        ("https://bücher.example/", ("xn--bcher-kva.example", 443)),  # as the socket sees it
+    ],
+)
+def test_an_endpoint_is_keyed_by_the_host_and_port_the_connection_uses(
+    url: str, expected: tuple[str, int]
+) -> None:
+    assert origin(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1", "https://", "not a url", "https://[::1"])
+def test_a_non_https_endpoint_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="https URL"):
+        origin(url)
+
+
+def test_an_answer_naming_no_tee_is_refused(world: World) -> None:
+    world.register(rsa_key(), self_signed())
+    canonical = canonical_chat_request(BODY)
+    for body in ({}, {"tee_id": 7}, {"tee_id": "0xnothex"}):
+        with pytest.raises(TeeNotActive):
+            world.resolver().verify(body, canonical_request=canonical, output="o")

@@ -99,10 +99,14 @@ _FIELDS: list[str] = [str(field["name"]) for field in _TEE_INFO]
 
 def origin(url: str | httpx.URL) -> tuple[str, int]:
     """``(host, port)`` of an https URL, the key a pinned connection is looked up by."""
-    parsed = httpx.URL(url) if isinstance(url, str) else url
-    if parsed.scheme != "https" or not parsed.host:
+    try:
+        parsed = httpx.URL(url) if isinstance(url, str) else url
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme != "https" or not parsed.raw_host:
         raise ConfigurationError(f"a TEE endpoint must be an https URL, not {str(url)[:100]!r}")
-    return parsed.host.lower(), parsed.port or 443
+    # raw_host: the ASCII (IDNA) form, as the connection layer sees it
+    return parsed.raw_host.decode("ascii").lower(), parsed.port or 443
 
 
 @dataclass(frozen=True, slots=True)

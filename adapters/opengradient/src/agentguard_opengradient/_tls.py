@@ -20,6 +20,7 @@ import threading
 import typing
 from collections.abc import Callable, Iterable
 
+import anyio
 import anyio.to_thread
 import httpcore
 import httpx
@@ -191,6 +192,7 @@ class PinnedTransport(httpx.HTTPTransport):
         super().__init__(verify=pinned_ssl_context(), limits=limits, retries=retries)
         self._registry, self._limits, self._retries = registry, limits, retries
         self._board = _Pinboard()
+        self._lock = threading.Lock()
         self._retired: list[httpcore.ConnectionPool] = []
         self._pool = self._new_pool()
 
@@ -206,9 +208,10 @@ class PinnedTransport(httpx.HTTPTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         where = origin(request.url)
-        if self._board.update(where, self._registry.pins(request.url)):
-            self._retired.append(self._pool)
-            self._pool = self._new_pool()
+        with self._lock:  # read and record in one step: a slower reader cannot restore old pins
+            if self._board.update(where, self._registry.pins(request.url)):
+                self._retired.append(self._pool)
+                self._pool = self._new_pool()
         return super().handle_request(request)
 
     def close(self) -> None:
@@ -226,6 +229,7 @@ class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
         super().__init__(verify=pinned_ssl_context(), limits=limits, retries=retries)
         self._registry, self._limits, self._retries = registry, limits, retries
         self._board = _Pinboard()
+        self._lock = anyio.Lock()
         self._retired: list[httpcore.AsyncConnectionPool] = []
         self._pool = self._new_pool()
 
@@ -241,10 +245,11 @@ class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         where = origin(request.url)
-        pins = await anyio.to_thread.run_sync(self._registry.pins, request.url)
-        if self._board.update(where, pins):
-            self._retired.append(self._pool)
-            self._pool = self._new_pool()
+        async with self._lock:  # read and record in one step (see PinnedTransport)
+            pins = await anyio.to_thread.run_sync(self._registry.pins, request.url)
+            if self._board.update(where, pins):
+                self._retired.append(self._pool)
+                self._pool = self._new_pool()
         return await super().handle_async_request(request)
 
     async def aclose(self) -> None:
