@@ -598,3 +598,23 @@ def test_an_answer_naming_no_tee_is_refused(world: World) -> None:
     for body in ({}, {"tee_id": 7}, {"tee_id": "0xnothex"}):
         with pytest.raises(TeeNotActive):
             world.resolver().verify(body, canonical_request=canonical, output="o")
+
+
+def test_racing_requests_share_one_pinned_transport(world: World) -> None:
+    """Eight threads, one client, one registry: every request is pinned and answered."""
+    world.register(rsa_key(), self_signed_for(world))
+    results: list[int] = []
+    with httpx.Client(
+        transport=PinnedTransport(world.resolver()), trust_env=False, timeout=10
+    ) as client:
+
+        def one() -> None:
+            results.append(client.post(world.enclave.url + "/r", json={}).status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert results == [200] * 8
+    assert len(world.enclave.requests) == 8

@@ -150,7 +150,7 @@ def _message(role: object, message: Mapping[str, Any]) -> dict[str, Any]:
         }
     if role == "developer":  # OpenGradient's SDK maps it to system; the gateway refuses it
         raise IntentError(
-            "OpenGradient's gateway refuses the 'developer' role (after payment); "
+            "OpenGradient's gateway refuses the 'developer' role (after its payment check); "
             "send the instructions as a 'system' message"
         )
     raise IntentError(f"chat message role {role!r} is not one OpenGradient accepts")
