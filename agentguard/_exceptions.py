@@ -44,6 +44,8 @@ happened and what to do about it; none ever contains a key or a secret.
         │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
         ├── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
         ├── ProofError               a paid answer's TEE proof does not verify (do not use it)
+        │   └── TeeNotActive         the TEE is not active in OpenGradient's onchain registry
+        ├── TlsPinMismatch           a TEE endpoint showed another TLS certificate than registered
         └── NodeUnavailable          the RPC node failed before anything was signed (retry later)
 """
 
@@ -411,6 +413,26 @@ class ProofError(ExecutionError):
     hint = (
         "Do not use this response: it is not provably the enclave's answer to this request. "
         "The payment for it stays as the receipt says; check the signing key and the endpoint."
+    )
+
+
+class TeeNotActive(ProofError):
+    """The TEE (by id or endpoint) is not among the active TEEs of OpenGradient's onchain
+    registry: unknown, disabled, revoked build (PCR) or stale heartbeat."""
+
+    hint = (
+        "Do not use this answer and do not send to this endpoint: the registry does not vouch "
+        "for this enclave now. Use a TEE the registry lists as active."
+    )
+
+
+class TlsPinMismatch(ExecutionError):
+    """A TEE endpoint presented a TLS certificate other than the one the registry holds for
+    it: the connection was closed before any request byte was sent over it."""
+
+    hint = (
+        "Nothing was sent to that endpoint. It is not the registered enclave (or the registry "
+        "changed); do not retry it until the registry and the endpoint agree."
     )
 
 

@@ -18,7 +18,7 @@ from agentguard import IntentError, ProofError
 
 BODY = {
     "model": "gpt-4.1",
-    "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
     "max_tokens": 50,
     "temperature": 0,
     "top_p": 0.5,
@@ -66,7 +66,7 @@ def test_a_good_proof_verifies_and_matches_the_documented_construction(key: RSAP
     )
     request_hash = keccak(json.dumps(canonical_chat_request(BODY), sort_keys=True).encode())
     output_hash = keccak(OUTPUT.encode())
-    assert proof.request_hash == "0x" + request_hash.hex() == fields["tee_request_hash"]
+    assert proof.request_hash == "0x" + request_hash.hex() == "0x" + fields["tee_request_hash"]
     assert proof.output_hash == "0x" + output_hash.hex()
     assert proof.timestamp == 1_764_000_000
     der = key.public_key().public_bytes(

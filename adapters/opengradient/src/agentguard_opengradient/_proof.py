@@ -4,8 +4,9 @@ An OpenGradient TEE signs every answer with its RSA-2048 key (RSA-PSS, SHA-256, 
 over ``keccak256(request_hash ‖ output_hash ‖ uint256(timestamp))``, where
 ``request_hash = keccak256(json.dumps(canonical_request, sort_keys=True))`` and
 ``output_hash = keccak256(output text)``. The canonical request keeps only the fields the
-enclave commits to, so the client recomputes both hashes from what it sent and what it is
-about to return: a relay that alters either, or a key other than the pinned one, fails.
+enclave commits to, built exactly as OpenGradient's gateway builds it (tee-gateway @39b1555),
+so the client recomputes both hashes from what it sent and what it is about to return: a
+relay that alters either, or a key other than the pinned one, fails.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ __all__ = [
     "TeeProof",
     "canonical_chat_request",
     "canonical_completion_request",
+    "canonical_request_bytes",
+    "canonical_user_content",
     "sign_proof",
     "tee_id",
     "verify_proof",
@@ -71,14 +74,62 @@ def tee_id(public_key: RSAPublicKey | str | bytes) -> str:
     return "0x" + keccak(der).hex()
 
 
+# OpenGradient's gateway (tee-gateway @39b1555, controllers/chat_controller.py
+# ``_parse_message`` / ``_chat_request_to_dict``, llm_backend.py ``canonical_user_content``)
+# is the authority for every rule below. Where its input would be coerced in a way a client
+# cannot mean (``str()`` of an object, ``list()`` of a dict) or make it fail after payment,
+# the request is refused here, before anything is paid.
+
+
+def canonical_user_content(content: object) -> Any:
+    """User content as the gateway hashes it: a string as is; a list of parts reduced to its
+    text parts and, for every other part, a ``{type[, filename]}`` stub (attachment bytes are
+    never hashed)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, Sequence) or isinstance(content, bytes | bytearray):
+        raise IntentError("a user message's content must be a string or a list of parts")
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, Mapping):
+            raise IntentError("each part of a user message's content must be a JSON object")
+        if part.get("type") == "text":
+            parts.append({"type": "text", "text": part.get("text", "") or ""})
+            continue
+        stub: dict[str, Any] = {"type": part.get("type")}
+        file = part.get("file")
+        filename = (file.get("filename") if isinstance(file, Mapping) else None) or part.get(
+            "filename"
+        )
+        if filename:
+            stub["filename"] = filename
+        parts.append(stub)
+    return parts
+
+
+def _required(message: Mapping[str, Any], name: str, role: str) -> Any:
+    # The gateway fails (after payment) on an explicit null and hashes a missing key as null.
+    value = message.get(name)
+    if value is None:
+        raise IntentError(f"a {role} message needs {name!r}")
+    return value
+
+
+def _text(message: Mapping[str, Any], name: str, role: str) -> str:
+    value = _required(message, name, role)
+    if not isinstance(value, str):  # the gateway would hash str() of it
+        raise IntentError(f"a {role} message's {name!r} must be a string")
+    return value
+
+
 def _message(role: object, message: Mapping[str, Any]) -> dict[str, Any]:
-    content = message.get("content")
-    if role in ("system", "developer"):  # the enclave treats developer messages as system
-        return {"role": "system", "content": content}
+    if role == "system":
+        return {"role": "system", "content": _required(message, "content", "system")}
     if role == "user":
-        return {"role": "user", "content": content}
+        content = _required(message, "content", "user")
+        return {"role": "user", "content": canonical_user_content(content)}
     if role == "assistant":
-        entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
+        entry: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
         calls = message.get("tool_calls")
         if calls:  # the enclave commits to earlier tool calls too (which tool, which arguments)
             if not isinstance(calls, Sequence) or isinstance(calls, str):
@@ -86,14 +137,31 @@ def _message(role: object, message: Mapping[str, Any]) -> dict[str, Any]:
             entry["tool_calls"] = [_tool_call(call) for call in calls]
         return entry
     if role == "tool":
-        return {"role": "tool", "content": content, "tool_call_id": message.get("tool_call_id")}
+        return {
+            "role": "tool",
+            "content": _required(message, "content", "tool"),
+            "tool_call_id": _text(message, "tool_call_id", "tool"),
+        }
+    if role == "function":
+        return {
+            "role": "function",
+            "content": _text(message, "content", "function"),
+            "name": _text(message, "name", "function"),
+        }
+    if role == "developer":  # OpenGradient's SDK maps it to system; the gateway refuses it
+        raise IntentError(
+            "OpenGradient's gateway refuses the 'developer' role (after its payment check); "
+            "send the instructions as a 'system' message"
+        )
     raise IntentError(f"chat message role {role!r} is not one OpenGradient accepts")
 
 
 def _tool_call(call: object) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, Mapping) else None
+    function = call.get("function", {}) if isinstance(call, Mapping) else None
     if not isinstance(call, Mapping) or not isinstance(function, Mapping):
         raise IntentError("a tool call must be an object with a function object")
+    # Missing fields are hashed as null by the gateway (OpenGradient's SDK differs: "" and
+    # "function"); the gateway's form is the one its enclave signs.
     return {
         "id": call.get("id"),
         "type": call.get("type"),
@@ -101,49 +169,109 @@ def _tool_call(call: object) -> dict[str, Any]:
     }
 
 
+def _temperature(body: Mapping[str, Any], default: float) -> float:
+    if "temperature" not in body:
+        return default
+    value = body["temperature"]
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise IntentError(f"temperature must be a number, not {value!r}")
+    return float(value)
+
+
+def _web_search(body: Mapping[str, Any]) -> bool:
+    value = body.get("web_search", False)
+    if not isinstance(value, bool):
+        raise IntentError("web_search must be true or false")
+    return value
+
+
 def canonical_chat_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a ``/v1/chat/completions`` body the enclave hashes (OpenGradient's rule:
-    ``model``, role-normalised ``messages``, float ``temperature``, and ``max_tokens``,
-    ``stop``, ``tools``, ``response_format`` when set)."""
+    """The part of a ``/v1/chat/completions`` body the enclave hashes, exactly as OpenGradient's
+    gateway builds it: ``model``, its canonical ``messages``, float ``temperature`` (0.0 when
+    absent), ``max_tokens`` when not null, ``stop``/``tools``/``response_format`` when
+    non-empty, and ``"web_search": true`` when set."""
     messages = body.get("messages")
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise IntentError("a chat request needs a non-empty list of messages")
     if not all(isinstance(m, Mapping) for m in messages):
         raise IntentError("each chat message must be a JSON object")
     canonical: dict[str, Any] = {
-        "model": body.get("model"),
+        "model": _model(body),
         "messages": [_message(m.get("role"), m) for m in messages],
-        "temperature": float(body.get("temperature") or 0.0),
+        "temperature": _temperature(body, 0.0),
     }
-    return _optional(canonical, body, ("stop", "tools", "response_format"))
+    _max_tokens(canonical, body, None)
+    if body.get("stop"):
+        canonical["stop"] = _stop(body["stop"])
+    if body.get("tools"):
+        if not isinstance(body["tools"], list):  # the gateway would hash list(tools)
+            raise IntentError("tools must be a list")
+        canonical["tools"] = body["tools"]
+    if body.get("response_format"):
+        if not isinstance(body["response_format"], Mapping):
+            raise IntentError("response_format must be an object")
+        canonical["response_format"] = body["response_format"]
+    if _web_search(body):
+        canonical["web_search"] = True
+    return canonical
 
 
 def canonical_completion_request(body: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a ``/v1/completions`` body the enclave hashes: ``model``, ``prompt``, float
-    ``temperature``, and ``max_tokens``/``stop`` when set."""
+    ``temperature``, ``max_tokens``, ``stop`` when non-empty, ``"web_search": true`` when set.
+
+    The gateway reads this body through its ``CreateCompletionRequest`` defaults, so an absent
+    ``temperature`` is hashed as 1.0 and an absent ``max_tokens`` as 16 (an explicit null:
+    0.0, and no ``max_tokens``)."""
     if not isinstance(body.get("prompt"), str):
         raise IntentError("a completion request needs a prompt string")
-    canonical = {
-        "model": body.get("model"),
+    canonical: dict[str, Any] = {
+        "model": _model(body),
         "prompt": body["prompt"],
-        "temperature": float(body.get("temperature") or 0.0),
+        "temperature": _temperature(body, 1.0),
     }
-    return _optional(canonical, body, ("stop",))
-
-
-def _optional(
-    canonical: dict[str, Any], body: Mapping[str, Any], truthy: Sequence[str]
-) -> dict[str, Any]:
-    if body.get("max_tokens") is not None:
-        canonical["max_tokens"] = body["max_tokens"]
-    for name in truthy:
-        if body.get(name):
-            canonical[name] = body[name]
+    _max_tokens(canonical, body, 16)
+    if body.get("stop"):
+        canonical["stop"] = _stop(body["stop"])
+    if _web_search(body):
+        canonical["web_search"] = True
     return canonical
 
 
+def _model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise IntentError("the request needs a model name")
+    return model
+
+
+def _max_tokens(canonical: dict[str, Any], body: Mapping[str, Any], default: int | None) -> None:
+    value = body.get("max_tokens") if "max_tokens" in body else default
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise IntentError(f"max_tokens must be a positive integer, not {value!r}")
+    canonical["max_tokens"] = value
+
+
+def _stop(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return value
+    raise IntentError("stop must be a string or a list of strings")
+
+
+def canonical_request_bytes(canonical_request: Mapping[str, Any]) -> bytes:
+    """The bytes the gateway hashes: ``json.dumps(canonical, sort_keys=True)`` (ASCII-escaped,
+    default separators)."""
+    return json.dumps(canonical_request, sort_keys=True).encode("utf-8")
+
+
 def _request_hash(canonical_request: Mapping[str, Any]) -> bytes:
-    return keccak(json.dumps(canonical_request, sort_keys=True).encode("utf-8"))
+    return keccak(canonical_request_bytes(canonical_request))
 
 
 def _signed_message(request_hash: bytes, output_hash: bytes, timestamp: int) -> bytes:
@@ -153,7 +281,8 @@ def _signed_message(request_hash: bytes, output_hash: bytes, timestamp: int) -> 
 def sign_proof(
     key: RSAPrivateKey, canonical_request: Mapping[str, Any], output: str, timestamp: int
 ) -> dict[str, Any]:
-    """The five ``tee_*`` fields an enclave adds to its answer (used by the local server)."""
+    """The five ``tee_*`` fields an enclave adds to its answer, shaped as OpenGradient's gateway
+    shapes them (hashes as hex without ``0x``, ``tee_id`` with it; used by the local server)."""
     request_hash = _request_hash(canonical_request)
     output_hash = keccak(output.encode("utf-8"))
     signature = key.sign(
@@ -161,8 +290,8 @@ def sign_proof(
     )
     return {
         "tee_signature": base64.b64encode(signature).decode("ascii"),
-        "tee_request_hash": "0x" + request_hash.hex(),
-        "tee_output_hash": "0x" + output_hash.hex(),
+        "tee_request_hash": request_hash.hex(),
+        "tee_output_hash": output_hash.hex(),
         "tee_timestamp": timestamp,
         "tee_id": tee_id(key.public_key()),
     }
