@@ -178,15 +178,36 @@ def _base_scalars(*, python: bool) -> st.SearchStrategy[Any]:
         floats,
         texts,
         _hexish(),
-        st.sampled_from(["", " ", "allow", "deny", "success", "failed", "exact", "upto", "\x00",
-                         "\u202e", "eip155:8453", "base", "1e3", "-0", "00", "NaN"]),
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "allow",
+                "deny",
+                "success",
+                "failed",
+                "exact",
+                "upto",
+                "\x00",
+                "\u202e",
+                "eip155:8453",
+                "base",
+                "1e3",
+                "-0",
+                "00",
+                "NaN",
+            ]
+        ),
     )
 
 
 def _values(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    keys = st.one_of(st.text(st.characters(codec="utf-8"), max_size=12), st.sampled_from(
-        ["", "x402Version", "accepts", "amount", "scheme", "network", "intent", "result"]
-    ))
+    keys = st.one_of(
+        st.text(st.characters(codec="utf-8"), max_size=12),
+        st.sampled_from(
+            ["", "x402Version", "accepts", "amount", "scheme", "network", "intent", "result"]
+        ),
+    )
     return st.recursive(
         scalars,
         lambda inner: st.one_of(
@@ -238,11 +259,31 @@ def _twist(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any], values: An
     if isinstance(value, bool):
         options += [int(value), str(value).lower(), None]
     elif isinstance(value, int):
-        options += [str(value), value + 1, value - 1, -value, value * 2**200, float(value) if
-                    abs(value) < 2**53 else 1e300, hex(value), True, [value]]
+        options += [
+            str(value),
+            value + 1,
+            value - 1,
+            -value,
+            value * 2**200,
+            float(value) if abs(value) < 2**53 else 1e300,
+            hex(value),
+            True,
+            [value],
+        ]
     elif isinstance(value, str):
-        options += [value.upper(), value.lower(), value[: len(value) // 2], value + value,
-                    " " + value, value + "\x00", value * 200, None, 0, [value], {"v": value}]
+        options += [
+            value.upper(),
+            value.lower(),
+            value[: len(value) // 2],
+            value + value,
+            " " + value,
+            value + "\x00",
+            value * 200,
+            None,
+            0,
+            [value],
+            {"v": value},
+        ]
         if value.startswith("0x") and len(value) % 2 == 0:
             options.append(list(bytes.fromhex(value[2:])) if _is_hex(value[2:]) else value[2:])
             options.append(value[2:])
@@ -290,8 +331,11 @@ def mutated(
             parent = _get(doc, path[:-1])
             del parent[path[-1]]
         elif edit == "add" and isinstance(target, dict):
-            key = draw(st.sampled_from([*target.keys(), "extra", "", "x" * 300]) if target
-                       else st.just("extra"))
+            key = draw(
+                st.sampled_from([*target.keys(), "extra", "", "x" * 300])
+                if target
+                else st.just("extra")
+            )
             target[str(key) + draw(st.sampled_from(["", "_", "Id"]))] = draw(values)
         elif edit == "replace":
             doc = _set(doc, path, draw(values))
@@ -309,17 +353,39 @@ _NUMBER = re.compile(rb"(?<![\w.\"])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 def json_text(draw: Callable[[st.SearchStrategy[Any]], Any], doc: Any) -> bytes:
     """``doc`` as UTF-8 JSON text, then broken the ways text breaks between two parsers."""
     raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=draw(st.booleans())).encode()
-    how = draw(st.sampled_from([
-        "same", "truncate", "duplicate", "constant", "bignum", "deep", "deeper", "bytes", "bom",
-        "trailing", "surrogate", "whitespace", "flip",
-    ]))
+    how = draw(
+        st.sampled_from(
+            [
+                "same",
+                "truncate",
+                "duplicate",
+                "constant",
+                "bignum",
+                "deep",
+                "deeper",
+                "bytes",
+                "bom",
+                "trailing",
+                "surrogate",
+                "whitespace",
+                "flip",
+            ]
+        )
+    )
     if how == "truncate":
         return raw[: draw(st.integers(0, max(0, len(raw) - 1)))]
     if how == "duplicate" and raw.startswith(b"{") and len(raw) > 2:
-        key = draw(st.sampled_from([*(k.encode() for k in doc), b"x"] if isinstance(doc, dict)
-                                   and doc else [b"x"]))
-        return b'{"' + key + b'":' + draw(st.sampled_from([b"1", b"null", b'"0x00"', b"{}"])) + (
-            b"," + raw[1:]
+        key = draw(
+            st.sampled_from(
+                [*(k.encode() for k in doc), b"x"] if isinstance(doc, dict) and doc else [b"x"]
+            )
+        )
+        return (
+            b'{"'
+            + key
+            + b'":'
+            + draw(st.sampled_from([b"1", b"null", b'"0x00"', b"{}"]))
+            + (b"," + raw[1:])
         )
     if how in ("constant", "bignum"):
         numbers = list(_NUMBER.finditer(raw))
@@ -331,7 +397,7 @@ def json_text(draw: Callable[[st.SearchStrategy[Any]], Any], doc: Any) -> bytes:
         if not numbers:
             return raw.replace(b"null", token, 1) if b"null" in raw else token
         match = draw(st.sampled_from(numbers))
-        return raw[: match.start()] + token + raw[match.end():]
+        return raw[: match.start()] + token + raw[match.end() :]
     if how == "deep":
         n = draw(st.sampled_from([33, 65, 200]))
         return b"[" * n + raw + b"]" * n
@@ -352,5 +418,5 @@ def json_text(draw: Callable[[st.SearchStrategy[Any]], Any], doc: Any) -> bytes:
         return b" \t\r\n" + raw.replace(b",", b" ,\n ") + b"\n"
     if how == "flip" and raw:
         at = draw(st.integers(0, len(raw) - 1))
-        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
+        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
     return raw

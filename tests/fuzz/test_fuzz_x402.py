@@ -153,7 +153,9 @@ def test_payment_required_header_raw(header: str) -> None:
 
 
 @budget(250)
-@given(st.one_of(mutated(V1_DOC).map(lambda d: _dumps(d)), json_text(V1_DOC), st.binary(max_size=300)))
+@given(
+    st.one_of(mutated(V1_DOC).map(lambda d: _dumps(d)), json_text(V1_DOC), st.binary(max_size=300))
+)
 def test_v1_bodies(body: bytes) -> None:
     parsed = outcome(parse_v1_body, body)
     if isinstance(parsed, PaymentRequired):
