@@ -192,6 +192,8 @@ def parse_line(raw: bytes) -> Entry:
         raise
     except ValueError:
         raise ValueError("the line is not a valid audit entry (edited?)") from None
+    except RecursionError:  # append never writes a record nested this deep
+        raise ValueError("the line nests too deeply to be an audit entry (edited?)") from None
     if not isinstance(obj, dict) or sorted(obj) != sorted(_FIELDS):
         raise ValueError("the line is not a valid audit entry (edited?)")
     entry = Entry(**obj)
@@ -217,7 +219,7 @@ def parse_line(raw: bytes) -> Entry:
         )
     try:
         canonical = entry.line()
-    except ValueError:  # a lone surrogate from a \\u escape has no UTF-8 encoding
+    except (ValueError, RecursionError):  # a lone surrogate from a \\u escape; deep nesting
         canonical = b""
     if raw != canonical:
         raise ValueError(

@@ -75,8 +75,11 @@ def test_intent_wire_documents(wire: Any) -> None:
 
 _TYPES = st.recursive(
     st.sampled_from(
-        ["address", "uint256", "uint8", "int256", "bool", "bytes", "bytes32", "bytes1", "string"]
-        + ["uint", "int", "byte", "fixed", "ufixed128x18", "uint7", "bytes33", "function", "x"]
+        [
+            *("address", "uint256", "uint8", "int256", "bool", "bytes", "bytes32", "bytes1"),
+            *("string", "uint", "int", "byte", "fixed", "ufixed128x18", "uint7", "bytes33", "x"),
+            "function",
+        ]
     ),
     lambda inner: st.one_of(
         inner.map(lambda t: t + "[]"),

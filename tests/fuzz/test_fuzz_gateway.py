@@ -200,7 +200,7 @@ _DOC = json.dumps({"jsonrpc": "2.0", "id": "x", "result": REFERENCE}).encode()
     st.lists(st.integers(1, 4096), min_size=1, max_size=8),
 )
 def test_encoded_bodies(label: str, body_kind: str, cuts: list[int]) -> None:
-    """``_Body`` with every label × content pairing, fed in arbitrary chunk sizes."""
+    """``_Body`` with every label and content pairing, fed in arbitrary chunk sizes."""
     body = {
         "plain": _DOC,
         "gzip": gzip.compress(_DOC),
