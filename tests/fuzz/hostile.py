@@ -265,6 +265,7 @@ def _twist(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any], values: An
             value - 1,
             -value,
             value * 2**200,
+            value + 2**256,
             float(value) if abs(value) < 2**53 else 1e300,
             hex(value),
             True,
