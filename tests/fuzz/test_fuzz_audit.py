@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,36 @@ def test_a_deeply_nested_line_is_a_damaged_line(tmp_path: Path) -> None:
     assert verify_command(argparse.Namespace(path=path, head=None)) == 1
     with AuditLog(path) as log, pytest.raises(ConfigurationError, match="damaged entry"):
         log.append("note", {"after": "damage"})
+
+
+def test_a_line_nested_past_the_c_stack_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """Before the fix, in any process that imported web3 (py_ecc raises the recursion limit
+    to 100,000) ``json.loads`` recursed 200,000 levels into an edited line and the process
+    died with SIGSEGV: an ``AuditLog.append`` (which reads the last line) or ``audit verify``
+    crashed instead of refusing. Run in a child so the crash, if it comes back, is seen."""
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(LINES[0] + _deep_line(200_000))
+    code = (
+        "import sys; sys.setrecursionlimit(100_000)\n"
+        "from agentguard.audit import AuditLog\n"
+        f"print(AuditLog({str(path)!r}).verify())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "TAMPERED at entry seq 2" in done.stdout and "nests too deeply" in done.stdout
+
+
+def test_append_refuses_a_record_it_could_not_read_back(tmp_path: Path) -> None:
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(70):
+        inner["a"] = {}
+        inner = inner["a"]
+    with AuditLog(tmp_path / "audit.jsonl") as log:
+        with pytest.raises(ConfigurationError, match="nest at most"):
+            log.append("note", deep)
+        log.append("note", {"shallow": [[["ok"]]]})
+    assert AuditLog(tmp_path / "audit.jsonl").verify().entries == 1
 
 
 @budget(60)
