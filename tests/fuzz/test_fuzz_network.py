@@ -32,7 +32,7 @@ from agentguard.network._keys import api_key_digest
 from agentguard.network._rpc import RPCError, read_request
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig, OperatorEntry
-from agentguard.network.gateway import Gateway, _Bodies, _OperatorFailure, _OperatorLink
+from agentguard.network.gateway import Gateway, _Bodies, _OperatorFailure
 from agentguard.network.operator import Operator
 from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
