@@ -191,6 +191,15 @@ def test_simulation_and_approval_answers(simulation: Any, approval: Any) -> None
 
 
 _DOC = json.dumps({"jsonrpc": "2.0", "id": "x", "result": REFERENCE}).encode()
+_BODIES = {
+    "plain": _DOC,
+    "gzip": gzip.compress(_DOC),
+    "deflate": zlib.compress(_DOC),
+    "bomb": gzip.compress(b"[" * (4 << 20)),  # 4 KiB that inflates to 4 MiB
+    "junk": b"\x1f\x8b\x08\x00garbage",
+    "gzip-then-junk": gzip.compress(_DOC) + b"tail",
+    "cut": gzip.compress(_DOC)[:-9],
+}
 
 
 @budget(150)
@@ -201,15 +210,7 @@ _DOC = json.dumps({"jsonrpc": "2.0", "id": "x", "result": REFERENCE}).encode()
 )
 def test_encoded_bodies(label: str, body_kind: str, cuts: list[int]) -> None:
     """``_Body`` with every label and content pairing, fed in arbitrary chunk sizes."""
-    body = {
-        "plain": _DOC,
-        "gzip": gzip.compress(_DOC),
-        "deflate": zlib.compress(_DOC),
-        "bomb": gzip.compress(b"[" * (4 << 20)),
-        "junk": b"\x1f\x8b\x08\x00garbage",
-        "gzip-then-junk": gzip.compress(_DOC) + b"tail",
-        "cut": gzip.compress(_DOC)[:-9],
-    }[body_kind]
+    body = _BODIES[body_kind]
     call = _Call("newt_createTask", {}, 5.0)
     response = httpx.Response(
         200,

@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard import AgentGuardError, ProofError
+from agentguard._json import strict_loads
 
 from .hostile import budget, json_text, mutated, outcome, python_values, wire_values
 
@@ -67,6 +68,16 @@ def _result(raw: bytes) -> Any:
     return client._result(CALL, response)
 
 
+def _past_uint256(timestamp: Any) -> bool:
+    """The known ``tee_timestamp`` finding (strict xfail below); a body is searched as text."""
+    if isinstance(timestamp, bytes):
+        try:
+            timestamp = strict_loads(timestamp).get("tee_timestamp")  # never a deep json.loads
+        except (ValueError, AttributeError):
+            return False
+    return type(timestamp) is int and timestamp >= 2**256
+
+
 def test_the_unmutated_answer_verifies() -> None:
     assert _result(json.dumps(ANSWER).encode()).proof is not None
 
@@ -76,13 +87,15 @@ def test_the_unmutated_answer_verifies() -> None:
     st.one_of(mutated(ANSWER, max_edits=2).map(lambda d: json.dumps(d).encode()), json_text(ANSWER))
 )
 def test_answers(raw: bytes) -> None:
+    if b"tee_timestamp" in raw and _past_uint256(raw):
+        return  # the known finding below; kept out so the rest stays fuzzed
     outcome(_result, raw)
 
 
 @budget(200)
 @given(mutated({k: ANSWER[k] for k in ANSWER if k.startswith("tee_")}, wire_values))
 def test_proof_fields(fields: Any) -> None:
-    if isinstance(fields, dict):
+    if isinstance(fields, dict) and not _past_uint256(fields.get("tee_timestamp")):
         outcome(
             verify_proof, fields, canonical_request=CANONICAL, output="hi there", signing_key=PEM
         )
