@@ -112,3 +112,49 @@ def test_environments(changes: dict[str, str], removed: list[str]) -> None:
 def test_non_text_values(name: str, value: Any) -> None:
     """A mapping built in code (not ``os.environ``) may hold non-strings."""
     outcome(connect_options, {**VALID, name: value}, allowed=ConfigurationError, secrets=SECRETS)
+
+
+_RULE_WORDS = st.sampled_from(
+    [
+        "5",
+        "0.5",
+        "1e3",
+        "-1",
+        "9" * 90,
+        "0x10",
+        "USDC",
+        "ETH",
+        "usdc",
+        "OPG",
+        "DAI",
+        "per",
+        "a",
+        "call",
+        "day",
+        "hour",
+        "week",
+        "tx",
+        "month",
+        "/",
+        ";",
+        ",",
+        "and",
+        "0.0000001",
+        "∞",
+        "½",
+    ]
+)
+
+
+@budget(200)
+@given(
+    st.one_of(
+        st.lists(_RULE_WORDS, max_size=8).map(" ".join),
+        st.text(max_size=60),
+    )
+)
+def test_budget_rules(text: str) -> None:
+    """``AGENTGUARD_BUDGET`` (and ``Budget("...")``) is text a person typed."""
+    from agentguard import Budget
+
+    outcome(Budget, text, allowed=ConfigurationError)
