@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import web3  # noqa: F401  # up front: its py_ecc raises the recursion limit when imported
 from hypothesis import given
 from hypothesis import strategies as st
 
