@@ -46,7 +46,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentguard._exceptions import ConfigurationError
-from agentguard._json import canonical_json
+from agentguard._json import _check_depth, canonical_json
 from agentguard._redact import PROCESSORS as REDACTION
 
 __all__ = [
@@ -68,6 +68,10 @@ _TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{
 _HASH = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("seq", "ts", "kind", "record", "prev_hash", "hash")
 _SAFE_INT = 2**53 - 1
+_MAX_DEPTH = 64
+"""Deepest nesting of a line, written or read: checked before ``json.loads``, whose C decoder
+trusts the recursion limit (py_ecc, which web3 imports, raises it to 100,000) and would
+overflow the C stack on an edited line nested 100,000 deep: a crash, not a refusal."""
 # What JSON leaves raw but a reader does not see as written: characters some editors and
 # ``str.splitlines`` take for a line break (U+0085, U+2028, U+2029; JSON escapes C0 controls
 # itself), other C1 controls and DEL (terminal escapes), bidi controls that reorder text on
@@ -185,9 +189,14 @@ def parse_line(raw: bytes) -> Entry:
     with ``ValueError`` saying why, like one that is not an entry at all."""
     try:
         text = raw.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise ValueError("the line is not UTF-8 (edited?)") from None
+    try:
+        _check_depth(text, _MAX_DEPTH)
+    except ValueError:  # append never writes a line nested this deep
+        raise ValueError("the line nests too deeply to be an audit entry (edited?)") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey:
         raise
     except ValueError:
@@ -308,6 +317,13 @@ class AuditLog:
                 digest = entry_hash(seq + 1, ts, kind, clean, prev)
                 entry = Entry(seq + 1, ts, kind, clean, prev, digest)
                 line = entry.line()
+                try:
+                    _check_depth(line.decode(), _MAX_DEPTH)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"an audit entry may nest at most {_MAX_DEPTH} levels of JSON; this "
+                        "record nests deeper and was not written"
+                    ) from None
                 os.write(fd, line)
                 if self._fsync:
                     os.fsync(fd)
