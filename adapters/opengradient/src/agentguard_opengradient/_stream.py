@@ -152,8 +152,8 @@ def _opened(call: _Call, response: httpx.Response) -> None:
         raise ExecutionError(f"OpenGradient answered {call.path} with {kind[:80]!r}, not a stream")
 
 
-class ChatStream:
-    """A streamed chat answer (``OpenGradientClient.stream_chat``)."""
+class _Stream:
+    """What both stream kinds show: the text so far, and the result once verified."""
 
     def __init__(self, client: OpenGradientClient, call: _Call) -> None:
         self._client = client
@@ -180,6 +180,10 @@ class ChatStream:
         if self._result is None:
             raise ExecutionError("the stream has not ended yet (or ended unverified)")
         return self._result
+
+
+class ChatStream(_Stream):
+    """A streamed chat answer (``OpenGradientClient.stream_chat``)."""
 
     def __enter__(self) -> ChatStream:
         http = self._client._client()
@@ -218,20 +222,8 @@ class ChatStream:
             context.__exit__(None, None, None)
 
 
-class AsyncChatStream:
+class AsyncChatStream(_Stream):
     """The async twin of ``ChatStream`` (``OpenGradientClient.astream_chat``)."""
-
-    def __init__(self, client: OpenGradientClient, call: _Call) -> None:
-        self._client = client
-        self._call = call
-        self._assembler = _Assembler(call)
-        self._context: Any = None
-        self._response: httpx.Response | None = None
-        self._result: InferenceResult | None = None
-
-    text = ChatStream.text
-    verified = ChatStream.verified
-    result = ChatStream.result
 
     async def __aenter__(self) -> AsyncChatStream:
         http = self._client._async_client()
