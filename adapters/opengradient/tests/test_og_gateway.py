@@ -23,7 +23,7 @@ from agentguard_opengradient import (
     ensure_permit2_approval,
 )
 from agentguard_opengradient.server import ServerConfig, serve
-from conftest import AGENT, Chain, SigningSpy
+from conftest import AGENT, Chain
 from eth_utils.crypto import keccak
 from test_og_inference import (  # noqa: F401 - fixtures
     APPROVAL,
@@ -46,6 +46,7 @@ from agentguard import PaidRequestRefused, PaymentRequiredError, UnknownModel
 from agentguard.chain import DEV_ACCOUNTS
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
+from agentguard.testing import SigningSpy
 from agentguard.x402 import resolver
 
 OWN_FACILITATOR = DEV_ACCOUNTS[6]

@@ -24,7 +24,7 @@ from agentguard_opengradient import (
     verify_proof,
 )
 from agentguard_opengradient._proof import canonical_completion_request
-from conftest import AGENT, AGENT_OPG, FACILITATOR, OPG, PAYEE, Chain, SigningSpy, start_chain
+from conftest import AGENT, AGENT_OPG, FACILITATOR, OPG, PAYEE, Chain, start_chain
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from agentguard import ConfigurationError, Guard, PolicyDenied, ProofError, Signer
 from agentguard.ledger import Ledger, Limits, WindowCap
 from agentguard.network.launcher import ReferenceNetwork
+from agentguard.testing import SigningSpy
 from agentguard.wallet import GuardedWallet
 from agentguard.x402 import PERMIT2, Allowances, X402Auth, resolver
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from agentguard_opengradient import OpenGradientClient, ensure_permit2_approval
-from conftest import AGENT, Chain, SigningSpy
+from conftest import AGENT, Chain
 from test_og_inference import (  # noqa: F401 - fixtures
     APPROVAL,
     MODEL,
@@ -33,6 +33,7 @@ from test_og_inference import (  # noqa: F401 - fixtures
 from agentguard import ConfigurationError, ExecutionError, StreamUnverified
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
+from agentguard.testing import SigningSpy
 
 HELLO = [{"role": "user", "content": "hello there streaming friend"}]
 TOOLS = [
