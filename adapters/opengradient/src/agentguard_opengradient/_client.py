@@ -198,7 +198,7 @@ class OpenGradientClient:
         self, model: str, messages: Sequence[Mapping[str, Any]], **opts: Any
     ) -> InferenceResult:
         """``POST /v1/chat/completions``; ``opts`` are OpenAI fields (``max_tokens``, …)."""
-        call = self.chat_call(model, messages, opts)
+        call = self._chat_call(model, messages, opts)
         return self._result(call, self._send(call, self._post))
 
     def completion(self, model: str, prompt: str, **opts: Any) -> InferenceResult:
@@ -209,7 +209,7 @@ class OpenGradientClient:
     async def achat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **opts: Any
     ) -> InferenceResult:
-        call = self.chat_call(model, messages, opts)
+        call = self._chat_call(model, messages, opts)
         return self._result(call, await self._asend(call, self._apost))
 
     async def acompletion(self, model: str, prompt: str, **opts: Any) -> InferenceResult:
@@ -231,7 +231,7 @@ class OpenGradientClient:
         at its end, after the text; the payment stays counted as for any paid answer."""
         from agentguard_opengradient._stream import ChatStream
 
-        return ChatStream(self, self.chat_call(model, messages, opts, stream=True))
+        return ChatStream(self, self._chat_call(model, messages, opts, stream=True))
 
     def astream_chat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **opts: Any
@@ -239,7 +239,7 @@ class OpenGradientClient:
         """The async twin of ``stream_chat`` (``async with`` / ``async for``)."""
         from agentguard_opengradient._stream import AsyncChatStream
 
-        return AsyncChatStream(self, self.chat_call(model, messages, opts, stream=True))
+        return AsyncChatStream(self, self._chat_call(model, messages, opts, stream=True))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -349,7 +349,7 @@ class OpenGradientClient:
         self._models.check(body["model"])  # before anything is paid
         return body
 
-    def chat_call(
+    def _chat_call(
         self,
         model: str,
         messages: Sequence[Mapping[str, Any]],

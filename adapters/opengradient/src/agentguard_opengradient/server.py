@@ -215,7 +215,7 @@ class _Facilitator:
         except (ContractLogicError, Web3RPCError, ValueError) as exc:
             raise _Refusal(f"permit2_simulation_failed: {exc}"[:300]) from None
 
-    def _send(self, payload: Mapping[str, Any], amount: int) -> str:
+    def settle(self, payload: Mapping[str, Any], amount: int) -> str:
         with self._lock:
             tx = self._call(payload, amount).build_transaction(
                 {
@@ -237,7 +237,7 @@ class _Facilitator:
             job["status"] = "processing"
             payload, amount = job.pop("_payload"), job.pop("_amount")
             try:
-                transaction = await asyncio.to_thread(self._send, payload, amount)
+                transaction = await asyncio.to_thread(self.settle, payload, amount)
             except Exception as exc:  # a revert or a node failure: the job fails
                 job.update(status="failed", error=repr(exc)[:300])
                 continue
@@ -252,7 +252,7 @@ class _Facilitator:
                 },
             )
 
-    async def settle(self, request: Request) -> Response:
+    async def enqueue(self, request: Request) -> Response:
         try:
             body = await request.json()
             payload, requirements = body["paymentPayload"], body["paymentRequirements"]
@@ -283,7 +283,7 @@ class _Facilitator:
     def app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route("/settle", self.settle, methods=["POST"]),
+                Route("/settle", self.enqueue, methods=["POST"]),
                 Route("/settle/{job_id}", self.status),
             ]
         )
