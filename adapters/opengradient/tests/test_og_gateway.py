@@ -94,6 +94,11 @@ def wait_for(
     pytest.fail(f"session {session} never reached {states}")
 
 
+def typed(spy: SigningSpy) -> int:
+    """The agent's Permit2 signatures (an in-process server's facilitator signs transactions)."""
+    return spy.calls.count("sign_typed_data")
+
+
 # -- 1. the bearer header -----------------------------------------------------------------------
 
 
@@ -136,7 +141,7 @@ def test_a_refusal_after_payment_stays_counted(
             assert info.value.status == 401 and "signed payment" in info.value.message
             with pytest.raises(PaidRequestRefused):  # it rides nothing: another payment, refused
                 og.chat(MODEL, HELLO)
-        assert signing_spy.calls == ["sign_typed_data"] * 2  # one per paid request, no retries
+        assert typed(signing_spy) == 2  # one per paid request, no retries
         usage = ledger.usage(AGENT.address, 3600)
         assert usage.spent == {chain.opg.address.lower(): 2 * SESSION_CAP}
         report = ledger.recover(resolver(chain.w3))  # unsettled, deadline ahead: still counted
@@ -176,9 +181,29 @@ def test_a_used_up_session_is_dropped_and_paid_afresh_once(
         assert first.receipt and second.receipt
         assert first.receipt.session != second.receipt.session
         assert first.receipt.reservation_id != second.receipt.reservation_id
-        assert signing_spy.calls == ["sign_typed_data"] * 2
+        assert typed(signing_spy) == 2
         assert status(url, first.receipt.session or "")["charged"] == str(SESSION_CAP)  # saturated
         auth.close()
+
+
+async def test_racing_calls_on_an_ended_session_open_one_new_session(
+    approved: None, chain: Chain, network: ReferenceNetwork, server: Server, signing_spy: SigningSpy
+) -> None:
+    """Race: three calls ride a used-up session at once; each gets the bare 402 and re-sends,
+    and ``X402Auth`` lets one of them pay the new session while the others wait and ride it:
+    two signatures in all, not four."""
+    import asyncio
+
+    price = SESSION_CAP // 40  # a 40-word question uses the session up; two words do not
+    with local(chain, server, input_price=price, idle_timeout=3600) as url, Ledger() as ledger:
+        auth = make_auth(network, chain, ledger)
+        async with OpenGradientClient(url, auth, tee_signing_key=pem(server.key)) as og:
+            first = await og.achat(MODEL, [{"role": "user", "content": "word " * 40}])
+            racing = await asyncio.gather(*(og.achat(MODEL, HELLO) for _ in range(3)))
+        await auth.aclose()
+    sessions = {r.receipt.session for r in racing if r.receipt}
+    assert first.receipt and first.receipt.session not in sessions and len(sessions) == 1
+    assert typed(signing_spy) == 2
 
 
 def test_an_idle_session_ends_and_the_next_call_pays_afresh(

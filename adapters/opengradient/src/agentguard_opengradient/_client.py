@@ -316,22 +316,34 @@ class OpenGradientClient:
     def _send(self, call: _Call, send: Callable[[_Call], _T]) -> _T:
         """Send once; if the gateway ended the session the request rode, once more without it
         (fresh 402, new payment). Never a third time."""
-        riding = self._riding(call)
-        try:
-            return send(call)
-        except PaymentRequiredError:
-            if not self._ended(call, riding):
-                raise
-        return send(call)
+        for attempt in (0, 1):
+            riding = self._riding(call)
+            try:
+                return send(call)
+            except PaymentRequiredError:
+                self._session_end(call, riding, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _asend(self, call: _Call, send: Callable[[_Call], Awaitable[_T]]) -> _T:
-        riding = self._riding(call)
-        try:
-            return await send(call)
-        except PaymentRequiredError:
-            if not self._ended(call, riding):
-                raise
-        return await send(call)
+        for attempt in (0, 1):
+            riding = self._riding(call)
+            try:
+                return await send(call)
+            except PaymentRequiredError:
+                self._session_end(call, riding, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _session_end(self, call: _Call, riding: str | None, attempt: int) -> None:
+        """Inside ``except PaymentRequiredError``: return to re-send after a first session end,
+        else re-raise (a session ended twice in a row says so)."""
+        if not self._ended(call, riding):
+            raise
+        if attempt:
+            raise PaymentRequiredError(
+                f"OpenGradient ended the upto session {call.path} rode again right after a new "
+                "one was opened (bare 402 'Session expired or exhausted'); not re-sent a third "
+                "time: retry the call"
+            ) from None
 
     def _body(self, model: str, opts: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
         if not isinstance(model, str) or not model:
