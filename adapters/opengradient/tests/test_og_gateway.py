@@ -471,3 +471,27 @@ def test_payment_required_errors_other_than_a_session_end_are_not_retried(
         with og, pytest.raises(PaymentRequiredError):
             og.chat(MODEL, HELLO)
     assert len(sent) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs _proof.py to hash the gateway's canonical form (issue 13 point 4, part O2); "
+    "remove this mark once that part is merged",
+)
+def test_list_content_and_the_function_role_verify_as_the_gateway_hashes_them(
+    approved: None, chain: Chain, network: ReferenceNetwork, server: Server
+) -> None:
+    """The gateway hashes list-form user content as text plus attachment stubs and accepts the
+    ``function`` role; an honest answer to such a request must verify."""
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hello there"}]},
+        {"role": "function", "content": "42", "name": "answer"},
+        {"role": "user", "content": "and now?"},
+    ]
+    with Ledger() as ledger:
+        auth = make_auth(network, chain, ledger)
+        with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key)) as og:
+            try:
+                assert og.chat(MODEL, messages).proof is not None
+            finally:
+                auth.close()
