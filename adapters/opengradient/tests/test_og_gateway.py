@@ -344,7 +344,7 @@ def test_the_server_hashes_the_gateway_canonical_form(
     """The request hash is keccak of the gateway's canonical form, written out here by hand:
     list-form user content reduced to text plus attachment stubs, the ``function`` role kept,
     ``web_search`` included; a ``developer`` message is refused as by the gateway."""
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "terse"},
         {
             "role": "user",
@@ -483,7 +483,7 @@ def test_list_content_and_the_function_role_verify_as_the_gateway_hashes_them(
 ) -> None:
     """The gateway hashes list-form user content as text plus attachment stubs and accepts the
     ``function`` role; an honest answer to such a request must verify."""
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "text", "text": "hello there"}]},
         {"role": "function", "content": "42", "name": "answer"},
         {"role": "user", "content": "and now?"},

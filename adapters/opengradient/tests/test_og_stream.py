@@ -181,3 +181,20 @@ def test_a_json_answer_to_a_stream_request_is_refused(
         og = OpenGradientClient(server.url, auth, transport=httpx.MockTransport(not_a_stream))
         with og, pytest.raises(ExecutionError, match="not a stream"):
             og.stream_chat(MODEL, HELLO).__enter__()
+
+
+def test_a_stream_is_read_once_and_only_inside_its_block(
+    approved: None, chain: Chain, network: ReferenceNetwork, server: Server
+) -> None:
+    with Ledger() as ledger:
+        auth = make_auth(network, chain, ledger)
+        with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key)) as og:
+            stream = og.stream_chat(MODEL, HELLO)
+            with pytest.raises(ExecutionError, match="open the stream first"):
+                list(stream)
+            with stream:
+                text = "".join(stream)
+                with pytest.raises(ExecutionError, match="already read"):
+                    list(stream)
+            assert stream.verified and stream.text == text
+        auth.close()

@@ -162,6 +162,7 @@ class _Stream:
         self._context: Any = None
         self._response: httpx.Response | None = None
         self._result: InferenceResult | None = None
+        self._reading = False
 
     @property
     def text(self) -> str:
@@ -180,6 +181,15 @@ class _Stream:
         if self._result is None:
             raise ExecutionError("the stream has not ended yet (or ended unverified)")
         return self._result
+
+    def _start(self) -> httpx.Response:
+        """The open response, once: a stream is read a single time."""
+        if self._response is None:
+            raise ExecutionError("open the stream first: with og.stream_chat(...) as stream")
+        if self._reading:
+            raise ExecutionError("this stream was already read; its text is in .text")
+        self._reading = True
+        return self._response
 
 
 class ChatStream(_Stream):
@@ -203,10 +213,9 @@ class ChatStream(_Stream):
         return self
 
     def __iter__(self) -> Iterator[str]:
-        if self._response is None:
-            raise ExecutionError("use the stream as a context manager: with og.stream_chat(...)")
+        response = self._start()
         try:
-            for line in self._response.iter_lines():
+            for line in response.iter_lines():
                 piece = self._assembler.feed(line)
                 if piece:
                     yield piece
@@ -214,7 +223,7 @@ class ChatStream(_Stream):
                     break
         except httpx.TransportError as exc:
             self._assembler.problem = f"the stream broke off ({type(exc).__name__})"
-        self._result = self._assembler.result(self._client, self._response)
+        self._result = self._assembler.result(self._client, response)
 
     def __exit__(self, *exc: object) -> None:
         if self._context is not None:
@@ -243,10 +252,9 @@ class AsyncChatStream(_Stream):
         return self
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        if self._response is None:
-            raise ExecutionError("use the stream as a context manager: async with og.astream_chat")
+        response = self._start()
         try:
-            async for line in self._response.aiter_lines():
+            async for line in response.aiter_lines():
                 piece = self._assembler.feed(line)
                 if piece:
                     yield piece
@@ -254,7 +262,7 @@ class AsyncChatStream(_Stream):
                     break
         except httpx.TransportError as exc:
             self._assembler.problem = f"the stream broke off ({type(exc).__name__})"
-        self._result = self._assembler.result(self._client, self._response)
+        self._result = self._assembler.result(self._client, response)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._context is not None:
