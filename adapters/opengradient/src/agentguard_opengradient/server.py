@@ -726,6 +726,8 @@ class _Gateway:
     async def shutdown(self, client: httpx.AsyncClient, timeout: float = 30.0) -> None:
         """Settle every session with charges and wait (bounded) for the jobs."""
         for session in list(self.sessions.values()):
+            if session.status == "settling" and not session.job:  # a sweep cut off mid-post
+                session.status = "open"
             if session.status == "open" and session.charged:
                 await self.settle(client, session)
         deadline = time.monotonic() + timeout
@@ -887,6 +889,7 @@ def create_app(config: ServerConfig) -> Starlette:
                 yield
             finally:
                 sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
                 await gateway.shutdown(client)
                 worker.cancel()
 
