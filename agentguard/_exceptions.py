@@ -6,7 +6,8 @@ happened and what to do about it; none ever contains a key or a secret.
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
     ├── IntentError                  the action itself is malformed (fix the call)
-    │   └── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
+    │   ├── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
+    │   └── UnknownModel             an inference model the provider does not serve (nothing paid)
     ├── AuthorizationError           no usable decision came back
     │   ├── GatewayUnavailable       transport failure, timeout, 5xx, 429 (retried first)
     │   ├── GatewayProtocolError     an answer we cannot trust (garbage, truncated, contradictory,
@@ -41,10 +42,12 @@ happened and what to do about it; none ever contains a key or a secret.
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
-        │   └── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
+        │   ├── PaymentOutcomeUnknown   an x402 payment was sent and no answer came back
+        │   └── PaidRequestRefused      a request carrying a payment (or a paid session) was refused
         ├── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
         ├── ProofError               a paid answer's TEE proof does not verify (do not use it)
-        │   └── TeeNotActive         the TEE is not active in OpenGradient's onchain registry
+        │   ├── TeeNotActive         the TEE is not active in OpenGradient's onchain registry
+        │   └── StreamUnverified     a streamed answer ended without a proof that verifies
         ├── TlsPinMismatch           a TEE endpoint showed another TLS certificate than registered
         └── NodeUnavailable          the RPC node failed before anything was signed (retry later)
 """
@@ -73,6 +76,16 @@ class ConfigurationError(AgentGuardError):
 
 class IntentError(AgentGuardError, ValueError):
     hint = "Fix the action's fields; nothing was sent or signed."
+
+
+class UnknownModel(IntentError):
+    """An inference request names a model the provider's model list does not have: refused
+    before anything is paid (the provider would take the payment, then refuse the model)."""
+
+    hint = (
+        "Nothing was sent or signed. Use a model the provider serves, or extend the client's "
+        "model list if the provider added one."
+    )
 
 
 class FeeCapExceeded(IntentError):
@@ -407,6 +420,29 @@ class PaymentOutcomeUnknown(OutcomeUnknown):
         super().__init__(message, reference=reference)
 
 
+class PaidRequestRefused(OutcomeUnknown):
+    """A request that carried a signed payment, or rode a paid ``upto`` session, was answered
+    with an error (401, 4xx, 5xx): the payee holds a signature it may still settle."""
+
+    hint = (
+        "Nothing new was signed. The signed maximum stays counted in the ledger until the chain "
+        "shows what was settled (ledger.recover with agentguard.x402.resolver); fix the cause "
+        "(see the status) before asking again."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        reference: str | None = None,
+        reservation_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.reservation_id = reservation_id
+        super().__init__(message, reference=reference)
+
+
 class ProofError(ExecutionError):
     """A response's enclave (TEE) proof does not verify: wrong key, wrong id, or altered data."""
 
@@ -434,6 +470,20 @@ class TlsPinMismatch(ExecutionError):
         "Nothing was sent to that endpoint. It is not the registered enclave (or the registry "
         "changed); do not retry it until the registry and the endpoint agree."
     )
+
+
+class StreamUnverified(ProofError):
+    """A streamed answer ended without a final frame whose proof verifies (the frame is
+    missing, cut off, or its proof fails): the text already streamed is not proven."""
+
+    hint = (
+        "Do not use the streamed text as the enclave's answer: it is unverified. The payment "
+        "stays counted as for any paid answer; ask again if you need a proven answer."
+    )
+
+    def __init__(self, message: str, *, text: str = "") -> None:
+        self.text = text
+        super().__init__(message)
 
 
 class NodeUnavailable(ExecutionError):

@@ -122,7 +122,14 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     AuthorizationHook: ({"__call__": X402}, set()),
     AsyncAuthorizationHook: ({"__call__": X402}, set()),
     OpenGradientClient: (
-        {"chat": OG, "completion": OG, "achat": OG, "acompletion": OG},
+        {
+            "chat": OG,
+            "completion": OG,
+            "achat": OG,
+            "acompletion": OG,
+            "stream_chat": OG,
+            "astream_chat": OG,
+        },
         {"close", "aclose", "verifies_proofs"},
     ),
 }

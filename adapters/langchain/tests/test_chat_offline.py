@@ -129,7 +129,7 @@ def result(**changes: Any) -> InferenceResult:
         "model": "gpt-4.1",
         "receipt": None,
         "proof": TeeProof("0x" + "ab" * 32, "0x" + "01" * 32, "0x" + "02" * 32, 1, "sig"),
-        "settlement_tx_hash": None,
+        "data_settlement_tx_hash": None,
         "raw": {},
     }
     return InferenceResult(**{**fields, **changes})

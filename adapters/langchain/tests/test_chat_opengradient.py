@@ -171,10 +171,9 @@ def test_an_answer_rewritten_on_the_wire_raises_proof_error_and_is_never_returne
         with og_stack.client(auth, url=relay) as og, pytest.raises(ProofError, match="output"):
             chat_model(og_stack, og).invoke("hello", config={"callbacks": [seen]})
         assert forged not in seen.texts and seen.texts == []
-        ((session, used),) = auth.sessions.values()  # paid for, and counted
-        assert used == 3 * charge(1, "You said: hello")
+        ((session, _),) = auth.sessions.values()  # paid for, and counted
         auth.close()
-    assert og_stack.wait_settled(session)["charged"] == str(used)
+    assert og_stack.wait_settled(session)["charged"] == str(3 * charge(1, "You said: hello"))
 
 
 def test_a_batch_of_concurrent_chats_opens_one_session_with_one_signature(
@@ -195,8 +194,8 @@ def test_a_batch_of_concurrent_chats_opens_one_session_with_one_signature(
         payments = [a.response_metadata["payment"] for a in answers]
         assert spy.calls == ["sign_typed_data"]
         assert len({p["session"] for p in payments}) == 1
-        ((session, used),) = auth.sessions.values()
-        assert used == sum(p["reported_charge_atomic"] for p in payments)
+        ((session, _),) = auth.sessions.values()
+        used = sum(p["reported_charge_atomic"] for p in payments)  # the body's cost reports
         auth.close()
     assert og_stack.wait_settled(session)["charged"] == str(used)
 

@@ -75,7 +75,28 @@ async def test_async_inference(
     auth = make_auth(network, chain, Ledger())
     with PipelineTrace(TYPED) as trace:
         async with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key)) as og:
-            await og.achat(MODEL, [{"role": "user", "content": "hi"}])
+            async with og.astream_chat(MODEL, [{"role": "user", "content": "hi"}]) as stream:
+                assert [piece async for piece in stream] and stream.verified
+            await og.achat(MODEL, [{"role": "user", "content": "hi"}])  # the same session
             await og.acompletion(MODEL, "one two")
         await auth.aclose()
     trace.assert_signed_by_pipeline(2)  # one upto session per endpoint
+
+
+def test_streamed_inference(
+    chain: Chain,
+    network: ReferenceNetwork,
+    policies: None,
+    server: Server,
+) -> None:
+    ensure_permit2_approval(
+        wallet(chain, network), chain.opg.address, SESSION_CAP, APPROVAL, web3=chain.w3
+    )
+    auth = make_auth(network, chain, Ledger())
+    with PipelineTrace(TYPED) as trace:
+        with OpenGradientClient(server.url, auth, tee_signing_key=pem(server.key)) as og:
+            for _ in range(2):  # the second stream rides the same upto session
+                with og.stream_chat(MODEL, [{"role": "user", "content": "hi"}]) as stream:
+                    assert list(stream) and stream.verified
+        auth.close()
+    trace.assert_signed_by_pipeline(1)

@@ -225,7 +225,7 @@ class ChatOpenGradient(BaseChatModel):
             "token_usage": dict(result.usage),
             "payment": self._payment(result),
             "tee_proof": _proof(result),
-            "settlement_tx_hash": result.settlement_tx_hash,
+            "data_settlement_tx_hash": result.data_settlement_tx_hash,
         }
         answer_id = result.raw.get("id")
         calls, invalid = _parsed_calls(result.tool_calls)

@@ -13,15 +13,26 @@ charged against it, and the network authorizes the cap before anything is signed
 
 from agentguard_opengradient._approval import Permit2Approval, ensure_permit2_approval
 from agentguard_opengradient._client import (
+    DATA_SETTLEMENT_TX_HASH,
+    PLACEHOLDER_API_KEY,
     SETTLEMENT_TYPE,
+    InferenceCost,
     InferenceResult,
     OpenGradientClient,
     SettlementMode,
 )
+from agentguard_opengradient._models import KNOWN_MODELS
 from agentguard_opengradient._proof import TeeProof, tee_id, verify_proof
+from agentguard_opengradient._stream import AsyncChatStream, ChatStream
 
 __all__ = [
+    "DATA_SETTLEMENT_TX_HASH",
+    "KNOWN_MODELS",
+    "PLACEHOLDER_API_KEY",
     "SETTLEMENT_TYPE",
+    "AsyncChatStream",
+    "ChatStream",
+    "InferenceCost",
     "InferenceResult",
     "OpenGradientClient",
     "Permit2Approval",
