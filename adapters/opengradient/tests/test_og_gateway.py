@@ -473,11 +473,6 @@ def test_payment_required_errors_other_than_a_session_end_are_not_retried(
     assert len(sent) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs _proof.py to hash the gateway's canonical form (issue 13 point 4, part O2); "
-    "remove this mark once that part is merged",
-)
 def test_list_content_and_the_function_role_verify_as_the_gateway_hashes_them(
     approved: None, chain: Chain, network: ReferenceNetwork, server: Server
 ) -> None:
