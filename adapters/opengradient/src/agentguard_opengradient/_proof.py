@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -176,8 +177,14 @@ def _temperature(body: Mapping[str, Any], default: float) -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise IntentError(f"temperature must be a number, not {value!r}")
-    return float(value)
+        raise IntentError(f"temperature must be a number, not {repr(value)[:40]}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise IntentError("temperature must be a finite number (the gateway hashes it as a float)")
+    return number
 
 
 def _web_search(body: Mapping[str, Any]) -> bool:
@@ -329,8 +336,12 @@ def verify_proof(
     if expected_tee_id is not None and expected_tee_id.lower() != key_id:
         raise ProofError(f"the signing key is TEE {key_id}, expected {expected_tee_id}")
     timestamp = body["tee_timestamp"]
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
-        raise ProofError(f"tee_timestamp {timestamp!r} is not a unix time")
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int)
+        or not 0 <= timestamp < 1 << 256
+    ):
+        raise ProofError(f"tee_timestamp {repr(timestamp)[:40]} is not a unix time (uint256)")
     request_hash = _request_hash(canonical_request)
     if not _same_hash(body["tee_request_hash"], request_hash):
         raise ProofError("the enclave signed a different request than the one sent")
