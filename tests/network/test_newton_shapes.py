@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentguard import Attestation
+
 from .conftest import POLICY_IDS, RPC, fresh_agent, transfer
 
 
