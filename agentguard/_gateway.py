@@ -63,12 +63,15 @@ from agentguard._logging import get_logger
 from agentguard._redact import register_secret
 
 __all__ = [
+    "NEWTON_TASK_TIMEOUT",
     "ApprovalStatus",
     "AsyncAuthorizer",
     "AsyncNewtonGateway",
     "Authorizer",
     "NewtonGateway",
     "Simulation",
+    "is_newton_url",
+    "probe_network",
 ]
 
 log = get_logger("agentguard.gateway")
@@ -748,6 +751,34 @@ def _parse_network_info(result: Any) -> dict[str, Any]:
     if type(result.get("dedupes", False)) is not bool:
         raise GatewayProtocolError("agentguard_networkInfo dedupes is not a boolean")
     return {"scheme": result["scheme"], "dedupes": result.get("dedupes", False)}
+
+
+PROBE_TIMEOUT = 3.0
+
+
+def probe_network(url: str, api_key: str | None) -> dict[str, Any] | None:
+    """Ask a gateway, once and briefly, what it is (``agentguard_networkInfo``): ``{scheme,
+    dedupes}`` from a reference network, ``None`` from anything else (Newton's gateway knows
+    no such method) or when it cannot be reached. Used only for the choices it can make
+    safer (retrying a deduplicated task; refusing a reference network without operators);
+    never for operators or keys."""
+    cfg = _config(url, api_key, "0x" + "00" * 20, "00", None, 1, None, 1, False, None, None, None)
+    call = _Call("agentguard_networkInfo", {}, PROBE_TIMEOUT)
+    try:
+        with (
+            httpx.Client(
+                timeout=httpx.Timeout(PROBE_TIMEOUT, connect=PROBE_TIMEOUT),
+                headers=cfg.headers(),
+                follow_redirects=False,
+            ) as http,
+            http.stream("POST", cfg.url, content=call.body) as response,
+        ):
+            body = call.start(response, time.monotonic() + PROBE_TIMEOUT)
+            for chunk in response.iter_raw():
+                body.feed(chunk)
+            return _parse_network_info(call.parse(response.status_code, body.finish()))
+    except (AuthorizationError, httpx.HTTPError, httpx.InvalidURL):
+        return None
 
 
 # -- the clients ------------------------------------------------------------------------------

@@ -35,12 +35,13 @@ from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._tickets import Assurance, Ticket, fresh_intent, issue
 
 __all__ = [
+    "AttestationVerifier",
     "MemoryReplayGuard",
-    "block_deadline",
     "NewtonBindingVerifier",
     "ReplayGuard",
     "VerifiedAttestation",
     "Verifier",
+    "block_deadline",
 ]
 
 _TOKEN = object()
@@ -90,6 +91,15 @@ class ReplayGuard(Protocol):
     """Remembers task ids already used. ``claim`` is atomic: True once, False ever after."""
 
     def claim(self, task_id: bytes, expires_at: int) -> bool: ...
+
+
+class AttestationVerifier(Protocol):
+    """What a ``Guard`` needs to turn an attestation into something a signer accepts: the
+    ECDSA ``Verifier``, ``NewtonBindingVerifier``, or Newton's BLS ``NewtonVerifier``."""
+
+    def verify(
+        self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
+    ) -> VerifiedAttestation: ...
 
 
 class MemoryReplayGuard:
