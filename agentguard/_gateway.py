@@ -735,7 +735,9 @@ def _retry_kwargs(cfg: _GatewayConfig, method: str) -> dict[str, Any]:
 def _lost(call: _Call, cfg: _GatewayConfig, exc: GatewayUnavailable) -> GatewayUnavailable:
     """A task request that may have reached a gateway not known to deduplicate: sending it
     again could create a second task, so the caller is told the first may exist."""
-    if call.method not in _CREATES or cfg.dedupe or isinstance(exc, _NotSent):
+    if isinstance(exc, _NotSent):  # the private marker never reaches a caller
+        return GatewayUnavailable(exc.message)
+    if call.method not in _CREATES or cfg.dedupe:
         return exc
     return GatewayUnavailable(
         f"{exc.message}; the request may have reached the gateway, so a task may exist at "
