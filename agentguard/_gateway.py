@@ -302,6 +302,8 @@ class _Call:
 
 def _rpc_error(error: Any, status: int) -> AuthorizationError:
     code = error.get("code") if isinstance(error, dict) else None
+    if type(code) is not int and status in (401, 403):  # whatever the body says
+        return GatewayAuthError(f"API key rejected (HTTP {status})", code=-32002)
     if type(code) is not int:
         return GatewayProtocolError(
             "gateway sent a malformed JSON-RPC error object (no integer code)"
