@@ -18,6 +18,7 @@ an uncertified answer.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +83,6 @@ class FakeNewton:
     headers: list[dict[str, str]] = field(default_factory=list)
     _queue: list[Answer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _count: int = 0
     url: str = ""
 
     def answer(self, *answers: Answer) -> None:
@@ -91,7 +91,6 @@ class FakeNewton:
 
     def _next(self) -> Answer:
         with self._lock:
-            self._count += 1
             return self._queue.pop(0) if self._queue else self.default
 
     def calls(self, method: str) -> list[dict[str, Any]]:
@@ -105,7 +104,7 @@ class FakeNewton:
     def create_result(self, params: dict[str, Any], a: Answer) -> dict[str, Any]:
         asked = params["intent"]
         intent = a.intent or asked
-        task_id = a.task_id or "0x" + self._count.to_bytes(32, "big").hex()
+        task_id = a.task_id or "0x" + os.urandom(32).hex()  # task ids are process-unique
         allow = a.decision == "allow"
         evaluation = (
             abi_bool(allow) if a.encoding == "bool" else abi_string("true" if allow else "false")
