@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentguard import Attestation
+import pytest
+
+from agentguard import Attestation, ConfigurationError, Guard
+from agentguard.network.launcher import ReferenceNetwork
 
 from .conftest import POLICY_IDS, RPC, fresh_agent, transfer
 
@@ -108,3 +111,31 @@ def test_simulation_in_newtons_shape_denies_with_reasons(rpc: RPC, client: str) 
     sim = rpc.call("newt_simulateTask", simulation(big.wire(), POLICY_IDS[client]))
     assert sim["success"] is True and sim["result"]["allow"] is False
     assert sim["result"]["reasons"] and isinstance(sim["result"]["reason"], str)
+
+
+def test_connect_without_operators_to_a_reference_network_is_refused(
+    network: ReferenceNetwork, client: str
+) -> None:
+    """The operator set is never taken from the gateway: it must be configured."""
+    with pytest.raises(ConfigurationError, match="pass operators"):
+        Guard.connect(
+            network.url,
+            policy_client=client,
+            policy_id=POLICY_IDS[client],
+            api_key=network.api_key,
+            web3=object(),  # type: ignore[arg-type]
+        )
+
+
+def test_connect_with_operators_learns_that_the_reference_network_dedupes(
+    network: ReferenceNetwork, client: str
+) -> None:
+    with Guard.connect(
+        network.url,
+        policy_client=client,
+        operators=network.operator_addresses,
+        policy_id=POLICY_IDS[client],
+        api_key=network.api_key,
+    ) as guard:
+        assert guard.authorizer._cfg.dedupe is True
+        assert guard.authorize(transfer(fresh_agent())).assurance == "quorum-ecdsa"
