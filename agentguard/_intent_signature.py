@@ -83,6 +83,11 @@ def read_intent_domain(web3: Web3, policy_client: str) -> IntentDomain:
             f"policy client {policy_client} answered no EIP-5267 eip712Domain() "
             f"({type(exc).__name__}); configure its IntentDomain instead"
         ) from None
+    from eth_utils.address import to_checksum_address
+
     return IntentDomain(
-        name=str(name), version=str(version), chain_id=int(chain_id), verifying_contract=contract
+        name=str(name),
+        version=str(version),
+        chain_id=int(chain_id),
+        verifying_contract=to_checksum_address(contract),
     )

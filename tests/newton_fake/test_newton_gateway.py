@@ -248,3 +248,54 @@ def test_the_async_client_speaks_the_same(newton, intent):
 
     assert asyncio.run(run()).decision == "allow"
     assert [b["params"]["intent_signature"] for b in newton.calls("newt_createTask")] == [None] * 2
+
+
+def test_the_policy_clients_domain_is_read_from_eip5267(intent):
+    """``read_intent_domain`` decodes ``eip712Domain()`` as Newton's docs read it; a client
+    without one is a typed error, never a guessed domain."""
+    from eth_abi.abi import encode
+
+    from agentguard._intent_signature import read_intent_domain
+
+    answer = encode(
+        ["bytes1", "string", "string", "uint256", "address", "bytes32", "uint256[]"],
+        [b"\x0f", "NewtonPolicyWallet", "1", 8453, POLICY_CLIENT, b"\x00" * 32, []],
+    )
+
+    class Eth:
+        def __init__(self, raw: bytes | Exception) -> None:
+            self.raw = raw
+
+        def call(self, tx: Any) -> bytes:
+            assert tx == {"to": POLICY_CLIENT, "data": "0x84b0196e"}
+            if isinstance(self.raw, Exception):
+                raise self.raw
+            return self.raw
+
+    class Web3:
+        def __init__(self, raw: bytes | Exception) -> None:
+            self.eth = Eth(raw)
+
+    domain = read_intent_domain(Web3(answer), POLICY_CLIENT)  # type: ignore[arg-type]
+    assert domain == IntentDomain("NewtonPolicyWallet", "1", 8453, POLICY_CLIENT)
+    assert len(intent_signing_digest(intent, domain)) == 32
+    for bad in (b"", b"\x00" * 5, ValueError("execution reverted")):
+        with pytest.raises(GatewayProtocolError, match="eip712Domain"):
+            read_intent_domain(Web3(bad), POLICY_CLIENT)  # type: ignore[arg-type]
+
+
+def test_an_intent_signer_that_fails_or_returns_junk_sends_nothing(newton: FakeNewton, intent):
+    from agentguard import ConfigurationError
+
+    def broken(i: Any) -> bytes:
+        raise RuntimeError("0xsecret-key-material")
+
+    for signer in (broken, lambda i: b"\x01" * 64, lambda i: "0x"):
+        with client(newton, intent_signer=signer) as gateway:
+            with pytest.raises(ConfigurationError, match="intent_signer") as info:
+                gateway.authorize(intent)
+            assert "secret" not in str(info.value)
+    assert newton.requests == []
+    other_chain = IntentDomain("NewtonPolicyWallet", "1", 1, POLICY_CLIENT)
+    with pytest.raises(ConfigurationError, match="chain"):
+        intent_signing_digest(intent, other_chain)
