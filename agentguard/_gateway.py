@@ -639,7 +639,10 @@ _QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+$")
 
 def is_newton_url(url: str) -> bool:
     """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging)."""
-    host = httpx.URL(url).host.lower() if url.startswith(("http://", "https://")) else ""
+    try:
+        host = httpx.URL(url).host.lower() if url.startswith(("http://", "https://")) else ""
+    except httpx.InvalidURL:
+        return False
     return any(host.endswith(suffix) for suffix in _NEWTON_HOSTS)
 
 
