@@ -202,12 +202,18 @@ class Attestation(_WireModel):
     policy_id: bytes
     policy_client: str
     intent_hash: bytes = Field(description="as reported by the gateway; never trusted")
-    expires_at: int
+    expires_at: int = Field(
+        description="ecdsa: unix seconds; newton-bls: Newton's expiration block number"
+    )
     signatures: tuple[OperatorSignature, ...] = ()
     reasons: tuple[str, ...] = ()
     scheme: Literal["ecdsa", "newton-bls"] = "ecdsa"
     operator_errors: tuple[dict[str, Any], ...] = ()
-    newton_result: str | None = None
+    newton_result: str | None = Field(
+        default=None,
+        description="scheme newton-bls: the gateway's whole newt_createTask result as received, "
+        "as compact JSON text (immutable), for the BLS verifier to re-read; never trusted as is",
+    )
 
     @field_validator("task_id", "policy_id", "intent_hash", mode="before")
     @classmethod

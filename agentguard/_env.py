@@ -30,8 +30,9 @@ VARIABLES = {
     "AGENTGUARD_GATEWAY_URL": "gateway JSON-RPC URL (required)",
     "AGENTGUARD_API_KEY": "gateway API key (secret)",
     "AGENTGUARD_POLICY_CLIENT": "policy client address (required)",
-    "AGENTGUARD_OPERATORS": "operator addresses, comma-separated (required)",
-    "AGENTGUARD_THRESHOLD": "quorum percentage, 1..100 (default 66)",
+    "AGENTGUARD_OPERATORS": "reference network: operator addresses, comma-separated (unset: "
+    "Newton, BLS verified through AGENTGUARD_RPC_URL)",
+    "AGENTGUARD_THRESHOLD": "quorum percentage, 1..100 (default 66; Newton: the gateway's)",
     "AGENTGUARD_POLICY_ID": "the registered policy id, 0x + 64 hex",
     "AGENTGUARD_POLICY": "a bundled policy name; its params are the budget's",
     "AGENTGUARD_EXPIRE_AFTER": "with AGENTGUARD_POLICY: the registered expiry (default 300)",
@@ -147,9 +148,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _operators(env: _Env) -> list[str]:
+def _operators(env: _Env) -> list[str] | None:
+    """The reference network's operator addresses; unset means Newton (BLS, checked against
+    Newton's contracts through AGENTGUARD_RPC_URL)."""
     name = "AGENTGUARD_OPERATORS"
-    items = [item.strip() for item in env.required(name).split(",")]
+    text = env.get(name)
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",")]
     seen: dict[str, int] = {}
     out = []
     for i, item in enumerate(items, start=1):

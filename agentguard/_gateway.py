@@ -4,9 +4,13 @@ The same client talks to Newton's real gateway (URL + API key) and to agentguard
 network. Request building and response parsing are pure functions shared by the sync and the
 async client; only the I/O differs, so both behave identically.
 
-Retries (tenacity) happen only where a second try is safe and useful: transport failures,
-timeouts, HTTP 5xx and 429. The JSON-RPC ``id`` is kept across retries, and the gateway
-dedupes on it, so a retried task is the same task. A deny, an RPC error or an answer we cannot
+Retries (tenacity) happen only where a second try is safe. Newton documents no idempotency,
+so a ``newt_createTask`` that may have reached the gateway is never sent again (a second task
+could be created): only a request that provably never left (connection refused, DNS failure,
+connect timeout) is retried, unless the gateway is known to deduplicate by JSON-RPC id
+(``dedupe=True``, or the reference network saying so in ``agentguard_networkInfo``); then
+timeouts, HTTP 5xx and 429 are retried too, with the same id. Reads (simulation, approval
+status) are retried on any transport failure. A deny, an RPC error or an answer we cannot
 parse is final.
 
 Every answer is read bounded (size, time, encoding, JSON depth) and type-checked field by
@@ -21,7 +25,7 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -30,7 +34,7 @@ import httpx
 from tenacity import (
     AsyncRetrying,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
@@ -59,12 +63,15 @@ from agentguard._logging import get_logger
 from agentguard._redact import register_secret
 
 __all__ = [
+    "NEWTON_TASK_TIMEOUT",
     "ApprovalStatus",
     "AsyncAuthorizer",
     "AsyncNewtonGateway",
     "Authorizer",
     "NewtonGateway",
     "Simulation",
+    "is_newton_url",
+    "probe_network",
 ]
 
 log = get_logger("agentguard.gateway")
@@ -295,6 +302,8 @@ class _Call:
 
 def _rpc_error(error: Any, status: int) -> AuthorizationError:
     code = error.get("code") if isinstance(error, dict) else None
+    if type(code) is not int and status in (401, 403):  # whatever the body says
+        return GatewayAuthError(f"API key rejected (HTTP {status})", code=-32002)
     if type(code) is not int:
         return GatewayProtocolError(
             "gateway sent a malformed JSON-RPC error object (no integer code)"
@@ -314,20 +323,82 @@ def _rpc_error(error: Any, status: int) -> AuthorizationError:
     return cls(message, code=code, data=error.get("data"))
 
 
-def _task_params(
-    gateway: _GatewayConfig, intent: Intent, wasm_args: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def _wasm_args(intent: Intent, wasm_args: Mapping[str, Any] | None) -> str:
     args: dict[str, Any] = dict(intent.wasm_args()) if isinstance(intent, PaymentIntent) else {}
     if wasm_args:
         args.update(wasm_args)
+    return wasm_args_hex(args)
+
+
+def _intent_signature(gateway: _GatewayConfig, intent: Intent) -> str | None:
+    """The agent's EIP-712 signature of the intent, or ``None``: never ``"0x"``, which
+    Newton's gateway refuses ("expected exactly 65 bytes")."""
+    if gateway.intent_signer is None:
+        return None
+    try:
+        raw = gateway.intent_signer(intent)
+        signature = raw if isinstance(raw, bytes) else bytes.fromhex(str(raw).removeprefix("0x"))
+    except Exception as exc:  # the caller's signer: typed, and never its message (a key?)
+        raise ConfigurationError(f"intent_signer failed: {type(exc).__name__}") from None
+    if len(signature) != 65:
+        raise ConfigurationError(
+            f"intent_signer returned {len(signature)} bytes; an EIP-712 signature is 65"
+        )
+    return "0x" + signature.hex()
+
+
+def _task_params(
+    gateway: _GatewayConfig, intent: Intent, wasm_args: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``newt_createTask`` params as Newton's SDK sends them: ``quorum_number`` without 0x,
+    ``null`` for a threshold or signature left to the gateway's defaults."""
     return {
         "policy_client": gateway.policy_client,
         "intent": intent.wire(),
-        "intent_signature": "0x",
+        "intent_signature": _intent_signature(gateway, intent),
         "quorum_number": gateway.quorum_number,
         "quorum_threshold_percentage": gateway.quorum_threshold_percentage,
-        "wasm_args": wasm_args_hex(args),
+        "wasm_args": _wasm_args(intent, wasm_args),
         "timeout": gateway.task_timeout,
+    }
+
+
+_ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def _simulate_params(
+    gateway: _GatewayConfig, intent: Intent, wasm_args: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``newt_simulateTask`` params, Newton's ``{intent, policy_task_data}``.
+
+    A real ``policy_task_data`` names the policy contract, its code and each PolicyData
+    oracle's address, read from the chain; this client knows the pinned policy id and, if
+    configured, the policy address, and sends the rest as Newton's documented minimum
+    (``policy: "0x"``, one PolicyData entry carrying the wasm args, data ``"0x"``, expire
+    block 0). The gateway evaluates with its own view of the policy either way.
+    """
+    if gateway.policy_id is None:
+        raise ConfigurationError(
+            "simulate() needs the policy id (newt_simulateTask names the policy, not the "
+            "policy client): pass policy_id= to the gateway or pin it in Guard.connect"
+        )
+    args = _wasm_args(intent, wasm_args)
+    policy_data = [
+        {
+            "wasmArgs": args,
+            "data": "0x",
+            "policyDataAddress": _ZERO_ADDRESS,
+            "expireBlock": 0,
+        }
+    ]
+    return {
+        "intent": intent.wire(),
+        "policy_task_data": {
+            "policyId": gateway.policy_id,
+            "policyAddress": gateway.policy_address or _ZERO_ADDRESS,
+            "policy": "0x",
+            "policyData": policy_data if args != "0x" else [],
+        },
     }
 
 
@@ -432,6 +503,7 @@ def _newton_bls_attestation(
         intent_hash=attested.intent_hash,
         expires_at=expiration,
         scheme="newton-bls",
+        newton_result=json.dumps(result, separators=(",", ":"), ensure_ascii=False),
     )
 
 
@@ -462,23 +534,39 @@ def _b32_any(value: Any, field: str) -> bytes:
     return raw
 
 
-def _parse_simulation(result: Any) -> Simulation:
-    if not isinstance(result, dict) or result.get("decision") not in (
-        "allow",
-        "deny",
-        "approval_required",
-    ):
-        raise GatewayProtocolError("newt_simulateTask result has no decision")
-    reasons = result.get("reasons") or []
-    policy_id = result.get("policy_id")
-    return Simulation(
-        decision=result["decision"],
-        reasons=tuple(r for r in reasons if isinstance(r, str))
-        if isinstance(reasons, list)
-        else (),
-        policy_id=policy_id if isinstance(policy_id, str) else None,
-        raw=result,
-    )
+def _parse_simulation(result: Any, policy_id: str | None) -> Simulation:
+    """Newton's ``{success, result: {allow, reason}, error, details}``. Only ``allow: true``
+    reads as allow; the reference network adds ``decision`` (for ``approval_required``) and
+    ``reasons`` inside ``result``, read only where they agree with ``allow``. A simulation is
+    a hint: nothing is ever signed on it."""
+    if not isinstance(result, dict) or type(result.get("success")) is not bool:
+        raise GatewayProtocolError(
+            f"newt_simulateTask result is {preview(result)}, not {{success, result, error}}"
+        )
+    if not result["success"]:
+        error = result.get("error")
+        error = error[:500] if isinstance(error, str) and error else "(no error message)"
+        raise PolicyEvaluationError(f"simulation failed: {error}", code=-32615)
+    body = result.get("result")
+    allow = body.get("allow") if isinstance(body, dict) else None
+    if type(allow) is not bool:
+        raise GatewayProtocolError("newt_simulateTask result.allow is not a boolean")
+    assert isinstance(body, dict)
+    extra = body.get("decision")
+    decision = "allow" if allow else "deny"
+    if not allow and extra == "approval_required":
+        decision = "approval_required"
+    if extra is not None and extra != decision:
+        raise GatewayProtocolError(
+            f"newt_simulateTask result says allow={allow} and decision {preview(extra)}"
+        )
+    reasons = body.get("reasons")
+    if isinstance(reasons, list):
+        listed = tuple(r[:500] for r in reasons[:_MAX_OPERATOR_ERRORS] if isinstance(r, str))
+    else:
+        reason = body.get("reason")
+        listed = (reason[:500],) if isinstance(reason, str) and reason else ()
+    return Simulation(decision=decision, reasons=listed, policy_id=policy_id, raw=result)
 
 
 def _approval_params(policy_client: str, intent_hash: str) -> dict[str, Any]:
@@ -513,10 +601,14 @@ class _GatewayConfig:
     api_key: str | None
     policy_client: str
     quorum_number: str
-    quorum_threshold_percentage: int
+    quorum_threshold_percentage: int | None
     task_timeout: int
     deadline: float
     attempts: int
+    dedupe: bool
+    intent_signer: Callable[[Intent], bytes | str] | None
+    policy_id: str | None
+    policy_address: str | None
 
     @property
     def attempt_timeout(self) -> float:
@@ -538,50 +630,162 @@ class _GatewayConfig:
         return f"NewtonGateway(url={self.url!r}, policy_client={self.policy_client!r})"
 
 
+NEWTON_TASK_TIMEOUT = 30
+"""Newton's documented ``newt_createTask`` timeout default, seconds (rpc-api.mdx)."""
+REFERENCE_TASK_TIMEOUT = 5
+_NEWTON_HOSTS = (".newton.xyz", ".newt.foundation")
+_QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+$")
+
+
+def is_newton_url(url: str) -> bool:
+    """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging)."""
+    try:
+        host = httpx.URL(url).host.lower() if url.startswith(("http://", "https://")) else ""
+    except httpx.InvalidURL:
+        return False
+    return any(host.endswith(suffix) for suffix in _NEWTON_HOSTS)
+
+
 def _config(
     url: str,
     api_key: str | None,
     policy_client: str,
     quorum_number: str,
-    quorum_threshold_percentage: int,
-    task_timeout: int,
+    quorum_threshold_percentage: int | None,
+    task_timeout: int | None,
     deadline: float | None,
     attempts: int,
+    dedupe: bool,
+    intent_signer: Callable[[Intent], bytes | str] | None,
+    policy_id: str | None,
+    policy_address: str | None,
 ) -> _GatewayConfig:
     if api_key:
         register_secret(api_key)
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"gateway URL {url!r} must start with http:// or https://")
-    if not 0 < quorum_threshold_percentage <= 100:
-        raise ConfigurationError("quorum_threshold_percentage must be in 1..100")
-    if task_timeout <= 0 or attempts <= 0:
-        raise ConfigurationError("task_timeout and attempts must be positive")
+    if quorum_threshold_percentage is not None and (
+        type(quorum_threshold_percentage) is not int or not 0 < quorum_threshold_percentage <= 100
+    ):
+        raise ConfigurationError("quorum_threshold_percentage must be in 1..100 (or None)")
+    if not isinstance(quorum_number, str) or not _QUORUM_NUMBER.match(quorum_number):
+        raise ConfigurationError('quorum_number must be hex bytes such as "00"')
+    if task_timeout is None:
+        task_timeout = NEWTON_TASK_TIMEOUT if is_newton_url(url) else REFERENCE_TASK_TIMEOUT
+    if type(task_timeout) is not int or task_timeout <= 0 or attempts <= 0:
+        raise ConfigurationError("task_timeout (whole seconds) and attempts must be positive")
+    if type(dedupe) is not bool:
+        raise ConfigurationError("dedupe must be True or False")
+    if intent_signer is not None and not callable(intent_signer):
+        raise ConfigurationError("intent_signer must be a function of the intent")
+    for name, value, width in (
+        ("policy_id", policy_id, 64),
+        ("policy_address", policy_address, 40),
+    ):
+        if value is not None and not re.fullmatch(f"0x[0-9a-fA-F]{{{width}}}", str(value)):
+            raise ConfigurationError(f"{name} must be 0x followed by {width} hex digits")
     rpc_url = url if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
     return _GatewayConfig(
         url=rpc_url,
         api_key=api_key,
         policy_client=policy_client,
-        quorum_number=quorum_number,
+        quorum_number=quorum_number.removeprefix("0x"),
         quorum_threshold_percentage=quorum_threshold_percentage,
         task_timeout=task_timeout,
         deadline=deadline if deadline is not None else task_timeout + 5.0,
         attempts=attempts,
+        dedupe=dedupe,
+        intent_signer=intent_signer,
+        policy_id=policy_id,
+        policy_address=policy_address,
     )
 
 
+class _NotSent(GatewayUnavailable):
+    """The request never reached the gateway (connection refused, DNS failure, connect or
+    pool timeout): safe to send again whatever the gateway does with ids."""
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_CREATES = frozenset({"newt_createTask"})
+
+
 def _transport_error(call: _Call, exc: Exception) -> GatewayUnavailable:
-    """Network trouble (retried, same id). ``httpx.HTTPError`` is all httpx raises on the way;
-    with redirects off and raw reads, none of it says anything about the gateway's decision."""
-    return GatewayUnavailable(f"{call.method} failed in transport: {type(exc).__name__}")
+    """Network trouble. ``httpx.HTTPError`` is all httpx raises on the way; with redirects off
+    and raw reads, none of it says anything about the gateway's decision. Whether the request
+    got out decides whether it may be sent again."""
+    name = type(exc).__name__
+    if isinstance(exc, _NOT_SENT):
+        return _NotSent(f"{call.method} never reached the gateway: {name}")
+    return GatewayUnavailable(f"{call.method} failed in transport: {name}")
 
 
-def _retry_kwargs(cfg: _GatewayConfig) -> dict[str, Any]:
+def _retry_kwargs(cfg: _GatewayConfig, method: str) -> dict[str, Any]:
+    """A call that creates a task is sent again only if it never left, or if the gateway
+    deduplicates by id; everything else (reads, the reference network's bookkeeping) on any
+    transport failure, 5xx or 429."""
+    once = method in _CREATES and not cfg.dedupe
+
+    def retry(exc: BaseException) -> bool:
+        return isinstance(exc, _NotSent) or (not once and isinstance(exc, GatewayUnavailable))
+
     return {
-        "retry": retry_if_exception_type(GatewayUnavailable),
+        "retry": retry_if_exception(retry),
         "stop": stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline),
         "wait": wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
         "reraise": True,
     }
+
+
+def _lost(call: _Call, cfg: _GatewayConfig, exc: GatewayUnavailable) -> GatewayUnavailable:
+    """A task request that may have reached a gateway not known to deduplicate: sending it
+    again could create a second task, so the caller is told the first may exist."""
+    if isinstance(exc, _NotSent):  # the private marker never reaches a caller
+        return GatewayUnavailable(exc.message)
+    if call.method not in _CREATES or cfg.dedupe:
+        return exc
+    return GatewayUnavailable(
+        f"{exc.message}; the request may have reached the gateway, so a task may exist at "
+        "Newton for this intent (not sent again: Newton does not deduplicate retries). "
+        "Authorize again only if a second task is acceptable",
+        hint="Nothing was signed; the local hold is released.",
+    )
+
+
+def _parse_network_info(result: Any) -> dict[str, Any]:
+    if not isinstance(result, dict) or not isinstance(result.get("scheme"), str):
+        raise GatewayProtocolError(f"agentguard_networkInfo result is {preview(result)}")
+    if type(result.get("dedupes", False)) is not bool:
+        raise GatewayProtocolError("agentguard_networkInfo dedupes is not a boolean")
+    return {"scheme": result["scheme"], "dedupes": result.get("dedupes", False)}
+
+
+PROBE_TIMEOUT = 3.0
+
+
+def probe_network(url: str, api_key: str | None) -> dict[str, Any] | None:
+    """Ask a gateway, once and briefly, what it is (``agentguard_networkInfo``): ``{scheme,
+    dedupes}`` from a reference network, ``None`` from anything else (Newton's gateway knows
+    no such method) or when it cannot be reached. Used only for the choices it can make
+    safer (retrying a deduplicated task; refusing a reference network without operators);
+    never for operators or keys."""
+    cfg = _config(url, api_key, "0x" + "00" * 20, "00", None, 1, None, 1, False, None, None, None)
+    call = _Call("agentguard_networkInfo", {}, PROBE_TIMEOUT)
+    try:
+        with (
+            httpx.Client(
+                timeout=httpx.Timeout(PROBE_TIMEOUT, connect=PROBE_TIMEOUT),
+                headers=cfg.headers(),
+                follow_redirects=False,
+            ) as http,
+            http.stream("POST", cfg.url, content=call.body) as response,
+        ):
+            body = call.start(response, time.monotonic() + PROBE_TIMEOUT)
+            for chunk in response.iter_raw():
+                body.feed(chunk)
+            return _parse_network_info(call.parse(response.status_code, body.finish()))
+    except (AuthorizationError, httpx.HTTPError, httpx.InvalidURL):
+        return None
 
 
 # -- the clients ------------------------------------------------------------------------------
@@ -596,12 +800,23 @@ class _GatewayClient:
         *,
         policy_client: str,
         api_key: str | None = None,
-        quorum_threshold_percentage: int = 66,
-        quorum_number: str = "0x00",
-        task_timeout: int = 5,
+        quorum_threshold_percentage: int | None = None,
+        quorum_number: str = "00",
+        task_timeout: int | None = None,
         deadline: float | None = None,
         attempts: int = 4,
+        dedupe: bool = False,
+        intent_signer: Callable[[Intent], bytes | str] | None = None,
+        policy_id: str | None = None,
+        policy_address: str | None = None,
     ) -> None:
+        """``task_timeout`` defaults to Newton's documented 30 s for Newton's own gateways and
+        5 s elsewhere; ``quorum_threshold_percentage=None`` leaves the gateway's default.
+        ``dedupe=True`` only for a gateway that deduplicates by JSON-RPC id (the reference
+        network: ``Guard.connect`` asks it). ``intent_signer(intent)`` returns the agent's
+        65-byte EIP-712 signature for ``intent_signature`` (``agentguard._intent_signature``);
+        without it ``null`` is sent. ``policy_id`` / ``policy_address`` name the policy for
+        ``simulate``."""
         self._cfg = _config(
             url,
             api_key,
@@ -611,8 +826,12 @@ class _GatewayClient:
             task_timeout,
             deadline,
             attempts,
+            dedupe,
+            intent_signer,
+            policy_id,
+            policy_address,
         )
-        self._timeout = httpx.Timeout(task_timeout + 1.0, connect=2.0)
+        self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=2.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}{repr(self._cfg).removeprefix('NewtonGateway')}"
@@ -651,7 +870,10 @@ class NewtonGateway(_GatewayClient):
                 raise _transport_error(call, exc) from None
             return call.parse(response.status_code, raw)
 
-        return Retrying(**_retry_kwargs(self._cfg))(attempt)
+        try:
+            return Retrying(**_retry_kwargs(self._cfg, method))(attempt)
+        except GatewayUnavailable as exc:
+            raise _lost(call, self._cfg, exc) from None
 
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
@@ -668,9 +890,14 @@ class NewtonGateway(_GatewayClient):
         return attestation
 
     def simulate(self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None) -> Simulation:
-        return _parse_simulation(
-            self._rpc("newt_simulateTask", _task_params(self._cfg, intent, wasm_args))
-        )
+        """``newt_simulateTask``: what the policy would say. Signs and records nothing."""
+        params = _simulate_params(self._cfg, intent, wasm_args)
+        return _parse_simulation(self._rpc("newt_simulateTask", params), self._cfg.policy_id)
+
+    def network_info(self) -> dict[str, Any]:
+        """The reference network's ``agentguard_networkInfo`` (``{scheme, dedupes}``); Newton's
+        gateway answers it with a JSON-RPC error."""
+        return _parse_network_info(self._rpc("agentguard_networkInfo", {}))
 
     def approval_status(self, intent_hash: str) -> ApprovalStatus:
         """Where the human approval of ``intent_hash`` (for this policy client) stands."""
@@ -712,7 +939,13 @@ class AsyncNewtonGateway(_GatewayClient):
 
     async def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
         call = _Call(method, params, self._cfg.attempt_timeout)
-        async for attempt in AsyncRetrying(**_retry_kwargs(self._cfg)):
+        try:
+            return await self._attempts(call)
+        except GatewayUnavailable as exc:
+            raise _lost(call, self._cfg, exc) from None
+
+    async def _attempts(self, call: _Call) -> Any:
+        async for attempt in AsyncRetrying(**_retry_kwargs(self._cfg, call.method)):
             with attempt:
                 try:
                     # the whole attempt is bounded here, headers included (the sync client
@@ -743,9 +976,11 @@ class AsyncNewtonGateway(_GatewayClient):
     async def simulate(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Simulation:
-        return _parse_simulation(
-            await self._rpc("newt_simulateTask", _task_params(self._cfg, intent, wasm_args))
-        )
+        params = _simulate_params(self._cfg, intent, wasm_args)
+        return _parse_simulation(await self._rpc("newt_simulateTask", params), self._cfg.policy_id)
+
+    async def network_info(self) -> dict[str, Any]:
+        return _parse_network_info(await self._rpc("agentguard_networkInfo", {}))
 
     async def approval_status(self, intent_hash: str) -> ApprovalStatus:
         params = _approval_params(self._cfg.policy_client, intent_hash)

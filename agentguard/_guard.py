@@ -20,6 +20,7 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -27,10 +28,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from agentguard._attestation import Attestation
 from agentguard._defaults import Defaults
 from agentguard._exceptions import ConfigurationError, VerificationError
-from agentguard._gateway import AsyncAuthorizer, AsyncNewtonGateway, Authorizer, NewtonGateway
+from agentguard._gateway import (
+    AsyncAuthorizer,
+    AsyncNewtonGateway,
+    Authorizer,
+    NewtonGateway,
+    probe_network,
+)
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._logging import get_logger
-from agentguard._verifier import ReplayGuard, VerifiedAttestation, Verifier
+from agentguard._verifier import AttestationVerifier, ReplayGuard, VerifiedAttestation, Verifier
 
 if TYPE_CHECKING:
     from collections.abc import Mapping as EnvMapping
@@ -201,13 +208,65 @@ def _pinned_policy_id(
     return pinned
 
 
+def _verifier(
+    url: str,
+    info: Mapping[str, Any] | None,
+    *,
+    policy_client: str,
+    operators: Iterable[str] | None,
+    threshold_percentage: int | None,
+    policy_id: str | None,
+    replay_guard: ReplayGuard | None,
+    web3: Web3 | None,
+) -> AttestationVerifier:
+    """What verifies this network's attestations: with ``operators``, the ECDSA quorum
+    ``Verifier`` (the reference network); without, Newton's BLS quorum checked against Newton's
+    contracts (``agentguard.newton.NewtonVerifier``). Operators are never taken from the
+    gateway: a reference network reached without them is a configuration error."""
+    if operators is not None:
+        return Verifier(
+            operators,
+            policy_client=policy_client,
+            threshold_percentage=66 if threshold_percentage is None else threshold_percentage,
+            policy_id=policy_id,
+            replay_guard=replay_guard,
+        )
+    if info is not None and info.get("scheme") == "ecdsa":
+        raise ConfigurationError(
+            f"{url} is an agentguard reference network (ECDSA operator quorum): pass "
+            "operators=[...] (AGENTGUARD_OPERATORS), the addresses of its operators as you "
+            "configured them; agentguard never takes the operator set from the gateway"
+        )
+    if web3 is None:
+        raise ConfigurationError(
+            "Guard.connect without operators= (AGENTGUARD_OPERATORS) verifies Newton's BLS "
+            "attestations against Newton's contracts, and needs web3= (AGENTGUARD_RPC_URL) "
+            "for the chain; for the reference network pass operators=[...]"
+        )
+    try:  # part of the newton package (BLS); imported only when a Newton network is used
+        newton_verifier = importlib.import_module("agentguard.newton").NewtonVerifier
+    except (ImportError, AttributeError):
+        raise ConfigurationError(
+            "Newton BLS verification (agentguard.newton) is not available in this "
+            "installation; pass operators=[...] for an ECDSA quorum network"
+        ) from None
+    verifier: AttestationVerifier = newton_verifier(
+        policy_client=policy_client,
+        web3=web3,
+        policy_id=policy_id,
+        threshold_percentage=threshold_percentage,
+        replay_guard=replay_guard,
+    )
+    return verifier
+
+
 class _Connect:
     """``connect``: one gateway client and one verifier configured from the same facts."""
 
     _gateway_class: ClassVar[type[NewtonGateway] | type[AsyncNewtonGateway]]
 
     def __init__(
-        self, authorizer: Any, verifier: Verifier, defaults: Defaults | None = None
+        self, authorizer: Any, verifier: AttestationVerifier, defaults: Defaults | None = None
     ) -> None:
         self.authorizer = authorizer
         self.verifier = verifier
@@ -219,9 +278,9 @@ class _Connect:
         url: str,
         *,
         policy_client: str,
-        operators: Iterable[str],
+        operators: Iterable[str] | None = None,
         api_key: str | None = None,
-        threshold_percentage: int = 66,
+        threshold_percentage: int | None = None,
         policy_id: str | None = None,
         policy: str | Policy | None = None,
         params: Mapping[str, Any] | None = None,
@@ -249,6 +308,14 @@ class _Connect:
         ``signer``, ``web3``, ``ledger``, ``budget`` (a ``Budget``, or ``Limits``), ``audit``,
         ``vault`` and ``chain_id`` become ``guard.defaults``, used by ``guard.wallet()`` and
         ``guard.x402()`` for whatever they are not given.
+
+        The verifier follows from what the network is: ``operators=`` (the reference
+        network's ECDSA quorum) gives a ``Verifier`` over exactly those addresses (threshold
+        66 % unless given); no ``operators`` means Newton, whose BLS quorum is checked against
+        Newton's contracts through ``web3``. Connecting asks the gateway once
+        (``agentguard_networkInfo``) whether it deduplicates retried tasks (only then is a
+        ``newt_createTask`` whose answer was lost sent again) and whether it is a reference
+        network; its operator set is never asked for.
         """
         defaults = _defaults(signer, web3, ledger, budget, audit, vault, chain_id)
         if policy is not None and params is None and defaults.budget is not None:
@@ -256,19 +323,30 @@ class _Connect:
         pinned = _pinned_policy_id(
             policy_client, policy_id, policy, params, expire_after, any_policy=any_policy
         )
+        if isinstance(operators, str | bytes):
+            raise ConfigurationError("operators must be a list of operator addresses")
+        info = None if "transport" in gateway_options else probe_network(url, api_key)
+        gateway_options.setdefault("dedupe", bool(info and info["dedupes"]))
+        threshold = threshold_percentage
+        if operators is not None and threshold is None:
+            threshold = 66  # the reference gateway aims for the quorum the verifier requires
+        verifier = _verifier(
+            url,
+            info,
+            policy_client=policy_client,
+            operators=operators,
+            threshold_percentage=threshold,
+            policy_id=pinned,
+            replay_guard=replay_guard,
+            web3=defaults.web3,
+        )
         gateway = cls._gateway_class(
             url,
             policy_client=policy_client,
             api_key=api_key,
-            quorum_threshold_percentage=threshold_percentage,
-            **gateway_options,
-        )
-        verifier = Verifier(
-            operators,
-            policy_client=policy_client,
-            threshold_percentage=threshold_percentage,
+            quorum_threshold_percentage=threshold,
             policy_id=pinned,
-            replay_guard=replay_guard,
+            **gateway_options,
         )
         return cls(gateway, verifier, defaults)
 

@@ -35,11 +35,13 @@ from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._tickets import Assurance, Ticket, fresh_intent, issue
 
 __all__ = [
+    "AttestationVerifier",
     "MemoryReplayGuard",
     "NewtonBindingVerifier",
     "ReplayGuard",
     "VerifiedAttestation",
     "Verifier",
+    "block_deadline",
 ]
 
 _TOKEN = object()
@@ -91,6 +93,15 @@ class ReplayGuard(Protocol):
     def claim(self, task_id: bytes, expires_at: int) -> bool: ...
 
 
+class AttestationVerifier(Protocol):
+    """What a ``Guard`` needs to turn an attestation into something a signer accepts: the
+    ECDSA ``Verifier``, ``NewtonBindingVerifier``, or Newton's BLS ``NewtonVerifier``."""
+
+    def verify(
+        self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
+    ) -> VerifiedAttestation: ...
+
+
 class MemoryReplayGuard:
     """Process-local replay guard; forgets ids only after they could no longer verify anyway."""
 
@@ -120,6 +131,10 @@ class VerifiedAttestation:
     intent: TransactionIntent | PaymentIntent
     signers: tuple[str, ...]
     assurance: Assurance
+    expires_at: int
+    """The signing ticket's deadline, unix seconds, for every scheme: for ECDSA the
+    attestation's ``expiresAt``; for Newton (whose ``expiration`` is a block number) what the
+    verifier derived. Ledger holds, x402 validity windows and wallet deadlines read only this."""
     _token: object
 
     def __post_init__(self) -> None:
@@ -129,10 +144,6 @@ class VerifiedAttestation:
     @property
     def task_id(self) -> str:
         return "0x" + self.attestation.task_id.hex()
-
-    @property
-    def expires_at(self) -> int:
-        return self.attestation.expires_at
 
 
 class Verifier:
@@ -259,6 +270,16 @@ class Verifier:
         )
 
 
+def block_deadline(
+    expiration: int, block: int, now: float, block_time: float, max_lifetime: int
+) -> int:
+    """The unix deadline of an attestation that expires at block ``expiration`` while the chain
+    is at ``block``: the time the remaining blocks take at ``block_time`` seconds each, rounded
+    down, and at most ``max_lifetime`` seconds ahead (a far-future block buys nothing)."""
+    remaining = max(0, expiration - block) * block_time
+    return int(now + min(remaining, max_lifetime))
+
+
 def _inputs(
     attestation: object, intent: object
 ) -> tuple[Attestation, TransactionIntent | PaymentIntent]:
@@ -285,6 +306,7 @@ def _issue(
         intent=intent,
         signers=signers,
         assurance=ticket.assurance,
+        expires_at=ticket.expires_at,
         _token=_TOKEN,
     )
 
@@ -310,13 +332,24 @@ class NewtonBindingVerifier:
         replay_guard: ReplayGuard | None = None,
         clock: Callable[[], float] = time.time,
         max_lifetime: int = 3600,
+        block_time: float = 2.0,
     ) -> None:
         self.policy_client = _address(policy_client, "policy_client")
         self.policy_id = _policy_id(policy_id)
         self._block_number = _callable(block_number, "block_number")
+        if (
+            isinstance(block_time, bool)
+            or not isinstance(block_time, int | float)
+            or not 0 < block_time <= 60
+        ):
+            raise ConfigurationError(
+                f"block_time must be seconds in (0, 60], got {block_time!r:.40}"
+            )
+        self._block_time = float(block_time)
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard()
         self._clock = _callable(clock, "clock")
-        # Expiry is a block number here; the signing ticket lapses after this many seconds.
+        # Expiry is a block number here; the ticket lapses when the blocks left would have
+        # passed at ``block_time`` seconds each, and never later than ``max_lifetime``.
         self._max_lifetime = _positive_int(max_lifetime, "max_lifetime")
 
     def verify(
@@ -337,9 +370,11 @@ class NewtonBindingVerifier:
             raise IntentMismatch("attestation was made under a different policy id")
         if attestation.intent_hash != fresh.intent_hash:
             raise IntentMismatch("Newton attested a different intent than the one to be signed")
-        if attestation.expires_at <= self._block_number():
+        block = self._block_number()
+        if attestation.expires_at <= block:
             raise AttestationExpired(
-                f"attestation {task} expired at block {attestation.expires_at}"
+                f"attestation {task} expired at block {attestation.expires_at} (the chain is "
+                f"at block {block}); authorize the action again"
             )
         if not self._replay.claim(attestation.task_id, 2**63):
             raise AttestationReplayed(f"attestation {task} was already used")
@@ -350,7 +385,9 @@ class NewtonBindingVerifier:
                 attestation=attestation,
                 intent=fresh,
                 intent_hash=fresh.intent_hash,
-                expires_at=int(now) + self._max_lifetime,
+                expires_at=block_deadline(
+                    attestation.expires_at, block, now, self._block_time, self._max_lifetime
+                ),
                 assurance="newton-bls-binding",
             ),
             given,

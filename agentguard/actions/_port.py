@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentguard._exceptions import ConfigurationError
+from agentguard._exceptions import ConfigurationError, OnchainCheckRequired
 from agentguard._tickets import redeem
 from agentguard._verifier import VerifiedAttestation
 from agentguard.pipeline import Landed, Outcome, Prepared, Sent, Signed
@@ -41,7 +41,12 @@ class _CallPort:
         return Prepared()
 
     def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
-        redeem(verified.attestation, verified.intent, time.time())
+        ticket = redeem(verified.attestation, verified.intent, time.time())
+        if ticket.assurance == "newton-bls-binding":  # no signature was checked: not here
+            raise OnchainCheckRequired(
+                f"attestation {verified.task_id} has assurance 'newton-bls-binding' (operator "
+                "signatures unchecked); the offchain call would run on it"
+            )
         return Signed(reference=f"call:{verified.task_id}", payload=None)
 
     def abandon(self, prepared: Prepared) -> None:

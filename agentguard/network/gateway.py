@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import importlib
 import json
@@ -86,6 +87,9 @@ IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
 SWEEP_INTERVAL = 1.0
 HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
+# The reference network does not run on blocks (its expiries are unix timestamps); Newton's
+# block fields (``taskCreatedBlock``, ``reference_block``) are present, as 0.
+REFERENCE_BLOCK = 0
 
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -154,6 +158,18 @@ class _OperatorLink:
         self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
 
 
+# Newton's ``operator_errors[].error_code`` is a number; ours are these (HTTP-like for
+# transport trouble), or the operator's own JSON-RPC error code; ``error_type`` names it.
+_ERROR_CODES = {
+    "timeout": 408,
+    "unreachable": 503,
+    "invalid_response": 502,
+    "mismatch": 409,
+    "bad_signature": 401,
+    "internal": 500,
+}
+
+
 class _OperatorFailure(Exception):
     def __init__(self, code: str, message: str, *, retryable: bool, rpc_code: int | None = None):
         super().__init__(message)
@@ -161,6 +177,14 @@ class _OperatorFailure(Exception):
         self.message = message
         self.retryable = retryable
         self.rpc_code = rpc_code
+
+    @property
+    def number(self) -> int:
+        if self.rpc_code is not None:
+            return self.rpc_code
+        if self.code.startswith("http_") and self.code[5:].isdigit():
+            return int(self.code[5:])
+        return _ERROR_CODES.get(self.code, 500)
 
 
 @dataclass
@@ -424,19 +448,28 @@ class Gateway:
                 f"intent chain_id {intent.chain_id} differs from the policy client's "
                 f"registered chain {client.chain_id}"
             )
-        pct = params.get("quorum_threshold_percentage", self.config.gateway.threshold_percentage)
+        # Newton's SDK sends null for what it leaves to the gateway's defaults
+        pct = params.get("quorum_threshold_percentage")
+        pct = self.config.gateway.threshold_percentage if pct is None else pct
         if isinstance(pct, bool) or not isinstance(pct, int) or not 0 < pct <= 100:
-            raise _invalid("quorum_threshold_percentage must be an integer in 1..100")
-        quorum = params.get("quorum_number", "0x00")
+            raise _invalid("quorum_threshold_percentage must be an integer in 1..100, or null")
+        quorum = params.get("quorum_number")
         if quorum not in ("0x00", "00", "0x", "", None):
-            raise _invalid("quorum_number must be 0x00 (the reference network has one quorum)")
-        timeout = params.get("timeout", self.config.gateway.timeout)
+            raise _invalid("quorum_number must be 00 (the reference network has one quorum)")
+        timeout = params.get("timeout")
+        timeout = self.config.gateway.timeout if timeout is None else timeout
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise _invalid("timeout must be a positive number of seconds")
-        signature = params.get("intent_signature", "0x")
-        if not isinstance(signature, str) or not _HEX.match(signature):
-            raise _invalid("intent_signature must be 0x-hex")
-        wasm_args_hex = params.get("wasm_args", "0x")
+        signature = params.get("intent_signature")
+        signature = "0x" if signature is None else signature
+        if not isinstance(signature, str) or not _HEX.match("0x" + signature.removeprefix("0x")):
+            raise _invalid("intent_signature must be hex (or null)")
+        if signature.removeprefix("0x") and len(signature.removeprefix("0x")) != 130:
+            raise _invalid("intent_signature must be a 65-byte EIP-712 signature (or null)")
+        wasm_args_hex = params.get("wasm_args")
+        wasm_args_hex = "0x" if wasm_args_hex is None else wasm_args_hex
+        if isinstance(wasm_args_hex, str) and not wasm_args_hex.startswith("0x"):
+            wasm_args_hex = "0x" + wasm_args_hex  # the SDK strips the prefix
         wasm_args = self._wasm_args(wasm_args_hex)
         x402 = wasm_args.get("x402")
         if x402 is not None:
@@ -851,12 +884,16 @@ class Gateway:
             call.exception()  # mark retrieved; late answers are not needed
 
     def _operator_error(self, link: _OperatorLink, failure: _OperatorFailure) -> dict[str, Any]:
+        """Newton's ``OperatorError``: numeric ``error_code``, ``timestamp`` as a string (RFC
+        3339, UTC); ``error_type`` is the reference network's name for the code."""
+        stamp = datetime.datetime.fromtimestamp(int(self._clock()), datetime.UTC)
         return {
             "operator_address": link.address,
             "operator_id": link.operator_id,
-            "error_code": failure.code,
+            "error_code": failure.number,
+            "error_type": failure.code,
             "message": failure.message,
-            "timestamp": int(self._clock()),
+            "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "retryable": failure.retryable,
         }
 
@@ -883,6 +920,7 @@ class Gateway:
             "task": {
                 "taskId": task_id_hex,
                 "policyClient": client.address,
+                "taskCreatedBlock": REFERENCE_BLOCK,
                 "quorumThresholdPercentage": task.percentage,
                 "intent": wire,
                 "intentSignature": task.intent_signature,
@@ -891,6 +929,7 @@ class Gateway:
                 "initializationTimestamp": now,
             },
             "task_response": None,
+            "reference_block": REFERENCE_BLOCK,
             "expiration": expires_at,
             "operator_errors": errors,
             "attestation": None,
@@ -906,13 +945,16 @@ class Gateway:
             "intent_signature": task.intent_signature,
             "evaluation_result": _TRUE_WORD if decision == "allow" else _FALSE_WORD,
             "policy_task_data": {
-                "policy_id": policy_id_hex,
-                "policy_address": NATIVE_ASSET,
-                "policy_code_hash": "0x" + client.code_hash.hex(),
-                "policy_data": [
+                "policyId": policy_id_hex,
+                "policyAddress": NATIVE_ASSET,
+                "policy": "0x",
+                "policyCodeHash": "0x" + client.code_hash.hex(),
+                "policyData": [
                     {
-                        "wasm_args": task.wasm_args_hex,
+                        "wasmArgs": task.wasm_args_hex,
                         "data": "0x" + canonical_json(wasm).hex(),
+                        "policyDataAddress": NATIVE_ASSET,
+                        "expireBlock": 0,
                     }
                 ],
             },
@@ -937,9 +979,41 @@ class Gateway:
 
     # -- the other methods ---------------------------------------------------------------------
 
+    def _simulated_task(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> _TaskInput:
+        """Newton's ``newt_simulateTask`` params, ``{intent, policy_task_data}``: the policy
+        client is the one registered under ``policyId``; the x402 details of a payment come
+        in ``policyData[].wasmArgs``."""
+        data = params.get("policy_task_data")
+        if not isinstance(data, dict):
+            raise _invalid("policy_task_data must be an object {policyId, policyAddress, ...}")
+        policy_id = data.get("policyId", data.get("policy_id"))
+        if not isinstance(policy_id, str) or not _B32.match(policy_id):
+            raise _invalid("policy_task_data.policyId must be 0x followed by 64 hex digits")
+        wanted = bytes.fromhex(policy_id[2:])
+        client = next((c for c in self._clients.values() if c.policy_id == wanted), None)
+        if client is None:
+            raise _invalid(f"no policy client is registered under policy id {policy_id}")
+        entries = data.get("policyData", data.get("policy_data")) or []
+        if not isinstance(entries, list) or len(entries) > 1:
+            raise _invalid("policy_task_data.policyData must be a list of at most one entry")
+        wasm_args: Any = None
+        if entries:
+            entry = entries[0]
+            if not isinstance(entry, dict):
+                raise _invalid("policy_task_data.policyData[0] must be an object")
+            wasm_args = entry.get("wasmArgs", entry.get("wasm_args"))
+        task_params = {
+            "policy_client": client.address,
+            "intent": params.get("intent"),
+            "wasm_args": wasm_args,
+        }
+        return self._task_input(key, task_params)
+
     async def simulate(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Evaluate once here, sign nothing, record nothing."""
-        task = self._task_input(key, params)
+        """Evaluate once here, sign nothing, record nothing; Newton's result shape
+        ``{success, result: {allow, reason}, error, details}``, with ``decision`` and
+        ``reasons`` added inside ``result`` (``approval_required`` has no Newton spelling)."""
+        task = self._simulated_task(key, params)
         client, intent = task.client, task.intent
         now = int(self._clock())
         history = self.state.totals(
@@ -960,12 +1034,34 @@ class Gateway:
                 client.policy, input=parsed, params=client.params, wasm=wasm
             )
         except PolicyEngineError as exc:
-            raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+            return {
+                "success": False,
+                "result": None,
+                "error": f"policy evaluation failed: {exc}",
+                "details": None,
+            }
+        reasons = list(evaluation.reasons)
         return {
-            "decision": evaluation.decision,
-            "reasons": list(evaluation.reasons),
-            "parsed_intent": parsed,
-            "policy_id": "0x" + client.policy_id.hex(),
+            "success": True,
+            "result": {
+                "allow": evaluation.decision == "allow",
+                "reason": "; ".join(reasons) or evaluation.decision,
+                "decision": evaluation.decision,
+                "reasons": reasons,
+            },
+            "error": None,
+            "details": {"parsed_intent": parsed, "policy_id": "0x" + client.policy_id.hex()},
+        }
+
+    def network_info(self) -> dict[str, Any]:
+        """What a client may rely on: ECDSA quorum attestations, and ``newt_createTask`` is
+        deduplicated by (API key, JSON-RPC id), so a retry with the same id is the same task.
+        Deliberately no operator list: a client takes its operators from its own config."""
+        return {
+            "scheme": "ecdsa",
+            "dedupes": True,
+            "network": "agentguard-reference",
+            "expiry": "unix-seconds",
         }
 
     def _task_for(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> str:
@@ -1122,13 +1218,15 @@ class Gateway:
         self, key: ApiKeyEntry, rpc_id: Any, method: str, params: Mapping[str, Any]
     ) -> Any:
         if method == "newt_createTask":
-            if not isinstance(rpc_id, str):
-                raise RPCError(INVALID_REQUEST, "id must be a UUID string")
-            try:
-                uuid.UUID(rpc_id)
-            except ValueError:
-                raise RPCError(INVALID_REQUEST, "id must be a UUID string") from None
+            # Newton's SDK sends no id at all: such a request is a task of its own (nothing
+            # to deduplicate on). Any string id deduplicates, as a UUID does.
+            if rpc_id is None:
+                return await self._create_task(key, str(uuid.uuid4()), params)
+            if not isinstance(rpc_id, str) or not 0 < len(rpc_id) <= 200:
+                raise RPCError(INVALID_REQUEST, "id must be a string of 1..200 characters")
             return await self.create_task(key, rpc_id, params)
+        if method == "agentguard_networkInfo":
+            return self.network_info()
         if method == "newt_simulateTask":
             return await self.simulate(key, params)
         if method == "agentguard_releaseTask":

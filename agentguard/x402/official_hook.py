@@ -22,7 +22,12 @@ import time
 from collections import deque
 from typing import Literal
 
-from agentguard._exceptions import AgentGuardError, ConfigurationError, PaymentRequiredError
+from agentguard._exceptions import (
+    AgentGuardError,
+    ConfigurationError,
+    OnchainCheckRequired,
+    PaymentRequiredError,
+)
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._tickets import redeem
@@ -116,7 +121,12 @@ class _Delegated:
     def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
         # x402's signer signs under this attestation: use its one signing ticket up, so no
         # agentguard Signer can sign a second payment under it (``hook.attestations``).
-        redeem(verified.attestation, verified.intent, time.time())
+        ticket = redeem(verified.attestation, verified.intent, time.time())
+        if ticket.assurance == "newton-bls-binding":  # no signature was checked: not here
+            raise OnchainCheckRequired(
+                f"attestation {verified.task_id} has assurance 'newton-bls-binding' (operator "
+                "signatures unchecked); x402's own signer would sign the payment on it"
+            )
         return Signed(reference=f"x402-delegated:{verified.task_id}", payload=None)
 
     def abandon(self, prepared: Prepared) -> None:

@@ -113,7 +113,8 @@ def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"GATEWAY_URL": "<unset>"}, "AGENTGUARD_GATEWAY_URL", "is not set"),
         ({"GATEWAY_URL": "ftp://x"}, "AGENTGUARD_GATEWAY_URL", "http:// or https://"),
         ({"POLICY_CLIENT": "0x123"}, "AGENTGUARD_POLICY_CLIENT", "0x + 40 hex"),
-        ({"OPERATORS": "<unset>"}, "AGENTGUARD_OPERATORS", "is not set"),
+        # unset means Newton (BLS), which needs the chain
+        ({"OPERATORS": "<unset>"}, "AGENTGUARD_OPERATORS", "AGENTGUARD_RPC_URL"),
         ({"OPERATORS": f"{OPS[0]},,{OPS[1]}"}, "AGENTGUARD_OPERATORS", "item 2 is empty"),
         ({"OPERATORS": DUPLICATE}, "AGENTGUARD_OPERATORS", "item 3 repeats item 1"),
         ({"OPERATORS": f"{OPS[0]} {OPS[1]}"}, "AGENTGUARD_OPERATORS", "item 1 is not an address"),

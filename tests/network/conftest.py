@@ -113,5 +113,34 @@ def rpc(network: ReferenceNetwork) -> RPC:
 def client(network: ReferenceNetwork) -> str:
     """A policy client of its own for each test, on the test policy with default params."""
     address = fresh_client()
-    network.register_policy_client(address, NETCHECK, params())
+    POLICY_IDS[address] = network.register_policy_client(address, NETCHECK, params())
     return address
+
+
+POLICY_IDS: dict[str, str] = {}
+"""The policy id each ``client`` fixture registered, for ``newt_simulateTask``."""
+
+
+def simulation(intent: dict[str, Any] | Any, policy_id: str, wasm_args: str | None = None) -> Any:
+    """``newt_simulateTask`` params in Newton's shape, ``{intent, policy_task_data}``."""
+    data = (
+        []
+        if wasm_args is None
+        else [
+            {
+                "wasmArgs": wasm_args,
+                "data": "0x",
+                "policyDataAddress": "0x" + "00" * 20,
+                "expireBlock": 0,
+            }
+        ]
+    )
+    return {
+        "intent": intent,
+        "policy_task_data": {
+            "policyId": policy_id,
+            "policyAddress": "0x" + "00" * 20,
+            "policy": "0x",
+            "policyData": data,
+        },
+    }

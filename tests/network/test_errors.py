@@ -10,7 +10,18 @@ import pytest
 
 from agentguard.network.launcher import ReferenceNetwork
 
-from .conftest import NETCHECK, RPC, TOKEN, UNIT, fresh_agent, fresh_client, params, transfer
+from .conftest import (
+    NETCHECK,
+    POLICY_IDS,
+    RPC,
+    TOKEN,
+    UNIT,
+    fresh_agent,
+    fresh_client,
+    params,
+    simulation,
+    transfer,
+)
 
 
 def post(network: ReferenceNetwork, content: bytes, key: str | None) -> httpx.Response:
@@ -65,10 +76,13 @@ def test_admin_methods_need_the_admin_key(network: ReferenceNetwork, rpc: RPC) -
         (b'{"jsonrpc": "2.0", "id": "a", "method": "newt_nope", "params": {}}', -32601),
         (b'{"jsonrpc": "2.0", "id": "a", "method": "newt_createTask", "params": 5}', -32602),
         (b'{"jsonrpc": "2.0", "id": 7, "method": "newt_createTask", "params": {}}', -32600),
+        # a non-UUID string id and no id at all are how Newton's own SDK sends; the empty
+        # params are what is wrong with these
         (
             b'{"jsonrpc": "2.0", "id": "not-a-uuid", "method": "newt_createTask", "params": {}}',
-            -32600,
+            -32602,
         ),
+        (b'{"jsonrpc": "2.0", "method": "newt_createTask", "params": {}}', -32602),
     ],
 )
 def test_garbage_bodies_get_jsonrpc_errors(
@@ -113,13 +127,49 @@ BAD_TASKS: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("override", "mentions"), BAD_TASKS)
-@pytest.mark.parametrize("method", ["newt_createTask", "newt_simulateTask"])
 def test_bad_task_params_are_invalid_params(
-    rpc: RPC, client: str, method: str, override: dict[str, Any], mentions: str
+    rpc: RPC, client: str, override: dict[str, Any], mentions: str
 ) -> None:
-    response = rpc.raw(method, _task(client, **override))
+    response = rpc.raw("newt_createTask", _task(client, **override))
     assert response.status_code == 200
     error = response.json()["error"]
+    assert error["code"] == -32602, error
+    assert mentions in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("override", "mentions"),
+    [(o, m) for o, m in BAD_TASKS if set(o) <= {"intent", "wasm_args"} and "policy" not in m],
+)
+def test_bad_simulation_params_are_invalid_params(
+    rpc: RPC, client: str, override: dict[str, Any], mentions: str
+) -> None:
+    """``newt_simulateTask`` in Newton's shape: the same intent and wasm-args checks."""
+    request = _task(client, **override)
+    wasm_args = request.get("wasm_args")
+    body = simulation(request.get("intent"), POLICY_IDS[client], wasm_args)
+    error = rpc.raw("newt_simulateTask", body).json()["error"]
+    assert error["code"] == -32602, error
+    assert mentions in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("policy_task_data", "mentions"),
+    [
+        (None, "policy_task_data"),
+        ({"policyId": "0x12"}, "policyId"),
+        ({"policyId": "0x" + "ee" * 32}, "no policy client"),
+        ({"policyId": "KNOWN", "policyData": [1]}, "policyData[0]"),
+        ({"policyId": "KNOWN", "policyData": [{}, {}]}, "at most one"),
+    ],
+)
+def test_bad_policy_task_data_is_invalid_params(
+    rpc: RPC, client: str, policy_task_data: Any, mentions: str
+) -> None:
+    if isinstance(policy_task_data, dict) and policy_task_data["policyId"] == "KNOWN":
+        policy_task_data = {**policy_task_data, "policyId": POLICY_IDS[client]}
+    body = {"intent": transfer(fresh_agent()).wire(), "policy_task_data": policy_task_data}
+    error = rpc.raw("newt_simulateTask", body).json()["error"]
     assert error["code"] == -32602, error
     assert mentions in error["message"]
 

@@ -83,11 +83,15 @@ def test_one_operator_down_still_reaches_quorum(
     assert reported, "the stopped operator's failure is reported"
     for error in reported:
         assert error["operator_address"] == down
-        assert error["error_code"] == "unreachable" and error["retryable"] is True
+        # Newton's OperatorError: a numeric error_code and a string timestamp
+        assert error["error_code"] == 503 and error["error_type"] == "unreachable"
+        assert error["retryable"] is True
+        assert isinstance(error["timestamp"], str) and error["timestamp"].endswith("Z")
         assert set(error) == {
             "operator_address",
             "operator_id",
             "error_code",
+            "error_type",
             "message",
             "timestamp",
             "retryable",
@@ -105,7 +109,7 @@ def test_two_operators_down_fails_with_quorum_not_reached(
     assert result["attestation"] is None and result["task_response"] is None
     failed = {e["operator_address"] for e in result["operator_errors"]}
     assert failed == {network.operator_addresses[0], network.operator_addresses[2]}
-    assert all(e["error_code"] == "unreachable" for e in result["operator_errors"])
+    assert all(e["error_type"] == "unreachable" for e in result["operator_errors"])
     # nothing was counted for the failed task: the same agent's budget is intact afterwards
     full_budget = fresh_client()
     network.register_policy_client(full_budget, NETCHECK, params(daily_cap=UNIT))
@@ -125,7 +129,7 @@ def test_a_wrong_signature_is_never_counted(
     assert strict["status"] == "failed" and strict["error"].startswith("quorum_not_reached")
     [error] = strict["operator_errors"]
     assert error["operator_address"] == liar
-    assert error["error_code"] == "bad_signature"
+    assert error["error_type"] == "bad_signature" and error["error_code"] == 401
     assert "not to the operator's registered key" in error["message"]
 
 

@@ -110,7 +110,7 @@ def test_totals_stay_exact_under_concurrent_re_registration(network: ReferenceNe
     # A probe over the whole cap is denied, so it adds no row: it only shows the gateway's totals.
     probe = RPC(network, network.api_key).create(client, transfer(agent, amount=11 * UNIT))
     assert decision(probe) == "deny"
-    data = probe["task_response"]["policy_task_data"]["policy_data"][0]["data"]
+    data = probe["task_response"]["policy_task_data"]["policyData"][0]["data"]
     seen = json.loads(bytes.fromhex(data[2:]))["history"]["86400"]
     db = gateway_db(network)
     try:

@@ -53,7 +53,13 @@ def test_a_key_cannot_use_or_settle_another_keys_client(scoped: ReferenceNetwork
     request = {"policy_client": X, "intent": intent.wire(), "timeout": 5}
     for method, body in [
         ("newt_createTask", request),
-        ("newt_simulateTask", request),
+        (
+            "newt_simulateTask",
+            {
+                "intent": intent.wire(),
+                "policy_task_data": {"policyId": task["task_response"]["policy_id"]},
+            },
+        ),
         ("agentguard_releaseTask", {"task_id": task["task_id"]}),
         ("agentguard_commitTask", {"task_id": task["task_id"], "outcome": "0x"}),
         ("agentguard_approve", {"policy_client": Y, "intent_hash": "0x" + "11" * 32}),

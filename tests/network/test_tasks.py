@@ -23,6 +23,7 @@ from .conftest import (
     fresh_client,
     fresh_eoa_client,
     params,
+    simulation,
     transfer,
 )
 
@@ -81,7 +82,7 @@ def test_newton_shape_of_the_result(rpc: RPC, client: str) -> None:
     assert result["task"]["intent"] == intent.wire()
     assert result["task"]["quorumThresholdPercentage"] == 66
     response = result["task_response"]
-    assert response["policy_task_data"]["policy_code_hash"] == "0x" + NETCHECK.code_hash.hex()
+    assert response["policy_task_data"]["policyCodeHash"] == "0x" + NETCHECK.code_hash.hex()
     assert response["policy_config"]["expireAfter"] == 300
     assert response["policy_id"] == result["attestation"]["policy_id"]
     assert result["operator_errors"] == []
@@ -92,15 +93,16 @@ def test_simulate_evaluates_without_signing_or_counting(
     rpc: RPC, network: ReferenceNetwork
 ) -> None:
     client = fresh_client()
-    network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT))
+    pid = network.register_policy_client(client, NETCHECK, params(daily_cap=2 * UNIT))
     agent = fresh_agent()
     for _ in range(3):
-        sim = rpc.call(
-            "newt_simulateTask", {"policy_client": client, "intent": transfer(agent).wire()}
-        )
-        assert sim["decision"] == "allow"
-        assert "signatures" not in sim
-        assert sim["parsed_intent"]["decoded_function_signature"] == "transfer(address,uint256)"
+        sim = rpc.call("newt_simulateTask", simulation(transfer(agent).wire(), pid))
+        # Newton's result shape: {success, result: {allow, reason}, error, details}
+        assert sim["success"] is True and sim["error"] is None
+        assert sim["result"]["allow"] is True and sim["result"]["decision"] == "allow"
+        assert "signatures" not in sim and "attestation" not in sim
+        details = sim["details"]
+        assert details["parsed_intent"]["decoded_function_signature"] == "transfer(address,uint256)"
     # three simulations counted nothing: two real allows still fit the 2-unit cap
     assert decision(rpc.create(client, transfer(agent))) == "allow"
     assert decision(rpc.create(client, transfer(agent))) == "allow"
@@ -262,7 +264,7 @@ def test_one_policy_serves_two_clients_with_their_own_params_and_ids(
     assert strict_result["attestation"]["policy_id"] == strict_id
     assert loose_result["attestation"]["policy_id"] == loose_id
     code_hashes = {
-        r["task_response"]["policy_task_data"]["policy_code_hash"]
+        r["task_response"]["policy_task_data"]["policyCodeHash"]
         for r in (strict_result, loose_result)
     }
     assert code_hashes == {"0x" + NETCHECK.code_hash.hex()}
@@ -326,7 +328,7 @@ def test_payment_intent_reaches_the_policy_with_its_x402_details(
     )
     assert decision(result) == "allow"
     assert result["attestation"]["intent_hash"] == "0x" + payment.intent_hash.hex()
-    data = bytes.fromhex(result["task_response"]["policy_task_data"]["policy_data"][0]["data"][2:])
+    data = bytes.fromhex(result["task_response"]["policy_task_data"]["policyData"][0]["data"][2:])
     assert b'"resource":"https://api.example/infer"' in data
     # x402 details that describe another payment than the transfer are refused
     lie = dict(payment.wasm_args()["x402"], amount="1")
@@ -417,7 +419,7 @@ def test_x402_details_reach_the_policy_in_canonical_form_only(
     odd = {**canonical, "amount": "0001000000", "network": "eip155:08453", "asset": TOKEN.lower()}
     result = rpc.create(client, payment.newton_intent(), wasm_args=wasm_args_hex({"x402": odd}))
     assert decision(result) == "allow"
-    data = result["task_response"]["policy_task_data"]["policy_data"][0]["data"]
+    data = result["task_response"]["policy_task_data"]["policyData"][0]["data"]
     assert json.loads(bytes.fromhex(data[2:]))["x402"] == canonical
     for extra in ({"trusted_merchant": True}, {"payer": PAYEE}):
         refused = rpc.raw(

@@ -77,7 +77,11 @@ def test_request_is_newton_shaped(operators, intent):
     params = body["params"]
     assert params["policy_client"] == POLICY_CLIENT
     assert params["intent"] == intent.wire()
-    assert params["quorum_threshold_percentage"] == 66
+    # as Newton's SDK sends them: the gateway's default threshold, quorum "00" without 0x, no
+    # intent signature (null, never the "0x" Newton refuses)
+    assert params["quorum_threshold_percentage"] is None
+    assert params["quorum_number"] == "00"
+    assert params["intent_signature"] is None
     assert params["timeout"] == 5
     assert params["wasm_args"] == "0x"
 
@@ -95,7 +99,7 @@ def test_retries_transport_errors_and_5xx_with_the_same_id(operators, intent):
             return rpc_result(request, task_result(operators.attest(intent)))
         return httpx.Response(answer)
 
-    assert gateway(handler).authorize(intent).decision == "allow"
+    assert gateway(handler, dedupe=True).authorize(intent).decision == "allow"
     assert len(ids) == 4 and len(set(ids)) == 1
 
 
@@ -107,7 +111,7 @@ def test_gives_up_after_attempts(intent):
         return httpx.Response(503)
 
     with pytest.raises(GatewayUnavailable, match="503"):
-        gateway(handler, attempts=3).authorize(intent)
+        gateway(handler, attempts=3, dedupe=True).authorize(intent)
     assert len(calls) == 3
 
 
@@ -259,7 +263,10 @@ async def test_async_client_has_the_same_behaviour(operators, intent):
         return httpx.Response(answer)
 
     async with AsyncNewtonGateway(
-        "http://127.0.0.1:1", policy_client=POLICY_CLIENT, transport=httpx.MockTransport(handler)
+        "http://127.0.0.1:1",
+        policy_client=POLICY_CLIENT,
+        transport=httpx.MockTransport(handler),
+        dedupe=True,
     ) as client:
         assert (await client.authorize(intent)).decision == "allow"
 

@@ -253,20 +253,34 @@ def test_failed_task_with_a_hostile_error_field(intent):
     [
         None,
         [],
-        {"decision": 1},
-        {"decision": "maybe"},
-        {"decision": "allow", "reasons": 5, "policy_id": {"a": 1}},
-        {"decision": "deny", "reasons": [1, None, {"a": 1}, "kept"], "policy_id": 7},
+        {"decision": "allow"},  # the old reference shape: not Newton's
+        {"success": 1, "result": {"allow": True}},
+        {"success": True, "result": {"allow": 1}},
+        {"success": True, "result": {"allow": "true"}},
+        {"success": True, "result": None},
+        {"success": True, "result": {"allow": False, "decision": "allow"}},
+        {"success": True, "result": {"allow": True, "decision": "deny"}},
+        {"success": True, "result": {"allow": True, "reason": 5, "reasons": 5}},
+        {"success": True, "result": {"allow": False, "reasons": [1, None, {"a": 1}, "kept"]}},
+        {"success": False, "result": None, "error": {"deep": 1}, "details": None},
     ],
 )
 def test_simulation_answers_are_typed_or_plain_text(intent, result):
-    """A dry run's answer too: a ``Simulation`` holding only text, or a typed refusal."""
+    """A dry run's answer too (Newton's ``{success, result: {allow, reason}, error,
+    details}``): a ``Simulation`` holding only text, or a typed refusal; only a boolean
+    ``allow: true`` reads as allow."""
+    client = gateway(
+        lambda r: wire(json.dumps(envelope(r, result)).encode()),
+        attempts=1,
+        policy_id="0x" + "cd" * 32,
+    )
     try:
-        simulation = serve(lambda r: result).simulate(intent)
-    except GatewayProtocolError:
+        simulation = client.simulate(intent)
+    except AuthorizationError:
         return
     assert all(isinstance(r, str) for r in simulation.reasons)
-    assert simulation.policy_id is None or isinstance(simulation.policy_id, str)
+    assert simulation.decision in ("allow", "deny", "approval_required")
+    assert simulation.decision != "allow" or result["result"]["allow"] is True
 
 
 @pytest.mark.parametrize("method", ["release", "commit"])
@@ -483,7 +497,7 @@ def test_retries_after_transport_trouble_reuse_the_id_and_end_typed(operators, i
         return wire(b'{"jsonrpc":"2.0","result":' + b"[" * 100_000)
 
     with pytest.raises(GatewayProtocolError):
-        gateway(handler, attempts=4).authorize(intent)
+        gateway(handler, attempts=4, dedupe=True).authorize(intent)
     assert len(ids) == 3 and len(set(ids)) == 1
 
 

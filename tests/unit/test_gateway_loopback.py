@@ -178,12 +178,24 @@ def _drip(handler: _Handler, request: dict[str, Any]) -> None:
 
 @MODES
 def test_a_slow_drip_body_ends_at_the_attempt_deadline(loopback, intent, mode):
-    """Retried (it is a timeout), with the same JSON-RPC id, then GatewayUnavailable."""
+    """At a deduplicating gateway: retried (it is a timeout), with the same JSON-RPC id, then
+    GatewayUnavailable."""
     server = loopback(_drip)
     with pytest.raises(GatewayUnavailable, match=r"still arriving|ReadTimeout|TimeoutError"):
-        authorize(mode, server.url, intent, task_timeout=1, attempts=2)
+        authorize(mode, server.url, intent, task_timeout=1, attempts=2, dedupe=True)
     ids = {body["id"] for _, body in server.seen}
     assert len(server.seen) == 2 and len(ids) == 1
+
+
+@MODES
+def test_a_slow_drip_body_at_newton_is_not_sent_again(loopback, intent, mode):
+    """Before: the timed-out ``newt_createTask`` was sent again, and Newton (which does not
+    deduplicate) could create a second task. Now a request that reached the gateway is sent
+    once, and the error says a task may exist."""
+    server = loopback(_drip)
+    with pytest.raises(GatewayUnavailable, match="a task may exist"):
+        authorize(mode, server.url, intent, task_timeout=1, attempts=3)
+    assert len(server.seen) == 1
 
 
 def test_async_slow_drip_headers_end_at_the_attempt_deadline(loopback, intent):

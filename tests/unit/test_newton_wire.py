@@ -253,3 +253,32 @@ def test_task_response_id_contradicting_the_result_id_is_refused(intent):
     result["task_response"]["task_id"] = "0x" + "ee" * 32
     with pytest.raises(GatewayProtocolError, match=r"task_response\.task_id differs"):
         authorize(result, intent)
+
+
+# -- Newton's block-number expiry becomes the ticket's unix deadline --------------------------
+
+
+@pytest.mark.parametrize(
+    ("expiration", "block", "deadline"),
+    [
+        (40_000_100, 40_000_000, 1_000 + 200),  # 100 blocks at 2 s
+        (40_000_001, 40_000_000, 1_000 + 2),
+        (40_000_000, 40_000_000, 1_000),  # expires now: no time left
+        (2**32 - 1, 40_000_000, 1_000 + 3600),  # far future: capped at max_lifetime
+        (39_000_000, 40_000_000, 1_000),  # passed: never a deadline in the future
+    ],
+)
+def test_block_deadline(expiration: int, block: int, deadline: int) -> None:
+    from agentguard._verifier import block_deadline
+
+    assert block_deadline(expiration, block, 1_000.5, 2.0, 3600) == deadline
+
+
+@pytest.mark.parametrize("block_time", [0, -1, 61, True, "2", float("nan")])
+def test_binding_verifier_refuses_a_nonsense_block_time(block_time: Any) -> None:
+    from agentguard import ConfigurationError, NewtonBindingVerifier
+
+    with pytest.raises(ConfigurationError, match="block_time"):
+        NewtonBindingVerifier(
+            policy_client=POLICY_CLIENT, block_number=lambda: 1, block_time=block_time
+        )

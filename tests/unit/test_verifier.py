@@ -185,6 +185,7 @@ def test_verified_attestation_cannot_be_forged(operators, intent):
             intent=intent,
             signers=(),
             assurance="forged",
+            expires_at=2**40,
             _token=object(),
         )
 

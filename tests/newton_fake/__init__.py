@@ -1,0 +1,1 @@
+"""A fake Newton gateway for the tests, built from Newton's documented shapes only."""

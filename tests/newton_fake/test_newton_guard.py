@@ -1,0 +1,245 @@
+"""``Guard``, the pipeline and the ``Signer`` against the fake Newton gateway, with
+``NewtonBindingVerifier`` (binding fields only, no BLS check): nothing is signed for an EOA,
+Newton's block-number expiry reaches the ledger as a unix deadline, and the attacks a lying
+gateway can try fail closed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from typing import Any
+
+import pytest
+
+from agentguard import (
+    AttestationExpired,
+    AttestationReplayed,
+    ConfigurationError,
+    GatewayUnavailable,
+    Guard,
+    IntentMismatch,
+    NewtonBindingVerifier,
+    NewtonGateway,
+    Signer,
+    TransactionIntent,
+)
+from agentguard._defaults import Defaults
+from agentguard._exceptions import OnchainCheckRequired, ReservationError
+from agentguard._value import Spend
+from agentguard._verifier import VerifiedAttestation
+from agentguard.ledger import Ledger, Limits
+from agentguard.pipeline import Action, Landed, Prepared, Runner, Signed
+from tests.newton_fake.gateway import POLICY_ID, REFERENCE_BLOCK, Answer, FakeNewton
+from tests.unit.conftest import PAYEE, POLICY_CLIENT, TOKEN
+
+SIGNER = Signer.from_key("0x" + "5e" * 32)
+ETH = "0x" + "00" * 20
+
+
+def transfer(amount: int = 1_000_000) -> TransactionIntent:
+    return TransactionIntent.erc20_transfer(
+        sender=SIGNER.address, token=TOKEN, recipient=PAYEE, amount=amount, chain_id=8453
+    )
+
+
+def newton_guard(
+    fake: FakeNewton, *, block: int | None = None, max_lifetime: int = 3600, **defaults: Any
+) -> Guard:
+    chain_block = REFERENCE_BLOCK + 1 if block is None else block
+    verifier = NewtonBindingVerifier(
+        policy_client=POLICY_CLIENT,
+        block_number=lambda: chain_block,
+        policy_id=POLICY_ID,
+        max_lifetime=max_lifetime,
+    )
+    gateway = NewtonGateway(fake.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID)
+    return Guard(gateway, verifier, Defaults(**defaults))
+
+
+class VaultLikePort:
+    """What a vault port does: its contract checks the attestation onchain, so nothing here
+    signs with the agent's key; the agent pays the network fee (held in the budget)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def prepare(self, verified: VerifiedAttestation) -> Prepared:
+        return Prepared(fee=Spend(asset=ETH, amount=10**12, recipient=None, kind="native"))
+
+    def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
+        return Signed(reference=f"vault:{verified.task_id}", payload=None)
+
+    def abandon(self, prepared: Prepared) -> None:
+        pass
+
+    def send(self, signed: Signed) -> Landed:
+        self.sent.append(signed.reference)
+        return Landed(signed.reference)
+
+    def confirm(self, signed: Signed) -> Landed:
+        raise AssertionError("send answered with an outcome")
+
+
+def test_block_expiry_reaches_the_ledger_as_a_unix_deadline(newton: FakeNewton) -> None:
+    """Before: ``VerifiedAttestation.expires_at`` was Newton's expiration block (40,000,100),
+    which the ledger reads as a unix time in 1971: the fee hold was refused ("not in the
+    future") and the bound hold was already expired, so no Newton-authorized action could run
+    through the pipeline. Now it is the ticket's unix deadline for every scheme."""
+    ledger, port = Ledger(), VaultLikePort()
+    guard = newton_guard(newton)
+    action = Action(agent=SIGNER.address, intent=transfer(), limits=Limits(), rail="transaction")
+    before = time.time()
+    settled = Runner(guard, ledger).run(action, port)
+    assert port.sent and settled is not None
+    assert ledger.usage(SIGNER.address, 3600).spent[TOKEN.lower()] == 1_000_000
+    # the block number itself is not a deadline the ledger can hold to
+    with pytest.raises(ReservationError, match="not in the future"):
+        ledger.reserve(
+            SIGNER.address,
+            transfer().spend,
+            key="block-as-time",
+            expires_at=REFERENCE_BLOCK + 100,
+            limits=Limits(),
+        )
+    verified = newton_guard(newton).authorize(transfer(2))
+    assert before < verified.expires_at <= time.time() + 100 * 2.0
+    assert verified.attestation.expires_at == REFERENCE_BLOCK + 100
+
+
+def test_an_eoa_signs_nothing_on_an_unchecked_newton_attestation(newton: FakeNewton) -> None:
+    verified = newton_guard(newton).authorize(transfer())
+    assert verified.assurance == "newton-bls-binding" and verified.signers == ()
+    with pytest.raises(OnchainCheckRequired):
+        SIGNER.sign_transaction(
+            verified, nonce=0, gas=100_000, max_fee_per_gas=10**9, max_priority_fee_per_gas=10**6
+        )
+
+
+def test_an_offchain_call_does_not_run_on_an_unchecked_newton_attestation(
+    newton: FakeNewton,
+) -> None:
+    """Before: ``guard.run_call`` ran the function on a Newton attestation whose operator
+    signatures nobody had checked (a gateway could forge the allow). Now the call port, like
+    the Signer, refuses the ``newton-bls-binding`` assurance."""
+    guard = newton_guard(newton, signer=SIGNER, ledger=Ledger(), limits=Limits())
+    ran: list[bool] = []
+    with pytest.raises(OnchainCheckRequired):
+        guard.run_call("send_email", {"to": "a"}, lambda: ran.append(True))
+    assert ran == []
+
+
+def test_a_gateway_answering_for_another_intent_is_refused(newton: FakeNewton) -> None:
+    newton.answer(Answer(intent=transfer(10**12).wire()))
+    with pytest.raises(IntentMismatch):
+        newton_guard(newton).authorize(transfer(1))
+
+
+def test_a_replayed_newton_answer_verifies_once(newton: FakeNewton) -> None:
+    same = "0x" + "77" * 32
+    newton.answer(Answer(task_id=same), Answer(task_id=same))
+    guard = newton_guard(newton)
+    guard.authorize(transfer())
+    with pytest.raises(AttestationReplayed):
+        guard.authorize(transfer())
+
+
+def test_a_far_future_expiration_buys_no_more_than_max_lifetime(newton: FakeNewton) -> None:
+    newton.answer(Answer(expire_after=2**31))
+    verified = newton_guard(newton, max_lifetime=60).authorize(transfer())
+    assert verified.attestation.expires_at == REFERENCE_BLOCK + 2**31
+    assert verified.expires_at <= time.time() + 60
+
+
+@pytest.mark.parametrize("blocks_past", [0, 1, 10_000])
+def test_a_block_expiry_already_passed_is_expired(newton: FakeNewton, blocks_past: int) -> None:
+    guard = newton_guard(newton, block=REFERENCE_BLOCK + 100 + blocks_past)
+    with pytest.raises(AttestationExpired, match="block"):
+        guard.authorize(transfer())
+
+
+def test_shadow_mode_on_a_lying_simulation_signs_and_holds_nothing(newton: FakeNewton) -> None:
+    """A simulation that says allow for anything is only recorded: no task is created, nothing
+    verified, held or signed; the call runs as shadow mode promises."""
+    newton.default = Answer(simulate_allow=True, decision="deny")
+    ledger = Ledger()
+    guard = newton_guard(newton, signer=SIGNER, ledger=ledger, limits=Limits())
+    assert guard.run_call("drain", {"all": True}, lambda: "ran", shadow=True) == "ran"
+    assert [r["method"] for r in newton.requests] == ["newt_simulateTask"]
+    assert ledger.usage(SIGNER.address, 3600).count == 0
+    # and the same action enforced is what the network really says
+    with pytest.raises(Exception, match="denied"):
+        guard.run_call("drain", {"all": True}, lambda: "ran")
+
+
+# -- Guard.connect picks the verifier ------------------------------------------------------
+
+
+class StandInNewtonVerifier:
+    """Stands in for part B's ``agentguard.newton.NewtonVerifier`` (not on this branch)."""
+
+    made: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        StandInNewtonVerifier.made.append(kwargs)
+        self.policy_client = kwargs["policy_client"]
+
+    def verify(self, attestation: Any, intent: Any) -> Any:
+        raise AssertionError("not used here")
+
+
+@pytest.fixture
+def newton_module(monkeypatch: pytest.MonkeyPatch) -> type[StandInNewtonVerifier]:
+    module = types.ModuleType("agentguard.newton")
+    module.NewtonVerifier = StandInNewtonVerifier  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "agentguard.newton", module)
+    StandInNewtonVerifier.made.clear()
+    return StandInNewtonVerifier
+
+
+def test_connect_without_operators_is_newton_bls(newton: FakeNewton, newton_module: Any) -> None:
+    web3 = object()
+    guard = Guard.connect(
+        newton.url,
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        web3=web3,  # type: ignore[arg-type]
+    )
+    assert isinstance(guard.verifier, newton_module)
+    [made] = newton_module.made
+    assert made["web3"] is web3 and made["policy_id"] == POLICY_ID
+    assert made["threshold_percentage"] is None  # Newton's gateway default
+    # it asked the gateway what it is, once; Newton's gateway does not know the method
+    assert [r["method"] for r in newton.requests] == ["agentguard_networkInfo"]
+    # so a task whose answer is lost is never sent twice
+    newton.answer(Answer(http=502))
+    with pytest.raises(GatewayUnavailable, match="a task may exist"):
+        guard.authorizer.authorize(transfer())
+    assert len(newton.calls("newt_createTask")) == 1
+
+
+def test_connect_without_operators_needs_the_chain(newton: FakeNewton, newton_module: Any) -> None:
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_RPC_URL"):
+        Guard.connect(newton.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID)
+
+
+def test_connect_without_operators_and_without_newton_support(newton: FakeNewton, monkeypatch):
+    monkeypatch.setitem(sys.modules, "agentguard.newton", None)  # import fails
+    with pytest.raises(ConfigurationError, match="not available"):
+        Guard.connect(
+            newton.url,
+            policy_client=POLICY_CLIENT,
+            policy_id=POLICY_ID,
+            web3=object(),  # type: ignore[arg-type]
+        )
+
+
+def test_connect_with_operators_is_the_ecdsa_verifier(newton: FakeNewton) -> None:
+    from agentguard import Verifier
+
+    operators = ["0x" + "12" * 20, "0x" + "34" * 20, "0x" + "56" * 20]
+    guard = Guard.connect(
+        newton.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID, operators=operators
+    )
+    assert isinstance(guard.verifier, Verifier) and guard.verifier.threshold == 2
