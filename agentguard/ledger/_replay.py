@@ -65,7 +65,9 @@ class SQLiteReplayGuard:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     if now >= self._next_prune:
-                        db.execute("DELETE FROM used_attestations WHERE expires_at < ?", (int(now),))
+                        db.execute(
+                            "DELETE FROM used_attestations WHERE expires_at < ?", (int(now),)
+                        )
                         self._next_prune = now + 60
                     cursor = db.execute(
                         "INSERT OR IGNORE INTO used_attestations VALUES (?, ?)",

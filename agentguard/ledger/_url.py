@@ -25,6 +25,7 @@ from agentguard.ledger._ledger import Ledger
 __all__ = ["open_ledger", "open_replay_guard"]
 
 Kind = Literal["sqlite", "redis", "postgres"]
+_DEFAULT = "agentguard"
 _SCHEMES: dict[str, Kind] = {
     "sqlite": "sqlite",
     "redis": "redis",
@@ -34,12 +35,12 @@ _SCHEMES: dict[str, Kind] = {
 }
 
 
-def _parse(url: object) -> tuple[Kind, str, str | None]:
+def _parse(url: object) -> tuple[Kind, str, str]:
     """(kind, what the driver gets, namespace). A bare path is a SQLite file."""
     if not isinstance(url, str) or not url or "\x00" in url:
         raise ConfigurationError("a ledger URL must be a non-empty string")
     if "://" not in url:
-        return "sqlite", url, None
+        return "sqlite", url, _DEFAULT
     scheme = url.split("://", 1)[0].lower()
     kind = _SCHEMES.get(scheme)
     if kind is None:
@@ -52,26 +53,25 @@ def _parse(url: object) -> tuple[Kind, str, str | None]:
         path = url.split("://", 1)[1]
         if path and not path.startswith("/"):
             raise ConfigurationError("a SQLite ledger URL is sqlite:///PATH (three slashes)")
-        return kind, path[1:] or ":memory:", None
+        return kind, path[1:] or ":memory:", _DEFAULT
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     namespace = [v for k, v in query if k == "namespace"]
     rest = urlencode([(k, v) for k, v in query if k != "namespace"])
     if len(namespace) > 1:
         raise ConfigurationError("a ledger URL names its namespace at most once")
-    return kind, urlunsplit(parts._replace(query=rest)), namespace[0] if namespace else None
+    return kind, urlunsplit(parts._replace(query=rest)), namespace[0] if namespace else _DEFAULT
 
 
-def _backend(kind: Kind, target: str, namespace: str | None) -> LedgerBackend:
-    name = {"namespace": namespace} if namespace is not None else {}
+def _backend(kind: Kind, target: str, namespace: str) -> LedgerBackend:
     if kind == "redis":
         from agentguard.ledger._redis import RedisBackend
 
-        return RedisBackend(target, **name)
+        return RedisBackend(target, namespace=namespace)
     if kind == "postgres":
         from agentguard.ledger._postgres import PostgresBackend
 
-        return PostgresBackend(target, **name)
+        return PostgresBackend(target, namespace=namespace)
     from agentguard.ledger._sqlite import SQLiteBackend
 
     return SQLiteBackend(target)
@@ -86,15 +86,14 @@ def open_replay_guard(url: str) -> ReplayGuard:
     """The used-attestation record at ``url``: shared by every process that opens the same
     URL (an in-memory SQLite URL gives this process's own ``MemoryReplayGuard``)."""
     kind, target, namespace = _parse(url)
-    name = {"namespace": namespace} if namespace is not None else {}
     if kind == "redis":
         from agentguard.ledger._redis import RedisReplayGuard
 
-        return RedisReplayGuard(target, **name)
+        return RedisReplayGuard(target, namespace=namespace)
     if kind == "postgres":
         from agentguard.ledger._postgres import PostgresReplayGuard
 
-        return PostgresReplayGuard(target, **name)
+        return PostgresReplayGuard(target, namespace=namespace)
     if target == ":memory:":
         return MemoryReplayGuard()
     from agentguard.ledger._replay import SQLiteReplayGuard
