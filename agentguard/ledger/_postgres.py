@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace as _replace
 from typing import Any, TypeVar
 
@@ -117,6 +117,24 @@ def _namespace(value: str) -> str:
             "namespace must be a lowercase identifier (a-z, 0-9, _; at most 63 characters)"
         )
     return value
+
+
+def _paged(
+    db: Any, query: str, args: tuple[Any, ...], page: int = 256
+) -> Iterator[tuple[float, Any]]:
+    """(created_at, value) of ``query``'s rows oldest first, fetched a page at a time: a
+    refusal's wording reads only as far as it needs to say when room frees up."""
+    after: tuple[float, int] = (float("-inf"), 0)
+    while True:
+        rows = db.execute(
+            query + " AND (created_at, seq) > (%s, %s) ORDER BY created_at, seq LIMIT %s",
+            (*args, *after, page),
+        ).fetchall()
+        for at, _, value in rows:
+            yield at, value
+        if len(rows) < page:
+            return
+        after = (rows[-1][0], rows[-1][1])
 
 
 class _Postgres:
@@ -296,12 +314,12 @@ class PostgresBackend:
                 ).fetchone()[0]
             )
             if used + amount > window.max_amount:
-                rows = db.execute(
-                    f"SELECT created_at, amount FROM {t} WHERE agent = %s AND "  # noqa: S608
-                    "created_at > %s AND state <> 'released' AND asset = %s "
-                    "ORDER BY created_at, seq",
+                rows = _paged(
+                    db,
+                    f"SELECT created_at, seq, amount FROM {t} WHERE agent = %s AND "  # noqa: S608
+                    "created_at > %s AND state <> 'released' AND asset = %s",
                     (agent, since, asset),
-                ).fetchall()
+                )
                 in_window = ((at, int(spent)) for at, spent in rows)
                 raise window_refusal(
                     agent, window, used, amount, in_window, now, limits.amount_text(asset)
@@ -316,12 +334,13 @@ class PostgresBackend:
                 ).fetchone()[0]
             )
             if count + 1 > rate.max_count:
-                rows = db.execute(
-                    f"SELECT created_at FROM {t} WHERE agent = %s AND created_at > %s AND "  # noqa: S608
-                    "state <> 'released' AND actions > 0 ORDER BY created_at, seq",
+                rows = _paged(
+                    db,
+                    f"SELECT created_at, seq, 0 FROM {t} WHERE agent = %s AND "  # noqa: S608
+                    "created_at > %s AND state <> 'released' AND actions > 0",
                     (agent, since),
-                ).fetchall()
-                raise rate_refusal(agent, rate, count, (at for (at,) in rows), now)
+                )
+                raise rate_refusal(agent, rate, count, (at for at, _ in rows), now)
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         def body(db: Any) -> Reservation:

@@ -132,15 +132,7 @@ if op == 'reserve' then
     local sec, max = ARGV[i], ARGV[i + 1]
     i = i + 2
     local w, total = rolled(agent, asset, sec, now)
-    if cmp(add(total, amount), max) > 0 then
-      local members = redis.call('ZRANGE', w, 0, -1, 'WITHSCORES')
-      local out = {'window', k, total}
-      for m = 1, #members, 2 do
-        out[#out + 1] = members[m + 1]
-        out[#out + 1] = redis.call('HGET', rkey(members[m]), 'amount')
-      end
-      return out
-    end
+    if cmp(add(total, amount), max) > 0 then return {'window', k, total, w} end
   end
   local nrate = tonumber(ARGV[i])
   i = i + 1
@@ -149,16 +141,7 @@ if op == 'reserve' then
     i = i + 2
     if actions == '1' then -- a fee held next to an action is not another action
       local w, _, count = rolled(agent, '', sec, now)
-      if count + 1 > max then
-        local members = redis.call('ZRANGE', w, 0, -1, 'WITHSCORES')
-        local out = {'rate', k, tostring(count)}
-        for m = 1, #members, 2 do
-          if redis.call('HGET', rkey(members[m]), 'actions') == '1' then
-            out[#out + 1] = members[m + 1]
-          end
-        end
-        return out
-      end
+      if count + 1 > max then return {'rate', k, tostring(count), w} end
     end
   end
   local seq = redis.call('INCR', P .. 'seq')

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agentguard._exceptions import (
     AttestationReplayed,
+    BudgetExceeded,
     ConfigurationError,
     LedgerUnavailable,
     ReservationError,
@@ -189,13 +190,16 @@ class RedisBackend:
             raise per_tx_refusal(agent, asset, amount, cap, limits.amount_text(asset))
         raise self._refusal(request, limits, answer, now)
 
-    @staticmethod
-    def _refusal(request: ReserveRequest, limits: Limits, answer: list[Any], now: float) -> Any:
+    def _refusal(
+        self, request: ReserveRequest, limits: Limits, answer: list[Any], now: float
+    ) -> BudgetExceeded:
+        """The refusal, worded from the window's members read after the script (oldest first,
+        a page at a time, only as far as needed to say when room frees up: advisory)."""
         agent, asset = request.agent, request.asset
+        members = self._members(answer[3])
         if answer[0] == "window":
             window = limits.windows_for(asset)[int(answer[1]) - 1]
-            rest = answer[3:]
-            in_window = ((float(at), int(spent)) for at, spent in _pairs(rest))
+            in_window = ((at, int(f[0])) for _, at, f in members if f[0] is not None)
             return window_refusal(
                 agent,
                 window,
@@ -206,7 +210,26 @@ class RedisBackend:
                 limits.amount_text(asset),
             )
         rate = limits.rate[int(answer[1]) - 1]
-        return rate_refusal(agent, rate, int(answer[2]), (float(at) for at in answer[3:]), now)
+        return rate_refusal(
+            agent, rate, int(answer[2]), (at for _, at, f in members if f[1] == "1"), now
+        )
+
+    def _members(self, window_key: str, page: int = 256) -> Iterator[tuple[str, float, list[Any]]]:
+        client, prefix = self._redis.client, self._redis.prefix
+        start = 0
+        while True:
+            batch = self._redis.run(
+                lambda at=start: client.zrange(window_key, at, at + page - 1, withscores=True)
+            )
+            pipe = client.pipeline(transaction=False)
+            for member, _ in batch:
+                pipe.hmget(prefix + "r:" + member, "amount", "actions")
+            fields = self._redis.run(pipe.execute) if batch else []
+            for (member, at), f in zip(batch, fields, strict=True):
+                yield member, float(at), f
+            if len(batch) < page:
+                return
+            start += page
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         def decide(r: Reservation) -> Reservation | tuple[Any, ...]:
