@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,8 +219,8 @@ class RedisBackend:
         client, prefix = self._redis.client, self._redis.prefix
         start = 0
         while True:
-            batch = self._redis.run(
-                lambda at=start: client.zrange(window_key, at, at + page - 1, withscores=True)
+            batch: list[Any] = self._redis.run(
+                partial(client.zrange, window_key, start, start + page - 1, withscores=True)
             )
             pipe = client.pipeline(transaction=False)
             for member, _ in batch:
