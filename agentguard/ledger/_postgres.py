@@ -8,7 +8,8 @@
 * Sums are recomputed from the reservations (``numeric(78,0)``: exact to 2^256) on each
   ``reserve``, over a partial index of the counted rows: only rows inside the window are read.
 * ``bind``, ``mark_signed``, ``commit`` and ``release`` lock the one row (``FOR UPDATE``); they
-  only ever lower what counts, so they cannot make a concurrent ``reserve`` too loose.
+  only ever lower what counts, so they cannot make a concurrent ``reserve`` too loose. Nor can
+  giving back expired unsigned holds (every ``reserve`` does, for all agents, as SQLite does).
 * A dropped connection, a server that is down or restarting, a timeout: ``LedgerUnavailable``
   (whether the call took effect is unknown; whatever it may have reserved keeps counting). The
   next call reconnects. A deadlock or serialization failure is retried.
@@ -81,7 +82,7 @@ def _schema(ns: str) -> tuple[str, ...]:
         f'CREATE INDEX IF NOT EXISTS counted ON "{ns}".reservations '
         "(agent, created_at) INCLUDE (asset, amount, actions) WHERE state <> 'released'",
         f'CREATE INDEX IF NOT EXISTS by_agent ON "{ns}".reservations (agent, created_at, seq)',
-        f'CREATE INDEX IF NOT EXISTS unsigned ON "{ns}".reservations (agent, expires_at) '
+        f'CREATE INDEX IF NOT EXISTS unsigned ON "{ns}".reservations (expires_at) '
         "WHERE state = 'reserved'",
         f"CREATE INDEX IF NOT EXISTS signed ON \"{ns}\".reservations (seq) WHERE state = 'signed'",
         f"""CREATE TABLE IF NOT EXISTS "{ns}".used_attestations (
@@ -184,9 +185,11 @@ class _Postgres:
         with self._lock:
             if os.getpid() != self._pid:  # a connection never crosses a fork
                 self._conn, self._pid = None, os.getpid()
+            reconnected = False
             for attempt in range(_RETRIES):
+                fresh = self._conn is None or self._conn.closed
                 try:
-                    if self._conn is None or self._conn.closed:
+                    if fresh:
                         self._conn = self._connect()
                     with self._conn.transaction():
                         return body(self._conn)
@@ -197,13 +200,23 @@ class _Postgres:
                         f"the PostgreSQL ledger cannot store this value ({type(exc).__name__}); "
                         "nothing was recorded"
                     ) from None
+                except self._psycopg.OperationalError:
+                    # A connection broken since its last use (the server restarted): once more
+                    # on a new one. Every operation is idempotent, so a lost answer is safe too.
+                    self._drop()
+                    if fresh or reconnected:
+                        raise self._unavailable("unreachable") from None
+                    reconnected = True
                 except self._psycopg.Error as exc:
                     self._drop()
-                    raise LedgerUnavailable(
-                        f"the PostgreSQL ledger at {self.where} failed ({type(exc).__name__}); "
-                        "the call may or may not have taken effect"
-                    ) from None
+                    raise self._unavailable(type(exc).__name__) from None
             raise LedgerUnavailable(f"the PostgreSQL ledger at {self.where} stayed contended")
+
+    def _unavailable(self, what: str) -> LedgerUnavailable:
+        return LedgerUnavailable(
+            f"the PostgreSQL ledger at {self.where} failed ({what}); "
+            "the call may or may not have taken effect"
+        )
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -258,11 +271,7 @@ class PostgresBackend:
             if row is not None:
                 return check_same_spend(_row(row), request)
             expired = "expired before it was signed"
-            self._release_where(
-                db,
-                "agent = %s AND state = 'reserved' AND expires_at <= %s",
-                (expired, now, request.agent, now),
-            )
+            self._release_where(db, "state = 'reserved' AND expires_at <= %s", (expired, now, now))
             self._check(db, request, limits, now)
             db.execute(
                 f"INSERT INTO {self._table} (key, agent, asset, amount, reserved, recipient, "  # noqa: S608

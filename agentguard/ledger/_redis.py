@@ -86,6 +86,8 @@ class _Redis:
     def __init__(self, url: str, namespace: str) -> None:
         try:
             import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
         except ImportError:  # pragma: no cover - depends on the installation
             raise ConfigurationError(
                 "a redis:// ledger needs redis-py: pip install 'agentguard[redis]'"
@@ -97,7 +99,13 @@ class _Redis:
         self._error: type[Exception] = redis.RedisError
         try:
             self.client: Any = redis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+                url,
+                decode_responses=True,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                # a dropped connection is retried on a new one (every call is idempotent); a
+                # server that stays down is LedgerUnavailable within a second
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             )
             pool_kwargs = self.client.connection_pool.connection_kwargs
         except (ValueError, redis.RedisError):

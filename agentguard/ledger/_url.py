@@ -12,6 +12,7 @@ one server: a Redis key prefix, a PostgreSQL schema. A URL's password is registe
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -26,6 +27,7 @@ __all__ = ["open_ledger", "open_replay_guard"]
 
 Kind = Literal["sqlite", "redis", "postgres"]
 _DEFAULT = "agentguard"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 _SCHEMES: dict[str, Kind] = {
     "sqlite": "sqlite",
     "redis": "redis",
@@ -40,6 +42,8 @@ def _parse(url: object) -> tuple[Kind, str, str]:
     if not isinstance(url, str) or not url or "\x00" in url:
         raise ConfigurationError("a ledger URL must be a non-empty string")
     if "://" not in url:
+        if _SCHEME.match(url):  # "redis:host", "sqlite:x.db": a mistyped URL, not a file name
+            raise ConfigurationError("a ledger URL is SCHEME://…; did you mean sqlite:///PATH?")
         return "sqlite", url, _DEFAULT
     scheme = url.split("://", 1)[0].lower()
     kind = _SCHEMES.get(scheme)
