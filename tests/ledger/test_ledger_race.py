@@ -1,4 +1,4 @@
-"""Issue 15's concurrency proof, on each backend: P processes × M threads race N reservations
+"""Issue 15's concurrency proof, on each backend: P processes x M threads race N reservations
 of 2^70 + 1 atomic units against one window cap that holds exactly N/2 of them, each granted
 one is marked signed and committed (some for 1 or 2 units less), and every worker also claims
 one of N/4 attestations, each offered to four workers in different processes.
