@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import threading
@@ -56,6 +57,7 @@ _COLUMNS = (
     "updated_at, reference, outcome, reason, actions, task_id"
 )
 _BIGINT_MAX = 2**63 - 1
+_EXPIRED = "state = 'reserved' AND expires_at <= %s"
 
 
 def _schema(ns: str) -> tuple[str, ...]:
@@ -85,6 +87,16 @@ def _schema(ns: str) -> tuple[str, ...]:
         f'CREATE INDEX IF NOT EXISTS unsigned ON "{ns}".reservations (expires_at) '
         "WHERE state = 'reserved'",
         f"CREATE INDEX IF NOT EXISTS signed ON \"{ns}\".reservations (seq) WHERE state = 'signed'",
+        # What each second of each agent's spending still counts: the caps sum these buckets
+        # (and the rows of the one bucket a window boundary cuts), not every reservation.
+        f"""CREATE TABLE IF NOT EXISTS "{ns}".buckets (
+            agent       text NOT NULL,
+            asset       text NOT NULL,
+            second      bigint NOT NULL,
+            total       numeric(78, 0) NOT NULL,
+            count       integer NOT NULL,
+            PRIMARY KEY (agent, asset, second))""",
+        f'CREATE INDEX IF NOT EXISTS buckets_by_agent ON "{ns}".buckets (agent, second)',
         f"""CREATE TABLE IF NOT EXISTS "{ns}".used_attestations (
             task_id     bytea PRIMARY KEY,
             expires_at  bigint NOT NULL)""",
@@ -121,7 +133,7 @@ def _namespace(value: str) -> str:
 
 
 def _paged(
-    db: Any, query: str, args: tuple[Any, ...], page: int = 256
+    db: Any, query: str, args: tuple[Any, ...], page: int = 8
 ) -> Iterator[tuple[float, Any]]:
     """(created_at, value) of ``query``'s rows oldest first, fetched a page at a time: a
     refusal's wording reads only as far as it needs to say when room frees up."""
@@ -135,7 +147,7 @@ def _paged(
             yield at, value
         if len(rows) < page:
             return
-        after = (rows[-1][0], rows[-1][1])
+        after, page = (rows[-1][0], rows[-1][1]), min(page * 4, 1024)
 
 
 class _Postgres:
@@ -236,6 +248,7 @@ class PostgresBackend:
         self._db = _Postgres(url, namespace)
         t = f'"{self._db.ns}".reservations'
         self._table = t
+        self._buckets = f'"{self._db.ns}".buckets'
         self._select = f"SELECT {_COLUMNS} FROM {t} WHERE "  # noqa: S608 - validated identifier
         self._db.run(lambda _: None)  # create the schema, or fail now
 
@@ -251,13 +264,37 @@ class PostgresBackend:
             raise ReservationError(f"no reservation with id {reservation_id!r} in this ledger")
         return _row(row)
 
-    def _release_where(self, db: Any, where: str, args: tuple[Any, ...]) -> list[Reservation]:
-        rows = db.execute(
+    def _release_where(
+        self, db: Any, where: str, args: tuple[Any, ...], reason: str, now: float
+    ) -> list[Reservation]:
+        held = [
+            _row(row)
+            for row in db.execute(
+                self._select + where + " AND state <> 'released' ORDER BY key FOR UPDATE", args
+            ).fetchall()
+        ]
+        if not held:
+            return []
+        db.execute(
             f"UPDATE {self._table} SET state = 'released', amount = 0, reason = %s, "  # noqa: S608
-            f"updated_at = %s WHERE {where} RETURNING {_COLUMNS}",
-            args,
-        ).fetchall()
-        return [_row(row) for row in rows]
+            "updated_at = %s WHERE key = ANY(%s)",
+            (reason, now, [r.id for r in held]),
+        )
+        for r in held:
+            self._count(db, r, -r.amount, -int(r.action))
+        return [
+            _replace(r, state="released", amount=0, reason=reason, updated_at=now) for r in held
+        ]
+
+    def _count(self, db: Any, r: Reservation, delta: int, count_delta: int) -> None:
+        """Apply a change of what ``r`` counts to its second's bucket."""
+        if delta or count_delta:
+            db.execute(
+                f"INSERT INTO {self._buckets} AS b VALUES (%s, %s, %s, %s, %s) "  # noqa: S608
+                "ON CONFLICT (agent, asset, second) DO UPDATE "
+                "SET total = b.total + EXCLUDED.total, count = b.count + EXCLUDED.count",
+                (r.agent, r.asset, math.floor(r.created_at), delta, count_delta),
+            )
 
     # -- LedgerBackend -----------------------------------------------------------------------
 
@@ -270,8 +307,7 @@ class PostgresBackend:
             row = db.execute(self._select + "key = %s", (request.key,)).fetchone()
             if row is not None:
                 return check_same_spend(_row(row), request)
-            expired = "expired before it was signed"
-            self._release_where(db, "state = 'reserved' AND expires_at <= %s", (expired, now, now))
+            self._release_where(db, _EXPIRED, (now,), "expired before it was signed", now)
             self._check(db, request, limits, now)
             db.execute(
                 f"INSERT INTO {self._table} (key, agent, asset, amount, reserved, recipient, "  # noqa: S608
@@ -290,7 +326,7 @@ class PostgresBackend:
                     int(request.action),
                 ),
             )
-            return Reservation(
+            reservation = Reservation(
                 id=request.key,
                 key=request.key,
                 agent=request.agent,
@@ -304,6 +340,8 @@ class PostgresBackend:
                 updated_at=now,
                 action=request.action,
             )
+            self._count(db, reservation, request.amount, int(request.action))
+            return reservation
 
         return self._db.run(body)
 
@@ -315,13 +353,7 @@ class PostgresBackend:
         t = self._table
         for window in limits.windows_for(asset):
             since = now - window.window_seconds
-            used = int(
-                db.execute(
-                    f"SELECT coalesce(sum(amount), 0) FROM {t} WHERE agent = %s AND "  # noqa: S608
-                    "created_at > %s AND state <> 'released' AND asset = %s",
-                    (agent, since, asset),
-                ).fetchone()[0]
-            )
+            used, _ = self._counted(db, agent, asset, since)
             if used + amount > window.max_amount:
                 rows = _paged(
                     db,
@@ -335,13 +367,7 @@ class PostgresBackend:
                 )
         for rate in limits.rate if request.action else ():  # a fee is not another action
             since = now - rate.window_seconds
-            count = int(
-                db.execute(
-                    f"SELECT coalesce(sum(actions), 0) FROM {t} WHERE agent = %s AND "  # noqa: S608
-                    "created_at > %s AND state <> 'released'",
-                    (agent, since),
-                ).fetchone()[0]
-            )
+            _, count = self._counted(db, agent, None, since)
             if count + 1 > rate.max_count:
                 rows = _paged(
                     db,
@@ -350,6 +376,21 @@ class PostgresBackend:
                     (agent, since),
                 )
                 raise rate_refusal(agent, rate, count, (at for at, _ in rows), now)
+
+    def _counted(self, db: Any, agent: str, asset: str | None, since: float) -> tuple[int, int]:
+        """(amount, actions) ``agent`` counts after ``since`` (in ``asset``, or in all): the
+        whole seconds from their buckets, the second ``since`` cuts from its rows."""
+        edge = math.floor(since)
+        scope, arg = ("AND asset = %s", (asset,)) if asset is not None else ("", ())
+        rows = db.execute(
+            f"SELECT coalesce(sum(total), 0), coalesce(sum(count), 0) FROM {self._buckets} "  # noqa: S608
+            f"WHERE agent = %s {scope} AND second > %s UNION ALL "
+            f"SELECT coalesce(sum(amount), 0), coalesce(sum(actions), 0) FROM {self._table} "
+            f"WHERE agent = %s {scope} AND state <> 'released' AND created_at > %s "
+            "AND created_at < %s",
+            (agent, *arg, edge, agent, *arg, since, edge + 1),
+        ).fetchall()
+        return sum(int(a) for a, _ in rows), sum(int(c) for _, c in rows)
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         def body(db: Any) -> Reservation:
@@ -404,6 +445,7 @@ class PostgresBackend:
                 "updated_at = %s WHERE key = %s",
                 (final, outcome, now, r.id),
             )
+            self._count(db, r, final - r.amount, 0)
             return _replace(r, state="committed", amount=final, outcome=outcome, updated_at=now)
 
         return self._db.run(body)
@@ -414,7 +456,7 @@ class PostgresBackend:
             same = check_release(r)
             if same is not None:
                 return same
-            return self._release_where(db, "key = %s", (reason, now, r.id))[0]
+            return self._release_where(db, "key = %s", (r.id,), reason, now)[0]
 
         return self._db.run(body)
 
@@ -424,9 +466,7 @@ class PostgresBackend:
     def expire(self, now: float) -> list[Reservation]:
         return self._db.run(
             lambda db: self._release_where(
-                db,
-                "state = 'reserved' AND expires_at <= %s",
-                ("expired before it was signed", now, now),
+                db, _EXPIRED, (now,), "expired before it was signed", now
             )
         )
 

@@ -223,7 +223,7 @@ class RedisBackend:
             agent, rate, int(answer[2]), (at for _, at, f in members if f[1] == "1"), now
         )
 
-    def _members(self, window_key: str, page: int = 256) -> Iterator[tuple[str, float, list[Any]]]:
+    def _members(self, window_key: str, page: int = 8) -> Iterator[tuple[str, float, list[Any]]]:
         client, prefix = self._redis.client, self._redis.prefix
         start = 0
         while True:
@@ -239,6 +239,7 @@ class RedisBackend:
             if len(batch) < page:
                 return
             start += page
+            page = min(page * 4, 1024)  # the first few usually say when room frees up
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         def decide(r: Reservation) -> Reservation | tuple[Any, ...]:
