@@ -217,7 +217,7 @@ class _Postgres:
                     # on a new one. Every operation is idempotent, so a lost answer is safe too.
                     self._drop()
                     if fresh or reconnected:
-                        raise self._unavailable("unreachable") from None
+                        raise self._unavailable("cannot connect, or the connection broke") from None
                     reconnected = True
                 except self._psycopg.Error as exc:
                     self._drop()

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._verifier import MemoryReplayGuard, ReplayGuard
@@ -61,7 +61,7 @@ def _parse(url: object) -> tuple[Kind, str, str]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     namespace = [v for k, v in query if k == "namespace"]
-    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
+    rest = urlencode([(k, v) for k, v in query if k != "namespace"], quote_via=quote)
     if len(namespace) > 1:
         raise ConfigurationError("a ledger URL names its namespace at most once")
     return kind, urlunsplit(parts._replace(query=rest)), namespace[0] if namespace else _DEFAULT
