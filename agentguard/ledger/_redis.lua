@@ -1,8 +1,14 @@
 -- agentguard's Redis ledger: every call is this one script, so each is one atomic step.
--- ARGV[1] = key prefix ("{namespace}:"), ARGV[2] = operation, then the operation's arguments.
+-- ARGV[1] = key prefix ("{namespace}:"), ARGV[2] = the ledger's epoch as this client first saw
+-- it, ARGV[3] = operation, then the operation's arguments (renumbered from ARGV[2] below).
 -- Amounts are canonical decimal strings (exact to 2^256; Lua's numbers are doubles), added
 -- and compared here in base-10^7 limbs. Times are the strings the caller sent (exact doubles).
-local P, op = ARGV[1], ARGV[2]
+local P = ARGV[1]
+-- A Redis that came back without its data (no persistence, a failover to an empty replica)
+-- has no epoch, or another one: every budget it holds restarted from zero. Refuse, do not count.
+if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'lost'} end
+table.remove(ARGV, 2)
+local op = ARGV[2]
 
 local function limbs(s)
   local t, i = {}, #s
@@ -118,6 +124,16 @@ local function rolled(agent, asset, sec, now)
     redis.call('HSET', t, 'total', total, 'count', count)
   end
   return w, total, count
+end
+
+if op == 'claim' then -- the used-attestation record: ARGV[3] key, ARGV[4] unix expiry or ''
+  local done
+  if ARGV[4] == '' then
+    done = redis.call('SET', P .. 'used:' .. ARGV[3], '1', 'NX')
+  else
+    done = redis.call('SET', P .. 'used:' .. ARGV[3], '1', 'NX', 'EXAT', ARGV[4])
+  end
+  return {done and 'claimed' or 'used'}
 end
 
 if op == 'reserve' then

@@ -11,7 +11,8 @@
   (compare-and-set; on a race the check runs again).
 * Keys share one hash tag (``{namespace}:…``), so the whole ledger lives on one shard.
 * Redis must persist what it acknowledges (``appendonly yes``): a Redis that restarts empty
-  forgets every counted spend, and the budget starts over.
+  forgets every counted spend. A client notices (the ledger's random epoch key is gone or
+  different) and refuses from then on, rather than counting from zero.
 * A refused connection, a timeout, a restarting server: ``LedgerUnavailable`` (whether the call
   took effect is unknown; a reservation it may have made counts until it expires or is
   settled). redis-py reconnects on the next call.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -115,6 +117,7 @@ class _Redis:
         self.where = f"{pool_kwargs.get('host', 'localhost')}:{pool_kwargs.get('port', 6379)}"
         self.prefix = "{" + namespace + "}:"
         self._script = self.client.register_script(_SCRIPT)
+        self.epoch = ""
 
     def run(self, body: Callable[[], _T]) -> _T:
         try:
@@ -126,7 +129,21 @@ class _Redis:
             ) from None
 
     def script(self, op: str, *args: object) -> Any:
-        return self.run(lambda: self._script(args=[self.prefix, op, *map(str, args)]))
+        answer = self.run(lambda: self._script(args=[self.prefix, self.epoch, op, *map(str, args)]))
+        if answer and answer[0] == "lost":
+            raise LedgerUnavailable(
+                f"the Redis ledger at {self.where} lost its data (its epoch changed since this "
+                "process opened it: a restart without persistence, or a failover to an empty "
+                "replica); every counted spend is gone, so nothing more is reserved here. "
+                "Restore the data, or restart the agents to start a new budget knowingly"
+            )
+        return answer
+
+    def open_epoch(self) -> None:
+        """The ledger's epoch: made once by the first client, then read by every other."""
+        key = self.prefix + "epoch"
+        self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
+        self.epoch = self.run(lambda: self.client.get(key))
 
     def close(self) -> None:
         self.client.close()
@@ -137,7 +154,7 @@ class RedisBackend:
 
     def __init__(self, url: str, *, namespace: str = "agentguard") -> None:
         self._redis = _Redis(url, namespace)
-        self._redis.run(self._redis.client.ping)  # reachable now, or a clear error now
+        self._redis.open_epoch()  # reachable now, or a clear error now
 
     def _hash(self, reservation_id: str) -> list[str]:
         flat = self._redis.run(
@@ -313,20 +330,19 @@ class RedisBackend:
 
 class RedisReplayGuard:
     """``ReplayGuard`` on Redis: ``SET NX`` claims a task id once across every client; the key
-    lives a day past the attestation's expiry (Redis's clock may run a little ahead)."""
+    lives a day past the attestation's expiry (Redis's clock may run a little ahead). Like the
+    ledger, it refuses (``LedgerUnavailable``) once Redis lost its data: a forgotten claim
+    would let a used attestation verify again."""
 
     def __init__(self, url: str, *, namespace: str = "agentguard", keep: int = 86_400) -> None:
         self._redis = _Redis(url, namespace)
         self._keep = keep
-        self._redis.run(self._redis.client.ping)
+        self._redis.open_epoch()
 
     def claim(self, task_id: bytes, expires_at: int) -> bool:
-        key = self._redis.prefix + "used:" + bytes(task_id).hex()
         keep_until = int(expires_at) + self._keep
-        client = self._redis.client
-        if keep_until > time.time() + _FOREVER:
-            return bool(self._redis.run(lambda: client.set(key, "1", nx=True)))
-        return bool(self._redis.run(lambda: client.set(key, "1", nx=True, exat=keep_until)))
+        until = "" if keep_until > time.time() + _FOREVER else keep_until
+        return bool(self._redis.script("claim", bytes(task_id).hex(), until)[0] == "claimed")
 
     def close(self) -> None:
         self._redis.close()

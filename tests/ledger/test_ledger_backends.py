@@ -227,3 +227,65 @@ def test_the_naive_model_holds_on_server_backends(
     run_state_machine_as_test(
         machine, settings=settings(max_examples=25, stateful_step_count=30, deadline=None)
     )
+
+
+def test_a_redis_that_lost_its_data_is_refused_not_counted_from_zero(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Before: a Redis restarted without persistence (or failed over to an empty replica) came
+    back empty, and every agent process went on counting from zero: the whole budget again,
+    and every used attestation usable again. Now each client remembers the ledger's epoch and
+    refuses once it is gone."""
+    import redis
+
+    url = fresh_url("redis", base_url("redis", request), tmp_path)
+    ledger, guard = open_ledger(url), open_replay_guard(url)
+    limits = Limits(windows=[WindowCap(USDC, 3600, 10)])
+    spend = Spend(asset=USDC, amount=10)
+    ledger.reserve(AGENT, spend, key="a", expires_at=time.time() + 60, limits=limits)
+    assert guard.claim(b"\x07" * 32, int(time.time()) + 60)
+    client = redis.Redis.from_url(url.split("?")[0])
+    prefix = "{" + url.split("namespace=")[1] + "}:"
+    client.delete(*client.keys(prefix.replace("{", "\\{").replace("}", "\\}") + "*"))
+    with pytest.raises(LedgerUnavailable, match="lost its data"):
+        ledger.reserve(AGENT, spend, key="b", expires_at=time.time() + 60, limits=limits)
+    with pytest.raises(LedgerUnavailable, match="lost its data"):
+        guard.claim(b"\x07" * 32, int(time.time()) + 60)
+    ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (("x", "y:z"), ("x:y", "z")),  # where a naive key would join agent and asset
+        (("x#1", "a"), ("x", "1#a")),
+        (("2:ab", "c"), ("ab", "c")),
+    ],
+)
+def test_look_alike_agents_and_assets_never_share_a_budget(
+    one: tuple[str, str], other: tuple[str, str], open_shared: Callable[..., object]
+) -> None:
+    """Agent and asset are caller text: no spelling may land in another agent's counters."""
+    ledger = open_shared()
+    for i, (agent, asset) in enumerate((one, other)):
+        limits = Limits(windows=[WindowCap(asset, 3600, 5)], per_tx={asset: 5})
+        ledger.reserve(  # type: ignore[attr-defined]
+            agent, Spend(asset=asset, amount=5), key=f"k{i}", expires_at=time.time() + 60,
+            limits=limits,
+        )  # fmt: skip
+    for agent, asset in (one, other):
+        assert ledger.usage(agent, 3600).spent == {asset: 5}  # type: ignore[attr-defined]
+
+
+def test_text_a_server_cannot_store_is_a_typed_refusal(open_shared: Callable[..., object]) -> None:
+    """A NUL in an agent name: PostgreSQL's text cannot hold it. A typed agentguard error (or,
+    where the backend can store it, a normal reservation), never psycopg's DataError."""
+    ledger = open_shared()
+    try:
+        r = ledger.reserve(  # type: ignore[attr-defined]
+            "agent\x00x", Spend(asset=USDC, amount=1), key="k", expires_at=time.time() + 60,
+            limits=Limits(),
+        )  # fmt: skip
+    except AgentGuardError:
+        return
+    assert r.agent == "agent\x00x"
