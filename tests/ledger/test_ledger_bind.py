@@ -35,7 +35,9 @@ def spend(amount: int, asset: str = USDC) -> Spend:
     return Spend(asset=asset, amount=amount)
 
 
-def test_bind_moves_a_local_hold_to_the_attestations_life(open_shared: Callable[..., Ledger]) -> None:
+def test_bind_moves_a_local_hold_to_the_attestations_life(
+    open_shared: Callable[..., Ledger],
+) -> None:
     clock = Clock()
     ledger = open_shared(clock=clock)
     hold = ledger.reserve(AGENT, spend(5), key="local:1", expires_at=T0 + 120, limits=Limits())
@@ -61,7 +63,9 @@ def test_one_attestation_backs_one_reservation(open_shared: Callable[..., Ledger
     assert ledger.get(second.id).task_id is None
 
 
-def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound(open_shared: Callable[..., Ledger]) -> None:
+def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound(
+    open_shared: Callable[..., Ledger],
+) -> None:
     """Its hold may have been given back meanwhile (by another process's reserve)."""
     clock = Clock()
     ledger = open_shared(clock=clock)
