@@ -190,7 +190,7 @@ class _Postgres:
             self._ready = True
         return conn
 
-    def run(self, body: Callable[[Any], _T]) -> _T:
+    def run(self, body: Callable[[Any], _T], *, transaction: bool = True) -> _T:
         """``body(connection)`` inside one transaction; retried on a deadlock or serialization
         failure, ``LedgerUnavailable`` when the server cannot be reached."""
         errors = self._psycopg.errors
@@ -203,9 +203,15 @@ class _Postgres:
                 try:
                     if fresh:
                         self._conn = self._connect()
+                    if not transaction:  # one statement: atomic by itself, one round trip
+                        return body(self._conn)
                     with self._conn.transaction():
                         return body(self._conn)
-                except (errors.SerializationFailure, errors.DeadlockDetected):
+                except (
+                    errors.SerializationFailure,
+                    errors.DeadlockDetected,
+                    errors.UniqueViolation,  # a racing reserve of the same key: see reserve
+                ):
                     time.sleep(0.001 * (attempt + 1))
                 except errors.DataError as exc:  # e.g. a NUL character PostgreSQL cannot store
                     raise ReservationError(
@@ -248,7 +254,21 @@ class PostgresBackend:
         self._db = _Postgres(url, namespace)
         t = f'"{self._db.ns}".reservations'
         self._table = t
-        self._buckets = f'"{self._db.ns}".buckets'
+        self._buckets = b = f'"{self._db.ns}".buckets'
+        self._first = (
+            f"SELECT e.expired, {', '.join('r.' + c for c in _COLUMNS.split(', '))} "  # noqa: S608
+            "FROM (SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))) AS l, "
+            f"(SELECT EXISTS (SELECT 1 FROM {t} WHERE state = 'reserved' AND expires_at <= %s) "
+            f"AS expired) AS e LEFT JOIN {t} AS r ON r.key = %s"
+        )
+        self._insert = (
+            f"WITH held AS (INSERT INTO {t} (key, agent, asset, amount, reserved, recipient, "  # noqa: S608
+            "state, created_at, expires_at, updated_at, actions) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s) RETURNING 1) "
+            f"INSERT INTO {b} AS b SELECT %s, %s, %s, %s, %s FROM held "
+            "ON CONFLICT (agent, asset, second) DO UPDATE "
+            "SET total = b.total + EXCLUDED.total, count = b.count + EXCLUDED.count"
+        )
         self._select = f"SELECT {_COLUMNS} FROM {t} WHERE "  # noqa: S608 - validated identifier
         self._db.run(lambda _: None)  # create the schema, or fail now
 
@@ -300,32 +320,16 @@ class PostgresBackend:
 
     def reserve(self, request: ReserveRequest, limits: Limits, now: float) -> Reservation:
         def body(db: Any) -> Reservation:
-            db.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"{self._db.ns}/{request.agent}",),
-            )
-            row = db.execute(self._select + "key = %s", (request.key,)).fetchone()
-            if row is not None:
+            # One round trip: the agent's lock, whether any hold expired, the key's reservation.
+            # (This statement's snapshot predates the lock: a racing reserve of the same key
+            # makes the INSERT below fail, and the whole call is retried.)
+            first = db.execute(self._first, (self._lock_key(request.agent), now, request.key))
+            expired, *row = first.fetchone()
+            if row[0] is not None:
                 return check_same_spend(_row(row), request)
-            self._release_where(db, _EXPIRED, (now,), "expired before it was signed", now)
+            if expired:
+                self._release_where(db, _EXPIRED, (now,), "expired before it was signed", now)
             self._check(db, request, limits, now)
-            db.execute(
-                f"INSERT INTO {self._table} (key, agent, asset, amount, reserved, recipient, "  # noqa: S608
-                "state, created_at, expires_at, updated_at, actions) "
-                "VALUES (%s, %s, %s, %s, %s, %s, 'reserved', %s, %s, %s, %s)",
-                (
-                    request.key,
-                    request.agent,
-                    request.asset,
-                    request.amount,
-                    request.amount,
-                    request.recipient,
-                    now,
-                    request.expires_at,
-                    now,
-                    int(request.action),
-                ),
-            )
             reservation = Reservation(
                 id=request.key,
                 key=request.key,
@@ -340,57 +344,79 @@ class PostgresBackend:
                 updated_at=now,
                 action=request.action,
             )
-            self._count(db, reservation, request.amount, int(request.action))
+            r, actions = reservation, int(request.action)
+            db.execute(
+                self._insert,
+                (
+                    *(r.key, r.agent, r.asset, r.amount, r.amount, r.recipient),
+                    *(now, r.expires_at, now, actions),
+                    *(r.agent, r.asset, math.floor(now), r.amount, actions),
+                ),
+            )
             return reservation
 
         return self._db.run(body)
+
+    def _lock_key(self, agent: str) -> str:
+        return f"{self._db.ns}/{agent}"
 
     def _check(self, db: Any, request: ReserveRequest, limits: Limits, now: float) -> None:
         agent, asset, amount = request.agent, request.asset, request.amount
         cap = limits.per_tx.get(asset)
         if cap is not None and amount > cap:
             raise per_tx_refusal(agent, asset, amount, cap, limits.amount_text(asset))
+        windows = limits.windows_for(asset)
+        rates = limits.rate if request.action else ()  # a fee is not another action
+        scopes: list[tuple[str | None, float]] = [(asset, now - w.window_seconds) for w in windows]
+        scopes += [(None, now - c.window_seconds) for c in rates]
+        counted = self._counted(db, agent, scopes)
         t = self._table
-        for window in limits.windows_for(asset):
-            since = now - window.window_seconds
-            used, _ = self._counted(db, agent, asset, since)
+        for window, (used, _) in zip(windows, counted, strict=False):
             if used + amount > window.max_amount:
                 rows = _paged(
                     db,
                     f"SELECT created_at, seq, amount FROM {t} WHERE agent = %s AND "  # noqa: S608
                     "created_at > %s AND state <> 'released' AND asset = %s",
-                    (agent, since, asset),
+                    (agent, now - window.window_seconds, asset),
                 )
                 in_window = ((at, int(spent)) for at, spent in rows)
                 raise window_refusal(
                     agent, window, used, amount, in_window, now, limits.amount_text(asset)
                 )
-        for rate in limits.rate if request.action else ():  # a fee is not another action
-            since = now - rate.window_seconds
-            _, count = self._counted(db, agent, None, since)
+        for rate, (_, count) in zip(rates, counted[len(windows) :], strict=True):
             if count + 1 > rate.max_count:
                 rows = _paged(
                     db,
                     f"SELECT created_at, seq, 0 FROM {t} WHERE agent = %s AND "  # noqa: S608
                     "created_at > %s AND state <> 'released' AND actions > 0",
-                    (agent, since),
+                    (agent, now - rate.window_seconds),
                 )
                 raise rate_refusal(agent, rate, count, (at for at, _ in rows), now)
 
-    def _counted(self, db: Any, agent: str, asset: str | None, since: float) -> tuple[int, int]:
-        """(amount, actions) ``agent`` counts after ``since`` (in ``asset``, or in all): the
-        whole seconds from their buckets, the second ``since`` cuts from its rows."""
-        edge = math.floor(since)
-        scope, arg = ("AND asset = %s", (asset,)) if asset is not None else ("", ())
-        rows = db.execute(
-            f"SELECT coalesce(sum(total), 0), coalesce(sum(count), 0) FROM {self._buckets} "  # noqa: S608
-            f"WHERE agent = %s {scope} AND second > %s UNION ALL "
-            f"SELECT coalesce(sum(amount), 0), coalesce(sum(actions), 0) FROM {self._table} "
-            f"WHERE agent = %s {scope} AND state <> 'released' AND created_at > %s "
-            "AND created_at < %s",
-            (agent, *arg, edge, agent, *arg, since, edge + 1),
-        ).fetchall()
-        return sum(int(a) for a, _ in rows), sum(int(c) for _, c in rows)
+    def _counted(
+        self, db: Any, agent: str, scopes: list[tuple[str | None, float]]
+    ) -> list[tuple[int, int]]:
+        """For each (asset or None for all, since): the (amount, actions) ``agent`` counts after
+        ``since``, in one round trip: whole seconds from their buckets, the second ``since``
+        cuts from its rows."""
+        if not scopes:
+            return []
+        parts, args = [], []
+        for i, (asset, since) in enumerate(scopes):
+            edge = math.floor(since)
+            scope, arg = ("AND asset = %s", (asset,)) if asset is not None else ("", ())
+            parts.append(
+                f"SELECT {i}, coalesce(sum(total), 0), coalesce(sum(count), 0) "  # noqa: S608 - identifiers validated
+                f"FROM {self._buckets} WHERE agent = %s {scope} AND second > %s UNION ALL "
+                f"SELECT {i}, coalesce(sum(amount), 0), coalesce(sum(actions), 0) "
+                f"FROM {self._table} WHERE agent = %s {scope} AND state <> 'released' "
+                "AND created_at > %s AND created_at < %s"
+            )
+            args += [agent, *arg, edge, agent, *arg, since, edge + 1]
+        totals = [(0, 0)] * len(scopes)
+        for i, amount, count in db.execute(" UNION ALL ".join(parts), args).fetchall():
+            totals[i] = (totals[i][0] + int(amount), totals[i][1] + int(count))
+        return totals
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         def body(db: Any) -> Reservation:
@@ -461,7 +487,9 @@ class PostgresBackend:
         return self._db.run(body)
 
     def get(self, reservation_id: str) -> Reservation:
-        return self._db.run(lambda db: self._load(db, reservation_id, lock=False))
+        return self._db.run(
+            lambda db: self._load(db, reservation_id, lock=False), transaction=False
+        )
 
     def expire(self, now: float) -> list[Reservation]:
         return self._db.run(
@@ -472,7 +500,8 @@ class PostgresBackend:
 
     def signed(self) -> list[Reservation]:
         rows = self._db.run(
-            lambda db: db.execute(self._select + "state = 'signed' ORDER BY seq").fetchall()
+            lambda db: db.execute(self._select + "state = 'signed' ORDER BY seq").fetchall(),
+            transaction=False,
         )
         return [_row(row) for row in rows]
 
@@ -482,7 +511,8 @@ class PostgresBackend:
                 f"SELECT asset, amount, actions FROM {self._table} "  # noqa: S608
                 "WHERE agent = %s AND created_at > %s AND state <> 'released'",
                 (agent, now - window_seconds),
-            ).fetchall()
+            ).fetchall(),
+            transaction=False,
         )
         spent: dict[str, int] = {}
         for asset, amount, _ in rows:
@@ -519,7 +549,7 @@ class PostgresReplayGuard:
             ).fetchone()
             return row is not None
 
-        claimed = self._db.run(body)
+        claimed = self._db.run(body, transaction=False)
         if now >= self._next_prune:
             self._next_prune = now + 60
         return claimed
