@@ -6,6 +6,7 @@ summary lists them (never silently)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,8 @@ def server(kind: str) -> Server | None:
     """The session's server of ``kind`` (None: an external one named by the environment)."""
     if kind not in _servers:
         try:
-            _servers[kind] = _STARTERS[kind]()
+            started = _servers[kind] = _STARTERS[kind]()
+            atexit.register(started.close)  # also if the session ends without its finish hook
         except ServerUnavailable as exc:
             _servers[kind] = str(exc)
     found = _servers[kind]
