@@ -537,7 +537,7 @@ class PostgresReplayGuard:
 
     def claim(self, task_id: bytes, expires_at: int) -> bool:
         now = time.time()
-        keep_until = min(int(expires_at) + self._keep, _BIGINT_MAX)
+        keep_until = min(max(int(expires_at), int(now)) + self._keep, _BIGINT_MAX)
 
         def body(db: Any) -> bool:
             if now >= self._next_prune:

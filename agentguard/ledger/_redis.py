@@ -340,7 +340,7 @@ class RedisReplayGuard:
         self._redis.open_epoch()
 
     def claim(self, task_id: bytes, expires_at: int) -> bool:
-        keep_until = int(expires_at) + self._keep
+        keep_until = max(int(expires_at), int(time.time())) + self._keep
         until = "" if keep_until > time.time() + _FOREVER else keep_until
         return bool(self._redis.script("claim", bytes(task_id).hex(), until)[0] == "claimed")
 

@@ -3,7 +3,8 @@ the host that opens the file (a second ``Verifier`` in another process refuses a
 
 ``claim`` is one ``INSERT OR IGNORE`` under ``BEGIN IMMEDIATE``: the first process to insert a
 task id wins; every later claim, from any process, sees the row. Rows are kept a day past the
-attestation's expiry (a verifier's clock a little behind cannot reopen one) and then pruned.
+attestation's expiry (a verifier's clock a little behind cannot reopen one), or a day past the
+claim when that expiry is not a future unix time (a Newton block number), then pruned.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class SQLiteReplayGuard:
         if os.getpid() != self._pid:  # a connection never crosses a fork
             self._open()
         now = self._clock()
-        keep_until = min(int(expires_at) + self._keep, _INT64_MAX)
+        keep_until = min(max(int(expires_at), int(now)) + self._keep, _INT64_MAX)
         with self._lock:
             db = self._conn
             try:

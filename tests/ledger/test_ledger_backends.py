@@ -289,3 +289,18 @@ def test_text_a_server_cannot_store_is_a_typed_refusal(open_shared: Callable[...
     except AgentGuardError:
         return
     assert r.agent == "agent\x00x"
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_claim_whose_expiry_is_a_block_number_still_holds(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Newton attestations expire at a block number (about 3e7 on Base), which read as a unix
+    time lies in 1970. Before: the record kept such a claim until that "time", so Redis let the
+    key expire at once and the others pruned it on the next sweep: another verifier could
+    then accept the same attestation again. Now a claim is kept a day past the claim itself."""
+    url = fresh_url(kind, base_url(kind, request), tmp_path)
+    task = uuid.uuid4().bytes * 2
+    assert open_replay_guard(url).claim(task, 30_000_000)
+    time.sleep(0.01)
+    assert not open_replay_guard(url).claim(task, 30_000_000)  # a fresh guard prunes first
