@@ -213,6 +213,10 @@ class _Postgres:
                     errors.UniqueViolation,  # a racing reserve of the same key: see reserve
                 ):
                     time.sleep(0.001 * (attempt + 1))
+                except UnicodeError:  # a lone surrogate in caller text
+                    raise ReservationError(
+                        "the ledger stores text as UTF-8; this call's text is not"
+                    ) from None
                 except errors.DataError as exc:  # e.g. a NUL character PostgreSQL cannot store
                     raise ReservationError(
                         f"the PostgreSQL ledger cannot store this value ({type(exc).__name__}); "

@@ -53,6 +53,7 @@ __all__ = ["RedisBackend", "RedisReplayGuard"]
 _NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SCRIPT = (Path(__file__).with_name("_redis.lua")).read_text()
 _T = TypeVar("_T")
+_NOT_UTF8 = "the ledger stores text as UTF-8; this call's text is not (a lone surrogate)"
 _FOREVER = 10 * 365 * 86_400  # claims meant to last longer than this are kept without a TTL
 
 
@@ -122,6 +123,8 @@ class _Redis:
     def run(self, body: Callable[[], _T]) -> _T:
         try:
             return body()
+        except UnicodeError:  # a lone surrogate in caller text
+            raise ReservationError(_NOT_UTF8) from None
         except self._error as exc:
             raise LedgerUnavailable(
                 f"the Redis ledger at {self.where} failed ({type(exc).__name__}); "
