@@ -249,7 +249,12 @@ def _shared_ledger(url: str) -> dict[str, Any]:
 
     scheme = url.split("://", 1)[0][:20]
     try:
-        return {"ledger": open_ledger(url), "replay_guard": open_replay_guard(url)}
+        ledger = open_ledger(url)
+        try:
+            return {"ledger": ledger, "replay_guard": open_replay_guard(url)}
+        except AgentGuardError:
+            ledger.close()
+            raise
     except AgentGuardError as exc:
         raise _error(
             "AGENTGUARD_LEDGER", f"cannot open the {scheme} ledger: {type(exc).__name__}"
