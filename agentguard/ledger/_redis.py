@@ -9,7 +9,8 @@
 * ``bind``, ``mark_signed``, ``commit`` and ``release`` are checked here (``_transitions``) and
   applied by the script only if the reservation's version is still the one checked
   (compare-and-set; on a race the check runs again).
-* Keys share one hash tag (``{namespace}:…``), so the whole ledger lives on one shard.
+* Keys share one hash tag (``{namespace}:…``), so the whole ledger lives on one shard; the
+  script names no keys up front, so it is for one Redis (with replicas), not Redis Cluster.
 * Redis must persist what it acknowledges (``appendonly yes``): a Redis that restarts empty
   forgets every counted spend. A client notices (the ledger's random epoch key is gone or
   different) and refuses from then on, rather than counting from zero.
