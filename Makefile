@@ -9,7 +9,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: env browser demo test lint bench network clean
+.PHONY: env browser servers demo test lint bench network clean
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -29,17 +29,27 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# The shared-ledger tests and benchmarks run real Redis and PostgreSQL servers: installed here
+# from Debian if missing (as root), started by the tests themselves on 127.0.0.1 (free ports,
+# temporary directories, PostgreSQL as an unprivileged user) and stopped by PID at the end
+# (tests/ledger/servers.py). If they cannot be installed, those tests are skipped and listed.
+servers:
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends redis-server postgresql) || \
+		echo "*** could not install redis-server/postgresql: their ledger tests will be skipped"
+
 demo: env
 	$(UV) run --no-sync python examples/demo.py
 
-test: env browser
+test: env browser servers
 	$(UV) run --no-sync pytest -q
 
 lint: env
 	$(UV) run --no-sync ruff check agentguard tests benchmarks adapters examples
 	$(UV) run --no-sync mypy
 
-bench: env
+bench: env servers
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
 
 network: env

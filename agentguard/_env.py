@@ -41,7 +41,7 @@ VARIABLES = {
     "AGENTGUARD_PRIVATE_KEY": "the agent's key itself (secret)",
     "AGENTGUARD_RPC_URL": "chain JSON-RPC URL (treated as a secret)",
     "AGENTGUARD_CHAIN_ID": "chain id (default 8453, Base)",
-    "AGENTGUARD_LEDGER": "spend ledger SQLite path",
+    "AGENTGUARD_LEDGER": "spend ledger: SQLite path, or sqlite:///, redis://, postgresql:// URL",
     "AGENTGUARD_AUDIT_LOG": "audit log path",
     "AGENTGUARD_BUDGET": "budget rules separated by ';'",
     "AGENTGUARD_VAULT": "AgentVault address the agent spends from",
@@ -246,6 +246,27 @@ def _open(name: str, path: str, kind: type[Any]) -> Any:
         raise _error(name, f"cannot open {path}: {type(exc).__name__}") from None
 
 
+def _shared_ledger(url: str) -> dict[str, Any]:
+    """A ledger URL: the ledger and, beside it, the record of used attestations, so every
+    process of a fleet spends one budget and accepts each attestation once. The URL (it may
+    hold a password) is never echoed."""
+    from agentguard._exceptions import AgentGuardError
+    from agentguard.ledger import open_ledger, open_replay_guard
+
+    scheme = url.split("://", 1)[0][:20]
+    try:
+        ledger = open_ledger(url)
+        try:
+            return {"ledger": ledger, "replay_guard": open_replay_guard(url)}
+        except AgentGuardError:
+            ledger.close()
+            raise
+    except AgentGuardError as exc:
+        raise _error(
+            "AGENTGUARD_LEDGER", f"cannot open the {scheme} ledger: {type(exc).__name__}"
+        ) from None
+
+
 def connect_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``Guard.connect`` keywords from the environment (``os.environ`` by default)."""
     env = _Env(os.environ if environ is None else environ)
@@ -275,7 +296,9 @@ def connect_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         from web3 import Web3
 
         options["web3"] = Web3(Web3.HTTPProvider(rpc))
-    if (path := env.get("AGENTGUARD_LEDGER")) is not None:
+    if (path := env.get("AGENTGUARD_LEDGER")) is not None and "://" in path:
+        options.update(_shared_ledger(path))
+    elif path is not None:
         from agentguard.ledger import Ledger
 
         options["ledger"] = _open("AGENTGUARD_LEDGER", path, Ledger)

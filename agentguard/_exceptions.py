@@ -36,7 +36,8 @@ happened and what to do about it; none ever contains a key or a secret.
     │   └── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
-    │   └── ReservationError         unknown, expired or already settled reservation
+    │   ├── ReservationError         unknown, expired or already settled reservation
+    │   └── LedgerUnavailable        the shared ledger / used-attestation store cannot be reached
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     ├── PaymentSessionBusy           waited too long for another request to open an upto session
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
@@ -314,6 +315,18 @@ class BudgetExceeded(LedgerError):
 
 class ReservationError(LedgerError):
     hint = "The reservation is unknown, expired or already settled; authorize the action again."
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger's or the used-attestation record's server (Redis, PostgreSQL) did not answer.
+
+    Whether the last call took effect is unknown; a reservation it may have made counts until it
+    expires or is settled, and an attestation it may have claimed stays used (fail closed)."""
+
+    hint = (
+        "Nothing was signed. The shared ledger's server is unreachable; retry when it is back "
+        "(the next call reconnects by itself)."
+    )
 
 
 # -- execution -------------------------------------------------------------------------------

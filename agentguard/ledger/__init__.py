@@ -2,7 +2,8 @@
 
 Per agent and asset, caps per transaction and per rolling window, plus a count per window; a
 spend is reserved before it is signed and committed or released after, atomically across
-threads and processes (see ``_ledger.py`` for the lifecycle and crash rules).
+threads and processes (see ``_ledger.py`` for the lifecycle and crash rules). ``open_ledger(url)``
+puts it in a SQLite file, Redis or PostgreSQL (``_url.py``) for many processes and hosts.
 """
 
 from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
@@ -17,6 +18,7 @@ from agentguard.ledger._ledger import (
 from agentguard.ledger._limits import Limits, RateCap, WindowCap
 from agentguard.ledger._reservation import Reservation, State
 from agentguard.ledger._sqlite import SQLiteBackend
+from agentguard.ledger._url import open_ledger, open_replay_guard
 
 __all__ = [
     "AsyncLedger",
@@ -34,4 +36,6 @@ __all__ = [
     "Usage",
     "Verdict",
     "WindowCap",
+    "open_ledger",
+    "open_replay_guard",
 ]

@@ -474,9 +474,11 @@ class SQLiteBackend:
                 in_window = (
                     (at, int(spent)) for at, _, spent, state, _ in rows if state != "released"
                 )
-                raise window_refusal(
+                refusal = window_refusal(
                     agent, window, w.total, amount, in_window, now, limits.amount_text(asset)
                 )
+                rows.close()  # an open cursor would keep this snapshot past the ROLLBACK
+                raise refusal
         for rate in limits.rate if request.action else ():  # a fee is not another action
             w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
             if w.count + 1 > rate.max_count:
@@ -484,7 +486,9 @@ class SQLiteBackend:
                 in_window_at = (
                     at for at, _, _, state, actions in rows if state != "released" and actions
                 )
-                raise rate_refusal(agent, rate, w.count, in_window_at, now)
+                refusal = rate_refusal(agent, rate, w.count, in_window_at, now)
+                rows.close()
+                raise refusal
 
     def _rolled(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -37,8 +38,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ledger(clock: Clock, tmp_path: object) -> Ledger:
-    return Ledger(clock=clock)
+def ledger(clock: Clock, open_shared: Callable[..., Ledger]) -> Ledger:
+    """On each backend in turn (SQLite, Redis, PostgreSQL: ``conftest.py``)."""
+    return open_shared(clock=clock)
 
 
 def spend(amount: int, asset: str = USDC) -> Spend:

@@ -1,9 +1,10 @@
 """Holds made before authorization (``bind``), fee holds (``action=False``), onchain-proven
-amounts (``Spent``) and the schema v1 → v2 upgrade."""
+amounts (``Spent``) and the schema v1 → v2 upgrade; all but the upgrade on every backend."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 
@@ -34,9 +35,11 @@ def spend(amount: int, asset: str = USDC) -> Spend:
     return Spend(asset=asset, amount=amount)
 
 
-def test_bind_moves_a_local_hold_to_the_attestations_life() -> None:
+def test_bind_moves_a_local_hold_to_the_attestations_life(
+    open_shared: Callable[..., Ledger],
+) -> None:
     clock = Clock()
-    ledger = Ledger(clock=clock)
+    ledger = open_shared(clock=clock)
     hold = ledger.reserve(AGENT, spend(5), key="local:1", expires_at=T0 + 120, limits=Limits())
     bound = ledger.bind(hold.id, task_id="0xt1", expires_at=T0 + 30)
     assert (bound.task_id, bound.expires_at, bound.state) == ("0xt1", T0 + 30, "reserved")
@@ -48,10 +51,10 @@ def test_bind_moves_a_local_hold_to_the_attestations_life() -> None:
         ledger.mark_signed(hold.id, "0xtx:0")
 
 
-def test_one_attestation_backs_one_reservation() -> None:
+def test_one_attestation_backs_one_reservation(open_shared: Callable[..., Ledger]) -> None:
     """Before: a host handing one attestation to two runs got both holds bound to it (only the
     Signer's one-time ticket stopped a second signature). Now the ledger refuses the second."""
-    ledger = Ledger(clock=Clock())
+    ledger = open_shared(clock=Clock())
     first = ledger.reserve(AGENT, spend(5), key="local:1", expires_at=T0 + 120, limits=Limits())
     second = ledger.reserve(AGENT, spend(5), key="local:2", expires_at=T0 + 120, limits=Limits())
     ledger.bind(first.id, task_id="0xt1", expires_at=T0 + 30)
@@ -60,10 +63,12 @@ def test_one_attestation_backs_one_reservation() -> None:
     assert ledger.get(second.id).task_id is None
 
 
-def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound() -> None:
+def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound(
+    open_shared: Callable[..., Ledger],
+) -> None:
     """Its hold may have been given back meanwhile (by another process's reserve)."""
     clock = Clock()
-    ledger = Ledger(clock=clock)
+    ledger = open_shared(clock=clock)
     hold = ledger.reserve(AGENT, spend(5), key="local:1", expires_at=T0 + 10, limits=Limits())
     clock.now = T0 + 11
     with pytest.raises(ReservationError, match="expired"):
@@ -74,8 +79,8 @@ def test_a_hold_that_expired_before_the_attestation_came_cannot_be_bound() -> No
         ledger.bind(hold.id, task_id="0xt1", expires_at=T0 + 60)
 
 
-def test_a_fee_hold_counts_by_amount_not_as_an_action() -> None:
-    ledger = Ledger(clock=Clock())
+def test_a_fee_hold_counts_by_amount_not_as_an_action(open_shared: Callable[..., Ledger]) -> None:
+    ledger = open_shared(clock=Clock())
     limits = Limits(rate=[RateCap(3600, 1)], windows=[WindowCap(ETH, 3600, 100)])
     ledger.reserve(AGENT, spend(5), key="a", expires_at=T0 + 60, limits=limits)
     fee = ledger.reserve(
@@ -92,8 +97,8 @@ def test_a_fee_hold_counts_by_amount_not_as_an_action() -> None:
         ledger.reserve(AGENT, spend(1), key="c", expires_at=T0 + 60, limits=limits)
 
 
-def test_recover_commits_an_onchain_proven_amount() -> None:
-    ledger = Ledger(clock=Clock())
+def test_recover_commits_an_onchain_proven_amount(open_shared: Callable[..., Ledger]) -> None:
+    ledger = open_shared(clock=Clock())
     r = ledger.reserve(AGENT, spend(100), key="u", expires_at=T0 + 60, limits=Limits())
     ledger.mark_signed(r.id, "permit2:8453:0xowner:7:1764000060")
     report = ledger.recover(lambda _: Spent(30))
