@@ -163,7 +163,10 @@ def test_the_registry_and_a_signing_key_are_one_or_the_other(
         with pytest.raises(ConfigurationError, match="AsyncPinnedTransport"):
             OpenGradientClient(None, auth, tee=tees, async_transport=httpx.AsyncHTTPTransport())
         own = PinnedTransport(tees, retries=1)  # the user's own configuration is kept
-        assert OpenGradientClient(None, auth, tee=tees, transport=own).verifies_proofs
+        with OpenGradientClient(None, auth, tee=tees, transport=own) as og:
+            assert og.verifies_proofs
+            # an environment proxy would carry the request around the pinned transport
+            assert og._client().trust_env is False
 
 
 # -- paid inference through the registry --------------------------------------------------------
