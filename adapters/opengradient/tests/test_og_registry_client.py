@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,3 +389,28 @@ def test_a_paid_retry_refused_before_sending_releases_its_reservation(
         assert tees.lookups == 2  # the paid retry was looked up, and refused there
         assert auth.unanswered == ()  # nothing was sent: no outcome is unknown
         assert counted(ledger) == (0, 0)  # the reservation is released
+
+
+def test_racing_first_calls_through_the_registry_open_one_session(
+    approved: None,
+    chain: Chain,
+    network: ReferenceNetwork,
+    registry: Registry,
+    server: Gateway,
+    signing_spy: SigningSpy,
+) -> None:
+    """Racing first calls each pick the endpoint and check the pins: they still ride one
+    session under one signature (the picked endpoint is one string for all of them)."""
+    tee_id = registry.register(server.key, server.tls, server.url)
+    with Ledger() as ledger:
+        auth = make_auth(network, chain, ledger)
+        with (
+            OpenGradientClient(None, auth, tee=registry.resolver()) as og,
+            ThreadPoolExecutor(3) as pool,
+        ):
+            answers = list(pool.map(lambda n: og.chat(MODEL, HELLO, max_tokens=n), [5, 6, 7]))
+        assert {a.proof.tee_id for a in answers if a.proof} == {tee_id}
+        assert len({a.receipt.session for a in answers if a.receipt}) == 1
+        assert signing_spy.calls == ["sign_typed_data"]
+        assert counted(ledger) == (1, SESSION_CAP)
+        auth.close()
