@@ -185,7 +185,7 @@ def test_a_paid_chat_through_the_registry(
     with Ledger() as ledger:
         auth = make_auth(network, chain, ledger)
         with OpenGradientClient(None, auth, tee=registry.resolver()) as og:
-            assert og.endpoint() == server.url  # the active TEE the registry lists
+            assert og._endpoint() == server.url  # the active TEE the registry lists
             first = og.chat(MODEL, HELLO, max_tokens=20)
             second = og.completion(MODEL, "and a completion", max_tokens=20)
         for result in (first, second):
@@ -308,7 +308,7 @@ def test_a_rotated_tee_is_picked_up_and_the_old_one_refused(
             registry.disable(old)
             registry.later()
             answer = og.chat(MODEL, HELLO)
-            assert og.endpoint() == rotated.url
+            assert og._endpoint() == rotated.url
             assert answer.proof is not None and answer.proof.tee_id == new
         pinned = OpenGradientClient(server.url, auth, tee=tees)
         with pytest.raises(TeeNotActive, match="no active registered TEE"):

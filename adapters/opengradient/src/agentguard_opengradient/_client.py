@@ -219,7 +219,7 @@ class OpenGradientClient:
         """Whether every answer's enclave proof is checked (a registry or a TEE key)."""
         return self._tee is not None or self._key is not None
 
-    def endpoint(self) -> str:
+    def _endpoint(self) -> str:
         """The endpoint the next call goes to. With a registry: ``base_url`` if an active TEE
         is registered there (``TeeNotActive`` otherwise), else the TEE last picked while the
         registry still lists it, else a newly picked active TEE (reads the registry when its
@@ -421,13 +421,13 @@ class OpenGradientClient:
         body = self._body(model, opts, stream=stream)
         body["messages"] = [dict(m) for m in messages]
         canonical = canonical_chat_request(body)
-        return _Call("/v1/chat/completions", body, canonical, "chat", self.endpoint())
+        return _Call("/v1/chat/completions", body, canonical, "chat", self._endpoint())
 
     def _completion_call(self, model: str, prompt: str, opts: Mapping[str, Any]) -> _Call:
         body = self._body(model, opts, stream=False)
         body["prompt"] = prompt
         canonical = canonical_completion_request(body)
-        return _Call("/v1/completions", body, canonical, "completion", self.endpoint())
+        return _Call("/v1/completions", body, canonical, "completion", self._endpoint())
 
     def _result(self, call: _Call, response: httpx.Response) -> InferenceResult:
         if not response.is_success:
