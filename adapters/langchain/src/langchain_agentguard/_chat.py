@@ -67,7 +67,7 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 class ChatOpenGradient(BaseChatModel):
     """OpenGradient TEE inference as a LangChain chat model, paid per call under attestation.
 
-        og = OpenGradientClient(url, guard.x402(...), tee_signing_key=tee_pem)
+        og = OpenGradientClient(None, guard.x402(...), tee=TeeRegistry.from_rpc(rpc_url))
         chat = ChatOpenGradient(client=og, model="openai/gpt-4.1", ledger=ledger)
         answer = chat.invoke("What is an attestation?")
         answer.response_metadata["payment"]["authorized"]        # "0.1 OPG": counted
@@ -120,9 +120,9 @@ class ChatOpenGradient(BaseChatModel):
     def _verifying_client(self) -> ChatOpenGradient:
         if self.require_proof and not self.client.verifies_proofs:
             raise ConfigurationError(
-                "ChatOpenGradient needs an OpenGradientClient with tee_signing_key= so every "
-                "answer's enclave proof is checked (or require_proof=False to accept unproven "
-                "answers)"
+                "ChatOpenGradient needs an OpenGradientClient with tee= (OpenGradient's TEE "
+                "registry) or tee_signing_key= so every answer's enclave proof is checked (or "
+                "require_proof=False to accept unproven answers)"
             )
         return self
 

@@ -3,7 +3,7 @@
     auth = X402Auth(signer=signer, guard=guard, ledger=ledger,
                     allowances=Allowances({OPG: 10**17}))
     ensure_permit2_approval(wallet, OPG, min_allowance=10**17, amount=10**18, web3=w3)
-    og = OpenGradientClient(url, auth, tee_signing_key=pem)
+    og = OpenGradientClient(None, auth, tee=TeeRegistry.from_rpc(og_rpc_url))
     result = og.chat("openai/gpt-4.1", [{"role": "user", "content": "hi"}])
     result.text, result.receipt, result.proof
 

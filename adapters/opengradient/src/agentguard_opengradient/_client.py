@@ -16,7 +16,10 @@ The client speaks the gateway as OpenGradient's own SDK does (OpenGradient/OpenG
   the chain shows the settlement;
 * an error answer to a request that carried a payment or rode a paid session is
   ``PaidRequestRefused`` (the signed maximum stays counted), never a silent loss;
-* the enclave's proof is checked on every answer (``tee_signing_key``).
+* the enclave's proof is checked on every answer: with ``tee=`` (a ``TeeRegistry``) under the
+  key OpenGradient's onchain registry holds for the TEE the answer names, which must be active
+  and registered at the endpoint the answer came from, over TLS pinned to the registered
+  certificate; or under a ``tee_signing_key`` the user supplies.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from agentguard_opengradient._proof import (
     tee_id,
     verify_proof,
 )
+from agentguard_opengradient._tee_registry import TeeRegistry, origin
+from agentguard_opengradient._tls import AsyncPinnedTransport, PinnedTransport
 
 if TYPE_CHECKING:
     from agentguard_opengradient._stream import AsyncChatStream, ChatStream
@@ -119,26 +124,40 @@ class _Call:
     body: dict[str, Any]
     canonical: dict[str, Any]
     kind: Literal["chat", "completion"]
+    base: str = ""
+    """The endpoint this call goes to (with a registry: an active TEE's, fixed per call)."""
+
+    @property
+    def url(self) -> str:
+        return self.base + self.path
 
 
 class OpenGradientClient:
     """Chat and completion calls against an OpenGradient TEE endpoint (or the local server).
 
-    ``tee_signing_key`` is the enclave's RSA public key (PEM), e.g. from OpenGradient's TEE
-    registry; with it every answer's proof is checked and a bad one raises ``ProofError``.
+    ``tee``: OpenGradient's onchain TEE registry (``agentguard_opengradient.tee.TeeRegistry``),
+    the way to use the client. With it, ``base_url`` (``None``: an active TEE the registry
+    picks, re-picked when it stops being listed) must be a registered, active TEE; requests go
+    through ``PinnedTransport`` / ``AsyncPinnedTransport`` on that registry (``transport`` /
+    ``async_transport`` may be such transports, configured), without environment proxies; and
+    every answer's proof is checked with the key the registry holds for the TEE it names, which
+    must be active and registered at ``base_url`` (``TeeNotActive`` otherwise).
+    ``tee_signing_key``: without a registry, the enclave's RSA public key (PEM) to check proofs
+    with (``expected_tee_id`` pins its id); giving both is a ``ConfigurationError``.
     ``api_key``: the bearer token sent on every request (default: the SDK's placeholder).
     ``models`` replaces, ``extra_models`` extends, the pinned list of models the gateway serves;
-    any other model raises ``UnknownModel`` before anything is paid. ``transport`` /
-    ``async_transport``: the httpx transports to reach the gateway through (e.g. TLS pinned to
-    the enclave's certificate). The client does not own ``auth``: close the auth to end its
-    ``upto`` sessions.
+    any other model raises ``UnknownModel`` before anything is paid. The client does not own
+    ``auth``: close the auth to end its ``upto`` sessions.
     """
+
+    _tee: TeeRegistry | None = None  # also for clients built by tests without __init__
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None,
         auth: X402Auth,
         *,
+        tee: TeeRegistry | None = None,
         tee_signing_key: str | bytes | None = None,
         expected_tee_id: str | None = None,
         settlement_mode: SettlementMode = "batch",
@@ -159,6 +178,11 @@ class OpenGradientClient:
             raise ConfigurationError(
                 "api_key must be a non-empty printable token (the gateway requires the header)"
             )
+        if tee is not None:
+            _check_registry_options(tee, base_url, tee_signing_key, expected_tee_id)
+            transport, async_transport = _pinned(tee, transport, async_transport)
+        elif base_url is None:
+            raise ConfigurationError("base_url is needed without a TEE registry (tee=)")
         if tee_signing_key is not None:
             try:
                 key_id = tee_id(tee_signing_key)
@@ -170,8 +194,10 @@ class OpenGradientClient:
                 )
         elif expected_tee_id is not None:
             raise ConfigurationError("expected_tee_id needs the TEE's tee_signing_key to check")
-        self._base_url = base_url.rstrip("/")
+        self._base_url = base_url.rstrip("/") if base_url is not None else None
+        self._chosen: str | None = None
         self._auth = auth
+        self._tee = tee
         self._key = tee_signing_key
         self._expected_tee_id = expected_tee_id
         self._mode = settlement_mode
@@ -185,12 +211,29 @@ class OpenGradientClient:
         self._lock = threading.Lock()  # lazy creation of the httpx client
 
     def __repr__(self) -> str:  # the bearer token stays out
-        return f"OpenGradientClient({self._base_url!r}, settlement_mode={self._mode!r})"
+        where = self._base_url or self._chosen or "a TEE from the registry"
+        return f"OpenGradientClient({where!r}, settlement_mode={self._mode!r})"
 
     @property
     def verifies_proofs(self) -> bool:
-        """Whether every answer's enclave proof is checked (the client was given a TEE key)."""
-        return self._key is not None
+        """Whether every answer's enclave proof is checked (a registry or a TEE key)."""
+        return self._tee is not None or self._key is not None
+
+    def _endpoint(self) -> str:
+        """The endpoint the next call goes to. With a registry: ``base_url`` if an active TEE
+        is registered there (``TeeNotActive`` otherwise), else the TEE last picked while the
+        registry still lists it, else a newly picked active TEE (reads the registry when its
+        cache is stale)."""
+        if self._base_url is not None:
+            if self._tee is not None:
+                self._tee.for_url(self._base_url)  # TeeNotActive before anything is sent
+            return self._base_url
+        assert self._tee is not None
+        active = self._tee.active()
+        with self._lock:
+            if self._chosen is None or all(_base(t.endpoint) != self._chosen for t in active):
+                self._chosen = _base(self._tee.choose().endpoint)
+            return self._chosen
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -275,32 +318,38 @@ class OpenGradientClient:
         with self._lock:
             if self._sync is None:
                 self._sync = self._auth.client(
-                    base_url=self._base_url,
                     headers=self._headers(),
                     timeout=self._timeout,
-                    transport=self._transport,
+                    transport=self._transport or self._registry_transport(),
+                    trust_env=self._tee is None,  # a proxy from the environment: not pinned
                 )
             return self._sync
 
     def _async_client(self) -> httpx.AsyncClient:
         if self._async is None:
             self._async = self._auth.async_client(
-                base_url=self._base_url,
                 headers=self._headers(),
                 timeout=self._timeout,
-                transport=self._async_transport,
+                transport=self._async_transport or self._registry_async_transport(),
+                trust_env=self._tee is None,
             )
         return self._async
 
+    def _registry_transport(self) -> httpx.BaseTransport | None:
+        return PinnedTransport(self._tee) if self._tee is not None else None
+
+    def _registry_async_transport(self) -> httpx.AsyncBaseTransport | None:
+        return AsyncPinnedTransport(self._tee) if self._tee is not None else None
+
     def _post(self, call: _Call) -> httpx.Response:
         # Racing first calls open one session: X402Auth lets one pay and the others ride it.
-        return self._client().post(call.path, json=call.body)
+        return self._client().post(call.url, json=call.body)
 
     async def _apost(self, call: _Call) -> httpx.Response:
-        return await self._async_client().post(call.path, json=call.body)
+        return await self._async_client().post(call.url, json=call.body)
 
     def _session_key(self, call: _Call) -> str:
-        url = httpx.URL(self._base_url + call.path)
+        url = httpx.URL(call.url)
         return f"POST {url.scheme}://{url.netloc.decode('ascii')}{url.path}"
 
     def _riding(self, call: _Call) -> str | None:
@@ -371,12 +420,14 @@ class OpenGradientClient:
     ) -> _Call:
         body = self._body(model, opts, stream=stream)
         body["messages"] = [dict(m) for m in messages]
-        return _Call("/v1/chat/completions", body, canonical_chat_request(body), "chat")
+        canonical = canonical_chat_request(body)
+        return _Call("/v1/chat/completions", body, canonical, "chat", self._endpoint())
 
     def _completion_call(self, model: str, prompt: str, opts: Mapping[str, Any]) -> _Call:
         body = self._body(model, opts, stream=False)
         body["prompt"] = prompt
-        return _Call("/v1/completions", body, canonical_completion_request(body), "completion")
+        canonical = canonical_completion_request(body)
+        return _Call("/v1/completions", body, canonical, "completion", self._endpoint())
 
     def _result(self, call: _Call, response: httpx.Response) -> InferenceResult:
         if not response.is_success:
@@ -400,9 +451,15 @@ class OpenGradientClient:
         calls: tuple[Mapping[str, Any], ...],
     ) -> InferenceResult:
         """The checked result of an answer (``body``: the JSON answer or a stream's final frame
-        with the assembled choice): its proof verified when the client has a key."""
+        with the assembled choice): its proof verified when the client has a registry or a key."""
         proof = None
-        if self._key is not None:
+        if self._tee is not None:
+            # The key is the registry's for the TEE the answer names; that TEE must be active
+            # and registered where the answer came from (not relayed from another enclave).
+            proof = self._tee.verify(
+                body, canonical_request=call.canonical, output=text, endpoint=call.base
+            )
+        elif self._key is not None:
             proof = verify_proof(
                 body,
                 canonical_request=call.canonical,
@@ -430,6 +487,47 @@ class OpenGradientClient:
             tool_calls=calls,
             cost=cost,
         )
+
+
+def _base(endpoint: str) -> str:
+    return endpoint.rstrip("/")
+
+
+def _check_registry_options(
+    tee: TeeRegistry,
+    base_url: str | None,
+    tee_signing_key: str | bytes | None,
+    expected_tee_id: str | None,
+) -> None:
+    if not isinstance(tee, TeeRegistry):
+        raise ConfigurationError("tee must be an agentguard_opengradient.tee.TeeRegistry")
+    if tee_signing_key is not None or expected_tee_id is not None:
+        raise ConfigurationError(
+            "give either tee= (the registry supplies each TEE's key) or tee_signing_key= "
+            "(and expected_tee_id=), not both"
+        )
+    if base_url is not None:
+        origin(base_url)  # an https URL, as the registry records endpoints
+
+
+def _pinned(
+    tee: TeeRegistry,
+    transport: httpx.BaseTransport | None,
+    async_transport: httpx.AsyncBaseTransport | None,
+) -> tuple[PinnedTransport | None, AsyncPinnedTransport | None]:
+    """The user's transports, if they are pinned to this registry (their own configuration:
+    limits, retries); any other transport would bypass the registry's certificates."""
+    if transport is not None and not (
+        isinstance(transport, PinnedTransport) and transport.registry is tee
+    ):
+        raise ConfigurationError("with tee=, transport must be a PinnedTransport on that registry")
+    if async_transport is not None and not (
+        isinstance(async_transport, AsyncPinnedTransport) and async_transport.registry is tee
+    ):
+        raise ConfigurationError(
+            "with tee=, async_transport must be an AsyncPinnedTransport on that registry"
+        )
+    return transport, async_transport
 
 
 def refused(path: str, response: httpx.Response) -> ExecutionError:

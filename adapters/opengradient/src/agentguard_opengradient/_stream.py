@@ -199,7 +199,7 @@ class ChatStream(_Stream):
         http = self._client._client()
 
         def open_stream(call: _Call) -> httpx.Response:
-            context = http.stream("POST", call.path, json=call.body)
+            context = http.stream("POST", call.url, json=call.body)
             response = context.__enter__()
             self._context = context
             return response
@@ -238,7 +238,7 @@ class AsyncChatStream(_Stream):
         http = self._client._async_client()
 
         async def open_stream(call: _Call) -> httpx.Response:
-            context = http.stream("POST", call.path, json=call.body)
+            context = http.stream("POST", call.url, json=call.body)
             response = await context.__aenter__()
             self._context = context
             return response

@@ -214,6 +214,11 @@ class PinnedTransport(httpx.HTTPTransport):
                 self._pool = self._new_pool()
         return super().handle_request(request)
 
+    @property
+    def registry(self) -> TeeRegistry:
+        """The registry whose endpoints and certificates this transport admits."""
+        return self._registry
+
     def close(self) -> None:
         for pool in self._retired:
             pool.close()
@@ -251,6 +256,10 @@ class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
                 self._retired.append(self._pool)
                 self._pool = self._new_pool()
         return await super().handle_async_request(request)
+
+    @property
+    def registry(self) -> TeeRegistry:
+        return self._registry
 
     async def aclose(self) -> None:
         for pool in self._retired:

@@ -909,15 +909,30 @@ def create_app(config: ServerConfig) -> Starlette:
 
 
 @contextlib.contextmanager
-def serve(config: ServerConfig, *, startup_timeout: float = 30.0) -> Iterator[str]:
+def serve(
+    config: ServerConfig,
+    *,
+    startup_timeout: float = 30.0,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+) -> Iterator[str]:
     """Run the server on a free 127.0.0.1 port in a background thread; yields its URL.
 
+    ``tls_cert`` (PEM, with the key unless ``tls_key`` is given): serve HTTPS with it, as an
+    enclave presents the certificate registered for it in OpenGradient's TEE registry.
     Leaving the block stops it, which settles every session with charges onchain (as ``main``
     does)."""
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="error")
+        uvicorn.Config(
+            create_app(config),
+            host="127.0.0.1",
+            port=0,
+            log_level="error",
+            ssl_certfile=None if tls_cert is None else str(tls_cert),
+            ssl_keyfile=None if tls_key is None else str(tls_key),
+        )
     )
     thread = threading.Thread(target=server.run, name="opengradient-test-server", daemon=True)
     thread.start()
@@ -929,7 +944,7 @@ def serve(config: ServerConfig, *, startup_timeout: float = 30.0) -> Iterator[st
         time.sleep(0.02)
     try:
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'http' if tls_cert is None else 'https'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(startup_timeout)
@@ -964,6 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=100.0)
     parser.add_argument("--serve-margin", type=int, default=60)
     parser.add_argument("--settle-margin", type=int, default=30)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and key)")
+    parser.add_argument("--tls-key", help="the certificate's key, if not in --tls-cert")
     args = parser.parse_args(argv)
     facilitator_key = os.environ.get(args.facilitator_key_env)
     if not facilitator_key:
@@ -992,12 +1009,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     port = sock.getsockname()[1]
+    scheme = "http" if args.tls_cert is None else "https"
     print(
-        f"opengradient test server listening on http://127.0.0.1:{port} "
+        f"opengradient test server listening on {scheme}://127.0.0.1:{port} "
         f"tee_id={_Enclave(config.signing_key).tee_id}",
         flush=True,
     )
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+        )
+    ).run(sockets=[sock])
     return 0
 
 
