@@ -187,7 +187,7 @@ def test_json_rpc_error_objects(error: Any, status: int) -> None:
     ),
 )
 def test_simulation_and_approval_answers(simulation: Any, approval: Any) -> None:
-    outcome(_parse_simulation, simulation)
+    outcome(_parse_simulation, simulation, "0x" + "cd" * 32)
     outcome(_parse_approval_status, approval, "0x" + "ab" * 32)
 
 
