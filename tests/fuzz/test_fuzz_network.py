@@ -114,6 +114,14 @@ def test_a_huge_content_length_is_an_http_error(head: bytes) -> None:
         _parse_head(head)
 
 
+def test_two_different_content_lengths_are_refused() -> None:
+    """Before: the last one won, so an operator's keep-alive connection could be read with a
+    length the sender did not mean (what is left is taken as the next answer's start)."""
+    with pytest.raises(HTTPError, match="two different"):
+        _parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert _parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n")[1] == 2
+
+
 class _Stub:
     """An operator link whose HTTP client answers what the test says."""
 
