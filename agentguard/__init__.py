@@ -53,6 +53,7 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._json import strict_loads
+from agentguard._recursion import undo_py_ecc_limit as _undo_py_ecc_limit
 from agentguard._units import Amount, Token, format_amount, parse_amount
 from agentguard._verifier import (
     MemoryReplayGuard,
@@ -60,6 +61,8 @@ from agentguard._verifier import (
     VerifiedAttestation,
     Verifier,
 )
+
+_undo_py_ecc_limit()  # py_ecc (web3 imports it) sets 100,000: see agentguard/_recursion.py
 
 if TYPE_CHECKING:
     from agentguard._explain import explain

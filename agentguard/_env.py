@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._logging import get_logger
-from agentguard._redact import MASK, redact, register_secret
+from agentguard._redact import MASK, redact, register_secret, register_url_secrets
 
 __all__ = ["VARIABLES", "connect_options"]
 
@@ -74,6 +74,7 @@ class _Env:
         for secret in ("AGENTGUARD_API_KEY", "AGENTGUARD_PRIVATE_KEY", "AGENTGUARD_RPC_URL"):
             if secret in self._values:  # masked from here on, even if malformed
                 register_secret(self._values[secret])
+        register_url_secrets(self._values.get("AGENTGUARD_RPC_URL"))  # its path, query…
         for name in sorted(set(self._values) - set(VARIABLES)):
             close = difflib.get_close_matches(name, VARIABLES, n=1)
             log.warning(

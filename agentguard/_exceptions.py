@@ -1,7 +1,10 @@
 """Every way agentguard refuses to sign, in one tree.
 
 Nothing is ever signed after one of these is raised. Each message says what
-happened and what to do about it; none ever contains a key or a secret.
+happened and what to do about it; none ever contains a key or a secret: every message
+and every text or JSON-like attribute (a server's words: ``data``, ``reasons``, ``reason``…)
+passes ``agentguard._redact.redact`` when the error is made, so a gateway, node or paid
+server that echoes a registered API key or RPC URL key back cannot put it in the error.
 
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
@@ -58,6 +61,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agentguard._redact import redact
+
 
 class AgentGuardError(Exception):
     """Base class: catching this catches every refusal."""
@@ -65,9 +70,12 @@ class AgentGuardError(Exception):
     hint: str = ""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = message
+        for name, value in list(vars(self).items()):  # what a subclass set before this call
+            if isinstance(value, str | list | dict):
+                setattr(self, name, redact(value))
+        self.message = message = str(redact(message))
         if hint is not None:
-            self.hint = hint
+            self.hint = str(redact(hint))
         super().__init__(f"{message} — {self.hint}" if self.hint else message)
 
 

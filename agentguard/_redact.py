@@ -12,8 +12,16 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["MASK", "redact", "redact_event", "register_secret"]
+__all__ = [
+    "MASK",
+    "redact",
+    "redact_event",
+    "register_node_secrets",
+    "register_secret",
+    "register_url_secrets",
+]
 
 MASK = "[redacted]"
 _SECRET_KEY = re.compile(
@@ -35,6 +43,34 @@ def register_secret(value: str | bytes) -> None:
         texts.add(value[2:])
     with _known_lock:
         _known.update(t for t in texts if len(t) >= 8)
+
+
+def register_url_secrets(url: object) -> None:
+    """Remember the parts of a node's URL that can carry a provider's key (Alchemy and
+    QuickNode put it in the path, others in the query or the userinfo): a transport error
+    quotes the path alone (``Max retries exceeded with url: /v2/<key>``), so registering the
+    whole URL is not enough. The host stays readable (it says which node failed); anything
+    that is not a URL is ignored."""
+    if not isinstance(url, str):
+        return
+    try:
+        parts = urlsplit(url)
+        if not (parts.scheme and parts.netloc):
+            return
+        pieces = [parts.password or "", parts.username or "", parts.path, parts.query]
+        pieces += parts.path.split("/")
+        pieces += [value for _, value in parse_qsl(parts.query, keep_blank_values=False)]
+    except ValueError:
+        return
+    for piece in pieces:
+        if piece.strip("/"):
+            register_secret(piece.strip("/"))
+            register_secret(unquote(piece.strip("/")))
+
+
+def register_node_secrets(w3: object) -> None:
+    """``register_url_secrets`` for the endpoint of a user's ``Web3`` (read, never changed)."""
+    register_url_secrets(getattr(getattr(w3, "provider", None), "endpoint_uri", None))
 
 
 def mask_secret_keys(value: Any) -> Any:

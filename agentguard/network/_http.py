@@ -99,17 +99,28 @@ class KeepAliveClient:
         self._idle.clear()
 
 
+_LENGTH_DIGITS = 18
+"""Longest Content-Length read; anything longer is far past ``MAX_RESPONSE`` anyway."""
+
+
+def _is_number(text: str, max_digits: int) -> bool:
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 class _Stale(Exception):
     """The connection was closed before any byte of a response arrived."""
 
 
 def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    """Status, body length and keep-alive of a response head; ``HTTPError`` for any head that
+    is not a plain HTTP/1.x one (numbers are length-checked before ``int``: Python refuses to
+    convert more than 4,300 digits with a ``ValueError``)."""
     lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
     if (
         len(status_line) < 2
         or not status_line[0].startswith("HTTP/1.")
-        or not (status_line[1].isascii() and status_line[1].isdigit())
+        or not _is_number(status_line[1], 3)
     ):
         raise HTTPError("malformed status line")
     length: int | None = None
@@ -118,8 +129,10 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
         name, _, value = line.partition(":")
         name = name.strip().lower()
         if name == "content-length":
-            if not (value.strip().isascii() and value.strip().isdigit()):
+            if not _is_number(value.strip(), _LENGTH_DIGITS):
                 raise HTTPError("malformed Content-Length")
+            if length is not None and length != int(value):
+                raise HTTPError("two different Content-Length headers")
             length = int(value)
         elif name == "transfer-encoding":
             raise HTTPError("chunked responses are not accepted from operators")

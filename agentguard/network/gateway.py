@@ -405,7 +405,7 @@ class Gateway:
                 }
                 try:
                     status, content = await link.http.post(json.dumps(envelope).encode(), 5.0)
-                    reply = json.loads(content) if status == 200 else None
+                    reply = strict_loads(content) if status == 200 else None
                 except (TimeoutError, HTTPError, ValueError):
                     reply = None
                 if not isinstance(reply, dict) or "result" not in reply:
@@ -668,7 +668,7 @@ class Gateway:
                     f"http_{status}", f"operator answered HTTP {status}", retryable=status >= 500
                 )
             try:
-                reply = json.loads(content)
+                reply = strict_loads(content)
             except ValueError:
                 raise _OperatorFailure(
                     "invalid_response", "operator answered non-JSON", retryable=True

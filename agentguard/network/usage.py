@@ -18,6 +18,7 @@ from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from agentguard._exceptions import ConfigurationError
+from agentguard._redact import register_url_secrets
 from agentguard.network.registration import Registration
 from agentguard.network.state import PENDING, Pending, TaskRecord
 
@@ -53,6 +54,7 @@ _VIEWS = [
 
 class ChainUsageCheck:
     def __init__(self, rpc_url: str) -> None:
+        register_url_secrets(rpc_url)  # a failing node's error quotes the URL's path (a key?)
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
         self._contracts: set[str] = set()  # only positive answers are cached
         self._chain_id: int | None = None

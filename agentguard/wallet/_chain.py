@@ -35,6 +35,7 @@ from agentguard._exceptions import (
 )
 from agentguard._fees import FeeQuote, quote
 from agentguard._intent import NATIVE_ASSET, Spend, TransactionIntent
+from agentguard._redact import register_node_secrets
 from agentguard._signer import SignedTransaction, Signer
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Reservation, Verdict
@@ -115,6 +116,7 @@ class ChainPort:
         receipt_timeout: float,
     ) -> None:
         self._w3, self._signer, self._vault = w3, signer, vault
+        register_node_secrets(w3)  # a node's error message may echo its URL (a provider key)
         self._headroom, self._timeout = gas_headroom, receipt_timeout
         self._nonces = NonceManager(self._pending_nonce)
 

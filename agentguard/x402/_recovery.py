@@ -21,6 +21,7 @@ from typing import Any
 
 from web3 import Web3
 
+from agentguard._redact import register_node_secrets
 from agentguard.ledger import Reservation, Resolver, Spent, Verdict
 from agentguard.x402.upto.client import PERMIT2, UPTO_PERMIT2_PROXY
 
@@ -84,6 +85,7 @@ def resolver(
     """A ``Ledger.recover`` resolver for x402 payments on ``w3``'s chain; ``unknown`` for any
     other reference (so it can be chained with the wallet's resolver). ``upto_proxies``: the
     Permit2 spenders trusted to report settlements (as in ``Allowances.upto_spenders``)."""
+    register_node_secrets(w3)  # a node's error may quote its URL, and a provider key in it
     chain_id = int(w3.eth.chain_id)
 
     def resolve(reservation: Reservation) -> Verdict:

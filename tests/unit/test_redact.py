@@ -41,3 +41,41 @@ def test_library_is_quiet_until_configured_and_then_redacts(capsys):
         logging.getLogger("agentguard").handlers.clear()
     assert "event" in err and "amount=7" in err
     assert KEY[2:] not in err.lower()
+
+
+def test_every_part_of_a_node_url_that_can_hold_a_key_is_registered():
+    """A transport error quotes the URL's path alone (``Max retries exceeded with url:
+    /v2/<key>``): registering the whole URL, as before, masked none of these."""
+    from agentguard._redact import register_url_secrets
+
+    register_url_secrets(
+        "https://rpcuser:pa55word-xyz@base.example/v2/pathkey_0a1b2c3d4e?apikey=querykey_5f6a7b"
+    )
+    register_url_secrets("not a url [::")  # ignored, never raises
+    register_url_secrets(None)
+    said = redact(
+        "HTTPSConnectionPool(host='base.example'): Max retries exceeded with url: "
+        "/v2/PATHKEY_0a1b2c3d4e?apikey=querykey_5f6a7b; auth pa55word-xyz"
+    )
+    assert "pathkey_0a1b2c3d4e" not in said.lower()
+    assert "querykey_5f6a7b" not in said and "pa55word-xyz" not in said
+    assert "base.example" in said  # the host is kept: it says which node failed
+
+
+def test_an_agentguard_error_never_carries_a_registered_secret():
+    """Every message and text attribute of an agentguard error is redacted when it is made,
+    whatever a server put in it (a ``reason``, ``reasons``, a JSON-RPC ``data``)."""
+    from agentguard import GatewayRPCError, PolicyDenied, TransactionReverted
+    from agentguard._redact import register_secret
+
+    secret = "echoed_secret_77aa88bb"
+    register_secret(secret)
+    errors = [
+        GatewayRPCError(f"bad token {secret}", code=-32000, data={"echo": [secret]}),
+        PolicyDenied("denied", reasons=[f"because {secret}"]),
+        TransactionReverted("reverts", reason=f"revert {secret}"),
+    ]
+    for error in errors:
+        shown = f"{error} {error!r} {vars(error)}"
+        assert secret not in shown and MASK in shown
+    assert errors[0].code == -32000 and errors[0].data == {"echo": [MASK]}

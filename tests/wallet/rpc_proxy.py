@@ -10,7 +10,8 @@ calls it still applies to (``-1``: always).
 ``timeout`` (forwarded, answered only after ``delay`` seconds, past the client's timeout);
 ``nonce_too_low``/``already_known`` (forwarded, then the node's answer replaced by that
 JSON-RPC error, as a node does for a retried transaction); ``lie_nonce_too_low`` /
-``lie_already_known`` (not forwarded: the node never saw it, yet the error is claimed).
+``lie_already_known`` (not forwarded: the node never saw it, yet the error is claimed; its text
+is ``lie_text`` when set).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RpcProxy:
         self.rewrite: dict[str, Any] = {}
         self.script: dict[str, list[str]] = {}
         self.delay = 3.0
+        self.lie_text = ""  # when set, the text of every lie_* error (a node echoing things)
         self.seen: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -82,6 +84,8 @@ class RpcProxy:
             time.sleep(self.delay)
             return reply.status_code, reply.content
         message = "already known" if fault.endswith("already_known") else "nonce too low"
+        if fault.startswith("lie_") and self.lie_text:
+            message = self.lie_text
         error = {"jsonrpc": "2.0", "id": json.loads(body).get("id"),
                  "error": {"code": -32000, "message": message}}  # fmt: skip
         return 200, json.dumps(error).encode()
