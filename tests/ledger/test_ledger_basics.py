@@ -362,7 +362,9 @@ def test_refusals_carry_fields_an_agent_can_back_off_with() -> None:
     ledger.reserve("agent", Spend(asset=asset, amount=7), key="k1", expires_at=2_000, limits=limits)
     now[0] = 1_010.0
     try:
-        ledger.reserve("agent", Spend(asset=asset, amount=5), key="k2", expires_at=2_000, limits=limits)
+        ledger.reserve(
+            "agent", Spend(asset=asset, amount=5), key="k2", expires_at=2_000, limits=limits
+        )
     except BudgetExceeded as exc:
         assert (exc.cap, exc.used, exc.requested) == (10, 7, 5)
         assert exc.retry_at == 1_060.0

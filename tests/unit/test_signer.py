@@ -124,7 +124,12 @@ def eip3009(payer: str, payee: str, value: int, token: str = TOKEN, chain_id: in
             ],
         },
         "primaryType": "TransferWithAuthorization",
-        "domain": {"name": "USD Coin", "version": "2", "chainId": chain_id, "verifyingContract": token},
+        "domain": {
+            "name": "USD Coin",
+            "version": "2",
+            "chainId": chain_id,
+            "verifyingContract": token,
+        },
         "message": {
             "from": payer,
             "to": payee,
@@ -140,7 +145,12 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
     from agentguard import PaymentIntent
 
     payment = PaymentIntent(
-        payer=signer.address, scheme="exact", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
+        payer=signer.address,
+        scheme="exact",
+        network="eip155:8453",
+        asset=TOKEN,
+        amount=10_000,
+        pay_to=PAYEE,
     )
 
     verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
@@ -158,10 +168,13 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
         with pytest.raises(IntentMismatch, match=field):  # refused: signs nothing, uses nothing
             signer.sign_payment(verified, bad)
     signature = signer.sign_payment(verified, good)
-    assert Account.recover_message(
-        __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
-        signature=signature,
-    ) == signer.address
+    assert (
+        Account.recover_message(
+            __import__("eth_account.messages", fromlist=["x"]).encode_typed_data(full_message=good),
+            signature=signature,
+        )
+        == signer.address
+    )
     with pytest.raises(IntentMismatch):  # a transaction attestation cannot sign a payment
         tx_intent = intent_from(signer)
         tx_verified = Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
@@ -180,7 +193,9 @@ def test_sign_payment_only_signs_the_attested_payment(signer, operators):
     name=st.text(max_size=20),
     hex_nonce=st.booleans(),
 )
-def test_eip3009_fast_path_equals_eth_account(value, valid_after, valid_before, nonce, chain_id, name, hex_nonce):
+def test_eip3009_fast_path_equals_eth_account(
+    value, valid_after, valid_before, nonce, chain_id, name, hex_nonce
+):
     from eth_account.messages import encode_typed_data
 
     from agentguard._signer import eip3009_digest
@@ -188,9 +203,13 @@ def test_eip3009_fast_path_equals_eth_account(value, valid_after, valid_before, 
     typed = eip3009(AGENT_ADDRESS, PAYEE, value, chain_id=chain_id)
     typed["domain"]["name"] = name
     typed["message"].update(
-        validAfter=valid_after, validBefore=valid_before, nonce="0x" + nonce.hex() if hex_nonce else nonce
+        validAfter=valid_after,
+        validBefore=valid_before,
+        nonce="0x" + nonce.hex() if hex_nonce else nonce,
     )
-    generic = encode_typed_data(full_message={**typed, "message": {**typed["message"], "nonce": nonce}})
+    generic = encode_typed_data(
+        full_message={**typed, "message": {**typed["message"], "nonce": nonce}}
+    )
     from eth_utils.crypto import keccak as k
 
     assert eip3009_digest(typed) == k(b"\x19" + generic.version + generic.header + generic.body)
@@ -229,7 +248,12 @@ def test_permit2_signs_only_for_a_trusted_spender_and_the_signers_own_payment(si
 
     def verified_for(payer: str):
         payment = PaymentIntent(
-            payer=payer, scheme="upto", network="eip155:8453", asset=TOKEN, amount=10_000, pay_to=PAYEE
+            payer=payer,
+            scheme="upto",
+            network="eip155:8453",
+            asset=TOKEN,
+            amount=10_000,
+            pay_to=PAYEE,
         )
         return Verifier(operators.addresses, policy_client=POLICY_CLIENT).verify(
             operators.attest(payment.newton_intent()), payment
@@ -240,8 +264,12 @@ def test_permit2_signs_only_for_a_trusted_spender_and_the_signers_own_payment(si
         verified_for(signer.address), _permit2(TOKEN, UPTO_PERMIT2_PROXY), permit2_spenders=trusted
     )
     with pytest.raises(IntentMismatch, match="spender"):
-        signer.sign_payment(verified_for(signer.address), _permit2(TOKEN, PAYEE), permit2_spenders=trusted)
+        signer.sign_payment(
+            verified_for(signer.address), _permit2(TOKEN, PAYEE), permit2_spenders=trusted
+        )
     with pytest.raises(IntentMismatch, match="spender"):  # nothing is trusted by default
         signer.sign_payment(verified_for(signer.address), _permit2(TOKEN, UPTO_PERMIT2_PROXY))
     with pytest.raises(IntentMismatch, match="from"):  # Permit2's owner is whoever signs
-        signer.sign_payment(verified_for(PAYEE), _permit2(TOKEN, UPTO_PERMIT2_PROXY), permit2_spenders=trusted)
+        signer.sign_payment(
+            verified_for(PAYEE), _permit2(TOKEN, UPTO_PERMIT2_PROXY), permit2_spenders=trusted
+        )

@@ -13,7 +13,9 @@ from agentguard._transaction import sign_eip1559
 
 @settings(max_examples=80, deadline=None)
 @given(
-    secret=st.binary(min_size=32, max_size=32).filter(lambda b: 0 < int.from_bytes(b, "big") < 2**255),
+    secret=st.binary(min_size=32, max_size=32).filter(
+        lambda b: 0 < int.from_bytes(b, "big") < 2**255
+    ),
     chain_id=st.integers(1, 2**32),
     nonce=st.integers(0, 2**64 - 1),
     tip=st.integers(0, 2**64),

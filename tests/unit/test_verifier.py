@@ -211,7 +211,9 @@ def test_newton_binding_verifier_checks_what_python_can(operators, intent, make_
 
     block = [100]
     verifier = NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=lambda: block[0])
-    bls = operators.attest(intent, expires_at=130, keys=[]).model_copy(update={"scheme": "newton-bls"})
+    bls = operators.attest(intent, expires_at=130, keys=[]).model_copy(
+        update={"scheme": "newton-bls"}
+    )
     verified = verifier.verify(bls, intent)
     assert verified.assurance == "newton-bls-binding"
     with pytest.raises(AttestationReplayed):
@@ -222,7 +224,9 @@ def test_newton_binding_verifier_checks_what_python_can(operators, intent, make_
     with pytest.raises(IntentMismatch):
         verifier.verify(other, intent)
     block[0] = 130
-    late = operators.attest(intent, expires_at=130, keys=[]).model_copy(update={"scheme": "newton-bls"})
+    late = operators.attest(intent, expires_at=130, keys=[]).model_copy(
+        update={"scheme": "newton-bls"}
+    )
     with pytest.raises(AttestationExpired):
         verifier.verify(late, intent)
     with pytest.raises(VerificationError):  # an ECDSA attestation is not for this verifier
