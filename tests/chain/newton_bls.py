@@ -47,6 +47,19 @@ class Operator:
         return sign(self.secret, message)
 
 
+def table_args(validator: Any, operators: Sequence[Operator]) -> dict[str, Any]:
+    """``NewtonBlsValidator.setOperators`` arguments for ``operators``: keys, weights and each
+    operator's proof of possession (its signature over the validator's possession message)."""
+    return {
+        "g1": [op.pubkey for op in operators],
+        "g2": [op.pubkey_g2 for op in operators],
+        "weights": [op.weight for op in operators],
+        "possession": [
+            op.sign(validator.functions.possessionMessage(op.pubkey).call()) for op in operators
+        ],
+    }
+
+
 def aggregate_signature(signers: Sequence[Operator], message: bytes) -> G1Point:
     return aggregate_g1([op.sign(message) for op in signers])
 

@@ -62,6 +62,7 @@ from tests.chain.newton_bls import (
     aggregate_key,
     aggregate_signature,
     certificate,
+    table_args,
     witness,
 )
 
@@ -104,15 +105,7 @@ class World:
 def set_table(world: World, operators: Sequence[Operator], **overrides: Any) -> TxReceipt:
     """The owner registers ``operators`` with their proofs of possession."""
     validator = world.validator
-    args: dict[str, Any] = {
-        "g1": [op.pubkey for op in operators],
-        "g2": [op.pubkey_g2 for op in operators],
-        "weights": [op.weight for op in operators],
-        "possession": [
-            op.sign(validator.functions.possessionMessage(op.pubkey).call()) for op in operators
-        ],
-    }
-    args.update(overrides)
+    args = table_args(validator, operators) | overrides
     call = validator.functions.setOperators(
         args["g1"], args["g2"], args["weights"], args["possession"]
     )
