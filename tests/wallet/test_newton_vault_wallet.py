@@ -22,6 +22,8 @@ from web3 import Web3
 from web3.contract import Contract
 
 from agentguard import (
+    AsyncGuard,
+    AsyncNewtonGateway,
     AttestationReplayed,
     Guard,
     IntentMismatch,
@@ -191,6 +193,29 @@ def test_an_attested_transfer_lands_from_the_vault(world: World) -> None:
     assert bytes(task[0]) == bytes(response[0]) == task_id
     assert world.vault.functions.taskUsed(task_id).call()
     assert world.validator.functions.spent(task_id).call()
+
+
+async def test_the_async_wallet_sends_the_same_call(world: World) -> None:
+    vault = world.vault.address
+    guard = AsyncGuard(
+        AsyncNewtonGateway(world.gateway.url, policy_client=vault, policy_id=POLICY_ID),
+        NewtonBindingVerifier(
+            policy_client=vault,
+            block_number=lambda: int(world.w3.eth.block_number),
+            policy_id=POLICY_ID,
+        ),
+        Defaults(),
+    )
+    wallet = guard.wallet(
+        signer=AGENT_SIGNER,
+        web3=world.w3,
+        ledger=Ledger(),
+        limits=Limits(windows=[WindowCap(world.token.address, 86400, 10**15)]),
+        vault=vault,
+    )
+    receipt = await wallet.transfer(PAYEE, AMOUNT, asset=world.token.address)
+    assert wallet.account == vault and receipt.intent.from_ == AGENT
+    assert world.usdc(PAYEE) == AMOUNT
 
 
 def test_the_mode_follows_the_guard_and_can_be_told(world: World) -> None:
