@@ -35,7 +35,7 @@ from agentguard import (
 )
 from agentguard._attestation import Attestation
 from agentguard._defaults import Defaults
-from agentguard._exceptions import OnchainCheckRequired
+from agentguard._exceptions import MalformedAttestation, OnchainCheckRequired, VerificationError
 from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.chain.newton import (
     EXECUTE_NEWTON_SIGNATURE,
@@ -386,3 +386,73 @@ def test_an_ecdsa_mode_wallet_does_not_send_newton_attestations(world: World) ->
     with pytest.raises(IntentMismatch):
         world.wallet(newton=False).transfer(PAYEE, AMOUNT, asset=world.token.address)
     assert world.agent_nonce() == nonce
+
+
+# -- what newton_call refuses before anything is signed --------------------------------------
+
+
+def _certified(world: World, intent: TransactionIntent, **answer: Any) -> dict[str, Any]:
+    params = {"intent": intent.newton_intent().wire(), "policy_client": world.vault.address}
+    return world.gateway.create_result(params, Answer(**answer))
+
+
+def _summary(result: dict[str, Any], intent: TransactionIntent, vault: str) -> Attestation:
+    return Attestation(
+        decision="allow",
+        task_id=result["task_id"],
+        policy_id=POLICY_ID,
+        policy_client=vault,
+        intent_hash="0x" + intent.intent_hash.hex(),
+        expires_at=result["expiration"],
+        scheme="newton-bls",
+        newton_result=json.dumps(result),
+    )
+
+
+def _edit(result: dict[str, Any], part: str, key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(result))
+    out[part][key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda r, w: r, None),
+        (lambda r, w: _edit(r, "task", "taskId", "0x" + "42" * 32), IntentMismatch),
+        (lambda r, w: _edit(r, "task", "policyClient", OUTSIDER), IntentMismatch),
+        (lambda r, w: _edit(r, "task_response", "policy_client", OUTSIDER), IntentMismatch),
+        (
+            lambda r, w: _edit(r, "task", "intent", _mutated(r, OUTSIDER)["task"]["intent"]),
+            IntentMismatch,
+        ),
+        (lambda r, w: {**r, "signature_data": r["signature_data"] + "00"}, MalformedAttestation),
+        (lambda r, w: {k: v for k, v in r.items() if k != "signature_data"}, VerificationError),
+        (lambda r, w: _edit(r, "task_response", "evaluation_result", "0x" + "00" * 32), None),
+    ],
+)
+def test_newton_call_refuses_a_result_the_vault_would_not_run(
+    world: World, edit: Any, error: type[Exception] | None
+) -> None:
+    """Each edit of an honestly certified result (as a lying gateway or a forged attestation
+    could make it) is refused with a typed error before anything is signed. The unedited
+    result passes; a deny passes binding but is refused as a deny."""
+    local = world.transfer()
+    result = edit(_certified(world, local), world)
+    attestation = _summary(result, local, world.vault.address)
+    denied = result["task_response"]["evaluation_result"] == "0x" + "00" * 32
+    if error is None and not denied:
+        task, response, _ = newton_call(local, attestation, vault=world.vault.address, agent=AGENT)
+        assert task.task_id == response.task_id == bytes.fromhex(result["task_id"][2:])
+        return
+    with pytest.raises(VerificationError if denied else error):  # type: ignore[arg-type]
+        newton_call(local, attestation, vault=world.vault.address, agent=AGENT)
+
+
+def test_newton_call_refuses_another_sender_or_vault(world: World) -> None:
+    local = world.transfer()
+    attestation = _summary(_certified(world, local), local, world.vault.address)
+    with pytest.raises(IntentMismatch, match="sent by its agent"):
+        newton_call(local, attestation, vault=world.vault.address, agent=OUTSIDER)
+    with pytest.raises(IntentMismatch, match="policy client"):
+        newton_call(local, attestation, vault=OUTSIDER, agent=AGENT)
