@@ -25,6 +25,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
+from agentguard._attestation import Attestation
 from agentguard._exceptions import (
     ConfigurationError,
     FeeCapExceeded,
@@ -40,7 +41,7 @@ from agentguard._tickets import SIGNATURES_CHECKED, Ticket, give_back, redeem
 from agentguard._transaction import sign_eip1559
 from agentguard._verifier import VerifiedAttestation
 
-__all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches"]
+__all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches", "vault_calldata"]
 
 # How far in the future an EIP-3009 ``validAfter`` may lie (clock skew between us and the chain).
 VALID_AFTER_SKEW = 60
@@ -204,7 +205,13 @@ class Signer:
         intent = ticket.intent
         if not isinstance(intent, TransactionIntent):
             raise IntentMismatch("this attestation is for a payment, not a transaction")
-        expected_from = vault if vault is not None else self.address
+        newton = vault is not None and ticket.attestation.scheme == "newton-bls"
+        if ticket.assurance == "newton-bls-binding" and not newton:
+            raise OnchainCheckRequired(
+                f"attestation {'0x' + ticket.task_id.hex()} has assurance 'newton-bls-binding': "
+                "only a Newton-mode vault's validator checks its BLS quorum"
+            )
+        expected_from = vault if vault is not None and not newton else self.address
         if intent.from_.lower() != expected_from.lower():
             raise IntentMismatch(f"the attested intent is from {intent.from_}, not {expected_from}")
         tx_nonce = _quantity(nonce, "nonce", 64)
@@ -218,9 +225,8 @@ class Signer:
         if vault is None:
             to, value, data = intent.to, intent.value, intent.data
         else:
-            from agentguard.chain.vault import execute_calldata
-
-            to, value, data = intent.from_, 0, execute_calldata(intent, ticket.attestation)
+            data = vault_calldata(intent, ticket.attestation, vault=vault, agent=self.address)
+            to, value = vault, 0
         raw, tx_hash = sign_eip1559(
             self._key,
             chain_id=intent.chain_id,
@@ -517,3 +523,19 @@ def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> lis
         return [f"primaryType {primary!r}"]
     wrong.extend(name for name, ok in checks.items() if not ok)
     return wrong
+
+
+def vault_calldata(
+    intent: TransactionIntent, attestation: Attestation, *, vault: str, agent: str
+) -> bytes:
+    """What the agent's key sends to ``vault`` to run ``intent``: ``executeNewton`` with the
+    Newton gateway's task, response and certificate for a Newton attestation (the intent sent
+    by ``agent``, the vault its policy client), else ``execute`` with the ECDSA quorum's
+    signatures (the intent sent by the vault). Each refuses an attestation for anything else."""
+    if attestation.scheme == "newton-bls":
+        from agentguard.chain.newton import newton_execute_calldata
+
+        return newton_execute_calldata(intent, attestation, vault=vault, agent=agent)
+    from agentguard.chain.vault import execute_calldata
+
+    return execute_calldata(intent, attestation)

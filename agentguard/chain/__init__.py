@@ -10,15 +10,10 @@ from agentguard.chain.anvil import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccoun
 from agentguard.chain.contracts import Artifact, deploy, load_artifact, transact
 from agentguard.chain.eip3009 import token_domain_separator, transfer_authorization_digest
 from agentguard.chain.newton import (
-    NewtonIntent,
-    NewtonTask,
-    NewtonTaskResponse,
-    NonSigner,
-    bls_certificate,
-    consensus_digest,
     create_newton_vault,
     deploy_newton_validator,
     execute_newton_args,
+    newton_execute_calldata,
 )
 from agentguard.chain.vault import (
     EXECUTE_SIGNATURE,
@@ -34,12 +29,6 @@ __all__ = [
     "Anvil",
     "Artifact",
     "DevAccount",
-    "NewtonIntent",
-    "NewtonTask",
-    "NewtonTaskResponse",
-    "NonSigner",
-    "bls_certificate",
-    "consensus_digest",
     "create_newton_vault",
     "deploy",
     "deploy_newton_validator",
@@ -48,6 +37,7 @@ __all__ = [
     "execute_newton_args",
     "find_anvil",
     "load_artifact",
+    "newton_execute_calldata",
     "payment_signature",
     "token_domain_separator",
     "transact",

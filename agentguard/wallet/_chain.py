@@ -36,7 +36,7 @@ from agentguard._exceptions import (
 from agentguard._fees import FeeQuote, quote
 from agentguard._intent import NATIVE_ASSET, Spend, TransactionIntent
 from agentguard._redact import register_node_secrets
-from agentguard._signer import SignedTransaction, Signer
+from agentguard._signer import SignedTransaction, Signer, vault_calldata
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Reservation, Verdict
 from agentguard.pipeline import (
@@ -309,9 +309,10 @@ class ChainPort:
         if self._vault is None:
             to, value, data = intent.to, intent.value, intent.data
         else:
-            from agentguard.chain.vault import execute_calldata
-
-            to, value, data = self._vault, 0, execute_calldata(intent, verified.attestation)
+            to, value = self._vault, 0
+            data = vault_calldata(
+                intent, verified.attestation, vault=self._vault, agent=self._signer.address
+            )
         call: dict[str, Any] = {
             "from": self._signer.address,
             "to": to,

@@ -9,7 +9,10 @@ chain port (``_chain.py``), to the one guarded pipeline (``agentguard.pipeline``
 Two modes. EOA mode: the key sends the attested transaction itself; the SDK is the gate, so a
 thief who copies the key is not stopped. Vault mode: funds sit in an ``AgentVault`` and the key
 can only call ``vault.execute`` with the attestation, which the contract re-checks; a stolen
-key can do nothing the operators do not attest.
+key can do nothing the operators do not attest. A Newton-mode vault (``newton=True``, the
+default when the guard verifies Newton attestations) is called with ``executeNewton`` and the
+gateway's task, response and BLS certificate; its intents are sent by the agent's key (Newton's
+``intent.from == msg.sender``) and attested for the vault as policy client.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from agentguard._eip712 import keccak
-from agentguard._exceptions import IntentError
+from agentguard._exceptions import ConfigurationError, IntentError
 from agentguard._intent import (
     NATIVE_ASSET,
     TransactionIntent,
@@ -68,6 +71,7 @@ class _Account:
         audit: AuditSink | None,
         receipt_timeout: float,
         gas_headroom: float,
+        newton: bool = False,
     ) -> None:
         self.signer, self.w3, self.ledger, self.limits, self.audit = (
             signer,
@@ -77,6 +81,9 @@ class _Account:
             audit,
         )
         self.vault = to_checksum_address(vault) if vault else None
+        if newton and self.vault is None:
+            raise ConfigurationError("newton=True names a Newton-mode vault: pass vault=")
+        self.newton = newton
         self.port = ChainPort(
             w3=web3,
             signer=signer,
@@ -89,6 +96,12 @@ class _Account:
 
     @property
     def address(self) -> str:
+        """Who sends the intents: the vault, or the agent's key (EOA mode and Newton vaults)."""
+        return self.signer.address if self.newton or not self.vault else self.vault
+
+    @property
+    def funds(self) -> str:
+        """Whose funds move: the vault in vault mode, the agent's own address otherwise."""
         return self.vault or self.signer.address
 
     @property
@@ -147,6 +160,21 @@ class _Account:
         return self.ledger.recover(self.port.resolve)
 
 
+def _newton_vault(guard: object, vault: str | None, newton: bool | None) -> bool:
+    """Whether ``vault`` is a Newton-mode vault: as told, else whether ``guard`` verifies
+    Newton attestations (a Newton network's attestations pass no other vault)."""
+    if newton is not None:
+        if not isinstance(newton, bool):
+            raise ConfigurationError(f"newton must be True, False or None, got {newton!r:.40}")
+        return newton
+    if vault is None:
+        return False
+    from agentguard._verifier import NewtonBindingVerifier
+    from agentguard.newton import NewtonVerifier
+
+    return isinstance(getattr(guard, "verifier", None), NewtonBindingVerifier | NewtonVerifier)
+
+
 def _receipt(settled: Settled) -> Receipt:
     receipt = settled.outcome.result
     intent = settled.verified.intent
@@ -180,6 +208,7 @@ class GuardedWallet:
         audit: AuditSink | None = None,
         receipt_timeout: float = 60.0,
         gas_headroom: float = 1.25,
+        newton: bool | None = None,
     ) -> None:
         self._guard = guard
         self._account = _Account(
@@ -191,6 +220,7 @@ class GuardedWallet:
             audit=audit,
             receipt_timeout=receipt_timeout,
             gas_headroom=gas_headroom,
+            newton=_newton_vault(guard, vault, newton),
         )
         self._runner = Runner(guard, ledger, audit)
 
@@ -204,7 +234,7 @@ class GuardedWallet:
     @property
     def account(self) -> str:
         """Whose funds move: the vault in vault mode, the agent's own address otherwise."""
-        return self._account.address
+        return self._account.funds
 
     @property
     def chain_id(self) -> int:
@@ -272,6 +302,7 @@ class AsyncGuardedWallet:
         audit: AuditSink | None = None,
         receipt_timeout: float = 60.0,
         gas_headroom: float = 1.25,
+        newton: bool | None = None,
     ) -> AsyncGuardedWallet:
         """A wallet on an ``AsyncGuard`` (what ``AsyncGuard.wallet`` returns)."""
         wallet = cls.__new__(cls)
@@ -284,6 +315,7 @@ class AsyncGuardedWallet:
             audit=audit,
             receipt_timeout=receipt_timeout,
             gas_headroom=gas_headroom,
+            newton=_newton_vault(guard, vault, newton),
         )
         wallet._runner = AsyncRunner(guard, ledger, audit)
         return wallet
@@ -293,7 +325,7 @@ class AsyncGuardedWallet:
 
     @property
     def account(self) -> str:
-        return self._account.address
+        return self._account.funds
 
     @property
     def chain_id(self) -> int:

@@ -1,113 +1,111 @@
-"""BN254 BLS for the Newton vault tests: operator keys, signatures, aggregates (py_ecc).
+"""BLS operators of ``NewtonBlsValidator`` for the tests, on ``agentguard.newton``'s BN254.
 
-Points come out in the form the contracts take: G1 as (x, y), G2 in the precompile's order
-((x_im, x_re), (y_im, y_re)). Hashing to G1 is the try-and-increment map the validator uses.
+The validator holds its own operator table (no Merkle tree), so a non-signer's witness has an
+empty proof and exactly the table's entry (``OperatorInfo(key, (weight,))``), and its operators
+sign the consensus digest itself (``messageHash``), where EigenLayer's verifier has them sign
+``certificate_digest(referenceTimestamp, messageHash)``. ``signatureData`` is the same
+``BN254Certificate`` encoding either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from py_ecc.fields import optimized_bn128_FQ as FQ
-from py_ecc.optimized_bn128.optimized_curve import (
-    G1,
-    G2,
-    Z1,
-    Z2,
-    add,
-    curve_order,
-    field_modulus,
-    is_inf,
-    multiply,
-    neg,
-    normalize,
+from agentguard.newton import (
+    BN254Certificate,
+    G1Point,
+    G2Point,
+    OperatorInfo,
+    TaskResponse,
+    Witness,
+    aggregate_g1,
+    aggregate_g2,
+    keypair,
+    sign,
 )
-
-from agentguard._eip712 import keccak
-from agentguard.chain.newton import G1Point, G2Point
-
-P = field_modulus
-R = curve_order
-
-
-def hash_to_g1(message: bytes) -> Any:
-    x = int.from_bytes(message, "big") % P
-    while True:
-        beta = (x * x * x + 3) % P
-        y = pow(beta, (P + 1) // 4, P)
-        if y * y % P == beta:
-            return (FQ(x), FQ(y), FQ.one())
-        x = (x + 1) % P
-
-
-def negate(point: Any) -> Any:
-    return neg(point)
-
-
-def generator_multiple(scalar: int) -> G1Point:
-    return g1(multiply(G1, scalar))
-
-
-def g1(point: Any) -> G1Point:
-    if is_inf(point):
-        return (0, 0)
-    x, y = normalize(point)
-    return (int(x), int(y))
-
-
-def g2(point: Any) -> G2Point:
-    x, y = normalize(point)
-    return ((int(x.coeffs[1]), int(x.coeffs[0])), (int(y.coeffs[1]), int(y.coeffs[0])))
 
 
 @dataclass(frozen=True)
 class Operator:
     secret: int
+    pubkey: G1Point
+    pubkey_g2: G2Point
     weight: int
 
     @classmethod
     def from_seed(cls, seed: str, weight: int) -> Operator:
-        return cls(int.from_bytes(keccak(seed.encode()), "big") % R, weight)
+        secret, g1, g2 = keypair(seed.encode())
+        return cls(secret, g1, g2, weight)
 
-    @cached_property
-    def g1_point(self) -> Any:
-        return multiply(G1, self.secret)
-
-    @cached_property
-    def g2_point(self) -> Any:
-        return multiply(G2, self.secret)
-
-    @cached_property
-    def pubkey(self) -> G1Point:
-        return g1(self.g1_point)
-
-    @cached_property
-    def pubkey_g2(self) -> G2Point:
-        return g2(self.g2_point)
-
-    def sign_point(self, message: bytes) -> Any:
-        return multiply(hash_to_g1(message), self.secret)
+    @property
+    def info(self) -> OperatorInfo:
+        return OperatorInfo(self.pubkey, (self.weight,))
 
     def sign(self, message: bytes) -> G1Point:
-        return g1(self.sign_point(message))
+        return sign(self.secret, message)
 
 
-def sum_g1(points: Iterable[Any]) -> Any:
-    total = Z1
-    for point in points:
-        total = add(total, point)
-    return total
+def table_args(validator: Any, operators: Sequence[Operator]) -> dict[str, Any]:
+    """``NewtonBlsValidator.setOperators`` arguments for ``operators``: keys, weights and each
+    operator's proof of possession (its signature over the validator's possession message)."""
+    return {
+        "g1": [op.pubkey for op in operators],
+        "g2": [op.pubkey_g2 for op in operators],
+        "weights": [op.weight for op in operators],
+        "possession": [
+            op.sign(validator.functions.possessionMessage(op.pubkey).call()) for op in operators
+        ],
+    }
 
 
-def aggregate_signature(signers: Iterable[Operator], message: bytes) -> G1Point:
-    return g1(sum_g1(op.sign_point(message) for op in signers))
+def aggregate_signature(signers: Sequence[Operator], message: bytes) -> G1Point:
+    return aggregate_g1([op.sign(message) for op in signers])
 
 
-def aggregate_g2(signers: Iterable[Operator]) -> G2Point:
-    total = Z2
-    for op in signers:
-        total = add(total, op.g2_point)
-    return g2(total)
+def aggregate_key(signers: Sequence[Operator]) -> G2Point:
+    return aggregate_g2([op.pubkey_g2 for op in signers])
+
+
+def witness(index: int, info: OperatorInfo) -> Witness:
+    """A non-signer as the validator reads it: its table index and entry, no Merkle proof."""
+    return Witness(index, b"", info)
+
+
+def certificate(
+    *,
+    reference_timestamp: int,
+    message_hash: bytes,
+    table: Sequence[Operator],
+    signers: Sequence[Operator] | None = None,
+    signed_message: bytes | None = None,
+) -> BN254Certificate:
+    """``signers`` (default: the whole table) sign ``signed_message`` (default: the message
+    hash); every other operator of ``table`` is a non-signer, in index order."""
+    chosen = list(table) if signers is None else list(signers)
+    return BN254Certificate(
+        reference_timestamp=reference_timestamp,
+        message_hash=message_hash,
+        signature=aggregate_signature(chosen, signed_message or message_hash),
+        apk=aggregate_key(chosen),
+        non_signer_witnesses=tuple(
+            witness(i, op.info) for i, op in enumerate(table) if op not in chosen
+        ),
+    )
+
+
+def certify(
+    result: dict[str, Any],
+    *,
+    reference_timestamp: int,
+    table: Sequence[Operator],
+    signers: Sequence[Operator] | None = None,
+) -> dict[str, Any]:
+    """A Newton ``newt_createTask`` result plus ``signature_data``: the validator's operators
+    certify the consensus digest of the result's ``task_response``."""
+    digest = TaskResponse.parse(result["task_response"]).consensus_digest()
+    cert = certificate(
+        reference_timestamp=reference_timestamp, message_hash=digest, table=table, signers=signers
+    )
+    return {**result, "signature_data": "0x" + cert.encode().hex()}

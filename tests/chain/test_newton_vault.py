@@ -27,18 +27,25 @@ from agentguard._gateway import _evaluation_allows
 from agentguard.chain import Anvil, deploy, load_artifact, transact
 from agentguard.chain.newton import (
     VALIDATE_ATTESTATION_DIRECT,
-    NewtonIntent,
-    NewtonPolicyData,
-    NewtonTask,
-    NewtonTaskResponse,
-    NonSigner,
-    bls_certificate,
-    consensus_digest,
     create_newton_vault,
     deploy_newton_validator,
     execute_newton_args,
     execute_newton_calldata,
+    for_web3,
 )
+from agentguard.newton import (
+    BN254Certificate,
+    NewtonIntent,
+    OperatorInfo,
+    PolicyConfig,
+    PolicyData,
+    PolicyTaskData,
+    Task,
+    TaskResponse,
+    aggregate_g1,
+    hash_to_g1,
+)
+from agentguard.newton._bn254 import g1_add, g1_mul, g1_neg
 from tests.chain.helpers import (
     AGENT,
     CHAIN_ID,
@@ -52,13 +59,11 @@ from tests.chain.helpers import (
 )
 from tests.chain.newton_bls import (
     Operator,
-    aggregate_g2,
+    aggregate_key,
     aggregate_signature,
-    g1,
-    generator_multiple,
-    hash_to_g1,
-    negate,
-    sum_g1,
+    certificate,
+    table_args,
+    witness,
 )
 
 BLS_OPERATORS = [
@@ -100,15 +105,7 @@ class World:
 def set_table(world: World, operators: Sequence[Operator], **overrides: Any) -> TxReceipt:
     """The owner registers ``operators`` with their proofs of possession."""
     validator = world.validator
-    args: dict[str, Any] = {
-        "g1": [op.pubkey for op in operators],
-        "g2": [op.pubkey_g2 for op in operators],
-        "weights": [op.weight for op in operators],
-        "possession": [
-            op.sign(validator.functions.possessionMessage(op.pubkey).call()) for op in operators
-        ],
-    }
-    args.update(overrides)
+    args = table_args(validator, operators) | overrides
     call = validator.functions.setOperators(
         args["g1"], args["g2"], args["weights"], args["possession"]
     )
@@ -159,15 +156,21 @@ def transfer_intent(
     chain_id: int = CHAIN_ID,
 ) -> NewtonIntent:
     data = keccak(TRANSFER_SIGNATURE)[:4] + abi_encode(["address", "uint256"], [to, amount])
-    return NewtonIntent(from_, world.token.address, 0, data, chain_id, TRANSFER_SIGNATURE)
+    return NewtonIntent(
+        _addr(from_), _addr(world.token.address), 0, data, chain_id, TRANSFER_SIGNATURE
+    )
+
+
+def _addr(address: str) -> bytes:
+    return bytes.fromhex(address[2:])
 
 
 @dataclass(frozen=True)
 class Attested:
     """What Newton's gateway returns for one task: the task, the response and its certificate."""
 
-    task: NewtonTask
-    response: NewtonTaskResponse
+    task: Task
+    response: TaskResponse
     certificate: bytes
 
     def args(self, **call: Any) -> tuple[Any, ...]:
@@ -192,41 +195,40 @@ def attest(
     latest = world.block()
     task_id = secrets.token_bytes(32)
     initialized = int(latest["timestamp"]) if initialized_at is None else initialized_at
-    task = NewtonTask(
+    vault = _addr(world.vault.address)
+    task = Task(
         task_id=task_id,
-        policy_client=world.vault.address,
+        policy_client=vault,
         task_created_block=int(latest["number"]) - 1 if created_block is None else created_block,
         quorum_threshold_percentage=threshold,
         intent=intent,
         intent_signature=b"\x01" * 65,
+        wasm_args=b"",
+        quorum_numbers=b"\x00",
         initialization_timestamp=initialized,
     )
-    response = NewtonTaskResponse(
+    response = TaskResponse(
         task_id=task_id,
-        policy_client=world.vault.address,
+        policy_client=vault,
         policy_id=policy_id,
-        policy_address=POLICY_ADDRESS,
+        policy_address=_addr(POLICY_ADDRESS),
         intent=intent,
         intent_signature=b"\x01" * 65,
         evaluation_result=evaluation,
-        expire_after=expire_after,
+        policy_task_data=PolicyTaskData(
+            policy_id, _addr(POLICY_ADDRESS), b"package agentguard\nallow := true", ()
+        ),
+        policy_config=PolicyConfig(b"{}", expire_after),
         initialization_timestamp=initialized,
-        policy=b"package agentguard\nallow := true",
-        policy_params=b"{}",
     )
-    digest = consensus_digest(response)
-    certificate = bls_certificate(
+    cert = certificate(
         reference_timestamp=world.reference_timestamp,
-        message_hash=digest,
-        signature=aggregate_signature(signers, signed_message or digest),
-        signers_apk=aggregate_g2(signers),
-        non_signers=[
-            NonSigner(i, op.pubkey, op.weight)
-            for i, op in enumerate(BLS_OPERATORS)
-            if op not in signers
-        ],
+        message_hash=response.consensus_digest(),
+        table=BLS_OPERATORS,
+        signers=signers,
+        signed_message=signed_message,
     )
-    return Attested(task, response, certificate)
+    return Attested(task, response, cert.encode())
 
 
 def execute(world: World, attested: Attested, *, sender: str = AGENT, **call: Any) -> TxReceipt:
@@ -343,9 +345,9 @@ def test_editing_the_attested_intent_breaks_the_signature(world: World) -> None:
     response = dataclasses.replace(attested.response, intent=bigger)
     with reverts("CertificateMessageHashMismatch"):
         execute(world, Attested(task, response, attested.certificate))
-    restated = attest(world, bigger, signed_message=consensus_digest(attested.response))
+    restated = attest(world, bigger, signed_message=attested.response.consensus_digest())
     restated = Attested(
-        task, response, _with_message_hash(restated.certificate, consensus_digest(response))
+        task, response, _with_message_hash(restated.certificate, response.consensus_digest())
     )
     with reverts("VerificationFailed"):
         execute(world, restated)
@@ -454,22 +456,23 @@ def test_an_impossible_threshold_reverts(world: World, threshold: int) -> None:
 def test_a_signature_over_another_message_reverts(world: World) -> None:
     other = attest(world, transfer_intent(world, amount=1))
     attested = attest(
-        world, transfer_intent(world), signed_message=consensus_digest(other.response)
+        world, transfer_intent(world), signed_message=other.response.consensus_digest()
     )
     with reverts("VerificationFailed"):
         execute(world, attested)
 
 
-@pytest.mark.parametrize("signature", [(1, 2), generator_multiple(12345), (1, 3)])
+@pytest.mark.parametrize("signature", [(1, 2), g1_mul((1, 2), 12345), (1, 3)])
 def test_a_forged_signature_reverts(world: World, signature: tuple[int, int]) -> None:
     """A signature no operator made (the generator, a random point, a point off the curve)."""
     attested = attest(world, transfer_intent(world))
-    forged = bls_certificate(
-        reference_timestamp=world.reference_timestamp,
-        message_hash=consensus_digest(attested.response),
-        signature=signature,
-        signers_apk=aggregate_g2(BLS_OPERATORS),
-    )
+    forged = BN254Certificate(
+        world.reference_timestamp,
+        attested.response.consensus_digest(),
+        signature,
+        aggregate_key(BLS_OPERATORS),
+        (),
+    ).encode()
     with reverts("VerificationFailed"):
         execute(world, Attested(attested.task, attested.response, forged))
 
@@ -478,12 +481,13 @@ def test_an_all_zero_certificate_reverts(world: World) -> None:
     """Signature and aggregate key at infinity: the pairing would hold for any message if the
     signers' G1 key were also zero; it is the table's, so it does not."""
     attested = attest(world, transfer_intent(world))
-    zero = bls_certificate(
-        reference_timestamp=world.reference_timestamp,
-        message_hash=consensus_digest(attested.response),
-        signature=(0, 0),
-        signers_apk=((0, 0), (0, 0)),
-    )
+    zero = BN254Certificate(
+        world.reference_timestamp,
+        attested.response.consensus_digest(),
+        (0, 0),
+        ((0, 0), (0, 0)),
+        (),
+    ).encode()
     with reverts("VerificationFailed"):
         execute(world, Attested(attested.task, attested.response, zero))
 
@@ -493,13 +497,10 @@ def test_a_rogue_aggregate_key_reverts(world: World) -> None:
     (every operator listed as a signer): the G1 aggregate the validator computes from its table
     does not match that G2 key, and the pairing with gamma catches it."""
     attested = attest(world, transfer_intent(world))
-    digest = consensus_digest(attested.response)
-    rogue = bls_certificate(
-        reference_timestamp=world.reference_timestamp,
-        message_hash=digest,
-        signature=ATTACKER.sign(digest),
-        signers_apk=ATTACKER.pubkey_g2,
-    )
+    digest = attested.response.consensus_digest()
+    rogue = BN254Certificate(
+        world.reference_timestamp, digest, ATTACKER.sign(digest), ATTACKER.pubkey_g2, ()
+    ).encode()
     with reverts("VerificationFailed"):
         execute(world, Attested(attested.task, attested.response, rogue))
 
@@ -508,15 +509,18 @@ def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
     """Claiming a non-signer with another key (to steer the signers' aggregate) or another
     weight (to inflate the signed stake) is refused."""
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
-    digest = consensus_digest(attested.response)
-    for witness in (NonSigner(0, ATTACKER.pubkey, 10), NonSigner(0, BLS_OPERATORS[0].pubkey, 1)):
-        forged = bls_certificate(
-            reference_timestamp=world.reference_timestamp,
-            message_hash=digest,
-            signature=aggregate_signature(BLS_OPERATORS[1:], digest),
-            signers_apk=aggregate_g2(BLS_OPERATORS[1:]),
-            non_signers=[witness],
-        )
+    digest = attested.response.consensus_digest()
+    for claim in (
+        witness(0, OperatorInfo(ATTACKER.pubkey, (10,))),
+        witness(0, OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))),
+    ):
+        forged = BN254Certificate(
+            world.reference_timestamp,
+            digest,
+            aggregate_signature(BLS_OPERATORS[1:], digest),
+            aggregate_key(BLS_OPERATORS[1:]),
+            (claim,),
+        ).encode()
         with reverts("VerificationFailed"):
             execute(world, Attested(attested.task, attested.response, forged))
 
@@ -524,14 +528,14 @@ def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
 def test_a_non_signer_listed_twice_reverts(world: World) -> None:
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     op = BLS_OPERATORS[0]
-    digest = consensus_digest(attested.response)
-    twice = bls_certificate(
-        reference_timestamp=world.reference_timestamp,
-        message_hash=digest,
-        signature=aggregate_signature(BLS_OPERATORS[1:], digest),
-        signers_apk=aggregate_g2(BLS_OPERATORS[1:]),
-        non_signers=[NonSigner(0, op.pubkey, op.weight), NonSigner(0, op.pubkey, op.weight)],
-    )
+    digest = attested.response.consensus_digest()
+    twice = BN254Certificate(
+        world.reference_timestamp,
+        digest,
+        aggregate_signature(BLS_OPERATORS[1:], digest),
+        aggregate_key(BLS_OPERATORS[1:]),
+        (witness(0, op.info), witness(0, op.info)),
+    ).encode()
     with reverts("InvalidOperatorIndex", 0):
         execute(world, Attested(attested.task, attested.response, twice))
 
@@ -560,7 +564,7 @@ def test_malformed_signature_data_reverts(world: World) -> None:
         ({"task_id": b"\x42" * 32}, "InvalidTaskId"),
         ({"intent_signature": b"\x02" * 65}, "TaskResponseMismatch"),
         ({"initialization_timestamp": 1}, "TaskResponseMismatch"),
-        ({"policy_client": OUTSIDER}, "InvalidPolicyClient"),
+        ({"policy_client": _addr(OUTSIDER)}, "InvalidPolicyClient"),
     ],
 )
 def test_a_task_disagreeing_with_its_response_reverts(
@@ -648,8 +652,8 @@ def test_a_rogue_key_cannot_be_registered(world: World) -> None:
     """The classic rogue key: pk_rogue = pk_attacker - sum(others), so the table's aggregate is
     the attacker's key alone. Its holder knows no secret for it, so it has no proof of
     possession (the attacker's own signature does not verify for it)."""
-    others = sum_g1(op.g1_point for op in BLS_OPERATORS)
-    rogue = g1(sum_g1([ATTACKER.g1_point, negate(others)]))
+    others = aggregate_g1([op.pubkey for op in BLS_OPERATORS])
+    rogue = g1_add(ATTACKER.pubkey, g1_neg(others))
     g1s = [op.pubkey for op in BLS_OPERATORS] + [rogue]
     message = world.validator.functions.possessionMessage(rogue).call()
     overrides = {
@@ -711,19 +715,34 @@ def _canonical(param: dict[str, Any]) -> str:
 
 
 def test_consensus_digest_matches_the_contract(world: World) -> None:
+    """The validator's ``consensusDigest`` is ``agentguard.newton``'s
+    ``TaskResponse.consensus_digest`` (what the client-side verifier checks), with and without
+    policy data, policy params and a non-empty policy."""
     attested = attest(world, transfer_intent(world))
-    data = NewtonPolicyData(b'{"address":"0x01"}', b"\x01\x02", POLICY_ADDRESS, 123)
-    for response in (
+    data = PolicyData(b'{"address":"0x01"}', b"\x01\x02", _addr(POLICY_ADDRESS), 123)
+    other = PolicyData(b"", b"\xff" * 70, _addr(OUTSIDER), 2**32 - 1)
+    task_data = dataclasses.replace(
+        attested.response.policy_task_data, policy_data=(data, other, data)
+    )
+    responses = [
         attested.response,
-        dataclasses.replace(attested.response, policy_data=(data, data), policy_params=b'{"a":1}'),
-    ):
-        onchain = world.validator.functions.consensusDigest(response.as_tuple()).call()
-        assert bytes(onchain) == consensus_digest(response)
+        dataclasses.replace(
+            attested.response,
+            policy_task_data=task_data,
+            policy_config=PolicyConfig(b'{"a":1}', 7),
+        ),
+    ]
+    digests = set()
+    for response in responses:
+        onchain = world.validator.functions.consensusDigest(for_web3(response.abi())).call()
+        assert bytes(onchain) == response.consensus_digest()
+        digests.add(response.consensus_digest())
+    assert len(digests) == 2
 
 
 def test_hash_to_g1_matches_the_contract(world: World) -> None:
     for message in (b"\x00" * 32, keccak(b"agentguard"), b"\xff" * 32):
-        assert tuple(world.validator.functions.hashToG1(message).call()) == g1(hash_to_g1(message))
+        assert tuple(world.validator.functions.hashToG1(message).call()) == hash_to_g1(message)
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ from agentguard import (
     PaymentIntent,
     Signer,
     TransactionIntent,
-    VerificationError,
     VerifiedAttestation,
     Verifier,
 )
@@ -435,13 +434,15 @@ def test_claiming_a_higher_assurance_does_not_help(signer, operators, spy):
 
 
 def test_newton_binding_attestation_in_vault_mode_is_left_to_the_contract(signer, operators, spy):
-    """Vault mode is the only place such an attestation may go; today's AgentVault checks only
-    ECDSA quorums, so the vault calldata refuses it too and nothing is signed."""
+    """Vault mode is the only place such an attestation may go, and only a Newton-mode vault's
+    ``executeNewton`` for an intent the agent sends (Newton's ``intent.from == msg.sender``):
+    an intent shaped for an ECDSA vault (sent by the vault) is refused and nothing is signed.
+    (tests/wallet/test_newton_vault_wallet.py sends the Newton-shaped one end to end.)"""
     intent = TransactionIntent.erc20_transfer(
         sender=POLICY_CLIENT, token=TOKEN, recipient=PAYEE, amount=7, chain_id=8453
     )
     verified = newton_verified(intent, operators)
-    with pytest.raises(VerificationError, match="ECDSA"):
+    with pytest.raises(IntentMismatch, match="not " + signer.address):
         signer.sign_transaction(verified, nonce=0, **TX, vault=POLICY_CLIENT)
     assert spy.calls == []
 
