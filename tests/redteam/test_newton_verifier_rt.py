@@ -1,0 +1,63 @@
+"""Red team: NewtonVerifier as a hostile gateway, agent host or RPC would attack it.
+
+Each xfail(strict) test reproduces a hole on today's main; when it is fixed the test passes
+and the strict mark must go.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentguard._exceptions import AgentGuardError, AttestationExpired, AttestationReplayed
+from agentguard._tickets import _REGISTRY
+from agentguard._verifier import MemoryReplayGuard
+from tests.newton.conftest import Chain, chain, chain_session, task_id
+from tests.newton.newton_quorum import attestation_for
+from tests.newton.test_newton_verifier import INTENT, _certified, _result, _verifier
+
+__all__ = ["chain", "chain_session", "task_id"]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _forget_process_tickets() -> None:
+    """What a process restart (or a second agent process) sees: the process-local ticket
+    registry is empty; only the (shared, e.g. Redis) replay guard remembers."""
+    _REGISTRY._live.clear()
+    _REGISTRY._spent.clear()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: the replay guard forgets a Newton task id when its ticket lapses, but "
+    "nothing signed bounds the certificate's age, so it verifies again",
+)
+def test_newton_certificate_verifies_again_after_its_ticket_lapsed(
+    chain: Chain, task_id: bytes
+) -> None:
+    """Attack (hostile gateway / agent host): re-deliver an attestation that was already used
+    once, after the first ticket lapsed. ``expires_at`` (the gateway's block number) is not
+    signed; the replay entry lives only as long as the ticket (now + blocks x 2 s), and neither
+    ``initializationTimestamp`` nor the certificate's ``referenceTimestamp`` (both signed) is
+    compared with the clock. A replay guard shared by agent processes (the shared ledger) or
+    surviving a restart therefore lets the same transfer be signed twice."""
+    clock = Clock(1_000_000.0)
+    guard = MemoryReplayGuard(clock)
+    block = chain.w3.eth.block_number
+    result = chain.quorum.certify(_result(chain, task_id, expiration=block + 10))
+    att = attestation_for(result, INTENT)
+    first = _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
+    assert first.expires_at == 1_000_020
+    _forget_process_tickets()
+    clock.now = 1_000_000.0 + 3600  # an hour later; the gateway re-sends the same result
+    with pytest.raises((AttestationReplayed, AttestationExpired)):
+        _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
