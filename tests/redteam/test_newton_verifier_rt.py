@@ -61,3 +61,45 @@ def test_newton_certificate_verifies_again_after_its_ticket_lapsed(
     clock.now = 1_000_000.0 + 3600  # an hour later; the gateway re-sends the same result
     with pytest.raises((AttestationReplayed, AttestationExpired)):
         _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: the signed initializationTimestamp is never compared with the chain's "
+    "clock, so a year-old Newton task response verifies for an EOA (the vault refuses it)",
+)
+def test_newton_year_old_task_response_is_refused_for_an_eoa(chain: Chain, task_id: bytes) -> None:
+    """Attack (hostile gateway): hand back a genuine certificate over a task response whose
+    signed ``initializationTimestamp`` is a year before the chain's clock, with a fresh
+    unsigned ``expiration`` block. ``AgentVault._requireFresh`` refuses such a response
+    (``NEWTON_MAX_TASK_AGE`` = 1 h after the signed timestamp, because the block expiry rests
+    on the unsigned ``taskCreatedBlock``); ``NewtonVerifier`` issues an EOA ticket for it."""
+    head = chain.w3.eth.get_block("latest")
+    result = _result(chain, task_id)
+    year_ago = int(head["timestamp"]) - 365 * 86_400
+    result["task"]["initializationTimestamp"] = year_ago
+    result["task_response"]["initialization_timestamp"] = year_ago
+    att = attestation_for(chain.quorum.certify(result), INTENT)
+    with pytest.raises(AttestationExpired):
+        _verifier(chain).verify(att, INTENT)
+
+
+def _doc(att: Any) -> dict[str, Any]:
+    return dict(json.loads(att.newton_result or ""))
+
+
+def test_newton_held_spelling_and_summary_tricks_are_refused(chain: Chain, task_id: bytes) -> None:
+    """Held: both spellings of a signed field disagreeing, a duplicate JSON key, and a
+    summary policy id other than the signed one are all refused (never read one way for the
+    digest and another for the intent)."""
+    att = _certified(chain, task_id)
+    doc = _doc(att)
+    doc["task_response"]["intent"]["chain_id"] = hex(8453 + 1)
+    dup = (att.newton_result or "").replace('{"task_id"', '{"task_id":"0x","task_id"', 1)
+    for bad in (
+        att.model_copy(update={"newton_result": json.dumps(doc)}),
+        att.model_copy(update={"newton_result": dup}),
+        att.model_copy(update={"policy_id": "0x" + "11" * 32}),
+    ):
+        with pytest.raises(AgentGuardError):
+            _verifier(chain).verify(bad, INTENT)
