@@ -55,3 +55,23 @@ def test_newton_certificate_restamped_after_table_rotation_is_refused(world: Wor
     with suppress(ContractCustomError, ContractLogicError):
         execute(world, Attested(attested.task, attested.response, restamped))
     assert world.usdc(PAYEE) == before, "an old-table certificate moved funds"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: executeNewton bounds a response's age by NEWTON_MAX_TASK_AGE (1 h) only, "
+    "not by the signed expireAfter, so a lying taskCreatedBlock stretches a 10-block approval",
+)
+def test_newton_policy_expire_after_is_not_stretched_by_a_lying_task_block(world: World) -> None:
+    """Attack (hostile agent): the policy signs ``expireAfter = 10`` blocks (~20 s on Base).
+    Half an hour later the agent submits the response with ``task.taskCreatedBlock`` set to
+    the previous block (unsigned), so ``taskCreatedBlock + expireAfter`` and the validator's
+    response window both pass; the only age bound left is one hour after the signed
+    ``initializationTimestamp``. Expected: refused once ``initializationTimestamp +
+    expireAfter x block time`` has passed (both signed)."""
+    half_hour_ago = int(world.block()["timestamp"]) - 1800
+    attested = attest(world, transfer_intent(world), initialized_at=half_hour_ago, expire_after=10)
+    before = world.usdc(PAYEE)
+    with suppress(ContractCustomError, ContractLogicError):
+        execute(world, attested)
+    assert world.usdc(PAYEE) == before, "a 10-block approval was used 30 minutes later"
