@@ -29,11 +29,11 @@ class Clock:
         return self.now
 
 
-def _forget_process_tickets() -> None:
+def _forget_process_ticket(task_id: bytes) -> None:
     """What a process restart (or a second agent process) sees: the process-local ticket
-    registry is empty; only the (shared, e.g. Redis) replay guard remembers."""
-    _REGISTRY._live.clear()
-    _REGISTRY._spent.clear()
+    registry does not know the task; only the (shared, e.g. Redis) replay guard remembers."""
+    _REGISTRY._live.pop(task_id, None)
+    _REGISTRY._spent.pop(task_id, None)
 
 
 @pytest.mark.xfail(
@@ -50,15 +50,19 @@ def test_newton_certificate_verifies_again_after_its_ticket_lapsed(
     ``initializationTimestamp`` nor the certificate's ``referenceTimestamp`` (both signed) is
     compared with the clock. A replay guard shared by agent processes (the shared ledger) or
     surviving a restart therefore lets the same transfer be signed twice."""
-    clock = Clock(1_000_000.0)
+    head = chain.w3.eth.get_block("latest")
+    clock = Clock(float(head["timestamp"]))
     guard = MemoryReplayGuard(clock)
-    block = chain.w3.eth.block_number
-    result = chain.quorum.certify(_result(chain, task_id, expiration=block + 10))
-    att = attestation_for(result, INTENT)
+    result = _result(chain, task_id, expiration=int(head["number"]) + 10)
+    result["task"]["initializationTimestamp"] = int(head["timestamp"])  # a fresh task
+    result["task_response"]["initialization_timestamp"] = int(head["timestamp"])
+    att = attestation_for(chain.quorum.certify(result), INTENT)
     first = _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
-    assert first.expires_at == 1_000_020
-    _forget_process_tickets()
-    clock.now = 1_000_000.0 + 3600  # an hour later; the gateway re-sends the same result
+    assert first.expires_at == int(head["timestamp"]) + 20
+    _forget_process_ticket(task_id)
+    clock.now += 7200  # two hours later (chain and agent clock); the gateway re-sends it
+    chain.anvil.rpc("evm_increaseTime", 7200)
+    chain.anvil.rpc("evm_mine")
     with pytest.raises((AttestationReplayed, AttestationExpired)):
         _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
 
