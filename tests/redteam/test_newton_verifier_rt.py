@@ -1,0 +1,109 @@
+"""Red team: NewtonVerifier as a hostile gateway, agent host or RPC would attack it.
+
+Each xfail(strict) test reproduces a hole on today's main; when it is fixed the test passes
+and the strict mark must go.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentguard._exceptions import AgentGuardError, AttestationExpired, AttestationReplayed
+from agentguard._tickets import _REGISTRY
+from agentguard._verifier import MemoryReplayGuard
+from tests.newton.conftest import Chain, chain, chain_session, task_id
+from tests.newton.newton_quorum import attestation_for
+from tests.newton.test_newton_verifier import INTENT, _certified, _result, _verifier
+
+__all__ = ["chain", "chain_session", "task_id"]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _forget_process_ticket(task_id: bytes) -> None:
+    """What a process restart (or a second agent process) sees: the process-local ticket
+    registry does not know the task; only the (shared, e.g. Redis) replay guard remembers."""
+    _REGISTRY._live.pop(task_id, None)
+    _REGISTRY._spent.pop(task_id, None)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: the replay guard forgets a Newton task id when its ticket lapses, but "
+    "nothing signed bounds the certificate's age, so it verifies again",
+)
+def test_newton_certificate_verifies_again_after_its_ticket_lapsed(
+    chain: Chain, task_id: bytes
+) -> None:
+    """Attack (hostile gateway / agent host): re-deliver an attestation that was already used
+    once, after the first ticket lapsed. ``expires_at`` (the gateway's block number) is not
+    signed; the replay entry lives only as long as the ticket (now + blocks x 2 s), and neither
+    ``initializationTimestamp`` nor the certificate's ``referenceTimestamp`` (both signed) is
+    compared with the clock. A replay guard shared by agent processes (the shared ledger) or
+    surviving a restart therefore lets the same transfer be signed twice."""
+    head = chain.w3.eth.get_block("latest")
+    clock = Clock(float(head["timestamp"]))
+    guard = MemoryReplayGuard(clock)
+    result = _result(chain, task_id, expiration=int(head["number"]) + 10)
+    result["task"]["initializationTimestamp"] = int(head["timestamp"])  # a fresh task
+    result["task_response"]["initialization_timestamp"] = int(head["timestamp"])
+    att = attestation_for(chain.quorum.certify(result), INTENT)
+    first = _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
+    assert first.expires_at == int(head["timestamp"]) + 20
+    _forget_process_ticket(task_id)
+    clock.now += 7200  # two hours later (chain and agent clock); the gateway re-sends it
+    chain.anvil.rpc("evm_increaseTime", 7200)
+    chain.anvil.rpc("evm_mine")
+    with pytest.raises((AttestationReplayed, AttestationExpired)):
+        _verifier(chain, clock=clock, replay_guard=guard).verify(att, INTENT)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: the signed initializationTimestamp is never compared with the chain's "
+    "clock, so a year-old Newton task response verifies for an EOA (the vault refuses it)",
+)
+def test_newton_year_old_task_response_is_refused_for_an_eoa(chain: Chain, task_id: bytes) -> None:
+    """Attack (hostile gateway): hand back a genuine certificate over a task response whose
+    signed ``initializationTimestamp`` is a year before the chain's clock, with a fresh
+    unsigned ``expiration`` block. ``AgentVault._requireFresh`` refuses such a response
+    (``NEWTON_MAX_TASK_AGE`` = 1 h after the signed timestamp, because the block expiry rests
+    on the unsigned ``taskCreatedBlock``); ``NewtonVerifier`` issues an EOA ticket for it."""
+    head = chain.w3.eth.get_block("latest")
+    result = _result(chain, task_id)
+    year_ago = int(head["timestamp"]) - 365 * 86_400
+    result["task"]["initializationTimestamp"] = year_ago
+    result["task_response"]["initialization_timestamp"] = year_ago
+    att = attestation_for(chain.quorum.certify(result), INTENT)
+    with pytest.raises(AttestationExpired):
+        _verifier(chain).verify(att, INTENT)
+
+
+def _doc(att: Any) -> dict[str, Any]:
+    return dict(json.loads(att.newton_result or ""))
+
+
+def test_newton_held_spelling_and_summary_tricks_are_refused(chain: Chain, task_id: bytes) -> None:
+    """Held: both spellings of a signed field disagreeing, a duplicate JSON key, and a
+    summary policy id other than the signed one are all refused (never read one way for the
+    digest and another for the intent)."""
+    att = _certified(chain, task_id)
+    doc = _doc(att)
+    doc["task_response"]["intent"]["chain_id"] = hex(8453 + 1)
+    dup = (att.newton_result or "").replace('{"task_id"', '{"task_id":"0x","task_id"', 1)
+    for bad in (
+        att.model_copy(update={"newton_result": json.dumps(doc)}),
+        att.model_copy(update={"newton_result": dup}),
+        att.model_copy(update={"policy_id": "0x" + "11" * 32}),
+    ):
+        with pytest.raises(AgentGuardError):
+            _verifier(chain).verify(bad, INTENT)
