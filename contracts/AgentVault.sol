@@ -50,6 +50,9 @@ contract AgentVault {
     /// Newton reports rests on `task.taskCreatedBlock`, which its signature does not cover.
     uint256 public constant NEWTON_MAX_TASK_AGE = 1 hours;
     uint256 public constant NEWTON_MAX_CLOCK_SKEW = 5 minutes;
+    /// Base's block time: the signed `expireAfter` (blocks) read as seconds from the signed
+    /// `initializationTimestamp`, because `taskCreatedBlock` is not covered by the signature.
+    uint256 public constant NEWTON_BLOCK_TIME = 2 seconds;
 
     /// An x402 payment as the vault's ERC-1271 signature blob carries it (abi-encoded flat).
     struct Payment {
@@ -395,7 +398,8 @@ contract AgentVault {
     }
 
     /// Before the expiration block Newton reports (`taskCreatedBlock + expireAfter`), and within
-    /// `NEWTON_MAX_TASK_AGE` of the signed `initializationTimestamp` (read as milliseconds when
+    /// the signed lifetime (`expireAfter` blocks of `NEWTON_BLOCK_TIME`, at most
+    /// `NEWTON_MAX_TASK_AGE`) of the signed `initializationTimestamp` (read as milliseconds when
     /// it is 10^11 or more), which bounds a response whose unsigned `taskCreatedBlock` lies.
     function _requireFresh(uint32 taskCreatedBlock, uint32 expireAfter, uint256 initializationTimestamp)
         private
@@ -404,7 +408,9 @@ contract AgentVault {
         uint256 expiration = uint256(taskCreatedBlock) + expireAfter;
         if (block.number >= expiration) revert NewtonAttestationExpired(expiration, block.number);
         uint256 createdAt = initializationTimestamp >= 1e11 ? initializationTimestamp / 1000 : initializationTimestamp;
-        if (block.timestamp >= createdAt + NEWTON_MAX_TASK_AGE || createdAt > block.timestamp + NEWTON_MAX_CLOCK_SKEW) {
+        uint256 signedLifetime = uint256(expireAfter) * NEWTON_BLOCK_TIME;
+        uint256 maxAge = signedLifetime < NEWTON_MAX_TASK_AGE ? signedLifetime : NEWTON_MAX_TASK_AGE;
+        if (block.timestamp >= createdAt + maxAge || createdAt > block.timestamp + NEWTON_MAX_CLOCK_SKEW) {
             revert NewtonTaskStale(createdAt, block.timestamp);
         }
     }
