@@ -21,7 +21,6 @@ from web3 import Web3
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import (
-    ApprovalRequired,
     AttestationExpired,
     AttestationReplayed,
     ConfigurationError,
@@ -39,6 +38,7 @@ from agentguard._verifier import (
     ReplayGuard,
     VerifiedAttestation,
     _address,
+    _allowed,
     _callable,
     _inputs,
     _issue,
@@ -192,18 +192,7 @@ class NewtonVerifier:
     ) -> VerifiedAttestation:
         given = attestation  # the caller's object; everything below checks private copies
         attestation, fresh = _inputs(given, intent)
-        task_hex = "0x" + attestation.task_id.hex()
-        if attestation.decision == "approval_required":
-            raise ApprovalRequired(
-                "policy requires approval",
-                reasons=attestation.reasons,
-                task_id=task_hex,
-                intent_hash="0x" + fresh.intent_hash.hex(),
-            )
-        if attestation.decision != "allow":
-            raise PolicyDenied(
-                "policy denied the action", reasons=attestation.reasons, task_id=task_hex
-            )
+        task_hex = _allowed(attestation, fresh)
         if attestation.scheme != "newton-bls":
             raise VerificationError(
                 f"NewtonVerifier verifies Newton BLS attestations, not {attestation.scheme}"
