@@ -93,6 +93,7 @@ class FakeNewton:
     chain_block: Callable[[], int] | None = None
     recorded: dict[str, Any] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)  # each newt_* result, as answered
     headers: list[dict[str, str]] = field(default_factory=list)
     _queue: list[Answer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -257,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
             result = fake.create_result(body["params"], answer)
         else:
             result = fake.simulate_result(body["params"], answer)
+        fake.results.append(result)
         data = self._json({"jsonrpc": "2.0", "id": rpc_id, "result": result})
         if answer.truncated:
             half = data[: len(data) // 2]

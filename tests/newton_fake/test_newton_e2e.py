@@ -34,7 +34,7 @@ from tests.x402.fakes import TOKEN, FakeServer
 
 # anvil's second dev account: funded, so a verified transfer really lands
 SIGNER = Signer.from_key("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
-PAYEE = "0x3333333333333333333333333333333333333333"
+PAYEE = Web3.to_checksum_address("0x3333333333333333333333333333333333333333")
 PAID = "http://shop.test/paid"
 Certify = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -152,7 +152,7 @@ def _nothing(trace: PipelineTrace, ledger: Ledger, w3: Web3) -> None:
 
 
 def _nonce(w3: Web3) -> int:
-    return int(w3.eth.get_transaction_count(SIGNER.address))
+    return int(w3.eth.get_transaction_count(Web3.to_checksum_address(SIGNER.address)))
 
 
 # -- the transfer: signed and landed only on a verified certificate -----------------------
