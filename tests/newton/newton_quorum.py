@@ -20,6 +20,7 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import RPCEndpoint
 
 from agentguard._attestation import Attestation
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -89,12 +90,12 @@ class NewtonQuorum:
         table = deploy(w3, "NewtonOperatorTable", sender=OWNER)
         if at is not None:
             address = Web3.to_checksum_address(at)
-            provider = w3.provider
-            provider.make_request(
-                "anvil_setCode", [address, Web3.to_hex(w3.eth.get_code(table.address))]
-            )  # type: ignore[arg-type]
+            code = Web3.to_hex(w3.eth.get_code(table.address))
             owner_slot = "0x" + bytes(12).hex() + OWNER[2:].lower()
-            provider.make_request("anvil_setStorageAt", [address, "0x0", owner_slot])  # type: ignore[arg-type]
+            w3.provider.make_request(RPCEndpoint("anvil_setCode"), [address, code])
+            w3.provider.make_request(
+                RPCEndpoint("anvil_setStorageAt"), [address, "0x0", owner_slot]
+            )  # slot 0: the table's owner, who may write tables
             table = w3.eth.contract(address=address, abi=table.abi)
         operators = make_operators(weights, seed)
         if reference_timestamp is None:
