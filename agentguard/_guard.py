@@ -221,6 +221,7 @@ def _verifier(
     replay_guard: ReplayGuard | None,
     web3: Web3 | None,
     newton: Mapping[str, Any] | None,
+    quorum_number: str,
 ) -> AttestationVerifier:
     """What verifies this network's attestations: with ``operators``, the ECDSA quorum
     ``Verifier`` (the reference network); without, Newton's BLS quorum checked against Newton's
@@ -268,6 +269,7 @@ def _verifier(
         policy_id=policy_id,
         threshold_percentage=threshold_percentage,
         replay_guard=replay_guard,
+        quorum_number=quorum_number,
         **options,
     )
 
@@ -357,6 +359,7 @@ class _Connect:
             replay_guard=replay_guard,
             web3=defaults.web3,
             newton=newton,
+            quorum_number=gateway_options.get("quorum_number", "00"),
         )
         gateway = cls._gateway_class(
             url,

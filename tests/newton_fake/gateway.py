@@ -83,6 +83,8 @@ class Answer:
     simulate_allow: bool | None = None
     threshold: int | None = None
     """The task's ``quorumThresholdPercentage`` as the gateway claims it (unsigned)."""
+    quorum: str | None = None
+    """The task's ``quorumNumbers`` as the gateway claims it (unsigned), e.g. ``"0x01"``."""
 
 
 @dataclass
@@ -140,7 +142,7 @@ class FakeNewton:
         if not signature.startswith("0x"):
             signature = "0x" + signature
         threshold = a.threshold or params.get("quorum_threshold_percentage") or 67
-        quorum = "0x" + (params.get("quorum_number") or "00").removeprefix("0x")
+        quorum = a.quorum or "0x" + (params.get("quorum_number") or "00").removeprefix("0x")
         wasm_args = params.get("wasm_args") or "0x"
         if a.casing == "camel":  # as newton-sdk's GatewayCreateTaskResult types it
             task: dict[str, Any] = {

@@ -20,14 +20,20 @@ import pytest
 from web3 import Web3
 
 from agentguard import AsyncGuard, Guard, Signer
-from agentguard._exceptions import AttestationReplayed, InsufficientQuorum, VerificationError
+from agentguard._exceptions import (
+    AttestationExpired,
+    AttestationReplayed,
+    InsufficientQuorum,
+    PolicyDenied,
+    VerificationError,
+)
 from agentguard.ledger import Ledger, Limits
 from agentguard.newton import BN254Certificate, TaskResponse, Witness
 from agentguard.newton._certificate import OperatorInfo
 from agentguard.x402 import Allowances
 from tests.integration.pipeline_trace import PipelineTrace
 from tests.newton.conftest import Chain, chain, chain_session  # noqa: F401 (fixtures)
-from tests.newton.newton_quorum import NewtonQuorum
+from tests.newton.newton_quorum import NewtonQuorum, make_operators
 from tests.newton_fake.gateway import POLICY_ID, Answer, FakeNewton, fake_newton
 from tests.unit.conftest import POLICY_CLIENT
 from tests.x402.fakes import TOKEN, FakeServer
@@ -110,6 +116,9 @@ BAD = {
     "forged witness": (forged_witness, Answer(), VerificationError),
     # the task's threshold is the gateway's unsigned claim: 1 % would pass one signer of three
     "gateway 1% threshold": (below_quorum, Answer(threshold=1), InsufficientQuorum),
+    # operators really signed, but a deny, or for a block already reached
+    "signed deny": (lambda q: q.certify, Answer(decision="deny"), PolicyDenied),
+    "expired at the block": (lambda q: q.certify, Answer(expire_after=0), AttestationExpired),
 }
 
 
@@ -218,6 +227,25 @@ def test_an_uncertified_answer_signs_nothing(newton: FakeNewton, chain: Chain) -
     with PipelineTrace() as trace, pytest.raises(VerificationError, match="signature_data"):
         _connect(Guard, newton, chain, ledger).wallet().transfer(PAYEE, 10**15)
     assert trace.signatures == 0 and ledger.usage(SIGNER.address, 3600).count == 0
+
+
+def test_another_operator_set_of_the_same_avs_signs_nothing(
+    newton: FakeNewton,
+    chain: Chain,  # noqa: F811
+) -> None:
+    """The task's ``quorumNumbers`` is not covered by the certificate. The gateway names
+    operator set 1 of the same AVS (whose table lists keys it holds) instead of the set 0 the
+    client asked for, and certifies with those keys. Before the verifier pinned the operator
+    set the client asked for, this verified and the EOA signed."""
+    q = chain.quorum
+    rogue = NewtonQuorum(q.w3, q.table, make_operators((1,), b"rogue"), q.reference_timestamp,
+                         operator_set_id=1, avs=q.avs)  # fmt: skip
+    rogue.register(rogue.reference_timestamp, rogue.operators)
+    newton.certify, newton.default = rogue.certify, Answer(quorum="0x01")
+    ledger = Ledger()
+    with PipelineTrace() as trace, pytest.raises(VerificationError, match="operator set"):
+        _connect(Guard, newton, chain, ledger).wallet().transfer(PAYEE, 10**15)
+    _nothing(trace, ledger, chain.w3)
 
 
 def test_a_certificate_replayed_for_a_second_transfer_signs_once(

@@ -211,6 +211,15 @@ def test_connect_points_the_bls_verifier_at_other_contracts(newton: FakeNewton) 
     assert verifier._certificate_verifier == Web3.to_checksum_address(table)
     assert verifier._source_avs == Web3.to_checksum_address(avs)
     assert verifier._max_lifetime == 60
+    assert verifier.quorum_numbers == b"\x00"  # the quorum the gateway is asked for
+    pinned = Guard.connect(
+        newton.url,
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        web3=_web3(),
+        quorum_number="01",
+    ).verifier
+    assert isinstance(pinned, NewtonVerifier) and pinned.quorum_numbers == b"\x01"
 
 
 @pytest.mark.parametrize(
