@@ -12,6 +12,7 @@ the agent's key: each one would sign if its named check were dropped.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -265,6 +266,23 @@ def test_a_certificate_replayed_for_a_second_transfer_signs_once(
     assert [c["params"]["intent"] for c in newton.calls("newt_createTask")] == [
         newton.calls("newt_createTask")[0]["params"]["intent"]
     ] * 2
+
+
+async def test_two_racing_transfers_on_one_certificate_sign_once(
+    newton: FakeNewton,
+    chain: Chain,  # noqa: F811
+) -> None:
+    """Two transfers at once, both answered with the same (valid) task: one signature."""
+    same = "0x" + "5b" * 32
+    guard = _connect(AsyncGuard, newton, chain, Ledger())
+    newton.answer(Answer(task_id=same), Answer(task_id=same))
+    wallet = guard.wallet()
+    with PipelineTrace() as trace:
+        outcomes = await asyncio.gather(
+            wallet.transfer(PAYEE, 10**15), wallet.transfer(PAYEE, 10**15), return_exceptions=True
+        )
+    assert sorted(type(o).__name__ for o in outcomes) == ["AttestationReplayed", "Receipt"]
+    assert trace.signatures == 1 and _nonce(chain.w3) == 1
 
 
 # -- the x402 payment ---------------------------------------------------------------------
