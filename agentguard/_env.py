@@ -45,6 +45,10 @@ VARIABLES = {
     "AGENTGUARD_AUDIT_LOG": "audit log path",
     "AGENTGUARD_BUDGET": "budget rules separated by ';'",
     "AGENTGUARD_VAULT": "AgentVault address the agent spends from",
+    "AGENTGUARD_NEWTON_CERTIFICATE_VERIFIER": "Newton: the BN254 certificate verifier holding "
+    "the operator table (default: Newton's deployment for the chain)",
+    "AGENTGUARD_NEWTON_SOURCE_AVS": "Newton: the AVS whose operator set signs (default: "
+    "Newton's deployment for the chain)",
 }
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() also takes "²"
@@ -309,4 +313,16 @@ def connect_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         options["audit"] = _open("AGENTGUARD_AUDIT_LOG", path, AuditLog)
     if env.get("AGENTGUARD_VAULT") is not None:
         options["vault"] = env.address("AGENTGUARD_VAULT")
+    newton = {
+        option: env.address(name) for option, name in _NEWTON.items() if env.get(name) is not None
+    }
+    if newton:
+        options["newton"] = newton
     return options
+
+
+_NEWTON = {
+    "certificate_verifier": "AGENTGUARD_NEWTON_CERTIFICATE_VERIFIER",
+    "source_avs": "AGENTGUARD_NEWTON_SOURCE_AVS",
+}
+"""``Guard.connect(newton={...})`` options read from the environment."""

@@ -20,7 +20,6 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -57,6 +56,9 @@ __all__ = ["AsyncGuard", "Guard"]
 log = get_logger("agentguard.guard")
 T = TypeVar("T")
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+NEWTON_OPTIONS = frozenset({"certificate_verifier", "source_avs", "max_lifetime", "block_time"})
+"""What ``Guard.connect(newton={...})`` passes on to ``agentguard.newton.NewtonVerifier``: the
+contracts to read (another chain, a staging deployment, a test table) and the ticket's life."""
 Intent = TransactionIntent | PaymentIntent
 _ENV = {
     "signer": "AGENTGUARD_PRIVATE_KEY_FILE (or AGENTGUARD_PRIVATE_KEY)",
@@ -218,12 +220,20 @@ def _verifier(
     policy_id: str | None,
     replay_guard: ReplayGuard | None,
     web3: Web3 | None,
+    newton: Mapping[str, Any] | None,
+    quorum_number: str,
 ) -> AttestationVerifier:
     """What verifies this network's attestations: with ``operators``, the ECDSA quorum
     ``Verifier`` (the reference network); without, Newton's BLS quorum checked against Newton's
-    contracts (``agentguard.newton.NewtonVerifier``). Operators are never taken from the
-    gateway: a reference network reached without them is a configuration error."""
+    contracts (``agentguard.newton.NewtonVerifier``, with the ``newton`` options). Operators are
+    never taken from the gateway: a reference network reached without them is a configuration
+    error."""
     if operators is not None:
+        if newton:
+            raise ConfigurationError(
+                "newton= options configure Newton's BLS verifier; with operators=[...] the "
+                "network is an ECDSA quorum (the reference network): pass one or the other"
+            )
         return Verifier(
             operators,
             policy_client=policy_client,
@@ -243,21 +253,25 @@ def _verifier(
             "attestations against Newton's contracts, and needs web3= (AGENTGUARD_RPC_URL) "
             "for the chain; for the reference network pass operators=[...]"
         )
-    try:  # part of the newton package (BLS); imported only when a Newton network is used
-        newton_verifier = importlib.import_module("agentguard.newton").NewtonVerifier
-    except (ImportError, AttributeError):
+    from agentguard.newton import NewtonVerifier  # BLS: loaded only for a Newton network
+
+    if newton is not None and not isinstance(newton, Mapping):
+        raise ConfigurationError("newton= takes a mapping of NewtonVerifier options")
+    options = dict(newton or {})
+    unknown = sorted(set(options) - NEWTON_OPTIONS)
+    if unknown:
         raise ConfigurationError(
-            "Newton BLS verification (agentguard.newton) is not available in this "
-            "installation; pass operators=[...] for an ECDSA quorum network"
-        ) from None
-    verifier: AttestationVerifier = newton_verifier(
+            f"newton= takes {', '.join(sorted(NEWTON_OPTIONS))}; not {', '.join(unknown)}"
+        )
+    return NewtonVerifier(
         policy_client=policy_client,
         web3=web3,
         policy_id=policy_id,
         threshold_percentage=threshold_percentage,
         replay_guard=replay_guard,
+        quorum_number=quorum_number,
+        **options,
     )
-    return verifier
 
 
 class _Connect:
@@ -294,6 +308,7 @@ class _Connect:
         audit: AuditSink | None = None,
         vault: str | None = None,
         chain_id: int | None = None,
+        newton: Mapping[str, Any] | None = None,
         **gateway_options: Any,
     ) -> Self:
         """Connect to a gateway; the verifier accepts only the policy the owner registered.
@@ -316,6 +331,10 @@ class _Connect:
         (``agentguard_networkInfo``) whether it deduplicates retried tasks (only then is a
         ``newt_createTask`` whose answer was lost sent again) and whether it is a reference
         network; its operator set is never asked for.
+
+        ``newton=`` (a mapping; ``NEWTON_OPTIONS``) configures the BLS verifier:
+        ``certificate_verifier`` and ``source_avs`` (Newton's published Base / Base Sepolia
+        deployments unless given), ``max_lifetime`` and ``block_time``. Not with ``operators``.
         """
         defaults = _defaults(signer, web3, ledger, budget, audit, vault, chain_id)
         if policy is not None and params is None and defaults.budget is not None:
@@ -339,6 +358,8 @@ class _Connect:
             policy_id=pinned,
             replay_guard=replay_guard,
             web3=defaults.web3,
+            newton=newton,
+            quorum_number=gateway_options.get("quorum_number", "00"),
         )
         gateway = cls._gateway_class(
             url,

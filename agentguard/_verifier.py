@@ -198,18 +198,7 @@ class Verifier:
     ) -> VerifiedAttestation:
         given = attestation  # the caller's object; everything below checks private copies
         attestation, fresh = _inputs(given, intent)
-        task = "0x" + attestation.task_id.hex()
-        if attestation.decision == "approval_required":
-            raise ApprovalRequired(
-                "policy requires approval",
-                reasons=attestation.reasons,
-                task_id=task,
-                intent_hash="0x" + fresh.intent_hash.hex(),
-            )
-        if attestation.decision != "allow":
-            raise PolicyDenied(
-                "policy denied the action", reasons=attestation.reasons, task_id=task
-            )
+        task = _allowed(attestation, fresh)
         if attestation.scheme != "ecdsa":
             raise VerificationError(
                 f"{attestation.scheme} attestations cannot be verified by this Verifier; "
@@ -291,6 +280,22 @@ def _inputs(
     return attestation.model_copy(), fresh_intent(intent)
 
 
+def _allowed(attestation: Attestation, intent: TransactionIntent | PaymentIntent) -> str:
+    """The decision checks every verifier makes first: an approval request or a deny is final
+    here (typed, with the network's reasons). Returns the task id as 0x-hex for messages."""
+    task = "0x" + attestation.task_id.hex()
+    if attestation.decision == "approval_required":
+        raise ApprovalRequired(
+            "policy requires approval",
+            reasons=attestation.reasons,
+            task_id=task,
+            intent_hash="0x" + intent.intent_hash.hex(),
+        )
+    if attestation.decision != "allow":
+        raise PolicyDenied("policy denied the action", reasons=attestation.reasons, task_id=task)
+    return task
+
+
 def _issue(
     ticket: Ticket,
     attestation: Attestation,
@@ -357,11 +362,7 @@ class NewtonBindingVerifier:
     ) -> VerifiedAttestation:
         given = attestation  # the caller's object; everything below checks private copies
         attestation, fresh = _inputs(given, intent)
-        task = "0x" + attestation.task_id.hex()
-        if attestation.decision != "allow":
-            raise PolicyDenied(
-                "policy denied the action", reasons=attestation.reasons, task_id=task
-            )
+        task = _allowed(attestation, fresh)
         if attestation.scheme != "newton-bls":
             raise VerificationError("NewtonBindingVerifier only accepts Newton BLS attestations")
         if attestation.policy_client.lower() != self.policy_client.lower():

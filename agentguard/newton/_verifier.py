@@ -13,6 +13,7 @@ See docs/newton.md for the trust base.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,6 @@ from web3 import Web3
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import (
-    ApprovalRequired,
     AttestationExpired,
     AttestationReplayed,
     ConfigurationError,
@@ -39,6 +39,7 @@ from agentguard._verifier import (
     ReplayGuard,
     VerifiedAttestation,
     _address,
+    _allowed,
     _callable,
     _inputs,
     _issue,
@@ -80,6 +81,8 @@ DEPLOYMENTS: dict[int, tuple[str, str]] = {
     ),
 }
 
+_QUORUM = re.compile(r"(0x)?([0-9a-fA-F]{2})+")
+
 DEFAULT_THRESHOLD_FLOOR = 40
 """Newton's v1 protocol default (``OperatorVerifierLib.DEFAULT_CROSS_CHAIN_QUORUM_THRESHOLD_
 PERCENTAGE``, "gateway-defaulted to 40% across all environments"). ``Task`` is not covered by
@@ -97,6 +100,8 @@ class NewtonVerifier:
     web3's chain id. The ticket's ``expires_at`` is a unix time: the attestation's remaining
     blocks (at most the signed policy's ``expireAfter``) times ``block_time``, and never more
     than ``max_lifetime`` seconds from now, whatever block number the RPC reports.
+    ``quorum_number`` is the quorum the gateway was asked for (``NewtonGateway``'s): the task's
+    ``quorumNumbers`` is not signed, so a task naming another operator set is refused.
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class NewtonVerifier:
         clock: Callable[[], float] = time.time,
         max_lifetime: int = 3600,
         block_time: float = 2.0,
+        quorum_number: str = "00",
     ) -> None:
         if not isinstance(web3, Web3):
             raise ConfigurationError("NewtonVerifier needs a web3.Web3 connected to the chain")
@@ -141,6 +147,9 @@ class NewtonVerifier:
                 f"block_time must be seconds in (0, 600], got {block_time!r:.40}"
             )
         self._block_time = float(block_time)
+        if not isinstance(quorum_number, str) or not _QUORUM.fullmatch(quorum_number):
+            raise ConfigurationError('quorum_number must be hex bytes such as "00"')
+        self.quorum_numbers = bytes.fromhex(quorum_number.removeprefix("0x"))
         self._chain_id: int | None = None
         self._table: OperatorTable | None = None
         self._pairing: PairingCheck = precompile_pairing(self._eth_call_pairing)
@@ -192,18 +201,7 @@ class NewtonVerifier:
     ) -> VerifiedAttestation:
         given = attestation  # the caller's object; everything below checks private copies
         attestation, fresh = _inputs(given, intent)
-        task_hex = "0x" + attestation.task_id.hex()
-        if attestation.decision == "approval_required":
-            raise ApprovalRequired(
-                "policy requires approval",
-                reasons=attestation.reasons,
-                task_id=task_hex,
-                intent_hash="0x" + fresh.intent_hash.hex(),
-            )
-        if attestation.decision != "allow":
-            raise PolicyDenied(
-                "policy denied the action", reasons=attestation.reasons, task_id=task_hex
-            )
+        task_hex = _allowed(attestation, fresh)
         if attestation.scheme != "newton-bls":
             raise VerificationError(
                 f"NewtonVerifier verifies Newton BLS attestations, not {attestation.scheme}"
@@ -312,8 +310,12 @@ class NewtonVerifier:
         claimed = task.quorum_threshold_percentage
         if claimed == 0 or claimed > 100:
             raise VerificationError(f"the task's quorum threshold {claimed}% is not in 1..100")
-        if not task.quorum_numbers:
-            raise VerificationError("the task names no quorum (operator set)")
+        if task.quorum_numbers != self.quorum_numbers:
+            # unsigned: another operator set of the same AVS (other keys) must not be chosen
+            raise VerificationError(
+                f"the task names operator set(s) 0x{task.quorum_numbers.hex()}, not the quorum "
+                f"0x{self.quorum_numbers.hex()} this client asked for"
+            )
         return max(claimed, self.threshold_floor)
 
     def _check_certificate(self, cert: BN254Certificate, info: OperatorSetInfo) -> list[int]:

@@ -20,6 +20,7 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import RPCEndpoint
 
 from agentguard._attestation import Attestation
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -80,12 +81,27 @@ class NewtonQuorum:
         seed: bytes = b"op",
         operator_set_id: int = 0,
         max_staleness: int = 0,
+        at: str | None = None,
+        avs: str = AVS,
+        reference_timestamp: int | None = None,
     ) -> NewtonQuorum:
+        """``at``: put the table's code at that address (anvil), e.g. Newton's published
+        certificate verifier on Base, so a client configured with Newton's defaults reads it."""
         table = deploy(w3, "NewtonOperatorTable", sender=OWNER)
+        if at is not None:
+            address = Web3.to_checksum_address(at)
+            code = Web3.to_hex(w3.eth.get_code(table.address))
+            owner_slot = "0x" + bytes(12).hex() + OWNER[2:].lower()
+            w3.provider.make_request(RPCEndpoint("anvil_setCode"), [address, code])
+            w3.provider.make_request(
+                RPCEndpoint("anvil_setStorageAt"), [address, "0x0", owner_slot]
+            )  # slot 0: the table's owner, who may write tables
+            table = w3.eth.contract(address=address, abi=table.abi)
         operators = make_operators(weights, seed)
-        reference = int(w3.eth.get_block("latest")["timestamp"]) - 60
-        quorum = cls(w3, table, operators, reference, operator_set_id)
-        quorum.register(reference, operators, max_staleness=max_staleness)
+        if reference_timestamp is None:
+            reference_timestamp = int(w3.eth.get_block("latest")["timestamp"]) - 60
+        quorum = cls(w3, table, operators, reference_timestamp, operator_set_id, avs)
+        quorum.register(reference_timestamp, operators, max_staleness=max_staleness)
         return quorum
 
     def register(

@@ -9,10 +9,16 @@ error codes -32615..-32620 and -32002, HTTP 401/403/429/5xx) and newt-foundation
 It is a real HTTP server on 127.0.0.1 (``ThreadingHTTPServer``): the client meets sockets,
 not an in-memory transport. Every request is recorded (``requests``) so tests assert the exact
 shape the client sends. What it answers is scripted per call with ``Answer`` values (queued
-with ``answer(...)``; the ``default`` answers when the queue is empty). ``certify(result)``
+with ``answer(...)`` for ``newt_*`` calls; the ``default`` answers when the queue is empty;
+a method Newton's gateway does not have is "Method not found"). ``certify(result)``
 may add ``signature_data`` / ``aggregation_response`` to a successful result: the hook where a
-real BLS quorum is wired in (tests/newton/newton_quorum.py); by default nothing is added, as
-an uncertified answer.
+real BLS quorum is wired in (tests/newton/newton_quorum.py ``NewtonQuorum.certify``); by default
+nothing is added, as an uncertified answer. ``task_response`` carries Newton's full
+``TaskResponse`` (newton-contracts ``INewtonProverTaskManager``: ``policy_task_data`` with the
+policy's code and a ``PolicyData`` entry, ``policy_config``), so a certificate over it is over
+what Newton's operators sign. ``chain_block`` ties the task's blocks to a real chain (anvil).
+``recorded`` replays one recorded exchange (``recorded.py``): the request must be the recorded
+one, the answer is the recorded result, byte for byte.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ Certify = Callable[[dict[str, Any]], dict[str, Any]]
 
 POLICY_ID = "0x" + "cd" * 32
 POLICY_ADDRESS = "0x" + "11" * 20
+POLICY_DATA_ADDRESS = "0x" + "12" * 20
+POLICY_CODE = b"package agentguard\n\ndefault allow := false\n"
 REFERENCE_BLOCK = 40_000_000
+INITIALIZATION_TIMESTAMP = 0x6553F100
 
 
 def word(n: int) -> bytes:
@@ -72,6 +81,10 @@ class Answer:
     task_id: str | None = None
     status: str = "success"
     simulate_allow: bool | None = None
+    threshold: int | None = None
+    """The task's ``quorumThresholdPercentage`` as the gateway claims it (unsigned)."""
+    quorum: str | None = None
+    """The task's ``quorumNumbers`` as the gateway claims it (unsigned), e.g. ``"0x01"``."""
 
 
 @dataclass
@@ -79,7 +92,10 @@ class FakeNewton:
     certify: Certify = lambda result: result
     default: Answer = field(default_factory=Answer)
     block: int = REFERENCE_BLOCK
+    chain_block: Callable[[], int] | None = None
+    recorded: dict[str, Any] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)  # each newt_* result, as answered
     headers: list[dict[str, str]] = field(default_factory=list)
     _queue: list[Answer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -101,10 +117,14 @@ class FakeNewton:
     def _bytes(self, raw: bytes, how: str) -> Any:
         return list(raw) if how == "array" else "0x" + raw.hex()
 
+    def _block(self) -> int:
+        return self.chain_block() if self.chain_block is not None else self.block
+
     def create_result(self, params: dict[str, Any], a: Answer) -> dict[str, Any]:
         asked = params["intent"]
         intent = a.intent or asked
         task_id = a.task_id or "0x" + os.urandom(32).hex()  # task ids are process-unique
+        block = self._block()
         allow = a.decision == "allow"
         evaluation = (
             abi_bool(allow) if a.encoding == "bool" else abi_string("true" if allow else "false")
@@ -121,25 +141,34 @@ class FakeNewton:
         signature = params.get("intent_signature") or "0x"
         if not signature.startswith("0x"):
             signature = "0x" + signature
-        task = {
-            "taskId": task_id,
-            "policyClient": params["policy_client"],
-            "taskCreatedBlock": self.block,
-            "quorumThresholdPercentage": params.get("quorum_threshold_percentage") or 67,
-            "intent": wire_intent,
-            "intentSignature": signature,
-            "wasmArgs": params.get("wasm_args") or "0x",
-            "quorumNumbers": "0x" + (params.get("quorum_number") or "00").removeprefix("0x"),
-            "initializationTimestamp": "0x6553f100",
-        }
-        if a.casing == "snake":
+        threshold = a.threshold or params.get("quorum_threshold_percentage") or 67
+        quorum = a.quorum or "0x" + (params.get("quorum_number") or "00").removeprefix("0x")
+        wasm_args = params.get("wasm_args") or "0x"
+        if a.casing == "camel":  # as newton-sdk's GatewayCreateTaskResult types it
+            task: dict[str, Any] = {
+                "taskId": task_id,
+                "policyClient": params["policy_client"],
+                "taskCreatedBlock": block,
+                "quorumThresholdPercentage": threshold,
+                "intent": wire_intent,
+                "intentSignature": signature,
+                "wasmArgs": wasm_args,
+                "quorumNumbers": quorum,
+                "initializationTimestamp": hex(INITIALIZATION_TIMESTAMP),
+            }
+        else:  # as the RPC reference shows it
             task = {
                 "task_id": task_id,
                 "policy_client": params["policy_client"],
-                "task_created_block": self.block,
+                "task_created_block": block,
+                "quorum_threshold_percentage": threshold,
                 "intent": wire_intent,
+                "intent_signature": signature,
+                "wasm_args": wasm_args,
+                "quorum_numbers": quorum,
+                "initialization_timestamp": hex(INITIALIZATION_TIMESTAMP),
             }
-        response = {
+        response = {  # INewtonProverTaskManager.TaskResponse, snake_case as the RPC docs
             "task_id": task_id,
             "policy_client": params["policy_client"],
             "policy_id": POLICY_ID,
@@ -148,13 +177,23 @@ class FakeNewton:
             "intent_signature": signature,
             "evaluation_result": self._bytes(evaluation, a.bytes_as),
             "policy_task_data": {
-                "policyId": POLICY_ID,
-                "policyAddress": POLICY_ADDRESS,
-                "policy": "0x",
-                "policyData": [],
+                "policy_id": POLICY_ID,
+                "policy_address": POLICY_ADDRESS,
+                "policy": self._bytes(POLICY_CODE, a.bytes_as),
+                "policy_data": [
+                    {
+                        "wasm_args": self._bytes(b"", a.bytes_as),
+                        "data": self._bytes(b'{"price":"1.00"}', a.bytes_as),
+                        "policy_data_address": POLICY_DATA_ADDRESS,
+                        "expire_block": block + 1000,
+                    }
+                ],
             },
-            "policy_config": {"policyParams": "0x7b7d", "expireAfter": a.expire_after},
-            "initialization_timestamp": "0x6553f100",
+            "policy_config": {
+                "policyParams": self._bytes(b"{}", a.bytes_as),
+                "expireAfter": a.expire_after,
+            },
+            "initialization_timestamp": hex(INITIALIZATION_TIMESTAMP),
         }
         result: dict[str, Any] = {
             "task_id": task_id,
@@ -163,8 +202,8 @@ class FakeNewton:
             "timestamp": 1_705_123_456,
             "task": task,
             "task_response": response,
-            "reference_block": self.block,
-            "expiration": self.block + a.expire_after,
+            "reference_block": block,
+            "expiration": block + a.expire_after,
             "operator_errors": []
             if a.status == "success"
             else [
@@ -200,21 +239,28 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         fake.requests.append(body)
         fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-        answer = fake._next()
         method, rpc_id = body.get("method"), body.get("id")
+        if method not in ("newt_createTask", "newt_simulateTask"):  # not Newton's: no script
+            error = {"code": -32601, "message": "Method not found"}
+            return self._send(200, self._json({"jsonrpc": "2.0", "id": rpc_id, "error": error}))
+        answer = fake._next()
         if answer.http is not None:
             return self._send(answer.http, b'{"error":"HTTP %d"}' % answer.http)
         if answer.rpc_error is not None:
             error = {"code": answer.rpc_error, "message": f"Newton error {answer.rpc_error}"}
             status = 401 if answer.rpc_error == -32002 else 200
             return self._send(status, self._json({"jsonrpc": "2.0", "id": rpc_id, "error": error}))
-        if method == "newt_createTask":
-            result: Any = fake.create_result(body["params"], answer)
-        elif method == "newt_simulateTask":
+        if method == "newt_createTask" and fake.recorded is not None:
+            recorded = fake.recorded["newt_createTask"]
+            if body.get("params") != recorded["request"]["params"]:
+                error = {"code": -32602, "message": "not the recorded request"}
+                return self._send(200, self._json({"jsonrpc": "2.0", "id": rpc_id, "error": error}))
+            result: Any = recorded["response"]["result"]
+        elif method == "newt_createTask":
+            result = fake.create_result(body["params"], answer)
+        else:
             result = fake.simulate_result(body["params"], answer)
-        else:  # Newton's gateway knows no agentguard_* method
-            error = {"code": -32601, "message": "Method not found"}
-            return self._send(200, self._json({"jsonrpc": "2.0", "id": rpc_id, "error": error}))
+        fake.results.append(result)
         data = self._json({"jsonrpc": "2.0", "id": rpc_id, "result": result})
         if answer.truncated:
             half = data[: len(data) // 2]

@@ -6,12 +6,11 @@ gateway can try fail closed.
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from typing import Any
 
 import pytest
+from web3 import Web3
 
 from agentguard import (
     AttestationExpired,
@@ -30,6 +29,7 @@ from agentguard._exceptions import OnchainCheckRequired, ReservationError
 from agentguard._value import Spend
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Limits
+from agentguard.newton import DEFAULT_THRESHOLD_FLOOR, NewtonVerifier
 from agentguard.pipeline import Action, Landed, Prepared, Runner, Signed
 from tests.newton_fake.gateway import POLICY_ID, REFERENCE_BLOCK, Answer, FakeNewton
 from tests.unit.conftest import PAYEE, POLICY_CLIENT, TOKEN
@@ -173,43 +173,21 @@ def test_shadow_mode_on_a_lying_simulation_signs_and_holds_nothing(newton: FakeN
         guard.run_call("drain", {"all": True}, lambda: "ran")
 
 
-# -- Guard.connect picks the verifier ------------------------------------------------------
+# -- Guard.connect picks the verifier ----------------------------------------------------
 
 
-class StandInNewtonVerifier:
-    """Stands in for part B's ``agentguard.newton.NewtonVerifier`` (not on this branch)."""
-
-    made: list[dict[str, Any]] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        StandInNewtonVerifier.made.append(kwargs)
-        self.policy_client = kwargs["policy_client"]
-
-    def verify(self, attestation: Any, intent: Any) -> Any:
-        raise AssertionError("not used here")
+def _web3() -> Web3:
+    """A Web3 that is never reached: NewtonVerifier reads the chain on first verification."""
+    return Web3(Web3.HTTPProvider("http://127.0.0.1:9"))
 
 
-@pytest.fixture
-def newton_module(monkeypatch: pytest.MonkeyPatch) -> type[StandInNewtonVerifier]:
-    module = types.ModuleType("agentguard.newton")
-    module.NewtonVerifier = StandInNewtonVerifier  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agentguard.newton", module)
-    StandInNewtonVerifier.made.clear()
-    return StandInNewtonVerifier
-
-
-def test_connect_without_operators_is_newton_bls(newton: FakeNewton, newton_module: Any) -> None:
-    web3 = object()
-    guard = Guard.connect(
-        newton.url,
-        policy_client=POLICY_CLIENT,
-        policy_id=POLICY_ID,
-        web3=web3,  # type: ignore[arg-type]
-    )
-    assert isinstance(guard.verifier, newton_module)
-    [made] = newton_module.made
-    assert made["web3"] is web3 and made["policy_id"] == POLICY_ID
-    assert made["threshold_percentage"] is None  # Newton's gateway default
+def test_connect_without_operators_is_newton_bls(newton: FakeNewton) -> None:
+    web3 = _web3()
+    guard = Guard.connect(newton.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID, web3=web3)
+    verifier = guard.verifier
+    assert isinstance(verifier, NewtonVerifier)
+    assert verifier._web3 is web3 and verifier.policy_id == bytes.fromhex(POLICY_ID[2:])
+    assert verifier.threshold_floor == DEFAULT_THRESHOLD_FLOOR  # nothing lowers Newton's floor
     # it asked the gateway what it is, once; Newton's gateway does not know the method
     assert [r["method"] for r in newton.requests] == ["agentguard_networkInfo"]
     # so a task whose answer is lost is never sent twice
@@ -219,20 +197,84 @@ def test_connect_without_operators_is_newton_bls(newton: FakeNewton, newton_modu
     assert len(newton.calls("newt_createTask")) == 1
 
 
-def test_connect_without_operators_needs_the_chain(newton: FakeNewton, newton_module: Any) -> None:
-    with pytest.raises(ConfigurationError, match="AGENTGUARD_RPC_URL"):
-        Guard.connect(newton.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID)
+def test_connect_points_the_bls_verifier_at_other_contracts(newton: FakeNewton) -> None:
+    table, avs = "0x" + "ab" * 20, "0x" + "cd" * 20
+    guard = Guard.connect(
+        newton.url,
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        web3=_web3(),
+        newton={"certificate_verifier": table, "source_avs": avs, "max_lifetime": 60},
+    )
+    verifier = guard.verifier
+    assert isinstance(verifier, NewtonVerifier)
+    assert verifier._certificate_verifier == Web3.to_checksum_address(table)
+    assert verifier._source_avs == Web3.to_checksum_address(avs)
+    assert verifier._max_lifetime == 60
+    assert verifier.quorum_numbers == b"\x00"  # the quorum the gateway is asked for
+    pinned = Guard.connect(
+        newton.url,
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        web3=_web3(),
+        quorum_number="01",
+    ).verifier
+    assert isinstance(pinned, NewtonVerifier) and pinned.quorum_numbers == b"\x01"
 
 
-def test_connect_without_operators_and_without_newton_support(newton: FakeNewton, monkeypatch):
-    monkeypatch.setitem(sys.modules, "agentguard.newton", None)  # import fails
-    with pytest.raises(ConfigurationError, match="not available"):
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"policy_client": "0x" + "11" * 20}, "newton= takes"),  # cannot swap the client
+        ({"clock": time.time}, "newton= takes"),
+        ("certificate_verifier=0x", "mapping"),
+        ({"certificate_verifier": "0x1234"}, "certificate_verifier"),
+    ],
+)
+def test_connect_refuses_unknown_or_malformed_newton_options(
+    newton: FakeNewton, options: Any, match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
         Guard.connect(
             newton.url,
             policy_client=POLICY_CLIENT,
             policy_id=POLICY_ID,
-            web3=object(),  # type: ignore[arg-type]
+            web3=_web3(),
+            newton=options,
         )
+
+
+def test_connect_refuses_newton_options_with_operators(newton: FakeNewton) -> None:
+    with pytest.raises(ConfigurationError, match="one or the other"):
+        Guard.connect(
+            newton.url,
+            policy_client=POLICY_CLIENT,
+            policy_id=POLICY_ID,
+            operators=["0x" + "12" * 20, "0x" + "34" * 20],
+            newton={"source_avs": "0x" + "cd" * 20},
+        )
+
+
+def test_connect_without_operators_needs_the_chain(newton: FakeNewton) -> None:
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_RPC_URL"):
+        Guard.connect(newton.url, policy_client=POLICY_CLIENT, policy_id=POLICY_ID)
+
+
+def test_newton_contracts_from_the_environment() -> None:
+    from agentguard._env import connect_options
+
+    table = "0x" + "ab" * 20
+    env = {
+        "AGENTGUARD_GATEWAY_URL": "http://127.0.0.1:9/rpc",
+        "AGENTGUARD_POLICY_CLIENT": POLICY_CLIENT,
+        "AGENTGUARD_POLICY_ID": POLICY_ID,
+        "AGENTGUARD_NEWTON_CERTIFICATE_VERIFIER": table,
+    }
+    assert connect_options(env)["newton"] == {
+        "certificate_verifier": Web3.to_checksum_address(table)
+    }
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_NEWTON_SOURCE_AVS"):
+        connect_options({**env, "AGENTGUARD_NEWTON_SOURCE_AVS": "0x12"})
 
 
 def test_connect_with_operators_is_the_ecdsa_verifier(newton: FakeNewton) -> None:
