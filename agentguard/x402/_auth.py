@@ -457,7 +457,7 @@ class X402Auth(httpx.Auth):
         resend: bool = False,
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url))
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url), resend)
         request.headers.pop(UPTO_SESSION, None)
         request.headers[payment.header] = payment.value
         request.extensions[PAYMENT_EXTENSION] = paid
@@ -466,7 +466,7 @@ class X402Auth(httpx.Auth):
             response: httpx.Response = yield request
         except GeneratorExit:
             unsent = request.extensions.pop(NOT_SENT_EXTENSION, None)
-            if resend or not isinstance(unsent, Unsent) or unsent.paid is not paid:
+            if not isinstance(unsent, Unsent) or unsent.paid is not paid or resend:
                 # No answer will come: remember these bytes for a re-send.
                 self._lost(fingerprint, _Lost(signed, flight))
                 raise

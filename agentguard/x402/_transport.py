@@ -63,7 +63,7 @@ class _Events:
         """Mark ``request`` unsent if ``exc`` and the trace prove none of its payment was
         written; whether it was marked."""
         paid = request.extensions.get(PAYMENT_EXTENSION)
-        if not isinstance(paid, Paid) or any(".send_" in name for name in self.names):
+        if not isinstance(paid, Paid) or paid.resent or any(".send_" in n for n in self.names):
             return False
         connect_failed = bool(self.names) and self.names[-1].endswith(_CONNECT_FAILED)
         if not isinstance(exc, RequestNotSent) and not (
