@@ -23,7 +23,7 @@ from agentguard.x402._transport import NOT_SENT_EXTENSION, PAYMENT_EXTENSION, Tr
 from agentguard.x402._wire import parse_payment_required
 
 from .conftest import ALLOWANCES, SigningSpy, connect_async
-from .fakes import FakeServer
+from .fakes import FakeServer, requirement, upto_requirement
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,8 @@ def _read_request(conn: socket.socket) -> bytes:
     return data
 
 
-def _raw_402() -> bytes:
-    response = FakeServer().payment_required()
+def _raw_402(accepts: list[dict[str, Any]]) -> bytes:
+    response = FakeServer(accepts=accepts).payment_required()
     body = response.content
     head = [b"HTTP/1.1 402 Payment Required", b"Connection: close"]
     head += [f"{k}: {v}".encode() for k, v in response.headers.items() if k != "content-length"]
@@ -69,7 +69,8 @@ class Shop:
     """Answers the first request with a 402 and closes the connection. Then, if ``swallow``,
     reads the paid request and hangs up without answering. Then closes its port."""
 
-    def __init__(self, *, swallow: bool) -> None:
+    def __init__(self, *, swallow: bool, accepts: list[dict[str, Any]] | None = None) -> None:
+        self._accepts = accepts or [requirement()]
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/paid"
         self.seen: list[bytes] = []
@@ -82,7 +83,7 @@ class Shop:
             conn, _ = self._listener.accept()
             with conn:
                 self.seen.append(_read_request(conn))
-                conn.sendall(_raw_402())
+                conn.sendall(_raw_402(self._accepts))
             if self._swallow:
                 conn, _ = self._listener.accept()
                 with conn:
@@ -92,9 +93,11 @@ class Shop:
         self._thread.join(10)
 
 
-@pytest.fixture
-def shop() -> Iterator[Shop]:
-    s = Shop(swallow=False)
+@pytest.fixture(params=["exact", "upto"])
+def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
+    s = Shop(
+        swallow=False, accepts=[upto_requirement() if request.param == "upto" else requirement()]
+    )
     yield s
     s.join()
 
@@ -116,6 +119,7 @@ def test_a_paid_retry_to_a_closed_port_releases_its_hold_and_drops_the_payment(
     shop.join()
     assert signing_spy.calls == ["sign_typed_data"] and len(shop.seen) == 1
     assert auth.unanswered == () and counted(ledger, signer) == (0, 0)
+    assert auth.sessions == {}  # an upto session is never kept for an unsent maximum
     assert "released" in audit.kinds and "outcome_unknown" not in audit.kinds
     assert "refused before sending (ConnectError)" in audit.records[-1]["reason"]
     # Nobody can take the unused signature off the request httpx's error still holds.
