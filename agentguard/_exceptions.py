@@ -51,9 +51,13 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
         ├── PaymentRejected          a signed x402 payment was answered with 402 (never re-signed)
         ├── ProofError               a paid answer's TEE proof does not verify (do not use it)
         │   ├── TeeNotActive         the TEE is not active in OpenGradient's onchain registry
+        │   │   └── EndpointNotActive    a request to an unregistered endpoint, refused unsent
         │   └── StreamUnverified     a streamed answer ended without a proof that verifies
         ├── TlsPinMismatch           a TEE endpoint showed another TLS certificate than registered
         └── NodeUnavailable          the RPC node failed before anything was signed (retry later)
+
+    RequestNotSent (mixin of TlsPinMismatch, EndpointNotActive): a transport refused the request
+    before writing a byte of it, so a signed payment it carried never left the process
 """
 
 from __future__ import annotations
@@ -483,7 +487,23 @@ class TeeNotActive(ProofError):
     )
 
 
-class TlsPinMismatch(ExecutionError):
+class RequestNotSent(AgentGuardError):
+    """Mixed into an error a transport raises when it refused a request before writing any
+    byte of it: a signed x402 payment the request carried never left the process, so
+    ``X402Auth`` releases its budget instead of counting it as an unknown outcome.
+
+    Only agentguard's own transports raise it, at points where nothing was written; a custom
+    transport raising it is trusted like any code the agent runs (it could as well leak the
+    payment). ``auth.client()``'s transport also checks httpcore's trace: a request of which
+    any byte was started is never taken as unsent, whatever is raised."""
+
+
+class EndpointNotActive(TeeNotActive, RequestNotSent):
+    """A request to an endpoint at which no active TEE is registered, refused by the pinned
+    transport before it connected."""
+
+
+class TlsPinMismatch(ExecutionError, RequestNotSent):
     """A TEE endpoint presented a TLS certificate other than the one the registry holds for
     it: the connection was closed before any request byte was sent over it."""
 

@@ -57,6 +57,7 @@ class Paid:
     reservation_id: str
     payer: str
     url: str  # the only URL the payment may be sent to (never a redirect's ``Location``)
+    resent: bool = False  # a lost payment sent again: never taken as unsent (it may be out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,12 @@ its answer becomes an outcome the pipeline settles:
 
 Lost answers: only a paid request whose answer never came (httpx closed the flow while it was
 in flight: transport error, cancellation) is remembered, and the same request (method, URL,
-body) sent again re-sends those exact bytes. A concurrent identical request whose payment is
-merely in flight gets its own authorization and payment (``exact``; ``upto``: see below).
+body) sent again re-sends those exact bytes. A paid request the transport refused before writing
+any byte of it (``auth.client()``'s transport marks it, see ``_transport``) released its hold
+instead: the signed payment never left the process, and it is dropped from the request (first
+sends only; a re-send of a lost payment stays counted, the first send may have been taken).
+A concurrent identical request whose payment is merely in flight gets its own authorization
+and payment (``exact``; ``upto``: see below).
 
 ``upto`` sessions: requests racing to pay one endpoint's ``upto`` 402 claim its opening in
 turn (``Sessions.claim``); one pays, the others wait (within their pool timeout, cancellable)
@@ -35,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from agentguard._exceptions import ConfigurationError, PaymentSessionBusy
+from agentguard._exceptions import ConfigurationError, PaymentSessionBusy, RequestNotSent
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._logging import get_logger
@@ -47,6 +51,7 @@ from agentguard.pipeline import (
     AuditSink,
     Flow,
     InFlight,
+    NeverLanded,
     Outcome,
     Port,
     Runner,
@@ -63,10 +68,12 @@ from agentguard.x402._payment import Payment, PaymentPort
 from agentguard.x402._select import Allowances, select
 from agentguard.x402._sessions import Opening, Session, Sessions
 from agentguard.x402._transport import (
+    NOT_SENT_EXTENSION,
     PAYMENT_EXTENSION,
     SESSION_EXTENSION,
     AsyncTransport,
     Transport,
+    Unsent,
 )
 from agentguard.x402._wire import (
     PAYMENT_REQUIRED,
@@ -110,6 +117,15 @@ class _Lost:
 
     signed: Signed
     flight: InFlight
+
+
+class _RefusedUnsent(BaseException):
+    """Raised out of the flow as httpx closes it when the paid retry was refused before
+    sending: the driver then runs ``release`` (the flow itself can no longer yield steps).
+    A ``BaseException`` so no ``except Exception`` on the way hands it to the pipeline."""
+
+    def __init__(self, release: Flow[Settled]) -> None:
+        self.release = release
 
 
 def _fingerprint(request: httpx.Request) -> str:
@@ -250,7 +266,13 @@ class X402Auth(httpx.Auth):
                 except Exception as exc:  # handed back to the flow, which decides
                     error = exc
         finally:
-            flow.close()  # httpx closed us mid-request: the flow learns the answer was lost
+            try:
+                flow.close()  # httpx closed us mid-request: the flow learns the answer was lost
+            except _RefusedUnsent as refused:  # ... or that it was never sent
+                try:
+                    runner.drive(refused.release)
+                except Exception as exc:  # httpx raises the transport's error, not this
+                    _not_released(exc)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -279,7 +301,13 @@ class X402Auth(httpx.Auth):
                 except Exception as exc:
                     error = exc
         finally:
-            flow.close()
+            try:
+                flow.close()
+            except _RefusedUnsent as refused:
+                try:
+                    await runner.drive(refused.release)
+                except Exception as exc:
+                    _not_released(exc)
 
     # -- the flow -----------------------------------------------------------------------------
 
@@ -289,7 +317,9 @@ class X402Auth(httpx.Auth):
             lost = self._unanswered.pop(fingerprint, None)
         if lost is not None:
             log.info("re-sending an unanswered payment", reference=lost.signed.reference)
-            outcome = yield from self._send_paid(request, lost.signed, lost.flight, fingerprint)
+            outcome = yield from self._send_paid(
+                request, lost.signed, lost.flight, fingerprint, resend=True
+            )
             yield from self._pipeline(
                 settle(lost.flight, lost.signed, outcome), None, request, fingerprint
             )
@@ -418,18 +448,35 @@ class X402Auth(httpx.Auth):
                 error = exc
 
     def _send_paid(
-        self, request: httpx.Request, signed: Signed, flight: InFlight, fingerprint: str
+        self,
+        request: httpx.Request,
+        signed: Signed,
+        flight: InFlight,
+        fingerprint: str,
+        *,
+        resend: bool = False,
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url))
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url), resend)
         request.headers.pop(UPTO_SESSION, None)
         request.headers[payment.header] = payment.value
         request.extensions[PAYMENT_EXTENSION] = paid
+        request.extensions.pop(NOT_SENT_EXTENSION, None)
         try:
             response: httpx.Response = yield request
-        except GeneratorExit:  # no answer will come: remember these bytes for a re-send
-            self._lost(fingerprint, _Lost(signed, flight))
-            raise
+        except GeneratorExit:
+            unsent = request.extensions.pop(NOT_SENT_EXTENSION, None)
+            if not isinstance(unsent, Unsent) or unsent.paid is not paid or resend:
+                # No answer will come: remember these bytes for a re-send.
+                self._lost(fingerprint, _Lost(signed, flight))
+                raise
+            # Never sent: nobody may present this payment later (the caller holds the
+            # request through httpx's error), and its budget goes back.
+            del request.headers[payment.header]
+            del request.extensions[PAYMENT_EXTENSION]
+            reason = f"the paid request was refused before sending ({unsent.reason})"
+            refusal = RequestNotSent(f"{request.method} {request.url}: {reason}")
+            raise _RefusedUnsent(settle(flight, signed, NeverLanded(reason, refusal))) from None
         if response.status_code == 402:
             yield _Read(response)
         result = outcome(request, response, paid)
@@ -453,3 +500,10 @@ class X402Auth(httpx.Auth):
     def _record(self, kind: str, record: Mapping[str, Any]) -> None:
         if self._audit is not None:
             self._audit.append(kind, record)
+
+
+def _not_released(exc: Exception) -> None:
+    """The release of an unsent payment failed (ledger or audit down): the hold counts until
+    it expires, never less."""
+    if not isinstance(exc, RequestNotSent):  # the release's own end, not a failure
+        log.info("unsent payment's hold not released", error=type(exc).__name__)

@@ -352,12 +352,6 @@ class _TurnsAfterThe402(TeeRegistry):
         return super().pins(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentguard.x402 cannot tell a paid request refused before any byte was sent from "
-    "a lost one: httpx closes the auth flow without the exception, so X402Auth keeps the "
-    "reservation as an unanswered payment (over-counted, never under-counted)",
-)
 @pytest.mark.parametrize("turn", ["deactivated", "certificate rotated"])
 def test_a_paid_retry_refused_before_sending_releases_its_reservation(
     approved: None,
@@ -367,6 +361,9 @@ def test_a_paid_retry_refused_before_sending_releases_its_reservation(
     server: Gateway,
     turn: str,
 ) -> None:
+    """The registry turns between the 402 and the paid retry: the pinned transport refuses
+    the retry before sending, so its reservation is released (before the fix it stayed
+    counted as an unanswered payment)."""
     tee_id = registry.register(server.key, server.tls, server.url)
     tees = registry.resolver(_TurnsAfterThe402)
     assert isinstance(tees, _TurnsAfterThe402)

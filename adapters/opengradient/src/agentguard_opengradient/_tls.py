@@ -25,7 +25,8 @@ import anyio.to_thread
 import httpcore
 import httpx
 
-from agentguard import TlsPinMismatch
+from agentguard import TeeNotActive, TlsPinMismatch
+from agentguard._exceptions import EndpointNotActive
 from agentguard_opengradient._tee_registry import TeeRegistry, origin
 
 __all__ = ["AsyncPinnedTransport", "PinnedTransport", "pinned_ssl_context"]
@@ -159,6 +160,11 @@ class _AsyncPinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def _refused(exc: TeeNotActive) -> EndpointNotActive:
+    """The registry's refusal of an endpoint, raised before connecting: marked unsent."""
+    return EndpointNotActive(exc.message)
+
+
 class _Pinboard:
     """The certificates each origin may present, as last read from the registry; a change
     for an origin starts a new connection pool (connections under old pins are not reused)."""
@@ -182,8 +188,9 @@ class _Pinboard:
 class PinnedTransport(httpx.HTTPTransport):
     """An ``httpx`` transport that talks only to registered TEE endpoints, over TLS pinned to
     the registry's certificate. A request to an endpoint no active TEE is registered at is
-    ``TeeNotActive``; a server with another certificate is ``TlsPinMismatch``; in both cases
-    nothing was sent. Use it with ``trust_env=False`` (an environment proxy would bypass it).
+    ``TeeNotActive`` (``EndpointNotActive``); a server with another certificate is
+    ``TlsPinMismatch``; in both cases nothing was sent, and both say so (``RequestNotSent``).
+    Use it with ``trust_env=False`` (an environment proxy would bypass it).
     """
 
     def __init__(
@@ -209,7 +216,11 @@ class PinnedTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         where = origin(request.url)
         with self._lock:  # read and record in one step: a slower reader cannot restore old pins
-            if self._board.update(where, self._registry.pins(request.url)):
+            try:
+                pins = self._registry.pins(request.url)
+            except TeeNotActive as exc:
+                raise _refused(exc) from None
+            if self._board.update(where, pins):
                 self._retired.append(self._pool)
                 self._pool = self._new_pool()
         return super().handle_request(request)
@@ -251,7 +262,10 @@ class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         where = origin(request.url)
         async with self._lock:  # read and record in one step (see PinnedTransport)
-            pins = await anyio.to_thread.run_sync(self._registry.pins, request.url)
+            try:
+                pins = await anyio.to_thread.run_sync(self._registry.pins, request.url)
+            except TeeNotActive as exc:
+                raise _refused(exc) from None
             if self._board.update(where, pins):
                 self._retired.append(self._pool)
                 self._pool = self._new_pool()
