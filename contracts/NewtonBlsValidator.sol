@@ -77,9 +77,11 @@ interface INewtonPolicyClient {
 /// @notice agentguard's own validator with Newton's `validateAttestationDirect`: it checks a
 ///         task response the way Newton's direct path does (caller is the policy client, the
 ///         caller's policy id, task/response consistency, response window, single use whatever
-///         the result) and verifies the operators' BLS (BN254) aggregate signature over Newton's
-///         consensus digest `keccak256(abi.encode(taskResponse))` with the chain's precompiles,
-///         against an operator table it holds, under Newton's quorum rule
+///         the result) and verifies the operators' BLS (BN254) aggregate signature over
+///         EigenLayer's certificate digest of Newton's consensus digest
+///         (`calculateCertificateDigest(referenceTimestamp, keccak256(abi.encode(taskResponse)))`,
+///         what BN254CertificateVerifier checks, so one Newton certificate passes both) with the
+///         chain's precompiles, against an operator table it holds, under Newton's quorum rule
 ///         `total × threshold ≤ 100 × signed`. It returns Newton's `evaluateResult` of the response.
 /// @dev `signatureData` is `abi.encode(Certificate)`, laid out as EigenLayer's `BN254Certificate`
 ///      (which Newton's destination chains verify): the table's `referenceTimestamp`, the signed
@@ -132,6 +134,9 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
     uint256 private constant NEG_G2_Y_RE = 13392588948715843804641432497768002650278120570034223513918757245338268106653;
     /// Gas given to the pairing of two pairs (45 000 + 2 × 34 000 under EIP-1108), as EigenLayer does.
     uint256 private constant PAIRING_GAS = 120_000;
+    /// EigenLayer's `BN254CertificateVerifier.BN254_CERTIFICATE_TYPEHASH`.
+    bytes32 public constant BN254_CERTIFICATE_TYPEHASH =
+        keccak256("BN254Certificate(uint32 referenceTimestamp,bytes32 messageHash)");
     bytes32 private constant POSSESSION_DOMAIN = keccak256("agentguard.NewtonBlsValidator.possession");
     /// Bounds the table (and `setOperators`, which checks a pairing per operator).
     uint256 public constant MAX_OPERATORS = 128;
@@ -275,6 +280,17 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
         return keccak256(abi.encode(taskResponse));
     }
 
+    /// EigenLayer's `BN254CertificateVerifier.calculateCertificateDigest` (same selector): what
+    ///         the operators' aggregate signature is over. Like EigenLayer's, it has no chain id
+    ///         or verifier address; the table's `referenceTimestamp` and keys bind it.
+    function calculateCertificateDigest(uint32 referenceTimestamp_, bytes32 messageHash)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(BN254_CERTIFICATE_TYPEHASH, referenceTimestamp_, messageHash));
+    }
+
     /// Newton's `TaskLib.evaluateResult`: allow only for exactly 32 bytes holding 1 (ABI bool
     /// true) or at least 96 bytes whose second word is 4 and third word is "true" zero-padded
     /// (ABI string "true"; the offset word is not read). Anything else is deny.
@@ -353,9 +369,9 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
         }
         if (totalWeight * threshold > 100 * signed) revert InsufficientQuorumStake(signed, totalWeight, threshold);
         G1Point memory signers = _add(_aggregatePubkey, _negate(nonSigners));
-        if ((signers.X == 0 && signers.Y == 0) || !_verify(cert.messageHash, cert.signature, signers, cert.apk)) {
-            revert VerificationFailed();
-        }
+        if (signers.X == 0 && signers.Y == 0) revert VerificationFailed();
+        bytes32 digest = calculateCertificateDigest(cert.referenceTimestamp, cert.messageHash);
+        if (!_verify(digest, cert.signature, signers, cert.apk)) revert VerificationFailed();
     }
 
     /// e(signature + γ·keyG1, −G2) · e(H(message) + γ·G1, keyG2) == 1 with γ drawn from all

@@ -43,6 +43,7 @@ from agentguard.newton import (
     Task,
     TaskResponse,
     aggregate_g1,
+    certificate_digest,
     hash_to_g1,
 )
 from agentguard.newton._bn254 import g1_add, g1_mul, g1_neg
@@ -345,7 +346,8 @@ def test_editing_the_attested_intent_breaks_the_signature(world: World) -> None:
     response = dataclasses.replace(attested.response, intent=bigger)
     with reverts("CertificateMessageHashMismatch"):
         execute(world, Attested(task, response, attested.certificate))
-    restated = attest(world, bigger, signed_message=attested.response.consensus_digest())
+    signed = certificate_digest(world.reference_timestamp, attested.response.consensus_digest())
+    restated = attest(world, bigger, signed_message=signed)
     restated = Attested(
         task, response, _with_message_hash(restated.certificate, response.consensus_digest())
     )
@@ -455,11 +457,27 @@ def test_an_impossible_threshold_reverts(world: World, threshold: int) -> None:
 
 def test_a_signature_over_another_message_reverts(world: World) -> None:
     other = attest(world, transfer_intent(world, amount=1))
-    attested = attest(
-        world, transfer_intent(world), signed_message=other.response.consensus_digest()
-    )
+    signed = certificate_digest(world.reference_timestamp, other.response.consensus_digest())
+    attested = attest(world, transfer_intent(world), signed_message=signed)
     with reverts("VerificationFailed"):
         execute(world, attested)
+
+
+def test_a_signature_over_the_bare_message_hash_reverts(world: World) -> None:
+    """Operators sign EigenLayer's certificate digest, never ``messageHash`` itself: a
+    certificate signed over the bare consensus digest (what this validator accepted before it
+    verified the certificate digest, and what no EigenLayer verifier accepts) is refused."""
+    attested = attest(world, transfer_intent(world))
+    digest = attested.response.consensus_digest()
+    bare = certificate(
+        reference_timestamp=world.reference_timestamp,
+        message_hash=digest,
+        table=BLS_OPERATORS,
+        signed_message=digest,
+    )
+    with reverts("VerificationFailed"):
+        execute(world, Attested(attested.task, attested.response, bare.encode()))
+    assert world.usdc(world.vault.address) == VAULT_USDC
 
 
 @pytest.mark.parametrize("signature", [(1, 2), g1_mul((1, 2), 12345), (1, 3)])
@@ -498,8 +516,9 @@ def test_a_rogue_aggregate_key_reverts(world: World) -> None:
     does not match that G2 key, and the pairing with gamma catches it."""
     attested = attest(world, transfer_intent(world))
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
     rogue = BN254Certificate(
-        world.reference_timestamp, digest, ATTACKER.sign(digest), ATTACKER.pubkey_g2, ()
+        world.reference_timestamp, digest, ATTACKER.sign(signed), ATTACKER.pubkey_g2, ()
     ).encode()
     with reverts("VerificationFailed"):
         execute(world, Attested(attested.task, attested.response, rogue))
@@ -510,6 +529,7 @@ def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
     weight (to inflate the signed stake) is refused."""
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
     for claim in (
         witness(0, OperatorInfo(ATTACKER.pubkey, (10,))),
         witness(0, OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))),
@@ -517,7 +537,7 @@ def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
         forged = BN254Certificate(
             world.reference_timestamp,
             digest,
-            aggregate_signature(BLS_OPERATORS[1:], digest),
+            aggregate_signature(BLS_OPERATORS[1:], signed),
             aggregate_key(BLS_OPERATORS[1:]),
             (claim,),
         ).encode()
@@ -529,10 +549,11 @@ def test_a_non_signer_listed_twice_reverts(world: World) -> None:
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     op = BLS_OPERATORS[0]
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
     twice = BN254Certificate(
         world.reference_timestamp,
         digest,
-        aggregate_signature(BLS_OPERATORS[1:], digest),
+        aggregate_signature(BLS_OPERATORS[1:], signed),
         aggregate_key(BLS_OPERATORS[1:]),
         (witness(0, op.info), witness(0, op.info)),
     ).encode()
