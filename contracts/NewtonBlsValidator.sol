@@ -85,10 +85,12 @@ interface INewtonPolicyClient {
 ///         `total × threshold ≤ 100 × signed`. It returns Newton's `evaluateResult` of the response.
 /// @dev `signatureData` is `abi.encode(Certificate)`, laid out as EigenLayer's `BN254Certificate`
 ///      (which Newton's destination chains verify): the table's `referenceTimestamp`, the signed
-///      `messageHash`, the aggregate signature (G1), the signers' aggregate key (G2) and one
-///      witness per non-signer (its index in the table, an empty proof, and its exact table
-///      entry). The table is held here, so witnesses carry no Merkle proof. G2 coordinates use
-///      the precompile's order: X[0], Y[0] are the coefficients of i.
+///      `messageHash`, the aggregate signature (G1) over
+///      `calculateCertificateDigest(referenceTimestamp, messageHash)`, the signers' aggregate key
+///      (G2) and one witness per non-signer (its index in the table and its exact table entry).
+///      The table is held here, so a witness's Merkle proof is not read (empty or Newton's own:
+///      the same certificate verifies here and at an EigenLayer verifier holding the same
+///      operators). G2 coordinates use the precompile's order: X[0], Y[0] are the coefficients of i.
 ///      Written from the definitions in newton-contracts 55696e92 (AttestationValidator,
 ///      TaskLib, OperatorVerifierLib, NewtonPolicyClient), eigenlayer-contracts 047dc2dc
 ///      (BN254CertificateVerifier, BN254SignatureVerifier) and eigenlayer-middleware 029cb827
@@ -360,10 +362,9 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
             // strictly increasing: each non-signer once
             if (index < next || index >= count) revert InvalidOperatorIndex(index);
             next = index + 1;
-            if (
-                witness.operatorInfoProof.length != 0
-                    || keccak256(abi.encode(witness.operatorInfo)) != _operatorLeaves[index]
-            ) revert VerificationFailed();
+            // the entry must be the table's own; a Merkle proof (Newton's witnesses carry one)
+            // is not read, since the table is held here
+            if (keccak256(abi.encode(witness.operatorInfo)) != _operatorLeaves[index]) revert VerificationFailed();
             nonSigners = _add(nonSigners, witness.operatorInfo.pubkey);
             signed -= witness.operatorInfo.weights[0];
         }

@@ -24,6 +24,7 @@ from web3.types import TxReceipt
 
 from agentguard._eip712 import keccak
 from agentguard._gateway import _evaluation_allows
+from agentguard._intent import TransactionIntent
 from agentguard.chain import Anvil, deploy, load_artifact, transact
 from agentguard.chain.newton import (
     VALIDATE_ATTESTATION_DIRECT,
@@ -66,6 +67,7 @@ from tests.chain.newton_bls import (
     table_args,
     witness,
 )
+from tests.newton import newton_quorum as Q
 
 BLS_OPERATORS = [
     Operator.from_seed(f"newton operator {i}", w) for i, w in enumerate((10, 20, 30, 40))
@@ -761,6 +763,66 @@ def test_consensus_digest_matches_the_contract(world: World) -> None:
     assert len(digests) == 2
 
 
+def test_certificate_digest_matches_the_contract(world: World) -> None:
+    """The validator's ``calculateCertificateDigest`` (EigenLayer's name, selector and typehash)
+    is ``agentguard.newton.certificate_digest``: what NewtonVerifier and EigenLayer's
+    BN254CertificateVerifier have the operators sign."""
+    assert world.validator.functions.BN254_CERTIFICATE_TYPEHASH().call() == keccak(
+        b"BN254Certificate(uint32 referenceTimestamp,bytes32 messageHash)"
+    )
+    for stamp, message in ((0, b"\x00" * 32), (world.reference_timestamp, keccak(b"m")),
+                           (2**32 - 1, b"\xff" * 32)):  # fmt: skip
+        onchain = world.validator.functions.calculateCertificateDigest(stamp, message).call()
+        assert bytes(onchain) == certificate_digest(stamp, message)
+
+
+@pytest.mark.parametrize("signers", [[0, 1, 2, 3], [1, 2, 3]], ids=["all", "3-of-4"])
+def test_one_newton_certificate_passes_newton_verifier_and_the_validator(
+    world: World, signers: list[int]
+) -> None:
+    """One certificate made the client-side verifier's way (``NewtonQuorum.certify``: signed
+    over ``certificate_digest``, each non-signer with its Merkle witness) is accepted both by
+    ``NewtonVerifier`` against an EigenLayer-style operator table and by the vault's validator,
+    when both hold the same operators at the same reference timestamp. Before the validator
+    verified the certificate digest (and read witnesses' proofs), it refused this certificate."""
+    quorum_ops = [Q.Operator(op.secret, op.pubkey, op.pubkey_g2, (op.weight,))
+                  for op in BLS_OPERATORS]  # fmt: skip
+    stamp = world.reference_timestamp
+    table = deploy(world.w3, "NewtonOperatorTable", sender=Q.OWNER)
+    quorum = Q.NewtonQuorum(world.w3, table, quorum_ops, stamp)
+    quorum.register(stamp, quorum_ops)
+    intent = TransactionIntent.erc20_transfer(
+        sender=AGENT, token=world.token.address, recipient=PAYEE, amount=AMOUNT, chain_id=CHAIN_ID
+    )
+    latest = world.block()
+    created, now = int(latest["number"]) - 1, int(latest["timestamp"])
+    result = Q.newton_result(
+        intent, policy_client=world.vault.address, policy_id=POLICY_ID,
+        task_id=secrets.token_bytes(32), expiration=created + EXPIRE_AFTER,
+        task_created_block=created, threshold=TASK_THRESHOLD, expire_after=EXPIRE_AFTER,
+    )  # fmt: skip
+    result["task"]["initializationTimestamp"] = now
+    result["task_response"]["initialization_timestamp"] = now
+    certified = quorum.certify(result, signers=signers)
+    signature_data = bytes.fromhex(certified["signature_data"][2:])
+    assert BN254Certificate.decode(signature_data).non_signer_witnesses == tuple(
+        Q.Witness(i, Q.merkle_proof([Q.operator_info_leaf(o.info) for o in quorum_ops], i), o.info)
+        for i, o in enumerate(quorum_ops)
+        if i not in signers
+    )
+
+    verifier = quorum.verifier(world.vault.address, policy_id="0x" + POLICY_ID.hex())
+    assert verifier.verify(Q.attestation_for(certified, intent), intent).assurance == "newton-bls"
+
+    attested = Attested(
+        Task.parse(certified["task"]), TaskResponse.parse(certified["task_response"]),
+        signature_data,
+    )  # fmt: skip
+    execute(world, attested)
+    assert world.usdc(PAYEE) == AMOUNT
+    assert world.validator.functions.spent(attested.response.task_id).call()
+
+
 def test_hash_to_g1_matches_the_contract(world: World) -> None:
     for message in (b"\x00" * 32, keccak(b"agentguard"), b"\xff" * 32):
         assert tuple(world.validator.functions.hashToG1(message).call()) == hash_to_g1(message)
@@ -786,7 +848,11 @@ def test_evaluate_result_agrees_with_the_sdk(world: World, result: bytes) -> Non
 
 def test_gas_of_one_validated_execution(world: World) -> None:
     """Recorded in docs/architecture.md (run with -s to print): one executeNewton of an ERC-20
-    transfer with 3 of 4 operators signing (one non-signer witness)."""
+    transfer with 3 of 4 operators signing (one non-signer witness), allowed and denied."""
     receipt = execute(world, attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:]))
-    print(f"\nexecuteNewton gas: {receipt['gasUsed']}")
-    assert receipt["gasUsed"] < 400_000
+    denied = execute(
+        world,
+        attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:], evaluation=ABI_FALSE),
+    )
+    print(f"\nexecuteNewton gas: {receipt['gasUsed']} (denied: {denied['gasUsed']})")
+    assert denied["gasUsed"] < receipt["gasUsed"] < 400_000
