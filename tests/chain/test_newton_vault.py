@@ -43,9 +43,12 @@ from agentguard.newton import (
     PolicyTaskData,
     Task,
     TaskResponse,
+    Witness,
     aggregate_g1,
     certificate_digest,
     hash_to_g1,
+    merkle_proof,
+    operator_info_leaf,
 )
 from agentguard.newton._bn254 import g1_add, g1_mul, g1_neg
 from tests.chain.helpers import (
@@ -806,7 +809,7 @@ def test_one_newton_certificate_passes_newton_verifier_and_the_validator(
     certified = quorum.certify(result, signers=signers)
     signature_data = bytes.fromhex(certified["signature_data"][2:])
     assert BN254Certificate.decode(signature_data).non_signer_witnesses == tuple(
-        Q.Witness(i, Q.merkle_proof([Q.operator_info_leaf(o.info) for o in quorum_ops], i), o.info)
+        Witness(i, merkle_proof([operator_info_leaf(o.info) for o in quorum_ops], i), o.info)
         for i, o in enumerate(quorum_ops)
         if i not in signers
     )
