@@ -531,13 +531,19 @@ def test_a_rogue_aggregate_key_reverts(world: World) -> None:
 
 def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
     """Claiming a non-signer with another key (to steer the signers' aggregate) or another
-    weight (to inflate the signed stake) is refused."""
+    weight (to inflate the signed stake) is refused, whatever Merkle proof the witness carries
+    (the validator does not read it: a proof for the attacker's own tree proves nothing)."""
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     digest = attested.response.consensus_digest()
     signed = certificate_digest(world.reference_timestamp, digest)
+    rogue = OperatorInfo(ATTACKER.pubkey, (10,))
+    light = OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))
+    own_tree = [operator_info_leaf(rogue), operator_info_leaf(BLS_OPERATORS[1].info)]
     for claim in (
-        witness(0, OperatorInfo(ATTACKER.pubkey, (10,))),
-        witness(0, OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))),
+        witness(0, rogue),
+        witness(0, light),
+        Witness(0, merkle_proof(own_tree, 0), rogue),
+        Witness(0, b"\x00" * 32, light),
     ):
         forged = BN254Certificate(
             world.reference_timestamp,
