@@ -77,16 +77,20 @@ interface INewtonPolicyClient {
 /// @notice agentguard's own validator with Newton's `validateAttestationDirect`: it checks a
 ///         task response the way Newton's direct path does (caller is the policy client, the
 ///         caller's policy id, task/response consistency, response window, single use whatever
-///         the result) and verifies the operators' BLS (BN254) aggregate signature over Newton's
-///         consensus digest `keccak256(abi.encode(taskResponse))` with the chain's precompiles,
-///         against an operator table it holds, under Newton's quorum rule
+///         the result) and verifies the operators' BLS (BN254) aggregate signature over
+///         EigenLayer's certificate digest of Newton's consensus digest
+///         (`calculateCertificateDigest(referenceTimestamp, keccak256(abi.encode(taskResponse)))`,
+///         what BN254CertificateVerifier checks, so one Newton certificate passes both) with the
+///         chain's precompiles, against an operator table it holds, under Newton's quorum rule
 ///         `total × threshold ≤ 100 × signed`. It returns Newton's `evaluateResult` of the response.
 /// @dev `signatureData` is `abi.encode(Certificate)`, laid out as EigenLayer's `BN254Certificate`
 ///      (which Newton's destination chains verify): the table's `referenceTimestamp`, the signed
-///      `messageHash`, the aggregate signature (G1), the signers' aggregate key (G2) and one
-///      witness per non-signer (its index in the table, an empty proof, and its exact table
-///      entry). The table is held here, so witnesses carry no Merkle proof. G2 coordinates use
-///      the precompile's order: X[0], Y[0] are the coefficients of i.
+///      `messageHash`, the aggregate signature (G1) over
+///      `calculateCertificateDigest(referenceTimestamp, messageHash)`, the signers' aggregate key
+///      (G2) and one witness per non-signer (its index in the table and its exact table entry).
+///      The table is held here, so a witness's Merkle proof is not read (empty or Newton's own:
+///      the same certificate verifies here and at an EigenLayer verifier holding the same
+///      operators). G2 coordinates use the precompile's order: X[0], Y[0] are the coefficients of i.
 ///      Written from the definitions in newton-contracts 55696e92 (AttestationValidator,
 ///      TaskLib, OperatorVerifierLib, NewtonPolicyClient), eigenlayer-contracts 047dc2dc
 ///      (BN254CertificateVerifier, BN254SignatureVerifier) and eigenlayer-middleware 029cb827
@@ -132,6 +136,9 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
     uint256 private constant NEG_G2_Y_RE = 13392588948715843804641432497768002650278120570034223513918757245338268106653;
     /// Gas given to the pairing of two pairs (45 000 + 2 × 34 000 under EIP-1108), as EigenLayer does.
     uint256 private constant PAIRING_GAS = 120_000;
+    /// EigenLayer's `BN254CertificateVerifier.BN254_CERTIFICATE_TYPEHASH`.
+    bytes32 public constant BN254_CERTIFICATE_TYPEHASH =
+        keccak256("BN254Certificate(uint32 referenceTimestamp,bytes32 messageHash)");
     bytes32 private constant POSSESSION_DOMAIN = keccak256("agentguard.NewtonBlsValidator.possession");
     /// Bounds the table (and `setOperators`, which checks a pairing per operator).
     uint256 public constant MAX_OPERATORS = 128;
@@ -275,6 +282,17 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
         return keccak256(abi.encode(taskResponse));
     }
 
+    /// EigenLayer's `BN254CertificateVerifier.calculateCertificateDigest` (same selector): what
+    ///         the operators' aggregate signature is over. Like EigenLayer's, it has no chain id
+    ///         or verifier address; the table's `referenceTimestamp` and keys bind it.
+    function calculateCertificateDigest(uint32 referenceTimestamp_, bytes32 messageHash)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(BN254_CERTIFICATE_TYPEHASH, referenceTimestamp_, messageHash));
+    }
+
     /// Newton's `TaskLib.evaluateResult`: allow only for exactly 32 bytes holding 1 (ABI bool
     /// true) or at least 96 bytes whose second word is 4 and third word is "true" zero-padded
     /// (ABI string "true"; the offset word is not read). Anything else is deny.
@@ -344,18 +362,17 @@ contract NewtonBlsValidator is INewtonAttestationValidator {
             // strictly increasing: each non-signer once
             if (index < next || index >= count) revert InvalidOperatorIndex(index);
             next = index + 1;
-            if (
-                witness.operatorInfoProof.length != 0
-                    || keccak256(abi.encode(witness.operatorInfo)) != _operatorLeaves[index]
-            ) revert VerificationFailed();
+            // the entry must be the table's own; a Merkle proof (Newton's witnesses carry one)
+            // is not read, since the table is held here
+            if (keccak256(abi.encode(witness.operatorInfo)) != _operatorLeaves[index]) revert VerificationFailed();
             nonSigners = _add(nonSigners, witness.operatorInfo.pubkey);
             signed -= witness.operatorInfo.weights[0];
         }
         if (totalWeight * threshold > 100 * signed) revert InsufficientQuorumStake(signed, totalWeight, threshold);
         G1Point memory signers = _add(_aggregatePubkey, _negate(nonSigners));
-        if ((signers.X == 0 && signers.Y == 0) || !_verify(cert.messageHash, cert.signature, signers, cert.apk)) {
-            revert VerificationFailed();
-        }
+        if (signers.X == 0 && signers.Y == 0) revert VerificationFailed();
+        bytes32 digest = calculateCertificateDigest(cert.referenceTimestamp, cert.messageHash);
+        if (!_verify(digest, cert.signature, signers, cert.apk)) revert VerificationFailed();
     }
 
     /// e(signature + γ·keyG1, −G2) · e(H(message) + γ·G1, keyG2) == 1 with γ drawn from all

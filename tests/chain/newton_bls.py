@@ -1,10 +1,10 @@
 """BLS operators of ``NewtonBlsValidator`` for the tests, on ``agentguard.newton``'s BN254.
 
 The validator holds its own operator table (no Merkle tree), so a non-signer's witness has an
-empty proof and exactly the table's entry (``OperatorInfo(key, (weight,))``), and its operators
-sign the consensus digest itself (``messageHash``), where EigenLayer's verifier has them sign
+empty proof and exactly the table's entry (``OperatorInfo(key, (weight,))``). Its operators sign
+what EigenLayer's verifier (and ``agentguard.newton.NewtonVerifier``) has them sign:
 ``certificate_digest(referenceTimestamp, messageHash)``. ``signatureData`` is the same
-``BN254Certificate`` encoding either way.
+``BN254Certificate`` encoding as Newton's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agentguard.newton import (
     Witness,
     aggregate_g1,
     aggregate_g2,
+    certificate_digest,
     keypair,
     sign,
 )
@@ -81,13 +82,15 @@ def certificate(
     signers: Sequence[Operator] | None = None,
     signed_message: bytes | None = None,
 ) -> BN254Certificate:
-    """``signers`` (default: the whole table) sign ``signed_message`` (default: the message
-    hash); every other operator of ``table`` is a non-signer, in index order."""
+    """``signers`` (default: the whole table) sign ``signed_message`` (default: the
+    certificate digest of ``reference_timestamp`` and ``message_hash``); every other operator of
+    ``table`` is a non-signer, in index order."""
     chosen = list(table) if signers is None else list(signers)
+    signed = signed_message or certificate_digest(reference_timestamp, message_hash)
     return BN254Certificate(
         reference_timestamp=reference_timestamp,
         message_hash=message_hash,
-        signature=aggregate_signature(chosen, signed_message or message_hash),
+        signature=aggregate_signature(chosen, signed),
         apk=aggregate_key(chosen),
         non_signer_witnesses=tuple(
             witness(i, op.info) for i, op in enumerate(table) if op not in chosen

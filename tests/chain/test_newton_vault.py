@@ -24,6 +24,7 @@ from web3.types import TxReceipt
 
 from agentguard._eip712 import keccak
 from agentguard._gateway import _evaluation_allows
+from agentguard._intent import TransactionIntent
 from agentguard.chain import Anvil, deploy, load_artifact, transact
 from agentguard.chain.newton import (
     VALIDATE_ATTESTATION_DIRECT,
@@ -42,8 +43,12 @@ from agentguard.newton import (
     PolicyTaskData,
     Task,
     TaskResponse,
+    Witness,
     aggregate_g1,
+    certificate_digest,
     hash_to_g1,
+    merkle_proof,
+    operator_info_leaf,
 )
 from agentguard.newton._bn254 import g1_add, g1_mul, g1_neg
 from tests.chain.helpers import (
@@ -65,6 +70,7 @@ from tests.chain.newton_bls import (
     table_args,
     witness,
 )
+from tests.newton import newton_quorum as Q
 
 BLS_OPERATORS = [
     Operator.from_seed(f"newton operator {i}", w) for i, w in enumerate((10, 20, 30, 40))
@@ -345,7 +351,8 @@ def test_editing_the_attested_intent_breaks_the_signature(world: World) -> None:
     response = dataclasses.replace(attested.response, intent=bigger)
     with reverts("CertificateMessageHashMismatch"):
         execute(world, Attested(task, response, attested.certificate))
-    restated = attest(world, bigger, signed_message=attested.response.consensus_digest())
+    signed = certificate_digest(world.reference_timestamp, attested.response.consensus_digest())
+    restated = attest(world, bigger, signed_message=signed)
     restated = Attested(
         task, response, _with_message_hash(restated.certificate, response.consensus_digest())
     )
@@ -455,11 +462,27 @@ def test_an_impossible_threshold_reverts(world: World, threshold: int) -> None:
 
 def test_a_signature_over_another_message_reverts(world: World) -> None:
     other = attest(world, transfer_intent(world, amount=1))
-    attested = attest(
-        world, transfer_intent(world), signed_message=other.response.consensus_digest()
-    )
+    signed = certificate_digest(world.reference_timestamp, other.response.consensus_digest())
+    attested = attest(world, transfer_intent(world), signed_message=signed)
     with reverts("VerificationFailed"):
         execute(world, attested)
+
+
+def test_a_signature_over_the_bare_message_hash_reverts(world: World) -> None:
+    """Operators sign EigenLayer's certificate digest, never ``messageHash`` itself: a
+    certificate signed over the bare consensus digest (what this validator accepted before it
+    verified the certificate digest, and what no EigenLayer verifier accepts) is refused."""
+    attested = attest(world, transfer_intent(world))
+    digest = attested.response.consensus_digest()
+    bare = certificate(
+        reference_timestamp=world.reference_timestamp,
+        message_hash=digest,
+        table=BLS_OPERATORS,
+        signed_message=digest,
+    )
+    with reverts("VerificationFailed"):
+        execute(world, Attested(attested.task, attested.response, bare.encode()))
+    assert world.usdc(world.vault.address) == VAULT_USDC
 
 
 @pytest.mark.parametrize("signature", [(1, 2), g1_mul((1, 2), 12345), (1, 3)])
@@ -498,8 +521,9 @@ def test_a_rogue_aggregate_key_reverts(world: World) -> None:
     does not match that G2 key, and the pairing with gamma catches it."""
     attested = attest(world, transfer_intent(world))
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
     rogue = BN254Certificate(
-        world.reference_timestamp, digest, ATTACKER.sign(digest), ATTACKER.pubkey_g2, ()
+        world.reference_timestamp, digest, ATTACKER.sign(signed), ATTACKER.pubkey_g2, ()
     ).encode()
     with reverts("VerificationFailed"):
         execute(world, Attested(attested.task, attested.response, rogue))
@@ -507,17 +531,24 @@ def test_a_rogue_aggregate_key_reverts(world: World) -> None:
 
 def test_a_non_signer_witness_must_be_the_tables_entry(world: World) -> None:
     """Claiming a non-signer with another key (to steer the signers' aggregate) or another
-    weight (to inflate the signed stake) is refused."""
+    weight (to inflate the signed stake) is refused, whatever Merkle proof the witness carries
+    (the validator does not read it: a proof for the attacker's own tree proves nothing)."""
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
+    rogue = OperatorInfo(ATTACKER.pubkey, (10,))
+    light = OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))
+    own_tree = [operator_info_leaf(rogue), operator_info_leaf(BLS_OPERATORS[1].info)]
     for claim in (
-        witness(0, OperatorInfo(ATTACKER.pubkey, (10,))),
-        witness(0, OperatorInfo(BLS_OPERATORS[0].pubkey, (1,))),
+        witness(0, rogue),
+        witness(0, light),
+        Witness(0, merkle_proof(own_tree, 0), rogue),
+        Witness(0, b"\x00" * 32, light),
     ):
         forged = BN254Certificate(
             world.reference_timestamp,
             digest,
-            aggregate_signature(BLS_OPERATORS[1:], digest),
+            aggregate_signature(BLS_OPERATORS[1:], signed),
             aggregate_key(BLS_OPERATORS[1:]),
             (claim,),
         ).encode()
@@ -529,10 +560,11 @@ def test_a_non_signer_listed_twice_reverts(world: World) -> None:
     attested = attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:])
     op = BLS_OPERATORS[0]
     digest = attested.response.consensus_digest()
+    signed = certificate_digest(world.reference_timestamp, digest)
     twice = BN254Certificate(
         world.reference_timestamp,
         digest,
-        aggregate_signature(BLS_OPERATORS[1:], digest),
+        aggregate_signature(BLS_OPERATORS[1:], signed),
         aggregate_key(BLS_OPERATORS[1:]),
         (witness(0, op.info), witness(0, op.info)),
     ).encode()
@@ -740,6 +772,66 @@ def test_consensus_digest_matches_the_contract(world: World) -> None:
     assert len(digests) == 2
 
 
+def test_certificate_digest_matches_the_contract(world: World) -> None:
+    """The validator's ``calculateCertificateDigest`` (EigenLayer's name, selector and typehash)
+    is ``agentguard.newton.certificate_digest``: what NewtonVerifier and EigenLayer's
+    BN254CertificateVerifier have the operators sign."""
+    assert world.validator.functions.BN254_CERTIFICATE_TYPEHASH().call() == keccak(
+        b"BN254Certificate(uint32 referenceTimestamp,bytes32 messageHash)"
+    )
+    for stamp, message in ((0, b"\x00" * 32), (world.reference_timestamp, keccak(b"m")),
+                           (2**32 - 1, b"\xff" * 32)):  # fmt: skip
+        onchain = world.validator.functions.calculateCertificateDigest(stamp, message).call()
+        assert bytes(onchain) == certificate_digest(stamp, message)
+
+
+@pytest.mark.parametrize("signers", [[0, 1, 2, 3], [1, 2, 3]], ids=["all", "3-of-4"])
+def test_one_newton_certificate_passes_newton_verifier_and_the_validator(
+    world: World, signers: list[int]
+) -> None:
+    """One certificate made the client-side verifier's way (``NewtonQuorum.certify``: signed
+    over ``certificate_digest``, each non-signer with its Merkle witness) is accepted both by
+    ``NewtonVerifier`` against an EigenLayer-style operator table and by the vault's validator,
+    when both hold the same operators at the same reference timestamp. Before the validator
+    verified the certificate digest (and read witnesses' proofs), it refused this certificate."""
+    quorum_ops = [Q.Operator(op.secret, op.pubkey, op.pubkey_g2, (op.weight,))
+                  for op in BLS_OPERATORS]  # fmt: skip
+    stamp = world.reference_timestamp
+    table = deploy(world.w3, "NewtonOperatorTable", sender=Q.OWNER)
+    quorum = Q.NewtonQuorum(world.w3, table, quorum_ops, stamp)
+    quorum.register(stamp, quorum_ops)
+    intent = TransactionIntent.erc20_transfer(
+        sender=AGENT, token=world.token.address, recipient=PAYEE, amount=AMOUNT, chain_id=CHAIN_ID
+    )
+    latest = world.block()
+    created, now = int(latest["number"]) - 1, int(latest["timestamp"])
+    result = Q.newton_result(
+        intent, policy_client=world.vault.address, policy_id=POLICY_ID,
+        task_id=secrets.token_bytes(32), expiration=created + EXPIRE_AFTER,
+        task_created_block=created, threshold=TASK_THRESHOLD, expire_after=EXPIRE_AFTER,
+    )  # fmt: skip
+    result["task"]["initializationTimestamp"] = now
+    result["task_response"]["initialization_timestamp"] = now
+    certified = quorum.certify(result, signers=signers)
+    signature_data = bytes.fromhex(certified["signature_data"][2:])
+    assert BN254Certificate.decode(signature_data).non_signer_witnesses == tuple(
+        Witness(i, merkle_proof([operator_info_leaf(o.info) for o in quorum_ops], i), o.info)
+        for i, o in enumerate(quorum_ops)
+        if i not in signers
+    )
+
+    verifier = quorum.verifier(world.vault.address, policy_id="0x" + POLICY_ID.hex())
+    assert verifier.verify(Q.attestation_for(certified, intent), intent).assurance == "newton-bls"
+
+    attested = Attested(
+        Task.parse(certified["task"]), TaskResponse.parse(certified["task_response"]),
+        signature_data,
+    )  # fmt: skip
+    execute(world, attested)
+    assert world.usdc(PAYEE) == AMOUNT
+    assert world.validator.functions.spent(attested.response.task_id).call()
+
+
 def test_hash_to_g1_matches_the_contract(world: World) -> None:
     for message in (b"\x00" * 32, keccak(b"agentguard"), b"\xff" * 32):
         assert tuple(world.validator.functions.hashToG1(message).call()) == hash_to_g1(message)
@@ -765,7 +857,11 @@ def test_evaluate_result_agrees_with_the_sdk(world: World, result: bytes) -> Non
 
 def test_gas_of_one_validated_execution(world: World) -> None:
     """Recorded in docs/architecture.md (run with -s to print): one executeNewton of an ERC-20
-    transfer with 3 of 4 operators signing (one non-signer witness)."""
+    transfer with 3 of 4 operators signing (one non-signer witness), allowed and denied."""
     receipt = execute(world, attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:]))
-    print(f"\nexecuteNewton gas: {receipt['gasUsed']}")
-    assert receipt["gasUsed"] < 400_000
+    denied = execute(
+        world,
+        attest(world, transfer_intent(world), signers=BLS_OPERATORS[1:], evaluation=ABI_FALSE),
+    )
+    print(f"\nexecuteNewton gas: {receipt['gasUsed']} (denied: {denied['gasUsed']})")
+    assert denied["gasUsed"] < receipt["gasUsed"] < 400_000

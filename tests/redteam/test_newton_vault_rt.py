@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-import pytest
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from agentguard.newton._certificate import BN254Certificate
@@ -25,12 +24,6 @@ from tests.chain.test_newton_vault import (
 __all__ = ["world", "world_once"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: NewtonBlsValidator verifies the BLS signature over messageHash alone, "
-    "not EigenLayer's certificate digest (referenceTimestamp, messageHash), so a certificate "
-    "re-labelled with the new table's timestamp survives an operator-table rotation",
-)
 def test_newton_certificate_restamped_after_table_rotation_is_refused(world: World) -> None:
     """Attack (hostile agent): operators 1-3 certify a transfer under table T1. The owner
     replaces the table (here: drops operator 0; docs/architecture.md says "replacing the
