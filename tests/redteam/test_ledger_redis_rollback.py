@@ -79,3 +79,33 @@ def test_a_redis_rolled_back_to_a_snapshot_does_not_forget_spends(snapshot_redis
                 raise LedgerUnavailable("down")
     finally:
         ledger.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: after Redis lost its data, any process that opens the ledger (a restarted "
+    "or autoscaled worker) silently makes a new epoch and spends the whole budget again",
+)
+def test_a_new_process_does_not_start_a_fresh_budget_on_a_redis_that_lost_its_data(
+    snapshot_redis: Server,
+) -> None:
+    """The first process spends 90 of 100 and sees the data loss (``LedgerUnavailable``); a
+    worker started after it opens the same URL and, before a fix, reserves 90 again: the
+    epoch only protects processes that were already running."""
+    url = snapshot_redis.url + "?namespace=lost"
+    first = open_ledger(url)
+    try:
+        _reserve(first, "a", 90)
+        client = redis.Redis.from_url(snapshot_redis.url)
+        for key in client.scan_iter("{lost}:*"):  # a restart without persistence, this ledger
+            client.delete(key)
+        with pytest.raises(LedgerUnavailable):
+            _reserve(first, "b", 1)
+        with pytest.raises((LedgerUnavailable, ConfigurationError)):
+            later = open_ledger(url)
+            try:
+                _reserve(later, "c", 90)
+            finally:
+                later.close()
+    finally:
+        first.close()
