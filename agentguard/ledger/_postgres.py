@@ -545,7 +545,12 @@ class PostgresReplayGuard:
 
         def body(db: Any) -> bool:
             if now >= self._next_prune:
-                db.execute(f"DELETE FROM {self._table} WHERE expires_at < %s", (int(now),))  # noqa: S608
+                # the server's clock, not this host's: a host whose clock runs ahead must not
+                # forget claims of attestations still valid elsewhere
+                db.execute(
+                    f"DELETE FROM {self._table} "  # noqa: S608
+                    "WHERE expires_at < extract(epoch from now())::bigint"
+                )
             row = db.execute(
                 f"INSERT INTO {self._table} (task_id, expires_at) VALUES (%s, %s) "  # noqa: S608
                 "ON CONFLICT (task_id) DO NOTHING RETURNING 1",

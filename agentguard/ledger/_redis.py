@@ -313,7 +313,7 @@ class RedisBackend:
 
         def read() -> list[Any]:
             ids: list[str] = client.zrangebyscore(
-                f"{prefix}a:{len(agent)}:{agent}", f"({now - window_seconds!r}", "+inf"
+                f"{prefix}a:{len(agent.encode())}:{agent}", f"({now - window_seconds!r}", "+inf"
             )
             pipe = client.pipeline(transaction=False)
             for i in ids:

@@ -57,6 +57,12 @@ def _parse(url: object) -> tuple[Kind, str, str]:
         path = url.split("://", 1)[1]
         if path and not path.startswith("/"):
             raise ConfigurationError("a SQLite ledger URL is sqlite:///PATH (three slashes)")
+        if path in ("/", "/:memory:"):
+            # sqlite:///$UNSET would otherwise give each process a budget of its own
+            raise ConfigurationError(
+                "this SQLite ledger URL names no file (sqlite:/// or :memory:); write "
+                "sqlite:///PATH, or exactly sqlite:// for a ledger held in this process's memory"
+            )
         return kind, path[1:] or ":memory:", _DEFAULT
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

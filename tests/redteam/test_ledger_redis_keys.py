@@ -18,14 +18,9 @@ from agentguard.ledger import Limits, open_ledger
 from tests.ledger.conftest import base_url, fresh_url
 
 USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
-_KEYS = pytest.mark.xfail(
-    strict=True,
-    reason="finding: RedisBackend.usage keys an agent by len() in characters, the script by "
-    "bytes; a non-ASCII agent's usage reads as zero",
-)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres", pytest.param("redis", marks=_KEYS)])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
 def test_usage_of_a_non_ascii_agent_counts_its_spend(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -20,11 +20,6 @@ from tests.ledger.conftest import base_url, fresh_url
 DAY = 86_400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: PostgresReplayGuard prunes claims by the caller's clock; a host two days "
-    "ahead deletes claims of attestations still valid elsewhere (replay accepted)",
-)
 def test_a_fast_host_does_not_reopen_a_used_attestation(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

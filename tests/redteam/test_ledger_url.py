@@ -15,11 +15,6 @@ from agentguard._exceptions import ConfigurationError
 from agentguard.ledger import open_ledger, open_replay_guard
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: sqlite:/// (empty path) and sqlite:///:memory: silently open a "
-    "per-process in-memory ledger and replay guard",
-)
 @pytest.mark.parametrize("url", ["sqlite:///", "sqlite:///:memory:"])
 def test_an_empty_or_memory_sqlite_path_is_refused(url: str) -> None:
     """Before a fix both open an in-memory ledger (each process its own budget)."""

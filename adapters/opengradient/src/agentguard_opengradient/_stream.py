@@ -132,6 +132,14 @@ class _Assembler:
         calls: tuple[Mapping[str, Any], ...] = ()
         output = text
         if finish == "tool_calls":
+            if text:
+                # the enclave signs only the tool calls of such an answer: text beside them is
+                # the relay's, never the model's as far as the proof can tell
+                raise StreamUnverified(
+                    f"{self.call.path}: text streamed beside tool calls, which the proof does "
+                    "not cover",
+                    text=text,
+                )
             try:
                 calls = checked_tool_calls([self.calls[i] for i in sorted(self.calls)])
             except TypeError as exc:
