@@ -20,6 +20,7 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -581,7 +582,9 @@ class AsyncGuard(_Connect):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
-        return self._verify(attestation, intent)
+        # off the event loop: a verifier may block on RPC round trips (NewtonVerifier reads
+        # the chain 4-8 times), which would stall every other coroutine of the agent
+        return await asyncio.to_thread(self._verify, attestation, intent)
 
     def wallet(
         self,

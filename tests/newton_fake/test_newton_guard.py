@@ -277,6 +277,21 @@ def test_newton_contracts_from_the_environment() -> None:
         connect_options({**env, "AGENTGUARD_NEWTON_SOURCE_AVS": "0x12"})
 
 
+def test_the_rpc_from_the_environment_has_a_request_timeout() -> None:
+    """A stalled node must fail in bounded time: the Web3 built from ``AGENTGUARD_RPC_URL``
+    carries an explicit request timeout (before: web3's default, tens of seconds per call)."""
+    from agentguard._env import RPC_TIMEOUT, connect_options
+
+    env = {
+        "AGENTGUARD_GATEWAY_URL": "http://127.0.0.1:9/rpc",
+        "AGENTGUARD_POLICY_CLIENT": POLICY_CLIENT,
+        "AGENTGUARD_POLICY_ID": POLICY_ID,
+        "AGENTGUARD_RPC_URL": "http://127.0.0.1:9",
+    }
+    provider = connect_options(env)["web3"].provider
+    assert provider.get_request_kwargs()["timeout"] == RPC_TIMEOUT
+
+
 def test_connect_with_operators_is_the_ecdsa_verifier(newton: FakeNewton) -> None:
     from agentguard import Verifier
 
