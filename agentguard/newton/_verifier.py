@@ -112,8 +112,10 @@ class NewtonVerifier:
     (Base); it is trusted for that table, the block number and the pairing check (docs/newton.md).
     ``certificate_verifier`` and ``source_avs`` default from Newton's deployments for the
     web3's chain id. The ticket's ``expires_at`` is a unix time: the attestation's remaining
-    blocks (at most the signed policy's ``expireAfter``) times ``block_time``, and never more
-    than ``max_lifetime`` seconds from now, whatever block number the RPC reports.
+    blocks (at most the signed policy's ``expireAfter``) times ``block_time``, never more than
+    ``max_lifetime`` seconds from now, whatever block number the RPC reports, and never past
+    the signed deadline (``initializationTimestamp`` + min(1 h, ``expireAfter`` blocks), on the
+    chain head's clock, as ``AgentVault._requireFresh``); the replay claim lasts past it.
     ``quorum_number`` is the quorum the gateway was asked for (``NewtonGateway``'s): the task's
     ``quorumNumbers`` is not signed, so a task naming another operator set is refused.
     """
