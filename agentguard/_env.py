@@ -50,6 +50,8 @@ VARIABLES = {
     "AGENTGUARD_NEWTON_SOURCE_AVS": "Newton: the AVS whose operator set signs (default: "
     "Newton's deployment for the chain)",
 }
+RPC_TIMEOUT = 15.0
+"""Seconds one request to ``AGENTGUARD_RPC_URL`` may take before it fails (closed)."""
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() also takes "²"
 _POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -300,7 +302,8 @@ def connect_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if rpc is not None:
         from web3 import Web3
 
-        options["web3"] = Web3(Web3.HTTPProvider(rpc))
+        # explicit: a stalled node must fail (closed) in bounded time, not hang an agent
+        options["web3"] = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": RPC_TIMEOUT}))
     if (path := env.get("AGENTGUARD_LEDGER")) is not None and "://" in path:
         options.update(_shared_ledger(path))
     elif path is not None:

@@ -609,6 +609,7 @@ class _GatewayConfig:
     intent_signer: Callable[[Intent], bytes | str] | None
     policy_id: str | None
     policy_address: str | None
+    bookkeeping: bool
 
     @property
     def attempt_timeout(self) -> float:
@@ -659,6 +660,7 @@ def _config(
     intent_signer: Callable[[Intent], bytes | str] | None,
     policy_id: str | None,
     policy_address: str | None,
+    bookkeeping: bool | None = None,
 ) -> _GatewayConfig:
     if api_key:
         register_secret(api_key)
@@ -676,6 +678,10 @@ def _config(
         raise ConfigurationError("task_timeout (whole seconds) and attempts must be positive")
     if type(dedupe) is not bool:
         raise ConfigurationError("dedupe must be True or False")
+    if bookkeeping is None:
+        bookkeeping = not is_newton_url(url)
+    if type(bookkeeping) is not bool:
+        raise ConfigurationError("bookkeeping must be True or False (or None)")
     if intent_signer is not None and not callable(intent_signer):
         raise ConfigurationError("intent_signer must be a function of the intent")
     for name, value, width in (
@@ -698,6 +704,7 @@ def _config(
         intent_signer=intent_signer,
         policy_id=policy_id,
         policy_address=policy_address,
+        bookkeeping=bookkeeping,
     )
 
 
@@ -809,6 +816,7 @@ class _GatewayClient:
         intent_signer: Callable[[Intent], bytes | str] | None = None,
         policy_id: str | None = None,
         policy_address: str | None = None,
+        bookkeeping: bool | None = None,
     ) -> None:
         """``task_timeout`` defaults to Newton's documented 30 s for Newton's own gateways and
         5 s elsewhere; ``quorum_threshold_percentage=None`` leaves the gateway's default.
@@ -816,7 +824,9 @@ class _GatewayClient:
         network: ``Guard.connect`` asks it). ``intent_signer(intent)`` returns the agent's
         65-byte EIP-712 signature for ``intent_signature`` (``agentguard._intent_signature``);
         without it ``null`` is sent. ``policy_id`` / ``policy_address`` name the policy for
-        ``simulate``."""
+        ``simulate``. ``bookkeeping``: send ``agentguard_commitTask`` / ``releaseTask`` (only
+        the reference network knows them; default: not to Newton's own gateways, and
+        ``Guard.connect`` sends them only to a gateway that answered ``agentguard_networkInfo``)."""
         self._cfg = _config(
             url,
             api_key,
@@ -830,6 +840,7 @@ class _GatewayClient:
             intent_signer,
             policy_id,
             policy_address,
+            bookkeeping,
         )
         self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=2.0)
 
@@ -907,11 +918,14 @@ class NewtonGateway(_GatewayClient):
         )
 
     def release(self, task_id: str) -> None:
-        """Tell the network an attestation was never used, so its amount counts no more."""
-        self._rpc("agentguard_releaseTask", {"task_id": task_id})
+        """Tell the network an attestation was never used, so its amount counts no more
+        (a reference network only; Newton's gateway knows no such call)."""
+        if self._cfg.bookkeeping:
+            self._rpc("agentguard_releaseTask", {"task_id": task_id})
 
     def commit(self, task_id: str, outcome: str) -> None:
-        self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+        if self._cfg.bookkeeping:
+            self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
 
     def close(self) -> None:
         self._http.close()
@@ -989,10 +1003,12 @@ class AsyncNewtonGateway(_GatewayClient):
         )
 
     async def release(self, task_id: str) -> None:
-        await self._rpc("agentguard_releaseTask", {"task_id": task_id})
+        if self._cfg.bookkeeping:
+            await self._rpc("agentguard_releaseTask", {"task_id": task_id})
 
     async def commit(self, task_id: str, outcome: str) -> None:
-        await self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+        if self._cfg.bookkeeping:
+            await self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -20,6 +20,7 @@ only through the pipeline's ``Authorize`` step; none signs on its own.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -32,6 +33,7 @@ from agentguard._gateway import (
     AsyncNewtonGateway,
     Authorizer,
     NewtonGateway,
+    is_newton_url,
     probe_network,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -344,8 +346,13 @@ class _Connect:
         )
         if isinstance(operators, str | bytes):
             raise ConfigurationError("operators must be a list of operator addresses")
-        info = None if "transport" in gateway_options else probe_network(url, api_key)
+        probed = "transport" not in gateway_options
+        info = probe_network(url, api_key) if probed else None
+        if info is not None and is_newton_url(url):
+            info = {**info, "dedupes": False}  # Newton's gateway never deduplicates: not believed
         gateway_options.setdefault("dedupe", bool(info and info["dedupes"]))
+        if probed:  # only a reference network (it answered the probe) keeps task bookkeeping
+            gateway_options.setdefault("bookkeeping", info is not None and not is_newton_url(url))
         threshold = threshold_percentage
         if operators is not None and threshold is None:
             threshold = 66  # the reference gateway aims for the quorum the verifier requires
@@ -581,7 +588,9 @@ class AsyncGuard(_Connect):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
-        return self._verify(attestation, intent)
+        # off the event loop: a verifier may block on RPC round trips (NewtonVerifier reads
+        # the chain 4-8 times), which would stall every other coroutine of the agent
+        return await asyncio.to_thread(self._verify, attestation, intent)
 
     def wallet(
         self,

@@ -65,7 +65,13 @@ from agentguard.newton._certificate import (
 from agentguard.newton._operators import OperatorSet, OperatorTable
 from agentguard.newton._structs import Task, TaskResponse
 
-__all__ = ["DEFAULT_THRESHOLD_FLOOR", "DEPLOYMENTS", "NewtonVerifier"]
+__all__ = [
+    "DEFAULT_THRESHOLD_FLOOR",
+    "DEPLOYMENTS",
+    "MAX_CLOCK_SKEW",
+    "NEWTON_MAX_TASK_AGE",
+    "NewtonVerifier",
+]
 
 DEPLOYMENTS: dict[int, tuple[str, str]] = {
     # chain id: (Newton's BN254 certificate verifier there, Newton's AVS on the source chain)
@@ -83,6 +89,14 @@ DEPLOYMENTS: dict[int, tuple[str, str]] = {
 
 _QUORUM = re.compile(r"(0x)?([0-9a-fA-F]{2})+")
 
+NEWTON_MAX_TASK_AGE = 3600
+"""Seconds a task response is usable after its signed ``initializationTimestamp`` at most
+(``AgentVault.NEWTON_MAX_TASK_AGE``): the block expiry rests on the unsigned
+``taskCreatedBlock``, so only the signed timestamp bounds a certificate's age."""
+MAX_CLOCK_SKEW = 300
+"""``AgentVault.NEWTON_MAX_CLOCK_SKEW``: how far a task may be dated ahead of the chain, and
+how long a replay claim outlives the signed deadline."""
+
 DEFAULT_THRESHOLD_FLOOR = 40
 """Newton's v1 protocol default (``OperatorVerifierLib.DEFAULT_CROSS_CHAIN_QUORUM_THRESHOLD_
 PERCENTAGE``, "gateway-defaulted to 40% across all environments"). ``Task`` is not covered by
@@ -98,8 +112,10 @@ class NewtonVerifier:
     (Base); it is trusted for that table, the block number and the pairing check (docs/newton.md).
     ``certificate_verifier`` and ``source_avs`` default from Newton's deployments for the
     web3's chain id. The ticket's ``expires_at`` is a unix time: the attestation's remaining
-    blocks (at most the signed policy's ``expireAfter``) times ``block_time``, and never more
-    than ``max_lifetime`` seconds from now, whatever block number the RPC reports.
+    blocks (at most the signed policy's ``expireAfter``) times ``block_time``, never more than
+    ``max_lifetime`` seconds from now, whatever block number the RPC reports, and never past
+    the signed deadline (``initializationTimestamp`` + min(1 h, ``expireAfter`` blocks), on the
+    chain head's clock, as ``AgentVault._requireFresh``); the replay claim lasts past it.
     ``quorum_number`` is the quorum the gateway was asked for (``NewtonGateway``'s): the task's
     ``quorumNumbers`` is not signed, so a task naming another operator set is refused.
     """
@@ -237,11 +253,16 @@ class NewtonVerifier:
         _check_quorum(signed, info.total_weights, required)
 
         now = self._clock()
+        signed_left = self._signed_lifetime_left(response, head.timestamp, task_hex)
         blocks = min(attestation.expires_at - head.number, response.policy_config.expire_after)
-        expires_at = int(now + min(blocks * self._block_time, self._max_lifetime))
+        lifetime = min(blocks * self._block_time, self._max_lifetime, signed_left)
+        expires_at = int(now + lifetime)
         if expires_at <= now:
             raise AttestationExpired(f"attestation {task_hex} has no lifetime left")
-        if not self._replay.claim(attestation.task_id, expires_at):
+        # the claim outlives the signed deadline on either clock (plus skew), never only the
+        # ticket: once it lapses the certificate is refused as stale, not re-accepted
+        claim_until = int(max(now + signed_left, head.timestamp + signed_left)) + MAX_CLOCK_SKEW
+        if not self._replay.claim(attestation.task_id, claim_until):
             raise AttestationReplayed(f"attestation {task_hex} was already used")
         return _issue(
             Ticket(
@@ -303,6 +324,30 @@ class NewtonVerifier:
                 reasons=attestation.reasons,
                 task_id="0x" + attestation.task_id.hex(),
             )
+
+    def _signed_lifetime_left(self, response: TaskResponse, chain_now: int, task_hex: str) -> float:
+        """Seconds left of the response's signed lifetime on the chain's clock, as
+        ``AgentVault._requireFresh`` counts it: from the signed ``initializationTimestamp``
+        (milliseconds when >= 10^11), ``expireAfter`` blocks, at most ``NEWTON_MAX_TASK_AGE``.
+        The chain head's timestamp (trusted RPC, docs/newton.md), not the host's clock, is the
+        one the transfer is judged by onchain."""
+        created = response.initialization_timestamp
+        if created >= 10**11:
+            created //= 1000
+        if created > chain_now + MAX_CLOCK_SKEW:
+            raise VerificationError(
+                f"attestation {task_hex} was signed for a task created at {created}, after the "
+                f"chain's time {chain_now}; refusing a future-dated task response"
+            )
+        max_age = min(NEWTON_MAX_TASK_AGE, response.policy_config.expire_after * self._block_time)
+        left = created + max_age - chain_now
+        if left <= 0:
+            raise AttestationExpired(
+                f"attestation {task_hex} is stale: its task was created at {created} and its "
+                f"signed lifetime ({int(max_age)} s) ended before the chain's time {chain_now}; "
+                "ask Newton again"
+            )
+        return left
 
     def _threshold(self, task: Task) -> int:
         """Newton refuses a threshold of 0 (vacuous) or above 100; the task's value is the

@@ -13,6 +13,7 @@ The fake Newton gateway takes ``certify`` as its hook.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,9 +191,12 @@ def newton_result(
     expire_after: int = 300,
     allow: bool = True,
     quorum_numbers: bytes = b"\x00",
+    initialization_timestamp: int | None = None,
 ) -> dict[str, Any]:
     """A ``newt_createTask`` result as Newton's gateway shapes it: ``task`` camelCase,
-    ``task_response`` snake_case with a camelCase intent, bytes as number arrays."""
+    ``task_response`` snake_case with a camelCase intent, bytes as number arrays. The signed
+    ``initializationTimestamp`` defaults to now (anvil's clock follows the host's)."""
+    created = int(time.time()) if initialization_timestamp is None else initialization_timestamp
     wire = intent.newton_intent().wire()
     camel_intent = {
         "from": wire["from"],
@@ -207,7 +211,7 @@ def newton_result(
         "task_id": "0x" + task_id.hex(),
         "status": "success",
         "error": None,
-        "timestamp": 1_764_000_000,
+        "timestamp": created,
         "expiration": expiration,
         "task": {
             "taskId": "0x" + task_id.hex(),
@@ -218,7 +222,7 @@ def newton_result(
             "intentSignature": [],
             "wasmArgs": [],
             "quorumNumbers": list(quorum_numbers),
-            "initializationTimestamp": 1_764_000_000,
+            "initializationTimestamp": created,
         },
         "task_response": {
             "task_id": "0x" + task_id.hex(),
@@ -242,7 +246,7 @@ def newton_result(
                 ],
             },
             "policy_config": {"policyParams": list(b"{}"), "expireAfter": expire_after},
-            "initialization_timestamp": 1_764_000_000,
+            "initialization_timestamp": created,
         },
         "operator_errors": [],
     }

@@ -166,6 +166,7 @@ def test_task_and_response_read_both_spellings_and_refuse_disagreeing_ones() -> 
         task_id=b"\x02" * 32,
         expiration=1000,
         task_created_block=900,
+        initialization_timestamp=1_764_000_000,
     )
     task = Task.parse(result["task"])
     snake = {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ POLICY_ADDRESS = "0x" + "11" * 20
 POLICY_DATA_ADDRESS = "0x" + "12" * 20
 POLICY_CODE = b"package agentguard\n\ndefault allow := false\n"
 REFERENCE_BLOCK = 40_000_000
-INITIALIZATION_TIMESTAMP = 0x6553F100
 
 
 def word(n: int) -> bytes:
@@ -93,6 +93,8 @@ class FakeNewton:
     default: Answer = field(default_factory=Answer)
     block: int = REFERENCE_BLOCK
     chain_block: Callable[[], int] | None = None
+    chain_time: Callable[[], int] | None = None
+    """The signed ``initializationTimestamp`` (default: the host's clock, which anvil follows)."""
     recorded: dict[str, Any] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)  # each newt_* result, as answered
@@ -125,6 +127,7 @@ class FakeNewton:
         intent = a.intent or asked
         task_id = a.task_id or "0x" + os.urandom(32).hex()  # task ids are process-unique
         block = self._block()
+        created = self.chain_time() if self.chain_time is not None else int(time.time())
         allow = a.decision == "allow"
         evaluation = (
             abi_bool(allow) if a.encoding == "bool" else abi_string("true" if allow else "false")
@@ -154,7 +157,7 @@ class FakeNewton:
                 "intentSignature": signature,
                 "wasmArgs": wasm_args,
                 "quorumNumbers": quorum,
-                "initializationTimestamp": hex(INITIALIZATION_TIMESTAMP),
+                "initializationTimestamp": hex(created),
             }
         else:  # as the RPC reference shows it
             task = {
@@ -166,7 +169,7 @@ class FakeNewton:
                 "intent_signature": signature,
                 "wasm_args": wasm_args,
                 "quorum_numbers": quorum,
-                "initialization_timestamp": hex(INITIALIZATION_TIMESTAMP),
+                "initialization_timestamp": hex(created),
             }
         response = {  # INewtonProverTaskManager.TaskResponse, snake_case as the RPC docs
             "task_id": task_id,
@@ -193,7 +196,7 @@ class FakeNewton:
                 "policyParams": self._bytes(b"{}", a.bytes_as),
                 "expireAfter": a.expire_after,
             },
-            "initialization_timestamp": hex(INITIALIZATION_TIMESTAMP),
+            "initialization_timestamp": hex(created),
         }
         result: dict[str, Any] = {
             "task_id": task_id,

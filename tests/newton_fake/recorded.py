@@ -9,7 +9,9 @@ reference timestamp) so a replay can install it again.
 
 Re-record (after a change to the block or the wire): ``.venv/bin/python -m
 tests.newton_fake.recorded``. Replay: ``replay(doc)`` installs the table on a fresh anvil,
-serves the recording with the fake gateway (which refuses any other request) and runs the block.
+serves the recording with the fake gateway (which refuses any other request) and runs the block
+on an anvil whose clock starts at the recording's signed ``initializationTimestamp`` (the
+verifier judges a response's age by the chain's time, so the recording never goes stale).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def setup(recorded: dict[str, Any] | None = None) -> Iterator[Setup]:
     """anvil (8453) with the operator table at Newton's Base address, and the fake gateway:
     replaying ``recorded``, or (to record) certifying with the table's operators."""
     table = (recorded or {}).get("operator_table", {})
-    with Anvil() as anvil:
+    # a replay runs on the recording's clock: anvil starts at the signed initializationTimestamp,
+    # so the verifier (which judges freshness by the chain's time) sees a fresh response forever
+    args = [] if recorded is None else ["--timestamp", str(_created_at(recorded))]
+    with Anvil(args=args) as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         quorum = NewtonQuorum.deploy(
             w3,
@@ -95,10 +100,19 @@ def setup(recorded: dict[str, Any] | None = None) -> Iterator[Setup]:
         options: dict[str, Any] = (
             {"recorded": recorded}
             if recorded is not None
-            else {"chain_block": lambda: w3.eth.block_number}
+            else {
+                "chain_block": lambda: w3.eth.block_number,
+                "chain_time": lambda: int(w3.eth.get_block("latest")["timestamp"]),
+            }
         )
         with fake_newton(quorum.certify, **options) as fake:
             yield Setup(anvil, quorum, fake)
+
+
+def _created_at(recorded: dict[str, Any]) -> int:
+    """The recorded response's signed ``initializationTimestamp`` (seconds)."""
+    task = recorded["newt_createTask"]["response"]["result"]["task"]
+    return int(task["initializationTimestamp"], 16)
 
 
 def record() -> dict[str, Any]:

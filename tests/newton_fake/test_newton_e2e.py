@@ -174,6 +174,7 @@ def test_an_eoa_transfer_is_signed_and_lands_on_a_verified_certificate(
 ) -> None:
     ledger = Ledger()
     guard = _connect(Guard, newton, chain, ledger)
+    connected = len(newton.requests)
     before = chain.w3.eth.get_balance(PAYEE)
     with PipelineTrace() as trace:
         receipt = guard.wallet().transfer(PAYEE, 10**15)
@@ -183,6 +184,15 @@ def test_an_eoa_transfer_is_signed_and_lands_on_a_verified_certificate(
     assert ledger.usage(SIGNER.address, 3600).count == 1
     [task] = newton.calls("newt_createTask")
     assert task["params"]["intent"]["chain_id"] == hex(8453)
+    _only_newton_calls(newton, connected)
+
+
+def _only_newton_calls(newton: FakeNewton, since: int) -> None:
+    """A whole transfer sends Newton's gateway only ``newt_*`` methods: before the fix the
+    pipeline also sent ``agentguard_commitTask`` (the reference network's bookkeeping), which
+    Newton's gateway does not know."""
+    methods = [r.get("method") for r in newton.requests[since:]]
+    assert methods and all(str(m).startswith("newt_") for m in methods), methods
 
 
 async def test_an_async_eoa_transfer_is_signed_on_a_verified_certificate(
@@ -190,10 +200,12 @@ async def test_an_async_eoa_transfer_is_signed_on_a_verified_certificate(
     chain: Chain,  # noqa: F811
 ) -> None:
     guard = _connect(AsyncGuard, newton, chain, Ledger())
+    connected = len(newton.requests)
     with PipelineTrace() as trace:
         await guard.wallet().transfer(PAYEE, 10**15)
     trace.assert_signed_by_pipeline(1)
     assert _nonce(chain.w3) == 1
+    _only_newton_calls(newton, connected)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

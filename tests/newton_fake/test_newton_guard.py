@@ -13,6 +13,7 @@ import pytest
 from web3 import Web3
 
 from agentguard import (
+    AsyncGuard,
     AttestationExpired,
     AttestationReplayed,
     ConfigurationError,
@@ -275,6 +276,61 @@ def test_newton_contracts_from_the_environment() -> None:
     }
     with pytest.raises(ConfigurationError, match="AGENTGUARD_NEWTON_SOURCE_AVS"):
         connect_options({**env, "AGENTGUARD_NEWTON_SOURCE_AVS": "0x12"})
+
+
+def test_the_rpc_from_the_environment_has_a_request_timeout() -> None:
+    """A stalled node must fail in bounded time: the Web3 built from ``AGENTGUARD_RPC_URL``
+    carries an explicit request timeout (before: web3's default, tens of seconds per call)."""
+    from agentguard._env import RPC_TIMEOUT, connect_options
+
+    env = {
+        "AGENTGUARD_GATEWAY_URL": "http://127.0.0.1:9/rpc",
+        "AGENTGUARD_POLICY_CLIENT": POLICY_CLIENT,
+        "AGENTGUARD_POLICY_ID": POLICY_ID,
+        "AGENTGUARD_RPC_URL": "http://127.0.0.1:9",
+    }
+    provider = connect_options(env)["web3"].provider
+    assert provider.get_request_kwargs()["timeout"] == RPC_TIMEOUT
+
+
+@pytest.mark.parametrize("cls", [Guard, AsyncGuard])
+def test_a_newton_url_claiming_to_dedupe_is_not_believed(
+    cls: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack (a hostile or spoofed endpoint at a Newton URL): it answers the probe with
+    ``dedupes: true`` so that a lost ``newt_createTask`` is sent again (two tasks, two
+    attestations for one intent). Before the fix the claim was believed; now a Newton URL
+    never dedupes, and gets none of the reference network's commit/release bookkeeping."""
+    from agentguard import _guard
+
+    monkeypatch.setattr(
+        _guard, "probe_network", lambda url, key: {"scheme": "bls", "dedupes": True}
+    )
+    guard = cls.connect(
+        "https://gateway.newton.xyz/rpc",
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        web3=Web3(Web3.HTTPProvider("http://127.0.0.1:9")),
+    )
+    cfg = guard.authorizer._cfg
+    assert cfg.dedupe is False and cfg.bookkeeping is False
+
+
+def test_a_reference_network_keeps_commit_and_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference network answered the probe: its bookkeeping calls are still sent."""
+    from agentguard import _guard
+
+    monkeypatch.setattr(
+        _guard, "probe_network", lambda url, key: {"scheme": "ecdsa", "dedupes": True}
+    )
+    guard = Guard.connect(
+        "http://127.0.0.1:9/rpc",
+        policy_client=POLICY_CLIENT,
+        policy_id=POLICY_ID,
+        operators=["0x" + "12" * 20],
+    )
+    cfg = guard.authorizer._cfg
+    assert cfg.dedupe is True and cfg.bookkeeping is True
 
 
 def test_connect_with_operators_is_the_ecdsa_verifier(newton: FakeNewton) -> None:

@@ -62,18 +62,14 @@ def _attestation() -> Attestation:
     return attestation_for({**result, "signature_data": "0x" + cert.encode().hex()}, INTENT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: AsyncGuard.authorize runs NewtonVerifier.verify (4-8 blocking RPC "
-    "round trips) on the event loop, so one slow or hostile RPC stalls every coroutine",
-)
 def test_newton_async_guard_does_not_block_the_event_loop_on_the_rpc() -> None:
     """Attack (slow or hostile RPC): the node takes its time answering ``eth_chainId``,
     ``eth_getBlockByNumber`` and the ``eth_call``s. ``AsyncGuard.authorize`` awaits the
     gateway, then calls the synchronous verifier inline: the event loop is frozen for every
     round trip (web3's default HTTP timeout is tens of seconds), so an async agent's other
     tasks (heartbeats, other payments, the x402 server it serves) stop. Expected: the
-    verification runs off the loop (``asyncio.to_thread``), like the blocking ports do."""
+    verification runs off the loop (``asyncio.to_thread``), like the blocking ports do.
+    Before the fix this attack froze the loop (the test was a strict xfail)."""
     rpc = StalledRpc()
     verifier = NewtonVerifier(
         policy_client=CLIENT,
