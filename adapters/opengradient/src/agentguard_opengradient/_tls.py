@@ -25,8 +25,7 @@ import anyio.to_thread
 import httpcore
 import httpx
 
-from agentguard import TeeNotActive, TlsPinMismatch
-from agentguard._exceptions import EndpointNotActive
+from agentguard import EndpointNotActive, TeeNotActive, TlsPinMismatch
 from agentguard_opengradient._tee_registry import TeeRegistry, origin
 
 __all__ = ["AsyncPinnedTransport", "PinnedTransport", "pinned_ssl_context"]
