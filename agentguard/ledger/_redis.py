@@ -224,11 +224,13 @@ class RedisBackend:
         self, request: ReserveRequest, limits: Limits, answer: list[Any], now: float
     ) -> BudgetExceeded:
         """The refusal, worded from the window's members read after the script (oldest first,
-        a page at a time, only as far as needed to say when room frees up: advisory)."""
+        a page at a time, only as far as needed to say when room frees up: advisory). A caller
+        whose clock is ahead of the server's sees members its ``now`` already left behind: skip
+        them, as the script did for its check."""
         agent, asset = request.agent, request.asset
-        members = self._members(answer[3])
         if answer[0] == "window":
             window = limits.windows_for(asset)[int(answer[1]) - 1]
+            members = self._members(answer[3], after=now - window.window_seconds)
             in_window = ((at, int(f[0])) for _, at, f in members if f[0] is not None)
             return window_refusal(
                 agent,
@@ -240,11 +242,14 @@ class RedisBackend:
                 limits.amount_text(asset),
             )
         rate = limits.rate[int(answer[1]) - 1]
+        members = self._members(answer[3], after=now - rate.window_seconds)
         return rate_refusal(
             agent, rate, int(answer[2]), (at for _, at, f in members if f[1] == "1"), now
         )
 
-    def _members(self, window_key: str, page: int = 8) -> Iterator[tuple[str, float, list[Any]]]:
+    def _members(
+        self, window_key: str, after: float, page: int = 8
+    ) -> Iterator[tuple[str, float, list[Any]]]:
         client, prefix = self._redis.client, self._redis.prefix
         start = 0
         while True:
@@ -256,7 +261,8 @@ class RedisBackend:
                 pipe.hmget(prefix + "r:" + member, "amount", "actions")
             fields = self._redis.run(pipe.execute) if batch else []
             for (member, at), f in zip(batch, fields, strict=True):
-                yield member, float(at), f
+                if float(at) > after:
+                    yield member, float(at), f
             if len(batch) < page:
                 return
             start += page
