@@ -13,7 +13,11 @@
   script names no keys up front, so it is for one Redis (with replicas), not Redis Cluster.
 * Redis must persist what it acknowledges (``appendonly yes``): a Redis that restarts empty
   forgets every counted spend. A client notices (the ledger's random epoch key is gone or
-  different) and refuses from then on, rather than counting from zero.
+  different) and refuses from then on, rather than counting from zero. Only a client opened
+  with ``create=True`` makes the epoch; every other refuses a namespace without one (a new
+  worker cannot tell a new ledger from one that lost its data).
+* A shared window row is rolled for good only up to the server's ``TIME``: a client whose
+  clock runs ahead gets its own further-rolled view, never moves the row for everyone.
 * A refused connection, a timeout, a restarting server: ``LedgerUnavailable`` (whether the call
   took effect is unknown; a reservation it may have made counts until it expires or is
   settled). redis-py reconnects on the next call.
@@ -143,11 +147,22 @@ class _Redis:
             )
         return answer
 
-    def open_epoch(self) -> None:
-        """The ledger's epoch: made once by the first client, then read by every other."""
+    def open_epoch(self, create: bool) -> None:
+        """The ledger's epoch: made once, by the client told to ``create`` it, then read by
+        every other. A missing epoch is never made silently: a Redis that lost its data looks
+        exactly like a new one, and a worker started after the loss would spend it all again."""
         key = self.prefix + "epoch"
-        self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
+        if create:
+            self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
         self.epoch = self.run(lambda: self.client.get(key))
+        if self.epoch is None:
+            raise ConfigurationError(
+                f"the Redis ledger at {self.where} has no epoch in namespace "
+                f"{self.prefix[1:-2]!r}: it was never created, or Redis lost its data",
+                hint="If this is a new ledger, open it once with open_ledger(url, create=True) "
+                "in your setup step. If Redis lost its data, every counted spend is gone: "
+                "restore it, or create a new budget knowingly. Nothing was signed.",
+            )
 
     def close(self) -> None:
         self.client.close()
@@ -156,9 +171,9 @@ class _Redis:
 class RedisBackend:
     """``LedgerBackend`` on one Redis (or one shard), shared by every process and host."""
 
-    def __init__(self, url: str, *, namespace: str = "agentguard") -> None:
+    def __init__(self, url: str, *, namespace: str = "agentguard", create: bool = False) -> None:
         self._redis = _Redis(url, namespace)
-        self._redis.open_epoch()  # reachable now, or a clear error now
+        self._redis.open_epoch(create)  # reachable and created now, or a clear error now
 
     def _hash(self, reservation_id: str) -> list[str]:
         flat = self._redis.run(
@@ -344,10 +359,12 @@ class RedisReplayGuard:
     ledger, it refuses (``LedgerUnavailable``) once Redis lost its data: a forgotten claim
     would let a used attestation verify again."""
 
-    def __init__(self, url: str, *, namespace: str = "agentguard", keep: int = 86_400) -> None:
+    def __init__(
+        self, url: str, *, namespace: str = "agentguard", keep: int = 86_400, create: bool = False
+    ) -> None:
         self._redis = _Redis(url, namespace)
         self._keep = keep
-        self._redis.open_epoch()
+        self._redis.open_epoch(create)
 
     def claim(self, task_id: bytes, expires_at: int) -> bool:
         keep_until = max(int(expires_at), int(time.time())) + self._keep

@@ -38,7 +38,7 @@ def test_a_fast_clock_in_one_process_does_not_reopen_the_window_for_others(
     url = fresh_url(kind, base_url(kind, request), tmp_path)
     now = time.time()
     limits = Limits(windows=[WindowCap(USDC, DAY, 100)])
-    honest = open_ledger(url, clock=lambda: now)
+    honest = open_ledger(url, clock=lambda: now, create=True)
     skewed = open_ledger(url, clock=lambda: now + 2 * DAY)
     try:
         honest.reserve(AGENT, Spend(asset=USDC, amount=60), key="a1", expires_at=now + 600,

@@ -66,7 +66,7 @@ def test_a_paid_answer_survives_a_ledger_outage_at_commit(
     signed, sent and settled, with no reservation id or reference to reconcile it by. Now the
     answer is returned, the hold stays signed (counted in full) and the audit log records
     ``outcome_unknown`` with the reference and reservation id for ``recover()``."""
-    ledger: Ledger = open_ledger(redis_server.url + "?namespace=outage")
+    ledger: Ledger = open_ledger(redis_server.url + "?namespace=outage", create=True)
     audit = MemoryAudit()
     auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES, audit=audit)
     server = OutageServer()
