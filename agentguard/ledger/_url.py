@@ -1,7 +1,8 @@
 """Choose where the ledger and the used-attestation record live, by URL.
 
     open_ledger("sqlite:////var/lib/agent/spend.db")   # one host: a SQLite file (or a bare path)
-    open_ledger("redis://127.0.0.1:6379/0")            # many hosts: Redis (persistence on!)
+    open_ledger("redis://127.0.0.1:6379/0")            # many hosts: Redis (appendfsync always!)
+    open_ledger("redis://127.0.0.1:6379/0", create=True)  # ...made once, in the setup step
     open_ledger("postgresql://agent@db.internal/agentguard")
 
 ``open_replay_guard`` takes the same URLs, so every ``Verifier`` of a fleet can share one record
