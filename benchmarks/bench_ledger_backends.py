@@ -76,7 +76,7 @@ def _tree_cpu(pid: int) -> float:
 
 
 def measure(url: str, server: Server | None, n: int, procs: int, tag: str) -> dict[str, Any]:
-    open_ledger(url).close()  # the schema, before the clock starts
+    open_ledger(url, create=True).close()  # the schema, before the clock starts
     per = max(1, n // procs)
     start = time.time() + 1.5 + 0.3 * procs
     jobs = [(url, f"{tag}-{p}", per, start) for p in range(procs)]

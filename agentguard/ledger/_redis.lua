@@ -94,12 +94,19 @@ local function expire(now)
   return out
 end
 
--- The window row brought up to now (built from the agent's reservations on first use).
+-- The window row brought up to now (built from the agent's reservations on first use). The row
+-- is shared, so it is moved for good only up to the server's clock: a caller whose clock runs
+-- ahead sees the spends its `now` leaves behind subtracted for its own check, but they stay in
+-- the row for every other caller (its `now` never forgets spends for them).
+local server = redis.call('TIME')
+local server_now = tonumber(server[1]) + tonumber(server[2]) / 1000000
 local function rolled(agent, asset, sec, now)
   local w, t = wkey(agent, asset, sec), tkey(agent, asset, sec)
-  local boundary = string.format('%.17g', tonumber(now) - tonumber(sec))
+  local mine = tonumber(now) - tonumber(sec)
+  local boundary = string.format('%.17g', math.min(mine, server_now - tonumber(sec)))
+  local total, count
   if redis.call('SADD', rows(agent, asset), sec) == 1 then
-    local total, count = '0', 0
+    total, count = '0', 0
     local ids = redis.call('ZRANGEBYSCORE', akey(agent), '(' .. boundary, '+inf', 'WITHSCORES')
     for k = 1, #ids, 2 do
       local f = redis.call('HMGET', rkey(ids[k]), 'state', 'asset', 'amount', 'actions')
@@ -110,18 +117,26 @@ local function rolled(agent, asset, sec, now)
       end
     end
     redis.call('HSET', t, 'total', total, 'count', count)
-    return w, total, count
+  else
+    total, count = redis.call('HGET', t, 'total'), tonumber(redis.call('HGET', t, 'count'))
+    local leaving = redis.call('ZRANGEBYSCORE', w, '-inf', boundary)
+    if #leaving > 0 then
+      for _, id in ipairs(leaving) do
+        local f = redis.call('HMGET', rkey(id), 'amount', 'actions')
+        if asset ~= '' then total = sub(total, f[1]) end
+        count = count - tonumber(f[2])
+      end
+      redis.call('ZREMRANGEBYSCORE', w, '-inf', boundary)
+      redis.call('HSET', t, 'total', total, 'count', count)
+    end
   end
-  local total, count = redis.call('HGET', t, 'total'), tonumber(redis.call('HGET', t, 'count'))
-  local leaving = redis.call('ZRANGEBYSCORE', w, '-inf', boundary)
-  if #leaving > 0 then
-    for _, id in ipairs(leaving) do
+  if mine > tonumber(boundary) then -- ahead of the server: this caller's view only
+    local ahead = redis.call('ZRANGEBYSCORE', w, '(' .. boundary, string.format('%.17g', mine))
+    for _, id in ipairs(ahead) do
       local f = redis.call('HMGET', rkey(id), 'amount', 'actions')
       if asset ~= '' then total = sub(total, f[1]) end
       count = count - tonumber(f[2])
     end
-    redis.call('ZREMRANGEBYSCORE', w, '-inf', boundary)
-    redis.call('HSET', t, 'total', total, 'count', count)
   end
   return w, total, count
 end

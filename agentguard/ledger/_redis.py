@@ -13,7 +13,11 @@
   script names no keys up front, so it is for one Redis (with replicas), not Redis Cluster.
 * Redis must persist what it acknowledges (``appendonly yes``): a Redis that restarts empty
   forgets every counted spend. A client notices (the ledger's random epoch key is gone or
-  different) and refuses from then on, rather than counting from zero.
+  different) and refuses from then on, rather than counting from zero. Only a client opened
+  with ``create=True`` makes the epoch; every other refuses a namespace without one (a new
+  worker cannot tell a new ledger from one that lost its data).
+* A shared window row is rolled for good only up to the server's ``TIME``: a client whose
+  clock runs ahead gets its own further-rolled view, never moves the row for everyone.
 * A refused connection, a timeout, a restarting server: ``LedgerUnavailable`` (whether the call
   took effect is unknown; a reservation it may have made counts until it expires or is
   settled). redis-py reconnects on the next call.
@@ -143,11 +147,22 @@ class _Redis:
             )
         return answer
 
-    def open_epoch(self) -> None:
-        """The ledger's epoch: made once by the first client, then read by every other."""
+    def open_epoch(self, create: bool) -> None:
+        """The ledger's epoch: made once, by the client told to ``create`` it, then read by
+        every other. A missing epoch is never made silently: a Redis that lost its data looks
+        exactly like a new one, and a worker started after the loss would spend it all again."""
         key = self.prefix + "epoch"
-        self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
+        if create:
+            self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
         self.epoch = self.run(lambda: self.client.get(key))
+        if self.epoch is None:
+            raise ConfigurationError(
+                f"the Redis ledger at {self.where} has no epoch in namespace "
+                f"{self.prefix[1:-2]!r}: it was never created, or Redis lost its data",
+                hint="If this is a new ledger, open it once with open_ledger(url, create=True) "
+                "in your setup step. If Redis lost its data, every counted spend is gone: "
+                "restore it, or create a new budget knowingly. Nothing was signed.",
+            )
 
     def close(self) -> None:
         self.client.close()
@@ -156,9 +171,9 @@ class _Redis:
 class RedisBackend:
     """``LedgerBackend`` on one Redis (or one shard), shared by every process and host."""
 
-    def __init__(self, url: str, *, namespace: str = "agentguard") -> None:
+    def __init__(self, url: str, *, namespace: str = "agentguard", create: bool = False) -> None:
         self._redis = _Redis(url, namespace)
-        self._redis.open_epoch()  # reachable now, or a clear error now
+        self._redis.open_epoch(create)  # reachable and created now, or a clear error now
 
     def _hash(self, reservation_id: str) -> list[str]:
         flat = self._redis.run(
@@ -224,11 +239,13 @@ class RedisBackend:
         self, request: ReserveRequest, limits: Limits, answer: list[Any], now: float
     ) -> BudgetExceeded:
         """The refusal, worded from the window's members read after the script (oldest first,
-        a page at a time, only as far as needed to say when room frees up: advisory)."""
+        a page at a time, only as far as needed to say when room frees up: advisory). A caller
+        whose clock is ahead of the server's sees members its ``now`` already left behind: skip
+        them, as the script did for its check."""
         agent, asset = request.agent, request.asset
-        members = self._members(answer[3])
         if answer[0] == "window":
             window = limits.windows_for(asset)[int(answer[1]) - 1]
+            members = self._members(answer[3], after=now - window.window_seconds)
             in_window = ((at, int(f[0])) for _, at, f in members if f[0] is not None)
             return window_refusal(
                 agent,
@@ -240,11 +257,14 @@ class RedisBackend:
                 limits.amount_text(asset),
             )
         rate = limits.rate[int(answer[1]) - 1]
+        members = self._members(answer[3], after=now - rate.window_seconds)
         return rate_refusal(
             agent, rate, int(answer[2]), (at for _, at, f in members if f[1] == "1"), now
         )
 
-    def _members(self, window_key: str, page: int = 8) -> Iterator[tuple[str, float, list[Any]]]:
+    def _members(
+        self, window_key: str, after: float, page: int = 8
+    ) -> Iterator[tuple[str, float, list[Any]]]:
         client, prefix = self._redis.client, self._redis.prefix
         start = 0
         while True:
@@ -256,7 +276,8 @@ class RedisBackend:
                 pipe.hmget(prefix + "r:" + member, "amount", "actions")
             fields = self._redis.run(pipe.execute) if batch else []
             for (member, at), f in zip(batch, fields, strict=True):
-                yield member, float(at), f
+                if float(at) > after:
+                    yield member, float(at), f
             if len(batch) < page:
                 return
             start += page
@@ -338,10 +359,12 @@ class RedisReplayGuard:
     ledger, it refuses (``LedgerUnavailable``) once Redis lost its data: a forgotten claim
     would let a used attestation verify again."""
 
-    def __init__(self, url: str, *, namespace: str = "agentguard", keep: int = 86_400) -> None:
+    def __init__(
+        self, url: str, *, namespace: str = "agentguard", keep: int = 86_400, create: bool = False
+    ) -> None:
         self._redis = _Redis(url, namespace)
         self._keep = keep
-        self._redis.open_epoch()
+        self._redis.open_epoch(create)
 
     def claim(self, task_id: bytes, expires_at: int) -> bool:
         keep_until = max(int(expires_at), int(time.time())) + self._keep

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -499,8 +500,14 @@ class SQLiteBackend:
         seconds: int,
         now: float,
     ) -> _Window:
-        """The window row brought up to ``now`` (created from the reservations if new)."""
-        boundary = now - seconds
+        """The window row brought up to ``now`` (created from the reservations if new).
+
+        The row is shared by every process, so it is moved for good only up to this host's
+        clock (WAL needs every process on one host, so that clock is the one they share): a
+        caller whose ``now`` runs ahead gets a copy rolled further for its own check, and the
+        spends it leaves behind stay counted for everyone else."""
+        mine = now - seconds
+        boundary = min(mine, time.time() - seconds)
         scope = (agent, asset) if asset else (agent,)
         w = windows.get((asset, seconds))
         if w is None:  # first use of this window length: count it from the reservations
@@ -515,11 +522,22 @@ class SQLiteBackend:
                 if state != "released":
                     w.add(int(amount), actions)
             w.dirty = True
-            return w
+        else:
+            self._roll(db, w, scope, bool(asset), boundary)
+        if mine > boundary:  # ahead of the host's clock: this caller's view only
+            w = replace(w)
+            self._roll(db, w, scope, bool(asset), mine)
+        return w
+
+    @staticmethod
+    def _roll(
+        db: sqlite3.Connection, w: _Window, scope: tuple[str, ...], scoped: bool, boundary: float
+    ) -> None:
+        """Move ``w``'s cursor past every reservation at or before ``boundary``."""
         if w.next_at is None or w.next_at > boundary:
-            return w  # nothing has left the window since it was last rolled
+            return  # nothing has left the window since it was last rolled
         w.dirty, w.next_at = True, None
-        rows = db.execute(_AFTER[bool(asset)], (*scope, *w.cursor))
+        rows = db.execute(_AFTER[scoped], (*scope, *w.cursor))
         for created_at, seq, amount, state, actions in rows:
             if created_at > boundary:  # the oldest one still in the window
                 w.next_at = created_at
@@ -528,7 +546,6 @@ class SQLiteBackend:
                 w.add(-int(amount), -actions)
             w.cursor = (created_at, seq)
         rows.close()
-        return w
 
     def _adjust(
         self,

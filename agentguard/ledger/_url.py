@@ -1,7 +1,8 @@
 """Choose where the ledger and the used-attestation record live, by URL.
 
     open_ledger("sqlite:////var/lib/agent/spend.db")   # one host: a SQLite file (or a bare path)
-    open_ledger("redis://127.0.0.1:6379/0")            # many hosts: Redis (persistence on!)
+    open_ledger("redis://127.0.0.1:6379/0")            # many hosts: Redis (appendfsync always!)
+    open_ledger("redis://127.0.0.1:6379/0", create=True)  # ...made once, in the setup step
     open_ledger("postgresql://agent@db.internal/agentguard")
 
 ``open_replay_guard`` takes the same URLs, so every ``Verifier`` of a fleet can share one record
@@ -73,11 +74,11 @@ def _parse(url: object) -> tuple[Kind, str, str]:
     return kind, urlunsplit(parts._replace(query=rest)), namespace[0] if namespace else _DEFAULT
 
 
-def _backend(kind: Kind, target: str, namespace: str) -> LedgerBackend:
+def _backend(kind: Kind, target: str, namespace: str, create: bool) -> LedgerBackend:
     if kind == "redis":
         from agentguard.ledger._redis import RedisBackend
 
-        return RedisBackend(target, namespace=namespace)
+        return RedisBackend(target, namespace=namespace, create=create)
     if kind == "postgres":
         from agentguard.ledger._postgres import PostgresBackend
 
@@ -87,19 +88,26 @@ def _backend(kind: Kind, target: str, namespace: str) -> LedgerBackend:
     return SQLiteBackend(target)
 
 
-def open_ledger(url: str, *, clock: Callable[[], float] = time.time) -> Ledger:
-    """A ``Ledger`` on the backend ``url`` names (see the module docstring)."""
-    return Ledger(backend=_backend(*_parse(url)), clock=clock)
+def open_ledger(
+    url: str, *, clock: Callable[[], float] = time.time, create: bool = False
+) -> Ledger:
+    """A ``Ledger`` on the backend ``url`` names (see the module docstring).
+
+    ``create``: a Redis namespace without its epoch is refused unless this is set, since a Redis
+    that lost its data looks exactly like a new one. Set it once, in the step that sets the
+    ledger up, never in every worker. SQLite and PostgreSQL create their tables either way."""
+    return Ledger(backend=_backend(*_parse(url), create), clock=clock)
 
 
-def open_replay_guard(url: str) -> ReplayGuard:
+def open_replay_guard(url: str, *, create: bool = False) -> ReplayGuard:
     """The used-attestation record at ``url``: shared by every process that opens the same
-    URL (an in-memory SQLite URL gives this process's own ``MemoryReplayGuard``)."""
+    URL (an in-memory SQLite URL gives this process's own ``MemoryReplayGuard``). ``create``
+    as for ``open_ledger`` (the two share the Redis namespace's epoch)."""
     kind, target, namespace = _parse(url)
     if kind == "redis":
         from agentguard.ledger._redis import RedisReplayGuard
 
-        return RedisReplayGuard(target, namespace=namespace)
+        return RedisReplayGuard(target, namespace=namespace, create=create)
     if kind == "postgres":
         from agentguard.ledger._postgres import PostgresReplayGuard
 

@@ -34,6 +34,7 @@ from agentguard._exceptions import (
     FeeCapExceeded,
     IntentMismatch,
     LedgerError,
+    LedgerUnavailable,
     VerificationError,
 )
 from agentguard._tickets import fresh_intent
@@ -284,9 +285,26 @@ def settle(flight: InFlight, signed: Signed, outcome: Outcome) -> Flow[Settled]:
     main, fees = flight.holds[0], flight.holds[1:]
     base = {"rail": action.rail, "task_id": task, "reference": signed.reference}
     if isinstance(outcome, Landed):
-        final: Reservation = yield Commit(main.id, outcome.outcome, outcome.amount)
-        for fee in fees:
-            yield Commit(fee.id, outcome.outcome, outcome.fee)
+        try:
+            final: Reservation = yield Commit(main.id, outcome.outcome, outcome.amount)
+            for fee in fees:
+                yield Commit(fee.id, outcome.outcome, outcome.fee)
+        except LedgerUnavailable as exc:
+            # It landed (the answer is in hand): throwing it away would make the caller pay
+            # again. The holds stay signed, counted at their full amount, for recover().
+            yield GatewayCommit(task, outcome.outcome)
+            yield Audit(
+                "outcome_unknown",
+                {
+                    **base,
+                    "reservation_id": main.id,
+                    "reason": "landed, but the ledger could not record it "
+                    f"({_why(exc)}); its reservations stay signed and counted until "
+                    "ledger.recover() settles them",
+                    **outcome.record,
+                },
+            )
+            return Settled(verified, main, signed, outcome)
         yield GatewayCommit(task, outcome.outcome)
         spend = action.intent.spend
         yield Audit(

@@ -79,7 +79,7 @@ def open_shared(ledger_url: str) -> Iterator[Callable[..., Ledger]]:
     opened: list[Ledger] = []
 
     def make(**kw: Any) -> Ledger:
-        ledger = open_ledger(ledger_url, **kw)
+        ledger = open_ledger(ledger_url, create=True, **kw)
         opened.append(ledger)
         return ledger
 

@@ -77,7 +77,7 @@ def test_backend_down_fails_closed_and_back_resumes(own_server: Server) -> None:
     """Stop the real server mid-use: every call is ``LedgerUnavailable`` (an agentguard error,
     never redis-py's or psycopg's); start it again on the same data: the same handles work with
     no repair, and what was counted before the outage still counts."""
-    ledger = open_ledger(own_server.url)
+    ledger = open_ledger(own_server.url, create=True)
     guard = open_replay_guard(own_server.url)
     limits = Limits(windows=[WindowCap(USDC, 3600, 10)])
 
@@ -144,6 +144,7 @@ def test_two_verifiers_in_two_processes_never_accept_one_attestation(
     from tests.unit.conftest import POLICY_CLIENT, Operators
 
     url = fresh_url(kind, base_url(kind, request), tmp_path)
+    open_replay_guard(url, create=True)  # the namespace once; the verifiers race on the rest
     operators = Operators([PrivateKey() for _ in range(3)])
     fields = {
         "sender": AGENT,
@@ -202,7 +203,7 @@ class _SharedLedgerMachine(LedgerMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ledger.close()
-        self.ledger = open_ledger(_urls[self.kind](), clock=lambda: self.now)
+        self.ledger = open_ledger(_urls[self.kind](), clock=lambda: self.now, create=True)
 
     def teardown(self) -> None:
         self.ledger.close()
@@ -239,7 +240,7 @@ def test_a_redis_that_lost_its_data_is_refused_not_counted_from_zero(
     import redis
 
     url = fresh_url("redis", base_url("redis", request), tmp_path)
-    ledger, guard = open_ledger(url), open_replay_guard(url)
+    ledger, guard = open_ledger(url, create=True), open_replay_guard(url)
     limits = Limits(windows=[WindowCap(USDC, 3600, 10)])
     spend = Spend(asset=USDC, amount=10)
     ledger.reserve(AGENT, spend, key="a", expires_at=time.time() + 60, limits=limits)
@@ -301,7 +302,7 @@ def test_a_claim_whose_expiry_is_a_block_number_still_holds(
     then accept the same attestation again. Now a claim is kept a day past the claim itself."""
     url = fresh_url(kind, base_url(kind, request), tmp_path)
     task = uuid.uuid4().bytes * 2
-    assert open_replay_guard(url).claim(task, 30_000_000)
+    assert open_replay_guard(url, create=True).claim(task, 30_000_000)
     time.sleep(0.01)
     assert not open_replay_guard(url).claim(task, 30_000_000)  # a fresh guard prunes first
 
@@ -330,3 +331,18 @@ def test_text_that_is_not_utf8_is_a_typed_refusal(
             text["agent"], Spend(asset=USDC, amount=1, recipient=text["recipient"]),
             key=text["key"], expires_at=time.time() + 60, limits=Limits(),
         )  # fmt: skip
+
+
+def test_only_create_makes_a_redis_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A namespace without its epoch looks the same whether it is new or Redis lost its data:
+    a plain open (a worker) is refused; the setup step's ``create=True`` makes it, once, and
+    then every plain open works on the same epoch."""
+    url = fresh_url("redis", base_url("redis", request), tmp_path)
+    with pytest.raises(ConfigurationError, match="create=True"):
+        open_ledger(url)
+    with pytest.raises(ConfigurationError, match="no epoch"):
+        open_replay_guard(url)
+    open_ledger(url, create=True).close()
+    with open_ledger(url) as ledger:
+        assert ledger.usage(AGENT, 60).count == 0
+    open_replay_guard(url).close()  # type: ignore[attr-defined]

@@ -9,11 +9,12 @@ import pytest
 
 from agentguard import ConfigurationError, Guard
 from agentguard._verifier import MemoryReplayGuard
-from agentguard.ledger import Ledger
+from agentguard.ledger import Ledger, open_ledger
 from tests.budget.test_env import env
 
 
 def test_a_ledger_url_shares_the_ledger_and_the_replay_record(ledger_url: str) -> None:
+    open_ledger(ledger_url, create=True).close()  # the setup step; workers only open it
     guard = Guard.from_env(env(LEDGER=ledger_url))
     assert isinstance(guard.defaults.ledger, Ledger)
     replay = guard.verifier._replay  # type: ignore[union-attr]

@@ -58,7 +58,7 @@ def test_sigkilled_workers_leave_caps_that_agree_with_the_reservations(
     agreeing. Filled to the cap afterwards one unit at a time, the ledger stops exactly at
     the cap by the reservations' own count (usage() recounts them), not a unit before or after."""
     url = fresh_url(kind, base_url(kind, request), tmp_path)
-    open_ledger(url).close()
+    open_ledger(url, create=True).close()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, url, USDC, str(CAP), AGENT],

@@ -43,7 +43,7 @@ def test_processes_and_threads_race_one_cap(
 ) -> None:
     processes, threads, n = _size()
     url = fresh_url(kind, base_url(kind, request), tmp_path)
-    open_ledger(url).close()  # the schema once; the workers race on everything else
+    open_ledger(url, create=True).close()  # the schema once; the workers race on everything else
     cap = (n // 2) * BIG
     job = {
         "url": url,

@@ -24,7 +24,7 @@ USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
 def test_usage_of_a_non_ascii_agent_counts_its_spend(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    with open_ledger(fresh_url(kind, base_url(kind, request), tmp_path)) as ledger:
+    with open_ledger(fresh_url(kind, base_url(kind, request), tmp_path), create=True) as ledger:
         ledger.reserve("agënt-ü", Spend(asset=USDC, amount=5), key="k",
                        expires_at=time.time() + 600, limits=Limits())  # fmt: skip
         assert ledger.usage("agënt-ü", 3600).spent == {USDC: 5}

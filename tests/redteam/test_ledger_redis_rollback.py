@@ -58,7 +58,7 @@ def test_a_redis_rolled_back_to_a_snapshot_does_not_forget_spends(snapshot_redis
     """60 spent, snapshot, 30 spent, Redis crashes and reloads the snapshot: 90 of 100 are
     spent, so another 30 must be refused (or the ledger must refuse to work). Before a fix the
     same process reserves the 30 again: 120 spent against a cap of 100."""
-    ledger = open_ledger(snapshot_redis.url + "?namespace=rollback")
+    ledger = open_ledger(snapshot_redis.url + "?namespace=rollback", create=True)
     try:
         _reserve(ledger, "a", 60)
         redis.Redis.from_url(snapshot_redis.url).save()
@@ -81,19 +81,15 @@ def test_a_redis_rolled_back_to_a_snapshot_does_not_forget_spends(snapshot_redis
         ledger.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: after Redis lost its data, any process that opens the ledger (a restarted "
-    "or autoscaled worker) silently makes a new epoch and spends the whole budget again",
-)
 def test_a_new_process_does_not_start_a_fresh_budget_on_a_redis_that_lost_its_data(
     snapshot_redis: Server,
 ) -> None:
     """The first process spends 90 of 100 and sees the data loss (``LedgerUnavailable``); a
-    worker started after it opens the same URL and, before a fix, reserves 90 again: the
-    epoch only protects processes that were already running."""
+    worker started after it opens the same URL and, before the fix, reserved 90 again: the
+    epoch only protected processes that were already running. Now only ``create=True`` makes
+    an epoch, and a worker opening a namespace without one is refused."""
     url = snapshot_redis.url + "?namespace=lost"
-    first = open_ledger(url)
+    first = open_ledger(url, create=True)
     try:
         _reserve(first, "a", 90)
         client = redis.Redis.from_url(snapshot_redis.url)

@@ -24,7 +24,7 @@ def test_a_fast_host_does_not_reopen_a_used_attestation(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = fresh_url("postgres", base_url("postgres", request), tmp_path)
-    honest, skewed = open_replay_guard(url), open_replay_guard(url)
+    honest, skewed = open_replay_guard(url, create=True), open_replay_guard(url)
     try:
         real = time.time
         expires = int(real()) + 300

@@ -9,19 +9,30 @@ time for the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import httpx
 import pytest
 
-from agentguard import Signer
+from agentguard import Guard, Signer
 from agentguard.ledger import Ledger, open_ledger
 from agentguard.x402 import X402Auth
 from tests.ledger.servers import Server, ServerUnavailable, start_redis
 from tests.x402.conftest import ALLOWANCES
-from tests.x402.fakes import TOKEN, FakeServer
+from tests.x402.fakes import FakeServer
 
 URL = "http://shop.test/paid"
+
+
+class MemoryAudit:
+    """An audit sink that keeps its records."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, Mapping[str, Any]]] = []
+
+    def append(self, kind: str, record: Mapping[str, Any]) -> None:
+        self.records.append((kind, dict(record)))
 
 
 @pytest.fixture
@@ -47,19 +58,17 @@ class OutageServer(FakeServer):
         return super().handle(request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a ledger outage at commit throws away a paid, settled answer "
-    "(LedgerUnavailable); the retry pays a second time for the same answer",
-)
 def test_a_paid_answer_survives_a_ledger_outage_at_commit(
-    signer: Signer, guard: object, redis_server: Server
+    signer: Signer, guard: Guard, redis_server: Server
 ) -> None:
-    """Before a fix: the first GET raises LedgerUnavailable although the server answered 200,
-    and its message says "Nothing was signed" (the class's hint) about a payment that was
-    signed, sent and settled, with no reservation id or reference to reconcile it by."""
-    ledger: Ledger = open_ledger(redis_server.url + "?namespace=outage")
-    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    """Before the fix: the first GET raised LedgerUnavailable although the server answered 200,
+    and its message said "Nothing was signed" (the class's hint) about a payment that was
+    signed, sent and settled, with no reservation id or reference to reconcile it by. Now the
+    answer is returned, the hold stays signed (counted in full) and the audit log records
+    ``outcome_unknown`` with the reference and reservation id for ``recover()``."""
+    ledger: Ledger = open_ledger(redis_server.url + "?namespace=outage", create=True)
+    audit = MemoryAudit()
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES, audit=audit)
     server = OutageServer()
     server.redis = redis_server
     try:
@@ -71,8 +80,13 @@ def test_a_paid_answer_survives_a_ledger_outage_at_commit(
                 redis_server.start()
             assert first.status_code == 200
         assert len(server.payments) == 1
-        held = [r for r in ledger._backend.signed()]
-        assert ledger.usage(auth._agent, 3600).spent[TOKEN.lower()] == 10_000 or held
+        held = ledger._backend.signed()
+        assert [r.state for r in held] == ["signed"]  # counted until recover() settles it
+        unknown = [r for k, r in audit.records if k == "outcome_unknown"]
+        assert len(unknown) == 1
+        assert unknown[0]["reservation_id"] == held[0].id
+        assert unknown[0]["reference"] == held[0].reference
+        assert "Nothing was signed" not in unknown[0]["reason"]
     finally:
         auth.close()
         ledger.close()

@@ -35,7 +35,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 def test_a_payment_while_the_ledger_is_down_signs_nothing_and_resumes_after(
     server: Server, signer: Signer, guard: Guard, signing_spy: SigningSpy
 ) -> None:
-    ledger = open_ledger(server.url)
+    ledger = open_ledger(server.url, create=True)
     auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
     shop = FakeServer()
     with auth.client(transport=shop.transport()) as http:
