@@ -268,6 +268,11 @@ def _shared_ledger(url: str) -> dict[str, Any]:
         except AgentGuardError:
             ledger.close()
             raise
+    except ConfigurationError as exc:  # ours, without the URL: what to do (e.g. create it once)
+        raise _error(
+            "AGENTGUARD_LEDGER",
+            f"cannot open the {scheme} ledger: {exc.message}. {exc.hint or ''}".strip(),
+        ) from None
     except AgentGuardError as exc:
         raise _error(
             "AGENTGUARD_LEDGER", f"cannot open the {scheme} ledger: {type(exc).__name__}"

@@ -4,6 +4,7 @@ of used attestations with every process configured the same way."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,15 @@ def test_an_unreachable_ledger_url_names_the_variable_not_the_password(scheme: s
     assert secret not in str(info.value)
     with pytest.raises(ConfigurationError, match="AGENTGUARD_LEDGER"):
         Guard.from_env(env(LEDGER="mysql://127.0.0.1/x"))
+
+
+def test_an_uncreated_redis_ledger_says_how_to_create_it(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A worker configured by env on a Redis namespace nobody created (or one that lost its
+    data) is refused with what to do, not only an error class name."""
+    from tests.ledger.conftest import base_url, fresh_url
+
+    url = fresh_url("redis", base_url("redis", request), tmp_path)
+    with pytest.raises(ConfigurationError, match=r"AGENTGUARD_LEDGER.*create=True"):
+        Guard.from_env(env(LEDGER=url))
