@@ -70,6 +70,11 @@ class RecoveryReport:
 def _text(value: object, what: str, limit: int = 256) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ReservationError(f"{what} must be a non-empty string of at most {limit} characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: valid in Python, not storable anywhere
+            raise ReservationError(f"{what} is not valid Unicode text (a lone surrogate)") from None
     return value
 
 
@@ -133,7 +138,7 @@ class Ledger:
             agent=agent.lower() if _ADDRESS.fullmatch(agent) else agent,
             asset=_text(spend.asset, "spend asset").lower(),
             amount=amount,
-            recipient=spend.recipient,
+            recipient=None if spend.recipient is None else _text(spend.recipient, "recipient"),
             expires_at=float(expires_at),
             action=bool(action),
         )

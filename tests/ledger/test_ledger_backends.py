@@ -316,14 +316,6 @@ def test_text_that_is_not_utf8_is_a_typed_refusal(
 ) -> None:
     """A lone surrogate (valid in a Python str, not encodable as UTF-8) in caller text reached
     the driver, which raised UnicodeEncodeError: not an agentguard error."""
-    if backend_kind == "sqlite":
-        request.node.add_marker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="Ledger._text (agentguard/ledger/_ledger.py, part W) and SQLiteBackend "
-                "hand a lone surrogate to sqlite3 (UnicodeEncodeError); reject non-UTF-8 text",
-            )
-        )
     ledger = open_shared()
     text = {"agent": "agent", "key": "k", "recipient": None} | {field: "x\ud800"}
     with pytest.raises(AgentGuardError):
