@@ -35,6 +35,14 @@ from agentguard._exceptions import AttestationReplayed, ConfigurationError, Rese
 from agentguard.ledger._backend import ReserveRequest, Usage
 from agentguard.ledger._limits import Limits, per_tx_refusal, rate_refusal, window_refusal
 from agentguard.ledger._reservation import Reservation
+from agentguard.ledger._transitions import (
+    check_bind,
+    check_commit,
+    check_mark_signed,
+    check_release,
+    check_same_spend,
+    replayed_message,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -241,19 +249,7 @@ class SQLiteBackend:
         with self._tx() as db:
             row = db.execute(_BY_KEY, (request.key,)).fetchone()
             if row is not None:
-                existing, _ = _row(row)
-                if (existing.agent, existing.asset, existing.reserved, existing.action) != (
-                    request.agent,
-                    request.asset,
-                    request.amount,
-                    request.action,
-                ):
-                    raise ReservationError(
-                        f"key {request.key!r} already reserved {existing.reserved} of "
-                        f"{existing.asset} for agent {existing.agent}, not this spend; "
-                        "each authorization needs its own key"
-                    )
-                return existing
+                return check_same_spend(_row(row)[0], request)
             self._expire(db, now)
             windows = self._windows(db, request.agent, request.asset)
             self._check(db, request, limits, windows, now)
@@ -300,16 +296,8 @@ class SQLiteBackend:
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
-            if r.state == "signed" and r.reference == reference:
-                return r
-            if r.state != "reserved":
-                raise ReservationError(
-                    f"reservation {r.id} is {r.state}; only a reserved one can be marked signed"
-                )
-            if now >= r.expires_at:
-                raise ReservationError(
-                    f"reservation {r.id} expired at {r.expires_at:.0f}; do not sign on it"
-                )
+            if (same := check_mark_signed(r, reference, now)) is not None:
+                return same
             db.execute(
                 "UPDATE reservations SET state = 'signed', reference = ?, updated_at = ? "
                 "WHERE key = ?",
@@ -320,28 +308,14 @@ class SQLiteBackend:
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
-            if r.state == "reserved" and r.task_id == task_id and r.expires_at == expires_at:
-                return r
-            if r.state != "reserved" or r.task_id is not None:
-                raise ReservationError(
-                    f"reservation {r.id} is {r.state}"
-                    + (f" and bound to {r.task_id}" if r.task_id else "")
-                    + "; only an unbound reserved one can be bound to an attestation"
-                )
-            if now >= r.expires_at:
-                raise ReservationError(
-                    f"reservation {r.id} expired at {r.expires_at:.0f} before the attestation "
-                    "arrived; its hold may already be given back, so it cannot back a signature"
-                )
+            if (same := check_bind(r, task_id, expires_at, now)) is not None:
+                return same
             other = db.execute(
                 "SELECT key FROM reservations WHERE task_id = ? AND key != ? LIMIT 1",
                 (task_id, r.id),
             ).fetchone()
             if other is not None:  # one attestation backs one action, once
-                raise AttestationReplayed(
-                    f"attestation {task_id} already backs reservation {other[0]}; "
-                    "authorize again for another action"
-                )
+                raise AttestationReplayed(replayed_message(task_id, other[0]))
             db.execute(
                 "UPDATE reservations SET task_id = ?, expires_at = ?, updated_at = ? WHERE key = ?",
                 (task_id, expires_at, now, r.id),
@@ -353,21 +327,9 @@ class SQLiteBackend:
     ) -> Reservation:
         with self._tx() as db:
             r, position = self._load(db, reservation_id)
-            final = r.reserved if amount is None else amount
-            if final > r.reserved:
-                raise ReservationError(
-                    f"reservation {r.id} holds {r.reserved}; it cannot commit {final}"
-                )
-            if r.state == "committed":
-                if (r.outcome, r.amount) == (outcome, final):
-                    return r
-                raise ReservationError(
-                    f"reservation {r.id} was already committed ({r.amount}, {r.outcome!r})"
-                )
-            if r.state == "released":
-                raise ReservationError(
-                    f"reservation {r.id} was released ({r.reason}); it cannot be committed"
-                )
+            same, final = check_commit(r, outcome, amount)
+            if same is not None:
+                return same
             db.execute(
                 "UPDATE reservations SET state = 'committed', amount = ?, outcome = ?, "
                 "updated_at = ? WHERE key = ?",
@@ -379,13 +341,8 @@ class SQLiteBackend:
     def release(self, reservation_id: str, reason: str, now: float) -> Reservation:
         with self._tx() as db:
             r, position = self._load(db, reservation_id)
-            if r.state == "released":
-                return r
-            if r.state == "committed":
-                raise ReservationError(
-                    f"reservation {r.id} was committed ({r.outcome!r}); a spend that happened "
-                    "cannot be released"
-                )
+            if (same := check_release(r)) is not None:
+                return same
             return self._release(db, r, position, reason, now)
 
     def get(self, reservation_id: str) -> Reservation:

@@ -13,7 +13,14 @@ from agentguard._exceptions import ReservationError
 from agentguard.ledger._backend import ReserveRequest
 from agentguard.ledger._reservation import Reservation
 
-__all__ = ["check_bind", "check_commit", "check_mark_signed", "check_release", "check_same_spend"]
+__all__ = [
+    "check_bind",
+    "check_commit",
+    "check_mark_signed",
+    "check_release",
+    "check_same_spend",
+    "replayed_message",
+]
 
 
 def check_same_spend(existing: Reservation, request: ReserveRequest) -> Reservation:
