@@ -202,7 +202,9 @@ class Verifier:
         if attestation.scheme != "ecdsa":
             raise VerificationError(
                 f"{attestation.scheme} attestations cannot be verified by this Verifier; "
-                "use NewtonBindingVerifier with onchain enforcement (vault mode)"
+                "use NewtonVerifier (checks Newton's BLS certificate against the onchain "
+                "operator table; Guard.connect(url, policy_client=..., web3=...) picks it) "
+                "or NewtonBindingVerifier with onchain enforcement (vault mode)"
             )
         if attestation.policy_client.lower() != self.policy_client.lower():
             raise IntentMismatch(
