@@ -18,13 +18,13 @@ A python or shell block that is neither runnable nor marked fails the test.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -140,13 +140,23 @@ def test_rego_blocks_compile(block: Block) -> None:
     assert result.decision in {"allow", "deny", "approval_required"}
 
 
-@cache
-def _cli_has_subcommands() -> bool:
-    cli = shutil.which("agentguard", path=str(Path(sys.executable).parent))
-    if cli is None:
-        return False
-    done = subprocess.run([cli, "--version"], capture_output=True, text=True, timeout=60)
-    return done.returncode == 0
+# Commands the CLI part of this session (contract G) adds. Until that part is merged into the
+# tree under test, a block naming one is skipped with the command named; afterwards it runs.
+CONTRACT_G = (("network", "status"), ("network", "down"), ("policy",))
+
+
+def _help(path: list[str]) -> tuple[int, str]:
+    """``agentguard <path> --help`` in this process (the console script calls the same
+    ``main``): its exit code and what it wrote to stderr."""
+    from agentguard.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*path, "--help"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, err.getvalue()
 
 
 def _subcommand(line: str) -> list[str]:
@@ -168,14 +178,16 @@ def test_shell_blocks_are_agentguard_commands_that_exist(block: Block) -> None:
     commands = [ln.split(" #")[0].strip() for ln in lines if ln and not ln.startswith("#")]
     others = [c for c in commands if not c.startswith("agentguard")]
     assert not others, f"{block.where()}: run here only agentguard commands; mark {others}"
-    if not _cli_has_subcommands():
-        pytest.skip("the agentguard CLI of this tree has no --version (contract G not merged)")
-    cli = str(Path(sys.executable).parent / "agentguard")
+    pending: list[str] = []
     for command in commands:
-        done = subprocess.run(
-            [cli, *_subcommand(command), "--help"], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, f"{block.where()}: {command!r}: {done.stderr[-800:]}"
+        path = _subcommand(command)
+        code, errors = _help(path)
+        if code != 0 and any(tuple(path[: len(g)]) == g for g in CONTRACT_G):
+            pending.append(command)
+            continue
+        assert code == 0, f"{block.where()}: {command!r}: {errors[-800:]}"
+    if pending:
+        pytest.skip(f"not in this tree's CLI yet (contract G): {pending}")
 
 
 def test_the_policy_library_page_is_current() -> None:
