@@ -24,6 +24,8 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,18 +106,33 @@ def test_every_block_is_of_a_kind_this_test_knows(block: Block) -> None:
     )
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("page", RUN_PAGES, ids=_id)
-def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
+def _run_page(page: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
     """The page's python blocks, in order, in one interpreter, as a reader would paste them."""
     code = "\n\n".join(b.code for b in blocks(page) if b.lang == "python" and b.not_run is None)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=workdir
     )
+
+
+@pytest.fixture(scope="module")
+def page_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[Path, Future[subprocess.CompletedProcess[str]]]]:
+    """Every runnable page, started together (a few at a time): most of a page's time is
+    spent waiting for its network and chain processes to come up, not computing."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield {
+            page: pool.submit(_run_page, page, tmp_path_factory.mktemp(page.stem))
+            for page in RUN_PAGES
+        }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("page", RUN_PAGES, ids=_id)
+def test_python_blocks_run(
+    page: Path, page_runs: dict[Path, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    done = page_runs[page].result()
     assert done.returncode == 0, f"{_id(page)}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
