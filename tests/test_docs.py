@@ -255,3 +255,18 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "agentguard" / "index.html").exists()
     assert (tmp_path / "site" / "policies" / "authoring" / "index.html").exists()
+
+
+def test_a_marker_covers_only_the_block_right_after_it(tmp_path: Path) -> None:
+    """One marker at the top of a page must not excuse every block below it (the way a broken
+    example would hide): each block needs its own."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# t\n\n<!-- not-run: needs a Newton account and API key -->\n```python\nimport nope\n```\n\n"
+        "text\n\n```python\nraise SystemExit(1)\n```\n\n<!-- not-run: x -->\n\nmore text\n\n"
+        "```bash\nrm -rf /\n```\n"
+    )
+    found = blocks(page)
+    assert [b.not_run for b in found] == ["needs a Newton account and API key", None, None]
+    assert [b.lang for b in found] == ["python", "python", "bash"]
+    assert [b.line for b in found] == [4, 10, 18]
