@@ -3,8 +3,8 @@
 # Why: a uint256 argument reaches Rego as a decimal string (input.decoded_function_arguments,
 # input.value, data.wasm.spend.amount), because a JSON number cannot hold 2^256 - 1. Compared
 # as written, `input.decoded_function_arguments[1] <= data.params.max` fails open: against a
-# string cap it compares text ("10000000" <= "5000000" holds), against a number cap the engine
-# orders every string after every number or refuses to compare, depending on the engine.
+# string cap it compares text ("10000000" <= "5000000" holds); against a number cap it compares
+# types, not values (rego-cpp, which the operators run, lets every string through).
 #
 # Every function here takes amounts as canonical decimal strings ("0", "5000000", no sign, no
 # leading zeros, at most 78 digits) or as exact non-negative integer numbers up to 2^53 - 1,
