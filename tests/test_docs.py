@@ -120,7 +120,7 @@ def page_runs(
 ) -> Iterator[dict[Path, Future[subprocess.CompletedProcess[str]]]]:
     """Every runnable page, started together (a few at a time): most of a page's time is
     spent waiting for its network and chain processes to come up, not computing."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         yield {
             page: pool.submit(_run_page, page, tmp_path_factory.mktemp(page.stem))
             for page in RUN_PAGES
