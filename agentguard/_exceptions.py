@@ -84,10 +84,15 @@ class AgentGuardError(Exception):
 
 
 class ConfigurationError(AgentGuardError):
+    """The SDK was set up wrongly (a missing or malformed argument, variable or file): fix the code
+    or config."""
+
     hint = "Fix the agentguard configuration; nothing was sent or signed."
 
 
 class IntentError(AgentGuardError, ValueError):
+    """The action itself is malformed (an address, amount, chain id or calldata): fix the call."""
+
     hint = "Fix the action's fields; nothing was sent or signed."
 
 
@@ -114,16 +119,22 @@ class FeeCapExceeded(IntentError):
 
 
 class AuthorizationError(AgentGuardError):
+    """No usable decision came back from the authorization network."""
+
     hint = "Nothing was signed. Check the authorization service and try again."
 
 
 class GatewayUnavailable(AuthorizationError):
+    """Transport failure, timeout, HTTP 5xx or 429 from the gateway (retried first, when safe)."""
+
     hint = (
         "The authorization gateway could not be reached in time; nothing was signed. Retry later."
     )
 
 
 class GatewayProtocolError(AuthorizationError):
+    """An answer that cannot be trusted: garbage, truncated, contradictory, oversized, too deep."""
+
     hint = (
         "The gateway's answer could not be trusted (malformed or incomplete); nothing was signed. "
         "Check that the gateway URL points at a Newton-compatible gateway."
@@ -151,26 +162,38 @@ class GatewayRPCError(AuthorizationError):
 
 
 class PolicyEvaluationError(GatewayRPCError):
+    """JSON-RPC -32615: the policy failed to evaluate (bad params or a Rego error)."""
+
     hint = "The policy failed to evaluate (bad params or Rego error); fix the policy."
 
 
 class PolicyContractError(GatewayRPCError):
+    """JSON-RPC -32616: the call to the policy client contract failed."""
+
     hint = "The policy client contract call failed; check the policy client address and chain."
 
 
 class OperatorNotRegistered(GatewayRPCError):
+    """JSON-RPC -32617: an operator is not registered."""
+
     hint = "An operator is not registered; the operator set must be fixed by its owner."
 
 
 class IncompatiblePolicyVersion(GatewayRPCError):
+    """JSON-RPC -32618 / -32619: the policy or policy data version is not supported."""
+
     hint = "The policy (or policy data) version is not supported by the task manager; migrate it."
 
 
 class DataProviderError(GatewayRPCError):
+    """JSON-RPC -32620: a policy data provider failed."""
+
     hint = "A policy data provider failed; retry later or check the data provider."
 
 
 class GatewayAuthError(GatewayRPCError):
+    """JSON-RPC -32002 or HTTP 401/403: the gateway refused the API key (bad or missing)."""
+
     hint = "The gateway refused the API key; set a valid key with the right permissions."
 
 
@@ -203,6 +226,8 @@ class PolicyDenied(AuthorizationError):
 
 
 class ApprovalRequired(PolicyDenied):
+    """The policy wants a human to approve this exact intent first (``approval_above``)."""
+
     hint = (
         "A human must approve this exact intent (`agentguard approvals approve`, or the approval "
         "console); pass approval_timeout= to wait for it, or authorize it again afterwards."
@@ -248,10 +273,14 @@ class ApprovalTimedOut(PolicyDenied):
 
 
 class VerificationError(AgentGuardError):
+    """An attestation came back but is not good enough to sign on."""
+
     hint = "The attestation cannot be trusted; nothing was signed. Do not bypass this check."
 
 
 class IntentMismatch(VerificationError):
+    """The attestation is bound to a different intent, chain, policy client or policy id."""
+
     hint = (
         "The attestation is for a different action than the one about to be signed; "
         "nothing was signed. Authorize the exact action again."
@@ -259,30 +288,45 @@ class IntentMismatch(VerificationError):
 
 
 class AttestationExpired(VerificationError):
+    """The attestation is past its expiry (or claims an absurdly long lifetime)."""
+
     hint = "The attestation is no longer valid; nothing was signed. Authorize again."
 
 
 class AttestationReplayed(VerificationError):
+    """This attestation (task id) was already used once."""
+
     hint = "Each attestation authorizes one action once; nothing was signed. Authorize again."
 
 
 class UnknownOperator(VerificationError):
+    """A signature from a key outside the configured operator set."""
+
     hint = "A signature came from a key outside the configured operator set; nothing was signed."
 
 
 class DuplicateSignature(VerificationError):
+    """Two signatures from one operator key."""
+
     hint = "One operator signed twice; a quorum needs distinct operators. Nothing was signed."
 
 
 class InsufficientQuorum(VerificationError):
+    """Fewer valid signatures from distinct operators than the threshold."""
+
     hint = "Too few distinct operators signed; nothing was signed. Retry when operators are back."
 
 
 class MalformedSignature(VerificationError):
+    """An operator signature that is not a 65-byte low-s secp256k1 signature."""
+
     hint = "An operator signature is not a valid 65-byte low-s secp256k1 signature."
 
 
 class OnchainCheckRequired(VerificationError):
+    """Signatures agentguard does not check itself (Newton BLS binding): for vaults, whose contract
+    checks them onchain, only."""
+
     hint = (
         "agentguard did not check this attestation's operator signatures (Newton BLS), so this "
         "key will not sign it directly; nothing was signed. Use it only through a vault whose "
@@ -294,6 +338,8 @@ class OnchainCheckRequired(VerificationError):
 
 
 class LedgerError(AgentGuardError):
+    """The spend ledger refuses, or cannot account for, the action."""
+
     hint = "The spend ledger refused the action; nothing was signed."
 
 
@@ -326,6 +372,8 @@ class BudgetExceeded(LedgerError):
 
 
 class ReservationError(LedgerError):
+    """An unknown, expired or already settled reservation."""
+
     hint = "The reservation is unknown, expired or already settled; authorize the action again."
 
 
@@ -345,6 +393,8 @@ class LedgerUnavailable(LedgerError):
 
 
 class ExecutionError(AgentGuardError):
+    """Signed under a valid attestation, but it did not land as asked."""
+
     hint = "The action was authorized but did not complete; see the reason."
 
 

@@ -518,6 +518,8 @@ class Guard(_Connect):
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
+        """Ask the network about ``intent`` and verify its answer: the ticket a ``Signer``
+        accepts, or a typed error (``PolicyDenied``, ``QuorumNotReached``, ...)."""
         return self._verify(self.authorizer.authorize(intent, wasm_args=wasm_args), intent)
 
     def wallet(
@@ -569,6 +571,7 @@ class Guard(_Connect):
         return run_sync(self, name, arguments, invoker(fn), options)  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """Close the gateway connection."""
         self.authorizer.close()
 
     def __enter__(self) -> Guard:
@@ -587,6 +590,7 @@ class AsyncGuard(_Connect):
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
+        """``Guard.authorize`` for asyncio code."""
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
         # off the event loop: a verifier may block on RPC round trips (NewtonVerifier reads
         # the chain 4-8 times), which would stall every other coroutine of the agent
@@ -641,6 +645,7 @@ class AsyncGuard(_Connect):
         return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
+        """Close the gateway connection."""
         await self.authorizer.aclose()
 
     async def __aenter__(self) -> AsyncGuard:

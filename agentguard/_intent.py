@@ -380,6 +380,7 @@ class TransactionIntent(_Model):
 
     @property
     def function_name(self) -> str:
+        """The called function's name (``transfer``), or ``""`` for a plain transfer."""
         return self.function_signature.split("(", 1)[0] if self.function_signature else ""
 
     @cached_property
@@ -476,6 +477,7 @@ class TransactionIntent(_Model):
     def erc20_transfer(
         cls, *, sender: str, token: str, recipient: str, amount: int, chain_id: int
     ) -> TransactionIntent:
+        """``token.transfer(recipient, amount)`` sent by ``sender``; ``amount`` in atomic units."""
         # The canonical ABI encoding of (address, uint256), written out: this runs per payment.
         payee = bytes.fromhex(_checksum(recipient, "recipient")[2:])
         data = _selector(_ERC20_TRANSFER) + address_word(payee) + uint_word(_uint(amount, "amount"))

@@ -101,6 +101,7 @@ class Signer:
         fees: FeeCap | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Signer:
+        """A signer holding ``key`` (0x + 64 hex, or 32 bytes); ``fees=`` sets its ``FeeCap``."""
         try:
             account = Account.from_key(key)
         except Exception:
@@ -109,6 +110,7 @@ class Signer:
 
     @classmethod
     def from_env(cls, name: str = "AGENTGUARD_PRIVATE_KEY", **options: Any) -> Signer:
+        """A signer whose key is the environment variable ``name`` (prefer a key file)."""
         value = os.environ.get(name)
         if not value:
             raise ConfigurationError(f"environment variable {name} is not set")
@@ -116,6 +118,7 @@ class Signer:
 
     @classmethod
     def from_keystore(cls, path: str | Path, password: str, **options: Any) -> Signer:
+        """A signer from an encrypted JSON keystore file and its password."""
         try:
             key = Account.decrypt(Path(path).read_text(), password)
         except Exception:
@@ -124,14 +127,17 @@ class Signer:
 
     @property
     def address(self) -> str:
+        """The signer's address (EIP-55 checksummed)."""
         return str(self._account.address)
 
     @property
     def checksum_address(self) -> ChecksumAddress:
+        """The signer's address, typed as web3's ``ChecksumAddress``."""
         return self._account.address
 
     @property
     def fees(self) -> FeeCap:
+        """The most gas and fees this signer will ever sign for."""
         return self._fees
 
     def __repr__(self) -> str:

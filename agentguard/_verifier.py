@@ -143,6 +143,7 @@ class VerifiedAttestation:
 
     @property
     def task_id(self) -> str:
+        """The attested task id, 0x-hex."""
         return "0x" + self.attestation.task_id.hex()
 
 
@@ -191,11 +192,14 @@ class Verifier:
 
     @property
     def operators(self) -> frozenset[str]:
+        """The operator addresses whose signatures count (checksummed)."""
         return frozenset(to_checksum_address(a) for a in self._operators)
 
     def verify(
         self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
     ) -> VerifiedAttestation:
+        """The one-time ticket a ``Signer`` accepts, if ``attestation`` allows exactly ``intent``;
+        raises a ``VerificationError`` subclass otherwise (nothing is then signed)."""
         given = attestation  # the caller's object; everything below checks private copies
         attestation, fresh = _inputs(given, intent)
         task = _allowed(attestation, fresh)

@@ -84,6 +84,7 @@ _DISGUISING = re.compile(
 
 
 def entry_hash(seq: int, ts: str, kind: str, record: Any, prev_hash: str) -> str:
+    """The hash that chains an entry to the one before it (over its canonical JSON)."""
     body = {"seq": seq, "ts": ts, "kind": kind, "record": record, "prev_hash": prev_hash}
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
@@ -349,10 +350,12 @@ class AuditLog:
                 yield parse_line(raw)
 
     def verify(self, expected_head: str | None = None) -> VerifyReport:
+        """Check the file's hash chain from the first entry (and against ``expected_head``)."""
         with self.path.open("rb") as f:
             return verify_lines(iter(f), expected_head)
 
     def close(self) -> None:
+        """Close the file."""
         with self._lock:
             if self._fd >= 0 and self._pid == os.getpid():
                 os.close(self._fd)

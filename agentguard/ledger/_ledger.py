@@ -186,6 +186,7 @@ class Ledger:
         )
 
     def get(self, reservation_id: str) -> Reservation:
+        """The reservation ``reservation_id`` as it stands now."""
         return self._backend.get(_text(reservation_id, "reservation id"))
 
     def usage(self, agent: str, window_seconds: int) -> Usage:
@@ -238,6 +239,7 @@ class Ledger:
         return reservation
 
     def close(self) -> None:
+        """Close the backend (its connections or database file)."""
         self._backend.close()
 
     def __enter__(self) -> Ledger:

@@ -60,6 +60,7 @@ class Policy:
 
     @cached_property
     def code_hash(self) -> bytes:
+        """Identifies the Rego code and entrypoint (part of the policy id)."""
         blob = self.entrypoint.encode()
         for name in sorted(self.modules):
             blob += b"\x00" + self.modules[name].encode()
@@ -72,6 +73,8 @@ class Policy:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Policy:
+        """A policy folder: ``policy.rego`` (and any other ``.rego``), ``params_schema.json``,
+        ``policy_metadata.json``; bundled modules it ``includes`` are loaded with it."""
         path = Path(path)
         meta = json.loads((path / "policy_metadata.json").read_text())
         modules = {p.name: p.read_text() for p in sorted(path.glob("*.rego"))}
@@ -113,6 +116,7 @@ def bundled() -> list[str]:
 
 
 def load(name: str) -> Policy:
+    """The bundled policy ``name`` (``KeyError`` naming the bundled ones otherwise)."""
     path = _root() / name
     if not (path / "policy_metadata.json").exists():
         raise KeyError(f"no bundled policy {name!r}; bundled: {', '.join(bundled())}")

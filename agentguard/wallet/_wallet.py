@@ -229,6 +229,7 @@ class GuardedWallet:
 
     @property
     def mode(self) -> Literal["eoa", "vault"]:
+        """``"vault"`` when an ``AgentVault`` holds the funds, else ``"eoa"``."""
         return self._account.mode
 
     @property
@@ -238,6 +239,7 @@ class GuardedWallet:
 
     @property
     def chain_id(self) -> int:
+        """The chain this wallet acts on (read from the node once)."""
         return self._account.chain_id
 
     def transfer(
@@ -269,6 +271,7 @@ class GuardedWallet:
         )
 
     def send(self, intent: TransactionIntent, *, approval_timeout: float | None = None) -> Receipt:
+        """Authorize, sign, send and confirm ``intent``; the ``Receipt`` once it landed."""
         action = self._account.action(intent, approval_timeout)
         return _receipt(self._runner.run(action, self._account.port))
 

@@ -451,6 +451,7 @@ class AgentGuardToolkit(BaseToolkit):
     """The hosts ``paid_fetch`` may reach (default: public hosts only)."""
 
     def get_tools(self) -> list[BaseTool]:
+        """The wallet tools (balance, transfer, contract call, paid fetch where configured)."""
         web3 = self.web3 or self.guard.defaults.web3
         if web3 is None:
             raise ConfigurationError(

@@ -1,0 +1,164 @@
+"""Writes docs/policies/library.md from the bundled policies' metadata and params schemas.
+
+``python docs/_gen/policy_library.py`` rewrites the page; ``--check`` exits 1 if it is stale
+(tests/test_docs.py runs the check, so the page never drifts from the schemas).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agentguard.policies import _root, bundled, load
+
+PAGE = Path(__file__).resolve().parents[1] / "policies" / "library.md"
+
+USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"  # USDC on Base, lowercase as params key it
+SHOP = "0x3333333333333333333333333333333333333333"
+OWNER = "0x4444444444444444444444444444444444444444"
+
+# One working params document per bundled policy; tests/test_docs.py validates each against its
+# schema and evaluates it on a real intent.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "agent_spend": {
+        "max_per_tx": {USDC: "5000000"},
+        "window_caps": [{"asset": USDC, "window_seconds": 86400, "max_amount": "20000000"}],
+        "rate_limits": [{"window_seconds": 3600, "max_count": 30}],
+        "allowed_recipients": [SHOP],
+        "offchain_calls": ["send_email"],
+        "approval_above": {USDC: "2000000"},
+    },
+    "approval_threshold": {"approval_above": {USDC: "2000000"}, "approvers": [OWNER]},
+    "asset_chain_allowlist": {"allowed_assets": [USDC], "allowed_chains": ["8453"]},
+    "function_allowlist": {
+        "allowed_functions": ["transfer(address,uint256)"],
+        "offchain_calls": ["send_email"],
+        "allow_plain_transfers": False,
+    },
+    "rate_limit": {"rate_limits": [{"window_seconds": 60, "max_count": 10}]},
+    "recipient_list": {"allowed_recipients": [SHOP], "denied_contracts": [OWNER]},
+    "time_window": {
+        "time_windows": [
+            {"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "09:00", "end": "17:00"}
+        ]
+    },
+    "tx_cap": {"max_per_tx": {USDC: "5000000", "*": "0"}},
+    "window_cap": {
+        "window_caps": [{"asset": USDC, "window_seconds": 86400, "max_amount": "20000000"}]
+    },
+}
+
+
+def _resolve(schema: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return {**schema["$defs"][ref.removeprefix("#/$defs/")], **node}
+    return node
+
+
+def _shape(node: Mapping[str, Any]) -> str:
+    """A short type description: 'list of address', 'object asset → decimal string', …"""
+    kind = node.get("type")
+    if kind == "array":
+        return f"list of {_shape(node.get('items', {}))}"
+    if kind == "object":
+        values = node.get("additionalProperties")
+        if isinstance(values, Mapping):
+            return f"object: key → {_shape(values)}"
+        fields = ", ".join(node.get("properties", {}))
+        return f"object {{{fields}}}" if fields else "object"
+    if kind == "string":
+        pattern = node.get("pattern", "")
+        if pattern == "^0x[0-9a-fA-F]{40}$":
+            return "address"
+        if pattern.startswith("^(0|[1-9][0-9]"):
+            return "decimal string (atomic units)"
+        return "string"
+    if "anyOf" in node:
+        return " or ".join(_shape(option) for option in node["anyOf"])
+    return str(kind or "any")
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _policy(name: str) -> str:
+    policy = load(name)
+    schema = policy.params_schema
+    meta = json.loads((_root() / name / "policy_metadata.json").read_text())
+    required = set(schema.get("required", []))
+    lines = [
+        f"## `{name}`",
+        "",
+        _cell(policy.description),
+        "",
+        f"Entrypoint `{policy.entrypoint}`"
+        + (
+            f"; includes {', '.join(f'`{i}`' for i in meta['includes'])}"
+            if meta.get("includes")
+            else ""
+        )
+        + ".",
+        "",
+        "| param | type | required | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, raw in schema.get("properties", {}).items():
+        node = _resolve(schema, raw)
+        need = "yes" if key in required else ""
+        lines.append(
+            f"| `{key}` | {_cell(_shape(node))} | {need} | {_cell(node.get('description', ''))} |"
+        )
+    one_of = [opt["required"][0] for opt in schema.get("anyOf", []) if "required" in opt]
+    if one_of:
+        lines += ["", "At least one of " + ", ".join(f"`{k}`" for k in one_of) + " is required."]
+    example = json.dumps(EXAMPLES[name], indent=2)
+    lines += [
+        "",
+        "Example params:",
+        "",
+        "```json",
+        example,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """The whole page, deterministic for a given set of bundled policies."""
+    head = [
+        "# Policy library",
+        "",
+        "<!-- generated by docs/_gen/policy_library.py from each policy's params_schema.json;"
+        " do not edit by hand -->",
+        "",
+        "The policies bundled with agentguard (`agentguard.policies.bundled()`). Register one for"
+        " your policy client with `ReferenceNetwork.register_policy_client(client, name, params)`"
+        " or `agentguard policy register`. Params are checked against the schema below before a"
+        " policy id is issued. Amounts are decimal strings in atomic units (1 USDC ="
+        ' `"1000000"`), asset keys are lowercase addresses (`0x000…0` is ETH, `"*"` any other).'
+        " `agent_spend` runs every other check, each only when its params key is present.",
+        "",
+    ]
+    return "\n".join(head) + "\n" + "\n".join(_policy(name) for name in bundled())
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not PAGE.exists() or PAGE.read_text() != text:
+            print(f"{PAGE} is stale: run python docs/_gen/policy_library.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
