@@ -38,7 +38,12 @@ from starlette.routing import Route
 
 from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
-from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
+from agentguard._exceptions import (
+    AgentGuardError,
+    ConfigurationError,
+    MalformedSignature,
+    TaskAlreadyRecorded,
+)
 from agentguard._intent import NATIVE_ASSET, TransactionIntent
 from agentguard._json import strict_loads
 from agentguard._logging import configure_logging, get_logger
@@ -70,6 +75,7 @@ from agentguard.network.state import (
     TaskRecord,
     UsageCheck,
     WindowTotals,
+    open_state,
     policy_from_spec,
     policy_material,
 )
@@ -301,8 +307,15 @@ class Gateway:
         if not key.admin:
             raise RPCError(UNAUTHORIZED, "this method needs the admin API key", http_status=403)
 
-    def _usable_client(self, key: ApiKeyEntry, address: str) -> _Client:
+    def _known_client(self, address: str) -> _Client | None:
+        """A registered client, also one registered through another replica sharing the state."""
         client = self._clients.get(address.lower())
+        if client is None and (record := self.state.policy_client(address)) is not None:
+            client = self._clients[address.lower()] = self._client(record)
+        return client
+
+    def _usable_client(self, key: ApiKeyEntry, address: str) -> _Client:
+        client = self._known_client(address)
         if client is None:
             raise _invalid(
                 f"policy client {address} is not registered with this gateway "
@@ -421,7 +434,7 @@ class Gateway:
         tell (see ``State.sweep_expired``): for a policy client whose own key signed its
         registration (an EOA, not a vault), and with the chain usage check, which cannot tell
         only when there is no code at the address (no vault could have used it)."""
-        client = self._clients.get(policy_client.lower())
+        client = self._known_client(policy_client)
         if client is not None and client.registration.self_owned:
             return True
         return (
@@ -431,7 +444,7 @@ class Gateway:
         )
 
     def _chain_of(self, policy_client: str) -> int | None:
-        client = self._clients.get(policy_client.lower())
+        client = self._known_client(policy_client)
         return None if client is None else client.chain_id
 
     # -- the task request ----------------------------------------------------------------------
@@ -592,7 +605,7 @@ class Gateway:
             if decision == "allow":
                 try:
                     self.state.record(reservation, expires_at=expires_at, result=result)
-                except sqlite3.IntegrityError:  # the same task from another key, concurrently
+                except TaskAlreadyRecorded:  # the same task from another key, concurrently
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
@@ -1360,7 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = NetworkConfig.load(args.config)
-        state = State(config.gateway.state_db)
+        state = open_state(config.gateway.state_db)
         chain = None
         if config.gateway.chain_rpc:
             from agentguard.network.usage import ChainUsageCheck
