@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -338,3 +339,32 @@ def test_an_agent_cannot_flood_the_approval_requests(state: State) -> None:
     newest = state.approval_requests(NOW + 60, policy_client=CLIENT)[0]
     assert newest.intent_hash == "0xff"
     assert state.approval_requests(NOW, policy_client="0x" + "dd" * 20) == []
+
+
+def test_a_recorded_allow_reads_back_equal_and_compact(state: State, rpc: Any, client: str) -> None:
+    """The real gateway's answer to an allow is stored as the attestation, the intent and the
+    totals (not the ~6 KiB document) and read back as the same dict, on either backend."""
+    import json
+
+    from .conftest import decision, fresh_agent, transfer
+
+    result = rpc.create(client, transfer(fresh_agent()))
+    assert decision(result) == "allow"
+    held = reserve(state, result["task_id"], 1)
+    state.record(held, expires_at=result["expiration"], result=result)
+    assert state.stored_result(result["task_id"]) == result
+    text, part = state._stored(result["task_id"])  # type: ignore[attr-defined, misc]
+    whole = json.dumps(result, separators=(",", ":"))
+    assert part is not None and len(text) < len(whole) / 2
+    params_hex = result["task_response"]["policy_config"]["policyParams"]
+    assert params_hex not in text  # shared by every task of the client: stored once
+    again = reserve(state, "t2", 1)
+    second = {**result, "task_id": "t2"}  # a result not about its own task: stored whole
+    state.record(again, expires_at=result["expiration"], result=second)
+    assert state.stored_result("t2") == second
+
+
+def test_a_result_of_another_shape_is_stored_whole(state: State) -> None:
+    odd = {"task_id": "t1", "status": "success", "attestation": {"decision": "allow"}, "x": [1]}
+    state.record(reserve(state, "t1", 1), expires_at=NOW + 60, result=odd)
+    assert state.stored_result("t1") == odd

@@ -23,6 +23,8 @@ __all__ = ["Packed", "pack", "unpack"]
 
 _COMPACT = "agentguard.compact/1"
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_PARTS_MAX = 1024
+_parts: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
 class Packed:
@@ -40,13 +42,24 @@ def pack(task_id: str, result: Mapping[str, Any]) -> Packed:
     try:
         own, shared = _split(result)
         if _build(task_id, own, shared) == result:
-            body = _DUMPS(shared)
-            digest = hashlib.sha256(body.encode()).hexdigest()[:32]
-            own["k"] = digest
-            return Packed(_DUMPS(own), (digest, body))
+            part = _part(shared)
+            own["k"] = part[0]
+            return Packed(_DUMPS(own), part)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         pass
     return Packed(_DUMPS(result), None)
+
+
+def _part(shared: dict[str, Any]) -> tuple[str, str]:
+    """(digest, body) of a shared part; remembered, as one client's tasks all share one."""
+    memo = tuple(shared.values())
+    found = _parts.get(memo)
+    if found is None:
+        if len(_parts) >= _PARTS_MAX:
+            _parts.clear()
+        body = _DUMPS(shared)
+        found = _parts[memo] = (hashlib.sha256(body.encode()).hexdigest()[:32], body)
+    return found
 
 
 def unpack(task_id: str, text: str, shared: str | None) -> dict[str, Any]:
