@@ -22,7 +22,7 @@ import pytest
 
 from agentguard.network.launcher import ReferenceNetwork
 from tests.ledger.conftest import base_url
-from tests.ledger.servers import _free_port
+from tests.ledger.servers import ServerUnavailable, _free_port, start_postgres
 
 from .conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 
@@ -34,9 +34,9 @@ class Replica:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/rpc"
         self.log = (logs / f"{name}.log").open("ab")
+        argv = ["-m", "agentguard.network.gateway", "--config", str(config)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentguard.network.gateway", "--config", str(config)]
-            + ["--port", str(self.port)],
+            [sys.executable, *argv, "--port", str(self.port)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -63,6 +63,15 @@ class Replica:
         self.log.close()
 
 
+def _config(net: ReferenceNetwork, state_db: str, path: Path) -> Path:
+    """The network's gateway config with its state in ``state_db``."""
+    config = json.loads(net.config_file.read_text())
+    config["gateway"]["state_db"] = state_db
+    config["policy_clients"] = []
+    path.write_text(json.dumps(config))
+    return path
+
+
 @pytest.fixture(scope="module")
 def replicas(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Any]:
     url = f"{base_url('postgres', request)}?namespace=g{uuid.uuid4().hex[:16]}"
@@ -70,11 +79,7 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[
         operators=3, threshold_percentage=66, timeout=10.0, startup_timeout=180.0
     ) as net:
         folder = tmp_path_factory.mktemp("replicas")
-        config = json.loads(net.config_file.read_text())
-        config["gateway"]["state_db"] = url
-        config["policy_clients"] = []
-        path = folder / "gateway.json"
-        path.write_text(json.dumps(config))
+        path = _config(net, url, folder / "gateway.json")
         started = [Replica(path, folder, f"replica-{i}") for i in range(2)]
         try:
             for replica in started:
@@ -190,3 +195,33 @@ def test_bursts_through_both_replicas_never_pass_a_cap(replicas: Any) -> None:
         t.join()
     assert failures == []
     assert allowed == [room] * rounds
+
+
+def test_a_database_outage_answers_errors_never_an_allow(replicas: Any, tmp_path: Path) -> None:
+    """The replica's PostgreSQL stops: every task is answered with an error and no
+    attestation; it starts again: the same replica allows again, with nothing repaired."""
+    net, _ = replicas
+    try:
+        server = start_postgres()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no PostgreSQL on this machine: {exc}")
+    replica = Replica(_config(net, server.url, tmp_path / "gateway.json"), tmp_path, "alone")
+    try:
+        replica.wait()
+        client, agent = fresh_client(), fresh_agent()
+        signed = net.sign_registration(client, NETCHECK, params())
+        assert "result" in _call(
+            replica.url, net.admin_key, "agentguard_registerPolicyClient", signed
+        )
+        allowed = _create(replica.url, net.api_key, client, agent)
+        assert allowed["result"]["attestation"]["decision"] == "allow"
+        server.stop()
+        for _ in range(3):
+            down = _create(replica.url, net.api_key, client, agent)
+            assert "result" not in down and "error" in down, down
+        server.start()
+        back = _create(replica.url, net.api_key, client, agent)
+        assert back["result"]["attestation"]["decision"] == "allow", back
+    finally:
+        replica.stop()
+        server.close()
