@@ -91,6 +91,7 @@ log = get_logger("agentguard.network.gateway")
 IDEMPOTENCY_TTL = 600
 IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
+CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
 SWEEP_INTERVAL = 1.0
 HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
 # The reference network does not run on blocks (its expiries are unix timestamps); Newton's
@@ -246,6 +247,7 @@ class Gateway:
         self._keys: dict[str, ApiKeyEntry] = {k.sha256: k for k in config.api_keys}
         self._operators = [_OperatorLink(op) for op in config.operators]
         self._clients: dict[str, _Client] = {}
+        self._fresh: dict[str, float] = {}  # when a shared state's client is next re-read
         self._idempotent: OrderedDict[tuple[str, str], tuple[float, bytes, asyncio.Future[Any]]]
         self._idempotent = OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
@@ -308,10 +310,17 @@ class Gateway:
             raise RPCError(UNAUTHORIZED, "this method needs the admin API key", http_status=403)
 
     def _known_client(self, address: str) -> _Client | None:
-        """A registered client, also one registered through another replica sharing the state."""
-        client = self._clients.get(address.lower())
-        if client is None and (record := self.state.policy_client(address)) is not None:
-            client = self._clients[address.lower()] = self._client(record)
+        """A registered client, also one registered (or re-registered) through another replica
+        sharing the state: a shared state's copy is re-read every ``CLIENT_REFRESH`` seconds."""
+        key = address.lower()
+        client = self._clients.get(key)
+        if client is None or (self.state.shared and self._fresh.get(key, 0.0) < time.monotonic()):
+            record = self.state.policy_client(address)
+            if record is None:
+                return client
+            if client is None or record.registration.version != client.registration.version:
+                client = self._clients[key] = self._client(record)
+            self._fresh[key] = time.monotonic() + CLIENT_REFRESH
         return client
 
     def _usable_client(self, key: ApiKeyEntry, address: str) -> _Client:
@@ -367,7 +376,7 @@ class Gateway:
         _validated_params(policy, registration.params)
         if registration.chain_id not in self.config.gateway.chain_ids:
             raise _invalid(f"chain_id {registration.chain_id} is not served by this gateway")
-        held = self._clients.get(registration.policy_client_hex)
+        held = self._known_client(registration.policy_client_hex)
         try:
             chain_owner = self._check_owner(registration)
             registration.replaces(held.registration if held else None, chain_owner=chain_owner)

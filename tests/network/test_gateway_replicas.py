@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentguard.network.gateway import CLIENT_REFRESH
 from agentguard.network.launcher import ReferenceNetwork
 from tests.ledger.conftest import base_url
 from tests.ledger.servers import ServerUnavailable, _free_port, start_postgres
@@ -225,3 +226,24 @@ def test_a_database_outage_answers_errors_never_an_allow(replicas: Any, tmp_path
     finally:
         replica.stop()
         server.close()
+
+
+def test_a_cap_lowered_through_one_replica_holds_on_the_other(replicas: Any) -> None:
+    """The owner lowers a client's cap through replica 1 after replica 2 cached the client.
+    Before replicas re-read a shared state's clients, replica 2 kept sending the old
+    registration: the operators (holding the newer one) refused every task of the client
+    there, and a gateway whose operators took the old one would have judged the old cap."""
+    net, (one, two) = replicas
+    client, agent = fresh_client(), fresh_agent()
+    signed = net.sign_registration(client, NETCHECK, params(daily_cap=3 * UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", signed)
+    first = _create(two.url, net.api_key, client, agent)
+    assert first["result"]["attestation"]["decision"] == "allow", first
+    lowered = net.sign_registration(client, NETCHECK, params(daily_cap=UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", lowered)
+    time.sleep(CLIENT_REFRESH + 0.5)
+    after = _create(two.url, net.api_key, client, agent)
+    assert after["result"]["status"] == "success", after
+    assert after["result"]["attestation"]["decision"] == "deny"
+    same = _create(one.url, net.api_key, client, agent)["result"]["attestation"]
+    assert same["policy_id"] == after["result"]["attestation"]["policy_id"]  # the new params

@@ -32,6 +32,10 @@ class State:
     or ``sqlite:///PATH``, a shared PostgreSQL database for ``postgresql://…``. Every method is
     synchronous: the gateway calls it between two ``await``s."""
 
+    shared = False
+    """Whether other gateway processes may change this state (then a replica re-reads what it
+    caches, e.g. a policy client re-registered through another replica)."""
+
     def __new__(cls, spec: str | Path) -> State:
         if cls is State:
             from agentguard.network.state import backend_for

@@ -52,7 +52,7 @@ def pack(task_id: str, result: Mapping[str, Any]) -> Packed:
 
 def _part(shared: dict[str, Any]) -> tuple[str, str]:
     """(digest, body) of a shared part; remembered, as one client's tasks all share one."""
-    memo = tuple(shared.values())
+    memo = tuple(tuple(v) if isinstance(v, list) else v for v in shared.values())
     found = _parts.get(memo)
     if found is None:
         if len(_parts) >= _PARTS_MAX:

@@ -118,6 +118,8 @@ class PostgresState(State):
     """Policy clients, approvals and attested spend in a PostgreSQL database that any number
     of gateway replicas share (see the module docstring)."""
 
+    shared = True
+
     def __init__(self, spec: str) -> None:
         """``spec``: ``postgresql://USER@HOST/DB[?namespace=NAME]``."""
         register_url_secrets(spec)
