@@ -353,7 +353,7 @@ def test_a_recorded_allow_reads_back_equal_and_compact(state: State, rpc: Any, c
     held = reserve(state, result["task_id"], 1)
     state.record(held, expires_at=result["expiration"], result=result)
     assert state.stored_result(result["task_id"]) == result
-    text, part = state._stored(result["task_id"])  # type: ignore[attr-defined, misc]
+    text, part = state._stored(result["task_id"])  # type: ignore[misc]
     whole = json.dumps(result, separators=(",", ":"))
     assert part is not None and len(text) < len(whole) / 2
     params_hex = result["task_response"]["policy_config"]["policyParams"]
