@@ -349,9 +349,10 @@ class PostgresState(State):
 
     # -- attested spend ------------------------------------------------------------------------
 
-    def _totals(
-        self, db: Any, key: tuple[str, str], windows: Iterable[int], now: int
-    ) -> dict[int, WindowTotals]:
+    def _totals_query(
+        self, key: tuple[str, str], windows: Iterable[int], now: int
+    ) -> tuple[list[int], str, tuple[Any, ...]]:
+        """(windows, SQL, args): each asset's sum and count per window, in one statement."""
         wanted = sorted(set(windows) | set(DEFAULT_WINDOWS))
         sums = ", ".join(
             "sum(total) FILTER (WHERE second > %s), sum(count) FILTER (WHERE second > %s)"
@@ -360,11 +361,14 @@ class PostgresState(State):
         args: list[Any] = []
         for seconds in wanted:
             args += [now - seconds, now - seconds]
-        rows = db.execute(
+        sql = (
             f"SELECT asset, {sums} FROM {self._c} WHERE policy_client = %s AND agent = %s "  # noqa: S608
-            "AND second > %s GROUP BY asset",
-            (*args, *key, now - wanted[-1]),
-        ).fetchall()
+            "AND second > %s GROUP BY asset"
+        )
+        return wanted, sql, (*args, *key, now - wanted[-1])
+
+    @staticmethod
+    def _window_totals(wanted: list[int], rows: list[Any]) -> dict[int, WindowTotals]:
         totals: dict[int, WindowTotals] = {}
         for i, seconds in enumerate(wanted):
             count, spent = 0, {}
@@ -391,28 +395,35 @@ class PostgresState(State):
         asset = asset.lower()
         holder = uuid.uuid4().hex
 
+        wanted, totals, args = self._totals_query(key, windows, now)
+        lock = "/".join((self.namespace, *key))
+
         def body(db: Any) -> Reservation:
-            self._lock(db, *key)
-            history = self._totals(db, key, windows, now)
-            held = db.execute(
-                self._insert,
-                (task_id, *key, asset, amount, now, now, holder, *key, now, asset, amount),
-            ).fetchone()
+            # One round trip: the pipeline sends the lock, the totals (a statement that starts,
+            # and so takes its snapshot, once the lock is held) and the in-flight row, in one
+            # transaction; the row is inserted whatever the totals say (the operators judge).
+            with db.pipeline(), db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+                read = db.execute(totals, args)
+                held = db.execute(
+                    self._insert,
+                    (task_id, *key, asset, amount, now, now, holder, *key, now, asset, amount),
+                )
             # None: a concurrent request for this very task holds the row (and counts it)
             return Reservation(
                 key=key,
                 entry=_Entry(0, task_id, now, asset, amount),
-                history=history,
-                holder=holder if held is not None else "",
+                history=self._window_totals(wanted, read.fetchall()),
+                holder=holder if held.fetchone() is not None else "",
             )
 
-        return self._db.run(body)
+        return self._db.run(body, transaction=False)
 
     def totals(
         self, *, policy_client: str, agent: str, windows: Iterable[int], now: int
     ) -> dict[int, WindowTotals]:
-        key = (policy_client.lower(), agent.lower())
-        return self._db.run(lambda db: self._totals(db, key, windows, now), transaction=False)
+        wanted, sql, args = self._totals_query((policy_client.lower(), agent.lower()), windows, now)
+        return self._window_totals(wanted, self._run(sql, args))
 
     def cancel(self, reservation: Reservation) -> None:
         """Also when the database is down the task answers (a denial stays a denial): its
