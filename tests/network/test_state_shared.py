@@ -17,6 +17,7 @@ from agentguard._exceptions import (
     StateUnavailable,
     TaskAlreadyRecorded,
 )
+from agentguard._redact import MASK, redact
 from agentguard.network.state import State, open_state
 from agentguard.network.state._postgres import STALE_RESERVATION
 from tests.ledger.conftest import base_url
@@ -235,5 +236,7 @@ def test_state_urls_are_checked_and_never_quoted(request: pytest.FixtureRequest)
     with pytest.raises(StateUnavailable) as caught:  # nothing listens on port 1
         open_state(f"postgresql://agent:{secret}@127.0.0.1:1/db?namespace=x")
     assert secret not in str(caught.value) and secret not in repr(caught.value)
+    assert redact(f"said {secret}") == f"said {MASK}"  # masked in any log line too
+    assert redact("agentguard_registerPolicyClient") == "agentguard_registerPolicyClient"
     with pytest.raises(ConfigurationError):
         open_state(f"postgresql://agent:{secret}@127.0.0.1:1/db?namespace=Bad-Name")

@@ -33,7 +33,6 @@ from agentguard._exceptions import (
     StateUnavailable,
     TaskAlreadyRecorded,
 )
-from agentguard._redact import register_url_secrets
 from agentguard.ledger._postgres import _Postgres
 from agentguard.network.state._base import SWEEP_BATCH, State
 from agentguard.network.state._book import Reservation, _Entry
@@ -121,8 +120,9 @@ class PostgresState(State):
     shared = True
 
     def __init__(self, spec: str) -> None:
-        """``spec``: ``postgresql://USER@HOST/DB[?namespace=NAME]``."""
-        register_url_secrets(spec)
+        """``spec``: ``postgresql://USER@HOST/DB[?namespace=NAME]``. Its password is registered
+        as a secret (masked in every log line) and no error quotes the URL, only host:port;
+        the user and database names are not secrets (masking them would mask common words)."""
         _, url, namespace = parse_spec(spec)
         self._db = _Postgres(
             url,
