@@ -41,6 +41,9 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   ├── BudgetExceeded           reserving would pass a cap
     │   ├── ReservationError         unknown, expired or already settled reservation
     │   └── LedgerUnavailable        the shared ledger / used-attestation store cannot be reached
+    ├── GatewayStateError            the reference gateway's own store refused or lost a change
+    │   ├── StateUnavailable         its PostgreSQL did not answer (the gateway answers an error)
+    │   └── TaskAlreadyRecorded      another request recorded this very task first
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     ├── PaymentSessionBusy           waited too long for another request to open an upto session
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
@@ -387,6 +390,31 @@ class LedgerUnavailable(LedgerError):
         "Nothing was signed. The shared ledger's server is unreachable; retry when it is back "
         "(the next call reconnects by itself)."
     )
+
+
+# -- the reference gateway's state -----------------------------------------------------------
+
+
+class GatewayStateError(AgentGuardError):
+    """The reference gateway's store of policy clients, spend and approvals refused a change
+    (raised inside the gateway; a client sees the gateway's error answer, never an allow)."""
+
+    hint = "The gateway answered an error instead of a decision; retry the request."
+
+
+class StateUnavailable(GatewayStateError):
+    """The gateway's shared state (PostgreSQL) did not answer. Whether the last change took
+    effect is unknown; an amount it may have counted stays counted (fail closed)."""
+
+    hint = (
+        "Nothing was attested. The gateway's database is unreachable; retry when it is back "
+        "(the next request reconnects by itself)."
+    )
+
+
+class TaskAlreadyRecorded(GatewayStateError):
+    """Two requests decided the same task at once and the other one recorded it first: the
+    recorded answer is the one to return."""
 
 
 # -- execution -------------------------------------------------------------------------------

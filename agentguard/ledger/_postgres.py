@@ -29,6 +29,7 @@ from dataclasses import replace as _replace
 from typing import Any, TypeVar
 
 from agentguard._exceptions import (
+    AgentGuardError,
     AttestationReplayed,
     ConfigurationError,
     LedgerUnavailable,
@@ -151,22 +152,36 @@ def _paged(
 
 
 class _Postgres:
-    """One connection per process (reopened after a fork or a failure), used under a lock."""
+    """One connection per process (reopened after a fork or a failure), used under a lock.
 
-    def __init__(self, url: str, namespace: str) -> None:
+    Shared by the ledger and the reference gateway's state (``what`` names the store in
+    messages; ``schema`` makes its tables; ``unavailable``/``invalid`` are its error types)."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        what: str = "ledger",
+        schema: Callable[[str], tuple[str, ...]] = _schema,
+        unavailable: type[AgentGuardError] = LedgerUnavailable,
+        invalid: type[AgentGuardError] = ReservationError,
+    ) -> None:
         try:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
         except ImportError:  # pragma: no cover - depends on the installation
             raise ConfigurationError(
-                "a postgresql:// ledger needs psycopg: pip install 'agentguard[postgres]'"
+                f"a postgresql:// {what} needs psycopg: pip install 'agentguard[postgres]'"
             ) from None
         self._psycopg = psycopg
         self.unique_violation: type[Exception] = psycopg.errors.UniqueViolation
+        self.what, self._schema = what, schema
+        self._unavailable_error, self._invalid = unavailable, invalid
         try:
             info = conninfo_to_dict(url)
         except psycopg.Error:
-            raise ConfigurationError("the PostgreSQL ledger URL is malformed") from None
+            raise ConfigurationError(f"the PostgreSQL {what} URL is malformed") from None
         if info.get("password"):
             register_secret(str(info["password"]))
         self.where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
@@ -179,13 +194,16 @@ class _Postgres:
 
     def _connect(self) -> Any:
         conn = self._psycopg.connect(
-            self._url, autocommit=True, connect_timeout=5, application_name="agentguard-ledger"
+            self._url,
+            autocommit=True,
+            connect_timeout=5,
+            application_name=f"agentguard-{self.what}",
         )
         conn.execute("SET statement_timeout = 30000")
         if not self._ready:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(7305692157613245)")
-                for statement in _schema(self.ns):
+                for statement in self._schema(self.ns):
                     conn.execute(statement)
             self._ready = True
         return conn
@@ -214,13 +232,13 @@ class _Postgres:
                 ):
                     time.sleep(0.001 * (attempt + 1))
                 except UnicodeError:  # a lone surrogate in caller text
-                    raise ReservationError(
-                        "the ledger stores text as UTF-8; this call's text is not"
+                    raise self._invalid(
+                        f"the {self.what} stores text as UTF-8; this call's text is not"
                     ) from None
                 except errors.DataError as exc:  # e.g. a NUL character PostgreSQL cannot store
-                    raise ReservationError(
-                        f"the PostgreSQL ledger cannot store this value ({type(exc).__name__}); "
-                        "nothing was recorded"
+                    raise self._invalid(
+                        f"the PostgreSQL {self.what} cannot store this value "
+                        f"({type(exc).__name__}); nothing was recorded"
                     ) from None
                 except self._psycopg.OperationalError:
                     # A connection broken since its last use (the server restarted): once more
@@ -232,11 +250,13 @@ class _Postgres:
                 except self._psycopg.Error as exc:
                     self._drop()
                     raise self._unavailable(type(exc).__name__) from None
-            raise LedgerUnavailable(f"the PostgreSQL ledger at {self.where} stayed contended")
+            raise self._unavailable_error(
+                f"the PostgreSQL {self.what} at {self.where} stayed contended"
+            )
 
-    def _unavailable(self, what: str) -> LedgerUnavailable:
-        return LedgerUnavailable(
-            f"the PostgreSQL ledger at {self.where} failed ({what}); "
+    def _unavailable(self, what: str) -> AgentGuardError:
+        return self._unavailable_error(
+            f"the PostgreSQL {self.what} at {self.where} failed ({what}); "
             "the call may or may not have taken effect"
         )
 

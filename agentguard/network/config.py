@@ -16,6 +16,9 @@ A policy client's ``policy`` is a bundled policy name, a path to a policy folder
 policy material itself (``{"entrypoint", "modules", "params_schema", …}``). ``gateway.chain_rpc``
 (optional) is a node URL: with it the gateway checks a contract client's ``owner()`` at
 registration and runs the chain usage check (``agentguard.network.usage``).
+``gateway.state_db`` is a file path (SQLite, one gateway process) or a ``postgresql://`` URL that
+several gateway replicas share; give its password through ``PGPASSWORD`` or ``~/.pgpass``, not
+in this file.
 """
 
 from __future__ import annotations
@@ -95,7 +98,9 @@ class NetworkConfig:
     @classmethod
     def from_json(cls, raw: dict[str, Any], base: Path | None = None) -> NetworkConfig:
         gw = dict(raw.get("gateway", {}))
-        state_db = _resolve(str(gw.get("state_db", "state.sqlite3")), base)
+        state_db = str(gw.get("state_db", "state.sqlite3"))
+        if "://" not in state_db:  # a file path; a URL (postgresql://…) is taken as it is
+            state_db = _resolve(state_db, base)
         settings = GatewaySettings(
             host=str(gw.get("host", "127.0.0.1")),
             port=int(gw.get("port", 8550)),

@@ -38,7 +38,12 @@ from starlette.routing import Route
 
 from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._eip712 import address_word, keccak
-from agentguard._exceptions import AgentGuardError, ConfigurationError, MalformedSignature
+from agentguard._exceptions import (
+    AgentGuardError,
+    ConfigurationError,
+    MalformedSignature,
+    TaskAlreadyRecorded,
+)
 from agentguard._intent import NATIVE_ASSET, TransactionIntent
 from agentguard._json import strict_loads
 from agentguard._logging import configure_logging, get_logger
@@ -70,6 +75,7 @@ from agentguard.network.state import (
     TaskRecord,
     UsageCheck,
     WindowTotals,
+    open_state,
     policy_from_spec,
     policy_material,
 )
@@ -85,6 +91,7 @@ log = get_logger("agentguard.network.gateway")
 IDEMPOTENCY_TTL = 600
 IDEMPOTENCY_MAX = 50_000
 MAX_TIMEOUT = 60.0
+CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
 SWEEP_INTERVAL = 1.0
 HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
 # The reference network does not run on blocks (its expiries are unix timestamps); Newton's
@@ -240,6 +247,7 @@ class Gateway:
         self._keys: dict[str, ApiKeyEntry] = {k.sha256: k for k in config.api_keys}
         self._operators = [_OperatorLink(op) for op in config.operators]
         self._clients: dict[str, _Client] = {}
+        self._fresh: dict[str, float] = {}  # when a shared state's client is next re-read
         self._idempotent: OrderedDict[tuple[str, str], tuple[float, bytes, asyncio.Future[Any]]]
         self._idempotent = OrderedDict()
         self._background: set[asyncio.Future[Any]] = set()
@@ -301,8 +309,22 @@ class Gateway:
         if not key.admin:
             raise RPCError(UNAUTHORIZED, "this method needs the admin API key", http_status=403)
 
+    def _known_client(self, address: str) -> _Client | None:
+        """A registered client, also one registered (or re-registered) through another replica
+        sharing the state: a shared state's copy is re-read every ``CLIENT_REFRESH`` seconds."""
+        key = address.lower()
+        client = self._clients.get(key)
+        if client is None or (self.state.shared and self._fresh.get(key, 0.0) < time.monotonic()):
+            record = self.state.policy_client(address)
+            if record is None:
+                return client
+            if client is None or record.registration.version != client.registration.version:
+                client = self._clients[key] = self._client(record)
+            self._fresh[key] = time.monotonic() + CLIENT_REFRESH
+        return client
+
     def _usable_client(self, key: ApiKeyEntry, address: str) -> _Client:
-        client = self._clients.get(address.lower())
+        client = self._known_client(address)
         if client is None:
             raise _invalid(
                 f"policy client {address} is not registered with this gateway "
@@ -354,7 +376,7 @@ class Gateway:
         _validated_params(policy, registration.params)
         if registration.chain_id not in self.config.gateway.chain_ids:
             raise _invalid(f"chain_id {registration.chain_id} is not served by this gateway")
-        held = self._clients.get(registration.policy_client_hex)
+        held = self._known_client(registration.policy_client_hex)
         try:
             chain_owner = self._check_owner(registration)
             registration.replaces(held.registration if held else None, chain_owner=chain_owner)
@@ -421,7 +443,7 @@ class Gateway:
         tell (see ``State.sweep_expired``): for a policy client whose own key signed its
         registration (an EOA, not a vault), and with the chain usage check, which cannot tell
         only when there is no code at the address (no vault could have used it)."""
-        client = self._clients.get(policy_client.lower())
+        client = self._known_client(policy_client)
         if client is not None and client.registration.self_owned:
             return True
         return (
@@ -431,7 +453,7 @@ class Gateway:
         )
 
     def _chain_of(self, policy_client: str) -> int | None:
-        client = self._clients.get(policy_client.lower())
+        client = self._known_client(policy_client)
         return None if client is None else client.chain_id
 
     # -- the task request ----------------------------------------------------------------------
@@ -592,7 +614,7 @@ class Gateway:
             if decision == "allow":
                 try:
                     self.state.record(reservation, expires_at=expires_at, result=result)
-                except sqlite3.IntegrityError:  # the same task from another key, concurrently
+                except TaskAlreadyRecorded:  # the same task from another key, concurrently
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
@@ -1360,7 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = NetworkConfig.load(args.config)
-        state = State(config.gateway.state_db)
+        state = open_state(config.gateway.state_db)
         chain = None
         if config.gateway.chain_rpc:
             from agentguard.network.usage import ChainUsageCheck

@@ -1,12 +1,18 @@
-"""The gateway's spend records: windows, in-flight reservations, release, restart, approvals."""
+"""The gateway's spend records: windows, in-flight reservations, release, restart, approvals.
+
+Every test that takes ``state`` or ``spec`` runs on SQLite and on a real PostgreSQL (started
+once per session by ``tests/ledger/servers.py``; skipped with the reason where it cannot)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agentguard.network.state import State, TaskRecord
+from agentguard.network.state import State, TaskRecord, open_state
+from tests.ledger.conftest import base_url
 
 CLIENT = "0x" + "cc" * 20
 AGENT = "0x" + "aa" * 20
@@ -47,9 +53,17 @@ def spent(state: State, window: int, now: int = NOW) -> tuple[int, int]:
     return totals.count, totals.spent.get(ASSET, 0)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state on each backend in turn: a file, or a schema of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite3")
+    return f"{base_url('postgres', request)}?namespace=s{uuid.uuid4().hex[:16]}"
+
+
 @pytest.fixture
-def state(tmp_path: Path) -> State:
-    return State(tmp_path / "state.sqlite3")
+def state(spec: str) -> State:
+    return open_state(spec)
 
 
 def test_windows_count_what_was_attested_and_roll_over(state: State) -> None:
@@ -79,17 +93,25 @@ def test_in_flight_reservations_count_until_cancelled(state: State) -> None:
     assert spent(state, 60) == (0, 0)
 
 
-def test_records_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    first = State(path)
+def test_records_survive_a_restart(spec: str) -> None:
+    first = State(spec)
     allow(first, "t1", 5)
     in_flight = reserve(first, "t2", 100)  # never recorded: the gateway died mid-task
     assert in_flight.entry.amount == 100
     first.close()
-    again = State(path)
-    assert spent(again, 60) == (1, 5)
+    again = State(spec)
+    if spec.startswith("postgresql"):
+        # Shared: another replica may still be deciding it, so it counts until it is stale.
+        assert spent(again, 60) == (2, 105)
+        from agentguard.network.state._postgres import STALE_RESERVATION
+
+        again.sweep_expired(NOW + STALE_RESERVATION, None, TRUSTED)
+        assert spent(again, 3600, NOW + STALE_RESERVATION) == (1, 5)
+    else:
+        assert spent(again, 60) == (1, 5)
     assert again.stored_result("t1") == {"id": "t1"}
     assert again.stored_result("t2") is None
+    assert again.task("t2") is None
 
 
 def test_release_only_while_attested(state: State) -> None:
@@ -136,12 +158,11 @@ def test_a_released_attestation_that_was_used_after_all_stays_counted(state: Sta
     assert spent(state, 60, NOW + 30) == (1, 5)
 
 
-def test_release_after_restart_gives_the_amount_back(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    first = State(path)
+def test_release_after_restart_gives_the_amount_back(spec: str) -> None:
+    first = State(spec)
     allow(first, "t1", 5, expires_in=10)
     first.close()
-    again = State(path)
+    again = State(spec)
     assert spent(again, 60) == (1, 5)
     assert again.release("t1", NOW + 10, trusted=True) == "released"
     assert spent(again, 60, NOW + 10) == (0, 0)
@@ -173,7 +194,7 @@ def test_expired_tasks_are_released_only_when_the_usage_check_says_unused(state:
 def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) -> None:
     allow(state, "t1", 5, now=NOW)
     in_flight = reserve(state, "t2", 3, now=NOW + 100)
-    totals = state.totals(policy_client=CLIENT, agent=AGENT, windows=(600,), now=NOW + 100)
+    totals = state.totals(policy_client=CLIENT, agent=AGENT, windows=(60, 600), now=NOW + 100)
     assert totals[600].spent == {ASSET: 8}
     assert totals[60].spent == {ASSET: 3}
     state.cancel(in_flight)
@@ -318,3 +339,32 @@ def test_an_agent_cannot_flood_the_approval_requests(state: State) -> None:
     newest = state.approval_requests(NOW + 60, policy_client=CLIENT)[0]
     assert newest.intent_hash == "0xff"
     assert state.approval_requests(NOW, policy_client="0x" + "dd" * 20) == []
+
+
+def test_a_recorded_allow_reads_back_equal_and_compact(state: State, rpc: Any, client: str) -> None:
+    """The real gateway's answer to an allow is stored as the attestation, the intent and the
+    totals (not the ~6 KiB document) and read back as the same dict, on either backend."""
+    import json
+
+    from .conftest import decision, fresh_agent, transfer
+
+    result = rpc.create(client, transfer(fresh_agent()))
+    assert decision(result) == "allow"
+    held = reserve(state, result["task_id"], 1)
+    state.record(held, expires_at=result["expiration"], result=result)
+    assert state.stored_result(result["task_id"]) == result
+    text, part = state._stored(result["task_id"])  # type: ignore[misc]
+    whole = json.dumps(result, separators=(",", ":"))
+    assert part is not None and len(text) < len(whole) / 2
+    params_hex = result["task_response"]["policy_config"]["policyParams"]
+    assert params_hex not in text  # shared by every task of the client: stored once
+    again = reserve(state, "t2", 1)
+    second = {**result, "task_id": "t2"}  # a result not about its own task: stored whole
+    state.record(again, expires_at=result["expiration"], result=second)
+    assert state.stored_result("t2") == second
+
+
+def test_a_result_of_another_shape_is_stored_whole(state: State) -> None:
+    odd = {"task_id": "t1", "status": "success", "attestation": {"decision": "allow"}, "x": [1]}
+    state.record(reserve(state, "t1", 1), expires_at=NOW + 60, result=odd)
+    assert state.stored_result("t1") == odd

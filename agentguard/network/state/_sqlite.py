@@ -1,0 +1,442 @@
+"""The gateway's state in one SQLite file, with running totals in memory (one gateway process).
+
+Concurrent requests for one policy client + agent cannot both pass a cap: ``reserve`` reads
+the totals and adds the new amount as in flight in one synchronous step (the gateway runs it
+on one event loop with no ``await`` in between), so every later request already sees it. A
+re-registration (new windows) rebuilds the books from the file and carries the in-flight
+entries over, so totals stay exact. In-flight amounts live in this process only: a crash
+forgets them, which is safe because their attestations never left it.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
+restart (not a power loss before the next checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agentguard._exceptions import TaskAlreadyRecorded
+from agentguard.network.registration import Registration
+from agentguard.network.state._base import SWEEP_BATCH, State
+from agentguard.network.state._book import Reservation, _Book, _Entry
+from agentguard.network.state._compact import pack
+from agentguard.network.state._model import (
+    DEFAULT_WINDOWS,
+    MAX_PENDING_APPROVALS,
+    REQUEST_COLUMNS,
+    ApprovalRequest,
+    PolicyClientRecord,
+    TaskRecord,
+    WindowTotals,
+    finished,
+    policy_from_material,
+    policy_material,
+)
+from agentguard.network.state._spec import parse_spec
+
+__all__ = ["SQLiteState"]
+
+_FINISHED = finished("?")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    policy_client TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_agent ON tasks (policy_client, agent, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks (status, expires_at);
+CREATE TABLE IF NOT EXISTS shared_parts (
+    digest TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    code_hash TEXT PRIMARY KEY,
+    material TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registrations (
+    policy_client TEXT PRIMARY KEY,
+    code_hash TEXT NOT NULL,
+    registration TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approval_requests (
+    policy_client TEXT NOT NULL,
+    intent_hash TEXT NOT NULL,
+    intent TEXT NOT NULL,
+    spend TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    approval TEXT,
+    approver TEXT,
+    decided_at INTEGER,
+    used_by TEXT,
+    PRIMARY KEY (policy_client, intent_hash)
+);
+"""
+_CLIENTS = (
+    "SELECT r.registration, p.material "
+    "FROM registrations r JOIN policies p ON p.code_hash = r.code_hash"
+)
+
+
+def client_record(row: tuple[Any, ...]) -> PolicyClientRecord:
+    """A ``(registration JSON, policy material JSON)`` row, as either backend stores it."""
+    return PolicyClientRecord(
+        registration=Registration.from_json(json.loads(row[0])),
+        policy=policy_from_material(json.loads(row[1])),
+    )
+
+
+class SQLiteState(State):
+    """Policy clients, approvals and attested spend, persisted in one SQLite file."""
+
+    def __init__(self, spec: str | Path) -> None:
+        self.path = parse_spec(spec)[1]
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._books: dict[tuple[str, str], _Book] = {}
+        self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
+        self._live: dict[str, _Entry] = {}  # recorded entries by task id
+        self._parts: set[str] = set()  # shared parts known to be in the file
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- policies and policy clients -----------------------------------------------------------
+
+    def save_policy_client(self, record: PolicyClientRecord) -> None:
+        registration = record.registration
+        code_hash = "0x" + record.policy.code_hash.hex()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO policies (code_hash, material) VALUES (?, ?)",
+                (code_hash, json.dumps(policy_material(record.policy))),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO registrations (policy_client, code_hash, registration) "
+                "VALUES (?, ?, ?)",
+                (registration.policy_client_hex, code_hash, json.dumps(registration.to_json())),
+            )
+        # Windows may have changed with the params: rebuild this client's books on next use,
+        # carrying the amounts still in flight over (see ``_book``).
+        self._stale.update(k for k in self._books if k[0] == registration.policy_client_hex)
+
+    def policy_clients(self) -> list[PolicyClientRecord]:
+        return [client_record(row) for row in self._db.execute(_CLIENTS).fetchall()]
+
+    def policy_client(self, address: str) -> PolicyClientRecord | None:
+        row = self._db.execute(
+            _CLIENTS + " WHERE r.policy_client = ?", (address.lower(),)
+        ).fetchone()
+        return None if row is None else client_record(row)
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    def _park(self, row: tuple[Any, ...], now: int, max_pending: int) -> ApprovalRequest | None:
+        client, hashed = row[0], row[1]
+        held = self.approval_request(client, hashed, now)
+        if self._stays(held, now):
+            return held
+        (live,) = self._db.execute(
+            "SELECT COUNT(*) FROM approval_requests WHERE policy_client = ? AND expires_at > ? "
+            "AND status IN ('pending', 'approved')",
+            (client, now),
+        ).fetchone()
+        if live >= max_pending:
+            return None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO approval_requests (policy_client, intent_hash, intent, "
+                "spend, reasons, created_at, expires_at, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                row,
+            )
+            # Finished requests (expired, used) beyond the newest ``max_pending`` go: an agent
+            # parking new variations as old ones expire must not grow the file for ever.
+            self._db.execute(
+                f"DELETE FROM approval_requests WHERE policy_client = ? AND {_FINISHED} AND "  # noqa: S608
+                "rowid NOT IN (SELECT rowid FROM approval_requests WHERE policy_client = ? AND "
+                f"{_FINISHED} ORDER BY created_at DESC LIMIT ?)",
+                (client, now, now, client, now, now, max_pending),
+            )
+        return self.approval_request(client, hashed, now)
+
+    def approval_request(
+        self, policy_client: str, intent_hash: str, now: int
+    ) -> ApprovalRequest | None:
+        row = self._db.execute(
+            f"SELECT {REQUEST_COLUMNS} FROM approval_requests "  # noqa: S608
+            "WHERE policy_client = ? AND intent_hash = ?",
+            (policy_client.lower(), intent_hash.lower()),
+        ).fetchone()
+        return None if row is None else ApprovalRequest.from_row(row, now)
+
+    def approval_requests(
+        self,
+        now: int,
+        *,
+        status: str | None = None,
+        policy_client: str | None = None,
+        per_client: int = MAX_PENDING_APPROVALS,
+    ) -> list[ApprovalRequest]:
+        where, args = (
+            ("WHERE policy_client = ? ", (policy_client.lower(),)) if policy_client else ("", ())
+        )
+        rows = self._db.execute(
+            f"SELECT {REQUEST_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER ("  # noqa: S608
+            "PARTITION BY policy_client ORDER BY status IN ('pending', 'approved') AND "
+            f"expires_at > ? DESC, created_at DESC) AS n FROM approval_requests {where}) "
+            "WHERE n <= ? ORDER BY created_at DESC",
+            (now, *args, per_client),
+        ).fetchall()
+        found = [ApprovalRequest.from_row(row, now) for row in rows]
+        return [r for r in found if status is None or r.status == status]
+
+    def approve(
+        self,
+        policy_client: str,
+        intent_hash: str,
+        *,
+        approval: Mapping[str, Any],
+        approver: str,
+        expires_at: int,
+        now: int,
+    ) -> bool:
+        return bool(
+            self._db.execute(
+                "UPDATE approval_requests SET status = 'approved', approval = ?, approver = ?, "
+                "decided_at = ?, expires_at = MIN(expires_at, ?) WHERE policy_client = ? AND "
+                "intent_hash = ? AND status = 'pending' AND expires_at > ?",
+                (
+                    json.dumps(dict(approval)),
+                    approver.lower(),
+                    now,
+                    expires_at,
+                    policy_client.lower(),
+                    intent_hash.lower(),
+                    now,
+                ),
+            ).rowcount
+        )
+
+    def reject(self, policy_client: str, intent_hash: str, now: int) -> bool:
+        return bool(
+            self._db.execute(
+                "UPDATE approval_requests SET status = 'rejected', decided_at = ? "
+                "WHERE policy_client = ? AND intent_hash = ? AND status IN ('pending', "
+                "'approved') AND used_by IS NULL AND expires_at > ?",
+                (now, policy_client.lower(), intent_hash.lower(), now),
+            ).rowcount
+        )
+
+    def claim_approval(
+        self, policy_client: str, intent_hash: str, task_id: str, now: int
+    ) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "UPDATE approval_requests SET used_by = ? WHERE policy_client = ? AND "
+            "intent_hash = ? AND status = 'approved' AND used_by IS NULL AND expires_at > ? "
+            "RETURNING approval",
+            (task_id, policy_client.lower(), intent_hash.lower(), now),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def unclaim_approval(self, policy_client: str, intent_hash: str, task_id: str) -> None:
+        self._db.execute(
+            "UPDATE approval_requests SET used_by = NULL WHERE policy_client = ? AND "
+            "intent_hash = ? AND used_by = ? AND status = 'approved'",
+            (policy_client.lower(), intent_hash.lower(), task_id),
+        )
+
+    def use_approval(self, policy_client: str, intent_hash: str, task_id: str) -> None:
+        self._db.execute(
+            "UPDATE approval_requests SET status = 'used' WHERE policy_client = ? AND "
+            "intent_hash = ? AND used_by = ?",
+            (policy_client.lower(), intent_hash.lower(), task_id),
+        )
+
+    # -- attested spend ------------------------------------------------------------------------
+
+    def _book(self, key: tuple[str, str], windows: Iterable[int], now: int) -> _Book:
+        """The agent's book, (re)built from the file when missing, stale or short of a window.
+
+        A rebuild carries over the entries still in flight (reserved, not yet recorded or
+        cancelled): they are in no file yet, and dropping them would let concurrent tasks
+        pass a cap; they keep their identity, so their ``Reservation`` still cancels or
+        records exactly them.
+        """
+        wanted = set(windows) | set(DEFAULT_WINDOWS)
+        book = self._books.get(key)
+        stale = key in self._stale
+        if book is not None and not stale and wanted <= book.windows.keys():
+            return book
+        in_flight: list[_Entry] = []
+        if book is not None:
+            if not stale:
+                wanted |= book.windows.keys()
+            in_flight = [e for e in book.entries if e.live and e.task_id not in self._live]
+            self._drop_book(key)
+        self._stale.discard(key)
+        book = _Book(wanted)
+        rows = self._db.execute(
+            "SELECT task_id, created_at, asset, amount FROM tasks "
+            "WHERE policy_client = ? AND agent = ? AND status != 'released' AND created_at > ? "
+            "ORDER BY created_at, rowid",
+            (key[0], key[1], now - book.horizon),
+        ).fetchall()
+        for task_id, created_at, asset, amount in rows:
+            self._live[task_id] = book.add(task_id, created_at, asset, int(amount))
+        for entry in in_flight:
+            book.adopt(entry)
+        self._books[key] = book
+        return book
+
+    def _drop_book(self, key: tuple[str, str]) -> None:
+        book = self._books.pop(key)
+        for entry in book.entries:
+            if self._live.get(entry.task_id) is entry:
+                del self._live[entry.task_id]
+
+    def reserve(
+        self,
+        *,
+        policy_client: str,
+        agent: str,
+        windows: Iterable[int],
+        task_id: str,
+        asset: str,
+        amount: int,
+        now: int,
+    ) -> Reservation:
+        key = (policy_client.lower(), agent.lower())
+        book = self._book(key, windows, now)
+        history = book.totals(now)
+        entry = book.add(task_id, now, asset.lower(), amount)
+        return Reservation(key=key, entry=entry, history=history)
+
+    def totals(
+        self, *, policy_client: str, agent: str, windows: Iterable[int], now: int
+    ) -> dict[int, WindowTotals]:
+        return self._book((policy_client.lower(), agent.lower()), windows, now).totals(now)
+
+    def cancel(self, reservation: Reservation) -> None:
+        entry = reservation.entry
+        if entry.book is not None:
+            entry.book.remove(entry)
+
+    def record(
+        self,
+        reservation: Reservation,
+        *,
+        expires_at: int,
+        result: Mapping[str, Any],
+    ) -> None:
+        entry = reservation.entry
+        packed = pack(entry.task_id, result)
+        part = packed.shared if packed.shared and packed.shared[0] not in self._parts else None
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                if part is not None:
+                    self._db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
+                self._db.execute(
+                    "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, "
+                    "created_at, expires_at, status, result) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)",
+                    (
+                        entry.task_id,
+                        reservation.key[0],
+                        reservation.key[1],
+                        entry.asset,
+                        str(entry.amount),
+                        entry.created_at,
+                        expires_at,
+                        packed.text,
+                    ),
+                )
+        except sqlite3.IntegrityError:  # the same task from another key, concurrently
+            raise TaskAlreadyRecorded(f"task {entry.task_id} was already recorded") from None
+        if part is not None:
+            self._parts.add(part[0])
+        if entry.book is not None and self._books.get(reservation.key) is entry.book:
+            self._live[entry.task_id] = entry
+        else:  # its book was replaced meanwhile: rebuild from the file, which now has it
+            self._stale.add(reservation.key)
+
+    def _stored(self, task_id: str) -> tuple[str, str | None] | None:
+        row = self._db.execute(
+            "SELECT t.result, s.body FROM tasks t LEFT JOIN shared_parts s "
+            "ON s.digest = json_extract(t.result, '$.k') WHERE t.task_id = ?",
+            (task_id,),
+        ).fetchone()
+        return None if row is None or row[0] is None else (row[0], row[1])
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute(
+            "SELECT task_id, policy_client, agent, asset, amount, created_at, expires_at, status "
+            "FROM tasks WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return TaskRecord(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
+
+    def _attested_expiry(self, task_id: str) -> int | None:
+        row = self._db.execute(
+            "SELECT expires_at FROM tasks WHERE task_id = ? AND status = 'attested'", (task_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _set_releasing(self, task_id: str) -> bool:
+        return bool(
+            self._db.execute(
+                "UPDATE tasks SET status = 'releasing' WHERE task_id = ? AND status = 'attested'",
+                (task_id,),
+            ).rowcount
+        )
+
+    def _give_back(self, task_id: str, from_status: str) -> bool:
+        changed = self._db.execute(
+            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ?",
+            (task_id, from_status),
+        ).rowcount
+        if not changed:
+            return False
+        entry = self._live.pop(task_id, None)
+        if entry is not None and entry.book is not None:
+            entry.book.remove(entry)
+        return True
+
+    def commit(self, task_id: str, outcome: str) -> bool:
+        return bool(
+            self._db.execute(
+                "UPDATE tasks SET status = 'committed', outcome = ? "
+                "WHERE task_id = ? AND status IN ('attested', 'releasing')",
+                (outcome, task_id),
+            ).rowcount
+        )
+
+    def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
+        marks = ", ".join("?" * len(statuses))
+        rows = self._db.execute(
+            f"SELECT task_id, status FROM tasks WHERE status IN ({marks}) "  # noqa: S608
+            "AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (*statuses, now, SWEEP_BATCH),
+        ).fetchall()
+        return [(task_id, status) for task_id, status in rows]
