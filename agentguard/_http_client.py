@@ -40,7 +40,17 @@ _READ = 65536
 _MAX_INTERIM = 8  # 1xx answers skipped before the real one
 _MAX_CHUNK_LINE = 1024
 _HIGH_WATER = 4 << 20  # async: stop reading a peer that sends faster than the caller reads
-_STALE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+def _quiet(fd: int) -> bool:
+    """Nothing has arrived on an idle connection: no EOF, no reset, no unsolicited bytes.
+    ``poll`` where there is one (``select`` cannot watch descriptors past 1023)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    readable, _, broken = select.select([fd], [], [fd], 0)  # pragma: no cover - Windows
+    return not readable and not broken
 
 
 class TransportError(Exception):
@@ -264,19 +274,17 @@ class _Parser:
 
 
 class _SyncConn:
-    __slots__ = ("idle_since", "poller", "sock")
+    __slots__ = ("idle_since", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.idle_since = 0.0
-        self.poller = select.poll()
-        self.poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
     def usable(self, now: float) -> bool:
         """Checked before writing: a connection idle too long, or one the server closed or
         wrote to (``POLLIN`` on an idle connection is EOF, a reset or unsolicited bytes), is
         dropped with nothing sent on it."""
-        return now - self.idle_since < IDLE_LIMIT and not self.poller.poll(0)
+        return now - self.idle_since < IDLE_LIMIT and _quiet(self.sock.fileno())
 
     def close(self) -> None:
         self.sock.close()
@@ -417,7 +425,7 @@ class _AsyncConn(asyncio.Protocol):
         self.eof = False
         self.active = False  # a request owns the connection; bytes at other times are hostile
         self.idle_since = 0.0
-        self.poller: select.poll | None = None
+        self.fd = -1
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -426,8 +434,7 @@ class _AsyncConn(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            self.poller = select.poll()
-            self.poller.register(sock.fileno(), _STALE)
+            self.fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         if not self.active:  # unsolicited: a second answer, or junk on an idle connection
@@ -460,7 +467,7 @@ class _AsyncConn(asyncio.Protocol):
             return False
         if now - self.idle_since >= IDLE_LIMIT:
             return False
-        return self.poller is None or not self.poller.poll(0)
+        return self.fd < 0 or _quiet(self.fd)
 
     async def read(self, deadline: float) -> bytes:
         """What has arrived (waiting for it until ``deadline``), ``b""`` at end of stream."""
@@ -591,5 +598,10 @@ class AsyncPool:
 
 def _drop(conn: _AsyncConn) -> None:
     """Close a connection, also one whose event loop is gone."""
-    with contextlib.suppress(RuntimeError):  # its loop is closed: freed with the transport
+    try:
         conn.close()
+    except RuntimeError:  # its loop is closed: end the connection; the descriptor goes with
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None  # the GC
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -417,3 +417,40 @@ def test_parser_refuses_hostile_framing(raw):
     with pytest.raises(TransportError) as info:
         parse(raw)
     assert info.value.sent  # an answer arrived (or began to): the request was read
+
+
+@MODES
+def test_an_idle_connection_is_trusted_only_briefly(
+    raw_server, clients, operators, intent, mode, monkeypatch
+):
+    """Past ``IDLE_LIMIT`` a connection is closed unused, not written to: a server's own
+    keep-alive timeout could close it just as the request arrives."""
+    monkeypatch.setattr("agentguard._http_client.IDLE_LIMIT", 0.0)
+    result = reference_result(operators, intent)
+
+    def serve(conn: Conn) -> None:
+        while (request := conn.read_request()) is not None:
+            conn.answer(result, request)
+
+    server = raw_server(serve)
+    client = clients(mode, server.url)
+    for _ in range(3):
+        assert client.authorize(intent).allowed
+    assert server.connections == 3
+
+
+def test_an_async_client_outlives_its_event_loop(raw_server, operators, intent):
+    """Connections belong to the loop that opened them: a second ``asyncio.run`` with the same
+    client opens its own instead of touching the closed loop's."""
+    result = reference_result(operators, intent)
+
+    def serve(conn: Conn) -> None:
+        while (request := conn.read_request()) is not None:
+            conn.answer(result, request)
+
+    server = raw_server(serve)
+    client = AsyncNewtonGateway(server.url, policy_client=POLICY_CLIENT, api_key=API_KEY)
+    assert asyncio.run(client.authorize(intent)).allowed
+    assert asyncio.run(client.authorize(intent)).allowed
+    asyncio.run(client.aclose())
+    assert server.connections == 2
