@@ -723,7 +723,9 @@ def _transport_error(call: _Call, exc: Exception) -> GatewayUnavailable:
     all the lean client does; with redirects off and raw reads, none of it says anything about
     the gateway's decision. Whether the request got out decides whether it may be sent again
     (the lean client says so itself: ``sent``)."""
-    name = exc.kind if isinstance(exc, TransportError) else type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, TransportError):
+        name = f"{exc.kind} ({exc.detail})" if exc.detail else exc.kind
     if isinstance(exc, _NOT_SENT) or (isinstance(exc, TransportError) and not exc.sent):
         return _NotSent(f"{call.method} never reached the gateway: {name}")
     return GatewayUnavailable(f"{call.method} failed in transport: {name}")
@@ -788,7 +790,7 @@ if importlib.util.find_spec("sniffio") is None:  # pragma: no branch
 def _lean_origin(cfg: _GatewayConfig) -> Origin | None:
     """The lean keep-alive client's view of the gateway, or ``None`` where httpx keeps the hop:
     ``https://`` (TLS), credentials in the URL, or a proxy the environment names for it."""
-    if not cfg.url.startswith("http://"):
+    if not Origin.handles(cfg.url):
         return None
     proxies = urllib.request.getproxies()
     if ("http" in proxies or "all" in proxies) and not urllib.request.proxy_bypass(
@@ -797,9 +799,7 @@ def _lean_origin(cfg: _GatewayConfig) -> Origin | None:
         return None
     try:
         return Origin(cfg.url, cfg.headers())
-    except ValueError as exc:
-        if "credentials" in str(exc):
-            return None
+    except ValueError:
         raise ConfigurationError(
             "the API key holds a line break or NUL, which cannot travel in an HTTP header"
         ) from None

@@ -58,19 +58,41 @@ class TransportError(Exception):
     ``RemoteProtocolError``, ...); ``sent`` is False only when the request provably never
     reached the server, the one case in which sending it again cannot act twice."""
 
-    def __init__(self, kind: str, *, sent: bool) -> None:
+    def __init__(self, kind: str, *, sent: bool, detail: str = "") -> None:
         super().__init__(kind)
         self.kind = kind
         self.sent = sent
+        self.detail = detail  # a fixed phrase of this module's, never bytes from the peer
 
 
 class Origin:
     """Where requests go and the request head prepared once (method, target, headers)."""
 
+    @staticmethod
+    def handles(url: str) -> bool:
+        """A plain ``http://host[:port]/path`` in printable ASCII, without credentials: the
+        URLs this client sends to as they are (httpx takes the rest, and quotes them)."""
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # a port out of range raises
+        except ValueError:
+            return False
+        printable = url.isascii() and url.isprintable() and " " not in url
+        return (
+            printable
+            and parts.scheme == "http"
+            and bool(parts.hostname)
+            and parts.username is None
+            and parts.password is None
+            and not parts.fragment
+        )
+
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        """``ValueError`` for a header value that would break the request head."""
+        if not self.handles(url):
+            raise ValueError("not a URL this client sends to as it is")
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
-            raise ValueError("the lean client speaks plain http:// without credentials in the URL")
+        assert parts.hostname is not None
         self.host = parts.hostname
         self.port = parts.port or 80
         target = parts.path or "/"
@@ -89,8 +111,7 @@ class Origin:
 
 
 def _protocol(detail: str) -> TransportError:
-    del detail  # the kind is all a caller may show; details could echo hostile bytes
-    return TransportError("RemoteProtocolError", sent=True)
+    return TransportError("RemoteProtocolError", sent=True, detail=detail)
 
 
 class _Parser:

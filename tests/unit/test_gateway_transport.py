@@ -27,7 +27,7 @@ from agentguard import (
     GatewayUnavailable,
     NewtonGateway,
 )
-from agentguard._http_client import TransportError, _Parser
+from agentguard._http_client import Origin, TransportError, _Parser
 
 from .conftest import POLICY_CLIENT
 from .test_gateway_client import API_KEY
@@ -454,3 +454,38 @@ def test_an_async_client_outlives_its_event_loop(raw_server, operators, intent):
     assert asyncio.run(client.authorize(intent)).allowed
     asyncio.run(client.aclose())
     assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "lean"),
+    [
+        ("http://127.0.0.1:8080/rpc", True),
+        ("http://[::1]:8080/rpc?x=1", True),
+        ("http://gateway.lan/rpc", True),
+        ("https://gateway.newton.xyz/rpc", False),  # TLS stays with httpx
+        ("http://user:pw@127.0.0.1:8080/rpc", False),
+        ("http://127.0.0.1:8080/r pc", False),
+        ("http://127.0.0.1:8080/rpcé", False),
+        ("http://127.0.0.1:99999/rpc", False),
+    ],
+)
+def test_which_urls_the_lean_client_takes(url, lean):
+    assert Origin.handles(url) is lean
+
+
+@MODES
+def test_a_proxy_named_by_the_environment_is_still_used(
+    raw_server, clients, operators, intent, mode, monkeypatch
+):
+    """httpx honours HTTP_PROXY; a gateway reached through one keeps going through it."""
+    result = reference_result(operators, intent)
+
+    def proxy(conn: Conn) -> None:
+        while (request := conn.read_request()) is not None:
+            conn.answer(result, request)
+
+    server = raw_server(proxy)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    assert clients(mode, "http://192.0.2.1:9/").authorize(intent).allowed  # TEST-NET: unroutable
+    assert len(server.seen) == 1
