@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
+from typing import cast
 from urllib.parse import urlsplit
 
 __all__ = ["AsyncPool", "Origin", "SyncPool", "TransportError"]
@@ -451,8 +452,8 @@ class _AsyncConn(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's or uvloop's (which does not subclass asyncio.Transport): same methods
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.fd = sock.fileno()

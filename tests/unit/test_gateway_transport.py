@@ -489,3 +489,34 @@ def test_a_proxy_named_by_the_environment_is_still_used(
     monkeypatch.setenv("NO_PROXY", "")
     assert clients(mode, "http://192.0.2.1:9/").authorize(intent).allowed  # TEST-NET: unroutable
     assert len(server.seen) == 1
+
+
+def test_the_async_client_runs_on_uvloop(raw_server, operators, intent):
+    """uvloop's transports are not ``asyncio.Transport`` subclasses (an isinstance check made
+    every uvloop connection fail); the pool and the staleness check work on them too."""
+    uvloop = pytest.importorskip("uvloop")
+    result = reference_result(operators, intent)
+    closed = threading.Event()
+
+    def serve(conn: Conn) -> None:
+        for _ in range(2):
+            request = conn.read_request()
+            if request is None:  # the second connection, closed by aclose
+                return
+            conn.answer(result, request)
+        conn.sock.close()  # then the idle connection dies; the client must notice
+        closed.set()
+
+    server = raw_server(serve)
+
+    async def run() -> None:
+        async with AsyncNewtonGateway(
+            server.url, policy_client=POLICY_CLIENT, api_key=API_KEY
+        ) as client:
+            for _ in range(2):
+                assert (await client.authorize(intent)).allowed
+            await asyncio.get_running_loop().run_in_executor(None, closed.wait, 10)
+            assert (await client.authorize(intent)).allowed
+
+    uvloop.run(run())
+    assert server.connections == 2 and len(server.seen) == 3
