@@ -2,13 +2,16 @@
 
 The same client talks to Newton's real gateway (URL + API key) and to agentguard's reference
 network. Request building and response parsing are pure functions shared by the sync and the
-async client; only the I/O differs, so both behave identically.
+async client; only the I/O differs, so both behave identically. A plain ``http://`` gateway is
+reached through the lean keep-alive client (``agentguard._http_client``), ``https://`` (and
+proxies, injected transports, trio) through httpx.
 
 Retries happen only where a second try is safe. Newton documents no idempotency,
 so a ``newt_createTask`` that may have reached the gateway is never sent again (a second task
 could be created): only a request that provably never left (connection refused, DNS failure,
-connect timeout) is retried, unless the gateway is known to deduplicate by JSON-RPC id
-(``dedupe=True``, or the reference network saying so in ``agentguard_networkInfo``); then
+connect timeout, a write refused before its first byte) is retried, unless the gateway is
+known to deduplicate by JSON-RPC id (``dedupe=True``, or the reference network saying so in
+``agentguard_networkInfo``); then
 timeouts, HTTP 5xx and 429 are retried too, with the same id. Reads (simulation, approval
 status) are retried on any transport failure. A deny, an RPC error or an answer we cannot
 parse is final.
