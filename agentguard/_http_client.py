@@ -129,6 +129,7 @@ class _Parser:
         "_eof",
         "_interim",
         "_left",
+        "_trailers",
         "done",
         "headers",
         "keep_alive",
@@ -142,6 +143,7 @@ class _Parser:
         self._left: int | None = None  # Content-Length bytes still to come; None: until close
         self._chunked = False
         self._chunk_left = 0  # chunked: bytes left in the current chunk; -1 between chunks
+        self._trailers = 0  # bytes of trailer lines read
         self.done = False
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -283,6 +285,9 @@ class _Parser:
                 if not line:
                     self.done = True
                     return None
+                self._trailers += len(line) + 2
+                if self._trailers > MAX_HEAD:
+                    raise _protocol("trailers too long")
                 continue
             size = line.split(b";", 1)[0].strip()
             if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
