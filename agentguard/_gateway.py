@@ -2,13 +2,16 @@
 
 The same client talks to Newton's real gateway (URL + API key) and to agentguard's reference
 network. Request building and response parsing are pure functions shared by the sync and the
-async client; only the I/O differs, so both behave identically.
+async client; only the I/O differs, so both behave identically. A plain ``http://`` gateway is
+reached through the lean keep-alive client (``agentguard._http_client``), ``https://`` (and
+proxies, injected transports, trio) through httpx.
 
-Retries (tenacity) happen only where a second try is safe. Newton documents no idempotency,
+Retries happen only where a second try is safe. Newton documents no idempotency,
 so a ``newt_createTask`` that may have reached the gateway is never sent again (a second task
 could be created): only a request that provably never left (connection refused, DNS failure,
-connect timeout) is retried, unless the gateway is known to deduplicate by JSON-RPC id
-(``dedupe=True``, or the reference network saying so in ``agentguard_networkInfo``); then
+connect timeout, a write refused before its first byte) is retried, unless the gateway is
+known to deduplicate by JSON-RPC id (``dedupe=True``, or the reference network saying so in
+``agentguard_networkInfo``); then
 timeouts, HTTP 5xx and 429 are retried too, with the same id. Reads (simulation, approval
 status) are retried on any transport failure. A deny, an RPC error or an answer we cannot
 parse is final.
@@ -20,9 +23,14 @@ field before use, so whatever a gateway sends ends as an ``Attestation`` or an
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
+import random
 import re
+import sys
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -31,14 +39,6 @@ from typing import Any, Literal, Protocol, cast
 
 import anyio
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from agentguard._attestation import Attestation
 from agentguard._exceptions import (
@@ -57,6 +57,7 @@ from agentguard._exceptions import (
     PolicyEvaluationError,
     QuorumNotReached,
 )
+from agentguard._http_client import AsyncPool, Origin, SyncPool, TransportError
 from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
 from agentguard._json import json_bytes, one_spelling, preview, strict_loads
 from agentguard._logging import get_logger
@@ -182,11 +183,13 @@ class _Body:
     compressed body must not inflate to gigabytes), and any other encoding is refused.
     """
 
-    def __init__(self, call: _Call, response: httpx.Response, deadline: float) -> None:
-        headers = response.headers
+    def __init__(
+        self, call: _Call, headers: Mapping[str, str], deadline: float, preread: bool
+    ) -> None:
+        """``headers`` with lower-case names (or httpx's case-blind ``Headers``); ``preread``:
+        an in-memory response (httpx.MockTransport) that httpx already read and decoded."""
         self.call = call
-        # an in-memory response (httpx.MockTransport) was already read and decoded by httpx
-        self.preread = response.is_stream_consumed
+        self.preread = preread
         self._deadline = deadline
         self._raw = 0
         self._out = bytearray()
@@ -258,20 +261,21 @@ class _Call:
             separators=(",", ":"),
         ).encode()
 
-    def start(self, response: httpx.Response, deadline: float) -> _Body:
+    def start(
+        self, status: int, headers: Mapping[str, str], deadline: float, preread: bool = False
+    ) -> _Body:
         """Judge the status line and headers before reading any body; ``deadline`` (monotonic)
         is when this attempt, which started before the request was sent, must be over."""
-        status = response.status_code
         if status == 429 or status >= 500:
             raise GatewayUnavailable(f"gateway answered HTTP {status} to {self.method}")
         if 300 <= status < 400:
-            location = response.headers.get("location", "")[:200]
+            location = headers.get("location", "")[:200]
             raise GatewayProtocolError(
                 f"gateway answered {self.method} with a redirect (HTTP {status}) to "
                 f"{location or 'nowhere'!r}; redirects are never followed, so the request and "
                 "its API key stay with the configured host. Configure the final gateway URL."
             )
-        return _Body(self, response, deadline)
+        return _Body(self, headers, deadline, preread)
 
     def parse(self, status: int, raw: bytes) -> Any:
         try:
@@ -718,30 +722,39 @@ _CREATES = frozenset({"newt_createTask"})
 
 
 def _transport_error(call: _Call, exc: Exception) -> GatewayUnavailable:
-    """Network trouble. ``httpx.HTTPError`` is all httpx raises on the way; with redirects off
-    and raw reads, none of it says anything about the gateway's decision. Whether the request
-    got out decides whether it may be sent again."""
+    """Network trouble. ``httpx.HTTPError`` is all httpx raises on the way, ``TransportError``
+    all the lean client does; with redirects off and raw reads, none of it says anything about
+    the gateway's decision. Whether the request got out decides whether it may be sent again
+    (the lean client says so itself: ``sent``)."""
     name = type(exc).__name__
-    if isinstance(exc, _NOT_SENT):
+    if isinstance(exc, TransportError):
+        name = f"{exc.kind} ({exc.detail})" if exc.detail else exc.kind
+    if isinstance(exc, _NOT_SENT) or (isinstance(exc, TransportError) and not exc.sent):
         return _NotSent(f"{call.method} never reached the gateway: {name}")
     return GatewayUnavailable(f"{call.method} failed in transport: {name}")
 
 
-def _retry_kwargs(cfg: _GatewayConfig, method: str) -> dict[str, Any]:
-    """A call that creates a task is sent again only if it never left, or if the gateway
-    deduplicates by id; everything else (reads, the reference network's bookkeeping) on any
-    transport failure, 5xx or 429."""
-    once = method in _CREATES and not cfg.dedupe
+class _Retry:
+    """When to send a call again. A call that creates a task is sent again only if it never
+    left, or if the gateway deduplicates by id; everything else (reads, the reference network's
+    bookkeeping) on any transport failure, 5xx or 429. At most ``attempts`` tries, none started
+    after ``deadline`` seconds, with exponential backoff and jitter between them (50 ms, 100 ms,
+    ... up to 1 s). A plain loop: tenacity cost a tenth of the lean client's CPU per call."""
 
-    def retry(exc: BaseException) -> bool:
-        return isinstance(exc, _NotSent) or (not once and isinstance(exc, GatewayUnavailable))
+    def __init__(self, cfg: _GatewayConfig, method: str) -> None:
+        self._once = method in _CREATES and not cfg.dedupe
+        self._attempts = cfg.attempts
+        self._deadline = time.monotonic() + cfg.deadline
+        self._tried = 0
 
-    return {
-        "retry": retry_if_exception(retry),
-        "stop": stop_after_attempt(cfg.attempts) | stop_after_delay(cfg.deadline),
-        "wait": wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-        "reraise": True,
-    }
+    def pause(self, exc: GatewayUnavailable) -> float | None:
+        """Seconds to wait before the next try after ``exc``, or ``None``: give up."""
+        self._tried += 1
+        if self._once and not isinstance(exc, _NotSent):
+            return None
+        if self._tried >= self._attempts or time.monotonic() >= self._deadline:
+            return None
+        return min(0.05 * (1 << (self._tried - 1)) + random.uniform(0, 0.05), 1.0)
 
 
 def _lost(call: _Call, cfg: _GatewayConfig, exc: GatewayUnavailable) -> GatewayUnavailable:
@@ -768,6 +781,68 @@ def _parse_network_info(result: Any) -> dict[str, Any]:
 
 
 PROBE_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 2.0
+
+if importlib.util.find_spec("sniffio") is None:  # pragma: no branch
+    # httpcore asks for sniffio at every async lock set-up, and a failed import is not cached:
+    # each retry scans sys.path (13 % of the async client's CPU). Marking the absent module
+    # absent makes that import fail at once; nothing else changes, since it cannot be imported.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+
+def _lean_origin(cfg: _GatewayConfig) -> Origin | None:
+    """The lean keep-alive client's view of the gateway, or ``None`` where httpx keeps the hop:
+    ``https://`` (TLS), credentials in the URL, or a proxy the environment names for it."""
+    if not Origin.handles(cfg.url):
+        return None
+    proxies = urllib.request.getproxies()
+    if ("http" in proxies or "all" in proxies) and not urllib.request.proxy_bypass(
+        httpx.URL(cfg.url).host
+    ):
+        return None
+    try:
+        return Origin(cfg.url, cfg.headers())
+    except ValueError:
+        raise ConfigurationError(
+            "the API key holds a line break or NUL, which cannot travel in an HTTP header"
+        ) from None
+
+
+def _sync_exchange(pool: SyncPool, call: _Call) -> Any:
+    """One attempt of ``call`` over the lean client: the answer's result, or typed errors."""
+    deadline = time.monotonic() + call.timeout
+    try:
+        with pool.post(call.body, deadline) as response:
+            body = call.start(response.status, response.headers, deadline)
+            for chunk in response.iter_raw():
+                body.feed(chunk)
+            raw = body.finish()
+    except TransportError as exc:
+        raise _transport_error(call, exc) from None
+    return call.parse(response.status, raw)
+
+
+async def _async_exchange(pool: AsyncPool, call: _Call) -> Any:
+    """``_sync_exchange`` for asyncio. Every read waits at most until the attempt's deadline,
+    so the whole attempt, headers included, is bounded without a cancel scope."""
+    deadline = time.monotonic() + call.timeout
+    try:
+        async with await pool.post(call.body, deadline) as response:
+            body = call.start(response.status, response.headers, deadline)
+            async for chunk in response.aiter_raw():
+                body.feed(chunk)
+            raw = body.finish()
+    except TransportError as exc:
+        raise _transport_error(call, exc) from None
+    return call.parse(response.status, raw)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio (through anyio): httpx serves it
+        return False
+    return True
 
 
 def probe_network(url: str, api_key: str | None) -> dict[str, Any] | None:
@@ -778,6 +853,15 @@ def probe_network(url: str, api_key: str | None) -> dict[str, Any] | None:
     never for operators or keys."""
     cfg = _config(url, api_key, "0x" + "00" * 20, "00", None, 1, None, 1, False, None, None, None)
     call = _Call("agentguard_networkInfo", {}, PROBE_TIMEOUT)
+    origin = _lean_origin(cfg)
+    if origin is not None:
+        pool = SyncPool(origin, connect_timeout=PROBE_TIMEOUT)
+        try:
+            return _parse_network_info(_sync_exchange(pool, call))
+        except (AuthorizationError, TransportError):
+            return None
+        finally:
+            pool.close()
     try:
         with (
             httpx.Client(
@@ -787,7 +871,9 @@ def probe_network(url: str, api_key: str | None) -> dict[str, Any] | None:
             ) as http,
             http.stream("POST", cfg.url, content=call.body) as response,
         ):
-            body = call.start(response, time.monotonic() + PROBE_TIMEOUT)
+            body = call.start(
+                response.status_code, response.headers, time.monotonic() + PROBE_TIMEOUT
+            )
             for chunk in response.iter_raw():
                 body.feed(chunk)
             return _parse_network_info(call.parse(response.status_code, body.finish()))
@@ -842,7 +928,7 @@ class _GatewayClient:
             policy_address,
             bookkeeping,
         )
-        self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=2.0)
+        self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=CONNECT_TIMEOUT)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}{repr(self._cfg).removeprefix('NewtonGateway')}"
@@ -859,21 +945,38 @@ class NewtonGateway(_GatewayClient):
         self, url: str, *, transport: httpx.BaseTransport | None = None, **options: Any
     ) -> None:
         super().__init__(url, **options)
-        self._http = httpx.Client(
-            transport=transport,
-            timeout=self._timeout,
-            headers=self._cfg.headers(),
-            follow_redirects=False,
+        origin = _lean_origin(self._cfg) if transport is None else None
+        self._lean = (
+            SyncPool(origin, connect_timeout=CONNECT_TIMEOUT) if origin is not None else None
+        )
+        self._http = (
+            httpx.Client(
+                transport=transport,
+                timeout=self._timeout,
+                headers=self._cfg.headers(),
+                follow_redirects=False,
+            )
+            if origin is None
+            else None
         )
 
     def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
         call = _Call(method, params, self._cfg.attempt_timeout)
+        lean, http = self._lean, self._http
 
         def attempt() -> Any:
+            if lean is not None:
+                return _sync_exchange(lean, call)
+            assert http is not None
             try:
                 deadline = time.monotonic() + call.timeout
-                with self._http.stream("POST", self._cfg.url, content=call.body) as response:
-                    body = call.start(response, deadline)
+                with http.stream("POST", self._cfg.url, content=call.body) as response:
+                    body = call.start(
+                        response.status_code,
+                        response.headers,
+                        deadline,
+                        response.is_stream_consumed,
+                    )
                     for chunk in [response.content] if body.preread else response.iter_raw():
                         body.feed(chunk)
                     raw = body.finish()
@@ -881,10 +984,15 @@ class NewtonGateway(_GatewayClient):
                 raise _transport_error(call, exc) from None
             return call.parse(response.status_code, raw)
 
-        try:
-            return Retrying(**_retry_kwargs(self._cfg, method))(attempt)
-        except GatewayUnavailable as exc:
-            raise _lost(call, self._cfg, exc) from None
+        retry = _Retry(self._cfg, method)
+        while True:
+            try:
+                return attempt()
+            except GatewayUnavailable as exc:
+                wait = retry.pause(exc)
+                if wait is None:
+                    raise _lost(call, self._cfg, exc) from None
+            time.sleep(wait)
 
     def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
@@ -928,7 +1036,10 @@ class NewtonGateway(_GatewayClient):
             self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
 
     def close(self) -> None:
-        self._http.close()
+        if self._lean is not None:
+            self._lean.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> NewtonGateway:
         return self
@@ -944,42 +1055,61 @@ class AsyncNewtonGateway(_GatewayClient):
         self, url: str, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any
     ) -> None:
         super().__init__(url, **options)
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=self._timeout,
-            headers=self._cfg.headers(),
-            follow_redirects=False,
+        origin = _lean_origin(self._cfg) if transport is None else None
+        self._lean = (
+            AsyncPool(origin, connect_timeout=CONNECT_TIMEOUT) if origin is not None else None
         )
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None  # made when first needed (https, trio)
+
+    def _httpx(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=self._timeout,
+                headers=self._cfg.headers(),
+                follow_redirects=False,
+            )
+        return self._http
 
     async def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
         call = _Call(method, params, self._cfg.attempt_timeout)
-        try:
-            return await self._attempts(call)
-        except GatewayUnavailable as exc:
-            raise _lost(call, self._cfg, exc) from None
+        lean = self._lean if self._lean is not None and _on_asyncio() else None
+        retry = _Retry(self._cfg, method)
+        while True:
+            try:
+                if lean is not None:
+                    return await _async_exchange(lean, call)
+                return await self._httpx_attempt(call)
+            except GatewayUnavailable as exc:
+                wait = retry.pause(exc)
+                if wait is None:
+                    raise _lost(call, self._cfg, exc) from None
+            await anyio.sleep(wait)
 
-    async def _attempts(self, call: _Call) -> Any:
-        async for attempt in AsyncRetrying(**_retry_kwargs(self._cfg, call.method)):
-            with attempt:
-                try:
-                    # the whole attempt is bounded here, headers included (the sync client
-                    # bounds the body by the clock and each read by the read timeout)
-                    deadline = time.monotonic() + call.timeout
-                    with anyio.fail_after(call.timeout):
-                        async with self._http.stream(
-                            "POST", self._cfg.url, content=call.body
-                        ) as response:
-                            body = call.start(response, deadline)
-                            if body.preread:
-                                body.feed(response.content)
-                            else:
-                                async for chunk in response.aiter_raw():
-                                    body.feed(chunk)
-                            raw = body.finish()
-                except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
-                    raise _transport_error(call, exc) from None
-                return call.parse(response.status_code, raw)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+    async def _httpx_attempt(self, call: _Call) -> Any:
+        http = self._httpx()
+        try:
+            # the whole attempt is bounded here, headers included (httpx bounds each read by
+            # the read timeout, the body reader the body by the clock)
+            deadline = time.monotonic() + call.timeout
+            with anyio.fail_after(call.timeout):
+                async with http.stream("POST", self._cfg.url, content=call.body) as response:
+                    body = call.start(
+                        response.status_code,
+                        response.headers,
+                        deadline,
+                        response.is_stream_consumed,
+                    )
+                    if body.preread:
+                        body.feed(response.content)
+                    else:
+                        async for chunk in response.aiter_raw():
+                            body.feed(chunk)
+                    raw = body.finish()
+        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _transport_error(call, exc) from None
+        return call.parse(response.status_code, raw)
 
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
@@ -1011,7 +1141,10 @@ class AsyncNewtonGateway(_GatewayClient):
             await self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._lean is not None:
+            self._lean.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def __aenter__(self) -> AsyncNewtonGateway:
         return self

@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from coincurve import PrivateKey
@@ -62,6 +63,7 @@ CLOCK_SKEW = 30
 # Task ids this operator signed and whose attestations have not expired yet.
 MAX_LIVE_TASKS = 1_000_000
 
+_MAX_DERIVED = 4096
 # What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
 # read anything else there that only a lying gateway could have added.
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
@@ -83,6 +85,17 @@ def _int(params: Mapping[str, Any], field: str, low: int, high: int) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class _Derived:
+    """What one held registration implies, computed once instead of per task: the canonical
+    JSON of its params (compared with the params the gateway sends), its policy id (two
+    keccaks), and the engine's key for the params (canonical JSON of ``{"params": ...}``)."""
+
+    params_json: bytes
+    policy_id: bytes
+    engine_params: bytes
+
+
 class Operator:
     """Holds the signing key (never shown) and the compiled-policy caches."""
 
@@ -97,6 +110,8 @@ class Operator:
         self._held_json: dict[bytes, dict[str, Any]] = {}
         # (policy client, registration version) whose params passed the policy's schema
         self._validated: set[tuple[bytes, int]] = set()
+        # registration signature -> what it implies; bounded by the registry's size
+        self._derived: dict[bytes, _Derived] = {}
         # task id -> (policy client, intent hash) for every live attestation signed
         self._tasks = _Claims(MAX_LIVE_TASKS)
         # approval digest -> the one task id it was used for (an allow signed), until expiry
@@ -167,10 +182,26 @@ class Operator:
             )
         return held
 
+    def _derive(self, registration: Registration) -> _Derived:
+        """``_Derived`` for a registration, keyed by its owner's signature (which covers every
+        field derived from), so a replaced registration never shares an entry."""
+        derived = self._derived.get(registration.signature)
+        if derived is None:
+            if len(self._derived) >= _MAX_DERIVED:
+                self._derived.clear()  # recomputed on the next task of each client
+            derived = _Derived(
+                params_json=registration.params_json,
+                policy_id=registration.policy_id,
+                engine_params=canonical_json({"params": registration.params}),
+            )
+            self._derived[registration.signature] = derived
+        return derived
+
     def _check_registered(
         self,
         params: Mapping[str, Any],
         registration: Registration,
+        derived: _Derived,
         chain_id: int,
         expire_after: int,
     ) -> tuple[Policy, dict[str, Any]]:
@@ -189,7 +220,7 @@ class Operator:
                 f"0x{registration.policy_code_hash.hex()}",
             )
         try:
-            same_params = canonical_json(params.get("params")) == registration.params_json
+            same_params = canonical_json(params.get("params")) == derived.params_json
         except (TypeError, ValueError):
             same_params = False
         if not same_params:
@@ -311,11 +342,16 @@ class Operator:
             raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
 
         registration = self._registration(params, policy_client)
-        policy, config = self._check_registered(params, registration, chain_id, expire_after)
+        derived = self._derive(registration)
+        policy, config = self._check_registered(
+            params, registration, derived, chain_id, expire_after
+        )
         approval = self._approval(params, wasm, registration, intent_hash, chain_id, now)
-        pid = registration.policy_id
+        pid = derived.policy_id
         try:
-            evaluation = self._engine.evaluate(policy, input=parsed, params=config, wasm=wasm)
+            evaluation = self._engine.evaluate(
+                policy, input=parsed, params=config, wasm=wasm, params_json=derived.engine_params
+            )
         except PolicyEngineError as exc:
             raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
         client = bytes.fromhex(policy_client[2:])

@@ -74,6 +74,7 @@ _EVAL_PACKAGE = "__agentguard_eval__"
 _RESULT = f"{_EVAL_PACKAGE}/result"
 # Keys the gateway sends; always shimmed so that one bundle serves payments and transactions.
 _KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
+_KNOWN_WASM_SET = frozenset(_KNOWN_WASM_KEYS)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REGO_KEYWORDS = frozenset(
     {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null"}
@@ -185,7 +186,8 @@ def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     def add(handle: int, val: Any) -> int:
         kind = type(val)
         if kind is str:
-            _check_json_text(val)
+            if "[" in val or "{" in val or len(val) > _MAX_JSON_VALUES:  # else nothing to check
+                _check_json_text(val)
             return int(string(handle, val.encode()))
         if kind is dict or isinstance(val, Mapping):
             failed = 0
@@ -233,12 +235,22 @@ class PolicyEngine:
         self._lock = threading.Lock()
 
     def evaluate(
-        self, policy: Policy, *, input: dict[str, Any], params: dict[str, Any], wasm: dict[str, Any]
+        self,
+        policy: Policy,
+        *,
+        input: dict[str, Any],
+        params: dict[str, Any],
+        wasm: dict[str, Any],
+        params_json: bytes | None = None,
     ) -> Evaluation:
-        extra = tuple(sorted(set(wasm) - set(_KNOWN_WASM_KEYS)))
+        """``params_json``: ``canonical_json({"params": params})`` when the caller holds it
+        (an operator computes it once per registration), so it is not rebuilt per call."""
+        extra = tuple(sorted(wasm.keys() - _KNOWN_WASM_SET))
         document = {**input, _WASM_KEY: wasm}
+        if params_json is None:
+            params_json = canonical_json({"params": params})
         with self._lock:
-            compiled = self._get(policy, params, extra)
+            compiled = self._get(policy, params_json, extra)
             _set_input(compiled.interpreter, document)
             output = _rs.rego_bundle_query_entrypoint(
                 compiled.interpreter._impl, compiled.bundle._impl, _RESULT
@@ -262,8 +274,7 @@ class PolicyEngine:
 
     # -- compilation ------------------------------------------------------------------------
 
-    def _get(self, policy: Policy, params: dict[str, Any], extra: tuple[str, ...]) -> _Compiled:
-        params_json = canonical_json({"params": params})
+    def _get(self, policy: Policy, params_json: bytes, extra: tuple[str, ...]) -> _Compiled:
         digest = hashlib.sha256(params_json).digest()
         key = (policy.code_hash, policy.schema_hash, digest, *(k.encode() for k in extra))
         compiled = self._compiled.get(key)

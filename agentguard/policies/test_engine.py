@@ -184,6 +184,37 @@ def test_inputs_rego_would_wrap_are_refused() -> None:
         PolicyEngine().evaluate(ECHO, input={"x": 1 << 64}, params={"x": 1}, wasm={})
 
 
+@pytest.mark.parametrize(
+    ("text", "mentions"),
+    [
+        ("[" * 40 + "]" * 40, "nests deeper"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nests deeper"),
+        ("1," * 5000 + "1", "more than 4096"),  # no bracket at all: still counted
+    ],
+)
+def test_strings_a_policy_could_unmarshal_are_bounded(text: str, mentions: str) -> None:
+    """Strings skip the JSON-text check only when they cannot fail it (no bracket, too short
+    to hold 4,096 values); a deep or a long list-like string still never reaches rego-cpp."""
+    for where in ({"input": {"x": text}, "wasm": {}}, {"input": {}, "wasm": {"y": [text]}}):
+        with pytest.raises(PolicyEngineError, match=mentions):
+            PolicyEngine().evaluate(ECHO, params={"x": 1}, **where)
+
+
+def test_a_precomputed_params_key_selects_the_same_bundle() -> None:
+    """``params_json`` (what an operator computes once per registration) is the key the
+    engine would compute itself: answers match the uncached call's."""
+    from agentguard.policies import canonical_json
+
+    engine = PolicyEngine()
+    for px in (1, 2):
+        key = canonical_json({"params": {"x": px}})
+        keyed = engine.evaluate(
+            ECHO, input={"x": 1}, params={"x": px}, wasm={"y": True}, params_json=key
+        )
+        assert keyed == engine.evaluate(ECHO, input={"x": 1}, params={"x": px}, wasm={"y": True})
+        assert keyed.decision == ("allow" if px == 1 else "deny")
+
+
 def test_wasm_keys_must_be_rego_identifiers() -> None:
     with pytest.raises(PolicyEngineError, match="not a Rego identifier"):
         PolicyEngine().evaluate(ECHO, input={"x": 1}, params={"x": 1}, wasm={"bad-key": 1})

@@ -250,6 +250,25 @@ def test_a_held_registration_survives_a_restart_and_cannot_be_rolled_back(tmp_pa
     assert restarted.evaluate_and_sign(body)["decision"] == "deny"  # the held one applies
 
 
+def test_a_replaced_registration_never_reuses_what_the_old_one_implied() -> None:
+    """The operator caches what a registration implies (its params' canonical JSON, policy
+    id, engine key). After the owner replaces it with tighter params, a task carrying the old
+    params is refused, and a task under the new one is judged by, and signed for, the new
+    params: a stale cache entry would sign the old policy id or evaluate the old cap."""
+    fresh = new_operator()
+    loose_params = params(max_per_tx=100 * UNIT)
+    loose = registration(config=loose_params, version=1)
+    allowed = fresh.evaluate_and_sign(request(50 * UNIT, registration=loose, params=loose_params))
+    assert allowed["decision"] == "allow"
+    assert allowed["policy_id"] == "0x" + policy_id(CLIENT, NETCHECK, loose_params, 300).hex()
+    tight = registration(version=2)
+    with pytest.raises(RPCError, match="params differ"):
+        fresh.evaluate_and_sign(request(50 * UNIT, registration=tight, params=loose_params))
+    denied = fresh.evaluate_and_sign(request(50 * UNIT, registration=tight))
+    assert denied["decision"] == "deny"
+    assert denied["policy_id"] == "0x" + policy_id(CLIENT, NETCHECK, params(), 300).hex()
+
+
 @pytest.mark.parametrize(
     "x402",
     [
