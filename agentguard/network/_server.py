@@ -28,7 +28,7 @@ import signal
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -159,10 +159,9 @@ class _Connection(asyncio.Protocol):
     # -- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = stream = cast(asyncio.Transport, transport)
         if not self._server.admit(self):
-            transport.abort()
+            stream.abort()
             return
         self._arm(HEAD_TIMEOUT, self._on_idle)  # a fresh connection must start a request soon
 
@@ -222,6 +221,9 @@ class _Connection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         if self._refused:
+            return
+        if self._parser.should_upgrade():
+            self._refuse(400, "protocol upgrades are not supported")
             return
         length = self._headers.get("content-length", "0").strip()
         if not length.isdigit() or len(length) > 18 or int(length) > self._server.max_body:
