@@ -165,7 +165,7 @@ REPLY = {
 
 def _vote_on(status: int, content: bytes) -> Any:
     link = _Stub(status, content)
-    reply = asyncio.run(call_operator(link, b"code", _Bodies({}, {}), 5.0))  # type: ignore[arg-type]
+    reply = asyncio.run(call_operator(link, b"code", _Bodies(b"", b"", b""), 5.0))  # type: ignore[arg-type]
     return vote(
         link,  # type: ignore[arg-type]
         reply,

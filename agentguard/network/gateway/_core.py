@@ -210,10 +210,11 @@ class Gateway:
             wasm = wasm_data(
                 task, reservation.history, now, intent_hash_hex, approved=approval is not None
             )
+            wasm_json = canonical_json(wasm)  # once: for the operators and in the result
             outcome = await self.operators.ask(
-                task, task_id, wasm, expires_at, intent_hash, approval
+                task, task_id, wasm_json, expires_at, intent_hash, approval
             )
-            result = task_result(task, task_id_hex, now, expires_at, wasm, outcome)
+            result = task_result(task, task_id_hex, now, expires_at, wasm, wasm_json, outcome)
             if outcome.decision == "allow":
                 try:
                     self.state.record(reservation, expires_at=expires_at, result=result)

@@ -23,6 +23,7 @@ from agentguard.network.gateway._operators import (
     OperatorFailure,
     OperatorLink,
     call_operator,
+    members,
     operator_error,
 )
 from agentguard.network.gateway._params import HEX
@@ -98,6 +99,19 @@ def vote(
     return decision, Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
 
 
+class _Digests(dict[bool, bytes]):
+    """The attestation digest for ``allow`` (``True``) or not, computed when a vote needs it:
+    a quorum that agrees needs only one of the two."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def __missing__(self, allow: bool) -> bytes:
+        digest = self[allow] = attestation_digest(allow=allow, **self._fields)
+        return digest
+
+
 class FanOut:
     """The operators of this gateway, asked for one task at a time."""
 
@@ -125,40 +139,31 @@ class FanOut:
         self,
         task: TaskInput,
         task_id: bytes,
-        wasm: dict[str, Any],
+        wasm_json: bytes,
         expires_at: int,
         intent_hash: bytes,
         approval: dict[str, Any] | None = None,
     ) -> Outcome:
         client = task.client
-        request: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "task_id": "0x" + task_id.hex(),
-            "policy_client": client.address,
             "chain_id": task.intent.chain_id,
             "intent": task.intent.wire(),
-            "policy_code_hash": "0x" + client.code_hash.hex(),
-            "params": client.params,
-            "expire_after": client.expire_after,
             "expires_at": expires_at,
-            "registration": client.registration_json,
-            "wasm": wasm,
         }
         if approval is not None:
-            request["approval"] = approval  # each operator checks it before trusting approved
-        bodies = Bodies(request, client.material)
-        pc_bytes = bytes.fromhex(client.address[2:])
-        digests = {
-            allow: attestation_digest(
-                chain_id=task.intent.chain_id,
-                policy_client=pc_bytes,
-                task_id=task_id,
-                policy_id=client.policy_id,
-                intent_hash=intent_hash,
-                allow=allow,
-                expires_at=expires_at,
-            )
-            for allow in (True, False)
-        }
+            fields["approval"] = approval  # each operator checks it before trusting approved
+        bodies = Bodies(
+            client.request_lean, client.request_full, members(fields) + b',"wasm":' + wasm_json
+        )
+        digests = _Digests(
+            chain_id=task.intent.chain_id,
+            policy_client=bytes.fromhex(client.address[2:]),
+            task_id=task_id,
+            policy_id=client.policy_id,
+            intent_hash=intent_hash,
+            expires_at=expires_at,
+        )
         expected = {
             "intent_hash_hex": "0x" + intent_hash.hex(),
             "policy_id_hex": "0x" + client.policy_id.hex(),

@@ -10,7 +10,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentguard._eip712 import keccak
 from agentguard._json import strict_loads
@@ -19,7 +19,9 @@ from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import load_token
 from agentguard.network._rpc import POLICY_REQUIRED
 from agentguard.network.config import OperatorEntry
-from agentguard.network.gateway._registry import PolicyClient
+
+if TYPE_CHECKING:
+    from agentguard.network.gateway._registry import PolicyClient
 
 __all__ = [
     "Bodies",
@@ -27,6 +29,7 @@ __all__ = [
     "OperatorLink",
     "call_operator",
     "deliver",
+    "members",
     "operator_error",
 ]
 
@@ -86,28 +89,26 @@ def operator_error(link: OperatorLink, failure: OperatorFailure, now: int) -> di
     }
 
 
-class Bodies:
-    """The operator request, serialized once without and (only if needed) once with the code."""
+def members(fields: dict[str, Any]) -> bytes:
+    """``fields`` as JSON object members, without the braces, to be spliced into a request."""
+    return json.dumps(fields, separators=(",", ":")).encode()[1:-1]
 
-    def __init__(self, request: dict[str, Any], material: dict[str, Any]) -> None:
-        self._request = request
-        self._material = material
-        self._lean: bytes | None = None
-        self._full: bytes | None = None
+
+_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"newt_evaluateAndSign","params":{'
+
+
+class Bodies:
+    """One task's operator request, as bytes: the policy client's part, encoded once at
+    registration without and with the policy code (``PolicyClient.request_lean``/``_full``),
+    and the task's part, encoded once for every operator asked."""
+
+    def __init__(self, lean: bytes, full: bytes, task: bytes) -> None:
+        self._lean = lean
+        self._full = full
+        self._task = task
 
     def get(self, with_policy: bool) -> bytes:
-        if with_policy:
-            if self._full is None:
-                self._full = self._encode({**self._request, "policy": self._material})
-            return self._full
-        if self._lean is None:
-            self._lean = self._encode(self._request)
-        return self._lean
-
-    @staticmethod
-    def _encode(request: dict[str, Any]) -> bytes:
-        envelope = {"jsonrpc": "2.0", "id": 1, "method": "newt_evaluateAndSign", "params": request}
-        return json.dumps(envelope, separators=(",", ":")).encode()
+        return _PREFIX + (self._full if with_policy else self._lean) + b"," + self._task + b"}}"
 
 
 async def call_operator(

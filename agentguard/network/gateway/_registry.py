@@ -17,6 +17,7 @@ from agentguard._exceptions import ConfigurationError
 from agentguard._logging import get_logger
 from agentguard.network.config import ApiKeyEntry, GatewaySettings
 from agentguard.network.gateway._auth import require_use
+from agentguard.network.gateway._operators import members
 from agentguard.network.gateway._params import invalid
 from agentguard.network.registration import Registration
 from agentguard.network.state import (
@@ -68,6 +69,8 @@ class PolicyClient:
     windows: tuple[int, ...]
     material: dict[str, Any]
     params_hex: str
+    request_lean: bytes  # the client's part of every operator request (``Bodies``)
+    request_full: bytes  # the same with the policy code, for an operator that lacks it
 
     @property
     def code_hash(self) -> bytes:
@@ -76,18 +79,30 @@ class PolicyClient:
     @classmethod
     def from_record(cls, record: PolicyClientRecord) -> PolicyClient:
         registration = record.registration
+        address = to_checksum_address(registration.policy_client_hex)
+        material = policy_material(record.policy)
+        registration_json = registration.to_json()
+        fixed: dict[str, Any] = {
+            "policy_client": address,
+            "policy_code_hash": "0x" + record.policy.code_hash.hex(),
+            "params": registration.params,
+            "expire_after": registration.expire_after,
+            "registration": registration_json,
+        }
         return cls(
-            address=to_checksum_address(registration.policy_client_hex),
+            address=address,
             policy=record.policy,
             registration=registration,
-            registration_json=registration.to_json(),
+            registration_json=registration_json,
             params=registration.params,
             expire_after=registration.expire_after,
             chain_id=registration.chain_id,
             policy_id=registration.policy_id,
             windows=_windows(registration.params),
-            material=policy_material(record.policy),
+            material=material,
             params_hex="0x" + registration.params_json.hex(),
+            request_lean=members(fixed),
+            request_full=members({**fixed, "policy": material}),
         )
 
 

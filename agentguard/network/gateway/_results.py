@@ -13,7 +13,6 @@ from agentguard._intent import NATIVE_ASSET
 from agentguard.network.gateway._fanout import Outcome
 from agentguard.network.gateway._validation import TaskInput
 from agentguard.network.state import WindowTotals
-from agentguard.policies import canonical_json
 
 __all__ = ["REFERENCE_BLOCK", "task_result", "wasm_data"]
 
@@ -56,9 +55,11 @@ def task_result(
     now: int,
     expires_at: int,
     wasm: dict[str, Any],
+    wasm_json: bytes,
     outcome: Outcome,
 ) -> dict[str, Any]:
-    """Newton's ``CreateTaskResponse`` shape, plus the ECDSA ``attestation`` on a quorum."""
+    """Newton's ``CreateTaskResponse`` shape, plus the ECDSA ``attestation`` on a quorum;
+    ``wasm_json`` is ``canonical_json(wasm)``, as the operators got it."""
     client = task.client
     decision, votes = outcome.decision, outcome.votes
     wire = task.intent.wire()
@@ -103,7 +104,7 @@ def task_result(
             "policyData": [
                 {
                     "wasmArgs": task.wasm_args_hex,
-                    "data": "0x" + canonical_json(wasm).hex(),
+                    "data": "0x" + wasm_json.hex(),
                     "policyDataAddress": NATIVE_ASSET,
                     "expireBlock": 0,
                 }
