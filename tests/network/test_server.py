@@ -476,3 +476,33 @@ def test_an_operator_on_a_port_in_use_exits_2_without_claiming_to_listen(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "listening" not in done.stdout
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_gateway_on_a_port_in_use_exits_2_without_claiming_to_listen(tmp_path: Path) -> None:
+    """Before: the gateway printed "listening" and then uvicorn failed to bind, so whoever
+    waited for the line saw a server that was not there."""
+    from agentguard.network.config import GatewaySettings, NetworkConfig, OperatorEntry
+
+    holder, port = _busy_port()
+    token = tmp_path / "operator.token"
+    token.write_text("optok_test_1234567890abcdef")
+    config = tmp_path / "network.json"
+    NetworkConfig(
+        gateway=GatewaySettings(port=port, state_db=str(tmp_path / "state.sqlite3")),
+        operators=(
+            OperatorEntry(
+                address="0x" + "11" * 20, url="http://127.0.0.1:9/rpc", token_file=str(token)
+            ),
+        ),
+        api_keys=(),
+    ).save(config)
+    with holder:
+        done = subprocess.run(
+            [sys.executable, "-m", "agentguard.network.gateway", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "listening" not in done.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
