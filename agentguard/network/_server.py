@@ -11,8 +11,9 @@ handler, write its ``(status, JSON body)``. It binds before anything else (a por
   any byte is read, and while chunks arrive) and must arrive within ``BODY_TIMEOUT``;
 - a malformed request gets 400 with a JSON-RPC error and the connection is closed (the parser
   cannot know where the next request would start);
-- pipelined requests are answered in order, at most ``MAX_PIPELINE`` queued before reading
-  pauses; a client that does not read its answers stops being read (write backpressure);
+- pipelined requests are answered in order, at most ``MAX_PIPELINE`` (or ``max_body`` bytes
+  of bodies) queued before reading pauses; a client that does not read its answers stops
+  being read (write backpressure);
 - a client that leaves mid-request loses its answer, never the server's state: a handler runs
   to completion (the gateway records an ``allow`` whoever waits for it);
 - at most ``MAX_CONNECTIONS`` connections: past that an idle one is closed to make room, or
@@ -138,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self._lost = False
         self._refused = False  # parsing stopped; the queue ends with a refusal
         self._reading_paused = False
+        self._queued_bytes = 0  # bodies waiting in the queue
         self._writable: asyncio.Future[None] | None = None
         # the message being read
         self._in_message = False
@@ -270,7 +272,10 @@ class _Connection(asyncio.Protocol):
 
     def _enqueue(self, item: _Request | _Refusal) -> None:
         self._queue.append(item)
-        if len(self._queue) >= MAX_PIPELINE and self._transport is not None:
+        self._queued_bytes += len(item.body)
+        if self._transport is not None and (
+            len(self._queue) >= MAX_PIPELINE or self._queued_bytes > self._server.max_body
+        ):
             self._transport.pause_reading()
             self._reading_paused = True
         if self._worker is None:
@@ -294,6 +299,7 @@ class _Connection(asyncio.Protocol):
             else:
                 status, body, keep_alive = item.status, item.body, False
             self._queue.popleft()
+            self._queued_bytes -= len(item.body)
             if self._lost or transport.is_closing():
                 break
             transport.write(_head(status, len(body), keep_alive) + body)
@@ -301,7 +307,11 @@ class _Connection(asyncio.Protocol):
                 self._queue.clear()
                 transport.close()
                 break
-            if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
+            if (
+                self._reading_paused
+                and len(self._queue) < MAX_PIPELINE // 2
+                and self._queued_bytes <= self._server.max_body
+            ):
                 self._reading_paused = False
                 transport.resume_reading()
             if self._writable is not None:

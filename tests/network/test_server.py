@@ -506,3 +506,58 @@ def test_a_gateway_on_a_port_in_use_exits_2_without_claiming_to_listen(tmp_path:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "listening" not in done.stdout
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+class _Transport:
+    """Records what a connection does to its transport."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.written = b""
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+def test_queued_bodies_are_bounded_by_bytes_not_only_by_count() -> None:
+    """Sixteen pipelined bodies of almost ``max_body`` each would hold 16 times max_body per
+    connection; reading pauses as soon as the queued bodies pass ``max_body``."""
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def handler(m: str, p: str, h: Mapping[str, str], b: bytes) -> tuple[int, bytes]:
+            await gate.wait()
+            return 200, b"{}"
+
+        connection = _server._Connection(_server._Server(handler, max_body=1000))
+        transport = _Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        body = b"x" * 900
+        one = b"POST /rpc HTTP/1.1\r\nContent-Length: 900\r\n\r\n" + body
+        connection.data_received(one * 4)
+        await asyncio.sleep(0)
+        assert transport.paused  # three queued bodies (one running): 2,700 bytes > 1,000
+        gate.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not transport.paused and transport.written.count(b"HTTP/1.1 200") == 4
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
