@@ -47,11 +47,15 @@ def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     nesting deeper than ``max_depth``, an object with the same key twice (two parsers could
     read two different values), and ``\\u`` escapes of lone surrogates (not text).
     """
+    # Decoded UTF-8 holds no surrogate, so in bytes one can only come from a ``\u`` escape:
+    # without one, the walk over every string (``_check_text_in``) has nothing to find.
+    may_hold_surrogates = True
     if isinstance(raw, bytes | bytearray):
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+        may_hold_surrogates = "\\u" in text
     else:
         text = raw
     _check_depth(text, max_depth)
@@ -67,7 +71,7 @@ def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at offset {exc.pos})") from None
-    if "\\u" in text or not text.isascii():  # else no string can hold a lone surrogate
+    if may_hold_surrogates:
         _check_text_in(doc)
     return doc
 

@@ -3,7 +3,7 @@
 Every authorization makes one POST per operator, so this hop dominates the gateway's CPU.
 General-purpose async clients spend far more per request than the operators spend
 evaluating (httpx/httpcore costs about a millisecond of CPU per call, mostly in its
-locking and async-library detection). The operators are our own uvicorn servers, so the
+locking and async-library detection). The operators are our own servers (``_server``), so the
 subset needed here is small: POST a JSON body, read a ``Content-Length`` response, reuse the
 connection. Anything else (chunked bodies, redirects, odd status lines) is reported as an
 operator failure, never guessed at.

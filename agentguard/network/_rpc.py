@@ -6,14 +6,16 @@ message that says what to fix; nothing a client sends can turn into an HTTP 500.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
-
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentguard._json import strict_loads
+from agentguard._logging import get_logger
+
+if TYPE_CHECKING:
+    from agentguard.network._server import Handler
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -24,11 +26,14 @@ __all__ = [
     "POLICY_EVALUATION_ERROR",
     "POLICY_REQUIRED",
     "UNAUTHORIZED",
+    "Encoded",
     "RPCError",
+    "encode",
     "error_response",
     "json_response",
-    "read_request",
+    "parse_request",
     "result_response",
+    "rpc_handler",
 ]
 
 PARSE_ERROR = -32700
@@ -46,6 +51,7 @@ MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
 BODY_TIMEOUT = 10.0
 
+_Caller = TypeVar("_Caller")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -75,42 +81,46 @@ class RPCError(Exception):
         return error
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(_dumps(body), status_code=status, media_type="application/json")
+def encode(body: Any) -> bytes:
+    """Compact JSON, UTF-8."""
+    return _dumps(body).encode()
 
 
-def result_response(rpc_id: Any, result: Any) -> Response:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result already encoded as JSON (encoded once, kept as bytes, sent as is)."""
+
+    data: bytes
+
+
+def json_response(body: Any, status: int = 200) -> tuple[int, bytes]:
+    return status, encode(body)
+
+
+def result_response(rpc_id: Any, result: Any) -> tuple[int, bytes]:
+    if isinstance(result, Encoded):
+        return 200, b'{"jsonrpc":"2.0","id":' + encode(rpc_id) + b',"result":' + result.data + b"}"
     return json_response({"jsonrpc": "2.0", "id": rpc_id, "result": result})
 
 
-def error_response(rpc_id: Any, error: RPCError) -> Response:
+def error_response(rpc_id: Any, error: RPCError) -> tuple[int, bytes]:
     return json_response(
         {"jsonrpc": "2.0", "id": rpc_id, "error": error.to_json()}, status=error.http_status
     )
 
 
-async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
+def parse_request(body: bytes) -> tuple[Any, str, dict[str, Any]]:
     """``(id, method, params)`` of a single JSON-RPC request, or an ``RPCError``.
 
     Parsed strictly (``agentguard._json.strict_loads``): no ``NaN``/``Infinity``, no key twice,
     no lone surrogates, no integer longer than a uint256, at most ``MAX_DEPTH`` levels, so
-    nothing that reaches the handlers can fail later when it is hashed or re-encoded."""
-    chunks, size = [], 0
+    nothing that reaches the handlers can fail later when it is hashed or re-encoded. The
+    body's size and arrival time are bounded by the server (``_server``: ``MAX_BODY``,
+    ``BODY_TIMEOUT``) before it gets here."""
+    if len(body) > MAX_BODY:
+        raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):  # a dripped body must not hold us forever
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise RPCError(INVALID_REQUEST, f"request body is larger than {MAX_BODY} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RPCError(
-            INVALID_REQUEST, f"the request body did not arrive within {BODY_TIMEOUT:g} s"
-        ) from None
-    except ClientDisconnect:
-        raise RPCError(INVALID_REQUEST, "the client left before sending the whole body") from None
-    try:
-        message = strict_loads(b"".join(chunks), max_depth=MAX_DEPTH)
+        message = strict_loads(body, max_depth=MAX_DEPTH)
     except ValueError as exc:
         raise RPCError(PARSE_ERROR, f"request body is not acceptable JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -129,3 +139,42 @@ async def read_request(request: Request) -> tuple[Any, str, dict[str, Any]]:
     if not isinstance(params, dict):
         raise RPCError(INVALID_PARAMS, "params must be a JSON object", rpc_id=rpc_id)
     return rpc_id, method, params
+
+
+def rpc_handler(
+    authorize: Callable[[str | None], _Caller],
+    call: Callable[[_Caller, Any, str, dict[str, Any]], Awaitable[Any]],
+    *,
+    health: Any,
+    name: str,
+) -> Handler:
+    """The HTTP side of a JSON-RPC server (``_server.Handler``): ``POST /rpc`` checks the
+    ``Authorization`` header with ``authorize`` (before reading the body's JSON), parses one
+    request and answers ``call(caller, id, method, params)``; ``GET /health`` answers
+    ``health``. Every failure is a JSON-RPC error; a bug is logged and answered as an
+    internal error, never with its details."""
+    health_body = encode(health)
+    internal = RPCError(INTERNAL_ERROR, f"internal {name} error")
+    log = get_logger(f"agentguard.network.{name}")
+
+    async def handle(
+        method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        if path == "/rpc":
+            if method != "POST":
+                return 405, encode({"error": "send JSON-RPC 2.0 requests as POST /rpc"})
+            rpc_id: Any = None
+            try:
+                caller = authorize(headers.get("authorization"))
+                rpc_id, rpc_method, params = parse_request(body)
+                return result_response(rpc_id, await call(caller, rpc_id, rpc_method, params))
+            except RPCError as exc:
+                return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
+            except Exception as exc:  # a bug must still answer JSON-RPC, never leak details
+                log.error("internal error", error_type=type(exc).__name__, error=str(exc))
+                return error_response(rpc_id, internal)
+        if path == "/health" and method in ("GET", "HEAD"):
+            return 200, health_body
+        return 404, encode({"error": f"no such resource {path[:100]!r}: use POST /rpc"})
+
+    return handle

@@ -25,27 +25,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from coincurve import PrivateKey
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
 from agentguard.network._rpc import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
+    MAX_BODY,
     METHOD_NOT_FOUND,
     POLICY_EVALUATION_ERROR,
     POLICY_REQUIRED,
     UNAUTHORIZED,
     RPCError,
-    error_response,
-    json_response,
-    read_request,
-    result_response,
+    rpc_handler,
 )
+from agentguard.network._server import Handler, run
 from agentguard.network._x402 import canonical_x402
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
@@ -410,40 +404,28 @@ class _Claims:
         return True
 
 
-def create_app(operator: Operator, *, token: str) -> Starlette:
+def create_app(operator: Operator, *, token: str) -> Handler:
     """Only a caller with ``token`` (the gateway) may ask for signatures: an operator signs the
     history the caller hands it, so anyone else could make it sign past a cap."""
     expected = f"Bearer {token}".encode()
 
-    async def rpc(request: Request) -> Response:
-        rpc_id: Any = None
-        try:
-            header = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(header, expected):
-                raise RPCError(
-                    UNAUTHORIZED, "only the gateway may call this operator", http_status=401
-                )
-            rpc_id, method, params = await read_request(request)
-            if method == "newt_evaluateAndSign":
-                return result_response(rpc_id, operator.evaluate_and_sign(params))
-            if method == "agentguard_holdRegistration":
-                return result_response(rpc_id, operator.hold(params))
-            raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
-        except RPCError as exc:
-            return error_response(exc.rpc_id if rpc_id is None else rpc_id, exc)
-        except Exception as exc:  # a bug must still answer JSON-RPC, never a 500
-            print(f"operator: internal error {type(exc).__name__}: {exc}", file=sys.stderr)
-            return error_response(rpc_id, RPCError(INTERNAL_ERROR, "internal operator error"))
+    def authorize(header: str | None) -> None:
+        if not hmac.compare_digest((header or "").encode(), expected):
+            raise RPCError(UNAUTHORIZED, "only the gateway may call this operator", http_status=401)
 
-    async def health(request: Request) -> Response:
-        return json_response({"status": "ok", "operator": operator.address})
+    async def call(_: None, rpc_id: Any, method: str, params: dict[str, Any]) -> Any:
+        if method == "newt_evaluateAndSign":
+            return operator.evaluate_and_sign(params)
+        if method == "agentguard_holdRegistration":
+            return operator.hold(params)
+        raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
 
-    return Starlette(routes=[Route("/rpc", rpc, methods=["POST"]), Route("/health", health)])
+    return rpc_handler(
+        authorize, call, health={"status": "ok", "operator": operator.address}, name="operator"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import uvicorn
-
     from agentguard.network._keys import load_operator_key, load_token
 
     parser = argparse.ArgumentParser(
@@ -474,20 +456,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentGuardError, OSError, sqlite3.Error) as exc:
         print(f"operator: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"operator {operator.address} listening on http://{args.host}:{args.port}/rpc", flush=True
-    )
-    uvicorn.run(
-        create_app(operator, token=token),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="off",
-        timeout_keep_alive=300,  # the gateway keeps its connections for the next task
-    )
+
+    async def started() -> None:
+        print(
+            f"operator {operator.address} listening on http://{args.host}:{args.port}/rpc",
+            flush=True,
+        )
+
+    try:
+        run(
+            create_app(operator, token=token),
+            args.host,
+            args.port,
+            on_start=started,
+            max_body=MAX_BODY,
+        )
+    except OSError as exc:
+        print(
+            f"operator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

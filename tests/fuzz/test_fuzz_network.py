@@ -23,16 +23,19 @@ import pytest
 from coincurve import PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.requests import Request
 
 from agentguard import TransactionIntent
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard.network._http import HTTPError, _parse_head
 from agentguard.network._keys import api_key_digest
-from agentguard.network._rpc import RPCError, read_request
+from agentguard.network._rpc import RPCError, parse_request
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig, OperatorEntry
-from agentguard.network.gateway import Gateway, _Bodies, _OperatorFailure
+from agentguard.network.gateway import Gateway
+from agentguard.network.gateway._fanout import vote
+from agentguard.network.gateway._operators import Bodies as _Bodies
+from agentguard.network.gateway._operators import OperatorFailure as _OperatorFailure
+from agentguard.network.gateway._operators import call_operator
 from agentguard.network.operator import Operator
 from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
@@ -161,10 +164,9 @@ REPLY = {
 
 
 def _vote_on(status: int, content: bytes) -> Any:
-    gateway = Gateway.__new__(Gateway)
     link = _Stub(status, content)
-    reply = asyncio.run(gateway._call_operator(link, b"code", _Bodies({}, {}), 5.0))  # type: ignore[arg-type]
-    return Gateway._vote(
+    reply = asyncio.run(call_operator(link, b"code", _Bodies(b"", b"", b""), 5.0))  # type: ignore[arg-type]
+    return vote(
         link,  # type: ignore[arg-type]
         reply,
         intent_hash_hex="0x" + INTENT.intent_hash.hex(),
@@ -196,7 +198,7 @@ def test_one_operator_cannot_crash_the_gateway_with_deep_json() -> None:
     code = (
         "import asyncio, web3\n"
         "from tests.fuzz.test_fuzz_network import _vote_on\n"
-        "from agentguard.network.gateway import _OperatorFailure\n"
+        "from agentguard.network.gateway._operators import OperatorFailure as _OperatorFailure\n"
         "try:\n"
         "    _vote_on(200, b'[' * 1_000_000)\n"
         "except _OperatorFailure:\n"
@@ -212,17 +214,6 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- JSON-RPC requests into the gateway and the operators -------------------------------------
-
-
-def _request(body: bytes) -> Request:
-    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
-
-    async def receive() -> dict[str, Any]:
-        chunk = chunks.pop(0) if chunks else b""
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    scope = {"type": "http", "method": "POST", "path": "/rpc", "headers": [], "query_string": b""}
-    return Request(scope, receive)
 
 
 ENVELOPE = {
@@ -250,7 +241,7 @@ ENVELOPE = {
     )
 )
 def test_request_bodies(body: bytes) -> None:
-    outcome(lambda: asyncio.run(read_request(_request(body))), allowed=RPCError, secrets=SECRETS)
+    outcome(parse_request, body, allowed=RPCError, secrets=SECRETS)
 
 
 @pytest.fixture(scope="module")
@@ -396,7 +387,7 @@ def test_a_failing_chain_rpc_does_not_put_its_url_in_the_gateway_log(
     import logging
 
     from agentguard._logging import configure_logging
-    from agentguard.network import gateway as gateway_module
+    from agentguard.network.gateway import _core as gateway_module
     from agentguard.network.usage import ChainUsageCheck
 
     provider_key = "provkey_5f2a9c7e1b3d4a6c"

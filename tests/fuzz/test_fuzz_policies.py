@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given
 
 from agentguard.network._rpc import RPCError
-from agentguard.network.gateway import _validated_params
+from agentguard.network.gateway._registry import validated_params as _validated_params
 from agentguard.policies import load, policy_id
 from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
 from agentguard.policies._testkit import ETH, PAYEE, USDC, erc20, wasm_for

@@ -10,12 +10,12 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-import uvicorn
 from coincurve import PrivateKey
 
 from agentguard._attestation import sign_attestation
 from agentguard._eip712 import keccak
 from agentguard.network._keys import load_operator_key, load_token
+from agentguard.network._server import run
 from agentguard.network.operator import Operator, create_app
 from agentguard.network.registry import Registry
 
@@ -40,5 +40,4 @@ if __name__ == "__main__":
     parser.add_argument("--token-file", required=True)
     args = parser.parse_args()
     operator = WrongDigestOperator(load_operator_key(args.key_file, ""))
-    app = create_app(operator, token=load_token(args.token_file, ""))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    run(create_app(operator, token=load_token(args.token_file, "")), "127.0.0.1", args.port)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentguard.network.gateway import CLIENT_REFRESH
+from agentguard.network.gateway._registry import CLIENT_REFRESH
 from agentguard.network.launcher import ReferenceNetwork
 from tests.ledger.conftest import base_url
 from tests.ledger.servers import ServerUnavailable, _free_port, start_postgres

@@ -1,0 +1,308 @@
+"""The ``Gateway``: its parts wired together, and the ``newt_createTask`` flow (the hot path).
+
+One authorization, in order: check the request (``_validation``) → reserve the spend in the
+windows' totals and build ``data.wasm`` from the gateway's own records (``_results``) → ask
+the operators and count verified votes (``_fanout``) → build Newton's result (``_results``) →
+record an ``allow`` before answering, so cumulative caps count it even if the client never
+reports back. The answer is encoded once and kept, as those bytes, for retries
+(``_idempotency``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from eth_utils.address import to_checksum_address
+
+from agentguard._eip712 import address_word, keccak
+from agentguard._exceptions import TaskAlreadyRecorded
+from agentguard._logging import get_logger
+from agentguard.network._rpc import Encoded, encode
+from agentguard.network.config import ApiKeyEntry, NetworkConfig
+from agentguard.network.gateway import _approvals, _dispatch, _settle
+from agentguard.network.gateway._auth import Keys
+from agentguard.network.gateway._fanout import FanOut
+from agentguard.network.gateway._idempotency import IdempotencyCache
+from agentguard.network.gateway._operators import OperatorLink, deliver
+from agentguard.network.gateway._params import address_param
+from agentguard.network.gateway._registry import Clients, PolicyClient
+from agentguard.network.gateway._results import task_result, wasm_data
+from agentguard.network.gateway._simulate import Simulator
+from agentguard.network.gateway._validation import task_input
+from agentguard.network.state import Pending, State, TaskRecord, UsageCheck
+from agentguard.policies import canonical_json
+
+if TYPE_CHECKING:
+    from agentguard.network.usage import ChainUsageCheck
+
+__all__ = ["IDEMPOTENCY_MAX_BYTES", "IDEMPOTENCY_TTL", "SWEEP_INTERVAL", "Gateway"]
+
+log = get_logger("agentguard.network.gateway")
+
+IDEMPOTENCY_TTL = 600
+IDEMPOTENCY_MAX_BYTES = 32 << 20
+SWEEP_INTERVAL = 1.0
+
+
+class Gateway:
+    """Request handling; the HTTP layer is ``create_app``."""
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        state: State,
+        *,
+        usage_check: UsageCheck | None = None,
+        chain: ChainUsageCheck | None = None,
+        clock: Callable[[], float] = time.time,
+        idempotency_bytes: int = IDEMPOTENCY_MAX_BYTES,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.chain = chain
+        # With a chain RPC the chain usage check is always on: a vault client's use of an
+        # attestation is a fact onchain, whatever its host reports.
+        self.usage_check = usage_check if usage_check is not None else chain
+        self._clock = clock
+        self.keys = Keys(config.api_keys)
+        self.clients = Clients(config.gateway, state, chain)
+        self.operators = FanOut([OperatorLink(op) for op in config.operators], clock)
+        self.idempotency = IdempotencyCache(
+            max_bytes=idempotency_bytes, ttl=IDEMPOTENCY_TTL, clock=clock
+        )
+        self.approvals = _approvals.Approvals(state, self.clients)
+        self._simulator = Simulator(config.gateway, state, self.clients, clock)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self.operators.close()
+
+    async def sweep_forever(self) -> None:
+        """Give back released attestations once they expire; settle the rest via usage check."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                usage_check = self.usage_check
+                if usage_check is not None and usage_check is self.chain:
+                    usage_check = _OnItsChain(self.chain, self._chain_of)
+                released = self.state.sweep_expired(
+                    int(self._clock()), usage_check, self.trusts_release
+                )
+                if released:
+                    log.info("released expired unused attestations", count=released)
+            except Exception as exc:  # a broken usage check must not stop the gateway
+                log.warning("usage check failed", error=str(exc))
+
+    # -- auth and registration ------------------------------------------------------------------
+
+    def authenticate(self, header: str | None) -> ApiKeyEntry:
+        return self.keys.authenticate(header)
+
+    def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> dict[str, Any]:
+        """Accept an owner-signed registration (the operators check it again themselves)."""
+        client = self.clients.register(params, allow_paths=allow_paths)
+        registration = client.registration
+        return {
+            "policy_client": client.address,
+            "owner": to_checksum_address(registration.owner_hex),
+            "policy_id": "0x" + client.policy_id.hex(),
+            "policy_code_hash": "0x" + client.code_hash.hex(),
+            "expire_after": client.expire_after,
+            "chain_id": client.chain_id,
+            "version": registration.version,
+        }
+
+    async def deliver(self, clients: Sequence[PolicyClient] | None = None) -> list[str]:
+        """Hand registrations to every operator now (see ``_operators.deliver``); returns the
+        operators that did not take them."""
+        targets = list(self.clients) if clients is None else list(clients)
+        return await deliver(self.operators.links, targets)
+
+    def trusts_release(self, policy_client: str) -> bool:
+        """Whether a release the host reports stands at expiry when the usage check cannot
+        tell (see ``State.sweep_expired``): for a policy client whose own key signed its
+        registration (an EOA, not a vault), and with the chain usage check, which cannot tell
+        only when there is no code at the address (no vault could have used it)."""
+        client = self.clients.get(policy_client)
+        if client is not None and client.registration.self_owned:
+            return True
+        return (
+            self.chain is not None
+            and self.usage_check is self.chain
+            and self._chain_of(policy_client) == self.chain.chain_id
+        )
+
+    def _chain_of(self, policy_client: str) -> int | None:
+        client = self.clients.get(policy_client)
+        return None if client is None else client.chain_id
+
+    # -- the task request (the hot path) ---------------------------------------------------------
+
+    async def create_task(
+        self, key: ApiKeyEntry, rpc_id: str, params: Mapping[str, Any]
+    ) -> Encoded:
+        """Idempotent by (API key, rpc id): a retry gets the first answer, counted once."""
+        cache_key = (key.sha256, rpc_id)
+        fingerprint = hashlib.sha256(canonical_json(params)).digest()
+        cached = self.idempotency.lookup(cache_key, fingerprint)
+        if isinstance(cached, bytes):
+            return Encoded(cached)
+        if cached is not None:
+            return Encoded(await asyncio.shield(cached))
+        future = self.idempotency.begin(cache_key, fingerprint)
+        try:
+            result = await self._create_task(key, rpc_id, params)
+            answer = encode(result)
+        except BaseException as exc:
+            self.idempotency.drop(cache_key)  # errors record nothing: a retry re-runs
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            elif not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: concurrent retries see it, nobody else must
+            raise
+        if result["status"] == "success":
+            self.idempotency.keep(cache_key, answer)
+        else:
+            self.idempotency.drop(cache_key)
+        future.set_result(answer)
+        return Encoded(answer)
+
+    async def _create_task(
+        self, key: ApiKeyEntry, rpc_id: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        client = self.clients.usable(key, address_param(params, "policy_client"))
+        task = task_input(client, self.config.gateway, params)
+        intent = task.intent
+        intent_hash = intent.intent_hash
+        task_id = keccak(
+            address_word(bytes.fromhex(client.address[2:])) + intent_hash + rpc_id.encode()
+        )
+        task_id_hex = "0x" + task_id.hex()
+        stored = self.state.stored_result(task_id_hex)
+        if stored is not None:
+            return stored
+        now = int(self._clock())
+        expires_at = now + client.expire_after
+        intent_hash_hex = "0x" + intent_hash.hex()
+        reservation = self.state.reserve(
+            policy_client=client.address,
+            agent=intent.from_,
+            windows=client.windows,
+            task_id=task_id_hex,
+            asset=task.spend_asset,
+            amount=task.spend_amount,
+            now=now,
+        )
+        approval: dict[str, Any] | None = None
+        recorded = False
+        try:
+            # Claimed in the same synchronous step that builds the operators' input: of
+            # concurrent tasks for one approved intent only this one gets the signed approval
+            # (each operator checks it and signs one allow per approval); given back below
+            # unless the task is allowed.
+            approval = self.state.claim_approval(client.address, intent_hash_hex, task_id_hex, now)
+            wasm = wasm_data(
+                task, reservation.history, now, intent_hash_hex, approved=approval is not None
+            )
+            wasm_json = canonical_json(wasm)  # once: for the operators and in the result
+            outcome = await self.operators.ask(
+                task, task_id, wasm_json, expires_at, intent_hash, approval
+            )
+            result = task_result(task, task_id_hex, now, expires_at, wasm, wasm_json, outcome)
+            if outcome.decision == "allow":
+                try:
+                    self.state.record(reservation, expires_at=expires_at, result=result)
+                except TaskAlreadyRecorded:  # the same task from another key or replica at once
+                    stored = self.state.stored_result(task_id_hex)
+                    if stored is None:
+                        raise
+                    return stored
+                recorded = True
+                if approval is not None:
+                    self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
+            elif outcome.decision == "approval_required":
+                parked = self.state.park_approval(
+                    policy_client=client.address,
+                    intent_hash=intent_hash_hex,
+                    intent=task.intent.wire(),
+                    spend=wasm["spend"],
+                    reasons=outcome.votes[0].reasons,
+                    now=now,
+                    ttl=self.config.gateway.approval_ttl,
+                )
+                if parked is None:
+                    log.warning("too many live approval requests", policy_client=client.address)
+            return result
+        finally:
+            if not recorded:
+                self.state.cancel(reservation)
+                if approval is not None:
+                    self.state.unclaim_approval(client.address, intent_hash_hex, task_id_hex)
+
+    # -- the other methods ---------------------------------------------------------------------
+
+    async def simulate(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Evaluate once here, sign nothing, record nothing (``_simulate``)."""
+        return self._simulator.simulate(key, params)
+
+    def network_info(self) -> dict[str, Any]:
+        """What a client may rely on: ECDSA quorum attestations, and ``newt_createTask`` is
+        deduplicated by (API key, JSON-RPC id), so a retry with the same id is the same task.
+        Deliberately no operator list: a client takes its operators from its own config."""
+        return {
+            "scheme": "ecdsa",
+            "dedupes": True,
+            "network": "agentguard-reference",
+            "expiry": "unix-seconds",
+        }
+
+    def release(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _settle.release(
+            self.state,
+            key,
+            params,
+            now=int(self._clock()),
+            trusted=lambda pc: self.usage_check is None and self.trusts_release(pc),
+        )
+
+    def commit(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return _settle.commit(self.state, key, params)
+
+    def list_approvals(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.approvals.list(key, params, int(self._clock()))
+
+    def approve(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.approvals.approve(key, params, int(self._clock()))
+
+    def reject(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.approvals.reject(key, params, int(self._clock()))
+
+    def approval_status(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.approvals.status(key, params, int(self._clock()))
+
+    async def dispatch(
+        self, key: ApiKeyEntry, rpc_id: Any, method: str, params: Mapping[str, Any]
+    ) -> Any:
+        """One JSON-RPC call (``_dispatch``); a ``newt_createTask`` answer comes ``Encoded``."""
+        return await _dispatch.dispatch(self, key, rpc_id, method, params)
+
+
+class _OnItsChain:
+    """The chain usage check, asked only about policy clients registered on the chain its RPC
+    serves: about a vault on another chain it can tell nothing (no code at that address here,
+    or someone else's contract), so the answer is "cannot tell" and a release stays counted."""
+
+    def __init__(self, chain: ChainUsageCheck, chain_of: Callable[[str], int | None]) -> None:
+        self._chain = chain
+        self._chain_of = chain_of
+
+    def was_used(self, task: TaskRecord) -> bool | Pending | None:
+        if self._chain_of(task.policy_client) != self._chain.chain_id:
+            return None
+        return self._chain.was_used(task)

@@ -1,0 +1,263 @@
+"""Hedged fan-out: ask a quorum's worth of operators, widen when needed, count valid votes.
+
+A vote counts only if the operator's signature recovers to its registered key over the
+digest the gateway computes itself for this task; the first decision a quorum agrees on
+wins. Operators are asked in rotation (so load and fault reports spread); the rest are asked
+too when one fails, when they disagree, or when the answers are slower than usual. On a
+small host every extra evaluation competes for the same cores; a healthy quorum never needs
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentguard._attestation import attestation_digest, recover_signer
+from agentguard._exceptions import MalformedSignature
+from agentguard.network._rpc import POLICY_EVALUATION_ERROR, RPCError
+from agentguard.network.gateway._operators import (
+    Bodies,
+    OperatorFailure,
+    OperatorLink,
+    call_operator,
+    members,
+    operator_error,
+)
+from agentguard.network.gateway._params import HEX
+from agentguard.network.gateway._validation import TaskInput
+
+__all__ = ["HEDGE_MIN", "FanOut", "Outcome", "Vote", "vote"]
+
+HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
+_DECISIONS = ("allow", "deny", "approval_required")
+
+
+@dataclass
+class Vote:
+    link: OperatorLink
+    reasons: list[str]
+    signature: str
+
+
+@dataclass
+class Outcome:
+    """A quorum's ``decision`` and its votes, or ``failure`` (why no quorum); the operator
+    errors seen on the way, in Newton's shape."""
+
+    decision: str | None
+    votes: list[Vote]
+    errors: list[dict[str, Any]]
+    failure: str | None
+
+
+def vote(
+    link: OperatorLink,
+    reply: Any,
+    *,
+    intent_hash_hex: str,
+    policy_id_hex: str,
+    digests: Mapping[bool, bytes],
+) -> tuple[str, Vote]:
+    """Accept an operator's answer only if its signature verifies against our digest."""
+    if not isinstance(reply, dict):
+        raise OperatorFailure("invalid_response", "result is not an object", retryable=False)
+    decision = reply.get("decision")
+    if decision not in _DECISIONS:
+        raise OperatorFailure(
+            "invalid_response", f"unknown decision {decision!r:.40}", retryable=False
+        )
+    if str(reply.get("intent_hash", "")).lower() != intent_hash_hex:
+        raise OperatorFailure("mismatch", "operator evaluated a different intent", retryable=False)
+    if str(reply.get("policy_id", "")).lower() != policy_id_hex:
+        raise OperatorFailure(
+            "mismatch",
+            "operator computed a different policy id (different policy code or params)",
+            retryable=False,
+        )
+    reasons = reply.get("reasons", [])
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise OperatorFailure(
+            "invalid_response", "reasons must be a list of strings", retryable=False
+        )
+    signature = reply.get("signature")
+    try:
+        if not isinstance(signature, str) or not HEX.match(signature):
+            raise MalformedSignature("signature is not hex")
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        signer = recover_signer(digests[decision == "allow"], raw)
+    except MalformedSignature as exc:
+        raise OperatorFailure("bad_signature", exc.message, retryable=False) from None
+    if signer != link.address_bytes:
+        raise OperatorFailure(
+            "bad_signature",
+            f"signature recovers to 0x{signer.hex()}, not to the operator's registered key",
+            retryable=False,
+        )
+    return decision, Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+
+
+class _Digests(dict[bool, bytes]):
+    """The attestation digest for ``allow`` (``True``) or not, computed when a vote needs it:
+    a quorum that agrees needs only one of the two."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def __missing__(self, allow: bool) -> bytes:
+        digest = self[allow] = attestation_digest(allow=allow, **self._fields)
+        return digest
+
+
+class FanOut:
+    """The operators of this gateway, asked for one task at a time."""
+
+    def __init__(self, links: Sequence[OperatorLink], clock: Callable[[], float]) -> None:
+        self.links = list(links)
+        self._clock = clock
+        self._rotation = 0
+        self._latency = 0.0  # moving average of time-to-quorum, seconds
+        self._background: set[asyncio.Future[Any]] = set()
+
+    def hedge_delay(self) -> float:
+        """How long a quorum may take before the remaining operators are asked too."""
+        return max(HEDGE_MIN, 3 * self._latency) if self._latency else HEDGE_MIN
+
+    def _observe_latency(self, seconds: float) -> None:
+        self._latency = seconds if not self._latency else 0.9 * self._latency + 0.1 * seconds
+
+    def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for link in self.links:
+            link.http.close()
+
+    async def ask(
+        self,
+        task: TaskInput,
+        task_id: bytes,
+        wasm_json: bytes,
+        expires_at: int,
+        intent_hash: bytes,
+        approval: dict[str, Any] | None = None,
+    ) -> Outcome:
+        client = task.client
+        fields: dict[str, Any] = {
+            "task_id": "0x" + task_id.hex(),
+            "chain_id": task.intent.chain_id,
+            "intent": task.intent.wire(),
+            "expires_at": expires_at,
+        }
+        if approval is not None:
+            fields["approval"] = approval  # each operator checks it before trusting approved
+        bodies = Bodies(
+            client.request_lean, client.request_full, members(fields) + b',"wasm":' + wasm_json
+        )
+        digests = _Digests(
+            chain_id=task.intent.chain_id,
+            policy_client=bytes.fromhex(client.address[2:]),
+            task_id=task_id,
+            policy_id=client.policy_id,
+            intent_hash=intent_hash,
+            expires_at=expires_at,
+        )
+        expected = {
+            "intent_hash_hex": "0x" + intent_hash.hex(),
+            "policy_id_hex": "0x" + client.policy_id.hex(),
+        }
+        total = len(self.links)
+        needed = -(-total * task.percentage // 100)
+        start = self._rotation % total
+        self._rotation += 1
+        waiting = self.links[start:] + self.links[:start]
+        calls: dict[asyncio.Future[Any], OperatorLink] = {}
+
+        def launch(count: int) -> None:
+            for _ in range(min(count, len(waiting))):
+                link = waiting.pop(0)
+                call = asyncio.ensure_future(
+                    call_operator(link, client.code_hash, bodies, task.timeout)
+                )
+                calls[call] = link
+
+        def error(link: OperatorLink, failure: OperatorFailure) -> None:
+            failures.append(failure)
+            errors.append(operator_error(link, failure, int(self._clock())))
+
+        launch(needed)
+        votes: dict[str, list[Vote]] = {}
+        errors: list[dict[str, Any]] = []
+        failures: list[OperatorFailure] = []
+        winner: str | None = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + task.timeout
+        hedge_at = started + self.hedge_delay()
+        pending = set(calls)
+        while pending and winner is None:
+            now = loop.time()
+            if now >= deadline:
+                break
+            wake = deadline if not waiting else min(deadline, hedge_at)
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
+            )
+            widen = 0
+            for call in done:
+                link = calls[call]
+                try:
+                    decision, cast = vote(link, call.result(), digests=digests, **expected)
+                except OperatorFailure as exc:
+                    error(link, exc)
+                    widen += 1
+                    continue
+                except Exception as exc:  # never let one operator break the task
+                    error(link, OperatorFailure("internal", type(exc).__name__, retryable=True))
+                    widen += 1
+                    continue
+                votes.setdefault(decision, []).append(cast)
+                if winner is None and len(votes[decision]) * 100 >= total * task.percentage:
+                    winner = decision
+                    self._observe_latency(loop.time() - started)
+            if winner is None and waiting:
+                if len(votes) > 1 or loop.time() >= hedge_at:
+                    widen = len(waiting)  # disagreement or slowness: ask everyone left
+                if widen:
+                    before = set(calls)
+                    launch(widen)
+                    pending |= set(calls) - before
+        for call in pending:
+            if winner is None:
+                call.cancel()
+                error(
+                    calls[call],
+                    OperatorFailure(
+                        "timeout", f"no answer within {task.timeout:g}s", retryable=True
+                    ),
+                )
+            self._background.add(call)  # finishes in the background, keeping its connection
+            call.add_done_callback(self._forget)
+        if winner is not None:
+            return Outcome(winner, votes[winner], errors, None)
+        if (
+            failures
+            and len(failures) == total
+            and all(f.rpc_code == POLICY_EVALUATION_ERROR for f in failures)
+        ):
+            raise RPCError(POLICY_EVALUATION_ERROR, failures[0].message)
+        tally = ", ".join(f"{d}: {len(v)}" for d, v in sorted(votes.items())) or "no valid answers"
+        message = (
+            f"quorum_not_reached: {needed} of {total} operators must agree "
+            f"({task.percentage}%); got {tally}; {len(errors)} operator error(s)"
+        )
+        if errors:
+            message += ": " + "; ".join(f"{e['operator_address']}: {e['message']}" for e in errors)
+        return Outcome(None, [], errors, message)
+
+    def _forget(self, call: asyncio.Future[Any]) -> None:
+        self._background.discard(call)
+        if not call.cancelled():
+            call.exception()  # mark retrieved; late answers are not needed

@@ -1,0 +1,191 @@
+"""The operator links: one keep-alive connection pool per operator, and one call to it.
+
+An operator's answer becomes a result or an ``OperatorFailure`` (Newton's ``OperatorError``
+shape comes from ``operator_error``); nothing an operator sends can raise anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentguard._eip712 import keccak
+from agentguard._json import strict_loads
+from agentguard._logging import get_logger
+from agentguard.network._http import HTTPError, KeepAliveClient
+from agentguard.network._keys import load_token
+from agentguard.network._rpc import POLICY_REQUIRED
+from agentguard.network.config import OperatorEntry
+
+if TYPE_CHECKING:
+    from agentguard.network.gateway._registry import PolicyClient
+
+__all__ = [
+    "Bodies",
+    "OperatorFailure",
+    "OperatorLink",
+    "call_operator",
+    "deliver",
+    "members",
+    "operator_error",
+]
+
+log = get_logger("agentguard.network.gateway")
+
+# Newton's ``operator_errors[].error_code`` is a number; ours are these (HTTP-like for
+# transport trouble), or the operator's own JSON-RPC error code; ``error_type`` names it.
+_ERROR_CODES = {
+    "timeout": 408,
+    "unreachable": 503,
+    "invalid_response": 502,
+    "mismatch": 409,
+    "bad_signature": 401,
+    "internal": 500,
+}
+
+
+class OperatorLink:
+    def __init__(self, entry: OperatorEntry) -> None:
+        self.url = entry.url
+        self.address = entry.address
+        self.address_bytes = bytes.fromhex(entry.address[2:])
+        self.operator_id = "0x" + keccak(self.address_bytes).hex()
+        self.has_code: set[bytes] = set()
+        self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
+
+
+class OperatorFailure(Exception):
+    def __init__(self, code: str, message: str, *, retryable: bool, rpc_code: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.rpc_code = rpc_code
+
+    @property
+    def number(self) -> int:
+        if self.rpc_code is not None:
+            return self.rpc_code
+        if self.code.startswith("http_") and self.code[5:].isdigit():
+            return int(self.code[5:])
+        return _ERROR_CODES.get(self.code, 500)
+
+
+def operator_error(link: OperatorLink, failure: OperatorFailure, now: int) -> dict[str, Any]:
+    """Newton's ``OperatorError``: numeric ``error_code``, ``timestamp`` as a string (RFC
+    3339, UTC); ``error_type`` is the reference network's name for the code."""
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return {
+        "operator_address": link.address,
+        "operator_id": link.operator_id,
+        "error_code": failure.number,
+        "error_type": failure.code,
+        "message": failure.message,
+        "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "retryable": failure.retryable,
+    }
+
+
+def members(fields: dict[str, Any]) -> bytes:
+    """``fields`` as JSON object members, without the braces, to be spliced into a request."""
+    return json.dumps(fields, separators=(",", ":")).encode()[1:-1]
+
+
+_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"newt_evaluateAndSign","params":{'
+
+
+class Bodies:
+    """One task's operator request, as bytes: the policy client's part, encoded once at
+    registration without and with the policy code (``PolicyClient.request_lean``/``_full``),
+    and the task's part, encoded once for every operator asked."""
+
+    def __init__(self, lean: bytes, full: bytes, task: bytes) -> None:
+        self._lean = lean
+        self._full = full
+        self._task = task
+
+    def get(self, with_policy: bool) -> bytes:
+        return _PREFIX + (self._full if with_policy else self._lean) + b"," + self._task + b"}}"
+
+
+async def call_operator(
+    link: OperatorLink, code_hash: bytes, bodies: Bodies, timeout: float
+) -> Any:
+    """The operator's ``result``: sent without the policy code while it holds that code,
+    and once more with it if it asks (it restarted)."""
+    with_policy = code_hash not in link.has_code
+    for _ in range(2):
+        try:
+            status, content = await link.http.post(bodies.get(with_policy), timeout)
+        except TimeoutError:
+            raise OperatorFailure(
+                "timeout", "operator did not answer in time", retryable=True
+            ) from None
+        except HTTPError as exc:
+            raise OperatorFailure(
+                "unreachable", f"operator unreachable: {exc}", retryable=True
+            ) from None
+        if status != 200:
+            raise OperatorFailure(
+                f"http_{status}", f"operator answered HTTP {status}", retryable=status >= 500
+            )
+        try:
+            reply = strict_loads(content)
+        except ValueError:
+            raise OperatorFailure(
+                "invalid_response", "operator answered non-JSON", retryable=True
+            ) from None
+        if not isinstance(reply, dict):
+            raise OperatorFailure(
+                "invalid_response", "operator answer is not an object", retryable=True
+            )
+        error = reply.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            if code == POLICY_REQUIRED and not with_policy:
+                link.has_code.discard(code_hash)  # the operator restarted: send the code
+                with_policy = True
+                continue
+            raise OperatorFailure(
+                f"rpc_{code}",
+                str(error.get("message", "operator error"))[:500],
+                retryable=False,
+                rpc_code=code if isinstance(code, int) else None,
+            )
+        link.has_code.add(code_hash)
+        return reply.get("result")
+    raise OperatorFailure(
+        "invalid_response", "operator kept asking for the policy", retryable=False
+    )
+
+
+async def deliver(links: Sequence[OperatorLink], clients: Sequence[PolicyClient]) -> list[str]:
+    """Hand registrations to every operator now (they also travel with each task), so an
+    operator holds the owner's before anyone can offer it another. Returns the operators
+    that did not take them (they get them with their next task)."""
+    if not clients:
+        return []
+
+    async def one(link: OperatorLink) -> str | None:
+        for client in clients:
+            envelope = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "agentguard_holdRegistration",
+                "params": {"registration": client.registration_json},
+            }
+            try:
+                status, content = await link.http.post(json.dumps(envelope).encode(), 5.0)
+                reply = strict_loads(content) if status == 200 else None
+            except (TimeoutError, HTTPError, ValueError):
+                reply = None
+            if not isinstance(reply, dict) or "result" not in reply:
+                log.warning("operator did not take a registration", operator=link.address)
+                return link.address
+        return None
+
+    missed = await asyncio.gather(*(one(link) for link in links))
+    return [m for m in missed if m is not None]

@@ -1,0 +1,234 @@
+"""The policy clients this gateway serves: owner-signed registrations, checked and held.
+
+Everything a task needs from its client that does not depend on the task (the policy id, the
+windows its params name, the policy material, the params as hex) is computed once, here, when
+the client is registered or loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eth_utils.address import to_checksum_address
+
+from agentguard._exceptions import ConfigurationError
+from agentguard._logging import get_logger
+from agentguard.network.config import ApiKeyEntry, GatewaySettings
+from agentguard.network.gateway._auth import require_use
+from agentguard.network.gateway._operators import members
+from agentguard.network.gateway._params import invalid
+from agentguard.network.registration import Registration
+from agentguard.network.state import (
+    DEFAULT_WINDOWS,
+    PolicyClientRecord,
+    State,
+    policy_from_spec,
+    policy_material,
+)
+from agentguard.policies import Policy
+
+if TYPE_CHECKING:
+    from agentguard.network.usage import ChainUsageCheck
+
+__all__ = ["Clients", "PolicyClient", "validated_params"]
+
+log = get_logger("agentguard.network.gateway")
+
+CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
+
+
+def _windows(params: Any) -> tuple[int, ...]:
+    """Every ``window_seconds`` value anywhere in the params, plus 3600 and 86400."""
+    found: set[int] = set(DEFAULT_WINDOWS)
+    stack = [params]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "window_seconds" and isinstance(value, int) and value > 0:
+                    found.add(value)
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class PolicyClient:
+    """A registered policy client: shared policy logic + its owner-signed configuration."""
+
+    address: str
+    policy: Policy
+    registration: Registration
+    registration_json: dict[str, Any]
+    params: Any
+    expire_after: int
+    chain_id: int
+    policy_id: bytes
+    windows: tuple[int, ...]
+    material: dict[str, Any]
+    params_hex: str
+    request_lean: bytes  # the client's part of every operator request (``Bodies``)
+    request_full: bytes  # the same with the policy code, for an operator that lacks it
+
+    @property
+    def code_hash(self) -> bytes:
+        return self.policy.code_hash
+
+    @classmethod
+    def from_record(cls, record: PolicyClientRecord) -> PolicyClient:
+        registration = record.registration
+        address = to_checksum_address(registration.policy_client_hex)
+        material = policy_material(record.policy)
+        registration_json = registration.to_json()
+        fixed: dict[str, Any] = {
+            "policy_client": address,
+            "policy_code_hash": "0x" + record.policy.code_hash.hex(),
+            "params": registration.params,
+            "expire_after": registration.expire_after,
+            "registration": registration_json,
+        }
+        return cls(
+            address=address,
+            policy=record.policy,
+            registration=registration,
+            registration_json=registration_json,
+            params=registration.params,
+            expire_after=registration.expire_after,
+            chain_id=registration.chain_id,
+            policy_id=registration.policy_id,
+            windows=_windows(registration.params),
+            material=material,
+            params_hex="0x" + registration.params_json.hex(),
+            request_lean=members(fixed),
+            request_full=members({**fixed, "policy": material}),
+        )
+
+
+def validated_params(policy: Policy, params: Any) -> None:
+    if not isinstance(params, dict):
+        raise invalid("params must be a JSON object")
+    if not policy.params_schema:
+        return
+    import jsonschema
+
+    schema = dict(policy.params_schema)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    try:
+        validator_cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise invalid(f"the policy's params schema is invalid: {exc.message}") from None
+    errors = sorted(validator_cls(schema).iter_errors(params), key=lambda e: list(e.path))
+    if errors:
+        shown = []
+        for error in errors[:5]:
+            where = "params" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path
+            )
+            shown.append(f"{where}: {error.message}")
+        raise invalid("params do not match the policy's schema: " + "; ".join(shown))
+
+
+class Clients:
+    """The registered clients by lower-case address, loaded from ``state`` and kept current
+    by ``register``. A client registered (or re-registered) through another gateway replica
+    sharing the state is read from there (``State.policy_client``): the first time a request
+    names it, and again every ``CLIENT_REFRESH`` seconds on a shared state, so a cap lowered
+    through one replica holds on every replica."""
+
+    def __init__(
+        self, settings: GatewaySettings, state: State, chain: ChainUsageCheck | None
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._chain = chain
+        self._by_address: dict[str, PolicyClient] = {}
+        self._fresh: dict[str, float] = {}  # when a shared state's client is next re-read
+        for record in state.policy_clients():
+            self._by_address[record.registration.policy_client_hex] = PolicyClient.from_record(
+                record
+            )
+
+    def __iter__(self) -> Iterator[PolicyClient]:
+        return iter(list(self._by_address.values()))
+
+    def get(self, address: str) -> PolicyClient | None:
+        key = address.lower()
+        client = self._by_address.get(key)
+        if client is None or (self._state.shared and self._fresh.get(key, 0.0) < time.monotonic()):
+            record = self._state.policy_client(key)
+            if record is None:
+                return client
+            if client is None or record.registration.version != client.registration.version:
+                client = self._by_address[key] = PolicyClient.from_record(record)
+            self._fresh[key] = time.monotonic() + CLIENT_REFRESH
+        return client
+
+    def registered(self, address: str) -> PolicyClient:
+        client = self.get(address)
+        if client is None:
+            raise invalid(f"policy client {address} is not registered with this gateway")
+        return client
+
+    def usable(self, key: ApiKeyEntry, address: str) -> PolicyClient:
+        client = self.get(address)
+        if client is None:
+            raise invalid(
+                f"policy client {address} is not registered with this gateway "
+                "(register it with agentguard_registerPolicyClient)"
+            )
+        require_use(key, address)
+        return client
+
+    def by_policy_id(self, policy_id: bytes) -> PolicyClient | None:
+        return next((c for c in self._by_address.values() if c.policy_id == policy_id), None)
+
+    def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> PolicyClient:
+        """Accept an owner-signed registration (the operators check it again themselves)."""
+        if "registration" not in params:
+            raise invalid(
+                "registration is missing: a policy client's policy, params and expiry must be "
+                "signed by its owner (ReferenceNetwork.register_policy_client or "
+                "'agentguard network register' produce one)"
+            )
+        try:
+            registration = Registration.from_json(params.get("registration"))
+            policy = policy_from_spec(params.get("policy"), allow_paths=allow_paths)
+        except ConfigurationError as exc:
+            raise invalid(exc.message) from None
+        if policy.code_hash != registration.policy_code_hash:
+            raise invalid(
+                f"the policy hashes to 0x{policy.code_hash.hex()}, not to the registered "
+                f"policy_code_hash 0x{registration.policy_code_hash.hex()}"
+            )
+        validated_params(policy, registration.params)
+        if registration.chain_id not in self._settings.chain_ids:
+            raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
+        held = self.get(registration.policy_client_hex)
+        try:
+            chain_owner = self._check_owner(registration)
+            registration.replaces(held.registration if held else None, chain_owner=chain_owner)
+        except ConfigurationError as exc:
+            raise invalid(exc.message) from None
+        record = PolicyClientRecord(registration, policy)
+        self._state.save_policy_client(record)
+        client = PolicyClient.from_record(record)
+        self._by_address[registration.policy_client_hex] = client
+        return client
+
+    def _check_owner(self, registration: Registration) -> str | None:
+        """A contract client (a vault) must be registered by its ``owner()``; returns the
+        owner the chain confirmed (``None``: cannot tell)."""
+        if self._chain is not None:
+            return self._chain.check_owner(registration)
+        if not registration.self_owned:
+            log.warning(
+                "no chain RPC: cannot check the owner of a contract policy client; its "
+                "released attestations stay counted (set gateway.chain_rpc)",
+                policy_client=registration.policy_client_hex,
+            )
+        return None
