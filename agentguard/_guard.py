@@ -568,7 +568,18 @@ class Guard(_Connect):
         )
         return run_sync(self, name, arguments, invoker(fn), options)  # type: ignore[no-any-return]
 
+    def flush(self, timeout: float = 5.0) -> int:
+        """Wait (at most ``timeout`` s) until the gateway was told what became of every
+        attestation (commit/release run in the background); returns how many calls are still
+        pending. The local ledger never waits for this: it settles synchronously."""
+        from agentguard.pipeline import flush
+
+        return flush(self, timeout)
+
     def close(self) -> None:
+        """Drain the pending gateway bookkeeping (bounded; what is left stays counted by the
+        network), then close the gateway client."""
+        self.flush()
         self.authorizer.close()
 
     def __enter__(self) -> Guard:
@@ -640,7 +651,14 @@ class AsyncGuard(_Connect):
         invoke = invoker(fn)
         return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]
 
+    async def flush(self, timeout: float = 5.0) -> int:
+        """``Guard.flush`` for asyncio."""
+        from agentguard.pipeline import aflush
+
+        return await aflush(self, timeout)
+
     async def aclose(self) -> None:
+        await self.flush()
         await self.authorizer.aclose()
 
     async def __aenter__(self) -> AsyncGuard:
