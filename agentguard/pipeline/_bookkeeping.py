@@ -62,7 +62,8 @@ BACKOFF = 0.5
 """Seconds before the second round; doubles each round, at most ``MAX_BACKOFF``."""
 MAX_BACKOFF = 8.0
 IDLE_SECONDS = 2.0
-"""A worker with nothing to do for this long ends (the next call starts one)."""
+"""A worker thread with nothing to do for this long ends (the next call starts one); an
+asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
 _REMEMBERED = 4096
 """Task ids whose call is done, remembered so a duplicate submission sends nothing."""
 
@@ -252,14 +253,18 @@ class AsyncBookkeeper:
         """Queue ``call``; must be called on a running event loop."""
         if not self._queue.add(call):
             return
-        loop = asyncio.get_running_loop()
+        self._start(asyncio.get_running_loop())
+        if self._wake is not None:
+            self._wake.set()
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A worker on ``loop`` unless one runs there (one whose loop is gone is replaced)."""
         worker = self._worker
         if worker is None or worker.done() or worker.get_loop() is not loop:
             self._wake, self._idle = asyncio.Event(), asyncio.Event()
-            self._worker = loop.create_task(self._work(), name="agentguard-bookkeeping")
-        assert self._wake is not None and self._idle is not None
-        self._idle.clear()
-        self._wake.set()
+            self._worker = loop.create_task(
+                self._work(self._wake, self._idle), name="agentguard-bookkeeping"
+            )
 
     @property
     def pending(self) -> int:
@@ -267,35 +272,27 @@ class AsyncBookkeeper:
 
     async def flush(self, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
         """``Bookkeeper.flush`` for asyncio."""
-        worker, idle = self._worker, self._idle
-        if self._queue.outstanding() and (
-            worker is None or worker.done() or worker.get_loop() is not asyncio.get_running_loop()
-        ):  # the loop that queued them is gone: serve them here
-            self._wake, self._idle = asyncio.Event(), asyncio.Event()
-            self._worker = worker = asyncio.get_running_loop().create_task(self._work())
-            idle = self._idle
-        if idle is not None and self._queue.outstanding():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(idle.wait(), max(0.0, timeout))
+        if not self._queue.outstanding():
+            return 0
+        self._start(asyncio.get_running_loop())  # the loop that queued them may be gone
+        assert self._idle is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
         return self._queue.outstanding()
 
-    async def _work(self) -> None:
-        wake, idle = self._wake, self._idle
-        assert wake is not None and idle is not None
-        while True:
-            job = self._queue.take()
-            if not isinstance(job, _Job):
-                if job is None:
-                    idle.set()
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), IDLE_SECONDS if job is None else job)
-                except TimeoutError:
-                    if job is None and not self._queue.outstanding():
-                        return
-                continue
-            error = await self._send(job.call)
-            self._queue.finish(job, error, self.backoff, self.rounds)
+    async def _work(self, wake: asyncio.Event, idle: asyncio.Event) -> None:
+        """Send until nothing is queued, then end (the next ``submit`` starts another)."""
+        try:
+            while (job := self._queue.take()) is not None:
+                if not isinstance(job, _Job):  # a retry not yet due (or a new call, sooner)
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), job)
+                    continue
+                error = await self._send(job.call)
+                self._queue.finish(job, error, self.backoff, self.rounds)
+        finally:
+            idle.set()
 
     async def _send(self, call: Call) -> Exception | None:
         guard = self._guard()

@@ -384,3 +384,62 @@ async def test_async_guard_commits_in_the_background_and_aclose_drains(
     assert len(seen) == 1
     with connect(network, client) as again, pytest.raises(PolicyDenied):
         pay(again, Ledger())
+
+
+class _AsyncAuthorizer:
+    """An async gateway client whose commit fails ``failures`` times, then succeeds."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.delivered = failures, 0, 0
+
+    async def commit(self, task_id: str, outcome: str) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise GatewayUnavailable("down (test)")
+        self.delivered += 1
+
+
+class _Holder:
+    def __init__(self, authorizer: _AsyncAuthorizer) -> None:
+        self.authorizer = authorizer
+
+
+@pytest.mark.parametrize(("failures", "delivered"), [(0, 1), (2, 1), (99, 0)])
+async def test_the_async_worker_retries_then_delivers_or_leaves_counted(
+    failures: int, delivered: int
+) -> None:
+    from agentguard.pipeline import GatewayCommit
+    from agentguard.pipeline._bookkeeping import async_bookkeeper
+
+    holder = _Holder(_AsyncAuthorizer(failures))
+    book = async_bookkeeper(holder)
+    book.submit(GatewayCommit("0x" + "22" * 32, "landed"))
+    book.submit(GatewayCommit("0x" + "22" * 32, "landed"))  # a duplicate: sent once
+    assert await _bookkeeping.aflush(holder) == 0
+    rounds = _bookkeeping.AsyncBookkeeper.rounds
+    assert holder.authorizer.calls == min(failures + 1, rounds)
+    assert holder.authorizer.delivered == delivered
+
+
+def test_a_call_queued_on_a_loop_that_ended_is_sent_by_the_next_flush() -> None:
+    """The asyncio worker dies with its loop (``asyncio.run`` returned while the gateway was
+    down): the pending call is not lost, the next loop's flush sends it."""
+    from agentguard.pipeline import GatewayCommit
+    from agentguard.pipeline._bookkeeping import async_bookkeeper
+
+    holder = _Holder(_AsyncAuthorizer(1))
+    book = async_bookkeeper(holder)
+    book.rounds = 2
+    book.backoff = 30.0  # the retry would come long after this loop ends
+
+    async def queue_and_leave() -> None:
+        book.submit(GatewayCommit("0x" + "33" * 32, "landed"))
+        await asyncio.sleep(0)  # the first round fails
+
+    asyncio.run(queue_and_leave())
+    assert book.pending == 1 and holder.authorizer.delivered == 0
+    book.backoff = 0.01
+    for job in book._queue.jobs:  # due now
+        job.due = 0.0
+    assert asyncio.run(_bookkeeping.aflush(holder, 5.0)) == 0
+    assert holder.authorizer.delivered == 1
