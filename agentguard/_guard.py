@@ -599,6 +599,8 @@ class AsyncGuard(_Connect):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> VerifiedAttestation:
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
+        if not getattr(self.verifier, "blocking", True):  # CPU only: a thread hop costs more
+            return self._verify(attestation, intent)
         # off the event loop: a verifier may block on RPC round trips (NewtonVerifier reads
         # the chain 4-8 times), which would stall every other coroutine of the agent
         return await asyncio.to_thread(self._verify, attestation, intent)

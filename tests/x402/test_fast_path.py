@@ -161,3 +161,23 @@ def test_the_fast_path_keeps_refusing_a_changed_authorization() -> None:
     with pytest.raises(IntentMismatch, match="payee"):
         SIGNER.sign_payment(verified, typed)
     assert typed["message"]["to"] != PAYEE
+
+
+def test_only_a_cpu_only_verifier_runs_on_the_event_loop() -> None:
+    """``AsyncGuard`` verifies inline (a thread hop costs more than two recoveries) only when
+    the verifier says it cannot wait on I/O: a shared replay guard (Redis, SQL) or a subclass
+    of the memory one keeps verification off the loop."""
+    from agentguard._verifier import MemoryReplayGuard
+
+    class Shared:
+        def claim(self, task_id: bytes, expires_at: int) -> bool:
+            return True
+
+    class Subclassed(MemoryReplayGuard):
+        pass
+
+    addresses = OPERATORS.addresses
+    assert Verifier(addresses, policy_client=POLICY_CLIENT).blocking is False
+    for guard in (Shared(), Subclassed()):
+        verifier = Verifier(addresses, policy_client=POLICY_CLIENT, replay_guard=guard)
+        assert verifier.blocking is True
