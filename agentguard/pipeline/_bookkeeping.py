@@ -185,11 +185,16 @@ class Bookkeeper:
         with self._cond:
             if not self._queue.add(call):
                 return
-            if self._worker is None:
-                self._worker = threading.Thread(
+            if self._worker is None or not self._worker.is_alive():  # none yet, or forked
+                worker = threading.Thread(
                     target=self._work, name="agentguard-bookkeeping", daemon=True
                 )
-                self._worker.start()
+                try:
+                    worker.start()
+                except RuntimeError as exc:  # no thread to be had: the next call tries again
+                    log.warning("bookkeeping worker not started", error=str(exc))
+                else:
+                    self._worker = worker
             self._cond.notify_all()
 
     @property

@@ -30,7 +30,12 @@ from agentguard._gateway import ApprovalStatus
 from agentguard._logging import get_logger
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Reservation
-from agentguard.pipeline._bookkeeping import async_bookkeeper, bookkeeper
+from agentguard.pipeline._bookkeeping import (
+    AsyncBookkeeper,
+    Bookkeeper,
+    async_bookkeeper,
+    bookkeeper,
+)
 from agentguard.pipeline._flow import Action, guarded
 from agentguard.pipeline._outcomes import Outcome, Prepared, Sent, Settled, Signed
 from agentguard.pipeline._steps import (
@@ -226,6 +231,20 @@ def _interrupted(
         log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
 
 
+def _queue(
+    book: Callable[[Any], Bookkeeper | AsyncBookkeeper],
+    guard: Any,
+    step: GatewayCommit | GatewayRelease,
+) -> None:
+    """Hand a gateway call to the guard's background worker (``_bookkeeping``). Never raises
+    into the flow: the outcome is already settled locally, and the network keeps counting
+    what it is not told."""
+    try:
+        book(guard).submit(step)
+    except Exception as exc:
+        log.warning("gateway call not queued", task_id=step.task_id, error=type(exc).__name__)
+
+
 class Runner:
     """Runs flows blocking: ``runner.run(action, port)``."""
 
@@ -270,7 +289,7 @@ class Runner:
             case AwaitApproval():
                 return self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
-                bookkeeper(self.guard).submit(step)  # off the critical path; see _bookkeeping
+                _queue(bookkeeper, self.guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
 
@@ -355,10 +374,8 @@ class AsyncRunner:
                 return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
                 name = "release" if isinstance(step, GatewayRelease) else "commit"
-                if inspect.iscoroutinefunction(getattr(guard.authorizer, name, None)):
-                    async_bookkeeper(guard).submit(step)
-                else:
-                    bookkeeper(guard).submit(step)
+                asynchronous = inspect.iscoroutinefunction(getattr(guard.authorizer, name, None))
+                _queue(async_bookkeeper if asynchronous else bookkeeper, guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
 

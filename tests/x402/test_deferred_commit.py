@@ -443,3 +443,20 @@ def test_a_call_queued_on_a_loop_that_ended_is_sent_by_the_next_flush() -> None:
         job.due = 0.0
     assert asyncio.run(_bookkeeping.aflush(holder, 5.0)) == 0
     assert holder.authorizer.delivered == 1
+
+
+def test_a_queue_that_fails_never_turns_a_landed_payment_into_an_error(
+    capped: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread to be had (or any other failure queueing the call): the payment still
+    returns its answer, the local ledger is exact, and the gateway, never told, counts it."""
+
+    def broken(self: object, call: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_bookkeeping.Bookkeeper, "submit", broken)
+    ledger = Ledger()
+    assert pay(capped, ledger).status_code == 200
+    assert committed(ledger) == [PRICE]
+    with pytest.raises(PolicyDenied):
+        pay(capped, ledger)
