@@ -439,41 +439,44 @@ async def payment_layer(n: int, rounds: int) -> list[dict[str, Any]]:
     return out
 
 
-async def authorization_included(n: int, quick: bool) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    with official_server() as (url, server_pid):
-        real = httpx.AsyncHTTPTransport
-        server_before = _cpu_seconds(server_pid)
-        rows[OFFICIAL] = await measure(lambda: official(real()), n, url)
-        rows[OFFICIAL]["server_cpu_us"] = round(
-            (_cpu_seconds(server_pid) - server_before) / (n + WARMUP) * 1e6, 1
-        )
-        with ReferenceNetwork(operators=3, threshold_percentage=66, startup_timeout=120.0) as net:
-            net.register_policy_client(POLICY_CLIENT, "agent_spend", PARAMS)
-            pids = _network_pids(net)
-            async with AsyncGuard.connect(
-                net.url,
-                policy_client=POLICY_CLIENT,
-                operators=net.operator_addresses,
-                api_key=net.api_key,
-                policy_id=net.policy_clients[POLICY_CLIENT],
-            ) as guard:
-                cases: dict[str, Callable[[], httpx.AsyncClient]] = {
-                    "agentguard X402Auth": lambda: agentguard(guard, real()),
-                }
-                if not quick:
-                    payer = Account.from_key(AGENT_KEY).address
-                    hook = authorization_hook(guard, payer=payer)
-                    cases["official x402 client + agentguard hook"] = lambda: official(real(), hook)
+async def authorization_included(n: int, rounds: int, quick: bool) -> list[dict[str, Any]]:
+    runs: dict[str, list[dict[str, float]]] = {}
+    real = httpx.AsyncHTTPTransport
+    with (
+        official_server() as (url, server_pid),
+        ReferenceNetwork(operators=3, threshold_percentage=66, startup_timeout=120.0) as net,
+    ):
+        net.register_policy_client(POLICY_CLIENT, "agent_spend", PARAMS)
+        pids = _network_pids(net)
+        async with AsyncGuard.connect(
+            net.url,
+            policy_client=POLICY_CLIENT,
+            operators=net.operator_addresses,
+            api_key=net.api_key,
+            policy_id=net.policy_clients[POLICY_CLIENT],
+        ) as guard:
+            cases: dict[str, Callable[[], httpx.AsyncClient]] = {
+                OFFICIAL: lambda: official(real()),
+                "agentguard X402Auth": lambda: agentguard(guard, real()),
+            }
+            if not quick:
+                hook = authorization_hook(guard, payer=Account.from_key(AGENT_KEY).address)
+                cases["official x402 client + agentguard hook"] = lambda: official(real(), hook)
+            for _ in range(rounds):  # interleaved, like the payment layer
                 for name, make in cases.items():
                     net_before = sum(_cpu_seconds(p) for p in pids)
                     server_before = _cpu_seconds(server_pid)
-                    rows[name] = await measure(make, n, url, drain=guard.flush)
+                    row = await measure(make, n, url, drain=guard.flush)
                     spent = sum(_cpu_seconds(p) for p in pids) - net_before
-                    rows[name]["network_cpu_us"] = round(spent / (n + WARMUP) * 1e6, 1)
-                    rows[name]["server_cpu_us"] = round(
+                    row["network_cpu_us"] = round(spent / (n + WARMUP) * 1e6, 1)
+                    row["server_cpu_us"] = round(
                         (_cpu_seconds(server_pid) - server_before) / (n + WARMUP) * 1e6, 1
                     )
+                    runs.setdefault(name, []).append(row)
+    rows = {
+        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for name, results in runs.items()
+    }
     base = rows[OFFICIAL]
     out = []
     for name, row in rows.items():
@@ -518,7 +521,7 @@ NOTES = (
 
 async def main(n: int, quick: bool, json_path: str | None) -> None:
     rows = await payment_layer(n, 1 if quick else 3)
-    rows += await authorization_included(max(n // 2, 50) if quick else n, quick)
+    rows += await authorization_included(max(n // 2, 50) if quick else n, 1 if quick else 3, quick)
     doc = {
         "name": "x402",
         "command": " ".join(["benchmarks/bench_x402.py", *sys.argv[1:]]),
