@@ -143,6 +143,12 @@ class _Queue:
         if len(self.done) > _REMEMBERED:
             self.done.popitem(last=False)
 
+    def requeue(self, job: _Job) -> None:
+        """An attempt that never finished (its task was cancelled with its event loop): the
+        call goes back in the queue, for the next worker."""
+        self.active -= 1
+        heapq.heappush(self.jobs, job)
+
     def outstanding(self) -> int:
         return len(self.jobs) + self.active
 
@@ -294,7 +300,11 @@ class AsyncBookkeeper:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), job)
                     continue
-                error = await self._send(job.call)
+                try:
+                    error = await self._send(job.call)
+                except BaseException:  # cancelled (the loop is ending): not lost, queued again
+                    self._queue.requeue(job)
+                    raise
                 self._queue.finish(job, error, self.backoff, self.rounds)
         finally:
             idle.set()

@@ -460,3 +460,29 @@ def test_a_queue_that_fails_never_turns_a_landed_payment_into_an_error(
     assert committed(ledger) == [PRICE]
     with pytest.raises(PolicyDenied):
         pay(capped, ledger)
+
+
+def test_a_commit_cancelled_with_its_event_loop_is_sent_by_the_next_flush() -> None:
+    """``asyncio.run`` returned while the commit was on the wire (the worker task is
+    cancelled): the call is queued again, not lost, and the next loop's flush sends it."""
+    from agentguard.pipeline import GatewayCommit
+    from agentguard.pipeline._bookkeeping import async_bookkeeper
+
+    class Slow(_AsyncAuthorizer):
+        async def commit(self, task_id: str, outcome: str) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                await asyncio.sleep(3600)  # cancelled when the loop ends
+            self.delivered += 1
+
+    holder = _Holder(Slow(0))
+    book = async_bookkeeper(holder)
+
+    async def queue_and_leave() -> None:
+        book.submit(GatewayCommit("0x" + "44" * 32, "landed"))
+        await asyncio.sleep(0.05)
+
+    asyncio.run(queue_and_leave())
+    assert book.pending == 1 and holder.authorizer.delivered == 0
+    assert asyncio.run(_bookkeeping.aflush(holder, 5.0)) == 0
+    assert holder.authorizer.calls == 2 and holder.authorizer.delivered == 1
