@@ -570,8 +570,18 @@ class Guard(_Connect):
         )
         return run_sync(self, name, arguments, invoker(fn), options)  # type: ignore[no-any-return]
 
+    def flush(self, timeout: float = 5.0) -> int:
+        """Wait (at most ``timeout`` s) until the gateway was told what became of every
+        attestation (commit/release run in the background); returns how many calls are still
+        pending. The local ledger never waits for this: it settles synchronously."""
+        from agentguard.pipeline import flush
+
+        return flush(self, timeout)
+
     def close(self) -> None:
-        """Close the gateway connection."""
+        """Drain the pending gateway bookkeeping (bounded; what is left stays counted by the
+        network), then close the gateway client."""
+        self.flush()
         self.authorizer.close()
 
     def __enter__(self) -> Guard:
@@ -592,6 +602,8 @@ class AsyncGuard(_Connect):
     ) -> VerifiedAttestation:
         """``Guard.authorize`` for asyncio code."""
         attestation = await self.authorizer.authorize(intent, wasm_args=wasm_args)
+        if not getattr(self.verifier, "blocking", True):  # CPU only: a thread hop costs more
+            return self._verify(attestation, intent)
         # off the event loop: a verifier may block on RPC round trips (NewtonVerifier reads
         # the chain 4-8 times), which would stall every other coroutine of the agent
         return await asyncio.to_thread(self._verify, attestation, intent)
@@ -644,8 +656,15 @@ class AsyncGuard(_Connect):
         invoke = invoker(fn)
         return await run_async(self, name, arguments, invoke, options, in_thread=in_thread)  # type: ignore[no-any-return]
 
+    async def flush(self, timeout: float = 5.0) -> int:
+        """``Guard.flush`` for asyncio."""
+        from agentguard.pipeline import aflush
+
+        return await aflush(self, timeout)
+
     async def aclose(self) -> None:
-        """Close the gateway connection."""
+        """``Guard.close`` for asyncio: drain the gateway bookkeeping, then close."""
+        await self.flush()
         await self.authorizer.aclose()
 
     async def __aenter__(self) -> AsyncGuard:

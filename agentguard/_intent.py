@@ -486,6 +486,10 @@ class TransactionIntent(_Model):
         )
 
 
+_TRANSFER_SELECTOR = _selector(_ERC20_TRANSFER)
+_TRANSFER_SIGNATURE_HASH = keccak(_ERC20_TRANSFER.encode())
+
+
 class PaymentIntent(_Model):
     """An x402 requirement the agent would pay, as chosen from a 402 answer."""
 
@@ -537,9 +541,24 @@ class PaymentIntent(_Model):
         """The equivalent onchain action: ``asset.transfer(pay_to, amount)`` from the payer."""
         return self._transfer
 
-    @property
+    @cached_property
     def intent_hash(self) -> bytes:
-        return self._transfer.intent_hash
+        """``newton_intent().intent_hash``, written out: it is hashed several times per payment
+        (each from a fresh copy), and building the transfer intent costs more than hashing."""
+        calldata = (
+            _TRANSFER_SELECTOR
+            + address_word(bytes.fromhex(self.pay_to[2:]))
+            + uint_word(self.amount)
+        )
+        return keccak(
+            INTENT_TYPEHASH
+            + address_word(bytes.fromhex(self.payer[2:]))
+            + address_word(bytes.fromhex(self.asset[2:]))
+            + uint_word(0)
+            + keccak(calldata)
+            + uint_word(self.chain_id)
+            + _TRANSFER_SIGNATURE_HASH
+        )
 
     @property
     def spend(self) -> Spend:

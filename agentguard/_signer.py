@@ -301,9 +301,10 @@ class Signer:
         if not _same(intent.payer, self.address):  # Permit2's owner is whoever signs
             raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
         typed = _typed(typed_data)
+        digest = eip3009_digest(typed)  # once: the shape check and the signature share it
         mismatches = payment_mismatches(intent, typed)
         mismatches += self._window_mismatches(typed, ticket)
-        mismatches += _shape_mismatches(typed)
+        mismatches += _shape_mismatches(typed, digest)
         spender = _mapping(typed.get("message")).get("spender")
         if typed.get("primaryType") == "PermitWitnessTransferFrom" and not any(
             _same(spender, trusted) for trusted in permit2_spenders
@@ -314,7 +315,6 @@ class Signer:
                 "the authorization to sign differs from the attested payment in: "
                 + ", ".join(mismatches)
             )
-        digest = eip3009_digest(typed)
         if digest is not None:  # x402 ``exact``: hand-written encoder
             return sign_typed_digest(self._key, digest)
         try:  # x402 ``upto``: Permit2, in the canonical shape checked above
@@ -406,16 +406,16 @@ class Signer:
         return wrong
 
 
-def _shape_mismatches(typed: dict[str, Any]) -> list[str]:
+def _shape_mismatches(typed: dict[str, Any], digest: bytes | None) -> list[str]:
     """Only the canonical shapes are signed: EIP-3009 exactly as tokens hash it, Permit2 with
     x402's upto witness under Permit2's own domain. Any other ``types`` or domain (a salt, a
     look-alike verifying contract, an extra field) makes a signature some other contract may
-    accept, for something no attestation covered."""
+    accept, for something no attestation covered. ``digest``: ``eip3009_digest(typed)``."""
     from agentguard.x402.upto.client import _TYPES as UPTO_TYPES
     from agentguard.x402.upto.client import PERMIT2
 
     primary = typed.get("primaryType")
-    if primary == "TransferWithAuthorization" and eip3009_digest(typed) is None:
+    if primary == "TransferWithAuthorization" and digest is None:
         return ["types or domain (not the canonical EIP-3009 authorization)"]
     if primary == "PermitWitnessTransferFrom":
         domain = _mapping(typed.get("domain"))

@@ -195,6 +195,13 @@ class Verifier:
         """The operator addresses whose signatures count (checksummed)."""
         return frozenset(to_checksum_address(a) for a in self._operators)
 
+    @property
+    def blocking(self) -> bool:
+        """Whether ``verify`` may wait on I/O (a shared replay guard). Without, it is CPU
+        only (two or three ECDSA recoveries), which an event loop runs faster inline than
+        through a worker thread."""
+        return type(self._replay) is not MemoryReplayGuard
+
     def verify(
         self, attestation: Attestation, intent: TransactionIntent | PaymentIntent
     ) -> VerifiedAttestation:

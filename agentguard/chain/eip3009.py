@@ -6,6 +6,8 @@ agent and accepted by the vault's ERC-1271 check only with a matching attestatio
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from agentguard._eip712 import address_word, keccak, typed_data_digest, uint_word
 
 __all__ = [
@@ -43,6 +45,12 @@ _DOMAIN_TYPEHASH = keccak(
 )
 
 
+_TYPEHASHES = {
+    t: keccak(t.encode())
+    for t in (TRANSFER_WITH_AUTHORIZATION_TYPE, RECEIVE_WITH_AUTHORIZATION_TYPE)
+}
+
+
 def _address(value: str) -> bytes:
     raw = bytes.fromhex(value.removeprefix("0x"))
     if len(raw) != 20:
@@ -52,7 +60,12 @@ def _address(value: str) -> bytes:
 
 def token_domain_separator(*, token: str, chain_id: int, name: str, version: str) -> bytes:
     """The token's EIP-712 domain (x402's ``extra.name``/``extra.version``; USDC on Base:
-    ``"USD Coin"``, ``"2"``)."""
+    ``"USD Coin"``, ``"2"``). Computed once per token: an agent pays a handful of them."""
+    return _domain_separator(token.lower(), chain_id, name, version)
+
+
+@lru_cache(maxsize=64)
+def _domain_separator(token: str, chain_id: int, name: str, version: str) -> bytes:
     return keccak(
         _DOMAIN_TYPEHASH
         + keccak(name.encode())
@@ -83,7 +96,7 @@ def transfer_authorization_digest(
     if len(nonce) != 32:
         raise ValueError("an EIP-3009 nonce is 32 bytes")
     struct_hash = keccak(
-        keccak(primary_type.encode())
+        _TYPEHASHES[primary_type]
         + address_word(_address(from_))
         + address_word(_address(to))
         + uint_word(value)

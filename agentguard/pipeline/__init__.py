@@ -6,6 +6,7 @@ perform them against a ``Guard``, a ``Ledger``, an audit sink and the entry poin
 so is anything new (decorators, LangChain tools): supply the intent and the port, nothing else.
 """
 
+from agentguard.pipeline._bookkeeping import aflush, flush
 from agentguard.pipeline._flow import DEFAULT_HOLD_SECONDS, Action, InFlight, guarded, settle
 from agentguard.pipeline._outcomes import (
     Landed,
@@ -74,6 +75,8 @@ __all__ = [
     "Signed",
     "Step",
     "StillCounted",
+    "aflush",
+    "flush",
     "guarded",
     "settle",
 ]

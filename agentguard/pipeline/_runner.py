@@ -3,7 +3,9 @@
 A runner knows the guard, the ledger and the audit sink; the entry point passes its ``Port``
 (how to prepare, sign, send and confirm). A step that fails is thrown back into the flow at
 the point that asked for it, so the flow alone decides what a failure means. Gateway
-bookkeeping (commit/release) is best effort: the network keeps counting, never less.
+bookkeeping (commit/release) is queued for the guard's background worker
+(``_bookkeeping``): off the critical path, retried, sent once; until it arrives the network
+keeps counting, never less.
 
 Both runners execute one step per ``execute`` call, which is the seam for tracing and fault
 injection (wrap ``execute``, or pass a port whose ``send`` misbehaves).
@@ -28,6 +30,12 @@ from agentguard._gateway import ApprovalStatus
 from agentguard._logging import get_logger
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Reservation
+from agentguard.pipeline._bookkeeping import (
+    AsyncBookkeeper,
+    Bookkeeper,
+    async_bookkeeper,
+    bookkeeper,
+)
 from agentguard.pipeline._flow import Action, guarded
 from agentguard.pipeline._outcomes import Outcome, Prepared, Sent, Settled, Signed
 from agentguard.pipeline._steps import (
@@ -223,8 +231,18 @@ def _interrupted(
         log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
 
 
-def _best_effort(what: str, task_id: str, exc: Exception) -> None:
-    log.info(f"gateway {what} failed", task_id=task_id, error=type(exc).__name__)
+def _queue(
+    book: Callable[[Any], Bookkeeper | AsyncBookkeeper],
+    guard: Any,
+    step: GatewayCommit | GatewayRelease,
+) -> None:
+    """Hand a gateway call to the guard's background worker (``_bookkeeping``). Never raises
+    into the flow: the outcome is already settled locally, and the network keeps counting
+    what it is not told."""
+    try:
+        book(guard).submit(step)
+    except Exception as exc:
+        log.warning("gateway call not queued", task_id=step.task_id, error=type(exc).__name__)
 
 
 class Runner:
@@ -270,17 +288,8 @@ class Runner:
                 return self.guard.authorize(step.intent, wasm_args=step.wasm_args)
             case AwaitApproval():
                 return self._await_approval(step)
-            case GatewayRelease():
-                try:
-                    self.guard.authorizer.release(step.task_id)
-                except Exception as exc:
-                    _best_effort("release", step.task_id, exc)
-                return None
-            case GatewayCommit():
-                try:
-                    self.guard.authorizer.commit(step.task_id, step.outcome)
-                except Exception as exc:
-                    _best_effort("commit", step.task_id, exc)
+            case GatewayRelease() | GatewayCommit():
+                _queue(bookkeeper, self.guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
 
@@ -365,22 +374,8 @@ class AsyncRunner:
                 return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
                 name = "release" if isinstance(step, GatewayRelease) else "commit"
-                args = (
-                    (step.task_id,)
-                    if isinstance(step, GatewayRelease)
-                    else (
-                        step.task_id,
-                        step.outcome,
-                    )
-                )
-                method = getattr(guard.authorizer, name)
-                try:
-                    if inspect.iscoroutinefunction(method):
-                        await method(*args)
-                    else:
-                        await asyncio.to_thread(method, *args)
-                except Exception as exc:
-                    _best_effort(name, step.task_id, exc)
+                asynchronous = inspect.iscoroutinefunction(getattr(guard.authorizer, name, None))
+                _queue(async_bookkeeper if asynchronous else bookkeeper, guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
 

@@ -312,17 +312,15 @@ class X402Auth(httpx.Auth):
     # -- the flow -----------------------------------------------------------------------------
 
     def _flow(self, request: httpx.Request) -> _Flow:
-        fingerprint = _fingerprint(request)
-        with self._lock:
-            lost = self._unanswered.pop(fingerprint, None)
+        lost = None
+        if self._unanswered:  # only then is the request's fingerprint worth computing
+            fingerprint = _fingerprint(request)
+            with self._lock:
+                lost = self._unanswered.pop(fingerprint, None)
         if lost is not None:
             log.info("re-sending an unanswered payment", reference=lost.signed.reference)
-            outcome = yield from self._send_paid(
-                request, lost.signed, lost.flight, fingerprint, resend=True
-            )
-            yield from self._pipeline(
-                settle(lost.flight, lost.signed, outcome), None, request, fingerprint
-            )
+            outcome = yield from self._send_paid(request, lost.signed, lost.flight, resend=True)
+            yield from self._pipeline(settle(lost.flight, lost.signed, outcome), None, request)
             return
         session = self._sessions.live(request)
         for attempt in range(2):
@@ -335,7 +333,7 @@ class X402Auth(httpx.Auth):
             )
             req = select(required, self._allowances, from_vault=self._vault is not None)
             if req.scheme != "upto":
-                yield from self._pay(request, required, req, fingerprint)
+                yield from self._pay(request, required, req)
                 return
             # Racing requests would each sign and hold a session maximum: one pays, the
             # others wait for it and ride its session (at most once, then they pay).
@@ -343,7 +341,7 @@ class X402Auth(httpx.Auth):
             try:
                 session = self._sessions.live(request)
                 if session is None or attempt:
-                    yield from self._pay(request, required, req, fingerprint)
+                    yield from self._pay(request, required, req)
                     return
             finally:
                 self._sessions.release(opening)
@@ -395,7 +393,6 @@ class X402Auth(httpx.Auth):
         request: httpx.Request,
         required: PaymentRequired,
         req: Requirement,
-        fingerprint: str,
     ) -> _Flow:
         intent = PaymentIntent(
             payer=self._payer,
@@ -423,11 +420,9 @@ class X402Auth(httpx.Auth):
             rail="payment",
             approval_timeout=self._approval_timeout,
         )
-        yield from self._pipeline(guarded(action), port, request, fingerprint)
+        yield from self._pipeline(guarded(action), port, request)
 
-    def _pipeline(
-        self, core: Flow[Settled], port: Port | None, request: httpx.Request, fingerprint: str
-    ) -> _Flow:
+    def _pipeline(self, core: Flow[Settled], port: Port | None, request: httpx.Request) -> _Flow:
         """Run the pipeline's steps through the driver; its ``Send`` is the paid retry."""
         value: Any = None
         error: Exception | None = None
@@ -439,9 +434,7 @@ class X402Auth(httpx.Auth):
             value, error = None, None
             try:
                 if isinstance(step, Send):
-                    value = yield from self._send_paid(
-                        request, step.signed, step.flight, fingerprint
-                    )
+                    value = yield from self._send_paid(request, step.signed, step.flight)
                 else:
                     value = yield _Do(step, port)
             except Exception as exc:
@@ -452,7 +445,6 @@ class X402Auth(httpx.Auth):
         request: httpx.Request,
         signed: Signed,
         flight: InFlight,
-        fingerprint: str,
         *,
         resend: bool = False,
     ) -> Generator[_Effect, Any, Outcome]:
@@ -467,8 +459,9 @@ class X402Auth(httpx.Auth):
         except GeneratorExit:
             unsent = request.extensions.pop(NOT_SENT_EXTENSION, None)
             if not isinstance(unsent, Unsent) or unsent.paid is not paid or resend:
-                # No answer will come: remember these bytes for a re-send.
-                self._lost(fingerprint, _Lost(signed, flight))
+                # No answer will come: remember these bytes for a re-send (method, URL and
+                # body are as they came in: only headers were added).
+                self._lost(_fingerprint(request), _Lost(signed, flight))
                 raise
             # Never sent: nobody may present this payment later (the caller holds the
             # request through httpx's error), and its budget goes back.

@@ -153,6 +153,8 @@ class Sessions:
             self._closed(replaced, "replaced by a newer session for the same endpoint")
 
     def live(self, request: httpx.Request) -> Session | None:
+        if not self._open:  # no session at all (every ``exact`` payer): no key to build
+            return None
         with self._lock:
             session = self._open.get(_key(request))
         if session is None:

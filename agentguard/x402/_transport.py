@@ -119,14 +119,21 @@ def _lost(request: httpx.Request, exc: Exception) -> Exception:
     )
 
 
-def _refuse_redirect(request: httpx.Request) -> None:
+def _refuse_redirect(request: httpx.Request) -> Paid | None:
     """httpx builds a redirect's request from the original's headers and extensions: a
-    session id is dropped from it, a payment refused."""
-    if request.extensions.get(SESSION_EXTENSION, str(request.url)) != str(request.url):
-        request.headers.pop(UPTO_SESSION, None)
+    session id is dropped from it, a payment refused. Returns the payment the request carries."""
+    session = request.extensions.get(SESSION_EXTENSION)
     paid = request.extensions.get(PAYMENT_EXTENSION)
-    if isinstance(paid, Paid) and str(request.url) != paid.url:
-        raise redirected(request, paid, str(request.url))
+    if session is None and paid is None:  # nothing to guard (most requests): no URL rendering
+        return None
+    url = str(request.url)
+    if session is not None and session != url:
+        request.headers.pop(UPTO_SESSION, None)
+    if isinstance(paid, Paid):
+        if url != paid.url:
+            raise redirected(request, paid, url)
+        return paid
+    return None
 
 
 class Transport(httpx.BaseTransport):
@@ -134,7 +141,8 @@ class Transport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        _refuse_redirect(request)
+        if _refuse_redirect(request) is None:  # no payment: nothing to trace or report
+            return self._inner.handle_request(request)
         events = _traced(request)
         try:
             return self._inner.handle_request(request)
@@ -157,7 +165,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        _refuse_redirect(request)
+        if _refuse_redirect(request) is None:  # no payment: nothing to trace or report
+            return await self._inner.handle_async_request(request)
         events = _atraced(request)
         try:
             return await self._inner.handle_async_request(request)

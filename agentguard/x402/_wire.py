@@ -269,13 +269,22 @@ def _b64(value: str, what: str) -> bytes:
 
 
 def parse_v2_header(value: str) -> PaymentRequired:
-    """``PAYMENT-REQUIRED``: base64 of a v2 ``PaymentRequired`` JSON document."""
+    """``PAYMENT-REQUIRED``: base64 of a v2 ``PaymentRequired`` JSON document.
+
+    A server sends the same header on every 402 of an endpoint, so the parse is remembered
+    per header text (a bounded cache; a failed parse is not remembered). The result is shared:
+    its mappings are read, never changed (what is sent is built from copies)."""
     if not isinstance(value, str):
         raise PaymentRequiredError("the PAYMENT-REQUIRED header is not text")
     if len(value) > MAX_HEADER_BYTES:
         raise PaymentRequiredError(
             f"the PAYMENT-REQUIRED header is {len(value)} bytes (more than {MAX_HEADER_BYTES})"
         )
+    return _parse_v2(value)
+
+
+@lru_cache(maxsize=64)
+def _parse_v2(value: str) -> PaymentRequired:
     return _document(_json(_b64(value, "the PAYMENT-REQUIRED header"), "PAYMENT-REQUIRED"), 2)
 
 

@@ -103,12 +103,14 @@ def test_one_budget_is_the_local_limits_and_the_networks_params(chain, network):
     wallet = guard.wallet()  # signer, web3, ledger and limits from the defaults
     before = balance(chain, PAYEE)
     wallet.transfer(PAYEE, 5 * USDC, asset=chain.token.address)
+    guard.flush()  # the gateway commit runs in the background: count it before reading
     asked = gateway.requests
     assert asked >= 1
     with SigningSpy() as spy:
         with pytest.raises(BudgetExceeded, match="per-transaction cap"):
             wallet.transfer(PAYEE, 5 * USDC + 1, asset=chain.token.address)
         wallet.transfer(PAYEE, 5 * USDC, asset=chain.token.address)
+        guard.flush()
         asked = gateway.requests
         with pytest.raises(BudgetExceeded, match="window cap"):  # 10 + 3 > 12 per day
             wallet.transfer(PAYEE, 3 * USDC, asset=chain.token.address)
@@ -251,6 +253,7 @@ def test_x402_pays_within_the_budget_from_the_defaults(network):
     with SigningSpy() as spy:
         with auth.client(transport=FakeServer().transport()) as http:
             assert http.get(url).status_code == 200
+            guard.flush()  # the gateway commit runs in the background: count it first
             asked = counting.requests
         greedy = FakeServer(accepts=[requirement(amount="10001")])  # 0.010001 USDC
         with auth.client(transport=greedy.transport()) as http, pytest.raises(PaymentRequiredError):
@@ -258,6 +261,7 @@ def test_x402_pays_within_the_budget_from_the_defaults(network):
         assert counting.requests == asked
         with auth.client(transport=FakeServer().transport()) as http:
             assert http.get(url).status_code == 200
+            guard.flush()
             asked = counting.requests
             with pytest.raises(BudgetExceeded, match="rate cap is 2 actions per 60 s"):
                 http.get(url)

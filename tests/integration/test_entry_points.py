@@ -102,11 +102,11 @@ SURFACE: dict[object, tuple[dict[str, str], set[str]]] = {
     ),
     Guard: (
         {"wallet": WALLET, "x402": X402, "action": ACTIONS},
-        {"authorize", "close", "connect", "run_call", "from_env"},
+        {"authorize", "close", "connect", "flush", "run_call", "from_env"},
     ),
     AsyncGuard: (
         {"wallet": WALLET, "x402": X402, "action": ACTIONS},
-        {"authorize", "aclose", "connect", "run_call", "from_env"},
+        {"authorize", "aclose", "connect", "flush", "run_call", "from_env"},
     ),
     X402Auth: (
         {"sync_auth_flow": X402, "async_auth_flow": X402, "auth_flow": X402},

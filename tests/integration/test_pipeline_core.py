@@ -32,6 +32,7 @@ from agentguard.pipeline import (
     Sent,
     Signed,
     StillCounted,
+    flush,
     guarded,
 )
 
@@ -211,5 +212,6 @@ def test_a_hold_that_expired_during_authorization_signs_nothing() -> None:
                     hold_seconds=0.01)  # fmt: skip
     with pytest.raises(ReservationError, match="expired"):
         runner.run(action, port)  # type: ignore[arg-type]
+    assert flush(runner.guard) == 0  # the gateway release runs in the background
     assert port.signed == 0 and len(_Guard.authorizer.released) == 1
     assert ledger.usage(AGENT, 3600).count == 0

@@ -1,0 +1,378 @@
+"""Gateway bookkeeping off the critical path: commit and release queued, retried, sent once.
+
+The local ledger settles synchronously: the budget is exact and local. The gateway's
+bookkeeping call (``agentguard_commitTask`` / ``agentguard_releaseTask``) only tells the
+network what became of an attestation, and until it arrives the network keeps counting the
+attested amount: its expiry sweep never gives back a task nobody reported (it stays
+``attested``, counted, unless a usage check proves it unused). So a late, lost or never-sent
+call can only make the network's view stricter, never looser, and the call need not sit
+between a payment and its answer.
+
+One queue per guard, served by one worker: a thread for a blocking authorizer
+(``Bookkeeper``), an asyncio task for a coroutine one (``AsyncBookkeeper``). A call that
+meets a transient failure (gateway down, 5xx, garbage) is tried again in later rounds with
+backoff, then left counted (logged); a JSON-RPC error is the gateway's final word (e.g. the
+task is no longer ``attested``) and is not retried. ``Guard.close()`` / ``AsyncGuard.aclose()``
+drain the queue within a bound (``flush``); so does interpreter exit, for threads.
+
+Exactly once: a task id is queued at most once while its call is pending, and the gateway
+itself accepts one commit or release per task (a second finds it no longer ``attested`` and
+is refused), so a retry after a lost answer is refused, never counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import heapq
+import inspect
+import itertools
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentguard._exceptions import GatewayProtocolError, GatewayUnavailable
+from agentguard._logging import get_logger
+from agentguard.pipeline._steps import GatewayCommit, GatewayRelease
+
+__all__ = [
+    "CLOSE_DRAIN_SECONDS",
+    "AsyncBookkeeper",
+    "Bookkeeper",
+    "aflush",
+    "async_bookkeeper",
+    "bookkeeper",
+    "flush",
+]
+
+log = get_logger("agentguard.pipeline")
+
+Call = GatewayCommit | GatewayRelease
+
+CLOSE_DRAIN_SECONDS = 5.0
+"""How long closing a guard waits for its pending gateway calls (they stay counted after)."""
+ROUNDS = 5
+"""Rounds per call (each round is the gateway client's own retried attempt)."""
+BACKOFF = 0.5
+"""Seconds before the second round; doubles each round, at most ``MAX_BACKOFF``."""
+MAX_BACKOFF = 8.0
+IDLE_SECONDS = 2.0
+"""A worker thread with nothing to do for this long ends (the next call starts one); an
+asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
+_REMEMBERED = 4096
+"""Task ids whose call is done, remembered so a duplicate submission sends nothing."""
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth another round: the call may not have arrived (or its answer was unreadable).
+    Sending it again is safe: the gateway refuses a second commit/release of a task."""
+    return isinstance(exc, GatewayUnavailable | GatewayProtocolError)
+
+
+def _name(call: Call) -> str:
+    return "commit" if isinstance(call, GatewayCommit) else "release"
+
+
+def _args(call: Call) -> tuple[str, ...]:
+    if isinstance(call, GatewayCommit):
+        return (call.task_id, call.outcome)
+    return (call.task_id,)
+
+
+@dataclass(order=True, slots=True)
+class _Job:
+    due: float
+    seq: int
+    call: Call = field(compare=False)
+    rounds: int = field(default=0, compare=False)
+
+
+class _Queue:
+    """The state both workers share: due-ordered jobs, pending task ids, finished ids.
+    Not thread-safe by itself; ``Bookkeeper`` guards it with a lock."""
+
+    def __init__(self) -> None:
+        self.jobs: list[_Job] = []
+        self.pending: set[str] = set()
+        self.done: OrderedDict[str, None] = OrderedDict()
+        self.active = 0
+        self._seq = itertools.count()
+
+    def add(self, call: Call) -> bool:
+        task = call.task_id
+        if task in self.pending or task in self.done:
+            log.info(f"gateway {_name(call)} already queued or sent", task_id=task)
+            return False
+        self.pending.add(task)
+        heapq.heappush(self.jobs, _Job(time.monotonic(), next(self._seq), call))
+        return True
+
+    def take(self) -> _Job | float | None:
+        """The next due job (marked active), the seconds until one is due, or ``None``."""
+        if not self.jobs:
+            return None
+        wait = self.jobs[0].due - time.monotonic()
+        if wait > 0:
+            return wait
+        self.active += 1
+        return heapq.heappop(self.jobs)
+
+    def finish(self, job: _Job, error: Exception | None, backoff: float, rounds: int) -> None:
+        self.active -= 1
+        call = job.call
+        if error is not None and _transient(error) and job.rounds + 1 < rounds:
+            job.rounds += 1
+            job.due = time.monotonic() + min(backoff * 2 ** (job.rounds - 1), MAX_BACKOFF)
+            heapq.heappush(self.jobs, job)
+            log.info(
+                f"gateway {_name(call)} failed; retrying",
+                task_id=call.task_id,
+                error=type(error).__name__,
+                round=job.rounds,
+            )
+            return
+        if error is not None:
+            _left_counted(call, error)
+        self.pending.discard(call.task_id)
+        self.done[call.task_id] = None
+        if len(self.done) > _REMEMBERED:
+            self.done.popitem(last=False)
+
+    def requeue(self, job: _Job) -> None:
+        """An attempt that never finished (its task was cancelled with its event loop): the
+        call goes back in the queue, for the next worker."""
+        self.active -= 1
+        heapq.heappush(self.jobs, job)
+
+    def outstanding(self) -> int:
+        return len(self.jobs) + self.active
+
+    def abandon(self, why: str) -> int:
+        """Give up on every queued job (the guard is gone): they stay counted."""
+        left = len(self.jobs)
+        for job in self.jobs:
+            self.pending.discard(job.call.task_id)
+            log.warning(
+                f"gateway {_name(job.call)} not sent ({why}); the network keeps counting it",
+                task_id=job.call.task_id,
+            )
+        self.jobs.clear()
+        return left
+
+
+def _left_counted(call: Call, error: Exception) -> None:
+    what = _name(call)
+    log.warning(
+        f"gateway {what} not delivered; the network keeps counting the attestation"
+        + (" until its expiry sweep" if what == "release" else ""),
+        task_id=call.task_id,
+        error=type(error).__name__,
+    )
+
+
+class Bookkeeper:
+    """One blocking guard's gateway calls, sent by a worker thread (started on demand)."""
+
+    rounds: int = ROUNDS
+    backoff: float = BACKOFF
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = weakref.ref(guard)
+        self._queue = _Queue()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def submit(self, call: Call) -> None:
+        with self._cond:
+            if not self._queue.add(call):
+                return
+            if self._worker is None or not self._worker.is_alive():  # none yet, or forked
+                worker = threading.Thread(
+                    target=self._work, name="agentguard-bookkeeping", daemon=True
+                )
+                try:
+                    worker.start()
+                except RuntimeError as exc:  # no thread to be had: the next call tries again
+                    log.warning("bookkeeping worker not started", error=str(exc))
+                else:
+                    self._worker = worker
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Calls queued or in flight."""
+        with self._cond:
+            return self._queue.outstanding()
+
+    def flush(self, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
+        """Wait until every queued call is done (at most ``timeout`` seconds); returns how many
+        are still pending (they keep being tried while the process lives, and count until
+        then)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while self._queue.outstanding():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._queue.outstanding()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not isinstance(job := self._queue.take(), _Job):
+                    if job is not None:  # a retry not yet due
+                        self._cond.wait(job)
+                    elif not self._cond.wait(IDLE_SECONDS) and not self._queue.outstanding():
+                        self._worker = None  # idle: the next submit starts another
+                        return
+            error = self._send(job.call)
+            with self._cond:
+                self._queue.finish(job, error, self.backoff, self.rounds)
+                self._cond.notify_all()
+
+    def _send(self, call: Call) -> Exception | None:
+        guard = self._guard()
+        if guard is None:
+            return RuntimeError("the guard was garbage-collected")
+        try:
+            getattr(guard.authorizer, _name(call))(*_args(call))
+        except Exception as exc:  # kept, judged by ``finish``
+            return exc
+        return None
+
+
+class AsyncBookkeeper:
+    """One async guard's gateway calls, sent by an asyncio task on the submitting loop."""
+
+    rounds: int = ROUNDS
+    backoff: float = BACKOFF
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = weakref.ref(guard)
+        self._queue = _Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+
+    def submit(self, call: Call) -> None:
+        """Queue ``call``; must be called on a running event loop."""
+        if not self._queue.add(call):
+            return
+        self._start(asyncio.get_running_loop())
+        if self._wake is not None:
+            self._wake.set()
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A worker on ``loop`` unless one runs there (one whose loop is gone is replaced)."""
+        worker = self._worker
+        if worker is None or worker.done() or worker.get_loop() is not loop:
+            self._wake, self._idle = asyncio.Event(), asyncio.Event()
+            self._worker = loop.create_task(
+                self._work(self._wake, self._idle), name="agentguard-bookkeeping"
+            )
+
+    @property
+    def pending(self) -> int:
+        return self._queue.outstanding()
+
+    async def flush(self, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
+        """``Bookkeeper.flush`` for asyncio."""
+        if not self._queue.outstanding():
+            return 0
+        self._start(asyncio.get_running_loop())  # the loop that queued them may be gone
+        assert self._idle is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
+        return self._queue.outstanding()
+
+    async def _work(self, wake: asyncio.Event, idle: asyncio.Event) -> None:
+        """Send until nothing is queued, then end (the next ``submit`` starts another)."""
+        try:
+            while (job := self._queue.take()) is not None:
+                if not isinstance(job, _Job):  # a retry not yet due (or a new call, sooner)
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), job)
+                    continue
+                try:
+                    error = await self._send(job.call)
+                except BaseException:  # cancelled (the loop is ending): not lost, queued again
+                    self._queue.requeue(job)
+                    raise
+                self._queue.finish(job, error, self.backoff, self.rounds)
+        finally:
+            idle.set()
+
+    async def _send(self, call: Call) -> Exception | None:
+        guard = self._guard()
+        if guard is None:
+            return RuntimeError("the guard was garbage-collected")
+        method: Callable[..., Any] = getattr(guard.authorizer, _name(call))
+        try:
+            if inspect.iscoroutinefunction(method):
+                await method(*_args(call))
+            else:
+                await asyncio.to_thread(method, *_args(call))
+        except Exception as exc:
+            return exc
+        return None
+
+
+_books: weakref.WeakKeyDictionary[Any, Bookkeeper] = weakref.WeakKeyDictionary()
+_async_books: weakref.WeakKeyDictionary[Any, AsyncBookkeeper] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def bookkeeper(guard: Any) -> Bookkeeper:
+    """The (one) blocking bookkeeping queue of ``guard``."""
+    with _lock:
+        book = _books.get(guard)
+        if book is None:
+            book = _books[guard] = Bookkeeper(guard)
+        return book
+
+
+def async_bookkeeper(guard: Any) -> AsyncBookkeeper:
+    """The (one) asyncio bookkeeping queue of ``guard``."""
+    with _lock:
+        book = _async_books.get(guard)
+        if book is None:
+            book = _async_books[guard] = AsyncBookkeeper(guard)
+        return book
+
+
+def flush(guard: Any, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
+    """Wait (at most ``timeout`` s) until the gateway was told every outcome ``guard``'s
+    pipelines queued; returns how many calls are still pending."""
+    with _lock:
+        book = _books.get(guard)
+    return book.flush(timeout) if book is not None else 0
+
+
+async def aflush(guard: Any, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
+    """``flush`` for asyncio: drains the guard's asyncio queue and its thread queue."""
+    deadline = time.monotonic() + timeout
+    with _lock:
+        book = _async_books.get(guard)
+        threaded = _books.get(guard)
+    left = await book.flush(timeout) if book is not None else 0
+    if threaded is not None:
+        rest = max(0.0, deadline - time.monotonic())
+        left += await asyncio.to_thread(threaded.flush, rest)
+    return left
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Interpreter exit: give the worker threads a bounded chance to finish."""
+    deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
+    with _lock:
+        books = list(_books.values())
+    for book in books:
+        book.flush(max(0.0, deadline - time.monotonic()))
