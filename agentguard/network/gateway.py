@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import importlib
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -1317,7 +1318,10 @@ def create_app(gateway: Gateway) -> Starlette:
             return error_response(rpc_id, RPCError(INTERNAL_ERROR, "internal gateway error"))
 
     async def health(request: Request) -> Response:
-        return json_response({"status": "ok", "operators": len(gateway.config.operators)})
+        # the pid lets a launcher tell its own gateway from another one on the same port
+        return json_response(
+            {"status": "ok", "operators": len(gateway.config.operators), "pid": os.getpid()}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
