@@ -36,7 +36,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (each group registers itself)."""
     parser = argparse.ArgumentParser(
         prog="agentguard",
         description=_DESCRIPTION,
@@ -59,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agentguard._audit_cli import add_audit_commands
 
     add_audit_commands(sub)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from agentguard._exceptions import AgentGuardError
 

@@ -32,6 +32,7 @@ from agentguard._exceptions import (
     AttestationReplayed,
     ConfigurationError,
     LedgerUnavailable,
+    MissingExtra,
     ReservationError,
 )
 from agentguard._redact import register_secret
@@ -157,9 +158,9 @@ class _Postgres:
         try:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
-        except ImportError:  # pragma: no cover - depends on the installation
-            raise ConfigurationError(
-                "a postgresql:// ledger needs psycopg: pip install 'agentguard[postgres]'"
+        except ImportError:  # tests/cli/test_missing_extra.py
+            raise MissingExtra(
+                "postgres", ["psycopg"], needed_by="a postgresql:// ledger"
             ) from None
         self._psycopg = psycopg
         self.unique_violation: type[Exception] = psycopg.errors.UniqueViolation
