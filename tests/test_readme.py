@@ -89,3 +89,45 @@ def test_every_agentguard_command_line_in_the_readme_parses() -> None:
     for line in lines:
         args = parser.parse_args(shlex.split(line)[1:])
         assert callable(args.handler), line
+
+
+OG_README = (Path(__file__).resolve().parents[1] / "adapters/opengradient/README.md").read_text()
+OG_BLOCKS = re.findall(r"```python\n(.*?)```", OG_README, re.S)
+
+
+def _undefined_names(code: str) -> str:
+    """ruff's undefined-name check (F821) over ``code``: empty when every name is defined."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "F821", "--stdin-filename", "b.py"],
+        input=code,
+        capture_output=True,
+        text=True,
+    )
+    return "" if done.returncode == 0 else done.stdout
+
+
+@pytest.mark.integration
+def test_the_opengradient_readme_example_runs_against_the_local_server(tmp_path: Path) -> None:
+    """Before: a fragment (`wallet`, `w3`, `signer`, `guard`, `ledger` undefined)."""
+    done = _run(OG_BLOCKS[0], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "You said: Hello | proof verified for 0x" in out
+    assert "signed maximum: 100000000000000000" in out
+    assert "You said: Hi | stream verified: True" in out
+    committed = re.search(r"committed: (\d+) atomic OPG", out)
+    assert committed is not None and int(committed.group(1)) > 0, out
+
+
+def test_the_opengradient_readme_blocks_define_every_name_or_say_why_not() -> None:
+    assert _undefined_names(OG_BLOCKS[0]) == ""
+    for i, block in enumerate(OG_BLOCKS[1:], start=1):
+        before = " ".join(OG_README[: OG_README.index(block)].rsplit("\n\n", 2)[-2].split())
+        assert "does not run as written" in before, block[:80]
+        continues = "continues the one above" in before
+        code = OG_BLOCKS[i - 1] + block if continues else block
+        assert _undefined_names(code) == "", (block[:80], _undefined_names(code))
+
+
+def test_the_undefined_name_check_finds_a_fragment() -> None:
+    assert "F821" in _undefined_names("auth = X402Auth(signer=signer)\n")
