@@ -245,6 +245,13 @@ def _down(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    gateway = info.get("gateway_pid")
+    if isinstance(gateway, int) and _parent(gateway) not in (None, owner):
+        print(
+            f"pid {owner} is not the process that runs this network's gateway: not stopping it",
+            file=sys.stderr,
+        )
+        return 1
     os.kill(owner, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while net.is_running() and time.monotonic() < deadline:
@@ -254,6 +261,15 @@ def _down(args: argparse.Namespace) -> int:
         return 1
     print(f"stopped the network of {net.state_dir}")
     return 0
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of ``pid`` where ``/proc`` tells it (Linux), else ``None``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then ppid
 
 
 def admin_credentials(state_dir: Path, url: str | None) -> tuple[str, str] | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from agentguard._exceptions import ConfigurationError
 from agentguard.network._cli import state_dir_argument
+from agentguard.network.approvals import shown_text
 
 __all__ = ["add_policy_commands", "register_arguments", "register_command"]
 
@@ -141,7 +142,7 @@ def _list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
         for row in [] if args.json else rows:
-            text = row["description"]
+            text = shown_text(row["description"])
             print(f"{row['policy']:<22} {text if len(text) <= 76 else text[:75] + '…'}")
         return 0
     described = [_describe(r) for r in _records(_attach(args.state_dir))]
@@ -151,7 +152,8 @@ def _list(args: argparse.Namespace) -> int:
     if not described:
         print("no policy clients registered yet (agentguard policy register --help)")
     for row in described:
-        print(f"{row['policy_client']}  {row['policy']:<16} policy_id {row['policy_id']}")
+        name = shown_text(row["policy"])
+        print(f"{row['policy_client']}  {name:<16} policy_id {row['policy_id']}")
     return 0
 
 
@@ -173,7 +175,7 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     for key, value in row.items():
         if key != "params":
-            print(f"{key + ':':<15}{value}")
+            print(f"{key + ':':<15}{shown_text(str(value))}")
     print("params:")
     print(json.dumps(row["params"], indent=2, sort_keys=True))
     return 0
@@ -263,6 +265,6 @@ def _simulate(args: argparse.Namespace) -> int:
         policy_id="0x" + record.registration.policy_id.hex(),
     ) as gateway:
         simulation = gateway.simulate(intent)
-    reasons = "; ".join(simulation.reasons)
-    print(f"{simulation.decision}" + (f": {reasons}" if reasons else ""))
+    reasons = shown_text("; ".join(simulation.reasons))  # the gateway's words, on a terminal
+    print(shown_text(simulation.decision) + (f": {reasons}" if reasons else ""))
     return 0 if simulation.decision == "allow" else 1

@@ -83,6 +83,12 @@ def _private_dir(path: Path) -> None:
     before the network starts, or swap files later, and so forge attestations or use the admin
     key."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(path)
+
+
+def _check_private(path: Path) -> None:
+    """``ConfigurationError`` unless ``path`` is a folder of ours that nobody else may write in
+    (see ``_private_dir``): also before trusting one to attach to."""
     info = path.stat()
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigurationError(f"state folder {path} is not a folder")
@@ -208,6 +214,10 @@ class ReferenceNetwork:
         directory = Path(state_dir).resolve()
         config_file = directory / "network.json"
         secrets_file = directory / "secrets.json"
+        if directory.is_dir():
+            # its run.json names processes `network down` signals, its network.json the URL
+            # the keys are sent to: another user able to write there could point either elsewhere
+            _check_private(directory)
         if not config_file.is_file() or not secrets_file.is_file():
             raise ConfigurationError(
                 f"no agentguard network in {directory} (no network.json and secrets.json): "

@@ -24,6 +24,17 @@ def _client(n: int) -> str:
     return "0x" + f"{n:040x}"
 
 
+def _simulate(
+    running: Running, client: str, to: str, amount: str
+) -> subprocess.CompletedProcess[str]:
+    """`agentguard policy simulate` of a transfer from AGENT."""
+    state = ["--state-dir", str(running.state_dir)]
+    return cli(
+        "policy", "simulate", "--policy-client", client,
+        "--from", AGENT, "--to", to, "--amount", amount, *state,
+    )  # fmt: skip
+
+
 def test_up_reports_where_the_network_is(running: Running) -> None:
     text = "".join(running.output)
     assert f"gateway:   {running.url}/rpc" in text
@@ -95,19 +106,7 @@ def test_register_list_show_and_simulate(running: Running) -> None:
     assert shown["params"]["allowed_recipients"] == [SHOP]
 
     def simulate(to: str, amount: str) -> subprocess.CompletedProcess[str]:
-        return cli(
-            "policy",
-            "simulate",
-            "--policy-client",
-            client,
-            "--from",
-            AGENT,
-            "--to",
-            to,
-            "--amount",
-            amount,
-            *state,
-        )
+        return _simulate(running, client, to, amount)
 
     allowed = simulate(SHOP, "1 USDC")
     assert (allowed.returncode, allowed.stdout.strip()) == (0, "allow")
@@ -172,3 +171,63 @@ def test_down_stops_a_network_started_by_up(tmp_path: Path) -> None:
         assert cli("network", "down", *state).returncode == 1
     finally:
         stop_network(net)
+
+
+def test_a_policys_reason_cannot_rewrite_the_terminal(running: Running, tmp_path: Path) -> None:
+    """A custom policy (or a gateway) whose refusal reason carries terminal escapes and a bidi
+    override: `policy simulate` shows them as visible escapes, so a reason cannot erase the
+    screen or disguise "deny" as something else."""
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "policy_metadata.json").write_text(
+        json.dumps({"name": "hostile", "entrypoint": "hostile.allow", "description": "x"})
+    )
+    (folder / "policy.rego").write_text(
+        "package hostile\n\nimport rego.v1\n\ndefault allow := false\n\n"
+        "reasons contains `\x1b[2J\x1b[1;1Hallow \u202eyned` if true\n"  # raw string: raw bytes
+    )
+    client = _client(0xE5C)
+    state = ["--state-dir", str(running.state_dir)]
+    registered = cli(
+        "policy", "register", "--policy-client", client, "--policy", str(folder), *state
+    )
+    assert registered.returncode == 0, registered.stderr
+    done = _simulate(running, client, SHOP, "1 USDC")
+    assert done.returncode == 1, done.stderr
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+    assert done.stdout.startswith("deny: \\x1b[2J\\x1b[1;1Hallow \\u202eyned")
+
+
+def test_attach_refuses_a_folder_others_may_write(tmp_path: Path) -> None:
+    """A shared folder where another user planted network.json (a gateway URL of theirs) and
+    run.json (a process id for `network down` to signal): refused before either is read."""
+    from agentguard import ConfigurationError
+    from agentguard.network import ReferenceNetwork
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "network.json").write_text("{}")
+    (shared / "secrets.json").write_text("{}")
+    shared.chmod(0o777)
+    with pytest.raises(ConfigurationError, match="writable by other users"):
+        ReferenceNetwork.attach(shared)
+    done = cli("network", "down", "--state-dir", str(shared))
+    assert done.returncode == 1 and "writable by other users" in done.stdout
+
+
+def test_down_signals_only_the_process_that_runs_the_gateway(running: Running) -> None:
+    """run.json rewritten to name another process of the user: `network down` would have sent
+    it SIGTERM; the gateway's parent is not that process, so nothing is signalled."""
+    run = running.state_dir / "run.json"
+    original = run.read_text()
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.write_text(json.dumps({**json.loads(original), "owner_pid": victim.pid}))
+        done = cli("network", "down", "--state-dir", str(running.state_dir))
+        assert done.returncode == 1 and "not the process that runs" in done.stderr
+        assert victim.poll() is None
+    finally:
+        run.write_text(original)
+        victim.kill()
+        victim.wait()
+    assert cli("network", "status", "--state-dir", str(running.state_dir)).returncode == 0
