@@ -112,6 +112,7 @@ def _progress(total: int) -> Iterator[Callable[[str], None]]:
     """A progress display while the network starts: a rich bar at a terminal when rich is
     installed (the `network` extra brings it), else one line per step."""
     try:
+        from rich.markup import escape
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
     except ImportError:
         rich = None
@@ -130,7 +131,7 @@ def _progress(total: int) -> Iterator[Callable[[str], None]]:
         task = rich.add_task("starting the network", total=total)
 
         def advance(step: str) -> None:
-            rich.console.print(f"  [green]✓[/green] {step}")
+            rich.console.print(f"  [green]✓[/green] {escape(step)}", highlight=False)
             rich.update(task, advance=1)
 
         yield advance
