@@ -141,17 +141,35 @@ def _up(args: argparse.Namespace) -> int:
     from agentguard._extras import require
 
     require("network", needed_by="agentguard network up")  # before anything is written
+    from agentguard._exceptions import ConfigurationError
     from agentguard.network.launcher import ReferenceNetwork
 
     clients, gateway = _user_config(args.config)
     kwargs: dict[str, Any] = {}
-    if "timeout" in gateway:
-        kwargs["timeout"] = float(gateway["timeout"])
-    if "chain_ids" in gateway:
-        kwargs["chain_ids"] = tuple(int(c) for c in gateway["chain_ids"])
+    try:
+        if "timeout" in gateway:
+            kwargs["timeout"] = float(gateway["timeout"])
+        if "chain_ids" in gateway:
+            kwargs["chain_ids"] = tuple(int(c) for c in gateway["chain_ids"])
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"--config {args.config}: gateway.timeout must be a number of seconds and "
+            "gateway.chain_ids a list of chain ids"
+        ) from None
+    # Ctrl-C or SIGTERM while starting is noted and acted on between steps, never while a
+    # process is being spawned (it would be left running, unknown to stop())
+    stop_asked: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: stop_asked.append(signum))
     state_dir = Path(args.state_dir).resolve()
     print(f"starting {args.operators} operators and a gateway (state in {state_dir})", flush=True)
-    with _progress(args.operators + 2) as step:
+    with _progress(args.operators + 2) as show:
+
+        def step(text: str) -> None:
+            show(text)
+            if stop_asked:
+                raise KeyboardInterrupt
+
         net = ReferenceNetwork(
             args.operators,
             threshold_percentage=args.threshold_percentage,
@@ -164,9 +182,18 @@ def _up(args: argparse.Namespace) -> int:
         )
         try:
             net.start()
+            if stop_asked:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            net.stop()
+            print("stopped while starting", flush=True)
+            return 130
         except BaseException:
             net.stop()
             raise
+    # from now on Ctrl-C and SIGTERM (`agentguard network down`) end the wait in _serve
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     return _serve(net, args, state_dir)
 
 
@@ -191,7 +218,6 @@ def _serve(net: Any, args: argparse.Namespace, state_dir: Path) -> int:
             print(f"approvals: {console}/  (sign in with the admin key)")
         print(f"python:    ReferenceNetwork.attach({str(state_dir)!r})")
         print("Ctrl-C (or `agentguard network down`) to stop.", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         signal.pause()
     except KeyboardInterrupt:
         print("stopping", flush=True)

@@ -112,6 +112,15 @@ def _check_port_free(port: int) -> None:
             ) from None
 
 
+def _is_ours(response: httpx.Response, ours: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """Whether a 200 health answer is a JSON object that ``ours`` recognizes."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and ours(body)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
@@ -470,11 +479,10 @@ class ReferenceNetwork:
                         f"{name} exited with status {process.returncode} while starting"
                         f"{self._log_tail(name)}"
                     )
-                with contextlib.suppress(httpx.HTTPError, ValueError):
+                with contextlib.suppress(httpx.HTTPError):
                     response = http.get(f"http://{_HOST}:{port}/health")
                     if response.status_code == 200:
-                        body = response.json()
-                        if isinstance(body, dict) and ours(body):
+                        if _is_ours(response, ours):
                             return
                         _stop(process, kill=True)
                         raise ConfigurationError(

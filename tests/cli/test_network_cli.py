@@ -231,3 +231,39 @@ def test_down_signals_only_the_process_that_runs_the_gateway(running: Running) -
         victim.kill()
         victim.wait()
     assert cli("network", "status", "--state-dir", str(running.state_dir)).returncode == 0
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Pids whose command line names ``folder`` (the operators and gateway of that network)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(folder) in cmdline and "agentguard.network." in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_while_starting_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Before: SIGTERM before the network was up killed `network up` at once, orphaning the
+    operators it had started."""
+    import signal
+
+    folder = tmp_path / "net"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentguard.cli", "network", "up", "--state-dir", str(folder),
+         "--port", str(free_port()), "--operators", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    while "keys ready" not in (line := process.stdout.readline()):
+        assert line, "network up ended before its keys were ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 130
+    assert "stopped while starting" in process.stdout.read()
+    assert _processes_using(folder) == []
