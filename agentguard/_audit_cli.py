@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._exceptions import NotAnAuditLog
+from agentguard._json import strict_loads
 from agentguard.audit import AuditLog, parse_line
 
 __all__ = ["add_audit_commands", "check_is_audit_log"]
@@ -44,7 +45,7 @@ def add_audit_commands(subparsers: Any) -> None:
 def _looks_like_entry(raw: bytes) -> bool:
     """An entry, even an edited or re-spaced one: a JSON object with an entry's chain fields."""
     try:
-        obj = json.loads(raw)
+        obj = strict_loads(raw)  # depth-checked: a line of 100,000 "[" is no entry, no crash
     except ValueError:
         return False
     return isinstance(obj, dict) and obj.keys() >= _ENTRY_KEYS

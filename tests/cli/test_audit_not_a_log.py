@@ -50,3 +50,12 @@ def test_a_log_whose_every_line_was_replaced_still_fails(tmp_path: Path) -> None
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b"nothing happened\n")
     assert cli("audit", "verify", str(path)).returncode != 0
+
+
+def test_a_deeply_nested_line_is_no_entry_and_no_crash(tmp_path: Path) -> None:
+    """Found by the audit fuzz suite: json.loads on 100,000 "[" raised RecursionError (not
+    a typed error) from the not-an-audit-log check."""
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b"[" * 100_000 + b"\n")
+    with pytest.raises(NotAnAuditLog):
+        check_is_audit_log(path)
