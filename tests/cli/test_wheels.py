@@ -28,8 +28,9 @@ NEEDS_EXTRA = {
 
 
 def _uv() -> list[str]:
+    """uv as the Makefile finds it: on PATH, else the copy installed into python3."""
     found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
+    return [found] if found else [shutil.which("python3") or sys.executable, "-m", "uv"]
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
