@@ -36,7 +36,7 @@ __all__ = ["add_approvals_commands", "approve", "format_view", "list_approvals",
 
 def add_approvals_commands(subparsers: Any) -> None:
     group = subparsers.add_parser("approvals", help="list, approve or reject parked actions")
-    sub = group.add_subparsers(dest="command", required=True)
+    sub = group.add_subparsers(dest="command", required=True, metavar="<command>")
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--url", help="gateway URL (default: from the state dir)")
@@ -60,8 +60,8 @@ def add_approvals_commands(subparsers: Any) -> None:
 
     for name, handler in (("approve", _approve), ("reject", _reject)):
         command = sub.add_parser(name, help=f"{name} one parked action")
-        command.add_argument("intent_hash")
-        command.add_argument("--policy-client", required=True)
+        command.add_argument("intent_hash", help="the parked intent's hash (approvals list)")
+        command.add_argument("--policy-client", required=True, help="its policy client (0x…)")
         if name == "approve":
             command.add_argument(
                 "--approver-key-file",

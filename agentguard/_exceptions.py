@@ -8,6 +8,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
 
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
+    │   └── MissingExtra             an optional part is not installed (names the extra to add)
     ├── IntentError                  the action itself is malformed (fix the call)
     │   ├── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
     │   └── UnknownModel             an inference model the provider does not serve (nothing paid)
@@ -46,6 +47,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   └── TaskAlreadyRecorded      another request recorded this very task first
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     ├── PaymentSessionBusy           waited too long for another request to open an upto session
+    ├── NotAnAuditLog                a file given as an audit log is not one (no line is an entry)
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
@@ -91,6 +93,25 @@ class ConfigurationError(AgentGuardError):
     or config."""
 
     hint = "Fix the agentguard configuration; nothing was sent or signed."
+
+
+class MissingExtra(ConfigurationError, ImportError):
+    """An entry point needs an optional part of agentguard that is not installed. Raised before
+    the entry point does anything (no key written, no process started). An ``ImportError`` too,
+    so ``except ImportError`` around an optional import keeps working."""
+
+    def __init__(self, extra: str, missing: Sequence[str], *, needed_by: str) -> None:
+        self.extra = extra
+        self.missing = list(missing)
+        super().__init__(
+            f"{needed_by} needs agentguard's {extra!r} extra, which is not installed "
+            f"(missing: {', '.join(self.missing)})",
+            hint=(
+                f"Install it: pip install 'agentguard[{extra}]' (or uv add "
+                f"'agentguard[{extra}]'; in a checkout of agentguard: uv sync --all-extras). "
+                "Nothing was written or started."
+            ),
+        )
 
 
 class IntentError(AgentGuardError, ValueError):
@@ -418,6 +439,13 @@ class TaskAlreadyRecorded(GatewayStateError):
 
 
 # -- execution -------------------------------------------------------------------------------
+
+
+class NotAnAuditLog(AgentGuardError, ValueError):
+    """The file is not an agentguard audit log at all (none of its lines is an audit entry), as
+    opposed to a log that was tampered with."""
+
+    hint = "Give the path of the JSONL file an AuditLog writes (e.g. audit.jsonl)."
 
 
 class ExecutionError(AgentGuardError):

@@ -1,8 +1,10 @@
-"""The ``agentguard`` command: ``network up`` (reference authorization network), ``approvals``
-(list, approve, reject parked actions), ``audit verify``.
+"""The ``agentguard`` command: ``network up|status|down`` (reference authorization network),
+``policy list|show|register|simulate``, ``approvals`` (list, approve, reject parked actions),
+``audit verify|show``.
 
 Each command group lives next to the code it drives and registers itself here; heavy imports
-(regopy, uvicorn) happen only when that group runs.
+(regopy, uvicorn) happen only when that group runs. A refusal (any ``AgentGuardError``) is one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ _DESCRIPTION = """\
 Let an AI agent spend money safely: every onchain action and x402 payment needs a quorum
 attestation bound to exactly that action.
 
-  agentguard network up        start a local reference authorization network
-  agentguard approvals list    show actions waiting for a human decision
-  agentguard audit verify F    check that an audit log's hash chain is intact
+  agentguard network up          start a local reference authorization network
+  agentguard network status      is it running, and where
+  agentguard policy register     give a policy client a policy and its params
+  agentguard policy list | show  the registered policy clients, one client's policy
+  agentguard policy simulate     would this intent be allowed, and why
+  agentguard approvals list      show actions waiting for a human decision
+  agentguard audit verify FILE   check that an audit log's hash chain is intact
 
 Run `agentguard <command> --help` for a command's options."""
 
@@ -30,7 +36,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (each group registers itself)."""
     parser = argparse.ArgumentParser(
         prog="agentguard",
         description=_DESCRIPTION,
@@ -44,18 +51,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agentguard.network._cli import add_network_commands
 
     add_network_commands(sub)
+    from agentguard.network._policy_cli import add_policy_commands
+
+    add_policy_commands(sub)
     from agentguard._approvals_cli import add_approvals_commands
 
     add_approvals_commands(sub)
-    try:
-        from agentguard._audit_cli import add_audit_commands
-    except ImportError:  # pragma: no cover - audit lands with the ledger
-        pass
-    else:
-        add_audit_commands(sub)
+    from agentguard._audit_cli import add_audit_commands
 
+    add_audit_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.handler(args)
+    from agentguard._exceptions import AgentGuardError
+
+    try:
+        result: int = args.handler(args)
+    except AgentGuardError as exc:
+        print(f"agentguard: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -33,6 +33,7 @@ from agentguard._exceptions import (
     AttestationReplayed,
     ConfigurationError,
     LedgerUnavailable,
+    MissingExtra,
     ReservationError,
 )
 from agentguard._redact import register_secret
@@ -170,9 +171,9 @@ class _Postgres:
         try:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
-        except ImportError:  # pragma: no cover - depends on the installation
-            raise ConfigurationError(
-                f"a postgresql:// {what} needs psycopg: pip install 'agentguard[postgres]'"
+        except ImportError:  # tests/cli/test_missing_extra.py
+            raise MissingExtra(
+                "postgres", ["psycopg"], needed_by=f"a postgresql:// {what}"
             ) from None
         self._psycopg = psycopg
         self.unique_violation: type[Exception] = psycopg.errors.UniqueViolation

@@ -5,7 +5,14 @@
         guard = Guard.connect(net.url, policy_client=client, operators=net.operator_addresses,
                               api_key=net.api_key, policy_id=policy_id)
 
-Everything binds to 127.0.0.1. Operator keys and API keys are generated into 0600 files in
+A network started elsewhere (``agentguard network up --state-dir DIR``) is reached from Python
+with ``ReferenceNetwork.attach(DIR)``: same URL, keys and methods, and it keeps running after.
+
+Everything binds to 127.0.0.1; a port that is taken is an error before anything is written, and
+each process's health answer must come from that process (the gateway's names its pid, an
+operator's its address), so another network on the same port is never taken for this one.
+
+Operator keys and API keys are generated into 0600 files in
 the state directory (``keys/operator-<i>.key``, ``secrets.json``) and reused when the
 directory already holds them, so operators keep their identity across restarts; the config
 file (``network.json``) holds only addresses, URLs and key digests. Each operator keeps the
@@ -27,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +44,7 @@ import httpx
 from coincurve import PrivateKey
 
 from agentguard._exceptions import ConfigurationError, GatewayRPCError
+from agentguard._extras import require
 from agentguard.network._keys import (
     api_key_digest,
     load_operator_key,
@@ -63,6 +71,7 @@ if TYPE_CHECKING:
 __all__ = ["OperatorProcess", "ReferenceNetwork"]
 
 _HOST = "127.0.0.1"
+RUN_FILE = "run.json"  # in the state dir while a network runs: its URL and process ids
 
 
 def _private_dir(path: Path) -> None:
@@ -74,6 +83,12 @@ def _private_dir(path: Path) -> None:
     before the network starts, or swap files later, and so forge attestations or use the admin
     key."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(path)
+
+
+def _check_private(path: Path) -> None:
+    """``ConfigurationError`` unless ``path`` is a folder of ours that nobody else may write in
+    (see ``_private_dir``): also before trusting one to attach to."""
     info = path.stat()
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigurationError(f"state folder {path} is not a folder")
@@ -82,6 +97,28 @@ def _private_dir(path: Path) -> None:
             f"state folder {path} is writable by other users or owned by another user; it "
             "holds the network's keys: use a folder only you can write to (chmod go-w)"
         )
+
+
+def _check_port_free(port: int) -> None:
+    """Bind ``port`` once (as the server will) to learn now, not from a log, that it is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            raise ConfigurationError(
+                f"port {port} on {_HOST} is already in use (another agentguard network? "
+                "`agentguard network status` tells); stop that process or choose another port"
+            ) from None
+
+
+def _is_ours(response: httpx.Response, ours: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """Whether a 200 health answer is a JSON object that ``ours`` recognizes."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and ours(body)
 
 
 def _free_port() -> int:
@@ -147,7 +184,10 @@ class ReferenceNetwork:
         chain_ids: tuple[int, ...] = DEFAULT_CHAIN_IDS,
         startup_timeout: float = 60.0,
         usage_check_rpc: str | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_progress(step)`` is called as each part comes up (for a progress display)."""
+        require("network", needed_by="ReferenceNetwork")  # before any folder is made
         if operators < 1:
             raise ConfigurationError("a network needs at least one operator")
         self._temporary = state_dir is None
@@ -171,6 +211,89 @@ class ReferenceNetwork:
         self.admin_key = ""
         self.gateway_port = 0
         self.policy_clients: dict[str, str] = {}
+        self._on_progress = on_progress
+        self._attached = False
+
+    @classmethod
+    def attach(cls, state_dir: str | Path) -> ReferenceNetwork:
+        """The network running from ``state_dir`` (``agentguard network up --state-dir``), for
+        Python code: its URL, operator addresses, API and admin keys, and every method here.
+        It is not stopped when this object is (``with`` / ``stop()`` leave it running); its
+        processes belong to whoever started it. ``ConfigurationError`` if none runs there."""
+        directory = Path(state_dir).resolve()
+        config_file = directory / "network.json"
+        secrets_file = directory / "secrets.json"
+        if directory.is_dir():
+            # its run.json names processes `network down` signals, its network.json the URL
+            # the keys are sent to: another user able to write there could point either elsewhere
+            _check_private(directory)
+        if not config_file.is_file() or not secrets_file.is_file():
+            raise ConfigurationError(
+                f"no agentguard network in {directory} (no network.json and secrets.json): "
+                f"start one with `agentguard network up --state-dir {directory}`"
+            )
+        config = NetworkConfig.load(config_file)
+        net = cls(
+            len(config.operators),
+            threshold_percentage=config.gateway.threshold_percentage,
+            port=config.gateway.port,
+            state_dir=directory,
+        )
+        net._attached = True
+        net.gateway_port = config.gateway.port
+        net._load_secrets()
+        for i, entry in enumerate(config.operators):
+            port = httpx.URL(entry.url).port or 0
+            net.operators.append(
+                OperatorProcess(i, entry.address, directory / "keys" / f"operator-{i}.key", port)
+            )
+        if not net.is_running():
+            raise ConfigurationError(
+                f"the agentguard network of {directory} is not running (its gateway "
+                f"{net.url} does not answer as this network's gateway): start it with "
+                f"`agentguard network up --state-dir {directory}`"
+            )
+        return net
+
+    def run_info(self) -> dict[str, Any] | None:
+        """What ``run.json`` says about the running network (URL, process ids), if present."""
+        try:
+            info = json.loads((self.state_dir / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def gateway_health(self) -> dict[str, Any] | None:
+        """The gateway's ``/health`` answer, or ``None`` if nothing answers at its URL."""
+        try:
+            response = httpx.get(self.url + "/health", timeout=2.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if response.status_code == 200 and isinstance(body, dict) else None
+
+    def is_running(self) -> bool:
+        """Whether this network's gateway answers: the process this object started, or (for
+        an attached network) the gateway whose pid ``run.json`` names."""
+        health = self.gateway_health()
+        if health is None:
+            return False
+        if self._gateway is not None:
+            return health.get("pid") == self._gateway.pid
+        info = self.run_info() or {}
+        return info.get("url") == self.url and health.get("pid") == info.get("gateway_pid")
+
+    @staticmethod
+    def _answers_as(info: Mapping[str, Any]) -> bool:
+        """Whether the gateway that ``run.json`` names still answers at its URL."""
+        url = info.get("url")
+        if not isinstance(url, str) or not url.startswith(f"http://{_HOST}:"):
+            return False
+        try:
+            body = httpx.get(url + "/health", timeout=2.0).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("pid") == info.get("gateway_pid")
 
     def __repr__(self) -> str:  # never shows a key
         return f"ReferenceNetwork(url={self.url!r}, operators={len(self.operators)})"
@@ -206,6 +329,8 @@ class ReferenceNetwork:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> ReferenceNetwork:
+        if self._attached:  # already running; its owner starts and stops it
+            return self
         try:
             self.start()
         except BaseException:
@@ -221,7 +346,26 @@ class ReferenceNetwork:
     ) -> None:
         self.stop()
 
+    def _progress(self, step: str) -> None:
+        if self._on_progress is not None:
+            self._on_progress(step)
+
     def start(self) -> None:
+        if self._attached:
+            raise ConfigurationError(
+                "an attached network is started and stopped by the process that owns it "
+                "(`agentguard network up` / `agentguard network down`)"
+            )
+        # before any file is written: a taken port, or a network already running from here
+        if self._port:
+            _check_port_free(self._port)
+        running = self.run_info()
+        if running is not None and self._answers_as(running):
+            raise ConfigurationError(
+                f"a network is already running from {self.state_dir} ({running.get('url')}): "
+                "use it (ReferenceNetwork.attach, `agentguard network status`), stop it "
+                "(`agentguard network down`), or choose another state folder"
+            )
         for folder in ("", "keys", "logs", "operators"):
             _private_dir(self.state_dir / folder)
         self._load_or_make_secrets()
@@ -239,16 +383,24 @@ class ReferenceNetwork:
             if not op.token_file.exists():
                 write_secret(op.token_file, new_token() + "\n")
             self.operators.append(op)
+        self._progress("keys ready")
         for op in self.operators:  # start all, then wait: imports take a while each
             op.process = self._spawn_operator(op)
         for op in self.operators:
             assert op.process is not None
-            self._wait_healthy(op.process, op.port, f"operator-{op.index}")
+            self._wait_operator(op)
+            self._progress(f"operator-{op.index} ready ({op.address})")
         self.gateway_port = self._port or _free_port()
         self._write_config()
         self.start_gateway()
+        self._progress(f"gateway ready ({self.url})")
 
     def stop(self) -> None:
+        if self._gateway is not None and (self.run_info() or {}).get("gateway_pid") == (
+            self._gateway.pid
+        ):
+            with contextlib.suppress(OSError):
+                (self.state_dir / RUN_FILE).unlink()
         _stop(self._console)
         _stop(self._gateway)
         for op in self.operators:
@@ -259,10 +411,18 @@ class ReferenceNetwork:
         if self._temporary:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def _load_secrets(self) -> None:
+        try:
+            secrets = json.loads(self.secrets_file.read_text())
+            self.api_key, self.admin_key = str(secrets["api_key"]), str(secrets["admin_key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigurationError(
+                f"{self.secrets_file} is not readable or not the network's secrets file"
+            ) from None
+
     def _load_or_make_secrets(self) -> None:
         if self.secrets_file.exists():
-            secrets = json.loads(self.secrets_file.read_text())
-            self.api_key, self.admin_key = secrets["api_key"], secrets["admin_key"]
+            self._load_secrets()
             return
         self.api_key, self.admin_key = new_api_key(), new_api_key()
         write_secret(
@@ -302,21 +462,55 @@ class ReferenceNetwork:
             stdin=subprocess.DEVNULL,
         )
 
-    def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, name: str) -> None:
+    def _wait_healthy(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        name: str,
+        ours: Callable[[Mapping[str, Any]], bool] = lambda _: True,
+    ) -> None:
+        """Wait until ``process`` answers ``/health``; an answer that ``ours`` does not
+        recognize comes from another server on that port, and is an error, never a success."""
         deadline = time.monotonic() + self._startup_timeout
         with httpx.Client(timeout=1.0) as http:
             while time.monotonic() < deadline:
                 if process.poll() is not None:
                     raise ConfigurationError(
-                        f"{name} exited with status {process.returncode} while starting; "
-                        f"see {self.state_dir / 'logs' / (name + '.log')}"
+                        f"{name} exited with status {process.returncode} while starting"
+                        f"{self._log_tail(name)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if http.get(f"http://{_HOST}:{port}/health").status_code == 200:
-                        return
+                    response = http.get(f"http://{_HOST}:{port}/health")
+                    if response.status_code == 200:
+                        if _is_ours(response, ours):
+                            return
+                        _stop(process, kill=True)
+                        raise ConfigurationError(
+                            f"{name}: port {port} on {_HOST} is answered by another server, not "
+                            "the process just started (another agentguard network?); stop it "
+                            "or choose another port"
+                        )
                 time.sleep(0.05)
         _stop(process, kill=True)
         raise ConfigurationError(f"{name} did not become healthy within {self._startup_timeout}s")
+
+    def _log_tail(self, name: str) -> str:
+        """The last lines of a process's log, so the cause is in the error, not only the file."""
+        log = self.state_dir / "logs" / f"{name}.log"
+        try:
+            lines = log.read_text(errors="replace").strip().splitlines()[-5:]
+        except OSError:
+            return ""
+        return f"; see {log}:\n  " + "\n  ".join(lines) if lines else f"; see {log}"
+
+    def _wait_operator(self, op: OperatorProcess) -> None:
+        assert op.process is not None
+        self._wait_healthy(
+            op.process,
+            op.port,
+            f"operator-{op.index}",
+            lambda body: str(body.get("operator", "")).lower() == op.address.lower(),
+        )
 
     def _spawn_operator(self, op: OperatorProcess) -> subprocess.Popen[bytes]:
         return self._spawn(
@@ -340,7 +534,7 @@ class ReferenceNetwork:
         if op.running:
             return
         op.process = self._spawn_operator(op)
-        self._wait_healthy(op.process, op.port, f"operator-{index}")
+        self._wait_operator(op)
 
     def stop_operator(self, index: int) -> None:
         op = self.operators[index]
@@ -348,12 +542,24 @@ class ReferenceNetwork:
         op.process = None
 
     def start_gateway(self) -> None:
+        if self._attached:
+            raise ConfigurationError("an attached network's gateway belongs to its own process")
         if self._gateway is not None and self._gateway.poll() is None:
             return
-        self._gateway = self._spawn(
+        _check_port_free(self.gateway_port)
+        gateway = self._gateway = self._spawn(
             "gateway", ["agentguard.network.gateway", "--config", str(self.config_file)]
         )
-        self._wait_healthy(self._gateway, self.gateway_port, "gateway")
+        self._wait_healthy(
+            gateway, self.gateway_port, "gateway", lambda body: body.get("pid") == gateway.pid
+        )
+        run = {"url": self.url, "gateway_pid": gateway.pid, "owner_pid": os.getpid()}
+        write_secret(self.state_dir / RUN_FILE, json.dumps(run) + "\n")
+
+    @property
+    def gateway_pid(self) -> int | None:
+        """The pid of the gateway process this object started, if it runs."""
+        return self._gateway.pid if self._gateway and self._gateway.poll() is None else None
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway (a crash); ``start_gateway`` brings it back on the same state."""

@@ -25,6 +25,7 @@ from typing import Literal
 from agentguard._exceptions import (
     AgentGuardError,
     ConfigurationError,
+    MissingExtra,
     OnchainCheckRequired,
     PaymentRequiredError,
 )
@@ -50,10 +51,9 @@ from agentguard.x402._wire import Requirement, parse_amount
 try:
     from x402 import AbortResult, PaymentCreationContext
     from x402.schemas.v1 import PaymentRequirementsV1
-except ImportError as exc:  # pragma: no cover - exercised only without the optional package
-    raise ConfigurationError(
-        "agentguard.x402.official_hook needs Coinbase's `x402` package (pip install x402); "
-        "agentguard's own X402Auth does not"
+except ImportError as exc:  # tests/cli/test_missing_extra.py; agentguard's X402Auth needs none
+    raise MissingExtra(
+        "x402", ["x402"], needed_by="agentguard.x402.official_hook (Coinbase's x402 client)"
     ) from exc
 
 __all__ = ["AsyncAuthorizationHook", "AuthorizationHook", "authorization_hook"]

@@ -94,8 +94,6 @@ def test_the_cli_signs_and_delivers_a_registration(
         json.dumps(config),
         "--state-dir",
         str(network.state_dir),
-        "--url",
-        network.url,
     ]
     assert main(argv) == 0
     expected = "0x" + policy_id(client, load("agent_spend"), config, 300).hex()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,8 @@ def create_app(gateway: Gateway) -> Handler:
     return rpc_handler(
         gateway.authenticate,
         gateway.dispatch,
-        health={"status": "ok", "operators": len(gateway.config.operators)},
+        # the pid lets a launcher tell its own gateway from another one on the same port
+        health={"status": "ok", "operators": len(gateway.config.operators), "pid": os.getpid()},
         name="gateway",
     )
 
