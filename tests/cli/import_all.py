@@ -12,7 +12,7 @@ for name in sys.argv[1:]:
     package = importlib.import_module(name)
     for info in pkgutil.walk_packages(package.__path__, name + "."):
         leaf = info.name.rsplit(".", 1)[-1]
-        if leaf.startswith("test_") or leaf in ("_testkit", "conftest"):
+        if leaf.startswith("test_") or leaf in ("_testkit", "conftest", "__main__"):
             continue
         try:
             importlib.import_module(info.name)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMPORT_ALL = Path(__file__).with_name("import_all.py")
 # the modules of agentguard that need an extra, and which one
 NEEDS_EXTRA = {
-    "agentguard.network._rpc": "network",
+    "agentguard.network._server": "network",
     "agentguard.network.console": "network",
     "agentguard.network.gateway": "network",
     "agentguard.network.operator": "network",
