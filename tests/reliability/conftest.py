@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from web3 import Web3
 from web3.contract import Contract
 
 from agentguard import Guard, GuardedWallet, Limits, Signer, WindowCap
+from agentguard.audit import AuditLog
 from agentguard.chain import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccount, deploy, transact
-from agentguard.ledger import Ledger
+from agentguard.ledger import Ledger, open_ledger
 from agentguard.network.launcher import ReferenceNetwork
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,20 +171,23 @@ class Worker:
         return self.returncode
 
 
-def wallet_for(
-    chain: Chain, network: ReferenceNetwork, client: str, agent: DevAccount, ledger: Ledger
-) -> GuardedWallet:
-    """The agent's wallet in this (the test's) process: used for ``recover()`` only."""
-    guard = Guard.connect(
+def guard_for(network: ReferenceNetwork, client: str) -> Guard:
+    return Guard.connect(
         network.url,
         policy_client=client,
         operators=network.operator_addresses,
         api_key=network.api_key,
         policy_id=network.policy_clients[client],
     )
+
+
+def wallet_for(
+    chain: Chain, network: ReferenceNetwork, client: str, agent: DevAccount, ledger: Ledger
+) -> GuardedWallet:
+    """The agent's wallet in this (the test's) process: used for ``recover()`` only."""
     return GuardedWallet(
         signer=Signer.from_key(agent.private_key),
-        guard=guard,
+        guard=guard_for(network, client),
         web3=chain.w3,
         ledger=ledger,
         limits=Limits(windows=[WindowCap(chain.token.address, 86_400, 10**15)]),
@@ -197,3 +202,61 @@ def transfers(chain: Chain, sender: str, from_block: int) -> list[tuple[str, int
         from_block=from_block, argument_filters={"from": sender}
     )
     return [("0x" + bytes(log["transactionHash"]).hex(), int(log["args"]["value"])) for log in logs]
+
+
+HOUR = 3_600.0
+
+
+def ledger_usage(url: str, agent: str, token: str, ahead: float = 0.0) -> int:
+    """What the ledger counts for ``agent`` in ``token`` over a day, seen ``ahead`` seconds
+    from now (an hour on: every hold made before a signature has expired)."""
+    with open_ledger(url, clock=lambda: time.time() + ahead) as ledger:
+        return ledger.usage(agent, 86_400).spent.get(token.lower(), 0)
+
+
+def settle_and_check_agreement(
+    chain: Chain,
+    network: ReferenceNetwork,
+    zygote: Zygote,
+    client: str,
+    agents: Sequence[DevAccount],
+    url: str,
+    audit: Path,
+    start: int,
+    out: Path,
+) -> list[tuple[str, int]]:
+    """Every agent restarts once more and pays one transfer to completion (its nonce moves on,
+    so a transaction signed and never sent is provably replaced); an hour later each recovers.
+    Then the ledger, the audit log and the chain must agree exactly. Returns what landed."""
+    for n, agent in enumerate(agents):
+        cfg = worker_config(chain, network, client, agent, url, audit, 9_000_000 + n, count=1)
+        last = Worker(zygote, cfg, out / f"final-{n}.out")
+        assert last.wait() == 0, last.tail()
+        assert any(line.startswith("done ") for line in last.lines()), last.tail()
+    with open_ledger(url, clock=lambda: time.time() + HOUR) as ledger:
+        wallets = [wallet_for(chain, network, client, agent, ledger) for agent in agents]
+        for wallet in wallets:  # each settles its own (another agent's nonces are not its call)
+            report = wallet.recover()
+            mine = [r for r in report.unknown if r.agent == wallet.account.lower()]
+            assert mine == [], f"an outcome the chain settles stayed unknown: {mine}"
+        assert wallets[0].recover().unknown == ()  # nothing is left unsettled, of anyone
+    log = AuditLog(audit)
+    assert log.verify().ok, log.verify()
+    signed = {str(e.record.get("tx_hash", "")).lower() for e in log.entries() if e.kind == "signed"}
+    landed: list[tuple[str, int]] = []
+    for agent in agents:
+        onchain = transfers(chain, agent.address, start)
+        amounts = Counter(a for _, a in onchain)
+        assert max(amounts.values()) == 1, f"a transfer was sent twice: {amounts.most_common(2)}"
+        # nothing lost, nothing double counted: the ledger counts exactly what moved
+        assert ledger_usage(url, agent.address, chain.token.address, HOUR) == sum(
+            amounts.elements()
+        )
+        # every transaction onchain was audited as signed before it left the process
+        assert {h.lower() for h, _ in onchain} <= signed
+        landed += onchain
+    hashes = {h.lower() for h, _ in landed}
+    for entry in log.entries():  # the audit log never claims what did not happen
+        if entry.kind == "committed":
+            assert str(entry.record["tx_hash"]).lower() in hashes
+    return landed

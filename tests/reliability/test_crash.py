@@ -17,18 +17,25 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from agentguard.audit import AuditLog
 from agentguard.chain import DEV_ACCOUNTS, DevAccount
 from agentguard.ledger import open_ledger
 from agentguard.network.launcher import ReferenceNetwork
 from tests.ledger.conftest import base_url, fresh_url
 
-from .conftest import Chain, Worker, Zygote, new_client, transfers, wallet_for, worker_config
+from .conftest import (
+    Chain,
+    Worker,
+    Zygote,
+    ledger_usage,
+    new_client,
+    settle_and_check_agreement,
+    transfers,
+    worker_config,
+)
 
 # (step, before/after): the points between which a crash is most interesting
 STEPS = [
@@ -43,12 +50,6 @@ STEPS = [
     ("Commit", "after"),
     ("GatewayCommit", "before"),
 ]
-HOUR = 3_600.0
-
-
-def _usage(url: str, agent: str, token: str, ahead: float = 0.0) -> int:
-    with open_ledger(url, clock=lambda: time.time() + ahead) as ledger:
-        return ledger.usage(agent, 86_400).spent.get(token.lower(), 0)
 
 
 @pytest.mark.parametrize(("kind", "rounds"), [("sqlite", 10), ("redis", 5), ("postgres", 4)])
@@ -73,7 +74,7 @@ def test_kill9_at_random_points_leaves_ledger_audit_and_chain_agreeing(
     for r in range(rounds):
         for agent in agents:  # never too loose: whatever landed is counted, known or not
             landed = sum(a for _, a in transfers(chain, agent.address, start))
-            assert _usage(url, agent.address, token) >= landed
+            assert ledger_usage(url, agent.address, token) >= landed
         plans = []
         for n, agent in enumerate(agents):
             die = None
@@ -93,88 +94,7 @@ def test_kill9_at_random_points_leaves_ledger_audit_and_chain_agreeing(
             kills += 1
     assert kills == 2 * rounds
 
-    # every agent restarts once more and pays one transfer to completion (its nonce moves on,
-    # so a transaction signed and never sent is provably replaced)
-    for n, agent in enumerate(agents):
-        cfg = worker_config(chain, network, client, agent, url, audit, 9_000_000, count=1)
-        last = Worker(zygote, cfg, tmp_path / f"final-a{n}.out")
-        assert last.wait() == 0, last.tail()
-        assert any(line.startswith("done ") for line in last.lines()), last.lines()
-
-    # an hour later (every hold made before a signature has expired), each agent recovers
-    for agent in agents:
-        with open_ledger(url, clock=lambda: time.time() + HOUR) as ledger:
-            report = wallet_for(chain, network, client, agent, ledger).recover()
-            for r in report.unknown:
-                print("UNKNOWN", r, chain.w3.eth.get_transaction_count(agent.address), chain.w3.eth.get_transaction_count(agent.address, "pending"), chain.w3.eth.block_number)
-                print("POOL", chain.anvil.rpc("txpool_status"), chain.anvil.rpc("txpool_inspect"))
-            assert report.unknown == (), "a signed outcome the chain can settle stayed unknown"
-
-    signed = {
-        str(e.record.get("tx_hash", "")).lower()
-        for e in AuditLog(audit).entries()
-        if e.kind == "signed"
-    }
-    committed = [e.record for e in AuditLog(audit).entries() if e.kind == "committed"]
-    assert AuditLog(audit).verify().ok
-    for agent in agents:
-        onchain = transfers(chain, agent.address, start)
-        amounts = Counter(a for _, a in onchain)
-        assert onchain, "no transfer ever landed: the test proves nothing"
-        assert max(amounts.values()) == 1, f"a transfer was sent twice: {amounts.most_common(2)}"
-        # nothing lost, nothing double counted: the ledger counts exactly what moved
-        assert _usage(url, agent.address, token, HOUR) == sum(amounts.elements())
-        # every transaction onchain was audited as signed before it left the process
-        assert {h.lower() for h, _ in onchain} <= signed
-    onchain_hashes = {h for agent in agents for h, _ in transfers(chain, agent.address, start)}
-    for record in committed:  # the audit log never claims what did not happen
-        assert str(record["tx_hash"]).lower() in onchain_hashes
-
-
-def test_one_agents_recovery_does_not_release_another_agents_unknown_spend(
-    tmp_path: Path, chain: Chain, network: ReferenceNetwork, zygote: Zygote
-) -> None:
-    """Two agents share a ledger (the point of a shared ledger). Agent A is killed after its
-    transaction is signed and marked, before it is sent: its outcome is unknown until A's nonce
-    is used. Agent B, whose own nonce is far ahead, runs ``recover()``. Before the fix B's
-    chain resolver judged A's reservation by *B's* nonce: "nonce used, the transaction at it is
-    another one" -> released, and A's possibly-pending spend stopped counting (too loose). A
-    resolver now settles only its own account's reservations; A's stays counted."""
-    url = fresh_url("sqlite", "", tmp_path)
-    open_ledger(url, create=True).close()
-    audit = tmp_path / "audit.jsonl"
-    client = new_client(network, chain.token.address)
-    a, b = DEV_ACCOUNTS[3], DEV_ACCOUNTS[4]
-    token = chain.token.address
-    busy = Worker(
-        zygote,
-        worker_config(chain, network, client, b, url, audit, 2_000_000, count=3),
-        tmp_path / "b.out",
+    moved = settle_and_check_agreement(
+        chain, network, zygote, client, agents, url, audit, start, tmp_path
     )
-    assert busy.wait() == 0, busy.tail()
-    killed = Worker(
-        zygote,
-        worker_config(
-            chain, network, client, a, url, audit, 3_000_000, die=["Send", "before", 1]
-        ),
-        tmp_path / "a.out",
-    )
-    assert killed.wait() == -signal.SIGKILL, killed.tail()
-    assert chain.w3.eth.get_transaction_count(a.address) < chain.w3.eth.get_transaction_count(
-        b.address
-    )
-    assert _usage(url, a.address, token) == 3_000_000
-    with open_ledger(url, clock=lambda: time.time() + HOUR) as ledger:
-        report = wallet_for(chain, network, client, b, ledger).recover()
-        assert report.released == ()
-        assert {r.agent for r in report.unknown} == {a.address.lower()}
-    assert _usage(url, a.address, token, HOUR) == 3_000_000  # still counted: never too loose
-    with open_ledger(url) as ledger:  # A itself, once its nonce moved on, settles it
-        Worker(
-            zygote,
-            worker_config(chain, network, client, a, url, audit, 4_000_000, count=1),
-            tmp_path / "a2.out",
-        ).wait()
-        report = wallet_for(chain, network, client, a, ledger).recover()
-        assert report.unknown == ()
-    assert _usage(url, a.address, token) == 4_000_000
+    assert moved, "no transfer ever landed: the test proves nothing"
