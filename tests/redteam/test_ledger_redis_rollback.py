@@ -211,3 +211,25 @@ def test_a_new_process_does_not_start_a_fresh_budget_on_a_redis_that_lost_its_da
                 later.close()
     finally:
         first.close()
+
+
+def test_a_rolled_back_used_attestation_record_does_not_accept_a_replay(
+    durable_redis: Server,
+) -> None:
+    """The used-attestation record lives in the same namespace: a rollback to before an
+    attestation was claimed would let the same attestation verify (and be signed on) again.
+    Before the fix the second ``claim`` of the same task id succeeded after the restore; now
+    the guard that saw the later write refuses (``LedgerRolledBack``), fail closed."""
+    url = durable_redis.url + "?namespace=replay"
+    client = redis.Redis.from_url(durable_redis.url)
+    guard = open_replay_guard(url, create=True)
+    task = b"\x42" * 32
+    expiry = int(time.time()) + 600
+    assert guard.claim(task, expiry) is True
+    snapshot = _snapshot(client, "replay")
+    assert guard.claim(b"\x43" * 32, expiry) is True
+    assert guard.claim(task, expiry) is False  # used once: refused
+    _restore(client, "replay", snapshot)
+    client.delete("{replay}:used:" + task.hex())  # the restore predates the first claim too
+    with pytest.raises(LedgerRolledBack):
+        guard.claim(task, expiry)

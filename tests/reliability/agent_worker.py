@@ -4,7 +4,7 @@ then pays one guarded USDC transfer after another through the real pipeline unti
 ``cfg["die"]``, when given, is ``[step, "before" | "after", nth]``: a test-only patch of
 ``Runner.execute`` (the pipeline's one seam for fault injection) in this child process SIGKILLs
 it around the ``nth`` step of that type; otherwise the parent kills it at a random instant.
-Prints ``ready`` once recovered, then ``done <tx_hash> <amount>`` per landed transfer, and
+Prints ``recovered <n>`` (actions its recovery settled) and ``ready``, then ``done <tx_hash> <amount>`` per landed transfer, and
 ``error <ErrorClass>`` per typed refusal (it then goes on with the next transfer).
 
 ``--zygote``: imports everything once, then forks one agent process per ``spawn`` line on stdin
@@ -69,7 +69,9 @@ def run(cfg: dict[str, Any]) -> None:
         limits=Limits(windows=[WindowCap(cfg["token"], 86_400, 10**15)]),
         audit=AuditLog(cfg["audit"]),
     )
-    wallet.recover()
+    report = wallet.recover()
+    mine = [r for r in (*report.committed, *report.released) if r.action]
+    print(f"recovered {len(mine)}", flush=True)
     print("ready", flush=True)
     for i in range(cfg.get("count", 10**6)):
         amount = cfg["first_amount"] + i  # unique per attempt: a duplicate onchain = sent twice

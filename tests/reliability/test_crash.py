@@ -93,6 +93,14 @@ def test_kill9_at_random_points_leaves_ledger_audit_and_chain_agreeing(
             assert worker.wait() == -signal.SIGKILL, worker.tail()
             kills += 1
     assert kills == 2 * rounds
+    recovered = [
+        int(line.split()[1])
+        for out in tmp_path.glob("r*-a*.out")
+        for line in out.read_text().splitlines()
+        if line.startswith("recovered ")
+    ]
+    # the crashes did leave signed actions behind that a restart's recover() had to settle
+    assert sum(recovered) > 0, recovered
 
     moved = settle_and_check_agreement(
         chain, network, zygote, client, agents, url, audit, start, tmp_path

@@ -318,17 +318,16 @@ def test_slow_operator(chain: Chain, network: ReferenceNetwork) -> None:
     slow = network.operators[2].address.lower()
     with slow_operator(network, 2) as proxy:
         proxy.delay = 2.0
-        hedged = [guard.authorize(_intent(chain, 100 + i)) for i in range(6)]
-        assert [slow in {s.lower() for s in v.signers} for v in hedged] == [False] * 6
+        hedged = [guard.authorize(_intent(chain, 100 + i)) for i in range(4)]
+        assert [slow in {s.lower() for s in v.signers} for v in hedged] == [False] * 4
         network.stop_operator(1)
         try:
             needed = [guard.authorize(_intent(chain, 200 + i)) for i in range(2)]
             assert all(slow in {s.lower() for s in v.signers} for v in needed)
             proxy.delay = 30.0  # past the gateway's deadline (5 s): no quorum in time
-            for i in range(2):
-                with pytest.raises(AuthorizationError) as caught:
-                    guard.authorize(_intent(chain, 300 + i))
-                assert type(caught.value).__name__ in ("QuorumNotReached", "GatewayUnavailable")
+            with pytest.raises(AuthorizationError) as caught:
+                guard.authorize(_intent(chain, 300))
+            assert type(caught.value).__name__ in ("QuorumNotReached", "GatewayUnavailable")
             proxy.delay = 0.0
         finally:
             network.start_operator(1)
@@ -368,9 +367,9 @@ def test_chain_rpc_errors_and_timeouts(
     start = chain.w3.eth.block_number + 1
     outcomes: list[str] = []
     with RpcProxy(chain.anvil.url) as proxy:
-        proxy.delay = 3.0
+        proxy.delay = 2.0
         proxy.lie_text = f"nonce too low {chain.anvil.url}"  # a node echoing its URL
-        w3 = Web3(Web3.HTTPProvider(proxy.url, request_kwargs={"timeout": 1.5}))
+        w3 = Web3(Web3.HTTPProvider(proxy.url, request_kwargs={"timeout": 1.0}))
         with open_ledger(url) as ledger:
             wallet = GuardedWallet(
                 signer=Signer.from_key(agent.private_key),
@@ -379,7 +378,7 @@ def test_chain_rpc_errors_and_timeouts(
                 ledger=ledger,
                 limits=Limits(windows=[WindowCap(chain.token.address, 86_400, 10**15)]),
                 audit=AuditLog(audit),
-                receipt_timeout=3.0,
+                receipt_timeout=2.0,
             )
             for i in range(14):
                 for method, fault in rng.sample(_RPC_FAULTS, rng.choice([1, 1, 2])):
