@@ -6,6 +6,7 @@ the ledger, the audit log and the chain agree afterwards. No timing is asserted.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import socket
@@ -366,10 +367,21 @@ def test_chain_rpc_errors_and_timeouts(
     audit = tmp_path / "audit.jsonl"
     start = chain.w3.eth.block_number + 1
     outcomes: list[str] = []
+    raws: list[str] = []  # every signed transaction that reached the node
     with RpcProxy(chain.anvil.url) as proxy:
+        forward = proxy._handle
+
+        def recording(body: bytes) -> tuple[int, bytes]:
+            call = json.loads(body)
+            if call.get("method") == "eth_sendRawTransaction":
+                raws.append(str(call["params"][0]))
+            return forward(body)
+
+        proxy._handle = recording  # type: ignore[method-assign]
         proxy.delay = 2.0
-        proxy.lie_text = f"nonce too low {chain.anvil.url}"  # a node echoing its URL
-        w3 = Web3(Web3.HTTPProvider(proxy.url, request_kwargs={"timeout": 1.0}))
+        node = f"{proxy.url}/v2/key-1234abcd"  # a provider key in the path, as Alchemy does
+        proxy.lie_text = f"nonce too low at {node}"  # a node echoing its URL, key and all
+        w3 = Web3(Web3.HTTPProvider(node, request_kwargs={"timeout": 1.0}))
         with open_ledger(url) as ledger:
             wallet = GuardedWallet(
                 signer=Signer.from_key(agent.private_key),
@@ -381,16 +393,20 @@ def test_chain_rpc_errors_and_timeouts(
                 receipt_timeout=2.0,
             )
             for i in range(14):
-                for method, fault in rng.sample(_RPC_FAULTS, rng.choice([1, 1, 2])):
+                faults = rng.sample(_RPC_FAULTS, rng.choice([1, 1, 2]))
+                if i == 0:  # at least once: the node lies, quoting its URL and key
+                    faults = [("eth_sendRawTransaction", "lie_nonce_too_low")]
+                for method, fault in faults:
                     proxy.script.setdefault(method, []).append(fault)
                 try:
                     wallet.transfer(PAYEE, 5_000_000 + i, asset=chain.token.address)
                     outcomes.append("landed")
                 except AgentGuardError as exc:
-                    text = f"{exc} {exc!r} {exc.hint}"
-                    assert agent.private_key[2:].lower() not in text.lower()
-                    raws = [s for s in proxy.seen if s == "eth_sendRawTransaction"]
-                    assert raws == [] or "0x02f8" not in text  # no signed transaction bytes
+                    text = f"{exc} {exc!r} {exc.hint} {vars(exc)}".lower()
+                    assert agent.private_key[2:].lower() not in text
+                    assert "key-1234abcd" not in text  # the provider key the lying node echoed
+                    for raw in raws:  # no signed transaction's bytes (nor its signature)
+                        assert raw[2:].lower() not in text and raw[-130:].lower() not in text
                     outcomes.append(type(exc).__name__)
                 proxy.heal()
                 landed = sum(a for _, a in transfers(chain, agent.address, start))
