@@ -9,7 +9,7 @@ Prints ``recovered <n>`` (actions its recovery settled) and ``ready``, then ``do
 
 ``--zygote``: imports everything once, then forks one agent process per ``spawn`` line on stdin
 (a fresh interpreter costs seconds on a busy machine; a fork, milliseconds) and answers
-``wait <pid>`` with its exit status (negative: the signal that killed it).
+``poll <pid>`` with its exit status (negative: the signal that killed it) or ``running``.
 """
 
 from __future__ import annotations
@@ -107,9 +107,13 @@ def zygote() -> None:
             if pid == 0:
                 _child(json.loads(arg))
             print(pid, flush=True)
-        elif command == "wait":
-            _, status = os.waitpid(int(arg), 0)
-            print(os.waitstatus_to_exitcode(status), flush=True)
+        elif command == "poll":  # its exit status, "running", or "gone" (reaped before)
+            try:
+                done, status = os.waitpid(int(arg), os.WNOHANG)
+            except ChildProcessError:
+                print("gone", flush=True)
+                continue
+            print(os.waitstatus_to_exitcode(status) if done else "running", flush=True)
 
 
 if __name__ == "__main__":

@@ -113,14 +113,25 @@ class Zygote:
             text=True,
             start_new_session=True,
         )
+        self.pids: list[int] = []
 
-    def ask(self, line: str) -> int:
+    def ask(self, line: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
+        return self.proc.stdout.readline().strip()
+
+    def spawn(self, cfg: dict[str, Any]) -> int:
+        pid = int(self.ask("spawn " + json.dumps(cfg)))
+        self.pids.append(pid)
+        return pid
 
     def close(self) -> None:
+        """Kill (by pid) any agent a failed test left running, then end the zygote."""
+        for pid in self.pids:
+            if self.ask(f"poll {pid}") == "running":
+                os.kill(pid, signal.SIGKILL)
+                self.ask(f"poll {pid}")
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(30)
@@ -141,7 +152,7 @@ class Worker:
     def __init__(self, zygote: Zygote, cfg: dict[str, Any], out: Path) -> None:
         self.zygote, self.out = zygote, out
         out.touch()
-        self.pid = zygote.ask("spawn " + json.dumps({**cfg, "out": str(out)}))
+        self.pid = zygote.spawn({**cfg, "out": str(out)})
         self.returncode: int | None = None
 
     def lines(self) -> list[str]:
@@ -165,9 +176,20 @@ class Worker:
                 pass
         return self.wait()
 
-    def wait(self) -> int:
-        if self.returncode is None:
-            self.returncode = self.zygote.ask(f"wait {self.pid}")
+    def wait(self, timeout: float = 180) -> int:
+        """Its exit status; one still running after ``timeout`` is killed and fails the test
+        (a worker stuck in a loop of errors never reaches the step it should die at)."""
+        deadline = time.monotonic() + timeout
+        while self.returncode is None:
+            answer = self.zygote.ask(f"poll {self.pid}")
+            if answer != "running":
+                self.returncode = int(answer)
+            elif time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                self.zygote.ask(f"poll {self.pid}")
+                raise AssertionError(f"worker still running after {timeout} s:\n{self.tail()}")
+            else:
+                time.sleep(0.02)
         return self.returncode
 
 

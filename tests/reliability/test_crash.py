@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from agentguard.chain import DEV_ACCOUNTS, DevAccount
 from agentguard.ledger import open_ledger
@@ -27,6 +28,7 @@ from agentguard.network.launcher import ReferenceNetwork
 from tests.ledger.conftest import base_url, fresh_url
 
 from .conftest import (
+    HOUR,
     Chain,
     Worker,
     Zygote,
@@ -34,6 +36,7 @@ from .conftest import (
     new_client,
     settle_and_check_agreement,
     transfers,
+    wallet_for,
     worker_config,
 )
 
@@ -106,3 +109,51 @@ def test_kill9_at_random_points_leaves_ledger_audit_and_chain_agreeing(
         chain, network, zygote, client, agents, url, audit, start, tmp_path
     )
     assert moved, "no transfer ever landed: the test proves nothing"
+
+
+def test_one_agents_recovery_does_not_release_another_agents_unknown_spend(
+    tmp_path: Path, chain: Chain, network: ReferenceNetwork, zygote: Zygote
+) -> None:
+    """Two agents share a ledger (the point of a shared ledger). Agent A is killed after its
+    transaction is signed and marked, before it is sent: its outcome is unknown until A's nonce
+    is used. Agent B, whose own nonce is far ahead, runs ``recover()``. Before the fix B's
+    chain resolver judged A's reservation by *B's* nonce: "nonce used, the transaction at it is
+    another one" -> released, and A's possibly-pending spend stopped counting (too loose). A
+    resolver now settles only its own account's reservations; A's stays counted."""
+    url = fresh_url("sqlite", "", tmp_path)
+    open_ledger(url, create=True).close()
+    audit = tmp_path / "audit.jsonl"
+    client = new_client(network, chain.token.address)
+    a, b = DEV_ACCOUNTS[3], DEV_ACCOUNTS[4]
+    token = chain.token.address
+    busy = Worker(
+        zygote,
+        worker_config(chain, network, client, b, url, audit, 2_000_000, count=3),
+        tmp_path / "b.out",
+    )
+    assert busy.wait() == 0, busy.tail()
+    killed = Worker(
+        zygote,
+        worker_config(chain, network, client, a, url, audit, 3_000_000, die=["Send", "before", 1]),
+        tmp_path / "a.out",
+    )
+    assert killed.wait() == -signal.SIGKILL, killed.tail()
+    nonces = [
+        chain.w3.eth.get_transaction_count(Web3.to_checksum_address(x.address)) for x in (a, b)
+    ]
+    assert nonces[0] < nonces[1]  # B's nonce has passed the one A's transaction holds
+    assert ledger_usage(url, a.address, token) == 3_000_000
+    with open_ledger(url, clock=lambda: time.time() + HOUR) as ledger:
+        report = wallet_for(chain, network, client, b, ledger).recover()
+        assert report.released == ()
+        assert {r.agent for r in report.unknown} == {a.address.lower()}
+    assert ledger_usage(url, a.address, token, HOUR) == 3_000_000  # still counted: never too loose
+    with open_ledger(url) as ledger:  # A itself, once its nonce moved on, settles it
+        Worker(
+            zygote,
+            worker_config(chain, network, client, a, url, audit, 4_000_000, count=1),
+            tmp_path / "a2.out",
+        ).wait()
+        report = wallet_for(chain, network, client, a, ledger).recover()
+        assert report.unknown == ()
+    assert ledger_usage(url, a.address, token) == 4_000_000
