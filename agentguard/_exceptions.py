@@ -42,6 +42,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   ├── BudgetExceeded           reserving would pass a cap
     │   ├── ReservationError         unknown, expired or already settled reservation
     │   └── LedgerUnavailable        the shared ledger / used-attestation store cannot be reached
+    │       └── LedgerRolledBack     its server went back in time (an older snapshot): refuses
     ├── GatewayStateError            the reference gateway's own store refused or lost a change
     │   ├── StateUnavailable         its PostgreSQL did not answer (the gateway answers an error)
     │   └── TaskAlreadyRecorded      another request recorded this very task first
@@ -410,6 +411,19 @@ class LedgerUnavailable(LedgerError):
     hint = (
         "Nothing was signed. The shared ledger's server is unreachable; retry when it is back "
         "(the next call reconnects by itself)."
+    )
+
+
+class LedgerRolledBack(LedgerUnavailable):
+    """The shared ledger's server came back with older data than this process already saw (a
+    restore from an older snapshot, a failover to a replica that lagged): the spends made after
+    that point are forgotten, so the budget would be paid twice. Every client refuses from then
+    on, and so does every later open, until a person decides (retrying does not help)."""
+
+    hint = (
+        "Nothing was signed. Restore the ledger server's newest data; or, accepting that the "
+        "spends after the snapshot are forgotten, reset the namespace knowingly (delete its "
+        "epoch key, then open_ledger(url, create=True) once)."
     )
 
 

@@ -1,12 +1,24 @@
 -- agentguard's Redis ledger: every call is this one script, so each is one atomic step.
 -- ARGV[1] = key prefix ("{namespace}:"), ARGV[2] = the ledger's epoch as this client first saw
--- it, ARGV[3] = operation, then the operation's arguments (renumbered from ARGV[2] below).
+-- it, ARGV[3] = the highest write sequence it has seen, ARGV[4] = operation, then the
+-- operation's arguments (renumbered from ARGV[2] below). The answer is {write sequence, answer}.
 -- Amounts are canonical decimal strings (exact to 2^256; Lua's numbers are doubles), added
 -- and compared here in base-10^7 limbs. Times are the strings the caller sent (exact doubles).
 local P = ARGV[1]
 -- A Redis that came back without its data (no persistence, a failover to an empty replica)
 -- has no epoch, or another one: every budget it holds restarted from zero. Refuse, do not count.
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then return {'lost'} end
+-- ARGV[3]: the highest write sequence this client has seen. A Redis whose sequence is lower
+-- went back in time (restored from an older snapshot, a failover to a lagging replica): the
+-- spends after that point are forgotten. Poison the epoch, so every client and every later
+-- open refuses too, until a person decides.
+local wseq = tonumber(redis.call('GET', P .. 'wseq') or '0')
+if wseq < tonumber(ARGV[3]) then
+  redis.call('SET', P .. 'epoch', 'rolled-back:' .. ARGV[2])
+  return {'rolledback', tostring(wseq)}
+end
+wseq = redis.call('INCR', P .. 'wseq')
+table.remove(ARGV, 3)
 table.remove(ARGV, 2)
 local op = ARGV[2]
 
@@ -141,6 +153,7 @@ local function rolled(agent, asset, sec, now)
   return w, total, count
 end
 
+local function main()
 if op == 'claim' then -- the used-attestation record: ARGV[3] key, ARGV[4] unix expiry or ''
   local done
   if ARGV[4] == '' then
@@ -230,3 +243,8 @@ else
 end
 redis.call('HINCRBY', r, 'v', 1)
 return {'ok', redis.call('HGETALL', r)}
+end
+
+local answer = main()
+if answer.err then return answer end
+return {tostring(wseq), answer}

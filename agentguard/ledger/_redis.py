@@ -11,11 +11,19 @@
   (compare-and-set; on a race the check runs again).
 * Keys share one hash tag (``{namespace}:…``), so the whole ledger lives on one shard; the
   script names no keys up front, so it is for one Redis (with replicas), not Redis Cluster.
-* Redis must persist what it acknowledges (``appendonly yes``): a Redis that restarts empty
-  forgets every counted spend. A client notices (the ledger's random epoch key is gone or
+* Redis must persist every write before it acknowledges it (``appendonly yes`` with
+  ``appendfsync always``): opening checks that (``CONFIG GET``) and refuses any other setup
+  (``ConfigurationError``), since a Redis that restarts from an older state forgets the spends
+  made after it. A server that hides ``CONFIG`` (managed services) is refused unless the URL says
+  ``?durability=trusted`` (its operator vouches for the setting).
+* A client notices a Redis that restarted empty (the ledger's random epoch key is gone or
   different) and refuses from then on, rather than counting from zero. Only a client opened
   with ``create=True`` makes the epoch; every other refuses a namespace without one (a new
   worker cannot tell a new ledger from one that lost its data).
+* Every script call bumps the namespace's write sequence and each client remembers the highest
+  it saw: a Redis whose sequence went back (restored from an older snapshot, a failover to a
+  lagging replica) is caught by the first client that saw a later one, which poisons the epoch
+  so every client and every later open refuses (``LedgerRolledBack``) until a person decides.
 * A shared window row is rolled for good only up to the server's ``TIME``: a client whose
   clock runs ahead gets its own further-rolled view, never moves the row for everyone.
 * A refused connection, a timeout, a restarting server: ``LedgerUnavailable`` (whether the call
@@ -32,11 +40,13 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from agentguard._exceptions import (
     AttestationReplayed,
     BudgetExceeded,
     ConfigurationError,
+    LedgerRolledBack,
     LedgerUnavailable,
     ReservationError,
 )
@@ -60,6 +70,18 @@ _SCRIPT = (Path(__file__).with_name("_redis.lua")).read_text()
 _T = TypeVar("_T")
 _NOT_UTF8 = "the ledger stores text as UTF-8; this call's text is not (a lone surrogate)"
 _FOREVER = 10 * 365 * 86_400  # claims meant to last longer than this are kept without a TTL
+
+
+def _durability(url: str) -> tuple[str, bool]:
+    """The URL without ``durability=trusted`` (agentguard's, not redis-py's), and whether it
+    was there."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    durability = [v for k, v in query if k == "durability"]
+    if durability not in ([], ["trusted"]):
+        raise ConfigurationError("durability in a Redis ledger URL can only be 'trusted'")
+    rest = urlencode([(k, v) for k, v in query if k != "durability"], quote_via=quote)
+    return urlunsplit(parts._replace(query=rest)), bool(durability)
 
 
 def _pairs(flat: Sequence[Any]) -> zip[tuple[Any, Any]]:
@@ -100,11 +122,13 @@ class _Redis:
             raise ConfigurationError(
                 "a redis:// ledger needs redis-py: pip install 'agentguard[redis]'"
             ) from None
+        url, self._trusted = _durability(url)
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
                 "namespace must be a lowercase identifier (a-z, 0-9, _; at most 63 characters)"
             )
         self._error: type[Exception] = redis.RedisError
+        self._refused: type[Exception] = redis.ResponseError
         try:
             self.client: Any = redis.Redis.from_url(
                 url,
@@ -124,6 +148,7 @@ class _Redis:
         self.prefix = "{" + namespace + "}:"
         self._script = self.client.register_script(_SCRIPT)
         self.epoch = ""
+        self.seen = 0  # the highest write sequence this client has seen (rollback detection)
 
     def run(self, body: Callable[[], _T]) -> _T:
         try:
@@ -137,24 +162,65 @@ class _Redis:
             ) from None
 
     def script(self, op: str, *args: object) -> Any:
-        answer = self.run(lambda: self._script(args=[self.prefix, self.epoch, op, *map(str, args)]))
-        if answer and answer[0] == "lost":
+        argv = [self.prefix, self.epoch, str(self.seen), op, *map(str, args)]
+        answer = self.run(lambda: self._script(args=argv))
+        if answer[0] == "rolledback":
+            raise self._rolled_back(
+                f"its write sequence is {answer[1]}, this process saw {self.seen}"
+            )
+        if answer[0] == "lost":
             raise LedgerUnavailable(
                 f"the Redis ledger at {self.where} lost its data (its epoch changed since this "
-                "process opened it: a restart without persistence, or a failover to an empty "
-                "replica); every counted spend is gone, so nothing more is reserved here. "
+                "process opened it: a restart without persistence, a failover to an empty "
+                "replica, or another client found it rolled back); every counted spend may be "
+                "gone, so nothing more is reserved here. "
                 "Restore the data, or restart the agents to start a new budget knowingly"
             )
-        return answer
+        self.seen = max(self.seen, int(answer[0]))
+        return answer[1]
+
+    def _rolled_back(self, evidence: str) -> LedgerRolledBack:
+        return LedgerRolledBack(
+            f"the Redis ledger at {self.where} went back in time ({evidence}): it was restored "
+            "from an older snapshot or failed over to a replica that lagged, so the spends made "
+            "after that point are forgotten; every client of this namespace now refuses"
+        )
+
+    def check_durability(self) -> None:
+        """Refuse a Redis that may acknowledge a write it then loses in a crash: without an
+        append-only file fsynced on every write, a restart comes back with older totals."""
+        if self._trusted:
+            return
+        try:
+            found = self.client.config_get("append*")
+        except self._refused:  # unknown command, NOPERM; a down server is LedgerUnavailable
+            raise ConfigurationError(
+                f"the Redis ledger at {self.where} does not let this client read its persistence "
+                "settings (CONFIG GET is refused)",
+                hint="Make sure it runs with appendonly yes and appendfsync always, then add "
+                "durability=trusted to the ledger URL. Nothing was signed.",
+            ) from None
+        if found.get("appendonly") != "yes" or found.get("appendfsync") != "always":
+            raise ConfigurationError(
+                f"the Redis ledger at {self.where} runs with appendonly "
+                f"{found.get('appendonly')!s:.8} and appendfsync {found.get('appendfsync')!s:.8}: "
+                "a crash can bring it back with older totals and forget the spends made since",
+                hint="Configure it with appendonly yes and appendfsync always (redis.conf or "
+                "CONFIG SET + CONFIG REWRITE). Nothing was signed.",
+            )
 
     def open_epoch(self, create: bool) -> None:
         """The ledger's epoch: made once, by the client told to ``create`` it, then read by
         every other. A missing epoch is never made silently: a Redis that lost its data looks
         exactly like a new one, and a worker started after the loss would spend it all again."""
+        self.run(self.check_durability)
         key = self.prefix + "epoch"
         if create:
             self.run(lambda: self.client.set(key, uuid.uuid4().hex, nx=True))
-        self.epoch = self.run(lambda: self.client.get(key))
+        self.epoch, seen = self.run(lambda: self.client.mget(key, self.prefix + "wseq"))
+        self.seen = int(seen or 0)
+        if self.epoch is not None and self.epoch.startswith("rolled-back:"):
+            raise self._rolled_back("a client found its write sequence lower than it had seen")
         if self.epoch is None:
             raise ConfigurationError(
                 f"the Redis ledger at {self.where} has no epoch in namespace "

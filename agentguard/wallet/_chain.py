@@ -119,6 +119,8 @@ class ChainPort:
         register_node_secrets(w3)  # a node's error message may echo its URL (a provider key)
         self._headroom, self._timeout = gas_headroom, receipt_timeout
         self._nonces = NonceManager(self._pending_nonce)
+        # whose reservations this port may settle: the vault's (vault mode) or the key's
+        self._accounts = {a.lower() for a in (signer.address, vault) if a}
 
     def _pending_nonce(self) -> int:
         with _node_read("reading the pending nonce"):
@@ -228,14 +230,19 @@ class ChainPort:
 
     def resolve(self, reservation: Reservation) -> Verdict:
         """What became of a signed reservation, from the chain; ``unknown`` unless proven.
-        A lookup that raises propagates (``Ledger.recover`` counts it as ``unknown``)."""
+        A lookup that raises propagates (``Ledger.recover`` counts it as ``unknown``).
+
+        A receipt settles any reservation (its hash is the proof), but the nonce is judged
+        only for this wallet's own: a shared ledger holds every agent's, and "the nonce was used
+        by another transaction" is a fact about *this* key's nonces only (another agent's
+        reservation is left to that agent's recover)."""
         tx_hash, _, nonce_text = (reservation.reference or "").partition(":")
         if not tx_hash or not nonce_text.isdigit():
             return "unknown"
         fee = reservation.key.endswith(FEE_SUFFIX)
         verdict = self._receipt_verdict(tx_hash, fee)
-        if verdict is not None:
-            return verdict
+        if verdict is not None or reservation.agent not in self._accounts:
+            return verdict or "unknown"
         nonce = int(nonce_text)
         mined = int(self._w3.eth.get_transaction_count(self._signer.checksum_address, "latest"))
         if mined <= nonce:

@@ -144,7 +144,7 @@ def start_redis() -> Server:
         "--dir", str(directory),
         "--save", "",
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", "always",
         "--daemonize", "no",
         "--protected-mode", "yes",
     ]  # fmt: skip
