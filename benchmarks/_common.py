@@ -138,6 +138,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` (its own and its reaped children's) and of its live children:
+    a server that forks a process per connection (PostgreSQL) is counted whole."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        this, parent = int(stat.parent.name), int(fields[1])
+        if this == pid:
+            total += sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
+        elif parent == pid:
+            total += sum(int(x) for x in fields[11:13]) / _TICK
+    return total
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of one live process, MiB (0 if it is gone)."""
     try:
