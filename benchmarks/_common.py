@@ -91,13 +91,20 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def command() -> str:
-    """This run's command line as someone would type it from the repository root."""
+    """This run's command line as someone would type it from the repository root (without
+    ``--json PATH``, which only says where the figures went)."""
     script = Path(sys.argv[0]).resolve()
     try:
         shown = str(script.relative_to(ROOT))
     except ValueError:
         shown = str(script)
-    return shlex.join([".venv/bin/python", shown, *sys.argv[1:]])
+    args, rest = [], iter(sys.argv[1:])
+    for arg in rest:
+        if arg == "--json":
+            next(rest, None)
+        elif not arg.startswith("--json="):
+            args.append(arg)
+    return shlex.join([".venv/bin/python", shown, *args])
 
 
 def emit(

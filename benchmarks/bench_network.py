@@ -299,11 +299,18 @@ def main() -> None:
             try:
                 base = unpack(args.baseline, Path(tmp))
                 sides.append(Side("baseline", Path(tmp)))
-                notes.append(f"baseline: {args.baseline} = {base[:12]}.")
+                notes.append(f"Baseline: `{args.baseline}` = `{base[:12]}`.")
+                if not dirty and _git("rev-parse", f"{base}:agentguard") == _git(
+                    "rev-parse", "HEAD:agentguard"
+                ):
+                    notes.append(
+                        "The baseline's agentguard/ is identical to this checkout's: the ratios "
+                        "show only the noise between two runs of the same code."
+                    )
             except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:
                 notes.append(f"The baseline {args.baseline!r} could not be unpacked ({exc}).")
         sides.append(Side("current", ROOT))
-        notes.append(f"current: {current[:12]}{' with uncommitted changes' if dirty else ''}.")
+        notes.append(f"Current: `{current[:12]}`{' with uncommitted changes' if dirty else ''}.")
         rows: list[dict[str, Any]] = []
         for operators, setups in GROUPS:
             if args.operators and operators not in args.operators:
@@ -321,8 +328,9 @@ def main() -> None:
                 for s in sides:
                     s.close()
         for s in sides:
-            notes.append(f"{s.label} imported agentguard from {s.imported or 'nowhere'}.")
-            notes += [f"{s.label} failed: {e}" for e in s.errors]
+            if s.imported and Path(s.imported).parent != s.tree:
+                s.errors.append(f"its processes imported agentguard from {s.imported}")
+            notes += [f"{s.label} failed: {e}." for e in s.errors]
     notes.append(
         f"{args.rounds} rounds of {args.sequential} sequential and {args.requests} concurrent "
         f"authorizations ({args.concurrency} clients) per side and setup."
