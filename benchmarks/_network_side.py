@@ -54,11 +54,11 @@ class Side:
     def start(self, operators: int, threshold: int, params: list[dict[str, Any]]) -> dict[str, Any]:
         self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold)
         self.net.start()
-        for client, configured in zip(CLIENTS, params, strict=False):
-            self.net.register_policy_client(client, "agent_spend", configured)
-        for client in range(len(params)):  # warm up connections and compiled policies
-            self.sequential(20, client)
-            asyncio.run(self.concurrent(64, 16, client))
+        for address, configured in zip(CLIENTS, params, strict=False):
+            self.net.register_policy_client(address, "agent_spend", configured)
+        for index in range(len(params)):  # warm up connections and compiled policies
+            self.sequential(20, index)
+            asyncio.run(self.concurrent(64, 16, index))
         return {"agentguard": os.path.dirname(agentguard.__file__), "processes": self.processes()}
 
     def processes(self) -> int:

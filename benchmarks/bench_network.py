@@ -248,28 +248,25 @@ def soak(sides: list[Side], args: Any) -> tuple[list[dict[str, Any]], str]:
         if not any(s.proc and s.proc.poll() is None for s in sides):
             break
     after = {s.label: (s.ask("rss") or {}).get("gateway_rss_mib") for s in sides}
-    labels = [s.label for s in sides]
+    growth: dict[str, float | None] = {}
+    for k, a in after.items():
+        b = before[k]
+        growth[k] = round((a - b) * 1000 / done[k], 3) if a and b and done[k] else None
     rows = []
     for figure, values in (
         ("authorizations in the soak", done),
-        ("gateway RSS before the soak (MiB)", before),
-        ("gateway RSS after the soak (MiB)", after),
-        (
-            "gateway RSS growth per 1,000 authorizations (MiB)",
-            {
-                k: round((after[k] - before[k]) * 1000 / done[k], 3)
-                if after[k] is not None and before[k] is not None and done[k]
-                else None
-                for k in labels
-            },
-        ),
+        ("gateway RSS before the soak (MiB)", _rounded(before)),
+        ("gateway RSS after the soak (MiB)", _rounded(after)),
+        ("gateway RSS growth per 1,000 authorizations (MiB)", growth),
     ):
-        row = {"setup": "3 operators, 2 checks: soak", "figure": figure}
-        for k in labels:
-            v = values[k]
-            row[k] = round(v, 1) if isinstance(v, float) else v
+        row: dict[str, Any] = {"setup": "3 operators, 2 checks: soak", "figure": figure}
+        row.update(values)
         rows.append(_with_ratio(row))
     return rows, stopped
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def main() -> None:
