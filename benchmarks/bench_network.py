@@ -245,6 +245,9 @@ def soak(sides: list[Side], args: Any) -> tuple[list[dict[str, Any]], str]:
             if s.ask("concurrent", n=size, concurrency=args.soak_concurrency, client=0):
                 done[s.label] += size
         last_pair = time.monotonic() - pair_started
+        print(
+            f"  soak: {min(done.values()):,} per side, {last_pair:.0f} s a chunk", file=sys.stderr
+        )
         if not any(s.proc and s.proc.poll() is None for s in sides):
             break
     after = {s.label: (s.ask("rss") or {}).get("gateway_rss_mib") for s in sides}

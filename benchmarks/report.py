@@ -19,7 +19,9 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,16 +382,22 @@ def run(section: Section, work: Path, quick: bool) -> tuple[Report | None, str]:
     cmd = [sys.executable, str(_script(section.name)), *args, "--json", str(out)]
     print(f"== {section.name}: {' '.join(cmd[1:])}", flush=True)
     began = time.monotonic()
-    try:
-        done = subprocess.run(
-            cmd, cwd=ROOT, timeout=section.timeout, capture_output=True, text=True
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {section.timeout:.0f} s"
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    timer = threading.Timer(section.timeout, proc.kill)
+    timer.start()
+    last: deque[str] = deque(maxlen=3)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # shown as it comes: a long benchmark says how far it is
+        print("   " + line.rstrip(), flush=True)
+        last.append(line.strip())
+    timer.cancel()
     took = time.monotonic() - began
-    if done.returncode != 0 or not out.exists():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return None, f"exited with status {done.returncode}: " + " / ".join(tail)
+    if proc.wait() != 0 or not out.exists():
+        if took >= section.timeout:
+            return None, f"was stopped after {section.timeout:.0f} s"
+        return None, f"exited with status {proc.returncode}: " + " / ".join(last)
     report: Report = json.loads(out.read_text())
     report["seconds"] = round(took, 1)
     print(f"   {took:.0f} s", flush=True)
