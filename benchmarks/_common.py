@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -48,6 +49,12 @@ FULL_13: dict[str, Any] = {
     "time_windows": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00"}],
     "approval_above": {USDC: "100000000000"},
 }
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the processes a benchmark
+    started (``report.py`` sends it to a benchmark that overruns its time)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def load_average() -> float:

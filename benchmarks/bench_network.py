@@ -1,8 +1,8 @@
 """Authorization through the reference network, this checkout side by side with a baseline ref.
 
     .venv/bin/python benchmarks/bench_network.py [--baseline f8ec757] [--rounds 3]
-        [--sequential 150] [--requests 1000] [--concurrency 32] [--soak 100000]
-        [--soak-budget 300] [--json PATH] [--quick]
+        [--sequential 100] [--requests 600] [--concurrency 32] [--soak 100000]
+        [--soak-budget 240] [--json PATH] [--quick]
 
 The baseline's ``agentguard/`` is unpacked with ``git archive`` into a temporary directory;
 each side runs in its own driver process (``_network_side.py``) with ``PYTHONPATH`` and the
@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import FULL_13, ROOT, TWO_CHECKS, emit, machine, parser, percentile
+from _common import (
+    FULL_13,
+    ROOT,
+    TWO_CHECKS,
+    emit,
+    machine,
+    parser,
+    percentile,
+    stop_on_sigterm,
+)
 
 SIDE = Path(__file__).with_name("_network_side.py")
 THRESHOLD = 66  # two thirds: 2 of 3, 4 of 5, 5 of 7
@@ -276,15 +285,16 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--baseline", default="f8ec757", help="git ref to compare with, or 'none'")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--sequential", type=int, default=150, help="authorizations per round")
-    p.add_argument("--requests", type=int, default=1000, help="concurrent, per round")
+    p.add_argument("--sequential", type=int, default=100, help="authorizations per round")
+    p.add_argument("--requests", type=int, default=600, help="concurrent, per round")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--soak", type=int, default=100_000, help="authorizations per side")
-    p.add_argument("--soak-budget", type=float, default=300.0, help="seconds, both sides")
+    p.add_argument("--soak-budget", type=float, default=240.0, help="seconds, both sides")
     p.add_argument("--soak-chunk", type=int, default=2500)
     p.add_argument("--soak-concurrency", type=int, default=64)
     p.add_argument("--operators", type=int, nargs="*", default=None, help="groups to run")
     args = p.parse_args()
+    stop_on_sigterm()
     if args.quick:
         args.rounds, args.sequential, args.requests, args.concurrency = 1, 10, 40, 8
         args.soak, args.soak_chunk, args.soak_concurrency = 100, 50, 8

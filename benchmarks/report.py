@@ -385,7 +385,7 @@ def run(section: Section, work: Path, quick: bool) -> tuple[Report | None, str]:
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    timer = threading.Timer(section.timeout, proc.kill)
+    timer = threading.Timer(section.timeout, proc.terminate)
     timer.start()
     last: deque[str] = deque(maxlen=3)
     assert proc.stdout is not None
