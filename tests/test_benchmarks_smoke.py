@@ -77,3 +77,30 @@ def test_a_benchmark_that_fails_is_reported_not_hidden(tmp_path: Path) -> None:
     section = report.Section("ghost", "Ghost", "Nothing.")
     text = report.render_section(section, None, "exited with status 2: boom")
     assert "Not measured in this run" in text and "boom" in text and "|---|" not in text
+
+
+def test_render_rebuilds_the_markdown_from_the_json_alone(tmp_path: Path) -> None:
+    """``--render`` runs nothing: the Markdown comes from ``performance.json`` as it stands."""
+    row = {"setup": "3 operators, 2 checks", "figure": report.P50, "baseline": 4.0}
+    row |= {"current": 2.0, "ratio": 0.5}
+    bench = {"name": "network", "command": "c", "machine": {}, "rows": [row], "notes": "n"}
+    overall = {
+        "command": "make bench",
+        "machine": {k: "?" for k in ("cpu", "cores", "ram_gib", "python", "platform", "date")}
+        | {"load_start": 1.0, "load_end": 1.0},
+        "commit": "0" * 40,
+        "seconds": 60.0,
+        "benchmarks": [bench],
+        "failures": {"bls": "exited with status 1: boom"},
+    }
+    (tmp_path / "performance.json").write_text(json.dumps(overall))
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "report.py"), "--render", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1  # a benchmark failed in that run: still said at the end
+    text = (tmp_path / "performance.md").read_text()
+    assert "| sequential authorize p50 ≤ 2 ms | 2.00 ms | 4.00 ms | met |" in text
+    assert "**Not measured in this run**: `benchmarks/bench_bls.py` exited with status 1" in text
