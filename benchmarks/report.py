@@ -154,7 +154,8 @@ def network_reading(rows: Rows) -> str:
     if three and seven:
         text += (
             f" From 3 to 7 operators the CPU per authorization grows {_f(seven / three)}{X} "
-            f"(the network grows {_f(7 / 3)}{X})."
+            f"(the operators asked first grow {_f(_asked(7) / _asked(3))}{X}, the network "
+            f"{_f(7 / 3)}{X})."
         )
     return text
 
