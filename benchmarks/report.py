@@ -571,6 +571,7 @@ def main() -> None:
     previous = _previous(args.out / "performance.json")
     sections = discover()
     started, began = machine(), time.monotonic()
+    commit, dirty = _commit()  # what is measured: the tree as the run starts
     reports: dict[str, Report] = {}
     failures: dict[str, str] = {}
     if args.render or args.only:
@@ -593,7 +594,6 @@ def main() -> None:
     if args.render:
         overall = previous
     else:
-        commit, dirty = _commit()
         overall = {
             "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
             "machine": {**started, "load_end": machine()["load_start"]},
