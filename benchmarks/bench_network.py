@@ -235,10 +235,9 @@ def run_group(
         setup = f"{operators} operators, {name}"
         per_side = {s.label: figures[(s.label, i)] for s in sides}
         rows += side_by_side(setup, per_side, [s.label for s in sides])
-        denied = {s.label: figures[(s.label, i)].denied for s in sides}
-        if any(denied.values()):
-            for s in sides:
-                s.errors.append(f"{setup}: {denied[s.label]} authorizations were denied")
+        for s in sides:
+            if denied := figures[(s.label, i)].denied:
+                s.errors.append(f"{setup}: {denied} authorizations were denied")
     return rows
 
 
