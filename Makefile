@@ -49,8 +49,10 @@ lint: env
 	$(UV) run --no-sync ruff check agentguard tests benchmarks adapters examples
 	$(UV) run --no-sync mypy
 
+# Runs every benchmarks/bench_*.py and writes docs/performance.md and docs/performance.json
+# (benchmarks/report.py); BENCH_ARGS="--quick" for a tiny run, "--only network" for one.
 bench: env servers
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(UV) run --no-sync python $$b || exit 1; done
+	$(UV) run --no-sync python benchmarks/report.py $(BENCH_ARGS)
 
 network: env
 	$(UV) run --no-sync agentguard network up

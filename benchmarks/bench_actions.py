@@ -8,22 +8,29 @@ gateway commit) and ``run_call(shadow=True)`` (the gateway's simulate, audit, th
 median wall time and this process's CPU time per operation (the gateway and operators run in
 their own processes).
 
-    .venv/bin/python benchmarks/bench_actions.py [--rounds 300]
+    .venv/bin/python benchmarks/bench_actions.py [--rounds 300] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
+
+from _common import emit, machine, parser
 
 from agentguard import Guard, Ledger, Limits, RateCap, call_intent
 from agentguard.network.launcher import ReferenceNetwork
 
 CLIENT = "0x00000000000000000000000000000000000AC710"
 AGENT = "0x1111111111111111111111111111111111111111"
+
+
+CASES = {
+    "authorize_only": "guard.authorize(call_intent(...)) (gateway + verification)",
+    "run_call": "guard.run_call(...) (SQLite hold, authorize, verify, bind, call, commit)",
+    "run_call_shadow": "guard.run_call(..., shadow=True) (the gateway's simulate, audit, call)",
+}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -33,9 +40,12 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=300)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--rounds", type=int, default=300)
+    args = p.parse_args()
+    if args.quick:
+        args.rounds = 5
+    started = machine()
     with ReferenceNetwork(operators=3) as net:
         policy_id = net.register_policy_client(
             CLIENT, "agent_spend", {"offchain_calls": ["lookup"]}
@@ -79,17 +89,18 @@ def main() -> None:
             for name, fn in cases.items():
                 samples[name].append(timed(fn))
         guard.close()
-    report = {
-        name: {
+    rows = [
+        {
+            "case": CASES[name],
             "p50_ms": round(statistics.median(s[0] for s in runs), 3),
             "cpu_ms_per_op": round(statistics.fmean(s[1] for s in runs), 3),
         }
         for name, runs in samples.items()
-    }
-    base = report["authorize_only"]["p50_ms"]
-    for name in report:
-        report[name]["x_authorize"] = round(report[name]["p50_ms"] / base, 2)
-    print(json.dumps(report, indent=2))
+    ]
+    for row in rows:
+        row["x_authorize"] = round(row["p50_ms"] / rows[0]["p50_ms"], 2)
+    notes = f"{args.rounds} rounds; CPU is the client process's own time per operation."
+    emit(args.json, "actions", started, rows, notes)
 
 
 if __name__ == "__main__":

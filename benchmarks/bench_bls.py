@@ -1,6 +1,6 @@
 """Cost of verifying one Newton BLS (BN254) certificate, by pairing backend, side by side.
 
-    .venv/bin/python benchmarks/bench_bls.py [--n 20]
+    .venv/bin/python benchmarks/bench_bls.py [--n 20] [--json PATH] [--quick]
 
 Measures, per verification (median of ``n``; CPU time of this process and wall time):
 the pieces done locally every time (hashToG1, the gamma terms, the consensus digest of a
@@ -15,7 +15,6 @@ but initialises mcl's ``CurveFp254BNb`` (a different BN254 than Ethereum's alt_b
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import emit, machine, parser
 from web3 import Web3
 
 from agentguard.chain import Anvil
@@ -54,15 +54,19 @@ def measure(fn: Callable[[], object], n: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
+ROWS: list[dict[str, object]] = []
+
+
 def row(name: str, figures: tuple[float, float]) -> None:
-    print(f"| {name} | {figures[0]:.2f} | {figures[1]:.2f} |")
+    ROWS.append({"step": name, "cpu_ms": round(figures[0], 3), "wall_ms": round(figures[1], 3)})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20)
-    n = parser.parse_args().n
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=20)
+    args = p.parse_args()
+    n = 2 if args.quick else args.n
+    started = machine()
     from tests.newton.newton_quorum import NewtonQuorum, attestation_for, newton_result
 
     keys = [keypair(bytes([i])) for i in range(3)]
@@ -70,9 +74,6 @@ def main() -> None:
     signature = aggregate_g1([sign(k[0], digest) for k in keys])
     apk1, apk2 = aggregate_g1([k[1] for k in keys]), aggregate_g2([k[2] for k in keys])
 
-    print(f"BN254 certificate verification, median of {n} (ms per call)\n")
-    print("| step | CPU ms | wall ms |")
-    print("|---|---|---|")
     row("hashToG1 (try-and-increment)", measure(lambda: hash_to_g1(os.urandom(32)), n))
     row("one G1 scalar multiplication (gamma term)", measure(lambda: g1_mul(apk1, 2**253 + 7), n))
     row(
@@ -145,10 +146,12 @@ def main() -> None:
             "NewtonVerifier.verify, 3 operators, 1 non-signer (anvil RPC)",
             (statistics.median(whole_cpu), statistics.median(whole_wall)),
         )
-    print()
-    for module in ("mclbn256", "py_eth_pairing", "eth_pairing_py"):
-        found = importlib.util.find_spec(module) is not None
-        print(f"{module}: {'installed' if found else 'not installed'}")
+    found = [
+        f"{module} {'installed' if importlib.util.find_spec(module) else 'not installed'}"
+        for module in ("mclbn256", "py_eth_pairing", "eth_pairing_py")
+    ]
+    notes = f"Median of {n} calls per step (py_ecc: {max(3, n // 4)}). " + "; ".join(found) + "."
+    emit(args.json, "bls", started, ROWS, notes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Ledger throughput: reserve + commit pairs per second on a SQLite file (WAL, on disk).
 
-    /work/main/.venv/bin/python benchmarks/bench_ledger.py [--n 20000] [--synchronous NORMAL|FULL]
+    .venv/bin/python benchmarks/bench_ledger.py [--n 20000] [--synchronous NORMAL|FULL]
+        [--json PATH] [--quick]
 
 Each pair is two write transactions: ``reserve`` checks a per-tx cap, two rolling windows and a
 rate cap and inserts; ``commit`` settles it (in full, or for less as an ``upto`` payment does).
@@ -11,13 +12,13 @@ of two empty-ish write transactions (one single-row insert each) in bare ``sqlit
 
 from __future__ import annotations
 
-import argparse
-import os
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 from typing import Literal
+
+from _common import emit, machine, parser
 
 from agentguard._intent import Spend
 from agentguard.ledger import Ledger, Limits, RateCap, WindowCap
@@ -71,23 +72,36 @@ def bare_pairs(directory: Path, n: int, synchronous: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
-    args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    args = p.parse_args()
+    if args.quick:
+        args.n = 200
+    started = machine()
+    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         directory = Path(tmp)
         for upto in (False, True):
             rate, quarters = ledger_pairs(directory, args.n, args.synchronous, upto)
             what = "commit for less (upto)" if upto else "commit in full"
-            print(
-                f"ledger reserve + {what}, synchronous={args.synchronous}: {rate:,.0f} pairs/s "
-                f"(by quarter: {', '.join(f'{q:,.0f}' for q in quarters)})"
+            rows.append(
+                {
+                    "case": f"ledger reserve + {what}",
+                    "pairs_per_s": round(rate),
+                    "by_quarter": [round(q) for q in quarters],
+                }
             )
         bare = bare_pairs(directory, args.n, args.synchronous)
-        print(f"bare sqlite3, two 1-row write transactions: {bare:,.0f} pairs/s (ceiling)")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+        rows.append(
+            {
+                "case": "bare sqlite3, two 1-row write transactions (ceiling)",
+                "pairs_per_s": round(bare),
+                "by_quarter": [],
+            }
+        )
+    notes = f"{args.n} pairs per case; SQLite file in WAL mode, synchronous={args.synchronous}."
+    emit(args.json, "ledger", started, rows, notes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Ledger reserve + commit pairs per second on SQLite, Redis and PostgreSQL, side by side.
 
     .venv/bin/python benchmarks/bench_ledger_backends.py [--n 2000] [--procs 8] [--json PATH]
+        [--quick]
 
 Each backend runs twice in this one process run: one process doing ``n`` pairs, then ``procs``
 processes doing ``n // procs`` pairs each at once, all on ONE agent's budget (a fleet sharing a
@@ -15,10 +16,7 @@ has no server, its work is in the client.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import emit, machine, parser, tree_cpu
 
 from agentguard._intent import Spend
 from agentguard.ledger import Limits, RateCap, WindowCap, open_ledger
@@ -38,7 +38,6 @@ LIMITS = Limits(
     windows=[WindowCap(USDC, 3600, 10**40), WindowCap(USDC, 86_400, 10**41)],
     rate=[RateCap(3600, 10**9)],
 )
-_TICK = os.sysconf("SC_CLK_TCK")
 _ASYNC = "?options=-c%20synchronous_commit%3Doff"
 
 
@@ -59,32 +58,16 @@ def _worker(job: tuple[str, str, int, float]) -> tuple[float, float, float]:
     return began, ended, time.process_time() - cpu
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` (its own, its reaped children's) and of its live children."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        this, parent = int(stat.parent.name), int(fields[1])
-        if this == pid:
-            total += sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
-        elif parent == pid:
-            total += sum(int(x) for x in fields[11:13]) / _TICK
-    return total
-
-
 def measure(url: str, server: Server | None, n: int, procs: int, tag: str) -> dict[str, Any]:
     open_ledger(url, create=True).close()  # the schema, before the clock starts
     per = max(1, n // procs)
     start = time.time() + 1.5 + 0.3 * procs
     jobs = [(url, f"{tag}-{p}", per, start) for p in range(procs)]
     server_pid = server.proc.pid if server is not None and server.proc is not None else None
-    before = _tree_cpu(server_pid) if server_pid else 0.0
+    before = tree_cpu(server_pid) if server_pid else 0.0
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         results = pool.map(_worker, jobs)
-    after = _tree_cpu(server_pid) if server_pid else 0.0
+    after = tree_cpu(server_pid) if server_pid else 0.0
     pairs = per * procs
     elapsed = max(e for _, e, _ in results) - min(b for b, _, _ in results)
     return {
@@ -97,12 +80,13 @@ def measure(url: str, server: Server | None, n: int, procs: int, tag: str) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=2000, help="pairs per measurement")
-    parser.add_argument("--procs", type=int, default=8)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=2000, help="pairs per measurement")
+    p.add_argument("--procs", type=int, default=8)
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.procs = 40, 2
+    started = machine()
     redis, postgres = start_redis(), start_postgres()
     rows: list[dict[str, Any]] = []
     try:
@@ -117,20 +101,21 @@ def main() -> None:
             ]
             for procs in (1, args.procs):
                 for name, url, server in backends:
-                    row = {"backend": name, **measure(url, server, args.n, procs, f"p{procs}")}
-                    rows.append(row)
-                    print(
-                        f"{name:14} {procs} process(es): {row['pairs_per_s']:8,.0f} pairs/s, "
-                        f"CPU per pair: client {row['client_cpu_ms_per_pair']:.2f} ms, "
-                        f"server {row['server_cpu_ms_per_pair']:.2f} ms",
-                        flush=True,
-                    )
+                    figures = measure(url, server, args.n, procs, f"p{procs}")
+                    rows.append({"backend": name, **figures})
     finally:
         redis.close()
         postgres.close()
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"n": args.n, "rows": rows}, indent=2) + "\n")
+    sqlite = {r["processes"]: r["pairs_per_s"] for r in rows if r["backend"] == "sqlite"}
+    for r in rows:
+        r["x_sqlite"] = round(r["pairs_per_s"] / sqlite[r["processes"]], 2)
+        for key in ("pairs_per_s", "client_cpu_ms_per_pair", "server_cpu_ms_per_pair"):
+            r[key] = round(r[key], 3)
+    notes = (
+        f"{args.n} reserve + commit pairs per measurement, on one agent's budget; "
+        f"{args.procs} processes share them in the multi-process rows."
+    )
+    emit(args.json, "ledger_backends", started, rows, notes)
 
 
 if __name__ == "__main__":

@@ -5,44 +5,28 @@ Reports, per bundled policy, the cost of one ``PolicyEngine.evaluate`` after the
 when the machine is busy), plus the compile cost, and the alternatives the engine's design
 rejected (regopy's own ``set_input``, and a fresh ``Interpreter.query`` per call).
 
-    .venv/bin/python benchmarks/bench_policy.py [--n 300]
+    .venv/bin/python benchmarks/bench_policy.py [--n 300] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import regopy
+from _common import FULL_13, TWO_CHECKS, emit, machine, parser
 
 from agentguard.policies import Policy, bundled, load
 from agentguard.policies._engine import _WASM_KEY, PolicyEngine, _set_input
-from agentguard.policies._testkit import ETH, PAYEE, USDC, erc20, wasm_for
-
-FULL: dict[str, Any] = {
-    "max_per_tx": {USDC: "100000000", ETH: "50000000000000000"},
-    "window_caps": [{"asset": USDC, "window_seconds": 86400, "max_amount": "500000000"}],
-    "rate_limits": [{"window_seconds": 3600, "max_count": 20}],
-    "allowed_recipients": [PAYEE],
-    "allowed_functions": ["transfer(address,uint256)"],
-    "allow_plain_transfers": True,
-    "allowed_assets": [USDC, ETH],
-    "allowed_chains": ["8453"],
-    "time_windows": [{"days": [0, 1, 2, 3, 4], "start": "08:00", "end": "20:00"}],
-    "approval_above": {USDC: "25000000"},
-}
-# What bench_authorize.py registers: the common two-check configuration.
-TYPICAL = {"max_per_tx": {USDC: "1000000000000"}, "allowed_recipients": [PAYEE]}
+from agentguard.policies._testkit import erc20, wasm_for
 
 
 def params_for(name: str) -> dict[str, Any]:
     keys = load(name).params_schema["properties"]
-    return {k: v for k, v in FULL.items() if k in keys}
+    return {k: v for k, v in FULL_13.items() if k in keys}
 
 
 def measure(fn: Callable[[], object], n: int) -> dict[str, float]:
@@ -63,9 +47,11 @@ def measure(fn: Callable[[], object], n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=300, help="evaluations per row")
-    n = parser.parse_args().n
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=300, help="evaluations per row")
+    args = p.parse_args()
+    n = 5 if args.quick else args.n
+    started = machine()
 
     intent = erc20(10_000_000)
     document = intent.parsed()
@@ -75,8 +61,8 @@ def main() -> None:
     cases: list[tuple[str, Policy, dict[str, Any]]] = [
         (name, load(name), params_for(name)) for name in bundled() if name != "agent_spend"
     ]
-    cases.append(("agent_spend (2 checks: cap + recipients)", load("agent_spend"), TYPICAL))
-    cases.append(("agent_spend (all 13 keys)", load("agent_spend"), FULL))
+    cases.append(("agent_spend (2 checks: cap + recipients)", load("agent_spend"), TWO_CHECKS))
+    cases.append(("agent_spend (all 13 keys)", load("agent_spend"), FULL_13))
 
     for label, policy, params in cases:
         engine = PolicyEngine()
@@ -98,7 +84,7 @@ def main() -> None:
 
     # The rejected design: compile on every call (fresh Interpreter + add_data + query).
     spend = load("agent_spend")
-    data = json.dumps({"params": TYPICAL, "wasm": wasm})
+    data = json.dumps({"params": TWO_CHECKS, "wasm": wasm})
 
     def fresh_query() -> object:
         fresh = regopy.Interpreter()
@@ -112,18 +98,9 @@ def main() -> None:
         fresh_query, max(5, n // 30)
     )
 
-    width = max(len(k) for k in rows)
-    print(f"{'case':<{width}}  {'p50 µs':>9}  {'p99 µs':>9}  {'CPU µs':>9}  {'compile ms':>10}")
-    for label, r in rows.items():
-        compile_ms = f"{r['compile_ms']:10.1f}" if "compile_ms" in r else f"{'':>10}"
-        print(
-            f"{label:<{width}}  {r['p50_us']:9.0f}  {r['p99_us']:9.0f}  {r['cpu_us']:9.0f}  "
-            f"{compile_ms}"
-        )
-    print(
-        f"\n(n={n} per row; mean CPU over all rows: "
-        f"{statistics.mean(r['cpu_us'] for r in rows.values()):.0f} µs)"
-    )
+    table = [{"case": label, **{k: round(v, 1) for k, v in r.items()}} for label, r in rows.items()]
+    notes = f"{n} evaluations per row (the rejected design: {max(5, n // 30)})."
+    emit(args.json, "policy", started, table, notes)
 
 
 if __name__ == "__main__":

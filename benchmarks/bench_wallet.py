@@ -6,18 +6,18 @@ quorum attestation (2-of-3 ECDSA, bound to the intent, single use), reserve in t
 mark it signed, sign through ``Signer``, commit. Attestations are made beforehand by local
 operator keys (that is the authorizer's work, excluded here).
 
-    .venv/bin/python benchmarks/bench_wallet.py [--n 2000] [--ledger file|memory]
+    .venv/bin/python benchmarks/bench_wallet.py [--n 2000] [--ledger file|memory] [--json PATH]
+        [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from _common import emit, machine, parser
 from coincurve import PrivateKey
 from eth_account import Account
 
@@ -58,11 +58,12 @@ def attest(intent: TransactionIntent, i: int) -> Attestation:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--ledger", choices=["file", "memory"], default="file")
-    args = parser.parse_args()
-    n = args.n
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--ledger", choices=["file", "memory"], default="file")
+    args = p.parse_args()
+    n = 20 if args.quick else args.n
+    started = machine()
     signer = Signer.from_key(KEY)
     account = Account.from_key(KEY)
     intents = [
@@ -100,20 +101,20 @@ def main() -> None:
         bare.append((t1 - t0) * 1e3)
         guarded.append((t2 - t1) * 1e3)
 
-    def stats(xs: list[float]) -> dict[str, float]:
+    def row(case: str, xs: list[float]) -> dict[str, object]:
         return {
+            "case": case,
             "p50_ms": round(statistics.median(xs), 4),
             "mean_ms": round(statistics.fmean(xs), 4),
+            "x_bare": round(statistics.median(xs) / statistics.median(bare), 2),
         }
 
-    report = {
-        "n": n,
-        "ledger": args.ledger,
-        "bare_eth_account_sign": stats(bare),
-        "guarded_verify_reserve_sign_commit": stats(guarded),
-        "ratio_p50": round(statistics.median(guarded) / statistics.median(bare), 2),
-    }
-    print(json.dumps(report, indent=2))
+    rows = [
+        row("bare eth_account sign", bare),
+        row("guarded verify + reserve + sign + commit", guarded),
+    ]
+    notes = f"{n} transactions, alternating bare and guarded; ledger: SQLite {args.ledger}."
+    emit(args.json, "wallet", started, rows, notes)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,202 @@
+"""What every benchmark shares: the machine it ran on, the ``--json``/``--quick`` flags, the
+report's JSON shape, percentiles, and CPU time of other processes read from ``/proc``.
+
+Each ``benchmarks/bench_*.py`` writes, with ``--json PATH``::
+
+    {"name": str, "command": str, "machine": {...}, "rows": [{...}, ...], "notes": str}
+
+``benchmarks/report.py`` renders those files into ``docs/performance.md``. A benchmark never
+fails on a number: it reports what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Amounts every benchmark intent stays far below; the Base USDC token and a payee.
+USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
+PAYEE = "0x2222222222222222222222222222222222222222"
+# The common two-check ``agent_spend`` configuration: a per-transaction cap and a recipient list.
+TWO_CHECKS: dict[str, Any] = {"max_per_tx": {USDC: "1000000000000"}, "allowed_recipients": [PAYEE]}
+# Every one of ``agent_spend``'s 13 checks configured, each set so a benchmark intent (a USDC
+# transfer of a few atomic units to PAYEE on Base) passes all of them at any hour.
+FULL_13: dict[str, Any] = {
+    "max_per_tx": {USDC: "100000000000", "0x0000000000000000000000000000000000000000": "1"},
+    "window_caps": [{"asset": USDC, "window_seconds": 86400, "max_amount": "10" + "0" * 30}],
+    "rate_limits": [{"window_seconds": 3600, "max_count": 1_000_000_000}],
+    "allowed_recipients": [PAYEE],
+    "denied_recipients": ["0x000000000000000000000000000000000000dEaD"],
+    "allowed_contracts": [USDC],
+    "denied_contracts": ["0x000000000000000000000000000000000000bEEF"],
+    "allowed_functions": ["transfer(address,uint256)"],
+    "allow_plain_transfers": True,
+    "allowed_assets": [USDC],
+    "allowed_chains": ["8453"],
+    "time_windows": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00"}],
+    "approval_above": {USDC: "100000000000"},
+}
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the processes a benchmark
+    started (``report.py`` sends it to a benchmark that overruns its time)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: CPU model, cores, RAM, Python, the load, the date."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_gib": ram_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_start": load_average(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the flags every benchmark takes."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
+    p.add_argument("--quick", action="store_true", help="a tiny run that proves it works")
+    return p
+
+
+def command() -> str:
+    """This run's command line as someone would type it from the repository root (without
+    ``--json PATH``, which only says where the figures went)."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = str(script.relative_to(ROOT))
+    except ValueError:
+        shown = str(script)
+    args, rest = [], iter(sys.argv[1:])
+    for arg in rest:
+        if arg == "--json":
+            next(rest, None)
+        elif not arg.startswith("--json="):
+            args.append(arg)
+    return shlex.join([".venv/bin/python", shown, *args])
+
+
+def emit(
+    path: Path | None,
+    name: str,
+    started: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    notes: str = "",
+) -> dict[str, Any]:
+    """Print the rows and, with ``--json``, write the report (``started`` is ``machine()``
+    taken at the start; the load at the end is added here)."""
+    report = {
+        "name": name,
+        "command": command(),
+        "machine": {**started, "load_end": load_average()},
+        "rows": list(rows),
+        "notes": notes,
+    }
+    for row in rows:
+        print(json.dumps(row))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one live process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` (its own and its reaped children's) and of its live children:
+    a server that forks a process per connection (PostgreSQL) is counted whole."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        this, parent = int(stat.parent.name), int(fields[1])
+        if this == pid:
+            total += sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
+        elif parent == pid:
+            total += sum(int(x) for x in fields[11:13]) / _TICK
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of one live process, MiB (0 if it is gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * _PAGE / 2**20
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -1,0 +1,173 @@
+"""One side of ``bench_network.py``: a reference network of one code tree, driven over stdin.
+
+Started by ``bench_network.py`` with ``PYTHONPATH`` and the working directory set to a code
+tree (this checkout, or a baseline ref unpacked into a temporary directory), so this process,
+the gateway and every operator import that tree's ``agentguard``. It uses only what both trees
+offer (``ReferenceNetwork``, ``NewtonGateway``, ``AsyncNewtonGateway``, ``Verifier``), and reads
+CPU time and memory of its own process tree from ``/proc``, so the figures cover every process.
+
+Protocol: one JSON command per line on stdin, one ``@@ {json}`` answer per line on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from _common import PAYEE, USDC, cmdline, cpu_seconds, descendants, rss_mib
+
+import agentguard
+from agentguard import AsyncNewtonGateway, NewtonGateway, TransactionIntent, Verifier
+from agentguard.network.launcher import ReferenceNetwork
+
+# one policy client per parameter set registered at start, by index
+CLIENTS = [f"0x{0xBE7C40 + i:040x}" for i in range(8)]
+AGENT = "0x1111111111111111111111111111111111111111"
+
+
+class Side:
+    def __init__(self) -> None:
+        self.net: ReferenceNetwork | None = None
+        self.counter = 0
+
+    def intent(self) -> TransactionIntent:
+        self.counter += 1  # every intent distinct: no idempotency hit, a fresh task each time
+        return TransactionIntent.erc20_transfer(
+            sender=AGENT, token=USDC, recipient=PAYEE, amount=self.counter, chain_id=8453
+        )
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: this process (the client) and every process below it."""
+        others = sum(cpu_seconds(pid) for pid in descendants(os.getpid()))
+        return {"client": time.process_time(), "network": others}
+
+    def gateway_pid(self) -> int:
+        for pid in descendants(os.getpid()):
+            if "agentguard.network.gateway" in cmdline(pid):
+                return pid
+        return 0
+
+    def start(self, operators: int, threshold: int, params: list[dict[str, Any]]) -> dict[str, Any]:
+        self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold)
+        self.net.start()
+        for address, configured in zip(CLIENTS, params, strict=False):
+            self.net.register_policy_client(address, "agent_spend", configured)
+        for index in range(len(params)):  # warm up connections and compiled policies
+            self.sequential(20, index)
+            asyncio.run(self.concurrent(64, 16, index))
+        return {"agentguard": os.path.dirname(agentguard.__file__), "cwds": self.cwds()}
+
+    def cwds(self) -> list[str]:
+        """Where each network process runs: ``python -m`` imports from there first."""
+        found = set()
+        for pid in descendants(os.getpid()):
+            with contextlib.suppress(OSError):
+                found.add(os.readlink(f"/proc/{pid}/cwd"))
+        return sorted(found)
+
+    def sequential(self, n: int, client: int = 0) -> dict[str, Any]:
+        """``n`` authorizations one after another from one sync client, then verified."""
+        assert self.net is not None
+        samples, pairs = [], []
+        with NewtonGateway(
+            self.net.url, policy_client=CLIENTS[client], api_key=self.net.api_key
+        ) as gw:
+            before = self.cpu()
+            for _ in range(n):
+                intent = self.intent()
+                t = time.perf_counter()
+                att = gw.authorize(intent)
+                samples.append((time.perf_counter() - t) * 1000)
+                pairs.append((intent, att))
+            after = self.cpu()
+        denied = sum(att.decision != "allow" for _, att in pairs)
+        verifier = Verifier(self.net.operator_addresses, policy_client=CLIENTS[client])
+        t = time.perf_counter()
+        for intent, att in pairs:
+            if att.decision == "allow":
+                verifier.verify(att, intent)
+        verify_ms = (time.perf_counter() - t) * 1000 / max(1, n - denied)
+        return {
+            "samples_ms": samples,
+            "denied": denied,
+            "verify_ms": verify_ms,
+            **_cpu(before, after),
+        }
+
+    async def concurrent(self, n: int, concurrency: int, client: int = 0) -> dict[str, Any]:
+        """``n`` authorizations by ``concurrency`` async clients sharing one gateway client."""
+        assert self.net is not None
+        intents = [self.intent() for _ in range(n)]
+        todo = iter(intents)
+        denied = failed = 0
+        async with AsyncNewtonGateway(
+            self.net.url, policy_client=CLIENTS[client], api_key=self.net.api_key
+        ) as gw:
+
+            async def worker() -> None:
+                nonlocal denied, failed
+                for intent in todo:
+                    try:
+                        att = await gw.authorize(intent)
+                    except Exception:  # a timeout on a crowded machine: counted, not fatal
+                        failed += 1
+                        continue
+                    denied += att.decision != "allow"
+
+            before = self.cpu()
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            after = self.cpu()
+        done = n - failed
+        return {"n": done, "failed": failed, "elapsed_s": elapsed, "denied": denied} | _cpu(
+            before, after
+        )
+
+    def rss(self) -> dict[str, Any]:
+        return {"gateway_rss_mib": rss_mib(self.gateway_pid())}
+
+    def stop(self) -> dict[str, Any]:
+        if self.net is not None:
+            self.net.stop()
+            self.net = None
+        return {}
+
+
+def _cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {
+        "cpu_client_s": after["client"] - before["client"],
+        "cpu_network_s": after["network"] - before["network"],
+    }
+
+
+def main() -> None:
+    side = Side()
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but answers on the protocol stream
+    try:
+        for line in sys.stdin:
+            command = json.loads(line)
+            op = command.pop("op")
+            try:
+                if op == "concurrent":
+                    answer = asyncio.run(side.concurrent(**command))
+                else:
+                    answer = getattr(side, op)(**command)
+            except Exception as exc:  # reported to the driver, which says so in the report
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            out.write("@@ " + json.dumps(answer) + "\n")
+            out.flush()
+            if op == "stop":
+                break
+    finally:
+        side.stop()
+
+
+if __name__ == "__main__":
+    main()
