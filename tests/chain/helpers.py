@@ -143,7 +143,8 @@ def attested_execute(env: Env, intent: TransactionIntent, **kw: Any) -> Any:
     """``vault.execute`` of ``intent`` under a fresh quorum attestation (``attest``'s keywords;
     ``vault=`` another vault than the session's)."""
     vault: Contract = kw.pop("vault", env.vault)
-    attestation = attest(vault.address, intent, expires_at=env.now() + 600, **kw)
+    expires_at = kw.pop("expires_at", env.now() + 600)
+    attestation = attest(vault.address, intent, expires_at=expires_at, **kw)
     return vault.functions.execute(*execute_args(intent, attestation))
 
 
