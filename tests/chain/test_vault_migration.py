@@ -237,7 +237,7 @@ def test_a_contract_faking_the_views_is_refused_by_the_helper(
 
 def _next_address(env: Env) -> str:
     """The address of the next contract the owner deploys (CREATE: sender and nonce)."""
-    import rlp  # type: ignore[import-untyped]
+    import rlp
     from eth_utils.address import to_checksum_address
 
     nonce = env.w3.eth.get_transaction_count(OWNER)
