@@ -425,9 +425,7 @@ contract AgentVault {
         if (delay > MAX_POLICY_DELAY) revert DelayTooLong(delay, MAX_POLICY_DELAY);
         uint64 current = _policyDelay;
         if (delay >= current) {
-            _clearDelayChange();
-            _policyDelay = delay;
-            emit PolicyDelaySet(delay);
+            _setPolicyDelay(delay);
             return;
         }
         uint64 applyAt = uint64(block.timestamp) + current;
@@ -440,10 +438,7 @@ contract AgentVault {
         uint64 at = _delayChangeAt;
         if (at == 0) revert NothingScheduled();
         _requireDue(at);
-        uint64 delay = _pendingPolicyDelay;
-        _clearDelayChange();
-        _policyDelay = delay;
-        emit PolicyDelaySet(delay);
+        _setPolicyDelay(_pendingPolicyDelay);
     }
 
     function cancelPolicyDelay() external onlyOwner {
@@ -559,6 +554,12 @@ contract AgentVault {
         _clearPolicySwitch();
         _policyId = policyId_;
         emit PolicyIdSet(policyId_);
+    }
+
+    function _setPolicyDelay(uint64 delay) private {
+        _clearDelayChange();
+        _policyDelay = delay;
+        emit PolicyDelaySet(delay);
     }
 
     function _clearPolicySwitch() private {
