@@ -272,3 +272,29 @@ def test_a_fresh_key_is_not_an_operator_until_the_owner_adds_it(env: Env) -> Non
     lone = attested_execute(env, env.transfer_intent(), keys=[key, OPERATOR_KEYS[0]])
     with reverts("UnknownOperator", operator_address(key)):
         lone.transact({"from": AGENT})
+
+
+# -- gas ------------------------------------------------------------------------------------
+
+
+def test_execute_gas_ignores_upgrade_state(env: Env) -> None:
+    """Guardians, a scheduled switch, a delay and a pending owner are read by no hot path: an
+    attested ERC-20 `execute` (2 of 3) costs what it cost before they existed (about 100 800
+    gas once the payee holds tokens), whatever of them is set. The margin is calldata noise
+    (random task ids and signatures)."""
+
+    def gas(amount: int) -> int:
+        call = attested_execute(env, env.transfer_intent(amount=amount))
+        return int(transact(env.w3, call, sender=AGENT)["gasUsed"])
+
+    gas(1)  # the payee's first tokens (a cold, empty balance slot) cost more
+    plain = gas(2)
+    v = env.vault.functions
+    transact(env.w3, v.grantGuardian(OUTSIDER), sender=OWNER)
+    transact(env.w3, v.setPolicyDelay(3600), sender=OWNER)
+    transact(env.w3, v.setPolicyId(keccak(b"next")), sender=OWNER)
+    transact(env.w3, v.transferOwnership(OUTSIDER), sender=OWNER)
+    upgraded = gas(3)
+    print(f"execute gas: {plain} plain, {upgraded} with upgrade state set")
+    assert abs(upgraded - plain) < 300
+    assert plain < 101_500
