@@ -25,6 +25,8 @@ interface IERC20Balance {
 /// @dev Attestation and intent hashing follow docs/architecture.md field for field, so the
 ///      operators' signatures that the SDK verifies offchain are the ones checked here.
 ///      Deployed as EIP-1167 clones by `AgentVaultFactory`; the implementation locks itself.
+///      Upgrades (guardians, a delayed policy switch, two-step ownership, `migrateTo`) are
+///      read by no hot path; docs/vault-upgrades.md has the procedures.
 contract AgentVault {
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
@@ -333,7 +335,7 @@ contract AgentVault {
     // -- owner ----------------------------------------------------------------------------
 
     /// Kill switch: stops `execute` and makes every x402 signature invalid until unpaused.
-    ///         The owner or a guardian may pull it; only the owner releases it.
+    /// The owner or a guardian may pull it; only the owner releases it.
     function pause() external {
         if (msg.sender != _owner && !_guardians[msg.sender]) revert NotOwner(msg.sender);
         _paused = true;
