@@ -3,7 +3,9 @@
 Every helper sends one owner transaction to an ``AgentVault`` and waits for it. A call the
 vault refuses raises ``ConfigurationError`` naming the vault's reason (``TooEarly(applyAt=…)``,
 ``MigrationMismatch(field=policy)``…) before anything is sent: these are the owner's own
-mistakes, and nothing moves. ``docs/vault-upgrades.md`` walks through the procedures.
+mistakes, and nothing moves. A node that fails is ``NodeUnavailable``; a transaction sent
+without a receipt is ``OutcomeUnknown`` (read the vault before sending again).
+``docs/vault-upgrades.md`` walks through the procedures.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from agentguard._eip712 import address_word, keccak, uint_word
-from agentguard._exceptions import ConfigurationError
+from agentguard._exceptions import ConfigurationError, NodeUnavailable, OutcomeUnknown
 from agentguard._json import canonical_json
 from agentguard.chain.contracts import load_artifact, transact
 
@@ -93,6 +95,14 @@ def _send(w3: Web3, call: ContractFunction, sender: Sender, what: str) -> TxRece
         data = revert_data(exc)
         reason = decode_revert(data) if data else str(exc)
         raise ConfigurationError(f"the vault refused {what}: {reason}; nothing changed") from None
+    except TimeExhausted:
+        raise OutcomeUnknown(
+            f"{what} was sent but no receipt came; read the vault's state before sending again"
+        ) from None
+    except (Web3RPCError, OSError) as exc:
+        raise NodeUnavailable(
+            f"the RPC node failed while sending {what} ({type(exc).__name__}); retry later"
+        ) from None
 
 
 def _event(contract: Contract, name: str, receipt: TxReceipt) -> list[dict[str, Any]]:

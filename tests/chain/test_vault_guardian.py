@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from web3 import Web3
 from web3.contract import Contract
 
-from agentguard._exceptions import ConfigurationError
+from agentguard._exceptions import ConfigurationError, NodeUnavailable
 from agentguard.chain import transact
 from agentguard.chain.owner import grant_guardian, revoke_guardian
 from tests.chain.helpers import (
@@ -134,3 +135,12 @@ def test_python_helpers_grant_revoke_and_explain_refusals(env: Env) -> None:
     assert env.vault.functions.isGuardian(GUARDIAN).call() is False
     with pytest.raises(ConfigurationError, match=r"grantGuardian.*NotOwner"):
         grant_guardian(env.w3, env.vault, GUARDIAN, sender=AGENT)
+
+
+def test_a_node_that_fails_is_an_agentguard_error(env: Env) -> None:
+    """No web3 or requests exception escapes the owner helpers: a dead RPC node is
+    ``NodeUnavailable`` (nothing was sent)."""
+    dead = Web3(Web3.HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 2}))
+    vault = dead.eth.contract(address=env.vault.address, abi=env.vault.abi)
+    with pytest.raises(NodeUnavailable, match="grantGuardian"):
+        grant_guardian(dead, vault, GUARDIAN, sender=OWNER)
