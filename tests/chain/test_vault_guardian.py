@@ -15,11 +15,14 @@ from agentguard.chain import transact
 from agentguard.chain.owner import grant_guardian, revoke_guardian
 from tests.chain.helpers import (
     AGENT,
+    INVALID,
+    MAGIC,
     OUTSIDER,
     OWNER,
     VAULT_ETH,
     VAULT_USDC,
     Env,
+    Payment,
     attested_execute,
     events,
     reverts,
@@ -144,3 +147,11 @@ def test_a_node_that_fails_is_an_agentguard_error(env: Env) -> None:
     vault = dead.eth.contract(address=env.vault.address, abi=env.vault.abi)
     with pytest.raises(NodeUnavailable, match="grantGuardian"):
         grant_guardian(dead, vault, GUARDIAN, sender=OWNER)
+
+
+def test_a_guardian_pause_also_stops_x402_payments(guarded: Env) -> None:
+    env = guarded
+    p = Payment(env)
+    assert p.is_valid(p.blob()) == MAGIC
+    transact(env.w3, env.vault.functions.pause(), sender=GUARDIAN)
+    assert p.is_valid(p.blob()) == INVALID

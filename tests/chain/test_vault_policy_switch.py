@@ -27,10 +27,13 @@ from agentguard.chain.owner import (
 )
 from tests.chain.helpers import (
     AGENT,
+    INVALID,
+    MAGIC,
     OWNER,
     PAYEE,
     POLICY_ID,
     Env,
+    Payment,
     attested_execute,
     events,
     reverts,
@@ -228,3 +231,36 @@ def test_python_helpers_schedule_apply_and_explain(delayed: Env) -> None:
     now = switch_policy(env.w3, env.vault, other, sender=OWNER)
     assert (now.applied, now.apply_at) == (True, env.now())
     assert env.vault.functions.policyId().call() == other
+
+
+def test_an_x402_payment_under_the_old_id_stops_with_the_switch(delayed: Env) -> None:
+    """The payment path follows the same rule: a payment signature made under the old id is
+    valid while the switch is only scheduled and invalid from the apply transaction on, so a
+    facilitator settling it late gets a refusal, not a payment under the old policy."""
+    env = delayed
+    p = Payment(env, expires_at=env.now() + 2 * HOUR)
+    transact(env.w3, env.vault.functions.setPolicyId(NEW), sender=OWNER)
+    assert p.is_valid(p.blob()) == MAGIC
+    advance(env, HOUR)
+    assert p.is_valid(p.blob()) == MAGIC
+    transact(env.w3, env.vault.functions.applyPolicySwitch(), sender=OWNER)
+    assert p.is_valid(p.blob()) == INVALID
+
+
+def test_a_newton_vault_switches_under_the_same_delay(env: Env) -> None:
+    """``executeNewton`` and the validator (through ``getPolicyId``) read the same policy id,
+    so a Newton-mode vault's switch waits its delay too."""
+    salt = b"\x57" * 32
+    receipt = transact(
+        env.w3,
+        env.factory.functions.createNewtonVault(OWNER, AGENT, env.token.address, POLICY_ID, salt),
+        sender=OWNER,
+    )
+    (created,) = events(env.factory, "VaultCreated", receipt)
+    newton = env.w3.eth.contract(address=created["vault"], abi=env.vault.abi).functions
+    transact(env.w3, newton.setPolicyDelay(HOUR), sender=OWNER)
+    transact(env.w3, newton.setPolicyId(NEW), sender=OWNER)
+    assert newton.getPolicyId().call() == POLICY_ID
+    advance(env, HOUR)
+    transact(env.w3, newton.applyPolicySwitch(), sender=OWNER)
+    assert newton.getPolicyId().call() == NEW
