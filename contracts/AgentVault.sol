@@ -10,6 +10,10 @@ interface IEIP3009 {
     function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
 }
 
+interface IERC20Balance {
+    function balanceOf(address account) external view returns (uint256);
+}
+
 /// @title AgentVault
 /// @notice Holds one agent's funds and spends them only on calls (`execute`) and x402 payments
 ///         (ERC-1271 `isValidSignature`) that a quorum of policy operators attested, bound to
@@ -21,6 +25,8 @@ interface IEIP3009 {
 /// @dev Attestation and intent hashing follow docs/architecture.md field for field, so the
 ///      operators' signatures that the SDK verifies offchain are the ones checked here.
 ///      Deployed as EIP-1167 clones by `AgentVaultFactory`; the implementation locks itself.
+///      Upgrades (guardians, a delayed policy switch, two-step ownership, `migrateTo`) are
+///      read by no hot path; docs/vault-upgrades.md has the procedures.
 contract AgentVault {
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
@@ -39,6 +45,8 @@ contract AgentVault {
     bytes4 private constant TRANSFER_SELECTOR = bytes4(keccak256("transfer(address,uint256)"));
     bytes4 private constant ERC1271_MAGIC = 0x1626ba7e;
     bytes4 private constant ERC1271_INVALID = 0xffffffff;
+    /// A policy delay above this would let a stolen owner key freeze policy changes for good.
+    uint64 public constant MAX_POLICY_DELAY = 30 days;
     /// Seen-signer tracking is a 256-bit bitmap over operator slots.
     uint256 public constant MAX_OPERATORS = 256;
     /// Gas the asset gets to answer `authorizationState`, whatever gas the caller sent, so the
@@ -81,6 +89,19 @@ contract AgentVault {
     bool private transient _executing;
     /// Newton mode when nonzero (set once, at creation): the validator `executeNewton` asks.
     address private _newtonValidator;
+    // -- upgrades: off the hot path (neither `execute` nor ERC-1271 reads these) -----------
+    /// May `pause()` and nothing else (granted and revoked by the owner).
+    mapping(address guardian => bool) private _guardians;
+    /// Two-step ownership transfer: the named address must accept.
+    address private _pendingOwner;
+    /// A policy switch scheduled under a nonzero delay, usable from `_policySwitchAt` on.
+    bytes32 private _pendingPolicyId;
+    uint64 private _policySwitchAt;
+    /// Seconds a policy switch waits (0: `setPolicyId` switches at once).
+    uint64 private _policyDelay;
+    /// A lowered delay, which itself waits the current delay (until `_delayChangeAt`).
+    uint64 private _pendingPolicyDelay;
+    uint64 private _delayChangeAt;
 
     event Initialized(address indexed owner, address indexed agent, bytes32 policyId);
     event NewtonValidatorSet(address indexed validator);
@@ -93,6 +114,19 @@ contract AgentVault {
     event Paused(address indexed by);
     event Unpaused(address indexed by);
     event Withdrawn(address indexed token, address indexed to, uint256 amount);
+    event GuardianGranted(address indexed guardian);
+    event GuardianRevoked(address indexed guardian);
+    event OwnershipTransferStarted(address indexed owner, address indexed pendingOwner);
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+    /// `setPolicyId` under a nonzero delay: `applyPolicySwitch` may switch from `applyAt` on.
+    event PolicySwitchScheduled(bytes32 indexed policyId, uint64 applyAt);
+    event PolicySwitchCancelled(bytes32 indexed policyId);
+    event PolicyDelaySet(uint64 delay);
+    /// A lower delay, which applies (`applyPolicyDelay`) once the current delay has passed.
+    event PolicyDelayChangeScheduled(uint64 delay, uint64 applyAt);
+    event PolicyDelayChangeCancelled(uint64 delay);
+    /// Funds moved to `newVault` (each amount also as `Withdrawn`); this vault is now paused.
+    event Migrated(address indexed newVault);
 
     error AlreadyInitialized();
     /// The locked implementation behind the clones: it authorizes nothing.
@@ -122,6 +156,16 @@ contract AgentVault {
     error DuplicateSignature(address signer);
     error InsufficientQuorum(uint256 valid, uint256 threshold);
     error WithdrawFailed(address token);
+    error NotPendingOwner(address caller);
+    /// `apply…` with nothing scheduled, or before its time (`applyAt`).
+    error NothingScheduled();
+    error TooEarly(uint64 applyAt, uint256 timestamp);
+    error DelayTooLong(uint64 delay, uint64 max);
+    /// `migrateTo`: the new vault differs from this one in `field` (owner, agent, policy,
+    /// operators, threshold, validator) or is this vault / has no code.
+    error MigrationMismatch(string field);
+    /// A migrated token arrived short (a fee-on-transfer or lying token): nothing moved.
+    error MigrationShortfall(address token, uint256 sent, uint256 received);
     /// `executeNewton` on a vault created without a Newton validator (or the implementation).
     error NotNewtonMode();
     /// `setOperators` on a Newton-mode vault: its attestations come from its validator only.
@@ -291,9 +335,40 @@ contract AgentVault {
     // -- owner ----------------------------------------------------------------------------
 
     /// Kill switch: stops `execute` and makes every x402 signature invalid until unpaused.
-    function pause() external onlyOwner {
+    /// The owner or a guardian may pull it; only the owner releases it.
+    function pause() external {
+        if (msg.sender != _owner && !_guardians[msg.sender]) revert NotOwner(msg.sender);
         _paused = true;
         emit Paused(msg.sender);
+    }
+
+    /// `guardian` may `pause()` from now on, and nothing else (a challenger, a monitoring bot).
+    function grantGuardian(address guardian) external onlyOwner {
+        if (guardian == address(0)) revert ZeroAddress();
+        _guardians[guardian] = true;
+        emit GuardianGranted(guardian);
+    }
+
+    function revokeGuardian(address guardian) external onlyOwner {
+        delete _guardians[guardian];
+        emit GuardianRevoked(guardian);
+    }
+
+    /// Step one of two: `newOwner` becomes owner when it calls `acceptOwnership` (so a typo
+    /// cannot lock the vault). `address(0)` cancels. The current owner stays owner until then.
+    function transferOwnership(address newOwner) external onlyOwner {
+        _pendingOwner = newOwner;
+        emit OwnershipTransferStarted(msg.sender, newOwner);
+    }
+
+    /// Step two: the pending owner takes over; the same separation rules as at creation hold.
+    function acceptOwnership() external {
+        address newOwner = _pendingOwner;
+        if (msg.sender != newOwner || newOwner == address(0)) revert NotPendingOwner(msg.sender);
+        if (newOwner == _agent || newOwner == address(this)) revert AgentNotSeparate(newOwner);
+        delete _pendingOwner;
+        emit OwnershipTransferred(_owner, newOwner);
+        _owner = newOwner;
     }
 
     function unpause() external onlyOwner {
@@ -316,26 +391,99 @@ contract AgentVault {
         emit AgentSet(agent_);
     }
 
+    /// Switches the policy at once when `policyDelay` is 0; otherwise schedules the switch
+    /// (replacing any scheduled one), for `applyPolicySwitch` once the delay has passed.
+    /// Attestations under the old id are accepted until the switch applies, then never.
     function setPolicyId(bytes32 policyId_) external onlyOwner {
         if (policyId_ == bytes32(0)) revert InvalidPolicyId();
-        _policyId = policyId_;
-        emit PolicyIdSet(policyId_);
+        uint64 delay = _policyDelay;
+        if (delay == 0) {
+            _switchPolicy(policyId_);
+            return;
+        }
+        uint64 applyAt = uint64(block.timestamp) + delay;
+        _pendingPolicyId = policyId_;
+        _policySwitchAt = applyAt;
+        emit PolicySwitchScheduled(policyId_, applyAt);
+    }
+
+    function applyPolicySwitch() external onlyOwner {
+        bytes32 next = _pendingPolicyId;
+        if (next == bytes32(0)) revert NothingScheduled();
+        _requireDue(_policySwitchAt);
+        _switchPolicy(next);
+    }
+
+    function cancelPolicySwitch() external onlyOwner {
+        bytes32 next = _pendingPolicyId;
+        if (next == bytes32(0)) revert NothingScheduled();
+        _clearPolicySwitch();
+        emit PolicySwitchCancelled(next);
+    }
+
+    /// Raising the delay (or keeping it) applies at once and drops a scheduled lowering;
+    /// lowering waits the current delay, so a stolen owner key cannot skip it.
+    function setPolicyDelay(uint64 delay) external onlyOwner {
+        if (delay > MAX_POLICY_DELAY) revert DelayTooLong(delay, MAX_POLICY_DELAY);
+        uint64 current = _policyDelay;
+        if (delay >= current) {
+            _setPolicyDelay(delay);
+            return;
+        }
+        uint64 applyAt = uint64(block.timestamp) + current;
+        _pendingPolicyDelay = delay;
+        _delayChangeAt = applyAt;
+        emit PolicyDelayChangeScheduled(delay, applyAt);
+    }
+
+    function applyPolicyDelay() external onlyOwner {
+        uint64 at = _delayChangeAt;
+        if (at == 0) revert NothingScheduled();
+        _requireDue(at);
+        _setPolicyDelay(_pendingPolicyDelay);
+    }
+
+    function cancelPolicyDelay() external onlyOwner {
+        if (_delayChangeAt == 0) revert NothingScheduled();
+        uint64 delay = _pendingPolicyDelay;
+        _clearDelayChange();
+        emit PolicyDelayChangeCancelled(delay);
+    }
+
+    /// Moves all ETH and the whole balance of each of `tokens` to `newVault` and pauses this
+    /// vault, in one owner transaction. `newVault` must be another vault already set up like
+    /// this one: same owner, agent, mode (operators and threshold, or Newton validator), and
+    /// the same policy — `policyId = keccak(vault ‖ policyCodeHash ‖ paramsHash ‖
+    /// uint256(expireAfter))` holds for both vaults with the preimage given here (a policy id
+    /// binds its vault's address, so the ids differ while the policy is the same). Each token
+    /// must arrive in full (`MigrationShortfall`). Newton-mode vaults (whose policy ids Newton
+    /// issues) are not migrated here: withdraw instead.
+    /// @dev The views asked can be faked by a contract made for it: create `newVault` with a
+    ///      factory you trust (`agentguard.chain.upgrades.migrate_vault` checks its code).
+    function migrateTo(
+        address payable newVault,
+        address[] calldata tokens,
+        bytes32 policyCodeHash,
+        bytes32 paramsHash,
+        uint256 expireAfter
+    ) external onlyOwner {
+        if (_executing) revert Reentrancy();
+        if (_newtonValidator != address(0)) revert NewtonMode();
+        _requireSameVault(AgentVault(newVault), policyCodeHash, paramsHash, expireAfter);
+        _paused = true;
+        emit Paused(msg.sender);
+        for (uint256 i; i < tokens.length; ++i) {
+            _migrateToken(tokens[i], newVault);
+        }
+        uint256 eth = address(this).balance;
+        if (eth != 0) _send(address(0), newVault, eth);
+        emit Migrated(newVault);
     }
 
     /// Moves funds out without an attestation: `token` = address(0) for ETH. Works while paused.
     function withdraw(address token, address to, uint256 amount) external onlyOwner {
         if (to == address(0)) revert ZeroAddress();
-        bool ok;
-        bytes memory ret;
-        if (token == address(0)) {
-            (ok, ret) = to.call{value: amount}("");
-        } else {
-            if (token.code.length == 0) revert WithdrawFailed(token);
-            (ok, ret) = token.call(abi.encodeWithSelector(TRANSFER_SELECTOR, to, amount));
-        }
-        if (!ok) _bubble(ret);
-        if (ret.length != 0 && !abi.decode(ret, (bool))) revert WithdrawFailed(token);
-        emit Withdrawn(token, to, amount);
+        _send(token, to, amount);
     }
 
     // -- views ----------------------------------------------------------------------------
@@ -368,6 +516,28 @@ contract AgentVault {
         return _operatorSlot[account] != 0;
     }
 
+    function isGuardian(address account) external view returns (bool) {
+        return _guardians[account];
+    }
+
+    function pendingOwner() external view returns (address) {
+        return _pendingOwner;
+    }
+
+    function policyDelay() external view returns (uint64) {
+        return _policyDelay;
+    }
+
+    /// The scheduled policy switch: (0, 0) when none.
+    function pendingPolicySwitch() external view returns (bytes32 policyId_, uint64 applyAt) {
+        return (_pendingPolicyId, _policySwitchAt);
+    }
+
+    /// The scheduled lowering of the policy delay: applyAt 0 when none.
+    function pendingPolicyDelay() external view returns (uint64 delay, uint64 applyAt) {
+        return (_pendingPolicyDelay, _delayChangeAt);
+    }
+
     // -- internals ------------------------------------------------------------------------
 
     function _initialize(address owner_, address agent_, bytes32 policyId_) private {
@@ -380,6 +550,87 @@ contract AgentVault {
         _agent = agent_;
         _policyId = policyId_;
         emit Initialized(owner_, agent_, policyId_);
+    }
+
+    function _switchPolicy(bytes32 policyId_) private {
+        _clearPolicySwitch();
+        _policyId = policyId_;
+        emit PolicyIdSet(policyId_);
+    }
+
+    function _setPolicyDelay(uint64 delay) private {
+        _clearDelayChange();
+        _policyDelay = delay;
+        emit PolicyDelaySet(delay);
+    }
+
+    function _clearPolicySwitch() private {
+        delete _pendingPolicyId;
+        delete _policySwitchAt;
+    }
+
+    function _clearDelayChange() private {
+        delete _pendingPolicyDelay;
+        delete _delayChangeAt;
+    }
+
+    function _requireDue(uint64 applyAt) private view {
+        if (block.timestamp < applyAt) revert TooEarly(applyAt, block.timestamp);
+    }
+
+    function _policyIdOf(address vault, bytes32 policyCodeHash, bytes32 paramsHash, uint256 expireAfter)
+        private
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(vault, policyCodeHash, paramsHash, expireAfter));
+    }
+
+    /// `migrateTo`'s checks: `target` is another vault with this one's owner, agent, operators,
+    /// threshold and (for its own address) policy.
+    function _requireSameVault(AgentVault target, bytes32 policyCodeHash, bytes32 paramsHash, uint256 expireAfter)
+        private
+        view
+    {
+        address t = address(target);
+        if (t == address(this) || t.code.length == 0) revert MigrationMismatch("vault");
+        if (target.owner() != _owner) revert MigrationMismatch("owner");
+        if (target.agent() != _agent) revert MigrationMismatch("agent");
+        if (
+            _policyIdOf(address(this), policyCodeHash, paramsHash, expireAfter) != _policyId
+                || _policyIdOf(t, policyCodeHash, paramsHash, expireAfter) != target.policyId()
+        ) revert MigrationMismatch("policy");
+        if (target.newtonValidator() != address(0)) revert MigrationMismatch("validator");
+        if (target.threshold() != _threshold) revert MigrationMismatch("threshold");
+        if (keccak256(abi.encode(target.operators())) != keccak256(abi.encode(_operators))) {
+            revert MigrationMismatch("operators");
+        }
+    }
+
+    /// Sends `amount` of `token` (address(0): ETH) to `to`, or reverts saying why not.
+    function _send(address token, address to, uint256 amount) private {
+        bool ok;
+        bytes memory ret;
+        if (token == address(0)) {
+            (ok, ret) = to.call{value: amount}("");
+        } else {
+            if (token.code.length == 0) revert WithdrawFailed(token);
+            (ok, ret) = token.call(abi.encodeWithSelector(TRANSFER_SELECTOR, to, amount));
+        }
+        if (!ok) _bubble(ret);
+        if (ret.length != 0 && !abi.decode(ret, (bool))) revert WithdrawFailed(token);
+        emit Withdrawn(token, to, amount);
+    }
+
+    /// Sends this vault's whole balance of `token` to `to`; it must arrive in full.
+    function _migrateToken(address token, address to) private {
+        if (token.code.length == 0) revert WithdrawFailed(token);
+        uint256 amount = IERC20Balance(token).balanceOf(address(this));
+        if (amount == 0) return;
+        uint256 before = IERC20Balance(token).balanceOf(to);
+        _send(token, to, amount);
+        uint256 received = IERC20Balance(token).balanceOf(to) - before;
+        if (received != amount) revert MigrationShortfall(token, amount, received);
     }
 
     /// The call is the attested intent, from the agent calling, for this chain.

@@ -4,6 +4,8 @@
 payments) that a quorum of policy operators attested, so a stolen agent key moves nothing.
 In Newton mode (``create_newton_vault``) a validator with Newton's ``validateAttestationDirect``
 (the shipped ``NewtonBlsValidator``: BN254 BLS quorum) checks each attested call instead.
+``agentguard.chain.owner`` holds the owner's side: creation, guardians, delayed policy
+switches, two-step ownership and migration (docs/vault-upgrades.md).
 """
 
 from agentguard.chain.anvil import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccount, find_anvil
@@ -14,6 +16,14 @@ from agentguard.chain.newton import (
     deploy_newton_validator,
     execute_newton_args,
     newton_execute_calldata,
+)
+from agentguard.chain.owner import (
+    PolicyPreimage,
+    create_vault,
+    grant_guardian,
+    migrate_vault,
+    revoke_guardian,
+    switch_policy,
 )
 from agentguard.chain.vault import (
     EXECUTE_SIGNATURE,
@@ -29,16 +39,22 @@ __all__ = [
     "Anvil",
     "Artifact",
     "DevAccount",
+    "PolicyPreimage",
     "create_newton_vault",
+    "create_vault",
     "deploy",
     "deploy_newton_validator",
     "execute_args",
     "execute_calldata",
     "execute_newton_args",
     "find_anvil",
+    "grant_guardian",
     "load_artifact",
+    "migrate_vault",
     "newton_execute_calldata",
     "payment_signature",
+    "revoke_guardian",
+    "switch_policy",
     "token_domain_separator",
     "transact",
     "transfer_authorization_digest",

@@ -30,6 +30,7 @@ from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard.chain import (
     DEV_ACCOUNTS,
     Anvil,
+    execute_args,
     load_artifact,
     payment_signature,
     transact,
@@ -136,6 +137,15 @@ def attest(
             for k in signers
         ),
     )
+
+
+def attested_execute(env: Env, intent: TransactionIntent, **kw: Any) -> Any:
+    """``vault.execute`` of ``intent`` under a fresh quorum attestation (``attest``'s keywords;
+    ``vault=`` another vault than the session's)."""
+    vault: Contract = kw.pop("vault", env.vault)
+    expires_at = kw.pop("expires_at", env.now() + 600)
+    attestation = attest(vault.address, intent, expires_at=expires_at, **kw)
+    return vault.functions.execute(*execute_args(intent, attestation))
 
 
 def high_s(signature: bytes) -> bytes:

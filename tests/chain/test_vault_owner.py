@@ -12,7 +12,7 @@ from web3.exceptions import ContractLogicError
 from agentguard._attestation import operator_address
 from agentguard._eip712 import keccak
 from agentguard._intent import TransactionIntent
-from agentguard.chain import execute_args, execute_calldata, transact
+from agentguard.chain import execute_calldata, transact
 from tests.chain.helpers import (
     AGENT,
     CHAIN_ID,
@@ -27,17 +27,13 @@ from tests.chain.helpers import (
     DeployTest,
     Env,
     attest,
+    attested_execute,
     events,
     reverts,
 )
 
 ZERO = "0x" + "00" * 20
 STRANGERS = [operator_address(k) for k in STRANGER_KEYS]
-
-
-def _execute(env: Env, intent: TransactionIntent, **kw: Any) -> Any:
-    attestation = attest(env.vault.address, intent, expires_at=env.now() + 600, **kw)
-    return env.vault.functions.execute(*execute_args(intent, attestation))
 
 
 def test_owner_functions_refuse_everyone_else(env: Env) -> None:
@@ -67,21 +63,21 @@ def test_pause_and_unpause_emit_and_toggle(env: Env) -> None:
 
 def test_rotating_operators_retires_the_old_keys(env: Env) -> None:
     intent = env.transfer_intent()
-    old = _execute(env, intent)
+    old = attested_execute(env, intent)
     receipt = transact(env.w3, env.vault.functions.setOperators(STRANGERS, 2), sender=OWNER)
     assert events(env.vault, "OperatorsSet", receipt) == [{"operators": STRANGERS, "threshold": 2}]
     assert env.vault.functions.operators().call() == STRANGERS
     assert not any(env.vault.functions.isOperator(o).call() for o in OPERATORS)
     with reverts("UnknownOperator", OPERATORS[0]):
         old.transact({"from": AGENT})
-    transact(env.w3, _execute(env, intent, keys=STRANGER_KEYS), sender=AGENT)
+    transact(env.w3, attested_execute(env, intent, keys=STRANGER_KEYS), sender=AGENT)
     assert env.usdc(PAYEE) == 5_000_000
     with reverts("InvalidThreshold", 3, 2):
         env.vault.functions.setOperators(STRANGERS, 3).transact({"from": OWNER})
 
 
 def test_new_agent_replaces_the_old(env: Env) -> None:
-    call = _execute(env, env.transfer_intent())
+    call = attested_execute(env, env.transfer_intent())
     receipt = transact(env.w3, env.vault.functions.setAgent(OUTSIDER), sender=OWNER)
     assert events(env.vault, "AgentSet", receipt) == [{"agent": OUTSIDER}]
     with reverts("NotAgent", AGENT):
@@ -93,7 +89,7 @@ def test_new_agent_replaces_the_old(env: Env) -> None:
 
 
 def test_new_policy_id_invalidates_old_attestations(env: Env) -> None:
-    call = _execute(env, env.transfer_intent())
+    call = attested_execute(env, env.transfer_intent())
     new = keccak(b"new policy")
     receipt = transact(env.w3, env.vault.functions.setPolicyId(new), sender=OWNER)
     assert events(env.vault, "PolicyIdSet", receipt) == [{"policyId": new}]
@@ -146,7 +142,7 @@ def test_task_is_marked_used_before_the_call_goes_out(env: Env, probe: Contract)
     intent = _call_intent(
         env, probe, "expectMarked", "expectMarked(address,bytes32)", env.vault.address, task
     )
-    transact(env.w3, _execute(env, intent, task_id=task), sender=AGENT)
+    transact(env.w3, attested_execute(env, intent, task_id=task), sender=AGENT)
     assert env.vault.functions.taskUsed(task).call() is True
 
 
