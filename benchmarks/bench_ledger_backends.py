@@ -7,7 +7,7 @@ Each backend runs twice in this one process run: one process doing ``n`` pairs, 
 processes doing ``n // procs`` pairs each at once, all on ONE agent's budget (a fleet sharing a
 budget: every reserve is checked against the same caps). Each pair is ``reserve`` (a per-tx cap,
 two rolling windows and a rate cap) then ``commit``. The servers are real (Redis with its
-append-only file, ``appendfsync everysec``; PostgreSQL 15 with its defaults, fsync on),
+append-only file, ``appendfsync always``, which the ledger requires; PostgreSQL 15 with its defaults, fsync on),
 started on 127.0.0.1 by ``tests/ledger/servers.py`` and stopped after; ``postgres-async``
 is the same server with ``synchronous_commit=off`` for this client (no fsync wait per commit). CPU per pair is split
 into the agent processes' own (the client) and the server's (the whole process tree); SQLite
@@ -95,7 +95,7 @@ def main() -> None:
                 ("sqlite", f"sqlite:///{tmp}/ledger.db", None),
                 ("redis", redis.url, redis),
                 ("postgres", postgres.url, postgres),
-                # the durability SQLite (synchronous=NORMAL) and Redis (everysec) give: a
+                # the durability SQLite (synchronous=NORMAL) gives: a
                 # crash of the server process loses nothing, a power cut the last moment
                 ("postgres-async", postgres.url + _ASYNC, postgres),
             ]

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -49,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import emit, machine
+from _common import parser as _common_parser
 from coincurve import PrivateKey
 from eth_account import Account
 from x402 import x402Client
@@ -489,57 +489,28 @@ async def authorization_included(n: int, rounds: int, quick: bool) -> list[dict[
     return out
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "cpu": model,
-        "load_1m": round(os.getloadavg()[0], 2),
-    }
-
-
 NOTES = (
     "CPU per paid request of the client process (time.process_time, every thread), median "
     "of per-request samples and mean over the run (the mean includes deferred background "
     "work such as the gateway commit, drained inside the window). Payment layer: "
     "layer_* = CPU minus the bare two-request exchange through plain httpx; "
-    "layer_ratio_* = that against the official client's (issue 11 target <= 0.5 with "
+    "layer_ratio_* = that against the official client's (target <= 0.5 with "
     "authorization excluded). Authorization included: ratio_* against the official client "
     "with the same real server (target <= 1.2); network_cpu_us / server_cpu_us are the "
     "reference network's and the x402 server's CPU per request, counted separately."
 )
 
 
-async def main(n: int, quick: bool, json_path: str | None) -> None:
+async def main(n: int, quick: bool, json_path: Path | None) -> None:
+    started = machine()
     rows = await payment_layer(n, 1 if quick else 3)
     rows += await authorization_included(max(n // 2, 50) if quick else n, 1 if quick else 3, quick)
-    doc = {
-        "name": "x402",
-        "command": " ".join(["benchmarks/bench_x402.py", *sys.argv[1:]]),
-        "machine": machine(),
-        "rows": rows,
-        "notes": NOTES,
-    }
-    text = json.dumps(doc, indent=2)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-    print(text)
+    emit(json_path, "x402", started, rows, NOTES)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = _common_parser(__doc__)
     parser.add_argument("--requests", type=int, default=None, help="paid requests per row")
-    parser.add_argument("--quick", action="store_true", help="fewer requests, fewer rows")
-    parser.add_argument("--json", metavar="PATH", help="also write the result document here")
     parser.add_argument("--serve-official", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_official:

@@ -307,7 +307,8 @@ SECTIONS = [
         "Shared ledgers: SQLite, Redis, PostgreSQL",
         "Reserve + commit pairs on ONE agent's budget by one process, then by 8 processes at "
         "once, every backend side by side in one run, against real servers on 127.0.0.1 "
-        "started by the benchmark (Redis with its append-only file, `appendfsync everysec`; "
+        "started by the benchmark (Redis with its append-only file, `appendfsync always`, which "
+        "the ledger requires; "
         "PostgreSQL with fsync on; `postgres-async` is the same server with "
         "`synchronous_commit=off` for this client). CPU per pair: the agent processes' own "
         "(client) and the server's whole process tree (SQLite has no server).",
