@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import agentguard.policies
-
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
 from agentguard.policies._testkit import erc20, wasm_for
