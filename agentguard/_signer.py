@@ -505,11 +505,11 @@ def _typed(typed_data: Any) -> dict[str, Any]:
     return _plain(typed_data)  # type: ignore[no-any-return]
 
 
-_LEAVES = (str, int, bool, bytes, type(None))
+_LEAVES = (str, int, float, bool, bytes, type(None))
 
 
 def _plain(value: Any, depth: int = 0) -> Any:
-    """A deep copy made of exactly dict, list, str, int, bool, bytes and None."""
+    """A deep copy made of exactly dict, list, str, int, float, bool, bytes and None."""
     kind = type(value)
     if kind in _LEAVES:
         return value
