@@ -63,6 +63,8 @@ ROUNDS = 5
 BACKOFF = 0.5
 """Seconds before the second round; doubles each round, at most ``MAX_BACKOFF``."""
 MAX_BACKOFF = 8.0
+MAX_WAIT = 3600.0
+"""The longest single lock wait in ``flush`` (``flush(math.inf)`` waits in such steps)."""
 IDLE_SECONDS = 2.0
 """A worker thread with nothing to do for this long ends (the next call starts one); an
 asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
@@ -238,7 +240,7 @@ class Bookkeeper:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                self._cond.wait(min(left, MAX_WAIT))  # a lock wait refuses ``inf``
             return self._queue.outstanding()
 
     def _work(self) -> None:
