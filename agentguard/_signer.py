@@ -497,9 +497,29 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _typed(typed_data: Any) -> dict[str, Any]:
-    if not isinstance(typed_data, dict):
+    """One plain copy of the typed data: the fields checked are the fields signed. A mapping
+    whose reads change (a ``dict`` subclass, or a dict another thread edits) could otherwise
+    show the digest one payee or amount and the checks another."""
+    if type(typed_data) is not dict:
         raise IntentMismatch(f"typed data must be a dict, got {type(typed_data).__name__}")
-    return typed_data
+    return _plain(typed_data)  # type: ignore[no-any-return]
+
+
+_LEAVES = (str, int, float, bool, bytes, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A deep copy made of exactly dict, list, str, int, float, bool, bytes and None."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if depth < 16 and kind is dict:
+        if not all(type(key) is str for key in value):
+            raise IntentMismatch("typed data keys must be strings")
+        return {key: _plain(item, depth + 1) for key, item in dict.items(value)}
+    if depth < 16 and kind in (list, tuple):
+        return [_plain(item, depth + 1) for item in value]
+    raise IntentMismatch(f"typed data holds a {kind.__name__}, not plain JSON-like data")
 
 
 def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> list[str]:

@@ -197,10 +197,10 @@ class Verifier:
 
     @property
     def blocking(self) -> bool:
-        """Whether ``verify`` may wait on I/O (a shared replay guard). Without, it is CPU
-        only (two or three ECDSA recoveries), which an event loop runs faster inline than
-        through a worker thread."""
-        return type(self._replay) is not MemoryReplayGuard
+        """Whether ``verify`` may wait on I/O (a shared replay guard, or a subclass's own
+        ``verify``, which may do anything). Otherwise it is CPU only (two or three ECDSA
+        recoveries), which an event loop runs faster inline than through a worker thread."""
+        return type(self) is not Verifier or type(self._replay) is not MemoryReplayGuard
 
     def verify(
         self, attestation: Attestation, intent: TransactionIntent | PaymentIntent

@@ -13,7 +13,8 @@ One queue per guard, served by one worker: a thread for a blocking authorizer
 meets a transient failure (gateway down, 5xx, garbage) is tried again in later rounds with
 backoff, then left counted (logged); a JSON-RPC error is the gateway's final word (e.g. the
 task is no longer ``attested``) and is not retried. ``Guard.close()`` / ``AsyncGuard.aclose()``
-drain the queue within a bound (``flush``); so does interpreter exit, for threads.
+drain the queue within a bound (``flush``); so does interpreter exit, for threads. A forked
+child starts with empty queues and fresh locks: its parent sends what it queued.
 
 Exactly once: a task id is queued at most once while its call is pending, and the gateway
 itself accepts one commit or release per task (a second finds it no longer ``attested`` and
@@ -28,6 +29,7 @@ import contextlib
 import heapq
 import inspect
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -61,6 +63,8 @@ ROUNDS = 5
 BACKOFF = 0.5
 """Seconds before the second round; doubles each round, at most ``MAX_BACKOFF``."""
 MAX_BACKOFF = 8.0
+MAX_WAIT = 3600.0
+"""The longest single lock wait in ``flush`` (``flush(math.inf)`` waits in such steps)."""
 IDLE_SECONDS = 2.0
 """A worker thread with nothing to do for this long ends (the next call starts one); an
 asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
@@ -152,6 +156,16 @@ class _Queue:
     def outstanding(self) -> int:
         return len(self.jobs) + self.active
 
+    def forked(self) -> _Queue:
+        """The queue a forked child starts with: empty (the parent sends what it queued, and
+        its in-flight call never finishes here), remembering every id the parent had."""
+        child = _Queue()
+        child.done = OrderedDict(self.done)
+        child.done.update(dict.fromkeys(self.pending))
+        while len(child.done) > _REMEMBERED:
+            child.done.popitem(last=False)
+        return child
+
     def abandon(self, why: str) -> int:
         """Give up on every queued job (the guard is gone): they stay counted."""
         left = len(self.jobs)
@@ -187,6 +201,13 @@ class Bookkeeper:
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
 
+    def _forked(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held this one at the
+        fork) and queue, and no worker (the parent's did not come along)."""
+        self._queue = self._queue.forked()
+        self._cond = threading.Condition()
+        self._worker = None
+
     def submit(self, call: Call) -> None:
         with self._cond:
             if not self._queue.add(call):
@@ -219,7 +240,7 @@ class Bookkeeper:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                self._cond.wait(min(left, MAX_WAIT))  # a lock wait refuses ``inf``
             return self._queue.outstanding()
 
     def _work(self) -> None:
@@ -259,6 +280,11 @@ class AsyncBookkeeper:
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's loop and worker did not come along."""
+        self._queue = self._queue.forked()
+        self._worker = self._wake = self._idle = None
 
     def submit(self, call: Call) -> None:
         """Queue ``call``; must be called on a running event loop."""
@@ -366,6 +392,21 @@ async def aflush(guard: Any, timeout: float = CLOSE_DRAIN_SECONDS) -> int:
         rest = max(0.0, deadline - time.monotonic())
         left += await asyncio.to_thread(threaded.flush, rest)
     return left
+
+
+def _after_fork_in_child() -> None:
+    """A forked child keeps no call of its parent's (the parent sends those; sending them here
+    too would be a second call) and no lock a parent thread held at the fork."""
+    global _lock
+    _lock = threading.Lock()
+    for book in list(_books.values()):
+        book._forked()
+    for abook in list(_async_books.values()):
+        abook._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

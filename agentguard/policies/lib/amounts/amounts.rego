@@ -9,8 +9,10 @@
 # Every function here takes amounts as canonical decimal strings ("0", "5000000", no sign, no
 # leading zeros, at most 78 digits) or as exact non-negative integer numbers up to 2^53 - 1,
 # and is undefined for anything else (a float, a negative, "1e6", "0x10", " 5"). Use them in
-# allow rules (`allow if amounts.lte(x, cap)`) or as `deny if amounts.above(x, cap)`: both
-# fail closed when an amount is malformed.
+# allow rules (`allow if amounts.lte(x, cap)`) or negated in deny rules
+# (`deny if not amounts.lte(x, cap)`): both fail closed when an amount is malformed OR
+# missing. Never `deny if <function>(x, cap)`: a function called with an undefined argument
+# (a missing cap, a typo in its params key) is undefined, so such a rule denies nothing.
 #
 # Include it from your policy_metadata.json with "includes": ["lib/amounts"], then
 # `import data.agentguard.lib.amounts` and call `amounts.lte(a, b)`.
@@ -48,9 +50,6 @@ lt(a, b) if {
 gte(a, b) if lte(b, a)
 
 gt(a, b) if lt(b, a)
-
-# For deny rules: true when a is above cap OR either is not a valid amount (fails closed).
-above(a, cap) if not lte(a, cap)
 
 # Canonical decimal strings: shorter is smaller; equal lengths compare as text.
 digits_lte(x, y) if count(x) < count(y)
