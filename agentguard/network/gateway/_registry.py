@@ -208,12 +208,21 @@ class Clients:
         validated_params(policy, registration.params)
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
+        # Judged against the state's registration, never a replica's copy of it (up to
+        # ``CLIENT_REFRESH`` old): against a stale copy, a replay of the older registration
+        # looked like "the same one" and was saved over the newer one for every replica.
+        if self._state.shared:
+            self._fresh.pop(registration.policy_client_hex, None)
         held = self.get(registration.policy_client_hex)
         try:
             chain_owner = self._check_owner(registration)
-            registration.replaces(held.registration if held else None, chain_owner=chain_owner)
+            replaces = registration.replaces(
+                held.registration if held else None, chain_owner=chain_owner
+            )
         except ConfigurationError as exc:
             raise invalid(exc.message) from None
+        if held is not None and not replaces:
+            return held  # the registration held already: nothing to save
         record = PolicyClientRecord(registration, policy)
         self._state.save_policy_client(record)
         client = PolicyClient.from_record(record)

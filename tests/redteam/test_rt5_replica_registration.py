@@ -1,0 +1,65 @@
+"""Attacks on the 2 s client copy a gateway replica keeps of a shared state's registration
+(``gateway/_registry.py``), with two real gateway processes on one real PostgreSQL and real
+operators (the ``replicas`` fixture of ``tests/network/test_gateway_replicas.py``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from agentguard.network.gateway._registry import CLIENT_REFRESH
+from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params
+from tests.network.test_gateway_replicas import _call, _create, replicas
+
+__all__ = ["replicas"]  # the fixture, used by name
+
+
+def _decision(answer: Any) -> str | None:
+    result = answer.get("result")
+    if not isinstance(result, dict) or result.get("status") != "success":
+        return None  # an error: nothing attested
+    return str(result["attestation"]["decision"])
+
+
+def test_a_stale_replica_cannot_allow_past_a_cap_lowered_a_moment_ago(replicas: Any) -> None:
+    """Attack: the owner lowers the cap through replica 1; at once (inside replica 2's 2 s
+    copy of the old registration) the agent asks replica 2, which still holds the old cap.
+    Held: the operators got the new registration delivered and refuse the old params, so no
+    allow past the new cap is signed (an error or a deny, never an allow)."""
+    net, (one, two) = replicas
+    client, agent = fresh_client(), fresh_agent()
+    signed = net.sign_registration(client, NETCHECK, params(daily_cap=3 * UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", signed)
+    assert _decision(_create(two.url, net.api_key, client, agent)) == "allow"  # two caches v1
+    lowered = net.sign_registration(client, NETCHECK, params(daily_cap=UNIT))
+    answer = _call(one.url, net.admin_key, "agentguard_registerPolicyClient", lowered)
+    assert answer["result"]["operators_missed"] == [], answer
+    for _ in range(3):
+        assert _decision(_create(two.url, net.api_key, client, agent)) != "allow"
+
+
+def test_an_old_registration_replayed_through_a_stale_replica_does_not_roll_back(
+    replicas: Any,
+) -> None:
+    """Attack: a hostile admin keeps the owner's old registration (a looser cap). Right after
+    the owner lowers the cap through replica 1, the admin replays the old one through replica
+    2, whose copy is still the old one. Before the fix replica 2 compared the replay with its
+    stale copy (the same registration: "not a replacement"), saved it anyway, and the shared
+    state went back to the old registration for every replica: the gateways then sent params
+    the operators (holding the newer one) refuse, so every task of the client failed until
+    the owner signed yet another version. Now the replay is refused and the state keeps the
+    newest registration."""
+    net, (one, two) = replicas
+    client, agent = fresh_client(), fresh_agent()
+    old = net.sign_registration(client, NETCHECK, params(daily_cap=3 * UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", old)
+    assert _decision(_create(two.url, net.api_key, client, agent)) == "allow"  # two caches v1
+    lowered = net.sign_registration(client, NETCHECK, params(daily_cap=UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", lowered)
+    replay = _call(two.url, net.admin_key, "agentguard_registerPolicyClient", old)
+    assert "error" in replay, replay
+    time.sleep(CLIENT_REFRESH + 0.5)  # every replica re-reads the shared state
+    for replica in (one, two):
+        answer = _create(replica.url, net.api_key, client, agent, str(uuid.uuid4()))
+        assert _decision(answer) == "deny", answer  # the lowered cap, judged, not an error
