@@ -163,7 +163,9 @@ class Clients:
             record = self._state.policy_client(key)
             if record is None:
                 return client
-            if client is None or record.registration.version != client.registration.version:
+            # any other registration, not only another version number: an owner taking a
+            # vault over from a stranger may sign the stranger's version number
+            if client is None or record.registration != client.registration:
                 client = self._by_address[key] = PolicyClient.from_record(record)
             self._fresh[key] = time.monotonic() + CLIENT_REFRESH
         return client
