@@ -63,3 +63,28 @@ def test_an_old_registration_replayed_through_a_stale_replica_does_not_roll_back
     for replica in (one, two):
         answer = _create(replica.url, net.api_key, client, agent, str(uuid.uuid4()))
         assert _decision(answer) == "deny", answer  # the lowered cap, judged, not an error
+
+
+def test_a_stored_result_keeps_the_params_it_was_signed_under(replicas: Any) -> None:
+    """Attack on the compact records (``state/_compact.py``): a task's record keeps only its
+    own values and points at a part shared by every task of its client (params, policy id,
+    expiry). The owner re-registers the client with new params; a retry of the old task
+    through the other replica (empty idempotency cache: the answer is rebuilt from the
+    record) must be exactly the answer first given, old params and policy id included, not
+    the new shared part. Held: the shared part is stored under the digest of its content."""
+    net, (one, two) = replicas
+    client, agent, rpc_id = fresh_client(), fresh_agent(), str(uuid.uuid4())
+    first_params = params(daily_cap=5 * UNIT)
+    signed = net.sign_registration(client, NETCHECK, first_params)
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", signed)
+    first = _create(one.url, net.api_key, client, agent, rpc_id)
+    assert _decision(first) == "allow", first
+    changed = net.sign_registration(client, NETCHECK, params(daily_cap=7 * UNIT))
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", changed)
+    time.sleep(CLIENT_REFRESH + 0.5)
+    again = _create(two.url, net.api_key, client, agent, rpc_id)
+    assert again["result"] == first["result"]
+    fresh = _create(two.url, net.api_key, client, agent)
+    assert _decision(fresh) == "allow", fresh
+    new_policy = fresh["result"]["attestation"]["policy_id"]
+    assert new_policy != first["result"]["attestation"]["policy_id"]  # the params did change
