@@ -592,8 +592,11 @@ class AsyncPool:
             raise TransportError("ClientClosed", sent=False)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
+        while True:
+            try:  # not ``while self._idle``: another thread may take the last one in between
+                conn = self._idle.pop()
+            except IndexError:
+                break
             if conn.loop is loop and conn.usable(now):
                 return conn
             _drop(conn)
