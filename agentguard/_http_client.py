@@ -435,8 +435,9 @@ class SyncPool:
 
     def close(self) -> None:
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        with contextlib.suppress(IndexError):  # another thread may take the last one
+            while True:
+                self._idle.pop().close()
 
 
 # -- asyncio ---------------------------------------------------------------------------------
@@ -622,8 +623,9 @@ class AsyncPool:
 
     def close(self) -> None:
         self._closed = True
-        while self._idle:
-            _drop(self._idle.pop())
+        with contextlib.suppress(IndexError):  # another thread may take the last one
+            while True:
+                _drop(self._idle.pop())
 
 
 def _drop(conn: _AsyncConn) -> None:
