@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from agentguard.network.gateway._registry import CLIENT_REFRESH
-from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params
+from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 from tests.network.test_gateway_replicas import _call, _create, replicas
 
 __all__ = ["replicas"]  # the fixture, used by name
@@ -88,3 +88,21 @@ def test_a_stored_result_keeps_the_params_it_was_signed_under(replicas: Any) -> 
     assert _decision(fresh) == "allow", fresh
     new_policy = fresh["result"]["attestation"]["policy_id"]
     assert new_policy != first["result"]["attestation"]["policy_id"]  # the params did change
+
+
+def test_an_rpc_id_reused_by_another_key_gets_its_own_answer(replicas: Any) -> None:
+    """Attack on the idempotency cache (keyed by API key and JSON-RPC id): another host's
+    key sends the first host's JSON-RPC id with a different intent, through the same replica
+    (the first answer is in its cache). Held: it is judged as a task of its own (its own task
+    id and intent), neither served the first host's answer nor refused as a reused id."""
+    net, (one, _) = replicas
+    client, agent, rpc_id = fresh_client(), fresh_agent(), str(uuid.uuid4())
+    signed = net.sign_registration(client, NETCHECK, params())
+    assert "result" in _call(one.url, net.admin_key, "agentguard_registerPolicyClient", signed)
+    first = _create(one.url, net.api_key, client, agent, rpc_id)
+    assert _decision(first) == "allow", first
+    other_intent = {"policy_client": client, "intent": transfer(agent, 2 * UNIT).wire()}
+    other = _call(one.url, net.admin_key, "newt_createTask", other_intent, rpc_id)
+    assert _decision(other) == "allow", other
+    assert other["result"]["task_id"] != first["result"]["task_id"]
+    assert int(other["result"]["task"]["intent"]["data"][-64:], 16) == 2 * UNIT
