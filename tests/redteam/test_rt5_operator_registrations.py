@@ -1,5 +1,6 @@
-"""An operator's once-per-registration schema check, across a vault takeover (in process:
-real engine, real keys; the chain's ``owner()`` answer is a stub)."""
+"""An operator's per-registration caches (the schema check, the precomputed params and policy
+id) against registrations a lying gateway or a takeover puts in front of it (in process: real
+engine, real keys; the chain's ``owner()`` answer is a stub)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,22 @@ def test_a_takeover_with_the_same_version_has_its_params_checked() -> None:
     with pytest.raises(RPCError) as refused:
         operator.evaluate_and_sign(request(registration=taken, params=loose))
     assert "schema" in refused.value.message, refused.value.message
+
+
+def test_an_owner_signature_moved_to_another_client_is_refused() -> None:
+    """Attack on the per-registration precompute (keyed by the owner's signature): a lying
+    gateway copies client A's registration, signature and all, onto client B with looser
+    params, hoping B's entry (or A's, whichever is computed first) serves the other. Held:
+    the signature is over every field, owner included, so the copy recovers to another signer
+    and is refused before anything is derived from it; A keeps its own params."""
+    operator = Operator(PrivateKey(), Registry(":memory:"))
+    genuine = registration()
+    other = "0x" + "dd" * 20
+    loose: dict[str, Any] = params(max_per_tx=1000 * UNIT)
+    moved = {**genuine, "policy_client": other, "params": loose}
+    with pytest.raises(RPCError) as refused:
+        operator.evaluate_and_sign(request(policy_client=other, registration=moved, params=loose))
+    assert "signed by" in refused.value.message, refused.value.message
+    with pytest.raises(RPCError):  # A's own tasks are judged under A's params only
+        operator.evaluate_and_sign(request(registration=genuine, params=loose))
+    assert operator.evaluate_and_sign(request(registration=genuine))["decision"] == "allow"
