@@ -435,8 +435,9 @@ class SyncPool:
 
     def close(self) -> None:
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        with contextlib.suppress(IndexError):  # another thread may take the last one
+            while True:
+                self._idle.pop().close()
 
 
 # -- asyncio ---------------------------------------------------------------------------------
@@ -592,8 +593,11 @@ class AsyncPool:
             raise TransportError("ClientClosed", sent=False)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
+        while True:
+            try:  # not ``while self._idle``: another thread may take the last one in between
+                conn = self._idle.pop()
+            except IndexError:
+                break
             if conn.loop is loop and conn.usable(now):
                 return conn
             _drop(conn)
@@ -619,8 +623,9 @@ class AsyncPool:
 
     def close(self) -> None:
         self._closed = True
-        while self._idle:
-            _drop(self._idle.pop())
+        with contextlib.suppress(IndexError):  # another thread may take the last one
+            while True:
+                _drop(self._idle.pop())
 
 
 def _drop(conn: _AsyncConn) -> None:

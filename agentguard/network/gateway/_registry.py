@@ -163,7 +163,9 @@ class Clients:
             record = self._state.policy_client(key)
             if record is None:
                 return client
-            if client is None or record.registration.version != client.registration.version:
+            # any other registration, not only another version number: an owner taking a
+            # vault over from a stranger may sign the stranger's version number
+            if client is None or record.registration != client.registration:
                 client = self._by_address[key] = PolicyClient.from_record(record)
             self._fresh[key] = time.monotonic() + CLIENT_REFRESH
         return client
@@ -208,12 +210,21 @@ class Clients:
         validated_params(policy, registration.params)
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
+        # Judged against the state's registration, never a replica's copy of it (up to
+        # ``CLIENT_REFRESH`` old): against a stale copy, a replay of the older registration
+        # looked like "the same one" and was saved over the newer one for every replica.
+        if self._state.shared:
+            self._fresh.pop(registration.policy_client_hex, None)
         held = self.get(registration.policy_client_hex)
         try:
             chain_owner = self._check_owner(registration)
-            registration.replaces(held.registration if held else None, chain_owner=chain_owner)
+            replaces = registration.replaces(
+                held.registration if held else None, chain_owner=chain_owner
+            )
         except ConfigurationError as exc:
             raise invalid(exc.message) from None
+        if held is not None and not replaces:
+            return held  # the registration held already: nothing to save
         record = PolicyClientRecord(registration, policy)
         self._state.save_policy_client(record)
         client = PolicyClient.from_record(record)
