@@ -522,6 +522,12 @@ def render(
         "vary less than wall times.",
         "",
     ]
+    for rerun in overall.get("reruns", []):
+        out += [
+            f"Re-run since with `--only {' '.join(rerun['only'])}`: {rerun['date']} at commit "
+            f"`{rerun['commit'][:12]}`{' (with uncommitted changes)' if rerun['dirty'] else ''}.",
+            "",
+        ]
     summary = targets(reports)
     if summary:
         out += ["## Targets", "", summary, ""]
@@ -594,6 +600,14 @@ def main() -> None:
                     reports[section.name] = report
     if args.render:
         overall = previous
+    elif args.only and previous.get("machine"):
+        # the whole run's header stays; the re-run is noted beside it, with its own commit
+        overall = previous
+        overall["partial"] = True
+        overall["reruns"] = [
+            *previous.get("reruns", []),
+            {"only": list(args.only), "date": started["date"], "commit": commit, "dirty": dirty},
+        ]
     else:
         overall = {
             "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
