@@ -40,6 +40,9 @@ from .conftest import (
     worker_config,
 )
 
+# Sized for a loaded 2-core CI box: a stuck worker fails first, at WORKER_TIMEOUT, with its stack.
+pytestmark = pytest.mark.timeout(360)
+
 # (step, before/after): the points between which a crash is most interesting
 STEPS = [
     ("Reserve", "after"),
@@ -55,8 +58,6 @@ STEPS = [
 ]
 
 
-# sized for a loaded 2-core CI box; a stuck worker fails first, at WORKER_TIMEOUT, with its stack
-@pytest.mark.timeout(360)
 @pytest.mark.parametrize(("kind", "rounds"), [("sqlite", 10), ("redis", 5), ("postgres", 4)])
 def test_kill9_at_random_points_leaves_ledger_audit_and_chain_agreeing(
     kind: str,
