@@ -35,6 +35,7 @@ from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
 from agentguard.ledger._limits import Limits
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._sqlite import SQLiteBackend
+from agentguard.ledger._transitions import RECOVERED
 
 __all__ = ["AsyncLedger", "Ledger", "RecoveryReport", "Resolver", "Spent", "Verdict"]
 
@@ -217,17 +218,17 @@ class Ledger:
                     raise ConfigurationError(f"Spent amount must be a non-negative int: {amount!r}")
                 return self._backend.commit(
                     reservation.id,
-                    "recovered: settled onchain",
+                    RECOVERED + "settled onchain",
                     min(amount, reservation.reserved),
                     self._clock(),
                 )
             if verdict == "committed":
                 return self._backend.commit(
-                    reservation.id, "recovered: landed", None, self._clock()
+                    reservation.id, RECOVERED + "landed", None, self._clock()
                 )
             if verdict == "released":
                 return self._backend.release(
-                    reservation.id, "recovered: can never land", self._clock()
+                    reservation.id, RECOVERED + "can never land", self._clock()
                 )
         except ReservationError:  # settled meanwhile by its own process
             return self._backend.get(reservation.id)

@@ -13,7 +13,11 @@ from agentguard._exceptions import ReservationError
 from agentguard.ledger._backend import ReserveRequest
 from agentguard.ledger._reservation import Reservation
 
+RECOVERED = "recovered: "
+"""How ``Ledger.recover`` begins the outcome of what it settles from the chain."""
+
 __all__ = [
+    "RECOVERED",
     "check_bind",
     "check_commit",
     "check_mark_signed",
@@ -80,6 +84,12 @@ def check_commit(
     if r.state == "committed":
         if (r.outcome, r.amount) == (outcome, final):
             return r, final
+        if (r.outcome or "").startswith(RECOVERED) and final <= r.amount:
+            # Another process's recover() settled it from the chain's proof while its owner was
+            # between its receipt and this commit (a shared ledger): the same spend, already
+            # counted at least as much. Refusing made a landed payment look failed ("authorize
+            # again": the caller would pay twice) and stalled the owner's own bookkeeping.
+            return r, r.amount
         raise ReservationError(
             f"reservation {r.id} was already committed ({r.amount}, {r.outcome!r})"
         )

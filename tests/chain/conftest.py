@@ -31,7 +31,8 @@ def chain_env() -> Iterator[Env]:
         factory = deploy(w3, "AgentVaultFactory", sender=OWNER)
         vault = create_vault(w3, factory, salt=b"\x01" * 32)
         transact(w3, token.functions.mint(vault.address, VAULT_USDC), sender=OWNER)
-        w3.eth.send_transaction({"from": OWNER, "to": vault.address, "value": VAULT_ETH})
+        funded = w3.eth.send_transaction({"from": OWNER, "to": vault.address, "value": VAULT_ETH})
+        w3.eth.wait_for_transaction_receipt(funded)  # mined before any test's snapshot
         yield Env(anvil, w3, token, factory, vault)
 
 

@@ -28,7 +28,11 @@ def test_dev_account_repr_hides_the_key() -> None:
 def test_snapshot_and_revert_restore_state(env: Env) -> None:
     before = env.w3.eth.get_balance(PAYEE)
     snapshot = env.anvil.snapshot()
-    env.w3.eth.send_transaction({"from": OUTSIDER, "to": PAYEE, "value": 12345})
+    # anvil answers eth_sendTransaction before it mines the block (automine runs as its own
+    # task): without the receipt, a busy machine reads the balance before the transfer, and a
+    # revert can even run before the transaction lands
+    tx = env.w3.eth.send_transaction({"from": OUTSIDER, "to": PAYEE, "value": 12345})
+    assert env.w3.eth.wait_for_transaction_receipt(tx, timeout=60)["status"] == 1
     assert env.w3.eth.get_balance(PAYEE) == before + 12345
     env.anvil.revert(snapshot)
     assert env.w3.eth.get_balance(PAYEE) == before

@@ -5,7 +5,8 @@ then pays one guarded USDC transfer after another through the real pipeline unti
 ``Runner.execute`` (the pipeline's one seam for fault injection) in this child process SIGKILLs
 it around the ``nth`` step of that type; otherwise the parent kills it at a random instant.
 Prints ``recovered <n>`` (actions its recovery settled) and ``ready``, then ``done <tx_hash> <amount>`` per landed transfer, and
-``error <ErrorClass>`` per typed refusal (it then goes on with the next transfer).
+``error <ErrorClass>`` and an indented line with its message per typed refusal (it then goes
+on with the next transfer).
 
 ``--zygote``: imports everything once, then forks one agent process per ``spawn`` line on stdin
 (a fresh interpreter costs seconds on a busy machine; a fork, milliseconds) and answers
@@ -14,6 +15,7 @@ Prints ``recovered <n>`` (actions its recovery settled) and ``ready``, then ``do
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -40,10 +42,11 @@ def _die_around(step_name: str, when: str, nth: int) -> None:
             seen += 1
             if seen == nth and when == "before":
                 os.kill(os.getpid(), signal.SIGKILL)
-            value = original(self, step, port)
-            if seen == nth:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return value
+            try:
+                return original(self, step, port)
+            finally:  # "after" is after it ran, also when it raised (else it never dies)
+                if seen == nth:
+                    os.kill(os.getpid(), signal.SIGKILL)
         return original(self, step, port)
 
     Runner.execute = execute  # type: ignore[method-assign]
@@ -78,7 +81,7 @@ def run(cfg: dict[str, Any]) -> None:
         try:
             receipt = wallet.transfer(cfg["payee"], amount, asset=cfg["token"])
         except AgentGuardError as exc:
-            print(f"error {type(exc).__name__}", flush=True)
+            print(f"error {type(exc).__name__}\n  {exc}", flush=True)  # the why, indented
             continue
         print(f"done {receipt.tx_hash} {amount}", flush=True)
 
@@ -87,6 +90,8 @@ def _child(cfg: dict[str, Any]) -> None:
     fd = os.open(cfg["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    # the parent's timeout asks for every thread's stack (SIGUSR1) before it kills a stuck agent
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     code = 1
     try:
         run(cfg)

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("agent_worker.py")
 PAYEE = DEV_ACCOUNTS[9].address
 MINTED = 10**12
+# A worker's own bound: well below pytest's per-test timeout, so a stuck worker fails its test
+# with its stack rather than a bare pytest-timeout.
+WORKER_TIMEOUT = 60.0
 _client_keys = itertools.count(0xC0FFEE)
 
 
@@ -161,11 +164,12 @@ class Worker:
     def tail(self) -> str:
         return self.out.read_text(errors="replace")[-3000:]
 
-    def wait_for(self, prefix: str, count: int = 1, timeout: float = 90) -> None:
+    def wait_for(self, prefix: str, count: int = 1, timeout: float = WORKER_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while sum(line.startswith(prefix) for line in self.lines()) < count:
             assert "Traceback" not in self.out.read_text(errors="replace"), self.tail()
-            assert time.monotonic() < deadline, f"no {prefix!r}:\n{self.tail()}"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {prefix!r} after {timeout} s:\n{self.stack_and_kill()}")
             time.sleep(0.02)
 
     def kill(self) -> int:
@@ -176,21 +180,37 @@ class Worker:
                 pass
         return self.wait()
 
-    def wait(self, timeout: float = 180) -> int:
-        """Its exit status; one still running after ``timeout`` is killed and fails the test
-        (a worker stuck in a loop of errors never reaches the step it should die at)."""
+    def wait(self, timeout: float = WORKER_TIMEOUT) -> int:
+        """Its exit status; one still running after ``timeout`` fails the test with its output
+        and every thread's stack (a worker stuck in a loop of errors, or blocked, never reaches
+        the step it should die at), then is killed."""
         deadline = time.monotonic() + timeout
         while self.returncode is None:
             answer = self.zygote.ask(f"poll {self.pid}")
             if answer != "running":
                 self.returncode = int(answer)
             elif time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                self.zygote.ask(f"poll {self.pid}")
-                raise AssertionError(f"worker still running after {timeout} s:\n{self.tail()}")
+                raise AssertionError(
+                    f"worker still running after {timeout} s:\n{self.stack_and_kill()}"
+                )
             else:
                 time.sleep(0.02)
         return self.returncode
+
+    def stack_and_kill(self) -> str:
+        """The running worker's output ending with its threads' stacks (faulthandler on
+        SIGUSR1, see ``agent_worker._child``); then it is killed."""
+        before = len(self.out.read_bytes())
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while len(self.out.read_bytes()) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the rest of the dump
+        os.kill(self.pid, signal.SIGKILL)
+        while (answer := self.zygote.ask(f"poll {self.pid}")) == "running":
+            time.sleep(0.02)
+        self.returncode = int(answer) if answer != "gone" else -signal.SIGKILL
+        return self.out.read_text(errors="replace")[-8000:]
 
 
 def guard_for(network: ReferenceNetwork, client: str) -> Guard:

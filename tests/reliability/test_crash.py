@@ -40,6 +40,9 @@ from .conftest import (
     worker_config,
 )
 
+# Sized for a loaded 2-core CI box: a stuck worker fails first, at WORKER_TIMEOUT, with its stack.
+pytestmark = pytest.mark.timeout(360)
+
 # (step, before/after): the points between which a crash is most interesting
 STEPS = [
     ("Reserve", "after"),

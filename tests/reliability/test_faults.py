@@ -432,6 +432,7 @@ def _errors(worker: Worker) -> int:
     return sum(line.startswith("error ") for line in worker.lines())
 
 
+@pytest.mark.timeout(360)  # a stuck worker fails first, at WORKER_TIMEOUT, with its stack
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
 def test_ledger_server_restart_during_use(
     kind: str, tmp_path: Path, chain: Chain, network: ReferenceNetwork, zygote: Zygote
