@@ -108,6 +108,27 @@ _WINDOWS = (
     "WHERE agent = ? AND asset IN (?, '')"
 )
 _SAVE_WINDOW = "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# The common transitions in one statement each (``UPDATE ... RETURNING``, SQLite 3.35+): the
+# row changes only if the conditions under which the checked path (load, ``check_*``, update)
+# would go ahead hold, and comes back as that path would return it. Anything else (a repeat, a
+# refusal) finds no row and takes the checked path, which explains it.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_BIND_FAST = (
+    "UPDATE reservations SET task_id = ?, expires_at = ?, updated_at = ? "  # noqa: S608
+    "WHERE key = ? AND state = 'reserved' AND task_id IS NULL AND ? < expires_at "
+    "AND NOT EXISTS (SELECT 1 FROM reservations WHERE task_id = ?) "
+    f"RETURNING {_COLUMNS}"
+)
+_MARK_SIGNED_FAST = (
+    "UPDATE reservations SET state = 'signed', reference = ?, updated_at = ? "  # noqa: S608
+    f"WHERE key = ? AND state = 'reserved' AND ? < expires_at RETURNING {_COLUMNS}"
+)
+# Committing the whole reservation: in 'reserved' and 'signed' the counted amount is the
+# reserved one, so no window row changes.
+_COMMIT_FULL_FAST = (
+    "UPDATE reservations SET state = 'committed', amount = reserved, outcome = ?, "  # noqa: S608
+    f"updated_at = ? WHERE key = ? AND state IN ('reserved', 'signed') RETURNING {_COLUMNS}"
+)
 # Every range query walks the (agent, created_at, seq) index; one asset's rows are filtered out
 # of it (a second index per asset would cost a page write per reserve and save little: each
 # reservation is walked past once per window row).
@@ -239,6 +260,23 @@ class SQLiteBackend:
                 db.execute("ROLLBACK")
                 raise
 
+    def _fast(self, sql: str, params: tuple[Any, ...]) -> Reservation | None:
+        """One ``*_FAST`` statement as its own write transaction: the changed reservation, or
+        ``None`` (nothing changed: the caller takes the checked path). ``_tx`` unrolled: this
+        runs on every payment."""
+        if os.getpid() != self._pid:
+            self._open()
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(sql, params).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return None if row is None else _row(row)[0]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -294,6 +332,10 @@ class SQLiteBackend:
             return reservation
 
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:
+        if _RETURNING and (
+            done := self._fast(_MARK_SIGNED_FAST, (reference, now, reservation_id, now))
+        ):
+            return done
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
             if (same := check_mark_signed(r, reference, now)) is not None:
@@ -306,6 +348,10 @@ class SQLiteBackend:
             return replace(r, state="signed", reference=reference, updated_at=now)
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
+        if _RETURNING and (
+            done := self._fast(_BIND_FAST, (task_id, expires_at, now, reservation_id, now, task_id))
+        ):
+            return done
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
             if (same := check_bind(r, task_id, expires_at, now)) is not None:
@@ -325,6 +371,12 @@ class SQLiteBackend:
     def commit(
         self, reservation_id: str, outcome: str, amount: int | None, now: float
     ) -> Reservation:
+        if (
+            amount is None
+            and _RETURNING
+            and (done := self._fast(_COMMIT_FULL_FAST, (outcome, now, reservation_id)))
+        ):
+            return done
         with self._tx() as db:
             r, position = self._load(db, reservation_id)
             same, final = check_commit(r, outcome, amount)
