@@ -99,6 +99,9 @@ _SELECT = f"SELECT {_COLUMNS} FROM reservations WHERE "  # noqa: S608
 _BY_KEY = _SELECT + "key = ?"
 _SIGNED = _SELECT + "state = 'signed' ORDER BY seq"
 _EXPIRED = _SELECT + "state = 'reserved' AND expires_at <= ?"
+# What a reserve reads first, in one statement: the row under its key (if any), then every
+# unsigned hold that has expired (each part walks its own index).
+_KEY_OR_EXPIRED = _BY_KEY + " UNION ALL " + _EXPIRED
 _INSERT = (
     "INSERT INTO reservations (key, agent, asset, amount, reserved, recipient, state, "
     "created_at, expires_at, updated_at, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -263,19 +266,25 @@ class SQLiteBackend:
     def _fast(self, sql: str, params: tuple[Any, ...]) -> Reservation | None:
         """One ``*_FAST`` statement as its own write transaction: the changed reservation, or
         ``None`` (nothing changed: the caller takes the checked path). ``_tx`` unrolled: this
-        runs on every payment."""
+        runs on every payment. A private ``:memory:`` database has no other connection, so
+        the statement's own (autocommit) transaction is atomic enough; a file takes the write
+        lock first (``BEGIN IMMEDIATE``: a lone statement's read-then-write could meet another
+        process's commit and fail with SQLITE_BUSY instead of waiting)."""
         if os.getpid() != self._pid:
             self._open()
         with self._lock:
             db = self._conn
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(sql, params).fetchone()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return None if row is None else _row(row)[0]
+            if self.path == ":memory:":
+                rows = db.execute(sql, params).fetchall()  # to the end: the statement commits
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = db.execute(sql, params).fetchall()
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        return _row(rows[0])[0] if rows else None
 
     def close(self) -> None:
         with self._lock:
@@ -285,10 +294,11 @@ class SQLiteBackend:
 
     def reserve(self, request: ReserveRequest, limits: Limits, now: float) -> Reservation:
         with self._tx() as db:
-            row = db.execute(_BY_KEY, (request.key,)).fetchone()
-            if row is not None:
-                return check_same_spend(_row(row)[0], request)
-            self._expire(db, now)
+            rows = db.execute(_KEY_OR_EXPIRED, (request.key, now)).fetchall()
+            for row in rows:
+                if row[0] == request.key:  # asked again: the first answer, nothing expired
+                    return check_same_spend(_row(row)[0], request)
+            self._release_expired(db, rows, now)
             windows = self._windows(db, request.agent, request.asset)
             self._check(db, request, limits, windows, now)
             reservation = Reservation(
@@ -447,7 +457,11 @@ class SQLiteBackend:
         return replace(r, state="released", amount=0, reason=reason, updated_at=now)
 
     def _expire(self, db: sqlite3.Connection, now: float) -> list[Reservation]:
-        rows = db.execute(_EXPIRED, (now,)).fetchall()
+        return self._release_expired(db, db.execute(_EXPIRED, (now,)).fetchall(), now)
+
+    def _release_expired(
+        self, db: sqlite3.Connection, rows: list[Any], now: float
+    ) -> list[Reservation]:
         return [
             self._release(db, r, position, "expired before it was signed", now)
             for r, position in map(_row, rows)
