@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
+from types import MappingProxyType
 from typing import Any, Literal, Self
 
 from eth_abi.abi import decode as abi_decode
@@ -490,6 +491,37 @@ _TRANSFER_SELECTOR = _selector(_ERC20_TRANSFER)
 _TRANSFER_SIGNATURE_HASH = keccak(_ERC20_TRANSFER.encode())
 
 
+@lru_cache(maxsize=1024)
+def _transfer_hash(payer: str, asset: str, pay_to: str, amount: int, network: str) -> bytes:
+    """The intent hash of ``asset.transfer(pay_to, amount)`` sent by ``payer`` on ``network``."""
+    calldata = _TRANSFER_SELECTOR + address_word(bytes.fromhex(pay_to[2:])) + uint_word(amount)
+    return keccak(
+        INTENT_TYPEHASH
+        + address_word(bytes.fromhex(payer[2:]))
+        + address_word(bytes.fromhex(asset[2:]))
+        + uint_word(0)
+        + keccak(calldata)
+        + uint_word(chain_id_from_network(network))
+        + _TRANSFER_SIGNATURE_HASH
+    )
+
+
+@lru_cache(maxsize=1024)
+def _transfer_wire(
+    payer: str, asset: str, pay_to: str, amount: int, network: str
+) -> Mapping[str, str]:
+    """``TransactionIntent.erc20_transfer(...).wire()`` for these exact values (read-only:
+    callers get a copy)."""
+    transfer = TransactionIntent.erc20_transfer(
+        sender=payer,
+        token=asset,
+        recipient=pay_to,
+        amount=amount,
+        chain_id=chain_id_from_network(network),
+    )
+    return MappingProxyType(transfer.wire())
+
+
 class PaymentIntent(_Model):
     """An x402 requirement the agent would pay, as chosen from a 402 answer."""
 
@@ -544,27 +576,34 @@ class PaymentIntent(_Model):
     @cached_property
     def intent_hash(self) -> bytes:
         """``newton_intent().intent_hash``, written out: it is hashed several times per payment
-        (each from a fresh copy), and building the transfer intent costs more than hashing."""
-        calldata = (
-            _TRANSFER_SELECTOR
-            + address_word(bytes.fromhex(self.pay_to[2:]))
-            + uint_word(self.amount)
+        (each from a fresh copy), and building the transfer intent costs more than hashing.
+        Memoized per field values (``_exact_fields``)."""
+        exact = self._exact_fields()
+        if exact is not None:
+            return _transfer_hash(*exact)
+        return _transfer_hash.__wrapped__(
+            self.payer, self.asset, self.pay_to, self.amount, self.network
         )
-        return keccak(
-            INTENT_TYPEHASH
-            + address_word(bytes.fromhex(self.payer[2:]))
-            + address_word(bytes.fromhex(self.asset[2:]))
-            + uint_word(0)
-            + keccak(calldata)
-            + uint_word(self.chain_id)
-            + _TRANSFER_SIGNATURE_HASH
-        )
+
+    def _exact_fields(self) -> tuple[str, str, str, int, str] | None:
+        """The fields a transfer is built from, if each is exactly ``str`` / ``int`` (as
+        validation leaves them): only such values may key the caches below, so a lookalike
+        object that compares equal never gets another value's answer."""
+        fields = (self.payer, self.asset, self.pay_to, self.amount, self.network)
+        if type(fields[3]) is int and all(type(fields[i]) is str for i in (0, 1, 2, 4)):
+            return fields
+        return None
 
     @property
     def spend(self) -> Spend:
         return Spend(asset=self.asset, amount=self.amount, recipient=self.pay_to)
 
     def wire(self) -> dict[str, str]:
+        """The transfer's wire form: a new dict per call, built once per field values (the
+        audit log writes one for every payment, each from a fresh copy)."""
+        exact = self._exact_fields()
+        if exact is not None:
+            return dict(_transfer_wire(*exact))
         return self._transfer.wire()
 
     def wasm_args(self) -> dict[str, Any]:

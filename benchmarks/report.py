@@ -225,14 +225,40 @@ def bls_reading(rows: Rows) -> str:
     return f"The precompile pairing costs 1/{_f(local['cpu_ms'] / chain['cpu_ms'], 0)} of py_ecc's CPU."
 
 
+X402_LAYER = "agentguard X402Auth, authorization excluded"
+X402_AUTHORIZED = ("authorization included, official server", "agentguard X402Auth")
+
+
+def x402_targets(rows: Rows) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for the x402 client's two targets, from this run's ratios."""
+    out: list[tuple[str, str, bool | None]] = []
+    layer = _find(rows, client=X402_LAYER)
+    if layer and "layer_ratio_median" in layer:
+        ratio = layer["layer_ratio_median"]
+        out.append(
+            (
+                f"x402 payment layer, authorization excluded ≤ 0.5{X} the official client's",
+                f"{_f(ratio)}{X} ({_f(layer['layer_cpu_us_median'])} µs)",
+                ratio <= 0.5,
+            )
+        )
+    authorized = _find(rows, setting=X402_AUTHORIZED[0], client=X402_AUTHORIZED[1])
+    if authorized and "ratio_median" in authorized:
+        ratio = authorized["ratio_median"]
+        out.append(
+            (
+                f"x402 client CPU, authorization included ≤ 1.2{X} the official client's",
+                f"{_f(ratio)}{X} ({_f(authorized['cpu_us_median'])} µs)",
+                ratio <= 1.2,
+            )
+        )
+    return out
+
+
 def x402_reading(rows: Rows) -> str:
-    """Computed when the rows carry ``x_official`` (agentguard / official client)."""
-    ratios = [
-        f"{r.get('case', r.get('client', '?'))} {_f(r['x_official'])}{X}"
-        for r in rows
-        if "x_official" in r
-    ]
-    return ("Relative to the official client: " + "; ".join(ratios) + ".") if ratios else ""
+    """The two targets, computed from this run's ratios against the official client."""
+    found = x402_targets(rows)
+    return " ".join(f"{label}: {value}, {_met(met)}." for label, value, met in found)
 
 
 SECTIONS = [
@@ -482,6 +508,9 @@ def targets(reports: dict[str, Report]) -> str:
         lines.append(
             f"| guarded wallet ≤ 2{X} bare eth-account | {_f(guarded['x_bare'])}{X} | | {_met(guarded['x_bare'] <= 2)} |"
         )
+    x402 = reports.get("x402")
+    for label, value, met in x402_targets(x402["rows"]) if x402 else ():
+        lines.append(f"| {label} | {value} | | {_met(met)} |")
     ledger = reports.get("ledger")
     full = _find(ledger["rows"], case="ledger reserve + commit in full") if ledger else None
     if full:

@@ -99,6 +99,9 @@ _SELECT = f"SELECT {_COLUMNS} FROM reservations WHERE "  # noqa: S608
 _BY_KEY = _SELECT + "key = ?"
 _SIGNED = _SELECT + "state = 'signed' ORDER BY seq"
 _EXPIRED = _SELECT + "state = 'reserved' AND expires_at <= ?"
+# What a reserve reads first, in one statement: the row under its key (if any), then every
+# unsigned hold that has expired (each part walks its own index).
+_KEY_OR_EXPIRED = _BY_KEY + " UNION ALL " + _EXPIRED
 _INSERT = (
     "INSERT INTO reservations (key, agent, asset, amount, reserved, recipient, state, "
     "created_at, expires_at, updated_at, actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -108,6 +111,27 @@ _WINDOWS = (
     "WHERE agent = ? AND asset IN (?, '')"
 )
 _SAVE_WINDOW = "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# The common transitions in one statement each (``UPDATE ... RETURNING``, SQLite 3.35+): the
+# row changes only if the conditions under which the checked path (load, ``check_*``, update)
+# would go ahead hold, and comes back as that path would return it. Anything else (a repeat, a
+# refusal) finds no row and takes the checked path, which explains it.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_BIND_FAST = (
+    "UPDATE reservations SET task_id = ?, expires_at = ?, updated_at = ? "  # noqa: S608
+    "WHERE key = ? AND state = 'reserved' AND task_id IS NULL AND ? < expires_at "
+    "AND NOT EXISTS (SELECT 1 FROM reservations WHERE task_id = ?) "
+    f"RETURNING {_COLUMNS}"
+)
+_MARK_SIGNED_FAST = (
+    "UPDATE reservations SET state = 'signed', reference = ?, updated_at = ? "  # noqa: S608
+    f"WHERE key = ? AND state = 'reserved' AND ? < expires_at RETURNING {_COLUMNS}"
+)
+# Committing the whole reservation: in 'reserved' and 'signed' the counted amount is the
+# reserved one, so no window row changes.
+_COMMIT_FULL_FAST = (
+    "UPDATE reservations SET state = 'committed', amount = reserved, outcome = ?, "  # noqa: S608
+    f"updated_at = ? WHERE key = ? AND state IN ('reserved', 'signed') RETURNING {_COLUMNS}"
+)
 # Every range query walks the (agent, created_at, seq) index; one asset's rows are filtered out
 # of it (a second index per asset would cost a page write per reserve and save little: each
 # reservation is walked past once per window row).
@@ -239,6 +263,29 @@ class SQLiteBackend:
                 db.execute("ROLLBACK")
                 raise
 
+    def _fast(self, sql: str, params: tuple[Any, ...]) -> Reservation | None:
+        """One ``*_FAST`` statement as its own write transaction: the changed reservation, or
+        ``None`` (nothing changed: the caller takes the checked path). ``_tx`` unrolled: this
+        runs on every payment. A private ``:memory:`` database has no other connection, so
+        the statement's own (autocommit) transaction is atomic enough; a file takes the write
+        lock first (``BEGIN IMMEDIATE``: a lone statement's read-then-write could meet another
+        process's commit and fail with SQLITE_BUSY instead of waiting)."""
+        if os.getpid() != self._pid:
+            self._open()
+        with self._lock:
+            db = self._conn
+            if self.path == ":memory:":
+                rows = db.execute(sql, params).fetchall()  # to the end: the statement commits
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = db.execute(sql, params).fetchall()
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        return _row(rows[0])[0] if rows else None
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -247,10 +294,11 @@ class SQLiteBackend:
 
     def reserve(self, request: ReserveRequest, limits: Limits, now: float) -> Reservation:
         with self._tx() as db:
-            row = db.execute(_BY_KEY, (request.key,)).fetchone()
-            if row is not None:
-                return check_same_spend(_row(row)[0], request)
-            self._expire(db, now)
+            rows = db.execute(_KEY_OR_EXPIRED, (request.key, now)).fetchall()
+            for row in rows:
+                if row[0] == request.key:  # asked again: the first answer, nothing expired
+                    return check_same_spend(_row(row)[0], request)
+            self._release_expired(db, rows, now)
             windows = self._windows(db, request.agent, request.asset)
             self._check(db, request, limits, windows, now)
             reservation = Reservation(
@@ -294,6 +342,10 @@ class SQLiteBackend:
             return reservation
 
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:
+        if _RETURNING and (
+            done := self._fast(_MARK_SIGNED_FAST, (reference, now, reservation_id, now))
+        ):
+            return done
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
             if (same := check_mark_signed(r, reference, now)) is not None:
@@ -306,6 +358,10 @@ class SQLiteBackend:
             return replace(r, state="signed", reference=reference, updated_at=now)
 
     def bind(self, reservation_id: str, task_id: str, expires_at: float, now: float) -> Reservation:
+        if _RETURNING and (
+            done := self._fast(_BIND_FAST, (task_id, expires_at, now, reservation_id, now, task_id))
+        ):
+            return done
         with self._tx() as db:
             r, _ = self._load(db, reservation_id)
             if (same := check_bind(r, task_id, expires_at, now)) is not None:
@@ -325,6 +381,12 @@ class SQLiteBackend:
     def commit(
         self, reservation_id: str, outcome: str, amount: int | None, now: float
     ) -> Reservation:
+        if (
+            amount is None
+            and _RETURNING
+            and (done := self._fast(_COMMIT_FULL_FAST, (outcome, now, reservation_id)))
+        ):
+            return done
         with self._tx() as db:
             r, position = self._load(db, reservation_id)
             same, final = check_commit(r, outcome, amount)
@@ -395,7 +457,11 @@ class SQLiteBackend:
         return replace(r, state="released", amount=0, reason=reason, updated_at=now)
 
     def _expire(self, db: sqlite3.Connection, now: float) -> list[Reservation]:
-        rows = db.execute(_EXPIRED, (now,)).fetchall()
+        return self._release_expired(db, db.execute(_EXPIRED, (now,)).fetchall(), now)
+
+    def _release_expired(
+        self, db: sqlite3.Connection, rows: list[Any], now: float
+    ) -> list[Reservation]:
         return [
             self._release(db, r, position, "expired before it was signed", now)
             for r, position in map(_row, rows)
