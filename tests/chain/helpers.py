@@ -264,6 +264,7 @@ class Payment:
             "expires_at": self.attestation.expires_at,
             "agent_signature": self.agent_signature,
             "operator_signatures": [s.signature for s in self.attestation.signatures],
+            "tier": self.attestation.tier,
         }
         fields.update(overrides)
         return abi_encode(list(PAYMENT_SIGNATURE_TYPES), list(fields.values()))
