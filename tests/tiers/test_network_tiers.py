@@ -19,8 +19,10 @@ from agentguard import (
     UnknownOperator,
 )
 from agentguard._tiers import ALL, HIGH, HUMAN, STANDARD, VAULT_ONLY
+from agentguard.chain import execute_args, transact
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.testing import SigningSpy
+from tests.chain.helpers import reverts
 
 from .conftest import (
     AGENT,
@@ -29,6 +31,7 @@ from .conftest import (
     AuditList,
     Chain,
     connect,
+    create_vault,
     make_wallet,
     new_client,
 )
@@ -199,3 +202,29 @@ def test_a_gateway_relabelling_the_tier_breaks_every_signature(
         with pytest.raises(UnknownOperator):
             guard.verifier.verify(relabelled, intent)
     guard.verifier.verify(attestation, intent)  # the genuine one, once
+
+
+def test_vault_only_goes_through_the_vault_which_enforces_the_tier(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
+    """The same tiers on a vault: vault-only spends land through ``execute``; a tier-all one
+    carries every operator, and stripped to the standard 2-of-3 (a lying gateway) the vault
+    itself refuses it onchain."""
+    vault = create_vault(chain, network, salt=b"\x7e" * 32, tiers={"vault": 5, "all": 10})
+    audit = AuditList()
+    wallet = make_wallet(chain, network, vault.address, audit=audit, vault=vault.address)
+    before = chain.balance(PAYEE)
+    wallet.transfer(PAYEE, 7 * USDC, asset=chain.token.address)
+    wallet.transfer(PAYEE, 15 * USDC, asset=chain.token.address)
+    assert chain.balance(PAYEE) - before == 22 * USDC
+    assert [r["tier"] for r in audit.of("authorized")] == [VAULT_ONLY, ALL | VAULT_ONLY]
+    guard = connect(network, vault.address)
+    intent = transfer_intent(chain, 16 * USDC, sender=vault.address)
+    attestation = guard.authorizer.authorize(intent)
+    stripped = attestation.model_copy(update={"signatures": attestation.signatures[:2]})
+    with reverts("InsufficientQuorum", 2, 3):
+        vault.functions.execute(*execute_args(intent, stripped)).transact({"from": AGENT.address})
+    transact(
+        chain.w3, vault.functions.execute(*execute_args(intent, attestation)), sender=AGENT.address
+    )
+    assert chain.balance(PAYEE) - before == 38 * USDC
