@@ -42,6 +42,7 @@ __all__ = [
     "VAULT_ONLY",
     "MinimumTiers",
     "TierThresholds",
+    "human_gate",
     "known",
     "level",
     "satisfies",
@@ -76,6 +77,17 @@ def tier_name(tier: int) -> str:
     if not known(tier):
         return f"unknown({tier})"
     return LEVEL_NAMES[level(tier)] + ("+vault" if vault_only(tier) else "")
+
+
+def human_gate(
+    decision: str, reasons: tuple[str, ...], tier: int, *, approved: bool
+) -> tuple[str, tuple[str, ...]]:
+    """The decision to sign at ``tier``: at level human an ``allow`` stands only with a
+    person's approval the operator checked itself; otherwise it is ``approval_required``."""
+    if decision == "allow" and level(tier) == HUMAN and not approved:
+        reason = f"trust tier {tier_name(tier)}: a person must approve this exact intent"
+        return "approval_required", (*reasons, reason)
+    return decision, reasons
 
 
 def satisfies(signed: int, required: int) -> bool:

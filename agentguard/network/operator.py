@@ -29,7 +29,7 @@ from coincurve import PrivateKey
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
-from agentguard._tiers import HUMAN, level, tier_name
+from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
     INVALID_PARAMS,
     MAX_BODY,
@@ -388,14 +388,10 @@ def _tiered(
     """The (decision, reasons, tier) this operator signs. The tier is the policy's; the human
     tier is an allow only with a person's signed approval this operator checked itself, so
     whatever the policy's own rules say, the tier is never signed on the gateway's word."""
-    decision, reasons, tier = evaluation.decision, evaluation.reasons, evaluation.tier
-    if decision == "allow" and level(tier) == HUMAN and approval is None:
-        decision = "approval_required"
-        reasons = (
-            *reasons,
-            f"trust tier {tier_name(tier)}: a person must approve this exact intent",
-        )
-    return decision, reasons, tier
+    decision, reasons = human_gate(
+        evaluation.decision, evaluation.reasons, evaluation.tier, approved=approval is not None
+    )
+    return decision, reasons, evaluation.tier
 
 
 class _Claims:
