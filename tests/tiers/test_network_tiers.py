@@ -5,8 +5,13 @@ enforces it, the wallet's audit log records it (anvil, chain id 8453)."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from agentguard import (
@@ -228,3 +233,47 @@ def test_vault_only_goes_through_the_vault_which_enforces_the_tier(
         chain.w3, vault.functions.execute(*execute_args(intent, attestation)), sender=AGENT.address
     )
     assert chain.balance(PAYEE) - before == 38 * USDC
+
+
+@contextlib.contextmanager
+def downgrading_operator(network: ReferenceNetwork, index: int) -> Iterator[None]:
+    """Operator ``index`` replaced by one that signs every decision at tier standard."""
+    op = network.operators[index]
+    network.stop_operator(index)
+    script = Path(__file__).with_name("downgrading_operator.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(op.port), "--key-file", str(op.key_file),
+         "--token-file", str(op.token_file)],
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{op.port}/health").status_code == 200:
+                    break
+            assert time.monotonic() < deadline and process.poll() is None, "did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+        network.start_operator(index)
+
+
+def test_an_operator_signing_a_lower_tier_gets_no_standard_attestation_out(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
+    """Attack: one operator signs the tier-all spend as standard (valid signatures, lower
+    tier). Its vote does not join the honest ones (the tier is part of what is agreed on), the
+    honest two are short of every operator: the task fails closed, nothing is signed. A
+    standard spend is unaffected."""
+    client = new_client(network, chain)
+    wallet = make_wallet(chain, network, client)
+    before = chain.balance(PAYEE)
+    with downgrading_operator(network, 1), SigningSpy() as spy:
+        with pytest.raises(TierQuorumNotReached) as info:
+            wallet.transfer(PAYEE, 15 * USDC, asset=chain.token.address)
+        wallet.transfer(PAYEE, 2 * USDC, asset=chain.token.address)
+    assert info.value.tier == ALL and "allow/standard: 1" in info.value.message
+    assert spy.calls == ["sign_transaction"] and chain.balance(PAYEE) - before == 2 * USDC
