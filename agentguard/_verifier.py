@@ -341,6 +341,11 @@ def _allowed(attestation: Attestation, intent: TransactionIntent | PaymentIntent
         )
     if attestation.decision != "allow":
         raise PolicyDenied("policy denied the action", reasons=attestation.reasons, task_id=task)
+    if attestation.scheme != "ecdsa" and attestation.tier != 0:
+        raise UnknownTier(
+            f"attestation {task} is {attestation.scheme} and names trust tier "
+            f"{attestation.tier}; Newton's signatures carry no tier, so none is accepted"
+        )
     return task
 
 

@@ -249,3 +249,25 @@ def test_the_wire_form_carries_the_tier() -> None:
     for bad in (-1, 256, "1", True, 1.0, None):
         with pytest.raises(GatewayProtocolError, match="tier"):
             Attestation.from_json({**doc, "tier": bad})
+
+
+def test_a_newton_attestation_naming_a_tier_is_refused() -> None:
+    """Newton's BLS signatures cover no tier: a tier on such an attestation is unsigned
+    decoration a caller could use to look stronger, so it is refused."""
+    from agentguard import NewtonBindingVerifier
+
+    intent = transfer(5)
+    attestation = Attestation(
+        decision="allow",
+        task_id=b"\x01" * 32,
+        policy_id=b"\x02" * 32,
+        policy_client=CLIENT,
+        intent_hash=intent.intent_hash,
+        expires_at=100,
+        scheme="newton-bls",
+        tier=HIGH,
+    )
+    newton = NewtonBindingVerifier(policy_client=CLIENT, block_number=lambda: 1)
+    with pytest.raises(UnknownTier, match="carry no tier"):
+        newton.verify(attestation, intent)
+    assert newton.verify(attestation.model_copy(update={"tier": 0}), intent)
