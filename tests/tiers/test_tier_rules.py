@@ -15,6 +15,7 @@ from agentguard import (
     ConfigurationError,
     InsufficientQuorum,
     OnchainCheckRequired,
+    PaymentIntent,
     Signer,
     TierTooLow,
     TransactionIntent,
@@ -52,7 +53,9 @@ def transfer(amount: int) -> TransactionIntent:
     )
 
 
-def attest(intent: TransactionIntent, *, tier: int, signers: int = 3, **digest: Any) -> Attestation:
+def attest(
+    intent: TransactionIntent | PaymentIntent, *, tier: int, signers: int = 3, **digest: Any
+) -> Attestation:
     task_id, policy_id, expires_at = PrivateKey().secret, b"\x02" * 32, int(time.time()) + 60
     fields = {
         "chain_id": 8453,
@@ -271,3 +274,26 @@ def test_a_newton_attestation_naming_a_tier_is_refused() -> None:
     with pytest.raises(UnknownTier, match="carry no tier"):
         newton.verify(attestation, intent)
     assert newton.verify(attestation.model_copy(update={"tier": 0}), intent)
+
+
+def test_a_vault_only_payment_is_signed_only_as_the_vaults_erc1271_blob() -> None:
+    """x402: the EOA authorization is refused; the vault's blob carries the signed tier, which
+    the vault checks (``tests/tiers/test_vault_tiers.py``)."""
+    from eth_abi.abi import decode
+
+    from agentguard.chain.vault import PAYMENT_SIGNATURE_TYPES
+    from tests.unit.test_signer import eip3009
+
+    agent = Signer.from_key("0x" + "11" * 32)
+    pay = PaymentIntent(
+        payer=CLIENT, scheme="exact", network="eip155:8453", asset=TOKEN, amount=10_000,
+        pay_to=PAYEE,
+    )  # fmt: skip
+    refused, attestation = attest(pay, tier=ALL | VAULT_ONLY), attest(pay, tier=ALL | VAULT_ONLY)
+    typed = eip3009(CLIENT, PAYEE, 10_000)
+    typed["message"]["nonce"] = "0x" + refused.task_id.hex()
+    with pytest.raises(OnchainCheckRequired):  # and the attestation is used up
+        agent.sign_payment(verifier().verify(refused, pay), typed)
+    typed["message"]["nonce"] = "0x" + attestation.task_id.hex()
+    blob = agent.sign_vault_payment(verifier().verify(attestation, pay), typed, vault=CLIENT)
+    assert decode(list(PAYMENT_SIGNATURE_TYPES), blob)[-1] == ALL | VAULT_ONLY
