@@ -297,3 +297,24 @@ def test_a_vault_only_payment_is_signed_only_as_the_vaults_erc1271_blob() -> Non
     typed["message"]["nonce"] = "0x" + attestation.task_id.hex()
     blob = agent.sign_vault_payment(verifier().verify(attestation, pay), typed, vault=CLIENT)
     assert decode(list(PAYMENT_SIGNATURE_TYPES), blob)[-1] == ALL | VAULT_ONLY
+
+
+def test_tiers_are_refused_for_a_newton_guard() -> None:
+    """Newton's attestations carry no tier: a client minimum there could never be met, and
+    silently ignoring it would sign what the client meant to forbid."""
+    import httpx
+
+    from agentguard import Guard
+
+    def never(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing is sent while connecting")
+
+    for options in ({"tiers": {"all": {"*": 1}}}, {"high_threshold": 3}):
+        with pytest.raises(ConfigurationError, match="no tier"):
+            Guard.connect(
+                "http://127.0.0.1:9/rpc",
+                policy_client=CLIENT,
+                any_policy=True,
+                transport=httpx.MockTransport(never),
+                **options,
+            )
