@@ -259,14 +259,6 @@ class Verifier:
                 f"attestation {task} is signed at trust tier {tier}, which this verifier does "
                 "not know; refused rather than read as a weaker tier"
             )
-        required_tier = self.tiers.required(fresh.spend)
-        if not satisfies(tier, required_tier):
-            raise TierTooLow(
-                f"attestation {task} is signed at trust tier {tier_name(tier)}; this client "
-                f"requires at least {tier_name(required_tier)} for what the action moves",
-                tier=tier,
-                required=required_tier,
-            )
         threshold = self.thresholds.required(tier)
         digest = attestation.digest_for(local_hash, fresh.chain_id)
         signers: set[bytes] = set()
@@ -284,6 +276,16 @@ class Verifier:
             raise InsufficientQuorum(
                 f"{len(signers)} valid operator signature(s), {threshold} required at trust "
                 f"tier {tier_name(tier)}"
+            )
+        # Judged once the tier is known to be the operators' (a relabelled one recovers to
+        # strangers above), so a refusal names the tier they signed.
+        required_tier = self.tiers.required(fresh.spend)
+        if not satisfies(tier, required_tier):
+            raise TierTooLow(
+                f"attestation {task} is signed at trust tier {tier_name(tier)}; this client "
+                f"requires at least {tier_name(required_tier)} for what the action moves",
+                tier=tier,
+                required=required_tier,
             )
         if not self._replay.claim(attestation.task_id, attestation.expires_at):
             raise AttestationReplayed(f"attestation {task} was already used")

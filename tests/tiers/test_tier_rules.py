@@ -217,6 +217,10 @@ def test_the_client_minimum_beats_the_signed_tier() -> None:
         strict.verify(attest(intent, tier=HIGH), intent)
     assert (info.value.tier, info.value.required) == (HIGH, ALL)
     assert strict.verify(attest(intent, tier=HUMAN), intent)  # a higher level meets it
+    # a tier the operators did not sign is never reported as theirs (nor judged against)
+    relabelled = attest(intent, tier=HUMAN).model_copy(update={"tier": STANDARD})
+    with pytest.raises(UnknownOperator):
+        strict.verify(relabelled, intent)
 
 
 def test_a_vault_only_tier_never_signs_an_eoa_transaction() -> None:
