@@ -49,15 +49,19 @@ from agentguard._exceptions import (
     ReservationError,
     StreamUnverified,
     TeeNotActive,
+    TierQuorumNotReached,
+    TierTooLow,
     TlsPinMismatch,
     TransactionReverted,
     UnknownModel,
     UnknownOperator,
+    UnknownTier,
     VerificationError,
 )
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard._json import strict_loads
 from agentguard._recursion import undo_py_ecc_limit as _undo_py_ecc_limit
+from agentguard._tiers import MinimumTiers
 from agentguard._units import Amount, Token, format_amount, parse_amount
 from agentguard._verifier import (
     MemoryReplayGuard,
@@ -167,6 +171,7 @@ __all__ = [
     "Limits",
     "MalformedSignature",
     "MemoryReplayGuard",
+    "MinimumTiers",
     "MissingExtra",
     "NewtonBindingVerifier",
     "NewtonGateway",
@@ -197,12 +202,15 @@ __all__ = [
     "Spend",
     "StreamUnverified",
     "TeeNotActive",
+    "TierQuorumNotReached",
+    "TierTooLow",
     "TlsPinMismatch",
     "Token",
     "TransactionIntent",
     "TransactionReverted",
     "UnknownModel",
     "UnknownOperator",
+    "UnknownTier",
     "VerificationError",
     "VerifiedAttestation",
     "Verifier",

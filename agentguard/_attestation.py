@@ -3,13 +3,14 @@
 Each operator signs the EIP-712 digest of
 
     Attestation(bytes32 taskId, bytes32 policyId, address policyClient, bytes32 intentHash,
-                bool allow, uint64 expiresAt)
+                bool allow, uint64 expiresAt, uint8 tier)
 
 under the domain ``{name: "agentguard", version: "1", chainId: <intent chain>,
 verifyingContract: <policy client>}``. The same digest is what ``AgentVault`` recomputes
 onchain with ``ecrecover``, so one signature serves the SDK check and the contract check.
 The intent hash inside is always recomputed locally; the copy a gateway reports is only used
-to produce a clearer error.
+to produce a clearer error. ``tier`` is the trust tier the operators signed (``_tiers``): a
+gateway that relabels it breaks every signature.
 """
 
 from __future__ import annotations
@@ -123,9 +124,12 @@ def attestation_digest(
     intent_hash: bytes,
     allow: bool,
     expires_at: int,
+    tier: int = 0,
 ) -> bytes:
     if not 0 <= expires_at < 1 << 64:
         raise ValueError("expires_at must fit in uint64")
+    if not 0 <= tier < 1 << 8:
+        raise ValueError("tier must fit in uint8")
     struct_hash = keccak(
         ATTESTATION_TYPEHASH
         + task_id
@@ -134,6 +138,7 @@ def attestation_digest(
         + intent_hash
         + bool_word(allow)
         + uint_word(expires_at)
+        + uint_word(tier)
     )
     return typed_data_digest(domain_separator(chain_id, policy_client), struct_hash)
 
@@ -208,6 +213,9 @@ class Attestation(_WireModel):
     signatures: tuple[OperatorSignature, ...] = ()
     reasons: tuple[str, ...] = ()
     scheme: Literal["ecdsa", "newton-bls"] = "ecdsa"
+    tier: int = Field(
+        default=0, description="the trust tier the operators signed (uint8; see _tiers)"
+    )
     operator_errors: tuple[dict[str, Any], ...] = ()
     newton_result: str | None = Field(
         default=None,
@@ -230,6 +238,13 @@ class Attestation(_WireModel):
     def _expiry(cls, v: Any) -> int:
         if type(v) is not int or not 0 <= v < 1 << 64:
             raise ValueError(f"expires_at must be an integer in uint64, got {preview(v)}")
+        return v
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier(cls, v: Any) -> int:
+        if type(v) is not int or not 0 <= v < 1 << 8:
+            raise ValueError(f"tier must be an integer in uint8, got {preview(v)}")
         return v
 
     @classmethod
@@ -269,6 +284,7 @@ class Attestation(_WireModel):
                 ),
                 "reasons": tuple(reasons),
                 "scheme": doc.get("scheme", "ecdsa"),
+                "tier": doc.get("tier", 0),
                 "operator_errors": tuple(dict(e) for e in operator_errors),
             }
         )
@@ -294,6 +310,7 @@ class Attestation(_WireModel):
             intent_hash=intent_hash,
             allow=self.allowed,
             expires_at=self.expires_at,
+            tier=self.tier,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -310,6 +327,7 @@ class Attestation(_WireModel):
             ],
             "reasons": list(self.reasons),
             "scheme": self.scheme,
+            "tier": self.tier,
         }
 
 

@@ -31,7 +31,7 @@ INTENT_TYPE = (
 )
 ATTESTATION_TYPE = (
     "Attestation(bytes32 taskId,bytes32 policyId,address policyClient,bytes32 intentHash,"
-    "bool allow,uint64 expiresAt)"
+    "bool allow,uint64 expiresAt,uint8 tier)"
 )
 
 DOMAIN_NAME = "agentguard"

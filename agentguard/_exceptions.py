@@ -25,6 +25,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   │   ├── DataProviderError         -32620
     │   │   └── GatewayAuthError          -32002, HTTP 401/403 (bad or missing API key)
     │   ├── QuorumNotReached         too few operators answered (per-operator errors attached)
+    │   │   └── TierQuorumNotReached the signed trust tier needs more operators than signed it
     │   ├── PolicyDenied             a final, normal "no" with the policy's reasons (never retried)
     │   │   ├── ApprovalRequired     the policy wants a human to approve this exact intent first
     │   │   ├── ApprovalRejected     a person rejected it (or its approval was already spent)
@@ -37,7 +38,9 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   ├── DuplicateSignature       two signatures from one operator key
     │   ├── InsufficientQuorum       fewer valid signatures than the threshold
     │   ├── MalformedSignature       not a 65-byte low-s secp256k1 signature
-    │   └── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
+    │   ├── OnchainCheckRequired     signatures not checked by agentguard: vault (onchain) use only
+    │   ├── TierTooLow               the signed trust tier is below what this client requires
+    │   └── UnknownTier              a trust tier outside the table this verifier knows
     ├── LedgerError                  the spend budget refuses or cannot account for the action
     │   ├── BudgetExceeded           reserving would pass a cap
     │   ├── ReservationError         unknown, expired or already settled reservation
@@ -652,3 +655,39 @@ class NodeUnavailable(ExecutionError):
     (nonce, block, fee reads): nothing was signed and the budget was given back."""
 
     hint = "Nothing was signed; the budget was released. Retry when the RPC node answers."
+
+
+class TierQuorumNotReached(QuorumNotReached):
+    """The operators agreed on a trust tier (``tier``) whose threshold the gateway could not
+    reach (an operator down or disagreeing): nothing was attested, nothing signed."""
+
+    hint = (
+        "This action's trust tier needs more operators than answered; nothing was signed. "
+        "Retry when every operator is up."
+    )
+
+    def __init__(self, message: str, *, tier: int, operator_errors: Sequence[Any] = ()) -> None:
+        self.tier = tier
+        super().__init__(message, operator_errors=operator_errors)
+
+
+class TierTooLow(VerificationError):
+    """The operators signed a lower trust tier than this client requires for what the action
+    moves (``Guard.connect(..., tiers=...)``); ``tier`` signed, ``required`` locally."""
+
+    hint = (
+        "The policy's tier for this action is below the client's minimum; raise the policy's "
+        "tier for such amounts or lower the client's tiers."
+    )
+
+    def __init__(self, message: str, *, tier: int, required: int) -> None:
+        self.tier = tier
+        self.required = required
+        super().__init__(message)
+
+
+class UnknownTier(VerificationError):
+    """The attestation names a trust tier this verifier has no rule for: refused, never read
+    as a weaker one."""
+
+    hint = "Upgrade agentguard to a version that knows this trust tier."

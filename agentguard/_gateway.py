@@ -56,12 +56,14 @@ from agentguard._exceptions import (
     PolicyContractError,
     PolicyEvaluationError,
     QuorumNotReached,
+    TierQuorumNotReached,
 )
 from agentguard._http_client import AsyncPool, Origin, SyncPool, TransportError
 from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
 from agentguard._json import json_bytes, one_spelling, preview, strict_loads
 from agentguard._logging import get_logger
 from agentguard._redact import register_secret
+from agentguard._tiers import known
 
 __all__ = [
     "NEWTON_TASK_TIMEOUT",
@@ -424,6 +426,9 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
     if status == "failed":
         error = result.get("error")
         error = error[:500] if isinstance(error, str) and error else "task failed"
+        tier = result.get("tier")
+        if "quorum" in error and known(tier) and tier:
+            raise TierQuorumNotReached(error, tier=tier, operator_errors=operator_errors)
         if "quorum" in error:
             raise QuorumNotReached(error, operator_errors=operator_errors)
         raise AuthorizationError(f"gateway reported the task failed: {error}")

@@ -38,6 +38,7 @@ from agentguard._gateway import (
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._logging import get_logger
+from agentguard._tiers import MinimumTiers
 from agentguard._verifier import AttestationVerifier, ReplayGuard, VerifiedAttestation, Verifier
 
 if TYPE_CHECKING:
@@ -224,6 +225,8 @@ def _verifier(
     web3: Web3 | None,
     newton: Mapping[str, Any] | None,
     quorum_number: str,
+    tiers: MinimumTiers | Mapping[str, Mapping[str, int | str]] | None = None,
+    high_threshold: int | None = None,
 ) -> AttestationVerifier:
     """What verifies this network's attestations: with ``operators``, the ECDSA quorum
     ``Verifier`` (the reference network); without, Newton's BLS quorum checked against Newton's
@@ -242,6 +245,14 @@ def _verifier(
             threshold_percentage=66 if threshold_percentage is None else threshold_percentage,
             policy_id=policy_id,
             replay_guard=replay_guard,
+            tiers=tiers,
+            high_threshold=high_threshold,
+        )
+    if tiers is not None or high_threshold is not None:
+        raise ConfigurationError(
+            "tiers= and high_threshold= configure the reference network's signed trust tiers; "
+            "Newton's BLS attestations carry no tier (ask for a higher quorum there with "
+            "threshold_percentage=)"
         )
     if info is not None and info.get("scheme") == "ecdsa":
         raise ConfigurationError(
@@ -311,6 +322,8 @@ class _Connect:
         vault: str | None = None,
         chain_id: int | None = None,
         newton: Mapping[str, Any] | None = None,
+        tiers: MinimumTiers | Mapping[str, Mapping[str, int | str]] | None = None,
+        high_threshold: int | None = None,
         **gateway_options: Any,
     ) -> Self:
         """Connect to a gateway; the verifier accepts only the policy the owner registered.
@@ -337,6 +350,11 @@ class _Connect:
         ``newton=`` (a mapping; ``NEWTON_OPTIONS``) configures the BLS verifier:
         ``certificate_verifier`` and ``source_avs`` (Newton's published Base / Base Sepolia
         deployments unless given), ``max_lifetime`` and ``block_time``. Not with ``operators``.
+
+        ``tiers=`` (``MinimumTiers`` or its mapping, the shape of the policies' ``tiers``
+        param) is the least trust tier this client accepts per action, judged from what the
+        calldata moves; ``high_threshold=`` the signatures tier ``high`` needs (default: every
+        operator). See docs/trust-tiers.md. Reference network (``operators``) only.
         """
         defaults = _defaults(signer, web3, ledger, budget, audit, vault, chain_id)
         if policy is not None and params is None and defaults.budget is not None:
@@ -367,6 +385,8 @@ class _Connect:
             web3=defaults.web3,
             newton=newton,
             quorum_number=gateway_options.get("quorum_number", "00"),
+            tiers=tiers,
+            high_threshold=high_threshold,
         )
         gateway = cls._gateway_class(
             url,

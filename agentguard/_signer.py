@@ -350,7 +350,7 @@ class Signer:
                 f"a vault payment is attested for the vault {vault}; this attestation's payer is "
                 f"{intent.payer} and its policy client {attestation.policy_client}"
             )
-        if ticket.assurance != "quorum-ecdsa":
+        if ticket.assurance not in ("quorum-ecdsa", "quorum-ecdsa-vault-only"):
             raise OnchainCheckRequired(
                 "a vault checks ECDSA operator signatures; this attestation is "
                 + attestation.scheme

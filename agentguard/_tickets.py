@@ -37,8 +37,10 @@ __all__ = [
     "redeem",
 ]
 
-Assurance = Literal["quorum-ecdsa", "newton-bls", "newton-bls-binding"]
-"""``quorum-ecdsa``: agentguard checked the operator ECDSA signatures. ``newton-bls``: agentguard
+Assurance = Literal["quorum-ecdsa", "quorum-ecdsa-vault-only", "newton-bls", "newton-bls-binding"]
+"""``quorum-ecdsa``: agentguard checked the operator ECDSA signatures.
+``quorum-ecdsa-vault-only``: it did, at a vault-only trust tier (``agentguard._tiers``): usable
+only through a vault, whose contract re-checks the quorum. ``newton-bls``: agentguard
 checked Newton's BLS (BN254) aggregate against the operator table onchain (``agentguard.newton``).
 ``newton-bls-binding``: only the binding fields were checked; the signatures must be checked
 onchain (vault mode only)."""

@@ -12,7 +12,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -28,11 +28,14 @@ from agentguard._exceptions import (
     InsufficientQuorum,
     IntentMismatch,
     PolicyDenied,
+    TierTooLow,
     UnknownOperator,
+    UnknownTier,
     VerificationError,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
 from agentguard._tickets import Assurance, Ticket, fresh_intent, issue
+from agentguard._tiers import MinimumTiers, TierThresholds, known, satisfies, tier_name, vault_only
 
 __all__ = [
     "AttestationVerifier",
@@ -150,10 +153,18 @@ class VerifiedAttestation:
 class Verifier:
     """Accepts an attestation only if every one of these holds:
 
-    (a) signatures from distinct keys of the configured operator set reach the threshold;
+    (a) signatures from distinct keys of the configured operator set reach the threshold of
+        the trust tier the operators signed (``agentguard._tiers``: standard = ``threshold``,
+        high = ``high_threshold`` (default every operator), all and human = every operator; a
+        tier outside the table is ``UnknownTier``), and that tier is at least what ``tiers``
+        requires for what the intent moves (``TierTooLow``);
     (b) it is bound to the exact intent about to be signed (hash recomputed here);
     (c) it has not expired (and does not claim an absurd lifetime);
     (d) it was not used before (claimed in the replay guard, single use).
+
+    A vault-only tier (signed, or required by ``tiers``) gives a vault-only ticket: the
+    ``Signer`` then signs only a vault's ``execute`` or ERC-1271 payment, where the contract
+    re-checks the quorum, never an EOA transaction or payment (``OnchainCheckRequired``).
     """
 
     def __init__(
@@ -167,6 +178,8 @@ class Verifier:
         replay_guard: ReplayGuard | None = None,
         clock: Callable[[], float] = time.time,
         max_lifetime: int = 3600,
+        high_threshold: int | None = None,
+        tiers: MinimumTiers | Mapping[str, Mapping[str, int | str]] | None = None,
     ) -> None:
         if isinstance(operators, str | bytes) or not isinstance(operators, Iterable):
             raise ConfigurationError("operators must be a list of operator addresses")
@@ -184,6 +197,8 @@ class Verifier:
             )
         self._operators = frozenset(addrs)
         self.threshold = threshold
+        self.thresholds = TierThresholds(len(addrs), threshold, high_threshold)
+        self.tiers = MinimumTiers() if tiers is None else MinimumTiers.parse(tiers)
         self.policy_client = _address(policy_client, "policy_client")
         self.policy_id = _policy_id(policy_id)
         self._replay = replay_guard if replay_guard is not None else MemoryReplayGuard(clock)
@@ -238,6 +253,13 @@ class Verifier:
                 f"attestation {task} claims a lifetime beyond {self._max_lifetime}s"
             )
 
+        tier = attestation.tier
+        if not known(tier):
+            raise UnknownTier(
+                f"attestation {task} is signed at trust tier {tier}, which this verifier does "
+                "not know; refused rather than read as a weaker tier"
+            )
+        threshold = self.thresholds.required(tier)
         digest = attestation.digest_for(local_hash, fresh.chain_id)
         signers: set[bytes] = set()
         for sig in attestation.signatures:
@@ -250,9 +272,20 @@ class Verifier:
             if signer in signers:
                 raise DuplicateSignature(f"operator 0x{signer.hex()} signed more than once")
             signers.add(signer)
-        if len(signers) < self.threshold:
+        if len(signers) < threshold:
             raise InsufficientQuorum(
-                f"{len(signers)} valid operator signature(s), {self.threshold} required"
+                f"{len(signers)} valid operator signature(s), {threshold} required at trust "
+                f"tier {tier_name(tier)}"
+            )
+        # Judged once the tier is known to be the operators' (a relabelled one recovers to
+        # strangers above), so a refusal names the tier they signed.
+        required_tier = self.tiers.required(fresh.spend)
+        if not satisfies(tier, required_tier):
+            raise TierTooLow(
+                f"attestation {task} is signed at trust tier {tier_name(tier)}; this client "
+                f"requires at least {tier_name(required_tier)} for what the action moves",
+                tier=tier,
+                required=required_tier,
             )
         if not self._replay.claim(attestation.task_id, attestation.expires_at):
             raise AttestationReplayed(f"attestation {task} was already used")
@@ -263,7 +296,11 @@ class Verifier:
                 intent=fresh,
                 intent_hash=local_hash,
                 expires_at=attestation.expires_at,
-                assurance="quorum-ecdsa",
+                assurance=(
+                    "quorum-ecdsa-vault-only"
+                    if vault_only(tier | required_tier)
+                    else "quorum-ecdsa"
+                ),
             ),
             given,
             intent,
@@ -306,6 +343,11 @@ def _allowed(attestation: Attestation, intent: TransactionIntent | PaymentIntent
         )
     if attestation.decision != "allow":
         raise PolicyDenied("policy denied the action", reasons=attestation.reasons, task_id=task)
+    if attestation.scheme != "ecdsa" and attestation.tier != 0:
+        raise UnknownTier(
+            f"attestation {task} is {attestation.scheme} and names trust tier "
+            f"{attestation.tier}; Newton's signatures carry no tier, so none is accepted"
+        )
     return task
 
 

@@ -36,7 +36,7 @@ contract AgentVault {
         "Intent(address from,address to,uint256 value,bytes data,uint256 chainId,bytes functionSignature)"
     );
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
-        "Attestation(bytes32 taskId,bytes32 policyId,address policyClient,bytes32 intentHash,bool allow,uint64 expiresAt)"
+        "Attestation(bytes32 taskId,bytes32 policyId,address policyClient,bytes32 intentHash,bool allow,uint64 expiresAt,uint8 tier)"
     );
     bytes32 private constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
         "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
@@ -53,6 +53,10 @@ contract AgentVault {
     /// answer (and with it single use) cannot depend on a gas limit the attacker picks; USDC
     /// answers in about 10k. A call with less gas left than this budget is refused.
     uint256 public constant NONCE_QUERY_GAS = 50_000;
+    /// Trust tiers (docs/trust-tiers.md): the low two bits are the level (0 standard: the
+    /// threshold; 1 high: `highThreshold`; 2 all and 3 human: every operator); bit 4 is
+    /// vault-only, which a vault always meets. Tiers above `MAX_TIER` authorize nothing.
+    uint8 public constant MAX_TIER = 7;
     /// Newton mode: how long after its signed `initializationTimestamp` a task response is
     /// usable, and how far ahead of this chain's clock that timestamp may be. The block expiry
     /// Newton reports rests on `task.taskCreatedBlock`, which its signature does not cover.
@@ -75,6 +79,7 @@ contract AgentVault {
         uint64 expiresAt;
         bytes agentSignature;
         bytes[] operatorSignatures;
+        uint8 tier;
     }
 
     address private _owner;
@@ -102,6 +107,12 @@ contract AgentVault {
     /// A lowered delay, which itself waits the current delay (until `_delayChangeAt`).
     uint64 private _pendingPolicyDelay;
     uint64 private _delayChangeAt;
+    // -- trust tiers: read by the hot path only for an attestation above the standard tier --
+    /// Signatures tier `high` needs (0: every operator); clamped to threshold..operators.
+    uint256 private _highThreshold;
+    /// A lowered high threshold, which waits the policy delay (until `_highChangeAt`).
+    uint256 private _pendingHighThreshold;
+    uint64 private _highChangeAt;
 
     event Initialized(address indexed owner, address indexed agent, bytes32 policyId);
     event NewtonValidatorSet(address indexed validator);
@@ -127,6 +138,11 @@ contract AgentVault {
     event PolicyDelayChangeCancelled(uint64 delay);
     /// Funds moved to `newVault` (each amount also as `Withdrawn`); this vault is now paused.
     event Migrated(address indexed newVault);
+    /// Tier `high` now needs `threshold` signatures (0: every operator).
+    event HighThresholdSet(uint256 threshold);
+    /// A lower high threshold, which applies (`applyHighThreshold`) once the policy delay passed.
+    event HighThresholdChangeScheduled(uint256 threshold, uint64 applyAt);
+    event HighThresholdChangeCancelled(uint256 threshold);
 
     error AlreadyInitialized();
     /// The locked implementation behind the clones: it authorizes nothing.
@@ -155,6 +171,8 @@ contract AgentVault {
     error UnknownOperator(address signer);
     error DuplicateSignature(address signer);
     error InsufficientQuorum(uint256 valid, uint256 threshold);
+    /// The attestation's signed trust tier is above `MAX_TIER`: no rule, so no authorization.
+    error UnknownTier(uint8 tier);
     error WithdrawFailed(address token);
     error NotPendingOwner(address caller);
     /// `apply…` with nothing scheduled, or before its time (`applyAt`).
@@ -225,14 +243,12 @@ contract AgentVault {
         bytes32 taskId,
         bytes32 policyId_,
         uint64 expiresAt,
-        bytes[] calldata signatures
+        bytes[] calldata signatures,
+        uint8 tier
     ) external returns (bytes memory) {
         if (msg.sender != _agent) revert NotAgent(msg.sender);
         _requireSignatureMatches(data, functionSignature);
-        bytes memory refusal = _refusal(
-            to, intentHash(to, value, data, functionSignature), taskId, policyId_, expiresAt, signatures
-        );
-        if (refusal.length != 0) _bubble(refusal);
+        _requireAttested(to, intentHash(to, value, data, functionSignature), taskId, policyId_, expiresAt, tier, signatures);
         return _call(to, value, data, taskId);
     }
 
@@ -243,7 +259,7 @@ contract AgentVault {
     ///         same rule as `execute` (`_refusal`). Any other digest (Permit2, EIP-2612,
     ///         `ReceiveWithAuthorization`, `CancelAuthorization`, another `from`) is invalid.
     /// @param signature abi.encode(token, payTo, value, validAfter, validBefore, nonce, taskId,
-    ///        policyId, expiresAt, agentSignature, operatorSignatures); `token` must be the
+    ///        policyId, expiresAt, agentSignature, operatorSignatures, tier); `token` must be the
     ///        caller and `nonce` the task id (both are restated so the blob names what it pays).
     function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
         Payment memory p = _decodePayment(signature);
@@ -258,7 +274,7 @@ contract AgentVault {
         bytes32 payment = _intentHash(
             token, 0, keccak256(abi.encodeWithSelector(TRANSFER_SELECTOR, p.payTo, p.value)), TRANSFER_SIGNATURE_HASH
         );
-        if (_refusal(token, payment, p.taskId, p.policyId, p.expiresAt, p.operatorSignatures).length != 0) {
+        if (_refusal(token, payment, p.taskId, p.policyId, p.expiresAt, p.operatorSignatures, p.tier).length != 0) {
             return ERC1271_INVALID;
         }
         return ERC1271_MAGIC;
@@ -320,14 +336,15 @@ contract AgentVault {
         return _intentHash(to, value, keccak256(data), keccak256(functionSignature));
     }
 
-    /// The digest each operator signs to allow `intentHash_` (allow = true, policyClient = this).
-    function attestationDigest(bytes32 taskId, bytes32 policyId_, bytes32 intentHash_, uint64 expiresAt)
+    /// The digest each operator signs to allow `intentHash_` at trust tier `tier` (allow = true,
+    /// policyClient = this).
+    function attestationDigest(bytes32 taskId, bytes32 policyId_, bytes32 intentHash_, uint64 expiresAt, uint8 tier)
         public
         view
         returns (bytes32)
     {
         bytes32 structHash = keccak256(
-            abi.encode(ATTESTATION_TYPEHASH, taskId, policyId_, address(this), intentHash_, true, expiresAt)
+            abi.encode(ATTESTATION_TYPEHASH, taskId, policyId_, address(this), intentHash_, true, expiresAt, tier)
         );
         return keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
     }
@@ -450,6 +467,41 @@ contract AgentVault {
         emit PolicyDelayChangeCancelled(delay);
     }
 
+    /// Sets how many operators tier `high` needs: `threshold..operators`, or 0 for every
+    /// operator (the default). Raising (or keeping) applies at once and drops a scheduled
+    /// lowering; lowering loosens, so it waits the policy delay like a policy switch
+    /// (`applyHighThreshold` from then on), and a stolen owner key cannot skip it.
+    function setHighThreshold(uint256 threshold_) external onlyOwner {
+        if (_newtonValidator != address(0)) revert NewtonMode();
+        uint256 n = _operators.length;
+        if (threshold_ != 0 && (threshold_ < _threshold || threshold_ > n)) {
+            revert InvalidThreshold(threshold_, n);
+        }
+        uint64 delay = _policyDelay;
+        if (delay == 0 || _effectiveHigh(threshold_) >= _effectiveHigh(_highThreshold)) {
+            _setHighThreshold(threshold_);
+            return;
+        }
+        uint64 applyAt = uint64(block.timestamp) + delay;
+        _pendingHighThreshold = threshold_;
+        _highChangeAt = applyAt;
+        emit HighThresholdChangeScheduled(threshold_, applyAt);
+    }
+
+    function applyHighThreshold() external onlyOwner {
+        uint64 at = _highChangeAt;
+        if (at == 0) revert NothingScheduled();
+        _requireDue(at);
+        _setHighThreshold(_pendingHighThreshold);
+    }
+
+    function cancelHighThreshold() external onlyOwner {
+        if (_highChangeAt == 0) revert NothingScheduled();
+        uint256 pending = _pendingHighThreshold;
+        _clearHighChange();
+        emit HighThresholdChangeCancelled(pending);
+    }
+
     /// Moves all ETH and the whole balance of each of `tokens` to `newVault` and pauses this
     /// vault, in one owner transaction. `newVault` must be another vault already set up like
     /// this one: same owner, agent, mode (operators and threshold, or Newton validator), and
@@ -502,6 +554,22 @@ contract AgentVault {
 
     function threshold() external view returns (uint256) {
         return _threshold;
+    }
+
+    /// Distinct operator signatures an attestation at trust tier `tier` needs (0 above
+    /// `MAX_TIER`: such a tier authorizes nothing).
+    function tierThreshold(uint8 tier) public view returns (uint256) {
+        if (tier > MAX_TIER) return 0;
+        uint8 lvl = tier & 3;
+        if (lvl == 0) return _threshold;
+        if (lvl == 1) return _effectiveHigh(_highThreshold);
+        return _operators.length;
+    }
+
+    /// The configured high threshold (0: every operator) and a scheduled lowering (applyAt 0
+    /// when none).
+    function highThreshold() external view returns (uint256 threshold_, uint256 pending, uint64 applyAt) {
+        return (_highThreshold, _pendingHighThreshold, _highChangeAt);
     }
 
     function paused() external view returns (bool) {
@@ -562,6 +630,25 @@ contract AgentVault {
         _clearDelayChange();
         _policyDelay = delay;
         emit PolicyDelaySet(delay);
+    }
+
+    function _setHighThreshold(uint256 threshold_) private {
+        _clearHighChange();
+        _highThreshold = threshold_;
+        emit HighThresholdSet(threshold_);
+    }
+
+    function _clearHighChange() private {
+        delete _pendingHighThreshold;
+        delete _highChangeAt;
+    }
+
+    /// Tier `high`'s threshold for a configured value: 0 or more than the operators means every
+    /// operator; never below the standard threshold (the operator set may have changed since).
+    function _effectiveHigh(uint256 configured) private view returns (uint256) {
+        uint256 n = _operators.length;
+        if (configured == 0 || configured > n) return n;
+        return configured < _threshold ? _threshold : configured;
     }
 
     function _clearPolicySwitch() private {
@@ -672,14 +759,15 @@ contract AgentVault {
     /// expired, its task is unused both here (`taskUsed`, set by `execute`) and on `asset` as
     /// this vault's EIP-3009 authorization nonce (set by the token when a payment settles), and
     /// distinct current operators reaching the threshold signed it; else the revert data saying
-    /// why not (the first failure).
+    /// why not (the first failure). The threshold is the signed trust tier's (`tierThreshold`).
     function _refusal(
         address asset,
         bytes32 intentHash_,
         bytes32 taskId,
         bytes32 policyId_,
         uint64 expiresAt,
-        bytes[] memory signatures
+        bytes[] memory signatures,
+        uint8 tier
     ) private view returns (bytes memory) {
         // The implementation (never initialized) has no agent and no operators: no quorum.
         if (_threshold == 0) return abi.encodeWithSelector(NotInitialized.selector);
@@ -691,7 +779,25 @@ contract AgentVault {
         }
         (, bool settled) = _authorizationState(asset, taskId);
         if (taskUsed[taskId] || settled) return abi.encodeWithSelector(TaskAlreadyUsed.selector, taskId);
-        return _quorumError(attestationDigest(taskId, policyId_, intentHash_, expiresAt), signatures);
+        if (tier > MAX_TIER) return abi.encodeWithSelector(UnknownTier.selector, tier);
+        return _quorumError(
+            attestationDigest(taskId, policyId_, intentHash_, expiresAt, tier), signatures, tierThreshold(tier)
+        );
+    }
+
+    /// `execute`'s use of the rule (a function of its own: `execute` has too many arguments
+    /// for the stack to also hold these).
+    function _requireAttested(
+        address to,
+        bytes32 intentHash_,
+        bytes32 taskId,
+        bytes32 policyId_,
+        uint64 expiresAt,
+        uint8 tier,
+        bytes[] calldata signatures
+    ) private view {
+        bytes memory refusal = _refusal(to, intentHash_, taskId, policyId_, expiresAt, signatures, tier);
+        if (refusal.length != 0) _bubble(refusal);
     }
 
     function _requireSignatureMatches(bytes calldata data, bytes calldata functionSignature) private pure {
@@ -727,7 +833,11 @@ contract AgentVault {
 
     /// Empty when distinct operators reaching the threshold signed `digest`; otherwise the
     /// revert data saying why not (the first failure).
-    function _quorumError(bytes32 digest, bytes[] memory signatures) private view returns (bytes memory) {
+    function _quorumError(bytes32 digest, bytes[] memory signatures, uint256 threshold_)
+        private
+        view
+        returns (bytes memory)
+    {
         uint256 seen;
         uint256 count;
         for (uint256 i; i < signatures.length; ++i) {
@@ -740,7 +850,7 @@ contract AgentVault {
             seen |= bit;
             ++count;
         }
-        if (count < _threshold) return abi.encodeWithSelector(InsufficientQuorum.selector, count, _threshold);
+        if (count < threshold_) return abi.encodeWithSelector(InsufficientQuorum.selector, count, threshold_);
         return "";
     }
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentguard._exceptions import ConfigurationError, OnchainCheckRequired
-from agentguard._tickets import redeem
+from agentguard._tickets import SIGNATURES_CHECKED, redeem
 from agentguard._verifier import VerifiedAttestation
 from agentguard.pipeline import Landed, Outcome, Prepared, Sent, Signed
 
@@ -42,10 +42,11 @@ class _CallPort:
 
     def sign(self, verified: VerifiedAttestation, prepared: Prepared) -> Signed:
         ticket = redeem(verified.attestation, verified.intent, time.time())
-        if ticket.assurance == "newton-bls-binding":  # no signature was checked: not here
+        if ticket.assurance not in SIGNATURES_CHECKED:  # unchecked, or vault only: not here
             raise OnchainCheckRequired(
-                f"attestation {verified.task_id} has assurance 'newton-bls-binding' (operator "
-                "signatures unchecked); the offchain call would run on it"
+                f"attestation {verified.task_id} has assurance {ticket.assurance!r} (operator "
+                "signatures unchecked, or a vault-only trust tier); the offchain call would run "
+                "on it"
             )
         return Signed(reference=f"call:{verified.task_id}", payload=None)
 

@@ -24,17 +24,19 @@ __all__ = [
     "payment_signature",
 ]
 
-EXECUTE_SIGNATURE = "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[])"
-_EXECUTE_TYPES = ["address", "uint256", "bytes", "bytes", "bytes32", "bytes32", "uint64", "bytes[]"]
+EXECUTE_SIGNATURE = "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[],uint8)"
+_EXECUTE_TYPES = [
+    "address", "uint256", "bytes", "bytes", "bytes32", "bytes32", "uint64", "bytes[]", "uint8",
+]  # fmt: skip
 _EXECUTE_SELECTOR = keccak(EXECUTE_SIGNATURE.encode())[:4]
 # token, payTo, value, validAfter, validBefore, nonce, taskId, policyId, expiresAt,
-# agentSignature, operatorSignatures: what AgentVault.isValidSignature decodes.
+# agentSignature, operatorSignatures, tier: what AgentVault.isValidSignature decodes.
 PAYMENT_SIGNATURE_TYPES = (
     "address", "address", "uint256", "uint256", "uint256", "bytes32",
-    "bytes32", "bytes32", "uint64", "bytes", "bytes[]",
+    "bytes32", "bytes32", "uint64", "bytes", "bytes[]", "uint8",
 )  # fmt: skip
 
-ExecuteArgs = tuple[str, int, bytes, bytes, bytes, bytes, int, list[bytes]]
+ExecuteArgs = tuple[str, int, bytes, bytes, bytes, bytes, int, list[bytes], int]
 
 
 def _check(attestation: Attestation, intent: TransactionIntent | PaymentIntent) -> None:
@@ -65,6 +67,7 @@ def execute_args(intent: TransactionIntent, attestation: Attestation) -> Execute
         attestation.policy_id,
         attestation.expires_at,
         [s.signature for s in attestation.signatures],
+        attestation.tier,
     )
 
 
@@ -104,5 +107,6 @@ def payment_signature(
             attestation.expires_at,
             agent_signature,
             [s.signature for s in attestation.signatures],
+            attestation.tier,
         ),
     )

@@ -29,6 +29,7 @@ from coincurve import PrivateKey
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
+from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
     INVALID_PARAMS,
     MAX_BODY,
@@ -46,7 +47,7 @@ from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json
-from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
 
 __all__ = ["KEY_ENV", "TOKEN_ENV", "Operator", "create_app", "main"]
 
@@ -348,11 +349,12 @@ class Operator:
             )
         except PolicyEngineError as exc:
             raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+        decision, reasons, tier = _tiered(evaluation, approval)
         client = bytes.fromhex(policy_client[2:])
         self._claim_task(task_id, client, intent_hash, expires_at, now)
         if (
             approval is not None
-            and evaluation.decision == "allow"
+            and decision == "allow"
             and not self._approvals_used.claim(approval.digest, task_id, approval.expires_at, now)
         ):
             raise RPCError(
@@ -365,17 +367,31 @@ class Operator:
             task_id=task_id,
             policy_id=pid,
             intent_hash=intent_hash,
-            allow=evaluation.decision == "allow",
+            allow=decision == "allow",
             expires_at=expires_at,
+            tier=tier,
         )
         return {
             "operator": self.address,
-            "decision": evaluation.decision,
-            "reasons": list(evaluation.reasons),
+            "decision": decision,
+            "tier": tier,
+            "reasons": list(reasons),
             "intent_hash": "0x" + intent_hash.hex(),
             "policy_id": "0x" + pid.hex(),
             "signature": "0x" + sign_attestation(self._key, digest).hex(),
         }
+
+
+def _tiered(
+    evaluation: Evaluation, approval: SignedApproval | None
+) -> tuple[str, tuple[str, ...], int]:
+    """The (decision, reasons, tier) this operator signs. The tier is the policy's; the human
+    tier is an allow only with a person's signed approval this operator checked itself, so
+    whatever the policy's own rules say, the tier is never signed on the gateway's word."""
+    decision, reasons = human_gate(
+        evaluation.decision, evaluation.reasons, evaluation.tier, approved=approval is not None
+    )
+    return decision, reasons, evaluation.tier
 
 
 class _Claims:

@@ -35,6 +35,8 @@ from agentguard._exceptions import (
     IntentMismatch,
     LedgerError,
     LedgerUnavailable,
+    TierQuorumNotReached,
+    TierTooLow,
     VerificationError,
 )
 from agentguard._tickets import fresh_intent
@@ -196,6 +198,7 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
             "intent": action.intent.wire(),
             "intent_hash": "0x" + action.intent.intent_hash.hex(),
             "attestation": verified.attestation.to_json(),
+            "tier": verified.attestation.tier,
             "signers": list(verified.signers),
             "reservation": hold.id,
         },
@@ -249,12 +252,17 @@ def _same_intent(verified: object, action: Action) -> None:
 
 
 def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "rail": action.rail,
         "intent": action.intent.wire(),
         "error": type(exc).__name__,
         "detail": _why(exc),
     }
+    if isinstance(exc, TierTooLow | TierQuorumNotReached):  # which trust tier refused it
+        record["tier"] = exc.tier
+    if isinstance(exc, TierTooLow):
+        record["required_tier"] = exc.required
+    return record
 
 
 def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseException) -> Flow[None]:

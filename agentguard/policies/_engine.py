@@ -65,6 +65,7 @@ from regopy import rego_shared as _rs
 
 from agentguard._json import MAX_DEPTH
 from agentguard._json import _check_depth as check_depth
+from agentguard._tiers import MAX_TIER
 from agentguard.policies import Policy, canonical_json
 
 __all__ = ["Evaluation", "PolicyEngine", "PolicyEngineError"]
@@ -102,7 +103,9 @@ reasons := [base64.encode(r) | some r in x; is_string(r)] if {{
 }}
 default approval := false
 approval := true if data.{policy_package}.approval_required == true
-result := {{"entry": entry, "reasons": reasons, "approval": approval}}
+default tier := 0
+tier := data.{policy_package}.tier
+result := {{"entry": entry, "reasons": reasons, "approval": approval, "tier": tier}}
 """
 _STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
 _INT64 = 1 << 63
@@ -112,6 +115,8 @@ _INT64 = 1 << 63
 class Evaluation:
     decision: Literal["allow", "deny", "approval_required"]
     reasons: tuple[str, ...]
+    tier: int = 0
+    """The trust tier the policy's ``tier`` rule states (``agentguard._tiers``); 0 if none."""
 
 
 class PolicyEngineError(Exception):
@@ -361,12 +366,17 @@ def _check_params(policy: Policy, params: Any) -> None:
 def _decide(entrypoint: str, result: dict[str, Any]) -> Evaluation:
     reasons = sorted({base64.b64decode(r).decode("utf-8", "replace") for r in result["reasons"]})
     entry = result["entry"]
+    tier = result.get("tier", 0)
+    if type(tier) is not int or not 0 <= tier <= MAX_TIER:
+        # A tier nobody can enforce must not become a weaker one: deny.
+        reasons.append(f"policy tier {str(tier)[:40]} is not a known trust tier (0..7); denied")
+        return Evaluation("deny", tuple(sorted(reasons)))
     if entry == "true":
-        return Evaluation("allow", tuple(reasons))
+        return Evaluation("allow", tuple(reasons), tier)
     if result["approval"] is True:
-        return Evaluation("approval_required", tuple(reasons))
+        return Evaluation("approval_required", tuple(reasons), tier)
     if entry == "undefined":
         reasons.append(f"policy entrypoint {entrypoint} is undefined; denied")
     elif entry != "false":
         reasons.append(f"policy entrypoint {entrypoint} returned a {entry}, not a boolean; denied")
-    return Evaluation("deny", tuple(sorted(reasons)))
+    return Evaluation("deny", tuple(sorted(reasons)), tier)

@@ -31,7 +31,7 @@ from agentguard._exceptions import (
 )
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
-from agentguard._tickets import redeem
+from agentguard._tickets import SIGNATURES_CHECKED, redeem
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Ledger, Limits
 from agentguard.pipeline import (
@@ -122,10 +122,11 @@ class _Delegated:
         # x402's signer signs under this attestation: use its one signing ticket up, so no
         # agentguard Signer can sign a second payment under it (``hook.attestations``).
         ticket = redeem(verified.attestation, verified.intent, time.time())
-        if ticket.assurance == "newton-bls-binding":  # no signature was checked: not here
+        if ticket.assurance not in SIGNATURES_CHECKED:  # unchecked, or vault only: not here
             raise OnchainCheckRequired(
-                f"attestation {verified.task_id} has assurance 'newton-bls-binding' (operator "
-                "signatures unchecked); x402's own signer would sign the payment on it"
+                f"attestation {verified.task_id} has assurance {ticket.assurance!r} (operator "
+                "signatures unchecked, or a vault-only trust tier); x402's own signer would sign "
+                "the payment on it"
             )
         return Signed(reference=f"x402-delegated:{verified.task_id}", payload=None)
 

@@ -112,8 +112,9 @@ def attest(
     task_id: bytes | None = None,
     policy_id: bytes = POLICY_ID,
     chain_id: int = CHAIN_ID,
+    tier: int = 0,
 ) -> Attestation:
-    """What a quorum of the reference network would return for ``intent``."""
+    """What a quorum of the reference network would return for ``intent`` (at trust ``tier``)."""
     task = task_id or secrets.token_bytes(32)
     digest = attestation_digest(
         chain_id=chain_id,
@@ -123,6 +124,7 @@ def attest(
         intent_hash=intent.intent_hash,
         allow=True,
         expires_at=expires_at,
+        tier=tier,
     )
     signers = OPERATOR_KEYS[:2] if keys is None else keys
     return Attestation(
@@ -132,6 +134,7 @@ def attest(
         policy_client=vault,
         intent_hash=intent.intent_hash,
         expires_at=expires_at,
+        tier=tier,
         signatures=tuple(
             OperatorSignature(operator=operator_address(k), signature=sign_attestation(k, digest))
             for k in signers
@@ -264,6 +267,7 @@ class Payment:
             "expires_at": self.attestation.expires_at,
             "agent_signature": self.agent_signature,
             "operator_signatures": [s.signature for s in self.attestation.signatures],
+            "tier": self.attestation.tier,
         }
         fields.update(overrides)
         return abi_encode(list(PAYMENT_SIGNATURE_TYPES), list(fields.values()))

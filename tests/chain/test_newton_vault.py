@@ -622,7 +622,7 @@ def test_newton_vault_refuses_the_ecdsa_paths(world: World) -> None:
     vault = world.vault
     with reverts("NewtonMode"):
         transact(world.w3, vault.functions.setOperators(OPERATORS, 2), sender=OWNER)
-    call = vault.functions.execute(PAYEE, 0, b"", b"", b"\x01" * 32, POLICY_ID, 2**60, [])
+    call = vault.functions.execute(PAYEE, 0, b"", b"", b"\x01" * 32, POLICY_ID, 2**60, [], 0)
     with reverts("NotInitialized"):
         transact(world.w3, call, sender=AGENT)
     assert vault.functions.newtonValidator().call() == world.validator.address

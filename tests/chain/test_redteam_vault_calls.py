@@ -85,7 +85,7 @@ def test_an_attested_call_to_the_vault_itself_runs_no_owner_function(env: Env) -
     nested = _call_intent(
         env,
         vault,
-        "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[])",
+        "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[],uint8)",
         inner_args,
     )
     with reverts("NotAgent", vault):
@@ -169,4 +169,4 @@ def test_blob_variants_neither_pay_twice_nor_pay_anything_else(env: Env) -> None
     with reverts("AuthorizationAlreadyUsed", env.vault.address, p.attestation.task_id):
         p.settle_call(blob + b"\x01").transact({"from": FACILITATOR})
     assert env.usdc(PAYEE) == PAYMENT_AMOUNT
-    assert len(PAYMENT_SIGNATURE_TYPES) == 11  # the layout the offsets above assume
+    assert len(PAYMENT_SIGNATURE_TYPES) == 12  # the layout the offsets above assume

@@ -279,9 +279,9 @@ def test_a_fresh_key_is_not_an_operator_until_the_owner_adds_it(env: Env) -> Non
 
 def test_execute_gas_ignores_upgrade_state(env: Env) -> None:
     """Guardians, a scheduled switch, a delay and a pending owner are read by no hot path: an
-    attested ERC-20 `execute` (2 of 3) costs what it cost before they existed (about 100 800
-    gas once the payee holds tokens), whatever of them is set. The margin is calldata noise
-    (random task ids and signatures)."""
+    attested ERC-20 `execute` (2 of 3) costs what it cost before they existed (about 101 300
+    gas once the payee holds tokens: 100 800 before the trust tier word), whatever of them is
+    set. The margin is calldata noise (random task ids and signatures)."""
 
     def gas(amount: int) -> int:
         call = attested_execute(env, env.transfer_intent(amount=amount))
@@ -297,4 +297,4 @@ def test_execute_gas_ignores_upgrade_state(env: Env) -> None:
     upgraded = gas(3)
     print(f"execute gas: {plain} plain, {upgraded} with upgrade state set")
     assert abs(upgraded - plain) < 300
-    assert plain < 101_500
+    assert plain < 102_000

@@ -122,7 +122,7 @@ def test_signatures_for_another_vault_are_refused(env: Env) -> None:
     )
     elsewhere = attest(OUTSIDER, same_call_elsewhere, expires_at=env.now() + 600)
     args = [intent.to, 0, intent.data, intent.function_signature.encode(), elsewhere.task_id, POLICY_ID,
-            elsewhere.expires_at, [s.signature for s in elsewhere.signatures]]  # fmt: skip
+            elsewhere.expires_at, [s.signature for s in elsewhere.signatures], 0]  # fmt: skip
     _assert_unknown_signer(env, args)
 
 
@@ -247,15 +247,16 @@ def test_python_digests_equal_the_contracts(env: Env) -> None:
     )
     vault = bytes.fromhex(env.vault.address[2:])
     assert v.domainSeparator().call() == domain_separator(CHAIN_ID, vault)
-    for _ in range(3):
+    for tier in (0, 1, 7):
         task, policy, expires = (
             secrets.token_bytes(32),
             secrets.token_bytes(32),
             secrets.randbits(64),
         )
         python = attestation_digest(chain_id=CHAIN_ID, policy_client=vault, task_id=task, policy_id=policy,
-                                    intent_hash=intent.intent_hash, allow=True, expires_at=expires)  # fmt: skip
-        assert v.attestationDigest(task, policy, intent.intent_hash, expires).call() == python
+                                    intent_hash=intent.intent_hash, allow=True, expires_at=expires,
+                                    tier=tier)  # fmt: skip
+        assert v.attestationDigest(task, policy, intent.intent_hash, expires, tier).call() == python
 
 
 def test_helper_refuses_what_the_vault_would_refuse(env: Env) -> None:

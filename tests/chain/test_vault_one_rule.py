@@ -295,7 +295,7 @@ def test_the_uninitialized_implementation_validates_nothing(env: Env) -> None:
     blob = abi_encode(
         list(PAYMENT_SIGNATURE_TYPES),
         [env.token.address, OUTSIDER, STOLEN, 0, valid_before, task, task, b"\0" * 32,
-         env.now() + 600, b"", []],
+         env.now() + 600, b"", [], 0],
     )  # fmt: skip
     settle = env.token.functions.transferWithAuthorization(
         implementation.address, OUTSIDER, STOLEN, 0, valid_before, task, blob

@@ -139,7 +139,7 @@ class _Stub:
 
 
 _DIGESTS = {
-    allow: attestation_digest(
+    (allow, tier): attestation_digest(
         chain_id=8453,
         policy_client=bytes.fromhex(CLIENT[2:]),
         task_id=b"\x11" * 32,
@@ -147,8 +147,10 @@ _DIGESTS = {
         intent_hash=INTENT.intent_hash,
         allow=allow,
         expires_at=2_000_000_000,
+        tier=tier,
     )
     for allow in (True, False)
+    for tier in range(8)  # every known trust tier: a mutated tier still finds its digest
 }
 REPLY = {
     "jsonrpc": "2.0",
@@ -157,8 +159,9 @@ REPLY = {
         "decision": "allow",
         "intent_hash": "0x" + INTENT.intent_hash.hex(),
         "policy_id": "0x" + "22" * 32,
+        "tier": 0,
         "reasons": ["within the cap"],
-        "signature": "0x" + sign_attestation(OPERATOR_KEY, _DIGESTS[True]).hex(),
+        "signature": "0x" + sign_attestation(OPERATOR_KEY, _DIGESTS[True, 0]).hex(),
     },
 }
 
@@ -176,7 +179,7 @@ def _vote_on(status: int, content: bytes) -> Any:
 
 
 def test_the_unmutated_reply_is_a_vote() -> None:
-    assert _vote_on(200, json.dumps(REPLY).encode())[0] == "allow"
+    assert _vote_on(200, json.dumps(REPLY).encode())[0] == ("allow", 0)
 
 
 @budget(250)

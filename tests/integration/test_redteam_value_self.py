@@ -19,12 +19,12 @@ from agentguard._exceptions import TransactionReverted
 
 from .redteam_vault import AGENT, THIEF, VaultBench, vault_bench
 
-EXECUTE = "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[])"
+EXECUTE = "execute(address,uint256,bytes,bytes,bytes32,bytes32,uint64,bytes[],uint8)"
 SELF_CALLS = [
     ("withdraw(address,address,uint256)", lambda b: [b.usdc.address, THIEF, 10**6]),
     ("setAgent(address)", lambda b: [THIEF]),
     ("unpause()", lambda b: []),
-    (EXECUTE, lambda b: [b.usdc.address, 0, b"", b"", b"\x01" * 32, b"\x02" * 32, 2**40, []]),
+    (EXECUTE, lambda b: [b.usdc.address, 0, b"", b"", b"\x01" * 32, b"\x02" * 32, 2**40, [], 0]),
 ]
 
 

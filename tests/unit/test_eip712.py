@@ -32,6 +32,7 @@ ATTESTATION_FIELDS = [
     {"name": "intentHash", "type": "bytes32"},
     {"name": "allow", "type": "bool"},
     {"name": "expiresAt", "type": "uint64"},
+    {"name": "tier", "type": "uint8"},
 ]
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
@@ -81,9 +82,10 @@ def test_intent_hash_matches_generic_encoder(sender, to, value, chain_id, amount
     allow=st.booleans(),
     expires_at=st.integers(0, 2**64 - 1),
     chain_id=st.integers(1, 2**32),
+    tier=st.integers(0, 255),
 )
 def test_attestation_digest_and_signature_match_eth_account(
-    task_id, policy_id, intent_hash, client, allow, expires_at, chain_id
+    task_id, policy_id, intent_hash, client, allow, expires_at, chain_id, tier
 ):
     key = PrivateKey()
     account = Account.from_key(key.secret)
@@ -96,6 +98,7 @@ def test_attestation_digest_and_signature_match_eth_account(
         intent_hash=intent_hash,
         allow=allow,
         expires_at=expires_at,
+        tier=tier,
     )
     signed = account.sign_typed_data(
         full_message={
@@ -114,6 +117,7 @@ def test_attestation_digest_and_signature_match_eth_account(
                 "intentHash": intent_hash,
                 "allow": allow,
                 "expiresAt": expires_at,
+                "tier": tier,
             },
         }
     )

@@ -1,11 +1,19 @@
 """Hedged fan-out: ask a quorum's worth of operators, widen when needed, count valid votes.
 
 A vote counts only if the operator's signature recovers to its registered key over the
-digest the gateway computes itself for this task; the first decision a quorum agrees on
-wins. Operators are asked in rotation (so load and fault reports spread); the rest are asked
-too when one fails, when they disagree, or when the answers are slower than usual. On a
-small host every extra evaluation competes for the same cores; a healthy quorum never needs
-it.
+digest the gateway computes itself for this task (decision and trust tier included); the
+first (decision, tier) a quorum agrees on wins. Operators are asked in rotation (so load and
+fault reports spread); the rest are asked too when one fails, when they disagree, or when the
+answers are slower than usual. On a small host every extra evaluation competes for the same
+cores; a healthy quorum never needs it.
+
+An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
+quorum: every operator is asked at once and the gateway waits for all of them (until the
+task's timeout), so the attestation carries as many signatures as the tier can get. Tiers
+``all`` and ``human`` need every operator: short of that the task fails
+(``quorum_not_reached``, with the tier), and nothing is attested. Tier ``high``'s threshold is
+the client's and the vault's to judge (they are configured with it, the gateway is not); it
+needs at least the standard quorum here.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._exceptions import MalformedSignature
+from agentguard._tiers import ALL, STANDARD, known, level, tier_name
 from agentguard.network._rpc import POLICY_EVALUATION_ERROR, RPCError
 from agentguard.network.gateway._operators import (
     Bodies,
@@ -51,6 +60,9 @@ class Outcome:
     votes: list[Vote]
     errors: list[dict[str, Any]]
     failure: str | None
+    tier: int | None = 0
+    """The signed trust tier of ``decision``; on a failure, the elevated tier whose threshold
+    was not reached (``None`` when no tier was involved)."""
 
 
 def vote(
@@ -59,8 +71,8 @@ def vote(
     *,
     intent_hash_hex: str,
     policy_id_hex: str,
-    digests: Mapping[bool, bytes],
-) -> tuple[str, Vote]:
+    digests: Mapping[tuple[bool, int], bytes],
+) -> tuple[tuple[str, int], Vote]:
     """Accept an operator's answer only if its signature verifies against our digest."""
     if not isinstance(reply, dict):
         raise OperatorFailure("invalid_response", "result is not an object", retryable=False)
@@ -77,6 +89,11 @@ def vote(
             "operator computed a different policy id (different policy code or params)",
             retryable=False,
         )
+    tier = reply.get("tier", 0)
+    if not known(tier):
+        raise OperatorFailure(
+            "invalid_response", f"unknown trust tier {tier!r:.40}", retryable=False
+        )
     reasons = reply.get("reasons", [])
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise OperatorFailure(
@@ -87,7 +104,7 @@ def vote(
         if not isinstance(signature, str) or not HEX.match(signature):
             raise MalformedSignature("signature is not hex")
         raw = bytes.fromhex(signature.removeprefix("0x"))
-        signer = recover_signer(digests[decision == "allow"], raw)
+        signer = recover_signer(digests[decision == "allow", tier], raw)
     except MalformedSignature as exc:
         raise OperatorFailure("bad_signature", exc.message, retryable=False) from None
     if signer != link.address_bytes:
@@ -96,20 +113,33 @@ def vote(
             f"signature recovers to 0x{signer.hex()}, not to the operator's registered key",
             retryable=False,
         )
-    return decision, Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+    return (decision, tier), Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
 
 
-class _Digests(dict[bool, bytes]):
-    """The attestation digest for ``allow`` (``True``) or not, computed when a vote needs it:
-    a quorum that agrees needs only one of the two."""
+class _Digests(dict[tuple[bool, int], bytes]):
+    """The attestation digest for (``allow``, tier), computed when a vote needs it: a quorum
+    that agrees needs only one."""
 
     def __init__(self, **fields: Any) -> None:
         super().__init__()
         self._fields = fields
 
-    def __missing__(self, allow: bool) -> bytes:
-        digest = self[allow] = attestation_digest(allow=allow, **self._fields)
+    def __missing__(self, key: tuple[bool, int]) -> bytes:
+        allow, tier = key
+        digest = self[key] = attestation_digest(allow=allow, tier=tier, **self._fields)
         return digest
+
+
+def _elevated(key: tuple[str, int]) -> bool:
+    """An allow at a tier above standard: it never returns at the standard quorum."""
+    return key[0] == "allow" and level(key[1]) != STANDARD
+
+
+def _minimum(key: tuple[str, int], total: int, needed: int) -> int:
+    """Signatures the gateway requires before it attests ``key``: every operator for tiers
+    ``all`` and ``human``, else the standard quorum (a higher ``high`` threshold is checked by
+    the verifier and the vault, which are configured with it)."""
+    return total if _elevated(key) and level(key[1]) >= ALL else needed
 
 
 class FanOut:
@@ -188,10 +218,10 @@ class FanOut:
             errors.append(operator_error(link, failure, int(self._clock())))
 
         launch(needed)
-        votes: dict[str, list[Vote]] = {}
+        votes: dict[tuple[str, int], list[Vote]] = {}
         errors: list[dict[str, Any]] = []
         failures: list[OperatorFailure] = []
-        winner: str | None = None
+        winner: tuple[str, int] | None = None
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + task.timeout
@@ -219,12 +249,17 @@ class FanOut:
                     widen += 1
                     continue
                 votes.setdefault(decision, []).append(cast)
-                if winner is None and len(votes[decision]) * 100 >= total * task.percentage:
+                count = len(votes[decision])
+                if winner is None and (
+                    count == total
+                    if _elevated(decision)
+                    else count * 100 >= total * task.percentage
+                ):
                     winner = decision
                     self._observe_latency(loop.time() - started)
             if winner is None and waiting:
-                if len(votes) > 1 or loop.time() >= hedge_at:
-                    widen = len(waiting)  # disagreement or slowness: ask everyone left
+                if len(votes) > 1 or loop.time() >= hedge_at or any(map(_elevated, votes)):
+                    widen = len(waiting)  # disagreement, slowness, a higher tier: ask everyone
                 if widen:
                     before = set(calls)
                     launch(widen)
@@ -240,22 +275,37 @@ class FanOut:
                 )
             self._background.add(call)  # finishes in the background, keeping its connection
             call.add_done_callback(self._forget)
+        if winner is None:  # everyone answered or the time is up: an elevated allow may stand
+            winner = next(
+                (
+                    k
+                    for k, v in votes.items()
+                    if _elevated(k) and len(v) >= _minimum(k, total, needed)
+                ),
+                None,
+            )
         if winner is not None:
-            return Outcome(winner, votes[winner], errors, None)
+            return Outcome(winner[0], votes[winner], errors, None, winner[1])
         if (
             failures
             and len(failures) == total
             and all(f.rpc_code == POLICY_EVALUATION_ERROR for f in failures)
         ):
             raise RPCError(POLICY_EVALUATION_ERROR, failures[0].message)
-        tally = ", ".join(f"{d}: {len(v)}" for d, v in sorted(votes.items())) or "no valid answers"
-        message = (
-            f"quorum_not_reached: {needed} of {total} operators must agree "
-            f"({task.percentage}%); got {tally}; {len(errors)} operator error(s)"
+        tally = (
+            ", ".join(f"{d}/{tier_name(t)}: {len(v)}" for (d, t), v in sorted(votes.items()))
+            or "no valid answers"
         )
+        tier = max((t for k in votes if _elevated(k) for t in [k[1]]), default=None)
+        if tier is not None:
+            required = _minimum(("allow", tier), total, needed)
+            rule = f"trust tier {tier_name(tier)} needs {required} of {total} operators"
+        else:
+            rule = f"{needed} of {total} operators must agree ({task.percentage}%)"
+        message = f"quorum_not_reached: {rule}; got {tally}; {len(errors)} operator error(s)"
         if errors:
             message += ": " + "; ".join(f"{e['operator_address']}: {e['message']}" for e in errors)
-        return Outcome(None, [], errors, message)
+        return Outcome(None, [], errors, message, tier)
 
     def _forget(self, call: asyncio.Future[Any]) -> None:
         self._background.discard(call)

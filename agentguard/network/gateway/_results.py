@@ -1,5 +1,8 @@
 """What the gateway hands the operators (``data.wasm``) and the caller (Newton's task result).
 
+The ECDSA ``attestation`` states the trust ``tier`` the operators signed; a failed task whose
+elevated tier could not reach its threshold states that ``tier`` too.
+
 The reference network does not run on blocks (its expiries are unix timestamps); Newton's
 block fields (``taskCreatedBlock``, ``reference_block``) are present, as 0.
 """
@@ -87,6 +90,8 @@ def task_result(
         "attestation": None,
     }
     if decision is None:
+        if outcome.tier is not None:
+            result["tier"] = outcome.tier  # the tier whose threshold was not reached
         return result
     result["task_response"] = {
         "task_id": task_id_hex,
@@ -124,6 +129,7 @@ def task_result(
         "policy_client": client.address,
         "intent_hash": wasm["intent_hash"],
         "expires_at": expires_at,
+        "tier": outcome.tier or 0,
         "signatures": [{"operator": v.link.address, "signature": v.signature} for v in votes],
         "reasons": votes[0].reasons,
     }

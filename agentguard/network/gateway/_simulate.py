@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agentguard._tiers import human_gate
 from agentguard.network.config import ApiKeyEntry, GatewaySettings
 from agentguard.network.gateway._params import B32, invalid
 from agentguard.network.gateway._registry import Clients
@@ -86,14 +87,18 @@ class Simulator:
                 "error": f"policy evaluation failed: {exc}",
                 "details": None,
             }
-        reasons = list(evaluation.reasons)
+        decision, said = human_gate(
+            evaluation.decision, evaluation.reasons, evaluation.tier, approved=approved
+        )
+        reasons = list(said)
         return {
             "success": True,
             "result": {
-                "allow": evaluation.decision == "allow",
-                "reason": "; ".join(reasons) or evaluation.decision,
-                "decision": evaluation.decision,
+                "allow": decision == "allow",
+                "reason": "; ".join(reasons) or decision,
+                "decision": decision,
                 "reasons": reasons,
+                "tier": evaluation.tier,
             },
             "error": None,
             "details": {"parsed_intent": parsed, "policy_id": "0x" + client.policy_id.hex()},

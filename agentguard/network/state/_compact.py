@@ -92,6 +92,8 @@ def _split(result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "g": att["signatures"],
         "r": att["reasons"],
     }
+    if "tier" in att:  # the signed trust tier (records from before tiers have none)
+        own["y"] = att["tier"]
     shared = {
         "c": att["policy_client"],
         "p": att["policy_id"],
@@ -108,6 +110,19 @@ def _split(result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
     now, intent, signature, wasm_args = own["t"], own["i"], own["s"], own["a"]
     client, policy_id, native, block = shared["c"], shared["p"], shared["n"], shared["b"]
+    attestation = {
+        "scheme": "ecdsa",
+        "decision": own["d"],
+        "task_id": task_id,
+        "policy_id": policy_id,
+        "policy_client": client,
+        "intent_hash": own["h"],
+        "expires_at": own["x"],
+        "signatures": own["g"],
+        "reasons": own["r"],
+    }
+    if "y" in own:
+        attestation["tier"] = own["y"]
     return {
         "task_id": task_id,
         "status": "success",
@@ -152,15 +167,5 @@ def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> d
         "reference_block": block,
         "expiration": own["x"],
         "operator_errors": own["e"],
-        "attestation": {
-            "scheme": "ecdsa",
-            "decision": own["d"],
-            "task_id": task_id,
-            "policy_id": policy_id,
-            "policy_client": client,
-            "intent_hash": own["h"],
-            "expires_at": own["x"],
-            "signatures": own["g"],
-            "reasons": own["r"],
-        },
+        "attestation": attestation,
     }

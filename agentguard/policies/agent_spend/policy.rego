@@ -6,6 +6,7 @@
 # names it; see function_allowlist).
 package agentguard.agent_spend
 
+import data.agentguard.lib.amounts
 import rego.v1
 
 default allow := false
@@ -110,3 +111,35 @@ checks := {
 	"allowed_assets", "allowed_chains",
 	"time_windows", "approval_above",
 }
+
+# Trust tier (docs/trust-tiers.md), signed by the operators with the decision: data.params.tiers
+# = {"high" | "all" | "human" | "vault": {"<asset, lowercase>" | "*": "<decimal>"}}; a spend
+# strictly above an entry needs that tier (the highest level wins; "vault" adds the vault-only
+# bit, 4). An amount the helpers cannot read counts as above every entry (fail closed).
+default tier := 0
+
+tier := tier_level + tier_vault if data.params.tiers
+
+tier_levels := {"high": 1, "all": 2, "human": 3}
+
+tier_exceeded contains n if {
+	some name, n in tier_levels
+	tier_above(name)
+}
+
+default tier_level := 0
+
+tier_level := max(tier_exceeded) if count(tier_exceeded) > 0
+
+default tier_vault := 0
+
+tier_vault := 4 if tier_above("vault")
+
+tier_above(name) if {
+	limit := tier_limit(data.params.tiers[name])
+	not amounts.lte(data.wasm.spend.amount, limit)
+}
+
+tier_limit(table) := table[lower(data.wasm.spend.asset)]
+
+tier_limit(table) := table["*"] if not table[lower(data.wasm.spend.asset)]

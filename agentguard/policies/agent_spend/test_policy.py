@@ -48,11 +48,12 @@ def test_example_params_match_the_schema() -> None:
 
 
 def test_schema_is_the_union_of_the_parts() -> None:
-    """The composite's schema is written out; this keeps it from drifting from the parts."""
+    """The composite's schema is written out; this keeps it from drifting from the parts.
+    Its one key of its own, ``tiers``, states a trust tier and is not a check."""
     union: dict[str, Any] = {}
     for name in PARTS:
         union |= load(name).params_schema["properties"]
-    assert SCHEMA["properties"] == union
+    assert SCHEMA["properties"] == union | {"tiers": SCHEMA["properties"]["tiers"]}
     # who may approve is not a check: params with only approvers configure nothing
     assert sorted(r["required"][0] for r in SCHEMA["anyOf"]) == sorted(set(union) - {"approvers"})
     assert SCHEMA["additionalProperties"] is False
@@ -60,7 +61,9 @@ def test_schema_is_the_union_of_the_parts() -> None:
 
 def test_includes_every_other_bundled_policy_and_hashes_their_code() -> None:
     policy = load("agent_spend")
-    assert sorted(n.split("/")[0] for n in policy.modules if "/" in n) == sorted(PARTS)
+    parts = [n.split("/")[0] for n in policy.modules if "/" in n and not n.startswith("lib/")]
+    assert sorted(parts) == sorted(PARTS)
+    assert "lib/amounts/amounts.rego" in policy.modules  # the trust tier's amount helpers
     for name in PARTS:
         assert policy.modules[f"{name}/policy.rego"] == load(name).modules["policy.rego"]
     tampered = dict(policy.modules)
@@ -175,3 +178,27 @@ def test_allow_plain_transfers_false_alone_blocks_plain_eth() -> None:
     assert result.reasons == (
         f"plain transfer to {PAYEE} is not allowed (allow_plain_transfers is not true)",
     )
+
+
+def test_tiers_state_the_trust_tier_per_amount_and_allow_nothing_alone() -> None:
+    """``tiers`` (docs/trust-tiers.md): the highest level whose amount the spend exceeds, plus
+    the vault-only bit; a per-asset entry beats ``"*"``; without ``tiers`` the tier is 0."""
+    params = {
+        "max_per_tx": {USDC: "1000000000", ETH: "1000000000000000000"},
+        "tiers": {
+            "high": {USDC: "10000000", "*": "1"},
+            "all": {USDC: "50000000"},
+            "human": {USDC: "200000000"},
+            "vault": {USDC: "100000000"},
+        },
+    }
+    got = [
+        (r.decision, r.tier)
+        for r in (evaluate("agent_spend", erc20(a), params) for a in
+                  (10_000_000, 10_000_001, 50_000_001, 100_000_001, 200_000_001))
+    ]  # fmt: skip
+    assert got == [("allow", 0), ("allow", 1), ("allow", 2), ("allow", 6), ("allow", 7)]
+    assert evaluate("agent_spend", eth(2), params).tier == 1  # "*" for ETH
+    assert evaluate("agent_spend", erc20(10**9), {"max_per_tx": {USDC: "1"}}).tier == 0
+    with pytest.raises(PolicyEngineError, match="schema"):  # a tier is not a check
+        evaluate("agent_spend", erc20(1), {"tiers": params["tiers"]})
