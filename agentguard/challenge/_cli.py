@@ -170,6 +170,7 @@ def _run(args: argparse.Namespace) -> int:
                 "wrong_signers": list(f.wrong_signers),
                 "signed": f.signed,
                 "policy_gives": f.recomputed.decision if f.recomputed else None,
+                "proven_by_record_alone": f.offline,
             }
             for f in report.discrepancies
         ] + [{"task_id": f.task_id, "unverifiable": f.why} for f in report.unverifiable]
@@ -193,6 +194,11 @@ def _print(summary: dict[str, Any], report: Any) -> None:
             f"  DISCREPANCY {f.task_id}: signed {f.signed}, the policy gives {policy}; "
             f"signed by {', '.join(f.wrong_signers)}" + (f" -> {f.path}" if f.path else "")
         )
+        if not f.offline:
+            print(
+                "    it rests on the recorded history or approval, which the operators did not "
+                "sign: the record alone does not prove it (a history record can)"
+            )
     for f in report.unverifiable:
         print(f"  unverifiable {shown_text(f.task_id)}: {shown_text(f.why)} (blames no one)")
     for s in report.skipped[:20]:

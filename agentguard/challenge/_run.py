@@ -14,7 +14,7 @@ from agentguard._exceptions import AgentGuardError, ChallengeError
 from agentguard._intent import TransactionIntent
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import TaskEvidence, signed_values
-from agentguard.challenge._record import build_record, write_record
+from agentguard.challenge._record import build_record, verify_record, write_record
 from agentguard.challenge._sources import Item, Materials, Skipped
 from agentguard.policies._engine import PolicyEngine
 
@@ -33,6 +33,7 @@ class Finding:
     recomputed: Recomputed | None = None
     record: dict[str, Any] | None = None
     path: Path | None = None
+    offline: bool = False  # the record proves it alone (see ``verify_record``)
 
 
 @dataclass
@@ -97,6 +98,7 @@ def check_evidence(
         signed="allow" if attestation.allowed else "deny",
         recomputed=recomputed,
         record=record,
+        offline=verify_record(record).proven,
     )
 
 
