@@ -74,9 +74,7 @@ def add_challenge_commands(subparsers: Any) -> None:
         help="start after this cursor (a task seq, or an audit entry seq; default 0)",
     )
     run.add_argument("--limit", type=int, metavar="N", help="check at most N tasks (default: all)")
-    run.add_argument(
-        "--policy-client", metavar="ADDR", help="only this policy client's tasks (--gateway)"
-    )
+    run.add_argument("--policy-client", metavar="ADDR", help="only this policy client's tasks")
     run.add_argument(
         "--operator",
         action="append",
@@ -119,7 +117,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     local = PolicyDir(args.policy_dir) if args.policy_dir else None
     network: Any = None
     if args.state:
-        network = StateSource(args.state)
+        network = StateSource(args.state, policy_client=args.policy_client)
     elif args.gateway:
         key = args.api_key or os.environ.get("AGENTGUARD_API_KEY")
         if not key:
@@ -130,7 +128,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             raise ConfigurationError(
                 "--audit needs the policy material: --policy-dir, --state or --gateway"
             )
-        return AuditSource(args.audit), network, local
+        return AuditSource(args.audit, policy_client=args.policy_client), network, local
     if network is None:
         raise ConfigurationError("give a source: --state SPEC, --gateway URL or --audit FILE")
     return network, network, local
