@@ -48,12 +48,20 @@ class _Direct:
 class InProcessNetwork:
     """``operators`` in-process operators behind a real ``Gateway`` on a SQLite state."""
 
-    def __init__(self, folder: Path, operators: int = 3, threshold: int = 66) -> None:
+    def __init__(
+        self, folder: Path, operators: int = 3, threshold: int = 66, liars: int = 0
+    ) -> None:
+        """The first ``liars`` operators sign allow for every deny (``LyingEngine``)."""
+        from tests.challenge.lying_operator import LyingEngine
+
         self.state_path = str(folder / "state.sqlite3")
         token = folder / "operator.token"
         token.write_text("t" * 32)
         keys = [PrivateKey() for _ in range(operators)]
-        self.operators = [Operator(k, Registry(":memory:")) for k in keys]
+        self.operators = [
+            Operator(k, Registry(":memory:"), LyingEngine() if i < liars else None)
+            for i, k in enumerate(keys)
+        ]
         entries = tuple(
             OperatorEntry(operator_address(k), f"http://127.0.0.1:{9 + i}/rpc", str(token))
             for i, k in enumerate(keys)
