@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._exceptions import ConfigurationError
+from agentguard._extras import require
 
 __all__ = ["add_challenge_commands"]
 
@@ -135,6 +136,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
     from agentguard.challenge._run import run
     from agentguard.challenge._sources import Materials
 
@@ -211,6 +213,7 @@ def _print(summary: dict[str, Any], report: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
     from agentguard.challenge._record import MAX_RECORD_BYTES, load_record, verify_record
 
     try:
