@@ -381,6 +381,11 @@ def check_params(policy: Policy, params: dict[str, Any]) -> None:
         raise RPCError(
             INVALID_PARAMS, f"the policy's params schema is invalid: {exc.message}"
         ) from None
+    except (TypeError, ValueError, LookupError, AttributeError) as exc:
+        # jsonschema reads some malformed schemas (``"$schema": []``) with a TypeError
+        raise RPCError(
+            INVALID_PARAMS, f"the policy's params schema is invalid ({type(exc).__name__})"
+        ) from None
 
 
 def policy_input(

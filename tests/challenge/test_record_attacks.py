@@ -359,7 +359,11 @@ def test_random_edits_give_a_verdict_never_a_crash(record: dict[str, Any]) -> No
             check = verify_record(forged)
         except NotAChallengeRecord:
             continue
-        if check.proven:  # only edits of what the proof does not rest on
+        if check.proven and path == ("attestation", "tier"):  # only removed or 0: tier 0
+            assert forged["attestation"].get("tier", 0) == 0 == record["attestation"]["tier"]
+        elif check.proven and path == ("registration", "policy_id"):  # only removed:
+            assert "policy_id" not in forged["registration"]  # derived from what is signed
+        elif check.proven:  # only edits of what the proof does not rest on
             assert path[0] in {"source", "created_at", "approval", "extra"} or path[:2] in {
                 ("recomputed", "reasons"), ("recomputed", "tier"), ("attestation", "reasons"),
                 ("attestation", "scheme"),  # removed: ecdsa, the default
