@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
@@ -168,9 +168,7 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
         ) from None
 
 
-def executed_events(
-    w3: Web3, vault: str, *, from_block: int, to_block: int
-) -> list[Executed]:
+def executed_events(w3: Web3, vault: str, *, from_block: int, to_block: int) -> list[Executed]:
     """Every ``Executed`` event of ``vault`` in the block range, oldest first."""
     vault = to_checksum_address(vault)
     chain_id = int(_call("the chain id", lambda: w3.eth.chain_id))
@@ -295,7 +293,11 @@ def authorization_used(w3: Web3, token: str, vault: str, task_id: str) -> ChainF
         log_index=int(log["logIndex"]),
         address=to_checksum_address(token),
         task_id=task_id.lower(),
-        data={"authorizer": to_checksum_address(vault), "nonce": task_id.lower(), "transfer": transfer},
+        data={
+            "authorizer": to_checksum_address(vault),
+            "nonce": task_id.lower(),
+            "transfer": transfer,
+        },
     )
 
 
@@ -404,7 +406,9 @@ class PauseResult:
     error: str | None = None
 
 
-def pause_vaults(w3: Web3, vaults: Iterable[str], guardian: LocalAccount | str) -> list[PauseResult]:
+def pause_vaults(
+    w3: Web3, vaults: Iterable[str], guardian: LocalAccount | str
+) -> list[PauseResult]:
     """``pause()`` each vault from the guardian key (granted by the owner with
     ``grantGuardian``; a guardian can pause and nothing else). A vault already paused is left
     as it is (a re-run after a crash sends nothing twice); a refusal is reported, not raised,
@@ -437,14 +441,14 @@ def pause_vaults(w3: Web3, vaults: Iterable[str], guardian: LocalAccount | str) 
                     "nonce": w3.eth.get_transaction_count(account.address, "pending"),
                 }
             )
-            signed = account.sign_transaction(tx)
+            signed = account.sign_transaction(cast("dict[str, Any]", tx))
             tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
             ok = receipt["status"] == 1
             results.append(
                 PauseResult(vault.address, ok, _hex(tx_hash), None if ok else "pause() reverted")
             )
-        except Exception as exc:  # noqa: BLE001 - reported per vault, the watcher goes on
+        except Exception as exc:
             results.append(
                 PauseResult(vault.address, False, None, f"pause failed ({type(exc).__name__})")
             )

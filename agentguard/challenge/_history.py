@@ -40,15 +40,21 @@ from agentguard._attestation import Attestation, recover_signer
 from agentguard._exceptions import AgentGuardError
 from agentguard._intent import TransactionIntent
 from agentguard.challenge._chain import ChainFact
+from agentguard.challenge._evaluate import Recomputed, reevaluate
+from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network.gateway._registry import _windows as registered_windows
 from agentguard.network.registration import Registration
+from agentguard.policies import Policy
+from agentguard.policies._engine import PolicyEngine
 
 __all__ = [
     "Candidate",
     "HistoryCheck",
+    "HistoryFinding",
     "HistoryIndex",
     "Quorum",
     "Totals",
+    "check_task",
     "compare",
     "lower_bound",
     "recomputed_history",
@@ -278,15 +284,20 @@ def lower_bound(
         why = c.why_counted(at)
         if why:
             counted.append((c, why))
+    return _windowed([c for c, _ in counted], at, windows), counted
+
+
+def _windowed(tasks: Sequence[Candidate], at: int, windows: Sequence[int]) -> dict[int, Totals]:
+    """Per window, the count and amounts of ``tasks`` created inside it (``now > at - w``)."""
     totals: dict[int, Totals] = {}
     for seconds in windows:
-        count, spent = 0, {}
-        for c, _ in counted:
+        count, spent = 0, dict[str, int]()
+        for c in tasks:
             if c.now > at - seconds:
                 count += 1
                 spent[c.asset] = spent.get(c.asset, 0) + c.amount
         totals[seconds] = Totals(count, spent)
-    return totals, counted
+    return totals
 
 
 def upper_estimate(
@@ -294,16 +305,8 @@ def upper_estimate(
 ) -> dict[int, Totals]:
     """What every recorded task could account for at ``at`` (same second included: it may
     have been in flight), released ones too: recorded totals above this are over-reported."""
-    totals: dict[int, Totals] = {}
     chosen = [c for c in candidates if c.task_id != task_id.lower() and c.now <= at]
-    for seconds in windows:
-        count, spent = 0, {}
-        for c in chosen:
-            if c.now > at - seconds:
-                count += 1
-                spent[c.asset] = spent.get(c.asset, 0) + c.amount
-        totals[seconds] = Totals(count, spent)
-    return totals
+    return _windowed(chosen, at, windows)
 
 
 def recomputed_history(
@@ -365,3 +368,48 @@ def compare(
         under=under,
         over=over,
     )
+
+
+@dataclass(frozen=True)
+class HistoryFinding:
+    """One task's history check: the comparison and, when the recorded totals fell below
+    the bound, the decision the policy gives on the bound (``recomputed``)."""
+
+    check: HistoryCheck
+    signed: str
+    recomputed: Recomputed | None = None
+    wasm: dict[str, Any] | None = None
+
+    @property
+    def proven(self) -> bool:
+        """Stricter on provable history than what was signed: the gateway lied."""
+        return self.recomputed is not None and DECISION_RANK.get(
+            self.recomputed.decision, 0
+        ) > DECISION_RANK.get(self.signed, 2)
+
+
+def check_task(
+    evidence: TaskEvidence,
+    registration: Registration,
+    policy: Policy,
+    candidates: Iterable[Candidate],
+    *,
+    at: int,
+    engine: PolicyEngine | None = None,
+) -> HistoryFinding:
+    """Compare the task's recorded history with the provable bound from ``candidates`` (the
+    same client's and agent's other allowed tasks) and, if it fell below, re-evaluate."""
+    recorded = evidence.wasm.get("history")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    windows = windows_of(registration, recorded)
+    check = compare(recorded, candidates, task_id=evidence.task_id, at=at, windows=windows)
+    signed = str(evidence.attestation.get("decision"))
+    if not check.under:
+        return HistoryFinding(check, signed)
+    spend = TransactionIntent.from_wire(evidence.intent).spend
+    wasm = {
+        **evidence.wasm,
+        "history": recomputed_history(check.bound, spend.asset, spend.amount),
+    }
+    recomputed = reevaluate(evidence, registration, policy, wasm=wasm, engine=engine)
+    return HistoryFinding(check, signed, recomputed, wasm)

@@ -24,9 +24,7 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> State:
 
 
 def _record(state: State, task_id: str, amount: int, now: int = NOW) -> None:
-    state.record(
-        reserve(state, task_id, amount, now), expires_at=now + 300, result={"id": task_id}
-    )
+    state.record(reserve(state, task_id, amount, now), expires_at=now + 300, result={"id": task_id})
 
 
 def test_tasks_come_in_record_order_with_a_cursor(state: State) -> None:
