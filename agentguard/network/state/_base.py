@@ -208,13 +208,7 @@ class State:
         found = self._stored(task_id)
         if found is None:
             return None
-        text, part = found
-        try:
-            return unpack(task_id, text, part)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise GatewayStateError(
-                f"the stored answer of task {task_id} cannot be read back ({exc})"
-            ) from None
+        return _unpacked(task_id, *found)
 
     def _stored(self, task_id: str) -> tuple[str, str | None] | None:
         """The row's stored text and the body of the shared part it names (if any)."""
@@ -232,41 +226,14 @@ class State:
         rows = self._task_rows(
             after, limit, None if policy_client is None else policy_client.lower()
         )
-        found = []
-        for (
-            seq,
-            task_id,
-            client,
-            agent,
-            asset,
-            amount,
-            created,
-            expires,
-            status,
-            text,
-            part,
-        ) in rows:
-            try:
-                result = unpack(task_id, text, part)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise GatewayStateError(
-                    f"the stored answer of task {task_id} cannot be read back ({exc})"
-                ) from None
-            found.append(
-                StoredTask(
-                    int(seq),
-                    task_id,
-                    client,
-                    agent,
-                    asset,
-                    int(amount),
-                    int(created),
-                    int(expires),
-                    status,
-                    result,
-                )
+        return [
+            StoredTask(
+                *(row[1], row[2], row[3], row[4], int(row[5]), int(row[6]), int(row[7]), row[8]),
+                seq=int(row[0]),
+                result=_unpacked(row[1], row[9], row[10]),
             )
-        return found
+            for row in rows
+        ]
 
     def _task_rows(
         self, after: int, limit: int, policy_client: str | None
@@ -341,3 +308,12 @@ class State:
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
         return released
+
+
+def _unpacked(task_id: str, text: str, part: str | None) -> dict[str, Any]:
+    try:
+        return unpack(task_id, text, part)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise GatewayStateError(
+            f"the stored answer of task {task_id} cannot be read back ({exc})"
+        ) from None

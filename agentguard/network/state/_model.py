@@ -31,20 +31,12 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
-class StoredTask:
+class StoredTask(TaskRecord):
     """A recorded (allowed) task as an auditor reads it: ``seq`` orders the records of one
     state (a cursor: a later record always gets a higher ``seq``), ``result`` is the whole
     answer the client got (the attestation and the policy data the operators evaluated)."""
 
     seq: int
-    task_id: str
-    policy_client: str
-    agent: str
-    asset: str
-    amount: int
-    created_at: int
-    expires_at: int
-    status: TaskStatus
     result: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
