@@ -36,10 +36,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from web3 import Web3
+
 from agentguard._attestation import Attestation, recover_signer
 from agentguard._exceptions import AgentGuardError
 from agentguard._intent import TransactionIntent
-from agentguard.challenge._chain import ChainFact
+from agentguard.challenge._chain import ChainFact, recheck_fact
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network.gateway._registry import _windows as registered_windows
@@ -133,6 +135,7 @@ class Candidate:
     status: str | None = None
     facts: tuple[ChainFact, ...] = ()
     registration: dict[str, Any] | None = None
+    status_seq: int = -1  # the newest record that existed when ``status`` was read
 
     @classmethod
     def of(
@@ -142,6 +145,7 @@ class Candidate:
         registration: Registration,
         *,
         status: str | None = None,
+        status_seq: int = -1,
         facts: Sequence[ChainFact] = (),
     ) -> Candidate:
         """From a verified allow (the caller checked the quorum) under ``registration``,
@@ -162,21 +166,33 @@ class Candidate:
             status=status,
             facts=tuple(facts),
             registration=registration.to_json(),
+            status_seq=status_seq,
         )
 
-    def why_counted(self, at: int) -> list[str]:
-        """Why this task provably still counted at time ``at`` (empty: not provable)."""
+    def why_counted(self, at: int, seq: int | None = None) -> list[str]:
+        """Why this task provably still counted at time ``at`` (empty: not provable), for the
+        task recorded as ``seq``: a status read once that record existed (so at a gateway
+        time past ``at``) that is not ``released`` shows it was never given back."""
         why = []
         if self.expires_at > at:
             why.append("live")
         if self.status == "committed":
             why.append("committed")
+        elif (
+            self.status in ("attested", "releasing") and seq is not None and self.status_seq >= seq
+        ):
+            why.append("not_released")
         why.extend(f.kind for f in self.facts)
         return why
 
+    def with_fact(self, fact: ChainFact) -> Candidate:
+        return self if fact in self.facts else replace(self, facts=(*self.facts, fact))
+
     def merged(self, other: Candidate) -> Candidate:
         facts = self.facts + tuple(f for f in other.facts if f not in self.facts)
-        return replace(self, facts=facts, status=other.status or self.status)
+        if other.status is None or other.status_seq < self.status_seq:
+            return replace(self, facts=facts)
+        return replace(self, facts=facts, status=other.status, status_seq=other.status_seq)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,6 +208,7 @@ class Candidate:
             "status": self.status,
             "facts": [f.to_json() for f in self.facts],
             "registration": self.registration,
+            "status_seq": self.status_seq,
         }
 
 
@@ -272,7 +289,12 @@ def windows_of(registration: Registration, recorded: Mapping[str, Any]) -> list[
 
 
 def lower_bound(
-    candidates: Iterable[Candidate], *, task_id: str, at: int, windows: Sequence[int]
+    candidates: Iterable[Candidate],
+    *,
+    task_id: str,
+    at: int,
+    windows: Sequence[int],
+    seq: int | None = None,
 ) -> tuple[dict[int, Totals], list[tuple[Candidate, list[str]]]]:
     """Per window, the totals that provably counted at ``at`` (the task's ``now``), and the
     tasks behind them with the reasons each still counted."""
@@ -281,7 +303,7 @@ def lower_bound(
     for c in sorted(candidates, key=lambda c: (c.now, c.task_id)):
         if c.task_id == task_id.lower() or not at - horizon < c.now < at:
             continue
-        why = c.why_counted(at)
+        why = c.why_counted(at, seq)
         if why:
             counted.append((c, why))
     return _windowed([c for c, _ in counted], at, windows), counted
@@ -352,10 +374,12 @@ def compare(
     task_id: str,
     at: int,
     windows: Sequence[int],
+    seq: int | None = None,
 ) -> HistoryCheck:
-    """Recorded ``data.wasm.history`` of task ``task_id`` (at ``at``) against the bound."""
+    """Recorded ``data.wasm.history`` of task ``task_id`` (at ``at``, recorded as ``seq``)
+    against the bound."""
     pool = list(candidates)
-    bound, counted = lower_bound(pool, task_id=task_id, at=at, windows=windows)
+    bound, counted = lower_bound(pool, task_id=task_id, at=at, windows=windows, seq=seq)
     upper = upper_estimate(pool, task_id=task_id, at=at, windows=windows)
     recorded = {w: Totals.from_wasm(recorded_history.get(str(w))) for w in windows}
     under = tuple(w for w in windows if recorded[w].below(bound[w]))
@@ -395,6 +419,7 @@ def check_task(
     candidates: Iterable[Candidate],
     *,
     at: int,
+    seq: int | None = None,
     engine: PolicyEngine | None = None,
 ) -> HistoryFinding:
     """Compare the task's recorded history with the provable bound from ``candidates`` (the
@@ -402,7 +427,7 @@ def check_task(
     recorded = evidence.wasm.get("history")
     recorded = recorded if isinstance(recorded, Mapping) else {}
     windows = windows_of(registration, recorded)
-    check = compare(recorded, candidates, task_id=evidence.task_id, at=at, windows=windows)
+    check = compare(recorded, candidates, task_id=evidence.task_id, at=at, windows=windows, seq=seq)
     signed = str(evidence.attestation.get("decision"))
     if not check.under:
         return HistoryFinding(check, signed)
@@ -413,3 +438,203 @@ def check_task(
     }
     recomputed = reevaluate(evidence, registration, policy, wasm=wasm, engine=engine)
     return HistoryFinding(check, signed, recomputed, wasm)
+
+
+HISTORY_NOTE = (
+    "the gateway handed the operators history below what provably counted; the operators "
+    "signed honestly on false data (they are not wrong signers)"
+)
+
+
+def history_extra(finding: HistoryFinding, quorum: Quorum) -> dict[str, Any]:
+    """The evidence a ``history`` record carries besides the task itself: the earlier
+    attestations (with signatures) and chain facts behind the bound, the operator set, and
+    the policy data the task should have been evaluated on."""
+    return {
+        "history": finding.check.extra(),
+        "quorum": quorum.to_json(),
+        "signed_decision": finding.signed,
+        "recomputed_wasm": finding.wasm,
+        "note": HISTORY_NOTE,
+    }
+
+
+@dataclass(frozen=True)
+class HistoryVerdict:
+    """What re-checking a ``history`` record found."""
+
+    proven: bool
+    recomputed: Recomputed | None
+    notes: tuple[str, ...]
+
+
+def _rebuild(
+    entry: Mapping[str, Any], task: TaskEvidence, quorum: Quorum
+) -> tuple[Candidate | None, str]:
+    """One counted task of a record, every part re-checked offline (None: refused, and why)."""
+    try:
+        intent = TransactionIntent.from_wire(entry["intent"])
+        attestation = Attestation.from_json(entry["attestation"])
+        registration = Registration.from_json(entry["registration"])
+        facts = tuple(ChainFact.from_json(f) for f in entry.get("facts") or ())
+        status = entry.get("status")
+    except (AgentGuardError, KeyError, TypeError, ValueError) as exc:
+        return None, f"a counted task is malformed ({exc})"
+    task_id = "0x" + attestation.task_id.hex()
+    why_not = quorum.signed(attestation, intent)
+    if why_not is not None:
+        return None, why_not
+    if attestation.policy_client.lower() != task.policy_client.lower():
+        return None, f"task {task_id} is another policy client's"
+    if intent.from_.lower() != str(task.intent.get("from", "")).lower():
+        return None, f"task {task_id} is another agent's"
+    try:
+        candidate = Candidate.of(
+            intent,
+            attestation,
+            registration,
+            status=status if isinstance(status, str) else None,
+            status_seq=1 << 62,  # a record's status is as the challenger read it: see notes
+            facts=facts,
+        )
+    except ValueError as exc:
+        return None, f"task {task_id}: {exc}"
+    for fact in facts:
+        mismatch = fact.proves_use_of(intent, task_id)
+        if mismatch is not None:
+            return None, f"task {task_id}: {mismatch}"
+    return candidate, ""
+
+
+def verify_history(
+    evidence: TaskEvidence,
+    registration: Registration,
+    policy: Policy,
+    extra: Mapping[str, Any],
+    *,
+    rpc: str | None = None,
+    engine: PolicyEngine | None = None,
+) -> HistoryVerdict:
+    """Re-check a ``history`` record: every earlier attestation's signatures against the
+    stated operator set, each counted task's time and window arithmetic, the bound, and the
+    re-evaluation on it. Chain facts are read again only with ``rpc`` (otherwise the tasks
+    that need them are left out of the bound, and a note says so)."""
+    notes: list[str] = []
+    try:
+        quorum = Quorum.from_json(extra["quorum"])
+        counted = list(extra["history"]["counted"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return HistoryVerdict(False, None, (f"the history evidence is malformed ({exc})",))
+    intent = TransactionIntent.from_wire(evidence.intent)
+    attestation = Attestation.from_json(evidence.attestation)
+    why_not = quorum.signed(attestation, intent)
+    if why_not is not None:
+        return HistoryVerdict(False, None, (why_not,))
+    w3 = None
+    if rpc is not None:
+        from agentguard._redact import register_url_secrets
+
+        register_url_secrets(rpc)
+        w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10}))
+    notes.extend(_quorum_notes(quorum, evidence.policy_client, w3))
+    candidates: dict[str, Candidate] = {}
+    for entry in counted:
+        candidate, why = (
+            _rebuild(entry, evidence, quorum)
+            if isinstance(entry, Mapping)
+            else (
+                None,
+                "a counted task is not an object",
+            )
+        )
+        if candidate is None:
+            notes.append(f"left out of the bound: {why}")
+            continue
+        candidates[candidate.task_id] = _checked_facts(candidate, w3, notes)
+    if any(c.status for c in candidates.values()):
+        notes.append(
+            "tasks counted as committed or not released rest on the gateway's own records "
+            "(their status as the challenger read it), which no signature covers"
+        )
+    at = attestation.expires_at - registration.expire_after
+    finding = check_task(
+        evidence, registration, policy, candidates.values(), at=at, seq=0, engine=engine
+    )
+    finding = replace(finding, signed=attestation.decision)
+    if not finding.check.under:
+        notes.append("the recorded history is not below what the record proves counted")
+    return HistoryVerdict(finding.proven, finding.recomputed, tuple(notes))
+
+
+def _checked_facts(candidate: Candidate, w3: Web3 | None, notes: list[str]) -> Candidate:
+    """Keep only the chain facts the node confirms (none without a node: noted)."""
+    if not candidate.facts:
+        return candidate
+    if w3 is None:
+        notes.append(
+            f"chain facts of task {candidate.task_id} were not re-checked (no rpc given): "
+            "left out of the bound"
+        )
+        return replace(candidate, facts=())
+    kept = []
+    for fact in candidate.facts:
+        try:
+            why = recheck_fact(w3, fact)
+        except AgentGuardError as exc:
+            why = exc.message
+        if why is None:
+            kept.append(fact)
+        else:
+            notes.append(f"a chain fact of task {candidate.task_id} does not hold: {why}")
+    return replace(candidate, facts=tuple(kept))
+
+
+def _quorum_notes(quorum: Quorum, policy_client: str, w3: Web3 | None) -> list[str]:
+    """The operator set is the record's statement; a vault's own set is read with a node."""
+    if w3 is None:
+        return [
+            f"the operator set is as the record states it (source: {quorum.source}); give an "
+            "rpc to compare it with a vault's onchain operators"
+        ]
+    from eth_utils.address import to_checksum_address
+
+    from agentguard.chain.contracts import load_artifact
+
+    address = to_checksum_address(policy_client)
+    if not w3.eth.get_code(address):
+        return ["the policy client has no code: the operator set is as the record states it"]
+    try:
+        vault = w3.eth.contract(address=address, abi=load_artifact("AgentVault").abi)
+        onchain = {o.lower() for o in vault.functions.operators().call()}
+        threshold = int(vault.functions.threshold().call())
+    except Exception:  # not a vault: nothing to compare with
+        return ["the policy client is not a vault: the operator set is as the record states it"]
+    if not quorum.operators <= onchain or quorum.threshold < threshold:
+        return [
+            "the record's operator set is not the vault's current one (rotated since?): "
+            f"vault operators {sorted(onchain)}, threshold {threshold}"
+        ]
+    return ["the operator set is within the vault's current operators"]
+
+
+def history_record(
+    evidence: TaskEvidence,
+    registration: Registration,
+    policy: Policy,
+    finding: HistoryFinding,
+    quorum: Quorum,
+) -> dict[str, Any]:
+    """The ``history`` challenge record of a proven finding (no wrong signers: the gateway
+    lied, the operators signed honestly on what it handed them)."""
+    from agentguard.challenge._record import build_record
+
+    assert finding.recomputed is not None
+    return build_record(
+        evidence,
+        registration,
+        policy,
+        finding.recomputed,
+        kind="history",
+        wrong_signers=[],
+        extra=history_extra(finding, quorum),
+    )

@@ -1,0 +1,472 @@
+"""Watch mode: follow new tasks as they are recorded, check each, act on a proven discrepancy.
+
+One batch at a time: read the chain's vault events up to the latest block (the independent
+record of what landed), read the next recorded tasks after the cursor, check each (the
+decision the policy gives on its recorded inputs, and its history against the provable
+bound, see ``_history``), write a record per proven discrepancy, pause the affected vaults
+through the guardian key, and only then save the cursor (atomically: write, fsync, rename).
+A crash therefore re-checks at most the one batch in progress, and never skips a task: a
+record written again is the same file, a vault already paused is left as it is.
+
+Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
+caught up) end it; ``interval`` is the pause between polls once caught up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+
+from agentguard._attestation import Attestation
+from agentguard._exceptions import AgentGuardError, ChallengeError, ConfigurationError
+from agentguard._intent import TransactionIntent
+from agentguard._logging import get_logger
+from agentguard.chain.contracts import load_artifact
+from agentguard.challenge._chain import ChainFact, Executed, executed_events, pause_vaults
+from agentguard.challenge._evidence import TaskEvidence, evidence_from_result
+from agentguard.challenge._history import (
+    Candidate,
+    HistoryFinding,
+    HistoryIndex,
+    Quorum,
+    check_task,
+    history_record,
+    windows_of,
+)
+from agentguard.challenge._report import Report
+from agentguard.network.registration import Registration
+from agentguard.network.state import PolicyClientRecord, StoredTask
+from agentguard.policies import Policy
+from agentguard.policies._engine import PolicyEngine
+
+__all__ = ["Cursor", "TaskSource", "Watcher"]
+
+log = get_logger("agentguard.challenge")
+
+MAX_BATCH = 1000
+DEFAULT_HORIZON = 86400  # the longest window every client has
+
+
+class TaskSource(Protocol):
+    """Where recorded tasks come from: a gateway's ``State`` or its auditor RPC."""
+
+    def tasks(
+        self, *, after: int = 0, limit: int = 1000, policy_client: str | None = None
+    ) -> list[StoredTask]: ...
+
+    def policy_version(self, policy_id: str) -> PolicyClientRecord | None: ...
+
+
+@dataclass
+class Cursor:
+    """Where a watch run stands: the last task checked (``seq``), the first record still
+    inside the longest window (``horizon``: re-read on resume to rebuild the totals, never
+    re-checked), and per vault the last block whose events were judged."""
+
+    seq: int = 0
+    horizon: int = 0
+    blocks: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Cursor:
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                seq=int(raw["seq"]),
+                horizon=int(raw.get("horizon", 0)),
+                blocks={str(k): int(v) for k, v in raw.get("blocks", {}).items()},
+            )
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"the cursor file {path} is not readable ({type(exc).__name__}); fix or delete "
+                "it (deleting re-checks every recorded task)"
+            ) from None
+
+    def save(self, path: Path) -> None:
+        """Atomically: a crash leaves the old cursor or the new one, never half of one."""
+        text = json.dumps({"seq": self.seq, "horizon": self.horizon, "blocks": self.blocks})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+DecisionCheck = Callable[[TaskEvidence, Registration, Policy], "dict[str, Any] | None"]
+"""A decision check (chal's): the record of a proven ``decision`` discrepancy, or None."""
+
+
+@dataclass
+class _Client:
+    registration: Registration
+    policy: Policy
+
+
+class Watcher:
+    """Checks recorded tasks from ``source`` as they come (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: TaskSource,
+        *,
+        cursor_file: str | Path,
+        out_dir: str | Path,
+        quorum: Quorum | None = None,
+        batch: int = 200,
+        max_tasks: int | None = None,
+        interval: float = 2.0,
+        until: float | None = None,
+        once: bool = False,
+        w3: Web3 | None = None,
+        vaults: Sequence[str] = (),
+        guardian: LocalAccount | None = None,
+        pause_all: bool = False,
+        decision_check: DecisionCheck | None = None,
+        engine: PolicyEngine | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 1 <= batch <= MAX_BATCH:
+            raise ConfigurationError(f"batch must be in 1..{MAX_BATCH}")
+        if max_tasks is not None and max_tasks < 0:
+            raise ConfigurationError("max_tasks must be 0 or more")
+        if interval < 0:
+            raise ConfigurationError("interval must be 0 or more seconds")
+        if (vaults or guardian is not None) and w3 is None:
+            raise ConfigurationError("watching vaults (and pausing them) needs a chain RPC")
+        self.source = source
+        self.cursor_file = Path(cursor_file)
+        self.out_dir = Path(out_dir)
+        self.quorum = quorum
+        self.batch = batch
+        self.max_tasks = max_tasks
+        self.interval = interval
+        self.until = until
+        self.once = once
+        self.w3 = w3
+        self.vaults = [to_checksum_address(v) for v in vaults]
+        self.guardian = guardian
+        self.pause_all = pause_all
+        self.decision_check = decision_check
+        self.engine = engine
+        self.clock = clock
+        self.sleep = sleep
+        self.index = HistoryIndex()
+        self.report = Report()
+        self._clients: dict[str, _Client | None] = {}
+        self._quorums: dict[str, Quorum | None] = {}
+        self._seqs: dict[str, int] = {}  # task id -> record seq (inside the horizon)
+        self._recorded: set[str] = set()  # every task id read from the records in this run
+        self._recorded_since: int | None = None  # the oldest record read in this run
+        self._horizon = DEFAULT_HORIZON
+        self._newest = 0
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        cursor = Cursor.load(self.cursor_file)
+        self._resume(cursor)
+        while True:
+            if self.until is not None and self.clock() >= self.until:
+                break
+            left = None if self.max_tasks is None else self.max_tasks - self.report.checked
+            if left is not None and left <= 0:
+                break
+            done = self.step(cursor, limit=self.batch if left is None else min(self.batch, left))
+            if done:
+                if self.once:
+                    break
+                self.sleep(self.interval)
+        return self.report
+
+    def _resume(self, cursor: Cursor) -> None:
+        """Rebuild the totals of the windows still open from records already checked."""
+        if cursor.horizon == 0:
+            self._recorded_since = -1  # every record is read in this run
+        after = cursor.horizon
+        while after < cursor.seq:
+            tasks = self.source.tasks(after=after, limit=MAX_BATCH)
+            tasks = [t for t in tasks if t.seq <= cursor.seq]
+            if not tasks:
+                break
+            for task in tasks:
+                self._index(task, tasks[-1].seq)
+            after = tasks[-1].seq
+
+    def step(self, cursor: Cursor, *, limit: int) -> bool:
+        """One batch; True when it found the records caught up (nothing more to read now)."""
+        head = self._chain_head()
+        executions = self._scan(cursor, head)
+        tasks = self.source.tasks(after=cursor.seq, limit=limit)
+        seen = tasks[-1].seq if tasks else cursor.seq
+        for task in tasks:
+            self._index(task, seen)
+        for task in tasks:
+            self._check(task)
+            self.report.checked += 1
+        caught_up = len(tasks) < limit
+        if caught_up and head is not None:
+            self._judge(executions)
+            for vault in self.vaults:
+                cursor.blocks[vault] = head
+        if tasks:
+            cursor.seq = tasks[-1].seq
+        self._prune(cursor)
+        cursor.save(self.cursor_file)
+        return caught_up
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _client(self, policy_id: str) -> _Client | None:
+        if policy_id not in self._clients:
+            record = self.source.policy_version(policy_id)
+            self._clients[policy_id] = (
+                None if record is None else _Client(record.registration, record.policy)
+            )
+        return self._clients[policy_id]
+
+    def _quorum(self, policy_client: str) -> Quorum | None:
+        """The vault's own operators (onchain) for a watched vault, else the given set."""
+        key = policy_client.lower()
+        if key not in self._quorums:
+            quorum = self.quorum
+            if self.w3 is not None and to_checksum_address(key) in self.vaults:
+                vault = self.w3.eth.contract(
+                    address=to_checksum_address(key), abi=load_artifact("AgentVault").abi
+                )
+                operators = vault.functions.operators().call()
+                threshold = int(vault.functions.threshold().call())
+                quorum = Quorum(frozenset(o.lower() for o in operators), threshold, "vault")
+            self._quorums[key] = quorum
+        return self._quorums[key]
+
+    def _candidate(
+        self,
+        intent: TransactionIntent,
+        attestation: Attestation,
+        *,
+        status: str | None = None,
+        status_seq: int = -1,
+        facts: Sequence[ChainFact] = (),
+    ) -> Candidate | None:
+        """An allowed task the bound may count: a quorum's allow, under a known policy id."""
+        quorum = self._quorum(attestation.policy_client)
+        client = self._client("0x" + attestation.policy_id.hex())
+        if quorum is None or client is None:
+            return None
+        why_not = quorum.signed(attestation, intent)
+        if why_not is not None:
+            log.warning("not counted in history", reason=why_not)
+            return None
+        return Candidate.of(
+            intent,
+            attestation,
+            client.registration,
+            status=status,
+            status_seq=status_seq,
+            facts=facts,
+        )
+
+    def _index(self, task: StoredTask, seen: int) -> None:
+        try:
+            evidence = evidence_from_result(task.result, created_at=task.created_at, source="state")
+            intent = TransactionIntent.from_wire(evidence.intent)
+            attestation = Attestation.from_json(evidence.attestation)
+        except AgentGuardError:
+            return  # the decision check reports a record it cannot read
+        candidate = self._candidate(intent, attestation, status=task.status, status_seq=seen)
+        self._recorded.add(task.task_id.lower())
+        if self._recorded_since is None or task.created_at < self._recorded_since:
+            self._recorded_since = task.created_at
+        if candidate is not None:
+            self.index.add(candidate)
+            self._seqs[candidate.task_id] = task.seq
+            self._newest = max(self._newest, candidate.now)
+            client = self._client("0x" + attestation.policy_id.hex())
+            if client is not None:
+                recorded = evidence.wasm.get("history")
+                windows = windows_of(
+                    client.registration, recorded if isinstance(recorded, Mapping) else {}
+                )
+                self._horizon = max(self._horizon, *windows)
+
+    def _check(self, task: StoredTask) -> None:
+        try:
+            evidence = evidence_from_result(task.result, created_at=task.created_at, source="state")
+            attestation = Attestation.from_json(evidence.attestation)
+        except AgentGuardError as exc:
+            self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
+            return
+        client = self._client("0x" + attestation.policy_id.hex())
+        if client is None:
+            self.report.warnings.append(
+                {"task_id": task.task_id, "warning": "no registration for its policy id"}
+            )
+            return
+        if self.decision_check is not None:
+            record = self.decision_check(evidence, client.registration, client.policy)
+            if record is not None:
+                self._proven(task, record, list(record.get("wrong_signers", [])))
+                return
+        candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
+        if candidate is None:
+            return  # not a quorum's allow of the known operators: nothing to bound
+        try:
+            finding = check_task(
+                evidence,
+                client.registration,
+                client.policy,
+                self.index.tasks(evidence.policy_client, task.agent),
+                at=candidate.now,
+                seq=task.seq,
+                engine=self.engine,
+            )
+        except ChallengeError as exc:
+            self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
+            return
+        for window in finding.check.over:
+            self.report.warnings.append(
+                {
+                    "task_id": task.task_id,
+                    "warning": f"history over-reported in window {window} s (hurts only the "
+                    "agent; tasks in flight that were later refused can explain it)",
+                }
+            )
+        if finding.proven:
+            record = self._history_record(evidence, client, finding)
+            self._proven(task, record, [])
+
+    def _history_record(
+        self, evidence: TaskEvidence, client: _Client, finding: HistoryFinding
+    ) -> dict[str, Any]:
+        quorum = self._quorum(evidence.policy_client)
+        assert quorum is not None and finding.recomputed is not None
+        return history_record(evidence, client.registration, client.policy, finding, quorum)
+
+    def _proven(self, task: StoredTask, record: Mapping[str, Any], signers: list[str]) -> None:
+        kind = str(record.get("kind", "decision"))
+        path = self.out_dir / f"{task.task_id}-{kind}.json"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        if str(path) not in self.report.records:
+            self.report.records.append(str(path))
+        if kind == "history":
+            self.report.lied_about_history(task.task_id)
+        else:
+            self.report.wrong_signers(task.task_id, signers)
+        log.warning("proven discrepancy", task_id=task.task_id, kind=kind, record=str(path))
+        self._pause(task.policy_client)
+
+    def _pause(self, policy_client: str) -> None:
+        if self.w3 is None or self.guardian is None:
+            return
+        affected = [v for v in self.vaults if self.pause_all or v.lower() == policy_client.lower()]
+        for result in pause_vaults(self.w3, affected, self.guardian):
+            entry = {
+                "vault": result.vault,
+                "paused": result.paused,
+                "tx_hash": result.tx_hash,
+                "error": result.error,
+            }
+            held = [e for e in self.report.paused if e["vault"] == result.vault]
+            if not held:
+                self.report.paused.append(entry)
+            elif result.tx_hash is not None or not held[0]["paused"]:
+                held[0].update(entry)
+
+    # -- the chain -------------------------------------------------------------------------
+
+    def _chain_head(self) -> int | None:
+        if self.w3 is None or not self.vaults:
+            return None
+        return int(self.w3.eth.block_number)
+
+    def _scan(self, cursor: Cursor, head: int | None) -> list[Executed]:
+        """Every vault's ``Executed`` events up to ``head`` (from the last judged block): each
+        one's fact joins its task in the totals, or a task rebuilt from the call itself when
+        the records do not hold it (yet: see ``_judge``)."""
+        if head is None:
+            return []
+        found: list[Executed] = []
+        for vault in self.vaults:
+            start = cursor.blocks.get(vault, -1) + 1
+            if start > head:
+                continue
+            for executed in executed_events(self.w3, vault, from_block=start, to_block=head):  # type: ignore[arg-type]
+                found.append(executed)
+                self._adopt(executed)
+        return found
+
+    def _adopt(self, executed: Executed) -> None:
+        """The fact joins its task (a vault's agent is the vault), or the task rebuilt from
+        the call when the records do not hold it (yet)."""
+        fact = executed.fact
+        task_id = fact.task_id or ""
+        held = self.index.get(fact.address, fact.address, task_id)
+        if held is not None:
+            if fact.proves_use_of(TransactionIntent.from_wire(held.intent), task_id) is None:
+                self.index.add(held.with_fact(fact))
+            return
+        if executed.intent is None or executed.attestation is None:
+            return
+        candidate = self._candidate(executed.intent, executed.attestation, facts=(fact,))
+        if candidate is not None:
+            self.index.add(candidate)
+            self._newest = max(self._newest, candidate.now)
+
+    def _judge(self, executions: Iterable[Executed]) -> None:
+        """Caught up with the records after reading the chain: every execution up to the
+        head was recorded before its attestation left the gateway, so one still without a
+        record is a task the gateway keeps out of its records. Judged only where this run
+        read every record since (an older execution's record may predate the horizon)."""
+        for executed in executions:
+            fact = executed.fact
+            task_id = fact.task_id or ""
+            if task_id in self._recorded:
+                continue
+            since = self._recorded_since
+            attested = executed.attestation
+            if since is None or (since >= 0 and (attested is None or attested.expires_at < since)):
+                continue
+            entry = {
+                "vault": fact.address,
+                "task_id": task_id,
+                "tx_hash": fact.tx_hash,
+                "block_number": fact.block_number,
+                "log_index": fact.log_index,
+            }
+            if entry not in self.report.unrecorded:
+                self.report.unrecorded.append(entry)
+                log.warning("an execution the gateway's records do not hold", **entry)
+
+    def _prune(self, cursor: Cursor) -> None:
+        before = self._newest - self._horizon
+        self.index.prune(before)
+        kept = {c.task_id for c in self.index.all()}
+        self._seqs = {t: s for t, s in self._seqs.items() if t in kept}
+        cursor.horizon = (min(self._seqs.values()) - 1) if self._seqs else cursor.seq
