@@ -1,6 +1,6 @@
 """The ``agentguard`` command: ``network up|status|down`` (reference authorization network),
 ``policy list|show|register|simulate``, ``approvals`` (list, approve, reject parked actions),
-``audit verify|show``.
+``audit verify|show``, ``challenge run|verify``.
 
 Each command group lives next to the code it drives and registers itself here; heavy imports
 (regopy, uvicorn) happen only when that group runs. A refusal (any ``AgentGuardError``) is one
@@ -25,6 +25,7 @@ attestation bound to exactly that action.
   agentguard policy simulate     would this intent be allowed, and why
   agentguard approvals list      show actions waiting for a human decision
   agentguard audit verify FILE   check that an audit log's hash chain is intact
+  agentguard challenge run       re-evaluate attested decisions; prove a wrong one
 
 Run `agentguard <command> --help` for a command's options."""
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agentguard._audit_cli import add_audit_commands
 
     add_audit_commands(sub)
+    from agentguard.challenge._cli import add_challenge_commands
+
+    add_challenge_commands(sub)
     return parser
 
 

@@ -1,0 +1,228 @@
+"""``agentguard challenge run|verify``: re-evaluate attested decisions, and re-check a record.
+
+``run`` exits 0 when every checked task was signed as the policy says, 1 when any discrepancy
+was found (its record written with ``--out``), 2 on a usage or configuration error. ``verify``
+exits 0 when the record is proven, 1 when it is not (with the reason), 2 when the file is not a
+challenge record at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentguard._exceptions import ConfigurationError
+
+__all__ = ["add_challenge_commands"]
+
+_USAGE = 2
+
+
+def add_challenge_commands(subparsers: Any) -> None:
+    challenge = subparsers.add_parser(
+        "challenge",
+        help="re-evaluate attested decisions independently; prove a wrong one",
+        description="Re-evaluate what the operators attested, exactly as an operator does, "
+        "and write a self-contained record for every result the policy does not give.",
+    )
+    sub = challenge.add_subparsers(dest="challenge_command", required=True, metavar="<command>")
+
+    run = sub.add_parser(
+        "run",
+        help="check recorded tasks (or an audit log); exit 1 if any discrepancy",
+        description="Check attested tasks from the network's records (--state or --gateway) or "
+        "from an agent's audit log (--audit; the policy material then comes from --policy-dir "
+        "and/or the network). Exit status: 0 no discrepancy, 1 discrepancies, 2 an error.",
+    )
+    source = run.add_mutually_exclusive_group()
+    source.add_argument(
+        "--state",
+        metavar="SPEC",
+        help="the network's state: a SQLite path or sqlite:///PATH, or postgresql://…",
+    )
+    source.add_argument(
+        "--gateway", metavar="URL", help="a gateway's URL (its auditor methods; needs an API key)"
+    )
+    run.add_argument(
+        "--api-key",
+        help="the gateway API key (default $AGENTGUARD_API_KEY); a client's key sees only its "
+        "clients' tasks, the admin key all",
+    )
+    run.add_argument(
+        "--audit",
+        metavar="FILE",
+        help="check the 'authorized' records of this audit log instead of the network's records",
+    )
+    run.add_argument(
+        "--policy-dir",
+        metavar="DIR",
+        help="registrations held locally: *.json files of {registration, policy} (checked "
+        "before the network's)",
+    )
+    run.add_argument(
+        "--out", metavar="DIR", help="write one challenge record (JSON) per discrepancy here"
+    )
+    run.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="start after this cursor (a task seq, or an audit entry seq; default 0)",
+    )
+    run.add_argument("--limit", type=int, metavar="N", help="check at most N tasks (default: all)")
+    run.add_argument(
+        "--policy-client", metavar="ADDR", help="only this policy client's tasks (--gateway)"
+    )
+    run.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an operator address, repeatable: only signatures of these keys count (default: "
+        "any signature that recovers to the address it names)",
+    )
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(handler=_run)
+
+    verify = sub.add_parser(
+        "verify",
+        help="re-check a challenge record with nothing else; exit 0 proven, 1 not proven",
+        description="Re-check a challenge record offline: the owner's signature, the policy "
+        "id, a fresh evaluation, and each named operator's signature.",
+    )
+    verify.add_argument("record", type=Path, help="the challenge record (JSON) to check")
+    verify.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an operator address, repeatable: a named signer must be one of these",
+    )
+    verify.add_argument(
+        "--rpc", help="a node URL, to re-check the chain facts a history record cites"
+    )
+    verify.set_defaults(handler=_verify)
+
+
+def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(evidence source, network lookup or None, local PolicyDir or None)."""
+    from agentguard.challenge._sources import AuditSource, GatewaySource, PolicyDir, StateSource
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigurationError("--limit must be at least 1")
+    if args.after < 0:
+        raise ConfigurationError("--after must be 0 or more")
+    local = PolicyDir(args.policy_dir) if args.policy_dir else None
+    network: Any = None
+    if args.state:
+        network = StateSource(args.state)
+    elif args.gateway:
+        key = args.api_key or os.environ.get("AGENTGUARD_API_KEY")
+        if not key:
+            raise ConfigurationError("--gateway needs --api-key (or $AGENTGUARD_API_KEY)")
+        network = GatewaySource(args.gateway, key, policy_client=args.policy_client)
+    if args.audit:
+        if network is None and local is None:
+            raise ConfigurationError(
+                "--audit needs the policy material: --policy-dir, --state or --gateway"
+            )
+        return AuditSource(args.audit), network, local
+    if network is None:
+        raise ConfigurationError("give a source: --state SPEC, --gateway URL or --audit FILE")
+    return network, network, local
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agentguard.challenge._run import run
+    from agentguard.challenge._sources import Materials
+
+    evidence, network, local = _sources(args)
+    try:
+        report = run(
+            evidence.evidence(after=args.after, limit=args.limit),
+            Materials(local, network),
+            operators=args.operator or None,
+            out=Path(args.out) if args.out else None,
+            after=args.after,
+        )
+    finally:
+        evidence.close()
+        if network is not None and network is not evidence:
+            network.close()
+    summary = {
+        "source": evidence.name,
+        "checked": report.checked,
+        "discrepancies": len(report.discrepancies),
+        "records_written": [str(p) for p in report.records],
+        "unverifiable": len(report.unverifiable),
+        "skipped": len(report.skipped),
+        "approvals_not_rechecked": report.approvals_unchecked,
+        "cursor": report.cursor,
+    }
+    if args.json:
+        summary["findings"] = [
+            {
+                "task_id": f.task_id,
+                "wrong_signers": list(f.wrong_signers),
+                "signed": f.signed,
+                "policy_gives": f.recomputed.decision if f.recomputed else None,
+            }
+            for f in report.discrepancies
+        ] + [{"task_id": f.task_id, "unverifiable": f.why} for f in report.unverifiable]
+        print(json.dumps(summary, indent=2))
+    else:
+        _print(summary, report)
+    return 1 if report.discrepancies else 0
+
+
+def _print(summary: dict[str, Any], report: Any) -> None:
+    from agentguard.network.approvals import shown_text
+
+    print(
+        f"checked {summary['checked']} tasks from the {summary['source']}: "
+        f"{summary['discrepancies']} discrepancies, {len(summary['records_written'])} records "
+        f"written (cursor {summary['cursor']})"
+    )
+    for f in report.discrepancies:
+        policy = f.recomputed.decision if f.recomputed else "?"
+        print(
+            f"  DISCREPANCY {f.task_id}: signed {f.signed}, the policy gives {policy}; "
+            f"signed by {', '.join(f.wrong_signers)}" + (f" -> {f.path}" if f.path else "")
+        )
+    for f in report.unverifiable:
+        print(f"  unverifiable {shown_text(f.task_id)}: {shown_text(f.why)} (blames no one)")
+    for s in report.skipped[:20]:
+        print(f"  skipped {shown_text(s.task_id)}: {shown_text(s.why)}")
+    if len(report.skipped) > 20:
+        print(f"  … and {len(report.skipped) - 20} more skipped")
+    if summary["approvals_not_rechecked"]:
+        print(
+            f"  note: {summary['approvals_not_rechecked']} tasks ran on a human approval this "
+            "source does not carry; evaluated as approved"
+        )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from agentguard.challenge._record import MAX_RECORD_BYTES, load_record, verify_record
+
+    try:
+        with args.record.open("rb") as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {args.record}: {exc.strerror}") from None
+    check = verify_record(load_record(raw), rpc=args.rpc, operators=args.operator or None)
+    for note in check.notes:
+        print(f"note: {note}")
+    if not check.proven:
+        print(f"not proven: {check.reason}", file=sys.stderr)
+        return 1
+    decision = check.recomputed.decision if check.recomputed else "?"
+    print(
+        f"proven ({check.kind}): the policy gives {decision}; wrong signers: "
+        + ", ".join(check.wrong_signers)
+    )
+    return 0

@@ -1,0 +1,132 @@
+"""One challenge run: each piece of evidence re-evaluated and compared with what its
+signatures sign; a discrepancy becomes a record, anything that cannot be checked is reported
+and blames no one."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agentguard._attestation import Attestation
+from agentguard._exceptions import AgentGuardError, ChallengeError
+from agentguard._intent import TransactionIntent
+from agentguard.challenge._evaluate import Recomputed, reevaluate
+from agentguard.challenge._evidence import TaskEvidence, signed_values
+from agentguard.challenge._record import build_record, write_record
+from agentguard.challenge._sources import Item, Materials, Skipped
+from agentguard.policies._engine import PolicyEngine
+
+__all__ = ["Finding", "Report", "check_evidence", "run"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One task that is a discrepancy (``record`` set) or cannot be checked (``why``)."""
+
+    task_id: str
+    cursor: int
+    why: str = ""
+    wrong_signers: tuple[str, ...] = ()
+    signed: str = ""
+    recomputed: Recomputed | None = None
+    record: dict[str, Any] | None = None
+    path: Path | None = None
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    discrepancies: list[Finding] = field(default_factory=list)
+    unverifiable: list[Finding] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    approvals_unchecked: int = 0
+    cursor: int = 0
+
+    @property
+    def records(self) -> list[Path]:
+        return [f.path for f in self.discrepancies if f.path is not None]
+
+
+def check_evidence(
+    evidence: TaskEvidence,
+    materials: Materials,
+    *,
+    cursor: int = 0,
+    operators: Collection[str] | None = None,
+    engine: PolicyEngine | None = None,
+) -> Finding | None:
+    """None if the operators signed what the policy gives; a ``Finding`` otherwise."""
+    task_id = evidence.task_id[:80]
+    try:
+        attestation = Attestation.from_json(evidence.attestation)
+        intent = TransactionIntent.from_wire(evidence.intent)
+    except AgentGuardError as exc:
+        return Finding(task_id, cursor, why=f"unreadable evidence: {exc.message}")
+    if "0x" + attestation.task_id.hex() != evidence.task_id.lower():
+        return Finding(task_id, cursor, why="the attestation is for another task")
+    policy_id = "0x" + attestation.policy_id.hex()
+    found = materials.get(policy_id)
+    if found is None:
+        return Finding(task_id, cursor, why=f"no registration known for policy id {policy_id}")
+    registration, policy = found
+    signed = [s for s in signed_values(attestation, intent, operators) if s.allow is not None]
+    if not signed:
+        return Finding(
+            task_id, cursor, why="no signature recovers to a known operator for this task"
+        )
+    try:
+        recomputed = reevaluate(evidence, registration, policy, engine=engine)
+    except ChallengeError as exc:
+        return Finding(task_id, cursor, why=exc.message)
+    tier = getattr(attestation, "tier", None)
+    wrong_tier = (
+        recomputed.tier is not None and "tier" in evidence.attestation and tier != recomputed.tier
+    )
+    wrong = [s.operator for s in signed if s.allow != recomputed.allowed or wrong_tier]
+    if not wrong:
+        return None
+    record = build_record(
+        evidence, registration, policy, recomputed, kind="decision", wrong_signers=wrong
+    )
+    return Finding(
+        task_id,
+        cursor,
+        wrong_signers=tuple(sorted(wrong)),
+        signed="allow" if attestation.allowed else "deny",
+        recomputed=recomputed,
+        record=record,
+    )
+
+
+def run(
+    items: Iterable[Item],
+    materials: Materials,
+    *,
+    operators: Collection[str] | None = None,
+    out: Path | None = None,
+    engine: PolicyEngine | None = None,
+    after: int = 0,
+) -> Report:
+    """Check every item; write each discrepancy's record into ``out`` (if given)."""
+    report = Report(cursor=after)
+    engine = engine if engine is not None else PolicyEngine()
+    for cursor, item in items:
+        report.cursor = max(report.cursor, cursor)
+        if isinstance(item, Skipped):
+            report.skipped.append(item)
+            continue
+        report.checked += 1
+        if item.wasm.get("approved") is True and item.approval is None:
+            report.approvals_unchecked += 1
+        finding = check_evidence(item, materials, cursor=cursor, operators=operators, engine=engine)
+        if finding is None:
+            continue
+        if finding.record is None:
+            report.unverifiable.append(finding)
+            continue
+        if out is not None:
+            finding = replace(finding, path=write_record(finding.record, out))
+        report.discrepancies.append(finding)
+    return report
