@@ -12,11 +12,15 @@ from __future__ import annotations
 from agentguard._exceptions import ChallengeError, NotAChallengeRecord
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import TaskEvidence
+from agentguard.challenge._history import Quorum  # importing it registers ``history`` records
+from agentguard.challenge._watch import Watcher
 
 __all__ = [
     "ChallengeError",
     "NotAChallengeRecord",
+    "Quorum",
     "Recomputed",
     "TaskEvidence",
+    "Watcher",
     "reevaluate",
 ]

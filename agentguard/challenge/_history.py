@@ -44,6 +44,13 @@ from agentguard._intent import TransactionIntent
 from agentguard.challenge._chain import ChainFact, recheck_fact
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import TaskEvidence
+from agentguard.challenge._record import (
+    KindResult,
+    NotProven,
+    RecordContext,
+    build_record,
+    register_kind,
+)
 from agentguard.network.gateway._registry import _windows as registered_windows
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy
@@ -466,6 +473,7 @@ class HistoryVerdict:
     proven: bool
     recomputed: Recomputed | None
     notes: tuple[str, ...]
+    wasm: dict[str, Any] | None = None
 
 
 def _rebuild(
@@ -563,7 +571,7 @@ def verify_history(
     finding = replace(finding, signed=attestation.decision)
     if not finding.check.under:
         notes.append("the recorded history is not below what the record proves counted")
-    return HistoryVerdict(finding.proven, finding.recomputed, tuple(notes))
+    return HistoryVerdict(finding.proven, finding.recomputed, tuple(notes), finding.wasm)
 
 
 def _checked_facts(candidate: Candidate, w3: Web3 | None, notes: list[str]) -> Candidate:
@@ -626,8 +634,6 @@ def history_record(
 ) -> dict[str, Any]:
     """The ``history`` challenge record of a proven finding (no wrong signers: the gateway
     lied, the operators signed honestly on what it handed them)."""
-    from agentguard.challenge._record import build_record
-
     assert finding.recomputed is not None
     return build_record(
         evidence,
@@ -638,3 +644,20 @@ def history_record(
         wrong_signers=[],
         extra=history_extra(finding, quorum),
     )
+
+
+def _history_kind(context: RecordContext) -> KindResult:
+    """``verify_record``'s checker for ``history`` records (see ``verify_history``)."""
+    extra = context.record.get("extra")
+    if not isinstance(extra, Mapping):
+        raise NotProven("a history record carries its evidence in extra; this one has none")
+    verdict = verify_history(
+        context.evidence, context.registration, context.policy, extra, rpc=context.rpc
+    )
+    if not verdict.proven or verdict.wasm is None:
+        reason = "; ".join(verdict.notes) or "the recomputed history changes nothing"
+        raise NotProven(f"the history evidence proves no discrepancy: {reason}")
+    return KindResult(verdict.wasm, list(verdict.notes), blames_operators=False)
+
+
+register_kind("history", _history_kind)

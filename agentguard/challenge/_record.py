@@ -97,6 +97,7 @@ class KindResult:
 
     wasm: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    blames_operators: bool = True  # False: it proves another party wrong (history: the gateway)
 
 
 KindChecker = Callable[[RecordContext], KindResult]
@@ -230,7 +231,7 @@ def verify_record(
         recomputed = _check(doc, checker, rpc, named, operators, notes)
     except NotProven as exc:
         return RecordCheck(False, kind, named, None, notes, reason=str(exc))
-    if operators is None:
+    if operators is None and named:
         notes.append(
             "the wrong signers are named by the keys their signatures recover to: compare them "
             "with your network's operator set"
@@ -288,6 +289,10 @@ def _check(
     signed = {s.operator: s.allow for s in signed_values(attestation, intent, operators)}
     if any(value is not None and value != attestation.allowed for value in signed.values()):
         raise NotProven("the attestation's decision is not what its signatures sign")
+    if not result.blames_operators:
+        if named:
+            raise NotProven(f"a {doc['kind']} record names no wrong signers")
+        return recomputed
     if not named:
         raise NotProven("the record names no operator")
     tier = getattr(attestation, "tier", None)

@@ -43,13 +43,17 @@ from agentguard.challenge._history import (
     history_record,
     windows_of,
 )
+from agentguard.challenge._record import write_record
 from agentguard.challenge._report import Report
+from agentguard.challenge._run import check_evidence
+from agentguard.challenge._sources import GatewaySource, Materials
+from agentguard.network.gateway._audit import MAX_TASKS_PER_CALL
 from agentguard.network.registration import Registration
 from agentguard.network.state import PolicyClientRecord, StoredTask
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
 
-__all__ = ["Cursor", "TaskSource", "Watcher"]
+__all__ = ["Cursor", "GatewayTasks", "TaskSource", "Watcher"]
 
 log = get_logger("agentguard.challenge")
 
@@ -115,8 +119,51 @@ class Cursor:
             os.close(dir_fd)
 
 
-DecisionCheck = Callable[[TaskEvidence, Registration, Policy], "dict[str, Any] | None"]
-"""A decision check (chal's): the record of a proven ``decision`` discrepancy, or None."""
+class GatewayTasks(GatewaySource):
+    """A gateway's auditor methods as a ``TaskSource`` (the records as the gateway lists
+    them, status included: what it omits here is what the chain scan catches)."""
+
+    def tasks(
+        self, *, after: int = 0, limit: int = 200, policy_client: str | None = None
+    ) -> list[StoredTask]:
+        params: dict[str, Any] = {"after": after, "limit": min(limit, MAX_TASKS_PER_CALL)}
+        if policy_client is not None:
+            params["policy_client"] = policy_client
+        answer = self._call("agentguard_tasks", params)
+        rows = answer.get("tasks") if isinstance(answer, dict) else None
+        if not isinstance(rows, list):
+            raise ChallengeError("the gateway's agentguard_tasks answer has no task list")
+        found: list[StoredTask] = []
+        for row in rows:
+            try:
+                task = StoredTask(
+                    task_id=str(row["task_id"]).lower(),
+                    policy_client=str(row["policy_client"]).lower(),
+                    agent=str(row["agent"]).lower(),
+                    asset=str(row["asset"]).lower(),
+                    amount=int(str(row["amount"])),
+                    created_at=_strict_int(row["created_at"]),
+                    expires_at=_strict_int(row["expires_at"]),
+                    status=row["status"],
+                    seq=_strict_int(row["seq"]),
+                    result=dict(row["result"]),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ChallengeError(f"the gateway listed a malformed task ({exc})") from None
+            if task.seq <= (found[-1].seq if found else after):
+                raise ChallengeError("the gateway's task list is not ordered by its cursor")
+            found.append(task)
+        return found
+
+    def policy_version(self, policy_id: str) -> PolicyClientRecord | None:
+        found = self.registration(policy_id)
+        return None if found is None else PolicyClientRecord(*found)
+
+
+def _strict_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{str(value)[:40]!r} is not an integer")
+    return value
 
 
 @dataclass
@@ -144,7 +191,6 @@ class Watcher:
         vaults: Sequence[str] = (),
         guardian: LocalAccount | None = None,
         pause_all: bool = False,
-        decision_check: DecisionCheck | None = None,
         engine: PolicyEngine | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -170,7 +216,7 @@ class Watcher:
         self.vaults = [to_checksum_address(v) for v in vaults]
         self.guardian = guardian
         self.pause_all = pause_all
-        self.decision_check = decision_check
+        self._materials = Materials(self)
         self.engine = engine
         self.clock = clock
         self.sleep = sleep
@@ -239,6 +285,11 @@ class Watcher:
         return caught_up
 
     # -- records ---------------------------------------------------------------------------
+
+    def registration(self, policy_id: str) -> tuple[Registration, Policy] | None:
+        """The configuration behind ``policy_id`` (for chal's ``Materials``)."""
+        client = self._client(policy_id)
+        return None if client is None else (client.registration, client.policy)
 
     def _client(self, policy_id: str) -> _Client | None:
         if policy_id not in self._clients:
@@ -326,11 +377,20 @@ class Watcher:
                 {"task_id": task.task_id, "warning": "no registration for its policy id"}
             )
             return
-        if self.decision_check is not None:
-            record = self.decision_check(evidence, client.registration, client.policy)
-            if record is not None:
-                self._proven(task, record, list(record.get("wrong_signers", [])))
-                return
+        quorum = self._quorum(evidence.policy_client)
+        decided = check_evidence(
+            evidence,
+            self._materials,
+            cursor=task.seq,
+            operators=None if quorum is None else quorum.operators,
+            engine=self.engine,
+        )
+        if decided is not None:
+            if decided.record is None:
+                self.report.warnings.append({"task_id": task.task_id, "warning": decided.why})
+            else:
+                self._proven(task, decided.record, list(decided.wrong_signers))
+            return
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
@@ -368,11 +428,7 @@ class Watcher:
 
     def _proven(self, task: StoredTask, record: Mapping[str, Any], signers: list[str]) -> None:
         kind = str(record.get("kind", "decision"))
-        path = self.out_dir / f"{task.task_id}-{kind}.json"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        path = write_record(record, self.out_dir)
         if str(path) not in self.report.records:
             self.report.records.append(str(path))
         if kind == "history":
