@@ -1,0 +1,171 @@
+"""A gateway that under-reports history, against real parts: anvil (chain id 8453), a vault,
+the reference network's real operators (signing honestly on what they are handed) and a
+gateway process patched to hand them empty windows (``watch_support.LyingNetwork``).
+
+Before the watch existed nothing caught it: 20 USDC left a vault whose daily cap is 12."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from web3.contract import Contract
+
+from agentguard.challenge import Watcher
+from agentguard.challenge._record import verify_record
+from agentguard.challenge._report import Report
+from agentguard.network.state import open_state
+from tests.chain.helpers import reverts
+from tests.network.conftest import RPC, UNIT
+
+from .test_history_bound import STRANGERS
+from .watch_support import GUARDIAN, SHOP, Chain, LyingNetwork, chain, create_vault, spend
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def parts() -> Iterator[tuple[Chain, LyingNetwork, RPC]]:
+    with (
+        chain() as c,
+        LyingNetwork(operators=3, timeout=5.0, startup_timeout=180.0) as net,
+    ):
+        yield c, net, RPC(net, net.api_key)
+
+
+def four_spends(c: Chain, rpc: RPC, vault: Contract) -> list[dict[str, Any]]:
+    """5 USDC four times, a second apart (tasks of one second cannot be ordered)."""
+    results = []
+    for i in range(4):
+        if i:
+            time.sleep(1.05)
+        results.append(spend(c, rpc, vault))
+    assert [r["attestation"]["decision"] for r in results] == ["allow"] * 4  # the lie works
+    assert c.token.functions.balanceOf(SHOP).call() >= 20 * UNIT
+    return results
+
+
+def watch(net: LyingNetwork, c: Chain | None, vault: Contract, tmp: Path, **kw: Any) -> Report:
+    state = open_state(str(net.state_dir / "state.sqlite3"))
+    try:
+        return Watcher(
+            state,
+            cursor_file=tmp / "cursor.json",
+            out_dir=tmp / "records",
+            once=True,
+            w3=None if c is None else c.w3,
+            vaults=[] if c is None else [vault.address],
+            **kw,
+        ).run()
+    finally:
+        state.close()
+
+
+def test_under_reported_history_is_proven_and_the_vault_paused(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x11" * 32)
+    results = four_spends(c, rpc, vault)
+    before = c.token.functions.balanceOf(vault.address).call()
+    report = watch(net, c, vault, tmp_path, guardian=Account.from_key(GUARDIAN.private_key))
+
+    # the third and fourth spends passed the 12 USDC cap on provable history (10, 15 USDC)
+    assert report.history == [results[2]["task_id"], results[3]["task_id"]]
+    assert report.operators == {}  # the operators signed honestly on false data
+    assert report.paused[0]["vault"] == vault.address and report.paused[0]["paused"] is True
+    assert vault.functions.paused().call() is True
+    assert c.token.functions.balanceOf(vault.address).call() == before  # funds untouched
+    # and the agent's next attested spend no longer leaves the vault
+    with reverts("VaultPaused"):
+        spend(c, rpc, vault)
+    assert c.token.functions.balanceOf(vault.address).call() == before
+
+    record = json.loads(Path(report.records[0]).read_text())
+    assert record["kind"] == "history" and record["wrong_signers"] == []
+    assert record["extra"]["history"]["recorded"]["86400"]["count"] == 0
+    assert record["extra"]["history"]["recomputed"]["86400"]["count"] == 2
+    offline = verify_record(record)
+    assert offline.proven, offline.reason
+    assert offline.recomputed is not None and offline.recomputed.decision == "deny"
+    assert any("not re-checked" in n for n in offline.notes)
+    online = verify_record(record, rpc=c.anvil.url)
+    assert online.proven and not any("not re-checked" in n for n in online.notes)
+
+
+def test_the_chain_catches_a_gateway_that_also_omits_its_records(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    """The records a challenger reads come from the gateway too: here it drops the first two
+    tasks from them, so its lie is consistent with its records. The vault's Executed events
+    (and the attestations in the execute calls) bring them back, and are findings."""
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x12" * 32)
+    results = four_spends(c, rpc, vault)
+    hidden = [results[0]["task_id"], results[1]["task_id"]]
+    with sqlite3.connect(net.state_dir / "state.sqlite3") as db:
+        db.executemany("DELETE FROM tasks WHERE task_id = ?", [(t,) for t in hidden])
+
+    blind = watch(net, None, vault, tmp_path / "records-only", quorum=None)
+    assert blind.proven == 0  # from its own records alone the lie is invisible
+
+    report = watch(net, c, vault, tmp_path / "with-chain")
+    assert report.history == [results[2]["task_id"], results[3]["task_id"]]
+    assert sorted(u["task_id"] for u in report.unrecorded) == sorted(hidden)
+    record = json.loads(Path(report.records[0]).read_text())
+    whys = [e["why"] for e in record["extra"]["history"]["counted"]]
+    assert all("executed" in why for why in whys)
+    assert verify_record(record, rpc=c.anvil.url).proven
+
+
+def test_a_history_record_proves_nothing_once_its_evidence_is_bent(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    """What a challenger framing an honest gateway would try: drop or inflate the earlier
+    tasks, sign some with keys of its own, or claim chain facts that do not hold."""
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x13" * 32, guardian=False)
+    results = four_spends(c, rpc, vault)
+    report = watch(net, c, vault, tmp_path)
+    path = next(p for p in report.records if results[2]["task_id"][2:] in p)
+    record = json.loads(Path(path).read_text())
+    assert verify_record(record, rpc=c.anvil.url).proven
+
+    dropped = copy.deepcopy(record)
+    dropped["extra"]["history"]["counted"] = dropped["extra"]["history"]["counted"][:1]
+    assert not verify_record(dropped, rpc=c.anvil.url).proven
+
+    inflated = copy.deepcopy(record)
+    entry = inflated["extra"]["history"]["counted"][0]
+    entry["intent"]["data"] = entry["intent"]["data"][:-8] + "00e4e1c0"  # 15 USDC, not 5
+    assert not verify_record(inflated, rpc=c.anvil.url).proven
+
+    framed = copy.deepcopy(record)
+    for entry in framed["extra"]["history"]["counted"]:
+        entry["attestation"]["signatures"] = [
+            {"operator": s["operator"], "signature": s["signature"][:-2] + "1c"}
+            for s in entry["attestation"]["signatures"]
+        ]
+    assert not verify_record(framed, rpc=c.anvil.url).proven
+
+    stranger = copy.deepcopy(record)
+    stranger["extra"]["quorum"]["operators"] += [
+        Account.from_key(k.secret).address.lower() for k in STRANGERS
+    ]
+    stranger["extra"]["quorum"]["threshold"] = 1
+    onchain = verify_record(stranger, rpc=c.anvil.url)
+    assert any("not the vault's current one" in n for n in onchain.notes)
+
+    moved = copy.deepcopy(record)
+    for entry in moved["extra"]["history"]["counted"]:
+        for fact in entry["facts"]:
+            fact["log_index"] += 1  # a log that is not the Executed event
+    check = verify_record(moved, rpc=c.anvil.url)
+    assert any("does not hold" in n or "no log" in n for n in check.notes)
