@@ -23,6 +23,7 @@ class Report:
     """Accumulated over a watch run (or several: ``merge`` a saved one)."""
 
     checked: int = 0
+    bounded: int = 0  # tasks whose provable history was not empty (the check had teeth)
     operators: dict[str, list[str]] = field(default_factory=dict)  # operator -> task ids
     history: list[str] = field(default_factory=list)  # task ids the gateway lied about
     unrecorded: list[dict[str, Any]] = field(default_factory=list)  # Executed, no record
@@ -48,6 +49,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "checked": self.checked,
+            "bounded": self.bounded,
             "proven": self.proven,
             "operators": [
                 {"operator": op, "count": len(ids), "task_ids": list(ids)}
@@ -67,6 +69,7 @@ class Report:
         gateway = raw.get("gateway", {})
         return cls(
             checked=int(raw.get("checked", 0)),
+            bounded=int(raw.get("bounded", 0)),
             operators={
                 str(o["operator"]): [str(t) for t in o["task_ids"]]
                 for o in raw.get("operators", [])

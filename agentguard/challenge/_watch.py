@@ -407,6 +407,8 @@ class Watcher:
         except ChallengeError as exc:
             self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
             return
+        if any(t.count for t in finding.check.bound.values()):
+            self.report.bounded += 1
         for window in finding.check.over:
             self.report.warnings.append(
                 {
