@@ -54,14 +54,15 @@ async def _waves(net: ReferenceNetwork, clients: list[str]) -> list[dict[str, An
                 "newt_createTask",
                 {"policy_client": client, "intent": intent.wire(), "timeout": 5},
             )
-            if result and result["status"] == "success":
-                if result["attestation"]["decision"] == "allow":
-                    allowed.append(result)
-                    fate = rng.random()
-                    if fate < 0.3:  # the host says it never used it: given back at expiry
-                        await call("agentguard_releaseTask", {"task_id": result["task_id"]})
-                    elif fate < 0.6:
-                        await call("agentguard_commitTask", {"task_id": result["task_id"]})
+            if not result or result["status"] != "success":
+                return
+            if result["attestation"]["decision"] == "allow":
+                allowed.append(result)
+                fate = rng.random()
+                if fate < 0.3:  # the host says it never used it: given back at expiry
+                    await call("agentguard_releaseTask", {"task_id": result["task_id"]})
+                elif fate < 0.6:
+                    await call("agentguard_commitTask", {"task_id": result["task_id"]})
 
         for _ in range(WAVES):
             await asyncio.gather(*(one(c) for c in clients for _ in range(PER_WAVE)))
