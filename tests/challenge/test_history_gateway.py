@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +171,60 @@ def test_a_history_record_proves_nothing_once_its_evidence_is_bent(
             fact["log_index"] += 1  # a log that is not the Executed event
     check = verify_record(moved, rpc=c.anvil.url)
     assert any("does not hold" in n or "no log" in n for n in check.notes)
+
+
+def test_the_cli_watch_pauses_with_a_guardian_key_file(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x14" * 32)
+    results = four_spends(c, rpc, vault)
+    key_file = tmp_path / "guardian.key"
+    key_file.write_text(GUARDIAN.private_key + "\n")
+    key_file.chmod(0o600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentguard.cli",
+            "challenge",
+            "watch",
+            "--state",
+            str(net.state_dir / "state.sqlite3"),
+            "--cursor",
+            str(tmp_path / "cursor.json"),
+            "--out",
+            str(tmp_path / "records"),
+            "--once",
+            "--rpc",
+            c.anvil.url,
+            "--vault",
+            vault.address,
+            "--guardian-key-file",
+            str(key_file),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["gateway"]["history_lies"]["task_ids"][-2:] == [
+        results[2]["task_id"],
+        results[3]["task_id"],
+    ]
+    assert report["operators"] == []
+    assert vault.functions.paused().call() is True
+    assert GUARDIAN.private_key[2:] not in done.stdout + done.stderr
+    for path in report["records"]:
+        verified = subprocess.run(
+            [sys.executable, "-m", "agentguard.cli", "challenge", "verify", path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert "the gateway handed the operators false data" in verified.stdout
