@@ -74,9 +74,7 @@ def add_challenge_commands(subparsers: Any) -> None:
         help="start after this cursor (a task seq, or an audit entry seq; default 0)",
     )
     run.add_argument("--limit", type=int, metavar="N", help="check at most N tasks (default: all)")
-    run.add_argument(
-        "--policy-client", metavar="ADDR", help="only this policy client's tasks (--gateway)"
-    )
+    run.add_argument("--policy-client", metavar="ADDR", help="only this policy client's tasks")
     run.add_argument(
         "--operator",
         action="append",
@@ -120,7 +118,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     local = PolicyDir(args.policy_dir) if args.policy_dir else None
     network: Any = None
     if args.state:
-        network = StateSource(args.state)
+        network = StateSource(args.state, policy_client=args.policy_client)
     elif args.gateway:
         key = args.api_key or os.environ.get("AGENTGUARD_API_KEY")
         if not key:
@@ -131,7 +129,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             raise ConfigurationError(
                 "--audit needs the policy material: --policy-dir, --state or --gateway"
             )
-        return AuditSource(args.audit), network, local
+        return AuditSource(args.audit, policy_client=args.policy_client), network, local
     if network is None:
         raise ConfigurationError("give a source: --state SPEC, --gateway URL or --audit FILE")
     return network, network, local
@@ -171,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
                 "wrong_signers": list(f.wrong_signers),
                 "signed": f.signed,
                 "policy_gives": f.recomputed.decision if f.recomputed else None,
+                "proven_by_record_alone": f.offline,
             }
             for f in report.discrepancies
         ] + [{"task_id": f.task_id, "unverifiable": f.why} for f in report.unverifiable]
@@ -194,6 +193,11 @@ def _print(summary: dict[str, Any], report: Any) -> None:
             f"  DISCREPANCY {f.task_id}: signed {f.signed}, the policy gives {policy}; "
             f"signed by {', '.join(f.wrong_signers)}" + (f" -> {f.path}" if f.path else "")
         )
+        if not f.offline:
+            print(
+                "    it rests on the recorded history or approval, which the operators did not "
+                "sign: the record alone does not prove it (a history record can)"
+            )
     for f in report.unverifiable:
         print(f"  unverifiable {shown_text(f.task_id)}: {shown_text(f.why)} (blames no one)")
     for s in report.skipped[:20]:

@@ -17,7 +17,7 @@ from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine
 
-__all__ = ["Recomputed", "check_material", "reevaluate"]
+__all__ = ["Recomputed", "check_material", "most_permissive", "reevaluate"]
 
 _engine: PolicyEngine | None = None
 _engine_lock = threading.Lock()
@@ -86,6 +86,12 @@ def reevaluate(
         raise ChallengeError(
             f"the recorded inputs are not ones an operator evaluates: {exc}"
         ) from None
+    expires_at = evidence.attestation.get("expires_at")
+    if not isinstance(expires_at, int) or data["now"] + registration.expire_after != expires_at:
+        raise ChallengeError(
+            "the policy data's time is not the attestation's expiry minus the registered "
+            "lifetime: it is not the policy data the operators evaluated"
+        )
     if intent.chain_id != registration.chain_id:
         raise ChallengeError(
             f"the intent is for chain {intent.chain_id}, the registration for "
@@ -119,3 +125,24 @@ def reevaluate(
         reasons=tuple(evaluation.reasons),
         tier=tier if isinstance(tier, int) else None,
     )
+
+
+def most_permissive(wasm: dict[str, Any]) -> dict[str, Any]:
+    """The recorded policy data with every part no operator signs set in the action's favour:
+    no earlier spend in any window (only this action's amount projected) and a human approval.
+
+    The signatures bind the intent, the policy id and the expiry (so the time); the history
+    and the approval flag are the gateway's word. A wrong ``allow`` is proven by the record
+    alone only if the policy refuses even on this data: no history a gateway could have
+    given would have made it right. (The watch proves the history itself, from the chain.)"""
+    spend = wasm.get("spend")
+    asset = spend.get("asset") if isinstance(spend, dict) else None
+    amount = spend.get("amount") if isinstance(spend, dict) else None
+    history = wasm.get("history")
+    windows = history if isinstance(history, dict) else {}
+    alone = {asset: amount} if isinstance(asset, str) and isinstance(amount, str) else {}
+    return {
+        **wasm,
+        "approved": True,
+        "history": {key: {"count": 0, "spent": {}, "projected": alone} for key in windows},
+    }

@@ -657,7 +657,7 @@ def _history_kind(context: RecordContext) -> KindResult:
     if not verdict.proven or verdict.wasm is None:
         reason = "; ".join(verdict.notes) or "the recomputed history changes nothing"
         raise NotProven(f"the history evidence proves no discrepancy: {reason}")
-    return KindResult(verdict.wasm, list(verdict.notes), blames_operators=False)
+    return KindResult(verdict.wasm, notes=list(verdict.notes), blames_operators=False)
 
 
 register_kind("history", _history_kind)

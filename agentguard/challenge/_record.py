@@ -31,7 +31,7 @@ from agentguard._exceptions import (
 )
 from agentguard._intent import TransactionIntent
 from agentguard._json import canonical_json, strict_loads
-from agentguard.challenge._evaluate import Recomputed, reevaluate
+from agentguard.challenge._evaluate import Recomputed, most_permissive, reevaluate
 from agentguard.challenge._evidence import TaskEvidence, signed_values
 from agentguard.network.registration import Registration
 from agentguard.network.state import policy_from_material, policy_material
@@ -92,10 +92,12 @@ class RecordContext:
 
 @dataclass(frozen=True)
 class KindResult:
-    """A kind checker's answer: the policy data to re-evaluate with, and notes (e.g. chain
-    facts it did not re-check without an RPC)."""
+    """A kind checker's answer: the policy data to re-evaluate with; ``also``: other policy
+    data on which the policy must give the same result (whatever the record cannot prove,
+    set in the operators' favour); notes (e.g. chain facts not re-checked without an RPC)."""
 
     wasm: dict[str, Any]
+    also: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     blames_operators: bool = True  # False: it proves another party wrong (history: the gateway)
 
@@ -104,8 +106,15 @@ KindChecker = Callable[[RecordContext], KindResult]
 
 
 def _decision_kind(context: RecordContext) -> KindResult:
-    """The operators were wrong on the very inputs they were given."""
-    return KindResult(context.evidence.wasm)
+    """The operators were wrong on the very inputs they were given, whatever the history and
+    approval (which they did not sign) were."""
+    if context.evidence.attestation.get("decision") != "allow":
+        raise NotProven(
+            "the attestation is not an allow: a wrong deny cannot be proven from the record "
+            "alone (it may rest on history the operators did not sign), and it moves no funds"
+        )
+    wasm = context.evidence.wasm
+    return KindResult(wasm, also=[most_permissive(wasm)])
 
 
 KINDS: dict[str, KindChecker] = {"decision": _decision_kind}
@@ -281,6 +290,17 @@ def _check(
         recomputed = reevaluate(evidence, registration, policy, wasm=result.wasm)
     except ChallengeError as exc:
         raise NotProven(exc.message) from None
+    for other in result.also:
+        try:
+            alternative = reevaluate(evidence, registration, policy, wasm=other)
+        except ChallengeError as exc:
+            raise NotProven(exc.message) from None
+        if alternative.allowed != recomputed.allowed or alternative.tier != recomputed.tier:
+            raise NotProven(
+                f"the policy gives {recomputed.decision} on the recorded history and approval, "
+                f"but {alternative.decision} on other ones; the operators did not sign those, so "
+                "this record alone does not prove them wrong (a history record can)"
+            )
     if doc["recomputed"].get("decision") != recomputed.decision:
         raise NotProven(
             f"the record says the policy gives {str(doc['recomputed'].get('decision'))[:40]!r}; "

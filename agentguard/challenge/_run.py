@@ -13,8 +13,8 @@ from agentguard._attestation import Attestation
 from agentguard._exceptions import AgentGuardError, ChallengeError
 from agentguard._intent import TransactionIntent
 from agentguard.challenge._evaluate import Recomputed, reevaluate
-from agentguard.challenge._evidence import TaskEvidence, signed_values
-from agentguard.challenge._record import build_record, write_record
+from agentguard.challenge._evidence import SignedBy, TaskEvidence, signed_values
+from agentguard.challenge._record import build_record, verify_record, write_record
 from agentguard.challenge._sources import Item, Materials, Skipped
 from agentguard.policies._engine import PolicyEngine
 
@@ -33,6 +33,7 @@ class Finding:
     recomputed: Recomputed | None = None
     record: dict[str, Any] | None = None
     path: Path | None = None
+    offline: bool = False  # the record proves it alone (see ``verify_record``)
 
 
 @dataclass
@@ -84,20 +85,47 @@ def check_evidence(
     wrong_tier = (
         recomputed.tier is not None and "tier" in evidence.attestation and tier != recomputed.tier
     )
-    wrong = [s.operator for s in signed if s.allow != recomputed.allowed or wrong_tier]
+    wrong = [s for s in signed if s.allow != recomputed.allowed or wrong_tier]
     if not wrong:
         return None
+    allow = bool(wrong[0].allow)
+    wrong = [s for s in wrong if s.allow == allow]  # one record: one signed value
     record = build_record(
-        evidence, registration, policy, recomputed, kind="decision", wrong_signers=wrong
+        _as_signed(evidence, attestation, wrong),
+        registration,
+        policy,
+        recomputed,
+        kind="decision",
+        wrong_signers=[s.operator for s in wrong],
     )
     return Finding(
         task_id,
         cursor,
-        wrong_signers=tuple(sorted(wrong)),
-        signed="allow" if attestation.allowed else "deny",
+        wrong_signers=tuple(sorted(s.operator for s in wrong)),
+        signed="allow" if allow else "deny",
         recomputed=recomputed,
         record=record,
+        offline=verify_record(record).proven,
     )
+
+
+def _as_signed(
+    evidence: TaskEvidence, attestation: Attestation, wrong: list[SignedBy]
+) -> TaskEvidence:
+    """The evidence with its attestation as the wrong signers signed it: only their
+    signatures, and the decision they sign (a gateway may report another decision, or mix
+    in other signatures; neither may make the record unprovable)."""
+    keep = {s.operator for s in wrong}
+    allow = bool(wrong[0].allow)  # every one of ``wrong`` signed this
+    decision = (
+        attestation.decision if attestation.allowed == allow else ("allow" if allow else "deny")
+    )
+    doc = dict(evidence.attestation)
+    doc["decision"] = decision
+    doc["signatures"] = [
+        sig for sig in attestation.to_json()["signatures"] if sig["operator"].lower() in keep
+    ]
+    return replace(evidence, attestation=doc)
 
 
 def run(

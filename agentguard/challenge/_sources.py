@@ -90,14 +90,19 @@ def _from_result(cursor: int, result: Any, created_at: int, source: str) -> Item
 class StateSource:
     """The network's records, read from its state (SQLite path or PostgreSQL URL)."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, *, policy_client: str | None = None) -> None:
         self.name = "state"
         self._state: State = open_state(spec)
+        self._client = policy_client
 
     def evidence(self, *, after: int, limit: int | None) -> Iterator[Item]:
         left = limit
         while left is None or left > 0:
-            page = self._state.tasks(after=after, limit=_PAGE if left is None else min(left, _PAGE))
+            page = self._state.tasks(
+                after=after,
+                limit=_PAGE if left is None else min(left, _PAGE),
+                policy_client=self._client,
+            )
             if not page:
                 return
             for task in page:
@@ -232,9 +237,10 @@ class AuditSource:
     """An agent's audit log: its ``authorized`` records (a record without policy data, from
     before it was kept or from a Newton gateway, is skipped and reported)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, policy_client: str | None = None) -> None:
         self.name = "audit"
         self._path = Path(path)
+        self._client = None if policy_client is None else policy_client.lower()
         if not self._path.is_file():
             raise ConfigurationError(f"--audit {self._path} is not a file")
 
@@ -247,6 +253,10 @@ class AuditSource:
                 except ValueError:
                     continue  # `agentguard audit verify` reports a damaged log
                 if entry.seq <= after or entry.kind != "authorized":
+                    continue
+                attestation = entry.record.get("attestation")
+                client = attestation.get("policy_client") if isinstance(attestation, dict) else None
+                if self._client is not None and str(client).lower() != self._client:
                     continue
                 if limit is not None and count >= limit:
                     return
