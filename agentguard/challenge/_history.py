@@ -63,6 +63,7 @@ __all__ = [
     "HistoryIndex",
     "Quorum",
     "Totals",
+    "check_group",
     "check_task",
     "compare",
     "lower_bound",
@@ -410,13 +411,12 @@ class HistoryFinding:
     signed: str
     recomputed: Recomputed | None = None
     wasm: dict[str, Any] | None = None
+    group: tuple[tuple[TaskEvidence, Candidate], ...] = ()  # same-second tasks (see check_group)
 
     @property
     def proven(self) -> bool:
         """Stricter on provable history than what was signed: the gateway lied."""
-        return self.recomputed is not None and DECISION_RANK.get(
-            self.recomputed.decision, 0
-        ) > DECISION_RANK.get(self.signed, 2)
+        return self.recomputed is not None and _stricter(self.recomputed, self.signed)
 
 
 def check_task(
@@ -447,6 +447,67 @@ def check_task(
     return HistoryFinding(check, signed, recomputed, wasm)
 
 
+def _stricter(recomputed: Recomputed, signed: str) -> bool:
+    return DECISION_RANK.get(recomputed.decision, 0) > DECISION_RANK.get(signed, 2)
+
+
+def _plus(bound: Mapping[int, Totals], tasks: Sequence[Candidate]) -> dict[int, Totals]:
+    """``bound`` with ``tasks`` (all of the task's own second: inside every window) added."""
+    totals: dict[int, Totals] = {}
+    for seconds, held in bound.items():
+        spent = dict(held.spent)
+        for c in tasks:
+            spent[c.asset] = spent.get(c.asset, 0) + c.amount
+        totals[seconds] = Totals(held.count + len(tasks), spent)
+    return totals
+
+
+def check_group(
+    evidence: TaskEvidence,
+    registration: Registration,
+    policy: Policy,
+    candidates: Iterable[Candidate],
+    members: Sequence[tuple[TaskEvidence, Candidate]],
+    *,
+    at: int,
+    seq: int | None = None,
+    engine: PolicyEngine | None = None,
+) -> HistoryFinding:
+    """Tasks of one second cannot be ordered, but an honest gateway reserves them one at a
+    time, so the last of them saw all the others (in flight or recorded) on top of what
+    counted before that second. If every one of them (``evidence`` and ``members``: allowed
+    tasks of the same client, agent, policy id and second) is refused by the policy on that
+    history, whichever came last was allowed on under-reported history: proven, without
+    knowing which one. (Any subset of a second's tasks proves the same; a task that cannot
+    be evaluated is simply left out.)"""
+    pool = list(candidates)
+    recorded = evidence.wasm.get("history")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    windows = windows_of(registration, recorded)
+    check = compare(recorded, pool, task_id=evidence.task_id, at=at, windows=windows, seq=seq)
+    signed = str(evidence.attestation.get("decision"))
+    own = next((c for c in pool if c.task_id == evidence.task_id.lower()), None)
+    if own is None or not members:
+        return HistoryFinding(check, signed)
+    group = [(evidence, own), *members]
+    found: tuple[Recomputed, dict[str, Any]] | None = None
+    for ev, candidate in group:
+        others = [c for _, c in group if c.task_id != candidate.task_id]
+        wasm = {
+            **ev.wasm,
+            "history": recomputed_history(
+                _plus(check.bound, others), candidate.asset, candidate.amount
+            ),
+        }
+        recomputed = reevaluate(ev, registration, policy, wasm=wasm, engine=engine)
+        if not _stricter(recomputed, str(ev.attestation.get("decision"))):
+            return HistoryFinding(check, signed)
+        if found is None:
+            found = (recomputed, wasm)
+    assert found is not None
+    return HistoryFinding(check, signed, found[0], found[1], tuple(members))
+
+
 HISTORY_NOTE = (
     "the gateway handed the operators history below what provably counted; the operators "
     "signed honestly on false data (they are not wrong signers)"
@@ -457,8 +518,18 @@ def history_extra(finding: HistoryFinding, quorum: Quorum) -> dict[str, Any]:
     """The evidence a ``history`` record carries besides the task itself: the earlier
     attestations (with signatures) and chain facts behind the bound, the operator set, and
     the policy data the task should have been evaluated on."""
+    history = finding.check.extra()
+    if finding.group:
+        history["same_second"] = [
+            {**c.to_json(), "wasm": ev.wasm, "approval": ev.approval} for ev, c in finding.group
+        ]
+        history["claim"] = (
+            "this task and the same_second ones were created in one second; the last of them "
+            "the gateway reserved saw all the others, and the policy refuses each of them on "
+            "that history: one of them was allowed on under-reported history"
+        )
     return {
-        "history": finding.check.extra(),
+        "history": history,
         "quorum": quorum.to_json(),
         "signed_decision": finding.signed,
         "recomputed_wasm": finding.wasm,
@@ -565,13 +636,67 @@ def verify_history(
             "(their status as the challenger read it), which no signature covers"
         )
     at = attestation.expires_at - registration.expire_after
-    finding = check_task(
-        evidence, registration, policy, candidates.values(), at=at, seq=0, engine=engine
-    )
+    members = _members(extra["history"].get("same_second") or [], evidence, quorum, at, notes)
+    if members:
+        own = Candidate.of(intent, attestation, registration)
+        finding = check_group(
+            evidence,
+            registration,
+            policy,
+            [*candidates.values(), own],
+            members,
+            at=at,
+            seq=0,
+            engine=engine,
+        )
+    else:
+        finding = check_task(
+            evidence, registration, policy, candidates.values(), at=at, seq=0, engine=engine
+        )
     finding = replace(finding, signed=attestation.decision)
     if not finding.check.under:
         notes.append("the recorded history is not below what the record proves counted")
     return HistoryVerdict(finding.proven, finding.recomputed, tuple(notes), finding.wasm)
+
+
+def _members(
+    raw: Any, task: TaskEvidence, quorum: Quorum, at: int, notes: list[str]
+) -> list[tuple[TaskEvidence, Candidate]]:
+    """A record's same-second tasks, each re-checked like a counted one, of this very second
+    and policy id, with the policy data it was evaluated on."""
+    members: list[tuple[TaskEvidence, Candidate]] = []
+    policy_id = str(task.attestation.get("policy_id", "")).lower()
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, Mapping):
+            notes.append("left out of the same second: not an object")
+            continue
+        candidate, why = _rebuild(entry, task, quorum)
+        wasm = entry.get("wasm")
+        if candidate is None or not isinstance(wasm, dict):
+            notes.append(f"left out of the same second: {why or 'no policy data'}")
+            continue
+        if candidate.now != at or str(candidate.attestation.get("policy_id")).lower() != (
+            policy_id
+        ):
+            notes.append(f"left out: task {candidate.task_id} is not of this second and policy")
+            continue
+        approval = entry.get("approval")
+        members.append(
+            (
+                TaskEvidence(
+                    task_id=candidate.task_id,
+                    policy_client=task.policy_client,
+                    intent=candidate.intent,
+                    wasm=wasm,
+                    attestation=candidate.attestation,
+                    created_at=candidate.now,
+                    source="record",
+                    approval=approval if isinstance(approval, dict) else None,
+                ),
+                candidate,
+            )
+        )
+    return members
 
 
 def _checked_facts(candidate: Candidate, w3: Web3 | None, notes: list[str]) -> Candidate:

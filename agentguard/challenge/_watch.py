@@ -39,6 +39,7 @@ from agentguard.challenge._history import (
     HistoryFinding,
     HistoryIndex,
     Quorum,
+    check_group,
     check_task,
     history_record,
     windows_of,
@@ -59,6 +60,7 @@ log = get_logger("agentguard.challenge")
 
 MAX_BATCH = 1000
 DEFAULT_HORIZON = 86400  # the longest window every client has
+MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one burst)
 
 
 class TaskSource(Protocol):
@@ -225,6 +227,7 @@ class Watcher:
         self._clients: dict[str, _Client | None] = {}
         self._quorums: dict[str, Quorum | None] = {}
         self._seqs: dict[str, int] = {}  # task id -> record seq (inside the horizon)
+        self._recent: dict[str, TaskEvidence] = {}  # the policy data of the newest second
         self._recorded: set[str] = set()  # every task id read from the records in this run
         self._recorded_since: int | None = None  # the oldest record read in this run
         self._horizon = DEFAULT_HORIZON
@@ -355,6 +358,7 @@ class Watcher:
         if candidate is not None:
             self.index.add(candidate)
             self._seqs[candidate.task_id] = task.seq
+            self._recent[candidate.task_id] = evidence
             self._newest = max(self._newest, candidate.now)
             client = self._client("0x" + attestation.policy_id.hex())
             if client is not None:
@@ -394,16 +398,37 @@ class Watcher:
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
+        pool = self.index.tasks(evidence.policy_client, task.agent)
         try:
             finding = check_task(
                 evidence,
                 client.registration,
                 client.policy,
-                self.index.tasks(evidence.policy_client, task.agent),
+                pool,
                 at=candidate.now,
                 seq=task.seq,
                 engine=self.engine,
             )
+            members = [
+                (self._recent[c.task_id], c)
+                for c in pool
+                if c.now == candidate.now
+                and c.task_id != candidate.task_id
+                and c.task_id in self._recent
+                and c.attestation["policy_id"] == candidate.attestation["policy_id"]
+            ]
+            if not finding.proven and members:
+                members = members[:MAX_GROUP]  # any subset of a second's tasks proves the same
+                finding = check_group(
+                    evidence,
+                    client.registration,
+                    client.policy,
+                    pool,
+                    members,
+                    at=candidate.now,
+                    seq=task.seq,
+                    engine=self.engine,
+                )
         except ChallengeError as exc:
             self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
             return
@@ -527,4 +552,6 @@ class Watcher:
         self.index.prune(before)
         kept = {c.task_id for c in self.index.all()}
         self._seqs = {t: s for t, s in self._seqs.items() if t in kept}
+        recent = {c.task_id for c in self.index.all() if c.now >= self._newest - 1}
+        self._recent = {t: e for t, e in self._recent.items() if t in recent}
         cursor.horizon = (min(self._seqs.values()) - 1) if self._seqs else cursor.seq

@@ -6,20 +6,24 @@ Before the watch existed nothing caught it: 20 USDC left a vault whose daily cap
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from web3.contract import Contract
 
+from agentguard import TransactionIntent
 from agentguard.challenge import Watcher
 from agentguard.challenge._record import verify_record
 from agentguard.challenge._report import Report
@@ -28,7 +32,16 @@ from tests.chain.helpers import reverts
 from tests.network.conftest import RPC, UNIT
 
 from .test_history_bound import STRANGERS
-from .watch_support import GUARDIAN, SHOP, Chain, LyingNetwork, chain, create_vault, spend
+from .watch_support import (
+    GUARDIAN,
+    SHOP,
+    Chain,
+    LyingNetwork,
+    chain,
+    create_vault,
+    execute,
+    spend,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +241,62 @@ def test_the_cli_watch_pauses_with_a_guardian_key_file(
         )
         assert verified.returncode == 0, verified.stderr
         assert "the gateway handed the operators false data" in verified.stdout
+
+
+def test_a_burst_within_one_second_is_caught_too(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    """Tasks of one second cannot be ordered, so no one of them provably counted for another:
+    before the same-second rule, four 5 USDC spends fired at once under a 12 USDC cap (20
+    USDC out) were invisible to the watch. An honest gateway reserves them one at a time, so
+    the last saw the other three: each refused on that history proves one of them a lie."""
+    c, net, _ = parts
+    vault = create_vault(c, net, b"\x15" * 32)
+    intents = [
+        TransactionIntent.erc20_transfer(
+            sender=vault.address,
+            token=c.token.address,
+            recipient=SHOP,
+            amount=5 * UNIT,
+            chain_id=8453,
+        )
+        for _ in range(4)
+    ]
+    while time.time() % 1 > 0.3:  # start early in a second: all four land in it
+        time.sleep(0.05)
+    results = asyncio.run(_at_once(net, vault.address, intents))
+    assert len({r["timestamp"] for r in results}) == 1
+    assert [r["attestation"]["decision"] for r in results] == ["allow"] * 4
+    for intent, result in zip(intents, results, strict=True):
+        execute(c, intent, result["attestation"], vault)
+    assert c.token.functions.balanceOf(SHOP).call() >= 20 * UNIT
+
+    report = watch(net, c, vault, tmp_path, guardian=Account.from_key(GUARDIAN.private_key))
+    ours = {r["task_id"] for r in results}
+    assert ours & set(report.history)
+    assert vault.functions.paused().call() is True
+    record = json.loads(Path(report.records[-1]).read_text())
+    assert record["extra"]["history"]["same_second"]
+    assert verify_record(record).proven
+    bent = copy.deepcopy(record)
+    bent["extra"]["history"]["same_second"] = bent["extra"]["history"]["same_second"][:1]
+    assert not verify_record(bent).proven  # two of one second under a 12 USDC cap: fine
+
+
+async def _at_once(
+    net: LyingNetwork, client: str, intents: list[TransactionIntent]
+) -> list[dict[str, Any]]:
+    headers = {"authorization": f"Bearer {net.api_key}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30.0) as http:
+
+        async def one(intent: TransactionIntent) -> dict[str, Any]:
+            body = {
+                "jsonrpc": "2.0",
+                "id": str(uuid.uuid4()),
+                "method": "newt_createTask",
+                "params": {"policy_client": client, "intent": intent.wire(), "timeout": 5},
+            }
+            result: dict[str, Any] = (await http.post(net.rpc_url, json=body)).json()["result"]
+            return result
+
+        return list(await asyncio.gather(*(one(i) for i in intents)))
