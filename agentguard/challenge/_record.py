@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,8 +172,10 @@ def write_record(record: Mapping[str, Any], directory: str | os.PathLike[str]) -
     """Write ``record`` as ``challenge-<kind>-<task id>.json`` in ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    task = str(record["task_id"]).removeprefix("0x")[:64]
-    path = out / f"challenge-{record['kind']}-{task}.json"
+    # only [0-9a-z-] from the record into the file name: no source can steer the path
+    task = re.sub(r"[^0-9a-f]", "", str(record["task_id"]).lower().removeprefix("0x"))[:64]
+    kind = re.sub(r"[^a-z-]", "", str(record["kind"]))[:32]
+    path = out / f"challenge-{kind}-{task}.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 

@@ -15,7 +15,9 @@ Every source yields ``(cursor, TaskEvidence)`` oldest first; a record it cannot 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from agentguard.network.state import (
     open_state,
     policy_from_material,
 )
+from agentguard.network.state._spec import parse_spec
 from agentguard.policies import Policy
 
 __all__ = [
@@ -92,7 +95,11 @@ class StateSource:
 
     def __init__(self, spec: str, *, policy_client: str | None = None) -> None:
         self.name = "state"
-        self._state: State = open_state(spec)
+        _check_sqlite_state(spec)
+        try:
+            self._state: State = open_state(spec)
+        except sqlite3.Error as exc:
+            raise ChallengeError(f"cannot open the state: {exc}") from None
         self._client = policy_client
 
     def evidence(self, *, after: int, limit: int | None) -> Iterator[Item]:
@@ -117,6 +124,28 @@ class StateSource:
         self._state.close()
 
 
+def _check_sqlite_state(spec: str) -> None:
+    """A SQLite ``spec`` must be an existing gateway state: opening a state creates its
+    tables, and a challenger must not create a file, or tables in someone else's database."""
+    kind, target, _ = parse_spec(spec)
+    if kind != "sqlite":
+        return
+    if not Path(target).is_file():
+        raise ConfigurationError(f"--state: no gateway state file at {target}")
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{Path(target).resolve()}?mode=ro", uri=True)
+        ) as db:
+            found = db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                "('tasks', 'registrations', 'policies')"
+            ).fetchone()[0]
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"--state: {target} is not a SQLite file ({exc})") from None
+    if found != 3:
+        raise ConfigurationError(f"--state: {target} is not a gateway's state")
+
+
 class GatewaySource:
     """A gateway's auditor methods, with an API key (a client's key sees its clients only)."""
 
@@ -128,6 +157,12 @@ class GatewaySource:
             url.rstrip("/") if url.rstrip("/").endswith("/rpc") else url.rstrip("/") + "/rpc"
         )
         self._client = policy_client
+        try:
+            parsed = httpx.URL(self._url)
+            # what errors show: never a password or a query string the URL may carry
+            self._shown = f"{parsed.scheme}://{parsed.host}:{parsed.port or ''}{parsed.path}"
+        except (httpx.InvalidURL, TypeError):
+            raise ConfigurationError("--gateway is not a URL") from None
         self._http = httpx.Client(
             headers={"authorization": f"Bearer {api_key}"}, timeout=timeout, follow_redirects=False
         )
@@ -143,7 +178,7 @@ class GatewaySource:
                         raise ChallengeError(f"the gateway's {method} answer is too large")
         except httpx.HTTPError as exc:
             raise ChallengeError(
-                f"cannot reach the gateway at {self._url} ({type(exc).__name__})"
+                f"cannot reach the gateway at {self._shown} ({type(exc).__name__})"
             ) from None
         try:
             doc = strict_loads(bytes(raw))
