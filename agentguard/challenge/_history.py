@@ -402,6 +402,20 @@ def compare(
     )
 
 
+def proving_wasm(
+    evidence: TaskEvidence, bound: Mapping[int, Totals], asset: str, amount: int
+) -> dict[str, Any]:
+    """The policy data a history proof evaluates on: the recorded one (its other fields are
+    bound to the signed intent and expiry), with the bound as history and ``approved`` set
+    (the flag is the gateway's word too: a proof must not rest on it, so it takes the value
+    most favourable to the task, without re-checking any approval: evaluated as approved)."""
+    return {
+        **evidence.wasm,
+        "approved": True,
+        "history": recomputed_history(bound, asset, amount),
+    }
+
+
 @dataclass(frozen=True)
 class HistoryFinding:
     """One task's history check: the comparison and, when the recorded totals fell below
@@ -439,11 +453,10 @@ def check_task(
     if not check.under:
         return HistoryFinding(check, signed)
     spend = TransactionIntent.from_wire(evidence.intent).spend
-    wasm = {
-        **evidence.wasm,
-        "history": recomputed_history(check.bound, spend.asset, spend.amount),
-    }
-    recomputed = reevaluate(evidence, registration, policy, wasm=wasm, engine=engine)
+    wasm = proving_wasm(evidence, check.bound, spend.asset, spend.amount)
+    recomputed = reevaluate(
+        replace(evidence, approval=None), registration, policy, wasm=wasm, engine=engine
+    )
     return HistoryFinding(check, signed, recomputed, wasm)
 
 
@@ -493,13 +506,10 @@ def check_group(
     found: tuple[Recomputed, dict[str, Any]] | None = None
     for ev, candidate in group:
         others = [c for _, c in group if c.task_id != candidate.task_id]
-        wasm = {
-            **ev.wasm,
-            "history": recomputed_history(
-                _plus(check.bound, others), candidate.asset, candidate.amount
-            ),
-        }
-        recomputed = reevaluate(ev, registration, policy, wasm=wasm, engine=engine)
+        wasm = proving_wasm(ev, _plus(check.bound, others), candidate.asset, candidate.amount)
+        recomputed = reevaluate(
+            replace(ev, approval=None), registration, policy, wasm=wasm, engine=engine
+        )
         if not _stricter(recomputed, str(ev.attestation.get("decision"))):
             return HistoryFinding(check, signed)
         if found is None:
