@@ -36,10 +36,12 @@ __all__ = [
     "Executed",
     "PauseResult",
     "authorization_used",
+    "chain_head",
     "eoa_transaction",
     "executed_events",
     "pause_vaults",
     "recheck_fact",
+    "vault_operators",
 ]
 
 FactKind = Literal["executed", "authorization_used", "transaction"]
@@ -398,12 +400,30 @@ def _same_log(
     return None if again == fact else f"log {fact.log_index} of {fact.tx_hash} says otherwise"
 
 
+def chain_head(w3: Web3) -> int:
+    """The latest block number (``NodeUnavailable`` if the node fails)."""
+    return int(_call("the latest block", lambda: w3.eth.block_number))
+
+
+def vault_operators(w3: Web3, vault: str) -> tuple[frozenset[str], int]:
+    """A vault's current operators (lowercase) and threshold, as the chain says."""
+    contract = w3.eth.contract(
+        address=to_checksum_address(vault), abi=load_artifact("AgentVault").abi
+    )
+    operators = _call("the vault's operators", contract.functions.operators().call)
+    threshold = _call("the vault's threshold", contract.functions.threshold().call)
+    return frozenset(str(o).lower() for o in operators), int(threshold)
+
+
 @dataclass(frozen=True)
 class PauseResult:
+    """``retry``: the node failed (try again later); otherwise the answer is final."""
+
     vault: str
     paused: bool
     tx_hash: str | None
     error: str | None = None
+    retry: bool = False
 
 
 def pause_vaults(
@@ -450,6 +470,8 @@ def pause_vaults(
             )
         except Exception as exc:
             results.append(
-                PauseResult(vault.address, False, None, f"pause failed ({type(exc).__name__})")
+                PauseResult(
+                    vault.address, False, None, f"pause failed ({type(exc).__name__})", True
+                )
             )
     return results

@@ -41,7 +41,7 @@ from web3 import Web3
 from agentguard._attestation import Attestation, recover_signer
 from agentguard._exceptions import AgentGuardError
 from agentguard._intent import TransactionIntent
-from agentguard.challenge._chain import ChainFact, recheck_fact
+from agentguard.challenge._chain import ChainFact, recheck_fact, vault_operators
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.challenge._record import (
@@ -741,15 +741,11 @@ def _quorum_notes(quorum: Quorum, policy_client: str, w3: Web3 | None) -> list[s
         ]
     from eth_utils.address import to_checksum_address
 
-    from agentguard.chain.contracts import load_artifact
-
     address = to_checksum_address(policy_client)
     if not w3.eth.get_code(address):
         return ["the policy client has no code: the operator set is as the record states it"]
     try:
-        vault = w3.eth.contract(address=address, abi=load_artifact("AgentVault").abi)
-        onchain = {o.lower() for o in vault.functions.operators().call()}
-        threshold = int(vault.functions.threshold().call())
+        onchain, threshold = vault_operators(w3, address)
     except Exception:  # not a vault: nothing to compare with
         return ["the policy client is not a vault: the operator set is as the record states it"]
     if not quorum.operators <= onchain or quorum.threshold < threshold:

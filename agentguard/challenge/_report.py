@@ -11,16 +11,18 @@ The owner rotates the named keys out with ``setOperators``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Report"]
+__all__ = ["MAX_WARNINGS", "Report"]
+
+MAX_WARNINGS = 1000
 
 
 @dataclass
 class Report:
-    """Accumulated over a watch run (or several: ``merge`` a saved one)."""
+    """Accumulated over one watch run."""
 
     checked: int = 0
     bounded: int = 0  # tasks whose provable history was not empty (the check had teeth)
@@ -30,6 +32,13 @@ class Report:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     records: list[str] = field(default_factory=list)  # files written
     paused: list[dict[str, Any]] = field(default_factory=list)
+    warned: int = 0  # warnings in all (only the first MAX_WARNINGS are kept)
+
+    def warn(self, task_id: str, warning: str) -> None:
+        """Kept up to ``MAX_WARNINGS`` (a long watch must not grow without bound); counted."""
+        self.warned += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append({"task_id": task_id, "warning": warning})
 
     def wrong_signers(self, task_id: str, signers: Iterable[str]) -> None:
         for operator in signers:
@@ -60,26 +69,10 @@ class Report:
                 "unrecorded_executions": list(self.unrecorded),
             },
             "warnings": list(self.warnings),
+            "warned": self.warned,
             "records": list(self.records),
             "paused": list(self.paused),
         }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Report:
-        gateway = raw.get("gateway", {})
-        return cls(
-            checked=int(raw.get("checked", 0)),
-            bounded=int(raw.get("bounded", 0)),
-            operators={
-                str(o["operator"]): [str(t) for t in o["task_ids"]]
-                for o in raw.get("operators", [])
-            },
-            history=[str(t) for t in gateway.get("history_lies", {}).get("task_ids", [])],
-            unrecorded=list(gateway.get("unrecorded_executions", [])),
-            warnings=list(raw.get("warnings", [])),
-            records=[str(r) for r in raw.get("records", [])],
-            paused=list(raw.get("paused", [])),
-        )
 
     def text(self) -> str:
         """For a person: what to rotate out, what the gateway did, what was paused."""
@@ -104,6 +97,6 @@ class Report:
         for item in self.paused:
             state = "paused" if item.get("paused") else f"NOT paused: {item.get('error')}"
             lines.append(f"vault {item['vault']}: {state}")
-        if self.warnings:
-            lines.append(f"{len(self.warnings)} warning(s) (over-reported totals)")
+        if self.warned:
+            lines.append(f"{self.warned} warning(s) (over-reported totals, unreadable records)")
         return "\n".join(lines)

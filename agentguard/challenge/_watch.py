@@ -31,8 +31,14 @@ from agentguard._attestation import Attestation
 from agentguard._exceptions import AgentGuardError, ChallengeError, ConfigurationError
 from agentguard._intent import TransactionIntent
 from agentguard._logging import get_logger
-from agentguard.chain.contracts import load_artifact
-from agentguard.challenge._chain import ChainFact, Executed, executed_events, pause_vaults
+from agentguard.challenge._chain import (
+    ChainFact,
+    Executed,
+    chain_head,
+    executed_events,
+    pause_vaults,
+    vault_operators,
+)
 from agentguard.challenge._evidence import TaskEvidence, evidence_from_result
 from agentguard.challenge._history import (
     Candidate,
@@ -82,6 +88,7 @@ class Cursor:
     seq: int = 0
     horizon: int = 0
     blocks: dict[str, int] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)  # vaults to pause (the node failed)
 
     @classmethod
     def load(cls, path: Path) -> Cursor:
@@ -93,6 +100,7 @@ class Cursor:
                 seq=int(raw["seq"]),
                 horizon=int(raw.get("horizon", 0)),
                 blocks={str(k): int(v) for k, v in raw.get("blocks", {}).items()},
+                pending=[str(v) for v in raw.get("pending", [])],
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigurationError(
@@ -102,7 +110,14 @@ class Cursor:
 
     def save(self, path: Path) -> None:
         """Atomically: a crash leaves the old cursor or the new one, never half of one."""
-        text = json.dumps({"seq": self.seq, "horizon": self.horizon, "blocks": self.blocks})
+        text = json.dumps(
+            {
+                "seq": self.seq,
+                "horizon": self.horizon,
+                "blocks": self.blocks,
+                "pending": self.pending,
+            }
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
         try:
@@ -227,8 +242,9 @@ class Watcher:
         self._clients: dict[str, _Client | None] = {}
         self._quorums: dict[str, Quorum | None] = {}
         self._seqs: dict[str, int] = {}  # task id -> record seq (inside the horizon)
+        self._pending: set[str] = set()  # vaults to pause, kept until paused or refused
         self._recent: dict[str, TaskEvidence] = {}  # the policy data of the newest second
-        self._recorded: set[str] = set()  # every task id read from the records in this run
+        self._recorded: dict[str, int] = {}  # task ids read from the records -> created_at
         self._recorded_since: int | None = None  # the oldest record read in this run
         self._horizon = DEFAULT_HORIZON
         self._newest = 0
@@ -253,6 +269,7 @@ class Watcher:
 
     def _resume(self, cursor: Cursor) -> None:
         """Rebuild the totals of the windows still open from records already checked."""
+        self._pending = {to_checksum_address(v) for v in cursor.pending}
         if cursor.horizon == 0:
             self._recorded_since = -1  # every record is read in this run
         after = cursor.horizon
@@ -284,6 +301,7 @@ class Watcher:
         if tasks:
             cursor.seq = tasks[-1].seq
         self._prune(cursor)
+        self._pause_pending(cursor)
         cursor.save(self.cursor_file)
         return caught_up
 
@@ -308,12 +326,8 @@ class Watcher:
         if key not in self._quorums:
             quorum = self.quorum
             if self.w3 is not None and to_checksum_address(key) in self.vaults:
-                vault = self.w3.eth.contract(
-                    address=to_checksum_address(key), abi=load_artifact("AgentVault").abi
-                )
-                operators = vault.functions.operators().call()
-                threshold = int(vault.functions.threshold().call())
-                quorum = Quorum(frozenset(o.lower() for o in operators), threshold, "vault")
+                operators, threshold = vault_operators(self.w3, key)
+                quorum = Quorum(operators, threshold, "vault")
             self._quorums[key] = quorum
         return self._quorums[key]
 
@@ -352,7 +366,7 @@ class Watcher:
         except AgentGuardError:
             return  # the decision check reports a record it cannot read
         candidate = self._candidate(intent, attestation, status=task.status, status_seq=seen)
-        self._recorded.add(task.task_id.lower())
+        self._recorded[task.task_id.lower()] = task.created_at
         if self._recorded_since is None or task.created_at < self._recorded_since:
             self._recorded_since = task.created_at
         if candidate is not None:
@@ -373,13 +387,11 @@ class Watcher:
             evidence = evidence_from_result(task.result, created_at=task.created_at, source="state")
             attestation = Attestation.from_json(evidence.attestation)
         except AgentGuardError as exc:
-            self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
+            self.report.warn(task.task_id, exc.message)
             return
         client = self._client("0x" + attestation.policy_id.hex())
         if client is None:
-            self.report.warnings.append(
-                {"task_id": task.task_id, "warning": "no registration for its policy id"}
-            )
+            self.report.warn(task.task_id, "no registration for its policy id")
             return
         quorum = self._quorum(evidence.policy_client)
         decided = check_evidence(
@@ -391,7 +403,7 @@ class Watcher:
         )
         if decided is not None:
             if decided.record is None:
-                self.report.warnings.append({"task_id": task.task_id, "warning": decided.why})
+                self.report.warn(task.task_id, decided.why)
             else:
                 self._proven(task, decided.record, list(decided.wrong_signers))
             return
@@ -430,17 +442,15 @@ class Watcher:
                     engine=self.engine,
                 )
         except ChallengeError as exc:
-            self.report.warnings.append({"task_id": task.task_id, "warning": exc.message})
+            self.report.warn(task.task_id, exc.message)
             return
         if any(t.count for t in finding.check.bound.values()):
             self.report.bounded += 1
         for window in finding.check.over:
-            self.report.warnings.append(
-                {
-                    "task_id": task.task_id,
-                    "warning": f"history over-reported in window {window} s (hurts only the "
-                    "agent; tasks in flight that were later refused can explain it)",
-                }
+            self.report.warn(
+                task.task_id,
+                f"history over-reported in window {window} s (hurts only the agent; tasks in "
+                "flight that were later refused can explain it)",
             )
         if finding.proven:
             record = self._history_record(evidence, client, finding)
@@ -466,10 +476,22 @@ class Watcher:
         self._pause(task.policy_client)
 
     def _pause(self, policy_client: str) -> None:
+        """Queue the affected vaults; ``_pause_pending`` pauses them before the cursor moves."""
         if self.w3 is None or self.guardian is None:
             return
-        affected = [v for v in self.vaults if self.pause_all or v.lower() == policy_client.lower()]
-        for result in pause_vaults(self.w3, affected, self.guardian):
+        self._pending.update(
+            v for v in self.vaults if self.pause_all or v.lower() == policy_client.lower()
+        )
+
+    def _pause_pending(self, cursor: Cursor) -> None:
+        """Pause every queued vault; one the node failed for stays queued (in the cursor file
+        too), so a proven discrepancy's pause is retried at every batch, after a crash too."""
+        if self.w3 is None or self.guardian is None or not self._pending:
+            cursor.pending = sorted(self._pending)
+            return
+        for result in pause_vaults(self.w3, sorted(self._pending), self.guardian):
+            if not result.retry:
+                self._pending.discard(result.vault)
             entry = {
                 "vault": result.vault,
                 "paused": result.paused,
@@ -481,13 +503,14 @@ class Watcher:
                 self.report.paused.append(entry)
             elif result.tx_hash is not None or not held[0]["paused"]:
                 held[0].update(entry)
+        cursor.pending = sorted(self._pending)
 
     # -- the chain -------------------------------------------------------------------------
 
     def _chain_head(self) -> int | None:
         if self.w3 is None or not self.vaults:
             return None
-        return int(self.w3.eth.block_number)
+        return chain_head(self.w3)
 
     def _scan(self, cursor: Cursor, head: int | None) -> list[Executed]:
         """Every vault's ``Executed`` events up to ``head`` (from the last judged block): each
@@ -512,8 +535,11 @@ class Watcher:
         task_id = fact.task_id or ""
         held = self.index.get(fact.address, fact.address, task_id)
         if held is not None:
-            if fact.proves_use_of(TransactionIntent.from_wire(held.intent), task_id) is None:
+            mismatch = fact.proves_use_of(TransactionIntent.from_wire(held.intent), task_id)
+            if mismatch is None:
                 self.index.add(held.with_fact(fact))
+            else:  # the vault executed another call under this task id than recorded
+                self.report.warn(task_id, f"the records and the chain disagree: {mismatch}")
             return
         if executed.intent is None or executed.attestation is None:
             return
@@ -552,6 +578,9 @@ class Watcher:
         self.index.prune(before)
         kept = {c.task_id for c in self.index.all()}
         self._seqs = {t: s for t, s in self._seqs.items() if t in kept}
+        self._recorded = {t: at for t, at in self._recorded.items() if at > before}
+        if self._recorded_since is not None and self._recorded_since < before:
+            self._recorded_since = before  # what is older is no longer known here
         recent = {c.task_id for c in self.index.all() if c.now >= self._newest - 1}
         self._recent = {t: e for t, e in self._recent.items() if t in recent}
         cursor.horizon = (min(self._seqs.values()) - 1) if self._seqs else cursor.seq

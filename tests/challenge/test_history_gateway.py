@@ -25,6 +25,8 @@ from web3.contract import Contract
 
 from agentguard import TransactionIntent
 from agentguard.challenge import Watcher
+from agentguard.challenge import _watch as watch_module
+from agentguard.challenge._chain import PauseResult
 from agentguard.challenge._record import verify_record
 from agentguard.challenge._report import Report
 from agentguard.network.state import open_state
@@ -300,3 +302,29 @@ async def _at_once(
             return result
 
         return list(await asyncio.gather(*(one(i) for i in intents)))
+
+
+def test_a_pause_the_node_failed_is_retried_from_the_cursor(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the fix the cursor moved past a proven discrepancy whose pause had failed (the
+    node did not answer), and the vault was never paused."""
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x16" * 32)
+    four_spends(c, rpc, vault)
+    real = watch_module.pause_vaults
+
+    def node_down(w3: Any, vaults: Any, guardian: Any) -> list[PauseResult]:
+        return [PauseResult(v, False, None, "pause failed (ConnectionError)", True) for v in vaults]
+
+    monkeypatch.setattr(watch_module, "pause_vaults", node_down)
+    guardian = Account.from_key(GUARDIAN.private_key)
+    first = watch(net, c, vault, tmp_path, guardian=guardian)
+    assert first.proven and vault.functions.paused().call() is False
+    assert json.loads((tmp_path / "cursor.json").read_text())["pending"] == [vault.address]
+
+    monkeypatch.setattr(watch_module, "pause_vaults", real)
+    second = watch(net, c, vault, tmp_path, guardian=guardian)
+    assert second.checked == 0  # nothing re-checked: only the pause was left to do
+    assert vault.functions.paused().call() is True
+    assert json.loads((tmp_path / "cursor.json").read_text())["pending"] == []
