@@ -17,7 +17,15 @@ from agentguard._attestation import (
 from agentguard._eip712 import keccak
 from agentguard._intent import TransactionIntent
 from agentguard.challenge._chain import ChainFact
-from agentguard.challenge._history import Candidate, Quorum, Totals, compare, lower_bound
+from agentguard.challenge._evidence import TaskEvidence
+from agentguard.challenge._history import (
+    Candidate,
+    Quorum,
+    Totals,
+    check_task,
+    compare,
+    lower_bound,
+)
 from agentguard.network.registration import Registration
 from tests.network.conftest import NETCHECK, TOKEN, UNIT, params
 
@@ -46,6 +54,7 @@ def allowed(
     n: int = 0,
     keys: list[PrivateKey] | None = None,
     allow: bool = True,
+    registration: Registration = REGISTRATION,
 ) -> tuple[TransactionIntent, Attestation]:
     intent = TransactionIntent.erc20_transfer(
         sender=CLIENT,
@@ -59,7 +68,7 @@ def allowed(
         "chain_id": 8453,
         "policy_client": bytes.fromhex(CLIENT[2:]),
         "task_id": task_id,
-        "policy_id": REGISTRATION.policy_id,
+        "policy_id": registration.policy_id,
         "intent_hash": intent.intent_hash,
         "allow": allow,
         "expires_at": now + EXPIRE,
@@ -70,7 +79,7 @@ def allowed(
         {
             "decision": "allow" if allow else "deny",
             "task_id": "0x" + task_id.hex(),
-            "policy_id": "0x" + REGISTRATION.policy_id.hex(),
+            "policy_id": "0x" + registration.policy_id.hex(),
             "policy_client": CLIENT,
             "intent_hash": "0x" + intent.intent_hash.hex(),
             "expires_at": now + EXPIRE,
@@ -175,3 +184,46 @@ def test_a_window_missing_from_the_record_counts_as_empty() -> None:
     at = 100_000
     check = compare({}, [candidate(at - 10)], task_id="0x" + "ab" * 32, at=at, windows=[60])
     assert check.under == (60,)
+
+
+APPROVING = Registration.sign(
+    OWNER,
+    policy_client=CLIENT,
+    policy=NETCHECK,
+    params=params(daily_cap=100 * UNIT, approval_above=2 * UNIT),
+    expire_after=EXPIRE,
+    chain_id=8453,
+    version=2,
+)
+
+
+def test_a_history_proof_never_rests_on_the_approval_flag() -> None:
+    """The approval flag is the gateway's word like the history: a challenger that records an
+    approved task as not approved, with its history zeroed, must not frame the honest
+    gateway. Before the fix the re-evaluation kept the recorded flag: approval_required,
+    "proven"."""
+    at = 100_000
+    earlier = [
+        Candidate.of(*allowed(at - 10, UNIT, n=1, registration=APPROVING), APPROVING),
+    ]
+    intent, attestation = allowed(at, 3 * UNIT, n=2, registration=APPROVING)
+    wasm = {
+        "now": at,
+        "intent_hash": "0x" + intent.intent_hash.hex(),
+        "approved": False,  # the frame: it was approved
+        "spend": intent.spend.wasm(),
+        "history": {},
+    }
+    evidence = TaskEvidence(
+        task_id="0x" + attestation.task_id.hex(),
+        policy_client=CLIENT,
+        intent=intent.wire(),
+        wasm=wasm,
+        attestation=attestation.to_json(),
+        created_at=at,
+        source="state",
+    )
+    finding = check_task(evidence, APPROVING, NETCHECK, earlier, at=at)
+    assert finding.check.under  # the recorded history is below the bound...
+    assert finding.recomputed is not None and finding.recomputed.decision == "allow"
+    assert not finding.proven  # ...but on it the policy allows (as approved): nothing proven

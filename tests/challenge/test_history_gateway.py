@@ -29,6 +29,7 @@ from agentguard.challenge import _watch as watch_module
 from agentguard.challenge._chain import PauseResult
 from agentguard.challenge._record import verify_record
 from agentguard.challenge._report import Report
+from agentguard.challenge._watch import GatewayTasks
 from agentguard.network.state import open_state
 from tests.chain.helpers import reverts
 from tests.network.conftest import RPC, UNIT
@@ -328,3 +329,26 @@ def test_a_pause_the_node_failed_is_retried_from_the_cursor(
     assert second.checked == 0  # nothing re-checked: only the pause was left to do
     assert vault.functions.paused().call() is True
     assert json.loads((tmp_path / "cursor.json").read_text())["pending"] == []
+
+
+def test_the_watch_reads_a_gateways_auditor_methods_too(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x17" * 32, guardian=False)
+    results = four_spends(c, rpc, vault)
+    source = GatewayTasks(net.url, net.admin_key)
+    try:
+        report = Watcher(
+            source,
+            cursor_file=tmp_path / "cursor.json",
+            out_dir=tmp_path / "records",
+            once=True,
+            batch=7,
+            w3=c.w3,
+            vaults=[vault.address],
+        ).run()
+    finally:
+        source.close()
+    assert report.history[-2:] == [results[2]["task_id"], results[3]["task_id"]]
+    assert report.unrecorded == []
