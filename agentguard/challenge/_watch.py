@@ -89,6 +89,7 @@ class Cursor:
     horizon: int = 0
     blocks: dict[str, int] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # vaults to pause (the node failed)
+    chain_from: dict[str, int] = field(default_factory=dict)  # oldest block still needed
 
     @classmethod
     def load(cls, path: Path) -> Cursor:
@@ -101,6 +102,7 @@ class Cursor:
                 horizon=int(raw.get("horizon", 0)),
                 blocks={str(k): int(v) for k, v in raw.get("blocks", {}).items()},
                 pending=[str(v) for v in raw.get("pending", [])],
+                chain_from={str(k): int(v) for k, v in raw.get("chain_from", {}).items()},
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigurationError(
@@ -116,6 +118,7 @@ class Cursor:
                 "horizon": self.horizon,
                 "blocks": self.blocks,
                 "pending": self.pending,
+                "chain_from": self.chain_from,
             }
         )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +284,12 @@ class Watcher:
             for task in tasks:
                 self._index(task, tasks[-1].seq)
             after = tasks[-1].seq
+        w3 = self.w3
+        for vault in self.vaults if w3 is not None else ():
+            start, end = cursor.chain_from.get(vault), cursor.blocks.get(vault)
+            if w3 is not None and start is not None and end is not None and start <= end:
+                for executed in executed_events(w3, vault, from_block=start, to_block=end):
+                    self._adopt(executed)  # facts only: these blocks were judged before
 
     def step(self, cursor: Cursor, *, limit: int) -> bool:
         """One batch; True when it found the records caught up (nothing more to read now)."""
@@ -516,14 +525,15 @@ class Watcher:
         """Every vault's ``Executed`` events up to ``head`` (from the last judged block): each
         one's fact joins its task in the totals, or a task rebuilt from the call itself when
         the records do not hold it (yet: see ``_judge``)."""
-        if head is None:
+        w3 = self.w3
+        if head is None or w3 is None:
             return []
         found: list[Executed] = []
         for vault in self.vaults:
             start = cursor.blocks.get(vault, -1) + 1
             if start > head:
                 continue
-            for executed in executed_events(self.w3, vault, from_block=start, to_block=head):  # type: ignore[arg-type]
+            for executed in executed_events(w3, vault, from_block=start, to_block=head):
                 found.append(executed)
                 self._adopt(executed)
         return found
@@ -584,3 +594,11 @@ class Watcher:
         recent = {c.task_id for c in self.index.all() if c.now >= self._newest - 1}
         self._recent = {t: e for t, e in self._recent.items() if t in recent}
         cursor.horizon = (min(self._seqs.values()) - 1) if self._seqs else cursor.seq
+        for vault in self.vaults:
+            blocks = [
+                f.block_number
+                for c in self.index.tasks(vault, vault)
+                for f in c.facts
+                if f.kind == "executed"
+            ]
+            cursor.chain_from[vault] = min(blocks, default=cursor.blocks.get(vault, -1) + 1)

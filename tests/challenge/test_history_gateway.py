@@ -352,3 +352,31 @@ def test_the_watch_reads_a_gateways_auditor_methods_too(
         source.close()
     assert report.history[-2:] == [results[2]["task_id"], results[3]["task_id"]]
     assert report.unrecorded == []
+
+
+def test_a_resumed_watch_still_has_the_chain_behind_its_cursor(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    """The gateway hides the first two tasks from its records; a watch runs, stops, and is
+    started again before the fourth spend. Before the fix the resumed watch had only the
+    records behind its cursor: the hidden tasks (known from the chain alone) were gone, and
+    the fourth spend (15 USDC provably counted before it) passed unnoticed."""
+    c, net, rpc = parts
+    vault = create_vault(c, net, b"\x18" * 32, guardian=False)
+    results = []
+    for i in range(3):
+        if i:
+            time.sleep(1.05)
+        results.append(spend(c, rpc, vault))
+    with sqlite3.connect(net.state_dir / "state.sqlite3") as db:
+        db.executemany(
+            "DELETE FROM tasks WHERE task_id = ?", [(r["task_id"],) for r in results[:2]]
+        )
+    first = watch(net, c, vault, tmp_path)
+    assert results[2]["task_id"] in first.history
+    time.sleep(1.05)
+    results.append(spend(c, rpc, vault))
+    assert results[3]["attestation"]["decision"] == "allow"
+    second = watch(net, c, vault, tmp_path)
+    assert second.checked == 1
+    assert second.history == [results[3]["task_id"]]
