@@ -9,27 +9,57 @@ self-contained challenge record (``agentguard.challenge/1``) that ``verify_recor
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from agentguard._exceptions import ChallengeError, NotAChallengeRecord
-from agentguard.challenge._evaluate import Recomputed, reevaluate
-from agentguard.challenge._evidence import TaskEvidence
-from agentguard.challenge._history import Quorum  # importing it registers ``history`` records
-from agentguard.challenge._record import (
-    RECORD_FORMAT,
-    RecordCheck,
-    build_record,
-    load_record,
-    register_kind,
-    verify_record,
-)
-from agentguard.challenge._run import Finding, Report, check_evidence, run
-from agentguard.challenge._sources import (
-    AuditSource,
-    GatewaySource,
-    Materials,
-    PolicyDir,
-    StateSource,
-)
-from agentguard.challenge._watch import Watcher
+
+# Loaded on first use: the CLI registers ``agentguard challenge`` without the network extra
+# (regopy) being installed; using the challenger needs it.
+_LAZY = {
+    "Recomputed": "_evaluate",
+    "reevaluate": "_evaluate",
+    "TaskEvidence": "_evidence",
+    "RECORD_FORMAT": "_record",
+    "RecordCheck": "_record",
+    "build_record": "_record",
+    "load_record": "_record",
+    "register_kind": "_record",
+    "verify_record": "_record",
+    "Finding": "_run",
+    "Report": "_run",
+    "check_evidence": "_run",
+    "run": "_run",
+    "AuditSource": "_sources",
+    "GatewaySource": "_sources",
+    "Materials": "_sources",
+    "PolicyDir": "_sources",
+    "StateSource": "_sources",
+    "Quorum": "_history",
+    "Watcher": "_watch",
+}
+
+if TYPE_CHECKING:
+    from agentguard.challenge._evaluate import Recomputed, reevaluate
+    from agentguard.challenge._evidence import TaskEvidence
+    from agentguard.challenge._history import Quorum
+    from agentguard.challenge._record import (
+        RECORD_FORMAT,
+        RecordCheck,
+        build_record,
+        load_record,
+        register_kind,
+        verify_record,
+    )
+    from agentguard.challenge._run import Finding, Report, check_evidence, run
+    from agentguard.challenge._sources import (
+        AuditSource,
+        GatewaySource,
+        Materials,
+        PolicyDir,
+        StateSource,
+    )
+    from agentguard.challenge._watch import Watcher
 
 __all__ = [
     "RECORD_FORMAT",
@@ -55,3 +85,13 @@ __all__ = [
     "run",
     "verify_record",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentguard.challenge' has no attribute {name!r}")
+    from agentguard._extras import require
+
+    require("network", needed_by="agentguard.challenge")
+    return getattr(import_module(f"agentguard.challenge.{module}"), name)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._exceptions import ConfigurationError
+from agentguard._extras import require
 
 __all__ = ["add_challenge_commands"]
 
@@ -136,6 +137,7 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
     from agentguard.challenge._run import run
     from agentguard.challenge._sources import Materials
 
@@ -212,6 +214,7 @@ def _print(summary: dict[str, Any], report: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
     from agentguard.challenge._record import MAX_RECORD_BYTES, load_record, verify_record
 
     try:
@@ -286,6 +289,7 @@ def _add_watch(sub: Any) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
     from agentguard.challenge._history import Quorum
     from agentguard.challenge._watch import GatewayTasks, Watcher
     from agentguard.network.state import open_state

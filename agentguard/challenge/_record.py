@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ def _decision_kind(context: RecordContext) -> KindResult:
 
 
 KINDS: dict[str, KindChecker] = {"decision": _decision_kind}
+_KIND_MODULES = {"history": "agentguard.challenge._history"}  # kinds registered on first use
 
 
 def register_kind(kind: str, checker: KindChecker) -> None:
@@ -237,6 +239,8 @@ def verify_record(
     named = sorted({s.lower() for s in doc["wrong_signers"]})
     notes: list[str] = []
     try:
+        if kind in _KIND_MODULES and kind not in KINDS:
+            import_module(_KIND_MODULES[kind])  # registers its checker
         checker = KINDS.get(kind)
         if checker is None:
             raise NotProven(f"no checker for records of kind {kind[:40]!r} (an older agentguard?)")

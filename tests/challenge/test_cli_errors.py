@@ -59,3 +59,27 @@ def test_mistakes_are_one_line_and_exit_2(
     with sqlite3.connect(tmp_path / "other.db") as db:
         tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     assert tables == [("x",)]
+
+
+def test_without_the_network_extra_the_challenger_names_it(tmp_path: Path) -> None:
+    """`agentguard challenge` is listed without regopy installed; running it names the extra."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nsys.modules['regopy'] = None\nfrom agentguard.cli import main\n"
+        "sys.exit(main(['challenge', 'verify', 'record.json']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 2 and "'network' extra" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_package_exports_what_it_loads_lazily() -> None:
+    import agentguard.challenge as challenge
+
+    assert set(challenge.__all__) == {*challenge._LAZY, "ChallengeError", "NotAChallengeRecord"}
+    for name in challenge.__all__:
+        assert getattr(challenge, name) is not None

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 IMPORT_ALL = Path(__file__).with_name("import_all.py")
 # the modules of agentguard that need an extra, and which one
 NEEDS_EXTRA = {
+    "agentguard.challenge._evaluate": "network",
+    "agentguard.challenge._record": "network",
+    "agentguard.challenge._run": "network",
     "agentguard.network._server": "network",
     "agentguard.network.console": "network",
     "agentguard.network.gateway": "network",
