@@ -146,12 +146,24 @@ class GatewayTasks(GatewaySource):
     def tasks(
         self, *, after: int = 0, limit: int = 200, policy_client: str | None = None
     ) -> list[StoredTask]:
-        params: dict[str, Any] = {"after": after, "limit": min(limit, MAX_TASKS_PER_CALL)}
+        """Up to ``limit`` tasks, in as many pages as the gateway's answer size needs (fewer
+        only when there are no more: the watch reads "fewer" as "caught up")."""
+        found: list[StoredTask] = []
+        while len(found) < limit:
+            want = min(limit - len(found), MAX_TASKS_PER_CALL)
+            page = self._page(found[-1].seq if found else after, want, policy_client)
+            found.extend(page)
+            if len(page) < want:
+                break
+        return found
+
+    def _page(self, after: int, limit: int, policy_client: str | None) -> list[StoredTask]:
+        params: dict[str, Any] = {"after": after, "limit": limit}
         if policy_client is not None:
             params["policy_client"] = policy_client
         answer = self._call("agentguard_tasks", params)
         rows = answer.get("tasks") if isinstance(answer, dict) else None
-        if not isinstance(rows, list):
+        if not isinstance(rows, list) or len(rows) > limit:
             raise ChallengeError("the gateway's agentguard_tasks answer has no task list")
         found: list[StoredTask] = []
         for row in rows:

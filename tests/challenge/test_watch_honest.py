@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from agentguard.challenge import Quorum, Watcher
+from agentguard.challenge._watch import MAX_BATCH, GatewayTasks
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.state import open_state
 from tests.network.conftest import NETCHECK, RPC, UNIT, fresh_eoa_client, params, transfer
@@ -106,6 +107,21 @@ def test_hundreds_of_honest_tasks_give_no_challenge(
     assert report.operators == {} and report.history == []
     assert report.bounded >= len(ours) // 2  # most tasks had earlier ones provably counted
     assert not (tmp_path / "records").exists()
+
+    # the same through the gateway's auditor methods, in batches of several answer pages
+    gateway = GatewayTasks(network.url, network.admin_key)
+    try:
+        again = Watcher(
+            gateway,
+            cursor_file=tmp_path / "gateway.cursor",
+            out_dir=tmp_path / "records",
+            quorum=quorum,
+            batch=MAX_BATCH,
+            once=True,
+        ).run()
+    finally:
+        gateway.close()
+    assert (again.checked, again.bounded, again.proven) == (report.checked, report.bounded, 0)
 
 
 def test_an_honest_gateway_in_front_of_a_vault_gives_no_challenge(
