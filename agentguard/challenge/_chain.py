@@ -4,10 +4,12 @@ A gateway's records are its own word: it can leave tasks out of the records it h
 challenger just as it can leave them out of the totals it hands the operators. A vault's
 events are not: ``Executed(taskId, to, value, dataHash)`` is emitted only after a quorum's
 attestation for that task passed the vault's own check, and a vault x402 payment spends the
-EIP-3009 nonce ``taskId`` on the token (``AuthorizationUsed(vault, taskId)``). An EOA's
-transaction matching an attested intent is a fact too (given by its hash: an EOA has no
-event log to scan). ``ChainFact`` is one such fact, as a record carries it; ``recheck_fact``
-reads it again from a node. ``pause_vaults`` is the guardian's one move.
+EIP-3009 nonce ``taskId`` on the token (``AuthorizationUsed(vault, taskId)``). No honest
+gateway gives either back (a vault's release stands only on the chain's word). An EOA's
+transaction is no such fact: the network takes a self-owned client's word that it never used
+an attestation, so a landed EOA transaction proves the agent host lied, not the gateway.
+``ChainFact`` is one fact, as a record carries it; ``recheck_fact`` reads it again from a
+node. ``pause_vaults`` is the guardian's one move.
 """
 
 from __future__ import annotations
@@ -37,14 +39,13 @@ __all__ = [
     "PauseResult",
     "authorization_used",
     "chain_head",
-    "eoa_transaction",
     "executed_events",
     "pause_vaults",
     "recheck_fact",
     "vault_operators",
 ]
 
-FactKind = Literal["executed", "authorization_used", "transaction"]
+FactKind = Literal["executed", "authorization_used"]
 
 EXECUTED_TOPIC = keccak(b"Executed(bytes32,address,uint256,bytes32)")
 AUTHORIZATION_USED_TOPIC = keccak(b"AuthorizationUsed(address,bytes32)")
@@ -66,10 +67,10 @@ def _word_address(topic: bytes) -> str:
 class ChainFact:
     """One onchain fact about one task, as read from a node (and re-read by ``recheck_fact``).
 
-    ``kind``: ``executed`` (the vault's ``Executed`` log), ``authorization_used`` (the token's
-    ``AuthorizationUsed(vault, taskId)`` log, with the ``Transfer`` log of the same
-    transaction in ``data``), ``transaction`` (an EOA's transaction, no log). ``data`` holds
-    the event's values as JSON (amounts as decimal strings)."""
+    ``kind``: ``executed`` (the vault's ``Executed`` log) or ``authorization_used`` (the
+    token's ``AuthorizationUsed(vault, taskId)`` log, with the ``Transfer`` log of the same
+    transaction in ``data``). ``data`` holds the event's values as JSON (amounts as decimal
+    strings)."""
 
     kind: FactKind
     chain_id: int
@@ -88,7 +89,7 @@ class ChainFact:
     def from_json(cls, raw: Mapping[str, Any]) -> ChainFact:
         try:
             kind = raw["kind"]
-            if kind not in ("executed", "authorization_used", "transaction"):
+            if kind not in ("executed", "authorization_used"):
                 raise ValueError(f"unknown chain fact kind {kind!r}")
             log_index = raw["log_index"]
             return cls(
@@ -110,15 +111,6 @@ class ChainFact:
         if self.chain_id != intent.chain_id:
             return f"the fact is on chain {self.chain_id}, the intent on {intent.chain_id}"
         data = self.data
-        if self.kind == "transaction":
-            moved = (
-                data.get("from", "").lower() == intent.from_.lower()
-                and data.get("to", "").lower() == intent.to.lower()
-                and data.get("value") == str(intent.value)
-                and data.get("input_hash") == _hex(keccak(intent.data))
-                and data.get("status") == 1
-            )
-            return None if moved else "the transaction is not exactly the attested intent"
         if (self.task_id or "") != task_id.lower():
             return f"the fact names task {self.task_id}, not {task_id}"
         if self.kind == "executed":
@@ -323,40 +315,11 @@ def _transfer_before(logs: Sequence[Mapping[str, Any]], token: str, index: int) 
     return {}
 
 
-def eoa_transaction(w3: Web3, tx_hash: str) -> ChainFact:
-    """A mined transaction (an EOA's, by hash) as a fact: who sent what to whom."""
-    tx = _call("the transaction", w3.eth.get_transaction, tx_hash)
-    receipt = _call("the transaction's receipt", w3.eth.get_transaction_receipt, tx_hash)
-    return ChainFact(
-        kind="transaction",
-        chain_id=int(tx["chainId"]),
-        tx_hash=_hex(tx["hash"]),
-        block_number=int(receipt["blockNumber"]),
-        block_hash=_hex(receipt["blockHash"]),
-        log_index=None,
-        address=to_checksum_address(tx["to"]) if tx["to"] else "0x" + "00" * 20,
-        task_id=None,
-        data={
-            "from": to_checksum_address(tx["from"]),
-            "to": to_checksum_address(tx["to"]) if tx["to"] else "",
-            "value": str(int(tx["value"])),
-            "input_hash": _hex(keccak(bytes(tx["input"]))),
-            "status": int(receipt["status"]),
-        },
-    )
-
-
 def recheck_fact(w3: Web3, fact: ChainFact) -> str | None:
     """Read ``fact`` again from the node: None if the chain says exactly this, else why not."""
     chain_id = int(_call("the chain id", lambda: w3.eth.chain_id))
     if chain_id != fact.chain_id:
         return f"the node serves chain {chain_id}, the fact is on chain {fact.chain_id}"
-    if fact.kind == "transaction":
-        try:
-            again = eoa_transaction(w3, fact.tx_hash)
-        except NodeUnavailable:
-            return f"transaction {fact.tx_hash} is not known to the node"
-        return None if again == fact else f"transaction {fact.tx_hash} differs onchain"
     try:
         receipt = w3.eth.get_transaction_receipt(fact.tx_hash)  # type: ignore[arg-type]
     except Exception:

@@ -13,9 +13,9 @@ each window's totals from the other allowed tasks of the same policy client and 
 * it was still counted at this task's ``now``: the network gives an attestation back only
   at its expiry, so it was if it had not expired yet (``live``), if the gateway's record says
   ``committed`` (never given back), or if it provably landed onchain (``executed``: the
-  vault's ``Executed`` event; ``authorization_used``: a vault x402 payment's EIP-3009 nonce;
-  ``transaction``: an EOA's transaction of exactly the intent), which no honest gateway gives
-  back.
+  vault's ``Executed`` event; ``authorization_used``: a vault x402 payment's EIP-3009
+  nonce), which no honest gateway gives back. (An EOA's landed transaction is not such proof:
+  the network takes a self-owned client's word that it never used an attestation.)
 
 If the recorded totals are below that bound in any window, the task is re-evaluated with the
 bound as its history; a stricter decision than the one signed is a proven ``history``

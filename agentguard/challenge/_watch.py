@@ -28,12 +28,18 @@ from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from agentguard._attestation import Attestation
-from agentguard._exceptions import AgentGuardError, ChallengeError, ConfigurationError
+from agentguard._exceptions import (
+    AgentGuardError,
+    ChallengeError,
+    ConfigurationError,
+    NodeUnavailable,
+)
 from agentguard._intent import TransactionIntent
 from agentguard._logging import get_logger
 from agentguard.challenge._chain import (
     ChainFact,
     Executed,
+    authorization_used,
     chain_head,
     executed_events,
     pause_vaults,
@@ -258,6 +264,7 @@ class Watcher:
         self._quorums: dict[str, Quorum | None] = {}
         self._seqs: dict[str, int] = {}  # task id -> record seq (inside the horizon)
         self._pending: set[str] = set()  # vaults to pause, kept until paused or refused
+        self._unpaid: set[str] = set()  # vault tasks the token shows no payment for
         self._recent: dict[str, TaskEvidence] = {}  # the policy data of the newest second
         self._recorded: dict[str, int] = {}  # task ids read from the records -> created_at
         self._recorded_since: int | None = None  # the oldest record read in this run
@@ -431,7 +438,9 @@ class Watcher:
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
-        pool = self.index.tasks(evidence.policy_client, task.agent)
+        pool = self._landed(
+            self.index.tasks(evidence.policy_client, task.agent), candidate.now, task.seq
+        )
         try:
             finding = check_task(
                 evidence,
@@ -476,6 +485,34 @@ class Watcher:
         if finding.proven:
             record = self._history_record(evidence, client, finding)
             self._proven(task, record, [])
+
+    def _landed(self, pool: list[Candidate], at: int, seq: int) -> list[Candidate]:
+        """Earlier payments from a watched vault that nothing else shows still counted: the
+        token's nonce record (``AuthorizationUsed(vault, taskId)``) can. Asked once per task
+        in a run (an expired attestation pays no more)."""
+        if self.w3 is None:
+            return pool
+        vaults = {v.lower() for v in self.vaults}
+        found = []
+        for c in pool:
+            if (
+                c.now < at
+                and c.policy_client in vaults
+                and c.task_id not in self._unpaid
+                and not c.why_counted(at, seq)
+            ):
+                intent = TransactionIntent.from_wire(c.intent)
+                try:
+                    fact = authorization_used(self.w3, intent.to, c.policy_client, c.task_id)
+                except NodeUnavailable as exc:  # no answer is no proof: counted as unknown
+                    self.report.warn(c.task_id, exc.message)
+                    fact = None
+                if fact is not None and fact.proves_use_of(intent, c.task_id) is None:
+                    c = self.index.add(c.with_fact(fact))
+                else:
+                    self._unpaid.add(c.task_id)
+            found.append(c)
+        return found
 
     def _history_record(
         self, evidence: TaskEvidence, client: _Client, finding: HistoryFinding
