@@ -12,13 +12,18 @@ each window's totals from the other allowed tasks of the same policy client and 
   than the window's start (the gateway counts a task while ``created_at > now - window``);
 * it was still counted at this task's ``now``: the network gives an attestation back only
   at its expiry, so it was if it had not expired yet (``live``), if the gateway's record says
-  ``committed`` (never given back), or if it provably landed onchain (``executed``: the
+  ``committed`` (never given back) or, read once this task was recorded, not released
+  (``not_released``), or if it provably landed onchain (``executed``: the
   vault's ``Executed`` event; ``authorization_used``: a vault x402 payment's EIP-3009
   nonce), which no honest gateway gives back. (An EOA's landed transaction is not such proof:
   the network takes a self-owned client's word that it never used an attestation.)
 
+Tasks of one second cannot be ordered, so none counts for another; but the gateway reserves
+them one at a time, so the last saw all the others (``check_group``).
+
 If the recorded totals are below that bound in any window, the task is re-evaluated with the
-bound as its history; a stricter decision than the one signed is a proven ``history``
+bound as its history (and ``approved`` in its favour: that flag is the gateway's word too); a
+stricter decision than the one signed is a proven ``history``
 discrepancy: the gateway lied, the operators signed honestly on false data (they are not
 wrong signers). The proof assumes the policy is monotone in history (more counted never turns
 a deny into an allow), true of every bundled policy. Over-reporting (recorded totals above
