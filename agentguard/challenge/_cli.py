@@ -319,6 +319,9 @@ def _watch(args: argparse.Namespace) -> int:
         if not args.vault:
             raise ConfigurationError("--guardian-key-file pauses the --vault(s) given: name them")
     if args.state:
+        from agentguard.challenge._sources import _check_sqlite_state
+
+        _check_sqlite_state(args.state)  # an existing gateway state: never a new file
         source: Any = open_state(args.state)
     else:
         key = args.api_key or os.environ.get("AGENTGUARD_API_KEY")
