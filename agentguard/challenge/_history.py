@@ -645,30 +645,24 @@ def verify_history(
             notes.append(f"left out of the bound: {why}")
             continue
         candidates[candidate.task_id] = _checked_facts(candidate, w3, notes)
-    if any(c.status for c in candidates.values()):
-        notes.append(
-            "tasks counted as committed or not released rest on the gateway's own records "
-            "(their status as the challenger read it), which no signature covers"
-        )
     at = attestation.expires_at - registration.expire_after
     members = _members(extra["history"].get("same_second") or [], evidence, quorum, at, notes)
+    # a task's status is the gateway's word as the challenger read it: no signature covers it
+    pool = [replace(c, status=None) for c in candidates.values()]
+    members = [(ev, replace(c, status=None)) for ev, c in members]
     if members:
         own = Candidate.of(intent, attestation, registration)
         finding = check_group(
-            evidence,
-            registration,
-            policy,
-            [*candidates.values(), own],
-            members,
-            at=at,
-            seq=0,
-            engine=engine,
+            evidence, registration, policy, [*pool, own], members, at=at, seq=0, engine=engine
         )
     else:
-        finding = check_task(
-            evidence, registration, policy, candidates.values(), at=at, seq=0, engine=engine
-        )
+        finding = check_task(evidence, registration, policy, pool, at=at, seq=0, engine=engine)
     finding = replace(finding, signed=attestation.decision)
+    if not finding.proven and any(c.status for c in candidates.values()):
+        notes.append(
+            "the record counts tasks on the statuses the gateway's records gave them "
+            "(committed, not released), which no signature covers: not proven offline"
+        )
     if not finding.check.under:
         notes.append("the recorded history is not below what the record proves counted")
     return HistoryVerdict(finding.proven, finding.recomputed, tuple(notes), finding.wasm)

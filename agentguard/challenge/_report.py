@@ -28,6 +28,7 @@ class Report:
     bounded: int = 0  # tasks whose provable history was not empty (the check had teeth)
     operators: dict[str, list[str]] = field(default_factory=dict)  # operator -> task ids
     history: list[str] = field(default_factory=list)  # task ids the gateway lied about
+    on_records: list[str] = field(default_factory=list)  # of those: shown by its records only
     unrecorded: list[dict[str, Any]] = field(default_factory=list)  # Executed, no record
     warnings: list[dict[str, Any]] = field(default_factory=list)
     records: list[str] = field(default_factory=list)  # files written
@@ -66,6 +67,7 @@ class Report:
             ],
             "gateway": {
                 "history_lies": {"count": len(self.history), "task_ids": list(self.history)},
+                "history_lies_on_its_records_only": list(self.on_records),
                 "unrecorded_executions": list(self.unrecorded),
             },
             "warnings": list(self.warnings),
@@ -88,6 +90,11 @@ class Report:
                 f"the gateway under-reported history for {len(self.history)} task(s) "
                 f"({', '.join(self.history[:5])}{' …' if len(self.history) > 5 else ''}); "
                 "the operators signed honestly on false data"
+            )
+        if self.on_records:
+            lines.append(
+                f"{len(self.on_records)} of them shown only by the gateway's own records (task "
+                "statuses no signature covers): their records do not verify offline"
             )
         for item in self.unrecorded:
             lines.append(

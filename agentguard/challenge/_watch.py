@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -442,35 +442,12 @@ class Watcher:
             self.index.tasks(evidence.policy_client, task.agent), candidate.now, task.seq
         )
         try:
-            finding = check_task(
-                evidence,
-                client.registration,
-                client.policy,
-                pool,
-                at=candidate.now,
-                seq=task.seq,
-                engine=self.engine,
-            )
-            members = [
-                (self._recent[c.task_id], c)
-                for c in pool
-                if c.now == candidate.now
-                and c.task_id != candidate.task_id
-                and c.task_id in self._recent
-                and c.attestation["policy_id"] == candidate.attestation["policy_id"]
-            ]
-            if not finding.proven and members:
-                members = members[:MAX_GROUP]  # any subset of a second's tasks proves the same
-                finding = check_group(
-                    evidence,
-                    client.registration,
-                    client.policy,
-                    pool,
-                    members,
-                    at=candidate.now,
-                    seq=task.seq,
-                    engine=self.engine,
-                )
+            finding = self._prove(evidence, client, candidate, pool, task.seq)
+            # a verifier can re-check signatures and chain facts, not the gateway's statuses:
+            strict = finding
+            if finding.proven:
+                stripped = [replace(c, status=None) for c in pool]
+                strict = self._prove(evidence, client, candidate, stripped, task.seq)
         except ChallengeError as exc:
             self.report.warn(task.task_id, exc.message)
             return
@@ -483,8 +460,51 @@ class Watcher:
                 "flight that were later refused can explain it)",
             )
         if finding.proven:
-            record = self._history_record(evidence, client, finding)
+            record = self._history_record(evidence, client, strict if strict.proven else finding)
+            if not strict.proven:
+                record["extra"]["rests_on_records"] = True
+                self.report.on_records.append(task.task_id)
             self._proven(task, record, [])
+
+    def _prove(
+        self,
+        evidence: TaskEvidence,
+        client: _Client,
+        candidate: Candidate,
+        pool: list[Candidate],
+        seq: int,
+    ) -> HistoryFinding:
+        """The task against the bound of ``pool``; its second's tasks with it if that alone
+        proves nothing."""
+        finding = check_task(
+            evidence,
+            client.registration,
+            client.policy,
+            pool,
+            at=candidate.now,
+            seq=seq,
+            engine=self.engine,
+        )
+        members = [
+            (self._recent[c.task_id], c)
+            for c in pool
+            if c.now == candidate.now
+            and c.task_id != candidate.task_id
+            and c.task_id in self._recent
+            and c.attestation["policy_id"] == candidate.attestation["policy_id"]
+        ]
+        if finding.proven or not members:
+            return finding
+        return check_group(
+            evidence,
+            client.registration,
+            client.policy,
+            pool,
+            members[:MAX_GROUP],  # any subset of a second's tasks proves the same
+            at=candidate.now,
+            seq=seq,
+            engine=self.engine,
+        )
 
     def _landed(self, pool: list[Candidate], at: int, seq: int) -> list[Candidate]:
         """Earlier payments from a watched vault that nothing else shows still counted: the

@@ -24,7 +24,7 @@ from eth_account import Account
 from web3.contract import Contract
 
 from agentguard import TransactionIntent
-from agentguard.challenge import Watcher
+from agentguard.challenge import Quorum, Watcher
 from agentguard.challenge import _watch as watch_module
 from agentguard.challenge._chain import PauseResult
 from agentguard.challenge._record import verify_record
@@ -32,7 +32,7 @@ from agentguard.challenge._report import Report
 from agentguard.challenge._watch import GatewayTasks
 from agentguard.network.state import open_state
 from tests.chain.helpers import reverts
-from tests.network.conftest import RPC, UNIT
+from tests.network.conftest import NETCHECK, RPC, UNIT, fresh_eoa_client, params, transfer
 
 from .test_history_bound import STRANGERS
 from .watch_support import (
@@ -70,7 +70,9 @@ def four_spends(c: Chain, rpc: RPC, vault: Contract) -> list[dict[str, Any]]:
     return results
 
 
-def watch(net: LyingNetwork, c: Chain | None, vault: Contract, tmp: Path, **kw: Any) -> Report:
+def watch(
+    net: LyingNetwork, c: Chain | None, vault: Contract | None, tmp: Path, **kw: Any
+) -> Report:
     state = open_state(str(net.state_dir / "state.sqlite3"))
     try:
         return Watcher(
@@ -79,7 +81,7 @@ def watch(net: LyingNetwork, c: Chain | None, vault: Contract, tmp: Path, **kw: 
             out_dir=tmp / "records",
             once=True,
             w3=None if c is None else c.w3,
-            vaults=[] if c is None else [vault.address],
+            vaults=[] if c is None or vault is None else [vault.address],
             **kw,
         ).run()
     finally:
@@ -380,3 +382,38 @@ def test_a_resumed_watch_still_has_the_chain_behind_its_cursor(
     second = watch(net, c, vault, tmp_path)
     assert second.checked == 1
     assert second.history == [results[3]["task_id"]]
+
+
+def test_a_proof_on_the_gateways_own_records_is_reported_but_does_not_verify_offline(
+    parts: tuple[Chain, LyingNetwork, RPC], tmp_path: Path
+) -> None:
+    """An EOA client's earlier attestations expired (1 s) before the lie, and nothing onchain
+    shows them: only the gateway's own records (status attested, never released) show they
+    still counted. The watch acts on what it read itself, but a record resting on statuses no
+    signature covers proves nothing to anyone else; before the fix it verified, so a
+    challenger could frame an honest gateway by editing statuses."""
+    _, net, rpc = parts
+    client, key = fresh_eoa_client()
+    net.register_policy_client(
+        client,
+        NETCHECK,
+        params(max_per_tx=5 * UNIT, daily_cap=12 * UNIT),
+        expire_after=1,
+        owner_key=key,
+    )
+    results = []
+    for i in range(3):
+        if i:
+            time.sleep(2.1)
+        results.append(rpc.create(client, transfer(client, 5 * UNIT)))
+    assert [r["attestation"]["decision"] for r in results] == ["allow"] * 3
+    quorum = Quorum(frozenset(a.lower() for a in net.operator_addresses), 2)
+    report = watch(net, None, None, tmp_path, quorum=quorum)
+    assert results[2]["task_id"] in report.history
+    assert results[2]["task_id"] in report.on_records
+    path = next(p for p in report.records if results[2]["task_id"][2:] in p)
+    record = json.loads(Path(path).read_text())
+    assert record["extra"]["rests_on_records"] is True
+    check = verify_record(record)
+    assert not check.proven
+    assert "no signature covers" in check.reason, check.reason
