@@ -16,19 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from agentguard._attestation import Attestation, attestation_digest, recover_signer
 from agentguard._eip712 import keccak
-from agentguard._exceptions import AgentGuardError, NodeUnavailable
+from agentguard._exceptions import AgentGuardError, ConfigurationError, NodeUnavailable
 from agentguard._intent import TransactionIntent
-from agentguard.chain.contracts import load_artifact
+from agentguard.chain.contracts import load_artifact, transact
 from agentguard.chain.vault import EXECUTE_SIGNATURE
 
 __all__ = [
@@ -418,20 +419,11 @@ def pause_vaults(
                     )
                 )
                 continue
-            tx = vault.functions.pause().build_transaction(
-                {
-                    "from": account.address,
-                    "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-                }
-            )
-            signed = account.sign_transaction(cast("dict[str, Any]", tx))
-            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-            ok = receipt["status"] == 1
-            results.append(
-                PauseResult(vault.address, ok, _hex(tx_hash), None if ok else "pause() reverted")
-            )
-        except Exception as exc:
+            receipt = transact(w3, vault.functions.pause(), sender=account)
+            results.append(PauseResult(vault.address, True, _hex(receipt["transactionHash"])))
+        except (ContractLogicError, ConfigurationError) as exc:  # refused: final
+            results.append(PauseResult(vault.address, False, None, f"pause refused ({exc})"))
+        except Exception as exc:  # the node: try again later
             results.append(
                 PauseResult(
                     vault.address, False, None, f"pause failed ({type(exc).__name__})", True
