@@ -12,7 +12,7 @@ from agentguard._exceptions import ChallengeError, ConfigurationError
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
 from agentguard.network.approvals import SignedApproval
-from agentguard.network.operator import evaluate_policy, policy_input
+from agentguard.network.operator import check_params, evaluate_policy, policy_input
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine
@@ -78,6 +78,10 @@ def reevaluate(
     if the material is not the attested configuration, or the inputs are ones no honest
     operator evaluates (then the caller decides whom that blames)."""
     check_material(evidence, registration, policy)
+    try:
+        check_params(policy, registration.params)
+    except RPCError as exc:
+        raise ChallengeError(f"the registration's params: {exc}") from None
     try:
         intent, parsed, data = policy_input(
             evidence.intent, evidence.wasm if wasm is None else wasm

@@ -52,6 +52,7 @@ __all__ = [
     "KEY_ENV",
     "TOKEN_ENV",
     "Operator",
+    "check_params",
     "create_app",
     "evaluate_policy",
     "main",
@@ -234,19 +235,8 @@ class Operator:
             )
         policy = self._policy(params, code_hash)
         key = (registration.policy_client, registration.version)
-        if key not in self._validated and policy.params_schema:
-            import jsonschema
-
-            try:
-                jsonschema.validate(registration.params, dict(policy.params_schema))
-            except jsonschema.ValidationError as exc:
-                raise RPCError(
-                    INVALID_PARAMS, f"params do not match the policy schema: {exc.message}"
-                ) from None
-            except jsonschema.SchemaError as exc:
-                raise RPCError(
-                    INVALID_PARAMS, f"the policy's params schema is invalid: {exc.message}"
-                ) from None
+        if key not in self._validated:
+            check_params(policy, registration.params)
         self._validated.add(key)
         return policy, registration.params
 
@@ -356,6 +346,25 @@ class Operator:
             "policy_id": "0x" + pid.hex(),
             "signature": "0x" + sign_attestation(self._key, digest).hex(),
         }
+
+
+def check_params(policy: Policy, params: dict[str, Any]) -> None:
+    """The registered params must match the policy's params schema (itself a valid schema);
+    ``RPCError`` otherwise. The challenger checks a registration with this very function."""
+    if not policy.params_schema:
+        return
+    import jsonschema
+
+    try:
+        jsonschema.validate(params, dict(policy.params_schema))
+    except jsonschema.ValidationError as exc:
+        raise RPCError(
+            INVALID_PARAMS, f"params do not match the policy schema: {exc.message}"
+        ) from None
+    except jsonschema.SchemaError as exc:
+        raise RPCError(
+            INVALID_PARAMS, f"the policy's params schema is invalid: {exc.message}"
+        ) from None
 
 
 def policy_input(

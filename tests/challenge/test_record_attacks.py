@@ -301,3 +301,98 @@ def test_the_cli_says_proven_not_proven_or_not_a_record(
     assert main(["challenge", "verify", str(garbage)]) == 2
     assert "not JSON" in capsys.readouterr().err
     assert main(["challenge", "verify", str(tmp_path / "missing.json")]) == 2
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            found += _paths(value, (*prefix, i))
+    return found
+
+
+def _mutated(
+    doc: dict[str, Any], rng: Any, paths: list[tuple[Any, ...]], values: list[Any]
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """A copy of ``doc`` with one field (at one of ``paths``) replaced or removed."""
+    forged = copy.deepcopy(doc)
+    path = rng.choice(paths)
+    target: Any = forged
+    for part in path[:-1]:
+        target = target[part]
+    if rng.random() < 0.2 and isinstance(target, dict):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = rng.choice(values)
+    return forged, path
+
+
+def test_random_edits_give_a_verdict_never_a_crash(record: dict[str, Any]) -> None:
+    """Every field of a true record, replaced by values of every JSON type or removed: the
+    answer is "not proven" or ``NotAChallengeRecord``, never another exception (and never
+    "proven" for an edit that changes what was signed or evaluated)."""
+    import random
+
+    rng = random.Random(7)
+    values: list[Any] = [
+        None,
+        True,
+        0,
+        -1,
+        2**300,
+        1.5,
+        "",
+        "0x",
+        "0x" + "ab" * 32,
+        [],
+        {},
+        [1],
+        {"a": 1},
+    ]
+    paths = _paths(record)
+    for _ in range(400):
+        forged, path = _mutated(record, rng, paths, values)
+        try:
+            check = verify_record(forged)
+        except NotAChallengeRecord:
+            continue
+        if check.proven:  # only edits of what the proof does not rest on
+            assert path[0] in {"source", "created_at", "approval", "extra"} or path[:2] in {
+                ("recomputed", "reasons"), ("recomputed", "tier"), ("attestation", "reasons"),
+                ("attestation", "scheme"),  # removed: ecdsa, the default
+                ("policy", "name"), ("policy", "description"),
+                # not in the code hash; a schema only refuses params, it decides nothing
+                ("policy", "params_schema"),
+                # unsigned: the proof holds whatever they are (the most permissive check)
+                ("wasm", "history"), ("wasm", "approved"),
+            }, path  # fmt: skip
+
+
+def test_random_evidence_from_a_lying_source_never_crashes_the_run() -> None:
+    """What a source hands the run, edited anywhere: a finding or nothing, never an
+    exception; and a discrepancy only where signatures really sign allow for a deny."""
+    import random
+
+    from agentguard.challenge import check_evidence
+
+    class _Held:
+        def get(self, policy_id: str) -> Any:
+            registration = _registration()
+            return (
+                (registration, NETCHECK)
+                if policy_id == "0x" + registration.policy_id.hex()
+                else None
+            )
+
+    rng = random.Random(11)
+    values: list[Any] = [None, True, 0, 2**300, "", "0x" + "ab" * 32, [], {}, [1], {"a": 1}]
+    base = _evidence(15 * UNIT).__dict__
+    paths = [p for p in _paths(base) if len(p) > 1 and p[0] in {"intent", "wasm", "attestation"}]
+    for _ in range(300):
+        doc, _ = _mutated(base, rng, paths, values)
+        finding = check_evidence(TaskEvidence(**doc), _Held())  # type: ignore[arg-type]
+        if finding is not None and finding.record is not None:
+            assert verify_record(finding.record).proven or not finding.offline

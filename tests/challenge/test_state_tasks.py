@@ -75,3 +75,51 @@ def test_every_saved_registration_stays_readable_by_its_policy_id(state: State) 
     current = state.policy_client(CLIENT)
     assert current is not None and current.registration == saved[1]
     assert state.policy_version("0x" + "00" * 32) is None
+
+
+def test_replicas_recording_while_auditors_read_never_skip_a_task(
+    request: pytest.FixtureRequest,
+) -> None:
+    """PostgreSQL, four handles (two gateway replicas recording, two auditors following the
+    cursor) at once: each auditor sees every recorded task exactly once, in increasing seq."""
+    import threading
+
+    url = f"{base_url('postgres', request)}?namespace=w{uuid.uuid4().hex[:16]}"
+    writers = [open_state(url), open_state(url)]
+    readers = [open_state(url), open_state(url)]
+    done = threading.Event()
+    seen: list[list[tuple[int, str]]] = [[], []]
+
+    def write(state: State, prefix: str) -> None:
+        for i in range(60):
+            _record(state, f"{prefix}{i}", 1, NOW + i)
+
+    def follow(state: State, out: list[tuple[int, str]]) -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            for task in state.tasks(after=cursor, limit=7):
+                out.append((task.seq, task.task_id))
+                cursor = task.seq
+            if finished and not state.tasks(after=cursor):
+                return
+
+    threads = [
+        threading.Thread(target=write, args=(w, p)) for w, p in zip(writers, "ab", strict=True)
+    ]
+    followers = [
+        threading.Thread(target=follow, args=(r, s)) for r, s in zip(readers, seen, strict=True)
+    ]
+    for t in threads + followers:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    for t in followers:
+        t.join()
+    expected = {f"{p}{i}" for p in "ab" for i in range(60)}
+    for out in seen:
+        assert sorted(task for _, task in out) == sorted(expected)
+        assert [seq for seq, _ in out] == sorted({seq for seq, _ in out})
+    for state in writers + readers:
+        state.close()
