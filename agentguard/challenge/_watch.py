@@ -61,7 +61,7 @@ from agentguard.challenge._report import Report
 from agentguard.challenge._run import check_evidence
 from agentguard.challenge._sources import GatewaySource, Materials
 from agentguard.network.gateway._audit import MAX_TASKS_PER_CALL
-from agentguard.network.registration import Registration
+from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
 from agentguard.network.state import PolicyClientRecord, StoredTask
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
@@ -639,7 +639,12 @@ class Watcher:
                 continue
             since = self._recorded_since
             attested = executed.attestation
-            if since is None or (since >= 0 and (attested is None or attested.expires_at < since)):
+            if since is None or (
+                since >= 0
+                # created up to MAX_EXPIRE_AFTER before its expiry: judged only if surely
+                # after the oldest record this run read
+                and (attested is None or attested.expires_at - MAX_EXPIRE_AFTER < since)
+            ):
                 continue
             entry = {
                 "vault": fact.address,
