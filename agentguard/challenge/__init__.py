@@ -35,11 +35,14 @@ _LAZY = {
     "Materials": "_sources",
     "PolicyDir": "_sources",
     "StateSource": "_sources",
+    "Quorum": "_history",
+    "Watcher": "_watch",
 }
 
 if TYPE_CHECKING:
     from agentguard.challenge._evaluate import Recomputed, reevaluate
     from agentguard.challenge._evidence import TaskEvidence
+    from agentguard.challenge._history import Quorum
     from agentguard.challenge._record import (
         RECORD_FORMAT,
         RecordCheck,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
         PolicyDir,
         StateSource,
     )
+    from agentguard.challenge._watch import Watcher
 
 __all__ = [
     "RECORD_FORMAT",
@@ -66,11 +70,13 @@ __all__ = [
     "Materials",
     "NotAChallengeRecord",
     "PolicyDir",
+    "Quorum",
     "Recomputed",
     "RecordCheck",
     "Report",
     "StateSource",
     "TaskEvidence",
+    "Watcher",
     "build_record",
     "check_evidence",
     "load_record",

@@ -105,6 +105,7 @@ def add_challenge_commands(subparsers: Any) -> None:
         "--rpc", help="a node URL, to re-check the chain facts a history record cites"
     )
     verify.set_defaults(handler=_verify)
+    _add_watch(sub)
 
 
 def _sources(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -230,6 +231,122 @@ def _verify(args: argparse.Namespace) -> int:
     decision = check.recomputed.decision if check.recomputed else "?"
     print(
         f"proven ({check.kind}): the policy gives {decision}; wrong signers: "
-        + ", ".join(check.wrong_signers)
+        + (", ".join(check.wrong_signers) or "none (the gateway handed the operators false data)")
     )
     return 0
+
+
+def _add_watch(sub: Any) -> None:
+    watch = sub.add_parser(
+        "watch",
+        help="follow new tasks, check each (decision and history); pause vaults on a proof",
+        description="Follow the network's records as they grow, from a cursor file (resumable: "
+        "a crash re-checks at most one batch). Each task is re-evaluated and its history "
+        "checked against what provably counted (the records, and with --rpc the vaults' "
+        "Executed events). On a proven discrepancy the record is written to --out and, with "
+        "--guardian-key-file, the affected --vault is paused. Exit status: 0 nothing proven, "
+        "1 a discrepancy proven, 2 an error.",
+    )
+    source = watch.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--state", metavar="SPEC", help="the network's state (SQLite or PostgreSQL)"
+    )
+    source.add_argument("--gateway", metavar="URL", help="a gateway's URL (auditor methods)")
+    watch.add_argument("--api-key", help="the gateway API key (default $AGENTGUARD_API_KEY)")
+    watch.add_argument("--cursor", required=True, metavar="FILE", help="the cursor file")
+    watch.add_argument("--out", default="challenges", metavar="DIR", help="records go here")
+    watch.add_argument("--batch", type=int, default=200, metavar="N", help="tasks per batch")
+    watch.add_argument("--max-tasks", type=int, metavar="N", help="stop after checking N tasks")
+    watch.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between polls"
+    )
+    watch.add_argument("--until", type=float, metavar="UNIX", help="stop at this unix time")
+    watch.add_argument("--once", action="store_true", help="stop once caught up")
+    watch.add_argument("--rpc", help="a node URL: vault events, their operators, pausing")
+    watch.add_argument(
+        "--vault", action="append", default=[], metavar="ADDR", help="a vault to watch, repeatable"
+    )
+    watch.add_argument(
+        "--guardian-key-file",
+        metavar="FILE",
+        help="a key the vault owners granted with grantGuardian: pause affected vaults with it",
+    )
+    watch.add_argument(
+        "--pause-all", action="store_true", help="pause every --vault on any proven discrepancy"
+    )
+    watch.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="the network's operators, repeatable (with --threshold); a vault's own are read "
+        "from the chain",
+    )
+    watch.add_argument("--threshold", type=int, metavar="N", help="signatures a quorum needs")
+    watch.add_argument("--report", metavar="FILE", help="write the report (JSON) here")
+    watch.add_argument("--json", action="store_true", help="print the report as JSON")
+    watch.set_defaults(handler=_watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    require("network", needed_by="agentguard challenge")
+    from agentguard.challenge._history import Quorum
+    from agentguard.challenge._watch import GatewayTasks, Watcher
+    from agentguard.network.state import open_state
+
+    if bool(args.operator) != (args.threshold is not None):
+        raise ConfigurationError("--operator and --threshold go together")
+    quorum = (
+        Quorum(frozenset(o.lower() for o in args.operator), args.threshold)
+        if args.operator
+        else None
+    )
+    w3, guardian = None, None
+    if args.rpc:
+        from web3 import Web3
+
+        from agentguard._redact import register_url_secrets
+
+        register_url_secrets(args.rpc)
+        w3 = Web3(Web3.HTTPProvider(args.rpc, request_kwargs={"timeout": 10}))
+    if args.guardian_key_file:
+        from eth_account import Account
+
+        from agentguard.network._keys import load_operator_key
+
+        secret = load_operator_key(args.guardian_key_file, "AGENTGUARD_GUARDIAN_KEY").secret
+        guardian = Account.from_key(secret)
+        if not args.vault:
+            raise ConfigurationError("--guardian-key-file pauses the --vault(s) given: name them")
+    if args.state:
+        from agentguard.challenge._sources import _check_sqlite_state
+
+        _check_sqlite_state(args.state)  # an existing gateway state: never a new file
+        source: Any = open_state(args.state)
+    else:
+        key = args.api_key or os.environ.get("AGENTGUARD_API_KEY")
+        if not key:
+            raise ConfigurationError("--gateway needs --api-key (or $AGENTGUARD_API_KEY)")
+        source = GatewayTasks(args.gateway, key)
+    try:
+        report = Watcher(
+            source,
+            cursor_file=args.cursor,
+            out_dir=args.out,
+            quorum=quorum,
+            batch=args.batch,
+            max_tasks=args.max_tasks,
+            interval=args.interval,
+            until=args.until,
+            once=args.once,
+            w3=w3,
+            vaults=args.vault,
+            guardian=guardian,
+            pause_all=args.pause_all,
+        ).run()
+    finally:
+        source.close()
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
+    return 1 if report.proven else 0

@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ class KindResult:
     wasm: dict[str, Any]
     also: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    blames_operators: bool = True  # False: it proves another party wrong (history: the gateway)
 
 
 KindChecker = Callable[[RecordContext], KindResult]
@@ -118,6 +120,7 @@ def _decision_kind(context: RecordContext) -> KindResult:
 
 
 KINDS: dict[str, KindChecker] = {"decision": _decision_kind}
+_KIND_MODULES = {"history": "agentguard.challenge._history"}  # kinds registered on first use
 
 
 def register_kind(kind: str, checker: KindChecker) -> None:
@@ -236,13 +239,15 @@ def verify_record(
     named = sorted({s.lower() for s in doc["wrong_signers"]})
     notes: list[str] = []
     try:
+        if kind in _KIND_MODULES and kind not in KINDS:
+            import_module(_KIND_MODULES[kind])  # registers its checker
         checker = KINDS.get(kind)
         if checker is None:
             raise NotProven(f"no checker for records of kind {kind[:40]!r} (an older agentguard?)")
         recomputed = _check(doc, checker, rpc, named, operators, notes)
     except NotProven as exc:
         return RecordCheck(False, kind, named, None, notes, reason=str(exc))
-    if operators is None:
+    if operators is None and named:
         notes.append(
             "the wrong signers are named by the keys their signatures recover to: compare them "
             "with your network's operator set"
@@ -311,6 +316,10 @@ def _check(
     signed = {s.operator: s.allow for s in signed_values(attestation, intent, operators)}
     if any(value is not None and value != attestation.allowed for value in signed.values()):
         raise NotProven("the attestation's decision is not what its signatures sign")
+    if not result.blames_operators:
+        if named:
+            raise NotProven(f"a {doc['kind']} record names no wrong signers")
+        return recomputed
     if not named:
         raise NotProven("the record names no operator")
     tier = getattr(attestation, "tier", None)

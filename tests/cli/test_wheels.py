@@ -19,8 +19,10 @@ IMPORT_ALL = Path(__file__).with_name("import_all.py")
 # the modules of agentguard that need an extra, and which one
 NEEDS_EXTRA = {
     "agentguard.challenge._evaluate": "network",
+    "agentguard.challenge._history": "network",
     "agentguard.challenge._record": "network",
     "agentguard.challenge._run": "network",
+    "agentguard.challenge._watch": "network",
     "agentguard.network._server": "network",
     "agentguard.network.console": "network",
     "agentguard.network.gateway": "network",
