@@ -214,6 +214,11 @@ class Attestation(_WireModel):
         description="scheme newton-bls: the gateway's whole newt_createTask result as received, "
         "as compact JSON text (immutable), for the BLS verifier to re-read; never trusted as is",
     )
+    policy_data: str | None = Field(
+        default=None,
+        description="the policy data (data.wasm) the gateway says the operators evaluated, as "
+        "JSON text; kept for the audit log so an auditor can re-evaluate; never trusted",
+    )
 
     @field_validator("task_id", "policy_id", "intent_hash", mode="before")
     @classmethod

@@ -49,6 +49,8 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     ├── PaymentRequiredError         an x402 402 answer offers nothing this agent may pay
     ├── PaymentSessionBusy           waited too long for another request to open an upto session
     ├── NotAnAuditLog                a file given as an audit log is not one (no line is an entry)
+    ├── ChallengeError               the challenger cannot re-check what it was given
+    │   └── NotAChallengeRecord      a challenge record is malformed (not JSON, wrong shape, huge)
     └── ExecutionError               signed under a valid attestation, but it did not land as asked
         ├── TransactionReverted      the chain (or gas estimation) reverted it; reason decoded
         ├── OutcomeUnknown           sent, but whether it landed is not known yet (never re-signed)
@@ -652,3 +654,20 @@ class NodeUnavailable(ExecutionError):
     (nonce, block, fee reads): nothing was signed and the budget was given back."""
 
     hint = "Nothing was signed; the budget was released. Retry when the RPC node answers."
+
+
+class ChallengeError(AgentGuardError):
+    """The challenger (``agentguard challenge``) cannot re-check what it was given: a source
+    it cannot read, evidence it cannot rebuild the policy input from, a policy id it has no
+    registration for."""
+
+    hint = "Check the source (state, gateway URL and API key, audit log, policy folder)."
+
+
+class NotAChallengeRecord(ChallengeError):
+    """What was given as a challenge record is not one: not JSON, not an object of the
+    ``agentguard.challenge/1`` shape, a field of the wrong type, too large or too deep."""
+
+    hint = (
+        "A challenge record is the JSON file `agentguard challenge run` wrote; it proves nothing."
+    )

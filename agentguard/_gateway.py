@@ -446,7 +446,24 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
         _bytes_field(evaluation, "task_response.evaluation_result")
     ) != (attestation.decision == "allow"):
         raise GatewayProtocolError("evaluation_result contradicts the attestation decision")
-    return attestation
+    data = _policy_data(response)
+    return attestation if data is None else attestation.model_copy(update={"policy_data": data})
+
+
+def _policy_data(response: dict[str, Any] | None) -> str | None:
+    """The policy data of a reference network's ``task_response`` (one ``policyData`` entry,
+    hex of a JSON object), as text for the audit log; None for any other shape (a Newton
+    gateway's, or garbage: it decides nothing, so it is kept or left out, never refused)."""
+    data = (response or {}).get("policy_task_data")
+    entries = data.get("policyData") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+        return None
+    raw = entries[0].get("data")
+    try:
+        text = bytes.fromhex(raw.removeprefix("0x")).decode() if isinstance(raw, str) else ""
+        return text if isinstance(strict_loads(text), dict) else None
+    except ValueError:
+        return None
 
 
 def _field(doc: dict[str, Any], snake: str, camel: str, where: str) -> Any:

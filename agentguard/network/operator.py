@@ -46,9 +46,17 @@ from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json
-from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
 
-__all__ = ["KEY_ENV", "TOKEN_ENV", "Operator", "create_app", "main"]
+__all__ = [
+    "KEY_ENV",
+    "TOKEN_ENV",
+    "Operator",
+    "create_app",
+    "evaluate_policy",
+    "main",
+    "policy_input",
+]
 
 KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
 TOKEN_ENV = "AGENTGUARD_OPERATOR_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -309,12 +317,7 @@ class Operator:
         policy_client = params.get("policy_client")
         if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
             raise RPCError(INVALID_PARAMS, "policy_client must be a 0x-prefixed address")
-        try:
-            intent = TransactionIntent.from_wire(params.get("intent"))  # type: ignore[arg-type]
-            spend = intent.spend
-            parsed = intent.parsed()
-        except AgentGuardError as exc:
-            raise RPCError(INVALID_PARAMS, f"intent: {exc.message}") from None
+        intent, parsed, wasm = policy_input(params.get("intent"), params.get("wasm"))
         chain_id = _int(params, "chain_id", 1, (1 << 64) - 1)
         if chain_id != intent.chain_id:
             raise RPCError(INVALID_PARAMS, "chain_id differs from the intent's chain id")
@@ -323,31 +326,11 @@ class Operator:
         if abs(expires_at - expire_after - now) > CLOCK_SKEW:
             raise RPCError(INVALID_PARAMS, "expires_at is not now + expire_after")
         intent_hash = intent.intent_hash
-        wasm = params.get("wasm")
-        if not isinstance(wasm, dict):
-            raise RPCError(INVALID_PARAMS, "wasm must be an object (the policy's data.wasm)")
-        if wasm.get("intent_hash") != "0x" + intent_hash.hex():
-            raise RPCError(INVALID_PARAMS, "data.wasm is about a different intent")
-        if wasm.get("spend") != spend.wasm():
-            raise RPCError(INVALID_PARAMS, "data.wasm.spend does not match the intent")
-        if "x402" in wasm:
-            try:
-                canonical = canonical_x402(wasm["x402"], intent)
-            except AgentGuardError as exc:
-                raise RPCError(INVALID_PARAMS, f"data.wasm.x402: {exc.message}") from None
-            if wasm["x402"] != canonical:
-                raise RPCError(INVALID_PARAMS, "data.wasm.x402 is not in canonical form")
-        wasm_now = wasm.get("now")
-        if not isinstance(wasm_now, int) or abs(wasm_now - now) > CLOCK_SKEW:
+        wasm_now = wasm["now"]
+        if abs(wasm_now - now) > CLOCK_SKEW:
             raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
         if expires_at != wasm_now + expire_after:
             raise RPCError(INVALID_PARAMS, "expires_at is not data.wasm.now + expire_after")
-        unknown = sorted(set(wasm) - _WASM_FIELDS)
-        if unknown:
-            shown = ", ".join(repr(k)[:40] for k in unknown[:5])
-            raise RPCError(INVALID_PARAMS, f"data.wasm carries keys no gateway sends: {shown}")
-        if not isinstance(wasm.get("approved"), bool) or not isinstance(wasm.get("history"), dict):
-            raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
 
         registration = self._registration(params, policy_client)
         derived = self._derive(registration)
@@ -356,12 +339,9 @@ class Operator:
         )
         approval = self._approval(params, wasm, registration, intent_hash, chain_id, now)
         pid = derived.policy_id
-        try:
-            evaluation = self._engine.evaluate(
-                policy, input=parsed, params=config, wasm=wasm, params_json=derived.engine_params
-            )
-        except PolicyEngineError as exc:
-            raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+        evaluation = evaluate_policy(
+            self._engine, policy, parsed, config, wasm, params_json=derived.engine_params
+        )
         client = bytes.fromhex(policy_client[2:])
         self._claim_task(task_id, client, intent_hash, expires_at, now)
         if (
@@ -390,6 +370,64 @@ class Operator:
             "policy_id": "0x" + pid.hex(),
             "signature": "0x" + sign_attestation(self._key, digest).hex(),
         }
+
+
+def policy_input(
+    intent_wire: Any, wasm: Any
+) -> tuple[TransactionIntent, dict[str, Any], dict[str, Any]]:
+    """The policy's input as an operator builds it: the intent parsed from its wire form (never
+    the gateway's reading of it) and ``data.wasm`` checked to describe exactly that intent, in
+    the shape an honest gateway sends. Returns (intent, parsed input, data.wasm); ``RPCError``
+    otherwise. The challenger (``agentguard.challenge``) rebuilds inputs with this very function.
+    The clock checks (``now``, expiry) are the caller's: they depend on when it evaluates."""
+    try:
+        intent = TransactionIntent.from_wire(intent_wire)
+        spend = intent.spend
+        parsed = intent.parsed()
+    except AgentGuardError as exc:
+        raise RPCError(INVALID_PARAMS, f"intent: {exc.message}") from None
+    if not isinstance(wasm, dict):
+        raise RPCError(INVALID_PARAMS, "wasm must be an object (the policy's data.wasm)")
+    if wasm.get("intent_hash") != "0x" + intent.intent_hash.hex():
+        raise RPCError(INVALID_PARAMS, "data.wasm is about a different intent")
+    if wasm.get("spend") != spend.wasm():
+        raise RPCError(INVALID_PARAMS, "data.wasm.spend does not match the intent")
+    if "x402" in wasm:
+        try:
+            canonical = canonical_x402(wasm["x402"], intent)
+        except AgentGuardError as exc:
+            raise RPCError(INVALID_PARAMS, f"data.wasm.x402: {exc.message}") from None
+        if wasm["x402"] != canonical:
+            raise RPCError(INVALID_PARAMS, "data.wasm.x402 is not in canonical form")
+    now = wasm.get("now")
+    if isinstance(now, bool) or not isinstance(now, int):
+        raise RPCError(INVALID_PARAMS, "data.wasm.now is not the current time")
+    unknown = sorted(set(wasm) - _WASM_FIELDS)
+    if unknown:
+        shown = ", ".join(repr(k)[:40] for k in unknown[:5])
+        raise RPCError(INVALID_PARAMS, f"data.wasm carries keys no gateway sends: {shown}")
+    if not isinstance(wasm.get("approved"), bool) or not isinstance(wasm.get("history"), dict):
+        raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
+    return intent, parsed, wasm
+
+
+def evaluate_policy(
+    engine: PolicyEngine,
+    policy: Policy,
+    parsed: dict[str, Any],
+    params: dict[str, Any],
+    wasm: dict[str, Any],
+    *,
+    params_json: bytes | None = None,
+) -> Evaluation:
+    """The one evaluation an operator signs (and the challenger repeats): the parsed intent as
+    ``input``, the registered params, ``data.wasm``. ``RPCError`` if the policy fails."""
+    try:
+        return engine.evaluate(
+            policy, input=parsed, params=params, wasm=wasm, params_json=params_json
+        )
+    except PolicyEngineError as exc:
+        raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
 
 
 class _Claims:

@@ -20,6 +20,7 @@ runner executes (``_runner.py``).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -198,9 +199,16 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
             "attestation": verified.attestation.to_json(),
             "signers": list(verified.signers),
             "reservation": hold.id,
+            **_policy_data(verified.attestation.policy_data),
         },
     )
     return verified
+
+
+def _policy_data(text: str | None) -> dict[str, Any]:
+    """The policy data the operators evaluated (a reference network reports it), so an auditor
+    holding only this log can evaluate the policy again (``agentguard challenge``)."""
+    return {} if text is None else {"policy_data": json.loads(text)}
 
 
 def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentguard.network._rpc import INVALID_REQUEST, METHOD_NOT_FOUND, Encoded, RPCError, encode
 from agentguard.network.config import ApiKeyEntry
+from agentguard.network.gateway import _audit
 from agentguard.network.gateway._auth import require_admin
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ async def dispatch(
         return gateway.list_approvals(key, params)
     if method == "agentguard_approvalStatus":
         return gateway.approval_status(key, params)
+    if method == "agentguard_tasks":
+        return _audit.tasks(gateway.state, key, params)
+    if method == "agentguard_policyVersion":
+        return _audit.policy_version(gateway.state, key, params)
     if method == "agentguard_registerPolicyClient":
         require_admin(key)
         result = gateway.register(params)

@@ -13,9 +13,11 @@ from agentguard.network.state._book import Reservation
 from agentguard.network.state._compact import unpack
 from agentguard.network.state._model import (
     MAX_PENDING_APPROVALS,
+    MAX_TASKS_READ,
     PENDING,
     ApprovalRequest,
     PolicyClientRecord,
+    StoredTask,
     TaskRecord,
     TaskStatus,
     UsageCheck,
@@ -57,6 +59,12 @@ class State:
     def policy_client(self, address: str) -> PolicyClientRecord | None:
         """The registered client at ``address`` (any case), e.g. one another replica
         registered after this one started; ``None`` if there is none."""
+        raise NotImplementedError
+
+    def policy_version(self, policy_id: str) -> PolicyClientRecord | None:
+        """The registration saved under ``policy_id`` ('0x' + 64 hex) and its policy code:
+        every registration ever saved stays readable, so an auditor can re-evaluate a task
+        attested under a configuration the client has since replaced."""
         raise NotImplementedError
 
     # -- approvals -----------------------------------------------------------------------------
@@ -200,19 +208,38 @@ class State:
         found = self._stored(task_id)
         if found is None:
             return None
-        text, part = found
-        try:
-            return unpack(task_id, text, part)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise GatewayStateError(
-                f"the stored answer of task {task_id} cannot be read back ({exc})"
-            ) from None
+        return _unpacked(task_id, *found)
 
     def _stored(self, task_id: str) -> tuple[str, str | None] | None:
         """The row's stored text and the body of the shared part it names (if any)."""
         raise NotImplementedError
 
     def task(self, task_id: str) -> TaskRecord | None:
+        raise NotImplementedError
+
+    def tasks(
+        self, *, after: int = 0, limit: int = MAX_TASKS_READ, policy_client: str | None = None
+    ) -> list[StoredTask]:
+        """Recorded (allowed) tasks with ``seq > after``, oldest first, at most ``limit``
+        (capped at ``MAX_TASKS_READ``); ``policy_client`` keeps only that client's."""
+        limit = max(0, min(limit, MAX_TASKS_READ))
+        rows = self._task_rows(
+            after, limit, None if policy_client is None else policy_client.lower()
+        )
+        return [
+            StoredTask(
+                *(row[1], row[2], row[3], row[4], int(row[5]), int(row[6]), int(row[7]), row[8]),
+                seq=int(row[0]),
+                result=_unpacked(row[1], row[9], row[10]),
+            )
+            for row in rows
+        ]
+
+    def _task_rows(
+        self, after: int, limit: int, policy_client: str | None
+    ) -> list[tuple[Any, ...]]:
+        """(seq, task id, client, agent, asset, amount, created, expires, status, stored text,
+        shared part) of recorded tasks, by ``seq``."""
         raise NotImplementedError
 
     def release(self, task_id: str, now: int, *, trusted: bool) -> TaskStatus | None:
@@ -281,3 +308,12 @@ class State:
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
         return released
+
+
+def _unpacked(task_id: str, text: str, part: str | None) -> dict[str, Any]:
+    try:
+        return unpack(task_id, text, part)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise GatewayStateError(
+            f"the stored answer of task {task_id} cannot be read back ({exc})"
+        ) from None

@@ -30,6 +30,34 @@ class TaskRecord:
     status: TaskStatus
 
 
+@dataclass(frozen=True)
+class StoredTask(TaskRecord):
+    """A recorded (allowed) task as an auditor reads it: ``seq`` orders the records of one
+    state (a cursor: a later record always gets a higher ``seq``), ``result`` is the whole
+    answer the client got (the attestation and the policy data the operators evaluated)."""
+
+    seq: int
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (``agentguard_tasks``): the amount as a decimal string."""
+        return {
+            "seq": self.seq,
+            "task_id": self.task_id,
+            "policy_client": self.policy_client,
+            "agent": self.agent,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "status": self.status,
+            "result": self.result,
+        }
+
+
+MAX_TASKS_READ = 1000
+"""The most recorded tasks one ``State.tasks`` call returns."""
+
 REQUEST_COLUMNS = (
     "policy_client, intent_hash, intent, spend, reasons, created_at, expires_at, status, "
     "approver, used_by"

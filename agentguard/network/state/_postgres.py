@@ -58,6 +58,7 @@ STALE_RESERVATION = 600
 """Seconds after which an in-flight reservation no replica settled is dropped: well past the
 longest task (``MAX_TIMEOUT``) and any clock difference between replicas."""
 _FINISHED = finished("%s")
+_NUMBERED = 10_000  # records given a ``seq`` per read at most (the rest on the next read)
 _TASK_COLUMNS = "task_id, policy_client, agent, asset, amount, created_at, expires_at, status"
 
 
@@ -78,6 +79,10 @@ def _schema(ns: str) -> tuple[str, ...]:
             outcome       text,
             result        text)""",
         f'CREATE INDEX IF NOT EXISTS tasks_by_expiry ON "{ns}".tasks (status, expires_at)',
+        # the auditors' cursor (see ``_task_rows``); added to a state made before it existed
+        f'ALTER TABLE "{ns}".tasks ADD COLUMN IF NOT EXISTS seq bigint',
+        f'CREATE SEQUENCE IF NOT EXISTS "{ns}".task_seq',
+        f'CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_seq ON "{ns}".tasks (seq)',
         f"""CREATE TABLE IF NOT EXISTS "{ns}".counted (
             policy_client text NOT NULL,
             agent         text NOT NULL,
@@ -96,6 +101,13 @@ def _schema(ns: str) -> tuple[str, ...]:
             policy_client text PRIMARY KEY,
             code_hash     text NOT NULL,
             registration  text NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS "{ns}".policy_versions (
+            policy_id     text PRIMARY KEY,
+            code_hash     text NOT NULL,
+            registration  text NOT NULL)""",
+        f'INSERT INTO "{ns}".policy_versions (policy_id, code_hash, registration) '  # noqa: S608
+        "SELECT registration::json ->> 'policy_id', code_hash, registration "
+        f'FROM "{ns}".registrations ON CONFLICT (policy_id) DO NOTHING',
         f"""CREATE TABLE IF NOT EXISTS "{ns}".approval_requests (
             policy_client text NOT NULL,
             intent_hash   text NOT NULL,
@@ -202,6 +214,16 @@ class PostgresState(State):
                 "SET code_hash = EXCLUDED.code_hash, registration = EXCLUDED.registration",
                 (registration.policy_client_hex, code_hash, json.dumps(registration.to_json())),
             )
+            db.execute(
+                f'INSERT INTO "{ns}".policy_versions (policy_id, code_hash, registration) '  # noqa: S608
+                "VALUES (%s, %s, %s) ON CONFLICT (policy_id) DO UPDATE "
+                "SET code_hash = EXCLUDED.code_hash, registration = EXCLUDED.registration",
+                (
+                    "0x" + registration.policy_id.hex(),
+                    code_hash,
+                    json.dumps(registration.to_json()),
+                ),
+            )
 
         self._db.run(body)
 
@@ -210,6 +232,15 @@ class PostgresState(State):
 
     def policy_client(self, address: str) -> PolicyClientRecord | None:
         rows = self._run(self._clients + " WHERE r.policy_client = %s", (address.lower(),))
+        return client_record(rows[0]) if rows else None
+
+    def policy_version(self, policy_id: str) -> PolicyClientRecord | None:
+        ns = self.namespace
+        rows = self._run(
+            f'SELECT v.registration, p.material FROM "{ns}".policy_versions v '  # noqa: S608
+            f'JOIN "{ns}".policies p ON p.code_hash = v.code_hash WHERE v.policy_id = %s',
+            (policy_id.lower(),),
+        )
         return client_record(rows[0]) if rows else None
 
     # -- approvals -----------------------------------------------------------------------------
@@ -477,6 +508,39 @@ class PostgresState(State):
             (task_id,),
         )
         return (rows[0][0], rows[0][1]) if rows and rows[0][0] is not None else None
+
+    def _task_rows(
+        self, after: int, limit: int, policy_client: str | None
+    ) -> list[tuple[Any, ...]]:
+        """A record gets its ``seq`` here, when first read, not when written: replicas record
+        concurrently and commit in any order, so a number taken while recording could become
+        visible after a higher one a reader already passed. Numbering only committed records,
+        one reader at a time (an advisory lock held to the commit), keeps every later number
+        higher than any a reader has seen; the gateway's hot path is not slowed."""
+        t, ns = self._t, self.namespace
+        client = " AND t.policy_client = %s" if policy_client is not None else ""
+        args = (after,) + ((policy_client,) if policy_client is not None else ()) + (limit,)
+
+        def body(db: Any) -> list[tuple[Any, ...]]:
+            self._lock(db, "task_seq")
+            db.execute(
+                f"UPDATE {t} AS t SET seq = q.n FROM (SELECT task_id, "  # noqa: S608
+                f"nextval('\"{ns}\".task_seq') AS n FROM (SELECT task_id FROM {t} "
+                "WHERE seq IS NULL AND status <> 'reserved' ORDER BY created_at, task_id "
+                f"LIMIT {_NUMBERED}) AS o) AS q WHERE t.task_id = q.task_id"
+            )
+            return list(
+                db.execute(
+                    f"SELECT t.seq, t.task_id, t.policy_client, t.agent, t.asset, t.amount, "  # noqa: S608
+                    "t.created_at, t.expires_at, t.status, t.result, s.body FROM "
+                    f"{t} t LEFT JOIN {self._parts_table} s ON s.digest = (t.result::json ->> "
+                    f"'k') WHERE t.seq > %s AND t.result IS NOT NULL{client} "
+                    "ORDER BY t.seq LIMIT %s",
+                    args,
+                ).fetchall()
+            )
+
+        return self._db.run(body)
 
     def task(self, task_id: str) -> TaskRecord | None:
         rows = self._run(

@@ -69,6 +69,13 @@ CREATE TABLE IF NOT EXISTS registrations (
     code_hash TEXT NOT NULL,
     registration TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_versions (
+    policy_id TEXT PRIMARY KEY,
+    code_hash TEXT NOT NULL,
+    registration TEXT NOT NULL
+);
+INSERT OR IGNORE INTO policy_versions (policy_id, code_hash, registration)
+    SELECT json_extract(registration, '$.policy_id'), code_hash, registration FROM registrations;
 CREATE TABLE IF NOT EXISTS approval_requests (
     policy_client TEXT NOT NULL,
     intent_hash TEXT NOT NULL,
@@ -133,6 +140,15 @@ class SQLiteState(State):
                 "VALUES (?, ?, ?)",
                 (registration.policy_client_hex, code_hash, json.dumps(registration.to_json())),
             )
+            self._db.execute(
+                "INSERT OR REPLACE INTO policy_versions (policy_id, code_hash, registration) "
+                "VALUES (?, ?, ?)",
+                (
+                    "0x" + registration.policy_id.hex(),
+                    code_hash,
+                    json.dumps(registration.to_json()),
+                ),
+            )
         # Windows may have changed with the params: rebuild this client's books on next use,
         # carrying the amounts still in flight over (see ``_book``).
         self._stale.update(k for k in self._books if k[0] == registration.policy_client_hex)
@@ -143,6 +159,14 @@ class SQLiteState(State):
     def policy_client(self, address: str) -> PolicyClientRecord | None:
         row = self._db.execute(
             _CLIENTS + " WHERE r.policy_client = ?", (address.lower(),)
+        ).fetchone()
+        return None if row is None else client_record(row)
+
+    def policy_version(self, policy_id: str) -> PolicyClientRecord | None:
+        row = self._db.execute(
+            "SELECT v.registration, p.material FROM policy_versions v "
+            "JOIN policies p ON p.code_hash = v.code_hash WHERE v.policy_id = ?",
+            (policy_id.lower(),),
         ).fetchone()
         return None if row is None else client_record(row)
 
@@ -386,6 +410,21 @@ class SQLiteState(State):
             (task_id,),
         ).fetchone()
         return None if row is None or row[0] is None else (row[0], row[1])
+
+    def _task_rows(
+        self, after: int, limit: int, policy_client: str | None
+    ) -> list[tuple[Any, ...]]:
+        # rowid: tasks are inserted (one writer at a time) and never deleted, so a later
+        # record always has a higher rowid
+        where = " AND t.policy_client = ?" if policy_client is not None else ""
+        args = (after,) + ((policy_client,) if policy_client is not None else ()) + (limit,)
+        return self._db.execute(
+            "SELECT t.rowid, t.task_id, t.policy_client, t.agent, t.asset, t.amount, "  # noqa: S608
+            "t.created_at, t.expires_at, t.status, t.result, s.body FROM tasks t "
+            "LEFT JOIN shared_parts s ON s.digest = json_extract(t.result, '$.k') "
+            f"WHERE t.rowid > ? AND t.result IS NOT NULL{where} ORDER BY t.rowid LIMIT ?",
+            args,
+        ).fetchall()
 
     def task(self, task_id: str) -> TaskRecord | None:
         row = self._db.execute(
