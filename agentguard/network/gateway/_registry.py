@@ -218,9 +218,8 @@ class Clients:
         """An older registration of the same owner with policy id ``pin``, from the state's
         versions (``State.policy_version``): this replica may have started after it, or
         dropped it from its last ``MAX_VERSIONS``."""
-        lookup = getattr(self._state, "policy_version", None)  # the state's versions table
-        record = lookup("0x" + pin.hex()) if lookup is not None else None
-        if not isinstance(record, PolicyClientRecord):
+        record = self._state.policy_version("0x" + pin.hex())
+        if record is None:
             return None
         registration = record.registration
         if (
