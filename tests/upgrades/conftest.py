@@ -87,6 +87,7 @@ def new_vault(
     *,
     delay: int = 0,
     register: bool = True,
+    fund: bool = True,
 ) -> Contract:
     """A vault owned by OWNER for AGENT (2 of the network's 3 operators), pinning NETCHECK with
     ``config``, registered with the network by its owner, holding 100 units."""
@@ -105,7 +106,10 @@ def new_vault(
     )
     if register:
         network.register_policy_client(vault.address, NETCHECK, config, owner_key=OWNER.private_key)
-    transact(chain.w3, chain.token.functions.mint(vault.address, 100 * UNIT), sender=OWNER.address)
+    if fund:
+        transact(
+            chain.w3, chain.token.functions.mint(vault.address, 100 * UNIT), sender=OWNER.address
+        )
     if delay:
         set_policy_delay(chain.w3, vault, delay, sender=OWNER.address)
     return vault

@@ -5,6 +5,7 @@ a chain RPC (gateway and operators), the owner's procedures of ``agentguard.chai
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from agentguard.chain.owner import (
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.state import policy_material
 from agentguard.policies import policy_id
-from tests.network.conftest import decision, params
+from tests.network.conftest import RPC, decision, params
 from tests.network.test_hostile_gateway import evaluate
 
 from .conftest import (
@@ -214,3 +215,59 @@ def test_an_operator_that_missed_the_pinned_registration_takes_it_because_the_va
     error = evaluate(late, operator_task(vault, chain, loosest, LOOSEST, 50 * UNIT))["error"]
     assert "not newer" in error["message"], error
     assert tight["version"] == 3
+
+
+def tasks_recorded(network: ReferenceNetwork, vault: Contract) -> int:
+    db = sqlite3.connect(network.state_dir / "state.sqlite3")
+    try:
+        (count,) = db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE lower(policy_client) = ?", (vault.address.lower(),)
+        ).fetchone()
+    finally:
+        db.close()
+    return int(count)
+
+
+def test_a_vault_pinning_an_id_nobody_registered_gets_nothing_reserved_or_signed(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
+    """The owner switched the vault without registering the configuration. Before versions
+    the network attested under the registered one and reserved the amount for an attestation
+    the vault refuses; now the gateway refuses the task and says what to register."""
+    vault = new_vault(chain, network, LOOSE)
+    tight_id = policy_id(vault.address, NETCHECK, TIGHT, 300)
+    switch_policy(chain.w3, vault, tight_id, sender=OWNER.address)
+    pin_read_again()
+    intent = TransactionIntent.erc20_transfer(
+        sender=vault.address,
+        token=chain.token.address,
+        recipient="0x" + "33" * 20,
+        amount=UNIT // 2,
+        chain_id=8453,
+    )
+    answer = RPC(network, network.api_key).raw(
+        "newt_createTask", {"policy_client": vault.address, "intent": intent.wire(), "timeout": 5}
+    )
+    error = answer.json()["error"]
+    assert f"pins policy id 0x{tight_id.hex()}" in error["message"], error
+    assert tasks_recorded(network, vault) == 0
+    network.register_policy_client(vault.address, NETCHECK, TIGHT, owner_key=OWNER.private_key)
+    intent, result = ask(chain, network, vault, UNIT // 2)
+    assert attested_id(result) == tight_id and execute(chain, vault, intent, result) == "ok"
+    assert tasks_recorded(network, vault) == 1
+
+
+def test_a_restarted_gateway_finds_the_pinned_registration_in_its_state(
+    chain: Chain, network: ReferenceNetwork
+) -> None:
+    """A gateway that starts during a pending switch loads only each client's newest
+    registration; it reads the one the vault pins from the state's versions table."""
+    vault = new_vault(chain, network, LOOSE, delay=HOUR)
+    roll_out_policy(
+        chain.w3, vault, network, policy=NETCHECK, params=TIGHT, owner_key=OWNER.private_key
+    )
+    network.kill_gateway()
+    network.start_gateway()
+    intent, result = ask(chain, network, vault, 3 * UNIT)
+    assert decision(result) == "allow" and attested_id(result) == pinned(vault)
+    assert execute(chain, vault, intent, result) == "ok"
