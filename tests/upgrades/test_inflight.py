@@ -48,9 +48,9 @@ class _HookBeforeSend(HTTPProvider):
     """The agent's node connection; runs ``hook`` once, just before the first signed
     transaction goes out (after the wallet's gas estimate)."""
 
-    def __init__(self, url: str, hook: Callable[[], None]) -> None:
+    def __init__(self, url: str, hook: Callable[[], object]) -> None:
         super().__init__(url)
-        self._hook: Callable[[], None] | None = hook
+        self._hook: Callable[[], object] | None = hook
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         if method == "eth_sendRawTransaction" and self._hook is not None:
