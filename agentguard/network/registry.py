@@ -102,14 +102,15 @@ class Registry:
         chain RPC always the newest: then nothing but the newest is ever signed, so a gateway
         replaying an older, looser registration gets nothing, whatever checks the attestation."""
         held = self._held.get(registration.policy_client, [])
-        if registration not in held:
+        # the owner's signature covers every field: comparing it is comparing the registration
+        if not any(h.signature == registration.signature for h in held):
             raise ConfigurationError(
                 f"registration: version {registration.version} of "
                 f"{registration.policy_client_hex} is not held by this operator"
             )
         pin = self._pinned(registration) if self._pinned is not None else None
         if pin is None:
-            if registration != held[-1]:
+            if registration.signature != held[-1].signature:
                 raise ConfigurationError(
                     f"registration: version {registration.version} of "
                     f"{registration.policy_client_hex} is not newer than the newest held "

@@ -72,13 +72,21 @@ def test_only_the_vaults_owner_rolls_out_and_nothing_is_registered_otherwise(
 def test_an_ex_owners_registrations_do_not_outlive_the_transfer(
     chain: Chain, network: ReferenceNetwork
 ) -> None:
-    """After an ownership transfer the former owner can register nothing for the vault (the
-    chain names the owner), and the registrations it made are not kept as versions: a new
+    """A pending owner registers nothing before it accepts; after the transfer the former
+    owner can register nothing for the vault (the chain names the owner), and the registrations it made are not kept as versions: a new
     owner who points the vault back at one of their ids without registering it gets nothing
     signed under the former owner's registration."""
     vault = new_vault(chain, network, LOOSE)
     loose_id = pinned(vault)
     transfer_ownership(chain.w3, vault, NEW_OWNER.address, sender=OWNER.address)
+    with pytest.raises(ConfigurationError, match="is owned by"):  # pending is not owner yet
+        roll_out_policy(
+            chain.w3, vault, network, policy=NETCHECK, params=TIGHT, owner_key=NEW_OWNER.private_key
+        )
+    with pytest.raises(GatewayRPCError, match=r"whose owner\(\) is"):
+        network.register_policy_client(
+            vault.address, NETCHECK, TIGHT, owner_key=NEW_OWNER.private_key
+        )
     accept_ownership(chain.w3, vault, sender=NEW_OWNER.address)
     with pytest.raises(GatewayRPCError, match=r"whose owner\(\) is"):
         network.register_policy_client(vault.address, NETCHECK, LOOSE, owner_key=OWNER.private_key)
