@@ -198,11 +198,12 @@ class Clients:
         if self._pins is None:
             return newest
         pin = self._pins.pinned(newest.registration)
+        if pin is None:
+            return newest
         held = self._versions.get(newest.registration.policy_client_hex) or [newest]
         index = pinned_index([c.registration for c in held], pin)
         if index is not None:
             return held[index]
-        assert pin is not None  # pinned_index found none, so there is a pin
         stored = self._stored_version(newest, pin)
         if stored is not None:
             return stored
