@@ -32,6 +32,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   │   └── ApprovalTimedOut     no approval before the wait ended, or the request expired
     ├── VerificationError            an attestation came back but is not good enough to sign on
     │   ├── IntentMismatch           bound to a different intent / chain / policy client
+    │   │   └── PolicyIdMismatch     under another policy id than the one this Guard pins
     │   ├── AttestationExpired       past its expiry (or too far in the future)
     │   ├── AttestationReplayed      this task id was already used once
     │   ├── UnknownOperator          a signature from a key outside the configured operator set
@@ -315,6 +316,27 @@ class IntentMismatch(VerificationError):
         "The attestation is for a different action than the one about to be signed; "
         "nothing was signed. Authorize the exact action again."
     )
+
+
+class PolicyIdMismatch(IntentMismatch):
+    """The attestation was made under another policy id than the one this Guard pins: the
+    policy client's configuration changed (the owner switched the policy, see
+    docs/vault-upgrades.md) or the network evaluates one the agent did not pin."""
+
+    hint = (
+        "Nothing was signed and the local hold was released. If the owner switched the policy "
+        "on purpose, pin the new id (Guard.connect(..., policy_id=<new id>) or policy= and "
+        "params= of the new configuration) and ask again; if not, do not: the network is "
+        "attesting a configuration you did not pin."
+    )
+
+    def __init__(self, attested: bytes, pinned: bytes) -> None:
+        self.attested = "0x" + attested.hex()
+        self.pinned = "0x" + pinned.hex()
+        super().__init__(
+            f"the attestation was made under policy id {self.attested}; this Guard pins "
+            f"{self.pinned}"
+        )
 
 
 class AttestationExpired(VerificationError):

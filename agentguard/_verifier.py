@@ -28,6 +28,7 @@ from agentguard._exceptions import (
     InsufficientQuorum,
     IntentMismatch,
     PolicyDenied,
+    PolicyIdMismatch,
     TierTooLow,
     UnknownOperator,
     UnknownTier,
@@ -238,7 +239,7 @@ class Verifier:
                 f"expected {self.policy_client}"
             )
         if self.policy_id is not None and attestation.policy_id != self.policy_id:
-            raise IntentMismatch("attestation was made under a different policy id")
+            raise PolicyIdMismatch(attestation.policy_id, self.policy_id)
         local_hash = fresh.intent_hash
         if attestation.intent_hash != local_hash:
             raise IntentMismatch(
@@ -423,7 +424,7 @@ class NewtonBindingVerifier:
         if attestation.policy_client.lower() != self.policy_client.lower():
             raise IntentMismatch(f"attestation is for policy client {attestation.policy_client}")
         if self.policy_id is not None and attestation.policy_id != self.policy_id:
-            raise IntentMismatch("attestation was made under a different policy id")
+            raise PolicyIdMismatch(attestation.policy_id, self.policy_id)
         if attestation.intent_hash != fresh.intent_hash:
             raise IntentMismatch("Newton attested a different intent than the one to be signed")
         block = self._block_number()

@@ -1,6 +1,10 @@
 """What a vault's owner sends: creation, guardians, policy switches, ownership, migration.
 
-Every helper sends one owner transaction to an ``AgentVault`` and waits for it. A call the
+``roll_out_policy`` and ``roll_out_migration`` are the whole procedures, network included:
+they register with the network first and change the vault second, so the network (which
+evaluates a vault under the registration whose policy id the vault pins) has the new
+configuration at hand the moment the vault uses it, and nothing moves before every check passed.
+Every other helper sends one owner transaction to an ``AgentVault`` and waits for it. A call the
 vault refuses raises ``ConfigurationError`` naming the vault's reason (``TooEarly(applyAt=…)``,
 ``MigrationMismatch(field=policy)``…) before anything is sent: these are the owner's own
 mistakes, and nothing moves. A node that fails is ``NodeUnavailable``; a transaction sent
@@ -10,10 +14,11 @@ without a receipt is ``OutcomeUnknown`` (read the vault before sending again).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PolicyPreimage",
+    "PolicyRegistrar",
+    "Rollout",
     "Scheduled",
     "accept_ownership",
     "apply_policy_delay",
@@ -44,6 +51,8 @@ __all__ = [
     "migrate_vault",
     "require_shipped_vault",
     "revoke_guardian",
+    "roll_out_migration",
+    "roll_out_policy",
     "set_policy_delay",
     "switch_policy",
     "transfer_ownership",
@@ -83,6 +92,31 @@ class Scheduled:
 
     applied: bool
     apply_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A new configuration registered with the network and switched to on the vault (or
+    scheduled: ``switch.applied`` is False until ``apply_policy_switch`` from ``apply_at``)."""
+
+    policy_id: bytes
+    switch: Scheduled
+
+
+class PolicyRegistrar(Protocol):
+    """Where the owner registers a policy client's configuration (``ReferenceNetwork``)."""
+
+    def register_policy_client(
+        self,
+        policy_client: str,
+        policy: str | Policy,
+        params: dict[str, Any],
+        expire_after: int = ...,
+        chain_id: int = ...,
+        *,
+        owner_key: str | None = ...,
+        version: int | None = ...,
+    ) -> str: ...
 
 
 def _send(w3: Web3, call: ContractFunction, sender: Sender, what: str) -> TxReceipt:
@@ -224,6 +258,19 @@ def require_shipped_vault(w3: Web3, address: str) -> None:
         )
 
 
+def _check_migration(w3: Web3, old: Contract, new: Contract, preimage: PolicyPreimage) -> None:
+    """What ``migrateTo`` cannot see (``require_shipped_vault``), and that both vaults pin the
+    policy of ``preimage`` (the vault refuses otherwise; here it is refused before anything)."""
+    require_shipped_vault(w3, new.address)
+    for vault in (old, new):
+        expected = preimage.policy_id(vault.address)
+        if bytes(vault.functions.policyId().call()) != expected:
+            raise ConfigurationError(
+                f"vault {vault.address} does not pin this policy (its policyId is not "
+                f"0x{expected.hex()}); switch it first, or give the policy it pins"
+            )
+
+
 def migrate_vault(
     w3: Web3,
     old: Contract,
@@ -237,14 +284,7 @@ def migrate_vault(
     ``new`` in one owner transaction (``migrateTo``); ``old`` ends paused. ``new`` must be a
     clone of the shipped ``AgentVault`` with the same owner, agent, operators, threshold and
     policy (``preimage``). Returns what moved, by token (``0x0…0``: ETH)."""
-    require_shipped_vault(w3, new.address)
-    for vault in (old, new):
-        expected = preimage.policy_id(vault.address)
-        if bytes(vault.functions.policyId().call()) != expected:
-            raise ConfigurationError(
-                f"vault {vault.address} does not pin this policy (its policyId is not "
-                f"0x{expected.hex()}); switch it first, or give the policy it pins"
-            )
+    _check_migration(w3, old, new, preimage)
     call = old.functions.migrateTo(
         new.address,
         [to_checksum_address(t) for t in tokens],
@@ -254,3 +294,98 @@ def migrate_vault(
     )
     receipt = _send(w3, call, sender, "migrateTo")
     return {e["token"]: int(e["amount"]) for e in _event(old, "Withdrawn", receipt)}
+
+
+def _owner_account(vault: Contract, owner_key: str) -> LocalAccount:
+    """The owner's account, refused unless it is the vault's ``owner()`` (before anything is
+    registered: a registration by another key would be refused by the network anyway)."""
+    try:
+        account: LocalAccount = Account.from_key(owner_key)
+    except (ValueError, TypeError):
+        raise ConfigurationError("owner_key must be a 32-byte hex private key") from None
+    onchain = str(vault.functions.owner().call())
+    if onchain.lower() != account.address.lower():
+        raise ConfigurationError(
+            f"vault {vault.address} is owned by {onchain}, not by {account.address}; only its "
+            "owner registers its configuration and switches it"
+        )
+    return account
+
+
+def _register(
+    w3: Web3,
+    network: PolicyRegistrar,
+    vault: Contract,
+    policy: Policy,
+    params: Mapping[str, Any],
+    expire_after: int,
+    owner_key: str,
+) -> bytes:
+    """Registers ``vault``'s configuration (a new version) and checks the network's id."""
+    expected = "0x" + PolicyPreimage.of(policy, params, expire_after).policy_id(vault.address).hex()
+    registered = network.register_policy_client(
+        vault.address,
+        policy,
+        dict(params),
+        expire_after,
+        int(w3.eth.chain_id),
+        owner_key=owner_key,
+    )
+    if registered.lower() != expected:
+        raise ConfigurationError(
+            f"the network registered {vault.address} under policy id {registered}, not "
+            f"{expected} (the id of this policy, params and expiry); the vault was not changed"
+        )
+    return bytes.fromhex(expected[2:])
+
+
+def roll_out_policy(
+    w3: Web3,
+    vault: Contract,
+    network: PolicyRegistrar,
+    *,
+    policy: Policy,
+    params: Mapping[str, Any],
+    expire_after: int = 300,
+    owner_key: str,
+) -> Rollout:
+    """Registers the new configuration with the network, then switches the vault to its id
+    (at once with ``policyDelay`` 0, else scheduled: ``apply_policy_switch`` from
+    ``switch.apply_at``). In this order, a network that reads the vault's pin (a gateway with
+    ``gateway.chain_rpc``, operators with ``--chain-rpc``) goes on attesting under the old id
+    until the transaction that applies the switch, and under the new one from then on: no
+    window where it attests what the vault refuses, and nothing under the new id is accepted
+    before the owner's switch. A cancelled switch (``cancel_policy_switch``) leaves it on the
+    old id. Returns the new id (pin it in the agent's ``Guard``)."""
+    owner = _owner_account(vault, owner_key)
+    new_id = _register(w3, network, vault, policy, params, expire_after, owner_key)
+    if bytes(vault.functions.policyId().call()) == new_id:  # already pinned: re-registered
+        block = w3.eth.get_block("latest")
+        return Rollout(new_id, Scheduled(applied=True, apply_at=int(block["timestamp"])))
+    return Rollout(new_id, switch_policy(w3, vault, new_id, sender=owner))
+
+
+def roll_out_migration(
+    w3: Web3,
+    old: Contract,
+    new: Contract,
+    network: PolicyRegistrar,
+    *,
+    policy: Policy,
+    params: Mapping[str, Any],
+    expire_after: int = 300,
+    tokens: Sequence[str],
+    owner_key: str,
+) -> dict[str, int]:
+    """Registers ``new`` with the network under the same policy, params and expiry as
+    ``old``, then moves the funds (``migrate_vault``). Everything is checked before anything is
+    registered or sent: ``new`` is a shipped ``AgentVault`` and both vaults pin exactly this
+    configuration, so a new vault set up with another policy than the one registered is refused
+    with nothing registered and nothing moved. Registering first opens no window: ``new`` holds
+    nothing until ``migrateTo``, and from that transaction on ``old`` is paused."""
+    owner = _owner_account(old, owner_key)
+    preimage = PolicyPreimage.of(policy, params, expire_after)
+    _check_migration(w3, old, new, preimage)
+    _owner_account(new, owner_key)
+    _register(w3, network, new, policy, params, expire_after, owner_key)
+    return migrate_vault(w3, old, new, tokens=tokens, preimage=preimage, sender=owner)

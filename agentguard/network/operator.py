@@ -20,7 +20,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,8 @@ class Operator:
         self._registry = registry
         self._engine = engine if engine is not None else PolicyEngine()
         self._policies: dict[bytes, Policy] = {}
-        self._held_json: dict[bytes, dict[str, Any]] = {}
+        # an owner's signature -> (the registration's JSON, the registration held)
+        self._held_json: dict[str, tuple[dict[str, Any], Registration]] = {}
         # (policy client, registration version) whose params passed the policy's schema
         self._validated: set[tuple[bytes, int]] = set()
         # registration signature -> what it implies; bounded by the registry's size
@@ -157,33 +158,46 @@ class Operator:
         policy_client = raw.get("policy_client") if isinstance(raw, dict) else None
         if not isinstance(policy_client, str) or not _ADDR.match(policy_client):
             raise RPCError(INVALID_PARAMS, "registration.policy_client must be an address")
-        held = self._registration(params, policy_client)
+        held = self._held(params, policy_client)
         return {"policy_client": held.policy_client_hex, "version": held.version}
 
     def _registration(self, params: Mapping[str, Any], policy_client: str) -> Registration:
-        """The registration this operator holds for ``policy_client``, never the gateway's say.
+        """The registration to evaluate under: one this operator holds, never the gateway's say
+        (``Registry.choose``: the newest, or for a vault the one it pins onchain)."""
+        try:
+            return self._registry.choose(self._held(params, policy_client))
+        except ConfigurationError as exc:
+            raise RPCError(INVALID_PARAMS, exc.message) from None
 
-        The gateway delivers the owner-signed registration with each request; it is held if it
-        replaces the one held (same owner, newer version) and refused if it is older.
-        """
+    def _held(self, params: Mapping[str, Any], policy_client: str) -> Registration:
+        """The owner-signed registration the gateway delivers (held if ``Registry.offer``
+        takes it, refused if it is older than the newest of an EOA client or a stranger's), or
+        without one the newest held."""
         client = bytes.fromhex(policy_client[2:])
         raw = params.get("registration")
-        held = self._registry.get(client)
-        if raw is not None and (held is None or raw != self._held_json.get(client)):
-            try:
-                offered = Registration.from_json(raw)
-                if offered.policy_client != client:
-                    raise ConfigurationError("registration: it is for another policy client")
-                held = self._registry.offer(offered)
-            except ConfigurationError as exc:
-                raise RPCError(INVALID_PARAMS, exc.message) from None
-            self._held_json[client] = held.to_json()
-        if held is None:
-            raise RPCError(
-                INVALID_PARAMS,
-                f"policy client {policy_client} has no registration signed by its owner; "
-                "this operator signs nothing for it",
-            )
+        if raw is None:
+            held = self._registry.get(client)
+            if held is None:
+                raise RPCError(
+                    INVALID_PARAMS,
+                    f"policy client {policy_client} has no registration signed by its owner; "
+                    "this operator signs nothing for it",
+                )
+            return held
+        signature = raw.get("signature") if isinstance(raw, dict) else None
+        known = self._held_json.get(signature) if isinstance(signature, str) else None
+        if known is not None and known[0] == raw:
+            return known[1]
+        try:
+            offered = Registration.from_json(raw)
+            if offered.policy_client != client:
+                raise ConfigurationError("registration: it is for another policy client")
+            held = self._registry.offer(offered)
+        except ConfigurationError as exc:
+            raise RPCError(INVALID_PARAMS, exc.message) from None
+        if len(self._held_json) >= _MAX_DERIVED:
+            self._held_json.clear()
+        self._held_json["0x" + held.signature.hex()] = (held.to_json(), held)
         return held
 
     def _derive(self, registration: Registration) -> _Derived:
@@ -509,16 +523,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--registry", required=True, help="SQLite file holding the policy registrations"
     )
     parser.add_argument(
-        "--chain-rpc", help="node URL: check a vault's owner() before holding its registration"
+        "--chain-rpc",
+        help="node URL: check a vault's owner() before holding its registration, and sign only "
+        "under the policy id the vault pins",
     )
     args = parser.parse_args(argv)
     try:
-        check_owner = None
+        check_owner: Callable[[Registration], str | None] | None = None
+        pinned: Callable[[Registration], bytes | None] | None = None
         if args.chain_rpc:
+            from agentguard.network.pins import VaultPins
             from agentguard.network.usage import ChainUsageCheck
 
-            check_owner = ChainUsageCheck(args.chain_rpc).check_owner
-        registry = Registry(args.registry, check_owner=check_owner)
+            chain = ChainUsageCheck(args.chain_rpc)
+            check_owner, pinned = chain.check_owner, VaultPins(chain).pinned
+        registry = Registry(args.registry, check_owner=check_owner, pinned=pinned)
         operator = Operator(load_operator_key(args.key_file, KEY_ENV), registry)
         token = load_token(args.token_file, TOKEN_ENV)
     except (AgentGuardError, OSError, sqlite3.Error) as exc:

@@ -18,7 +18,7 @@ nothing for a policy client without one, or for other material, params or expiry
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +35,13 @@ from agentguard._eip712 import (
 from agentguard._exceptions import ConfigurationError, MalformedSignature
 from agentguard.policies import Policy, canonical_json
 
-__all__ = ["MAX_EXPIRE_AFTER", "REGISTRATION_TYPE", "Registration"]
+__all__ = [
+    "MAX_EXPIRE_AFTER",
+    "MAX_VERSIONS",
+    "REGISTRATION_TYPE",
+    "Registration",
+    "versions_after",
+]
 
 REGISTRATION_TYPE = (
     "PolicyRegistration(address policyClient,address owner,uint256 chainId,"
@@ -44,6 +50,9 @@ REGISTRATION_TYPE = (
 )
 REGISTRATION_TYPEHASH = keccak(REGISTRATION_TYPE.encode())
 MAX_EXPIRE_AFTER = 86400
+# Registrations kept per policy client: the one a vault pins and those registered after it
+# (a switch the owner scheduled, then changed) must all stay at hand.
+MAX_VERSIONS = 8
 
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -250,3 +259,48 @@ class Registration:
             "version": self.version,
             "signature": "0x" + self.signature.hex(),
         }
+
+
+def versions_after(
+    held: Sequence[Registration],
+    offered: Registration,
+    *,
+    chain_owner: str | None = None,
+    older: bool = False,
+) -> list[Registration] | None:
+    """The versions to hold (oldest first, at most ``MAX_VERSIONS``) once ``offered`` is
+    accepted; ``None`` when it is held already. Raises ``ConfigurationError`` to refuse it.
+
+    ``offered`` becomes the newest only by ``Registration.replaces`` (the owner, a higher
+    version); an owner's takeover drops every version of the registrant before. With ``older``
+    (an operator that missed it, and the chain says the vault pins its policy id, which only
+    the owner can set) an older version by the same owner of a contract client joins the
+    history, never as the newest.
+    """
+    if offered in held:
+        return None
+    newest = held[-1] if held else None
+    if (
+        older
+        and newest is not None
+        and not offered.self_owned
+        and offered.owner == newest.owner
+        and offered.version < newest.version
+    ):
+        if any(h.version == offered.version for h in held):
+            raise _invalid(
+                f"version {offered.version} of {offered.policy_client_hex} is held with other "
+                "content; an owner signs each version once"
+            )
+        if len(held) >= MAX_VERSIONS and offered.version < held[0].version:
+            raise _invalid(
+                f"version {offered.version} is older than every version kept for "
+                f"{offered.policy_client_hex}; re-register that configuration with a new version"
+            )
+        kept = sorted([*held, offered], key=lambda r: r.version)
+        return kept[-MAX_VERSIONS:]
+    if not offered.replaces(newest, chain_owner=chain_owner):
+        return None
+    if newest is not None and newest.owner != offered.owner:
+        return [offered]
+    return [*held, offered][-MAX_VERSIONS:]

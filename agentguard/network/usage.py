@@ -1,5 +1,5 @@
 """What the gateway (and, given an RPC, each operator) asks the chain about policy clients:
-is it a contract, who owns the vault, and was an attestation used.
+is it a contract, who owns the vault, which policy id it pins, and was an attestation used.
 
 For a policy client that is an ``AgentVault``, usage is a fact onchain: ``execute`` marks
 ``taskUsed[taskId]``, and an x402 payment from the vault spends the EIP-3009 nonce equal to the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from eth_utils.address import to_checksum_address
 from web3 import Web3
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._redact import register_url_secrets
@@ -38,6 +39,13 @@ _VIEWS = [
         "stateMutability": "view",
         "inputs": [],
         "outputs": [{"name": "", "type": "address"}],
+    },
+    {
+        "name": "policyId",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "bytes32"}],
     },
     {
         "name": "authorizationState",
@@ -85,6 +93,15 @@ class ChainUsageCheck:
         except Exception:  # reverts or answers garbage: not an owned contract
             return None
         return owner.lower()
+
+    def policy_id(self, address: str) -> bytes | None:
+        """The vault's pinned ``policyId()``, or ``None`` if the contract has none (not a
+        vault). A node that fails raises (``agentguard.network.pins`` decides what then)."""
+        try:
+            pin = self._contract(address).functions.policyId().call()  # type: ignore[attr-defined]
+        except (ContractLogicError, BadFunctionCallOutput, ValueError):
+            return None  # reverts or answers garbage: not a vault
+        return bytes(pin) if isinstance(pin, bytes) and len(pin) == 32 else None
 
     def check_owner(self, registration: Registration) -> str | None:
         """A contract client (a vault) is registered only by its ``owner()``: returns that

@@ -29,6 +29,7 @@ from agentguard._exceptions import (
     IntentMismatch,
     MalformedAttestation,
     PolicyDenied,
+    PolicyIdMismatch,
     VerificationError,
 )
 from agentguard._intent import PaymentIntent, TransactionIntent
@@ -307,7 +308,7 @@ class NewtonVerifier:
                 "the task response's policy id or address contradicts its policy data"
             )
         if self.policy_id is not None and response.policy_id != self.policy_id:
-            raise IntentMismatch("attestation was made under a different policy id")
+            raise PolicyIdMismatch(response.policy_id, self.policy_id)
         if attestation.policy_id != response.policy_id:
             raise IntentMismatch("the attestation's policy id is not the signed response's")
         if (

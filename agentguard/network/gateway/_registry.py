@@ -1,8 +1,10 @@
 """The policy clients this gateway serves: owner-signed registrations, checked and held.
 
-Everything a task needs from its client that does not depend on the task (the policy id, the
-windows its params name, the policy material, the params as hex) is computed once, here, when
-the client is registered or loaded.
+Each client keeps its last ``MAX_VERSIONS`` registrations; a task is evaluated under the newest,
+or for a vault, given ``gateway.chain_rpc``, under the one whose policy id the vault pins onchain
+(``Clients.current``, ``agentguard.network.pins``). Everything a task needs from its client
+that does not depend on the task (the policy id, the windows its params name, the policy
+material, the params as hex) is computed once, here, when the client is registered or loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from agentguard.network.config import ApiKeyEntry, GatewaySettings
 from agentguard.network.gateway._auth import require_use
 from agentguard.network.gateway._operators import members
 from agentguard.network.gateway._params import invalid
-from agentguard.network.registration import Registration
+from agentguard.network.pins import VaultPins, pinned_index
+from agentguard.network.registration import MAX_VERSIONS, Registration
 from agentguard.network.state import (
     DEFAULT_WINDOWS,
     PolicyClientRecord,
@@ -146,17 +149,18 @@ class Clients:
         self._settings = settings
         self._state = state
         self._chain = chain
-        self._by_address: dict[str, PolicyClient] = {}
+        self._pins = VaultPins(chain) if chain is not None else None
+        self._by_address: dict[str, PolicyClient] = {}  # the newest registration
+        self._versions: dict[str, list[PolicyClient]] = {}  # the last few, oldest first
         self._fresh: dict[str, float] = {}  # when a shared state's client is next re-read
         for record in state.policy_clients():
-            self._by_address[record.registration.policy_client_hex] = PolicyClient.from_record(
-                record
-            )
+            self._hold(PolicyClient.from_record(record))
 
     def __iter__(self) -> Iterator[PolicyClient]:
         return iter(list(self._by_address.values()))
 
     def get(self, address: str) -> PolicyClient | None:
+        """The client's newest registration."""
         key = address.lower()
         client = self._by_address.get(key)
         if client is None or (self._state.shared and self._fresh.get(key, 0.0) < time.monotonic()):
@@ -166,7 +170,7 @@ class Clients:
             # any other registration, not only another version number: an owner taking a
             # vault over from a stranger may sign the stranger's version number
             if client is None or record.registration != client.registration:
-                client = self._by_address[key] = PolicyClient.from_record(record)
+                client = self._hold(PolicyClient.from_record(record))
             self._fresh[key] = time.monotonic() + CLIENT_REFRESH
         return client
 
@@ -177,6 +181,7 @@ class Clients:
         return client
 
     def usable(self, key: ApiKeyEntry, address: str) -> PolicyClient:
+        """The registration a task of ``key`` for ``address`` is evaluated under (``current``)."""
         client = self.get(address)
         if client is None:
             raise invalid(
@@ -184,10 +189,70 @@ class Clients:
                 "(register it with agentguard_registerPolicyClient)"
             )
         require_use(key, address)
+        return self.current(client)
+
+    def current(self, newest: PolicyClient) -> PolicyClient:
+        """The registration to evaluate under: ``newest``, except for a vault whose pinned
+        ``policyId()`` the chain tells, which is evaluated under the registration with that id
+        and refused (nothing reserved, nothing signed) if this gateway holds none."""
+        if self._pins is None:
+            return newest
+        pin = self._pins.pinned(newest.registration)
+        if pin is None:
+            return newest
+        held = self._versions.get(newest.registration.policy_client_hex) or [newest]
+        index = pinned_index([c.registration for c in held], pin)
+        if index is not None:
+            return held[index]
+        stored = self._stored_version(newest, pin)
+        if stored is not None:
+            return stored
+        raise invalid(
+            f"vault {newest.address} pins policy id 0x{pin.hex()}, and none of its "
+            f"registrations held here has it (newest: version {newest.registration.version}, "
+            f"policy id 0x{newest.policy_id.hex()}); its owner registers the configuration the "
+            "vault pins (a new version) or switches the vault to a registered one. Nothing was "
+            "reserved or signed"
+        )
+
+    def _stored_version(self, newest: PolicyClient, pin: bytes) -> PolicyClient | None:
+        """An older registration of the same owner with policy id ``pin``, from the state's
+        versions (``State.policy_version``): this replica may have started after it, or
+        dropped it from its last ``MAX_VERSIONS``."""
+        record = self._state.policy_version("0x" + pin.hex())
+        if record is None:
+            return None
+        registration = record.registration
+        if (
+            registration.policy_client != newest.registration.policy_client
+            or registration.owner != newest.registration.owner
+            or registration.version > newest.registration.version
+            or registration.policy_id != pin
+        ):
+            return None
+        return self._hold(PolicyClient.from_record(record))
+
+    def _hold(self, client: PolicyClient) -> PolicyClient:
+        """Keep ``client`` among its address's versions (already judged by ``register`` or by
+        the state); a registration by another owner (a takeover) drops those before it."""
+        key = client.registration.policy_client_hex
+        held = [
+            c
+            for c in self._versions.get(key, [])
+            if c.registration.owner == client.registration.owner
+            and c.registration.version != client.registration.version
+        ]
+        held.append(client)
+        held.sort(key=lambda c: c.registration.version)
+        self._versions[key] = held = held[-MAX_VERSIONS:]
+        self._by_address[key] = held[-1]
         return client
 
     def by_policy_id(self, policy_id: bytes) -> PolicyClient | None:
-        return next((c for c in self._by_address.values() if c.policy_id == policy_id), None)
+        return next(
+            (c for held in self._versions.values() for c in held if c.policy_id == policy_id),
+            None,
+        )
 
     def register(self, params: Mapping[str, Any], *, allow_paths: bool = False) -> PolicyClient:
         """Accept an owner-signed registration (the operators check it again themselves)."""
@@ -227,9 +292,7 @@ class Clients:
             return held  # the registration held already: nothing to save
         record = PolicyClientRecord(registration, policy)
         self._state.save_policy_client(record)
-        client = PolicyClient.from_record(record)
-        self._by_address[registration.policy_client_hex] = client
-        return client
+        return self._hold(PolicyClient.from_record(record))
 
     def _check_owner(self, registration: Registration) -> str | None:
         """A contract client (a vault) must be registered by its ``owner()``; returns the
