@@ -716,6 +716,7 @@ class UnknownTier(VerificationError):
 
     hint = "Upgrade agentguard to a version that knows this trust tier."
 
+
 class ChallengeError(AgentGuardError):
     """The challenger (``agentguard challenge``) cannot re-check what it was given: a source
     it cannot read, evidence it cannot rebuild the policy input from, a policy id it has no
