@@ -114,7 +114,7 @@ def test_the_guardian_can_do_nothing_but_pause(parts: Chain) -> None:
         ("withdraw", [c.token.address, KEY.address, 1]),
         ("withdraw", ["0x" + "00" * 20, KEY.address, 1]),
         ("unpause", []),
-        ("execute", [c.token.address, 0, b"", b"", b"\x01" * 32, b"\x01" * 32, 1, []]),
+        ("execute", [c.token.address, 0, b"", b"", b"\x01" * 32, b"\x01" * 32, 1, [], 0]),
         ("setAgent", [KEY.address]),
         ("setOperators", [[KEY.address], 1]),
         ("grantGuardian", [SHOP]),
