@@ -88,9 +88,12 @@ def settle(
     sender: str = FACILITATOR.address,
     **witness: Any,
 ) -> Any:
-    return chain.proxy.functions.settle(*settle_args(permit, amount, **witness)).transact(
+    """Settles and waits for the receipt: anvil answers the send before it mines the block, so
+    a balance read right after would see the state before the settlement."""
+    tx = chain.proxy.functions.settle(*settle_args(permit, amount, **witness)).transact(
         {"from": sender}
     )
+    return chain.w3.eth.wait_for_transaction_receipt(tx, timeout=60)
 
 
 def reservation(permit: dict[str, Any]) -> Reservation:
