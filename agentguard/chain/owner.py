@@ -259,9 +259,11 @@ def require_shipped_vault(w3: Web3, address: str) -> None:
 
 
 def _check_migration(w3: Web3, old: Contract, new: Contract, preimage: PolicyPreimage) -> None:
-    """What ``migrateTo`` cannot see (``require_shipped_vault``), and that both vaults pin the
-    policy of ``preimage`` (the vault refuses otherwise; here it is refused before anything)."""
+    """What ``migrateTo`` cannot see (``require_shipped_vault``), that ``new`` is as strict as
+    ``old`` (``_as_strict``), and that both vaults pin the policy of ``preimage`` (the vault
+    refuses otherwise; here it is refused before anything)."""
     require_shipped_vault(w3, new.address)
+    _as_strict(old, new)
     for vault in (old, new):
         expected = preimage.policy_id(vault.address)
         if bytes(vault.functions.policyId().call()) != expected:
@@ -269,6 +271,36 @@ def _check_migration(w3: Web3, old: Contract, new: Contract, preimage: PolicyPre
                 f"vault {vault.address} does not pin this policy (its policyId is not "
                 f"0x{expected.hex()}); switch it first, or give the policy it pins"
             )
+
+
+def _as_strict(old: Contract, new: Contract) -> None:
+    """``migrateTo`` compares owner, agent, operators, threshold and policy, not what guards
+    a change: a fresh vault has policy delay 0, and its owner may have set a lower high-tier
+    threshold at once. Moving the funds there would drop the delay a lowering must wait (and
+    the watch window it gives) and loosen tier ``high`` in one step, and a switch scheduled on
+    ``old`` would be lost. So ``new`` must have at least ``old``'s delay and tier thresholds,
+    and ``old`` no scheduled switch (the operators and with them tiers ``all`` and ``human``
+    are compared onchain)."""
+    looser = [
+        f"{label} {theirs} < {ours}"
+        for label, view, args in (
+            ("policyDelay", "policyDelay", ()),
+            ("tier high's threshold", "tierThreshold", (1,)),
+        )
+        for ours, theirs in [(old.functions[view](*args).call(), new.functions[view](*args).call())]
+        if int(theirs) < int(ours)
+    ]
+    if looser:
+        raise ConfigurationError(
+            f"vault {new.address} is looser than {old.address}: {', '.join(looser)}; raise "
+            "them on the new vault (set_policy_delay, setHighThreshold) before migrating"
+        )
+    pending, _ = old.functions.pendingPolicySwitch().call()
+    if bytes(pending) != bytes(32):
+        raise ConfigurationError(
+            f"vault {old.address} has a policy switch to 0x{bytes(pending).hex()} scheduled, "
+            "which a migration would drop; apply or cancel it first"
+        )
 
 
 def migrate_vault(
