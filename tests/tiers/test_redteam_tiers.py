@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from coincurve import PrivateKey
 
 from agentguard import TierTooLow, TransactionIntent
 from agentguard._eip712 import keccak
 from agentguard._tiers import HIGH, HUMAN, STANDARD, VAULT_ONLY, MinimumTiers
+from agentguard.network._rpc import RPCError
+from agentguard.network.operator import Operator
+from agentguard.network.registry import Registry
+from tests.approvals.test_operator_approvals import request, signed
 from tests.tiers.test_tier_rules import AGENT, PAYEE, TOKEN, attest, transfer, verifier
 
 POOL = "0x4444444444444444444444444444444444444444"
@@ -51,3 +58,22 @@ def test_an_unknown_call_does_not_slip_under_the_clients_minimum_tier() -> None:
     per_token = MinimumTiers.parse({"high": {TOKEN: 1_000}})
     assert per_token.required(intent.spend) == STANDARD
     assert per_token.required(transfer(1_001).spend) == HIGH
+
+
+def test_an_approval_allows_one_task_also_across_an_operator_restart(tmp_path: Path) -> None:
+    """Attack: a gateway keeps a person's signed approval of one large payment (tier
+    ``human``, or a policy's ``approval_above``: every operator signs ``allow`` only over a
+    checked approval). Each operator remembered which task the approval was used for in
+    memory only, so after a restart (a deploy, a crash) the gateway sent the same approval
+    with a new task id and every operator signed a second ``allow``: two payments for one
+    approval. Before the fix the restarted
+    operator signed; now the claim is kept in the operator's registry file."""
+    key, path = PrivateKey(), tmp_path / "registry.sqlite"
+    approval = signed()
+    used = request(approval)
+    assert Operator(key, Registry(path)).evaluate_and_sign(used)["decision"] == "allow"
+    restarted = Operator(key, Registry(path))
+    with pytest.raises(RPCError, match="already used"):
+        restarted.evaluate_and_sign(request(approval))
+    # the task it was used for may be asked again (a gateway's retry)
+    assert restarted.evaluate_and_sign(used)["decision"] == "allow"
