@@ -279,7 +279,8 @@ def _as_strict(old: Contract, new: Contract) -> None:
     threshold at once. Moving the funds there would drop the delay a lowering must wait (and
     the watch window it gives) and loosen tier ``high`` in one step, and a switch scheduled on
     ``old`` would be lost. So ``new`` must have at least ``old``'s delay and tier thresholds,
-    and ``old`` no scheduled switch (the operators and with them tiers ``all`` and ``human``
+    and neither vault a change scheduled: dropped on ``old``, and on ``new`` scheduled where
+    nobody watching ``old`` looked (the operators, and with them tiers ``all`` and ``human``,
     are compared onchain)."""
     looser = [
         f"{label} {theirs} < {ours}"
@@ -295,12 +296,33 @@ def _as_strict(old: Contract, new: Contract) -> None:
             f"vault {new.address} is looser than {old.address}: {', '.join(looser)}; raise "
             "them on the new vault (set_policy_delay, setHighThreshold) before migrating"
         )
-    pending, _ = old.functions.pendingPolicySwitch().call()
-    if bytes(pending) != bytes(32):
-        raise ConfigurationError(
-            f"vault {old.address} has a policy switch to 0x{bytes(pending).hex()} scheduled, "
-            "which a migration would drop; apply or cancel it first"
+    for vault, why in (
+        (old, "a migration would drop it"),
+        (new, "nobody watching the old vault saw it"),
+    ):
+        scheduled = _scheduled_changes(vault)
+        if scheduled:
+            raise ConfigurationError(
+                f"vault {vault.address} has {' and '.join(scheduled)} scheduled, and {why}; "
+                "apply or cancel it first"
+            )
+
+
+def _scheduled_changes(vault: Contract) -> list[str]:
+    """The changes waiting for their delay on ``vault`` (a switch, a lower delay, a lower
+    high-tier threshold)."""
+    switch, _ = vault.functions.pendingPolicySwitch().call()
+    _, delay_at = vault.functions.pendingPolicyDelay().call()
+    _, _, high_at = vault.functions.highThreshold().call()
+    return [
+        what
+        for what, pending in (
+            (f"a policy switch to 0x{bytes(switch).hex()}", bytes(switch) != bytes(32)),
+            ("a lower policy delay", delay_at != 0),
+            ("a lower high-tier threshold", high_at != 0),
         )
+        if pending
+    ]
 
 
 def migrate_vault(

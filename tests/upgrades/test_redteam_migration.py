@@ -10,6 +10,7 @@ from agentguard._exceptions import ConfigurationError
 from agentguard.chain import transact
 from agentguard.chain.owner import (
     PolicyPreimage,
+    cancel_policy_switch,
     migrate_vault,
     roll_out_migration,
     set_policy_delay,
@@ -17,6 +18,7 @@ from agentguard.chain.owner import (
 )
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.policies import policy_id
+from tests.network.conftest import params
 
 from .conftest import LOOSE, NETCHECK, OWNER, TIGHT, UNIT, Chain, new_vault
 
@@ -76,17 +78,27 @@ def test_a_migration_cannot_shed_the_policy_delay_or_loosen_tier_high(
     assert chain.token.functions.balanceOf(as_strict.address).call() == 100 * UNIT
 
 
-def test_a_migration_does_not_drop_a_scheduled_switch(
+def test_a_migration_carries_no_scheduled_change_across(
     chain: Chain, network: ReferenceNetwork
 ) -> None:
-    """Attack: the owner scheduled a switch to a tighter policy on the old vault (due after
+    """Attack 1: the owner scheduled a switch to a tighter policy on the old vault (due after
     the delay). Before the fix a migration to a vault pinning the old, looser policy went
-    through and the tightening was silently gone; now it must be applied or cancelled first."""
+    through and the tightening was silently gone. Attack 2: a switch to a looser policy
+    scheduled on the new vault before the migration, where nobody watching the old vault
+    looks, applies after it; before the fix that migration went through too. Now both are
+    refused until the change is applied or cancelled."""
     old = new_vault(chain, network, LOOSE, delay=3600)
-    tighter = policy_id(old.address, NETCHECK, TIGHT, 300)
     network.register_policy_client(old.address, NETCHECK, TIGHT, owner_key=OWNER.private_key)
+    tighter = policy_id(old.address, NETCHECK, TIGHT, 300)
     assert not switch_policy(chain.w3, old, tighter, sender=OWNER.address).applied
     new = new_vault(chain, network, LOOSE, delay=3600, register=False, fund=False)
-    with pytest.raises(ConfigurationError, match=r"switch .* scheduled"):
+    with pytest.raises(ConfigurationError, match=r"switch .* scheduled, and a migration would"):
+        _migrate(chain, network, old, new)
+    _untouched(chain, old)
+
+    cancel_policy_switch(chain.w3, old, sender=OWNER.address)
+    looser = policy_id(new.address, NETCHECK, params(max_per_tx=50 * UNIT), 300)
+    assert not switch_policy(chain.w3, new, looser, sender=OWNER.address).applied
+    with pytest.raises(ConfigurationError, match="nobody watching the old vault"):
         _migrate(chain, network, old, new)
     _untouched(chain, old)
