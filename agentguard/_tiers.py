@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentguard._exceptions import ConfigurationError
-from agentguard._value import Spend
+from agentguard._value import UINT256_MAX, Spend
 
 __all__ = [
     "ALL",
@@ -181,12 +181,17 @@ class MinimumTiers:
         return cls(rules)
 
     def required(self, spend: Spend) -> int:
-        """The minimum tier for ``spend`` (``intent.spend``, valued from the calldata)."""
+        """The minimum tier for ``spend`` (``intent.spend``, valued from the calldata).
+
+        A call agentguard cannot value (``unknown_call``: its ``amount`` is only the ETH it
+        sends) may move anything, so it counts as the uint256 maximum here, as an NFT does:
+        every ``"*"`` (and native-asset) rule applies to it."""
         asset = spend.asset.lower()
+        amount = UINT256_MAX if spend.kind == "unknown_call" else spend.amount
         tier = STANDARD
         for name, table in self.rules.items():
             limit = table.get(asset, table.get("*"))
-            if limit is None or spend.amount <= limit:
+            if limit is None or amount <= limit:
                 continue
             needed = _tier_of(name)
             if needed == VAULT_ONLY:

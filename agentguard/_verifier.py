@@ -280,11 +280,14 @@ class Verifier:
             )
         # Judged once the tier is known to be the operators' (a relabelled one recovers to
         # strangers above), so a refusal names the tier they signed.
-        required_tier = self.tiers.required(fresh.spend)
+        spend = fresh.spend
+        required_tier = self.tiers.required(spend)
         if not satisfies(tier, required_tier):
+            unvalued = " (a call agentguard cannot value counts as unbounded)"
             raise TierTooLow(
                 f"attestation {task} is signed at trust tier {tier_name(tier)}; this client "
-                f"requires at least {tier_name(required_tier)} for what the action moves",
+                f"requires at least {tier_name(required_tier)} for what the action moves"
+                f"{unvalued if spend.kind == 'unknown_call' else ''}",
                 tier=tier,
                 required=required_tier,
             )

@@ -259,9 +259,11 @@ def require_shipped_vault(w3: Web3, address: str) -> None:
 
 
 def _check_migration(w3: Web3, old: Contract, new: Contract, preimage: PolicyPreimage) -> None:
-    """What ``migrateTo`` cannot see (``require_shipped_vault``), and that both vaults pin the
-    policy of ``preimage`` (the vault refuses otherwise; here it is refused before anything)."""
+    """What ``migrateTo`` cannot see (``require_shipped_vault``), that ``new`` is as strict as
+    ``old`` (``_as_strict``), and that both vaults pin the policy of ``preimage`` (the vault
+    refuses otherwise; here it is refused before anything)."""
     require_shipped_vault(w3, new.address)
+    _as_strict(old, new)
     for vault in (old, new):
         expected = preimage.policy_id(vault.address)
         if bytes(vault.functions.policyId().call()) != expected:
@@ -269,6 +271,58 @@ def _check_migration(w3: Web3, old: Contract, new: Contract, preimage: PolicyPre
                 f"vault {vault.address} does not pin this policy (its policyId is not "
                 f"0x{expected.hex()}); switch it first, or give the policy it pins"
             )
+
+
+def _as_strict(old: Contract, new: Contract) -> None:
+    """``migrateTo`` compares owner, agent, operators, threshold and policy, not what guards
+    a change: a fresh vault has policy delay 0, and its owner may have set a lower high-tier
+    threshold at once. Moving the funds there would drop the delay a lowering must wait (and
+    the watch window it gives) and loosen tier ``high`` in one step, and a switch scheduled on
+    ``old`` would be lost. So ``new`` must have at least ``old``'s delay and tier thresholds,
+    and neither vault a change scheduled: dropped on ``old``, and on ``new`` scheduled where
+    nobody watching ``old`` looked (the operators, and with them tiers ``all`` and ``human``,
+    are compared onchain)."""
+    looser = [
+        f"{label} {theirs} < {ours}"
+        for label, view, args in (
+            ("policyDelay", "policyDelay", ()),
+            ("tier high's threshold", "tierThreshold", (1,)),
+        )
+        for ours, theirs in [(old.functions[view](*args).call(), new.functions[view](*args).call())]
+        if int(theirs) < int(ours)
+    ]
+    if looser:
+        raise ConfigurationError(
+            f"vault {new.address} is looser than {old.address}: {', '.join(looser)}; raise "
+            "them on the new vault (set_policy_delay, setHighThreshold) before migrating"
+        )
+    for vault, why in (
+        (old, "a migration would drop it"),
+        (new, "nobody watching the old vault saw it"),
+    ):
+        scheduled = _scheduled_changes(vault)
+        if scheduled:
+            raise ConfigurationError(
+                f"vault {vault.address} has {' and '.join(scheduled)} scheduled, and {why}; "
+                "apply or cancel it first"
+            )
+
+
+def _scheduled_changes(vault: Contract) -> list[str]:
+    """The changes waiting for their delay on ``vault`` (a switch, a lower delay, a lower
+    high-tier threshold)."""
+    switch, _ = vault.functions.pendingPolicySwitch().call()
+    _, delay_at = vault.functions.pendingPolicyDelay().call()
+    _, _, high_at = vault.functions.highThreshold().call()
+    return [
+        what
+        for what, pending in (
+            (f"a policy switch to 0x{bytes(switch).hex()}", bytes(switch) != bytes(32)),
+            ("a lower policy delay", delay_at != 0),
+            ("a lower high-tier threshold", high_at != 0),
+        )
+        if pending
+    ]
 
 
 def migrate_vault(

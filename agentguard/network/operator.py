@@ -119,8 +119,6 @@ class Operator:
         self._derived: dict[bytes, _Derived] = {}
         # task id -> (policy client, intent hash) for every live attestation signed
         self._tasks = _Claims(MAX_LIVE_TASKS)
-        # approval digest -> the one task id it was used for (an allow signed), until expiry
-        self._approvals_used = _Claims(MAX_LIVE_TASKS)
 
     def __repr__(self) -> str:
         return f"Operator({self.address})"
@@ -339,7 +337,9 @@ class Operator:
         if (
             approval is not None
             and decision == "allow"
-            and not self._approvals_used.claim(approval.digest, task_id, approval.expires_at, now)
+            and not self._registry.claim_approval(
+                approval.digest, task_id, approval.expires_at + CLOCK_SKEW, now
+            )
         ):
             raise RPCError(
                 INVALID_PARAMS,
@@ -462,7 +462,7 @@ def evaluate_policy(
 
 class _Claims:
     """Keys each held by one owner until their expiry (plus the clock skew), bounded in number:
-    a task id for one intent, an approval for one task."""
+    a task id for one intent."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit

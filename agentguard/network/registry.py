@@ -8,7 +8,8 @@ older one never becomes the newest again. Which one a task is evaluated under (`
 newest, except, given a chain RPC (``--chain-rpc``), for a vault, which is evaluated under the
 registration whose policy id it pins onchain (``agentguard.network.pins``). Given a chain RPC
 it also refuses a contract client's registration that is not signed by the
-contract's ``owner()``.
+contract's ``owner()``. The same file keeps which task each human approval was used for
+(``claim_approval``): one approval allows one task, also across a restart of the operator.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class Registry:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS registrations "
             "(policy_client TEXT PRIMARY KEY, registration TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS approvals_used (digest TEXT PRIMARY KEY, "
+            "task_id TEXT NOT NULL, keep_until INTEGER NOT NULL)"
         )
         self._held: dict[bytes, list[Registration]] = {}
         rows = self._db.execute(
@@ -127,6 +132,24 @@ class Registry:
                 "this operator signs only under the policy id the vault pins"
             )
         return registration
+
+    def claim_approval(self, digest: bytes, task_id: bytes, keep_until: int, now: float) -> bool:
+        """Whether task ``task_id`` may use the approval ``digest``: True for the first task
+        that claims it (and that task again), False for any other until ``keep_until``. In the
+        file, not in memory: an operator that restarted must not let a gateway that kept the
+        approval spend it on a second task."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM approvals_used WHERE keep_until < ?", (int(now),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO approvals_used (digest, task_id, keep_until) "
+                "VALUES (?, ?, ?)",
+                (digest.hex(), task_id.hex(), keep_until),
+            )
+            row = self._db.execute(
+                "SELECT task_id FROM approvals_used WHERE digest = ?", (digest.hex(),)
+            ).fetchone()
+        return bool(row) and row[0] == task_id.hex()
 
     def _save(self, kept: list[Registration]) -> None:
         client = kept[0].policy_client_hex
