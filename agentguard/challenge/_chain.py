@@ -52,7 +52,9 @@ EXECUTED_TOPIC = keccak(b"Executed(bytes32,address,uint256,bytes32)")
 AUTHORIZATION_USED_TOPIC = keccak(b"AuthorizationUsed(address,bytes32)")
 TRANSFER_TOPIC = keccak(b"Transfer(address,address,uint256)")
 _EXECUTE_SELECTOR = keccak(EXECUTE_SIGNATURE.encode())[:4]
-_EXECUTE_TYPES = ["address", "uint256", "bytes", "bytes", "bytes32", "bytes32", "uint64", "bytes[]"]
+# the argument types, read from the signature itself so a new argument (the tier) is never
+# left out: decoding without it recovered the signers over another digest
+_EXECUTE_TYPES = EXECUTE_SIGNATURE[EXECUTE_SIGNATURE.index("(") + 1 : -1].split(",")
 MAX_LOG_RANGE = 10_000  # blocks per eth_getLogs request (public nodes cap the range)
 
 
@@ -216,7 +218,7 @@ def decode_execute(
     if calldata[:4] != _EXECUTE_SELECTOR:
         return None, None
     try:
-        to, value, data, signature, task_id, policy_id, expires_at, sigs = abi_decode(
+        to, value, data, signature, task_id, policy_id, expires_at, sigs, tier = abi_decode(
             _EXECUTE_TYPES, calldata[4:]
         )
         intent = TransactionIntent(
@@ -235,6 +237,7 @@ def decode_execute(
             intent_hash=intent.intent_hash,
             allow=True,
             expires_at=expires_at,
+            tier=tier,
         )
         signatures = [
             {"operator": "0x" + recover_signer(digest, bytes(s)).hex(), "signature": _hex(s)}
@@ -248,6 +251,7 @@ def decode_execute(
                 "policy_client": to_checksum_address(vault),
                 "intent_hash": _hex(intent.intent_hash),
                 "expires_at": expires_at,
+                "tier": tier,
                 "signatures": signatures,
             }
         )

@@ -90,6 +90,7 @@ class RecordContext:
     registration: Registration
     policy: Policy
     rpc: str | None
+    operators: frozenset[str] | None = None  # the verifier's operator set (lowercase), if given
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,8 @@ def _check(
         source=doc["source"],
         approval=doc.get("approval"),
     )
-    context = RecordContext(doc, evidence, registration, policy, rpc)
+    pinned = None if operators is None else frozenset(o.lower() for o in operators)
+    context = RecordContext(doc, evidence, registration, policy, rpc, pinned)
     try:
         result = checker(context)
     except AgentGuardError as exc:

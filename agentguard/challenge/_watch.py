@@ -432,9 +432,23 @@ class Watcher:
         if decided is not None:
             if decided.record is None:
                 self.report.warn(task.task_id, decided.why)
-            else:
-                self._proven(task, decided.record, list(decided.wrong_signers))
-            return
+                return
+            if decided.offline:
+                self._proven(
+                    task, decided.record, list(decided.wrong_signers), pinned=quorum is not None
+                )
+                return
+            # The recorded history or approval (no operator signs them) gives another decision
+            # than the one signed: the gateway may have recorded other data than it handed the
+            # operators. That names no operator and pauses nothing; for an allow the history
+            # check below decides against what the chain and the signatures prove.
+            self.report.warn(
+                task.task_id,
+                f"signed {decided.signed}, but the recorded history or approval gives "
+                f"{decided.recomputed.decision if decided.recomputed else '?'}; neither is "
+                "signed, so this names no operator (the records may not be what the operators "
+                "were handed)",
+            )
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
@@ -541,7 +555,17 @@ class Watcher:
         assert quorum is not None and finding.recomputed is not None
         return history_record(evidence, client.registration, client.policy, finding, quorum)
 
-    def _proven(self, task: StoredTask, record: Mapping[str, Any], signers: list[str]) -> None:
+    def _proven(
+        self,
+        task: StoredTask,
+        record: Mapping[str, Any],
+        signers: list[str],
+        *,
+        pinned: bool = True,
+    ) -> None:
+        """Record and report a proven discrepancy; pause only if its signers are pinned (a
+        watched vault's onchain operators, or the given set): keys no one pinned may be a
+        network the source made up, and pausing on them is a denial of service."""
         kind = str(record.get("kind", "decision"))
         path = write_record(record, self.out_dir)
         if str(path) not in self.report.records:
@@ -551,7 +575,14 @@ class Watcher:
         else:
             self.report.wrong_signers(task.task_id, signers)
         log.warning("proven discrepancy", task_id=task.task_id, kind=kind, record=str(path))
-        self._pause(task.policy_client)
+        if pinned:
+            self._pause(task.policy_client)
+        elif self.guardian is not None:
+            self.report.warn(
+                task.task_id,
+                "its signers are pinned to no operator set (give --operator and --threshold, "
+                "or watch the vault): nothing paused",
+            )
 
     def _pause(self, policy_client: str) -> None:
         """Queue the affected vaults; ``_pause_pending`` pauses them before the cursor moves."""
