@@ -324,10 +324,7 @@ def _check(
         return recomputed
     if not named:
         raise NotProven("the record names no operator")
-    tier = getattr(attestation, "tier", None)
-    wrong_tier = (
-        recomputed.tier is not None and "tier" in doc["attestation"] and (tier != recomputed.tier)
-    )
+    wrong_tier = recomputed.tier is not None and attestation.tier != recomputed.tier
     for operator in named:
         value = signed.get(operator)
         if value is None:

@@ -278,3 +278,55 @@ def test_a_history_record_is_checked_against_the_operators_the_verifier_gives(
     check = verify_record(record, operators=honest_ops)
     assert not check.proven, check.notes
     assert "operator" in check.reason
+
+
+def test_a_tier_field_left_out_does_not_hide_an_under_tiered_attestation(
+    tmp_path: Path,
+) -> None:
+    """Every operator signs the standard tier (0) for an action the policy puts at tier
+    "all": the vault then accepts it with the standard threshold. The attestation's tier is
+    0, which is also what a record without a ``tier`` field reads as; a gateway or agent host
+    that leaves the field out made ``challenge run`` (and ``verify``) skip the tier
+    comparison. Before the fix: no discrepancy, and a record naming the signers did not
+    verify."""
+    from agentguard import policies
+    from agentguard.challenge._evidence import evidence_from_result
+    from agentguard.challenge._record import verify_record
+    from agentguard.challenge._run import check_evidence
+    from agentguard.challenge._sources import Materials
+    from tests.tiers.conftest import STANDARD_TIERS, tier_params
+    from tests.tiers.downgrading_operator import StandardOnly
+
+    token = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
+    net = InProcessNetwork(tmp_path)
+    for operator in net.operators:
+        operator._engine = StandardOnly()
+    try:
+        client = fresh_client()
+        policy_id = net.register(
+            client, policies.load("agent_spend"), tier_params(token, STANDARD_TIERS)
+        )
+        from tests.tiers.conftest import PAYEE
+
+        result = net.create(client, transfer(fresh_agent(), 12 * UNIT, recipient=PAYEE))
+        found = net.gateway.state.policy_version(policy_id)
+        assert found is not None
+    finally:
+        net.close()
+    assert result["attestation"]["decision"] == "allow" and result["attestation"]["tier"] == 0
+    material = (found.registration, found.policy)
+    stripped = {k: v for k, v in result["attestation"].items() if k != "tier"}
+    evidence = evidence_from_result(
+        {**result, "attestation": stripped}, created_at=0, source="gateway"
+    )
+
+    class _Local:
+        def registration(self, pid: str) -> Any:
+            return material if pid == policy_id.lower() else None
+
+    finding = check_evidence(evidence, Materials(_Local()), operators=net.operator_addresses)
+    assert finding is not None and finding.record is not None, finding
+    assert finding.recomputed is not None and finding.recomputed.tier == 2
+    signers = {s["operator"].lower() for s in result["attestation"]["signatures"]}
+    assert set(finding.wrong_signers) == signers and len(signers) >= 2
+    assert verify_record(finding.record).proven
