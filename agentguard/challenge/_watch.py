@@ -693,6 +693,10 @@ class Watcher:
         self.index.prune(before)
         kept = {c.task_id for c in self.index.all()}
         self._seqs = {t: s for t, s in self._seqs.items() if t in kept}
+        self._unpaid &= kept  # a long watch must not keep every vault task id it ever saw
+        # policy ids no registration was found for: the source names them, so they are
+        # forgotten each batch (a hostile source could list a new one per task)
+        self._clients = {p: c for p, c in self._clients.items() if c is not None}
         self._recorded = {t: at for t, at in self._recorded.items() if at > before}
         if self._recorded_since is not None and self._recorded_since < before:
             self._recorded_since = before  # what is older is no longer known here

@@ -330,3 +330,24 @@ def test_a_tier_field_left_out_does_not_hide_an_under_tiered_attestation(
     signers = {s["operator"].lower() for s in result["attestation"]["signatures"]}
     assert set(finding.wrong_signers) == signers and len(signers) >= 2
     assert verify_record(finding.record).proven
+
+
+def test_a_long_watch_forgets_what_left_the_window(tmp_path: Path) -> None:
+    """Memory of a long watch: the vault tasks the token showed no payment for, and policy
+    ids the source named but no registration backs (a hostile source can list a new one with
+    every task). Before the fix both sets grew for as long as the watch ran."""
+    from agentguard.challenge._watch import Cursor
+
+    class _Empty:
+        def tasks(self, **kw: Any) -> list[StoredTask]:
+            return []
+
+        def policy_version(self, policy_id: str) -> PolicyClientRecord | None:
+            return None
+
+    watcher = Watcher(_Empty(), cursor_file=tmp_path / "c.json", out_dir=tmp_path / "r")
+    for i in range(1000):
+        watcher._unpaid.add(f"0x{i:064x}")
+        watcher.registration(f"0x{i:064x}")
+    watcher._prune(Cursor())
+    assert watcher._unpaid == set() and watcher._clients == {}
