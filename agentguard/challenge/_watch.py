@@ -575,8 +575,8 @@ class Watcher:
         else:
             self.report.wrong_signers(task.task_id, signers)
         log.warning("proven discrepancy", task_id=task.task_id, kind=kind, record=str(path))
-        if pinned:
-            self._pause(task.policy_client)
+        if pinned:  # the attestation's client: the listing row's is the source's word
+            self._pause(str(record.get("policy_client", "")))
         elif self.guardian is not None:
             self.report.warn(
                 task.task_id,

@@ -9,6 +9,7 @@ inconsistent, never the operators wrong."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -351,3 +352,49 @@ def test_a_long_watch_forgets_what_left_the_window(tmp_path: Path) -> None:
         watcher.registration(f"0x{i:064x}")
     watcher._prune(Cursor())
     assert watcher._unpaid == set() and watcher._clients == {}
+
+
+def test_the_vault_paused_is_the_attestations_client_not_the_listing_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real discrepancy (lying operators of the given set allow a deny for client A) that
+    a hostile gateway lists under a row naming the watched vault B. B's attestations are not
+    involved; before the fix the watch paused B, the row's policy client, not A's vault."""
+    from eth_account import Account
+
+    from agentguard.challenge import _watch as watch_module
+
+    paused: list[list[str]] = []
+
+    def pause_vaults(w3: Any, vaults: Any, key: Any) -> list[Any]:
+        paused.append(list(vaults))
+        return []
+
+    monkeypatch.setattr(watch_module, "chain_head", lambda w3: 0)
+    monkeypatch.setattr(watch_module, "executed_events", lambda *a, **k: [])
+    monkeypatch.setattr(watch_module, "vault_operators", lambda w3, v: (frozenset(), 1))
+    monkeypatch.setattr(watch_module, "pause_vaults", pause_vaults)
+    (tmp_path / "net").mkdir()
+    net = InProcessNetwork(tmp_path / "net", liars=2)
+    victim = "0x" + "cd" * 20
+    try:
+        client, agent = fresh_client(), fresh_agent()
+        net.register(client, NETCHECK, params(max_per_tx=10 * UNIT))
+        result = net.create(client, transfer(agent, 50 * UNIT))
+        assert result["attestation"]["decision"] == "allow"
+        row = replace(_stored(result, 1, agent, client), policy_client=victim)
+        quorum = Quorum(frozenset(a.lower() for a in net.operator_addresses), 2)
+        report = Watcher(
+            _Forged(net.gateway.state, [row]),
+            cursor_file=tmp_path / "cursor.json",
+            out_dir=tmp_path / "records",
+            quorum=quorum,
+            once=True,
+            w3=object(),  # type: ignore[arg-type]
+            vaults=[victim],
+            guardian=Account.create(),
+        ).run()
+    finally:
+        net.close()
+    assert report.records and report.operators, "the discrepancy is proven and reported"
+    assert paused == []
