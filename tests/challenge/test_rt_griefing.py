@@ -181,8 +181,27 @@ def test_an_executed_call_at_an_elevated_tier_is_read_with_its_signers(tier: int
     }
 
 
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The watch's chain reads stubbed (no vault events, no onchain operators) and its
+    pauses collected: these tests are about whether it decides to pause."""
+    from agentguard.challenge import _watch as watch_module
+
+    calls: list[list[str]] = []
+
+    def pause_vaults(w3: Any, vaults: Any, key: Any) -> list[Any]:
+        calls.append(list(vaults))
+        return []
+
+    monkeypatch.setattr(watch_module, "chain_head", lambda w3: 0)
+    monkeypatch.setattr(watch_module, "executed_events", lambda *a, **k: [])
+    monkeypatch.setattr(watch_module, "vault_operators", lambda w3, v: (frozenset(), 1))
+    monkeypatch.setattr(watch_module, "pause_vaults", pause_vaults)
+    return calls
+
+
 def test_pause_all_is_not_triggered_by_signers_no_one_pinned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, paused: list[list[str]]
 ) -> None:
     """A hostile gateway lists tasks of a network of its own making (its keys sign allow for
     a deny, under a registration its own key signs) for a client that is not a watched vault.
@@ -190,17 +209,6 @@ def test_pause_all_is_not_triggered_by_signers_no_one_pinned(
     some key signed wrong. Before the fix ``--pause-all`` paused every watched vault on it."""
     from eth_account import Account
 
-    from agentguard.challenge import _watch as watch_module
-
-    paused: list[list[str]] = []
-    monkeypatch.setattr(watch_module, "chain_head", lambda w3: 0)
-    monkeypatch.setattr(watch_module, "executed_events", lambda *a, **k: [])
-
-    def pause_vaults(w3: Any, vaults: Any, key: Any) -> list[Any]:
-        paused.append(list(vaults))
-        return []
-
-    monkeypatch.setattr(watch_module, "pause_vaults", pause_vaults)
     (tmp_path / "fake").mkdir()
     fake = InProcessNetwork(tmp_path / "fake", liars=3)
     try:
@@ -355,25 +363,13 @@ def test_a_long_watch_forgets_what_left_the_window(tmp_path: Path) -> None:
 
 
 def test_the_vault_paused_is_the_attestations_client_not_the_listing_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, paused: list[list[str]]
 ) -> None:
     """A real discrepancy (lying operators of the given set allow a deny for client A) that
     a hostile gateway lists under a row naming the watched vault B. B's attestations are not
     involved; before the fix the watch paused B, the row's policy client, not A's vault."""
     from eth_account import Account
 
-    from agentguard.challenge import _watch as watch_module
-
-    paused: list[list[str]] = []
-
-    def pause_vaults(w3: Any, vaults: Any, key: Any) -> list[Any]:
-        paused.append(list(vaults))
-        return []
-
-    monkeypatch.setattr(watch_module, "chain_head", lambda w3: 0)
-    monkeypatch.setattr(watch_module, "executed_events", lambda *a, **k: [])
-    monkeypatch.setattr(watch_module, "vault_operators", lambda w3, v: (frozenset(), 1))
-    monkeypatch.setattr(watch_module, "pause_vaults", pause_vaults)
     (tmp_path / "net").mkdir()
     net = InProcessNetwork(tmp_path / "net", liars=2)
     victim = "0x" + "cd" * 20
