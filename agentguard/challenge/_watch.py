@@ -45,6 +45,7 @@ from agentguard.challenge._chain import (
     pause_vaults,
     vault_operators,
 )
+from agentguard.challenge._evaluate import most_permissive
 from agentguard.challenge._evidence import TaskEvidence, evidence_from_result
 from agentguard.challenge._history import (
     Candidate,
@@ -429,6 +430,7 @@ class Watcher:
             operators=None if quorum is None else quorum.operators,
             engine=self.engine,
         )
+        unsigned_says_deny = False  # the recorded history or approval refuses a signed allow
         if decided is not None:
             if decided.record is None:
                 self.report.warn(task.task_id, decided.why)
@@ -449,6 +451,7 @@ class Watcher:
                 "signed, so this names no operator (the records may not be what the operators "
                 "were handed)",
             )
+            unsigned_says_deny = decided.signed == "allow"
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
@@ -479,6 +482,36 @@ class Watcher:
                 record["extra"]["rests_on_records"] = True
                 self.report.on_records.append(task.task_id)
             self._proven(task, record, [])
+        elif unsigned_says_deny and self._wrong_on_provable(evidence, client, candidate, pool):
+            self.report.warn(
+                task.task_id,
+                "the policy refuses this allow on the history its signatures and the chain "
+                "prove (approval in its favour): the operators or the gateway's records lied; "
+                "the vault is paused",
+            )
+            self._pause(evidence.policy_client)
+
+    def _wrong_on_provable(
+        self, evidence: TaskEvidence, client: _Client, candidate: Candidate, pool: list[Candidate]
+    ) -> bool:
+        """Whether the policy refuses the task on the provable history alone (signed allows
+        still live, chain facts; no status from the records), with approval in its favour:
+        then the allow moved funds wrongly, whoever lied (the recorded history is not used:
+        it may not be what the operators were handed)."""
+        claimed = replace(evidence, wasm=most_permissive(evidence.wasm))
+        stripped = [replace(c, status=None) for c in pool]
+        try:
+            found = check_task(
+                claimed,
+                client.registration,
+                client.policy,
+                stripped,
+                at=candidate.now,
+                engine=self.engine,
+            )
+        except ChallengeError:
+            return False
+        return found.proven
 
     def _prove(
         self,

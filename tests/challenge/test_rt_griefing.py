@@ -200,6 +200,22 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
+def _guarding(source: Any, tmp: Path, quorum: Quorum, vault: str) -> Any:
+    """A watch with a guardian key over ``vault`` (the chain stubbed by ``paused``)."""
+    from eth_account import Account
+
+    return Watcher(
+        source,
+        cursor_file=tmp / "cursor.json",
+        out_dir=tmp / "records",
+        quorum=quorum,
+        once=True,
+        w3=object(),  # type: ignore[arg-type]
+        vaults=[vault],
+        guardian=Account.create(),
+    ).run()
+
+
 def test_pause_all_is_not_triggered_by_signers_no_one_pinned(
     tmp_path: Path, paused: list[list[str]]
 ) -> None:
@@ -368,7 +384,6 @@ def test_the_vault_paused_is_the_attestations_client_not_the_listing_row(
     """A real discrepancy (lying operators of the given set allow a deny for client A) that
     a hostile gateway lists under a row naming the watched vault B. B's attestations are not
     involved; before the fix the watch paused B, the row's policy client, not A's vault."""
-    from eth_account import Account
 
     (tmp_path / "net").mkdir()
     net = InProcessNetwork(tmp_path / "net", liars=2)
@@ -380,17 +395,43 @@ def test_the_vault_paused_is_the_attestations_client_not_the_listing_row(
         assert result["attestation"]["decision"] == "allow"
         row = replace(_stored(result, 1, agent, client), policy_client=victim)
         quorum = Quorum(frozenset(a.lower() for a in net.operator_addresses), 2)
-        report = Watcher(
-            _Forged(net.gateway.state, [row]),
-            cursor_file=tmp_path / "cursor.json",
-            out_dir=tmp_path / "records",
-            quorum=quorum,
-            once=True,
-            w3=object(),  # type: ignore[arg-type]
-            vaults=[victim],
-            guardian=Account.create(),
-        ).run()
+        report = _guarding(_Forged(net.gateway.state, [row]), tmp_path, quorum, victim)
     finally:
         net.close()
     assert report.records and report.operators, "the discrepancy is proven and reported"
     assert paused == []
+
+
+def test_an_allow_wrong_only_through_provable_history_still_pauses(
+    tmp_path: Path, paused: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the first test: lying operators (2 of 3) allow a spend the daily
+    cap refuses, on the history an honest gateway handed them and recorded. The record alone
+    proves nothing (the history is unsigned), but the earlier allows are quorum-signed and
+    still live at the task's time: on that provable history the policy refuses, so the funds
+    moved on a wrong allow and the vault is paused (no operator named: the watch cannot tell
+    the operators' lie from records that differ from what the operators were handed).
+    Guards the first fix against hiding real lies."""
+    import time
+
+    from agentguard.challenge import _watch as watch_module
+
+    (tmp_path / "net").mkdir()
+    net = InProcessNetwork(tmp_path / "net", liars=2)
+    try:
+        client, agent = fresh_client(), fresh_agent()
+        net.register(client, NETCHECK, params(max_per_tx=10 * UNIT, daily_cap=12 * UNIT))
+        for _ in range(3):  # a second apart: no same-second group proves anything here
+            assert net.create(client, transfer(agent, 5 * UNIT))["attestation"]["decision"] == (
+                "allow"
+            )
+            time.sleep(1.1)
+        quorum = Quorum(frozenset(a.lower() for a in net.operator_addresses), 2)
+        monkeypatch.setattr(
+            watch_module, "vault_operators", lambda w3, v: (quorum.operators, 2)
+        )  # the vault's onchain set is the network's
+        report = _guarding(net.gateway.state, tmp_path, quorum, client)
+    finally:
+        net.close()
+    assert report.operators == {}, report.text()
+    assert paused and paused[0][0].lower() == client.lower(), report.warnings
