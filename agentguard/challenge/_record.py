@@ -117,7 +117,7 @@ def _decision_kind(context: RecordContext) -> KindResult:
             "alone (it may rest on history the operators did not sign), and it moves no funds"
         )
     wasm = context.evidence.wasm
-    return KindResult(wasm, also=[most_permissive(wasm)])
+    return KindResult(wasm, also=[most_permissive(wasm, context.registration)])
 
 
 KINDS: dict[str, KindChecker] = {"decision": _decision_kind}

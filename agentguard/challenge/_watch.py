@@ -498,7 +498,7 @@ class Watcher:
         still live, chain facts; no status from the records), with approval in its favour:
         then the allow moved funds wrongly, whoever lied (the recorded history is not used:
         it may not be what the operators were handed)."""
-        claimed = replace(evidence, wasm=most_permissive(evidence.wasm))
+        claimed = replace(evidence, wasm=most_permissive(evidence.wasm, client.registration))
         stripped = [replace(c, status=None) for c in pool]
         try:
             found = check_task(

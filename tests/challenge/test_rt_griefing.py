@@ -435,3 +435,45 @@ def test_an_allow_wrong_only_through_provable_history_still_pauses(
         net.close()
     assert report.operators == {}, report.text()
     assert paused and paused[0][0].lower() == client.lower(), report.warnings
+
+
+@pytest.mark.parametrize("dropped", [["86400"], ["60", "3600", "86400"]])
+def test_a_window_left_out_of_the_recorded_history_frames_no_operator(
+    honest: tuple[InProcessNetwork, str], dropped: list[str]
+) -> None:
+    """window_cap (and rate_limit) deny when the gateway sent no history for a window. The
+    honest operators allowed on the full history; the forger (a hostile gateway's records,
+    or anyone editing a record) drops the window. ``most_permissive`` zeroed only the windows
+    the record still had, so the policy refused on both and the record was proven offline,
+    naming the honest operators: the watch would pause the vault on it. Before the fix
+    ``finding.offline`` and ``verify_record(...).proven`` were True."""
+    from agentguard import policies
+    from agentguard.challenge._evidence import evidence_from_result
+    from agentguard.challenge._record import verify_record
+    from agentguard.challenge._run import check_evidence
+    from agentguard.challenge._sources import Materials
+    from tests.network.conftest import TOKEN
+
+    net = honest[0]
+    client = fresh_client()
+    cap = {"asset": TOKEN, "window_seconds": 86400, "max_amount": str(100 * UNIT)}
+    caps = {"window_caps": [cap]}
+    policy_id = net.register(client, policies.load("window_cap"), caps)
+    result = net.create(client, transfer(fresh_agent(), UNIT))
+    assert result["attestation"]["decision"] == "allow"
+    found = net.gateway.state.policy_version(policy_id)
+    assert found is not None
+    material = (found.registration, found.policy)
+
+    class _Local:
+        def registration(self, pid: str) -> Any:
+            return material if pid == policy_id.lower() else None
+
+    def drop(wasm: dict[str, Any]) -> dict[str, Any]:
+        return {**wasm, "history": {k: v for k, v in wasm["history"].items() if k not in dropped}}
+
+    evidence = evidence_from_result(_with_wasm(result, drop), created_at=0, source="gateway")
+    finding = check_evidence(evidence, Materials(_Local()), operators=net.operator_addresses)
+    assert finding is not None and finding.record is not None  # the recorded data says deny
+    assert not finding.offline
+    assert not verify_record(finding.record).proven
