@@ -444,12 +444,13 @@ class Watcher:
             # than the one signed: the gateway may have recorded other data than it handed the
             # operators. That names no operator and pauses nothing; for an allow the history
             # check below decides against what the chain and the signatures prove.
+            given = decided.recomputed
             self.report.warn(
                 task.task_id,
-                f"signed {decided.signed}, but the recorded history or approval gives "
-                f"{decided.recomputed.decision if decided.recomputed else '?'}; neither is "
-                "signed, so this names no operator (the records may not be what the operators "
-                "were handed)",
+                f"signed {decided.signed}, but on the recorded history or approval the policy "
+                f"gives {given.decision if given else '?'} (tier {given.tier if given else '?'});"
+                " neither is signed, so this names no operator (the records may not be what "
+                "the operators were handed)",
             )
             unsigned_says_deny = decided.signed == "allow"
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
