@@ -395,9 +395,12 @@ class Watcher:
         except AgentGuardError:
             return  # the decision check reports a record it cannot read
         candidate = self._candidate(intent, attestation, status=task.status, status_seq=seen)
-        self._recorded[task.task_id.lower()] = task.created_at
-        if self._recorded_since is None or task.created_at < self._recorded_since:
-            self._recorded_since = task.created_at
+        # the signed time (expiry - lifetime) where there is one: the row's created_at is the
+        # source's word, and a far-future one would keep every execution from being judged
+        created = task.created_at if candidate is None else candidate.now
+        self._recorded[task.task_id.lower()] = created
+        if self._recorded_since is None or created < self._recorded_since:
+            self._recorded_since = created
         if candidate is not None:
             self.index.add(candidate)
             self._seqs[candidate.task_id] = task.seq

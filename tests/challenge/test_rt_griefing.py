@@ -477,3 +477,38 @@ def test_a_window_left_out_of_the_recorded_history_frames_no_operator(
     assert finding is not None and finding.record is not None  # the recorded data says deny
     assert not finding.offline
     assert not verify_record(finding.record).proven
+
+
+def test_a_far_future_created_at_does_not_hide_an_unrecorded_execution(
+    honest: tuple[InProcessNetwork, str], tmp_path: Path
+) -> None:
+    """A resumed watch judges an execution the records do not hold only if its task surely
+    came after the oldest record this run read. That oldest time was the rows' ``created_at``,
+    the source's word: a gateway listing its records with a far-future ``created_at`` kept
+    every execution from being judged (an unrecorded spend hidden). Now the signed time
+    (expiry - lifetime) is used where the task is a known quorum's allow. Before the fix
+    ``report.unrecorded`` stayed empty."""
+    from agentguard import Attestation
+    from agentguard.challenge._chain import ChainFact, Executed
+    from agentguard.network.registration import MAX_EXPIRE_AFTER
+
+    net, client = honest
+    agent = fresh_agent()
+    result = net.create(client, transfer(agent, UNIT))
+    row = replace(_stored(result, 7, agent, client), created_at=10**12)
+    quorum = Quorum(frozenset(a.lower() for a in net.operator_addresses), 2)
+    watcher = Watcher(
+        _Forged(net.gateway.state, [row]),
+        cursor_file=tmp_path / "c.json",
+        out_dir=tmp_path / "r",
+        quorum=quorum,
+    )  # a resumed run: _recorded_since starts unknown, set by the records it reads
+    watcher._index(row, row.seq)
+    later = {**result["attestation"], "task_id": "0x" + "5e" * 32}
+    later["expires_at"] += 2 * MAX_EXPIRE_AFTER  # surely created after the row's task
+    fact = ChainFact(
+        kind="executed", chain_id=8453, tx_hash="0x" + "11" * 32, block_number=9,
+        block_hash="0x" + "22" * 32, log_index=0, address=client, task_id="0x" + "5e" * 32,
+    )  # fmt: skip
+    watcher._judge([Executed(fact, None, Attestation.from_json(later))])
+    assert [u["task_id"] for u in watcher.report.unrecorded] == ["0x" + "5e" * 32]
