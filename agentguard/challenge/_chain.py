@@ -52,9 +52,9 @@ EXECUTED_TOPIC = keccak(b"Executed(bytes32,address,uint256,bytes32)")
 AUTHORIZATION_USED_TOPIC = keccak(b"AuthorizationUsed(address,bytes32)")
 TRANSFER_TOPIC = keccak(b"Transfer(address,address,uint256)")
 _EXECUTE_SELECTOR = keccak(EXECUTE_SIGNATURE.encode())[:4]
-_EXECUTE_TYPES = [
-    "address", "uint256", "bytes", "bytes", "bytes32", "bytes32", "uint64", "bytes[]", "uint8"
-]  # fmt: skip
+# the argument types, read from the signature itself so a new argument (the tier) is never
+# left out: decoding without it recovered the signers over another digest
+_EXECUTE_TYPES = EXECUTE_SIGNATURE[EXECUTE_SIGNATURE.index("(") + 1 : -1].split(",")
 MAX_LOG_RANGE = 10_000  # blocks per eth_getLogs request (public nodes cap the range)
 
 
@@ -251,8 +251,8 @@ def decode_execute(
                 "policy_client": to_checksum_address(vault),
                 "intent_hash": _hex(intent.intent_hash),
                 "expires_at": expires_at,
-                "signatures": signatures,
                 "tier": tier,
+                "signatures": signatures,
             }
         )
     except (AgentGuardError, ValueError, TypeError, UnicodeDecodeError):

@@ -13,6 +13,7 @@ from agentguard._tiers import human_gate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
 from agentguard.network.approvals import SignedApproval
+from agentguard.network.gateway._registry import _windows as registered_windows
 from agentguard.network.operator import check_params, evaluate_policy, policy_input
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
@@ -131,9 +132,12 @@ def reevaluate(
     return Recomputed(decision=decision, reasons=reasons, tier=evaluation.tier)
 
 
-def most_permissive(wasm: dict[str, Any]) -> dict[str, Any]:
+def most_permissive(wasm: dict[str, Any], registration: Registration) -> dict[str, Any]:
     """The recorded policy data with every part no operator signs set in the action's favour:
     no earlier spend in any window (only this action's amount projected) and a human approval.
+    Every window the registered params define is there, whatever the record holds: a policy
+    refuses when a window is missing, so a record that dropped one would otherwise "prove"
+    honest operators wrong.
 
     The signatures bind the intent, the policy id and the expiry (so the time); the history
     and the approval flag are the gateway's word. A wrong ``allow`` is proven by the record
@@ -143,7 +147,8 @@ def most_permissive(wasm: dict[str, Any]) -> dict[str, Any]:
     asset = spend.get("asset") if isinstance(spend, dict) else None
     amount = spend.get("amount") if isinstance(spend, dict) else None
     history = wasm.get("history")
-    windows = history if isinstance(history, dict) else {}
+    windows = {str(w) for w in registered_windows(registration.params)}
+    windows.update(history if isinstance(history, dict) else {})
     alone = {asset: amount} if isinstance(asset, str) and isinstance(amount, str) else {}
     return {
         **wasm,

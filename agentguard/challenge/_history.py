@@ -608,17 +608,27 @@ def verify_history(
     *,
     rpc: str | None = None,
     engine: PolicyEngine | None = None,
+    operators: frozenset[str] | None = None,
 ) -> HistoryVerdict:
     """Re-check a ``history`` record: every earlier attestation's signatures against the
     stated operator set, each counted task's time and window arithmetic, the bound, and the
     re-evaluation on it. Chain facts are read again only with ``rpc`` (otherwise the tasks
-    that need them are left out of the bound, and a note says so)."""
+    that need them are left out of the bound, and a note says so). ``operators``: the set the
+    verifier trusts; the record's own set must be within it (else keys the forger holds could
+    sign the "earlier allowed" tasks that make the bound)."""
     notes: list[str] = []
     try:
         quorum = Quorum.from_json(extra["quorum"])
         counted = list(extra["history"]["counted"])
     except (KeyError, TypeError, ValueError) as exc:
         return HistoryVerdict(False, None, (f"the history evidence is malformed ({exc})",))
+    if operators is not None and not quorum.operators <= operators:
+        outside = sorted(quorum.operators - operators)
+        return HistoryVerdict(
+            False,
+            None,
+            (f"the record's operator set has keys outside the operators given: {outside[:5]}",),
+        )
     intent = TransactionIntent.from_wire(evidence.intent)
     attestation = Attestation.from_json(evidence.attestation)
     why_not = quorum.signed(attestation, intent)
@@ -782,7 +792,12 @@ def _history_kind(context: RecordContext) -> KindResult:
     if not isinstance(extra, Mapping):
         raise NotProven("a history record carries its evidence in extra; this one has none")
     verdict = verify_history(
-        context.evidence, context.registration, context.policy, extra, rpc=context.rpc
+        context.evidence,
+        context.registration,
+        context.policy,
+        extra,
+        rpc=context.rpc,
+        operators=context.operators,
     )
     if not verdict.proven or verdict.wasm is None:
         reason = "; ".join(verdict.notes) or "the recomputed history changes nothing"

@@ -90,6 +90,7 @@ class RecordContext:
     registration: Registration
     policy: Policy
     rpc: str | None
+    operators: frozenset[str] | None = None  # the verifier's operator set (lowercase), if given
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _decision_kind(context: RecordContext) -> KindResult:
             "alone (it may rest on history the operators did not sign), and it moves no funds"
         )
     wasm = context.evidence.wasm
-    return KindResult(wasm, also=[most_permissive(wasm)])
+    return KindResult(wasm, also=[most_permissive(wasm, context.registration)])
 
 
 KINDS: dict[str, KindChecker] = {"decision": _decision_kind}
@@ -287,7 +288,8 @@ def _check(
         source=doc["source"],
         approval=doc.get("approval"),
     )
-    context = RecordContext(doc, evidence, registration, policy, rpc)
+    pinned = None if operators is None else frozenset(o.lower() for o in operators)
+    context = RecordContext(doc, evidence, registration, policy, rpc, pinned)
     try:
         result = checker(context)
     except AgentGuardError as exc:
@@ -322,10 +324,7 @@ def _check(
         return recomputed
     if not named:
         raise NotProven("the record names no operator")
-    tier = getattr(attestation, "tier", None)
-    wrong_tier = (
-        recomputed.tier is not None and "tier" in doc["attestation"] and (tier != recomputed.tier)
-    )
+    wrong_tier = recomputed.tier is not None and attestation.tier != recomputed.tier
     for operator in named:
         value = signed.get(operator)
         if value is None:

@@ -81,10 +81,9 @@ def check_evidence(
         recomputed = reevaluate(evidence, registration, policy, engine=engine)
     except ChallengeError as exc:
         return Finding(task_id, cursor, why=exc.message)
-    tier = getattr(attestation, "tier", None)
-    wrong_tier = (
-        recomputed.tier is not None and "tier" in evidence.attestation and tier != recomputed.tier
-    )
+    # the tier is signed; a record without the field reads as tier 0, so its absence never
+    # excuses a tier other than the policy's
+    wrong_tier = recomputed.tier is not None and attestation.tier != recomputed.tier
     wrong = [s for s in signed if s.allow != recomputed.allowed or wrong_tier]
     if not wrong:
         return None

@@ -45,6 +45,7 @@ from agentguard.challenge._chain import (
     pause_vaults,
     vault_operators,
 )
+from agentguard.challenge._evaluate import most_permissive
 from agentguard.challenge._evidence import TaskEvidence, evidence_from_result
 from agentguard.challenge._history import (
     Candidate,
@@ -394,9 +395,12 @@ class Watcher:
         except AgentGuardError:
             return  # the decision check reports a record it cannot read
         candidate = self._candidate(intent, attestation, status=task.status, status_seq=seen)
-        self._recorded[task.task_id.lower()] = task.created_at
-        if self._recorded_since is None or task.created_at < self._recorded_since:
-            self._recorded_since = task.created_at
+        # the signed time (expiry - lifetime) where there is one: the row's created_at is the
+        # source's word, and a far-future one would keep every execution from being judged
+        created = task.created_at if candidate is None else candidate.now
+        self._recorded[task.task_id.lower()] = created
+        if self._recorded_since is None or created < self._recorded_since:
+            self._recorded_since = created
         if candidate is not None:
             self.index.add(candidate)
             self._seqs[candidate.task_id] = task.seq
@@ -429,12 +433,29 @@ class Watcher:
             operators=None if quorum is None else quorum.operators,
             engine=self.engine,
         )
+        unsigned_says_deny = False  # the recorded history or approval refuses a signed allow
         if decided is not None:
             if decided.record is None:
                 self.report.warn(task.task_id, decided.why)
-            else:
-                self._proven(task, decided.record, list(decided.wrong_signers))
-            return
+                return
+            if decided.offline:
+                self._proven(
+                    task, decided.record, list(decided.wrong_signers), pinned=quorum is not None
+                )
+                return
+            # The recorded history or approval (no operator signs them) gives another decision
+            # than the one signed: the gateway may have recorded other data than it handed the
+            # operators. That names no operator and pauses nothing; for an allow the history
+            # check below decides against what the chain and the signatures prove.
+            given = decided.recomputed
+            self.report.warn(
+                task.task_id,
+                f"signed {decided.signed}, but on the recorded history or approval the policy "
+                f"gives {given.decision if given else '?'} (tier {given.tier if given else '?'});"
+                " neither is signed, so this names no operator (the records may not be what "
+                "the operators were handed)",
+            )
+            unsigned_says_deny = decided.signed == "allow"
         candidate = self.index.get(evidence.policy_client, task.agent, task.task_id)
         if candidate is None:
             return  # not a quorum's allow of the known operators: nothing to bound
@@ -465,6 +486,36 @@ class Watcher:
                 record["extra"]["rests_on_records"] = True
                 self.report.on_records.append(task.task_id)
             self._proven(task, record, [])
+        elif unsigned_says_deny and self._wrong_on_provable(evidence, client, candidate, pool):
+            self.report.warn(
+                task.task_id,
+                "the policy refuses this allow on the history its signatures and the chain "
+                "prove (approval in its favour): the operators or the gateway's records lied; "
+                "the vault is paused",
+            )
+            self._pause(evidence.policy_client)
+
+    def _wrong_on_provable(
+        self, evidence: TaskEvidence, client: _Client, candidate: Candidate, pool: list[Candidate]
+    ) -> bool:
+        """Whether the policy refuses the task on the provable history alone (signed allows
+        still live, chain facts; no status from the records), with approval in its favour:
+        then the allow moved funds wrongly, whoever lied (the recorded history is not used:
+        it may not be what the operators were handed)."""
+        claimed = replace(evidence, wasm=most_permissive(evidence.wasm, client.registration))
+        stripped = [replace(c, status=None) for c in pool]
+        try:
+            found = check_task(
+                claimed,
+                client.registration,
+                client.policy,
+                stripped,
+                at=candidate.now,
+                engine=self.engine,
+            )
+        except ChallengeError:
+            return False
+        return found.proven
 
     def _prove(
         self,
@@ -541,7 +592,17 @@ class Watcher:
         assert quorum is not None and finding.recomputed is not None
         return history_record(evidence, client.registration, client.policy, finding, quorum)
 
-    def _proven(self, task: StoredTask, record: Mapping[str, Any], signers: list[str]) -> None:
+    def _proven(
+        self,
+        task: StoredTask,
+        record: Mapping[str, Any],
+        signers: list[str],
+        *,
+        pinned: bool = True,
+    ) -> None:
+        """Record and report a proven discrepancy; pause only if its signers are pinned (a
+        watched vault's onchain operators, or the given set): keys no one pinned may be a
+        network the source made up, and pausing on them is a denial of service."""
         kind = str(record.get("kind", "decision"))
         path = write_record(record, self.out_dir)
         if str(path) not in self.report.records:
@@ -551,7 +612,14 @@ class Watcher:
         else:
             self.report.wrong_signers(task.task_id, signers)
         log.warning("proven discrepancy", task_id=task.task_id, kind=kind, record=str(path))
-        self._pause(task.policy_client)
+        if pinned:  # the attestation's client: the listing row's is the source's word
+            self._pause(str(record.get("policy_client", "")))
+        elif self.guardian is not None:
+            self.report.warn(
+                task.task_id,
+                "its signers are pinned to no operator set (give --operator and --threshold, "
+                "or watch the vault): nothing paused",
+            )
 
     def _pause(self, policy_client: str) -> None:
         """Queue the affected vaults; ``_pause_pending`` pauses them before the cursor moves."""
@@ -662,6 +730,10 @@ class Watcher:
         self.index.prune(before)
         kept = {c.task_id for c in self.index.all()}
         self._seqs = {t: s for t, s in self._seqs.items() if t in kept}
+        self._unpaid &= kept  # a long watch must not keep every vault task id it ever saw
+        # policy ids no registration was found for: the source names them, so they are
+        # forgotten each batch (a hostile source could list a new one per task)
+        self._clients = {p: c for p, c in self._clients.items() if c is not None}
         self._recorded = {t: at for t, at in self._recorded.items() if at > before}
         if self._recorded_since is not None and self._recorded_since < before:
             self._recorded_since = before  # what is older is no longer known here
