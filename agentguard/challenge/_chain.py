@@ -14,11 +14,12 @@ node. ``pause_vaults`` is the guardian's one move.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -55,6 +56,7 @@ _EXECUTE_SELECTOR = keccak(EXECUTE_SIGNATURE.encode())[:4]
 # the argument types, read from the signature itself so a new argument (the tier) is never
 # left out: decoding without it recovered the signers over another digest
 _EXECUTE_TYPES = EXECUTE_SIGNATURE[EXECUTE_SIGNATURE.index("(") + 1 : -1].split(",")
+_T = TypeVar("_T")
 MAX_LOG_RANGE = 10_000  # blocks per eth_getLogs request (public nodes cap the range)
 
 
@@ -154,7 +156,7 @@ class Executed:
     attestation: Attestation | None
 
 
-def _call(what: str, fn: Any, *args: Any) -> Any:
+def _call(what: str, fn: Callable[..., _T], *args: Any) -> _T:
     try:
         return fn(*args)
     except AgentGuardError:
@@ -184,7 +186,7 @@ def executed_events(w3: Web3, vault: str, *, from_block: int, to_block: int) -> 
             },
         )
         for log in logs:
-            found.append(_executed(w3, chain_id, vault, log))
+            found.append(_call("an Executed event", _executed, w3, chain_id, vault, log))
         start = end + 1
     return found
 
@@ -255,7 +257,7 @@ def decode_execute(
                 "signatures": signatures,
             }
         )
-    except (AgentGuardError, ValueError, TypeError, UnicodeDecodeError):
+    except (AgentGuardError, DecodingError, ValueError, TypeError, UnicodeDecodeError):
         return None, None  # the event alone still stands; the call is not ours to read
     return intent, attestation
 
@@ -280,7 +282,14 @@ def authorization_used(w3: Web3, token: str, vault: str, task_id: str) -> ChainF
     )
     if not logs:
         return None
-    log = logs[0]
+    return _call(
+        "the payment's logs", _authorization_fact, w3, chain_id, token, vault, task_id, logs[0]
+    )
+
+
+def _authorization_fact(
+    w3: Web3, chain_id: int, token: str, vault: str, task_id: str, log: Mapping[str, Any]
+) -> ChainFact:
     receipt = _call("the payment's receipt", w3.eth.get_transaction_receipt, log["transactionHash"])
     transfer = _transfer_before(receipt["logs"], token, int(log["logIndex"]))
     return ChainFact(
@@ -329,6 +338,11 @@ def recheck_fact(w3: Web3, fact: ChainFact) -> str | None:
         receipt = w3.eth.get_transaction_receipt(fact.tx_hash)  # type: ignore[arg-type]
     except Exception:
         return f"transaction {fact.tx_hash} is not known to the node"
+    return _call("the transaction's receipt", _judge_receipt, w3, fact, receipt)
+
+
+def _judge_receipt(w3: Web3, fact: ChainFact, receipt: Mapping[str, Any]) -> str | None:
+    """(A node's answer of the wrong shape is ``NodeUnavailable`` through ``_call``.)"""
     if _hex(receipt["blockHash"]) != fact.block_hash or int(receipt["blockNumber"]) != (
         fact.block_number
     ):
