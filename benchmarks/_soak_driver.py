@@ -63,9 +63,11 @@ def capture_request(client: Callable[[str], Any]) -> tuple[str, bytes]:
         chain_id=8453,
     )
     try:
-        with client(f"http://127.0.0.1:{server.server_address[1]}") as gw:
-            with contextlib.suppress(Exception):  # the capturing server refused it
-                gw.authorize(intent)
+        with (
+            client(f"http://127.0.0.1:{server.server_address[1]}") as gw,
+            contextlib.suppress(Exception),  # the capturing server refused it
+        ):
+            gw.authorize(intent)
     finally:
         server.shutdown()
         server.server_close()
