@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -177,6 +178,17 @@ class Side:
     def net_key(self) -> str:
         assert self.net is not None
         return self.net.api_key
+
+    def profile(self, action: str) -> dict[str, Any]:
+        """``bench_network.py --profile``: start (``SIGUSR1``) or stop and write (``SIGUSR2``)
+        the profiler ``benchmarks/_profile/sitecustomize.py`` put in this process and in every
+        process below it."""
+        sig = {"start": signal.SIGUSR1, "stop": signal.SIGUSR2}[action]
+        pids = [os.getpid(), *descendants(os.getpid())]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return {"pids": pids, "roles": {str(k): v for k, v in self.roles().items()}}
 
     def rss(self) -> dict[str, Any]:
         return {"gateway_rss_mib": rss_mib(self.gateway_pid())}
