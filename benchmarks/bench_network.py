@@ -359,16 +359,17 @@ class Soak:
     """One side's soak: its quota, what it did, the gateway's RSS along the way."""
 
     quota: int
-    done: int = 0
+    sent: int = 0  # requests sent: the soak's progress (RSS readings are keyed by it)
+    done: int = 0  # of which answered with a result
     failed: int = 0
     denied: int = 0
     elapsed_s: float = 0.0
     network_cpu_s: float = 0.0
     driver_cpu_s: float = 0.0
-    rss: list[tuple[int, float]] = field(default_factory=list)  # (authorizations, MiB)
+    rss: list[tuple[int, float]] = field(default_factory=list)  # (sent, MiB)
 
     def at(self, n: int) -> float | None:
-        """RSS when ``n`` authorizations were done (the first reading at or after it)."""
+        """RSS when ``n`` requests were sent (the first reading at or after it)."""
         return next((mib for done, mib in self.rss if done >= n), None)
 
     def growth(self, start: int, end: int) -> float | None:
@@ -394,12 +395,12 @@ def soak(sides: list[Side], args: Any) -> tuple[list[dict[str, Any]], list[str]]
     started = time.monotonic()
     notes: list[str] = []
     turn = 0
-    while active := [s for s in sides if runs[s.label].done < runs[s.label].quota and s.alive()]:
+    while active := [s for s in sides if runs[s.label].sent < runs[s.label].quota and s.alive()]:
         if time.monotonic() - started > args.soak_budget:
             notes.append(
                 f"The soak stopped after its {args.soak_budget:.0f} s budget: "
                 + ", ".join(
-                    f"{s.label} {runs[s.label].done:,} of {runs[s.label].quota:,}" for s in active
+                    f"{s.label} {runs[s.label].sent:,} of {runs[s.label].quota:,}" for s in active
                 )
                 + "."
             )
@@ -407,33 +408,39 @@ def soak(sides: list[Side], args: Any) -> tuple[list[dict[str, Any]], list[str]]
         turn += 1
         for s in active if turn % 2 else active[::-1]:
             run = runs[s.label]
-            stop = warm if run.done < warm else (run.done // args.soak_every + 1) * args.soak_every
-            a = s.ask("soak", n=min(stop, run.quota) - run.done, connections=args.soak_connections)
+            # RSS is read at the warm-up, every --soak-every, and each side's end, so both
+            # sides have readings at the same counts
+            stop = min(
+                [x for x in (warm, *quotas.values()) if x > run.sent]
+                + [(run.sent // args.soak_every + 1) * args.soak_every]
+            )
+            a = s.ask("soak", n=min(stop, run.quota) - run.sent, connections=args.soak_connections)
             if a is None:
                 continue
+            run.sent += a["n"] + a["failed"]
             run.done += a["n"]
             run.failed += a["failed"]
             run.denied += a["denied"]
             run.elapsed_s += a["elapsed_s"]
             run.network_cpu_s += a["cpu_network_s"]
             run.driver_cpu_s += a["cpu_client_s"]
-            run.rss.append((run.done, a["gateway_rss_mib"]))
-        print("  soak: " + ", ".join(f"{k} {v.done:,}" for k, v in runs.items()), file=sys.stderr)
-    common = min(r.done for r in runs.values())
+            run.rss.append((run.sent, a["gateway_rss_mib"]))
+        print("  soak: " + ", ".join(f"{k} {v.sent:,}" for k, v in runs.items()), file=sys.stderr)
+    common = min(r.sent for r in runs.values())
     table: list[tuple[str, dict[str, Any]]] = [
         ("authorizations in the soak", {k: r.done for k, r in runs.items()}),
         ("gateway RSS before the soak (MiB)", {k: r.at(0) for k, r in runs.items()}),
         (f"gateway RSS after {warm:,} (warm-up) (MiB)", {k: r.at(warm) for k, r in runs.items()}),
         ("gateway RSS after the soak (MiB)", {k: r.rss[-1][1] for k, r in runs.items()}),
-        (GROWTH, {k: r.growth(warm, r.done) for k, r in runs.items()}),
+        (GROWTH, {k: r.growth(warm, r.sent) for k, r in runs.items()}),
         (
             f"gateway RSS growth per 1,000 from {warm:,} to {common:,}, both sides (MiB)",
             {k: r.growth(warm, common) for k, r in runs.items()},
         ),
         (
-            f"gateway RSS every {args.soak_every:,} authorizations (MiB)",
+            f"gateway RSS at every {args.soak_every:,} authorizations and at the end (MiB)",
             {
-                k: [round(m, 1) for d, m in r.rss if d and d % args.soak_every == 0]
+                k: [round(m, 1) for d, m in r.rss if d % args.soak_every == 0 or d == r.sent][1:]
                 for k, r in runs.items()
             },
         ),
@@ -551,7 +558,7 @@ def main() -> None:
     p.add_argument("--baseline-soak", type=int, default=20_000, help="the baseline's soak")
     p.add_argument("--soak-warmup", type=int, default=5_000, help="growth is counted after it")
     p.add_argument("--soak-every", type=int, default=10_000, help="RSS read at each multiple")
-    p.add_argument("--soak-connections", type=int, default=16)
+    p.add_argument("--soak-connections", type=int, default=32)
     p.add_argument("--soak-budget", type=float, default=480.0, help="seconds, both sides")
     p.add_argument("--operators", type=int, nargs="*", default=None, help="groups to run")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR", help="profile instead")
