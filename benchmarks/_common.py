@@ -127,7 +127,7 @@ def emit(
 ) -> dict[str, Any]:
     """Print the rows and, with ``--json``, write the report (``started`` is ``machine()``
     taken at the start; the load at the end is added here; ``tables`` go in beside ``rows``)."""
-    report = {
+    report: dict[str, Any] = {
         "name": name,
         "command": command(),
         "machine": {**started, "load_end": load_average()},

@@ -136,12 +136,20 @@ async def drive(
                 reader, writer = stream
                 writer.write(prefix + str(len(body)).encode() + b"\r\n\r\n" + body)
                 answer, keep = await _read(reader)
-            except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError):
+            except (
+                OSError,
+                RuntimeError,
+                ValueError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ):
                 counts["failed"] += 1
-                stream = _close(stream)
+                _close(stream)
+                stream = None
                 continue
             if not keep:
-                stream = _close(stream)
+                _close(stream)
+                stream = None
             if b'"result"' not in answer:
                 counts["failed"] += 1
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-_DIR = os.environ.get("AGENTGUARD_PROFILE_DIR")
+_DIR = os.environ.get("AGENTGUARD_PROFILE_DIR", "")
 
 if _DIR:
     import atexit
