@@ -39,6 +39,8 @@ def capture_request(client: Callable[[str], Any]) -> tuple[str, bytes]:
     seen: list[tuple[str, bytes]] = []
 
     class Capture(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # what any client expects; the answer closes anyway
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             seen.append((self.path, self.rfile.read(length)))
@@ -46,6 +48,7 @@ def capture_request(client: Callable[[str], Any]) -> tuple[str, bytes]:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(answer)
 
