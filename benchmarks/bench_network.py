@@ -65,6 +65,7 @@ BASELINE = "a179a10"  # main before issue 11: the design the speed work replaces
 THRESHOLD = 66  # two thirds: 2 of 3, 4 of 5, 5 of 7
 MAIN = "3 operators, 2 checks"
 GROWTH = "gateway RSS growth per 1,000 authorizations after warm-up (MiB)"
+LATE = "gateway RSS growth per 1,000 over the soak's second half (MiB)"
 GROUPS: list[tuple[int, list[tuple[str, dict[str, Any]]]]] = [
     (3, [("2 checks", TWO_CHECKS), ("13 keys", FULL_13)]),
     (5, [("2 checks", TWO_CHECKS)]),
@@ -433,6 +434,7 @@ def soak(sides: list[Side], args: Any) -> tuple[list[dict[str, Any]], list[str]]
         (f"gateway RSS after {warm:,} (warm-up) (MiB)", {k: r.at(warm) for k, r in runs.items()}),
         ("gateway RSS after the soak (MiB)", {k: r.rss[-1][1] for k, r in runs.items()}),
         (GROWTH, {k: r.growth(warm, r.sent) for k, r in runs.items()}),
+        (LATE, {k: r.growth(max(warm, r.sent // 2), r.sent) for k, r in runs.items()}),
         (
             f"gateway RSS growth per 1,000 from {warm:,} to {common:,}, both sides (MiB)",
             {k: r.growth(warm, common) for k, r in runs.items()},
