@@ -24,8 +24,12 @@ Then a soak of the 3-operator networks through a lean keep-alive driver (``_soak
 the SDK's own request body, so the driver costs little next to the network): ``--soak``
 authorizations for this checkout, ``--baseline-soak`` for the baseline, in alternating chunks
 while both run; the gateway's RSS before, after the ``--soak-warmup``, at every
-``--soak-every`` and after, and its growth per 1,000 after the warm-up. It stops early, and
-says so, once ``--soak-budget`` seconds are spent.
+``--soak-every`` and after, and its growth per 1,000 after the warm-up and over the second
+half. It stops early, and says so, once ``--soak-budget`` seconds are spent.
+
+Where the CPU goes without the baseline or the soak, in about a minute::
+
+    .venv/bin/python benchmarks/bench_network.py --baseline none --operators 3 --rounds 1 --soak 0
 
 ``--profile DIR`` measures nothing side by side: it runs this checkout's network alone with
 every process under a CPU-time profiler (``_profile/sitecustomize.py``) and prints each
