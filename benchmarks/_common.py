@@ -5,6 +5,9 @@ Each ``benchmarks/bench_*.py`` writes, with ``--json PATH``::
 
     {"name": str, "command": str, "machine": {...}, "rows": [{...}, ...], "notes": str}
 
+and may add tables of its own beside ``rows`` (``bench_network.py``: ``cpu_split``,
+``scaling``), each a list of rows of scalars.
+
 ``benchmarks/report.py`` renders those files into ``docs/performance.md``. A benchmark never
 fails on a number: it reports what it measured.
 """
@@ -120,15 +123,17 @@ def emit(
     started: dict[str, Any],
     rows: Sequence[dict[str, Any]],
     notes: str = "",
+    tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Print the rows and, with ``--json``, write the report (``started`` is ``machine()``
-    taken at the start; the load at the end is added here)."""
-    report = {
+    taken at the start; the load at the end is added here; ``tables`` go in beside ``rows``)."""
+    report: dict[str, Any] = {
         "name": name,
         "command": command(),
         "machine": {**started, "load_end": load_average()},
         "rows": list(rows),
         "notes": notes,
+        **(tables or {}),
     }
     for row in rows:
         print(json.dumps(row))

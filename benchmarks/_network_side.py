@@ -4,7 +4,12 @@ Started by ``bench_network.py`` with ``PYTHONPATH`` and the working directory se
 tree (this checkout, or a baseline ref unpacked into a temporary directory), so this process,
 the gateway and every operator import that tree's ``agentguard``. It uses only what both trees
 offer (``ReferenceNetwork``, ``NewtonGateway``, ``AsyncNewtonGateway``, ``Verifier``), and reads
-CPU time and memory of its own process tree from ``/proc``, so the figures cover every process.
+CPU time and memory of its own process tree from ``/proc``, so the figures cover every process,
+each one on its own (the client, the gateway, every operator).
+
+The soak drives the gateway with a lean keep-alive HTTP/1.1 driver (``_soak_driver.py``) that
+sends the very request body the SDK client sends (captured once), with a fresh amount each
+time, so the driver's own cost stays small next to the network's.
 
 Protocol: one JSON command per line on stdin, one ``@@ {json}`` answer per line on stdout.
 """
@@ -15,11 +20,13 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 from _common import PAYEE, USDC, cmdline, cpu_seconds, descendants, rss_mib
+from _soak_driver import capture_request, drive
 
 import agentguard
 from agentguard import AsyncNewtonGateway, NewtonGateway, TransactionIntent, Verifier
@@ -34,6 +41,7 @@ class Side:
     def __init__(self) -> None:
         self.net: ReferenceNetwork | None = None
         self.counter = 0
+        self.request: tuple[str, bytes] | None = None  # the SDK's newt_createTask, for the soak
 
     def intent(self) -> TransactionIntent:
         self.counter += 1  # every intent distinct: no idempotency hit, a fresh task each time
@@ -41,16 +49,31 @@ class Side:
             sender=AGENT, token=USDC, recipient=PAYEE, amount=self.counter, chain_id=8453
         )
 
+    def roles(self) -> dict[int, str]:
+        """Every process below this one by role: ``gateway``, ``operator 1``.. (in the order
+        they were started), ``other`` for anything else."""
+        found: dict[int, str] = {}
+        operators = 0
+        for pid in sorted(descendants(os.getpid())):
+            line = cmdline(pid)
+            if "agentguard.network.gateway" in line:
+                found[pid] = "gateway"
+            elif "agentguard.network.operator" in line:
+                operators += 1
+                found[pid] = f"operator {operators}"
+            else:
+                found[pid] = "other"
+        return found
+
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far: this process (the client) and every process below it."""
-        others = sum(cpu_seconds(pid) for pid in descendants(os.getpid()))
-        return {"client": time.process_time(), "network": others}
+        """CPU seconds so far by role: this process (the client) and every process below it."""
+        split = {"client": time.process_time()}
+        for pid, role in self.roles().items():
+            split[role] = split.get(role, 0.0) + cpu_seconds(pid)
+        return split
 
     def gateway_pid(self) -> int:
-        for pid in descendants(os.getpid()):
-            if "agentguard.network.gateway" in cmdline(pid):
-                return pid
-        return 0
+        return next((pid for pid, role in self.roles().items() if role == "gateway"), 0)
 
     def start(self, operators: int, threshold: int, params: list[dict[str, Any]]) -> dict[str, Any]:
         self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold)
@@ -104,13 +127,13 @@ class Side:
         assert self.net is not None
         intents = [self.intent() for _ in range(n)]
         todo = iter(intents)
-        denied = failed = 0
+        denied = failed = signatures = 0
         async with AsyncNewtonGateway(
             self.net.url, policy_client=CLIENTS[client], api_key=self.net.api_key
         ) as gw:
 
             async def worker() -> None:
-                nonlocal denied, failed
+                nonlocal denied, failed, signatures
                 for intent in todo:
                     try:
                         att = await gw.authorize(intent)
@@ -118,6 +141,7 @@ class Side:
                         failed += 1
                         continue
                     denied += att.decision != "allow"
+                    signatures += len(att.signatures)
 
             before = self.cpu()
             started = time.perf_counter()
@@ -125,9 +149,46 @@ class Side:
             elapsed = time.perf_counter() - started
             after = self.cpu()
         done = n - failed
-        return {"n": done, "failed": failed, "elapsed_s": elapsed, "denied": denied} | _cpu(
-            before, after
+        counts = {"n": done, "failed": failed, "denied": denied, "signatures": signatures}
+        return counts | {"elapsed_s": elapsed} | _cpu(before, after)
+
+    async def soak(self, n: int, connections: int) -> dict[str, Any]:
+        """``n`` authorizations of client 0 by the lean driver over ``connections`` keep-alive
+        connections; CPU of every process and the gateway's RSS after."""
+        assert self.net is not None
+        if self.request is None:
+            self.request = capture_request(
+                lambda url: NewtonGateway(url, policy_client=CLIENTS[0], api_key=self.net_key())
+            )
+        first = self.counter + 1
+        self.counter += n
+        before = self.cpu()
+        started = time.perf_counter()
+        outcome = await drive(
+            self.net.url, self.net_key(), self.request, range(first, first + n), connections
         )
+        elapsed = time.perf_counter() - started
+        after = self.cpu()
+        return (
+            outcome
+            | {"elapsed_s": elapsed, "gateway_rss_mib": self.rss()["gateway_rss_mib"]}
+            | _cpu(before, after)
+        )
+
+    def net_key(self) -> str:
+        assert self.net is not None
+        return self.net.api_key
+
+    def profile(self, action: str) -> dict[str, Any]:
+        """``bench_network.py --profile``: start (``SIGUSR1``) or stop and write (``SIGUSR2``)
+        the profiler ``benchmarks/_profile/sitecustomize.py`` put in this process and in every
+        process below it."""
+        sig = {"start": signal.SIGUSR1, "stop": signal.SIGUSR2}[action]
+        pids = [os.getpid(), *descendants(os.getpid())]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return {"pids": pids, "roles": {str(k): v for k, v in self.roles().items()}}
 
     def rss(self) -> dict[str, Any]:
         return {"gateway_rss_mib": rss_mib(self.gateway_pid())}
@@ -139,10 +200,14 @@ class Side:
         return {}
 
 
-def _cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def _cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """CPU seconds spent between two ``Side.cpu()`` readings: the client's, the network's
+    (every other process), and each role's (``cpu_s``: they add up to the two)."""
+    split = {role: after[role] - before.get(role, 0.0) for role in after}
     return {
-        "cpu_client_s": after["client"] - before["client"],
-        "cpu_network_s": after["network"] - before["network"],
+        "cpu_client_s": split["client"],
+        "cpu_network_s": sum(v for role, v in split.items() if role != "client"),
+        "cpu_s": split,
     }
 
 
@@ -155,8 +220,8 @@ def main() -> None:
             command = json.loads(line)
             op = command.pop("op")
             try:
-                if op == "concurrent":
-                    answer = asyncio.run(side.concurrent(**command))
+                if op in ("concurrent", "soak"):
+                    answer = asyncio.run(getattr(side, op)(**command))
                 else:
                     answer = getattr(side, op)(**command)
             except Exception as exc:  # reported to the driver, which says so in the report

@@ -47,6 +47,7 @@ class Section:
     columns: list[tuple[str, str]] | None = None  # (row key, header); None: every scalar key
     reading: Callable[[Rows], str] | None = None
     fixed: str = ""  # a fixed explanation, no figures
+    tables: Callable[[Report], str] | None = None  # more tables from the report, after rows
 
 
 def _f(x: Any, digits: int = 2) -> str:
@@ -87,13 +88,28 @@ MAIN = "3 operators, 2 checks"
 P50, P99 = "sequential p50 (ms)", "sequential p99 (ms)"
 RATE = "throughput, concurrent clients (/s)"
 CPU = "CPU per authorization under load, all processes (ms)"
-GROWTH = "gateway RSS growth per 1,000 authorizations (MiB)"
+GROWTH = "gateway RSS growth per 1,000 authorizations after warm-up (MiB)"
+LATE = "gateway RSS growth per 1,000 over the soak's second half (MiB)"
 SOAKED = "authorizations in the soak"
+SOAK = f"{MAIN}: soak"
 
 
 def _asked(operators: int) -> int:
     """Operators the gateway asks first: a two-thirds quorum (66 %), rounded up."""
     return -(-operators * 66 // 100)
+
+
+def _rss(rows: Rows, side: str) -> str:
+    before = _net(rows, SOAK, "gateway RSS before the soak (MiB)", side)
+    after = _net(rows, SOAK, "gateway RSS after the soak (MiB)", side)
+    growth, soaked = _net(rows, SOAK, GROWTH, side), _net(rows, SOAK, SOAKED, side)
+    late = _net(rows, SOAK, LATE, side)
+    if soaked is None:
+        return "—"
+    return (
+        f"RSS {_f(before, 1)} → {_f(after, 1)} MiB over {_f(soaked)}; per 1,000: "
+        f"{_f(growth, 3)} MiB after warm-up, {_f(late, 3)} MiB over the second half"
+    )
 
 
 def network_targets(rows: Rows) -> list[tuple[str, str, str, bool | None]]:
@@ -109,29 +125,36 @@ def network_targets(rows: Rows) -> list[tuple[str, str, str, bool | None]]:
         met = None if value is None else (value >= limit if above else value <= limit)
         base = _net(rows, MAIN, figure, "baseline")
         out.append((label, f"{_f(value)} {unit}", f"{_f(base)} {unit}", met))
-    growth = _net(rows, f"{MAIN}: soak", GROWTH)
-    soaked = _net(rows, f"{MAIN}: soak", SOAKED)
+    growth, soaked = _net(rows, SOAK, GROWTH), _net(rows, SOAK, SOAKED)
+    late = _net(rows, SOAK, LATE)
     out.append(
         (
-            "gateway memory flat under a 100,000-authorization soak (< 0.1 MiB per 1,000)",
-            f"{_f(growth)} MiB per 1,000 over {_f(soaked)}",
-            f"{_f(_net(rows, f'{MAIN}: soak', GROWTH, 'baseline'))} MiB per 1,000",
-            None if growth is None else growth < 0.1,
+            "gateway memory flat under a 100,000-authorization soak (all 100,000 answered; "
+            "< 0.1 MiB per 1,000 after warm-up and < 0.05 over the second half)",
+            _rss(rows, "current"),
+            _rss(rows, "baseline"),
+            None
+            if growth is None or late is None or soaked is None
+            else growth < 0.1 and late < 0.05 and soaked >= 100_000,
         )
     )
-    three = _net(rows, MAIN, CPU)
     for n in (5, 7):
-        more = _net(rows, f"{n} operators, 2 checks", CPU)
         linear = _asked(n) / _asked(3)
+        found = []
+        for side in ("current", "baseline"):
+            three, more = (
+                _net(rows, MAIN, CPU, side),
+                _net(rows, f"{n} operators, 2 checks", CPU, side),
+            )
+            found.append(more / three if more and three else None)
+        now, base = found
         out.append(
             (
                 f"CPU per authorization with {n} operators at most linear in the operators "
-                f"asked ({_asked(n)} against {_asked(3)})",
-                f"{_f(more / three)}{X} of 3 operators' (linear: {_f(linear)}{X})"
-                if more and three
-                else "—",
-                "",
-                None if not (more and three) else more / three <= linear,
+                f"asked ({_asked(n)} against {_asked(3)}: {_f(linear)}{X})",
+                f"{_f(now)}{X} of 3 operators'" if now else "—",
+                f"{_f(base)}{X}" if base else "—",
+                None if now is None else now <= linear,
             )
         )
     return out
@@ -158,6 +181,32 @@ def network_reading(rows: Rows) -> str:
             f"{_f(7 / 3)}{X})."
         )
     return text
+
+
+def network_tables(report: Report) -> str:
+    """Where the CPU goes (each process, per authorization) and how it scales with the
+    operators asked: ``bench_network.py``'s ``cpu_split`` and ``scaling`` tables."""
+    out = []
+    split = report.get("cpu_split") or []
+    if split:
+        out += [
+            "CPU per authorization under load by process (ms; the median round's, so the "
+            "parts add up to the all-process figure):",
+            "",
+            table(split, None),
+            "",
+        ]
+    scaling = report.get("scaling") or []
+    if scaling:
+        out += [
+            "Cost against the operators asked: each setup's CPU per authorization relative to "
+            "3 operators with two checks, beside the ratio of operators a two-thirds quorum "
+            "asks first (the linear bound); signatures per attestation as measured:",
+            "",
+            table(scaling, None),
+            "",
+        ]
+    return "\n".join(out).rstrip()
 
 
 def side_ratio_reading(key: str, base_index: int, what: str) -> Callable[[Rows], str]:
@@ -267,10 +316,13 @@ SECTIONS = [
         "Authorization through the reference network, side by side with the baseline",
         "A gateway and its operator processes on loopback with a two-thirds quorum, for this "
         "checkout and for the baseline ref (its `agentguard/` unpacked from git), both up at "
-        "once and measured in alternating rounds. Latency from one sync client; throughput "
-        "from 32 concurrent async clients; CPU time per authorization summed over every "
-        "process (client, gateway, operators). Then a soak on the 3-operator network with the "
-        "gateway's RSS before and after.",
+        "once and measured in alternating rounds: 3 operators with `agent_spend` configured "
+        "with two checks and with all 13 keys, 5 and 7 operators with two checks. Latency from "
+        "one sync client; throughput from 32 concurrent async clients; CPU time per "
+        "authorization summed over every process (client, gateway, operators) and split by "
+        "process. Then a soak on the 3-operator networks through a lean keep-alive driver "
+        "sending the SDK's own request, with the gateway's RSS before, along the way and after. "
+        "`--profile DIR` prints each process's hottest functions instead.",
         columns=[
             ("setup", "setup"),
             ("figure", "figure"),
@@ -279,6 +331,7 @@ SECTIONS = [
             ("ratio", "current / baseline"),
         ],
         reading=network_reading,
+        tables=network_tables,
         fixed=(
             "CPU per authorization over all processes is the figure to compare across runs: "
             "wall-time latency and throughput depend on what else the machine is doing, while "
@@ -480,6 +533,9 @@ def render_section(section: Section, report: Report | None, failure: str) -> str
         table(report["rows"], section.columns),
         "",
     ]
+    extra = section.tables(report) if section.tables is not None else ""
+    if extra:
+        out += [extra, ""]
     if report.get("notes"):
         out += [report["notes"], ""]
     computed = ""
@@ -495,29 +551,32 @@ def render_section(section: Section, report: Report | None, failure: str) -> str
 
 
 def targets(reports: dict[str, Report]) -> str:
-    lines = ["| target | measured | baseline, same run | |", "|---|---|---|---|"]
+    """Every target with what this run measured, the baseline's figure from the same run
+    where the benchmark measures one, and the command that measured it."""
+    lines = ["| target | measured | baseline, same run | | command |", "|---|---|---|---|---|"]
+
+    def add(name: str, label: str, value: str, base: str, met: bool | None) -> None:
+        command = reports[name].get("command", "")
+        lines.append(f"| {label} | {value} | {base} | {_met(met)} | `{command}` |")
+
     network = reports.get("network")
-    if network:
-        for label, value, base, met in network_targets(network["rows"]):
-            lines.append(f"| {label} | {value} | {base} | {_met(met)} |")
+    for label, value, base, met in network_targets(network["rows"]) if network else ():
+        add("network", label, value, base, met)
     wallet = reports.get("wallet")
     guarded = (
         _find(wallet["rows"], case="guarded verify + reserve + sign + commit") if wallet else None
     )
     if guarded:
-        lines.append(
-            f"| guarded wallet ≤ 2{X} bare eth-account | {_f(guarded['x_bare'])}{X} | | {_met(guarded['x_bare'] <= 2)} |"
-        )
+        ratio = guarded["x_bare"]
+        add("wallet", f"guarded wallet ≤ 2{X} bare eth-account", f"{_f(ratio)}{X}", "", ratio <= 2)
     x402 = reports.get("x402")
     for label, value, met in x402_targets(x402["rows"]) if x402 else ():
-        lines.append(f"| {label} | {value} | | {_met(met)} |")
+        add("x402", label, value, "", met)
     ledger = reports.get("ledger")
     full = _find(ledger["rows"], case="ledger reserve + commit in full") if ledger else None
     if full:
         rate = full["pairs_per_s"]
-        lines.append(
-            f"| ledger reserve + commit ≥ 5,000 pairs/s | {_f(rate)} /s | | {_met(rate >= 5000)} |"
-        )
+        add("ledger", "ledger reserve + commit ≥ 5,000 pairs/s", f"{_f(rate)} /s", "", rate >= 5000)
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
