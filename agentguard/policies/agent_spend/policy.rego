@@ -35,7 +35,17 @@ reasons := violations | {approval_reason} if approval_required
 
 # -- every check that values the spend: tx_cap, window_cap, approval_threshold, allowed_assets
 violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
-	values_spend
+	data.params.max_per_tx
+	not valid_spend
+}
+
+violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.window_caps
+	not valid_spend
+}
+
+violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.approval_above
 	not valid_spend
 }
 
@@ -54,8 +64,22 @@ violations contains msg if {
 	])
 }
 
+# No check configured: no check key is present (x == x holds for any value, false included).
 violations contains "agent_spend: params configures no check, so nothing is allowed" if {
-	count(object.filter(data.params, checks)) == 0
+	not data.params.max_per_tx == data.params.max_per_tx
+	not data.params.allowed_recipients == data.params.allowed_recipients
+	not data.params.window_caps == data.params.window_caps
+	not data.params.rate_limits == data.params.rate_limits
+	not data.params.denied_recipients == data.params.denied_recipients
+	not data.params.allowed_contracts == data.params.allowed_contracts
+	not data.params.denied_contracts == data.params.denied_contracts
+	not data.params.allowed_functions == data.params.allowed_functions
+	not data.params.offchain_calls == data.params.offchain_calls
+	not data.params.allow_plain_transfers == data.params.allow_plain_transfers
+	not data.params.allowed_assets == data.params.allowed_assets
+	not data.params.allowed_chains == data.params.allowed_chains
+	not data.params.time_windows == data.params.time_windows
+	not data.params.approval_above == data.params.approval_above
 }
 
 # -- tx_cap
@@ -134,6 +158,7 @@ violations contains "the gateway sent no spend recipient (data.wasm.spend.recipi
 violations contains msg if {
 	data.params.allowed_recipients
 	not offchain_call
+	not spend.recipient in data.params.allowed_recipients # listed as sent: no lower() needed
 	not listed(data.params.allowed_recipients, recipient)
 	msg := concat("", ["recipient ", recipient, " is not in allowed_recipients"])
 }
@@ -241,18 +266,9 @@ recipient := lower(spend.recipient)
 
 contract := lower(input.to)
 
-values_spend if data.params.max_per_tx
-
-values_spend if data.params.window_caps
-
-values_spend if data.params.approval_above
-
-# The gateway sends canonical decimal strings; this only refuses a missing or mistyped spend.
-valid_spend if {
-	is_string(spend.asset)
-	is_string(spend.amount)
-	is_string(spend.kind)
-}
+# The gateway sends canonical decimal strings; this only refuses a missing or mistyped spend
+# (concat is undefined unless all three are strings: one builtin instead of three is_string).
+valid_spend if concat("", [spend.asset, spend.amount, spend.kind])
 
 cap := data.params.max_per_tx[asset]
 
@@ -344,13 +360,6 @@ allowed_unknown_call if {
 	input.decoded_function_signature in data.params.allowed_functions
 }
 
-checks := [
-	"max_per_tx", "window_caps", "rate_limits",
-	"allowed_recipients", "denied_recipients", "allowed_contracts", "denied_contracts",
-	"allowed_functions", "offchain_calls", "allow_plain_transfers",
-	"allowed_assets", "allowed_chains",
-	"time_windows", "approval_above",
-]
 
 # -- time_window's clock ("HH:MM" strings are zero-padded, so they order like the times)
 default outside := "the gateway clock is outside the allowed time_windows"
@@ -370,24 +379,21 @@ inside_some_window if {
 	w.start < w.end
 	w.start <= now_hhmm
 	now_hhmm < w.end
-	some d in w.days
-	day_forms[today][d]
+	count(day_forms[today] & {d | some d in w.days}) > 0
 }
 
 inside_some_window if {
 	some w in data.params.time_windows
 	w.end <= w.start
 	w.start <= now_hhmm
-	some d in w.days
-	day_forms[today][d]
+	count(day_forms[today] & {d | some d in w.days}) > 0
 }
 
 inside_some_window if {
 	some w in data.params.time_windows
 	w.end <= w.start
 	now_hhmm < w.end
-	some d in w.days
-	day_forms[yesterday][d]
+	count(day_forms[yesterday] & {d | some d in w.days}) > 0
 }
 
 day_names := ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
