@@ -8,8 +8,10 @@
 # The checks are those of tx_cap, window_cap, rate_limit, recipient_list, function_allowlist,
 # asset_chain_allowlist, time_window and approval_threshold (same rules, same messages; their
 # files explain each rule), written out in this one module: rego-cpp's cost per query grows
-# with every rule in the bundle and every rule a body goes through, so including those modules
-# cost about twice this. tests/policies/test_golden.py holds both to the same answers.
+# with every rule in the bundle and every rule body it tries, and iterating another package's
+# violations costs about 18 µs per check (measured: docs/architecture.md, "Policy engine").
+# The checks few configurations use sit behind one gate, so a typical configuration skips them
+# in one body. tests/policies/test_golden.py holds this module to the separate policies' answers.
 package agentguard.agent_spend
 
 import data.agentguard.lib.amounts
@@ -33,25 +35,10 @@ reasons := violations | {approval_reason} if approval_required
 # Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
 # lengths compare as text. Exact for any uint256; to_number would round them to doubles.
 
-# -- every check that values the spend: tx_cap, window_cap, approval_threshold, allowed_assets
+# -- the checks nearly every configuration has; a spend no check can value is always judged
 violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
 	data.params.max_per_tx
 	not valid_spend
-}
-
-violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
-	data.params.window_caps
-	not valid_spend
-}
-
-violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
-	data.params.approval_above
-	not valid_spend
-}
-
-violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
-	data.params.allowed_assets
-	not is_string(spend.asset)
 }
 
 # Whatever else is configured: a function agentguard cannot value may move anything.
@@ -102,53 +89,6 @@ violations contains msg if {
 	])
 }
 
-# -- window_cap
-violations contains msg if {
-	some c in applicable
-	not is_string(data.wasm.history[c.window].projected[asset])
-	msg := concat("", ["the gateway sent no spend history for the ", c.window, " s window; denied"])
-}
-
-violations contains msg if {
-	some c in applicable
-	total := data.wasm.history[c.window].projected[asset]
-	not amount_lte(total, c.max_amount)
-	msg := concat("", [
-		"spending ", spend.amount, " of asset ", asset, " would bring the ", c.window,
-		" s total to ", total, ", above the window cap max_amount = ", c.max_amount,
-	])
-}
-
-violations contains msg if {
-	data.params.window_caps
-	not data.params.max_per_tx
-	valid_spend
-	count(applicable) == 0
-	moves_value
-	msg := concat("", ["asset ", asset, " has no entry in window_caps (and no max_per_tx caps it); denied"])
-}
-
-# -- rate_limit
-violations contains msg if {
-	some r in data.params.rate_limits
-	not is_number(data.wasm.history[format_int(r.window_seconds, 10)].count)
-	msg := concat("", [
-		"the gateway sent no action count for the ", format_int(r.window_seconds, 10),
-		" s window; denied",
-	])
-}
-
-violations contains msg if {
-	some r in data.params.rate_limits
-	window := format_int(r.window_seconds, 10)
-	done := data.wasm.history[window].count
-	done + 1 > r.max_count
-	msg := concat("", [
-		format_int(done, 10), " actions in the last ", window,
-		" s already; rate limit max_count = ", format_int(r.max_count, 10),
-	])
-}
-
 # -- recipient_list
 violations contains "the gateway sent no spend recipient (data.wasm.spend.recipient); denied" if {
 	recipient_checks
@@ -163,21 +103,107 @@ violations contains msg if {
 	msg := concat("", ["recipient ", recipient, " is not in allowed_recipients"])
 }
 
+# -- every other check, behind one gate
 violations contains msg if {
+	not no_more_checks
+	some msg in more_violations
+}
+
+# Every body of more_violations needs one of these keys set (and not false): with none of
+# them (the common case of a few caps and lists) that whole set costs one body.
+no_more_checks if {
+	not data.params.window_caps
+	not data.params.rate_limits
+	not data.params.denied_recipients
+	not data.params.allowed_contracts
+	not data.params.denied_contracts
+	not data.params.allowed_functions
+	not data.params.offchain_calls
+	not is_boolean(data.params.allow_plain_transfers)
+	not data.params.allowed_assets
+	not data.params.allowed_chains
+	not data.params.time_windows
+	not data.params.approval_above
+}
+
+# -- every other check that values the spend: window_cap, approval_threshold, allowed_assets
+more_violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.window_caps
+	not valid_spend
+}
+
+more_violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.approval_above
+	not valid_spend
+}
+
+more_violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	data.params.allowed_assets
+	not is_string(spend.asset)
+}
+
+# -- window_cap
+more_violations contains msg if {
+	some c in applicable
+	not is_string(data.wasm.history[c.window].projected[asset])
+	msg := concat("", ["the gateway sent no spend history for the ", c.window, " s window; denied"])
+}
+
+more_violations contains msg if {
+	some c in applicable
+	total := data.wasm.history[c.window].projected[asset]
+	not amount_lte(total, c.max_amount)
+	msg := concat("", [
+		"spending ", spend.amount, " of asset ", asset, " would bring the ", c.window,
+		" s total to ", total, ", above the window cap max_amount = ", c.max_amount,
+	])
+}
+
+more_violations contains msg if {
+	data.params.window_caps
+	not data.params.max_per_tx
+	valid_spend
+	count(applicable) == 0
+	moves_value
+	msg := concat("", ["asset ", asset, " has no entry in window_caps (and no max_per_tx caps it); denied"])
+}
+
+# -- rate_limit
+more_violations contains msg if {
+	some r in data.params.rate_limits
+	not is_number(data.wasm.history[format_int(r.window_seconds, 10)].count)
+	msg := concat("", [
+		"the gateway sent no action count for the ", format_int(r.window_seconds, 10),
+		" s window; denied",
+	])
+}
+
+more_violations contains msg if {
+	some r in data.params.rate_limits
+	window := format_int(r.window_seconds, 10)
+	done := data.wasm.history[window].count
+	done + 1 > r.max_count
+	msg := concat("", [
+		format_int(done, 10), " actions in the last ", window,
+		" s already; rate limit max_count = ", format_int(r.max_count, 10),
+	])
+}
+
+more_violations contains msg if {
 	data.params.denied_recipients
 	not offchain_call
 	listed(data.params.denied_recipients, recipient)
 	msg := concat("", ["recipient ", recipient, " is in denied_recipients"])
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	data.params.allowed_contracts
 	contract_call
 	not listed(data.params.allowed_contracts, contract)
 	msg := concat("", ["contract ", contract, " is not in allowed_contracts"])
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	data.params.denied_contracts
 	contract_call
 	listed(data.params.denied_contracts, contract)
@@ -185,14 +211,14 @@ violations contains msg if {
 }
 
 # -- function_allowlist
-violations contains msg if {
+more_violations contains msg if {
 	function_checks
 	input.data == "0x"
 	not data.params.allow_plain_transfers == true
 	msg := concat("", ["plain transfer to ", input.to, " is not allowed (allow_plain_transfers is not true)"])
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	function_checks
 	not input.data == "0x"
 	not offchain_call
@@ -202,7 +228,7 @@ violations contains msg if {
 	msg := concat("", ["function ", signature, " on ", input.to, " is not in allowed_functions"])
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	function_checks
 	not input.data == "0x"
 	not offchain_call
@@ -215,26 +241,26 @@ violations contains msg if {
 }
 
 # -- asset_chain_allowlist
-violations contains msg if {
+more_violations contains msg if {
 	data.params.allowed_assets
 	not offchain_call # it moves nothing
 	not listed(data.params.allowed_assets, asset)
 	msg := concat("", ["asset ", asset, " is not in allowed_assets"])
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	data.params.allowed_chains
 	not input.chain_id in data.params.allowed_chains
 	msg := concat("", ["chain ", input.chain_id, " is not in allowed_chains"])
 }
 
 # -- time_window
-violations contains "the gateway sent no clock (data.wasm.now); denied" if {
+more_violations contains "the gateway sent no clock (data.wasm.now); denied" if {
 	data.params.time_windows
 	not is_number(data.wasm.now)
 }
 
-violations contains msg if {
+more_violations contains msg if {
 	data.params.time_windows
 	is_number(data.wasm.now)
 	not inside_some_window
@@ -359,7 +385,6 @@ allowed_unknown_call if {
 	not to_offchain_target
 	input.decoded_function_signature in data.params.allowed_functions
 }
-
 
 # -- time_window's clock ("HH:MM" strings are zero-padded, so they order like the times)
 default outside := "the gateway clock is outside the allowed time_windows"
