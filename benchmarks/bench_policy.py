@@ -60,6 +60,8 @@ def cases() -> list[tuple[str, Policy, dict[str, Any]]]:
     found = [(name, load(name), params_for(name)) for name in bundled() if name != "agent_spend"]
     found.append(("agent_spend (2 checks: cap + recipients)", load("agent_spend"), TWO_CHECKS))
     found.append(("agent_spend (all 13 keys)", load("agent_spend"), FULL_13))
+    tiered = {**TWO_CHECKS, "tiers": {"high": {"*": "1000000000000"}}}
+    found.append(("agent_spend (2 checks + 1 tier)", load("agent_spend"), tiered))
     return found
 
 
