@@ -38,7 +38,7 @@ outside := concat("", [day_names[today], " ", now_hhmm, " UTC is outside the all
 
 # "HH:MM" strings are zero-padded, so they order like the times they name ("24:00" last).
 # Plain integer arithmetic (floor: rego-cpp divides into floats, which sprintf's %d refuses);
-# cheaper than the time.* builtins, and no helper functions: rego-cpp calls are costly.
+# cheaper than the time.* builtins, and no helper functions for the clock: each call costs.
 second_of_day := data.wasm.now % 86400
 
 today := (floor((data.wasm.now - second_of_day) / 86400) + 3) % 7 # 1970-01-01 was a Thursday
