@@ -20,10 +20,17 @@ package agentguard.lib.amounts
 
 import rego.v1
 
-# The canonical decimal string of an amount; undefined unless x is a valid amount.
+# The canonical decimal string of an amount; undefined unless x is a valid amount. A string is
+# one when it matches ^(0|[1-9][0-9]{0,77})$; checked with four cheap builtins, since rego-cpp's
+# regex.match costs about 45 µs a call (tests/policies/test_amounts_fast.py holds them equal).
+amount("0") := "0"
+
 amount(x) := x if {
 	is_string(x)
-	regex.match(`^(0|[1-9][0-9]{0,77})$`, x)
+	x != ""
+	count(x) <= 78
+	not startswith(x, "0")
+	trim_left(x, "0123456789") == ""
 }
 
 amount(x) := format_int(x, 10) if {
