@@ -195,7 +195,7 @@ def _uint(value: Any, field: str) -> int:
     return int(value)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # a signature's parts are up to ~3x its 2048 characters
 def _function_parts(signature: str) -> tuple[str, tuple[str, ...], str]:
     """A canonical signature's name, argument types and wire hex (read for every intent)."""
     types = tuple(argument_types(signature))
@@ -259,7 +259,7 @@ _UINT_WIDTHS = frozenset(range(8, 257, 8))
 _STATIC_KINDS = {"address": _ADDRESS, "bool": _BOOL, "bytes32": _BYTES32}
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # only the value-moving table's signatures get here
 def _static_shape(signature: str) -> tuple[int, ...] | None:
     """Per argument of ``signature``: ``_ADDRESS``, ``_BOOL``, ``_BYTES32`` or the bit width of
     a ``uintN``; None if any argument is of another type (those go through eth_abi)."""
