@@ -56,6 +56,7 @@ __all__ = [
 
 _ERC20_TRANSFER = "transfer(address,uint256)"
 _FIELD_NAMES = ("from_", "to", "value", "data", "chain_id", "function_signature")
+_TRANSFER_FIELDS = ("from_", "to", "data", "chain_id", "function_signature")  # value: default
 
 _MAX_SIGNATURE = 2048
 _MAX_NESTING = 16
@@ -524,17 +525,20 @@ class TransactionIntent(_Model):
             "function_signature": sig,
         }
         try:
-            return cls._validated_directly(fields)
+            return cls._validated_directly(fields, _FIELD_NAMES)
         except Exception:
             return cls.model_validate(fields)
 
     @classmethod
-    def _validated_directly(cls, fields: dict[str, Any]) -> TransactionIntent:
-        """``model_validate(fields)`` for all six fields, without pydantic's machinery: the
-        same validators in the same order, then the same model check (spend included). It
-        runs on every request a gateway or operator reads, so it costs what the checks cost.
-        Any refusal is re-judged by ``model_validate``, so errors stay exactly the model's;
-        ``tests/unit/test_intent_fast.py`` holds the accepted intents equal on random wires."""
+    def _validated_directly(
+        cls, fields: dict[str, Any], given: tuple[str, ...]
+    ) -> TransactionIntent:
+        """``model_validate(fields)`` without pydantic's machinery: the same validators in the
+        same order, then the same model check (spend included); ``given`` are the fields the
+        caller set (``model_fields_set``; a default is valid as is). It runs on every request
+        a gateway or operator reads, so it costs what the checks cost. Callers hand any
+        refusal to the model, so errors stay exactly the model's;
+        ``tests/unit/test_intent_fast.py`` holds the accepted intents equal on random input."""
         from_ = _checksum(fields["from"], "from")
         to = _checksum(fields["to"], "to")
         value = _uint(fields["value"], "value")
@@ -543,7 +547,7 @@ class TransactionIntent(_Model):
         signature = _signature_text(fields["function_signature"])
         _check_call(chain_id, data, signature)
         intent = cls.model_construct(
-            set(_FIELD_NAMES),
+            set(given),
             from_=from_,
             to=to,
             value=value,
@@ -597,9 +601,24 @@ class TransactionIntent(_Model):
         # The canonical ABI encoding of (address, uint256), written out: this runs per payment.
         payee = bytes.fromhex(_checksum(recipient, "recipient")[2:])
         data = _selector(_ERC20_TRANSFER) + address_word(payee) + uint_word(_uint(amount, "amount"))
-        return cls(
-            from_=sender, to=token, data=data, chain_id=chain_id, function_signature=_ERC20_TRANSFER
-        )
+        fields = {
+            "from": sender,
+            "to": token,
+            "value": 0,
+            "data": data,
+            "chain_id": chain_id,
+            "function_signature": _ERC20_TRANSFER,
+        }
+        try:
+            return cls._validated_directly(fields, _TRANSFER_FIELDS)
+        except Exception:
+            return cls(
+                from_=sender,
+                to=token,
+                data=data,
+                chain_id=chain_id,
+                function_signature=_ERC20_TRANSFER,
+            )
 
 
 _TRANSFER_SELECTOR = _selector(_ERC20_TRANSFER)

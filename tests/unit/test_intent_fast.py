@@ -207,20 +207,45 @@ def cases() -> Iterator[Any]:
         yield _wire(rng)
 
 
+def transfer_cases() -> Iterator[dict[str, Any]]:
+    """Arguments of ``TransactionIntent.erc20_transfer`` (the client's and x402's builder)."""
+    rng = random.Random(SEED + 2)
+    for _ in range(CASES // 3):
+        odd = rng.random
+        yield {
+            "sender": _address(rng) if odd() < 0.3 else "0x" + "11" * 20,
+            "token": _address(rng) if odd() < 0.3 else TOKEN,
+            "recipient": _address(rng) if odd() < 0.3 else "0x" + rng.randbytes(20).hex(),
+            "amount": _quantity(rng) if odd() < 0.3 else rng.randrange(1 << rng.randrange(1, 257)),
+            "chain_id": _quantity(rng) if odd() < 0.2 else 8453,
+        }
+
+
+def transfer_outcome(args: dict[str, Any]) -> str:
+    try:
+        intent = TransactionIntent.erc20_transfer(**args)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return _observed(intent)
+
+
 def outcome(wire: Any) -> str:
     """Everything a caller can observe of reading ``wire``: the error, or the intent's fields,
     hash, decoded arguments (with their Python types), spend and policy input."""
     try:
         intent = TransactionIntent.from_wire(wire)
-        spend = intent.spend
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+    return _observed(intent)
+
+
+def _observed(intent: TransactionIntent) -> str:
     seen = {
         "fields": repr(intent.model_dump()),
         "set": sorted(intent.model_fields_set),
         "hash": intent.intent_hash.hex(),
         "args": [f"{type(a).__name__}:{a!r}" for a in intent.decoded_arguments],
-        "spend": repr(spend),
+        "spend": repr(intent.spend),
         "parsed": intent.parsed(),
         "wire": intent.wire(),
     }
@@ -275,6 +300,21 @@ def test_fast_reader_equals_the_previous_code() -> None:
     got = [_digest(r) for r in _outcomes(outcome)]
     mismatched = [i for i, (a, b) in enumerate(zip(got, golden["outcomes"], strict=True)) if a != b]
     assert not mismatched, mismatched[:10]
+
+
+def test_fast_transfer_builder_equals_the_model_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = [transfer_outcome(args) for args in transfer_cases()]
+    with monkeypatch.context() as patched:
+        _model_path(patched)
+        slow = [transfer_outcome(args) for args in transfer_cases()]
+    assert fast == slow
+    assert CASES // 10 < sum(not r.startswith("IntentError") for r in fast) < CASES // 3
+
+
+def test_fast_transfer_builder_equals_the_previous_code() -> None:
+    golden = json.loads(GOLDEN.read_text())
+    got = [_digest(transfer_outcome(args)) for args in transfer_cases()]
+    assert got == golden["transfers"]
 
 
 def test_static_decoder_matches_eth_abi_on_every_word_shape() -> None:
@@ -340,5 +380,9 @@ def test_a_rejected_fast_read_is_judged_by_the_model() -> None:
 
 if __name__ == "__main__" and "--golden" in sys.argv:
     records = [_digest(outcome(wire)) for wire in cases()]
-    GOLDEN.write_text(json.dumps({"seed": SEED, "cases": CASES, "outcomes": records}) + "\n")
+    transfers = [_digest(transfer_outcome(args)) for args in transfer_cases()]
+    GOLDEN.write_text(
+        json.dumps({"seed": SEED, "cases": CASES, "outcomes": records, "transfers": transfers})
+        + "\n"
+    )
     print(f"wrote {len(records)} outcomes to {GOLDEN}")
