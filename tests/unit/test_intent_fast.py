@@ -378,6 +378,28 @@ def test_a_rejected_fast_read_is_judged_by_the_model() -> None:
         TransactionIntent.from_wire(wire)
 
 
+def test_a_fast_read_intent_is_as_frozen_as_a_validated_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing read from the wire can be changed between its check and its signature: the
+    directly built intent refuses assignment exactly like a validated one, and holds bytes."""
+    wire = {"from": "0x" + "11" * 20, "to": TOKEN, "chain_id": 8453, "data": [], "value": 1}
+
+    def attempt() -> str:
+        intent = TransactionIntent.from_wire(wire)
+        assert type(intent.data) is bytes
+        try:
+            intent.to = "0x" + "99" * 20
+        except Exception as exc:
+            return type(exc).__name__
+        return "assigned"
+
+    fast = attempt()
+    with monkeypatch.context() as patched:
+        _model_path(patched)
+        assert attempt() == fast != "assigned"
+
+
 if __name__ == "__main__" and "--golden" in sys.argv:
     records = [_digest(outcome(wire)) for wire in cases()]
     transfers = [_digest(transfer_outcome(args)) for args in transfer_cases()]
