@@ -13,6 +13,7 @@ from coincurve import PrivateKey
 from eth_hash.auto import keccak
 
 import agentguard._intent as intent_module
+from agentguard._exceptions import IntentError
 from agentguard._intent import TransactionIntent
 from agentguard._json import strict_loads
 from agentguard.network._rpc import INVALID_PARAMS, RPCError
@@ -42,7 +43,7 @@ def _with_intent(wire: dict[str, Any], body: dict[str, Any] | None = None) -> di
     body["intent"] = wire
     try:
         intent = TransactionIntent.from_wire(wire)
-    except intent_module.IntentError:
+    except IntentError:
         return body
     body["wasm"]["intent_hash"] = "0x" + intent.intent_hash.hex()
     body["wasm"]["spend"] = intent.spend.wasm()

@@ -21,9 +21,13 @@ from typing import Any
 import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import agentguard._intent as intent_module
+from agentguard._exceptions import IntentError
 from agentguard._intent import TransactionIntent
+from agentguard._value import KNOWN_SELECTORS
 
 GOLDEN = Path(__file__).with_name("intent_fast_golden.json")
 CASES = 3000
@@ -163,7 +167,7 @@ def _wire(rng: random.Random) -> Any:
         spelled = rng.choice(SPELLINGS)
         try:
             canonical = intent_module.canonical_signature(spelled)
-        except intent_module.IntentError:
+        except IntentError:
             canonical = ""
         if canonical and rng.random() < 0.7:
             data = _calldata(rng, canonical)
@@ -367,14 +371,14 @@ def test_non_canonical_words_are_refused_as_before(signature: str, data: bytes) 
     assert intent_module._decode_static(signature, data) is None
     wire = {"from": "0x" + "11" * 20, "to": TOKEN, "chain_id": 8453, "data": "0x" + data.hex(),
             "function_signature": signature}  # fmt: skip
-    with pytest.raises(intent_module.IntentError):
+    with pytest.raises(IntentError):
         TransactionIntent.from_wire(wire)
 
 
 def test_a_rejected_fast_read_is_judged_by_the_model() -> None:
     """Errors come from the model path: the message of a refused field is the model's."""
     wire = {"from": "0x" + "11" * 20, "to": TOKEN.lower().replace("c", "C", 1), "chain_id": 8453}
-    with pytest.raises(intent_module.IntentError, match="wrong EIP-55 checksum"):
+    with pytest.raises(IntentError, match="wrong EIP-55 checksum"):
         TransactionIntent.from_wire(wire)
 
 
@@ -389,7 +393,7 @@ def test_a_fast_read_intent_is_as_frozen_as_a_validated_one(
         intent = TransactionIntent.from_wire(wire)
         assert type(intent.data) is bytes
         try:
-            intent.to = "0x" + "99" * 20
+            setattr(intent, "to", "0x" + "99" * 20)  # noqa: B010 - the frozen model refuses it
         except Exception as exc:
             return type(exc).__name__
         return "assigned"
@@ -399,6 +403,40 @@ def test_a_fast_read_intent_is_as_frozen_as_a_validated_one(
         _model_path(patched)
         assert attempt() == fast != "assigned"
 
+
+_TABLE = sorted(entry.signature for entry in KNOWN_SELECTORS.values())
+
+
+_WORD = st.one_of(
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2).map(lambda b: b.to_bytes(32, "big")),
+    st.integers(0, 300).map(lambda b: b.to_bytes(32, "big")),
+    st.binary(min_size=20, max_size=20).map(lambda a: bytes(12) + a),
+    st.binary(min_size=20, max_size=20).map(lambda a: b"\x01" + bytes(11) + a),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(signature=st.sampled_from(_TABLE), draw=st.data())
+def test_static_decoder_never_accepts_what_eth_abi_refuses(
+    signature: str, draw: st.DataObject
+) -> None:
+    """Arbitrary words after every value-moving selector (dirty padding, out-of-range uintN and
+    bools, odd lengths): the direct reader answers only where eth_abi with the canonical check
+    answers the same values."""
+    count = len(intent_module.argument_types(signature))
+    count = draw.draw(st.sampled_from((count, count, count, count - 1, count + 1)))
+    words = draw.draw(st.lists(_WORD, min_size=max(count, 0), max_size=max(count, 0)))
+    tail = draw.draw(st.sampled_from((b"", b"", b"", b"\x00", b"\x01" * 31)))
+    data = KNOWN_SELECTORS_BY_SIGNATURE[signature] + b"".join(words) + tail
+    fast = intent_module._decode_static(signature, data)
+    if fast is None:
+        return
+    slow = intent_module._decode_uncached(signature, data)
+    assert [(type(a), a) for a in fast] == [(type(a), a) for a in slow]
+
+
+KNOWN_SELECTORS_BY_SIGNATURE = {entry.signature: sel for sel, entry in KNOWN_SELECTORS.items()}
 
 if __name__ == "__main__" and "--golden" in sys.argv:
     records = [_digest(outcome(wire)) for wire in cases()]
