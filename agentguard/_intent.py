@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 _ERC20_TRANSFER = "transfer(address,uint256)"
+_FIELD_NAMES = ("from_", "to", "value", "data", "chain_id", "function_signature")
+_TRANSFER_FIELDS = ("from_", "to", "data", "chain_id", "function_signature")  # value: default
 
 _MAX_SIGNATURE = 2048
 _MAX_NESTING = 16
@@ -194,6 +196,19 @@ def _uint(value: Any, field: str) -> int:
     return int(value)
 
 
+@lru_cache(maxsize=1024)  # a signature's parts are up to ~3x its 2048 characters
+def _function_parts(signature: str) -> tuple[str, tuple[str, ...], str]:
+    """A canonical signature's name, argument types and wire hex (read for every intent)."""
+    types = tuple(argument_types(signature))
+    return signature.split("(", 1)[0], types, "0x" + signature.encode().hex()
+
+
+@lru_cache(maxsize=256)
+def _small_int(abi_type: str) -> bool:
+    bits = re.fullmatch(r"u?int(\d+)", abi_type)
+    return bits is not None and int(bits.group(1)) <= 32
+
+
 def _jsonable(value: Any, abi_type: str = "") -> Any:
     """Decoded ABI values as operators hand them to Rego (Newton's parsed-intent shape).
 
@@ -203,8 +218,7 @@ def _jsonable(value: Any, abi_type: str = "") -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        bits = re.fullmatch(r"u?int(\d+)", abi_type)
-        return value if bits and int(bits.group(1)) <= 32 else str(value)
+        return value if _small_int(abi_type) else str(value)
     if isinstance(value, bytes):
         return "0x" + value.hex()
     if isinstance(value, list | tuple):
@@ -227,19 +241,83 @@ def _wire_bytes(value: Any, field: str) -> bytes:
 
 
 @lru_cache(maxsize=4096)
+def _signature_hash(signature: str) -> bytes:
+    return keccak(signature.encode())
+
+
 def _selector(signature: str) -> bytes:
-    return keccak(signature.encode())[:4]
+    return _signature_hash(signature)[:4]
 
 
 _CACHED_CALLDATA = 1024  # bytes: a server must not hold 4096 hostile 100 KiB calldatas
+
+
+_ADDRESS, _BOOL, _BYTES32 = -1, -2, -3
+_UINT_BITS = re.compile(r"uint(\d+)")
+_ZERO_PAD = bytes(12)
+_FALSE_WORD, _TRUE_WORD = bytes(32), bytes(31) + b"\x01"
+_UINT_WIDTHS = frozenset(range(8, 257, 8))
+_STATIC_KINDS = {"address": _ADDRESS, "bool": _BOOL, "bytes32": _BYTES32}
+
+
+@lru_cache(maxsize=256)  # only the value-moving table's signatures get here
+def _static_shape(signature: str) -> tuple[int, ...] | None:
+    """Per argument of ``signature``: ``_ADDRESS``, ``_BOOL``, ``_BYTES32`` or the bit width of
+    a ``uintN``; None if any argument is of another type (those go through eth_abi)."""
+    shape: list[int] = []
+    for abi_type in argument_types(signature):
+        bits = _UINT_BITS.fullmatch(abi_type)
+        if bits and int(bits.group(1)) in _UINT_WIDTHS:
+            shape.append(int(bits.group(1)))
+        elif abi_type in _STATIC_KINDS:
+            shape.append(_STATIC_KINDS[abi_type])
+        else:
+            return None
+    return tuple(shape)
+
+
+def _decode_static(signature: str, data: bytes) -> tuple[Any, ...] | None:
+    """eth_abi's result for the canonical encoding of a value-moving call whose arguments are
+    all one word each (``transfer``, ``approve``, EIP-2612 ``permit``...), read directly; None
+    for anything else (another selector or type, any other length, a word that is not the
+    canonical encoding of its value), which ``_decode_uncached`` then judges as before. It
+    accepts only calldata that decodes and re-encodes to itself, so the set accepted and the
+    values returned are exactly eth_abi's (``tests/unit/test_intent_fast.py``)."""
+    if data[:4] not in KNOWN_SELECTORS:
+        return None
+    shape = _static_shape(signature)
+    if shape is None or len(data) != 4 + 32 * len(shape):
+        return None
+    decoded: list[Any] = []
+    for at, kind in enumerate(shape):
+        word = data[4 + 32 * at : 36 + 32 * at]
+        if kind == _ADDRESS:
+            if word[:12] != _ZERO_PAD:
+                return None
+            decoded.append("0x" + word[12:].hex())
+        elif kind == _BOOL:
+            if word != _FALSE_WORD and word != _TRUE_WORD:
+                return None
+            decoded.append(word == _TRUE_WORD)
+        elif kind == _BYTES32:
+            decoded.append(word)
+        else:
+            number = int.from_bytes(word, "big")
+            if number >> kind:
+                return None
+            decoded.append(number)
+    return tuple(decoded)
 
 
 def _decode(signature: str, data: bytes) -> tuple[Any, ...]:
     """The decoded arguments of ``data`` (selector first) as ``signature`` says; for a
     value-moving selector only the canonical encoding is accepted, since the call is valued
     from these arguments and only that encoding leaves a contract no room to read other ones.
-    Intents are re-validated from their fields several times per action, so ordinary calldata
-    is decoded once (cached); large calldata is decoded each time."""
+    One-word arguments are read directly (``_decode_static``); other calldata is decoded by
+    eth_abi, once (cached) if it is ordinary, each time if it is large."""
+    fast = _decode_static(signature, data)
+    if fast is not None:
+        return fast
     if len(data) <= _CACHED_CALLDATA:
         return _decode_cached(signature, data)
     return _decode_uncached(signature, data)
@@ -260,6 +338,39 @@ def _decode_uncached(signature: str, data: bytes) -> tuple[Any, ...]:
 
 
 _decode_cached = lru_cache(maxsize=4096)(_decode_uncached)
+
+
+def _calldata(v: Any) -> bytes:
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    if isinstance(v, str) and _HEX_RE.match(v):
+        return bytes.fromhex(v[2:])
+    raise IntentError(f"data must be bytes or 0x-hex, got {v!r:.80}")
+
+
+def _signature_text(v: Any) -> str:
+    if v in (None, "", "0x"):
+        return ""
+    if not isinstance(v, str):
+        raise IntentError("function_signature must be a string like 'transfer(address,uint256)'")
+    return canonical_signature(v)
+
+
+def _check_call(chain_id: int, data: bytes, signature: str) -> None:
+    """A transaction intent's checks across fields: a chain, and calldata that starts with the
+    selector of a signature that is not a value-moving function's lookalike and decodes."""
+    if chain_id == 0:
+        raise IntentError("chain_id must be set (8453 for Base)")
+    if signature:
+        if len(data) < 4 or _selector(signature) != data[:4]:
+            raise IntentError(f"calldata does not start with the selector of {signature!r}")
+        check_signature(signature)
+        _decode(signature, data)  # refuses what does not decode
+    elif data:
+        raise IntentError(
+            "calldata without a function_signature cannot be checked by policies; "
+            "pass the human-readable signature, e.g. 'transfer(address,uint256)'"
+        )
 
 
 def _as_intent_error(exc: ValidationError) -> IntentError:
@@ -322,39 +433,16 @@ class TransactionIntent(_Model):
     @field_validator("data", mode="before")
     @classmethod
     def _bytes(cls, v: Any) -> bytes:
-        if isinstance(v, bytes | bytearray):
-            return bytes(v)
-        if isinstance(v, str) and _HEX_RE.match(v):
-            return bytes.fromhex(v[2:])
-        raise IntentError(f"data must be bytes or 0x-hex, got {v!r:.80}")
+        return _calldata(v)
 
     @field_validator("function_signature", mode="before")
     @classmethod
     def _signature(cls, v: Any) -> str:
-        if v in (None, "", "0x"):
-            return ""
-        if not isinstance(v, str):
-            raise IntentError(
-                "function_signature must be a string like 'transfer(address,uint256)'"
-            )
-        return canonical_signature(v)
+        return _signature_text(v)
 
     @model_validator(mode="after")
     def _selector_matches(self) -> TransactionIntent:
-        if self.chain_id == 0:
-            raise IntentError("chain_id must be set (8453 for Base)")
-        if self.function_signature:
-            if len(self.data) < 4 or _selector(self.function_signature) != self.data[:4]:
-                raise IntentError(
-                    f"calldata does not start with the selector of {self.function_signature!r}"
-                )
-            check_signature(self.function_signature)
-            _decode(self.function_signature, self.data)  # refuses what does not decode
-        elif self.data:
-            raise IntentError(
-                "calldata without a function_signature cannot be checked by policies; "
-                "pass the human-readable signature, e.g. 'transfer(address,uint256)'"
-            )
+        _check_call(self.chain_id, self.data, self.function_signature)
         _ = self.spend  # an intent whose spend cannot be judged is refused here, not later
         return self
 
@@ -370,7 +458,7 @@ class TransactionIntent(_Model):
             + uint_word(self.value)
             + keccak(self.data)
             + uint_word(self.chain_id)
-            + keccak(self.function_signature.encode())
+            + _signature_hash(self.function_signature)
         )
 
     @cached_property
@@ -428,39 +516,70 @@ class TransactionIntent(_Model):
         data = wire.get("data", "0x")
         if isinstance(data, list):
             data = _wire_bytes(data, "data")
-        return cls.model_validate(
-            {
-                "from": wire.get("from"),
-                "to": wire.get("to"),
-                "value": wire.get("value", 0),
-                "data": data,
-                "chain_id": chain_id,
-                "function_signature": sig,
-            }
+        fields = {
+            "from": wire.get("from"),
+            "to": wire.get("to"),
+            "value": wire.get("value", 0),
+            "data": data,
+            "chain_id": chain_id,
+            "function_signature": sig,
+        }
+        try:
+            return cls._validated_directly(fields, _FIELD_NAMES)
+        except Exception:
+            return cls.model_validate(fields)
+
+    @classmethod
+    def _validated_directly(
+        cls, fields: dict[str, Any], given: tuple[str, ...]
+    ) -> TransactionIntent:
+        """``model_validate(fields)`` without pydantic's machinery: the same validators in the
+        same order, then the same model check (spend included); ``given`` are the fields the
+        caller set (``model_fields_set``; a default is valid as is). It runs on every request
+        a gateway or operator reads, so it costs what the checks cost. Callers hand any
+        refusal to the model, so errors stay exactly the model's;
+        ``tests/unit/test_intent_fast.py`` holds the accepted intents equal on random input."""
+        from_ = _checksum(fields["from"], "from")
+        to = _checksum(fields["to"], "to")
+        value = _uint(fields["value"], "value")
+        data = _calldata(fields["data"])
+        chain_id = _uint(fields["chain_id"], "chain_id")
+        signature = _signature_text(fields["function_signature"])
+        _check_call(chain_id, data, signature)
+        intent = cls.model_construct(
+            set(given),
+            from_=from_,
+            to=to,
+            value=value,
+            data=data,
+            chain_id=chain_id,
+            function_signature=signature,
         )
+        _ = intent.spend
+        return intent
 
     def parsed(self) -> dict[str, Any]:
-        """The ``input`` document policies see, in the shape Newton's operators produce."""
+        """The ``input`` document policies see, in the shape Newton's operators produce (a new
+        document per call: callers may change it)."""
         fn: dict[str, Any] | None = None
         args: list[Any] = []
         if self.function_signature:
+            name, types, signature_hex = _function_parts(self.function_signature)
             fn = {
-                "name": self.function_name,
+                "name": name,
                 "type": "function",
-                "inputs": [
-                    {"type": t, "name": f"param{i}"}
-                    for i, t in enumerate(argument_types(self.function_signature))
-                ],
+                "inputs": [{"type": t, "name": f"param{i}"} for i, t in enumerate(types)],
             }
-            types = argument_types(self.function_signature)
             args = [_jsonable(a, t) for a, t in zip(self.decoded_arguments, types, strict=True)]
+        else:
+            signature_hex = "0x"
         return {
             "from": self.from_,
             "to": self.to,
             "value": str(self.value),
             "data": "0x" + self.data.hex(),
             "chain_id": str(self.chain_id),
-            "function_signature": "0x" + self.function_signature.encode().hex(),
+            "function_signature": signature_hex,
             "function": fn,
             "decoded_function_signature": self.function_signature,
             "decoded_function_arguments": args,
@@ -482,9 +601,24 @@ class TransactionIntent(_Model):
         # The canonical ABI encoding of (address, uint256), written out: this runs per payment.
         payee = bytes.fromhex(_checksum(recipient, "recipient")[2:])
         data = _selector(_ERC20_TRANSFER) + address_word(payee) + uint_word(_uint(amount, "amount"))
-        return cls(
-            from_=sender, to=token, data=data, chain_id=chain_id, function_signature=_ERC20_TRANSFER
-        )
+        fields = {
+            "from": sender,
+            "to": token,
+            "value": 0,
+            "data": data,
+            "chain_id": chain_id,
+            "function_signature": _ERC20_TRANSFER,
+        }
+        try:
+            return cls._validated_directly(fields, _TRANSFER_FIELDS)
+        except Exception:
+            return cls(
+                from_=sender,
+                to=token,
+                data=data,
+                chain_id=chain_id,
+                function_signature=_ERC20_TRANSFER,
+            )
 
 
 _TRANSFER_SELECTOR = _selector(_ERC20_TRANSFER)
