@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from eth_hash.auto import keccak
+from Crypto.Hash import keccak as _keccak_mod
+
+_new_keccak = _keccak_mod.new
+
+
+def keccak(data: bytes | bytearray | memoryview) -> bytes:
+    """Keccak-256 straight from pycryptodome (what ``eth_hash.auto`` wraps; ~3 µs less per
+    call, and every authorization makes several)."""
+    return _new_keccak(data=data, digest_bits=256).digest()
+
 
 __all__ = [
     "ATTESTATION_TYPE",

@@ -1,0 +1,32 @@
+"""``_eip712.keccak`` calls pycryptodome directly: it must equal eth-hash's Keccak-256."""
+
+from __future__ import annotations
+
+import random
+
+from eth_hash.auto import keccak as eth_keccak
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentguard._eip712 import keccak
+
+
+def test_known_vectors() -> None:
+    assert keccak(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    assert keccak(b"transfer(address,uint256)")[:4].hex() == "a9059cbb"
+
+
+def test_equals_eth_hash_across_block_boundaries() -> None:
+    rng = random.Random(7)
+    for size in [*range(0, 300), 1023, 1024, 1025, 65536]:
+        data = rng.randbytes(size)
+        assert keccak(data) == eth_keccak(data)
+
+
+@given(st.binary(max_size=2048))
+def test_equals_eth_hash(data: bytes) -> None:
+    assert keccak(data) == eth_keccak(data)
+
+
+def test_accepts_bytes_like() -> None:
+    assert keccak(bytearray(b"abc")) == keccak(memoryview(b"abc")) == eth_keccak(b"abc")
