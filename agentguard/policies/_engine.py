@@ -45,6 +45,10 @@ the way it is:
 * Cost is per operation (each rule, builtin or function call is tens of µs, ``regex.match``
   about 100 µs), so policies test their params key first and avoid helper functions on hot
   paths; building the input document node by node through ctypes is the other big cost.
+  Measured for an operator's input (about 120 pushes): the Python walk is now a small part
+  of it; each push costs about 1.2 µs, mostly inside rego-cpp (cffi calls cost the same),
+  and ``regoSetInput`` about 70 µs more. ``regoSetInputJSON``/``regoSetInputTerm`` with the
+  same document as text cost about three times as much. Only fewer nodes would help.
 """
 
 from __future__ import annotations
