@@ -32,8 +32,8 @@ from agentguard.network.gateway._operators import (
     OperatorFailure,
     OperatorLink,
     call_operator,
-    members,
     operator_error,
+    task_members,
 )
 from agentguard.network.gateway._params import HEX
 from agentguard.network.gateway._validation import TaskInput
@@ -173,18 +173,16 @@ class FanOut:
         expires_at: int,
         intent_hash: bytes,
         approval: dict[str, Any] | None = None,
+        intent_json: str | None = None,
     ) -> Outcome:
+        """``intent_json`` is ``encode(task.intent.wire())`` when the caller has it already."""
         client = task.client
-        fields: dict[str, Any] = {
-            "task_id": "0x" + task_id.hex(),
-            "chain_id": task.intent.chain_id,
-            "intent": task.intent.wire(),
-            "expires_at": expires_at,
-        }
-        if approval is not None:
-            fields["approval"] = approval  # each operator checks it before trusting approved
         bodies = Bodies(
-            client.request_lean, client.request_full, members(fields) + b',"wasm":' + wasm_json
+            client.request_lean,
+            client.request_full,
+            task_members(task, task_id, expires_at, approval, intent_json)
+            + b',"wasm":'
+            + wasm_json,
         )
         digests = _Digests(
             chain_id=task.intent.chain_id,
