@@ -104,9 +104,7 @@ def vote(
         )
     signature = reply.get("signature")
     try:
-        if not isinstance(signature, str) or not HEX.match(signature):
-            raise MalformedSignature("signature is not hex")
-        raw = bytes.fromhex(signature.removeprefix("0x"))
+        raw = _signature_bytes(signature)
         signer = recover_signer(digests[decision == "allow", tier], raw)
     except MalformedSignature as exc:
         raise OperatorFailure("bad_signature", exc.message, retryable=False) from None
@@ -117,6 +115,25 @@ def vote(
             retryable=False,
         )
     return (decision, tier), Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+
+
+def _signature_bytes(signature: Any) -> bytes:
+    """The bytes of a hex signature (``HEX``: ``0x`` optional; its ``$`` lets one trailing
+    newline through, which ``fromhex`` skips). The usual 65 bytes as ``0x`` + 130 letters or
+    digits are read at once: ``fromhex`` takes exactly the hex ones among them."""
+    if (
+        type(signature) is str
+        and len(signature) == 132
+        and signature.isalnum()
+        and signature.startswith("0x")
+    ):
+        try:
+            return bytes.fromhex(signature[2:])
+        except ValueError:
+            raise MalformedSignature("signature is not hex") from None
+    if not isinstance(signature, str) or not HEX.match(signature):
+        raise MalformedSignature("signature is not hex")
+    return bytes.fromhex(signature.removeprefix("0x"))
 
 
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
