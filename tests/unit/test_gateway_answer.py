@@ -265,3 +265,24 @@ def test_operator_request_members_are_byte_identical(seed: int) -> None:
             fields["approval"] = approval
         intent_json = rng.choice([None, encode(task.intent.wire()).decode()])
         assert task_members(task, task_id, expires_at, approval, intent_json) == members(fields)
+
+
+def test_list_fragments_match_the_encoder_whatever_they_hold() -> None:
+    """The reasons and signatures writers take their quick way only for the shapes they
+    know; anything else (other key order, a non-string) is left to the encoder."""
+    from agentguard.network.gateway._results import _signatures, _strings
+
+    odd: list[Any] = [
+        [],
+        ["a", 'b"', "é\n"],
+        ["a", 1],
+        [None],
+        [{"operator": "0xA", "signature": "0x1"}],
+        [{"signature": "0x1", "operator": "0xA"}],
+        [{"operator": "0xA", "signature": 5}],
+        [{"operator": "0xA", "signature": "0x1", "x": 1}],
+    ]
+    for value in odd:
+        assert _strings(value) == _dumps(value)
+        if all(isinstance(v, dict) for v in value):
+            assert _signatures(value) == _dumps(value)

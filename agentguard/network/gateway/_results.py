@@ -201,6 +201,37 @@ def _number(value: Any) -> str:
     return str(value) if type(value) is int else encode(value).decode()
 
 
+def _strings(values: list[Any]) -> str:
+    """A list of strings (the operators' reasons, checked by ``vote``) as ``encode`` writes it."""
+    if all(type(v) is str for v in values):
+        return "[" + ",".join(map(encode_basestring, values)) + "]"
+    return encode(values).decode()
+
+
+_SIGNATURE_KEYS = ("operator", "signature")
+
+
+def _signatures(signatures: list[dict[str, Any]]) -> str:
+    """``[{"operator": ..., "signature": ...}, ...]`` as ``encode`` writes it."""
+    if all(
+        tuple(s) == _SIGNATURE_KEYS and type(s["operator"]) is str and type(s["signature"]) is str
+        for s in signatures
+    ):
+        return (
+            "["
+            + ",".join(
+                '{"operator":'
+                + encode_basestring(s["operator"])
+                + ',"signature":'
+                + encode_basestring(s["signature"])
+                + "}"
+                for s in signatures
+            )
+            + "]"
+        )
+    return encode(signatures).decode()
+
+
 def _joined(result: dict[str, Any], task: TaskInput, wasm_json: bytes, intent: str) -> bytes:
     """``encode(result)`` for a quorum's answer: the client's fragments joined with the
     task's values, each read from ``result`` and written as ``encode`` writes it (strings
@@ -258,9 +289,9 @@ def _joined(result: dict[str, Any], task: TaskInput, wasm_json: bytes, intent: s
             ',"tier":',
             _number(attestation["tier"]),
             ',"signatures":',
-            encode(attestation["signatures"]).decode(),
+            _signatures(attestation["signatures"]),
             ',"reasons":',
-            encode(attestation["reasons"]).decode(),
+            _strings(attestation["reasons"]),
             "}}",
         )
     ).encode()
