@@ -211,10 +211,13 @@ class Gateway:
                 task, reservation.history, now, intent_hash_hex, approved=approval is not None
             )
             wasm_json = canonical_json(wasm)  # once: for the operators and in the result
+            intent_json = encode(task.intent.wire()).decode()  # once, likewise
             outcome = await self.operators.ask(
-                task, task_id, wasm_json, expires_at, intent_hash, approval
+                task, task_id, wasm_json, expires_at, intent_hash, approval, intent_json
             )
-            result = task_result(task, task_id_hex, now, expires_at, wasm, wasm_json, outcome)
+            result = task_result(
+                task, task_id_hex, now, expires_at, wasm, wasm_json, outcome, intent_json
+            )
             if outcome.decision == "allow":
                 try:
                     self.state.record(reservation, expires_at=expires_at, result=result)

@@ -23,7 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard._attestation import attestation_digest, recover_signer
+from coincurve import PublicKey
+
+from agentguard._attestation import attestation_digest
+from agentguard._eip712 import keccak
 from agentguard._exceptions import MalformedSignature
 from agentguard._tiers import ALL, STANDARD, known, level, tier_name
 from agentguard.network._rpc import POLICY_EVALUATION_ERROR, RPCError
@@ -32,8 +35,8 @@ from agentguard.network.gateway._operators import (
     OperatorFailure,
     OperatorLink,
     call_operator,
-    members,
     operator_error,
+    task_members,
 )
 from agentguard.network.gateway._params import HEX
 from agentguard.network.gateway._validation import TaskInput
@@ -101,9 +104,7 @@ def vote(
         )
     signature = reply.get("signature")
     try:
-        if not isinstance(signature, str) or not HEX.match(signature):
-            raise MalformedSignature("signature is not hex")
-        raw = bytes.fromhex(signature.removeprefix("0x"))
+        raw = _signature_bytes(signature)
         signer = recover_signer(digests[decision == "allow", tier], raw)
     except MalformedSignature as exc:
         raise OperatorFailure("bad_signature", exc.message, retryable=False) from None
@@ -114,6 +115,60 @@ def vote(
             retryable=False,
         )
     return (decision, tier), Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+
+
+def _signature_bytes(signature: Any) -> bytes:
+    """The bytes of a hex signature (``HEX``: ``0x`` optional; its ``$`` lets one trailing
+    newline through, which ``fromhex`` skips). The usual 65 bytes as ``0x`` + 130 letters or
+    digits are read at once: ``fromhex`` takes exactly the hex ones among them."""
+    if (
+        type(signature) is str
+        and len(signature) == 132
+        and signature.isalnum()
+        and signature.startswith("0x")
+    ):
+        try:
+            return bytes.fromhex(signature[2:])
+        except ValueError:
+            raise MalformedSignature("signature is not hex") from None
+    if not isinstance(signature, str) or not HEX.match(signature):
+        raise MalformedSignature("signature is not hex")
+    return bytes.fromhex(signature.removeprefix("0x"))
+
+
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_HALF_N = _N // 2
+_ADDRESSES_MAX = 256
+_addresses: dict[bytes, bytes] = {}
+
+
+def recover_signer(digest: bytes, signature: bytes) -> bytes:
+    """``agentguard._attestation.recover_signer`` (the same refusals, the same address),
+    with the public key → address step (a keccak) remembered: a gateway hears the same
+    few operator keys all day (``tests/unit/test_gateway_votes.py`` holds them equal)."""
+    if len(signature) != 65:
+        raise MalformedSignature(f"signature is {len(signature)} bytes, expected 65")
+    v = signature[64]
+    if v >= 27:
+        v -= 27
+    if v not in (0, 1):
+        raise MalformedSignature(f"signature recovery id {signature[64]} is not 27/28")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not (0 < r < _N and 0 < s <= _HALF_N):
+        raise MalformedSignature("signature has r/s out of range (or a malleable high s)")
+    try:
+        public = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v]), digest, hasher=None
+        ).format(compressed=False)[1:]
+    except Exception:
+        raise MalformedSignature("signature does not recover to a public key") from None
+    address = _addresses.get(public)
+    if address is None:
+        if len(_addresses) >= _ADDRESSES_MAX:  # only a liar signs with ever new keys
+            _addresses.clear()
+        address = _addresses[public] = keccak(public)[12:]
+    return address
 
 
 class _Digests(dict[tuple[bool, int], bytes]):
@@ -173,18 +228,16 @@ class FanOut:
         expires_at: int,
         intent_hash: bytes,
         approval: dict[str, Any] | None = None,
+        intent_json: str | None = None,
     ) -> Outcome:
+        """``intent_json`` is ``encode(task.intent.wire())`` when the caller has it already."""
         client = task.client
-        fields: dict[str, Any] = {
-            "task_id": "0x" + task_id.hex(),
-            "chain_id": task.intent.chain_id,
-            "intent": task.intent.wire(),
-            "expires_at": expires_at,
-        }
-        if approval is not None:
-            fields["approval"] = approval  # each operator checks it before trusting approved
         bodies = Bodies(
-            client.request_lean, client.request_full, members(fields) + b',"wasm":' + wasm_json
+            client.request_lean,
+            client.request_full,
+            task_members(task, task_id, expires_at, approval, intent_json)
+            + b',"wasm":'
+            + wasm_json,
         )
         digests = _Digests(
             chain_id=task.intent.chain_id,
