@@ -174,7 +174,15 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
         )
     except Exception:
         raise MalformedSignature("signature does not recover to a public key") from None
-    return keccak(public.format(compressed=False)[1:])[12:]
+    return _address_of(public.format(compressed=False)[1:])
+
+
+@lru_cache(maxsize=256)
+def _address_of(public_key: bytes) -> bytes:
+    """The address of a 64-byte public key: a pure function, and the same few operator keys
+    recover from every attestation, so each keccak is paid once (bounded: a flood of strangers'
+    keys only evicts)."""
+    return keccak(public_key)[12:]
 
 
 class OperatorSignature(_WireModel):
