@@ -47,8 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import emit, machine
+from _common import ROOT, emit, machine
 from _common import parser as _common_parser
+
+# This checkout's agentguard, not whatever the virtualenv's editable install points at.
+sys.path.insert(0, str(ROOT))
 from coincurve import PrivateKey
 from eth_account import Account
 from x402 import x402Client
