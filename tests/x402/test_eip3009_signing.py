@@ -36,8 +36,8 @@ ACCOUNTS = [Account.from_key(k) for k in KEYS]
 
 def _address(rng: random.Random) -> str:
     raw = "0x" + rng.randbytes(20).hex()
-    return rng.choice(
-        [raw, raw.upper().replace("0X", "0x"), Account.from_key(b"\x01" * 32).address]
+    return str(
+        rng.choice([raw, raw.upper().replace("0X", "0x"), Account.from_key(b"\x01" * 32).address])
     )
 
 
@@ -111,7 +111,7 @@ class _Flip(str):
 
     reads = 0
 
-    def lower(self) -> str:  # type: ignore[override]
+    def lower(self) -> str:
         _Flip.reads += 1
         return PAYEE.lower() if _Flip.reads == 1 else STRANGER.lower()
 
