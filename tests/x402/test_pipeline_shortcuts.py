@@ -1,8 +1,11 @@
-"""The pipeline's check that the guard answered for exactly the action's intent skips the
-rebuild only for an intent whose fields are, by exact type and value, the flow's own validated
-copy: the same verdict (and the same refusal) as rebuilding every time, on seeded random intents
-and on guards that hand back an altered intent (another value, a bool for an int, a str
-subclass that claims equality, another class, fields set behind the frozen model's back)."""
+"""Pipeline shortcuts on the x402 hot path give what the long way gives.
+
+The check that the guard answered for exactly the action's intent skips the rebuild only for
+an intent whose fields are, by exact type and value, the flow's own validated copy: the same
+verdict (and the same refusal) as rebuilding every time, on seeded random intents and on guards
+that hand back an altered intent (another value, a bool for an int, a str subclass that claims
+equality, another class, fields set behind the frozen model's back). The runner's remembered
+``iscoroutinefunction`` answers as ``inspect`` does."""
 
 from __future__ import annotations
 
@@ -144,3 +147,41 @@ def test_the_verified_type_is_still_required() -> None:
     action = Action(agent="agent", intent=intent, limits=Limits(), rail="payment")
     with pytest.raises(AgentGuardError):
         _flow._same_intent(object(), action)
+
+
+# -- the runner's remembered iscoroutinefunction -------------------------------------------------
+
+
+class _Port:
+    def sync(self) -> None:
+        return None
+
+    async def coro(self) -> None:
+        return None
+
+
+class _AsyncCallable:
+    async def __call__(self) -> None:
+        return None
+
+
+async def _free_coro() -> None:
+    return None
+
+
+def test_the_remembered_coroutine_check_is_inspects() -> None:
+    import functools
+    import inspect
+
+    from agentguard.pipeline._runner import _coroutine
+
+    port = _Port()
+    candidates: list[Any] = [
+        port.sync, port.coro, _Port().coro, _Port.sync, _Port.coro, _free_coro,
+        lambda: None, functools.partial(_free_coro), _AsyncCallable(), len, None, object(),
+        fresh_intent,
+    ]  # fmt: skip
+    for _ in range(3):  # asked again: the same answer
+        for candidate in candidates:
+            assert _coroutine(candidate) == inspect.iscoroutinefunction(candidate), candidate
+    assert _coroutine(port.coro) and not _coroutine(port.sync)
