@@ -249,14 +249,33 @@ def _same_intent(verified: object, action: Action) -> None:
             f"the guard answered with a {type(verified).__name__}, not a VerifiedAttestation"
         )
     want = action.intent.intent_hash
-    if (
-        fresh_intent(verified.intent).intent_hash != want
-        or verified.attestation.intent_hash != want
-    ):
+    if not _hashes_to(verified.intent, action, want) or verified.attestation.intent_hash != want:
         raise IntentMismatch(
             f"the guard answered with attestation {verified.task_id} for another intent than "
             f"the action's ({'0x' + want.hex()}); nothing was signed"
         )
+
+
+_PLAIN = (str, int, bytes, type(None))
+
+
+def _hashes_to(intent: object, action: Action, want: bytes) -> bool:
+    """Whether the guard's ``intent``, rebuilt from its fields now, hashes to ``want``.
+
+    ``action.intent`` is the flow's own validated copy (its hash is ``want``): an intent of the
+    same class whose every field is, by exact type and value, the copy's (immutable builtins
+    only, so no ``__eq__`` of the guard's choosing runs) rebuilds to that copy, so it is not
+    rebuilt; anything else is (``fresh_intent``), exactly as before."""
+    ours = action.intent
+    kind = type(ours)
+    if type(intent) is kind:
+        for name in kind.model_fields:
+            theirs, mine = getattr(intent, name, None), getattr(ours, name)
+            if type(theirs) is not type(mine) or type(mine) not in _PLAIN or theirs != mine:
+                break
+        else:
+            return True
+    return fresh_intent(intent).intent_hash == want
 
 
 def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:

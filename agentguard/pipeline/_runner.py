@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 
 from agentguard._exceptions import (
     ApprovalRejected,
@@ -231,6 +233,22 @@ def _interrupted(
         log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
 
 
+_COROUTINE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _coroutine(method: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:
+    """``inspect.iscoroutinefunction``, remembered per function: asked on most steps, always
+    of the same few methods. A bound method is judged by its function (as ``inspect`` does);
+    anything else (a callable object, a partial) is asked every time."""
+    function = getattr(method, "__func__", method)
+    if type(function) is not FunctionType:
+        return inspect.iscoroutinefunction(method)
+    known = _COROUTINE.get(function)
+    if known is None:
+        known = _COROUTINE[function] = inspect.iscoroutinefunction(method)
+    return known
+
+
 def _queue(
     book: Callable[[Any], Bookkeeper | AsyncBookkeeper],
     guard: Any,
@@ -357,7 +375,7 @@ class AsyncRunner:
             return _local_step(self.ledger, self.audit, step)
         if isinstance(step, _PORT):
             method, args = _port_call(port, step)
-            if inspect.iscoroutinefunction(method):
+            if _coroutine(method):
                 return await method(*args)
             if not getattr(port, "blocking", True):  # CPU-light: a thread hop costs more
                 return method(*args)
@@ -365,7 +383,7 @@ class AsyncRunner:
         guard = self.guard
         match step:
             case Authorize():
-                if inspect.iscoroutinefunction(guard.authorize):
+                if _coroutine(guard.authorize):
                     return await guard.authorize(step.intent, wasm_args=step.wasm_args)
                 return await asyncio.to_thread(
                     guard.authorize, step.intent, wasm_args=step.wasm_args
@@ -374,7 +392,7 @@ class AsyncRunner:
                 return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
                 name = "release" if isinstance(step, GatewayRelease) else "commit"
-                asynchronous = inspect.iscoroutinefunction(getattr(guard.authorizer, name, None))
+                asynchronous = _coroutine(getattr(guard.authorizer, name, None))
                 _queue(async_bookkeeper if asynchronous else bookkeeper, guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")
