@@ -44,7 +44,7 @@ __all__ = ["IDEMPOTENCY_MAX_BYTES", "IDEMPOTENCY_TTL", "SWEEP_INTERVAL", "Gatewa
 log = get_logger("agentguard.network.gateway")
 
 IDEMPOTENCY_TTL = 600
-IDEMPOTENCY_MAX_BYTES = 32 << 20
+IDEMPOTENCY_MAX_BYTES = 4 << 20
 SWEEP_INTERVAL = 1.0
 
 
@@ -72,7 +72,10 @@ class Gateway:
         self.clients = Clients(config.gateway, state, chain)
         self.operators = FanOut([OperatorLink(op) for op in config.operators], clock)
         self.idempotency = IdempotencyCache(
-            max_bytes=idempotency_bytes, ttl=IDEMPOTENCY_TTL, clock=clock
+            max_bytes=idempotency_bytes,
+            ttl=IDEMPOTENCY_TTL,
+            clock=clock,
+            recorded=state.stored_result,
         )
         self.approvals = _approvals.Approvals(state, self.clients)
         self._simulator = Simulator(config.gateway, state, self.clients, clock)
@@ -167,7 +170,7 @@ class Gateway:
                 future.exception()  # retrieved: concurrent retries see it, nobody else must
             raise
         if result["status"] == "success":
-            self.idempotency.keep(cache_key, answer)
+            self.idempotency.keep(cache_key, answer, result)
         else:
             self.idempotency.drop(cache_key)
         future.set_result(answer)

@@ -7,9 +7,10 @@ values (intent, signatures, reasons, policy data as text) and moves what every t
 policy client and policy version shares (policy id and code hash, params, expiry, constants)
 into a part stored once under its digest. ``unpack`` rebuilds the same dict.
 
-``pack`` checks that the rebuild equals the result before it trusts the compact form; a result
-of any other shape is stored whole, so a change of the answer's shape can cost space, never
-correctness.
+``pack`` checks that the rebuild equals the result, keys in the same order (a retry answered
+from the record gets the very bytes first answered), before it trusts the compact form; a
+result of any other shape is stored whole, so a change of the answer's shape can cost space,
+never correctness.
 """
 
 from __future__ import annotations
@@ -41,13 +42,26 @@ def pack(task_id: str, result: Mapping[str, Any]) -> Packed:
     """The stored form of the result recorded for ``task_id``."""
     try:
         own, shared = _split(result)
-        if _build(task_id, own, shared) == result:
+        built = _build(task_id, own, shared)
+        if built == result and _same_order(built, result):
             part = _part(shared)
             own["k"] = part[0]
             return Packed(_DUMPS(own), part)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         pass
     return Packed(_DUMPS(result), None)
+
+
+def _same_order(built: Any, result: Any) -> bool:
+    """Whether the (equal) dicts list their keys in the same order at every level: the
+    rebuilt answer must encode to the very bytes that were answered."""
+    if isinstance(built, dict):
+        return list(built) == list(result) and all(
+            _same_order(v, result[k]) for k, v in built.items()
+        )
+    if isinstance(built, list):
+        return all(_same_order(a, b) for a, b in zip(built, result, strict=True))
+    return True
 
 
 def _part(shared: dict[str, Any]) -> tuple[str, str]:
@@ -118,11 +132,11 @@ def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> d
         "policy_client": client,
         "intent_hash": own["h"],
         "expires_at": own["x"],
-        "signatures": own["g"],
-        "reasons": own["r"],
     }
-    if "y" in own:
+    if "y" in own:  # in the answer's own key order: a retry gets the same bytes
         attestation["tier"] = own["y"]
+    attestation["signatures"] = own["g"]
+    attestation["reasons"] = own["r"]
     return {
         "task_id": task_id,
         "status": "success",
