@@ -220,13 +220,17 @@ class Gateway:
             result = task_result(task, task_id_hex, now, expires_at, wasm, wasm_json, outcome)
             if outcome.decision == "allow":
                 try:
-                    self.state.record(reservation, expires_at=expires_at, result=result)
+                    durable = self.state.record_soon(
+                        reservation, expires_at=expires_at, result=result
+                    )
+                    recorded = True  # the state settles the reservation from here on
+                    await durable  # answered only once its record is in the state
                 except TaskAlreadyRecorded:  # the same task from another key or replica at once
+                    recorded = False  # nothing of it counts; its approval is given back
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
                     return stored
-                recorded = True
                 if approval is not None:
                     self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
             elif outcome.decision == "approval_required":

@@ -8,22 +8,25 @@ entries over, so totals stay exact. In-flight amounts live in this process only:
 forgets them, which is safe because their attestations never left it.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
-restart (not a power loss before the next checkpoint).
+restart (not a power loss before the next checkpoint). The gateway's records go through
+``record_soon``: the ``allow``s recorded by concurrent tasks share one transaction (group
+commit), and each is answered only once its commit is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import TaskAlreadyRecorded
+from agentguard._exceptions import GatewayStateError, TaskAlreadyRecorded
 from agentguard.network.registration import Registration
 from agentguard.network.state._base import SWEEP_BATCH, State
 from agentguard.network.state._book import Reservation, _Book, _Entry
-from agentguard.network.state._compact import pack
+from agentguard.network.state._compact import Packed, pack
 from agentguard.network.state._model import (
     DEFAULT_WINDOWS,
     MAX_PENDING_APPROVALS,
@@ -41,6 +44,10 @@ from agentguard.network.state._spec import parse_spec
 __all__ = ["SQLiteState"]
 
 _FINISHED = finished("?")
+_INSERT_TASK = (
+    "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, created_at, expires_at, "
+    "status, result) VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -98,6 +105,23 @@ _CLIENTS = (
 )
 
 
+class _Queued:
+    """A record waiting for the next group commit; ``error``: why its row is not written."""
+
+    __slots__ = ("error", "future", "reservation", "row")
+
+    def __init__(
+        self,
+        reservation: Reservation,
+        row: tuple[str, str, str, str, str, int, int, Packed],
+        future: asyncio.Future[None] | None,
+    ) -> None:
+        self.reservation = reservation
+        self.row = row
+        self.future = future
+        self.error: Exception | None = None
+
+
 def client_record(row: tuple[Any, ...]) -> PolicyClientRecord:
     """A ``(registration JSON, policy material JSON)`` row, as either backend stores it."""
     return PolicyClientRecord(
@@ -120,8 +144,10 @@ class SQLiteState(State):
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._live: dict[str, _Entry] = {}  # recorded entries by task id
         self._parts: set[str] = set()  # shared parts known to be in the file
+        self._queue: list[_Queued] = []  # records waiting for the next group commit
 
     def close(self) -> None:
+        self._flush()
         self._db.close()
 
     # -- policies and policy clients -----------------------------------------------------------
@@ -361,6 +387,8 @@ class SQLiteState(State):
 
     def cancel(self, reservation: Reservation) -> None:
         entry = reservation.entry
+        if any(item.reservation.entry is entry for item in self._queue):
+            return  # queued for the file: ``_flush`` settles it
         if entry.book is not None:
             entry.book.remove(entry)
 
@@ -371,37 +399,101 @@ class SQLiteState(State):
         expires_at: int,
         result: Mapping[str, Any],
     ) -> None:
-        entry = reservation.entry
-        packed = pack(entry.task_id, result)
-        part = packed.shared if packed.shared and packed.shared[0] not in self._parts else None
+        item = self._enqueue(reservation, expires_at, result, None)
+        self._flush()
+        if item.error is not None:
+            raise item.error
+
+    def record_soon(
+        self,
+        reservation: Reservation,
+        *,
+        expires_at: int,
+        result: Mapping[str, Any],
+    ) -> Awaitable[None]:
+        """Group commit: the records queued while the event loop runs its ready callbacks
+        are written in one transaction (one commit instead of one per ``allow``); each
+        waiter learns that its own row is in the file (or why not) after that commit."""
         try:
-            with self._db:
-                self._db.execute("BEGIN")
-                if part is not None:
-                    self._db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
-                self._db.execute(
-                    "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, "
-                    "created_at, expires_at, status, result) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)",
-                    (
-                        entry.task_id,
-                        reservation.key[0],
-                        reservation.key[1],
-                        entry.asset,
-                        str(entry.amount),
-                        entry.created_at,
-                        expires_at,
-                        packed.text,
-                    ),
-                )
-        except sqlite3.IntegrityError:  # the same task from another key, concurrently
-            raise TaskAlreadyRecorded(f"task {entry.task_id} was already recorded") from None
-        if part is not None:
-            self._parts.add(part[0])
-        if entry.book is not None and self._books.get(reservation.key) is entry.book:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return super().record_soon(reservation, expires_at=expires_at, result=result)
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._enqueue(reservation, expires_at, result, future)
+        return future
+
+    def _enqueue(
+        self,
+        reservation: Reservation,
+        expires_at: int,
+        result: Mapping[str, Any],
+        future: asyncio.Future[None] | None,
+    ) -> _Queued:
+        entry = reservation.entry
+        row = (
+            entry.task_id,
+            reservation.key[0],
+            reservation.key[1],
+            entry.asset,
+            str(entry.amount),
+            entry.created_at,
+            expires_at,
+            pack(entry.task_id, result),
+        )
+        item = _Queued(reservation, row, future)
+        self._queue.append(item)
+        return item
+
+    def _flush(self) -> None:
+        """Write every queued record in one transaction, then settle each: counted (in
+        ``_live``) if its row is in the file, given back if not; then wake its waiter."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        db = self._db
+        parts: set[str] = set()
+        failed: Exception | None = None
+        try:
+            db.execute("BEGIN")
+            for item in batch:
+                packed = item.row[-1]
+                part = packed.shared
+                if part is not None and part[0] not in self._parts and part[0] not in parts:
+                    db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
+                    parts.add(part[0])
+                try:
+                    db.execute(_INSERT_TASK, (*item.row[:-1], packed.text))
+                except sqlite3.IntegrityError:  # the same task from another key, concurrently
+                    item.error = TaskAlreadyRecorded(f"task {item.row[0]} was already recorded")
+            db.execute("COMMIT")
+        except Exception:  # every waiter must wake, with the gateway's own error
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            failed = GatewayStateError("the gateway could not write its task records")
+        else:
+            self._parts |= parts
+        for item in batch:
+            if failed is not None:
+                item.error = failed
+            self._settle(item)
+
+    def _settle(self, item: _Queued) -> None:
+        reservation, future = item.reservation, item.future
+        entry = reservation.entry
+        if item.error is not None:
+            if entry.book is not None:
+                entry.book.remove(entry)
+        elif entry.book is not None and self._books.get(reservation.key) is entry.book:
             self._live[entry.task_id] = entry
         else:  # its book was replaced meanwhile: rebuild from the file, which now has it
             self._stale.add(reservation.key)
+        if future is not None and not future.done():
+            if item.error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(item.error)
 
     def _stored(self, task_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute(
