@@ -16,6 +16,7 @@ commit), and each is answered only once its commit is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Awaitable, Iterable, Mapping
@@ -108,16 +109,18 @@ _CLIENTS = (
 class _Queued:
     """A record waiting for the next group commit; ``error``: why its row is not written."""
 
-    __slots__ = ("error", "future", "reservation", "row")
+    __slots__ = ("error", "expires_at", "future", "packed", "reservation")
 
     def __init__(
         self,
         reservation: Reservation,
-        row: tuple[str, str, str, str, str, int, int, Packed],
+        expires_at: int,
+        packed: Packed,
         future: asyncio.Future[None] | None,
     ) -> None:
         self.reservation = reservation
-        self.row = row
+        self.expires_at = expires_at
+        self.packed = packed
         self.future = future
         self.error: Exception | None = None
 
@@ -142,7 +145,6 @@ class SQLiteState(State):
         self._db.executescript(_SCHEMA)
         self._books: dict[tuple[str, str], _Book] = {}
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
-        self._live: dict[str, _Entry] = {}  # recorded entries by task id
         self._parts: set[str] = set()  # shared parts known to be in the file
         self._queue: list[_Queued] = []  # records waiting for the next group commit
 
@@ -340,28 +342,22 @@ class SQLiteState(State):
         if book is not None:
             if not stale:
                 wanted |= book.windows.keys()
-            in_flight = [e for e in book.entries if e.live and e.task_id not in self._live]
-            self._drop_book(key)
+            in_flight = list(book.flight)
+            del self._books[key]
         self._stale.discard(key)
         book = _Book(wanted)
         rows = self._db.execute(
-            "SELECT task_id, created_at, asset, amount FROM tasks "
+            "SELECT created_at, asset, amount FROM tasks "
             "WHERE policy_client = ? AND agent = ? AND status != 'released' AND created_at > ? "
             "ORDER BY created_at, rowid",
             (key[0], key[1], now - book.horizon),
         ).fetchall()
-        for task_id, created_at, asset, amount in rows:
-            self._live[task_id] = book.add(task_id, created_at, asset, int(amount))
+        for created_at, asset, amount in rows:
+            book.load(created_at, asset, int(amount))
         for entry in in_flight:
             book.adopt(entry)
         self._books[key] = book
         return book
-
-    def _drop_book(self, key: tuple[str, str]) -> None:
-        book = self._books.pop(key)
-        for entry in book.entries:
-            if self._live.get(entry.task_id) is entry:
-                del self._live[entry.task_id]
 
     def reserve(
         self,
@@ -431,24 +427,13 @@ class SQLiteState(State):
         result: Mapping[str, Any],
         future: asyncio.Future[None] | None,
     ) -> _Queued:
-        entry = reservation.entry
-        row = (
-            entry.task_id,
-            reservation.key[0],
-            reservation.key[1],
-            entry.asset,
-            str(entry.amount),
-            entry.created_at,
-            expires_at,
-            pack(entry.task_id, result),
-        )
-        item = _Queued(reservation, row, future)
+        item = _Queued(reservation, expires_at, pack(reservation.entry.task_id, result), future)
         self._queue.append(item)
         return item
 
     def _flush(self) -> None:
-        """Write every queued record in one transaction, then settle each: counted (in
-        ``_live``) if its row is in the file, given back if not; then wake its waiter."""
+        """Write every queued record in one transaction, then settle each: counted for good
+        if its row is in the file, given back if not; then wake its waiter."""
         batch, self._queue = self._queue, []
         if not batch:
             return
@@ -458,18 +443,20 @@ class SQLiteState(State):
         try:
             db.execute("BEGIN")
             for item in batch:
-                packed = item.row[-1]
+                packed, entry, key = item.packed, item.reservation.entry, item.reservation.key
                 part = packed.shared
                 if part is not None and part[0] not in self._parts and part[0] not in parts:
                     db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
                     parts.add(part[0])
                 try:
-                    db.execute(_INSERT_TASK, (*item.row[:-1], packed.text))
+                    # created_at as counted now: a book rebuilt meanwhile may have moved it
+                    row = (entry.task_id, *key, entry.asset, str(entry.amount), entry.created_at)
+                    db.execute(_INSERT_TASK, (*row, item.expires_at, packed.text))
                 except sqlite3.IntegrityError:  # the same task from another key, concurrently
-                    item.error = TaskAlreadyRecorded(f"task {item.row[0]} was already recorded")
+                    item.error = TaskAlreadyRecorded(f"task {entry.task_id} was already recorded")
             db.execute("COMMIT")
         except Exception:  # every waiter must wake, with the gateway's own error
-            if db.in_transaction:
+            with contextlib.suppress(Exception):
                 db.execute("ROLLBACK")
             failed = GatewayStateError("the gateway could not write its task records")
         else:
@@ -486,7 +473,7 @@ class SQLiteState(State):
             if entry.book is not None:
                 entry.book.remove(entry)
         elif entry.book is not None and self._books.get(reservation.key) is entry.book:
-            self._live[entry.task_id] = entry
+            entry.book.settle(entry)
         else:  # its book was replaced meanwhile: rebuild from the file, which now has it
             self._stale.add(reservation.key)
         if future is not None and not future.done():
@@ -543,15 +530,17 @@ class SQLiteState(State):
         )
 
     def _give_back(self, task_id: str, from_status: str) -> bool:
-        changed = self._db.execute(
-            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ?",
+        row = self._db.execute(
+            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ? "
+            "RETURNING policy_client, agent, created_at, asset, amount",
             (task_id, from_status),
-        ).rowcount
-        if not changed:
+        ).fetchone()
+        if row is None:
             return False
-        entry = self._live.pop(task_id, None)
-        if entry is not None and entry.book is not None:
-            entry.book.remove(entry)
+        key = (row[0], row[1])
+        book = self._books.get(key)
+        if book is not None and key not in self._stale:
+            book.give_back(row[2], row[3], int(row[4]))
         return True
 
     def commit(self, task_id: str, outcome: str) -> bool:
