@@ -181,3 +181,38 @@ def test_the_books_hold_nothing_per_recorded_task(tmp_path: Path) -> None:
     totals = state.totals(policy_client=CLIENT, agent=AGENTS[0], windows=(3600,), now=NOW + 8)
     assert totals[3600].count == 8000
     assert grown < 8 * 6000  # the per-task books held ~450 bytes for each
+
+
+def test_books_of_idle_agents_are_dropped_and_rebuilt_exactly(tmp_path: Path) -> None:
+    """A gateway that saw many agents once keeps no book for each: the sweep drops the books
+    of agents idle past their longest window; one seen again is rebuilt from the file."""
+    state = open_state(str(tmp_path / "state.sqlite3"))
+    agents = [f"0x{n:040x}" for n in range(1, 201)]
+    for n, agent in enumerate(agents):
+        held = state.reserve(
+            policy_client=CLIENT,
+            agent=agent,
+            windows=(60,),
+            task_id=f"t{n}",
+            asset=ASSETS[0],
+            amount=n,
+            now=NOW,
+        )
+        state.record(held, expires_at=NOW + 300, result={})
+    busy = state.reserve(
+        policy_client=CLIENT,
+        agent=agents[0],
+        windows=(60,),
+        task_id="flying",
+        asset=ASSETS[0],
+        amount=5,
+        now=NOW + 86400,
+    )
+    assert len(state._books) == 200  # type: ignore[attr-defined]
+    state.sweep_expired(NOW + 86400 + 1, None, lambda _: True)
+    assert list(state._books) == [(CLIENT, agents[0])]  # type: ignore[attr-defined]
+    state.sweep_expired(NOW + 3 * 86400, None, lambda _: True)  # in flight: kept
+    assert list(state._books) == [(CLIENT, agents[0])]  # type: ignore[attr-defined]
+    state.record(busy, expires_at=NOW + 86400 + 300, result={})
+    late = state.totals(policy_client=CLIENT, agent=agents[7], windows=(60,), now=NOW + 30)
+    assert late[86400].count == 1 and late[86400].spent == {ASSETS[0]: 7}  # from the file

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from agentguard.network.state._model import (
     ApprovalRequest,
     PolicyClientRecord,
     TaskRecord,
+    UsageCheck,
     WindowTotals,
     finished,
     policy_from_material,
@@ -42,7 +43,10 @@ from agentguard.network.state._model import (
 )
 from agentguard.network.state._spec import parse_spec
 
-__all__ = ["SQLiteState"]
+__all__ = ["BOOKS_PRUNE_EVERY", "SQLiteState"]
+
+BOOKS_PRUNE_EVERY = 60
+"""Seconds between two looks for idle books to drop."""
 
 _FINISHED = finished("?")
 _INSERT_TASK = (
@@ -147,6 +151,7 @@ class SQLiteState(State):
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._parts: set[str] = set()  # shared parts known to be in the file
         self._queue: list[_Queued] = []  # records waiting for the next group commit
+        self._pruned = 0  # when idle books were last dropped (``sweep_expired``)
 
     def close(self) -> None:
         self._flush()
@@ -551,6 +556,30 @@ class SQLiteState(State):
                 (outcome, task_id),
             ).rowcount
         )
+
+    def sweep_expired(
+        self,
+        now: int,
+        usage_check: UsageCheck | None,
+        trusted: Callable[[str], bool],
+    ) -> int:
+        if now >= self._pruned + BOOKS_PRUNE_EVERY:
+            self._pruned = now
+            self._prune_books(now)
+        return super().sweep_expired(now, usage_check, trusted)
+
+    def _prune_books(self, now: int) -> None:
+        """Drop the books of agents idle for longer than their longest window (nothing of
+        theirs counts any more, nothing is in flight): a gateway that saw many agents once
+        must not keep a book for each. A dropped book is rebuilt from the file on next use."""
+        idle = [
+            key
+            for key, book in self._books.items()
+            if not book.flight and book.last_time <= now - book.horizon
+        ]
+        for key in idle:
+            del self._books[key]
+            self._stale.discard(key)
 
     def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
         marks = ", ".join("?" * len(statuses))
