@@ -52,16 +52,23 @@ def pack(task_id: str, result: Mapping[str, Any]) -> Packed:
     return Packed(_DUMPS(result), None)
 
 
-def _same_order(built: Any, result: Any) -> bool:
-    """Whether the (equal) dicts list their keys in the same order at every level: the
-    rebuilt answer must encode to the very bytes that were answered."""
-    if isinstance(built, dict):
-        return list(built) == list(result) and all(
-            _same_order(v, result[k]) for k, v in built.items()
-        )
-    if isinstance(built, list):
-        return all(_same_order(a, b) for a, b in zip(built, result, strict=True))
-    return True
+def _same_order(built: dict[str, Any], result: Mapping[str, Any]) -> bool:
+    """Whether the (equal) dicts ``_build`` makes list their keys in the answer's order: the
+    rebuilt answer must encode to the very bytes that were answered. (What it copies as is,
+    the intent and the signatures, keeps its order: the same objects, then JSON, which keeps
+    it.)"""
+    response, theirs = built["task_response"], result["task_response"]
+    data, their_data = response["policy_task_data"], theirs["policy_task_data"]
+    pairs = (
+        (built, result),
+        (built["task"], result["task"]),
+        (built["attestation"], result["attestation"]),
+        (response, theirs),
+        (data, their_data),
+        (data["policyData"][0], their_data["policyData"][0]),
+        (response["policy_config"], theirs["policy_config"]),
+    )
+    return all(list(mine) == list(other) for mine, other in pairs)
 
 
 def _part(shared: dict[str, Any]) -> tuple[str, str]:
