@@ -44,7 +44,7 @@ __all__ = ["IDEMPOTENCY_MAX_BYTES", "IDEMPOTENCY_TTL", "SWEEP_INTERVAL", "Gatewa
 log = get_logger("agentguard.network.gateway")
 
 IDEMPOTENCY_TTL = 600
-IDEMPOTENCY_MAX_BYTES = 32 << 20
+IDEMPOTENCY_MAX_BYTES = 4 << 20
 SWEEP_INTERVAL = 1.0
 
 
@@ -72,7 +72,10 @@ class Gateway:
         self.clients = Clients(config.gateway, state, chain)
         self.operators = FanOut([OperatorLink(op) for op in config.operators], clock)
         self.idempotency = IdempotencyCache(
-            max_bytes=idempotency_bytes, ttl=IDEMPOTENCY_TTL, clock=clock
+            max_bytes=idempotency_bytes,
+            ttl=IDEMPOTENCY_TTL,
+            clock=clock,
+            recorded=state.stored_result,
         )
         self.approvals = _approvals.Approvals(state, self.clients)
         self._simulator = Simulator(config.gateway, state, self.clients, clock)
@@ -167,7 +170,7 @@ class Gateway:
                 future.exception()  # retrieved: concurrent retries see it, nobody else must
             raise
         if result["status"] == "success":
-            self.idempotency.keep(cache_key, answer)
+            self.idempotency.keep(cache_key, answer, result)
         else:
             self.idempotency.drop(cache_key)
         future.set_result(answer)
@@ -220,13 +223,17 @@ class Gateway:
             )
             if outcome.decision == "allow":
                 try:
-                    self.state.record(reservation, expires_at=expires_at, result=result)
+                    durable = self.state.record_soon(
+                        reservation, expires_at=expires_at, result=result
+                    )
+                    recorded = True  # the state settles the reservation from here on
+                    await durable  # answered only once its record is in the state
                 except TaskAlreadyRecorded:  # the same task from another key or replica at once
+                    recorded = False  # nothing of it counts; its approval is given back
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
                     return stored
-                recorded = True
                 if approval is not None:
                     self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
             elif outcome.decision == "approval_required":
