@@ -303,7 +303,10 @@ class Signer:
             raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
         try:
             fast = self._plain_eip3009(intent, typed_data, ticket.expires_at)
-        except RuntimeError:  # resized by another thread while read: the general path copies it
+        except (RuntimeError, ValueError):
+            # resized by another thread between a size check and the read (a dict changed
+            # size while iterated, an unpack of a grown field, a strict zip of a grown list):
+            # the general path copies it first and decides, with a typed refusal
             fast = None
         if fast is not None:  # x402 ``exact`` as the port builds it: checked in one pass
             return sign_typed_digest(self._key, fast)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-import weakref
 from collections.abc import Callable, Coroutine, Mapping
-from types import FunctionType
+from inspect import CO_COROUTINE
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 
 from agentguard._exceptions import (
@@ -233,20 +233,16 @@ def _interrupted(
         log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
 
 
-_COROUTINE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
 def _coroutine(method: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:
-    """``inspect.iscoroutinefunction``, remembered per function: asked on most steps, always
-    of the same few methods. A bound method is judged by its function (as ``inspect`` does);
-    anything else (a callable object, a partial) is asked every time."""
-    function = getattr(method, "__func__", method)
-    if type(function) is not FunctionType:
+    """``inspect.iscoroutinefunction``, without its unwrapping on the common case: a plain
+    function or a bound method of one is judged by its code's flag, read now (nothing is
+    remembered: the host may re-point ``__code__`` between calls, and a remembered answer
+    would skip an ``await`` or await a plain value). A function marked by hand, and anything
+    else (a callable object, a partial), is asked of ``inspect`` every time."""
+    function = method.__func__ if type(method) is MethodType else method
+    if type(function) is not FunctionType or "_is_coroutine_marker" in function.__dict__:
         return inspect.iscoroutinefunction(method)
-    known = _COROUTINE.get(function)
-    if known is None:
-        known = _COROUTINE[function] = inspect.iscoroutinefunction(method)
-    return known
+    return bool(function.__code__.co_flags & CO_COROUTINE)
 
 
 def _queue(
