@@ -261,3 +261,70 @@ def test_a_trailing_newline_in_a_verifier_setting_is_a_configuration_error() -> 
         Verifier([*ops, KEYS[0].address + "\n"], policy_client=KEYS[0].address)
     with pytest.raises(ConfigurationError):
         Verifier(ops, policy_client=KEYS[0].address, policy_id="0x" + "02" * 32 + "\n")
+
+
+# -- the from_json fast path against pydantic's ------------------------------------------------
+
+
+def _bent_fields() -> list[tuple[str, Any]]:
+    good = attestation_doc(intent())
+    sig = good["signatures"][0]["signature"]
+    return [
+        ("expires_at", True),
+        ("expires_at", 1.7e9),
+        ("expires_at", "1700000000"),
+        ("expires_at", -1),
+        ("expires_at", 1 << 64),
+        ("tier", True),
+        ("tier", 1.0),
+        ("tier", 256),
+        ("tier", -0.0),
+        ("decision", "Allow"),
+        ("decision", ["allow"]),
+        ("scheme", "ECDSA"),
+        ("task_id", [True] + [1] * 31),
+        ("task_id", [256] + [1] * 31),
+        ("task_id", [1] * 31),
+        ("task_id", "0X" + "11" * 32),
+        ("task_id", "0x" + "11" * 31 + "1"),
+        ("task_id", "0x" + "11" * 16 + " " + "11" * 16),
+        ("policy_id", {"0": 1}),
+        ("policy_client", ["0x" + "00" * 20]),
+        ("policy_client", "0x" + "00" * 19),
+        ("policy_client", "0x000000000000000000000000000000000000C1e7"),  # bad EIP-55
+        ("reasons", [1]),
+        ("reasons", [["nested"]]),
+        ("signatures.operator", None),
+        ("signatures.operator", 0),
+        ("signatures.signature", sig[:-2]),
+        ("signatures.signature", sig + "00"),
+        ("signatures.signature", [*bytes.fromhex(sig[2:]), 0]),
+        ("signatures.signature", [float(b) for b in bytes.fromhex(sig[2:])]),
+        ("signatures.signature", None),
+    ]
+
+
+@pytest.mark.parametrize(("field", "value"), _bent_fields(), ids=range(len(_bent_fields())))
+def test_the_fast_path_refuses_what_pydantic_refuses(
+    field: str, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bent field, read from JSON text as the client reads it: refused as
+    MalformedAttestation with the same message by the fast path and by pydantic alone."""
+    from agentguard import Attestation
+    from agentguard import _attestation as module
+    from agentguard._json import strict_loads
+
+    att = attestation_doc(intent())
+    if field.startswith("signatures."):
+        att["signatures"][0][field.split(".")[1]] = value
+    else:
+        att[field] = value
+    doc = strict_loads(json.dumps(att).encode())
+    outcomes = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(module, "_plain", lambda cls, values: None)
+        with pytest.raises(MalformedAttestation) as info:
+            Attestation.from_json(doc)
+        outcomes.append(str(info.value))
+    assert outcomes[0] == outcomes[1]
