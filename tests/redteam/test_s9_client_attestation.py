@@ -328,3 +328,51 @@ def test_the_fast_path_refuses_what_pydantic_refuses(
             Attestation.from_json(doc)
         outcomes.append(str(info.value))
     assert outcomes[0] == outcomes[1]
+
+
+def _sign_with_nonce(secret: bytes, digest: bytes, k: int) -> bytes:
+    """A genuine low-s signature of ``digest`` by ``secret`` with the nonce ``k`` (not the
+    RFC 6979 one every library picks): the same operator, other signature bytes."""
+    from coincurve import PrivateKey
+
+    point = PrivateKey(k.to_bytes(32, "big")).public_key.format(compressed=False)
+    rx, ry = int.from_bytes(point[1:33], "big"), int.from_bytes(point[33:], "big")
+    r = rx % N
+    s = pow(k, -1, N) * (int.from_bytes(digest, "big") + r * int.from_bytes(secret, "big")) % N
+    v = ry & 1
+    if s > N // 2:
+        s, v = N - s, v ^ 1
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([27 + v])
+
+
+def test_one_operator_signing_twice_with_other_nonces_is_one_signer() -> None:
+    """Two different, valid signatures by the same operator (fresh nonces): counted once
+    (signers are the recovered addresses, not the signature bytes), so no quorum of one."""
+    from agentguard._attestation import Attestation
+
+    asked = intent()
+    att = attestation_doc(asked, signers=[KEYS[0], KEYS[0]])
+    digest = Attestation.from_json(att).digest_for(asked.intent_hash, asked.chain_id)
+    twins = [_sign_with_nonce(bytes(KEYS[0].key), digest, k) for k in (12345, 67890)]
+    assert twins[0] != twins[1]
+    for i, sig in enumerate(twins):
+        assert recover_signer(digest, sig) == bytes.fromhex(KEYS[0].address[2:])
+        _set_sig(att, i, sig)
+    with pytest.raises(DuplicateSignature):
+        _through_the_client(att)
+
+
+def test_expiry_boundaries_with_a_fixed_clock() -> None:
+    """Expiring exactly now is expired; exactly max_lifetime ahead is still accepted."""
+    from agentguard import Attestation
+
+    now = 1_900_000_000
+    asked = intent()
+    for expires_at, ok in [(now, False), (now + 1, True), (now + 3600, True), (now + 3601, False)]:
+        received = Attestation.from_json(attestation_doc(asked, expires_at=expires_at))
+        check = verifier(clock=lambda: now)
+        if ok:
+            assert check.verify(received, asked).expires_at == expires_at
+        else:
+            with pytest.raises(AttestationExpired):
+                check.verify(received, asked)
