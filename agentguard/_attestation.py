@@ -49,7 +49,7 @@ Decision = Literal["allow", "deny", "approval_required"]
 
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = _SECP256K1_N // 2
-_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")  # \Z: $ would pass "0x<40 hex>\n"
 _MAX_SIGNATURES = 256  # far above any operator set; bounds the verifier's ecrecover work
 _MAX_REASONS = 256
 
@@ -159,9 +159,9 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     """The 20-byte address that signed ``digest``; rejects malleable (high-s) signatures."""
     if len(signature) != 65:
         raise MalformedSignature(f"signature is {len(signature)} bytes, expected 65")
-    v = signature[64]
-    if v >= 27:
-        v -= 27
+    # Only 27/28, as the operators sign and as ecrecover (and so the vault) reads it: v = 0/1
+    # is the same signature spelled in a way the contract refuses.
+    v = signature[64] - 27
     if v not in (0, 1):
         raise MalformedSignature(f"signature recovery id {signature[64]} is not 27/28")
     r = int.from_bytes(signature[:32], "big")

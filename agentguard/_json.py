@@ -27,7 +27,8 @@ __all__ = [
 MAX_DEPTH = 32
 """Deepest nesting accepted; every document agentguard reads is at most ~6 levels deep."""
 _MAX_INT_DIGITS = 80
-_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# \Z, not $: $ also matches before a final newline ("0xab\n" is not hex)
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*\Z")
 _INT_ONLY = frozenset((int,))
 # a string (an unterminated one runs to the end), or a bracket
 _TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)

@@ -19,7 +19,8 @@ from agentguard._json import MAX_DEPTH, json_bytes, preview, strict_loads
 # -- the reference: agentguard/_json.py at ff20b76, verbatim but for names --------------------
 
 _MAX_INT_DIGITS = 80
-_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# the one deliberate change since (s9-rt-client): \Z, where $ let "0x00\n" through
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*\Z")
 _TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 
@@ -348,7 +349,7 @@ _BYTES_VALUES: list[Any] = [
     "0x0",
     "0x000",
     "0xgg",
-    "0x00\n",  # the old regex's $ lets a final newline through; fromhex skips it
+    "0x00\n",  # ff20b76's $ let a final newline through (fromhex skips it): now refused
     "0x00 11",
     "0x 0011",
     "0x00\t",
@@ -394,3 +395,11 @@ def test_json_bytes_on_random_text_and_arrays() -> None:
             rng.choice([0, 1, 255, 256, -1, True, None, 2**70]) for _ in range(rng.randrange(5))
         ]
         assert _outcome(json_bytes, array) == _outcome(old_json_bytes, array), array
+
+
+def test_a_final_newline_is_not_hex() -> None:
+    """ff20b76's ``$`` matched before a final newline and fromhex skipped it, so a hostile
+    gateway could re-spell any 0x-hex field without touching what the signatures cover."""
+    for value in ("0x00\n", "0x\n", "0x" + "ab" * 32 + "\n"):
+        with pytest.raises(ValueError, match="is not 0x-hex"):
+            json_bytes(value)
