@@ -46,7 +46,7 @@ __all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches", "vault
 
 # How far in the future an EIP-3009 ``validAfter`` may lie (clock skew between us and the chain).
 VALID_AFTER_SKEW = 60
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ _RESULT = f"{_EVAL_PACKAGE}/result"
 # Keys the gateway sends; always shimmed so that one bundle serves payments and transactions.
 _KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
 _KNOWN_WASM_SET = frozenset(_KNOWN_WASM_KEYS)
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _REGO_KEYWORDS = frozenset(
     {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null"}
     | {"package", "some", "true", "with"}

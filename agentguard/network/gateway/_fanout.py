@@ -23,10 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coincurve import PublicKey
-
-from agentguard._attestation import attestation_digest
-from agentguard._eip712 import keccak
+from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._exceptions import MalformedSignature
 from agentguard._tiers import ALL, STANDARD, known, level, tier_name
 from agentguard.network._rpc import POLICY_EVALUATION_ERROR, RPCError
@@ -134,41 +131,6 @@ def _signature_bytes(signature: Any) -> bytes:
     if not isinstance(signature, str) or not HEX.match(signature):
         raise MalformedSignature("signature is not hex")
     return bytes.fromhex(signature.removeprefix("0x"))
-
-
-_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_HALF_N = _N // 2
-_ADDRESSES_MAX = 256
-_addresses: dict[bytes, bytes] = {}
-
-
-def recover_signer(digest: bytes, signature: bytes) -> bytes:
-    """``agentguard._attestation.recover_signer`` (the same refusals, the same address),
-    with the public key → address step (a keccak) remembered: a gateway hears the same
-    few operator keys all day (``tests/unit/test_gateway_votes.py`` holds them equal)."""
-    if len(signature) != 65:
-        raise MalformedSignature(f"signature is {len(signature)} bytes, expected 65")
-    v = signature[64]
-    if v >= 27:
-        v -= 27
-    if v not in (0, 1):
-        raise MalformedSignature(f"signature recovery id {signature[64]} is not 27/28")
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
-    if not (0 < r < _N and 0 < s <= _HALF_N):
-        raise MalformedSignature("signature has r/s out of range (or a malleable high s)")
-    try:
-        public = PublicKey.from_signature_and_message(
-            signature[:64] + bytes([v]), digest, hasher=None
-        ).format(compressed=False)[1:]
-    except Exception:
-        raise MalformedSignature("signature does not recover to a public key") from None
-    address = _addresses.get(public)
-    if address is None:
-        if len(_addresses) >= _ADDRESSES_MAX:  # only a liar signs with ever new keys
-            _addresses.clear()
-        address = _addresses[public] = keccak(public)[12:]
-    return address
 
 
 class _Digests(dict[tuple[bool, int], bytes]):
