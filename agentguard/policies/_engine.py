@@ -6,10 +6,11 @@ the way it is:
 * Compiling is the expensive part: ``Interpreter.query`` recompiles the modules on every call
   (about 50 ms for agent_spend), and so does ``build`` (10-60 ms). ``build`` returns a ``Bundle``
   (compiled plan + base documents) that any ``Interpreter`` can run again and again with
-  ``query_bundle_entrypoint``; only that is fast enough for the network's 3 ms budget. Measured
-  per ``evaluate`` after the first (CPU time, 2-core dev box): 0.4-1 ms for one bundled check,
-  about 0.9 ms for agent_spend with two checks, 3 ms with all thirteen keys; 0.25 ms of that is
-  building the input document (0.47 ms through regopy's own ``set_input``).
+  ``query_bundle_entrypoint``; only that is fast enough for an authorization measured in
+  milliseconds. A bundled query then costs a few hundred µs (agent_spend with two checks about
+  a quarter of a millisecond, with all thirteen keys about five times that; current figures in
+  ``docs/performance.md``, from ``benchmarks/bench_policy.py``), and building the input
+  document costs about as much again (below).
 * A bundle carries the data it was built with and ignores the running interpreter's data, and
   ``add_data`` merges (a second document with a clashing key fails at query time); data cannot be
   replaced per call. So ``data.params`` is baked into the bundle, one bundle per
