@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def _same_everywhere(net: Net, rpc_id: str, request: dict[str, Any], first: byte
         restarted.state.close()
 
 
-HOSTILE_SIGNATURES = {
+HOSTILE_SIGNATURES: dict[str, Callable[[str], str]] = {
     "v 0/1": lambda s: "0x" + s[2:-2] + f"{int(s[-2:], 16) - 27:02x}",
     "v 27/28": lambda s: s,
     "uppercase hex": lambda s: "0x" + s[2:].upper(),
@@ -166,7 +167,7 @@ def test_fast_recovery_refuses_and_accepts_exactly_what_the_slow_one_does(v: int
     digest = bytes(range(32))
     signature = bytearray(key.sign_recoverable(digest, hasher=None))
     signature[64] = v
-    outcomes = []
+    outcomes: list[Any] = []
     for recover in (slow_recover, fast_recover):
         try:
             outcomes.append(recover(digest, bytes(signature)))
