@@ -189,3 +189,107 @@ def test_sigkill_around_the_group_commit_loses_no_answered_allow_and_counts_once
             restarted.state.close()
     finally:
         net.close()
+
+
+def _approval_client(net: Net) -> tuple[Any, str]:
+    """A policy client whose owner must approve anything above 2 USDC."""
+    from coincurve import PrivateKey
+
+    from agentguard._attestation import operator_address
+    from agentguard.network.registration import Registration
+    from agentguard.policies import load
+    from tests.network.test_gateway_memory import PARAMS, USDC
+
+    owner = PrivateKey(b"\x55" * 32)
+    address = operator_address(owner)
+    registration = Registration.sign(
+        owner,
+        policy_client=address,
+        policy=load("agent_spend"),
+        params={**PARAMS, "approval_above": {USDC.lower(): str(2 * UNIT)}},
+        expire_after=300,
+        chain_id=8453,
+        version=1,
+    )
+    net.gateway.register({"registration": registration.to_json(), "policy": "agent_spend"})
+    return owner, address
+
+
+def _approved(net: Net, rpc_id: str) -> tuple[dict[str, Any], str]:
+    """A 3 USDC transfer parked, then approved by the owner: (its request, its intent hash)."""
+    import time
+
+    from agentguard.network.approvals import SignedApproval
+
+    owner, address = _approval_client(net)
+    request = {**params(5, 3 * UNIT), "policy_client": address}
+    parked = json.loads(net.create(f"{rpc_id}-park", request))
+    assert parked["attestation"]["decision"] == "approval_required"
+    intent_hash = parked["attestation"]["intent_hash"]
+    approval = SignedApproval.sign(
+        owner,
+        policy_client=address,
+        intent_hash=intent_hash,
+        chain_id=8453,
+        expires_at=int(time.time()) + 600,
+    ).to_json()
+    net.run(net.gateway.dispatch(KEY, f"{rpc_id}-ok", "agentguard_approve", {"approval": approval}))
+    return request, intent_hash
+
+
+def _approval_status(net: Net, request: dict[str, Any], intent_hash: str) -> Any:
+    return net.run(
+        net.gateway.dispatch(
+            KEY,
+            "status",
+            "agentguard_approvalStatus",
+            {"policy_client": request["policy_client"], "intent_hash": intent_hash},
+        )
+    )
+
+
+def test_a_failed_commit_gives_the_claimed_approval_back(tmp_path: Path) -> None:
+    """The approved task's allow cannot be written: the approval it claimed must be free
+    again (the task was not allowed), so the retry is allowed on it, once."""
+    net = Net(tmp_path)
+    try:
+        request, intent_hash = _approved(net, "a")
+        real = net.state._db  # type: ignore[attr-defined]
+        net.state._db = _FailingCommits(real, failures=1)  # type: ignore[attr-defined]
+        with pytest.raises(GatewayStateError):
+            net.create("approved", request)
+        net.state._db = real  # type: ignore[attr-defined]
+        retry = json.loads(net.create("approved", request))
+        assert retry["attestation"]["decision"] == "allow", retry["attestation"]
+        again = json.loads(net.create("approved-again", request))
+        assert again["attestation"]["decision"] == "approval_required"  # used once
+    finally:
+        net.close()
+
+
+def test_a_hung_up_approved_task_marks_its_approval_used(tmp_path: Path) -> None:
+    """The client hangs up while its approved allow is queued for the commit: the allow is
+    recorded, so its approval is used (not left approved and claimed by a task)."""
+    import asyncio
+
+    net = Net(tmp_path)
+    try:
+        request, intent_hash = _approved(net, "b")
+
+        async def hang_up() -> None:
+            task = asyncio.ensure_future(net.ask("approved", request))
+            while not net.state._queue:  # type: ignore[attr-defined]
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0)
+
+        net.run(hang_up())
+        assert _rows(net.path) == 1
+        row = net.state._db.execute(  # type: ignore[attr-defined]
+            "SELECT status FROM approval_requests WHERE intent_hash = ?", (intent_hash,)
+        ).fetchone()
+        assert row[0] == "used"
+    finally:
+        net.close()
