@@ -237,23 +237,12 @@ def _approved(net: Net, rpc_id: str) -> tuple[dict[str, Any], str]:
     return request, intent_hash
 
 
-def _approval_status(net: Net, request: dict[str, Any], intent_hash: str) -> Any:
-    return net.run(
-        net.gateway.dispatch(
-            KEY,
-            "status",
-            "agentguard_approvalStatus",
-            {"policy_client": request["policy_client"], "intent_hash": intent_hash},
-        )
-    )
-
-
 def test_a_failed_commit_gives_the_claimed_approval_back(tmp_path: Path) -> None:
     """The approved task's allow cannot be written: the approval it claimed must be free
     again (the task was not allowed), so the retry is allowed on it, once."""
     net = Net(tmp_path)
     try:
-        request, intent_hash = _approved(net, "a")
+        request, _ = _approved(net, "a")
         real = net.state._db  # type: ignore[attr-defined]
         net.state._db = _FailingCommits(real, failures=1)  # type: ignore[attr-defined]
         with pytest.raises(GatewayStateError):
