@@ -28,7 +28,7 @@ from agentguard.network.registration import Registration
 from agentguard.network.state import open_state
 from agentguard.policies import load
 from tests.network.test_gateway_memory import CLIENT, OWNER, PARAMS, USDC
-from tests.redteam._s9_net import KEY, OTHER_KEY, UNIT, Net, agent, params
+from tests.redteam._s9_net import KEY, OTHER_KEY, UNIT, Net, _Direct, agent, params
 
 
 @pytest.fixture
@@ -306,3 +306,25 @@ def test_a_re_registration_with_new_params_changes_the_fragments(net: Net) -> No
     assert after["attestation"]["policy_id"] == "0x" + registration.policy_id.hex()
     assert after["attestation"]["policy_id"] != before["attestation"]["policy_id"]
     assert after["expiration"] - after["timestamp"] == 120
+
+
+def test_the_cap_edge_is_exact_and_survives_a_restart(net: Net) -> None:
+    """12 USDC a day: 5 + 5 + 2 reach it exactly (allowed), one more atomic unit does not,
+    also after a restart rebuilds the books from the file."""
+    for n, amount in enumerate((5 * UNIT, 5 * UNIT, 2 * UNIT)):
+        answer = json.loads(net.create(f"edge-{n}", params(11, amount)))
+        assert answer["attestation"]["decision"] == "allow", n
+    over = json.loads(net.create("edge-over", params(11, 1)))
+    assert over["attestation"]["decision"] == "deny"
+    assert net.spent(agent(11)) == (3, 12 * UNIT)
+    restarted = Gateway(net.gateway.config, open_state(net.path))
+    for i, link in enumerate(restarted.operators.links):
+        link.http = _Direct(net, i)  # type: ignore[assignment]
+    try:
+        again = json.loads(
+            net.run(restarted.dispatch(KEY, "edge-over-2", "newt_createTask", params(11, 1))).data
+        )
+        assert again["attestation"]["decision"] == "deny"
+    finally:
+        net.run(restarted.close())
+        restarted.state.close()
