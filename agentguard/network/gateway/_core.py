@@ -235,6 +235,8 @@ class Gateway:
                             )
                         )
                         approval = None
+                    else:  # its outcome is read even if nobody waits for it any more
+                        durable.add_done_callback(_read_outcome)
                     await asyncio.shield(durable)  # answered only once its record is written
                 except TaskAlreadyRecorded:  # the same task from another key or replica at once
                     recorded = False  # nothing of it counts
@@ -334,3 +336,9 @@ class _OnItsChain:
         if self._chain_of(task.policy_client) != self._chain.chain_id:
             return None
         return self._chain.was_used(task)
+
+
+def _read_outcome(durable: asyncio.Future[None]) -> None:
+    """Marks a record's outcome as read (its waiter may have hung up; the state settled it)."""
+    if not durable.cancelled():
+        durable.exception()
