@@ -11,6 +11,7 @@ reports back. The answer is encoded once and kept, as those bytes, for retries
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -223,19 +224,26 @@ class Gateway:
             )
             if outcome.decision == "allow":
                 try:
-                    durable = self.state.record_soon(
-                        reservation, expires_at=expires_at, result=result
+                    durable = asyncio.ensure_future(
+                        self.state.record_soon(reservation, expires_at=expires_at, result=result)
                     )
                     recorded = True  # the state settles the reservation from here on
-                    await durable  # answered only once its record is in the state
+                    if approval is not None:  # and the approval, when the write is settled,
+                        durable.add_done_callback(  # whether or not this task still waits
+                            functools.partial(
+                                self._settle_approval, client.address, intent_hash_hex, task_id_hex
+                            )
+                        )
+                        approval = None
+                    else:  # its outcome is read even if nobody waits for it any more
+                        durable.add_done_callback(_read_outcome)
+                    await asyncio.shield(durable)  # answered only once its record is written
                 except TaskAlreadyRecorded:  # the same task from another key or replica at once
-                    recorded = False  # nothing of it counts; its approval is given back
+                    recorded = False  # nothing of it counts
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
                     return stored
-                if approval is not None:
-                    self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
             elif outcome.decision == "approval_required":
                 parked = self.state.park_approval(
                     policy_client=client.address,
@@ -254,6 +262,18 @@ class Gateway:
                 self.state.cancel(reservation)
                 if approval is not None:
                     self.state.unclaim_approval(client.address, intent_hash_hex, task_id_hex)
+
+    def _settle_approval(
+        self, policy_client: str, intent_hash: str, task_id: str, durable: asyncio.Future[None]
+    ) -> None:
+        """The approval an allowed task claimed: used once its record is written, given back
+        if the write failed (the task was not allowed), kept claimed if nobody can tell."""
+        if durable.cancelled():
+            return
+        if durable.exception() is None:
+            self.state.use_approval(policy_client, intent_hash, task_id)
+        else:
+            self.state.unclaim_approval(policy_client, intent_hash, task_id)
 
     # -- the other methods ---------------------------------------------------------------------
 
@@ -316,3 +336,9 @@ class _OnItsChain:
         if self._chain_of(task.policy_client) != self._chain.chain_id:
             return None
         return self._chain.was_used(task)
+
+
+def _read_outcome(durable: asyncio.Future[None]) -> None:
+    """Marks a record's outcome as read (its waiter may have hung up; the state settled it)."""
+    if not durable.cancelled():
+        durable.exception()

@@ -73,8 +73,12 @@ class _Window:
 class _Book:
     """One agent's buckets (oldest first), its reservations in flight, a sum per window."""
 
-    def __init__(self, windows: Iterable[int]) -> None:
+    def __init__(self, windows: Iterable[int], floor: int = -(2**63)) -> None:
         self.buckets: deque[_Bucket] = deque()
+        # No bucket of a second <= floor is known to hold all of that second's records (one
+        # was dropped from ``buckets``, or the book was built without the older rows): a
+        # give-back at such a second could only guess, so it gives back nothing (fail closed).
+        self.floor = floor
         self.base = 0  # seq of buckets[0]
         self.next_seq = 0
         self.windows = {w: _Window(w, 0) for w in sorted(set(windows))}
@@ -142,8 +146,12 @@ class _Book:
         entry.bucket = None
 
     def give_back(self, created_at: int, asset: str, amount: int) -> None:
-        """A recorded task (at ``created_at``, as its file row says) no longer counts. Any
-        bucket of that second and asset will do: they leave every window together."""
+        """A recorded task (at ``created_at``, as its file row says) no longer counts. The
+        oldest bucket of that second and asset is taken: it is in no window the record's own
+        bucket is not in (a bucket of a second can be reopened only once the older one left a
+        window, when the clock steps back). Never one newer than a dropped bucket (``floor``)."""
+        if created_at <= self.floor:  # its bucket is gone; a newer one of that second is not it
+            return
         buckets = self.buckets
         i = bisect.bisect_left(buckets, created_at, key=_created_at)
         while i < len(buckets) and buckets[i].created_at == created_at:
@@ -164,7 +172,7 @@ class _Book:
                 window.start += 1
         oldest = min(w.start for w in self.windows.values())
         while self.base < oldest:
-            buckets.popleft()
+            self.floor = max(self.floor, buckets.popleft().created_at)
             self.base += 1
         return {
             w.seconds: WindowTotals(count=w.count, spent=dict(w.spent))

@@ -351,6 +351,7 @@ class SQLiteState(State):
             del self._books[key]
         self._stale.discard(key)
         book = _Book(wanted)
+        book.floor = now - book.horizon  # older rows are not loaded
         rows = self._db.execute(
             "SELECT created_at, asset, amount FROM tasks "
             "WHERE policy_client = ? AND agent = ? AND status != 'released' AND created_at > ? "
