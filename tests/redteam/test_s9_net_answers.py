@@ -58,10 +58,14 @@ def _same_everywhere(net: Net, rpc_id: str, request: dict[str, Any], first: byte
 
 
 HOSTILE_SIGNATURES: dict[str, Callable[[str], str]] = {
-    "v 0/1": lambda s: "0x" + s[2:-2] + f"{int(s[-2:], 16) - 27:02x}",
     "v 27/28": lambda s: s,
     "uppercase hex": lambda s: "0x" + s[2:].upper(),
     "no 0x": lambda s: s[2:],
+}
+# The same signature spelled in ways the vault (v 0/1: OpenZeppelin's ECDSA refuses them) or a
+# strict reader (a final newline) would not take: a vote so spelled does not count.
+REFUSED_SIGNATURES: dict[str, Callable[[str], str]] = {
+    "v 0/1": lambda s: "0x" + s[2:-2] + f"{int(s[-2:], 16) - 27:02x}",
     "trailing newline": lambda s: s + "\n",
 }
 
@@ -80,6 +84,27 @@ def test_odd_but_valid_signature_spellings_give_one_consistent_answer(net: Net, 
         assert entry["signature"] == entry["signature"].lower().strip()
         assert len(entry["signature"]) == 132
     _same_everywhere(net, f"sig-{shape}", request, first)
+    assert net.spent(agent(1)) == (1, UNIT)
+
+
+@pytest.mark.parametrize("shape", sorted(REFUSED_SIGNATURES))
+def test_a_vote_spelled_as_the_vault_would_refuse_does_not_count(net: Net, shape: str) -> None:
+    spell = REFUSED_SIGNATURES[shape]
+
+    def tamper(i: int, reply: dict[str, Any]) -> Any:
+        return {**reply, "signature": spell(reply["signature"])} if i == 0 else reply
+
+    net.tamper = tamper
+    request = params(1)
+    first = net.create(f"refused-{shape}", request)
+    result = json.loads(first)
+    assert result["attestation"]["decision"] == "allow", result
+    signers = {s["operator"] for s in result["attestation"]["signatures"]}
+    assert net.operators[0].address not in signers
+    assert [(e["operator_address"], e["error_type"]) for e in result["operator_errors"]] == [
+        (net.operators[0].address, "bad_signature")
+    ]
+    _same_everywhere(net, f"refused-{shape}", request, first)
     assert net.spent(agent(1)) == (1, UNIT)
 
 
