@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from coincurve import PrivateKey, PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,7 +49,7 @@ Decision = Literal["allow", "deny", "approval_required"]
 
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = _SECP256K1_N // 2
-_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDR_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")  # \Z: $ would pass "0x<40 hex>\n"
 _MAX_SIGNATURES = 256  # far above any operator set; bounds the verifier's ecrecover work
 _MAX_REASONS = 256
 
@@ -159,9 +159,9 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     """The 20-byte address that signed ``digest``; rejects malleable (high-s) signatures."""
     if len(signature) != 65:
         raise MalformedSignature(f"signature is {len(signature)} bytes, expected 65")
-    v = signature[64]
-    if v >= 27:
-        v -= 27
+    # Only 27/28, as the operators sign and as ecrecover (and so the vault) reads it: v = 0/1
+    # is the same signature spelled in a way the contract refuses.
+    v = signature[64] - 27
     if v not in (0, 1):
         raise MalformedSignature(f"signature recovery id {signature[64]} is not 27/28")
     r = int.from_bytes(signature[:32], "big")
@@ -174,7 +174,15 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
         )
     except Exception:
         raise MalformedSignature("signature does not recover to a public key") from None
-    return keccak(public.format(compressed=False)[1:])[12:]
+    return _address_of(public.format(compressed=False)[1:])
+
+
+@lru_cache(maxsize=256)
+def _address_of(public_key: bytes) -> bytes:
+    """The address of a 64-byte public key: a pure function, and the same few operator keys
+    recover from every attestation, so each keccak is paid once (bounded: a flood of strangers'
+    keys only evicts)."""
+    return keccak(public_key)[12:]
 
 
 class OperatorSignature(_WireModel):
@@ -275,24 +283,22 @@ class Attestation(_WireModel):
             if not isinstance(sig, Mapping):
                 raise MalformedAttestation(f"attestation signatures.{i} is not an object")
         reasons = _list(doc.get("reasons", []), "reasons", _MAX_REASONS)
-        attestation = cls.model_validate(
-            {
-                "decision": doc["decision"],
-                "task_id": doc["task_id"],
-                "policy_id": doc["policy_id"],
-                "policy_client": doc["policy_client"],
-                "intent_hash": doc["intent_hash"],
-                "expires_at": doc.get("expires_at"),
-                "signatures": tuple(
-                    {"operator": s.get("operator"), "signature": s.get("signature")}
-                    for s in signatures
-                ),
-                "reasons": tuple(reasons),
-                "scheme": doc.get("scheme", "ecdsa"),
-                "tier": doc.get("tier", 0),
-                "operator_errors": tuple(dict(e) for e in operator_errors),
-            }
-        )
+        values = {
+            "decision": doc["decision"],
+            "task_id": doc["task_id"],
+            "policy_id": doc["policy_id"],
+            "policy_client": doc["policy_client"],
+            "intent_hash": doc["intent_hash"],
+            "expires_at": doc.get("expires_at"),
+            "signatures": tuple(
+                {"operator": s.get("operator"), "signature": s.get("signature")} for s in signatures
+            ),
+            "reasons": tuple(reasons),
+            "scheme": doc.get("scheme", "ecdsa"),
+            "tier": doc.get("tier", 0),
+            "operator_errors": tuple(dict(e) for e in operator_errors),
+        }
+        attestation = _plain(cls, values) or cls.model_validate(values)
         for i, sig in enumerate(attestation.signatures):
             if len(sig.signature) != 65:
                 raise MalformedAttestation(
@@ -334,6 +340,99 @@ class Attestation(_WireModel):
             "scheme": self.scheme,
             "tier": self.tier,
         }
+
+
+_DECISIONS = frozenset(("allow", "deny", "approval_required"))
+_SCHEMES = frozenset(("ecdsa", "newton-bls"))
+_HEX_TYPES = (str, list)  # how bytes arrive in JSON
+# the fields from_json names (model_fields_set of what it returns)
+_SET_BY_FROM_JSON = frozenset(
+    (
+        "decision",
+        "task_id",
+        "policy_id",
+        "policy_client",
+        "intent_hash",
+        "expires_at",
+        "signatures",
+        "reasons",
+        "scheme",
+        "tier",
+        "operator_errors",
+    )
+)
+
+
+def _plain(cls: type[Attestation], values: dict[str, Any]) -> Attestation | None:
+    """``cls.model_validate(values)`` without pydantic's machinery, for the values a JSON
+    document holds when every one is well formed: the same validators, on exact JSON types
+    only. Anything else (a str subclass, a bad field) returns None and pydantic judges it, so
+    what is refused, and how, is unchanged (tests/unit/test_attestation_fast_path.py)."""
+    decision, scheme, reasons = values["decision"], values["scheme"], values["reasons"]
+    expires_at, tier = values["expires_at"], values["tier"]
+    if (
+        type(decision) is not str
+        or decision not in _DECISIONS
+        or type(scheme) is not str
+        or scheme not in _SCHEMES
+        or type(expires_at) is not int
+        or not 0 <= expires_at < 1 << 64
+        or type(tier) is not int
+        or not 0 <= tier < 1 << 8
+        or type(values["policy_client"]) is not str
+        or not all(type(values[f]) in _HEX_TYPES for f in ("task_id", "policy_id", "intent_hash"))
+        or not all(type(r) is str for r in reasons)
+        or not all(type(k) is str for e in values["operator_errors"] for k in e)
+    ):
+        return None
+    try:
+        signatures = tuple(
+            _built(
+                OperatorSignature,
+                {
+                    "operator": _address(s["operator"], "operator").lower(),
+                    "signature": json_bytes(s["signature"]),
+                },
+            )
+            for s in values["signatures"]
+        )
+        return _built(
+            cls,
+            {
+                "decision": decision,
+                "task_id": _b32(values["task_id"], "task_id"),
+                "policy_id": _b32(values["policy_id"], "policy_id"),
+                "policy_client": _address(values["policy_client"], "policy_client"),
+                "intent_hash": _b32(values["intent_hash"], "intent_hash"),
+                "expires_at": expires_at,
+                "signatures": signatures,
+                "reasons": reasons,
+                "scheme": scheme,
+                "tier": tier,
+                "operator_errors": values["operator_errors"],
+                "newton_result": None,
+                "policy_data": None,
+            },
+            _SET_BY_FROM_JSON,
+        )
+    except ValueError:
+        return None
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def _built(cls: type[_M], fields: dict[str, Any], fields_set: frozenset[str] | None = None) -> _M:
+    """What ``cls.model_construct(**fields)`` builds (``fields``: every field, in declaration
+    order), without its per-field loop: these models have no alias, extra, private attribute
+    or post-init for it to handle (pinned by tests/unit/test_attestation_fast_path.py)."""
+    model = cls.__new__(cls)
+    _set(model, "__dict__", fields)
+    _set(model, "__pydantic_fields_set__", set(fields if fields_set is None else fields_set))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
 
 
 def _list(value: Any, field: str, limit: int) -> list[Any]:

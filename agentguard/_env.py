@@ -52,9 +52,9 @@ VARIABLES = {
 }
 RPC_TIMEOUT = 15.0
 """Seconds one request to ``AGENTGUARD_RPC_URL`` may take before it fails (closed)."""
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() also takes "²"
-_POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
 _KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

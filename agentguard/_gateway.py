@@ -661,7 +661,7 @@ NEWTON_TASK_TIMEOUT = 30
 """Newton's documented ``newt_createTask`` timeout default, seconds (rpc-api.mdx)."""
 REFERENCE_TASK_TIMEOUT = 5
 _NEWTON_HOSTS = (".newton.xyz", ".newt.foundation")
-_QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+$")
+_QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+\Z")
 
 
 def is_newton_url(url: str) -> bool:

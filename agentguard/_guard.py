@@ -58,7 +58,7 @@ __all__ = ["AsyncGuard", "Guard"]
 
 log = get_logger("agentguard.guard")
 T = TypeVar("T")
-_POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_POLICY_ID = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
 NEWTON_OPTIONS = frozenset({"certificate_verifier", "source_avs", "max_lifetime", "block_time"})
 """What ``Guard.connect(newton={...})`` passes on to ``agentguard.newton.NewtonVerifier``: the
 contracts to read (another chain, a staging deployment, a test table) and the ticket's life."""

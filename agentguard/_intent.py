@@ -356,21 +356,23 @@ def _signature_text(v: Any) -> str:
     return canonical_signature(v)
 
 
-def _check_call(chain_id: int, data: bytes, signature: str) -> None:
+def _check_call(chain_id: int, data: bytes, signature: str) -> tuple[Any, ...]:
     """A transaction intent's checks across fields: a chain, and calldata that starts with the
-    selector of a signature that is not a value-moving function's lookalike and decodes."""
+    selector of a signature that is not a value-moving function's lookalike and decodes.
+    Returns the decoded arguments (``decoded_arguments``), so a caller need not decode twice."""
     if chain_id == 0:
         raise IntentError("chain_id must be set (8453 for Base)")
     if signature:
         if len(data) < 4 or _selector(signature) != data[:4]:
             raise IntentError(f"calldata does not start with the selector of {signature!r}")
         check_signature(signature)
-        _decode(signature, data)  # refuses what does not decode
-    elif data:
+        return _decode(signature, data)  # refuses what does not decode
+    if data:
         raise IntentError(
             "calldata without a function_signature cannot be checked by policies; "
             "pass the human-readable signature, e.g. 'transfer(address,uint256)'"
         )
+    return ()
 
 
 def _as_intent_error(exc: ValidationError) -> IntentError:
@@ -545,7 +547,7 @@ class TransactionIntent(_Model):
         data = _calldata(fields["data"])
         chain_id = _uint(fields["chain_id"], "chain_id")
         signature = _signature_text(fields["function_signature"])
-        _check_call(chain_id, data, signature)
+        decoded = _check_call(chain_id, data, signature)
         intent = cls.model_construct(
             set(given),
             from_=from_,
@@ -555,6 +557,8 @@ class TransactionIntent(_Model):
             chain_id=chain_id,
             function_signature=signature,
         )
+        # ``decoded_arguments`` is a cached_property: what _check_call decoded is its value
+        intent.__dict__["decoded_arguments"] = decoded
         _ = intent.spend
         return intent
 

@@ -27,7 +27,9 @@ __all__ = [
 MAX_DEPTH = 32
 """Deepest nesting accepted; every document agentguard reads is at most ~6 levels deep."""
 _MAX_INT_DIGITS = 80
-_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# \Z, not $: $ also matches before a final newline ("0xab\n" is not hex)
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*\Z")
+_INT_ONLY = frozenset((int,))
 # a string (an unterminated one runs to the end), or a bracket
 _TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
@@ -47,26 +49,31 @@ def strict_loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     nesting deeper than ``max_depth``, an object with the same key twice (two parsers could
     read two different values), and ``\\u`` escapes of lone surrogates (not text).
     """
-    # Decoded UTF-8 holds no surrogate, so in bytes one can only come from a ``\u`` escape:
-    # without one, the walk over every string (``_check_text_in``) has nothing to find.
-    may_hold_surrogates = True
     if isinstance(raw, bytes | bytearray):
+        data = bytes(raw)
         try:
-            text = bytes(raw).decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
-        may_hold_surrogates = "\\u" in text
+        # Decoded UTF-8 holds no surrogate, so one can only come from a ``\u`` escape:
+        # without one, the walk over every string (``_check_text_in``) has nothing to find.
+        may_hold_surrogates = "\\" in text and "\\u" in text
     else:
         text = raw
+        data = text.encode("utf-8", "surrogatepass")
+        may_hold_surrogates = not text.isascii() or ("\\" in text and "\\u" in text)
     _check_depth(text, max_depth)
+    if text.startswith("\ufeff"):  # what json.loads refuses before it decodes
+        raise ValueError("not JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) at offset 0)")
+    # Bounding each integer as it is read costs a Python call per integer. An integer is a
+    # run of digits after "-", whitespace, "[", "," or ":", or at the start; without such a
+    # run longer than the bound anywhere in the bytes (a digit in UTF-8 is only ever its own
+    # byte), none can exceed it and the C default reads the same values. A run that is only
+    # in a string (rare: hex is led by "0x") merely takes the bounded path.
+    marked = data.translate(_INT_MARKS)
+    long_int = _LONG_INT in marked or marked.startswith(_LONG_INT[1:])
     try:
-        doc = json.loads(
-            text,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-            object_pairs_hook=_unique_keys,
-        )
+        doc = (_BOUNDED if long_int else _UNBOUNDED).decode(text)
     except RecursionError:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
@@ -123,6 +130,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+_BOUNDED = json.JSONDecoder(
+    parse_constant=_no_constant,
+    parse_float=_finite_float,
+    parse_int=_bounded_int,
+    object_pairs_hook=_unique_keys,
+)
+_UNBOUNDED = json.JSONDecoder(
+    parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+)
+# a digit byte to "0", a byte an integer may follow to "|", any other byte to " "
+_INT_MARKS = bytes(
+    ord("0") if chr(i) in "0123456789" else ord("|") if chr(i) in "-[,: \t\n\r" else 32
+    for i in range(256)
+)
+_LONG_INT = b"|" + b"0" * (_MAX_INT_DIGITS + 1)
+
+
 def _check_text_in(doc: Any) -> None:
     """Every string and key must encode back to UTF-8; walked without recursion."""
     stack: list[Any] = [doc]
@@ -151,11 +175,23 @@ def json_bytes(value: Any) -> bytes:
     """Solidity ``bytes`` on a JSON wire: ``0x``-hex of even length, or (as Newton's gateway
     sends them) an array of integers 0..255. ``ValueError`` for anything else, bools included."""
     if isinstance(value, list):
-        if all(type(b) is int and 0 <= b < 256 for b in value):
-            return bytes(value)
+        if _INT_ONLY.issuperset(map(type, value)):  # no bool, no int subclass
+            try:
+                return bytes(value)
+            except (ValueError, OverflowError):  # an int out of 0..255: named below
+                pass
         bad = next(b for b in value if not (type(b) is int and 0 <= b < 256))
         raise ValueError(f"a byte array holds {preview(bad)}, not an integer 0..255")
     if isinstance(value, str):
+        # fromhex skips whitespace, so its output has the full length only when every
+        # character after 0x was a hex digit of a pair: what _HEX_RE accepts, without the regex
+        if value.startswith("0x"):
+            try:
+                raw = bytes.fromhex(value[2:])
+            except ValueError:
+                raw = b""
+            if 2 * len(raw) == len(value) - 2:
+                return raw
         if _HEX_RE.match(value):
             return bytes.fromhex(value[2:])
         raise ValueError(f"{preview(value)} is not 0x-hex of whole bytes")

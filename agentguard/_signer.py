@@ -31,6 +31,7 @@ from agentguard._exceptions import (
     FeeCapExceeded,
     IntentError,
     IntentMismatch,
+    MalformedSignature,
     OnchainCheckRequired,
     VerificationError,
 )
@@ -45,7 +46,7 @@ __all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches", "vault
 
 # How far in the future an EIP-3009 ``validAfter`` may lie (clock skew between us and the chain).
 VALID_AFTER_SKEW = 60
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,15 @@ class Signer:
             raise IntentMismatch("this attestation is for a transaction, not a payment")
         if not _same(intent.payer, self.address):  # Permit2's owner is whoever signs
             raise IntentMismatch(f"the attested payment is from {intent.payer}, not {self.address}")
+        try:
+            fast = self._plain_eip3009(intent, typed_data, ticket.expires_at)
+        except (RuntimeError, ValueError):
+            # resized by another thread between a size check and the read (a dict changed
+            # size while iterated, an unpack of a grown field, a strict zip of a grown list):
+            # the general path copies it first and decides, with a typed refusal
+            fast = None
+        if fast is not None:  # x402 ``exact`` as the port builds it: checked in one pass
+            return sign_typed_digest(self._key, fast)
         typed = _typed(typed_data)
         digest = eip3009_digest(typed)  # once: the shape check and the signature share it
         mismatches = payment_mismatches(intent, typed)
@@ -324,6 +334,82 @@ class Signer:
                 f"the authorization is not valid EIP-712 typed data ({type(exc).__name__})"
             ) from None
         return bytes(signed.signature)
+
+    def _plain_eip3009(
+        self, intent: PaymentIntent, typed_data: object, expires_at: int
+    ) -> bytes | None:
+        """The digest of a canonical EIP-3009 authorization of exactly ``intent``, within the
+        attestation's window, or ``None``: then the general path (``_typed`` → checks) decides,
+        and refuses with its reasons. The same verdict and digest as that path, in one pass.
+
+        Every field is read exactly once, into a local, and only values of exactly ``dict``,
+        ``list``, ``str`` or ``int`` (no subclass, no bool) are taken: an object whose reads,
+        comparisons or ``__index__`` change, or another thread editing the dict, can at worst
+        send it to the general path (which copies it first), never make what is signed differ
+        from what was checked. The digest is computed from the same locals."""
+        if type(typed_data) is not dict or len(typed_data) != 4:
+            return None
+        primary, types = dict.get(typed_data, "primaryType"), dict.get(typed_data, "types")
+        domain, message = dict.get(typed_data, "domain"), dict.get(typed_data, "message")
+        if (
+            type(primary) is not str
+            or primary != "TransferWithAuthorization"
+            or type(domain) is not dict
+            or len(domain) != 4
+            or type(message) is not dict
+            or len(message) != 6
+            or not _str_keys(typed_data)
+            or not _canonical_eip3009_types(types)
+        ):
+            return None
+        name, version = dict.get(domain, "name"), dict.get(domain, "version")
+        chain_id, token = dict.get(domain, "chainId"), dict.get(domain, "verifyingContract")
+        payer, payee = dict.get(message, "from"), dict.get(message, "to")
+        value, nonce = dict.get(message, "value"), dict.get(message, "nonce")
+        after, before = dict.get(message, "validAfter"), dict.get(message, "validBefore")
+        if not (
+            type(name) is str
+            and type(version) is str
+            and type(chain_id) is int
+            and type(token) is str
+            and type(payer) is str
+            and type(payee) is str
+            and type(value) is int
+            and type(after) is int
+            and type(before) is int
+            and type(nonce) is str
+            and _str_keys(domain)
+            and _str_keys(message)
+        ):
+            return None
+        if not (
+            chain_id == intent.chain_id
+            and token.lower() == intent.asset.lower()
+            and payer.lower() == intent.payer.lower()
+            and payee.lower() == intent.pay_to.lower()
+            and value == intent.amount
+            and 0 <= after <= self._clock() + VALID_AFTER_SKEW
+            and 0 <= before <= expires_at
+            and _NONCE_RE.fullmatch(nonce)
+        ):
+            return None
+        from agentguard.chain.eip3009 import transfer_authorization_digest
+
+        try:
+            return transfer_authorization_digest(
+                token=token,
+                chain_id=chain_id,
+                from_=payer,
+                to=payee,
+                value=value,
+                valid_after=after,
+                valid_before=before,
+                nonce=bytes.fromhex(nonce[2:]),
+                name=name,
+                version=version,
+            )
+        except ValueError:  # not an address, not UTF-8 text: the general path refuses it
+            return None
 
     def sign_vault_payment(
         self, verified: VerifiedAttestation, typed_data: dict[str, Any], *, vault: str
@@ -433,9 +519,59 @@ def _shape_mismatches(typed: dict[str, Any], digest: bytes | None) -> list[str]:
 
 
 def sign_typed_digest(key: PrivateKey, digest: bytes) -> bytes:
-    """65-byte ``r ‖ s ‖ v`` over an EIP-712 digest (what eth-account's typed signing yields)."""
+    """65-byte ``r ‖ s ‖ v`` over an EIP-712 digest (what eth-account's typed signing yields),
+    ``v`` 27 or 28: a recovery id of 2 or 3 (R.x past the group order, never seen in practice)
+    has no ``v`` a token's ``ecrecover`` accepts, so it is refused rather than sent."""
     signature = key.sign_recoverable(digest, hasher=None)
+    if len(signature) != 65 or signature[64] > 1:
+        raise MalformedSignature("the signature has no recovery id a token accepts (v 27/28)")
     return signature[:64] + bytes([signature[64] + 27])
+
+
+_NONCE_RE = re.compile(r"0x[0-9a-fA-F]{64}")
+_EIP3009_FIELDS = (
+    ("EIP712Domain", (("name", "string"), ("version", "string"), ("chainId", "uint256"),
+                      ("verifyingContract", "address"))),
+    ("TransferWithAuthorization", (("from", "address"), ("to", "address"), ("value", "uint256"),
+                                   ("validAfter", "uint256"), ("validBefore", "uint256"),
+                                   ("nonce", "bytes32"))),
+)  # fmt: skip
+
+
+def _str_keys(mapping: dict[Any, Any]) -> bool:
+    """Every key exactly a ``str`` (a key object equal to ``"to"`` could answer its lookup)."""
+    for key in mapping:  # noqa: SIM110 (a loop: no generator frame per call)
+        if type(key) is not str:
+            return False
+    return True
+
+
+def _canonical_eip3009_types(types: object) -> bool:
+    """``types`` is exactly ``EIP3009_TYPES`` in plain lists and dicts, each field written
+    ``{"name": …, "type": …}`` in that order (``_EIP3009_FIELDS`` is its private copy, pinned
+    equal by the tests); anything else is for the general path."""
+    if type(types) is not dict or len(types) != 2 or not _str_keys(types):
+        return False
+    for name, spec in _EIP3009_FIELDS:
+        fields = dict.get(types, name)
+        if type(fields) is not list or len(fields) != len(spec):
+            return False
+        for field, (field_name, field_type) in zip(fields, spec, strict=True):
+            if type(field) is not dict or len(field) != 2:
+                return False
+            (k1, v1), (k2, v2) = dict.items(field)
+            if not (
+                type(k1) is str
+                and type(v1) is str
+                and type(k2) is str
+                and type(v2) is str
+                and k1 == "name"
+                and v1 == field_name
+                and k2 == "type"
+                and v2 == field_type
+            ):
+                return False
+    return True
 
 
 def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:

@@ -55,8 +55,8 @@ VAULT_ONLY = 4
 MAX_TIER = 7
 LEVEL_NAMES = ("standard", "high", "all", "human")
 _LEVEL_MASK = 3
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,77})$")
-_ASSET = re.compile(r"^(0x[0-9a-f]{40}|\*)$")
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,77})\Z")
+_ASSET = re.compile(r"^(0x[0-9a-f]{40}|\*)\Z")
 
 
 def level(tier: int) -> int:

@@ -19,9 +19,11 @@ from agentguard._exceptions import ConfigurationError
 __all__ = ["KNOWN_TOKENS", "Amount", "Token", "format_amount", "parse_amount", "resolve_token"]
 
 ETH_ADDRESS = "0x0000000000000000000000000000000000000000"
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,15}$")
-_AMOUNT = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z][A-Za-z0-9.]{0,15})\s*$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,15}\Z")
+_AMOUNT = re.compile(
+    r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z][A-Za-z0-9.]{0,15})\s*\Z"
+)
 """A number (no sign, exponent or comma: "1,5" means 1.5 in half the world) and a symbol."""
 
 

@@ -50,8 +50,9 @@ __all__ = [
 
 _TOKEN = object()
 _F = TypeVar("_F", bound=Callable[..., object])
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+# \Z, not $: $ also matches before a final newline
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
 
 
 def _address(value: object, what: str) -> str:

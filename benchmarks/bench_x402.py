@@ -28,6 +28,7 @@ over the run divided by the requests (mean, includes background work). Ratios ar
 official client in the same setting. Benchmarks never fail on a number.
 
     .venv/bin/python benchmarks/bench_x402.py [--requests 400] [--quick] [--json out.json]
+        [--layer-only] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import emit, machine
+from _common import ROOT, emit, machine
 from _common import parser as _common_parser
+
+# This checkout's agentguard, not whatever the virtualenv's editable install points at.
+sys.path.insert(0, str(ROOT))
 from coincurve import PrivateKey
 from eth_account import Account
 from x402 import x402Client
@@ -501,20 +505,29 @@ NOTES = (
 )
 
 
-async def main(n: int, quick: bool, json_path: Path | None) -> None:
+async def main(
+    n: int, quick: bool, json_path: Path | None, layer_only: bool = False, rounds: int | None = None
+) -> None:
     started = machine()
-    rows = await payment_layer(n, 1 if quick else 3)
-    rows += await authorization_included(max(n // 2, 50) if quick else n, 1 if quick else 3, quick)
+    rows = await payment_layer(n, rounds or (1 if quick else 3))
+    if not layer_only:
+        rows += await authorization_included(
+            max(n // 2, 50) if quick else n, 1 if quick else 3, quick
+        )
     emit(json_path, "x402", started, rows, NOTES)
 
 
 if __name__ == "__main__":
     parser = _common_parser(__doc__)
     parser.add_argument("--requests", type=int, default=None, help="paid requests per row")
+    parser.add_argument(
+        "--layer-only", action="store_true", help="the payment layer only (no network, no server)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved payment-layer rounds")
     parser.add_argument("--serve-official", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_official:
         serve_official()
     else:
         requests = args.requests or (100 if args.quick else 400)
-        asyncio.run(main(requests, args.quick, args.json))
+        asyncio.run(main(requests, args.quick, args.json, args.layer_only, args.rounds))

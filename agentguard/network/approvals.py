@@ -80,9 +80,9 @@ MAX_LISTED = 100_000
 RequestStatus = Literal["pending", "approved", "rejected", "expired", "used", "unknown"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "expired", "used", "unknown")
 
-_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_SIG = re.compile(r"^0x[0-9a-fA-F]{130}$")
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_B32 = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
+_SIG = re.compile(r"^0x[0-9a-fA-F]{130}\Z")
 _FIELDS = frozenset({"policy_client", "intent_hash", "chain_id", "expires_at", "signature"})
 _LAST_SHOWN_TIME = 253402300799  # 9999-12-31T23:59:59Z: later cannot be shown as a date
 

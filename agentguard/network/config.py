@@ -35,8 +35,8 @@ __all__ = ["ApiKeyEntry", "GatewaySettings", "NetworkConfig", "OperatorEntry"]
 
 DEFAULT_CHAIN_IDS = (1, 8453, 84532, 11155111, 31337)
 
-_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,8 @@ _MAX_DERIVED = 4096
 # What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
 # read anything else there that only a lying gateway could have added.
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
-_B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_B32 = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 def _b32(params: Mapping[str, Any], field: str) -> bytes:

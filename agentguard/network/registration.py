@@ -54,9 +54,9 @@ MAX_EXPIRE_AFTER = 86400
 # (a switch the owner scheduled, then changed) must all stay at hand.
 MAX_VERSIONS = 8
 
-_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_SIG = re.compile(r"^0x[0-9a-fA-F]{130}$")
+_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_B32 = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
+_SIG = re.compile(r"^0x[0-9a-fA-F]{130}\Z")
 _FIELDS = {
     "policy_client",
     "owner",

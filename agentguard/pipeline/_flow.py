@@ -20,6 +20,7 @@ runner executes (``_runner.py``).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import uuid
@@ -221,7 +222,12 @@ def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttest
     intent_hash = "0x" + action.intent.intent_hash.hex()  # ours, never the gateway's
     while True:
         try:
-            verified: VerifiedAttestation = yield Authorize(action.intent, action.wasm_args)
+            # the guard gets its own copy (fields and cached hash shared, values immutable):
+            # editing it behind the frozen model's back cannot reach the copy ``_same_intent``
+            # compares the answer with, so that copy still hashes to what it says
+            verified: VerifiedAttestation = yield Authorize(
+                copy.copy(action.intent), action.wasm_args
+            )
             return verified
         except ApprovalRequired as exc:
             if action.approval_timeout is None:
@@ -249,14 +255,34 @@ def _same_intent(verified: object, action: Action) -> None:
             f"the guard answered with a {type(verified).__name__}, not a VerifiedAttestation"
         )
     want = action.intent.intent_hash
-    if (
-        fresh_intent(verified.intent).intent_hash != want
-        or verified.attestation.intent_hash != want
-    ):
+    if not _hashes_to(verified.intent, action, want) or verified.attestation.intent_hash != want:
         raise IntentMismatch(
             f"the guard answered with attestation {verified.task_id} for another intent than "
             f"the action's ({'0x' + want.hex()}); nothing was signed"
         )
+
+
+_PLAIN = (str, int, bytes, type(None))
+
+
+def _hashes_to(intent: object, action: Action, want: bytes) -> bool:
+    """Whether the guard's ``intent``, rebuilt from its fields now, hashes to ``want``.
+
+    ``action.intent`` is the flow's own validated copy, never handed out before this check (the
+    guard gets a copy), so its hash is ``want``: an intent of the
+    same class whose every field is, by exact type and value, the copy's (immutable builtins
+    only, so no ``__eq__`` of the guard's choosing runs) rebuilds to that copy, so it is not
+    rebuilt; anything else is (``fresh_intent``), exactly as before."""
+    ours = action.intent
+    kind = type(ours)
+    if type(intent) is kind:
+        for name in kind.model_fields:
+            theirs, mine = getattr(intent, name, None), getattr(ours, name)
+            if type(theirs) is not type(mine) or type(mine) not in _PLAIN or theirs != mine:
+                break
+        else:
+            return True
+    return fresh_intent(intent).intent_hash == want
 
 
 def _refusal(action: Action, exc: BaseException) -> dict[str, Any]:

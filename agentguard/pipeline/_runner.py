@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from inspect import CO_COROUTINE
+from types import FunctionType, MethodType
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 
 from agentguard._exceptions import (
     ApprovalRejected,
@@ -231,6 +233,18 @@ def _interrupted(
         log.info("hold not released", reservation=step.hold, error=type(failed).__name__)
 
 
+def _coroutine(method: object) -> TypeGuard[Callable[..., Coroutine[Any, Any, Any]]]:
+    """``inspect.iscoroutinefunction``, without its unwrapping on the common case: a plain
+    function or a bound method of one is judged by its code's flag, read now (nothing is
+    remembered: the host may re-point ``__code__`` between calls, and a remembered answer
+    would skip an ``await`` or await a plain value). A function marked by hand, and anything
+    else (a callable object, a partial), is asked of ``inspect`` every time."""
+    function = method.__func__ if type(method) is MethodType else method
+    if type(function) is not FunctionType or "_is_coroutine_marker" in function.__dict__:
+        return inspect.iscoroutinefunction(method)
+    return bool(function.__code__.co_flags & CO_COROUTINE)
+
+
 def _queue(
     book: Callable[[Any], Bookkeeper | AsyncBookkeeper],
     guard: Any,
@@ -357,7 +371,7 @@ class AsyncRunner:
             return _local_step(self.ledger, self.audit, step)
         if isinstance(step, _PORT):
             method, args = _port_call(port, step)
-            if inspect.iscoroutinefunction(method):
+            if _coroutine(method):
                 return await method(*args)
             if not getattr(port, "blocking", True):  # CPU-light: a thread hop costs more
                 return method(*args)
@@ -365,7 +379,7 @@ class AsyncRunner:
         guard = self.guard
         match step:
             case Authorize():
-                if inspect.iscoroutinefunction(guard.authorize):
+                if _coroutine(guard.authorize):
                     return await guard.authorize(step.intent, wasm_args=step.wasm_args)
                 return await asyncio.to_thread(
                     guard.authorize, step.intent, wasm_args=step.wasm_args
@@ -374,7 +388,7 @@ class AsyncRunner:
                 return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
                 name = "release" if isinstance(step, GatewayRelease) else "commit"
-                asynchronous = inspect.iscoroutinefunction(getattr(guard.authorizer, name, None))
+                asynchronous = _coroutine(getattr(guard.authorizer, name, None))
                 _queue(async_bookkeeper if asynchronous else bookkeeper, guard, step)
                 return None
         raise TypeError(f"unknown pipeline step {step!r}")

@@ -6,10 +6,11 @@ the way it is:
 * Compiling is the expensive part: ``Interpreter.query`` recompiles the modules on every call
   (about 50 ms for agent_spend), and so does ``build`` (10-60 ms). ``build`` returns a ``Bundle``
   (compiled plan + base documents) that any ``Interpreter`` can run again and again with
-  ``query_bundle_entrypoint``; only that is fast enough for the network's 3 ms budget. Measured
-  per ``evaluate`` after the first (CPU time, 2-core dev box): 0.4-1 ms for one bundled check,
-  about 0.9 ms for agent_spend with two checks, 3 ms with all thirteen keys; 0.25 ms of that is
-  building the input document (0.47 ms through regopy's own ``set_input``).
+  ``query_bundle_entrypoint``; only that is fast enough for an authorization measured in
+  milliseconds. A bundled query then costs a few hundred µs (agent_spend with two checks about
+  a quarter of a millisecond, with all thirteen keys about five times that; current figures in
+  ``docs/performance.md``, from ``benchmarks/bench_policy.py``), and building the input
+  document costs about as much again (below).
 * A bundle carries the data it was built with and ignores the running interpreter's data, and
   ``add_data`` merges (a second document with a clashing key fails at query time); data cannot be
   replaced per call. So ``data.params`` is baked into the bundle, one bundle per
@@ -45,6 +46,10 @@ the way it is:
 * Cost is per operation (each rule, builtin or function call is tens of µs, ``regex.match``
   about 100 µs), so policies test their params key first and avoid helper functions on hot
   paths; building the input document node by node through ctypes is the other big cost.
+  Measured for an operator's input (about 120 pushes): the Python walk is now a small part
+  of it; each push costs about 1.2 µs, mostly inside rego-cpp (cffi calls cost the same),
+  and ``regoSetInput`` about 70 µs more. ``regoSetInputJSON``/``regoSetInputTerm`` with the
+  same document as text cost about three times as much. Only fewer nodes would help.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ _RESULT = f"{_EVAL_PACKAGE}/result"
 # Keys the gateway sends; always shimmed so that one bundle serves payments and transactions.
 _KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
 _KNOWN_WASM_SET = frozenset(_KNOWN_WASM_KEYS)
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _REGO_KEYWORDS = frozenset(
     {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null"}
     | {"package", "some", "true", "with"}
@@ -107,6 +112,8 @@ default tier := 0
 tier := data.{policy_package}.tier
 result := {{"entry": entry, "reasons": reasons, "approval": approval, "tier": tier}}
 """
+# the decided-output cache: bounded in entries and in the size of each output kept
+_MAX_DECIDED, _MAX_DECIDED_TEXT = 1024, 512
 _STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
 _INT64 = 1 << 63
 
@@ -179,50 +186,80 @@ def _check_json_text(text: str) -> None:
         )
 
 
+def _string_node(handle: int, text: str) -> int:
+    """One input string; the ``[``/``{`` test keeps ``_check_json_text`` off plain strings."""
+    if "[" in text or "{" in text or len(text) > _MAX_JSON_VALUES:
+        _check_json_text(text)
+    return _input_string(handle, text.encode())  # type: ignore[no-any-return]
+
+
+def _node(handle: int, val: Any) -> int:
+    """Push ``val`` onto the input stack; non-zero if rego-cpp refused a push.
+
+    Written for the shapes an operator's input has (objects of strings, nested objects):
+    string values and keys are pushed inline, not through a recursive call per string (about
+    half of the 120 pushes of an operator's input are strings).
+    """
+    kind = type(val)
+    if kind is dict or (kind is not str and isinstance(val, Mapping)):
+        failed = 0
+        for k, v in val.items():
+            if type(k) is not str:
+                raise PolicyEngineError("policy documents need string keys")
+            failed |= _input_string(handle, k.encode())
+            if type(v) is str:
+                if "[" in v or "{" in v or len(v) > _MAX_JSON_VALUES:
+                    _check_json_text(v)
+                failed |= _input_string(handle, v.encode())
+            else:
+                failed |= _node(handle, v)
+            failed |= _input_item(handle)
+        return failed | _input_object(handle, len(val))  # type: ignore[no-any-return]
+    if kind is str:
+        return _string_node(handle, val)
+    if kind is bool:
+        return _input_boolean(handle, val)  # type: ignore[no-any-return]
+    if kind is int:
+        if not -_INT64 <= val < _INT64:
+            raise PolicyEngineError(
+                f"input number {val} does not fit in 64 bits; pass amounts as decimal strings"
+            )
+        return _input_int(handle, val)  # type: ignore[no-any-return]
+    if kind is list or kind is tuple:
+        failed = 0
+        for v in val:
+            failed |= _string_node(handle, v) if type(v) is str else _node(handle, v)
+        return failed | _input_array(handle, len(val))  # type: ignore[no-any-return]
+    if val is None:
+        return _input_null(handle)  # type: ignore[no-any-return]
+    if kind is float:
+        return _input_float(handle, val)  # type: ignore[no-any-return]
+    raise PolicyEngineError(f"cannot pass a {kind.__name__} to a policy")
+
+
+# regopy declares each of these with ``restype = c_uint32``: they return a Python int
+_input_string, _input_int, _input_boolean = (
+    _lib.regoInputString,
+    _lib.regoInputInt,
+    _lib.regoInputBoolean,
+)
+_input_item, _input_object, _input_array = (
+    _lib.regoInputObjectItem,
+    _lib.regoInputObject,
+    _lib.regoInputArray,
+)
+_input_null, _input_float = _lib.regoInputNull, _lib.regoInputFloat
+
+
 def _set_input(interpreter: regopy.Interpreter, value: Any) -> None:
     """``Interpreter.set_input`` without regopy's per-node wrappers (the cost of a whole query).
 
     Also refuses integers that regopy's int64 input API would silently wrap, and strings a
     policy's ``json.unmarshal`` would choke on (``_check_json_text``).
     """
-    string, integer, boolean = _lib.regoInputString, _lib.regoInputInt, _lib.regoInputBoolean
-    item, obj, array = _lib.regoInputObjectItem, _lib.regoInputObject, _lib.regoInputArray
-
-    def add(handle: int, val: Any) -> int:
-        kind = type(val)
-        if kind is str:
-            if "[" in val or "{" in val or len(val) > _MAX_JSON_VALUES:  # else nothing to check
-                _check_json_text(val)
-            return int(string(handle, val.encode()))
-        if kind is dict or isinstance(val, Mapping):
-            failed = 0
-            for k, v in val.items():
-                if type(k) is not str:
-                    raise PolicyEngineError("policy documents need string keys")
-                failed |= string(handle, k.encode()) | add(handle, v) | item(handle)
-            return failed | int(obj(handle, len(val)))
-        if kind is bool:
-            return int(boolean(handle, val))
-        if kind is int:
-            if not -_INT64 <= val < _INT64:
-                raise PolicyEngineError(
-                    f"input number {val} does not fit in 64 bits; pass amounts as decimal strings"
-                )
-            return int(integer(handle, val))
-        if kind is list or kind is tuple:
-            failed = 0
-            for v in val:
-                failed |= add(handle, v)
-            return failed | int(array(handle, len(val)))
-        if val is None:
-            return int(_lib.regoInputNull(handle))
-        if kind is float:
-            return int(_lib.regoInputFloat(handle, val))
-        raise PolicyEngineError(f"cannot pass a {kind.__name__} to a policy")
-
     handle = _lib.regoNewInput()
     try:
-        if add(handle, value) or _lib.regoSetInput(interpreter._impl, handle):
+        if _node(handle, value) or _lib.regoSetInput(interpreter._impl, handle):
             raise PolicyEngineError("rego-cpp refused the input document")
     finally:
         _lib.regoFreeInput(handle)
@@ -238,6 +275,9 @@ class PolicyEngine:
         self._max_bundles = max_bundles
         self._compiled: OrderedDict[tuple[bytes, ...], _Compiled] = OrderedDict()
         self._lock = threading.Lock()
+        # (entrypoint, query output) -> its Evaluation: most evaluations print one of a few
+        # outputs ("allow, no reasons"); an Evaluation is immutable and depends on nothing else
+        self._decided: dict[tuple[str, str], Evaluation] = {}
 
     def evaluate(
         self,
@@ -271,11 +311,20 @@ class PolicyEngine:
                 else "rego-cpp reported an error (for example conflicting rule values)"
             )
             raise PolicyEngineError(f"policy {policy.name!r} failed to evaluate: {detail}")
+        key = (policy.entrypoint, text)
+        decided = self._decided.get(key)
+        if decided is not None:
+            return decided
         try:
             result = json.loads(text)["expressions"][0]
         except (ValueError, LookupError, TypeError):
             raise PolicyEngineError(f"policy {policy.name!r} gave an unreadable result") from None
-        return _decide(policy.entrypoint, result)
+        decided = _decide(policy.entrypoint, result)
+        if len(text) <= _MAX_DECIDED_TEXT:
+            if len(self._decided) >= _MAX_DECIDED:
+                self._decided.clear()
+            self._decided[key] = decided
+        return decided
 
     # -- compilation ------------------------------------------------------------------------
 

@@ -10,9 +10,12 @@ the lean server, in this process) through hundreds of authorizations.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 import time
+import tracemalloc
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,23 +69,30 @@ class Clock:
         return self.now
 
 
+DENY: dict[str, Any] = {"status": "success", "attestation": {"decision": "deny"}}
+
+
+def _nothing(task_id: str) -> None:
+    return None
+
+
 def _recount(cache: IdempotencyCache) -> int:
     """The bytes the entries hold, counted from scratch."""
     total = 0
     for (key_digest, rpc_id), entry in cache._entries.items():
-        answer = entry[2] if isinstance(entry[2], bytes) else b""
-        total += ENTRY_OVERHEAD + len(key_digest) + len(rpc_id) + len(answer)
+        value = entry[2] if isinstance(entry[2], (bytes, str)) else b""
+        total += ENTRY_OVERHEAD + len(key_digest) + len(rpc_id) + len(value)
     return total
 
 
 def test_the_cache_bound_holds_by_bytes_after_every_insert() -> None:
     async def scenario() -> None:
         clock = Clock()
-        cache = IdempotencyCache(max_bytes=64 * 1024, ttl=600, clock=clock)
+        cache = IdempotencyCache(max_bytes=64 * 1024, ttl=600, clock=clock, recorded=_nothing)
         for i in range(5000):
             key = ("k" * 64, f"id-{i}")
             cache.begin(key, b"f" * 32)
-            cache.keep(key, b"x" * (100 + (i * 37) % 3000))  # answers of varied sizes
+            cache.keep(key, b"x" * (100 + (i * 37) % 3000), DENY)  # answers of varied sizes
             assert cache.bytes == _recount(cache)
             assert cache.bytes <= cache.max_bytes
             clock.now += 0.001
@@ -94,11 +104,11 @@ def test_the_cache_bound_holds_by_bytes_after_every_insert() -> None:
 def test_a_retry_gets_the_first_answers_bytes_and_a_different_request_is_refused() -> None:
     async def scenario() -> None:
         clock = Clock()
-        cache = IdempotencyCache(max_bytes=1 << 20, ttl=600, clock=clock)
+        cache = IdempotencyCache(max_bytes=1 << 20, ttl=600, clock=clock, recorded=_nothing)
         key = ("digest", "id-1")
         future = cache.begin(key, b"one")
         assert cache.lookup(key, b"one") is future  # a concurrent retry waits on it
-        cache.keep(key, b'{"status":"success"}')
+        cache.keep(key, b'{"status":"success"}', DENY)
         assert cache.lookup(key, b"one") == b'{"status":"success"}'
         with pytest.raises(RPCError, match="already used for a different request"):
             cache.lookup(key, b"two")
@@ -115,13 +125,15 @@ def test_an_entry_pushed_out_while_in_flight_is_not_counted_when_it_finishes() -
     would be counted but held by nobody, or held uncounted)."""
 
     async def scenario() -> None:
-        cache = IdempotencyCache(max_bytes=2 * ENTRY_OVERHEAD + 100, ttl=600, clock=Clock())
+        cache = IdempotencyCache(
+            max_bytes=2 * ENTRY_OVERHEAD + 100, ttl=600, clock=Clock(), recorded=_nothing
+        )
         first = ("d", "first")
         cache.begin(first, b"f")
         for i in range(3):
             cache.begin(("d", f"other-{i}"), b"f")
         assert cache.lookup(first, b"f") is None
-        cache.keep(first, b"x" * 10_000)
+        cache.keep(first, b"x" * 10_000, DENY)
         assert cache.bytes == _recount(cache) <= cache.max_bytes
 
     asyncio.run(scenario())
@@ -173,9 +185,12 @@ def _params(agent_index: int) -> dict[str, Any]:
     return {"policy_client": CLIENT, "intent": intent.wire(), "timeout": 10}
 
 
-def test_a_real_gateway_keeps_its_answers_as_bytes_within_the_bound(
+def test_a_real_gateway_keeps_allows_by_task_id_and_retries_get_the_first_bytes(
     gateway: tuple[Gateway, asyncio.AbstractEventLoop],
 ) -> None:
+    """Every retry, whether its entry is still cached (answer rebuilt from the durable record)
+    or pushed out (the durable record found by ``_create_task``), gets the byte-identical
+    first answer; a reused id with a different request is refused while it is cached."""
     gw, loop = gateway
     key = gw.authenticate(f"Bearer {API_KEY}")
     answers: dict[str, bytes] = {}
@@ -188,18 +203,88 @@ def test_a_real_gateway_keeps_its_answers_as_bytes_within_the_bound(
 
     for i in range(300):
         loop.run_until_complete(authorize(i))
-    per_answer = len(answers["task-299"])
-    assert len(gw.idempotency) < 300  # the bound, not the count, decided what stays
-    assert len(gw.idempotency) * (per_answer + ENTRY_OVERHEAD) <= 100_000 + per_answer
-    # a retry of a cached id: the very bytes; of a pushed-out one: the recorded task
-    again = loop.run_until_complete(gw.dispatch(key, "task-299", "newt_createTask", _params(299)))
-    assert again.data == answers["task-299"]
-    early = loop.run_until_complete(gw.dispatch(key, "task-0", "newt_createTask", _params(0)))
-    assert json.loads(early.data) == json.loads(answers["task-0"])
+    cached = [k for k in answers if (key.sha256, k) in gw.idempotency._entries]
+    assert 20 < len(cached) < 300  # the bound, not the count, decided what stays
+    assert all(isinstance(gw.idempotency._entries[key.sha256, k][2], str) for k in cached)
+    for i in range(300):  # cached ones and pushed-out ones alike
+        again = loop.run_until_complete(
+            gw.dispatch(key, f"task-{i}", "newt_createTask", _params(i))
+        )
+        assert again.data == answers[f"task-{i}"]
+    with pytest.raises(RPCError, match="already used for a different request"):
+        loop.run_until_complete(gw.dispatch(key, cached[-1], "newt_createTask", _params(7)))
     totals = gw.state.totals(
         policy_client=CLIENT,
         agent="0x" + f"{0xBB0000:040x}",
         windows=(86400,),
         now=int(time.time()),
     )
-    assert totals[86400].count == 1  # counted once: the retry re-ran nothing
+    assert totals[86400].count == 1  # counted once: the retries re-ran nothing
+
+
+def test_concurrent_retries_wait_on_the_first_and_get_its_bytes(
+    gateway: tuple[Gateway, asyncio.AbstractEventLoop],
+) -> None:
+    gw, loop = gateway
+    key = gw.authenticate(f"Bearer {API_KEY}")
+
+    async def burst() -> list[bytes]:
+        calls = [gw.dispatch(key, "same-id", "newt_createTask", _params(5)) for _ in range(8)]
+        return [a.data for a in await asyncio.gather(*calls)]
+
+    answers = loop.run_until_complete(burst())
+    assert len(set(answers)) == 1
+    assert json.loads(answers[0])["attestation"]["decision"] == "allow"
+    totals = gw.state.totals(
+        policy_client=CLIENT,
+        agent="0x" + f"{0xBB0000 + 5:040x}",
+        windows=(86400,),
+        now=int(time.time()),
+    )
+    assert totals[86400].count == 1
+
+
+def test_a_deny_is_kept_as_its_bytes_and_a_retry_gets_them(
+    gateway: tuple[Gateway, asyncio.AbstractEventLoop],
+) -> None:
+    """The state holds no ``deny``: its answer stays in the cache as bytes."""
+    gw, loop = gateway
+    key = gw.authenticate(f"Bearer {API_KEY}")
+    params = _params(9)
+    params["intent"] = dict(params["intent"])
+    too_much = TransactionIntent.erc20_transfer(
+        sender="0x" + f"{0xBB0000 + 9:040x}",
+        token=USDC,
+        recipient=SHOP,
+        amount=9_000_000,
+        chain_id=8453,
+    )
+    params["intent"] = too_much.wire()
+    first = loop.run_until_complete(gw.dispatch(key, "deny-1", "newt_createTask", params))
+    assert json.loads(first.data)["attestation"]["decision"] == "deny"
+    assert gw.idempotency._entries[key.sha256, "deny-1"][2] == first.data
+    again = loop.run_until_complete(gw.dispatch(key, "deny-1", "newt_createTask", params))
+    assert again.data == first.data
+
+
+def test_what_the_cache_counts_covers_what_it_holds() -> None:
+    """``ENTRY_OVERHEAD`` is honest: the memory ``tracemalloc`` sees the cache allocate for
+    its entries (as the gateway fills it: fresh key strings, a fingerprint, a task id) is no
+    more than the bytes it counts them at."""
+
+    async def scenario() -> tuple[int, int]:
+        cache = IdempotencyCache(max_bytes=1 << 30, ttl=600, clock=Clock(), recorded=_nothing)
+        digest = "d" * 64
+        allow = {"attestation": {"decision": "allow"}}
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5000):
+            key = (digest, str(uuid.UUID(int=i)))
+            cache.begin(key, hashlib.sha256(key[1].encode()).digest())
+            cache.keep(key, b"", allow | {"task_id": "0x" + f"{i:064x}"})
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return used, cache.bytes
+
+    used, counted = asyncio.run(scenario())
+    assert used <= counted

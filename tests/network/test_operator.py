@@ -190,7 +190,7 @@ def test_a_gateway_cannot_choose_the_policy() -> None:
     gateway itself sent: ``allow := true`` was signed for an 11-unit transfer over the cap."""
     fresh = new_operator()
     fresh.evaluate_and_sign(request())  # the owner's registration is now held
-    evil = {
+    evil: dict[str, Any] = {
         "policy": policy_material(ALLOW_ALL),
         "policy_code_hash": "0x" + ALLOW_ALL.code_hash.hex(),
         "params": {},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from typing import Any
 
 import pytest
@@ -201,3 +202,55 @@ def test_huge_integers_in_the_policy_input_are_refused() -> None:
     with pytest.raises(RPCError) as refused:
         _operator().evaluate_and_sign(body)
     assert "does not fit in 64 bits" in refused.value.message
+
+
+def _seeded_request(rng: random.Random) -> dict[str, Any]:
+    """A request a hostile gateway might send: amounts around the caps, history totals and
+    counts near (and past) the limits, strings shaped like JSON, extra or missing fields."""
+    amount = rng.choice([1, UNIT, 10 * UNIT, 10 * UNIT + 1, 99 * UNIT, rng.randrange(1, 10**9)])
+    body = request(amount)
+    history = body["wasm"]["history"]
+    window = history[rng.choice(["60", "3600", "86400"])]
+    pick = rng.randrange(9)
+    if pick == 0:
+        window["count"] = rng.choice([0, 999, 1000, 10**6, (1 << 63) - 1, 1 << 63, -1])
+    elif pick == 1:
+        window["projected"][TOKEN.lower()] = rng.choice(["1", str(100 * UNIT + 1), "9" * 40])
+    elif pick == 2:
+        window["spent"] = {TOKEN.lower(): rng.choice(["[1,2]", "{}", "[" * 40 + "]" * 40])}
+    elif pick == 3:
+        window["note"] = rng.choice([None, 1.5, True, [], {"a": ["b", 2]}])
+    elif pick == 4:
+        body["wasm"]["extra"] = 1  # a key no gateway sends: refused
+    elif pick == 5:
+        body["wasm"]["approved"] = True  # without a signed approval: refused
+    elif pick == 6:
+        history["60"] = {"count": "0", "spent": {}, "projected": {}}  # a string count
+    elif pick == 7:
+        body["intent"]["data"] = list(bytes.fromhex(body["intent"]["data"][2:]))
+    return body
+
+
+def test_seeded_requests_sign_as_the_previous_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's input builder and its remembered outputs, through whole operators: seeded
+    hostile requests get the same signature bytes (same key, same task) or the same error as
+    with the previous walker and no remembered outputs."""
+    from agentguard.policies import _engine
+    from tests.policies.test_engine_input_fast import _reference
+
+    rng = random.Random(911)
+    bodies = [_seeded_request(rng) for _ in range(120)]
+    fast_operator = _operator()
+    fast = [_answer(fast_operator, body) for body in bodies]
+    fast += [_answer(fast_operator, body) for body in bodies]  # again: remembered outputs
+    with monkeypatch.context() as patched:
+        patched.setattr(_engine, "_node", _reference)
+        patched.setattr(_engine, "_MAX_DECIDED_TEXT", -1)  # remember nothing
+        slow_operator = _operator()
+        slow = [_answer(slow_operator, body) for body in bodies]
+        slow += [_answer(slow_operator, body) for body in bodies]
+        assert not slow_operator._engine._decided
+    assert fast == slow
+    kinds = {a["decision"] if isinstance(a, dict) else a[1][:25] for a in fast}
+    assert {"allow", "deny"} <= kinds and len(kinds) >= 5, kinds
+    assert fast_operator._engine._decided

@@ -317,3 +317,27 @@ def test_clock_and_block_number_must_be_functions(operators):
         Verifier(operators.addresses, policy_client=POLICY_CLIENT, clock=1_700_000_000)
     with pytest.raises(ConfigurationError, match="block_number"):
         NewtonBindingVerifier(policy_client=POLICY_CLIENT, block_number=100)
+
+
+def test_recovered_addresses_are_the_keys_own_even_when_remembered() -> None:
+    """``recover_signer`` remembers each public key's address; every recovery, first or
+    repeated, must still name the key that signed (never another key's cached address)."""
+    from agentguard._attestation import (
+        _address_of,
+        operator_address,
+        recover_signer,
+        sign_attestation,
+    )
+    from agentguard._eip712 import keccak
+
+    _address_of.cache_clear()
+    keys = [PrivateKey(bytes([i]) * 32) for i in range(1, 40)]
+    for round_ in range(2):
+        for i, key in enumerate(keys):
+            digest = keccak(bytes([i, round_]))
+            expected = keccak(key.public_key.format(compressed=False)[1:])[12:]
+            assert expected == bytes.fromhex(operator_address(key)[2:])
+            assert recover_signer(digest, sign_attestation(key, digest)) == expected
+            other = keys[(i + 1) % len(keys)]
+            assert recover_signer(digest, sign_attestation(other, digest)) != expected
+    assert _address_of.cache_info().hits > 0

@@ -11,6 +11,7 @@ reports back. The answer is encoded once and kept, as those bytes, for retries
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,7 +45,7 @@ __all__ = ["IDEMPOTENCY_MAX_BYTES", "IDEMPOTENCY_TTL", "SWEEP_INTERVAL", "Gatewa
 log = get_logger("agentguard.network.gateway")
 
 IDEMPOTENCY_TTL = 600
-IDEMPOTENCY_MAX_BYTES = 32 << 20
+IDEMPOTENCY_MAX_BYTES = 4 << 20
 SWEEP_INTERVAL = 1.0
 
 
@@ -72,7 +73,10 @@ class Gateway:
         self.clients = Clients(config.gateway, state, chain)
         self.operators = FanOut([OperatorLink(op) for op in config.operators], clock)
         self.idempotency = IdempotencyCache(
-            max_bytes=idempotency_bytes, ttl=IDEMPOTENCY_TTL, clock=clock
+            max_bytes=idempotency_bytes,
+            ttl=IDEMPOTENCY_TTL,
+            clock=clock,
+            recorded=state.stored_result,
         )
         self.approvals = _approvals.Approvals(state, self.clients)
         self._simulator = Simulator(config.gateway, state, self.clients, clock)
@@ -167,7 +171,7 @@ class Gateway:
                 future.exception()  # retrieved: concurrent retries see it, nobody else must
             raise
         if result["status"] == "success":
-            self.idempotency.keep(cache_key, answer)
+            self.idempotency.keep(cache_key, answer, result)
         else:
             self.idempotency.drop(cache_key)
         future.set_result(answer)
@@ -211,21 +215,35 @@ class Gateway:
                 task, reservation.history, now, intent_hash_hex, approved=approval is not None
             )
             wasm_json = canonical_json(wasm)  # once: for the operators and in the result
+            intent_json = encode(task.intent.wire()).decode()  # once, likewise
             outcome = await self.operators.ask(
-                task, task_id, wasm_json, expires_at, intent_hash, approval
+                task, task_id, wasm_json, expires_at, intent_hash, approval, intent_json
             )
-            result = task_result(task, task_id_hex, now, expires_at, wasm, wasm_json, outcome)
+            result = task_result(
+                task, task_id_hex, now, expires_at, wasm, wasm_json, outcome, intent_json
+            )
             if outcome.decision == "allow":
                 try:
-                    self.state.record(reservation, expires_at=expires_at, result=result)
+                    durable = asyncio.ensure_future(
+                        self.state.record_soon(reservation, expires_at=expires_at, result=result)
+                    )
+                    recorded = True  # the state settles the reservation from here on
+                    if approval is not None:  # and the approval, when the write is settled,
+                        durable.add_done_callback(  # whether or not this task still waits
+                            functools.partial(
+                                self._settle_approval, client.address, intent_hash_hex, task_id_hex
+                            )
+                        )
+                        approval = None
+                    else:  # its outcome is read even if nobody waits for it any more
+                        durable.add_done_callback(_read_outcome)
+                    await asyncio.shield(durable)  # answered only once its record is written
                 except TaskAlreadyRecorded:  # the same task from another key or replica at once
+                    recorded = False  # nothing of it counts
                     stored = self.state.stored_result(task_id_hex)
                     if stored is None:
                         raise
                     return stored
-                recorded = True
-                if approval is not None:
-                    self.state.use_approval(client.address, intent_hash_hex, task_id_hex)
             elif outcome.decision == "approval_required":
                 parked = self.state.park_approval(
                     policy_client=client.address,
@@ -244,6 +262,18 @@ class Gateway:
                 self.state.cancel(reservation)
                 if approval is not None:
                     self.state.unclaim_approval(client.address, intent_hash_hex, task_id_hex)
+
+    def _settle_approval(
+        self, policy_client: str, intent_hash: str, task_id: str, durable: asyncio.Future[None]
+    ) -> None:
+        """The approval an allowed task claimed: used once its record is written, given back
+        if the write failed (the task was not allowed), kept claimed if nobody can tell."""
+        if durable.cancelled():
+            return
+        if durable.exception() is None:
+            self.state.use_approval(policy_client, intent_hash, task_id)
+        else:
+            self.state.unclaim_approval(policy_client, intent_hash, task_id)
 
     # -- the other methods ---------------------------------------------------------------------
 
@@ -306,3 +336,9 @@ class _OnItsChain:
         if self._chain_of(task.policy_client) != self._chain.chain_id:
             return None
         return self._chain.was_used(task)
+
+
+def _read_outcome(durable: asyncio.Future[None]) -> None:
+    """Marks a record's outcome as read (its waiter may have hung up; the state settled it)."""
+    if not durable.cancelled():
+        durable.exception()

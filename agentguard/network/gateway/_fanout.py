@@ -32,8 +32,8 @@ from agentguard.network.gateway._operators import (
     OperatorFailure,
     OperatorLink,
     call_operator,
-    members,
     operator_error,
+    task_members,
 )
 from agentguard.network.gateway._params import HEX
 from agentguard.network.gateway._validation import TaskInput
@@ -101,9 +101,7 @@ def vote(
         )
     signature = reply.get("signature")
     try:
-        if not isinstance(signature, str) or not HEX.match(signature):
-            raise MalformedSignature("signature is not hex")
-        raw = bytes.fromhex(signature.removeprefix("0x"))
+        raw = _signature_bytes(signature)
         signer = recover_signer(digests[decision == "allow", tier], raw)
     except MalformedSignature as exc:
         raise OperatorFailure("bad_signature", exc.message, retryable=False) from None
@@ -114,6 +112,25 @@ def vote(
             retryable=False,
         )
     return (decision, tier), Vote(link, [r[:500] for r in reasons[:32]], "0x" + raw.hex())
+
+
+def _signature_bytes(signature: Any) -> bytes:
+    """The bytes of a hex signature (``HEX``: ``0x`` optional; its ``$`` lets one trailing
+    newline through, which ``fromhex`` skips). The usual 65 bytes as ``0x`` + 130 letters or
+    digits are read at once: ``fromhex`` takes exactly the hex ones among them."""
+    if (
+        type(signature) is str
+        and len(signature) == 132
+        and signature.isalnum()
+        and signature.startswith("0x")
+    ):
+        try:
+            return bytes.fromhex(signature[2:])
+        except ValueError:
+            raise MalformedSignature("signature is not hex") from None
+    if not isinstance(signature, str) or not HEX.match(signature):
+        raise MalformedSignature("signature is not hex")
+    return bytes.fromhex(signature.removeprefix("0x"))
 
 
 class _Digests(dict[tuple[bool, int], bytes]):
@@ -173,18 +190,16 @@ class FanOut:
         expires_at: int,
         intent_hash: bytes,
         approval: dict[str, Any] | None = None,
+        intent_json: str | None = None,
     ) -> Outcome:
+        """``intent_json`` is ``encode(task.intent.wire())`` when the caller has it already."""
         client = task.client
-        fields: dict[str, Any] = {
-            "task_id": "0x" + task_id.hex(),
-            "chain_id": task.intent.chain_id,
-            "intent": task.intent.wire(),
-            "expires_at": expires_at,
-        }
-        if approval is not None:
-            fields["approval"] = approval  # each operator checks it before trusting approved
         bodies = Bodies(
-            client.request_lean, client.request_full, members(fields) + b',"wasm":' + wasm_json
+            client.request_lean,
+            client.request_full,
+            task_members(task, task_id, expires_at, approval, intent_json)
+            + b',"wasm":'
+            + wasm_json,
         )
         digests = _Digests(
             chain_id=task.intent.chain_id,

@@ -22,6 +22,7 @@ from agentguard.network.config import OperatorEntry
 
 if TYPE_CHECKING:
     from agentguard.network.gateway._registry import PolicyClient
+    from agentguard.network.gateway._validation import TaskInput
 
 __all__ = [
     "Bodies",
@@ -31,6 +32,7 @@ __all__ = [
     "deliver",
     "members",
     "operator_error",
+    "task_members",
 ]
 
 log = get_logger("agentguard.network.gateway")
@@ -92,6 +94,31 @@ def operator_error(link: OperatorLink, failure: OperatorFailure, now: int) -> di
 def members(fields: dict[str, Any]) -> bytes:
     """``fields`` as JSON object members, without the braces, to be spliced into a request."""
     return json.dumps(fields, separators=(",", ":")).encode()[1:-1]
+
+
+def _number(value: Any) -> str:
+    return str(value) if type(value) is int else json.dumps(value)
+
+
+def task_members(
+    task: TaskInput,
+    task_id: bytes,
+    expires_at: int,
+    approval: dict[str, Any] | None,
+    intent_json: str | None = None,
+) -> bytes:
+    """``members`` of one task's fields (``task_id``, ``chain_id``, ``intent``, ``expires_at``,
+    ``approval`` if any), joined from values already at hand: the intent's JSON is the one
+    the answer carries too (``intent_json``), used when it is ASCII, as ``members`` writes."""
+    if intent_json is None or not intent_json.isascii():
+        intent_json = json.dumps(task.intent.wire(), separators=(",", ":"))
+    text = (
+        f'"task_id":"0x{task_id.hex()}","chain_id":{_number(task.intent.chain_id)},'
+        f'"intent":{intent_json},"expires_at":{_number(expires_at)}'
+    )
+    if approval is not None:  # each operator checks it before trusting approved
+        text += ',"approval":' + json.dumps(approval, separators=(",", ":"))
+    return text.encode()
 
 
 _PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"newt_evaluateAndSign","params":{'

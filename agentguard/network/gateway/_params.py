@@ -10,9 +10,9 @@ from agentguard.network._rpc import INVALID_PARAMS, RPCError
 
 __all__ = ["ADDR", "B32", "HEX", "address_param", "invalid"]
 
-ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
-B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
-HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})*$")
+ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+B32 = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
+HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})*\Z")
 
 
 def invalid(message: str) -> RPCError:

@@ -10,10 +10,13 @@ block fields (``taskCreatedBlock``, ``reference_block``) are present, as 0.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from agentguard._intent import NATIVE_ASSET
+from agentguard.network._rpc import PreEncoded, encode
 from agentguard.network.gateway._fanout import Outcome
+from agentguard.network.gateway._registry import PolicyClient
 from agentguard.network.gateway._validation import TaskInput
 from agentguard.network.state import WindowTotals
 
@@ -60,9 +63,13 @@ def task_result(
     wasm: dict[str, Any],
     wasm_json: bytes,
     outcome: Outcome,
+    intent_json: str | None = None,
 ) -> dict[str, Any]:
     """Newton's ``CreateTaskResponse`` shape, plus the ECDSA ``attestation`` on a quorum;
-    ``wasm_json`` is ``canonical_json(wasm)``, as the operators got it."""
+    ``wasm_json`` is ``canonical_json(wasm)``, as the operators got it. A quorum's answer
+    comes ``PreEncoded``: its JSON joined from its policy client's constant fragments and
+    the task's own values (``_joined``), the very bytes ``encode`` gives for the dict;
+    ``intent_json`` is ``encode(task.intent.wire())``, if the caller has it already."""
     client = task.client
     decision, votes = outcome.decision, outcome.votes
     wire = task.intent.wire()
@@ -133,4 +140,158 @@ def task_result(
         "signatures": [{"operator": v.link.address, "signature": v.signature} for v in votes],
         "reasons": votes[0].reasons,
     }
-    return result
+    intent = encode(wire).decode() if intent_json is None else intent_json
+    return PreEncoded(result, _joined(result, task, wasm_json, intent))
+
+
+class _Parts:
+    """The constant stretches of one policy client's answers, encoded once."""
+
+    __slots__ = ("allow", "attestation", "config", "deny", "response", "task")
+
+    def __init__(self, client: PolicyClient) -> None:
+        address, native = encode(client.address).decode(), encode(NATIVE_ASSET).decode()
+        policy_id = encode("0x" + client.policy_id.hex()).decode()
+        self.task = (
+            f',"policyClient":{address},"taskCreatedBlock":{REFERENCE_BLOCK},'
+            '"quorumThresholdPercentage":'
+        )
+        self.response = (
+            f',"policy_client":{address},"policy_id":{policy_id},"policy_address":{native},'
+            '"intent":'
+        )
+        data = (
+            f',"policy_task_data":{{"policyId":{policy_id},"policyAddress":{native},"policy":"0x",'
+            f'"policyCodeHash":{encode("0x" + client.code_hash.hex()).decode()},'
+            '"policyData":[{"wasmArgs":'
+        )
+        self.allow = ',"evaluation_result":' + encode(_TRUE_WORD).decode() + data
+        self.deny = ',"evaluation_result":' + encode(_FALSE_WORD).decode() + data
+        self.config = (
+            f',"policyDataAddress":{native},"expireBlock":0}}]}},"policy_config":'
+            f'{{"policyParams":{encode(client.params_hex).decode()},'
+            f'"expireAfter":{encode(client.expire_after).decode()}}},"initialization_timestamp":'
+        )
+        self.attestation = f',"policy_id":{policy_id},"policy_client":{address},"intent_hash":'
+
+
+_PARTS_MAX = 1024
+_parts: dict[tuple[Any, ...], _Parts] = {}
+
+
+def _parts_of(client: PolicyClient) -> _Parts:
+    """Every value a fragment holds is in the key: a re-registration gets its own."""
+    key = (
+        client.address,
+        client.policy_id,
+        client.code_hash,
+        client.params_hex,
+        client.expire_after,
+    )
+    parts = _parts.get(key)
+    if parts is None:
+        if len(_parts) >= _PARTS_MAX:
+            _parts.clear()
+        parts = _parts[key] = _Parts(client)
+    return parts
+
+
+def _number(value: Any) -> str:
+    """An int as ``encode`` writes it (a bool or anything else goes through ``encode``)."""
+    return str(value) if type(value) is int else encode(value).decode()
+
+
+def _strings(values: list[Any]) -> str:
+    """A list of strings (the operators' reasons, checked by ``vote``) as ``encode`` writes it."""
+    if all(type(v) is str for v in values):
+        return "[" + ",".join(map(encode_basestring, values)) + "]"
+    return encode(values).decode()
+
+
+_SIGNATURE_KEYS = ("operator", "signature")
+
+
+def _signatures(signatures: list[dict[str, Any]]) -> str:
+    """``[{"operator": ..., "signature": ...}, ...]`` as ``encode`` writes it."""
+    if all(
+        tuple(s) == _SIGNATURE_KEYS and type(s["operator"]) is str and type(s["signature"]) is str
+        for s in signatures
+    ):
+        return (
+            "["
+            + ",".join(
+                '{"operator":'
+                + encode_basestring(s["operator"])
+                + ',"signature":'
+                + encode_basestring(s["signature"])
+                + "}"
+                for s in signatures
+            )
+            + "]"
+        )
+    return encode(signatures).decode()
+
+
+def _joined(result: dict[str, Any], task: TaskInput, wasm_json: bytes, intent: str) -> bytes:
+    """``encode(result)`` for a quorum's answer: the client's fragments joined with the
+    task's values, each read from ``result`` and written as ``encode`` writes it (strings
+    through the same ``encode_basestring``; the policy data is hex, which needs no escape)."""
+    parts = _parts_of(task.client)
+    task_part, attestation = result["task"], result["attestation"]
+    task_id = encode_basestring(result["task_id"])
+    stamp = _number(result["timestamp"])
+    expiry = _number(result["expiration"])
+    signature = encode_basestring(task_part["intentSignature"])
+    wasm_args = encode_basestring(task_part["wasmArgs"])
+    return "".join(
+        (
+            '{"task_id":',
+            task_id,
+            ',"status":"success","error":null,"timestamp":',
+            stamp,
+            ',"task":{"taskId":',
+            task_id,
+            parts.task,
+            _number(task_part["quorumThresholdPercentage"]),
+            ',"intent":',
+            intent,
+            ',"intentSignature":',
+            signature,
+            ',"wasmArgs":',
+            wasm_args,
+            ',"quorumNumbers":"0x00","initializationTimestamp":',
+            stamp,
+            '},"task_response":{"task_id":',
+            task_id,
+            parts.response,
+            intent,
+            ',"intent_signature":',
+            signature,
+            parts.allow if attestation["decision"] == "allow" else parts.deny,
+            wasm_args,
+            ',"data":"0x',
+            wasm_json.hex(),
+            '"',
+            parts.config,
+            stamp,
+            f'}},"reference_block":{REFERENCE_BLOCK},"expiration":',
+            expiry,
+            ',"operator_errors":',
+            encode(result["operator_errors"]).decode() if result["operator_errors"] else "[]",
+            ',"attestation":{"scheme":"ecdsa","decision":',
+            encode_basestring(attestation["decision"]),
+            ',"task_id":',
+            task_id,
+            parts.attestation,
+            encode_basestring(attestation["intent_hash"]),
+            ',"expires_at":',
+            _number(attestation["expires_at"]),
+            ',"tier":',
+            _number(attestation["tier"]),
+            ',"signatures":',
+            _signatures(attestation["signatures"]),
+            ',"reasons":',
+            _strings(attestation["reasons"]),
+            "}}",
+        )
+    ).encode()

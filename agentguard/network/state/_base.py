@@ -4,7 +4,7 @@ both backends share (settling expired attestations, reading a recorded answer ba
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,21 @@ class State:
         ``TaskAlreadyRecorded``: a concurrent request for the same task recorded it first."""
         raise NotImplementedError
 
+    def record_soon(
+        self,
+        reservation: Reservation,
+        *,
+        expires_at: int,
+        result: Mapping[str, Any],
+    ) -> Awaitable[None]:
+        """``record``, whose write a backend may share with concurrent records (one commit
+        for many: see ``SQLiteState``). The record is durable once the returned awaitable is
+        done, which raises what ``record`` would; answer the ``allow`` only then. From this
+        call on the state settles the reservation itself (counted once written, given back
+        if the write fails), even if the caller stops waiting: it must not ``cancel`` it."""
+        self.record(reservation, expires_at=expires_at, result=result)
+        return _written()
+
     def stored_result(self, task_id: str) -> dict[str, Any] | None:
         """The result returned for an already recorded task (idempotent retries after a
         restart, or on another replica): equal to the dict ``record`` was given."""
@@ -308,6 +323,10 @@ class State:
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
         return released
+
+
+async def _written() -> None:
+    """What ``record_soon`` returns for a backend whose ``record`` is durable when it returns."""
 
 
 def _unpacked(task_id: str, text: str, part: str | None) -> dict[str, Any]:

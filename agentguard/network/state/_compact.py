@@ -7,9 +7,10 @@ values (intent, signatures, reasons, policy data as text) and moves what every t
 policy client and policy version shares (policy id and code hash, params, expiry, constants)
 into a part stored once under its digest. ``unpack`` rebuilds the same dict.
 
-``pack`` checks that the rebuild equals the result before it trusts the compact form; a result
-of any other shape is stored whole, so a change of the answer's shape can cost space, never
-correctness.
+``pack`` checks that the rebuild equals the result, keys in the same order (a retry answered
+from the record gets the very bytes first answered), before it trusts the compact form; a
+result of any other shape is stored whole, so a change of the answer's shape can cost space,
+never correctness.
 """
 
 from __future__ import annotations
@@ -41,13 +42,33 @@ def pack(task_id: str, result: Mapping[str, Any]) -> Packed:
     """The stored form of the result recorded for ``task_id``."""
     try:
         own, shared = _split(result)
-        if _build(task_id, own, shared) == result:
+        built = _build(task_id, own, shared)
+        if built == result and _same_order(built, result):
             part = _part(shared)
             own["k"] = part[0]
             return Packed(_DUMPS(own), part)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         pass
     return Packed(_DUMPS(result), None)
+
+
+def _same_order(built: dict[str, Any], result: Mapping[str, Any]) -> bool:
+    """Whether the (equal) dicts ``_build`` makes list their keys in the answer's order: the
+    rebuilt answer must encode to the very bytes that were answered. (What it copies as is,
+    the intent and the signatures, keeps its order: the same objects, then JSON, which keeps
+    it.)"""
+    response, theirs = built["task_response"], result["task_response"]
+    data, their_data = response["policy_task_data"], theirs["policy_task_data"]
+    pairs = (
+        (built, result),
+        (built["task"], result["task"]),
+        (built["attestation"], result["attestation"]),
+        (response, theirs),
+        (data, their_data),
+        (data["policyData"][0], their_data["policyData"][0]),
+        (response["policy_config"], theirs["policy_config"]),
+    )
+    return all(list(mine) == list(other) for mine, other in pairs)
 
 
 def _part(shared: dict[str, Any]) -> tuple[str, str]:
@@ -118,11 +139,11 @@ def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> d
         "policy_client": client,
         "intent_hash": own["h"],
         "expires_at": own["x"],
-        "signatures": own["g"],
-        "reasons": own["r"],
     }
-    if "y" in own:
+    if "y" in own:  # in the answer's own key order: a retry gets the same bytes
         attestation["tier"] = own["y"]
+    attestation["signatures"] = own["g"]
+    attestation["reasons"] = own["r"]
     return {
         "task_id": task_id,
         "status": "success",

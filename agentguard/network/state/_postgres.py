@@ -443,7 +443,7 @@ class PostgresState(State):
             # None: a concurrent request for this very task holds the row (and counts it)
             return Reservation(
                 key=key,
-                entry=_Entry(0, task_id, now, asset, amount),
+                entry=_Entry(task_id, now, asset, amount),
                 history=self._window_totals(wanted, read.fetchall()),
                 holder=holder if held.fetchone() is not None else "",
             )

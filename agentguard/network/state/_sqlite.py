@@ -8,22 +8,26 @@ entries over, so totals stay exact. In-flight amounts live in this process only:
 forgets them, which is safe because their attestations never left it.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
-restart (not a power loss before the next checkpoint).
+restart (not a power loss before the next checkpoint). The gateway's records go through
+``record_soon``: the ``allow``s recorded by concurrent tasks share one transaction (group
+commit), and each is answered only once its commit is done.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import TaskAlreadyRecorded
+from agentguard._exceptions import GatewayStateError, TaskAlreadyRecorded
 from agentguard.network.registration import Registration
 from agentguard.network.state._base import SWEEP_BATCH, State
 from agentguard.network.state._book import Reservation, _Book, _Entry
-from agentguard.network.state._compact import pack
+from agentguard.network.state._compact import Packed, pack
 from agentguard.network.state._model import (
     DEFAULT_WINDOWS,
     MAX_PENDING_APPROVALS,
@@ -31,6 +35,7 @@ from agentguard.network.state._model import (
     ApprovalRequest,
     PolicyClientRecord,
     TaskRecord,
+    UsageCheck,
     WindowTotals,
     finished,
     policy_from_material,
@@ -38,9 +43,16 @@ from agentguard.network.state._model import (
 )
 from agentguard.network.state._spec import parse_spec
 
-__all__ = ["SQLiteState"]
+__all__ = ["BOOKS_PRUNE_EVERY", "SQLiteState"]
+
+BOOKS_PRUNE_EVERY = 60
+"""Seconds between two looks for idle books to drop."""
 
 _FINISHED = finished("?")
+_INSERT_TASK = (
+    "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, created_at, expires_at, "
+    "status, result) VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -98,6 +110,25 @@ _CLIENTS = (
 )
 
 
+class _Queued:
+    """A record waiting for the next group commit; ``error``: why its row is not written."""
+
+    __slots__ = ("error", "expires_at", "future", "packed", "reservation")
+
+    def __init__(
+        self,
+        reservation: Reservation,
+        expires_at: int,
+        packed: Packed,
+        future: asyncio.Future[None] | None,
+    ) -> None:
+        self.reservation = reservation
+        self.expires_at = expires_at
+        self.packed = packed
+        self.future = future
+        self.error: Exception | None = None
+
+
 def client_record(row: tuple[Any, ...]) -> PolicyClientRecord:
     """A ``(registration JSON, policy material JSON)`` row, as either backend stores it."""
     return PolicyClientRecord(
@@ -118,10 +149,12 @@ class SQLiteState(State):
         self._db.executescript(_SCHEMA)
         self._books: dict[tuple[str, str], _Book] = {}
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
-        self._live: dict[str, _Entry] = {}  # recorded entries by task id
         self._parts: set[str] = set()  # shared parts known to be in the file
+        self._queue: list[_Queued] = []  # records waiting for the next group commit
+        self._pruned = 0  # when idle books were last dropped (``sweep_expired``)
 
     def close(self) -> None:
+        self._flush()
         self._db.close()
 
     # -- policies and policy clients -----------------------------------------------------------
@@ -314,28 +347,23 @@ class SQLiteState(State):
         if book is not None:
             if not stale:
                 wanted |= book.windows.keys()
-            in_flight = [e for e in book.entries if e.live and e.task_id not in self._live]
-            self._drop_book(key)
+            in_flight = list(book.flight)
+            del self._books[key]
         self._stale.discard(key)
         book = _Book(wanted)
+        book.floor = now - book.horizon  # older rows are not loaded
         rows = self._db.execute(
-            "SELECT task_id, created_at, asset, amount FROM tasks "
+            "SELECT created_at, asset, amount FROM tasks "
             "WHERE policy_client = ? AND agent = ? AND status != 'released' AND created_at > ? "
             "ORDER BY created_at, rowid",
             (key[0], key[1], now - book.horizon),
         ).fetchall()
-        for task_id, created_at, asset, amount in rows:
-            self._live[task_id] = book.add(task_id, created_at, asset, int(amount))
+        for created_at, asset, amount in rows:
+            book.load(created_at, asset, int(amount))
         for entry in in_flight:
             book.adopt(entry)
         self._books[key] = book
         return book
-
-    def _drop_book(self, key: tuple[str, str]) -> None:
-        book = self._books.pop(key)
-        for entry in book.entries:
-            if self._live.get(entry.task_id) is entry:
-                del self._live[entry.task_id]
 
     def reserve(
         self,
@@ -361,6 +389,8 @@ class SQLiteState(State):
 
     def cancel(self, reservation: Reservation) -> None:
         entry = reservation.entry
+        if any(item.reservation.entry is entry for item in self._queue):
+            return  # queued for the file: ``_flush`` settles it
         if entry.book is not None:
             entry.book.remove(entry)
 
@@ -371,37 +401,92 @@ class SQLiteState(State):
         expires_at: int,
         result: Mapping[str, Any],
     ) -> None:
-        entry = reservation.entry
-        packed = pack(entry.task_id, result)
-        part = packed.shared if packed.shared and packed.shared[0] not in self._parts else None
+        item = self._enqueue(reservation, expires_at, result, None)
+        self._flush()
+        if item.error is not None:
+            raise item.error
+
+    def record_soon(
+        self,
+        reservation: Reservation,
+        *,
+        expires_at: int,
+        result: Mapping[str, Any],
+    ) -> Awaitable[None]:
+        """Group commit: the records queued while the event loop runs its ready callbacks
+        are written in one transaction (one commit instead of one per ``allow``); each
+        waiter learns that its own row is in the file (or why not) after that commit."""
         try:
-            with self._db:
-                self._db.execute("BEGIN")
-                if part is not None:
-                    self._db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
-                self._db.execute(
-                    "INSERT INTO tasks (task_id, policy_client, agent, asset, amount, "
-                    "created_at, expires_at, status, result) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'attested', ?)",
-                    (
-                        entry.task_id,
-                        reservation.key[0],
-                        reservation.key[1],
-                        entry.asset,
-                        str(entry.amount),
-                        entry.created_at,
-                        expires_at,
-                        packed.text,
-                    ),
-                )
-        except sqlite3.IntegrityError:  # the same task from another key, concurrently
-            raise TaskAlreadyRecorded(f"task {entry.task_id} was already recorded") from None
-        if part is not None:
-            self._parts.add(part[0])
-        if entry.book is not None and self._books.get(reservation.key) is entry.book:
-            self._live[entry.task_id] = entry
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return super().record_soon(reservation, expires_at=expires_at, result=result)
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._enqueue(reservation, expires_at, result, future)
+        return future
+
+    def _enqueue(
+        self,
+        reservation: Reservation,
+        expires_at: int,
+        result: Mapping[str, Any],
+        future: asyncio.Future[None] | None,
+    ) -> _Queued:
+        item = _Queued(reservation, expires_at, pack(reservation.entry.task_id, result), future)
+        self._queue.append(item)
+        return item
+
+    def _flush(self) -> None:
+        """Write every queued record in one transaction, then settle each: counted for good
+        if its row is in the file, given back if not; then wake its waiter."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        db = self._db
+        parts: set[str] = set()
+        failed: Exception | None = None
+        try:
+            db.execute("BEGIN")
+            for item in batch:
+                packed, entry, key = item.packed, item.reservation.entry, item.reservation.key
+                part = packed.shared
+                if part is not None and part[0] not in self._parts and part[0] not in parts:
+                    db.execute("INSERT OR IGNORE INTO shared_parts VALUES (?, ?)", part)
+                    parts.add(part[0])
+                try:
+                    # created_at as counted now: a book rebuilt meanwhile may have moved it
+                    row = (entry.task_id, *key, entry.asset, str(entry.amount), entry.created_at)
+                    db.execute(_INSERT_TASK, (*row, item.expires_at, packed.text))
+                except sqlite3.IntegrityError:  # the same task from another key, concurrently
+                    item.error = TaskAlreadyRecorded(f"task {entry.task_id} was already recorded")
+            db.execute("COMMIT")
+        except Exception:  # every waiter must wake, with the gateway's own error
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK")
+            failed = GatewayStateError("the gateway could not write its task records")
+        else:
+            self._parts |= parts
+        for item in batch:
+            if failed is not None:
+                item.error = failed
+            self._settle(item)
+
+    def _settle(self, item: _Queued) -> None:
+        reservation, future = item.reservation, item.future
+        entry = reservation.entry
+        if item.error is not None:
+            if entry.book is not None:
+                entry.book.remove(entry)
+        elif entry.book is not None and self._books.get(reservation.key) is entry.book:
+            entry.book.settle(entry)
         else:  # its book was replaced meanwhile: rebuild from the file, which now has it
             self._stale.add(reservation.key)
+        if future is not None and not future.done():
+            if item.error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(item.error)
 
     def _stored(self, task_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute(
@@ -451,15 +536,17 @@ class SQLiteState(State):
         )
 
     def _give_back(self, task_id: str, from_status: str) -> bool:
-        changed = self._db.execute(
-            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ?",
+        row = self._db.execute(
+            "UPDATE tasks SET status = 'released' WHERE task_id = ? AND status = ? "
+            "RETURNING policy_client, agent, created_at, asset, amount",
             (task_id, from_status),
-        ).rowcount
-        if not changed:
+        ).fetchone()
+        if row is None:
             return False
-        entry = self._live.pop(task_id, None)
-        if entry is not None and entry.book is not None:
-            entry.book.remove(entry)
+        key = (row[0], row[1])
+        book = self._books.get(key)
+        if book is not None and key not in self._stale:
+            book.give_back(row[2], row[3], int(row[4]))
         return True
 
     def commit(self, task_id: str, outcome: str) -> bool:
@@ -470,6 +557,30 @@ class SQLiteState(State):
                 (outcome, task_id),
             ).rowcount
         )
+
+    def sweep_expired(
+        self,
+        now: int,
+        usage_check: UsageCheck | None,
+        trusted: Callable[[str], bool],
+    ) -> int:
+        if now >= self._pruned + BOOKS_PRUNE_EVERY:
+            self._pruned = now
+            self._prune_books(now)
+        return super().sweep_expired(now, usage_check, trusted)
+
+    def _prune_books(self, now: int) -> None:
+        """Drop the books of agents idle for longer than their longest window (nothing of
+        theirs counts any more, nothing is in flight): a gateway that saw many agents once
+        must not keep a book for each. A dropped book is rebuilt from the file on next use."""
+        idle = [
+            key
+            for key, book in self._books.items()
+            if not book.flight and book.last_time <= now - book.horizon
+        ]
+        for key in idle:
+            del self._books[key]
+            self._stale.discard(key)
 
     def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
         marks = ", ".join("?" * len(statuses))
