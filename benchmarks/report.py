@@ -613,7 +613,13 @@ def render(
     for rerun in overall.get("reruns", []):
         out += [
             f"Re-run since with `--only {' '.join(rerun['only'])}`: {rerun['date']} at commit "
-            f"`{rerun['commit'][:12]}`{' (with uncommitted changes)' if rerun['dirty'] else ''}.",
+            f"`{rerun['commit'][:12]}`{' (with uncommitted changes)' if rerun['dirty'] else ''}"
+            + (
+                f" on {rerun['cpu']}, load average {rerun['load_start']} at the start, "
+                f"{rerun['load_end']} at the end."
+                if "cpu" in rerun
+                else "."
+            ),
             "",
         ]
     summary = targets(reports)
@@ -694,7 +700,15 @@ def main() -> None:
         overall["partial"] = True
         overall["reruns"] = [
             *previous.get("reruns", []),
-            {"only": list(args.only), "date": started["date"], "commit": commit, "dirty": dirty},
+            {
+                "only": list(args.only),
+                "date": started["date"],
+                "commit": commit,
+                "dirty": dirty,
+                "cpu": started["cpu"],
+                "load_start": started["load_start"],
+                "load_end": machine()["load_start"],
+            },
         ]
     else:
         overall = {

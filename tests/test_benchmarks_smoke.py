@@ -92,6 +92,11 @@ def test_render_rebuilds_the_markdown_from_the_json_alone(tmp_path: Path) -> Non
         "seconds": 60.0,
         "benchmarks": [bench],
         "failures": {"bls": "exited with status 1: boom"},
+        "reruns": [
+            {"only": ["x402"], "date": "d1", "commit": "1" * 40, "dirty": False},
+            {"only": ["network"], "date": "d2", "commit": "2" * 40, "dirty": True}
+            | {"cpu": "Some CPU", "load_start": 3.5, "load_end": 4.25},
+        ],
     }
     (tmp_path / "performance.json").write_text(json.dumps(overall))
     done = subprocess.run(
@@ -104,3 +109,8 @@ def test_render_rebuilds_the_markdown_from_the_json_alone(tmp_path: Path) -> Non
     text = (tmp_path / "performance.md").read_text()
     assert "| sequential authorize p50 ≤ 2 ms | 2.00 ms | 4.00 ms | met |" in text
     assert "**Not measured in this run**: `benchmarks/bench_bls.py` exited with status 1" in text
+    assert "Re-run since with `--only x402`: d1 at commit `111111111111`." in text
+    assert (
+        "Re-run since with `--only network`: d2 at commit `222222222222` (with uncommitted "
+        "changes) on Some CPU, load average 3.5 at the start, 4.25 at the end." in text
+    )
