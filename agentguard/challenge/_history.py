@@ -293,7 +293,8 @@ class HistoryIndex:
 
 def windows_of(registration: Registration, recorded: Mapping[str, Any]) -> list[int]:
     """The windows a task's history must have: every ``window_seconds`` in the registered
-    params plus 3600 and 86400 (as the gateway computes them), and any the record holds."""
+    params (as the gateway computes them), and any the record holds (earlier gateways
+    also sent 3600 and 86400)."""
     found = set(registered_windows(registration.params))
     for key in recorded:
         if isinstance(key, str) and key.isdigit():
@@ -312,7 +313,7 @@ def lower_bound(
     """Per window, the totals that provably counted at ``at`` (the task's ``now``), and the
     tasks behind them with the reasons each still counted."""
     counted: list[tuple[Candidate, list[str]]] = []
-    horizon = max(windows)
+    horizon = max(windows, default=0)  # no window (params name none): nothing counts
     for c in sorted(candidates, key=lambda c: (c.now, c.task_id)):
         if c.task_id == task_id.lower() or not at - horizon < c.now < at:
             continue

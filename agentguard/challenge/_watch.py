@@ -412,7 +412,7 @@ class Watcher:
                 windows = windows_of(
                     client.registration, recorded if isinstance(recorded, Mapping) else {}
                 )
-                self._horizon = max(self._horizon, *windows)
+                self._horizon = max([self._horizon, *windows])
 
     def _check(self, task: StoredTask) -> None:
         try:

@@ -25,7 +25,6 @@ from agentguard.network.gateway._params import invalid
 from agentguard.network.pins import VaultPins, pinned_index
 from agentguard.network.registration import MAX_VERSIONS, Registration
 from agentguard.network.state import (
-    DEFAULT_WINDOWS,
     PolicyClientRecord,
     State,
     policy_from_spec,
@@ -44,14 +43,16 @@ CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a sh
 
 
 def _windows(params: Any) -> tuple[int, ...]:
-    """Every ``window_seconds`` value anywhere in the params, plus 3600 and 86400."""
-    found: set[int] = set(DEFAULT_WINDOWS)
+    """Every ``window_seconds`` value anywhere in the params: the windows ``data.wasm.history``
+    has. Only these: no bundled policy reads a window its params do not name, and each window
+    sent costs every operator about 18 input nodes per evaluation."""
+    found: set[int] = set()
     stack = [params]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "window_seconds" and isinstance(value, int) and value > 0:
+                if key == "window_seconds" and type(value) is int and value > 0:
                     found.add(value)
                 else:
                     stack.append(value)
