@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agentguard.challenge._history import Candidate, compare
 from agentguard.network.gateway._registry import _windows
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.policies import load
@@ -107,3 +108,24 @@ def _caps() -> dict[str, Any]:
     return {
         "window_caps": [{"asset": TOKEN.lower(), "window_seconds": 120, "max_amount": "10" * 9}]
     }
+
+
+def test_the_challenger_compares_a_history_without_windows() -> None:
+    """A client whose params name no window has an empty history; the challenger's bound
+    over no window finds nothing under- or over-reported (and does not fail)."""
+    earlier = Candidate(
+        task_id="0x" + "01" * 32,
+        policy_client="0x" + "0c" * 20,
+        agent="0x" + "0a" * 20,
+        asset=TOKEN.lower(),
+        amount=5,
+        now=1_000,
+        expires_at=1_300,
+        intent={},
+        attestation={},
+        status="attested",
+    )
+    check = compare({}, [earlier], task_id="0x" + "02" * 32, at=1_010, windows=[])
+    assert (check.windows, check.under, check.over, check.bound) == ((), (), (), {})
+    with_window = compare({}, [earlier], task_id="0x" + "02" * 32, at=1_010, windows=[60])
+    assert with_window.under == (60,)  # the same record with a window: the bound counts it
