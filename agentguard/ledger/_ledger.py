@@ -33,6 +33,7 @@ from agentguard._exceptions import ConfigurationError, IntentError, ReservationE
 from agentguard._intent import Spend
 from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
 from agentguard.ledger._limits import Limits
+from agentguard.ledger._memory import MemoryBackend
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._sqlite import SQLiteBackend
 from agentguard.ledger._transitions import RECOVERED
@@ -83,7 +84,8 @@ class Ledger:
     """Reserve before signing, commit or release after. Thread- and process-safe on one file.
 
     ``Ledger("spend.db")`` keeps the budget in a SQLite file that survives restarts and is shared
-    by every process opening it; ``Ledger()`` keeps it in memory for this process only.
+    by every process opening it; ``Ledger()`` keeps it in memory for this process only
+    (``MemoryBackend``: the SQLite backend's rules on Python objects).
     """
 
     def __init__(
@@ -96,6 +98,13 @@ class Ledger:
     ) -> None:
         if backend is not None and os.fspath(path) != ":memory:":
             raise ConfigurationError("pass either a database path or a backend, not both")
+        if backend is None and os.fspath(path) == ":memory:":
+            if synchronous not in ("NORMAL", "FULL"):  # as SQLiteBackend would refuse it
+                raise ConfigurationError(
+                    f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
+                )
+            # Private to this process either way: the same rules without SQLite's machinery.
+            backend = MemoryBackend()
         self._backend = backend or SQLiteBackend(path, synchronous=synchronous)
         self._clock = clock
 
