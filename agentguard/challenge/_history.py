@@ -58,6 +58,7 @@ from agentguard.challenge._record import (
 )
 from agentguard.network.gateway._registry import _windows as registered_windows
 from agentguard.network.registration import Registration
+from agentguard.network.state import DEFAULT_WINDOWS as EARLIER_DEFAULTS
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
 
@@ -293,12 +294,11 @@ class HistoryIndex:
 
 def windows_of(registration: Registration, recorded: Mapping[str, Any]) -> list[int]:
     """The windows a task's history must have: every ``window_seconds`` in the registered
-    params (as the gateway computes them), and any the record holds (earlier gateways
-    also sent 3600 and 86400)."""
+    params (as the gateway computes them), and 3600 and 86400 where the record holds them
+    (earlier gateways also sent those). Any other key is one no honest gateway sent: read,
+    it could crash the watch (``"²".isdigit()``, 5000 digits) or stretch its horizon."""
     found = set(registered_windows(registration.params))
-    for key in recorded:
-        if isinstance(key, str) and key.isdigit():
-            found.add(int(key))
+    found.update(w for w in EARLIER_DEFAULTS if str(w) in recorded)
     return sorted(found)
 
 

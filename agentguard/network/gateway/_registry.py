@@ -40,25 +40,38 @@ __all__ = ["Clients", "PolicyClient", "validated_params"]
 log = get_logger("agentguard.network.gateway")
 
 CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
+MAX_WINDOW = 2**62  # longer than any clock; past it the state's 64-bit "now - window" overflows
 
 
 def _windows(params: Any) -> tuple[int, ...]:
     """Every ``window_seconds`` value anywhere in the params: the windows ``data.wasm.history``
     has. Only these: no bundled policy reads a window its params do not name, and each window
-    sent costs every operator about 18 input nodes per evaluation."""
+    sent costs every operator about 18 input nodes per evaluation. An integral float counts
+    as its integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it
+    as ``"120"`` (left out, every action of such a client would be denied)."""
     found: set[int] = set()
     stack = [params]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "window_seconds" and type(value) is int and value > 0:
-                    found.add(value)
+                seconds = _seconds(value) if key == "window_seconds" else 0
+                if seconds:
+                    found.add(seconds)
                 else:
                     stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)
     return tuple(sorted(found))
+
+
+def _seconds(value: Any) -> int:
+    """A window's length from a ``window_seconds`` value: a positive int or integral float
+    (not a bool, not a string) up to ``MAX_WINDOW``; 0 for anything else (a policy that
+    reads it finds no history and denies)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 < value <= MAX_WINDOW else 0
 
 
 @dataclass(frozen=True)
