@@ -72,6 +72,8 @@ class RecoveryReport:
 def _text(value: object, what: str, limit: int = 256) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ReservationError(f"{what} must be a non-empty string of at most {limit} characters")
+    if type(value) is not str:  # a subclass could hash or compare unlike the text it holds
+        value = str.__str__(value)
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -133,7 +135,7 @@ class Ledger:
         if not isinstance(spend, Spend):
             raise IntentError("spend must be an agentguard Spend (intent.spend)")
         amount = spend.amount
-        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 1 << 256:
+        if type(amount) is not int or not 0 <= amount < 1 << 256:  # not bool, nor a subclass
             raise IntentError(f"spend amount must be a uint256 in atomic units, got {amount!r}")
         agent = _text(agent, "agent")
         now = self._clock()
@@ -178,9 +180,7 @@ class Ledger:
 
     def commit(self, reservation_id: str, outcome: str, amount: int | None = None) -> Reservation:
         """The spend happened; ``amount`` (≤ reserved) lets ``upto`` payments give back the rest."""
-        if amount is not None and (
-            isinstance(amount, bool) or not isinstance(amount, int) or amount < 0
-        ):
+        if amount is not None and (type(amount) is not int or amount < 0):
             raise ReservationError(f"commit amount must be a non-negative int, got {amount!r}")
         return self._backend.commit(
             _text(reservation_id, "reservation id"),
@@ -223,7 +223,7 @@ class Ledger:
         try:
             if isinstance(verdict, Spent):
                 amount = verdict.amount
-                if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                if type(amount) is not int or amount < 0:
                     raise ConfigurationError(f"Spent amount must be a non-negative int: {amount!r}")
                 return self._backend.commit(
                     reservation.id,

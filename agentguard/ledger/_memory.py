@@ -22,6 +22,7 @@ import bisect
 import heapq
 import os
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, replace
 
@@ -62,16 +63,33 @@ def _created(held: _Held) -> float:
 _WindowKey = tuple[str, int]  # (asset, seconds) within one agent, as SQLite's rows are keyed
 
 
+_LIVE: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    """A forked child starts every in-memory ledger empty, before any of its threads runs: a
+    reset on the first call instead let two threads of the child both reset, the second one
+    wiping what the first had just reserved."""
+    for backend in list(_LIVE):
+        backend._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
 class MemoryBackend:
     """``LedgerBackend`` in this process's memory: what ``Ledger()`` uses."""
 
     def __init__(self) -> None:
+        self._closed = False
         self._reset()
+        _LIVE.add(self)
 
     def _reset(self) -> None:
+        """Empty, with a fresh lock (one held at the fork stays held in the child); a closed
+        ledger stays closed."""
         self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._closed = False
         self._seq = 0
         self._by_key: dict[str, _Held] = {}
         self._by_agent: dict[str, list[_Held]] = {}  # (created_at, seq) order
@@ -84,8 +102,6 @@ class MemoryBackend:
         self._names: dict[str, str] = {}  # one copy of each agent and asset string
 
     def _enter(self) -> None:
-        if os.getpid() != self._pid:  # forked: like a ":memory:" database, the child starts empty
-            self._reset()
         if self._closed:
             raise LedgerUnavailable("the in-memory ledger was closed")
 

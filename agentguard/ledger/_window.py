@@ -25,6 +25,7 @@ __all__ = [
     "Row",
     "Window",
     "check_caps",
+    "counted",
     "roll",
     "rolled",
 ]
@@ -133,19 +134,31 @@ def rolled(
     boundary = min(mine, time.time() - seconds)
     w = windows.get((asset, seconds))
     if w is None:  # first use of this window length: count it from the reservations
-        cursor = rows.last_out(agent, asset, boundary)
-        w = windows[(asset, seconds)] = Window(agent, asset, seconds, 0, 0, cursor, None)
-        for created_at, _, amount, state, actions in rows.after(agent, asset, cursor):
-            if w.next_at is None:
-                w.next_at = created_at
-            if state != "released":
-                w.add(amount, actions)
-        w.dirty = True
+        w = windows[(asset, seconds)] = counted(rows, agent, asset, seconds, boundary)
     else:
         roll(rows, w, boundary)
     if mine > boundary:  # ahead of the host's clock: this caller's view only
         w = replace(w)
         roll(rows, w, mine)
+    elif w.cursor[0] > mine:
+        # Behind what already left the row (the clock went back, or this process's clock lags
+        # one that rolled it): what sits in (mine, cursor] is in this caller's window but no
+        # longer in the row, and neither is what it reserves there. Counted afresh, as
+        # ``usage`` counts; its view only.
+        w = counted(rows, agent, asset, seconds, mine)
+    return w
+
+
+def counted(rows: Reservations, agent: str, asset: str, seconds: int, boundary: float) -> Window:
+    """A window row counted from the reservations: everything after ``boundary``."""
+    cursor = rows.last_out(agent, asset, boundary)
+    w = Window(agent, asset, seconds, 0, 0, cursor, None)
+    for created_at, _, amount, state, actions in rows.after(agent, asset, cursor):
+        if w.next_at is None:
+            w.next_at = created_at
+        if state != "released":
+            w.add(amount, actions)
+    w.dirty = True
     return w
 
 
