@@ -56,7 +56,7 @@ from agentguard.challenge._record import (
     build_record,
     register_kind,
 )
-from agentguard.network.gateway._registry import _windows as registered_windows
+from agentguard.network.gateway._registry import history_windows
 from agentguard.network.registration import Registration
 from agentguard.network.state import DEFAULT_WINDOWS as EARLIER_DEFAULTS
 from agentguard.policies import Policy
@@ -293,11 +293,11 @@ class HistoryIndex:
 
 
 def windows_of(registration: Registration, recorded: Mapping[str, Any]) -> list[int]:
-    """The windows a task's history must have: every ``window_seconds`` in the registered
-    params (as the gateway computes them), and 3600 and 86400 where the record holds them
+    """The windows a task's history must have: those the gateway sends for this registration
+    (``history_windows``), and 3600 and 86400 where the record holds them
     (earlier gateways also sent those). Any other key is one no honest gateway sent: read,
     it could crash the watch (``"²".isdigit()``, 5000 digits) or stretch its horizon."""
-    found = set(registered_windows(registration.params))
+    found = set(history_windows(registration))
     found.update(w for w in EARLIER_DEFAULTS if str(w) in recorded)
     return sorted(found)
 

@@ -1,6 +1,7 @@
-"""``data.wasm.history`` holds exactly the windows the params name (no default 3600/86400 any
-more): the gateway sends only those, and no bundled policy decides differently for it, which
-the golden cases show by adding the old default windows with extreme totals (real engine)."""
+"""For a bundled policy ``data.wasm.history`` holds exactly the windows the params name (no
+default 3600/86400 any more): the gateway sends only those, and no bundled policy decides
+differently for it, which the golden cases show by adding the old default windows with extreme
+totals (real engine). A custom policy keeps the two defaults."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ from agentguard.policies import load
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 from tests.policies import golden
 
-from .conftest import PAYEE, RPC, TOKEN, decision, fresh_agent, fresh_client, params, transfer
+from .conftest import (
+    NETCHECK,
+    PAYEE,
+    RPC,
+    TOKEN,
+    decision,
+    fresh_agent,
+    fresh_client,
+    params,
+    transfer,
+)
 
 OLD_DEFAULTS = ("3600", "86400")
 
@@ -129,3 +140,21 @@ def test_the_challenger_compares_a_history_without_windows() -> None:
     assert (check.windows, check.under, check.over, check.bound) == ((), (), (), {})
     with_window = compare({}, [earlier], task_id="0x" + "02" * 32, at=1_010, windows=[60])
     assert with_window.under == (60,)  # the same record with a window: the bound counts it
+
+
+def test_a_custom_policy_keeps_the_windows_earlier_gateways_always_sent(
+    network: ReferenceNetwork,
+) -> None:
+    """A policy that is not bundled may read 3600/86400 without naming them (and, written like
+    ``spend_cap``, would allow on a missing value): it still gets both, beside its own."""
+    rpc = RPC(network, network.api_key)
+    custom = fresh_client()
+    configured = {**params(), **_caps()}
+    network.register_policy_client(custom, NETCHECK, configured)
+    seen = _history_seen(rpc.create(custom, transfer(fresh_agent())))
+    named = {str(w) for w in _windows(configured)}
+    assert "3600" not in named and "120" in named
+    assert set(seen) == named | set(OLD_DEFAULTS)
+    bundled_client = fresh_client()
+    network.register_policy_client(bundled_client, "agent_spend", {**_spend_params(), **_caps()})
+    assert sorted(_history_seen(rpc.create(bundled_client, transfer(fresh_agent())))) == ["120"]

@@ -340,8 +340,10 @@ def test_a_gateway_that_drops_the_named_window_gets_a_deny(
 
 
 def _registration(conf: dict[str, Any]) -> Registration:
-    """``windows_of`` reads only the params of the registration."""
-    return cast(Registration, SimpleNamespace(params=conf))
+    """``windows_of`` reads the params and the policy's code hash (here: bundled agent_spend,
+    so only the named windows are sent)."""
+    spend = load("agent_spend").code_hash
+    return cast(Registration, SimpleNamespace(params=conf, policy_code_hash=spend))
 
 
 def _earlier(now: int, amount: int = 6) -> Candidate:

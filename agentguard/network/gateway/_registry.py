@@ -9,6 +9,7 @@ material, the params as hex) is computed once, here, when the client is register
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from agentguard.network.gateway._params import invalid
 from agentguard.network.pins import VaultPins, pinned_index
 from agentguard.network.registration import MAX_VERSIONS, Registration
 from agentguard.network.state import (
+    DEFAULT_WINDOWS,
     PolicyClientRecord,
     State,
     policy_from_spec,
     policy_material,
 )
-from agentguard.policies import Policy
+from agentguard.policies import Policy, bundled, load
 
 if TYPE_CHECKING:
     from agentguard.network.usage import ChainUsageCheck
@@ -43,12 +45,27 @@ CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a sh
 MAX_WINDOW = 2**62  # longer than any clock; past it the state's 64-bit "now - window" overflows
 
 
+def history_windows(registration: Registration) -> tuple[int, ...]:
+    """The windows ``data.wasm.history`` has for a client: those its params name, plus 3600
+    and 86400 unless its policy is a bundled one. Each window sent costs every operator about
+    18 input nodes per evaluation, and no bundled policy reads a window its params do not
+    name; a custom policy may read the two windows earlier gateways always sent (and, written
+    to allow on a missing value, would fail open without them), so it keeps them."""
+    named = _windows(registration.params)
+    if registration.policy_code_hash in _bundled_code_hashes():
+        return named
+    return tuple(sorted({*named, *DEFAULT_WINDOWS}))
+
+
+@functools.cache
+def _bundled_code_hashes() -> frozenset[bytes]:
+    return frozenset(load(name).code_hash for name in bundled())
+
+
 def _windows(params: Any) -> tuple[int, ...]:
-    """Every ``window_seconds`` value anywhere in the params: the windows ``data.wasm.history``
-    has. Only these: no bundled policy reads a window its params do not name, and each window
-    sent costs every operator about 18 input nodes per evaluation. An integral float counts
-    as its integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it
-    as ``"120"`` (left out, every action of such a client would be denied)."""
+    """Every ``window_seconds`` value anywhere in the params. An integral float counts as its
+    integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it as
+    ``"120"`` (left out, every action of such a client would be denied)."""
     found: set[int] = set()
     stack = [params]
     while stack:
@@ -118,7 +135,7 @@ class PolicyClient:
             expire_after=registration.expire_after,
             chain_id=registration.chain_id,
             policy_id=registration.policy_id,
-            windows=_windows(registration.params),
+            windows=history_windows(registration),
             material=material,
             params_hex="0x" + registration.params_json.hex(),
             request_lean=members(fixed),
