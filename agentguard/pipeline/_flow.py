@@ -41,7 +41,7 @@ from agentguard._exceptions import (
     TierTooLow,
     VerificationError,
 )
-from agentguard._tickets import fresh_intent
+from agentguard._tickets import INTENT_FIELDS, fresh_intent
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits, Reservation
 from agentguard.pipeline._outcomes import (
@@ -276,7 +276,7 @@ def _hashes_to(intent: object, action: Action, want: bytes) -> bool:
     ours = action.intent
     kind = type(ours)
     if type(intent) is kind:
-        for name in kind.model_fields:
+        for name in INTENT_FIELDS[kind]:
             theirs, mine = getattr(intent, name, None), getattr(ours, name)
             if type(theirs) is not type(mine) or type(mine) not in _PLAIN or theirs != mine:
                 break

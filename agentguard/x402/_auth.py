@@ -398,15 +398,17 @@ class X402Auth(httpx.Auth):
         req: Requirement,
         runner: Runner | AsyncRunner,
     ) -> _Flow:
-        intent = PaymentIntent(
-            payer=self._payer,
-            scheme=req.scheme,
-            network=req.network,
-            asset=req.asset,
-            amount=req.amount,
-            pay_to=req.pay_to,
-            resource=req.resource,
-            x402_version=req.x402_version,
+        intent = PaymentIntent.from_fields(
+            {
+                "payer": self._payer,
+                "scheme": req.scheme,
+                "network": req.network,
+                "asset": req.asset,
+                "amount": req.amount,
+                "pay_to": req.pay_to,
+                "resource": req.resource,
+                "x402_version": req.x402_version,
+            }
         )
         port = PaymentPort(
             signer=self._signer,
