@@ -806,8 +806,9 @@ class PaymentIntent(_Model):
             return fields
         return None
 
-    @property
+    @cached_property
     def spend(self) -> Spend:
+        """Computed once, like ``intent_hash`` (the pipeline reads it to hold and to settle)."""
         return Spend(asset=self.asset, amount=self.amount, recipient=self.pay_to)
 
     def wire(self) -> dict[str, str]:

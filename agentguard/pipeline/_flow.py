@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -116,7 +116,7 @@ def guarded(action: Action) -> Flow[Settled]:
     The flow works on its own copy of the intent, taken before the first step: what is held,
     authorized and checked against the attestation is one value the caller can no longer edit.
     """
-    action = replace(action, intent=fresh_intent(action.intent))
+    action = _with_intent(action, fresh_intent(action.intent))
     timeout = action.approval_timeout
     if timeout is not None and (
         isinstance(timeout, bool)
@@ -169,12 +169,28 @@ def guarded(action: Action) -> Flow[Settled]:
     return (yield from settle(flight, signed, outcome))
 
 
+def _with_intent(action: Action, intent: Intent) -> Action:
+    """``dataclasses.replace(action, intent=intent)``, written out for ``Action`` itself (a
+    subclass goes through ``replace``)."""
+    if type(action) is not Action:
+        return replace(action, intent=intent)
+    return Action(
+        agent=action.agent,
+        intent=intent,
+        limits=action.limits,
+        rail=action.rail,
+        wasm_args=action.wasm_args,
+        hold_seconds=action.hold_seconds,
+        approval_timeout=action.approval_timeout,
+    )
+
+
 def _hold(action: Action) -> Flow[Reservation]:
     try:
         hold: Reservation = yield Reserve(
             action.agent,
             action.intent.spend,
-            key=f"local:{uuid.uuid4().hex}",
+            key=f"local:{secrets.token_hex(16)}",  # 32 hex digits, as uuid4().hex, cheaper
             limits=action.limits,
             # a hold must outlive a wait for a person, or the budget would not be held
             hold_seconds=action.hold_seconds + (action.approval_timeout or 0.0),
