@@ -425,6 +425,7 @@ class X402Auth(httpx.Auth):
             limits=self._limits,
             rail="payment",
             approval_timeout=self._approval_timeout,
+            audited=self._audit is not None,
         )
         yield from self._pipeline(guarded(action), port, request, runner)
 

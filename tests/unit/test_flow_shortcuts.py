@@ -1,6 +1,7 @@
 """Small shortcuts in the pipeline's flow held equal to what they replace: ``_with_intent`` to
-``dataclasses.replace`` (every ``Action`` field carried, a subclass kept), and the cached
-``PaymentIntent.spend`` to a new ``Spend`` of the intent's fields."""
+``dataclasses.replace`` (every ``Action`` field carried, a subclass kept), the cached
+``PaymentIntent.spend`` to a new ``Spend`` of the intent's fields. (``audited=False``:
+``tests/integration/test_pipeline_core.py``.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 from agentguard._intent import PaymentIntent, Spend, TransactionIntent
 from agentguard.ledger import Limits
-from agentguard.pipeline import Action
+from agentguard.pipeline import (
+    Action,
+)
 from agentguard.pipeline._flow import _with_intent
 
 PAYER = "0xb5b5B5b5B5b5B5B5B5B5B5b5B5B5B5b5B5B5b5b5"
@@ -34,19 +37,15 @@ def _action(rng: random.Random, kind: type[Action] = Action) -> Action:
         wasm_args=rng.choice([None, {"a": 1}]),
         hold_seconds=rng.choice([1.0, 120.0]),
         approval_timeout=rng.choice([None, 0, 30.5]),
+        audited=rng.random() < 0.5,
     )
 
 
 def test_with_intent_equals_replace() -> None:
-    assert [f.name for f in dataclasses.fields(Action)] == [
-        "agent",
-        "intent",
-        "limits",
-        "rail",
-        "wasm_args",
-        "hold_seconds",
-        "approval_timeout",
-    ]  # fmt: skip  (a new field must be carried by _with_intent too)
+    # a new field must be carried by _with_intent too
+    names = [f.name for f in dataclasses.fields(Action)]
+    assert names == ["agent", "intent", "limits", "rail", "wasm_args", "hold_seconds",
+                     "approval_timeout", "audited"]  # fmt: skip
     rng = random.Random(3)
     for _ in range(200):
         action, intent = _action(rng), _intent(rng.randrange(1, 10**9))
