@@ -23,11 +23,18 @@ def _keccak_object(data: bytes | bytearray | memoryview) -> bytes:
 def _keccak_cffi(data: bytes | bytearray | memoryview) -> bytes:
     """The calls ``Keccak_Hash`` makes (init with a 64-byte capacity and 24 rounds, absorb,
     digest with Keccak's 0x01 padding, destroy), without its wrapper objects. Anything but
-    ``bytes``, a ``bytearray`` or a contiguous ``memoryview`` goes to the object, which
-    decides (``bytes(5)`` would be five zero bytes, not the error the object raises)."""
+    ``bytes``, a ``bytearray`` or a contiguous one-dimensional ``memoryview`` of single bytes
+    goes to the object, which decides (``bytes(5)`` would be five zero bytes, not the error
+    the object raises; the object hashes ``len(view)`` bytes of a view of wider items or of
+    more dimensions, fewer than ``bytes(view)`` holds)."""
     kind = type(data)
     if kind is not bytes:
-        if kind is not bytearray and not (kind is memoryview and data.c_contiguous):  # type: ignore[union-attr]
+        if kind is not bytearray and not (
+            kind is memoryview
+            and data.c_contiguous  # type: ignore[union-attr]
+            and data.ndim == 1  # type: ignore[union-attr]
+            and data.itemsize == 1  # type: ignore[union-attr]
+        ):
             return _keccak_object(data)
         data = bytes(data)
     holder = _ffi.new("void **")
