@@ -660,6 +660,41 @@ def _transfer_wire(
     return MappingProxyType(transfer.wire())
 
 
+_PAYMENT_FIELDS = (
+    "payer", "scheme", "network", "asset", "amount", "pay_to", "resource", "x402_version",
+)  # fmt: skip
+
+
+def _payment_amount(v: Any) -> int:
+    if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 78:
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= UINT256_MAX:
+        raise IntentError(f"payment amount must be a positive atomic integer, got {v!r:.80}")
+    return v
+
+
+def _payment_checks(network: str, resource: str) -> None:
+    """A ``PaymentIntent``'s checks across fields."""
+    chain_id_from_network(network)
+    if len(resource) > 2048:
+        raise IntentError("resource URL is longer than 2048 characters")
+
+
+_object_setattr = object.__setattr__
+
+
+def _constructed(cls: type[PaymentIntent], values: dict[str, Any]) -> PaymentIntent:
+    """``cls.model_construct(**values)`` of validated values for every field, as pydantic
+    builds it (its ``model_construct`` also resolves aliases and defaults: none here), at a
+    fraction of the cost. Pinned equal to the model's instances in the tests."""
+    intent = cls.__new__(cls)
+    _object_setattr(intent, "__dict__", values)
+    _object_setattr(intent, "__pydantic_fields_set__", set(values))
+    _object_setattr(intent, "__pydantic_extra__", None)
+    _object_setattr(intent, "__pydantic_private__", None)
+    return intent
+
+
 class PaymentIntent(_Model):
     """An x402 requirement the agent would pay, as chosen from a 402 answer."""
 
@@ -680,18 +715,57 @@ class PaymentIntent(_Model):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, v: Any) -> int:
-        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 78:
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= UINT256_MAX:
-            raise IntentError(f"payment amount must be a positive atomic integer, got {v!r:.80}")
-        return v
+        return _payment_amount(v)
 
     @model_validator(mode="after")
     def _network(self) -> PaymentIntent:
-        chain_id_from_network(self.network)
-        if len(self.resource) > 2048:
-            raise IntentError("resource URL is longer than 2048 characters")
+        _payment_checks(self.network, self.resource)
         return self
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> PaymentIntent:
+        """``model_validate(fields)``: the same intent or the same ``IntentError``. It runs
+        (twice) for every payment, so a mapping of every field, each of exactly its plain type
+        (``str``, ``int``, an amount as ``int`` or ``str``), is validated here by the model's
+        own checks without pydantic's machinery; anything else, and any refusal, is the
+        model's to decide (``tests/unit/test_payment_intent_fast.py``)."""
+        try:
+            return cls._validated_directly(fields)
+        except Exception:
+            return cls.model_validate(fields)
+
+    @classmethod
+    def _validated_directly(cls, fields: Mapping[str, Any]) -> PaymentIntent:
+        payer, scheme, network, asset, amount, pay_to, resource, version = (
+            fields[name] for name in _PAYMENT_FIELDS
+        )
+        if not (
+            type(fields) is dict
+            and len(fields) == len(_PAYMENT_FIELDS)
+            and type(payer) is str
+            and type(asset) is str
+            and type(pay_to) is str
+            and type(scheme) is str
+            and scheme in ("exact", "upto")
+            and type(network) is str
+            and type(resource) is str
+            and type(version) is int
+            and version in (1, 2)
+            and type(amount) in (int, str)
+        ):
+            raise IntentError("not plain fields")  # the model decides
+        values = {
+            "payer": _checksum(payer, "payer"),
+            "scheme": scheme,
+            "network": network,
+            "asset": _checksum(asset, "asset"),
+            "amount": _payment_amount(amount),
+            "pay_to": _checksum(pay_to, "pay_to"),
+            "resource": resource,
+            "x402_version": version,
+        }
+        _payment_checks(network, resource)
+        return _constructed(cls, values)
 
     @property
     def chain_id(self) -> int:
@@ -732,8 +806,9 @@ class PaymentIntent(_Model):
             return fields
         return None
 
-    @property
+    @cached_property
     def spend(self) -> Spend:
+        """Computed once, like ``intent_hash`` (the pipeline reads it to hold and to settle)."""
         return Spend(asset=self.asset, amount=self.amount, recipient=self.pay_to)
 
     def wire(self) -> dict[str, str]:
@@ -769,3 +844,17 @@ def wasm_args_hex(args: dict[str, Any] | None) -> str:
     if not args:
         return "0x"
     return "0x" + json.dumps(args, separators=(",", ":"), sort_keys=True).encode().hex()
+
+
+# ``_constructed`` sets what pydantic's ``model_construct`` sets; it would miss a post-init
+# hook, private attributes, extras, aliases or a root model, so none may appear unnoticed.
+if not (
+    PaymentIntent.__pydantic_post_init__ is None
+    and not PaymentIntent.__private_attributes__
+    and PaymentIntent.model_config.get("extra") in (None, "ignore")
+    and not PaymentIntent.__pydantic_root_model__
+    and tuple(PaymentIntent.model_fields) == _PAYMENT_FIELDS
+    and all(f.alias is None and f.validation_alias is None
+            for f in PaymentIntent.model_fields.values())
+):  # fmt: skip
+    raise RuntimeError("PaymentIntent changed: review _constructed and from_fields")

@@ -28,6 +28,7 @@ from agentguard._exceptions import (
 from agentguard._intent import PaymentIntent, TransactionIntent
 
 __all__ = [
+    "INTENT_FIELDS",
     "SIGNATURES_CHECKED",
     "Assurance",
     "Ticket",
@@ -74,14 +75,31 @@ def fresh_intent(intent: object) -> TransactionIntent | PaymentIntent:
         )
     assert isinstance(intent, TransactionIntent | PaymentIntent)  # narrowed above, for mypy
     try:
+        if type(intent) is PaymentIntent:
+            return PaymentIntent.from_fields(_fields(intent, PaymentIntent))
         return type(intent).model_validate(_fields(intent, type(intent)))
     except Exception as exc:  # IntentError, or a field set to an object no validator expected
         why = exc.message if isinstance(exc, IntentError) else type(exc).__name__
         raise IntentMismatch(f"the intent's fields are not a valid intent: {why}") from None
 
 
+INTENT_FIELDS = {kind: tuple(kind.model_fields) for kind in (TransactionIntent, PaymentIntent)}
+"""Each intent class's field names, in order (read per intent: ``model_fields`` costs more)."""
+
+
 def _fields(intent: object, kind: type[TransactionIntent] | type[PaymentIntent]) -> dict[str, Any]:
-    return {name: getattr(intent, name, None) for name in kind.model_fields}
+    return {name: getattr(intent, name, None) for name in INTENT_FIELDS[kind]}
+
+
+_PLAIN = (str, int, bytes, type(None))
+
+
+def _plain(fields: dict[str, Any]) -> bool:
+    """Every value exactly a ``str``, ``int``, ``bytes`` or ``None`` (no subclass)."""
+    for value in fields.values():  # noqa: SIM110 (a loop: no generator frame per call)
+        if type(value) not in _PLAIN:
+            return False
+    return True
 
 
 class _Registry:
@@ -135,11 +153,18 @@ class _Registry:
         kind = type(ticket.intent)
         current = _fields(intent, kind)
         # Equal fields first (cheap, and it makes the unvalidated rebuild below safe), then the
-        # hash of a new object built from them: nothing cached on ``intent`` takes part.
+        # hash of a new object built from them: nothing cached on ``intent`` takes part. Fields
+        # all of exactly an immutable builtin type (no ``__eq__`` of the caller's choosing ran)
+        # equal to the ticket's are the ticket's values, which hash to ``ticket.intent_hash``
+        # (every verifier issues ``intent_hash=fresh.intent_hash`` of that private copy), so
+        # the rebuild could not differ and is skipped.
         if (
             type(intent) is not kind
             or current != _fields(ticket.intent, kind)
-            or kind.model_construct(**current).intent_hash != ticket.intent_hash
+            or (
+                not _plain(current)
+                and kind.model_construct(**current).intent_hash != ticket.intent_hash
+            )
         ):
             raise IntentMismatch(
                 f"the intent was altered after attestation {task} was verified: it no longer "

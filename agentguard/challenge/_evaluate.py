@@ -13,7 +13,7 @@ from agentguard._tiers import human_gate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
 from agentguard.network.approvals import SignedApproval
-from agentguard.network.gateway._registry import _windows as registered_windows
+from agentguard.network.gateway._registry import history_windows
 from agentguard.network.operator import check_params, evaluate_policy, policy_input
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
@@ -147,7 +147,7 @@ def most_permissive(wasm: dict[str, Any], registration: Registration) -> dict[st
     asset = spend.get("asset") if isinstance(spend, dict) else None
     amount = spend.get("amount") if isinstance(spend, dict) else None
     history = wasm.get("history")
-    windows = {str(w) for w in registered_windows(registration.params)}
+    windows = {str(w) for w in history_windows(registration)}
     windows.update(history if isinstance(history, dict) else {})
     alone = {asset: amount} if isinstance(asset, str) and isinstance(amount, str) else {}
     return {

@@ -56,8 +56,9 @@ from agentguard.challenge._record import (
     build_record,
     register_kind,
 )
-from agentguard.network.gateway._registry import _windows as registered_windows
+from agentguard.network.gateway._registry import history_windows
 from agentguard.network.registration import Registration
+from agentguard.network.state import DEFAULT_WINDOWS as EARLIER_DEFAULTS
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine
 
@@ -292,12 +293,12 @@ class HistoryIndex:
 
 
 def windows_of(registration: Registration, recorded: Mapping[str, Any]) -> list[int]:
-    """The windows a task's history must have: every ``window_seconds`` in the registered
-    params plus 3600 and 86400 (as the gateway computes them), and any the record holds."""
-    found = set(registered_windows(registration.params))
-    for key in recorded:
-        if isinstance(key, str) and key.isdigit():
-            found.add(int(key))
+    """The windows a task's history must have: those the gateway sends for this registration
+    (``history_windows``), and 3600 and 86400 where the record holds them
+    (earlier gateways also sent those). Any other key is one no honest gateway sent: read,
+    it could crash the watch (``"²".isdigit()``, 5000 digits) or stretch its horizon."""
+    found = set(history_windows(registration))
+    found.update(w for w in EARLIER_DEFAULTS if str(w) in recorded)
     return sorted(found)
 
 
@@ -312,7 +313,7 @@ def lower_bound(
     """Per window, the totals that provably counted at ``at`` (the task's ``now``), and the
     tasks behind them with the reasons each still counted."""
     counted: list[tuple[Candidate, list[str]]] = []
-    horizon = max(windows)
+    horizon = max(windows, default=0)  # no window (params name none): nothing counts
     for c in sorted(candidates, key=lambda c: (c.now, c.task_id)):
         if c.task_id == task_id.lower() or not at - horizon < c.now < at:
             continue

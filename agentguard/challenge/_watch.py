@@ -72,7 +72,7 @@ __all__ = ["Cursor", "GatewayTasks", "TaskSource", "Watcher"]
 log = get_logger("agentguard.challenge")
 
 MAX_BATCH = 1000
-DEFAULT_HORIZON = 86400  # the longest window every client has
+DEFAULT_HORIZON = 86400  # the least the watch keeps: the longest window the gateway state tracks
 MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one burst)
 
 
@@ -412,7 +412,7 @@ class Watcher:
                 windows = windows_of(
                     client.registration, recorded if isinstance(recorded, Mapping) else {}
                 )
-                self._horizon = max(self._horizon, *windows)
+                self._horizon = max([self._horizon, *windows])
 
     def _check(self, task: StoredTask) -> None:
         try:

@@ -33,6 +33,7 @@ from agentguard._exceptions import ConfigurationError, IntentError, ReservationE
 from agentguard._intent import Spend
 from agentguard.ledger._backend import LedgerBackend, ReserveRequest, Usage
 from agentguard.ledger._limits import Limits
+from agentguard.ledger._memory import MemoryBackend
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._sqlite import SQLiteBackend
 from agentguard.ledger._transitions import RECOVERED
@@ -71,6 +72,8 @@ class RecoveryReport:
 def _text(value: object, what: str, limit: int = 256) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ReservationError(f"{what} must be a non-empty string of at most {limit} characters")
+    if type(value) is not str:  # a subclass could hash or compare unlike the text it holds
+        value = str.__str__(value)
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -83,7 +86,8 @@ class Ledger:
     """Reserve before signing, commit or release after. Thread- and process-safe on one file.
 
     ``Ledger("spend.db")`` keeps the budget in a SQLite file that survives restarts and is shared
-    by every process opening it; ``Ledger()`` keeps it in memory for this process only.
+    by every process opening it; ``Ledger()`` keeps it in memory for this process only
+    (``MemoryBackend``: the SQLite backend's rules on Python objects).
     """
 
     def __init__(
@@ -96,6 +100,13 @@ class Ledger:
     ) -> None:
         if backend is not None and os.fspath(path) != ":memory:":
             raise ConfigurationError("pass either a database path or a backend, not both")
+        if backend is None and os.fspath(path) == ":memory:":
+            if synchronous not in ("NORMAL", "FULL"):  # as SQLiteBackend would refuse it
+                raise ConfigurationError(
+                    f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
+                )
+            # Private to this process either way: the same rules without SQLite's machinery.
+            backend = MemoryBackend()
         self._backend = backend or SQLiteBackend(path, synchronous=synchronous)
         self._clock = clock
 
@@ -124,7 +135,7 @@ class Ledger:
         if not isinstance(spend, Spend):
             raise IntentError("spend must be an agentguard Spend (intent.spend)")
         amount = spend.amount
-        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 1 << 256:
+        if type(amount) is not int or not 0 <= amount < 1 << 256:  # not bool, nor a subclass
             raise IntentError(f"spend amount must be a uint256 in atomic units, got {amount!r}")
         agent = _text(agent, "agent")
         now = self._clock()
@@ -169,9 +180,7 @@ class Ledger:
 
     def commit(self, reservation_id: str, outcome: str, amount: int | None = None) -> Reservation:
         """The spend happened; ``amount`` (≤ reserved) lets ``upto`` payments give back the rest."""
-        if amount is not None and (
-            isinstance(amount, bool) or not isinstance(amount, int) or amount < 0
-        ):
+        if amount is not None and (type(amount) is not int or amount < 0):
             raise ReservationError(f"commit amount must be a non-negative int, got {amount!r}")
         return self._backend.commit(
             _text(reservation_id, "reservation id"),
@@ -214,7 +223,7 @@ class Ledger:
         try:
             if isinstance(verdict, Spent):
                 amount = verdict.amount
-                if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                if type(amount) is not int or amount < 0:
                     raise ConfigurationError(f"Spent amount must be a non-negative int: {amount!r}")
                 return self._backend.commit(
                     reservation.id,

@@ -46,6 +46,7 @@ from agentguard.ledger._transitions import (
     check_mark_signed,
     check_release,
     check_same_spend,
+    new_reservation,
     replayed_message,
 )
 
@@ -355,20 +356,7 @@ class PostgresBackend:
             if expired:
                 self._release_where(db, _EXPIRED, (now,), "expired before it was signed", now)
             self._check(db, request, limits, now)
-            reservation = Reservation(
-                id=request.key,
-                key=request.key,
-                agent=request.agent,
-                asset=request.asset,
-                amount=request.amount,
-                reserved=request.amount,
-                recipient=request.recipient,
-                state="reserved",
-                created_at=now,
-                expires_at=request.expires_at,
-                updated_at=now,
-                action=request.action,
-            )
+            reservation = new_reservation(request, now)
             r, actions = reservation, int(request.action)
             db.execute(
                 self._insert,

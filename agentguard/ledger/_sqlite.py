@@ -25,15 +25,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 from agentguard._exceptions import AttestationReplayed, ConfigurationError, ReservationError
 from agentguard.ledger._backend import ReserveRequest, Usage
-from agentguard.ledger._limits import Limits, per_tx_refusal, rate_refusal, window_refusal
+from agentguard.ledger._limits import Limits
 from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._transitions import (
     check_bind,
@@ -41,8 +40,10 @@ from agentguard.ledger._transitions import (
     check_mark_signed,
     check_release,
     check_same_spend,
+    new_reservation,
     replayed_message,
 )
+from agentguard.ledger._window import ORIGIN, Position, Row, Window, check_caps
 
 __all__ = ["SQLiteBackend"]
 
@@ -145,10 +146,6 @@ _LAST_OUT = {  # the newest reservation at or before a boundary
     "AND created_at <= ? ORDER BY created_at DESC, seq DESC LIMIT 1"
     for scoped, scope in ((True, "agent = ? AND asset = ?"), (False, "agent = ?"))
 }
-_ORIGIN = (float("-inf"), 0)
-_ALL_ASSETS = ""
-
-Position = tuple[float, int]
 
 
 def _row(row: Any) -> tuple[Reservation, Position]:
@@ -173,31 +170,25 @@ def _row(row: Any) -> tuple[Reservation, Position]:
     return reservation, (row[7], row[13])
 
 
-@dataclass(slots=True)
-class _Window:
-    """One row of ``windows``, edited in memory inside a transaction and saved if dirty."""
+class _Rows:
+    """The reservations as rolling reads them, inside one transaction."""
 
-    agent: str
-    asset: str
-    seconds: int
-    total: int
-    count: int
-    cursor: Position
-    next_at: float | None
-    dirty: bool = False
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
 
-    def counts(self, position: Position) -> bool:
-        return position > self.cursor
+    def after(self, agent: str, asset: str, cursor: Position) -> Generator[Row, None, None]:
+        scope = (agent, asset) if asset else (agent,)
+        rows = self._db.execute(_AFTER[bool(asset)], (*scope, *cursor))
+        try:
+            for created_at, seq, amount, state, actions in rows:
+                yield created_at, seq, int(amount), state, actions
+        finally:
+            rows.close()  # an open cursor would keep this snapshot past the ROLLBACK
 
-    def add(self, amount: int, count: int) -> None:
-        if self.asset:  # the all-assets row only counts
-            self.total += amount
-        self.count += count
-        self.dirty = True
-
-    def save(self) -> tuple[Any, ...]:
-        total = str(self.total) if self.asset else "0"
-        return (self.agent, self.asset, self.seconds, total, self.count, *self.cursor, self.next_at)
+    def last_out(self, agent: str, asset: str, boundary: float) -> Position:
+        scope = (agent, asset) if asset else (agent,)
+        last = self._db.execute(_LAST_OUT[bool(asset)], (*scope, boundary)).fetchone()
+        return (last[0], last[1]) if last else ORIGIN
 
 
 class SQLiteBackend:
@@ -300,21 +291,8 @@ class SQLiteBackend:
                     return check_same_spend(_row(row)[0], request)
             self._release_expired(db, rows, now)
             windows = self._windows(db, request.agent, request.asset)
-            self._check(db, request, limits, windows, now)
-            reservation = Reservation(
-                id=request.key,
-                key=request.key,
-                agent=request.agent,
-                asset=request.asset,
-                amount=request.amount,
-                reserved=request.amount,
-                recipient=request.recipient,
-                state="reserved",
-                created_at=now,
-                expires_at=request.expires_at,
-                updated_at=now,
-                action=request.action,
-            )
+            check_caps(_Rows(db), request, limits, windows, now)
+            reservation = new_reservation(request, now)
             cursor = db.execute(
                 _INSERT,
                 (
@@ -467,108 +445,19 @@ class SQLiteBackend:
             for r, position in map(_row, rows)
         ]
 
-    def _windows(self, db: sqlite3.Connection, agent: str, asset: str) -> dict[Position, _Window]:
+    def _windows(
+        self, db: sqlite3.Connection, agent: str, asset: str
+    ) -> dict[tuple[str, int], Window]:
         """Every window row that may count a reservation of ``agent`` in ``asset``."""
         return {
-            (a, seconds): _Window(agent, a, seconds, int(total), count, (at, seq), next_at)
+            (a, seconds): Window(agent, a, seconds, int(total), count, (at, seq), next_at)
             for a, seconds, total, count, at, seq, next_at in db.execute(_WINDOWS, (agent, asset))
         }
 
-    def _save(self, db: sqlite3.Connection, windows: Iterable[_Window]) -> None:
+    def _save(self, db: sqlite3.Connection, windows: Iterable[Window]) -> None:
         rows = [w.save() for w in windows if w.dirty]
         if rows:
             db.executemany(_SAVE_WINDOW, rows)
-
-    def _check(
-        self,
-        db: sqlite3.Connection,
-        request: ReserveRequest,
-        limits: Limits,
-        windows: dict[Any, _Window],
-        now: float,
-    ) -> None:
-        agent, asset, amount = request.agent, request.asset, request.amount
-        cap = limits.per_tx.get(asset)
-        if cap is not None and amount > cap:
-            raise per_tx_refusal(agent, asset, amount, cap, limits.amount_text(asset))
-        for window in limits.windows_for(asset):
-            w = self._rolled(db, windows, agent, asset, window.window_seconds, now)
-            if w.total + amount > window.max_amount:
-                rows = db.execute(_AFTER[True], (agent, asset, *w.cursor))
-                in_window = (
-                    (at, int(spent)) for at, _, spent, state, _ in rows if state != "released"
-                )
-                refusal = window_refusal(
-                    agent, window, w.total, amount, in_window, now, limits.amount_text(asset)
-                )
-                rows.close()  # an open cursor would keep this snapshot past the ROLLBACK
-                raise refusal
-        for rate in limits.rate if request.action else ():  # a fee is not another action
-            w = self._rolled(db, windows, agent, _ALL_ASSETS, rate.window_seconds, now)
-            if w.count + 1 > rate.max_count:
-                rows = db.execute(_AFTER[False], (agent, *w.cursor))
-                in_window_at = (
-                    at for at, _, _, state, actions in rows if state != "released" and actions
-                )
-                refusal = rate_refusal(agent, rate, w.count, in_window_at, now)
-                rows.close()
-                raise refusal
-
-    def _rolled(
-        self,
-        db: sqlite3.Connection,
-        windows: dict[Any, _Window],
-        agent: str,
-        asset: str,
-        seconds: int,
-        now: float,
-    ) -> _Window:
-        """The window row brought up to ``now`` (created from the reservations if new).
-
-        The row is shared by every process, so it is moved for good only up to this host's
-        clock (WAL needs every process on one host, so that clock is the one they share): a
-        caller whose ``now`` runs ahead gets a copy rolled further for its own check, and the
-        spends it leaves behind stay counted for everyone else."""
-        mine = now - seconds
-        boundary = min(mine, time.time() - seconds)
-        scope = (agent, asset) if asset else (agent,)
-        w = windows.get((asset, seconds))
-        if w is None:  # first use of this window length: count it from the reservations
-            last = db.execute(_LAST_OUT[bool(asset)], (*scope, boundary)).fetchone()
-            cursor: Position = (last[0], last[1]) if last else _ORIGIN
-            w = windows[(asset, seconds)] = _Window(agent, asset, seconds, 0, 0, cursor, None)
-            for created_at, _, amount, state, actions in db.execute(
-                _AFTER[bool(asset)], (*scope, *cursor)
-            ):
-                if w.next_at is None:
-                    w.next_at = created_at
-                if state != "released":
-                    w.add(int(amount), actions)
-            w.dirty = True
-        else:
-            self._roll(db, w, scope, bool(asset), boundary)
-        if mine > boundary:  # ahead of the host's clock: this caller's view only
-            w = replace(w)
-            self._roll(db, w, scope, bool(asset), mine)
-        return w
-
-    @staticmethod
-    def _roll(
-        db: sqlite3.Connection, w: _Window, scope: tuple[str, ...], scoped: bool, boundary: float
-    ) -> None:
-        """Move ``w``'s cursor past every reservation at or before ``boundary``."""
-        if w.next_at is None or w.next_at > boundary:
-            return  # nothing has left the window since it was last rolled
-        w.dirty, w.next_at = True, None
-        rows = db.execute(_AFTER[scoped], (*scope, *w.cursor))
-        for created_at, seq, amount, state, actions in rows:
-            if created_at > boundary:  # the oldest one still in the window
-                w.next_at = created_at
-                break
-            if state != "released":
-                w.add(-int(amount), -actions)
-            w.cursor = (created_at, seq)
-        rows.close()
 
     def _adjust(
         self,

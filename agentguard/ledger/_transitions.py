@@ -23,8 +23,27 @@ __all__ = [
     "check_mark_signed",
     "check_release",
     "check_same_spend",
+    "new_reservation",
     "replayed_message",
 ]
+
+
+def new_reservation(request: ReserveRequest, now: float) -> Reservation:
+    """What a ``reserve`` that passed every cap records: held in full, unbound."""
+    return Reservation(
+        id=request.key,
+        key=request.key,
+        agent=request.agent,
+        asset=request.asset,
+        amount=request.amount,
+        reserved=request.amount,
+        recipient=request.recipient,
+        state="reserved",
+        created_at=now,
+        expires_at=request.expires_at,
+        updated_at=now,
+        action=request.action,
+    )
 
 
 def check_same_spend(existing: Reservation, request: ReserveRequest) -> Reservation:

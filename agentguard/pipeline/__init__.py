@@ -19,7 +19,7 @@ from agentguard.pipeline._outcomes import (
     Signed,
     StillCounted,
 )
-from agentguard.pipeline._runner import AsyncPort, AsyncRunner, AuditSink, Port, Runner
+from agentguard.pipeline._runner import LATER, AsyncPort, AsyncRunner, AuditSink, Port, Runner
 from agentguard.pipeline._steps import (
     Abandon,
     Audit,
@@ -42,6 +42,7 @@ from agentguard.pipeline._steps import (
 
 __all__ = [
     "DEFAULT_HOLD_SECONDS",
+    "LATER",
     "Abandon",
     "Action",
     "AsyncPort",

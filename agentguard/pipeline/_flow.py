@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from agentguard._exceptions import (
     TierTooLow,
     VerificationError,
 )
-from agentguard._tickets import fresh_intent
+from agentguard._tickets import INTENT_FIELDS, fresh_intent
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits, Reservation
 from agentguard.pipeline._outcomes import (
@@ -86,7 +86,9 @@ class Action:
     """One thing an entry point wants done: who spends, what, under which caps.
 
     ``approval_timeout``: seconds to wait for a human approval when the policy asks for one
-    (``None``: ``ApprovalRequired`` is final)."""
+    (``None``: ``ApprovalRequired`` is final). ``audited=False``: the entry point has no audit
+    sink, so the flow builds no records and yields no ``Audit`` steps (a runner without a sink
+    drops them anyway)."""
 
     agent: str
     intent: Intent
@@ -95,6 +97,7 @@ class Action:
     wasm_args: Mapping[str, Any] | None = None
     hold_seconds: float = DEFAULT_HOLD_SECONDS
     approval_timeout: float | None = None
+    audited: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def guarded(action: Action) -> Flow[Settled]:
     The flow works on its own copy of the intent, taken before the first step: what is held,
     authorized and checked against the attestation is one value the caller can no longer edit.
     """
-    action = replace(action, intent=fresh_intent(action.intent))
+    action = _with_intent(action, fresh_intent(action.intent))
     timeout = action.approval_timeout
     if timeout is not None and (
         isinstance(timeout, bool)
@@ -155,18 +158,37 @@ def guarded(action: Action) -> Flow[Settled]:
         yield Abandon(prepared)
         yield from _unwind(action, task, holds, exc)
         raise
-    yield Audit(
-        "signed",
-        {"rail": action.rail, "task_id": task, "reference": signed.reference, **signed.record},
-    )
+    if action.audited:
+        yield Audit(
+            "signed",
+            {"rail": action.rail, "task_id": task, "reference": signed.reference, **signed.record},
+        )
     flight = InFlight(action, verified, tuple(holds))
     answer: Sent | Outcome = yield Send(signed, flight)
     if isinstance(answer, Sent):
-        yield Audit("sent", {"rail": action.rail, "task_id": task, **answer.record})
+        if action.audited:
+            yield Audit("sent", {"rail": action.rail, "task_id": task, **answer.record})
         outcome: Outcome = yield Confirm(signed)
     else:
         outcome = answer
     return (yield from settle(flight, signed, outcome))
+
+
+def _with_intent(action: Action, intent: Intent) -> Action:
+    """``dataclasses.replace(action, intent=intent)``, written out for ``Action`` itself (a
+    subclass goes through ``replace``)."""
+    if type(action) is not Action:
+        return replace(action, intent=intent)
+    return Action(
+        agent=action.agent,
+        intent=intent,
+        limits=action.limits,
+        rail=action.rail,
+        wasm_args=action.wasm_args,
+        hold_seconds=action.hold_seconds,
+        approval_timeout=action.approval_timeout,
+        audited=action.audited,
+    )
 
 
 def _hold(action: Action) -> Flow[Reservation]:
@@ -174,13 +196,14 @@ def _hold(action: Action) -> Flow[Reservation]:
         hold: Reservation = yield Reserve(
             action.agent,
             action.intent.spend,
-            key=f"local:{uuid.uuid4().hex}",
+            key=f"local:{secrets.token_hex(16)}",  # 32 hex digits, as uuid4().hex, cheaper
             limits=action.limits,
             # a hold must outlive a wait for a person, or the budget would not be held
             hold_seconds=action.hold_seconds + (action.approval_timeout or 0.0),
         )
     except Exception as exc:
-        yield Audit("refused", _refusal(action, exc))
+        if action.audited:
+            yield Audit("refused", _refusal(action, exc))
         raise
     return hold
 
@@ -191,21 +214,23 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
         _same_intent(verified, action)
     except Exception as exc:
         yield Release(hold.id, f"not authorized: {_why(exc)}"[:1000])
-        yield Audit("denied", {**_refusal(action, exc), "released": hold.id})
+        if action.audited:
+            yield Audit("denied", {**_refusal(action, exc), "released": hold.id})
         raise
-    yield Audit(
-        "authorized",
-        {
-            "rail": action.rail,
-            "intent": action.intent.wire(),
-            "intent_hash": "0x" + action.intent.intent_hash.hex(),
-            "attestation": verified.attestation.to_json(),
-            "tier": verified.attestation.tier,
-            "signers": list(verified.signers),
-            "reservation": hold.id,
-            **_policy_data(verified.attestation.policy_data),
-        },
-    )
+    if action.audited:
+        yield Audit(
+            "authorized",
+            {
+                "rail": action.rail,
+                "intent": action.intent.wire(),
+                "intent_hash": "0x" + action.intent.intent_hash.hex(),
+                "attestation": verified.attestation.to_json(),
+                "tier": verified.attestation.tier,
+                "signers": list(verified.signers),
+                "reservation": hold.id,
+                **_policy_data(verified.attestation.policy_data),
+            },
+        )
     return verified
 
 
@@ -234,16 +259,17 @@ def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttest
                 raise
             if deadline is None:
                 deadline = time.monotonic() + action.approval_timeout
-                yield Audit(
-                    "approval_pending",
-                    {
-                        "rail": action.rail,
-                        "intent_hash": intent_hash,
-                        "reasons": list(exc.reasons),
-                        "reservation": hold.id,
-                        "timeout": action.approval_timeout,
-                    },
-                )
+                if action.audited:
+                    yield Audit(
+                        "approval_pending",
+                        {
+                            "rail": action.rail,
+                            "intent_hash": intent_hash,
+                            "reasons": list(exc.reasons),
+                            "reservation": hold.id,
+                            "timeout": action.approval_timeout,
+                        },
+                    )
             yield AwaitApproval(intent_hash, deadline, hold.id)
 
 
@@ -276,7 +302,7 @@ def _hashes_to(intent: object, action: Action, want: bytes) -> bool:
     ours = action.intent
     kind = type(ours)
     if type(intent) is kind:
-        for name in kind.model_fields:
+        for name in INTENT_FIELDS[kind]:
             theirs, mine = getattr(intent, name, None), getattr(ours, name)
             if type(theirs) is not type(mine) or type(mine) not in _PLAIN or theirs != mine:
                 break
@@ -308,15 +334,16 @@ def _unwind(action: Action, task: str, holds: list[Reservation], exc: BaseExcept
         yield Release(held.id, reason)
     if not isinstance(exc, AttestationReplayed):
         yield GatewayRelease(task)
-    yield Audit(
-        "refused" if isinstance(exc, LedgerError | FeeCapExceeded) else "released",
-        {
-            "rail": action.rail,
-            "task_id": task,
-            "error": type(exc).__name__,
-            "reason": reason,
-        },
-    )
+    if action.audited:
+        yield Audit(
+            "refused" if isinstance(exc, LedgerError | FeeCapExceeded) else "released",
+            {
+                "rail": action.rail,
+                "task_id": task,
+                "error": type(exc).__name__,
+                "reason": reason,
+            },
+        )
 
 
 def settle(flight: InFlight, signed: Signed, outcome: Outcome) -> Flow[Settled]:
@@ -335,45 +362,50 @@ def settle(flight: InFlight, signed: Signed, outcome: Outcome) -> Flow[Settled]:
             # It landed (the answer is in hand): throwing it away would make the caller pay
             # again. The holds stay signed, counted at their full amount, for recover().
             yield GatewayCommit(task, outcome.outcome)
-            yield Audit(
-                "outcome_unknown",
-                {
-                    **base,
-                    "reservation_id": main.id,
-                    "reason": "landed, but the ledger could not record it "
-                    f"({_why(exc)}); its reservations stay signed and counted until "
-                    "ledger.recover() settles them",
-                    **outcome.record,
-                },
-            )
+            if action.audited:
+                yield Audit(
+                    "outcome_unknown",
+                    {
+                        **base,
+                        "reservation_id": main.id,
+                        "reason": "landed, but the ledger could not record it "
+                        f"({_why(exc)}); its reservations stay signed and counted until "
+                        "ledger.recover() settles them",
+                        **outcome.record,
+                    },
+                )
             return Settled(verified, main, signed, outcome)
         yield GatewayCommit(task, outcome.outcome)
         spend = action.intent.spend
-        yield Audit(
-            "committed",
-            {
-                **base,
-                "amount": str(final.amount),
-                "asset": spend.asset,
-                **({"fee": str(outcome.fee)} if fees and outcome.fee is not None else {}),
-                **outcome.record,
-            },
-        )
+        if action.audited:
+            yield Audit(
+                "committed",
+                {
+                    **base,
+                    "amount": str(final.amount),
+                    "asset": spend.asset,
+                    **({"fee": str(outcome.fee)} if fees and outcome.fee is not None else {}),
+                    **outcome.record,
+                },
+            )
         return Settled(verified, final, signed, outcome)
     if isinstance(outcome, Reverted):
         yield Release(main.id, f"reverted: {outcome.reason}"[:1000])
         for fee in fees:  # the chain charged the fee all the same
             yield Commit(fee.id, "fee of a reverted transaction", outcome.fee)
         yield GatewayRelease(task)
-        yield Audit("reverted", {**base, "reason": outcome.reason, **outcome.record})
+        if action.audited:
+            yield Audit("reverted", {**base, "reason": outcome.reason, **outcome.record})
         raise outcome.error
     if isinstance(outcome, NeverLanded):
         for held in flight.holds:
             yield Release(held.id, f"can never land: {outcome.reason}"[:1000])
         yield GatewayRelease(task)
-        yield Audit("released", {**base, "reason": outcome.reason, **outcome.record})
+        if action.audited:
+            yield Audit("released", {**base, "reason": outcome.reason, **outcome.record})
         raise outcome.error
-    yield Audit(outcome.kind, {**base, "reason": outcome.reason, **outcome.record})
+    if action.audited:
+        yield Audit(outcome.kind, {**base, "reason": outcome.reason, **outcome.record})
     if outcome.error is not None:
         raise outcome.error
     return Settled(verified, main, signed, outcome)

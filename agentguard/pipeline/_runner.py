@@ -8,7 +8,10 @@ bookkeeping (commit/release) is queued for the guard's background worker
 keeps counting, never less.
 
 Both runners execute one step per ``execute`` call, which is the seam for tracing and fault
-injection (wrap ``execute``, or pass a port whose ``send`` misbehaves).
+injection (wrap ``execute``, or pass a port whose ``send`` misbehaves). Steps that never wait
+(ledger, audit, a non-blocking port's plain methods) a stock runner performs on the spot
+(``now``), without a coroutine per step; a runner whose ``execute`` was replaced gets every
+step through it.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from agentguard.pipeline._steps import (
 if TYPE_CHECKING:
     from agentguard._guard import AsyncGuard, Guard
 
-__all__ = ["AsyncPort", "AsyncRunner", "AuditSink", "Port", "Runner"]
+__all__ = ["LATER", "AsyncPort", "AsyncRunner", "AuditSink", "Port", "Runner"]
 
 log = get_logger("agentguard.pipeline")
 R = TypeVar("R")
@@ -162,6 +165,29 @@ def _port_call(
 
 _LOCAL = (Reserve, Bind, MarkSigned, Commit, Release, Audit)
 _PORT = (Prepare, Sign, Abandon, Send, Confirm)
+_LOCAL_TYPES = frozenset(_LOCAL)
+_PORT_TYPES = frozenset(_PORT)
+
+LATER: Any = object()
+"""``now``'s answer for a step that has to go through ``execute``."""
+
+
+def _now(runner: Any, stock: Callable[..., Any], step: Step, port: object) -> Any:
+    """What ``runner.execute(step, port)`` would return (or raise) for a step of exactly a step
+    class that never waits: a ledger or audit step, or a plain method of a port that says
+    ``blocking = False`` (both runners call such a method directly); ``LATER`` for anything
+    else, and for every step when ``execute`` is not ``stock`` (a subclass's or an instance's
+    own: the seam for tracing and fault injection sees every step)."""
+    if type(runner).execute is not stock or "execute" in runner.__dict__:  # not the stock one
+        return LATER
+    kind = type(step)
+    if kind in _LOCAL_TYPES:
+        return _local_step(runner.ledger, runner.audit, step)
+    if kind in _PORT_TYPES and port is not None and not getattr(port, "blocking", True):
+        method, args = _port_call(port, step)  # type: ignore[arg-type]
+        if not _coroutine(method):
+            return method(*args)
+    return LATER
 
 
 def _pending(pending: Prepared | None, step: Step, value: Any, ok: bool) -> Prepared | None:
@@ -282,7 +308,9 @@ class Runner:
                     return stop.value  # type: ignore[no-any-return]
                 value, error = None, None
                 try:
-                    value = self.execute(step, port)
+                    value = self.now(step, port)
+                    if value is LATER:
+                        value = self.execute(step, port)
                 except Exception as exc:  # handed back to the flow, which decides
                     error = exc
                 pending = _pending(pending, step, value, error is None)
@@ -290,6 +318,10 @@ class Runner:
             if pending is not None and port is not None:
                 port.abandon(pending)
             raise
+
+    def now(self, step: Step, port: Port | None = None) -> Any:
+        """``execute(step, port)`` for a step that never waits, or ``LATER`` (``_now``)."""
+        return _now(self, _RUNNER_EXECUTE, step, port)
 
     def execute(self, step: Step, port: Port | None = None) -> Any:
         if isinstance(step, _LOCAL):
@@ -355,7 +387,9 @@ class AsyncRunner:
                     return stop.value  # type: ignore[no-any-return]
                 value, error = None, None
                 try:
-                    value = await self.execute(step, port)
+                    value = self.now(step, port)
+                    if value is LATER:
+                        value = await self.execute(step, port)
                 except Exception as exc:
                     error = exc
                 pending = _pending(pending, step, value, error is None)
@@ -365,6 +399,11 @@ class AsyncRunner:
                 if inspect.isawaitable(done):
                     await done
             raise
+
+    def now(self, step: Step, port: Port | AsyncPort | None = None) -> Any:
+        """What ``await execute(step, port)`` gives for a step that never waits, performed
+        without a coroutine; ``LATER`` for any other step (``_now``)."""
+        return _now(self, _ASYNC_RUNNER_EXECUTE, step, port)
 
     async def execute(self, step: Step, port: Port | AsyncPort | None = None) -> Any:
         if isinstance(step, _LOCAL):
@@ -416,3 +455,9 @@ class AsyncRunner:
                     return
             except GatewayUnavailable:
                 continue  # transient: ask again until the deadline
+
+
+# Each runner's own ``execute``, as defined above: ``now`` defers to whatever replaced it
+# (a subclass, an instance attribute, or the class attribute itself, as a tracer does).
+_RUNNER_EXECUTE = Runner.execute
+_ASYNC_RUNNER_EXECUTE = AsyncRunner.execute

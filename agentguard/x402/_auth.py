@@ -46,6 +46,7 @@ from agentguard._logging import get_logger
 from agentguard._signer import Signer
 from agentguard.ledger import Ledger, Limits
 from agentguard.pipeline import (
+    LATER,
     Action,
     AsyncRunner,
     AuditSink,
@@ -243,7 +244,7 @@ class X402Auth(httpx.Auth):
             raise ConfigurationError(
                 "an AsyncGuard cannot authorize inside a blocking httpx.Client; pass a Guard"
             )
-        flow = self._flow(request)
+        flow = self._flow(request, runner)
         try:
             value: Any = None
             error: Exception | None = None
@@ -278,7 +279,7 @@ class X402Auth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         runner = self._async_runner
-        flow = self._flow(request)
+        flow = self._flow(request, runner)
         try:
             value: Any = None
             error: Exception | None = None
@@ -311,7 +312,7 @@ class X402Auth(httpx.Auth):
 
     # -- the flow -----------------------------------------------------------------------------
 
-    def _flow(self, request: httpx.Request) -> _Flow:
+    def _flow(self, request: httpx.Request, runner: Runner | AsyncRunner) -> _Flow:
         lost = None
         if self._unanswered:  # only then is the request's fingerprint worth computing
             fingerprint = _fingerprint(request)
@@ -320,7 +321,9 @@ class X402Auth(httpx.Auth):
         if lost is not None:
             log.info("re-sending an unanswered payment", reference=lost.signed.reference)
             outcome = yield from self._send_paid(request, lost.signed, lost.flight, resend=True)
-            yield from self._pipeline(settle(lost.flight, lost.signed, outcome), None, request)
+            yield from self._pipeline(
+                settle(lost.flight, lost.signed, outcome), None, request, runner
+            )
             return
         session = self._sessions.live(request)
         for attempt in range(2):
@@ -333,7 +336,7 @@ class X402Auth(httpx.Auth):
             )
             req = select(required, self._allowances, from_vault=self._vault is not None)
             if req.scheme != "upto":
-                yield from self._pay(request, required, req)
+                yield from self._pay(request, required, req, runner)
                 return
             # Racing requests would each sign and hold a session maximum: one pays, the
             # others wait for it and ride its session (at most once, then they pay).
@@ -341,7 +344,7 @@ class X402Auth(httpx.Auth):
             try:
                 session = self._sessions.live(request)
                 if session is None or attempt:
-                    yield from self._pay(request, required, req)
+                    yield from self._pay(request, required, req, runner)
                     return
             finally:
                 self._sessions.release(opening)
@@ -393,16 +396,19 @@ class X402Auth(httpx.Auth):
         request: httpx.Request,
         required: PaymentRequired,
         req: Requirement,
+        runner: Runner | AsyncRunner,
     ) -> _Flow:
-        intent = PaymentIntent(
-            payer=self._payer,
-            scheme=req.scheme,
-            network=req.network,
-            asset=req.asset,
-            amount=req.amount,
-            pay_to=req.pay_to,
-            resource=req.resource,
-            x402_version=req.x402_version,
+        intent = PaymentIntent.from_fields(
+            {
+                "payer": self._payer,
+                "scheme": req.scheme,
+                "network": req.network,
+                "asset": req.asset,
+                "amount": req.amount,
+                "pay_to": req.pay_to,
+                "resource": req.resource,
+                "x402_version": req.x402_version,
+            }
         )
         port = PaymentPort(
             signer=self._signer,
@@ -419,11 +425,19 @@ class X402Auth(httpx.Auth):
             limits=self._limits,
             rail="payment",
             approval_timeout=self._approval_timeout,
+            audited=self._audit is not None,
         )
-        yield from self._pipeline(guarded(action), port, request)
+        yield from self._pipeline(guarded(action), port, request, runner)
 
-    def _pipeline(self, core: Flow[Settled], port: Port | None, request: httpx.Request) -> _Flow:
-        """Run the pipeline's steps through the driver; its ``Send`` is the paid retry."""
+    def _pipeline(
+        self,
+        core: Flow[Settled],
+        port: Port | None,
+        request: httpx.Request,
+        runner: Runner | AsyncRunner,
+    ) -> _Flow:
+        """Run the pipeline's steps: the driver's ``runner`` performs each (at once if it
+        never waits, ``runner.now``; else through the driver); ``Send`` is the paid retry."""
         value: Any = None
         error: Exception | None = None
         while True:
@@ -436,7 +450,9 @@ class X402Auth(httpx.Auth):
                 if isinstance(step, Send):
                     value = yield from self._send_paid(request, step.signed, step.flight)
                 else:
-                    value = yield _Do(step, port)
+                    value = runner.now(step, port)
+                    if value is LATER:
+                        value = yield _Do(step, port)
             except Exception as exc:
                 error = exc
 
@@ -450,7 +466,8 @@ class X402Auth(httpx.Auth):
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
         paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url), resend)
-        request.headers.pop(UPTO_SESSION, None)
+        if UPTO_SESSION in request.headers:  # (``pop`` raises and catches a KeyError when absent)
+            del request.headers[UPTO_SESSION]
         request.headers[payment.header] = payment.value
         request.extensions[PAYMENT_EXTENSION] = paid
         request.extensions.pop(NOT_SENT_EXTENSION, None)

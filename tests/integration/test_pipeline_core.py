@@ -3,6 +3,7 @@ failure at each point gives back. No network, no chain: every step's answer is s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,9 +73,12 @@ def reservation(rid: str, state: Any = "reserved") -> Reservation:
     )  # fmt: skip
 
 
-def drive(answers: dict[str, Callable[[Any], Any]]) -> tuple[list[str], BaseException | None]:
+def drive(
+    answers: dict[str, Callable[[Any], Any]], *, audited: bool = True
+) -> tuple[list[str], BaseException | None]:
     """Runs the core, answering each step by its class name; returns the step trace."""
-    flow = guarded(Action(agent=AGENT, intent=INTENT, limits=Limits(), rail="transaction"))
+    action = Action(agent=AGENT, intent=INTENT, limits=Limits(), rail="transaction")
+    flow = guarded(dataclasses.replace(action, audited=audited))
     trace: list[str] = []
     value: Any = None
     error: Exception | None = None
@@ -215,3 +219,31 @@ def test_a_hold_that_expired_during_authorization_signs_nothing() -> None:
     assert flush(runner.guard) == 0  # the gateway release runs in the background
     assert port.signed == 0 and len(_Guard.authorizer.released) == 1
     assert ledger.usage(AGENT, 3600).count == 0
+
+
+OUTCOMES: list[Any] = [
+    Landed("0xtx", fee=3, result="r"),
+    Reverted("out of gas", TransactionReverted("reverted"), fee=2),
+    NeverLanded("dropped", OutcomeUnknown("dropped")),
+    StillCounted("outcome_unknown", "lost", record={"status": 0}),
+]
+STEPS = ["Reserve", "Authorize", "Bind", "Prepare", "Sign", "MarkSigned", "Send", "Confirm",
+         "Commit", "Release", "GatewayCommit", "GatewayRelease", "Abandon"]  # fmt: skip
+
+
+def test_an_unaudited_flow_is_the_audited_one_without_audit_steps() -> None:
+    """``Action.audited=False`` (an entry point without an audit sink): the same steps, values
+    and errors, only no records built and no ``Audit`` steps, with a failure at every step and
+    each kind of outcome."""
+    outcomes = set()
+    for where in [None, *STEPS]:
+        for outcome in [Sent(), *OUTCOMES]:
+            answers = with_(Send=lambda s, outcome=outcome: outcome)  # type: ignore[misc]
+            if where is not None:
+                answers[where] = fail(ReservationError(f"{where} failed"))
+            (trace, error), (bare, bare_error) = drive(answers), drive(answers, audited=False)
+            assert any(n.startswith("Audit:") for n in trace)
+            assert [n for n in trace if not n.startswith("Audit:")] == bare
+            assert (type(error), str(error)) == (type(bare_error), str(bare_error))
+            outcomes.add(type(error).__name__)
+    assert {"NoneType", "ReservationError", "TransactionReverted", "OutcomeUnknown"} <= outcomes

@@ -8,7 +8,7 @@ from eth_hash.auto import keccak as eth_keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard._eip712 import keccak
+from agentguard._eip712 import _keccak_cffi, _keccak_object, keccak
 
 
 def test_known_vectors() -> None:
@@ -30,3 +30,25 @@ def test_equals_eth_hash(data: bytes) -> None:
 
 def test_accepts_bytes_like() -> None:
     assert keccak(bytearray(b"abc")) == keccak(memoryview(b"abc")) == eth_keccak(b"abc")
+
+
+def test_the_cffi_calls_equal_the_hash_object() -> None:
+    """``_keccak_cffi`` (pycryptodome's C functions called directly) against its hash object:
+    the same digest for bytes-like input, the same error type for anything else."""
+    assert keccak is _keccak_cffi  # this virtualenv's pycryptodome uses cffi
+    rng = random.Random(11)
+    for size in [*range(0, 280), 4096, 100_000]:
+        data = rng.randbytes(size)
+        assert _keccak_cffi(data) == _keccak_object(data)
+        assert _keccak_cffi(bytearray(data)) == _keccak_object(bytearray(data))
+        assert _keccak_cffi(memoryview(data)) == _keccak_object(memoryview(data))
+    strided = memoryview(b"abcdef")[::2]
+    hostile: list[object] = [5, "abc", None, 2.5, [1, 2], strided, object()]
+    for value in hostile:
+        outcomes = []
+        for hash_ in (_keccak_cffi, _keccak_object):
+            try:
+                outcomes.append(hash_(value))  # type: ignore[arg-type]
+            except Exception as exc:
+                outcomes.append(type(exc))
+        assert outcomes[0] == outcomes[1], value

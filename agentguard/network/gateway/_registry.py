@@ -9,6 +9,7 @@ material, the params as hex) is computed once, here, when the client is register
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from agentguard.network.state import (
     policy_from_spec,
     policy_material,
 )
-from agentguard.policies import Policy
+from agentguard.policies import Policy, bundled, load
 
 if TYPE_CHECKING:
     from agentguard.network.usage import ChainUsageCheck
@@ -41,23 +42,53 @@ __all__ = ["Clients", "PolicyClient", "validated_params"]
 log = get_logger("agentguard.network.gateway")
 
 CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
+MAX_WINDOW = 2**62  # longer than any clock; past it the state's 64-bit "now - window" overflows
+
+
+def history_windows(registration: Registration) -> tuple[int, ...]:
+    """The windows ``data.wasm.history`` has for a client: those its params name, plus 3600
+    and 86400 unless its policy is a bundled one. Each window sent costs every operator about
+    18 input nodes per evaluation, and no bundled policy reads a window its params do not
+    name; a custom policy may read the two windows earlier gateways always sent (and, written
+    to allow on a missing value, would fail open without them), so it keeps them."""
+    named = _windows(registration.params)
+    if registration.policy_code_hash in _bundled_code_hashes():
+        return named
+    return tuple(sorted({*named, *DEFAULT_WINDOWS}))
+
+
+@functools.cache
+def _bundled_code_hashes() -> frozenset[bytes]:
+    return frozenset(load(name).code_hash for name in bundled())
 
 
 def _windows(params: Any) -> tuple[int, ...]:
-    """Every ``window_seconds`` value anywhere in the params, plus 3600 and 86400."""
-    found: set[int] = set(DEFAULT_WINDOWS)
+    """Every ``window_seconds`` value anywhere in the params. An integral float counts as its
+    integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it as
+    ``"120"`` (left out, every action of such a client would be denied)."""
+    found: set[int] = set()
     stack = [params]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "window_seconds" and isinstance(value, int) and value > 0:
-                    found.add(value)
+                seconds = _seconds(value) if key == "window_seconds" else 0
+                if seconds:
+                    found.add(seconds)
                 else:
                     stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)
     return tuple(sorted(found))
+
+
+def _seconds(value: Any) -> int:
+    """A window's length from a ``window_seconds`` value: a positive int or integral float
+    (not a bool, not a string) up to ``MAX_WINDOW``; 0 for anything else (a policy that
+    reads it finds no history and denies)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and 0 < value <= MAX_WINDOW else 0
 
 
 @dataclass(frozen=True)
@@ -104,7 +135,7 @@ class PolicyClient:
             expire_after=registration.expire_after,
             chain_id=registration.chain_id,
             policy_id=registration.policy_id,
-            windows=_windows(registration.params),
+            windows=history_windows(registration),
             material=material,
             params_hex="0x" + registration.params_json.hex(),
             request_lean=members(fixed),

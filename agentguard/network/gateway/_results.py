@@ -35,10 +35,14 @@ def wasm_data(
     *,
     approved: bool,
 ) -> dict[str, Any]:
-    """The policy's oracle data: the windows' totals before and with this spend."""
+    """The policy's oracle data: the totals of the windows the client's params name (the state
+    may track more) before and with this spend."""
     asset, amount = task.spend_asset, task.spend_amount
     windows: dict[str, Any] = {}
-    for seconds, totals in history.items():
+    for seconds in task.client.windows:
+        totals = history.get(seconds)
+        if totals is None:  # never: the state tracks every window asked for (fails closed)
+            continue
         spent = {a: str(v) for a, v in totals.spent.items()}
         projected = dict(spent)
         projected[asset] = str(totals.spent.get(asset, 0) + amount)
