@@ -29,7 +29,7 @@ def server(kind: str) -> Server | None:
     """The session's server of ``kind`` (None: an external one named by the environment)."""
     if kind not in _servers:
         try:
-            started = _servers[kind] = _STARTERS[kind]()
+            started = _servers[kind] = _STARTERS[kind](durable=False)  # see servers.py
             atexit.register(started.close)  # also if the session ends without its finish hook
         except ServerUnavailable as exc:
             _servers[kind] = str(exc)

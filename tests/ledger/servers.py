@@ -5,6 +5,11 @@ PostgreSQL is ``initdb``'d into that directory and, when we are root, run as an 
 user (it refuses to run as root). Redis keeps an append-only file, so a restart (``restart``)
 comes back with every acknowledged write, as a production ledger's Redis must be configured.
 
+``durable=False`` (the test session's shared servers) still writes every acknowledged change
+to the OS before answering (a killed or restarted server loses nothing) but never waits for
+the disk (``fsync``): only a power cut could tell the difference, and no test makes one.
+Benchmarks and the tests that restart their own server keep the default, durable set-up.
+
 ``python -m tests.ledger.servers`` starts both, prints their URLs and waits (Ctrl-C stops them).
 """
 
@@ -129,7 +134,7 @@ def _workdir(name: str, user: int | None) -> Path:
     return directory
 
 
-def start_redis() -> Server:
+def start_redis(*, durable: bool = True) -> Server:
     binary = _which("redis-server")
     if binary is None:
         raise ServerUnavailable(
@@ -144,7 +149,7 @@ def start_redis() -> Server:
         "--dir", str(directory),
         "--save", "",
         "--appendonly", "yes",
-        "--appendfsync", "always",
+        "--appendfsync", "always" if durable else "no",
         "--daemonize", "no",
         "--protected-mode", "yes",
     ]  # fmt: skip
@@ -165,7 +170,7 @@ def _unprivileged() -> int | None:
     raise ServerUnavailable("running as root and no unprivileged user to run PostgreSQL as")
 
 
-def start_postgres() -> Server:
+def start_postgres(*, durable: bool = True) -> Server:
     initdb, postgres = _which("initdb"), _which("postgres")
     if initdb is None or postgres is None:
         raise ServerUnavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
@@ -194,6 +199,7 @@ def start_postgres() -> Server:
         "-k", str(directory),
         "-c", "max_connections=300",
         "-c", "shared_buffers=64MB",
+        *([] if durable else ["-c", "fsync=off"]),
     ]  # fmt: skip
     server = Server(
         "postgres",
