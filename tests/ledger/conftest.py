@@ -10,6 +10,7 @@ import atexit
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ from tests.ledger.servers import Server, ServerUnavailable, start_postgres, star
 
 BACKENDS = ["sqlite", "redis", "postgres"]
 _ENV = {"redis": "AGENTGUARD_TEST_REDIS_URL", "postgres": "AGENTGUARD_TEST_POSTGRES_URL"}
-_STARTERS = {"redis": start_redis, "postgres": start_postgres}
+# the session's PostgreSQL skips fsync (servers.py says why nothing a test proves changes)
+_STARTERS: dict[str, Callable[[], Server]] = {
+    "redis": start_redis,
+    "postgres": partial(start_postgres, durable=False),
+}
 _servers: dict[str, Server | str] = {}  # a running server, or why it could not start
 _skipped: dict[str, list[str]] = {}
 
@@ -29,7 +34,7 @@ def server(kind: str) -> Server | None:
     """The session's server of ``kind`` (None: an external one named by the environment)."""
     if kind not in _servers:
         try:
-            started = _servers[kind] = _STARTERS[kind](durable=False)  # see servers.py
+            started = _servers[kind] = _STARTERS[kind]()
             atexit.register(started.close)  # also if the session ends without its finish hook
         except ServerUnavailable as exc:
             _servers[kind] = str(exc)

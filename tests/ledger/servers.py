@@ -5,10 +5,11 @@ PostgreSQL is ``initdb``'d into that directory and, when we are root, run as an 
 user (it refuses to run as root). Redis keeps an append-only file, so a restart (``restart``)
 comes back with every acknowledged write, as a production ledger's Redis must be configured.
 
-``durable=False`` (the test session's shared servers) still writes every acknowledged change
-to the OS before answering (a killed or restarted server loses nothing) but never waits for
-the disk (``fsync``): only a power cut could tell the difference, and no test makes one.
-Benchmarks and the tests that restart their own server keep the default, durable set-up.
+``start_postgres(durable=False)`` (the test session's shared server) still writes every
+committed change to the OS before answering (a killed or restarted server loses nothing) but
+never waits for the disk (``fsync=off``): only a power cut could tell the difference, and no
+test makes one. Redis always fsyncs: the Redis ledger refuses any other set-up. Benchmarks and
+the tests that restart their own server keep the default, durable set-up.
 
 ``python -m tests.ledger.servers`` starts both, prints their URLs and waits (Ctrl-C stops them).
 """
@@ -134,7 +135,7 @@ def _workdir(name: str, user: int | None) -> Path:
     return directory
 
 
-def start_redis(*, durable: bool = True) -> Server:
+def start_redis() -> Server:
     binary = _which("redis-server")
     if binary is None:
         raise ServerUnavailable(
@@ -149,7 +150,7 @@ def start_redis(*, durable: bool = True) -> Server:
         "--dir", str(directory),
         "--save", "",
         "--appendonly", "yes",
-        "--appendfsync", "always" if durable else "no",
+        "--appendfsync", "always",
         "--daemonize", "no",
         "--protected-mode", "yes",
     ]  # fmt: skip
