@@ -10,6 +10,7 @@ import atexit
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ from tests.ledger.servers import Server, ServerUnavailable, start_postgres, star
 
 BACKENDS = ["sqlite", "redis", "postgres"]
 _ENV = {"redis": "AGENTGUARD_TEST_REDIS_URL", "postgres": "AGENTGUARD_TEST_POSTGRES_URL"}
-_STARTERS = {"redis": start_redis, "postgres": start_postgres}
+# the session's PostgreSQL skips fsync (servers.py says why nothing a test proves changes)
+_STARTERS: dict[str, Callable[[], Server]] = {
+    "redis": start_redis,
+    "postgres": partial(start_postgres, durable=False),
+}
 _servers: dict[str, Server | str] = {}  # a running server, or why it could not start
 _skipped: dict[str, list[str]] = {}
 

@@ -1,7 +1,8 @@
 """One process of the ledger race (``test_ledger_race.py``): M threads reserving, signing and
 committing their share of the reservations, and claiming attestations, on one shared ledger.
 
-Reads a JSON job on stdin, waits for the common start time, prints a JSON report.
+Reads a JSON job line on stdin, prints ``ready`` once its ledger is open, starts its threads
+when the test writes ``go`` (to every worker at once), prints a JSON report.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from agentguard.ledger import Limits, RateCap, WindowCap, open_ledger, open_repl
 
 
 def main() -> None:
-    job: dict[str, Any] = json.loads(sys.stdin.read())
+    job: dict[str, Any] = json.loads(sys.stdin.readline())
     ledger = open_ledger(job["url"])
     guard = open_replay_guard(job["url"])
     asset, agent, big = job["asset"], job["agent"], int(job["big"])
@@ -64,7 +65,9 @@ def main() -> None:
 
     first = job["process"] * slots
     threads = [threading.Thread(target=work, args=(first + t,)) for t in range(slots)]
-    time.sleep(max(0.0, job["start"] - time.time()))
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":  # the test gave up: start nothing
+        return
     began = time.perf_counter()
     for t in threads:
         t.start()

@@ -5,6 +5,12 @@ PostgreSQL is ``initdb``'d into that directory and, when we are root, run as an 
 user (it refuses to run as root). Redis keeps an append-only file, so a restart (``restart``)
 comes back with every acknowledged write, as a production ledger's Redis must be configured.
 
+``start_postgres(durable=False)`` (the test session's shared server) still writes every
+committed change to the OS before answering (a killed or restarted server loses nothing) but
+never waits for the disk (``fsync=off``): only a power cut could tell the difference, and no
+test makes one. Redis always fsyncs: the Redis ledger refuses any other set-up. Benchmarks and
+the tests that restart their own server keep the default, durable set-up.
+
 ``python -m tests.ledger.servers`` starts both, prints their URLs and waits (Ctrl-C stops them).
 """
 
@@ -165,7 +171,7 @@ def _unprivileged() -> int | None:
     raise ServerUnavailable("running as root and no unprivileged user to run PostgreSQL as")
 
 
-def start_postgres() -> Server:
+def start_postgres(*, durable: bool = True) -> Server:
     initdb, postgres = _which("initdb"), _which("postgres")
     if initdb is None or postgres is None:
         raise ServerUnavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
@@ -194,6 +200,7 @@ def start_postgres() -> Server:
         "-k", str(directory),
         "-c", "max_connections=300",
         "-c", "shared_buffers=64MB",
+        *([] if durable else ["-c", "fsync=off"]),
     ]  # fmt: skip
     server = Server(
         "postgres",

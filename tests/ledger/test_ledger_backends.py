@@ -111,15 +111,16 @@ def test_backend_down_fails_closed_and_back_resumes(own_server: Server) -> None:
 
 
 _VERIFY = """
-import json, sys, time
+import json, sys
 from agentguard import Attestation, TransactionIntent, Verifier
 from agentguard._exceptions import AttestationReplayed
 from agentguard.ledger import open_replay_guard
-job = json.loads(sys.stdin.read())
+job = json.loads(sys.stdin.readline())
 verifier = Verifier(job["operators"], policy_client=job["client"],
                     replay_guard=open_replay_guard(job["url"]))
 intent = TransactionIntent.erc20_transfer(**job["intent"])
-time.sleep(max(0.0, job["start"] - time.time()))  # all four start verifying together
+print("ready", flush=True)
+assert sys.stdin.readline().strip() == "go"  # all four start verifying together
 won = []
 for text in job["attestations"]:
     try:
@@ -161,7 +162,6 @@ def test_two_verifiers_in_two_processes_never_accept_one_attestation(
         "url": url,
         "intent": fields,
         "attestations": attestations,
-        "start": time.time() + 4,
     }
     procs = [
         subprocess.Popen(
@@ -175,7 +175,13 @@ def test_two_verifiers_in_two_processes_never_accept_one_attestation(
     ]
     for proc in procs:
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(job))
+        proc.stdin.write(json.dumps(job) + "\n")
+        proc.stdin.flush()
+    for proc in procs:  # every verifier is ready before any starts
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
         proc.stdin.close()
     results = []
     for proc in procs:

@@ -112,14 +112,20 @@ def test_a_dripped_body_is_cut_off_with_an_answer(network: ReferenceNetwork) -> 
         (network.gateway_port, network.api_key),
         (network.operators[0].port, network.operators[0].token_file.read_text().strip()),
     ]
-    for port, secret in targets:
-        with socket.create_connection(("127.0.0.1", port)) as conn:
+    # both stalls at once: the two servers' clocks run together, one BODY_TIMEOUT in all
+    conns = [socket.create_connection(("127.0.0.1", port)) for port, _ in targets]
+    try:
+        for conn, (_, secret) in zip(conns, targets, strict=True):
             conn.sendall(
                 b"POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                 + secret.encode()
                 + b"\r\nContent-Length: 100\r\n\r\n{"
             )
             conn.settimeout(BODY_TIMEOUT + 20)
-            answer = read_response(conn)
+        answers = [read_response(conn) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+    for answer in answers:
         assert answer.startswith(b"HTTP/1.1 200"), answer
         assert b'"code":-32600' in answer and b"did not arrive" in answer, answer
