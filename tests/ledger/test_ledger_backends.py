@@ -230,7 +230,11 @@ def test_the_naive_model_holds_on_server_backends(
 
     base = base_url(kind, request)
     _urls[kind] = lambda: fresh_url(kind, base, tmp_path)
-    machine = type(f"Machine_{kind}", (_SharedLedgerMachine,), {"kind": kind})
+    machine = type(
+        f"Machine_{kind}",
+        (_SharedLedgerMachine,),
+        {"kind": kind, "refusal_undoes_the_sweep": kind != "redis"},
+    )
     run_state_machine_as_test(
         machine, settings=settings(max_examples=25, stateful_step_count=30, deadline=None)
     )
