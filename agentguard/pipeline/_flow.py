@@ -21,7 +21,6 @@ runner executes (``_runner.py``).
 from __future__ import annotations
 
 import copy
-import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from agentguard._exceptions import (
     TierTooLow,
     VerificationError,
 )
+from agentguard._json import strict_loads
 from agentguard._tickets import INTENT_FIELDS, fresh_intent
 from agentguard._verifier import VerifiedAttestation
 from agentguard.ledger import Limits, Reservation
@@ -236,8 +236,15 @@ def _authorize(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:
 
 def _policy_data(text: str | None) -> dict[str, Any]:
     """The policy data the operators evaluated (a reference network reports it), so an auditor
-    holding only this log can evaluate the policy again (``agentguard challenge``)."""
-    return {} if text is None else {"policy_data": json.loads(text)}
+    holding only this log can evaluate the policy again (``agentguard challenge``). It is
+    informational and never trusted: text that is not JSON (a custom guard's attestation) is
+    recorded as unreadable rather than raised after the hold was taken."""
+    if text is None:
+        return {}
+    try:
+        return {"policy_data": strict_loads(text)}
+    except (TypeError, ValueError):
+        return {"policy_data_unreadable": "the attestation's policy_data is not JSON"}
 
 
 def _authorize_or_wait(action: Action, hold: Reservation) -> Flow[VerifiedAttestation]:

@@ -247,3 +247,31 @@ def test_an_unaudited_flow_is_the_audited_one_without_audit_steps() -> None:
             assert (type(error), str(error)) == (type(bare_error), str(bare_error))
             outcomes.add(type(error).__name__)
     assert {"NoneType", "ReservationError", "TransactionReverted", "OutcomeUnknown"} <= outcomes
+
+
+@pytest.mark.parametrize("text", ["not json {", '{"a": 1, "a": 2}', "[" * 100])
+def test_policy_data_that_is_not_json_is_recorded_as_unreadable_not_raised(text: str) -> None:
+    """``policy_data`` is informational (never trusted): a custom guard's attestation whose
+    text is not (strict) JSON used to raise an untyped ``JSONDecodeError`` after the hold was
+    taken, leaving it and the gateway task unreleased. Now the flow goes on and says so."""
+    attestation = VERIFIED.attestation.model_copy(update={"policy_data": text})
+    odd = dataclasses.replace(VERIFIED, attestation=attestation)
+    records: list[Any] = []
+
+    def keep(step: Any) -> None:
+        records.append(step)
+
+    trace, error = drive(with_(Authorize=lambda s: odd, Audit=keep))
+    assert error is None
+    assert trace[-1] == "Audit:committed"
+    authorized = next(s for s in records if s.kind == "authorized")
+    assert "policy_data" not in authorized.record
+    assert authorized.record["policy_data_unreadable"] == (
+        "the attestation's policy_data is not JSON"
+    )
+    good = dataclasses.replace(
+        VERIFIED, attestation=VERIFIED.attestation.model_copy(update={"policy_data": '{"a": 1}'})
+    )
+    records.clear()
+    drive(with_(Authorize=lambda s: good, Audit=keep))
+    assert next(s for s in records if s.kind == "authorized").record["policy_data"] == {"a": 1}
