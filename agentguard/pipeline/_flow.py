@@ -119,7 +119,7 @@ def guarded(action: Action) -> Flow[Settled]:
     The flow works on its own copy of the intent, taken before the first step: what is held,
     authorized and checked against the attestation is one value the caller can no longer edit.
     """
-    action = _with_intent(action, fresh_intent(action.intent))
+    action = replace(action, intent=fresh_intent(action.intent))
     timeout = action.approval_timeout
     if timeout is not None and (
         isinstance(timeout, bool)
@@ -172,23 +172,6 @@ def guarded(action: Action) -> Flow[Settled]:
     else:
         outcome = answer
     return (yield from settle(flight, signed, outcome))
-
-
-def _with_intent(action: Action, intent: Intent) -> Action:
-    """``dataclasses.replace(action, intent=intent)``, written out for ``Action`` itself (a
-    subclass goes through ``replace``)."""
-    if type(action) is not Action:
-        return replace(action, intent=intent)
-    return Action(
-        agent=action.agent,
-        intent=intent,
-        limits=action.limits,
-        rail=action.rail,
-        wasm_args=action.wasm_args,
-        hold_seconds=action.hold_seconds,
-        approval_timeout=action.approval_timeout,
-        audited=action.audited,
-    )
 
 
 def _hold(action: Action) -> Flow[Reservation]:
