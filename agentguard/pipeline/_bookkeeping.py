@@ -75,7 +75,7 @@ MAX_WAIT = 3600.0
 IDLE_SECONDS = 2.0
 """A worker thread with nothing to do for this long ends (the next call starts one); an
 asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
-LINGER = 0.02
+LINGER = 0.05
 """Seconds a commit waits for others to share its round trip (``flush`` does not wait)."""
 BATCH = 64
 """Commits one round trip carries at most."""
@@ -157,32 +157,37 @@ class _Queue:
         heapq.heappush(self.jobs, _Job(due, next(self._seq), call, early=now))
         return True
 
-    def take(self, limit: int = 1, hurry: bool = False) -> list[_Job] | float | None:
-        """The next due job with, if it is a commit, every other commit that may go now (at
+    def take(
+        self, limit: int = 1, hurry: bool = False, linger: float = 0.0
+    ) -> list[_Job] | float | None:
+        """The next due job with, if it is a commit, the other commits that may go now (at
         most ``limit`` in all; each marked active); else the seconds until one is due, or
-        ``None`` when nothing is queued. ``hurry``: lingering commits are due."""
-        if not self.jobs:
+        ``None`` when nothing is queued. ``hurry``: lingering commits are due. ``linger``:
+        how long a commit lingers (those queued within it are looked at, no others)."""
+        jobs = self.jobs
+        if not jobs:
             return None
         now = time.monotonic()
-        head = self.jobs[0]
-        if head.due > now:
-            if not hurry:
-                return head.due - now
-            head = min(self.jobs, key=lambda job: (job.early, job.seq))
+        head = jobs[0]
+        if head.due <= now:
+            heapq.heappop(jobs)
+        elif not hurry:
+            return head.due - now
+        else:
+            head = min(jobs, key=lambda job: (job.early, job.seq))
             if head.early > now:
                 return head.early - now
-        self.jobs.remove(head)
+            jobs.remove(head)
+            heapq.heapify(jobs)
         batch = [head]
-        if isinstance(head.call, GatewayCommit) and limit > 1:
-            rest: list[_Job] = []
-            for job in sorted(self.jobs):
-                if len(batch) < limit and isinstance(job.call, GatewayCommit) and job.early <= now:
-                    batch.append(job)
-                else:
-                    rest.append(job)
-            self.jobs = rest  # sorted: still a heap
-        else:
-            heapq.heapify(self.jobs)
+        if isinstance(head.call, GatewayCommit):
+            aside: list[_Job] = []
+            while len(batch) < limit and jobs and jobs[0].due <= now + linger:
+                job = heapq.heappop(jobs)
+                may_go = isinstance(job.call, GatewayCommit) and job.early <= now
+                (batch if may_go else aside).append(job)
+            for job in aside:
+                heapq.heappush(jobs, job)
         self.active += len(batch)
         return batch
 
@@ -289,7 +294,8 @@ class Bookkeeper:
                     log.warning("bookkeeping worker not started", error=str(exc))
                 else:
                     self._worker = worker
-            self._cond.notify_all()
+            if self._queue.jobs[0].call is call:  # due before anything queued: wake
+                self._cond.notify_all()
 
     @property
     def pending(self) -> int:
@@ -315,10 +321,13 @@ class Bookkeeper:
             finally:
                 self._hurry -= 1
 
+    def _take(self) -> list[_Job] | float | None:
+        return self._queue.take(self.batch, self._hurry > 0, self.linger)
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not isinstance(jobs := self._queue.take(self.batch, self._hurry > 0), list):
+                while not isinstance(jobs := self._take(), list):
                     if jobs is not None:  # a retry (or a lingering commit) not yet due
                         self._cond.wait(jobs)
                     elif not self._cond.wait(IDLE_SECONDS) and not self._queue.outstanding():
@@ -379,8 +388,8 @@ class AsyncBookkeeper:
         if not self._queue.add(call, self.linger):
             return
         self._start(asyncio.get_running_loop())
-        if self._wake is not None:
-            self._wake.set()
+        if self._wake is not None and self._queue.jobs[0].call is call:  # due first: wake
+            self._wake.set()  # (a commit behind a lingering one goes with it, no sooner)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """A worker on ``loop`` unless one runs there (one whose loop is gone is replaced)."""
@@ -410,10 +419,13 @@ class AsyncBookkeeper:
             self._hurry -= 1
         return self._queue.outstanding()
 
+    def _take(self) -> list[_Job] | float | None:
+        return self._queue.take(self.batch, self._hurry > 0, self.linger)
+
     async def _work(self, wake: asyncio.Event, idle: asyncio.Event) -> None:
         """Send until nothing is queued, then end (the next ``submit`` starts another)."""
         try:
-            while (jobs := self._queue.take(self.batch, self._hurry > 0)) is not None:
+            while (jobs := self._take()) is not None:
                 if not isinstance(jobs, list):  # not yet due (or a new call, or a flush, sooner)
                     wake.clear()
                     with contextlib.suppress(TimeoutError):

@@ -371,3 +371,26 @@ def test_a_gateway_without_the_batch_method_gets_the_commits_one_by_one(
             answers = gateway.commit_many(tasks)
             assert all(isinstance(a, GatewayRPCError) and "no attested" in str(a) for a in answers)
         assert methods == ["agentguard_commitTasks"] + ["agentguard_commitTask"] * 4
+
+
+def test_a_flush_sends_lingering_commits_past_a_retry_that_is_not_due() -> None:
+    class Flaky(Authorizer):
+        def commit(self, task_id: str, outcome: str) -> None:
+            super().commit(task_id, outcome)
+            if task_id == TASKS[0]:
+                raise GatewayUnavailable("down (test)")
+
+    holder = Holder(Flaky())
+    book = Bookkeeper(holder)
+    book.linger, book.backoff = 0.0, 60.0
+    book.submit(GatewayCommit(TASKS[0], "landed"))
+    for _ in range(500):
+        if holder.authorizer.singles:
+            break
+        time.sleep(0.01)
+    book.linger = 60.0
+    book.submit(GatewayCommit(TASKS[1], "landed"))
+    book.submit(GatewayCommit(TASKS[2], "landed"))
+    assert book.flush(0.5) == 1  # the retry waits for its backoff, the others went
+    assert holder.authorizer.singles == [TASKS[0]]
+    assert holder.authorizer.batches == [TASKS[1:3]]
