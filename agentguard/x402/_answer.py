@@ -146,14 +146,27 @@ def redirected(request: httpx.Request, paid: Paid, where: str) -> PaymentOutcome
     )
 
 
-def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:
-    """The outcome of a paid request (a 402's body must have been read)."""
-    req = paid.payment.requirement
+def _redirected(response: httpx.Response, paid: Paid) -> bool:
+    """Whether a response that carried the payment was a redirect or came from another URL
+    than the one paid for. One answer, no redirect, from that URL (the common case): no,
+    whatever its headers say, so they are read only otherwise."""
+    if (
+        not response.history
+        and not response.has_redirect_location
+        and str(response.request.url) == paid.url
+    ):
+        return False
     carried = [
         r for r in (*response.history, response)
         if r.request.headers.get(paid.payment.header) == paid.payment.value
     ]  # fmt: skip
-    if any(r.has_redirect_location or str(r.request.url) != paid.url for r in carried):
+    return any(r.has_redirect_location or str(r.request.url) != paid.url for r in carried)
+
+
+def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:
+    """The outcome of a paid request (a 402's body must have been read)."""
+    req = paid.payment.requirement
+    if _redirected(response, paid):
         error = redirected(request, paid, str(response.request.url))
         return StillCounted(
             "outcome_unknown",
