@@ -148,19 +148,14 @@ def redirected(request: httpx.Request, paid: Paid, where: str) -> PaymentOutcome
 
 def _redirected(response: httpx.Response, paid: Paid) -> bool:
     """Whether a response that carried the payment was a redirect or came from another URL
-    than the one paid for. One answer, no redirect, from that URL (the common case): no,
-    whatever its headers say, so they are read only otherwise."""
-    if (
-        not response.history
-        and not response.has_redirect_location
-        and str(response.request.url) == paid.url
-    ):
-        return False
-    carried = [
-        r for r in (*response.history, response)
-        if r.request.headers.get(paid.payment.header) == paid.payment.value
-    ]  # fmt: skip
-    return any(r.has_redirect_location or str(r.request.url) != paid.url for r in carried)
+    than the one paid for. Headers are read only for such a response (rare): on the common
+    path (the 402 and the paid answer, from the paid URL) none is."""
+    header, value = paid.payment.header, paid.payment.value
+    return any(
+        r.request.headers.get(header) == value
+        for r in (*response.history, response)
+        if r.has_redirect_location or str(r.request.url) != paid.url
+    )
 
 
 def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:

@@ -1,6 +1,6 @@
-"""``outcome``'s redirect check with its fast path (one answer, no redirect, from the paid URL:
-no header read) against the check it had before, which read every response's request headers:
-the same verdict for seeded random and hostile answer chains."""
+"""``outcome``'s redirect check, which reads a request's headers only for a response that was a
+redirect or came from another URL, against the check it had before, which read every
+response's request headers first: the same verdict for seeded random and hostile chains."""
 
 from __future__ import annotations
 
