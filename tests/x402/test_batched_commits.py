@@ -394,3 +394,23 @@ def test_a_flush_sends_lingering_commits_past_a_retry_that_is_not_due() -> None:
     assert book.flush(0.5) == 1  # the retry waits for its backoff, the others went
     assert holder.authorizer.singles == [TASKS[0]]
     assert holder.authorizer.batches == [TASKS[1:3]]
+
+
+def test_commits_lingering_when_their_event_loop_ends_are_sent_by_the_next_flush() -> None:
+    holder = Holder(AsyncAuthorizer())
+    book = AsyncBookkeeper(holder)
+    book.linger = 60.0
+
+    async def queue_and_leave() -> None:
+        for task in TASKS[:3]:
+            book.submit(GatewayCommit(task, "landed"))
+        await asyncio.sleep(0.05)
+
+    asyncio.run(queue_and_leave())  # the worker is cancelled while they linger
+    assert book.pending == 3 and holder.authorizer.batches == []
+
+    async def drain() -> int:
+        return await book.flush(5.0)
+
+    assert asyncio.run(drain()) == 0
+    assert holder.authorizer.batches == [TASKS[:3]]
