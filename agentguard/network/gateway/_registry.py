@@ -42,7 +42,11 @@ __all__ = ["Clients", "PolicyClient", "validated_params"]
 log = get_logger("agentguard.network.gateway")
 
 CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
-MAX_WINDOW = 2**62  # longer than any clock; past it the state's 64-bit "now - window" overflows
+# The longest window a registration may name: ten years (the bundled schemas allow one). The
+# history of every window is kept that long by the gateway's books and by the challenger's
+# watch, whose horizon is the longest window of any client, so an owner cannot make either keep
+# everything forever (2^62 s was accepted before).
+MAX_WINDOW = 10 * 365 * 86400
 
 
 def history_windows(registration: Registration) -> tuple[int, ...]:
@@ -66,20 +70,21 @@ def _windows(params: Any) -> tuple[int, ...]:
     """Every ``window_seconds`` value anywhere in the params. An integral float counts as its
     integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it as
     ``"120"`` (left out, every action of such a client would be denied)."""
-    found: set[int] = set()
+    return tuple(sorted({s for v in _window_values(params) if (s := _seconds(v))}))
+
+
+def _window_values(params: Any) -> Iterator[Any]:
+    """The value of every ``window_seconds`` key anywhere in the params, as given."""
     stack = [params]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                seconds = _seconds(value) if key == "window_seconds" else 0
-                if seconds:
-                    found.add(seconds)
-                else:
-                    stack.append(value)
+                if key == "window_seconds":
+                    yield value
+                stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)
-    return tuple(sorted(found))
 
 
 def _seconds(value: Any) -> int:
@@ -89,6 +94,19 @@ def _seconds(value: Any) -> int:
     if type(value) is float and value.is_integer():
         value = int(value)
     return value if type(value) is int and 0 < value <= MAX_WINDOW else 0
+
+
+def _refuse_long_windows(params: Any) -> None:
+    """A registration naming a window longer than ``MAX_WINDOW`` is refused (one stored before
+    this bound gets no history for it: its policy denies what reads it)."""
+    for value in _window_values(params):
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is int and value > MAX_WINDOW:
+            raise invalid(
+                f"params: a window_seconds is longer than {MAX_WINDOW} s (10 years), the "
+                "longest a window may be"
+            )
 
 
 @dataclass(frozen=True)
@@ -304,6 +322,7 @@ class Clients:
                 f"policy_code_hash 0x{registration.policy_code_hash.hex()}"
             )
         validated_params(policy, registration.params)
+        _refuse_long_windows(registration.params)
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
         # Judged against the state's registration, never a replica's copy of it (up to
