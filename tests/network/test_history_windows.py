@@ -6,6 +6,7 @@ totals (real engine). A custom policy keeps the two defaults."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,12 @@ from coincurve import PrivateKey
 
 from agentguard import Signer
 from agentguard.challenge._history import Candidate, compare, windows_of
-from agentguard.network.gateway._registry import MAX_WINDOW, _windows, history_windows
+from agentguard.network._rpc import RPCError
+from agentguard.network.config import ApiKeyEntry, GatewaySettings
+from agentguard.network.gateway._registry import MAX_WINDOW, Clients, _windows, history_windows
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.registration import Registration
+from agentguard.network.state import PolicyClientRecord, State, open_state
 from agentguard.policies import Policy, load
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 from tests.policies import golden
@@ -202,18 +206,35 @@ def test_ten_years_is_a_window(network: ReferenceNetwork) -> None:
     assert str(MAX_WINDOW) in seen
 
 
-def test_a_stored_registration_with_a_longer_window_gets_no_history_for_it() -> None:
-    """One registered before the bound: the gateway sends no history for that window (its
-    policy denies what reads it) and the challenger's horizon does not follow it."""
-    key = "0x" + "42" * 32
+def _stored(state: State, key: str, windows: list[int]) -> str:
+    """A registration saved as one registered before the bound was."""
+    client = Signer.from_key(key).address
     registration = Registration.sign(
         PrivateKey(bytes.fromhex(key[2:])),
-        policy_client=Signer.from_key(key).address,
+        policy_client=client,
         policy=PROBE,
-        params={"w": [{"window_seconds": MAX_WINDOW + 1}, {"window_seconds": 120}]},
+        params={"w": [{"window_seconds": w} for w in windows]},
         expire_after=300,
         chain_id=8453,
         version=1,
     )
+    state.save_policy_client(PolicyClientRecord(registration, PROBE))
+    return client
+
+
+def test_a_stored_registration_with_a_longer_window_is_refused_tasks(tmp_path: Path) -> None:
+    """One registered before the bound gets no history for that window, so a policy written to
+    allow on a missing value would fail open: its tasks are refused (nothing reserved), and the
+    challenger's horizon does not follow it. A client within the bound is served."""
+    state = open_state(tmp_path / "state.sqlite3")
+    long = _stored(state, "0x" + "42" * 32, [MAX_WINDOW + 1, 120])
+    fine = _stored(state, "0x" + "43" * 32, [MAX_WINDOW, 120])
+    clients = Clients(GatewaySettings(), state, None)
+    key = ApiKeyEntry(sha256="00" * 32)
+    with pytest.raises(RPCError, match=r"longer than 315360000 s \(10 years\)") as refused:
+        clients.usable(key, long)
+    assert refused.value.code == -32602
+    assert clients.usable(key, fine).windows == (120, 3600, 86400, MAX_WINDOW)
+    registration = clients.registered(long).registration
     assert history_windows(registration) == (120, 3600, 86400)
     assert windows_of(registration, {str(MAX_WINDOW + 1): {}}) == [120, 3600, 86400]

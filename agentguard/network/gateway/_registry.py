@@ -96,17 +96,21 @@ def _seconds(value: Any) -> int:
     return value if type(value) is int and 0 < value <= MAX_WINDOW else 0
 
 
-def _refuse_long_windows(params: Any) -> None:
-    """A registration naming a window longer than ``MAX_WINDOW`` is refused (one stored before
-    this bound gets no history for it: its policy denies what reads it)."""
+def _long_window(params: Any) -> bool:
+    """Whether the params name a window longer than ``MAX_WINDOW``: refused at registration,
+    and a registration stored before the bound is refused tasks (it gets no history for that
+    window, and a policy written to allow on a missing value would fail open)."""
     for value in _window_values(params):
         if type(value) is float and value.is_integer():
             value = int(value)
         if type(value) is int and value > MAX_WINDOW:
-            raise invalid(
-                f"params: a window_seconds is longer than {MAX_WINDOW} s (10 years), the "
-                "longest a window may be"
-            )
+            return True
+    return False
+
+
+_LONG_WINDOW = (
+    f"a window_seconds is longer than {MAX_WINDOW} s (10 years), the longest a window may be"
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class PolicyClient:
     params_hex: str
     request_lean: bytes  # the client's part of every operator request (``Bodies``)
     request_full: bytes  # the same with the policy code, for an operator that lacks it
+    long_window: bool = False  # its params name a window longer than MAX_WINDOW: no tasks
 
     @property
     def code_hash(self) -> bytes:
@@ -154,6 +159,7 @@ class PolicyClient:
             chain_id=registration.chain_id,
             policy_id=registration.policy_id,
             windows=history_windows(registration),
+            long_window=_long_window(registration.params),
             material=material,
             params_hex="0x" + registration.params_json.hex(),
             request_lean=members(fixed),
@@ -238,7 +244,13 @@ class Clients:
                 "(register it with agentguard_registerPolicyClient)"
             )
         require_use(key, address)
-        return self.current(client)
+        current = self.current(client)
+        if current.long_window:
+            raise invalid(
+                f"policy client {address}: its registration's params name {_LONG_WINDOW}; its "
+                "owner registers them again with a shorter one. Nothing was reserved or signed"
+            )
+        return current
 
     def current(self, newest: PolicyClient) -> PolicyClient:
         """The registration to evaluate under: ``newest``, except for a vault whose pinned
@@ -322,7 +334,8 @@ class Clients:
                 f"policy_code_hash 0x{registration.policy_code_hash.hex()}"
             )
         validated_params(policy, registration.params)
-        _refuse_long_windows(registration.params)
+        if _long_window(registration.params):
+            raise invalid(f"params: {_LONG_WINDOW}")
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
         # Judged against the state's registration, never a replica's copy of it (up to
