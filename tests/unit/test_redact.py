@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from agentguard import NewtonGateway, Signer, configure_logging
 from agentguard._logging import get_logger
 from agentguard._redact import MASK, redact
@@ -79,3 +81,24 @@ def test_an_agentguard_error_never_carries_a_registered_secret():
         shown = f"{error} {error!r} {vars(error)}"
         assert secret not in shown and MASK in shown
     assert errors[0].code == -32000 and errors[0].data == {"echo": [MASK]}
+
+
+def test_a_registered_key_is_masked_wherever_its_text_is_and_test_keys_are_no_abi_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not over-masking: a key registered is cut out of any text, an ABI word included, and a
+    key that is a small number *is* that number's word. So test keys are hashes (``tests/keys``):
+    a signer made from ``f"0x{8:064x}"`` masked every later test's string length 8."""
+    from agentguard import _redact
+    from agentguard._redact import register_secret
+    from tests.keys import numbered_key
+
+    monkeypatch.setattr(_redact, "_known", set())
+    calldata = "0x866531ea" + f"{32:064x}" + f"{8:064x}" + "7b226964223a377d" + "0" * 48
+    assert redact({"data": calldata}) == {"data": calldata}
+    register_secret(bytes.fromhex(f"{8:064x}"))  # what Signer.from_key(f"0x{8:064x}") registers
+    assert redact({"data": calldata})["data"] == calldata.replace(f"{8:064x}", MASK)
+    for domain in ("wallet client", "budget owner", "reliability client"):
+        keys = [numbered_key(n, domain) for n in range(3000)]
+        assert len(set(keys)) == len(keys)
+        assert all(int(k, 16) >> 192 for k in keys)  # none a small number's or an address's word
