@@ -64,6 +64,25 @@ def test_every_part_of_a_node_url_that_can_hold_a_key_is_registered():
     assert "base.example" in said  # the host is kept: it says which node failed
 
 
+def test_a_plain_network_name_in_a_node_url_is_not_taken_for_a_key():
+    """dRPC's URL names the network in its query (``network=base-sepolia&dkey=<key>``):
+    registering every value masked each later ``base-sepolia`` (an x402 v1 network name) in
+    logs and audit records. A plain lower-case name is kept unless its parameter names a key."""
+    from agentguard._redact import register_url_secrets
+
+    register_url_secrets(
+        "https://lb.drpc.org/ogrpc/base-mainnet-archive?network=base-sepolia"
+        "&dkey=Ak9xQ2wE7rT5yU1iO3pL&apikey=onlylowercaseletters"
+    )
+    said = redact(
+        "paid on base-sepolia via base-mainnet-archive; "
+        "dkey=Ak9xQ2wE7rT5yU1iO3pL apikey=onlylowercaseletters"
+    )
+    assert "base-sepolia" in said and "base-mainnet-archive" in said
+    assert "Ak9xQ2wE7rT5yU1iO3pL" not in said
+    assert "onlylowercaseletters" not in said  # its parameter says it is a key
+
+
 def test_an_agentguard_error_never_carries_a_registered_secret():
     """Every message and text attribute of an agentguard error is redacted when it is made,
     whatever a server put in it (a ``reason``, ``reasons``, a JSON-RPC ``data``)."""
