@@ -7,11 +7,18 @@ Every function here is pinned against eth-account's generic encoder in the tests
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from Crypto.Hash import keccak as _keccak_mod
-from Crypto.Util import _raw_api
+
+_raw_api: Any
+try:
+    _raw_api = importlib.import_module("Crypto.Util._raw_api")
+except ImportError:  # a private module: a release may move it
+    _raw_api = None
 
 _new_keccak = _keccak_mod.new
 
@@ -52,10 +59,28 @@ def _keccak_cffi(data: bytes | bytearray | memoryview) -> bytes:
 
 _ffi: Any = getattr(_raw_api, "ffi", None)
 _lib: Any = getattr(_keccak_mod, "_raw_keccak_lib", None)
-keccak = _keccak_cffi if _raw_api.backend == "cffi" and _lib is not None else _keccak_object
+# Keccak-256 of b"", and a message longer than one 136-byte block (checked against the object).
+_EMPTY = bytes.fromhex("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
+_BLOCKS = bytes(range(256)) * 2
+
+
+def _fastest() -> Callable[[bytes | bytearray | memoryview], bytes]:
+    """``_keccak_cffi`` if pycryptodome's private cffi functions are there and still hash as
+    the public object does (a release may change their signatures or behaviour, not only drop
+    them), else the object: checked once, on known vectors, before anything is hashed."""
+    if getattr(_raw_api, "backend", None) != "cffi" or _lib is None or _ffi is None:
+        return _keccak_object
+    try:
+        same = _keccak_cffi(b"") == _EMPTY and _keccak_cffi(_BLOCKS) == _keccak_object(_BLOCKS)
+    except Exception:  # any failure of a private API: the public one
+        return _keccak_object
+    return _keccak_cffi if same else _keccak_object
+
+
+keccak = _fastest()
 """Keccak-256 straight from pycryptodome's C code (what ``eth_hash.auto`` wraps): through its
-cffi functions when that is its backend (a few µs less per call, and every authorization makes
-several), else through its hash object."""
+cffi functions when that is its backend and they pass ``_fastest``'s check (a few µs less per
+call, and every authorization makes several), else through its hash object."""
 
 
 __all__ = [

@@ -77,11 +77,12 @@ _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 1
 
 
 def chain_id_from_network(network: str) -> int:
-    """``eip155:8453`` or a v1 name like ``base`` → 8453."""
+    """``eip155:8453`` or a v1 name like ``base`` → 8453. Chain 0 is refused: a transfer
+    intent cannot carry it (``_check_call``), so a payment naming it has no wire form."""
     if network.startswith("eip155:"):
         tail = network[7:]
-        if tail.isascii() and tail.isdigit() and 0 < len(tail) <= 20:
-            return int(tail)
+        if tail.isascii() and tail.isdigit() and len(tail) <= 20 and (chain_id := int(tail)):
+            return chain_id
         raise IntentError(f"network {network!r} is not a valid CAIP-2 eip155 id")
     if network in _V1_NETWORKS:
         return _V1_NETWORKS[network]

@@ -31,6 +31,12 @@ _SECRET_KEY = re.compile(
 )
 _SHORT_KEY_NAME = re.compile(r"(?i)^(key|pk|sk|priv|privkey|signing_?key|raw_?key|key_?bytes)$")
 _KEY_MATERIAL = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+# A path segment or query value that is a plain lower-case name (``base-sepolia``,
+# ``mainnet``) names a network, not a credential: registering it masked every later mention of
+# that network in logs and audit records. A random key is never all lower-case letters at the
+# lengths providers use; a parameter whose name says it is a key is registered whatever it holds.
+_PLAIN_NAME = re.compile(r"[a-z]+(?:[-_.][a-z]+)*")
+_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|auth|pass|sig|cred)")
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',]+")
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -58,8 +64,12 @@ def register_url_secrets(url: object) -> None:
         if not (parts.scheme and parts.netloc):
             return
         pieces = [parts.password or "", parts.username or "", parts.path, parts.query]
-        pieces += parts.path.split("/")
-        pieces += [value for _, value in parse_qsl(parts.query, keep_blank_values=False)]
+        pieces += [p for p in parts.path.split("/") if not _PLAIN_NAME.fullmatch(p)]
+        pieces += [
+            value
+            for name, value in parse_qsl(parts.query, keep_blank_values=False)
+            if _SECRET_PARAM.search(name) or not _PLAIN_NAME.fullmatch(value)
+        ]
     except ValueError:
         return
     for piece in pieces:

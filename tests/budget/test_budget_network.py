@@ -18,6 +18,7 @@ from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.ledger import Ledger
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.testing import SigningSpy
+from tests.keys import numbered_key
 
 OWNER, AGENT = DEV_ACCOUNTS[0], DEV_ACCOUNTS[1]
 PAYEE = DEV_ACCOUNTS[3].address
@@ -66,7 +67,7 @@ def network() -> Iterator[ReferenceNetwork]:
 
 def register(network: ReferenceNetwork, budget: Budget) -> tuple[str, str]:
     """A fresh EOA policy client whose own key registers ``budget`` as its params."""
-    owner_key = f"0x{next(_owners):064x}"
+    owner_key = numbered_key(next(_owners), "budget owner")
     client = Signer.from_key(owner_key).address
     pid = network.register_policy_client(client, "agent_spend", budget, owner_key=owner_key)
     return client, pid
@@ -192,7 +193,7 @@ async def test_an_async_guard_from_the_environment(chain, network, tmp_path):
     locally in human units, one within the budget lands and is audited. (ETH: the one budgeted
     symbol whose Base address is also anvil's.)"""
     budget_text = "0.01 ETH per call; 0.05 ETH per day"
-    owner_key = f"0x{next(_owners):064x}"
+    owner_key = numbered_key(next(_owners), "budget owner")
     client = Signer.from_key(owner_key).address
     network.register_policy_client(client, "agent_spend", Budget(budget_text), owner_key=owner_key)
     key_file = tmp_path / "agent.key"

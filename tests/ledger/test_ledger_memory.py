@@ -23,6 +23,7 @@ import pytest
 from agentguard._exceptions import AgentGuardError, BudgetExceeded
 from agentguard._intent import Spend
 from agentguard.ledger import Ledger, Limits, RateCap, Reservation, Spent, SQLiteBackend, WindowCap
+from agentguard.ledger._ledger import RecoveryReport
 from agentguard.ledger._memory import MemoryBackend
 
 A = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
@@ -140,6 +141,12 @@ def _apply(ledger: Ledger, op: Op) -> Any:
     ids=["behind the host clock", "ahead of the host clock"],
 )
 def test_the_memory_backend_answers_as_sqlite_does(seed: int, t0: float) -> None:
+    _in_lockstep(seed, t0)
+
+
+def _in_lockstep(seed: int, t0: float, edit: Callable[[Any], None] = lambda _: None) -> None:
+    """One random sequence on both backends, every answer equal; ``edit`` sees each answer of
+    the memory backend once compared."""
     rng = random.Random(seed)
     clock = Clock(t0)
     memory = Ledger(backend=MemoryBackend(), clock=clock)
@@ -150,10 +157,46 @@ def test_the_memory_backend_answers_as_sqlite_does(seed: int, t0: float) -> None
             continue
         got = _answer(lambda: _apply(memory, op))  # noqa: B023 (called at once)
         assert got == _answer(lambda: _apply(sqlite, op)), f"seed {seed}, op {n}: {op}"  # noqa: B023
+        edit(got[1])
     for agent in AGENTS:
         for seconds in (1, 60, 300, 10**9):
             assert memory.usage(agent, seconds) == sqlite.usage(agent, seconds)
     assert memory._backend.signed() == sqlite._backend.signed()
+
+
+def _tamper(result: Any) -> None:
+    """Edit every reservation in a ledger's answer behind its frozen back."""
+    if isinstance(result, Reservation):
+        for name, value in (("amount", 10**30), ("state", "released"), ("created_at", 0.0),
+                            ("expires_at", 0.0), ("task_id", "0xevil"), ("id", "z"),
+                            ("agent", "y"), ("asset", "x"), ("action", False)):  # fmt: skip
+            object.__setattr__(result, name, value)
+    elif isinstance(result, list | tuple):
+        for item in result:
+            _tamper(item)
+    elif isinstance(result, RecoveryReport):
+        _tamper([result.expired, result.committed, result.released, result.unknown])
+
+
+def test_a_returned_reservation_edited_changes_nothing_in_the_ledger() -> None:
+    """Before: the memory backend handed out the reservation it stored, so editing one (a
+    frozen dataclass still yields to ``object.__setattr__``) edited the ledger's state."""
+    ledger = Ledger(backend=MemoryBackend())
+    limits = Limits(windows=[WindowCap(A, 60, 100)])
+    r = ledger.reserve(AGENTS[1], Spend(asset=A, amount=40), key="k", expires_at=ledger.now() + 30, limits=limits)  # fmt: skip
+    before = ledger.get("k")
+    _tamper(r)
+    assert ledger.get("k") == before and ledger.get("k") is not ledger.get("k")
+    assert ledger.usage(AGENTS[1], 60).spent == {A: 40}
+    with pytest.raises(BudgetExceeded):  # 40 still counts: 40 + 61 > 100
+        ledger.reserve(AGENTS[1], Spend(asset=A, amount=61), key="k2", expires_at=ledger.now() + 30, limits=limits)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_edited_answers_leave_the_memory_backend_answering_as_sqlite_does(seed: int) -> None:
+    """Every reservation the memory backend hands out is edited at once; it still answers
+    exactly as SQLite does (whose answers are built fresh from its rows)."""
+    _in_lockstep(seed, 1_000_000_000.0, _tamper)
 
 
 def test_a_refused_reserve_gives_back_nothing_it_expired_on_the_way() -> None:

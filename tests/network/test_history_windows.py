@@ -6,12 +6,21 @@ totals (real engine). A custom policy keeps the two defaults."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from agentguard.challenge._history import Candidate, compare
-from agentguard.network.gateway._registry import _windows
+import pytest
+from coincurve import PrivateKey
+
+from agentguard import Signer
+from agentguard.challenge._history import Candidate, compare, windows_of
+from agentguard.network._rpc import RPCError
+from agentguard.network.config import ApiKeyEntry, GatewaySettings
+from agentguard.network.gateway._registry import MAX_WINDOW, Clients, _windows, history_windows
 from agentguard.network.launcher import ReferenceNetwork
-from agentguard.policies import load
+from agentguard.network.registration import Registration
+from agentguard.network.state import PolicyClientRecord, State, open_state
+from agentguard.policies import Policy, load
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 from tests.policies import golden
 
@@ -158,3 +167,74 @@ def test_a_custom_policy_keeps_the_windows_earlier_gateways_always_sent(
     bundled_client = fresh_client()
     network.register_policy_client(bundled_client, "agent_spend", {**_spend_params(), **_caps()})
     assert sorted(_history_seen(rpc.create(bundled_client, transfer(fresh_agent())))) == ["120"]
+
+
+# A custom policy (no schema) that reads every window its params name.
+PROBE = Policy(
+    name="window_probe",
+    entrypoint="window_probe.allow",
+    modules={
+        "window_probe.rego": "package window_probe\nimport rego.v1\n"
+        "allow if {\n\tsome w in data.params.w\n"
+        "\tdata.wasm.history[format_int(w.window_seconds, 10)].count >= 0\n}\n"
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [[MAX_WINDOW + 1], [float(MAX_WINDOW + 1)], [120, 2**62], [2**63 - 1], [1e300]],
+    ids=repr,
+)
+def test_a_window_longer_than_ten_years_is_refused_at_registration(
+    network: ReferenceNetwork, windows: list[Any]
+) -> None:
+    """Before: up to 2^62 s was registered, and the challenger's watch kept every record of
+    every client for that long (its horizon is the longest window of any client)."""
+    conf = {"w": [{"nested": {"window_seconds": w}} for w in windows]}
+    request = network.sign_registration(fresh_client(), PROBE, conf)
+    error = RPC(network, network.admin_key).raw("agentguard_registerPolicyClient", request)
+    body = error.json()["error"]
+    assert body["code"] == -32602
+    assert f"longer than {MAX_WINDOW} s (10 years)" in body["message"]
+
+
+def test_ten_years_is_a_window(network: ReferenceNetwork) -> None:
+    client = fresh_client()
+    network.register_policy_client(client, PROBE, {"w": [{"window_seconds": MAX_WINDOW}]})
+    seen = _history_seen(RPC(network, network.api_key).create(client, transfer(fresh_agent())))
+    assert str(MAX_WINDOW) in seen
+
+
+def _stored(state: State, key: str, windows: list[int]) -> str:
+    """A registration saved as one registered before the bound was."""
+    client = Signer.from_key(key).address
+    registration = Registration.sign(
+        PrivateKey(bytes.fromhex(key[2:])),
+        policy_client=client,
+        policy=PROBE,
+        params={"w": [{"window_seconds": w} for w in windows]},
+        expire_after=300,
+        chain_id=8453,
+        version=1,
+    )
+    state.save_policy_client(PolicyClientRecord(registration, PROBE))
+    return client
+
+
+def test_a_stored_registration_with_a_longer_window_is_refused_tasks(tmp_path: Path) -> None:
+    """One registered before the bound gets no history for that window, so a policy written to
+    allow on a missing value would fail open: its tasks are refused (nothing reserved), and the
+    challenger's horizon does not follow it. A client within the bound is served."""
+    state = open_state(tmp_path / "state.sqlite3")
+    long = _stored(state, "0x" + "42" * 32, [MAX_WINDOW + 1, 120])
+    fine = _stored(state, "0x" + "43" * 32, [MAX_WINDOW, 120])
+    clients = Clients(GatewaySettings(), state, None)
+    key = ApiKeyEntry(sha256="00" * 32)
+    with pytest.raises(RPCError, match=r"longer than 315360000 s \(10 years\)") as refused:
+        clients.usable(key, long)
+    assert refused.value.code == -32602
+    assert clients.usable(key, fine).windows == (120, 3600, 86400, MAX_WINDOW)
+    registration = clients.registered(long).registration
+    assert history_windows(registration) == (120, 3600, 86400)
+    assert windows_of(registration, {str(MAX_WINDOW + 1): {}}) == [120, 3600, 86400]

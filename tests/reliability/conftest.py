@@ -26,6 +26,7 @@ from agentguard.audit import AuditLog
 from agentguard.chain import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, DevAccount, deploy, transact
 from agentguard.ledger import Ledger, open_ledger
 from agentguard.network.launcher import ReferenceNetwork
+from tests.keys import numbered_key
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("agent_worker.py")
@@ -65,7 +66,7 @@ def network() -> Iterator[ReferenceNetwork]:
 def new_client(network: ReferenceNetwork, token: str) -> str:
     """A policy client of its own (the network's running totals are per client): generous
     caps, so only a real fault ever refuses."""
-    key = f"0x{next(_client_keys):064x}"
+    key = numbered_key(next(_client_keys), "reliability client")
     address = Signer.from_key(key).address
     network.register_policy_client(
         address,

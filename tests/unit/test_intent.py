@@ -143,7 +143,9 @@ def test_payment_intent_is_the_equivalent_transfer():
     assert payment.wasm_args()["x402"]["resource"] == "http://127.0.0.1/paid"
 
 
-@pytest.mark.parametrize("network", ["solana:mainnet", "eip155:", "eip155:abc", "moon"])
+@pytest.mark.parametrize(
+    "network", ["solana:mainnet", "eip155:", "eip155:abc", "moon", "eip155:0", "eip155:000"]
+)
 def test_unknown_networks_are_refused(network):
     with pytest.raises(IntentError):
         chain_id_from_network(network)
@@ -348,6 +350,33 @@ def test_payment_amounts_are_ascii_digits_only(amount: str) -> None:
             payer=AGENT, scheme="exact", network="eip155:8453", asset=TOKEN, amount=amount,
             pay_to=PAYEE,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("chain_id", [1, 8453, 10**20 - 1, 2**256 - 1])
+def test_every_accepted_chain_id_has_a_wire_form(chain_id: int) -> None:
+    """A transaction intent takes chain ids 1..uint256, a payment's network up to 20 digits;
+    each accepted one goes to the wire and back unchanged."""
+    intent = TransactionIntent.erc20_transfer(
+        sender=AGENT, token=TOKEN, recipient=PAYEE, amount=1, chain_id=chain_id
+    )
+    assert TransactionIntent.from_wire(intent.wire()) == intent
+    if chain_id < 10**20:
+        payment = PaymentIntent(
+            payer=AGENT, scheme="exact", network=f"eip155:{chain_id}", asset=TOKEN, amount=1,
+            pay_to=PAYEE,
+        )  # fmt: skip
+        assert payment.wire() == intent.wire()
+        assert TransactionIntent.from_wire(payment.wire()).intent_hash == payment.intent_hash
+
+
+@pytest.mark.parametrize("chain_id", [0, 2**256, -1])
+def test_a_transaction_intent_refuses_chain_ids_it_cannot_carry(chain_id: int) -> None:
+    with pytest.raises(IntentError):
+        TransactionIntent.erc20_transfer(
+            sender=AGENT, token=TOKEN, recipient=PAYEE, amount=1, chain_id=chain_id
+        )
+    with pytest.raises(IntentError):
+        TransactionIntent.model_validate({"from": AGENT, "to": PAYEE, "chain_id": chain_id})
 
 
 def test_a_network_id_is_ascii_digits_only() -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from typing import Any
 
+import pytest
 from eth_hash.auto import keccak as eth_keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
+import agentguard._eip712 as eip712
 from agentguard._eip712 import _keccak_cffi, _keccak_object, keccak
 
 
@@ -52,3 +57,65 @@ def test_the_cffi_calls_equal_the_hash_object() -> None:
             except Exception as exc:
                 outcomes.append(type(exc))
         assert outcomes[0] == outcomes[1], value
+
+
+class _Changed:
+    """pycryptodome's private keccak functions as a release might change them."""
+
+    def __init__(self, how: str) -> None:
+        self._lib, self._how = eip712._lib, how
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._lib, name)
+        if self._how == "signature" and name == "keccak_init":
+            return lambda holder, capacity: real(holder, capacity, 24)  # rounds dropped
+        if self._how == "padding" and name == "keccak_digest":
+            return lambda state, out, size, padding: real(state, out, size, 0x06)  # SHA-3's
+        if self._how == "silent" and name == "keccak_absorb":
+            return lambda state, data, size: 0  # absorbs nothing, reports success
+        return real
+
+
+@pytest.mark.parametrize("how", ["signature", "padding", "silent", "gone"])
+def test_a_changed_private_api_falls_back_to_the_hash_object(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(eip712, "_lib", None if how == "gone" else _Changed(how))
+    chosen = eip712._fastest()
+    assert chosen is _keccak_object
+    for data in (b"", b"abc", bytes(range(256)) * 3):
+        assert chosen(data) == eth_keccak(data)
+
+
+def test_the_intact_private_api_is_kept() -> None:
+    assert eip712._fastest() is _keccak_cffi
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(eip712, "_ffi", None)
+        assert eip712._fastest() is _keccak_object
+
+
+def test_an_import_with_changed_private_functions_hashes_right() -> None:
+    """The whole import in a fresh interpreter, pycryptodome's ``keccak_digest`` changed (as
+    agentguard calls it; its hash object is unchanged) before agentguard loads: the fallback is
+    what every module binds, and the type hashes are right."""
+    code = (
+        "import sys\n"
+        "import Crypto.Hash.keccak as k\n"
+        "real = k._raw_keccak_lib\n"
+        "class Lib:\n"
+        "    def __getattr__(self, name):\n"
+        "        fn = getattr(real, name)\n"
+        "        def changed(s, o, n, p):\n"
+        "            ours = sys._getframe(1).f_globals['__name__'] == 'agentguard._eip712'\n"
+        "            return fn(s, o, n, 0x06 if ours else p)\n"
+        "        return changed if name == 'keccak_digest' else fn\n"
+        "k._raw_keccak_lib = Lib()\n"
+        "from eth_hash.auto import keccak as eth\n"
+        "import agentguard._eip712 as e, agentguard._intent as i\n"
+        "assert e.keccak is e._keccak_object and i.keccak is e._keccak_object\n"
+        "assert e.INTENT_TYPEHASH == eth(e.INTENT_TYPE.encode()) == k.new(data=e.INTENT_TYPE.encode(), digest_bits=256).digest()\n"
+        "assert e._keccak_cffi(b'abc') != eth(b'abc')  # the change is real\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -23,6 +23,7 @@ from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, load_artifact, transac
 from agentguard.ledger import Ledger, Limits, WindowCap
 from agentguard.network.launcher import ReferenceNetwork
 from agentguard.wallet import GuardedWallet
+from tests.keys import numbered_key
 
 OWNER = DEV_ACCOUNTS[0]
 AGENT = DEV_ACCOUNTS[1]
@@ -102,7 +103,7 @@ def new_policy_client(
     owner_key: str | None = None,
 ) -> tuple[str, str]:
     if client is None:  # an EOA policy client: its own key signs its registration
-        owner_key = f"0x{next(_client_ids):064x}"
+        owner_key = numbered_key(next(_client_ids), "wallet client")
         client = Signer.from_key(owner_key).address
     address = client
     policy_id = network.register_policy_client(

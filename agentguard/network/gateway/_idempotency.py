@@ -9,7 +9,8 @@ by the bytes it is counted at, not by a count of entries, so its memory is flat 
 full however many authorizations pass; entries live ``ttl`` seconds; the oldest go first. A
 request still in flight is held as a future its concurrent retries wait on. What falls out of
 the cache is still deduplicated by the durable task record, only without the check that the
-retry is the same request.
+retry is the same request; a deny that fell out (or a restart) is evaluated afresh, as a
+request with a new id would be (``docs/architecture.md``, "Idempotency").
 """
 
 from __future__ import annotations

@@ -42,7 +42,11 @@ __all__ = ["Clients", "PolicyClient", "validated_params"]
 log = get_logger("agentguard.network.gateway")
 
 CLIENT_REFRESH = 2.0  # seconds a replica uses its copy of a client held in a shared state
-MAX_WINDOW = 2**62  # longer than any clock; past it the state's 64-bit "now - window" overflows
+# The longest window a registration may name: ten years (the bundled schemas allow one). The
+# history of every window is kept that long by the gateway's books and by the challenger's
+# watch, whose horizon is the longest window of any client, so an owner cannot make either keep
+# everything forever (2^62 s was accepted before).
+MAX_WINDOW = 10 * 365 * 86400
 
 
 def history_windows(registration: Registration) -> tuple[int, ...]:
@@ -66,20 +70,21 @@ def _windows(params: Any) -> tuple[int, ...]:
     """Every ``window_seconds`` value anywhere in the params. An integral float counts as its
     integer: the schemas' ``"integer"`` accepts ``120.0`` and ``format_int`` reads it as
     ``"120"`` (left out, every action of such a client would be denied)."""
-    found: set[int] = set()
+    return tuple(sorted({s for v in _window_values(params) if (s := _seconds(v))}))
+
+
+def _window_values(params: Any) -> Iterator[Any]:
+    """The value of every ``window_seconds`` key anywhere in the params, as given."""
     stack = [params]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                seconds = _seconds(value) if key == "window_seconds" else 0
-                if seconds:
-                    found.add(seconds)
-                else:
-                    stack.append(value)
+                if key == "window_seconds":
+                    yield value
+                stack.append(value)
         elif isinstance(node, list):
             stack.extend(node)
-    return tuple(sorted(found))
 
 
 def _seconds(value: Any) -> int:
@@ -89,6 +94,23 @@ def _seconds(value: Any) -> int:
     if type(value) is float and value.is_integer():
         value = int(value)
     return value if type(value) is int and 0 < value <= MAX_WINDOW else 0
+
+
+def _long_window(params: Any) -> bool:
+    """Whether the params name a window longer than ``MAX_WINDOW``: refused at registration,
+    and a registration stored before the bound is refused tasks (it gets no history for that
+    window, and a policy written to allow on a missing value would fail open)."""
+    for value in _window_values(params):
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is int and value > MAX_WINDOW:
+            return True
+    return False
+
+
+_LONG_WINDOW = (
+    f"a window_seconds is longer than {MAX_WINDOW} s (10 years), the longest a window may be"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,7 @@ class PolicyClient:
     params_hex: str
     request_lean: bytes  # the client's part of every operator request (``Bodies``)
     request_full: bytes  # the same with the policy code, for an operator that lacks it
+    long_window: bool = False  # its params name a window longer than MAX_WINDOW: no tasks
 
     @property
     def code_hash(self) -> bytes:
@@ -136,6 +159,7 @@ class PolicyClient:
             chain_id=registration.chain_id,
             policy_id=registration.policy_id,
             windows=history_windows(registration),
+            long_window=_long_window(registration.params),
             material=material,
             params_hex="0x" + registration.params_json.hex(),
             request_lean=members(fixed),
@@ -220,7 +244,13 @@ class Clients:
                 "(register it with agentguard_registerPolicyClient)"
             )
         require_use(key, address)
-        return self.current(client)
+        current = self.current(client)
+        if current.long_window:
+            raise invalid(
+                f"policy client {address}: its registration's params name {_LONG_WINDOW}; its "
+                "owner registers them again with a shorter one. Nothing was reserved or signed"
+            )
+        return current
 
     def current(self, newest: PolicyClient) -> PolicyClient:
         """The registration to evaluate under: ``newest``, except for a vault whose pinned
@@ -304,6 +334,8 @@ class Clients:
                 f"policy_code_hash 0x{registration.policy_code_hash.hex()}"
             )
         validated_params(policy, registration.params)
+        if _long_window(registration.params):
+            raise invalid(f"params: {_LONG_WINDOW}")
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
         # Judged against the state's registration, never a replica's copy of it (up to
