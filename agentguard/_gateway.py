@@ -621,18 +621,29 @@ def _parse_commits(result: Any, commits: list[tuple[str, str]]) -> list[Exceptio
             + (f"{len(entries)} results" if isinstance(entries, list) else "no results list")
         )
         return [problem] * len(commits)
-    out: list[Exception | None] = []
-    for (task, _), entry in zip(commits, entries, strict=True):
-        named = entry.get("task_id") if isinstance(entry, dict) else None
-        if not isinstance(named, str) or named.lower() != task.lower():
-            out.append(GatewayProtocolError(f"gateway's commit result for {task} names another"))
-        elif "error" in entry:
-            out.append(_rpc_error(entry["error"], 200))
-        elif entry.get("status") == "committed":
-            out.append(None)
-        else:
-            out.append(GatewayProtocolError(f"gateway's commit result for {task} is unreadable"))
-    return out
+    return [_commit_error(entry, task) for (task, _), entry in zip(commits, entries, strict=True)]
+
+
+def _commit_error(entry: Any, task: str) -> Exception | None:
+    """One commit's answer (a batch entry, or ``agentguard_commitTask``'s result): ``None``
+    only when it names ``task`` and says ``committed``; its JSON-RPC error where it has one;
+    else a ``GatewayProtocolError`` (retried: a second commit is refused, never counted)."""
+    named = entry.get("task_id") if isinstance(entry, dict) else None
+    if not isinstance(named, str) or named.lower() != task.lower():
+        return GatewayProtocolError(f"gateway's commit result for {task} names another")
+    if "error" in entry:
+        return _rpc_error(entry["error"], 200)
+    if entry.get("status") == "committed":
+        return None
+    return GatewayProtocolError(f"gateway's commit result for {task} is unreadable")
+
+
+def _committed(result: Any, task: str) -> None:
+    """A single commit lands only on the answer a batch entry needs (a gateway that answered
+    -32601 to the batch, then anything to each commit, must not have its items counted)."""
+    error = _commit_error(result, task)
+    if error is not None:
+        raise error
 
 
 def _parse_approval_status(result: Any, intent_hash: str) -> ApprovalStatus:
@@ -1099,7 +1110,8 @@ class NewtonGateway(_GatewayClient):
 
     def commit(self, task_id: str, outcome: str) -> None:
         if self._cfg.bookkeeping:
-            self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+            params = {"task_id": task_id, "outcome": outcome}
+            _committed(self._rpc("agentguard_commitTask", params), task_id)
 
     def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
         """Several commits (task id, outcome) in one round trip (``agentguard_commitTasks``);
@@ -1221,7 +1233,8 @@ class AsyncNewtonGateway(_GatewayClient):
 
     async def commit(self, task_id: str, outcome: str) -> None:
         if self._cfg.bookkeeping:
-            await self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+            params = {"task_id": task_id, "outcome": outcome}
+            _committed(await self._rpc("agentguard_commitTask", params), task_id)
 
     async def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
         """``NewtonGateway.commit_many`` for asyncio."""
