@@ -275,10 +275,12 @@ class Bookkeeper:
 
     def _forked(self) -> None:
         """In a forked child: a fresh lock (a parent thread may have held this one at the
-        fork) and queue, and no worker (the parent's did not come along)."""
+        fork) and queue, and no worker (the parent's did not come along); a parent thread's
+        flush did not come along either, so nothing hurries the child's commits."""
         self._queue = self._queue.forked()
         self._cond = threading.Condition()
         self._worker = None
+        self._hurry = 0
 
     def submit(self, call: Call) -> None:
         with self._cond:
@@ -379,9 +381,10 @@ class AsyncBookkeeper:
         self._hurry = 0
 
     def _forked(self) -> None:
-        """In a forked child: the parent's loop and worker did not come along."""
+        """In a forked child: the parent's loop, worker and flushes did not come along."""
         self._queue = self._queue.forked()
         self._worker = self._wake = self._idle = None
+        self._hurry = 0
 
     def submit(self, call: Call) -> None:
         """Queue ``call``; must be called on a running event loop."""
