@@ -24,20 +24,24 @@ from typing import Any
 import httpx
 import pytest
 
-from agentguard import AsyncNewtonGateway, NewtonGateway
+from agentguard import AsyncNewtonGateway, NewtonGateway, Signer
 from agentguard._exceptions import GatewayProtocolError, GatewayRPCError
 from agentguard._gateway import _parse_commits
 from agentguard._intent import PaymentIntent
-from agentguard.ledger import Limits
+from agentguard.ledger import Ledger, Limits
 from agentguard.ledger._backend import ReserveRequest
 from agentguard.ledger._memory import MemoryBackend
 from agentguard.network._rpc import UNAUTHORIZED, RPCError
 from agentguard.network.config import ApiKeyEntry
 from agentguard.network.gateway import _settle
+from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.state import State, open_state
-from agentguard.pipeline import GatewayCommit
+from agentguard.pipeline import GatewayCommit, _bookkeeping
 from agentguard.pipeline._bookkeeping import bookkeeper
+from agentguard.x402 import X402Auth
 from agentguard.x402._answer import _redirected
+from tests.x402.conftest import AGENT_KEY, ALLOWANCES, connect
+from tests.x402.fakes import FakeServer
 
 MINE = "0x" + "cc" * 20
 THEIRS = "0x" + "dd" * 20
@@ -235,6 +239,41 @@ class _Guard:
 
     def __init__(self, authorizer: Any) -> None:
         self.authorizer = authorizer
+
+
+def test_one_bad_item_in_a_real_batch_refuses_only_itself(
+    network: ReferenceNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the reference gateway: two paid tasks, an unknown task, a task spelled in upper
+    case, a task twice. Each item's answer is its own, and the single method agrees after."""
+    monkeypatch.setattr(_bookkeeping.Bookkeeper, "linger", 60.0)
+    with connect(network) as guard:
+        gateway = guard.authorizer
+        held: list[tuple[str, str]] = []
+
+        def hold(commits: list[tuple[str, str]]) -> list[None]:
+            held.extend(commits)
+            return [None] * len(commits)
+
+        gateway.commit_many = hold  # type: ignore[method-assign]
+        gateway.commit = lambda task, outcome: held.append((task, outcome))  # type: ignore[method-assign]
+        auth = X402Auth(
+            signer=Signer.from_key(AGENT_KEY), guard=guard, ledger=Ledger(), allowances=ALLOWANCES
+        )
+        with auth.client(transport=FakeServer().transport()) as http:
+            for i in range(2):
+                assert http.get(f"http://shop.test/paid?s11-{i}").status_code == 200
+        assert guard.flush() == 0
+        del gateway.commit_many, gateway.commit
+        (t1, o1), (t2, o2) = held
+        answers = gateway.commit_many(
+            [(t1, o1), ("0x" + "ee" * 32, "x"), (t2.upper().replace("0X", "0x"), o2), (t1, "2")]
+        )
+        assert answers[0] is None and answers[2] is None
+        assert isinstance(answers[1], GatewayRPCError) and "no attested task" in str(answers[1])
+        assert isinstance(answers[3], GatewayRPCError) and "is committed" in str(answers[3])
+        with pytest.raises(GatewayRPCError, match="is committed"):
+            gateway.commit(t2, o2)
 
 
 # -- the queue: a process ending, a fork during a flush ----------------------------------------
