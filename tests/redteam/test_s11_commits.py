@@ -169,6 +169,22 @@ def test_a_status_variant_in_a_batch_is_never_landed(lie: Any) -> None:
     assert isinstance(answer, GatewayProtocolError)
 
 
+def test_a_full_batch_of_the_longest_hostile_outcomes_fits_the_gateways_body_limit() -> None:
+    """A paid server names the settlement transaction (cut to 200 characters, each of which
+    may be a 12-byte JSON escape): a whole batch of such commits must not outgrow the
+    gateway's body limit, or one server's receipts would get every commit beside them
+    refused whole (a whole-call refusal is final for each item)."""
+    from agentguard._gateway import _Call, _commits_params
+    from agentguard.network._rpc import MAX_BODY
+    from agentguard.x402._wire import _short
+
+    outcome = "settled " + _short("\U0001f600" * 10_000, 200)
+    assert len(outcome) <= 1000  # the gateway's per-item limit, in characters
+    commits = [(f"0x{i:064x}", outcome) for i in range(_bookkeeping.BATCH)]
+    call = _Call("agentguard_commitTasks", _commits_params(commits), 5.0)
+    assert len(call.body) < MAX_BODY
+
+
 class _Lying:
     """A gateway that answers -32601 to the batch method, then ``lie`` to each single commit."""
 
