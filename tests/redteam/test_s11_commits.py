@@ -52,6 +52,13 @@ KEY = ApiKeyEntry(sha256="00" * 32, policy_clients=frozenset({MINE}))
 T1, T2, T3 = ("0x" + c * 64 for c in "abc")
 
 
+class _Guard:
+    """What a bookkeeping queue needs of a guard (weakly referenced): its authorizer."""
+
+    def __init__(self, authorizer: Any) -> None:
+        self.authorizer = authorizer
+
+
 # -- the gateway: each item judged as agentguard_commitTask would --------------------------------
 
 
@@ -250,13 +257,6 @@ def test_an_honest_single_answer_still_lands(named: str) -> None:
         gateway.close()
 
 
-class _Guard:
-    """What a bookkeeping queue needs of a guard (weakly referenced): its authorizer."""
-
-    def __init__(self, authorizer: Any) -> None:
-        self.authorizer = authorizer
-
-
 def test_one_bad_item_in_a_real_batch_refuses_only_itself(
     network: ReferenceNetwork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,6 +290,42 @@ def test_one_bad_item_in_a_real_batch_refuses_only_itself(
         assert isinstance(answers[3], GatewayRPCError) and "is committed" in str(answers[3])
         with pytest.raises(GatewayRPCError, match="is committed"):
             gateway.commit(t2, o2)
+
+
+def test_a_batch_landed_whose_answer_was_lost_is_retried_and_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real queue against the gateway's own judging: the first call lands every item and
+    its answer is lost; the retry is refused item by item (final, not retried again), the
+    gateway's totals are what one commit left, nothing stays pending."""
+    from agentguard._exceptions import GatewayUnavailable
+
+    monkeypatch.setattr(_bookkeeping.Bookkeeper, "backoff", 0.001)
+    state = _state(tmp_path, {T1: MINE, T2: MINE, T3: MINE})
+    totals = state.totals(policy_client=MINE, agent=AGENT, windows=(60,), now=NOW)
+    answers: list[list[Exception | None]] = []
+
+    class Gateway:
+        def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
+            params = {"commits": [{"task_id": t, "outcome": o} for t, o in commits]}
+            result = _parse_commits(_settle.commit_many(state, KEY, params), commits)
+            answers.append(result)
+            if len(answers) == 1:
+                raise GatewayUnavailable("the answer was lost")
+            return result
+
+        def commit(self, task_id: str, outcome: str) -> None:
+            raise AssertionError("a batch of three goes as a batch")
+
+    guard = _Guard(Gateway())
+    book = bookkeeper(guard)
+    for task in (T1, T2, T3):
+        book.submit(GatewayCommit(task, "landed"))
+    assert book.flush(30.0) == 0
+    assert len(answers) == 2 and answers[0] == [None] * 3
+    assert all(isinstance(a, GatewayRPCError) and "is committed" in str(a) for a in answers[1])
+    assert [_status(state, t) for t in (T1, T2, T3)] == ["committed"] * 3
+    assert state.totals(policy_client=MINE, agent=AGENT, windows=(60,), now=NOW) == totals
 
 
 # -- the queue: a process ending, a fork during a flush ----------------------------------------
