@@ -601,6 +601,51 @@ def _approval_params(policy_client: str, intent_hash: str) -> dict[str, Any]:
     return {"policy_client": policy_client, "intent_hash": intent_hash.lower()}
 
 
+_METHOD_NOT_FOUND = -32601
+
+
+def _commits_params(commits: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"commits": [{"task_id": task, "outcome": outcome} for task, outcome in commits]}
+
+
+def _parse_commits(result: Any, commits: list[tuple[str, str]]) -> list[Exception | None]:
+    """The ``agentguard_commitTasks`` answer, item by item in request order: ``None`` only for
+    an entry at the item's own position naming its task and saying ``committed``; the entry's
+    JSON-RPC error (the gateway's final word) where it sent one; a ``GatewayProtocolError``
+    (worth a retry: a second commit of a landed task is refused, never counted twice) for a
+    missing, surplus, misplaced or malformed entry."""
+    entries = result.get("results") if isinstance(result, dict) else None
+    if not isinstance(entries, list) or len(entries) != len(commits):
+        problem = GatewayProtocolError(
+            f"gateway answered {len(commits)} commits with "
+            + (f"{len(entries)} results" if isinstance(entries, list) else "no results list")
+        )
+        return [problem] * len(commits)
+    return [_commit_error(entry, task) for (task, _), entry in zip(commits, entries, strict=True)]
+
+
+def _commit_error(entry: Any, task: str) -> Exception | None:
+    """One commit's answer (a batch entry, or ``agentguard_commitTask``'s result): ``None``
+    only when it names ``task`` and says ``committed``; its JSON-RPC error where it has one;
+    else a ``GatewayProtocolError`` (retried: a second commit is refused, never counted)."""
+    named = entry.get("task_id") if isinstance(entry, dict) else None
+    if not isinstance(named, str) or named.lower() != task.lower():
+        return GatewayProtocolError(f"gateway's commit result for {task} names another")
+    if "error" in entry:
+        return _rpc_error(entry["error"], 200)
+    if entry.get("status") == "committed":
+        return None
+    return GatewayProtocolError(f"gateway's commit result for {task} is unreadable")
+
+
+def _committed(result: Any, task: str) -> None:
+    """A single commit lands only on the answer a batch entry needs (a gateway that answered
+    -32601 to the batch, then anything to each commit, must not have its items counted)."""
+    error = _commit_error(result, task)
+    if error is not None:
+        raise error
+
+
 def _parse_approval_status(result: Any, intent_hash: str) -> ApprovalStatus:
     """Strict: the answer must be about this intent, with a known status."""
     if not isinstance(result, dict):
@@ -859,6 +904,15 @@ async def _async_exchange(pool: AsyncPool, call: _Call) -> Any:
     return call.parse(response.status, raw)
 
 
+def _attempt(call: Callable[..., object], *args: Any) -> Exception | None:
+    """``call(*args)``'s error, or ``None``: one item of a batch answered on its own."""
+    try:
+        call(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def _on_asyncio() -> bool:
     try:
         asyncio.get_running_loop()
@@ -951,6 +1005,7 @@ class _GatewayClient:
             bookkeeping,
         )
         self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=CONNECT_TIMEOUT)
+        self._batches = True  # until the gateway says it knows no agentguard_commitTasks
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}{repr(self._cfg).removeprefix('NewtonGateway')}"
@@ -1055,7 +1110,25 @@ class NewtonGateway(_GatewayClient):
 
     def commit(self, task_id: str, outcome: str) -> None:
         if self._cfg.bookkeeping:
-            self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+            params = {"task_id": task_id, "outcome": outcome}
+            _committed(self._rpc("agentguard_commitTask", params), task_id)
+
+    def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
+        """Several commits (task id, outcome) in one round trip (``agentguard_commitTasks``);
+        each item's error or ``None`` once it landed. A gateway without the method gets them
+        one by one. Raises what the whole call met (nothing is known to have landed)."""
+        if not self._cfg.bookkeeping:
+            return [None] * len(commits)
+        if self._batches:
+            try:
+                result = self._rpc("agentguard_commitTasks", _commits_params(commits))
+            except GatewayRPCError as exc:
+                if exc.code != _METHOD_NOT_FOUND:
+                    raise
+                self._batches = False
+            else:
+                return _parse_commits(result, commits)
+        return [_attempt(self.commit, task, outcome) for task, outcome in commits]
 
     def close(self) -> None:
         if self._lean is not None:
@@ -1160,7 +1233,31 @@ class AsyncNewtonGateway(_GatewayClient):
 
     async def commit(self, task_id: str, outcome: str) -> None:
         if self._cfg.bookkeeping:
-            await self._rpc("agentguard_commitTask", {"task_id": task_id, "outcome": outcome})
+            params = {"task_id": task_id, "outcome": outcome}
+            _committed(await self._rpc("agentguard_commitTask", params), task_id)
+
+    async def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
+        """``NewtonGateway.commit_many`` for asyncio."""
+        if not self._cfg.bookkeeping:
+            return [None] * len(commits)
+        if self._batches:
+            try:
+                result = await self._rpc("agentguard_commitTasks", _commits_params(commits))
+            except GatewayRPCError as exc:
+                if exc.code != _METHOD_NOT_FOUND:
+                    raise
+                self._batches = False
+            else:
+                return _parse_commits(result, commits)
+        out: list[Exception | None] = []
+        for task, outcome in commits:
+            try:
+                await self.commit(task, outcome)
+            except Exception as exc:  # this item's own answer
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     async def aclose(self) -> None:
         if self._lean is not None:

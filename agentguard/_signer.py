@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coincurve import PrivateKey
 from eth_account import Account
@@ -46,6 +45,7 @@ __all__ = ["FeeCap", "SignedTransaction", "Signer", "payment_mismatches", "vault
 
 # How far in the future an EIP-3009 ``validAfter`` may lie (clock skew between us and the chain).
 VALID_AFTER_SKEW = 60
+_T = TypeVar("_T")
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
@@ -147,9 +147,10 @@ class Signer:
     def __reduce__(self) -> Any:  # never pickled, so never copied out of the process
         raise TypeError("Signer cannot be pickled")
 
-    @contextmanager
-    def _redeemed(self, verified: object, *, eoa: bool) -> Iterator[Ticket]:
-        """The verifier's ticket for ``verified``, used up unless the block signs nothing.
+    def _redeemed(self, verified: object, eoa: bool, sign: Callable[[Ticket], _T]) -> _T:
+        """``sign(ticket)`` with the verifier's ticket for ``verified``, used up unless
+        ``sign`` raises (no signature left this object; a corrected call may sign once).
+        (A plain call, not a ``contextmanager``: it is on every payment's path.)
 
         ``eoa``: the signature will be valid on its own (no contract re-checks the operator
         signatures), so only an attestation whose signatures agentguard checked may be used
@@ -164,9 +165,9 @@ class Signer:
                 "signatures were not checked here, so it may only be used through a vault"
             )
         try:
-            yield ticket
+            return sign(ticket)
         except BaseException:
-            give_back(ticket)  # no signature left this object; a corrected call may sign once
+            give_back(ticket)
             raise
 
     def sign_transaction(
@@ -187,15 +188,18 @@ class Signer:
         onchain. Either way at most one transaction per attestation, gas and fees within the
         ``FeeCap``.
         """
-        with self._redeemed(verified, eoa=vault is None) as ticket:
-            return self._transaction(
+        return self._redeemed(
+            verified,
+            vault is None,
+            lambda ticket: self._transaction(
                 ticket,
                 nonce=nonce,
                 gas=gas,
                 max_fee_per_gas=max_fee_per_gas,
                 max_priority_fee_per_gas=max_priority_fee_per_gas,
                 vault=vault,
-            )
+            ),
+        )
 
     def _transaction(
         self,
@@ -290,8 +294,9 @@ class Signer:
         the attestation's expiry (``validBefore`` / ``deadline``) or only from the future
         (``validAfter``).
         """
-        with self._redeemed(verified, eoa=True) as ticket:
-            return self._payment(ticket, typed_data, permit2_spenders)
+        return self._redeemed(
+            verified, True, lambda ticket: self._payment(ticket, typed_data, permit2_spenders)
+        )
 
     def _payment(
         self, ticket: Ticket, typed_data: object, permit2_spenders: Collection[str]
@@ -422,8 +427,9 @@ class Signer:
         ``chain.vault.payment_signature``: this key's signature over the authorization plus the
         operators' attestation.
         """
-        with self._redeemed(verified, eoa=False) as ticket:
-            return self._vault_payment(ticket, typed_data, vault)
+        return self._redeemed(
+            verified, False, lambda ticket: self._vault_payment(ticket, typed_data, vault)
+        )
 
     def _vault_payment(self, ticket: Ticket, typed_data: object, vault: object) -> bytes:
         from agentguard.chain.vault import payment_signature

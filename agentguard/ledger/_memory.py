@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from agentguard._exceptions import AttestationReplayed, LedgerUnavailable, ReservationError
 from agentguard.ledger._backend import ReserveRequest, Usage
 from agentguard.ledger._limits import Limits
-from agentguard.ledger._reservation import Reservation
+from agentguard.ledger._reservation import Reservation, evolved
 from agentguard.ledger._transitions import (
     check_bind,
     check_commit,
@@ -142,12 +142,10 @@ class MemoryBackend:
             self._seq += 1
             names = self._names
             reservation = new_reservation(
-                replace(
-                    request,
-                    agent=names.setdefault(request.agent, request.agent),
-                    asset=names.setdefault(request.asset, request.asset),
-                ),
+                request,
                 now,
+                agent=names.setdefault(request.agent, request.agent),
+                asset=names.setdefault(request.asset, request.asset),
             )
             held = _Held(reservation, self._seq)
             self._by_key[request.key] = held
@@ -176,7 +174,7 @@ class MemoryBackend:
             other = self._by_task.get(task_id)
             if other is not None and other != r.id:  # one attestation backs one action, once
                 raise AttestationReplayed(replayed_message(task_id, other))
-            held.r = replace(r, task_id=task_id, expires_at=expires_at, updated_at=now)
+            held.r = evolved(r, task_id=task_id, expires_at=expires_at, updated_at=now)
             self._by_task[task_id] = r.id
             if expires_at != r.expires_at:
                 heapq.heappush(self._expiries, (expires_at, held.seq, held))
@@ -189,7 +187,7 @@ class MemoryBackend:
             held = self._load(reservation_id)
             if (same := check_mark_signed(held.r, reference, now)) is not None:
                 return _out(same)
-            held.r = replace(held.r, state="signed", reference=reference, updated_at=now)
+            held.r = evolved(held.r, state="signed", reference=reference, updated_at=now)
             self._signed[held.r.id] = held
             return _out(held.r)
 
@@ -204,7 +202,7 @@ class MemoryBackend:
             same, final = check_commit(r, outcome, amount)
             if same is not None:
                 return _out(same)
-            held.r = replace(r, state="committed", amount=final, outcome=outcome, updated_at=now)
+            held.r = evolved(r, state="committed", amount=final, outcome=outcome, updated_at=now)
             self._signed.pop(r.id, None)
             self._adjust(held, final - r.amount, 0)
             return _out(held.r)
@@ -256,7 +254,7 @@ class MemoryBackend:
         self, held: _Held, reason: str, now: float, undo: list[Callable[[], None]]
     ) -> Reservation:
         r = held.r
-        held.r = replace(r, state="released", amount=0, reason=reason, updated_at=now)
+        held.r = evolved(r, state="released", amount=0, reason=reason, updated_at=now)
         signed = self._signed.pop(r.id, None)
         undo.append(lambda: self._restore(held, r, signed))
         self._adjust(held, -r.amount, -int(r.action), undo)

@@ -28,13 +28,16 @@ __all__ = [
 ]
 
 
-def new_reservation(request: ReserveRequest, now: float) -> Reservation:
-    """What a ``reserve`` that passed every cap records: held in full, unbound."""
+def new_reservation(
+    request: ReserveRequest, now: float, *, agent: str | None = None, asset: str | None = None
+) -> Reservation:
+    """What a ``reserve`` that passed every cap records: held in full, unbound. ``agent`` /
+    ``asset``: an equal string to keep instead of the request's (a backend's one copy)."""
     return Reservation(
         id=request.key,
         key=request.key,
-        agent=request.agent,
-        asset=request.asset,
+        agent=request.agent if agent is None else agent,
+        asset=request.asset if asset is None else asset,
         amount=request.amount,
         reserved=request.amount,
         recipient=request.recipient,

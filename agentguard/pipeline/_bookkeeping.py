@@ -16,6 +16,13 @@ task is no longer ``attested``) and is not retried. ``Guard.close()`` / ``AsyncG
 drain the queue within a bound (``flush``); so does interpreter exit, for threads. A forked
 child starts with empty queues and fresh locks: its parent sends what it queued.
 
+Batched commits: a commit waits up to ``LINGER`` seconds for others, and the worker sends
+every queued commit (at most ``BATCH``) in one call where the authorizer has ``commit_many``
+(the reference gateway's ``agentguard_commitTasks``), so under a stream of payments one round
+trip carries many while a lone payment still commits within ``LINGER``; ``flush`` sends at
+once. Each item is judged alone: the answer says, per item, that it landed or why not, and an
+item the answer does not account for is retried like a lost call.
+
 Exactly once: a task id is queued at most once while its call is pending, and the gateway
 itself accepts one commit or release per task (a second finds it no longer ``attested`` and
 is refused), so a retry after a lost answer is refused, never counted twice.
@@ -34,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +75,10 @@ MAX_WAIT = 3600.0
 IDLE_SECONDS = 2.0
 """A worker thread with nothing to do for this long ends (the next call starts one); an
 asyncio worker ends as soon as nothing is queued (starting one is cheap)."""
+LINGER = 0.05
+"""Seconds a commit waits for others to share its round trip (``flush`` does not wait)."""
+BATCH = 64
+"""Commits one round trip carries at most."""
 _REMEMBERED = 4096
 """Task ids whose call is done, remembered so a duplicate submission sends nothing."""
 
@@ -88,12 +99,40 @@ def _args(call: Call) -> tuple[str, ...]:
     return (call.task_id,)
 
 
+def _batched(authorizer: Any, calls: list[Call]) -> Callable[..., Any] | None:
+    """The authorizer's ``commit_many`` when ``calls`` are several commits and it has one."""
+    if len(calls) < 2 or not isinstance(calls[0], GatewayCommit):
+        return None
+    many: Callable[..., Any] | None = getattr(authorizer, "commit_many", None)
+    return many if callable(many) else None
+
+
+def _commits(calls: list[Call]) -> list[tuple[str, str]]:
+    """(task id, outcome) of each commit (``take`` batches commits only)."""
+    return [(call.task_id, call.outcome) for call in calls if isinstance(call, GatewayCommit)]
+
+
+def _answers(answers: Any, calls: list[Call]) -> Sequence[Exception | None]:
+    """``commit_many``'s per-item answers; anything but one ``None``-or-error per call means
+    nothing is known to have landed (each is then retried like a lost call)."""
+    if (
+        isinstance(answers, list)
+        and len(answers) == len(calls)
+        and all(a is None or isinstance(a, Exception) for a in answers)
+    ):
+        return answers
+    return [GatewayProtocolError("commit_many answered another number of items")] * len(calls)
+
+
 @dataclass(order=True, slots=True)
 class _Job:
     due: float
     seq: int
     call: Call = field(compare=False)
     rounds: int = field(default=0, compare=False)
+    early: float = field(default=0.0, compare=False)
+    """When it may go if hurried (``flush``) or if a batch is leaving anyway: a commit's
+    linger ends early, a retry's backoff does not."""
 
 
 class _Queue:
@@ -107,31 +146,61 @@ class _Queue:
         self.active = 0
         self._seq = itertools.count()
 
-    def add(self, call: Call) -> bool:
+    def add(self, call: Call, linger: float = 0.0) -> bool:
         task = call.task_id
         if task in self.pending or task in self.done:
             log.info(f"gateway {_name(call)} already queued or sent", task_id=task)
             return False
         self.pending.add(task)
-        heapq.heappush(self.jobs, _Job(time.monotonic(), next(self._seq), call))
+        now = time.monotonic()
+        due = now + linger if isinstance(call, GatewayCommit) else now
+        heapq.heappush(self.jobs, _Job(due, next(self._seq), call, early=now))
         return True
 
-    def take(self) -> _Job | float | None:
-        """The next due job (marked active), the seconds until one is due, or ``None``."""
-        if not self.jobs:
+    def take(
+        self, limit: int = 1, hurry: bool = False, linger: float = 0.0
+    ) -> list[_Job] | float | None:
+        """The next due job with, if it is a commit, the other commits that may go now (at
+        most ``limit`` in all; each marked active); else the seconds until one is due, or
+        ``None`` when nothing is queued. ``hurry``: lingering commits are due. ``linger``:
+        how long a commit lingers (those queued within it are looked at, no others)."""
+        jobs = self.jobs
+        if not jobs:
             return None
-        wait = self.jobs[0].due - time.monotonic()
-        if wait > 0:
-            return wait
-        self.active += 1
-        return heapq.heappop(self.jobs)
+        now = time.monotonic()
+        head = jobs[0]
+        if head.due <= now:
+            heapq.heappop(jobs)
+        elif not hurry:
+            return head.due - now
+        else:
+            head = min(jobs, key=lambda job: (job.early, job.seq))
+            if head.early > now:
+                return head.early - now
+            jobs.remove(head)
+            heapq.heapify(jobs)
+        batch = [head]
+        if isinstance(head.call, GatewayCommit):
+            aside: list[_Job] = []
+            while len(batch) < limit and jobs and jobs[0].due <= now + linger:
+                job = heapq.heappop(jobs)
+                may_go = isinstance(job.call, GatewayCommit) and job.early <= now
+                (batch if may_go else aside).append(job)
+            for job in aside:
+                heapq.heappush(jobs, job)
+        self.active += len(batch)
+        return batch
 
-    def finish(self, job: _Job, error: Exception | None, backoff: float, rounds: int) -> None:
+    def finish(
+        self, job: _Job, error: Exception | None, backoff: float, rounds: int, now: float
+    ) -> None:
+        """``now``: when the call ended (one instant for a batch: its retries stay together)."""
         self.active -= 1
         call = job.call
         if error is not None and _transient(error) and job.rounds + 1 < rounds:
             job.rounds += 1
-            job.due = time.monotonic() + min(backoff * 2 ** (job.rounds - 1), MAX_BACKOFF)
+            job.due = now + min(backoff * 2 ** (job.rounds - 1), MAX_BACKOFF)
+            job.early = job.due
             heapq.heappush(self.jobs, job)
             log.info(
                 f"gateway {_name(call)} failed; retrying",
@@ -194,23 +263,28 @@ class Bookkeeper:
 
     rounds: int = ROUNDS
     backoff: float = BACKOFF
+    linger: float = LINGER
+    batch: int = BATCH
 
     def __init__(self, guard: Any) -> None:
         self._guard = weakref.ref(guard)
         self._queue = _Queue()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._hurry = 0  # flushes waiting: lingering commits go at once
 
     def _forked(self) -> None:
         """In a forked child: a fresh lock (a parent thread may have held this one at the
-        fork) and queue, and no worker (the parent's did not come along)."""
+        fork) and queue, and no worker (the parent's did not come along); a parent thread's
+        flush did not come along either, so nothing hurries the child's commits."""
         self._queue = self._queue.forked()
         self._cond = threading.Condition()
         self._worker = None
+        self._hurry = 0
 
     def submit(self, call: Call) -> None:
         with self._cond:
-            if not self._queue.add(call):
+            if not self._queue.add(call, self.linger):
                 return
             if self._worker is None or not self._worker.is_alive():  # none yet, or forked
                 worker = threading.Thread(
@@ -222,7 +296,8 @@ class Bookkeeper:
                     log.warning("bookkeeping worker not started", error=str(exc))
                 else:
                     self._worker = worker
-            self._cond.notify_all()
+            if self._queue.jobs[0].call is call:  # due before anything queued: wake
+                self._cond.notify_all()
 
     @property
     def pending(self) -> int:
@@ -236,36 +311,57 @@ class Bookkeeper:
         then)."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            while self._queue.outstanding():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, MAX_WAIT))  # a lock wait refuses ``inf``
-            return self._queue.outstanding()
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                while self._queue.outstanding():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(min(left, MAX_WAIT))  # a lock wait refuses ``inf``
+                return self._queue.outstanding()
+            finally:
+                self._hurry -= 1
+
+    def _take(self) -> list[_Job] | float | None:
+        return self._queue.take(self.batch, self._hurry > 0, self.linger)
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not isinstance(job := self._queue.take(), _Job):
-                    if job is not None:  # a retry not yet due
-                        self._cond.wait(job)
+                while not isinstance(jobs := self._take(), list):
+                    if jobs is not None:  # a retry (or a lingering commit) not yet due
+                        self._cond.wait(jobs)
                     elif not self._cond.wait(IDLE_SECONDS) and not self._queue.outstanding():
                         self._worker = None  # idle: the next submit starts another
                         return
-            error = self._send(job.call)
+            errors = self._send([job.call for job in jobs])
             with self._cond:
-                self._queue.finish(job, error, self.backoff, self.rounds)
+                now = time.monotonic()
+                for job, error in zip(jobs, errors, strict=True):
+                    self._queue.finish(job, error, self.backoff, self.rounds, now)
                 self._cond.notify_all()
 
-    def _send(self, call: Call) -> Exception | None:
+    def _send(self, calls: list[Call]) -> Sequence[Exception | None]:
+        """Each call's error (kept, judged by ``finish``) or ``None``."""
         guard = self._guard()
         if guard is None:
-            return RuntimeError("the guard was garbage-collected")
-        try:
-            getattr(guard.authorizer, _name(call))(*_args(call))
-        except Exception as exc:  # kept, judged by ``finish``
-            return exc
-        return None
+            return [RuntimeError("the guard was garbage-collected")] * len(calls)
+        many = _batched(guard.authorizer, calls)
+        if many is not None:
+            try:
+                return _answers(many(_commits(calls)), calls)
+            except Exception as exc:  # the whole call failed: nothing is known to have landed
+                return [exc] * len(calls)
+        errors: list[Exception | None] = []
+        for call in calls:
+            try:
+                getattr(guard.authorizer, _name(call))(*_args(call))
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
 
 class AsyncBookkeeper:
@@ -273,6 +369,8 @@ class AsyncBookkeeper:
 
     rounds: int = ROUNDS
     backoff: float = BACKOFF
+    linger: float = LINGER
+    batch: int = BATCH
 
     def __init__(self, guard: Any) -> None:
         self._guard = weakref.ref(guard)
@@ -280,19 +378,21 @@ class AsyncBookkeeper:
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._hurry = 0
 
     def _forked(self) -> None:
-        """In a forked child: the parent's loop and worker did not come along."""
+        """In a forked child: the parent's loop, worker and flushes did not come along."""
         self._queue = self._queue.forked()
         self._worker = self._wake = self._idle = None
+        self._hurry = 0
 
     def submit(self, call: Call) -> None:
         """Queue ``call``; must be called on a running event loop."""
-        if not self._queue.add(call):
+        if not self._queue.add(call, self.linger):
             return
         self._start(asyncio.get_running_loop())
-        if self._wake is not None:
-            self._wake.set()
+        if self._wake is not None and self._queue.jobs[0].call is call:  # due first: wake
+            self._wake.set()  # (a commit behind a lingering one goes with it, no sooner)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """A worker on ``loop`` unless one runs there (one whose loop is gone is replaced)."""
@@ -312,33 +412,55 @@ class AsyncBookkeeper:
         if not self._queue.outstanding():
             return 0
         self._start(asyncio.get_running_loop())  # the loop that queued them may be gone
-        assert self._idle is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
+        assert self._idle is not None and self._wake is not None
+        self._hurry += 1
+        self._wake.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
+        finally:
+            self._hurry -= 1
         return self._queue.outstanding()
+
+    def _take(self) -> list[_Job] | float | None:
+        return self._queue.take(self.batch, self._hurry > 0, self.linger)
 
     async def _work(self, wake: asyncio.Event, idle: asyncio.Event) -> None:
         """Send until nothing is queued, then end (the next ``submit`` starts another)."""
         try:
-            while (job := self._queue.take()) is not None:
-                if not isinstance(job, _Job):  # a retry not yet due (or a new call, sooner)
+            while (jobs := self._take()) is not None:
+                if not isinstance(jobs, list):  # not yet due (or a new call, or a flush, sooner)
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), job)
+                        await asyncio.wait_for(wake.wait(), jobs)
                     continue
                 try:
-                    error = await self._send(job.call)
+                    errors = await self._send([job.call for job in jobs])
                 except BaseException:  # cancelled (the loop is ending): not lost, queued again
-                    self._queue.requeue(job)
+                    for job in jobs:
+                        self._queue.requeue(job)
                     raise
-                self._queue.finish(job, error, self.backoff, self.rounds)
+                now = time.monotonic()
+                for job, error in zip(jobs, errors, strict=True):
+                    self._queue.finish(job, error, self.backoff, self.rounds, now)
         finally:
             idle.set()
 
-    async def _send(self, call: Call) -> Exception | None:
+    async def _send(self, calls: list[Call]) -> Sequence[Exception | None]:
         guard = self._guard()
         if guard is None:
-            return RuntimeError("the guard was garbage-collected")
+            return [RuntimeError("the guard was garbage-collected")] * len(calls)
+        many = _batched(guard.authorizer, calls)
+        if many is not None:
+            try:
+                if inspect.iscoroutinefunction(many):
+                    return _answers(await many(_commits(calls)), calls)
+                return _answers(await asyncio.to_thread(many, _commits(calls)), calls)
+            except Exception as exc:
+                return [exc] * len(calls)
+        return [await self._one(guard, call) for call in calls]
+
+    async def _one(self, guard: Any, call: Call) -> Exception | None:
         method: Callable[..., Any] = getattr(guard.authorizer, _name(call))
         try:
             if inspect.iscoroutinefunction(method):

@@ -40,6 +40,7 @@ from agentguard._exceptions import (
     TierTooLow,
     VerificationError,
 )
+from agentguard._intent import PaymentIntent
 from agentguard._json import strict_loads
 from agentguard._tickets import INTENT_FIELDS, fresh_intent
 from agentguard._verifier import VerifiedAttestation
@@ -113,13 +114,17 @@ def _why(exc: BaseException) -> str:
     return exc.message if isinstance(exc, AgentGuardError) else type(exc).__name__
 
 
-def guarded(action: Action) -> Flow[Settled]:
+def guarded(action: Action, *, owned: bool = False) -> Flow[Settled]:
     """The whole sequence for one action; returns ``Settled`` or raises the typed refusal.
 
     The flow works on its own copy of the intent, taken before the first step: what is held,
     authorized and checked against the attestation is one value the caller can no longer edit.
+    ``owned``: the caller validated ``action.intent`` just now (``PaymentIntent.from_fields``)
+    and keeps no other reference to it or to ``action`` (``X402Auth``): it already is that
+    copy, and a second one would be the same value.
     """
-    action = replace(action, intent=fresh_intent(action.intent))
+    if not owned or type(action.intent) is not PaymentIntent:
+        action = replace(action, intent=fresh_intent(action.intent))
     timeout = action.approval_timeout
     if timeout is not None and (
         isinstance(timeout, bool)

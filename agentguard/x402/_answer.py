@@ -146,14 +146,22 @@ def redirected(request: httpx.Request, paid: Paid, where: str) -> PaymentOutcome
     )
 
 
+def _redirected(response: httpx.Response, paid: Paid) -> bool:
+    """Whether a response that carried the payment was a redirect or came from another URL
+    than the one paid for. Headers are read only for such a response (rare): on the common
+    path (the 402 and the paid answer, from the paid URL) none is."""
+    header, value = paid.payment.header, paid.payment.value
+    return any(
+        r.request.headers.get(header) == value
+        for r in (*response.history, response)
+        if r.has_redirect_location or str(r.request.url) != paid.url
+    )
+
+
 def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Outcome:
     """The outcome of a paid request (a 402's body must have been read)."""
     req = paid.payment.requirement
-    carried = [
-        r for r in (*response.history, response)
-        if r.request.headers.get(paid.payment.header) == paid.payment.value
-    ]  # fmt: skip
-    if any(r.has_redirect_location or str(r.request.url) != paid.url for r in carried):
+    if _redirected(response, paid):
         error = redirected(request, paid, str(response.request.url))
         return StillCounted(
             "outcome_unknown",

@@ -427,7 +427,7 @@ class X402Auth(httpx.Auth):
             approval_timeout=self._approval_timeout,
             audited=self._audit is not None,
         )
-        yield from self._pipeline(guarded(action), port, request, runner)
+        yield from self._pipeline(guarded(action, owned=True), port, request, runner)
 
     def _pipeline(
         self,

@@ -60,6 +60,11 @@ def capped_client(network: ReferenceNetwork, cap: int = 15_000, expire_after: in
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_bookkeeping.Bookkeeper, "backoff", 0.01)
     monkeypatch.setattr(_bookkeeping.AsyncBookkeeper, "backoff", 0.01)
+    # One call per commit, sent at once, as the spies here count and time them (batches and
+    # their linger: test_batched_commits).
+    for book in (_bookkeeping.Bookkeeper, _bookkeeping.AsyncBookkeeper):
+        monkeypatch.setattr(book, "batch", 1)
+        monkeypatch.setattr(book, "linger", 0.0)
 
 
 @pytest.fixture

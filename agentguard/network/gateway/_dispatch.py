@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentguard.network._rpc import INVALID_REQUEST, METHOD_NOT_FOUND, Encoded, RPCError, encode
 from agentguard.network.config import ApiKeyEntry
-from agentguard.network.gateway import _audit
+from agentguard.network.gateway import _audit, _settle
 from agentguard.network.gateway._auth import require_admin
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ async def dispatch(
         return gateway.release(key, params)
     if method == "agentguard_commitTask":
         return gateway.commit(key, params)
+    if method == "agentguard_commitTasks":
+        return _settle.commit_many(gateway.state, key, params)
     if method == "agentguard_approve":
         return gateway.approve(key, params)
     if method == "agentguard_reject":

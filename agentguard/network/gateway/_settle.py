@@ -2,7 +2,8 @@
 
 Only an allowed (recorded) task can be either; only a key that may use its policy client may
 report it. A release is given back at once only when nobody need ask the chain; otherwise the
-sweep (``Gateway.sweep_forever``) decides at expiry.
+sweep (``Gateway.sweep_forever``) decides at expiry. ``commit_many`` judges several commits in
+one call (a client's queued bookkeeping), each exactly as ``commit`` would, each answered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from agentguard.network.config import ApiKeyEntry
 from agentguard.network.gateway._params import B32, invalid
 from agentguard.network.state import State
 
-__all__ = ["commit", "release"]
+__all__ = ["MAX_COMMITS", "commit", "commit_many", "release"]
+
+MAX_COMMITS = 256
+"""Commits one ``agentguard_commitTasks`` call may carry."""
 
 
 def _task_for(state: State, key: ApiKeyEntry, params: Mapping[str, Any]) -> str:
@@ -64,3 +68,23 @@ def commit(state: State, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[st
         status = record.status if record else "unknown"
         raise invalid(f"task {task_id} is {status}; only an attested task can be committed")
     return {"task_id": task_id, "status": "committed"}
+
+
+def commit_many(state: State, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"commits": [{task_id, outcome}, ...]}`` → ``{"results": [...]}`` in request order:
+    each entry ``commit``'s answer or ``{"task_id", "error"}``, so one refused item refuses
+    nothing else and the client can tell which landed."""
+    commits = params.get("commits")
+    if not isinstance(commits, list) or not 0 < len(commits) <= MAX_COMMITS:
+        raise invalid(f"commits must be a list of 1..{MAX_COMMITS} {{task_id, outcome}} objects")
+    results: list[dict[str, Any]] = []
+    for item in commits:
+        try:
+            if not isinstance(item, dict):
+                raise invalid("each commit must be an object {task_id, outcome}")
+            results.append(commit(state, key, item))
+        except RPCError as exc:
+            task_id = item.get("task_id") if isinstance(item, dict) else None
+            echoed = task_id.lower() if isinstance(task_id, str) and B32.match(task_id) else None
+            results.append({"task_id": echoed, "error": exc.to_json()})
+    return {"results": results}
