@@ -175,7 +175,7 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
         raise MalformedSignature("signature has r/s out of range (or a malleable high s)")
     if type(digest) is bytes and len(digest) == 32:
         public = _recover_public(digest, bytes(signature[:64]), v)
-    else:  # what coincurve makes of anything else (it refuses it): kept as it was
+    else:  # anything else goes to coincurve, which refuses it as before
         public = _recover_public_slow(digest, bytes(signature[:64]), v)
     if public is None:
         raise MalformedSignature("signature does not recover to a public key")
@@ -185,7 +185,7 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
 def _recover_public(digest: bytes, compact: bytes, recid: int) -> bytes | None:
     """The 64-byte public key (x ‖ y) that signed the 32-byte ``digest``, or None: the three
     libsecp256k1 calls ``PublicKey.from_signature_and_message`` and ``format`` make, without
-    their wrapper objects (a quarter of a recovery's cost; the gateway recovers every vote and
+    their wrapper objects (about a fifth of a recovery's cost; the gateway recovers every vote and
     the client every signature). ``tests/unit/test_recover_fast.py`` holds it to coincurve."""
     parsed = _ffi.new("secp256k1_ecdsa_recoverable_signature *")
     if not _lib.secp256k1_ecdsa_recoverable_signature_parse_compact(_CTX, parsed, compact, recid):
