@@ -162,6 +162,12 @@ def operator_address(key: PrivateKey) -> str:
 
 def recover_signer(digest: bytes, signature: bytes) -> bytes:
     """The 20-byte address that signed ``digest``; rejects malleable (high-s) signatures."""
+    if type(signature) is not bytes:
+        # Only bytes, as coincurve took before the direct libsecp256k1 calls; a subclass is
+        # read as its bytes, so its own slicing cannot show the range check another s.
+        if not isinstance(signature, bytes):
+            raise MalformedSignature(f"signature is {type(signature).__name__}, not bytes")
+        signature = bytes(memoryview(signature))
     if len(signature) != 65:
         raise MalformedSignature(f"signature is {len(signature)} bytes, expected 65")
     # Only 27/28, as the operators sign and as ecrecover (and so the vault) reads it: v = 0/1
@@ -174,9 +180,9 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     if not (0 < r < _SECP256K1_N and 0 < s <= _HALF_N):
         raise MalformedSignature("signature has r/s out of range (or a malleable high s)")
     if type(digest) is bytes and len(digest) == 32:
-        public = _recover_public(digest, bytes(signature[:64]), v)
+        public = _recover_public(digest, signature[:64], v)
     else:  # anything else goes to coincurve, which refuses it as before
-        public = _recover_public_slow(digest, bytes(signature[:64]), v)
+        public = _recover_public_slow(digest, signature[:64], v)
     if public is None:
         raise MalformedSignature("signature does not recover to a public key")
     return _address_of(public)

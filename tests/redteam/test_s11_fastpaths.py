@@ -143,7 +143,7 @@ def test_hostile_signature_answers_as_before_and_as_the_peers(name: str) -> None
 
 
 def test_the_point_at_infinity_is_refused_by_every_implementation() -> None:
-    """s·R = e·G makes Q = r⁻¹(sR − eG) the point at infinity: no key, no address."""
+    """s·R = e·G makes Q = r⁻¹(sR - eG) the point at infinity: no key, no address."""
     rng = random.Random(1101)
     found = 0
     while found < 8:
@@ -155,7 +155,7 @@ def test_the_point_at_infinity_is_refused_by_every_implementation() -> None:
         assert _outcome(recover_signer, digest, signature) == "refused"
         assert _outcome(_previous, digest, signature) == "refused"
         for peer in (_eth_keys, _eth_account):
-            with pytest.raises(Exception):  # noqa: B017, PT011 - the peers' own error types
+            with pytest.raises(Exception):
                 peer(digest, signature)
         found += 1
 
@@ -371,7 +371,10 @@ def test_the_verifier_counts_no_signature_over_another_digest_or_in_another_form
     first = bytes.fromhex(doc["signatures"][0]["signature"][2:])
     r, s, v = int.from_bytes(first[:32]), int.from_bytes(first[32:64]), first[64]
     twin = "0x" + _compact(r, N - s, 55 - v).hex()
-    doubled = {**doc, "signatures": [doc["signatures"][0], {**doc["signatures"][0], "signature": twin}]}
+    doubled = {
+        **doc,
+        "signatures": [doc["signatures"][0], {**doc["signatures"][0], "signature": twin}],
+    }
     with pytest.raises(AgentGuardError):
         verifier().verify(Attestation.from_json(doubled), asked)
 
@@ -384,7 +387,11 @@ def test_the_verifier_refuses_a_hand_built_attestation_whose_signature_lies() ->
     asked = intent()
     att = Attestation.from_json(attestation_doc(asked))
     sig = att.signatures[0]
-    r, s, v = int.from_bytes(sig.signature[:32]), int.from_bytes(sig.signature[32:64]), sig.signature[64]
+    r, s, v = (
+        int.from_bytes(sig.signature[:32]),
+        int.from_bytes(sig.signature[32:64]),
+        sig.signature[64],
+    )
 
     class Lying(bytes):
         def __getitem__(self, key: Any) -> Any:
@@ -495,7 +502,7 @@ def test_editing_a_read_intent_behind_the_frozen_model_changes_no_checked_hash()
     other = TransactionIntent.from_wire({**intent().wire(), "chain_id": "0x1"})
     assert fresh_intent(read).intent_hash == other.intent_hash != stale
     assert read.model_copy().intent_hash == other.intent_hash
-    with pytest.raises(Exception):  # noqa: B017, PT011 - pydantic's frozen-instance error
+    with pytest.raises(Exception):
         read.chain_id = 6  # type: ignore[misc]
 
 
@@ -565,8 +572,12 @@ def test_the_import_time_guard_fires_on_a_model_change(change: str) -> None:
 def test_the_guard_lets_the_model_as_it_is_through() -> None:
     source = (ROOT / "agentguard" / "_intent.py").read_text()
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, types; m = types.ModuleType('x'); "
-         "sys.modules['x'] = m; exec(sys.stdin.read(), m.__dict__); print('imported')"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, types; m = types.ModuleType('x'); "
+            "sys.modules['x'] = m; exec(sys.stdin.read(), m.__dict__); print('imported')",
+        ],
         input=source,
         capture_output=True,
         text=True,

@@ -73,4 +73,7 @@ def test_refusals_are_unchanged() -> None:
         for v in (27, 28):
             with pytest.raises(MalformedSignature):
                 recover_signer(digest, compact + bytes([v]))
-    assert recover_signer(digest, bytearray(signature)) == recover_signer(digest, signature)
+    # coincurve took only bytes as the signature: the same bytes in another type are refused
+    for other in (bytearray(signature), memoryview(signature), list(signature), signature.hex()):
+        with pytest.raises(MalformedSignature):
+            recover_signer(digest, other)  # type: ignore[arg-type]
