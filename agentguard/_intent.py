@@ -856,26 +856,25 @@ def wasm_args_hex(args: dict[str, Any] | None) -> str:
     return "0x" + json.dumps(args, separators=(",", ":"), sort_keys=True).encode().hex()
 
 
-def _constructible(cls: type[_Model], fields: tuple[str, ...], *, aliases: bool) -> bool:
+def _constructible(cls: type[_Model], fields: tuple[str, ...], aliases: Mapping[str, str]) -> bool:
     """Whether ``_constructed`` sets all that pydantic's ``model_construct`` would: it would
-    miss a post-init hook, private attributes, extras, aliases (TransactionIntent's one alias,
-    ``from``, is for input: ``_constructed`` is given field names) or a root model, so none
-    may appear unnoticed."""
+    miss a post-init hook, private attributes, extras, aliases or a root model, so none may
+    appear unnoticed. ``aliases`` are the known ones (TransactionIntent's ``from``, for input):
+    any other could name another field, which ``model_construct`` would read in its place."""
     return (
         cls.__pydantic_post_init__ is None
         and not cls.__private_attributes__
         and cls.model_config.get("extra") in (None, "ignore")
         and not cls.__pydantic_root_model__
         and tuple(cls.model_fields) == fields
-        and (
-            aliases
-            or all(f.alias is None and f.validation_alias is None
-                   for f in cls.model_fields.values())
+        and all(
+            f.alias == f.validation_alias == aliases.get(name)
+            for name, f in cls.model_fields.items()
         )
-    )  # fmt: skip
+    )
 
 
-if not _constructible(PaymentIntent, _PAYMENT_FIELDS, aliases=False):
+if not _constructible(PaymentIntent, _PAYMENT_FIELDS, {}):
     raise RuntimeError("PaymentIntent changed: review _constructed and from_fields")
-if not _constructible(TransactionIntent, _FIELD_NAMES, aliases=True):
+if not _constructible(TransactionIntent, _FIELD_NAMES, {"from_": "from"}):
     raise RuntimeError("TransactionIntent changed: review _constructed and _validated_directly")
