@@ -36,6 +36,7 @@ from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
 from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
+    EVALUATE_FOR_KEYS,
     INVALID_PARAMS,
     MAX_BODY,
     METHOD_NOT_FOUND,
@@ -55,7 +56,6 @@ from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
 
 __all__ = [
-    "EVALUATE_FOR_KEYS",
     "KEY_ENV",
     "TOKEN_ENV",
     "Operator",
@@ -68,8 +68,6 @@ __all__ = [
 
 KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
 TOKEN_ENV = "AGENTGUARD_OPERATOR_TOKEN"  # noqa: S105 - a variable name, not a secret
-# A host's method: one evaluation, one answer per operator key named in ``operators``.
-EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"
 # How far the gateway's clock (``now``, ``expires_at``) may be from ours.
 CLOCK_SKEW = 30
 # Task ids this operator signed and whose attestations have not expired yet.
