@@ -84,7 +84,7 @@ class Side:
     ) -> dict[str, Any]:
         """``hosts``: the operator keys in that many processes (only a tree that has operator
         hosts is asked for them)."""
-        more = {} if hosts is None else {"hosts": hosts}
+        more: dict[str, Any] = {} if hosts is None else {"hosts": hosts}
         self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold, **more)
         self.net.start()
         for address, configured in zip(CLIENTS, params, strict=False):

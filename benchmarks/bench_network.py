@@ -21,7 +21,7 @@ every operator; read from ``/proc``), which depends far less on how busy the mac
 wall time, split by process (``cpu_split`` in the JSON) so one sees where the CPU goes, and
 set against the operators asked per authorization (``scaling``).
 
-With 3 operators, one more setup: ``3 operators on one host, 2 checks``, this checkout's 3
+With 3 operators, one more setup: ``3 operators on 1 host, 2 checks``, this checkout's 3
 operator keys in one operator host process (``ReferenceNetwork(hosts=1)``: one evaluation and
 one hop per authorization where separate operators take two of each), against the baseline's
 ordinary 3-operator network (it has no operator hosts). ``--hosted only`` runs just that
@@ -75,7 +75,7 @@ PROFILE_SITE = Path(__file__).with_name("_profile")  # its sitecustomize.py prof
 BASELINE = "a179a10"  # main before issue 11: the design the speed work replaces
 THRESHOLD = 66  # two thirds: 2 of 3, 4 of 5, 5 of 7
 MAIN = "3 operators, 2 checks"
-HOSTED = "3 operators on one host, 2 checks"
+HOSTED = "3 operators on 1 host, 2 checks"
 GROWTH = "gateway RSS growth per 1,000 authorizations after warm-up (MiB)"
 LATE = "gateway RSS growth per 1,000 over the soak's second half (MiB)"
 GROUPS: list[tuple[int, list[tuple[str, dict[str, Any]]]]] = [
