@@ -248,10 +248,8 @@ async def call_host(
     addresses = [link.address for link in asked]
     result = await call_operator(asked[0], code_hash, bodies, timeout, addresses)
     answers = result.get("answers") if isinstance(result, dict) else None
-    if not isinstance(answers, list) or len(answers) != len(asked):
-        raise OperatorFailure(
-            "invalid_response", "host answer is not one answer per operator asked", retryable=False
-        )
+    if not isinstance(answers, list):
+        raise OperatorFailure("invalid_response", "host answer has no answers", retryable=False)
     by_address: dict[str, Any] = {}
     for answer in answers:
         address = answer.get("operator") if isinstance(answer, dict) else None
@@ -263,6 +261,10 @@ async def call_host(
                 retryable=False,
             )
         by_address[key] = answer
+    if len(by_address) != len(asked):
+        raise OperatorFailure(
+            "invalid_response", "host did not answer for every operator asked", retryable=False
+        )
     out: list[Any] = []
     for link in asked:
         answer = by_address[link.address.lower()]
