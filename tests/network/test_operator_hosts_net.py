@@ -99,8 +99,10 @@ def hostile_host(net: ReferenceNetwork, mode: str) -> Iterator[None]:
             str(op.port),
             "--token-file",
             str(op.token_file),
-        ]
-        + ["--mode", mode, *keys],
+            "--mode",
+            mode,
+            *keys,
+        ],
         cwd=Path(__file__).parents[2],
     )
     try:
