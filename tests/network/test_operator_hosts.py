@@ -187,3 +187,23 @@ def test_a_single_key_answers_both_methods_alike() -> None:
     body, now = request(UNIT), time.time()
     [answer] = one.evaluate_for({**body, "operators": [ADDRESSES[0]]}, now)["answers"]
     assert answer == one.evaluate_and_sign(body, now)  # a retry of the same task
+
+
+def test_one_approval_allows_one_task_for_every_key_of_a_host() -> None:
+    """The host's registry records an approval's use: a key that never saw it refuses it for
+    a second task as well (stricter than separate operators, never looser)."""
+    from tests.approvals.test_operator_approvals import request as approval_request
+    from tests.approvals.test_operator_approvals import signed
+
+    host = Operator(KEYS, Registry(":memory:"))
+    approval = signed()
+    first = approval_request(approval)
+    answers = host.evaluate_for({**first, "operators": ADDRESSES[:2]})["answers"]
+    assert [a["decision"] for a in answers] == ["allow", "allow"]
+    # the third key joins the same task later (a hedge): the same task, so it signs
+    [late] = host.evaluate_for({**first, "operators": ADDRESSES[2:]})["answers"]
+    assert late["decision"] == "allow"
+    second = approval_request(approval)  # another task id, the same approval
+    answers = host.evaluate_for({**second, "operators": ADDRESSES})["answers"]
+    for answer in answers:
+        assert "already used for another task" in answer["error"]["message"]
