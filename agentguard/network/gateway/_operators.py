@@ -250,11 +250,12 @@ async def call_host(
     answers = result.get("answers") if isinstance(result, dict) else None
     if not isinstance(answers, list):
         raise OperatorFailure("invalid_response", "host answer has no answers", retryable=False)
+    wanted = {address.lower() for address in addresses}
     by_address: dict[str, Any] = {}
     for answer in answers:
         address = answer.get("operator") if isinstance(answer, dict) else None
         key = address.lower() if isinstance(address, str) else ""
-        if key in by_address or key not in {a.lower() for a in addresses}:
+        if key in by_address or key not in wanted:
             raise OperatorFailure(
                 "invalid_response",
                 "host answered for an operator it was not asked for, or twice for one",
