@@ -1,0 +1,234 @@
+"""Red team, session 11: operator hosts (one process, several operator keys, one evaluation).
+
+Attacks as a hostile gateway on a host (per-key task claims across keys and methods, address
+lists in every shape), as a hostile host or a bad configuration on the gateway (one signer
+counted twice, answers for other hosts' keys, mixed answers, failures), on the launcher's key
+splitting, and the challenger re-checking what hosts signed. In process where the attack needs
+no process (the real ``Gateway`` and ``Operator`` code, only the HTTP hop a function call)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coincurve import PrivateKey
+
+from agentguard._attestation import operator_address
+from agentguard._exceptions import ConfigurationError
+from agentguard.network._rpc import EVALUATE_FOR_KEYS, INVALID_PARAMS, RPCError
+from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig, OperatorEntry
+from agentguard.network.gateway import Gateway
+from agentguard.network.operator import Operator
+from agentguard.network.registration import Registration
+from agentguard.network.registry import Registry
+from agentguard.network.state import open_state, policy_material
+from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
+from tests.network.test_operator import request
+
+KEY = ApiKeyEntry(sha256="00" * 32, admin=True)
+KEYS = [PrivateKey(bytes([0x60 + i]) * 32) for i in range(4)]
+ADDRESSES = [operator_address(k) for k in KEYS]
+
+Answer = Callable[[Operator, str, dict[str, Any]], Any]
+
+
+def honest(operator: Operator, method: str, params: dict[str, Any]) -> Any:
+    if method == EVALUATE_FOR_KEYS:
+        return operator.evaluate_for(params)
+    return operator.evaluate_and_sign(params)
+
+
+class Direct:
+    """An operator link's HTTP client that hands the body to an in-process operator (or host);
+    ``answer`` may bend what it says back."""
+
+    def __init__(self, operator: Operator, answer: Answer = honest) -> None:
+        self.operator = operator
+        self.answer = answer
+        self.calls: list[tuple[str, list[str] | None]] = []
+        self.down = False
+
+    async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+        from agentguard.network._http import HTTPError
+
+        if self.down:
+            raise HTTPError("connection refused")
+        request = json.loads(body)
+        self.calls.append((request["method"], request["params"].get("operators")))
+        try:
+            reply: dict[str, Any] = {
+                "result": self.answer(self.operator, request["method"], request["params"])
+            }
+        except RPCError as exc:
+            reply = {"error": {"code": exc.code, "message": exc.message}}
+        return 200, json.dumps({"jsonrpc": "2.0", "id": 1, **reply}).encode()
+
+    def close(self) -> None:
+        return None
+
+
+class Net:
+    """A real ``Gateway`` over in-process operators. ``layout``: per operator entry, the key
+    index and the URL it is listed at; the keys listed at one URL are held by one process."""
+
+    def __init__(
+        self,
+        folder: Path,
+        layout: Sequence[tuple[int, str]],
+        *,
+        addresses: Sequence[str] | None = None,
+        answers: Mapping[str, Answer] | None = None,
+        threshold: int = 66,
+    ) -> None:
+        token = folder / "operator.token"
+        token.write_text("t" * 32)
+        held: dict[str, list[PrivateKey]] = {}
+        for index, url in layout:
+            if KEYS[index] not in held.setdefault(url, []):
+                held[url].append(KEYS[index])
+        self.processes = {
+            _url(name): Direct(
+                Operator(keys, Registry(":memory:")), (answers or {}).get(name, honest)
+            )
+            for name, keys in held.items()
+        }
+        listed = addresses or [ADDRESSES[i] for i, _ in layout]
+        self.state_path = str(folder / "state.sqlite3")
+        config = NetworkConfig(
+            gateway=GatewaySettings(state_db=self.state_path, threshold_percentage=threshold),
+            operators=tuple(
+                OperatorEntry(address, _url(url), str(token))
+                for address, (_, url) in zip(listed, layout, strict=True)
+            ),
+            api_keys=(KEY,),
+        )
+        self.gateway = Gateway(config, open_state(self.state_path))
+        for link in self.gateway.operators.links:
+            link.http.close()
+            link.http = self.processes[link.url]  # type: ignore[assignment]
+        self.owner = PrivateKey()
+        self.loop = asyncio.new_event_loop()
+        self.client = fresh_client()
+        registration = Registration.sign(
+            self.owner, policy_client=self.client, policy=NETCHECK, params=params(),
+            expire_after=300, chain_id=8453, version=1,
+        )  # fmt: skip
+        self.gateway.register(
+            {"registration": registration.to_json(), "policy": policy_material(NETCHECK)}
+        )
+
+    def create(self, amount: int = UNIT) -> dict[str, Any]:
+        body = {"policy_client": self.client, "intent": transfer(fresh_agent(), amount).wire()}
+        task = self.gateway._create_task(KEY, str(uuid.uuid4()), body)
+        result: dict[str, Any] = self.loop.run_until_complete(task)
+        return result
+
+    def close(self) -> None:
+        self.loop.close()
+        self.gateway.state.close()
+
+
+def _url(name: str) -> str:
+    """``h`` -> ``http://h.invalid:1/rpc``: a URL per process name (never dialled)."""
+    return f"http://{name}.invalid:1/rpc"
+
+
+def signers(result: dict[str, Any]) -> list[str]:
+    return [s["operator"].lower() for s in result["attestation"]["signatures"]]
+
+
+# -- a hostile gateway against a host ------------------------------------------------------
+
+
+def test_a_single_key_shares_its_task_claims_between_both_methods() -> None:
+    """A single-key operator answers both methods; a task id it signed through one names the
+    same intent through the other, in both orders."""
+    alone = Operator(KEYS[0], Registry(":memory:"))
+    first = request(UNIT)
+    assert alone.evaluate_and_sign(first)["decision"] == "allow"
+    other = request(2 * UNIT, task_id=first["task_id"])
+    [refused] = alone.evaluate_for({**other, "operators": [ADDRESSES[0]]})["answers"]
+    assert "different intent" in refused["error"]["message"]
+    third = request(UNIT)
+    [signed] = alone.evaluate_for({**third, "operators": [ADDRESSES[0].lower()]})["answers"]
+    assert signed["decision"] == "allow" and signed["operator"] == ADDRESSES[0]
+    with pytest.raises(RPCError, match="different intent"):
+        alone.evaluate_and_sign(request(3 * UNIT, task_id=third["task_id"]))
+
+
+@pytest.mark.parametrize(
+    "operators",
+    [
+        [ADDRESSES[0], ADDRESSES[0].lower()],  # one key twice, in two cases
+        [ADDRESSES[0].lower(), "0x" + ADDRESSES[0][2:].upper()],
+        [ADDRESSES[0], ADDRESSES[1], ADDRESSES[0]],
+        {ADDRESSES[0]: True},  # not a list
+        ADDRESSES[0],
+        [],
+        [ADDRESSES[0] + "\n"],  # `$` would let a newline through
+        [ADDRESSES[0][:-1]],
+        [ADDRESSES[0], 7],
+        ["0x" + f"{i:040x}" for i in range(257)] + [ADDRESSES[0]],  # over the bound
+    ],
+)
+def test_a_host_refuses_a_bent_address_list_whole_and_claims_nothing(operators: Any) -> None:
+    host = Operator(KEYS[:2], Registry(":memory:"))
+    body = request(UNIT)
+    with pytest.raises(RPCError) as refused:
+        host.evaluate_for({**body, "operators": operators})
+    assert refused.value.code == INVALID_PARAMS
+    # nothing was claimed: the same task id still signs another intent for every key
+    other = request(2 * UNIT, task_id=body["task_id"])
+    answers = host.evaluate_for({**other, "operators": ADDRESSES[:2]})["answers"]
+    assert [a["decision"] for a in answers] == ["allow", "allow"]
+
+
+def test_a_thousand_unheld_addresses_cost_no_evaluation_and_no_claim() -> None:
+    host = Operator(KEYS[:2], Registry(":memory:"))
+    body = request(UNIT, wasm={"bent": True})  # would be refused, were it evaluated
+    strangers = ["0x" + f"{i:040x}" for i in range(1, 257)]
+    answers = host.evaluate_for({**body, "operators": strangers})["answers"]
+    assert len(answers) == 256 and all("does not hold" in a["error"]["message"] for a in answers)
+
+
+def test_the_host_answers_each_key_in_the_order_asked_whatever_the_case() -> None:
+    host = Operator(KEYS[:3], Registry(":memory:"))
+    wanted = [ADDRESSES[2].lower(), ADDRESSES[0], "0x" + ADDRESSES[1][2:].upper()]
+    answers = host.evaluate_for({**request(UNIT), "operators": wanted})["answers"]
+    assert [a["operator"] for a in answers] == [ADDRESSES[2], ADDRESSES[0], ADDRESSES[1]]
+    assert len({a["signature"] for a in answers}) == 3
+
+
+# -- one signer counted twice ----------------------------------------------------------------
+
+
+def _refusing(operator: Operator, method: str, params: dict[str, Any]) -> Any:
+    raise RPCError(INVALID_PARAMS, "down for maintenance")
+
+
+@pytest.mark.parametrize(
+    ("layout", "addresses"),
+    [
+        # key 0 twice at its host's URL; the separate operator between them fails, so the
+        # fan-out asks the host twice, once per entry
+        ([(0, "h"), (1, "x"), (0, "h")], None),
+        # key 0 at its host's URL and again at another URL that reaches a process holding it
+        ([(0, "h"), (1, "x"), (0, "h2")], None),
+        # the same key in two spellings (checksummed and lower case)
+        ([(0, "h"), (1, "x"), (0, "h")], [ADDRESSES[0], ADDRESSES[1], ADDRESSES[0].lower()]),
+    ],
+)
+def test_one_signer_listed_twice_never_counts_twice(
+    tmp_path: Path, layout: list[tuple[int, str]], addresses: list[str] | None
+) -> None:
+    """Before the fix the gateway started with one operator listed twice (any spelling, any
+    URL) and counted its signature twice: here key 0 alone made a 2-of-3 quorum while the
+    only other operator refused. The verifier refuses such an attestation (a duplicate
+    signature), but the gateway recorded the task as allowed and reserved its spend."""
+    with pytest.raises(ConfigurationError, match="listed twice"):
+        Net(tmp_path, layout, addresses=addresses, answers={"x": _refusing})
