@@ -77,10 +77,18 @@ class OperatorLink:
 
 def operator_links(entries: Sequence[OperatorEntry]) -> list[OperatorLink]:
     """One link per operator, in order; operators at one URL share their host's (see above).
-    ``ConfigurationError`` if two of them come with different bearer tokens."""
+    ``ConfigurationError`` if two of them come with different bearer tokens, or if one
+    address is listed twice (in any spelling, at any URL): quorum counts each link's vote, so
+    one key listed twice would count its one signature twice."""
     out: list[OperatorLink] = []
     hosts: dict[str, tuple[OperatorLink, str]] = {}
+    seen: set[str] = set()
     for entry in entries:
+        if entry.address.lower() in seen:
+            raise ConfigurationError(
+                f"operator {entry.address} is listed twice: one key is one vote"
+            )
+        seen.add(entry.address.lower())
         token = load_token(entry.token_file, "")
         first = hosts.get(entry.url)
         if first is None:
