@@ -39,6 +39,7 @@ from agentguard.network._rpc import (
     EVALUATE_FOR_KEYS,
     INVALID_PARAMS,
     MAX_BODY,
+    MAX_HOST_KEYS,
     METHOD_NOT_FOUND,
     POLICY_EVALUATION_ERROR,
     POLICY_REQUIRED,
@@ -74,7 +75,6 @@ CLOCK_SKEW = 30
 MAX_LIVE_TASKS = 1_000_000
 
 _MAX_DERIVED = 4096
-_MAX_KEYS = 256  # operator addresses one host request may name
 # What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
 # read anything else there that only a lying gateway could have added.
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
@@ -369,11 +369,11 @@ class Operator:
         wanted = params.get("operators")
         if (
             not isinstance(wanted, list)
-            or not 0 < len(wanted) <= _MAX_KEYS
+            or not 0 < len(wanted) <= MAX_HOST_KEYS
             or not all(isinstance(a, str) and _ADDR.match(a) for a in wanted)
         ):
             raise RPCError(
-                INVALID_PARAMS, f"operators must be a list of 1..{_MAX_KEYS} operator addresses"
+                INVALID_PARAMS, f"operators must be a list of 1..{MAX_HOST_KEYS} operator addresses"
             )
         if len({a.lower() for a in wanted}) != len(wanted):
             raise RPCError(INVALID_PARAMS, "operators names an address twice")

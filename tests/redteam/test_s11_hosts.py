@@ -18,20 +18,28 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 
-from agentguard._attestation import operator_address
+from agentguard import TransactionIntent
+from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard._exceptions import ConfigurationError
-from agentguard.network._rpc import EVALUATE_FOR_KEYS, INVALID_PARAMS, RPCError
+from agentguard.network._rpc import (
+    EVALUATE_FOR_KEYS,
+    INVALID_PARAMS,
+    MAX_HOST_KEYS,
+    POLICY_EVALUATION_ERROR,
+    RPCError,
+)
 from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig, OperatorEntry
 from agentguard.network.gateway import Gateway
 from agentguard.network.operator import Operator
 from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import open_state, policy_material
+from agentguard.policies import policy_id
 from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 from tests.network.test_operator import request
 
 KEY = ApiKeyEntry(sha256="00" * 32, admin=True)
-KEYS = [PrivateKey(bytes([0x60 + i]) * 32) for i in range(4)]
+KEYS = [PrivateKey((0x6000 + i).to_bytes(32, "big")) for i in range(300)]
 ADDRESSES = [operator_address(k) for k in KEYS]
 
 Answer = Callable[[Operator, str, dict[str, Any]], Any]
@@ -232,3 +240,161 @@ def test_one_signer_listed_twice_never_counts_twice(
     signature), but the gateway recorded the task as allowed and reserved its spend."""
     with pytest.raises(ConfigurationError, match="listed twice"):
         Net(tmp_path, layout, addresses=addresses, answers={"x": _refusing})
+
+
+def test_a_host_of_more_keys_than_one_call_may_name_still_reaches_its_quorum(
+    tmp_path: Path,
+) -> None:
+    """Before the fix a 90% quorum of a 300-key host never came: the gateway named 270 keys
+    in one call and the host refuses more than ``MAX_HOST_KEYS`` (every key failed)."""
+    net = Net(tmp_path, [(i, "h") for i in range(300)], threshold=90)
+    result = net.create()
+    assert result["status"] == "success", result.get("error", "")[:200]
+    assert len(set(signers(result))) == len(signers(result)) == 270
+    calls = net.processes[_url("h")].calls
+    assert all(len(named or ()) <= MAX_HOST_KEYS for _, named in calls)
+    named = [a.lower() for _, n in calls for a in n or ()]
+    assert len(named) == len(set(named))  # each key asked once
+    net.close()
+
+
+# -- a hostile host's answers at the gateway --------------------------------------------------
+
+
+def _digest(params: dict[str, Any], *, allow: bool) -> bytes:
+    intent = TransactionIntent.from_wire(params["intent"])
+    return attestation_digest(
+        chain_id=params["chain_id"],
+        policy_client=bytes.fromhex(params["policy_client"][2:]),
+        task_id=bytes.fromhex(params["task_id"][2:]),
+        policy_id=policy_id(params["policy_client"], NETCHECK, params["params"], 300),
+        intent_hash=intent.intent_hash,
+        allow=allow,
+        expires_at=params["expires_at"],
+    )
+
+
+def _key(address: str) -> PrivateKey:
+    return KEYS[[a.lower() for a in ADDRESSES].index(address.lower())]
+
+
+def _bent(bend: Callable[[list[dict[str, Any]], dict[str, Any]], Any]) -> Answer:
+    """A host that evaluates honestly, then hands ``bend(answers, params)`` back."""
+
+    def answer(operator: Operator, method: str, params: dict[str, Any]) -> Any:
+        result = honest(operator, method, params)
+        bent = bend(result["answers"], params)
+        return {"answers": result["answers"] if bent is None else bent}
+
+    return answer
+
+
+def _reordered(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    return [{**a, "operator": a["operator"].lower()} for a in reversed(answers)]
+
+
+def _deny_for_the_second(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    if len(answers) > 1:  # validly signed by the key it names: the host holds it
+        signature = sign_attestation(_key(answers[1]["operator"]), _digest(params, allow=False))
+        answers[1] = {**answers[1], "decision": "deny", "signature": "0x" + signature.hex()}
+    return answers
+
+
+def _for_a_key_of_another_process(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    signature = sign_attestation(KEYS[2], _digest(params, allow=True))  # key 2 runs at "x"
+    stolen = {**answers[0], "operator": ADDRESSES[2], "signature": "0x" + signature.hex()}
+    return [*answers[:-1], stolen]
+
+
+def _under_the_wrong_name(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    signature = sign_attestation(KEYS[2], _digest(params, allow=True))
+    return [{**a, "signature": "0x" + signature.hex()} for a in answers]
+
+
+def _policy_failed(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    failed = {"code": POLICY_EVALUATION_ERROR, "message": "policy evaluation failed: no"}
+    return [{"operator": a["operator"], "error": failed} for a in answers]
+
+
+def _error_and_signature(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    return [{**a, "error": {"code": 1, "message": "but signed"}} for a in answers]
+
+
+def _not_a_list(answers: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    return {a["operator"]: a for a in answers}
+
+
+HOST_AND_ONE = [(0, "h"), (1, "h"), (2, "x")]  # a host of keys 0 and 1, key 2 alone
+
+
+def test_a_host_answer_in_another_order_and_case_counts_each_key_once(tmp_path: Path) -> None:
+    net = Net(tmp_path, HOST_AND_ONE, answers={"h": _bent(_reordered)})
+    results = [net.create() for _ in range(3)]
+    for result in results:
+        assert result["status"] == "success" and result["attestation"]["decision"] == "allow"
+        assert len(set(signers(result))) == len(signers(result)) == 2
+    net.close()
+
+
+@pytest.mark.parametrize(
+    ("bend", "error_type", "counted"),
+    [
+        (_for_a_key_of_another_process, "invalid_response", 1),
+        (_under_the_wrong_name, "bad_signature", 1),
+        (_error_and_signature, "rpc_1", 1),
+        (_not_a_list, "invalid_response", 1),
+        (_deny_for_the_second, None, 2),
+    ],
+)
+def test_a_hostile_host_gets_no_vote_it_did_not_sign_as_its_own_key(
+    tmp_path: Path, bend: Any, error_type: str | None, counted: int
+) -> None:
+    """The host holds keys 0 and 1; key 2 runs alone and answers honestly. Whatever the host
+    says, a vote counts only for a key asked, signed by that very key, over this task."""
+    net = Net(tmp_path, HOST_AND_ONE, answers={"h": _bent(bend)})
+    for _ in range(3):  # the rotation starts at each entry once
+        result = net.create()
+        host_errors = {
+            e["operator_address"].lower(): e["error_type"]
+            for e in result["operator_errors"]
+            if e["operator_address"] != ADDRESSES[2]
+        }
+        if error_type is None:  # allow for key 0, deny for key 1: each its own vote
+            assert result["status"] == "success" and result["attestation"]["decision"] == "allow"
+            assert len(set(signers(result))) == len(signers(result)) == 2
+            assert ADDRESSES[2].lower() in signers(result)  # the host's deny never joins it
+            continue
+        assert result["status"] == "failed" and result["attestation"] is None
+        assert result["error"].startswith("quorum_not_reached")
+        assert "got allow/standard: 1" in result["error"]  # key 2's, nobody else's
+        assert set(host_errors.values()) == {error_type} and len(host_errors) >= counted
+    net.close()
+
+
+def test_one_hosts_errors_forge_neither_a_policy_error_nor_a_deny(tmp_path: Path) -> None:
+    """A host of two of three keys answers ``policy evaluation failed`` for both: that is two
+    operators' errors, not the network's verdict (every operator must say so for the task to
+    fail as a policy error), and no error is ever a vote."""
+    net = Net(tmp_path, HOST_AND_ONE, answers={"h": _bent(_policy_failed)})
+    result = net.create()
+    assert result["status"] == "failed" and "quorum_not_reached" in result["error"]
+    assert "got allow/standard: 1" in result["error"]
+    assert len(result["operator_errors"]) == 2
+    net.close()
+
+
+def test_a_host_down_mid_fan_out_is_one_failure_per_key_and_the_rest_still_decide(
+    tmp_path: Path,
+) -> None:
+    layout = [(0, "h"), (1, "h"), (2, "x"), (3, "y")]  # 3 of 4 needed
+    net = Net(tmp_path, layout)
+    assert net.create()["status"] == "success"
+    net.processes[_url("h")].down = True
+    down = net.create()
+    assert down["status"] == "failed" and "got allow/standard: 2" in down["error"]
+    failed = sorted(e["operator_address"] for e in down["operator_errors"])
+    assert failed == sorted(ADDRESSES[:2])  # once each, not once per call or per widening
+    net.processes[_url("h")].down = False
+    result = net.create()
+    assert result["status"] == "success" and len(set(signers(result))) == 3
+    net.close()

@@ -28,7 +28,7 @@ from typing import Any
 from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._exceptions import MalformedSignature
 from agentguard._tiers import ALL, STANDARD, known, level, tier_name
-from agentguard.network._rpc import POLICY_EVALUATION_ERROR, RPCError
+from agentguard.network._rpc import MAX_HOST_KEYS, POLICY_EVALUATION_ERROR, RPCError
 from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
@@ -248,11 +248,13 @@ class FanOut:
                     call_operator(link, client.code_hash, bodies, task.timeout)
                 )
                 calls[call] = [link]
-            for asked in hosts.values():
-                call = asyncio.ensure_future(
-                    call_host(asked, client.code_hash, bodies, task.timeout)
-                )
-                calls[call] = asked
+            for keys in hosts.values():
+                for i in range(0, len(keys), MAX_HOST_KEYS):  # the most one call may name
+                    asked = keys[i : i + MAX_HOST_KEYS]
+                    call = asyncio.ensure_future(
+                        call_host(asked, client.code_hash, bodies, task.timeout)
+                    )
+                    calls[call] = asked
 
         def error(link: OperatorLink, failure: OperatorFailure) -> None:
             failures.append(failure)
