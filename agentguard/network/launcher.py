@@ -421,6 +421,7 @@ class ReferenceNetwork:
             if not op.token_file.exists():
                 write_secret(op.token_file, new_token() + "\n")
             self.operators.append(op)
+        self._check_layout()
         self._progress("keys ready")
         processes = [ops[0] for ops in self._processes()]
         for op in processes:  # start all, then wait: imports take a while each
@@ -539,6 +540,23 @@ class ReferenceNetwork:
         except OSError:
             return ""
         return f"; see {log}:\n  " + "\n  ".join(lines) if lines else f"; see {log}"
+
+    def _check_layout(self) -> None:
+        """Refuse to move a key to another process's registry than the one it last ran with
+        in this folder (another ``hosts``): the new file would not know the approvals the key
+        used or the registrations it held, so a gateway could spend a used approval again."""
+        if not self.config_file.is_file():
+            return
+        urls = [entry.url for entry in NetworkConfig.load(self.config_file).operators]
+        for op in self.operators[: len(urls)]:
+            first = urls.index(urls[op.index])
+            before = f"operator-{op.index}" if urls.count(urls[first]) == 1 else f"host-{first}"
+            if before != op.name and (op.registry_file.parent / f"{before}.sqlite3").exists():
+                raise ConfigurationError(
+                    f"operator-{op.index} last ran as {before} in {self.state_dir}, now as "
+                    f"{op.name}: its registry (used approvals, registrations) would be left "
+                    "behind; start with the same hosts as before, or another state folder"
+                )
 
     def _cohosted(self, op: OperatorProcess) -> list[OperatorProcess]:
         """The keys of ``op``'s process: ``op`` alone, or every key of its operator host."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from coincurve import PrivateKey
 
@@ -30,12 +32,21 @@ from agentguard.network._rpc import (
 )
 from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig, OperatorEntry
 from agentguard.network.gateway import Gateway
+from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.operator import Operator
 from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import open_state, policy_material
 from agentguard.policies import policy_id
-from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
+from tests.network.conftest import (
+    NETCHECK,
+    RPC,
+    UNIT,
+    fresh_agent,
+    fresh_client,
+    params,
+    transfer,
+)
 from tests.network.test_operator import request
 
 KEY = ApiKeyEntry(sha256="00" * 32, admin=True)
@@ -398,3 +409,75 @@ def test_a_host_down_mid_fan_out_is_one_failure_per_key_and_the_rest_still_decid
     result = net.create()
     assert result["status"] == "success" and len(set(signers(result))) == 3
     net.close()
+
+
+# -- the launcher's key splitting, in real processes -----------------------------------------
+
+
+def _served(net: ReferenceNetwork) -> dict[str, int]:
+    """Each operator address a live process answers for, and on which port."""
+    served: dict[str, int] = {}
+    for port in {op.port for op in net.operators}:
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0).json()
+        except httpx.HTTPError:
+            continue
+        for address in health.get("operators") or [health["operator"]]:
+            assert address.lower() not in served, f"{address} is served twice"
+            served[address.lower()] = port
+    return served
+
+
+def test_every_key_runs_in_exactly_one_process_through_stops_and_restarts(
+    tmp_path: Path,
+) -> None:
+    with ReferenceNetwork(operators=5, hosts=3, state_dir=tmp_path) as net:
+        everyone = {a.lower() for a in net.operator_addresses}
+        assert [op.name for op in net.operators] == [
+            "host-0", "host-0", "host-2", "host-2", "operator-4"
+        ]  # fmt: skip
+        assert set(_served(net)) == everyone
+        assert len({op.process.pid for op in net.operators if op.process}) == 3
+        net.stop_operator(3)  # its host: keys 2 and 3, nothing else
+        assert set(_served(net)) == everyone - {a.lower() for a in net.operator_addresses[2:4]}
+        net.start_operator(3)
+        net.start_operator(2)  # already running: no second process for the same keys
+        assert set(_served(net)) == everyone
+        assert net.operators[2].process is net.operators[3].process
+        assert len({op.process.pid for op in net.operators if op.process}) == 3
+        client = fresh_client()
+        net.register_policy_client(client, NETCHECK, params())
+        rpc = RPC(net, net.api_key)
+        for _ in range(5):
+            result = rpc.create(client, transfer(fresh_agent()))
+            assert result["status"] == "success"
+            assert len(set(signers(result))) == len(signers(result)) >= 4  # 66% of 5
+
+
+def test_a_state_folder_keeps_its_operator_layout_so_no_key_forgets_what_it_held(
+    tmp_path: Path,
+) -> None:
+    """Before the fix a state folder restarted with another ``hosts`` gave each key a fresh
+    registry file (``operators/host-<i>.sqlite3`` instead of ``operator-<i>.sqlite3``): the
+    host no longer knew the approvals its keys had used (nor the registrations they held),
+    so a gateway that kept a used approval could spend it on a second task."""
+    with ReferenceNetwork(operators=3, state_dir=tmp_path):
+        pass
+    now = int(time.time())
+    used, first, second = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    for i in range(3):  # each operator used this approval for the first task
+        registry = Registry(str(tmp_path / "operators" / f"operator-{i}.sqlite3"))
+        assert registry.claim_approval(used, first, now + 600, now)
+        registry.close()
+    for hosts in (1, 2):
+        with (
+            pytest.raises(ConfigurationError, match="hosts"),
+            ReferenceNetwork(operators=3, hosts=hosts, state_dir=tmp_path),
+        ):
+            pass
+    assert not (tmp_path / "operators" / "host-0.sqlite3").exists()
+    with ReferenceNetwork(operators=3, hosts=3, state_dir=tmp_path) as net:  # the same layout
+        assert {op.name for op in net.operators} == {"operator-0", "operator-1", "operator-2"}
+    registry = Registry(str(tmp_path / "operators" / "operator-0.sqlite3"))
+    assert not registry.claim_approval(used, second, now + 600, now)  # still remembered
+    registry.close()
