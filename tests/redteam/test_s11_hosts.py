@@ -103,7 +103,11 @@ class Net:
         addresses: Sequence[str] | None = None,
         answers: Mapping[str, Answer] | None = None,
         threshold: int = 66,
+        liar: str | None = None,
     ) -> None:
+        """``liar``: the process that signs allow for every deny (``LyingEngine``)."""
+        from tests.challenge.lying_operator import LyingEngine
+
         token = folder / "operator.token"
         token.write_text("t" * 32)
         held: dict[str, list[PrivateKey]] = {}
@@ -112,7 +116,8 @@ class Net:
                 held[url].append(KEYS[index])
         self.processes = {
             _url(name): Direct(
-                Operator(keys, Registry(":memory:")), (answers or {}).get(name, honest)
+                Operator(keys, Registry(":memory:"), LyingEngine() if name == liar else None),
+                (answers or {}).get(name, honest),
             )
             for name, keys in held.items()
         }
@@ -481,3 +486,28 @@ def test_a_state_folder_keeps_its_operator_layout_so_no_key_forgets_what_it_held
     registry = Registry(str(tmp_path / "operators" / "operator-0.sqlite3"))
     assert not registry.claim_approval(used, second, now + 600, now)  # still remembered
     registry.close()
+
+
+# -- the challenger re-checks what hosts signed -----------------------------------------------
+
+
+def test_the_challenger_checks_a_hosts_attestations_and_names_its_lying_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A host of keys 0 and 1 that signs allow for a deny makes a 2-of-3 quorum on its own:
+    its attestations verify like any other (the digest names no operator), so the
+    challenger re-evaluates them, finds the lie and names both of the host's keys."""
+    from agentguard.cli import main
+
+    net = Net(tmp_path, HOST_AND_ONE, liar="h")
+    honest_ids = [net.create(UNIT)["task_id"] for _ in range(3)]
+    lied = net.create(50 * UNIT)  # max_per_tx is 10: the policy denies it
+    assert lied["status"] == "success" and lied["attestation"]["decision"] == "allow"
+    assert set(signers(lied)) == {a.lower() for a in ADDRESSES[:2]}
+    net.close()
+    operators = [a for address in ADDRESSES[:3] for a in ("--operator", address)]
+    assert main(["challenge", "run", "--state", net.state_path, *operators, "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    found = {f["task_id"]: f["wrong_signers"] for f in summary["findings"]}
+    assert found == {lied["task_id"]: sorted(a.lower() for a in ADDRESSES[:2])}
+    assert summary["checked"] == 4 and not set(honest_ids) & set(found)
