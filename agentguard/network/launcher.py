@@ -20,7 +20,8 @@ registrations it accepted in ``operators/operator-<i>.sqlite3``. With ``hosts=K`
 operators) the keys run in K operator hosts, each one process holding several keys that
 evaluates a task once and signs with each key it is asked for (``host-<i>``, named after its
 first key, with one token ``keys/host-<i>.token`` and one registry); the gateway's config gives
-a host's keys the same URL, which is how it knows them. Registrations are signed by
+a host's keys the same URL, which is how it knows them. A state directory is restarted with
+the layout it last ran with (a key's registry file stays its own). Registrations are signed by
 the policy client's owner: ``owner_key=`` (the vault owner's or the EOA client's own key), else
 a local owner key generated into ``keys/owner.key`` (the person running the network owns the
 policy clients it registers). Processes are stopped by their PID (terminate, then kill).
