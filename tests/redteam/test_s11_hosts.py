@@ -416,6 +416,23 @@ def test_a_host_down_mid_fan_out_is_one_failure_per_key_and_the_rest_still_decid
     net.close()
 
 
+def test_a_host_restarted_between_tasks_is_sent_the_policy_again_once_per_call(
+    tmp_path: Path,
+) -> None:
+    """The keys of a host share what the gateway knows the host holds: after a restart (no
+    policy code held) one call asks for it, gets it, and every key of that call answers."""
+    net = Net(tmp_path, [(0, "h"), (1, "h"), (2, "h")])
+    assert net.create()["status"] == "success"
+    process = net.processes[_url("h")]
+    process.operator = Operator(KEYS[:3], Registry(":memory:"))  # restarted: holds no code
+    process.calls.clear()
+    result = net.create()
+    assert result["status"] == "success" and len(set(signers(result))) == 2
+    assert [method for method, _ in process.calls] == [EVALUATE_FOR_KEYS] * 2  # ask, resend
+    assert process.calls[0][1] == process.calls[1][1]
+    net.close()
+
+
 # -- the launcher's key splitting, in real processes -----------------------------------------
 
 
