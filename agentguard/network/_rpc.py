@@ -48,6 +48,10 @@ POLICY_EVALUATION_ERROR = -32615
 # and asks the gateway to send it (the gateway then retries once with the material).
 POLICY_REQUIRED = -32621
 
+# An operator host's method: one evaluation, one answer per operator key it names.
+EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"
+# The most operator addresses one such call may name (the gateway splits a longer one).
+MAX_HOST_KEYS = 256
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
 BODY_TIMEOUT = 10.0
