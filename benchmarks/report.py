@@ -85,6 +85,7 @@ def _net(rows: Rows, setup: str, figure: str, side: str = "current") -> float | 
 
 
 MAIN = "3 operators, 2 checks"
+HOSTED = "3 operators on 1 host, 2 checks"
 P50, P99 = "sequential p50 (ms)", "sequential p99 (ms)"
 RATE = "throughput, concurrent clients (/s)"
 CPU = "CPU per authorization under load, all processes (ms)"
@@ -115,16 +116,22 @@ def _rss(rows: Rows, side: str) -> str:
 def network_targets(rows: Rows) -> list[tuple[str, str, str, bool | None]]:
     """(target, measured, baseline, met) for the authorization network's targets."""
     out: list[tuple[str, str, str, bool | None]] = []
-    for label, figure, limit, above, unit in (
-        ("sequential authorize p50 ≤ 2 ms", P50, 2.0, False, "ms"),
-        ("sequential authorize p99 ≤ 6 ms", P99, 6.0, False, "ms"),
-        ("≥ 1,500 authorizations/s, 32 concurrent clients", RATE, 1500.0, True, "/s"),
-        ("CPU per authorization ≤ 1.3 ms, all processes", CPU, 1.3, False, "ms"),
-    ):
-        value = _net(rows, MAIN, figure)
-        met = None if value is None else (value >= limit if above else value <= limit)
-        base = _net(rows, MAIN, figure, "baseline")
-        out.append((label, f"{_f(value)} {unit}", f"{_f(base)} {unit}", met))
+    # The targets for 3 operator processes, then for the same 3 keys in one operator host
+    # (one evaluation, each key signing; a deployment's choice with a trust trade, reported
+    # beside, never instead of, the separate processes).
+    for setup, where in ((MAIN, ""), (HOSTED, ", 3 operator keys on one host")):
+        if setup == HOSTED and _find(rows, setup=HOSTED, figure=CPU) is None:
+            continue
+        for label, figure, limit, above, unit in (
+            ("sequential authorize p50 ≤ 2 ms", P50, 2.0, False, "ms"),
+            ("sequential authorize p99 ≤ 6 ms", P99, 6.0, False, "ms"),
+            ("≥ 1,500 authorizations/s, 32 concurrent clients", RATE, 1500.0, True, "/s"),
+            ("CPU per authorization ≤ 1.3 ms, all processes", CPU, 1.3, False, "ms"),
+        ):
+            value = _net(rows, setup, figure)
+            met = None if value is None else (value >= limit if above else value <= limit)
+            base = _net(rows, setup, figure, "baseline")
+            out.append((label + where, f"{_f(value)} {unit}", f"{_f(base)} {unit}", met))
     growth, soaked = _net(rows, SOAK, GROWTH), _net(rows, SOAK, SOAKED)
     late = _net(rows, SOAK, LATE)
     out.append(
