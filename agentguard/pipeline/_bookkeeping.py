@@ -248,6 +248,14 @@ class _Queue:
         return left
 
 
+def _held(guard: weakref.ref[Any], kept: Any) -> Any:
+    """The guard, strongly held while its calls wait: a commit lingers for company, and a
+    wallet dropped right after its last payment must not take that commit with it (the
+    queue would find its guard collected and the gateway would never hear). Released once
+    nothing is outstanding, so a quiet guard is still collected."""
+    return kept if kept is not None else guard()
+
+
 def _left_counted(call: Call, error: Exception) -> None:
     what = _name(call)
     log.warning(
@@ -268,6 +276,7 @@ class Bookkeeper:
 
     def __init__(self, guard: Any) -> None:
         self._guard = weakref.ref(guard)
+        self._keep: Any = None  # the guard, held while a call waits (see ``_held``)
         self._queue = _Queue()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -281,11 +290,13 @@ class Bookkeeper:
         self._cond = threading.Condition()
         self._worker = None
         self._hurry = 0
+        self._keep = None
 
     def submit(self, call: Call) -> None:
         with self._cond:
             if not self._queue.add(call, self.linger):
                 return
+            self._keep = _held(self._guard, self._keep)
             if self._worker is None or not self._worker.is_alive():  # none yet, or forked
                 worker = threading.Thread(
                     target=self._work, name="agentguard-bookkeeping", daemon=True
@@ -340,6 +351,8 @@ class Bookkeeper:
                 now = time.monotonic()
                 for job, error in zip(jobs, errors, strict=True):
                     self._queue.finish(job, error, self.backoff, self.rounds, now)
+                if not self._queue.outstanding():
+                    self._keep = None
                 self._cond.notify_all()
 
     def _send(self, calls: list[Call]) -> Sequence[Exception | None]:
@@ -374,6 +387,7 @@ class AsyncBookkeeper:
 
     def __init__(self, guard: Any) -> None:
         self._guard = weakref.ref(guard)
+        self._keep: Any = None  # the guard, held while a call waits (see ``_held``)
         self._queue = _Queue()
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -385,11 +399,13 @@ class AsyncBookkeeper:
         self._queue = self._queue.forked()
         self._worker = self._wake = self._idle = None
         self._hurry = 0
+        self._keep = None
 
     def submit(self, call: Call) -> None:
         """Queue ``call``; must be called on a running event loop."""
         if not self._queue.add(call, self.linger):
             return
+        self._keep = _held(self._guard, self._keep)
         self._start(asyncio.get_running_loop())
         if self._wake is not None and self._queue.jobs[0].call is call:  # due first: wake
             self._wake.set()  # (a commit behind a lingering one goes with it, no sooner)
@@ -444,6 +460,8 @@ class AsyncBookkeeper:
                 for job, error in zip(jobs, errors, strict=True):
                     self._queue.finish(job, error, self.backoff, self.rounds, now)
         finally:
+            if not self._queue.outstanding():
+                self._keep = None
             idle.set()
 
     async def _send(self, calls: list[Call]) -> Sequence[Exception | None]:
