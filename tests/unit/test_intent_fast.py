@@ -446,3 +446,40 @@ if __name__ == "__main__" and "--golden" in sys.argv:
         + "\n"
     )
     print(f"wrote {len(records)} outcomes to {GOLDEN}")
+
+
+def test_the_direct_build_equals_pydantics_model_construct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_validated_directly`` builds the model itself (``_constructed``) instead of through
+    ``model_construct``: on every accepted seeded case the two are the same object state
+    (fields in order, fields set, extra, private, cached values), equal, hashed and pickled
+    alike."""
+    import pickle
+
+    real = TransactionIntent.model_construct
+    built: list[TransactionIntent] = []
+
+    def construct(fields_set: Any = None, **values: Any) -> TransactionIntent:
+        built.append(real(fields_set, **values))
+        return built[-1]
+
+    fast: list[TransactionIntent] = []
+    for wire in cases():
+        try:
+            fast.append(TransactionIntent.from_wire(wire))
+        except Exception:  # refusals are compared elsewhere
+            continue
+    with monkeypatch.context() as patched:
+        patched.setattr(intent_module, "_constructed", lambda cls, v, s=None: construct(s, **v))
+        for intent in fast:
+            again = TransactionIntent.from_wire(intent.wire())
+            assert again is built[-1]
+            assert vars(again) == vars(intent)
+            assert list(vars(again)) == list(vars(intent))
+            assert again.model_fields_set == intent.model_fields_set
+            assert again.__pydantic_extra__ is intent.__pydantic_extra__ is None
+            assert again.__pydantic_private__ is intent.__pydantic_private__ is None
+            assert again == intent and hash(again) == hash(intent)
+            assert pickle.loads(pickle.dumps(intent)) == again
+    assert len(fast) > CASES // 4
