@@ -75,8 +75,17 @@ class Side:
     def gateway_pid(self) -> int:
         return next((pid for pid, role in self.roles().items() if role == "gateway"), 0)
 
-    def start(self, operators: int, threshold: int, params: list[dict[str, Any]]) -> dict[str, Any]:
-        self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold)
+    def start(
+        self,
+        operators: int,
+        threshold: int,
+        params: list[dict[str, Any]],
+        hosts: int | None = None,
+    ) -> dict[str, Any]:
+        """``hosts``: the operator keys in that many processes (only a tree that has operator
+        hosts is asked for them)."""
+        more: dict[str, Any] = {} if hosts is None else {"hosts": hosts}
+        self.net = ReferenceNetwork(operators=operators, threshold_percentage=threshold, **more)
         self.net.start()
         for address, configured in zip(CLIENTS, params, strict=False):
             self.net.register_policy_client(address, "agent_spend", configured)

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_network.py [--baseline a179a10] [--rounds 3]
         [--sequential 100] [--requests 600] [--concurrency 32] [--operators 3 5 7]
         [--soak 100000] [--baseline-soak 20000] [--soak-budget 480] [--json PATH] [--quick]
+        [--hosted with|only|none]
     .venv/bin/python benchmarks/bench_network.py --profile DIR [--profile-keys 13]
         [--operators 5] [--requests 2000] [--top 20]
 
@@ -19,6 +20,12 @@ clients, and CPU time per authorization summed over ALL processes (the client, t
 every operator; read from ``/proc``), which depends far less on how busy the machine is than
 wall time, split by process (``cpu_split`` in the JSON) so one sees where the CPU goes, and
 set against the operators asked per authorization (``scaling``).
+
+With 3 operators, one more setup: ``3 operators on 1 host, 2 checks``, this checkout's 3
+operator keys in one operator host process (``ReferenceNetwork(hosts=1)``: one evaluation and
+one hop per authorization where separate operators take two of each), against the baseline's
+ordinary 3-operator network (it has no operator hosts). ``--hosted only`` runs just that
+setup, ``--hosted none`` leaves it out.
 
 Then a soak of the 3-operator networks through a lean keep-alive driver (``_soak_driver.py``,
 the SDK's own request body, so the driver costs little next to the network): ``--soak``
@@ -68,6 +75,7 @@ PROFILE_SITE = Path(__file__).with_name("_profile")  # its sitecustomize.py prof
 BASELINE = "a179a10"  # main before issue 11: the design the speed work replaces
 THRESHOLD = 66  # two thirds: 2 of 3, 4 of 5, 5 of 7
 MAIN = "3 operators, 2 checks"
+HOSTED = "3 operators on 1 host, 2 checks"
 GROWTH = "gateway RSS growth per 1,000 authorizations after warm-up (MiB)"
 LATE = "gateway RSS growth per 1,000 over the soak's second half (MiB)"
 GROUPS: list[tuple[int, list[tuple[str, dict[str, Any]]]]] = [
@@ -316,14 +324,24 @@ def scaling(rows: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any
 
 
 def run_group(
-    sides: list[Side], operators: int, setups: list[tuple[str, dict[str, Any]]], args: Any
+    sides: list[Side],
+    operators: int,
+    setups: list[tuple[str, dict[str, Any]]],
+    args: Any,
+    hosts: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Start both sides' networks of ``operators``, measure every setup in rounds; the rows
-    and the per-process split."""
+    and the per-process split. ``hosts``: the current side's keys run in that many operator
+    host processes; the baseline runs its ordinary network."""
     live = []
     for s in sides:
+        more = {"hosts": hosts} if hosts is not None and s.label == "current" else {}
         answer = s.ask(
-            "start", operators=operators, threshold=THRESHOLD, params=[p for _, p in setups]
+            "start",
+            operators=operators,
+            threshold=THRESHOLD,
+            params=[p for _, p in setups],
+            **more,
         )
         if answer is not None:
             live.append(s)
@@ -348,8 +366,9 @@ def run_group(
                     fig.add_concurrent(a)
         print(f"  {operators} operators: round {r + 1}/{args.rounds} done", file=sys.stderr)
     rows, split = [], []
+    where = "" if hosts is None else f" on {hosts} host{'s' * (hosts > 1)}"
     for i, (name, _) in enumerate(setups):
-        setup = f"{operators} operators, {name}"
+        setup = f"{operators} operators{where}, {name}"
         per_side = {s.label: figures[(s.label, i)] for s in sides}
         rows += side_by_side(setup, per_side, [s.label for s in sides])
         split += split_rows(setup, per_side)
@@ -570,6 +589,12 @@ def main() -> None:
     p.add_argument("--profile", type=Path, default=None, metavar="DIR", help="profile instead")
     p.add_argument("--profile-keys", type=int, choices=(2, 13), default=2)
     p.add_argument("--top", type=int, default=20, help="functions shown per process")
+    p.add_argument(
+        "--hosted",
+        choices=("with", "only", "none"),
+        default="with",
+        help=f"the setup {HOSTED!r}: with the others, alone, or not",
+    )
     args = p.parse_args()
     stop_on_sigterm()
     if args.quick:
@@ -605,7 +630,7 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
         split: list[dict[str, Any]] = []
         for operators, setups in GROUPS:
-            if args.operators and operators not in args.operators:
+            if (args.operators and operators not in args.operators) or args.hosted == "only":
                 continue
             try:
                 for s in sides:
@@ -620,6 +645,21 @@ def main() -> None:
             finally:
                 for s in sides:
                     s.close()
+        if args.hosted != "none" and (not args.operators or 3 in args.operators):
+            try:
+                for s in sides:
+                    s.open()
+                measured, parts = run_group(sides, 3, [("2 checks", TWO_CHECKS)], args, hosts=1)
+                rows += measured
+                split += parts
+            finally:
+                for s in sides:
+                    s.close()
+            notes.append(
+                f"{HOSTED}: the current side's 3 operator keys in one operator host process "
+                "(one evaluation, one hop per authorization); the baseline's column is its "
+                "ordinary network of 3 separate operators, which it has no other way to run."
+            )
         for s in sides:
             if s.imported and Path(s.imported).parent != s.tree:
                 s.errors.append(f"its processes imported agentguard from {s.imported}")

@@ -132,4 +132,5 @@ def test_profile_writes_and_prints_one_profile_per_process(tmp_path: Path) -> No
     assert roles >= {"client", "gateway", "operator"}
     for header in ("== client", "== gateway", "== operator 1", "== operator 3"):
         assert header in done.stdout
-    assert "evaluate_and_sign" in done.stdout  # the operator's hot path is in its top list
+    # the operator's hot path (checks and evaluation, ``Operator._evaluate``) is in its top list
+    assert "network/operator.py" in done.stdout and "(_evaluate)" in done.stdout

@@ -44,6 +44,13 @@ def add_network_commands(subparsers: Any) -> None:
     )
     up.add_argument("--operators", type=int, default=3, help="how many operators (default 3)")
     up.add_argument(
+        "--hosts",
+        type=int,
+        help="run the operator keys in this many processes (operator hosts: each evaluates a "
+        "task once for all its keys; keys on one host share its failure domain); default one "
+        "process per operator",
+    )
+    up.add_argument(
         "--threshold-percentage",
         type=int,
         default=66,
@@ -178,6 +185,7 @@ def _up(args: argparse.Namespace) -> int:
             policy_clients=clients,
             usage_check_rpc=args.chain_rpc or gateway.get("chain_rpc"),
             on_progress=step,
+            hosts=args.hosts,
             **kwargs,
         )
         try:

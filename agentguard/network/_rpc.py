@@ -48,6 +48,8 @@ POLICY_EVALUATION_ERROR = -32615
 # and asks the gateway to send it (the gateway then retries once with the material).
 POLICY_REQUIRED = -32621
 
+# An operator host's method: one evaluation, one answer per operator key it names.
+EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
 BODY_TIMEOUT = 10.0

@@ -16,7 +16,11 @@ Operator keys and API keys are generated into 0600 files in
 the state directory (``keys/operator-<i>.key``, ``secrets.json``) and reused when the
 directory already holds them, so operators keep their identity across restarts; the config
 file (``network.json``) holds only addresses, URLs and key digests. Each operator keeps the
-registrations it accepted in ``operators/operator-<i>.sqlite3``. Registrations are signed by
+registrations it accepted in ``operators/operator-<i>.sqlite3``. With ``hosts=K`` (fewer than the
+operators) the keys run in K operator hosts, each one process holding several keys that
+evaluates a task once and signs with each key it is asked for (``host-<i>``, named after its
+first key, with one token ``keys/host-<i>.token`` and one registry); the gateway's config gives
+a host's keys the same URL, which is how it knows them. Registrations are signed by
 the policy client's owner: ``owner_key=`` (the vault owner's or the EOA client's own key), else
 a local owner key generated into ``keys/owner.key`` (the person running the network owns the
 policy clients it registers). Processes are stopped by their PID (terminate, then kill).
@@ -160,6 +164,14 @@ class OperatorProcess:
     key_file: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    host: int | None = None
+    """The operator host whose process holds this key with others (the index of its first
+    key), or None: this key runs in its own process."""
+
+    @property
+    def name(self) -> str:
+        """Its process's name: ``operator-<index>``, or ``host-<host>`` on an operator host."""
+        return f"operator-{self.index}" if self.host is None else f"host-{self.host}"
 
     @property
     def url(self) -> str:
@@ -167,11 +179,11 @@ class OperatorProcess:
 
     @property
     def token_file(self) -> Path:
-        return self.key_file.with_suffix(".token")
+        return self.key_file.with_name(f"{self.name}.token")
 
     @property
     def registry_file(self) -> Path:
-        return self.key_file.parent.parent / "operators" / f"operator-{self.index}.sqlite3"
+        return self.key_file.parent.parent / "operators" / f"{self.name}.sqlite3"
 
     @property
     def running(self) -> bool:
@@ -194,11 +206,17 @@ class ReferenceNetwork:
         startup_timeout: float = 60.0,
         usage_check_rpc: str | None = None,
         on_progress: Callable[[str], None] | None = None,
+        hosts: int | None = None,
     ) -> None:
-        """``on_progress(step)`` is called as each part comes up (for a progress display)."""
+        """``on_progress(step)`` is called as each part comes up (for a progress display).
+        ``hosts``: run the operator keys in this many processes (operator hosts, the first
+        ones holding one key more when they do not divide evenly); default one per key."""
         require("network", needed_by="ReferenceNetwork")  # before any folder is made
         if operators < 1:
             raise ConfigurationError("a network needs at least one operator")
+        if hosts is not None and not 1 <= hosts <= operators:
+            raise ConfigurationError(f"hosts must be in 1..{operators} (the operators)")
+        self._hosts = hosts or operators
         self._temporary = state_dir is None
         self.state_dir = (
             Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="agentguard-net-"))
@@ -251,10 +269,15 @@ class ReferenceNetwork:
         net._attached = True
         net.gateway_port = config.gateway.port
         net._load_secrets()
+        urls = [entry.url for entry in config.operators]
         for i, entry in enumerate(config.operators):
             port = httpx.URL(entry.url).port or 0
+            first = urls.index(entry.url)
+            host = first if urls.count(entry.url) > 1 else None
             net.operators.append(
-                OperatorProcess(i, entry.address, directory / "keys" / f"operator-{i}.key", port)
+                OperatorProcess(
+                    i, entry.address, directory / "keys" / f"operator-{i}.key", port, host=host
+                )
             )
         if not net.is_running():
             raise ConfigurationError(
@@ -380,6 +403,9 @@ class ReferenceNetwork:
         self._load_or_make_secrets()
         if not self.owner_key_file.exists():
             write_operator_key(self.owner_key_file)
+        # key i runs in process i * hosts // n: the first processes take one more key
+        groups = [i * self._hosts // self._n for i in range(self._n)]
+        ports: dict[int, int] = {}
         for i in range(self._n):
             key_file = self.state_dir / "keys" / f"operator-{i}.key"
             if key_file.exists():
@@ -388,17 +414,21 @@ class ReferenceNetwork:
                 address = operator_address(load_operator_key(str(key_file), ""))
             else:
                 address = write_operator_key(key_file)
-            op = OperatorProcess(i, address, key_file, _free_port())
+            first = groups.index(groups[i])
+            host = first if groups.count(groups[i]) > 1 else None
+            port = ports.setdefault(groups[i], _free_port())
+            op = OperatorProcess(i, address, key_file, port, host=host)
             if not op.token_file.exists():
                 write_secret(op.token_file, new_token() + "\n")
             self.operators.append(op)
         self._progress("keys ready")
-        for op in self.operators:  # start all, then wait: imports take a while each
-            op.process = self._spawn_operator(op)
-        for op in self.operators:
-            assert op.process is not None
+        processes = [ops[0] for ops in self._processes()]
+        for op in processes:  # start all, then wait: imports take a while each
+            self._spawn_operator(op)
+        for op in processes:
             self._wait_operator(op)
-            self._progress(f"operator-{op.index} ready ({op.address})")
+            for key in self._cohosted(op):
+                self._progress(f"operator-{key.index} ready ({key.address})")
         self.gateway_port = self._port or _free_port()
         self._write_config()
         self.start_gateway()
@@ -410,7 +440,8 @@ class ReferenceNetwork:
         ):
             with contextlib.suppress(OSError):
                 (self.state_dir / RUN_FILE).unlink()
-        _stop_all([self._console, self._gateway, *(op.process for op in self.operators)])
+        processes = {id(op.process): op.process for op in self.operators}  # a host's once
+        _stop_all([self._console, self._gateway, *processes.values()])
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -509,24 +540,39 @@ class ReferenceNetwork:
             return ""
         return f"; see {log}:\n  " + "\n  ".join(lines) if lines else f"; see {log}"
 
-    def _wait_operator(self, op: OperatorProcess) -> None:
-        assert op.process is not None
-        self._wait_healthy(
-            op.process,
-            op.port,
-            f"operator-{op.index}",
-            lambda body: str(body.get("operator", "")).lower() == op.address.lower(),
-        )
+    def _cohosted(self, op: OperatorProcess) -> list[OperatorProcess]:
+        """The keys of ``op``'s process: ``op`` alone, or every key of its operator host."""
+        if op.host is None:
+            return [op]
+        return [key for key in self.operators if key.host == op.host]
 
-    def _spawn_operator(self, op: OperatorProcess) -> subprocess.Popen[bytes]:
-        return self._spawn(
-            f"operator-{op.index}",
+    def _processes(self) -> list[list[OperatorProcess]]:
+        """The keys of each operator process, in order."""
+        return [self._cohosted(op) for op in self.operators if op.host in (None, op.index)]
+
+    def _wait_operator(self, op: OperatorProcess) -> None:
+        """Wait until ``op``'s process answers as the holder of exactly its keys."""
+        assert op.process is not None
+        wanted = sorted(key.address.lower() for key in self._cohosted(op))
+
+        def ours(body: Mapping[str, Any]) -> bool:
+            if op.host is None:
+                return str(body.get("operator", "")).lower() == op.address.lower()
+            held = body.get("operators")
+            return isinstance(held, list) and sorted(str(a).lower() for a in held) == wanted
+
+        self._wait_healthy(op.process, op.port, op.name, ours)
+
+    def _spawn_operator(self, op: OperatorProcess) -> None:
+        """Start ``op``'s process (an operator host: every key of it) and note it on each key."""
+        keys = self._cohosted(op)
+        process = self._spawn(
+            op.name,
             [
                 "agentguard.network.operator",
                 "--port",
                 str(op.port),
-                "--key-file",
-                str(op.key_file),
+                *[arg for key in keys for arg in ("--key-file", str(key.key_file))],
                 "--token-file",
                 str(op.token_file),
                 "--registry",
@@ -534,18 +580,23 @@ class ReferenceNetwork:
                 *(["--chain-rpc", self._usage_check_rpc] if self._usage_check_rpc else []),
             ],
         )
+        for key in keys:
+            key.process = process
 
     def start_operator(self, index: int) -> None:
+        """Start operator ``index``'s process: on an operator host, every key of it."""
         op = self.operators[index]
         if op.running:
             return
-        op.process = self._spawn_operator(op)
+        self._spawn_operator(op)
         self._wait_operator(op)
 
     def stop_operator(self, index: int) -> None:
+        """Stop operator ``index``'s process: on an operator host, every key of it."""
         op = self.operators[index]
         _stop(op.process)
-        op.process = None
+        for key in self._cohosted(op):
+            key.process = None
 
     def start_gateway(self) -> None:
         if self._attached:

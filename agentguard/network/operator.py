@@ -9,6 +9,11 @@ policy code hash from the exact material it evaluates, checks that the gateway's
 describes this same intent and a plausible expiry, and only then evaluates and signs. A lying
 gateway can make it sign a different decision only by lying about the history (the oracle
 data), exactly as on Newton.
+
+One process may hold several operator keys (an operator host: ``--key-file`` repeated). It
+evaluates a task once and each key it is asked for signs the same attestation digest on its
+own (``agentguard_evaluateForKeys``), each key with its own task claims, as separate operators
+would. Keys on one host share its failure domain: see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
 from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
+    EVALUATE_FOR_KEYS,
     INVALID_PARAMS,
     MAX_BODY,
     METHOD_NOT_FOUND,
@@ -68,6 +74,7 @@ CLOCK_SKEW = 30
 MAX_LIVE_TASKS = 1_000_000
 
 _MAX_DERIVED = 4096
+_MAX_KEYS = 256  # operator addresses one host request may name
 # What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
 # read anything else there that only a lying gateway could have added.
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
@@ -100,14 +107,54 @@ class _Derived:
     engine_params: bytes
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """One evaluated task, before any key signs it: what every key of a host signs alike."""
+
+    task_id: bytes
+    policy_client: bytes
+    intent_hash: bytes
+    expires_at: int
+    now: float
+    approval: SignedApproval | None
+    decision: str
+    reasons: tuple[str, ...]
+    tier: int
+    policy_id: bytes
+    digest: bytes
+
+
+class _Signer:
+    """One operator key (never shown) and the task ids it signed: its own claims, as if it
+    were alone in its process."""
+
+    __slots__ = ("address", "key", "tasks")
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = key
+        self.address = operator_address(key)
+        self.tasks = _Claims(MAX_LIVE_TASKS)
+
+    def __repr__(self) -> str:
+        return f"_Signer({self.address})"
+
+
 class Operator:
-    """Holds the signing key (never shown) and the compiled-policy caches."""
+    """Holds the signing keys (never shown) and the compiled-policy caches. One key is an
+    operator; several are an operator host, whose registry and caches they share."""
 
     def __init__(
-        self, key: PrivateKey, registry: Registry, engine: PolicyEngine | None = None
+        self,
+        key: PrivateKey | Sequence[PrivateKey],
+        registry: Registry,
+        engine: PolicyEngine | None = None,
     ) -> None:
-        self._key = key
-        self.address = operator_address(key)
+        signers = [_Signer(k) for k in ([key] if isinstance(key, PrivateKey) else key)]
+        self._signers = {s.address.lower(): s for s in signers}
+        if not signers or len(self._signers) != len(signers):
+            raise ConfigurationError("an operator host needs one or more distinct keys")
+        self.addresses = tuple(s.address for s in signers)
+        self.address = self.addresses[0]  # a single-key operator's only address
         self._registry = registry
         self._engine = engine if engine is not None else PolicyEngine()
         self._policies: dict[bytes, Policy] = {}
@@ -117,11 +164,9 @@ class Operator:
         self._validated: set[tuple[bytes, int]] = set()
         # registration signature -> what it implies; bounded by the registry's size
         self._derived: dict[bytes, _Derived] = {}
-        # task id -> (policy client, intent hash) for every live attestation signed
-        self._tasks = _Claims(MAX_LIVE_TASKS)
 
     def __repr__(self) -> str:
-        return f"Operator({self.address})"
+        return f"Operator({', '.join(self.addresses)})"
 
     def _policy(self, params: Mapping[str, Any], code_hash: bytes) -> Policy:
         material = params.get("policy")
@@ -253,18 +298,18 @@ class Operator:
         self._validated.add(key)
         return policy, registration.params
 
-    def _claim_task(
-        self, task_id: bytes, policy_client: bytes, intent_hash: bytes, expires_at: int, now: float
-    ) -> None:
+    @staticmethod
+    def _claim_task(signer: _Signer, verdict: _Verdict) -> None:
         """A task id names one intent of one policy client: the vault's ``taskUsed``, a vault
         payment's EIP-3009 nonce, the SDK's replay guard and the gateway's records all assume
         it. The gateway derives it, so only a lying gateway could reuse one for another intent;
         refuse that while an attestation signed under it is live (a retry of the same intent
         is fine). Forgotten after expiry: an expired attestation authorizes nothing."""
-        if not self._tasks.claim(task_id, (policy_client, intent_hash), expires_at, now):
+        owner = (verdict.policy_client, verdict.intent_hash)
+        if not signer.tasks.claim(verdict.task_id, owner, verdict.expires_at, verdict.now):
             raise RPCError(
                 INVALID_PARAMS,
-                f"task id 0x{task_id.hex()} was already signed for a different intent; "
+                f"task id 0x{verdict.task_id.hex()} was already signed for a different intent; "
                 "a task id names exactly one intent",
             )
 
@@ -300,7 +345,92 @@ class Operator:
     def evaluate_and_sign(
         self, params: Mapping[str, Any], now: float | None = None
     ) -> dict[str, Any]:
-        """``newt_evaluateAndSign``: check, evaluate, sign. Raises ``RPCError`` on bad input."""
+        """``newt_evaluateAndSign``: check, evaluate, sign. Raises ``RPCError`` on bad input.
+        A host of several keys answers only ``evaluate_for``: which keys sign is the caller's
+        to say, never this method's to guess."""
+        if len(self._signers) > 1:
+            raise RPCError(
+                INVALID_PARAMS,
+                f"this operator host holds {len(self._signers)} operator keys: ask "
+                f"{EVALUATE_FOR_KEYS} with the operators wanted",
+            )
+        [answer] = self._sign(self._evaluate(params, now), [self.address])
+        if isinstance(answer, RPCError):
+            raise answer
+        return answer
+
+    def evaluate_for(self, params: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+        """``agentguard_evaluateForKeys``: ``params`` of ``newt_evaluateAndSign`` plus
+        ``operators`` (distinct addresses). Evaluates once; answers ``{"answers": [...]}``,
+        one per address in that order: the answer that key alone would give as an operator,
+        or ``{"operator", "error": {"code", "message"}}`` (an address this host does not
+        hold, a task id that key signed for another intent). A request every key would refuse
+        alike (bad input, a failing policy) raises ``RPCError``."""
+        wanted = params.get("operators")
+        if (
+            not isinstance(wanted, list)
+            or not 0 < len(wanted) <= _MAX_KEYS
+            or not all(isinstance(a, str) and _ADDR.match(a) for a in wanted)
+        ):
+            raise RPCError(
+                INVALID_PARAMS, f"operators must be a list of 1..{_MAX_KEYS} operator addresses"
+            )
+        if len({a.lower() for a in wanted}) != len(wanted):
+            raise RPCError(INVALID_PARAMS, "operators names an address twice")
+        held = any(a.lower() in self._signers for a in wanted)
+        answers = self._sign(self._evaluate(params, now) if held else None, wanted)
+        return {
+            "answers": [
+                {"operator": address, "error": {"code": a.code, "message": a.message}}
+                if isinstance(a, RPCError)
+                else a
+                for address, a in zip(wanted, answers, strict=True)
+            ]
+        }
+
+    def _sign(
+        self, verdict: _Verdict | None, wanted: Sequence[str]
+    ) -> list[dict[str, Any] | RPCError]:
+        """Each wanted key's answer to ``verdict``, or why that key refuses: its claim on the
+        task id, then the approval's single use (the host's registry: a use by one key counts
+        for all its keys), then its signature. ``verdict`` is None only if no key is held."""
+        answers: list[Any] = []
+        claimed: list[int] = []
+        for address in wanted:
+            signer = self._signers.get(address.lower())
+            try:
+                if signer is None or verdict is None:
+                    raise RPCError(
+                        INVALID_PARAMS, f"this operator host does not hold the key of {address}"
+                    )
+                self._claim_task(signer, verdict)
+            except RPCError as exc:
+                answers.append(exc)
+                continue
+            claimed.append(len(answers))
+            answers.append(signer)
+        if claimed and verdict is not None:
+            approval = verdict.approval
+            if (
+                approval is not None
+                and verdict.decision == "allow"
+                and not self._registry.claim_approval(
+                    approval.digest, verdict.task_id, approval.expires_at + CLOCK_SKEW, verdict.now
+                )
+            ):
+                refused = RPCError(
+                    INVALID_PARAMS,
+                    "this approval was already used for another task; one approval allows one task",
+                )
+                for i in claimed:
+                    answers[i] = refused
+        return [
+            _answer(a, verdict) if isinstance(a, _Signer) and verdict is not None else a
+            for a in answers
+        ]
+
+    def _evaluate(self, params: Mapping[str, Any], now: float | None) -> _Verdict:
+        """Every check and the policy's evaluation: the same for each key of a host."""
         now = time.time() if now is None else now
         task_id = _b32(params, "task_id")
         policy_client = params.get("policy_client")
@@ -333,18 +463,6 @@ class Operator:
         )
         decision, reasons, tier = _tiered(evaluation, approval)
         client = bytes.fromhex(policy_client[2:])
-        self._claim_task(task_id, client, intent_hash, expires_at, now)
-        if (
-            approval is not None
-            and decision == "allow"
-            and not self._registry.claim_approval(
-                approval.digest, task_id, approval.expires_at + CLOCK_SKEW, now
-            )
-        ):
-            raise RPCError(
-                INVALID_PARAMS,
-                "this approval was already used for another task; one approval allows one task",
-            )
         digest = attestation_digest(
             chain_id=chain_id,
             policy_client=client,
@@ -355,15 +473,32 @@ class Operator:
             expires_at=expires_at,
             tier=tier,
         )
-        return {
-            "operator": self.address,
-            "decision": decision,
-            "tier": tier,
-            "reasons": list(reasons),
-            "intent_hash": "0x" + intent_hash.hex(),
-            "policy_id": "0x" + pid.hex(),
-            "signature": "0x" + sign_attestation(self._key, digest).hex(),
-        }
+        return _Verdict(
+            task_id,
+            client,
+            intent_hash,
+            expires_at,
+            now,
+            approval,
+            decision,
+            reasons,
+            tier,
+            pid,
+            digest,
+        )
+
+
+def _answer(signer: _Signer, verdict: _Verdict) -> dict[str, Any]:
+    """``newt_evaluateAndSign``'s result: ``verdict`` signed by ``signer`` alone."""
+    return {
+        "operator": signer.address,
+        "decision": verdict.decision,
+        "tier": verdict.tier,
+        "reasons": list(verdict.reasons),
+        "intent_hash": "0x" + verdict.intent_hash.hex(),
+        "policy_id": "0x" + verdict.policy_id.hex(),
+        "signature": "0x" + sign_attestation(signer.key, verdict.digest).hex(),
+    }
 
 
 def _tiered(
@@ -498,13 +633,19 @@ def create_app(operator: Operator, *, token: str) -> Handler:
     async def call(_: None, rpc_id: Any, method: str, params: dict[str, Any]) -> Any:
         if method == "newt_evaluateAndSign":
             return operator.evaluate_and_sign(params)
+        if method == EVALUATE_FOR_KEYS:
+            return operator.evaluate_for(params)
         if method == "agentguard_holdRegistration":
             return operator.hold(params)
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")
 
-    return rpc_handler(
-        authorize, call, health={"status": "ok", "operator": operator.address}, name="operator"
-    )
+    addresses = operator.addresses
+    health: dict[str, Any] = {"status": "ok"}
+    if len(addresses) == 1:
+        health["operator"] = addresses[0]
+    else:
+        health["operators"] = list(addresses)
+    return rpc_handler(authorize, call, health=health, name="operator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,7 +656,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key-file", help=f"file with the hex private key (else ${KEY_ENV})")
+    parser.add_argument(
+        "--key-file",
+        action="append",
+        help=f"file with the hex private key (else ${KEY_ENV}); repeated, an operator host "
+        "that evaluates once for all its keys",
+    )
     parser.add_argument(
         "--token-file", help=f"file with the gateway's bearer token (else ${TOKEN_ENV})"
     )
@@ -538,7 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chain = ChainUsageCheck(args.chain_rpc)
             check_owner, pinned = chain.check_owner, VaultPins(chain).pinned
         registry = Registry(args.registry, check_owner=check_owner, pinned=pinned)
-        operator = Operator(load_operator_key(args.key_file, KEY_ENV), registry)
+        keys = [load_operator_key(path, KEY_ENV) for path in args.key_file or [None]]
+        operator = Operator(keys, registry)
         token = load_token(args.token_file, TOKEN_ENV)
     except (AgentGuardError, OSError, sqlite3.Error) as exc:
         print(f"operator: {exc}", file=sys.stderr)
@@ -546,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def started() -> None:
         print(
-            f"operator {operator.address} listening on http://{args.host}:{args.port}/rpc",
+            f"operator {', '.join(operator.addresses)} listening on "
+            f"http://{args.host}:{args.port}/rpc",
             flush=True,
         )
 

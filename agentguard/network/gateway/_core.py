@@ -28,7 +28,7 @@ from agentguard.network.gateway import _approvals, _dispatch, _settle
 from agentguard.network.gateway._auth import Keys
 from agentguard.network.gateway._fanout import FanOut
 from agentguard.network.gateway._idempotency import IdempotencyCache
-from agentguard.network.gateway._operators import OperatorLink, deliver
+from agentguard.network.gateway._operators import deliver, operator_links
 from agentguard.network.gateway._params import address_param
 from agentguard.network.gateway._registry import Clients, PolicyClient
 from agentguard.network.gateway._results import task_result, wasm_data
@@ -71,7 +71,7 @@ class Gateway:
         self._clock = clock
         self.keys = Keys(config.api_keys)
         self.clients = Clients(config.gateway, state, chain)
-        self.operators = FanOut([OperatorLink(op) for op in config.operators], clock)
+        self.operators = FanOut(operator_links(config.operators), clock)
         self.idempotency = IdempotencyCache(
             max_bytes=idempotency_bytes,
             ttl=IDEMPOTENCY_TTL,

@@ -5,7 +5,9 @@ digest the gateway computes itself for this task (decision and trust tier includ
 first (decision, tier) a quorum agrees on wins. Operators are asked in rotation (so load and
 fault reports spread); the rest are asked too when one fails, when they disagree, or when the
 answers are slower than usual. On a small host every extra evaluation competes for the same
-cores; a healthy quorum never needs it.
+cores; a healthy quorum never needs it. The operators of one operator host asked at the same
+moment are asked in one call (``call_host``): one evaluation, one vote per key, each counted
+and checked as its own; a slow or failing host delays or fails all of them.
 
 An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
 quorum: every operator is asked at once and the gateway waits for all of them (until the
@@ -31,6 +33,7 @@ from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
     OperatorLink,
+    call_host,
     call_operator,
     operator_error,
     task_members,
@@ -159,6 +162,19 @@ def _minimum(key: tuple[str, int], total: int, needed: int) -> int:
     return total if _elevated(key) and level(key[1]) >= ALL else needed
 
 
+def _replies(call: asyncio.Future[Any], asked: list[OperatorLink]) -> list[Any]:
+    """The reply of each operator ``call`` asked, or its failure (of the whole call if the
+    call failed): an operator's own call answers one result, a host's call one per key."""
+    try:
+        result = call.result()
+    except OperatorFailure as exc:
+        return [exc] * len(asked)
+    except Exception as exc:  # never let one operator break the task
+        return [OperatorFailure("internal", type(exc).__name__, retryable=True)] * len(asked)
+    replies: list[Any] = result if asked[0].hosted else [result]
+    return replies
+
+
 class FanOut:
     """The operators of this gateway, asked for one task at a time."""
 
@@ -218,15 +234,25 @@ class FanOut:
         start = self._rotation % total
         self._rotation += 1
         waiting = self.links[start:] + self.links[:start]
-        calls: dict[asyncio.Future[Any], OperatorLink] = {}
+        # each call and the operators it asks: one, or several keys of one host
+        calls: dict[asyncio.Future[Any], list[OperatorLink]] = {}
 
         def launch(count: int) -> None:
+            hosts: dict[int, list[OperatorLink]] = {}
             for _ in range(min(count, len(waiting))):
                 link = waiting.pop(0)
+                if link.hosted:
+                    hosts.setdefault(id(link.http), []).append(link)
+                    continue
                 call = asyncio.ensure_future(
                     call_operator(link, client.code_hash, bodies, task.timeout)
                 )
-                calls[call] = link
+                calls[call] = [link]
+            for asked in hosts.values():
+                call = asyncio.ensure_future(
+                    call_host(asked, client.code_hash, bodies, task.timeout)
+                )
+                calls[call] = asked
 
         def error(link: OperatorLink, failure: OperatorFailure) -> None:
             failures.append(failure)
@@ -252,26 +278,30 @@ class FanOut:
             )
             widen = 0
             for call in done:
-                link = calls[call]
-                try:
-                    decision, cast = vote(link, call.result(), digests=digests, **expected)
-                except OperatorFailure as exc:
-                    error(link, exc)
-                    widen += 1
-                    continue
-                except Exception as exc:  # never let one operator break the task
-                    error(link, OperatorFailure("internal", type(exc).__name__, retryable=True))
-                    widen += 1
-                    continue
-                votes.setdefault(decision, []).append(cast)
-                count = len(votes[decision])
-                if winner is None and (
-                    count == total
-                    if _elevated(decision)
-                    else count * 100 >= total * task.percentage
-                ):
-                    winner = decision
-                    self._observe_latency(loop.time() - started)
+                asked = calls[call]
+                for link, reply in zip(asked, _replies(call, asked), strict=True):
+                    try:
+                        if isinstance(reply, OperatorFailure):
+                            raise reply
+                        decision, cast = vote(link, reply, digests=digests, **expected)
+                    except OperatorFailure as exc:
+                        error(link, exc)
+                        widen += 1
+                        continue
+                    except Exception as exc:  # never let one operator break the task
+                        failure = OperatorFailure("internal", type(exc).__name__, retryable=True)
+                        error(link, failure)
+                        widen += 1
+                        continue
+                    votes.setdefault(decision, []).append(cast)
+                    count = len(votes[decision])
+                    if winner is None and (
+                        count == total
+                        if _elevated(decision)
+                        else count * 100 >= total * task.percentage
+                    ):
+                        winner = decision
+                        self._observe_latency(loop.time() - started)
             if winner is None and waiting:
                 if len(votes) > 1 or loop.time() >= hedge_at or any(map(_elevated, votes)):
                     widen = len(waiting)  # disagreement, slowness, a higher tier: ask everyone
@@ -282,12 +312,13 @@ class FanOut:
         for call in pending:
             if winner is None:
                 call.cancel()
-                error(
-                    calls[call],
-                    OperatorFailure(
-                        "timeout", f"no answer within {task.timeout:g}s", retryable=True
-                    ),
-                )
+                for link in calls[call]:
+                    error(
+                        link,
+                        OperatorFailure(
+                            "timeout", f"no answer within {task.timeout:g}s", retryable=True
+                        ),
+                    )
             self._background.add(call)  # finishes in the background, keeping its connection
             call.add_done_callback(self._forget)
         if winner is None:  # everyone answered or the time is up: an elevated allow may stand

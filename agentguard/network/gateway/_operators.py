@@ -2,6 +2,12 @@
 
 An operator's answer becomes a result or an ``OperatorFailure`` (Newton's ``OperatorError``
 shape comes from ``operator_error``); nothing an operator sends can raise anything else.
+
+Operators configured with the same URL are keys of one operator host (one process, see
+``agentguard.network.operator``): their links share its connection pool and the policy code it
+holds, and the operators of a host wanted for a task are asked in one call (``call_host``)
+that names them. The same URL is the grouping because it is what decides which process
+answers; they must then share one bearer token too, or the gateway refuses to start.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentguard._eip712 import keccak
+from agentguard._exceptions import ConfigurationError
 from agentguard._json import strict_loads
 from agentguard._logging import get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import load_token
-from agentguard.network._rpc import POLICY_REQUIRED
+from agentguard.network._rpc import EVALUATE_FOR_KEYS, POLICY_REQUIRED
 from agentguard.network.config import OperatorEntry
 
 if TYPE_CHECKING:
@@ -28,10 +35,12 @@ __all__ = [
     "Bodies",
     "OperatorFailure",
     "OperatorLink",
+    "call_host",
     "call_operator",
     "deliver",
     "members",
     "operator_error",
+    "operator_links",
     "task_members",
 ]
 
@@ -50,13 +59,42 @@ _ERROR_CODES = {
 
 
 class OperatorLink:
-    def __init__(self, entry: OperatorEntry) -> None:
+    def __init__(self, entry: OperatorEntry, host: OperatorLink | None = None) -> None:
+        """``host``: the link of another key of the same operator host, whose connection
+        pool and held policy code this one shares."""
         self.url = entry.url
         self.address = entry.address
         self.address_bytes = bytes.fromhex(entry.address[2:])
         self.operator_id = "0x" + keccak(self.address_bytes).hex()
-        self.has_code: set[bytes] = set()
-        self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
+        self.hosted = host is not None
+        if host is None:
+            self.has_code: set[bytes] = set()
+            self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
+        else:
+            host.hosted = True
+            self.has_code, self.http = host.has_code, host.http
+
+
+def operator_links(entries: Sequence[OperatorEntry]) -> list[OperatorLink]:
+    """One link per operator, in order; operators at one URL share their host's (see above).
+    ``ConfigurationError`` if two of them come with different bearer tokens."""
+    out: list[OperatorLink] = []
+    hosts: dict[str, tuple[OperatorLink, str]] = {}
+    for entry in entries:
+        token = load_token(entry.token_file, "")
+        first = hosts.get(entry.url)
+        if first is None:
+            link = OperatorLink(entry)
+            hosts[entry.url] = (link, token)
+        elif first[1] != token:
+            raise ConfigurationError(
+                f"operators {first[0].address} and {entry.address} share the URL {entry.url} "
+                "(one operator host) but not its bearer token"
+            )
+        else:
+            link = OperatorLink(entry, first[0])
+        out.append(link)
+    return out
 
 
 class OperatorFailure(Exception):
@@ -122,6 +160,7 @@ def task_members(
 
 
 _PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"newt_evaluateAndSign","params":{'
+_HOST_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{' % EVALUATE_FOR_KEYS.encode()
 
 
 class Bodies:
@@ -134,19 +173,28 @@ class Bodies:
         self._full = full
         self._task = task
 
-    def get(self, with_policy: bool) -> bytes:
-        return _PREFIX + (self._full if with_policy else self._lean) + b"," + self._task + b"}}"
+    def get(self, with_policy: bool, operators: Sequence[str] | None = None) -> bytes:
+        """The request; with ``operators``, a host's request naming the operators wanted."""
+        part = (self._full if with_policy else self._lean) + b"," + self._task
+        if operators is None:
+            return _PREFIX + part + b"}}"
+        named = ",".join(f'"{address}"' for address in operators).encode()
+        return _HOST_PREFIX + part + b',"operators":[' + named + b"]}}"
 
 
 async def call_operator(
-    link: OperatorLink, code_hash: bytes, bodies: Bodies, timeout: float
+    link: OperatorLink,
+    code_hash: bytes,
+    bodies: Bodies,
+    timeout: float,
+    operators: Sequence[str] | None = None,
 ) -> Any:
     """The operator's ``result``: sent without the policy code while it holds that code,
-    and once more with it if it asks (it restarted)."""
+    and once more with it if it asks (it restarted). ``operators``: a host's request."""
     with_policy = code_hash not in link.has_code
     for _ in range(2):
         try:
-            status, content = await link.http.post(bodies.get(with_policy), timeout)
+            status, content = await link.http.post(bodies.get(with_policy, operators), timeout)
         except TimeoutError:
             raise OperatorFailure(
                 "timeout", "operator did not answer in time", retryable=True
@@ -189,12 +237,64 @@ async def call_operator(
     )
 
 
+async def call_host(
+    asked: Sequence[OperatorLink], code_hash: bytes, bodies: Bodies, timeout: float
+) -> list[Any]:
+    """One call to the host of ``asked`` (links of one host); each operator's ``result`` or
+    its ``OperatorFailure``, in order. The whole answer is refused (an ``OperatorFailure``
+    raised) unless it is exactly one answer per operator asked: one for an operator not
+    asked, or two for one, and none of them counts. Each signature is still checked against
+    its own operator by ``vote``."""
+    addresses = [link.address for link in asked]
+    result = await call_operator(asked[0], code_hash, bodies, timeout, addresses)
+    answers = result.get("answers") if isinstance(result, dict) else None
+    if not isinstance(answers, list):
+        raise OperatorFailure("invalid_response", "host answer has no answers", retryable=False)
+    wanted = {address.lower() for address in addresses}
+    by_address: dict[str, Any] = {}
+    for answer in answers:
+        address = answer.get("operator") if isinstance(answer, dict) else None
+        key = address.lower() if isinstance(address, str) else ""
+        if key in by_address or key not in wanted:
+            raise OperatorFailure(
+                "invalid_response",
+                "host answered for an operator it was not asked for, or twice for one",
+                retryable=False,
+            )
+        by_address[key] = answer
+    if len(by_address) != len(asked):
+        raise OperatorFailure(
+            "invalid_response", "host did not answer for every operator asked", retryable=False
+        )
+    out: list[Any] = []
+    for link in asked:
+        answer = by_address[link.address.lower()]
+        error = answer.get("error")
+        if error is None:
+            out.append(answer)
+            continue
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message", "operator error") if isinstance(error, dict) else ""
+        out.append(
+            OperatorFailure(
+                f"rpc_{code}",
+                str(message)[:500],
+                retryable=False,
+                rpc_code=code if isinstance(code, int) else None,
+            )
+        )
+    return out
+
+
 async def deliver(links: Sequence[OperatorLink], clients: Sequence[PolicyClient]) -> list[str]:
     """Hand registrations to every operator now (they also travel with each task), so an
-    operator holds the owner's before anyone can offer it another. Returns the operators
-    that did not take them (they get them with their next task)."""
+    operator holds the owner's before anyone can offer it another; once per host. Returns
+    the operators that did not take them (they get them with their next task)."""
     if not clients:
         return []
+    hosts: dict[int, list[OperatorLink]] = {}
+    for link in links:
+        hosts.setdefault(id(link.http), []).append(link)
 
     async def one(link: OperatorLink) -> str | None:
         for client in clients:
@@ -214,5 +314,10 @@ async def deliver(links: Sequence[OperatorLink], clients: Sequence[PolicyClient]
                 return link.address
         return None
 
-    missed = await asyncio.gather(*(one(link) for link in links))
-    return [m for m in missed if m is not None]
+    missed = await asyncio.gather(*(one(keys[0]) for keys in hosts.values()))
+    return [
+        link.address
+        for m, keys in zip(missed, hosts.values(), strict=True)
+        if m is not None
+        for link in keys
+    ]
