@@ -5,7 +5,7 @@
         [--soak 100000] [--baseline-soak 20000] [--soak-budget 480] [--json PATH] [--quick]
         [--hosted with|only|none]
     .venv/bin/python benchmarks/bench_network.py --profile DIR [--profile-keys 13]
-        [--operators 5] [--requests 2000] [--top 20]
+        [--operators 5] [--requests 2000] [--top 20] [--hosted only]
 
 The baseline's ``agentguard/`` is unpacked with ``git archive`` into a temporary directory;
 each side runs in its own driver process (``_network_side.py``) with ``PYTHONPATH`` and the
@@ -40,7 +40,8 @@ Where the CPU goes without the baseline or the soak, in about a minute::
 
 ``--profile DIR`` measures nothing side by side: it runs this checkout's network alone with
 every process under a CPU-time profiler (``_profile/sitecustomize.py``) and prints each
-process's top functions per authorization, so anyone can see the hot path.
+process's top functions per authorization, so anyone can see the hot path; with
+``--hosted only`` its operator keys run in one operator host.
 """
 
 from __future__ import annotations
@@ -520,7 +521,10 @@ def profile(args: Any) -> None:
     params = FULL_13 if args.profile_keys == 13 else TWO_CHECKS
     try:
         side.open()
-        answer = side.ask("start", operators=operators, threshold=THRESHOLD, params=[params])
+        hosted = {"hosts": 1} if args.hosted == "only" else {}
+        answer = side.ask(
+            "start", operators=operators, threshold=THRESHOLD, params=[params], **hosted
+        )
         started = side.ask("profile", action="start")
         loaded = side.ask("concurrent", n=args.requests, concurrency=args.concurrency, client=0)
         side.ask("profile", action="stop")
@@ -530,7 +534,8 @@ def profile(args: Any) -> None:
         sys.exit("profiling failed: " + "; ".join(side.errors))
     n = loaded["n"]
     print(
-        f"{n} authorizations, {operators} operators, agent_spend with "
+        f"{n} authorizations, {operators} operators"
+        f"{' on one host' if args.hosted == 'only' else ''}, agent_spend with "
         f"{'all 13 keys' if args.profile_keys == 13 else 'two checks'}, "
         f"{args.concurrency} concurrent clients, under the profiler (which adds its own cost)."
     )
