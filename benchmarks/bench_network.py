@@ -324,6 +324,12 @@ def scaling(rows: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any
     return out
 
 
+def _has_hosts(tree: Path) -> bool:
+    """Whether the checkout at ``tree`` has operator hosts (``agentguard_evaluateForKeys``)."""
+    rpc = tree / "agentguard" / "network" / "_rpc.py"
+    return rpc.is_file() and "EVALUATE_FOR_KEYS" in rpc.read_text()
+
+
 def run_group(
     sides: list[Side],
     operators: int,
@@ -332,11 +338,11 @@ def run_group(
     hosts: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Start both sides' networks of ``operators``, measure every setup in rounds; the rows
-    and the per-process split. ``hosts``: the current side's keys run in that many operator
-    host processes; the baseline runs its ordinary network."""
+    and the per-process split. ``hosts``: each side's keys run in that many operator host
+    processes; a baseline without operator hosts runs its ordinary network."""
     live = []
     for s in sides:
-        more = {"hosts": hosts} if hosts is not None and s.label == "current" else {}
+        more = {"hosts": hosts} if hosts is not None and _has_hosts(s.tree) else {}
         answer = s.ask(
             "start",
             operators=operators,
@@ -662,8 +668,8 @@ def main() -> None:
                     s.close()
             notes.append(
                 f"{HOSTED}: the current side's 3 operator keys in one operator host process "
-                "(one evaluation, one hop per authorization); the baseline's column is its "
-                "ordinary network of 3 separate operators, which it has no other way to run."
+                "(one evaluation, one hop per authorization); a baseline without operator "
+                "hosts runs its ordinary network of 3 separate operators there."
             )
         for s in sides:
             if s.imported and Path(s.imported).parent != s.tree:
