@@ -222,7 +222,11 @@ class Operator:
         without one the newest held."""
         client = bytes.fromhex(policy_client[2:])
         raw = params.get("registration")
-        if raw is None and "registration_hash" in params:
+        if "registration_hash" in params:
+            if raw is not None:
+                # one name each: which of two disagreeing ones is signed under must never
+                # depend on which field a reader looks at (no gateway sends both)
+                raise RPCError(INVALID_PARAMS, "send registration or registration_hash, not both")
             return self._named(params, client)
         if raw is None:
             held = self._registry.get(client)

@@ -47,6 +47,10 @@ __all__ = [
 
 log = get_logger("agentguard.network.gateway")
 
+# Policy codes and registrations noted as held per operator host (``_remember``): as many as
+# an operator keeps registrations verified (``operator._MAX_DERIVED``).
+MAX_HELD = 4096
+
 # Newton's ``operator_errors[].error_code`` is a number; ours are these (HTTP-like for
 # transport trouble), or the operator's own JSON-RPC error code; ``error_type`` names it.
 _ERROR_CODES = {
@@ -204,6 +208,16 @@ class Bodies:
         return _HOST_PREFIX + part + b',"operators":[' + named + b"]}}"
 
 
+def _remember(held: set[bytes], name: bytes) -> None:
+    """Note that the operator holds ``name``, forgetting all once ``MAX_HELD`` are noted: an
+    owner re-registering in a loop must not grow the gateway's memory per host without end
+    (a forgotten name costs one resend in full, as after the operator's own eviction)."""
+    if name not in held:
+        if len(held) >= MAX_HELD:
+            held.clear()
+        held.add(name)
+
+
 async def call_operator(
     link: OperatorLink,
     code_hash: bytes,
@@ -259,8 +273,8 @@ async def call_operator(
                 retryable=False,
                 rpc_code=code if isinstance(code, int) else None,
             )
-        link.has_code.add(code_hash)
-        link.has_registration.add(reference)
+        _remember(link.has_code, code_hash)
+        _remember(link.has_registration, reference)
         return reply.get("result")
     raise OperatorFailure(
         "invalid_response",
