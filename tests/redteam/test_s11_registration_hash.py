@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import random
 import socket
 import time
 from collections.abc import Mapping
@@ -429,3 +430,62 @@ def test_a_pipelined_second_request_that_stalls_is_cut_off(server: Server) -> No
         (first, _), (second, _) = read_responses(conn, 2)
         assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 408")
         assert closed(conn)
+
+
+def test_a_strangers_hash_after_the_owner_took_the_vault_over_is_refused() -> None:
+    """Held: a stranger registered the vault first (verified, held, its hash known); the
+    vault's owner took it over (the chain says so). The stranger's registration, by hash as
+    in full, is no longer held: refused, never signed under."""
+    stranger = PrivateKey(b"\x2e" * 32)
+    owner_hex = Registration.from_json(registration(owner=VAULT_OWNER)).owner_hex
+    operator = Operator(KEY, Registry(":memory:", check_owner=lambda _: owner_hex))
+    loose_params = params(max_per_tx=100 * UNIT)
+    theirs = registration(owner=stranger, config=loose_params, version=7)
+    assert _answer(operator, request(registration=theirs, params=loose_params))["decision"]
+    operator.hold({"registration": registration(owner=VAULT_OWNER, version=1)})
+    stale = request(50 * UNIT, registration=theirs, params=loose_params)
+    full, named = _answer(operator, stale), _answer(operator, _named(stale))
+    assert full == named and full[0] == INVALID_PARAMS and "not held" in full[1]
+
+
+def test_seeded_vault_histories_answer_alike_by_hash_and_in_full() -> None:
+    """Held: a vault's versions delivered in any order, its pin moved at random, tasks under
+    any version: an operator asked by hash first (in full only when it asks, as the gateway
+    does) answers every task as one always asked in full."""
+    rng = random.Random(5)
+    pin: list[bytes | None] = [None]
+    full = Operator(KEY, Registry(":memory:", pinned=lambda _: pin[0]))
+    named = Operator(KEY, Registry(":memory:", pinned=lambda _: pin[0]))
+    caps = [10 * UNIT, 100 * UNIT, 1000 * UNIT, 20 * UNIT]
+    versions = [
+        registration(owner=VAULT_OWNER, config=params(max_per_tx=cap), version=i + 1)
+        for i, cap in enumerate(caps)
+    ]
+    signed = by_hash = 0
+    for _ in range(150):
+        step = rng.random()
+        if step < 0.2:
+            raw = rng.choice(versions)
+            for op in (full, named):
+                try:
+                    op.hold({"registration": raw})
+                except RPCError:
+                    pass
+        elif step < 0.35:
+            pin[0] = rng.choice([None, *(Registration.from_json(v).policy_id for v in versions)])
+        else:
+            i = rng.randrange(len(versions))
+            body = request(
+                rng.choice([5 * UNIT, 50 * UNIT, 500 * UNIT]),
+                registration=versions[i],
+                params=params(max_per_tx=caps[i]),
+            )
+            expected = _answer(full, body)
+            got = _answer(named, _named(body))
+            if isinstance(got, tuple) and got[0] == REGISTRATION_REQUIRED:
+                got = _answer(named, body)
+            else:
+                by_hash += 1
+            _same(expected, got)
+            signed += isinstance(expected, dict)
+    assert signed > 10 and by_hash > 30
