@@ -5,7 +5,7 @@
         [--soak 100000] [--baseline-soak 20000] [--soak-budget 480] [--json PATH] [--quick]
         [--hosted with|only|none]
     .venv/bin/python benchmarks/bench_network.py --profile DIR [--profile-keys 13]
-        [--operators 5] [--requests 2000] [--top 20]
+        [--operators 5] [--requests 2000] [--top 20] [--hosted only]
 
 The baseline's ``agentguard/`` is unpacked with ``git archive`` into a temporary directory;
 each side runs in its own driver process (``_network_side.py``) with ``PYTHONPATH`` and the
@@ -40,7 +40,8 @@ Where the CPU goes without the baseline or the soak, in about a minute::
 
 ``--profile DIR`` measures nothing side by side: it runs this checkout's network alone with
 every process under a CPU-time profiler (``_profile/sitecustomize.py``) and prints each
-process's top functions per authorization, so anyone can see the hot path.
+process's top functions per authorization, so anyone can see the hot path; with
+``--hosted only`` its operator keys run in one operator host.
 """
 
 from __future__ import annotations
@@ -323,6 +324,12 @@ def scaling(rows: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any
     return out
 
 
+def _has_hosts(tree: Path) -> bool:
+    """Whether the checkout at ``tree`` has operator hosts (``agentguard_evaluateForKeys``)."""
+    rpc = tree / "agentguard" / "network" / "_rpc.py"
+    return rpc.is_file() and "EVALUATE_FOR_KEYS" in rpc.read_text()
+
+
 def run_group(
     sides: list[Side],
     operators: int,
@@ -331,11 +338,11 @@ def run_group(
     hosts: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Start both sides' networks of ``operators``, measure every setup in rounds; the rows
-    and the per-process split. ``hosts``: the current side's keys run in that many operator
-    host processes; the baseline runs its ordinary network."""
+    and the per-process split. ``hosts``: each side's keys run in that many operator host
+    processes; a baseline without operator hosts runs its ordinary network."""
     live = []
     for s in sides:
-        more = {"hosts": hosts} if hosts is not None and s.label == "current" else {}
+        more = {"hosts": hosts} if hosts is not None and _has_hosts(s.tree) else {}
         answer = s.ask(
             "start",
             operators=operators,
@@ -520,7 +527,10 @@ def profile(args: Any) -> None:
     params = FULL_13 if args.profile_keys == 13 else TWO_CHECKS
     try:
         side.open()
-        answer = side.ask("start", operators=operators, threshold=THRESHOLD, params=[params])
+        hosted = {"hosts": 1} if args.hosted == "only" else {}
+        answer = side.ask(
+            "start", operators=operators, threshold=THRESHOLD, params=[params], **hosted
+        )
         started = side.ask("profile", action="start")
         loaded = side.ask("concurrent", n=args.requests, concurrency=args.concurrency, client=0)
         side.ask("profile", action="stop")
@@ -530,7 +540,8 @@ def profile(args: Any) -> None:
         sys.exit("profiling failed: " + "; ".join(side.errors))
     n = loaded["n"]
     print(
-        f"{n} authorizations, {operators} operators, agent_spend with "
+        f"{n} authorizations, {operators} operators"
+        f"{' on one host' if args.hosted == 'only' else ''}, agent_spend with "
         f"{'all 13 keys' if args.profile_keys == 13 else 'two checks'}, "
         f"{args.concurrency} concurrent clients, under the profiler (which adds its own cost)."
     )
@@ -657,8 +668,8 @@ def main() -> None:
                     s.close()
             notes.append(
                 f"{HOSTED}: the current side's 3 operator keys in one operator host process "
-                "(one evaluation, one hop per authorization); the baseline's column is its "
-                "ordinary network of 3 separate operators, which it has no other way to run."
+                "(one evaluation, one hop per authorization); a baseline without operator "
+                "hosts runs its ordinary network of 3 separate operators there."
             )
         for s in sides:
             if s.imported and Path(s.imported).parent != s.tree:

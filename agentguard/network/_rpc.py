@@ -25,6 +25,7 @@ __all__ = [
     "PARSE_ERROR",
     "POLICY_EVALUATION_ERROR",
     "POLICY_REQUIRED",
+    "REGISTRATION_REQUIRED",
     "UNAUTHORIZED",
     "Encoded",
     "PreEncoded",
@@ -47,6 +48,9 @@ POLICY_EVALUATION_ERROR = -32615
 # Reference-network extension: an operator does not hold the policy code for a code hash
 # and asks the gateway to send it (the gateway then retries once with the material).
 POLICY_REQUIRED = -32621
+# Likewise for a registration named by its hash (``Registration.wire_hash``) that the operator
+# does not hold (never sent, or it restarted): the gateway retries once with the registration.
+REGISTRATION_REQUIRED = -32622
 
 # An operator host's method: one evaluation, one answer per operator key it names.
 EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"

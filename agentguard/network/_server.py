@@ -65,6 +65,9 @@ _REASONS = {
 }
 
 
+_UNCHANGED = object()  # no timer change asked for while the parser ran
+
+
 def _error_body(code: int, message: str) -> bytes:
     envelope = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return json.dumps(envelope, separators=(",", ":")).encode()
@@ -135,6 +138,11 @@ class _Connection(asyncio.Protocol):
         self._queue: deque[_Request | _Refusal] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # while the parser runs (``data_received``), the last timer change it asked for: one
+        # real change per chunk, not one per parser event (a whole request in one chunk
+        # armed and cancelled the head and body timers for nothing)
+        self._feeding = False
+        self._deferred: tuple[float, Callable[[], None]] | object | None = _UNCHANGED
         self._loop = asyncio.get_running_loop()
         self._lost = False
         self._refused = False  # parsing stopped; the queue ends with a refusal
@@ -187,6 +195,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._in_message or self._in_head:
             self._head_bytes += len(data)
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -194,6 +203,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self._refused:
                 self._refuse(400, "malformed HTTP request")
+        finally:
+            self._feeding = False
+            deferred, self._deferred = self._deferred, _UNCHANGED
+            if deferred is None:
+                self._cancel_timer()
+            elif deferred is not _UNCHANGED:
+                self._arm(*cast(tuple[float, Callable[[], None]], deferred))
         if self._in_head and self._head_bytes > MAX_HEAD and not self._refused:
             self._refuse(431, f"the request head is larger than {MAX_HEAD} bytes")
 
@@ -323,10 +339,16 @@ class _Connection(asyncio.Protocol):
     # -- timers ----------------------------------------------------------------------------
 
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        if self._feeding:
+            self._deferred = (seconds, callback)
+            return
         self._cancel_timer()
         self._timer = self._loop.call_later(seconds, callback)
 
     def _cancel_timer(self) -> None:
+        if self._feeding:
+            self._deferred = None
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

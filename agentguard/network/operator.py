@@ -43,6 +43,7 @@ from agentguard.network._rpc import (
     METHOD_NOT_FOUND,
     POLICY_EVALUATION_ERROR,
     POLICY_REQUIRED,
+    REGISTRATION_REQUIRED,
     UNAUTHORIZED,
     RPCError,
     rpc_handler,
@@ -160,6 +161,9 @@ class Operator:
         self._policies: dict[bytes, Policy] = {}
         # an owner's signature -> (the registration's JSON, the registration held)
         self._held_json: dict[str, tuple[dict[str, Any], Registration]] = {}
+        # ``Registration.wire_hash`` -> the registration ``_held`` returned for its JSON: a
+        # request may name it by that hash instead (``registration_hash``)
+        self._by_hash: dict[bytes, Registration] = {}
         # (policy client, registration version) whose params passed the policy's schema
         self._validated: set[tuple[bytes, int]] = set()
         # registration signature -> what it implies; bounded by the registry's size
@@ -218,6 +222,12 @@ class Operator:
         without one the newest held."""
         client = bytes.fromhex(policy_client[2:])
         raw = params.get("registration")
+        if "registration_hash" in params:
+            if raw is not None:
+                # one name each: which of two disagreeing ones is signed under must never
+                # depend on which field a reader looks at (no gateway sends both)
+                raise RPCError(INVALID_PARAMS, "send registration or registration_hash, not both")
+            return self._named(params, client)
         if raw is None:
             held = self._registry.get(client)
             if held is None:
@@ -229,7 +239,7 @@ class Operator:
             return held
         signature = raw.get("signature") if isinstance(raw, dict) else None
         known = self._held_json.get(signature) if isinstance(signature, str) else None
-        if known is not None and known[0] == raw:
+        if known is not None and known[1].policy_client == client and known[0] == raw:
             return known[1]
         try:
             offered = Registration.from_json(raw)
@@ -240,7 +250,25 @@ class Operator:
             raise RPCError(INVALID_PARAMS, exc.message) from None
         if len(self._held_json) >= _MAX_DERIVED:
             self._held_json.clear()
+            self._by_hash.clear()
         self._held_json["0x" + held.signature.hex()] = (held.to_json(), held)
+        self._by_hash[held.wire_hash] = held
+        return held
+
+    def _named(self, params: Mapping[str, Any], client: bytes) -> Registration:
+        """The registration a request names by ``registration_hash``: only one this operator
+        verified itself from its full JSON (``_held``), exactly as if that JSON came again;
+        ``REGISTRATION_REQUIRED`` for any other hash, so the gateway sends it in full."""
+        named = _b32(params, "registration_hash")
+        held = self._by_hash.get(named)
+        if held is None:
+            raise RPCError(
+                REGISTRATION_REQUIRED,
+                f"this operator does not hold registration 0x{named.hex()}; "
+                "resend the request with the registration",
+            )
+        if held.policy_client != client:
+            raise RPCError(INVALID_PARAMS, "registration: it is for another policy client")
         return held
 
     def _derive(self, registration: Registration) -> _Derived:

@@ -247,6 +247,12 @@ class Registration:
             )
         return True
 
+    @property
+    def wire_hash(self) -> bytes:
+        """keccak of the canonical JSON of ``to_json``: names this exact registration (every
+        field, the signature's bytes too) in a request to an operator that holds it already."""
+        return keccak(canonical_json(self.to_json()))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "policy_client": self.policy_client_hex,

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -130,6 +131,7 @@ class _Stub:
 
     def __init__(self, status: int, content: bytes) -> None:
         self.has_code: set[bytes] = set()
+        self.has_registration: set[bytes] = set()
         self.answer = (status, content)
         self.address_bytes = bytes.fromhex(operator_address(OPERATOR_KEY)[2:])
         self.http = self
@@ -166,9 +168,18 @@ REPLY = {
 }
 
 
+_CLIENT_PARTS: Any = SimpleNamespace(
+    request_lean=b"",
+    request_registration=b"",
+    request_reference=b"",
+    request_policy=b"",
+    registration_hash=b"",
+)
+
+
 def _vote_on(status: int, content: bytes) -> Any:
     link = _Stub(status, content)
-    reply = asyncio.run(call_operator(link, b"code", _Bodies(b"", b"", b""), 5.0))  # type: ignore[arg-type]
+    reply = asyncio.run(call_operator(link, b"code", _Bodies(_CLIENT_PARTS, b""), 5.0))  # type: ignore[arg-type]
     return vote(
         link,  # type: ignore[arg-type]
         reply,

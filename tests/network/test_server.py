@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -558,6 +559,54 @@ def test_queued_bodies_are_bounded_by_bytes_not_only_by_count() -> None:
         for _ in range(20):
             await asyncio.sleep(0)
         assert not transport.paused and transport.written.count(b"HTTP/1.1 200") == 4
+        connection.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_timers_follow_the_message_not_each_parser_event() -> None:
+    """A whole request in one chunk arms no head or body timer (only the idle one goes); one
+    that arrives in pieces is timed from where it stands after each chunk: the head timer
+    from its first byte (not re-armed by more head), the body timer from the head's end."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        armed: list[str] = []
+        real = loop.call_later
+
+        def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            armed.append(getattr(callback, "__name__", "?"))
+            return real(delay, callback, *args)
+
+        loop.call_later = call_later  # type: ignore[method-assign]
+
+        async def handler(m: str, p: str, h: Mapping[str, str], b: bytes) -> tuple[int, bytes]:
+            return 200, b"{}"
+
+        connection = _server._Connection(_server._Server(handler, max_body=1000))
+        transport = _Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        assert armed == ["_on_idle"]
+        connection.data_received(HONEST)
+        assert armed == ["_on_idle"] and connection._timer is None
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert transport.written.count(b"HTTP/1.1 200") == 1
+        assert armed == ["_on_idle", "_on_idle"]  # idle again, until the next request
+        armed.clear()
+        head, body = HONEST.split(b"\r\n\r\n")
+        connection.data_received(head[:10])
+        connection.data_received(head[10:20])
+        assert armed == ["_on_slow_head"]
+        connection.data_received(head[20:] + b"\r\n\r\n")
+        assert armed == ["_on_slow_head", "_on_slow_body"]
+        connection.data_received(body[:1])
+        assert armed == ["_on_slow_head", "_on_slow_body"]
+        connection.data_received(body[1:])
+        assert connection._timer is None
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert transport.written.count(b"HTTP/1.1 200") == 2
         connection.connection_lost(None)
 
     asyncio.run(scenario())

@@ -131,7 +131,10 @@ def _client(rng: random.Random) -> PolicyClient:
         material={},
         params_hex="0x" + canonical_json({"k": rng.choice(TEXT)}).hex(),
         request_lean=b"",
-        request_full=b"",
+        request_registration=b"",
+        request_reference=b"",
+        registration_hash=b"",
+        request_policy=b"",
     )
 
 

@@ -211,8 +211,7 @@ class FanOut:
         """``intent_json`` is ``encode(task.intent.wire())`` when the caller has it already."""
         client = task.client
         bodies = Bodies(
-            client.request_lean,
-            client.request_full,
+            client,
             task_members(task, task_id, expires_at, approval, intent_json)
             + b',"wasm":'
             + wasm_json,

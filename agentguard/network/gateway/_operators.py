@@ -4,10 +4,11 @@ An operator's answer becomes a result or an ``OperatorFailure`` (Newton's ``Oper
 shape comes from ``operator_error``); nothing an operator sends can raise anything else.
 
 Operators configured with the same URL are keys of one operator host (one process, see
-``agentguard.network.operator``): their links share its connection pool and the policy code it
-holds, and the operators of a host wanted for a task are asked in one call (``call_host``)
-that names them. The same URL is the grouping because it is what decides which process
-answers; they must then share one bearer token too, or the gateway refuses to start.
+``agentguard.network.operator``): their links share its connection pool and the policy code
+and registrations it holds, and the operators of a host wanted for a task are asked in one
+call (``call_host``) that names them. The same URL is the grouping because it is what
+decides which process answers; they must then share one bearer token too, or the gateway
+refuses to start.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agentguard._json import strict_loads
 from agentguard._logging import get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import load_token
-from agentguard.network._rpc import EVALUATE_FOR_KEYS, POLICY_REQUIRED
+from agentguard.network._rpc import EVALUATE_FOR_KEYS, POLICY_REQUIRED, REGISTRATION_REQUIRED
 from agentguard.network.config import OperatorEntry
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ __all__ = [
 
 log = get_logger("agentguard.network.gateway")
 
+# Policy codes and registrations noted as held per operator host (``_remember``): as many as
+# an operator keeps registrations verified (``operator._MAX_DERIVED``).
+MAX_HELD = 4096
+
 # Newton's ``operator_errors[].error_code`` is a number; ours are these (HTTP-like for
 # transport trouble), or the operator's own JSON-RPC error code; ``error_type`` names it.
 _ERROR_CODES = {
@@ -61,7 +66,7 @@ _ERROR_CODES = {
 class OperatorLink:
     def __init__(self, entry: OperatorEntry, host: OperatorLink | None = None) -> None:
         """``host``: the link of another key of the same operator host, whose connection
-        pool and held policy code this one shares."""
+        pool, held policy code and held registrations this one shares."""
         self.url = entry.url
         self.address = entry.address
         self.address_bytes = bytes.fromhex(entry.address[2:])
@@ -69,10 +74,12 @@ class OperatorLink:
         self.hosted = host is not None
         if host is None:
             self.has_code: set[bytes] = set()
+            self.has_registration: set[bytes] = set()  # their ``Registration.wire_hash``
             self.http = KeepAliveClient(entry.url, token=load_token(entry.token_file, ""))
         else:
             host.hosted = True
             self.has_code, self.http = host.has_code, host.http
+            self.has_registration = host.has_registration
 
 
 def operator_links(entries: Sequence[OperatorEntry]) -> list[OperatorLink]:
@@ -172,22 +179,43 @@ _HOST_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{' % EVALUATE_FO
 
 
 class Bodies:
-    """One task's operator request, as bytes: the policy client's part, encoded once at
-    registration without and with the policy code (``PolicyClient.request_lean``/``_full``),
-    and the task's part, encoded once for every operator asked."""
+    """One task's operator request, as bytes: the policy client's parts, encoded once at
+    registration (``PolicyClient.request_*``), and the task's part, encoded once for every
+    operator asked."""
 
-    def __init__(self, lean: bytes, full: bytes, task: bytes) -> None:
-        self._lean = lean
-        self._full = full
+    def __init__(self, client: PolicyClient, task: bytes) -> None:
+        self._client = client
         self._task = task
+        self.registration_hash = client.registration_hash
 
-    def get(self, with_policy: bool, operators: Sequence[str] | None = None) -> bytes:
-        """The request; with ``operators``, a host's request naming the operators wanted."""
-        part = (self._full if with_policy else self._lean) + b"," + self._task
+    def get(
+        self, with_policy: bool, with_registration: bool, operators: Sequence[str] | None = None
+    ) -> bytes:
+        """The request, with the policy code and the registration in full or not; with
+        ``operators``, a host's request naming the operators wanted."""
+        client = self._client
+        part = (
+            client.request_lean
+            + b","
+            + (client.request_registration if with_registration else client.request_reference)
+            + (b"," + client.request_policy if with_policy else b"")
+            + b","
+            + self._task
+        )
         if operators is None:
             return _PREFIX + part + b"}}"
         named = ",".join(f'"{address}"' for address in operators).encode()
         return _HOST_PREFIX + part + b',"operators":[' + named + b"]}}"
+
+
+def _remember(held: set[bytes], name: bytes) -> None:
+    """Note that the operator holds ``name``, forgetting all once ``MAX_HELD`` are noted: an
+    owner re-registering in a loop must not grow the gateway's memory per host without end
+    (a forgotten name costs one resend in full, as after the operator's own eviction)."""
+    if name not in held:
+        if len(held) >= MAX_HELD:
+            held.clear()
+        held.add(name)
 
 
 async def call_operator(
@@ -197,12 +225,16 @@ async def call_operator(
     timeout: float,
     operators: Sequence[str] | None = None,
 ) -> Any:
-    """The operator's ``result``: sent without the policy code while it holds that code,
-    and once more with it if it asks (it restarted). ``operators``: a host's request."""
+    """The operator's ``result``: sent without the policy code and with the registration's
+    hash only while it holds them, and once more with both in full if it asks for either
+    (it restarted). ``operators``: a host's request."""
+    reference = bodies.registration_hash
     with_policy = code_hash not in link.has_code
+    with_registration = reference not in link.has_registration
     for _ in range(2):
         try:
-            status, content = await link.http.post(bodies.get(with_policy, operators), timeout)
+            body = bodies.get(with_policy, with_registration, operators)
+            status, content = await link.http.post(body, timeout)
         except TimeoutError:
             raise OperatorFailure(
                 "timeout", "operator did not answer in time", retryable=True
@@ -228,9 +260,12 @@ async def call_operator(
         error = reply.get("error")
         if isinstance(error, dict):
             code = error.get("code")
-            if code == POLICY_REQUIRED and not with_policy:
-                link.has_code.discard(code_hash)  # the operator restarted: send the code
-                with_policy = True
+            if code in (POLICY_REQUIRED, REGISTRATION_REQUIRED) and not (
+                with_policy and with_registration
+            ):
+                link.has_code.discard(code_hash)  # the operator restarted: send both
+                link.has_registration.discard(reference)
+                with_policy = with_registration = True
                 continue
             raise OperatorFailure(
                 f"rpc_{code}",
@@ -238,10 +273,13 @@ async def call_operator(
                 retryable=False,
                 rpc_code=code if isinstance(code, int) else None,
             )
-        link.has_code.add(code_hash)
+        _remember(link.has_code, code_hash)
+        _remember(link.has_registration, reference)
         return reply.get("result")
     raise OperatorFailure(
-        "invalid_response", "operator kept asking for the policy", retryable=False
+        "invalid_response",
+        "operator kept asking for the policy or the registration",
+        retryable=False,
     )
 
 

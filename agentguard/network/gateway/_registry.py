@@ -128,8 +128,12 @@ class PolicyClient:
     windows: tuple[int, ...]
     material: dict[str, Any]
     params_hex: str
-    request_lean: bytes  # the client's part of every operator request (``Bodies``)
-    request_full: bytes  # the same with the policy code, for an operator that lacks it
+    # the client's part of every operator request (``Bodies``), as JSON object members:
+    request_lean: bytes  # what every request carries
+    request_registration: bytes  # the owner-signed registration, until the operator holds it
+    request_reference: bytes  # then its ``registration_hash`` instead
+    registration_hash: bytes  # ``registration.wire_hash``
+    request_policy: bytes  # the policy code, until the operator holds it
     long_window: bool = False  # its params name a window longer than MAX_WINDOW: no tasks
 
     @property
@@ -142,12 +146,12 @@ class PolicyClient:
         address = to_checksum_address(registration.policy_client_hex)
         material = policy_material(record.policy)
         registration_json = registration.to_json()
+        wire_hash = registration.wire_hash
         fixed: dict[str, Any] = {
             "policy_client": address,
             "policy_code_hash": "0x" + record.policy.code_hash.hex(),
             "params": registration.params,
             "expire_after": registration.expire_after,
-            "registration": registration_json,
         }
         return cls(
             address=address,
@@ -163,7 +167,10 @@ class PolicyClient:
             material=material,
             params_hex="0x" + registration.params_json.hex(),
             request_lean=members(fixed),
-            request_full=members({**fixed, "policy": material}),
+            request_registration=members({"registration": registration_json}),
+            request_reference=members({"registration_hash": "0x" + wire_hash.hex()}),
+            registration_hash=wire_hash,
+            request_policy=members({"policy": material}),
         )
 
 
