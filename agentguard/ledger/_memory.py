@@ -66,13 +66,39 @@ def _created(held: _Held) -> float:
 _WindowKey = tuple[str, int]  # (asset, seconds) within one agent, as SQLite's rows are keyed
 
 _RESERVATION_FIELDS = operator.attrgetter(*(f.name for f in fields(Reservation)))
+# The slots' own setters, in field order: sixteen names, so a field added to or taken from
+# ``Reservation`` fails this unpacking at import, never a copy at run time.
+(_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8, _S9, _S10, _S11, _S12, _S13, _S14, _S15) = (
+    getattr(Reservation, f.name).__set__ for f in fields(Reservation)
+)
+_new = object.__new__
 
 
 def _out(r: Reservation) -> Reservation:
     """A copy of a stored reservation for the caller: the stored one is the ledger's state, and
     a frozen dataclass can still be edited (``object.__setattr__``), so it is never handed out.
-    Positional, in field order: a third of what ``dataclasses.replace`` costs."""
-    return Reservation(*_RESERVATION_FIELDS(r))
+    Slot by slot, written out (no loop, no ``__init__`` and its sixteen ``__setattr__`` calls):
+    under two thirds of what ``Reservation(*fields)`` costs, and ``Reservation`` has no
+    ``__post_init__`` to skip."""
+    new = _new(Reservation)
+    v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _RESERVATION_FIELDS(r)
+    _S0(new, v0)
+    _S1(new, v1)
+    _S2(new, v2)
+    _S3(new, v3)
+    _S4(new, v4)
+    _S5(new, v5)
+    _S6(new, v6)
+    _S7(new, v7)
+    _S8(new, v8)
+    _S9(new, v9)
+    _S10(new, v10)
+    _S11(new, v11)
+    _S12(new, v12)
+    _S13(new, v13)
+    _S14(new, v14)
+    _S15(new, v15)
+    return new
 
 
 _set = object.__setattr__

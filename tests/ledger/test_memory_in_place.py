@@ -15,7 +15,7 @@ import pytest
 
 from agentguard._intent import Spend
 from agentguard.ledger import Ledger, Limits, Reservation
-from agentguard.ledger._memory import MemoryBackend, _Held
+from agentguard.ledger._memory import MemoryBackend, _Held, _out
 from agentguard.ledger._transitions import check_bind, check_commit, check_mark_signed
 from tests.ledger.test_ledger_memory import A, Clock, _answer, _apply, _ops, _tamper
 
@@ -114,3 +114,33 @@ def test_in_place_records_answer_and_store_as_swapped_records_did(seed: int, tam
             _tamper(got[1])
             _tamper(want[1])
             assert _state(new) == _state(old), f"seed {seed}, op {n}: {op} (edited)"
+
+
+def _random_reservation(rng: random.Random) -> Reservation:
+    def maybe(value: Any) -> Any:
+        return value if rng.random() < 0.5 else None
+
+    return Reservation(
+        id=f"k{rng.randrange(99)}", key=f"k{rng.randrange(99)}", agent=rng.choice(("a", "0xb")),
+        asset=rng.choice(("0xc", "")), amount=rng.randrange(10**30), reserved=rng.randrange(9),
+        recipient=maybe("0xd"), state=rng.choice(("reserved", "signed", "committed", "released")),
+        created_at=rng.random(), expires_at=rng.random() * 1e9, updated_at=-rng.random(),
+        reference=maybe("0xref"), outcome=maybe("landed"), reason=maybe("denied"),
+        action=rng.random() < 0.5, task_id=maybe("0xt"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_answer_is_a_fresh_reservation_equal_field_by_field(seed: int) -> None:
+    """``_out`` (slot setters, written out) against ``dataclasses.replace``: every field."""
+    assert not hasattr(Reservation, "__post_init__")  # what ``_out`` does not run
+    rng = random.Random(seed)
+    for _ in range(200):
+        r = _random_reservation(rng)
+        copy, reference = _out(r), dataclasses.replace(r)
+        assert type(copy) is Reservation and copy is not r
+        assert dataclasses.astuple(copy) == dataclasses.astuple(reference)
+        for f in dataclasses.fields(Reservation):
+            assert getattr(copy, f.name) is getattr(r, f.name), f.name
+        object.__setattr__(copy, "amount", -1)
+        assert r.amount != -1
