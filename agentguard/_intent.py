@@ -14,6 +14,7 @@ The canonical hash of every intent is the EIP-712 ``hashStruct`` of Newton's ``I
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
@@ -700,6 +701,7 @@ def _transfer_wire(
 _PAYMENT_FIELDS = (
     "payer", "scheme", "network", "asset", "amount", "pay_to", "resource", "x402_version",
 )  # fmt: skip
+_payment_values = operator.itemgetter(*_PAYMENT_FIELDS)  # each read once, in order, in C
 
 
 def _payment_amount(v: Any) -> int:
@@ -779,9 +781,7 @@ class PaymentIntent(_Model):
 
     @classmethod
     def _validated_directly(cls, fields: Mapping[str, Any]) -> PaymentIntent:
-        payer, scheme, network, asset, amount, pay_to, resource, version = (
-            fields[name] for name in _PAYMENT_FIELDS
-        )
+        payer, scheme, network, asset, amount, pay_to, resource, version = _payment_values(fields)
         if not (
             type(fields) is dict
             and len(fields) == len(_PAYMENT_FIELDS)
