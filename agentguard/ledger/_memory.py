@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from agentguard._exceptions import AttestationReplayed, LedgerUnavailable, ReservationError
 from agentguard.ledger._backend import ReserveRequest, Usage
 from agentguard.ledger._limits import Limits
-from agentguard.ledger._reservation import Reservation, evolved
+from agentguard.ledger._reservation import Reservation
 from agentguard.ledger._transitions import (
     check_bind,
     check_commit,
@@ -47,7 +47,9 @@ __all__ = ["MemoryBackend"]
 
 @dataclass(slots=True, eq=False)
 class _Held:
-    """One stored reservation; ``r`` is replaced (never edited) on every change."""
+    """One stored reservation. ``r`` is private to the ledger (never handed out, only
+    ``_out``'s copies are), so a change edits it in place (``_edit``) under the lock: one
+    ``Reservation`` built per change (the answer), not two."""
 
     r: Reservation
     seq: int
@@ -64,13 +66,49 @@ def _created(held: _Held) -> float:
 _WindowKey = tuple[str, int]  # (asset, seconds) within one agent, as SQLite's rows are keyed
 
 _RESERVATION_FIELDS = operator.attrgetter(*(f.name for f in fields(Reservation)))
+# The slots' own setters, in field order: sixteen names, so a field added to or taken from
+# ``Reservation`` fails this unpacking at import, never a copy at run time.
+(_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8, _S9, _S10, _S11, _S12, _S13, _S14, _S15) = (
+    getattr(Reservation, f.name).__set__ for f in fields(Reservation)
+)
+_new = object.__new__
 
 
 def _out(r: Reservation) -> Reservation:
     """A copy of a stored reservation for the caller: the stored one is the ledger's state, and
     a frozen dataclass can still be edited (``object.__setattr__``), so it is never handed out.
-    Positional, in field order: a third of what ``dataclasses.replace`` costs."""
-    return Reservation(*_RESERVATION_FIELDS(r))
+    Slot by slot, written out (no loop, no ``__init__`` and its sixteen ``__setattr__`` calls):
+    under two thirds of what ``Reservation(*fields)`` costs, and ``Reservation`` has no
+    ``__post_init__`` to skip."""
+    new = _new(Reservation)
+    v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _RESERVATION_FIELDS(r)
+    _S0(new, v0)
+    _S1(new, v1)
+    _S2(new, v2)
+    _S3(new, v3)
+    _S4(new, v4)
+    _S5(new, v5)
+    _S6(new, v6)
+    _S7(new, v7)
+    _S8(new, v8)
+    _S9(new, v9)
+    _S10(new, v10)
+    _S11(new, v11)
+    _S12(new, v12)
+    _S13(new, v13)
+    _S14(new, v14)
+    _S15(new, v15)
+    return new
+
+
+_set = object.__setattr__
+
+
+def _edit(r: Reservation, **changes: object) -> None:
+    """Change fields of a stored (never handed out) reservation in place: ``Reservation``
+    is frozen for its holders; the ledger's own record is its state, edited under the lock."""
+    for name, value in changes.items():
+        _set(r, name, value)
 
 
 _LIVE: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
@@ -174,22 +212,24 @@ class MemoryBackend:
             other = self._by_task.get(task_id)
             if other is not None and other != r.id:  # one attestation backs one action, once
                 raise AttestationReplayed(replayed_message(task_id, other))
-            held.r = evolved(r, task_id=task_id, expires_at=expires_at, updated_at=now)
+            moved = expires_at != r.expires_at
+            _edit(r, task_id=task_id, expires_at=expires_at, updated_at=now)
             self._by_task[task_id] = r.id
-            if expires_at != r.expires_at:
+            if moved:
                 heapq.heappush(self._expiries, (expires_at, held.seq, held))
-            return _out(held.r)
+            return _out(r)
 
     def mark_signed(self, reservation_id: str, reference: str, now: float) -> Reservation:
         self._enter()
         now = float(now)
         with self._lock:
             held = self._load(reservation_id)
-            if (same := check_mark_signed(held.r, reference, now)) is not None:
+            r = held.r
+            if (same := check_mark_signed(r, reference, now)) is not None:
                 return _out(same)
-            held.r = evolved(held.r, state="signed", reference=reference, updated_at=now)
-            self._signed[held.r.id] = held
-            return _out(held.r)
+            _edit(r, state="signed", reference=reference, updated_at=now)
+            self._signed[r.id] = held
+            return _out(r)
 
     def commit(
         self, reservation_id: str, outcome: str, amount: int | None, now: float
@@ -202,10 +242,11 @@ class MemoryBackend:
             same, final = check_commit(r, outcome, amount)
             if same is not None:
                 return _out(same)
-            held.r = evolved(r, state="committed", amount=final, outcome=outcome, updated_at=now)
+            delta = final - r.amount
+            _edit(r, state="committed", amount=final, outcome=outcome, updated_at=now)
             self._signed.pop(r.id, None)
-            self._adjust(held, final - r.amount, 0)
-            return _out(held.r)
+            self._adjust(held, delta, 0)
+            return _out(r)
 
     def release(self, reservation_id: str, reason: str, now: float) -> Reservation:
         self._enter()
@@ -236,11 +277,12 @@ class MemoryBackend:
         with self._lock:
             rows = self._by_agent.get(agent, [])
             start = bisect.bisect_right(rows, now - window_seconds, key=_created)
-            counted = [h.r for h in rows[start:] if h.r.state != "released"]
+            # read under the lock: a record is edited in place
+            counted = [(r.asset, r.amount, r.action) for h in rows[start:] if (r := h.r).counted]
         spent: dict[str, int] = {}
-        for r in counted:
-            spent[r.asset] = spent.get(r.asset, 0) + r.amount
-        return Usage(count=sum(r.action for r in counted), spent=spent)
+        for asset, amount, _ in counted:
+            spent[asset] = spent.get(asset, 0) + amount
+        return Usage(count=sum(action for _, _, action in counted), spent=spent)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -254,14 +296,18 @@ class MemoryBackend:
         self, held: _Held, reason: str, now: float, undo: list[Callable[[], None]]
     ) -> Reservation:
         r = held.r
-        held.r = evolved(r, state="released", amount=0, reason=reason, updated_at=now)
+        before = (r.state, r.amount, r.reason, r.updated_at)
+        _edit(r, state="released", amount=0, reason=reason, updated_at=now)
         signed = self._signed.pop(r.id, None)
-        undo.append(lambda: self._restore(held, r, signed))
-        self._adjust(held, -r.amount, -int(r.action), undo)
-        return held.r
+        undo.append(lambda: self._restore(held, before, signed))
+        self._adjust(held, -before[1], -int(r.action), undo)
+        return r
 
-    def _restore(self, held: _Held, r: Reservation, signed: _Held | None) -> None:
-        held.r = r
+    def _restore(
+        self, held: _Held, before: tuple[str, int, str | None, float], signed: _Held | None
+    ) -> None:
+        r = held.r
+        _edit(r, state=before[0], amount=before[1], reason=before[2], updated_at=before[3])
         if signed is not None:
             self._signed[r.id] = signed
 
