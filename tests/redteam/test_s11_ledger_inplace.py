@@ -14,8 +14,7 @@ import pytest
 
 from agentguard import Spend
 from agentguard._intent import _checksum, chain_id_from_network
-from agentguard.ledger import Ledger, Limits, SQLiteBackend, WindowCap
-from agentguard.ledger import _memory
+from agentguard.ledger import Ledger, Limits, SQLiteBackend, WindowCap, _memory
 from agentguard.ledger._ledger import _text
 from agentguard.ledger._memory import MemoryBackend
 from tests.ledger.test_ledger_memory import A, B, Clock, _answer
@@ -143,7 +142,14 @@ def test_a_refused_reserve_undoes_several_expired_holds_as_sqlite_rolls_back() -
         clock.now = T0 + 2  # the clock steps back: nothing due any more
         got += (
             _answer(
-                partial(ledger.reserve, "a", Spend(asset=A, amount=40), key="w", limits=limits)
+                partial(
+                    ledger.reserve,
+                    "a",
+                    Spend(asset=A, amount=40),
+                    key="w",
+                    limits=limits,
+                    expires_at=T0 + 30,
+                )
             ),
         )
         clock.now = T0 + 20
