@@ -209,7 +209,9 @@ def _address_verdict_uncached(value: str) -> tuple[str, bool, bool]:
     checksummed = _checksum_cached(value)
     hex_part = value[2:]
     mixed = hex_part != hex_part.lower() and hex_part != hex_part.upper()
-    return checksummed, True, not mixed or value == checksummed
+    # ``!=``, not ``==``: a str subclass inherits an honest ``__ne__`` even when its
+    # ``__eq__`` lies (the comparison the check always made)
+    return checksummed, True, not (mixed and value != checksummed)
 
 
 _address_verdict = lru_cache(maxsize=4096)(_address_verdict_uncached)

@@ -104,11 +104,22 @@ def _out(r: Reservation) -> Reservation:
 _set = object.__setattr__
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(Reservation))
+
+
 def _edit(r: Reservation, **changes: object) -> None:
     """Change fields of a stored (never handed out) reservation in place: ``Reservation``
-    is frozen for its holders; the ledger's own record is its state, edited under the lock."""
-    for name, value in changes.items():
-        _set(r, name, value)
+    is frozen for its holders; the ledger's own record is its state, edited under the lock.
+    All or nothing, as SQLite's statement: an exception between two writes (a signal's
+    ``KeyboardInterrupt``) puts back every field, never leaves it released but counting."""
+    saved = _RESERVATION_FIELDS(r)
+    try:
+        for name, value in changes.items():
+            _set(r, name, value)
+    except BaseException:
+        for name, value in zip(_FIELD_NAMES, saved, strict=True):
+            _set(r, name, value)
+        raise
 
 
 _LIVE: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
@@ -174,8 +185,7 @@ class MemoryBackend:
                 windows = self._load_windows(request.agent, request.asset)
                 check_caps(self, request, limits, windows, now)
             except BaseException:
-                for step in reversed(undo):
-                    step()
+                _roll_back(undo)
                 raise
             self._seq += 1
             names = self._names
@@ -265,7 +275,13 @@ class MemoryBackend:
     def expire(self, now: float) -> list[Reservation]:
         self._enter()
         with self._lock:
-            return [_out(r) for r in self._release_due(float(now), [])]
+            undo: list[Callable[[], None]] = []
+            try:  # all or nothing, as SQLite's transaction: a hold half-swept was never
+                due = self._release_due(float(now), undo)  # popped again: held forever
+            except BaseException:
+                _roll_back(undo)
+                raise
+            return [_out(r) for r in due]
 
     def signed(self) -> list[Reservation]:
         self._enter()
@@ -297,9 +313,10 @@ class MemoryBackend:
     ) -> Reservation:
         r = held.r
         before = (r.state, r.amount, r.reason, r.updated_at)
+        signed = self._signed.get(r.id)
+        undo.append(lambda: self._restore(held, before, signed))  # before the edit it undoes
         _edit(r, state="released", amount=0, reason=reason, updated_at=now)
-        signed = self._signed.pop(r.id, None)
-        undo.append(lambda: self._restore(held, before, signed))
+        self._signed.pop(r.id, None)
         self._adjust(held, -before[1], -int(r.action), undo)
         return r
 
@@ -317,7 +334,7 @@ class MemoryBackend:
         expiries, due = self._expiries, []
         while expiries and expiries[0][0] <= now:
             entry = heapq.heappop(expiries)
-            undo.append(lambda entry=entry: heapq.heappush(expiries, entry))  # type: ignore[misc]
+            undo.append(_undo_pop(expiries, entry))
             held = entry[2]
             if held.r.state == "reserved" and held.r.expires_at == entry[0]:
                 due.append(held)
@@ -375,6 +392,43 @@ class MemoryBackend:
             if w.counts(position) and (count_delta or (delta and w.asset)):
                 w.add(delta, count_delta)
         self._save(windows.values(), undo)
+
+
+def _roll_back(undo: list[Callable[[], None]]) -> None:
+    """Run every undo step, newest first, as SQLite's rollback does all of its work: an
+    exception in one step (a signal's ``KeyboardInterrupt`` arriving during the undo) is tried
+    again, a few times, and raised only once the rest is undone. Every step may run twice
+    (``_undo_pop`` pushes once)."""
+    failure: BaseException | None = None
+    for step in reversed(undo):
+        for attempt in range(_UNDO_ATTEMPTS):
+            try:
+                step()
+                break
+            except BaseException as exc:
+                failure = failure or exc
+                if attempt == _UNDO_ATTEMPTS - 1:
+                    raise
+    if failure is not None:
+        raise failure
+
+
+_UNDO_ATTEMPTS = 3
+
+
+def _undo_pop(
+    expiries: list[tuple[float, int, _Held]], entry: tuple[float, int, _Held]
+) -> Callable[[], None]:
+    """Push ``entry`` back, once even when ``_roll_back`` tries again: two equal entries would
+    compare their ``_Held`` (a TypeError) and release one hold twice."""
+    pushed = [False]
+
+    def undo() -> None:
+        if not pushed[0]:
+            heapq.heappush(expiries, entry)
+            pushed[0] = True
+
+    return undo
 
 
 def _undo_save(rows: dict[int, Window], seconds: int, before: Window | None) -> Callable[[], None]:
