@@ -8,12 +8,14 @@ back transaction does; never half-edited (``released`` and still counting its am
 from __future__ import annotations
 
 import random
+import threading
 from functools import partial
 from typing import Any
 
 import pytest
 
 from agentguard import Spend
+from agentguard._exceptions import ReservationError
 from agentguard._intent import _checksum, chain_id_from_network
 from agentguard.ledger import Ledger, Limits, SQLiteBackend, WindowCap, _memory
 from agentguard.ledger._ledger import _text
@@ -279,3 +281,97 @@ def test_random_torn_edits_leave_the_memory_ledger_answering_as_sqlite(
     assert _answer(lambda: memory._backend.expire(clock.now + 10**6)) == _answer(
         lambda: sqlite._backend.expire(clock.now + 10**6)
     )
+
+
+def test_readers_racing_writers_never_see_a_record_mid_edit() -> None:
+    """Writers reserve, bind, commit, release and sweep; readers get, list the signed and read
+    usage all along: every answer is one whole state (released: counts 0 and has a reason;
+    committed: its outcome), and an answer kept stays as it was when handed out."""
+    clock = Clock(T0)
+    ledger = Ledger(backend=MemoryBackend(), clock=clock)
+    keys = [f"k{i}" for i in range(300)]
+    kept: list[tuple[Any, tuple[Any, ...]]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def whole(r: Any) -> None:
+        if r.state == "released" and (r.amount != 0 or r.reason is None):
+            errors.append(f"torn release {r}")
+        if r.state == "committed" and r.outcome is None:
+            errors.append(f"torn commit {r}")
+
+    def writer(part: int) -> None:
+        for n, key in enumerate(keys[part::3]):
+            ledger.reserve(
+                "a", Spend(asset=A, amount=7), key=key, expires_at=T0 + 5, limits=Limits()
+            )
+            try:  # another writer's sweep may have given it back first
+                if n % 3 == 0:
+                    ledger.commit(key, "0xok", 3)
+                elif n % 3 == 1:
+                    ledger.release(key, "no")
+            except ReservationError:
+                assert ledger.get(key).state == "released"
+            ledger._backend.expire(T0 + 10 * (n % 2))
+
+    def reader() -> None:
+        while not stop.is_set():
+            for key in keys[::17]:
+                try:
+                    r = ledger.get(key)
+                except Exception:  # not reserved yet
+                    continue
+                whole(r)
+                kept.append((r, tuple(getattr(r, f) for f in ("state", "amount", "reason"))))
+            usage = ledger.usage("a", 600)
+            if usage.spent.get(A, 0) > 7 * len(keys):
+                errors.append(f"usage {usage}")
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(p,)) for p in range(3)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[:3]
+    assert kept
+    for r, fields_then in kept:
+        assert tuple(getattr(r, f) for f in ("state", "amount", "reason")) == fields_then
+    final = [ledger.get(k) for k in keys]
+    for r in final:
+        whole(r)
+    assert ledger.usage("a", 600).spent.get(A, 0) == sum(r.amount for r in final if r.counted)
+
+
+def test_threads_racing_the_address_and_network_caches_get_every_verdict_right() -> None:
+    good = [f"0x{n:040x}" for n in range(0, 6000, 3)] + [ADDR, ADDR.lower()]
+    wrong = ADDR[:8] + ADDR[8:9].swapcase() + ADDR[9:]
+    errors: list[str] = []
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(3000):
+            value = rng.choice([*good, wrong, "base", "eip155:8453", "nowhere"])
+            try:
+                if value in ("base", "eip155:8453", "nowhere"):
+                    got: Any = chain_id_from_network(value)
+                    ok = got == 8453
+                else:
+                    got = _checksum(value, "to")
+                    ok = got.lower() == value.lower()
+            except Exception:
+                ok = value in (wrong, "nowhere")
+            else:
+                ok = ok and value not in (wrong, "nowhere")
+            if not ok:
+                errors.append(value)
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
