@@ -14,6 +14,7 @@ The canonical hash of every intent is the EIP-712 ``hashStruct`` of Newton's ``I
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
@@ -79,6 +80,20 @@ _V1_NETWORKS = {"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 1
 def chain_id_from_network(network: str) -> int:
     """``eip155:8453`` or a v1 name like ``base`` → 8453. Chain 0 is refused: a transfer
     intent cannot carry it (``_check_call``), so a payment naming it has no wire form."""
+    if type(network) is str and len(network) <= _MAX_NETWORK:  # a key that cannot lie
+        return _chain_id_cached(network)
+    return _chain_id(network)
+
+
+_MAX_NETWORK = 64  # longer than any valid name; a refusal raises and is not cached anyway
+
+
+@lru_cache(maxsize=256)  # pure; a payment reads its network several times
+def _chain_id_cached(network: str) -> int:
+    return _chain_id(network)
+
+
+def _chain_id(network: str) -> int:
     if network.startswith("eip155:"):
         tail = network[7:]
         if tail.isascii() and tail.isdigit() and len(tail) <= 20 and (chain_id := int(tail)):
@@ -167,19 +182,39 @@ def _checksum_cached(address: str) -> str:
 
 
 def _checksum(value: Any, field: str) -> str:
-    if isinstance(value, bytes) and len(value) == 20:
-        value = "0x" + value.hex()
-    if not isinstance(value, str) or not _ADDRESS_RE.match(value):
+    if type(value) is str and len(value) == 42:  # a key that cannot lie, of bounded size
+        checksummed, well_formed, right = _address_verdict(value)
+    else:
+        if isinstance(value, bytes) and len(value) == 20:
+            value = "0x" + value.hex()
+        if not isinstance(value, str):
+            well_formed = right = False
+        else:
+            checksummed, well_formed, right = _address_verdict_uncached(value)
+    if not well_formed:
         raise IntentError(f"{field} must be a 0x-prefixed 20-byte address, got {value!r:.80}")
-    checksummed = _checksum_cached(value)
-    hex_part = value[2:]
-    if hex_part != hex_part.lower() and hex_part != hex_part.upper() and value != checksummed:
+    if not right:
         # mixed case is an EIP-55 checksum; a wrong one is a typo'd or altered address
         raise IntentError(
             f"{field} {value} has a wrong EIP-55 checksum (expected {checksummed}); "
             "check the address, or pass it all lowercase"
         )
     return checksummed
+
+
+def _address_verdict_uncached(value: str) -> tuple[str, bool, bool]:
+    """(checksummed, a 0x-prefixed 20-byte hex address, its case is no wrong EIP-55 checksum)."""
+    if not _ADDRESS_RE.match(value):
+        return "", False, False
+    checksummed = _checksum_cached(value)
+    hex_part = value[2:]
+    mixed = hex_part != hex_part.lower() and hex_part != hex_part.upper()
+    # ``!=``, not ``==``: a str subclass inherits an honest ``__ne__`` even when its
+    # ``__eq__`` lies (the comparison the check always made)
+    return checksummed, True, not (mixed and value != checksummed)
+
+
+_address_verdict = lru_cache(maxsize=4096)(_address_verdict_uncached)
 
 
 def _uint(value: Any, field: str) -> int:
@@ -668,6 +703,7 @@ def _transfer_wire(
 _PAYMENT_FIELDS = (
     "payer", "scheme", "network", "asset", "amount", "pay_to", "resource", "x402_version",
 )  # fmt: skip
+_payment_values = operator.itemgetter(*_PAYMENT_FIELDS)  # each read once, in order, in C
 
 
 def _payment_amount(v: Any) -> int:
@@ -747,9 +783,7 @@ class PaymentIntent(_Model):
 
     @classmethod
     def _validated_directly(cls, fields: Mapping[str, Any]) -> PaymentIntent:
-        payer, scheme, network, asset, amount, pay_to, resource, version = (
-            fields[name] for name in _PAYMENT_FIELDS
-        )
+        payer, scheme, network, asset, amount, pay_to, resource, version = _payment_values(fields)
         if not (
             type(fields) is dict
             and len(fields) == len(_PAYMENT_FIELDS)

@@ -70,6 +70,8 @@ class RecoveryReport:
 
 
 def _text(value: object, what: str, limit: int = 256) -> str:
+    if type(value) is str and 0 < len(value) <= limit and value.isascii():
+        return value  # the common case, which every check below lets through unchanged
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ReservationError(f"{what} must be a non-empty string of at most {limit} characters")
     if type(value) is not str:  # a subclass could hash or compare unlike the text it holds

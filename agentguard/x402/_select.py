@@ -57,40 +57,46 @@ class Allowances:
 
     def refusal(self, req: Requirement) -> str | None:
         """Why ``req`` may not be paid, or ``None`` if it may."""
-        where = f"{req.scheme} {req.amount} of {req.asset} on {req.network}"
         if req.scheme not in self.schemes:
-            return f"{where}: scheme {req.scheme!r} is not supported"
+            return f"{_where(req)}: scheme {req.scheme!r} is not supported"
         try:
             chain_id = chain_id_from_network(req.network)
         except IntentError:
-            return f"{where}: network {req.network!r} is not a known EVM network"
+            return f"{_where(req)}: network {req.network!r} is not a known EVM network"
         if chain_id not in self.chain_ids:
-            return f"{where}: chain {chain_id} is not one this agent pays on"
+            return f"{_where(req)}: chain {chain_id} is not one this agent pays on"
         cap = self._caps.get(req.asset.lower())
         if cap is None:
-            return f"{where}: asset {req.asset} is not on the allowlist"
+            return f"{_where(req)}: asset {req.asset} is not on the allowlist"
         if req.amount > cap:
-            return f"{where}: above the per-payment cap of {cap}"
-        return _scheme_refusal(req, where, self.upto_spenders)
+            return f"{_where(req)}: above the per-payment cap of {cap}"
+        return _scheme_refusal(req, self.upto_spenders)
 
 
-def _scheme_refusal(req: Requirement, where: str, spenders: Collection[str]) -> str | None:
+def _where(req: Requirement) -> str:
+    """What a refusal names (written only when there is one: most requirements pass)."""
+    return f"{req.scheme} {req.amount} of {req.asset} on {req.network}"
+
+
+def _scheme_refusal(req: Requirement, spenders: Collection[str]) -> str | None:
     extra = req.extra
     if req.scheme == "exact":
         method = extra.get("assetTransferMethod", "eip3009")
         if method != "eip3009":
-            return f"{where}: asset transfer method {method!r} is not supported (eip3009 only)"
+            return (
+                f"{_where(req)}: asset transfer method {method!r} is not supported (eip3009 only)"
+            )
         name, version = extra.get("name"), extra.get("version")
         if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-            return f"{where}: extra lacks the token's EIP-712 name and version"
+            return f"{_where(req)}: extra lacks the token's EIP-712 name and version"
         if len(name) > 64 or len(version) > 16:
-            return f"{where}: extra name/version are implausibly long"
+            return f"{_where(req)}: extra name/version are implausibly long"
         return None
     if _address(extra.get("facilitatorAddress")) is None:
-        return f"{where}: extra.facilitatorAddress is missing or not an address"
+        return f"{_where(req)}: extra.facilitatorAddress is missing or not an address"
     spender = extra.get("spender", UPTO_PERMIT2_PROXY)
     if not isinstance(spender, str) or spender.lower() not in spenders:
-        return f"{where}: Permit2 spender {spender!r} is not a trusted x402 upto proxy"
+        return f"{_where(req)}: Permit2 spender {spender!r} is not a trusted x402 upto proxy"
     return None
 
 
@@ -107,7 +113,7 @@ def select(
         refusal = allowances.refusal(req)
         if refusal is None and from_vault and req.scheme != "exact":
             refusal = (
-                f"{req.scheme} {req.amount} of {req.asset} on {req.network}: a vault pays only "
+                f"{_where(req)}: a vault pays only "
                 "'exact' (EIP-3009, checked by its ERC-1271); Permit2 'upto' from a vault is not "
                 "supported"
             )

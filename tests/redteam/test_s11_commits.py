@@ -408,7 +408,7 @@ _IMMUTABLE = (str, int, float, bool, type(None))
 
 
 def test_no_reservation_the_memory_ledger_holds_or_hands_out_shares_a_mutable_value() -> None:
-    """Every transition's copy (``evolved``) and every answer (``_out``): only immutable
+    """Every stored record (edited in place) and every answer (``_out``): only immutable
     values, and editing an answer (``object.__setattr__``) leaves the ledger's record alone."""
     backend = MemoryBackend()
     request = ReserveRequest(
