@@ -191,6 +191,30 @@ def test_expired_tasks_are_released_only_when_the_usage_check_says_unused(state:
     assert state.task("unknown").status == "attested"  # type: ignore[union-attr]
 
 
+class Broken(Usage):
+    """A check that raises for ``broken`` (a node error, a contract whose ``taskUsed`` reverts)."""
+
+    def was_used(self, task: TaskRecord) -> bool | None:
+        if task.task_id == "broken":
+            raise RuntimeError("execution reverted")
+        return super().was_used(task)
+
+
+def test_a_task_whose_usage_check_raises_does_not_hold_back_the_others(state: State) -> None:
+    """Before the fix the first task's error aborted the pass; expiring first, that task headed
+    every pass, so another client's release was never given back."""
+    allow(state, "broken", 1, expires_in=5)
+    allow(state, "unused", 2, expires_in=10)
+    allow(state, "used", 4, expires_in=10)
+    assert state.release("unused", NOW, trusted=False) == "releasing"
+    with pytest.raises(RuntimeError, match="execution reverted"):  # reported after the pass
+        state.sweep_expired(NOW + 11, Broken({"unused": False, "used": True}), UNTRUSTED)
+    assert state.task("broken").status == "attested"  # type: ignore[union-attr]
+    assert state.task("unused").status == "released"  # type: ignore[union-attr]
+    assert state.task("used").status == "committed"  # type: ignore[union-attr]
+    assert spent(state, 3600, NOW + 11) == (2, 5)  # the broken one stays counted
+
+
 def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) -> None:
     allow(state, "t1", 5, now=NOW)
     in_flight = reserve(state, "t2", 3, now=NOW + 100)

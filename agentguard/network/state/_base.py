@@ -303,14 +303,23 @@ class State:
         stays counted (``committed``): a contract client (a vault) may have executed it
         before expiry. ``attested`` tasks (the client never said) stay as they are.
         Replicas may sweep at once: every change is conditional on the status it read.
+
+        A task whose check raises (a node error, a contract whose ``taskUsed`` reverts) stays
+        as it is, counted, and the pass goes on: one client's task must not hold back every
+        later task's settlement. The first such error is raised once the pass is done.
         """
         statuses = ("attested", "releasing") if usage_check is not None else ("releasing",)
         released = 0
+        failed: Exception | None = None
         for task_id, status in self._expired(now, statuses):
             task = self.task(task_id)
             if task is None:
                 continue
-            used = usage_check.was_used(task) if usage_check is not None else None
+            try:
+                used = usage_check.was_used(task) if usage_check is not None else None
+            except Exception as exc:  # decided at a later pass; the rest are settled now
+                failed = failed or exc
+                continue
             if used is PENDING:  # the rest expire later still: all pending too
                 break
             if used is True:
@@ -322,6 +331,8 @@ class State:
                     released += self._give_back(task_id, status)
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
+        if failed is not None:
+            raise failed
         return released
 
 
