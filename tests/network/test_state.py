@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 
 from agentguard.network.state import State, TaskRecord, open_state
+from agentguard.network.state import _base as state_base
+from agentguard.network.state import _postgres as state_postgres
+from agentguard.network.state import _sqlite as state_sqlite
 from tests.ledger.conftest import base_url
 
 CLIENT = "0x" + "cc" * 20
@@ -189,6 +192,58 @@ def test_expired_tasks_are_released_only_when_the_usage_check_says_unused(state:
     assert spent(state, 3600, NOW + 11) == (3, 14)
     assert state.task("used") is not None and state.task("used").status == "committed"  # type: ignore[union-attr]
     assert state.task("unknown").status == "attested"  # type: ignore[union-attr]
+
+
+class Broken(Usage):
+    """A check that raises for ``broken`` (a node error, a contract whose ``taskUsed`` reverts)."""
+
+    def was_used(self, task: TaskRecord) -> bool | None:
+        if task.task_id == "broken":
+            raise RuntimeError("execution reverted")
+        return super().was_used(task)
+
+
+def test_a_task_whose_usage_check_raises_does_not_hold_back_the_others(state: State) -> None:
+    """Before the fix the first task's error aborted the pass; expiring first, that task headed
+    every pass, so another client's release was never given back."""
+    allow(state, "broken", 1, expires_in=5)
+    allow(state, "unused", 2, expires_in=10)
+    allow(state, "used", 4, expires_in=10)
+    assert state.release("unused", NOW, trusted=False) == "releasing"
+    with pytest.raises(RuntimeError, match="execution reverted"):  # reported after the pass
+        state.sweep_expired(NOW + 11, Broken({"unused": False, "used": True}), UNTRUSTED)
+    assert state.task("broken").status == "attested"  # type: ignore[union-attr]
+    assert state.task("unused").status == "released"  # type: ignore[union-attr]
+    assert state.task("used").status == "committed"  # type: ignore[union-attr]
+    assert spent(state, 3600, NOW + 11) == (2, 5)  # the broken one stays counted
+
+
+def test_tasks_left_as_they_are_do_not_hold_back_later_ones_past_a_batch(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks the check cannot settle stay ``attested`` and expire first: before the fix every
+    pass took the same first batch of them, so a later release was never reached."""
+    for backend in (state_base, state_sqlite, state_postgres):
+        monkeypatch.setattr(backend, "SWEEP_BATCH", 2)
+    for n in range(3):
+        allow(state, f"stuck{n}", 1, expires_in=5 + n)
+    allow(state, "unused", 2, expires_in=10)
+    assert state.release("unused", NOW, trusted=False) == "releasing"
+    usage = Usage({"stuck0": None, "stuck1": None, "stuck2": None, "unused": False})
+    assert state.sweep_expired(NOW + 11, usage, UNTRUSTED) == 0  # stuck0, stuck1
+    assert state.sweep_expired(NOW + 12, usage, UNTRUSTED) == 1  # stuck2, unused
+    assert state.task("unused").status == "released"  # type: ignore[union-attr]
+    assert state.sweep_expired(NOW + 13, usage, UNTRUSTED) == 0  # nothing past it: the end
+    assert state.sweep_expired(NOW + 14, usage, UNTRUSTED) == 0  # from the start again
+    assert [t.task_id for t in usage.asked] == [
+        "stuck0",
+        "stuck1",
+        "stuck2",
+        "unused",
+        "stuck0",
+        "stuck1",
+    ]
+    assert spent(state, 3600, NOW + 14) == (3, 3)
 
 
 def test_a_new_window_rebuilds_totals_and_keeps_in_flight_amounts(state: State) -> None:

@@ -25,6 +25,7 @@ from agentguard.network.state._model import (
 )
 
 SWEEP_BATCH = 1000  # expired tasks settled per sweep
+_FROM_THE_START = (-1, "")  # a sweep cursor (expiry, task id) before every task
 
 
 class State:
@@ -35,6 +36,7 @@ class State:
     synchronous: the gateway calls it between two ``await``s."""
 
     shared = False
+    _swept_to = _FROM_THE_START  # where the last sweep's batch ended (``sweep_expired``)
     """Whether other gateway processes may change this state (then a replica re-reads what it
     caches, e.g. a policy client re-registered through another replica)."""
 
@@ -283,9 +285,11 @@ class State:
         """Mark an attested task as used; its amount stays counted. False unless ``attested``."""
         raise NotImplementedError
 
-    def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
-        """(task id, status) of up to ``SWEEP_BATCH`` tasks in ``statuses`` expired by ``now``,
-        soonest expiry first."""
+    def _expired(
+        self, now: int, statuses: tuple[str, ...], after: tuple[int, str]
+    ) -> list[tuple[str, str, int]]:
+        """(task id, status, expiry) of up to ``SWEEP_BATCH`` tasks in ``statuses`` expired by
+        ``now``, by (expiry, task id) from just past ``after``."""
         raise NotImplementedError
 
     def sweep_expired(
@@ -303,15 +307,31 @@ class State:
         stays counted (``committed``): a contract client (a vault) may have executed it
         before expiry. ``attested`` tasks (the client never said) stay as they are.
         Replicas may sweep at once: every change is conditional on the status it read.
+
+        A task whose check raises (a node error, a contract whose ``taskUsed`` reverts) stays
+        as it is, counted, and the pass goes on: one client's task must not hold back every
+        later task's settlement. The first such error is raised once the pass is done.
+        Tasks that stay as they are would head every batch: a pass takes the batch after the
+        last pass's, from the start again once one came back short or pending.
         """
         statuses = ("attested", "releasing") if usage_check is not None else ("releasing",)
         released = 0
-        for task_id, status in self._expired(now, statuses):
+        failed: Exception | None = None
+        batch = self._expired(now, statuses, self._swept_to)
+        self._swept_to = (
+            (batch[-1][2], batch[-1][0]) if len(batch) == SWEEP_BATCH else _FROM_THE_START
+        )
+        for task_id, status, _ in batch:
             task = self.task(task_id)
             if task is None:
                 continue
-            used = usage_check.was_used(task) if usage_check is not None else None
+            try:
+                used = usage_check.was_used(task) if usage_check is not None else None
+            except Exception as exc:  # decided at a later pass; the rest are settled now
+                failed = failed or exc
+                continue
             if used is PENDING:  # the rest expire later still: all pending too
+                self._swept_to = _FROM_THE_START
                 break
             if used is True:
                 self.commit(task_id, "used (usage check)")
@@ -322,6 +342,8 @@ class State:
                     released += self._give_back(task_id, status)
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
+        if failed is not None:
+            raise failed
         return released
 
 

@@ -584,11 +584,14 @@ class PostgresState(State):
         rows = f"DELETE FROM {self._t} WHERE status = 'reserved' AND expires_at <= %s"  # noqa: S608
         return len(self._run(self._uncount.format(rows=rows), (now - STALE_RESERVATION,)))
 
-    def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
+    def _expired(
+        self, now: int, statuses: tuple[str, ...], after: tuple[int, str]
+    ) -> list[tuple[str, str, int]]:
         self.drop_stale(now)
         rows = self._run(
-            f"SELECT task_id, status FROM {self._t} WHERE status = ANY(%s) "  # noqa: S608
-            "AND expires_at <= %s ORDER BY expires_at LIMIT %s",
-            (list(statuses), now, SWEEP_BATCH),
+            f"SELECT task_id, status, expires_at FROM {self._t} WHERE status = ANY(%s) "  # noqa: S608
+            "AND expires_at <= %s AND (expires_at, task_id) > (%s, %s) "
+            "ORDER BY expires_at, task_id LIMIT %s",
+            (list(statuses), now, *after, SWEEP_BATCH),
         )
-        return [(task_id, status) for task_id, status in rows]
+        return [(task_id, status, expires_at) for task_id, status, expires_at in rows]

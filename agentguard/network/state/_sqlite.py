@@ -582,11 +582,14 @@ class SQLiteState(State):
             del self._books[key]
             self._stale.discard(key)
 
-    def _expired(self, now: int, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
+    def _expired(
+        self, now: int, statuses: tuple[str, ...], after: tuple[int, str]
+    ) -> list[tuple[str, str, int]]:
         marks = ", ".join("?" * len(statuses))
         rows = self._db.execute(
-            f"SELECT task_id, status FROM tasks WHERE status IN ({marks}) "  # noqa: S608
-            "AND expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (*statuses, now, SWEEP_BATCH),
+            f"SELECT task_id, status, expires_at FROM tasks WHERE status IN ({marks}) "  # noqa: S608
+            "AND expires_at <= ? AND (expires_at, task_id) > (?, ?) "
+            "ORDER BY expires_at, task_id LIMIT ?",
+            (*statuses, now, *after, SWEEP_BATCH),
         ).fetchall()
-        return [(task_id, status) for task_id, status in rows]
+        return [(task_id, status, expires_at) for task_id, status, expires_at in rows]
