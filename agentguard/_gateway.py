@@ -602,9 +602,18 @@ def _approval_params(policy_client: str, intent_hash: str) -> dict[str, Any]:
 
 
 _METHOD_NOT_FOUND = -32601
+MAX_COMMITS = 256
+"""Commits one ``agentguard_commitTasks`` call may carry (the gateway refuses more)."""
 
 
 def _commits_params(commits: list[tuple[str, str]]) -> dict[str, Any]:
+    """The batch's params; more than the gateway takes is refused here, before anything is
+    sent (a refusal after sending would leave the caller unsure what landed)."""
+    if len(commits) > MAX_COMMITS:
+        raise ConfigurationError(
+            f"commit_many takes at most {MAX_COMMITS} commits a call, got {len(commits)}; "
+            "split them"
+        )
     return {"commits": [{"task_id": task, "outcome": outcome} for task, outcome in commits]}
 
 
@@ -1116,8 +1125,9 @@ class NewtonGateway(_GatewayClient):
     def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
         """Several commits (task id, outcome) in one round trip (``agentguard_commitTasks``);
         each item's error or ``None`` once it landed. A gateway without the method gets them
-        one by one. Raises what the whole call met (nothing is known to have landed)."""
-        if not self._cfg.bookkeeping:
+        one by one. Raises what the whole call met (nothing is known to have landed); none
+        is nothing to send."""
+        if not self._cfg.bookkeeping or not commits:
             return [None] * len(commits)
         if self._batches:
             try:
@@ -1238,7 +1248,7 @@ class AsyncNewtonGateway(_GatewayClient):
 
     async def commit_many(self, commits: list[tuple[str, str]]) -> list[Exception | None]:
         """``NewtonGateway.commit_many`` for asyncio."""
-        if not self._cfg.bookkeeping:
+        if not self._cfg.bookkeeping or not commits:
             return [None] * len(commits)
         if self._batches:
             try:

@@ -100,8 +100,12 @@ def _args(call: Call) -> tuple[str, ...]:
 
 
 def _batched(authorizer: Any, calls: list[Call]) -> Callable[..., Any] | None:
-    """The authorizer's ``commit_many`` when ``calls`` are several commits and it has one."""
+    """The authorizer's ``commit_many`` when ``calls`` are several commits and it has one,
+    unless its ``commit`` was replaced on the instance (a wrapper that logs or audits each
+    commit must see each one, as it did before commits were batched)."""
     if len(calls) < 2 or not isinstance(calls[0], GatewayCommit):
+        return None
+    if "commit" in getattr(authorizer, "__dict__", ()):
         return None
     many: Callable[..., Any] | None = getattr(authorizer, "commit_many", None)
     return many if callable(many) else None

@@ -414,3 +414,42 @@ def test_commits_lingering_when_their_event_loop_ends_are_sent_by_the_next_flush
 
     assert asyncio.run(drain()) == 0
     assert holder.authorizer.batches == [TASKS[:3]]
+
+
+def test_a_commit_replaced_on_the_instance_sees_every_commit() -> None:
+    """A wrapper that logs or audits each commit (``authorizer.commit = wrapper``) must see
+    each one, as before commits were batched: the queue does not go round it."""
+    authorizer = Authorizer()
+    seen: list[str] = []
+    authorizer.commit = lambda task_id, outcome: seen.append(task_id)  # type: ignore[method-assign]
+    holder = Holder(authorizer)
+    book = Bookkeeper(holder)
+    book.linger = 60.0
+    for task in TASKS[:3]:
+        book.submit(GatewayCommit(task, "landed"))
+    assert book.flush(10) == 0
+    assert seen == TASKS[:3] and authorizer.batches == []
+
+
+def test_commit_many_sends_nothing_for_no_commits_and_refuses_more_than_a_call_takes(
+    network: ReferenceNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentguard._exceptions import ConfigurationError
+    from agentguard._gateway import MAX_COMMITS
+
+    with connect(network) as guard:
+        gateway = guard.authorizer
+        real, methods = gateway._rpc, []
+
+        def counted(method: str, params: Any) -> Any:
+            methods.append(method)
+            return real(method, params)
+
+        monkeypatch.setattr(gateway, "_rpc", counted)
+        assert gateway.commit_many([]) == []
+        too_many = [("0x" + f"{i:064x}", "x") for i in range(MAX_COMMITS + 1)]
+        with pytest.raises(ConfigurationError, match="at most 256"):
+            gateway.commit_many(too_many)
+        assert methods == []  # refused before anything was sent
+        answers = gateway.commit_many(too_many[:MAX_COMMITS])  # the most one call takes
+        assert len(answers) == MAX_COMMITS and methods == ["agentguard_commitTasks"]
