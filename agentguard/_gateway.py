@@ -727,11 +727,14 @@ _QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+\Z")
 
 
 def is_newton_url(url: str) -> bool:
-    """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging)."""
+    """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging),
+    also spelled as a fully qualified name (``gateway.newton.xyz.``, the same host): what is
+    kept from Newton (the compact flag, bookkeeping, retries) must not pass by a dot."""
     try:
         host = httpx.URL(url).host.lower() if url.startswith(("http://", "https://")) else ""
     except httpx.InvalidURL:
         return False
+    host = host.rstrip(".")
     return any(host.endswith(suffix) for suffix in _NEWTON_HOSTS)
 
 

@@ -122,6 +122,17 @@ def test_a_compact_request_gets_the_compact_answer_for_each_try(rpc: RPC, client
     )
 
 
+def test_the_same_id_asking_for_the_other_form_is_another_request(rpc: RPC, client: str) -> None:
+    """Forms are not mixed under one id: the flag is part of the request a retry must repeat
+    (the client builds it once per call), so flipping it is refused, never answered."""
+    params = sdk_request(client, fresh_agent())
+    compact = {"jsonrpc": "2.0", "id": "one-form", "method": "newt_createTask"}
+    first = post(rpc, {**compact, "params": {**params, COMPACT_PARAM: True}})["result"]
+    assert "task" not in first
+    error = post(rpc, {**compact, "params": params})["error"]
+    assert error["code"] == -32602 and "different request" in error["message"]
+
+
 def test_simulation_in_newtons_shape_denies_with_reasons(rpc: RPC, client: str) -> None:
     from .conftest import simulation
 
