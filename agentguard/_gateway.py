@@ -357,8 +357,10 @@ def _task_params(
     gateway: _GatewayConfig, intent: Intent, wasm_args: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """``newt_createTask`` params as Newton's SDK sends them: ``quorum_number`` without 0x,
-    ``null`` for a threshold or signature left to the gateway's defaults."""
-    return {
+    ``null`` for a threshold or signature left to the gateway's defaults. ``compact`` (only
+    for a reference network that offers it) asks for the answer without the fields this
+    client never reads (``agentguard.network.gateway._results.compact_result``)."""
+    params = {
         "policy_client": gateway.policy_client,
         "intent": intent.wire(),
         "intent_signature": _intent_signature(gateway, intent),
@@ -367,9 +369,14 @@ def _task_params(
         "wasm_args": _wasm_args(intent, wasm_args),
         "timeout": gateway.task_timeout,
     }
+    if gateway.compact:
+        params[COMPACT_PARAM] = True
+    return params
 
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+COMPACT_PARAM = "agentguard_compact"
+"""The ``newt_createTask`` param asking a reference network for its compact answer."""
 
 
 def _simulate_params(
@@ -690,6 +697,7 @@ class _GatewayConfig:
     policy_id: str | None
     policy_address: str | None
     bookkeeping: bool
+    compact: bool = False
 
     @property
     def attempt_timeout(self) -> float:
@@ -719,11 +727,14 @@ _QUORUM_NUMBER = re.compile(r"^(0x)?([0-9a-fA-F]{2})+\Z")
 
 
 def is_newton_url(url: str) -> bool:
-    """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging)."""
+    """A URL of Newton's own gateways (``gateway.newton.xyz`` and its testnet/staging),
+    also spelled as a fully qualified name (``gateway.newton.xyz.``, the same host): what is
+    kept from Newton (the compact flag, bookkeeping, retries) must not pass by a dot."""
     try:
         host = httpx.URL(url).host.lower() if url.startswith(("http://", "https://")) else ""
     except httpx.InvalidURL:
         return False
+    host = host.rstrip(".")
     return any(host.endswith(suffix) for suffix in _NEWTON_HOSTS)
 
 
@@ -741,6 +752,7 @@ def _config(
     policy_id: str | None,
     policy_address: str | None,
     bookkeeping: bool | None = None,
+    compact: bool = False,
 ) -> _GatewayConfig:
     if api_key:
         register_secret(api_key)
@@ -762,6 +774,8 @@ def _config(
         bookkeeping = not is_newton_url(url)
     if type(bookkeeping) is not bool:
         raise ConfigurationError("bookkeeping must be True or False (or None)")
+    if type(compact) is not bool:
+        raise ConfigurationError("compact must be True or False")
     if intent_signer is not None and not callable(intent_signer):
         raise ConfigurationError("intent_signer must be a function of the intent")
     for name, value, width in (
@@ -785,6 +799,7 @@ def _config(
         policy_id=policy_id,
         policy_address=policy_address,
         bookkeeping=bookkeeping,
+        compact=compact,
     )
 
 
@@ -853,7 +868,13 @@ def _parse_network_info(result: Any) -> dict[str, Any]:
         raise GatewayProtocolError(f"agentguard_networkInfo result is {preview(result)}")
     if type(result.get("dedupes", False)) is not bool:
         raise GatewayProtocolError("agentguard_networkInfo dedupes is not a boolean")
-    return {"scheme": result["scheme"], "dedupes": result.get("dedupes", False)}
+    if type(result.get("compact_answers", False)) is not bool:
+        raise GatewayProtocolError("agentguard_networkInfo compact_answers is not a boolean")
+    return {
+        "scheme": result["scheme"],
+        "dedupes": result.get("dedupes", False),
+        "compact_answers": result.get("compact_answers", False),
+    }
 
 
 PROBE_TIMEOUT = 3.0
@@ -988,6 +1009,7 @@ class _GatewayClient:
         policy_id: str | None = None,
         policy_address: str | None = None,
         bookkeeping: bool | None = None,
+        compact: bool = False,
     ) -> None:
         """``task_timeout`` defaults to Newton's documented 30 s for Newton's own gateways and
         5 s elsewhere; ``quorum_threshold_percentage=None`` leaves the gateway's default.
@@ -997,7 +1019,10 @@ class _GatewayClient:
         without it ``null`` is sent. ``policy_id`` / ``policy_address`` name the policy for
         ``simulate``. ``bookkeeping``: send ``agentguard_commitTask`` / ``releaseTask`` (only
         the reference network knows them; default: not to Newton's own gateways, and
-        ``Guard.connect`` sends them only to a gateway that answered ``agentguard_networkInfo``)."""
+        ``Guard.connect`` sends them only to a gateway that answered ``agentguard_networkInfo``).
+        ``compact=True`` asks a reference network for its compact ``newt_createTask`` answer
+        (fewer bytes to read; ``Guard.connect`` asks only one whose ``agentguard_networkInfo``
+        offers ``compact_answers``); the answer is read by the same code either way."""
         self._cfg = _config(
             url,
             api_key,
@@ -1012,6 +1037,7 @@ class _GatewayClient:
             policy_id,
             policy_address,
             bookkeeping,
+            compact,
         )
         self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=CONNECT_TIMEOUT)
         self._batches = True  # until the gateway says it knows no agentguard_commitTasks

@@ -371,6 +371,9 @@ class _Connect:
         gateway_options.setdefault("dedupe", bool(info and info["dedupes"]))
         if probed:  # only a reference network (it answered the probe) keeps task bookkeeping
             gateway_options.setdefault("bookkeeping", info is not None and not is_newton_url(url))
+            gateway_options.setdefault(
+                "compact", bool(info and info.get("compact_answers")) and not is_newton_url(url)
+            )
         threshold = threshold_percentage
         if operators is not None and threshold is None:
             threshold = 66  # the reference gateway aims for the quorum the verifier requires

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agentguard import Attestation, ConfigurationError, Guard
+from agentguard.network.gateway._results import COMPACT_PARAM
 from agentguard.network.launcher import ReferenceNetwork
 
 from .conftest import POLICY_IDS, RPC, fresh_agent, transfer
@@ -101,7 +102,35 @@ def test_a_short_intent_signature_is_refused(rpc: RPC, client: str) -> None:
 def test_network_info_says_ecdsa_and_dedupes_and_lists_no_operators(rpc: RPC) -> None:
     info = rpc.call("agentguard_networkInfo", {})
     assert info["scheme"] == "ecdsa" and info["dedupes"] is True
+    assert info["compact_answers"] is True
     assert "operators" not in info
+
+
+def test_a_compact_request_gets_the_compact_answer_for_each_try(rpc: RPC, client: str) -> None:
+    params = {**sdk_request(client, fresh_agent()), COMPACT_PARAM: True}
+    body = {"jsonrpc": "2.0", "id": "compact-try", "method": "newt_createTask", "params": params}
+    first = post(rpc, body)["result"]
+    assert "task" not in first and set(first["task_response"]) == {
+        "evaluation_result",
+        "policy_task_data",
+    }
+    assert Attestation.from_json(first["attestation"]).decision == "allow"
+    again = post(rpc, body)["result"]  # a retry: the same task (rebuilt from its record)
+    assert again["attestation"] == first["attestation"]
+    assert (
+        again["task_response"]["evaluation_result"] == first["task_response"]["evaluation_result"]
+    )
+
+
+def test_the_same_id_asking_for_the_other_form_is_another_request(rpc: RPC, client: str) -> None:
+    """Forms are not mixed under one id: the flag is part of the request a retry must repeat
+    (the client builds it once per call), so flipping it is refused, never answered."""
+    params = sdk_request(client, fresh_agent())
+    compact = {"jsonrpc": "2.0", "id": "one-form", "method": "newt_createTask"}
+    first = post(rpc, {**compact, "params": {**params, COMPACT_PARAM: True}})["result"]
+    assert "task" not in first
+    error = post(rpc, {**compact, "params": params})["error"]
+    assert error["code"] == -32602 and "different request" in error["message"]
 
 
 def test_simulation_in_newtons_shape_denies_with_reasons(rpc: RPC, client: str) -> None:
@@ -138,4 +167,5 @@ def test_connect_with_operators_learns_that_the_reference_network_dedupes(
         api_key=network.api_key,
     ) as guard:
         assert guard.authorizer._cfg.dedupe is True
+        assert guard.authorizer._cfg.compact is True
         assert guard.authorize(transfer(fresh_agent())).assurance == "quorum-ecdsa"

@@ -31,7 +31,12 @@ from agentguard.network.gateway._idempotency import IdempotencyCache
 from agentguard.network.gateway._operators import deliver, operator_links
 from agentguard.network.gateway._params import address_param
 from agentguard.network.gateway._registry import Clients, PolicyClient
-from agentguard.network.gateway._results import task_result, wasm_data
+from agentguard.network.gateway._results import (
+    COMPACT_PARAM,
+    compact_result,
+    task_result,
+    wasm_data,
+)
 from agentguard.network.gateway._simulate import Simulator
 from agentguard.network.gateway._validation import task_input
 from agentguard.network.state import Pending, State, TaskRecord, UsageCheck
@@ -161,7 +166,7 @@ class Gateway:
         future = self.idempotency.begin(cache_key, fingerprint)
         try:
             result = await self._create_task(key, rpc_id, params)
-            answer = encode(result)
+            answer = encode(compact_result(result) if params.get(COMPACT_PARAM) is True else result)
         except BaseException as exc:
             self.idempotency.drop(cache_key)  # errors record nothing: a retry re-runs
             if isinstance(exc, asyncio.CancelledError):
@@ -290,6 +295,7 @@ class Gateway:
             "dedupes": True,
             "network": "agentguard-reference",
             "expiry": "unix-seconds",
+            "compact_answers": True,
         }
 
     def release(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,15 @@ from agentguard.network.gateway._registry import PolicyClient
 from agentguard.network.gateway._validation import TaskInput
 from agentguard.network.state import WindowTotals
 
-__all__ = ["REFERENCE_BLOCK", "task_result", "wasm_data"]
+__all__ = ["COMPACT_PARAM", "REFERENCE_BLOCK", "compact_result", "task_result", "wasm_data"]
 
 REFERENCE_BLOCK = 0
 _FALSE_WORD = [0] * 32
 _TRUE_WORD = [0] * 31 + [1]
+COMPACT_PARAM = "agentguard_compact"
+"""A ``newt_createTask`` param: ``true`` asks for ``compact_result`` instead of the whole
+answer (``agentguard_networkInfo`` offers it as ``compact_answers``)."""
+_COMPACT_KEYS = ("task_id", "status", "error", "expiration", "operator_errors", "tier")
 
 
 def wasm_data(
@@ -299,3 +303,29 @@ def _joined(result: dict[str, Any], task: TaskInput, wasm_json: bytes, intent: s
             "}}",
         )
     ).encode()
+
+
+def compact_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``result`` without what an agentguard client never reads: Newton's echo of the task,
+    the intent and the policy's configuration. Kept: the task's id, status and failure, the
+    ``attestation`` (what the client verifies), ``evaluation_result`` (checked against the
+    attestation's decision) and the policy data (for the client's audit log), each the same
+    value the whole answer holds, so a client reads both forms alike (a retry whose answer is
+    rebuilt from the durable record may get the whole form). About 2 KiB instead of 5."""
+    out = {key: result[key] for key in _COMPACT_KEYS if key in result}
+    response = result.get("task_response")
+    if isinstance(response, Mapping):
+        data = response.get("policy_task_data")
+        entries = data.get("policyData") if isinstance(data, Mapping) else None
+        out["task_response"] = {
+            "evaluation_result": response.get("evaluation_result"),
+            "policy_task_data": {
+                "policyData": [
+                    {"data": entry.get("data")}
+                    for entry in entries or ()
+                    if isinstance(entry, Mapping)
+                ]
+            },
+        }
+    out["attestation"] = result.get("attestation")
+    return out
