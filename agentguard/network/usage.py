@@ -5,14 +5,24 @@ For a policy client that is an ``AgentVault``, usage is a fact onchain: ``execut
 ``taskUsed[taskId]``, and an x402 payment from the vault spends the EIP-3009 nonce equal to the
 task id on the token (``authorizationState(vault, taskId)``). So the gateway need not take a
 host's word that it released an attestation unused. For a policy client without code the chain
-cannot tell, and the check answers ``None``. "No code" is never cached: a vault can be deployed
-at its predicted address at any time.
+cannot tell, and the check answers ``None``.
+
+"No code" is never cached: a vault can be deployed at its predicted address at any time, and a
+stale "no code" would let a vault's released attestation be given back (then spent twice).
+"Code" is cached for ``CODE_TTL`` seconds only: a reorg or an anvil revert can take a contract
+away, and a stale "code" fails closed meanwhile (the vault's ``taskUsed`` call fails, the task
+stays counted) but would never end.
 
 The gateway runs this check whenever its config names a chain RPC (``gateway.chain_rpc``,
 ``ReferenceNetwork(usage_check_rpc=...)``).
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from eth_utils.address import to_checksum_address
 from web3 import Web3
@@ -23,7 +33,12 @@ from agentguard._redact import register_url_secrets
 from agentguard.network.registration import Registration
 from agentguard.network.state import PENDING, Pending, TaskRecord
 
-__all__ = ["ChainUsageCheck"]
+__all__ = ["CODE_CACHE", "CODE_TTL", "ChainUsageCheck"]
+
+CODE_TTL = 30.0
+"""Seconds a "this address has code" answer is trusted without asking again."""
+CODE_CACHE = 4096
+"""Addresses whose code is remembered at most (the least recently asked go first)."""
 
 _VIEWS = [
     {
@@ -61,10 +76,14 @@ _VIEWS = [
 
 
 class ChainUsageCheck:
-    def __init__(self, rpc_url: str) -> None:
+    """Its calls block (5 s timeout each): the gateway's sweep calls it off the event loop."""
+
+    def __init__(self, rpc_url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         register_url_secrets(rpc_url)  # a failing node's error quotes the URL's path (a key?)
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
-        self._contracts: set[str] = set()  # only positive answers are cached
+        self._clock = clock
+        self._contracts: OrderedDict[str, float] = OrderedDict()  # address -> trusted until
+        self._lock = threading.Lock()  # the sweep's worker thread and the loop both ask
         self._chain_id: int | None = None
 
     @property
@@ -76,11 +95,18 @@ class ChainUsageCheck:
 
     def has_code(self, address: str) -> bool:
         key = address.lower()
-        if key in self._contracts:
-            return True
+        with self._lock:
+            until = self._contracts.get(key)
+            if until is not None and until > self._clock():
+                self._contracts.move_to_end(key)
+                return True
+            self._contracts.pop(key, None)
         if len(self._w3.eth.get_code(to_checksum_address(address))) == 0:
             return False
-        self._contracts.add(key)
+        with self._lock:
+            self._contracts[key] = self._clock() + CODE_TTL
+            while len(self._contracts) > CODE_CACHE:
+                self._contracts.popitem(last=False)
         return True
 
     def _contract(self, address: str) -> object:
@@ -144,6 +170,7 @@ class ChainUsageCheck:
         return False if settled else PENDING
 
     def _used(self, task: TaskRecord) -> bool:
+        """A node that fails raises: "unused" would give a paid x402 payment's amount back."""
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
         if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
             return True
@@ -152,6 +179,6 @@ class ChainUsageCheck:
             try:
                 vault = to_checksum_address(task.policy_client)
                 return bool(token.functions.authorizationState(vault, task_id).call())  # type: ignore[attr-defined]
-            except Exception:  # not an EIP-3009 token: only execute could have used it
-                return False
+            except (ContractLogicError, BadFunctionCallOutput):  # reverts or answers garbage
+                return False  # not an EIP-3009 token: only execute could have used it
         return False
