@@ -144,13 +144,8 @@ def test_a_vault_is_registered_only_by_its_owner(
     )
 
 
-def test_no_code_is_never_cached(chain: Chain) -> None:
-    """A vault can appear at its predicted address after the first look: before the fix the
-    check remembered "no code" and treated the vault as an EOA from then on."""
-    check = ChainUsageCheck(chain.anvil.url)
-    salt = b"\x74" * 32
-    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
-    assert not check.has_code(predicted)
+def create_at_predicted(chain: Chain, salt: bytes) -> None:
+    """A vault deployed at OWNER's predicted address for ``salt`` (one stranger operator)."""
     transact(
         chain.w3,
         chain.factory.functions.createVault(
@@ -158,6 +153,16 @@ def test_no_code_is_never_cached(chain: Chain) -> None:
         ),
         sender=OWNER.address,
     )
+
+
+def test_no_code_is_never_cached(chain: Chain) -> None:
+    """A vault can appear at its predicted address after the first look: before the fix the
+    check remembered "no code" and treated the vault as an EOA from then on."""
+    check = ChainUsageCheck(chain.anvil.url)
+    salt = b"\x74" * 32
+    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
+    assert not check.has_code(predicted)
+    create_at_predicted(chain, salt)
     assert check.has_code(predicted)
     assert check.owner(predicted) == OWNER.address.lower()
 
@@ -170,13 +175,7 @@ def test_code_an_anvil_revert_took_away_is_seen_gone_once_stale(chain: Chain) ->
     salt = b"\x76" * 32
     predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
     snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    transact(
-        chain.w3,
-        chain.factory.functions.createVault(
-            OWNER.address, AGENT.address, [STRANGER.address], 1, b"\x01" * 32, salt
-        ),
-        sender=OWNER.address,
-    )
+    create_at_predicted(chain, salt)
     assert check.has_code(predicted)
     chain.w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
     assert check.has_code(predicted)  # remembered, for a while
