@@ -145,7 +145,7 @@ class Gateway:
 
     def trusts_release(self, policy_client: str) -> bool:
         """Whether a release the host reports stands at expiry when the usage check cannot
-        tell (see ``State.sweep_expired``): for a policy client whose own key signed its
+        tell (see ``State.sweeping``): for a policy client whose own key signed its
         registration (an EOA, not a vault), and with the chain usage check, which cannot tell
         only when there is no code at the address (no vault could have used it)."""
         client = self.clients.get(policy_client)

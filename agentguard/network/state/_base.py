@@ -262,7 +262,7 @@ class State:
 
     def release(self, task_id: str, now: int, *, trusted: bool) -> TaskStatus | None:
         """The client says it never used this attestation. ``released`` (given back now) only
-        for an expired attestation of a ``trusted`` client (see ``sweep_expired``); otherwise
+        for an expired attestation of a ``trusted`` client (see ``sweeping``); otherwise
         ``releasing``, settled by the sweep at expiry. ``None`` unless the task was
         ``attested``."""
         expires_at = self._attested_expiry(task_id)
