@@ -93,7 +93,10 @@ class ChainUsageCheck:
             self._chain_id = int(self._w3.eth.chain_id)
         return self._chain_id
 
-    def has_code(self, address: str) -> bool:
+    def has_code(self, address: str, block: int | None = None) -> bool:
+        """Whether ``address`` holds code at ``block`` (the latest by default). "Code" is
+        remembered (``CODE_TTL``): if it is gone at ``block`` after all, a view called there
+        fails (fails closed)."""
         key = address.lower()
         with self._lock:
             until = self._contracts.get(key)
@@ -101,7 +104,7 @@ class ChainUsageCheck:
                 self._contracts.move_to_end(key)
                 return True
             self._contracts.pop(key, None)
-        if len(self._w3.eth.get_code(to_checksum_address(address))) == 0:
+        if len(self._w3.eth.get_code(to_checksum_address(address), block)) == 0:
             return False
         with self._lock:
             self._contracts[key] = self._clock() + CODE_TTL
@@ -161,24 +164,33 @@ class ChainUsageCheck:
         gateway's expiry proves nothing: the host could still execute it (or deploy the vault
         and then execute it). Blocks never go back in time, so once the latest block is at or
         past the expiry, no later block accepts it. (A chain that mines no block stays
-        ``PENDING``: the amount stays counted.)"""
-        settled = self._w3.eth.get_block("latest")["timestamp"] >= task.expires_at
-        if not self.has_code(task.policy_client):
+        ``PENDING``: the amount stays counted.)
+
+        Every answer is read at that very block, not at "latest": behind one RPC URL a load
+        balancer's nodes may lag each other, and "latest" from a node a few blocks behind the
+        one that said "settled" would miss the vault (its code or its ``taskUsed``) used in
+        between. A node that does not have the block yet fails: the task stays counted."""
+        latest = self._w3.eth.get_block("latest")
+        settled = latest["timestamp"] >= task.expires_at
+        block = int(latest["number"])
+        if not self.has_code(task.policy_client, block):
             return None if settled else PENDING
-        if self._used(task):
+        if self._used(task, block):
             return True
         return False if settled else PENDING
 
-    def _used(self, task: TaskRecord) -> bool:
+    def _used(self, task: TaskRecord, block: int) -> bool:
         """A node that fails raises: "unused" would give a paid x402 payment's amount back."""
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
-        if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
+        vault = self._contract(task.policy_client)
+        if vault.functions.taskUsed(task_id).call(block_identifier=block):  # type: ignore[attr-defined]
             return True
-        if self.has_code(task.asset):
+        if self.has_code(task.asset, block):
             token = self._contract(task.asset)
             try:
-                vault = to_checksum_address(task.policy_client)
-                return bool(token.functions.authorizationState(vault, task_id).call())  # type: ignore[attr-defined]
+                owner = to_checksum_address(task.policy_client)
+                answer = token.functions.authorizationState(owner, task_id)  # type: ignore[attr-defined]
+                return bool(answer.call(block_identifier=block))
             except (ContractLogicError, BadFunctionCallOutput):  # reverts or answers garbage
                 return False  # not an EIP-3009 token: only execute could have used it
         return False

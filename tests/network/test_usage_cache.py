@@ -33,12 +33,12 @@ class Node:
         self.task_used: Any = False
         self.paid: Any = False
 
-    def get_code(self, address: str) -> bytes:
+    def get_code(self, address: str, block: int | str = "latest") -> bytes:
         self.code_asked.append(address.lower())
         return b"\x60\x80" if address.lower() in self.code else b""
 
     def get_block(self, _: str) -> dict[str, int]:
-        return {"timestamp": self.stamp}
+        return {"timestamp": self.stamp, "number": 7}
 
     def contract(self, address: str) -> Any:
         views = {"taskUsed": self.task_used, "authorizationState": self.paid}
@@ -48,7 +48,7 @@ class Node:
 
 
 def _view(answer: Any) -> Any:
-    def call() -> Any:
+    def call(**_: Any) -> Any:
         if isinstance(answer, Exception):
             raise answer
         return answer
