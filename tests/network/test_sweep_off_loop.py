@@ -212,3 +212,34 @@ def test_a_failing_task_backs_off_and_is_logged_once_per_failure(
     finally:
         sweeper.close()
         state.close()
+
+
+class Stopping:
+    """A usage check whose code lets a ``StopIteration`` out (a ``next()`` on an empty
+    iterator): an asyncio future cannot carry it, so the pass never heard back (the loop only
+    logged a ``TypeError``) and, holding the pass lock, stopped every later sweep for good."""
+
+    def was_used(self, task: TaskRecord) -> bool:
+        if task.task_id == "odd":
+            return next(iter(()))
+        return True
+
+
+def test_a_check_raising_stop_iteration_fails_its_task_not_the_sweep(tmp_path: Path) -> None:
+    state = open_state(str(tmp_path / "state.sqlite3"))
+    allow(state, "odd", 1, expires_in=10)
+    allow(state, "plain", 1, expires_in=11)
+    sweeper = Sweeper()
+
+    async def one_pass() -> int:  # a hang turns into a failure, not a stuck test run
+        return await asyncio.wait_for(
+            sweeper.sweep(state, NOW + 12, _checks(Stopping()), TRUSTED), 60
+        )
+
+    try:
+        assert asyncio.run(one_pass()) == 0
+        assert _statuses(state, ["odd", "plain"]) == {"odd": "attested", "plain": "committed"}
+        assert asyncio.run(one_pass()) == 0  # the next pass is not locked out
+    finally:
+        sweeper.close()
+        state.close()

@@ -65,7 +65,9 @@ class Sweeper:
                         task = steps.throw(_Deferred())
                         continue
                     try:
-                        used = await loop.run_in_executor(self._executor, check_for(task))
+                        used = await loop.run_in_executor(
+                            self._executor, _answer_of, check_for(task)
+                        )
                     except Exception as exc:  # stays counted; asked again after its backoff
                         self._failed(task.task_id, exc)
                         task = steps.throw(exc)
@@ -89,3 +91,13 @@ class Sweeper:
             retry_in=delay,
             error=f"{type(exc).__name__}: {exc}",
         )
+
+
+def _answer_of(check: Check) -> bool | Pending | None:
+    """``check()`` on the worker thread; a ``StopIteration`` it lets out becomes an error: an
+    asyncio future cannot carry one (the pass would wait for its answer, and hold every later
+    pass, for good)."""
+    try:
+        return check()
+    except StopIteration as exc:
+        raise RuntimeError(f"the usage check raised StopIteration: {exc}") from None
