@@ -70,7 +70,8 @@ _VIEWS = [
             {"name": "authorizer", "type": "address"},
             {"name": "nonce", "type": "bytes32"},
         ],
-        "outputs": [{"name": "", "type": "bool"}],
+        # the raw word: the vault reads any nonzero word as spent (a strict bool would not)
+        "outputs": [{"name": "", "type": "bytes32"}],
     },
 ]
 
@@ -190,7 +191,7 @@ class ChainUsageCheck:
             try:
                 owner = to_checksum_address(task.policy_client)
                 answer = token.functions.authorizationState(owner, task_id)  # type: ignore[attr-defined]
-                return bool(answer.call(block_identifier=block))
+                return any(answer.call(block_identifier=block))
             except (ContractLogicError, BadFunctionCallOutput):  # reverts or answers garbage
                 return False  # not an EIP-3009 token: only execute could have used it
         return False

@@ -41,7 +41,9 @@ class Node:
         return {"timestamp": self.stamp, "number": 7}
 
     def contract(self, address: str) -> Any:
-        views = {"taskUsed": self.task_used, "authorizationState": self.paid}
+        paid = self.paid  # the token answers one 32-byte word (see ``ChainUsageCheck._used``)
+        word = bytes(31) + bytes([paid]) if isinstance(paid, bool) else paid
+        views = {"taskUsed": self.task_used, "authorizationState": word}
         return SimpleNamespace(
             functions=SimpleNamespace(**{name: _view(answer) for name, answer in views.items()})
         )
