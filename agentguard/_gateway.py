@@ -611,6 +611,9 @@ def _approval_params(policy_client: str, intent_hash: str) -> dict[str, Any]:
 _METHOD_NOT_FOUND = -32601
 MAX_COMMITS = 256
 """Commits one ``agentguard_commitTasks`` call may carry (the gateway refuses more)."""
+BATCH_REPROBE = 300.0
+"""Seconds commits go one by one after the gateway answered ``agentguard_commitTasks`` with
+-32601; then the batch method is tried again (a gateway upgraded, or a proxy's hiccup)."""
 
 
 def _commits_params(commits: list[tuple[str, str]]) -> dict[str, Any]:
@@ -1040,7 +1043,9 @@ class _GatewayClient:
             compact,
         )
         self._timeout = httpx.Timeout(self._cfg.task_timeout + 1.0, connect=CONNECT_TIMEOUT)
-        self._batches = True  # until the gateway says it knows no agentguard_commitTasks
+        # monotonic time until which commits go one by one: the gateway said it knows no
+        # agentguard_commitTasks (``_batches_refused``)
+        self._no_batches_until = 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}{repr(self._cfg).removeprefix('NewtonGateway')}"
@@ -1048,6 +1053,16 @@ class _GatewayClient:
     @property
     def policy_client(self) -> str:
         return self._cfg.policy_client
+
+    def _batches(self) -> bool:
+        return time.monotonic() >= self._no_batches_until
+
+    def _batches_refused(self, exc: GatewayRPCError) -> None:
+        """-32601 to the batch method: one by one for ``BATCH_REPROBE`` s; anything else is
+        the whole call's answer (raised)."""
+        if exc.code != _METHOD_NOT_FOUND:
+            raise exc
+        self._no_batches_until = time.monotonic() + BATCH_REPROBE
 
 
 class NewtonGateway(_GatewayClient):
@@ -1155,13 +1170,11 @@ class NewtonGateway(_GatewayClient):
         is nothing to send."""
         if not self._cfg.bookkeeping or not commits:
             return [None] * len(commits)
-        if self._batches:
+        if self._batches():
             try:
                 result = self._rpc("agentguard_commitTasks", _commits_params(commits))
             except GatewayRPCError as exc:
-                if exc.code != _METHOD_NOT_FOUND:
-                    raise
-                self._batches = False
+                self._batches_refused(exc)
             else:
                 return _parse_commits(result, commits)
         return [_attempt(self.commit, task, outcome) for task, outcome in commits]
@@ -1276,13 +1289,11 @@ class AsyncNewtonGateway(_GatewayClient):
         """``NewtonGateway.commit_many`` for asyncio."""
         if not self._cfg.bookkeeping or not commits:
             return [None] * len(commits)
-        if self._batches:
+        if self._batches():
             try:
                 result = await self._rpc("agentguard_commitTasks", _commits_params(commits))
             except GatewayRPCError as exc:
-                if exc.code != _METHOD_NOT_FOUND:
-                    raise
-                self._batches = False
+                self._batches_refused(exc)
             else:
                 return _parse_commits(result, commits)
         out: list[Exception | None] = []

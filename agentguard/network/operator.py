@@ -25,9 +25,10 @@ import re
 import sqlite3
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from coincurve import PrivateKey
 
@@ -76,6 +77,10 @@ CLOCK_SKEW = 30
 MAX_LIVE_TASKS = 1_000_000
 
 _MAX_DERIVED = 4096
+# Policies held by code hash; one pushed out is asked for again (``POLICY_REQUIRED``).
+_MAX_POLICIES = 256
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 # What a gateway puts in a policy's ``data.wasm`` (see ``Gateway._wasm``); a policy must not
 # read anything else there that only a lying gateway could have added.
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
@@ -158,14 +163,16 @@ class Operator:
         self.address = self.addresses[0]  # a single-key operator's only address
         self._registry = registry
         self._engine = engine if engine is not None else PolicyEngine()
-        self._policies: dict[bytes, Policy] = {}
+        self._policies: OrderedDict[bytes, Policy] = OrderedDict()  # LRU, code hash -> policy
         # an owner's signature -> (the registration's JSON, the registration held)
         self._held_json: dict[str, tuple[dict[str, Any], Registration]] = {}
         # ``Registration.wire_hash`` -> the registration ``_held`` returned for its JSON: a
         # request may name it by that hash instead (``registration_hash``)
         self._by_hash: dict[bytes, Registration] = {}
-        # (policy client, registration version) whose params passed the policy's schema
-        self._validated: set[tuple[bytes, int]] = set()
+        # LRU: (schema hash, canonical params) that passed that schema: the content itself, so
+        # a registration replaced at the same version is checked again (both bytes objects are
+        # kept, their hashes cached, by the policy and ``_derived``: a lookup hashes nothing)
+        self._validated: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         # registration signature -> what it implies; bounded by the registry's size
         self._derived: dict[bytes, _Derived] = {}
 
@@ -182,6 +189,7 @@ class Operator:
                     f"this operator does not hold policy code 0x{code_hash.hex()}; "
                     "resend the request with the policy material",
                 )
+            self._policies.move_to_end(code_hash)
             return cached
         if not isinstance(material, dict):
             raise RPCError(INVALID_PARAMS, "policy must be an object {entrypoint, modules, ...}")
@@ -195,7 +203,7 @@ class Operator:
                 "the policy material does not hash to policy_code_hash "
                 f"(it hashes to 0x{policy.code_hash.hex()})",
             )
-        self._policies[code_hash] = policy
+        _remember(self._policies, code_hash, policy, _MAX_POLICIES)
         return policy
 
     def hold(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,10 +328,12 @@ class Operator:
                 f"expire_after {expire_after} is not the registered {registration.expire_after}",
             )
         policy = self._policy(params, code_hash)
-        key = (registration.policy_client, registration.version)
-        if key not in self._validated:
+        key = (policy.schema_hash, derived.params_json)
+        if key in self._validated:
+            self._validated.move_to_end(key)
+        else:
             check_params(policy, registration.params)
-        self._validated.add(key)
+            _remember(self._validated, key, None, _MAX_DERIVED)
         return policy, registration.params
 
     @staticmethod
@@ -539,6 +549,14 @@ def _tiered(
         evaluation.decision, evaluation.reasons, evaluation.tier, approved=approval is not None
     )
     return decision, reasons, evaluation.tier
+
+
+def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """An LRU's newest entry; the least recently used goes past ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def check_params(policy: Policy, params: dict[str, Any]) -> None:

@@ -5,14 +5,24 @@ For a policy client that is an ``AgentVault``, usage is a fact onchain: ``execut
 ``taskUsed[taskId]``, and an x402 payment from the vault spends the EIP-3009 nonce equal to the
 task id on the token (``authorizationState(vault, taskId)``). So the gateway need not take a
 host's word that it released an attestation unused. For a policy client without code the chain
-cannot tell, and the check answers ``None``. "No code" is never cached: a vault can be deployed
-at its predicted address at any time.
+cannot tell, and the check answers ``None``.
+
+"No code" is never cached: a vault can be deployed at its predicted address at any time, and a
+stale "no code" would let a vault's released attestation be given back (then spent twice).
+"Code" is cached for ``CODE_TTL`` seconds only: a reorg or an anvil revert can take a contract
+away, and a stale "code" fails closed meanwhile (the vault's ``taskUsed`` call fails, the task
+stays counted) but would never end.
 
 The gateway runs this check whenever its config names a chain RPC (``gateway.chain_rpc``,
 ``ReferenceNetwork(usage_check_rpc=...)``).
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from eth_utils.address import to_checksum_address
 from web3 import Web3
@@ -23,7 +33,12 @@ from agentguard._redact import register_url_secrets
 from agentguard.network.registration import Registration
 from agentguard.network.state import PENDING, Pending, TaskRecord
 
-__all__ = ["ChainUsageCheck"]
+__all__ = ["CODE_CACHE", "CODE_TTL", "ChainUsageCheck"]
+
+CODE_TTL = 30.0
+"""Seconds a "this address has code" answer is trusted without asking again."""
+CODE_CACHE = 4096
+"""Addresses whose code is remembered at most (the least recently asked go first)."""
 
 _VIEWS = [
     {
@@ -55,16 +70,21 @@ _VIEWS = [
             {"name": "authorizer", "type": "address"},
             {"name": "nonce", "type": "bytes32"},
         ],
-        "outputs": [{"name": "", "type": "bool"}],
+        # the raw word: the vault reads any nonzero word as spent (a strict bool would not)
+        "outputs": [{"name": "", "type": "bytes32"}],
     },
 ]
 
 
 class ChainUsageCheck:
-    def __init__(self, rpc_url: str) -> None:
+    """Its calls block (5 s timeout each): the gateway's sweep calls it off the event loop."""
+
+    def __init__(self, rpc_url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         register_url_secrets(rpc_url)  # a failing node's error quotes the URL's path (a key?)
         self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5}))
-        self._contracts: set[str] = set()  # only positive answers are cached
+        self._clock = clock
+        self._contracts: OrderedDict[str, float] = OrderedDict()  # address -> trusted until
+        self._lock = threading.Lock()  # the sweep's worker thread and the loop both ask
         self._chain_id: int | None = None
 
     @property
@@ -74,13 +94,23 @@ class ChainUsageCheck:
             self._chain_id = int(self._w3.eth.chain_id)
         return self._chain_id
 
-    def has_code(self, address: str) -> bool:
+    def has_code(self, address: str, block: int | None = None) -> bool:
+        """Whether ``address`` holds code at ``block`` (the latest by default). "Code" is
+        remembered (``CODE_TTL``): if it is gone at ``block`` after all, a view called there
+        fails (fails closed)."""
         key = address.lower()
-        if key in self._contracts:
-            return True
-        if len(self._w3.eth.get_code(to_checksum_address(address))) == 0:
+        with self._lock:
+            until = self._contracts.get(key)
+            if until is not None and until > self._clock():
+                self._contracts.move_to_end(key)
+                return True
+            self._contracts.pop(key, None)
+        if len(self._w3.eth.get_code(to_checksum_address(address), block)) == 0:
             return False
-        self._contracts.add(key)
+        with self._lock:
+            self._contracts[key] = self._clock() + CODE_TTL
+            while len(self._contracts) > CODE_CACHE:
+                self._contracts.popitem(last=False)
         return True
 
     def _contract(self, address: str) -> object:
@@ -135,23 +165,33 @@ class ChainUsageCheck:
         gateway's expiry proves nothing: the host could still execute it (or deploy the vault
         and then execute it). Blocks never go back in time, so once the latest block is at or
         past the expiry, no later block accepts it. (A chain that mines no block stays
-        ``PENDING``: the amount stays counted.)"""
-        settled = self._w3.eth.get_block("latest")["timestamp"] >= task.expires_at
-        if not self.has_code(task.policy_client):
+        ``PENDING``: the amount stays counted.)
+
+        Every answer is read at that very block, not at "latest": behind one RPC URL a load
+        balancer's nodes may lag each other, and "latest" from a node a few blocks behind the
+        one that said "settled" would miss the vault (its code or its ``taskUsed``) used in
+        between. A node that does not have the block yet fails: the task stays counted."""
+        latest = self._w3.eth.get_block("latest")
+        settled = latest["timestamp"] >= task.expires_at
+        block = int(latest["number"])
+        if not self.has_code(task.policy_client, block):
             return None if settled else PENDING
-        if self._used(task):
+        if self._used(task, block):
             return True
         return False if settled else PENDING
 
-    def _used(self, task: TaskRecord) -> bool:
+    def _used(self, task: TaskRecord, block: int) -> bool:
+        """A node that fails raises: "unused" would give a paid x402 payment's amount back."""
         task_id = bytes.fromhex(task.task_id.removeprefix("0x"))
-        if self._contract(task.policy_client).functions.taskUsed(task_id).call():  # type: ignore[attr-defined]
+        vault = self._contract(task.policy_client)
+        if vault.functions.taskUsed(task_id).call(block_identifier=block):  # type: ignore[attr-defined]
             return True
-        if self.has_code(task.asset):
+        if self.has_code(task.asset, block):
             token = self._contract(task.asset)
             try:
-                vault = to_checksum_address(task.policy_client)
-                return bool(token.functions.authorizationState(vault, task_id).call())  # type: ignore[attr-defined]
-            except Exception:  # not an EIP-3009 token: only execute could have used it
-                return False
+                owner = to_checksum_address(task.policy_client)
+                answer = token.functions.authorizationState(owner, task_id)  # type: ignore[attr-defined]
+                return any(answer.call(block_identifier=block))
+            except (ContractLogicError, BadFunctionCallOutput):  # reverts or answers garbage
+                return False  # not an EIP-3009 token: only execute could have used it
         return False

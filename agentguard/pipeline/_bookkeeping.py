@@ -20,8 +20,10 @@ Batched commits: a commit waits up to ``LINGER`` seconds for others, and the wor
 every queued commit (at most ``BATCH``) in one call where the authorizer has ``commit_many``
 (the reference gateway's ``agentguard_commitTasks``), so under a stream of payments one round
 trip carries many while a lone payment still commits within ``LINGER``; ``flush`` sends at
-once. Each item is judged alone: the answer says, per item, that it landed or why not, and an
-item the answer does not account for is retried like a lost call.
+once. A new call due before everything queued wakes the worker, also from a failed call's
+backoff (up to ``MAX_BACKOFF``): the retry keeps its own round. Each item is judged alone:
+the answer says, per item, that it landed or why not, and an item the answer does not
+account for is retried like a lost call.
 
 Exactly once: a task id is queued at most once while its call is pending, and the gateway
 itself accepts one commit or release per task (a second finds it no longer ``attested`` and

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,7 +40,7 @@ from agentguard.network.gateway._operators import call_operator
 from agentguard.network.operator import Operator
 from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
-from agentguard.network.state import State, policy_material
+from agentguard.network.state import State, TaskRecord, policy_material
 from agentguard.policies import load, policy_id
 
 from .hostile import budget, json_text, mutated, outcome, wire_values
@@ -407,10 +407,11 @@ def test_a_failing_chain_rpc_does_not_put_its_url_in_the_gateway_log(
     provider_key = "provkey_5f2a9c7e1b3d4a6c"
     check = ChainUsageCheck(f"http://127.0.0.1:9/v2/{provider_key}")
 
-    def sweep(*args: Any) -> int:
-        return check.chain_id  # raises requests' ConnectionError naming the URL
+    def sweeping(*args: Any, **kwargs: Any) -> Generator[TaskRecord, Any, int]:
+        yield TaskRecord("0x" + "ee" * 32, CLIENT, CLIENT, CLIENT, 1, 0, 0, "attested")
+        return 0  # the check raised requests' ConnectionError naming the URL
 
-    monkeypatch.setattr(gateway.state, "sweep_expired", sweep)
+    monkeypatch.setattr(gateway.state, "sweeping", sweeping)
     monkeypatch.setattr(gateway_module, "SWEEP_INTERVAL", 0.01)
     monkeypatch.setattr(gateway, "usage_check", check)
     configure_logging("DEBUG", json=True)

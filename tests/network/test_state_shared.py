@@ -5,7 +5,10 @@ A real PostgreSQL (``tests/ledger/servers.py``); each test works in a schema of 
 
 from __future__ import annotations
 
+import asyncio
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -18,12 +21,13 @@ from agentguard._exceptions import (
     TaskAlreadyRecorded,
 )
 from agentguard._redact import MASK, redact
+from agentguard.network.gateway._sweep import Sweeper
 from agentguard.network.state import State, open_state
 from agentguard.network.state._postgres import STALE_RESERVATION
 from tests.ledger.conftest import base_url
 from tests.ledger.servers import ServerUnavailable, start_postgres
 
-from .test_state import AGENT, ASSET, CLIENT, NOW, TRUSTED, approve, park, reserve
+from .test_state import AGENT, ASSET, CLIENT, NOW, TRUSTED, allow, approve, park, reserve, spent
 
 CAP = 50
 
@@ -240,3 +244,48 @@ def test_state_urls_are_checked_and_never_quoted(request: pytest.FixtureRequest)
     assert redact("agentguard_registerPolicyClient") == "agentguard_registerPolicyClient"
     with pytest.raises(ConfigurationError):
         open_state(f"postgresql://agent:{secret}@127.0.0.1:1/db?namespace=Bad-Name")
+
+
+def test_two_gateways_sweeping_at_once_give_each_released_task_back_once(
+    open_shared: Callable[[], State],
+) -> None:
+    """Two replicas' sweeps interleave at every usage check (answers come off the loop, in a
+    seeded random order) while hosts commit some of the tasks meanwhile: each task is given
+    back once at most, a committed one never, and the totals end at exactly what was used."""
+    first, second = open_shared(), open_shared()
+    ids = [f"t{i}" for i in range(30)]
+    for task_id in ids:
+        allow(first, task_id, 1, expires_in=10)
+        assert first.release(task_id, NOW, trusted=False) == "releasing"
+    rng = random.Random(12)
+    delays = {task_id: rng.random() / 200 for task_id in ids}
+    used = set(rng.sample(ids, 10))
+
+    def checks(task):  # type: ignore[no-untyped-def]
+        def check() -> bool:
+            time.sleep(delays[task.task_id])
+            if task.task_id in used:  # the host's commit lands while the check runs
+                second.commit(task.task_id, "used")
+            return False  # the chain says unused: given back unless committed meanwhile
+
+        return check
+
+    sweepers = [Sweeper(), Sweeper()]
+
+    async def both() -> list[int]:
+        return list(
+            await asyncio.gather(
+                sweepers[0].sweep(first, NOW + 11, checks, TRUSTED),
+                sweepers[1].sweep(second, NOW + 11, checks, TRUSTED),
+            )
+        )
+
+    try:
+        assert sum(asyncio.run(both())) == 20
+    finally:
+        for sweeper in sweepers:
+            sweeper.close()
+    statuses = {task_id: first.task(task_id).status for task_id in ids}  # type: ignore[union-attr]
+    assert {t for t, s in statuses.items() if s == "committed"} == used
+    assert {t for t, s in statuses.items() if s == "released"} == set(ids) - used
+    assert spent(first, 60, NOW + 11) == spent(second, 60, NOW + 11) == (10, 10)

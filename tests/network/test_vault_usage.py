@@ -18,7 +18,7 @@ from agentguard._exceptions import GatewayRPCError
 from agentguard.chain import DEV_ACCOUNTS, Anvil, deploy, load_artifact, transact
 from agentguard.chain.vault import execute_calldata
 from agentguard.network.launcher import ReferenceNetwork
-from agentguard.network.usage import ChainUsageCheck
+from agentguard.network.usage import CODE_TTL, ChainUsageCheck
 
 from .conftest import NETCHECK, RPC, UNIT, decision, params
 from .test_hostile_gateway import attackers_registration, evaluate, hostile_task
@@ -144,13 +144,8 @@ def test_a_vault_is_registered_only_by_its_owner(
     )
 
 
-def test_no_code_is_never_cached(chain: Chain) -> None:
-    """A vault can appear at its predicted address after the first look: before the fix the
-    check remembered "no code" and treated the vault as an EOA from then on."""
-    check = ChainUsageCheck(chain.anvil.url)
-    salt = b"\x74" * 32
-    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
-    assert not check.has_code(predicted)
+def create_at_predicted(chain: Chain, salt: bytes) -> None:
+    """A vault deployed at OWNER's predicted address for ``salt`` (one stranger operator)."""
     transact(
         chain.w3,
         chain.factory.functions.createVault(
@@ -158,8 +153,34 @@ def test_no_code_is_never_cached(chain: Chain) -> None:
         ),
         sender=OWNER.address,
     )
+
+
+def test_no_code_is_never_cached(chain: Chain) -> None:
+    """A vault can appear at its predicted address after the first look: before the fix the
+    check remembered "no code" and treated the vault as an EOA from then on."""
+    check = ChainUsageCheck(chain.anvil.url)
+    salt = b"\x74" * 32
+    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
+    assert not check.has_code(predicted)
+    create_at_predicted(chain, salt)
     assert check.has_code(predicted)
     assert check.owner(predicted) == OWNER.address.lower()
+
+
+def test_code_an_anvil_revert_took_away_is_seen_gone_once_stale(chain: Chain) -> None:
+    """Before the fix "code" was remembered forever: after a revert (or a reorg) the vault's
+    tasks failed their ``taskUsed`` call at every sweep, for good."""
+    clock = [0.0]
+    check = ChainUsageCheck(chain.anvil.url, clock=lambda: clock[0])
+    salt = b"\x76" * 32
+    predicted = chain.factory.functions.predictVault(OWNER.address, salt).call()
+    snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    create_at_predicted(chain, salt)
+    assert check.has_code(predicted)
+    chain.w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+    assert check.has_code(predicted)  # remembered, for a while
+    clock[0] += CODE_TTL
+    assert not check.has_code(predicted)
 
 
 def test_an_operator_with_a_chain_refuses_a_strangers_registration_for_a_vault(

@@ -38,6 +38,7 @@ from agentguard.network.gateway._results import (
     wasm_data,
 )
 from agentguard.network.gateway._simulate import Simulator
+from agentguard.network.gateway._sweep import Check, Sweeper
 from agentguard.network.gateway._validation import task_input
 from agentguard.network.state import Pending, State, TaskRecord, UsageCheck
 from agentguard.policies import canonical_json
@@ -85,27 +86,42 @@ class Gateway:
         )
         self.approvals = _approvals.Approvals(state, self.clients)
         self._simulator = Simulator(config.gateway, state, self.clients, clock)
+        self._sweeper = Sweeper()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
         self.operators.close()
+        self._sweeper.close()
 
     async def sweep_forever(self) -> None:
         """Give back released attestations once they expire; settle the rest via usage check."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                usage_check = self.usage_check
-                if usage_check is not None and usage_check is self.chain:
-                    usage_check = _OnItsChain(self.chain, self._chain_of)
-                released = self.state.sweep_expired(
-                    int(self._clock()), usage_check, self.trusts_release
-                )
+                released = await self.sweep_once()
                 if released:
                     log.info("released expired unused attestations", count=released)
-            except Exception as exc:  # a broken usage check must not stop the gateway
-                log.warning("usage check failed", error=str(exc))
+            except Exception as exc:  # a broken state must not stop the gateway
+                log.warning("expiry sweep failed", error=str(exc))
+
+    async def sweep_once(self, now: float | None = None) -> int:
+        """One sweep pass at ``now`` (the gateway's clock by default), its usage checks asked
+        off the event loop (``_sweep``); returns how many tasks were given back."""
+        check_for = None if self.usage_check is None else self._check_for
+        when = int(self._clock() if now is None else now)
+        return await self._sweeper.sweep(self.state, when, check_for, self.trusts_release)
+
+    def _check_for(self, task: TaskRecord) -> Check:
+        """The usage check of one task, to run off the loop; the chain check is asked only
+        about a client on its RPC's chain (the client's chain is looked up here, on the loop)."""
+        check = self.usage_check
+        assert check is not None
+        if check is self.chain:
+            return functools.partial(
+                _on_its_chain, self.chain, self._chain_of(task.policy_client), task
+            )
+        return functools.partial(check.was_used, task)
 
     # -- auth and registration ------------------------------------------------------------------
 
@@ -134,7 +150,7 @@ class Gateway:
 
     def trusts_release(self, policy_client: str) -> bool:
         """Whether a release the host reports stands at expiry when the usage check cannot
-        tell (see ``State.sweep_expired``): for a policy client whose own key signed its
+        tell (see ``State.sweeping``): for a policy client whose own key signed its
         registration (an EOA, not a vault), and with the chain usage check, which cannot tell
         only when there is no code at the address (no vault could have used it)."""
         client = self.clients.get(policy_client)
@@ -329,19 +345,15 @@ class Gateway:
         return await _dispatch.dispatch(self, key, rpc_id, method, params)
 
 
-class _OnItsChain:
-    """The chain usage check, asked only about policy clients registered on the chain its RPC
+def _on_its_chain(
+    chain: ChainUsageCheck, chain_id: int | None, task: TaskRecord
+) -> bool | Pending | None:
+    """The chain usage check, asked only about a policy client registered on the chain its RPC
     serves: about a vault on another chain it can tell nothing (no code at that address here,
     or someone else's contract), so the answer is "cannot tell" and a release stays counted."""
-
-    def __init__(self, chain: ChainUsageCheck, chain_of: Callable[[str], int | None]) -> None:
-        self._chain = chain
-        self._chain_of = chain_of
-
-    def was_used(self, task: TaskRecord) -> bool | Pending | None:
-        if self._chain_of(task.policy_client) != self._chain.chain_id:
-            return None
-        return self._chain.was_used(task)
+    if chain_id != chain.chain_id:
+        return None
+    return chain.was_used(task)
 
 
 def _read_outcome(durable: asyncio.Future[None]) -> None:

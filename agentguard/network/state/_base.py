@@ -4,7 +4,7 @@ both backends share (settling expired attestations, reading a recorded answer ba
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from agentguard.network.state._model import (
     MAX_TASKS_READ,
     PENDING,
     ApprovalRequest,
+    Pending,
     PolicyClientRecord,
     StoredTask,
     TaskRecord,
@@ -36,7 +37,7 @@ class State:
     synchronous: the gateway calls it between two ``await``s."""
 
     shared = False
-    _swept_to = _FROM_THE_START  # where the last sweep's batch ended (``sweep_expired``)
+    _swept_to = _FROM_THE_START  # where the last sweep's batch ended (``sweeping``)
     """Whether other gateway processes may change this state (then a replica re-reads what it
     caches, e.g. a policy client re-registered through another replica)."""
 
@@ -261,7 +262,7 @@ class State:
 
     def release(self, task_id: str, now: int, *, trusted: bool) -> TaskStatus | None:
         """The client says it never used this attestation. ``released`` (given back now) only
-        for an expired attestation of a ``trusted`` client (see ``sweep_expired``); otherwise
+        for an expired attestation of a ``trusted`` client (see ``sweeping``); otherwise
         ``releasing``, settled by the sweep at expiry. ``None`` unless the task was
         ``attested``."""
         expires_at = self._attested_expiry(task_id)
@@ -298,41 +299,72 @@ class State:
         usage_check: UsageCheck | None,
         trusted: Callable[[str], bool],
     ) -> int:
-        """Settle expired tasks; returns how many were given back.
+        """Settle expired tasks; returns how many were given back (``sweeping``, with
+        ``usage_check`` asked in turn, here). The first error a check raised is raised once
+        the pass is done."""
+        steps = self.sweeping(now, checking=usage_check is not None, trusted=trusted)
+        failed: Exception | None = None
+        try:
+            task = next(steps)
+            while True:
+                try:
+                    used = usage_check.was_used(task) if usage_check is not None else None
+                except Exception as exc:  # decided at a later pass; the rest are settled now
+                    failed = failed or exc
+                    task = steps.throw(exc)
+                    continue
+                task = steps.send(used)
+        except StopIteration as done:
+            if failed is not None:
+                raise failed from None
+            released: int = done.value
+            return released
 
-        ``usage_check`` decides when it can tell (used: committed, unused: given back).
-        Otherwise a ``releasing`` task (the client said unused) is given back only if
-        ``trusted(policy_client)``: the client cannot have used it behind the network's back
+    def sweeping(
+        self, now: int, *, checking: bool, trusted: Callable[[str], bool]
+    ) -> Generator[TaskRecord, bool | Pending | None, int]:
+        """One sweep pass: yields each expired task a usage check must judge and takes its
+        answer (``send``) or its failure (``throw``); returns how many were given back. The
+        caller decides where the check runs: the gateway asks it off its event loop, and
+        answers arrive between two ``await``s, so every change here is conditional on the
+        status it read (as for replicas sweeping at once).
+
+        With ``checking``, the usage check decides when it can tell (used: committed, unused:
+        given back). Otherwise a ``releasing`` task (the client said unused) is given back only
+        if ``trusted(policy_client)``: the client cannot have used it behind the network's back
         in a way the network would not see, or a usage check would have seen it. Else it
         stays counted (``committed``): a contract client (a vault) may have executed it
         before expiry. ``attested`` tasks (the client never said) stay as they are.
-        Replicas may sweep at once: every change is conditional on the status it read.
 
-        A task whose check raises (a node error, a contract whose ``taskUsed`` reverts) stays
+        A task whose check fails (a node error, a contract whose ``taskUsed`` reverts) stays
         as it is, counted, and the pass goes on: one client's task must not hold back every
-        later task's settlement. The first such error is raised once the pass is done.
-        Tasks that stay as they are would head every batch: a pass takes the batch after the
-        last pass's, from the start again once one came back short or pending.
+        later task's settlement. Tasks that stay as they are would head every batch: a pass
+        takes the batch after the last pass's, from the start again once one came back short
+        or pending.
         """
-        statuses = ("attested", "releasing") if usage_check is not None else ("releasing",)
+        statuses = ("attested", "releasing") if checking else ("releasing",)
         released = 0
-        failed: Exception | None = None
         batch = self._expired(now, statuses, self._swept_to)
         self._swept_to = (
             (batch[-1][2], batch[-1][0]) if len(batch) == SWEEP_BATCH else _FROM_THE_START
         )
-        for task_id, status, _ in batch:
+        for task_id, _, _ in batch:
             task = self.task(task_id)
-            if task is None:
+            if task is None or task.status not in statuses:  # settled since the batch was read
                 continue
-            try:
-                used = usage_check.was_used(task) if usage_check is not None else None
-            except Exception as exc:  # decided at a later pass; the rest are settled now
-                failed = failed or exc
-                continue
-            if used is PENDING:  # the rest expire later still: all pending too
-                self._swept_to = _FROM_THE_START
-                break
+            used: bool | Pending | None = None
+            if checking:
+                try:
+                    used = yield task
+                except Exception:  # noqa: S112 - the caller reports it; it stays counted
+                    continue
+                if used is PENDING:  # the rest expire later still: all pending too
+                    self._swept_to = _FROM_THE_START
+                    break
+                task = self.task(task_id)  # as it is now, after the check
+                if task is None or task.status not in statuses:
+                    continue
+            status = task.status
             if used is True:
                 self.commit(task_id, "used (usage check)")
             elif used is False:
@@ -342,8 +374,6 @@ class State:
                     released += self._give_back(task_id, status)
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
-        if failed is not None:
-            raise failed
         return released
 
 

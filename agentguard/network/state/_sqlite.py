@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from agentguard.network.state._model import (
     ApprovalRequest,
     PolicyClientRecord,
     TaskRecord,
-    UsageCheck,
     WindowTotals,
     finished,
     policy_from_material,
@@ -151,7 +150,7 @@ class SQLiteState(State):
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._parts: set[str] = set()  # shared parts known to be in the file
         self._queue: list[_Queued] = []  # records waiting for the next group commit
-        self._pruned = 0  # when idle books were last dropped (``sweep_expired``)
+        self._pruned = 0  # when idle books were last dropped (``_expired``)
 
     def close(self) -> None:
         self._flush()
@@ -558,17 +557,6 @@ class SQLiteState(State):
             ).rowcount
         )
 
-    def sweep_expired(
-        self,
-        now: int,
-        usage_check: UsageCheck | None,
-        trusted: Callable[[str], bool],
-    ) -> int:
-        if now >= self._pruned + BOOKS_PRUNE_EVERY:
-            self._pruned = now
-            self._prune_books(now)
-        return super().sweep_expired(now, usage_check, trusted)
-
     def _prune_books(self, now: int) -> None:
         """Drop the books of agents idle for longer than their longest window (nothing of
         theirs counts any more, nothing is in flight): a gateway that saw many agents once
@@ -585,6 +573,9 @@ class SQLiteState(State):
     def _expired(
         self, now: int, statuses: tuple[str, ...], after: tuple[int, str]
     ) -> list[tuple[str, str, int]]:
+        if now >= self._pruned + BOOKS_PRUNE_EVERY:
+            self._pruned = now
+            self._prune_books(now)
         marks = ", ".join("?" * len(statuses))
         rows = self._db.execute(
             f"SELECT task_id, status, expires_at FROM tasks WHERE status IN ({marks}) "  # noqa: S608
