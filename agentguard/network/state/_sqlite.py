@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from agentguard._exceptions import GatewayStateError, TaskAlreadyRecorded
 from agentguard.network.registration import Registration
 from agentguard.network.state._base import SWEEP_BATCH, State
 from agentguard.network.state._book import Reservation, _Book, _Entry
+from agentguard.network.state._checkpoint import Checkpointer
 from agentguard.network.state._compact import Packed, pack
 from agentguard.network.state._model import (
     DEFAULT_WINDOWS,
@@ -147,6 +149,14 @@ class SQLiteState(State):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # checkpoints on a thread, not inside the commit that crosses the threshold
+        # (``_checkpoint``); an in-memory or non-WAL file keeps SQLite's own
+        self._checkpoints: Checkpointer | None = None
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal":
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpoints = Checkpointer(self.path)
+            weakref.finalize(self, self._checkpoints.stop)  # a state dropped unclosed
         self._books: dict[tuple[str, str], _Book] = {}
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._parts: set[str] = set()  # shared parts known to be in the file
@@ -155,6 +165,9 @@ class SQLiteState(State):
 
     def close(self) -> None:
         self._flush()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
         self._db.close()
 
     # -- policies and policy clients -----------------------------------------------------------
@@ -467,6 +480,10 @@ class SQLiteState(State):
             failed = GatewayStateError("the gateway could not write its task records")
         else:
             self._parts |= parts
+            if self._checkpoints is not None and not self._checkpoints.note(len(batch)):
+                self._checkpoints = None  # its thread stopped: SQLite checkpoints again
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_autocheckpoint=1000")
         for item in batch:
             if failed is not None:
                 item.error = failed
