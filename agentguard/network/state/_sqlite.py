@@ -10,7 +10,8 @@ forgets them, which is safe because their attestations never left it.
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
 restart (not a power loss before the next checkpoint). The gateway's records go through
 ``record_soon``: the ``allow``s recorded by concurrent tasks share one transaction (group
-commit), and each is answered only once its commit is done.
+commit), and each is answered only once its commit is done. Checkpoints run on a thread of
+their own (``_checkpoint``), never inside a record's commit.
 """
 
 from __future__ import annotations
