@@ -162,6 +162,15 @@ class SQLiteState(State):
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._parts: set[str] = set()  # shared parts known to be in the file
         self._queue: list[_Queued] = []  # records waiting for the next group commit
+        # Policy clients that may hold an approved request: ``claim_approval`` asks the file
+        # only for them (every task asks; almost none has one). Approvals are made only through
+        # this state (``approve``; one gateway process owns the file), so the set is complete.
+        self._approving: set[str] = {
+            row[0]
+            for row in self._db.execute(
+                "SELECT DISTINCT policy_client FROM approval_requests WHERE status = 'approved'"
+            )
+        }
         self._pruned = 0  # when idle books were last dropped (``sweep_expired``)
 
     def close(self) -> None:
@@ -290,6 +299,7 @@ class SQLiteState(State):
         expires_at: int,
         now: int,
     ) -> bool:
+        self._approving.add(policy_client.lower())  # before the write: never missing one
         return bool(
             self._db.execute(
                 "UPDATE approval_requests SET status = 'approved', approval = ?, approver = ?, "
@@ -320,6 +330,8 @@ class SQLiteState(State):
     def claim_approval(
         self, policy_client: str, intent_hash: str, task_id: str, now: int
     ) -> dict[str, Any] | None:
+        if policy_client.lower() not in self._approving:
+            return None  # no approved request of this client was ever in the file
         row = self._db.execute(
             "UPDATE approval_requests SET used_by = ? WHERE policy_client = ? AND "
             "intent_hash = ? AND status = 'approved' AND used_by IS NULL AND expires_at > ? "
