@@ -19,7 +19,7 @@ import pytest
 
 from agentguard.network.state import _checkpoint, open_state
 from agentguard.network.state._sqlite import SQLiteState
-from tests.network.test_state import NOW, reserve, spent
+from tests.network.test_state import NOW, TRUSTED, reserve, spent
 
 
 def _record(state: SQLiteState, names: list[str]) -> None:
@@ -183,3 +183,18 @@ def test_the_wal_stays_bounded_when_commits_land_during_every_checkpoint(
     state.close()
     with _REAL_CONNECT(path) as other:
         assert other.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 24 * _checkpoint.RECORDS
+
+
+def test_a_stopped_thread_is_noticed_without_records(tmp_path: Path) -> None:
+    """Attack: the thread stopped (a failed checkpoint) and no task is allowed any more, only
+    parked for approval (a write each): the state noticed only at a record's commit, so the
+    WAL grew without bound. The gateway's periodic sweep notices too."""
+    state = open_state(str(tmp_path / "state.sqlite3"))
+    assert isinstance(state, SQLiteState)
+    checkpoints = state._checkpoints
+    assert checkpoints is not None
+    checkpoints.close()  # as if its connection had failed
+    state.sweep_expired(NOW, None, TRUSTED)
+    assert state._checkpoints is None
+    assert state._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    state.close()

@@ -493,14 +493,20 @@ class SQLiteState(State):
             failed = GatewayStateError("the gateway could not write its task records")
         else:
             self._parts |= parts
-            if self._checkpoints is not None and not self._checkpoints.note(len(batch)):
-                self._checkpoints = None  # its thread stopped: SQLite checkpoints again
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_autocheckpoint=1000")
+            self._note(len(batch))
         for item in batch:
             if failed is not None:
                 item.error = failed
             self._settle(item)
+
+    def _note(self, records: int) -> None:
+        """Tell the checkpoint thread ``records`` more are committed; once it has stopped,
+        SQLite checkpoints by itself again (also noticed by the periodic sweep, for a
+        gateway that writes no record any more, only approval requests)."""
+        if self._checkpoints is not None and not self._checkpoints.note(records):
+            self._checkpoints = None
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_autocheckpoint=1000")
 
     def _settle(self, item: _Queued) -> None:
         reservation, future = item.reservation, item.future
@@ -597,6 +603,7 @@ class SQLiteState(State):
         if now >= self._pruned + BOOKS_PRUNE_EVERY:
             self._pruned = now
             self._prune_books(now)
+        self._note(0)
         return super().sweep_expired(now, usage_check, trusted)
 
     def _prune_books(self, now: int) -> None:
