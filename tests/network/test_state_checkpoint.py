@@ -2,9 +2,10 @@
 
 Seen through SQLite itself (never timed): the gateway's connection has automatic checkpoints
 off, its commits write only the WAL (the database file does not grow), and the checkpoint
-thread moves the pages into the file once ``RECORDS`` records are committed; if that thread
-stops, the state hands checkpoints back to SQLite; closing the state ends the thread, and
-every record is in the file after a reopen.
+thread moves the pages into the file once ``RECORDS`` records are committed; the WAL stays
+bounded when a commit lands during every checkpoint; if that thread stops, the state hands
+checkpoints back to SQLite (noticed at a commit or at the sweep); closing the state ends the
+thread, and every record is in the file after a reopen.
 """
 
 from __future__ import annotations
