@@ -10,7 +10,8 @@ forgets them, which is safe because their attestations never left it.
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a record survives a gateway crash or
 restart (not a power loss before the next checkpoint). The gateway's records go through
 ``record_soon``: the ``allow``s recorded by concurrent tasks share one transaction (group
-commit), and each is answered only once its commit is done.
+commit), and each is answered only once its commit is done. Checkpoints run on a thread of
+their own (``_checkpoint``), never inside a record's commit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from agentguard._exceptions import GatewayStateError, TaskAlreadyRecorded
 from agentguard.network.registration import Registration
 from agentguard.network.state._base import SWEEP_BATCH, State
 from agentguard.network.state._book import Reservation, _Book, _Entry
+from agentguard.network.state._checkpoint import Checkpointer
 from agentguard.network.state._compact import Packed, pack
 from agentguard.network.state._model import (
     DEFAULT_WINDOWS,
@@ -146,14 +149,34 @@ class SQLiteState(State):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # checkpoints on a thread, not inside the commit that crosses the threshold
+        # (``_checkpoint``); an in-memory or non-WAL file keeps SQLite's own
+        self._checkpoints: Checkpointer | None = None
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal":
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpoints = Checkpointer(self.path)
+            weakref.finalize(self, self._checkpoints.stop)  # a state dropped unclosed
         self._books: dict[tuple[str, str], _Book] = {}
         self._stale: set[tuple[str, str]] = set()  # books to rebuild (re-registered client)
         self._parts: set[str] = set()  # shared parts known to be in the file
         self._queue: list[_Queued] = []  # records waiting for the next group commit
+        # Policy clients that may hold an approved request: ``claim_approval`` asks the file
+        # only for them (every task asks; almost none has one). Approvals are made only through
+        # this state (``approve``; one gateway process owns the file), so the set is complete.
+        self._approving: set[str] = {
+            row[0]
+            for row in self._db.execute(
+                "SELECT DISTINCT policy_client FROM approval_requests WHERE status = 'approved'"
+            )
+        }
         self._pruned = 0  # when idle books were last dropped (``_expired``)
 
     def close(self) -> None:
         self._flush()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
         self._db.close()
 
     # -- policies and policy clients -----------------------------------------------------------
@@ -275,6 +298,7 @@ class SQLiteState(State):
         expires_at: int,
         now: int,
     ) -> bool:
+        self._approving.add(policy_client.lower())  # before the write: never missing one
         return bool(
             self._db.execute(
                 "UPDATE approval_requests SET status = 'approved', approval = ?, approver = ?, "
@@ -305,6 +329,8 @@ class SQLiteState(State):
     def claim_approval(
         self, policy_client: str, intent_hash: str, task_id: str, now: int
     ) -> dict[str, Any] | None:
+        if policy_client.lower() not in self._approving:
+            return None  # no approved request of this client was ever in the file
         row = self._db.execute(
             "UPDATE approval_requests SET used_by = ? WHERE policy_client = ? AND "
             "intent_hash = ? AND status = 'approved' AND used_by IS NULL AND expires_at > ? "
@@ -466,10 +492,20 @@ class SQLiteState(State):
             failed = GatewayStateError("the gateway could not write its task records")
         else:
             self._parts |= parts
+            self._note(len(batch))
         for item in batch:
             if failed is not None:
                 item.error = failed
             self._settle(item)
+
+    def _note(self, records: int) -> None:
+        """Tell the checkpoint thread ``records`` more are committed; once it has stopped,
+        SQLite checkpoints by itself again (also noticed by the periodic sweep, for a
+        gateway that writes no record any more, only approval requests)."""
+        if self._checkpoints is not None and not self._checkpoints.note(records):
+            self._checkpoints = None
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_autocheckpoint=1000")
 
     def _settle(self, item: _Queued) -> None:
         reservation, future = item.reservation, item.future
@@ -576,6 +612,7 @@ class SQLiteState(State):
         if now >= self._pruned + BOOKS_PRUNE_EVERY:
             self._pruned = now
             self._prune_books(now)
+        self._note(0)  # a stopped checkpoint thread is noticed without records too
         marks = ", ".join("?" * len(statuses))
         rows = self._db.execute(
             f"SELECT task_id, status, expires_at FROM tasks WHERE status IN ({marks}) "  # noqa: S608
