@@ -18,6 +18,7 @@ from agentguard.network._server import Handler, run
 from agentguard.network.config import NetworkConfig
 from agentguard.network.gateway._core import Gateway
 from agentguard.network.state import UsageCheck, open_state
+from agentguard.network.state._owner import own_state
 
 __all__ = ["create_app", "main"]
 
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = NetworkConfig.load(args.config)
+        owned = own_state(config.gateway.state_db)  # noqa: F841  held for the process's life
         state = open_state(config.gateway.state_db)
         chain = None
         if config.gateway.chain_rpc:
