@@ -465,7 +465,8 @@ class X402Auth(httpx.Auth):
         resend: bool = False,
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url), resend)
+        url = request.url
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(url), resend, url)
         if UPTO_SESSION in request.headers:  # (``pop`` raises and catches a KeyError when absent)
             del request.headers[UPTO_SESSION]
         request.headers[payment.header] = payment.value

@@ -87,7 +87,23 @@ class PaymentPort:
             inner = exact_client.payload(typed, blob)
         elif req.scheme == "exact":
             reference = exact_client.reference(typed)
-            inner = exact_client.payload(typed, self._signer.sign_payment(verified, typed))
+            # built by ``prepare`` just now and never handed out: its fields go to the signer,
+            # which checks them as ``sign_payment`` checks typed data, without the fixed shape
+            domain, message = typed["domain"], typed["message"]
+            signature = self._signer.sign_eip3009(
+                verified,
+                name=domain["name"],
+                version=domain["version"],
+                chain_id=domain["chainId"],
+                token=domain["verifyingContract"],
+                payer=message["from"],
+                to=message["to"],
+                value=message["value"],
+                valid_after=message["validAfter"],
+                valid_before=message["validBefore"],
+                nonce=message["nonce"],
+            )
+            inner = exact_client.payload(typed, signature)
         else:
             reference = upto_client.reference(typed, payer)
             signature = self._signer.sign_payment(verified, typed, permit2_spenders=self._spenders)
