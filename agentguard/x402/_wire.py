@@ -36,6 +36,8 @@ __all__ = [
     "Requirement",
     "Settlement",
     "encode_header",
+    "encode_json",
+    "encode_text",
     "parse_amount",
     "parse_payment_required",
     "parse_settlement",
@@ -78,6 +80,8 @@ class Requirement:
     extra: Mapping[str, Any]
     resource: str
     raw: Mapping[str, Any] = field(repr=False)
+    raw_json: str | None = field(default=None, repr=False, compare=False)
+    """``raw`` as compact JSON (v2, encoded once per parse): a payment's ``accepted``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,8 @@ class PaymentRequired:
     error: str
     resource: Mapping[str, Any] | None
     extensions: Mapping[str, Any]
+    resource_json: str | None = field(default=None, repr=False, compare=False)
+    """``resource`` as compact JSON (v2 with a resource, encoded once per parse)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,7 @@ def _requirement(entry: object, version: Literal[1, 2], resource: str) -> Requir
         extra=extra,
         resource=resource,
         raw=entry,
+        raw_json=_COMPACT.encode(entry) if version == 2 else None,
     )
 
 
@@ -246,6 +253,7 @@ def _document(data: object, version: Literal[1, 2]) -> PaymentRequired:
         error=_short(error, 300) if isinstance(error, str) else "",
         resource=resource_info,
         extensions=extensions,
+        resource_json=None if resource_info is None else _COMPACT.encode(resource_info),
     )
 
 
@@ -341,4 +349,14 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 def encode_header(document: Mapping[str, Any]) -> str:
     """Standard base64 of compact JSON, as x402's SDKs write it."""
-    return base64.b64encode(_COMPACT.encode(document).encode("utf-8")).decode("ascii")
+    return encode_text(_COMPACT.encode(document))
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON, as ``encode_header`` writes it (a document's parts may be joined)."""
+    return _COMPACT.encode(value)
+
+
+def encode_text(text: str) -> str:
+    """Standard base64 of ``text``'s UTF-8: a header value of compact JSON."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
