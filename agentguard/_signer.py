@@ -654,11 +654,12 @@ def eip3009_typed_data(
     nonce: object,
 ) -> dict[str, Any]:
     """The EIP-3009 ``TransferWithAuthorization`` typed data (eth-account's ``full_message``
-    shape, types freshly copied) of these fields, exactly as x402's ``exact`` client builds it."""
-    from agentguard.chain.eip3009 import EIP3009_TYPES
-
+    shape, types freshly built: ``EIP3009_TYPES``, from the private copy the tests pin to it) of
+    these fields, exactly as x402's ``exact`` client builds it."""
     return {
-        "types": {k: [dict(f) for f in v] for k, v in EIP3009_TYPES.items()},
+        "types": {
+            name: [{"name": n, "type": t} for n, t in spec] for name, spec in _EIP3009_FIELDS
+        },
         "primaryType": "TransferWithAuthorization",
         "domain": {
             "name": name,
