@@ -9,9 +9,9 @@ keeps counting, never less.
 
 Both runners execute one step per ``execute`` call, which is the seam for tracing and fault
 injection (wrap ``execute``, or pass a port whose ``send`` misbehaves). Steps that never wait
-(ledger, audit, a non-blocking port's plain methods) a stock runner performs on the spot
-(``now``), without a coroutine per step; a runner whose ``execute`` was replaced gets every
-step through it.
+(ledger, audit, queueing gateway bookkeeping, a non-blocking port's plain methods) a stock
+runner performs on the spot (``now``), without a coroutine per step; a runner whose
+``execute`` was replaced gets every step through it.
 """
 
 from __future__ import annotations
