@@ -145,8 +145,9 @@ class PaymentPort:
     def _encoded(self, inner: dict[str, Any], payment_id: str | None) -> tuple[str, str]:
         """The payment header's name and value. v2's ``resource`` and ``accepted`` are what
         the server sent, encoded once when its answer was parsed (``raw_json``,
-        ``resource_json``): the value is that JSON joined around the payload, byte for byte
-        what encoding the whole document gives."""
+        ``resource_json``, encoded by the objects' constructors from their own mappings): the
+        value is that JSON joined around the payload, byte for byte what encoding the whole
+        document gives."""
         req, required = self._req, self._required
         if req.x402_version == 1:
             document = {
@@ -170,7 +171,8 @@ class PaymentPort:
         return PAYMENT_SIGNATURE, encode_text("".join(parts))
 
     def _document(self, inner: dict[str, Any], payment_id: str | None) -> dict[str, Any]:
-        """The v2 payment document (for requirements not parsed from a server's answer)."""
+        """The v2 payment document (for a requirement or answer whose mappings are not JSON:
+        encoding it fails as it always did)."""
         req, required = self._req, self._required
         document: dict[str, Any] = {"x402Version": 2}
         if required.resource is not None:

@@ -80,8 +80,13 @@ class Requirement:
     extra: Mapping[str, Any]
     resource: str
     raw: Mapping[str, Any] = field(repr=False)
-    raw_json: str | None = field(default=None, repr=False, compare=False)
-    """``raw`` as compact JSON (v2, encoded once per parse): a payment's ``accepted``."""
+    raw_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    """``raw`` as compact JSON (v2): a payment's ``accepted``. Encoded by every constructor,
+    never passed in, so a copy with another ``raw`` (``dataclasses.replace``) encodes its own."""
+
+    def __post_init__(self) -> None:
+        if self.x402_version == 2:
+            object.__setattr__(self, "raw_json", _compact_or_none(self.raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,13 @@ class PaymentRequired:
     error: str
     resource: Mapping[str, Any] | None
     extensions: Mapping[str, Any]
-    resource_json: str | None = field(default=None, repr=False, compare=False)
-    """``resource`` as compact JSON (v2 with a resource, encoded once per parse)."""
+    resource_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    """``resource`` as compact JSON (with a resource), encoded by every constructor like
+    ``Requirement.raw_json``."""
+
+    def __post_init__(self) -> None:
+        if self.resource is not None:
+            object.__setattr__(self, "resource_json", _compact_or_none(self.resource))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +213,6 @@ def _requirement(entry: object, version: Literal[1, 2], resource: str) -> Requir
         extra=extra,
         resource=resource,
         raw=entry,
-        raw_json=_COMPACT.encode(entry) if version == 2 else None,
     )
 
 
@@ -253,7 +262,6 @@ def _document(data: object, version: Literal[1, 2]) -> PaymentRequired:
         error=_short(error, 300) if isinstance(error, str) else "",
         resource=resource_info,
         extensions=extensions,
-        resource_json=None if resource_info is None else _COMPACT.encode(resource_info),
     )
 
 
@@ -345,6 +353,15 @@ def parse_settlement(value: str | None) -> Settlement | None:
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 """``json.dumps(..., separators=(",", ":"))``'s encoder, made once instead of per call."""
+
+
+def _compact_or_none(value: object) -> str | None:
+    """``value`` as compact JSON, or ``None`` if it is not JSON (a payment then encodes its
+    whole document, and fails there as it always did)."""
+    try:
+        return _COMPACT.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def encode_header(document: Mapping[str, Any]) -> str:

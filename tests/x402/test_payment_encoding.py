@@ -2,8 +2,8 @@
 ``PaymentRequired.resource_json``) against encoding the whole document (the path it replaced,
 still ``PaymentPort._document``): byte for byte the same header for seeded random v2 answers
 with hostile text (escapes, non-ASCII, nesting, big numbers) in what the server sent, with and
-without a resource and a ``payment-identifier`` extension; requirements built by hand (no
-encoded JSON) take the document path."""
+without a resource and a ``payment-identifier`` extension; requirements built by hand or copied
+with other values (``dataclasses.replace``) encode their own JSON."""
 
 from __future__ import annotations
 
@@ -102,12 +102,32 @@ def test_the_joined_header_is_the_encoded_document() -> None:
     assert joined == 250 and 50 < with_id < 200
 
 
-def test_requirements_built_by_hand_take_the_document_path() -> None:
+def test_requirements_built_by_hand_send_their_own_json() -> None:
+    """A requirement or answer built by hand, or copied with another ``raw`` / ``resource``
+    (``dataclasses.replace``), encodes its own JSON: the header says what it says."""
     rng = random.Random(7)
     for _ in range(40):
         header = _answer(rng)
         parsed = parse_v2_header(header)
-        req = replace(select(parsed, Allowances({TOKEN: 10**6})), raw_json=None)
-        required = replace(parsed, resource_json=None, accepts=(req,))
+        chosen = select(parsed, Allowances({TOKEN: 10**6}))
+        raw = {**chosen.raw, "amount": str(chosen.amount + 1), "added": _value(rng)}
+        req = replace(chosen, amount=chosen.amount + 1, raw=raw)
+        resource = rng.choice([None, {"url": "http://other.test/" + rng.choice(TEXTS)}])
+        required = replace(parsed, resource=resource, accepts=(req,))
+        assert req.raw_json == json.dumps(raw, separators=(",", ":"))
         port, payment, payment_id, inner = _signed(required, req)
         assert payment.value == encode_header(port._document(inner, payment_id))
+        sent = json.loads(base64.b64decode(payment.value))
+        assert sent["accepted"] == raw and sent.get("resource") == resource
+
+
+def test_requirements_that_are_not_json_fail_as_the_document_does() -> None:
+    parsed = parse_v2_header(_answer(random.Random(8)))
+    req = replace(select(parsed, Allowances({TOKEN: 10**6})), raw={"amount": {1, 2}})
+    assert req.raw_json is None
+    try:
+        _signed(replace(parsed, accepts=(req,)), req)
+    except TypeError as exc:
+        assert "set is not JSON serializable" in str(exc)
+    else:
+        raise AssertionError("a set was encoded")
