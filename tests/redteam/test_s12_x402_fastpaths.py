@@ -20,6 +20,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 
 from agentguard._exceptions import AttestationReplayed, IntentMismatch, PaymentRequiredError
@@ -248,3 +249,64 @@ def test_gateway_steps_are_queued_once_and_a_queue_failure_stays_out_of_the_flow
     submitted.clear()
     assert runner.drive(_flow()) == "done"
     assert seen == ["GatewayCommit", "GatewayRelease"] and len(submitted) == 2
+
+
+def test_async_gateway_steps_are_queued_on_the_running_loop_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An async authorizer's steps go to the asyncio queue, from inside the loop (its
+    ``submit`` needs the running loop), once per step."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from agentguard.pipeline import AsyncRunner
+
+    loops: list[object] = []
+
+    class Book:
+        def submit(self, step: object) -> None:
+            loops.append((type(step).__name__, asyncio.get_running_loop()))
+
+    class Authorizer:
+        async def commit(self, task_id: str, outcome: str) -> None: ...
+
+        async def release(self, task_id: str) -> None: ...
+
+    monkeypatch.setattr(runner_module, "async_bookkeeper", lambda guard: Book())
+    monkeypatch.setattr(runner_module, "bookkeeper", lambda guard: pytest.fail("blocking"))
+    runner = AsyncRunner(SimpleNamespace(authorizer=Authorizer()), Ledger())  # type: ignore[arg-type]
+
+    async def main() -> object:
+        assert await runner.drive(_flow()) == "done"
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(main())
+    assert loops == [("GatewayCommit", loop), ("GatewayRelease", loop)]
+
+
+# -- 5. the URL identity check --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 402, 500, 302])
+def test_a_url_changed_in_place_passes_identity_but_the_payment_stays_counted(
+    status: int,
+) -> None:
+    """``httpx.URL`` is immutable by convention only: same-process code can re-point the very
+    object the payment was sent with. The identity check then takes it for the paid URL, but
+    an answer never gives the payment back (no outcome releases it), so nothing is gained
+    that holding the signed header did not already give."""
+    from agentguard.pipeline import NeverLanded
+    from agentguard.x402._answer import Paid, outcome
+
+    required = parse_v2_header(encode_header({"x402Version": 2, "accepts": [requirement()]}))
+    req = select(required, Allowances({TOKEN: 10**6}))
+    _, payment, _, _ = _signed(required, req)
+    request = httpx.Request("GET", "http://shop.test/paid")
+    url = request.url
+    paid = Paid(payment, "r1", SIGNER.address, str(url), False, url)
+    url._uri_reference = httpx.URL("http://evil.test/paid")._uri_reference
+    assert str(request.url) == "http://evil.test/paid" and request.url is paid.sent_url
+    request.headers[payment.header] = payment.value
+    headers = {"location": "http://evil.test/x"} if status == 302 else {}
+    result = outcome(request, httpx.Response(status, headers=headers, request=request), paid)
+    assert not isinstance(result, NeverLanded)
