@@ -298,6 +298,39 @@ class Signer:
             verified, True, lambda ticket: self._payment(ticket, typed_data, permit2_spenders)
         )
 
+    def sign_eip3009(
+        self,
+        verified: VerifiedAttestation,
+        *,
+        name: str,
+        version: str,
+        chain_id: int,
+        token: str,
+        payer: str,
+        to: str,
+        value: int,
+        valid_after: int,
+        valid_before: int,
+        nonce: str,
+    ) -> bytes:
+        """``sign_payment`` of the EIP-3009 ``TransferWithAuthorization`` these fields make
+        (``eip3009_typed_data``), for a caller that has them at hand (x402 ``exact``): the same
+        checks on the same values and the same signature, without building the typed data and
+        walking its shape. Anything the one pass does not take goes to ``sign_payment``'s
+        general path with that typed data, which decides and refuses with its reasons."""
+        fields = (name, version, chain_id, token, payer, to, value, valid_after, valid_before)
+        return self._redeemed(
+            verified, True, lambda ticket: self._eip3009(ticket, (*fields, nonce))
+        )
+
+    def _eip3009(self, ticket: Ticket, fields: tuple[Any, ...]) -> bytes:
+        intent = ticket.intent
+        if type(intent) is PaymentIntent and _same(intent.payer, self.address):
+            digest = self._eip3009_digest(intent, ticket.expires_at, *fields)
+            if digest is not None:
+                return sign_typed_digest(self._key, digest)
+        return self._payment(ticket, eip3009_typed_data(*fields), ())
+
     def _payment(
         self, ticket: Ticket, typed_data: object, permit2_spenders: Collection[str]
     ) -> bytes:
@@ -367,11 +400,41 @@ class Signer:
             or not _canonical_eip3009_types(types)
         ):
             return None
-        name, version = dict.get(domain, "name"), dict.get(domain, "version")
-        chain_id, token = dict.get(domain, "chainId"), dict.get(domain, "verifyingContract")
-        payer, payee = dict.get(message, "from"), dict.get(message, "to")
-        value, nonce = dict.get(message, "value"), dict.get(message, "nonce")
-        after, before = dict.get(message, "validAfter"), dict.get(message, "validBefore")
+        if not (_str_keys(domain) and _str_keys(message)):
+            return None
+        return self._eip3009_digest(
+            intent,
+            expires_at,
+            dict.get(domain, "name"),
+            dict.get(domain, "version"),
+            dict.get(domain, "chainId"),
+            dict.get(domain, "verifyingContract"),
+            dict.get(message, "from"),
+            dict.get(message, "to"),
+            dict.get(message, "value"),
+            dict.get(message, "validAfter"),
+            dict.get(message, "validBefore"),
+            dict.get(message, "nonce"),
+        )
+
+    def _eip3009_digest(
+        self,
+        intent: PaymentIntent,
+        expires_at: int,
+        name: object,
+        version: object,
+        chain_id: object,
+        token: object,
+        payer: object,
+        payee: object,
+        value: object,
+        after: object,
+        before: object,
+        nonce: object,
+    ) -> bytes | None:
+        """``_plain_eip3009``'s verdict on the authorization's fields, each read once by the
+        caller: the digest if every one is exactly a ``str``/``int`` and together they are
+        exactly ``intent`` within the attestation's window, else ``None``."""
         if not (
             type(name) is str
             and type(version) is str
@@ -383,8 +446,6 @@ class Signer:
             and type(after) is int
             and type(before) is int
             and type(nonce) is str
-            and _str_keys(domain)
-            and _str_keys(message)
         ):
             return None
         if not (
@@ -578,6 +639,43 @@ def _canonical_eip3009_types(types: object) -> bool:
             ):
                 return False
     return True
+
+
+def eip3009_typed_data(
+    name: object,
+    version: object,
+    chain_id: object,
+    token: object,
+    payer: object,
+    to: object,
+    value: object,
+    valid_after: object,
+    valid_before: object,
+    nonce: object,
+) -> dict[str, Any]:
+    """The EIP-3009 ``TransferWithAuthorization`` typed data (eth-account's ``full_message``
+    shape, types freshly built: ``EIP3009_TYPES``, from the private copy the tests pin to it) of
+    these fields, exactly as x402's ``exact`` client builds it."""
+    return {
+        "types": {
+            name: [{"name": n, "type": t} for n, t in spec] for name, spec in _EIP3009_FIELDS
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {
+            "name": name,
+            "version": version,
+            "chainId": chain_id,
+            "verifyingContract": token,
+        },
+        "message": {
+            "from": payer,
+            "to": to,
+            "value": value,
+            "validAfter": valid_after,
+            "validBefore": valid_before,
+            "nonce": nonce,
+        },
+    }
 
 
 def eip3009_digest(typed_data: dict[str, Any]) -> bytes | None:

@@ -148,7 +148,7 @@ class _Registry:
             self._spent[task_id] = ticket.expires_at
         if ticket.expires_at <= now:
             raise AttestationExpired(f"attestation {task} expired at {ticket.expires_at}")
-        if attestation != ticket.attestation:
+        if attestation is not ticket.attestation and attestation != ticket.attestation:
             raise IntentMismatch(f"attestation {task} was altered after it was verified")
         kind = type(ticket.intent)
         current = _fields(intent, kind)

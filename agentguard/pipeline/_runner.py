@@ -9,9 +9,9 @@ keeps counting, never less.
 
 Both runners execute one step per ``execute`` call, which is the seam for tracing and fault
 injection (wrap ``execute``, or pass a port whose ``send`` misbehaves). Steps that never wait
-(ledger, audit, a non-blocking port's plain methods) a stock runner performs on the spot
-(``now``), without a coroutine per step; a runner whose ``execute`` was replaced gets every
-step through it.
+(ledger, audit, queueing gateway bookkeeping, a non-blocking port's plain methods) a stock
+runner performs on the spot (``now``), without a coroutine per step; a runner whose
+``execute`` was replaced gets every step through it.
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ _LOCAL = (Reserve, Bind, MarkSigned, Commit, Release, Audit)
 _PORT = (Prepare, Sign, Abandon, Send, Confirm)
 _LOCAL_TYPES = frozenset(_LOCAL)
 _PORT_TYPES = frozenset(_PORT)
+_BOOK_TYPES = frozenset((GatewayCommit, GatewayRelease))
 
 LATER: Any = object()
 """``now``'s answer for a step that has to go through ``execute``."""
@@ -174,8 +175,9 @@ LATER: Any = object()
 
 def _now(runner: Any, stock: Callable[..., Any], step: Step, port: object) -> Any:
     """What ``runner.execute(step, port)`` would return (or raise) for a step of exactly a step
-    class that never waits: a ledger or audit step, or a plain method of a port that says
-    ``blocking = False`` (both runners call such a method directly); ``LATER`` for anything
+    class that never waits: a ledger or audit step, a gateway call handed to the bookkeeping
+    queue, or a plain method of a port that says ``blocking = False`` (both runners call such a
+    method directly); ``LATER`` for anything
     else, and for every step when ``execute`` is not ``stock`` (a subclass's or an instance's
     own: the seam for tracing and fault injection sees every step)."""
     if type(runner).execute is not stock or "execute" in runner.__dict__:  # not the stock one
@@ -183,6 +185,8 @@ def _now(runner: Any, stock: Callable[..., Any], step: Step, port: object) -> An
     kind = type(step)
     if kind in _LOCAL_TYPES:
         return _local_step(runner.ledger, runner.audit, step)
+    if kind in _BOOK_TYPES:
+        return runner._book(step)
     if kind in _PORT_TYPES and port is not None and not getattr(port, "blocking", True):
         method, args = _port_call(port, step)  # type: ignore[arg-type]
         if not _coroutine(method):
@@ -335,9 +339,11 @@ class Runner:
             case AwaitApproval():
                 return self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
-                _queue(bookkeeper, self.guard, step)
-                return None
+                return self._book(step)
         raise TypeError(f"unknown pipeline step {step!r}")
+
+    def _book(self, step: GatewayCommit | GatewayRelease) -> None:
+        _queue(bookkeeper, self.guard, step)
 
     def _await_approval(self, step: AwaitApproval) -> None:
         try:
@@ -426,11 +432,14 @@ class AsyncRunner:
             case AwaitApproval():
                 return await self._await_approval(step)
             case GatewayRelease() | GatewayCommit():
-                name = "release" if isinstance(step, GatewayRelease) else "commit"
-                asynchronous = _coroutine(getattr(guard.authorizer, name, None))
-                _queue(async_bookkeeper if asynchronous else bookkeeper, guard, step)
-                return None
+                return self._book(step)
         raise TypeError(f"unknown pipeline step {step!r}")
+
+    def _book(self, step: GatewayCommit | GatewayRelease) -> None:
+        """Queue the gateway call: never waits (``now`` does it on the spot too)."""
+        name = "release" if isinstance(step, GatewayRelease) else "commit"
+        asynchronous = _coroutine(getattr(self.guard.authorizer, name, None))
+        _queue(async_bookkeeper if asynchronous else bookkeeper, self.guard, step)
 
     async def _await_approval(self, step: AwaitApproval) -> None:
         try:

@@ -10,7 +10,7 @@ was settled or delivered is committed (its amount is fixed by the signature), an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -58,6 +58,9 @@ class Paid:
     payer: str
     url: str  # the only URL the payment may be sent to (never a redirect's ``Location``)
     resent: bool = False  # a lost payment sent again: never taken as unsent (it may be out)
+    sent_url: httpx.URL | None = field(default=None, compare=False, repr=False)
+    """The URL object ``url`` was rendered from: a request still carrying exactly it is at
+    ``url`` without rendering it again (``httpx.URL`` is immutable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,8 @@ def _redirected(response: httpx.Response, paid: Paid) -> bool:
     return any(
         r.request.headers.get(header) == value
         for r in (*response.history, response)
-        if r.has_redirect_location or str(r.request.url) != paid.url
+        if r.has_redirect_location
+        or (r.request.url is not paid.sent_url and str(r.request.url) != paid.url)
     )
 
 
@@ -197,8 +201,8 @@ def outcome(request: httpx.Request, response: httpx.Response, paid: Paid) -> Out
         # The official servers settle only after a successful handler; with no receipt we
         # cannot tell, so the payment stays counted until reconciled.
         return StillCounted("outcome_unknown", "paid request failed without a receipt", record=seen)
-    charge = reported_charge(response, settlement)
     if req.scheme == "upto":
+        charge = reported_charge(response, settlement)
         session = response.headers.get(UPTO_SESSION)
         attach(response, paid, settlement, reported=charge, session=session)
         return StillCounted(

@@ -187,6 +187,7 @@ class X402Auth(httpx.Auth):
         self._lock = threading.Lock()
         self._unanswered: dict[str, _Lost] = {}
         self._sessions = Sessions(self._record, clock)
+        self._chosen: tuple[PaymentRequired, Requirement] | None = None
 
     def __repr__(self) -> str:
         return f"X402Auth(payer={self._payer}, sessions={len(self._sessions)})"
@@ -334,7 +335,7 @@ class X402Auth(httpx.Auth):
             required = parse_payment_required(
                 response.headers.get(PAYMENT_REQUIRED), response.content
             )
-            req = select(required, self._allowances, from_vault=self._vault is not None)
+            req = self._select(required)
             if req.scheme != "upto":
                 yield from self._pay(request, required, req, runner)
                 return
@@ -348,6 +349,17 @@ class X402Auth(httpx.Auth):
                     return
             finally:
                 self._sessions.release(opening)
+
+    def _select(self, required: PaymentRequired) -> Requirement:
+        """``select`` under this auth's allowances, remembered for the last answer chosen from:
+        a v2 server's identical ``PAYMENT-REQUIRED`` parses to the same (cached, immutable)
+        object, held here so its identity cannot pass to another. A refusal is not remembered."""
+        chosen = self._chosen
+        if chosen is not None and chosen[0] is required:
+            return chosen[1]
+        req = select(required, self._allowances, from_vault=self._vault is not None)
+        self._chosen = (required, req)
+        return req
 
     def _send(
         self, request: httpx.Request, session: Session | None
@@ -465,7 +477,8 @@ class X402Auth(httpx.Auth):
         resend: bool = False,
     ) -> Generator[_Effect, Any, Outcome]:
         payment: Payment = signed.payload
-        paid = Paid(payment, flight.holds[0].id, self._payer, str(request.url), resend)
+        url = request.url
+        paid = Paid(payment, flight.holds[0].id, self._payer, str(url), resend, url)
         if UPTO_SESSION in request.headers:  # (``pop`` raises and catches a KeyError when absent)
             del request.headers[UPTO_SESSION]
         request.headers[payment.header] = payment.value

@@ -23,6 +23,8 @@ from agentguard.x402._wire import (
     PaymentRequired,
     Requirement,
     encode_header,
+    encode_json,
+    encode_text,
 )
 from agentguard.x402.exact import client as exact_client
 from agentguard.x402.upto import client as upto_client
@@ -87,17 +89,33 @@ class PaymentPort:
             inner = exact_client.payload(typed, blob)
         elif req.scheme == "exact":
             reference = exact_client.reference(typed)
-            inner = exact_client.payload(typed, self._signer.sign_payment(verified, typed))
+            # built by ``prepare`` just now and never handed out: its fields go to the signer,
+            # which checks them as ``sign_payment`` checks typed data, without the fixed shape
+            domain, message = typed["domain"], typed["message"]
+            signature = self._signer.sign_eip3009(
+                verified,
+                name=domain["name"],
+                version=domain["version"],
+                chain_id=domain["chainId"],
+                token=domain["verifyingContract"],
+                payer=message["from"],
+                to=message["to"],
+                value=message["value"],
+                valid_after=message["validAfter"],
+                valid_before=message["validBefore"],
+                nonce=message["nonce"],
+            )
+            inner = exact_client.payload(typed, signature)
         else:
             reference = upto_client.reference(typed, payer)
             signature = self._signer.sign_payment(verified, typed, permit2_spenders=self._spenders)
             inner = upto_client.payload(typed, signature, payer)
         payment_id = _payment_id(self._required)
-        header, document = self._document(inner, payment_id)
+        header, value = self._encoded(inner, payment_id)
         payment = Payment(
             requirement=req,
             header=header,
-            value=encode_header(document),
+            value=value,
             reference=reference,
             valid_until=int(prepared.record["valid_until"]),
             payment_id=payment_id,
@@ -124,9 +142,12 @@ class PaymentPort:
     def confirm(self, signed: Signed) -> Outcome:
         raise ConfigurationError("an x402 payment is confirmed by its answer")
 
-    def _document(
-        self, inner: dict[str, Any], payment_id: str | None
-    ) -> tuple[str, dict[str, Any]]:
+    def _encoded(self, inner: dict[str, Any], payment_id: str | None) -> tuple[str, str]:
+        """The payment header's name and value. v2's ``resource`` and ``accepted`` are what
+        the server sent, encoded once when its answer was parsed (``raw_json``,
+        ``resource_json``, encoded by the objects' constructors from their own mappings): the
+        value is that JSON joined around the payload, byte for byte what encoding the whole
+        document gives."""
         req, required = self._req, self._required
         if req.x402_version == 1:
             document = {
@@ -135,8 +156,25 @@ class PaymentPort:
                 "network": req.network,
                 "payload": inner,
             }
-            return X_PAYMENT, document
-        document = {"x402Version": 2}
+            return X_PAYMENT, encode_header(document)
+        head, accepted = required.resource_json, req.raw_json
+        if accepted is None or (head is None) is not (required.resource is None):
+            return PAYMENT_SIGNATURE, encode_header(self._document(inner, payment_id))
+        parts = ['{"x402Version":2,']
+        if head is not None:
+            parts += ['"resource":', head, ","]
+        parts += ['"accepted":', accepted, ',"payload":', encode_json(inner)]
+        if payment_id is not None:
+            identifier = _identifier(required.extensions, payment_id)
+            parts += [',"extensions":', encode_json({PAYMENT_IDENTIFIER: identifier})]
+        parts.append("}")
+        return PAYMENT_SIGNATURE, encode_text("".join(parts))
+
+    def _document(self, inner: dict[str, Any], payment_id: str | None) -> dict[str, Any]:
+        """The v2 payment document (for a requirement or answer whose mappings are not JSON:
+        encoding it fails as it always did)."""
+        req, required = self._req, self._required
+        document: dict[str, Any] = {"x402Version": 2}
         if required.resource is not None:
             document["resource"] = dict(required.resource)
         document["accepted"] = dict(req.raw)
@@ -145,7 +183,7 @@ class PaymentPort:
             document["extensions"] = {
                 PAYMENT_IDENTIFIER: _identifier(required.extensions, payment_id)
             }
-        return PAYMENT_SIGNATURE, document
+        return document
 
 
 def _payment_id(required: PaymentRequired) -> str | None:

@@ -126,12 +126,12 @@ def _refuse_redirect(request: httpx.Request) -> Paid | None:
     paid = request.extensions.get(PAYMENT_EXTENSION)
     if session is None and paid is None:  # nothing to guard (most requests): no URL rendering
         return None
-    url = str(request.url)
-    if session is not None and session != url:
+    url = request.url
+    if session is not None and session != str(url):
         request.headers.pop(UPTO_SESSION, None)
     if isinstance(paid, Paid):
-        if url != paid.url:
-            raise redirected(request, paid, url)
+        if url is not paid.sent_url and str(url) != paid.url:  # the URL paid for, unrendered
+            raise redirected(request, paid, str(url))
         return paid
     return None
 

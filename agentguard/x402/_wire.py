@@ -36,6 +36,8 @@ __all__ = [
     "Requirement",
     "Settlement",
     "encode_header",
+    "encode_json",
+    "encode_text",
     "parse_amount",
     "parse_payment_required",
     "parse_settlement",
@@ -78,6 +80,13 @@ class Requirement:
     extra: Mapping[str, Any]
     resource: str
     raw: Mapping[str, Any] = field(repr=False)
+    raw_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    """``raw`` as compact JSON (v2): a payment's ``accepted``. Encoded by every constructor,
+    never passed in, so a copy with another ``raw`` (``dataclasses.replace``) encodes its own."""
+
+    def __post_init__(self) -> None:
+        if self.x402_version == 2:
+            object.__setattr__(self, "raw_json", _compact_or_none(self.raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,13 @@ class PaymentRequired:
     error: str
     resource: Mapping[str, Any] | None
     extensions: Mapping[str, Any]
+    resource_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    """``resource`` as compact JSON (with a resource), encoded by every constructor like
+    ``Requirement.raw_json``."""
+
+    def __post_init__(self) -> None:
+        if self.resource is not None:
+            object.__setattr__(self, "resource_json", _compact_or_none(self.resource))
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +355,25 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 """``json.dumps(..., separators=(",", ":"))``'s encoder, made once instead of per call."""
 
 
+def _compact_or_none(value: object) -> str | None:
+    """``value`` as compact JSON, or ``None`` if it is not JSON (a payment then encodes its
+    whole document, and fails there as it always did)."""
+    try:
+        return _COMPACT.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def encode_header(document: Mapping[str, Any]) -> str:
     """Standard base64 of compact JSON, as x402's SDKs write it."""
-    return base64.b64encode(_COMPACT.encode(document).encode("utf-8")).decode("ascii")
+    return encode_text(_COMPACT.encode(document))
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON, as ``encode_header`` writes it (a document's parts may be joined)."""
+    return _COMPACT.encode(value)
+
+
+def encode_text(text: str) -> str:
+    """Standard base64 of ``text``'s UTF-8: a header value of compact JSON."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")

@@ -28,7 +28,7 @@ from .pipeline_trace import PipelineTrace
 from .test_pipeline_core import PAYEE, TOKEN, verified_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SIGNER_METHODS = {"sign_transaction", "sign_payment", "sign_vault_payment"}
+SIGNER_METHODS = {"sign_transaction", "sign_payment", "sign_eip3009", "sign_vault_payment"}
 PRIMITIVES = {"sign_eip1559", "sign_typed_digest", "sign_typed_data", "unsafe_sign_hash"}
 
 # (file, enclosing function) → why it may sign
@@ -37,9 +37,11 @@ ALLOWED_CALLS = {
     ("agentguard/x402/_payment.py", "sign"): "PaymentPort.sign: the pipeline's Sign step",
     ("agentguard/_signer.py", "sign_transaction"): "the Signer's own primitive",
     ("agentguard/_signer.py", "sign_payment"): "the Signer's own primitive",
+    ("agentguard/_signer.py", "sign_eip3009"): "the Signer's own primitive",
     ("agentguard/_signer.py", "sign_vault_payment"): "the Signer's own primitive",
     ("agentguard/_signer.py", "_transaction"): "the Signer's own primitive (after its ticket)",
     ("agentguard/_signer.py", "_payment"): "the Signer's own primitive (after its ticket)",
+    ("agentguard/_signer.py", "_eip3009"): "the Signer's own primitive (after its ticket)",
     ("agentguard/_signer.py", "_vault_payment"): "the Signer's own primitive (after its ticket)",
     ("agentguard/chain/contracts.py", "transact"): "dev-chain helper: a caller's dev account",
     (

@@ -25,6 +25,8 @@ from agentguard.pipeline import (
     Bind,
     Commit,
     Confirm,
+    GatewayCommit,
+    GatewayRelease,
     MarkSigned,
     Prepare,
     Prepared,
@@ -244,3 +246,50 @@ def test_a_replaced_execute_sees_every_step() -> None:
 
     assert Traced(None, Ledger()).drive(flow()) == "done"  # type: ignore[arg-type]
     assert seen == ["Audit", "Audit"]
+
+
+class _SyncAuthorizer:
+    def commit(self, task_id: str, outcome: str) -> None: ...
+
+    def release(self, task_id: str) -> None: ...
+
+
+class _AsyncAuthorizer:
+    async def commit(self, task_id: str, outcome: str) -> None: ...
+
+    async def release(self, task_id: str) -> None: ...
+
+
+class _MixedAuthorizer:
+    async def commit(self, task_id: str, outcome: str) -> None: ...
+
+    def release(self, task_id: str) -> None: ...
+
+
+@pytest.mark.parametrize("authorizer", [_SyncAuthorizer, _AsyncAuthorizer, _MixedAuthorizer])
+def test_gateway_steps_now_queue_what_execute_queues(
+    monkeypatch: pytest.MonkeyPatch, authorizer: type
+) -> None:
+    """A gateway commit or release only goes into the guard's bookkeeping queue (it never
+    waits): ``now`` hands it to the same queue, for the same guard, as ``execute`` does."""
+    from types import SimpleNamespace
+
+    from agentguard.pipeline import _runner
+
+    queued: list[tuple[str, object, object]] = []
+    monkeypatch.setattr(
+        _runner, "_queue", lambda book, guard, step: queued.append((book.__name__, guard, step))
+    )
+    guard = SimpleNamespace(authorizer=authorizer())
+    steps = [GatewayCommit("0x01", "settled"), GatewayRelease("0x02")]
+    for runner in (Runner(guard, Ledger()), AsyncRunner(guard, Ledger())):  # type: ignore[arg-type]
+        for step in steps:
+            queued.clear()
+            assert runner.now(step) is None
+            fast = list(queued)
+            queued.clear()
+            if isinstance(runner, AsyncRunner):
+                assert asyncio.run(runner.execute(step)) is None
+            else:
+                assert runner.execute(step) is None
+            assert fast == queued and len(fast) == 1 and fast[0][1:] == (guard, step)

@@ -1,5 +1,6 @@
 """``outcome``'s redirect check, which reads a request's headers only for a response that was a
-redirect or came from another URL, against the check it had before, which read every
+redirect or came from another URL (and renders a request's URL only when it is not the very
+object the payment was sent with), against the check it had before, which read every
 response's request headers first: the same verdict for seeded random and hostile chains."""
 
 from __future__ import annotations
@@ -46,8 +47,14 @@ def _case(seed: int) -> tuple[httpx.Response, Any]:
     rng = random.Random(seed)
     chain = [_response(rng) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
     chain[-1].history = chain[:-1]
+    url = rng.choice(URLS[:2])
+    # the URL object the payment was sent with (``Paid.sent_url``): one of the chain's own,
+    # an equal fresh one, or none; a request still carrying it is not rendered again
+    sent = [r.request.url for r in chain if str(r.request.url) == url]
     paid = SimpleNamespace(
-        url=rng.choice(URLS[:2]), payment=SimpleNamespace(header=HEADER, value=VALUE)
+        url=url,
+        sent_url=rng.choice([None, httpx.URL(url), *sent]),
+        payment=SimpleNamespace(header=HEADER, value=VALUE),
     )
     return chain[-1], paid
 

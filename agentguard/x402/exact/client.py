@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 from agentguard._intent import chain_id_from_network
-from agentguard.chain.eip3009 import EIP3009_TYPES
+from agentguard._signer import eip3009_typed_data
 from agentguard.x402._wire import Requirement
 
 __all__ = ["payload", "reference", "typed_data", "valid_until"]
@@ -34,24 +34,18 @@ def typed_data(
     """The full EIP-712 message (eth-account's ``full_message`` shape) to sign for ``req``."""
     nonce = secrets.token_bytes(32) if nonce is None else nonce
     valid_after = 0 if req.x402_version == 2 else now - V1_CLOCK_SKEW
-    return {
-        "types": {k: [dict(f) for f in v] for k, v in EIP3009_TYPES.items()},  # a fresh copy
-        "primaryType": "TransferWithAuthorization",
-        "domain": {
-            "name": req.extra["name"],
-            "version": req.extra["version"],
-            "chainId": chain_id_from_network(req.network),
-            "verifyingContract": req.asset,
-        },
-        "message": {
-            "from": payer,
-            "to": req.pay_to,
-            "value": req.amount,
-            "validAfter": valid_after,
-            "validBefore": valid_before,
-            "nonce": "0x" + nonce.hex(),
-        },
-    }
+    return eip3009_typed_data(
+        req.extra["name"],
+        req.extra["version"],
+        chain_id_from_network(req.network),
+        req.asset,
+        payer,
+        req.pay_to,
+        req.amount,
+        valid_after,
+        valid_before,
+        "0x" + nonce.hex(),
+    )
 
 
 def reference(typed: dict[str, Any]) -> str:
