@@ -29,12 +29,12 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._exceptions import MalformedSignature
 from agentguard._tiers import ALL, STANDARD, known, level, tier_name
 from agentguard.network._rpc import MAX_HOST_KEYS, POLICY_EVALUATION_ERROR, RPCError
+from agentguard.network.gateway._batching import LinkQueue
 from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
     OperatorLink,
     call_host,
-    call_operator,
     operator_error,
     task_members,
 )
@@ -184,6 +184,8 @@ class FanOut:
         self._rotation = 0
         self._latency = 0.0  # moving average of time-to-quorum, seconds
         self._background: set[asyncio.Future[Any]] = set()
+        # an operator's own link: the tasks waiting for it go together (``_batching``)
+        self._queues = {id(link): LinkQueue(link) for link in self.links if not link.hosted}
 
     def hedge_delay(self) -> float:
         """How long a quorum may take before the remaining operators are asked too."""
@@ -195,6 +197,8 @@ class FanOut:
     def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        for queue in self._queues.values():
+            queue.close()
         for link in self.links:
             link.http.close()
 
@@ -215,6 +219,7 @@ class FanOut:
             task_members(task, task_id, expires_at, approval, intent_json)
             + b',"wasm":'
             + wasm_json,
+            task_id,
         )
         digests = _Digests(
             chain_id=task.intent.chain_id,
@@ -244,7 +249,7 @@ class FanOut:
                     hosts.setdefault(id(link.http), []).append(link)
                     continue
                 call = asyncio.ensure_future(
-                    call_operator(link, client.code_hash, bodies, task.timeout)
+                    self._queues[id(link)].call(client.code_hash, bodies, task.timeout)
                 )
                 calls[call] = [link]
             for keys in hosts.values():
