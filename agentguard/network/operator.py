@@ -14,6 +14,10 @@ One process may hold several operator keys (an operator host: ``--key-file`` rep
 evaluates a task once and each key it is asked for signs the same attestation digest on its
 own (``agentguard_evaluateForKeys``), each key with its own task claims, as separate operators
 would. Keys on one host share its failure domain: see ``docs/architecture.md``.
+
+Under load the gateway sends an operator several tasks in one message
+(``agentguard_evaluateBatch``): each is checked, evaluated, signed and answered on its own,
+under its task id, exactly as if it came alone.
 """
 
 from __future__ import annotations

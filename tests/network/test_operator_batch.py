@@ -199,7 +199,8 @@ def _run(link: _Link, tasks: list[dict[str, Any]], queue: LinkQueue | None = Non
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         link.gate.set()
-        return list(await asyncio.gather(*calls, return_exceptions=True))
+        async with asyncio.timeout(30):  # a waiter left hanging fails, not hangs, the test
+            return list(await asyncio.gather(*calls, return_exceptions=True))
 
     return asyncio.run(go())
 
@@ -352,3 +353,16 @@ def test_one_task_id_goes_once_per_batch() -> None:
     ]
     for task, outcome in zip(tasks, outcomes, strict=True):
         assert _vote(link, task, outcome) == ("allow", 0)
+
+
+def test_a_bug_while_sending_a_batch_reaches_every_waiter() -> None:
+    link = _Link(Operator(KEY, Registry(":memory:")))
+
+    def broken(answers: list[Any]) -> list[Any]:
+        raise RuntimeError("a bug")
+
+    link.spoil = broken
+    tasks = [request(n * UNIT) for n in (1, 2, 3)]
+    outcomes = _run(link, tasks)  # no waiter is left hanging (this returns)
+    assert outcomes[0]["decision"] == "allow"
+    assert all(isinstance(o, RuntimeError) for o in outcomes[1:])

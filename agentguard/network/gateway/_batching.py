@@ -98,8 +98,8 @@ def _bind(answers: Any, jobs: list[_Job]) -> dict[str, Any]:
 
 
 class LinkQueue:
-    """The tasks for one operator (not an operator host's keys: ``call_host``), at most one
-    message in flight to it once a second task waits."""
+    """The tasks for one operator (not an operator host's keys: ``call_host``): a task waits
+    only behind a message in flight to it."""
 
     def __init__(self, link: OperatorLink) -> None:
         self.link = link
@@ -177,6 +177,9 @@ class LinkQueue:
             for job in jobs:
                 job.future.cancel()
             raise
+        except Exception as exc:  # a bug: every waiter hears of it (``FanOut``: internal)
+            for job in jobs:
+                _settle(job, exc)
         finally:
             self._busy -= 1
             self._drain()

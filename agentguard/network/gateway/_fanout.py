@@ -7,7 +7,9 @@ fault reports spread); the rest are asked too when one fails, when they disagree
 answers are slower than usual. On a small host every extra evaluation competes for the same
 cores; a healthy quorum never needs it. The operators of one operator host asked at the same
 moment are asked in one call (``call_host``): one evaluation, one vote per key, each counted
-and checked as its own; a slow or failing host delays or fails all of them.
+and checked as its own; a slow or failing host delays or fails all of them. An operator's
+own call goes through its link's queue (``_batching``): at once when nothing is in flight to
+it, else with the other tasks waiting for it, in one message.
 
 An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
 quorum: every operator is asked at once and the gateway waits for all of them (until the
