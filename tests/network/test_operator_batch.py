@@ -29,15 +29,18 @@ from agentguard.network._rpc import (
     METHOD_NOT_FOUND,
     RPCError,
     encode,
+    parse_request,
 )
 from agentguard.network.gateway._batching import LinkQueue
 from agentguard.network.gateway._fanout import vote
 from agentguard.network.gateway._operators import OperatorFailure
 from agentguard.network.operator import Operator, create_app
 from agentguard.network.registry import Registry
+from agentguard.network.state import policy_material
+from agentguard.policies import Policy
 
 from .conftest import UNIT, params
-from .test_operator import request
+from .test_operator import registration, request
 from .test_operator_hosts import hostile
 from .test_operator_registration_hash import _bodies
 
@@ -366,3 +369,54 @@ def test_a_bug_while_sending_a_batch_reaches_every_waiter() -> None:
     outcomes = _run(link, tasks)  # no waiter is left hanging (this returns)
     assert outcomes[0]["decision"] == "allow"
     assert all(isinstance(o, RuntimeError) for o in outcomes[1:])
+
+
+# A policy client's own policy (no params schema) whose params nest as deep as the gateway
+# lets a registration's params nest: 61 levels, under {"params": {"registration": {...}}}.
+_DEEP = Policy(
+    name="deep",
+    entrypoint="deep.allow",
+    modules={"deep.rego": "package deep\nimport rego.v1\nallow if { true }\n"},
+)
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [60, 61])
+def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
+    levels: int,
+) -> None:
+    """Before: at 61 levels its lean task nests 63 alone (the operator's limit is 64) but 65
+    inside a batch's ``{"params": {"tasks": [...]}}``, so the operator refused the whole batch
+    as too deep, and every other client's task in it failed with it. Now such a task goes
+    alone; one a level less still goes in the batch."""
+    deep = _nested(levels)
+    register = {"registration": {"params": _nested(61)}}  # the gateway takes it
+    parse_request(encode({"jsonrpc": "2.0", "id": 1, "method": "m", "params": register}))
+    client = "0x" + "dd" * 20
+    hostile_task = request(
+        UNIT,
+        policy_client=client,
+        policy_code_hash="0x" + _DEEP.code_hash.hex(),
+        policy=policy_material(_DEEP),
+        params=deep,
+        registration=registration(policy=_DEEP, config=deep, client=client),
+    )
+    link = _Link(Operator(KEY, Registry(":memory:")))
+    queue = LinkQueue(link)  # type: ignore[arg-type]
+    alone = asyncio.run(queue.call(_code(hostile_task), _bodies(hostile_task), 5.0))
+    assert alone["decision"] == "allow"  # the operator signs it alone
+    tasks = [request(n * UNIT) for n in (1, 2, 3, 4)]
+    tasks.insert(2, {**hostile_task, "task_id": "0x" + keccak(b"deep").hex()})
+    outcomes = _run(link, tasks)
+    single = ("newt_evaluateAndSign", 1)
+    assert link.sent == (
+        [single, (EVALUATE_BATCH, 4)] if levels == 60 else [single, single, (EVALUATE_BATCH, 3)]
+    )
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        assert _vote(link, task, outcome) == ("allow", 0)

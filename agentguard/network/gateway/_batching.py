@@ -25,9 +25,11 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from agentguard._json import _check_depth
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
     MAX_BATCH,
+    MAX_DEPTH,
     METHOD_NOT_FOUND,
     POLICY_REQUIRED,
     REGISTRATION_REQUIRED,
@@ -46,6 +48,8 @@ __all__ = ["MAX_BATCH_BYTES", "LinkQueue"]
 MAX_BATCH_BYTES = 128 * 1024  # half an operator's ``MAX_BODY``
 _PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{"tasks":[{' % EVALUATE_BATCH.encode()
 _SUFFIX = b"}]}}"
+# a task's members' values nest from level 5 in a batch (3 alone): the operator's limit then
+_MEMBER_DEPTH = MAX_DEPTH - 4
 
 
 class _Job:
@@ -63,6 +67,17 @@ class _Job:
 
 class _Unsupported(Exception):
     """The operator does not know ``agentguard_evaluateBatch``."""
+
+
+def _fits(params: bytes) -> bool:
+    """Whether a task nests shallow enough to go in a batch: one the operator takes alone
+    (a policy client's params may nest to the limit) must not make it refuse the batch whole,
+    failing every other client's task in it."""
+    try:
+        _check_depth(params.decode(), _MEMBER_DEPTH)
+    except ValueError:
+        return False
+    return True
 
 
 def _settle(job: _Job, outcome: Any) -> None:
@@ -125,6 +140,8 @@ class LinkQueue:
                 self._drain()
         loop = asyncio.get_running_loop()
         job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future())
+        if not _fits(job.params):
+            return await call_operator(link, code_hash, bodies, timeout)
         self._queue.append(job)
         return await job.future
 
