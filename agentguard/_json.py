@@ -33,9 +33,9 @@ _HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*\Z")
 _INT_ONLY = frozenset((int,))
 # a string (an unterminated one runs to the end)
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
-# ASCII but quotes, backslashes and brackets, deleted
-_MARKS = str.maketrans(dict.fromkeys(chr(i) for i in range(128) if chr(i) not in '"\\[]{}'))
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# every byte but quotes, backslashes and brackets (UTF-8's non-ASCII bytes too), deleted
+_NOISE = bytes(b for b in range(256) if b not in b'"\\[]{}')
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -95,15 +95,22 @@ def _check_depth(text: str, max_depth: int) -> None:
     brackets and a thousand strings): strings are cut out whole (an unterminated one runs to
     the end; without a backslash, a string is what lies between a quote and the next, so
     splitting at quotes cuts them all at once), and the deepest running depth of the brackets
-    left is read off."""
+    left is read off. Only those marks are ever stepped over: a text of anything else
+    (whitespace, non-ASCII) costs a C pass, not a step per character."""
     if text.count("[") + text.count("{") <= max_depth:
         return
-    marks = text.translate(_MARKS)  # quotes, backslashes, brackets, anything not ASCII
+    marks = _marks(text)
     # with an escape a quote may be inside a string: then the strings are cut one by one
-    outside = _STRING.sub("", text) if "\\" in marks else "".join(marks.split('"')[::2])
+    outside = _marks(_STRING.sub("", text)) if b"\\" in marks else b"".join(marks.split(b'"')[::2])
     steps = map(_DEPTH_STEP.get, outside, repeat(0))
     if max(accumulate(steps), default=0) > max_depth:
         raise ValueError(f"nested deeper than {max_depth} levels")
+
+
+def _marks(text: str) -> bytes:
+    """The quotes, backslashes and brackets of ``text``, in order (a lone surrogate, which a
+    ``\\u`` escape can make, is deleted like any other non-ASCII character)."""
+    return text.encode("utf-8", "surrogatepass").translate(None, _NOISE)
 
 
 def _no_constant(name: str) -> Any:

@@ -419,6 +419,7 @@ def test_the_depth_check_judges_every_text_as_before() -> None:
     escaped quotes, unterminated strings, a final backslash, unbalanced closers, non-ASCII."""
     rng = random.Random(1202)
     pieces = ["[", "]", "{", "}", '"', '"', "\\", '\\"', "\\\\", "a", ",", ":", "é", "\n", "0"]
+    pieces += ["\ud800", "\x00", "\udfff\ud800", "\uff3b", "\u3010", "\\\ud800", " " * 50, "é" * 50]
     texts: list[str] = []
     for _ in range(30_000):
         texts.append("".join(rng.choice(pieces) for _ in range(rng.randrange(0, 80))))
@@ -430,6 +431,12 @@ def test_the_depth_check_judges_every_text_as_before() -> None:
         texts.append(json.dumps(inner)[:-3])  # cut short
         texts.append('"' + "[" * depth)  # all inside one unterminated string
         texts.append("[" * depth + '"\\')
+        # long runs of what is no mark (whitespace, non-ASCII, a lone surrogate), escapes or not
+        for filler in (" ", "é", "\ud800", "\U0001f600"):
+            run = filler * 5000
+            texts.append("[" * depth + run + "]" * depth)
+            texts.append("[]" * depth + run + '"\\""' + "[" * depth + run)
+            texts.append('"' + run + '\\"' + "[" * depth + '"' + "[" * (depth // 2))
     seen = {"ok": 0, "refused": 0}
     for text in texts:
         for max_depth in (0, 3, 32, 64):
