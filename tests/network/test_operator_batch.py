@@ -14,6 +14,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,9 +33,10 @@ from agentguard.network._rpc import (
     parse_request,
 )
 from agentguard.network.gateway._batching import LinkQueue
-from agentguard.network.gateway._fanout import vote
+from agentguard.network.gateway._fanout import FanOut, vote
 from agentguard.network.gateway._operators import OperatorFailure
 from agentguard.network.operator import Operator, create_app
+from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
@@ -420,3 +422,77 @@ def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
     )
     for task, outcome in zip(tasks, outcomes, strict=True):
         assert _vote(link, task, outcome) == ("allow", 0)
+
+
+def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hedged to a third operator that is busy, the task waits in that operator's queue; the
+    other two reach the quorum: it is dropped there, never sent (the operator would evaluate
+    and sign a task nobody waits for, under the load that made the quorum slow)."""
+    monkeypatch.setattr(FanOut, "hedge_delay", lambda self: 0.0)  # hedge at once
+    keys = [PrivateKey(bytes([0x21 + i]) * 32) for i in range(3)]
+    links = [_Link(Operator(key, Registry(":memory:"))) for key in keys]
+    for link, key in zip(links, keys, strict=True):
+        link.address = operator_address(key)
+        link.address_bytes = bytes.fromhex(link.address[2:])
+        link.hosted = False  # type: ignore[attr-defined]
+    body = request(UNIT)
+    held = _bodies(body)
+    client: Any = SimpleNamespace(
+        code_hash=_code(body),
+        address=body["policy_client"],
+        policy_id=Registration.from_json(body["registration"]).policy_id,
+        request_lean=held._client.request_lean,
+        request_reference=held._client.request_reference,
+        request_registration=held._client.request_registration,
+        request_policy=held._client.request_policy,
+        registration_hash=held.registration_hash,
+    )
+    task: Any = SimpleNamespace(
+        client=client,
+        intent=SimpleNamespace(chain_id=body["chain_id"]),
+        percentage=50,
+        timeout=5.0,
+    )
+    intent_hash = bytes.fromhex(body["wasm"]["intent_hash"][2:])
+    task_id = keccak(b"hedged")
+
+    async def go() -> Any:
+        fanout = FanOut(links, time.time)  # type: ignore[arg-type]
+        queues = [fanout._queues[id(link)] for link in links]
+        for queue, link in zip(queues, links, strict=True):  # each holds code and registration
+            await queue.call(client.code_hash, _bodies(request(UNIT)), 5.0)
+            link.sent.clear()
+        for link in links:  # the first two are slow, the third busy with another task
+            link.gate = asyncio.Event()
+        blocker = asyncio.ensure_future(queues[2].call(client.code_hash, _bodies(body), 5.0))
+        await asyncio.sleep(0)
+        asking = asyncio.ensure_future(
+            fanout.ask(
+                task,
+                task_id,
+                encode(body["wasm"]),
+                body["expires_at"],
+                intent_hash,
+                None,
+                json.dumps(body["intent"], separators=(",", ":")),
+            )
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(queues[2]._queue) == 1  # hedged to the third, it waits there
+        links[0].gate.set()
+        links[1].gate.set()
+        outcome = await asking
+        links[2].gate.set()
+        await blocker
+        for _ in range(10):
+            await asyncio.sleep(0)
+        for queue in queues:
+            queue.close()
+        return outcome
+
+    outcome = asyncio.run(go())
+    assert outcome.decision == "allow" and len(outcome.votes) == 2
+    assert [link.sent for link in links] == [[("newt_evaluateAndSign", 1)]] * 3

@@ -12,11 +12,11 @@ sent, one twice, one missing): then no task of it counts. Each answer goes to th
 names, and ``vote`` checks its signature against that task's own digest (which covers the task
 id) and that operator's key, as for a task sent alone.
 
-Only tasks the operator already holds the policy code and registration for are coalesced; the
-others go alone as before, and so does everything for an operator that does not know the
-method (``-32601``, remembered for the link). A task whose waiter gave up (its timeout, a
-quorum reached) is not sent; one the operator asks the policy or registration for is sent
-again alone, in full.
+Only tasks the operator already holds the policy code and registration for, and that nest
+shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
+does everything for an operator that does not know the method (``-32601``, remembered for the
+link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent;
+one the operator asks the policy or registration for is sent again alone, in full.
 """
 
 from __future__ import annotations
@@ -144,6 +144,13 @@ class LinkQueue:
             return await call_operator(link, code_hash, bodies, timeout)
         self._queue.append(job)
         return await job.future
+
+    def forget(self, bodies: Bodies) -> None:
+        """The task of ``bodies`` is answered (its quorum reached): not sent if it still
+        waits here (one in flight finishes, as a call sent alone does)."""
+        for job in self._queue:
+            if job.bodies is bodies:
+                job.future.cancel()
 
     def close(self) -> None:
         for sending in list(self._sending):

@@ -327,6 +327,10 @@ class FanOut:
                             "timeout", f"no answer within {task.timeout:g}s", retryable=True
                         ),
                     )
+            else:  # not wanted any more: dropped if still queued for its operator
+                for link in calls[call]:
+                    if id(link) in self._queues:
+                        self._queues[id(link)].forget(bodies)
             self._background.add(call)  # finishes in the background, keeping its connection
             call.add_done_callback(self._forget)
         if winner is None:  # everyone answered or the time is up: an elevated allow may stand
