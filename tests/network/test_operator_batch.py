@@ -22,6 +22,7 @@ from coincurve import PrivateKey
 
 from agentguard._attestation import attestation_digest, operator_address
 from agentguard._eip712 import keccak
+from agentguard.network._http import MAX_RESPONSE, HTTPError
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
     INTERNAL_ERROR,
@@ -373,6 +374,22 @@ def test_a_bug_while_sending_a_batch_reaches_every_waiter() -> None:
     assert all(isinstance(o, RuntimeError) for o in outcomes[1:])
 
 
+def _own(policy: Policy, config: dict[str, Any], client: str, link: _Link) -> dict[str, Any]:
+    """A task of a policy client under its own policy and params, once sent alone through
+    ``link`` (the operator holds its code and registration from then on), and that answer."""
+    task = request(
+        UNIT,
+        policy_client=client,
+        policy_code_hash="0x" + policy.code_hash.hex(),
+        policy=policy_material(policy),
+        params=config,
+        registration=registration(policy=policy, config=config, client=client),
+    )
+    queue = LinkQueue(link)  # type: ignore[arg-type]
+    answer = asyncio.run(queue.call(_code(task), _bodies(task), 5.0))
+    return {"task": task, "alone": answer}
+
+
 # A policy client's own policy (no params schema) whose params nest as deep as the gateway
 # lets a registration's params nest: 61 levels, under {"params": {"registration": {...}}}.
 _DEEP = Policy(
@@ -400,19 +417,10 @@ def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
     deep = _nested(levels)
     register = {"registration": {"params": _nested(61)}}  # the gateway takes it
     parse_request(encode({"jsonrpc": "2.0", "id": 1, "method": "m", "params": register}))
-    client = "0x" + "dd" * 20
-    hostile_task = request(
-        UNIT,
-        policy_client=client,
-        policy_code_hash="0x" + _DEEP.code_hash.hex(),
-        policy=policy_material(_DEEP),
-        params=deep,
-        registration=registration(policy=_DEEP, config=deep, client=client),
-    )
     link = _Link(Operator(KEY, Registry(":memory:")))
-    queue = LinkQueue(link)  # type: ignore[arg-type]
-    alone = asyncio.run(queue.call(_code(hostile_task), _bodies(hostile_task), 5.0))
-    assert alone["decision"] == "allow"  # the operator signs it alone
+    own = _own(_DEEP, deep, "0x" + "dd" * 20, link)
+    hostile_task = own["task"]
+    assert own["alone"]["decision"] == "allow"  # the operator signs it alone
     tasks = [request(n * UNIT) for n in (1, 2, 3, 4)]
     tasks.insert(2, {**hostile_task, "task_id": "0x" + keccak(b"deep").hex()})
     outcomes = _run(link, tasks)
@@ -496,3 +504,46 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
     outcome = asyncio.run(go())
     assert outcome.decision == "allow" and len(outcome.votes) == 2
     assert [link.sent for link in links] == [[("newt_evaluateAndSign", 1)]] * 3
+
+
+# A policy client's own policy whose reasons are as long as it likes (here 15 copies of a
+# param): each answer alone is far below the gateway's ``MAX_RESPONSE``, two of them are not.
+_FAT = Policy(
+    name="fat",
+    entrypoint="fat.allow",
+    modules={
+        "fat.rego": "package fat\nimport rego.v1\nallow if { true }\n"
+        'reasons contains concat("", [data.params.s | some i in numbers.range(1, 15)])\n'
+    },
+)
+
+
+class _CappedLink(_Link):
+    """A link whose transport refuses a response longer than ``MAX_RESPONSE``, as the
+    gateway's ``KeepAliveClient`` does."""
+
+    async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+        status, content = await super().post(body, timeout)
+        if len(content) > MAX_RESPONSE:
+            raise HTTPError("response without an acceptable Content-Length")
+        return status, content
+
+
+def test_answers_too_long_together_do_not_fail_the_other_tasks_of_a_batch() -> None:
+    """Before: two tasks of a client whose policy writes ~600 KB of reasons went in one batch
+    with other clients' tasks; the batch's answer passed the gateway's 1 MiB cap, the whole
+    batch failed (``unreachable``), and every task in it with it. A batch that fails whole
+    (but by time) is now sent again one task a message."""
+    fat = {"s": "x" * 40_000}
+    link = _CappedLink(Operator(KEY, Registry(":memory:")))
+    own = _own(_FAT, fat, "0x" + "fa" * 20, link)
+    first, alone = own["task"], own["alone"]
+    assert alone["decision"] == "allow" and len(alone["reasons"][0]) == 600_000
+    tasks = [request(n * UNIT) for n in (1, 2, 3)]
+    for name in (b"fat 1", b"fat 2"):
+        tasks.insert(2, {**first, "task_id": "0x" + keccak(name).hex()})
+    outcomes = _run(link, tasks)
+    single = ("newt_evaluateAndSign", 1)
+    assert link.sent == [single, (EVALUATE_BATCH, 4), single, single, single, single]
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        assert _vote(link, task, outcome) == ("allow", 0)

@@ -16,7 +16,9 @@ Only tasks the operator already holds the policy code and registration for, and 
 shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
 does everything for an operator that does not know the method (``-32601``, remembered for the
 link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent;
-one the operator asks the policy or registration for is sent again alone, in full.
+one the operator asks the policy or registration for is sent again alone, in full. A batch
+lost or refused whole (but by time: an answer too long for ``MAX_RESPONSE``, an HTTP error)
+is sent again one task a message: one task can never fail the others of its batch.
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ class LinkQueue:
             self._drain()
 
     async def _alone(self, job: _Job) -> None:
+        if job.future.done():  # its waiter gave up
+            return
         timeout = max(0.001, job.deadline - asyncio.get_running_loop().time())
         try:
             outcome = await call_operator(self.link, job.code_hash, job.bodies, timeout)
@@ -220,12 +224,23 @@ class LinkQueue:
         body = _PREFIX + b"},{".join(job.params for job in jobs) + _SUFFIX
         timeout = max(0.001, max(j.deadline for j in jobs) - asyncio.get_running_loop().time())
         try:
-            by_id = _bind(await self._post(body, timeout), jobs)
+            answers = await self._post(body, timeout)
         except _Unsupported:
             self.batching = False
             await asyncio.gather(*(self._alone(job) for job in jobs))
             return
         except OperatorFailure as whole:
+            if whole.code == "timeout":  # no time left to send them again
+                for job in jobs:
+                    _settle(job, whole)
+                return
+            # lost or refused whole: one task may be why (its answer too long for the
+            # gateway's cap, say), and none may fail for another's sake: each goes alone
+            await asyncio.gather(*(self._alone(job) for job in jobs))
+            return
+        try:
+            by_id = _bind(answers, jobs)
+        except OperatorFailure as whole:  # an answer no honest operator gives: none counts
             for job in jobs:
                 _settle(job, whole)
             return
