@@ -547,3 +547,33 @@ def test_answers_too_long_together_do_not_fail_the_other_tasks_of_a_batch() -> N
     assert link.sent == [single, (EVALUATE_BATCH, 4), single, single, single, single]
     for task, outcome in zip(tasks, outcomes, strict=True):
         assert _vote(link, task, outcome) == ("allow", 0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "again"),
+    [
+        ((503, b"busy"), False),  # the operator's HTTP: no task is why, a retry adds load
+        ((200, b"not json"), True),
+        ((200, encode({"jsonrpc": "2.0", "id": 1, "error": {"code": INVALID_PARAMS}})), True),
+    ],
+    ids=["http status", "not JSON", "refused whole"],
+)
+def test_a_batch_lost_whole_goes_again_alone_unless_no_task_can_be_why(
+    reply: tuple[int, bytes], again: bool
+) -> None:
+    class Whole(_Link):
+        async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+            answered = await super().post(body, timeout)
+            return reply if json.loads(body)["method"] == EVALUATE_BATCH else answered
+
+    link = Whole(Operator(KEY, Registry(":memory:")))
+    tasks = [request(n * UNIT) for n in (1, 2, 3)]
+    outcomes = _run(link, tasks)
+    single = ("newt_evaluateAndSign", 1)
+    assert link.sent == [single, (EVALUATE_BATCH, 2)] + [single] * 2 * again
+    assert _vote(link, tasks[0], outcomes[0]) == ("allow", 0)
+    for task, outcome in zip(tasks[1:], outcomes[1:], strict=True):
+        if again:
+            assert _vote(link, task, outcome) == ("allow", 0)
+        else:
+            assert isinstance(outcome, OperatorFailure) and outcome.code == "http_503"

@@ -17,8 +17,9 @@ shallow enough for the batch's envelope, are coalesced; the others go alone as b
 does everything for an operator that does not know the method (``-32601``, remembered for the
 link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent;
 one the operator asks the policy or registration for is sent again alone, in full. A batch
-lost or refused whole (but by time: an answer too long for ``MAX_RESPONSE``, an HTTP error)
-is sent again one task a message: one task can never fail the others of its batch.
+lost or refused whole (an answer too long for ``MAX_RESPONSE``, not JSON, a JSON-RPC error;
+not a timeout or an HTTP status, which no task causes) is sent again one task a message: one
+task can never fail the others of its batch.
 """
 
 from __future__ import annotations
@@ -230,8 +231,8 @@ class LinkQueue:
             await asyncio.gather(*(self._alone(job) for job in jobs))
             return
         except OperatorFailure as whole:
-            if whole.code == "timeout":  # no time left to send them again
-                for job in jobs:
+            if whole.code == "timeout" or whole.code.startswith("http_"):
+                for job in jobs:  # no time left, or the operator's HTTP (overloaded, say)
                     _settle(job, whole)
                 return
             # lost or refused whole: one task may be why (its answer too long for the
