@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from itertools import accumulate, repeat
 from typing import Any
 
 __all__ = [
@@ -30,8 +31,11 @@ _MAX_INT_DIGITS = 80
 # \Z, not $: $ also matches before a final newline ("0xab\n" is not hex)
 _HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*\Z")
 _INT_ONLY = frozenset((int,))
-# a string (an unterminated one runs to the end), or a bracket
-_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+# a string (an unterminated one runs to the end)
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+# every byte but quotes, backslashes and brackets (UTF-8's non-ASCII bytes too), deleted
+_NOISE = bytes(b for b in range(256) if b not in b'"\\[]{}')
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -87,19 +91,26 @@ def _check_depth(text: str, max_depth: int) -> None:
     """Refuse deep nesting before ``json.loads`` sees it: the C decoder recurses once per
     level and trusts the interpreter's recursion limit, which a host may have raised (hypothesis
     does) far past what the C stack holds, so 100,000 ``[`` can crash the process outright.
-    One linear pass (strings are skipped whole, possessively: no backtracking), stopping at the
-    first bracket too deep."""
+    Linear, and without a Python step per token (a batch of operator tasks holds hundreds of
+    brackets and a thousand strings): strings are cut out whole (an unterminated one runs to
+    the end; without a backslash, a string is what lies between a quote and the next, so
+    splitting at quotes cuts them all at once), and the deepest running depth of the brackets
+    left is read off. Only those marks are ever stepped over: a text of anything else
+    (whitespace, non-ASCII) costs a C pass, not a step per character."""
     if text.count("[") + text.count("{") <= max_depth:
         return
-    depth = 0
-    for match in _TOKENS.finditer(text):
-        lexeme = match.group()
-        if lexeme in ("[", "{"):
-            depth += 1
-            if depth > max_depth:
-                raise ValueError(f"nested deeper than {max_depth} levels")
-        elif lexeme in ("]", "}"):
-            depth -= 1
+    marks = _marks(text)
+    # with an escape a quote may be inside a string: then the strings are cut one by one
+    outside = _marks(_STRING.sub("", text)) if b"\\" in marks else b"".join(marks.split(b'"')[::2])
+    steps = map(_DEPTH_STEP.get, outside, repeat(0))
+    if max(accumulate(steps), default=0) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+
+
+def _marks(text: str) -> bytes:
+    """The quotes, backslashes and brackets of ``text``, in order (a lone surrogate, which a
+    ``\\u`` escape can make, is deleted like any other non-ASCII character)."""
+    return text.encode("utf-8", "surrogatepass").translate(None, _NOISE)
 
 
 def _no_constant(name: str) -> Any:

@@ -56,6 +56,11 @@ REGISTRATION_REQUIRED = -32622
 EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"
 # The most operator addresses one such call may name (the gateway splits a longer one).
 MAX_HOST_KEYS = 256
+# An operator's method: several tasks in one message, each checked, evaluated, signed and
+# answered on its own (the gateway coalesces the tasks queued for one operator link).
+EVALUATE_BATCH = "agentguard_evaluateBatch"
+# The most tasks one such message may carry.
+MAX_BATCH = 32
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
 BODY_TIMEOUT = 10.0

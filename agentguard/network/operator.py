@@ -14,6 +14,10 @@ One process may hold several operator keys (an operator host: ``--key-file`` rep
 evaluates a task once and each key it is asked for signs the same attestation digest on its
 own (``agentguard_evaluateForKeys``), each key with its own task claims, as separate operators
 would. Keys on one host share its failure domain: see ``docs/architecture.md``.
+
+Under load the gateway sends an operator several tasks in one message
+(``agentguard_evaluateBatch``): each is checked, evaluated, signed and answered on its own,
+under its task id, exactly as if it came alone.
 """
 
 from __future__ import annotations
@@ -35,10 +39,14 @@ from coincurve import PrivateKey
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 from agentguard._exceptions import AgentGuardError, ConfigurationError
 from agentguard._intent import TransactionIntent
+from agentguard._logging import get_logger
 from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
+    EVALUATE_BATCH,
     EVALUATE_FOR_KEYS,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
+    MAX_BATCH,
     MAX_BODY,
     MAX_HOST_KEYS,
     METHOD_NOT_FOUND,
@@ -86,6 +94,8 @@ _V = TypeVar("_V")
 _WASM_FIELDS = frozenset({"now", "intent_hash", "approved", "spend", "history", "x402"})
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+
+log = get_logger("agentguard.network.operator")
 
 
 def _b32(params: Mapping[str, Any], field: str) -> bytes:
@@ -397,6 +407,38 @@ class Operator:
             raise answer
         return answer
 
+    def evaluate_batch(self, params: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+        """``agentguard_evaluateBatch``: ``{"tasks": [...]}``, 1..``MAX_BATCH`` params of
+        ``newt_evaluateAndSign`` with distinct task ids. Each task is checked, evaluated and
+        signed on its own, exactly as ``evaluate_and_sign`` would alone (a task refused or
+        failing touches no other); answers ``{"answers": [...]}``, one per task in that
+        order, each ``{"task_id", "result"}`` or ``{"task_id", "error": {"code",
+        "message"}}``, so the gateway binds every answer to its task by id."""
+        tasks = params.get("tasks")
+        if (
+            not isinstance(tasks, list)
+            or not 0 < len(tasks) <= MAX_BATCH
+            or not all(isinstance(t, dict) for t in tasks)
+        ):
+            raise RPCError(INVALID_PARAMS, f"tasks must be a list of 1..{MAX_BATCH} objects")
+        ids = [t.get("task_id") for t in tasks]
+        if not all(isinstance(i, str) and _B32.match(i) for i in ids):
+            raise RPCError(INVALID_PARAMS, "each task's task_id must be 0x and 64 hex digits")
+        if len({i.lower() for i in ids}) != len(ids):
+            raise RPCError(INVALID_PARAMS, "a batch names one task id twice")
+        answers: list[dict[str, Any]] = []
+        for task_id, task in zip(ids, tasks, strict=True):
+            try:
+                answers.append({"task_id": task_id, "result": self.evaluate_and_sign(task, now)})
+            except RPCError as exc:
+                error = {"code": exc.code, "message": exc.message}
+                answers.append({"task_id": task_id, "error": error})
+            except Exception as exc:  # a bug in one task must not fail the others
+                log.error("internal error", error_type=type(exc).__name__, error=str(exc))
+                error = {"code": INTERNAL_ERROR, "message": "internal operator error"}
+                answers.append({"task_id": task_id, "error": error})
+        return {"answers": answers}
+
     def evaluate_for(self, params: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
         """``agentguard_evaluateForKeys``: ``params`` of ``newt_evaluateAndSign`` plus
         ``operators`` (distinct addresses). Evaluates once; answers ``{"answers": [...]}``,
@@ -681,6 +723,8 @@ def create_app(operator: Operator, *, token: str) -> Handler:
             return operator.evaluate_and_sign(params)
         if method == EVALUATE_FOR_KEYS:
             return operator.evaluate_for(params)
+        if method == EVALUATE_BATCH:
+            return operator.evaluate_batch(params)
         if method == "agentguard_holdRegistration":
             return operator.hold(params)
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")

@@ -179,7 +179,7 @@ _CLIENT_PARTS: Any = SimpleNamespace(
 
 def _vote_on(status: int, content: bytes) -> Any:
     link = _Stub(status, content)
-    reply = asyncio.run(call_operator(link, b"code", _Bodies(_CLIENT_PARTS, b""), 5.0))  # type: ignore[arg-type]
+    reply = asyncio.run(call_operator(link, b"code", _Bodies(_CLIENT_PARTS, b"", bytes(32)), 5.0))  # type: ignore[arg-type]
     return vote(
         link,  # type: ignore[arg-type]
         reply,

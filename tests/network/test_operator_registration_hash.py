@@ -173,7 +173,7 @@ def _bodies(body: dict[str, Any]) -> Bodies:
         request_policy=part({"policy": body["policy"]}),
         registration_hash=Registration.from_json(raw).wire_hash,
     )
-    return Bodies(client, part(task))
+    return Bodies(client, part(task), bytes.fromhex(body["task_id"][2:]))
 
 
 def test_the_gateway_sends_the_hash_once_held_and_the_full_registration_when_asked() -> None:

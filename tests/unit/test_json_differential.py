@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agentguard._json import MAX_DEPTH, json_bytes, preview, strict_loads
+from agentguard._json import MAX_DEPTH, _check_depth, json_bytes, preview, strict_loads
 
 # -- the reference: agentguard/_json.py at ff20b76, verbatim but for names --------------------
 
@@ -403,3 +403,44 @@ def test_a_final_newline_is_not_hex() -> None:
     for value in ("0x00\n", "0x\n", "0x" + "ab" * 32 + "\n"):
         with pytest.raises(ValueError, match="is not 0x-hex"):
             json_bytes(value)
+
+
+def _depth(check: Any, text: str, max_depth: int) -> str:
+    try:
+        check(text, max_depth)
+    except ValueError as exc:
+        return str(exc)
+    return "ok"
+
+
+def test_the_depth_check_judges_every_text_as_before() -> None:
+    """``_check_depth`` without a Python step per token (strings cut at quotes when no
+    backslash is present) against the token walk it replaced: brackets inside strings,
+    escaped quotes, unterminated strings, a final backslash, unbalanced closers, non-ASCII."""
+    rng = random.Random(1202)
+    pieces = ["[", "]", "{", "}", '"', '"', "\\", '\\"', "\\\\", "a", ",", ":", "é", "\n", "0"]
+    pieces += ["\ud800", "\x00", "\udfff\ud800", "\uff3b", "\u3010", "\\\ud800", " " * 50, "é" * 50]
+    texts: list[str] = []
+    for _ in range(30_000):
+        texts.append("".join(rng.choice(pieces) for _ in range(rng.randrange(0, 80))))
+    for depth in (30, 33, 64, 65, 200):
+        inner: Any = rng.choice(['"[{"', 'x"]', "}]", "\\u005b"])
+        for _ in range(depth):
+            inner = [inner, {"k[": '"{"'}] if rng.random() < 0.5 else {"a": inner}
+        texts.append(json.dumps(inner))
+        texts.append(json.dumps(inner)[:-3])  # cut short
+        texts.append('"' + "[" * depth)  # all inside one unterminated string
+        texts.append("[" * depth + '"\\')
+        # long runs of what is no mark (whitespace, non-ASCII, a lone surrogate), escapes or not
+        for filler in (" ", "é", "\ud800", "\U0001f600"):
+            run = filler * 5000
+            texts.append("[" * depth + run + "]" * depth)
+            texts.append("[]" * depth + run + '"\\""' + "[" * depth + run)
+            texts.append('"' + run + '\\"' + "[" * depth + '"' + "[" * (depth // 2))
+    seen = {"ok": 0, "refused": 0}
+    for text in texts:
+        for max_depth in (0, 3, 32, 64):
+            expected = _depth(_old_check_depth, text, max_depth)
+            assert _depth(_check_depth, text, max_depth) == expected, (text, max_depth)
+            seen["ok" if expected == "ok" else "refused"] += 1
+    assert min(seen.values()) > 10_000, seen

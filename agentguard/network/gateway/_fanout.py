@@ -7,7 +7,9 @@ fault reports spread); the rest are asked too when one fails, when they disagree
 answers are slower than usual. On a small host every extra evaluation competes for the same
 cores; a healthy quorum never needs it. The operators of one operator host asked at the same
 moment are asked in one call (``call_host``): one evaluation, one vote per key, each counted
-and checked as its own; a slow or failing host delays or fails all of them.
+and checked as its own; a slow or failing host delays or fails all of them. An operator's
+own call goes through its link's queue (``_batching``): at once when nothing is in flight to
+it, else with the other tasks waiting for it, in one message.
 
 An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
 quorum: every operator is asked at once and the gateway waits for all of them (until the
@@ -29,12 +31,12 @@ from agentguard._attestation import attestation_digest, recover_signer
 from agentguard._exceptions import MalformedSignature
 from agentguard._tiers import ALL, STANDARD, known, level, tier_name
 from agentguard.network._rpc import MAX_HOST_KEYS, POLICY_EVALUATION_ERROR, RPCError
+from agentguard.network.gateway._batching import LinkQueue
 from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
     OperatorLink,
     call_host,
-    call_operator,
     operator_error,
     task_members,
 )
@@ -184,6 +186,8 @@ class FanOut:
         self._rotation = 0
         self._latency = 0.0  # moving average of time-to-quorum, seconds
         self._background: set[asyncio.Future[Any]] = set()
+        # an operator's own link: the tasks waiting for it go together (``_batching``)
+        self._queues = {id(link): LinkQueue(link) for link in self.links if not link.hosted}
 
     def hedge_delay(self) -> float:
         """How long a quorum may take before the remaining operators are asked too."""
@@ -195,6 +199,8 @@ class FanOut:
     def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        for queue in self._queues.values():
+            queue.close()
         for link in self.links:
             link.http.close()
 
@@ -215,6 +221,7 @@ class FanOut:
             task_members(task, task_id, expires_at, approval, intent_json)
             + b',"wasm":'
             + wasm_json,
+            task_id,
         )
         digests = _Digests(
             chain_id=task.intent.chain_id,
@@ -244,7 +251,7 @@ class FanOut:
                     hosts.setdefault(id(link.http), []).append(link)
                     continue
                 call = asyncio.ensure_future(
-                    call_operator(link, client.code_hash, bodies, task.timeout)
+                    self._queues[id(link)].call(client.code_hash, bodies, task.timeout)
                 )
                 calls[call] = [link]
             for keys in hosts.values():
@@ -320,6 +327,10 @@ class FanOut:
                             "timeout", f"no answer within {task.timeout:g}s", retryable=True
                         ),
                     )
+            else:  # not wanted any more: dropped if still queued for its operator
+                for link in calls[call]:
+                    if id(link) in self._queues:
+                        self._queues[id(link)].forget(bodies)
             self._background.add(call)  # finishes in the background, keeping its connection
             call.add_done_callback(self._forget)
         if winner is None:  # everyone answered or the time is up: an elevated allow may stand

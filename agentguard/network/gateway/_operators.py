@@ -39,9 +39,11 @@ __all__ = [
     "call_host",
     "call_operator",
     "deliver",
+    "exchange",
     "members",
     "operator_error",
     "operator_links",
+    "rpc_failure",
     "task_members",
 ]
 
@@ -183,18 +185,17 @@ class Bodies:
     registration (``PolicyClient.request_*``), and the task's part, encoded once for every
     operator asked."""
 
-    def __init__(self, client: PolicyClient, task: bytes) -> None:
+    def __init__(self, client: PolicyClient, task: bytes, task_id: bytes) -> None:
         self._client = client
         self._task = task
         self.registration_hash = client.registration_hash
+        self.task_id = "0x" + task_id.hex()  # as ``task_members`` writes it in the request
 
-    def get(
-        self, with_policy: bool, with_registration: bool, operators: Sequence[str] | None = None
-    ) -> bytes:
-        """The request, with the policy code and the registration in full or not; with
-        ``operators``, a host's request naming the operators wanted."""
+    def params(self, with_policy: bool, with_registration: bool) -> bytes:
+        """The ``newt_evaluateAndSign`` params' members, with the policy code and the
+        registration in full or not."""
         client = self._client
-        part = (
+        return (
             client.request_lean
             + b","
             + (client.request_registration if with_registration else client.request_reference)
@@ -202,6 +203,13 @@ class Bodies:
             + b","
             + self._task
         )
+
+    def get(
+        self, with_policy: bool, with_registration: bool, operators: Sequence[str] | None = None
+    ) -> bytes:
+        """The request, with the policy code and the registration in full or not; with
+        ``operators``, a host's request naming the operators wanted."""
+        part = self.params(with_policy, with_registration)
         if operators is None:
             return _PREFIX + part + b"}}"
         named = ",".join(f'"{address}"' for address in operators).encode()
@@ -218,6 +226,48 @@ def _remember(held: set[bytes], name: bytes) -> None:
         held.add(name)
 
 
+async def exchange(link: OperatorLink, body: bytes, timeout: float) -> dict[str, Any]:
+    """POST ``body`` to the operator: its JSON-RPC reply object, or ``OperatorFailure`` (no
+    answer in time, unreachable, an HTTP error, not a JSON object)."""
+    try:
+        status, content = await link.http.post(body, timeout)
+    except TimeoutError:
+        raise OperatorFailure(
+            "timeout", "operator did not answer in time", retryable=True
+        ) from None
+    except HTTPError as exc:
+        raise OperatorFailure(
+            "unreachable", f"operator unreachable: {exc}", retryable=True
+        ) from None
+    if status != 200:
+        raise OperatorFailure(
+            f"http_{status}", f"operator answered HTTP {status}", retryable=status >= 500
+        )
+    try:
+        reply = strict_loads(content)
+    except ValueError:
+        raise OperatorFailure(
+            "invalid_response", "operator answered non-JSON", retryable=True
+        ) from None
+    if not isinstance(reply, dict):
+        raise OperatorFailure(
+            "invalid_response", "operator answer is not an object", retryable=True
+        )
+    return reply
+
+
+def rpc_failure(error: Any) -> OperatorFailure:
+    """An operator's JSON-RPC ``error`` object as an ``OperatorFailure``."""
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message", "operator error") if isinstance(error, dict) else ""
+    return OperatorFailure(
+        f"rpc_{code}",
+        str(message)[:500],
+        retryable=False,
+        rpc_code=code if isinstance(code, int) else None,
+    )
+
+
 async def call_operator(
     link: OperatorLink,
     code_hash: bytes,
@@ -232,31 +282,7 @@ async def call_operator(
     with_policy = code_hash not in link.has_code
     with_registration = reference not in link.has_registration
     for _ in range(2):
-        try:
-            body = bodies.get(with_policy, with_registration, operators)
-            status, content = await link.http.post(body, timeout)
-        except TimeoutError:
-            raise OperatorFailure(
-                "timeout", "operator did not answer in time", retryable=True
-            ) from None
-        except HTTPError as exc:
-            raise OperatorFailure(
-                "unreachable", f"operator unreachable: {exc}", retryable=True
-            ) from None
-        if status != 200:
-            raise OperatorFailure(
-                f"http_{status}", f"operator answered HTTP {status}", retryable=status >= 500
-            )
-        try:
-            reply = strict_loads(content)
-        except ValueError:
-            raise OperatorFailure(
-                "invalid_response", "operator answered non-JSON", retryable=True
-            ) from None
-        if not isinstance(reply, dict):
-            raise OperatorFailure(
-                "invalid_response", "operator answer is not an object", retryable=True
-            )
+        reply = await exchange(link, bodies.get(with_policy, with_registration, operators), timeout)
         error = reply.get("error")
         if isinstance(error, dict):
             code = error.get("code")
@@ -267,12 +293,7 @@ async def call_operator(
                 link.has_registration.discard(reference)
                 with_policy = with_registration = True
                 continue
-            raise OperatorFailure(
-                f"rpc_{code}",
-                str(error.get("message", "operator error"))[:500],
-                retryable=False,
-                rpc_code=code if isinstance(code, int) else None,
-            )
+            raise rpc_failure(error)
         _remember(link.has_code, code_hash)
         _remember(link.has_registration, reference)
         return reply.get("result")
@@ -316,19 +337,7 @@ async def call_host(
     for link in asked:
         answer = by_address[link.address.lower()]
         error = answer.get("error")
-        if error is None:
-            out.append(answer)
-            continue
-        code = error.get("code") if isinstance(error, dict) else None
-        message = error.get("message", "operator error") if isinstance(error, dict) else ""
-        out.append(
-            OperatorFailure(
-                f"rpc_{code}",
-                str(message)[:500],
-                retryable=False,
-                rpc_code=code if isinstance(code, int) else None,
-            )
-        )
+        out.append(answer if error is None else rpc_failure(error))
     return out
 
 

@@ -1,0 +1,275 @@
+"""One operator link's queue: the tasks waiting for an operator go to it together.
+
+A task for an operator goes at once while nothing is in flight to that operator, so a lone
+request is never held back. While a message to it is in flight, further tasks for it wait;
+when the answer comes, those still wanted go in one ``agentguard_evaluateBatch`` message (at
+most ``MAX_BATCH`` tasks and ``MAX_BATCH_BYTES``), so under load the per-message cost (HTTP,
+event loop, the envelope) is paid once for several tasks, on both sides of the hop.
+
+The operator checks, evaluates and signs each task on its own and answers each under its task
+id. The answer is refused whole unless it answers every task sent exactly once (a task not
+sent, one twice, one missing): then no task of it counts. Each answer goes to the task its id
+names, and ``vote`` checks its signature against that task's own digest (which covers the task
+id) and that operator's key, as for a task sent alone.
+
+Only tasks the operator already holds the policy code and registration for, and that nest
+shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
+does everything for an operator that does not know the method (``-32601``, remembered for the
+link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent;
+one the operator asks the policy or registration for is sent again alone, in full. A batch
+lost or refused whole (an answer too long for ``MAX_RESPONSE``, not JSON, a JSON-RPC error;
+not a timeout or an HTTP status, which no task causes) is sent again one task a message: one
+task can never fail the others of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from agentguard._json import _check_depth
+from agentguard.network._rpc import (
+    EVALUATE_BATCH,
+    MAX_BATCH,
+    MAX_DEPTH,
+    METHOD_NOT_FOUND,
+    POLICY_REQUIRED,
+    REGISTRATION_REQUIRED,
+)
+from agentguard.network.gateway._operators import (
+    Bodies,
+    OperatorFailure,
+    OperatorLink,
+    call_operator,
+    exchange,
+    rpc_failure,
+)
+
+__all__ = ["MAX_BATCH_BYTES", "LinkQueue"]
+
+MAX_BATCH_BYTES = 128 * 1024  # half an operator's ``MAX_BODY``
+_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{"tasks":[{' % EVALUATE_BATCH.encode()
+_SUFFIX = b"}]}}"
+# a task's members' values nest from level 5 in a batch (3 alone): the operator's limit then
+_MEMBER_DEPTH = MAX_DEPTH - 4
+
+
+class _Job:
+    __slots__ = ("bodies", "code_hash", "deadline", "future", "params")
+
+    def __init__(
+        self, bodies: Bodies, code_hash: bytes, deadline: float, future: asyncio.Future[Any]
+    ) -> None:
+        self.bodies = bodies
+        self.code_hash = code_hash
+        self.deadline = deadline
+        self.future = future
+        self.params = bodies.params(False, False)
+
+
+class _Unsupported(Exception):
+    """The operator does not know ``agentguard_evaluateBatch``."""
+
+
+def _fits(params: bytes) -> bool:
+    """Whether a task nests shallow enough to go in a batch: one the operator takes alone
+    (a policy client's params may nest to the limit) must not make it refuse the batch whole,
+    failing every other client's task in it."""
+    try:
+        _check_depth(params.decode(), _MEMBER_DEPTH)
+    except ValueError:
+        return False
+    return True
+
+
+def _settle(job: _Job, outcome: Any) -> None:
+    if not job.future.done():
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+
+def _bind(answers: Any, jobs: list[_Job]) -> dict[str, Any]:
+    """Each task id sent to its answer; ``OperatorFailure`` unless every task sent is answered
+    exactly once and nothing else is."""
+    if not isinstance(answers, list):
+        raise OperatorFailure("invalid_response", "batch answer has no answers", retryable=False)
+    sent = {job.bodies.task_id for job in jobs}
+    by_id: dict[str, Any] = {}
+    for answer in answers:
+        task_id = answer.get("task_id") if isinstance(answer, dict) else None
+        key = task_id.lower() if isinstance(task_id, str) else ""
+        if key not in sent or key in by_id:
+            raise OperatorFailure(
+                "invalid_response",
+                "batch answered a task it was not sent, or one task twice",
+                retryable=False,
+            )
+        by_id[key] = answer
+    if len(by_id) != len(sent):
+        raise OperatorFailure(
+            "invalid_response", "batch did not answer every task sent", retryable=False
+        )
+    return by_id
+
+
+class LinkQueue:
+    """The tasks for one operator (not an operator host's keys: ``call_host``): a task waits
+    only behind a message in flight to it."""
+
+    def __init__(self, link: OperatorLink) -> None:
+        self.link = link
+        self.batching = True  # until the operator answers that it does not know the method
+        self._busy = 0  # messages in flight
+        self._queue: deque[_Job] = deque()
+        self._sending: set[asyncio.Future[None]] = set()
+
+    async def call(self, code_hash: bytes, bodies: Bodies, timeout: float) -> Any:
+        """The operator's ``result`` for one task, as ``call_operator`` gives it."""
+        link = self.link
+        if (
+            not self._busy
+            or not self.batching
+            or code_hash not in link.has_code
+            or bodies.registration_hash not in link.has_registration
+        ):
+            self._busy += 1
+            try:
+                return await call_operator(link, code_hash, bodies, timeout)
+            finally:
+                self._busy -= 1
+                self._drain()
+        loop = asyncio.get_running_loop()
+        job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future())
+        if not _fits(job.params):
+            return await call_operator(link, code_hash, bodies, timeout)
+        self._queue.append(job)
+        return await job.future
+
+    def forget(self, bodies: Bodies) -> None:
+        """The task of ``bodies`` is answered (its quorum reached): not sent if it still
+        waits here (one in flight finishes, as a call sent alone does)."""
+        for job in self._queue:
+            if job.bodies is bodies:
+                job.future.cancel()
+
+    def close(self) -> None:
+        for sending in list(self._sending):
+            sending.cancel()
+        while self._queue:
+            self._queue.popleft().future.cancel()
+
+    def _drain(self) -> None:
+        if self._busy or not self._queue:
+            return
+        jobs = self._take()
+        if jobs:
+            self._busy += 1
+            sending = asyncio.ensure_future(self._send(jobs))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+
+    def _take(self) -> list[_Job]:
+        """The next message's tasks: still wanted, distinct task ids, within the caps."""
+        jobs: list[_Job] = []
+        later: list[_Job] = []
+        ids: set[str] = set()
+        size = 0
+        while self._queue and len(jobs) < MAX_BATCH:
+            job = self._queue[0]
+            if job.future.done():  # its waiter gave up
+                self._queue.popleft()
+                continue
+            if jobs and size + len(job.params) > MAX_BATCH_BYTES:
+                break
+            self._queue.popleft()
+            if job.bodies.task_id in ids:  # one task id once per message
+                later.append(job)
+                continue
+            ids.add(job.bodies.task_id)
+            size += len(job.params) + 3
+            jobs.append(job)
+        self._queue.extendleft(reversed(later))
+        return jobs
+
+    async def _send(self, jobs: list[_Job]) -> None:
+        try:
+            if len(jobs) == 1:
+                await self._alone(jobs[0])
+            else:
+                await self._batch(jobs)
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.future.cancel()
+            raise
+        except Exception as exc:  # a bug: every waiter hears of it (``FanOut``: internal)
+            for job in jobs:
+                _settle(job, exc)
+        finally:
+            self._busy -= 1
+            self._drain()
+
+    async def _alone(self, job: _Job) -> None:
+        if job.future.done():  # its waiter gave up
+            return
+        timeout = max(0.001, job.deadline - asyncio.get_running_loop().time())
+        try:
+            outcome = await call_operator(self.link, job.code_hash, job.bodies, timeout)
+        except Exception as exc:  # ``OperatorFailure``, or a bug ``FanOut`` reports as internal
+            outcome = exc
+        _settle(job, outcome)
+
+    async def _batch(self, jobs: list[_Job]) -> None:
+        body = _PREFIX + b"},{".join(job.params for job in jobs) + _SUFFIX
+        timeout = max(0.001, max(j.deadline for j in jobs) - asyncio.get_running_loop().time())
+        try:
+            answers = await self._post(body, timeout)
+        except _Unsupported:
+            self.batching = False
+            await asyncio.gather(*(self._alone(job) for job in jobs))
+            return
+        except OperatorFailure as whole:
+            if whole.code == "timeout" or whole.code.startswith("http_"):
+                for job in jobs:  # no time left, or the operator's HTTP (overloaded, say)
+                    _settle(job, whole)
+                return
+            # lost or refused whole: one task may be why (its answer too long for the
+            # gateway's cap, say), and none may fail for another's sake: each goes alone
+            await asyncio.gather(*(self._alone(job) for job in jobs))
+            return
+        try:
+            by_id = _bind(answers, jobs)
+        except OperatorFailure as whole:  # an answer no honest operator gives: none counts
+            for job in jobs:
+                _settle(job, whole)
+            return
+        again: list[_Job] = []
+        link = self.link
+        for job in jobs:
+            answer = by_id[job.bodies.task_id]
+            error = answer.get("error")
+            if error is None:
+                _settle(job, answer.get("result"))
+                continue
+            failure = rpc_failure(error)
+            if failure.rpc_code in (POLICY_REQUIRED, REGISTRATION_REQUIRED):
+                link.has_code.discard(job.code_hash)  # the operator restarted: send both
+                link.has_registration.discard(job.bodies.registration_hash)
+                again.append(job)
+                continue
+            _settle(job, failure)
+        if again:
+            await asyncio.gather(*(self._alone(job) for job in again))
+
+    async def _post(self, body: bytes, timeout: float) -> Any:
+        """The batch's ``answers``, or ``OperatorFailure`` for every task of it."""
+        reply = await exchange(self.link, body, timeout)
+        error = reply.get("error")
+        if isinstance(error, dict):
+            if error.get("code") == METHOD_NOT_FOUND:
+                raise _Unsupported
+            raise rpc_failure(error)
+        result = reply.get("result")
+        return result.get("answers") if isinstance(result, dict) else None
