@@ -27,6 +27,8 @@ the way it is:
   param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
   ``__agentguard_eval__.result`` rule (each wrapped so that an undefined rule is visible as such).
+  A query also pays a floor that grows with the bundle, not the input (a one-value query: about
+  8 µs on a one-rule bundle, about 32 µs on agent_spend's), so one query beats several.
 * A bundle is immutable once built; its interpreter holds only the input, which ``set_input``
   replaces on every call, so state never carries from one evaluation to the next (tested).
 * regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
