@@ -210,3 +210,38 @@ def test_agent_spend_gets_the_reference_modules_answers(amount: int) -> None:
             load("agent_spend"), intent.parsed(), wasm_for(intent, approved=approved), params
         )
         assert new == old, params
+
+
+_EVAL = "package __agentguard_eval__\nimport rego.v1\n"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        _EVAL + 'entry := "true" if input.x > 2\n',
+        "# a comment\npackage   __agentguard_eval__ # another\nimport rego.v1\n"
+        "reasons := [] if input.x > 2\n",
+        "package wasm\nimport rego.v1\napproved := true if input.x > 2\n",
+        "package wasm.extra\nimport rego.v1\nnow := 1\n",
+    ],
+)
+def test_a_policy_cannot_add_rules_to_the_generated_packages(module: str) -> None:
+    """A module in the result rule's package made ``entry`` "true" while the entrypoint was
+    undefined (allow, for a policy OPA denies); ``data.wasm`` is the gateway's alone."""
+    policy = Policy(
+        name="inject",
+        entrypoint="inject.allow",
+        modules={"p.rego": "package inject\nimport rego.v1\n", "x.rego": module},
+    )
+    with pytest.raises(PolicyEngineError, match="reserved"):
+        PolicyEngine().evaluate(policy, input={"x": 4}, params={}, wasm={})
+
+
+def test_a_package_merely_named_alike_is_not_refused() -> None:
+    policy = Policy(
+        name="alike",
+        entrypoint="wasm_x.allow",
+        modules={"p.rego": 'package wasm_x\nimport rego.v1\nallow if input.s == "package wasm"\n'},
+    )
+    evaluation = PolicyEngine().evaluate(policy, input={"s": "package wasm"}, params={}, wasm={})
+    assert evaluation.decision == "allow"
