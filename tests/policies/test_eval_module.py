@@ -245,3 +245,117 @@ def test_a_package_merely_named_alike_is_not_refused() -> None:
     )
     evaluation = PolicyEngine().evaluate(policy, input={"s": "package wasm"}, params={}, wasm={})
     assert evaluation.decision == "allow"
+
+
+def test_a_module_named_like_a_generated_one_is_refused_not_replaced() -> None:
+    """The generated modules used to replace a policy module of the same name, unseen: a
+    module holding a deny rule vanished."""
+    policy = Policy(
+        name="named",
+        entrypoint="named.allow",
+        modules={
+            "p.rego": "package named\nimport rego.v1\nallow if not deny\n",
+            "__agentguard_eval__.rego": "package named\nimport rego.v1\ndeny := true\n",
+        },
+    )
+    with pytest.raises(PolicyEngineError, match="reserved"):
+        PolicyEngine().evaluate(policy, input={}, params={}, wasm={})
+
+
+# Values that reach each branch of the else chains through rego-cpp's odd corners: builtin
+# errors (rego-cpp yields a value or undefined, never a query error), error-valued entries,
+# values that compare oddly with booleans, sets and objects holding booleans.
+_ODD_VALUES = [
+    "1/0",
+    "1/0 == 1",
+    "count(5) > 0",
+    'to_number("x")',
+    'json.unmarshal("{")',
+    "input.x / 0",
+    "{1/0}",
+    '{"a": 1/0}',
+    "1.0",
+    "0.0",
+    "[true]",
+    "{true}",
+    "{false}",
+    '{"a": true}',
+    'sum(["a"])',
+    'object.get(input, "b", false)',
+    "input.b",
+    "input.l[0]",
+    "true == true",
+    "input.s",
+    '{"r", input.s}',
+]
+
+
+def _odd_rule(name: str, rng: random.Random) -> str:
+    """``name`` through each kind of rule body: else chains, partial sets, defaults, print."""
+    v, w = rng.choice(_ODD_VALUES), rng.choice([*_ODD_VALUES, "true", "false", '"s"'])
+    return rng.choice(
+        [
+            "",
+            f"{name} := {v}\n",
+            f"{name} := {v} if {{ input.x > 2 }} else := {w}\n",
+            f"{name} := {v} if {{ input.x > 2 }} else := {w} if {{ input.x < 1 }}\n",
+            f"{name} contains {v} if input.x > 1\n{name} contains {w} if input.x > 3\n",
+            f"default {name} := {w}\n{name} := {v} if input.x > 3\n",
+            f'{name} if {{ print("p", input.x); {v} }}\n',
+            f"{name} := {v} if input.x > 2\n{name} := {w} if input.x > 5\n",
+        ]
+    )
+
+
+def test_odd_values_and_rule_shapes_get_the_reference_modules_answers() -> None:
+    rng = random.Random(6)
+    kinds: set[str] = set()
+    for index in range(40):
+        rules = "".join(
+            _odd_rule(name, rng) for name in ("allow", "reasons", "approval_required", "tier")
+        )
+        policy = Policy(
+            name=f"o{index}",
+            entrypoint=f"o{index}.allow",
+            modules={"o.rego": f"package o{index}\nimport rego.v1\n{rules}"},
+        )
+        for document in [
+            {"x": rng.randrange(-1, 8), "b": rng.choice([True, False, 1, "true"]), "l": [False]},
+            {"x": 3, "b": True, "l": [True], "s": rng.choice(["", 'q"é', "true", "[1]"])},
+            {},
+        ]:
+            new = _outcome(policy, document, engine_module._EVAL_MODULE)
+            assert new == _outcome(policy, document, _REFERENCE), (rules, document)
+            kinds.add(new[0] if new[0] == "error" else new[1].decision)
+    assert kinds == {"allow", "deny", "approval_required", "error"}, kinds
+
+
+@pytest.mark.parametrize(
+    ("rules", "entrypoint"),
+    [
+        ('allow[k] := v if { some k, v in {"k": true, "j": 1} }', "k.allow.k"),
+        ('allow[k] := v if { some k, v in {"k": true, "j": 1} }', "k.allow.j"),
+        ('allow contains "k"', "k.allow.k"),
+        ("allow := x if { some x in [true, false] }", "k.allow"),
+        ("allow := input.f[_]", "k.allow"),
+        ('reasons := x if { some x in ["a", ["b"]] }\nallow := false', "k.allow"),
+        ("allow := data.__agentguard_eval__.reasons == []\nreasons := input.s", "k.allow"),
+        ("allow := true\nreasons := [data.__agentguard_eval__.entry]", "k.allow"),
+        ("allow := data.__agentguard_eval__.tier == 0\ntier := 0", "k.allow"),
+        ('allow := data.__agentguard_eval__.entry == "undefined"', "k.allow"),
+        ("allow := x if { x := data.k.reasons }\nreasons := true", "k.allow"),
+        ("allow(x) := true", "k.allow"),
+    ],
+)
+def test_hostile_entrypoints_get_the_reference_modules_answers(rules: str, entrypoint: str) -> None:
+    """Entrypoints inside partial objects and sets, multi-valued (conflicting) rules, rules
+    that read the result rule's own parts, a function: same answers, same errors."""
+    policy = Policy(
+        name="k",
+        entrypoint=entrypoint,
+        modules={"k.rego": f"package k\nimport rego.v1\n{rules}\n"},
+    )
+    for document in ({"x": 4, "s": "go", "f": [True, False]}, {"s": ["a", 1]}):
+        assert _outcome(policy, document, engine_module._EVAL_MODULE) == _outcome(
+            policy, document, _REFERENCE
+        )
