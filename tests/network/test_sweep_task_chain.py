@@ -1,0 +1,222 @@
+"""Red team: the sweep judged a released task on the chain its client is registered on NOW.
+
+An owner has one vault address on two chains (CREATE2) and re-registers its policy client
+from chain A to chain B (the chain the gateway's RPC serves). The tasks its host released and
+executed on chain A were then checked on chain B, where the address has no code, or a vault
+that never saw them ("unused"): their amounts were given back, spent twice. A vault accepts
+an intent for its own chain only (``IntentMismatch("chainId")``), so each task is judged on
+its own recorded intent's chain; a task on a chain the RPC does not serve stays counted.
+
+A real anvil (chain id 8453, Base) and the gateway's ``ChainUsageCheck``; every test runs on
+SQLite and on a real PostgreSQL (the ``spec`` fixture of ``test_state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from coincurve import PrivateKey
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from agentguard import TransactionIntent
+from agentguard.chain import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, deploy, transact
+from agentguard.network.config import GatewaySettings, NetworkConfig
+from agentguard.network.gateway import Gateway
+from agentguard.network.registration import Registration
+from agentguard.network.state import State, open_state
+from agentguard.network.usage import ChainUsageCheck
+from agentguard.policies import load
+from tests.ledger.conftest import base_url
+
+OWNER, AGENT = DEV_ACCOUNTS[0], DEV_ACCOUNTS[1]
+OTHER_CHAIN = 84532  # Base Sepolia: served by the gateway, not by its RPC
+TOKEN = "0x" + "70" * 20  # no code: only the vault's ``taskUsed`` can say a task was used
+SHOP = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+AMOUNT = 5_000_000
+POLICY = load("agent_spend")
+PARAMS = {
+    "max_per_tx": {TOKEN: str(AMOUNT)},
+    "allowed_recipients": [SHOP],
+    "window_caps": [{"asset": TOKEN, "window_seconds": 86400, "max_amount": "100000000"}],
+}
+
+
+@dataclass
+class Chain:
+    anvil: Anvil
+    w3: Web3
+    factory: Contract
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Chain]:
+    with Anvil() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        assert w3.eth.chain_id == BASE_CHAIN_ID
+        yield Chain(anvil, w3, deploy(w3, "AgentVaultFactory", sender=OWNER.address))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
+    """A fresh state on each backend in turn: a file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        opened = open_state(str(tmp_path / "state.sqlite3"))
+    else:
+        opened = open_state(f"{base_url('postgres', request)}?namespace=c{uuid.uuid4().hex[:16]}")
+    yield opened
+    opened.close()
+
+
+def vault_address(chain: Chain, *, deployed: bool) -> str:
+    """OWNER's vault for a fresh salt: deployed on this chain (it never saw the tasks), or
+    only predicted (no code here)."""
+    salt = uuid.uuid4().bytes * 2
+    if not deployed:
+        return str(chain.factory.functions.predictVault(OWNER.address, salt).call())
+    receipt = transact(
+        chain.w3,
+        chain.factory.functions.createVault(
+            OWNER.address, AGENT.address, [DEV_ACCOUNTS[2].address], 1, b"\x01" * 32, salt
+        ),
+        sender=OWNER.address,
+    )
+    (event,) = chain.factory.events.VaultCreated().process_receipt(receipt, errors=DISCARD)
+    return str(event["args"]["vault"])
+
+
+def register(gateway: Gateway, vault: str, chain_id: int, version: int) -> None:
+    registration = Registration.sign(
+        PrivateKey(bytes.fromhex(OWNER.private_key.removeprefix("0x"))),
+        policy_client=vault,
+        policy=POLICY,
+        params=PARAMS,
+        expire_after=300,
+        chain_id=chain_id,
+        version=version,
+    )
+    gateway.register({"registration": registration.to_json(), "policy": "agent_spend"})
+
+
+def released_task(state: State, vault: str, chain_id: int, now: int, expires_at: int) -> str:
+    """A task recorded as the gateway records one (its intent in the stored answer), then
+    released by its host."""
+    task_id = "0x" + uuid.uuid4().hex * 2
+    intent = TransactionIntent.erc20_transfer(
+        sender=vault, token=TOKEN, recipient=SHOP, amount=AMOUNT, chain_id=chain_id
+    )
+    reservation = state.reserve(
+        policy_client=vault.lower(),
+        agent=AGENT.address.lower(),
+        windows=(86400,),
+        task_id=task_id,
+        asset=TOKEN,
+        amount=AMOUNT,
+        now=now,
+    )
+    result = {"task_id": task_id, "task": {"taskId": task_id, "intent": intent.wire()}}
+    state.record(reservation, expires_at=expires_at, result=result)
+    assert state.release(task_id, now, trusted=False) == "releasing"
+    return task_id
+
+
+def counted(state: State, vault: str, now: int) -> int:
+    totals = state.totals(
+        policy_client=vault.lower(), agent=AGENT.address.lower(), windows=(86400,), now=now
+    )
+    return totals[86400].spent.get(TOKEN, 0)
+
+
+def sweep(chain: Chain, state: State, steps: list[tuple[int, int]], deployed: bool) -> list[str]:
+    """Registers a vault on each (chain id, version) of ``steps`` in turn, one released task
+    per registration on that chain; after the last, one sweep pass past every expiry (and
+    the chain's clock). Returns each task's status after it."""
+    head = int(chain.w3.eth.get_block("latest")["timestamp"])
+    now = head - 100
+    gateway = Gateway(
+        NetworkConfig(gateway=GatewaySettings(), operators=(), api_keys=()),
+        state,
+        chain=ChainUsageCheck(chain.anvil.url),
+        clock=lambda: float(now),
+    )
+    vault = vault_address(chain, deployed=deployed)
+    tasks = []
+    try:
+        for chain_id, version in steps:
+            register(gateway, vault, chain_id, version)
+            tasks.append(released_task(state, vault, chain_id, now, expires_at=head - 10))
+        before = counted(state, vault, now)
+        released = asyncio.run(gateway.sweep_once(head + 1))
+    finally:
+        asyncio.run(gateway.close())
+    statuses = []
+    for task_id in tasks:
+        record = state.task(task_id)
+        assert record is not None
+        statuses.append(record.status)
+    assert released == statuses.count("released")
+    assert counted(state, vault, now) == before - released * AMOUNT
+    return statuses
+
+
+@pytest.mark.parametrize("deployed", [True, False], ids=["unused-there", "no-code-there"])
+def test_tasks_of_a_chain_the_rpc_does_not_serve_stay_counted_after_a_move_to_it(
+    chain: Chain, state: State, deployed: bool
+) -> None:
+    """Before the fix the task of chain 84532 was asked about on 8453 after the move: "unused"
+    (or "no code", then trusted) there, so given back although its vault on 84532 executed
+    it. The task made after the move, on 8453, is judged as ever: unused, given back."""
+    steps = [(OTHER_CHAIN, 1), (BASE_CHAIN_ID, 2)]
+    assert sweep(chain, state, steps, deployed) == ["committed", "released"]
+
+
+def test_tasks_of_the_served_chain_are_still_judged_there_after_a_move_away(
+    chain: Chain, state: State
+) -> None:
+    """The other way round: the task of 8453 is asked about on 8453 (its vault there says
+    unused: given back), the task of 84532 stays counted."""
+    steps = [(BASE_CHAIN_ID, 1), (OTHER_CHAIN, 2)]
+    assert sweep(chain, state, steps, deployed=True) == ["released", "committed"]
+
+
+def test_a_task_whose_record_does_not_say_its_chain_stays_counted(
+    chain: Chain, state: State
+) -> None:
+    """Fail closed: no intent in the record (or one that cannot be read), no chain, counted."""
+    head = int(chain.w3.eth.get_block("latest")["timestamp"])
+    vault = vault_address(chain, deployed=True)
+    task_ids = []
+    for result in ({}, {"task": {"intent": {"chain_id": "0x2105"}}}, {"task": "0x"}):
+        task_id = "0x" + uuid.uuid4().hex * 2
+        reservation = state.reserve(
+            policy_client=vault.lower(),
+            agent=AGENT.address.lower(),
+            windows=(86400,),
+            task_id=task_id,
+            asset=TOKEN,
+            amount=AMOUNT,
+            now=head - 100,
+        )
+        state.record(reservation, expires_at=head - 10, result=result)
+        assert state.task_chain(task_id) is None
+        task_ids.append(task_id)
+    assert state.task_chain("0x" + "00" * 32) is None  # no such task
+    gateway = Gateway(
+        NetworkConfig(gateway=GatewaySettings(), operators=(), api_keys=()),
+        state,
+        chain=ChainUsageCheck(chain.anvil.url),
+    )
+    try:
+        register(gateway, vault, BASE_CHAIN_ID, 1)
+        for task_id in task_ids:
+            assert state.release(task_id, head - 100, trusted=False) == "releasing"
+        assert asyncio.run(gateway.sweep_once(head + 1)) == 0
+    finally:
+        asyncio.run(gateway.close())
+    assert [getattr(state.task(t), "status", None) for t in task_ids] == ["committed"] * 3
