@@ -26,11 +26,12 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from agentguard import TransactionIntent
+from agentguard._exceptions import StateUnavailable
 from agentguard.chain import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.network.config import GatewaySettings, NetworkConfig
 from agentguard.network.gateway import Gateway
 from agentguard.network.registration import Registration
-from agentguard.network.state import State, open_state
+from agentguard.network.state import State, TaskRecord, open_state
 from agentguard.network.usage import ChainUsageCheck
 from agentguard.policies import load
 from tests.ledger.conftest import base_url
@@ -220,3 +221,54 @@ def test_a_task_whose_record_does_not_say_its_chain_stays_counted(
     finally:
         asyncio.run(gateway.close())
     assert [getattr(state.task(t), "status", None) for t in task_ids] == ["committed"] * 3
+
+
+class _Executed(ChainUsageCheck):
+    """The chain as it is after the vault executed every task: asked, it says "used"."""
+
+    asked = 0
+
+    def was_used(self, task: TaskRecord) -> bool:
+        self.asked += 1
+        return True
+
+
+def test_a_state_that_does_not_answer_once_never_skips_the_chain_check(
+    chain: Chain, state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team (r8): the sweep reads a task's chain twice, once to decide whether to ask the
+    chain and once in ``trusts_release``. ``task_chain`` took a state that did not answer
+    (``StateUnavailable``: PostgreSQL restarting, a statement timeout) for "the record cannot
+    tell": the first read failed, the chain was not asked, the second read succeeded and saw
+    the RPC's chain, so "no code there" was assumed and the release given back although the
+    vault had executed the task (spent twice). Now the failure is the check's: the task
+    stays as it is, counted, and the next pass asks the chain."""
+    head = int(chain.w3.eth.get_block("latest")["timestamp"])
+    vault = vault_address(chain, deployed=True)
+    config = NetworkConfig(gateway=GatewaySettings(), operators=(), api_keys=())
+    check = _Executed(chain.anvil.url)
+    gateway = Gateway(config, state, chain=check)
+    try:
+        register(gateway, vault, BASE_CHAIN_ID, 1)
+        task_id = released_task(state, vault, BASE_CHAIN_ID, head - 100, expires_at=head - 10)
+        stored, failures = state._stored, [StateUnavailable("the gateway state did not answer")]
+
+        def flaky(task_id: str) -> tuple[str, str | None] | None:
+            if failures:
+                raise failures.pop()
+            return stored(task_id)
+
+        monkeypatch.setattr(state, "_stored", flaky)
+        assert asyncio.run(gateway.sweep_once(head + 1)) == 0
+    finally:
+        asyncio.run(gateway.close())
+    record = state.task(task_id)
+    assert record is not None and record.status == "releasing"
+    again = Gateway(config, state, chain=check)  # a later pass, past the task's backoff
+    try:
+        assert asyncio.run(again.sweep_once(head + 1)) == 0
+    finally:
+        asyncio.run(again.close())
+    record = state.task(task_id)
+    assert record is not None and record.status == "committed"
+    assert check.asked == 1

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import AgentGuardError, GatewayStateError
+from agentguard._exceptions import AgentGuardError, GatewayStateError, StateUnavailable
 from agentguard._intent import TransactionIntent
 from agentguard.network.state._book import Reservation
 from agentguard.network.state._compact import unpack
@@ -233,12 +233,18 @@ class State:
         """The chain of the task's own recorded intent, the only chain where its attestation
         can be used (a vault refuses an intent for another chain): a released task is judged
         there, never on the chain its client is registered on now (an owner may re-register
-        the same address on another chain). ``None`` if the record cannot tell."""
+        the same address on another chain). ``None`` if the record cannot tell. A state
+        that does not answer raises (``StateUnavailable``), never ``None``: the sweep reads
+        the chain twice per task (whether to ask the chain; then ``trusts_release``), and a
+        failed first read that skipped the chain check while the second saw the RPC's chain
+        gave a release back unasked."""
         try:
             found = self.stored_result(task_id)
             if found is None:
                 return None
             return TransactionIntent.from_wire(found["task"]["intent"]).chain_id
+        except StateUnavailable:
+            raise
         except (AgentGuardError, KeyError, TypeError, ValueError):
             return None
 
