@@ -14,6 +14,7 @@ SQLite and on a real PostgreSQL (the ``spec`` fixture of ``test_state``).
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ from pathlib import Path
 
 import pytest
 from coincurve import PrivateKey
+from eth_abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
 from agentguard import TransactionIntent
-from agentguard._exceptions import StateUnavailable
+from agentguard import _intent as intent_module
+from agentguard._eip712 import keccak
+from agentguard._exceptions import AgentGuardError, StateUnavailable
+from agentguard._intent import wire_chain_id
 from agentguard.chain import BASE_CHAIN_ID, DEV_ACCOUNTS, Anvil, deploy, transact
 from agentguard.network.config import GatewaySettings, NetworkConfig
 from agentguard.network.gateway import Gateway
@@ -41,6 +46,7 @@ OTHER_CHAIN = 84532  # Base Sepolia: served by the gateway, not by its RPC
 TOKEN = "0x" + "70" * 20  # no code: only the vault's ``taskUsed`` can say a task was used
 SHOP = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 AMOUNT = 5_000_000
+NOW = 1_764_000_000
 POLICY = load("agent_spend")
 PARAMS = {
     "max_per_tx": {TOKEN: str(AMOUNT)},
@@ -189,11 +195,11 @@ def test_tasks_of_the_served_chain_are_still_judged_there_after_a_move_away(
 def test_a_task_whose_record_does_not_say_its_chain_stays_counted(
     chain: Chain, state: State
 ) -> None:
-    """Fail closed: no intent in the record (or one that cannot be read), no chain, counted."""
+    """Fail closed: no intent in the record (or one whose chain cannot be read), counted."""
     head = int(chain.w3.eth.get_block("latest")["timestamp"])
     vault = vault_address(chain, deployed=True)
     task_ids = []
-    for result in ({}, {"task": {"intent": {"chain_id": "0x2105"}}}, {"task": "0x"}):
+    for result in ({}, {"task": {"intent": {"chain_id": "0x"}}}, {"task": "0x"}):
         task_id = "0x" + uuid.uuid4().hex * 2
         reservation = state.reserve(
             policy_client=vault.lower(),
@@ -272,3 +278,116 @@ def test_a_state_that_does_not_answer_once_never_skips_the_chain_check(
     record = state.task(task_id)
     assert record is not None and record.status == "committed"
     assert check.asked == 1
+
+
+def _intent(rng: random.Random) -> TransactionIntent:
+    """A random intent of the kinds a gateway records: a transfer, a native send, a call."""
+    sender, to = "0x" + rng.randbytes(20).hex(), "0x" + rng.randbytes(20).hex()
+    chain_id = rng.choice([1, 8453, 84532, 2**64 - 1, 2**256 - 1, rng.randrange(1, 2**40)])
+    kind = rng.randrange(3)
+    if kind == 0:
+        return TransactionIntent.erc20_transfer(
+            sender=sender, token=to, recipient=SHOP, amount=rng.randrange(2**64), chain_id=chain_id
+        )
+    signature = "" if kind == 1 else "multicall(bytes[])"
+    data = b"" if kind == 1 else _MULTICALL + abi_encode(["bytes[]"], [[rng.randbytes(40)] * 3])
+    return TransactionIntent.from_wire(
+        {
+            "from": sender,
+            "to": to,
+            "value": hex(rng.randrange(2**70)),
+            "data": "0x" + data.hex(),
+            "chain_id": hex(chain_id) if rng.random() < 0.5 else str(chain_id),
+            "function_signature": signature,
+        }
+    )
+
+
+_MULTICALL = keccak(b"multicall(bytes[])")[:4]
+
+
+def _slow_chain(wire: object) -> int | None:
+    """What ``task_chain`` answered before: the whole intent validated again."""
+    try:
+        return TransactionIntent.from_wire(wire).chain_id  # type: ignore[arg-type]
+    except (AgentGuardError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _fast_chain(wire: object) -> int | None:
+    try:
+        return wire_chain_id(wire)
+    except (AgentGuardError, KeyError, TypeError, ValueError):
+        return None
+
+
+def test_a_records_chain_is_read_without_validating_its_calldata_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Red team (r8): ``task_chain`` validated the whole recorded intent again, its calldata
+    ABI-decoded, on the event loop, for every expired task of every pass. Tasks the chain
+    cannot settle (an EOA's never reported, a chain the RPC does not serve) stay ``attested``
+    and head every pass, up to 1,000 a second for good: a host whose policy allows a call
+    with a big ``bytes`` argument (a 190 KB multicall: 32 ms to decode) made its tasks cost
+    the loop that much again each second, forever. The chain field is read alone now,
+    exactly as ``from_wire`` reads it (differential below): the record holds the intent the
+    gateway validated when it made the task."""
+    state = open_state(str(tmp_path / "state.sqlite3"))
+    rng = random.Random(8)
+    task_ids = {}
+    for n in range(40):
+        intent = _intent(rng)
+        task_id = "0x" + rng.randbytes(32).hex()
+        reservation = state.reserve(
+            policy_client=intent.from_.lower(),
+            agent=AGENT.address.lower(),
+            windows=(86400,),
+            task_id=task_id,
+            asset=TOKEN,
+            amount=n,
+            now=NOW,
+        )
+        state.record(reservation, expires_at=NOW + 1, result={"task": {"intent": intent.wire()}})
+        task_ids[task_id] = intent.chain_id
+
+    def decoded(*args: object) -> tuple[object, ...]:
+        raise AssertionError("the sweep decoded a recorded intent's calldata again")
+
+    monkeypatch.setattr(intent_module, "_decode", decoded)
+    assert {task_id: state.task_chain(task_id) for task_id in task_ids} == task_ids
+    state.close()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        {"chain_id": "0x2105"},
+        {"chainId": 8453},
+        {"chain_id": "8453", "chainId": "0x2105"},  # one value, two spellings: refused
+        {"chain_id": 8453, "chainId": 8453},
+        {"chain_id": " 0x2105 "},
+        {"chain_id": 0},
+        {"chain_id": "0x0"},
+        {"chain_id": -1},
+        {"chain_id": 2**256},
+        {"chain_id": hex(2**256 - 1)},
+        {"chain_id": True},
+        {"chain_id": 8453.0},
+        {"chain_id": None},
+        {"chain_id": "base"},
+        {"chain_id": "eip155:8453"},
+        {"chain_id": ["0x2105"]},
+        {},
+        [],
+        "0x2105",
+        None,
+    ],
+)
+def test_the_chain_field_reads_as_from_wire_reads_it(wire: object) -> None:
+    """Hostile chain fields: the same chain, or ``None`` where ``from_wire`` refuses it
+    (the rest of each intent made valid, so only the chain can differ)."""
+    if isinstance(wire, dict):
+        base = _intent(random.Random(1)).wire()
+        del base["chain_id"]
+        wire = {**base, **wire}
+    assert _fast_chain(wire) == _slow_chain(wire)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._exceptions import AgentGuardError, GatewayStateError, StateUnavailable
-from agentguard._intent import TransactionIntent
+from agentguard._intent import wire_chain_id
 from agentguard.network.state._book import Reservation
 from agentguard.network.state._compact import unpack
 from agentguard.network.state._model import (
@@ -242,7 +242,7 @@ class State:
             found = self.stored_result(task_id)
             if found is None:
                 return None
-            return TransactionIntent.from_wire(found["task"]["intent"]).chain_id
+            return wire_chain_id(found["task"]["intent"])  # validated when it was recorded
         except StateUnavailable:
             raise
         except (AgentGuardError, KeyError, TypeError, ValueError):
