@@ -53,6 +53,7 @@ __all__ = [
     "argument_types",
     "canonical_signature",
     "chain_id_from_network",
+    "wire_chain_id",
 ]
 
 _ERC20_TRANSFER = "transfer(address,uint256)"
@@ -390,6 +391,23 @@ def _signature_text(v: Any) -> str:
     if not isinstance(v, str):
         raise IntentError("function_signature must be a string like 'transfer(address,uint256)'")
     return canonical_signature(v)
+
+
+def wire_chain_id(wire: Any) -> int:
+    """The chain of a wire intent, read as ``TransactionIntent.from_wire`` reads it (refused
+    alike), without validating the rest: for an intent validated when it was recorded (the
+    gateway's sweep reads it for every expired task, each pass; its calldata, up to a
+    request's size, is not decoded again)."""
+    if not isinstance(wire, dict):
+        raise IntentError("intent must be a JSON object")
+    try:
+        spelled = one_spelling(wire, "chain_id", "chainId")
+    except ValueError as exc:
+        raise IntentError(f"intent: {exc}") from None
+    chain_id = _uint(spelled, "chain_id")
+    if chain_id == 0:
+        raise IntentError("chain_id must be set (8453 for Base)")
+    return chain_id
 
 
 def _check_call(chain_id: int, data: bytes, signature: str) -> tuple[Any, ...]:

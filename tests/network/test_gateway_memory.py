@@ -288,3 +288,17 @@ def test_what_the_cache_counts_covers_what_it_holds() -> None:
 
     used, counted = asyncio.run(scenario())
     assert used <= counted
+
+
+def test_a_real_records_chain_is_its_intents(
+    gateway: tuple[Gateway, asyncio.AbstractEventLoop],
+) -> None:
+    """The sweep judges a released task on the chain ``State.task_chain`` reads from the
+    record the gateway really writes (compact, its intent in the task's own part)."""
+    gw, loop = gateway
+    key = gw.authenticate(f"Bearer {API_KEY}")
+    answer = loop.run_until_complete(gw.dispatch(key, "chain", "newt_createTask", _params(9)))
+    task_id = json.loads(answer.data)["task_id"]
+    stored = gw.state._stored(task_id)
+    assert stored is not None and stored[1] is not None  # the compact form
+    assert gw.state.task_chain(task_id) == 8453

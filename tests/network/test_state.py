@@ -23,11 +23,11 @@ ASSET = "0x" + "11" * 20
 NOW = 1_764_000_000
 
 
-def TRUSTED(policy_client: str) -> bool:
+def TRUSTED(task: TaskRecord) -> bool:
     return True
 
 
-def UNTRUSTED(policy_client: str) -> bool:
+def UNTRUSTED(task: TaskRecord) -> bool:
     return False
 
 

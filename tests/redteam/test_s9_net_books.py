@@ -134,7 +134,7 @@ def test_the_sweep_never_drops_a_book_with_work_in_flight(tmp_path: Path) -> Non
     async def scenario() -> None:
         queued = _reserve(state, "queued", 4, late)
         wait = state.record_soon(queued, expires_at=late + 300, result={"task_id": "queued"})
-        state.sweep_expired(late + 1, None, lambda _pc: False)
+        state.sweep_expired(late + 1, None, lambda _task: False)
         assert (CLIENT, AGENT) in state._books  # type: ignore[attr-defined]
         await wait
 
@@ -156,8 +156,8 @@ def test_an_idle_book_dropped_by_the_sweep_is_rebuilt_without_forgetting(tmp_pat
         _record(state, f"d{n}", 2**n, T + n * 20_000)
     last = T + 4 * 20_000
     idle = last + 86400 + 1
-    state.sweep_expired(idle, None, lambda _pc: False)
-    state.sweep_expired(idle + BOOKS_PRUNE_EVERY, None, lambda _pc: False)
+    state.sweep_expired(idle, None, lambda _task: False)
+    state.sweep_expired(idle + BOOKS_PRUNE_EVERY, None, lambda _task: False)
     assert (CLIENT, AGENT) not in state._books  # type: ignore[attr-defined]
     assert _spent(state, idle) == _from_file(path, idle)
     _record(state, "fresh", 1000, idle)

@@ -114,12 +114,12 @@ class Gateway:
 
     def _check_for(self, task: TaskRecord) -> Check:
         """The usage check of one task, to run off the loop; the chain check is asked only
-        about a client on its RPC's chain (the client's chain is looked up here, on the loop)."""
+        about a task on its RPC's chain (the task's chain is read here, on the loop)."""
         check = self.usage_check
         assert check is not None
         if check is self.chain:
             return functools.partial(
-                _on_its_chain, self.chain, self._chain_of(task.policy_client), task
+                _on_its_chain, self.chain, self.state.task_chain(task.task_id), task
             )
         return functools.partial(check.was_used, task)
 
@@ -148,23 +148,21 @@ class Gateway:
         targets = list(self.clients) if clients is None else list(clients)
         return await deliver(self.operators.links, targets)
 
-    def trusts_release(self, policy_client: str) -> bool:
+    def trusts_release(self, task: TaskRecord) -> bool:
         """Whether a release the host reports stands at expiry when the usage check cannot
         tell (see ``State.sweeping``): for a policy client whose own key signed its
         registration (an EOA, not a vault), and with the chain usage check, which cannot tell
-        only when there is no code at the address (no vault could have used it)."""
-        client = self.clients.get(policy_client)
+        only when there is no code at the address (no vault could have used it) on the
+        task's own chain. Not the client's chain now: re-registered to another chain, its
+        address may have no code there while its vault executed the task here."""
+        client = self.clients.get(task.policy_client)
         if client is not None and client.registration.self_owned:
             return True
         return (
             self.chain is not None
             and self.usage_check is self.chain
-            and self._chain_of(policy_client) == self.chain.chain_id
+            and self.state.task_chain(task.task_id) == self.chain.chain_id
         )
-
-    def _chain_of(self, policy_client: str) -> int | None:
-        client = self.clients.get(policy_client)
-        return None if client is None else client.chain_id
 
     # -- the task request (the hot path) ---------------------------------------------------------
 
@@ -320,7 +318,7 @@ class Gateway:
             key,
             params,
             now=int(self._clock()),
-            trusted=lambda pc: self.usage_check is None and self.trusts_release(pc),
+            trusted=lambda task: self.usage_check is None and self.trusts_release(task),
         )
 
     def commit(self, key: ApiKeyEntry, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -348,9 +346,10 @@ class Gateway:
 def _on_its_chain(
     chain: ChainUsageCheck, chain_id: int | None, task: TaskRecord
 ) -> bool | Pending | None:
-    """The chain usage check, asked only about a policy client registered on the chain its RPC
-    serves: about a vault on another chain it can tell nothing (no code at that address here,
-    or someone else's contract), so the answer is "cannot tell" and a release stays counted."""
+    """The chain usage check, asked only about a task whose own intent is for the chain its
+    RPC serves (``chain_id``, ``None`` if unknown): about a vault on another chain it can tell
+    nothing (no code at that address here, or the same address's vault that never saw the
+    task), so the answer is "cannot tell" and a release stays counted."""
     if chain_id != chain.chain_id:
         return None
     return chain.was_used(task)

@@ -14,7 +14,7 @@ from typing import Any
 from agentguard.network._rpc import UNAUTHORIZED, RPCError
 from agentguard.network.config import ApiKeyEntry
 from agentguard.network.gateway._params import B32, invalid
-from agentguard.network.state import State
+from agentguard.network.state import State, TaskRecord
 
 __all__ = ["MAX_COMMITS", "commit", "commit_many", "release"]
 
@@ -43,14 +43,12 @@ def release(
     params: Mapping[str, Any],
     *,
     now: int,
-    trusted: Callable[[str], bool],
+    trusted: Callable[[TaskRecord], bool],
 ) -> dict[str, Any]:
-    """``trusted(policy_client)``: whether this release may be given back at once."""
+    """``trusted(task)``: whether this release may be given back at once."""
     task_id = _task_for(state, key, params)
     record = state.task(task_id)
-    status = state.release(
-        task_id, now, trusted=record is not None and trusted(record.policy_client)
-    )
+    status = state.release(task_id, now, trusted=record is not None and trusted(record))
     if status is None:
         current = record.status if record else "unknown"
         raise invalid(f"task {task_id} is {current}; only an attested task can be released")

@@ -49,7 +49,7 @@ class Sweeper:
         state: State,
         now: int,
         check_for: Callable[[TaskRecord], Check] | None,
-        trusted: Callable[[str], bool],
+        trusted: Callable[[TaskRecord], bool],
     ) -> int:
         """One pass; returns how many tasks were given back. ``check_for(task)`` (on the loop)
         gives the check to run off it; ``None``: no usage check."""

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agentguard._exceptions import GatewayStateError
+from agentguard._exceptions import AgentGuardError, GatewayStateError, StateUnavailable
+from agentguard._intent import wire_chain_id
 from agentguard.network.state._book import Reservation
 from agentguard.network.state._compact import unpack
 from agentguard.network.state._model import (
@@ -228,6 +229,25 @@ class State:
             return None
         return _unpacked(task_id, *found)
 
+    def task_chain(self, task_id: str) -> int | None:
+        """The chain of the task's own recorded intent, the only chain where its attestation
+        can be used (a vault refuses an intent for another chain): a released task is judged
+        there, never on the chain its client is registered on now (an owner may re-register
+        the same address on another chain). ``None`` if the record cannot tell. A state
+        that does not answer raises (``StateUnavailable``), never ``None``: the sweep reads
+        the chain twice per task (whether to ask the chain; then ``trusts_release``), and a
+        failed first read that skipped the chain check while the second saw the RPC's chain
+        gave a release back unasked."""
+        try:
+            found = self.stored_result(task_id)
+            if found is None:
+                return None
+            return wire_chain_id(found["task"]["intent"])  # validated when it was recorded
+        except StateUnavailable:
+            raise
+        except (AgentGuardError, KeyError, TypeError, ValueError):
+            return None
+
     def _stored(self, task_id: str) -> tuple[str, str | None] | None:
         """The row's stored text and the body of the shared part it names (if any)."""
         raise NotImplementedError
@@ -297,7 +317,7 @@ class State:
         self,
         now: int,
         usage_check: UsageCheck | None,
-        trusted: Callable[[str], bool],
+        trusted: Callable[[TaskRecord], bool],
     ) -> int:
         """Settle expired tasks; returns how many were given back (``sweeping``, with
         ``usage_check`` asked in turn, here). The first error a check raised is raised once
@@ -321,7 +341,7 @@ class State:
             return released
 
     def sweeping(
-        self, now: int, *, checking: bool, trusted: Callable[[str], bool]
+        self, now: int, *, checking: bool, trusted: Callable[[TaskRecord], bool]
     ) -> Generator[TaskRecord, bool | Pending | None, int]:
         """One sweep pass: yields each expired task a usage check must judge and takes its
         answer (``send``) or its failure (``throw``); returns how many were given back. The
@@ -331,8 +351,9 @@ class State:
 
         With ``checking``, the usage check decides when it can tell (used: committed, unused:
         given back). Otherwise a ``releasing`` task (the client said unused) is given back only
-        if ``trusted(policy_client)``: the client cannot have used it behind the network's back
-        in a way the network would not see, or a usage check would have seen it. Else it
+        if ``trusted(task)``: its client cannot have used it behind the network's back in a
+        way the network would not see, or a usage check would have seen it (asked on the
+        task's own chain: ``task_chain``). Else it
         stays counted (``committed``): a contract client (a vault) may have executed it
         before expiry. ``attested`` tasks (the client never said) stay as they are.
 
@@ -370,7 +391,7 @@ class State:
             elif used is False:
                 released += self._give_back(task_id, status)
             elif status == "releasing":
-                if trusted(task.policy_client):
+                if trusted(task):
                     released += self._give_back(task_id, status)
                 else:
                     self.commit(task_id, "released, but its use cannot be ruled out: counted")
