@@ -314,13 +314,16 @@ class PolicyEngine:
         with self._lock:
             compiled = self._get(policy, params_json, extra)
             _set_input(compiled.interpreter, document)
-            output = _rs.rego_bundle_query_entrypoint(
-                compiled.interpreter._impl, compiled.bundle._impl, _RESULT
-            )
-            try:
-                ok, text = _rs.rego_output_ok(output), _rs.rego_output_string(output)
-            finally:
-                _rs.rego_free_output(output)
+            try:  # regopy raises its own untyped error when rego-cpp gives no output
+                output = _rs.rego_bundle_query_entrypoint(
+                    compiled.interpreter._impl, compiled.bundle._impl, _RESULT
+                )
+                try:
+                    ok, text = _rs.rego_output_ok(output), _rs.rego_output_string(output)
+                finally:
+                    _rs.rego_free_output(output)
+            except regopy.RegoError:
+                ok, text = False, ""
         if not ok or text.startswith("(error"):
             detail = (
                 _readable(text, policy.modules)

@@ -214,3 +214,22 @@ def test_the_decided_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         )
         assert result.decision == "deny"
         assert len(engine._decided) <= 3
+
+
+def test_rego_cpp_giving_no_output_is_a_policy_engine_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """regopy raises its own untyped ``RegoError`` when rego-cpp returns no output; the
+    operator must see a ``PolicyEngineError`` (a typed refusal), never regopy's exception."""
+    import regopy
+
+    def no_output(*_: object) -> int:
+        raise regopy.RegoError("no output")
+
+    policy = load("tx_cap")
+    params = {"max_per_tx": {USDC.lower(): "1"}}
+    intent = erc20(5)
+    engine = PolicyEngine()
+    monkeypatch.setattr(_engine._rs, "rego_bundle_query_entrypoint", no_output)
+    with pytest.raises(PolicyEngineError, match="failed to evaluate"):
+        engine.evaluate(policy, input=intent.parsed(), params=params, wasm=wasm_for(intent))
