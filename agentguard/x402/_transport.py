@@ -108,15 +108,19 @@ class _ATimed(httpx.AsyncByteStream):
         await self._stream.aclose()  # type: ignore[union-attr]
 
 
-def _received(
-    client: httpx.Client | httpx.AsyncClient, request: httpx.Request, response: httpx.Response
-) -> None:
-    """What httpx does with an answer it received (``_send_single_request``), for one it
-    never sees. A jar takes nothing from an answer without a cookie header (skipped)."""
+def _received(client: httpx.Client | httpx.AsyncClient, response: httpx.Response) -> None:
+    """What httpx does with an answer it receives (``_send_single_request``) before anything
+    reads it, for one it may never see (again for one it does: the same cookies, the same
+    encoding). A jar takes nothing from an answer without a cookie header: skipped."""
     headers = response.headers
     if "set-cookie" in headers or "set-cookie2" in headers:
         client.cookies.extract_cookies(response)
     response.default_encoding = client._default_encoding
+
+
+def _logged(request: httpx.Request, response: httpx.Response) -> None:
+    """httpx's log line for an answer it never sees (after the flow read it: httpx would log
+    the flow's last answer a second time)."""
     _httpx_log.info(
         'HTTP Request: %s %s "%s %d %s"',
         request.method,
@@ -240,16 +244,17 @@ class Transport(httpx.BaseTransport):
         while not response.has_redirect_location:
             response.request = request
             response.stream = _Timed(response, start)
+            _received(client, response)
             try:
                 sent = relay.advance(response)
             except BaseException:
-                _received(client, request, response)
+                _logged(request, response)
                 response.close()
                 raise
             if sent is None:
                 relay.ended = True
                 return response
-            _received(client, request, response)  # what httpx's auth machinery does too:
+            _logged(request, response)  # then what httpx's auth machinery does with it:
             response.history = list(relay.history)
             response.read()
             relay.history.append(response)
@@ -293,16 +298,17 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         while not response.has_redirect_location:
             response.request = request
             response.stream = _ATimed(response, start)
+            _received(client, response)
             try:
                 sent = await relay.advance(response)
             except BaseException:
-                _received(client, request, response)
+                _logged(request, response)
                 await response.aclose()
                 raise
             if sent is None:
                 relay.ended = True
                 return response
-            _received(client, request, response)
+            _logged(request, response)
             response.history = list(relay.history)
             await response.aread()
             relay.history.append(response)

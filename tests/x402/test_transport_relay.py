@@ -89,6 +89,7 @@ def _scenario(seed: int) -> dict[str, Any]:
         "method": rng.choice(["GET", "POST"]),
         "body": rng.choice([None, "bytes", "stream"]),
         "repeat": rng.random() < 0.35,
+        "streamed": rng.random() < 0.5,  # answers streamed (read and closed) or preset
     }
 
 
@@ -221,14 +222,24 @@ def _hooks(seen: list[str]) -> dict[str, list[Any]]:
 
 def _sync_run(seed: int, fast: bool) -> Any:
     s = _scenario(seed)
-    server, audit, logs, seen = _Server(s), _Audit(), _Logs(), []
+    server, audit, logs = _Server(s), _Audit(), _Logs()
+    seen: list[str] = []
     auth = _auth(
         Guard(_Authorizer(), Verifier(OPERATORS.addresses, policy_client=POLICY_CLIENT)), audit
     )
     options: dict[str, Any] = {"follow_redirects": s["follow"]}
     if s["hooks"]:
         options["event_hooks"] = _hooks(seen)
-    inner = httpx.MockTransport(server.handle)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        response = server.handle(request)
+        if not s["streamed"]:
+            return response
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=iter([response.content])
+        )
+
+    inner = httpx.MockTransport(handle)
     if fast:
         client = auth.client(transport=inner, **options)
     else:
@@ -252,7 +263,8 @@ def _sync_run(seed: int, fast: bool) -> Any:
 
 async def _async_run(seed: int, fast: bool) -> Any:
     s = _scenario(seed)
-    server, audit, logs, seen = _Server(s), _Audit(), _Logs(), []
+    server, audit, logs = _Server(s), _Audit(), _Logs()
+    seen: list[str] = []
     guard = AsyncGuard(
         _AsyncAuthorizer(), Verifier(OPERATORS.addresses, policy_client=POLICY_CLIENT)
     )
@@ -265,7 +277,14 @@ async def _async_run(seed: int, fast: bool) -> Any:
 
     async def handle(request: httpx.Request) -> httpx.Response:
         await request.aread()
-        return server.handle(request)
+        response = server.handle(request)
+        if not s["streamed"]:
+            return response
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield response.content
+
+        return httpx.Response(response.status_code, headers=response.headers, content=chunks())
 
     inner = httpx.MockTransport(handle)
     if fast:
@@ -320,6 +339,7 @@ def test_the_scenarios_reach_every_path() -> None:
     assert any(run[2][3] for run in runs)  # a lost payment remembered
     assert any(run[2][4] for run in runs)  # an upto session open
     assert any(run[1] for run in runs)  # event hooks saw requests
+    assert any(all(r[3]) for r in results if isinstance(r[0], int) and r[2])  # streamed, timed
 
 
 def test_the_fast_path_sends_the_paid_retry_from_the_transport() -> None:
