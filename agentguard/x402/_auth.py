@@ -135,15 +135,16 @@ class _Relay:
     ``auth.client()``'s transport, which sends that request itself while the flow only reads
     answers (``_transport``). ``waiting``: the request the flow waits an answer to;
     ``history``: answers the transport gave the flow and httpx never saw; ``ended``: the
-    transport ran the flow to its end."""
+    transport ran the flow to its end; ``handed``: httpx handed the flow an answer (its
+    history of this request has begun: the transport then sends nothing of the flow's)."""
 
-    __slots__ = ("ended", "flow", "history", "runner", "waiting")
+    __slots__ = ("ended", "flow", "handed", "history", "runner", "waiting")
 
     def __init__(self, flow: _Flow, runner: Runner) -> None:
         self.flow = flow
         self.runner = runner
         self.waiting: httpx.Request | None = None
-        self.ended = False
+        self.ended = self.handed = False
         self.history: list[httpx.Response] = []
 
     def advance(self, value: httpx.Response | None) -> httpx.Request | None:
@@ -175,13 +176,13 @@ class _Relay:
 class _AsyncRelay:
     """``_Relay`` for the async client."""
 
-    __slots__ = ("ended", "flow", "history", "runner", "waiting")
+    __slots__ = ("ended", "flow", "handed", "history", "runner", "waiting")
 
     def __init__(self, flow: _Flow, runner: AsyncRunner) -> None:
         self.flow = flow
         self.runner = runner
         self.waiting: httpx.Request | None = None
-        self.ended = False
+        self.ended = self.handed = False
         self.history: list[httpx.Response] = []
 
     async def advance(self, value: httpx.Response | None) -> httpx.Request | None:
@@ -337,7 +338,10 @@ class X402Auth(httpx.Auth):
             sent = relay.advance(None)
             while sent is not None:
                 response = yield sent
-                sent = None if relay.ended else relay.advance(response)
+                if relay.ended:
+                    break
+                relay.handed = True  # httpx's history runs on: the rest is httpx's to send
+                sent = relay.advance(response)
             if relay.history:  # the transport sent them: httpx's history lacks them
                 response.history = [*relay.history, *response.history]
         finally:
@@ -359,7 +363,10 @@ class X402Auth(httpx.Auth):
             sent = await relay.advance(None)
             while sent is not None:
                 response = yield sent
-                sent = None if relay.ended else await relay.advance(response)
+                if relay.ended:
+                    break
+                relay.handed = True  # httpx's history runs on: the rest is httpx's to send
+                sent = await relay.advance(response)
             if relay.history:
                 response.history = [*relay.history, *response.history]
         finally:

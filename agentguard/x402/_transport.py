@@ -68,6 +68,7 @@ class Unsent:
 class _Relay(Protocol):
     waiting: httpx.Request | None
     ended: bool
+    handed: bool
     history: list[httpx.Response]
 
     def advance(self, value: httpx.Response | None) -> httpx.Request | None: ...
@@ -76,6 +77,7 @@ class _Relay(Protocol):
 class _AsyncRelay(Protocol):
     waiting: httpx.Request | None
     ended: bool
+    handed: bool
     history: list[httpx.Response]
 
     async def advance(self, value: httpx.Response | None) -> httpx.Request | None: ...
@@ -134,7 +136,7 @@ def _logged(request: httpx.Request, response: httpx.Response) -> None:
 def _relay(request: httpx.Request, client: httpx.Client | httpx.AsyncClient | None) -> Any:
     """The relay of the flow waiting on ``request``, when this transport may drive it."""
     relay = request.extensions.get(RELAY_EXTENSION)
-    if relay is None or relay.waiting is not request or client is None:
+    if relay is None or relay.waiting is not request or relay.handed or client is None:
         return None
     hooks = client.event_hooks
     return None if hooks["request"] or hooks["response"] else relay
