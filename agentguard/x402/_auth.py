@@ -345,6 +345,7 @@ class X402Auth(httpx.Auth):
             if relay.history:  # the transport sent them: httpx's history lacks them
                 response.history = [*relay.history, *response.history]
         finally:
+            request.extensions.pop(RELAY_EXTENSION, None)  # (would hold the answers in a cycle)
             try:
                 relay.flow.close()  # httpx closed us mid-request: the answer was lost
             except _RefusedUnsent as refused:  # ... or that it was never sent
@@ -370,6 +371,7 @@ class X402Auth(httpx.Auth):
             if relay.history:
                 response.history = [*relay.history, *response.history]
         finally:
+            request.extensions.pop(RELAY_EXTENSION, None)
             try:
                 relay.flow.close()
             except _RefusedUnsent as refused:

@@ -23,7 +23,7 @@ from agentguard import Signer, Verifier
 from agentguard._guard import AsyncGuard, Guard
 from agentguard.ledger import Ledger
 from agentguard.x402 import X402Auth
-from agentguard.x402._transport import AsyncTransport, Transport
+from agentguard.x402._transport import RELAY_EXTENSION, AsyncTransport, Transport
 from agentguard.x402._wire import encode_header
 from tests.unit.conftest import POLICY_CLIENT, Operators
 
@@ -362,3 +362,4 @@ def test_the_fast_path_sends_the_paid_retry_from_the_transport() -> None:
     assert response.status_code == 200
     assert [r.status_code for r in response.history] == [402]
     assert len(server.requests) == 2 and sent == ["GET"]
+    assert RELAY_EXTENSION not in response.request.extensions  # dropped when the flow ends
