@@ -138,11 +138,12 @@ class _Relay:
     transport ran the flow to its end; ``handed``: httpx handed the flow an answer (its
     history of this request has begun: the transport then sends nothing of the flow's)."""
 
-    __slots__ = ("ended", "flow", "handed", "history", "runner", "waiting")
+    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
 
-    def __init__(self, flow: _Flow, runner: Runner) -> None:
+    def __init__(self, flow: _Flow, runner: Runner, owner: object) -> None:
         self.flow = flow
         self.runner = runner
+        self.owner = owner  # the one transport that may drive it (``_Relayed``), or None
         self.waiting: httpx.Request | None = None
         self.ended = self.handed = False
         self.history: list[httpx.Response] = []
@@ -176,11 +177,12 @@ class _Relay:
 class _AsyncRelay:
     """``_Relay`` for the async client."""
 
-    __slots__ = ("ended", "flow", "handed", "history", "runner", "waiting")
+    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
 
-    def __init__(self, flow: _Flow, runner: AsyncRunner) -> None:
+    def __init__(self, flow: _Flow, runner: AsyncRunner, owner: object) -> None:
         self.flow = flow
         self.runner = runner
+        self.owner = owner
         self.waiting: httpx.Request | None = None
         self.ended = self.handed = False
         self.history: list[httpx.Response] = []
@@ -291,14 +293,14 @@ class X402Auth(httpx.Auth):
         ``PaymentOutcomeUnknown`` and sends a 402's paid retry itself (``_transport``)."""
         inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
         transport = Transport(inner)
-        client = httpx.Client(auth=self, transport=transport, **kwargs)
+        client = httpx.Client(auth=_Relayed(self, transport), transport=transport, **kwargs)
         transport.client = client
         return client
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
         transport = AsyncTransport(inner)
-        client = httpx.AsyncClient(auth=self, transport=transport, **kwargs)
+        client = httpx.AsyncClient(auth=_Relayed(self, transport), transport=transport, **kwargs)
         transport.client = client
         return client
 
@@ -327,13 +329,26 @@ class X402Auth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        return self._sync_flow(request, None)
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return self._async_flow(request, None)
+
+    def _sync_flow(
+        self, request: httpx.Request, owner: Transport | None
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for httpx's auth machinery; with ``owner`` (``auth.client()``'s transport)
+        that transport may also drive it (``_Relayed``)."""
         runner = self._runner
         if runner is None:
             raise ConfigurationError(
                 "an AsyncGuard cannot authorize inside a blocking httpx.Client; pass a Guard"
             )
-        relay = _Relay(self._flow(request, runner), runner)
-        request.extensions[RELAY_EXTENSION] = relay
+        relay = _Relay(self._flow(request, runner), runner, owner)
+        if owner is not None:
+            request.extensions[RELAY_EXTENSION] = relay
         try:
             sent = relay.advance(None)
             while sent is not None:
@@ -354,12 +369,13 @@ class X402Auth(httpx.Auth):
                 except Exception as exc:  # httpx raises the transport's error, not this
                     _not_released(exc)
 
-    async def async_auth_flow(
-        self, request: httpx.Request
+    async def _async_flow(
+        self, request: httpx.Request, owner: AsyncTransport | None
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         runner = self._async_runner
-        relay = _AsyncRelay(self._flow(request, runner), runner)
-        request.extensions[RELAY_EXTENSION] = relay
+        relay = _AsyncRelay(self._flow(request, runner), runner, owner)
+        if owner is not None:
+            request.extensions[RELAY_EXTENSION] = relay
         try:
             sent = await relay.advance(None)
             while sent is not None:
@@ -592,6 +608,38 @@ class X402Auth(httpx.Auth):
     def _record(self, kind: str, record: Mapping[str, Any]) -> None:
         if self._audit is not None:
             self._audit.append(kind, record)
+
+
+class _Relayed(httpx.Auth):
+    """``auth.client()``'s auth: ``X402Auth``'s flow, which that client's own transport may
+    drive (send the 402's paid retry itself). Only there does httpx's auth machinery hand the
+    flow each answer unseen by anything else: ``X402Auth`` itself, called by an auth wrapping
+    it (that may veto a 402) or by another client over the same transport (with its own event
+    hooks, jar), is never relayed."""
+
+    requires_request_body = True
+
+    def __init__(self, auth: X402Auth, transport: Transport | AsyncTransport) -> None:
+        self.auth = auth
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return repr(self.auth)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        transport = self._transport
+        return self.auth._sync_flow(
+            request, transport if isinstance(transport, Transport) else None
+        )
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        transport = self._transport
+        owner = transport if isinstance(transport, AsyncTransport) else None
+        return self.auth._async_flow(request, owner)
 
 
 def _not_released(exc: Exception) -> None:

@@ -66,6 +66,7 @@ class Unsent:
 
 
 class _Relay(Protocol):
+    owner: object
     waiting: httpx.Request | None
     ended: bool
     handed: bool
@@ -75,6 +76,7 @@ class _Relay(Protocol):
 
 
 class _AsyncRelay(Protocol):
+    owner: object
     waiting: httpx.Request | None
     ended: bool
     handed: bool
@@ -133,10 +135,14 @@ def _logged(request: httpx.Request, response: httpx.Response) -> None:
     )
 
 
-def _relay(request: httpx.Request, client: httpx.Client | httpx.AsyncClient | None) -> Any:
-    """The relay of the flow waiting on ``request``, when this transport may drive it."""
+def _relay(request: httpx.Request, transport: Transport | AsyncTransport) -> Any:
+    """The relay of the flow waiting on ``request``, when this transport may drive it (its
+    own client's auth made it: ``_auth._Relayed``)."""
     relay = request.extensions.get(RELAY_EXTENSION)
-    if relay is None or relay.waiting is not request or relay.handed or client is None:
+    client = transport.client
+    if relay is None or relay.owner is not transport or relay.waiting is not request:
+        return None
+    if relay.handed or client is None:
         return None
     hooks = client.event_hooks
     return None if hooks["request"] or hooks["response"] else relay
@@ -238,7 +244,7 @@ class Transport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         start = time.perf_counter()
         response = self._send(request)
-        relay: _Relay | None = _relay(request, self.client)
+        relay: _Relay | None = _relay(request, self)
         if relay is None:
             return response
         client = self.client
@@ -292,7 +298,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         start = time.perf_counter()
         response = await self._send(request)
-        relay: _AsyncRelay | None = _relay(request, self.client)
+        relay: _AsyncRelay | None = _relay(request, self)
         if relay is None:
             return response
         client = self.client
