@@ -233,3 +233,39 @@ def test_a_plain_httpx_client_over_the_transport_class_is_not_relayed() -> None:
         _counted(client, sent)
         assert client.get(URL).status_code == 200
     assert len(sent) == 2
+
+
+def _interrupted(relayed: bool, at: str) -> tuple[int, str, tuple[str, ...]]:
+    """A ``KeyboardInterrupt`` in the sync client between the 402 and the paid retry: while
+    authorizing, or as the paid retry leaves (the inner transport raising it)."""
+    server = FakeServer()
+
+    class Interrupted(_Authorizer):
+        def authorize(self, intent: Any, *, wasm_args: Any = None) -> Any:
+            if at == "authorize":
+                raise KeyboardInterrupt
+            return super().authorize(intent, wasm_args=wasm_args)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if at == "send" and request.headers.get("payment-signature"):
+            raise KeyboardInterrupt
+        return server.handle(request)
+
+    guard = Guard(Interrupted(), Verifier(OPERATORS.addresses, policy_client=POLICY_CLIENT))
+    auth = _auth(guard, _Audit())
+    inner = httpx.MockTransport(handle)
+    client = (
+        auth.client(transport=inner)
+        if relayed
+        else httpx.Client(auth=auth, transport=Transport(inner))
+    )
+    with client, pytest.raises(KeyboardInterrupt):
+        client.get(URL)
+    return len(server.payments), _used(auth), auth.unanswered
+
+
+@pytest.mark.parametrize("at", ["authorize", "send"])
+def test_interrupted_between_the_402_and_the_paid_retry_as_under_httpx_auth(at: str) -> None:
+    relayed = _interrupted(True, at)
+    assert relayed[:2] == _interrupted(False, at)[:2]
+    assert len(relayed[2]) == (1 if at == "send" else 0)  # a paid retry that left: unknown
