@@ -71,6 +71,7 @@ from agentguard.x402._sessions import Opening, Session, Sessions
 from agentguard.x402._transport import (
     NOT_SENT_EXTENSION,
     PAYMENT_EXTENSION,
+    RELAY_EXTENSION,
     SESSION_EXTENSION,
     AsyncTransport,
     Transport,
@@ -127,6 +128,88 @@ class _RefusedUnsent(BaseException):
 
     def __init__(self, release: Flow[Settled]) -> None:
         self.release = release
+
+
+class _Relay:
+    """Drives one request's flow to its next request: for httpx's auth flow, and for
+    ``auth.client()``'s transport, which sends that request itself while the flow only reads
+    answers (``_transport``). ``waiting``: the request the flow waits an answer to;
+    ``history``: answers the transport gave the flow and httpx never saw; ``ended``: the
+    transport ran the flow to its end; ``handed``: httpx handed the flow an answer (its
+    history of this request has begun: the transport then sends nothing of the flow's)."""
+
+    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
+
+    def __init__(self, flow: _Flow, runner: Runner, owner: object) -> None:
+        self.flow = flow
+        self.runner = runner
+        self.owner = owner  # the one transport that may drive it (``_Relayed``), or None
+        self.waiting: httpx.Request | None = None
+        self.ended = self.handed = False
+        self.history: list[httpx.Response] = []
+
+    def advance(self, value: httpx.Response | None) -> httpx.Request | None:
+        """Send ``value`` to the flow and perform its effects; its next request, or ``None``."""
+        flow, runner = self.flow, self.runner
+        sent: Any = value
+        error: Exception | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(sent)
+            except StopIteration:
+                self.waiting = None
+                return None
+            sent, error = None, None
+            if isinstance(effect, httpx.Request):
+                self.waiting = effect
+                return effect
+            try:
+                if isinstance(effect, _Read):
+                    sent = effect.response.read()
+                elif isinstance(effect, _Wait):
+                    sent = effect.opening.wait(effect.timeout)
+                else:
+                    sent = runner.execute(effect.step, effect.port)
+            except Exception as exc:  # handed back to the flow, which decides
+                error = exc
+
+
+class _AsyncRelay:
+    """``_Relay`` for the async client."""
+
+    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
+
+    def __init__(self, flow: _Flow, runner: AsyncRunner, owner: object) -> None:
+        self.flow = flow
+        self.runner = runner
+        self.owner = owner
+        self.waiting: httpx.Request | None = None
+        self.ended = self.handed = False
+        self.history: list[httpx.Response] = []
+
+    async def advance(self, value: httpx.Response | None) -> httpx.Request | None:
+        flow, runner = self.flow, self.runner
+        sent: Any = value
+        error: Exception | None = None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(sent)
+            except StopIteration:
+                self.waiting = None
+                return None
+            sent, error = None, None
+            if isinstance(effect, httpx.Request):
+                self.waiting = effect
+                return effect
+            try:
+                if isinstance(effect, _Read):
+                    sent = await effect.response.aread()
+                elif isinstance(effect, _Wait):
+                    sent = await effect.opening.wait_async(effect.timeout)
+                else:
+                    sent = await runner.execute(effect.step, effect.port)
+            except Exception as exc:
+                error = exc
 
 
 def _fingerprint(request: httpx.Request) -> str:
@@ -207,13 +290,19 @@ class X402Auth(httpx.Auth):
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` using this auth, whose transport reports a lost paid request as
-        ``PaymentOutcomeUnknown``."""
+        ``PaymentOutcomeUnknown`` and sends a 402's paid retry itself (``_transport``)."""
         inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
-        return httpx.Client(auth=self, transport=Transport(inner), **kwargs)
+        transport = Transport(inner)
+        client = httpx.Client(auth=_Relayed(self, transport), transport=transport, **kwargs)
+        transport.client = client
+        return client
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
-        return httpx.AsyncClient(auth=self, transport=AsyncTransport(inner), **kwargs)
+        transport = AsyncTransport(inner)
+        client = httpx.AsyncClient(auth=_Relayed(self, transport), transport=transport, **kwargs)
+        transport.client = client
+        return client
 
     def close(self) -> None:
         """End every ``upto`` session. Each signed maximum stays counted until the chain shows
@@ -240,71 +329,67 @@ class X402Auth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        return self._sync_flow(request, None)
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return self._async_flow(request, None)
+
+    def _sync_flow(
+        self, request: httpx.Request, owner: Transport | None
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for httpx's auth machinery; with ``owner`` (``auth.client()``'s transport)
+        that transport may also drive it (``_Relayed``)."""
         runner = self._runner
         if runner is None:
             raise ConfigurationError(
                 "an AsyncGuard cannot authorize inside a blocking httpx.Client; pass a Guard"
             )
-        flow = self._flow(request, runner)
+        relay = _Relay(self._flow(request, runner), runner, owner)
+        if owner is not None:
+            request.extensions[RELAY_EXTENSION] = relay
         try:
-            value: Any = None
-            error: Exception | None = None
-            while True:
-                try:
-                    effect = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration:
-                    return
-                value, error = None, None
-                if isinstance(effect, httpx.Request):
-                    value = yield effect
-                    continue
-                try:
-                    if isinstance(effect, _Read):
-                        value = effect.response.read()
-                    elif isinstance(effect, _Wait):
-                        value = effect.opening.wait(effect.timeout)
-                    else:
-                        value = runner.execute(effect.step, effect.port)
-                except Exception as exc:  # handed back to the flow, which decides
-                    error = exc
+            sent = relay.advance(None)
+            while sent is not None:
+                response = yield sent
+                if relay.ended:
+                    break
+                relay.handed = True  # httpx's history runs on: the rest is httpx's to send
+                sent = relay.advance(response)
+            if relay.history:  # the transport sent them: httpx's history lacks them
+                response.history = [*relay.history, *response.history]
         finally:
+            request.extensions.pop(RELAY_EXTENSION, None)  # (would hold the answers in a cycle)
             try:
-                flow.close()  # httpx closed us mid-request: the flow learns the answer was lost
+                relay.flow.close()  # httpx closed us mid-request: the answer was lost
             except _RefusedUnsent as refused:  # ... or that it was never sent
                 try:
                     runner.drive(refused.release)
                 except Exception as exc:  # httpx raises the transport's error, not this
                     _not_released(exc)
 
-    async def async_auth_flow(
-        self, request: httpx.Request
+    async def _async_flow(
+        self, request: httpx.Request, owner: AsyncTransport | None
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         runner = self._async_runner
-        flow = self._flow(request, runner)
+        relay = _AsyncRelay(self._flow(request, runner), runner, owner)
+        if owner is not None:
+            request.extensions[RELAY_EXTENSION] = relay
         try:
-            value: Any = None
-            error: Exception | None = None
-            while True:
-                try:
-                    effect = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration:
-                    return
-                value, error = None, None
-                if isinstance(effect, httpx.Request):
-                    value = yield effect
-                    continue
-                try:
-                    if isinstance(effect, _Read):
-                        value = await effect.response.aread()
-                    elif isinstance(effect, _Wait):
-                        value = await effect.opening.wait_async(effect.timeout)
-                    else:
-                        value = await runner.execute(effect.step, effect.port)
-                except Exception as exc:
-                    error = exc
+            sent = await relay.advance(None)
+            while sent is not None:
+                response = yield sent
+                if relay.ended:
+                    break
+                relay.handed = True  # httpx's history runs on: the rest is httpx's to send
+                sent = await relay.advance(response)
+            if relay.history:
+                response.history = [*relay.history, *response.history]
         finally:
+            request.extensions.pop(RELAY_EXTENSION, None)
             try:
-                flow.close()
+                relay.flow.close()
             except _RefusedUnsent as refused:
                 try:
                     await runner.drive(refused.release)
@@ -523,6 +608,38 @@ class X402Auth(httpx.Auth):
     def _record(self, kind: str, record: Mapping[str, Any]) -> None:
         if self._audit is not None:
             self._audit.append(kind, record)
+
+
+class _Relayed(httpx.Auth):
+    """``auth.client()``'s auth: ``X402Auth``'s flow, which that client's own transport may
+    drive (send the 402's paid retry itself). Only there does httpx's auth machinery hand the
+    flow each answer unseen by anything else: ``X402Auth`` itself, called by an auth wrapping
+    it (that may veto a 402) or by another client over the same transport (with its own event
+    hooks, jar), is never relayed."""
+
+    requires_request_body = True
+
+    def __init__(self, auth: X402Auth, transport: Transport | AsyncTransport) -> None:
+        self.auth = auth
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return repr(self.auth)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        transport = self._transport
+        return self.auth._sync_flow(
+            request, transport if isinstance(transport, Transport) else None
+        )
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        transport = self._transport
+        owner = transport if isinstance(transport, AsyncTransport) else None
+        return self.auth._async_flow(request, owner)
 
 
 def _not_released(exc: Exception) -> None:

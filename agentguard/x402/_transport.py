@@ -8,13 +8,25 @@ A paid request refused before any byte of it was written is marked ``NOT_SENT_EX
 agentguard's own transports) or is httpx's ``ConnectError``/``ConnectTimeout`` whose last
 httpcore event was the failed connect or TLS handshake; and in either case only if httpcore
 reported no send for the request (a pool retry after an HTTP/2 GOAWAY, or a proxy tunnel's
-CONNECT, may have written it first: that stays a lost answer)."""
+CONNECT, may have written it first: that stays a lost answer).
+
+The transport also sends the requests of ``X402Auth``'s flow that follow an answer it got (a
+402's paid retry), instead of returning each answer to httpx's auth machinery (which would
+run its per-request client work once more, as x402's own transport avoids): it does, for an
+answer the flow read and httpx never saw, what httpx does with one (cookies, default
+encoding, ``elapsed``, log line, history). It returns to httpx a redirect (httpx follows it
+or not, then hands the flow the answer, as without this), the flow's last answer, and its
+errors; with event hooks on the client, or a request it did not see the flow yield (a
+redirect's), it leaves everything to httpx."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import datetime
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -24,6 +36,7 @@ from agentguard.x402._answer import UPTO_SESSION, Paid, redirected
 __all__ = [
     "NOT_SENT_EXTENSION",
     "PAYMENT_EXTENSION",
+    "RELAY_EXTENSION",
     "SESSION_EXTENSION",
     "AsyncTransport",
     "Transport",
@@ -34,8 +47,12 @@ PAYMENT_EXTENSION = "agentguard.x402.payment"
 """Request extension carrying the ``Paid`` payment a request was sent with."""
 SESSION_EXTENSION = "agentguard.x402.session_url"
 """Request extension: the URL an ``X-Upto-Session`` header was attached for."""
+RELAY_EXTENSION = "agentguard.x402.relay"
+"""Request extension: the ``X402Auth`` relay driving the request's flow."""
 NOT_SENT_EXTENSION = "agentguard.x402.not_sent"
 """Request extension: an ``Unsent`` when the payment it names was refused before sending."""
+
+_httpx_log = logging.getLogger("httpx")
 
 _CONNECT_FAILED = (".connect_tcp.failed", ".connect_unix_socket.failed", ".start_tls.failed")
 
@@ -46,6 +63,89 @@ class Unsent:
 
     paid: Paid
     reason: str
+
+
+class _Relay(Protocol):
+    owner: object
+    waiting: httpx.Request | None
+    ended: bool
+    handed: bool
+    history: list[httpx.Response]
+
+    def advance(self, value: httpx.Response | None) -> httpx.Request | None: ...
+
+
+class _AsyncRelay(Protocol):
+    owner: object
+    waiting: httpx.Request | None
+    ended: bool
+    handed: bool
+    history: list[httpx.Response]
+
+    async def advance(self, value: httpx.Response | None) -> httpx.Request | None: ...
+
+
+class _Timed(httpx.SyncByteStream):
+    """Sets ``elapsed`` on close, from this request's start (as httpx does)."""
+
+    def __init__(self, response: httpx.Response, start: float) -> None:
+        self._stream, self._response, self._start = response.stream, response, start
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._response.elapsed = datetime.timedelta(seconds=time.perf_counter() - self._start)
+        self._stream.close()  # type: ignore[union-attr]
+
+
+class _ATimed(httpx.AsyncByteStream):
+    def __init__(self, response: httpx.Response, start: float) -> None:
+        self._stream, self._response, self._start = response.stream, response, start
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:  # type: ignore[union-attr]
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._response.elapsed = datetime.timedelta(seconds=time.perf_counter() - self._start)
+        await self._stream.aclose()  # type: ignore[union-attr]
+
+
+def _received(client: httpx.Client | httpx.AsyncClient, response: httpx.Response) -> None:
+    """What httpx does with an answer it receives (``_send_single_request``) before anything
+    reads it, for one it may never see (again for one it does: the same cookies, the same
+    encoding). A jar takes nothing from an answer without a cookie header: skipped."""
+    headers = response.headers
+    if "set-cookie" in headers or "set-cookie2" in headers:
+        client.cookies.extract_cookies(response)
+    response.default_encoding = client._default_encoding
+
+
+def _logged(request: httpx.Request, response: httpx.Response) -> None:
+    """httpx's log line for an answer it never sees (after the flow read it: httpx would log
+    the flow's last answer a second time)."""
+    _httpx_log.info(
+        'HTTP Request: %s %s "%s %d %s"',
+        request.method,
+        request.url,
+        response.http_version,
+        response.status_code,
+        response.reason_phrase,
+    )
+
+
+def _relay(request: httpx.Request, transport: Transport | AsyncTransport) -> Any:
+    """The relay of the flow waiting on ``request``, when this transport may drive it (its
+    own client's auth made it: ``_auth._Relayed``)."""
+    relay = request.extensions.get(RELAY_EXTENSION)
+    client = transport.client
+    if relay is None or relay.owner is not transport or relay.waiting is not request:
+        return None
+    if relay.handed or client is None:
+        return None
+    hooks = client.event_hooks
+    return None if hooks["request"] or hooks["response"] else relay
 
 
 class _Events:
@@ -139,8 +239,38 @@ def _refuse_redirect(request: httpx.Request) -> Paid | None:
 class Transport(httpx.BaseTransport):
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
+        self.client: httpx.Client | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        start = time.perf_counter()
+        response = self._send(request)
+        relay: _Relay | None = _relay(request, self)
+        if relay is None:
+            return response
+        client = self.client
+        assert client is not None
+        while not response.has_redirect_location:
+            response.request = request
+            response.stream = _Timed(response, start)
+            _received(client, response)
+            try:
+                sent = relay.advance(response)
+            except BaseException:
+                _logged(request, response)
+                response.close()
+                raise
+            if sent is None:
+                relay.ended = True
+                return response
+            _logged(request, response)  # then what httpx's auth machinery does with it:
+            response.history = list(relay.history)
+            response.read()
+            relay.history.append(response)
+            request, start = sent, time.perf_counter()
+            response = self._send(request)
+        return response
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         if _refuse_redirect(request) is None:  # no payment: nothing to trace or report
             return self._inner.handle_request(request)
         events = _traced(request)
@@ -163,8 +293,38 @@ class Transport(httpx.BaseTransport):
 class AsyncTransport(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
+        self.client: httpx.AsyncClient | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        start = time.perf_counter()
+        response = await self._send(request)
+        relay: _AsyncRelay | None = _relay(request, self)
+        if relay is None:
+            return response
+        client = self.client
+        assert client is not None
+        while not response.has_redirect_location:
+            response.request = request
+            response.stream = _ATimed(response, start)
+            _received(client, response)
+            try:
+                sent = await relay.advance(response)
+            except BaseException:
+                _logged(request, response)
+                await response.aclose()
+                raise
+            if sent is None:
+                relay.ended = True
+                return response
+            _logged(request, response)
+            response.history = list(relay.history)
+            await response.aread()
+            relay.history.append(response)
+            request, start = sent, time.perf_counter()
+            response = await self._send(request)
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         if _refuse_redirect(request) is None:  # no payment: nothing to trace or report
             return await self._inner.handle_async_request(request)
         events = _atraced(request)
