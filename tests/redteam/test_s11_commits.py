@@ -459,7 +459,9 @@ def test_a_response_whose_request_was_swapped_to_another_origin_is_caught() -> N
     """A transport or hook that hands back a response for another origin than the paid URL
     (same path, no redirect status, no ``location``): it carried the payment there."""
     paid = SimpleNamespace(
-        url="http://shop.test/paid", payment=SimpleNamespace(header=HEADER, value=VALUE)
+        url="http://shop.test/paid",
+        sent_url=httpx.URL("http://shop.test/paid"),  # the URL object the payment went with
+        payment=SimpleNamespace(header=HEADER, value=VALUE),
     )
     for elsewhere in ("http://evil.test/paid", "http://shop.test:81/paid", "https://shop.test/paid",
                       "http://shop.test/paid/", "http://shop.test/paid#x"):  # fmt: skip
