@@ -140,11 +140,13 @@ class Tally:
 
 @contextmanager
 def tally() -> Iterator[Tally]:
-    """Instruments the Verifier's ticket issue and the Signer's two signing paths."""
+    """Instruments the Verifier's ticket issue and the Signer's signing paths (transactions,
+    payments from typed data, EIP-3009 payments from their fields)."""
     record = Tally()
     issue = verifier_module._issue
     transaction = signer_module.Signer._transaction
     payment = signer_module.Signer._payment
+    eip3009 = signer_module.Signer._eip3009
 
     def counted_issue(ticket: Any, *args: Any, **kwargs: Any) -> Any:
         out = issue(ticket, *args, **kwargs)
@@ -168,12 +170,24 @@ def tally() -> Iterator[Tally]:
             record.payment_nonces[str(nonce).lower()] = task
         return signature
 
+    def counted_eip3009(self: Any, ticket: Any, fields: tuple[Any, ...]) -> Any:
+        before = len(record.signed)
+        signature = eip3009(self, ticket, fields)
+        task = "0x" + ticket.task_id.hex()
+        with record._lock:
+            if task not in record.signed[before:]:  # its general path counted it already
+                record.signed.append(task)
+            record.payment_nonces[str(fields[-1]).lower()] = task
+        return signature
+
     verifier_module._issue = counted_issue  # type: ignore[assignment]
     signer_module.Signer._transaction = counted_transaction  # type: ignore[method-assign]
     signer_module.Signer._payment = counted_payment  # type: ignore[method-assign]
+    signer_module.Signer._eip3009 = counted_eip3009  # type: ignore[method-assign]
     try:
         yield record
     finally:
         verifier_module._issue = issue
         signer_module.Signer._transaction = transaction  # type: ignore[method-assign]
         signer_module.Signer._payment = payment  # type: ignore[method-assign]
+        signer_module.Signer._eip3009 = eip3009  # type: ignore[method-assign]
