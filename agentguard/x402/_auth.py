@@ -39,7 +39,12 @@ from typing import Any
 
 import httpx
 
-from agentguard._exceptions import ConfigurationError, PaymentSessionBusy, RequestNotSent
+from agentguard._exceptions import (
+    ConfigurationError,
+    PaymentRequiredError,
+    PaymentSessionBusy,
+    RequestNotSent,
+)
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._logging import get_logger
@@ -50,6 +55,7 @@ from agentguard.pipeline import (
     Action,
     AsyncRunner,
     AuditSink,
+    AwaitApproval,
     Flow,
     InFlight,
     NeverLanded,
@@ -78,6 +84,7 @@ from agentguard.x402._transport import (
     Unsent,
 )
 from agentguard.x402._wire import (
+    MAX_BODY_BYTES,
     PAYMENT_REQUIRED,
     PaymentRequired,
     Requirement,
@@ -121,13 +128,16 @@ class _Lost:
     flight: InFlight
 
 
-class _RefusedUnsent(BaseException):
-    """Raised out of the flow as httpx closes it when the paid retry was refused before
-    sending: the driver then runs ``release`` (the flow itself can no longer yield steps).
-    A ``BaseException`` so no ``except Exception`` on the way hands it to the pipeline."""
+class _Unwind(BaseException):
+    """Raised out of the flow when nothing of its payment was sent and it can no longer yield
+    steps: httpx closed it after the paid retry was refused before sending, or the caller was
+    cancelled or interrupted (``cause``) before the payment was sent. The driver runs
+    ``release``, then raises ``cause``. A ``BaseException`` so no ``except Exception`` on the
+    way hands it to the pipeline."""
 
-    def __init__(self, release: Flow[Settled]) -> None:
+    def __init__(self, release: Flow[Settled], cause: BaseException | None = None) -> None:
         self.release = release
+        self.cause = cause
 
 
 class _Relay:
@@ -152,25 +162,31 @@ class _Relay:
         """Send ``value`` to the flow and perform its effects; its next request, or ``None``."""
         flow, runner = self.flow, self.runner
         sent: Any = value
-        error: Exception | None = None
+        error: BaseException | None = None
         while True:
             try:
                 effect = flow.throw(error) if error is not None else flow.send(sent)
             except StopIteration:
                 self.waiting = None
                 return None
+            except _Unwind as unwind:  # cancelled or interrupted before sending
+                try:
+                    runner.drive(unwind.release)
+                except Exception as exc:
+                    _not_released(exc)
+                raise unwind.cause or unwind from None
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
                 return effect
             try:
                 if isinstance(effect, _Read):
-                    sent = effect.response.read()
+                    sent = _read(effect.response)
                 elif isinstance(effect, _Wait):
                     sent = effect.opening.wait(effect.timeout)
                 else:
                     sent = runner.execute(effect.step, effect.port)
-            except Exception as exc:  # handed back to the flow, which decides
+            except BaseException as exc:  # handed back to the flow, which decides
                 error = exc
 
 
@@ -190,25 +206,31 @@ class _AsyncRelay:
     async def advance(self, value: httpx.Response | None) -> httpx.Request | None:
         flow, runner = self.flow, self.runner
         sent: Any = value
-        error: Exception | None = None
+        error: BaseException | None = None
         while True:
             try:
                 effect = flow.throw(error) if error is not None else flow.send(sent)
             except StopIteration:
                 self.waiting = None
                 return None
+            except _Unwind as unwind:  # runs while cancelled: local steps, never suspends
+                try:
+                    await runner.drive(unwind.release)
+                except Exception as exc:
+                    _not_released(exc)
+                raise unwind.cause or unwind from None
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
                 return effect
             try:
                 if isinstance(effect, _Read):
-                    sent = await effect.response.aread()
+                    sent = await _aread(effect.response)
                 elif isinstance(effect, _Wait):
                     sent = await effect.opening.wait_async(effect.timeout)
                 else:
                     sent = await runner.execute(effect.step, effect.port)
-            except Exception as exc:
+            except BaseException as exc:
                 error = exc
 
 
@@ -363,7 +385,7 @@ class X402Auth(httpx.Auth):
             request.extensions.pop(RELAY_EXTENSION, None)  # (would hold the answers in a cycle)
             try:
                 relay.flow.close()  # httpx closed us mid-request: the answer was lost
-            except _RefusedUnsent as refused:  # ... or that it was never sent
+            except _Unwind as refused:  # ... or that it was never sent
                 try:
                     runner.drive(refused.release)
                 except Exception as exc:  # httpx raises the transport's error, not this
@@ -390,7 +412,7 @@ class X402Auth(httpx.Auth):
             request.extensions.pop(RELAY_EXTENSION, None)
             try:
                 relay.flow.close()
-            except _RefusedUnsent as refused:
+            except _Unwind as refused:
                 try:
                     await runner.drive(refused.release)
                 except Exception as exc:
@@ -408,7 +430,7 @@ class X402Auth(httpx.Auth):
             log.info("re-sending an unanswered payment", reference=lost.signed.reference)
             outcome = yield from self._send_paid(request, lost.signed, lost.flight, resend=True)
             yield from self._pipeline(
-                settle(lost.flight, lost.signed, outcome), None, request, runner
+                settle(lost.flight, lost.signed, outcome), None, request, runner, unsent=False
             )
             return
         session = self._sessions.live(request)
@@ -524,7 +546,7 @@ class X402Auth(httpx.Auth):
             approval_timeout=self._approval_timeout,
             audited=self._audit is not None,
         )
-        yield from self._pipeline(guarded(action, owned=True), port, request, runner)
+        yield from self._pipeline(guarded(action, owned=True), port, request, runner, unsent=True)
 
     def _pipeline(
         self,
@@ -532,9 +554,12 @@ class X402Auth(httpx.Auth):
         port: Port | None,
         request: httpx.Request,
         runner: Runner | AsyncRunner,
+        *,
+        unsent: bool,
     ) -> _Flow:
         """Run the pipeline's steps: the driver's ``runner`` performs each (at once if it
-        never waits, ``runner.now``; else through the driver); ``Send`` is the paid retry."""
+        never waits, ``runner.now``; else through the driver); ``Send`` is the paid retry.
+        ``unsent``: ``core`` is a whole run, whose payment is unsent until its ``Send``."""
         value: Any = None
         error: Exception | None = None
         while True:
@@ -545,6 +570,7 @@ class X402Auth(httpx.Auth):
             value, error = None, None
             try:
                 if isinstance(step, Send):
+                    unsent = False
                     value = yield from self._send_paid(request, step.signed, step.flight)
                 else:
                     value = runner.now(step, port)
@@ -552,6 +578,15 @@ class X402Auth(httpx.Auth):
                         value = yield _Do(step, port)
             except Exception as exc:
                 error = exc
+            except BaseException as exc:
+                # Cancelled or interrupted: before ``Send`` nothing left the process, so the
+                # run unwinds as for a failed step (holds released, the network told). A wait
+                # for a person gives its hold back itself (the runner's ``AwaitApproval``).
+                if not unsent or isinstance(step, AwaitApproval):
+                    raise
+                why = "GeneratorExit" if isinstance(exc, GeneratorExit) else type(exc).__name__
+                refusal = RequestNotSent(f"interrupted ({why}) before the payment was sent")
+                raise _Unwind(_thrown(core, refusal), exc) from None
 
     def _send_paid(
         self,
@@ -584,7 +619,7 @@ class X402Auth(httpx.Auth):
             del request.extensions[PAYMENT_EXTENSION]
             reason = f"the paid request was refused before sending ({unsent.reason})"
             refusal = RequestNotSent(f"{request.method} {request.url}: {reason}")
-            raise _RefusedUnsent(settle(flight, signed, NeverLanded(reason, refusal))) from None
+            raise _Unwind(settle(flight, signed, NeverLanded(reason, refusal))) from None
         if response.status_code == 402:
             yield _Read(response)
         result = outcome(request, response, paid)
@@ -640,6 +675,66 @@ class _Relayed(httpx.Auth):
         transport = self._transport
         owner = transport if isinstance(transport, AsyncTransport) else None
         return self.auth._async_flow(request, owner)
+
+
+def _thrown(core: Flow[Settled], exc: Exception) -> Flow[Settled]:
+    """``core`` resumed with ``exc`` thrown in at the step it waits on, as if that step failed:
+    its own unwinding, for a driver to run."""
+    value: Any = None
+    error: Exception | None = exc
+    while True:
+        try:
+            step = core.throw(error) if error is not None else core.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = (yield step), None
+        except Exception as failed:
+            value, error = None, failed
+
+
+def _read(response: httpx.Response) -> bytes:
+    """A body the flow reads (a 402's): at most ``MAX_BODY_BYTES`` are taken from the stream;
+    one byte past them closes it and refuses the answer (an endless body never hangs us)."""
+    try:
+        body = response.content  # (read already: by an event hook, say)
+    except httpx.ResponseNotRead:
+        parts: list[bytes] = []
+        size = 0
+        for part in response.iter_bytes():
+            parts.append(part)
+            size += len(part)
+            if size > MAX_BODY_BYTES:
+                response.close()
+                raise _too_large(response) from None
+        response._content = body = b"".join(parts)  # what ``read`` keeps
+    if len(body) > MAX_BODY_BYTES:
+        raise _too_large(response)
+    return body
+
+
+async def _aread(response: httpx.Response) -> bytes:
+    try:
+        body = response.content
+    except httpx.ResponseNotRead:
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.aiter_bytes():
+            parts.append(part)
+            size += len(part)
+            if size > MAX_BODY_BYTES:
+                await response.aclose()
+                raise _too_large(response) from None
+        response._content = body = b"".join(parts)
+    if len(body) > MAX_BODY_BYTES:
+        raise _too_large(response)
+    return body
+
+
+def _too_large(response: httpx.Response) -> PaymentRequiredError:
+    return PaymentRequiredError(
+        f"the HTTP {response.status_code} body is larger than {MAX_BODY_BYTES} bytes"
+    )
 
 
 def _not_released(exc: Exception) -> None:
