@@ -21,7 +21,8 @@ any byte of it (``auth.client()``'s transport marks it, see ``_transport``) rele
 instead: the signed payment never left the process, and it is dropped from the request (first
 sends only; a re-send of a lost payment stays counted, the first send may have been taken).
 A concurrent identical request whose payment is merely in flight gets its own authorization
-and payment (``exact``; ``upto``: see below).
+and payment (``exact``; ``upto``: see below). A run cancelled or interrupted before its ``Send``
+unwinds as a failed step would (``_Unwind``); a 402's body is read to ``MAX_BODY_BYTES`` at most.
 
 ``upto`` sessions: requests racing to pay one endpoint's ``upto`` 402 claim its opening in
 turn (``Sessions.claim``); one pays, the others wait (within their pool timeout, cancellable)
@@ -186,8 +187,8 @@ class _Relay:
                     sent = effect.opening.wait(effect.timeout)
                 else:
                     sent = runner.execute(effect.step, effect.port)
-            except BaseException as exc:  # handed back to the flow, which decides
-                error = exc
+            except BaseException as exc:  # handed back to the flow, which decides (it
+                error = exc  # unwinds an unsent run cancelled or interrupted: ``_pipeline``)
 
 
 class _AsyncRelay:
@@ -582,11 +583,10 @@ class X402Auth(httpx.Auth):
                 # Cancelled or interrupted: before ``Send`` nothing left the process, so the
                 # run unwinds as for a failed step (holds released, the network told). A wait
                 # for a person gives its hold back itself (the runner's ``AwaitApproval``).
-                if not unsent or isinstance(step, AwaitApproval):
+                if not unsent or isinstance(step, AwaitApproval) or isinstance(exc, GeneratorExit):
                     raise
-                why = "GeneratorExit" if isinstance(exc, GeneratorExit) else type(exc).__name__
-                refusal = RequestNotSent(f"interrupted ({why}) before the payment was sent")
-                raise _Unwind(_thrown(core, refusal), exc) from None
+                why = f"interrupted ({type(exc).__name__}) before the payment was sent"
+                raise _Unwind(_thrown(core, RequestNotSent(why)), exc) from None
 
     def _send_paid(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -67,6 +67,16 @@ def endless() -> Iterator[Endless]:
     server = Endless()
     yield server
     server.join()
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.records: list[dict[str, Any]] = []
+
+    def append(self, kind: str, record: Any) -> None:
+        self.kinds.append(kind)
+        self.records.append(dict(record))
 
 
 def counted(ledger: Ledger, signer: Signer) -> tuple[int, int]:
@@ -137,6 +147,69 @@ def test_a_402_body_at_the_limit_is_read(
                 assert http.get("http://shop.test/paid").status_code == 200
 
 
+class _Endless(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body yielding 64 KiB chunks lazily, forever (GBs if read in full); counts them."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            self.made += 1
+            yield b" " * 65536
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
+
+
+def _paid_402_endless(server: FakeServer, body: _Endless) -> Any:
+    """A payee answering the paid retry with a 402 whose body never ends."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = server.handle(request)
+        if not server.payments:
+            return response
+        return httpx.Response(402, headers=server.payment_required().headers, stream=body)
+
+    return answer
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_an_endless_402_after_paying_is_refused_and_stays_counted(
+    form: str, signer: Signer, guard: Any, ledger: Ledger
+) -> None:
+    """The paid retry's 402 body is read too (for the server's reason): the same cap. The
+    payment was sent: it stays counted."""
+    server, body = FakeServer(), _Endless()
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    http = _client(auth, form, transport=httpx.MockTransport(_paid_402_endless(server, body)))
+    with http, pytest.raises(PaymentRequiredError, match="larger than"):
+        http.get("http://shop.test/paid")
+    assert body.made == 2  # 64 KiB + 1 byte were wanted: two chunks
+    assert len(server.payments) == 1 and counted(ledger, signer) == (1, 10_000)
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_an_endless_402_after_paying_is_refused_and_stays_counted_async(
+    form: str, network: ReferenceNetwork, signer: Signer, ledger: Ledger
+) -> None:
+    server, body = FakeServer(), _Endless()
+    sync_answer = _paid_402_endless(server, body)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return sync_answer(request)  # type: ignore[no-any-return]
+
+    async with connect_async(network) as guard:
+        auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+        async with _async_client(auth, form, transport=httpx.MockTransport(answer)) as http:
+            with pytest.raises(PaymentRequiredError, match="larger than"):
+                await http.get("http://shop.test/paid")
+    assert body.made == 2
+    assert len(server.payments) == 1 and counted(ledger, signer) == (1, 10_000)
+
+
 # -- cancelled or interrupted --------------------------------------------------------------
 
 
@@ -151,12 +224,16 @@ def test_an_interrupt_while_authorizing_releases_the_hold(
         raise KeyboardInterrupt
 
     guard.authorize = interrupted
-    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    audit = Audit()
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES, audit=audit)
     http = _client(auth, form, transport=server.transport())
     with http, pytest.raises(KeyboardInterrupt):
         http.get("http://shop.test/paid")
     assert counted(ledger, signer) == (0, 0) and server.payments == []
-    assert auth.unanswered == ()
+    assert auth.unanswered == () and audit.kinds == ["denied"]
+    record = audit.records[0]
+    assert record["error"] == "RequestNotSent" and "released" in record
+    assert "interrupted (KeyboardInterrupt) before the payment" in record["detail"]
 
 
 @pytest.mark.parametrize("form", FORMS)
