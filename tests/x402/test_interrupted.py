@@ -148,13 +148,14 @@ def test_a_402_body_at_the_limit_is_read(
 
 
 class _Endless(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A body yielding 64 KiB chunks lazily, forever (GBs if read in full); counts them."""
+    """A body yielding 64 KiB chunks lazily; counts them. Endless but for a 16 MiB stop, so a
+    client reading it all fails the test instead of the machine."""
 
     def __init__(self) -> None:
         self.made = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
+        while self.made < 256:
             self.made += 1
             yield b" " * 65536
 
@@ -305,3 +306,30 @@ async def test_a_cancel_after_sending_stays_counted(
             with pytest.raises(asyncio.CancelledError):
                 await task
     assert len(server.payments) == 1 and counted(ledger, signer) == (1, 10_000)
+
+
+async def test_a_cancel_while_a_blocking_guard_authorizes_in_a_thread_releases_the_hold(
+    signer: Signer, guard: Any, ledger: Ledger
+) -> None:
+    """A ``Guard`` under the async client authorizes in a worker thread: cancelling the task
+    leaves that thread to finish on its own, and its attestation is never used."""
+    server = FakeServer()
+    authorizing, finish = threading.Event(), threading.Event()
+
+    def blocking(*_: Any, **__: Any) -> Any:
+        authorizing.set()
+        finish.wait(30)
+        raise RuntimeError("never seen")
+
+    guard.authorize = blocking
+    auth = X402Auth(signer=signer, guard=guard, ledger=ledger, allowances=ALLOWANCES)
+    try:
+        async with auth.async_client(transport=server.async_transport()) as http:
+            task = asyncio.create_task(http.get("http://shop.test/paid"))
+            await asyncio.to_thread(authorizing.wait, 30)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert counted(ledger, signer) == (0, 0) and server.payments == []
+    finally:
+        finish.set()
