@@ -696,9 +696,9 @@ def _thrown(core: Flow[Settled], exc: Exception) -> Flow[Settled]:
 def _read(response: httpx.Response) -> bytes:
     """A body the flow reads (a 402's): at most ``MAX_BODY_BYTES`` are taken from the stream;
     one byte past them closes it and refuses the answer (an endless body never hangs us)."""
-    try:
-        body = response.content  # (read already: by an event hook, say)
-    except httpx.ResponseNotRead:
+    if response.is_stream_consumed:  # read already (built from bytes, or by an event hook)
+        body = response.content
+    else:
         parts: list[bytes] = []
         size = 0
         for part in response.iter_bytes():
@@ -706,7 +706,7 @@ def _read(response: httpx.Response) -> bytes:
             size += len(part)
             if size > MAX_BODY_BYTES:
                 response.close()
-                raise _too_large(response) from None
+                raise _too_large(response)
         response._content = body = b"".join(parts)  # what ``read`` keeps
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
@@ -714,9 +714,9 @@ def _read(response: httpx.Response) -> bytes:
 
 
 async def _aread(response: httpx.Response) -> bytes:
-    try:
+    if response.is_stream_consumed:
         body = response.content
-    except httpx.ResponseNotRead:
+    else:
         parts: list[bytes] = []
         size = 0
         async for part in response.aiter_bytes():
@@ -724,7 +724,7 @@ async def _aread(response: httpx.Response) -> bytes:
             size += len(part)
             if size > MAX_BODY_BYTES:
                 await response.aclose()
-                raise _too_large(response) from None
+                raise _too_large(response)
         response._content = body = b"".join(parts)
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
