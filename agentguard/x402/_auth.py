@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import zlib
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -694,20 +695,18 @@ def _thrown(core: Flow[Settled], exc: Exception) -> Flow[Settled]:
 
 
 def _read(response: httpx.Response) -> bytes:
-    """A body the flow reads (a 402's): at most ``MAX_BODY_BYTES`` are taken from the stream;
-    one byte past them closes it and refuses the answer (an endless body never hangs us)."""
+    """A body the flow reads (a 402's): at most ``MAX_BODY_BYTES`` are taken from the stream,
+    decoded within that bound (a compression bomb never inflates past it); one byte past them
+    closes it and refuses the answer (an endless body never hangs us)."""
     if response.is_stream_consumed:  # read already (built from bytes, or by an event hook)
         body = response.content
     else:
-        parts: list[bytes] = []
-        size = 0
-        for part in response.iter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size > MAX_BODY_BYTES:
+        bounded = _Bounded(response)
+        for raw in response.iter_raw():
+            if not bounded.take(raw):
                 response.close()
                 raise _too_large(response)
-        response._content = body = b"".join(parts)  # what ``read`` keeps
+        response._content = body = bounded.body()  # what ``read`` keeps
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
     return body
@@ -717,18 +716,72 @@ async def _aread(response: httpx.Response) -> bytes:
     if response.is_stream_consumed:
         body = response.content
     else:
-        parts: list[bytes] = []
-        size = 0
-        async for part in response.aiter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size > MAX_BODY_BYTES:
+        bounded = _Bounded(response)
+        async for raw in response.aiter_raw():
+            if not bounded.take(raw):
                 await response.aclose()
                 raise _too_large(response)
-        response._content = body = b"".join(parts)
+        response._content = body = bounded.body()
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
     return body
+
+
+_COMPRESSED = frozenset({"gzip", "deflate", "br", "zstd"})  # what httpx may decode
+
+
+class _Bounded:
+    """A body decoded as httpx would (``Content-Encoding``), but never past ``MAX_BODY_BYTES``
+    + 1 bytes of output: gzip and deflate through ``zlib`` with an output limit; any other
+    compression (its decoder has no such limit) is refused. Unknown encodings pass as is."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        names = response.headers.get_list("content-encoding", split_commas=True)
+        used = [name for name in (n.strip().lower() for n in names) if name in _COMPRESSED]
+        if len(used) > 1 or used[:1] in (["br"], ["zstd"]):  # (the caller closes it)
+            raise PaymentRequiredError(
+                f"the HTTP {response.status_code} body's Content-Encoding "
+                f"{', '.join(used)} is not read (only gzip or deflate, within a bound)"
+            )
+        self._zlib = None if not used else zlib.decompressobj(_WBITS[used[0]])
+        self._retry = used == ["deflate"]  # zlib-wrapped, else raw deflate (as httpx)
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def take(self, raw: bytes) -> bool:
+        """Add ``raw`` (as received); ``False`` once the decoded body is past the limit."""
+        while raw:
+            room = MAX_BODY_BYTES + 1 - self._size
+            part, raw = (raw, b"") if self._zlib is None else self._inflate(raw, room)
+            self._parts.append(part)
+            self._size += len(part)
+            if self._size > MAX_BODY_BYTES:
+                return False
+        return True
+
+    def _inflate(self, raw: bytes, room: int) -> tuple[bytes, bytes]:
+        assert self._zlib is not None
+        try:
+            try:
+                part = self._zlib.decompress(raw, room)
+            except zlib.error:
+                if not self._retry:
+                    raise
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                part = self._zlib.decompress(raw, room)
+        except zlib.error as exc:
+            raise httpx.DecodingError(str(exc)) from exc
+        self._retry = False
+        return part, self._zlib.unconsumed_tail
+
+    def body(self) -> bytes:
+        """The whole body (its length still to be checked: a last flush may pass the limit)."""
+        if self._zlib is not None:
+            self._parts.append(self._zlib.flush(MAX_BODY_BYTES + 1))
+        return b"".join(self._parts)
+
+
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
 def _too_large(response: httpx.Response) -> PaymentRequiredError:
