@@ -137,9 +137,12 @@ class _Unwind(BaseException):
     ``release``, then raises ``cause``. A ``BaseException`` so no ``except Exception`` on the
     way hands it to the pipeline."""
 
-    def __init__(self, release: Flow[Settled], cause: BaseException | None = None) -> None:
+    def __init__(
+        self, release: Flow[Settled], cause: BaseException | None = None, port: Port | None = None
+    ) -> None:
         self.release = release
         self.cause = cause
+        self.port = port  # the run's, for its ``Abandon`` after ``Prepare``
 
 
 class _Relay:
@@ -173,10 +176,14 @@ class _Relay:
                 return None
             except _Unwind as unwind:  # cancelled or interrupted before sending
                 try:
-                    runner.drive(unwind.release)
+                    runner.drive(unwind.release, unwind.port)
                 except Exception as exc:
                     _not_released(exc)
-                raise unwind.cause or unwind from None
+                cause: BaseException | None = unwind.cause or unwind
+            else:
+                cause = None
+            if cause is not None:  # raised here, its context not the unwinding (nor the run)
+                raise cause
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
@@ -217,10 +224,14 @@ class _AsyncRelay:
                 return None
             except _Unwind as unwind:  # runs while cancelled: local steps, never suspends
                 try:
-                    await runner.drive(unwind.release)
+                    await runner.drive(unwind.release, unwind.port)
                 except Exception as exc:
                     _not_released(exc)
-                raise unwind.cause or unwind from None
+                cause: BaseException | None = unwind.cause or unwind
+            else:
+                cause = None
+            if cause is not None:
+                raise cause
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
@@ -587,7 +598,7 @@ class X402Auth(httpx.Auth):
                 if not unsent or isinstance(step, AwaitApproval) or isinstance(exc, GeneratorExit):
                     raise
                 why = f"interrupted ({type(exc).__name__}) before the payment was sent"
-                raise _Unwind(_thrown(core, RequestNotSent(why)), exc) from None
+                raise _Unwind(_thrown(core, RequestNotSent(why)), exc, port) from None
 
     def _send_paid(
         self,
