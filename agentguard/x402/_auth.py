@@ -32,6 +32,7 @@ and then ride its session, so N racing first requests make one signature and one
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 import zlib
@@ -743,18 +744,20 @@ _COMPRESSED = frozenset({"gzip", "deflate", "br", "zstd"})  # what httpx may dec
 
 class _Bounded:
     """A body decoded as httpx would (``Content-Encoding``), but never past ``MAX_BODY_BYTES``
-    + 1 bytes of output: gzip and deflate through ``zlib`` with an output limit; any other
-    compression (its decoder has no such limit) is refused. Unknown encodings pass as is."""
+    + 1 bytes of output: gzip and deflate through ``zlib`` with an output limit, zstd (at most
+    ``MAX_BODY_BYTES`` of it) read out to the limit; br and stacked encodings (no bounded
+    decoder here) are refused. Unknown encodings pass as is."""
 
     def __init__(self, response: httpx.Response) -> None:
         names = response.headers.get_list("content-encoding", split_commas=True)
         used = [name for name in (n.strip().lower() for n in names) if name in _COMPRESSED]
-        if len(used) > 1 or used[:1] in (["br"], ["zstd"]):  # (the caller closes it)
+        if len(used) > 1 or used == ["br"]:  # (the caller closes it)
             raise PaymentRequiredError(
                 f"the HTTP {response.status_code} body's Content-Encoding "
                 f"{', '.join(used)} is not read (only gzip or deflate, within a bound)"
             )
-        self._zlib = None if not used else zlib.decompressobj(_WBITS[used[0]])
+        self._zstd = used == ["zstd"]
+        self._zlib = None if not used or self._zstd else zlib.decompressobj(_WBITS[used[0]])
         self._retry = used == ["deflate"]  # zlib-wrapped, else raw deflate (as httpx)
         self._parts: list[bytes] = []
         self._size = 0
@@ -787,12 +790,40 @@ class _Bounded:
 
     def body(self) -> bytes:
         """The whole body (its length still to be checked: a last flush may pass the limit)."""
+        if self._zstd:
+            return _unzstd(b"".join(self._parts))
         if self._zlib is not None:
             self._parts.append(self._zlib.flush(MAX_BODY_BYTES + 1))
         return b"".join(self._parts)
 
 
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+def _unzstd(raw: bytes) -> bytes:
+    """``raw`` zstd frames decoded to at most ``MAX_BODY_BYTES`` + 1 bytes (httpx advertises
+    zstd when ``zstandard`` is installed, so a server may well answer with it)."""
+    import zstandard  # only where httpx itself could decode zstd
+
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= MAX_BODY_BYTES and (part := reader.read(MAX_BODY_BYTES + 1 - size)):
+            parts.append(part)
+            size += len(part)
+        if size <= MAX_BODY_BYTES:  # within the limit: decoded as httpx does (its errors)
+            parts, data = [], raw
+            while True:
+                inflate = zstandard.ZstdDecompressor().decompressobj()
+                parts.append(inflate.decompress(data))
+                if not (inflate.eof and (data := inflate.unused_data)):
+                    break
+            if not inflate.eof:
+                raise httpx.DecodingError("Zstandard data is incomplete")
+    except zstandard.ZstdError as exc:
+        raise httpx.DecodingError(str(exc)) from exc
+    return b"".join(parts)
 
 
 def _too_large(response: httpx.Response) -> PaymentRequiredError:

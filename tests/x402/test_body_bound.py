@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import zstandard
 
 from agentguard import Signer
 from agentguard._exceptions import PaymentRequiredError
@@ -24,6 +25,18 @@ from agentguard.x402._wire import MAX_BODY_BYTES
 from .conftest import ALLOWANCES
 
 BOMB = gzip.compress(b" " * (8 * 1024 * 1024), 9)  # 8 KiB on the wire, 8 MiB inflated
+ZBOMB = zstandard.ZstdCompressor().compress(b" " * (8 * 1024 * 1024))  # 275 bytes
+
+
+def test_a_zstd_bomb_is_read_out_to_the_limit_only() -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(PaymentRequiredError, match="larger than"):
+            _read(_response(ZBOMB, "zstd", random.Random(0)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
 
 
 def _deflate(data: bytes, wbits: int) -> bytes:
@@ -37,6 +50,7 @@ ENCODE = {
     "gzip": gzip.compress,
     "deflate": lambda b: _deflate(b, zlib.MAX_WBITS),
     "deflate ": lambda b: _deflate(b, -zlib.MAX_WBITS),  # raw deflate, as httpx accepts
+    "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
     "x-unknown": lambda b: b,  # passed as is, by httpx too
 }
 
@@ -105,7 +119,7 @@ async def test_bounded_reads_answer_as_httpx_does() -> None:
                 assert got == want, (len(body), encoding)
 
 
-@pytest.mark.parametrize("encoding", ["zstd", "br", "gzip, gzip", "deflate,gzip"])
+@pytest.mark.parametrize("encoding", ["br", "gzip, gzip", "deflate,gzip"])
 async def test_unbounded_decoders_are_refused(encoding: str) -> None:
     with pytest.raises(PaymentRequiredError, match="Content-Encoding"):
         _read(_response(b"{}", encoding, random.Random(0)))
