@@ -21,7 +21,8 @@ any byte of it (``auth.client()``'s transport marks it, see ``_transport``) rele
 instead: the signed payment never left the process, and it is dropped from the request (first
 sends only; a re-send of a lost payment stays counted, the first send may have been taken).
 A concurrent identical request whose payment is merely in flight gets its own authorization
-and payment (``exact``; ``upto``: see below).
+and payment (``exact``; ``upto``: see below). A run cancelled or interrupted before its ``Send``
+unwinds as a failed step would (``_Unwind``); a 402's body is read to ``MAX_BODY_BYTES`` at most.
 
 ``upto`` sessions: requests racing to pay one endpoint's ``upto`` 402 claim its opening in
 turn (``Sessions.claim``); one pays, the others wait (within their pool timeout, cancellable)
@@ -31,15 +32,22 @@ and then ride its session, so N racing first requests make one signature and one
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
+import zlib
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from agentguard._exceptions import ConfigurationError, PaymentSessionBusy, RequestNotSent
+from agentguard._exceptions import (
+    ConfigurationError,
+    PaymentRequiredError,
+    PaymentSessionBusy,
+    RequestNotSent,
+)
 from agentguard._guard import AsyncGuard, Guard
 from agentguard._intent import PaymentIntent
 from agentguard._logging import get_logger
@@ -50,6 +58,7 @@ from agentguard.pipeline import (
     Action,
     AsyncRunner,
     AuditSink,
+    AwaitApproval,
     Flow,
     InFlight,
     NeverLanded,
@@ -78,6 +87,7 @@ from agentguard.x402._transport import (
     Unsent,
 )
 from agentguard.x402._wire import (
+    MAX_BODY_BYTES,
     PAYMENT_REQUIRED,
     PaymentRequired,
     Requirement,
@@ -121,13 +131,19 @@ class _Lost:
     flight: InFlight
 
 
-class _RefusedUnsent(BaseException):
-    """Raised out of the flow as httpx closes it when the paid retry was refused before
-    sending: the driver then runs ``release`` (the flow itself can no longer yield steps).
-    A ``BaseException`` so no ``except Exception`` on the way hands it to the pipeline."""
+class _Unwind(BaseException):
+    """Raised out of the flow when nothing of its payment was sent and it can no longer yield
+    steps: httpx closed it after the paid retry was refused before sending, or the caller was
+    cancelled or interrupted (``cause``) before the payment was sent. The driver runs
+    ``release``, then raises ``cause``. A ``BaseException`` so no ``except Exception`` on the
+    way hands it to the pipeline."""
 
-    def __init__(self, release: Flow[Settled]) -> None:
+    def __init__(
+        self, release: Flow[Settled], cause: BaseException | None = None, port: Port | None = None
+    ) -> None:
         self.release = release
+        self.cause = cause
+        self.port = port  # the run's, for its ``Abandon`` after ``Prepare``
 
 
 class _Relay:
@@ -152,26 +168,36 @@ class _Relay:
         """Send ``value`` to the flow and perform its effects; its next request, or ``None``."""
         flow, runner = self.flow, self.runner
         sent: Any = value
-        error: Exception | None = None
+        error: BaseException | None = None
         while True:
             try:
                 effect = flow.throw(error) if error is not None else flow.send(sent)
             except StopIteration:
                 self.waiting = None
                 return None
+            except _Unwind as unwind:  # cancelled or interrupted before sending
+                try:
+                    runner.drive(unwind.release, unwind.port)
+                except Exception as exc:
+                    _not_released(exc)
+                cause: BaseException | None = unwind.cause or unwind
+            else:
+                cause = None
+            if cause is not None:  # raised here, its context not the unwinding (nor the run)
+                raise cause
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
                 return effect
             try:
                 if isinstance(effect, _Read):
-                    sent = effect.response.read()
+                    sent = _read(effect.response)
                 elif isinstance(effect, _Wait):
                     sent = effect.opening.wait(effect.timeout)
                 else:
                     sent = runner.execute(effect.step, effect.port)
-            except Exception as exc:  # handed back to the flow, which decides
-                error = exc
+            except BaseException as exc:  # handed back to the flow, which decides (it
+                error = exc  # unwinds an unsent run cancelled or interrupted: ``_pipeline``)
 
 
 class _AsyncRelay:
@@ -190,25 +216,35 @@ class _AsyncRelay:
     async def advance(self, value: httpx.Response | None) -> httpx.Request | None:
         flow, runner = self.flow, self.runner
         sent: Any = value
-        error: Exception | None = None
+        error: BaseException | None = None
         while True:
             try:
                 effect = flow.throw(error) if error is not None else flow.send(sent)
             except StopIteration:
                 self.waiting = None
                 return None
+            except _Unwind as unwind:  # runs while cancelled: local steps, never suspends
+                try:
+                    await runner.drive(unwind.release, unwind.port)
+                except Exception as exc:
+                    _not_released(exc)
+                cause: BaseException | None = unwind.cause or unwind
+            else:
+                cause = None
+            if cause is not None:
+                raise cause
             sent, error = None, None
             if isinstance(effect, httpx.Request):
                 self.waiting = effect
                 return effect
             try:
                 if isinstance(effect, _Read):
-                    sent = await effect.response.aread()
+                    sent = await _aread(effect.response)
                 elif isinstance(effect, _Wait):
                     sent = await effect.opening.wait_async(effect.timeout)
                 else:
                     sent = await runner.execute(effect.step, effect.port)
-            except Exception as exc:
+            except BaseException as exc:
                 error = exc
 
 
@@ -363,7 +399,7 @@ class X402Auth(httpx.Auth):
             request.extensions.pop(RELAY_EXTENSION, None)  # (would hold the answers in a cycle)
             try:
                 relay.flow.close()  # httpx closed us mid-request: the answer was lost
-            except _RefusedUnsent as refused:  # ... or that it was never sent
+            except _Unwind as refused:  # ... or that it was never sent
                 try:
                     runner.drive(refused.release)
                 except Exception as exc:  # httpx raises the transport's error, not this
@@ -390,7 +426,7 @@ class X402Auth(httpx.Auth):
             request.extensions.pop(RELAY_EXTENSION, None)
             try:
                 relay.flow.close()
-            except _RefusedUnsent as refused:
+            except _Unwind as refused:
                 try:
                     await runner.drive(refused.release)
                 except Exception as exc:
@@ -408,7 +444,7 @@ class X402Auth(httpx.Auth):
             log.info("re-sending an unanswered payment", reference=lost.signed.reference)
             outcome = yield from self._send_paid(request, lost.signed, lost.flight, resend=True)
             yield from self._pipeline(
-                settle(lost.flight, lost.signed, outcome), None, request, runner
+                settle(lost.flight, lost.signed, outcome), None, request, runner, unsent=False
             )
             return
         session = self._sessions.live(request)
@@ -524,7 +560,7 @@ class X402Auth(httpx.Auth):
             approval_timeout=self._approval_timeout,
             audited=self._audit is not None,
         )
-        yield from self._pipeline(guarded(action, owned=True), port, request, runner)
+        yield from self._pipeline(guarded(action, owned=True), port, request, runner, unsent=True)
 
     def _pipeline(
         self,
@@ -532,9 +568,12 @@ class X402Auth(httpx.Auth):
         port: Port | None,
         request: httpx.Request,
         runner: Runner | AsyncRunner,
+        *,
+        unsent: bool,
     ) -> _Flow:
         """Run the pipeline's steps: the driver's ``runner`` performs each (at once if it
-        never waits, ``runner.now``; else through the driver); ``Send`` is the paid retry."""
+        never waits, ``runner.now``; else through the driver); ``Send`` is the paid retry.
+        ``unsent``: ``core`` is a whole run, whose payment is unsent until its ``Send``."""
         value: Any = None
         error: Exception | None = None
         while True:
@@ -545,6 +584,7 @@ class X402Auth(httpx.Auth):
             value, error = None, None
             try:
                 if isinstance(step, Send):
+                    unsent = False
                     value = yield from self._send_paid(request, step.signed, step.flight)
                 else:
                     value = runner.now(step, port)
@@ -552,6 +592,14 @@ class X402Auth(httpx.Auth):
                         value = yield _Do(step, port)
             except Exception as exc:
                 error = exc
+            except BaseException as exc:
+                # Cancelled or interrupted: before ``Send`` nothing left the process, so the
+                # run unwinds as for a failed step (holds released, the network told). A wait
+                # for a person gives its hold back itself (the runner's ``AwaitApproval``).
+                if not unsent or isinstance(step, AwaitApproval) or isinstance(exc, GeneratorExit):
+                    raise
+                why = f"interrupted ({type(exc).__name__}) before the payment was sent"
+                raise _Unwind(_thrown(core, RequestNotSent(why)), exc, port) from None
 
     def _send_paid(
         self,
@@ -584,7 +632,7 @@ class X402Auth(httpx.Auth):
             del request.extensions[PAYMENT_EXTENSION]
             reason = f"the paid request was refused before sending ({unsent.reason})"
             refusal = RequestNotSent(f"{request.method} {request.url}: {reason}")
-            raise _RefusedUnsent(settle(flight, signed, NeverLanded(reason, refusal))) from None
+            raise _Unwind(settle(flight, signed, NeverLanded(reason, refusal))) from None
         if response.status_code == 402:
             yield _Read(response)
         result = outcome(request, response, paid)
@@ -640,6 +688,148 @@ class _Relayed(httpx.Auth):
         transport = self._transport
         owner = transport if isinstance(transport, AsyncTransport) else None
         return self.auth._async_flow(request, owner)
+
+
+def _thrown(core: Flow[Settled], exc: Exception) -> Flow[Settled]:
+    """``core`` resumed with ``exc`` thrown in at the step it waits on, as if that step failed:
+    its own unwinding, for a driver to run."""
+    value: Any = None
+    error: Exception | None = exc
+    while True:
+        try:
+            step = core.throw(error) if error is not None else core.send(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = (yield step), None
+        except Exception as failed:
+            value, error = None, failed
+
+
+def _read(response: httpx.Response) -> bytes:
+    """A body the flow reads (a 402's): at most ``MAX_BODY_BYTES`` are taken from the stream,
+    decoded within that bound (a compression bomb never inflates past it); one byte past them
+    closes it and refuses the answer (an endless body never hangs us)."""
+    if response.is_stream_consumed:  # read already (built from bytes, or by an event hook)
+        body = response.content
+    else:
+        bounded = _Bounded(response)
+        for raw in response.iter_raw():
+            if not bounded.take(raw):
+                response.close()
+                raise _too_large(response)
+        response._content = body = bounded.body()  # what ``read`` keeps
+    if len(body) > MAX_BODY_BYTES:
+        raise _too_large(response)
+    return body
+
+
+async def _aread(response: httpx.Response) -> bytes:
+    if response.is_stream_consumed:
+        body = response.content
+    else:
+        bounded = _Bounded(response)
+        async for raw in response.aiter_raw():
+            if not bounded.take(raw):
+                await response.aclose()
+                raise _too_large(response)
+        response._content = body = bounded.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise _too_large(response)
+    return body
+
+
+_COMPRESSED = frozenset({"gzip", "deflate", "br", "zstd"})  # what httpx may decode
+
+
+class _Bounded:
+    """A body decoded as httpx would (``Content-Encoding``), but never past ``MAX_BODY_BYTES``
+    + 1 bytes of output: gzip and deflate through ``zlib`` with an output limit, zstd (at most
+    ``MAX_BODY_BYTES`` of it) read out to the limit; br and stacked encodings (no bounded
+    decoder here) are refused. Unknown encodings pass as is."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        names = response.headers.get_list("content-encoding", split_commas=True)
+        used = [name for name in (n.strip().lower() for n in names) if name in _COMPRESSED]
+        if len(used) > 1 or used == ["br"]:  # (the caller closes it)
+            raise PaymentRequiredError(
+                f"the HTTP {response.status_code} body's Content-Encoding "
+                f"{', '.join(used)} is not read (only gzip or deflate, within a bound)"
+            )
+        self._zstd = used == ["zstd"]
+        self._zlib = None if not used or self._zstd else zlib.decompressobj(_WBITS[used[0]])
+        self._retry = used == ["deflate"]  # zlib-wrapped, else raw deflate (as httpx)
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def take(self, raw: bytes) -> bool:
+        """Add ``raw`` (as received); ``False`` once the decoded body is past the limit."""
+        while raw:
+            room = MAX_BODY_BYTES + 1 - self._size
+            part, raw = (raw, b"") if self._zlib is None else self._inflate(raw, room)
+            self._parts.append(part)
+            self._size += len(part)
+            if self._size > MAX_BODY_BYTES:
+                return False
+        return True
+
+    def _inflate(self, raw: bytes, room: int) -> tuple[bytes, bytes]:
+        assert self._zlib is not None
+        try:
+            try:
+                part = self._zlib.decompress(raw, room)
+            except zlib.error:
+                if not self._retry:
+                    raise
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                part = self._zlib.decompress(raw, room)
+        except zlib.error as exc:
+            raise httpx.DecodingError(str(exc)) from exc
+        self._retry = False
+        return part, self._zlib.unconsumed_tail
+
+    def body(self) -> bytes:
+        """The whole body (its length still to be checked: a last flush may pass the limit)."""
+        if self._zstd:
+            return _unzstd(b"".join(self._parts))
+        if self._zlib is not None:
+            self._parts.append(self._zlib.flush(MAX_BODY_BYTES + 1))
+        return b"".join(self._parts)
+
+
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+def _unzstd(raw: bytes) -> bytes:
+    """``raw`` zstd frames decoded to at most ``MAX_BODY_BYTES`` + 1 bytes (httpx advertises
+    zstd when ``zstandard`` is installed, so a server may well answer with it)."""
+    import zstandard  # only where httpx itself could decode zstd
+
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= MAX_BODY_BYTES and (part := reader.read(MAX_BODY_BYTES + 1 - size)):
+            parts.append(part)
+            size += len(part)
+        if size <= MAX_BODY_BYTES:  # within the limit: decoded as httpx does (its errors)
+            parts, data = [], raw
+            while True:
+                inflate = zstandard.ZstdDecompressor().decompressobj()
+                parts.append(inflate.decompress(data))
+                if not (inflate.eof and (data := inflate.unused_data)):
+                    break
+            if not inflate.eof:
+                raise httpx.DecodingError("Zstandard data is incomplete")
+    except zstandard.ZstdError as exc:
+        raise httpx.DecodingError(str(exc)) from exc
+    return b"".join(parts)
+
+
+def _too_large(response: httpx.Response) -> PaymentRequiredError:
+    return PaymentRequiredError(
+        f"the HTTP {response.status_code} body is larger than {MAX_BODY_BYTES} bytes"
+    )
 
 
 def _not_released(exc: Exception) -> None:
