@@ -42,6 +42,11 @@ from typing import Any
 
 import httpx
 
+try:  # httpx decodes zstd only where zstandard is installed; so does the bounded reader
+    import zstandard
+except ImportError:  # pragma: no cover - installed with the ``zstd`` extra
+    zstandard = None  # type: ignore[assignment]
+
 from agentguard._exceptions import (
     ConfigurationError,
     PaymentRequiredError,
@@ -756,6 +761,8 @@ class _Bounded:
                 f"the HTTP {response.status_code} body's Content-Encoding "
                 f"{', '.join(used)} is not read (only gzip or deflate, within a bound)"
             )
+        if used == ["zstd"] and zstandard is None:  # httpx passes it as is: so do we
+            used = []
         self._zstd = used == ["zstd"]
         self._zlib = None if not used or self._zstd else zlib.decompressobj(_WBITS[used[0]])
         self._retry = used == ["deflate"]  # zlib-wrapped, else raw deflate (as httpx)
@@ -803,8 +810,6 @@ _WBITS = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 def _unzstd(raw: bytes) -> bytes:
     """``raw`` zstd frames decoded to at most ``MAX_BODY_BYTES`` + 1 bytes (httpx advertises
     zstd when ``zstandard`` is installed, so a server may well answer with it)."""
-    import zstandard  # only where httpx itself could decode zstd
-
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
     parts: list[bytes] = []
     size = 0
