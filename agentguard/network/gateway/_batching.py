@@ -41,6 +41,7 @@ from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
     OperatorLink,
+    bind_answers,
     call_operator,
     exchange,
     rpc_failure,
@@ -89,30 +90,6 @@ def _settle(job: _Job, outcome: Any) -> None:
             job.future.set_exception(outcome)
         else:
             job.future.set_result(outcome)
-
-
-def _bind(answers: Any, jobs: list[_Job]) -> dict[str, Any]:
-    """Each task id sent to its answer; ``OperatorFailure`` unless every task sent is answered
-    exactly once and nothing else is."""
-    if not isinstance(answers, list):
-        raise OperatorFailure("invalid_response", "batch answer has no answers", retryable=False)
-    sent = {job.bodies.task_id for job in jobs}
-    by_id: dict[str, Any] = {}
-    for answer in answers:
-        task_id = answer.get("task_id") if isinstance(answer, dict) else None
-        key = task_id.lower() if isinstance(task_id, str) else ""
-        if key not in sent or key in by_id:
-            raise OperatorFailure(
-                "invalid_response",
-                "batch answered a task it was not sent, or one task twice",
-                retryable=False,
-            )
-        by_id[key] = answer
-    if len(by_id) != len(sent):
-        raise OperatorFailure(
-            "invalid_response", "batch did not answer every task sent", retryable=False
-        )
-    return by_id
 
 
 class LinkQueue:
@@ -240,7 +217,7 @@ class LinkQueue:
             await asyncio.gather(*(self._alone(job) for job in jobs))
             return
         try:
-            by_id = _bind(answers, jobs)
+            by_id = bind_answers(answers, "task_id", {job.bodies.task_id for job in jobs}, "batch")
         except OperatorFailure as whole:  # an answer no honest operator gives: none counts
             for job in jobs:
                 _settle(job, whole)

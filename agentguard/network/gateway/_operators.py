@@ -36,6 +36,7 @@ __all__ = [
     "Bodies",
     "OperatorFailure",
     "OperatorLink",
+    "bind_answers",
     "call_host",
     "call_operator",
     "deliver",
@@ -304,6 +305,31 @@ async def call_operator(
     )
 
 
+def bind_answers(answers: Any, field: str, wanted: set[str], who: str) -> dict[str, Any]:
+    """Each answer of a many-answer call by its ``field`` (lower-cased), refused whole
+    (``OperatorFailure``) unless every one of ``wanted`` is answered exactly once and nothing
+    else is: one answer for something not asked, or two for one, and none of them counts.
+    A host's answers go by operator address, a batch's by task id."""
+    if not isinstance(answers, list):
+        raise OperatorFailure("invalid_response", f"{who} answer has no answers", retryable=False)
+    bound: dict[str, Any] = {}
+    for answer in answers:
+        value = answer.get(field) if isinstance(answer, dict) else None
+        key = value.lower() if isinstance(value, str) else ""
+        if key in bound or key not in wanted:
+            raise OperatorFailure(
+                "invalid_response",
+                f"{who} answered for a {field} it was not asked for, or twice for one",
+                retryable=False,
+            )
+        bound[key] = answer
+    if len(bound) != len(wanted):
+        raise OperatorFailure(
+            "invalid_response", f"{who} did not answer for every {field} asked", retryable=False
+        )
+    return bound
+
+
 async def call_host(
     asked: Sequence[OperatorLink], code_hash: bytes, bodies: Bodies, timeout: float
 ) -> list[Any]:
@@ -315,24 +341,7 @@ async def call_host(
     addresses = [link.address for link in asked]
     result = await call_operator(asked[0], code_hash, bodies, timeout, addresses)
     answers = result.get("answers") if isinstance(result, dict) else None
-    if not isinstance(answers, list):
-        raise OperatorFailure("invalid_response", "host answer has no answers", retryable=False)
-    wanted = {address.lower() for address in addresses}
-    by_address: dict[str, Any] = {}
-    for answer in answers:
-        address = answer.get("operator") if isinstance(answer, dict) else None
-        key = address.lower() if isinstance(address, str) else ""
-        if key in by_address or key not in wanted:
-            raise OperatorFailure(
-                "invalid_response",
-                "host answered for an operator it was not asked for, or twice for one",
-                retryable=False,
-            )
-        by_address[key] = answer
-    if len(by_address) != len(asked):
-        raise OperatorFailure(
-            "invalid_response", "host did not answer for every operator asked", retryable=False
-        )
+    by_address = bind_answers(answers, "operator", {a.lower() for a in addresses}, "host")
     out: list[Any] = []
     for link in asked:
         answer = by_address[link.address.lower()]
