@@ -151,23 +151,33 @@ class _Unwind(BaseException):
         self.port = port  # the run's, for its ``Abandon`` after ``Prepare``
 
 
-class _Relay:
-    """Drives one request's flow to its next request: for httpx's auth flow, and for
-    ``auth.client()``'s transport, which sends that request itself while the flow only reads
-    answers (``_transport``). ``waiting``: the request the flow waits an answer to;
-    ``history``: answers the transport gave the flow and httpx never saw; ``ended``: the
-    transport ran the flow to its end; ``handed``: httpx handed the flow an answer (its
-    history of this request has begun: the transport then sends nothing of the flow's)."""
+class _RelayState:
+    """Where one request's flow stands, for a relay. ``waiting``: the request the flow waits
+    an answer to; ``history``: answers the transport gave the flow and httpx never saw;
+    ``ended``: the transport ran the flow to its end; ``handed``: httpx handed the flow an
+    answer (its history of this request has begun: the transport then sends nothing of the
+    flow's); ``owner``: the one transport that may drive it (``_Relayed``), or None."""
 
-    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
+    __slots__ = ("ended", "flow", "handed", "history", "owner", "waiting")
 
-    def __init__(self, flow: _Flow, runner: Runner, owner: object) -> None:
+    def __init__(self, flow: _Flow, owner: object) -> None:
         self.flow = flow
-        self.runner = runner
-        self.owner = owner  # the one transport that may drive it (``_Relayed``), or None
+        self.owner = owner
         self.waiting: httpx.Request | None = None
         self.ended = self.handed = False
         self.history: list[httpx.Response] = []
+
+
+class _Relay(_RelayState):
+    """Drives one request's flow to its next request: for httpx's auth flow, and for
+    ``auth.client()``'s transport, which sends that request itself while the flow only reads
+    answers (``_transport``)."""
+
+    __slots__ = ("runner",)
+
+    def __init__(self, flow: _Flow, runner: Runner, owner: object) -> None:
+        super().__init__(flow, owner)
+        self.runner = runner
 
     def advance(self, value: httpx.Response | None) -> httpx.Request | None:
         """Send ``value`` to the flow and perform its effects; its next request, or ``None``."""
@@ -205,18 +215,14 @@ class _Relay:
                 error = exc  # unwinds an unsent run cancelled or interrupted: ``_pipeline``)
 
 
-class _AsyncRelay:
+class _AsyncRelay(_RelayState):
     """``_Relay`` for the async client."""
 
-    __slots__ = ("ended", "flow", "handed", "history", "owner", "runner", "waiting")
+    __slots__ = ("runner",)
 
     def __init__(self, flow: _Flow, runner: AsyncRunner, owner: object) -> None:
-        self.flow = flow
+        super().__init__(flow, owner)
         self.runner = runner
-        self.owner = owner
-        self.waiting: httpx.Request | None = None
-        self.ended = self.handed = False
-        self.history: list[httpx.Response] = []
 
     async def advance(self, value: httpx.Response | None) -> httpx.Request | None:
         flow, runner = self.flow, self.runner
@@ -719,11 +725,15 @@ def _read(response: httpx.Response) -> bytes:
         body = response.content
     else:
         bounded = _Bounded(response)
-        for raw in response.iter_raw():
-            if not bounded.take(raw):
-                response.close()
-                raise _too_large(response)
-        response._content = body = bounded.body()  # what ``read`` keeps
+        try:
+            for raw in response.iter_raw():
+                if not bounded.take(raw):
+                    response.close()
+                    raise _too_large(response)
+            response._content = body = bounded.body()  # what ``read`` keeps
+        except httpx.DecodingError as exc:
+            response.close()
+            raise _undecodable(response, exc) from None
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
     return body
@@ -734,11 +744,15 @@ async def _aread(response: httpx.Response) -> bytes:
         body = response.content
     else:
         bounded = _Bounded(response)
-        async for raw in response.aiter_raw():
-            if not bounded.take(raw):
-                await response.aclose()
-                raise _too_large(response)
-        response._content = body = bounded.body()
+        try:
+            async for raw in response.aiter_raw():
+                if not bounded.take(raw):
+                    await response.aclose()
+                    raise _too_large(response)
+            response._content = body = bounded.body()
+        except httpx.DecodingError as exc:
+            await response.aclose()
+            raise _undecodable(response, exc) from None
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(response)
     return body
@@ -829,6 +843,15 @@ def _unzstd(raw: bytes) -> bytes:
     except zstandard.ZstdError as exc:
         raise httpx.DecodingError(str(exc)) from exc
     return b"".join(parts)
+
+
+def _undecodable(response: httpx.Response, exc: httpx.DecodingError) -> PaymentRequiredError:
+    """A body that is not what its ``Content-Encoding`` says: the server's fault, refused as
+    ours (after paying it stays counted, as for a body too large)."""
+    return PaymentRequiredError(
+        f"the HTTP {response.status_code} body does not decode as its Content-Encoding "
+        f"says: {str(exc)[:200]}"
+    )
 
 
 def _too_large(response: httpx.Response) -> PaymentRequiredError:
