@@ -22,6 +22,7 @@ from agentguard.x402 import X402Auth
 
 from .conftest import ALLOWANCES, connect_async
 from .fakes import FakeServer
+from .test_not_sent import Audit
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +68,6 @@ def endless() -> Iterator[Endless]:
     server = Endless()
     yield server
     server.join()
-
-
-class Audit:
-    def __init__(self) -> None:
-        self.kinds: list[str] = []
-        self.records: list[dict[str, Any]] = []
-
-    def append(self, kind: str, record: Any) -> None:
-        self.kinds.append(kind)
-        self.records.append(dict(record))
 
 
 def counted(ledger: Ledger, signer: Signer) -> tuple[int, int]:
