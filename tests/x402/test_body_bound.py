@@ -19,7 +19,8 @@ from agentguard import Signer
 from agentguard._exceptions import PaymentRequiredError
 from agentguard.ledger import Ledger
 from agentguard.x402 import X402Auth
-from agentguard.x402._auth import _aread, _read
+from agentguard.x402._body import aread_bounded as _aread
+from agentguard.x402._body import read_bounded as _read
 from agentguard.x402._wire import MAX_BODY_BYTES
 
 from .conftest import ALLOWANCES
