@@ -192,17 +192,20 @@ def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
                 proc.wait(30)
     rows = []
     for key in ("single_us", "batched_us"):
-        base = statistics.median(x[key] for x in got["baseline"])
-        cur = statistics.median(x[key] for x in got["current"])
+        base = [x[key] for x in got["baseline"]]
+        cur = [x[key] for x in got["current"]]
         rows.append(
             {
                 "what": f"CPU µs per evaluation ({key.split('_')[0]})",
                 "baseline": f"{ref} = {commit[:10]}",
-                "baseline_us": round(base, 1),
-                "current_us": round(cur, 1),
-                "ratio": round(cur / base, 3),
-                "rounds_baseline": [round(x[key], 1) for x in got["baseline"]],
-                "rounds_current": [round(x[key], 1) for x in got["current"]],
+                "baseline_us": round(statistics.median(base), 1),
+                "current_us": round(statistics.median(cur), 1),
+                "ratio": round(statistics.median(cur) / statistics.median(base), 3),
+                # each round's pair ran back to back: their ratio shares the box's noise
+                "paired_ratio": round(
+                    statistics.median(c / b for b, c in zip(base, cur, strict=True)), 3
+                ),
+                "rounds": rounds,
             }
         )
     return rows
