@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from coincurve import PrivateKey
 
@@ -129,9 +129,9 @@ class _Derived:
     engine_params: bytes
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    """One evaluated task, before any key signs it: what every key of a host signs alike."""
+class _Verdict(NamedTuple):
+    """One evaluated task, before any key signs it: what every key of a host signs alike (a
+    named tuple: a fifth of a frozen dataclass's cost to build, once per task)."""
 
     task_id: bytes
     policy_client: bytes
