@@ -7,8 +7,10 @@ code (held), a fresh task id and amount per request. Each request is parsed as t
 RPC server parses it (``parse_request``), evaluated and signed, and its answer encoded
 (``encode``): the figures are the operator process's own work per task, minus HTTP.
 
-Default: CPU per request (thread CPU time, median of rounds) for ``newt_evaluateAndSign`` and
-for ``agentguard_evaluateBatch`` of 8 tasks, then the same work split into its parts.
+Default: CPU per request (thread CPU time, median of rounds) for ``newt_evaluateAndSign``, for
+``agentguard_evaluateBatch`` of 8 tasks, and for ``newt_evaluateAndSign`` with the policy's
+first answer given for every later task (all but building the Rego input and querying it),
+then the same work split into its parts.
 
 ``--against REF``: the same requests in two child processes, one importing this checkout's
 ``agentguard``, one importing ``REF``'s (unpacked with ``git archive``), in alternating rounds;
@@ -39,6 +41,7 @@ if "--child" not in sys.argv:  # a child imports the tree its PYTHONPATH names
 AGENT = "0x1111111111111111111111111111111111111111"
 CLIENT = "0x00000000000000000000000000000000000bE7C4"
 BATCH = 8
+_LABELS = {"single_us": "single", "batched_us": "batched", "norego_us": "single, all but Rego"}
 
 
 class Bench:
@@ -131,13 +134,33 @@ class Bench:
                 encode({"jsonrpc": "2.0", "id": 1, "result": answer})
         return (time.thread_time() - start) / len(requests)
 
+    def without_rego(self, requests: list[bytes]) -> float:
+        """``serve`` with the policy's first evaluation given as every later one's answer:
+        the operator's CPU for everything but building the input and querying Rego."""
+        from agentguard.network import operator as op
+
+        real = op.evaluate_policy
+        kept: list[Any] = []
+
+        def first(*args: Any, **kwargs: Any) -> Any:
+            if not kept:
+                kept.append(real(*args, **kwargs))
+            return kept[0]
+
+        op.evaluate_policy = first
+        try:
+            return self.serve(requests)
+        finally:
+            op.evaluate_policy = real
+
     def round(self, n: int) -> dict[str, float]:
-        """µs of CPU per evaluation, alone and in batches of ``BATCH``."""
+        """µs of CPU per evaluation, alone, in batches of ``BATCH``, and alone without Rego."""
         single = self.requests(n)
         batches = self.requests(max(1, n // BATCH), "agentguard_evaluateBatch")
         return {
             "single_us": self.serve(single) * 1e6,
             "batched_us": self.serve(batches) * 1e6 / BATCH,
+            "norego_us": self.without_rego(self.requests(n)) * 1e6,
         }
 
 
@@ -191,12 +214,12 @@ def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
                     proc.stdin.close()
                 proc.wait(30)
     rows = []
-    for key in ("single_us", "batched_us"):
+    for key in ("single_us", "batched_us", "norego_us"):
         base = [x[key] for x in got["baseline"]]
         cur = [x[key] for x in got["current"]]
         rows.append(
             {
-                "what": f"CPU µs per evaluation ({key.split('_')[0]})",
+                "what": f"CPU µs per evaluation ({_LABELS[key]})",
                 "baseline": f"{ref} = {commit[:10]}",
                 "baseline_us": round(statistics.median(base), 1),
                 "current_us": round(statistics.median(cur), 1),
@@ -260,10 +283,6 @@ def split(n: int, rounds: int) -> list[dict[str, Any]]:
         it = iter(params * 1000)
         return lambda: fn(next(it))
 
-    def whole(body: bytes) -> None:
-        _, _, p = bench.parse(body)
-        bench.encode({"jsonrpc": "2.0", "id": 1, "result": operator.evaluate_and_sign(p)})
-
     parts: dict[str, Callable[[], object]] = {
         "parse_request (strict JSON of the request)": lambda: bench.parse(bodies[0]),
         "Intent.from_wire": each(lambda p: TransactionIntent.from_wire(p["intent"])),
@@ -304,22 +323,17 @@ def split(n: int, rounds: int) -> list[dict[str, Any]]:
     }
     figures: dict[str, list[float]] = {k: [] for k in parts}
     whole_us: list[float] = []
+    without_rego: list[float] = []
     for _ in range(rounds):
         for name, fn in parts.items():
             figures[name].append(per_call(fn, n))
-        requests = bench.requests(n)
-        start = time.thread_time()
-        for body in requests:
-            whole(body)
-        whole_us.append((time.thread_time() - start) / n * 1e6)
-    rows = [
-        {
-            "part": "whole request (parse, evaluate, sign, encode)",
-            "cpu_us": statistics.median(whole_us),
-        }
-    ]
-    rows += [{"part": k, "cpu_us": statistics.median(v)} for k, v in figures.items()]
-    return [{**r, "cpu_us": round(r["cpu_us"], 1)} for r in rows]
+        whole_us.append(bench.serve(bench.requests(n)) * 1e6)
+        without_rego.append(bench.without_rego(bench.requests(n)) * 1e6)
+    medians = {
+        "whole request (parse, evaluate, sign, encode)": statistics.median(whole_us),
+        "whole request, the policy's answer given (all but Rego)": statistics.median(without_rego),
+    } | {k: statistics.median(v) for k, v in figures.items()}
+    return [{"part": k, "cpu_us": round(v, 1)} for k, v in medians.items()]
 
 
 def main() -> None:
@@ -343,10 +357,10 @@ def main() -> None:
         totals = [bench.round(args.n) for _ in range(args.rounds)]
         rows = [
             {
-                "part": f"CPU µs per evaluation ({key.split('_')[0]})",
+                "part": f"CPU µs per evaluation ({_LABELS[key]})",
                 "cpu_us": round(statistics.median(t[key] for t in totals), 1),
             }
-            for key in ("single_us", "batched_us")
+            for key in ("single_us", "batched_us", "norego_us")
         ]
         rows += split(args.n, args.rounds)
         notes = "Thread CPU per call, medians of rounds, in one process."
