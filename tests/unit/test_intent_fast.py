@@ -483,3 +483,63 @@ def test_the_direct_build_equals_pydantics_model_construct(
             assert again == intent and hash(again) == hash(intent)
             assert pickle.loads(pickle.dumps(intent)) == again
     assert len(fast) > CASES // 4
+
+
+def _hex_by_regex(value: Any) -> bytes | None:
+    """What calldata and wire bytes were read with before ``_hex``: the regex, then fromhex."""
+    if isinstance(value, str) and intent_module._HEX_RE.match(value):
+        return bytes.fromhex(value[2:])
+    return None
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+HOSTILE_HEX = [
+    "",
+    "0",
+    "0x",
+    "0X",
+    "0x0",
+    "0x00",
+    "0X00",
+    "0xgg",
+    "0x 00",
+    "0x00 ",
+    "0x0 0",
+    "0x00\n",
+    "0x00\t11",
+    "0x\u0660\u0661",  # Arabic-Indic digits: int() would read them, hex must not
+    "0x\uff10\uff11",  # full-width digits
+    "0x00\x00",
+    "0xa9059CBB",
+    " 0x00",
+    "x00",
+    "00",
+    "0x" + "ab" * 5000,
+    "0x" + "ab" * 5000 + "a",
+    _Str("0x00ff"),
+    _Str("0x0 0"),
+    b"0x00",
+    None,
+    5,
+    ["0x00"],
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_HEX, ids=repr)
+def test_hex_reader_equals_the_regex(value: Any) -> None:
+    assert intent_module._hex(value) == _hex_by_regex(value)
+
+
+@settings(max_examples=2000)
+@given(
+    st.one_of(
+        st.text(),
+        st.text(alphabet="0123456789abcdefABCDEFxX \t\n\r\x0b\x0c").map(lambda t: "0x" + t),
+        st.binary().map(lambda b: "0x" + b.hex()),
+    )
+)
+def test_hex_reader_equals_the_regex_on_random_text(value: str) -> None:
+    assert intent_module._hex(value) == _hex_by_regex(value)

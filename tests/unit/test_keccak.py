@@ -119,3 +119,55 @@ def test_an_import_with_changed_private_functions_hashes_right() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_threads_hash_on_their_own_state() -> None:
+    """Each thread keeps its own Keccak state: many threads hashing at once, each message of
+    another length, every digest equal to eth-hash's."""
+    import threading
+
+    rng = random.Random(5)
+    messages = [rng.randbytes(rng.randrange(0, 600)) for _ in range(64)]
+    wrong: list[bytes] = []
+    start = threading.Barrier(8)
+
+    def work(offset: int) -> None:
+        start.wait()
+        for i in range(400):
+            data = messages[(i * 7 + offset) % len(messages)]
+            if _keccak_cffi(data) != eth_keccak(data):
+                wrong.append(data)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+
+
+def test_a_hash_inside_a_hash_leaves_the_outer_one_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hash that starts while another is between its C calls on the same thread (as a signal
+    handler's could) gets its own state: both digests stay right."""
+    real = eip712._lib
+    inner: list[bytes] = []
+    interrupted: list[bool] = []
+
+    class Interrupting:
+        def __getattr__(self, name: str) -> Any:
+            fn = getattr(real, name)
+            if name != "keccak_absorb":
+                return fn
+
+            def absorb(state: Any, data: Any, size: int) -> int:
+                if not interrupted:
+                    interrupted.append(True)
+                    inner.append(_keccak_cffi(b"inner message"))
+                return int(fn(state, data, size))
+
+            return absorb
+
+    monkeypatch.setattr(eip712, "_lib", Interrupting())
+    assert _keccak_cffi(b"outer message") == eth_keccak(b"outer message")
+    assert inner == [eth_keccak(b"inner message")]
+    assert _keccak_cffi(b"after") == eth_keccak(b"after")
