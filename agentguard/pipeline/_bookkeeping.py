@@ -383,6 +383,40 @@ class Bookkeeper:
         return errors
 
 
+class _Alarm:
+    """What the asyncio worker sleeps on: ``seconds`` pass or ``ring`` is called, whichever
+    comes first. ``asyncio.wait_for(event.wait(), seconds)`` did the same with a task per
+    wait, and cancelled and awaited that task at every timeout (every lingering commit):
+    here it is one future and one timer. A ring while the worker is not asleep wakes
+    nothing, as a ring of the cleared ``Event`` did not: the worker looks at the queue
+    again before each sleep, and nothing can ring between that look and the sleep."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _wake_up, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class AsyncBookkeeper:
     """One async guard's gateway calls, sent by an asyncio task on the submitting loop."""
 
@@ -396,14 +430,15 @@ class AsyncBookkeeper:
         self._keep: Any = None  # the guard, held while a call waits (see ``_held``)
         self._queue = _Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake = _Alarm()
         self._idle: asyncio.Event | None = None
         self._hurry = 0
 
     def _forked(self) -> None:
         """In a forked child: the parent's loop, worker and flushes did not come along."""
         self._queue = self._queue.forked()
-        self._worker = self._wake = self._idle = None
+        self._worker = self._idle = None
+        self._wake = _Alarm()
         self._hurry = 0
         self._keep = None
 
@@ -413,14 +448,14 @@ class AsyncBookkeeper:
             return
         self._keep = _held(self._guard, self._keep)
         self._start(asyncio.get_running_loop())
-        if self._wake is not None and self._queue.jobs[0].call is call:  # due first: wake
-            self._wake.set()  # (a commit behind a lingering one goes with it, no sooner)
+        if self._queue.jobs[0].call is call:  # due first: wake
+            self._wake.ring()  # (a commit behind a lingering one goes with it, no sooner)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """A worker on ``loop`` unless one runs there (one whose loop is gone is replaced)."""
         worker = self._worker
         if worker is None or worker.done() or worker.get_loop() is not loop:
-            self._wake, self._idle = asyncio.Event(), asyncio.Event()
+            self._wake, self._idle = _Alarm(), asyncio.Event()
             self._worker = loop.create_task(
                 self._work(self._wake, self._idle), name="agentguard-bookkeeping"
             )
@@ -434,9 +469,9 @@ class AsyncBookkeeper:
         if not self._queue.outstanding():
             return 0
         self._start(asyncio.get_running_loop())  # the loop that queued them may be gone
-        assert self._idle is not None and self._wake is not None
+        assert self._idle is not None
         self._hurry += 1
-        self._wake.set()
+        self._wake.ring()
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
@@ -447,14 +482,12 @@ class AsyncBookkeeper:
     def _take(self) -> list[_Job] | float | None:
         return self._queue.take(self.batch, self._hurry > 0, self.linger)
 
-    async def _work(self, wake: asyncio.Event, idle: asyncio.Event) -> None:
+    async def _work(self, wake: _Alarm, idle: asyncio.Event) -> None:
         """Send until nothing is queued, then end (the next ``submit`` starts another)."""
         try:
             while (jobs := self._take()) is not None:
                 if not isinstance(jobs, list):  # not yet due (or a new call, or a flush, sooner)
-                    wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), jobs)
+                    await wake.sleep(jobs)
                     continue
                 try:
                     errors = await self._send([job.call for job in jobs])
