@@ -189,6 +189,10 @@ def _vote(link: _Link, task: dict[str, Any], reply: Any) -> tuple[str, int]:
     return decision
 
 
+async def _alone(queue: LinkQueue, code: bytes, task: dict[str, Any]) -> Any:
+    return await queue.submit(code, _bodies(task), 5.0)
+
+
 def _run(link: _Link, tasks: list[dict[str, Any]], queue: LinkQueue | None = None) -> list[Any]:
     """Each task's outcome (its result or its ``OperatorFailure``) through a link queue (a
     new one unless given): the first while nothing is in flight, the others while it is."""
@@ -198,10 +202,10 @@ def _run(link: _Link, tasks: list[dict[str, Any]], queue: LinkQueue | None = Non
     async def go() -> list[Any]:
         queue = held
         if prime:  # the operator holds the policy code and the registration from now on
-            await queue.call(_code(tasks[0]), _bodies(request(UNIT)), 5.0)
+            await queue.submit(_code(tasks[0]), _bodies(request(UNIT)), 5.0)
             link.sent.clear()
         link.gate = asyncio.Event()
-        calls = [asyncio.ensure_future(queue.call(_code(t), _bodies(t), 5.0)) for t in tasks]
+        calls = [queue.submit(_code(t), _bodies(t), 5.0) for t in tasks]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         link.gate.set()
@@ -300,7 +304,7 @@ def test_an_operator_without_batches_gets_each_task_alone() -> None:
     link.unsupported = True
     queue = LinkQueue(link)  # type: ignore[arg-type]
     tasks = [request(n * UNIT) for n in (1, 2, 3)]
-    asyncio.run(queue.call(_code(tasks[0]), _bodies(request(UNIT)), 5.0))
+    asyncio.run(_alone(queue, _code(tasks[0]), request(UNIT)))
     link.sent.clear()
     outcomes = _run(link, tasks, queue)
     alone = [("newt_evaluateAndSign", 1)]
@@ -332,11 +336,11 @@ def test_a_task_whose_waiter_gave_up_is_not_sent() -> None:
 
     async def go() -> None:
         queue = LinkQueue(link)  # type: ignore[arg-type]
-        await queue.call(_code(request()), _bodies(request(UNIT)), 5.0)
+        await queue.submit(_code(request()), _bodies(request(UNIT)), 5.0)
         link.sent.clear()
         link.gate = asyncio.Event()
         tasks = [request(n * UNIT) for n in (1, 2, 3)]
-        calls = [asyncio.ensure_future(queue.call(_code(t), _bodies(t), 5.0)) for t in tasks]
+        calls = [queue.submit(_code(t), _bodies(t), 5.0) for t in tasks]
         await asyncio.sleep(0)
         calls[1].cancel()
         link.gate.set()
@@ -386,7 +390,7 @@ def _own(policy: Policy, config: dict[str, Any], client: str, link: _Link) -> di
         registration=registration(policy=policy, config=config, client=client),
     )
     queue = LinkQueue(link)  # type: ignore[arg-type]
-    answer = asyncio.run(queue.call(_code(task), _bodies(task), 5.0))
+    answer = asyncio.run(_alone(queue, _code(task), task))
     return {"task": task, "alone": answer}
 
 
@@ -470,11 +474,11 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
         fanout = FanOut(links, time.time)  # type: ignore[arg-type]
         queues = [fanout._queues[id(link)] for link in links]
         for queue, link in zip(queues, links, strict=True):  # each holds code and registration
-            await queue.call(client.code_hash, _bodies(request(UNIT)), 5.0)
+            await queue.submit(client.code_hash, _bodies(request(UNIT)), 5.0)
             link.sent.clear()
         for link in links:  # the first two are slow, the third busy with another task
             link.gate = asyncio.Event()
-        blocker = asyncio.ensure_future(queues[2].call(client.code_hash, _bodies(body), 5.0))
+        blocker = queues[2].submit(client.code_hash, _bodies(body), 5.0)
         await asyncio.sleep(0)
         asking = asyncio.ensure_future(
             fanout.ask(

@@ -66,22 +66,24 @@ class _Job:
         self.code_hash = code_hash
         self.deadline = deadline
         self.future = future
-        self.params = bodies.params(False, False)
+        self.params = bodies.lean
 
 
 class _Unsupported(Exception):
     """The operator does not know ``agentguard_evaluateBatch``."""
 
 
-def _fits(params: bytes) -> bool:
+def _fits(bodies: Bodies) -> bool:
     """Whether a task nests shallow enough to go in a batch: one the operator takes alone
     (a policy client's params may nest to the limit) must not make it refuse the batch whole,
-    failing every other client's task in it."""
-    try:
-        _check_depth(params.decode(), _MEMBER_DEPTH)
-    except ValueError:
-        return False
-    return True
+    failing every other client's task in it. Judged once per task, for every operator."""
+    if bodies.batchable is None:
+        try:
+            _check_depth(bodies.lean.decode(), _MEMBER_DEPTH)
+            bodies.batchable = True
+        except ValueError:
+            bodies.batchable = False
+    return bodies.batchable
 
 
 def _settle(job: _Job, outcome: Any) -> None:
@@ -103,27 +105,33 @@ class LinkQueue:
         self._queue: deque[_Job] = deque()
         self._sending: set[asyncio.Future[None]] = set()
 
-    async def call(self, code_hash: bytes, bodies: Bodies, timeout: float) -> Any:
-        """The operator's ``result`` for one task, as ``call_operator`` gives it."""
+    def submit(self, code_hash: bytes, bodies: Bodies, timeout: float) -> asyncio.Future[Any]:
+        """A future of the operator's ``result`` for one task, as ``call_operator`` gives it:
+        queued (no task of its own) while a message is in flight to the operator, else sent
+        at once. ``_busy`` counts the call from here, before its task first runs: a second
+        task submitted in the same step already waits behind it."""
         link = self.link
-        if (
-            not self._busy
-            or not self.batching
-            or code_hash not in link.has_code
-            or bodies.registration_hash not in link.has_registration
+        loop = asyncio.get_running_loop()
+        if not (
+            self._busy
+            and self.batching
+            and code_hash in link.has_code
+            and bodies.registration_hash in link.has_registration
         ):
             self._busy += 1
-            try:
-                return await call_operator(link, code_hash, bodies, timeout)
-            finally:
-                self._busy -= 1
-                self._drain()
-        loop = asyncio.get_running_loop()
+            call = loop.create_task(call_operator(link, code_hash, bodies, timeout))
+            call.add_done_callback(self._sent)
+            return call
+        if not _fits(bodies):  # alone, without holding back the queue behind it
+            return loop.create_task(call_operator(link, code_hash, bodies, timeout))
         job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future())
-        if not _fits(job.params):
-            return await call_operator(link, code_hash, bodies, timeout)
         self._queue.append(job)
-        return await job.future
+        return job.future
+
+    def _sent(self, _: asyncio.Future[Any]) -> None:
+        """A message sent at once is answered (or given up, even before it started)."""
+        self._busy -= 1
+        self._drain()
 
     def forget(self, bodies: Bodies) -> None:
         """The task of ``bodies`` is answered (its quorum reached): not sent if it still

@@ -239,7 +239,15 @@ class Gateway:
                 task, task_id, wasm_json, expires_at, intent_hash, approval, intent_json
             )
             result = task_result(
-                task, task_id_hex, now, expires_at, wasm, wasm_json, outcome, intent_json
+                task,
+                task_id_hex,
+                now,
+                expires_at,
+                wasm,
+                wasm_json,
+                outcome,
+                intent_json,
+                whole=params.get(COMPACT_PARAM) is not True,
             )
             if outcome.decision == "allow":
                 try:

@@ -177,6 +177,40 @@ def _replies(call: asyncio.Future[Any], asked: list[OperatorLink]) -> list[Any]:
     return replies
 
 
+class _Arrivals:
+    """The calls of one task as they finish (their done callback), and the one wake-up the
+    task waits on: a future per wait, not ``asyncio.wait``'s callbacks on every call still
+    pending each time one answers."""
+
+    __slots__ = ("_waker", "done")
+
+    def __init__(self) -> None:
+        self.done: list[asyncio.Future[Any]] = []
+        self._waker: asyncio.Future[None] | None = None
+
+    def add(self, call: asyncio.Future[Any]) -> None:
+        self.done.append(call)
+        if self._waker is not None:
+            _wake(self._waker)
+
+    async def wait(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Until a call has finished or the loop's clock reaches ``until``."""
+        if self.done:
+            return
+        waker = self._waker = loop.create_future()
+        timer = loop.call_at(until, _wake, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._waker = None
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
+
+
 class FanOut:
     """The operators of this gateway, asked for one task at a time."""
 
@@ -250,42 +284,43 @@ class FanOut:
                 if link.hosted:
                     hosts.setdefault(id(link.http), []).append(link)
                     continue
-                call = asyncio.ensure_future(
-                    self._queues[id(link)].call(client.code_hash, bodies, task.timeout)
-                )
+                call = self._queues[id(link)].submit(client.code_hash, bodies, task.timeout)
                 calls[call] = [link]
+                pending.add(call)
+                call.add_done_callback(arrivals.add)
             for keys in hosts.values():
                 for i in range(0, len(keys), MAX_HOST_KEYS):  # the most one call may name
                     asked = keys[i : i + MAX_HOST_KEYS]
-                    call = asyncio.ensure_future(
+                    call = loop.create_task(
                         call_host(asked, client.code_hash, bodies, task.timeout)
                     )
                     calls[call] = asked
+                    pending.add(call)
+                    call.add_done_callback(arrivals.add)
 
         def error(link: OperatorLink, failure: OperatorFailure) -> None:
             failures.append(failure)
             errors.append(operator_error(link, failure, int(self._clock())))
 
+        loop = asyncio.get_running_loop()
+        arrivals = _Arrivals()
+        pending: set[asyncio.Future[Any]] = set()
         launch(needed)
         votes: dict[tuple[str, int], list[Vote]] = {}
         errors: list[dict[str, Any]] = []
         failures: list[OperatorFailure] = []
         winner: tuple[str, int] | None = None
-        loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + task.timeout
         hedge_at = started + self.hedge_delay()
-        pending = set(calls)
         while pending and winner is None:
-            now = loop.time()
-            if now >= deadline:
+            if loop.time() >= deadline:
                 break
-            wake = deadline if not waiting else min(deadline, hedge_at)
-            done, pending = await asyncio.wait(
-                pending, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
-            )
+            await arrivals.wait(loop, deadline if not waiting else min(deadline, hedge_at))
+            done, arrivals.done = arrivals.done, []
             widen = 0
             for call in done:
+                pending.discard(call)
                 asked = calls[call]
                 for link, reply in zip(asked, _replies(call, asked), strict=True):
                     try:
@@ -314,9 +349,7 @@ class FanOut:
                 if len(votes) > 1 or loop.time() >= hedge_at or any(map(_elevated, votes)):
                     widen = len(waiting)  # disagreement, slowness, a higher tier: ask everyone
                 if widen:
-                    before = set(calls)
                     launch(widen)
-                    pending |= set(calls) - before
         for call in pending:
             if winner is None:
                 call.cancel()

@@ -191,6 +191,15 @@ class Bodies:
         self._task = task
         self.registration_hash = client.registration_hash
         self.task_id = "0x" + task_id.hex()  # as ``task_members`` writes it in the request
+        self.batchable: bool | None = None  # whether it may go in a batch (``_batching``)
+        self._lean: bytes | None = None
+
+    @property
+    def lean(self) -> bytes:
+        """``params(False, False)``, joined once for every operator that holds both."""
+        if self._lean is None:
+            self._lean = self.params(False, False)
+        return self._lean
 
     def params(self, with_policy: bool, with_registration: bool) -> bytes:
         """The ``newt_evaluateAndSign`` params' members, with the policy code and the
@@ -210,7 +219,11 @@ class Bodies:
     ) -> bytes:
         """The request, with the policy code and the registration in full or not; with
         ``operators``, a host's request naming the operators wanted."""
-        part = self.params(with_policy, with_registration)
+        part = (
+            self.params(with_policy, with_registration)
+            if with_policy or with_registration
+            else self.lean
+        )
         if operators is None:
             return _PREFIX + part + b"}}"
         named = ",".join(f'"{address}"' for address in operators).encode()

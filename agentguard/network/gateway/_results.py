@@ -72,12 +72,16 @@ def task_result(
     wasm_json: bytes,
     outcome: Outcome,
     intent_json: str | None = None,
+    *,
+    whole: bool = True,
 ) -> dict[str, Any]:
     """Newton's ``CreateTaskResponse`` shape, plus the ECDSA ``attestation`` on a quorum;
     ``wasm_json`` is ``canonical_json(wasm)``, as the operators got it. A quorum's answer
     comes ``PreEncoded``: its JSON joined from its policy client's constant fragments and
     the task's own values (``_joined``), the very bytes ``encode`` gives for the dict;
-    ``intent_json`` is ``encode(task.intent.wire())``, if the caller has it already."""
+    ``intent_json`` is ``encode(task.intent.wire())``, if the caller has it already. Not
+    ``whole`` (the caller sends ``compact_result`` of it): a plain dict, its JSON not joined,
+    as nobody sends it (the state records the dict; ``encode`` of it is the same bytes)."""
     client = task.client
     decision, votes = outcome.decision, outcome.votes
     wire = task.intent.wire()
@@ -148,6 +152,8 @@ def task_result(
         "signatures": [{"operator": v.link.address, "signature": v.signature} for v in votes],
         "reasons": votes[0].reasons,
     }
+    if not whole:
+        return result
     intent = encode(wire).decode() if intent_json is None else intent_json
     return PreEncoded(result, _joined(result, task, wasm_json, intent))
 
