@@ -26,6 +26,7 @@ from agentguard.network._http import MAX_RESPONSE, HTTPError
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
     EVALUATE_BATCH_FOR_KEYS,
+    EVALUATE_FOR_KEYS,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     MAX_BATCH,
@@ -478,19 +479,36 @@ def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
         assert _vote(link, task, outcome) == ("allow", 0)
 
 
+@pytest.mark.parametrize("host", [False, True], ids=["operator", "host"])
 def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, host: bool
 ) -> None:
     """Hedged to a third operator that is busy, the task waits in that operator's queue; the
     other two reach the quorum: it is dropped there, never sent (the operator would evaluate
-    and sign a task nobody waits for, under the load that made the quorum slow)."""
+    and sign a task nobody waits for, under the load that made the quorum slow). ``host``:
+    the third is an operator host of two keys (2 of 4 is the quorum), its queue the host's."""
     monkeypatch.setattr(FanOut, "hedge_delay", lambda self: 0.0)  # hedge at once
-    keys = [PrivateKey(bytes([0x21 + i]) * 32) for i in range(3)]
-    links = [_Link(Operator(key, Registry(":memory:"))) for key in keys]
-    for link, key in zip(links, keys, strict=True):
+    keys = [PrivateKey(bytes([0x21 + i]) * 32) for i in range(4 if host else 3)]
+    links = [_Link(Operator(key, Registry(":memory:"))) for key in keys[:2]]
+    links.append(_Link(Operator(keys[2:], Registry(":memory:")), keys[2:]))
+    for link, key in zip(links, keys, strict=False):
         link.address = operator_address(key)
         link.address_bytes = bytes.fromhex(link.address[2:])
         link.hosted = False  # type: ignore[attr-defined]
+    third: list[Any] = links[2:]
+    if host:  # the host's keys' links, sharing its HTTP and what it holds
+        third = [
+            SimpleNamespace(
+                address=operator_address(key),
+                address_bytes=bytes.fromhex(operator_address(key)[2:]),
+                has_code=links[2].has_code,
+                has_registration=links[2].has_registration,
+                http=links[2],
+                hosted=True,
+            )
+            for key in keys[2:]
+        ]
+    asked = third if host else None
     body = request(UNIT)
     held = _bodies(body)
     client: Any = SimpleNamespace(
@@ -513,14 +531,16 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
     task_id = keccak(b"hedged")
 
     async def go() -> Any:
-        fanout = FanOut(links, time.time)  # type: ignore[arg-type]
-        queues = [fanout._queues[id(link)] for link in links]
-        for queue, link in zip(queues, links, strict=True):  # each holds code and registration
-            await queue.call(client.code_hash, _bodies(request(UNIT)), 5.0)
+        fanout = FanOut([*links[:2], *third], time.time)
+        queues = [fanout._queues[id(link)] for link in [*links[:2], third[0]]]
+        for i, (queue, link) in enumerate(zip(queues, links, strict=True)):  # each holds both
+            await queue.call(
+                client.code_hash, _bodies(request(UNIT)), 5.0, asked if i == 2 else None
+            )
             link.sent.clear()
         for link in links:  # the first two are slow, the third busy with another task
             link.gate = asyncio.Event()
-        blocker = asyncio.ensure_future(queues[2].call(client.code_hash, _bodies(body), 5.0))
+        blocker = asyncio.ensure_future(queues[2].call(client.code_hash, _bodies(body), 5.0, asked))
         await asyncio.sleep(0)
         asking = asyncio.ensure_future(
             fanout.ask(
@@ -549,7 +569,10 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
 
     outcome = asyncio.run(go())
     assert outcome.decision == "allow" and len(outcome.votes) == 2
-    assert [link.sent for link in links] == [[("newt_evaluateAndSign", 1)]] * 3
+    sent = [[("newt_evaluateAndSign", 1)]] * 2 + [
+        [(EVALUATE_FOR_KEYS if host else "newt_evaluateAndSign", 1)]
+    ]
+    assert [link.sent for link in links] == sent
 
 
 # A policy client's own policy whose reasons are as long as it likes (here 15 copies of a
