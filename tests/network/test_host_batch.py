@@ -70,13 +70,23 @@ def _run(
     tasks: list[dict[str, Any]],
     asked: list[list[Any]] | None = None,
     batching: bool = True,
+    queue: LinkQueue | None = None,
 ) -> list[Any]:
     """Each task's outcome (one result or ``OperatorFailure`` per key asked, or the task's
-    ``OperatorFailure``) through a new host queue, once the host holds the policy and the
-    registration: the first while nothing is in flight, the others while it is."""
-    queue = LinkQueue(links[0], hosted=True)
+    ``OperatorFailure``) through a host queue (a new one unless given), once the host holds
+    the policy and the registration: the first while nothing else is in flight, the others
+    while it is. A host queue keeps two messages in flight: one more task goes first (a
+    ``lead``, checked and left out of ``host.sent`` and of the outcomes)."""
+    queue = LinkQueue(links[0], hosted=True) if queue is None else queue
     queue.batching = batching
-    return run(host, tasks, queue, asked or [links[:3]] * len(tasks), prime=True)
+    lead = [request(UNIT) for _ in range(queue._depth - 1)]
+    keys = [links[:3]] * len(lead) + (asked or [links[:3]] * len(tasks))
+    outcomes = run(host, lead + tasks, queue, keys, prime=True)
+    assert host.sent[: len(lead)] == [ALONE] * len(lead)
+    del host.sent[: len(lead)]
+    for task, outcome in zip(lead, outcomes, strict=False):
+        assert _checked(links[:3], task, outcome) == ALLOWED
+    return outcomes[len(lead) :]
 
 
 def _checked(links: list[Any], task: dict[str, Any], outcome: Any) -> list[Any]:
@@ -314,25 +324,13 @@ def test_a_host_without_batches_gets_each_task_alone_from_then_on() -> None:
     host.unsupported = True
     tasks = [request(n * UNIT) for n in (1, 2, 3)]
     queue = LinkQueue(links[0], hosted=True)
-
-    async def go(tasks: list[dict[str, Any]]) -> list[Any]:
-        host.gate = asyncio.Event()
-        calls = [
-            asyncio.ensure_future(queue.call(_code(t), _bodies(t), 5.0, links[:3])) for t in tasks
-        ]
-        await asyncio.sleep(0)
-        host.gate.set()
-        return list(await asyncio.gather(*calls))
-
-    asyncio.run(queue.call(_code(tasks[0]), _bodies(request(UNIT)), 5.0, links[:3]))
-    host.sent.clear()
-    outcomes = asyncio.run(go(tasks))
+    outcomes = _run(host, links, tasks, queue=queue)
     assert host.sent == [ALONE, (EVALUATE_BATCH_FOR_KEYS, 2), ALONE, ALONE]
+    assert not queue.batching
     for task, outcome in zip(tasks, outcomes, strict=True):
         assert _checked(links[:3], task, outcome) == ALLOWED
-    host.sent.clear()
-    asyncio.run(go([request(n * UNIT) for n in (6, 7, 8)]))  # remembered: no batch again
-    assert host.sent == [ALONE] * 3
+    _run(host, links, [request(n * UNIT) for n in (6, 7, 8)], queue=queue, batching=False)
+    assert host.sent == [ALONE] * 3  # remembered: no batch again
 
 
 def test_a_host_that_restarted_gets_each_batched_task_again_alone_in_full() -> None:
@@ -359,6 +357,10 @@ def test_a_host_task_given_up_or_forgotten_is_not_sent() -> None:
         host.sent.clear()
         host.gate = asyncio.Event()
         bodies = [_bodies(t) for t in tasks]
+        lead = [  # every message in flight but one
+            asyncio.ensure_future(queue.call(_code(tasks[0]), b, 5.0, links[:3]))
+            for b in [_bodies(request(UNIT)) for _ in range(queue._depth - 1)]
+        ]
         calls = [
             asyncio.ensure_future(queue.call(_code(t), b, 5.0, links[:3]))
             for t, b in zip(tasks, bodies, strict=True)
@@ -368,10 +370,11 @@ def test_a_host_task_given_up_or_forgotten_is_not_sent() -> None:
         queue.forget(bodies[2])
         await asyncio.sleep(0.05)  # slow
         host.gate.set()
+        await asyncio.gather(*lead)
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
     outcomes = asyncio.run(go())
-    assert host.sent == [ALONE, ALONE]  # the first, then the last alone: nothing else left
+    assert host.sent[1:] == [ALONE, ALONE]  # the first, then the last alone: nothing else left
     assert isinstance(outcomes[1], asyncio.CancelledError)
     assert isinstance(outcomes[2], asyncio.CancelledError)
     for i in (0, 3):

@@ -16,9 +16,10 @@ id) and that operator's key, as for a task sent alone.
 An operator host's link (several keys in one process) has one such queue too: each task names
 the host's keys it wants (``operators``, as ``call_host`` alone) and the batch goes as
 ``agentguard_evaluateBatchForKeys``, at most ``MAX_HOST_KEYS`` keys named in all (one message
-signs no more than one host call). Each task's answer must then also answer each key it named
-exactly once (``host_answers``), or the whole batch counts for none: a host that binds one
-task's answers wrongly is lying, and nothing it said in that message is trusted.
+signs no more than one host call), and it may have two messages in flight (``_depth``), not
+one. Each task's answer must then also answer each key it named exactly once
+(``host_answers``), or the whole batch counts for none: a host that binds one task's answers
+wrongly is lying, and nothing it said in that message is trusted.
 
 Only tasks the operator already holds the policy code and registration for, and that nest
 shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
@@ -149,6 +150,9 @@ class LinkQueue:
         self.batching = True  # until the operator answers that it does not know the method
         self._prefix = _PREFIX % (EVALUATE_BATCH_FOR_KEYS if hosted else EVALUATE_BATCH).encode()
         self._busy = 0  # messages in flight
+        # a host answers for several keys, so the gateway's work on one answer is long enough
+        # for the host to idle through it: it gets the next message meanwhile
+        self._depth = 2 if hosted else 1
         self._queue: deque[_Job] = deque()
         self._sending: set[asyncio.Future[None]] = set()
 
@@ -165,7 +169,7 @@ class LinkQueue:
             raise ValueError("a host's queue takes the keys asked, an operator's none")
         link = self.link
         if (
-            not self._busy
+            self._busy < self._depth
             or not self.batching
             or code_hash not in link.has_code
             or bodies.registration_hash not in link.has_registration
@@ -197,7 +201,7 @@ class LinkQueue:
             self._queue.popleft().future.cancel()
 
     def _drain(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy >= self._depth or not self._queue:
             return
         jobs = self._take()
         if jobs:
