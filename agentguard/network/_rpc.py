@@ -61,6 +61,9 @@ MAX_HOST_KEYS = 256
 EVALUATE_BATCH = "agentguard_evaluateBatch"
 # The most tasks one such message may carry.
 MAX_BATCH = 32
+# An operator host's: several tasks each naming its ``operators`` (one ``EVALUATE_FOR_KEYS``
+# each), at most ``MAX_BATCH`` tasks and ``MAX_HOST_KEYS`` keys named in all.
+EVALUATE_BATCH_FOR_KEYS = "agentguard_evaluateBatchForKeys"
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64
 BODY_TIMEOUT = 10.0

@@ -17,7 +17,8 @@ would. Keys on one host share its failure domain: see ``docs/architecture.md``.
 
 Under load the gateway sends an operator several tasks in one message
 (``agentguard_evaluateBatch``): each is checked, evaluated, signed and answered on its own,
-under its task id, exactly as if it came alone.
+under its task id, exactly as if it came alone; an operator host, several tasks each naming
+its keys (``agentguard_evaluateBatchForKeys``), each answered as ``evaluate_for`` alone would.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from agentguard._logging import get_logger
 from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
+    EVALUATE_BATCH_FOR_KEYS,
     EVALUATE_FOR_KEYS,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -416,13 +418,20 @@ class Operator:
             raise answer
         return answer
 
-    def evaluate_batch(self, params: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+    def evaluate_batch(
+        self, params: Mapping[str, Any], now: float | None = None, *, for_keys: bool = False
+    ) -> dict[str, Any]:
         """``agentguard_evaluateBatch``: ``{"tasks": [...]}``, 1..``MAX_BATCH`` params of
         ``newt_evaluateAndSign`` with distinct task ids. Each task is checked, evaluated and
         signed on its own, exactly as ``evaluate_and_sign`` would alone (a task refused or
         failing touches no other); answers ``{"answers": [...]}``, one per task in that
         order, each ``{"task_id", "result"}`` or ``{"task_id", "error": {"code",
-        "message"}}``, so the gateway binds every answer to its task by id."""
+        "message"}}``, so the gateway binds every answer to its task by id.
+
+        ``for_keys`` (``agentguard_evaluateBatchForKeys``, an operator host's): each task is
+        ``evaluate_for``'s params instead, its ``operators`` naming at most ``MAX_HOST_KEYS``
+        keys in all the batch (one message signs no more than one host call), and its
+        ``result`` is ``evaluate_for``'s, one answer per key named."""
         tasks = params.get("tasks")
         if (
             not isinstance(tasks, list)
@@ -435,10 +444,18 @@ class Operator:
             raise RPCError(INVALID_PARAMS, "each task's task_id must be 0x and 64 hex digits")
         if len({i.lower() for i in ids}) != len(ids):
             raise RPCError(INVALID_PARAMS, "a batch names one task id twice")
+        one = self.evaluate_and_sign
+        if for_keys:
+            one = self.evaluate_for
+            named = sum(len(t["operators"]) for t in tasks if isinstance(t.get("operators"), list))
+            if named > MAX_HOST_KEYS:
+                raise RPCError(
+                    INVALID_PARAMS, f"a batch names more than {MAX_HOST_KEYS} operators in all"
+                )
         answers: list[dict[str, Any]] = []
         for task_id, task in zip(ids, tasks, strict=True):
             try:
-                answers.append({"task_id": task_id, "result": self.evaluate_and_sign(task, now)})
+                answers.append({"task_id": task_id, "result": one(task, now)})
             except RPCError as exc:
                 error = {"code": exc.code, "message": exc.message}
                 answers.append({"task_id": task_id, "error": error})
@@ -778,6 +795,8 @@ def create_app(operator: Operator, *, token: str) -> Handler:
             return operator.evaluate_for(params)
         if method == EVALUATE_BATCH:
             return operator.evaluate_batch(params)
+        if method == EVALUATE_BATCH_FOR_KEYS:
+            return operator.evaluate_batch(params, for_keys=True)
         if method == "agentguard_holdRegistration":
             return operator.hold(params)
         raise RPCError(METHOD_NOT_FOUND, f"unknown method {method!r}")

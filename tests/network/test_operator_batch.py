@@ -25,6 +25,8 @@ from agentguard._eip712 import keccak
 from agentguard.network._http import MAX_RESPONSE, HTTPError
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
+    EVALUATE_BATCH_FOR_KEYS,
+    EVALUATE_FOR_KEYS,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     MAX_BATCH,
@@ -44,7 +46,9 @@ from agentguard.policies import Policy
 
 from .conftest import UNIT, params
 from .test_operator import registration, request
-from .test_operator_hosts import hostile
+from .test_operator_hosts import ADDRESSES as HOST_ADDRESSES
+from .test_operator_hosts import KEYS as HOST_KEYS
+from .test_operator_hosts import STRANGER, hostile
 from .test_operator_registration_hash import _bodies
 
 KEY = PrivateKey(b"\x0c" * 32)
@@ -52,19 +56,34 @@ ADDRESS = operator_address(KEY)
 TOKEN = "t" * 32
 
 
-def alone(operator: Operator, task: dict[str, Any], now: float) -> Any:
+def alone(operator: Operator, task: dict[str, Any], now: float, for_keys: bool = False) -> Any:
     try:
-        return {"result": operator.evaluate_and_sign(task, now)}
+        one = operator.evaluate_for if for_keys else operator.evaluate_and_sign
+        return {"result": one(task, now)}
     except RPCError as exc:
         return {"error": {"code": exc.code, "message": exc.message}}
 
 
-def test_a_batch_answers_each_task_exactly_as_it_would_be_answered_alone() -> None:
+def _wanted(rng: random.Random) -> list[str]:
+    """The keys a host task names: some of the host's, at times a stranger's or one twice."""
+    wanted = rng.sample(HOST_ADDRESSES, rng.randint(1, 3))
+    if rng.random() < 0.2:
+        wanted.insert(rng.randrange(len(wanted) + 1), STRANGER)
+    if rng.random() < 0.05:
+        wanted.append(wanted[0])  # refused, that task alone
+    return wanted
+
+
+@pytest.mark.parametrize("for_keys", [False, True], ids=["operator", "host"])
+def test_a_batch_answers_each_task_exactly_as_it_would_be_answered_alone(for_keys: bool) -> None:
+    """An operator's batch against ``evaluate_and_sign``, a host's (``for_keys``) against
+    ``evaluate_for``: task by task, key by key, the same answers."""
     rng = random.Random(20261202)
-    single = Operator(KEY, Registry(":memory:"))
-    batched = Operator(KEY, Registry(":memory:"))
+    keys = HOST_KEYS if for_keys else KEY
+    single = Operator(keys, Registry(":memory:"))
+    batched = Operator(keys, Registry(":memory:"))
     used: list[str] = []
-    seen = {"signed": 0, "refused": 0}
+    seen = {"signed": 0, "refused": 0} | ({"refused by a key": 0} if for_keys else {})
     for _ in range(30):
         tasks = []
         for _ in range(rng.randint(1, 6)):
@@ -72,13 +91,15 @@ def test_a_batch_answers_each_task_exactly_as_it_would_be_answered_alone() -> No
             if task["task_id"] in {t["task_id"] for t in tasks}:
                 continue  # one task id once per batch (refused whole: below)
             used.append(task["task_id"])
-            tasks.append(task)
+            tasks.append({**task, "operators": _wanted(rng)} if for_keys else task)
         now = time.time()
-        expected = [{"task_id": t["task_id"], **alone(single, t, now)} for t in tasks]
-        got = batched.evaluate_batch({"tasks": tasks}, now)["answers"]
+        expected = [{"task_id": t["task_id"], **alone(single, t, now, for_keys)} for t in tasks]
+        got = batched.evaluate_batch({"tasks": tasks}, now, for_keys=for_keys)["answers"]
         assert got == expected
         for answer in got:
             seen["signed" if "result" in answer else "refused"] += 1
+            if for_keys and "result" in answer:
+                seen["refused by a key"] += any("error" in a for a in answer["result"]["answers"])
     assert all(seen.values()), seen
 
 
@@ -117,12 +138,17 @@ def test_a_task_that_breaks_the_operator_fails_alone(monkeypatch: pytest.MonkeyP
     assert answers[0]["result"]["decision"] == answers[2]["result"]["decision"] == "allow"
 
 
+_BATCHES = (EVALUATE_BATCH, EVALUATE_BATCH_FOR_KEYS)
+
+
 class _Link:
     """An operator link answered in process by ``operator``'s own JSON-RPC handler; while
     ``gate`` is set, a call waits for it (a call in flight); ``spoil`` rewrites a batch's
-    answers as a hostile operator would."""
+    answers as a hostile operator would. ``keys``: the operator's (an operator host's), for
+    ``restart``; a host's keys' links share this one as their ``http``."""
 
-    def __init__(self, operator: Operator) -> None:
+    def __init__(self, operator: Operator, keys: PrivateKey | list[PrivateKey] = KEY) -> None:
+        self.keys = keys
         self.address = ADDRESS
         self.address_bytes = bytes.fromhex(ADDRESS[2:])
         self.has_code: set[bytes] = set()
@@ -139,20 +165,21 @@ class _Link:
     async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
         message = json.loads(body)
         method = message["method"]
+        batch = method in _BATCHES
         self.sent.append((method, len(message["params"].get("tasks", [None]))))
-        if method != EVALUATE_BATCH:
+        if not batch:
             self.bodies.append(message["params"])
         if self.gate is not None:
             await self.gate.wait()
-        if method == EVALUATE_BATCH and self.restart:
-            self.handler = create_app(Operator(KEY, Registry(":memory:")), token=TOKEN)
+        if batch and self.restart:
+            self.handler = create_app(Operator(self.keys, Registry(":memory:")), token=TOKEN)
             self.restart = False
-        if method == EVALUATE_BATCH and self.unsupported:
+        if batch and self.unsupported:
             return 200, encode({"jsonrpc": "2.0", "id": 1, "error": {"code": METHOD_NOT_FOUND}})
         status, content = await self.handler(
             "POST", "/rpc", {"authorization": f"Bearer {TOKEN}"}, body
         )
-        if method == EVALUATE_BATCH and self.spoil is not None:
+        if batch and self.spoil is not None:
             reply = json.loads(content)
             reply["result"]["answers"] = self.spoil(reply["result"]["answers"])
             content = encode(reply)
@@ -193,19 +220,30 @@ async def _alone(queue: LinkQueue, code: bytes, task: dict[str, Any]) -> Any:
     return await queue.submit(code, _bodies(task), 5.0)
 
 
-def _run(link: _Link, tasks: list[dict[str, Any]], queue: LinkQueue | None = None) -> list[Any]:
+def _run(
+    link: _Link,
+    tasks: list[dict[str, Any]],
+    queue: LinkQueue | None = None,
+    asked: list[Any] | None = None,
+    prime: bool | None = None,
+) -> list[Any]:
     """Each task's outcome (its result or its ``OperatorFailure``) through a link queue (a
-    new one unless given): the first while nothing is in flight, the others while it is."""
-    prime = queue is None
+    new one unless given): the first while nothing is in flight, the others while it is.
+    ``asked``: per task, the keys of a host's queue; ``prime`` (by default, with a new queue):
+    the operator holds the policy code and the registration first."""
+    warm = queue is None if prime is None else prime
     held = LinkQueue(link) if queue is None else queue  # type: ignore[arg-type]
+    keys = [None] * len(tasks) if asked is None else asked
 
     async def go() -> list[Any]:
         queue = held
-        if prime:  # the operator holds the policy code and the registration from now on
-            await queue.submit(_code(tasks[0]), _bodies(request(UNIT)), 5.0)
+        if warm:
+            await queue.submit(_code(tasks[0]), _bodies(request(UNIT)), 5.0, keys[0])
             link.sent.clear()
         link.gate = asyncio.Event()
-        calls = [queue.submit(_code(t), _bodies(t), 5.0) for t in tasks]
+        calls = [
+            queue.submit(_code(t), _bodies(t), 5.0, k) for t, k in zip(tasks, keys, strict=True)
+        ]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         link.gate.set()
@@ -378,9 +416,17 @@ def test_a_bug_while_sending_a_batch_reaches_every_waiter() -> None:
     assert all(isinstance(o, RuntimeError) for o in outcomes[1:])
 
 
-def _own(policy: Policy, config: dict[str, Any], client: str, link: _Link) -> dict[str, Any]:
+def _own(
+    policy: Policy,
+    config: dict[str, Any],
+    client: str,
+    link: Any,
+    queue: LinkQueue | None = None,
+    asked: list[Any] | None = None,
+) -> dict[str, Any]:
     """A task of a policy client under its own policy and params, once sent alone through
-    ``link`` (the operator holds its code and registration from then on), and that answer."""
+    ``link`` (the operator holds its code and registration from then on), and that answer;
+    through ``queue`` if given (a host's: ``asked``, its keys wanted)."""
     task = request(
         UNIT,
         policy_client=client,
@@ -389,8 +435,12 @@ def _own(policy: Policy, config: dict[str, Any], client: str, link: _Link) -> di
         params=config,
         registration=registration(policy=policy, config=config, client=client),
     )
-    queue = LinkQueue(link)  # type: ignore[arg-type]
-    answer = asyncio.run(_alone(queue, _code(task), task))
+    queue = LinkQueue(link) if queue is None else queue
+
+    async def alone() -> Any:
+        return await queue.submit(_code(task), _bodies(task), 5.0, asked)
+
+    answer = asyncio.run(alone())
     return {"task": task, "alone": answer}
 
 
@@ -436,19 +486,36 @@ def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
         assert _vote(link, task, outcome) == ("allow", 0)
 
 
+@pytest.mark.parametrize("host", [False, True], ids=["operator", "host"])
 def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, host: bool
 ) -> None:
     """Hedged to a third operator that is busy, the task waits in that operator's queue; the
     other two reach the quorum: it is dropped there, never sent (the operator would evaluate
-    and sign a task nobody waits for, under the load that made the quorum slow)."""
+    and sign a task nobody waits for, under the load that made the quorum slow). ``host``:
+    the third is an operator host of two keys (2 of 4 is the quorum), its queue the host's."""
     monkeypatch.setattr(FanOut, "hedge_delay", lambda self: 0.0)  # hedge at once
-    keys = [PrivateKey(bytes([0x21 + i]) * 32) for i in range(3)]
-    links = [_Link(Operator(key, Registry(":memory:"))) for key in keys]
-    for link, key in zip(links, keys, strict=True):
+    keys = [PrivateKey(bytes([0x21 + i]) * 32) for i in range(4 if host else 3)]
+    links = [_Link(Operator(key, Registry(":memory:"))) for key in keys[:2]]
+    links.append(_Link(Operator(keys[2:], Registry(":memory:")), keys[2:]))
+    for link, key in zip(links, keys, strict=False):
         link.address = operator_address(key)
         link.address_bytes = bytes.fromhex(link.address[2:])
         link.hosted = False  # type: ignore[attr-defined]
+    third: list[Any] = links[2:]
+    if host:  # the host's keys' links, sharing its HTTP and what it holds
+        third = [
+            SimpleNamespace(
+                address=operator_address(key),
+                address_bytes=bytes.fromhex(operator_address(key)[2:]),
+                has_code=links[2].has_code,
+                has_registration=links[2].has_registration,
+                http=links[2],
+                hosted=True,
+            )
+            for key in keys[2:]
+        ]
+    asked = third if host else None
     body = request(UNIT)
     held = _bodies(body)
     client: Any = SimpleNamespace(
@@ -471,14 +538,19 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
     task_id = keccak(b"hedged")
 
     async def go() -> Any:
-        fanout = FanOut(links, time.time)  # type: ignore[arg-type]
-        queues = [fanout._queues[id(link)] for link in links]
-        for queue, link in zip(queues, links, strict=True):  # each holds code and registration
-            await queue.submit(client.code_hash, _bodies(request(UNIT)), 5.0)
+        fanout = FanOut([*links[:2], *third], time.time)
+        queues = [fanout._queues[id(link)] for link in [*links[:2], third[0]]]
+        for i, (queue, link) in enumerate(zip(queues, links, strict=True)):  # each holds both
+            await queue.submit(
+                client.code_hash, _bodies(request(UNIT)), 5.0, asked if i == 2 else None
+            )
             link.sent.clear()
         for link in links:  # the first two are slow, the third busy with another task
             link.gate = asyncio.Event()
-        blocker = queues[2].submit(client.code_hash, _bodies(body), 5.0)
+        blockers = [  # every message the third may have in flight
+            queues[2].submit(client.code_hash, _bodies(body), 5.0, asked)
+            for _ in range(queues[2]._depth)
+        ]
         await asyncio.sleep(0)
         asking = asyncio.ensure_future(
             fanout.ask(
@@ -498,7 +570,7 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
         links[1].gate.set()
         outcome = await asking
         links[2].gate.set()
-        await blocker
+        await asyncio.gather(*blockers)
         for _ in range(10):
             await asyncio.sleep(0)
         for queue in queues:
@@ -507,7 +579,9 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
 
     outcome = asyncio.run(go())
     assert outcome.decision == "allow" and len(outcome.votes) == 2
-    assert [link.sent for link in links] == [[("newt_evaluateAndSign", 1)]] * 3
+    third_sent = [(EVALUATE_FOR_KEYS, 1)] * 2 if host else [("newt_evaluateAndSign", 1)]
+    sent = [[("newt_evaluateAndSign", 1)]] * 2 + [third_sent]
+    assert [link.sent for link in links] == sent
 
 
 # A policy client's own policy whose reasons are as long as it likes (here 15 copies of a

@@ -1,4 +1,5 @@
-"""One operator link's queue: the tasks waiting for an operator go to it together.
+"""One operator link's queue: the tasks waiting for an operator (or an operator host) go to it
+together.
 
 A task for an operator goes at once while nothing is in flight to that operator, so a lone
 request is never held back. While a message to it is in flight, further tasks for it wait;
@@ -11,6 +12,14 @@ id. The answer is refused whole unless it answers every task sent exactly once (
 sent, one twice, one missing): then no task of it counts. Each answer goes to the task its id
 names, and ``vote`` checks its signature against that task's own digest (which covers the task
 id) and that operator's key, as for a task sent alone.
+
+An operator host's link (several keys in one process) has one such queue too: each task names
+the host's keys it wants (``operators``, as ``call_host`` alone) and the batch goes as
+``agentguard_evaluateBatchForKeys``, at most ``MAX_HOST_KEYS`` keys named in all (one message
+signs no more than one host call), and it may have two messages in flight (``_depth``), not
+one. Each task's answer must then also answer each key it named exactly once
+(``host_answers``), or the whole batch counts for none: a host that binds one task's answers
+wrongly is lying, and nothing it said in that message is trusted.
 
 Only tasks the operator already holds the policy code and registration for, and that nest
 shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
@@ -26,13 +35,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from agentguard._json import _check_depth
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
+    EVALUATE_BATCH_FOR_KEYS,
     MAX_BATCH,
     MAX_DEPTH,
+    MAX_HOST_KEYS,
     METHOD_NOT_FOUND,
     POLICY_REQUIRED,
     REGISTRATION_REQUIRED,
@@ -42,31 +54,66 @@ from agentguard.network.gateway._operators import (
     OperatorFailure,
     OperatorLink,
     bind_answers,
+    call_host,
     call_operator,
     exchange,
+    host_answers,
+    named,
     rpc_failure,
 )
 
 __all__ = ["MAX_BATCH_BYTES", "LinkQueue"]
 
 MAX_BATCH_BYTES = 128 * 1024  # half an operator's ``MAX_BODY``
-_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{"tasks":[{' % EVALUATE_BATCH.encode()
+_PREFIX = b'{"jsonrpc":"2.0","id":1,"method":"%s","params":{"tasks":[{'
 _SUFFIX = b"}]}}"
 # a task's members' values nest from level 5 in a batch (3 alone): the operator's limit then
 _MEMBER_DEPTH = MAX_DEPTH - 4
 
 
 class _Job:
-    __slots__ = ("bodies", "code_hash", "deadline", "future", "params")
+    """One task for the link: ``asked``, the keys wanted of a host (else the operator's own);
+    its outcome is then ``call_host``'s, else ``call_operator``'s."""
+
+    __slots__ = ("asked", "bodies", "code_hash", "deadline", "future", "params")
 
     def __init__(
-        self, bodies: Bodies, code_hash: bytes, deadline: float, future: asyncio.Future[Any]
+        self,
+        bodies: Bodies,
+        code_hash: bytes,
+        deadline: float,
+        future: asyncio.Future[Any],
+        asked: Sequence[OperatorLink] | None,
     ) -> None:
         self.bodies = bodies
         self.code_hash = code_hash
         self.deadline = deadline
         self.future = future
+        self.asked = asked
         self.params = bodies.lean
+        if asked is not None:
+            self.params += named([link.address for link in asked])
+
+    @property
+    def keys(self) -> int:
+        return 1 if self.asked is None else len(self.asked)
+
+    def outcome(self, result: Any) -> Any:
+        """The outcome of the ``result`` answered for this task in a batch."""
+        return result if self.asked is None else host_answers(self.asked, result)
+
+
+async def _direct(
+    link: OperatorLink,
+    code_hash: bytes,
+    bodies: Bodies,
+    timeout: float,
+    asked: Sequence[OperatorLink] | None,
+) -> Any:
+    """One task in a message of its own."""
+    if asked is None:
+        return await call_operator(link, code_hash, bodies, timeout)
+    return await call_host(asked, code_hash, bodies, timeout)
 
 
 class _Unsupported(Exception):
@@ -76,7 +123,8 @@ class _Unsupported(Exception):
 def _fits(bodies: Bodies) -> bool:
     """Whether a task nests shallow enough to go in a batch: one the operator takes alone
     (a policy client's params may nest to the limit) must not make it refuse the batch whole,
-    failing every other client's task in it. Judged once per task, for every operator."""
+    failing every other client's task in it. Judged once per task, for every operator (a
+    host's ``operators`` list adds no depth past its members')."""
     if bodies.batchable is None:
         try:
             _check_depth(bodies.lean.decode(), _MEMBER_DEPTH)
@@ -95,36 +143,51 @@ def _settle(job: _Job, outcome: Any) -> None:
 
 
 class LinkQueue:
-    """The tasks for one operator (not an operator host's keys: ``call_host``): a task waits
-    only behind a message in flight to it."""
+    """The tasks for one operator, or for one operator host's keys (``hosted``: any link of
+    the host, whose connection and held names they share): a task waits only behind a
+    message in flight to it."""
 
-    def __init__(self, link: OperatorLink) -> None:
+    def __init__(self, link: OperatorLink, *, hosted: bool = False) -> None:
         self.link = link
+        self.hosted = hosted
         self.batching = True  # until the operator answers that it does not know the method
+        self._prefix = _PREFIX % (EVALUATE_BATCH_FOR_KEYS if hosted else EVALUATE_BATCH).encode()
         self._busy = 0  # messages in flight
+        # a host answers for several keys, so the gateway's work on one answer is long enough
+        # for the host to idle through it: it gets the next message meanwhile
+        self._depth = 2 if hosted else 1
         self._queue: deque[_Job] = deque()
         self._sending: set[asyncio.Future[None]] = set()
 
-    def submit(self, code_hash: bytes, bodies: Bodies, timeout: float) -> asyncio.Future[Any]:
-        """A future of the operator's ``result`` for one task, as ``call_operator`` gives it:
-        queued (no task of its own) while a message is in flight to the operator, else sent
-        at once. ``_busy`` counts the call from here, before its task first runs: a second
-        task submitted in the same step already waits behind it."""
+    def submit(
+        self,
+        code_hash: bytes,
+        bodies: Bodies,
+        timeout: float,
+        asked: Sequence[OperatorLink] | None = None,
+    ) -> asyncio.Future[Any]:
+        """A future of the operator's ``result`` for one task, as ``call_operator`` gives it;
+        a host's (``asked``: the keys wanted, of this host), as ``call_host`` does. Queued (no
+        task of its own) while the link's messages in flight are at its depth, else sent at
+        once. ``_busy`` counts the call from here, before its task first runs: a second task
+        submitted in the same step already waits behind it."""
+        if (asked is not None) != self.hosted:
+            raise ValueError("a host's queue takes the keys asked, an operator's none")
         link = self.link
         loop = asyncio.get_running_loop()
         if not (
-            self._busy
+            self._busy >= self._depth
             and self.batching
             and code_hash in link.has_code
             and bodies.registration_hash in link.has_registration
         ):
             self._busy += 1
-            call = loop.create_task(call_operator(link, code_hash, bodies, timeout))
+            call = loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
             call.add_done_callback(self._sent)
             return call
         if not _fits(bodies):  # alone, without holding back the queue behind it
-            return loop.create_task(call_operator(link, code_hash, bodies, timeout))
-        job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future())
+            return loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
+        job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future(), asked)
         self._queue.append(job)
         return job.future
 
@@ -147,7 +210,7 @@ class LinkQueue:
             self._queue.popleft().future.cancel()
 
     def _drain(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy >= self._depth or not self._queue:
             return
         jobs = self._take()
         if jobs:
@@ -157,17 +220,20 @@ class LinkQueue:
             sending.add_done_callback(self._sending.discard)
 
     def _take(self) -> list[_Job]:
-        """The next message's tasks: still wanted, distinct task ids, within the caps."""
+        """The next message's tasks: still wanted, distinct task ids, within the caps (tasks,
+        bytes, keys named)."""
         jobs: list[_Job] = []
         later: list[_Job] = []
         ids: set[str] = set()
-        size = 0
+        size = keys = 0
         while self._queue and len(jobs) < MAX_BATCH:
             job = self._queue[0]
             if job.future.done():  # its waiter gave up
                 self._queue.popleft()
                 continue
-            if jobs and size + len(job.params) > MAX_BATCH_BYTES:
+            if jobs and (
+                size + len(job.params) > MAX_BATCH_BYTES or keys + job.keys > MAX_HOST_KEYS
+            ):
                 break
             self._queue.popleft()
             if job.bodies.task_id in ids:  # one task id once per message
@@ -175,6 +241,7 @@ class LinkQueue:
                 continue
             ids.add(job.bodies.task_id)
             size += len(job.params) + 3
+            keys += job.keys
             jobs.append(job)
         self._queue.extendleft(reversed(later))
         return jobs
@@ -201,13 +268,13 @@ class LinkQueue:
             return
         timeout = max(0.001, job.deadline - asyncio.get_running_loop().time())
         try:
-            outcome = await call_operator(self.link, job.code_hash, job.bodies, timeout)
+            outcome = await _direct(self.link, job.code_hash, job.bodies, timeout, job.asked)
         except Exception as exc:  # ``OperatorFailure``, or a bug ``FanOut`` reports as internal
             outcome = exc
         _settle(job, outcome)
 
     async def _batch(self, jobs: list[_Job]) -> None:
-        body = _PREFIX + b"},{".join(job.params for job in jobs) + _SUFFIX
+        body = self._prefix + b"},{".join(job.params for job in jobs) + _SUFFIX
         timeout = max(0.001, max(j.deadline for j in jobs) - asyncio.get_running_loop().time())
         try:
             answers = await self._post(body, timeout)
@@ -230,15 +297,23 @@ class LinkQueue:
             for job in jobs:
                 _settle(job, whole)
             return
+        outcomes: list[Any] = []  # each task's, or its ``error`` object
+        try:
+            for job in jobs:
+                answer = by_id[job.bodies.task_id]
+                error = answer.get("error")
+                outcomes.append(job.outcome(answer.get("result")) if error is None else error)
+        except OperatorFailure as whole:  # a host's answers for one task not bound to its keys
+            for job in jobs:
+                _settle(job, whole)
+            return
         again: list[_Job] = []
         link = self.link
-        for job in jobs:
-            answer = by_id[job.bodies.task_id]
-            error = answer.get("error")
-            if error is None:
-                _settle(job, answer.get("result"))
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if by_id[job.bodies.task_id].get("error") is None:
+                _settle(job, outcome)
                 continue
-            failure = rpc_failure(error)
+            failure = rpc_failure(outcome)
             if failure.rpc_code in (POLICY_REQUIRED, REGISTRATION_REQUIRED):
                 link.has_code.discard(job.code_hash)  # the operator restarted: send both
                 link.has_registration.discard(job.bodies.registration_hash)

@@ -7,9 +7,9 @@ fault reports spread); the rest are asked too when one fails, when they disagree
 answers are slower than usual. On a small host every extra evaluation competes for the same
 cores; a healthy quorum never needs it. The operators of one operator host asked at the same
 moment are asked in one call (``call_host``): one evaluation, one vote per key, each counted
-and checked as its own; a slow or failing host delays or fails all of them. An operator's
-own call goes through its link's queue (``_batching``): at once when nothing is in flight to
-it, else with the other tasks waiting for it, in one message.
+and checked as its own; a slow or failing host delays or fails all of them. Every call goes
+through its operator's or its host's queue (``_batching``): at once when nothing is in flight
+to it, else with the other tasks waiting for it, in one message.
 
 An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
 quorum: every operator is asked at once and the gateway waits for all of them (until the
@@ -36,7 +36,6 @@ from agentguard.network.gateway._operators import (
     Bodies,
     OperatorFailure,
     OperatorLink,
-    call_host,
     operator_error,
     task_members,
 )
@@ -220,8 +219,15 @@ class FanOut:
         self._rotation = 0
         self._latency = 0.0  # moving average of time-to-quorum, seconds
         self._background: set[asyncio.Future[Any]] = set()
-        # an operator's own link: the tasks waiting for it go together (``_batching``)
-        self._queues = {id(link): LinkQueue(link) for link in self.links if not link.hosted}
+        # each link's queue, one per connection (an operator's own, or a host's, shared by
+        # its keys): the tasks waiting for it go together (``_batching``)
+        self._queues: dict[int, LinkQueue] = {}
+        shared: dict[int, LinkQueue] = {}
+        for link in self.links:
+            queue = shared.get(id(link.http))
+            if queue is None:
+                queue = shared[id(link.http)] = LinkQueue(link, hosted=link.hosted)
+            self._queues[id(link)] = queue
 
     def hedge_delay(self) -> float:
         """How long a quorum may take before the remaining operators are asked too."""
@@ -233,7 +239,7 @@ class FanOut:
     def close(self) -> None:
         for task in list(self._background):
             task.cancel()
-        for queue in self._queues.values():
+        for queue in set(self._queues.values()):
             queue.close()
         for link in self.links:
             link.http.close()
@@ -289,11 +295,10 @@ class FanOut:
                 pending.add(call)
                 call.add_done_callback(arrivals.add)
             for keys in hosts.values():
+                queue = self._queues[id(keys[0])]
                 for i in range(0, len(keys), MAX_HOST_KEYS):  # the most one call may name
                     asked = keys[i : i + MAX_HOST_KEYS]
-                    call = loop.create_task(
-                        call_host(asked, client.code_hash, bodies, task.timeout)
-                    )
+                    call = queue.submit(client.code_hash, bodies, task.timeout, asked)
                     calls[call] = asked
                     pending.add(call)
                     call.add_done_callback(arrivals.add)
@@ -360,10 +365,8 @@ class FanOut:
                             "timeout", f"no answer within {task.timeout:g}s", retryable=True
                         ),
                     )
-            else:  # not wanted any more: dropped if still queued for its operator
-                for link in calls[call]:
-                    if id(link) in self._queues:
-                        self._queues[id(link)].forget(bodies)
+            else:  # not wanted any more: dropped if still queued for its operator or host
+                self._queues[id(calls[call][0])].forget(bodies)
             self._background.add(call)  # finishes in the background, keeping its connection
             call.add_done_callback(self._forget)
         if winner is None:  # everyone answered or the time is up: an elevated allow may stand

@@ -41,7 +41,9 @@ __all__ = [
     "call_operator",
     "deliver",
     "exchange",
+    "host_answers",
     "members",
+    "named",
     "operator_error",
     "operator_links",
     "rpc_failure",
@@ -226,8 +228,12 @@ class Bodies:
         )
         if operators is None:
             return _PREFIX + part + b"}}"
-        named = ",".join(f'"{address}"' for address in operators).encode()
-        return _HOST_PREFIX + part + b',"operators":[' + named + b"]}}"
+        return _HOST_PREFIX + part + named(operators) + b"}}"
+
+
+def named(operators: Sequence[str]) -> bytes:
+    """The ``operators`` member a host's request appends to a task's params."""
+    return b',"operators":[' + ",".join(f'"{a}"' for a in operators).encode() + b"]"
 
 
 def _remember(held: set[bytes], name: bytes) -> None:
@@ -347,14 +353,19 @@ async def call_host(
     asked: Sequence[OperatorLink], code_hash: bytes, bodies: Bodies, timeout: float
 ) -> list[Any]:
     """One call to the host of ``asked`` (links of one host); each operator's ``result`` or
-    its ``OperatorFailure``, in order. The whole answer is refused (an ``OperatorFailure``
-    raised) unless it is exactly one answer per operator asked: one for an operator not
-    asked, or two for one, and none of them counts. Each signature is still checked against
-    its own operator by ``vote``."""
+    its ``OperatorFailure``, in order (``host_answers``)."""
     addresses = [link.address for link in asked]
-    result = await call_operator(asked[0], code_hash, bodies, timeout, addresses)
+    return host_answers(asked, await call_operator(asked[0], code_hash, bodies, timeout, addresses))
+
+
+def host_answers(asked: Sequence[OperatorLink], result: Any) -> list[Any]:
+    """A host's ``result`` for one task as each operator's ``result`` or ``OperatorFailure``,
+    in the order of ``asked``. The whole answer is refused (an ``OperatorFailure`` raised)
+    unless it is exactly one answer per operator asked: one for an operator not asked, or two
+    for one, and none of them counts. Each signature is still checked against its own
+    operator by ``vote``."""
     answers = result.get("answers") if isinstance(result, dict) else None
-    by_address = bind_answers(answers, "operator", {a.lower() for a in addresses}, "host")
+    by_address = bind_answers(answers, "operator", {a.address.lower() for a in asked}, "host")
     out: list[Any] = []
     for link in asked:
         answer = by_address[link.address.lower()]
