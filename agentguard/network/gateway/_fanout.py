@@ -321,7 +321,13 @@ class FanOut:
         while pending and winner is None:
             if loop.time() >= deadline:
                 break
-            await arrivals.wait(loop, deadline if not waiting else min(deadline, hedge_at))
+            try:
+                await arrivals.wait(loop, deadline if not waiting else min(deadline, hedge_at))
+            except BaseException:  # the request was cancelled: nobody reads these answers
+                for call in pending:
+                    call.cancel()  # not sent if still queued, given up if in flight
+                    self._finish_unread(call)
+                raise
             done, arrivals.done = arrivals.done, []
             widen = 0
             for call in done:
@@ -367,8 +373,7 @@ class FanOut:
                     )
             else:  # not wanted any more: dropped if still queued for its operator or host
                 self._queues[id(calls[call][0])].forget(bodies)
-            self._background.add(call)  # finishes in the background, keeping its connection
-            call.add_done_callback(self._forget)
+            self._finish_unread(call)
         if winner is None:  # everyone answered or the time is up: an elevated allow may stand
             winner = next(
                 (
@@ -400,6 +405,12 @@ class FanOut:
         if errors:
             message += ": " + "; ".join(f"{e['operator_address']}: {e['message']}" for e in errors)
         return Outcome(None, [], errors, message, tier)
+
+    def _finish_unread(self, call: asyncio.Future[Any]) -> None:
+        """``call`` finishes in the background (keeping its connection), read by nobody:
+        held till then, and its failure marked retrieved."""
+        self._background.add(call)
+        call.add_done_callback(self._forget)
 
     def _forget(self, call: asyncio.Future[Any]) -> None:
         self._background.discard(call)
