@@ -648,7 +648,9 @@ def _same_params(sent: Any, held: dict[str, Any], scalars: _Scalars | None) -> b
     two equal as Python values (keys in any order, as the canonical JSON sorts them); that
     leaves only ``1 == 1.0 == True`` apart, so every place ``held`` has an integer or a
     boolean (``scalars``) must hold the same type in ``sent``. Strings, objects, arrays and
-    null are equal only to their own kind. ``held`` with a float: never (``-0.0 == 0.0``)."""
+    null are equal only to their own kind. ``held`` with a float: never (``-0.0 == 0.0``).
+    ``sent`` as the RPC decoder (``strict_loads``) gives it: exact JSON types only, so no
+    value's own ``__eq__`` (a subclass's, which Python asks first) decides."""
     if scalars is None or type(sent) is not dict or sent != held:
         return False
     try:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agentguard.network.operator as operator_module
+from agentguard._json import strict_loads
 from agentguard.network._rpc import RPCError
 from agentguard.network.operator import Operator, _same_params, _scalars
 from agentguard.network.registry import Registry
@@ -210,3 +211,82 @@ def test_requests_get_the_canonical_comparisons_answer(monkeypatch: pytest.Monke
         slow = _answers(Operator(key, Registry(":memory:")), bodies)
     assert fast == slow
     assert isinstance(fast[0], str) and any(isinstance(a, tuple) for a in fast)
+
+
+# registered params as an owner's JSON text, and the spellings a gateway could send at "a":
+# numbers that are or are not the same JSON value, escapes of the same text, near-misses
+_HELD_TEXTS = [
+    '{"a":1}',
+    '{"a":true}',
+    '{"a":0}',
+    '{"a":false}',
+    '{"a":-1}',
+    '{"a":123456789012345678901234567890}',
+    '{"a":"1"}',
+    '{"a":"\\u00e9"}',
+    '{"a":null}',
+    '{"a":[]}',
+    '{"a":{}}',
+    '{"a":[1,true,0,false,null]}',
+    '{"a":[[1],[2,3]]}',
+    '{"a":[{"x":1},{"x":true}]}',
+    '{"a":{"b":[{"c":1}]}}',
+    '{"a":1.0}',
+    '{"a":-0.0}',
+]
+_SENT_AT_A = [
+    *["1", "1.0", "1e0", "1E0", "10e-1", "0.1e1", "true", "false", "0", "-0", "-0.0"],
+    *["0.0", "0e0", "-1", "-1.0", "null"],
+    '"1"',
+    '"true"',
+    "[]",
+    "{}",
+    "123456789012345678901234567890",
+    "123456789012345678901234567890.0",
+    "1.2345678901234568e+29",
+    '"\\u00e9"',
+    '"\u00e9"',
+    '"e\u0301"',
+    '"\\u00c9"',
+    "[1,true,0,false,null]",
+    "[1.0,true,0,false,null]",
+    "[true,1,0,false,null]",
+    "[1,1,0,0,null]",
+    "[1,true,-0,false,null]",
+    "[1,true,0.0,false,null]",
+    "[1,true,0,false]",
+    "[[1],[2,3]]",
+    "[[1.0],[2,3]]",
+    "[[1],[2,3.0]]",
+    "[[1],[2,true]]",
+    '[{"x":1},{"x":true}]',
+    '[{"x":1},{"x":1}]',
+    '[{"x":true},{"x":true}]',
+    '{"b":[{"c":1}]}',
+    '{"b":[{"c":1.0}]}',
+    '{"b":[{"c":true}]}',
+]
+
+
+def test_wire_spellings_are_the_same_only_where_the_canonical_json_is() -> None:
+    """The gateway's params as the operator reads them off the wire (``strict_loads``: exact
+    JSON types, so no value's own ``__eq__`` decides): every spelling at every place of each
+    registered text, with whitespace and a repeated key (refused by the decoder) too. "The
+    same" only where the canonical comparison says so; and it says so for each spelling of
+    the registered value itself."""
+    checked = same = 0
+    for held_text in _HELD_TEXTS:
+        held = strict_loads(held_text)
+        scalars = _scalars(held)
+        for at in _SENT_AT_A:
+            for text in (f'{{"a":{at}}}', f'{{ "a" : {at} }}', f'{{"a":{at},"a":{at}}}'):
+                try:
+                    sent = strict_loads(text)
+                except ValueError:
+                    assert text.count('"a"') == 2  # only the repeated key is refused
+                    continue
+                checked += 1
+                if _same_params(sent, held, scalars):
+                    same += 1
+                    assert _canonical_same(sent, held), (held_text, text)
+    assert checked == len(_HELD_TEXTS) * len(_SENT_AT_A) * 2 and same > len(_HELD_TEXTS)

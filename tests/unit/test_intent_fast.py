@@ -11,6 +11,7 @@ with ``PYTHONPATH`` pointing at that tree writes ``intent_fast_golden.json``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -543,3 +544,26 @@ def test_hex_reader_equals_the_regex(value: Any) -> None:
 )
 def test_hex_reader_equals_the_regex_on_random_text(value: str) -> None:
     assert intent_module._hex(value) == _hex_by_regex(value)
+
+
+# every ASCII character (NUL, controls, the whitespace ``fromhex`` skips, the separators
+# ``str.isspace`` counts but ``fromhex`` does not), and non-ASCII look-alikes: digits, spaces,
+# a BOM, a lone surrogate
+_EVERY_CHAR = [chr(c) for c in range(128)] + list("\x85\xa0\u2028\u3000\u0660\uff10\ufeff\udc80")
+
+
+def test_hex_reader_equals_the_regex_on_every_short_text() -> None:
+    """Every text of up to two characters after "0x", "0X" or nothing, and every text of up to
+    four hex digits and whitespace after "0x" (where fromhex's skipping could show): the same
+    bytes or the same refusal as the regex."""
+    tails = [a + b for a in ["", *_EVERY_CHAR] for b in ["", *_EVERY_CHAR]]
+    spaced = "0aF \t\n\r\x0b\x0c\x1c"
+    tails += ["".join(t) for n in range(3, 5) for t in itertools.product(spaced, repeat=n)]
+    differ = [
+        prefix + tail
+        for prefix in ("0x", "0X", "")
+        for tail in tails
+        if intent_module._hex(prefix + tail) != _hex_by_regex(prefix + tail)
+    ]
+    assert not differ
+    assert intent_module._hex("0xaF") == b"\xaf" and intent_module._hex("0xa F") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -149,25 +150,116 @@ def test_threads_hash_on_their_own_state() -> None:
 def test_a_hash_inside_a_hash_leaves_the_outer_one_right(monkeypatch: pytest.MonkeyPatch) -> None:
     """A hash that starts while another is between its C calls on the same thread (as a signal
     handler's could) gets its own state: both digests stay right."""
-    real = eip712._lib
     inner: list[bytes] = []
     interrupted: list[bool] = []
 
-    class Interrupting:
-        def __getattr__(self, name: str) -> Any:
-            fn = getattr(real, name)
-            if name != "keccak_absorb":
-                return fn
+    def interrupting(fn: Callable[..., int]) -> Callable[..., int]:
+        def absorb(state: Any, data: Any, size: int) -> int:
+            if not interrupted:
+                interrupted.append(True)
+                inner.append(_keccak_cffi(b"inner message"))
+            return int(fn(state, data, size))
 
-            def absorb(state: Any, data: Any, size: int) -> int:
-                if not interrupted:
-                    interrupted.append(True)
-                    inner.append(_keccak_cffi(b"inner message"))
-                return int(fn(state, data, size))
+        return absorb
 
-            return absorb
-
-    monkeypatch.setattr(eip712, "_lib", Interrupting())
+    _absorb_replaced(monkeypatch, interrupting)
     assert _keccak_cffi(b"outer message") == eth_keccak(b"outer message")
     assert inner == [eth_keccak(b"inner message")]
     assert _keccak_cffi(b"after") == eth_keccak(b"after")
+
+
+def test_hashes_in_signal_handlers_stay_right() -> None:
+    """A real interval timer fires a handler that hashes between any two bytecodes of the
+    main thread's hashes (with a state taken out or not): every digest of both stays right."""
+    import signal
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timer")
+    rng = random.Random(13)
+    wrong: list[bytes] = []
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        data = bytes([len(fired) % 256]) * (len(fired) % 300)
+        fired.append(1)
+        if _keccak_cffi(data) != eth_keccak(data):
+            wrong.append(data)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        for _ in range(20_000):
+            data = rng.randbytes(rng.randrange(0, 400))
+            if _keccak_cffi(data) != eth_keccak(data):
+                wrong.append(data)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired and not wrong
+
+
+def test_a_failed_call_mid_hash_leaves_later_hashes_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An absorb that took half a message and then failed raises, and the half-filled state is
+    never reused: the next hashes on this thread are right."""
+    calls: list[int] = []
+
+    def half_then_fail(fn: Callable[..., int]) -> Callable[..., int]:
+        def absorb(state: Any, data: Any, size: int) -> int:
+            calls.append(1)
+            if len(calls) % 2:
+                fn(state, data, size // 2)
+                return 5  # a failure code after half the message went in
+            return int(fn(state, data, size))
+
+        return absorb
+
+    _absorb_replaced(monkeypatch, half_then_fail)
+    rng = random.Random(19)
+    for _ in range(50):
+        data = rng.randbytes(rng.randrange(1, 500))
+        with pytest.raises(ValueError):
+            _keccak_cffi(data)
+        assert _keccak_cffi(data) == eth_keccak(data)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork")
+def test_a_fork_with_a_state_taken_out_hashes_right_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``os.fork`` between a hash's C calls (the state taken out): the child's hashes and the
+    parent's unfinished one are all right."""
+    import os
+
+    real = eip712._lib
+    children: list[int] = []
+
+    def fork_while_absorbing(fn: Callable[..., int]) -> Callable[..., int]:
+        def absorb(state: Any, data: Any, size: int) -> int:
+            result = int(fn(state, data, size))
+            pid = os.fork()
+            if pid == 0:  # the child: its own hashes from here
+                eip712._lib = real
+                ok = all(_keccak_cffi(m) == eth_keccak(m) for m in (b"", b"c" * 137))
+                os._exit(0 if ok else 3)
+            children.append(os.waitpid(pid, 0)[1])
+            return result
+
+        return absorb
+
+    _absorb_replaced(monkeypatch, fork_while_absorbing)
+    assert _keccak_cffi(b"p" * 200) == eth_keccak(b"p" * 200)
+    assert children == [0]
+
+
+def _absorb_replaced(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Callable[..., int]], Callable[..., int]]
+) -> None:
+    """pycryptodome's functions with ``keccak_absorb`` replaced by ``wrap(real absorb)``."""
+    real = eip712._lib
+
+    class Replaced:
+        def __getattr__(self, name: str) -> Any:
+            fn = getattr(real, name)
+            return wrap(fn) if name == "keccak_absorb" else fn
+
+    monkeypatch.setattr(eip712, "_lib", Replaced())
