@@ -24,7 +24,8 @@ wrongly is lying, and nothing it said in that message is trusted.
 Only tasks the operator already holds the policy code and registration for, and that nest
 shallow enough for the batch's envelope, are coalesced; the others go alone as before, and so
 does everything for an operator that does not know the method (``-32601``, remembered for the
-link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent;
+link). A task whose waiter gave up (its timeout, a quorum reached: ``forget``) is not sent,
+nor sent again alone after the batch it was in flight in is lost;
 one the operator asks the policy or registration for is sent again alone, in full. A batch
 lost or refused whole (an answer too long for ``MAX_RESPONSE``, not JSON, a JSON-RPC error;
 not a timeout or an HTTP status, which no task causes) is sent again one task a message: one
@@ -157,6 +158,7 @@ class LinkQueue:
         # for the host to idle through it: it gets the next message meanwhile
         self._depth = 2 if hosted else 1
         self._queue: deque[_Job] = deque()
+        self._flying: set[_Job] = set()  # the tasks of the messages being sent, not yet settled
         self._sending: set[asyncio.Future[None]] = set()
 
     def submit(
@@ -198,14 +200,19 @@ class LinkQueue:
 
     def forget(self, bodies: Bodies) -> None:
         """The task of ``bodies`` is answered (its quorum reached): not sent if it still
-        waits here (one in flight finishes, as a call sent alone does)."""
-        for job in self._queue:
+        waits here, nor again alone if the message it is in flight in is lost (that message
+        finishes, as a call sent alone does)."""
+        for job in (*self._queue, *self._flying):
             if job.bodies is bodies:
                 job.future.cancel()
 
     def close(self) -> None:
+        """Every waiter hears: those of a message made but not yet started too (cancelled
+        before its first step, ``_send`` never runs to settle them)."""
         for sending in list(self._sending):
             sending.cancel()
+        for job in self._flying:
+            job.future.cancel()
         while self._queue:
             self._queue.popleft().future.cancel()
 
@@ -215,6 +222,7 @@ class LinkQueue:
         jobs = self._take()
         if jobs:
             self._busy += 1
+            self._flying.update(jobs)
             sending = asyncio.ensure_future(self._send(jobs))
             self._sending.add(sending)
             sending.add_done_callback(self._sending.discard)
@@ -261,6 +269,7 @@ class LinkQueue:
                 _settle(job, exc)
         finally:
             self._busy -= 1
+            self._flying.difference_update(jobs)
             self._drain()
 
     async def _alone(self, job: _Job) -> None:
