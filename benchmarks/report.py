@@ -430,6 +430,31 @@ SECTIONS = [
         ),
     ),
     Section(
+        "operator_eval",
+        "An operator's evaluation, in process",
+        "One operator's CPU per task without HTTP: the gateway's request bytes parsed, the "
+        "registration named by hash, the policy input built, the Rego query, the digest, the "
+        "signature and the encoded answer (`agent_spend` with two checks); alone, in a batch "
+        "of 8, and with the policy's answer given (all but the Rego input and query), then "
+        "the same work split into its parts.",
+        fixed=(
+            "The Rego input and query (rego-cpp) are most of an evaluation; what an operator "
+            "adds around them is the figure without them."
+        ),
+    ),
+    Section(
+        "verify",
+        "The client's parse and verification of a gateway answer",
+        "What the client does once the gateway's `newt_createTask` answer is decoded: "
+        "`_gateway._parse_task` on a reference-network answer (2-of-3 ECDSA) and "
+        "`Verifier.verify` for the payment intent the client itself built.",
+        fixed=(
+            "Two ECDSA recoveries are most of the verification; every binding check (intent, "
+            "policy client, policy id, chain, expiry, tier, distinct registered operators) "
+            "runs on every answer."
+        ),
+    ),
+    Section(
         "policy",
         "Policy engine",
         "One `PolicyEngine.evaluate` per bundled policy after the first (compile) call: "
