@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from eth_utils.address import to_checksum_address
 
-from agentguard._attestation import Attestation, recover_signer
+from agentguard._attestation import Attestation, private_copy, recover_signer
 from agentguard._exceptions import (
     ApprovalRequired,
     AttestationExpired,
@@ -332,7 +332,7 @@ def _inputs(
     if type(attestation) is not Attestation:
         raise VerificationError(f"expected an Attestation, got {type(attestation).__name__}")
     # A shallow copy suffices: every field is immutable or never signed (operator_errors).
-    return attestation.model_copy(), fresh_intent(intent)
+    return private_copy(attestation), fresh_intent(intent)
 
 
 def _allowed(attestation: Attestation, intent: TransactionIntent | PaymentIntent) -> str:
