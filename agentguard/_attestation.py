@@ -70,6 +70,22 @@ def _b32(value: Any, field: str) -> bytes:
 
 def _address(value: Any, field: str) -> str:
     """A 0x address; a mixed-case one must carry a correct EIP-55 checksum."""
+    if type(value) is str and len(value) == 42 and _address_ok(value):
+        return value  # judged before (the same few operators sign every attestation)
+    return _address_checked(value, field)
+
+
+@lru_cache(maxsize=1024)
+def _address_ok(value: str) -> bool:
+    """Whether ``_address`` accepts ``value``: a pure function of an exact ``str``."""
+    try:
+        _address_checked(value, "address")
+    except ValueError:
+        return False
+    return True
+
+
+def _address_checked(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _ADDR_RE.match(value):
         raise ValueError(f"{field} must be a 0x address of 40 hex digits, got {preview(value)}")
     digits = value[2:]

@@ -284,3 +284,42 @@ def test_private_copy_and_with_policy_data_equal_model_copy() -> None:
         assert ours.model_fields_set == theirs.model_fields_set
         assert ours.model_fields_set is not att.model_fields_set
     assert att.policy_data is not None and json.loads(att.policy_data)["params"]["cap"] in "12"
+
+
+class _Text(str):
+    """A str whose equality lies (it must never reach, or be answered by, the memo)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_address_memo_judges_as_the_checks_do() -> None:
+    from agentguard._attestation import _address, _address_checked
+
+    rng = random.Random(7)
+    good = [operator_address(k) for k in KEYS] + [CLIENT, PAYEE, TOKEN]
+    values: list[object] = []
+    for _ in range(400):
+        base = rng.choice(good)
+        values.append(
+            rng.choice(
+                [
+                    base, base.lower(), base.upper().replace("0X", "0x"), base[:-1],
+                    base + "\n", base[:-1] + rng.choice("gG0aA"), "0X" + base[2:],
+                    base[:5] + base[5].swapcase() + base[6:], _Text(base), _Text("junk" * 10 + "xy"),
+                    None, 42, b"0x" + base[2:].encode(),
+                ]
+            )
+        )  # fmt: skip
+    for value in values * 2:  # twice: the second time from the memo
+        outcomes = []
+        for judge in (_address, _address_checked):
+            try:
+                outcomes.append(("ok", judge(value, "operator")))
+            except ValueError as exc:
+                outcomes.append(("refused", str(exc)))
+        assert outcomes[0] == outcomes[1], value
+        assert outcomes[0][0] == "refused" or type(outcomes[0][1]) is type(value)
