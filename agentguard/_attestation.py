@@ -62,7 +62,12 @@ _UNCOMPRESSED = _lib.SECP256K1_EC_UNCOMPRESSED
 
 
 def _b32(value: Any, field: str) -> bytes:
-    raw = value if isinstance(value, bytes) else json_bytes(value)
+    if type(value) is bytes:
+        raw = value
+    elif isinstance(value, bytes):  # its bytes, as a plain value (no __eq__/__hash__ of its own)
+        raw = bytes(memoryview(value))
+    else:
+        raw = json_bytes(value)
     if len(raw) != 32:
         raise ValueError(f"{field} must be 32 bytes (0x + 64 hex), got {len(raw)} bytes")
     return raw
@@ -492,11 +497,45 @@ def _built(
     return model
 
 
-def private_copy(attestation: Attestation) -> Attestation:
+_NONE = type(None)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "decision": (str,),
+    "task_id": (bytes,),
+    "policy_id": (bytes,),
+    "policy_client": (str,),
+    "intent_hash": (bytes,),
+    "expires_at": (int,),
+    "signatures": (tuple,),
+    "reasons": (tuple,),
+    "scheme": (str,),
+    "tier": (int,),
+    "operator_errors": (tuple,),
+    "newton_result": (str, _NONE),
+    "policy_data": (str, _NONE),
+}
+"""Each field's exact type, as validation leaves it."""
+if tuple(_FIELD_TYPES) != tuple(Attestation.model_fields):
+    raise RuntimeError("Attestation changed: review _FIELD_TYPES (private_copy)")
+
+
+def private_copy(attestation: Attestation) -> Attestation | None:
     """``attestation.model_copy()`` (a shallow copy: every field is immutable, or never signed)
     without pydantic's generic copy: the verifier takes one per verification
-    (tests/unit/test_authorize_fast_path.py holds the two equal)."""
-    return _built(Attestation, dict(attestation.__dict__), attestation.model_fields_set)
+    (tests/unit/test_authorize_fast_path.py holds the two equal). None if the attestation
+    holds what validation never leaves: a value not exactly of its field's type (a subclass's
+    ``__eq__``, ``__hash__``, ``lower`` or ``<=`` could show the checks one value while the
+    digest reads another) or any other attribute (it would shadow a method: ``digest_for``);
+    ``model_copy`` would copy either (tests/redteam/test_s13_verify.py)."""
+    fields = dict(attestation.__dict__)  # judged after copying: no other thread alters it
+    if fields.keys() != _FIELD_TYPES.keys():
+        return None
+    for name, kinds in _FIELD_TYPES.items():
+        if type(fields[name]) not in kinds:
+            return None
+    for signature in fields["signatures"]:
+        if type(signature) is not OperatorSignature:
+            return None
+    return _built(Attestation, fields, attestation.model_fields_set)
 
 
 def with_policy_data(attestation: Attestation, data: str) -> Attestation:
