@@ -44,8 +44,10 @@ __all__ = [
     "OperatorSignature",
     "attestation_digest",
     "operator_address",
+    "private_copy",
     "recover_signer",
     "sign_attestation",
+    "with_policy_data",
 ]
 
 Decision = Literal["allow", "deny", "approval_required"]
@@ -60,7 +62,12 @@ _UNCOMPRESSED = _lib.SECP256K1_EC_UNCOMPRESSED
 
 
 def _b32(value: Any, field: str) -> bytes:
-    raw = value if isinstance(value, bytes) else json_bytes(value)
+    if type(value) is bytes:
+        raw = value
+    elif isinstance(value, bytes):  # its bytes, as a plain value (no __eq__/__hash__ of its own)
+        raw = bytes(memoryview(value))
+    else:
+        raw = json_bytes(value)
     if len(raw) != 32:
         raise ValueError(f"{field} must be 32 bytes (0x + 64 hex), got {len(raw)} bytes")
     return raw
@@ -68,6 +75,22 @@ def _b32(value: Any, field: str) -> bytes:
 
 def _address(value: Any, field: str) -> str:
     """A 0x address; a mixed-case one must carry a correct EIP-55 checksum."""
+    if type(value) is str and len(value) == 42 and _address_ok(value):
+        return value  # judged before (the same few operators sign every attestation)
+    return _address_checked(value, field)
+
+
+@lru_cache(maxsize=1024)
+def _address_ok(value: str) -> bool:
+    """Whether ``_address`` accepts ``value``: a pure function of an exact ``str``."""
+    try:
+        _address_checked(value, "address")
+    except ValueError:
+        return False
+    return True
+
+
+def _address_checked(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _ADDR_RE.match(value):
         raise ValueError(f"{field} must be a 0x address of 40 hex digits, got {preview(value)}")
     digits = value[2:]
@@ -460,7 +483,9 @@ _M = TypeVar("_M", bound=BaseModel)
 _set = object.__setattr__
 
 
-def _built(cls: type[_M], fields: dict[str, Any], fields_set: frozenset[str] | None = None) -> _M:
+def _built(
+    cls: type[_M], fields: dict[str, Any], fields_set: frozenset[str] | set[str] | None = None
+) -> _M:
     """What ``cls.model_construct(**fields)`` builds (``fields``: every field, in declaration
     order), without its per-field loop: these models have no alias, extra, private attribute
     or post-init for it to handle (pinned by tests/unit/test_attestation_fast_path.py)."""
@@ -470,6 +495,55 @@ def _built(cls: type[_M], fields: dict[str, Any], fields_set: frozenset[str] | N
     _set(model, "__pydantic_extra__", None)
     _set(model, "__pydantic_private__", None)
     return model
+
+
+_NONE = type(None)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "decision": (str,),
+    "task_id": (bytes,),
+    "policy_id": (bytes,),
+    "policy_client": (str,),
+    "intent_hash": (bytes,),
+    "expires_at": (int,),
+    "signatures": (tuple,),
+    "reasons": (tuple,),
+    "scheme": (str,),
+    "tier": (int,),
+    "operator_errors": (tuple,),
+    "newton_result": (str, _NONE),
+    "policy_data": (str, _NONE),
+}
+"""Each field's exact type, as validation leaves it."""
+if tuple(_FIELD_TYPES) != tuple(Attestation.model_fields):
+    raise RuntimeError("Attestation changed: review _FIELD_TYPES (private_copy)")
+
+
+def private_copy(attestation: Attestation) -> Attestation | None:
+    """``attestation.model_copy()`` (a shallow copy: every field is immutable, or never signed)
+    without pydantic's generic copy: the verifier takes one per verification
+    (tests/unit/test_authorize_fast_path.py holds the two equal). None if the attestation
+    holds what validation never leaves: a value not exactly of its field's type (a subclass's
+    ``__eq__``, ``__hash__``, ``lower`` or ``<=`` could show the checks one value while the
+    digest reads another) or any other attribute (it would shadow a method: ``digest_for``);
+    ``model_copy`` would copy either (tests/redteam/test_s13_verify.py)."""
+    fields = dict(attestation.__dict__)  # judged after copying: no other thread alters it
+    if fields.keys() != _FIELD_TYPES.keys():
+        return None
+    for name, kinds in _FIELD_TYPES.items():
+        if type(fields[name]) not in kinds:
+            return None
+    for signature in fields["signatures"]:
+        if type(signature) is not OperatorSignature:
+            return None
+    return _built(Attestation, fields, attestation.model_fields_set)
+
+
+def with_policy_data(attestation: Attestation, data: str) -> Attestation:
+    """``attestation.model_copy(update={"policy_data": data})``, without pydantic's generic
+    copy (tests/unit/test_authorize_fast_path.py holds the two equal)."""
+    fields = dict(attestation.__dict__)
+    fields["policy_data"] = data
+    return _built(Attestation, fields, attestation.model_fields_set | {"policy_data"})
 
 
 def _list(value: Any, field: str, limit: int) -> list[Any]:

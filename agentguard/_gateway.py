@@ -35,12 +35,13 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, Protocol, cast
 
 import anyio
 import httpx
 
-from agentguard._attestation import Attestation
+from agentguard._attestation import Attestation, with_policy_data
 from agentguard._exceptions import (
     AuthorizationError,
     ConfigurationError,
@@ -464,7 +465,12 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
     if attestation.scheme != "ecdsa":
         raise GatewayProtocolError("the attestation field must carry ECDSA signatures")
     task_id = result.get("task_id")
-    if task_id is not None and _b32_any(task_id, "task_id") != attestation.task_id:
+    if (
+        task_id is not None
+        # the same text the attestation's id was read from reads as the same bytes
+        and not (type(task_id) is str and _same_text(att, "task_id", task_id))
+        and _b32_any(task_id, "task_id") != attestation.task_id
+    ):
         raise GatewayProtocolError("attestation task id differs from the task's id")
     evaluation = (response or {}).get("evaluation_result")
     if evaluation is not None and _evaluation_allows(
@@ -472,7 +478,15 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
     ) != (attestation.decision == "allow"):
         raise GatewayProtocolError("evaluation_result contradicts the attestation decision")
     data = _policy_data(response)
-    return attestation if data is None else attestation.model_copy(update={"policy_data": data})
+    return attestation if data is None else with_policy_data(attestation, data)
+
+
+def _same_text(doc: object, key: str, text: str) -> bool:
+    """Whether ``doc[key]`` is exactly the ``str`` ``text`` (no subclass's ``__eq__`` runs)."""
+    if type(doc) is not dict:
+        return False
+    value = doc.get(key)
+    return type(value) is str and value == text
 
 
 def _policy_data(response: dict[str, Any] | None) -> str | None:
@@ -484,11 +498,25 @@ def _policy_data(response: dict[str, Any] | None) -> str | None:
     if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
         return None
     raw = entries[0].get("data")
+    if type(raw) is str and len(raw) <= _MEMO_POLICY_DATA:
+        return _policy_text_memo(raw)
+    return _policy_text(raw)
+
+
+_MEMO_POLICY_DATA = 16_384  # a policy's data is the same in every answer; memo the usual sizes
+
+
+def _policy_text(raw: object) -> str | None:
+    """The JSON object text ``raw`` (0x-hex of UTF-8) spells, or None."""
     try:
         text = bytes.fromhex(raw.removeprefix("0x")).decode() if isinstance(raw, str) else ""
         return text if isinstance(strict_loads(text), dict) else None
     except ValueError:
         return None
+
+
+# pure, on exact ``str`` keys only (no ``__eq__``/``__hash__`` of a gateway's choosing)
+_policy_text_memo = lru_cache(maxsize=32)(_policy_text)
 
 
 def _field(doc: dict[str, Any], snake: str, camel: str, where: str) -> Any:

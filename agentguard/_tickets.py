@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from agentguard._attestation import Attestation
@@ -25,7 +26,7 @@ from agentguard._exceptions import (
     IntentMismatch,
     VerificationError,
 )
-from agentguard._intent import PaymentIntent, TransactionIntent
+from agentguard._intent import PaymentIntent, TransactionIntent, _constructed
 
 __all__ = [
     "INTENT_FIELDS",
@@ -76,7 +77,13 @@ def fresh_intent(intent: object) -> TransactionIntent | PaymentIntent:
     assert isinstance(intent, TransactionIntent | PaymentIntent)  # narrowed above, for mypy
     try:
         if type(intent) is PaymentIntent:
-            return PaymentIntent.from_fields(_fields(intent, PaymentIntent))
+            fields = _fields(intent, PaymentIntent)
+            if _plain(fields):
+                values, intent_hash = _payment_template(tuple(fields.values()))
+                fresh = _constructed(PaymentIntent, dict(values))
+                fresh.__dict__["intent_hash"] = intent_hash  # what its cached property computes
+                return fresh
+            return PaymentIntent.from_fields(fields)
         return type(intent).model_validate(_fields(intent, type(intent)))
     except Exception as exc:  # IntentError, or a field set to an object no validator expected
         why = exc.message if isinstance(exc, IntentError) else type(exc).__name__
@@ -92,6 +99,19 @@ def _fields(intent: object, kind: type[TransactionIntent] | type[PaymentIntent])
 
 
 _PLAIN = (str, int, bytes, type(None))
+_PAYMENT_FIELDS = INTENT_FIELDS[PaymentIntent]
+
+
+@lru_cache(maxsize=1024)
+def _payment_template(values: tuple[Any, ...]) -> tuple[dict[str, Any], bytes]:
+    """The validated fields and the intent hash of the payment whose field values are
+    ``values``: validation and hashing are pure functions of them, and a client pays the same
+    few requirements again and again. Keyed only by values each exactly a ``str``, ``int``,
+    ``bytes`` or ``None`` (``_plain``), which compare equal only to themselves, so no caller's
+    ``__eq__`` or ``__hash__`` picks another payment's entry; a refusal raises and is not
+    kept. The dict is never handed out (each fresh intent gets a copy)."""
+    model = PaymentIntent.from_fields(dict(zip(_PAYMENT_FIELDS, values, strict=True)))
+    return {name: model.__dict__[name] for name in _PAYMENT_FIELDS}, model.intent_hash
 
 
 def _plain(fields: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from eth_utils.address import to_checksum_address
 
-from agentguard._attestation import Attestation, recover_signer
+from agentguard._attestation import Attestation, private_copy, recover_signer
 from agentguard._exceptions import (
     ApprovalRequired,
     AttestationExpired,
@@ -332,7 +332,13 @@ def _inputs(
     if type(attestation) is not Attestation:
         raise VerificationError(f"expected an Attestation, got {type(attestation).__name__}")
     # A shallow copy suffices: every field is immutable or never signed (operator_errors).
-    return attestation.model_copy(), fresh_intent(intent)
+    copied = private_copy(attestation)
+    if copied is None:
+        raise VerificationError(
+            "the attestation holds a value of another type than its field's, or an attribute "
+            "no attestation has (altered after it was built?)"
+        )
+    return copied, fresh_intent(intent)
 
 
 def _allowed(attestation: Attestation, intent: TransactionIntent | PaymentIntent) -> str:

@@ -205,3 +205,63 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def serve_rounds(round_of: Any) -> None:
+    """A benchmark's ``--child`` side of ``interleaved``: names the ``agentguard`` it imported,
+    then answers each ``{"n": N}`` line with ``round_of(N)``'s figures as one JSON line."""
+    import agentguard
+
+    print(json.dumps({"agentguard": agentguard.__file__}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(round_of(json.loads(line)["n"])), flush=True)
+
+
+def interleaved(
+    script: str, ref: str, n: int, rounds: int
+) -> tuple[str, dict[str, list[dict[str, float]]]]:
+    """A/B of a benchmark's ``--child`` mode: a child on ``ref``'s ``agentguard`` (unpacked with
+    ``git archive``) and one on this checkout's, each asked for a round of ``n`` ops in turn
+    (ABBA…), so both share the box's noise. The child prints ``{"agentguard": path}`` once, then
+    one JSON object of figures per ``{"n": n}`` line it reads. Returns the baseline's commit and
+    each side's rounds (``baseline``, ``current``)."""
+    import subprocess
+    import tempfile
+
+    from bench_network import unpack
+
+    with tempfile.TemporaryDirectory(prefix="agentguard-ab-") as tmp:
+        commit = unpack(ref, Path(tmp))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        trees = {"baseline": Path(tmp), "current": ROOT}
+        children = {
+            label: subprocess.Popen(
+                [sys.executable, script, "--child"],
+                cwd=tree,
+                env={**env, "PYTHONPATH": str(tree)},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for label, tree in trees.items()
+        }
+        got: dict[str, list[dict[str, float]]] = {k: [] for k in children}
+        try:
+            for label, proc in children.items():
+                assert proc.stdout is not None
+                imported = json.loads(proc.stdout.readline())["agentguard"]
+                assert imported.startswith(str(trees[label])), (label, imported)
+            for r in range(rounds):
+                order = list(children) if r % 2 == 0 else list(children)[::-1]
+                for label in order:
+                    proc = children[label]
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write(json.dumps({"n": n}) + "\n")
+                    proc.stdin.flush()
+                    got[label].append(json.loads(proc.stdout.readline()))
+        finally:
+            for proc in children.values():
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(30)
+    return commit, got

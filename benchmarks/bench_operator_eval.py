@@ -25,15 +25,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from _common import PAYEE, ROOT, TWO_CHECKS, USDC, emit, machine, parser
+from _common import PAYEE, ROOT, TWO_CHECKS, USDC, emit, interleaved, machine, parser, serve_rounds
 
 if "--child" not in sys.argv:  # a child imports the tree its PYTHONPATH names
     sys.path.insert(0, str(ROOT))  # this checkout's agentguard, not the editable install's
@@ -168,51 +165,12 @@ def child() -> None:
     """``--child``: answer ``{"n": N}`` lines with one round's figures, as JSON lines."""
     bench = Bench()
     bench.round(50)  # warm up
-    import agentguard
-
-    print(json.dumps({"agentguard": agentguard.__file__}), flush=True)
-    for line in sys.stdin:
-        print(json.dumps(bench.round(json.loads(line)["n"])), flush=True)
+    serve_rounds(bench.round)
 
 
 def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
     """Rounds alternate between a child on ``ref``'s tree and one on this checkout's."""
-    from bench_network import unpack
-
-    with tempfile.TemporaryDirectory(prefix="agentguard-op-") as tmp:
-        commit = unpack(ref, Path(tmp))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        trees = {"baseline": Path(tmp), "current": ROOT}
-        children = {
-            label: subprocess.Popen(
-                [sys.executable, __file__, "--child"],
-                cwd=tree,
-                env={**env, "PYTHONPATH": str(tree)},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for label, tree in trees.items()
-        }
-        try:
-            for label, proc in children.items():
-                assert proc.stdout is not None
-                imported = json.loads(proc.stdout.readline())["agentguard"]
-                assert imported.startswith(str(trees[label])), (label, imported)
-            got: dict[str, list[dict[str, float]]] = {k: [] for k in children}
-            for r in range(rounds):
-                order = list(children) if r % 2 == 0 else list(children)[::-1]
-                for label in order:
-                    proc = children[label]
-                    assert proc.stdin is not None and proc.stdout is not None
-                    proc.stdin.write(json.dumps({"n": n}) + "\n")
-                    proc.stdin.flush()
-                    got[label].append(json.loads(proc.stdout.readline()))
-        finally:
-            for proc in children.values():
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                proc.wait(30)
+    commit, got = interleaved(__file__, ref, n, rounds)
     rows = []
     for key in ("single_us", "batched_us", "norego_us"):
         base = [x[key] for x in got["baseline"]]

@@ -403,7 +403,7 @@ def test_the_verifier_refuses_a_hand_built_attestation_whose_signature_lies() ->
             return s.to_bytes(32, "big") if key == slice(32, 64) else bytes.__getitem__(self, key)
 
     twin = sig.model_construct(operator=sig.operator, signature=Lying(_compact(r, N - s, 55 - v)))
-    forged = att.model_construct(**{**dict(att), "signatures": [twin, att.signatures[1]]})
+    forged = att.model_construct(**{**dict(att), "signatures": (twin, att.signatures[1])})
     with pytest.raises(VerificationError) as refused:
         verifier().verify(forged, asked)
     assert isinstance(refused.value, MalformedSignature)
