@@ -9,12 +9,12 @@ Reported: thread CPU µs per op (median over rounds), and parse and verify apart
 ``--against REF``: the same ops in two child processes, one importing ``REF``'s tree and one
 this checkout's, rounds interleaved (ABAB…), medians and the median of per-round ratios.
 
-    .venv/bin/python benchmarks/bench_verify.py [--n 2000] [--rounds 9] [--against main]
+    .venv/bin/python benchmarks/bench_verify.py [--n 2000] [--rounds 9] [--quick] [--json PATH]
+    .venv/bin/python benchmarks/bench_verify.py --against main [--n 2000] [--rounds 9]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import statistics
@@ -22,12 +22,13 @@ import sys
 import time
 from typing import Any
 
-from _common import ROOT, interleaved, serve_rounds
+from _common import ROOT, emit, interleaved, machine, parser, serve_rounds
 
 _AGENT = "0x2da5bb0b8d1a3b7c5e5f8a1ac2f3d4b5e6f7a8b9"
 _TOKEN = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 _PAYEE = "0x3333333333333333333333333333333333333333"
 _CLIENT = "0x00000000000000000000000000000000000BE402"
+_PARTS = {"total_us": "parse + verify", "parse_us": "parse", "verify_us": "verify"}
 
 
 class _Bench:
@@ -112,38 +113,56 @@ def child() -> None:
     serve_rounds(bench.round)
 
 
-def against(ref: str, n: int, rounds: int) -> None:
+def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
     commit, got = interleaved(__file__, ref, n, rounds)
     print(f"baseline {ref} = {commit[:10]}; {rounds} interleaved rounds of {n} ops")
-    for key in ("total_us", "parse_us", "verify_us"):
+    rows = []
+    for key, part in _PARTS.items():
         base = [x[key] for x in got["baseline"]]
         cur = [x[key] for x in got["current"]]
-        paired = statistics.median(c / b for b, c in zip(base, cur, strict=True))
-        print(
-            f"{key:10} baseline {statistics.median(base):7.1f}  current "
-            f"{statistics.median(cur):7.1f}  ratio {statistics.median(cur) / statistics.median(base):.3f}"
-            f"  paired {paired:.3f}"
+        rows.append(
+            {
+                "part": f"CPU µs per answer ({part})",
+                "baseline": round(statistics.median(base), 1),
+                "current": round(statistics.median(cur), 1),
+                "ratio": round(statistics.median(cur) / statistics.median(base), 3),
+                "paired_ratio": round(
+                    statistics.median(c / b for b, c in zip(base, cur, strict=True)), 3
+                ),
+            }
         )
+    return rows
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    if "--child" in sys.argv:
+        child()
+        return
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--against", default=None, help="git ref to compare with (A/B)")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        child()
-    elif args.against:
-        against(args.against, args.n, args.rounds)
+    if args.quick:
+        args.n, args.rounds = 50, 2
+    started = machine()
+    if args.against:
+        rows = against(args.against, args.n, args.rounds)
+        notes = "Thread CPU per answer, medians of alternating rounds, two processes."
     else:
         sys.path.insert(0, str(ROOT))  # this checkout, not the venv's editable install
         bench = _Bench()
         bench.round(100)
-        rows = [bench.round(args.n) for _ in range(args.rounds)]
-        for key in ("total_us", "parse_us", "verify_us"):
-            print(f"{key:10} {statistics.median(r[key] for r in rows):7.1f}")
+        totals = [bench.round(args.n) for _ in range(args.rounds)]
+        rows = [
+            {
+                "part": f"CPU µs per answer ({part})",
+                "cpu_us": round(statistics.median(t[key] for t in totals), 1),
+            }
+            for key, part in _PARTS.items()
+        ]
+        notes = "Thread CPU per answer, medians of rounds, in one process."
+    emit(args.json, "verify", started, rows, notes)
 
 
 if __name__ == "__main__":
