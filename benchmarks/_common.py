@@ -21,6 +21,7 @@ import os
 import platform
 import shlex
 import signal
+import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -215,6 +216,32 @@ def serve_rounds(round_of: Any) -> None:
     print(json.dumps({"agentguard": agentguard.__file__}), flush=True)
     for line in sys.stdin:
         print(json.dumps(round_of(json.loads(line)["n"])), flush=True)
+
+
+def ab_rows(
+    ref: str, commit: str, got: dict[str, list[dict[str, float]]], labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Rows of an ``interleaved`` A/B: per figure (``labels``: key -> what it is), medians
+    of both sides, their ratio, and the median of per-round ratios."""
+    rows = []
+    for key, what in labels.items():
+        base = [x[key] for x in got["baseline"]]
+        cur = [x[key] for x in got["current"]]
+        rows.append(
+            {
+                "what": what,
+                "baseline": f"{ref} = {commit[:10]}",
+                "baseline_us": round(statistics.median(base), 1),
+                "current_us": round(statistics.median(cur), 1),
+                "ratio": round(statistics.median(cur) / statistics.median(base), 3),
+                # each round's pair ran back to back: their ratio shares the box's noise
+                "paired_ratio": round(
+                    statistics.median(c / b for b, c in zip(base, cur, strict=True)), 3
+                ),
+                "rounds": len(base),
+            }
+        )
+    return rows
 
 
 def interleaved(

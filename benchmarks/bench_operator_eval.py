@@ -30,7 +30,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import PAYEE, ROOT, TWO_CHECKS, USDC, emit, interleaved, machine, parser, serve_rounds
+from _common import (
+    PAYEE,
+    ROOT,
+    TWO_CHECKS,
+    USDC,
+    ab_rows,
+    emit,
+    interleaved,
+    machine,
+    parser,
+    serve_rounds,
+)
 
 if "--child" not in sys.argv:  # a child imports the tree its PYTHONPATH names
     sys.path.insert(0, str(ROOT))  # this checkout's agentguard, not the editable install's
@@ -171,25 +182,8 @@ def child() -> None:
 def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
     """Rounds alternate between a child on ``ref``'s tree and one on this checkout's."""
     commit, got = interleaved(__file__, ref, n, rounds)
-    rows = []
-    for key in ("single_us", "batched_us", "norego_us"):
-        base = [x[key] for x in got["baseline"]]
-        cur = [x[key] for x in got["current"]]
-        rows.append(
-            {
-                "what": f"CPU µs per evaluation ({_LABELS[key]})",
-                "baseline": f"{ref} = {commit[:10]}",
-                "baseline_us": round(statistics.median(base), 1),
-                "current_us": round(statistics.median(cur), 1),
-                "ratio": round(statistics.median(cur) / statistics.median(base), 3),
-                # each round's pair ran back to back: their ratio shares the box's noise
-                "paired_ratio": round(
-                    statistics.median(c / b for b, c in zip(base, cur, strict=True)), 3
-                ),
-                "rounds": rounds,
-            }
-        )
-    return rows
+    labels = {k: f"CPU µs per evaluation ({_LABELS[k]})" for k in _LABELS}
+    return ab_rows(ref, commit, got, labels)
 
 
 def per_call(fn: Callable[[], object], n: int) -> float:

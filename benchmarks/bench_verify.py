@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from _common import ROOT, emit, interleaved, machine, parser, serve_rounds
+from _common import ROOT, ab_rows, emit, interleaved, machine, parser, serve_rounds
 
 _AGENT = "0x2da5bb0b8d1a3b7c5e5f8a1ac2f3d4b5e6f7a8b9"
 _TOKEN = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
@@ -114,24 +114,9 @@ def child() -> None:
 
 
 def against(ref: str, n: int, rounds: int) -> list[dict[str, Any]]:
+    """Rounds alternate between a child on ``ref``'s tree and one on this checkout's."""
     commit, got = interleaved(__file__, ref, n, rounds)
-    print(f"baseline {ref} = {commit[:10]}; {rounds} interleaved rounds of {n} ops")
-    rows = []
-    for key, part in _PARTS.items():
-        base = [x[key] for x in got["baseline"]]
-        cur = [x[key] for x in got["current"]]
-        rows.append(
-            {
-                "part": f"CPU µs per answer ({part})",
-                "baseline": round(statistics.median(base), 1),
-                "current": round(statistics.median(cur), 1),
-                "ratio": round(statistics.median(cur) / statistics.median(base), 3),
-                "paired_ratio": round(
-                    statistics.median(c / b for b, c in zip(base, cur, strict=True)), 3
-                ),
-            }
-        )
-    return rows
+    return ab_rows(ref, commit, got, {k: f"CPU µs per answer ({v})" for k, v in _PARTS.items()})
 
 
 def main() -> None:
