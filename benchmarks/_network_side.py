@@ -152,14 +152,26 @@ class Side:
                     denied += att.decision != "allow"
                     signatures += len(att.signatures)
 
+            stats = self.stats()
             before = self.cpu()
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
             after = self.cpu()
+            stats = _delta(stats, self.stats())
         done = n - failed
         counts = {"n": done, "failed": failed, "denied": denied, "signatures": signatures}
-        return counts | {"elapsed_s": elapsed} | _cpu(before, after)
+        return counts | {"elapsed_s": elapsed, "gateway_stats": stats} | _cpu(before, after)
+
+    def stats(self) -> dict[str, Any] | None:
+        """The gateway's counts (``agentguard_gatewayStats``: tasks, operator evaluations,
+        widenings by reason), or ``None`` from a tree without them."""
+        assert self.net is not None
+        try:
+            found: dict[str, Any] = self.net._admin("agentguard_gatewayStats", {})
+        except Exception:  # an older gateway: no such method
+            return None
+        return found
 
     async def soak(self, n: int, connections: int) -> dict[str, Any]:
         """``n`` authorizations of client 0 by the lean driver over ``connections`` keep-alive
@@ -217,6 +229,15 @@ def _cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
         "cpu_client_s": split["client"],
         "cpu_network_s": sum(v for role, v in split.items() if role != "client"),
         "cpu_s": split,
+    }
+
+
+def _delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``after`` less ``before``, member by member (nested counts too)."""
+    if before is None or after is None:
+        return None
+    return {
+        k: _delta(before[k], v) if isinstance(v, dict) else v - before[k] for k, v in after.items()
     }
 
 

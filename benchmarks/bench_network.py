@@ -206,6 +206,18 @@ class Figures:
         ]
         return {role: 1000 * s / a["n"] for role, s in a["cpu_s"].items()}
 
+    def per_task(self, figure: str, scale: int = 1) -> float | None:
+        """The gateway's count of ``figure`` per task under load, over every round (a sum of
+        reasons for ``widened``), or ``None`` from a tree that does not count it."""
+        stats = [a.get("gateway_stats") for a in self.loaded]
+        if not stats or any(not s for s in stats):
+            return None
+        tasks = sum(s["tasks"] for s in stats)
+        count = sum(
+            sum(s[figure].values()) if isinstance(s[figure], dict) else s[figure] for s in stats
+        )
+        return round(scale * count / tasks, 3) if tasks else None
+
     def summary(self) -> dict[str, float | int | None]:
         def med(xs: list[float]) -> float | None:
             return round(statistics.median(xs), 3) if xs else None
@@ -229,6 +241,8 @@ class Figures:
             "signatures per attestation": (
                 round(sum(a["signatures"] for a in self.loaded) / answered, 2) if answered else None
             ),
+            "operator evaluations per authorization": self.per_task("evaluations"),
+            "tasks widened past the quorum asked first (%)": self.per_task("widened", 100),
             "client verification per attestation (ms)": med(self.verify_ms),
             "concurrent requests that failed (timeouts)": self.failed,
         }

@@ -160,6 +160,7 @@ class LinkQueue:
         self._queue: deque[_Job] = deque()
         self._flying: set[_Job] = set()  # the tasks of the messages being sent, not yet settled
         self._sending: set[asyncio.Future[None]] = set()
+        self.sent = 0  # evaluations asked of the operator (a host's call: one, for its keys)
 
     def submit(
         self,
@@ -184,10 +185,12 @@ class LinkQueue:
             and bodies.registration_hash in link.has_registration
         ):
             self._busy += 1
+            self.sent += 1
             call = loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
             call.add_done_callback(self._sent)
             return call
         if not _fits(bodies):  # alone, without holding back the queue behind it
+            self.sent += 1
             return loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
         job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future(), asked)
         self._queue.append(job)
@@ -276,6 +279,7 @@ class LinkQueue:
         if job.future.done():  # its waiter gave up
             return
         timeout = max(0.001, job.deadline - asyncio.get_running_loop().time())
+        self.sent += 1
         try:
             outcome = await _direct(self.link, job.code_hash, job.bodies, timeout, job.asked)
         except Exception as exc:  # ``OperatorFailure``, or a bug ``FanOut`` reports as internal
@@ -285,6 +289,7 @@ class LinkQueue:
     async def _batch(self, jobs: list[_Job]) -> None:
         body = self._prefix + b"},{".join(job.params for job in jobs) + _SUFFIX
         timeout = max(0.001, max(j.deadline for j in jobs) - asyncio.get_running_loop().time())
+        self.sent += len(jobs)
         try:
             answers = await self._post(body, timeout)
         except _Unsupported:

@@ -50,6 +50,9 @@ async def dispatch(
         return _audit.tasks(gateway.state, key, params)
     if method == "agentguard_policyVersion":
         return _audit.policy_version(gateway.state, key, params)
+    if method == "agentguard_gatewayStats":
+        require_admin(key)
+        return gateway.operators.stats()
     if method == "agentguard_registerPolicyClient":
         require_admin(key)
         result = gateway.register(params)

@@ -219,6 +219,9 @@ class FanOut:
         self._rotation = 0
         self._latency = 0.0  # moving average of time-to-quorum, seconds
         self._background: set[asyncio.Future[Any]] = set()
+        self.tasks = 0  # tasks fanned out
+        # why tasks were widened past the operators asked first, by reason
+        self.widened = {"failure": 0, "disagreement": 0, "tier": 0, "slow": 0}
         # each link's queue, one per connection (an operator's own, or a host's, shared by
         # its keys): the tasks waiting for it go together (``_batching``)
         self._queues: dict[int, LinkQueue] = {}
@@ -232,6 +235,16 @@ class FanOut:
     def hedge_delay(self) -> float:
         """How long a quorum may take before the remaining operators are asked too."""
         return max(HEDGE_MIN, 3 * self._latency) if self._latency else HEDGE_MIN
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since start, for an operator of the network (admin only): tasks, the
+        evaluations asked of operators for them (a host's call for several keys is one), and
+        how often a task was widened past the operators asked first, by reason."""
+        return {
+            "tasks": self.tasks,
+            "evaluations": sum(queue.sent for queue in set(self._queues.values())),
+            "widened": dict(self.widened),
+        }
 
     def _observe_latency(self, seconds: float) -> None:
         self._latency = seconds if not self._latency else 0.9 * self._latency + 0.1 * seconds
@@ -279,6 +292,7 @@ class FanOut:
         needed = -(-total * task.percentage // 100)
         start = self._rotation % total
         self._rotation += 1
+        self.tasks += 1
         waiting = self.links[start:] + self.links[:start]
         # each call and the operators it asks: one, or several keys of one host
         calls: dict[asyncio.Future[Any], list[OperatorLink]] = {}
@@ -357,9 +371,17 @@ class FanOut:
                         winner = decision
                         self._observe_latency(loop.time() - started)
             if winner is None and waiting:
-                if len(votes) > 1 or loop.time() >= hedge_at or any(map(_elevated, votes)):
-                    widen = len(waiting)  # disagreement, slowness, a higher tier: ask everyone
-                if widen:
+                reason = "failure" if widen else None
+                if len(votes) > 1:
+                    reason = "disagreement"
+                elif any(map(_elevated, votes)):
+                    reason = "tier"
+                elif loop.time() >= hedge_at:
+                    reason = "slow"
+                if reason is not None:
+                    if reason != "failure":  # disagreement, a higher tier, slowness: everyone
+                        widen = len(waiting)
+                    self.widened[reason] += 1
                     launch(widen)
         for call in pending:
             if winner is None:
