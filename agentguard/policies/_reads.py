@@ -41,6 +41,11 @@ _TOKEN = re.compile(
 # line ends other than \n and \r\n: a comment rego-cpp ends there would hide code from us
 _ODD_BREAKS = re.compile("\r(?!\n)|[\x00\x0b\x0c\x85\u2028\u2029]")
 _OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
+# what may stand before ``object.get`` outside brackets in an expression (not a rule head)
+_BEFORE_EXPR = frozenset(
+    {"if", "not", "in", "contains", ":=", "=", "==", "!=", "<", ">", "<=", ">=", ","}
+    | {"+", "-", "*", "/", "%", "&", "|"}
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class _Tok:
     start: int
     end: int
     depth: int  # brackets open before it
+    first: bool  # the first token on its line
 
 
 def _tokens(source: str) -> list[_Tok] | None:
@@ -57,7 +63,7 @@ def _tokens(source: str) -> list[_Tok] | None:
     if _ODD_BREAKS.search(source):
         return None
     found: list[_Tok] = []
-    pos, depth = 0, 0
+    pos, depth, first = 0, 0, True
     while pos < len(source):
         m = _TOKEN.match(source, pos)
         if m is None:
@@ -66,9 +72,11 @@ def _tokens(source: str) -> list[_Tok] | None:
         if kind not in ("ws", "comment"):
             if text in _CLOSE:
                 depth -= 1
-            found.append(_Tok(kind, text, m.start(), m.end(), depth))
+            found.append(_Tok(kind, text, m.start(), m.end(), depth, first))
             if text in _OPEN:
                 depth += 1
+            first = False
+        first = first or "\n" in text
         pos = m.end()
     return found
 
@@ -130,15 +138,24 @@ def _check_package(toks: list[_Tok]) -> None:
             raise _Everything
 
 
+def _may_define_object(toks: list[_Tok], i: int, statement: str) -> bool:
+    """Whether ``object`` at ``toks[i]`` could name something of the policy's (an import, a
+    package, a rule head, a variable) that ``object.get`` would then call."""
+    tok = toks[i]
+    if statement in ("import", "package") or i + 1 >= len(toks) or toks[i + 1].text != ".":
+        return True
+    return tok.depth == 0 and (tok.first or toks[i - 1].text not in _BEFORE_EXPR)
+
+
 def _module(toks: list[_Tok], inputs: set[str], wasm: set[str]) -> None:
     _check_package(toks)
+    statement = ""  # the first token of the line
     for i, tok in enumerate(toks):
+        statement = tok.text if tok.first else statement
+        if tok.text == "object" and _may_define_object(toks, i, statement):
+            raise _Everything
         if tok.kind != "ident" or (i and toks[i - 1].text == "." and toks[i - 1].end == tok.start):
             continue  # a field of something else (``x.input``)
-        if tok.text == "object" and (
-            tok.depth == 0 or i + 1 >= len(toks) or toks[i + 1].text != "."
-        ):
-            raise _Everything  # a name that could make ``object.get`` someone's function
         if tok.text == "input":
             got = _object_get_key(toks, i)
             key = got if got is not None else _key(toks, i)[0]
