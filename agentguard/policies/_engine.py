@@ -489,6 +489,9 @@ def _compile(
         ) from None
     if not bundle.ok():
         raise PolicyEngineError(f"policy {policy.name!r} does not compile")
+    # the engine's module reads data.<entrypoint> and its package's rules: in package wasm,
+    # wasm keys no policy module names
+    prune = prune and segments[0] != "wasm"
     return _Compiled(interpreter, bundle, reads(policy.modules.values()) if prune else None)
 
 

@@ -121,21 +121,42 @@ def _object_get_key(toks: list[_Tok], i: int) -> str | None:
     return _literal(toks[i + 2])
 
 
-def _check_package(toks: list[_Tok]) -> None:
-    """Every ``package`` is a dotted name outside ``wasm`` (whose rules read ``data.wasm``
-    by bare names; ``_engine`` refuses such modules too)."""
+def _check_statements(toks: list[_Tok]) -> None:
+    """Every ``package`` and ``import`` is a plain path (``_path``), and no package lies in
+    ``data``, ``input`` or ``wasm`` (whose rules read ``data.wasm`` by bare names; ``_engine``
+    refuses such modules too)."""
     for i, tok in enumerate(toks):
-        if tok.text != "package":
-            continue
-        if i and toks[i - 1].text == ".":
+        if tok.text not in ("package", "import") or (i and toks[i - 1].text == "."):
             continue  # a field named package
-        path = [toks[i + 1].text] if i + 1 < len(toks) and toks[i + 1].kind == "ident" else []
-        j = i + 2
-        while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
-            path.append(toks[j + 1].text)
-            j += 2
-        if not path or path[0] in ("data", "wasm", "input"):
+        end = i + 1
+        while end < len(toks) and not toks[end].first:
+            end += 1
+        path = _path(toks[i + 1 : end], tok.text == "import")
+        if tok.text == "package" and path[0] in ("data", "wasm", "input"):
             raise _Everything
+
+
+def _path(toks: list[_Tok], imported: bool) -> list[str]:
+    """The names of a statement's path: ``a.b.c``; an import may also take ``["key"]``
+    segments and ``as name``. A string segment could name ``object`` unseen
+    (``package t["object"]`` makes ``object.get`` in package t the policy's own function), so
+    a package takes none and an import none that spells ``object`` or holds an escape."""
+    if imported and len(toks) > 2 and toks[-2].text == "as" and toks[-1].kind == "ident":
+        toks = toks[:-2]
+    if not toks or toks[0].kind != "ident":
+        raise _Everything
+    names, j = [toks[0].text], 1
+    while j < len(toks):
+        if toks[j].text == "." and j + 1 < len(toks) and toks[j + 1].kind == "ident":
+            names.append(toks[j + 1].text)
+            j += 2
+            continue
+        key = _literal(toks[j + 1]) if imported and j + 2 < len(toks) else None
+        if toks[j].text != "[" or key in (None, "object") or toks[j + 2].text != "]":
+            raise _Everything
+        names.append(key)
+        j += 3
+    return names
 
 
 def _may_define_object(toks: list[_Tok], i: int, statement: str) -> bool:
@@ -148,7 +169,7 @@ def _may_define_object(toks: list[_Tok], i: int, statement: str) -> bool:
 
 
 def _module(toks: list[_Tok], inputs: set[str], wasm: set[str]) -> None:
-    _check_package(toks)
+    _check_statements(toks)
     statement = ""  # the first token of the line
     for i, tok in enumerate(toks):
         statement = tok.text if tok.first else statement

@@ -335,3 +335,59 @@ def test_a_policy_reading_an_absent_wasm_key_sees_it_undefined() -> None:
     for engine in (PolicyEngine(), PolicyEngine(prune=False)):
         result = engine.evaluate(policy, input=intent.parsed(), params={}, wasm=wasm_for(intent))
         assert result.decision == "allow" and result.reasons == ()
+
+
+# A package or import path with a string segment names ``object`` where no ``object`` token
+# shows: ``object.get`` in package t then calls the policy's ``data.t.object.get``, which may
+# read any key (here ``secret``), not the builtin that reads only its literal key.
+_SHADOWS = [
+    ('package t["object"]\nimport rego.v1\n', ""),
+    ("package t [ `object` ]\nimport rego.v1\n", ""),
+    ('package lib["object"]\nimport rego.v1\n', 'import data.lib["object"]\n'),
+    ('package lib["object"]\nimport rego.v1\n', 'import data.lib[ "object" ] as object\n'),
+]
+
+
+@pytest.mark.parametrize(("package", "imports"), _SHADOWS)
+def test_object_get_named_through_a_string_segment_reads_everything(
+    package: str, imports: str
+) -> None:
+    policy = Policy(
+        name="shadow",
+        entrypoint="t.allow",
+        modules={
+            "a.rego": f'{_HEAD}{imports}allow if object.get(input, "to", 0) == "s"\n',
+            "b.rego": f"{package}get(o, k, d) := o.secret\n",
+        },
+    )
+    assert reads(policy.modules.values()) is None
+    document = {"input": {"to": "x", "secret": "s"}, "params": {}, "wasm": {}}
+    assert PolicyEngine().evaluate(policy, **copy.deepcopy(document)).decision == "allow"
+    assert PolicyEngine(prune=False).evaluate(policy, **document).decision == "allow"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        'package t["x"]',
+        "package t[`x`]",
+        'import data.lib["obj\\u0065ct"]',
+        "import data.x[0]",
+        'package t.x\nimport rego.v1\nimport data.y["object"] as w',
+        "import data.y[`x`].z as",
+    ],
+)
+def test_a_package_or_import_with_more_than_names_reads_everything(statement: str) -> None:
+    assert reads([f"{statement}\nallow if input.to\n"]) is None
+
+
+def test_an_entrypoint_in_package_wasm_reads_everything() -> None:
+    """The engine's own module reads ``data.<entrypoint>`` (and the package's reasons): with
+    the entrypoint in ``wasm`` that is a wasm key no policy module names."""
+    policy = Policy(
+        name="w", entrypoint="wasm.approved", modules={"t.rego": _HEAD + "allow if input.to\n"}
+    )
+    kwargs = {"input": {"to": "x"}, "params": {}, "wasm": {"approved": True, "reasons": ["r"]}}
+    for engine in (PolicyEngine(), PolicyEngine(prune=False)):
+        got = engine.evaluate(policy, **copy.deepcopy(kwargs))
+        assert (got.decision, got.reasons) == ("allow", ("r",))
