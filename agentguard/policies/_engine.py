@@ -221,6 +221,7 @@ def _string_node(handle: int, text: str) -> int:
 
 
 _STRING_KEYS = "policy documents need string keys"
+_SURROGATES = "policy documents must be text without lone surrogates"
 
 
 def _too_big(val: int) -> PolicyEngineError:
@@ -377,11 +378,17 @@ class PolicyEngine:
         (an operator computes it once per registration), so it is not rebuilt per call."""
         extra = tuple(sorted(wasm.keys() - _KNOWN_WASM_SET))
         document = {**input, _WASM_KEY: wasm}
-        if params_json is None:
-            params_json = canonical_json({"params": params})
+        try:  # text with a lone surrogate has no UTF-8 form (for rego-cpp, for the hash)
+            if params_json is None:
+                params_json = canonical_json({"params": params})
+        except UnicodeEncodeError:
+            raise PolicyEngineError(_SURROGATES) from None
         with self._lock:
-            compiled = self._get(policy, params_json, extra)
-            _set_input(compiled.interpreter, document, compiled.reads)
+            try:
+                compiled = self._get(policy, params_json, extra)
+                _set_input(compiled.interpreter, document, compiled.reads)
+            except UnicodeEncodeError:
+                raise PolicyEngineError(_SURROGATES) from None
             try:  # regopy raises its own untyped error when rego-cpp gives no output
                 output = _rs.rego_bundle_query_entrypoint(
                     compiled.interpreter._impl, compiled.bundle._impl, _RESULT

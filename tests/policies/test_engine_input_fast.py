@@ -264,3 +264,35 @@ def test_a_pruned_document_builds_the_kept_keys_tree_or_the_same_refusal() -> No
         outcomes.add(new[0] if new[0] == "built" else new[2][:30])
     assert "built" in outcomes
     assert len(outcomes) >= 5, outcomes
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["input key", "input value", "pruned input value", "wasm key", "wasm value", "params"],
+)
+@pytest.mark.parametrize("prune", [True, False])
+def test_a_lone_surrogate_anywhere_is_a_policy_engine_error(where: str, prune: bool) -> None:
+    """Text with a lone surrogate has no UTF-8 form; the operator must see its typed refusal,
+    whether or not the policy reads the key that holds it."""
+    policy = load("tx_cap")
+    intent = erc20(5)
+    kwargs: dict[str, Any] = {
+        "input": intent.parsed(),
+        "params": {"max_per_tx": {USDC.lower(): "1"}},
+        "wasm": wasm_for(intent),
+    }
+    bad = "\udc80"
+    if where == "input key":
+        kwargs["input"][bad] = 1
+    elif where == "input value":
+        kwargs["input"]["to"] = bad
+    elif where == "pruned input value":
+        kwargs["input"]["unread"] = {"a": [bad]}
+    elif where == "wasm key":
+        kwargs["wasm"][bad] = 1
+    elif where == "wasm value":
+        kwargs["wasm"]["history"] = {"60": {bad: "1"}}
+    else:
+        kwargs["params"]["max_per_tx"][bad] = "1"
+    with pytest.raises(PolicyEngineError, match="lone surrogates"):
+        PolicyEngine(prune=prune).evaluate(policy, **kwargs)
