@@ -95,9 +95,11 @@ _RESULT = f"{_EVAL_PACKAGE}/result"
 _KNOWN_WASM_KEYS = ("approved", "history", "intent_hash", "now", "spend", "x402")
 _KNOWN_WASM_SET = frozenset(_KNOWN_WASM_KEYS)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+# a wasm key names a rule of package wasm: no keyword, nor a root document (a rule named data
+# aborts the whole process inside rego-cpp 1.5.2)
 _REGO_KEYWORDS = frozenset(
     {"as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null"}
-    | {"package", "some", "true", "with"}
+    | {"package", "some", "true", "with", "data", "input"}
 )
 # rego-cpp's output printer does not escape quotes inside strings built at runtime, so reasons
 # travel base64-encoded; the entrypoint's value is reduced to a kind so nothing else is printed.

@@ -296,3 +296,13 @@ def test_a_lone_surrogate_anywhere_is_a_policy_engine_error(where: str, prune: b
         kwargs["params"]["max_per_tx"][bad] = "1"
     with pytest.raises(PolicyEngineError, match="lone surrogates"):
         PolicyEngine(prune=prune).evaluate(policy, **kwargs)
+
+
+@pytest.mark.parametrize("key", ["data", "input"])
+def test_a_wasm_key_naming_a_root_document_is_refused(key: str) -> None:
+    """A generated ``data := ...`` rule in package wasm aborts the process in rego-cpp
+    (``shape rego-rule has no field rego-baseobject``): refused before it is compiled."""
+    intent = erc20(5)
+    wasm = {**wasm_for(intent), key: 1}
+    with pytest.raises(PolicyEngineError, match="not a Rego identifier"):
+        PolicyEngine().evaluate(load("tx_cap"), input=intent.parsed(), params={}, wasm=wasm)
