@@ -168,6 +168,11 @@ def _may_define_object(toks: list[_Tok], i: int, statement: str) -> bool:
     return tok.depth == 0 and (tok.first or toks[i - 1].text not in _BEFORE_EXPR)
 
 
+def _segment(toks: list[_Tok], i: int) -> bool:
+    """Whether ``toks[i]`` is a path segment: ``[`` before it and ``]`` after."""
+    return 0 < i < len(toks) - 1 and toks[i - 1].text == "[" and toks[i + 1].text == "]"
+
+
 def _module(toks: list[_Tok], inputs: set[str], wasm: set[str]) -> None:
     _check_statements(toks)
     statement = ""  # the first token of the line
@@ -175,6 +180,12 @@ def _module(toks: list[_Tok], inputs: set[str], wasm: set[str]) -> None:
         statement = tok.text if tok.first else statement
         if tok.text == "object" and _may_define_object(toks, i, statement):
             raise _Everything
+        if (
+            tok.kind in ("string", "raw")
+            and _segment(toks, i)
+            and _literal(tok) in (None, "object")
+        ):
+            raise _Everything  # t["object"].get(...) := defines an object.get (``_path``)
         if tok.kind != "ident" or (i and toks[i - 1].text == "." and toks[i - 1].end == tok.start):
             continue  # a field of something else (``x.input``)
         if tok.text == "input":

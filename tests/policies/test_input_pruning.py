@@ -337,14 +337,17 @@ def test_a_policy_reading_an_absent_wasm_key_sees_it_undefined() -> None:
         assert result.decision == "allow" and result.reasons == ()
 
 
-# A package or import path with a string segment names ``object`` where no ``object`` token
-# shows: ``object.get`` in package t then calls the policy's ``data.t.object.get``, which may
+# A path with a string segment names ``object`` where no ``object`` token shows:
+# ``object.get`` in package a.t then calls the policy's ``data.a.t.object.get``, which may
 # read any key (here ``secret``), not the builtin that reads only its literal key.
 _SHADOWS = [
-    ('package t["object"]\nimport rego.v1\n', ""),
-    ("package t [ `object` ]\nimport rego.v1\n", ""),
+    ('package a.t["object"]\nimport rego.v1\n', ""),
+    ("package a.t [ `object` ]\nimport rego.v1\n", ""),
     ('package lib["object"]\nimport rego.v1\n', 'import data.lib["object"]\n'),
     ('package lib["object"]\nimport rego.v1\n', 'import data.lib[ "object" ] as object\n'),
+    ('package a\nimport rego.v1\nt["object"].', ""),  # a rule head's path
+    ('package a\nimport rego.v1\nt[`object`]["get"]', ""),
+    ('package a\nimport rego.v1\nt[ "object" ].', ""),
 ]
 
 
@@ -352,12 +355,14 @@ _SHADOWS = [
 def test_object_get_named_through_a_string_segment_reads_everything(
     package: str, imports: str
 ) -> None:
+    head = "get" if package.endswith(("\n", ".")) else ""
     policy = Policy(
         name="shadow",
-        entrypoint="t.allow",
+        entrypoint="a.t.allow",
         modules={
-            "a.rego": f'{_HEAD}{imports}allow if object.get(input, "to", 0) == "s"\n',
-            "b.rego": f"{package}get(o, k, d) := o.secret\n",
+            "a.rego": "package a.t\nimport rego.v1\n"
+            f'{imports}allow if object.get(input, "to", 0) == "s"\n',
+            "b.rego": f"{package}{head}(o, k, d) := o.secret\n",
         },
     )
     assert reads(policy.modules.values()) is None
