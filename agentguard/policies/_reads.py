@@ -5,7 +5,9 @@ operator's input holds keys no bundled policy reads (``function``, ``intent_hash
 engine pushes only the keys this analysis names, so it must never miss one: any reference to
 ``input`` or ``data`` other than a literal key path (bare ``input``, ``input[x]``, ``walk(data)``,
 ``data.wasm`` alone, a package or name it cannot place, a character it does not know) makes it
-answer ``None``, "everything", and the engine pushes the whole document as before.
+answer ``None``, "everything", and the engine pushes the whole document as before. So does any
+way the policy could define its own ``object.get`` (whose builtin reads one literal key),
+including string path segments: ``package t["object"]``, a rule head ``t["object"].get(...)``.
 
 Works on tokens, not raw text: strings (with only JSON escapes), raw strings and comments are
 skipped, so ``"input"`` or ``# input[x]`` neither count nor hide code.
