@@ -245,7 +245,9 @@ def split(n: int, rounds: int) -> list[dict[str, Any]]:
         "policy_input (from_wire + parsed + wasm checks)": each(
             lambda p: op.policy_input(p["intent"], p["wasm"])
         ),
-        "_set_input (the input document)": lambda: _set_input(compiled.interpreter, document),
+        "_set_input (the input document)": lambda: _set_input(
+            compiled.interpreter, document, compiled.reads
+        ),
         "rego query alone (input set)": query,
         "engine.evaluate (set_input + query + decide)": lambda: engine.evaluate(
             policy,

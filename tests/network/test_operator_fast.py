@@ -17,7 +17,7 @@ import agentguard._intent as intent_module
 from agentguard._exceptions import IntentError
 from agentguard._intent import TransactionIntent
 from agentguard._json import strict_loads
-from agentguard.network._rpc import INVALID_PARAMS, RPCError
+from agentguard.network._rpc import INVALID_PARAMS, POLICY_EVALUATION_ERROR, RPCError
 from agentguard.network.operator import Operator
 from agentguard.network.registry import Registry
 from agentguard.policies._engine import Evaluation, PolicyEngine
@@ -202,6 +202,24 @@ def test_huge_integers_in_the_policy_input_are_refused() -> None:
     with pytest.raises(RPCError) as refused:
         _operator().evaluate_and_sign(body)
     assert "does not fit in 64 bits" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "where", [("history", "60", "note"), ("history", "\udc80"), ("history", "60", "spent")]
+)
+def test_a_lone_surrogate_in_the_policy_input_is_a_policy_error(where: tuple[str, ...]) -> None:
+    """``policy_input`` does not read ``history`` deeply, and text with a lone surrogate has no
+    UTF-8 form: the operator answers with its typed policy error, not an encoder's exception."""
+    body = request()
+    *path, last = where
+    node = body["wasm"]
+    for key in path:
+        node = node[key]
+    node[last] = {"\ud800": "1"} if last == "spent" else "\ud800"
+    with pytest.raises(RPCError) as refused:
+        _operator().evaluate_and_sign(body)
+    assert refused.value.code == POLICY_EVALUATION_ERROR
+    assert "lone surrogate" in refused.value.message
 
 
 def _seeded_request(rng: random.Random) -> dict[str, Any]:

@@ -10,6 +10,7 @@ cache is pinned too: an engine that remembers outputs answers what a fresh one a
 from __future__ import annotations
 
 import ctypes
+import functools
 import random
 import types
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from regopy.rego_shared import rego_node_json
 
 from agentguard.policies import _engine, load
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+from agentguard.policies._reads import Reads
 from agentguard.policies._testkit import USDC, erc20, wasm_for
 
 _lib = ctypes.CDLL(_engine._lib._name)  # its own prototypes: regopy's stay untouched
@@ -233,3 +235,74 @@ def test_rego_cpp_giving_no_output_is_a_policy_engine_error(
     monkeypatch.setattr(_engine._rs, "rego_bundle_query_entrypoint", no_output)
     with pytest.raises(PolicyEngineError, match="failed to evaluate"):
         engine.evaluate(policy, input=intent.parsed(), params=params, wasm=wasm_for(intent))
+
+
+def _pruned(handle: int, document: Any, only: Reads) -> int:
+    return _engine._pruned(handle, document, only.input, only)
+
+
+def test_a_pruned_document_builds_the_kept_keys_tree_or_the_same_refusal() -> None:
+    """``_pruned`` (the input keys a policy reads, ``_reads``) against ``_node``: the very tree
+    ``_node`` builds of the document holding only the kept keys, and a refusal exactly when
+    the whole document is refused, with the same error (the keys left out are still checked,
+    in order)."""
+    rng = random.Random(20261203)
+    outcomes = set()
+    for _ in range(2000):
+        document = {f"f{i}": _value(rng, 0) for i in range(rng.randrange(0, 6))}
+        wasm = {f"w{i}": _value(rng, 1) for i in range(rng.randrange(0, 4))}
+        document[_engine._WASM_KEY] = wasm
+        reads = Reads(
+            frozenset(rng.sample([*document, "f9"], rng.randrange(0, len(document) + 2))),
+            frozenset(rng.sample([*wasm, "w9"], rng.randrange(0, len(wasm) + 2))),
+        )
+        kept = {k: v for k, v in document.items() if k in reads.input}
+        kept[_engine._WASM_KEY] = {k: v for k, v in wasm.items() if k in reads.wasm}
+        whole = _built(_engine._node, document)
+        new = _built(functools.partial(_pruned, only=reads), document)
+        assert new == (whole if whole[0] == "refused" else _built(_engine._node, kept)), reads
+        outcomes.add(new[0] if new[0] == "built" else new[2][:30])
+    assert "built" in outcomes
+    assert len(outcomes) >= 5, outcomes
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["input key", "input value", "pruned input value", "wasm key", "wasm value", "params"],
+)
+@pytest.mark.parametrize("prune", [True, False])
+def test_a_lone_surrogate_anywhere_is_a_policy_engine_error(where: str, prune: bool) -> None:
+    """Text with a lone surrogate has no UTF-8 form; the operator must see its typed refusal,
+    whether or not the policy reads the key that holds it."""
+    policy = load("tx_cap")
+    intent = erc20(5)
+    kwargs: dict[str, Any] = {
+        "input": intent.parsed(),
+        "params": {"max_per_tx": {USDC.lower(): "1"}},
+        "wasm": wasm_for(intent),
+    }
+    bad = "\udc80"
+    if where == "input key":
+        kwargs["input"][bad] = 1
+    elif where == "input value":
+        kwargs["input"]["to"] = bad
+    elif where == "pruned input value":
+        kwargs["input"]["unread"] = {"a": [bad]}
+    elif where == "wasm key":
+        kwargs["wasm"][bad] = 1
+    elif where == "wasm value":
+        kwargs["wasm"]["history"] = {"60": {bad: "1"}}
+    else:
+        kwargs["params"]["max_per_tx"][bad] = "1"
+    with pytest.raises(PolicyEngineError, match="lone surrogates"):
+        PolicyEngine(prune=prune).evaluate(policy, **kwargs)
+
+
+@pytest.mark.parametrize("key", ["data", "input"])
+def test_a_wasm_key_naming_a_root_document_is_refused(key: str) -> None:
+    """A generated ``data := ...`` rule in package wasm aborts the process in rego-cpp
+    (``shape rego-rule has no field rego-baseobject``): refused before it is compiled."""
+    intent = erc20(5)
+    wasm = {**wasm_for(intent), key: 1}
+    with pytest.raises(PolicyEngineError, match="not a Rego identifier"):
+        PolicyEngine().evaluate(load("tx_cap"), input=intent.parsed(), params={}, wasm=wasm)
