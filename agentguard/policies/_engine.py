@@ -47,21 +47,21 @@ the way it is:
 * Strings built at runtime are printed unescaped in query output, and ``sprintf("%s")`` of a
   string returned by ``lower``/``format_int`` comes out wrapped in quotes; policies build messages
   with ``concat``, and this module never parses a policy-made string out of the printed JSON.
-* Cost is per operation (each rule, builtin or function call is tens of µs, ``regex.match``
-  about 100 µs), so policies test their params key first and avoid helper functions on hot
-  paths; building the input document node by node through ctypes is the other big cost.
-  Measured for an operator's input (about 120 pushes): the Python walk is now a small part
-  of it; each push costs about 1.2 µs, mostly inside rego-cpp (cffi calls cost the same),
-  and ``regoSetInput`` about 70 µs more. ``regoSetInputJSON``/``regoSetInputTerm`` with the
-  same document as text cost about three times as much. Only fewer nodes help: so each
-  compile derives from the modules' tokens which top-level ``input`` and ``data.wasm`` keys
-  they can read (``_reads``; any other reference to ``input`` or ``data``, such as bare
-  ``input``, ``input[x]`` or ``data.wasm`` alone, means all of them), and only those are pushed;
-  the others are still checked as if pushed, so the same documents fail. An unread key is
-  absent either way, and so is an unsent one: each generated wasm rule is then undefined.
-  For agent_spend (two checks) that is 43 pushes instead of 83, about 46 µs of an operator's
-  ~620 µs. Nested objects are not cut: the keys a policy reads it reads whole (``spend``), or
-  by a key its params choose (``history``), which the gateway already sends only for them.
+* Cost is per operation (each rule, builtin or function call is tens of µs, ``regex.match`` about
+  100 µs), so policies test their params key first and avoid helper functions on hot paths;
+  building the input document node by node through ctypes is the other big cost. Measured for an
+  operator's input (83 pushes for agent_spend's, uncut): the Python walk is now a small part of
+  it; each push costs about 1.2 µs, mostly inside rego-cpp (cffi calls cost the same), and
+  ``regoSetInput`` about 70 µs more. ``regoSetInputJSON`` or ``regoSetInputTerm`` with the same
+  document as text cost about three times as much. Only fewer nodes help: so each compile derives
+  from the modules' tokens which top-level ``input`` and ``data.wasm`` keys they can read
+  (``_reads``; any other reference to ``input`` or ``data``, such as bare ``input``, ``input[x]``
+  or ``data.wasm`` alone, means all of them), and only those are pushed; the others are still
+  checked as if pushed, so the same documents fail. An unread key is absent either way, and so is
+  an unsent one: each generated wasm rule is then undefined. For agent_spend (two checks) that is
+  43 pushes instead of 83, about 46 µs of an operator's ~620 µs. Nested objects are not cut: the
+  keys a policy reads it reads whole (``spend``), or by a key its params choose (``history``),
+  which the gateway already sends only for them.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def _node(handle: int, val: Any) -> int:
 
     Written for the shapes an operator's input has (objects of strings, nested objects):
     string values and keys are pushed inline, not through a recursive call per string (about
-    half of the 120 pushes of an operator's input are strings).
+    half of the pushes of an operator's input are strings).
     """
     kind = type(val)
     if kind is dict or (kind is not str and isinstance(val, Mapping)):
