@@ -8,7 +8,7 @@ the way it is:
   (compiled plan + base documents) that any ``Interpreter`` can run again and again with
   ``query_bundle_entrypoint``; only that is fast enough for an authorization measured in
   milliseconds. A bundled query then costs a few hundred µs (agent_spend with two checks about
-  a quarter of a millisecond, with all thirteen keys about five times that; current figures in
+  0.2 ms, with all thirteen keys about 1.3 ms; current figures in
   ``docs/performance.md``, from ``benchmarks/bench_policy.py``), and building the input
   document costs about as much again (below).
 * A bundle carries the data it was built with and ignores the running interpreter's data, and
@@ -29,8 +29,9 @@ the way it is:
   param makes a check's body undefined, which would pass it.
 * Allow, ``reasons`` and ``approval_required`` are read in one query through a generated
   ``__agentguard_eval__.result`` rule (each wrapped so that an undefined rule is visible as such).
-  A query also pays a floor that grows with the bundle, not the input (a one-value query: about
-  8 µs on a one-rule bundle, about 32 µs on agent_spend's), so one query beats several.
+  A query also pays a floor that grows with the bundle's code, reached or not, not the input
+  (a one-value query: about 8 µs on a one-rule bundle, about 32 µs on agent_spend's; 50
+  unreached rules of ten expressions add about 100 µs), so one query beats several.
 * A bundle is immutable once built; its interpreter holds only the input, which ``set_input``
   replaces on every call, so state never carries from one evaluation to the next (tested).
 * regopy calls rego-cpp through ``ctypes.CDLL``, which releases the GIL; ``set_input`` then
