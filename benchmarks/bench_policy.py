@@ -21,12 +21,18 @@ import functools
 import json
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import regopy
 from _common import FULL_13, ROOT, TWO_CHECKS, emit, machine, parser
+
+# this checkout's agentguard, not the editable install's (a worktree's .venv is main's: without
+# this, "new" was main's Rego, and --against main compared main with itself)
+sys.path.insert(0, str(ROOT))
+
+import regopy
 from regopy import rego_shared as _rs
 
 from agentguard.policies import Policy, bundled, load

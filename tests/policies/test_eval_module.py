@@ -1,15 +1,18 @@
 """The engine's generated result rule (``_engine._EVAL_MODULE``) against the one it replaced.
 
-The reference below is the previous module, verbatim (one rule per case, every body tried).
-On seeded random policies whose entrypoint, ``reasons``, ``approval_required`` and ``tier``
-take every kind of value (undefined, booleans, strings with quotes and unicode, numbers, sets
-of mixed kinds, arrays, objects, null, conflicting rules) and whose rules depend on the
-input, both print the very same query output and the engine decides the same
-``Evaluation``, or both refuse with the same error; the bundled agent_spend too.
+The reference below is an earlier module, verbatim (one rule per case, every body tried,
+the result an object). On seeded random policies whose entrypoint, ``reasons``,
+``approval_required`` and ``tier`` take every kind of value (undefined, booleans, strings with
+quotes and unicode, numbers, sets of mixed kinds, arrays, objects, null, conflicting rules)
+and whose rules depend on the input, both print the same four values (the module under test
+as an array ``[entry, reasons, approval, tier]``) or the same failure, and the engine decides
+the same ``Evaluation`` (the reference's values read as that array), or both refuse with the
+same error; the bundled agent_spend too.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -45,6 +48,11 @@ default tier := 0
 tier := data.{policy_package}.tier
 result := {{"entry": entry, "reasons": reasons, "approval": approval, "tier": tier}}
 """
+# The engine reads the result as an array: the reference's same values, in that order.
+_REFERENCE_AS_ARRAY = _REFERENCE.replace(
+    'result := {{"entry": entry, "reasons": reasons, "approval": approval, "tier": tier}}',
+    "result := [entry, reasons, approval, tier]",
+)
 
 # Rego values of every kind a policy rule can produce (None: the rule is not defined).
 _VALUES = [
@@ -124,12 +132,25 @@ def _inputs(rng: random.Random) -> list[dict[str, Any]]:
     ]
 
 
+def _values(ok: bool, text: str) -> Any:
+    """The printed result's four values in the engine's order, else the output as printed."""
+    if not ok or text.startswith("(error"):
+        return (ok, text)
+    result = json.loads(text)["expressions"][0]
+    if isinstance(result, dict):
+        assert list(result) == ["approval", "entry", "reasons", "tier"], text
+        result = [result["entry"], result["reasons"], result["approval"], result["tier"]]
+    assert isinstance(result, list) and len(result) == 4, text
+    return (ok, result)
+
+
 def _outcome(policy: Policy, document: dict[str, Any], module: str) -> tuple[Any, ...]:
-    """(printed output, Evaluation) under the result rule ``module``, or the error."""
+    """(printed values, Evaluation) under the result rule ``module``, or the error."""
     saved = engine_module._EVAL_MODULE
     engine_module._EVAL_MODULE = module
     try:
         compiled = engine_module._compile(policy, b'{"params":{}}', ())
+        engine_module._EVAL_MODULE = _REFERENCE_AS_ARRAY if module == _REFERENCE else module
         evaluation = PolicyEngine().evaluate(policy, input=document, params={}, wasm={})
     except PolicyEngineError as exc:
         return ("error", str(exc))
@@ -140,7 +161,7 @@ def _outcome(policy: Policy, document: dict[str, Any], module: str) -> tuple[Any
         compiled.interpreter._impl, compiled.bundle._impl, engine_module._RESULT
     )
     try:
-        printed = (rs.rego_output_ok(output), rs.rego_output_string(output))
+        printed = _values(rs.rego_output_ok(output), rs.rego_output_string(output))
     finally:
         rs.rego_free_output(output)
     return (printed, evaluation)
@@ -148,6 +169,7 @@ def _outcome(policy: Policy, document: dict[str, Any], module: str) -> tuple[Any
 
 def test_the_reference_is_not_the_module_under_test() -> None:
     assert engine_module._EVAL_MODULE != _REFERENCE
+    assert _REFERENCE_AS_ARRAY != _REFERENCE
 
 
 def test_random_policies_get_the_reference_modules_answers() -> None:
@@ -184,7 +206,7 @@ def test_every_entry_and_reasons_kind_alone() -> None:
 def _decided(policy: Policy, document: dict[str, Any], wasm: dict[str, Any], params: Any) -> Any:
     """Both modules' ``Evaluation`` of a real policy, each from a fresh engine."""
     answers = []
-    for module in (engine_module._EVAL_MODULE, _REFERENCE):
+    for module in (engine_module._EVAL_MODULE, _REFERENCE_AS_ARRAY):
         saved = engine_module._EVAL_MODULE
         engine_module._EVAL_MODULE = module
         try:

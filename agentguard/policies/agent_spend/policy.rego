@@ -8,10 +8,14 @@
 # The checks are those of tx_cap, window_cap, rate_limit, recipient_list, function_allowlist,
 # asset_chain_allowlist, time_window and approval_threshold (same rules, same messages; their
 # files explain each rule), written out in this one module: rego-cpp's cost per query grows
-# with every rule in the bundle and every rule body it tries, and iterating another package's
-# violations costs about 18 µs per check (measured: docs/architecture.md, "Policy engine").
-# The checks few configurations use sit behind one gate, so a typical configuration skips them
-# in one body. tests/policies/test_golden.py holds this module to the separate policies' answers.
+# with the code in the bundle (rules it never reaches included) and with every rule body it
+# tries, and iterating another package's violations costs about 18 µs per check (measured:
+# docs/architecture.md, "Policy engine"). The checks few configurations use sit behind one
+# gate, so a typical configuration skips them in one body; the two common checks (max_per_tx,
+# allowed_recipients) pass a clean action in one body each, and only an action that fails that
+# body reaches the rule that picks its message. tests/policies/test_golden.py holds this module
+# to the separate policies' answers, tests/policies/test_agent_spend_differential.py to its
+# previous version on random hostile params and inputs.
 package agentguard.agent_spend
 
 import data.agentguard.lib.amounts
@@ -26,21 +30,15 @@ allow if {
 	not approval_required
 }
 
-reasons := violations if not approval_required
-
 reasons := violations | {approval_reason} if approval_required
+else := violations
 
 # Messages are built with concat: rego-cpp 1.5.2's sprintf quotes strings made by builtins.
 # Each body tests its params key first, which keeps an unconfigured check nearly free.
 # Amounts are canonical decimal strings (no sign, no leading zeros): shorter is smaller, equal
 # lengths compare as text. Exact for any uint256; to_number would round them to doubles.
 
-# -- the checks nearly every configuration has; a spend no check can value is always judged
-violations contains "the gateway sent no valid spend data (data.wasm.spend); denied" if {
-	data.params.max_per_tx
-	not valid_spend
-}
-
+# -- the checks nearly every configuration has
 # Whatever else is configured: a function agentguard cannot value may move anything.
 violations contains msg if {
 	spend.kind == "unknown_call"
@@ -51,36 +49,44 @@ violations contains msg if {
 	])
 }
 
-# No check configured: no check key is present (x == x holds for any value, false included).
+# No check configured: no check key is present, whatever its value (false included). The two
+# common keys are tested first, so a configuration with either fails this body at once.
 violations contains "agent_spend: params configures no check, so nothing is allowed" if {
-	not data.params.max_per_tx == data.params.max_per_tx
-	not data.params.allowed_recipients == data.params.allowed_recipients
-	not data.params.window_caps == data.params.window_caps
-	not data.params.rate_limits == data.params.rate_limits
-	not data.params.denied_recipients == data.params.denied_recipients
-	not data.params.allowed_contracts == data.params.allowed_contracts
-	not data.params.denied_contracts == data.params.denied_contracts
-	not data.params.allowed_functions == data.params.allowed_functions
-	not data.params.offchain_calls == data.params.offchain_calls
-	not data.params.allow_plain_transfers == data.params.allow_plain_transfers
-	not data.params.allowed_assets == data.params.allowed_assets
-	not data.params.allowed_chains == data.params.allowed_chains
-	not data.params.time_windows == data.params.time_windows
-	not data.params.approval_above == data.params.approval_above
+	not data.params.max_per_tx
+	not data.params.allowed_recipients
+	not count(object.filter(data.params, [
+		"max_per_tx", "allowed_recipients", "window_caps", "rate_limits", "denied_recipients",
+		"allowed_contracts", "denied_contracts", "allowed_functions", "offchain_calls",
+		"allow_plain_transfers", "allowed_assets", "allowed_chains", "time_windows", "approval_above",
+	])) > 0
 }
 
-# -- tx_cap
+# -- tx_cap, and the spend data every cap needs. A valid spend within its cap costs one body
+# and one rule (tx_ok), the first body of which reads the spend once and its own asset's cap
+# directly; only a spend it does not pass reaches tx_violation, which alone decides the message
+# (tx_ok is only a filter: whatever it passes, no body of tx_violation would hold).
 violations contains msg if {
 	data.params.max_per_tx
+	not tx_ok
+	msg := tx_violation
+}
+
+tx_ok if {
+	s := data.wasm.spend
+	concat("", [s.asset, s.amount, s.kind])
+	count(s.amount) < count(data.params.max_per_tx[lower(s.asset)])
+} else if {
 	valid_spend
+	within_cap
+}
+
+tx_violation := "the gateway sent no valid spend data (data.wasm.spend); denied" if {
+	not valid_spend
+} else := msg if {
 	not cap
 	moves_value
 	msg := concat("", ["asset ", asset, " has no entry in max_per_tx (and max_per_tx has no * entry); denied"])
-}
-
-violations contains msg if {
-	data.params.max_per_tx
-	valid_spend
+} else := msg if {
 	limit := cap
 	not within_cap
 	msg := concat("", [
@@ -89,30 +95,28 @@ violations contains msg if {
 	])
 }
 
-# -- recipient_list
-violations contains "the gateway sent no spend recipient (data.wasm.spend.recipient); denied" if {
-	data.params.allowed_recipients
-	not is_string(spend.recipient)
-}
-
+# -- recipient_list: a recipient listed as sent costs one body (concat: undefined unless it is
+# a string, so a listed non-string still gets its message); recipient_violation decides.
 violations contains msg if {
 	data.params.allowed_recipients
+	not concat("", [spend.recipient]) in data.params.allowed_recipients
+	msg := recipient_violation
+}
+
+recipient_violation := "the gateway sent no spend recipient (data.wasm.spend.recipient); denied" if {
+	not is_string(spend.recipient)
+} else := msg if {
 	not offchain_call
-	not spend.recipient in data.params.allowed_recipients # listed as sent: no lower() needed
 	not listed(data.params.allowed_recipients, recipient)
 	msg := concat("", ["recipient ", recipient, " is not in allowed_recipients"])
 }
 
 # -- every other check, behind one gate
-violations contains msg if {
-	not no_more_checks
-	some msg in more_violations
-}
-
 # Only a gate for speed: every body of more_violations tests its own params key. With no key
 # but the two common checks (and approvers, tiers) that whole set costs one body.
-no_more_checks if {
-	count(object.remove(data.params, ["max_per_tx", "allowed_recipients", "approvers", "tiers"])) == 0
+violations contains msg if {
+	not count(object.remove(data.params, ["max_per_tx", "allowed_recipients", "approvers", "tiers"])) == 0
+	some msg in more_violations
 }
 
 # -- every other check that values the spend: window_cap, approval_threshold, allowed_assets
