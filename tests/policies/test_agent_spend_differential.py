@@ -30,6 +30,8 @@ CHECK_KEYS = [k for k in KEYS if k not in ("approvers", "tiers")]
 # pass a check because of them) and odd amounts and addresses for inside maps and lists.
 JUNK: list[Any] = [False, True, None, 0, 5, "", "x", "1000", [], {}, ["0x12"], {"a": 1}]
 ODD_AMOUNTS: list[Any] = ["", "00", "0001", "-1", "+5", "1e6", "0x10", " 5", "١٢", "9" * 100]
+KINDS: list[Any] = ["native", "nft", "approval", "transfer", "unknown_call", "offchain"]
+KINDS += ["TRANSFER", "approve", "", 3, None]
 ODD_AMOUNTS += ["1" + "0" * 77, "1" + "0" * 78, 5, 0, -1, 1.5, None, True, [], {}, ["1"]]
 
 
@@ -47,7 +49,9 @@ def _amount_near(r: random.Random, params: dict[str, Any]) -> Any:
     pick = r.random()
     if caps and pick < 0.5:
         cap = int(r.choice(caps))
-        return str(max(cap + r.choice([-10, -1, 0, 0, 1, 10]), 0))
+        near = str(max(cap + r.choice([-10, -1, 0, 0, 1, 10]), 0))
+        # the same value one digit longer: a leading zero, or ten times it
+        return r.choice([near, near, near, "0" + near, near + "0"])
     if pick < 0.75:
         return r.choice(golden.AMOUNTS)
     return r.choice(ODD_AMOUNTS)
@@ -59,10 +63,13 @@ def _case_letter(r: random.Random, text: Any) -> Any:
     return r.choice([text, text.lower(), text.upper().replace("0X", "0x"), text.upper()])
 
 
-def _hostile_params(r: random.Random) -> dict[str, Any]:
+def _hostile_params(r: random.Random) -> Any:
     """Any params object: schema-valid pieces, junk values, "*" and mixed-case map keys; one
-    in six configures no check, or one check key whose value is false or null."""
+    in six configures no check, or one check key whose value is false or null; a few params
+    are not an object at all."""
     roll = r.random()
+    if roll < 0.02:
+        return r.choice([None, [], "x", 0, [{"max_per_tx": {"*": "1"}}]])
     if roll < 0.08:
         nothing = {"tiers": golden.PARAM_MAKERS["tiers"](r), "approvers": [golden.PAYEE]}
         return {k: v for k, v in nothing.items() if r.random() < 0.5}
@@ -106,7 +113,8 @@ def _schema_params(r: random.Random) -> dict[str, Any]:
     return params
 
 
-def _inputs(r: random.Random, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _inputs(r: random.Random, params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    params = params if isinstance(params, dict) else {}
     document, spend = golden._action(r)
     wasm = golden._wasm(r, spend, {})  # amounts near the caps: _amount_near, any params
     spend = wasm.get("spend")
@@ -124,7 +132,7 @@ def _inputs(r: random.Random, params: dict[str, Any]) -> tuple[dict[str, Any], d
         if r.random() < 0.1:
             spend["asset"] = _case_letter(r, r.choice([*golden.ASSETS, "*", "", 7]))
         if r.random() < 0.05:
-            spend["kind"] = r.choice(["native", "nft", "approval", "transfer", "", 3, None])
+            spend["kind"] = r.choice(KINDS)
         if r.random() < 0.05:
             del spend[r.choice(sorted(spend))]
     elif r.random() < 0.3:
@@ -235,3 +243,77 @@ def test_the_common_configuration_at_its_edges() -> None:
                     assert new == old, (params, amount, recipient, asset)
                     kinds.add(new[0] if isinstance(new, tuple) else new.decision)
     assert kinds == {"allow", "deny", "error"}
+
+
+def test_the_common_checks_beside_falsy_keys_and_odd_spends() -> None:
+    """Red team (session 14): the two common checks with the "*" entry conflicting, missing
+    or zero, an asset without a cap, lists with non-strings or as an object; beside them keys
+    present with falsy values (the no-check rule and the gate test presence), approval_above
+    and tiers (``reasons``' else chain); spends of every kind, amounts at the cap with leading
+    zeros or another length, assets and recipients in other case, missing or not strings; and
+    params that are not an object (the no-check rule's ``object.filter`` on them)."""
+    r = random.Random(20261214)
+    policies = _policies()
+    engines = {"old": PolicyEngine(max_bundles=2), "new": PolicyEngine(max_bundles=2)}
+    usdc, upper = golden.USDC, golden.USDC_CHECKSUM
+    tables: list[Any] = [
+        {usdc: "1000000"},
+        {"*": "1000000"},
+        {upper: "1000000"},
+        {usdc: "1000000", "*": "0"},
+        {usdc: "0", "*": "1000000"},
+        {golden.ETH: "1000000"},
+        {usdc: "1000000", "*": False},
+        {usdc: False, "*": "1000000"},  # cap conflicts: an error in both
+        {usdc: ""},
+        {},
+        ["1000000"],
+    ]
+    payee = golden.PAYEE
+    lists: list[Any] = [[payee], [payee.upper().replace("0X", "0x")], [payee, 5], [], [None]]
+    lists += [{"a": payee}, [golden.OTHER]]
+    extras: list[dict[str, Any]] = [
+        {},
+        {"approval_above": {usdc: "10"}},
+        {"approval_above": {"*": "999999"}, "approvers": [payee]},
+        {"tiers": {"high": {usdc: "10"}, "vault": {"*": "1000000"}}},
+        {"window_caps": False},
+        {"rate_limits": []},
+        {"time_windows": 0},
+        {"denied_recipients": ""},
+        {"allow_plain_transfers": False},
+        {"approval_above": {}},
+        {"offchain_calls": ["send_email"]},
+        {"allowed_functions": []},
+    ]
+    kinds = ["transfer", "approval", "nft", "native", "unknown_call", "offchain", "TRANSFER", None]
+    amounts: list[Any] = ["0", "1", "10", "11", "999999", "1000000", "01000000", "1000001"]
+    amounts += ["0999999", "10000000", "", 1000000, None]
+    assets: list[Any] = [usdc, upper, golden.ETH, "*", 5]
+    recipients: list[Any] = [payee, payee.upper().replace("0X", "0x"), golden.OTHER, 5, None]
+    configs: list[Any] = [None, [], "x", 0, {"max_per_tx": False, "allowed_recipients": []}]
+    configs += extras  # alone: {}, and keys present with falsy values configure a check
+    for _ in range(90):
+        configs.append(
+            {"max_per_tx": r.choice(tables), "allowed_recipients": r.choice(lists)}
+            | r.choice(extras)
+        )
+    kinds_seen: set[str] = set()
+    for params in configs:
+        for _ in range(20):
+            kind = r.choice(kinds)
+            spend = {"kind": kind, "amount": r.choice(amounts), "asset": r.choice(assets)}
+            if r.random() < 0.9:
+                spend["recipient"] = r.choice(recipients)
+            document, _ = golden._action(r)
+            if kind == "unknown_call":
+                document |= {"to": r.choice([golden.OFFCHAIN, golden.ROUTER]), "data": "0x12"}
+                document["decoded_function_signature"] = r.choice(golden.FUNCTIONS)
+            wasm = {"now": golden.MONDAY_NOON, "spend": spend, "approved": r.random() < 0.3}
+            old, new = (
+                _answer(engines[s], policies[s, False], params, document, wasm)
+                for s in ("old", "new")
+            )
+            assert new == old, (params, document, wasm)
+            kinds_seen |= _kinds([new])
+    assert kinds_seen == {"allow", "deny", "approval_required", "error"}
