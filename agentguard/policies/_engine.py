@@ -8,7 +8,7 @@ the way it is:
   (compiled plan + base documents) that any ``Interpreter`` can run again and again with
   ``query_bundle_entrypoint``; only that is fast enough for an authorization measured in
   milliseconds. A bundled query then costs a few hundred µs (agent_spend with two checks about
-  0.2 ms, with all thirteen keys about 1.3 ms; current figures in
+  0.2 ms, with all thirteen keys about 0.9 ms; current figures in
   ``docs/performance.md``, from ``benchmarks/bench_policy.py``), and building the input
   document costs about as much again (below).
 * A bundle carries the data it was built with and ignores the running interpreter's data, and

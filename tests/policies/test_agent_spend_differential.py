@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +149,12 @@ def _answer(engine: PolicyEngine, policy: Policy, params: Any, document: Any, wa
         return ("error", "failed to evaluate" in str(exc), "schema" in str(exc))
 
 
-def _policies() -> dict[tuple[str, bool], Policy]:
+def _policies(reference: Path = REFERENCE) -> dict[tuple[str, bool], Policy]:
+    """The bundled agent_spend ("new") and ``reference`` in its place ("old"), each with its
+    schema checked and with it off."""
     new = load("agent_spend")
     old = dataclasses.replace(
-        new, modules={**new.modules, "policy.rego": REFERENCE.read_text(encoding="utf-8")}
+        new, modules={**new.modules, "policy.rego": reference.read_text(encoding="utf-8")}
     )
     assert old.code_hash != new.code_hash
     found = {}
@@ -161,15 +164,29 @@ def _policies() -> dict[tuple[str, bool], Policy]:
     return found
 
 
-def _compare(seed: int, configs: int, per_config: int, schema: bool) -> list[Any]:
+def _default_params(r: random.Random, schema: bool) -> Any:
+    return _schema_params(r) if schema else _hostile_params(r)
+
+
+def _compare(
+    seed: int,
+    configs: int,
+    per_config: int,
+    schema: bool,
+    reference: Path = REFERENCE,
+    make_params: Callable[[random.Random, bool], Any] = _default_params,
+    make_inputs: Callable[[random.Random, Any], tuple[Any, Any]] = _inputs,
+) -> list[Any]:
+    """``configs`` params from ``make_params``, ``per_config`` (input, data.wasm) each from
+    ``make_inputs``: the bundled module and ``reference`` must answer each alike."""
     r = random.Random(seed)
-    policies = _policies()
+    policies = _policies(reference)
     engines = {"old": PolicyEngine(max_bundles=2), "new": PolicyEngine(max_bundles=2)}
     answers: list[Any] = []
     for _ in range(configs):
-        params = _schema_params(r) if schema else _hostile_params(r)
+        params = make_params(r, schema)
         for _ in range(per_config):
-            document, wasm = _inputs(r, params)
+            document, wasm = make_inputs(r, params)
             old, new = (
                 _answer(engines[side], policies[side, schema], params, document, wasm)
                 for side in ("old", "new")
