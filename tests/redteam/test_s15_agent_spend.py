@@ -68,7 +68,7 @@ def _cases() -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
 
 def test_hostile_filter_edges_answer_as_15178d2() -> None:
     policies = _policies(REFERENCE)
-    engines = {"old": PolicyEngine(max_bundles=2), "new": PolicyEngine(max_bundles=2)}
+    engines = {"old": PolicyEngine(max_bundles=128), "new": PolicyEngine(max_bundles=128)}
     decisions = set()
     for params, document, wasm in _cases():
         old, new = (
