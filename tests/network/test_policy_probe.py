@@ -18,8 +18,9 @@ from agentguard.network.registration import Registration
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
-from .conftest import NETCHECK, fresh_agent, fresh_client, params, transfer
+from .conftest import fresh_agent, fresh_client, transfer
 from .test_hostile_gateway import evaluate
+from .test_redteam_operators import registered_task
 
 
 def _policy(name: str, package: str, source: str) -> Policy:
@@ -49,8 +50,6 @@ def hostile_task(policy: Policy) -> dict[str, Any]:
     """A consistent task for a fresh client under a registration of the caller's own (what a
     hostile gateway, or any owner, can hand an operator)."""
     client = fresh_client()
-    intent = transfer(fresh_agent())
-    now = int(time.time())
     registration = Registration.sign(
         PrivateKey(),
         policy_client=client,
@@ -60,25 +59,15 @@ def hostile_task(policy: Policy) -> dict[str, Any]:
         chain_id=8453,
         version=time.time_ns(),
     ).to_json()
-    return {
-        "task_id": "0x" + uuid.uuid4().hex * 2,
-        "policy_client": client,
-        "chain_id": 8453,
-        "intent": intent.wire(),
-        "policy_code_hash": "0x" + policy.code_hash.hex(),
-        "policy": policy_material(policy),
-        "params": {},
-        "expire_after": 300,
-        "expires_at": now + 300,
-        "registration": registration,
-        "wasm": {
-            "now": now,
-            "intent_hash": "0x" + intent.intent_hash.hex(),
-            "approved": False,
-            "spend": intent.spend.wasm(),
-            "history": {},
-        },
-    }
+    return registered_task(
+        client,
+        transfer(fresh_agent()),
+        "0x" + uuid.uuid4().hex * 2,
+        policy_code_hash="0x" + policy.code_hash.hex(),
+        policy=policy_material(policy),
+        params={},
+        registration=registration,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
@@ -105,16 +94,7 @@ def test_operators_refuse_it_and_keep_serving(network: ReferenceNetwork, client:
                 assert said in error["message"] and "refused" in error["message"], error
             assert time.monotonic() - started < 1.0  # no second probe of the hanging policy
         assert op.process is None or (op.process.poll() is None and op.process.pid == pid_before)
-    intent = transfer(fresh_agent())
-    body = hostile_task(NETCHECK)
-    body.update(
-        policy_client=client,
-        params=params(),
-        intent=intent.wire(),
-        wasm={**body["wasm"], "intent_hash": "0x" + intent.intent_hash.hex()},
-    )
-    del body["registration"]  # the owner's, which every operator holds
-    body["wasm"]["spend"] = intent.spend.wasm()
+    body = registered_task(client, transfer(fresh_agent()), "")
     for op in network.operators:
         body["task_id"] = "0x" + os.urandom(32).hex()
         assert evaluate(op, body)["result"]["decision"] == "allow"
