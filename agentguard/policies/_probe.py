@@ -14,20 +14,22 @@ reports as a policy error (it does not compile, the params miss the schema, a qu
 passes, since the engine reports the same error in process, as before. Verdicts are kept per
 (code hash, schema hash, params) in this process, refusals too, so a policy is probed once.
 
-The child is a ``fork`` of this process when it runs one thread (operators, most gateways:
-about the compile's cost plus a few ms; it already imported regopy and never touches the
-parent's engine or its lock), otherwise a fresh interpreter (``python -m
-agentguard.policies._probe``, a few hundred ms more), since a fork copies any lock another
-thread holds. Crashes that need a particular input are not caught: see docs/architecture.md.
+The child is a ``fork`` of this process when no thread but agentguard's own runs (operators,
+gateways: about the compile's cost plus ~13 ms, ``benchmarks/bench_probe.py``; it already
+imported regopy and never touches the parent's engine or its lock), otherwise a fresh
+interpreter (``python -m agentguard.policies._probe``, ~0.5 s more), since a fork copies
+any lock another thread holds. Crashes that need a particular input are not caught: see docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import hashlib
 import json
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
@@ -39,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentguard._intent import TransactionIntent
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 
@@ -94,15 +97,22 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
                 raise PolicyRefused(policy, reason)
             return
     request = _request(policy, params_json)
-    reason = (
-        _forked(request, timeout) if threading.active_count() == 1 else _spawned(request, timeout)
-    )
+    reason = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
     with _verdicts_lock:
         _verdicts[key] = reason
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
     if reason is not None:
         raise PolicyRefused(policy, reason)
+
+
+def _fork_safe() -> bool:
+    """Whether every other thread is one of agentguard's own (``agentguard-*``: the state's
+    checkpointer, the gateway's usage sweep): none runs rego-cpp, Python imports or anything
+    else the child uses, so no lock they may hold at the fork is one the child needs. Any other
+    thread might (a host application's), and then a fresh interpreter probes."""
+    current = threading.current_thread()
+    return all(t is current or t.name.startswith("agentguard-") for t in threading.enumerate())
 
 
 def _request(policy: Policy, params_json: bytes) -> bytes:
@@ -132,7 +142,7 @@ def _verdict(status: int | None, done: bool) -> str | None:
 
 
 def _forked(request: bytes, timeout: float) -> str | None:
-    """The probe in a fork of this (single-threaded) process."""
+    """The probe in a fork of this process (``_fork_safe``)."""
     global _probes
     read, write = os.pipe()
     _probes += 1
@@ -209,9 +219,8 @@ def _child_env() -> dict[str, str]:
 
 
 def _child(request: bytes) -> None:
-    """Compile and evaluate in this (child) process with an engine of its own."""
-    import faulthandler
-
+    """Compile and evaluate in this (child) process with an engine of its own (it imports
+    nothing: a forked child must not wait for an import lock another thread held)."""
     faulthandler.disable()  # the parent's pytest or -X faulthandler: no traceback, same signal
     asked = json.loads(request)
     material = asked["policy"]
@@ -233,8 +242,6 @@ def _child(request: bytes) -> None:
 def _limit_memory() -> None:
     """At most ``_MEMORY`` more address space than the child started with: a policy that
     allocates without end makes rego-cpp abort here, not the machine swap."""
-    import resource
-
     try:
         with open("/proc/self/statm") as statm:
             size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -245,8 +252,6 @@ def _limit_memory() -> None:
 
 def _inputs(params_json: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Inputs shaped as an operator's (``policy_input``, the gateway's ``wasm_data``)."""
-    from agentguard._intent import TransactionIntent
-
     now = int(time.time())
     windows = {"3600", "86400", *(w.decode() for w in _WINDOW.findall(params_json))}
     payment = TransactionIntent.erc20_transfer(
