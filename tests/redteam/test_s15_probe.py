@@ -1,0 +1,80 @@
+"""Red team of the policy probe (session 15): ways a policy that crashes rego-cpp still reaches
+a long-lived process's engine unprobed (real regopy, real child processes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agentguard.policies import Policy
+from agentguard.policies._probe import PolicyRefused, probe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# SIGSEGV in rego-cpp 1.5.2 on every input (tests/policies/test_probe.py)
+SEGV = "package t\nimport input.secret\nallow if { some v in [secret]; secret }\n# s15 rt "
+OTHER = "package u\nx := 1\n"
+
+
+def twins(tag: str) -> tuple[Policy, Policy]:
+    """Two policies with one code hash: ``code_hash`` is keccak(entrypoint ‖ 0 ‖ module ‖ 0 ‖
+    ...) without module names, so a NUL moves text between the entrypoint and a module. The
+    first never reaches rego-cpp (its entrypoint is refused first: a policy error, which the
+    probe passes); the second crashes it."""
+    crash = SEGV + tag + "\n"
+    harmless = Policy("harmless", "t.allow\0" + crash, {"z.rego": OTHER})
+    crashing = Policy("crashing", "t.allow", {"a.rego": crash, "z.rego": OTHER})
+    assert harmless.code_hash == crashing.code_hash
+    return harmless, crashing
+
+
+def test_a_verdict_is_for_the_material_probed_not_its_code_hash() -> None:
+    """The verdict cache answered for any material with the probed one's code hash: probing
+    the harmless twin made its crashing twin pass unprobed."""
+    harmless, crashing = twins("probe")
+    probe(harmless, {})
+    with pytest.raises(PolicyRefused, match="SIGSEGV"):
+        probe(crashing, {})
+
+
+_OPERATOR = textwrap.dedent(
+    """
+    import sys
+    from coincurve import PrivateKey
+    from agentguard.network._rpc import RPCError
+    from agentguard.network.operator import Operator
+    from agentguard.network.registry import Registry
+    from tests.network.test_policy_probe import hostile_task
+    from tests.redteam.test_s15_probe import twins
+
+    harmless, crashing = twins(sys.argv[1])
+    operator = Operator(PrivateKey(), Registry(":memory:"))
+    for policy in (harmless, crashing):
+        try:
+            operator.evaluate_and_sign(hostile_task(policy))
+        except RPCError as exc:
+            print(policy.name, exc.code, exc.message.replace("\\n", " "), flush=True)
+    """
+)
+
+
+def test_an_operator_probes_the_material_it_compiles() -> None:
+    """A hostile gateway (or an owner) hands an operator the harmless twin, then the crashing
+    one with the same code hash, schema and params: the operator's "validated" cache skipped
+    the probe and its engine compiled the crashing twin, killing the operator (SIGSEGV). Run
+    in a child so that crash is seen as one."""
+    run = subprocess.run(
+        [sys.executable, "-c", _OPERATOR, "operator"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, (run.returncode, run.stdout, run.stderr[-2000:])
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("harmless -32615") and "entrypoint" in lines[0], lines
+    assert lines[1].startswith("crashing -32615") and "SIGSEGV" in lines[1], lines
