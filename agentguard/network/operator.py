@@ -67,7 +67,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
-from agentguard.policies._probe import PolicyRefused, probe
+from agentguard.policies._probe import PolicyRefused, probe, same_material
 
 __all__ = [
     "KEY_ENV",
@@ -192,8 +192,9 @@ class Operator:
         # LRU: (code hash, schema hash, canonical params) that passed that schema and the
         # probe (``probe_policy``): the content itself, so a registration replaced at the same
         # version is checked again (the bytes objects are kept, their hashes cached, by the
-        # policy and ``_derived``: a lookup hashes nothing)
-        self._validated: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        # policy and ``_derived``: a lookup hashes nothing); the value is the policy checked,
+        # since a code hash does not pin its material down (``same_material``)
+        self._validated: OrderedDict[tuple[bytes, bytes, bytes], Policy] = OrderedDict()
         # registration signature -> what it implies; bounded by the registry's size
         self._derived: dict[bytes, _Derived] = {}
 
@@ -353,12 +354,15 @@ class Operator:
             )
         policy = self._policy(params, code_hash)
         key = (code_hash, policy.schema_hash, derived.params_json)
-        if key in self._validated:
+        checked = self._validated.get(key)
+        if checked is not None and (
+            checked is policy or same_material(policy, checked.entrypoint, checked.modules)
+        ):
             self._validated.move_to_end(key)
         else:
             check_params(policy, registration.params)
             probe_policy(policy, registration.params)
-            _remember(self._validated, key, None, _MAX_DERIVED)
+            _remember(self._validated, key, policy, _MAX_DERIVED)
         return policy, registration.params
 
     @staticmethod

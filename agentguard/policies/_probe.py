@@ -45,7 +45,7 @@ from agentguard._intent import TransactionIntent
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 
-__all__ = ["PROBE_TIMEOUT", "PolicyRefused", "probe", "probe_count"]
+__all__ = ["PROBE_TIMEOUT", "PolicyRefused", "probe", "probe_count", "same_material"]
 
 PROBE_TIMEOUT = 2.0
 """Seconds the child may take for the compile and every probe input (agent_spend: ~60 ms)."""
@@ -71,7 +71,12 @@ class PolicyRefused(PolicyEngineError):
         )
 
 
-_verdicts: OrderedDict[tuple[bytes, bytes, bytes], str | None] = OrderedDict()
+# (code hash, schema hash, params digest) -> (entrypoint, modules, verdict): the code hash
+# does not name one material (module names are not hashed; a NUL moves text between the
+# entrypoint and a module), so a verdict answers only for the very material it probed
+_verdicts: OrderedDict[tuple[bytes, bytes, bytes], tuple[str, Mapping[str, str], str | None]] = (
+    OrderedDict()
+)
 _verdicts_lock = threading.Lock()
 _probes = 0
 
@@ -90,20 +95,27 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
         return  # the engine refuses such params itself, before compiling
     key = (policy.code_hash, policy.schema_hash, hashlib.sha256(params_json).digest())
     with _verdicts_lock:
-        if key in _verdicts:
+        held = _verdicts.get(key)
+        if held is not None and same_material(policy, held[0], held[1]):
             _verdicts.move_to_end(key)
-            reason = _verdicts[key]
-            if reason is not None:
-                raise PolicyRefused(policy, reason)
+            if held[2] is not None:
+                raise PolicyRefused(policy, held[2])
             return
     request = _request(policy, params_json)
     reason = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
     with _verdicts_lock:
-        _verdicts[key] = reason
+        _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason)
+        _verdicts.move_to_end(key)
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
     if reason is not None:
         raise PolicyRefused(policy, reason)
+
+
+def same_material(policy: Policy, entrypoint: str, modules: Mapping[str, str]) -> bool:
+    """Whether ``policy`` is exactly this entrypoint and these named modules (what its code
+    hash alone does not pin down): a cache by code hash must check it before it answers."""
+    return policy.entrypoint == entrypoint and policy.modules == modules
 
 
 def _fork_safe() -> bool:
