@@ -18,7 +18,8 @@ The child is a ``fork`` of this process when no thread but agentguard's own runs
 gateways: about the compile's cost plus ~13 ms, ``benchmarks/bench_probe.py``; it already
 imported regopy and never touches the parent's engine or its lock), otherwise a fresh
 interpreter (``python -m agentguard.policies._probe``, ~0.5 s more), since a fork copies
-any lock another thread holds. Crashes that need a particular input are not caught: see docs/architecture.md.
+any lock another thread holds. Crashes that need a particular input are not caught: see
+docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentguard.policies import Policy, bundled, load
-from agentguard.policies import _probe
+from agentguard.policies import Policy, _probe, bundled, load
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 from agentguard.policies._probe import PolicyRefused, probe, probe_count
 
