@@ -78,3 +78,24 @@ def test_an_operator_probes_the_material_it_compiles() -> None:
     lines = run.stdout.splitlines()
     assert lines[0].startswith("harmless -32615") and "entrypoint" in lines[0], lines
     assert lines[1].startswith("crashing -32615") and "SIGSEGV" in lines[1], lines
+
+
+def test_a_time_limit_refusal_is_not_kept_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A good policy that ran out of time once (a loaded box, a stalled child: ``timeout=0``
+    stands for it) was refused in this process until it restarted: the gateway refused its
+    registration, an operator denied that client for good. Such a refusal is retried after
+    ``_RETRY_AFTER`` (0 here); a crash's refusal stays."""
+    from agentguard.policies import _probe
+
+    monkeypatch.setattr(_probe, "_RETRY_AFTER", 0.0, raising=False)
+    good = Policy("good", "t.allow", {"p.rego": "package t\nallow := true\n# s15 rt slow\n"})
+    with pytest.raises(PolicyRefused, match="time limit"):
+        probe(good, {}, timeout=0.0)
+    probe(good, {})  # probed again, and it passes
+    _, crashing = twins("kept")
+    with pytest.raises(PolicyRefused, match="SIGSEGV"):
+        probe(crashing, {})
+    before = _probe.probe_count()
+    with pytest.raises(PolicyRefused, match="SIGSEGV"):
+        probe(crashing, {}, timeout=0.0)  # the verdict, not a new probe
+    assert _probe.probe_count() == before
