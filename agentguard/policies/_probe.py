@@ -28,6 +28,7 @@ import contextlib
 import faulthandler
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -51,6 +52,12 @@ __all__ = ["PROBE_TIMEOUT", "PolicyRefused", "probe", "probe_count", "same_mater
 PROBE_TIMEOUT = 2.0
 """Seconds the child may take for the compile and every probe input (agent_spend: ~60 ms)."""
 _MAX_VERDICTS = 4096
+_RETRY_AFTER = 60.0
+"""Seconds a refusal the policy may not own is kept (out of time, killed from outside, a bad
+exit: a loaded box or the OOM killer can do it to a good policy): then it is probed again."""
+_FAULTS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS}
+)
 _MEMORY = 2 << 30
 _DONE = b"probed"
 _READY = b"ready\n"
@@ -74,10 +81,11 @@ class PolicyRefused(PolicyEngineError):
 
 # (code hash, schema hash, params digest) -> (entrypoint, modules, verdict): the code hash
 # does not name one material (module names are not hashed; a NUL moves text between the
-# entrypoint and a module), so a verdict answers only for the very material it probed
-_verdicts: OrderedDict[tuple[bytes, bytes, bytes], tuple[str, Mapping[str, str], str | None]] = (
-    OrderedDict()
-)
+# entrypoint and a module), so a verdict answers only for the very material it probed; and
+# until when it answers (a passing or crash verdict: for good)
+_verdicts: OrderedDict[
+    tuple[bytes, bytes, bytes], tuple[str, Mapping[str, str], str | None, float]
+] = OrderedDict()
 _verdicts_lock = threading.Lock()
 _probes = 0
 
@@ -97,15 +105,20 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
     key = (policy.code_hash, policy.schema_hash, hashlib.sha256(params_json).digest())
     with _verdicts_lock:
         held = _verdicts.get(key)
-        if held is not None and same_material(policy, held[0], held[1]):
+        if (
+            held is not None
+            and same_material(policy, held[0], held[1])
+            and time.monotonic() < held[3]
+        ):
             _verdicts.move_to_end(key)
             if held[2] is not None:
                 raise PolicyRefused(policy, held[2])
             return
     request = _request(policy, params_json)
-    reason = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
+    reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
+    until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
     with _verdicts_lock:
-        _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason)
+        _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason, until)
         _verdicts.move_to_end(key)
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
@@ -139,22 +152,26 @@ def _request(policy: Policy, params_json: bytes) -> bytes:
     return json.dumps({"policy": material, "params": params_json.decode()}).encode()
 
 
-def _verdict(status: int | None, done: bool) -> str | None:
-    """None if the child finished; else what happened (``status``: None if it ran out of time)."""
+def _verdict(status: int | None, done: bool) -> tuple[str | None, bool]:
+    """None if the child finished, else what happened (``status``: None if it ran out of
+    time); and whether that is the policy's own doing (it passed, or a fault signal), so the
+    verdict is kept for good rather than for ``_RETRY_AFTER``."""
     if status is None:
-        return "did not finish evaluating within the probe's time limit (rego-cpp has none)"
+        return "did not finish evaluating within the probe's time limit (rego-cpp has none)", False
     if done and status == 0:
-        return None
+        return None, True
     if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
         try:
-            name = signal.Signals(os.WTERMSIG(status)).name
+            name = signal.Signals(number).name
         except ValueError:
-            name = f"signal {os.WTERMSIG(status)}"
-        return f"crashed the policy engine ({name}) while being compiled or evaluated"
-    return f"made the policy engine exit with status {os.waitstatus_to_exitcode(status)}"
+            name = f"signal {number}"
+        reason = f"crashed the policy engine ({name}) while being compiled or evaluated"
+        return reason, number in _FAULTS
+    return f"made the policy engine exit with status {os.waitstatus_to_exitcode(status)}", False
 
 
-def _forked(request: bytes, timeout: float) -> str | None:
+def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
     """The probe in a fork of this process (``_fork_safe``)."""
     global _probes
     read, write = os.pipe()
@@ -195,7 +212,7 @@ def _wait_for(fd: int, deadline: float) -> bool | None:
         got += chunk
 
 
-def _spawned(request: bytes, timeout: float) -> str | None:
+def _spawned(request: bytes, timeout: float) -> tuple[str | None, bool]:
     """The probe in a fresh interpreter; the time limit starts once it has imported regopy."""
     global _probes
     _probes += 1
