@@ -99,3 +99,38 @@ def test_a_time_limit_refusal_is_not_kept_for_good(monkeypatch: pytest.MonkeyPat
     with pytest.raises(PolicyRefused, match="SIGSEGV"):
         probe(crashing, {}, timeout=0.0)  # the verdict, not a new probe
     assert _probe.probe_count() == before
+
+
+NUL_TWIN_A = Policy(
+    "a",
+    "t.allow",
+    {"a.rego": "package t\nallow if input.x == 1\n\0package t\nallow if input.x == 2\n"},
+)
+NUL_TWIN_B = Policy(
+    "b",
+    "t.allow",
+    {
+        "a.rego": "package t\nallow if input.x == 1\n",
+        "b.rego": "package t\nallow if input.x == 2\n",
+    },
+)
+
+
+def test_no_two_policies_that_evaluate_differently_share_a_code_hash() -> None:
+    """rego-cpp reads a module up to a NUL, so a module "X\\0Y" is the policy X, while modules
+    X and Y (the same code hash) allow what Y allows too: one policy id for two policies, and an
+    engine (keyed by code hash) answering for one with the other's bundle. A NUL is refused in
+    the material a gateway or an operator accepts and by the engine."""
+    from agentguard.network.state import policy_material
+    from agentguard.network.state._model import policy_from_material
+    from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+    assert NUL_TWIN_A.code_hash == NUL_TWIN_B.code_hash
+    for twin in (NUL_TWIN_A, twins("material")[0]):
+        with pytest.raises(ValueError, match="NUL"):
+            policy_from_material(policy_material(twin))
+        with pytest.raises(PolicyEngineError, match="NUL"):
+            PolicyEngine().evaluate(twin, input={"x": 2}, params={}, wasm={})
+    assert (
+        PolicyEngine().evaluate(NUL_TWIN_B, input={"x": 2}, params={}, wasm={}).decision == "allow"
+    )
