@@ -14,7 +14,12 @@ from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.gateway._registry import history_windows
-from agentguard.network.operator import check_params, evaluate_policy, policy_input
+from agentguard.network.operator import (
+    check_params,
+    evaluate_policy,
+    policy_input,
+    probe_policy,
+)
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine
@@ -115,6 +120,7 @@ def reevaluate(
         except ConfigurationError:
             data = {**data, "approved": False}
     try:
+        probe_policy(policy, registration.params)  # a watch runs for days: never crash it
         evaluation = evaluate_policy(
             engine if engine is not None else _default_engine(),
             policy,

@@ -67,6 +67,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
+from agentguard.policies._probe import PolicyRefused, probe, same_material
 
 __all__ = [
     "KEY_ENV",
@@ -77,6 +78,7 @@ __all__ = [
     "evaluate_policy",
     "main",
     "policy_input",
+    "probe_policy",
 ]
 
 KEY_ENV = "AGENTGUARD_OPERATOR_KEY"
@@ -187,10 +189,12 @@ class Operator:
         # ``Registration.wire_hash`` -> the registration ``_held`` returned for its JSON: a
         # request may name it by that hash instead (``registration_hash``)
         self._by_hash: dict[bytes, Registration] = {}
-        # LRU: (schema hash, canonical params) that passed that schema: the content itself, so
-        # a registration replaced at the same version is checked again (both bytes objects are
-        # kept, their hashes cached, by the policy and ``_derived``: a lookup hashes nothing)
-        self._validated: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        # LRU: (code hash, schema hash, canonical params) that passed that schema and the
+        # probe (``probe_policy``): the content itself, so a registration replaced at the same
+        # version is checked again (the bytes objects are kept, their hashes cached, by the
+        # policy and ``_derived``: a lookup hashes nothing); the value is the policy checked,
+        # since a code hash does not pin its material down (``same_material``)
+        self._validated: OrderedDict[tuple[bytes, bytes, bytes], Policy] = OrderedDict()
         # registration signature -> what it implies; bounded by the registry's size
         self._derived: dict[bytes, _Derived] = {}
 
@@ -349,12 +353,16 @@ class Operator:
                 f"expire_after {expire_after} is not the registered {registration.expire_after}",
             )
         policy = self._policy(params, code_hash)
-        key = (policy.schema_hash, derived.params_json)
-        if key in self._validated:
+        key = (code_hash, policy.schema_hash, derived.params_json)
+        checked = self._validated.get(key)
+        if checked is not None and (
+            checked is policy or same_material(policy, checked.entrypoint, checked.modules)
+        ):
             self._validated.move_to_end(key)
         else:
             check_params(policy, registration.params)
-            _remember(self._validated, key, None, _MAX_DERIVED)
+            probe_policy(policy, registration.params)
+            _remember(self._validated, key, policy, _MAX_DERIVED)
         return policy, registration.params
 
     @staticmethod
@@ -734,6 +742,16 @@ def policy_input(
     if not isinstance(wasm.get("approved"), bool) or not isinstance(wasm.get("history"), dict):
         raise RPCError(INVALID_PARAMS, "data.wasm.approved must be a bool, history an object")
     return intent, parsed, wasm
+
+
+def probe_policy(policy: Policy, params: dict[str, Any]) -> None:
+    """Before this process first compiles ``policy`` under ``params``: one that crashes or
+    hangs rego-cpp in a child process (``agentguard.policies._probe``) is refused, so it never
+    takes this operator down; the verdict is kept in this process, refusals too."""
+    try:
+        probe(policy, params)
+    except PolicyRefused as exc:
+        raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
 
 
 def evaluate_policy(

@@ -48,6 +48,13 @@ def _share_libstdcxx() -> None:
 _share_libstdcxx()
 
 
+NUL_REFUSED = (
+    "a NUL character in the entrypoint or a module is refused: rego-cpp reads a module only up "
+    "to one, and the code hash (entrypoint and modules joined by NULs) would not name one code"
+)
+"""Why material with a NUL is refused (the engine and ``policy_from_material``)."""
+
+
 @dataclass(frozen=True)
 class Policy:
     """Rego modules + entrypoint (Newton style ``package.rule``, no ``data.`` prefix) + schema."""

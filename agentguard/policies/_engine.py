@@ -84,7 +84,7 @@ from regopy import rego_shared as _rs
 from agentguard._json import MAX_DEPTH
 from agentguard._json import _check_depth as check_depth
 from agentguard._tiers import MAX_TIER
-from agentguard.policies import Policy, canonical_json
+from agentguard.policies import NUL_REFUSED, Policy, canonical_json
 from agentguard.policies._reads import Reads, reads
 
 __all__ = ["Evaluation", "PolicyEngine", "PolicyEngineError"]
@@ -458,6 +458,8 @@ class _Compiled:
 def _compile(
     policy: Policy, params_json: bytes, extra: tuple[str, ...], *, prune: bool = True
 ) -> _Compiled:
+    if "\0" in policy.entrypoint or any("\0" in source for source in policy.modules.values()):
+        raise PolicyEngineError(f"policy {policy.name!r}: {NUL_REFUSED}")
     segments = policy.entrypoint.split(".")
     if len(segments) < 2 or segments[0] == "data" or not all(_IDENT.match(s) for s in segments):
         raise PolicyEngineError(

@@ -33,6 +33,7 @@ from agentguard.network.state import (
     policy_material,
 )
 from agentguard.policies import Policy, bundled, load
+from agentguard.policies._probe import PolicyRefused, probe
 
 if TYPE_CHECKING:
     from agentguard.network.usage import ChainUsageCheck
@@ -345,6 +346,10 @@ class Clients:
             raise invalid(f"params: {_LONG_WINDOW}")
         if registration.chain_id not in self._settings.chain_ids:
             raise invalid(f"chain_id {registration.chain_id} is not served by this gateway")
+        try:  # one that crashes or hangs rego-cpp would take down every operator (and simulate)
+            probe(policy, registration.params)
+        except PolicyRefused as exc:
+            raise invalid(str(exc)) from None
         # Judged against the state's registration, never a replica's copy of it (up to
         # ``CLIENT_REFRESH`` old): against a stale copy, a replay of the older registration
         # looked like "the same one" and was saved over the newer one for every replica.

@@ -74,9 +74,12 @@ class Simulator:
 
             self._engine = PolicyEngine()
         from agentguard.policies._engine import PolicyEngineError
+        from agentguard.policies._probe import probe
 
         parsed = intent.parsed()
         try:
+            # registered clients were probed; one loaded from a shared state is, here, once
+            probe(client.policy, client.params)
             evaluation = self._engine.evaluate(
                 client.policy, input=parsed, params=client.params, wasm=wasm
             )

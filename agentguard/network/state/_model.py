@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 from agentguard._exceptions import ConfigurationError
 from agentguard.network.registration import Registration
-from agentguard.policies import Policy
+from agentguard.policies import NUL_REFUSED, Policy
 
 DEFAULT_WINDOWS = (3600, 86400)
 MAX_PENDING_APPROVALS = 1000  # live approval requests per policy client
@@ -183,6 +183,8 @@ def policy_from_material(material: Mapping[str, Any]) -> Policy:
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in modules.items())
     ):
         raise ValueError("policy.modules must map file names to Rego source text")
+    if "\0" in entrypoint or any("\0" in source for source in modules.values()):
+        raise ValueError(f"policy: {NUL_REFUSED}")
     schema = material.get("params_schema", {})
     if not isinstance(schema, dict):
         raise ValueError("policy.params_schema must be a JSON schema object")

@@ -1,0 +1,349 @@
+"""Try a policy in a child process before a long-lived process compiles it.
+
+rego-cpp (regopy 1.5.2) can kill the process that runs it, whatever the input: some modules
+segfault or abort while compiling or on their first query (``some v in [x]`` over an imported
+input field; a rule named like a builtin's namespace), and a query has no time limit. An
+operator compiles whatever policy a registration names, and anyone can register one, so one
+such policy would take down every operator of the network, again after each restart.
+
+``probe`` compiles the policy under its params and evaluates it on a few representative inputs
+(a token payment with history and an x402 document, a contract call with calldata, a native
+transfer with empty history) in a child process with a time limit. A child killed by a signal,
+exiting badly or running out of time refuses the policy (``PolicyRefused``); an error the child
+reports as a policy error (it does not compile, the params miss the schema, a query fails)
+passes, since the engine reports the same error in process, as before. Verdicts are kept per
+(code hash, schema hash, params) in this process, refusals too, so a policy is probed once.
+
+The child is a ``fork`` of this process when no thread but agentguard's own runs (operators,
+gateways: about the compile's cost plus ~13 ms, ``benchmarks/bench_probe.py``; it already
+imported regopy and never touches the parent's engine or its lock), otherwise a fresh
+interpreter (``python -m agentguard.policies._probe``, ~0.5 s more), since a fork copies
+any lock another thread holds. Crashes that need a particular input are not caught: see
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import hashlib
+import json
+import math
+import os
+import re
+import resource
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agentguard._intent import TransactionIntent
+from agentguard.policies import Policy, canonical_json
+from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+__all__ = ["PROBE_TIMEOUT", "PolicyRefused", "probe", "probe_count", "same_material"]
+
+PROBE_TIMEOUT = 2.0
+"""Seconds the child may take for the compile and every probe input (agent_spend: ~60 ms)."""
+_MAX_VERDICTS = 4096
+_RETRY_AFTER = 60.0
+"""Seconds a refusal the policy may not own is kept (out of time, killed from outside, a bad
+exit: a loaded box or the OOM killer can do it to a good policy): then it is probed again."""
+_FAULTS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS}
+)
+_MEMORY = 2 << 30
+_DONE = b"probed"
+_READY = b"ready\n"
+_WINDOW = re.compile(rb'"window_seconds":(\d{1,12})[,}]')
+_AGENT, _TOKEN, _PAYEE = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
+
+
+class PolicyRefused(PolicyEngineError):
+    """The policy crashed the policy engine, or ran past the time limit, in a probe: it is
+    never compiled in a long-lived process. ``reason``: what the child did."""
+
+    def __init__(self, policy: Policy, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"policy {policy.name!r} (code 0x{policy.code_hash.hex()}) {reason}; it is "
+            "refused: rego-cpp fails this way on every input, so it would take down every "
+            "process that evaluates it. Rewrite the rules it trips on (run it with "
+            "agentguard.policies._probe locally to see) and register the new code"
+        )
+
+
+# (code hash, schema hash, params digest) -> (entrypoint, modules, verdict): the code hash
+# does not name one material (module names are not hashed; a NUL moves text between the
+# entrypoint and a module), so a verdict answers only for the very material it probed; and
+# until when it answers (a passing or crash verdict: for good)
+_verdicts: OrderedDict[
+    tuple[bytes, bytes, bytes], tuple[str, Mapping[str, str], str | None, float]
+] = OrderedDict()
+_verdicts_lock = threading.Lock()
+_probes = 0
+
+
+def probe_count() -> int:
+    """Child processes started by ``probe`` in this process (tests assert the cache with it)."""
+    return _probes
+
+
+def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT) -> None:
+    """``PolicyRefused`` if ``policy`` under ``params`` crashes or hangs a child process;
+    returns otherwise (a policy error stays for the in-process engine to report)."""
+    try:
+        params_json = canonical_json({"params": params})
+    except (TypeError, ValueError):
+        return  # the engine refuses such params itself, before compiling
+    key = (policy.code_hash, policy.schema_hash, hashlib.sha256(params_json).digest())
+    with _verdicts_lock:
+        held = _verdicts.get(key)
+        if (
+            held is not None
+            and same_material(policy, held[0], held[1])
+            and time.monotonic() < held[3]
+        ):
+            _verdicts.move_to_end(key)
+            if held[2] is not None:
+                raise PolicyRefused(policy, held[2])
+            return
+    request = _request(policy, params_json)
+    reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
+    until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
+    with _verdicts_lock:
+        _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason, until)
+        _verdicts.move_to_end(key)
+        if len(_verdicts) > _MAX_VERDICTS:
+            _verdicts.popitem(last=False)
+    if reason is not None:
+        raise PolicyRefused(policy, reason)
+
+
+def same_material(policy: Policy, entrypoint: str, modules: Mapping[str, str]) -> bool:
+    """Whether ``policy`` is exactly this entrypoint and these named modules (what its code
+    hash alone does not pin down): a cache by code hash must check it before it answers."""
+    return policy.entrypoint == entrypoint and policy.modules == modules
+
+
+def _fork_safe() -> bool:
+    """Whether every other thread is one of agentguard's own (``agentguard-*``: the state's
+    checkpointer, the gateway's usage sweep): none runs rego-cpp, Python imports or anything
+    else the child uses, so no lock they may hold at the fork is one the child needs. Any other
+    thread might (a host application's), and then a fresh interpreter probes."""
+    current = threading.current_thread()
+    return all(t is current or t.name.startswith("agentguard-") for t in threading.enumerate())
+
+
+def _request(policy: Policy, params_json: bytes) -> bytes:
+    """What the child probes: the policy and ``canonical_json({"params": ...})``."""
+    material = {
+        "name": policy.name,
+        "entrypoint": policy.entrypoint,
+        "modules": dict(policy.modules),
+        "params_schema": policy.params_schema,
+    }
+    return json.dumps({"policy": material, "params": params_json.decode()}).encode()
+
+
+def _verdict(status: int | None, done: bool) -> tuple[str | None, bool]:
+    """None if the child finished, else what happened (``status``: None if it ran out of
+    time); and whether that is the policy's own doing (it passed, or a fault signal), so the
+    verdict is kept for good rather than for ``_RETRY_AFTER``."""
+    if status is None:
+        return "did not finish evaluating within the probe's time limit (rego-cpp has none)", False
+    if done and status == 0:
+        return None, True
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        reason = f"crashed the policy engine ({name}) while being compiled or evaluated"
+        return reason, number in _FAULTS
+    return f"made the policy engine exit with status {os.waitstatus_to_exitcode(status)}", False
+
+
+def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
+    """The probe in a fork of this process (``_fork_safe``)."""
+    global _probes
+    read, write = os.pipe()
+    _probes += 1
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; only its exit status and pipe are seen
+        code = 70
+        try:
+            os.close(read)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # rego-cpp's last words: not our log
+            _child(request)
+            os.write(write, _DONE)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        done = _wait_for(read, time.monotonic() + timeout)
+    finally:
+        os.close(read)
+    if done is None:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return _verdict(None if done is None else status, bool(done))
+
+
+def _wait_for(fd: int, deadline: float) -> bool | None:
+    """True if the child wrote ``_DONE`` and closed the pipe, False if it closed it without
+    (it died), None if ``deadline`` passed first."""
+    got = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return got == _DONE
+        got += chunk
+
+
+def _spawned(request: bytes, timeout: float) -> tuple[str | None, bool]:
+    """The probe in a fresh interpreter; the time limit starts once it has imported regopy."""
+    global _probes
+    _probes += 1
+    child = subprocess.Popen(
+        [sys.executable, "-m", "agentguard.policies._probe"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_child_env(),
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(request)
+        child.stdin.close()
+        ready = child.stdout.readline() == _READY  # importing: no policy code runs yet
+        done = _wait_for(child.stdout.fileno(), time.monotonic() + timeout) if ready else False
+    finally:
+        child.stdout.close()
+        if child.poll() is None and (not ready or done is None):
+            child.kill()
+        returncode = child.wait()
+    if done is None:
+        return _verdict(None, False)
+    status = -returncode if returncode < 0 else returncode << 8  # a waitpid status
+    return _verdict(status, bool(done))
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with the folder this agentguard came from first on the path: the
+    child probes with this very code (a checkout not installed, too)."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def _child(request: bytes) -> None:
+    """Compile and evaluate in this (child) process with an engine of its own (it imports
+    nothing: a forked child must not wait for an import lock another thread held)."""
+    faulthandler.disable()  # the parent's pytest or -X faulthandler: no traceback, same signal
+    asked = json.loads(request)
+    material = asked["policy"]
+    policy = Policy(
+        name=material["name"],
+        entrypoint=material["entrypoint"],
+        modules=material["modules"],
+        params_schema=material["params_schema"],
+    )
+    params_json = asked["params"].encode()
+    params = json.loads(params_json)["params"]
+    _limit_memory()
+    engine = PolicyEngine()
+    for parsed, wasm in _inputs(params_json):
+        with contextlib.suppress(Exception):  # the engine raises the same in process
+            engine.evaluate(policy, input=parsed, params=params, wasm=wasm, params_json=params_json)
+
+
+def _limit_memory() -> None:
+    """At most ``_MEMORY`` more address space than the child started with: a policy that
+    allocates without end makes rego-cpp abort here, not the machine swap."""
+    try:
+        with open("/proc/self/statm") as statm:
+            size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return  # not Linux: no limit
+    resource.setrlimit(resource.RLIMIT_AS, (size + _MEMORY, resource.RLIM_INFINITY))
+
+
+def _inputs(params_json: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Inputs shaped as an operator's (``policy_input``, the gateway's ``wasm_data``)."""
+    now = int(time.time())
+    windows = {"3600", "86400", *(w.decode() for w in _WINDOW.findall(params_json))}
+    payment = TransactionIntent.erc20_transfer(
+        sender=_AGENT, token=_TOKEN, recipient=_PAYEE, amount=2_500_000, chain_id=8453
+    )
+    call = TransactionIntent(
+        **{
+            "from": _AGENT,
+            "to": _TOKEN,
+            "data": bytes.fromhex("095ea7b3" + "00" * 12 + _PAYEE[2:] + "ff" * 32),
+            "chain_id": 8453,
+            "function_signature": "approve(address,uint256)",
+        }
+    )
+    native = TransactionIntent(**{"from": _AGENT, "to": _PAYEE, "value": 10**18, "chain_id": 1})
+    out = []
+    for intent, spent, approved in (
+        (payment, 7_000_000, False),
+        (call, 0, True),
+        (native, None, False),
+    ):
+        spend = intent.spend.wasm()
+        history = {
+            w: {
+                "count": 3,
+                "spent": {spend["asset"]: str(spent)},
+                "projected": {spend["asset"]: str(spent + int(spend["amount"]))},
+            }
+            for w in sorted(windows)
+            if spent is not None
+        }
+        wasm: dict[str, Any] = {
+            "now": now,
+            "intent_hash": "0x" + intent.intent_hash.hex(),
+            "approved": approved,
+            "spend": spend,
+            "history": history,
+        }
+        if intent is payment:
+            wasm["x402"] = {
+                "scheme": "exact",
+                "network": "base",
+                "asset": _TOKEN,
+                "amount": spend["amount"],
+                "pay_to": _PAYEE,
+                "resource": "https://example.com/report",
+                "x402_version": 1,
+            }
+        out.append((intent.parsed(), wasm))
+    return out
+
+
+def _main() -> int:
+    """The fresh-interpreter child: the request on stdin, ``ready`` then ``probed`` on stdout."""
+    request = sys.stdin.buffer.read()
+    sys.stdout.buffer.write(_READY)
+    sys.stdout.buffer.flush()
+    _child(request)
+    sys.stdout.buffer.write(_DONE)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
