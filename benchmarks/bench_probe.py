@@ -41,12 +41,12 @@ def in_process(policy: Policy, params: dict[str, Any]) -> None:
 
 
 def forked(policy: Policy, params: dict[str, Any]) -> None:
-    verdict = _probe._forked(request(policy, params), 5.0)
+    verdict, _ = _probe._forked(request(policy, params), 5.0)
     assert verdict is None, verdict
 
 
 def spawned(policy: Policy, params: dict[str, Any]) -> None:
-    verdict = _probe._spawned(request(policy, params), 5.0)
+    verdict, _ = _probe._spawned(request(policy, params), 5.0)
     assert verdict is None, verdict
 
 

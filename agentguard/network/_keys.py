@@ -56,7 +56,9 @@ def load_operator_key(path: str | None, env_var: str) -> PrivateKey:
             ) from None
         source = f"key file {path}"
     else:
-        text = os.environ.get(env_var, "").strip()
+        # taken out of the environment: nothing this process runs later (a policy, a child)
+        # can read it there
+        text = os.environ.pop(env_var, "").strip()
         source = f"${env_var}"
         if not text:
             raise ConfigurationError(f"no operator key: pass --key-file or set ${env_var}")

@@ -161,6 +161,11 @@ def _refusal(source: str) -> str | None:
             "the 'with' keyword is not supported (it crashes rego-cpp 1.5.2); rewrite the rule "
             "without it"
         )
+    if re.search(r"\bopa\s*\.\s*runtime\b", code):
+        return (
+            "opa.runtime() is not supported: it reads the evaluating process's environment, "
+            "where an operator's secrets may live"
+        )
     if _RESERVED_PACKAGE.search(code):
         return f"packages {_EVAL_PACKAGE} and wasm are reserved for the engine's generated rules"
     return None

@@ -115,7 +115,13 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
                 raise PolicyRefused(policy, held[2])
             return
     request = _request(policy, params_json)
-    reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
+    try:
+        reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
+    except OSError as exc:  # no child (EAGAIN, ENOMEM, EMFILE, ECHILD...): nothing judged, kept
+        raise PolicyEngineError(
+            f"policy {policy.name!r} could not be probed ({type(exc).__name__}: "
+            f"{exc.strerror or exc}); it is not evaluated: try again"
+        ) from None
     until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
     with _verdicts_lock:
         _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason, until)
@@ -176,7 +182,12 @@ def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
     global _probes
     read, write = os.pipe()
     _probes += 1
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        raise
     if pid == 0:  # pragma: no cover - the child; only its exit status and pipe are seen
         code = 70
         try:
@@ -188,13 +199,18 @@ def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
         finally:
             os._exit(code)
     os.close(write)
+    done: bool | None = None
     try:
         done = _wait_for(read, time.monotonic() + timeout)
     finally:
         os.close(read)
-    if done is None:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+        if done is not True:  # over time, or _wait_for failed: never leave it running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored by the host: reaped already
+            status = 0 if done else int(signal.SIGKILL)
     return _verdict(None if done is None else status, bool(done))
 
 
@@ -204,7 +220,9 @@ def _wait_for(fd: int, deadline: float) -> bool | None:
     got = b""
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        poller = select.poll()  # not select(): an fd above 1023 is common in a busy server
+        poller.register(fd, select.POLLIN)
+        if left <= 0 or not poller.poll(left * 1000):
             return None
         chunk = os.read(fd, 64)
         if not chunk:
@@ -222,16 +240,19 @@ def _spawned(request: bytes, timeout: float) -> tuple[str | None, bool]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=_child_env(),
+        bufsize=0,  # readline must not read past "ready\n" into what _wait_for reads
     )
     assert child.stdin is not None and child.stdout is not None
+    ready, done = False, None
     try:
-        child.stdin.write(request)
-        child.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # it died importing: not ready
+            child.stdin.write(request)
+            child.stdin.close()
         ready = child.stdout.readline() == _READY  # importing: no policy code runs yet
         done = _wait_for(child.stdout.fileno(), time.monotonic() + timeout) if ready else False
     finally:
         child.stdout.close()
-        if child.poll() is None and (not ready or done is None):
+        if child.poll() is None and done is not True:
             child.kill()
         returncode = child.wait()
     if done is None:

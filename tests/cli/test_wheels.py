@@ -28,6 +28,7 @@ NEEDS_EXTRA = {
     "agentguard.network.gateway": "network",
     "agentguard.network.operator": "network",
     "agentguard.policies._engine": "network",
+    "agentguard.policies._probe": "network",
     "agentguard.x402.official_hook": "x402",
 }
 

@@ -136,3 +136,37 @@ def test_no_two_policies_that_evaluate_differently_share_a_code_hash() -> None:
     assert (
         PolicyEngine().evaluate(NUL_TWIN_B, input={"x": 2}, params={}, wasm={}).decision == "allow"
     )
+
+
+def test_a_policy_cannot_read_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rego-cpp's ``opa.runtime().env`` is the evaluating process's environment: a policy
+    returning it as reasons read an operator's key (``AGENTGUARD_OPERATOR_KEY``) out through
+    its signed answer. Refused before compiling, spaced or not."""
+    from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+    monkeypatch.setenv("S15_SECRET", "s3cr3t-value")
+    for source in (
+        "package t\nallow := false\nreasons := [opa.runtime().env.S15_SECRET]\n",
+        "package t\nallow if { x := opa . runtime(); x.env.S15_SECRET == 1 }\n",
+    ):
+        leaky = Policy("leak", "t.allow", {"t.rego": source})
+        with pytest.raises(PolicyEngineError, match=r"opa\.runtime") as caught:
+            PolicyEngine().evaluate(leaky, input={}, params={}, wasm={})
+        assert "s3cr3t" not in str(caught.value)
+    quoted = Policy("ok", "t.allow", {"t.rego": 'package t\nallow if "opa.runtime" != ""\n'})
+    assert PolicyEngine().evaluate(quoted, input={}, params={}, wasm={}).decision == "allow"
+
+
+def test_an_operator_key_read_from_the_environment_leaves_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from coincurve import PrivateKey
+
+    from agentguard.network._keys import load_operator_key
+
+    secret = PrivateKey().secret.hex()
+    monkeypatch.setenv("S15_OPERATOR_KEY", secret)
+    assert load_operator_key(None, "S15_OPERATOR_KEY").secret.hex() == secret
+    assert "S15_OPERATOR_KEY" not in os.environ
