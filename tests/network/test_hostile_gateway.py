@@ -17,6 +17,7 @@ from agentguard._exceptions import ConfigurationError, IntentMismatch
 from agentguard.network.launcher import OperatorProcess, ReferenceNetwork
 from agentguard.network.registration import Registration
 from agentguard.network.state import policy_from_material, policy_material
+from agentguard.policies import Policy
 
 from .conftest import NETCHECK, fresh_agent, fresh_client, params, transfer
 
@@ -69,11 +70,11 @@ def hostile_task(
     return body, intent
 
 
-def attackers_registration(client: str) -> dict[str, Any]:
+def attackers_registration(client: str, policy: Policy = ALLOW_ALL) -> dict[str, Any]:
     return Registration.sign(
         PrivateKey(),
         policy_client=client,
-        policy=ALLOW_ALL,
+        policy=policy,
         params={},
         expire_after=300,
         chain_id=8453,

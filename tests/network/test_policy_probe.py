@@ -14,12 +14,11 @@ from coincurve import PrivateKey
 
 from agentguard._exceptions import GatewayRPCError
 from agentguard.network.launcher import ReferenceNetwork
-from agentguard.network.registration import Registration
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
 from .conftest import fresh_agent, fresh_client, transfer
-from .test_hostile_gateway import evaluate
+from .test_hostile_gateway import attackers_registration, evaluate
 from .test_redteam_operators import registered_task
 
 
@@ -50,15 +49,7 @@ def hostile_task(policy: Policy) -> dict[str, Any]:
     """A consistent task for a fresh client under a registration of the caller's own (what a
     hostile gateway, or any owner, can hand an operator)."""
     client = fresh_client()
-    registration = Registration.sign(
-        PrivateKey(),
-        policy_client=client,
-        policy=policy,
-        params={},
-        expire_after=300,
-        chain_id=8453,
-        version=time.time_ns(),
-    ).to_json()
+    registration = attackers_registration(client, policy)
     return registered_task(
         client,
         transfer(fresh_agent()),
