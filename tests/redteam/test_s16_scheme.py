@@ -7,7 +7,8 @@ field types, dict subclasses) signs nothing of the other scheme on any path (``s
 attestation back; a scheme flipped on the caller's intent after verification is refused (and
 spends the attestation, by the ticket registry's design). What did not: the scheme is not part
 of what the operators sign (the attestation digest covers the intent hash, an ERC-20 transfer),
-so whoever picks the intent at verification picks the scheme (tests marked HOLE).
+so whoever picks the intent at verification picks the scheme (tests marked HOLE). One way
+to pick it through the public API, ``Guard.authorize``'s ``wasm_args``, is closed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from eth_account.messages import encode_typed_data
 from agentguard import (
     AttestationReplayed,
     Guard,
+    IntentError,
     IntentMismatch,
     PaymentIntent,
     PolicyDenied,
@@ -368,15 +370,31 @@ def test_a_policy_refusing_upto_refuses_it(exact_only, signer, spy):
     assert signer.sign_payment(verified, exact_typed(signer.address))
 
 
-def test_hole_wasm_args_show_the_policy_another_scheme(exact_only, signer, spy):
-    """HOLE: ``Guard.authorize(intent, wasm_args=...)`` merges the caller's ``x402`` over the
-    intent's own, so the operators evaluate an ``exact`` payment while the verified intent
-    (and so the signer) is ``upto``: a Permit2 authorization a policy allowing only ``exact``
-    never allowed."""
-    upto = payment("upto", signer.address)
-    exact_details = payment("exact", signer.address).wasm_args()
-    verified = exact_only.authorize(upto, wasm_args=exact_details)
-    assert signer.sign_payment(verified, upto_typed(), permit2_spenders=SPENDERS)  # HOLE
+class Sneaky(dict):  # type: ignore[type-arg]
+    """wasm_args hiding its ``x402`` key from ``in`` (``update`` still copies it)."""
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("wrap", [dict, Sneaky], ids=["dict", "hidden key"])
+def test_wasm_args_may_not_show_the_policy_another_scheme(exact_only, signer, spy, wrap):
+    """Was a HOLE (c1dd83e): ``Guard.authorize(intent, wasm_args=...)`` merged the caller's
+    ``x402`` over the intent's own, so the operators evaluated an ``exact`` payment while the
+    verified intent (and so the signer) was ``upto``: a Permit2 authorization a policy allowing
+    only ``exact`` never allowed. Now refused before anything is sent; the payment's own
+    details (as the pipeline passes them) still go."""
+    upto, exact = payment("upto", signer.address), payment("exact", signer.address)
+    with pytest.raises(IntentError, match="x402"):
+        exact_only.authorize(upto, wasm_args=wrap(exact.wasm_args()))
+    other = exact.wasm_args()
+    other["x402"]["resource"] = "https://elsewhere.example/paid"
+    with pytest.raises(IntentError, match="x402"):
+        exact_only.authorize(exact, wasm_args=other)
+    with pytest.raises(PolicyDenied):  # the policy sees the intent's own scheme
+        exact_only.authorize(upto, wasm_args={"note": 1})
+    verified = exact_only.authorize(exact, wasm_args=exact.wasm_args())
+    assert signer.sign_payment(verified, exact_typed(signer.address))
     assert spy.calls == ["sign_typed_data"]
 
 
