@@ -344,10 +344,23 @@ def _rpc_error(error: Any, status: int) -> AuthorizationError:
 
 
 def _wasm_args(intent: Intent, wasm_args: Mapping[str, Any] | None) -> str:
+    """The task's ``wasm_args``: a payment's own x402 details plus the caller's. The caller
+    may not replace a payment's details: the operators sign the transfer's hash, not them, so
+    a policy shown ``exact`` would otherwise allow an ``upto`` intent (or another resource)."""
     args: dict[str, Any] = dict(intent.wasm_args()) if isinstance(intent, PaymentIntent) else {}
-    if wasm_args:
-        args.update(wasm_args)
-    return wasm_args_hex(args)
+    if not wasm_args:
+        return wasm_args_hex(args)
+    args.update(wasm_args)
+    text = wasm_args_hex(args)  # encoded once: what is checked is what is sent
+    if isinstance(intent, PaymentIntent):
+        sent = json.loads(bytes.fromhex(text[2:])).get("x402")
+        own = json.loads(json.dumps(intent.wasm_args()["x402"]))
+        if sent != own:
+            raise IntentError(
+                "wasm_args.x402 differs from the payment's own x402 details (scheme, resource, "
+                "...); a payment's details come from its PaymentIntent"
+            )
+    return text
 
 
 def _intent_signature(gateway: _GatewayConfig, intent: Intent) -> str | None:

@@ -288,7 +288,8 @@ class Signer:
         Accepts EIP-3009 ``TransferWithAuthorization`` (scheme ``exact``) and Permit2
         ``PermitWitnessTransferFrom`` (scheme ``upto``, whose spender must be one of
         ``permit2_spenders``: a Permit2 spender chooses where the funds go); refuses anything
-        whose token, payee, amount, payer or chain differs from the attested ``PaymentIntent``,
+        whose scheme (by its primary type), token, payee, amount, payer or chain differs from
+        the attested ``PaymentIntent``,
         a payment attested for another payer than this key, any shape but the canonical
         EIP-3009 / Permit2 one (types, domain), and an authorization valid beyond
         the attestation's expiry (``validBefore`` / ``deadline``) or only from the future
@@ -449,7 +450,8 @@ class Signer:
         ):
             return None
         if not (
-            chain_id == intent.chain_id
+            intent.scheme == "exact"
+            and chain_id == intent.chain_id
             and token.lower() == intent.asset.lower()
             and payer.lower() == intent.payer.lower()
             and payee.lower() == intent.pay_to.lower()
@@ -776,6 +778,9 @@ def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> lis
         wrong.append("chainId")
     if primary == "TransferWithAuthorization":
         checks = {
+            # an attestation names the scheme it allowed: an ``upto`` maximum is not an
+            # ``exact`` payment of that maximum (nor the other way round)
+            "scheme": intent.scheme == "exact",
             "token": _same(domain.get("verifyingContract"), intent.asset),
             "payer": _same(message.get("from"), intent.payer),
             "payee": _same(message.get("to"), intent.pay_to),
@@ -785,6 +790,7 @@ def payment_mismatches(intent: PaymentIntent, typed_data: dict[str, Any]) -> lis
         permitted = _mapping(message.get("permitted"))
         witness = _mapping(message.get("witness"))
         checks = {
+            "scheme": intent.scheme == "upto",
             "token": _same(permitted.get("token"), intent.asset),
             "payee": _same(witness.get("to"), intent.pay_to),
             "amount": _int(permitted.get("amount")) == intent.amount,

@@ -381,6 +381,36 @@ def test_permit2_deadline_may_not_outlive_the_attestation(signer, verify, spy):
     assert signer.sign_payment(verified, typed, permit2_spenders=[UPTO_PERMIT2_PROXY])
 
 
+def test_an_attested_scheme_is_the_one_signed(signer, verify, spy):
+    """Before: an attestation for an ``upto`` session maximum signed an ``exact`` EIP-3009
+    transfer of that maximum (paid in full, whatever the server would have charged), and an
+    ``exact`` attestation signed a Permit2 ``upto`` authorization; a policy that tells the
+    schemes apart was deciding about a payment that was not the one signed."""
+    now = int(time.time())
+    upto = verify(payment(signer, "upto"), expires_at=now + 60)
+    as_exact = eip3009(signer.address, PAYEE, 10_000)
+    as_exact["message"]["validBefore"] = now + 60
+    with pytest.raises(IntentMismatch, match="scheme"):
+        signer.sign_payment(upto, as_exact)
+    fields = as_exact["message"]
+    with pytest.raises(IntentMismatch, match="scheme"):  # the one-pass path: the same verdict
+        signer.sign_eip3009(
+            upto, name="USD Coin", version="2", chain_id=8453, token=TOKEN,
+            payer=fields["from"], to=fields["to"], value=fields["value"],
+            valid_after=fields["validAfter"], valid_before=fields["validBefore"],
+            nonce="0x" + fields["nonce"].hex(),
+        )  # fmt: skip
+    exact = verify(payment(signer, "exact"), expires_at=now + 60)
+    as_upto = _permit2(TOKEN, UPTO_PERMIT2_PROXY)
+    as_upto["message"]["deadline"] = now + 60
+    with pytest.raises(IntentMismatch, match="scheme"):
+        signer.sign_payment(exact, as_upto, permit2_spenders=[UPTO_PERMIT2_PROXY])
+    assert spy.calls == []
+    # each signs its own scheme (refusals above did not spend the attestation)
+    assert signer.sign_payment(upto, as_upto, permit2_spenders=[UPTO_PERMIT2_PROXY])
+    assert signer.sign_payment(exact, as_exact)
+
+
 @pytest.mark.parametrize(
     "typed",
     [None, [], "typed", {"primaryType": "TransferWithAuthorization", "domain": [1], "message": 7}],
