@@ -134,3 +134,25 @@ def test_profile_writes_and_prints_one_profile_per_process(tmp_path: Path) -> No
         assert header in done.stdout
     # the operator's hot path (checks and evaluation, ``Operator._evaluate``) is in its top list
     assert "network/operator.py" in done.stdout and "(_evaluate)" in done.stdout
+
+
+def test_sampled_profile_is_the_cpu_split_by_samples(tmp_path: Path) -> None:
+    """``--profile-mode sample``: pstats files whose own times add up to the process's CPU
+    while profiled (every sample holds the outermost frame, so its inclusive time is that
+    whole), with the gateway's task flow in them."""
+    import pstats
+
+    command = [sys.executable, str(BENCH / "bench_network.py"), "--profile", str(tmp_path)]
+    command += ["--profile-mode", "sample", "--requests", "400", "--concurrency", "8"]
+    done = subprocess.run(command, cwd=BENCH.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(sample, which adds its own cost)" in done.stdout
+    for header in ("== client", "== gateway", "== operator 1", "== operator 3"):
+        assert header in done.stdout
+    [gateway] = tmp_path.glob("gateway-*.prof")
+    stats = pstats.Stats(str(gateway)).stats  # type: ignore[attr-defined]
+    own = sum(v[2] for v in stats.values())
+    assert own > 0
+    assert max(v[3] for v in stats.values()) == pytest.approx(own)
+    flow = [v for (_, _, name), v in stats.items() if name == "_create_task"]
+    assert flow and 0 < flow[0][3] < own
