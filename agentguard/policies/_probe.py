@@ -114,8 +114,9 @@ class ProbeUnavailable(PolicyEngineError):
 
 
 # digest of the exact material and params probed (``_material_key``) -> (what the child did or
-# None, whether that is for good, until when it answers); no copy of the material is kept
-_verdicts: OrderedDict[bytes, tuple[str | None, bool, float]] = OrderedDict()
+# None, whether that is for good, until when it answers, the time limit it had); no copy of
+# the material is kept
+_verdicts: OrderedDict[bytes, tuple[str | None, bool, float, float]] = OrderedDict()
 _verdicts_lock = threading.Lock()
 _probes = 0
 
@@ -125,17 +126,11 @@ def probe_count() -> int:
     return _probes
 
 
-def probe(
-    policy: Policy,
-    params: Mapping[str, Any],
-    *,
-    timeout: float = PROBE_TIMEOUT,
-    hold_timeouts: bool = True,
-) -> None:
+def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT) -> None:
     """``PolicyRefused`` if ``policy`` under ``params`` crashes or hangs a child process;
     ``ProbeUnavailable`` if no child could run; returns otherwise (a policy error stays for the
-    in-process engine to report). ``hold_timeouts=False``: a refusal that is not lasting is not
-    answered from the cache but probed again (a caller that paces its own retries)."""
+    in-process engine to report). A held timeout answers only a limit no longer than its own
+    (the challenger's 20 s is not refused by a server's 2 s timeout)."""
     try:
         params_json = canonical_json({"params": params})
     except (TypeError, ValueError):
@@ -143,11 +138,7 @@ def probe(
     key = _material_key(policy, params_json)
     with _verdicts_lock:
         held = _verdicts.get(key)
-        if (
-            held is not None
-            and time.monotonic() < held[2]
-            and (held[1] or held[0] is None or hold_timeouts)
-        ):
+        if held is not None and time.monotonic() < held[2] and (held[1] or timeout <= held[3]):
             _verdicts.move_to_end(key)
             if held[0] is not None:
                 raise PolicyRefused(policy, held[0], lasting=held[1], held=True)
@@ -162,7 +153,7 @@ def probe(
         ) from None
     until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
     with _verdicts_lock:
-        _verdicts[key] = (reason, lasting, until)
+        _verdicts[key] = (reason, lasting, until, timeout)
         _verdicts.move_to_end(key)
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
