@@ -162,24 +162,9 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
 
 
 def _material_key(policy: Policy, params_json: bytes) -> bytes:
-    """sha256 of everything the child evaluates: entrypoint, each module's name and text (in
-    name order), the params schema's hash and the canonical params, each field prefixed by its
-    length, so no two materials share an encoding (the code hash joins texts by NULs and leaves
-    names out: it does not name one material)."""
-    digest = hashlib.sha256(b"agentguard.probe/1")
-
-    def field(data: bytes) -> None:
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-
-    field(policy.entrypoint.encode("utf-8", "surrogatepass"))
-    digest.update(len(policy.modules).to_bytes(8, "big"))
-    for name in sorted(policy.modules):
-        field(name.encode("utf-8", "surrogatepass"))
-        field(policy.modules[name].encode("utf-8", "surrogatepass"))
-    field(policy.schema_hash)
-    field(params_json)
-    return digest.digest()
+    """sha256 of everything the child evaluates: ``Policy.material_hash`` (entrypoint, named
+    modules, schema; computed once per policy object) and the canonical params."""
+    return hashlib.sha256(policy.material_hash + params_json).digest()
 
 
 def same_material(policy: Policy, entrypoint: str, modules: Mapping[str, str]) -> bool:
