@@ -332,15 +332,20 @@ def _spawned(request: bytes, timeout: float) -> tuple[str | None, bool]:
     finally:
         os.close(write)
     assert child.stdin is not None
-    ready, done = None, None
+    done = None
     try:
-        with contextlib.suppress(BrokenPipeError):  # it died importing: not ready
-            child.stdin.write(request)
-            child.stdin.close()
-        ready = _ready(read, time.monotonic() + _IMPORT_TIMEOUT)  # no policy code runs yet
-        done = _wait_for(read, time.monotonic() + timeout) if ready else ready
+        # ready once imported (no policy code runs yet); only then the request: a write to a
+        # child that is not reading could block this thread without a bound
+        done = _ready(read, time.monotonic() + _IMPORT_TIMEOUT)
+        if done:
+            with contextlib.suppress(BrokenPipeError):  # it died reading: no _DONE
+                child.stdin.write(request)
+                child.stdin.close()
+            done = _wait_for(read, time.monotonic() + timeout)
     finally:
         os.close(read)
+        with contextlib.suppress(OSError):  # not ready: never written; or a broken pipe
+            child.stdin.close()
         if child.poll() is None and done is not True:
             child.kill()
         returncode = child.wait()
@@ -454,11 +459,12 @@ def _inputs(params_json: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def _main() -> int:
-    """The fresh-interpreter child: the request on stdin, ``ready`` then ``probed`` on the
-    descriptor its first argument names (stdout is /dev/null: a policy may ``print``)."""
+    """The fresh-interpreter child: ``ready`` on the descriptor its first argument names, the
+    request on stdin, then ``probed`` on that descriptor (stdout is /dev/null: a policy may
+    ``print``)."""
     out = int(sys.argv[1])
-    request = sys.stdin.buffer.read()
     os.write(out, _READY)
+    request = sys.stdin.buffer.read()
     _child(request)
     os.write(out, _DONE)
     return 0

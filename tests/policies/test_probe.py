@@ -301,3 +301,32 @@ def test_the_material_digest_separates_every_field() -> None:
     assert len(keys) == len(variants) + 1
     renamed = Policy("other name", "t.allow", dict(base.modules))  # the name is not evaluated
     assert _probe._material_key(renamed, params) == _probe._material_key(base, params)
+
+
+def test_a_fresh_interpreter_stuck_before_reading_does_not_block_the_prober(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request went to the child's stdin before it was ready: a child stuck importing (a
+    slow disk, a site hook) never reads it, and a request larger than the pipe's buffer
+    blocked the probing thread for good. The request is sent once the child is ready; not
+    ready in time is a timeout (not for good)."""
+    (tmp_path / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
+    real_env = _probe._child_env
+    monkeypatch.setattr(_probe, "_child_env", lambda: {**real_env(), "PYTHONPATH": f"{tmp_path}"})
+    monkeypatch.setattr(_probe, "_fork_safe", lambda: False)
+    monkeypatch.setattr(_probe, "_IMPORT_TIMEOUT", 1.0)
+    big = policy("package t\nallow if input.to\n# " + "x" * (1 << 20))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            probe(big, {})
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    prober = threading.Thread(target=run, name="prober")
+    prober.start()
+    prober.join(120)  # a liveness guard: before the fix it never returned
+    assert not prober.is_alive()
+    (refused,) = outcome
+    assert isinstance(refused, PolicyRefused) and not refused.lasting, refused
