@@ -11,11 +11,12 @@ record written again is the same file, a vault already paused is left as it is.
 A task the watch cannot judge now (``ChallengeRetry``: the policy's probe ran out of time or
 no probe child could start, which a loaded machine can do to a good policy) ends the batch
 before it: the cursor stays before the task, which is tried again after a pause that doubles
-from ``retry_delay`` (not under the probe's 60 s, so each try probes again) up to
-``MAX_RETRY_DELAY``. Tries are counted per policy code: after ``retries`` in a row the task is
-passed with a warning, as a policy that crashes the engine is, and so is, at once, a later
-task of that code not judged either (for the rest of the run): a policy that times out on
-every try would otherwise stall the watch, and with it every later task, for good.
+from ``retry_delay`` (by default 60 s: the probe holds a timeout that long, so each try probes
+again) up to ``MAX_RETRY_DELAY``. Tries are counted per policy code: after ``retries`` in a
+row the task is passed with a warning, as a policy that crashes the engine is, and so is, at
+once, a later task of that code not judged either (for the rest of the run): a policy that
+times out on every try would otherwise stall the watch, and with it every later task, for
+good.
 
 Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
 caught up) end it; ``interval`` is the pause between polls once caught up.
