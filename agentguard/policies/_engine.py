@@ -166,6 +166,11 @@ def _refusal(source: str) -> str | None:
             "opa.runtime() is not supported: it reads the evaluating process's environment, "
             "where an operator's secrets may live"
         )
+    if re.search(r"\bprint\s*\(", code):
+        return (
+            "print() is not supported: rego-cpp writes it to the evaluating process's stdout, "
+            "where a policy could flood or forge an operator's logs with the task's input"
+        )
     if _RESERVED_PACKAGE.search(code):
         return f"packages {_EVAL_PACKAGE} and wasm are reserved for the engine's generated rules"
     return None

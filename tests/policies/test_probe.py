@@ -225,7 +225,9 @@ def test_a_policy_that_prints_is_judged_alike_in_both_children(
 ) -> None:
     """rego-cpp's ``print`` writes to the process's stdout (fd 1). The fresh interpreter's
     stdout was its protocol pipe, so a printing policy was refused there ("exit status 0")
-    and passed in a fork, whose print went to the parent's own stdout."""
+    and passed in a fork, whose print went to the parent's own stdout. The engine now refuses
+    ``print`` before compiling (``test_a_policy_cannot_write_to_the_process_stdout``): both
+    children leave that refusal to the process, and neither writes to the parent's output."""
     printing = policy('package t\nimport rego.v1\nallow if { print("S16-PRINTED", input); true }')
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, name=thread_name)
