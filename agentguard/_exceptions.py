@@ -734,7 +734,9 @@ class ChallengeRetry(AgentGuardError):
     hint = "Run it again when the machine is less loaded (the watch retries by itself)."
 
     def __init__(self, message: str, *, code: bytes = b"") -> None:
-        self.code = code  # the policy's code hash: the watch's retries are counted per code
+        # what was probed (``probe_key``: material and params, not the code alone, which
+        # another registration's params could exhaust): the watch counts its retries per key
+        self.code = code
         super().__init__(message)
 
 

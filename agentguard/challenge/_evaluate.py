@@ -18,7 +18,13 @@ from agentguard.network.operator import check_params, evaluate_policy, policy_in
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine
-from agentguard.policies._probe import PROBE_TIMEOUT, PolicyRefused, ProbeUnavailable, probe
+from agentguard.policies._probe import (
+    PROBE_TIMEOUT,
+    PolicyRefused,
+    ProbeUnavailable,
+    probe,
+    probe_key,
+)
 
 __all__ = [
     "CHALLENGE_PROBE_TIMEOUT",
@@ -147,20 +153,20 @@ def reevaluate(
 def _probe(policy: Policy, params: dict[str, Any]) -> None:
     """The policy probe, with the challenger's limit: a crash is the policy's own
     (``ChallengeError``: it cannot be re-evaluated); out of time or no child is maybe the
-    machine's (``ChallengeRetry``, naming the code: judge it later)."""
+    machine's (``ChallengeRetry``, naming what was probed: judge it later)."""
     try:
         probe(policy, params, timeout=CHALLENGE_PROBE_TIMEOUT)
     except PolicyRefused as exc:
         if not exc.lasting:
             raise ChallengeRetry(
-                f"the policy could not be judged now: {exc}", code=policy.code_hash
+                f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
             ) from None
         raise ChallengeError(
             f"the policy does not evaluate on these inputs: policy evaluation failed: {exc}"
         ) from None
     except ProbeUnavailable as exc:
         raise ChallengeRetry(
-            f"the policy could not be judged now: {exc}", code=policy.code_hash
+            f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
         ) from None
 
 

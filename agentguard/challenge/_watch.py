@@ -12,11 +12,12 @@ A task the watch cannot judge now (``ChallengeRetry``: the policy's probe ran ou
 no probe child could start, which a loaded machine can do to a good policy) ends the batch
 before it: the cursor stays before the task, which is tried again after a pause that doubles
 from ``retry_delay`` (by default 60 s: the probe holds a timeout that long, so each try probes
-again) up to ``MAX_RETRY_DELAY``. Tries are counted per policy code: after ``retries`` in a
-row the task is passed with a warning, as a policy that crashes the engine is, and so is, at
-once, a later task of that code not judged either (for the rest of the run): a policy that
-times out on every try would otherwise stall the watch, and with it every later task, for
-good.
+again) up to ``MAX_RETRY_DELAY``. Tries are counted per probed material and params
+(``probe_key``; per code, another registration's params that hang the probe exhausted a code a
+fraud was under): after ``retries`` in a row the task is passed with a warning, as a policy
+that crashes the engine is, and so is, at once, a later task of that key not judged either
+(for the rest of the run): a policy that times out on every try would otherwise stall the
+watch, and with it every later task, for good.
 
 Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
 caught up) end it; ``interval`` is the pause between polls once caught up.
@@ -86,7 +87,7 @@ MAX_BATCH = 1000
 DEFAULT_HORIZON = 86400  # the least the watch keeps: the longest window the gateway state tracks
 MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one burst)
 MAX_RETRY_DELAY = 300.0  # seconds between two tries of a task not judged, at most
-MAX_TRIED = 1024  # policy codes whose tries are counted (a source can name new ones)
+MAX_TRIED = 1024  # probe keys whose tries are counted (a source can name new ones)
 
 
 class TaskSource(Protocol):
@@ -280,8 +281,8 @@ class Watcher:
         self.sleep = sleep
         self.retries = retries
         self.retry_delay = retry_delay
-        self._tries: dict[bytes, int] = {}  # policy code -> tries in a row it was not judged
-        self._stuck: bytes | None = None  # the code of the task tried again, if one is
+        self._tries: dict[bytes, int] = {}  # probe key -> tries in a row it was not judged
+        self._stuck: bytes | None = None  # the probe key of the task tried again, if one is
         self._delay = 0.0  # the pause before the next step, when a task was not judged
         self.index = HistoryIndex()
         self.report = Report()
@@ -355,7 +356,7 @@ class Watcher:
                 if stuck:
                     break  # the cursor stays before it
             else:
-                if self._stuck is not None:  # judged at last: its code's count starts over
+                if self._stuck is not None:  # judged at last: its key's count starts over
                     self._tries.pop(self._stuck, None)
                     self._stuck = None
             self.report.checked += 1
@@ -373,7 +374,7 @@ class Watcher:
 
     def _retry_later(self, task: StoredTask, exc: ChallengeRetry) -> bool:
         """Whether ``task``, not judged now, is tried again (after ``_delay``); after
-        ``retries`` tries of its code it is passed, with a warning (see the module docstring)."""
+        ``retries`` tries of its key it is passed, with a warning (see the module docstring)."""
         tries = self._tries.pop(exc.code, 0) + 1
         self._tries[exc.code] = tries  # the newest last: the oldest is forgotten first
         if len(self._tries) > MAX_TRIED:

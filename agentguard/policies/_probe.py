@@ -58,6 +58,7 @@ __all__ = [
     "ProbeUnavailable",
     "probe",
     "probe_count",
+    "probe_key",
     "same_material",
 ]
 
@@ -159,6 +160,15 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
             _verdicts.popitem(last=False)
     if reason is not None:
         raise PolicyRefused(policy, reason, lasting=lasting)
+
+
+def probe_key(policy: Policy, params: Mapping[str, Any]) -> bytes:
+    """What one probe judges: the exact material and params (a code's probe may hang under one
+    registration's params and not another's). Params ``probe`` skips key as their digest."""
+    try:
+        return _material_key(policy, canonical_json({"params": params}))
+    except (TypeError, ValueError):
+        return hashlib.sha256(policy.material_hash + b"\0unencodable").digest()
 
 
 def _material_key(policy: Policy, params_json: bytes) -> bytes:
