@@ -235,3 +235,25 @@ def test_the_cli_run_says_what_it_did_not_judge(
     assert status == 1 and summary["discrepancies"] == 1 and summary["not_judged"] == 1
     assert summary["cursor"] == 0
     assert next(f for f in summary["findings"] if "not_judged" in f)["not_judged"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "time.now_ns() < 1",
+        "time . now_ns() < 1",
+        'io.jwt.decode_verify("a.b.c", {"secret": "k"})[0]',
+    ],
+)
+def test_a_policy_cannot_read_the_clock(body: str) -> None:
+    """The attack: a hostile policy author registers ``allow if time.now_ns() < DEADLINE``.
+    Honest operators evaluate it before the deadline and sign allow; the challenger re-evaluates
+    after it, gets deny, and writes a record, proven offline by anyone re-evaluating later, that
+    names the honest operators as wrong signers (slashable). rego-cpp answered the real clock
+    (``time.now_ns() > 1`` allowed). Refused before compiling, in every process."""
+    module = f"package t\nimport rego.v1\ndefault allow := false\nallow if {{ {body} }}\n"
+    policy = Policy("clock", "t.allow", {"p.rego": module})
+    with pytest.raises(PolicyEngineError, match="read the evaluating machine's clock"):
+        PolicyEngine().evaluate(policy, input={}, params={}, wasm={})
+    as_text = 'package t\nimport rego.v1\nallow if { "time.now_ns()" != "" } # time.now_ns\n'
+    assert _refusal(as_text) is None  # in a string or a comment it is no call
