@@ -74,8 +74,6 @@ _FAULTS = frozenset(
 _MEMORY = 2 << 30
 _IMPORT_TIMEOUT = 60.0
 """Seconds a fresh interpreter may take to import agentguard and regopy (no policy runs yet)."""
-_FD_CEILING = 1 << 30
-"""Above every descriptor a child can have inherited (``os.closerange`` is one syscall)."""
 _DONE = b"probed"
 _READY = b"ready\n"
 _WINDOW = re.compile(rb'"window_seconds":(\d{1,12})[,}]')
@@ -279,9 +277,21 @@ def _detach(keep: int) -> int:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _FD_CEILING)
+    for fd in _held():
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed already
+                os.close(fd)
     return keep
+
+
+def _held() -> list[int]:
+    """The descriptors this process holds: listed, not every number up to a ceiling. Closing
+    a range is one ``close_range`` only where the kernel has it (5.9+) and no seccomp profile
+    denies it; otherwise CPython calls ``close`` on every number (a billion: minutes)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError, ValueError):
+            return [int(name) for name in os.listdir(folder)]
+    return list(range(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
 
 
 def _readable(fd: int, deadline: float) -> bool:
