@@ -5,7 +5,11 @@ its cursor across a crash, the verdict cache's key and the refusal of ``print`` 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import socket
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +261,48 @@ def test_a_policy_cannot_read_the_clock(body: str) -> None:
         PolicyEngine().evaluate(policy, input={}, params={}, wasm={})
     as_text = 'package t\nimport rego.v1\nallow if { "time.now_ns()" != "" } # time.now_ns\n'
     assert _refusal(as_text) is None  # in a string or a comment it is no call
+
+
+def test_a_forked_child_closes_what_it_holds_not_a_billion_numbers() -> None:
+    """``os.closerange(keep + 1, 2**30)`` is one ``close_range`` syscall only where the kernel
+    has it (5.9+) and no seccomp profile denies it (older container runtimes answer EPERM);
+    otherwise CPython falls back to calling ``close`` on every number: a billion syscalls,
+    minutes, in every forked probe child, so every probe ran out of time and every policy was
+    refused. The child closes what ``/proc/self/fd`` lists instead. Simulated here: a
+    ``closerange`` that, like that fallback, costs one call per number (refused above 2**16),
+    with a listening socket and a high descriptor to close."""
+    server = socket.socket()
+    server.listen()
+    high = fcntl.fcntl(server.fileno(), fcntl.F_DUPFD, 4000)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+
+            def fallback(low: int, high: int) -> None:
+                if high - low > 1 << 16:
+                    raise RuntimeError("a close() per number")
+                for fd in range(low, high):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+            os.closerange = fallback
+            kept = _probe._detach(write)
+            left = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+            os.write(kept, json.dumps(left).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    got = b""
+    while chunk := os.read(read, 4096):
+        got += chunk
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    os.close(high)
+    server.close()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's _detach failed"
+    left = json.loads(got)
+    assert high not in left and server.fileno() not in left
+    assert len(left) <= 5  # 0, 1, 2, the pipe, and the listing's own while it reads
