@@ -725,6 +725,21 @@ class ChallengeError(AgentGuardError):
     hint = "Check the source (state, gateway URL and API key, audit log, policy folder)."
 
 
+class ChallengeRetry(AgentGuardError):
+    """The challenger could not judge a task now, though it may later: the policy's probe ran
+    out of time or no probe child could start (a loaded machine can do both to a good policy).
+    Not a ``ChallengeError``, which passes a task as unverifiable: the watch keeps its cursor
+    before the task and tries it again; a one-shot run stops there."""
+
+    hint = "Run it again when the machine is less loaded (the watch retries by itself)."
+
+    def __init__(self, message: str, *, code: bytes = b"") -> None:
+        # what was probed (``probe_key``: material and params, not the code alone, which
+        # another registration's params could exhaust): the watch counts its retries per key
+        self.code = code
+        super().__init__(message)
+
+
 class NotAChallengeRecord(ChallengeError):
     """What was given as a challenge record is not one: not JSON, not an object of the
     ``agentguard.challenge/1`` shape, a field of the wrong type, too large or too deep."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from agentguard._exceptions import ChallengeError, NotAChallengeRecord
+from agentguard._exceptions import ChallengeError, ChallengeRetry, NotAChallengeRecord
 
 # Loaded on first use: the CLI registers ``agentguard challenge`` without the network extra
 # (regopy) being installed; using the challenger needs it.
@@ -65,6 +65,7 @@ __all__ = [
     "RECORD_FORMAT",
     "AuditSource",
     "ChallengeError",
+    "ChallengeRetry",
     "Finding",
     "GatewaySource",
     "Materials",

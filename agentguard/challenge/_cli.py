@@ -160,25 +160,31 @@ def _run(args: argparse.Namespace) -> int:
         "discrepancies": len(report.discrepancies),
         "records_written": [str(p) for p in report.records],
         "unverifiable": len(report.unverifiable),
+        "not_judged": len(report.not_judged),
         "skipped": len(report.skipped),
         "approvals_not_rechecked": report.approvals_unchecked,
         "cursor": report.cursor,
     }
     if args.json:
-        summary["findings"] = [
-            {
-                "task_id": f.task_id,
-                "wrong_signers": list(f.wrong_signers),
-                "signed": f.signed,
-                "policy_gives": f.recomputed.decision if f.recomputed else None,
-                "proven_by_record_alone": f.offline,
-            }
-            for f in report.discrepancies
-        ] + [{"task_id": f.task_id, "unverifiable": f.why} for f in report.unverifiable]
+        summary["findings"] = (
+            [
+                {
+                    "task_id": f.task_id,
+                    "wrong_signers": list(f.wrong_signers),
+                    "signed": f.signed,
+                    "policy_gives": f.recomputed.decision if f.recomputed else None,
+                    "proven_by_record_alone": f.offline,
+                }
+                for f in report.discrepancies
+            ]
+            + [{"task_id": f.task_id, "unverifiable": f.why} for f in report.unverifiable]
+            + [{"task_id": f.task_id, "not_judged": f.why} for f in report.not_judged]
+        )
         print(json.dumps(summary, indent=2))
     else:
         _print(summary, report)
-    return 1 if report.discrepancies else 0
+    # 2 as for an error: the run is to be repeated (from the cursor, before the first not judged)
+    return 1 if report.discrepancies else 2 if report.not_judged else 0
 
 
 def _print(summary: dict[str, Any], report: Any) -> None:
@@ -202,6 +208,11 @@ def _print(summary: dict[str, Any], report: Any) -> None:
             )
     for f in report.unverifiable:
         print(f"  unverifiable {shown_text(f.task_id)}: {shown_text(f.why)} (blames no one)")
+    for f in report.not_judged:
+        print(
+            f"  NOT JUDGED {shown_text(f.task_id)}: {shown_text(f.why)} (run again from the "
+            "cursor when the machine is less loaded)"
+        )
     for s in report.skipped[:20]:
         print(f"  skipped {shown_text(s.task_id)}: {shown_text(s.why)}")
     if len(report.skipped) > 20:

@@ -8,23 +8,35 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard._exceptions import ChallengeError, ConfigurationError
+from agentguard._exceptions import ChallengeError, ChallengeRetry, ConfigurationError
 from agentguard._tiers import human_gate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.gateway._registry import history_windows
-from agentguard.network.operator import (
-    check_params,
-    evaluate_policy,
-    policy_input,
-    probe_policy,
-)
+from agentguard.network.operator import check_params, evaluate_policy, policy_input
 from agentguard.network.registration import Registration
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine
+from agentguard.policies._probe import (
+    PROBE_TIMEOUT,
+    PolicyRefused,
+    ProbeUnavailable,
+    probe,
+    probe_key,
+)
 
-__all__ = ["Recomputed", "check_material", "most_permissive", "reevaluate"]
+__all__ = [
+    "CHALLENGE_PROBE_TIMEOUT",
+    "Recomputed",
+    "check_material",
+    "most_permissive",
+    "reevaluate",
+]
+
+CHALLENGE_PROBE_TIMEOUT = 10 * PROBE_TIMEOUT
+"""The challenger's probe limit: no one waits on its answer, and a good policy refused for
+time here is a fraud left unchallenged until it is tried again."""
 
 _engine: PolicyEngine | None = None
 _engine_lock = threading.Lock()
@@ -119,8 +131,8 @@ def reevaluate(
             )
         except ConfigurationError:
             data = {**data, "approved": False}
+    _probe(policy, registration.params)  # a watch runs for days: never crash it
     try:
-        probe_policy(policy, registration.params)  # a watch runs for days: never crash it
         evaluation = evaluate_policy(
             engine if engine is not None else _default_engine(),
             policy,
@@ -136,6 +148,26 @@ def reevaluate(
         evaluation.decision, tuple(evaluation.reasons), evaluation.tier, approved=data["approved"]
     )
     return Recomputed(decision=decision, reasons=reasons, tier=evaluation.tier)
+
+
+def _probe(policy: Policy, params: dict[str, Any]) -> None:
+    """The policy probe, with the challenger's limit: a crash is the policy's own
+    (``ChallengeError``: it cannot be re-evaluated); out of time or no child is maybe the
+    machine's (``ChallengeRetry``, naming what was probed: judge it later)."""
+    try:
+        probe(policy, params, timeout=CHALLENGE_PROBE_TIMEOUT)
+    except PolicyRefused as exc:
+        if not exc.lasting:
+            raise ChallengeRetry(
+                f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
+            ) from None
+        raise ChallengeError(
+            f"the policy does not evaluate on these inputs: policy evaluation failed: {exc}"
+        ) from None
+    except ProbeUnavailable as exc:
+        raise ChallengeRetry(
+            f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
+        ) from None
 
 
 def most_permissive(wasm: dict[str, Any], registration: Registration) -> dict[str, Any]:

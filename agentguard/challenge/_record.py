@@ -29,6 +29,7 @@ from agentguard._attestation import Attestation
 from agentguard._exceptions import (
     AgentGuardError,
     ChallengeError,
+    ChallengeRetry,
     NotAChallengeRecord,
 )
 from agentguard._intent import TransactionIntent
@@ -292,6 +293,8 @@ def _check(
     context = RecordContext(doc, evidence, registration, policy, rpc, pinned)
     try:
         result = checker(context)
+    except ChallengeRetry:
+        raise  # not judged: neither proven nor not
     except AgentGuardError as exc:
         raise NotProven(exc.message) from None
     notes.extend(result.notes)

@@ -34,6 +34,7 @@ class Report:
     records: list[str] = field(default_factory=list)  # files written
     paused: list[dict[str, Any]] = field(default_factory=list)
     warned: int = 0  # warnings in all (only the first MAX_WARNINGS are kept)
+    retried: int = 0  # times a task could not be judged and was tried again later
 
     def warn(self, task_id: str, warning: str) -> None:
         """Kept up to ``MAX_WARNINGS`` (a long watch must not grow without bound); counted."""
@@ -74,6 +75,7 @@ class Report:
             "warned": self.warned,
             "records": list(self.records),
             "paused": list(self.paused),
+            "retried": self.retried,
         }
 
     def text(self) -> str:
@@ -104,6 +106,11 @@ class Report:
         for item in self.paused:
             state = "paused" if item.get("paused") else f"NOT paused: {item.get('error')}"
             lines.append(f"vault {item['vault']}: {state}")
+        if self.retried:
+            lines.append(
+                f"{self.retried} time(s) a task could not be judged (probe out of time, or no "
+                "child process) and was tried again"
+            )
         if self.warned:
             lines.append(f"{self.warned} warning(s) (over-reported totals, unreadable records)")
         return "\n".join(lines)

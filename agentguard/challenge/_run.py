@@ -1,6 +1,10 @@
 """One challenge run: each piece of evidence re-evaluated and compared with what its
 signatures sign; a discrepancy becomes a record, anything that cannot be checked is reported
-and blames no one."""
+and blames no one. A task that cannot be judged now (``ChallengeRetry``: its policy's probe
+ran out of time, or no child could start) does not stop the run: every later task is still
+checked, and the cursor stays before the first such task, for the next run to start from
+(stopping there let a policy that hangs the probe, listed first, keep every later task of the
+source, frauds too, from ever being checked by ``run``)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._attestation import Attestation
-from agentguard._exceptions import AgentGuardError, ChallengeError
+from agentguard._exceptions import AgentGuardError, ChallengeError, ChallengeRetry
 from agentguard._intent import TransactionIntent
 from agentguard.challenge._evaluate import Recomputed, reevaluate
 from agentguard.challenge._evidence import SignedBy, TaskEvidence, signed_values
@@ -44,6 +48,7 @@ class Report:
     skipped: list[Skipped] = field(default_factory=list)
     approvals_unchecked: int = 0
     cursor: int = 0
+    not_judged: list[Finding] = field(default_factory=list)  # to check again (ChallengeRetry)
 
     @property
     def records(self) -> list[Path]:
@@ -139,15 +144,23 @@ def run(
     """Check every item; write each discrepancy's record into ``out`` (if given)."""
     report = Report(cursor=after)
     engine = engine if engine is not None else PolicyEngine()
+    held: int | None = None  # the cursor before the first task not judged
     for cursor, item in items:
-        report.cursor = max(report.cursor, cursor)
+        before, report.cursor = report.cursor, max(report.cursor, cursor)
         if isinstance(item, Skipped):
             report.skipped.append(item)
             continue
         report.checked += 1
         if item.wasm.get("approved") is True and item.approval is None:
             report.approvals_unchecked += 1
-        finding = check_evidence(item, materials, cursor=cursor, operators=operators, engine=engine)
+        try:
+            finding = check_evidence(
+                item, materials, cursor=cursor, operators=operators, engine=engine
+            )
+        except ChallengeRetry as exc:
+            report.not_judged.append(Finding(item.task_id[:80], cursor, why=exc.message))
+            held = before if held is None else held
+            continue
         if finding is None:
             continue
         if finding.record is None:
@@ -156,4 +169,6 @@ def run(
         if out is not None:
             finding = replace(finding, path=write_record(finding.record, out))
         report.discrepancies.append(finding)
+    if held is not None:
+        report.cursor = held
     return report

@@ -8,6 +8,17 @@ through the guardian key, and only then save the cursor (atomically: write, fsyn
 A crash therefore re-checks at most the one batch in progress, and never skips a task: a
 record written again is the same file, a vault already paused is left as it is.
 
+A task the watch cannot judge now (``ChallengeRetry``: the policy's probe ran out of time or
+no probe child could start, which a loaded machine can do to a good policy) ends the batch
+before it: the cursor stays before the task, which is tried again after a pause that doubles
+from ``retry_delay`` (by default 60 s: the probe holds a timeout that long, so each try probes
+again) up to ``MAX_RETRY_DELAY``. Tries are counted per probed material and params
+(``probe_key``; per code, another registration's params that hang the probe exhausted a code a
+fraud was under): after ``retries`` in a row the task is passed with a warning, as a policy
+that crashes the engine is, and so is, at once, a later task of that key not judged either
+(for the rest of the run): a policy that times out on every try would otherwise stall the
+watch, and with it every later task, for good.
+
 Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
 caught up) end it; ``interval`` is the pause between polls once caught up.
 """
@@ -31,6 +42,7 @@ from agentguard._attestation import Attestation
 from agentguard._exceptions import (
     AgentGuardError,
     ChallengeError,
+    ChallengeRetry,
     ConfigurationError,
     NodeUnavailable,
 )
@@ -74,6 +86,8 @@ log = get_logger("agentguard.challenge")
 MAX_BATCH = 1000
 DEFAULT_HORIZON = 86400  # the least the watch keeps: the longest window the gateway state tracks
 MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one burst)
+MAX_RETRY_DELAY = 300.0  # seconds between two tries of a task not judged, at most
+MAX_TRIED = 1024  # probe keys whose tries are counted (a source can name new ones)
 
 
 class TaskSource(Protocol):
@@ -233,6 +247,8 @@ class Watcher:
         engine: PolicyEngine | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        retries: int = 6,
+        retry_delay: float = 60.0,
     ) -> None:
         if not 1 <= batch <= MAX_BATCH:
             raise ConfigurationError(f"batch must be in 1..{MAX_BATCH}")
@@ -240,6 +256,10 @@ class Watcher:
             raise ConfigurationError("max_tasks must be 0 or more")
         if interval < 0:
             raise ConfigurationError("interval must be 0 or more seconds")
+        if retries < 0 or not 0 < retry_delay <= MAX_RETRY_DELAY:
+            raise ConfigurationError(
+                f"retries must be 0 or more, retry_delay in (0, {MAX_RETRY_DELAY:g}] seconds"
+            )
         if (vaults or guardian is not None) and w3 is None:
             raise ConfigurationError("watching vaults (and pausing them) needs a chain RPC")
         self.source = source
@@ -259,6 +279,11 @@ class Watcher:
         self.engine = engine
         self.clock = clock
         self.sleep = sleep
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self._tries: dict[bytes, int] = {}  # probe key -> tries in a row it was not judged
+        self._stuck: bytes | None = None  # the probe key of the task tried again, if one is
+        self._delay = 0.0  # the pause before the next step, when a task was not judged
         self.index = HistoryIndex()
         self.report = Report()
         self._clients: dict[str, _Client | None] = {}
@@ -284,7 +309,10 @@ class Watcher:
             if left is not None and left <= 0:
                 break
             done = self.step(cursor, limit=self.batch if left is None else min(self.batch, left))
-            if done:
+            if self._delay:
+                delay, self._delay = self._delay, 0.0
+                self.sleep(delay)
+            elif done:
                 if self.once:
                     break
                 self.sleep(self.interval)
@@ -319,20 +347,59 @@ class Watcher:
         seen = tasks[-1].seq if tasks else cursor.seq
         for task in tasks:
             self._index(task, seen)
+        checked, stuck = cursor.seq, False
         for task in tasks:
-            self._check(task)
+            try:
+                self._check(task)
+            except ChallengeRetry as exc:
+                stuck = self._retry_later(task, exc)
+                if stuck:
+                    break  # the cursor stays before it
+            else:
+                if self._stuck is not None:  # judged at last: its key's count starts over
+                    self._tries.pop(self._stuck, None)
+                    self._stuck = None
             self.report.checked += 1
-        caught_up = len(tasks) < limit
+            checked = task.seq
+        caught_up = not stuck and len(tasks) < limit
         if caught_up and head is not None:
             self._judge(executions)
             for vault in self.vaults:
                 cursor.blocks[vault] = head
-        if tasks:
-            cursor.seq = tasks[-1].seq
+        cursor.seq = checked
         self._prune(cursor)
         self._pause_pending(cursor)
         cursor.save(self.cursor_file)
         return caught_up
+
+    def _retry_later(self, task: StoredTask, exc: ChallengeRetry) -> bool:
+        """Whether ``task``, not judged now, is tried again (after ``_delay``); after
+        ``retries`` tries of its key it is passed, with a warning (see the module docstring)."""
+        tries = self._tries.pop(exc.code, 0) + 1
+        self._tries[exc.code] = tries  # the newest last: the oldest is forgotten first
+        if len(self._tries) > MAX_TRIED:
+            del self._tries[next(iter(self._tries))]
+        self._stuck = None
+        if tries > self.retries:
+            self.report.warn(
+                task.task_id,
+                f"not judged: its policy's probe failed {tries} times in a row ({exc.message});"
+                " passed without a verdict: re-check it with `agentguard challenge run` when "
+                "the machine is less loaded",
+            )
+            log.error("task passed without a verdict", task_id=task.task_id, tries=tries)
+            return False
+        self._stuck = exc.code
+        self._delay = min(self.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
+        self.report.retried += 1
+        log.warning(
+            "task not judged now: tried again later, the cursor stays before it",
+            task_id=task.task_id,
+            reason=exc.message,
+            tries=tries,
+            retry_in=self._delay,
+        )
+        return True
 
     # -- records ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import sys
@@ -77,6 +78,25 @@ class Policy:
     def schema_hash(self) -> bytes:
         """Identifies the params schema (the network's compiled-policy cache keys on it)."""
         return keccak(canonical_json(self.params_schema))
+
+    @cached_property
+    def material_hash(self) -> bytes:
+        """sha256 of exactly what evaluates: the entrypoint, each module's name and text (in
+        name order) and the schema's hash, each length-prefixed, so no two materials share it
+        (``code_hash`` joins texts by NULs and leaves names out). Keys the probe's verdicts."""
+        digest = hashlib.sha256(b"agentguard.policy-material/1")
+
+        def put(data: bytes) -> None:
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+
+        put(self.entrypoint.encode("utf-8", "surrogatepass"))
+        digest.update(len(self.modules).to_bytes(8, "big"))
+        for name in sorted(self.modules):
+            put(name.encode("utf-8", "surrogatepass"))
+            put(self.modules[name].encode("utf-8", "surrogatepass"))
+        put(self.schema_hash)
+        return digest.digest()
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Policy:

@@ -166,6 +166,19 @@ def _refusal(source: str) -> str | None:
             "opa.runtime() is not supported: it reads the evaluating process's environment, "
             "where an operator's secrets may live"
         )
+    if re.search(r"\btime\s*\.\s*now_ns\b|\bio\s*\.\s*jwt\s*\.\s*decode_verify\b", code):
+        return (
+            "time.now_ns() and io.jwt.decode_verify() are not supported: they read the "
+            "evaluating machine's clock (decode_verify unless given a time), so a challenger "
+            "re-evaluating later gets another "
+            "decision than the operators signed (a policy could frame honest operators); "
+            "use data.wasm.now, the signed time"
+        )
+    if re.search(r"\bprint\s*\(", code):
+        return (
+            "print() is not supported: rego-cpp writes it to the evaluating process's stdout, "
+            "where a policy could flood or forge an operator's logs with the task's input"
+        )
     if _RESERVED_PACKAGE.search(code):
         return f"packages {_EVAL_PACKAGE} and wasm are reserved for the engine's generated rules"
     return None

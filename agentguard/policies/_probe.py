@@ -12,20 +12,25 @@ transfer with empty history) in a child process with a time limit. A child kille
 exiting badly or running out of time refuses the policy (``PolicyRefused``); an error the child
 reports as a policy error (it does not compile, the params miss the schema, a query fails)
 passes, since the engine reports the same error in process, as before. Verdicts are kept per
-(code hash, schema hash, params) in this process, refusals too, so a policy is probed once.
+digest of the exact material and params in this process, refusals too, so a policy is probed
+once.
 
 The child is a ``fork`` of this process when no thread but agentguard's own runs (operators,
 gateways: about the compile's cost plus ~13 ms, ``benchmarks/bench_probe.py``; it already
 imported regopy and never touches the parent's engine or its lock), otherwise a fresh
-interpreter (``python -m agentguard.policies._probe``, ~0.5 s more), since a fork copies
-any lock another thread holds. Crashes that need a particular input are not caught: see
-docs/architecture.md.
+interpreter (``python -P -m agentguard.policies._probe``, ~0.5 s more), since a fork copies
+any lock another thread holds. Either child keeps no descriptor of the parent's but the
+protocol pipe (a forked child outliving a killed server would hold its listening socket) and
+runs under a CPU-time limit besides the parent's timer. Crashes that need a particular input
+are not caught: see docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import faulthandler
+import fcntl
+import gc
 import hashlib
 import json
 import math
@@ -47,7 +52,15 @@ from agentguard._intent import TransactionIntent
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
 
-__all__ = ["PROBE_TIMEOUT", "PolicyRefused", "probe", "probe_count", "same_material"]
+__all__ = [
+    "PROBE_TIMEOUT",
+    "PolicyRefused",
+    "ProbeUnavailable",
+    "probe",
+    "probe_count",
+    "probe_key",
+    "same_material",
+]
 
 PROBE_TIMEOUT = 2.0
 """Seconds the child may take for the compile and every probe input (agent_spend: ~60 ms)."""
@@ -59,6 +72,8 @@ _FAULTS = frozenset(
     {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS}
 )
 _MEMORY = 2 << 30
+_IMPORT_TIMEOUT = 60.0
+"""Seconds a fresh interpreter may take to import agentguard and regopy (no policy runs yet)."""
 _DONE = b"probed"
 _READY = b"ready\n"
 _WINDOW = re.compile(rb'"window_seconds":(\d{1,12})[,}]')
@@ -67,25 +82,40 @@ _AGENT, _TOKEN, _PAYEE = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
 
 class PolicyRefused(PolicyEngineError):
     """The policy crashed the policy engine, or ran past the time limit, in a probe: it is
-    never compiled in a long-lived process. ``reason``: what the child did."""
+    not compiled in a long-lived process. ``reason``: what the child did; ``lasting``: whether
+    that is the policy's own doing (a fault signal: refused for good) or may be the machine's
+    (out of time, killed from outside: kept ``_RETRY_AFTER`` s, then probed again)."""
 
-    def __init__(self, policy: Policy, reason: str) -> None:
+    def __init__(self, policy: Policy, reason: str, *, lasting: bool, held: bool = False) -> None:
         self.reason = reason
+        self.lasting = lasting
+        if lasting:
+            why = (
+                "it is refused: rego-cpp fails this way on every input, so it would take down "
+                "every process that evaluates it. Rewrite the rules it trips on (run it with "
+                "agentguard.policies._probe locally to see) and register the new code"
+            )
+        else:
+            why = (
+                "it is refused for now: this may be the machine's load rather than the policy, "
+                f"so it is probed again after {_RETRY_AFTER:g} s (retry then); a policy that "
+                "needs this long would stall every process that evaluates it"
+            )
+        earlier = " (an earlier probe's verdict)" if held else ""
         super().__init__(
-            f"policy {policy.name!r} (code 0x{policy.code_hash.hex()}) {reason}; it is "
-            "refused: rego-cpp fails this way on every input, so it would take down every "
-            "process that evaluates it. Rewrite the rules it trips on (run it with "
-            "agentguard.policies._probe locally to see) and register the new code"
+            f"policy {policy.name!r} (code 0x{policy.code_hash.hex()}) {reason}{earlier}; {why}"
         )
 
 
-# (code hash, schema hash, params digest) -> (entrypoint, modules, verdict): the code hash
-# does not name one material (module names are not hashed; a NUL moves text between the
-# entrypoint and a module), so a verdict answers only for the very material it probed; and
-# until when it answers (a passing or crash verdict: for good)
-_verdicts: OrderedDict[
-    tuple[bytes, bytes, bytes], tuple[str, Mapping[str, str], str | None, float]
-] = OrderedDict()
+class ProbeUnavailable(PolicyEngineError):
+    """No child could be started or waited for (EAGAIN, ENOMEM, EMFILE...): nothing was
+    judged and nothing is kept; the policy is not evaluated now, and may be later."""
+
+
+# digest of the exact material and params probed (``_material_key``) -> (what the child did or
+# None, whether that is for good, until when it answers, the time limit it had); no copy of
+# the material is kept
+_verdicts: OrderedDict[bytes, tuple[str | None, bool, float, float]] = OrderedDict()
 _verdicts_lock = threading.Lock()
 _probes = 0
 
@@ -97,39 +127,52 @@ def probe_count() -> int:
 
 def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT) -> None:
     """``PolicyRefused`` if ``policy`` under ``params`` crashes or hangs a child process;
-    returns otherwise (a policy error stays for the in-process engine to report)."""
+    ``ProbeUnavailable`` if no child could run; returns otherwise (a policy error stays for the
+    in-process engine to report). A held timeout answers only a limit no longer than its own
+    (the challenger's 20 s is not refused by a server's 2 s timeout)."""
     try:
         params_json = canonical_json({"params": params})
     except (TypeError, ValueError):
         return  # the engine refuses such params itself, before compiling
-    key = (policy.code_hash, policy.schema_hash, hashlib.sha256(params_json).digest())
+    key = _material_key(policy, params_json)
     with _verdicts_lock:
         held = _verdicts.get(key)
-        if (
-            held is not None
-            and same_material(policy, held[0], held[1])
-            and time.monotonic() < held[3]
-        ):
+        if held is not None and time.monotonic() < held[2] and (held[1] or timeout <= held[3]):
             _verdicts.move_to_end(key)
-            if held[2] is not None:
-                raise PolicyRefused(policy, held[2])
+            if held[0] is not None:
+                raise PolicyRefused(policy, held[0], lasting=held[1], held=True)
             return
-    request = _request(policy, params_json)
+    request = _request(policy, params_json, timeout)
     try:
         reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
     except OSError as exc:  # no child (EAGAIN, ENOMEM, EMFILE, ECHILD...): nothing judged, kept
-        raise PolicyEngineError(
+        raise ProbeUnavailable(
             f"policy {policy.name!r} could not be probed ({type(exc).__name__}: "
             f"{exc.strerror or exc}); it is not evaluated: try again"
         ) from None
     until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
     with _verdicts_lock:
-        _verdicts[key] = (policy.entrypoint, dict(policy.modules), reason, until)
+        _verdicts[key] = (reason, lasting, until, timeout)
         _verdicts.move_to_end(key)
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
     if reason is not None:
-        raise PolicyRefused(policy, reason)
+        raise PolicyRefused(policy, reason, lasting=lasting)
+
+
+def probe_key(policy: Policy, params: Mapping[str, Any]) -> bytes:
+    """What one probe judges: the exact material and params (a code's probe may hang under one
+    registration's params and not another's). Params ``probe`` skips key as their digest."""
+    try:
+        return _material_key(policy, canonical_json({"params": params}))
+    except (TypeError, ValueError):
+        return hashlib.sha256(policy.material_hash + b"\0unencodable").digest()
+
+
+def _material_key(policy: Policy, params_json: bytes) -> bytes:
+    """sha256 of everything the child evaluates: ``Policy.material_hash`` (entrypoint, named
+    modules, schema; computed once per policy object) and the canonical params."""
+    return hashlib.sha256(policy.material_hash + params_json).digest()
 
 
 def same_material(policy: Policy, entrypoint: str, modules: Mapping[str, str]) -> bool:
@@ -147,23 +190,29 @@ def _fork_safe() -> bool:
     return all(t is current or t.name.startswith("agentguard-") for t in threading.enumerate())
 
 
-def _request(policy: Policy, params_json: bytes) -> bytes:
-    """What the child probes: the policy and ``canonical_json({"params": ...})``."""
+def _request(policy: Policy, params_json: bytes, timeout: float = PROBE_TIMEOUT) -> bytes:
+    """What the child probes: the policy, ``canonical_json({"params": ...})`` and the CPU
+    seconds it may use (the parent's timer, rounded up, and one more)."""
     material = {
         "name": policy.name,
         "entrypoint": policy.entrypoint,
         "modules": dict(policy.modules),
         "params_schema": policy.params_schema,
     }
-    return json.dumps({"policy": material, "params": params_json.decode()}).encode()
+    cpu = math.ceil(timeout) + 1
+    return json.dumps({"policy": material, "params": params_json.decode(), "cpu": cpu}).encode()
 
 
-def _verdict(status: int | None, done: bool) -> tuple[str | None, bool]:
+def _verdict(status: int | None, done: bool, timeout: float) -> tuple[str | None, bool]:
     """None if the child finished, else what happened (``status``: None if it ran out of
     time); and whether that is the policy's own doing (it passed, or a fault signal), so the
     verdict is kept for good rather than for ``_RETRY_AFTER``."""
     if status is None:
-        return "did not finish evaluating within the probe's time limit (rego-cpp has none)", False
+        return (
+            f"did not finish compiling and evaluating the probe inputs within the probe's time "
+            f"limit ({timeout:g} s; rego-cpp has none of its own)",
+            False,
+        )
     if done and status == 0:
         return None, True
     if os.WIFSIGNALED(status):
@@ -172,8 +221,11 @@ def _verdict(status: int | None, done: bool) -> tuple[str | None, bool]:
             name = signal.Signals(number).name
         except ValueError:
             name = f"signal {number}"
-        reason = f"crashed the policy engine ({name}) while being compiled or evaluated"
-        return reason, number in _FAULTS
+        if number in _FAULTS:
+            return f"crashed the policy engine ({name}) while being compiled or evaluated", True
+        if number == signal.SIGXCPU:
+            return "ran out of the probe's CPU time limit (SIGXCPU)", False
+        return f"was killed ({name}) while being compiled or evaluated, from outside", False
     return f"made the policy engine exit with status {os.waitstatus_to_exitcode(status)}", False
 
 
@@ -192,7 +244,8 @@ def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
         code = 70
         try:
             os.close(read)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # rego-cpp's last words: not our log
+            gc.disable()  # no finalizer of a parent's object may touch a descriptor reused here
+            write = _detach(write)
             _child(request)
             os.write(write, _DONE)
             code = 0
@@ -211,7 +264,42 @@ def _forked(request: bytes, timeout: float) -> tuple[str | None, bool]:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # SIGCHLD ignored by the host: reaped already
             status = 0 if done else int(signal.SIGKILL)
-    return _verdict(None if done is None else status, bool(done))
+    return _verdict(None if done is None else status, bool(done), timeout)
+
+
+def _detach(keep: int) -> int:
+    """In a forked child: stdin, stdout and stderr on /dev/null (rego-cpp's ``print`` and last
+    words are not the parent's output, as in a fresh interpreter), every other descriptor but
+    ``keep`` closed (a child outliving its killed parent must not hold the parent's listening
+    socket, pipes or files). Returns ``keep``'s number (moved above 2 if it was one of them)."""
+    if keep <= 2:
+        keep = fcntl.fcntl(keep, fcntl.F_DUPFD, 3)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for fd in _held():
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed already
+                os.close(fd)
+    return keep
+
+
+def _held() -> list[int]:
+    """The descriptors this process holds: listed, not every number up to a ceiling. Closing
+    a range is one ``close_range`` only where the kernel has it (5.9+) and no seccomp profile
+    denies it; otherwise CPython calls ``close`` on every number (a billion: minutes)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError, ValueError):
+            return [int(name) for name in os.listdir(folder)]
+    return list(range(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+
+
+def _readable(fd: int, deadline: float) -> bool:
+    """Whether ``fd`` has data (or EOF) before ``deadline``."""
+    left = deadline - time.monotonic()
+    poller = select.poll()  # not select(): an fd above 1023 is common in a busy server
+    poller.register(fd, select.POLLIN)
+    return left > 0 and bool(poller.poll(left * 1000))
 
 
 def _wait_for(fd: int, deadline: float) -> bool | None:
@@ -219,10 +307,7 @@ def _wait_for(fd: int, deadline: float) -> bool | None:
     (it died), None if ``deadline`` passed first."""
     got = b""
     while True:
-        left = deadline - time.monotonic()
-        poller = select.poll()  # not select(): an fd above 1023 is common in a busy server
-        poller.register(fd, select.POLLIN)
-        if left <= 0 or not poller.poll(left * 1000):
+        if not _readable(fd, deadline):
             return None
         chunk = os.read(fd, 64)
         if not chunk:
@@ -230,35 +315,64 @@ def _wait_for(fd: int, deadline: float) -> bool | None:
         got += chunk
 
 
+def _ready(fd: int, deadline: float) -> bool | None:
+    """Like ``_wait_for`` for ``_READY``, read a byte at a time: nothing after it is taken."""
+    got = b""
+    while len(got) < len(_READY):
+        if not _readable(fd, deadline):
+            return None
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return False
+        got += chunk
+    return got == _READY
+
+
 def _spawned(request: bytes, timeout: float) -> tuple[str | None, bool]:
-    """The probe in a fresh interpreter; the time limit starts once it has imported regopy."""
+    """The probe in a fresh interpreter; the time limit starts once it has imported regopy.
+    It talks over a pipe of its own, not stdout: a policy's ``print`` writes there, and must
+    not change the verdict (it does not in a fork either)."""
     global _probes
     _probes += 1
-    child = subprocess.Popen(
-        [sys.executable, "-m", "agentguard.policies._probe"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=_child_env(),
-        bufsize=0,  # readline must not read past "ready\n" into what _wait_for reads
-    )
-    assert child.stdin is not None and child.stdout is not None
-    ready, done = False, None
+    read, write = os.pipe()
     try:
-        with contextlib.suppress(BrokenPipeError):  # it died importing: not ready
-            child.stdin.write(request)
-            child.stdin.close()
-        ready = child.stdout.readline() == _READY  # importing: no policy code runs yet
-        done = _wait_for(child.stdout.fileno(), time.monotonic() + timeout) if ready else False
+        child = subprocess.Popen(
+            # -P and cwd /: no module is imported from the (possibly writable) working folder
+            [sys.executable, "-P", "-m", "agentguard.policies._probe", str(write)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_child_env(),
+            cwd="/",
+            pass_fds=(write,),
+        )
+    except BaseException:
+        os.close(read)
+        raise
     finally:
-        child.stdout.close()
+        os.close(write)
+    assert child.stdin is not None
+    done = None
+    try:
+        # ready once imported (no policy code runs yet); only then the request: a write to a
+        # child that is not reading could block this thread without a bound
+        done = _ready(read, time.monotonic() + _IMPORT_TIMEOUT)
+        if done:
+            with contextlib.suppress(BrokenPipeError):  # it died reading: no _DONE
+                child.stdin.write(request)
+                child.stdin.close()
+            done = _wait_for(read, time.monotonic() + timeout)
+    finally:
+        os.close(read)
+        with contextlib.suppress(OSError):  # not ready: never written; or a broken pipe
+            child.stdin.close()
         if child.poll() is None and done is not True:
             child.kill()
         returncode = child.wait()
     if done is None:
-        return _verdict(None, False)
+        return _verdict(None, False, timeout)
     status = -returncode if returncode < 0 else returncode << 8  # a waitpid status
-    return _verdict(status, bool(done))
+    return _verdict(status, bool(done), timeout)
 
 
 def _child_env() -> dict[str, str]:
@@ -284,10 +398,19 @@ def _child(request: bytes) -> None:
     params_json = asked["params"].encode()
     params = json.loads(params_json)["params"]
     _limit_memory()
+    _limit_cpu(int(asked.get("cpu", math.ceil(PROBE_TIMEOUT) + 1)))
     engine = PolicyEngine()
     for parsed, wasm in _inputs(params_json):
         with contextlib.suppress(Exception):  # the engine raises the same in process
             engine.evaluate(policy, input=parsed, params=params, wasm=wasm, params_json=params_json)
+
+
+def _limit_cpu(seconds: int) -> None:
+    """At most ``seconds`` more CPU time (SIGXCPU, then SIGKILL a second later): a bound of
+    its own besides the parent's timer, for a child whose parent was killed before it."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(used.ru_utime + used.ru_stime) + seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
 
 
 def _limit_memory() -> None:
@@ -356,13 +479,14 @@ def _inputs(params_json: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def _main() -> int:
-    """The fresh-interpreter child: the request on stdin, ``ready`` then ``probed`` on stdout."""
+    """The fresh-interpreter child: ``ready`` on the descriptor its first argument names, the
+    request on stdin, then ``probed`` on that descriptor (stdout is /dev/null: a policy may
+    ``print``)."""
+    out = int(sys.argv[1])
+    os.write(out, _READY)
     request = sys.stdin.buffer.read()
-    sys.stdout.buffer.write(_READY)
-    sys.stdout.buffer.flush()
     _child(request)
-    sys.stdout.buffer.write(_DONE)
-    sys.stdout.buffer.flush()
+    os.write(out, _DONE)
     return 0
 
 

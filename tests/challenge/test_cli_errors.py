@@ -80,6 +80,11 @@ def test_without_the_network_extra_the_challenger_names_it(tmp_path: Path) -> No
 def test_the_package_exports_what_it_loads_lazily() -> None:
     import agentguard.challenge as challenge
 
-    assert set(challenge.__all__) == {*challenge._LAZY, "ChallengeError", "NotAChallengeRecord"}
+    assert set(challenge.__all__) == {
+        *challenge._LAZY,
+        "ChallengeError",
+        "ChallengeRetry",
+        "NotAChallengeRecord",
+    }
     for name in challenge.__all__:
         assert getattr(challenge, name) is not None

@@ -157,6 +157,24 @@ def test_a_policy_cannot_read_the_process_environment(monkeypatch: pytest.Monkey
     assert PolicyEngine().evaluate(quoted, input={}, params={}, wasm={}).decision == "allow"
 
 
+def test_a_policy_cannot_write_to_the_process_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    """rego-cpp's ``print`` writes to fd 1 of the evaluating process (an operator, the
+    gateway): every evaluation could write a task's input, or forged lines, into its logs.
+    Refused before compiling, spaced or not; the word in a string is fine."""
+    from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+    for source in (
+        'package t\nimport rego.v1\nallow if { print("S16-LOG", input); true }\n',
+        'package t\nimport rego.v1\nallow if { print ("S16-LOG"); true }\n',
+    ):
+        loud = Policy("loud", "t.allow", {"t.rego": source})
+        with pytest.raises(PolicyEngineError, match=r"print\(\) is not supported"):
+            PolicyEngine().evaluate(loud, input={"x": 1}, params={}, wasm={})
+    assert "S16-LOG" not in capfd.readouterr().out
+    quoted = Policy("ok", "t.allow", {"t.rego": 'package t\nallow if "print(x)" != ""\n'})
+    assert PolicyEngine().evaluate(quoted, input={}, params={}, wasm={}).decision == "allow"
+
+
 def test_an_operator_key_read_from_the_environment_leaves_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
