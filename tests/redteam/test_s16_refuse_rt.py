@@ -1,0 +1,90 @@
+"""Red team of the pre-compile refusals (``_engine._UNSUPPORTED``, session 16).
+
+rego-cpp 1.5.2 imports builtin namespaces as it imports documents: ``import opa as o`` then
+``o.runtime()`` read the evaluating process's environment, ``import time as c`` then
+``c.now_ns()`` the clock, and no refused name appeared in the text. Only data, input, future
+and rego may be imported now. What held: comments and strings as rego-cpp lexes them (a form
+feed, U+2028 or NEL ends neither; a string cannot span lines), unicode next to a builtin's
+name, bracketed calls, imports of a dotted builtin name.
+"""
+
+from __future__ import annotations
+
+import pytest
+import regopy
+
+from agentguard.policies import Policy
+from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+HEAD = "package t\nimport rego.v1\n"
+ALIASED = {
+    "opa env": "import opa as o\nreasons contains o.runtime().env.S16_RT_SECRET if true\n"
+    "allow := false",
+    "time clock": "import time as c\nallow if c.now_ns() > 1",
+    "uuid": 'import uuid as u\nallow if startswith(u.rfc4122("x"), "1")',
+    "io.jwt": 'import io.jwt as j\nallow if j.decode_verify("a.b.c", {"secret": "k"})[0]',
+    "internal": 'import internal as i\nallow if i.print(["S16-RT-LOG"])',
+    "crypto": 'import crypto.x509 as x\nallow if x.parse_and_verify_certificates("x")[0]',
+    "tab and comment": "import\t# c\n opa as o\nallow if o.runtime().env.S16_RT_SECRET",
+    "whole builtin": "import time.now_ns as n\nallow if n() > 1",
+}
+
+
+def test_rego_cpp_does_run_a_builtin_through_an_imported_alias(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hole itself, on regopy directly: why such imports must be refused."""
+    monkeypatch.setenv("S16_RT_SECRET", "s3cr3t-rt")
+    interpreter = regopy.Interpreter()
+    interpreter.add_module(
+        "t.rego", HEAD + "import opa as o\nleak := o.runtime().env.S16_RT_SECRET\n"
+    )
+    assert "s3cr3t-rt" in str(interpreter.query("data.t.leak"))
+
+
+@pytest.mark.parametrize("body", ALIASED.values(), ids=ALIASED.keys())
+def test_an_import_of_a_builtin_namespace_is_refused(
+    body: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("S16_RT_SECRET", "s3cr3t-rt")
+    policy = Policy("odd", "t.allow", {"t.rego": HEAD + body + "\n"})
+    with pytest.raises(PolicyEngineError, match=r"import must name|not supported") as refused:
+        PolicyEngine().evaluate(policy, input={"x": 1}, params={}, wasm={})
+    assert "s3cr3t" not in str(refused.value)
+    assert "S16-RT-LOG" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # rego-cpp ends a comment only at a newline, like the blanking: what follows stays hidden
+        "allow if {\n# x\x0c1 == 2\n}",
+        "allow if {\n# x\u20281 == 2\n}",
+        "allow if {\n# x\u00851 == 2\n}",
+        # imports that name documents
+        "import data.t as time\nallow if time.x == 1\nx := 1",
+        "import input as i\nallow if i.x == 1",
+        "import future.keywords.in\nallow if 1 in [1]",
+        'allow if input["import"] == 1',
+    ],
+)
+def test_what_rego_cpp_reads_as_a_comment_or_a_document_still_compiles(body: str) -> None:
+    policy = Policy("ok", "t.allow", {"t.rego": HEAD + body + "\n"})
+    decided = PolicyEngine().evaluate(policy, input={"x": 1, "import": 1}, params={}, wasm={})
+    assert decided.decision == "allow"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'allow if { x := "a # b"; time.now_ns() > 1 }',  # '#' in a string is no comment
+        'allow if { x := `a " # b`; time.now_ns() > 1 }',  # nor a quote in a raw string
+        'allow if { x := "a\\" # "; time.now_ns() > 1 }',  # an escaped quote ends nothing
+        "allow if { x := `a\n#`; time.now_ns() > 1 }",  # a raw string spans lines
+    ],
+)
+def test_strings_and_comments_are_blanked_as_rego_cpp_lexes_them(body: str) -> None:
+    """The blanking must never hide code rego-cpp runs."""
+    policy = Policy("odd", "t.allow", {"t.rego": HEAD + body + "\n"})
+    with pytest.raises(PolicyEngineError, match="not supported"):
+        PolicyEngine().evaluate(policy, input={"x": 1}, params={}, wasm={})
