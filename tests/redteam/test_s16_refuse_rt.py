@@ -10,11 +10,19 @@ name, bracketed calls, imports of a dotted builtin name.
 
 from __future__ import annotations
 
+import ctypes
+import json
+import os
+import resource
+import sys
+
 import pytest
 import regopy
 
+from agentguard._dumps import forbid_core_dumps
 from agentguard.policies import Policy
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+from agentguard.policies._probe import _held
 
 HEAD = "package t\nimport rego.v1\n"
 ALIASED = {
@@ -88,3 +96,25 @@ def test_strings_and_comments_are_blanked_as_rego_cpp_lexes_them(body: str) -> N
     policy = Policy("odd", "t.allow", {"t.rego": HEAD + body + "\n"})
     with pytest.raises(PolicyEngineError, match="not supported"):
         PolicyEngine().evaluate(policy, input={"x": 1}, params={}, wasm={})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux's")
+def test_a_process_without_core_dumps_still_lists_its_own_descriptors() -> None:
+    """A probe child calls ``forbid_core_dumps`` and then closes what ``/proc/self/fd`` lists;
+    a non-dumpable process's ``/proc`` entries belong to root, yet it still reads its own (as
+    root or not: measured with setpriv as nobody, other users lose only cwd, exe and fd, not
+    the stat and statm the benchmarks read)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        forbid_core_dumps()
+        dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+        held = _held()
+        os.write(write, json.dumps([dumpable, write in held, len(held)]).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as answer:
+        dumpable, listed, count = json.loads(answer.read())
+    assert dumpable == 0 and listed
+    assert count < resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # a listing, not the range
