@@ -168,6 +168,12 @@ _UNSUPPORTED = (
         "function with dots, so that what it calls can be checked",
     ),
     (
+        # rego-cpp 1.5.2 runs template strings: the code in $"{opa.runtime()}" is blanked above
+        re.compile(r"\$"),
+        'template strings ($"...{x}...") are not supported: their expressions could not be '
+        "checked; build the string with concat or sprintf",
+    ),
+    (
         # rego-cpp imports builtin namespaces too: ``import opa as o`` then ``o.runtime()`` read
         # the environment, ``import time as c`` then ``c.now_ns()`` the clock, unseen below
         re.compile(r"(?<![\w.])import\b(?!\s*(?:data|input|future|rego)\b)"),
