@@ -3,7 +3,8 @@
 rego-cpp 1.5.2 imports builtin namespaces as it imports documents: ``import opa as o`` then
 ``o.runtime()`` read the evaluating process's environment, ``import time as c`` then
 ``c.now_ns()`` the clock, and no refused name appeared in the text. Only data, input, future
-and rego may be imported now. What held: comments and strings as rego-cpp lexes them (a form
+and rego may be imported now. And rego-cpp runs template strings, ``$"{opa.runtime()}"``,
+whose code the blanking hid as a string's: a template string is refused. What held: comments and strings as rego-cpp lexes them (a form
 feed, U+2028 or NEL ends neither; a string cannot span lines), unicode next to a builtin's
 name, bracketed calls, imports of a dotted builtin name.
 """
@@ -36,27 +37,43 @@ ALIASED = {
     "tab and comment": "import\t# c\n opa as o\nallow if o.runtime().env.S16_RT_SECRET",
     "whole builtin": "import time.now_ns as n\nallow if n() > 1",
 }
+# rego-cpp 1.5.2 runs the expressions inside template strings, which the blanking hid
+TEMPLATES = {
+    "env": 'reasons contains $"{opa.runtime().env.S16_RT_SECRET}" if true\nallow := false',
+    "raw env": "reasons contains $`{opa.runtime().env.S16_RT_SECRET}` if true\nallow := false",
+    "clock": 'allow if $"{time.now_ns()}" != ""',
+    "print": 'allow if $"{print(["S16-RT-LOG"])}" != ""',
+    "nested": 'allow if { x := $"{ {"a": time.now_ns()}["a"] }"; x != "" }',
+}
 
 
-def test_rego_cpp_does_run_a_builtin_through_an_imported_alias(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The hole itself, on regopy directly: why such imports must be refused."""
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "import opa as o\nleak := o.runtime().env.S16_RT_SECRET",
+        'leak := $"{opa.runtime().env.S16_RT_SECRET}"',
+    ],
+)
+def test_rego_cpp_does_run_what_these_hide(leak: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holes themselves, on regopy directly: why such modules must be refused."""
     monkeypatch.setenv("S16_RT_SECRET", "s3cr3t-rt")
     interpreter = regopy.Interpreter()
-    interpreter.add_module(
-        "t.rego", HEAD + "import opa as o\nleak := o.runtime().env.S16_RT_SECRET\n"
-    )
+    interpreter.add_module("t.rego", HEAD + leak + "\n")
     assert "s3cr3t-rt" in str(interpreter.query("data.t.leak"))
 
 
-@pytest.mark.parametrize("body", ALIASED.values(), ids=ALIASED.keys())
-def test_an_import_of_a_builtin_namespace_is_refused(
-    body: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [(b, "import must name|not supported") for b in ALIASED.values()]
+    + [(b, "template strings") for b in TEMPLATES.values()],
+    ids=[*ALIASED, *TEMPLATES],
+)
+def test_an_import_of_a_builtin_namespace_or_a_template_string_is_refused(
+    body: str, why: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("S16_RT_SECRET", "s3cr3t-rt")
     policy = Policy("odd", "t.allow", {"t.rego": HEAD + body + "\n"})
-    with pytest.raises(PolicyEngineError, match=r"import must name|not supported") as refused:
+    with pytest.raises(PolicyEngineError, match=why) as refused:
         PolicyEngine().evaluate(policy, input={"x": 1}, params={}, wasm={})
     assert "s3cr3t" not in str(refused.value)
     assert "S16-RT-LOG" not in capfd.readouterr().out
@@ -65,6 +82,8 @@ def test_an_import_of_a_builtin_namespace_is_refused(
 @pytest.mark.parametrize(
     "body",
     [
+        'allow if "$x" != ""',  # a dollar in a string or a comment is no template
+        'allow if `{$}` != ""  # $"{x}"',
         # rego-cpp ends a comment only at a newline, like the blanking: what follows stays hidden
         "allow if {\n# x\x0c1 == 2\n}",
         "allow if {\n# x\u20281 == 2\n}",
