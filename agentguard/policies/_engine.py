@@ -168,6 +168,19 @@ _UNSUPPORTED = (
         "function with dots, so that what it calls can be checked",
     ),
     (
+        # rego-cpp 1.5.2 runs template strings: the code in $"{opa.runtime()}" is blanked above
+        re.compile(r"\$"),
+        'template strings ($"...{x}...") are not supported: their expressions could not be '
+        "checked; build the string with concat or sprintf",
+    ),
+    (
+        # rego-cpp imports builtin namespaces too: ``import opa as o`` then ``o.runtime()`` read
+        # the environment, ``import time as c`` then ``c.now_ns()`` the clock, unseen below
+        re.compile(r"(?<![\w.])import\b(?!\s*(?:data|input|future|rego)\b)"),
+        "an import must name data, input, future or rego (rego-cpp lets 'import opa as o' "
+        "rename a builtin namespace, so that what a call reaches could not be checked)",
+    ),
+    (
         re.compile(r"(?<![\w.])(?:opa|internal)\s*[.\[]"),
         "opa.runtime() is not supported, nor any opa.* or internal.* builtin: it reads the "
         "evaluating process's environment, where an operator's secrets may live",
