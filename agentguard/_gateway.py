@@ -351,16 +351,23 @@ def _wasm_args(intent: Intent, wasm_args: Mapping[str, Any] | None) -> str:
     if not wasm_args:
         return wasm_args_hex(args)
     args.update(wasm_args)
-    text = wasm_args_hex(args)  # encoded once: what is checked is what is sent
+    try:
+        text = wasm_args_hex(args)  # encoded once: what is checked is what is sent
+    except (TypeError, ValueError) as exc:  # not JSON: a set, bytes, NaN, mixed key types
+        raise IntentError(f"wasm_args must be JSON ({type(exc).__name__}: {exc})"[:200]) from None
     if isinstance(intent, PaymentIntent):
         sent = json.loads(bytes.fromhex(text[2:])).get("x402")
-        own = json.loads(json.dumps(intent.wasm_args()["x402"]))
-        if sent != own:
+        own = intent.wasm_args()["x402"]
+        if _canonical(sent) != _canonical(own):  # JSON's ``true`` is not ``1``, nor 1.0
             raise IntentError(
                 "wasm_args.x402 differs from the payment's own x402 details (scheme, resource, "
                 "...); a payment's details come from its PaymentIntent"
             )
     return text
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _intent_signature(gateway: _GatewayConfig, intent: Intent) -> str | None:

@@ -927,7 +927,8 @@ def wasm_args_hex(args: dict[str, Any] | None) -> str:
     """Newton's ``wasm_args``: hex of compact UTF-8 JSON (``0x`` prefixed)."""
     if not args:
         return "0x"
-    return "0x" + json.dumps(args, separators=(",", ":"), sort_keys=True).encode().hex()
+    text = json.dumps(args, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return "0x" + text.encode().hex()
 
 
 def _constructible(cls: type[_Model], fields: tuple[str, ...], aliases: Mapping[str, str]) -> bool:

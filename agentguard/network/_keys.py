@@ -14,6 +14,7 @@ from pathlib import Path
 from coincurve import PrivateKey
 
 from agentguard._attestation import operator_address
+from agentguard._dumps import forbid_core_dumps
 from agentguard._exceptions import ConfigurationError
 
 __all__ = [
@@ -46,7 +47,9 @@ def write_operator_key(path: Path) -> str:
 
 
 def load_operator_key(path: str | None, env_var: str) -> PrivateKey:
-    """The operator key from a file, else from ``env_var``. Errors never quote the key."""
+    """The operator key from a file, else from ``env_var``. Errors never quote the key; the
+    process holding it writes no core dump (a crash a policy causes would hold the key)."""
+    forbid_core_dumps()
     if path:
         try:
             text = Path(path).read_text().strip()

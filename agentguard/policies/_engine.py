@@ -153,34 +153,72 @@ class PolicyEngineError(Exception):
     """A policy failed to compile or evaluate; the message is safe to show users."""
 
 
+# What a policy module may not say, each with why: read after its strings and comments are
+# blanked. Rego calls ``a.b(x)`` and ``a["b"](x)`` alike, so a call through brackets is refused
+# as such (its target is not visible in the text), and the dotted names below are enough.
+_UNSUPPORTED = (
+    (
+        re.compile(r"\bwith\b"),
+        "the 'with' keyword is not supported (it crashes rego-cpp 1.5.2); rewrite the rule "
+        "without it",
+    ),
+    (
+        re.compile(r"\](?:\s*\.\s*\w+)*\s*\("),  # x["f"](, x["io"].jwt.f(, x[y]\n(...
+        'a call through a bracketed reference (x["f"](...)) is not supported: name the '
+        "function with dots, so that what it calls can be checked",
+    ),
+    (
+        # rego-cpp 1.5.2 runs template strings: the code in $"{opa.runtime()}" is blanked above
+        re.compile(r"\$"),
+        'template strings ($"...{x}...") are not supported: their expressions could not be '
+        "checked; build the string with concat or sprintf",
+    ),
+    (
+        # rego-cpp imports builtin namespaces too: ``import opa as o`` then ``o.runtime()`` read
+        # the environment, ``import time as c`` then ``c.now_ns()`` the clock, unseen below
+        re.compile(r"(?<![\w.])import\b(?!\s*(?:data|input|future|rego)\b)"),
+        "an import must name data, input, future or rego (rego-cpp lets 'import opa as o' "
+        "rename a builtin namespace, so that what a call reaches could not be checked)",
+    ),
+    (
+        re.compile(r"(?<![\w.])(?:opa|internal)\s*[.\[]"),
+        "opa.runtime() is not supported, nor any opa.* or internal.* builtin: it reads the "
+        "evaluating process's environment, where an operator's secrets may live",
+    ),
+    (
+        re.compile(
+            r"\btime\s*\.\s*now_ns\b|\bio\s*\.\s*jwt\s*\.\s*decode_verify\b"
+            r"|\bcrypto\s*\.\s*x509\s*\.\s*parse_and_verify_certificates\b"
+        ),
+        "time.now_ns(), io.jwt.decode_verify() and crypto.x509.parse_and_verify_certificates() "
+        "are not supported: they read the evaluating machine's clock, so a challenger "
+        "re-evaluating later gets another decision than the operators signed (a policy could "
+        "frame honest operators); use data.wasm.now, the signed time",
+    ),
+    (
+        re.compile(r"(?<![\w.])(?:uuid|rand)\s*[.\[]"),
+        "uuid.* and rand.* are not supported: rego-cpp's answers depend on how many the "
+        "process has made before, so operators and a challenger re-evaluating get different "
+        "decisions",
+    ),
+    (
+        re.compile(r"\bprint\s*\("),
+        "print() is not supported: rego-cpp writes it to the evaluating process's stdout, "
+        "where a policy could flood or forge an operator's logs with the task's input",
+    ),
+    (
+        _RESERVED_PACKAGE,
+        f"packages {_EVAL_PACKAGE} and wasm are reserved for the engine's generated rules",
+    ),
+)
+
+
 def _refusal(source: str) -> str | None:
-    """Why a policy module cannot be compiled as written (``with``, a generated package)."""
+    """Why a policy module cannot be compiled as written (``_UNSUPPORTED``), or ``None``."""
     code = _STRINGS_AND_COMMENTS.sub(" ", source)
-    if re.search(r"\bwith\b", code):
-        return (
-            "the 'with' keyword is not supported (it crashes rego-cpp 1.5.2); rewrite the rule "
-            "without it"
-        )
-    if re.search(r"\bopa\s*\.\s*runtime\b", code):
-        return (
-            "opa.runtime() is not supported: it reads the evaluating process's environment, "
-            "where an operator's secrets may live"
-        )
-    if re.search(r"\btime\s*\.\s*now_ns\b|\bio\s*\.\s*jwt\s*\.\s*decode_verify\b", code):
-        return (
-            "time.now_ns() and io.jwt.decode_verify() are not supported: they read the "
-            "evaluating machine's clock (decode_verify unless given a time), so a challenger "
-            "re-evaluating later gets another "
-            "decision than the operators signed (a policy could frame honest operators); "
-            "use data.wasm.now, the signed time"
-        )
-    if re.search(r"\bprint\s*\(", code):
-        return (
-            "print() is not supported: rego-cpp writes it to the evaluating process's stdout, "
-            "where a policy could flood or forge an operator's logs with the task's input"
-        )
-    if _RESERVED_PACKAGE.search(code):
-        return f"packages {_EVAL_PACKAGE} and wasm are reserved for the engine's generated rules"
+    for pattern, why in _UNSUPPORTED:
+        if pattern.search(code):
+            return why
     return None
 
 

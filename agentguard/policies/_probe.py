@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentguard._dumps import forbid_core_dumps
 from agentguard._intent import TransactionIntent
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError
@@ -387,6 +388,7 @@ def _child(request: bytes) -> None:
     """Compile and evaluate in this (child) process with an engine of its own (it imports
     nothing: a forked child must not wait for an import lock another thread held)."""
     faulthandler.disable()  # the parent's pytest or -X faulthandler: no traceback, same signal
+    forbid_core_dumps()  # a hostile policy crashes it on purpose: no core of the parent memory
     asked = json.loads(request)
     material = asked["policy"]
     policy = Policy(

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -189,6 +190,39 @@ def test_a_probe_child_holds_no_inherited_descriptor_and_has_a_cpu_limit(
     (cpu,) = [line for line in seen["limits"].splitlines() if line.startswith("Max cpu time")]
     soft, hard = cpu.split()[3:5]
     assert soft != "unlimited" and int(soft) <= 64 and int(hard) == int(soft) + 1, cpu
+    (core,) = [line for line in seen["limits"].splitlines() if line.startswith("Max core")]
+    assert core.split()[4:6] == ["0", "0"], core  # no core dump of the parent's memory
+
+
+def test_a_crashing_policy_leaves_no_core_dump_of_the_parent(tmp_path: Path) -> None:
+    """A hostile policy crashes the probe's child on purpose; with core dumps on (``ulimit -c
+    unlimited``, ``core_pattern`` a file) the child's core held the parent's memory: an
+    operator's key, the gateway's API keys."""
+    pattern = Path("/proc/sys/kernel/core_pattern")
+    if not pattern.exists() or pattern.read_text().startswith("|"):
+        pytest.skip("core dumps go to a program here, not to a file this test can look for")
+    script = (
+        "import sys\n"
+        "from agentguard.policies import Policy\n"
+        "from agentguard.policies._probe import PolicyRefused, probe\n"
+        "MARKER = 'S16-CORE-' + 'MARKER' * 4\n"
+        f"policy = Policy('segv', 't.allow', {{'t.rego': {SEGV!r}}})\n"
+        "try:\n"
+        "    probe(policy, {})\n"
+        "except PolicyRefused as exc:\n"
+        "    sys.exit(0 if 'SIGSEGV' in str(exc) else 3)\n"
+        "sys.exit(4)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["bash", "-c", f'ulimit -c unlimited && exec "{sys.executable}" -c "$0"', script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("core")]
 
 
 @pytest.mark.parametrize("thread_name", ["agentguard-test", "host"], ids=["fork", "fresh"])
