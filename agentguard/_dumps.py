@@ -3,7 +3,9 @@
 A core file is the process's memory: an operator's key, the gateway's API keys, or (in a
 policy probe's child, a fork of either) both. A crash a hostile policy causes on purpose must
 not write them to disk. ``RLIMIT_CORE`` 0 stops a plain core file; ``PR_SET_DUMPABLE`` 0 also
-stops a ``core_pattern`` pipe (which ignores that limit), as ssh-agent does.
+stops a ``core_pattern`` pipe (which ignores that limit), as ssh-agent does. Only the soft limit
+is lowered: the hard one stays, so a program this process starts later (a shell, a debugger
+session) may still ask for dumps of its own; ``PR_SET_DUMPABLE`` is reset by ``exec`` anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +27,6 @@ if sys.platform.startswith("linux"):  # loaded here, in the parent: a forked chi
 def forbid_core_dumps() -> None:
     """For this process and the children it forks from now on (best effort off Linux)."""
     with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     if _prctl is not None:
         _prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
