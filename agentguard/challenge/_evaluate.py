@@ -156,15 +156,11 @@ def _probe(policy: Policy, params: dict[str, Any]) -> None:
     machine's (``ChallengeRetry``, naming what was probed: judge it later)."""
     try:
         probe(policy, params, timeout=CHALLENGE_PROBE_TIMEOUT)
-    except PolicyRefused as exc:
-        if not exc.lasting:
-            raise ChallengeRetry(
-                f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
+    except (PolicyRefused, ProbeUnavailable) as exc:
+        if isinstance(exc, PolicyRefused) and exc.lasting:
+            raise ChallengeError(
+                f"the policy does not evaluate on these inputs: policy evaluation failed: {exc}"
             ) from None
-        raise ChallengeError(
-            f"the policy does not evaluate on these inputs: policy evaluation failed: {exc}"
-        ) from None
-    except ProbeUnavailable as exc:
         raise ChallengeRetry(
             f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
         ) from None
