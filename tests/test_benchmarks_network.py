@@ -119,6 +119,22 @@ def test_the_cpu_split_is_the_median_rounds_and_adds_up_to_the_headline() -> Non
     assert summary["signatures per attestation"] == 2.0
 
 
+def test_scaling_sets_the_same_run_ratio_beside_the_setups_measured_apart() -> None:
+    cpu = "CPU per authorization under load, all processes (ms)"
+    rows = [
+        {"setup": "3 operators, 2 checks", "figure": cpu, "current": 2.0},
+        {"setup": "3 operators, 13 keys", "figure": cpu, "current": 5.0},
+        {"setup": "7 operators, 2 checks", "figure": cpu, "current": 8.0},
+    ]
+    apart = bench_network.scaling(rows, ["current"])
+    assert [r["current / 3 operators"] for r in apart] == [1.0, 2.5, 4.0]
+    assert all("current, same run: CPU (ms)" not in r for r in apart)
+    same = bench_network.scaling(rows, ["current"], {3: 3.0, 7: 6.3})
+    assert [r["current, same run: CPU (ms)"] for r in same] == [3.0, None, 6.3]
+    assert [r["current, same run: / 3 operators"] for r in same] == [1.0, None, 2.1]
+    assert [r["linear bound"] for r in same] == [1.0, None, 2.5]
+
+
 def test_profile_writes_and_prints_one_profile_per_process(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "bench_network.py"), "--quick", "--profile", str(tmp_path)],
