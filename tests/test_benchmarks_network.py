@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import _soak_driver  # noqa: E402  (benchmarks/ is not a package)
 import bench_network  # noqa: E402
+import report  # noqa: E402
 
 from agentguard import NewtonGateway  # noqa: E402
 
@@ -117,6 +118,44 @@ def test_the_cpu_split_is_the_median_rounds_and_adds_up_to_the_headline() -> Non
     row = bench_network.split_rows("s", {"current": fig})[0]
     assert row["all processes"] == pytest.approx(total) and row["each operator"] == [1.0]
     assert summary["signatures per attestation"] == 2.0
+
+
+def test_scaling_sets_the_same_run_ratio_beside_the_setups_measured_apart() -> None:
+    cpu = "CPU per authorization under load, all processes (ms)"
+    rows = [
+        {"setup": "3 operators, 2 checks", "figure": cpu, "current": 2.0},
+        {"setup": "3 operators, 13 keys", "figure": cpu, "current": 5.0},
+        {"setup": "7 operators, 2 checks", "figure": cpu, "current": 8.0},
+    ]
+    apart = bench_network.scaling(rows, ["current"])
+    assert [r["current / 3 operators"] for r in apart] == [1.0, 2.5, 4.0]
+    assert all("current, same run: CPU (ms)" not in r for r in apart)
+    same = bench_network.scaling(rows, ["current"], {3: 3.0, 7: 6.3})
+    assert [r["current, same run: CPU (ms)"] for r in same] == [3.0, None, 6.3]
+    assert [r["current, same run: / 3 operators"] for r in same] == [1.0, None, 2.1]
+    assert [r["linear bound"] for r in same] == [1.0, None, 2.5]
+
+
+def test_the_scaling_target_is_judged_on_the_same_run_ratio_when_there_is_one() -> None:
+    cpu, X = report.CPU, report.X
+    rows = [
+        {"setup": "3 operators, 2 checks", "figure": cpu, "current": 2.0, "baseline": 4.0},
+        {"setup": "7 operators, 2 checks", "figure": cpu, "current": 6.0, "baseline": 14.0},
+    ]
+
+    def seven(scaling: Any) -> tuple[str, str, str, bool | None]:
+        found = [t for t in report.network_targets(rows, scaling) if "with 7 operators" in t[0]]
+        assert len(found) == 1
+        return found[0]
+
+    _, measured, base, met = seven(None)  # 3.00x apart, over 2.50x
+    assert (measured, base, met) == (f"3.00{X} of 3 operators'", f"3.50{X}", False)
+    same = bench_network.scaling(rows, ["current"], {3: 2.0, 7: 4.6})
+    _, measured, base, met = seven(same)
+    assert measured == f"2.30{X} of 3 operators', same run (3.00{X} measured apart)"
+    assert (base, met) == (f"3.50{X}", True)
+    _, _, _, met = seven(bench_network.scaling(rows, ["current"], {3: 2.0, 7: 5.2}))
+    assert met is False  # 2.60x in the same run: missed
 
 
 def test_profile_writes_and_prints_one_profile_per_process(tmp_path: Path) -> None:

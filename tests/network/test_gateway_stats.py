@@ -35,6 +35,7 @@ def test_a_healthy_quorum_costs_two_evaluations_and_no_widening(net: Net) -> Non
     after = _stats(net)
     assert after["tasks"] - before["tasks"] == 5
     assert after["evaluations"] - before["evaluations"] == 10  # 2 of 3, each task
+    assert after["messages"] - before["messages"] == 10  # one after another: none batched
     assert after["widened"] == before["widened"]
 
 

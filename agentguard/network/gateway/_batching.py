@@ -161,6 +161,7 @@ class LinkQueue:
         self._flying: set[_Job] = set()  # the tasks of the messages being sent, not yet settled
         self._sending: set[asyncio.Future[None]] = set()
         self.sent = 0  # evaluations asked of the operator (a host's call: one, for its keys)
+        self.messages = 0  # messages sent to it: ``sent / messages`` tasks per message
 
     def submit(
         self,
@@ -186,11 +187,13 @@ class LinkQueue:
         ):
             self._busy += 1
             self.sent += 1
+            self.messages += 1
             call = loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
             call.add_done_callback(self._sent)
             return call
         if not _fits(bodies):  # alone, without holding back the queue behind it
             self.sent += 1
+            self.messages += 1
             return loop.create_task(_direct(link, code_hash, bodies, timeout, asked))
         job = _Job(bodies, code_hash, loop.time() + timeout, loop.create_future(), asked)
         self._queue.append(job)
@@ -280,6 +283,7 @@ class LinkQueue:
             return
         timeout = max(0.001, job.deadline - asyncio.get_running_loop().time())
         self.sent += 1
+        self.messages += 1
         try:
             outcome = await _direct(self.link, job.code_hash, job.bodies, timeout, job.asked)
         except Exception as exc:  # ``OperatorFailure``, or a bug ``FanOut`` reports as internal
@@ -290,6 +294,7 @@ class LinkQueue:
         body = self._prefix + b"},{".join(job.params for job in jobs) + _SUFFIX
         timeout = max(0.001, max(j.deadline for j in jobs) - asyncio.get_running_loop().time())
         self.sent += len(jobs)
+        self.messages += 1
         try:
             answers = await self._post(body, timeout)
         except _Unsupported:

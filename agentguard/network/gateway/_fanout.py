@@ -1,15 +1,20 @@
 """Hedged fan-out: ask a quorum's worth of operators, widen when needed, count valid votes.
 
-A vote counts only if the operator's signature recovers to its registered key over the
-digest the gateway computes itself for this task (decision and trust tier included); the
-first (decision, tier) a quorum agrees on wins. Operators are asked in rotation (so load and
-fault reports spread); the rest are asked too when one fails, when they disagree, or when the
-answers are slower than usual. On a small host every extra evaluation competes for the same
-cores; a healthy quorum never needs it. The operators of one operator host asked at the same
-moment are asked in one call (``call_host``): one evaluation, one vote per key, each counted
-and checked as its own; a slow or failing host delays or fails all of them. Every call goes
-through its operator's or its host's queue (``_batching``): at once when nothing is in flight
-to it, else with the other tasks waiting for it, in one message.
+A vote counts only if the operator's signature recovers to its registered key over the digest
+the gateway computes itself for this task (decision and trust tier included); the first
+(decision, tier) a quorum agrees on wins. Operators are asked in rotation (so load and fault
+reports spread); the rest are asked too when one fails, when they disagree, or when the
+answers are slower than usual. "Usual" is a moving average of how long the answers of each
+quorum took, each answer timed from when its operator was asked: an operator asked after the
+hedge is not charged the hedge's wait, else one operator that never answers (accepting the
+connection) would feed every task's hedge into the average, raising the next hedge, until its
+tasks wait out their timeout and fail (a quorum that should tolerate it, denied by it). On a
+small host every extra evaluation competes for the same cores; a healthy quorum never needs
+it. The operators of one operator host asked at the same moment are asked in one call
+(``call_host``): one evaluation, one vote per key, each counted and checked as its own; a slow
+or failing host delays or fails all of them. Every call goes through its operator's or its
+host's queue (``_batching``): at once when nothing is in flight to it, else with the other
+tasks waiting for it, in one message.
 
 An allow at a trust tier above standard (``agentguard._tiers``) never returns at the standard
 quorum: every operator is asked at once and the gateway waits for all of them (until the
@@ -217,7 +222,7 @@ class FanOut:
         self.links = list(links)
         self._clock = clock
         self._rotation = 0
-        self._latency = 0.0  # moving average of time-to-quorum, seconds
+        self._latency = 0.0  # moving average of a quorum's answer time, seconds (``ask``)
         self._background: set[asyncio.Future[Any]] = set()
         self.tasks = 0  # tasks fanned out
         # why tasks were widened past the operators asked first, by reason
@@ -243,6 +248,7 @@ class FanOut:
         return {
             "tasks": self.tasks,
             "evaluations": sum(queue.sent for queue in set(self._queues.values())),
+            "messages": sum(queue.messages for queue in set(self._queues.values())),
             "widened": dict(self.widened),
         }
 
@@ -296,8 +302,10 @@ class FanOut:
         waiting = self.links[start:] + self.links[:start]
         # each call and the operators it asks: one, or several keys of one host
         calls: dict[asyncio.Future[Any], list[OperatorLink]] = {}
+        asked_at: dict[asyncio.Future[Any], float] = {}  # when each call was made
 
         def launch(count: int) -> None:
+            now = loop.time()
             hosts: dict[int, list[OperatorLink]] = {}
             for _ in range(min(count, len(waiting))):
                 link = waiting.pop(0)
@@ -306,6 +314,7 @@ class FanOut:
                     continue
                 call = self._queues[id(link)].submit(client.code_hash, bodies, task.timeout)
                 calls[call] = [link]
+                asked_at[call] = now
                 pending.add(call)
                 call.add_done_callback(arrivals.add)
             for keys in hosts.values():
@@ -314,6 +323,7 @@ class FanOut:
                     asked = keys[i : i + MAX_HOST_KEYS]
                     call = queue.submit(client.code_hash, bodies, task.timeout, asked)
                     calls[call] = asked
+                    asked_at[call] = now
                     pending.add(call)
                     call.add_done_callback(arrivals.add)
 
@@ -326,6 +336,8 @@ class FanOut:
         pending: set[asyncio.Future[Any]] = set()
         launch(needed)
         votes: dict[tuple[str, int], list[Vote]] = {}
+        # per decision, the longest any of its votes took from its operator being asked
+        took: dict[tuple[str, int], float] = {}
         errors: list[dict[str, Any]] = []
         failures: list[OperatorFailure] = []
         winner: tuple[str, int] | None = None
@@ -344,9 +356,11 @@ class FanOut:
                 raise
             done, arrivals.done = arrivals.done, []
             widen = 0
+            now = loop.time()
             for call in done:
                 pending.discard(call)
                 asked = calls[call]
+                answered_in = now - asked_at[call]
                 for link, reply in zip(asked, _replies(call, asked), strict=True):
                     try:
                         if isinstance(reply, OperatorFailure):
@@ -362,6 +376,7 @@ class FanOut:
                         widen += 1
                         continue
                     votes.setdefault(decision, []).append(cast)
+                    took[decision] = max(took.get(decision, 0.0), answered_in)
                     count = len(votes[decision])
                     if winner is None and (
                         count == total
@@ -369,7 +384,7 @@ class FanOut:
                         else count * 100 >= total * task.percentage
                     ):
                         winner = decision
-                        self._observe_latency(loop.time() - started)
+                        self._observe_latency(took[decision])
             if winner is None and waiting:
                 reason = "failure" if widen else None
                 if len(votes) > 1:
