@@ -23,6 +23,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   │   ├── OperatorNotRegistered     -32617
     │   │   ├── IncompatiblePolicyVersion -32618 / -32619
     │   │   ├── DataProviderError         -32620
+    │   │   ├── PolicyProbeUnavailable    -32623 (reference network: policy not judged now, retry)
     │   │   └── GatewayAuthError          -32002, HTTP 401/403 (bad or missing API key)
     │   ├── QuorumNotReached         too few operators answered (per-operator errors attached)
     │   │   └── TierQuorumNotReached the signed trust tier needs more operators than signed it
@@ -220,6 +221,13 @@ class DataProviderError(GatewayRPCError):
     """JSON-RPC -32620: a policy data provider failed."""
 
     hint = "A policy data provider failed; retry later or check the data provider."
+
+
+class PolicyProbeUnavailable(GatewayRPCError):
+    """JSON-RPC -32623 (the reference network's): the gateway or an operator could not judge
+    the policy now (no probe child could start: the machine's state, not the policy's)."""
+
+    hint = "Nothing was refused or signed; the policy could not be judged now. Retry later."
 
 
 class GatewayAuthError(GatewayRPCError):
