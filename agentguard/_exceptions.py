@@ -8,7 +8,8 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
 
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
-    │   └── MissingExtra             an optional part is not installed (names the extra to add)
+    │   ├── MissingExtra             an optional part is not installed (names the extra to add)
+    │   └── PolicyError              policy material that is not usable text (a ValueError too)
     ├── IntentError                  the action itself is malformed (fix the call)
     │   ├── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
     │   └── UnknownModel             an inference model the provider does not serve (nothing paid)
@@ -120,6 +121,15 @@ class MissingExtra(ConfigurationError, ImportError):
                 "Nothing was written or started."
             ),
         )
+
+
+class PolicyError(ConfigurationError, ValueError):
+    """Policy material that cannot name one code: text with no UTF-8 form (a lone surrogate,
+    which JSON's ``"\\ud800"`` decodes to) cannot be hashed, signed or compiled. A
+    ``ValueError`` too, as material checks have always raised (callers map it to
+    ``INVALID_PARAMS``)."""
+
+    hint = "Fix the policy material (its text must be valid Unicode); nothing was sent or signed."
 
 
 class IntentError(AgentGuardError, ValueError):
