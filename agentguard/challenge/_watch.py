@@ -19,8 +19,9 @@ that crashes the engine is, and so is, at once, a later task of that key not jud
 (for the rest of the run): a policy that times out on every try would otherwise stall the
 watch, and with it every later task, for good.
 
-Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
-caught up) end it; ``interval`` is the pause between polls once caught up.
+Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds: no pause runs past it)
+and ``once`` (stop when caught up) end it; ``interval`` is the pause between polls once caught
+up.
 """
 
 from __future__ import annotations
@@ -311,12 +312,18 @@ class Watcher:
             done = self.step(cursor, limit=self.batch if left is None else min(self.batch, left))
             if self._delay:
                 delay, self._delay = self._delay, 0.0
-                self.sleep(delay)
+                self._rest(delay)
             elif done:
                 if self.once:
                     break
-                self.sleep(self.interval)
+                self._rest(self.interval)
         return self.report
+
+    def _rest(self, seconds: float) -> None:
+        """Sleep ``seconds``, but never past ``until`` (a retry pause is up to 300 s)."""
+        if self.until is not None:
+            seconds = min(seconds, max(0.0, self.until - self.clock()))
+        self.sleep(seconds)
 
     def _resume(self, cursor: Cursor) -> None:
         """Rebuild the totals of the windows still open from records already checked."""

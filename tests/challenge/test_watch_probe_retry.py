@@ -164,3 +164,34 @@ def test_bad_retry_settings_are_refused(tmp_path: Path) -> None:
     for bad in ({"retries": -1}, {"retry_delay": 0.0}, {"retry_delay": MAX_RETRY_DELAY + 1}):
         with pytest.raises(ConfigurationError, match="retr"):
             Watcher(object(), cursor_file=tmp_path / "c", out_dir=tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_a_retry_pause_ends_at_until(
+    fraud: InProcessNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--until`` bounds the run: a retry pause (up to 300 s) is cut to end there, not
+    overshoot it by a whole pause."""
+    flaky(monkeypatch, [timed_out] * 50)
+    now = [1_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    slept: list[float] = []
+    Watcher(
+        fraud.gateway.state,
+        cursor_file=tmp_path / "cursor.json",
+        out_dir=tmp_path / "records",
+        quorum=Quorum(frozenset(a.lower() for a in fraud.operator_addresses), 2),
+        until=now[0] + 150.0,
+        clock=clock,
+        sleep=sleep,
+        retries=6,
+        retry_delay=100.0,
+    ).run()
+    assert slept == [100.0, 50.0]  # the second pause (200 s) cut to end at until
+    assert now[0] == 1_000_150.0
