@@ -15,7 +15,7 @@ from agentguard import PolicyProbeUnavailable
 from agentguard._explain import explain
 from agentguard._gateway import _rpc_error
 from agentguard.network._rpc import PROBE_UNAVAILABLE, RPCError
-from agentguard.network.config import GatewaySettings, NetworkConfig
+from agentguard.network.config import ApiKeyEntry, GatewaySettings, NetworkConfig
 from agentguard.network.gateway import Gateway
 from agentguard.network.gateway._operators import rpc_failure
 from agentguard.network.operator import Operator
@@ -23,7 +23,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import State, policy_material
 from agentguard.policies import Policy, _probe
 
-from .conftest import fresh_client
+from .conftest import fresh_agent, fresh_client, transfer
 from .test_hostile_gateway import attackers_registration
 from .test_policy_probe import hostile_task
 
@@ -38,6 +38,10 @@ def _good() -> Policy:
 
 @pytest.fixture
 def no_child(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return _no_child(monkeypatch)
+
+
+def _no_child(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every probe child fails to start, as fork does under EAGAIN; counts the tries."""
     tries: list[int] = []
 
@@ -94,3 +98,29 @@ def test_the_gateway_and_the_sdk_read_it_as_retryable() -> None:
     mapped = _rpc_error(error, 200)
     assert isinstance(mapped, PolicyProbeUnavailable) and mapped.code == PROBE_UNAVAILABLE
     assert explain(mapped).startswith("NOT DONE (temporary)")
+
+
+def test_the_gateway_answers_a_retryable_typed_error_to_a_simulation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registered client whose probe verdict this process no longer holds (a replica that
+    loaded it from the shared state) is probed on simulate: no child is not a policy failure."""
+    state = State(tmp_path / "state.sqlite3")
+    gateway = Gateway(NetworkConfig(gateway=GatewaySettings(), operators=(), api_keys=()), state)
+    try:
+        client, good = fresh_client(), _good()
+        registered = gateway.register(
+            {"registration": attackers_registration(client, good), "policy": policy_material(good)}
+        )
+        monkeypatch.setattr(_probe, "_verdicts", type(_probe._verdicts)())
+        tries = _no_child(monkeypatch)
+        request = {
+            "intent": transfer(fresh_agent()).wire(),
+            "policy_task_data": {"policyId": registered["policy_id"]},
+        }
+        with pytest.raises(RPCError) as unjudged:
+            gateway._simulator.simulate(ApiKeyEntry(sha256="00" * 32, admin=True), request)
+        assert unjudged.value.code == PROBE_UNAVAILABLE, unjudged.value.message
+        assert tries == [1]
+    finally:
+        state.close()
