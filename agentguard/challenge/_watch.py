@@ -344,6 +344,8 @@ class Watcher:
     def _resume(self, cursor: Cursor) -> None:
         """Rebuild the totals of the windows still open from records already checked."""
         self._pending = {to_checksum_address(v) for v in cursor.pending}
+        latest = self.clock() + MAX_RETRY_DELAY  # a clock set back must not hold a task longer
+        cursor.keys = {k: (n, min(due, latest)) for k, (n, due) in cursor.keys.items()}
         if cursor.horizon == 0:
             self._recorded_since = -1  # every record is read in this run
         after = cursor.horizon

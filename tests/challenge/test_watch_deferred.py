@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentguard.challenge import Quorum, Watcher
-from agentguard.challenge._watch import Cursor
+from agentguard.challenge._watch import MAX_RETRY_DELAY, Cursor
 from agentguard.policies import Policy, _probe
 from agentguard.policies._probe import probe_key
 from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
@@ -120,3 +120,17 @@ def test_a_cursor_file_of_before_reads_as_nothing_deferred(tmp_path: Path) -> No
     cursor.save(path)
     again = Cursor.load(path)
     assert (again.ahead, again.deferred, again.keys) == (12, {9: "ab"}, {"ab": (2, 5.0)})
+
+
+def test_a_pause_read_back_is_never_longer_than_the_longest_one(tmp_path: Path) -> None:
+    """A cursor written under a clock later set back (or edited) must not hold a deferred task
+    for longer than one ``MAX_RETRY_DELAY``."""
+    cursor = Cursor(deferred={3: "ab"}, keys={"ab": (2, 1e12), "cd": (1, 1_000_010.0)})
+    watcher = Watcher(
+        object(),  # type: ignore[arg-type]
+        cursor_file=tmp_path / "cursor.json",
+        out_dir=tmp_path,
+        clock=lambda: 1_000_000.0,
+    )
+    watcher._resume(cursor)
+    assert cursor.keys == {"ab": (2, 1_000_000.0 + MAX_RETRY_DELAY), "cd": (1, 1_000_010.0)}
