@@ -8,7 +8,8 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
 
     AgentGuardError
     ├── ConfigurationError           the SDK was set up wrongly (fix the code/config)
-    │   └── MissingExtra             an optional part is not installed (names the extra to add)
+    │   ├── MissingExtra             an optional part is not installed (names the extra to add)
+    │   └── PolicyError              policy material that is not usable text (a ValueError too)
     ├── IntentError                  the action itself is malformed (fix the call)
     │   ├── FeeCapExceeded           gas or fees above the FeeCap (whatever the RPC node quotes)
     │   └── UnknownModel             an inference model the provider does not serve (nothing paid)
@@ -23,6 +24,7 @@ server that echoes a registered API key or RPC URL key back cannot put it in the
     │   │   ├── OperatorNotRegistered     -32617
     │   │   ├── IncompatiblePolicyVersion -32618 / -32619
     │   │   ├── DataProviderError         -32620
+    │   │   ├── PolicyProbeUnavailable    -32623 (reference network: policy not judged now, retry)
     │   │   └── GatewayAuthError          -32002, HTTP 401/403 (bad or missing API key)
     │   ├── QuorumNotReached         too few operators answered (per-operator errors attached)
     │   │   └── TierQuorumNotReached the signed trust tier needs more operators than signed it
@@ -119,6 +121,15 @@ class MissingExtra(ConfigurationError, ImportError):
                 "Nothing was written or started."
             ),
         )
+
+
+class PolicyError(ConfigurationError, ValueError):
+    """Policy material that cannot name one code: text with no UTF-8 form (a lone surrogate,
+    which JSON's ``"\\ud800"`` decodes to) cannot be hashed, signed or compiled. A
+    ``ValueError`` too, as material checks have always raised (callers map it to
+    ``INVALID_PARAMS``)."""
+
+    hint = "Fix the policy material (its text must be valid Unicode); nothing was sent or signed."
 
 
 class IntentError(AgentGuardError, ValueError):
@@ -220,6 +231,13 @@ class DataProviderError(GatewayRPCError):
     """JSON-RPC -32620: a policy data provider failed."""
 
     hint = "A policy data provider failed; retry later or check the data provider."
+
+
+class PolicyProbeUnavailable(GatewayRPCError):
+    """JSON-RPC -32623 (the reference network's): the gateway or an operator could not judge
+    the policy now (no probe child could start: the machine's state, not the policy's)."""
+
+    hint = "Nothing was refused or signed; the policy could not be judged now. Retry later."
 
 
 class GatewayAuthError(GatewayRPCError):

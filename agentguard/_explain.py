@@ -30,6 +30,7 @@ from agentguard._exceptions import (
     PaymentRejected,
     PaymentRequiredError,
     PolicyDenied,
+    PolicyProbeUnavailable,
     QuorumNotReached,
     TransactionReverted,
     VerificationError,
@@ -152,7 +153,9 @@ def _text(exc: BaseException, chain_id: int, tokens: Tokens) -> str:
         )
     if isinstance(exc, BudgetExceeded):
         return _budget(exc, chain_id, tokens)
-    if isinstance(exc, GatewayUnavailable | QuorumNotReached | NodeUnavailable):
+    if isinstance(
+        exc, GatewayUnavailable | QuorumNotReached | NodeUnavailable | PolicyProbeUnavailable
+    ):
         return (
             f"NOT DONE (temporary): {msg}. Nothing was done. Retry later (wait a little first); "
             "if it keeps failing, tell the user the authorization service is unavailable."

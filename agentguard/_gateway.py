@@ -56,6 +56,7 @@ from agentguard._exceptions import (
     OperatorNotRegistered,
     PolicyContractError,
     PolicyEvaluationError,
+    PolicyProbeUnavailable,
     QuorumNotReached,
     TierQuorumNotReached,
 )
@@ -91,6 +92,7 @@ _RPC_ERRORS: dict[int, type[GatewayRPCError]] = {
     -32618: IncompatiblePolicyVersion,
     -32619: IncompatiblePolicyVersion,
     -32620: DataProviderError,
+    -32623: PolicyProbeUnavailable,
     -32002: GatewayAuthError,
 }
 

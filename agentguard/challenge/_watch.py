@@ -9,18 +9,23 @@ A crash therefore re-checks at most the one batch in progress, and never skips a
 record written again is the same file, a vault already paused is left as it is.
 
 A task the watch cannot judge now (``ChallengeRetry``: the policy's probe ran out of time or
-no probe child could start, which a loaded machine can do to a good policy) ends the batch
-before it: the cursor stays before the task, which is tried again after a pause that doubles
-from ``retry_delay`` (by default 60 s: the probe holds a timeout that long, so each try probes
-again) up to ``MAX_RETRY_DELAY``. Tries are counted per probed material and params
-(``probe_key``; per code, another registration's params that hang the probe exhausted a code a
-fraud was under): after ``retries`` in a row the task is passed with a warning, as a policy
-that crashes the engine is, and so is, at once, a later task of that key not judged either
-(for the rest of the run): a policy that times out on every try would otherwise stall the
-watch, and with it every later task, for good.
+no probe child could start, which a loaded machine can do to a good policy) is deferred: the
+cursor stays before it, and the watch goes on judging later tasks (a later fraud is still
+reported at once, whatever an earlier registration's policy does to the probe). Tries are
+counted per probed material and params (``probe_key``; per code, another registration's params
+that hang the probe exhausted a code a fraud was under); a deferred task is tried again after a
+pause that doubles from ``retry_delay`` (by default 60 s: the probe holds a timeout that long,
+so each try probes again) up to ``MAX_RETRY_DELAY``, its key's other tasks waiting with it
+(uncounted). After ``retries`` tries in a row the task is passed with a warning, as a policy
+that crashes the engine is, and so is, at once, a later task of that key not judged either: a
+policy that times out on every try would otherwise hold the cursor for good. The deferred
+tasks, the last task read past them (``ahead``) and the tries per key live in the cursor file,
+so a restarted watch (or one run in short slices) resumes the count instead of starting over,
+and a task judged while an earlier one was deferred is never judged (nor reported) again.
 
-Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds) and ``once`` (stop when
-caught up) end it; ``interval`` is the pause between polls once caught up.
+Bounded: ``max_tasks`` checked in this run, ``until`` (unix seconds: no pause runs past it)
+and ``once`` (stop when caught up) end it; ``interval`` is the pause between polls once caught
+up.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ DEFAULT_HORIZON = 86400  # the least the watch keeps: the longest window the gat
 MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one burst)
 MAX_RETRY_DELAY = 300.0  # seconds between two tries of a task not judged, at most
 MAX_TRIED = 1024  # probe keys whose tries are counted (a source can name new ones)
+MAX_DEFERRED = 1024  # tasks deferred at once; past it the watch reads no further (as it did)
 
 
 class TaskSource(Protocol):
@@ -111,6 +117,10 @@ class Cursor:
     blocks: dict[str, int] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # vaults to pause (the node failed)
     chain_from: dict[str, int] = field(default_factory=dict)  # oldest block still needed
+    ahead: int = 0  # the last task read: each after ``seq`` up to it is judged or deferred
+    deferred: dict[int, str] = field(default_factory=dict)  # seq -> its probe key (hex)
+    # probe key (hex) -> (tries in a row it was not judged, when to try again: unix seconds)
+    keys: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Cursor:
@@ -118,12 +128,16 @@ class Cursor:
             return cls()
         try:
             raw = json.loads(path.read_text())
+            seq = int(raw["seq"])
             return cls(
-                seq=int(raw["seq"]),
+                seq=seq,
                 horizon=int(raw.get("horizon", 0)),
                 blocks={str(k): int(v) for k, v in raw.get("blocks", {}).items()},
                 pending=[str(v) for v in raw.get("pending", [])],
                 chain_from={str(k): int(v) for k, v in raw.get("chain_from", {}).items()},
+                ahead=max(seq, int(raw.get("ahead", seq))),
+                deferred={int(k): str(v) for k, v in raw.get("deferred", {}).items()},
+                keys={str(k): (int(v[0]), float(v[1])) for k, v in raw.get("keys", {}).items()},
             )
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigurationError(
@@ -140,6 +154,9 @@ class Cursor:
                 "blocks": self.blocks,
                 "pending": self.pending,
                 "chain_from": self.chain_from,
+                "ahead": self.ahead,
+                "deferred": {str(k): v for k, v in sorted(self.deferred.items())},
+                "keys": {k: list(v) for k, v in self.keys.items()},
             }
         )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,9 +298,6 @@ class Watcher:
         self.sleep = sleep
         self.retries = retries
         self.retry_delay = retry_delay
-        self._tries: dict[bytes, int] = {}  # probe key -> tries in a row it was not judged
-        self._stuck: bytes | None = None  # the probe key of the task tried again, if one is
-        self._delay = 0.0  # the pause before the next step, when a task was not judged
         self.index = HistoryIndex()
         self.report = Report()
         self._clients: dict[str, _Client | None] = {}
@@ -309,24 +323,35 @@ class Watcher:
             if left is not None and left <= 0:
                 break
             done = self.step(cursor, limit=self.batch if left is None else min(self.batch, left))
-            if self._delay:
-                delay, self._delay = self._delay, 0.0
-                self.sleep(delay)
-            elif done:
-                if self.once:
-                    break
-                self.sleep(self.interval)
+            if not done:
+                continue
+            if cursor.deferred:  # until the next deferred try; new tasks still every interval
+                due = min(cursor.keys.get(k, (0, 0.0))[1] for k in cursor.deferred.values())
+                wait = max(0.0, due - self.clock())
+                self._rest(wait if self.once else min(wait, self.interval))
+            elif self.once:
+                break
+            else:
+                self._rest(self.interval)
         return self.report
+
+    def _rest(self, seconds: float) -> None:
+        """Sleep ``seconds``, but never past ``until`` (a retry pause is up to 300 s)."""
+        if self.until is not None:
+            seconds = min(seconds, max(0.0, self.until - self.clock()))
+        self.sleep(seconds)
 
     def _resume(self, cursor: Cursor) -> None:
         """Rebuild the totals of the windows still open from records already checked."""
         self._pending = {to_checksum_address(v) for v in cursor.pending}
+        latest = self.clock() + MAX_RETRY_DELAY  # a clock set back must not hold a task longer
+        cursor.keys = {k: (n, min(due, latest)) for k, (n, due) in cursor.keys.items()}
         if cursor.horizon == 0:
             self._recorded_since = -1  # every record is read in this run
         after = cursor.horizon
-        while after < cursor.seq:
+        while after < cursor.ahead:  # the tasks judged past a deferred one count too
             tasks = self.source.tasks(after=after, limit=MAX_BATCH)
-            tasks = [t for t in tasks if t.seq <= cursor.seq]
+            tasks = [t for t in tasks if t.seq <= cursor.ahead]
             if not tasks:
                 break
             for task in tasks:
@@ -343,43 +368,81 @@ class Watcher:
         """One batch; True when it found the records caught up (nothing more to read now)."""
         head = self._chain_head()
         executions = self._scan(cursor, head)
-        tasks = self.source.tasks(after=cursor.seq, limit=limit)
-        seen = tasks[-1].seq if tasks else cursor.seq
+        self._retry_due(cursor)
+        full = len(cursor.deferred) >= MAX_DEFERRED
+        tasks = [] if full else self.source.tasks(after=cursor.ahead, limit=limit)
+        seen = tasks[-1].seq if tasks else cursor.ahead
         for task in tasks:
             self._index(task, seen)
-        checked, stuck = cursor.seq, False
         for task in tasks:
-            try:
-                self._check(task)
-            except ChallengeRetry as exc:
-                stuck = self._retry_later(task, exc)
-                if stuck:
-                    break  # the cursor stays before it
-            else:
-                if self._stuck is not None:  # judged at last: its key's count starts over
-                    self._tries.pop(self._stuck, None)
-                    self._stuck = None
-            self.report.checked += 1
-            checked = task.seq
-        caught_up = not stuck and len(tasks) < limit
+            if len(cursor.deferred) >= MAX_DEFERRED:
+                full = True  # the cursor holds before the first deferred task, as it did
+                break
+            self._judge_task(cursor, task, None)
+            cursor.ahead = task.seq
+        caught_up = not full and len(tasks) < limit
         if caught_up and head is not None:
             self._judge(executions)
             for vault in self.vaults:
                 cursor.blocks[vault] = head
-        cursor.seq = checked
+        cursor.seq = min(cursor.deferred) - 1 if cursor.deferred else cursor.ahead
         self._prune(cursor)
         self._pause_pending(cursor)
         cursor.save(self.cursor_file)
         return caught_up
 
-    def _retry_later(self, task: StoredTask, exc: ChallengeRetry) -> bool:
-        """Whether ``task``, not judged now, is tried again (after ``_delay``); after
-        ``retries`` tries of its key it is passed, with a warning (see the module docstring)."""
-        tries = self._tries.pop(exc.code, 0) + 1
-        self._tries[exc.code] = tries  # the newest last: the oldest is forgotten first
-        if len(self._tries) > MAX_TRIED:
-            del self._tries[next(iter(self._tries))]
-        self._stuck = None
+    def _retry_due(self, cursor: Cursor) -> None:
+        """Try again each deferred task whose key's pause is over, oldest first; once one of a
+        key is still not judged, its key's others wait for the next try (uncounted)."""
+        failed: set[str] = set()
+        for seq, key in sorted(cursor.deferred.items()):
+            tries, due = cursor.keys.get(key, (0, 0.0))
+            exhausted = tries > self.retries  # passed at once: tried now
+            if not exhausted and (key in failed or due > self.clock()):
+                continue
+            found = self.source.tasks(after=seq - 1, limit=1)
+            if not found or found[0].seq != seq:  # the source no longer lists it
+                del cursor.deferred[seq]
+                self.report.warn(
+                    f"seq {seq}",
+                    "a deferred task the source no longer lists: never judged (re-check the "
+                    "records with `agentguard challenge run`)",
+                )
+                continue
+            self._index(found[0], cursor.ahead)
+            if not self._judge_task(cursor, found[0], key):
+                failed.add(key)
+
+    def _judge_task(self, cursor: Cursor, task: StoredTask, key: str | None) -> bool:
+        """Check ``task``; False if it is deferred (``_defer``). ``key``: the probe key it was
+        deferred under, if it was (judged at last, its key's count starts over)."""
+        try:
+            self._check(task)
+        except ChallengeRetry as exc:
+            if self._defer(cursor, task, exc):
+                return False
+        else:
+            if key is not None:
+                cursor.keys.pop(key, None)
+        cursor.deferred.pop(task.seq, None)
+        self.report.checked += 1
+        return True
+
+    def _defer(self, cursor: Cursor, task: StoredTask, exc: ChallengeRetry) -> bool:
+        """Whether ``task``, not judged now, is deferred; after ``retries`` tries of its key it
+        is passed, with a warning (see the module docstring). A task of a key already waiting
+        waits with it, without a try counted."""
+        key, now = exc.code.hex(), self.clock()
+        tries, due = cursor.keys.pop(key, (0, 0.0))
+        if tries <= self.retries and now < due:
+            cursor.keys[key] = (tries, due)
+            cursor.deferred[task.seq] = key
+            return True
+        tries += 1
+        delay = min(self.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
+        cursor.keys[key] = (tries, now + delay)  # the newest last: the oldest is forgotten first
+        if len(cursor.keys) > MAX_TRIED:
+            del cursor.keys[next(iter(cursor.keys))]
         if tries > self.retries:
             self.report.warn(
                 task.task_id,
@@ -389,15 +452,14 @@ class Watcher:
             )
             log.error("task passed without a verdict", task_id=task.task_id, tries=tries)
             return False
-        self._stuck = exc.code
-        self._delay = min(self.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
+        cursor.deferred[task.seq] = key
         self.report.retried += 1
         log.warning(
-            "task not judged now: tried again later, the cursor stays before it",
+            "task not judged now: deferred, the cursor stays before it",
             task_id=task.task_id,
             reason=exc.message,
             tries=tries,
-            retry_in=self._delay,
+            retry_in=delay,
         )
         return True
 

@@ -25,6 +25,7 @@ __all__ = [
     "PARSE_ERROR",
     "POLICY_EVALUATION_ERROR",
     "POLICY_REQUIRED",
+    "PROBE_UNAVAILABLE",
     "REGISTRATION_REQUIRED",
     "UNAUTHORIZED",
     "Encoded",
@@ -34,6 +35,7 @@ __all__ = [
     "error_response",
     "json_response",
     "parse_request",
+    "probe_unavailable",
     "result_response",
     "rpc_handler",
 ]
@@ -51,6 +53,9 @@ POLICY_REQUIRED = -32621
 # Likewise for a registration named by its hash (``Registration.wire_hash``) that the operator
 # does not hold (never sent, or it restarted): the gateway retries once with the registration.
 REGISTRATION_REQUIRED = -32622
+# Likewise: the policy could not be judged now (no probe child could start: EAGAIN, ENOMEM...,
+# the machine's state, not the policy's). Nothing was refused or signed: retry later.
+PROBE_UNAVAILABLE = -32623
 
 # An operator host's method: one evaluation, one answer per operator key it names.
 EVALUATE_FOR_KEYS = "agentguard_evaluateForKeys"
@@ -96,6 +101,16 @@ class RPCError(Exception):
         if self.data is not None:
             error["data"] = self.data
         return error
+
+
+def probe_unavailable(who: str, exc: Exception) -> RPCError:
+    """``PROBE_UNAVAILABLE`` for a ``ProbeUnavailable`` (``agentguard.policies._probe``) met
+    by ``who`` (the operator, the gateway): retryable, unlike a refusal."""
+    return RPCError(
+        PROBE_UNAVAILABLE,
+        f"the {who} could not judge the policy now ({exc}); nothing was refused or signed: "
+        "retry later",
+    )
 
 
 def encode(body: Any) -> bytes:

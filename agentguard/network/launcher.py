@@ -48,8 +48,9 @@ from typing import IO, TYPE_CHECKING, Any
 import httpx
 from coincurve import PrivateKey
 
-from agentguard._exceptions import ConfigurationError, GatewayRPCError
+from agentguard._exceptions import ConfigurationError
 from agentguard._extras import require
+from agentguard._gateway import _rpc_error
 from agentguard.network._keys import (
     api_key_digest,
     load_operator_key,
@@ -654,9 +655,8 @@ class ReferenceNetwork:
             timeout=30.0,
         )
         body = response.json()
-        if "error" in body:
-            error = body["error"]
-            raise GatewayRPCError(str(error.get("message")), code=int(error.get("code", 0)))
+        if "error" in body:  # typed as an SDK call's would be (retryable ones included)
+            raise _rpc_error(body["error"], response.status_code)
         return body["result"]
 
     def sign_registration(

@@ -57,6 +57,7 @@ from agentguard.network._rpc import (
     REGISTRATION_REQUIRED,
     UNAUTHORIZED,
     RPCError,
+    probe_unavailable,
     rpc_handler,
 )
 from agentguard.network._server import Handler, run
@@ -67,7 +68,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material
 from agentguard.policies import Policy, canonical_json
 from agentguard.policies._engine import Evaluation, PolicyEngine, PolicyEngineError
-from agentguard.policies._probe import PolicyRefused, probe, same_material
+from agentguard.policies._probe import PolicyRefused, ProbeUnavailable, probe, same_material
 
 __all__ = [
     "KEY_ENV",
@@ -752,6 +753,8 @@ def probe_policy(policy: Policy, params: dict[str, Any]) -> None:
         probe(policy, params)
     except PolicyRefused as exc:
         raise RPCError(POLICY_EVALUATION_ERROR, f"policy evaluation failed: {exc}") from None
+    except ProbeUnavailable as exc:  # nothing judged: the machine's state, not the policy
+        raise probe_unavailable("operator", exc) from None
 
 
 def evaluate_policy(

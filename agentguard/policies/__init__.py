@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from agentguard._eip712 import address_word, keccak, uint_word
+from agentguard._exceptions import PolicyError
 from agentguard._json import canonical_json
 
-__all__ = ["Policy", "bundled", "canonical_json", "load", "policy_id"]
+__all__ = ["Policy", "PolicyError", "bundled", "canonical_json", "load", "policy_id"]
 
 
 def _share_libstdcxx() -> None:
@@ -65,6 +66,33 @@ class Policy:
     modules: Mapping[str, str]
     params_schema: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        """Text with no UTF-8 form (a lone surrogate) is refused here, typed, rather than as a
+        ``UnicodeEncodeError`` from whichever hash or encoder meets it first."""
+        texts = [
+            self.name,
+            self.entrypoint,
+            self.description,
+            *self.modules,
+            *self.modules.values(),
+        ]
+        try:
+            for text in texts:
+                if isinstance(text, str):
+                    text.encode()
+            try:
+                canonical_json(self.params_schema)
+            except UnicodeEncodeError:
+                raise
+            except (TypeError, ValueError):  # not JSON: the engine refuses it, as before
+                pass
+        except UnicodeEncodeError as exc:
+            raise PolicyError(
+                f"policy {self.name!r}: its text holds a lone surrogate "
+                f"(U+{ord(exc.object[exc.start]):04X}), which has no UTF-8 form, so it could "
+                "not be hashed or compiled"
+            ) from None
 
     @cached_property
     def code_hash(self) -> bytes:

@@ -196,10 +196,11 @@ _UNSUPPORTED = (
         "frame honest operators); use data.wasm.now, the signed time",
     ),
     (
-        re.compile(r"(?<![\w.])(?:uuid|rand)\s*[.\[]"),
-        "uuid.* and rand.* are not supported: rego-cpp's answers depend on how many the "
-        "process has made before, so operators and a challenger re-evaluating get different "
-        "decisions",
+        # uuid.parse reads only its argument: allowed when spelled exactly so, as a call
+        re.compile(r"(?<![\w.])(?:rand\s*[.\[]|uuid(?!\.parse\()\s*[.\[])"),
+        "uuid.* (but uuid.parse(...)) and rand.* are not supported: rego-cpp's answers depend "
+        "on how many the process has made before, so operators and a challenger "
+        "re-evaluating get different decisions",
     ),
     (
         re.compile(r"\bprint\s*\("),

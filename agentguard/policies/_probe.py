@@ -12,8 +12,8 @@ transfer with empty history) in a child process with a time limit. A child kille
 exiting badly or running out of time refuses the policy (``PolicyRefused``); an error the child
 reports as a policy error (it does not compile, the params miss the schema, a query fails)
 passes, since the engine reports the same error in process, as before. Verdicts are kept per
-digest of the exact material and params in this process, refusals too, so a policy is probed
-once.
+digest of the exact material and params in this process, refusals too, each answering only the
+time limits it speaks for (``_Held``), so a policy is probed once per kind of limit.
 
 The child is a ``fork`` of this process when no thread but agentguard's own runs (operators,
 gateways: about the compile's cost plus ~13 ms, ``benchmarks/bench_probe.py``; it already
@@ -45,6 +45,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,25 @@ class ProbeUnavailable(PolicyEngineError):
     judged and nothing is kept; the policy is not evaluated now, and may be later."""
 
 
-# digest of the exact material and params probed (``_material_key``) -> (what the child did or
-# None, whether that is for good, until when it answers, the time limit it had); no copy of
-# the material is kept
-_verdicts: OrderedDict[bytes, tuple[str | None, bool, float, float]] = OrderedDict()
+@dataclass
+class _Held:
+    """What this process learnt of one material and params (``_material_key``): a verdict
+    holds only for the time limits it says something about. A pass under a limit says the
+    policy fits in any longer one, not in a shorter one (the challenger's 20 s pass must not
+    answer a server's 2 s probe); a refusal that may be the machine's (out of time, killed from
+    outside) says nothing of a longer limit, and holds ``_RETRY_AFTER`` s; a fault holds for
+    good, whatever the limit."""
+
+    fault: str | None = None  # what the child did, for good (a fault signal)
+    passed: float = math.inf  # the shortest limit it finished within
+    refused: str | None = None  # what the child did, maybe the machine's doing
+    refused_limit: float = -math.inf  # the longest limit it was refused under
+    refused_until: float = -math.inf  # when that refusal stops answering (monotonic)
+
+
+# digest of the exact material and params probed -> what was learnt of it; no copy of the
+# material is kept
+_verdicts: OrderedDict[bytes, _Held] = OrderedDict()
 _verdicts_lock = threading.Lock()
 _probes = 0
 
@@ -129,8 +145,8 @@ def probe_count() -> int:
 def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT) -> None:
     """``PolicyRefused`` if ``policy`` under ``params`` crashes or hangs a child process;
     ``ProbeUnavailable`` if no child could run; returns otherwise (a policy error stays for the
-    in-process engine to report). A held timeout answers only a limit no longer than its own
-    (the challenger's 20 s is not refused by a server's 2 s timeout)."""
+    in-process engine to report). A held verdict answers only the limits it speaks for
+    (``_Held``)."""
     try:
         params_json = canonical_json({"params": params})
     except (TypeError, ValueError):
@@ -138,11 +154,18 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
     key = _material_key(policy, params_json)
     with _verdicts_lock:
         held = _verdicts.get(key)
-        if held is not None and time.monotonic() < held[2] and (held[1] or timeout <= held[3]):
+        if held is not None:
             _verdicts.move_to_end(key)
-            if held[0] is not None:
-                raise PolicyRefused(policy, held[0], lasting=held[1], held=True)
-            return
+            if held.fault is not None:
+                raise PolicyRefused(policy, held.fault, lasting=True, held=True)
+            if held.passed <= timeout:
+                return
+            if (
+                held.refused is not None
+                and timeout <= held.refused_limit
+                and time.monotonic() < held.refused_until
+            ):
+                raise PolicyRefused(policy, held.refused, lasting=False, held=True)
     request = _request(policy, params_json, timeout)
     try:
         reason, lasting = _forked(request, timeout) if _fork_safe() else _spawned(request, timeout)
@@ -151,10 +174,16 @@ def probe(policy: Policy, params: Mapping[str, Any], *, timeout: float = PROBE_T
             f"policy {policy.name!r} could not be probed ({type(exc).__name__}: "
             f"{exc.strerror or exc}); it is not evaluated: try again"
         ) from None
-    until = math.inf if lasting else time.monotonic() + _RETRY_AFTER
     with _verdicts_lock:
-        _verdicts[key] = (reason, lasting, until, timeout)
+        held = _verdicts.setdefault(key, _Held())
         _verdicts.move_to_end(key)
+        if reason is None:
+            held.passed = min(held.passed, timeout)
+        elif lasting:
+            held.fault = reason
+        else:
+            held.refused, held.refused_limit = reason, timeout
+            held.refused_until = time.monotonic() + _RETRY_AFTER
         if len(_verdicts) > _MAX_VERDICTS:
             _verdicts.popitem(last=False)
     if reason is not None:

@@ -200,7 +200,7 @@ def test_the_bounds_hold(
     report = w.run()
     state.close()
     assert report.checked == len(order)  # caught up on the first poll...
-    assert sleeps == [5.0, 5.0, 5.0]  # ...then polled every interval until ``until``
+    assert sleeps == [5.0, 5.0, 2.0]  # ...then polled every interval, the last cut at until
 
 
 def test_bad_bounds_and_a_broken_cursor_are_refused(

@@ -64,12 +64,15 @@ def timed_out(request: bytes, timeout: float) -> tuple[str | None, bool]:
 
 
 def watch(net: InProcessNetwork, tmp: Path, **kw: Any) -> tuple[Any, list[tuple[float, int]]]:
-    """A pinned-quorum watch run to the end; each pause with the cursor saved at that time."""
+    """A pinned-quorum watch run to the end; each pause with the cursor saved at that time
+    (its clock moves by the pauses alone)."""
     pauses: list[tuple[float, int]] = []
     cursor_file = tmp / "cursor.json"
+    now = [1_000_000.0]
 
     def sleep(seconds: float) -> None:
         pauses.append((seconds, Cursor.load(cursor_file).seq))
+        now[0] += seconds
 
     report = Watcher(
         net.gateway.state,
@@ -78,6 +81,7 @@ def watch(net: InProcessNetwork, tmp: Path, **kw: Any) -> tuple[Any, list[tuple[
         quorum=Quorum(frozenset(a.lower() for a in net.operator_addresses), 2),
         once=True,
         sleep=sleep,
+        clock=lambda: now[0],
         **kw,
     ).run()
     return report, pauses
@@ -116,7 +120,9 @@ def test_the_retries_back_off_and_are_bounded_per_policy_code(
     limits = flaky(monkeypatch, [timed_out] * 50)
     report, pauses = watch(fraud, tmp_path, retries=4, retry_delay=100.0)
     assert pauses == [(100.0, 0), (200.0, 0), (MAX_RETRY_DELAY, 0), (MAX_RETRY_DELAY, 0)]
-    assert len(limits) == 6  # each try probed again; the second task once
+    # each try probed again; the second task when first read (it waits with the first,
+    # uncounted: the watch went on past the first) and when passed
+    assert len(limits) == 7
     assert report.retried == 4 and not report.records and report.checked == 2
     first, second = report.warnings
     assert "probe failed 5 times in a row" in first["warning"]
@@ -164,3 +170,35 @@ def test_bad_retry_settings_are_refused(tmp_path: Path) -> None:
     for bad in ({"retries": -1}, {"retry_delay": 0.0}, {"retry_delay": MAX_RETRY_DELAY + 1}):
         with pytest.raises(ConfigurationError, match="retr"):
             Watcher(object(), cursor_file=tmp_path / "c", out_dir=tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_a_retry_pause_ends_at_until(
+    fraud: InProcessNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--until`` bounds the run: a retry pause (up to 300 s) is cut to end there, not
+    overshoot it by a whole pause."""
+    flaky(monkeypatch, [timed_out] * 50)
+    now = [1_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    slept: list[float] = []
+    Watcher(
+        fraud.gateway.state,
+        cursor_file=tmp_path / "cursor.json",
+        out_dir=tmp_path / "records",
+        quorum=Quorum(frozenset(a.lower() for a in fraud.operator_addresses), 2),
+        until=now[0] + 150.0,
+        once=True,
+        clock=clock,
+        sleep=sleep,
+        retries=6,
+        retry_delay=100.0,
+    ).run()
+    assert slept == [100.0, 50.0]  # the second pause (200 s) cut to end at until
+    assert now[0] == 1_000_150.0

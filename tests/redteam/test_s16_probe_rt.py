@@ -83,8 +83,9 @@ def test_a_hanging_registration_does_not_poison_the_code_for_a_fraud(
     report, pauses = watch(shared_code, tmp_path, retries=2, retry_delay=5.0)
     assert set(report.operators) == liars(shared_code), report.text()
     assert len(report.records) == 1 and left == [0]
-    # the hanging task: two pauses, then passed with a warning; the fraud: one pause, judged
-    assert pauses == [(5.0, 0), (10.0, 0), (5.0, 1)]
+    # the hanging task: two pauses, then passed with a warning; the fraud, deferred beside it
+    # (the watch no longer waits behind the hanging task), judged after the first pause
+    assert pauses == [(5.0, 0), (10.0, 0)]
     assert "probe failed 3 times in a row" in report.warnings[0]["warning"]
     assert Cursor.load(tmp_path / "cursor.json").seq == 2
 
@@ -111,10 +112,13 @@ def test_a_watch_killed_while_it_waits_to_retry_resumes_before_the_task(
             out_dir=tmp_path / "records",
             quorum=quorum,
             sleep=killed,
+            clock=lambda: 1_000_000.0,  # the clock ``watch`` starts from
         ).run()
     assert Cursor.load(tmp_path / "cursor.json").seq == 1 and left == [0]
     report, pauses = watch(shared_code, tmp_path)
-    assert set(report.operators) == liars(shared_code) and pauses == []
+    # the new process waits out the pause the killed one had left (kept in the cursor file),
+    # its cursor still before the fraud, then judges it
+    assert set(report.operators) == liars(shared_code) and pauses == [(60.0, 1)]
     assert Cursor.load(tmp_path / "cursor.json").seq == 2
 
 

@@ -25,7 +25,12 @@ from agentguard._json import strict_loads
 from agentguard._logging import get_logger
 from agentguard.network._http import HTTPError, KeepAliveClient
 from agentguard.network._keys import load_token
-from agentguard.network._rpc import EVALUATE_FOR_KEYS, POLICY_REQUIRED, REGISTRATION_REQUIRED
+from agentguard.network._rpc import (
+    EVALUATE_FOR_KEYS,
+    POLICY_REQUIRED,
+    PROBE_UNAVAILABLE,
+    REGISTRATION_REQUIRED,
+)
 from agentguard.network.config import OperatorEntry
 
 if TYPE_CHECKING:
@@ -277,13 +282,14 @@ async def exchange(link: OperatorLink, body: bytes, timeout: float) -> dict[str,
 
 
 def rpc_failure(error: Any) -> OperatorFailure:
-    """An operator's JSON-RPC ``error`` object as an ``OperatorFailure``."""
+    """An operator's JSON-RPC ``error`` object as an ``OperatorFailure`` (retryable only if the
+    operator could not judge the policy now)."""
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message", "operator error") if isinstance(error, dict) else ""
     return OperatorFailure(
         f"rpc_{code}",
         str(message)[:500],
-        retryable=False,
+        retryable=code == PROBE_UNAVAILABLE,
         rpc_code=code if isinstance(code, int) else None,
     )
 

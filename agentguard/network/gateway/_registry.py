@@ -19,6 +19,7 @@ from eth_utils.address import to_checksum_address
 
 from agentguard._exceptions import ConfigurationError
 from agentguard._logging import get_logger
+from agentguard.network._rpc import probe_unavailable
 from agentguard.network.config import ApiKeyEntry, GatewaySettings
 from agentguard.network.gateway._auth import require_use
 from agentguard.network.gateway._operators import members
@@ -33,7 +34,7 @@ from agentguard.network.state import (
     policy_material,
 )
 from agentguard.policies import Policy, bundled, load
-from agentguard.policies._probe import PolicyRefused, probe
+from agentguard.policies._probe import PolicyRefused, ProbeUnavailable, probe
 
 if TYPE_CHECKING:
     from agentguard.network.usage import ChainUsageCheck
@@ -350,6 +351,8 @@ class Clients:
             probe(policy, registration.params)
         except PolicyRefused as exc:
             raise invalid(str(exc)) from None
+        except ProbeUnavailable as exc:  # nothing judged: retryable, unlike a refusal
+            raise probe_unavailable("gateway", exc) from None
         # Judged against the state's registration, never a replica's copy of it (up to
         # ``CLIENT_REFRESH`` old): against a stale copy, a replay of the older registration
         # looked like "the same one" and was saved over the newer one for every replica.

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentguard._tiers import human_gate
+from agentguard.network._rpc import probe_unavailable
 from agentguard.network.config import ApiKeyEntry, GatewaySettings
 from agentguard.network.gateway._params import B32, invalid
 from agentguard.network.gateway._registry import Clients
@@ -74,7 +75,7 @@ class Simulator:
 
             self._engine = PolicyEngine()
         from agentguard.policies._engine import PolicyEngineError
-        from agentguard.policies._probe import probe
+        from agentguard.policies._probe import ProbeUnavailable, probe
 
         parsed = intent.parsed()
         try:
@@ -83,6 +84,8 @@ class Simulator:
             evaluation = self._engine.evaluate(
                 client.policy, input=parsed, params=client.params, wasm=wasm
             )
+        except ProbeUnavailable as exc:  # nothing judged: retryable, not the policy's failure
+            raise probe_unavailable("gateway", exc) from None
         except PolicyEngineError as exc:
             return {
                 "success": False,
