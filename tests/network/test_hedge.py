@@ -167,3 +167,49 @@ def test_an_unhedged_quorum_sets_the_pace(fanout: tuple[FanOut, list[_Queue]]) -
         assert 3 * 0.04 <= fan.hedge_delay() < 3 * 1.0
 
     _on_virtual_clock(body)
+
+
+def test_an_operator_answering_just_before_the_hedge_cannot_push_it_past_the_timeout(
+    fanout: tuple[FanOut, list[_Queue]],
+) -> None:
+    """Operator 0 answers every task it is asked first just before the hedge (a valid vote,
+    so it counts and raises the average), then goes silent: operators 1 and 2 still form the
+    quorum within the timeout, because the hedge waits at most ``HEDGE_SHARE`` of it."""
+    fan, queues = fanout
+    timeout = 10.0
+
+    async def body(advance: Callable[[float], None]) -> None:
+        task = _task()
+        task.timeout = timeout
+        for _ in range(150):  # ~1.2x a task: unbounded, the hedge would pass 10 s by ~50
+            first = [fan._rotation % 3, (fan._rotation + 1) % 3]
+            counts = [len(q.asked) for q in queues]
+            hedge = min(fan.hedge_delay(), timeout * _fanout.HEDGE_SHARE)
+            asking = asyncio.ensure_future(_ask_task(fan, task))
+            await _steps()
+            for i in first:
+                if i != 0:
+                    queues[i].asked[counts[i]].set_result({})
+            await _steps()
+            if 0 in first:
+                advance(hedge * 0.99)
+                queues[0].asked[counts[0]].set_result({})
+            assert (await asking).decision == "allow"
+        assert fan.hedge_delay() > timeout * _fanout.HEDGE_SHARE  # climbed: the cap holds it
+        fan._rotation = 0  # operator 0 asked first, and silent from now on
+        counts = [len(q.asked) for q in queues]
+        asking = asyncio.ensure_future(_ask_task(fan, task))
+        await _steps()
+        queues[1].asked[counts[1]].set_result({})
+        advance(timeout * _fanout.HEDGE_SHARE + 0.01)
+        await _steps()
+        assert len(queues[2].asked) == counts[2] + 1  # widened at the capped hedge
+        queues[2].asked[counts[2]].set_result({})
+        outcome = await asking
+        assert outcome.decision == "allow"
+
+    _on_virtual_clock(body)
+
+
+async def _ask_task(fan: FanOut, task: Any) -> Any:
+    return await fan.ask(task, b"\x04" * 32, b"{}", 2**40, b"\x05" * 32, intent_json="{}")

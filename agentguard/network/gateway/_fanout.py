@@ -50,6 +50,10 @@ from agentguard.network.gateway._validation import TaskInput
 __all__ = ["HEDGE_MIN", "FanOut", "Outcome", "Vote", "vote"]
 
 HEDGE_MIN = 0.05  # seconds before a slow quorum is widened to every operator
+# The hedge never waits past this share of a task's timeout: an operator that answers each
+# task just before its hedge (valid, so counted) raises the average about 1.2x a task, and
+# once the hedge outlasted the timeout it could go silent and deny quorums the others form.
+HEDGE_SHARE = 0.25
 _DECISIONS = ("allow", "deny", "approval_required")
 
 
@@ -343,7 +347,7 @@ class FanOut:
         winner: tuple[str, int] | None = None
         started = loop.time()
         deadline = started + task.timeout
-        hedge_at = started + self.hedge_delay()
+        hedge_at = started + min(self.hedge_delay(), task.timeout * HEDGE_SHARE)
         while pending and winner is None:
             if loop.time() >= deadline:
                 break
