@@ -242,3 +242,150 @@ def test_a_deferred_seq_past_ahead_would_have_skipped_tasks(
     (tmp_path / "cursor.json").write_text(json.dumps(cursor))
     with pytest.raises(ConfigurationError):
         _watcher(net, tmp_path, now, once=True).run()
+
+
+# -- exactly once across a crash between judging and saving ------------------------------------
+
+
+def test_a_crash_before_the_cursor_is_saved_loses_no_fraud_and_writes_one_record(
+    net: InProcessNetwork, tmp_path: Path, load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the fraud behind a deferred task was judged (its record written) but before
+    the cursor file was saved: the restart judges it again (the same record file, no second
+    one), and a third run reports nothing more."""
+    client, victim = fresh_client(), fresh_client()
+    net.register(client, HANGS, CAP)
+    net.register(victim, NETCHECK, CAP)
+    assert net.create(client, transfer(fresh_agent(), 5 * UNIT))["attestation"]["decision"]
+    assert net.create(victim, transfer(fresh_agent(), 50 * UNIT))["attestation"]["decision"]
+    now = [1_000_000.0]
+    load.start()
+    real_save = Cursor.save
+
+    def crash(self: Cursor, path: Path) -> None:
+        raise KeyboardInterrupt("killed before the cursor file was written")
+
+    monkeypatch.setattr(Cursor, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _watcher(net, tmp_path, now, until=now[0] + 30, retries=2).run()
+    assert not (tmp_path / "cursor.json").exists()
+    assert len(list((tmp_path / "records").iterdir())) == 1  # judged, then killed
+    monkeypatch.setattr(Cursor, "save", real_save)
+
+    again = _watcher(net, tmp_path, now, until=now[0] + 30, retries=2).run()
+    assert set(again.operators) == _liars(net)
+    assert len(list((tmp_path / "records").iterdir())) == 1
+    assert Cursor.load(tmp_path / "cursor.json").deferred  # the hanging task still waits
+    third = _watcher(net, tmp_path, now, once=True, retries=2).run()
+    assert not third.records and not third.operators
+    assert Cursor.load(tmp_path / "cursor.json").deferred == {}
+
+
+def test_a_deferred_task_the_source_drops_is_warned_not_silently_skipped(
+    net: InProcessNetwork, tmp_path: Path, load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = fresh_client()
+    net.register(client, HANGS, CAP)
+    assert net.create(client, transfer(fresh_agent(), 5 * UNIT))["attestation"]["decision"]
+    now = [1_000_000.0]
+    load.start()
+    _watcher(net, tmp_path, now, until=now[0] + 30, retries=2).run()
+    assert Cursor.load(tmp_path / "cursor.json").deferred
+    state = net.gateway.state
+    monkeypatch.setattr(state, "tasks", lambda **kw: [])  # the source forgets it
+    report = _watcher(net, tmp_path, now, once=True, retries=2).run()
+    assert any("no longer lists" in w["warning"] for w in report.warnings), report.warnings
+    cursor = Cursor.load(tmp_path / "cursor.json")
+    assert cursor.deferred == {} and cursor.seq == cursor.ahead == 1
+
+
+# -- the probe verdict kept per time limit -----------------------------------------------------
+
+
+def test_a_held_verdict_answers_only_the_limits_it_speaks_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass under 20 s must not answer a 2 s probe; a timeout under 2 s must not answer a
+    20 s one; a timeout under 20 s answers a 2 s one (for its while); params spelt in another
+    key order are the same material (one probe), other values another."""
+    outcomes: list[bool] = []  # True: out of time
+    limits: list[float] = []
+
+    def child(request: bytes, timeout: float) -> tuple[str | None, bool]:
+        limits.append(timeout)
+        if outcomes.pop(0):
+            return _probe._verdict(None, False, timeout)
+        return None, False
+
+    monkeypatch.setattr(_probe, "_forked", child)
+    monkeypatch.setattr(_probe, "_fork_safe", lambda: True)
+    monkeypatch.setattr(_probe, "_verdicts", type(_probe._verdicts)())
+    monkeypatch.setattr(_probe, "_RETRY_AFTER", 60.0)
+    first = {"max_per_tx": str(10 * UNIT), "allowed": []}
+    reordered = dict(reversed(list(first.items())))
+
+    outcomes[:] = [False, True]
+    _probe.probe(NETCHECK, first, timeout=20.0)  # passes under 20 s
+    with pytest.raises(_probe.PolicyRefused):
+        _probe.probe(NETCHECK, reordered, timeout=2.0)  # probed again: out of time under 2 s
+    _probe.probe(NETCHECK, reordered, timeout=20.0)  # the pass under 20 s still answers 20 s
+    assert limits == [20.0, 2.0]
+
+    other = {**first, "max_per_tx": str(11 * UNIT)}
+    outcomes[:] = [True, False]
+    with pytest.raises(_probe.PolicyRefused):
+        _probe.probe(NETCHECK, other, timeout=20.0)
+    with pytest.raises(_probe.PolicyRefused):
+        _probe.probe(NETCHECK, other, timeout=2.0)  # held: out of time under 20 s, so 2 s too
+    _probe.probe(NETCHECK, other, timeout=30.0)  # not held for a longer limit: probed, passes
+    assert limits == [20.0, 2.0, 20.0, 30.0]
+
+
+# -- uuid.parse: no other spelling reaches a refused builtin -----------------------------------
+
+UUID_TEXT = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '# uuid.parse(\nallow if { startswith(uuid.rfc4122("x"), "") }',
+        'allow if { x := "uuid.parse("; startswith(uuid.rfc4122(x), "") }',
+        "allow if { x := `uuid.parse(`; uuid.rfc4122(x) }",
+        'allow if { startswith(uuid\u200b.rfc4122("x"), "") }',
+        'allow if { startswith(uuid\u00a0.rfc4122("x"), "") }',
+        'allow if { startswith(uuid\u3000.rfc4122("x"), "") }',
+        'allow if { startswith(uuid.\u200brfc4122("x"), "") }',
+        f'allow if {{ uuid.parse\u200b("{UUID_TEXT}") }}',
+        f'allow if {{ uuid.pars\u0435("{UUID_TEXT}") }}',  # a Cyrillic e
+        'allow if { uuid/*x*/.rfc4122("x") }',
+        f'allow if {{ uuid.parse("{UUID_TEXT}") with uuid.parse as uuid.rfc4122 }}',
+    ],
+)
+def test_no_uuid_parse_lookalike_reaches_another_builtin(body: str) -> None:
+    from agentguard.policies._engine import PolicyEngine, PolicyEngineError
+
+    policy = Policy("u", "t.allow", {"t.rego": "package t\nimport rego.v1\n" + body + "\n"})
+    with pytest.raises(PolicyEngineError):
+        PolicyEngine().evaluate(policy, input={}, params={}, wasm={})
+
+
+# -- PROBE_UNAVAILABLE -------------------------------------------------------------------------
+
+
+def test_probe_unavailable_is_never_resent_by_the_client_nor_a_retry_loop_at_the_gateway() -> None:
+    """A hostile operator (or gateway) answering -32623: the SDK raises it typed, never sends
+    the task again (only ``GatewayUnavailable`` is resent: a second task, a second payment);
+    the gateway only flags the operator's failure retryable (it retries nothing on it)."""
+    from agentguard._exceptions import GatewayUnavailable, PolicyProbeUnavailable
+    from agentguard._gateway import _RPC_ERRORS
+    from agentguard.network._rpc import PROBE_UNAVAILABLE
+    from agentguard.network.gateway._operators import rpc_failure
+
+    assert _RPC_ERRORS[PROBE_UNAVAILABLE] is PolicyProbeUnavailable
+    assert not issubclass(PolicyProbeUnavailable, GatewayUnavailable)
+    failure = rpc_failure({"code": PROBE_UNAVAILABLE, "message": "x" * 10_000})
+    assert failure.retryable and failure.number == PROBE_UNAVAILABLE
+    assert len(failure.message) == 500
+    spoofed = rpc_failure({"code": str(PROBE_UNAVAILABLE), "message": 7})
+    assert not spoofed.retryable and spoofed.rpc_code is None
