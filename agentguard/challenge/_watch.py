@@ -17,8 +17,11 @@ that hang the probe exhausted a code a fraud was under); a deferred task is trie
 pause that doubles from ``retry_delay`` (by default 60 s: the probe holds a timeout that long,
 so each try probes again) up to ``MAX_RETRY_DELAY``, its key's other tasks waiting with it
 (uncounted). After ``retries`` tries in a row the task is passed with a warning, as a policy
-that crashes the engine is, and so is, at once, a later task of that key not judged either: a
-policy that times out on every try would otherwise hold the cursor for good. The deferred
+that crashes the engine is, and so is, at once, a later task of that key not judged either
+during ``EXHAUSTED_FOR`` (a warning each): a policy that times out on every try would otherwise
+hold the cursor for good; after it the key's count starts over (load must not exempt a policy's
+frauds for good). Past ``MAX_DEFERRED`` deferred tasks the watch reads no further (warned) and
+rests until the next try. The deferred
 tasks, the last task read past them (``ahead``) and the tries per key live in the cursor file,
 so a restarted watch (or one run in short slices) resumes the count instead of starting over,
 and a task judged while an earlier one was deferred is never judged (nor reported) again.
