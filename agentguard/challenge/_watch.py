@@ -17,8 +17,11 @@ that hang the probe exhausted a code a fraud was under); a deferred task is trie
 pause that doubles from ``retry_delay`` (by default 60 s: the probe holds a timeout that long,
 so each try probes again) up to ``MAX_RETRY_DELAY``, its key's other tasks waiting with it
 (uncounted). After ``retries`` tries in a row the task is passed with a warning, as a policy
-that crashes the engine is, and so is, at once, a later task of that key not judged either: a
-policy that times out on every try would otherwise hold the cursor for good. The deferred
+that crashes the engine is, and so is, at once, a later task of that key not judged either
+during ``EXHAUSTED_FOR`` (a warning each): a policy that times out on every try would otherwise
+hold the cursor for good; after it the key's count starts over (load must not exempt a policy's
+frauds for good). Past ``MAX_DEFERRED`` deferred tasks the watch reads no further (warned) and
+rests until the next try. The deferred
 tasks, the last task read past them (``ahead``) and the tries per key live in the cursor file,
 so a restarted watch (or one run in short slices) resumes the count instead of starting over,
 and a task judged while an earlier one was deferred is never judged (nor reported) again.
@@ -31,6 +34,7 @@ up.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -94,6 +98,9 @@ MAX_GROUP = 64  # same-second tasks evaluated together (bounds the work of one b
 MAX_RETRY_DELAY = 300.0  # seconds between two tries of a task not judged, at most
 MAX_TRIED = 1024  # probe keys whose tries are counted (a source can name new ones)
 MAX_DEFERRED = 1024  # tasks deferred at once; past it the watch reads no further (as it did)
+# how long a key whose tries ran out has its tasks passed at once (with a warning each): then
+# its count starts over, so load (or an attacker loading the box) cannot exempt a policy for good
+EXHAUSTED_FOR = 12 * MAX_RETRY_DELAY
 
 
 class TaskSource(Protocol):
@@ -124,21 +131,31 @@ class Cursor:
 
     @classmethod
     def load(cls, path: Path) -> Cursor:
+        """The saved cursor; a file of the wrong types, or whose parts disagree (a deferred
+        task not after ``seq`` or past the last task read), is refused: read as it is, its
+        next save would move the cursor past tasks never judged."""
         if not path.exists():
             return cls()
         try:
             raw = json.loads(path.read_text())
-            seq = int(raw["seq"])
-            return cls(
+            seq = _count(raw["seq"])
+            cursor = cls(
                 seq=seq,
-                horizon=int(raw.get("horizon", 0)),
-                blocks={str(k): int(v) for k, v in raw.get("blocks", {}).items()},
-                pending=[str(v) for v in raw.get("pending", [])],
-                chain_from={str(k): int(v) for k, v in raw.get("chain_from", {}).items()},
-                ahead=max(seq, int(raw.get("ahead", seq))),
-                deferred={int(k): str(v) for k, v in raw.get("deferred", {}).items()},
-                keys={str(k): (int(v[0]), float(v[1])) for k, v in raw.get("keys", {}).items()},
+                horizon=_count(raw.get("horizon", 0)),
+                blocks={str(k): _block(v) for k, v in _dict(raw.get("blocks", {})).items()},
+                pending=[_text(v) for v in _list(raw.get("pending", []))],
+                chain_from={str(k): _block(v) for k, v in _dict(raw.get("chain_from", {})).items()},
+                ahead=_count(raw.get("ahead", seq)),
+                deferred={_seq(k): _text(v) for k, v in _dict(raw.get("deferred", {})).items()},
+                keys={str(k): _tries(v) for k, v in _dict(raw.get("keys", {})).items()},
             )
+            if not cursor.horizon <= cursor.ahead or not cursor.seq <= cursor.ahead:
+                raise ValueError("seq or horizon past the last task read")
+            if cursor.deferred and (
+                min(cursor.deferred) != cursor.seq + 1 or max(cursor.deferred) > cursor.ahead
+            ):
+                raise ValueError("a deferred task outside (seq, ahead]")
+            return cursor
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigurationError(
                 f"the cursor file {path} is not readable ({type(exc).__name__}); fix or delete "
@@ -230,6 +247,51 @@ class GatewayTasks(GatewaySource):
         return None if found is None else PolicyClientRecord(*found)
 
 
+def _count(value: Any) -> int:
+    if _strict_int(value) < 0:
+        raise ValueError("a negative count")
+    return int(value)
+
+
+def _seq(key: str) -> int:
+    """A task seq as written by ``save`` (decimal digits; not ``"6_0"``, ``" 6"``, ``"+6"``)."""
+    if not (key.isascii() and key.isdigit()):
+        raise ValueError("not a task seq")
+    return int(key)
+
+
+def _block(value: Any) -> int:
+    if _strict_int(value) < -1:  # -1: no block judged yet
+        raise ValueError("a block number below -1")
+    return int(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("not an object")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value
+
+
+def _tries(value: Any) -> tuple[int, float]:
+    """A key's ``[tries, when to try again]``."""
+    tries, due = _list(value)  # ValueError unless exactly two
+    if isinstance(due, bool) or not isinstance(due, (int, float)) or not math.isfinite(due):
+        raise ValueError("not a finite time")
+    return _count(tries), float(due)
+
+
 def _strict_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{str(value)[:40]!r} is not an integer")
@@ -310,6 +372,7 @@ class Watcher:
         self._recorded_since: int | None = None  # the oldest record read in this run
         self._horizon = DEFAULT_HORIZON
         self._newest = 0
+        self._full = False  # the deferred slots were full at the last step
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -323,7 +386,7 @@ class Watcher:
             if left is not None and left <= 0:
                 break
             done = self.step(cursor, limit=self.batch if left is None else min(self.batch, left))
-            if not done:
+            if not done and not self._full:
                 continue
             if cursor.deferred:  # until the next deferred try; new tasks still every interval
                 due = min(cursor.keys.get(k, (0, 0.0))[1] for k in cursor.deferred.values())
@@ -380,6 +443,13 @@ class Watcher:
                 break
             self._judge_task(cursor, task, None)
             cursor.ahead = task.seq
+        if full and not self._full:
+            self.report.warn(
+                f"seq {cursor.ahead}",
+                f"{len(cursor.deferred)} tasks deferred, the most it holds: no task past this one "
+                "is read until a deferred one is judged or passed",
+            )
+        self._full = full  # then the loop rests until the next deferred try, not spins
         caught_up = not full and len(tasks) < limit
         if caught_up and head is not None:
             self._judge(executions)
@@ -434,12 +504,16 @@ class Watcher:
         waits with it, without a try counted."""
         key, now = exc.code.hex(), self.clock()
         tries, due = cursor.keys.pop(key, (0, 0.0))
+        if tries > self.retries and now >= due:
+            tries = 0  # the key's exhaustion is over: counted afresh (load must not pass for good)
         if tries <= self.retries and now < due:
             cursor.keys[key] = (tries, due)
             cursor.deferred[task.seq] = key
             return True
         tries += 1
         delay = min(self.retry_delay * 2 ** (tries - 1), MAX_RETRY_DELAY)
+        if tries > self.retries:  # passed at once until then (not slid on by a later pass)
+            delay = EXHAUSTED_FOR if tries == self.retries + 1 else due - now
         cursor.keys[key] = (tries, now + delay)  # the newest last: the oldest is forgotten first
         if len(cursor.keys) > MAX_TRIED:
             del cursor.keys[next(iter(cursor.keys))]
