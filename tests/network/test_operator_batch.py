@@ -556,6 +556,7 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
             fanout.ask(
                 task,
                 task_id,
+                body["request_id"],
                 encode(body["wasm"]),
                 body["expires_at"],
                 intent_hash,
