@@ -27,6 +27,7 @@ from agentguard.network._rpc import RPCError
 from agentguard.network.gateway import _core
 from tests.network.test_gateway_memory import CLIENT, SHOP, USDC
 from tests.redteam._s9_net import KEY, OPERATOR_KEYS, Net, agent
+from tests.task_ids import bind
 
 URL = "http://gateway.test/rpc"
 OPERATORS = [operator_address(k) for k in OPERATOR_KEYS]
@@ -221,3 +222,87 @@ def test_the_derivation_has_fixed_widths_and_distinguishes_every_part() -> None:
     for bad in ("", "x" * 201, 7, None, "\ud800"):
         with pytest.raises(Exception, match="request id"):
             task_id(CLIENT, pay.intent_hash, details, bad)
+
+
+def _x402_request(**override: Any) -> dict[str, Any]:
+    """An operator request for a payment (``data.wasm.x402`` set), its task id derived."""
+    from tests.network.conftest import PAYEE, TOKEN
+    from tests.network.test_operator import request
+
+    body = request(**override)
+    pay = PaymentIntent(
+        payer=TransactionIntent.from_wire(body["intent"]).from_,
+        scheme="upto",
+        network="eip155:8453",
+        asset=TOKEN,
+        amount=int(body["wasm"]["spend"]["amount"]),
+        pay_to=PAYEE,
+        resource="https://shop.test/paid",
+    )
+    body["wasm"]["x402"] = canonical_x402(pay.wasm_args()["x402"], pay.newton_intent())
+    return bind(body)
+
+
+def _rebound(body: dict[str, Any], **parts: Any) -> dict[str, Any]:
+    """``body``'s task id derived as if from ``parts`` (client, intent hash, x402, request
+    id) instead of its own: each a lying gateway's choice."""
+    intent = TransactionIntent.from_wire(body["intent"])
+    wasm = body["wasm"]
+    derived = task_id(
+        parts.get("client", body["policy_client"]),
+        parts.get("intent_hash", intent.intent_hash),
+        parts["x402"] if "x402" in parts else wasm.get("x402"),
+        parts.get("request_id", body["request_id"]),
+    )
+    return dict(body, task_id="0x" + derived.hex())
+
+
+def _lies(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    other_details = dict(body["wasm"]["x402"], scheme="exact")
+    missing = dict(body)
+    del missing["request_id"]
+    return {
+        "client": _rebound(body, client=USDC),
+        "intent": _rebound(body, intent_hash=b"\x07" * 32),
+        "details": _rebound(body, x402=other_details),
+        "no details": _rebound(body, x402=None),
+        "request id": _rebound(body, request_id="another"),
+        "request id sent": dict(body, request_id="another"),
+        "missing request id": missing,
+    }
+
+
+def test_operators_refuse_a_task_id_not_derived_from_its_parts() -> None:
+    from tests.network.test_operator import new_operator
+
+    operator = new_operator()
+    body = _x402_request()
+    lies = _lies(body)
+    assert len(lies) == 7
+    for name, lie in lies.items():
+        with pytest.raises(RPCError) as refused:
+            operator.evaluate_and_sign(lie)
+        assert refused.value.code == -32602, name
+        assert "task_id is not keccak" in refused.value.message or (
+            "request_id" in refused.value.message
+        ), name
+    assert operator.evaluate_and_sign(body)["decision"] == "allow"  # the honest one signs
+
+
+def test_operators_refuse_them_inside_a_batch_each_alone() -> None:
+    from tests.network.test_operator import new_operator
+
+    operator = new_operator()
+    for for_keys in (False, True):
+        operator = new_operator()
+        names = list(_lies(_x402_request()))
+        # each lie from a body of its own: a batch names a task id once
+        tasks = [_x402_request(), *(_lies(_x402_request())[name] for name in names)]
+        if for_keys:
+            tasks = [dict(t, operators=[operator.address]) for t in tasks]
+        answers = operator.evaluate_batch({"tasks": tasks}, for_keys=for_keys)["answers"]
+        assert [a["task_id"] for a in answers] == [t["task_id"] for t in tasks]
+        first = answers[0]["result"]
+        assert (first["answers"][0] if for_keys else first)["decision"] == "allow"
+        for answer in answers[1:]:
+            assert answer["error"]["code"] == -32602
