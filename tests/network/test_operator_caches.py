@@ -21,6 +21,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
+from ..task_ids import bind
 from .conftest import NETCHECK, UNIT, params
 from .test_operator import registration, request
 
@@ -88,7 +89,7 @@ def test_takeovers_answer_as_an_operator_that_never_saw_the_first(seed: int) -> 
     _outcome(seasoned, request(registration=stranger, policy_client=VAULT, params=first))
     taken = registration(owner=owner, client=VAULT, version=version, config=second)
     body = request(registration=taken, policy_client=VAULT, params=second)
-    again = dict(body, task_id="0x" + rng.randbytes(32).hex())
+    again = bind(dict(body), request_id=rng.randbytes(16).hex())
     assert _outcome(seasoned, body) == _outcome(fresh, again)
 
 
