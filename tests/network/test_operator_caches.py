@@ -99,8 +99,12 @@ def test_the_schema_check_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     for i in range(6):
         client = "0x" + f"{0x5B00 + i:040x}"
         config = params(max_per_tx=(i + 1) * UNIT)
-        body = request(registration=registration(client=client, config=config), params=config)
-        assert operator.evaluate_and_sign(dict(body, policy_client=client))["decision"] == "allow"
+        body = request(
+            registration=registration(client=client, config=config),
+            params=config,
+            policy_client=client,
+        )
+        assert operator.evaluate_and_sign(body)["decision"] == "allow"
         assert len(operator._validated) <= 3
 
 
