@@ -106,20 +106,21 @@ def test_the_same_intents_answer_again_is_a_replay(guard: Guard, middle: Middle)
     _refused(guard, intent, GatewayProtocolError)  # another request's task, before the replay
 
 
-def test_the_whole_form_to_a_compact_request_reads_alike(guard: Guard, middle: Middle) -> None:
-    """A downgrade: the compact request answered in the whole form. It is the operators'
-    allow for this very intent (the twin task), so it verifies; either answer again, to a new
-    request, is another request's task (its id derives from that request's id)."""
+def test_the_whole_form_of_a_twin_request_is_not_the_task_asked(
+    guard: Guard, middle: Middle
+) -> None:
+    """A downgrade: the compact request answered in the whole form of a twin request (the same
+    intent, asked under another id). Before the task id bound the request id it verified, once;
+    now it is another request's task, refused before verification, as is that form again. The
+    compact answer of this very request still verifies."""
     intent = transfer(fresh_agent())
     middle.tamper = lambda compact, whole: whole
-    verified = guard.authorize(intent)
-    assert verified.attestation.task_id.hex() == middle.whole[-1]["task_id"][2:]
-    assert verified.attestation.policy_data is not None  # read from the whole form
-    first_whole, first_compact = middle.whole[-1], middle.compact[-1]
+    _refused(guard, intent, GatewayProtocolError)
+    first_whole = middle.whole[-1]
     middle.tamper = lambda compact, whole: first_whole
     _refused(guard, intent, GatewayProtocolError)
-    middle.tamper = lambda compact, whole: first_compact  # that call's other task
-    _refused(guard, intent, GatewayProtocolError)
+    middle.tamper = None
+    assert guard.authorize(intent).attestation.task_id.hex() == middle.compact[-1]["task_id"][2:]
 
 
 def _relabelled(decision: str) -> Tamper:

@@ -116,7 +116,7 @@ def _split(result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if "tier" in att:  # the signed trust tier (records from before tiers have none)
         own["y"] = att["tier"]
     if "requestId" in task:  # what the task id derives from (records from before have none)
-        own["k"] = task["requestId"]
+        own["rq"] = task["requestId"]
     shared = {
         "c": att["policy_client"],
         "p": att["policy_id"],
@@ -147,8 +147,8 @@ def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> d
     attestation["signatures"] = own["g"]
     attestation["reasons"] = own["r"]
     task: dict[str, Any] = {"taskId": task_id}
-    if "k" in own:
-        task["requestId"] = own["k"]
+    if "rq" in own:
+        task["requestId"] = own["rq"]
     task.update(
         policyClient=client,
         taskCreatedBlock=block,
