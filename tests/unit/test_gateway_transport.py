@@ -267,10 +267,10 @@ def test_a_second_unsolicited_answer_is_never_read_as_the_next_answer(
 
     def serve(conn: Conn) -> None:
         while (request := conn.read_request()) is not None:
-            first = http_answer(allow, request["id"])
+            first = http_answer(bound(allow, request), request["id"])
             # the attacker cannot know the next id; it sends its best guess: no id check
             # would help if this were read as a later answer with a guessed id
-            second = http_answer(deny, request["id"])
+            second = http_answer(bound(deny, request), request["id"])
             if when == "same write":
                 conn.sock.sendall(first + second)
             else:
