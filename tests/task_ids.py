@@ -7,6 +7,8 @@ import os
 import uuid
 from typing import Any
 
+import pytest
+
 from agentguard._exceptions import AgentGuardError
 from agentguard._intent import TransactionIntent
 from agentguard._task_id import canonical_x402, task_id
@@ -38,3 +40,21 @@ def asked_id(request: dict[str, Any]) -> bytes:
     x402 = json.loads(bytes.fromhex(raw)).get("x402") if raw else None
     details = None if x402 is None else canonical_x402(x402, intent)
     return task_id(params["policy_client"], intent.intent_hash, details, request["id"])
+
+
+def colliding(monkeypatch: pytest.MonkeyPatch, *bodies: dict[str, Any]) -> None:
+    """Operators derive each of ``bodies``' task id for any request with its request id, as if
+    keccak collided: derived ids already name one intent each, and this reaches the second
+    line behind the derivation (each key's memory of the task ids it signed). Any other
+    request id is derived as usual."""
+    from agentguard.network import operator as operator_module
+
+    real = operator_module.derive_task_id
+    ids = {b["request_id"]: bytes.fromhex(b["task_id"][2:]) for b in bodies}
+
+    def derive(client: str, intent_hash: bytes, x402: Any, request_id: object) -> bytes:
+        if isinstance(request_id, str) and request_id in ids:
+            return ids[request_id]
+        return real(client, intent_hash, x402, request_id)
+
+    monkeypatch.setattr(operator_module, "derive_task_id", derive)
