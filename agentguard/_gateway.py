@@ -65,6 +65,7 @@ from agentguard._intent import PaymentIntent, TransactionIntent, wasm_args_hex
 from agentguard._json import json_bytes, one_spelling, preview, strict_loads
 from agentguard._logging import get_logger
 from agentguard._redact import register_secret
+from agentguard._task_id import canonical_x402, task_id
 from agentguard._tiers import known
 
 __all__ = [
@@ -501,6 +502,53 @@ def _parse_task(result: Any, policy_client: str) -> Attestation:
         raise GatewayProtocolError("evaluation_result contradicts the attestation decision")
     data = _policy_data(response)
     return attestation if data is None else with_policy_data(attestation, data)
+
+
+class _Task:
+    """One ``newt_createTask`` call, and what its answer must attest: a reference network's
+    ECDSA task id derives from what this client asked (``agentguard._task_id``), so operators
+    who checked the id evaluated this client's x402 details, not ones a gateway chose. A BLS
+    answer (Newton's gateway assigns its own ids) is left to its verifier: an ECDSA
+    ``Verifier`` refuses it whatever shape the gateway picked."""
+
+    def __init__(
+        self, cfg: _GatewayConfig, intent: Intent, wasm_args: Mapping[str, Any] | None
+    ) -> None:
+        params = _task_params(cfg, intent, wasm_args)
+        self.call = _Call("newt_createTask", params, cfg.attempt_timeout)
+        self._intent = intent
+        self._wasm_args: str = params["wasm_args"]
+        self._policy_client = cfg.policy_client
+
+    def attestation(self, result: Any) -> Attestation:
+        """The answer's attestation, if it is for the task asked; ``GatewayProtocolError``
+        otherwise."""
+        attestation = _parse_task(result, self._policy_client)
+        if attestation.scheme == "ecdsa" and attestation.task_id != self._asked_id():
+            raise GatewayProtocolError(
+                f"the gateway's task 0x{attestation.task_id.hex()} is not the one asked for: "
+                "its id does not derive from this policy client, intent, x402 details and "
+                "request id, so what the operators signed may not be what was asked"
+            )
+        return attestation
+
+    def _asked_id(self) -> bytes:
+        intent = self._intent
+        if isinstance(intent, PaymentIntent):  # ``_wasm_args`` sent its own details
+            x402: Any = intent.wasm_args()["x402"]
+            transfer = intent.newton_intent()
+        else:
+            x402 = None
+            if self._wasm_args != "0x":
+                x402 = json.loads(bytes.fromhex(self._wasm_args[2:])).get("x402")
+            transfer = intent
+        try:
+            details = None if x402 is None else canonical_x402(x402, transfer)
+        except IntentError:  # the gateway had to refuse them: it did not
+            raise GatewayProtocolError(
+                "the gateway accepted a task with x402 details that do not describe its intent"
+            ) from None
+        return task_id(self._policy_client, intent.intent_hash, details, self.call.id)
 
 
 def _same_text(doc: object, key: str, text: str) -> bool:
@@ -1151,7 +1199,9 @@ class NewtonGateway(_GatewayClient):
         )
 
     def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
-        call = _Call(method, params, self._cfg.attempt_timeout)
+        return self._send(_Call(method, params, self._cfg.attempt_timeout))
+
+    def _send(self, call: _Call) -> Any:
         lean, http = self._lean, self._http
 
         def attempt() -> Any:
@@ -1174,7 +1224,7 @@ class NewtonGateway(_GatewayClient):
                 raise _transport_error(call, exc) from None
             return call.parse(response.status_code, raw)
 
-        retry = _Retry(self._cfg, method)
+        retry = _Retry(self._cfg, call.method)
         while True:
             try:
                 return attempt()
@@ -1188,8 +1238,8 @@ class NewtonGateway(_GatewayClient):
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation:
         started = time.perf_counter()
-        result = self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        attestation = _parse_task(result, self._cfg.policy_client)
+        task = _Task(self._cfg, intent, wasm_args)
+        attestation = task.attestation(self._send(task.call))
         log.debug(
             "authorized",
             task_id="0x" + attestation.task_id.hex(),
@@ -1280,9 +1330,11 @@ class AsyncNewtonGateway(_GatewayClient):
         return self._http
 
     async def _rpc(self, method: str, params: Mapping[str, Any]) -> Any:
-        call = _Call(method, params, self._cfg.attempt_timeout)
+        return await self._send(_Call(method, params, self._cfg.attempt_timeout))
+
+    async def _send(self, call: _Call) -> Any:
         lean = self._lean if self._lean is not None and _on_asyncio() else None
-        retry = _Retry(self._cfg, method)
+        retry = _Retry(self._cfg, call.method)
         while True:
             try:
                 if lean is not None:
@@ -1321,8 +1373,8 @@ class AsyncNewtonGateway(_GatewayClient):
     async def authorize(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None
     ) -> Attestation:
-        result = await self._rpc("newt_createTask", _task_params(self._cfg, intent, wasm_args))
-        return _parse_task(result, self._cfg.policy_client)
+        task = _Task(self._cfg, intent, wasm_args)
+        return task.attestation(await self._send(task.call))
 
     async def simulate(
         self, intent: Intent, *, wasm_args: Mapping[str, Any] | None = None

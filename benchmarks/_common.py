@@ -292,3 +292,21 @@ def interleaved(
                     proc.stdin.close()
                 proc.wait(30)
     return commit, got
+
+
+def bound_task(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (an operator request) with a fresh ``request_id`` and the task id the
+    operators derive from it (``agentguard._task_id``); a tree without that derivation (an
+    older baseline) gets a random id, which it accepts."""
+    rid = os.urandom(16).hex()
+    try:
+        from agentguard._task_id import task_id
+    except ImportError:
+        params["task_id"] = "0x" + os.urandom(32).hex()
+        return params
+    from agentguard._intent import TransactionIntent
+
+    intent = TransactionIntent.from_wire(params["intent"])
+    derived = task_id(params["policy_client"], intent.intent_hash, params["wasm"].get("x402"), rid)
+    params["request_id"], params["task_id"] = rid, "0x" + derived.hex()
+    return params

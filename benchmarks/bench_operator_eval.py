@@ -23,7 +23,6 @@ medians and the ratio of CPU per evaluation.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from _common import (
     TWO_CHECKS,
     USDC,
     ab_rows,
+    bound_task,
     emit,
     interleaved,
     machine,
@@ -109,14 +109,15 @@ class Bench:
             "spend": intent.spend.wasm(),
             "history": {},
         }
-        return {
-            **self.fixed,
-            "task_id": "0x" + os.urandom(32).hex(),
-            "chain_id": 8453,
-            "intent": intent.wire(),
-            "expires_at": now + 300,
-            "wasm": wasm,
-        }
+        return bound_task(
+            {
+                **self.fixed,
+                "chain_id": 8453,
+                "intent": intent.wire(),
+                "expires_at": now + 300,
+                "wasm": wasm,
+            }
+        )
 
     def requests(self, n: int, method: str = "newt_evaluateAndSign") -> list[bytes]:
         if method == "newt_evaluateAndSign":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import socket
 import statistics
 import threading
@@ -32,7 +31,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from _common import PAYEE, TWO_CHECKS, USDC, emit, machine, parser, stop_on_sigterm
+from _common import PAYEE, TWO_CHECKS, USDC, bound_task, emit, machine, parser, stop_on_sigterm
 
 from agentguard import NewtonGateway, TransactionIntent
 from agentguard.network.launcher import ReferenceNetwork
@@ -111,7 +110,7 @@ class Bodies:
     def request(self) -> bytes:
         params = self.message["params"]
         now = int(time.time())
-        params["task_id"] = "0x" + secrets.token_hex(32)
+        bound_task(params)
         params["expires_at"] = now + params["expire_after"]
         params["wasm"]["now"] = now
         body = json.dumps(self.message, separators=(",", ":")).encode()

@@ -38,9 +38,11 @@ from typing import Any, NamedTuple, TypeVar
 from coincurve import PrivateKey
 
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
-from agentguard._exceptions import AgentGuardError, ConfigurationError
+from agentguard._exceptions import AgentGuardError, ConfigurationError, IntentError
 from agentguard._intent import TransactionIntent
 from agentguard._logging import get_logger
+from agentguard._task_id import canonical_x402
+from agentguard._task_id import task_id as derive_task_id
 from agentguard._tiers import human_gate
 from agentguard.network._rpc import (
     EVALUATE_BATCH,
@@ -61,7 +63,6 @@ from agentguard.network._rpc import (
     rpc_handler,
 )
 from agentguard.network._server import Handler, run
-from agentguard.network._x402 import canonical_x402
 from agentguard.network.approvals import SignedApproval
 from agentguard.network.registration import MAX_EXPIRE_AFTER, Registration
 from agentguard.network.registry import Registry
@@ -571,6 +572,18 @@ class Operator:
         policy, config = self._check_registered(
             params, registration, derived, chain_id, expire_after
         )
+        try:
+            derived_id = derive_task_id(
+                policy_client, intent_hash, wasm.get("x402"), params.get("request_id")
+            )
+        except IntentError as exc:
+            raise RPCError(INVALID_PARAMS, f"request_id: {exc.message}") from None
+        if derived_id != task_id:  # the client checks this id: so it checks what is signed
+            raise RPCError(
+                INVALID_PARAMS,
+                "task_id is not keccak(policy_client, intent hash, data.wasm.x402, request_id): "
+                "a task signed under it would not bind the details evaluated",
+            )
         approval = self._approval(params, wasm, registration, intent_hash, chain_id, now)
         pid = derived.policy_id
         evaluation = evaluate_policy(

@@ -43,6 +43,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import State, TaskRecord, policy_material
 from agentguard.policies import load, policy_id
 
+from ..task_ids import bind
 from .hostile import budget, json_text, mutated, outcome, wire_values
 
 API_KEY = "agk_fuzz_network_3c9d0e1f2a4b6c8d"
@@ -338,10 +339,10 @@ def test_gateway_methods(gateway: Gateway, call: tuple[Any, str, Any]) -> None:
 
 
 def _operator_request() -> dict[str, Any]:
+    """An honest gateway's request (its task id derived from a request id, ``bind``)."""
     now = int(time.time())
     spend = INTENT.spend
-    return {
-        "task_id": "0x" + "33" * 32,
+    body = {
         "policy_client": CLIENT,
         "chain_id": 8453,
         "intent": INTENT.wire(),
@@ -362,6 +363,7 @@ def _operator_request() -> dict[str, Any]:
             },
         },
     }
+    return bind(body, request_id="fuzz")
 
 
 @pytest.fixture(scope="module")
@@ -382,13 +384,17 @@ def _lean_request(_: object) -> Any:
 
 
 @budget(200)
-@given(st.just(None).flatmap(_lean_request))
-def test_operator_requests(operator: Operator, request: Any) -> None:
-    """What the gateway (or anyone holding its token) asks an operator to sign."""
+@given(st.just(None).flatmap(_lean_request), st.booleans())
+def test_operator_requests(operator: Operator, request: Any, rebind: bool) -> None:
+    """What the gateway (or anyone holding its token) asks an operator to sign. ``rebind``:
+    the mutated request under the task id its parts derive, as a gateway would send it, so
+    the mutation reaches the checks and the policy behind the task id's."""
     if not isinstance(request, dict):
         return
     request["policy"] = policy_material(POLICY)
     request.setdefault("task_id", "0x" + "33" * 32)
+    if rebind:
+        bind(request)  # its request id, if a mutation left one
     outcome(operator.evaluate_and_sign, request, allowed=RPCError, secrets=SECRETS)
 
 

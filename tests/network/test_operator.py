@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_from_material, policy_material
 from agentguard.policies import Policy, policy_id
 
+from ..task_ids import bind
 from .conftest import NETCHECK, PAYEE, TOKEN, UNIT, params, transfer
 
 CLIENT = "0x" + "cc" * 20
@@ -61,7 +61,6 @@ def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) ->
     now = int(time.time())
     spend = intent.spend
     body: dict[str, Any] = {
-        "task_id": "0x" + os.urandom(32).hex(),  # one task id names one intent
         "policy_client": CLIENT,
         "chain_id": 8453,
         "intent": intent.wire(),
@@ -86,6 +85,8 @@ def request(amount: int = UNIT, *, with_policy: bool = True, **override: Any) ->
     body.update(override)
     if "expire_after" in override and "expires_at" not in override:
         body["expires_at"] = now + body["expire_after"]
+    if "task_id" not in override:
+        bind(body)
     return body
 
 
@@ -290,7 +291,7 @@ def test_refuses_x402_details_that_are_not_canonical(operator: Operator, x402: A
         "x402_version": 2,
     }
     body = request()
-    assert operator.evaluate_and_sign({**body, "wasm": {**body["wasm"], "x402": canonical}})
+    assert operator.evaluate_and_sign(bind({**body, "wasm": {**body["wasm"], "x402": canonical}}))
     body["wasm"] = {**body["wasm"], "x402": {**canonical, **x402}}
     with pytest.raises(RPCError, match="x402") as refused:
         operator.evaluate_and_sign(body)

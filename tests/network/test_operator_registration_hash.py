@@ -165,7 +165,9 @@ def _bodies(body: dict[str, Any]) -> Bodies:
 
     raw = body["registration"]
     lean = {k: v for k, v in body.items() if k in ("policy_client", "policy_code_hash", "params")}
-    task = {k: body[k] for k in ("task_id", "chain_id", "intent", "expires_at", "wasm")}
+    task = {
+        k: body[k] for k in ("task_id", "request_id", "chain_id", "intent", "expires_at", "wasm")
+    }
     client: Any = SimpleNamespace(
         request_lean=part({**lean, "expire_after": body["expire_after"]}),
         request_registration=part({"registration": raw}),

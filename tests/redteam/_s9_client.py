@@ -1,6 +1,8 @@
 """Shared by the s9 client red-team tests: operators with eth-account keys (signatures made by
 eth-account, not agentguard), and a gateway answer served as raw bytes over httpx's transport,
-read by the real client (strict_loads, Attestation.from_json) and checked by the real Verifier."""
+read by the real client (strict_loads, Attestation.from_json) and checked by the real Verifier.
+The client checks an ECDSA answer's task id against the one its request derives, so a gateway
+here answers with an attestation built for that id (``answering``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from eth_account import Account
 
 from agentguard import NewtonGateway, TransactionIntent, Verifier
 from agentguard._attestation import attestation_digest
+from tests.task_ids import asked_id
 
 POLICY_CLIENT = "0x000000000000000000000000000000000000c1E7"
 OTHER_CLIENT = "0x000000000000000000000000000000000000bad0"
@@ -90,11 +93,12 @@ def body(att: dict[str, Any], request_id: Any) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
 
 
-def serve(answer: Callable[[Any], bytes]) -> NewtonGateway:
-    """A gateway whose whole HTTP body is ``answer(request_id)``: bytes, exactly as sent."""
+def serve(answer: Callable[[dict[str, Any]], bytes]) -> NewtonGateway:
+    """A gateway whose whole HTTP body is ``answer(request)`` (the JSON-RPC request it was
+    sent): bytes, exactly as sent."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        raw = answer(json.loads(request.content)["id"])
+        raw = answer(json.loads(request.content))
         return httpx.Response(200, stream=httpx.ByteStream(raw))
 
     return NewtonGateway(
@@ -104,6 +108,13 @@ def serve(answer: Callable[[Any], bytes]) -> NewtonGateway:
         transport=httpx.MockTransport(handler),
         attempts=1,
     )
+
+
+def answering(build: Callable[[bytes], dict[str, Any]]) -> NewtonGateway:
+    """A gateway answering with the attestation ``build`` makes for the task id the client's
+    request derives (``tests.task_ids.asked_id``): whatever a test bends, it bends in an
+    answer to the task asked, so the client's task-id check passes it on to the Verifier."""
+    return serve(lambda request: body(build(asked_id(request)), request["id"]))
 
 
 def verifier(**kw: Any) -> Verifier:

@@ -48,6 +48,7 @@ from tests.network.conftest import (
     transfer,
 )
 from tests.network.test_operator import request
+from tests.task_ids import colliding
 
 KEY = ApiKeyEntry(sha256="00" * 32, admin=True)
 KEYS = [PrivateKey((0x6000 + i).to_bytes(32, "big")) for i in range(300)]
@@ -169,20 +170,28 @@ def signers(result: dict[str, Any]) -> list[str]:
 # -- a hostile gateway against a host ------------------------------------------------------
 
 
-def test_a_single_key_shares_its_task_claims_between_both_methods() -> None:
+def test_a_single_key_shares_its_task_claims_between_both_methods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A single-key operator answers both methods; a task id it signed through one names the
-    same intent through the other, in both orders."""
+    same intent through the other, in both orders (reached through colliding derivations:
+    ``tests.task_ids.colliding``)."""
     alone = Operator(KEYS[0], Registry(":memory:"))
-    first = request(UNIT)
+    first, third = request(UNIT), request(UNIT)
+    colliding(monkeypatch, first, third)
     assert alone.evaluate_and_sign(first)["decision"] == "allow"
-    other = request(2 * UNIT, task_id=first["task_id"])
+    other = _twin(first, 2 * UNIT)
     [refused] = alone.evaluate_for({**other, "operators": [ADDRESSES[0]]})["answers"]
     assert "different intent" in refused["error"]["message"]
-    third = request(UNIT)
     [signed] = alone.evaluate_for({**third, "operators": [ADDRESSES[0].lower()]})["answers"]
     assert signed["decision"] == "allow" and signed["operator"] == ADDRESSES[0]
     with pytest.raises(RPCError, match="different intent"):
-        alone.evaluate_and_sign(request(3 * UNIT, task_id=third["task_id"]))
+        alone.evaluate_and_sign(_twin(third, 3 * UNIT))
+
+
+def _twin(body: dict[str, Any], amount: int) -> dict[str, Any]:
+    """A request for another intent under ``body``'s task and request id."""
+    return request(amount, task_id=body["task_id"], request_id=body["request_id"])
 
 
 @pytest.mark.parametrize(
@@ -200,14 +209,17 @@ def test_a_single_key_shares_its_task_claims_between_both_methods() -> None:
         ["0x" + f"{i:040x}" for i in range(257)] + [ADDRESSES[0]],  # over the bound
     ],
 )
-def test_a_host_refuses_a_bent_address_list_whole_and_claims_nothing(operators: Any) -> None:
+def test_a_host_refuses_a_bent_address_list_whole_and_claims_nothing(
+    operators: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = Operator(KEYS[:2], Registry(":memory:"))
     body = request(UNIT)
+    colliding(monkeypatch, body)
     with pytest.raises(RPCError) as refused:
         host.evaluate_for({**body, "operators": operators})
     assert refused.value.code == INVALID_PARAMS
     # nothing was claimed: the same task id still signs another intent for every key
-    other = request(2 * UNIT, task_id=body["task_id"])
+    other = _twin(body, 2 * UNIT)
     answers = host.evaluate_for({**other, "operators": ADDRESSES[:2]})["answers"]
     assert [a["decision"] for a in answers] == ["allow", "allow"]
 

@@ -12,6 +12,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from agentguard.network._rpc import EVALUATE_BATCH_FOR_KEYS, INVALID_PARAMS
 from agentguard.network.gateway._batching import LinkQueue
 from agentguard.network.operator import Operator, create_app
@@ -22,6 +24,7 @@ from tests.network.test_operator import request
 from tests.network.test_operator_batch import TOKEN, _code
 from tests.network.test_operator_hosts import ADDRESSES, KEYS
 from tests.network.test_operator_registration_hash import _bodies
+from tests.task_ids import colliding
 
 
 def test_a_task_answered_while_its_batch_is_in_flight_is_not_sent_again_when_it_is_lost() -> None:
@@ -86,12 +89,16 @@ def test_closing_a_host_queue_settles_the_waiters_of_a_message_not_yet_started()
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
 
 
-def test_two_batch_messages_racing_one_task_id_for_two_intents_get_one_signature_per_key() -> None:
+def test_two_batch_messages_racing_one_task_id_for_two_intents_get_one_signature_per_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Two messages in flight at once (a host queue's depth), the same task id for two
-    intents, the same keys: each key signs one of them only, as ``evaluate_for`` alone."""
+    intents, the same keys: each key signs one of them only, as ``evaluate_for`` alone.
+    (Derived ids name one intent: the two reach the memory of signed ids by colliding.)"""
     handler = create_app(Operator(KEYS, Registry(":memory:")), token=TOKEN)
     first = request(UNIT)
-    second = request(2 * UNIT, task_id=first["task_id"])
+    second = request(2 * UNIT, task_id=first["task_id"], request_id=first["request_id"])
+    colliding(monkeypatch, first)
 
     def message(task: dict[str, Any]) -> bytes:
         tasks = [{**task, "operators": ADDRESSES}, {**request(UNIT), "operators": ADDRESSES}]

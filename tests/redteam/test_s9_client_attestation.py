@@ -6,6 +6,7 @@ error, and the honest answer (first test) must still pass, so the refusals mean 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from eth_account import Account
 from agentguard import (
     AttestationExpired,
     DuplicateSignature,
+    GatewayProtocolError,
     InsufficientQuorum,
     IntentMismatch,
     MalformedSignature,
@@ -33,25 +35,32 @@ from ._s9_client import (
     OTHER_CLIENT,
     STRANGER,
     N,
+    answering,
     attestation_doc,
-    body,
     intent,
-    serve,
     sign,
     verifier,
 )
 
 
-def _through_the_client(att: dict[str, Any], asked: Any = None) -> Any:
-    """What the client makes of ``att`` for the intent it asked about: read, then verified."""
-    asked = intent() if asked is None else asked
-    received = serve(lambda rid: body(att, rid)).authorize(asked)
+def _through_the_client(build: Callable[[bytes], dict[str, Any]]) -> Any:
+    """What the client makes of ``build(task id asked)`` for the intent it asked about: read,
+    then verified."""
+    asked = intent()
+    received = answering(build).authorize(asked)
     return verifier().verify(received, asked)
 
 
 def test_the_honest_answer_is_accepted() -> None:
-    verified = _through_the_client(attestation_doc(intent()))
+    verified = _through_the_client(lambda task_id: attestation_doc(intent(), task_id=task_id))
     assert set(verified.signers) == {a.address.lower() for a in KEYS[:2]}
+
+
+def test_an_honest_attestation_of_another_task_is_refused() -> None:
+    """The asked intent, honestly signed, but under another task's id (a replay of another
+    request's answer, or of one for other x402 details): not the task asked for."""
+    with pytest.raises(GatewayProtocolError, match="not the one asked for"):
+        _through_the_client(lambda task_id: attestation_doc(intent(), task_id=keccak(task_id)))
 
 
 def _sig(att: dict[str, Any], i: int) -> bytes:
@@ -68,59 +77,60 @@ def _high_s(sig: bytes) -> bytes:
     return sig[:32] + (N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
 
 
-def _cases() -> list[Any]:
+def _cases(task_id: bytes = bytes(32)) -> list[Any]:
+    """Every attestation signed under ``task_id``, the id the client asked for (an
+    attestation under another id is refused before the Verifier sees it)."""
     asked = intent()
     other = intent(amount=999_000_000)
     cases: list[Any] = []
+    signed = functools.partial(attestation_doc, task_id=task_id)
 
     # another intent, honestly labelled: the recomputed hash differs
-    cases.append(("other_intent", attestation_doc(other), IntentMismatch))
+    cases.append(("other_intent", signed(other), IntentMismatch))
     # another intent's signatures under this intent's hash: they recover to strangers
-    forged = attestation_doc(other)
+    forged = signed(other)
     forged["intent_hash"] = "0x" + asked.intent_hash.hex()
     cases.append(("relabelled_intent_hash", forged, UnknownOperator))
     # signed for another vault, honestly labelled, then relabelled as ours
-    cases.append(
-        ("other_client", attestation_doc(asked, policy_client=OTHER_CLIENT), IntentMismatch)
-    )
-    moved = attestation_doc(asked, policy_client=OTHER_CLIENT)
+    cases.append(("other_client", signed(asked, policy_client=OTHER_CLIENT), IntentMismatch))
+    moved = signed(asked, policy_client=OTHER_CLIENT)
     moved["policy_client"] = "0x000000000000000000000000000000000000c1E7"
     cases.append(("relabelled_client", moved, UnknownOperator))
     # signed for another chain
-    cases.append(("other_chain", attestation_doc(asked, chain_id=1), UnknownOperator))
+    cases.append(("other_chain", signed(asked, chain_id=1), UnknownOperator))
     # expired, and relabelled as fresh
-    cases.append(
-        ("expired", attestation_doc(asked, expires_at=int(time.time()) - 1), AttestationExpired)
-    )
-    stale = attestation_doc(asked, expires_at=int(time.time()) - 1)
+    cases.append(("expired", signed(asked, expires_at=int(time.time()) - 1), AttestationExpired))
+    stale = signed(asked, expires_at=int(time.time()) - 1)
     stale["expires_at"] = int(time.time()) + 60
     cases.append(("relabelled_expiry", stale, UnknownOperator))
     cases.append(
         (
             "far_future",
-            attestation_doc(asked, expires_at=int(time.time()) + 10**6),
+            signed(asked, expires_at=int(time.time()) + 10**6),
             AttestationExpired,
         )
     )
     # too few, duplicated, strangers
-    cases.append(("one_signer", attestation_doc(asked, signers=KEYS[:1]), InsufficientQuorum))
-    cases.append(("no_signer", attestation_doc(asked, signers=[]), InsufficientQuorum))
-    cases.append(
-        ("same_twice", attestation_doc(asked, signers=[KEYS[0], KEYS[0]]), DuplicateSignature)
-    )
-    cases.append(("stranger", attestation_doc(asked, signers=[KEYS[0], STRANGER]), UnknownOperator))
+    cases.append(("one_signer", signed(asked, signers=KEYS[:1]), InsufficientQuorum))
+    cases.append(("no_signer", signed(asked, signers=[]), InsufficientQuorum))
+    cases.append(("same_twice", signed(asked, signers=[KEYS[0], KEYS[0]]), DuplicateSignature))
+    cases.append(("stranger", signed(asked, signers=[KEYS[0], STRANGER]), UnknownOperator))
     # the stranger's signature under an operator's name: the name is never trusted
-    named = attestation_doc(asked, signers=[KEYS[0], STRANGER])
+    named = signed(asked, signers=[KEYS[0], STRANGER])
     named["signatures"][1]["operator"] = KEYS[1].address
     cases.append(("stranger_named_operator", named, UnknownOperator))
     # deny relabelled as allow; tier relabelled
-    flipped = attestation_doc(asked, decision="deny")
+    flipped = signed(asked, decision="deny")
     flipped["decision"] = "allow"
     cases.append(("deny_relabelled_allow", flipped, UnknownOperator))
-    cases.append(("deny", attestation_doc(asked, decision="deny"), PolicyDenied))
-    tiered = attestation_doc(asked)
+    cases.append(("deny", signed(asked, decision="deny"), PolicyDenied))
+    tiered = signed(asked)
     tiered["tier"] = 1
     cases.append(("relabelled_tier", tiered, UnknownOperator))
+    # another task's genuine signatures relabelled with the id asked for
+    replayed = attestation_doc(asked, task_id=keccak(task_id))
+    replayed["task_id"] = "0x" + task_id.hex()
+    cases.append(("relabelled_task_id", replayed, UnknownOperator))
     # v and s: every spelling the operators never produce (the vault refuses them all)
     bends: list[tuple[str, Callable[[bytes], bytes]]] = [
         ("v_0_or_1", lambda s: s[:64] + bytes([s[64] - 27])),
@@ -134,7 +144,7 @@ def _cases() -> list[Any]:
         ("all_zero", lambda s: b"\x00" * 65),
     ]
     for name, bend in bends:
-        att = attestation_doc(asked)
+        att = signed(asked)
         cases.append((name, _set_sig(att, 1, bend(_sig(att, 1))), MalformedSignature))
     return cases
 
@@ -145,9 +155,9 @@ _NAMES = [c[0] for c in _cases()]
 @pytest.mark.parametrize("name", _NAMES)
 def test_a_bent_attestation_is_refused_typed(name: str) -> None:
     """Built when the test runs (an expiry fixed at collection would lapse on a slow run)."""
-    [(att, error)] = [(a, e) for n, a, e in _cases() if n == name]
+    [error] = [e for n, _, e in _cases() if n == name]
     with pytest.raises(error):
-        _through_the_client(att)
+        _through_the_client(lambda task_id: next(a for n, a, _ in _cases(task_id) if n == name))
 
 
 def test_v_0_or_1_is_refused_by_recover_signer_itself() -> None:
@@ -196,10 +206,13 @@ def test_a_flood_of_strangers_evicts_but_never_lends_an_address() -> None:
             op = KEYS[i % 3]
             assert recover_signer(digest, sign(op, digest)).hex() == op.address[2:].lower()
     assert _address_of.cache_info().currsize <= 256
-    att = attestation_doc(intent(), signers=[KEYS[0], strangers[0]])
     with pytest.raises(UnknownOperator):
-        _through_the_client(att)
-    assert _through_the_client(attestation_doc(intent())).signers
+        _through_the_client(
+            lambda task_id: attestation_doc(
+                intent(), signers=[KEYS[0], strangers[0]], task_id=task_id
+            )
+        )
+    assert _through_the_client(lambda task_id: attestation_doc(intent(), task_id=task_id)).signers
 
 
 def test_threads_recovering_at_once_each_get_their_own_signer() -> None:
@@ -237,18 +250,22 @@ def test_a_trailing_newline_is_not_part_of_a_strict_hex_field(field: str) -> Non
     genuine attestation's policy client: the Verifier then refused it only by luck of a string
     comparison, and everything that keys on the text (the challenge watcher's history, the
     audit log) saw a second policy client. A strict reader refuses the spelling outright."""
-    att = attestation_doc(intent())
-    # lower case: a mixed-case address with a newline already failed its EIP-55 check
-    if field in ("operator", "signature"):
-        att["signatures"][0][field] = att["signatures"][0][field].lower() + "\n"
-    else:
-        att[field] = att[field].lower() + "\n"
+
+    def bent(task_id: bytes) -> dict[str, Any]:
+        att = attestation_doc(intent(), task_id=task_id)
+        # lower case: a mixed-case address with a newline already failed its EIP-55 check
+        if field in ("operator", "signature"):
+            att["signatures"][0][field] = att["signatures"][0][field].lower() + "\n"
+        else:
+            att[field] = att[field].lower() + "\n"
+        return att
+
     from agentguard import Attestation
 
     with pytest.raises(MalformedAttestation):
-        Attestation.from_json(json.loads(json.dumps(att)))
+        Attestation.from_json(json.loads(json.dumps(bent(keccak(b"task")))))
     with pytest.raises(AgentGuardError):
-        _through_the_client(att)
+        _through_the_client(bent)
 
 
 def test_a_trailing_newline_in_a_verifier_setting_is_a_configuration_error() -> None:
@@ -351,15 +368,19 @@ def test_one_operator_signing_twice_with_other_nonces_is_one_signer() -> None:
     from agentguard._attestation import Attestation
 
     asked = intent()
-    att = attestation_doc(asked, signers=[KEYS[0], KEYS[0]])
-    digest = Attestation.from_json(att).digest_for(asked.intent_hash, asked.chain_id)
-    twins = [_sign_with_nonce(bytes(KEYS[0].key), digest, k) for k in (12345, 67890)]
-    assert twins[0] != twins[1]
-    for i, sig in enumerate(twins):
-        assert recover_signer(digest, sig) == bytes.fromhex(KEYS[0].address[2:])
-        _set_sig(att, i, sig)
+
+    def twins(task_id: bytes) -> dict[str, Any]:
+        att = attestation_doc(asked, signers=[KEYS[0], KEYS[0]], task_id=task_id)
+        digest = Attestation.from_json(att).digest_for(asked.intent_hash, asked.chain_id)
+        sigs = [_sign_with_nonce(bytes(KEYS[0].key), digest, k) for k in (12345, 67890)]
+        assert sigs[0] != sigs[1]
+        for i, sig in enumerate(sigs):
+            assert recover_signer(digest, sig) == bytes.fromhex(KEYS[0].address[2:])
+            _set_sig(att, i, sig)
+        return att
+
     with pytest.raises(DuplicateSignature):
-        _through_the_client(att)
+        _through_the_client(twins)
 
 
 def test_expiry_boundaries_with_a_fixed_clock() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from agentguard import GatewayProtocolError
 from agentguard._json import _BOUNDED, _UNBOUNDED, strict_loads
+from tests.task_ids import asked_id
 from tests.unit.test_json_differential import _outcome, old_strict_loads
 
 from ._s9_client import attestation_doc, body, intent, serve
@@ -216,9 +217,13 @@ def test_lone_surrogates_are_refused_in_bytes_and_text(raw: bytes | str, refused
 def _bytes_answer(edit: Any) -> Any:
     """The client's outcome for an honest answer whose body ``edit`` rewrites as text."""
     asked = intent()
-    att = attestation_doc(asked)
+
+    def answer(request: dict[str, Any]) -> bytes:
+        att = attestation_doc(asked, task_id=asked_id(request))
+        return edit(body(att, request["id"]).decode()).encode()
+
     try:
-        return serve(lambda rid: edit(body(att, rid).decode()).encode()).authorize(asked)
+        return serve(answer).authorize(asked)
     except GatewayProtocolError as exc:
         return exc
 

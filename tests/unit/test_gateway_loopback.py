@@ -29,7 +29,7 @@ from agentguard import (
     NewtonGateway,
 )
 
-from .conftest import POLICY_CLIENT
+from .conftest import POLICY_CLIENT, bound
 from .test_gateway_client import API_KEY
 from .test_gateway_hostile import reference_result
 
@@ -110,6 +110,7 @@ MODES = pytest.mark.parametrize("mode", ["sync", "async"])
 
 
 def _envelope(request: dict[str, Any], result: Any) -> bytes:
+    result = bound(result, request)  # for the task asked (``tests/unit/conftest.bound``)
     return json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
 
 

@@ -29,7 +29,7 @@ from agentguard import (
 )
 from agentguard._http_client import Origin, TransportError, _Parser
 
-from .conftest import POLICY_CLIENT
+from .conftest import POLICY_CLIENT, bound
 from .test_gateway_client import API_KEY
 from .test_gateway_hostile import reference_result
 
@@ -57,7 +57,7 @@ class Conn:
         return body
 
     def answer(self, result: Any, request: dict[str, Any], *, close: bool = False) -> None:
-        self.sock.sendall(http_answer(result, request["id"], close=close))
+        self.sock.sendall(http_answer(bound(result, request), request["id"], close=close))
 
     def reset(self) -> None:
         """Close with a TCP reset (SO_LINGER 0), as a crashing or hostile peer does."""
@@ -267,10 +267,10 @@ def test_a_second_unsolicited_answer_is_never_read_as_the_next_answer(
 
     def serve(conn: Conn) -> None:
         while (request := conn.read_request()) is not None:
-            first = http_answer(allow, request["id"])
+            first = http_answer(bound(allow, request), request["id"])
             # the attacker cannot know the next id; it sends its best guess: no id check
             # would help if this were read as a later answer with a guessed id
-            second = http_answer(deny, request["id"])
+            second = http_answer(bound(deny, request), request["id"])
             if when == "same write":
                 conn.sock.sendall(first + second)
             else:

@@ -30,6 +30,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import load
 from agentguard.policies._testkit import evaluate, wasm_for
+from tests.task_ids import bind
 
 AGENT = "0x1111111111111111111111111111111111111111"
 TOKEN = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"  # USDC on Base
@@ -401,7 +402,6 @@ def test_operators_refuse_a_gateway_that_misstates_the_spend(lie: dict[str, str]
         chain_id=8453, version=1,
     )  # fmt: skip
     body: dict[str, Any] = {
-        "task_id": "0x" + "42" * 32,
         "policy_client": client,
         "registration": registration.to_json(),
         "chain_id": 8453,
@@ -413,6 +413,7 @@ def test_operators_refuse_a_gateway_that_misstates_the_spend(lie: dict[str, str]
         "expires_at": now + 300,
         "wasm": wasm,
     }
+    bind(body)
     operator = Operator(PrivateKey(), Registry(":memory:"))
     assert operator.evaluate_and_sign(body)["decision"] == "deny"  # the truth: max, denied
     body["wasm"] = {**wasm, "spend": {**wasm["spend"], **lie}}

@@ -4,7 +4,6 @@ a chain RPC (gateway and operators), the owner's procedures of ``agentguard.chai
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from agentguard.network.state import policy_material
 from agentguard.policies import policy_id
 from tests.network.conftest import RPC, decision, params
 from tests.network.test_hostile_gateway import evaluate
+from tests.task_ids import bind
 
 from .conftest import (
     LOOSE,
@@ -116,7 +116,8 @@ def test_a_cancelled_switch_leaves_the_network_on_the_old_id(
 def operator_task(
     vault: Contract, chain: Chain, registration: dict[str, Any], config: dict[str, Any], amount: int
 ) -> dict[str, Any]:
-    """What a gateway sends an operator for a transfer from ``vault`` under ``registration``."""
+    """What a gateway sends an operator for a transfer from ``vault`` under ``registration``
+    (its task id derived from a fresh request id, as a gateway derives it)."""
     intent = TransactionIntent.erc20_transfer(
         sender=vault.address,
         token=chain.token.address,
@@ -125,8 +126,7 @@ def operator_task(
         chain_id=8453,
     )
     now = int(time.time())
-    return {
-        "task_id": "0x" + os.urandom(32).hex(),
+    body = {
         "policy_client": vault.address,
         "chain_id": 8453,
         "intent": intent.wire(),
@@ -144,6 +144,7 @@ def operator_task(
             "history": {},
         },
     }
+    return bind(body)
 
 
 def test_a_stale_gateway_replaying_an_older_registration_during_a_pending_switch(

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from eth_utils.address import to_checksum_address
 
-from agentguard._eip712 import address_word, keccak
-from agentguard._exceptions import TaskAlreadyRecorded
+from agentguard._exceptions import IntentError, TaskAlreadyRecorded
 from agentguard._logging import get_logger
+from agentguard._task_id import task_id as derive_task_id
 from agentguard.network._rpc import Encoded, encode
 from agentguard.network.config import ApiKeyEntry, NetworkConfig
 from agentguard.network.gateway import _approvals, _dispatch, _settle
@@ -29,7 +29,7 @@ from agentguard.network.gateway._auth import Keys
 from agentguard.network.gateway._fanout import FanOut
 from agentguard.network.gateway._idempotency import IdempotencyCache
 from agentguard.network.gateway._operators import deliver, operator_links
-from agentguard.network.gateway._params import address_param
+from agentguard.network.gateway._params import address_param, invalid
 from agentguard.network.gateway._registry import Clients, PolicyClient
 from agentguard.network.gateway._results import (
     COMPACT_PARAM,
@@ -203,9 +203,10 @@ class Gateway:
         task = task_input(client, self.config.gateway, params)
         intent = task.intent
         intent_hash = intent.intent_hash
-        task_id = keccak(
-            address_word(bytes.fromhex(client.address[2:])) + intent_hash + rpc_id.encode()
-        )
+        try:  # every operator recomputes it, and the client checks it
+            task_id = derive_task_id(client.address, intent_hash, task.x402, rpc_id)
+        except IntentError as exc:  # an id no UTF-8 spells (a lone surrogate)
+            raise invalid(f"id: {exc.message}") from None
         task_id_hex = "0x" + task_id.hex()
         stored = self.state.stored_result(task_id_hex)
         if stored is not None:
@@ -236,11 +237,12 @@ class Gateway:
             wasm_json = canonical_json(wasm)  # once: for the operators and in the result
             intent_json = encode(task.intent.wire()).decode()  # once, likewise
             outcome = await self.operators.ask(
-                task, task_id, wasm_json, expires_at, intent_hash, approval, intent_json
+                task, task_id, rpc_id, wasm_json, expires_at, intent_hash, approval, intent_json
             )
             result = task_result(
                 task,
                 task_id_hex,
+                rpc_id,
                 now,
                 expires_at,
                 wasm,

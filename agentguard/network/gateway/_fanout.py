@@ -271,6 +271,7 @@ class FanOut:
         self,
         task: TaskInput,
         task_id: bytes,
+        request_id: str,
         wasm_json: bytes,
         expires_at: int,
         intent_hash: bytes,
@@ -281,7 +282,7 @@ class FanOut:
         client = task.client
         bodies = Bodies(
             client,
-            task_members(task, task_id, expires_at, approval, intent_json)
+            task_members(task, task_id, request_id, expires_at, approval, intent_json)
             + b',"wasm":'
             + wasm_json,
             task_id,

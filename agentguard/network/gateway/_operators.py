@@ -166,17 +166,20 @@ def _number(value: Any) -> str:
 def task_members(
     task: TaskInput,
     task_id: bytes,
+    request_id: str,
     expires_at: int,
     approval: dict[str, Any] | None,
     intent_json: str | None = None,
 ) -> bytes:
-    """``members`` of one task's fields (``task_id``, ``chain_id``, ``intent``, ``expires_at``,
-    ``approval`` if any), joined from values already at hand: the intent's JSON is the one
-    the answer carries too (``intent_json``), used when it is ASCII, as ``members`` writes."""
+    """``members`` of one task's fields (``task_id``, the ``request_id`` it derives from,
+    ``chain_id``, ``intent``, ``expires_at``, ``approval`` if any), joined from values already
+    at hand: the intent's JSON is the one the answer carries too (``intent_json``), used when
+    it is ASCII, as ``members`` writes."""
     if intent_json is None or not intent_json.isascii():
         intent_json = json.dumps(task.intent.wire(), separators=(",", ":"))
     text = (
-        f'"task_id":"0x{task_id.hex()}","chain_id":{_number(task.intent.chain_id)},'
+        f'"task_id":"0x{task_id.hex()}","request_id":{json.dumps(request_id)},'
+        f'"chain_id":{_number(task.intent.chain_id)},'
         f'"intent":{intent_json},"expires_at":{_number(expires_at)}'
     )
     if approval is not None:  # each operator checks it before trusting approved

@@ -66,6 +66,7 @@ def wasm_data(
 def task_result(
     task: TaskInput,
     task_id_hex: str,
+    request_id: str,
     now: int,
     expires_at: int,
     wasm: dict[str, Any],
@@ -93,6 +94,7 @@ def task_result(
         "timestamp": now,
         "task": {
             "taskId": task_id_hex,
+            "requestId": request_id,  # what the task id derives from (``agentguard._task_id``)
             "policyClient": client.address,
             "taskCreatedBlock": REFERENCE_BLOCK,
             "quorumThresholdPercentage": task.percentage,
@@ -265,6 +267,8 @@ def _joined(result: dict[str, Any], task: TaskInput, wasm_json: bytes, intent: s
             stamp,
             ',"task":{"taskId":',
             task_id,
+            ',"requestId":',
+            encode_basestring(task_part["requestId"]),
             parts.task,
             _number(task_part["quorumThresholdPercentage"]),
             ',"intent":',

@@ -13,7 +13,7 @@ from typing import Any
 from agentguard._exceptions import AgentGuardError
 from agentguard._intent import TransactionIntent
 from agentguard._json import strict_loads
-from agentguard.network._x402 import canonical_x402
+from agentguard._task_id import canonical_x402
 from agentguard.network.config import GatewaySettings
 from agentguard.network.gateway._params import HEX, invalid
 from agentguard.network.gateway._registry import PolicyClient

@@ -1,0 +1,60 @@
+"""Operator requests whose task id derives from their parts, as the gateway derives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+from agentguard._exceptions import AgentGuardError
+from agentguard._intent import TransactionIntent
+from agentguard._task_id import canonical_x402, task_id
+
+
+def bind(body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """``body`` (changed in place and returned) with a ``request_id`` (``request_id``, the one
+    it has, or a fresh one) and the ``task_id`` the operators derive from it, its policy
+    client, intent and ``wasm.x402``."""
+    rid = request_id or body.get("request_id") or str(uuid.uuid4())
+    body["request_id"] = rid
+    try:
+        intent = TransactionIntent.from_wire(body["intent"])
+        wasm = body.get("wasm")
+        x402 = wasm.get("x402") if isinstance(wasm, dict) else None
+        derived = task_id(body["policy_client"], intent.intent_hash, x402, rid)
+    except (AgentGuardError, KeyError, TypeError, ValueError):  # a test of a malformed body
+        derived = os.urandom(32)
+    body["task_id"] = "0x" + derived.hex()
+    return body
+
+
+def asked_id(request: dict[str, Any]) -> bytes:
+    """The task id a reference network must give the ``newt_createTask`` JSON-RPC ``request``
+    (what the client checks): from its policy client, intent, wasm_args' x402 and id."""
+    params = request["params"]
+    intent = TransactionIntent.from_wire(params["intent"])
+    raw = (params.get("wasm_args") or "0x").removeprefix("0x")
+    x402 = json.loads(bytes.fromhex(raw)).get("x402") if raw else None
+    details = None if x402 is None else canonical_x402(x402, intent)
+    return task_id(params["policy_client"], intent.intent_hash, details, request["id"])
+
+
+def colliding(monkeypatch: pytest.MonkeyPatch, *bodies: dict[str, Any]) -> None:
+    """Operators derive each of ``bodies``' task id for any request with its request id, as if
+    keccak collided: derived ids already name one intent each, and this reaches the second
+    line behind the derivation (each key's memory of the task ids it signed). Any other
+    request id is derived as usual."""
+    from agentguard.network import operator as operator_module
+
+    real = operator_module.derive_task_id
+    ids = {b["request_id"]: bytes.fromhex(b["task_id"][2:]) for b in bodies}
+
+    def derive(client: str, intent_hash: bytes, x402: Any, request_id: object) -> bytes:
+        if isinstance(request_id, str) and request_id in ids:
+            return ids[request_id]
+        return real(client, intent_hash, x402, request_id)
+
+    monkeypatch.setattr(operator_module, "derive_task_id", derive)
