@@ -20,7 +20,12 @@ import pytest
 
 from agentguard import PaymentIntent
 from agentguard._attestation import Attestation, operator_address, sign_attestation
-from agentguard._exceptions import AuthorizationError, GatewayProtocolError, VerificationError
+from agentguard._exceptions import (
+    AuthorizationError,
+    ChallengeError,
+    GatewayProtocolError,
+    VerificationError,
+)
 from agentguard._gateway import AsyncNewtonGateway, NewtonGateway
 from agentguard._intent import wasm_args_hex
 from agentguard._task_id import canonical_x402, task_id
@@ -394,24 +399,51 @@ def test_a_record_with_other_x402_details_does_not_prove_honest_operators_wrong(
         for k in keys[:2]]})  # fmt: skip
     honest = TaskEvidence(
         task_id="0x" + tid.hex(), policy_client=client, intent=intent.wire(), wasm=wasm,
-        attestation=signed.to_json(), created_at=_NOW, source="gateway",
+        attestation=signed.to_json(), created_at=_NOW, source="gateway", request_id=rid,
     )  # fmt: skip
     assert reevaluate(honest, registration, policy).decision == "allow"  # honest signers
 
     framed_details = dict(details, resource="https://elsewhere.test/item")
-    for framed_wasm in (
-        {**wasm, "x402": framed_details},
-        {**wasm, "x402": {**details, "x402_version": True}},
-    ):
-        framed = TaskEvidence(**{**honest.__dict__, "wasm": framed_wasm})
+    no_details = {k: v for k, v in wasm.items() if k != "x402"}
+    frames = {
+        "other resource": {"wasm": {**wasm, "x402": framed_details}},
+        "version true": {"wasm": {**wasm, "x402": {**details, "x402_version": True}}},
+        "details dropped": {"wasm": no_details},
+        "other resource, no request id": {
+            "wasm": {**wasm, "x402": framed_details},
+            "request_id": None,
+        },
+        "details and request id dropped": {"wasm": no_details, "request_id": None},
+    }
+    for name, change in frames.items():
+        framed = TaskEvidence(**{**honest.__dict__, **change})
         try:
             recomputed = reevaluate(framed, registration, policy)
-        except Exception as exc:  # refused before evaluating: nothing to record
-            assert "x402" in str(exc) or "request id" in str(exc)
+        except ChallengeError as exc:  # refused before evaluating: nothing to record
+            assert "x402" in exc.message or "request id" in exc.message, name
             continue
+        assert recomputed.decision == "deny", name  # the frame works on the policy
         record = build_record(
             framed, registration, policy, recomputed, kind="decision",
             wrong_signers=[operator_address(k) for k in keys[:2]],
         )  # fmt: skip
         check = verify_record(record)
-        assert not check.proven, "honest operators framed by a record's x402 details"
+        assert not check.proven, f"honest operators framed: {name}"
+        assert "request id" in check.reason, name
+
+
+def test_an_operator_refuses_an_unencodable_resource_typed_alone_and_in_a_batch() -> None:
+    """A lone surrogate in the resource (no UTF-8, so nothing to hash into the task id) was
+    an ``UnicodeEncodeError`` out of ``evaluate_and_sign`` and an "internal operator error"
+    in a batch; the HTTP parser refuses such text, an in-process caller did not."""
+    from tests.network.test_operator import new_operator
+    from tests.network.test_task_id_binding import _x402_request
+
+    operator = new_operator()
+    lie = _x402_request()
+    lie["wasm"]["x402"]["resource"] = "https://shop.test/\ud800"
+    with pytest.raises(RPCError, match="UTF-8") as refused:
+        operator.evaluate_and_sign(lie)
+    assert refused.value.code == -32602
+    [answer] = operator.evaluate_batch({"tasks": [lie]})["answers"]
+    assert answer["error"]["code"] == -32602
