@@ -8,7 +8,6 @@ have been signed ``allow``.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ from agentguard.network.registration import Registration
 from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from tests.network.conftest import NETCHECK, UNIT, params, transfer
+from tests.task_ids import bind
 
 CLIENT = "0x" + "cc" * 20
 AGENT_KEY = PrivateKey(b"\x0a" * 32)
@@ -57,7 +57,6 @@ def request(
     now = int(time.time())
     spend = intent.spend
     body: dict[str, Any] = {
-        "task_id": "0x" + os.urandom(32).hex(),
         "policy_client": CLIENT,
         "chain_id": 8453,
         "intent": intent.wire(),
@@ -80,7 +79,7 @@ def request(
     }
     if approval is not None:
         body["approval"] = approval
-    return body
+    return bind(body)
 
 
 def signed(

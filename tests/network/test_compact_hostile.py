@@ -16,9 +16,7 @@ import pytest
 
 from agentguard import Guard, PolicyDenied
 from agentguard._exceptions import (
-    AttestationReplayed,
     GatewayProtocolError,
-    IntentMismatch,
     UnknownOperator,
     VerificationError,
 )
@@ -96,33 +94,33 @@ def test_another_tasks_answer_is_refused(guard: Guard, middle: Middle) -> None:
     agent = fresh_agent()
     guard.authorize(transfer(agent, UNIT))
     one = middle.compact[-1], middle.whole[-1]  # the network's allows for 1 unit
-    for form in one:  # each answered for 9 units
-        middle.tamper = lambda compact, whole, form=form: form
-        _refused(guard, transfer(agent, 9 * UNIT), IntentMismatch)
+    for form in one:  # each answered for 9 units: not the task asked for (its id derives from
+        middle.tamper = lambda compact, whole, form=form: form  # another intent and request)
+        _refused(guard, transfer(agent, 9 * UNIT), GatewayProtocolError)
 
 
 def test_the_same_intents_answer_again_is_a_replay(guard: Guard, middle: Middle) -> None:
     intent = transfer(fresh_agent())
     guard.authorize(intent)
     middle.tamper = lambda compact, whole: middle.compact[-1]
-    _refused(guard, intent, AttestationReplayed)
+    _refused(guard, intent, GatewayProtocolError)  # another request's task, before the replay
 
 
-def test_the_whole_form_to_a_compact_request_reads_alike(guard: Guard, middle: Middle) -> None:
-    """A downgrade: the compact request answered in the whole form. It is the operators'
-    allow for this very intent (the twin task), so it verifies, once: the same answer again,
-    in either form, is a replay."""
+def test_the_whole_form_of_a_twin_request_is_not_the_task_asked(
+    guard: Guard, middle: Middle
+) -> None:
+    """A downgrade: the compact request answered in the whole form of a twin request (the same
+    intent, asked under another id). Before the task id bound the request id it verified, once;
+    now it is another request's task, refused before verification, as is that form again. The
+    compact answer of this very request still verifies."""
     intent = transfer(fresh_agent())
     middle.tamper = lambda compact, whole: whole
-    verified = guard.authorize(intent)
-    assert verified.attestation.task_id.hex() == middle.whole[-1]["task_id"][2:]
-    assert verified.attestation.policy_data is not None  # read from the whole form
-    first_whole, first_compact = middle.whole[-1], middle.compact[-1]
+    _refused(guard, intent, GatewayProtocolError)
+    first_whole = middle.whole[-1]
     middle.tamper = lambda compact, whole: first_whole
-    _refused(guard, intent, AttestationReplayed)
-    middle.tamper = lambda compact, whole: first_compact  # that call's other task: unused
-    guard.authorize(intent)
-    _refused(guard, intent, AttestationReplayed)  # and now used
+    _refused(guard, intent, GatewayProtocolError)
+    middle.tamper = None
+    assert guard.authorize(intent).attestation.task_id.hex() == middle.compact[-1]["task_id"][2:]
 
 
 def _relabelled(decision: str) -> Tamper:

@@ -36,6 +36,7 @@ from agentguard.network.gateway._operators import OperatorFailure
 from agentguard.network.operator import Operator
 from agentguard.network.registry import Registry
 
+from ..task_ids import bind
 from .conftest import UNIT, params
 from .test_operator import request
 from .test_operator_batch import _DEEP, _code, _Link, _nested, _own, _vote
@@ -406,7 +407,7 @@ def test_host_tasks_that_nest_too_deep_for_a_batch_go_alone() -> None:
     own = held["task"]
     assert _checked(links[:3], own, held["alone"]) == ALLOWED  # the host signs it alone
     tasks = [request(n * UNIT) for n in (1, 2, 3, 4)]
-    tasks.insert(2, {**own, "task_id": "0x" + keccak(b"deep").hex()})
+    tasks.insert(2, bind(dict(own), request_id="deep"))
     outcomes = _run(host, links, tasks)
     assert host.sent == [ALONE, ALONE, (EVALUATE_BATCH_FOR_KEYS, 3)]
     for task, outcome in zip(tasks, outcomes, strict=True):

@@ -19,6 +19,7 @@ from agentguard.network.registration import Registration
 from agentguard.network.state import policy_from_material, policy_material
 from agentguard.policies import Policy
 
+from ..task_ids import bind
 from .conftest import NETCHECK, fresh_agent, fresh_client, params, transfer
 
 ALLOW_ALL = policy_from_material(
@@ -67,7 +68,7 @@ def hostile_task(
             "history": {},
         },
     }
-    return body, intent
+    return bind(body), intent
 
 
 def attackers_registration(client: str, policy: Policy = ALLOW_ALL) -> dict[str, Any]:

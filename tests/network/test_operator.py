@@ -291,7 +291,7 @@ def test_refuses_x402_details_that_are_not_canonical(operator: Operator, x402: A
         "x402_version": 2,
     }
     body = request()
-    assert operator.evaluate_and_sign({**body, "wasm": {**body["wasm"], "x402": canonical}})
+    assert operator.evaluate_and_sign(bind({**body, "wasm": {**body["wasm"], "x402": canonical}}))
     body["wasm"] = {**body["wasm"], "x402": {**canonical, **x402}}
     with pytest.raises(RPCError, match="x402") as refused:
         operator.evaluate_and_sign(body)

@@ -44,6 +44,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
+from ..task_ids import bind
 from .conftest import UNIT, params
 from .test_operator import registration, request
 from .test_operator_hosts import ADDRESSES as HOST_ADDRESSES
@@ -476,7 +477,7 @@ def test_a_client_whose_params_nest_deep_cannot_fail_the_other_tasks_of_a_batch(
     hostile_task = own["task"]
     assert own["alone"]["decision"] == "allow"  # the operator signs it alone
     tasks = [request(n * UNIT) for n in (1, 2, 3, 4)]
-    tasks.insert(2, {**hostile_task, "task_id": "0x" + keccak(b"deep").hex()})
+    tasks.insert(2, bind(dict(hostile_task), request_id="deep"))
     outcomes = _run(link, tasks)
     single = ("newt_evaluateAndSign", 1)
     assert link.sent == (
@@ -535,7 +536,7 @@ def test_a_task_queued_for_an_operator_is_not_sent_once_its_quorum_is_reached(
         timeout=5.0,
     )
     intent_hash = bytes.fromhex(body["wasm"]["intent_hash"][2:])
-    task_id = keccak(b"hedged")
+    task_id = bytes.fromhex(bind(body, request_id="hedged")["task_id"][2:])
 
     async def go() -> Any:
         fanout = FanOut([*links[:2], *third], time.time)
@@ -620,7 +621,7 @@ def test_answers_too_long_together_do_not_fail_the_other_tasks_of_a_batch() -> N
     assert alone["decision"] == "allow" and len(alone["reasons"][0]) == 600_000
     tasks = [request(n * UNIT) for n in (1, 2, 3)]
     for name in (b"fat 1", b"fat 2"):
-        tasks.insert(2, {**first, "task_id": "0x" + keccak(name).hex()})
+        tasks.insert(2, bind(dict(first), request_id=name.decode()))
     outcomes = _run(link, tasks)
     single = ("newt_evaluateAndSign", 1)
     assert link.sent == [single, (EVALUATE_BATCH, 4), single, single, single, single]

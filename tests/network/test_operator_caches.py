@@ -21,6 +21,7 @@ from agentguard.network.registry import Registry
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
+from ..task_ids import bind
 from .conftest import NETCHECK, UNIT, params
 from .test_operator import registration, request
 
@@ -88,7 +89,7 @@ def test_takeovers_answer_as_an_operator_that_never_saw_the_first(seed: int) -> 
     _outcome(seasoned, request(registration=stranger, policy_client=VAULT, params=first))
     taken = registration(owner=owner, client=VAULT, version=version, config=second)
     body = request(registration=taken, policy_client=VAULT, params=second)
-    again = dict(body, task_id="0x" + rng.randbytes(32).hex())
+    again = bind(dict(body), request_id=rng.randbytes(16).hex())
     assert _outcome(seasoned, body) == _outcome(fresh, again)
 
 
@@ -98,8 +99,12 @@ def test_the_schema_check_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     for i in range(6):
         client = "0x" + f"{0x5B00 + i:040x}"
         config = params(max_per_tx=(i + 1) * UNIT)
-        body = request(registration=registration(client=client, config=config), params=config)
-        assert operator.evaluate_and_sign(dict(body, policy_client=client))["decision"] == "allow"
+        body = request(
+            registration=registration(client=client, config=config),
+            params=config,
+            policy_client=client,
+        )
+        assert operator.evaluate_and_sign(body)["decision"] == "allow"
         assert len(operator._validated) <= 3
 
 

@@ -99,9 +99,17 @@ def test_a_host_answers_exactly_what_separate_operators_answer() -> None:
     assert all(seen.values()), seen  # every kind of answer was met
 
 
-def test_each_key_refuses_a_task_id_it_signed_for_another_intent() -> None:
+def test_each_key_refuses_a_task_id_it_signed_for_another_intent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Derived task ids name one intent already (each key refuses another derivation); the
+    memory of signed ids is the second line, reached here by a derivation that collides."""
+    from agentguard.network import operator as operator_module
+
     host = Operator(KEYS, Registry(":memory:"))
     first = request(UNIT)
+    collide = bytes.fromhex(first["task_id"][2:])
+    monkeypatch.setattr(operator_module, "derive_task_id", lambda *_: collide)
     answers = host.evaluate_for({**first, "operators": ADDRESSES[:2]})["answers"]
     assert [a["decision"] for a in answers] == ["allow", "allow"]
     other = request(2 * UNIT, task_id=first["task_id"])  # same task id, another intent

@@ -16,6 +16,7 @@ from agentguard.network.launcher import ReferenceNetwork
 from agentguard.network.state import policy_material
 from agentguard.policies import Policy
 
+from ..task_ids import bind
 from .conftest import fresh_agent, fresh_client, transfer
 from .test_hostile_gateway import attackers_registration, evaluate
 from .test_redteam_operators import registered_task
@@ -85,7 +86,7 @@ def test_operators_refuse_it_and_keep_serving(network: ReferenceNetwork, client:
         assert op.process is None or (op.process.poll() is None and op.process.pid == pid_before)
     body = registered_task(client, transfer(fresh_agent()), "")
     for op in network.operators:
-        body["task_id"] = "0x" + os.urandom(32).hex()
+        bind(body, request_id=os.urandom(16).hex())
         assert evaluate(op, body)["result"]["decision"] == "allow"
 
 

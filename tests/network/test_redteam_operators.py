@@ -17,6 +17,7 @@ from agentguard.network.launcher import OperatorProcess, ReferenceNetwork
 from agentguard.network.operator import CLOCK_SKEW
 from agentguard.network.state import policy_material
 
+from ..task_ids import bind
 from .conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 from .test_hostile_gateway import evaluate
 
@@ -24,7 +25,8 @@ from .test_hostile_gateway import evaluate
 def registered_task(
     client: str, intent: TransactionIntent, task_id: str, **changes: Any
 ) -> dict[str, Any]:
-    """A consistent request under the registration the operators hold for ``client``."""
+    """A consistent request under the registration the operators hold for ``client``; its task
+    id derived (``tests.task_ids.bind``) from ``task_id`` as the request id."""
     now = int(time.time())
     body = {
         "task_id": task_id,
@@ -45,7 +47,7 @@ def registered_task(
         },
     }
     body.update(changes)
-    return body
+    return bind(body, request_id=task_id or None)
 
 
 def test_an_operator_signs_one_task_id_for_one_intent_only(
@@ -58,20 +60,23 @@ def test_an_operator_signs_one_task_id_for_one_intent_only(
     other_client = fresh_client()
     network.register_policy_client(other_client, NETCHECK, params())
     agent = fresh_agent()
-    task_id = "0x" + "7a" * 32
+    rid = "7a" * 32
     first, second = transfer(agent, 1), transfer(agent, 9, recipient="0x" + "66" * 20)
+    task_id = registered_task(client, first, rid)["task_id"]
     for op in network.operators:
-        signed = evaluate(op, registered_task(client, first, task_id))["result"]
+        signed = evaluate(op, registered_task(client, first, rid))["result"]
         assert signed["decision"] == "allow"
         # a retry of the same intent under the same task id is fine (hedging, lost answers)
-        assert evaluate(op, registered_task(client, first, task_id))["result"]["decision"] == (
-            "allow"
-        )
-        refused = evaluate(op, registered_task(client, second, task_id))["error"]
-        assert refused["code"] == -32602 and "different intent" in refused["message"], refused
+        assert evaluate(op, registered_task(client, first, rid))["result"]["decision"] == ("allow")
+        # the task id now derives from the intent: another intent under it is refused before
+        # the memory of signed ids is even asked
+        lie = dict(registered_task(client, second, rid), task_id=task_id)
+        refused = evaluate(op, lie)["error"]
+        assert refused["code"] == -32602 and "task_id is not keccak" in refused["message"]
         # nor for the same intent of another policy client
-        other = evaluate(op, registered_task(other_client, first, task_id))["error"]
-        assert other["code"] == -32602 and "different intent" in other["message"], other
+        lie = dict(registered_task(other_client, first, rid), task_id=task_id)
+        other = evaluate(op, lie)["error"]
+        assert other["code"] == -32602 and "task_id is not keccak" in other["message"], other
 
 
 def test_data_wasm_carries_only_what_a_gateway_sends(
@@ -86,7 +91,7 @@ def test_data_wasm_carries_only_what_a_gateway_sends(
         ({"approved": "yes"}, "approved must be a bool"),
         ({"history": []}, "history an object"),
     ]:
-        body = registered_task(client, intent, "0x" + os.urandom(32).hex())
+        body = registered_task(client, intent, os.urandom(16).hex())
         body["wasm"] = {**body["wasm"], **extra}
         for op in network.operators:
             refused = evaluate(op, body)["error"]
@@ -99,7 +104,7 @@ def test_the_expiry_is_the_registered_lifetime_after_the_time_the_policy_saw(
     """Before the fix a gateway could tell the policy one time and sign an expiry 30 s later
     than the registered lifetime allows from it (330 s for a 300 s registration)."""
     intent = transfer(fresh_agent(), 1)
-    body = registered_task(client, intent, "0x" + os.urandom(32).hex())
+    body = registered_task(client, intent, os.urandom(16).hex())
     body["expires_at"] = body["wasm"]["now"] + 330
     for op in network.operators:
         refused = evaluate(op, body)["error"]
@@ -168,14 +173,22 @@ def test_a_quorum_that_missed_a_re_registration_is_stopped_by_the_pin(
         pinned.verify(attestation, intent)
 
 
-def test_an_operator_forgets_a_task_id_once_its_attestation_expired() -> None:
+def test_an_operator_forgets_a_task_id_once_its_attestation_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The memory behind one-intent-per-task-id is bounded by expiry: an expired attestation
-    authorizes nothing, so its task id may name another intent afterwards."""
+    authorizes nothing, so its task id may name another intent afterwards. (Derived task ids
+    name one intent already; the memory is the second line, reached here by a derivation
+    that collides.)"""
+    from agentguard.network import operator as operator_module
+
     from .test_operator import new_operator, request
 
     operator = new_operator()
     first = request(UNIT)
-    second = request(2 * UNIT, task_id=first["task_id"])
+    second = request(2 * UNIT, task_id=first["task_id"], request_id=first["request_id"])
+    collide = bytes.fromhex(first["task_id"][2:])
+    monkeypatch.setattr(operator_module, "derive_task_id", lambda *_: collide)
     now = first["wasm"]["now"]
     assert operator.evaluate_and_sign(first, now=now)["decision"] == "allow"
     with pytest.raises(RPCError, match="different intent"):

@@ -76,9 +76,16 @@ def test_newton_shape_of_the_result(rpc: RPC, client: str) -> None:
 
     from agentguard._eip712 import address_word, keccak
 
-    task_id = keccak(address_word(bytes.fromhex(client[2:])) + intent.intent_hash + rpc_id.encode())
+    # no x402 details: 32 zero bytes in their place (``agentguard._task_id``)
+    task_id = keccak(
+        address_word(bytes.fromhex(client[2:]))
+        + intent.intent_hash
+        + b"\x00" * 32
+        + rpc_id.encode()
+    )
     assert result["task_id"] == "0x" + task_id.hex()
     assert result["task"]["taskId"] == result["task_id"]
+    assert result["task"]["requestId"] == rpc_id
     assert result["task"]["intent"] == intent.wire()
     assert result["task"]["quorumThresholdPercentage"] == 66
     response = result["task_response"]

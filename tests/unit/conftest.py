@@ -11,6 +11,8 @@ from coincurve import PrivateKey
 from agentguard import Attestation, TransactionIntent
 from agentguard._attestation import attestation_digest, operator_address, sign_attestation
 
+from ..task_ids import asked_id
+
 POLICY_CLIENT = "0x000000000000000000000000000000000000c1E7"  # EIP-55
 AGENT = "0x1111111111111111111111111111111111111111"
 TOKEN = "0x2222222222222222222222222222222222222222"
@@ -64,6 +66,57 @@ class Operators:
             ),
             **extra,
         )
+
+    def __post_init__(self) -> None:
+        _KEYS.update((operator_address(k).lower(), k) for k in self.keys)
+
+    def bound(self, result: Any, request: dict[str, Any]) -> Any:
+        return bound(result, request)
+
+
+_KEYS: dict[str, PrivateKey] = {}
+"""Every test operator's key by address, for ``bound``."""
+
+
+def bound(result: Any, request: dict[str, Any]) -> Any:
+    """``result`` (a reference network's answer) as an honest gateway answers ``request``:
+    an attestation the test operators signed as it stands is re-signed by the same keys under
+    the task id derived from what the request asked (``tests.task_ids.asked_id``). Anything a
+    test altered (a field, a signature, the result's own task id) is left exactly as it is."""
+    att = result.get("attestation") if isinstance(result, dict) else None
+    if not isinstance(att, dict) or att.get("scheme", "ecdsa") != "ecdsa":
+        return result
+    try:
+        signers = [_KEYS[s["operator"].lower()] for s in att["signatures"]]
+        chain_id = TransactionIntent.from_wire(request["params"]["intent"]).chain_id
+
+        def signatures(task_id: bytes) -> list[dict[str, str]]:
+            digest = attestation_digest(
+                chain_id=chain_id,
+                policy_client=bytes.fromhex(att["policy_client"][2:]),
+                task_id=task_id,
+                policy_id=bytes.fromhex(att["policy_id"][2:]),
+                intent_hash=bytes.fromhex(att["intent_hash"][2:]),
+                allow=att["decision"] == "allow",
+                expires_at=att["expires_at"],
+                tier=att.get("tier", 0),
+            )
+            return [
+                {"operator": s["operator"], "signature": "0x" + sign_attestation(k, digest).hex()}
+                for s, k in zip(att["signatures"], signers, strict=True)
+            ]
+
+        old = bytes.fromhex(att["task_id"][2:])
+        if signatures(old) != att["signatures"] or not signers:
+            return result  # not as the operators signed it: the test's lie stays
+        new = asked_id(request)
+    except Exception:
+        return result
+    hexed = "0x" + new.hex()
+    out = dict(result, attestation=dict(att, task_id=hexed, signatures=signatures(new)))
+    if result.get("task_id") == att["task_id"]:
+        out["task_id"] = hexed
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ TEXT = ['a"b', "back\\slash", "tab\tnew\nline", "é ü 日本", "\u2028\x00\x1f"
 def reference_task_result(
     task: TaskInput,
     task_id_hex: str,
+    request_id: str,
     now: int,
     expires_at: int,
     wasm: dict[str, Any],
@@ -50,6 +51,7 @@ def reference_task_result(
         "timestamp": now,
         "task": {
             "taskId": task_id_hex,
+            "requestId": request_id,
             "policyClient": client.address,
             "taskCreatedBlock": REFERENCE_BLOCK,
             "quorumThresholdPercentage": task.percentage,
@@ -222,7 +224,8 @@ def test_answer_is_byte_identical_to_the_encoded_dict(seed: int) -> None:
         wasm_json = canonical_json(wasm)
         now, expires_at = rng.randrange(2**33), rng.randrange(2**33)
         task_id = "0x" + rng.randbytes(32).hex()
-        args = (task, task_id, now, expires_at, wasm, wasm_json, outcome)
+        request_id = rng.choice([*TEXT, rng.randbytes(16).hex()])  # escapes, non-ASCII too
+        args = (task, task_id, request_id, now, expires_at, wasm, wasm_json, outcome)
         before = reference_task_result(*args)
         intent_json = rng.choice([None, encode(task.intent.wire()).decode()])
         after = task_result(*args, intent_json)
@@ -242,7 +245,7 @@ def test_a_pre_encoded_answer_holds_the_dict_it_was_built_from() -> None:
     while outcome.decision != "allow":
         outcome = _outcome(rng)
     wasm = _wasm(rng, task)
-    result = task_result(task, "0x" + "11" * 32, 5, 305, wasm, canonical_json(wasm), outcome)
+    result = task_result(task, "0x" + "11" * 32, "r", 5, 305, wasm, canonical_json(wasm), outcome)
     assert isinstance(result, PreEncoded)
     decoded = json.loads(result.json)
     assert decoded["attestation"]["decision"] == "allow"
@@ -258,8 +261,10 @@ def test_operator_request_members_are_byte_identical(seed: int) -> None:
         task = _task(rng, _client(rng))
         task_id, expires_at = rng.randbytes(32), rng.randrange(2**64)
         approval = rng.choice([None, {"signature": "0x" + rng.randbytes(65).hex(), "t": 'é"'}])
+        request_id = rng.choice([*TEXT, rng.randbytes(16).hex()])
         fields: dict[str, Any] = {
             "task_id": "0x" + task_id.hex(),
+            "request_id": request_id,
             "chain_id": task.intent.chain_id,
             "intent": task.intent.wire(),
             "expires_at": expires_at,
@@ -267,7 +272,8 @@ def test_operator_request_members_are_byte_identical(seed: int) -> None:
         if approval is not None:
             fields["approval"] = approval
         intent_json = rng.choice([None, encode(task.intent.wire()).decode()])
-        assert task_members(task, task_id, expires_at, approval, intent_json) == members(fields)
+        got = task_members(task, task_id, request_id, expires_at, approval, intent_json)
+        assert got == members(fields)
 
 
 def test_list_fragments_match_the_encoder_whatever_they_hold() -> None:

@@ -29,13 +29,14 @@ from agentguard import (
 )
 from agentguard._exceptions import DataProviderError, IncompatiblePolicyVersion
 
-from .conftest import POLICY_CLIENT
+from .conftest import POLICY_CLIENT, bound
 
 API_KEY = "sk-test-secret-api-key-1234567890"
 
 
 def rpc_result(request: httpx.Request, result: Any) -> httpx.Response:
     body = json.loads(request.content)
+    result = bound(result, body)  # for the task asked (``tests/unit/conftest.bound``)
     return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
 
 

@@ -38,7 +38,9 @@ def _answers(seed: int, n: int) -> list[dict[str, Any]]:
         task_id = "0x" + rng.randbytes(32).hex()
         now, expires_at = rng.randrange(2**33), rng.randrange(2**33)
         outcome = _outcome(rng)
-        result = task_result(task, task_id, now, expires_at, wasm, canonical_json(wasm), outcome)
+        result = task_result(
+            task, task_id, "r", now, expires_at, wasm, canonical_json(wasm), outcome
+        )
         out.append(strict_loads(encode(result)))  # as a client receives it
     return out
 
@@ -184,7 +186,13 @@ def test_a_compact_answer_is_built_from_the_same_result_without_its_whole_json()
     for _ in range(300):
         task = _task(rng, rng.choice(clients))
         wasm = _wasm(rng, task)
-        args = (task, "0x" + rng.randbytes(32).hex(), rng.randrange(2**33), rng.randrange(2**33))
+        args = (
+            task,
+            "0x" + rng.randbytes(32).hex(),
+            rng.randbytes(8).hex(),
+            rng.randrange(2**33),
+            rng.randrange(2**33),
+        )
         outcome = _outcome(rng)
         whole = task_result(*args, wasm, canonical_json(wasm), outcome)
         plain = task_result(*args, wasm, canonical_json(wasm), outcome, whole=False)

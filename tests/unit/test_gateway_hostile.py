@@ -40,7 +40,7 @@ from agentguard import (
 from agentguard._exceptions import MalformedAttestation
 from agentguard._json import strict_loads
 
-from .conftest import POLICY_CLIENT
+from .conftest import POLICY_CLIENT, bound
 from .test_gateway_client import API_KEY, gateway, task_result
 
 MiB = 1 << 20
@@ -76,7 +76,9 @@ def newton_result(intent: Any) -> dict[str, Any]:
 
 
 def envelope(request: httpx.Request, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": json.loads(request.content)["id"], "result": result}
+    """``result`` answering ``request``, its attestation for the task asked (``bound``)."""
+    doc = json.loads(request.content)
+    return {"jsonrpc": "2.0", "id": doc["id"], "result": bound(result, doc)}
 
 
 def wire(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -29,7 +29,7 @@ from agentguard import (
 )
 from agentguard._http_client import Origin, TransportError, _Parser
 
-from .conftest import POLICY_CLIENT
+from .conftest import POLICY_CLIENT, bound
 from .test_gateway_client import API_KEY
 from .test_gateway_hostile import reference_result
 
@@ -57,7 +57,7 @@ class Conn:
         return body
 
     def answer(self, result: Any, request: dict[str, Any], *, close: bool = False) -> None:
-        self.sock.sendall(http_answer(result, request["id"], close=close))
+        self.sock.sendall(http_answer(bound(result, request), request["id"], close=close))
 
     def reset(self) -> None:
         """Close with a TCP reset (SO_LINGER 0), as a crashing or hostile peer does."""

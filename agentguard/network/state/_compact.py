@@ -115,6 +115,8 @@ def _split(result: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if "tier" in att:  # the signed trust tier (records from before tiers have none)
         own["y"] = att["tier"]
+    if "requestId" in task:  # what the task id derives from (records from before have none)
+        own["rq"] = task["requestId"]
     shared = {
         "c": att["policy_client"],
         "p": att["policy_id"],
@@ -144,22 +146,25 @@ def _build(task_id: str, own: Mapping[str, Any], shared: Mapping[str, Any]) -> d
         attestation["tier"] = own["y"]
     attestation["signatures"] = own["g"]
     attestation["reasons"] = own["r"]
+    task: dict[str, Any] = {"taskId": task_id}
+    if "rq" in own:
+        task["requestId"] = own["rq"]
+    task.update(
+        policyClient=client,
+        taskCreatedBlock=block,
+        quorumThresholdPercentage=own["q"],
+        intent=intent,
+        intentSignature=signature,
+        wasmArgs=wasm_args,
+        quorumNumbers="0x00",
+        initializationTimestamp=now,
+    )
     return {
         "task_id": task_id,
         "status": "success",
         "error": None,
         "timestamp": now,
-        "task": {
-            "taskId": task_id,
-            "policyClient": client,
-            "taskCreatedBlock": block,
-            "quorumThresholdPercentage": own["q"],
-            "intent": intent,
-            "intentSignature": signature,
-            "wasmArgs": wasm_args,
-            "quorumNumbers": "0x00",
-            "initializationTimestamp": now,
-        },
+        "task": task,
         "task_response": {
             "task_id": task_id,
             "policy_client": client,
