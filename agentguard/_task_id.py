@@ -62,6 +62,10 @@ def canonical_x402(x402: Any, intent: TransactionIntent) -> dict[str, Any]:
         raise IntentError(f"x402 details are not a valid x402 requirement: {exc.message}") from None
     if payment.intent_hash != intent.intent_hash:
         raise IntentError("x402 details describe a different payment than the intent's transfer")
+    try:  # hashed as UTF-8 into the task id: a lone surrogate has no bytes to hash
+        payment.resource.encode()
+    except UnicodeEncodeError:
+        raise IntentError("x402 resource is not encodable as UTF-8") from None
     canonical = dict(payment.wasm_args()["x402"])
     canonical["network"] = f"eip155:{payment.chain_id}"
     return canonical

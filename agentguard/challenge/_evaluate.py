@@ -8,7 +8,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard._exceptions import ChallengeError, ChallengeRetry, ConfigurationError
+from agentguard._exceptions import ChallengeError, ChallengeRetry, ConfigurationError, IntentError
+from agentguard._intent import TransactionIntent
+from agentguard._task_id import task_id
 from agentguard._tiers import human_gate
 from agentguard.challenge._evidence import TaskEvidence
 from agentguard.network._rpc import RPCError
@@ -109,6 +111,7 @@ def reevaluate(
         raise ChallengeError(
             f"the recorded inputs are not ones an operator evaluates: {exc}"
         ) from None
+    _check_bound(evidence, intent, data)
     expires_at = evidence.attestation.get("expires_at")
     if not isinstance(expires_at, int) or data["now"] + registration.expire_after != expires_at:
         raise ChallengeError(
@@ -148,6 +151,30 @@ def reevaluate(
         evaluation.decision, tuple(evaluation.reasons), evaluation.tier, approved=data["approved"]
     )
     return Recomputed(decision=decision, reasons=reasons, tier=evaluation.tier)
+
+
+def _check_bound(evidence: TaskEvidence, intent: TransactionIntent, data: dict[str, Any]) -> None:
+    """The x402 details evaluated are the ones the signatures cover: the task id derives from
+    them (``agentguard._task_id``), so a source that changed, added or dropped them, with or
+    without the request id, gets ``ChallengeError`` (a record that proves nothing), never a
+    re-evaluation that blames the operators for details they never saw."""
+    details = data.get("x402")
+    if evidence.request_id is None:
+        if details is not None:
+            raise ChallengeError(
+                "the x402 details are bound to the signatures only through the task's request "
+                "id, which this evidence does not carry: they may not be the ones evaluated"
+            )
+        return
+    try:
+        derived = task_id(evidence.policy_client, intent.intent_hash, details, evidence.request_id)
+    except (IntentError, ValueError) as exc:  # a policy client that is not hex, a bad id
+        raise ChallengeError(f"the task id cannot be derived from the evidence: {exc}") from None
+    if "0x" + derived.hex() != evidence.task_id.lower():
+        raise ChallengeError(
+            "the task id does not derive from the recorded policy client, intent, x402 details "
+            "and request id: these are not the inputs the operators evaluated"
+        )
 
 
 def _probe(policy: Policy, params: dict[str, Any]) -> None:

@@ -32,6 +32,9 @@ class TaskEvidence:
     created_at: int
     source: str  # "gateway" | "state" | "audit"
     approval: dict[str, Any] | None = None  # signed approval if the task used one
+    # the JSON-RPC id the task id derives from (``agentguard._task_id``): what binds the
+    # x402 details to the signatures; None when the source does not say (an audit log)
+    request_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class TaskEvidence:
             "created_at": self.created_at,
             "source": self.source,
             "approval": self.approval,
+            "request_id": self.request_id,
         }
 
 
@@ -80,6 +84,7 @@ def evidence_from_result(
     task_id, client = attestation.get("task_id"), attestation.get("policy_client")
     if not isinstance(task_id, str) or not isinstance(client, str):
         raise ChallengeError("the attestation has no task id or policy client")
+    request_id = task.get("requestId")
     return TaskEvidence(
         task_id=task_id,
         policy_client=client,
@@ -88,6 +93,7 @@ def evidence_from_result(
         attestation=attestation,
         created_at=created_at,
         source=source,
+        request_id=request_id if isinstance(request_id, str) else None,
     )
 
 

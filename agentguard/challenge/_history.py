@@ -537,7 +537,8 @@ def history_extra(finding: HistoryFinding, quorum: Quorum) -> dict[str, Any]:
     history = finding.check.extra()
     if finding.group:
         history["same_second"] = [
-            {**c.to_json(), "wasm": ev.wasm, "approval": ev.approval} for ev, c in finding.group
+            {**c.to_json(), "wasm": ev.wasm, "approval": ev.approval, "request_id": ev.request_id}
+            for ev, c in finding.group
         ]
         history["claim"] = (
             "this task and the same_second ones were created in one second; the last of them "
@@ -700,7 +701,7 @@ def _members(
         ):
             notes.append(f"left out: task {candidate.task_id} is not of this second and policy")
             continue
-        approval = entry.get("approval")
+        approval, request_id = entry.get("approval"), entry.get("request_id")
         members.append(
             (
                 TaskEvidence(
@@ -712,6 +713,7 @@ def _members(
                     created_at=candidate.now,
                     source="record",
                     approval=approval if isinstance(approval, dict) else None,
+                    request_id=request_id if isinstance(request_id, str) else None,
                 ),
                 candidate,
             )

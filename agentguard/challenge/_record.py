@@ -161,6 +161,7 @@ def build_record(
         "intent": evidence.intent,
         "wasm": evidence.wasm,
         "approval": evidence.approval,
+        "request_id": evidence.request_id,
         "attestation": evidence.attestation,
         "registration": registration.to_json(),
         "policy": policy_material(policy),
@@ -218,6 +219,8 @@ def _shape(record: Any) -> dict[str, Any]:
     for name in ("approval", "extra"):
         if doc.get(name) is not None and not isinstance(doc[name], dict):
             raise NotAChallengeRecord(f"the record's {name} is not an object")
+    if doc.get("request_id") is not None and not isinstance(doc["request_id"], str):
+        raise NotAChallengeRecord("the record's request_id is not text")
     signers = doc["wrong_signers"]
     if len(signers) > _MAX_SIGNERS or not all(isinstance(s, str) for s in signers):
         raise NotAChallengeRecord("the record's wrong_signers is not a list of addresses")
@@ -279,6 +282,11 @@ def _check(
         doc["policy_client"].lower() != attestation.policy_client.lower()
     ):
         raise NotProven("the record's task id or policy client is not the attestation's")
+    if doc.get("request_id") is None:  # ``reevaluate`` checks the id derives from it
+        raise NotProven(
+            "the record carries no request id, so its x402 details (or their absence) are not "
+            "shown to be what the operators evaluated: the task id binds them with it"
+        )
     evidence = TaskEvidence(
         task_id=task_id,
         policy_client=attestation.policy_client,
@@ -288,6 +296,7 @@ def _check(
         created_at=doc["created_at"],
         source=doc["source"],
         approval=doc.get("approval"),
+        request_id=doc.get("request_id"),
     )
     pinned = None if operators is None else frozenset(o.lower() for o in operators)
     context = RecordContext(doc, evidence, registration, policy, rpc, pinned)

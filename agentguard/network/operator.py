@@ -744,7 +744,7 @@ def policy_input(
             canonical = canonical_x402(wasm["x402"], intent)
         except AgentGuardError as exc:
             raise RPCError(INVALID_PARAMS, f"data.wasm.x402: {exc.message}") from None
-        if wasm["x402"] != canonical:
+        if canonical_json(wasm["x402"]) != canonical_json(canonical):  # True == 1 in Python
             raise RPCError(INVALID_PARAMS, "data.wasm.x402 is not in canonical form")
     now = wasm.get("now")
     if isinstance(now, bool) or not isinstance(now, int):
