@@ -22,6 +22,7 @@ handed is already in it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ X402_FIELDS = frozenset(
 )
 MAX_REQUEST_ID = 200
 """Characters in a request id (the gateway refuses longer JSON-RPC ids)."""
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 NO_DETAILS = b"\x00" * 32
 """``details_hash`` of a task without x402 details (no keccak output is all zeros)."""
 
@@ -90,5 +92,7 @@ def task_id(
         raise IntentError("request id is not encodable as UTF-8") from None
     if len(intent_hash) != 32:
         raise IntentError("intent hash must be 32 bytes")
-    client = bytes.fromhex(policy_client.removeprefix("0x"))
+    if type(policy_client) is not str or not _ADDRESS.match(policy_client):
+        raise IntentError("policy client must be 0x and 40 hex digits")
+    client = bytes.fromhex(policy_client[2:])
     return keccak(address_word(client) + intent_hash + details_hash(x402) + rid)

@@ -98,7 +98,7 @@ def _on_virtual_clock(
 def _ask(fan: FanOut) -> asyncio.Future[Any]:
     fan._rotation = 0  # operators 0 and 1 asked first, 2 on a widening
     return asyncio.ensure_future(
-        fan.ask(_task(), b"\x04" * 32, b"{}", 2**40, b"\x05" * 32, intent_json="{}")
+        fan.ask(_task(), b"\x04" * 32, "r", b"{}", 2**40, b"\x05" * 32, intent_json="{}")
     )
 
 
@@ -212,4 +212,4 @@ def test_an_operator_answering_just_before_the_hedge_cannot_push_it_past_the_tim
 
 
 async def _ask_task(fan: FanOut, task: Any) -> Any:
-    return await fan.ask(task, b"\x04" * 32, b"{}", 2**40, b"\x05" * 32, intent_json="{}")
+    return await fan.ask(task, b"\x04" * 32, "r", b"{}", 2**40, b"\x05" * 32, intent_json="{}")

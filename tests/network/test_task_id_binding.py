@@ -19,7 +19,12 @@ import pytest
 
 from agentguard import PaymentIntent, TransactionIntent, Verifier
 from agentguard._attestation import operator_address
-from agentguard._exceptions import AuthorizationError, GatewayProtocolError, VerificationError
+from agentguard._exceptions import (
+    AuthorizationError,
+    GatewayProtocolError,
+    IntentError,
+    VerificationError,
+)
 from agentguard._gateway import AsyncNewtonGateway, NewtonGateway
 from agentguard._intent import wasm_args_hex
 from agentguard._task_id import NO_DETAILS, canonical_x402, details_hash, task_id
@@ -220,8 +225,11 @@ def test_the_derivation_has_fixed_widths_and_distinguishes_every_part() -> None:
     # what would be hashed: 32 + 32 + 32 bytes, then the request id, so nothing can shift
     # between members (only the last is variable, and it is the only one)
     for bad in ("", "x" * 201, 7, None, "\ud800"):
-        with pytest.raises(Exception, match="request id"):
+        with pytest.raises(IntentError, match="request id"):
             task_id(CLIENT, pay.intent_hash, details, bad)
+    for client in ("0x" + "12 " * 13 + "1", CLIENT[2:], CLIENT + "00", 7):
+        with pytest.raises(IntentError, match="policy client"):
+            task_id(client, pay.intent_hash, details, "r")  # type: ignore[arg-type]
 
 
 def _x402_request(**override: Any) -> dict[str, Any]:
@@ -283,16 +291,14 @@ def test_operators_refuse_a_task_id_not_derived_from_its_parts() -> None:
         with pytest.raises(RPCError) as refused:
             operator.evaluate_and_sign(lie)
         assert refused.value.code == -32602, name
-        assert "task_id is not keccak" in refused.value.message or (
-            "request_id" in refused.value.message
-        ), name
+        expected = "request_id: " if name == "missing request id" else "task_id is not keccak"
+        assert expected in refused.value.message, name
     assert operator.evaluate_and_sign(body)["decision"] == "allow"  # the honest one signs
 
 
 def test_operators_refuse_them_inside_a_batch_each_alone() -> None:
     from tests.network.test_operator import new_operator
 
-    operator = new_operator()
     for for_keys in (False, True):
         operator = new_operator()
         names = list(_lies(_x402_request()))

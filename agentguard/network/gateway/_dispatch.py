@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentguard._task_id import MAX_REQUEST_ID
 from agentguard.network._rpc import INVALID_REQUEST, METHOD_NOT_FOUND, Encoded, RPCError, encode
 from agentguard.network.config import ApiKeyEntry
 from agentguard.network.gateway import _audit, _settle
@@ -25,8 +26,10 @@ async def dispatch(
         # to deduplicate on). Any string id deduplicates, as a UUID does.
         if rpc_id is None:
             return Encoded(encode(await gateway._create_task(key, str(uuid.uuid4()), params)))
-        if not isinstance(rpc_id, str) or not 0 < len(rpc_id) <= 200:
-            raise RPCError(INVALID_REQUEST, "id must be a string of 1..200 characters")
+        if not isinstance(rpc_id, str) or not 0 < len(rpc_id) <= MAX_REQUEST_ID:
+            raise RPCError(
+                INVALID_REQUEST, f"id must be a string of 1..{MAX_REQUEST_ID} characters"
+            )
         return await gateway.create_task(key, rpc_id, params)
     if method == "agentguard_networkInfo":
         return gateway.network_info()
