@@ -5,6 +5,9 @@ same engine (regopy), under the registration the attestation's policy id names."
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "Recomputed",
     "check_material",
     "most_permissive",
+    "probes_passed",
     "reevaluate",
 ]
 
@@ -177,6 +181,21 @@ def _check_bound(evidence: TaskEvidence, intent: TransactionIntent, data: dict[s
         )
 
 
+_PASSED: ContextVar[set[str] | None] = ContextVar("agentguard_probes_passed", default=None)
+
+
+@contextmanager
+def probes_passed() -> Iterator[set[str]]:
+    """The probe keys (hex) whose probe passed inside the block: a watch that judged a task
+    after all knows the machine can judge that key again, so its count of failures is over."""
+    passed: set[str] = set()
+    token = _PASSED.set(passed)
+    try:
+        yield passed
+    finally:
+        _PASSED.reset(token)
+
+
 def _probe(policy: Policy, params: dict[str, Any]) -> None:
     """The policy probe, with the challenger's limit: a crash is the policy's own
     (``ChallengeError``: it cannot be re-evaluated); out of time or no child is maybe the
@@ -191,6 +210,8 @@ def _probe(policy: Policy, params: dict[str, Any]) -> None:
         raise ChallengeRetry(
             f"the policy could not be judged now: {exc}", code=probe_key(policy, params)
         ) from None
+    if (passed := _PASSED.get()) is not None:
+        passed.add(probe_key(policy, params).hex())
 
 
 def most_permissive(wasm: dict[str, Any], registration: Registration) -> dict[str, Any]:

@@ -66,7 +66,7 @@ from agentguard.challenge._chain import (
     pause_vaults,
     vault_operators,
 )
-from agentguard.challenge._evaluate import most_permissive
+from agentguard.challenge._evaluate import most_permissive, probes_passed
 from agentguard.challenge._evidence import TaskEvidence, evidence_from_result
 from agentguard.challenge._history import (
     Candidate,
@@ -485,15 +485,18 @@ class Watcher:
 
     def _judge_task(self, cursor: Cursor, task: StoredTask, key: str | None) -> bool:
         """Check ``task``; False if it is deferred (``_defer``). ``key``: the probe key it was
-        deferred under, if it was (judged at last, its key's count starts over)."""
+        deferred under, if it was. Judged at last, its key's count starts over, and so does
+        that of every key probed fine meanwhile: the machine judges it again, so an exhaustion
+        the load caused must not pass that key's next fraud on one transient timeout."""
         try:
-            self._check(task)
+            with probes_passed() as passed:
+                self._check(task)
         except ChallengeRetry as exc:
             if self._defer(cursor, task, exc):
                 return False
         else:
-            if key is not None:
-                cursor.keys.pop(key, None)
+            for judged in passed if key is None else {key, *passed}:
+                cursor.keys.pop(judged, None)
         cursor.deferred.pop(task.seq, None)
         self.report.checked += 1
         return True

@@ -105,7 +105,9 @@ def test_a_probe_that_fails_once_still_leads_to_the_challenge(
     report, pauses = watch(fraud, tmp_path, retry_delay=7.0)
     assert set(report.operators) == liars(fraud), report.text()
     assert len(report.records) == 2 and report.retried == 1
-    assert pauses == [(7.0, 0)]  # one pause, the cursor still before the task during it
+    # one pause, the cursor still before the task during it; the fraud's second task (same
+    # policy) was judged fine meanwhile, so its key counts afresh and the retry is due at once
+    assert pauses == [(0.0, 0)]
     assert Cursor.load(tmp_path / "cursor.json").seq == 2  # judged, then passed
     assert limits and all(t == CHALLENGE_PROBE_TIMEOUT > _probe.PROBE_TIMEOUT for t in limits)
 
@@ -202,3 +204,36 @@ def test_a_retry_pause_ends_at_until(
     ).run()
     assert slept == [100.0, 50.0]  # the second pause (200 s) cut to end at until
     assert now[0] == 1_000_150.0
+
+
+def test_a_key_judged_again_after_its_exhaustion_counts_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Final review (session 17): load exhausts a policy's probe key (its task passed with a
+    warning); then the machine judges a later task of that key fine. A fraud under it within
+    the exhaustion's hour that meets ONE transient timeout must be deferred and then proven,
+    not passed at once: a key judged again counts afresh."""
+    real = _probe._forked
+    (tmp_path / "net").mkdir()
+    net = InProcessNetwork(tmp_path / "net", liars=2)
+    try:
+        client = fresh_client()
+        net.register(client, NETCHECK, params(max_per_tx=10 * UNIT))
+        for _ in range(2):
+            assert net.create(client, transfer(fresh_agent(), 5 * UNIT))["attestation"]
+        flaky(monkeypatch, [timed_out] * 10)  # a loaded hour: the key runs out of tries
+        loaded, _ = watch(net, tmp_path, retries=2, retry_delay=10.0)
+        assert loaded.checked == 2 and loaded.warnings
+        assert any(n > 2 for n, _ in Cursor.load(tmp_path / "cursor.json").keys.values())
+        assert net.create(client, transfer(fresh_agent(), 5 * UNIT))["attestation"]
+        monkeypatch.setattr(_probe, "_forked", real)  # the box recovers: that task is judged
+        healthy, _ = watch(net, tmp_path, retries=2, retry_delay=10.0)
+        assert healthy.checked == 1 and not healthy.warnings
+        assert Cursor.load(tmp_path / "cursor.json").keys == {}
+        fraud = net.create(client, transfer(fresh_agent(), 50 * UNIT))
+        assert fraud["attestation"]["decision"] == "allow"
+        flaky(monkeypatch, [timed_out])  # one transient timeout (the wrapped child is real)
+        later, _ = watch(net, tmp_path, retries=2, retry_delay=10.0)
+        assert set(later.operators) == liars(net)
+    finally:
+        net.close()
