@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from agentguard.challenge import Quorum, Watcher
+from agentguard.challenge import Watcher
 from agentguard.challenge._watch import MAX_RETRY_DELAY, Cursor
 from agentguard.policies import Policy, _probe
 from agentguard.policies._probe import probe_key
 from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 
 from .inprocess import InProcessNetwork
+from .probe_stub import use_probe_child, virtual_watcher
 
 HANGS = Policy(
     name="netcheck-hangs",
@@ -57,27 +58,12 @@ def hanging(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
             return _probe._verdict(None, False, timeout)
         return real(request, timeout)
 
-    monkeypatch.setattr(_probe, "_forked", child)
-    monkeypatch.setattr(_probe, "_fork_safe", lambda: True)
-    monkeypatch.setattr(_probe, "_verdicts", type(_probe._verdicts)())
-    monkeypatch.setattr(_probe, "_RETRY_AFTER", 0.0)
+    use_probe_child(monkeypatch, child)
     return probed
 
 
 def _watch(net: InProcessNetwork, tmp: Path, now: list[float], **kw: Any) -> Any:
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    return Watcher(
-        net.gateway.state,
-        cursor_file=tmp / "cursor.json",
-        out_dir=tmp / "records",
-        quorum=Quorum(frozenset(a.lower() for a in net.operator_addresses), 2),
-        clock=lambda: now[0],
-        sleep=sleep,
-        retry_delay=60.0,
-        **kw,
-    ).run()
+    return virtual_watcher(net, tmp, now, **kw).run()
 
 
 def test_a_later_fraud_is_reported_while_a_hanging_task_waits_and_a_restart_keeps_its_count(

@@ -23,6 +23,7 @@ from agentguard.challenge._sources import Materials, StateSource
 from agentguard.challenge._watch import Cursor
 from agentguard.policies import Policy, _probe
 from agentguard.policies._engine import PolicyEngine, PolicyEngineError, _refusal
+from tests.challenge.probe_stub import use_probe_child
 from tests.challenge.test_watch_probe_retry import liars, watch
 from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 
@@ -64,10 +65,7 @@ def probes(monkeypatch: pytest.MonkeyPatch, *, hang: bool, victim_failures: int)
             return _probe._verdict(None, False, timeout)
         return real(request, timeout)
 
-    monkeypatch.setattr(_probe, "_forked", child)
-    monkeypatch.setattr(_probe, "_fork_safe", lambda: True)
-    monkeypatch.setattr(_probe, "_verdicts", type(_probe._verdicts)())
-    monkeypatch.setattr(_probe, "_RETRY_AFTER", 0.0)
+    use_probe_child(monkeypatch, child)
     return left
 
 

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from agentguard._exceptions import ConfigurationError
-from agentguard.challenge import Quorum, Watcher
+from agentguard.challenge import Watcher
 from agentguard.challenge import _watch as watch_module
 from agentguard.challenge._watch import Cursor
 from agentguard.policies import Policy, _probe
 from agentguard.policies._probe import probe_key
 from tests.challenge.inprocess import InProcessNetwork
+from tests.challenge.probe_stub import use_probe_child, virtual_watcher
 from tests.network.conftest import NETCHECK, UNIT, fresh_agent, fresh_client, params, transfer
 
 HANGS = Policy(
@@ -54,10 +55,7 @@ class Load:
                 return _probe._verdict(None, False, timeout)
             return real(request, timeout)
 
-        monkeypatch.setattr(_probe, "_forked", child)
-        monkeypatch.setattr(_probe, "_fork_safe", lambda: True)
-        monkeypatch.setattr(_probe, "_verdicts", type(_probe._verdicts)())
-        monkeypatch.setattr(_probe, "_RETRY_AFTER", 0.0)
+        use_probe_child(monkeypatch, child)
 
 
 @pytest.fixture
@@ -73,19 +71,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNetwork]:
 
 
 def _watcher(net: InProcessNetwork, tmp: Path, now: list[float], **kw: Any) -> Watcher:
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    return Watcher(
-        net.gateway.state,
-        cursor_file=tmp / "cursor.json",
-        out_dir=tmp / "records",
-        quorum=Quorum(frozenset(a.lower() for a in net.operator_addresses), 2),
-        clock=lambda: now[0],
-        sleep=sleep,
-        retry_delay=60.0,
-        **kw,
-    )
+    return virtual_watcher(net, tmp, now, **kw)
 
 
 def _liars(net: InProcessNetwork) -> set[str]:
